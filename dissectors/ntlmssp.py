@@ -151,16 +151,28 @@ class Version:
 _FILETIME_EPOCH = datetime(1601, 1, 1, tzinfo=UTC)
 
 
-def filetime_to_datetime(value: int) -> datetime | None:
-    """FILETIME (100 ns ticks since 1601-01-01 UTC) as an aware datetime; None when beyond datetime's range."""
-    try:
-        return _FILETIME_EPOCH + timedelta(microseconds=value // 10)
-    except OverflowError:
-        return None
+@dataclass(frozen=True)
+class FileTime:
+    """FILETIME (MS-DTYP 2.3.3): 100 ns ticks since 1601-01-01 UTC, kept exact."""
 
+    ticks: int
 
-def isoformat_utc(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    @property
+    def as_datetime(self) -> datetime | None:
+        """The moment as an aware datetime (microsecond precision); None beyond datetime's range."""
+        try:
+            return _FILETIME_EPOCH + timedelta(microseconds=self.ticks // 10)
+        except OverflowError:
+            return None
+
+    def isoformat(self) -> str | None:
+        """ISO 8601 UTC with the full 100 ns precision, e.g. ``2020-04-30T02:46:22.4140792Z``."""
+        moment = self.as_datetime
+        if moment is None:
+            return None
+        text = moment.replace(microsecond=0, tzinfo=None).isoformat()
+        fraction = f"{self.ticks % 10_000_000:07d}".rstrip("0")
+        return f"{text}.{fraction}Z" if fraction else f"{text}Z"
 
 
 @dataclass
@@ -180,8 +192,8 @@ class AvPair:
 
     def to_dict(self) -> dict[str, Any]:
         value = self.value
-        if isinstance(value, datetime):
-            value = isoformat_utc(value)
+        if isinstance(value, FileTime):
+            value = value.isoformat()
         elif isinstance(value, bytes):
             value = value.hex()
         elif isinstance(value, AvFlags):
@@ -342,10 +354,10 @@ def _decode_av_value(av_id: int, raw: bytes, where: str, reader: _Reader) -> Any
     if av_id == AvId.MsvAvFlags:
         return AvFlags(int.from_bytes(raw, "little"))
     if av_id == AvId.MsvAvTimestamp:
-        moment = filetime_to_datetime(int.from_bytes(raw, "little"))
-        if moment is None:
+        stamp = FileTime(int.from_bytes(raw, "little"))
+        if stamp.as_datetime is None:
             reader.note("timestamp_out_of_range", f"{where}: MsvAvTimestamp {raw.hex()} is not a valid date")
-        return moment
+        return stamp
     if av_id == AvId.MsvAvSingleHost:
         # Single_Host_Data (2.2.2.2): Size, Z4, CustomData[8], MachineID[32]
         if len(raw) < 48:
@@ -460,9 +472,9 @@ class ChallengeMessage(NtlmMessage):
         return _av_string(self.target_info, AvId.MsvAvDnsTreeName)
 
     @property
-    def server_time(self) -> datetime | None:
+    def server_time(self) -> FileTime | None:
         value = _av_lookup(self.target_info, AvId.MsvAvTimestamp)
-        return value if isinstance(value, datetime) else None
+        return value if isinstance(value, FileTime) else None
 
     def to_dict(self) -> dict[str, Any]:
         result = super().to_dict()
@@ -473,7 +485,7 @@ class ChallengeMessage(NtlmMessage):
             dns_computer=self.dns_computer,
             dns_domain=self.dns_domain,
             dns_tree=self.dns_tree,
-            server_time=isoformat_utc(self.server_time) if self.server_time else None,
+            server_time=self.server_time.isoformat() if self.server_time else None,
             os_version=str(self.version) if self.version else None,
             os_release=self.version.release if self.version else None,
             server_challenge=self.server_challenge.hex(),
@@ -489,7 +501,7 @@ class NtlmV2Response:
     nt_proof_str: bytes
     resp_type: int | None = None
     hi_resp_type: int | None = None
-    timestamp: datetime | None = None
+    timestamp: FileTime | None = None
     client_challenge: bytes = b""
     av_pairs: list[AvPair] = field(default_factory=list)
 
@@ -555,7 +567,7 @@ class AuthenticateMessage(NtlmMessage):
             mic_present=self.mic is not None,
             mic_flagged=bool(av_flags and av_flags & AvFlags.MIC_PROVIDED),
             session_key_present=bool(self.session_key),
-            client_time=isoformat_utc(v2.timestamp) if v2 and v2.timestamp else None,
+            client_time=v2.timestamp.isoformat() if v2 and v2.timestamp else None,
             client_challenge=v2.client_challenge.hex() if v2 else None,
             channel_bindings_present=bool(bindings and any(bindings)),
             av_flags=_av_flag_names(int(av_flags)) if av_flags is not None else None,
@@ -744,9 +756,8 @@ def _decode_ntlmv2_response(nt: bytes, reader: _Reader) -> NtlmV2Response:
     response.resp_type, response.hi_resp_type = blob[0], blob[1]
     if (response.resp_type, response.hi_resp_type) != (1, 1):
         reader.note("bad_ntlmv2_blob", f"RespType/HiRespType are {blob[0]}/{blob[1]}, expected 1/1")
-    stamp = int.from_bytes(blob[8:16], "little")
-    response.timestamp = filetime_to_datetime(stamp)
-    if response.timestamp is None:
+    response.timestamp = FileTime(int.from_bytes(blob[8:16], "little"))
+    if response.timestamp.as_datetime is None:
         reader.note("timestamp_out_of_range", f"NTLMv2 TimeStamp {blob[8:16].hex()} is not a valid date")
     response.client_challenge = blob[16:24]
     response.av_pairs = decode_av_pairs(blob[28:], "NTLMv2 AvPairs", reader.anomalies)

@@ -1,0 +1,374 @@
+"""SASL exchanges as they appear on the mail wire, sans-I/O.
+
+Covers the carriers of RFC 4954 (SMTP ``AUTH``, ``334`` continuations), RFC 5034 (POP3 ``AUTH``, ``+`` continuations)
+and RFC 3501/4959 (IMAP ``AUTHENTICATE`` with SASL-IR), plus Microsoft's variants ([MS-SMTPNTLM] ``334 NTLM
+supported``, [MS-POP3] ``+OK`` before the first blob). An :class:`AuthTracker` is fed the lines of one session, each
+with its direction, and returns typed events: the exchange start, every blob (NTLMSSP decoded), clear-text credentials
+(PLAIN, LOGIN, and what CRAM-MD5, XOAUTH2 and OAUTHBEARER reveal), cancellation and the server's verdict.
+"""
+
+from __future__ import annotations
+
+import binascii
+import enum
+import re
+from dataclasses import dataclass, field
+
+from dissectors import ntlmssp
+
+# A SASL line longer than this is not decoded (a real NTLM blob is a few hundred bytes of base64).
+MAX_BLOB_TEXT = 64 * 1024
+# An exchange that goes on for more steps than any real mechanism needs is abandoned.
+MAX_STEPS = 32
+
+
+class Protocol(enum.StrEnum):
+    SMTP = "smtp"
+    POP3 = "pop3"
+    IMAP = "imap"
+
+
+class Direction(enum.StrEnum):
+    CLIENT = "client"
+    SERVER = "server"
+
+
+@dataclass(frozen=True)
+class Base64Result:
+    data: bytes | None
+    anomalies: tuple[str, ...] = ()
+
+
+_B64_ALPHABET = re.compile(rb"^[A-Za-z0-9+/]*={0,3}$")
+
+
+def decode_base64(text: str | bytes) -> Base64Result:
+    """Decode SASL base64 leniently: whitespace is dropped, wrong padding is repaired and reported.
+
+    Returns ``data=None`` (with an anomaly) when the text is not base64 at all.
+    """
+    raw = text.encode("latin-1", errors="replace") if isinstance(text, str) else bytes(text)
+    if len(raw) > MAX_BLOB_TEXT:
+        return Base64Result(None, ("blob_too_long",))
+    compact = b"".join(raw.split())
+    anomalies: list[str] = []
+    if compact != raw.strip():
+        anomalies.append("whitespace_in_base64")
+    if not _B64_ALPHABET.match(compact):
+        return Base64Result(None, ("bad_base64",))
+    body = compact.rstrip(b"=")
+    padded = body + b"=" * (-len(body) % 4)
+    if len(body) % 4 == 1:
+        return Base64Result(None, ("bad_base64",))
+    if padded != compact:
+        anomalies.append("bad_base64_padding")
+    try:
+        return Base64Result(binascii.a2b_base64(padded), tuple(anomalies))
+    except binascii.Error:
+        return Base64Result(None, ("bad_base64",))
+
+
+@dataclass(frozen=True)
+class AuthCommand:
+    """A client's request to start SASL: ``AUTH <mech> [ir]`` or ``<tag> AUTHENTICATE <mech> [ir]``."""
+
+    mechanism: str
+    initial_response: str | None = None
+    tag: str | None = None
+
+
+_SMTP_POP3_AUTH = re.compile(r"^\s*AUTH\s+([A-Za-z0-9_-]{1,40})(?:\s+(\S.*?))?\s*$", re.IGNORECASE)
+_IMAP_AUTH = re.compile(r"^\s*(\S+)\s+AUTHENTICATE\s+([A-Za-z0-9_-]{1,40})(?:\s+(\S.*?))?\s*$", re.IGNORECASE)
+
+
+def parse_auth_command(protocol: Protocol, line: str) -> AuthCommand | None:
+    """Recognise the command that starts a SASL exchange; None for any other line."""
+    if protocol is Protocol.IMAP:
+        match = _IMAP_AUTH.match(line)
+        if not match:
+            return None
+        return AuthCommand(match.group(2).upper(), match.group(3), match.group(1))
+    match = _SMTP_POP3_AUTH.match(line)
+    if not match:
+        return None
+    return AuthCommand(match.group(1).upper(), match.group(2))
+
+
+class ReplyKind(enum.Enum):
+    CONTINUE = "continue"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class ServerReply:
+    kind: ReplyKind
+    text: str  # the continuation payload, or the whole status line
+
+
+_SMTP_REPLY = re.compile(r"^\s*(\d{3})(?:[ -](.*))?$")
+
+
+def classify_server_line(protocol: Protocol, line: str, tag: str | None = None) -> ServerReply:
+    """What a server line means inside an exchange: a continuation (with its payload), success, failure."""
+    stripped = line.strip()
+    if protocol is Protocol.SMTP:
+        match = _SMTP_REPLY.match(stripped)
+        if not match:
+            return ServerReply(ReplyKind.OTHER, stripped)
+        code, rest = match.group(1), (match.group(2) or "").strip()
+        if code == "334":
+            return ServerReply(ReplyKind.CONTINUE, rest)
+        if code.startswith("2"):
+            return ServerReply(ReplyKind.SUCCESS, stripped)
+        if code[0] in "45":
+            return ServerReply(ReplyKind.FAILURE, stripped)
+        return ServerReply(ReplyKind.OTHER, stripped)
+    if protocol is Protocol.POP3:
+        upper = stripped.upper()
+        if upper.startswith("+OK"):
+            return ServerReply(ReplyKind.SUCCESS, stripped)
+        if upper.startswith("-ERR"):
+            return ServerReply(ReplyKind.FAILURE, stripped)
+        if stripped == "+" or stripped.startswith("+ ") or stripped.startswith("+\t"):
+            return ServerReply(ReplyKind.CONTINUE, stripped[1:].strip())
+        return ServerReply(ReplyKind.OTHER, stripped)
+    # IMAP: continuation "+ ...", tagged completion, untagged data in between.
+    if stripped == "+" or stripped.startswith("+ ") or stripped.startswith("+\t"):
+        return ServerReply(ReplyKind.CONTINUE, stripped[1:].strip())
+    parts = stripped.split(None, 2)
+    if len(parts) >= 2 and parts[0] != "*" and (tag is None or parts[0] == tag):
+        status = parts[1].upper()
+        if status == "OK":
+            return ServerReply(ReplyKind.SUCCESS, stripped)
+        if status in ("NO", "BAD"):
+            return ServerReply(ReplyKind.FAILURE, stripped)
+    return ServerReply(ReplyKind.OTHER, stripped)
+
+
+# ---- events -------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SaslStarted:
+    mechanism: str
+    tag: str | None
+    initial_response: bool
+
+
+@dataclass
+class SaslBlob:
+    """One base64 step. ``ntlm`` holds the decoded NTLMSSP message when the blob is one."""
+
+    direction: Direction
+    text: str
+    data: bytes | None
+    ntlm: ntlmssp.Message | None = None
+    anomalies: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SaslCredentials:
+    """What a mechanism sent in the clear. ``password`` is a real password only for PLAIN and LOGIN;
+    ``secret_kind`` says what ``password`` holds otherwise (a CRAM-MD5 digest, an OAuth bearer token)."""
+
+    mechanism: str
+    user: str | None
+    password: str | None
+    authzid: str | None = None
+    secret_kind: str = "password"
+
+
+@dataclass
+class SaslCancelled:
+    pass
+
+
+@dataclass
+class SaslOutcome:
+    mechanism: str
+    success: bool
+    text: str
+
+
+@dataclass
+class SaslAnomaly:
+    code: str
+    detail: str
+
+
+SaslEvent = SaslStarted | SaslBlob | SaslCredentials | SaslCancelled | SaslOutcome | SaslAnomaly
+
+_LOGIN_PROMPTS = {"username:": "user", "user name": "user", "password:": "password"}
+
+
+class _Exchange:
+    """One SASL exchange from the AUTH command to the server's verdict."""
+
+    def __init__(self, protocol: Protocol, command: AuthCommand) -> None:
+        self.protocol = protocol
+        self.mechanism = command.mechanism
+        self.tag = command.tag
+        self.client_steps = 0
+        self.server_steps = 0
+        self.last_prompt: str | None = None
+        self.login_user: str | None = None
+        self.server_challenge: bytes | None = None
+        self.saw_authenticate = False
+
+    # -- client --------------------------------------------------------------------------------------------------
+
+    def client_text(self, text: str) -> list[SaslEvent]:
+        self.client_steps += 1
+        if text.strip() == "*":
+            return [SaslCancelled()]
+        blob = _blob(Direction.CLIENT, text, self.mechanism)
+        events: list[SaslEvent] = [blob]
+        if blob.ntlm is not None and isinstance(blob.ntlm, ntlmssp.AuthenticateMessage):
+            self.saw_authenticate = True
+        if blob.data is not None:
+            events.extend(self._client_credentials(blob.data))
+        return events
+
+    def _client_credentials(self, data: bytes) -> list[SaslEvent]:
+        mechanism = self.mechanism
+        if mechanism == "PLAIN":
+            return _plain_credentials(data)
+        if mechanism == "LOGIN":
+            value = _text(data)
+            role = self.last_prompt or ("user" if self.login_user is None else "password")
+            if role == "user":
+                self.login_user = value
+                self.last_prompt = None
+                return []
+            self.last_prompt = None
+            return [SaslCredentials("LOGIN", self.login_user, value)]
+        if mechanism == "CRAM-MD5":
+            user, _, digest = _text(data).rpartition(" ")
+            return [SaslCredentials("CRAM-MD5", user or None, digest or None, secret_kind="cram-md5-digest")]
+        if mechanism == "XOAUTH2":
+            fields = dict(part.split("=", 1) for part in _text(data).split("\x01") if "=" in part)
+            token = fields.get("auth", "").removeprefix("Bearer ").strip() or None
+            return [SaslCredentials("XOAUTH2", fields.get("user"), token, secret_kind="oauth-bearer-token")]
+        if mechanism == "OAUTHBEARER":
+            text = _text(data)
+            gs2, _, rest = text.partition("\x01")
+            user = next((p[2:] for p in gs2.split(",") if p.startswith("a=")), None)
+            fields = dict(part.split("=", 1) for part in rest.split("\x01") if "=" in part)
+            token = fields.get("auth", "").removeprefix("Bearer ").strip() or None
+            return [SaslCredentials("OAUTHBEARER", user, token, secret_kind="oauth-bearer-token")]
+        return []
+
+    # -- server --------------------------------------------------------------------------------------------------
+
+    def server_continuation(self, text: str) -> list[SaslEvent]:
+        self.server_steps += 1
+        if self.mechanism == "NTLM" and text.lower().startswith("ntlm supported"):
+            return []  # [MS-SMTPNTLM] 2.2.1.2: not base64, just "go on"
+        if not text:
+            return []
+        blob = _blob(Direction.SERVER, text, self.mechanism)
+        if self.mechanism == "LOGIN" and blob.data is not None:
+            self.last_prompt = _LOGIN_PROMPTS.get(_text(blob.data).strip().lower())
+        return [blob]
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+def _plain_credentials(data: bytes) -> list[SaslEvent]:
+    """RFC 4616: [authzid] NUL authcid NUL passwd."""
+    parts = data.split(b"\x00")
+    if len(parts) == 3:
+        authzid, user, password = (_text(p) for p in parts)
+        return [SaslCredentials("PLAIN", user, password, authzid or None)]
+    event = SaslAnomaly("bad_plain_message", f"PLAIN message has {len(parts) - 1} NUL separators, expected 2")
+    if len(parts) == 2:
+        return [event, SaslCredentials("PLAIN", _text(parts[0]), _text(parts[1]))]
+    return [event]
+
+
+def _blob(direction: Direction, text: str, mechanism: str) -> SaslBlob:
+    result = decode_base64(text)
+    blob = SaslBlob(direction, text[:256], result.data, anomalies=list(result.anomalies))
+    if result.data is not None and result.data.startswith(ntlmssp.SIGNATURE):
+        blob.ntlm = ntlmssp.decode(result.data)
+    elif mechanism == "NTLM" and result.data:
+        blob.anomalies.append("not_ntlmssp")
+    return blob
+
+
+def _too_many_steps(exchange: _Exchange) -> SaslAnomaly:
+    return SaslAnomaly("sasl_too_many_steps", f"{exchange.mechanism} exchange abandoned after {MAX_STEPS} steps")
+
+
+class AuthTracker:
+    """Follows SASL exchanges in one session's lines, in the order they were seen.
+
+    Feed every client line with :meth:`client_line` and every server line with :meth:`server_line`; lines outside an
+    exchange are ignored except the AUTH command that starts one.
+    """
+
+    def __init__(self, protocol: Protocol | str) -> None:
+        self.protocol = Protocol(protocol)
+        self.exchange: _Exchange | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.exchange is not None
+
+    def client_line(self, line: str) -> list[SaslEvent]:
+        exchange = self.exchange
+        if exchange is None:
+            command = parse_auth_command(self.protocol, line)
+            if command is None:
+                return []
+            return self._start(command)
+        if exchange.client_steps >= MAX_STEPS:
+            self.exchange = None
+            return [_too_many_steps(exchange)]
+        command = parse_auth_command(self.protocol, line)
+        if command is not None and self.protocol is not Protocol.IMAP:
+            # A new AUTH while one is open: the server's verdict on the old one was never seen.
+            restarted = SaslAnomaly("sasl_restarted", "AUTH sent again before the previous exchange ended")
+            return [restarted, *self._start(command)]
+        return exchange.client_text(line)
+
+    def _start(self, command: AuthCommand) -> list[SaslEvent]:
+        exchange = _Exchange(self.protocol, command)
+        self.exchange = exchange
+        events: list[SaslEvent] = [SaslStarted(command.mechanism, command.tag, command.initial_response is not None)]
+        if command.initial_response is not None:
+            initial = command.initial_response.strip()
+            if initial == "=":  # RFC 4954: an empty initial response
+                exchange.client_steps += 1
+                return events
+            events.extend(exchange.client_text(initial))
+        return events
+
+    def server_line(self, line: str) -> list[SaslEvent]:
+        exchange = self.exchange
+        if exchange is None:
+            return []
+        reply = classify_server_line(self.protocol, line, exchange.tag)
+        if reply.kind is ReplyKind.CONTINUE:
+            if exchange.server_steps >= MAX_STEPS:
+                self.exchange = None
+                return [_too_many_steps(exchange)]
+            return exchange.server_continuation(reply.text)
+        if reply.kind is ReplyKind.SUCCESS:
+            if (
+                self.protocol is Protocol.POP3
+                and exchange.mechanism == "NTLM"
+                and not exchange.saw_authenticate
+                and exchange.client_steps == 0
+            ):
+                return []  # [MS-POP3] 2.2.1.2: "+OK" means NTLM is supported, the blobs follow
+            self.exchange = None
+            return [SaslOutcome(exchange.mechanism, True, reply.text)]
+        if reply.kind is ReplyKind.FAILURE:
+            self.exchange = None
+            return [SaslOutcome(exchange.mechanism, False, reply.text)]
+        return []
