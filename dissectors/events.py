@@ -1,0 +1,156 @@
+"""The event vocabulary every mail session dissector speaks, passive or active alike.
+
+Each event says which side sent it and carries :class:`Evidence`: the line as seen (bounded), and the frame number
+and timestamp the caller supplied with the bytes (None when the bytes came from a socket rather than a capture).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from dissectors import ntlmssp
+
+# Evidence keeps at most this much of a line; findings cite it, they do not need megabytes of it.
+MAX_EVIDENCE_TEXT = 512
+
+
+class Side(enum.StrEnum):
+    CLIENT = "client"
+    SERVER = "server"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    frame: int | None
+    timestamp: float | None
+    line: str
+
+    @classmethod
+    def of(cls, line: str, frame: int | None, timestamp: float | None) -> Evidence:
+        return cls(frame, timestamp, line[:MAX_EVIDENCE_TEXT])
+
+
+@dataclass
+class Event:
+    side: Side
+    evidence: Evidence
+
+
+@dataclass
+class Greeting(Event):
+    """The server's banner: SMTP 220, POP3 +OK, IMAP * OK / * PREAUTH / * BYE."""
+
+    banner: str
+    accepted: bool = True  # False for SMTP 554 / IMAP BYE greetings
+
+
+@dataclass
+class Hello(Event):
+    """SMTP EHLO/HELO/LHLO with the name the client gave."""
+
+    command: str
+    name: str
+
+
+@dataclass
+class Capabilities(Event):
+    """What the server advertised: EHLO keywords, POP3 CAPA, IMAP CAPABILITY (also from response codes)."""
+
+    source: str  # "ehlo", "capa", "capability", "auth-list"
+    items: list[str]
+    mechanisms: list[str]
+    starttls: bool
+    # A password command outside SASL is on offer: POP3 USER, IMAP LOGIN (no LOGINDISABLED); None when unsaid.
+    cleartext_login: bool | None = None
+
+
+@dataclass
+class StartTls(Event):
+    """STARTTLS/STLS asked for (``accepted`` None), then answered; once accepted the rest of the stream is TLS."""
+
+    command: str
+    accepted: bool | None = None
+
+
+@dataclass
+class AuthStart(Event):
+    mechanism: str
+    initial_response: bool
+
+
+@dataclass
+class SaslStep(Event):
+    """One base64 step of an exchange; ``ntlm`` is the decoded NTLMSSP message when there is one."""
+
+    mechanism: str
+    data: bytes | None
+    ntlm: ntlmssp.Message | None = None
+    anomalies: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Credentials(Event):
+    """Credentials sent in the clear: SASL PLAIN/LOGIN (and what CRAM-MD5/OAuth reveal), POP3 USER/PASS and APOP,
+    IMAP LOGIN. ``secret_kind`` tells what ``password`` holds."""
+
+    mechanism: str
+    user: str | None
+    password: str | None
+    authzid: str | None = None
+    secret_kind: str = "password"
+
+
+@dataclass
+class AuthResult(Event):
+    mechanism: str
+    success: bool
+    text: str
+
+
+@dataclass
+class AuthCancelled(Event):
+    mechanism: str
+
+
+@dataclass
+class MailFrom(Event):
+    address: str
+    reply_code: int | None = None
+    accepted: bool | None = None
+
+
+@dataclass
+class RcptTo(Event):
+    address: str
+    reply_code: int | None = None
+    reply_text: str = ""
+    accepted: bool | None = None
+
+
+@dataclass
+class DataStart(Event):
+    accepted: bool | None = None
+
+
+@dataclass
+class Quit(Event):
+    pass
+
+
+@dataclass
+class Reset(Event):
+    pass
+
+
+@dataclass
+class Anomaly(Event):
+    code: str
+    detail: str
+
+
+@dataclass
+class TlsData(Event):
+    """Bytes seen after TLS started (or on a port that speaks TLS from the first byte); nothing in them is read."""
+
+    size: int

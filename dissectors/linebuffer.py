@@ -1,0 +1,126 @@
+"""Bounded line splitting for one direction of a text protocol, with raw-byte runs for literals and BDAT chunks.
+
+Every item handed out carries the frame number and timestamp of the chunk in which its first byte arrived.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+# RFC 5321 allows 512-byte command lines and 1000-byte text lines; SASL blobs and IMAP commands run longer.
+# Past this a line is not buffered any further: it is reported and skipped up to the next newline.
+MAX_LINE = 64 * 1024
+# How much of a raw run (an IMAP literal) is kept for the dissector; the rest is counted and dropped.
+MAX_KEPT_RAW = 8 * 1024
+
+
+@dataclass(frozen=True)
+class Line:
+    text: str
+    frame: int | None
+    timestamp: float | None
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A run of bytes that is not lines; ``data`` holds at most MAX_KEPT_RAW of its ``size`` bytes."""
+
+    data: bytes
+    size: int
+    frame: int | None
+    timestamp: float | None
+
+
+@dataclass(frozen=True)
+class Overflow:
+    """A line longer than MAX_LINE; skipped up to the next newline."""
+
+    size: int
+    frame: int | None
+    timestamp: float | None
+
+
+Item = Line | Raw | Overflow
+
+
+class LineBuffer:
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        self.max_line = max_line
+        self._pending = bytearray()
+        self._pending_frame: int | None = None
+        self._pending_timestamp: float | None = None
+        self._discarding = False  # inside an overlong line, or resyncing after a gap
+        self._discarded = 0
+        self._raw_left = 0
+        self._raw_kept = bytearray()
+        self._raw_size = 0
+        self._raw_frame: int | None = None
+        self._raw_timestamp: float | None = None
+
+    def expect_raw(self, size: int) -> None:
+        """The next ``size`` bytes are raw (an IMAP literal, a BDAT chunk), not lines."""
+        self._raw_left = max(0, size)
+        self._raw_size = self._raw_left
+        self._raw_kept.clear()
+        self._raw_frame = None
+
+    def resync(self) -> None:
+        """Drop the partial line and skip to the next newline: bytes were lost, what follows starts mid-line."""
+        self._pending.clear()
+        self._raw_left = 0
+        self._discarding = True
+        self._discarded = 0
+
+    @property
+    def buffered(self) -> int:
+        return len(self._pending)
+
+    def feed(self, data: bytes, frame: int | None = None, timestamp: float | None = None) -> Iterator[Item]:
+        """Yield the items ``data`` completes. A consumer may call :meth:`expect_raw` while handling a line: the
+        bytes right after that line are then handed out as one :class:`Raw` item."""
+        position = 0
+        size = len(data)
+        while position < size:
+            if self._raw_left:
+                take = min(self._raw_left, size - position)
+                if self._raw_frame is None:
+                    self._raw_frame, self._raw_timestamp = frame, timestamp
+                room = MAX_KEPT_RAW - len(self._raw_kept)
+                if room > 0:
+                    self._raw_kept += data[position : position + min(take, room)]
+                self._raw_left -= take
+                position += take
+                if not self._raw_left:
+                    kept = bytes(self._raw_kept)
+                    self._raw_kept.clear()
+                    yield Raw(kept, self._raw_size, self._raw_frame, self._raw_timestamp)
+                continue
+            newline = data.find(b"\n", position)
+            end = size if newline < 0 else newline
+            if self._discarding:
+                self._discarded += end - position
+                if newline < 0:
+                    return
+                self._discarding = False
+                position = newline + 1
+                continue
+            if not self._pending:
+                self._pending_frame, self._pending_timestamp = frame, timestamp
+            if len(self._pending) + (end - position) > self.max_line:
+                overflow = len(self._pending) + end - position
+                self._pending.clear()
+                if newline < 0:
+                    self._discarding = True
+                    position = size
+                else:
+                    position = newline + 1
+                yield Overflow(overflow, self._pending_frame, self._pending_timestamp)
+                continue
+            self._pending += data[position:end]
+            if newline < 0:
+                return
+            line = bytes(self._pending).rstrip(b"\r")
+            self._pending.clear()
+            position = newline + 1
+            yield Line(line.decode("utf-8", errors="replace"), self._pending_frame, self._pending_timestamp)

@@ -1,0 +1,184 @@
+"""SMTP session dissector (RFC 5321, ESMTP extensions, RFC 2920 pipelining, RFC 3030 BDAT, RFC 4954 AUTH)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from dissectors import events as ev
+from dissectors import sasl
+from dissectors.linebuffer import Raw
+from dissectors.session import MailSession, unique_upper
+
+_REPLY = re.compile(r"^(\d{3})([ -]?)(.*)$")
+_PATH = re.compile(r"^\s*(?:FROM|TO)\s*:\s*(<[^>]*>|[^\s<>]+)(.*)$", re.IGNORECASE)
+_BDAT = re.compile(r"^\s*BDAT\s+(\d{1,12})(\s+LAST)?\s*$", re.IGNORECASE)
+# More reply lines than this in one reply are not kept (a hostile server may never send the final line).
+MAX_REPLY_LINES = 256
+
+
+@dataclass
+class _Command:
+    verb: str
+    line: str
+    frame: int | None
+    timestamp: float | None
+    argument: str = ""
+
+
+@dataclass
+class _Reply:
+    code: int
+    lines: list[str] = field(default_factory=list)
+
+
+class SmtpSession(MailSession):
+    protocol = sasl.Protocol.SMTP
+
+    def __init__(self, partial: bool = False) -> None:
+        super().__init__(partial)
+        self._reply: _Reply | None = None
+        self._in_data = False
+        self._data_lines = 0
+
+    # -- client -------------------------------------------------------------------------------------------------
+
+    def _client_line(self, text: str) -> None:
+        if self._in_data:
+            if text == ".":
+                self._in_data = False
+                self._push_pending(self._command("END-OF-DATA", text))
+            else:
+                self._data_lines += 1
+            return
+        if self.auth.active:
+            self._sasl(ev.Side.CLIENT, self.auth.client_line(text))
+            return
+        verb, _, argument = text.strip().partition(" ")
+        verb = verb.upper()
+        command = self._command(verb, text, argument.strip())
+        if verb in ("EHLO", "HELO", "LHLO"):
+            self._emit(ev.Hello(ev.Side.CLIENT, self._evidence(), verb, argument.strip()))
+        elif verb == "AUTH":
+            self._sasl(ev.Side.CLIENT, self.auth.client_line(text))
+        elif verb == "DATA":
+            # Clients send the message only after 354; entering data mode now keeps pipelined DATA right.
+            self._in_data = True
+            self._data_lines = 0
+        elif verb == "BDAT":
+            match = _BDAT.match(text)
+            if match:
+                self.buffers[ev.Side.CLIENT].expect_raw(int(match.group(1)))
+            else:
+                self._anomaly(ev.Side.CLIENT, "bad_bdat", "BDAT without a valid chunk size")
+        elif verb == "RSET":
+            self._emit(ev.Reset(ev.Side.CLIENT, self._evidence()))
+        elif verb == "QUIT":
+            self._emit(ev.Quit(ev.Side.CLIENT, self._evidence()))
+        self._push_pending(command)
+
+    def _raw(self, side: ev.Side, item: Raw) -> None:
+        pass  # a BDAT chunk: message content, not read
+
+    def _command(self, verb: str, line: str, argument: str = "") -> _Command:
+        return _Command(verb, line, self._line.frame, self._line.timestamp, argument)
+
+    # -- server -------------------------------------------------------------------------------------------------
+
+    def _server_line(self, text: str) -> None:
+        match = _REPLY.match(text)
+        if not match:
+            self._anomaly(ev.Side.SERVER, "bad_reply_line", "server line is not an SMTP reply")
+            return
+        code, separator, rest = int(match.group(1)), match.group(2), match.group(3)
+        reply = self._reply
+        if reply is None or reply.code != code:
+            reply = self._reply = _Reply(code)
+        if len(reply.lines) < MAX_REPLY_LINES:
+            reply.lines.append(rest)
+        if separator == "-":
+            return
+        self._reply = None
+        self._handle_reply(reply, text)
+
+    def _handle_reply(self, reply: _Reply, final_line: str) -> None:
+        if self.auth.active:
+            self._sasl(ev.Side.SERVER, self.auth.server_line(final_line))
+            if not self.auth.active and self.pending and self.pending[0].verb == "AUTH":
+                self.pending.popleft()
+            return
+        if not self.greeted and not self.partial:
+            # The first reply of a session is the greeting, even if a client spoke first.
+            self.greeted = True
+            self._emit(ev.Greeting(ev.Side.SERVER, self._evidence(), reply.lines[0].strip(), reply.code == 220))
+            return
+        if not self.pending:
+            self.greeted = True
+            if reply.code != 421:  # 421 may come unasked when the server shuts the connection
+                self._anomaly(ev.Side.SERVER, "unsolicited_reply", f"reply {reply.code} to no command")
+            return
+        command = self.pending.popleft()
+        self._answer(command, reply)
+
+    def _answer(self, command: _Command, reply: _Reply) -> None:
+        code = reply.code
+        positive = 200 <= code < 400
+        verb = command.verb
+        if verb in ("EHLO", "LHLO") and code == 250:
+            keywords = [line.strip() for line in reply.lines[1:] if line.strip()]
+            mechanisms: list[str] = []
+            for keyword in keywords:
+                name, _, value = (
+                    keyword.replace("=", " ", 1).partition(" ")
+                    if keyword.upper().startswith("AUTH=")
+                    else keyword.partition(" ")
+                )
+                if name.upper() == "AUTH":
+                    mechanisms.extend(value.split())
+            starttls = any(k.upper() == "STARTTLS" for k in keywords)
+            self._emit(
+                ev.Capabilities(ev.Side.SERVER, self._evidence(), "ehlo", keywords, unique_upper(mechanisms), starttls)
+            )
+        elif verb == "STARTTLS":
+            self._start_tls("STARTTLS", code == 220)
+        elif verb == "MAIL":
+            self._emit(
+                ev.MailFrom(ev.Side.CLIENT, self._command_evidence(command), _address(command.argument), code, positive)
+            )
+        elif verb == "RCPT":
+            self._emit(
+                ev.RcptTo(
+                    ev.Side.CLIENT,
+                    self._command_evidence(command),
+                    _address(command.argument),
+                    code,
+                    f"{code} {reply.lines[-1].strip()}".strip(),
+                    positive,
+                )
+            )
+        elif verb == "DATA":
+            self._emit(ev.DataStart(ev.Side.CLIENT, self._command_evidence(command), code == 354))
+            if code != 354 and self._in_data and not self._data_lines:
+                self._in_data = False
+        elif verb == "AUTH":
+            # The server refused AUTH outright (e.g. 503, 504) without the tracker seeing it as one of its replies.
+            self._sasl(ev.Side.SERVER, self.auth.server_line(f"{code} {reply.lines[-1]}"))
+
+    def _command_evidence(self, command: _Command) -> ev.Evidence:
+        return ev.Evidence.of(command.line, command.frame, command.timestamp)
+
+    def _after_gap(self, side: ev.Side) -> None:
+        self._reply = None
+        if side is ev.Side.CLIENT:
+            self._in_data = False
+
+
+def _address(argument: str) -> str:
+    """The path of ``MAIL FROM:<a>`` or ``RCPT TO:<a>`` without brackets; the null sender stays ``<>``."""
+    match = _PATH.match(argument)
+    if not match:
+        return argument.strip()
+    path = match.group(1)
+    if path == "<>":
+        return "<>"
+    return path.strip("<>")
