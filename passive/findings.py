@@ -1,0 +1,158 @@
+"""Findings: the stable output records, deduplicated per server and kind, with bounded evidence.
+
+Field names are documented in docs/schema.md and versioned by SCHEMA_VERSION; they are never renamed casually.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+SCHEMA_VERSION = "1.0"
+# Evidence entries kept per finding, and per-exchange details kept per finding: the rest is counted.
+MAX_EVIDENCE = 8
+MAX_DETAILS = 50
+
+
+class Severity(enum.StrEnum):
+    INFO = "info"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+class FindingType(enum.StrEnum):
+    NTLM_INFO = "ntlm-info"
+    AUTH_METHODS = "auth-methods"
+    CLEARTEXT_CREDENTIALS = "cleartext-credentials"
+    MAIL_SERVICE = "mail-service"
+    OPEN_RELAY = "open-relay"
+
+
+def iso_time(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class EvidenceRecord:
+    file: str | None
+    frame: int | None
+    timestamp: float | None
+    side: str
+    line: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "frame": self.frame,
+            "time": iso_time(self.timestamp),
+            "side": self.side,
+            "line": self.line,
+        }
+
+
+@dataclass
+class Finding:
+    """One (server, kind[, key]) finding. ``fields`` holds the kind's own schema fields."""
+
+    type: FindingType
+    protocol: str
+    server: str
+    severity: Severity
+    source: str = "passive"
+    key: tuple[Any, ...] = ()
+    fields: dict[str, Any] = field(default_factory=dict)
+    details: list[dict[str, Any]] = field(default_factory=list)
+    details_dropped: int = 0
+    clients: list[str] = field(default_factory=list)
+    count: int = 0
+    first_seen: float | None = None
+    last_seen: float | None = None
+    evidence: list[EvidenceRecord] = field(default_factory=list)
+    evidence_dropped: int = 0
+
+    def seen(self, timestamp: float | None, client: str | None, count: bool = True) -> None:
+        """One more occurrence (``count=False``: the same occurrence seen later, which only moves last_seen)."""
+        self.count += count
+        if timestamp is not None:
+            self.first_seen = timestamp if self.first_seen is None else min(self.first_seen, timestamp)
+            self.last_seen = timestamp if self.last_seen is None else max(self.last_seen, timestamp)
+        if client and client not in self.clients and len(self.clients) < MAX_DETAILS:
+            self.clients.append(client)
+
+    def add_evidence(self, record: EvidenceRecord) -> None:
+        if record in self.evidence:
+            return
+        if len(self.evidence) < MAX_EVIDENCE:
+            self.evidence.append(record)
+        else:
+            self.evidence_dropped += 1
+
+    def add_detail(self, detail: dict[str, Any]) -> None:
+        if len(self.details) < MAX_DETAILS:
+            self.details.append(detail)
+        else:
+            self.details_dropped += 1
+
+    def raise_severity(self, severity: Severity) -> None:
+        order = list(Severity)
+        if order.index(severity) > order.index(self.severity):
+            self.severity = severity
+
+    def to_dict(self) -> dict[str, Any]:
+        from passive.remediation import GUIDANCE  # one table of texts, kept with the texts
+
+        guidance = GUIDANCE[self.type]
+        record: dict[str, Any] = {
+            "type": str(self.type),
+            "schema_version": SCHEMA_VERSION,
+            "source": self.source,
+            "protocol": self.protocol,
+            "server": self.server,
+            "severity": str(self.severity),
+            "reference": guidance.reference(self.protocol),
+        }
+        record.update(self.fields)
+        record.update(
+            clients=self.clients,
+            count=self.count,
+            first_seen=iso_time(self.first_seen),
+            last_seen=iso_time(self.last_seen),
+            details=self.details,
+            details_dropped=self.details_dropped,
+            evidence=[e.to_dict() for e in self.evidence],
+            evidence_dropped=self.evidence_dropped,
+            remediation=guidance.remediation,
+            verification=guidance.verification,
+        )
+        return record
+
+
+class FindingSet:
+    """All findings of a run, deduplicated; insertion order is the order they were first seen."""
+
+    def __init__(self) -> None:
+        self._findings: dict[tuple[Any, ...], Finding] = {}
+
+    def get(
+        self, kind: FindingType, protocol: str, server: str, severity: Severity, key: tuple[Any, ...] = ()
+    ) -> Finding:
+        index = (kind, server, key)
+        finding = self._findings.get(index)
+        if finding is None:
+            finding = Finding(kind, protocol, server, severity, key=key)
+            self._findings[index] = finding
+        return finding
+
+    def find(self, kind: FindingType, server: str, key: tuple[Any, ...] = ()) -> Finding | None:
+        return self._findings.get((kind, server, key))
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._findings.values())
+
+    def __len__(self) -> int:
+        return len(self._findings)
