@@ -35,6 +35,7 @@ class MailSession:
         self.pending: deque[Any] = deque()
         self._out: list[ev.Event] = []
         self._line: Line = Line("", None, None)
+        self._seen_data = False
 
     # -- feeding ------------------------------------------------------------------------------------------------
 
@@ -46,6 +47,14 @@ class MailSession:
         if self.tls:
             self.tls_bytes += len(data)
             return out
+        if not self._seen_data and data:
+            self._seen_data = True
+            if data[:2] == b"\x16\x03" and not self.partial:
+                # A TLS record from the first byte: implicit TLS (465, 993, 995 or anywhere else).
+                self._line = Line("", frame, timestamp)
+                self._start_tls("implicit", True)
+                self.tls_bytes += len(data)
+                return out
         buffer = self.buffers[side]
         for item in buffer.feed(data, frame, timestamp):
             if isinstance(item, Line):
