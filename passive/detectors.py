@@ -216,7 +216,7 @@ class SessionAnalyzer:
                 finding.fields[name] = decoded.get(name)
         stamp = challenge.server_time.as_datetime if challenge.server_time else None
         if stamp is not None and seen_at is not None:
-            finding.fields["clock_skew_seconds"] = round(stamp.timestamp() - seen_at, 3)
+            finding.fields["clock_skew_seconds"] = round(stamp.timestamp() - seen_at, 3) + 0.0
         else:
             finding.fields.setdefault("clock_skew_seconds", None)
         if challenge.anomalies:

@@ -1,0 +1,152 @@
+"""Render findings: rich tables for people, JSON and JSON lines for machines. Traffic strings stay inert."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from typing import IO, Any
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from passive.findings import SCHEMA_VERSION, Finding, FindingType
+from passive.safe_text import printable
+
+MASK = "********"
+SECRET_FIELDS = ("password",)
+
+
+def finding_record(finding: Finding, show_secrets: bool = False) -> dict[str, Any]:
+    record = finding.to_dict()
+    if not show_secrets:
+        for name in SECRET_FIELDS:
+            if record.get(name):
+                record[name] = MASK
+    return record
+
+
+def summary_record(counters: dict[str, Any], findings: Iterable[Finding]) -> dict[str, Any]:
+    by_type = Counter(str(f.type) for f in findings)
+    return {"type": "summary", "schema_version": SCHEMA_VERSION, "findings": dict(by_type), **counters}
+
+
+def dumps(record: dict[str, Any]) -> str:
+    """One JSON document on one line: control characters escaped, always valid UTF-8 once encoded."""
+    return json.dumps(record, ensure_ascii=False, default=str)
+
+
+def write_jsonl(stream: IO[str], records: Iterable[dict[str, Any]]) -> None:
+    for record in records:
+        stream.write(dumps(record) + "\n")
+
+
+def write_json(
+    stream: IO[str],
+    findings: list[dict[str, Any]],
+    summary: dict[str, Any],
+    sessions: list[dict[str, Any]] | None = None,
+) -> None:
+    document: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "findings": findings, "summary": summary}
+    if sessions is not None:
+        document["sessions"] = sessions
+    stream.write(json.dumps(document, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+# ---- tables -----------------------------------------------------------------------------------------------------
+
+_TITLES = {
+    FindingType.NTLM_INFO: "NTLM host information",
+    FindingType.AUTH_METHODS: "Authentication mechanisms offered",
+    FindingType.CLEARTEXT_CREDENTIALS: "Clear-text credentials",
+    FindingType.OPEN_RELAY: "Open relay",
+    FindingType.MAIL_SERVICE: "Mail services",
+}
+_COLUMNS: dict[FindingType, list[str]] = {
+    FindingType.NTLM_INFO: [
+        "server",
+        "protocol",
+        "netbios_computer",
+        "netbios_domain",
+        "dns_computer",
+        "dns_domain",
+        "dns_tree",
+        "os_version",
+        "os_release",
+        "server_time",
+        "users",
+        "workstations",
+        "ntlm_version",
+        "outcome",
+    ],
+    FindingType.AUTH_METHODS: ["server", "protocol", "mechanisms", "cleartext_exposed", "starttls_offered", "tls"],
+    FindingType.CLEARTEXT_CREDENTIALS: ["server", "protocol", "mechanism", "user", "password", "outcome", "clients"],
+    FindingType.OPEN_RELAY: ["server", "accepted", "mail_from", "rcpt_to", "reply", "clients"],
+    FindingType.MAIL_SERVICE: [
+        "server",
+        "protocol",
+        "banner",
+        "software",
+        "starttls_offered",
+        "tls",
+        "clients",
+        "first_seen",
+        "last_seen",
+    ],
+}
+_SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan", "info": "dim"}
+
+
+def _cell(value: Any) -> Text:
+    if value is None:
+        return Text("")
+    if isinstance(value, bool):
+        return Text("yes" if value else "no")
+    if isinstance(value, list):
+        return Text(printable(", ".join(str(v) for v in value)))
+    return Text(printable(value))
+
+
+def render_tables(console: Console, records: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    tables = []
+    for kind in (
+        FindingType.NTLM_INFO,
+        FindingType.CLEARTEXT_CREDENTIALS,
+        FindingType.OPEN_RELAY,
+        FindingType.AUTH_METHODS,
+        FindingType.MAIL_SERVICE,
+    ):
+        rows = [r for r in records if r["type"] == kind]
+        if not rows:
+            continue
+        table = Table(title=Text(f"{_TITLES[kind]} ({kind})", style="bold"), show_lines=False, expand=False)
+        table.add_column("severity")
+        for column in _COLUMNS[kind]:
+            table.add_column(column, overflow="fold")
+        table.add_column("count", justify="right")
+        table.add_column("evidence (frames)", overflow="fold")
+        for row in rows:
+            frames = ", ".join(str(e["frame"]) for e in row.get("evidence", []) if e.get("frame") is not None)
+            table.add_row(
+                Text(row["severity"], style=_SEVERITY_STYLE.get(row["severity"], "")),
+                *[_cell(row.get(column)) for column in _COLUMNS[kind]],
+                Text(str(row["count"])),
+                Text(frames),
+            )
+        tables.append(table)
+    if not tables:
+        tables.append(Text("No mail findings: nothing leaked in what was analyzed.", style="green"))
+    console.print(Group(*tables))
+    console.print(_summary_text(summary))
+
+
+def _summary_text(summary: dict[str, Any]) -> Text:
+    parts = []
+    for key, value in summary.items():
+        if key in ("type", "schema_version"):
+            continue
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items()) or "0"
+        parts.append(f"{key}: {value}")
+    return Text(printable("; ".join(parts)), style="dim")
