@@ -1,0 +1,286 @@
+"""Detectors over dissected sessions: the five findings, deduplication, masking, hashcat lines, inert output."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import struct
+
+from rich.console import Console
+
+from dissectors import events as ev
+from dissectors import ntlmssp
+from passive.analysis import Analysis, AnalysisOptions, classify_greeting
+from passive.detectors import hashcat_line
+from passive.output import MASK, finding_record, render_tables, summary_record, write_jsonl
+
+C, S = ev.Side.CLIENT, ev.Side.SERVER
+
+
+def run(
+    dialogues: list[tuple[tuple[str, int, str, int], list[tuple[ev.Side, bytes]]]],
+    options: AnalysisOptions | None = None,
+) -> Analysis:
+    analysis = Analysis(options)
+    analysis.file = "test.pcap"
+    frame = 0
+    for endpoints, script in dialogues:
+        flow = analysis.flow(*endpoints, partial=False)
+        for side, data in script:
+            frame += 1
+            flow.data(side, data, frame, 1_700_000_000.0 + frame)
+        flow.close()
+    return analysis
+
+
+def records(analysis: Analysis, show_secrets: bool = False) -> list[dict]:
+    return [finding_record(f, show_secrets) for f in analysis.findings]
+
+
+def of(analysis: Analysis, kind: str, show_secrets: bool = False) -> list[dict]:
+    return [r for r in records(analysis, show_secrets) if r["type"] == kind]
+
+
+SERVER_2019 = ntlmssp.Version(10, 0, 17763)
+
+
+def _challenge(names: dict[int, str], version: ntlmssp.Version = SERVER_2019) -> bytes:
+    info = b"".join(struct.pack("<HH", k, len(v.encode("utf-16-le"))) + v.encode("utf-16-le") for k, v in names.items())
+    info += struct.pack("<HHQ", 7, 8, 133_400_000_000_000_000) + b"\x00\x00\x00\x00"
+    target = names.get(2, "").encode("utf-16-le")
+    header = ntlmssp.SIGNATURE + struct.pack(
+        "<IHHIIQQHHI",
+        2,
+        len(target),
+        len(target),
+        56,
+        0xE2898215,
+        0x0123456789ABCDEF,
+        0,
+        len(info),
+        len(info),
+        56 + len(target),
+    )
+    return header + version.pack() + target + info
+
+
+def _authenticate_v1(user: str, domain: str, workstation: str) -> bytes:
+    fields = [
+        b"\x11" * 24,
+        b"\x22" * 24,
+        domain.encode("utf-16-le"),
+        user.encode("utf-16-le"),
+        workstation.encode("utf-16-le"),
+        b"",
+    ]
+    offset, headers, payload = 72, b"", b""
+    for value in fields:
+        headers += struct.pack("<HHI", len(value), len(value), offset)
+        payload += value
+        offset += len(value)
+    return (
+        ntlmssp.SIGNATURE
+        + struct.pack("<I", 3)
+        + headers
+        + struct.pack("<I", 0x02008205)
+        + ntlmssp.Version(10, 0, 19045).pack()
+        + payload
+    )
+
+
+def b64(data: bytes) -> bytes:
+    return base64.b64encode(data)
+
+
+SERVER = ("10.0.0.25", 25, "10.0.0.9", 50000)
+NAMES = {1: "EXCH01", 2: "CORP", 3: "exch01.corp.example", 4: "corp.example", 5: "example"}
+
+
+def smtp_ntlm(outcome: bytes) -> list[tuple[ev.Side, bytes]]:
+    return [
+        (S, b"220 exch01.corp.example Microsoft ESMTP MAIL Service ready\r\n"),
+        (C, b"EHLO ws\r\n"),
+        (S, b"250-exch01.corp.example Hello\r\n250-AUTH NTLM LOGIN\r\n250 STARTTLS\r\n"),
+        (C, b"AUTH NTLM " + b64(ntlmssp.build_negotiate()) + b"\r\n"),
+        (S, b"334 " + b64(_challenge(NAMES)) + b"\r\n"),
+        (C, b64(_authenticate_v1("jdoe", "CORP", "WS-042")) + b"\r\n"),
+        (S, outcome),
+    ]
+
+
+def test_ntlm_info_from_an_smtp_exchange() -> None:
+    analysis = run(
+        [
+            (SERVER, smtp_ntlm(b"235 2.7.0 Authentication successful\r\n")),
+            (("10.0.0.25", 25, "10.0.0.10", 50001), smtp_ntlm(b"535 5.7.3 Authentication unsuccessful\r\n")),
+        ]
+    )
+    [finding] = of(analysis, "ntlm-info")
+    assert finding["server"] == "10.0.0.25:25" and finding["protocol"] == "smtp"
+    assert (
+        finding["netbios_computer"],
+        finding["netbios_domain"],
+        finding["dns_computer"],
+        finding["dns_domain"],
+        finding["dns_tree"],
+    ) == ("EXCH01", "CORP", "exch01.corp.example", "corp.example", "example")
+    assert (finding["os_version"], finding["os_release"]) == ("10.0.17763", "Windows Server 2019 / Windows 10 1809")
+    assert finding["server_time"].startswith("2023-")
+    assert (finding["user"], finding["domain"], finding["workstation"], finding["ntlm_version"]) == (
+        "jdoe",
+        "CORP",
+        "WS-042",
+        "NTLMv1",
+    )
+    assert finding["count"] == 2 and finding["users"] == ["CORP\\jdoe"]
+    assert [d["outcome"] for d in finding["details"]] == ["success", "failure"]
+    assert finding["severity"] == "medium"
+    assert {e["frame"] for e in finding["evidence"]} >= {5}
+    assert analysis.stats.ntlm_messages == {"negotiate": 2, "challenge": 2, "authenticate": 2}
+    assert analysis.stats.hashes[0] == f"jdoe::CORP:{'11' * 24}:{'22' * 24}:efcdab8967452301"
+
+
+def test_hashcat_lines() -> None:
+    challenge = ntlmssp.decode(_challenge(NAMES))
+    v1 = ntlmssp.decode(_authenticate_v1("jdoe", "CORP", "WS"))
+    assert hashcat_line(challenge, v1) == f"jdoe::CORP:{'11' * 24}:{'22' * 24}:efcdab8967452301"
+    assert hashcat_line(challenge, None) is None
+
+
+def test_auth_methods_and_cleartext_credentials_masked() -> None:
+    analysis = run(
+        [
+            (
+                ("10.0.0.5", 110, "10.0.0.9", 40000),
+                [
+                    (S, b"+OK Dovecot (Debian) ready.\r\n"),
+                    (C, b"CAPA\r\n"),
+                    (S, b"+OK\r\nUSER\r\nSASL PLAIN\r\nSTLS\r\n.\r\n"),
+                    (C, b"USER alice\r\n"),
+                    (S, b"+OK\r\n"),
+                    (C, b"PASS Winter2026!\r\n"),
+                    (S, b"+OK Logged in.\r\n"),
+                ],
+            )
+        ]
+    )
+    [methods] = of(analysis, "auth-methods")
+    assert methods["mechanisms"] == ["PLAIN", "USER"] and methods["severity"] == "medium"
+    assert methods["cleartext_exposed"] == ["PLAIN", "USER"] and methods["starttls_offered"]
+    [credentials] = of(analysis, "cleartext-credentials")
+    assert (credentials["mechanism"], credentials["user"], credentials["password"], credentials["outcome"]) == (
+        "USER-PASS",
+        "alice",
+        MASK,
+        "success",
+    )
+    assert of(analysis, "cleartext-credentials", show_secrets=True)[0]["password"] == "Winter2026!"
+    [service] = of(analysis, "mail-service")
+    assert (service["banner"], service["software"], service["tls"]) == ("Dovecot (Debian) ready.", "Dovecot", False)
+
+
+def test_open_relay_accepted_and_denied() -> None:
+    relay = [
+        (S, b"220 mx.corp.example ESMTP Postfix\r\n"),
+        (C, b"HELO probe\r\n"),
+        (S, b"250 mx.corp.example\r\n"),
+        (C, b"MAIL FROM:<>\r\n"),
+        (S, b"250 2.1.0 Ok\r\n"),
+        (C, b"RCPT TO:<bob@corp.example>\r\n"),
+        (S, b"250 Ok\r\n"),
+        (C, b"RCPT TO:<victim@outside.test>\r\n"),
+        (S, b"250 2.1.5 Ok\r\n"),
+        (C, b"RSET\r\n"),
+        (S, b"250 Ok\r\n"),
+    ]
+    denied = [
+        (S, b"220 mail.other.example ESMTP\r\n"),
+        (C, b"EHLO x\r\n"),
+        (S, b"250 mail.other.example\r\n"),
+        (C, b"MAIL FROM:<a@b.test>\r\n"),
+        (S, b"250 Ok\r\n"),
+        (C, b"RCPT TO:<v@outside.test>\r\n"),
+        (S, b"554 5.7.1 <v@outside.test>: Relay access denied\r\n"),
+    ]
+    analysis = run([(SERVER, relay), (("10.0.0.26", 25, "10.0.0.9", 1), denied)])
+    relays = of(analysis, "open-relay")
+    assert [(r["server"], r["accepted"], r["mail_from"], r["rcpt_to"], r["severity"]) for r in relays] == [
+        ("10.0.0.25:25", True, "<>", "victim@outside.test", "high"),
+        ("10.0.0.26:25", False, "a@b.test", "v@outside.test", "info"),
+    ]
+
+
+def test_authenticated_transactions_and_local_domains_are_not_relays() -> None:
+    session = [
+        (S, b"220 gw ESMTP\r\n"),
+        (C, b"EHLO x\r\n"),
+        (S, b"250 gw\r\n"),
+        (C, b"AUTH PLAIN " + b64(b"\0u\0p") + b"\r\n"),
+        (S, b"235 ok\r\n"),
+        (C, b"MAIL FROM:<u@corp.example>\r\n"),
+        (S, b"250 ok\r\n"),
+        (C, b"RCPT TO:<x@outside.test>\r\n"),
+        (S, b"250 ok\r\n"),
+    ]
+    local = [
+        (S, b"220 gw ESMTP\r\n"),
+        (C, b"MAIL FROM:<>\r\n"),
+        (S, b"250 ok\r\n"),
+        (C, b"RCPT TO:<x@corp.example>\r\n"),
+        (S, b"250 ok\r\n"),
+    ]
+    analysis = run([(SERVER, session), (SERVER, local)], AnalysisOptions(local_domains=frozenset({"corp.example"})))
+    assert of(analysis, "open-relay") == []
+
+
+def test_greeting_classifies_non_standard_ports() -> None:
+    assert classify_greeting(b"220 mx ESMTP Postfix") == "smtp"
+    assert classify_greeting(b"+OK Dovecot ready.") == "pop3"
+    assert classify_greeting(b"* OK [CAPABILITY IMAP4rev1] ready") == "imap"
+    assert classify_greeting(b"SSH-2.0-OpenSSH_9.2") is None
+    analysis = run(
+        [
+            (
+                ("10.0.0.1", 2626, "10.0.0.2", 999),
+                [(C, b"EHLO early\r\n"), (S, b"220 box ESMTP\r\n"), (S, b"250 box\r\n")],
+            ),
+            (("10.0.0.1", 22, "10.0.0.2", 998), [(S, b"SSH-2.0-OpenSSH_9.2\r\n")]),
+        ]
+    )
+    assert [r["server"] for r in of(analysis, "mail-service")] == ["10.0.0.1:2626"]
+    assert analysis.flows_ignored == 1
+
+
+HOSTILE = "[bold red]x[/]\x1b[31m<script>alert(1)</script>\x1b]8;;http://x\x07\u202e"
+
+
+def test_hostile_names_are_inert_in_tables_and_valid_json() -> None:
+    names = {1: HOSTILE, 2: HOSTILE, 3: HOSTILE, 4: "corp.example"}
+    script = [
+        (S, f"220 {HOSTILE} ESMTP\r\n".encode()),
+        (C, b"AUTH NTLM\r\n"),
+        (S, b"334 " + b64(_challenge(names)) + b"\r\n"),
+        (C, b"*\r\n"),
+        (S, b"501 cancelled\r\n"),
+    ]
+    analysis = run([(SERVER, script)])
+    found = records(analysis)
+    buffer = io.StringIO()
+    write_jsonl(buffer, [*found, summary_record({}, analysis.findings)])
+    for line in buffer.getvalue().splitlines():
+        decoded = json.loads(line)
+        assert "\x1b" not in line and "\x07" not in line
+        assert isinstance(decoded, dict)
+    assert of(analysis, "ntlm-info")[0]["netbios_computer"] == HOSTILE
+    console = Console(file=io.StringIO(), force_terminal=True, width=400, color_system="truecolor")
+    render_tables(console, found, summary_record({}, analysis.findings))
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "\x1b]8" not in out and "\x07" not in out and "\u202e" not in out and "\x1b[31m<" not in out
+    assert "[bold red]x[/]" in out and "<script>alert(1)</script>" in out
+
+
+def test_empty_run_says_nothing_leaked() -> None:
+    console = Console(file=io.StringIO(), width=200)
+    render_tables(console, [], {"packets": 0})
+    assert "nothing leaked" in console.file.getvalue()  # type: ignore[attr-defined]
