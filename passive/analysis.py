@@ -13,6 +13,7 @@ from dissectors.imap import ImapSession
 from dissectors.pop3 import Pop3Session
 from dissectors.session import MailSession
 from dissectors.smtp import SmtpSession
+from passive import reassembly
 from passive.detectors import RunStats, SessionAnalyzer, SessionContext
 from passive.findings import FindingSet
 
@@ -77,6 +78,44 @@ class Analysis:
         # Standard ports say the protocol; anywhere else the server's greeting will.
         protocol = MAIL_PORTS.get(server_port)
         return MailFlow(self, _endpoint(server_ip, server_port), _endpoint(client_ip, client_port), protocol, partial)
+
+    def handler_factory(self, flow: reassembly.Flow) -> EngineHandler:
+        """For the capture engine: one handler per reassembled TCP flow."""
+        return EngineHandler(self, flow)
+
+
+class EngineHandler:
+    """Adapts the capture engine's per-flow callbacks to a :class:`MailFlow`."""
+
+    def __init__(self, analysis: Analysis, flow: reassembly.Flow) -> None:
+        self.analysis = analysis
+        self.mail: MailFlow | None = None
+
+    def _mail(self, flow: reassembly.Flow) -> MailFlow:
+        if self.mail is None:
+            # Created on first data: only then does the engine know whether the flow was picked up mid-stream.
+            self.mail = MailFlow(
+                self.analysis, flow.server, flow.client, MAIL_PORTS.get(flow.server_port), flow.partial
+            )
+        return self.mail
+
+    def on_open(self, flow: reassembly.Flow) -> None:
+        pass
+
+    def on_data(self, flow: reassembly.Flow, direction: reassembly.Direction, chunk: reassembly.Chunk) -> None:
+        self._mail(flow).data(_SIDES[direction], chunk.data, chunk.frame, chunk.ts)
+
+    def on_gap(
+        self, flow: reassembly.Flow, direction: reassembly.Direction, missing: int, frame: int, ts: float
+    ) -> None:
+        self._mail(flow).gap(_SIDES[direction], missing, frame, ts)
+
+    def on_close(self, flow: reassembly.Flow, reason: reassembly.CloseReason) -> None:
+        if self.mail is not None:
+            self.mail.close()
+
+
+_SIDES = {reassembly.Direction.CLIENT_TO_SERVER: ev.Side.CLIENT, reassembly.Direction.SERVER_TO_CLIENT: ev.Side.SERVER}
 
 
 def _endpoint(ip: str, port: int) -> str:

@@ -15,6 +15,11 @@ from rich.tree import Tree
 
 from dissectors import ntlmssp
 from dissectors.sasl import decode_base64
+from passive.analysis import Analysis, AnalysisOptions
+from passive.capture import CaptureError, CaptureOptions, analyze_file
+from passive.counters import CaptureCounters
+from passive.output import finding_record, render_tables, summary_record, write_json, write_jsonl
+from passive.progress import packet_progress
 from passive.safe_text import printable
 
 # Carrier prefixes a user may paste along with the blob: "334 ", "+ ", "AUTH NTLM ", "A1 AUTHENTICATE NTLM ".
@@ -134,3 +139,121 @@ def _message_tree(fields: dict[str, Any]) -> Tree:
         for anomaly in fields["anomalies"]:
             anomalies.add(Text.assemble((anomaly["code"], "yellow"), ": ", printable(anomaly["detail"])))
     return tree
+
+
+@main.command()
+@click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json", "jsonl"]),
+    default="table",
+    show_default=True,
+    help="Tables for people, JSON or JSON lines for machines (docs/schema.md).",
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the report to FILE.")
+@click.option("--all-ports", is_flag=True, help="Look at every TCP flow and recognise mail servers by greeting.")
+@click.option("--filter", "bpf", metavar="BPF", help="A BPF expression ANDed with the mail filter.")
+@click.option("--show-secrets", is_flag=True, help="Show clear-text passwords instead of masking them.")
+@click.option(
+    "--local-domain",
+    "local_domains",
+    multiple=True,
+    metavar="DOMAIN",
+    help="A domain the servers deliver locally (open-relay check); repeatable.",
+)
+@click.option(
+    "--hashes",
+    "hashes_file",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write NetNTLMv1/v2 responses as hashcat lines (modes 5500, 5600) to FILE.",
+)
+@click.option("--events", "keep_events", is_flag=True, help="Include per-session events (json format).")
+def analyze(
+    captures: tuple[str, ...],
+    output_format: str,
+    output: str | None,
+    all_ports: bool,
+    bpf: str | None,
+    show_secrets: bool,
+    local_domains: tuple[str, ...],
+    hashes_file: str | None,
+    keep_events: bool,
+) -> None:
+    """Analyze capture files (pcap, pcapng, gzip-compressed) for what their mail traffic leaks."""
+    analysis = Analysis(
+        AnalysisOptions(
+            all_ports=all_ports,
+            local_domains=frozenset(d.lower().strip(".") for d in local_domains),
+            keep_events=keep_events,
+        )
+    )
+    options = CaptureOptions(all_ports=all_ports, bpf=bpf)
+    counters = CaptureCounters()
+    failed: list[str] = []
+    err = Console(stderr=True, highlight=False)
+    for path in captures:
+        analysis.file = path
+        try:
+            with packet_progress(err, path, counters):
+                analyze_file(path, analysis.handler_factory, options, counters=counters)
+        except CaptureError as error:
+            failed.append(str(error))
+            click.echo(f"leakscope: error: {printable(error)}", err=True)
+    for warning in counters.warnings:
+        click.echo(f"leakscope: warning: {printable(warning)}", err=True)
+    if len(failed) == len(captures):
+        raise SystemExit(1)
+    findings = list(analysis.findings)
+    records = [finding_record(f, show_secrets) for f in findings]
+    counter_fields = counters.as_dict()
+    counter_fields.pop("warnings", None)
+    summary = summary_record(
+        {
+            **counter_fields,
+            **analysis.stats.to_dict(),
+            "flows_ignored": analysis.flows_ignored,
+            "captures": len(captures) - len(failed),
+            "captures_failed": len(failed),
+        },
+        findings,
+    )
+    if hashes_file:
+        _write_text(hashes_file, "".join(line + "\n" for line in analysis.stats.hashes))
+    _emit_report(output_format, output, records, summary, analysis)
+    if failed:
+        raise SystemExit(1)
+
+
+def _emit_report(
+    output_format: str, output: str | None, records: list[dict[str, Any]], summary: dict[str, Any], analysis: Analysis
+) -> None:
+    import io
+
+    if output_format == "table":
+        if output:
+            buffer = io.StringIO()
+            render_tables(Console(file=buffer, width=200, highlight=False, color_system=None), records, summary)
+            _write_text(output, buffer.getvalue())
+        else:
+            render_tables(Console(highlight=False), records, summary)
+        return
+    buffer = io.StringIO()
+    if output_format == "jsonl":
+        write_jsonl(buffer, [*records, summary])
+    else:
+        sessions = [vars(s) for s in analysis.sessions] if analysis.options.keep_events else None
+        write_json(buffer, records, summary, sessions)
+    if output:
+        _write_text(output, buffer.getvalue())
+    else:
+        sys.stdout.buffer.write(buffer.getvalue().encode("utf-8", "backslashreplace"))
+        sys.stdout.flush()
+
+
+def _write_text(path: str, text: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8", errors="backslashreplace") as stream:
+            stream.write(text)
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror or error}") from None

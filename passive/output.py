@@ -109,7 +109,8 @@ def _cell(value: Any) -> Text:
 
 
 def render_tables(console: Console, records: list[dict[str, Any]], summary: dict[str, Any]) -> None:
-    tables = []
+    """One key/value card per finding, grouped by kind (readable at any terminal width)."""
+    blocks: list[Any] = []
     for kind in (
         FindingType.NTLM_INFO,
         FindingType.CLEARTEXT_CREDENTIALS,
@@ -120,24 +121,31 @@ def render_tables(console: Console, records: list[dict[str, Any]], summary: dict
         rows = [r for r in records if r["type"] == kind]
         if not rows:
             continue
-        table = Table(title=Text(f"{_TITLES[kind]} ({kind})", style="bold"), show_lines=False, expand=False)
-        table.add_column("severity")
-        for column in _COLUMNS[kind]:
-            table.add_column(column, overflow="fold")
-        table.add_column("count", justify="right")
-        table.add_column("evidence (frames)", overflow="fold")
+        blocks.append(Text(f"\n{_TITLES[kind]} ({kind})", style="bold underline"))
         for row in rows:
-            frames = ", ".join(str(e["frame"]) for e in row.get("evidence", []) if e.get("frame") is not None)
-            table.add_row(
-                Text(row["severity"], style=_SEVERITY_STYLE.get(row["severity"], "")),
-                *[_cell(row.get(column)) for column in _COLUMNS[kind]],
-                Text(str(row["count"])),
-                Text(frames),
+            title = Text.assemble(
+                (row["severity"].upper(), _SEVERITY_STYLE.get(row["severity"], "")),
+                "  ",
+                (printable(row["server"]), "bold"),
+                f"  {row['protocol']}  seen {row['count']}x",
             )
-        tables.append(table)
-    if not tables:
-        tables.append(Text("No mail findings: nothing leaked in what was analyzed.", style="green"))
-    console.print(Group(*tables))
+            card = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 1))
+            card.add_column("field", style="cyan", no_wrap=True)
+            card.add_column("value", overflow="fold")
+            for column in _COLUMNS[kind]:
+                if column in ("server", "protocol"):
+                    continue
+                value = row.get(column)
+                if value in (None, [], ""):
+                    continue
+                card.add_row(column, _cell(value))
+            frames = [str(e["frame"]) for e in row.get("evidence", []) if e.get("frame") is not None]
+            if frames:
+                card.add_row("evidence", Text(f"{printable(row['evidence'][0]['file'])} frames {', '.join(frames)}"))
+            blocks.append(card)
+    if not blocks:
+        blocks.append(Text("No mail findings: nothing leaked in what was analyzed.", style="green"))
+    console.print(Group(*blocks))
     console.print(_summary_text(summary))
 
 

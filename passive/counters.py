@@ -1,0 +1,61 @@
+"""What the capture engine saw, counted: nothing is dropped without a number going up."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+MAX_WARNINGS = 100
+
+
+@dataclass
+class CaptureCounters:
+    """Counters of one capture run; :meth:`as_dict` is JSON-serialisable.
+
+    ``packets_read`` counts every frame of a file (with ``exact_frames=False`` on the
+    libpcap path, and on live captures, only the frames the BPF filter passed).
+    ``packets_matched`` counts frames the mail filter (BPF, or its pure-Python
+    equivalent) passed; every matched frame then lands in exactly one of
+    ``segments`` (reached TCP reassembly), ``ignored`` (not IP/TCP, not a mail
+    port, unsupported link), ``decode_errors`` or ``ip_fragments``.
+    """
+
+    packets_read: int = 0
+    packets_matched: int = 0
+    segments: int = 0
+    ignored: int = 0
+    decode_errors: int = 0
+    ip_fragments: int = 0
+    truncated_packets: int = 0  # IP length says more payload than was captured (snaplen)
+    flows: int = 0
+    flows_partial: int = 0  # picked up without a SYN
+    flows_closed: int = 0  # FIN from both sides, or RST
+    flows_expired: int = 0  # idle timeout (capture time)
+    flows_evicted: int = 0  # flow table full
+    flows_flushed: int = 0  # still open at the end of the capture
+    flows_not_mail: int = 0  # dropped by the port-independent classifier
+    flows_declined: int = 0  # handler factory returned None
+    stray_segments: int = 0  # no payload, no SYN, no known flow (late ACK/FIN/RST)
+    bytes_delivered: int = 0
+    gaps: int = 0
+    gap_bytes: int = 0
+    resync_skipped_bytes: int = 0  # bytes dropped up to the next line boundary after a gap/mid-stream start
+    retransmissions: int = 0  # segments whose data was all already seen
+    overlaps: int = 0  # segments partly or wholly covering data already seen
+    overlap_conflicts: int = 0  # ...where the bytes differ (first seen wins)
+    out_of_order: int = 0  # segments buffered ahead of a hole
+    buffer_cap_hits: int = 0  # out-of-order buffer full: hole declared a gap
+    anomalies: int = 0  # capture file damage, frame numbering lost, other oddities
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, message: str, *, anomaly: bool = True) -> None:
+        """Record a one-line message (bounded list) and, by default, count an anomaly."""
+        if anomaly:
+            self.anomalies += 1
+        if len(self.warnings) < MAX_WARNINGS:
+            self.warnings.append(message)
+        elif len(self.warnings) == MAX_WARNINGS:
+            self.warnings.append("further warnings suppressed")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,235 @@
+"""Decode a captured frame down to its TCP segment.
+
+One function, :func:`decode_tcp`, turns (link type, frame bytes) into either a
+:data:`Segment` tuple or an integer status telling why there is no segment. It is on
+the per-packet hot path, so it works on fixed offsets with ``struct.unpack_from`` and
+returns a plain tuple instead of building objects. It never raises on hostile input:
+every read is bounds-checked first.
+
+Supported link types: Ethernet (with up to two 802.1Q / 802.1ad / 0x9100 VLAN tags,
+matching what the BPF filter can express), Linux cooked SLL (113) and SLL2 (276), raw IP
+(101, and 12/14 which some platforms write for it), LINKTYPE_IPV4 (228) / IPV6 (229),
+BSD NULL (0, host byte order) and LOOP (108, network byte order).
+
+IPv6 extension headers (hop-by-hop, routing, destination options, fragment, AH and
+the other RFC 7045 ones) are walked. IP fragments are counted, never reassembled: a
+first fragment carries only part of the segment, so handing it on would splice a short
+piece into the stream; the reassembler reports the hole as a gap instead.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+# Link types (pcap LINKTYPE_* values; libpcap reports DLT_RAW as 12 on Linux).
+LINKTYPE_NULL = 0
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW_DLT12 = 12
+LINKTYPE_RAW_DLT14 = 14
+LINKTYPE_RAW = 101
+LINKTYPE_LOOP = 108
+LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IPV4 = 228
+LINKTYPE_IPV6 = 229
+LINKTYPE_LINUX_SLL2 = 276
+
+SUPPORTED_LINKTYPES = frozenset(
+    {
+        LINKTYPE_NULL,
+        LINKTYPE_ETHERNET,
+        LINKTYPE_RAW_DLT12,
+        LINKTYPE_RAW_DLT14,
+        LINKTYPE_RAW,
+        LINKTYPE_LOOP,
+        LINKTYPE_LINUX_SLL,
+        LINKTYPE_IPV4,
+        LINKTYPE_IPV6,
+        LINKTYPE_LINUX_SLL2,
+    }
+)
+
+ETHERTYPE_IPV4 = 0x0800
+ETHERTYPE_IPV6 = 0x86DD
+VLAN_TPIDS = frozenset({0x8100, 0x88A8, 0x9100})
+MAX_VLAN_TAGS = 2  # what `vlan and vlan and ...` in the BPF filter can reach
+
+# BSD address families seen in NULL/LOOP headers: AF_INET is 2 everywhere, AF_INET6 varies.
+_AF_INET = 2
+_AF_INET6 = frozenset({10, 24, 28, 30})
+
+# Statuses returned instead of a segment.
+NOT_IP = 1  # link payload is not IPv4/IPv6 (ARP, LLDP, ...)
+NOT_TCP = 2  # IP but not TCP (UDP, ICMP, ESP, ...)
+MALFORMED = 3  # header fields inconsistent or cut before the TCP header ends
+FRAGMENT_V4 = 4  # IPv4 fragment (first or not): counted, not reassembled
+FRAGMENT_V6 = 5  # IPv6 fragment (first or not): counted, not reassembled
+UNSUPPORTED_LINK = 6  # link type this decoder does not know
+TOO_MANY_TAGS = 7  # more VLAN tags than the BPF filter can match
+
+# Bits of Segment.info
+INFO_IPV6 = 1
+INFO_EXT_HEADERS = 2  # IPv6 with extension headers before TCP (BPF needs `protochain` for these)
+INFO_FIRST_FRAGMENT = 4  # IPv4 first fragment (MF set, offset 0): TCP header present, payload partial
+
+# TCP flags
+FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+
+# Segment = (src, dst, sport, dport, seq, ack, tcp_flags, payload, wire_payload_len, info)
+#   src/dst: packed addresses (4 or 16 bytes); payload: the captured TCP payload;
+#   wire_payload_len: payload length per the IP header (> len(payload) when the frame was cut).
+Segment = tuple[bytes, bytes, int, int, int, int, int, bytes, int, int]
+
+_U16 = struct.Struct("!H").unpack_from
+_U32_LE = struct.Struct("<I").unpack_from
+_U32_BE = struct.Struct("!I").unpack_from
+_TCP = struct.Struct("!HHIIBB").unpack_from
+_IPV6_EXT = frozenset({0, 43, 60, 135, 139, 140, 253, 254})  # generic (len+1)*8 extension headers
+_IP_PROTO_FRAGMENT = 44
+_IP_PROTO_AH = 51
+
+
+def decode_tcp(linktype: int, data: bytes) -> Segment | int:
+    """Return the TCP segment carried by ``data`` or a status constant (never raises)."""
+    n = len(data)
+    if linktype == LINKTYPE_ETHERNET:
+        if n < 14:
+            return MALFORMED
+        ethertype = data[12] << 8 | data[13]
+        offset = 14
+        if ethertype in VLAN_TPIDS:
+            tags = 0
+            while ethertype in VLAN_TPIDS:
+                tags += 1
+                if offset + 4 > n:
+                    return MALFORMED
+                ethertype = data[offset + 2] << 8 | data[offset + 3]
+                offset += 4
+            if tags > MAX_VLAN_TAGS:
+                return TOO_MANY_TAGS
+    elif linktype == LINKTYPE_LINUX_SLL:
+        if n < 16:
+            return MALFORMED
+        ethertype = data[14] << 8 | data[15]
+        offset = 16
+    elif linktype == LINKTYPE_LINUX_SLL2:
+        if n < 20:
+            return MALFORMED
+        ethertype = data[0] << 8 | data[1]
+        offset = 20
+    elif linktype in (LINKTYPE_RAW, LINKTYPE_RAW_DLT12, LINKTYPE_RAW_DLT14, LINKTYPE_IPV4, LINKTYPE_IPV6):
+        if n < 1:
+            return MALFORMED
+        version = data[0] >> 4
+        ethertype = ETHERTYPE_IPV4 if version == 4 else ETHERTYPE_IPV6 if version == 6 else 0
+        offset = 0
+    elif linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
+        if n < 4:
+            return MALFORMED
+        if linktype == LINKTYPE_LOOP:
+            family = _U32_BE(data, 0)[0]
+        else:
+            # Host byte order of the capturing machine: a small value in one order is huge in the other.
+            family = _U32_LE(data, 0)[0]
+            if family > 0xFFFF:
+                family = _U32_BE(data, 0)[0]
+        ethertype = ETHERTYPE_IPV4 if family == _AF_INET else ETHERTYPE_IPV6 if family in _AF_INET6 else 0
+        offset = 4
+    else:
+        return UNSUPPORTED_LINK
+
+    if ethertype == ETHERTYPE_IPV4:
+        return _decode_ipv4(data, offset, n)
+    if ethertype == ETHERTYPE_IPV6:
+        return _decode_ipv6(data, offset, n)
+    return NOT_IP
+
+
+def _decode_ipv4(data: bytes, offset: int, n: int) -> Segment | int:
+    if offset + 20 > n:
+        return MALFORMED
+    first = data[offset]
+    ihl = (first & 0x0F) * 4
+    if first >> 4 != 4 or ihl < 20 or offset + ihl > n:
+        return MALFORMED
+    total = _U16(data, offset + 2)[0]
+    if total < ihl:
+        return MALFORMED
+    if data[offset + 9] != 6:
+        return NOT_TCP
+    frag = _U16(data, offset + 6)[0]
+    info = 0
+    if frag & 0x3FFF:  # MF flag or a fragment offset
+        if frag & 0x1FFF:
+            return FRAGMENT_V4
+        info = INFO_FIRST_FRAGMENT
+    end = offset + total
+    return _decode_tcp(
+        data, data[offset + 12 : offset + 16], data[offset + 16 : offset + 20], offset + ihl, end, n, info
+    )
+
+
+def _decode_ipv6(data: bytes, offset: int, n: int) -> Segment | int:
+    if offset + 40 > n:
+        return MALFORMED
+    if data[offset] >> 4 != 6:
+        return MALFORMED
+    payload_len = _U16(data, offset + 4)[0]
+    next_header = data[offset + 6]
+    src = data[offset + 8 : offset + 24]
+    dst = data[offset + 24 : offset + 40]
+    end = offset + 40 + payload_len
+    pos = offset + 40
+    info = INFO_IPV6
+    fragment = False
+    # Bounded walk: each header is at least 8 bytes, so a 64 KiB payload can hold only so many.
+    for _ in range(64):
+        if next_header == 6:
+            break
+        if next_header in _IPV6_EXT:
+            if pos + 8 > n:
+                return MALFORMED
+            next_header, size = data[pos], (data[pos + 1] + 1) * 8
+        elif next_header == _IP_PROTO_FRAGMENT:
+            if pos + 8 > n:
+                return MALFORMED
+            fragment = fragment or bool(_U16(data, pos + 2)[0] & 0xFFF9)  # offset or M flag
+            next_header, size = data[pos], 8
+        elif next_header == _IP_PROTO_AH:
+            if pos + 8 > n:
+                return MALFORMED
+            next_header, size = data[pos], (data[pos + 1] + 2) * 4
+        else:
+            return NOT_TCP
+        pos += size
+        info |= INFO_EXT_HEADERS
+    else:
+        return MALFORMED
+    if payload_len == 0:
+        return MALFORMED  # jumbograms are not used on links we capture from
+    if fragment:
+        return FRAGMENT_V6
+    return _decode_tcp(data, src, dst, pos, end, n, info)
+
+
+def _decode_tcp(data: bytes, src: bytes, dst: bytes, pos: int, end: int, n: int, info: int) -> Segment | int:
+    if pos + 20 > n or pos + 20 > end:
+        return MALFORMED
+    sport, dport, seq, ack, offset_byte, flags = _TCP(data, pos)
+    header = (offset_byte >> 4) * 4
+    start = pos + header
+    if header < 20 or start > end:
+        return MALFORMED
+    wire_len = end - start
+    # Ethernet pads short frames: the IP length, not the frame length, says where data stops.
+    payload = data[start:end] if end <= n else data[start:n]
+    if start > n:
+        payload = b""
+    return (src, dst, sport, dport, seq, ack, flags, payload, wire_len, info)
+
+
+def format_endpoint(addr: bytes, port: int) -> str:
+    """Printable ``ip:port`` (IPv6 bracketed: ``[2001:db8::1]:25``)."""
+    if len(addr) == 16:
+        return f"[{socket.inet_ntop(socket.AF_INET6, addr)}]:{port}"
+    return f"{socket.inet_ntop(socket.AF_INET, addr)}:{port}"

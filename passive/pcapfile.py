@@ -1,0 +1,319 @@
+"""Pure-Python readers for classic pcap and pcapng, plain or gzip-compressed.
+
+Used when libpcap (pcapy) is not available, for gzip files, and for pcapng (libpcap
+refuses pcapng files whose interfaces have different link types). The readers never
+raise on damaged content: they stop at the first damaged record and leave a one-line
+explanation in :attr:`PacketReader.error`.
+
+Classic pcap: both byte orders, micro- and nanosecond timestamps. pcapng: several
+sections and interfaces, per-interface link type, ``if_tsresol`` and ``if_tsoffset``;
+enhanced, simple and (obsolete) packet blocks are packets, every other block is skipped.
+Frames are numbered from 1 in file order, as tshark does.
+"""
+
+from __future__ import annotations
+
+import gzip
+import mmap
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, NamedTuple
+
+PCAP_MAGIC_USEC = 0xA1B2C3D4
+PCAP_MAGIC_NSEC = 0xA1B23C4D
+PCAPNG_SHB = 0x0A0D0D0A
+PCAPNG_BOM = 0x1A2B3C4D
+GZIP_MAGIC = b"\x1f\x8b"
+
+MAX_RECORD = 262144  # libpcap's largest snapshot length; bigger records mean a damaged file
+MAX_BLOCK = 16 * 1024 * 1024
+_READ_SIZE = 1 << 20
+
+
+class RawPacket(NamedTuple):
+    frame: int  # 1-based position in the file
+    ts: float
+    linktype: int
+    data: bytes
+    wire_len: int
+
+
+class CaptureFormatError(Exception):
+    """The file is not a capture this module can read (bad magic, unsupported header)."""
+
+
+class FileKind(NamedTuple):
+    format: str  # "pcap" or "pcapng"
+    gzip: bool
+
+
+def sniff_kind(path: Path) -> FileKind:
+    """Tell pcap/pcapng and gzip apart by magic numbers (raises OSError or CaptureFormatError)."""
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    compressed = head[:2] == GZIP_MAGIC
+    if compressed:
+        with gzip.open(path, "rb") as gz:
+            try:
+                head = gz.read(4)
+            except (OSError, EOFError) as exc:
+                raise CaptureFormatError(f"damaged gzip stream: {exc}") from exc
+    if len(head) < 4:
+        raise CaptureFormatError("file too short to be a capture")
+    if struct.unpack("<I", head)[0] == PCAPNG_SHB:
+        return FileKind("pcapng", compressed)
+    magic_le, magic_be = struct.unpack("<I", head)[0], struct.unpack(">I", head)[0]
+    if PCAP_MAGIC_USEC in (magic_le, magic_be) or PCAP_MAGIC_NSEC in (magic_le, magic_be):
+        return FileKind("pcap", compressed)
+    raise CaptureFormatError(f"not a pcap or pcapng file (magic {head.hex()})")
+
+
+class _Stream:
+    """Forward-only buffered access to a binary stream."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.buf = b""
+        self.pos = 0
+        self.eof = False
+
+    def available(self, n: int) -> bool:
+        """Make ``n`` bytes available at ``pos``; False when the stream ends first."""
+        if self.pos + n <= len(self.buf):
+            return True
+        while not self.eof and len(self.buf) - self.pos < n:
+            try:
+                more = self.fh.read(max(_READ_SIZE, n))
+            except (OSError, EOFError):  # damaged gzip member
+                more = b""
+            if not more:
+                self.eof = True
+            self.buf = self.buf[self.pos :] + more
+            self.pos = 0
+        return len(self.buf) - self.pos >= n
+
+    def remaining(self) -> int:
+        return len(self.buf) - self.pos
+
+
+class PacketReader:
+    """Iterate :class:`RawPacket` from a pcap/pcapng file (plain or gzip)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.kind = sniff_kind(self.path)
+        self.error: str | None = None
+        self.packets = 0
+        self.linktypes: set[int] = set()
+
+    def __iter__(self) -> Iterator[RawPacket]:
+        opener = gzip.open if self.kind.gzip else open
+        with opener(self.path, "rb") as fh:  # type: ignore[operator]
+            stream = _Stream(fh)
+            if self.kind.format == "pcap":
+                yield from self._pcap(stream)
+            else:
+                yield from self._pcapng(stream)
+
+    def _fail(self, message: str) -> None:
+        self.error = message
+
+    # -- classic pcap --------------------------------------------------------------------
+
+    def _pcap(self, stream: _Stream) -> Iterator[RawPacket]:
+        if not stream.available(24):
+            self._fail("truncated capture: global header cut short")
+            return
+        header = stream.buf[:24]
+        endian = "<" if struct.unpack("<I", header[:4])[0] in (PCAP_MAGIC_USEC, PCAP_MAGIC_NSEC) else ">"
+        magic, _major, _minor, _zone, _sigfigs, snaplen, network = struct.unpack(endian + "IHHiIII", header)
+        divisor = 1e9 if magic == PCAP_MAGIC_NSEC else 1e6
+        linktype = network & 0x0FFFFFFF  # upper bits may carry FCS information
+        self.linktypes.add(linktype)
+        limit = max(snaplen, MAX_RECORD)
+        record = struct.Struct(endian + "IIII").unpack_from
+        stream.pos = 24
+        frame = 0
+        while True:
+            if not stream.available(16):
+                if stream.remaining():
+                    self._fail(f"truncated capture: record header of frame {frame + 1} cut short")
+                return
+            sec, frac, caplen, wire_len = record(stream.buf, stream.pos)
+            if caplen > limit:
+                self._fail(
+                    f"corrupt capture: frame {frame + 1} claims {caplen} captured bytes (limit {limit}); "
+                    "stopped reading there"
+                )
+                return
+            if not stream.available(16 + caplen):
+                self._fail(
+                    f"truncated capture: frame {frame + 1} cut short ({stream.remaining() - 16} of {caplen} bytes)"
+                )
+                return
+            start = stream.pos + 16
+            data = stream.buf[start : start + caplen]
+            stream.pos = start + caplen
+            frame += 1
+            self.packets = frame
+            yield RawPacket(frame, sec + frac / divisor, linktype, data, wire_len)
+
+    # -- pcapng ----------------------------------------------------------------------------
+
+    def _pcapng(self, stream: _Stream) -> Iterator[RawPacket]:
+        endian = "<"
+        interfaces: list[tuple[int, float, int, int]] = []  # (linktype, units per second, ts offset, snaplen)
+        frame = 0
+        while True:
+            if not stream.available(12):
+                if stream.remaining():
+                    self._fail(f"truncated capture: block header after frame {frame} cut short")
+                return
+            buf, pos = stream.buf, stream.pos
+            block_type = struct.unpack_from(endian + "I", buf, pos)[0]
+            if block_type == PCAPNG_SHB:
+                bom = buf[pos + 8 : pos + 12]
+                if bom == struct.pack("<I", PCAPNG_BOM):
+                    endian = "<"
+                elif bom == struct.pack(">I", PCAPNG_BOM):
+                    endian = ">"
+                else:
+                    self._fail(f"corrupt capture: bad section header after frame {frame}")
+                    return
+                interfaces = []
+            total = struct.unpack_from(endian + "I", buf, pos + 4)[0]
+            if total < 12 or total % 4 or total > MAX_BLOCK:
+                self._fail(f"corrupt capture: block after frame {frame} has impossible length {total}")
+                return
+            if not stream.available(total):
+                self._fail(f"truncated capture: block after frame {frame} cut short")
+                return
+            buf, pos = stream.buf, stream.pos
+            if struct.unpack_from(endian + "I", buf, pos + total - 4)[0] != total:
+                self._fail(f"corrupt capture: block after frame {frame} has mismatched trailing length")
+                return
+            body = buf[pos + 8 : pos + total - 4]
+            stream.pos = pos + total
+            if block_type == 1:
+                interfaces.append(self._interface(body, endian))
+                self.linktypes.add(interfaces[-1][0])
+                continue
+            packet = self._packet_block(block_type, body, endian, interfaces)
+            if packet is None:
+                continue
+            if isinstance(packet, str):
+                self._fail(f"corrupt capture: frame {frame + 1}: {packet}")
+                return
+            frame += 1
+            self.packets = frame
+            linktype, ts, data, wire_len = packet
+            yield RawPacket(frame, ts, linktype, data, wire_len)
+
+    @staticmethod
+    def _interface(body: bytes, endian: str) -> tuple[int, float, int, int]:
+        if len(body) < 8:
+            return (-1, 1e6, 0, 0)
+        linktype, _reserved, snaplen = struct.unpack_from(endian + "HHI", body, 0)
+        units, offset = 1e6, 0
+        pos = 8
+        while pos + 4 <= len(body):
+            code, length = struct.unpack_from(endian + "HH", body, pos)
+            value = body[pos + 4 : pos + 4 + length]
+            if code == 0:
+                break
+            if code == 9 and length >= 1:  # if_tsresol
+                exponent = value[0] & 0x7F
+                units = float(2**exponent) if value[0] & 0x80 else float(10**exponent)
+            elif code == 14 and length >= 8:  # if_tsoffset
+                offset = struct.unpack_from(endian + "q", value, 0)[0]
+            pos += 4 + length + (-length % 4)
+        return (linktype, units, offset, snaplen)
+
+    @staticmethod
+    def _packet_block(
+        block_type: int, body: bytes, endian: str, interfaces: list[tuple[int, float, int, int]]
+    ) -> tuple[int, float, bytes, int] | str | None:
+        if block_type == 6:  # enhanced packet block
+            if len(body) < 20:
+                return "enhanced packet block too short"
+            iface, ts_hi, ts_lo, caplen, wire_len = struct.unpack_from(endian + "IIIII", body, 0)
+            data_at = 20
+        elif block_type == 2:  # obsolete packet block
+            if len(body) < 20:
+                return "packet block too short"
+            iface, _drops, ts_hi, ts_lo, caplen, wire_len = struct.unpack_from(endian + "HHIIII", body, 0)
+            data_at = 20
+        elif block_type == 3:  # simple packet block: no timestamp, interface 0
+            if len(body) < 4:
+                return "simple packet block too short"
+            wire_len = struct.unpack_from(endian + "I", body, 0)[0]
+            iface, ts_hi, ts_lo, data_at = 0, 0, 0, 4
+            snaplen = interfaces[0][3] if interfaces else 0
+            caplen = min(wire_len, len(body) - 4, snaplen or wire_len)
+        else:
+            return None
+        if iface >= len(interfaces):
+            return f"packet on undeclared interface {iface}"
+        if data_at + caplen > len(body):
+            return f"captured length {caplen} exceeds its block"
+        linktype, units, offset, _snaplen = interfaces[iface]
+        ts = ((ts_hi << 32) | ts_lo) / units + offset
+        return (linktype, ts, body[data_at : data_at + caplen], wire_len)
+
+
+class FrameLocator:
+    """Recover exact frame numbers for packets libpcap passed through a BPF filter.
+
+    libpcap does not tell how many records its filter skipped, so this walks the record
+    headers of the (uncompressed, classic pcap) file alongside it: the next packet
+    libpcap hands over is the next record with the same timestamp, captured length and
+    bytes. Walking headers costs a fraction of what decoding every packet in Python would.
+    """
+
+    def __init__(self, path: Path) -> None:
+        with path.open("rb") as fh:
+            self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        head = self._map[:24]
+        endian = "<" if struct.unpack("<I", head[:4])[0] in (PCAP_MAGIC_USEC, PCAP_MAGIC_NSEC) else ">"
+        self._nsec = struct.unpack(endian + "I", head[:4])[0] == PCAP_MAGIC_NSEC
+        self._caplen = struct.Struct(endian + "I").unpack_from
+        self._stamp = struct.Struct(endian + "II").unpack_from
+        self._pos = 24
+        self.frame = 0  # frames walked so far
+
+    def locate(self, sec: int, usec: int, data: bytes) -> int | None:
+        """Frame number of the next record equal to (sec, usec, data); None if the file holds none."""
+        mem, pos, end = self._map, self._pos, len(self._map)
+        caplen_of, stamp_of = self._caplen, self._stamp
+        caplen, frame = len(data), self.frame
+        while pos + 16 <= end:
+            length = caplen_of(mem, pos + 8)[0]
+            frame += 1
+            if length == caplen:
+                rec_sec, rec_frac = stamp_of(mem, pos)
+                if self._nsec:
+                    rec_frac //= 1000
+                if rec_sec == sec and rec_frac == usec and mem[pos + 16 : pos + 16 + length] == data:
+                    self._pos, self.frame = pos + 16 + length, frame
+                    return frame
+            if length > MAX_RECORD:
+                break
+            pos += 16 + length
+        return None
+
+    def count_rest(self) -> int:
+        """Walk to the end and return the total number of complete records."""
+        mem, pos, end, frame = self._map, self._pos, len(self._map), self.frame
+        caplen_of = self._caplen
+        while pos + 16 <= end:
+            length = caplen_of(mem, pos + 8)[0]
+            if length > MAX_RECORD or pos + 16 + length > end:
+                break
+            pos += 16 + length
+            frame += 1
+        self._pos, self.frame = pos, frame
+        return frame
+
+    def close(self) -> None:
+        self._map.close()
