@@ -60,7 +60,7 @@ def test_capture_reproduces_expected_findings(facts_path: Path) -> None:
     assert service["tls"] == facts["tls"]
     assert any(client.startswith(facts["client"] + ":") for client in service["clients"])
 
-    advertised = facts["mechanisms"]["before_tls"] if facts.get("mechanisms_advertised_in_capture", True) else []
+    advertised = facts["mechanisms"]["before_tls"] if facts.get("mechanisms_visible", True) else []
     methods = [f for f in findings if f["type"] == "auth-methods" and f["server"] == server]
     seen = [m for m in (methods[0]["mechanisms"] if methods else []) if m not in PSEUDO_MECHANISMS]
     assert sorted(seen) == sorted(advertised or [])
@@ -98,8 +98,10 @@ def test_capture_reproduces_expected_findings(facts_path: Path) -> None:
         assert (relay["rcpt_to"], relay["accepted"]) == (expected["rcpt_to"], expected["accepted"])
 
     if facts["tls"]:
-        # Nothing from inside TLS: no mechanism list, no NTLM, no credentials.
-        assert not ntlm and not credentials
+        # Nothing from inside TLS: no NTLM, and none of the credentials sent there.
+        assert not ntlm
+        hidden = {(c["user"], c["password"]) for c in facts.get("hidden_credentials", [])}
+        assert hidden and not hidden & {(c["user"], c["password"]) for c in credentials}
 
 
 def test_passwords_are_masked_by_default() -> None:
