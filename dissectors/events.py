@@ -22,13 +22,17 @@ class Side(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Evidence:
+    """Where an event was seen: the frame that completed its line (as tshark shows reassembled PDUs), the frame
+    where that line began when it spans several, the capture time, and the line itself (bounded)."""
+
     frame: int | None
     timestamp: float | None
     line: str
+    first_frame: int | None = None
 
     @classmethod
-    def of(cls, line: str, frame: int | None, timestamp: float | None) -> Evidence:
-        return cls(frame, timestamp, line[:MAX_EVIDENCE_TEXT])
+    def of(cls, line: str, frame: int | None, timestamp: float | None, first_frame: int | None = None) -> Evidence:
+        return cls(frame, timestamp, line[:MAX_EVIDENCE_TEXT], first_frame if first_frame != frame else None)
 
 
 @dataclass

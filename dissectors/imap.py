@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from dissectors import events as ev
 from dissectors import sasl
-from dissectors.linebuffer import Raw
+from dissectors.linebuffer import Line, Raw
 from dissectors.session import MailSession, unique_upper
 
 _LITERAL = re.compile(r"\{(\d{1,12})(\+?)\}$")
@@ -100,7 +100,8 @@ class ImapSession(MailSession):
             return
         pending = self._assembling[side]
         if pending is None:
-            pending = _Pending(frame=self._line.frame, timestamp=self._line.timestamp)
+            first_frame = self._line.first_frame if self._line.first_frame is not None else self._line.frame
+            pending = _Pending(frame=first_frame, timestamp=self._line.timestamp)
         if len(pending.parts) < MAX_PARTS:
             pending.parts.append(text)
         literal = _LITERAL.search(text)
@@ -110,7 +111,8 @@ class ImapSession(MailSession):
             return
         self._assembling[side] = None
         first = pending.parts[0] if isinstance(pending.parts[0], str) else ""
-        self._line = self._line.__class__(first, pending.frame, pending.timestamp)
+        # Evidence: the frame that completed the command, and the one where it began.
+        self._line = Line(first, self._line.frame, self._line.timestamp, pending.frame)
         if side is ev.Side.CLIENT:
             self._command(pending.parts)
         else:

@@ -17,9 +17,13 @@ MAX_KEPT_RAW = 8 * 1024
 
 @dataclass(frozen=True)
 class Line:
+    """A line without its CR LF. ``frame``/``timestamp`` are those of the packet that completed it (where tshark
+    shows a reassembled PDU); ``first_frame`` is where it began."""
+
     text: str
     frame: int | None
     timestamp: float | None
+    first_frame: int | None = None
 
 
 @dataclass(frozen=True)
@@ -123,4 +127,4 @@ class LineBuffer:
             line = bytes(self._pending).rstrip(b"\r")
             self._pending.clear()
             position = newline + 1
-            yield Line(line.decode("utf-8", errors="replace"), self._pending_frame, self._pending_timestamp)
+            yield Line(line.decode("utf-8", errors="replace"), frame, timestamp, self._pending_frame)

@@ -103,7 +103,7 @@ class MailSession:
 
     def _evidence(self, text: str | None = None) -> ev.Evidence:
         line = self._line
-        return ev.Evidence.of(line.text if text is None else text, line.frame, line.timestamp)
+        return ev.Evidence.of(line.text if text is None else text, line.frame, line.timestamp, line.first_frame)
 
     def _emit(self, event: ev.Event) -> None:
         self._out.append(event)

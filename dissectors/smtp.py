@@ -107,8 +107,7 @@ class SmtpSession(MailSession):
             if not self.auth.active and self.pending and self.pending[0].verb == "AUTH":
                 self.pending.popleft()
             return
-        if not self.greeted and not self.partial:
-            # The first reply of a session is the greeting, even if a client spoke first.
+        if not self.greeted and not self.partial and self._is_greeting(reply):
             self.greeted = True
             self._emit(ev.Greeting(ev.Side.SERVER, self._evidence(), reply.lines[0].strip(), reply.code == 220))
             return
@@ -119,6 +118,13 @@ class SmtpSession(MailSession):
             return
         command = self.pending.popleft()
         self._answer(command, reply)
+
+    def _is_greeting(self, reply: _Reply) -> bool:
+        """The first 220/554/421 is the greeting, even when an early-talking client already sent a command
+        (spam bots do); a capture that starts after the greeting shows the client's command answered instead."""
+        if reply.code not in (220, 421, 554):
+            return False
+        return not (self.pending and self.pending[0].verb == "STARTTLS")
 
     def _answer(self, command: _Command, reply: _Reply) -> None:
         code = reply.code

@@ -29,6 +29,7 @@ that ``vlan`` shifts do not apply to it). IPv4 fragments are counted, not reasse
 
 from __future__ import annotations
 
+import select
 import struct
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -68,9 +69,7 @@ __all__ = [
 
 _BATCH = 2048
 _META = struct.Struct("=IIII")
-_NO_LIBPCAP_NOTICE = (
-    "leakscope: libpcap binding (pcapy-ng) not available, reading captures with the slower built-in reader"
-)
+_NO_LIBPCAP_NOTICE = "leakscope: libpcap binding (pcapy-ng) not available; using the slower built-in capture reader"
 
 
 class CaptureError(Exception):
@@ -104,20 +103,27 @@ def build_bpf_filter(
     all_ports: bool = False,
     user_filter: str | None = None,
     linktype: int = LINKTYPE_ETHERNET,
+    ipv6_ext_in_vlan: bool = True,
 ) -> str:
-    """BPF expression passing mail TCP (any TCP with ``all_ports``), VLAN-tagged too on Ethernet."""
+    """BPF expression passing mail TCP (any TCP with ``all_ports``), VLAN-tagged too on Ethernet.
+
+    ``ipv6_ext_in_vlan=False`` leaves out the IPv6 extension-header clause under VLAN tags,
+    for live Linux captures where libpcap cannot combine ``protochain`` with ``vlan``.
+    """
     if all_ports:
         tcp = "tcp"
     else:
         port_list = " or ".join(f"port {p}" for p in sorted(set(ports)))
         tcp = f"tcp and ({port_list})"
     # IPv6 extension headers hide TCP from `tcp`/`port`; protochain finds it, Python checks ports.
-    chained = "(ip6 protochain 6 and not ip6 proto 6)"
+    # Fragment headers get their own clause: libpcap's optimiser mishandles them combined with the other.
+    chained = "(ip6 protochain 6 and not ip6 proto 6) or (ip6 protochain 44)"
     base = f"({tcp}) or {chained}"
     expr = base
     if linktype == LINKTYPE_ETHERNET:
         # `vlan` shifts offsets for the rest of the expression, hence the nesting for QinQ.
-        expr = f"({base}) or (vlan and (({base}) or (vlan and ({base}))))"
+        tagged = base if ipv6_ext_in_vlan else f"({tcp})"
+        expr = f"({base}) or (vlan and (({tagged}) or (vlan and ({tagged}))))"
     if user_filter and user_filter.strip():
         expr = f"({user_filter}) and ({expr})"
     return expr
@@ -270,26 +276,27 @@ def _run_libpcap_file(path: Path, engine: _Engine, options: CaptureOptions) -> N
         raise CaptureError(f"invalid BPF filter: {_one_line(exc)}") from None
 
     locator = FrameLocator(path) if options.exact_frames else None
+    locate = locator.locate if locator is not None else None
     feed = engine.feed
     ordinal = 0
     iter_meta = _META.iter_unpack
-    batches = _libpcap_batches(path, reader, expr)
+    batches = _LibpcapBatches(path, reader, expr)
     try:
         for buf, meta in batches:
             for sec, usec, offset, caplen in iter_meta(meta):
                 data = buf[offset : offset + caplen]
                 ordinal += 1
-                frame = ordinal
-                if locator is not None:
-                    found = locator.locate(sec, usec, data)
-                    if found is None:
+                if locate is None:
+                    frame = ordinal
+                else:
+                    frame = locate(sec, usec, data)
+                    if frame is None:
                         counters.warn(
                             "exact frame numbers lost (file and libpcap disagree); numbering matched packets instead"
                         )
-                        locator.close()
-                        locator = None
-                    else:
-                        frame = found
+                        locator.close()  # type: ignore[union-attr]
+                        locator = locate = None
+                        frame = ordinal
                 feed(frame, sec + usec * 1e-6, linktype, data)
         read = locator.count_rest() if locator is not None else ordinal
         counters.packets_read += read
@@ -303,7 +310,7 @@ def _run_libpcap_file(path: Path, engine: _Engine, options: CaptureOptions) -> N
         reader.close()
 
 
-class _libpcap_batches:  # noqa: N801 - used like a generator function
+class _LibpcapBatches:
     """Packet batches from ``next_batch``, salvaging the packets before a damaged record.
 
     ``next_batch`` discards the whole batch when libpcap hits damage part-way through it,
@@ -422,18 +429,42 @@ class LiveCapture:
             handle.set_timeout(timeout_ms)
             if buffer_size:
                 handle.set_buffer_size(buffer_size)
-            handle.activate()
+            status = handle.activate()
         except pcapy.PcapError as exc:
             raise CaptureError(f"cannot capture on {interface}: {_one_line(exc)}") from None
+        if status is not None and status < 0:
+            # activate() reports failures as a libpcap status; open_live gives the readable message.
+            try:
+                pcapy.open_live(interface, snaplen, int(bool(promisc)), timeout_ms).close()
+            except pcapy.PcapError as exc:
+                raise CaptureError(f"cannot capture on {interface}: {_one_line(exc)}") from None
+            raise CaptureError(f"cannot capture on {interface}: libpcap status {status}")
         self._handle = handle
+        self._timeout = max(timeout_ms, 1) / 1000
+        # Non-blocking reads plus select(): with TPACKET_V3 a blocking read may wait past its timeout
+        # while no packet arrives, and `should_stop` would not be looked at.
+        handle.setnonblock(1)
         self.linktype = handle.datalink()
+        options = self.options
         expr = build_bpf_filter(
-            self.options.ports, all_ports=self.options.all_ports, user_filter=self.options.bpf, linktype=self.linktype
+            options.ports, all_ports=options.all_ports, user_filter=options.bpf, linktype=self.linktype
         )
         try:
             handle.setfilter(expr)
-        except pcapy.PcapError as exc:
-            raise CaptureError(f"invalid BPF filter: {_one_line(exc)}") from None
+        except pcapy.PcapError:
+            # Live Linux handles see VLAN tags at variable offsets, where libpcap cannot use protochain:
+            # tagged IPv6 with extension headers is then not captured.
+            expr = build_bpf_filter(
+                options.ports,
+                all_ports=options.all_ports,
+                user_filter=options.bpf,
+                linktype=self.linktype,
+                ipv6_ext_in_vlan=False,
+            )
+            try:
+                handle.setfilter(expr)
+            except pcapy.PcapError as exc:
+                raise CaptureError(f"invalid BPF filter: {_one_line(exc)}") from None
         self.filter = expr
 
     def run(
@@ -455,6 +486,9 @@ class LiveCapture:
                 except pcapy.PcapError as exc:
                     counters.warn(f"capture on {self.interface} failed: {_one_line(exc)}")
                     break
+                if not meta:
+                    select.select([self._handle.getfd()], [], [], self._timeout)
+                    continue
                 for sec, usec, offset, caplen in _META.iter_unpack(meta):
                     frame += 1
                     counters.packets_read += 1

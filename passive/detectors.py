@@ -91,7 +91,9 @@ class SessionAnalyzer:
 
     def _record(self, finding: Finding, event: ev.Event) -> None:
         e = event.evidence
-        finding.add_evidence(EvidenceRecord(self.context.file, e.frame, e.timestamp, str(event.side), e.line))
+        finding.add_evidence(
+            EvidenceRecord(self.context.file, e.frame, e.timestamp, str(event.side), e.line, e.first_frame)
+        )
 
     def _touch(self, finding: Finding, event: ev.Event) -> None:
         finding.seen(event.evidence.timestamp, self.context.client)

@@ -44,15 +44,19 @@ class EvidenceRecord:
     timestamp: float | None
     side: str
     line: str
+    first_frame: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        record = {
             "file": self.file,
             "frame": self.frame,
             "time": iso_time(self.timestamp),
             "side": self.side,
             "line": self.line,
         }
+        if self.first_frame is not None:
+            record["first_frame"] = self.first_frame
+        return record
 
 
 @dataclass

@@ -89,9 +89,25 @@ _IP_PROTO_FRAGMENT = 44
 _IP_PROTO_AH = 51
 
 
+_ETH_IPV4 = struct.Struct("!12xHBxHxxHxB2x4s4s").unpack_from  # ethertype, ver/ihl, total, frag, proto, src, dst
+
+
 def decode_tcp(linktype: int, data: bytes) -> Segment | int:
     """Return the TCP segment carried by ``data`` or a status constant (never raises)."""
     n = len(data)
+    if linktype == LINKTYPE_ETHERNET and n >= 54 and data[12] == 8 and data[13] == 0:
+        # Fast path, the bulk of real traffic: untagged Ethernet, IPv4 without options, unfragmented TCP.
+        _et, ver_ihl, total, frag, proto, src, dst = _ETH_IPV4(data, 0)
+        if ver_ihl == 0x45 and proto == 6 and not frag & 0x3FFF and total >= 40:
+            sport, dport, seq, ack, offset_byte, flags = _TCP(data, 34)
+            start = 34 + (offset_byte >> 4) * 4
+            end = 14 + total
+            if offset_byte >= 0x50 and start <= end and end <= n:
+                return (src, dst, sport, dport, seq, ack, flags, data[start:end], end - start, 0)
+    return _decode_any(linktype, data, n)
+
+
+def _decode_any(linktype: int, data: bytes, n: int) -> Segment | int:
     if linktype == LINKTYPE_ETHERNET:
         if n < 14:
             return MALFORMED
@@ -153,6 +169,8 @@ def _decode_ipv4(data: bytes, offset: int, n: int) -> Segment | int:
     if first >> 4 != 4 or ihl < 20 or offset + ihl > n:
         return MALFORMED
     total = _U16(data, offset + 2)[0]
+    if total == 0:
+        total = n - offset  # sender-side capture with TCP segmentation offload: the NIC fills the length in
     if total < ihl:
         return MALFORMED
     if data[offset + 9] != 6:

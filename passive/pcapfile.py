@@ -29,6 +29,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 MAX_RECORD = 262144  # libpcap's largest snapshot length; bigger records mean a damaged file
 MAX_BLOCK = 16 * 1024 * 1024
 _READ_SIZE = 1 << 20
+_RELEASE_EVERY = 32 << 20
 
 
 class RawPacket(NamedTuple):
@@ -280,13 +281,36 @@ class FrameLocator:
         self._caplen = struct.Struct(endian + "I").unpack_from
         self._stamp = struct.Struct(endian + "II").unpack_from
         self._pos = 24
+        self._size = len(self._map)
+        self._released = 0
         self.frame = 0  # frames walked so far
+
+    def _release(self, pos: int) -> None:
+        # Pages already walked would otherwise stay in this process's RSS for the whole run.
+        start = self._released
+        end = pos - pos % mmap.PAGESIZE
+        if end - start >= _RELEASE_EVERY:
+            self._map.madvise(mmap.MADV_DONTNEED, start, end - start)
+            self._released = end
 
     def locate(self, sec: int, usec: int, data: bytes) -> int | None:
         """Frame number of the next record equal to (sec, usec, data); None if the file holds none."""
-        mem, pos, end = self._map, self._pos, len(self._map)
+        mem, pos, end = self._map, self._pos, self._size
         caplen_of, stamp_of = self._caplen, self._stamp
         caplen, frame = len(data), self.frame
+        if (
+            not self._nsec
+            and pos + 16 <= end
+            and stamp_of(mem, pos) == (sec, usec)
+            and caplen_of(mem, pos + 8)[0] == caplen
+        ):
+            # Common case: libpcap's packet is the very next record.
+            nxt = pos + 16 + caplen
+            if mem[pos + 16 : nxt] == data:
+                self._pos, self.frame = nxt, frame + 1
+                if nxt - self._released >= _RELEASE_EVERY:
+                    self._release(nxt)
+                return frame + 1
         while pos + 16 <= end:
             length = caplen_of(mem, pos + 8)[0]
             frame += 1
@@ -296,6 +320,8 @@ class FrameLocator:
                     rec_frac //= 1000
                 if rec_sec == sec and rec_frac == usec and mem[pos + 16 : pos + 16 + length] == data:
                     self._pos, self.frame = pos + 16 + length, frame
+                    if pos - self._released >= _RELEASE_EVERY:
+                        self._release(pos)
                     return frame
             if length > MAX_RECORD:
                 break
@@ -312,6 +338,8 @@ class FrameLocator:
                 break
             pos += 16 + length
             frame += 1
+            if pos - self._released >= _RELEASE_EVERY:
+                self._release(pos)
         self._pos, self.frame = pos, frame
         return frame
 

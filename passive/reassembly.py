@@ -108,7 +108,8 @@ def default_mail_classifier(server: bytes, client: bytes) -> bool | None:
     """Recognise SMTP, POP3 and IMAP by the server greeting (or, lacking one, the client's first command).
 
     SMTP: ``220 `` with an SMTP-ish word on the line (FTP also greets with 220);
-    POP3: ``+OK``; IMAP: ``* OK`` / ``* PREAUTH`` / ``* BYE``.
+    POP3: ``+OK``; IMAP: ``* OK`` / ``* PREAUTH`` / ``* BYE``. Without server bytes, a client
+    ``EHLO``/``HELO``/``CAPA``/``USER`` line confirms mail; anything else waits for the server.
     """
     if server:
         line_end = server.find(b"\n")
@@ -122,10 +123,10 @@ def default_mail_classifier(server: bytes, client: bytes) -> bool | None:
         if line.startswith((b"220 ", b"220-")):
             return any(word in line for word in _SMTP_GREETING_WORDS) or client.upper().startswith((b"EHLO", b"HELO"))
         return False
-    if client:
-        if b"\n" not in client and len(client) < 512:
-            return None
-        return client[:5].upper() in (b"EHLO ", b"HELO ", b"CAPA\r", b"USER ", b"STLS\r")
+    # No server bytes yet (greeting lost or still out of order): a client line can only confirm mail,
+    # the server's reply decides against it.
+    if client[:5].upper() in (b"EHLO ", b"HELO ", b"CAPA\r", b"USER "):
+        return True
     return None
 
 
@@ -253,7 +254,7 @@ class Reassembler:
         self._flows: dict[int, Flow] = {}
         self._next_id = 1
         self._pending_total = 0
-        self._sweep_at: float | None = None
+        self._sweep_at = float("-inf")
         self._sweep_every = max(1.0, min(idle_timeout / 4, 30.0))
 
     @property
@@ -266,10 +267,7 @@ class Reassembler:
         """Handle one decoded TCP segment captured in ``frame`` at ``ts``."""
         src, dst, sport, dport, seq, ack, flags, payload, wire_len, _info = segment
         self.counters.segments += 1
-        sweep_at = self._sweep_at
-        if sweep_at is None:
-            self._sweep_at = ts + self._sweep_every
-        elif ts >= sweep_at:
+        if ts >= self._sweep_at:
             self.expire(ts)
 
         entry = self._table.get((src, sport, dst, dport))
@@ -291,6 +289,39 @@ class Reassembler:
             return
 
         half = halves[direction]
+        if not wire_len and not flags & (SYN | FIN | RST) and half.started:
+            # A bare ACK: only the peer's holes care.
+            other = halves[1 - direction]
+            if other.pending and flags & ACK and other.rel(ack) >= other.pending[0][0]:
+                self._fill_hole(flow, 1 - direction, other)
+            if half.fin_rel is not None or other.fin_rel is not None:
+                self._check_finished(flow, halves)
+            return
+        if (
+            wire_len
+            and not flags & (SYN | FIN | RST)
+            and seq == half.next_seq
+            and half.started
+            and not half.pending
+            and not half.resync
+            and half.fin_rel is None
+            and flow.state == Flow.ACTIVE
+            and len(payload) == wire_len
+        ):
+            # Fast path, most segments: the next in-order bytes of an established, accepted flow.
+            offset = half.next_rel
+            half.next_rel = end = offset + wire_len
+            half.next_seq = (seq + wire_len) & _MASK
+            if wire_len <= _TAIL_KEEP:
+                half.tail, half.tail_rel = payload, offset
+            else:
+                half.tail, half.tail_rel = payload[-_TAIL_KEEP:], end - _TAIL_KEEP
+            self.counters.bytes_delivered += wire_len
+            flow.handler.on_data(flow, _DIRECTIONS[direction], Chunk(payload, frame, ts, offset))  # type: ignore[union-attr]
+            other = halves[1 - direction]
+            if other.pending and flags & ACK and other.rel(ack) >= other.pending[0][0]:
+                self._fill_hole(flow, 1 - direction, other)
+            return
         if not half.started:
             if flags & SYN:
                 half.syn_seq = seq

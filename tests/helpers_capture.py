@@ -90,7 +90,9 @@ def ip6(text: str) -> bytes:
 
 
 def tcp(sport: int, dport: int, seq: int, ack: int = 0, flags: int = ACK | PSH, payload: bytes = b"") -> bytes:
-    return struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 0x50, flags, 65535, 0, 0) + payload
+    return (
+        struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 0x50, flags, 65535, 0, 0) + payload
+    )
 
 
 def ipv4(src: str, dst: str, payload: bytes, proto: int = 6, frag: int = 0x4000, total: int | None = None) -> bytes:
@@ -199,7 +201,11 @@ def smtp_session_segments(
 ) -> list[tuple[tuple[str, int], tuple[str, int], int, int, int, bytes]]:
     """(src, dst, seq, ack, flags, payload) for a short complete SMTP session with handshake and FIN."""
     c, s = client_isn, server_isn
-    segs = [(client, server, c, 0, SYN, b""), (server, client, s, c + 1, SYN | ACK, b""), (client, server, c + 1, s + 1, ACK, b"")]
+    segs = [
+        (client, server, c, 0, SYN, b""),
+        (server, client, s, c + 1, SYN | ACK, b""),
+        (client, server, c + 1, s + 1, ACK, b""),
+    ]
     c += 1
     s += 1
     greeting, ehlo_reply, bye = SMTP_SERVER_LINES
@@ -217,12 +223,20 @@ def smtp_session_segments(
         else:
             segs.append((src, dst, c, s, PSH | ACK, payload))
             c += len(payload)
-    segs += [(server, client, s, c, FIN | ACK, b""), (client, server, c, s + 1, FIN | ACK, b""), (server, client, s + 1, c + 1, ACK, b"")]
+    segs += [
+        (server, client, s, c, FIN | ACK, b""),
+        (client, server, c, s + 1, FIN | ACK, b""),
+        (server, client, s + 1, c + 1, ACK, b""),
+    ]
     return segs
 
 
-def ethernet_frames(segments: Iterable[tuple[tuple[str, int], tuple[str, int], int, int, int, bytes]], start: float = 1000.0) -> list[tuple[float, bytes]]:
+def ethernet_frames(
+    segments: Iterable[tuple[tuple[str, int], tuple[str, int], int, int, int, bytes]], start: float = 1000.0
+) -> list[tuple[float, bytes]]:
     frames = []
     for index, (src, dst, seq, ack, flags, payload) in enumerate(segments):
-        frames.append((start + index * 0.001, ether(ipv4(src[0], dst[0], tcp(src[1], dst[1], seq, ack, flags, payload)))))
+        frames.append(
+            (start + index * 0.001, ether(ipv4(src[0], dst[0], tcp(src[1], dst[1], seq, ack, flags, payload))))
+        )
     return frames

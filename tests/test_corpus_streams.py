@@ -69,7 +69,16 @@ def _endpoint(addr: str, port: str) -> str:
 @cache
 def tshark_streams(name: str) -> dict[int, TsharkStream]:
     path = CORPUS / "pcaps" / name
-    fields = ["frame.number", "frame.time_epoch", "tcp.stream", "ip.src", "ipv6.src", "tcp.srcport", "tcp.dstport", "tcp.len"]
+    fields = [
+        "frame.number",
+        "frame.time_epoch",
+        "tcp.stream",
+        "ip.src",
+        "ipv6.src",
+        "tcp.srcport",
+        "tcp.dstport",
+        "tcp.len",
+    ]
     cmd = ["tshark", "-r", str(path), "-Y", "tcp", "-T", "fields", "-E", "occurrence=l"]
     for name_ in fields:
         cmd += ["-e", name_]
