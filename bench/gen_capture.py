@@ -226,7 +226,9 @@ def build_frame(ep: Endpoints, seg: Segment, l2: bytes) -> bytes:
         src, dst, sport, dport = ep.server_ip, ep.client_ip, ep.server_port, ep.client_port
     else:
         src, dst, sport, dport = ep.client_ip, ep.server_ip, ep.client_port, ep.server_port
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, seg.seq & 0xFFFFFFFF, seg.ack & 0xFFFFFFFF, 0x50, seg.flags, 64240, 0, 0)
+    tcp = struct.pack(
+        "!HHIIBBHHH", sport, dport, seg.seq & 0xFFFFFFFF, seg.ack & 0xFFFFFFFF, 0x50, seg.flags, 64240, 0, 0
+    )
     length = 20 + len(seg.payload)
     if ep.ipv6:
         ip = struct.pack("!IHBB", 0x60000000, length, 6, 64) + src + dst
@@ -263,7 +265,9 @@ def tcp_segments(turns: list[tuple[bool, bytes]], rng: random.Random, handshake:
     return segs if handshake else segs[3:]
 
 
-def perturb(segs: list[Segment], rng: random.Random, reorder: float, retransmit: float) -> tuple[list[Segment], int, int]:
+def perturb(
+    segs: list[Segment], rng: random.Random, reorder: float, retransmit: float
+) -> tuple[list[Segment], int, int]:
     out = list(segs)
     swaps = dups = 0
     i = 3

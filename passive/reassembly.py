@@ -101,6 +101,7 @@ Classifier = Callable[[bytes, bytes], bool | None]
 """(first server->client bytes, first client->server bytes) -> True mail, False not mail, None undecided."""
 
 
+_CLIENT_MAIL_COMMANDS = frozenset({b"EHLO", b"HELO", b"CAPA", b"USER", b"STLS"})
 _SMTP_GREETING_WORDS = (b"SMTP", b"ESMTP", b"Postfix", b"Sendmail", b"Exim", b"mail", b"Mail", b"MAIL")
 
 
@@ -109,7 +110,7 @@ def default_mail_classifier(server: bytes, client: bytes) -> bool | None:
 
     SMTP: ``220 `` with an SMTP-ish word on the line (FTP also greets with 220);
     POP3: ``+OK``; IMAP: ``* OK`` / ``* PREAUTH`` / ``* BYE``. Without server bytes, a client
-    ``EHLO``/``HELO``/``CAPA``/``USER`` line confirms mail; anything else waits for the server.
+    ``EHLO``/``HELO``/``CAPA``/``USER``/``STLS`` command confirms mail; anything else waits for the server.
     """
     if server:
         line_end = server.find(b"\n")
@@ -125,7 +126,8 @@ def default_mail_classifier(server: bytes, client: bytes) -> bool | None:
         return False
     # No server bytes yet (greeting lost or still out of order): a client line can only confirm mail,
     # the server's reply decides against it.
-    if client[:5].upper() in (b"EHLO ", b"HELO ", b"CAPA\r", b"USER "):
+    command = client[:6].upper().split(b" ", 1)[0].rstrip(b"\r\n")
+    if command in _CLIENT_MAIL_COMMANDS and len(client) > len(command):
         return True
     return None
 

@@ -155,12 +155,20 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------- process helpers
 
 
-def run(cmd: list[str], *, check: bool = True, timeout: float = 120, env: dict[str, str] | None = None,
-        stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def run(
+    cmd: list[str],
+    *,
+    check: bool = True,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+    stdin: bytes | None = None,
+) -> subprocess.CompletedProcess[bytes]:
     proc = subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout, env=env, check=False)
     if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout.decode(errors='replace')}"
-                           f"\n{proc.stderr.decode(errors='replace')}")
+        raise RuntimeError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout.decode(errors='replace')}"
+            f"\n{proc.stderr.decode(errors='replace')}"
+        )
     return proc
 
 
@@ -186,8 +194,10 @@ class Env:
         winbind clients only look in /run/samba/winbindd, so our own directory is bound there; the host name and
         /etc/hosts are those of the DC so that Samba's NTLM challenge does not carry the build machine's name.
         """
-        wrapper = f'mount --bind "$0" /run/samba && mount --bind "$1" /etc/hosts && hostname {DC_NAME.lower()} ' \
-                  '&& shift && exec "$@"'
+        wrapper = (
+            f'mount --bind "$0" /run/samba && mount --bind "$1" /etc/hosts && hostname {DC_NAME.lower()} '
+            '&& shift && exec "$@"'
+        )
         return in_ns(NS_SRV, ["unshare", "--uts", "sh", "-c", wrapper, str(self.runsamba), str(self.hosts), *cmd])
 
     def spawn(self, cmd: list[str], logname: str) -> subprocess.Popen[bytes]:
@@ -261,8 +271,26 @@ def wait_listen(addrs: list[str], what: str, timeout: float = 60) -> None:
 
 def make_cert(env: Env) -> tuple[Path, Path]:
     cert, key = env.work / "tls.crt", env.work / "tls.key"
-    run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "3650", "-subj", f"/CN={MAIL_HOST}"])
+    run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "3650",
+            "-subj",
+            f"/CN={MAIL_HOST}",
+        ]
+    )
     os.chmod(key, 0o640)
     return cert, key
 
@@ -304,10 +332,27 @@ def start_samba(env: Env) -> Path:
     env.runsamba.mkdir(exist_ok=True)
     Path("/run/samba").mkdir(exist_ok=True)  # mount point for the private bind mount
     log("samba: provisioning AD DC")
-    run(env.srv(["samba-tool", "domain", "provision", f"--realm={REALM}", f"--domain={AD_DOMAIN}",
-                 "--server-role=dc", "--dns-backend=SAMBA_INTERNAL", "--use-rfc2307", f"--adminpass={ADMIN_PASS}",
-                 f"--host-name={DC_NAME}", f"--host-ip={SRV_IP}", f"--targetdir={sdir}",
-                 f"--option=interfaces=lo {VETH_SRV}", "--option=bind interfaces only=yes"]), timeout=300)
+    run(
+        env.srv(
+            [
+                "samba-tool",
+                "domain",
+                "provision",
+                f"--realm={REALM}",
+                f"--domain={AD_DOMAIN}",
+                "--server-role=dc",
+                "--dns-backend=SAMBA_INTERNAL",
+                "--use-rfc2307",
+                f"--adminpass={ADMIN_PASS}",
+                f"--host-name={DC_NAME}",
+                f"--host-ip={SRV_IP}",
+                f"--targetdir={sdir}",
+                f"--option=interfaces=lo {VETH_SRV}",
+                "--option=bind interfaces only=yes",
+            ]
+        ),
+        timeout=300,
+    )
     conf = sdir / "etc" / "smb.conf"
     conf.write_text(smb_conf(sdir))
     for user, pw in ((USER, PASSWORD), (USER2, PASSWORD2)):
@@ -537,12 +582,25 @@ class NtlmAcceptor:
 
         p = self.profile
         neg = NTLMMessage.unpack(type1)
-        flags = (NegotiateFlags.request_target | NegotiateFlags.ntlm | NegotiateFlags.always_sign
-                 | NegotiateFlags.target_type_domain | NegotiateFlags.target_info | NegotiateFlags.version)
+        flags = (
+            NegotiateFlags.request_target
+            | NegotiateFlags.ntlm
+            | NegotiateFlags.always_sign
+            | NegotiateFlags.target_type_domain
+            | NegotiateFlags.target_info
+            | NegotiateFlags.version
+        )
         # Like Windows: echo what the client asked for among these.
-        for f in (NegotiateFlags.unicode, NegotiateFlags.oem, NegotiateFlags.extended_session_security,
-                  NegotiateFlags.key_128, NegotiateFlags.key_56, NegotiateFlags.key_exch, NegotiateFlags.sign,
-                  NegotiateFlags.seal):
+        for f in (
+            NegotiateFlags.unicode,
+            NegotiateFlags.oem,
+            NegotiateFlags.extended_session_security,
+            NegotiateFlags.key_128,
+            NegotiateFlags.key_56,
+            NegotiateFlags.key_exch,
+            NegotiateFlags.sign,
+            NegotiateFlags.seal,
+        ):
             if neg.flags & f:
                 flags |= f
         if flags & NegotiateFlags.unicode:
@@ -555,8 +613,13 @@ class NtlmAcceptor:
         info[AvId.dns_tree_name] = p["dns_tree"]
         info[AvId.timestamp] = FileTime.now()
         major, minor, build = p["version"]
-        msg = Challenge(flags=flags, server_challenge=self.server_challenge, target_name=p["target_name"],
-                        target_info=info, version=Version(major, minor, build))
+        msg = Challenge(
+            flags=flags,
+            server_challenge=self.server_challenge,
+            target_name=p["target_name"],
+            target_info=info,
+            version=Version(major, minor, build),
+        )
         return msg.pack()
 
     def authenticate(self, type3: bytes) -> dict[str, Any]:
@@ -572,12 +635,18 @@ class NtlmAcceptor:
             key = ntowfv2(msg.user_name or "", nt_hash, msg.domain_name)
             ok = hmac.compare_digest(hmac_md5(key, self.server_challenge + nt[16:]), nt[:16])
         else:
-            expect, _, _ = compute_response_v1(msg.flags, nt_hash, lmowfv1(p["password"]), self.server_challenge,
-                                               lm[:8], no_lm_response=False)
+            expect, _, _ = compute_response_v1(
+                msg.flags, nt_hash, lmowfv1(p["password"]), self.server_challenge, lm[:8], no_lm_response=False
+            )
             ok = hmac.compare_digest(expect, nt)
         ok = ok and (msg.user_name or "").lower() == p["user"].lower()
-        return {"user": msg.user_name, "domain": msg.domain_name, "workstation": msg.workstation,
-                "ntlm_version": version, "ok": ok}
+        return {
+            "user": msg.user_name,
+            "domain": msg.domain_name,
+            "workstation": msg.workstation,
+            "ntlm_version": version,
+            "ok": ok,
+        }
 
 
 class FakeSession:
@@ -624,9 +693,17 @@ class FakeSession:
             verb, _, arg = line.partition(" ")
             verb = verb.upper()
             if verb == "EHLO":
-                exts = [f"{host} Hello [{self.writer.get_extra_info('peername')[0]}]", "SIZE 37748736",
-                        "PIPELINING", "DSN", "ENHANCEDSTATUSCODES", "AUTH " + " ".join(FAKE_MECHS["smtp"]),
-                        "8BITMIME", "BINARYMIME", "CHUNKING"]
+                exts = [
+                    f"{host} Hello [{self.writer.get_extra_info('peername')[0]}]",
+                    "SIZE 37748736",
+                    "PIPELINING",
+                    "DSN",
+                    "ENHANCEDSTATUSCODES",
+                    "AUTH " + " ".join(FAKE_MECHS["smtp"]),
+                    "8BITMIME",
+                    "BINARYMIME",
+                    "CHUNKING",
+                ]
                 await self.send(*(f"250-{e}" for e in exts[:-1]), f"250 {exts[-1]}")
             elif verb == "HELO":
                 await self.send(f"250 {host} Hello")
@@ -670,8 +747,11 @@ class FakeSession:
                 parts = arg.split(" ")
                 ok = await self.ntlm(parts[1] if len(parts) > 1 else None, "+ ")
                 authed = bool(ok)
-                await self.send("+OK User successfully authenticated." if ok else "-ERR Logon failure: unknown user "
-                                "name or bad password.")
+                await self.send(
+                    "+OK User successfully authenticated."
+                    if ok
+                    else "-ERR Logon failure: unknown user name or bad password."
+                )
             elif verb in ("LIST", "UIDL") and authed:
                 await self.send("+OK", ".")
             elif verb == "STAT" and authed:
@@ -691,8 +771,11 @@ class FakeSession:
             verb = verb.upper()
             if verb == "CAPABILITY":
                 mechs = " ".join(f"AUTH={m}" for m in FAKE_MECHS["imap"])
-                await self.send(f"* CAPABILITY IMAP4 IMAP4rev1 {mechs} SASL-IR UIDPLUS MOVE ID UNSELECT "
-                                "CHILDREN IDLE NAMESPACE LITERAL+", f"{tag} OK CAPABILITY completed.")
+                await self.send(
+                    f"* CAPABILITY IMAP4 IMAP4rev1 {mechs} SASL-IR UIDPLUS MOVE ID UNSELECT "
+                    "CHILDREN IDLE NAMESPACE LITERAL+",
+                    f"{tag} OK CAPABILITY completed.",
+                )
             elif verb == "AUTHENTICATE" and arg.split(" ")[0].upper() == "NTLM":
                 parts = arg.split(" ")
                 ok = await self.ntlm(parts[1] if len(parts) > 1 else None, "+ ")
@@ -701,8 +784,9 @@ class FakeSession:
             elif verb == "LIST" and authed:
                 await self.send('* LIST (\\Marked \\HasNoChildren) "/" INBOX', f"{tag} OK LIST completed.")
             elif verb == "LOGOUT":
-                await self.send("* BYE Microsoft Exchange Server IMAP4 server signing off.",
-                                f"{tag} OK LOGOUT completed.")
+                await self.send(
+                    "* BYE Microsoft Exchange Server IMAP4 server signing off.", f"{tag} OK LOGOUT completed."
+                )
                 return
             else:
                 await self.send(f"{tag} BAD Command Argument Error. 11")
@@ -761,8 +845,16 @@ def fake_server_facts(ip: str) -> dict[str, Any]:
 MESSAGE = f"From: <{MAIL_FROM}>\r\nTo: <{MAIL_TO}>\r\nSubject: leakscope capture\r\n\r\nHello.\r\n"
 
 
-def curl(url: str, user: str, password: str, *, login: str | None = None, sasl_ir: bool = False,
-         starttls: bool = False, smtp: bool = False) -> list[str]:
+def curl(
+    url: str,
+    user: str,
+    password: str,
+    *,
+    login: str | None = None,
+    sasl_ir: bool = False,
+    starttls: bool = False,
+    smtp: bool = False,
+) -> list[str]:
     argv = ["curl", "-sS", "-v", "--max-time", "30", url, "-u", f"{user}:{password}"]
     if login:
         argv += ["--login-options", login]
@@ -778,8 +870,26 @@ def curl(url: str, user: str, password: str, *, login: str | None = None, sasl_i
 
 
 def swaks(server: str, port: int, *extra: str, mail_from: str = MAIL_FROM, rcpt: str = MAIL_TO) -> list[str]:
-    return ["swaks", "--server", server, "--port", str(port), "--ehlo", EHLO_NAME, "--from", mail_from,
-            "--to", rcpt, "--timeout", "30", "--header", "Subject: leakscope capture", "--body", "Hello.", *extra]
+    return [
+        "swaks",
+        "--server",
+        server,
+        "--port",
+        str(port),
+        "--ehlo",
+        EHLO_NAME,
+        "--from",
+        mail_from,
+        "--to",
+        rcpt,
+        "--timeout",
+        "30",
+        "--header",
+        "Subject: leakscope capture",
+        "--body",
+        "Hello.",
+        *extra,
+    ]
 
 
 def swaks_auth(mech: str, user: str, password: str, *extra: str, port: int = 25) -> list[str]:
@@ -788,9 +898,11 @@ def swaks_auth(mech: str, user: str, password: str, *extra: str, port: int = 25)
 
 def fetchmail_rc(port: int, auth: str, user: str, password: str, proto: str = "POP3") -> str:
     # sslproto '' keeps fetchmail from switching to STLS on its own
-    return (f"set no syslog\npoll {SRV_IP} proto {proto} port {port} auth {auth}\n"
-            f"  user '{user}' there with password '{password}' is 'root' here\n"
-            "  keep\n  sslproto ''\n  mda '/bin/cat >/dev/null'\n")
+    return (
+        f"set no syslog\npoll {SRV_IP} proto {proto} port {port} auth {auth}\n"
+        f"  user '{user}' there with password '{password}' is 'root' here\n"
+        "  keep\n  sslproto ''\n  mda '/bin/cat >/dev/null'\n"
+    )
 
 
 def fetchmail() -> list[str]:
@@ -801,10 +913,20 @@ def b64(s: str) -> str:
     return base64.b64encode(s.encode()).decode()
 
 
-def facts(software: str, banner: str, mechs: dict[str, Any], *, visible: bool = True, tls: bool = False,
-          ntlm_server: dict[str, Any] | None = None, ntlm_client: dict[str, Any] | None = None,
-          credentials: list[dict[str, str]] | None = None, hidden_credentials: list[dict[str, str]] | None = None,
-          outcome: str | None = None, relay: dict[str, Any] | None = None) -> dict[str, Any]:
+def facts(
+    software: str,
+    banner: str,
+    mechs: dict[str, Any],
+    *,
+    visible: bool = True,
+    tls: bool = False,
+    ntlm_server: dict[str, Any] | None = None,
+    ntlm_client: dict[str, Any] | None = None,
+    credentials: list[dict[str, str]] | None = None,
+    hidden_credentials: list[dict[str, str]] | None = None,
+    outcome: str | None = None,
+    relay: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     return {
         "client_software": software,
         "banner": banner,
@@ -824,13 +946,17 @@ def scenarios() -> list[Scenario]:
     out: list[Scenario] = []
     dc_user = f"{AD_DOMAIN}\\{USER}"
     pop3_banner = f"+OK {DOVECOT_GREETING}"
-    imap_banner = f"* OK [CAPABILITY {IMAP_PRELOGIN_CAPS} {' '.join('AUTH=' + m for m in DOVECOT_MECHS)}] " \
-                  f"{DOVECOT_GREETING}"
+    imap_banner = (
+        f"* OK [CAPABILITY {IMAP_PRELOGIN_CAPS} {' '.join('AUTH=' + m for m in DOVECOT_MECHS)}] {DOVECOT_GREETING}"
+    )
     banners = {"smtp": POSTFIX_BANNER, "pop3": pop3_banner, "imap": imap_banner}
     mechs = {"before_tls": DOVECOT_MECHS, "after_tls": DOVECOT_MECHS}
     ok_marker = {"smtp": "235 2.7.0", "pop3": "+OK Logged in.", "imap": "OK [CAPABILITY"}
-    bad_marker = {"smtp": "535 5.7.8", "pop3": "-ERR [AUTH] Authentication failed.",
-                  "imap": "NO [AUTHENTICATIONFAILED]"}
+    bad_marker = {
+        "smtp": "535 5.7.8",
+        "pop3": "-ERR [AUTH] Authentication failed.",
+        "imap": "NO [AUTHENTICATIONFAILED]",
+    }
     curl_ws = "WORKSTATION"  # curl's fixed NTLM workstation name
     # Authen::NTLM (swaks) and fetchmail put the user name in the workstation field and answer with NTLMv1.
     v1_clients = {"swaks", "fetchmail"}
@@ -843,62 +969,194 @@ def scenarios() -> list[Scenario]:
             client = ntlm_client(USER, AD_DOMAIN, curl_ws, "NTLMv2", pw)
         # fetchmail goes straight to AUTH NTLM on POP3, without CAPA
         visible = not (software == "fetchmail" and proto == "pop3")
-        return Scenario(name, desc, proto, SRV_IP, port, argv,
-                        facts(software, banners[proto], mechs, visible=visible, ntlm_server=SAMBA_NTLM_SERVER,
-                              ntlm_client=client, outcome="success" if ok else "failure"),
-                        must_contain=["TlRMTVNTUAAC", "TlRMTVNTUAAD", ok_marker[proto] if ok else bad_marker[proto]])
+        return Scenario(
+            name,
+            desc,
+            proto,
+            SRV_IP,
+            port,
+            argv,
+            facts(
+                software,
+                banners[proto],
+                mechs,
+                visible=visible,
+                ntlm_server=SAMBA_NTLM_SERVER,
+                ntlm_client=client,
+                outcome="success" if ok else "failure",
+            ),
+            must_contain=["TlRMTVNTUAAC", "TlRMTVNTUAAD", ok_marker[proto] if ok else bad_marker[proto]],
+        )
 
     # NTLM against the Samba DC, success and wrong password, per protocol and client.
     for pw in (PASSWORD, WRONG_PASSWORD):
         tag = "success" if pw == PASSWORD else "failure"
         smtp_url = f"smtp://{SRV_IP}:25/{EHLO_NAME}"
-        out.append(ntlm_samba(f"smtp-ntlm-{tag}-curl", f"SMTP AUTH NTLM ({tag}) from curl, no initial response",
-                              "smtp", 25, curl(smtp_url, dc_user, pw, login="AUTH=NTLM", smtp=True), "curl", pw))
-        out.append(ntlm_samba(f"smtp-ntlm-{tag}-curl-sasl-ir", f"SMTP AUTH NTLM ({tag}) from curl --sasl-ir", "smtp",
-                              25, curl(smtp_url, dc_user, pw, login="AUTH=NTLM", sasl_ir=True, smtp=True), "curl", pw))
-        out.append(ntlm_samba(f"smtp-ntlm-{tag}-swaks", f"SMTP AUTH NTLM ({tag}) from swaks (Authen::NTLM)", "smtp",
-                              25, swaks_auth("NTLM", USER, pw, "--auth-extra", f"domain={AD_DOMAIN}"), "swaks", pw))
-        out.append(ntlm_samba(f"pop3-ntlm-{tag}-curl", f"POP3 AUTH NTLM ({tag}) from curl"
-                              + (" --sasl-ir" if tag == "failure" else ""), "pop3", 110,
-                              curl(f"pop3://{SRV_IP}:110/", dc_user, pw, login="AUTH=NTLM", sasl_ir=tag == "failure"),
-                              "curl", pw))
-        sc = ntlm_samba(f"pop3-ntlm-{tag}-fetchmail", f"POP3 AUTH NTLM ({tag}) from fetchmail", "pop3", 110,
-                        fetchmail(), "fetchmail", pw)
+        out.append(
+            ntlm_samba(
+                f"smtp-ntlm-{tag}-curl",
+                f"SMTP AUTH NTLM ({tag}) from curl, no initial response",
+                "smtp",
+                25,
+                curl(smtp_url, dc_user, pw, login="AUTH=NTLM", smtp=True),
+                "curl",
+                pw,
+            )
+        )
+        out.append(
+            ntlm_samba(
+                f"smtp-ntlm-{tag}-curl-sasl-ir",
+                f"SMTP AUTH NTLM ({tag}) from curl --sasl-ir",
+                "smtp",
+                25,
+                curl(smtp_url, dc_user, pw, login="AUTH=NTLM", sasl_ir=True, smtp=True),
+                "curl",
+                pw,
+            )
+        )
+        out.append(
+            ntlm_samba(
+                f"smtp-ntlm-{tag}-swaks",
+                f"SMTP AUTH NTLM ({tag}) from swaks (Authen::NTLM)",
+                "smtp",
+                25,
+                swaks_auth("NTLM", USER, pw, "--auth-extra", f"domain={AD_DOMAIN}"),
+                "swaks",
+                pw,
+            )
+        )
+        out.append(
+            ntlm_samba(
+                f"pop3-ntlm-{tag}-curl",
+                f"POP3 AUTH NTLM ({tag}) from curl" + (" --sasl-ir" if tag == "failure" else ""),
+                "pop3",
+                110,
+                curl(f"pop3://{SRV_IP}:110/", dc_user, pw, login="AUTH=NTLM", sasl_ir=tag == "failure"),
+                "curl",
+                pw,
+            )
+        )
+        sc = ntlm_samba(
+            f"pop3-ntlm-{tag}-fetchmail",
+            f"POP3 AUTH NTLM ({tag}) from fetchmail",
+            "pop3",
+            110,
+            fetchmail(),
+            "fetchmail",
+            pw,
+        )
         sc.files["fetchmailrc"] = fetchmail_rc(110, "ntlm", f"{USER}@{AD_DOMAIN}", pw)
         out.append(sc)
-        out.append(ntlm_samba(f"imap-ntlm-{tag}-curl", f"IMAP AUTHENTICATE NTLM ({tag}) from curl"
-                              + (" --sasl-ir" if tag == "success" else ""), "imap", 143,
-                              curl(f"imap://{SRV_IP}:143/", dc_user, pw, login="AUTH=NTLM", sasl_ir=tag == "success"),
-                              "curl", pw))
+        out.append(
+            ntlm_samba(
+                f"imap-ntlm-{tag}-curl",
+                f"IMAP AUTHENTICATE NTLM ({tag}) from curl" + (" --sasl-ir" if tag == "success" else ""),
+                "imap",
+                143,
+                curl(f"imap://{SRV_IP}:143/", dc_user, pw, login="AUTH=NTLM", sasl_ir=tag == "success"),
+                "curl",
+                pw,
+            )
+        )
 
     # Non-standard ports.
-    out.append(ntlm_samba("smtp-2525-ntlm-success-curl", "SMTP on port 2525, AUTH NTLM from curl", "smtp", 2525,
-                          curl(f"smtp://{SRV_IP}:2525/{EHLO_NAME}", dc_user, PASSWORD, login="AUTH=NTLM", smtp=True),
-                          "curl", PASSWORD))
-    out.append(ntlm_samba("pop3-1110-ntlm-success-curl", "POP3 on port 1110, AUTH NTLM from curl", "pop3", 1110,
-                          curl(f"pop3://{SRV_IP}:1110/", dc_user, PASSWORD, login="AUTH=NTLM"), "curl", PASSWORD))
+    out.append(
+        ntlm_samba(
+            "smtp-2525-ntlm-success-curl",
+            "SMTP on port 2525, AUTH NTLM from curl",
+            "smtp",
+            2525,
+            curl(f"smtp://{SRV_IP}:2525/{EHLO_NAME}", dc_user, PASSWORD, login="AUTH=NTLM", smtp=True),
+            "curl",
+            PASSWORD,
+        )
+    )
+    out.append(
+        ntlm_samba(
+            "pop3-1110-ntlm-success-curl",
+            "POP3 on port 1110, AUTH NTLM from curl",
+            "pop3",
+            1110,
+            curl(f"pop3://{SRV_IP}:1110/", dc_user, PASSWORD, login="AUTH=NTLM"),
+            "curl",
+            PASSWORD,
+        )
+    )
 
-    def clear(name: str, desc: str, proto: str, port: int, argv: list[str], software: str, mech: str,
-              markers: list[str], visible: bool = True) -> Scenario:
+    def clear(
+        name: str,
+        desc: str,
+        proto: str,
+        port: int,
+        argv: list[str],
+        software: str,
+        mech: str,
+        markers: list[str],
+        visible: bool = True,
+    ) -> Scenario:
         cred = {"mechanism": mech, "user": USER2, "password": PASSWORD2}
-        return Scenario(name, desc, proto, SRV_IP, port, argv,
-                        facts(software, banners[proto], mechs, visible=visible, credentials=[cred], outcome="success"),
-                        must_contain=[*markers, ok_marker[proto]])
+        return Scenario(
+            name,
+            desc,
+            proto,
+            SRV_IP,
+            port,
+            argv,
+            facts(software, banners[proto], mechs, visible=visible, credentials=[cred], outcome="success"),
+            must_contain=[*markers, ok_marker[proto]],
+        )
 
     # Clear-text credentials.
     plain_b64 = b64(f"\0{USER2}\0{PASSWORD2}")
-    out.append(clear("smtp-auth-plain-swaks", "SMTP AUTH PLAIN without TLS from swaks", "smtp", 25,
-                     swaks_auth("PLAIN", USER2, PASSWORD2), "swaks", "PLAIN", [f"AUTH PLAIN {plain_b64}"]))
-    out.append(clear("smtp-auth-login-swaks", "SMTP AUTH LOGIN without TLS from swaks", "smtp", 25,
-                     swaks_auth("LOGIN", USER2, PASSWORD2), "swaks", "LOGIN",
-                     ["AUTH LOGIN", b64(USER2), b64(PASSWORD2)]))
-    sc = clear("pop3-user-pass-fetchmail", "POP3 USER/PASS from fetchmail", "pop3", 110, fetchmail(), "fetchmail",
-               "USER", [f"USER {USER2}", f"PASS {PASSWORD2}"], visible=False)
+    out.append(
+        clear(
+            "smtp-auth-plain-swaks",
+            "SMTP AUTH PLAIN without TLS from swaks",
+            "smtp",
+            25,
+            swaks_auth("PLAIN", USER2, PASSWORD2),
+            "swaks",
+            "PLAIN",
+            [f"AUTH PLAIN {plain_b64}"],
+        )
+    )
+    out.append(
+        clear(
+            "smtp-auth-login-swaks",
+            "SMTP AUTH LOGIN without TLS from swaks",
+            "smtp",
+            25,
+            swaks_auth("LOGIN", USER2, PASSWORD2),
+            "swaks",
+            "LOGIN",
+            ["AUTH LOGIN", b64(USER2), b64(PASSWORD2)],
+        )
+    )
+    sc = clear(
+        "pop3-user-pass-fetchmail",
+        "POP3 USER/PASS from fetchmail",
+        "pop3",
+        110,
+        fetchmail(),
+        "fetchmail",
+        "USER",
+        [f"USER {USER2}", f"PASS {PASSWORD2}"],
+        visible=False,
+    )
     sc.files["fetchmailrc"] = fetchmail_rc(110, "password", USER2, PASSWORD2)
     out.append(sc)
-    out.append(clear("pop3-auth-plain-curl", "POP3 AUTH PLAIN from curl", "pop3", 110,
-                     curl(f"pop3://{SRV_IP}:110/", USER2, PASSWORD2, login="AUTH=PLAIN"), "curl", "PLAIN",
-                     ["AUTH PLAIN", plain_b64]))
+    out.append(
+        clear(
+            "pop3-auth-plain-curl",
+            "POP3 AUTH PLAIN from curl",
+            "pop3",
+            110,
+            curl(f"pop3://{SRV_IP}:110/", USER2, PASSWORD2, login="AUTH=PLAIN"),
+            "curl",
+            "PLAIN",
+            ["AUTH PLAIN", plain_b64],
+        )
+    )
     # curl 7.88 cannot force the IMAP LOGIN command while AUTH= mechanisms are offered; fetchmail uses it.
     for port in (143, 1143):
         name = "imap-login-fetchmail" if port == 143 else "imap-1143-login-fetchmail"
@@ -906,90 +1164,245 @@ def scenarios() -> list[Scenario]:
         sc = clear(name, desc, "imap", port, fetchmail(), "fetchmail", "LOGIN", [f'LOGIN "{USER2}" "{PASSWORD2}"'])
         sc.files["fetchmailrc"] = fetchmail_rc(port, "password", USER2, PASSWORD2, proto="IMAP")
         out.append(sc)
-    out.append(clear("imap-authenticate-plain-curl", "IMAP AUTHENTICATE PLAIN from curl", "imap", 143,
-                     curl(f"imap://{SRV_IP}:143/", USER2, PASSWORD2, login="AUTH=PLAIN"), "curl", "PLAIN",
-                     ["AUTHENTICATE PLAIN", plain_b64]))
+    out.append(
+        clear(
+            "imap-authenticate-plain-curl",
+            "IMAP AUTHENTICATE PLAIN from curl",
+            "imap",
+            143,
+            curl(f"imap://{SRV_IP}:143/", USER2, PASSWORD2, login="AUTH=PLAIN"),
+            "curl",
+            "PLAIN",
+            ["AUTHENTICATE PLAIN", plain_b64],
+        )
+    )
 
     # STARTTLS before AUTH: only the switch to TLS is visible.
     hidden = [PASSWORD2, plain_b64, "AUTH PLAIN", "AUTHENTICATE"]
     for name, desc, proto, port, argv, software, tls_mechs, marker in (
-        ("smtp-starttls-auth-swaks", "SMTP submission (587): STARTTLS, then AUTH PLAIN inside TLS", "smtp", 587,
-         swaks_auth("PLAIN", USER2, PASSWORD2, "--tls", port=587), "swaks",
-         {"before_tls": [], "after_tls": DOVECOT_MECHS}, "220 2.0.0 Ready to start TLS"),
-        ("pop3-stls-auth-curl", "POP3 STLS, then AUTH PLAIN inside TLS", "pop3", 110,
-         curl(f"pop3://{SRV_IP}:110/", USER2, PASSWORD2, login="AUTH=PLAIN", starttls=True), "curl", mechs,
-         "+OK Begin TLS negotiation now."),
-        ("imap-starttls-auth-curl", "IMAP STARTTLS, then AUTHENTICATE PLAIN inside TLS", "imap", 143,
-         curl(f"imap://{SRV_IP}:143/", USER2, PASSWORD2, login="AUTH=PLAIN", starttls=True), "curl", mechs,
-         "OK Begin TLS negotiation now."),
+        (
+            "smtp-starttls-auth-swaks",
+            "SMTP submission (587): STARTTLS, then AUTH PLAIN inside TLS",
+            "smtp",
+            587,
+            swaks_auth("PLAIN", USER2, PASSWORD2, "--tls", port=587),
+            "swaks",
+            {"before_tls": [], "after_tls": DOVECOT_MECHS},
+            "220 2.0.0 Ready to start TLS",
+        ),
+        (
+            "pop3-stls-auth-curl",
+            "POP3 STLS, then AUTH PLAIN inside TLS",
+            "pop3",
+            110,
+            curl(f"pop3://{SRV_IP}:110/", USER2, PASSWORD2, login="AUTH=PLAIN", starttls=True),
+            "curl",
+            mechs,
+            "+OK Begin TLS negotiation now.",
+        ),
+        (
+            "imap-starttls-auth-curl",
+            "IMAP STARTTLS, then AUTHENTICATE PLAIN inside TLS",
+            "imap",
+            143,
+            curl(f"imap://{SRV_IP}:143/", USER2, PASSWORD2, login="AUTH=PLAIN", starttls=True),
+            "curl",
+            mechs,
+            "OK Begin TLS negotiation now.",
+        ),
     ):
         cred = {"mechanism": "PLAIN", "user": USER2, "password": PASSWORD2}
-        out.append(Scenario(name, desc, proto, SRV_IP, port, argv,
-                            facts(software, banners[proto], tls_mechs, tls=True, hidden_credentials=[cred],
-                                  outcome="success"),
-                            must_contain=[marker], must_not_contain=hidden))
+        out.append(
+            Scenario(
+                name,
+                desc,
+                proto,
+                SRV_IP,
+                port,
+                argv,
+                facts(software, banners[proto], tls_mechs, tls=True, hidden_credentials=[cred], outcome="success"),
+                must_contain=[marker],
+                must_not_contain=hidden,
+            )
+        )
 
     # Relay: an open relay accepts mail for a foreign domain, the normal server refuses it.
     relay_banner = f"220 {RELAY_HOST} ESMTP Postfix (Debian/GNU)"
     relay_mechs = {"before_tls": [], "after_tls": None}
     for name, desc, ip, sender, accepted, banner, rmechs, marker in (
-        ("smtp-open-relay-swaks", "Open relay accepts alice@leakscope.test -> victim@example.net", RELAY_IP,
-         MAIL_FROM, True, relay_banner, relay_mechs, "250 2.0.0 Ok: queued"),
-        ("smtp-open-relay-null-sender-swaks", "Open relay accepts <> -> victim@example.net", RELAY_IP, "",
-         True, relay_banner, relay_mechs, "250 2.0.0 Ok: queued"),
-        ("smtp-relay-denied-swaks", "Normal Postfix refuses to relay to victim@example.net", SRV_IP, MAIL_FROM,
-         False, POSTFIX_BANNER, mechs, "554 5.7.1"),
+        (
+            "smtp-open-relay-swaks",
+            "Open relay accepts alice@leakscope.test -> victim@example.net",
+            RELAY_IP,
+            MAIL_FROM,
+            True,
+            relay_banner,
+            relay_mechs,
+            "250 2.0.0 Ok: queued",
+        ),
+        (
+            "smtp-open-relay-null-sender-swaks",
+            "Open relay accepts <> -> victim@example.net",
+            RELAY_IP,
+            "",
+            True,
+            relay_banner,
+            relay_mechs,
+            "250 2.0.0 Ok: queued",
+        ),
+        (
+            "smtp-relay-denied-swaks",
+            "Normal Postfix refuses to relay to victim@example.net",
+            SRV_IP,
+            MAIL_FROM,
+            False,
+            POSTFIX_BANNER,
+            mechs,
+            "554 5.7.1",
+        ),
     ):
         relay = {"mail_from": sender, "rcpt_to": RELAY_RCPT, "accepted": accepted}
-        out.append(Scenario(name, desc, "smtp", ip, 25, swaks(ip, 25, mail_from=sender or "<>", rcpt=RELAY_RCPT),
-                            facts("swaks", banner, rmechs, relay=relay),
-                            must_contain=[f"MAIL FROM:<{sender}>", f"RCPT TO:<{RELAY_RCPT}>", marker]))
+        out.append(
+            Scenario(
+                name,
+                desc,
+                "smtp",
+                ip,
+                25,
+                swaks(ip, 25, mail_from=sender or "<>", rcpt=RELAY_RCPT),
+                facts("swaks", banner, rmechs, relay=relay),
+                must_contain=[f"MAIL FROM:<{sender}>", f"RCPT TO:<{RELAY_RCPT}>", marker],
+            )
+        )
 
     # Banner-only connection checks; only IMAP shows its mechanisms in the greeting.
     for name, proto, port, argv in (
-        ("smtp-banner-only-swaks", "smtp", 25,
-         ["swaks", "--server", SRV_IP, "--port", "25", "--quit-after", "connect", "--timeout", "30"]),
+        (
+            "smtp-banner-only-swaks",
+            "smtp",
+            25,
+            ["swaks", "--server", SRV_IP, "--port", "25", "--quit-after", "connect", "--timeout", "30"],
+        ),
         ("pop3-banner-only", "pop3", 110, ["{python}", "{script}", "--banner-check", "pop3", SRV_IP, "110"]),
         ("imap-banner-only", "imap", 143, ["{python}", "{script}", "--banner-check", "imap", SRV_IP, "143"]),
     ):
         software = "swaks" if argv[0] == "swaks" else "python-socket"
-        out.append(Scenario(name, f"{proto.upper()} banner check: connect, read greeting, quit", proto, SRV_IP, port,
-                            argv, facts(software, banners[proto], mechs, visible=proto == "imap")))
+        out.append(
+            Scenario(
+                name,
+                f"{proto.upper()} banner check: connect, read greeting, quit",
+                proto,
+                SRV_IP,
+                port,
+                argv,
+                facts(software, banners[proto], mechs, visible=proto == "imap"),
+            )
+        )
 
     # Windows-like challenges answered to curl's real Type 1 / Type 3.
     for name, desc, ip, proto, pw_ok, sasl_ir in (
-        ("smtp-win2019-ntlm-success-curl", "Windows Server 2019-like SMTP, NTLM success", WIN2019_IP, "smtp", True,
-         False),
-        ("pop3-win2019-ntlm-failure-curl", "Windows Server 2019-like POP3, NTLM wrong password", WIN2019_IP, "pop3",
-         False, False),
-        ("imap-win2019-ntlm-success-curl", "Windows Server 2019-like IMAP, NTLM success (--sasl-ir)", WIN2019_IP,
-         "imap", True, True),
-        ("smtp-win2022-ntlm-success-curl", "Windows Server 2022-like SMTP, NTLM success (--sasl-ir)", WIN2022_IP,
-         "smtp", True, True),
-        ("pop3-win2022-ntlm-success-curl", "Windows Server 2022-like POP3, NTLM success", WIN2022_IP, "pop3", True,
-         False),
-        ("imap-win2022-ntlm-failure-curl", "Windows Server 2022-like IMAP, NTLM wrong password", WIN2022_IP, "imap",
-         False, False),
-        ("smtp-hostile-names-ntlm-curl", "Hostile names in banner and NTLM challenge (SMTP), NTLM success",
-         HOSTILE_IP, "smtp", True, False),
-        ("pop3-hostile-names-ntlm-curl", "Hostile names in banner and NTLM challenge (POP3), wrong password",
-         HOSTILE_IP, "pop3", False, False),
-        ("imap-hostile-names-ntlm-curl", "Hostile names in banner and NTLM challenge (IMAP), wrong password",
-         HOSTILE_IP, "imap", False, False),
+        (
+            "smtp-win2019-ntlm-success-curl",
+            "Windows Server 2019-like SMTP, NTLM success",
+            WIN2019_IP,
+            "smtp",
+            True,
+            False,
+        ),
+        (
+            "pop3-win2019-ntlm-failure-curl",
+            "Windows Server 2019-like POP3, NTLM wrong password",
+            WIN2019_IP,
+            "pop3",
+            False,
+            False,
+        ),
+        (
+            "imap-win2019-ntlm-success-curl",
+            "Windows Server 2019-like IMAP, NTLM success (--sasl-ir)",
+            WIN2019_IP,
+            "imap",
+            True,
+            True,
+        ),
+        (
+            "smtp-win2022-ntlm-success-curl",
+            "Windows Server 2022-like SMTP, NTLM success (--sasl-ir)",
+            WIN2022_IP,
+            "smtp",
+            True,
+            True,
+        ),
+        (
+            "pop3-win2022-ntlm-success-curl",
+            "Windows Server 2022-like POP3, NTLM success",
+            WIN2022_IP,
+            "pop3",
+            True,
+            False,
+        ),
+        (
+            "imap-win2022-ntlm-failure-curl",
+            "Windows Server 2022-like IMAP, NTLM wrong password",
+            WIN2022_IP,
+            "imap",
+            False,
+            False,
+        ),
+        (
+            "smtp-hostile-names-ntlm-curl",
+            "Hostile names in banner and NTLM challenge (SMTP), NTLM success",
+            HOSTILE_IP,
+            "smtp",
+            True,
+            False,
+        ),
+        (
+            "pop3-hostile-names-ntlm-curl",
+            "Hostile names in banner and NTLM challenge (POP3), wrong password",
+            HOSTILE_IP,
+            "pop3",
+            False,
+            False,
+        ),
+        (
+            "imap-hostile-names-ntlm-curl",
+            "Hostile names in banner and NTLM challenge (IMAP), wrong password",
+            HOSTILE_IP,
+            "imap",
+            False,
+            False,
+        ),
     ):
         p = FAKE_PROFILES[ip]
         pw = p["password"] if pw_ok else WRONG_PASSWORD
         port = {"smtp": 25, "pop3": 110, "imap": 143}[proto]
         url = f"{proto}://{ip}:{port}/" + (EHLO_NAME if proto == "smtp" else "")
         argv = curl(url, f"{p['domain']}\\{p['user']}", pw, login="AUTH=NTLM", sasl_ir=sasl_ir, smtp=proto == "smtp")
-        marker = {"smtp": ("235 2.7.0", "535 5.7.3"), "pop3": ("+OK User successfully", "-ERR Logon failure"),
-                  "imap": ("OK AUTHENTICATE completed", "NO AUTHENTICATE failed")}[proto][0 if pw_ok else 1]
-        out.append(Scenario(name, desc, proto, ip, port, argv,
-                            facts("curl", fake_banners(p)[proto], {"before_tls": FAKE_MECHS[proto], "after_tls": None},
-                                  ntlm_server=fake_server_facts(ip),
-                                  ntlm_client=ntlm_client(p["user"], p["domain"], curl_ws, "NTLMv2", pw),
-                                  outcome="success" if pw_ok else "failure"),
-                            must_contain=["TlRMTVNTUAAC", "TlRMTVNTUAAD", marker]))
+        marker = {
+            "smtp": ("235 2.7.0", "535 5.7.3"),
+            "pop3": ("+OK User successfully", "-ERR Logon failure"),
+            "imap": ("OK AUTHENTICATE completed", "NO AUTHENTICATE failed"),
+        }[proto][0 if pw_ok else 1]
+        out.append(
+            Scenario(
+                name,
+                desc,
+                proto,
+                ip,
+                port,
+                argv,
+                facts(
+                    "curl",
+                    fake_banners(p)[proto],
+                    {"before_tls": FAKE_MECHS[proto], "after_tls": None},
+                    ntlm_server=fake_server_facts(ip),
+                    ntlm_client=ntlm_client(p["user"], p["domain"], curl_ws, "NTLMv2", pw),
+                    outcome="success" if pw_ok else "failure",
+                ),
+                must_contain=["TlRMTVNTUAAC", "TlRMTVNTUAAD", marker],
+            )
+        )
     return out
 
 
@@ -1012,17 +1425,36 @@ def capture(env: Env, sc: Scenario) -> tuple[int, str]:
     pcap = env.work / f"{sc.name}.pcap"
     bpf = f"tcp and host {sc.server_ip} and port {sc.port}"
     # immediate mode: a short session must not sit in a ring-buffer block when tcpdump is stopped
-    tcpdump_cmd = ["tcpdump", "-i", VETH_CLI, "-Z", "root", "--immediate-mode", "-s", "0", "-U", "-n", "-w", str(pcap),
-                   bpf]
-    tcpdump = subprocess.Popen(in_ns(NS_CLI, tcpdump_cmd), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               start_new_session=True)
+    tcpdump_cmd = [
+        "tcpdump",
+        "-i",
+        VETH_CLI,
+        "-Z",
+        "root",
+        "--immediate-mode",
+        "-s",
+        "0",
+        "-U",
+        "-n",
+        "-w",
+        str(pcap),
+        bpf,
+    ]
+    tcpdump = subprocess.Popen(
+        in_ns(NS_CLI, tcpdump_cmd), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     env.procs.append(tcpdump)
     assert tcpdump.stderr is not None
     first = tcpdump.stderr.readline().decode(errors="replace")  # "listening on ..." once the capture is armed
     if "listening on" not in first:
         raise RuntimeError(f"tcpdump: {first}")
-    clientenv = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cdir), "FETCHMAILHOME": str(cdir),
-                 "LOGNAME": "root", "LANG": "C"}
+    clientenv = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(cdir),
+        "FETCHMAILHOME": str(cdir),
+        "LOGNAME": "root",
+        "LANG": "C",
+    }
     try:
         # A fixed client host name: swaks puts it in the Message-Id.
         wrapped = ["unshare", "--uts", "sh", "-c", 'hostname client && exec "$@"', "sh", *argv]
@@ -1040,8 +1472,9 @@ def capture(env: Env, sc: Scenario) -> tuple[int, str]:
 
 def payloads(pcap: Path, server_port: int) -> tuple[bytes, bytes]:
     """Client-to-server and server-to-client TCP payload bytes, in capture order."""
-    out = run(["tshark", "-r", str(pcap), "-Y", "tcp.len > 0", "-T", "fields", "-e", "tcp.srcport",
-               "-e", "tcp.payload"]).stdout.decode()
+    out = run(
+        ["tshark", "-r", str(pcap), "-Y", "tcp.len > 0", "-T", "fields", "-e", "tcp.srcport", "-e", "tcp.payload"]
+    ).stdout.decode()
     to_server, to_client = bytearray(), bytearray()
     for line in out.splitlines():
         port, _, data = line.partition("\t")
@@ -1081,10 +1514,13 @@ def check_ntlm(sc: Scenario, stream: str) -> list[str]:
     }
     problems += [f"challenge {k}: capture {got[k]!r} != expected {v!r}" for k, v in server.items() if got[k] != v]
     au = NTLMMessage.unpack(msgs[3])
-    got = {"user": au.user_name, "domain": au.domain_name, "workstation": au.workstation or None,
-           "ntlm_version": ntlm_version(au.nt_challenge_response or b"", au.lm_challenge_response or b"")}
-    problems += [f"authenticate {k}: capture {v!r} != expected {client[k]!r}" for k, v in got.items()
-                 if v != client[k]]
+    got = {
+        "user": au.user_name,
+        "domain": au.domain_name,
+        "workstation": au.workstation or None,
+        "ntlm_version": ntlm_version(au.nt_challenge_response or b"", au.lm_challenge_response or b""),
+    }
+    problems += [f"authenticate {k}: capture {v!r} != expected {client[k]!r}" for k, v in got.items() if v != client[k]]
     return problems
 
 
@@ -1151,9 +1587,27 @@ def banner_check(proto: str, host: str, port: int) -> int:
 
 
 def check_tools() -> None:
-    missing = [t for t in ("ip", "tcpdump", "tshark", "samba", "samba-tool", "wbinfo", "ntlm_auth", "dovecot",
-                           "doveconf", "postfix", "curl", "swaks", "fetchmail", "openssl", "ss")
-               if shutil.which(t) is None]
+    missing = [
+        t
+        for t in (
+            "ip",
+            "tcpdump",
+            "tshark",
+            "samba",
+            "samba-tool",
+            "wbinfo",
+            "ntlm_auth",
+            "dovecot",
+            "doveconf",
+            "postfix",
+            "curl",
+            "swaks",
+            "fetchmail",
+            "openssl",
+            "ss",
+        )
+        if shutil.which(t) is None
+    ]
     if missing:
         sys.exit(f"missing tools: {' '.join(missing)} (see pcaps/README.md for the packages)")
     if os.geteuid() != 0:

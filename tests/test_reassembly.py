@@ -360,6 +360,10 @@ class TestClassifier:
             (b"SSH-2.0-OpenSSH\r\n", b"", False),
             (b"220 partial", b"", None),
             (b"", b"EHLO x\r\n", True),
+            (b"", b"EHLO\r\n", True),
+            (b"", b"CAPA\r\n", True),
+            (b"", b"EHLO", None),  # the command may go on
+            (b"", b"EHLOX\r\n", None),
             (b"", b"GET / HTTP/1.1\r\n", None),  # the server's reply decides
             (b"", b"AUTH NTLM\r\n", None),
         ],
