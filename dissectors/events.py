@@ -67,6 +67,8 @@ class Capabilities(Event):
     starttls: bool
     # A password command outside SASL is on offer: POP3 USER, IMAP LOGIN (no LOGINDISABLED); None when unsaid.
     cleartext_login: bool | None = None
+    # The name the server gives itself in its EHLO reply.
+    server_name: str | None = None
 
 
 @dataclass

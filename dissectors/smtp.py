@@ -142,8 +142,17 @@ class SmtpSession(MailSession):
                 if name.upper() == "AUTH":
                     mechanisms.extend(value.split())
             starttls = any(k.upper() == "STARTTLS" for k in keywords)
+            name = reply.lines[0].split()[0] if reply.lines and reply.lines[0].split() else None
             self._emit(
-                ev.Capabilities(ev.Side.SERVER, self._evidence(), "ehlo", keywords, unique_upper(mechanisms), starttls)
+                ev.Capabilities(
+                    ev.Side.SERVER,
+                    self._evidence(),
+                    "ehlo",
+                    keywords,
+                    unique_upper(mechanisms),
+                    starttls,
+                    server_name=name,
+                )
             )
         elif verb == "STARTTLS":
             self._start_tls("STARTTLS", code == 220)

@@ -257,3 +257,6 @@ def _write_text(path: str, text: str) -> None:
             stream.write(text)
     except OSError as error:
         raise UserError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+# Commands defined in modules of their own register below, one import and one add_command each.

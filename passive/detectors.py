@@ -155,6 +155,8 @@ class SessionAnalyzer:
             self.server_names.add(first.lower().rstrip("."))
 
     def _capabilities(self, event: ev.Capabilities) -> None:
+        if event.server_name and "." in event.server_name:
+            self.server_names.add(event.server_name.lower().rstrip("."))
         if event.starttls:
             self._service.fields["starttls_offered"] = True
         methods = self._finding(FindingType.AUTH_METHODS, Severity.INFO)

@@ -73,6 +73,7 @@ class Finding:
     details: list[dict[str, Any]] = field(default_factory=list)
     details_dropped: int = 0
     clients: list[str] = field(default_factory=list)
+    last_client: str | None = None
     count: int = 0
     first_seen: float | None = None
     last_seen: float | None = None
@@ -85,8 +86,10 @@ class Finding:
         if timestamp is not None:
             self.first_seen = timestamp if self.first_seen is None else min(self.first_seen, timestamp)
             self.last_seen = timestamp if self.last_seen is None else max(self.last_seen, timestamp)
-        if client and client not in self.clients and len(self.clients) < MAX_DETAILS:
-            self.clients.append(client)
+        if client:
+            self.last_client = client
+            if client not in self.clients and len(self.clients) < MAX_DETAILS:
+                self.clients.append(client)
 
     def add_evidence(self, record: EvidenceRecord) -> None:
         if record in self.evidence:
@@ -122,6 +125,7 @@ class Finding:
         }
         record.update(self.fields)
         record.update(
+            client=self.last_client,
             clients=self.clients,
             count=self.count,
             first_seen=iso_time(self.first_seen),

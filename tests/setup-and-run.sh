@@ -7,13 +7,23 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-# tshark is the reassembly oracle, tcpdump the benchmark baseline, libpcap the fast capture path.
-DEBIAN_PACKAGES=(tshark tcpdump libpcap0.8)
+# tshark is the reassembly oracle, tcpdump the benchmark baseline, libpcap the fast capture path; editcap (in
+# wireshark-common) corrupts captures for the hardening tests; the mail servers, Samba AD DC and mail clients are
+# what the probe and monitoring tests run in network namespaces; nmap is the probe's oracle; tcpreplay replays
+# captures onto a veth; chromium renders the HTML report.
+DEBIAN_PACKAGES=(
+  tshark tcpdump libpcap0.8 wireshark-common iproute2 util-linux openssl ca-certificates
+  postfix dovecot-core dovecot-pop3d dovecot-imapd samba samba-ad-dc samba-ad-provision samba-dsdb-modules winbind
+  swaks libauthen-ntlm-perl libnet-ssleay-perl libio-socket-ssl-perl fetchmail curl
+  nmap tcpreplay chromium chromium-driver
+)
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
+  # Postfix asks how to configure itself; the tests bring their own configuration.
+  echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
