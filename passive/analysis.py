@@ -16,32 +16,12 @@ from dissectors.smtp import SmtpSession
 from passive import reassembly
 from passive.detectors import RunStats, SessionAnalyzer, SessionContext
 from passive.findings import FindingSet
+from passive.mailproto import MAIL_PORTS as MAIL_PORTS  # re-exported: where callers look for it
+from passive.mailproto import PORT_PROTOCOLS, identify
 
-MAIL_PORTS: dict[int, str] = {
-    25: "smtp",
-    465: "smtp",
-    587: "smtp",
-    2525: "smtp",
-    110: "pop3",
-    995: "pop3",
-    143: "imap",
-    993: "imap",
-}
 SESSION_TYPES: dict[str, type[MailSession]] = {"smtp": SmtpSession, "pop3": Pop3Session, "imap": ImapSession}
-# In port-independent mode, bytes held per side while the server's greeting is awaited.
+# In port-independent mode, bytes held per side while the first lines are awaited.
 MAX_UNCLASSIFIED = 4096
-
-
-def classify_greeting(first_line: bytes) -> str | None:
-    """Recognise a mail server by its first line: ``220 ...SMTP``, ``+OK``, ``* OK`` / ``* PREAUTH``."""
-    line = first_line.strip().upper()
-    if line.startswith(b"220") and (b"SMTP" in line or b"MAIL" in line or b"POSTFIX" in line or b"EXIM" in line):
-        return "smtp"
-    if line.startswith(b"+OK"):
-        return "pop3"
-    if line.startswith(b"* OK") or line.startswith(b"* PREAUTH"):
-        return "imap"
-    return None
 
 
 @dataclass
@@ -76,7 +56,7 @@ class Analysis:
 
     def flow(self, server_ip: str, server_port: int, client_ip: str, client_port: int, partial: bool) -> MailFlow:
         # Standard ports say the protocol; anywhere else the server's greeting will.
-        protocol = MAIL_PORTS.get(server_port)
+        protocol = PORT_PROTOCOLS.get(server_port)
         return MailFlow(self, _endpoint(server_ip, server_port), _endpoint(client_ip, client_port), protocol, partial)
 
     def handler_factory(self, flow: reassembly.Flow) -> EngineHandler:
@@ -95,7 +75,7 @@ class EngineHandler:
         if self.mail is None:
             # Created on first data: only then does the engine know whether the flow was picked up mid-stream.
             self.mail = MailFlow(
-                self.analysis, flow.server, flow.client, MAIL_PORTS.get(flow.server_port), flow.partial
+                self.analysis, flow.server, flow.client, PORT_PROTOCOLS.get(flow.server_port), flow.partial
             )
         return self.mail
 
@@ -159,16 +139,16 @@ class MailFlow:
         self._deliver(self.session.receive(side, data, frame, timestamp))
 
     def _hold(self, side: ev.Side, data: bytes, frame: int | None, timestamp: float | None) -> None:
-        """Port-independent mode: keep the first bytes until the server's first line says what this is."""
+        """Port-independent mode: keep the first bytes until they say which protocol this is."""
         self._held.append((side, data, frame, timestamp))
         self._held_size += len(data)
-        server_bytes = b"".join(chunk for s, chunk, _f, _t in self._held if s is ev.Side.SERVER)
-        newline = server_bytes.find(b"\n")
-        if newline < 0 and self._held_size < MAX_UNCLASSIFIED:
+        server = b"".join(chunk for s, chunk, _f, _t in self._held if s is ev.Side.SERVER)
+        client = b"".join(chunk for s, chunk, _f, _t in self._held if s is ev.Side.CLIENT)
+        protocol = identify(server, client)
+        if protocol is None and self._held_size < MAX_UNCLASSIFIED:
             return
-        protocol = classify_greeting(server_bytes[: newline if newline >= 0 else MAX_UNCLASSIFIED])
         held, self._held, self._held_size = self._held, [], 0
-        if protocol is None:
+        if not protocol:
             self.ignored = True
             self.analysis.flows_ignored += 1
             return

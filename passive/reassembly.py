@@ -46,9 +46,7 @@ from typing import NamedTuple, Protocol
 
 from passive.counters import CaptureCounters
 from passive.linklayer import ACK, FIN, RST, SYN, Segment, format_endpoint
-
-MAIL_PORTS: frozenset[int] = frozenset({25, 465, 587, 2525, 110, 995, 143, 993})
-"""SMTP 25/465/587/2525, POP3 110/995, IMAP 143/993."""
+from passive.mailproto import MAIL_PORTS, NOT_MAIL, identify
 
 _MASK = 0xFFFFFFFF
 _HALF = 0x80000000
@@ -101,35 +99,10 @@ Classifier = Callable[[bytes, bytes], bool | None]
 """(first server->client bytes, first client->server bytes) -> True mail, False not mail, None undecided."""
 
 
-_CLIENT_MAIL_COMMANDS = frozenset({b"EHLO", b"HELO", b"CAPA", b"USER", b"STLS"})
-_SMTP_GREETING_WORDS = (b"SMTP", b"ESMTP", b"Postfix", b"Sendmail", b"Exim", b"mail", b"Mail", b"MAIL")
-
-
 def default_mail_classifier(server: bytes, client: bytes) -> bool | None:
-    """Recognise SMTP, POP3 and IMAP by the server greeting (or, lacking one, the client's first command).
-
-    SMTP: ``220 `` with an SMTP-ish word on the line (FTP also greets with 220);
-    POP3: ``+OK``; IMAP: ``* OK`` / ``* PREAUTH`` / ``* BYE``. Without server bytes, a client
-    ``EHLO``/``HELO``/``CAPA``/``USER``/``STLS`` command confirms mail; anything else waits for the server.
-    """
-    if server:
-        line_end = server.find(b"\n")
-        if line_end < 0 and len(server) < 512:
-            return None
-        line = server[: line_end if line_end >= 0 else 512]
-        if line.startswith(b"+OK"):
-            return True
-        if line.startswith((b"* OK", b"* PREAUTH", b"* BYE")):
-            return True
-        if line.startswith((b"220 ", b"220-")):
-            return any(word in line for word in _SMTP_GREETING_WORDS) or client.upper().startswith((b"EHLO", b"HELO"))
-        return False
-    # No server bytes yet (greeting lost or still out of order): a client line can only confirm mail,
-    # the server's reply decides against it.
-    command = client[:6].upper().split(b" ", 1)[0].rstrip(b"\r\n")
-    if command in _CLIENT_MAIL_COMMANDS and len(client) > len(command):
-        return True
-    return None
+    """Mail or not by the first bytes of each side (:func:`passive.mailproto.identify`); None while undecided."""
+    protocol = identify(server, client)
+    return None if protocol is None else protocol != NOT_MAIL
 
 
 class _Half:

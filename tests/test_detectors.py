@@ -11,8 +11,9 @@ from rich.console import Console
 
 from dissectors import events as ev
 from dissectors import ntlmssp
-from passive.analysis import Analysis, AnalysisOptions, classify_greeting
+from passive.analysis import Analysis, AnalysisOptions
 from passive.detectors import hashcat_line
+from passive.mailproto import NOT_MAIL, identify
 from passive.output import MASK, finding_record, render_tables, summary_record, write_jsonl
 
 C, S = ev.Side.CLIENT, ev.Side.SERVER
@@ -235,10 +236,13 @@ def test_authenticated_transactions_and_local_domains_are_not_relays() -> None:
 
 
 def test_greeting_classifies_non_standard_ports() -> None:
-    assert classify_greeting(b"220 mx ESMTP Postfix") == "smtp"
-    assert classify_greeting(b"+OK Dovecot ready.") == "pop3"
-    assert classify_greeting(b"* OK [CAPABILITY IMAP4rev1] ready") == "imap"
-    assert classify_greeting(b"SSH-2.0-OpenSSH_9.2") is None
+    assert identify(b"220 mx ESMTP Postfix\r\n", b"") == "smtp"
+    assert identify(b"220 ftp ready\r\n", b"EHLO x\r\n") == "smtp"
+    assert identify(b"220 ProFTPD ready\r\n", b"USER x\r\n") == NOT_MAIL
+    assert identify(b"+OK Dovecot ready.\r\n", b"") == "pop3"
+    assert identify(b"* OK [CAPABILITY IMAP4rev1] ready\r\n", b"") == "imap"
+    assert identify(b"SSH-2.0-OpenSSH_9.2\r\n", b"") == NOT_MAIL
+    assert identify(b"", b"EHLO x\r\n") == "smtp" and identify(b"", b"GET / HTTP/1.1") is None
     analysis = run(
         [
             (

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from passive.analysis import MAIL_PORTS, Analysis, AnalysisOptions
+from passive.analysis import Analysis, AnalysisOptions
 from passive.capture import CaptureOptions, analyze_file
+from passive.mailproto import MAIL_PORTS
 from passive.output import MASK, finding_record
 
 PCAPS = Path(__file__).resolve().parents[1] / "pcaps"
