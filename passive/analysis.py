@@ -15,7 +15,7 @@ from dissectors.session import MailSession
 from dissectors.smtp import SmtpSession
 from passive import reassembly
 from passive.detectors import RunStats, SessionAnalyzer, SessionContext
-from passive.findings import FindingSet
+from passive.findings import SECRET_MASK, FindingSet, redact_line
 from passive.mailproto import MAIL_PORTS as MAIL_PORTS  # re-exported: where callers look for it
 from passive.mailproto import PORT_PROTOCOLS, identify
 
@@ -29,6 +29,7 @@ class AnalysisOptions:
     all_ports: bool = False
     local_domains: frozenset[str] = frozenset()
     keep_events: bool = False
+    show_secrets: bool = False  # in --events output; findings are masked at output time
     # Events kept per session for --events; past that a session's events are counted, not kept.
     max_events_per_session: int = 2000
 
@@ -177,24 +178,34 @@ class MailFlow:
         record = self.record
         if record is not None:
             room = self.analysis.options.max_events_per_session - len(record.events)
-            record.events.extend(event_dict(e) for e in events[: max(room, 0)])
+            show = self.analysis.options.show_secrets
+            record.events.extend(event_dict(e, show) for e in events[: max(room, 0)])
             record.events_dropped += max(0, len(events) - max(room, 0))
 
 
-def event_dict(event: ev.Event) -> dict[str, Any]:
-    """An event as JSON-ready fields (NTLM messages decoded to the schema, bytes as hex)."""
+def event_dict(event: ev.Event, show_secrets: bool = False) -> dict[str, Any]:
+    """An event as JSON-ready fields (NTLM messages decoded to the schema, bytes as hex); what carries a clear-text
+    secret (credentials, the base64 steps of other mechanisms than NTLM) is masked unless ``show_secrets``."""
+    secret = not show_secrets and (
+        isinstance(event, ev.Credentials)
+        or (isinstance(event, ev.SaslStep) and event.mechanism != "NTLM" and event.side is ev.Side.CLIENT)
+        or (isinstance(event, ev.AuthStart) and event.initial_response and event.mechanism != "NTLM")
+    )
+    line = redact_line(event.evidence.line) if secret else event.evidence.line
     result: dict[str, Any] = {
         "event": type(event).__name__,
         "side": str(event.side),
         "frame": event.evidence.frame,
         "time": event.evidence.timestamp,
-        "line": event.evidence.line,
+        "line": line,
     }
     for name, value in vars(event).items():
         if name in ("side", "evidence"):
             continue
         if name == "ntlm" and value is not None:
             value = value.to_dict()
+        elif secret and name in ("password", "data") and value:
+            value = SECRET_MASK
         elif isinstance(value, bytes):
             value = value.hex()
         result[name] = value

@@ -32,6 +32,7 @@ from __future__ import annotations
 import select
 import struct
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,11 +105,14 @@ def build_bpf_filter(
     user_filter: str | None = None,
     linktype: int = LINKTYPE_ETHERNET,
     ipv6_ext_in_vlan: bool = True,
+    protochain: bool = True,
 ) -> str:
     """BPF expression passing mail TCP (any TCP with ``all_ports``), VLAN-tagged too on Ethernet.
 
     ``ipv6_ext_in_vlan=False`` leaves out the IPv6 extension-header clause under VLAN tags,
     for live Linux captures where libpcap cannot combine ``protochain`` with ``vlan``.
+    ``protochain=False`` replaces ``protochain`` (a loop, which the Linux kernel refuses, so libpcap
+    would silently filter every packet in user space) by a check of the first IPv6 next header.
     """
     if all_ports:
         tcp = "tcp"
@@ -118,6 +122,9 @@ def build_bpf_filter(
     # IPv6 extension headers hide TCP from `tcp`/`port`; protochain finds it, Python checks ports.
     # Fragment headers get their own clause: libpcap's optimiser mishandles them combined with the other.
     chained = "(ip6 protochain 6 and not ip6 proto 6) or (ip6 protochain 44)"
+    if not protochain:
+        # Hop-by-hop, routing, fragment, destination options, AH: extension headers that may precede TCP.
+        chained = "ip6 and (ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 60 or ip6[6] == 51)"
     base = f"({tcp}) or {chained}"
     expr = base
     if linktype == LINKTYPE_ETHERNET:
@@ -446,25 +453,18 @@ class LiveCapture:
         handle.setnonblock(1)
         self.linktype = handle.datalink()
         options = self.options
+        # Loop-free, so the kernel runs the filter and only mail reaches user space.
         expr = build_bpf_filter(
-            options.ports, all_ports=options.all_ports, user_filter=options.bpf, linktype=self.linktype
+            options.ports,
+            all_ports=options.all_ports,
+            user_filter=options.bpf,
+            linktype=self.linktype,
+            protochain=False,
         )
         try:
             handle.setfilter(expr)
-        except pcapy.PcapError:
-            # Live Linux handles see VLAN tags at variable offsets, where libpcap cannot use protochain:
-            # tagged IPv6 with extension headers is then not captured.
-            expr = build_bpf_filter(
-                options.ports,
-                all_ports=options.all_ports,
-                user_filter=options.bpf,
-                linktype=self.linktype,
-                ipv6_ext_in_vlan=False,
-            )
-            try:
-                handle.setfilter(expr)
-            except pcapy.PcapError as exc:
-                raise CaptureError(f"invalid BPF filter: {_one_line(exc)}") from None
+        except pcapy.PcapError as exc:
+            raise CaptureError(f"invalid BPF filter: {_one_line(exc)}") from None
         self.filter = expr
 
     def run(
@@ -474,11 +474,21 @@ class LiveCapture:
         max_packets: int | None = None,
         should_stop: Callable[[], bool] = lambda: False,
         counters: CaptureCounters | None = None,
+        on_tick: Callable[[float], None] | None = None,
+        tick_interval: float = 1.0,
     ) -> CaptureCounters:
+        """Capture until stopped; ``on_tick(capture_now)`` runs every ``tick_interval`` s, traffic or not.
+
+        Idle flows expire on capture time even when no packet arrives: capture time is carried
+        forward from the last packet's timestamp by the wall-clock time elapsed since it arrived.
+        """
         counters = counters if counters is not None else CaptureCounters()
         engine = _Engine(handler_factory, self.options, counters)
+        reassembler = engine.reassembler
         linktype, feed = self.linktype, engine.feed
         frame = 0
+        last_ts: float | None = None
+        last_arrival = next_tick = time.monotonic()
         try:
             while not should_stop() and (max_packets is None or frame < max_packets):
                 try:
@@ -488,13 +498,22 @@ class LiveCapture:
                     break
                 if not meta:
                     select.select([self._handle.getfd()], [], [], self._timeout)
-                    continue
-                for sec, usec, offset, caplen in _META.iter_unpack(meta):
-                    frame += 1
-                    counters.packets_read += 1
-                    feed(frame, sec + usec * 1e-6, linktype, buf[offset : offset + caplen])
-                    if max_packets is not None and frame >= max_packets:
-                        break
+                else:
+                    for sec, usec, offset, caplen in _META.iter_unpack(meta):
+                        frame += 1
+                        counters.packets_read += 1
+                        last_ts = sec + usec * 1e-6
+                        feed(frame, last_ts, linktype, buf[offset : offset + caplen])
+                        if max_packets is not None and frame >= max_packets:
+                            break
+                    last_arrival = time.monotonic()
+                now = time.monotonic()
+                if now >= next_tick:
+                    next_tick = now + tick_interval
+                    capture_now = time.time() if last_ts is None else last_ts + (now - last_arrival)
+                    reassembler.expire(capture_now)
+                    if on_tick is not None:
+                        on_tick(capture_now)
         finally:
             engine.finish()
         return counters

@@ -186,6 +186,7 @@ def analyze(
             all_ports=all_ports,
             local_domains=frozenset(d.lower().strip(".") for d in local_domains),
             keep_events=keep_events,
+            show_secrets=show_secrets,
         )
     )
     options = CaptureOptions(all_ports=all_ports, bpf=bpf)

@@ -89,15 +89,15 @@ class SessionAnalyzer:
         finding.source = self.context.source
         return finding
 
-    def _record(self, finding: Finding, event: ev.Event) -> None:
+    def _record(self, finding: Finding, event: ev.Event, secret: bool = False) -> None:
         e = event.evidence
         finding.add_evidence(
-            EvidenceRecord(self.context.file, e.frame, e.timestamp, str(event.side), e.line, e.first_frame)
+            EvidenceRecord(self.context.file, e.frame, e.timestamp, str(event.side), e.line, e.first_frame, secret)
         )
 
-    def _touch(self, finding: Finding, event: ev.Event) -> None:
+    def _touch(self, finding: Finding, event: ev.Event, secret: bool = False) -> None:
         finding.seen(event.evidence.timestamp, self.context.client)
-        self._record(finding, event)
+        self._record(finding, event, secret)
 
     def feed(self, events: list[ev.Event]) -> None:
         for event in events:
@@ -285,7 +285,7 @@ class SessionAnalyzer:
             finding = self._finding(
                 FindingType.CLEARTEXT_CREDENTIALS, Severity.HIGH, (credentials.mechanism, credentials.user)
             )
-            self._touch(finding, credentials)
+            self._touch(finding, credentials, secret=True)  # the line carries the secret, plain or base64
             if result is not None:
                 self._record(finding, result)
             finding.fields.update(

@@ -37,6 +37,29 @@ def iso_time(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+SECRET_MASK = "********"
+# Fields that hold a secret in the clear; masked unless secrets are asked for.
+SECRET_FIELDS = ("password",)
+
+
+def redact_line(line: str) -> str:
+    """Keep the words that say what was sent, mask the rest: ``PASS ********``, ``AUTH PLAIN ********``,
+    ``a1 LOGIN ********``, ``a1 AUTHENTICATE PLAIN ********``; a bare SASL line becomes ``********``."""
+    words = line.split()
+    if not words:
+        return SECRET_MASK
+    first = words[0].upper()
+    if first in ("PASS", "APOP"):
+        keep = 1
+    elif first == "AUTH" or (len(words) > 1 and words[1].upper() == "LOGIN"):
+        keep = 2
+    elif len(words) > 1 and words[1].upper() == "AUTHENTICATE":
+        keep = 3
+    else:
+        keep = 0
+    return " ".join([*words[:keep], SECRET_MASK])
+
+
 @dataclass(frozen=True)
 class EvidenceRecord:
     file: str | None
@@ -45,14 +68,15 @@ class EvidenceRecord:
     side: str
     line: str
     first_frame: int | None = None
+    secret: bool = False  # the line carries a password or token (plain or base64)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, show_secrets: bool = False) -> dict[str, Any]:
         record = {
             "file": self.file,
             "frame": self.frame,
             "time": iso_time(self.timestamp),
             "side": self.side,
-            "line": self.line,
+            "line": self.line if show_secrets or not self.secret else redact_line(self.line),
         }
         if self.first_frame is not None:
             record["first_frame"] = self.first_frame
@@ -110,7 +134,8 @@ class Finding:
         if order.index(severity) > order.index(self.severity):
             self.severity = severity
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, show_secrets: bool = False) -> dict[str, Any]:
+        """The schema record; passwords and the evidence lines that carry them are masked unless ``show_secrets``."""
         from passive.remediation import GUIDANCE  # one table of texts, kept with the texts
 
         guidance = GUIDANCE[self.type]
@@ -132,11 +157,15 @@ class Finding:
             last_seen=iso_time(self.last_seen),
             details=self.details,
             details_dropped=self.details_dropped,
-            evidence=[e.to_dict() for e in self.evidence],
+            evidence=[e.to_dict(show_secrets) for e in self.evidence],
             evidence_dropped=self.evidence_dropped,
             remediation=guidance.remediation,
             verification=guidance.verification,
         )
+        if not show_secrets:
+            for name in SECRET_FIELDS:
+                if record.get(name):
+                    record[name] = SECRET_MASK
         return record
 
 

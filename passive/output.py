@@ -11,20 +11,14 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from passive.findings import SCHEMA_VERSION, Finding, FindingType
+from passive.findings import SCHEMA_VERSION, SECRET_MASK, Finding, FindingType
 from passive.safe_text import printable
 
-MASK = "********"
-SECRET_FIELDS = ("password",)
+MASK = SECRET_MASK
 
 
 def finding_record(finding: Finding, show_secrets: bool = False) -> dict[str, Any]:
-    record = finding.to_dict()
-    if not show_secrets:
-        for name in SECRET_FIELDS:
-            if record.get(name):
-                record[name] = MASK
-    return record
+    return finding.to_dict(show_secrets)
 
 
 def summary_record(counters: dict[str, Any], findings: Iterable[Finding]) -> dict[str, Any]:
