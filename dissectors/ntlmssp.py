@@ -18,6 +18,22 @@ from dissectors.windows_builds import windows_release
 
 SIGNATURE = b"NTLMSSP\x00"
 
+# The stable schema names (README, docs/schema.md): what a CHALLENGE tells of the server, what NEGOTIATE and
+# AUTHENTICATE tell of the client.
+SERVER_FIELDS = (
+    "target_name",
+    "netbios_computer",
+    "netbios_domain",
+    "dns_computer",
+    "dns_domain",
+    "dns_tree",
+    "server_time",
+    "os_version",
+    "os_release",
+    "flags",
+)
+CLIENT_FIELDS = ("user", "domain", "workstation", "ntlm_version", "client_os_version", "spn")
+
 # Field tables are bounded by the message itself; this caps what one hostile message can make us keep.
 MAX_AV_PAIRS = 256
 

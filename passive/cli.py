@@ -83,18 +83,7 @@ def decode(blob: str, as_json: bool) -> None:
 
 _HEADLINE_FIELDS = {
     "negotiate": ["domain", "workstation", "client_os_version", "client_os_release"],
-    "challenge": [
-        "target_name",
-        "netbios_computer",
-        "netbios_domain",
-        "dns_computer",
-        "dns_domain",
-        "dns_tree",
-        "server_time",
-        "os_version",
-        "os_release",
-        "server_challenge",
-    ],
+    "challenge": [name for name in ntlmssp.SERVER_FIELDS if name != "flags"] + ["server_challenge"],
     "authenticate": [
         "user",
         "domain",

@@ -204,18 +204,7 @@ class SessionAnalyzer:
 
     def _server_fields(self, finding: Finding, challenge: ntlmssp.ChallengeMessage, seen_at: float | None) -> None:
         decoded = challenge.to_dict()
-        for name in (
-            "target_name",
-            "netbios_computer",
-            "netbios_domain",
-            "dns_computer",
-            "dns_domain",
-            "dns_tree",
-            "server_time",
-            "os_version",
-            "os_release",
-            "flags",
-        ):
+        for name in ntlmssp.SERVER_FIELDS:
             if decoded.get(name) is not None or name not in finding.fields:
                 finding.fields[name] = decoded.get(name)
         stamp = challenge.server_time.as_datetime if challenge.server_time else None
@@ -247,10 +236,10 @@ class SessionAnalyzer:
             if message is None:
                 continue
             decoded = message.to_dict()
-            for name in ("user", "domain", "workstation", "ntlm_version", "client_os_version", "spn"):
+            for name in ntlmssp.CLIENT_FIELDS:
                 if decoded.get(name) is not None:
                     client[name] = decoded[name]
-        for name in ("user", "domain", "workstation", "ntlm_version", "client_os_version", "spn"):
+        for name in ntlmssp.CLIENT_FIELDS:
             client.setdefault(name, None)
         if exchange.evidence:
             client["time"] = exchange.evidence[0].timestamp
@@ -258,7 +247,7 @@ class SessionAnalyzer:
         if result is not None:
             self._record(finding, result)
             client["outcome_line"] = result.evidence.line
-        for name in ("user", "domain", "workstation", "ntlm_version", "client_os_version", "spn"):
+        for name in ntlmssp.CLIENT_FIELDS:
             if client[name] is not None or name not in finding.fields:
                 finding.fields[name] = client[name]
         finding.fields["outcome"] = outcome
