@@ -55,7 +55,6 @@ class LineBuffer:
         self._pending_frame: int | None = None
         self._pending_timestamp: float | None = None
         self._discarding = False  # inside an overlong line, or resyncing after a gap
-        self._discarded = 0
         self._raw_left = 0
         self._raw_kept = bytearray()
         self._raw_size = 0
@@ -74,7 +73,6 @@ class LineBuffer:
         self._pending.clear()
         self._raw_left = 0
         self._discarding = True
-        self._discarded = 0
 
     @property
     def buffered(self) -> int:
@@ -103,7 +101,6 @@ class LineBuffer:
             newline = data.find(b"\n", position)
             end = size if newline < 0 else newline
             if self._discarding:
-                self._discarded += end - position
                 if newline < 0:
                     return
                 self._discarding = False
