@@ -250,3 +250,6 @@ def _write_text(path: str, text: str) -> None:
 
 
 # Commands defined in modules of their own register below, one import and one add_command each.
+from passive.report_cli import report  # noqa: E402
+
+main.add_command(report)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from passive.report.fields import show_time
 
@@ -74,11 +76,11 @@ def bar_chart(counts: list[tuple[str, int]]) -> BarChart:
     return BarChart(BAR_LABEL + BAR_WIDTH + 60, BAR_ROW * len(counts), BAR_LABEL, bars)
 
 
-def timeline(points: list[tuple[str, datetime, str, str]]) -> Timeline | None:
-    """One row per server, one dot per time a leak was seen; None when nothing leaked."""
+def timeline(points: list[tuple[str, datetime, str, str]], order: Callable[[str], Any] = str) -> Timeline | None:
+    """One row per server (in ``order``), one dot per time a leak was seen; None when nothing leaked."""
     if not points:
         return None
-    servers = sorted({server for server, *_ in points})
+    servers = sorted({server for server, *_ in points}, key=order)
     shown = servers[:TIMELINE_MAX_ROWS]
     row_of = {server: index for index, server in enumerate(shown)}
     start = min(moment for _, moment, *_ in points)

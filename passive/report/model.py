@@ -6,6 +6,7 @@ Everything here is plain data with display-ready, control-free strings; template
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +25,8 @@ FINDING_TITLES = {
     "auth-methods": "Mechanisms offered without TLS",
     "mail-service": "Mail service",
 }
+# Servers named in one sentence of the summary (and per remediation item); the rest are counted.
+LISTED = 10
 # Order of sections and remediation items: what hurts most first.
 TYPE_ORDER = ("cleartext-credentials", "open-relay", "ntlm-info", "auth-methods", "mail-service")
 
@@ -97,6 +100,10 @@ class RemediationItem:
     remediation: list[str]
     verification: list[str]
 
+    @property
+    def servers_text(self) -> str:
+        return _listing(self.servers, 3 * LISTED)
+
 
 @dataclass
 class Comparison:
@@ -155,7 +162,7 @@ def build_report(
     for record in findings:
         by_server[str(f.text(record["server"]))].append(record)
     cards = [_card(server, group, redact) for server, group in by_server.items()]
-    cards.sort(key=lambda c: (SEVERITIES.index(c.severity), c.server))
+    cards.sort(key=lambda c: (SEVERITIES.index(c.severity), server_order(c.server)))
     severity_totals = Counter(_severity(r) for r in findings)
     severity_counts = [(s, severity_totals.get(s, 0)) for s in SEVERITIES]
     leaks = [r for r in findings if _severity(r) in LEAK_SEVERITIES]
@@ -170,11 +177,21 @@ def build_report(
         scope=_scope(summaries, findings),
         cards=cards,
         remediation=_remediation(findings),
-        comparisons=_comparisons(by_server, redact),
+        comparisons=_comparisons(by_server),
         timeline_entries=_timeline_entries(leaks),
         severity_chart=bar_chart(severity_counts),
-        timeline_chart=timeline(_timeline_points(leaks)),
+        timeline_chart=timeline(_timeline_points(leaks), order=server_order),
     )
+
+
+def server_order(server: str) -> tuple[int, bytes, int, str]:
+    """Servers in address order (10.0.0.2 before 10.0.0.10), IPv4 before IPv6; anything else last, by name."""
+    host, _, port = server.rpartition(":")
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+        return (address.version, address.packed, int(port), "")
+    except ValueError:
+        return (99, b"", 0, server)
 
 
 def _severity(record: dict[str, Any]) -> str:
@@ -199,6 +216,8 @@ def _title(record: dict[str, Any]) -> str:
     kind = str(record.get("type"))
     if kind == "open-relay" and record.get("accepted") is not True:
         return "Relay refused"
+    if kind == "auth-methods" and not f.texts(record.get("cleartext_exposed")):
+        return "Authentication mechanisms"
     return FINDING_TITLES.get(kind, kind)
 
 
@@ -225,7 +244,7 @@ def _card(server: str, records: list[dict[str, Any]], redact: bool) -> ServerCar
     after = _first(methods, "mechanisms_after_tls")
     card.mechanisms_after_tls = f.texts(after) if isinstance(after, list) else None
     card.credentials = [_credential(r, redact) for r in of_type.get("cleartext-credentials", [])]
-    card.relay, card.relay_state = _relay(of_type.get("open-relay", []), redact)
+    card.relay, card.relay_state = _relay(of_type.get("open-relay", []))
     for record in records:
         card.findings.append(
             FindingRow(
@@ -269,7 +288,7 @@ def _ntlm_facts(card: ServerCard, records: list[dict[str, Any]], redact: bool) -
         ("NTLM version used", value("ntlm_version")),
         ("Client OS version", value("client_os_version")),
         ("Service name (SPN)", value("spn")),
-        ("Outcome", value("outcome")),
+        ("NTLM login outcome", value("outcome")),
     ]
     card.host = [(label, shown) for label, shown in facts if shown]
     users = {u for r in records for u in f.texts(r.get("users"))}
@@ -304,7 +323,7 @@ def _credential(record: dict[str, Any], redact: bool) -> Credential:
     )
 
 
-def _relay(records: list[dict[str, Any]], redact: bool) -> tuple[str, str]:
+def _relay(records: list[dict[str, Any]]) -> tuple[str, str]:
     accepted = [r for r in records if r.get("accepted") is True]
     if accepted:
         record = accepted[0]
@@ -340,11 +359,17 @@ def _evidence(record: dict[str, Any], item: dict[str, Any], redact: bool) -> Evi
     )
 
 
+def _listing(items: list[str], limit: int = LISTED) -> str:
+    """Items joined with commas; past ``limit`` the rest is counted so a summary stays a summary."""
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
 def _learned(cards: list[ServerCard]) -> list[str]:
     """What an outsider learns, in sentences, one per kind of leak."""
     learned: list[str] = []
     ntlm = [c for c in cards if c.host]
-    for card in ntlm:
+    for card in ntlm[:LISTED]:
         facts = dict(card.host)
         parts = [f"internal host name {facts['Internal host name']}" if "Internal host name" in facts else None]
         parts.append(f"AD domain {facts['AD domain']}" if "AD domain" in facts else None)
@@ -352,6 +377,8 @@ def _learned(cards: list[ServerCard]) -> list[str]:
         parts.append(f"Windows build {facts['Windows build']}" if "Windows build" in facts else None)
         parts.append(f"clock skew {facts['Clock skew']}" if "Clock skew" in facts else None)
         learned.append(f"{card.server} answers AUTH NTLM with its " + ", ".join(p for p in parts if p) + ".")
+    if len(ntlm) > LISTED:
+        learned.append(f"{len(ntlm) - LISTED} more server(s) answer AUTH NTLM with the same kind of information.")
     users = sorted({u for c in cards for u in c.users})
     workstations = sorted({w for c in cards for w in c.workstations})
     if users or workstations:
@@ -365,18 +392,20 @@ def _learned(cards: list[ServerCard]) -> list[str]:
         servers = sorted({server for server, _ in credentials})
         learned.append(
             f"{len(credentials)} credential(s) ({', '.join(mechanisms)}) crossed the network in clear text "
-            f"to {', '.join(servers)}: anyone on the path has them."
+            f"to {_listing(servers)}: anyone on the path has them."
         )
     relays = [c.server for c in cards if c.relay_state == "open"]
     if relays:
-        learned.append(f"{', '.join(relays)} relays mail for anyone: spam and phishing can be sent through it.")
+        learned.append(f"{_listing(relays)} relay(s) mail for anyone: spam and phishing can be sent through it.")
     offering = [c for c in cards if c.cleartext_mechanisms]
     if offering:
-        listing = "; ".join(f"{c.server}: {', '.join(c.cleartext_mechanisms)}" for c in offering)
+        listing = "; ".join(f"{c.server}: {', '.join(c.cleartext_mechanisms)}" for c in offering[:LISTED])
+        if len(offering) > LISTED:
+            listing += f"; and {len(offering) - LISTED} more server(s)"
         learned.append(f"Mechanisms offered before TLS, so passwords or NTLM exchanges cross in clear: {listing}.")
     software = sorted({c.software for c in cards if c.software})
     if software and learned:
-        learned.append(f"Banners name the mail software: {', '.join(software)}.")
+        learned.append(f"Banners name the mail software: {_listing(software)}.")
     return learned
 
 
@@ -410,8 +439,8 @@ def _remediation(findings: list[dict[str, Any]]) -> list[RemediationItem]:
     items: dict[str, RemediationItem] = {}
     for record in findings:
         kind = str(record["type"])
-        if kind == "open-relay" and record.get("accepted") is not True:
-            continue  # a refusal is the desired state
+        if kind != "mail-service" and _severity(record) not in LEAK_SEVERITIES:
+            continue  # a refused relay, mechanisms that need no fix: nothing to do
         item = items.setdefault(kind, RemediationItem(kind, FINDING_TITLES[kind], "info", [], [], []))
         severity = _severity(record)
         if SEVERITIES.index(severity) < SEVERITIES.index(item.severity):
@@ -427,9 +456,9 @@ def _remediation(findings: list[dict[str, Any]]) -> list[RemediationItem]:
     return [i for i in ordered if i.severity in LEAK_SEVERITIES or i.type == "mail-service"]
 
 
-def _comparisons(by_server: dict[str, list[dict[str, Any]]], redact: bool) -> list[Comparison]:
+def _comparisons(by_server: dict[str, list[dict[str, Any]]]) -> list[Comparison]:
     comparisons = []
-    for server, records in sorted(by_server.items()):
+    for server, records in sorted(by_server.items(), key=lambda item: server_order(item[0])):
         passive = [r for r in records if _source(r) == "passive"]
         active = [r for r in records if _source(r) == "active"]
         if not passive or not active:
@@ -490,4 +519,4 @@ def _timeline_entries(leaks: list[dict[str, Any]]) -> list[TimelineEntry]:
                 severity=_severity(record),
             )
         )
-    return sorted(entries, key=lambda e: (e.time, e.server))
+    return sorted(entries, key=lambda e: (e.time, server_order(e.server)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-MASK = "********"
+from passive.findings import SECRET_MASK as MASK
 
 # Client commands that carry no secret (SMTP, POP3, IMAP); anything else a client sent is masked.
 _HARMLESS_COMMANDS = frozenset(

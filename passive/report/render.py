@@ -12,8 +12,9 @@ import jinja2
 from passive.report.model import Report
 
 _TEMPLATES = resources.files("passive.report") / "templates"
-# Characters with a meaning in CommonMark/GFM: each is shown literally when preceded by a backslash.
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~:@\"'=$^])")
+# Characters with a meaning in CommonMark/GFM (and GitHub's $math$): each shows literally after a backslash. A colon
+# before "//" and the dot of "www." are what GFM autolinks start from; a leading "-" or "." could start a list.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~$=@])|:(?=//)|(?<=www)\.|^[-.]", re.IGNORECASE)
 _HTML_SPECIAL = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 
 
@@ -27,7 +28,7 @@ def markdown_text(value: Any) -> str:
     break or tag can come out of it."""
     if value is None:
         return ""
-    escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", str(value))
+    escaped = _MARKDOWN_SPECIAL.sub(lambda match: "\\" + match.group(0), str(value))
     return "".join(_HTML_SPECIAL.get(char, char) for char in escaped)
 
 
