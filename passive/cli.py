@@ -249,7 +249,9 @@ def _write_text(path: str, text: str) -> None:
         raise UserError(f"cannot write {path}: {error.strerror or error}") from None
 
 
-# Commands defined in modules of their own register below, one import and one add_command each.
+# Commands defined in modules of their own register below: one import, and the command in the tuple.
+from passive.probe_cli import compare_command, probe_command  # noqa: E402
 from passive.report_cli import report  # noqa: E402
 
-main.add_command(report)
+for _command in (probe_command, compare_command, report):
+    main.add_command(_command)

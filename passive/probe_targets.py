@@ -1,0 +1,146 @@
+"""What ``leakscope probe`` is asked to probe: ``host``, ``host:port`` or a mail URL, expanded to services."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+# Ports a bare host is probed on, in this order.
+DEFAULT_PORTS: tuple[int, ...] = (25, 587, 465, 110, 995, 143, 993)
+# Well-known ports: protocol and whether TLS starts with the first byte.
+PORT_SERVICES: dict[int, tuple[str, bool]] = {
+    25: ("smtp", False),
+    587: ("smtp", False),
+    2525: ("smtp", False),
+    465: ("smtp", True),
+    110: ("pop3", False),
+    995: ("pop3", True),
+    143: ("imap", False),
+    993: ("imap", True),
+}
+# URL schemes: protocol, implicit TLS, default port.
+SCHEMES: dict[str, tuple[str, bool, int]] = {
+    "smtp": ("smtp", False, 25),
+    "submission": ("smtp", False, 587),
+    "smtps": ("smtp", True, 465),
+    "pop3": ("pop3", False, 110),
+    "pop3s": ("pop3", True, 995),
+    "imap": ("imap", False, 143),
+    "imaps": ("imap", True, 993),
+}
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
+
+
+class TargetError(ValueError):
+    """A target the user wrote that cannot be probed; the message says why."""
+
+
+@dataclass(frozen=True)
+class Service:
+    """One service to probe. ``protocol`` None: unknown port, the greeting decides."""
+
+    target: str
+    host: str
+    port: int
+    protocol: str | None
+    implicit_tls: bool
+    # The user named this port (host:port or URL); a bare host's default ports that are closed are not failures.
+    named: bool
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_ports(text: str) -> tuple[int, ...]:
+    """``25,587,110`` or ranges like ``1100-1110``; duplicates dropped, order kept."""
+    ports: dict[int, None] = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        low, _, high = part.partition("-")
+        try:
+            first, last = int(low), int(high or low)
+        except ValueError:
+            raise TargetError(f"not a port or port range: {part!r}") from None
+        if not (1 <= first <= last <= 65535) or last - first > 1024:
+            raise TargetError(f"port range out of bounds: {part!r}")
+        for port in range(first, last + 1):
+            ports.setdefault(port, None)
+    if not ports:
+        raise TargetError("no ports given")
+    return tuple(ports)
+
+
+def _check_host(host: str, target: str) -> str:
+    host = host.strip("[]")
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if not _HOST_NAME.match(host):
+        raise TargetError(f"not a host name or address: {target!r}")
+    return host
+
+
+def _port(text: str, target: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise TargetError(f"bad port in {target!r}")
+    return int(text)
+
+
+def _known(port: int) -> tuple[str | None, bool]:
+    return PORT_SERVICES.get(port, (None, False))
+
+
+def parse_target(target: str, ports: tuple[int, ...] | None = None) -> list[Service]:
+    """Expand one target. ``ports`` replaces the default ports of a bare host."""
+    text = target.strip()
+    if not text:
+        raise TargetError("empty target")
+    if "://" in text:
+        return [_parse_url(text, target)]
+    if text.startswith("["):  # [v6] or [v6]:port
+        host, _, rest = text[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            raise TargetError(f"bad target {target!r}")
+        host = _check_host(host, target)
+        if rest:
+            port = _port(rest[1:], target)
+            return [Service(target, host, port, *_known(port), named=True)]
+        return _bare(target, host, ports)
+    if text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+        port = _port(port_text, target)
+        return [Service(target, _check_host(host, target), port, *_known(port), named=True)]
+    return _bare(target, _check_host(text, target), ports)
+
+
+def _bare(target: str, host: str, ports: tuple[int, ...] | None) -> list[Service]:
+    return [Service(target, host, port, *_known(port), named=False) for port in (ports or DEFAULT_PORTS)]
+
+
+def _parse_url(text: str, target: str) -> Service:
+    try:
+        url = urlsplit(text)
+        port = url.port
+    except ValueError:
+        raise TargetError(f"bad URL {target!r}") from None
+    scheme = url.scheme.lower()
+    if scheme not in SCHEMES:
+        raise TargetError(f"unknown scheme {url.scheme!r} in {target!r} (use {', '.join(SCHEMES)})")
+    protocol, implicit_tls, default_port = SCHEMES[scheme]
+    if not url.hostname:
+        raise TargetError(f"no host in {target!r}")
+    return Service(target, _check_host(url.hostname, target), port or default_port, protocol, implicit_tls, True)
+
+
+def parse_targets(targets: list[str] | tuple[str, ...], ports: tuple[int, ...] | None = None) -> list[Service]:
+    services: dict[tuple[str, int], Service] = {}
+    for target in targets:
+        for service in parse_target(target, ports):
+            services.setdefault((service.host, service.port), service)
+    return list(services.values())

@@ -1,0 +1,201 @@
+"""leakscope compare: per server and field, passive against active (and nmap), agree / differ / only one side."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from rich.console import Console
+
+from passive.cli import main
+from passive.compare import compare, from_nmap, from_records, read_records, render_comparison
+from passive.nmap_xml import NmapXmlError, parse_nmap_xml
+from tests import lab as L
+
+LEAKSCOPE = [sys.executable, "-c", "from passive.cli import main; main()"]
+TCPDUMP = ("tcpdump", "-Z", "root", "--immediate-mode", "-U", "-n", "-i")
+PCAPS = Path(__file__).resolve().parents[1] / "pcaps"
+
+NMAP_XML = b"""<?xml version="1.0"?>
+<nmaprun scanner="nmap"><host><address addr="10.0.0.1" addrtype="ipv4"/><ports>
+<port protocol="tcp" portid="25"><state state="open"/>
+<script id="smtp-commands" output="mx.example, PIPELINING, STARTTLS, AUTH NTLM LOGIN, 8BITMIME"/>
+<script id="smtp-ntlm-info" output="..."><elem key="Target_Name">CORP</elem>
+<elem key="NetBIOS_Computer_Name">MX1</elem><elem key="DNS_Computer_Name">mx1.corp.example</elem>
+<elem key="Product_Version">10.0.17763</elem></script>
+<script id="smtp-open-relay" output="Server is an open relay (2/16 tests)"/></port>
+<port protocol="tcp" portid="110"><state state="open"/>
+<script id="pop3-capabilities" output="TOP USER SASL(PLAIN NTLM) STLS UIDL"/></port>
+</ports></host></nmaprun>"""
+
+
+def _record(kind: str, server: str, **fields: Any) -> dict[str, Any]:
+    return {"type": kind, "server": server, "protocol": "smtp", "source": "x", **fields}
+
+
+def test_nmap_xml_is_read_into_finding_fields() -> None:
+    services = {s.server: s for s in parse_nmap_xml(NMAP_XML)}
+    smtp = services["10.0.0.1:25"]
+    assert smtp.protocol == "smtp"
+    assert smtp.fields["auth-methods"] == {"mechanisms": ["NTLM", "LOGIN"], "starttls_offered": True}
+    ntlm = smtp.fields["ntlm-info"]
+    assert (ntlm["target_name"], ntlm["netbios_computer"], ntlm["dns_tree"]) == ("CORP", "MX1", None)
+    assert smtp.fields["open-relay"] == {"accepted": True, "variants_accepted": 2}
+    pop3 = services["10.0.0.1:110"].fields["auth-methods"]
+    assert pop3["mechanisms"] == ["PLAIN", "NTLM", "USER"] and pop3["starttls_offered"] is True
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"not xml", b"<other/>", b'<!DOCTYPE x [<!ENTITY a "aaaa">]><nmaprun>&a;</nmaprun>'],
+)
+def test_bad_nmap_xml_is_an_error(data: bytes) -> None:
+    with pytest.raises(NmapXmlError):
+        parse_nmap_xml(data)
+
+
+def test_statuses_per_field() -> None:
+    passive = from_records(
+        "passive",
+        [
+            _record("ntlm-info", "10.0.0.1:25", dns_computer="mx1.corp.example", dns_tree=None, os_version="10.0.1"),
+            _record("auth-methods", "10.0.0.1:25", mechanisms=["LOGIN", "NTLM"], mechanisms_after_tls=None),
+            _record("open-relay", "10.0.0.1:25", accepted=False),
+            _record("open-relay", "10.0.0.1:25", accepted=True),
+        ],
+    )
+    active = from_records(
+        "active",
+        [
+            _record("ntlm-info", "10.0.0.1:25", dns_computer="mx1.corp.example", dns_tree=None, os_version="10.0.2"),
+            _record("auth-methods", "10.0.0.1:25", mechanisms=["NTLM", "LOGIN"], mechanisms_after_tls=["PLAIN"]),
+            _record("mail-service", "10.0.0.2:25", banner="x"),
+        ],
+    )
+    document = compare([passive, active, from_nmap(parse_nmap_xml(NMAP_XML))])
+    rows = {
+        (s["server"], r["finding"], r["field"]): (r["status"], r["values"])
+        for s in document["servers"]
+        for r in s["fields"]
+    }
+    assert rows[("10.0.0.1:25", "ntlm-info", "dns_computer")][0] == "agree"
+    assert rows[("10.0.0.1:25", "ntlm-info", "os_version")][0] == "differ"
+    assert rows[("10.0.0.1:25", "ntlm-info", "dns_tree")][0] == "agree"  # nobody saw a tree name: a fact
+    assert rows[("10.0.0.1:25", "auth-methods", "mechanisms")][0] == "agree"  # order does not matter
+    assert rows[("10.0.0.1:25", "auth-methods", "mechanisms_after_tls")] == ("only-active", {"active": ["PLAIN"]})
+    assert rows[("10.0.0.1:25", "open-relay", "accepted")] == ("agree", {"passive": True, "nmap": True})
+    assert rows[("10.0.0.2:25", "mail-service", "banner")][0] == "only-active"
+    assert rows[("10.0.0.1:110", "auth-methods", "mechanisms")][0] == "only-nmap"
+    assert document["summary"]["differ"] == 1
+
+
+def test_findings_files_json_and_jsonl_are_read(tmp_path: Path) -> None:
+    records = [_record("mail-service", "10.0.0.1:25", banner="b")]
+    (tmp_path / "a.jsonl").write_text(json.dumps(records[0]) + '\n{"type": "summary"}\n')
+    (tmp_path / "a.json").write_text(json.dumps({"findings": records, "summary": {}}))
+    assert read_records(tmp_path / "a.jsonl")[0]["banner"] == "b"
+    assert read_records(tmp_path / "a.json") == records
+
+
+def test_compare_table_keeps_hostile_values_inert() -> None:
+    hostile = "\x1b]8;;http://x\x07[bold]x[/]"
+    document = compare(
+        [
+            from_records("passive", [_record("mail-service", "10.0.0.1:25", banner=hostile)]),
+            from_records("active", [_record("mail-service", "10.0.0.1:25", banner="other")]),
+        ]
+    )
+    console = Console(record=True, width=200, color_system=None)
+    render_comparison(console, document)
+    text = console.export_text()
+    assert "\x1b" not in text and "\x07" not in text and "[bold]x[/]" in text and "differ" in text
+
+
+def test_cli_compare_capture_against_findings_file(tmp_path: Path) -> None:
+    capture = PCAPS / "smtp-win2019-ntlm-success-curl.pcap"
+    expected = json.loads((PCAPS / "smtp-win2019-ntlm-success-curl.expected.json").read_text())
+    active = tmp_path / "active.jsonl"
+    names = {k: v for k, v in expected["ntlm_server"].items() if k != "server_time_present"}
+    active.write_text(json.dumps(_record("ntlm-info", expected["server"], **names)) + "\n")
+    result = CliRunner().invoke(
+        main, ["compare", "--passive", str(capture), "--active", str(active), "--format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    (server,) = document["servers"]
+    statuses = {r["field"]: r["status"] for r in server["fields"] if r["finding"] == "ntlm-info"}
+    assert statuses["dns_computer"] == "agree" and statuses["os_version"] == "agree"
+    assert statuses["os_release"] == "only-passive"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--passive", "/nonexistent.pcap", "--active", "/nonexistent.jsonl"], ["--nmap", str(PCAPS / "README.md")]],
+)
+def test_cli_compare_bad_input_is_one_line_exit_1(args: list[str]) -> None:
+    extra = ["--active", str(PCAPS / "README.md")] if args[0] == "--nmap" else []
+    result = CliRunner().invoke(main, ["compare", *args, *extra])
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+
+
+def test_cli_compare_needs_two_sources() -> None:
+    result = CliRunner().invoke(main, ["compare", "--nmap", "x.xml"])
+    assert result.exit_code == 2
+
+
+# ---- the mail lab: a capture-recorded session's server, analyzed and probed -------------------------------------
+
+
+def _curl(url: str, login: str, message: Path | None = None) -> list[str]:
+    argv = ["curl", "-sS", "--max-time", "30", url, "-u", f"{L.AD_DOMAIN}\\{L.USER}:{L.PASSWORD}"]
+    argv += ["--login-options", login]
+    if message is not None:
+        return [*argv, "--mail-from", L.MAIL_FROM, "--mail-rcpt", L.MAIL_TO, "-T", str(message)]
+    return [*argv, "-o", "/dev/null"]
+
+
+def test_probe_of_a_recorded_server_agrees_with_the_capture(mail_lab: L.MailLab, tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    pcap, message = tmp_path / "session.pcap", tmp_path / "message.eml"
+    message.write_text(f"From: <{L.MAIL_FROM}>\r\nTo: <{L.MAIL_TO}>\r\nSubject: compare\r\n\r\nHello.\r\n")
+    tcpdump = subprocess.Popen(
+        mail_lab.client_command([*TCPDUMP, mail_lab.client_interface, "-w", str(pcap), f"tcp and host {L.SRV_IP}"]),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert tcpdump.stderr is not None
+        assert "listening on" in tcpdump.stderr.readline().decode()
+        for argv in (
+            _curl(f"smtp://{L.SRV_IP}:25/{L.EHLO_NAME}", "AUTH=NTLM", message),
+            _curl(f"pop3://{L.SRV_IP}:110/", "AUTH=NTLM"),
+            _curl(f"imap://{L.SRV_IP}:143/", "AUTH=NTLM"),
+        ):
+            result = mail_lab.client(argv)
+            assert result.returncode == 0, result.stderr
+    finally:
+        L.stop_proc(tcpdump, 2)
+    proc = mail_lab.client(
+        [*LEAKSCOPE, "compare", "--passive", str(pcap), "--probe-seen", "--format", "json"], timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    document = json.loads(proc.stdout)
+    assert document["sources"] == ["passive", "active"]
+    servers = {s["server"]: s for s in document["servers"]}
+    assert set(servers) == {f"{L.SRV_IP}:{port}" for port in (25, 110, 143)}
+    for server in servers.values():
+        statuses = {(r["finding"], r["field"]): r["status"] for r in server["fields"]}
+        assert "differ" not in statuses.values(), server
+        for name in ("target_name", "netbios_computer", "netbios_domain", "dns_computer", "dns_domain", "os_version"):
+            assert statuses[("ntlm-info", name)] == "agree"
+        assert statuses[("mail-service", "banner")] == "agree"
+        assert statuses[("auth-methods", "mechanisms")] == "agree"
+        # what the wire cannot show: mechanisms offered inside TLS
+        assert statuses[("auth-methods", "mechanisms_after_tls")] == "only-active"
