@@ -124,7 +124,7 @@ def build_bpf_filter(
     chained = "(ip6 protochain 6 and not ip6 proto 6) or (ip6 protochain 44)"
     if not protochain:
         # Hop-by-hop, routing, fragment, destination options, AH: extension headers that may precede TCP.
-        chained = "ip6 and (ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 60 or ip6[6] == 51)"
+        chained = "(ip6 and (ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 60 or ip6[6] == 51))"
     base = f"({tcp}) or {chained}"
     expr = base
     if linktype == LINKTYPE_ETHERNET:
@@ -233,7 +233,8 @@ def analyze_file(
     except CaptureFormatError as exc:
         raise CaptureError(f"{path}: {exc}") from None
 
-    backend = _choose_backend(options, kind.format == "pcap" and not kind.gzip)
+    # libpcap takes the name as UTF-8; a name that is not (bytes from argv) goes to the built-in reader.
+    backend = _choose_backend(options, kind.format == "pcap" and not kind.gzip and _utf8_name(path))
     engine = _Engine(handler_factory, options, counters)
     if backend == "libpcap":
         _run_libpcap_file(path, engine, options)
@@ -241,6 +242,14 @@ def analyze_file(
         _run_python_file(path, engine, options)
     engine.finish()
     return counters
+
+
+def _utf8_name(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _choose_backend(options: CaptureOptions, libpcap_can_read: bool) -> str:
@@ -355,7 +364,8 @@ class _LibpcapBatches:
                 if header is None:
                     break
                 sec, usec = header.getts()
-                yield data, _META.pack(sec, usec, 0, len(data))
+                # A damaged record may hold a negative time; next_batch reports it as unsigned, so do the same.
+                yield data, _META.pack(sec & 0xFFFFFFFF, usec & 0xFFFFFFFF, 0, len(data))
         finally:
             salvage.close()
 

@@ -158,6 +158,7 @@ def _message_tree(fields: dict[str, Any]) -> Tree:
     help="Write NetNTLMv1/v2 responses as hashcat lines (modes 5500, 5600) to FILE.",
 )
 @click.option("--events", "keep_events", is_flag=True, help="Include per-session events (json format).")
+@click.option("--db", metavar="PATH", help="Also merge the findings into this SQLite store (see leakscope findings).")
 def analyze(
     captures: tuple[str, ...],
     output_format: str,
@@ -168,6 +169,7 @@ def analyze(
     local_domains: tuple[str, ...],
     hashes_file: str | None,
     keep_events: bool,
+    db: str | None,
 ) -> None:
     """Analyze capture files (pcap, pcapng, gzip-compressed) for what their mail traffic leaks."""
     analysis = Analysis(
@@ -211,6 +213,13 @@ def analyze(
     if hashes_file:
         _write_text(hashes_file, "".join(line + "\n" for line in analysis.stats.hashes))
     _emit_report(output_format, output, records, summary, analysis)
+    if db:
+        from passive.store import StoreError, save_run
+
+        try:
+            save_run(db, findings, "analyze", summary)
+        except StoreError as error:
+            raise UserError(str(error)) from None
     if failed:
         raise SystemExit(1)
 
@@ -252,6 +261,7 @@ def _write_text(path: str, text: str) -> None:
 # Commands defined in modules of their own register below: one import, and the command in the tuple.
 from passive.probe_cli import compare_command, probe_command  # noqa: E402
 from passive.report_cli import report  # noqa: E402
+from passive.watch_cli import findings_command, watch_command  # noqa: E402
 
-for _command in (probe_command, compare_command, report):
+for _command in (probe_command, compare_command, report, watch_command, findings_command):
     main.add_command(_command)

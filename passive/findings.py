@@ -172,8 +172,14 @@ class Finding:
 class FindingSet:
     """All findings of a run, deduplicated; insertion order is the order they were first seen."""
 
-    def __init__(self) -> None:
+    # Distinct findings kept: traffic chooses how many servers and user names there are (2e5 made-up user names
+    # cost 1 GiB). Past this a new finding is handed out detached, updated, and forgotten; ``dropped`` counts those.
+    MAX_FINDINGS = 20_000
+
+    def __init__(self, max_findings: int = MAX_FINDINGS) -> None:
         self._findings: dict[tuple[Any, ...], Finding] = {}
+        self.max_findings = max_findings
+        self.dropped = 0
 
     def get(
         self, kind: FindingType, protocol: str, server: str, severity: Severity, key: tuple[Any, ...] = ()
@@ -182,11 +188,20 @@ class FindingSet:
         finding = self._findings.get(index)
         if finding is None:
             finding = Finding(kind, protocol, server, severity, key=key)
-            self._findings[index] = finding
+            if len(self._findings) < self.max_findings:
+                self._findings[index] = finding
+            else:
+                self.dropped += 1
         return finding
 
     def find(self, kind: FindingType, server: str, key: tuple[Any, ...] = ()) -> Finding | None:
         return self._findings.get((kind, server, key))
+
+    def discard(self, finding: Finding) -> None:
+        """Forget a finding (long-running monitors keep only recent ones; the store keeps the rest)."""
+        index = (finding.type, finding.server, finding.key)
+        if self._findings.get(index) is finding:
+            del self._findings[index]
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self._findings.values())

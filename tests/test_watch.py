@@ -1,0 +1,465 @@
+"""``leakscope watch`` on live interfaces: replayed captures, real servers and clients, SIGKILL, idle expiry.
+
+Live tests need root (network namespaces, capture); they run in CI, which is root, and skip otherwise.
+Captures are replayed with tcpreplay onto a veth pair inside a network namespace of this module's own;
+the real servers and clients are those of the mail lab (tests/lab.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from passive.analysis import Analysis
+from passive.capture import analyze_file, libpcap_available
+from passive.output import finding_record
+from passive.store import FindingStore
+from passive.watch import Monitor, WatchOptions, open_capture
+from passive.watch_cli import _dashboard, _entry_line
+
+ROOT = Path(__file__).resolve().parents[1]
+PCAPS = sorted((ROOT / "pcaps").glob("*.pcap"))
+LEAKSCOPE = [sys.executable, "-c", "from passive.cli import main; main()"]
+REPLAY_NS = "lswatch-t"
+REPLAY_IF, WATCH_IF = "lswt-r", "lswt-w"  # tcpreplay sends on one end, watch listens on the other
+# Fields that depend on when and in which frame something was seen, not on what was seen.
+VOLATILE = {"first_seen", "last_seen", "evidence", "evidence_dropped", "details", "details_dropped"}
+VOLATILE_NTLM = {"clock_skew_seconds"}  # server clock minus capture time: replaying moves the capture time
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: live capture and network namespaces")
+needs_libpcap = pytest.mark.skipif(not libpcap_available(), reason="needs libpcap (pcapy-ng)")
+
+
+def _require_tools(*tools: str) -> None:
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        message = f"missing tools: {' '.join(missing)} (tests/setup-and-run.sh installs them)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def _run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=60)
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    pytest.fail(f"gave up waiting for {what}")
+
+
+def _delete_namespace(name: str) -> None:
+    if name in _run(["ip", "netns", "list"], check=False).stdout.split():
+        for pid in _run(["ip", "netns", "pids", name], check=False).stdout.split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        _run(["ip", "netns", "delete", name], check=False)
+
+
+@pytest.fixture(scope="module")
+def replay_link() -> Iterator[None]:
+    """A namespace holding one veth pair: frames sent on REPLAY_IF arrive on WATCH_IF and go nowhere else."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: network namespaces and live capture")
+    _require_tools("ip", "tcpreplay")
+    _delete_namespace(REPLAY_NS)
+    try:
+        _run(["ip", "netns", "add", REPLAY_NS])
+        _run(["ip", "-n", REPLAY_NS, "link", "add", REPLAY_IF, "type", "veth", "peer", "name", WATCH_IF])
+        for interface in (REPLAY_IF, WATCH_IF):
+            # No IPv6 on the link: no neighbour chatter; no addresses: nothing answers the replayed packets.
+            _run(["ip", "netns", "exec", REPLAY_NS, "sysctl", "-qw", f"net.ipv6.conf.{interface}.disable_ipv6=1"])
+            _run(["ip", "-n", REPLAY_NS, "link", "set", interface, "up"])
+        yield
+    finally:
+        _delete_namespace(REPLAY_NS)
+
+
+def _start_watch(namespace: str, interface: str, *arguments: str) -> subprocess.Popen[str]:
+    argv = ["ip", "netns", "exec", namespace, *LEAKSCOPE, "watch", "-i", interface, *arguments]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def _stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[str, str]:
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        return process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def _watch_started(db: Path) -> Callable[[], bool]:
+    """True once the watch under test recorded its run: its capture handle is open by then."""
+
+    def started() -> bool:
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as connection:
+                return connection.execute("SELECT count(*) FROM runs WHERE command = 'watch'").fetchone()[0] > 0
+        except sqlite3.Error:
+            return False
+
+    return started
+
+
+def _stored(db: Path) -> list[dict[str, Any]]:
+    with FindingStore(db, create=False) as store:
+        return store.query()
+
+
+def _identity(record: dict[str, Any]) -> tuple[Any, ...]:
+    key: Any = None
+    if record["type"] == "cleartext-credentials":
+        key = (record.get("mechanism"), record.get("user"))
+    elif record["type"] == "open-relay":
+        key = record.get("accepted")
+    return record["type"], record["server"], key
+
+
+def _comparable(records: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    result = {}
+    for record in records:
+        skip = VOLATILE | (VOLATILE_NTLM if record["type"] == "ntlm-info" else set())
+        result[_identity(record)] = {name: value for name, value in record.items() if name not in skip}
+    return result
+
+
+def _analyze(captures: list[Path]) -> list[dict[str, Any]]:
+    analysis = Analysis()
+    for capture in captures:
+        analysis.file = str(capture)
+        analyze_file(capture, analysis.handler_factory)
+    return [finding_record(finding) for finding in analysis.findings]
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(json.JSONDecodeError):  # a line cut short by SIGKILL
+            records.append(json.loads(line))
+    return records
+
+
+# -- replayed captures -----------------------------------------------------------------------------------------
+
+
+@needs_libpcap
+def test_replayed_captures_give_what_analyze_gives_from_the_files(replay_link: None, tmp_path: Path) -> None:
+    db, jsonl = tmp_path / "watch.db", tmp_path / "watch.jsonl"
+    expected = _comparable(_analyze(PCAPS))
+    watch = _start_watch(REPLAY_NS, WATCH_IF, "--db", str(db), "--jsonl", str(jsonl), "--quiet")
+    try:
+        _wait_for(_watch_started(db), "watch to start")
+        replay = _run(
+            ["ip", "netns", "exec", REPLAY_NS, "tcpreplay", "-q", "-i", REPLAY_IF, "--topspeed", *map(str, PCAPS)]
+        )
+        assert replay.returncode == 0, replay.stderr
+        _wait_for(lambda: _comparable(_stored(db)) == expected, "the store to hold what analyze finds")
+    finally:
+        out, err = _stop(watch, signal.SIGTERM)
+    assert watch.returncode == 0, err
+    assert out.startswith("leakscope watch: ") and "stopped_by=SIGTERM" in out and "kernel_dropped=" in out
+    stored = _stored(db)
+    assert _comparable(stored) == expected
+    assert {r["evidence"][0]["file"] for r in stored if r["evidence"]} == {f"live:{WATCH_IF}"}
+    # The JSONL file carries every change; its latest record of each finding is the stored one.
+    latest = {_identity(record): record for record in _jsonl(jsonl)}
+    assert latest == {_identity(record): record for record in stored}
+    with FindingStore(db) as store:
+        [run] = store.runs()
+    assert run["ended_at"] and run["summary"]["stopped_by"] == "SIGTERM"
+    assert run["summary"]["packets_read"] >= 800 and run["summary"]["flows"] == 37
+
+
+@needs_libpcap
+def test_sigkill_during_watch_leaves_a_sound_store_with_every_committed_finding(
+    replay_link: None, tmp_path: Path
+) -> None:
+    db, jsonl = tmp_path / "killed.db", tmp_path / "killed.jsonl"
+    watch = _start_watch(REPLAY_NS, WATCH_IF, "--db", str(db), "--jsonl", str(jsonl), "--quiet")
+    replay: subprocess.Popen[str] | None = None
+    try:
+        _wait_for(_watch_started(db), "watch to start")
+        # The same sessions again and again, spread over several store commits.
+        replay = subprocess.Popen(
+            ["ip", "netns", "exec", REPLAY_NS, "tcpreplay", "-q", "-i", REPLAY_IF, "--pps", "1500", "--loop", "0"]
+            + [str(p) for p in PCAPS],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def replayed_three_times() -> bool:
+            return any(
+                r["type"] == "mail-service" and r["server"] == "10.99.0.5:25" and r["count"] >= 6 for r in _jsonl(jsonl)
+            )
+
+        _wait_for(replayed_three_times, "three rounds of replayed sessions")
+        watch.kill()
+        watch.wait(10)
+    finally:
+        if replay is not None:
+            replay.kill()
+            replay.wait()
+        _stop(watch, signal.SIGKILL)
+    assert watch.returncode == -signal.SIGKILL
+    committed = _jsonl(jsonl)  # written only after the commit that stored them
+    assert committed
+    with FindingStore(db) as store:
+        assert store.integrity_check() == "ok"
+        stored = {_identity(record): record for record in store.query()}
+        [run] = store.runs()
+    assert run["ended_at"] is None  # the run never got to say it ended
+    for record in committed:
+        assert _identity(record) in stored
+        assert stored[_identity(record)]["count"] >= record["count"]
+
+
+# -- flows expire and findings leave memory ---------------------------------------------------------------------
+
+
+class _IdleSmtpServer:
+    """Greets, answers EHLO, then leaves the connection open and silent."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connections: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _peer = self.listener.accept()
+                self.connections.append(connection)
+                connection.sendall(b"220 mx.idle.test ESMTP ready\r\n")
+                connection.recv(200)
+                connection.sendall(b"250-mx.idle.test\r\n250 AUTH PLAIN LOGIN\r\n")
+
+    def session(self) -> socket.socket:
+        client = socket.create_connection(("127.0.0.1", self.port))
+        client.recv(200)
+        client.sendall(b"EHLO client.idle.test\r\n")
+        client.recv(200)
+        return client  # left open: only the idle timeout ends this flow
+
+    def close(self) -> None:
+        self.listener.close()
+        for connection in self.connections:
+            connection.close()
+
+
+@needs_root
+@needs_libpcap
+def test_idle_flows_expire_without_traffic_and_idle_findings_move_to_the_store(tmp_path: Path) -> None:
+    server = _IdleSmtpServer()
+    options = WatchOptions(
+        "lo", bpf=f"tcp port {server.port}", all_ports=True, idle_timeout=1, retention=1, tick_interval=0.2
+    )
+    store = FindingStore(tmp_path / "idle.db")
+    monitor = Monitor(options, store)
+    runner = threading.Thread(target=monitor.run, args=(open_capture(options),))
+    runner.start()
+    clients = []
+    try:
+        clients.append(server.session())
+        _wait_for(lambda: monitor.counters.flows_expired >= 1, "the idle flow to expire")
+        _wait_for(lambda: monitor.findings_forgotten >= 2, "its findings to leave memory")
+        clients.append(server.session())
+
+        def both_sessions_stored() -> bool:
+            with FindingStore(tmp_path / "idle.db") as reader:
+                return {r["type"]: r["count"] for r in reader.query()} == {"mail-service": 2, "auth-methods": 2}
+
+        _wait_for(both_sessions_stored, "the second session to add to the stored findings")
+    finally:
+        monitor.stop("test")
+        runner.join(30)
+        for client in clients:
+            client.close()
+        server.close()
+        store.close()
+    assert not runner.is_alive()
+    assert monitor.counters.flows_expired >= 1 and monitor.counters.flows == 2
+    assert len(monitor.analysis.findings) <= 2  # only the second session's, at most
+    summary = monitor.summary()
+    assert summary["flows_expired"] >= 1 and summary["findings_forgotten"] >= 2
+
+
+# -- the live filter -----------------------------------------------------------------------------------------------
+
+
+@needs_libpcap
+def test_live_filter_has_no_protochain_and_passes_mail_only() -> None:
+    import pcapy  # type: ignore[import-untyped]
+
+    from passive.capture import build_bpf_filter
+    from tests.helpers_capture import ether, ipv4, ipv6, tcp
+
+    # protochain compiles to a loop, which the Linux kernel refuses: libpcap would then filter in user space.
+    expression = build_bpf_filter(protochain=False)
+    assert "protochain" not in expression
+    program = pcapy.compile(1, 262144, expression, 1, 0xFFFFFFFF)
+    smtp, web = tcp(40000, 25, 1), tcp(40000, 443, 1)
+    passes = {
+        "IPv4 SMTP": ether(ipv4("10.0.0.1", "10.0.0.2", smtp)),
+        "IPv6 IMAP": ether(ipv6("2001:db8::1", "2001:db8::2", tcp(40000, 143, 1)), 0x86DD),
+        "IPv6 hop-by-hop then TCP": ether(ipv6("2001:db8::1", "2001:db8::2", smtp, ext=[(0, b"")]), 0x86DD),
+        "VLAN-tagged IPv4 POP3": ether(ipv4("10.0.0.1", "10.0.0.2", tcp(40000, 110, 1)), tags=[(0x8100, 7)]),
+    }
+    for name, frame in passes.items():
+        assert program.filter(frame), name
+    assert not program.filter(ether(ipv4("10.0.0.1", "10.0.0.2", web)))
+    assert not program.filter(ether(ipv6("2001:db8::1", "2001:db8::2", web), 0x86DD))
+
+
+# -- the dashboard stays inert ------------------------------------------------------------------------------------
+
+
+def test_dashboard_and_log_lines_show_hostile_names_as_escapes(tmp_path: Path) -> None:
+    monitor = Monitor(WatchOptions("eth-test"), FindingStore(":memory:"))
+    monitor.writer = monitor.store.writer("watch")
+    for capture in sorted((ROOT / "pcaps").glob("*hostile-names*.pcap")):
+        analyze_file(capture, monitor.analysis.handler_factory)
+    monitor._flush()
+    buffer = io.StringIO()
+    Console(file=buffer, width=200, force_terminal=True, color_system="truecolor").print(_dashboard(monitor))
+    lines = "\n".join(_entry_line(entry) for entry in monitor.feed.values())
+    for text in (buffer.getvalue(), lines):
+        assert "\x1b[31mred" not in text and "\x1b]8;;" not in text
+        assert "\\x1b[31mred" in text
+    assert "10.99.0.5:25" in buffer.getvalue() and len(monitor.servers) == 3
+
+
+# -- errors ---------------------------------------------------------------------------------------------------------
+
+
+@needs_root
+@needs_libpcap
+def test_missing_capture_privilege_is_one_line_naming_cap_net_raw(tmp_path: Path) -> None:
+    _require_tools("setpriv")
+    # Root without CAP_NET_RAW in its bounding set: what an unprivileged user gets.
+    argv = ["setpriv", "--inh-caps=-all", "--bounding-set=-net_raw,-net_admin", *LEAKSCOPE, "watch", "-i", "lo"]
+    result = _run([*argv, "--db", str(tmp_path / "f.db")], check=False)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "CAP_NET_RAW" in result.stderr and "root" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "f.db").exists()
+
+
+@needs_root
+@needs_libpcap
+def test_unknown_interface_is_one_line_listing_the_available_ones() -> None:
+    result = _run([*LEAKSCOPE, "watch", "-i", "no-such-if0", "--quiet"], check=False)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "'no-such-if0'" in result.stderr
+    assert "available: " in result.stderr and "lo" in result.stderr.split("available: ")[1]
+
+
+# -- real servers and clients -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lab(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The suite's mail lab (fixture ``mail_lab``) when conftest provides it; otherwise one for this module."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the mail lab runs in network namespaces")
+    try:
+        yield request.getfixturevalue("mail_lab")
+        return
+    except pytest.FixtureLookupError:
+        pass
+    from tests.lab import MailLab
+
+    with MailLab() as own:
+        yield own
+
+
+@needs_libpcap
+def test_watch_on_the_lab_link_stores_what_real_servers_leak(lab: Any, tmp_path: Path) -> None:
+    from tests import lab as mail
+
+    _require_tools("curl", "swaks")
+    db = tmp_path / "lab.db"
+    message = tmp_path / "message.eml"
+    message.write_text(f"From: <{mail.MAIL_FROM}>\r\nTo: <{mail.MAIL_TO}>\r\nSubject: watch\r\n\r\nHello.\r\n")
+    watch = _start_watch(lab.client_namespace, lab.client_interface, "--db", str(db), "--quiet")
+    win = mail.FAKE_PROFILES[mail.WIN2019_IP]
+    try:
+        _wait_for(_watch_started(db), "watch to start")
+        curl = ["curl", "-sS", "--max-time", "30", "--login-options", "AUTH=NTLM"]
+        swaks = ["swaks", "--port", "25", "--ehlo", mail.EHLO_NAME, "--from", mail.MAIL_FROM, "--timeout", "30"]
+        plain = ["--auth", "PLAIN", "--auth-user", mail.USER2, "--auth-password", mail.PASSWORD2]
+        upload = ["--mail-from", mail.MAIL_FROM, "--mail-rcpt", mail.MAIL_TO, "-T", str(message)]
+        clients = [
+            # Dovecot answering NTLM through Samba's winbind.
+            [
+                *curl,
+                f"pop3://{mail.SRV_IP}:110/",
+                "-u",
+                f"{mail.AD_DOMAIN}\\{mail.USER}:{mail.PASSWORD}",
+                "-o",
+                os.devnull,
+            ],
+            # Postfix taking a clear-text AUTH PLAIN.
+            [*swaks, "--server", mail.SRV_IP, "--to", mail.MAIL_TO, *plain],
+            # The open relay.
+            [*swaks, "--server", mail.RELAY_IP, "--to", mail.RELAY_RCPT],
+            # The Windows-like server's NTLM challenge over SMTP.
+            [*curl, f"smtp://{mail.WIN2019_IP}:25", "-u", f"{win['domain']}\\{win['user']}:{win['password']}", *upload],
+        ]
+        for argv in clients:
+            result = lab.client(argv)
+            assert result.returncode == 0, result.stderr.decode(errors="replace")
+
+        def stored_everything() -> bool:
+            kinds = {(r["type"], r["server"]) for r in _stored(db)}
+            wanted = {
+                ("ntlm-info", f"{mail.SRV_IP}:110"),
+                ("cleartext-credentials", f"{mail.SRV_IP}:25"),
+                ("open-relay", f"{mail.RELAY_IP}:25"),
+                ("ntlm-info", f"{mail.WIN2019_IP}:25"),
+            }
+            return wanted <= kinds
+
+        _wait_for(stored_everything, "the findings of every client to land in the store")
+    finally:
+        out, err = _stop(watch, signal.SIGINT)
+    assert watch.returncode == 0, err
+    assert "stopped_by=SIGINT" in out
+    stored = {(r["type"], r["server"]): r for r in _stored(db)}
+    dovecot = stored[("ntlm-info", f"{mail.SRV_IP}:110")]
+    assert dovecot["netbios_computer"] == mail.DC_NAME and dovecot["dns_domain"] == mail.DNS_DOMAIN
+    assert dovecot["users"] == [f"{mail.AD_DOMAIN}\\{mail.USER}"] and dovecot["outcome"] == "success"
+    credentials = stored[("cleartext-credentials", f"{mail.SRV_IP}:25")]
+    assert credentials["user"] == mail.USER2 and credentials["password"] == "********"
+    assert credentials["outcome"] == "success"
+    relay = stored[("open-relay", f"{mail.RELAY_IP}:25")]
+    assert relay["accepted"] is True and relay["rcpt_to"] == mail.RELAY_RCPT
+    windows = stored[("ntlm-info", f"{mail.WIN2019_IP}:25")]
+    assert windows["netbios_computer"] == win["netbios_computer"] and windows["os_version"] == "10.0.17763"
+    assert windows["dns_tree"] == win["dns_tree"] and windows["users"] == [f"{win['domain']}\\{win['user']}"]
+    service = stored[("mail-service", f"{mail.SRV_IP}:25")]
+    assert service["software"] and "Postfix" in service["software"]
