@@ -17,23 +17,15 @@ from dissectors import ntlmssp
 from dissectors.sasl import decode_base64
 from passive.analysis import Analysis, AnalysisOptions
 from passive.capture import CaptureError, CaptureOptions, analyze_file
+from passive.cli_common import UserError, emit_records, format_option, output_option, show_secrets_option, write_text
 from passive.counters import CaptureCounters
-from passive.output import finding_record, render_tables, summary_record, write_json, write_jsonl
+from passive.output import finding_record, summary_record
 from passive.progress import packet_progress
 from passive.safe_text import printable
 
 # Carrier prefixes a user may paste along with the blob: "334 ", "+ ", "AUTH NTLM ", "A1 AUTHENTICATE NTLM ".
 _CARRIER_PREFIX = re.compile(r"^(?:334[ -]|\+\s|(?:\S+\s+)?AUTH(?:ENTICATE)?\s+NTLM\s+)", re.IGNORECASE)
 _HEX = re.compile(r"^(?:[0-9a-fA-F]{2}[\s:]*)+$")
-
-
-class UserError(click.ClickException):
-    """A one-line error for the user; exit status 1."""
-
-    exit_code = 1
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"leakscope: error: {printable(self.message)}", err=True)
 
 
 def _blob_bytes(blob: str) -> bytes:
@@ -132,18 +124,11 @@ def _message_tree(fields: dict[str, Any]) -> Tree:
 
 @main.command()
 @click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "json", "jsonl"]),
-    default="table",
-    show_default=True,
-    help="Tables for people, JSON or JSON lines for machines (docs/schema.md).",
-)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the report to FILE.")
+@format_option()
+@output_option
 @click.option("--all-ports", is_flag=True, help="Look at every TCP flow and recognise mail servers by greeting.")
 @click.option("--filter", "bpf", metavar="BPF", help="A BPF expression ANDed with the mail filter.")
-@click.option("--show-secrets", is_flag=True, help="Show clear-text passwords instead of masking them.")
+@show_secrets_option
 @click.option(
     "--local-domain",
     "local_domains",
@@ -211,8 +196,9 @@ def analyze(
         findings,
     )
     if hashes_file:
-        _write_text(hashes_file, "".join(line + "\n" for line in analysis.stats.hashes))
-    _emit_report(output_format, output, records, summary, analysis)
+        write_text(hashes_file, "".join(line + "\n" for line in analysis.stats.hashes))
+    sessions = [vars(s) for s in analysis.sessions] if keep_events else None
+    emit_records(output_format, output, records, summary, sessions=sessions)
     if db:
         from passive.store import StoreError, save_run
 
@@ -222,40 +208,6 @@ def analyze(
             raise UserError(str(error)) from None
     if failed:
         raise SystemExit(1)
-
-
-def _emit_report(
-    output_format: str, output: str | None, records: list[dict[str, Any]], summary: dict[str, Any], analysis: Analysis
-) -> None:
-    import io
-
-    if output_format == "table":
-        if output:
-            buffer = io.StringIO()
-            render_tables(Console(file=buffer, width=200, highlight=False, color_system=None), records, summary)
-            _write_text(output, buffer.getvalue())
-        else:
-            render_tables(Console(highlight=False), records, summary)
-        return
-    buffer = io.StringIO()
-    if output_format == "jsonl":
-        write_jsonl(buffer, [*records, summary])
-    else:
-        sessions = [vars(s) for s in analysis.sessions] if analysis.options.keep_events else None
-        write_json(buffer, records, summary, sessions)
-    if output:
-        _write_text(output, buffer.getvalue())
-    else:
-        sys.stdout.buffer.write(buffer.getvalue().encode("utf-8", "backslashreplace"))
-        sys.stdout.flush()
-
-
-def _write_text(path: str, text: str) -> None:
-    try:
-        with open(path, "w", encoding="utf-8", errors="backslashreplace") as stream:
-            stream.write(text)
-    except OSError as error:
-        raise UserError(f"cannot write {path}: {error.strerror or error}") from None
 
 
 # Commands defined in modules of their own register below: one import, and the command in the tuple.

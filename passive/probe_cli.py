@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import sys
 from typing import Any
 
 import click
@@ -12,21 +10,21 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from passive.cli_common import (
+    UserError,
+    emit_records,
+    format_option,
+    output_option,
+    render,
+    show_secrets_option,
+    write_text,
+)
 from passive.compare import CompareError, compare, from_nmap, from_records, load_records, render_comparison
 from passive.nmap_xml import NmapXmlError, read_nmap_xml
-from passive.output import finding_record, render_tables, summary_record, write_json, write_jsonl
+from passive.output import finding_record, summary_record
 from passive.probe import STARTTLS_MODES, ProbeOptions, ProbeRun, probe_summary, run_probe
 from passive.probe_targets import Service, TargetError, parse_ports, parse_targets
 from passive.safe_text import printable
-
-
-class UserError(click.ClickException):
-    """A one-line error for the user; exit status 1 (as ``leakscope analyze``)."""
-
-    exit_code = 1
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"leakscope: error: {printable(self.message)}", err=True)
 
 
 def _probe_options(function: Any) -> Any:
@@ -121,27 +119,6 @@ def _services(targets: tuple[str, ...] | list[str], ports: tuple[int, ...] | Non
         raise UserError(str(error)) from None
 
 
-def _write(output: str | None, text: str) -> None:
-    if output:
-        try:
-            with open(output, "w", encoding="utf-8", errors="backslashreplace") as stream:
-                stream.write(text)
-        except OSError as error:
-            raise UserError(f"cannot write {output}: {error.strerror or error}") from None
-    else:
-        sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))
-        sys.stdout.flush()
-
-
-def _render(output: str | None, draw: Any) -> None:
-    if output:
-        buffer = io.StringIO()
-        draw(Console(file=buffer, width=200, highlight=False, color_system=None))
-        _write(output, buffer.getvalue())
-    else:
-        draw(Console(highlight=False))
-
-
 def _status_table(console: Console, reports: list[dict[str, Any]]) -> None:
     table = Table(title=Text("Probe status", style="bold underline"), title_justify="left")
     for column in ("server", "protocol", "status", "starttls", "tls", "ntlm", "relay", "reason"):
@@ -174,19 +151,9 @@ def _emit_probe(run: ProbeRun, output_format: str, output: str | None, show_secr
     summary = summary_record(probe_summary(run), findings)
     if output_format == "table":
         reports = summary.pop("probes")
-
-        def draw(console: Console) -> None:
-            render_tables(console, records, summary)
-            _status_table(console, reports)
-
-        _render(output, draw)
+        emit_records(output_format, output, records, summary, also_draw=lambda console: _status_table(console, reports))
         return
-    buffer = io.StringIO()
-    if output_format == "jsonl":
-        write_jsonl(buffer, [*records, summary])
-    else:
-        write_json(buffer, records, summary)
-    _write(output, buffer.getvalue())
+    emit_records(output_format, output, records, summary)
 
 
 @click.command("probe")
@@ -197,16 +164,9 @@ def _emit_probe(run: ProbeRun, output_format: str, output: str | None, show_secr
 )
 @click.option("--relay-from", default="example.com", show_default=True, metavar="DOMAIN", help="Sender domain.")
 @click.option("--relay-to", default="example.net", show_default=True, metavar="DOMAIN", help="Recipient domain.")
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "json", "jsonl"]),
-    default="table",
-    show_default=True,
-    help="Tables for people, JSON or JSON lines for machines (docs/schema.md).",
-)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the report to FILE.")
-@click.option("--show-secrets", is_flag=True, help="Show clear-text passwords instead of masking them.")
+@format_option()
+@output_option
+@show_secrets_option
 @click.option(
     "--local-domain",
     "local_domains",
@@ -278,7 +238,7 @@ def probe_command(
     "smtp-open-relay (pop3-capabilities too).",
 )
 @_probe_options
-@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@format_option(("table", "json"))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the comparison to FILE.")
 def compare_command(
     passive_inputs: tuple[str, ...],
@@ -323,9 +283,9 @@ def compare_command(
         sources.append(from_nmap(nmap))
     document = compare(sources)
     if output_format == "json":
-        _write(output, json.dumps(document, ensure_ascii=False, indent=2, default=str) + "\n")
+        write_text(output, json.dumps(document, ensure_ascii=False, indent=2, default=str) + "\n")
     else:
-        _render(output, lambda console: render_comparison(console, document))
+        render(output, lambda console: render_comparison(console, document))
     for target in failed:
         click.echo(f"leakscope: error: {printable(target)}: could not be probed", err=True)
     if failed:

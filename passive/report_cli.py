@@ -12,6 +12,7 @@ import click
 
 from passive.analysis import Analysis, AnalysisOptions
 from passive.capture import CaptureError, CaptureOptions, analyze_file
+from passive.cli_common import UserError
 from passive.counters import CaptureCounters
 from passive.output import finding_record, summary_record
 from passive.report import build_report, render_html, render_markdown
@@ -21,15 +22,6 @@ from passive.safe_text import printable
 MAX_LINE = 16 * 1024 * 1024
 MAX_RECORDS = 100_000
 MAX_DOCUMENT = 256 * 1024 * 1024
-
-
-class ReportError(click.ClickException):
-    """A one-line error for the user; exit status 1."""
-
-    exit_code = 1
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"leakscope: error: {printable(self.message)}", err=True)
 
 
 @dataclass
@@ -45,15 +37,15 @@ def _is_json(path: str) -> bool:
         with open(path, "rb") as stream:
             head = stream.read(64)
     except OSError as error:
-        raise ReportError(f"cannot read {path}: {error.strerror or error}") from None
+        raise UserError(f"cannot read {path}: {error.strerror or error}") from None
     return head.lstrip()[:1] == b"{"
 
 
 def _add(inputs: Inputs, record: Any, where: str) -> None:
     if not isinstance(record, dict):
-        raise ReportError(f"{where}: not a finding record (a JSON object)")
+        raise UserError(f"{where}: not a finding record (a JSON object)")
     if len(inputs.records) + len(inputs.summaries) >= MAX_RECORDS:
-        raise ReportError(f"{where}: more than {MAX_RECORDS} records")
+        raise UserError(f"{where}: more than {MAX_RECORDS} records")
     (inputs.summaries if record.get("type") == "summary" else inputs.records).append(record)
 
 
@@ -68,7 +60,7 @@ def read_findings(path: str, inputs: Inputs) -> None:
                 record = None
             if record is None:  # an indented JSON document, not one record per line
                 if os.path.getsize(path) > MAX_DOCUMENT:
-                    raise ReportError(f"{path}: JSON document larger than {MAX_DOCUMENT // 2**20} MiB")
+                    raise UserError(f"{path}: JSON document larger than {MAX_DOCUMENT // 2**20} MiB")
                 _read_document(path, first + stream.read(), inputs)
                 return
             _add(inputs, record, f"{path} line 1")
@@ -76,26 +68,26 @@ def read_findings(path: str, inputs: Inputs) -> None:
                 if not line.strip():
                     continue
                 if not line.endswith("\n") and len(line) >= MAX_LINE:
-                    raise ReportError(f"{path} line {number}: longer than {MAX_LINE // 2**20} MiB")
+                    raise UserError(f"{path} line {number}: longer than {MAX_LINE // 2**20} MiB")
                 try:
                     record = json.loads(line)
                 except ValueError as error:
-                    raise ReportError(f"{path} line {number}: not JSON ({error.msg})") from None
+                    raise UserError(f"{path} line {number}: not JSON ({error.msg})") from None
                 _add(inputs, record, f"{path} line {number}")
     except OSError as error:
-        raise ReportError(f"cannot read {path}: {error.strerror or error}") from None
+        raise UserError(f"cannot read {path}: {error.strerror or error}") from None
     except RecursionError:
-        raise ReportError(f"{path}: JSON nested too deeply") from None
+        raise UserError(f"{path}: JSON nested too deeply") from None
 
 
 def _read_document(path: str, text: str, inputs: Inputs) -> None:
     try:
         document = json.loads(text)
     except ValueError as error:
-        raise ReportError(f"{path}: neither JSON lines nor a JSON document ({error.msg})") from None
+        raise UserError(f"{path}: neither JSON lines nor a JSON document ({error.msg})") from None
     findings = document.get("findings") if isinstance(document, dict) else None
     if not isinstance(findings, list):
-        raise ReportError(f"{path}: a JSON document without a findings list")
+        raise UserError(f"{path}: a JSON document without a findings list")
     for index, record in enumerate(findings):
         _add(inputs, record, f"{path} finding {index + 1}")
     if isinstance(document.get("summary"), dict):
@@ -139,7 +131,7 @@ def read_store(path: str, inputs: Inputs) -> None:
                 if isinstance(run.get("summary"), dict):
                     _add(inputs, {**run["summary"], "type": "summary"}, f"{path} run {run.get('id')}")
     except StoreError as error:
-        raise ReportError(str(error)) from None
+        raise UserError(str(error)) from None
 
 
 def _format_for(output: str | None, chosen: str | None) -> str:
@@ -203,7 +195,7 @@ def report(
             with open(output, "w", encoding="utf-8", errors="backslashreplace") as stream:
                 stream.write(text)
         except OSError as error:
-            raise ReportError(f"cannot write {output}: {error.strerror or error}") from None
+            raise UserError(f"cannot write {output}: {error.strerror or error}") from None
     else:
         click.echo(text, nl=False)
     if inputs.failed:

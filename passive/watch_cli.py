@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import re
 import signal
 import sys
@@ -20,8 +19,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from passive.cli_common import UserError, emit_records, format_option
 from passive.findings import SCHEMA_VERSION, FindingType
-from passive.output import render_tables, write_json, write_jsonl
 from passive.safe_text import printable
 from passive.store import FindingStore, StoreError, parse_time
 from passive.watch import FeedEntry, Monitor, WatchError, WatchOptions, open_capture
@@ -29,15 +28,6 @@ from passive.watch import FeedEntry, Monitor, WatchError, WatchOptions, open_cap
 _SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan", "info": "dim"}
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-class _Failure(click.ClickException):
-    """A one-line error; exit status 1."""
-
-    exit_code = 1
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"leakscope: error: {printable(self.message)}", err=True)
 
 
 # -- leakscope watch --------------------------------------------------------------------------------------------
@@ -114,7 +104,7 @@ def watch_command(
                     monitor.on_tick = _log_appearances(console)
                     monitor.run(capture)
     except (WatchError, StoreError) as error:
-        raise _Failure(str(error)) from None
+        raise UserError(str(error)) from None
     summary = monitor.summary()
     for warning in summary["warnings"]:
         click.echo(f"leakscope: warning: {printable(warning)}", err=True)
@@ -143,7 +133,7 @@ def _open_jsonl(path: str | None) -> Iterator[IO[str] | None]:
     try:
         stream = open(path, "a", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115 - closed below
     except OSError as error:
-        raise _Failure(f"cannot write {path}: {error.strerror or error}") from None
+        raise UserError(f"cannot write {path}: {error.strerror or error}") from None
     try:
         yield stream
     finally:
@@ -330,14 +320,7 @@ def _summary_line(summary: dict[str, Any]) -> str:
 @click.option("--server", metavar="IP:PORT", help="Only this server (as in the records: ip:port, [v6]:port).")
 @click.option("--since", metavar="WHEN", help="Seen at or after WHEN: ISO 8601 time, or an age such as 30m, 12h, 7d.")
 @click.option("--source", type=click.Choice(["passive", "active"]), help="Only findings from captures or probes.")
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "json", "jsonl"]),
-    default="table",
-    show_default=True,
-    help="Tables for people, JSON or JSON lines for machines (docs/schema.md).",
-)
+@format_option()
 def findings_command(
     db: str, kind: str | None, server: str | None, since: str | None, source: str | None, output_format: str
 ) -> None:
@@ -355,17 +338,8 @@ def findings_command(
                 "runs": len(store.runs()),
             }
     except StoreError as error:
-        raise _Failure(str(error)) from None
-    if output_format == "table":
-        render_tables(Console(highlight=False), records, summary)
-        return
-    buffer = io.StringIO()
-    if output_format == "jsonl":
-        write_jsonl(buffer, [*records, summary])
-    else:
-        write_json(buffer, records, summary)
-    sys.stdout.buffer.write(buffer.getvalue().encode("utf-8", "backslashreplace"))
-    sys.stdout.flush()
+        raise UserError(str(error)) from None
+    emit_records(output_format, None, records, summary)
 
 
 def _since(text: str) -> float:
