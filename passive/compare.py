@@ -14,6 +14,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from dissectors import ntlmssp
 from passive.findings import SCHEMA_VERSION, FindingType
 from passive.nmap_xml import NmapService
 from passive.safe_text import printable
@@ -23,16 +24,8 @@ SOURCES = ("passive", "active", "nmap")
 COMPARED: dict[str, tuple[str, ...]] = {
     "mail-service": ("banner", "software", "starttls_offered"),
     "auth-methods": ("mechanisms", "mechanisms_after_tls", "cleartext_login"),
-    "ntlm-info": (
-        "target_name",
-        "netbios_computer",
-        "netbios_domain",
-        "dns_computer",
-        "dns_domain",
-        "dns_tree",
-        "os_version",
-        "os_release",
-    ),
+    # The server's names and build; its clock and flags differ from one challenge to the next.
+    "ntlm-info": tuple(name for name in ntlmssp.SERVER_FIELDS if name not in ("server_time", "flags")),
     "open-relay": ("accepted",),
 }
 # Lists compared as sets: the order a server lists mechanisms in is no leak.
