@@ -326,6 +326,7 @@ def decode_av_pairs(data: bytes, where: str, anomalies: list[Anomaly]) -> list[A
     reader = _Reader(data, anomalies)
     pairs: list[AvPair] = []
     seen: set[int] = set()
+    duplicated: set[int] = set()
     offset = 0
     skipped = 0
     terminated = False
@@ -344,7 +345,9 @@ def decode_av_pairs(data: bytes, where: str, anomalies: list[Anomaly]) -> list[A
                 "av_pair_beyond_end",
                 f"{where}: AV pair 0x{av_id:04x} length {av_len} runs {offset - len(data)} bytes past the end",
             )
-        if av_id in seen and av_id in _KNOWN_AV_IDS:
+        if av_id in seen and av_id in _KNOWN_AV_IDS and av_id not in duplicated:
+            # Once per id: a hostile list of thousands of repeats must not become thousands of anomalies.
+            duplicated.add(av_id)
             reader.note("duplicate_av_pair", f"{where}: {AvPair(av_id, b'').name} appears more than once")
         seen.add(av_id)
         if len(pairs) >= MAX_AV_PAIRS:

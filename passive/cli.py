@@ -19,7 +19,7 @@ from passive.analysis import Analysis, AnalysisOptions
 from passive.capture import CaptureError, CaptureOptions, analyze_file
 from passive.cli_common import UserError, emit_records, format_option, output_option, show_secrets_option, write_text
 from passive.counters import CaptureCounters
-from passive.output import finding_record, summary_record
+from passive.output import dumps, finding_record, summary_record
 from passive.progress import packet_progress
 from passive.safe_text import printable
 
@@ -68,7 +68,7 @@ def decode(blob: str, as_json: bool) -> None:
         raise UserError(str(error)) from None
     fields = message.to_dict()
     if as_json:
-        click.echo(json.dumps(fields, ensure_ascii=False))
+        click.echo(dumps(fields))  # control characters escaped, C1 and separators included
         return
     Console(highlight=False).print(_message_tree(fields))
 

@@ -34,6 +34,7 @@ class RunStats:
     anomalies: Counter[str] = field(default_factory=Counter)
     tls_sessions: int = 0
     hashes: list[str] = field(default_factory=list)
+    findings_dropped: int = 0  # occurrences of new findings past FindingSet.MAX_FINDINGS
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +46,7 @@ class RunStats:
             "tls_sessions": self.tls_sessions,
             "dissector_anomalies": dict(self.anomalies),
             "hashes": len(self.hashes),
+            "findings_dropped": self.findings_dropped,
         }
 
 
@@ -62,6 +64,8 @@ class SessionAnalyzer:
 
     # Hashes kept per run: a hostile capture must not make this list grow without bound.
     MAX_HASHES = 10_000
+    # Credentials awaiting the server's verdict, per session; past this they are recorded with no outcome.
+    MAX_PENDING_CREDENTIALS = 32
 
     def __init__(self, context: SessionContext, findings: FindingSet, stats: RunStats) -> None:
         self.context = context
@@ -85,7 +89,9 @@ class SessionAnalyzer:
     # -- plumbing -----------------------------------------------------------------------------------------------
 
     def _finding(self, kind: FindingType, severity: Severity, key: tuple[Any, ...] = ()) -> Finding:
+        dropped = self.findings.dropped
         finding = self.findings.get(kind, self.context.protocol, self.context.server, severity, key)
+        self.stats.findings_dropped += self.findings.dropped - dropped
         finding.source = self.context.source
         return finding
 
@@ -129,6 +135,9 @@ class SessionAnalyzer:
         elif isinstance(event, ev.SaslStep):
             self._sasl_step(event)
         elif isinstance(event, ev.Credentials):
+            if len(self.credentials) >= self.MAX_PENDING_CREDENTIALS:
+                # A client that never waits for a verdict: record what is held, without an outcome, to stay bounded.
+                self._flush_credentials(None)
             self.credentials.append(event)
         elif isinstance(event, ev.AuthResult):
             self._auth_result(event)

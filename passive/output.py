@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable
 from typing import IO, Any
@@ -26,9 +27,19 @@ def summary_record(counters: dict[str, Any], findings: Iterable[Finding]) -> dic
     return {"type": "summary", "schema_version": SCHEMA_VERSION, "findings": dict(by_type), **counters}
 
 
+# json.dumps escapes only C0 controls; DEL, C1 controls (an 8-bit terminal reads U+009B as CSI), the line and
+# paragraph separators (which break line-oriented readers) and lone surrogates (not encodable as UTF-8, e.g. from a
+# file name given on the command line) are escaped here. They can only occur inside JSON strings.
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def _escape_json_text(text: str) -> str:
+    return _JSON_UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
 def dumps(record: dict[str, Any]) -> str:
     """One JSON document on one line: control characters escaped, always valid UTF-8 once encoded."""
-    return json.dumps(record, ensure_ascii=False, default=str)
+    return _escape_json_text(json.dumps(record, ensure_ascii=False, default=str))
 
 
 def write_jsonl(stream: IO[str], records: Iterable[dict[str, Any]]) -> None:
@@ -45,7 +56,7 @@ def write_json(
     document: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "findings": findings, "summary": summary}
     if sessions is not None:
         document["sessions"] = sessions
-    stream.write(json.dumps(document, ensure_ascii=False, indent=2, default=str) + "\n")
+    stream.write(_escape_json_text(json.dumps(document, ensure_ascii=False, indent=2, default=str)) + "\n")
 
 
 # ---- tables -----------------------------------------------------------------------------------------------------

@@ -481,7 +481,8 @@ class Reassembler:
             wire_len -= cut
             rel = next_rel
         if rel == next_rel and not half.pending:
-            self._deliver(flow, direction, half, data, frame, ts)
+            if data:  # a frame cut right after the TCP header carries no captured byte: only the gap below
+                self._deliver(flow, direction, half, data, frame, ts)
             if len(data) < wire_len:  # frame cut by the snaplen
                 self._gap(flow, direction, half, half.next_rel + wire_len - len(data), frame, ts)
             return

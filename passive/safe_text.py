@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 
-# C0 controls except nothing, DEL, C1 controls, and the Unicode bidi embedding/override/isolate characters.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+# C0 controls except nothing, DEL, C1 controls, the Unicode bidi embedding/override/isolate characters, and lone
+# surrogates (a file name that is not UTF-8 carries them; a UTF-8 terminal stream cannot encode them).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff\ud800-\udfff]")
 
 
 def _escape(match: re.Match[str]) -> str:

@@ -105,3 +105,16 @@ def test_hostile_names_print_inert_in_a_real_terminal_process() -> None:
     assert "\x1b[31m<script>" not in out
     assert "\\x1b[31m<script>alert(1)</script>" in out
     assert "[bold red]x[/]" in out  # printed literally, not interpreted as markup
+
+
+def test_decode_json_escapes_c1_controls() -> None:
+    """U+009B is CSI on 8-bit terminals: JSON output escapes it like the C0 controls."""
+    name = "x\u009b31my".encode("utf-16-le")
+    info = struct.pack("<HH", 1, len(name)) + name + b"\x00\x00\x00\x00"
+    header = ntlmssp.SIGNATURE + struct.pack("<IHHIIQQHHI", 2, 0, 0, 56, 0xE2898215, 0, 0, len(info), len(info), 56)
+    code, out, _ = invoke(
+        "decode", "--json", base64.b64encode(header + ntlmssp.Version(10, 0, 1).pack() + info).decode()
+    )
+    assert code == 0
+    assert "\u009b" not in out and "\\u009b" in out
+    assert json.loads(out)["netbios_computer"] == "x\u009b31my"

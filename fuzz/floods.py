@@ -1,0 +1,346 @@
+"""Resource floods: captures built to exhaust memory or time, run through ``leakscope analyze``.
+
+Each flood is written as a classic pcap (frames from bench/gen_capture.py's writer), analyzed by the installed
+command in its own process (peak RSS from ``wait4``), and checked against the counters that must show the limit
+was hit: nothing may be dropped without a number going up.
+
+* ``half-open``: SYNs to port 25 from distinct sources, never answered (flow table cap: evictions counted).
+* ``long-line``: one SMTP client line of 100 MB without a newline (line cap: ``line_too_long``).
+* ``av-pairs``: NTLM CHALLENGEs with thousands of AV pairs (``too_many_av_pairs``, decoding time per message).
+* ``base64-line``: a 10 MB base64 SASL response from the client and a 10 MB challenge from the server.
+* ``sasl-loop``: SASL exchanges that never end: LOGIN prompts forever, and AUTH PLAIN restarted without a verdict.
+
+    python fuzz/floods.py                         # full size (1 M connections, 100 MB line, ...)
+    python fuzz/floods.py --scale 0.05 --flood half-open
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.gen_capture import (  # noqa: E402
+    ACK,
+    FIN,
+    MSS,
+    PCAP_GLOBAL_HEADER,
+    PSH,
+    SYN,
+    Endpoints,
+    Segment,
+    _l2,
+    build_frame,
+)
+
+PEAK_RSS_LIMIT_MIB = 300
+
+
+class PcapWriter:
+    """Frames to a classic pcap, one microsecond apart unless told otherwise."""
+
+    def __init__(self, stream: BinaryIO, start: float = 1_700_000_000.0) -> None:
+        self.stream = stream
+        self.ts = start
+        self.frames = 0
+        stream.write(PCAP_GLOBAL_HEADER)
+
+    def write(self, frame: bytes, step: float = 1e-6) -> None:
+        self.ts += step
+        sec = int(self.ts)
+        self.stream.write(struct.pack("<IIII", sec, int((self.ts - sec) * 1e6), len(frame), len(frame)) + frame)
+        self.frames += 1
+
+
+def _endpoints(number: int, server_port: int = 25) -> Endpoints:
+    client = struct.pack("!I", 0x0A000000 | (number + 1) & 0xFFFFFF)
+    return Endpoints(client, b"\xc0\x00\x02\x19", 1024 + number % 60000, server_port, False, ())
+
+
+def write_conversation(writer: PcapWriter, number: int, turns: Iterator[tuple[bool, bytes]], port: int = 25) -> None:
+    """One TCP connection carrying ``turns`` (from_server, bytes), streamed: data of any size, MSS-sized frames."""
+    ep = _endpoints(number, port)
+    l2 = _l2(ep)
+    cseq, sseq = 1000 + number, 500000 + number
+    writer.write(build_frame(ep, Segment(False, cseq, 0, SYN), l2))
+    writer.write(build_frame(ep, Segment(True, sseq, cseq + 1, SYN | ACK), l2))
+    cseq, sseq = cseq + 1, sseq + 1
+    writer.write(build_frame(ep, Segment(False, cseq, sseq, ACK), l2))
+    for from_server, data in turns:
+        for start in range(0, len(data), MSS):
+            piece = data[start : start + MSS]
+            if from_server:
+                writer.write(build_frame(ep, Segment(True, sseq, cseq, PSH | ACK, piece), l2))
+                sseq += len(piece)
+            else:
+                writer.write(build_frame(ep, Segment(False, cseq, sseq, PSH | ACK, piece), l2))
+                cseq += len(piece)
+    writer.write(build_frame(ep, Segment(False, cseq, sseq, FIN | ACK), l2))
+    writer.write(build_frame(ep, Segment(True, sseq, cseq + 1, FIN | ACK), l2))
+    writer.write(build_frame(ep, Segment(False, cseq + 1, sseq + 1, ACK), l2))
+
+
+# ---- the floods -----------------------------------------------------------------------------------------------------
+
+
+def half_open(writer: PcapWriter, scale: float) -> dict[str, int]:
+    count = max(1, int(1_000_000 * scale))
+    for number in range(count):
+        ep = Endpoints(
+            struct.pack("!I", 0x0A000000 + number), b"\xc0\x00\x02\x19", 1024 + number % 60000, 25, False, ()
+        )
+        writer.write(build_frame(ep, Segment(False, number * 7919, 0, SYN), _l2(ep)))
+    return {"connections": count}
+
+
+def long_line(writer: PcapWriter, scale: float) -> dict[str, int]:
+    size = max(MSS, int(100_000_000 * scale))
+    block = b"A" * MSS * 64
+
+    def turns() -> Iterator[tuple[bool, bytes]]:
+        yield True, b"220 mx.example.com ESMTP\r\n"
+        yield False, b"EHLO client.example.org\r\n"
+        yield True, b"250-mx.example.com\r\n250 AUTH PLAIN LOGIN\r\n"
+        for start in range(0, size, len(block)):
+            yield False, block[: min(len(block), size - start)]
+        yield False, b"\r\nQUIT\r\n"
+        yield True, b"221 bye\r\n"
+
+    write_conversation(writer, 1, turns())
+    return {"line_bytes": size}
+
+
+def ntlm_challenge_with_pairs(pairs: int) -> bytes:
+    """A CHALLENGE whose TargetInfo holds ``pairs`` AV pairs (names, repeated ids, unknown ids), then MsvAvEOL."""
+    av = bytearray()
+    for index in range(pairs):
+        av_id = (1, 2, 3, 4, 5, 0x7F00)[index % 6]
+        av += struct.pack("<HH", av_id, 0)
+    av += struct.pack("<HH", 0, 0)
+    header = 56
+    message = b"NTLMSSP\x00" + struct.pack("<I", 2) + struct.pack("<HHI", 0, 0, header)
+    message += struct.pack("<I", 0xE2898215) + b"\x01" * 8 + b"\x00" * 8
+    message += struct.pack("<HHI", len(av), len(av), header) + struct.pack("<BBHxxxB", 10, 0, 20348, 15)
+    return message + bytes(av)
+
+
+def av_pairs(writer: PcapWriter, scale: float) -> dict[str, int]:
+    sessions = max(1, int(500 * scale))
+    pairs = 10_000  # 40 KB of TargetInfo: its base64 (53 KB) stays under the 64 KiB SASL line limit
+    challenge = base64.b64encode(ntlm_challenge_with_pairs(pairs))
+    negotiate = base64.b64encode(b"NTLMSSP\x00\x01\x00\x00\x00\x07\x82\x08\xa2" + bytes(16))
+    for number in range(sessions):
+        turns = [
+            (True, b"220 mx.example.com ESMTP\r\n"),
+            (False, b"EHLO c\r\n"),
+            (True, b"250-mx.example.com\r\n250 AUTH NTLM\r\n"),
+            (False, b"AUTH NTLM " + negotiate + b"\r\n"),
+            (True, b"334 " + challenge + b"\r\n"),
+            (False, b"*\r\n"),
+            (True, b"501 cancelled\r\n"),
+        ]
+        write_conversation(writer, number, iter(turns))
+    return {"sessions": sessions, "pairs_per_challenge": pairs}
+
+
+def base64_line(writer: PcapWriter, scale: float) -> dict[str, int]:
+    size = max(MSS, int(10_000_000 * scale))
+    chunk = base64.b64encode(os.urandom(MSS * 48))
+
+    def big() -> Iterator[bytes]:
+        for start in range(0, size, len(chunk)):
+            yield chunk[: min(len(chunk), size - start)]
+
+    client = [
+        (True, b"220 mx.example.com ESMTP\r\n"),
+        (False, b"EHLO c\r\n"),
+        (True, b"250-mx.example.com\r\n250 AUTH PLAIN NTLM\r\n"),
+        (False, b"AUTH PLAIN\r\n"),
+        (True, b"334 \r\n"),
+        *((False, piece) for piece in big()),
+        (False, b"\r\n"),
+        (True, b"535 5.7.8 failed\r\n"),
+    ]
+    write_conversation(writer, 1, iter(client))
+    server = [
+        (True, b"220 mx.example.com ESMTP\r\n"),
+        (False, b"AUTH NTLM TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAA=\r\n"),
+        (True, b"334 TlRMTVNTUAAC"),
+        *((True, piece) for piece in big()),
+        (True, b"\r\n"),
+        (False, b"*\r\n"),
+        (True, b"501 cancelled\r\n"),
+    ]
+    write_conversation(writer, 2, iter(server))
+    return {"line_bytes": size}
+
+
+def sasl_loop(writer: PcapWriter, scale: float) -> dict[str, int]:
+    steps = max(100, int(200_000 * scale))
+    prompt, answer = b"334 " + base64.b64encode(b"Password:") + b"\r\n", base64.b64encode(b"guess") + b"\r\n"
+
+    def login_forever() -> Iterator[tuple[bool, bytes]]:
+        yield True, b"220 mx.example.com ESMTP\r\n"
+        yield False, b"AUTH LOGIN\r\n"
+        for _ in range(steps // 64):
+            yield True, prompt * 64
+            yield False, answer * 64
+
+    def plain_restarted() -> Iterator[tuple[bool, bytes]]:
+        yield True, b"220 mx.example.com ESMTP\r\n"
+        batch = 64
+        for first in range(0, steps, batch):
+            lines = b"".join(
+                b"AUTH PLAIN " + base64.b64encode(b"\x00user%d\x00secret%d" % (n, n)) + b"\r\n"
+                for n in range(first, first + batch)
+            )
+            yield False, lines
+            yield True, b"334 \r\n" * batch
+
+    write_conversation(writer, 1, login_forever())
+    write_conversation(writer, 2, plain_restarted())
+    return {"steps_per_session": steps}
+
+
+@dataclass(frozen=True)
+class Flood:
+    name: str
+    write: Callable[[PcapWriter, float], dict[str, int]]
+    check: Callable[[dict[str, Any], dict[str, int]], list[str]]  # problems found in the summary
+    step: float = 1e-6
+
+
+def _check_half_open(summary: dict[str, Any], made: dict[str, int]) -> list[str]:
+    count = made["connections"]
+    problems = []
+    if summary["flows"] != count:
+        problems.append(f"flows {summary['flows']} != {count}")
+    closed = summary["flows_evicted"] + summary["flows_flushed"] + summary["flows_expired"]
+    if closed != count:
+        problems.append(f"evicted + flushed + expired = {closed}, not {count}")
+    if count > 10_000 and summary["flows_evicted"] < count - 10_000:
+        problems.append(f"only {summary['flows_evicted']} evictions for {count} flows over a 10000-flow table")
+    return problems
+
+
+def _anomaly(code: str, at_least: int = 1) -> Callable[[dict[str, Any], dict[str, int]], list[str]]:
+    def check(summary: dict[str, Any], made: dict[str, int]) -> list[str]:
+        seen = summary.get("dissector_anomalies", {}).get(code, 0)
+        return [] if seen >= at_least else [f"dissector anomaly {code} counted {seen} times, expected >= {at_least}"]
+
+    return check
+
+
+def _check_av_pairs(summary: dict[str, Any], made: dict[str, int]) -> list[str]:
+    challenges = summary.get("ntlm_messages", {}).get("challenge", 0)
+    return [] if challenges == made["sessions"] else [f"{challenges} challenges decoded of {made['sessions']}"]
+
+
+def _check_sasl_loop(summary: dict[str, Any], made: dict[str, int]) -> list[str]:
+    problems = _anomaly("sasl_too_many_steps")(summary, made)
+    problems += _anomaly("sasl_restarted", made["steps_per_session"] // 2)(summary, made)
+    # Every PLAIN attempt names another user: each one is a finding, kept or counted as dropped.
+    accounted = summary["findings"].get("cleartext-credentials", 0) + summary.get("findings_dropped", 0)
+    if accounted < made["steps_per_session"]:
+        problems.append(f"{accounted} credentials accounted for of {made['steps_per_session']}")
+    return problems
+
+
+FLOODS = {
+    f.name: f
+    for f in (
+        Flood("half-open", half_open, _check_half_open, step=1e-5),
+        Flood("long-line", long_line, _anomaly("line_too_long")),
+        Flood("av-pairs", av_pairs, _check_av_pairs),
+        Flood("base64-line", base64_line, _anomaly("line_too_long", 2)),
+        Flood("sasl-loop", sasl_loop, _check_sasl_loop),
+    )
+}
+
+
+@dataclass
+class FloodResult:
+    name: str
+    made: dict[str, int]
+    capture_mb: float
+    frames: int
+    exit_status: int
+    seconds: float
+    peak_rss_mib: float
+    counters: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+# Summary fields worth showing for a flood.
+_SHOWN = ("flows", "flows_evicted", "flows_flushed", "sessions", "ntlm_messages", "dissector_anomalies")
+_SHOWN += ("anomalies", "findings", "findings_dropped")
+
+
+def run_flood(flood: Flood, scale: float, directory: Path) -> FloodResult:
+    path = directory / f"flood-{flood.name}.pcap"
+    with path.open("wb", buffering=1 << 22) as stream:
+        writer = PcapWriter(stream)
+        original = writer.write
+        writer.write = lambda frame, step=flood.step: original(frame, step)  # type: ignore[method-assign]
+        made = flood.write(writer, scale)
+    started = time.monotonic()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(["leakscope", "analyze", "--format", "jsonl", str(path)], stdout=out, stderr=err)
+        _pid, status, usage = os.wait4(process.pid, 0)  # reaped here, so its own peak RSS is at hand
+        process.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.monotonic() - started
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    rss = usage.ru_maxrss / 1024
+    result = FloodResult(
+        flood.name, made, round(path.stat().st_size / 1e6, 1), writer.frames, process.returncode, round(seconds, 1), rss
+    )
+    if process.returncode != 0 or b"Traceback" in stderr:
+        result.problems.append(f"exit {process.returncode}: {stderr.decode(errors='replace')[-500:]}")
+        return result
+    summary = json.loads(stdout.decode().strip().split("\n")[-1])
+    result.counters = {k: summary[k] for k in _SHOWN if k in summary}
+    result.problems += flood.check(summary, made)
+    if rss > PEAK_RSS_LIMIT_MIB:
+        result.problems.append(f"peak RSS {rss:.0f} MiB > {PEAK_RSS_LIMIT_MIB} MiB")
+    path.unlink()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--flood", action="append", choices=sorted(FLOODS), help="run only these (repeatable)")
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the full size (1 M connections...)")
+    parser.add_argument("--workdir", type=Path, default=None, help="where the captures are written (default: tmp)")
+    args = parser.parse_args(argv)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="leakscope-floods-", dir=args.workdir) as directory:
+        for name in args.flood or list(FLOODS):
+            result = run_flood(FLOODS[name], args.scale, Path(directory))
+            results.append(result)
+            verdict = "ok" if not result.problems else "FAILED: " + "; ".join(result.problems)
+            print(
+                f"{result.name:<12} {json.dumps(result.made)}  {result.capture_mb} MB, {result.frames} frames: "
+                f"{result.seconds} s, peak RSS {result.peak_rss_mib:.0f} MiB  {json.dumps(result.counters)}  {verdict}",
+                flush=True,
+            )
+    return 1 if any(r.problems for r in results) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
