@@ -17,7 +17,15 @@ from dissectors import ntlmssp
 from dissectors.sasl import decode_base64
 from passive.analysis import Analysis, AnalysisOptions
 from passive.capture import CaptureError, CaptureOptions, analyze_file
-from passive.cli_common import UserError, emit_records, format_option, output_option, show_secrets_option, write_text
+from passive.cli_common import (
+    UserError,
+    emit_records,
+    format_option,
+    local_domain_option,
+    output_option,
+    show_secrets_option,
+    write_text,
+)
 from passive.counters import CaptureCounters
 from passive.output import dumps, finding_record, summary_record
 from passive.progress import packet_progress
@@ -129,13 +137,7 @@ def _message_tree(fields: dict[str, Any]) -> Tree:
 @click.option("--all-ports", is_flag=True, help="Look at every TCP flow and recognise mail servers by greeting.")
 @click.option("--filter", "bpf", metavar="BPF", help="A BPF expression ANDed with the mail filter.")
 @show_secrets_option
-@click.option(
-    "--local-domain",
-    "local_domains",
-    multiple=True,
-    metavar="DOMAIN",
-    help="A domain the servers deliver locally (open-relay check); repeatable.",
-)
+@local_domain_option
 @click.option(
     "--hashes",
     "hashes_file",

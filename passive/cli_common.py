@@ -39,6 +39,13 @@ def format_option(choices: tuple[str, ...] = FORMATS) -> Callable[[Any], Any]:
 output_option = click.option(
     "-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the report to FILE."
 )
+local_domain_option = click.option(
+    "--local-domain",
+    "local_domains",
+    multiple=True,
+    metavar="DOMAIN",
+    help="A domain the servers deliver locally (open-relay check); repeatable.",
+)
 show_secrets_option = click.option(
     "--show-secrets", is_flag=True, help="Show clear-text passwords instead of masking them."
 )

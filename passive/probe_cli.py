@@ -14,6 +14,7 @@ from passive.cli_common import (
     UserError,
     emit_records,
     format_option,
+    local_domain_option,
     output_option,
     render,
     show_secrets_option,
@@ -167,13 +168,7 @@ def _emit_probe(run: ProbeRun, output_format: str, output: str | None, show_secr
 @format_option()
 @output_option
 @show_secrets_option
-@click.option(
-    "--local-domain",
-    "local_domains",
-    multiple=True,
-    metavar="DOMAIN",
-    help="A domain the servers deliver locally (open-relay check); repeatable.",
-)
+@local_domain_option
 def probe_command(
     targets: tuple[str, ...],
     relay_test: bool,
