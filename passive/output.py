@@ -154,12 +154,18 @@ def render_tables(console: Console, records: list[dict[str, Any]], summary: dict
     console.print(_summary_text(summary))
 
 
+# Always shown in the summary line; other counters only when they are not zero (JSON output has them all).
+_ALWAYS_SHOWN = ("findings", "packets_read", "packets_matched", "flows")
+
+
 def _summary_text(summary: dict[str, Any]) -> Text:
     parts = []
     for key, value in summary.items():
-        if key in ("type", "schema_version"):
+        if key in ("type", "schema_version") or (not value and key not in _ALWAYS_SHOWN):
             continue
         if isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items()) or "0"
+        elif isinstance(value, list):
+            value = len(value)
         parts.append(f"{key}: {value}")
     return Text(printable("; ".join(parts)), style="dim")
