@@ -360,6 +360,6 @@ HARNESSES: dict[str, Harness] = {
         Harness("imap", imap_session, 4096, "imap"),
         # pcapy-ng's setfilter never frees the compiled BPF program (~14 KB per capture opened with libpcap),
         # so a long campaign grows by that much per libpcap run without leakscope leaking anything.
-        Harness("capture", capture_file, 16384, "capture", rss_limit_mb=4096),
+        Harness("capture", capture_file, 16384, "capture", rss_limit_mb=8192),
     )
 }
