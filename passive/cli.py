@@ -6,6 +6,7 @@ import binascii
 import json
 import re
 import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
@@ -169,47 +170,99 @@ def analyze(
     )
     options = CaptureOptions(all_ports=all_ports, bpf=bpf)
     counters = CaptureCounters()
-    failed: list[str] = []
     err = Console(stderr=True, highlight=False)
-    for path in captures:
-        analysis.file = path
-        try:
-            with packet_progress(err, path, counters):
-                analyze_file(path, analysis.handler_factory, options, counters=counters)
-        except CaptureError as error:
-            failed.append(str(error))
-            click.echo(f"leakscope: error: {printable(error)}", err=True)
+    failed = _analyze_captures(captures, analysis, options, counters, err)
     for warning in counters.warnings:
         click.echo(f"leakscope: warning: {printable(warning)}", err=True)
     if len(failed) == len(captures):
         raise SystemExit(1)
     findings = list(analysis.findings)
     records = [finding_record(f, show_secrets) for f in findings]
-    counter_fields = counters.as_dict()
-    counter_fields.pop("warnings", None)
-    summary = summary_record(
-        {
-            **counter_fields,
-            **analysis.stats.to_dict(),
-            "flows_ignored": analysis.flows_ignored,
-            "captures": len(captures) - len(failed),
-            "captures_failed": len(failed),
-        },
-        findings,
-    )
+    summary = _run_summary(analysis, counters, len(captures) - len(failed), len(failed))
     if hashes_file:
         write_text(hashes_file, "".join(line + "\n" for line in analysis.stats.hashes))
     sessions = [vars(s) for s in analysis.sessions] if keep_events else None
     emit_records(output_format, output, records, summary, sessions=sessions)
     if db:
-        from passive.store import StoreError, save_run
-
-        try:
-            save_run(db, findings, "analyze", summary)
-        except StoreError as error:
-            raise UserError(str(error)) from None
+        analyzed = [path for path in captures if path not in failed]
+        _save_to_store(db, analyzed, findings, summary, lambda: Analysis(analysis.options), options, err)
     if failed:
         raise SystemExit(1)
+
+
+def _analyze_captures(
+    captures: Sequence[str], analysis: Analysis, options: CaptureOptions, counters: CaptureCounters, err: Console
+) -> list[str]:
+    """Feed each capture to the analysis; returns the ones that failed (their one-line errors printed)."""
+    failed: list[str] = []
+    for path in captures:
+        analysis.file = path
+        try:
+            with packet_progress(err, path, counters):
+                analyze_file(path, analysis.handler_factory, options, counters=counters)
+        except CaptureError as error:
+            failed.append(path)
+            click.echo(f"leakscope: error: {printable(error)}", err=True)
+    return failed
+
+
+def _run_summary(analysis: Analysis, counters: CaptureCounters, captures: int, failed: int) -> dict[str, Any]:
+    counter_fields = counters.as_dict()
+    counter_fields.pop("warnings", None)
+    return summary_record(
+        {
+            **counter_fields,
+            **analysis.stats.to_dict(),
+            "flows_ignored": analysis.flows_ignored,
+            "captures": captures,
+            "captures_failed": failed,
+        },
+        list(analysis.findings),
+    )
+
+
+def _save_to_store(
+    db: str,
+    analyzed: list[str],
+    findings: list[Any],
+    summary: dict[str, Any],
+    new_analysis: Callable[[], Analysis],
+    options: CaptureOptions,
+    err: Console,
+) -> None:
+    """Merge the run into the store, leaving out capture files (by content) the store already holds."""
+    from passive.store import FindingStore, StoreError, capture_digest, save_run
+
+    try:
+        digests = [capture_digest(path) for path in analyzed]
+        with FindingStore(db) as store:
+            known = {d.sha256: store.known_capture(d.sha256) for d in digests}
+    except StoreError as error:
+        raise UserError(str(error)) from None
+    fresh: dict[str, Any] = {}
+    for digest in digests:
+        before = known[digest.sha256]
+        if before is not None:
+            click.echo(
+                f"leakscope: note: {printable(digest.path)} is already in {printable(db)} (run {before['run']}, "
+                f"as {printable(before['path'])}); its findings are not merged again",
+                err=True,
+            )
+        else:
+            fresh.setdefault(digest.sha256, digest)
+    if not fresh:
+        return
+    if len(fresh) < len(digests):
+        # Some files were merged before (or named twice): the store gets a run over the new files alone.
+        analysis = new_analysis()
+        counters = CaptureCounters()
+        _analyze_captures([d.path for d in fresh.values()], analysis, options, counters, err)
+        findings = list(analysis.findings)
+        summary = _run_summary(analysis, counters, len(fresh), 0)
+    try:
+        save_run(db, findings, "analyze", summary, captures=fresh.values())
+    except StoreError as error:
+        raise UserError(str(error)) from None
 
 
 # Commands defined in modules of their own register below: one import, and the command in the tuple.

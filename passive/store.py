@@ -13,6 +13,9 @@ interval; with the WAL journal a commit is atomic, so the file is never left hal
 
 Passwords are never written: records are stored masked, whatever ``--show-secrets`` says.
 
+``leakscope analyze --db`` also records the SHA-256 of each capture file it merged (table ``captures``): a file
+already merged, under any name, is not merged again, so analyzing the same capture twice does not double its counts.
+
 Reading::
 
     with FindingStore("findings.db", create=False) as store:
@@ -21,6 +24,7 @@ Reading::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
@@ -33,7 +37,16 @@ from typing import Any
 from passive.findings import MAX_DETAILS, MAX_EVIDENCE, Finding, Severity, iso_time
 from passive.output import finding_record
 
-__all__ = ["MIGRATIONS", "FindingStore", "StoreError", "StoreWriter", "parse_time", "save_run"]
+__all__ = [
+    "MIGRATIONS",
+    "CaptureDigest",
+    "FindingStore",
+    "StoreError",
+    "StoreWriter",
+    "capture_digest",
+    "parse_time",
+    "save_run",
+]
 
 # Versioned schema steps, applied in order, each recorded in schema_migrations. Never edit a released step:
 # append a new one.
@@ -71,6 +84,19 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
                 started_at REAL NOT NULL,
                 ended_at REAL,
                 summary TEXT
+            )""",
+        ),
+    ),
+    (
+        3,
+        "captures: content digest of every capture file analyze merged, so one file is never counted twice",
+        (
+            """CREATE TABLE captures (
+                sha256 TEXT PRIMARY KEY,
+                path TEXT NOT NULL,
+                size INTEGER NOT NULL,
+                run_id INTEGER NOT NULL,
+                added_at REAL NOT NULL
             )""",
         ),
     ),
@@ -261,6 +287,13 @@ class FindingStore:
             for run_id, command, started, ended, summary in rows
         ]
 
+    def known_capture(self, sha256: str) -> dict[str, Any] | None:
+        """Where a capture file with this content digest was merged before: its path, run and time, or None."""
+        row = self._execute("SELECT path, run_id, added_at FROM captures WHERE sha256 = ?", (sha256,)).fetchone()
+        if row is None:
+            return None
+        return {"path": row[0], "run": row[1], "added_at": iso_time(row[2])}
+
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check``: ``"ok"`` for a sound file."""
         return self._execute("PRAGMA integrity_check").fetchone()[0]
@@ -346,6 +379,14 @@ class StoreWriter:
         store._wrote()
         return merged, row is None
 
+    def add_capture(self, sha256: str, path: str, size: int) -> None:
+        """Record that this run merged the capture file with this content digest."""
+        self.store._begin()
+        self.store._execute(
+            "INSERT OR IGNORE INTO captures (sha256, path, size, run_id, added_at) VALUES (?, ?, ?, ?, ?)",
+            (sha256, path, size, self.run_id, time.time()),
+        )
+
     def forget(self, finding: Finding) -> None:
         """The finding left memory: a later one with the same identity adds to the stored row afresh."""
         self._done.pop(identity_of(finding), None)
@@ -409,10 +450,41 @@ def _latest(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else max(a, b)
 
 
-def save_run(path: str | Path, findings: Iterable[Finding], command: str, summary: dict[str, Any] | None) -> None:
-    """Merge one finished run's findings into the store at ``path`` (created if missing)."""
+@dataclass(frozen=True)
+class CaptureDigest:
+    """A capture file's content digest, the store's identity for it whatever its name."""
+
+    path: str
+    sha256: str
+    size: int
+
+
+def capture_digest(path: str | Path) -> CaptureDigest:
+    """SHA-256 of the file's bytes (as stored: a gzip capture is hashed compressed)."""
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+                size += len(block)
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read to record it in the store: {exc.strerror or exc}") from None
+    return CaptureDigest(str(path), digest.hexdigest(), size)
+
+
+def save_run(
+    path: str | Path,
+    findings: Iterable[Finding],
+    command: str,
+    summary: dict[str, Any] | None,
+    captures: Iterable[CaptureDigest] = (),
+) -> None:
+    """Merge one finished run's findings into the store at ``path`` (created if missing), recording its captures."""
     with FindingStore(path) as store:
         writer = store.writer(command)
         for finding in findings:
             writer.write(finding)
+        for capture in captures:
+            writer.add_capture(capture.sha256, capture.path, capture.size)
         writer.finish(summary)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -17,7 +18,7 @@ from click.testing import CliRunner
 
 from passive.cli import main
 from passive.findings import MAX_EVIDENCE, EvidenceRecord, Finding, FindingType, Severity
-from passive.store import MIGRATIONS, FindingStore, StoreError, save_run
+from passive.store import MIGRATIONS, FindingStore, StoreError, capture_digest, save_run
 
 PCAPS = Path(__file__).resolve().parents[1] / "pcaps"
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
@@ -57,19 +58,24 @@ def test_new_store_uses_wal_and_records_every_migration(tmp_path: Path) -> None:
     assert versions == [version for version, _description, _steps in MIGRATIONS]
 
 
-def test_store_of_an_older_schema_is_migrated_and_keeps_its_findings(tmp_path: Path) -> None:
+@pytest.mark.parametrize("old_version", [1, 2])
+def test_store_of_an_older_schema_is_migrated_and_keeps_its_findings(tmp_path: Path, old_version: int) -> None:
     path = tmp_path / "old.db"
     save_run(path, [_ntlm_finding()], "analyze", None)
-    # Roll the file back to schema 1, as an older leakscope left it.
+    # Roll the file back to an older schema, as an older leakscope left it.
+    added_by = {2: "runs", 3: "captures"}
     db = sqlite3.connect(path)
-    db.execute("DROP TABLE runs")
-    db.execute("DELETE FROM schema_migrations WHERE version > 1")
+    for version, table in added_by.items():
+        if version > old_version:
+            db.execute(f"DROP TABLE {table}")
+    db.execute("DELETE FROM schema_migrations WHERE version > ?", (old_version,))
     db.commit()
     db.close()
     with FindingStore(path) as store:
         assert store.schema_version == MIGRATIONS[-1][0]
         assert [r["netbios_computer"] for r in store.query()] == ["EXCH19"]
-        assert store.runs() == []
+        assert len(store.runs()) == (0 if old_version < 2 else 1)
+        assert store.known_capture("0" * 64) is None
 
 
 def test_store_written_by_a_newer_version_is_refused(tmp_path: Path) -> None:
@@ -249,6 +255,38 @@ def test_analyze_db_and_findings_command_agree_with_analyze_output(tmp_path: Pat
     [before] = [r for r in reported if r["type"] == "ntlm-info"]
     assert merged["count"] == before["count"] + 1
     assert ntlm["summary"]["runs"] == 2
+
+
+def test_analyze_db_merges_each_capture_file_once_whatever_its_name(tmp_path: Path) -> None:
+    db = str(tmp_path / "f.db")
+    first, second = PCAPS / "smtp-ntlm-success-curl.pcap", PCAPS / "smtp-ntlm-success-swaks.pcap"
+    renamed = tmp_path / "copy-of-first.pcap"
+    shutil.copyfile(first, renamed)
+    runner = CliRunner()
+
+    def stored_ntlm() -> tuple[int, int]:
+        listed = json.loads(runner.invoke(main, ["findings", "--db", db, "--format", "json"]).output)
+        [ntlm] = [f for f in listed["findings"] if f["type"] == "ntlm-info"]
+        return ntlm["count"], listed["summary"]["runs"]
+
+    assert runner.invoke(main, ["analyze", str(first), "--db", db, "-o", os.devnull]).exit_code == 0
+    once = stored_ntlm()
+    # The same bytes under another name: shown in full, not merged again, and said so.
+    again = runner.invoke(main, ["analyze", str(renamed), "--db", db, "--format", "jsonl"])
+    assert again.exit_code == 0, again.output
+    assert "is already in" in again.stderr and "run 1" in again.stderr and "not merged again" in again.stderr
+    shown = [json.loads(line) for line in again.stdout.splitlines()]
+    assert [r["count"] for r in shown if r["type"] == "ntlm-info"] == [once[0]]
+    assert stored_ntlm() == once
+    # A known file with a new one (and the new one named twice): only the new one's findings are added, once.
+    alone = runner.invoke(main, ["analyze", str(second), "--format", "jsonl"])
+    [second_ntlm] = [r["count"] for r in map(json.loads, alone.stdout.splitlines()) if r["type"] == "ntlm-info"]
+    mixed = runner.invoke(main, ["analyze", str(renamed), str(second), str(second), "--db", db, "-o", os.devnull])
+    assert mixed.exit_code == 0, mixed.output
+    assert stored_ntlm() == (once[0] + second_ntlm, 2)
+    with FindingStore(db, create=False) as store:
+        assert store.known_capture(capture_digest(second).sha256)["run"] == 2
+        assert store.known_capture("0" * 64) is None
 
 
 def test_findings_command_filters_and_renders_tables_inertly(tmp_path: Path) -> None:
