@@ -421,8 +421,9 @@ class LiveCapture:
 
     Frames are numbered in the order they are received (only packets the BPF filter
     passes reach us, so these are not positions in any file). Call :meth:`stats` for
-    libpcap's receive/drop counts; ``run`` stops when ``should_stop()`` returns true,
-    after ``max_packets`` packets, or on an error.
+    libpcap's receive/drop counts; ``run`` stops when ``should_stop()`` returns true (after
+    reading what the kernel had queued, for at most ``drain_seconds``), after ``max_packets``
+    packets, or on an error.
     """
 
     def __init__(
@@ -458,6 +459,8 @@ class LiveCapture:
             raise CaptureError(f"cannot capture on {interface}: libpcap status {status}")
         self._handle = handle
         self._timeout = max(timeout_ms, 1) / 1000
+        # After should_stop(): how long at most to keep reading what was captured before the stop.
+        self.drain_seconds = max(1.0, 4 * self._timeout)
         # Non-blocking reads plus select(): with TPACKET_V3 a blocking read may wait past its timeout
         # while no packet arrives, and `should_stop` would not be looked at.
         handle.setnonblock(1)
@@ -499,16 +502,26 @@ class LiveCapture:
         frame = 0
         last_ts: float | None = None
         last_arrival = next_tick = time.monotonic()
+        drain_until: float | None = None  # set once stopping: until then, read what the kernel already queued
+        waited_idle = False
         try:
-            while not should_stop() and (max_packets is None or frame < max_packets):
+            while max_packets is None or frame < max_packets:
+                if drain_until is None and should_stop():
+                    # Bounded: on a busy span port the queue may never run dry.
+                    drain_until = time.monotonic() + self.drain_seconds
                 try:
                     buf, meta = self._handle.next_batch(256)
                 except pcapy.PcapError as exc:
                     counters.warn(f"capture on {self.interface} failed: {_one_line(exc)}")
                     break
                 if not meta:
+                    if drain_until is not None and (waited_idle or time.monotonic() >= drain_until):
+                        break  # nothing came in a whole read timeout: the kernel's queue is empty
+                    # A whole read timeout, so that TPACKET_V3 hands over its partly filled block.
                     select.select([self._handle.getfd()], [], [], self._timeout)
+                    waited_idle = drain_until is not None
                 else:
+                    waited_idle = False
                     for sec, usec, offset, caplen in _META.iter_unpack(meta):
                         frame += 1
                         counters.packets_read += 1
@@ -518,6 +531,8 @@ class LiveCapture:
                             break
                     last_arrival = time.monotonic()
                 now = time.monotonic()
+                if drain_until is not None and now >= drain_until:
+                    break
                 if now >= next_tick:
                     next_tick = now + tick_interval
                     capture_now = time.time() if last_ts is None else last_ts + (now - last_arrival)

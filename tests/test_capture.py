@@ -512,3 +512,33 @@ def test_live_capture_on_loopback_reassembles_a_session():
     assert flows and flows[0].server_data == expected
     assert flows[0].client_data == b"QUIT\r\n"
     assert stats.received >= 8 and stats.dropped == 0
+
+
+@pytest.mark.skipif(not libpcap_available(), reason="needs libpcap")
+def test_live_capture_reads_what_the_kernel_queued_before_the_stop():
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    try:
+        live = capture.LiveCapture("lo", CaptureOptions(ports=frozenset({port})), timeout_ms=50)
+    except CaptureError as exc:
+        listener.close()
+        pytest.skip(f"cannot capture on loopback here: {exc}")
+    # The whole session happens before run(): its packets wait in the kernel's capture buffer.
+    with socket.create_connection(("127.0.0.1", port)) as client:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(b"220 queued ESMTP\r\n")
+            client.recv(100)
+            client.sendall(b"QUIT\r\n")
+            conn.recv(100)
+            conn.sendall(b"221 bye\r\n")
+            client.recv(100)
+    listener.close()
+    recorder = Recorder()
+    counters = live.run(recorder, should_stop=lambda: True)  # asked to stop before reading anything
+    live.close()
+    [flow] = [r for r in recorder.flows if r.flow.server_port == port]
+    assert flow.server_data == b"220 queued ESMTP\r\n221 bye\r\n" and flow.client_data == b"QUIT\r\n"
+    assert counters.packets_read >= 8
