@@ -51,8 +51,8 @@ class MailSession:
             self._seen_data = True
             if data[:2] == b"\x16\x03" and not self.partial:
                 # A TLS record from the first byte: implicit TLS (465, 993, 995 or anywhere else).
-                self._line = Line("", frame, timestamp)
-                self._start_tls("implicit", True)
+                self._line = Line(implicit_tls_evidence(data), frame, timestamp)
+                self._start_tls("implicit", True, side)
                 self.tls_bytes += len(data)
                 return out
         buffer = self.buffers[side]
@@ -117,8 +117,8 @@ class MailSession:
             self._anomaly(ev.Side.CLIENT, "too_many_pending_commands", f"more than {MAX_PENDING} unanswered commands")
         self.pending.append(item)
 
-    def _start_tls(self, command: str, accepted: bool) -> None:
-        self._emit(ev.StartTls(ev.Side.SERVER, self._evidence(), command, accepted))
+    def _start_tls(self, command: str, accepted: bool, side: ev.Side = ev.Side.SERVER) -> None:
+        self._emit(ev.StartTls(side, self._evidence(), command, accepted))
         if accepted:
             self.tls = True
             for buffer in self.buffers.values():
@@ -163,3 +163,13 @@ def unique_upper(words: list[str]) -> list[str]:
         if word:
             seen.setdefault(word.upper(), None)
     return list(seen)
+
+
+# TLS handshake message types (RFC 8446 section 4) a connection can start with.
+_HELLO_NAMES = {1: "ClientHello", 2: "ServerHello"}
+
+
+def implicit_tls_evidence(record: bytes) -> str:
+    """The evidence line for a stream that starts with a TLS handshake record: what it was, never its bytes."""
+    hello = _HELLO_NAMES.get(record[5], "handshake message") if len(record) > 5 else "handshake record"
+    return f"[TLS {hello} from the first byte: implicit TLS]"

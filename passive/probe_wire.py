@@ -62,7 +62,8 @@ class Wire:
         TLS, and the greeting comes inside it; after STARTTLS the new dissector starts mid-conversation.
         """
         if implicit:
-            self.analyzer.feed([ev.StartTls(ev.Side.SERVER, ev.Evidence.of("", None, time.time()), "implicit", True)])
+            evidence = ev.Evidence.of("[TLS handshake completed before any line: implicit TLS]", None, time.time())
+            self.analyzer.feed([ev.StartTls(ev.Side.CLIENT, evidence, "implicit", True)])
         self.session = SESSION_TYPES[self.protocol](partial=not implicit)
         self.inside_tls = True
 

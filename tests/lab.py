@@ -5,10 +5,10 @@ What runs (all inside a server namespace, reached from a client namespace over o
 - a Samba AD DC (realm ``LEAKSCOPE.TEST``, domain ``LEAKSCOPE``, host ``DC1``) with users :data:`USER` /
   :data:`PASSWORD` and :data:`USER2` / :data:`PASSWORD2`;
 - Dovecot on :data:`SRV_IP`: POP3 110 and 1110, IMAP 143 and 1143, STLS/STARTTLS with a self-signed certificate,
-  ``PLAIN LOGIN NTLM`` (NTLM through winbind, answered by Samba);
+  POP3S 995 and IMAPS 993 (implicit TLS), ``PLAIN LOGIN NTLM`` (NTLM through winbind, answered by Samba);
 - Postfix on :data:`SRV_IP`: 25 and 2525 (``AUTH PLAIN LOGIN NTLM`` through Dovecot, STARTTLS), 587 (no AUTH before
-  STARTTLS); and on :data:`RELAY_IP` port 25 an open relay (no AUTH, no STARTTLS, relays for 10.99.0.0/24; every
-  accepted message is discarded, no DNS is asked);
+  STARTTLS), 465 (implicit TLS); and on :data:`RELAY_IP` port 25 an open relay (no AUTH, no STARTTLS, relays for
+  10.99.0.0/24; every accepted message is discarded, no DNS is asked);
 - a Windows-like NTLM server on :data:`WIN2019_IP`, :data:`WIN2022_IP` and :data:`HOSTILE_IP`, ports 25, 110 and 143
   (profiles in :data:`FAKE_PROFILES`; its challenge is built with pyspnego).
 
@@ -478,7 +478,8 @@ service imap-login {{
     port = 1143
   }}
   inet_listener imaps {{
-    port = 0
+    port = 993
+    ssl = yes
   }}
 }}
 service pop3-login {{
@@ -489,7 +490,8 @@ service pop3-login {{
     port = 1110
   }}
   inet_listener pop3s {{
-    port = 0
+    port = 995
+    ssl = yes
   }}
 }}
 """)
@@ -500,13 +502,15 @@ def start_dovecot(env: Env, smbconf: Path, cert: Path, key: Path) -> None:
     conf = dovecot_conf(env, smbconf, cert, key)
     run(["doveconf", "-c", str(conf), "-n"])
     env.spawn(env.srv(["dovecot", "-F", "-c", str(conf)]), "dovecot.out")
-    wait_listen(env, [f"{SRV_IP}:{p}" for p in (110, 143, 1110, 1143)] + [f"127.0.0.1:{SASL_PORT}"], "dovecot")
+    ports = (110, 143, 993, 995, 1110, 1143)
+    wait_listen(env, [f"{SRV_IP}:{p}" for p in ports] + [f"127.0.0.1:{SASL_PORT}"], "dovecot")
     log("dovecot: listening")
 
 
 POSTFIX_MASTER = """{srv}:25 inet n - n - - smtpd
 {srv}:587 inet n - n - - smtpd -o syslog_name=postfix/submission -o smtpd_tls_auth_only=yes
 {srv}:2525 inet n - n - - smtpd -o syslog_name=postfix/alt
+{srv}:465 inet n - n - - smtpd -o syslog_name=postfix/smtps -o smtpd_tls_wrappermode=yes
 {relay}:25 inet n - n - - smtpd -o syslog_name=postfix/relay -o myhostname={relay_host} -o mynetworks=10.99.0.0/24
   -o smtpd_relay_restrictions=permit_mynetworks,reject -o smtpd_sasl_auth_enable=no -o smtpd_tls_security_level=none
 pickup unix n - n 60 1 pickup
@@ -578,7 +582,7 @@ smtpd_tls_security_level = may
             maillog = d / "maillog"
             tail = maillog.read_text()[-2000:] if maillog.exists() else ""
             raise RuntimeError(f"postfix {action} failed (logs go to syslog before postlogd runs):\n{tail}")
-    wait_listen(env, [f"{SRV_IP}:25", f"{SRV_IP}:587", f"{SRV_IP}:2525", f"{RELAY_IP}:25"], "postfix")
+    wait_listen(env, [f"{SRV_IP}:{p}" for p in (25, 465, 587, 2525)] + [f"{RELAY_IP}:25"], "postfix")
     log("postfix: listening")
 
 

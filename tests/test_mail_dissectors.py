@@ -268,4 +268,11 @@ def test_mutated_dialogues_never_raise(data: st.DataObject) -> None:
 def test_implicit_tls_is_recorded_and_not_read() -> None:
     events = feed(ImapSession(), [(C, b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03"), (S, b"\x16\x03\x03* OK\r\n")])
     assert [(e.command, e.accepted) for e in kinds(events, ev.StartTls)] == [("implicit", True)]
+    [start] = kinds(events, ev.StartTls)
+    assert start.side is C and start.evidence.line == "[TLS ClientHello from the first byte: implicit TLS]"
     assert not kinds(events, ev.Greeting)
+    # A server that speaks first (nothing from the client yet) and a record cut after its header.
+    [start] = kinds(feed(SmtpSession(), [(S, b"\x16\x03\x03\x00\x7a\x02\x00")]), ev.StartTls)
+    assert start.side is S and start.evidence.line == "[TLS ServerHello from the first byte: implicit TLS]"
+    [start] = kinds(feed(Pop3Session(), [(C, b"\x16\x03\x01")]), ev.StartTls)
+    assert start.evidence.line == "[TLS handshake record from the first byte: implicit TLS]"

@@ -306,3 +306,66 @@ def test_relay_test_reports_accepted_variants_and_never_sends_data(mail_lab: L.M
     commands = [line.split(" ")[0].split(":")[0].upper() for line in sent.split("\r\n") if line]
     assert commands.count("RCPT") == len([v for v in relay["variants"] if v["rcpt_reply"]])
     assert "DATA" not in commands and "BDAT" not in commands
+
+
+IMPLICIT_TLS_PORTS = {465: "smtp", 993: "imap", 995: "pop3"}
+
+
+def test_implicit_tls_services_are_probed_and_recognised_on_the_wire(mail_lab: L.MailLab, tmp_path: Path) -> None:
+    """Postfix on 465 and Dovecot on 993/995 speak TLS from the first byte: the probe works inside it, and a capture
+    of real clients shows the services and their TLS, and nothing of what was said inside."""
+    tmp_path.chmod(0o755)
+    pcap, message = tmp_path / "implicit.pcap", tmp_path / "message.eml"
+    message.write_text(f"From: <{L.MAIL_FROM}>\r\nTo: <{L.MAIL_TO}>\r\nSubject: implicit TLS\r\n\r\nHello.\r\n")
+    tcpdump = subprocess.Popen(
+        mail_lab.client_command([*TCPDUMP, mail_lab.client_interface, "-w", str(pcap), f"tcp and host {L.SRV_IP}"]),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    curl = ["curl", "-sS", "-k", "--max-time", "30", "-u", f"{L.USER}:{L.PASSWORD}", "--login-options", "AUTH=PLAIN"]
+    try:
+        assert tcpdump.stderr is not None
+        assert "listening on" in tcpdump.stderr.readline().decode()
+        for argv in (
+            [f"smtps://{L.SRV_IP}/{L.EHLO_NAME}", "--mail-from", L.MAIL_FROM, "--mail-rcpt", L.MAIL_TO],
+            [f"imaps://{L.SRV_IP}/"],
+            [f"pop3s://{L.SRV_IP}/"],
+        ):
+            upload = ["-T", str(message)] if argv[0].startswith("smtps") else ["-o", "/dev/null"]
+            result = mail_lab.client([*curl, *argv, *upload])
+            assert result.returncode == 0, result.stderr
+    finally:
+        L.stop_proc(tcpdump, 2)
+
+    rc, document, stderr = _probe_cli(mail_lab, *(f"{proto}s://{L.SRV_IP}" for proto in ("smtp", "imap", "pop3")))
+    assert rc == 0, stderr
+    active = document["findings"]
+    probes = {p["server"]: p for p in document["summary"]["probes"]}
+    for port, proto in IMPLICIT_TLS_PORTS.items():
+        server = f"{L.SRV_IP}:{port}"
+        assert probes[server]["status"] == "ok" and probes[server]["starttls"] == "implicit"
+        service = _by(active, "mail-service", server)
+        assert service["protocol"] == proto and service["tls"] is True and service["starttls_result"] == "implicit"
+        assert service["tls_cert_subject"] == f"CN={L.MAIL_HOST}" and service["tls_version"].startswith("TLS")
+        assert service["banner"]  # read inside TLS
+        methods = _by(active, "auth-methods", server)
+        assert methods["mechanisms"] == [] and set(methods["mechanisms_after_tls"]) >= set(L.DOVECOT_MECHS)
+        ntlm = _by(active, "ntlm-info", server)
+        assert {k: ntlm[k] for k in NTLM_FIELDS} == {k: L.SAMBA_NTLM_SERVER[k] for k in NTLM_FIELDS}
+        assert ntlm["ntlm_over_tls"] is True
+    assert _by(active, "mail-service", f"{L.SRV_IP}:465")["software"].startswith("Postfix")
+
+    analyzed = mail_lab.client([*LEAKSCOPE, "analyze", str(pcap), "--format", "json"], timeout=120)
+    assert analyzed.returncode == 0, analyzed.stderr
+    passive = json.loads(analyzed.stdout)["findings"]
+    # Only the inventory: what was said (the PLAIN password above all) stayed inside TLS.
+    assert {(f["type"], f["server"], f["protocol"]) for f in passive} == {
+        ("mail-service", f"{L.SRV_IP}:{port}", proto) for port, proto in IMPLICIT_TLS_PORTS.items()
+    }
+    for service in passive:
+        assert service["tls"] is True and service["banner"] is None and service["starttls_offered"] is False
+        [evidence] = service["evidence"]
+        assert evidence["side"] == "client" and evidence["frame"] > 0
+        assert evidence["line"] == "[TLS ClientHello from the first byte: implicit TLS]"
+    assert L.PASSWORD.encode() not in pcap.read_bytes()
