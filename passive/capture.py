@@ -503,7 +503,7 @@ class LiveCapture:
         last_ts: float | None = None
         last_arrival = next_tick = time.monotonic()
         drain_until: float | None = None  # set once stopping: until then, read what the kernel already queued
-        waited_idle = False
+        idle_waits = 0  # read timeouts waited in a row, while stopping, with nothing read
         try:
             while max_packets is None or frame < max_packets:
                 if drain_until is None and should_stop():
@@ -515,13 +515,13 @@ class LiveCapture:
                     counters.warn(f"capture on {self.interface} failed: {_one_line(exc)}")
                     break
                 if not meta:
-                    if drain_until is not None and (waited_idle or time.monotonic() >= drain_until):
-                        break  # nothing came in a whole read timeout: the kernel's queue is empty
-                    # A whole read timeout, so that TPACKET_V3 hands over its partly filled block.
+                    # Two whole read timeouts: TPACKET_V3 retires a partly filled block on a timer, not at once.
+                    if drain_until is not None and (idle_waits >= 2 or time.monotonic() >= drain_until):
+                        break  # the kernel's queue is empty
                     select.select([self._handle.getfd()], [], [], self._timeout)
-                    waited_idle = drain_until is not None
+                    idle_waits += drain_until is not None
                 else:
-                    waited_idle = False
+                    idle_waits = 0
                     for sec, usec, offset, caplen in _META.iter_unpack(meta):
                         frame += 1
                         counters.packets_read += 1

@@ -6,7 +6,7 @@ import binascii
 import json
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -31,6 +31,7 @@ from passive.counters import CaptureCounters
 from passive.output import dumps, finding_record, summary_record
 from passive.progress import packet_progress
 from passive.safe_text import printable
+from passive.store import CaptureDigest, FindingStore, StoreError, capture_digest, save_run
 
 # Carrier prefixes a user may paste along with the blob: "334 ", "+ ", "AUTH NTLM ", "A1 AUTHENTICATE NTLM ".
 _CARRIER_PREFIX = re.compile(r"^(?:334[ -]|\+\s|(?:\S+\s+)?AUTH(?:ENTICATE)?\s+NTLM\s+)", re.IGNORECASE)
@@ -171,6 +172,7 @@ def analyze(
     options = CaptureOptions(all_ports=all_ports, bpf=bpf)
     counters = CaptureCounters()
     err = Console(stderr=True, highlight=False)
+    plan = _store_plan(db, captures) if db else {}
     failed = _analyze_captures(captures, analysis, options, counters, err)
     for warning in counters.warnings:
         click.echo(f"leakscope: warning: {printable(warning)}", err=True)
@@ -184,25 +186,29 @@ def analyze(
     sessions = [vars(s) for s in analysis.sessions] if keep_events else None
     emit_records(output_format, output, records, summary, sessions=sessions)
     if db:
-        analyzed = [path for path in captures if path not in failed]
-        _save_to_store(db, analyzed, findings, summary, lambda: Analysis(analysis.options), options, err)
+        _save_to_store(db, plan, captures, failed, analysis, summary, options, err)
     if failed:
         raise SystemExit(1)
 
 
 def _analyze_captures(
-    captures: Sequence[str], analysis: Analysis, options: CaptureOptions, counters: CaptureCounters, err: Console
+    captures: Sequence[str],
+    analysis: Analysis,
+    options: CaptureOptions,
+    counters: CaptureCounters,
+    err: Console,
+    purpose: str = "",
 ) -> list[str]:
     """Feed each capture to the analysis; returns the ones that failed (their one-line errors printed)."""
     failed: list[str] = []
     for path in captures:
         analysis.file = path
         try:
-            with packet_progress(err, path, counters):
+            with packet_progress(err, path + purpose, counters):
                 analyze_file(path, analysis.handler_factory, options, counters=counters)
         except CaptureError as error:
             failed.append(path)
-            click.echo(f"leakscope: error: {printable(error)}", err=True)
+            click.echo(f"leakscope: error: {printable(error)}{purpose}", err=True)
     return failed
 
 
@@ -221,46 +227,61 @@ def _run_summary(analysis: Analysis, counters: CaptureCounters, captures: int, f
     )
 
 
+def _store_plan(db: str, captures: Sequence[str]) -> dict[str, CaptureDigest]:
+    """Before analysis: the capture files the store does not hold yet, by content digest (first name kept).
+
+    Checked up front so that a bad store fails before a long analysis, and the digest is of the bytes analyzed
+    next. A file that cannot be read is left to the analysis to report.
+    """
+    try:
+        with FindingStore(db) as store:
+            plan: dict[str, CaptureDigest] = {}
+            for path in captures:
+                try:
+                    digest = capture_digest(path)
+                except StoreError:
+                    continue
+                before = store.known_capture(digest.sha256)
+                if before is not None:
+                    click.echo(
+                        f"leakscope: note: {printable(path)} is already in {printable(db)} (run {before['run']}, "
+                        f"as {printable(before['path'])}); its findings are not merged again",
+                        err=True,
+                    )
+                else:
+                    plan.setdefault(digest.sha256, digest)
+            return plan
+    except StoreError as error:
+        raise UserError(str(error)) from None
+
+
 def _save_to_store(
     db: str,
-    analyzed: list[str],
-    findings: list[Any],
+    plan: dict[str, CaptureDigest],
+    captures: Sequence[str],
+    failed: Sequence[str],
+    analysis: Analysis,
     summary: dict[str, Any],
-    new_analysis: Callable[[], Analysis],
     options: CaptureOptions,
     err: Console,
 ) -> None:
-    """Merge the run into the store, leaving out capture files (by content) the store already holds."""
-    from passive.store import FindingStore, StoreError, capture_digest, save_run
-
-    try:
-        digests = [capture_digest(path) for path in analyzed]
-        with FindingStore(db) as store:
-            known = {d.sha256: store.known_capture(d.sha256) for d in digests}
-    except StoreError as error:
-        raise UserError(str(error)) from None
-    fresh: dict[str, Any] = {}
-    for digest in digests:
-        before = known[digest.sha256]
-        if before is not None:
-            click.echo(
-                f"leakscope: note: {printable(digest.path)} is already in {printable(db)} (run {before['run']}, "
-                f"as {printable(before['path'])}); its findings are not merged again",
-                err=True,
-            )
-        else:
-            fresh.setdefault(digest.sha256, digest)
+    """Merge the run's findings into the store, leaving out capture files (by content) the store already holds."""
+    fresh = [d for d in plan.values() if d.path not in failed]
     if not fresh:
         return
-    if len(fresh) < len(digests):
-        # Some files were merged before (or named twice): the store gets a run over the new files alone.
-        analysis = new_analysis()
+    findings = list(analysis.findings)
+    if len(fresh) < len(captures):
+        # Some files were merged before, failed or were named twice: the store gets a run over the new files alone.
+        analysis = Analysis(analysis.options)
         counters = CaptureCounters()
-        _analyze_captures([d.path for d in fresh.values()], analysis, options, counters, err)
+        store_failed = _analyze_captures([d.path for d in fresh], analysis, options, counters, err, " (store)")
+        fresh = [d for d in fresh if d.path not in store_failed]
         findings = list(analysis.findings)
-        summary = _run_summary(analysis, counters, len(fresh), 0)
+        summary = _run_summary(analysis, counters, len(fresh), len(store_failed))
+        if not fresh:
+            return
     try:
-        save_run(db, findings, "analyze", summary, captures=fresh.values())
+        save_run(db, findings, "analyze", summary, captures=fresh)
     except StoreError as error:
         raise UserError(str(error)) from None
 

@@ -15,6 +15,7 @@ Passwords are never written: records are stored masked, whatever ``--show-secret
 
 ``leakscope analyze --db`` also records the SHA-256 of each capture file it merged (table ``captures``): a file
 already merged, under any name, is not merged again, so analyzing the same capture twice does not double its counts.
+The digest is of the file as stored: the same packets in another file (compressed, re-saved, cut) are another file.
 
 Reading::
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -234,6 +236,14 @@ class FindingStore:
             return True
         return False
 
+    def rollback(self) -> None:
+        """Forget what was written since the last commit."""
+        if self._db.in_transaction:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: cannot roll back: {exc}") from None
+
     def commit(self) -> None:
         try:
             if self._db.in_transaction:
@@ -328,6 +338,7 @@ class StoreWriter:
     def __init__(self, store: FindingStore, command: str) -> None:
         self.store = store
         self._done: dict[Identity, _Contribution] = {}
+        store._begin()  # the run's row lands with its findings, or not at all
         cursor = store._execute("INSERT INTO runs (command, started_at) VALUES (?, ?)", (command, time.time()))
         self.run_id = cursor.lastrowid
         self.written = 0
@@ -379,13 +390,14 @@ class StoreWriter:
         store._wrote()
         return merged, row is None
 
-    def add_capture(self, sha256: str, path: str, size: int) -> None:
-        """Record that this run merged the capture file with this content digest."""
+    def add_capture(self, sha256: str, path: str, size: int) -> bool:
+        """Record that this run merges the capture file with this digest; False if another run already did."""
         self.store._begin()
-        self.store._execute(
+        cursor = self.store._execute(
             "INSERT OR IGNORE INTO captures (sha256, path, size, run_id, added_at) VALUES (?, ?, ?, ?, ?)",
             (sha256, path, size, self.run_id, time.time()),
         )
+        return cursor.rowcount == 1
 
     def forget(self, finding: Finding) -> None:
         """The finding left memory: a later one with the same identity adds to the stored row afresh."""
@@ -480,11 +492,22 @@ def save_run(
     summary: dict[str, Any] | None,
     captures: Iterable[CaptureDigest] = (),
 ) -> None:
-    """Merge one finished run's findings into the store at ``path`` (created if missing), recording its captures."""
-    with FindingStore(path) as store:
+    """Merge one finished run's findings into the store at ``path`` (created if missing), recording its captures.
+
+    All or nothing, in one transaction: an interrupted merge leaves the store as it was, and a capture file another
+    run merged in the meantime makes this one merge nothing (``StoreError``).
+    """
+    store = FindingStore(path, commit_interval=float("inf"), commit_every=sys.maxsize)
+    try:
         writer = store.writer(command)
+        for capture in captures:
+            if not writer.add_capture(capture.sha256, capture.path, capture.size):
+                raise StoreError(f"{capture.path}: merged into {path} by another run meanwhile; not merged again")
         for finding in findings:
             writer.write(finding)
-        for capture in captures:
-            writer.add_capture(capture.sha256, capture.path, capture.size)
         writer.finish(summary)
+    except BaseException:
+        store.rollback()
+        raise
+    finally:
+        store.close()

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from click.testing import CliRunner
 
 from passive.cli import main
 from passive.findings import MAX_EVIDENCE, EvidenceRecord, Finding, FindingType, Severity
-from passive.store import MIGRATIONS, FindingStore, StoreError, capture_digest, save_run
+from passive.store import MIGRATIONS, CaptureDigest, FindingStore, StoreError, capture_digest, save_run
 
 PCAPS = Path(__file__).resolve().parents[1] / "pcaps"
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
@@ -287,6 +288,27 @@ def test_analyze_db_merges_each_capture_file_once_whatever_its_name(tmp_path: Pa
     with FindingStore(db, create=False) as store:
         assert store.known_capture(capture_digest(second).sha256)["run"] == 2
         assert store.known_capture("0" * 64) is None
+
+
+def test_save_run_is_all_or_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "f.db"
+    capture = CaptureDigest("day1.pcap", "ab" * 32, 100)
+    save_run(path, [_ntlm_finding(times=(T0,))], "analyze", None, captures=[capture])
+
+    def interrupted() -> Iterator[Finding]:
+        yield _ntlm_finding(times=(T0 + 1,))
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        save_run(path, interrupted(), "analyze", None, captures=[CaptureDigest("day2.pcap", "cd" * 32, 100)])
+    # The same file merged by another run meanwhile: this run merges nothing.
+    again = CaptureDigest("day1-again.pcap", capture.sha256, capture.size)
+    with pytest.raises(StoreError, match=r"day1-again\.pcap: merged into .* by another run meanwhile"):
+        save_run(path, [_ntlm_finding(times=(T0 + 2,))], "analyze", None, captures=[again])
+    with FindingStore(path, create=False) as store:
+        assert [r["count"] for r in store.query()] == [1]
+        assert len(store.runs()) == 1
+        assert store.known_capture("cd" * 32) is None and store.known_capture("ab" * 32)["path"] == "day1.pcap"
 
 
 def test_findings_command_filters_and_renders_tables_inertly(tmp_path: Path) -> None:
