@@ -32,9 +32,14 @@ class FindingType(enum.StrEnum):
 
 
 def iso_time(timestamp: float | None) -> str | None:
+    """ISO 8601 UTC with microseconds; None when absent or outside years 1-9999 (a pcapng block can say anything)."""
     if timestamp is None:
         return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    try:
+        moment = datetime.fromtimestamp(timestamp, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 SECRET_MASK = "********"

@@ -187,7 +187,10 @@ def _entry_line(entry: FeedEntry) -> str:
 def _clock(timestamp: float | None) -> str:
     if timestamp is None:
         return "--:--:--"
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%H:%M:%S")
+    try:
+        return datetime.fromtimestamp(timestamp, UTC).strftime("%H:%M:%S")
+    except (ValueError, OverflowError, OSError):  # a capture clock outside years 1-9999
+        return "--:--:--"
 
 
 def _dashboard(monitor: Monitor) -> Group:

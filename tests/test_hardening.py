@@ -29,7 +29,7 @@ from fuzz.harnesses import HARNESSES
 from passive.capture import CaptureOptions, analyze_file
 from passive.counters import CaptureCounters
 from passive.detectors import RunStats, SessionAnalyzer, SessionContext
-from passive.findings import EvidenceRecord, FindingSet, FindingType, Severity
+from passive.findings import EvidenceRecord, FindingSet, FindingType, Severity, iso_time
 from passive.output import dumps, finding_record, render_tables, summary_record, write_json, write_jsonl
 from passive.reassembly import Reassembler
 from passive.safe_text import printable
@@ -135,6 +135,19 @@ def test_frame_cut_after_tcp_header_delivers_a_gap_not_an_empty_chunk() -> None:
     record = recorder.flows[0]
     assert all(chunk.data for chunk in record.chunks[0])
     assert record.gaps and record.gaps[0][1] == 60
+
+
+def test_capture_clock_past_year_9999_gives_null_times(tmp_path: Path) -> None:
+    """A pcapng interface with if_tsresol 10^0 and a 64-bit stamp: a year no datetime holds, so times are null."""
+    path = REGRESSIONS / "capture-timestamp-year-45995525.pcapng"
+    assert iso_time(1.45e15) is None and iso_time(-1e12) is None and iso_time(0.0) == "1970-01-01T00:00:00.000000Z"
+    for output_format in ("table", "jsonl", "json"):
+        done = subprocess.run(["leakscope", "analyze", "--format", output_format, path], capture_output=True)
+        assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr
+    findings = json.loads(done.stdout)["findings"]  # the last run's, --format json
+    assert findings and all(f["first_seen"] is None and f["evidence"][0]["time"] is None for f in findings)
+    report = subprocess.run(["leakscope", "report", path, "-o", tmp_path / "r.html"], capture_output=True)
+    assert report.returncode == 0 and b"Traceback" not in report.stderr, report.stderr
 
 
 def test_capture_name_that_is_not_utf8(tmp_path: Path) -> None:
