@@ -8,6 +8,7 @@ short CI runs (``tests/test_hardening.py``).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -363,3 +364,8 @@ HARNESSES: dict[str, Harness] = {
         Harness("capture", capture_file, 16384, "capture", rss_limit_mb=8192),
     )
 }
+
+
+def finding_stem(harness: str, signature: str) -> str:
+    """File name (without suffix) under which a finding with this signature is saved: one per distinct bug."""
+    return f"{harness}-{hashlib.sha1(signature.encode()).hexdigest()[:12]}"

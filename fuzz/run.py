@@ -30,12 +30,13 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from fuzz import seeds  # noqa: E402
-from fuzz.harnesses import HARNESSES  # noqa: E402
+from fuzz.harnesses import HARNESSES, finding_stem  # noqa: E402
 
 _DONE = re.compile(r"Done (\d+) runs in (\d+) second")
 _EXECUTED = re.compile(r"stat::number_of_executed_units:\s*(\d+)")
 _COVERAGE = re.compile(r"\bcov: (\d+) ft: (\d+)")
 _ARTIFACT = re.compile(r"Test unit written to (\S+)")
+_FINDING = re.compile(r"^FINDING (\S+)$", re.MULTILINE)
 
 
 @dataclass
@@ -88,8 +89,12 @@ def run_harness(name: str, iterations: int, workdir: Path, max_total_time: int, 
     coverage = _COVERAGE.findall(text)
     if coverage:
         result.coverage, result.features = int(coverage[-1][0]), int(coverage[-1][1])
-    new = sorted(p.name for p in findings.iterdir() if p.name not in before and not p.name.endswith(".txt"))
-    result.findings = [str(findings / n) for n in new]
+    # What this run found: signatures the worker reported (their files may predate the run, being overwritten
+    # for a bug found again), libFuzzer's own artifacts, and any other new file.
+    found = {str(findings / f"{finding_stem(name, key)}.bin") for key in _FINDING.findall(text)}
+    found.update(_ARTIFACT.findall(text))
+    found.update(str(findings / p.name) for p in findings.iterdir() if p.name not in before and p.suffix != ".txt")
+    result.findings = sorted(found)
     result.stopped_early = result.iterations < iterations and not max_total_time
     return result
 

@@ -7,7 +7,6 @@ signature (exception type and the innermost leakscope frame) under FINDINGS_DIR,
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import traceback
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports(include=["dissectors", "passive", "fuzz"]):
-    from fuzz.harnesses import HARNESSES
+    from fuzz.harnesses import HARNESSES, finding_stem
 
 
 def signature(error: BaseException) -> str:
@@ -39,7 +38,7 @@ def main() -> None:
             if key in seen:
                 return
             seen.add(key)
-            stem = f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+            stem = finding_stem(name, key)
             (findings / f"{stem}.bin").write_bytes(data)
             (findings / f"{stem}.txt").write_text(f"{key}\n\n{traceback.format_exc()}")
             print(f"FINDING {key}", file=sys.stderr, flush=True)
