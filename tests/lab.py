@@ -20,6 +20,7 @@ Use from tests (as root)::
         lab.client(["curl", f"pop3://{SRV_IP}:110/"])   # runs in the client namespace
         lab.client_interface                     # "lt<pid>-c": capture or monitor the clients' traffic here
         lab.client_command(["tcpdump", ...])     # argv prefix for a long-running process in the client namespace
+        with lab.recording(pcap, "tcp port 25"): ...   # tcpdump writes the clients' traffic while the body runs
 
 ``tests/conftest.py`` offers it as the session-scoped fixture ``mail_lab``. ``pcaps/make_captures.py`` builds the same
 lab under other names (:data:`CAPTURE_NAMES`), so a test run and a capture run never collide.
@@ -44,6 +45,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -942,6 +944,23 @@ class MailLab:
     def client_command(self, argv: list[str]) -> list[str]:
         """``argv`` prefixed so that it runs in the client namespace (for subprocess.Popen and friends)."""
         return in_ns(self.names.ns_cli, argv)
+
+    @contextlib.contextmanager
+    def recording(self, pcap: Path, bpf: str) -> Iterator[None]:
+        """tcpdump on :attr:`client_interface` writes ``pcap`` while the body runs (capture started when entered)."""
+        argv = ["tcpdump", "-Z", "root", "--immediate-mode", "-U", "-n", "-i", self.client_interface]
+        tcpdump = subprocess.Popen(
+            self.client_command([*argv, "-w", str(pcap), bpf]),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            assert tcpdump.stderr is not None
+            assert "listening on" in tcpdump.stderr.readline().decode()
+            yield
+        finally:
+            stop_proc(tcpdump, signal.SIGINT)  # tcpdump flushes and exits
 
     def client(
         self, argv: list[str], *, timeout: float = 60, env: dict[str, str] | None = None, stdin: bytes | None = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from passive.nmap_xml import NmapXmlError, parse_nmap_xml
 from tests import lab as L
 
 LEAKSCOPE = [sys.executable, "-c", "from passive.cli import main; main()"]
-TCPDUMP = ("tcpdump", "-Z", "root", "--immediate-mode", "-U", "-n", "-i")
 PCAPS = Path(__file__).resolve().parents[1] / "pcaps"
 
 NMAP_XML = b"""<?xml version="1.0"?>
@@ -164,15 +162,7 @@ def test_probe_of_a_recorded_server_agrees_with_the_capture(mail_lab: L.MailLab,
     tmp_path.chmod(0o755)
     pcap, message = tmp_path / "session.pcap", tmp_path / "message.eml"
     message.write_text(f"From: <{L.MAIL_FROM}>\r\nTo: <{L.MAIL_TO}>\r\nSubject: compare\r\n\r\nHello.\r\n")
-    tcpdump = subprocess.Popen(
-        mail_lab.client_command([*TCPDUMP, mail_lab.client_interface, "-w", str(pcap), f"tcp and host {L.SRV_IP}"]),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        assert tcpdump.stderr is not None
-        assert "listening on" in tcpdump.stderr.readline().decode()
+    with mail_lab.recording(pcap, f"tcp and host {L.SRV_IP}"):
         for argv in (
             _curl(f"smtp://{L.SRV_IP}:25/{L.EHLO_NAME}", "AUTH=NTLM", message),
             _curl(f"pop3://{L.SRV_IP}:110/", "AUTH=NTLM"),
@@ -180,8 +170,6 @@ def test_probe_of_a_recorded_server_agrees_with_the_capture(mail_lab: L.MailLab,
         ):
             result = mail_lab.client(argv)
             assert result.returncode == 0, result.stderr
-    finally:
-        L.stop_proc(tcpdump, 2)
     proc = mail_lab.client(
         [*LEAKSCOPE, "compare", "--passive", str(pcap), "--probe-seen", "--format", "json"], timeout=120
     )

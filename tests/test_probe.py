@@ -25,7 +25,6 @@ from tests import lab as L
 
 LEAKSCOPE = [sys.executable, "-c", "from passive.cli import main; main()"]
 TSHARK_PAYLOAD = ("-T", "fields", "-e", "tcp.payload")
-TCPDUMP = ("tcpdump", "-Z", "root", "--immediate-mode", "-U", "-n", "-i")
 NTLM_FIELDS = ("target_name", "netbios_computer", "netbios_domain", "dns_computer", "dns_domain", "dns_tree")
 
 
@@ -282,18 +281,8 @@ def _client_payloads(pcap: Path, server_port: int) -> str:
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
 def test_relay_test_reports_accepted_variants_and_never_sends_data(mail_lab: L.MailLab, tmp_path: Path) -> None:
     pcap = tmp_path / "relay.pcap"
-    tcpdump = subprocess.Popen(
-        mail_lab.client_command([*TCPDUMP, mail_lab.client_interface, "-w", str(pcap), f"tcp and host {L.RELAY_IP}"]),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        assert tcpdump.stderr is not None
-        assert "listening on" in tcpdump.stderr.readline().decode()
+    with mail_lab.recording(pcap, f"tcp and host {L.RELAY_IP}"):
         rc, document, _ = _probe_cli(mail_lab, f"smtp://{L.RELAY_IP}", "--relay-test", "--relay-to", "example.net")
-    finally:
-        L.stop_proc(tcpdump, 2)  # SIGINT: tcpdump flushes and exits
     assert rc == 0
     findings = document["findings"]
     relay = _by(findings, "mail-service", f"{L.RELAY_IP}:25")["relay_test"]
@@ -317,16 +306,8 @@ def test_implicit_tls_services_are_probed_and_recognised_on_the_wire(mail_lab: L
     tmp_path.chmod(0o755)
     pcap, message = tmp_path / "implicit.pcap", tmp_path / "message.eml"
     message.write_text(f"From: <{L.MAIL_FROM}>\r\nTo: <{L.MAIL_TO}>\r\nSubject: implicit TLS\r\n\r\nHello.\r\n")
-    tcpdump = subprocess.Popen(
-        mail_lab.client_command([*TCPDUMP, mail_lab.client_interface, "-w", str(pcap), f"tcp and host {L.SRV_IP}"]),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
     curl = ["curl", "-sS", "-k", "--max-time", "30", "-u", f"{L.USER}:{L.PASSWORD}", "--login-options", "AUTH=PLAIN"]
-    try:
-        assert tcpdump.stderr is not None
-        assert "listening on" in tcpdump.stderr.readline().decode()
+    with mail_lab.recording(pcap, f"tcp and host {L.SRV_IP}"):
         for argv in (
             [f"smtps://{L.SRV_IP}/{L.EHLO_NAME}", "--mail-from", L.MAIL_FROM, "--mail-rcpt", L.MAIL_TO],
             [f"imaps://{L.SRV_IP}/"],
@@ -335,8 +316,6 @@ def test_implicit_tls_services_are_probed_and_recognised_on_the_wire(mail_lab: L
             upload = ["-T", str(message)] if argv[0].startswith("smtps") else ["-o", "/dev/null"]
             result = mail_lab.client([*curl, *argv, *upload])
             assert result.returncode == 0, result.stderr
-    finally:
-        L.stop_proc(tcpdump, 2)
 
     rc, document, stderr = _probe_cli(mail_lab, *(f"{proto}s://{L.SRV_IP}" for proto in ("smtp", "imap", "pop3")))
     assert rc == 0, stderr
