@@ -66,7 +66,7 @@ class ChallengeCounter:
 
 
 def worker(path: str, mode: str) -> None:
-    from passive.capture import CaptureOptions, analyze_file
+    from passive.capture.engine import CaptureOptions, analyze_file
 
     options = {
         "exact": CaptureOptions(),
@@ -114,7 +114,7 @@ def meta(path: Path) -> dict:
 
 
 def mail_filter() -> str:
-    from passive.capture import build_bpf_filter
+    from passive.capture.engine import build_bpf_filter
 
     return build_bpf_filter()
 

@@ -39,7 +39,7 @@ ROOT = HERE.parent
 OUT = HERE / "out"
 NAMESPACE = "lssoak"
 REPLAY_IF, WATCH_IF = "lssoak-r", "lssoak-w"
-LEAKSCOPE = [sys.executable, "-c", "from passive.cli import main; main()"]
+LEAKSCOPE = [sys.executable, "-c", "from passive.cli.main import main; main()"]
 
 
 def run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -1,7 +1,7 @@
 """Fuzz harnesses: each takes one input (bytes) and raises only when leakscope misbehaves.
 
 The only exceptions a harness swallows are the documented ones: :class:`~dissectors.ntlmssp.DecodeError` from the
-NTLMSSP decoder and :class:`~passive.capture.CaptureError` from the capture readers. Anything else, including a
+NTLMSSP decoder and :class:`~passive.capture.engine.CaptureError` from the capture readers. Anything else, including a
 failed invariant (an ``AssertionError``), is a finding. The same functions serve atheris (``fuzz/worker.py``) and the
 short CI runs (``tests/test_hardening.py``).
 """
@@ -28,14 +28,14 @@ from dissectors.pop3 import Pop3Session
 from dissectors.session import MailSession
 from dissectors.smtp import SmtpSession
 from fuzz.conversation import CLIENT, parse
-from passive import linklayer
-from passive.analysis import Analysis, AnalysisOptions, event_dict
-from passive.capture import CaptureError, CaptureOptions, analyze_file
-from passive.counters import CaptureCounters
-from passive.detectors import RunStats, SessionAnalyzer, SessionContext
-from passive.findings import EvidenceRecord, FindingSet, FindingType, Severity
-from passive.output import _cell, dumps, finding_record, render_tables, summary_record, write_jsonl
-from passive.reassembly import Chunk, CloseReason, Direction, Flow, Reassembler, default_mail_classifier
+from passive.capture import linklayer
+from passive.analysis.pipeline import Analysis, AnalysisOptions, event_dict
+from passive.capture.engine import CaptureError, CaptureOptions, analyze_file
+from passive.capture.counters import CaptureCounters
+from passive.analysis.detectors.session import RunStats, SessionAnalyzer, SessionContext
+from passive.findings.model import EvidenceRecord, FindingSet, FindingType, Severity
+from passive.results.records import _cell, dumps, finding_record, render_tables, summary_record, write_jsonl
+from passive.capture.reassembly import Chunk, CloseReason, Direction, Flow, Reassembler, default_mail_classifier
 
 # Anomaly codes the NTLMSSP decoder documents (README); any other code is a finding.
 NTLM_ANOMALY_CODES = frozenset(

@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fuzz.conversation import CLIENT, SERVER, Record, encode
-from passive.capture import CaptureError, CaptureOptions, analyze_file
-from passive.linklayer import SUPPORTED_LINKTYPES
-from passive.pcapfile import PacketReader
-from passive.reassembly import Chunk, CloseReason, Direction, Flow
+from passive.capture.engine import CaptureError, CaptureOptions, analyze_file
+from passive.capture.linklayer import SUPPORTED_LINKTYPES
+from passive.capture.pcapfile import PacketReader
+from passive.capture.reassembly import Chunk, CloseReason, Direction, Flow
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus"

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import passive.capture as capture
-from passive.capture import CaptureError, CaptureOptions, analyze_file, build_bpf_filter, libpcap_available
-from passive.counters import CaptureCounters
-from passive.linklayer import (
+import passive.capture.engine as capture
+from passive.capture.engine import CaptureError, CaptureOptions, analyze_file, build_bpf_filter, libpcap_available
+from passive.capture.counters import CaptureCounters
+from passive.capture.linklayer import (
     FRAGMENT_V4,
     FRAGMENT_V6,
     MALFORMED,
@@ -27,7 +27,7 @@ from passive.linklayer import (
     TOO_MANY_TAGS,
     decode_tcp,
 )
-from passive.reassembly import Direction, Reassembler
+from passive.capture.reassembly import Direction, Reassembler
 from tests.helpers_capture import (
     ACK,
     PSH,

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from dissectors import ntlmssp
-from passive.cli import main
+from passive.cli.main import main
 
 HOSTILE = "[bold red]x[/]\x1b[31m<script>alert(1)</script>\x1b]8;;http://x\x07'\"\u202e"
 

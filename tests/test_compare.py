@@ -11,12 +11,12 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from passive.cli import main
-from passive.compare import compare, from_nmap, from_records, read_records, render_comparison
-from passive.nmap_xml import NmapXmlError, parse_nmap_xml
+from passive.cli.main import main
+from passive.results.compare import compare, from_nmap, from_records, read_records, render_comparison
+from passive.results.nmap_xml import NmapXmlError, parse_nmap_xml
 from tests import lab as L
 
-LEAKSCOPE = [sys.executable, "-c", "from passive.cli import main; main()"]
+LEAKSCOPE = [sys.executable, "-c", "from passive.cli.main import main; main()"]
 PCAPS = Path(__file__).resolve().parents[1] / "pcaps"
 
 NMAP_XML = b"""<?xml version="1.0"?>

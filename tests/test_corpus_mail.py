@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from passive.analysis import Analysis, AnalysisOptions
-from passive.capture import CaptureError, CaptureOptions, analyze_file
-from passive.output import finding_record
+from passive.analysis.pipeline import Analysis, AnalysisOptions
+from passive.capture.engine import CaptureError, CaptureOptions, analyze_file
+from passive.results.records import finding_record
 from tests.corpus import CORPUS, require_corpus
 
 CAPTURES = sorted(p for p in (CORPUS / "pcaps").glob("*/*") if p.is_file()) if (CORPUS / "pcaps").is_dir() else []

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from passive.capture import MAIL_PORTS, CaptureOptions, analyze_file, libpcap_available
-from passive.counters import CaptureCounters
-from passive.reassembly import Direction
+from passive.capture.engine import MAIL_PORTS, CaptureOptions, analyze_file, libpcap_available
+from passive.capture.counters import CaptureCounters
+from passive.capture.reassembly import Direction
 from tests.helpers_capture import Recorded, Recorder
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"

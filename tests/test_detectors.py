@@ -11,10 +11,10 @@ from rich.console import Console
 
 from dissectors import events as ev
 from dissectors import ntlmssp
-from passive.analysis import Analysis, AnalysisOptions
-from passive.detectors import hashcat_line
-from passive.mailproto import NOT_MAIL, identify
-from passive.output import MASK, finding_record, render_tables, summary_record, write_jsonl
+from passive.analysis.pipeline import Analysis, AnalysisOptions
+from passive.analysis.detectors.session import hashcat_line
+from dissectors.registry import NOT_MAIL, identify
+from passive.results.records import MASK, finding_record, render_tables, summary_record, write_jsonl
 
 C, S = ev.Side.CLIENT, ev.Side.SERVER
 

@@ -26,13 +26,13 @@ from dissectors import events as ev
 from dissectors import ntlmssp
 from fuzz import corrupt, floods, seeds
 from fuzz.harnesses import HARNESSES
-from passive.capture import CaptureOptions, analyze_file
-from passive.counters import CaptureCounters
-from passive.detectors import RunStats, SessionAnalyzer, SessionContext
-from passive.findings import EvidenceRecord, FindingSet, FindingType, Severity, iso_time
-from passive.output import dumps, finding_record, render_tables, summary_record, write_json, write_jsonl
-from passive.reassembly import Reassembler
-from passive.safe_text import printable
+from passive.capture.engine import CaptureOptions, analyze_file
+from passive.capture.counters import CaptureCounters
+from passive.analysis.detectors.session import RunStats, SessionAnalyzer, SessionContext
+from passive.findings.model import EvidenceRecord, FindingSet, FindingType, Severity, iso_time
+from passive.results.records import dumps, finding_record, render_tables, summary_record, write_json, write_jsonl
+from passive.capture.reassembly import Reassembler
+from passive.core.text import printable
 from tests.corpus import require_corpus
 from tests.helpers_capture import Recorder
 
@@ -324,7 +324,7 @@ class _Tags(html.parser.HTMLParser):
 
 
 def _html_structure(strings: list[str]) -> _Tags:
-    from passive.report import build_report, render_html
+    from passive.results.report import build_report, render_html
 
     page = render_html(build_report(_hostile_findings(strings), redact=False))
     parser = _Tags()
@@ -333,7 +333,7 @@ def _html_structure(strings: list[str]) -> _Tags:
 
 
 def test_html_report_keeps_hostile_strings_inert() -> None:
-    pytest.importorskip("passive.report")
+    pytest.importorskip("passive.results.report")
     hostile = _html_structure(HOSTILE)
     benign = _html_structure([f"benign-{n}" for n in range(len(HOSTILE))])
     assert hostile.tags == benign.tags  # the same elements as for plain names: nothing injected

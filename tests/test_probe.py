@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 
 from dissectors import ntlmssp
-from passive.compare import compare, from_nmap, from_records
-from passive.nmap_xml import read_nmap_xml
-from passive.output import finding_record
-from passive.probe import ProbeOptions, probe_services, relay_variants
-from passive.probe_targets import Service, TargetError, parse_ports, parse_target, parse_targets
+from passive.results.compare import compare, from_nmap, from_records
+from passive.results.nmap_xml import read_nmap_xml
+from passive.results.records import finding_record
+from passive.probe.prober import ProbeOptions, probe_services, relay_variants
+from passive.probe.targets import Service, TargetError, parse_ports, parse_target, parse_targets
 from tests import lab as L
 
-LEAKSCOPE = [sys.executable, "-c", "from passive.cli import main; main()"]
+LEAKSCOPE = [sys.executable, "-c", "from passive.cli.main import main; main()"]
 TSHARK_PAYLOAD = ("-T", "fields", "-e", "tcp.payload")
 NTLM_FIELDS = ("target_name", "netbios_computer", "netbios_domain", "dns_computer", "dns_domain", "dns_tree")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from passive.counters import CaptureCounters
-from passive.reassembly import Chunk, CloseReason, Direction, Flow, Reassembler, default_mail_classifier
+from passive.capture.counters import CaptureCounters
+from passive.capture.reassembly import Chunk, CloseReason, Direction, Flow, Reassembler, default_mail_classifier
 from tests.helpers_capture import ACK, FIN, PSH, RST, SYN, Recorder, ip4, ip6
 
 C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT

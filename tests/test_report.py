@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
-from passive.cli import main
-from passive.report import build_report, render_html, render_markdown
+from passive.cli.main import main
+from passive.results.report import build_report, render_html, render_markdown
 from tests.helpers_capture import ethernet_frames, pcap_bytes, smtp_session_segments
 
 PCAPS = Path(__file__).resolve().parents[1] / "pcaps"
@@ -408,9 +408,9 @@ def test_json_document_and_jsonl_give_the_same_report(tmp_path: Path) -> None:
 
 
 def test_report_from_a_findings_store(tmp_path: Path) -> None:
-    from passive.analysis import Analysis
-    from passive.capture import analyze_file
-    from passive.store import save_run
+    from passive.analysis.pipeline import Analysis
+    from passive.capture.engine import analyze_file
+    from passive.results.store import save_run
 
     analysis = Analysis()
     for capture in pcaps("smtp-win2019-ntlm-success-curl.pcap", "smtp-open-relay-swaks.pcap"):

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from passive.analysis import Analysis, AnalysisOptions
-from passive.capture import CaptureOptions, analyze_file
-from passive.mailproto import MAIL_PORTS
-from passive.output import MASK, finding_record
+from passive.analysis.pipeline import Analysis, AnalysisOptions
+from passive.capture.engine import CaptureOptions, analyze_file
+from dissectors.registry import MAIL_PORTS
+from passive.results.records import MASK, finding_record
 
 PCAPS = Path(__file__).resolve().parents[1] / "pcaps"
 EXPECTED = sorted(PCAPS.glob("*.expected.json"))

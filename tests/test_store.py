@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from passive.cli import main
-from passive.findings import MAX_EVIDENCE, EvidenceRecord, Finding, FindingType, Severity
-from passive.store import MIGRATIONS, CaptureDigest, FindingStore, StoreError, capture_digest, save_run
+from passive.cli.main import main
+from passive.findings.model import MAX_EVIDENCE, EvidenceRecord, Finding, FindingType, Severity
+from passive.results.store import MIGRATIONS, CaptureDigest, FindingStore, StoreError, capture_digest, save_run
 
 PCAPS = Path(__file__).resolve().parents[1] / "pcaps"
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
@@ -360,8 +360,8 @@ def test_analyze_db_error_is_one_line(tmp_path: Path) -> None:
 _WRITER = textwrap.dedent(
     """
     import sys
-    from passive.findings import EvidenceRecord, Finding, FindingType, Severity
-    from passive.store import FindingStore
+    from passive.findings.model import EvidenceRecord, Finding, FindingType, Severity
+    from passive.results.store import FindingStore
 
     store = FindingStore(sys.argv[1], commit_interval=3600, commit_every=10**9)
     writer = store.writer("load")

@@ -26,16 +26,16 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from passive.analysis import Analysis
-from passive.capture import analyze_file, libpcap_available
-from passive.output import finding_record
-from passive.store import FindingStore
-from passive.watch import Monitor, WatchOptions, open_capture
-from passive.watch_cli import _dashboard, _entry_line
+from passive.analysis.pipeline import Analysis
+from passive.capture.engine import analyze_file, libpcap_available
+from passive.results.records import finding_record
+from passive.results.store import FindingStore
+from passive.live.monitor import Monitor, WatchOptions, open_capture
+from passive.cli.watch import _dashboard, _entry_line
 
 ROOT = Path(__file__).resolve().parents[1]
 PCAPS = sorted((ROOT / "pcaps").glob("*.pcap"))
-LEAKSCOPE = [sys.executable, "-c", "from passive.cli import main; main()"]
+LEAKSCOPE = [sys.executable, "-c", "from passive.cli.main import main; main()"]
 REPLAY_NS = "lswatch-t"
 REPLAY_IF, WATCH_IF = "lswt-r", "lswt-w"  # tcpreplay sends on one end, watch listens on the other
 # Fields that depend on when and in which frame something was seen, not on what was seen.
@@ -315,7 +315,7 @@ def test_idle_flows_expire_without_traffic_and_idle_findings_move_to_the_store(t
 def test_live_filter_has_no_protochain_and_passes_mail_only() -> None:
     import pcapy  # type: ignore[import-untyped]
 
-    from passive.capture import build_bpf_filter
+    from passive.capture.engine import build_bpf_filter
     from tests.helpers_capture import ether, ipv4, ipv6, tcp
 
     # protochain compiles to a loop, which the Linux kernel refuses: libpcap would then filter in user space.

@@ -1,0 +1,101 @@
+"""What every leakscope command shares: the one-line error, the output options, writing reports."""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+from rich.console import Console
+
+from passive.results.records import render_tables, write_json, write_jsonl
+from passive.core.text import printable
+
+FORMATS = ("table", "json", "jsonl")
+
+
+class UserError(click.ClickException):
+    """A one-line error for the user (missing file, unreadable capture, bad target); exit status 1."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"leakscope: error: {printable(self.message)}", err=True)
+
+
+def format_option(choices: tuple[str, ...] = FORMATS) -> Callable[[Any], Any]:
+    return click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(choices),
+        default="table",
+        show_default=True,
+        help="Tables for people, JSON or JSON lines for machines (docs/schema.md).",
+    )
+
+
+output_option = click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the report to FILE."
+)
+local_domain_option = click.option(
+    "--local-domain",
+    "local_domains",
+    multiple=True,
+    metavar="DOMAIN",
+    help="A domain the servers deliver locally (open-relay check); repeatable.",
+)
+show_secrets_option = click.option(
+    "--show-secrets", is_flag=True, help="Show clear-text passwords instead of masking them."
+)
+
+
+def write_text(output: str | None, text: str) -> None:
+    """To FILE, or to standard output when none is given; never a traceback."""
+    if output:
+        try:
+            with open(output, "w", encoding="utf-8", errors="backslashreplace") as stream:
+                stream.write(text)
+        except OSError as error:
+            raise UserError(f"cannot write {output}: {error.strerror or error}") from None
+    else:
+        sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))
+        sys.stdout.flush()
+
+
+def render(output: str | None, draw: Callable[[Console], None]) -> None:
+    """Draw rich output to the terminal, or as plain text (no colour, wide) into FILE."""
+    if output:
+        buffer = io.StringIO()
+        draw(Console(file=buffer, width=200, highlight=False, color_system=None))
+        write_text(output, buffer.getvalue())
+    else:
+        draw(Console(highlight=False))
+
+
+def emit_records(
+    output_format: str,
+    output: str | None,
+    records: list[dict[str, Any]],
+    summary: dict[str, Any],
+    *,
+    sessions: list[dict[str, Any]] | None = None,
+    also_draw: Callable[[Console], None] | None = None,
+) -> None:
+    """Findings and summary in the chosen format; ``also_draw`` adds a table after the findings."""
+    if output_format == "table":
+
+        def draw(console: Console) -> None:
+            render_tables(console, records, summary)
+            if also_draw is not None:
+                also_draw(console)
+
+        render(output, draw)
+        return
+    buffer = io.StringIO()
+    if output_format == "jsonl":
+        write_jsonl(buffer, [*records, summary])
+    else:
+        write_json(buffer, records, summary, sessions)
+    write_text(output, buffer.getvalue())

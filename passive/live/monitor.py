@@ -1,0 +1,384 @@
+"""Live monitoring of a span port: capture, analyze, persist findings as they appear, keep memory flat.
+
+:class:`Monitor` runs a :class:`~passive.capture.engine.LiveCapture` (kernel BPF filter for mail) into an
+:class:`~passive.analysis.pipeline.Analysis`. Once a second (on capture time carried forward while traffic is idle) it:
+
+* expires idle flows (the capture loop does this before calling back),
+* writes every finding that changed since the last tick into the :class:`~passive.results.store.FindingStore` and
+  commits, and appends the merged record to the ``--jsonl`` file,
+* forgets findings untouched for ``retention`` seconds of capture time (the store keeps them; a later
+  occurrence starts a fresh in-memory finding whose counts add to the stored row), and caps how many stay,
+* refreshes what the dashboard shows: servers seen, findings by most recent change, counters, kernel drops.
+
+Everything held in memory is bounded, so a run of days stays flat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from passive.analysis.pipeline import Analysis, AnalysisOptions
+from passive.capture.engine import CaptureError, CaptureOptions, LiveCapture, PcapStats
+from passive.capture.counters import CaptureCounters
+from passive.findings.model import Finding, FindingType
+from passive.results.records import dumps
+from passive.results.store import FindingStore, Identity, StoreError, StoreWriter, identity_of
+
+# Dashboard lists are capped: the store holds the full picture.
+MAX_SERVERS = 1000
+MAX_FEED = 200
+
+
+class WatchError(Exception):
+    """Watching cannot start or continue; ``str(error)`` is a one-line message."""
+
+
+@dataclass
+class WatchOptions:
+    interface: str
+    bpf: str | None = None
+    all_ports: bool = False
+    duration: float | None = None  # seconds; None runs until stopped
+    snaplen: int = 262144
+    promisc: bool = True
+    db: str | None = None  # None: an in-memory store (nothing kept after the run)
+    jsonl: str | None = None
+    local_domains: frozenset[str] = frozenset()
+    idle_timeout: float = 300.0  # seconds of capture time before an idle flow expires
+    tick_interval: float = 1.0  # store commit and dashboard refresh period
+    retention: float | None = None  # seconds a finding stays in memory once idle; default 2 x idle_timeout
+    max_live_findings: int = 5000
+    max_flows: int = 10_000
+
+
+@dataclass
+class ServerSeen:
+    server: str
+    protocol: str
+    software: str | None
+    banner: str | None
+    sessions: int
+    first_seen: float | None
+    last_seen: float | None
+    kinds: set[str] = field(default_factory=set)
+
+
+@dataclass
+class FeedEntry:
+    """One finding as the dashboard lists it (latest change first)."""
+
+    type: str
+    server: str
+    protocol: str
+    severity: str
+    summary: str
+    count: int  # merged across runs
+    changed_at: float | None  # capture time
+    new: bool  # first time the store saw it
+
+
+def open_capture(options: WatchOptions) -> LiveCapture:
+    """Open the interface with the mail filter, or raise :class:`WatchError` with a one-line reason."""
+    capture_options = CaptureOptions(
+        all_ports=options.all_ports,
+        bpf=options.bpf,
+        idle_timeout=options.idle_timeout,
+        max_flows=options.max_flows,
+    )
+    try:
+        return LiveCapture(options.interface, capture_options, snaplen=options.snaplen, promisc=options.promisc)
+    except CaptureError as error:
+        raise WatchError(explain_capture_error(options.interface, str(error))) from None
+
+
+def explain_capture_error(interface: str, message: str) -> str:
+    lowered = message.lower()
+    if "permission" in lowered or "not permitted" in lowered:
+        return f"cannot capture on {interface}: permission denied (run as root or with the CAP_NET_RAW capability)"
+    if "no such device" in lowered or "doesn't exist" in lowered:
+        names = available_interfaces()
+        listed = ", ".join(names) if names else "none found"
+        return f"no interface named {interface!r}; available: {listed}"
+    return message
+
+
+def available_interfaces() -> list[str]:
+    try:
+        import pcapy  # type: ignore[import-untyped]
+
+        return [name for name in pcapy.findalldevs() if name]
+    except Exception:  # no binding, or libpcap failed: fall back to the kernel's list
+        from pathlib import Path
+
+        with contextlib.suppress(OSError):
+            return sorted(p.name for p in Path("/sys/class/net").iterdir())
+        return []
+
+
+class Monitor:
+    """One watch run. Call :meth:`run`; :meth:`stop` (from a signal handler) ends it at the next check."""
+
+    def __init__(
+        self,
+        options: WatchOptions,
+        store: FindingStore,
+        *,
+        jsonl: IO[str] | None = None,
+        on_tick: Callable[[Monitor], None] | None = None,
+    ) -> None:
+        self.options = options
+        self.store = store
+        self.jsonl = jsonl
+        self.on_tick = on_tick
+        self.retention = options.retention if options.retention is not None else 2 * options.idle_timeout
+        self.analysis = Analysis(AnalysisOptions(all_ports=options.all_ports, local_domains=options.local_domains))
+        self.analysis.file = f"live:{options.interface}"
+        self.counters = CaptureCounters()
+        self.writer: StoreWriter | None = None
+        self.capture: LiveCapture | None = None
+        self.pcap_stats: PcapStats | None = None
+        self.servers: OrderedDict[str, ServerSeen] = OrderedDict()
+        self.feed: OrderedDict[Identity, FeedEntry] = OrderedDict()
+        self.findings_new = 0  # first seen by the store
+        self.findings_changed = 0  # writes of new or changed findings
+        self.findings_forgotten = 0  # left memory (kept in the store)
+        self.hashes_seen = 0
+        self.commits = 0
+        self.warnings: list[str] = []
+        self.started_wall = time.time()
+        self.started = time.monotonic()
+        self.stopped_by: str | None = None
+        self.capture_now: float | None = None
+        self.appeared: list[FeedEntry] = []  # findings that appeared (in this run) during the last tick
+        self._signatures: dict[Identity, tuple[Any, ...]] = {}
+        self._stop = False
+
+    # -- control -------------------------------------------------------------------------------------------------
+
+    def stop(self, reason: str) -> None:
+        if self.stopped_by is None:
+            self.stopped_by = reason
+        self._stop = True
+
+    def _should_stop(self) -> bool:
+        duration = self.options.duration
+        if duration is not None and time.monotonic() - self.started >= duration:
+            self.stop("duration")
+        return self._stop
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def run(self, capture: LiveCapture | None = None) -> None:
+        """Capture until stopped, the duration ends, or the capture fails; then flush everything."""
+        self.capture = capture if capture is not None else open_capture(self.options)
+        self.writer = self.store.writer("watch")
+        try:
+            self.capture.run(
+                self.analysis.handler_factory,
+                should_stop=self._should_stop,
+                counters=self.counters,
+                on_tick=self._tick,
+                tick_interval=self.options.tick_interval,
+            )
+            if self.stopped_by is None:
+                self.stopped_by = "capture error"
+            self._refresh_stats()
+            self._flush()  # the flows the capture loop closed at the end
+            self.writer.finish(self.summary())
+        finally:
+            self.capture.close()
+
+    # -- per tick ------------------------------------------------------------------------------------------------
+
+    def _tick(self, capture_now: float) -> None:
+        self.capture_now = capture_now
+        self._refresh_stats()
+        self._flush()
+        self._forget_idle(capture_now)
+        stats = self.analysis.stats
+        if stats.hashes:  # watch does not write hash lines: count them and let the list go
+            self.hashes_seen += len(stats.hashes)
+            stats.hashes.clear()
+        if self.on_tick is not None:
+            self.on_tick(self)
+
+    def _refresh_stats(self) -> None:
+        if self.capture is None:
+            return
+        try:
+            self.pcap_stats = self.capture.stats()
+        except Exception as error:  # stats are informative: never stop the capture for them
+            self._warn(f"kernel statistics unavailable: {error}")
+
+    def _flush(self) -> None:
+        """Write every finding that changed since the last flush, then commit."""
+        assert self.writer is not None
+        self.appeared = []
+        written: list[dict[str, Any]] = []
+        for finding in list(self.analysis.findings):
+            ident = identity_of(finding)
+            signature = _signature(finding)
+            previous = self._signatures.get(ident)
+            if previous == signature:
+                continue
+            self._signatures[ident] = signature
+            try:
+                record, new = self.writer.write(finding)
+            except StoreError as error:
+                raise WatchError(str(error)) from None
+            self.findings_changed += 1
+            self.findings_new += new
+            entry = self._show(ident, finding, record, new)
+            if previous is None:
+                self.appeared.append(entry)
+            written.append(record)
+        try:
+            self.store.commit()
+        except StoreError as error:
+            raise WatchError(str(error)) from None
+        self.commits += 1
+        self._append_jsonl(written)  # after the commit: a line in the file is a finding in the store
+
+    def _append_jsonl(self, records: list[dict[str, Any]]) -> None:
+        if self.jsonl is None or not records:
+            return
+        try:
+            self.jsonl.write("".join(dumps(record) + "\n" for record in records))
+            self.jsonl.flush()
+        except OSError as error:
+            self._jsonl_failed(error)
+
+    def _forget_idle(self, capture_now: float) -> None:
+        """Drop findings idle past ``retention`` (and the oldest beyond the cap); they are all flushed by now."""
+        findings = self.analysis.findings
+        limit = capture_now - self.retention
+        # A finding not yet seen (a session whose first line is still incomplete) is kept: its session holds it.
+        idle = [f for f in findings if f.last_seen is not None and f.last_seen < limit]
+        excess = len(findings) - len(idle) - self.options.max_live_findings
+        if excess > 0:  # a flood of distinct findings: the least recently seen go, even if still in use
+            busy = sorted((f for f in findings if f.last_seen is not None and f.last_seen >= limit), key=_last_seen)
+            idle.extend(busy[:excess])
+        for finding in idle:
+            findings.discard(finding)
+            self.writer.forget(finding)  # type: ignore[union-attr]
+            self._signatures.pop(identity_of(finding), None)
+            self.findings_forgotten += 1
+
+    # -- what the dashboard shows ----------------------------------------------------------------------------------
+
+    def _show(self, ident: Identity, finding: Finding, record: dict[str, Any], new: bool) -> FeedEntry:
+        previous = self.feed.pop(ident, None)
+        entry = self.feed[ident] = FeedEntry(
+            type=record["type"],
+            server=record["server"],
+            protocol=record["protocol"],
+            severity=record["severity"],
+            summary=finding_summary(record),
+            count=record["count"],
+            changed_at=finding.last_seen,
+            new=new or (previous is not None and previous.new),
+        )
+        if len(self.feed) > MAX_FEED:
+            self.feed.popitem(last=False)
+        server = self.servers.pop(record["server"], None)
+        if server is None:
+            server = ServerSeen(record["server"], record["protocol"], None, None, 0, None, None)
+        server.kinds.add(record["type"])
+        if finding.type == FindingType.MAIL_SERVICE:
+            server.software = record.get("software")
+            server.banner = record.get("banner")
+            server.sessions = record["count"]
+            server.first_seen = finding.first_seen if server.first_seen is None else server.first_seen
+        server.last_seen = finding.last_seen
+        self.servers[record["server"]] = server
+        if len(self.servers) > MAX_SERVERS:
+            self.servers.popitem(last=False)
+        return entry
+
+    def _jsonl_failed(self, error: OSError) -> None:
+        self._warn(f"--jsonl file no longer written: {error.strerror or error}")
+        self.jsonl = None
+
+    def _warn(self, message: str) -> None:
+        if message not in self.warnings and len(self.warnings) < 20:
+            self.warnings.append(message)
+
+    def summary(self) -> dict[str, Any]:
+        counters = self.counters.as_dict()
+        counters.pop("warnings", None)
+        stats = self.pcap_stats
+        return {
+            "type": "summary",
+            "interface": self.options.interface,
+            "duration_seconds": round(self.elapsed, 1),
+            "stopped_by": self.stopped_by,
+            "kernel_received": stats.received if stats else None,
+            "kernel_dropped": stats.dropped if stats else None,
+            "interface_dropped": stats.if_dropped if stats else None,
+            **counters,
+            **self.analysis.stats.to_dict(),
+            "hashes": self.hashes_seen + len(self.analysis.stats.hashes),
+            "flows_ignored": self.analysis.flows_ignored,
+            "findings_new": self.findings_new,
+            "findings_written": self.findings_changed,
+            "findings_in_memory": len(self.analysis.findings),
+            "findings_forgotten": self.findings_forgotten,
+            "servers": len(self.servers),
+            "store": self.store.path,
+            "warnings": [*self.warnings, *self.counters.warnings],
+        }
+
+
+def _signature(finding: Finding) -> tuple[Any, ...]:
+    """Changes whenever anything in the finding's record would."""
+    return (
+        finding.count,
+        finding.first_seen,
+        finding.last_seen,
+        finding.severity,
+        len(finding.evidence),
+        finding.evidence_dropped,
+        len(finding.details),
+        finding.details_dropped,
+        len(finding.clients),
+        finding.last_client,
+        repr(finding.fields),
+    )
+
+
+def _last_seen(finding: Finding) -> float:
+    return finding.last_seen or 0.0
+
+
+def finding_summary(record: dict[str, Any]) -> str:
+    """A short line saying what the finding is about (raw values: the caller makes them printable)."""
+    kind = record["type"]
+    if kind == FindingType.NTLM_INFO:
+        host = record.get("dns_computer") or record.get("netbios_computer") or "?"
+        domain = record.get("dns_domain") or record.get("netbios_domain")
+        parts = [f"{host} ({domain})" if domain else host]
+        if record.get("os_release") or record.get("os_version"):
+            parts.append(str(record.get("os_release") or record.get("os_version")))
+        if record.get("users"):
+            parts.append("users " + ", ".join(map(str, record["users"][:3])))
+        return "; ".join(parts)
+    if kind == FindingType.CLEARTEXT_CREDENTIALS:
+        outcome = record.get("outcome") or "no verdict"
+        return f"{record.get('mechanism')} {record.get('user')} ({outcome})"
+    if kind == FindingType.OPEN_RELAY:
+        verdict = "relays" if record.get("accepted") else "refused"
+        return f"{verdict}: {record.get('mail_from')} -> {record.get('rcpt_to')}"
+    if kind == FindingType.AUTH_METHODS:
+        exposed = record.get("cleartext_exposed") or []
+        mechanisms = " ".join(map(str, record.get("mechanisms") or [])) or "no mechanism advertised"
+        return mechanisms + (f" (without TLS: {' '.join(map(str, exposed))})" if exposed else "")
+    if kind == FindingType.MAIL_SERVICE:
+        return str(record.get("software") or record.get("banner") or "")
+    return ""

@@ -1,0 +1,192 @@
+"""One probe connection: bounded, timed reads and writes, every byte handed to the same sans-I/O dissector and
+detectors the passive analysis uses.
+
+:class:`Wire` owns the dissector side: the bytes each side sent go to the session dissector in wire order, its events
+to the :class:`~passive.analysis.detectors.session.SessionAnalyzer`. Once TLS starts the outer dissector stops reading (as it does on
+a capture) and a second one reads the decrypted conversation; what that one sees is what only a probe can see.
+:class:`Connection` owns the socket side: line reads bounded in length, in total bytes and in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dissectors import events as ev
+from dissectors.imap import ImapSession
+from dissectors.pop3 import Pop3Session
+from dissectors.session import MailSession
+from dissectors.smtp import SmtpSession
+from passive.analysis.detectors.session import SessionAnalyzer
+from passive.findings.model import FindingType
+
+SESSION_TYPES: dict[str, type[MailSession]] = {"smtp": SmtpSession, "pop3": Pop3Session, "imap": ImapSession}
+
+
+class ProbeError(Exception):
+    """Why a service could not be probed (further); ``stage`` says where it happened."""
+
+    def __init__(self, reason: str, stage: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.stage = stage
+
+
+class Wire:
+    """Feeds the dissector and the detectors; remembers what the probe logic needs from the events."""
+
+    def __init__(self, protocol: str, analyzer: SessionAnalyzer) -> None:
+        self.protocol = protocol
+        self.analyzer = analyzer
+        self.session: MailSession = SESSION_TYPES[protocol]()
+        self.inside_tls = False
+        self.capabilities: ev.Capabilities | None = None  # the latest listing
+        self.capabilities_after_tls: ev.Capabilities | None = None
+        self.greeting: ev.Greeting | None = None
+        self.challenge_seen = False
+        self.last_events: list[ev.Event] = []
+
+    def client(self, data: bytes) -> None:
+        self._route(self.session.receive(ev.Side.CLIENT, data, None, time.time()))
+
+    def server(self, data: bytes) -> None:
+        self._route(self.session.receive(ev.Side.SERVER, data, None, time.time()))
+
+    def tls_started(self, implicit: bool) -> None:
+        """TLS is up: from here on a fresh dissector reads the decrypted stream.
+
+        With implicit TLS (465, 993, 995) the detectors are told what a capture would have shown them, the start of
+        TLS, and the greeting comes inside it; after STARTTLS the new dissector starts mid-conversation.
+        """
+        if implicit:
+            evidence = ev.Evidence.of("[TLS handshake completed before any line: implicit TLS]", None, time.time())
+            self.analyzer.feed([ev.StartTls(ev.Side.CLIENT, evidence, "implicit", True)])
+        self.session = SESSION_TYPES[self.protocol](partial=not implicit)
+        self.inside_tls = True
+
+    def _route(self, events: list[ev.Event]) -> None:
+        self.last_events = events
+        for event in events:
+            if isinstance(event, ev.Greeting):
+                self.greeting = event
+            elif isinstance(event, ev.SaslStep) and event.ntlm is not None and event.side is ev.Side.SERVER:
+                self.challenge_seen = True
+            if isinstance(event, ev.Capabilities):
+                self.capabilities = event
+                if self.inside_tls:
+                    self._after_tls(event)
+                    continue
+            self.analyzer.feed([event])
+
+    def _after_tls(self, event: ev.Capabilities) -> None:
+        """A listing inside TLS is not what the wire shows: it becomes ``mechanisms_after_tls``."""
+        self.capabilities_after_tls = event
+        findings, server = self.analyzer.findings, self.analyzer.context.server
+        if findings.find(FindingType.AUTH_METHODS, server) is None:
+            # Implicit TLS: nothing was offered in the clear; the finding still states what is offered and how.
+            self.analyzer.feed(
+                [ev.Capabilities(event.side, event.evidence, event.source, [], [], False, cleartext_login=None)]
+            )
+        methods = findings.find(FindingType.AUTH_METHODS, server)
+        assert methods is not None
+        after = list(event.mechanisms)
+        if event.cleartext_login:
+            after.append("USER" if self.protocol == "pop3" else "LOGIN-COMMAND")
+        methods.fields["mechanisms_after_tls"] = after
+        methods.fields["tls"] = True
+
+
+class Connection:
+    """Reads lines with a per-read timeout, a line-length cap, a cap on all bytes received and an overall deadline."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        read_timeout: float,
+        deadline: float,
+        max_line: int,
+        max_bytes: int,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.read_timeout = read_timeout
+        self.deadline = deadline
+        self.max_line = max_line
+        self.max_bytes = max_bytes
+        self.received = 0
+        self.buffer = bytearray()
+        # Where bytes go as they arrive and leave; None keeps them in ``unfed`` (protocol not known yet).
+        self.on_receive: Callable[[bytes], None] | None = None
+        self.on_send: Callable[[bytes], None] | None = None
+        self.unfed = bytearray()
+        self.stage = "greeting"
+
+    def extra(self, name: str) -> Any:
+        return self.writer.get_extra_info(name)
+
+    def _remaining(self) -> float:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise ProbeError("the service did not finish within the service timeout", self.stage)
+        return min(self.read_timeout, remaining)
+
+    async def _fill(self) -> None:
+        timeout = self._remaining()
+        try:
+            data = await asyncio.wait_for(self.reader.read(4096), timeout)
+        except TimeoutError:
+            raise ProbeError(f"no answer within {timeout:g} s", self.stage) from None
+        except (ConnectionError, OSError) as error:
+            raise ProbeError(f"connection lost: {error.strerror or error}", self.stage) from None
+        if not data:
+            raise ProbeError("the server closed the connection", self.stage)
+        self.received += len(data)
+        if self.received > self.max_bytes:
+            raise ProbeError(f"more than {self.max_bytes} bytes received; gave up", self.stage)
+        if self.on_receive is not None:
+            self.on_receive(data)
+        else:
+            self.unfed.extend(data)
+        self.buffer.extend(data)
+
+    async def line(self) -> str:
+        """The next line without CR LF, decoded as UTF-8 (replacement characters for invalid bytes)."""
+        while True:
+            end = self.buffer.find(b"\n")
+            if end >= 0:
+                raw = bytes(self.buffer[:end])
+                del self.buffer[: end + 1]
+                return raw.rstrip(b"\r").decode("utf-8", "replace")
+            if len(self.buffer) > self.max_line:
+                raise ProbeError(f"a line longer than {self.max_line} bytes without a newline", self.stage)
+            await self._fill()
+
+    async def send(self, data: bytes) -> None:
+        if self.on_send is not None:
+            self.on_send(data)
+        self.writer.write(data)
+        try:
+            await asyncio.wait_for(self.writer.drain(), self._remaining())
+        except TimeoutError:
+            raise ProbeError("the server stopped reading", self.stage) from None
+        except (ConnectionError, OSError) as error:
+            raise ProbeError(f"connection lost: {error.strerror or error}", self.stage) from None
+
+    async def send_line(self, text: str) -> None:
+        await self.send(text.encode("utf-8") + b"\r\n")
+
+    def discard_buffered(self) -> int:
+        """Drops bytes read but not consumed (before a TLS handshake nothing may be pending)."""
+        size = len(self.buffer)
+        self.buffer.clear()
+        return size
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):  # closing must never fail a probe
+            await asyncio.wait_for(self.writer.wait_closed(), 2)
