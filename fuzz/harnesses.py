@@ -28,14 +28,14 @@ from dissectors.pop3 import Pop3Session
 from dissectors.session import MailSession
 from dissectors.smtp import SmtpSession
 from fuzz.conversation import CLIENT, parse
-from passive.capture import linklayer
-from passive.analysis.pipeline import Analysis, AnalysisOptions, event_dict
-from passive.capture.engine import CaptureError, CaptureOptions, analyze_file
-from passive.capture.counters import CaptureCounters
 from passive.analysis.detectors.session import RunStats, SessionAnalyzer, SessionContext
+from passive.analysis.pipeline import Analysis, AnalysisOptions, event_dict
+from passive.capture import linklayer
+from passive.capture.counters import CaptureCounters
+from passive.capture.engine import CaptureError, CaptureOptions, analyze_file
+from passive.capture.reassembly import Chunk, CloseReason, Direction, Flow, Reassembler, default_mail_classifier
 from passive.findings.model import EvidenceRecord, FindingSet, FindingType, Severity
 from passive.results.records import _cell, dumps, finding_record, render_tables, summary_record, write_jsonl
-from passive.capture.reassembly import Chunk, CloseReason, Direction, Flow, Reassembler, default_mail_classifier
 
 # Anomaly codes the NTLMSSP decoder documents (README); any other code is a finding.
 NTLM_ANOMALY_CODES = frozenset(

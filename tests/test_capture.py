@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import passive.capture.engine as capture
-from passive.capture.engine import CaptureError, CaptureOptions, analyze_file, build_bpf_filter, libpcap_available
 from passive.capture.counters import CaptureCounters
+from passive.capture.engine import CaptureError, CaptureOptions, analyze_file, build_bpf_filter, libpcap_available
 from passive.capture.linklayer import (
     FRAGMENT_V4,
     FRAGMENT_V6,

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from passive.capture.engine import MAIL_PORTS, CaptureOptions, analyze_file, libpcap_available
 from passive.capture.counters import CaptureCounters
+from passive.capture.engine import MAIL_PORTS, CaptureOptions, analyze_file, libpcap_available
 from passive.capture.reassembly import Direction
 from tests.helpers_capture import Recorded, Recorder
 

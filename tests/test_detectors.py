@@ -11,9 +11,9 @@ from rich.console import Console
 
 from dissectors import events as ev
 from dissectors import ntlmssp
-from passive.analysis.pipeline import Analysis, AnalysisOptions
-from passive.analysis.detectors.session import hashcat_line
 from dissectors.registry import NOT_MAIL, identify
+from passive.analysis.detectors.session import hashcat_line
+from passive.analysis.pipeline import Analysis, AnalysisOptions
 from passive.results.records import MASK, finding_record, render_tables, summary_record, write_jsonl
 
 C, S = ev.Side.CLIENT, ev.Side.SERVER

@@ -26,13 +26,13 @@ from dissectors import events as ev
 from dissectors import ntlmssp
 from fuzz import corrupt, floods, seeds
 from fuzz.harnesses import HARNESSES
-from passive.capture.engine import CaptureOptions, analyze_file
-from passive.capture.counters import CaptureCounters
 from passive.analysis.detectors.session import RunStats, SessionAnalyzer, SessionContext
-from passive.findings.model import EvidenceRecord, FindingSet, FindingType, Severity, iso_time
-from passive.results.records import dumps, finding_record, render_tables, summary_record, write_json, write_jsonl
+from passive.capture.counters import CaptureCounters
+from passive.capture.engine import CaptureOptions, analyze_file
 from passive.capture.reassembly import Reassembler
 from passive.core.text import printable
+from passive.findings.model import EvidenceRecord, FindingSet, FindingType, Severity, iso_time
+from passive.results.records import dumps, finding_record, render_tables, summary_record, write_json, write_jsonl
 from tests.corpus import require_corpus
 from tests.helpers_capture import Recorder
 

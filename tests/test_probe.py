@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from dissectors import ntlmssp
+from passive.probe.prober import ProbeOptions, probe_services, relay_variants
+from passive.probe.targets import Service, TargetError, parse_ports, parse_target, parse_targets
 from passive.results.compare import compare, from_nmap, from_records
 from passive.results.nmap_xml import read_nmap_xml
 from passive.results.records import finding_record
-from passive.probe.prober import ProbeOptions, probe_services, relay_variants
-from passive.probe.targets import Service, TargetError, parse_ports, parse_target, parse_targets
 from tests import lab as L
 
 LEAKSCOPE = [sys.executable, "-c", "from passive.cli.main import main; main()"]

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from dissectors.registry import MAIL_PORTS
 from passive.analysis.pipeline import Analysis, AnalysisOptions
 from passive.capture.engine import CaptureOptions, analyze_file
-from dissectors.registry import MAIL_PORTS
 from passive.results.records import MASK, finding_record
 
 PCAPS = Path(__file__).resolve().parents[1] / "pcaps"

@@ -28,10 +28,10 @@ from rich.console import Console
 
 from passive.analysis.pipeline import Analysis
 from passive.capture.engine import analyze_file, libpcap_available
+from passive.cli.watch import _dashboard, _entry_line
+from passive.live.monitor import Monitor, WatchOptions, open_capture
 from passive.results.records import finding_record
 from passive.results.store import FindingStore
-from passive.live.monitor import Monitor, WatchOptions, open_capture
-from passive.cli.watch import _dashboard, _entry_line
 
 ROOT = Path(__file__).resolve().parents[1]
 PCAPS = sorted((ROOT / "pcaps").glob("*.pcap"))

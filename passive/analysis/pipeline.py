@@ -11,13 +11,13 @@ from typing import Any
 from dissectors import events as ev
 from dissectors.imap import ImapSession
 from dissectors.pop3 import Pop3Session
-from dissectors.session import MailSession
-from dissectors.smtp import SmtpSession
-from passive.capture import reassembly
-from passive.analysis.detectors.session import RunStats, SessionAnalyzer, SessionContext
-from passive.findings.model import SECRET_MASK, FindingSet, redact_line
 from dissectors.registry import MAIL_PORTS as MAIL_PORTS  # re-exported: where callers look for it
 from dissectors.registry import PORT_PROTOCOLS, identify
+from dissectors.session import MailSession
+from dissectors.smtp import SmtpSession
+from passive.analysis.detectors.session import RunStats, SessionAnalyzer, SessionContext
+from passive.capture import reassembly
+from passive.findings.model import SECRET_MASK, FindingSet, redact_line
 
 SESSION_TYPES: dict[str, type[MailSession]] = {"smtp": SmtpSession, "pop3": Pop3Session, "imap": ImapSession}
 # In port-independent mode, bytes held per side while the first lines are awaited.

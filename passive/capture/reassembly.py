@@ -44,9 +44,9 @@ from collections.abc import Callable
 from enum import IntEnum, StrEnum
 from typing import NamedTuple, Protocol
 
+from dissectors.registry import MAIL_PORTS, NOT_MAIL, identify
 from passive.capture.counters import CaptureCounters
 from passive.capture.linklayer import ACK, FIN, RST, SYN, Segment, format_endpoint
-from dissectors.registry import MAIL_PORTS, NOT_MAIL, identify
 
 _MASK = 0xFFFFFFFF
 _HALF = 0x80000000

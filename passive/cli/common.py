@@ -10,8 +10,8 @@ from typing import Any
 import click
 from rich.console import Console
 
-from passive.results.records import render_tables, write_json, write_jsonl
 from passive.core.text import printable
+from passive.results.records import render_tables, write_json, write_jsonl
 
 FORMATS = ("table", "json", "jsonl")
 

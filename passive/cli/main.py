@@ -17,6 +17,7 @@ from rich.tree import Tree
 from dissectors import ntlmssp
 from dissectors.sasl import decode_base64
 from passive.analysis.pipeline import Analysis, AnalysisOptions
+from passive.capture.counters import CaptureCounters
 from passive.capture.engine import CaptureError, CaptureOptions, analyze_file
 from passive.cli.common import (
     UserError,
@@ -27,10 +28,9 @@ from passive.cli.common import (
     show_secrets_option,
     write_text,
 )
-from passive.capture.counters import CaptureCounters
-from passive.results.records import dumps, finding_record, summary_record
 from passive.cli.progress import packet_progress
 from passive.core.text import printable
+from passive.results.records import dumps, finding_record, summary_record
 from passive.results.store import CaptureDigest, FindingStore, StoreError, capture_digest, save_run
 
 # Carrier prefixes a user may paste along with the blob: "334 ", "+ ", "AUTH NTLM ", "A1 AUTHENTICATE NTLM ".

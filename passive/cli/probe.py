@@ -20,12 +20,12 @@ from passive.cli.common import (
     show_secrets_option,
     write_text,
 )
+from passive.core.text import printable
+from passive.probe.prober import STARTTLS_MODES, ProbeOptions, ProbeRun, probe_summary, run_probe
+from passive.probe.targets import Service, TargetError, parse_ports, parse_targets
 from passive.results.compare import CompareError, compare, from_nmap, from_records, load_records, render_comparison
 from passive.results.nmap_xml import NmapXmlError, read_nmap_xml
 from passive.results.records import finding_record, summary_record
-from passive.probe.prober import STARTTLS_MODES, ProbeOptions, ProbeRun, probe_summary, run_probe
-from passive.probe.targets import Service, TargetError, parse_ports, parse_targets
-from passive.core.text import printable
 
 
 def _probe_options(function: Any) -> Any:

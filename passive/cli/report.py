@@ -11,12 +11,12 @@ from typing import Any
 import click
 
 from passive.analysis.pipeline import Analysis, AnalysisOptions
+from passive.capture.counters import CaptureCounters
 from passive.capture.engine import CaptureError, CaptureOptions, analyze_file
 from passive.cli.common import UserError
-from passive.capture.counters import CaptureCounters
+from passive.core.text import printable
 from passive.results.records import finding_record, summary_record
 from passive.results.report import build_report, render_html, render_markdown
-from passive.core.text import printable
 
 # Bounds on a findings file: it is input like any other.
 MAX_LINE = 16 * 1024 * 1024

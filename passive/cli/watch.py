@@ -20,10 +20,10 @@ from rich.table import Table
 from rich.text import Text
 
 from passive.cli.common import UserError, emit_records, format_option
-from passive.findings.model import SCHEMA_VERSION, FindingType
 from passive.core.text import printable
-from passive.results.store import FindingStore, StoreError, parse_time
+from passive.findings.model import SCHEMA_VERSION, FindingType
 from passive.live.monitor import FeedEntry, Monitor, WatchError, WatchOptions, open_capture
+from passive.results.store import FindingStore, StoreError, parse_time
 
 _SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan", "info": "dim"}
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$", re.IGNORECASE)

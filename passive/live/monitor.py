@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from passive.analysis.pipeline import Analysis, AnalysisOptions
-from passive.capture.engine import CaptureError, CaptureOptions, LiveCapture, PcapStats
 from passive.capture.counters import CaptureCounters
+from passive.capture.engine import CaptureError, CaptureOptions, LiveCapture, PcapStats
 from passive.findings.model import Finding, FindingType
 from passive.results.records import dumps
 from passive.results.store import FindingStore, Identity, StoreError, StoreWriter, identity_of

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dissectors import ntlmssp
+from dissectors.registry import NOT_MAIL, identify
 from passive.analysis.detectors.session import RunStats, SessionAnalyzer, SessionContext
 from passive.findings.model import FindingSet, FindingType
-from dissectors.registry import NOT_MAIL, identify
 from passive.probe.targets import Service
 from passive.probe.tls import client_context, session_facts
 from passive.probe.wire import Connection, ProbeError, Wire

@@ -15,9 +15,9 @@ from rich.table import Table
 from rich.text import Text
 
 from dissectors import ntlmssp
+from passive.core.text import printable
 from passive.findings.model import SCHEMA_VERSION, FindingType
 from passive.results.nmap_xml import NmapService
-from passive.core.text import printable
 
 SOURCES = ("passive", "active", "nmap")
 # The fields compared, per finding type; other fields describe one session (times, clients), not the server.

@@ -12,8 +12,8 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from passive.findings.model import SCHEMA_VERSION, SECRET_MASK, Finding, FindingType
 from passive.core.text import printable
+from passive.findings.model import SCHEMA_VERSION, SECRET_MASK, Finding, FindingType
 
 MASK = SECRET_MASK
 

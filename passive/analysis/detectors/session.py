@@ -9,8 +9,8 @@ from typing import Any
 
 from dissectors import events as ev
 from dissectors import ntlmssp
-from passive.findings.model import EvidenceRecord, Finding, FindingSet, FindingType, Severity
 from passive.analysis.software import guess_software
+from passive.findings.model import EvidenceRecord, Finding, FindingSet, FindingType, Severity
 
 CLEARTEXT_MECHANISMS = {"PLAIN", "LOGIN"}
 
