@@ -29,10 +29,17 @@ class Evidence:
     timestamp: float | None
     line: str
     first_frame: int | None = None
+    # The line is the dissector's description of what it saw (an implicit TLS handshake), not bytes from the wire.
+    described: bool = False
 
     @classmethod
     def of(cls, line: str, frame: int | None, timestamp: float | None, first_frame: int | None = None) -> Evidence:
         return cls(frame, timestamp, line[:MAX_EVIDENCE_TEXT], first_frame if first_frame != frame else None)
+
+    @classmethod
+    def description(cls, text: str, frame: int | None, timestamp: float | None) -> Evidence:
+        """Evidence whose line says, in brackets, what the dissector saw instead of quoting it."""
+        return cls(frame, timestamp, text, None, described=True)
 
 
 @dataclass

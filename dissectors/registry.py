@@ -1,6 +1,15 @@
-"""Which mail protocol a flow speaks: by well-known port, or by what its first lines say."""
+"""The one protocol registry: each mail protocol's session dissector, its well-known ports, and how to tell which
+protocol a flow speaks from its first lines."""
 
 from __future__ import annotations
+
+from dissectors.imap import ImapSession
+from dissectors.pop3 import Pop3Session
+from dissectors.session import MailSession
+from dissectors.smtp import SmtpSession
+
+SESSION_TYPES: dict[str, type[MailSession]] = {"smtp": SmtpSession, "pop3": Pop3Session, "imap": ImapSession}
+PROTOCOLS: tuple[str, ...] = tuple(SESSION_TYPES)
 
 PORT_PROTOCOLS: dict[int, str] = {
     25: "smtp",
@@ -14,6 +23,8 @@ PORT_PROTOCOLS: dict[int, str] = {
 }
 MAIL_PORTS: frozenset[int] = frozenset(PORT_PROTOCOLS)
 """SMTP 25/465/587/2525, POP3 110/995, IMAP 143/993."""
+# Well-known ports where TLS starts with the first byte (RFC 8314): SMTPS/submissions, POP3S, IMAPS.
+IMPLICIT_TLS_PORTS: frozenset[int] = frozenset({465, 995, 993})
 
 NOT_MAIL = ""
 # How much of a first line is looked at before deciding without its end.

@@ -51,8 +51,8 @@ class MailSession:
             self._seen_data = True
             if data[:2] == b"\x16\x03" and not self.partial:
                 # A TLS record from the first byte: implicit TLS (465, 993, 995 or anywhere else).
-                self._line = Line(implicit_tls_evidence(data), frame, timestamp)
-                self._start_tls("implicit", True, side)
+                described = ev.Evidence.description(implicit_tls_evidence(data), frame, timestamp)
+                self._start_tls("implicit", True, side, described)
                 self.tls_bytes += len(data)
                 return out
         buffer = self.buffers[side]
@@ -117,8 +117,10 @@ class MailSession:
             self._anomaly(ev.Side.CLIENT, "too_many_pending_commands", f"more than {MAX_PENDING} unanswered commands")
         self.pending.append(item)
 
-    def _start_tls(self, command: str, accepted: bool, side: ev.Side = ev.Side.SERVER) -> None:
-        self._emit(ev.StartTls(side, self._evidence(), command, accepted))
+    def _start_tls(
+        self, command: str, accepted: bool, side: ev.Side = ev.Side.SERVER, evidence: ev.Evidence | None = None
+    ) -> None:
+        self._emit(ev.StartTls(side, evidence or self._evidence(), command, accepted))
         if accepted:
             self.tls = True
             for buffer in self.buffers.values():

@@ -28,14 +28,19 @@ from dissectors.pop3 import Pop3Session
 from dissectors.session import MailSession
 from dissectors.smtp import SmtpSession
 from fuzz.conversation import CLIENT, parse
-from passive.analysis.detectors.session import RunStats, SessionAnalyzer, SessionContext
-from passive.analysis.pipeline import Analysis, AnalysisOptions, event_dict
+from passive.analysis.detectors import SessionAnalyzer, SessionContext
+from passive.analysis.pipeline import Analysis, AnalysisOptions
+from passive.analysis.stats import RunStats
 from passive.capture import linklayer
 from passive.capture.counters import CaptureCounters
 from passive.capture.engine import CaptureError, CaptureOptions, analyze_file
 from passive.capture.reassembly import Chunk, CloseReason, Direction, Flow, Reassembler, default_mail_classifier
+from passive.cli.tables import cell as _cell
+from passive.cli.tables import render_tables
 from passive.findings.model import EvidenceRecord, FindingSet, FindingType, Severity
-from passive.results.records import _cell, dumps, finding_record, render_tables, summary_record, write_jsonl
+from passive.results.jsonio import dumps, write_jsonl
+from passive.results.records import event_record, finding_record, summary_record
+from passive.results.redaction import Redactor
 
 # Anomaly codes the NTLMSSP decoder documents (README); any other code is a finding.
 NTLM_ANOMALY_CODES = frozenset(
@@ -145,7 +150,7 @@ def run_session(protocol: str, records: list) -> list[dict]:
             events = session.receive(side, record.data, frame, timestamp)
         for event in events:
             assert len(event.evidence.line) <= ev.MAX_EVIDENCE_TEXT
-            _json_round_trip(event_dict(event))
+            _json_round_trip(event_record(event, Redactor()))
         analyzer.feed(events)
     analyzer.close()
     records_out = [finding_record(finding) for finding in findings]

@@ -277,6 +277,20 @@ def kill_ns_leftovers(ns: str) -> None:
             os.kill(int(pid), signal.SIGKILL)
 
 
+def _settle(pcap: Path, quiet: float = 0.3, limit: float = 5.0) -> None:
+    """Wait until tcpdump (``-U``: it writes each packet as it comes) has written what the kernel still held: the
+    file stops growing for ``quiet`` seconds. On a loaded machine SIGINT right after the traffic would lose the tail."""
+    deadline = time.monotonic() + limit
+    size, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        current = pcap.stat().st_size if pcap.exists() else 0
+        if current != size:
+            size, since = current, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.05)
+
+
 def delete_netns(names: LabNames) -> None:
     existing = run(["ip", "netns", "list"], check=False).stdout.decode()
     for ns in (names.ns_srv, names.ns_cli):
@@ -959,6 +973,7 @@ class MailLab:
             assert tcpdump.stderr is not None
             assert "listening on" in tcpdump.stderr.readline().decode()
             yield
+            _settle(pcap)
         finally:
             stop_proc(tcpdump, signal.SIGINT)  # tcpdump flushes and exits
 

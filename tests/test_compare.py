@@ -11,8 +11,10 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
+from passive.cli.compare import render_comparison
 from passive.cli.main import main
-from passive.results.compare import compare, from_nmap, from_records, read_records, render_comparison
+from passive.results.compare import compare, from_nmap, from_records
+from passive.results.findings_file import read_records
 from passive.results.nmap_xml import NmapXmlError, parse_nmap_xml
 from tests import lab as L
 

@@ -12,9 +12,11 @@ from rich.console import Console
 from dissectors import events as ev
 from dissectors import ntlmssp
 from dissectors.registry import NOT_MAIL, identify
-from passive.analysis.detectors.session import hashcat_line
+from passive.analysis.detectors import hashcat_line
 from passive.analysis.pipeline import Analysis, AnalysisOptions
-from passive.results.records import MASK, finding_record, render_tables, summary_record, write_jsonl
+from passive.cli.tables import render_tables
+from passive.results.jsonio import write_jsonl
+from passive.results.records import MASK, finding_record, summary_record
 
 C, S = ev.Side.CLIENT, ev.Side.SERVER
 

@@ -26,13 +26,18 @@ from dissectors import events as ev
 from dissectors import ntlmssp
 from fuzz import corrupt, floods, seeds
 from fuzz.harnesses import HARNESSES
-from passive.analysis.detectors.session import RunStats, SessionAnalyzer, SessionContext
+from passive.analysis.detectors import SessionAnalyzer, SessionContext
+from passive.analysis.detectors.credentials import MAX_PENDING_CREDENTIALS
+from passive.analysis.stats import RunStats
 from passive.capture.counters import CaptureCounters
 from passive.capture.engine import CaptureOptions, analyze_file
 from passive.capture.reassembly import Reassembler
+from passive.cli.tables import render_tables
 from passive.core.text import printable
-from passive.findings.model import EvidenceRecord, FindingSet, FindingType, Severity, iso_time
-from passive.results.records import dumps, finding_record, render_tables, summary_record, write_json, write_jsonl
+from passive.core.times import iso_time
+from passive.findings.model import EvidenceRecord, FindingSet, FindingType, Severity
+from passive.results.jsonio import dumps, write_json, write_jsonl
+from passive.results.records import finding_record, summary_record
 from tests.corpus import require_corpus
 from tests.helpers_capture import Recorder
 
@@ -177,7 +182,7 @@ def test_credentials_without_verdict_are_recorded_not_hoarded() -> None:
     for number in range(100):
         evidence = ev.Evidence.of("AUTH PLAIN ...", number, 1.0 + number)
         analyzer.feed([ev.Credentials(ev.Side.CLIENT, evidence, "PLAIN", f"user{number}", "pw")])
-    assert len(analyzer.credentials) <= SessionAnalyzer.MAX_PENDING_CREDENTIALS
+    assert len(analyzer.credentials.pending) <= MAX_PENDING_CREDENTIALS
     analyzer.close()
     users = {f.fields["user"] for f in findings if f.type == FindingType.CLEARTEXT_CREDENTIALS}
     assert users == {f"user{n}" for n in range(100)}

@@ -28,7 +28,8 @@ from rich.console import Console
 
 from passive.analysis.pipeline import Analysis
 from passive.capture.engine import analyze_file, libpcap_available
-from passive.cli.watch import _dashboard, _entry_line
+from passive.cli.dashboard import dashboard as _dashboard
+from passive.cli.dashboard import entry_line as _entry_line
 from passive.live.monitor import Monitor, WatchOptions, open_capture
 from passive.results.records import finding_record
 from passive.results.store import FindingStore

@@ -1,51 +1,49 @@
-"""Mail analysis of reassembled TCP streams: pick the dissector for each flow, feed it, run the detectors.
+"""The pipeline's one entry point: captures in, findings out.
 
-The engine hands each flow's bytes, per side, in capture order; :class:`MailFlow` is the per-flow handler.
+:func:`analyze_captures` reads capture files through the capture layer (readers, link layers, TCP reassembly) into
+an :class:`Analysis`, whose per-flow handlers run the dissectors and detectors. ``analyze``, ``report``,
+``compare``, the fuzz harnesses and the benchmarks all call it; ``watch`` drives the same :class:`Analysis` from a
+live interface.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from dissectors import events as ev
-from dissectors.imap import ImapSession
-from dissectors.pop3 import Pop3Session
-from dissectors.registry import MAIL_PORTS as MAIL_PORTS  # re-exported: where callers look for it
-from dissectors.registry import PORT_PROTOCOLS, identify
-from dissectors.session import MailSession
-from dissectors.smtp import SmtpSession
-from passive.analysis.detectors.session import RunStats, SessionAnalyzer, SessionContext
+from dissectors.registry import PORT_PROTOCOLS
+from passive.analysis.flow import EngineHandler, MailFlow, SessionRecord
+from passive.analysis.stats import RunStats
 from passive.capture import reassembly
-from passive.findings.model import SECRET_MASK, FindingSet, redact_line
+from passive.capture.counters import CaptureCounters
+from passive.capture.engine import CaptureError, CaptureOptions, analyze_file
+from passive.core.endpoints import endpoint
+from passive.findings.model import FindingSet
 
-SESSION_TYPES: dict[str, type[MailSession]] = {"smtp": SmtpSession, "pop3": Pop3Session, "imap": ImapSession}
-# In port-independent mode, bytes held per side while the first lines are awaited.
-MAX_UNCLASSIFIED = 4096
+# Events kept per session for --events; past that a session's events are counted, not kept.
+MAX_EVENTS_PER_SESSION = 2000
 
 
 @dataclass
 class AnalysisOptions:
-    all_ports: bool = False
-    local_domains: frozenset[str] = frozenset()
-    keep_events: bool = False
-    show_secrets: bool = False  # in --events output; findings are masked at output time
-    # Events kept per session for --events; past that a session's events are counted, not kept.
-    max_events_per_session: int = 2000
+    """What to look at and how; every default of the command line comes from here."""
 
+    all_ports: bool = False  # every TCP flow, recognised as mail by what it says
+    bpf: str | None = None  # the user's capture filter, ANDed with the mail filter
+    local_domains: frozenset[str] = frozenset()  # domains the servers deliver locally (open-relay check)
+    keep_events: bool = False  # keep per-session events for --events
+    max_events_per_session: int = MAX_EVENTS_PER_SESSION
+    backend: str = "auto"  # capture reader: "auto", "libpcap" or "python"
 
-@dataclass
-class SessionRecord:
-    protocol: str
-    server: str
-    client: str
-    file: str | None
-    events: list[dict[str, Any]] = field(default_factory=list)
-    events_dropped: int = 0
+    def capture_options(self) -> CaptureOptions:
+        return CaptureOptions(all_ports=self.all_ports, bpf=self.bpf, backend=self.backend)
 
 
 class Analysis:
-    """One run over one or more captures: findings, counters, and (optionally) per-session events."""
+    """One run's sink: findings, counters and (optionally) per-session events, fed by per-flow handlers."""
 
     def __init__(self, options: AnalysisOptions | None = None) -> None:
         self.options = options or AnalysisOptions()
@@ -56,157 +54,68 @@ class Analysis:
         self.file: str | None = None
 
     def flow(self, server_ip: str, server_port: int, client_ip: str, client_port: int, partial: bool) -> MailFlow:
-        # Standard ports say the protocol; anywhere else the server's greeting will.
+        """A handler for one flow given by its endpoints (standard ports say the protocol, else the greeting)."""
         protocol = PORT_PROTOCOLS.get(server_port)
-        return MailFlow(self, _endpoint(server_ip, server_port), _endpoint(client_ip, client_port), protocol, partial)
+        return MailFlow(self, endpoint(server_ip, server_port), endpoint(client_ip, client_port), protocol, partial)
 
     def handler_factory(self, flow: reassembly.Flow) -> EngineHandler:
         """For the capture engine: one handler per reassembled TCP flow."""
         return EngineHandler(self, flow)
 
 
-class EngineHandler:
-    """Adapts the capture engine's per-flow callbacks to a :class:`MailFlow`."""
+@dataclass
+class Results:
+    """What :func:`analyze_captures` returns: the analysis, the capture counters, which inputs could be read."""
 
-    def __init__(self, analysis: Analysis, flow: reassembly.Flow) -> None:
-        self.analysis = analysis
-        self.mail: MailFlow | None = None
+    analysis: Analysis
+    counters: CaptureCounters
+    analyzed: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, one-line reason)
 
-    def _mail(self, flow: reassembly.Flow) -> MailFlow:
-        if self.mail is None:
-            # Created on first data: only then does the engine know whether the flow was picked up mid-stream.
-            self.mail = MailFlow(
-                self.analysis, flow.server, flow.client, PORT_PROTOCOLS.get(flow.server_port), flow.partial
-            )
-        return self.mail
+    @property
+    def findings(self) -> FindingSet:
+        return self.analysis.findings
 
-    def on_open(self, flow: reassembly.Flow) -> None:
-        pass
+    @property
+    def stats(self) -> RunStats:
+        return self.analysis.stats
 
-    def on_data(self, flow: reassembly.Flow, direction: reassembly.Direction, chunk: reassembly.Chunk) -> None:
-        self._mail(flow).data(_SIDES[direction], chunk.data, chunk.frame, chunk.ts)
-
-    def on_gap(
-        self, flow: reassembly.Flow, direction: reassembly.Direction, missing: int, frame: int, ts: float
-    ) -> None:
-        self._mail(flow).gap(_SIDES[direction], missing, frame, ts)
-
-    def on_close(self, flow: reassembly.Flow, reason: reassembly.CloseReason) -> None:
-        if self.mail is not None:
-            self.mail.close()
-
-
-_SIDES = {reassembly.Direction.CLIENT_TO_SERVER: ev.Side.CLIENT, reassembly.Direction.SERVER_TO_CLIENT: ev.Side.SERVER}
+    def counts(self) -> dict[str, Any]:
+        """Every counter of the run, for the summary record."""
+        counters = self.counters.as_dict()
+        counters.pop("warnings", None)
+        return {
+            **counters,
+            **self.analysis.stats.to_dict(),
+            "flows_ignored": self.analysis.flows_ignored,
+            "captures": len(self.analyzed),
+            "captures_failed": len(self.failed),
+        }
 
 
-def _endpoint(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+FileContext = Callable[[str, CaptureCounters], AbstractContextManager[Any]]
 
 
-class MailFlow:
-    """Per-flow handler: dissector plus detectors; in port-independent mode it first waits for a greeting."""
-
-    def __init__(self, analysis: Analysis, server: str, client: str, protocol: str | None, partial: bool) -> None:
-        self.analysis = analysis
-        self.server = server
-        self.client = client
-        self.partial = partial
-        self.session: MailSession | None = None
-        self.analyzer: SessionAnalyzer | None = None
-        self.record: SessionRecord | None = None
-        self.ignored = False
-        self._held: list[tuple[ev.Side, bytes, int | None, float | None]] = []
-        self._held_size = 0
-        if protocol is not None:
-            self._start(protocol)
-
-    def _start(self, protocol: str) -> None:
-        analysis = self.analysis
-        self.session = SESSION_TYPES[protocol](partial=self.partial)
-        context = SessionContext(
-            protocol, self.server, self.client, analysis.file, local_domains=analysis.options.local_domains
-        )
-        self.analyzer = SessionAnalyzer(context, analysis.findings, analysis.stats)
-        if analysis.options.keep_events:
-            self.record = SessionRecord(protocol, self.server, self.client, analysis.file)
-            analysis.sessions.append(self.record)
-
-    def data(self, side: ev.Side, data: bytes, frame: int | None, timestamp: float | None) -> None:
-        if self.ignored:
-            return
-        if self.session is None:
-            self._hold(side, data, frame, timestamp)
-            return
-        self._deliver(self.session.receive(side, data, frame, timestamp))
-
-    def _hold(self, side: ev.Side, data: bytes, frame: int | None, timestamp: float | None) -> None:
-        """Port-independent mode: keep the first bytes until they say which protocol this is."""
-        self._held.append((side, data, frame, timestamp))
-        self._held_size += len(data)
-        server = b"".join(chunk for s, chunk, _f, _t in self._held if s is ev.Side.SERVER)
-        client = b"".join(chunk for s, chunk, _f, _t in self._held if s is ev.Side.CLIENT)
-        protocol = identify(server, client)
-        if protocol is None and self._held_size < MAX_UNCLASSIFIED:
-            return
-        held, self._held, self._held_size = self._held, [], 0
-        if not protocol:
-            self.ignored = True
-            self.analysis.flows_ignored += 1
-            return
-        self._start(protocol)
-        for held_side, chunk, held_frame, held_timestamp in held:
-            self.data(held_side, chunk, held_frame, held_timestamp)
-
-    def gap(self, side: ev.Side, size: int, frame: int | None, timestamp: float | None) -> None:
-        if self.session is not None:
-            self._deliver(self.session.gap(side, size, frame, timestamp))
-        elif not self.ignored:
-            self.ignored = True  # lost bytes before we even knew what this flow is
-            self.analysis.flows_ignored += 1
-
-    def close(self) -> None:
-        if self.analyzer is not None:
-            self.analyzer.close()
-        elif not self.ignored and self._held:
-            self.analysis.flows_ignored += 1
-
-    def _deliver(self, events: list[ev.Event]) -> None:
-        if not events:
-            return
-        assert self.analyzer is not None
-        self.analyzer.feed(events)
-        record = self.record
-        if record is not None:
-            room = self.analysis.options.max_events_per_session - len(record.events)
-            show = self.analysis.options.show_secrets
-            record.events.extend(event_dict(e, show) for e in events[: max(room, 0)])
-            record.events_dropped += max(0, len(events) - max(room, 0))
-
-
-def event_dict(event: ev.Event, show_secrets: bool = False) -> dict[str, Any]:
-    """An event as JSON-ready fields (NTLM messages decoded to the schema, bytes as hex); what carries a clear-text
-    secret (credentials, the base64 steps of other mechanisms than NTLM) is masked unless ``show_secrets``."""
-    secret = not show_secrets and (
-        isinstance(event, ev.Credentials)
-        or (isinstance(event, ev.SaslStep) and event.mechanism != "NTLM" and event.side is ev.Side.CLIENT)
-        or (isinstance(event, ev.AuthStart) and event.initial_response and event.mechanism != "NTLM")
-    )
-    line = redact_line(event.evidence.line) if secret else event.evidence.line
-    result: dict[str, Any] = {
-        "event": type(event).__name__,
-        "side": str(event.side),
-        "frame": event.evidence.frame,
-        "time": event.evidence.timestamp,
-        "line": line,
-    }
-    for name, value in vars(event).items():
-        if name in ("side", "evidence"):
-            continue
-        if name == "ntlm" and value is not None:
-            value = value.to_dict()
-        elif secret and name in ("password", "data") and value:
-            value = SECRET_MASK
-        elif isinstance(value, bytes):
-            value = value.hex()
-        result[name] = value
-    return result
+def analyze_captures(
+    paths: Iterable[str],
+    options: AnalysisOptions | None = None,
+    *,
+    around_file: FileContext | None = None,
+) -> Results:
+    """Analyze each capture in turn into one :class:`Analysis`. A capture that cannot be read is listed in
+    ``failed`` with its reason; the others are analyzed. ``around_file(path, counters)`` wraps each file (a
+    progress display, say)."""
+    analysis = Analysis(options)
+    capture_options = analysis.options.capture_options()
+    results = Results(analysis, CaptureCounters())
+    for path in paths:
+        analysis.file = path
+        wrapper = around_file(path, results.counters) if around_file is not None else contextlib.nullcontext()
+        try:
+            with wrapper:
+                analyze_file(path, analysis.handler_factory, capture_options, counters=results.counters)
+        except CaptureError as error:
+            results.failed.append((path, str(error)))
+        else:
+            results.analyzed.append(path)
+    return results

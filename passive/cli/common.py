@@ -1,4 +1,4 @@
-"""What every leakscope command shares: the one-line error, the output options, writing reports."""
+"""What every leakscope command shares: the output options, writing text and reports, the run's redactor."""
 
 from __future__ import annotations
 
@@ -10,19 +10,11 @@ from typing import Any
 import click
 from rich.console import Console
 
-from passive.core.text import printable
-from passive.results.records import render_tables, write_json, write_jsonl
+from passive.cli.tables import render_tables
+from passive.core.errors import OutputError
+from passive.results.jsonio import write_json, write_jsonl
 
 FORMATS = ("table", "json", "jsonl")
-
-
-class UserError(click.ClickException):
-    """A one-line error for the user (missing file, unreadable capture, bad target); exit status 1."""
-
-    exit_code = 1
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"leakscope: error: {printable(self.message)}", err=True)
 
 
 def format_option(choices: tuple[str, ...] = FORMATS) -> Callable[[Any], Any]:
@@ -51,6 +43,11 @@ show_secrets_option = click.option(
 )
 
 
+def domains(values: tuple[str, ...]) -> frozenset[str]:
+    """``--local-domain`` values as the analysis compares them: lower case, no trailing dot."""
+    return frozenset(value.lower().strip(".") for value in values)
+
+
 def write_text(output: str | None, text: str) -> None:
     """To FILE, or to standard output when none is given; never a traceback."""
     if output:
@@ -58,7 +55,7 @@ def write_text(output: str | None, text: str) -> None:
             with open(output, "w", encoding="utf-8", errors="backslashreplace") as stream:
                 stream.write(text)
         except OSError as error:
-            raise UserError(f"cannot write {output}: {error.strerror or error}") from None
+            raise OutputError(f"cannot write {output}: {error.strerror or error}") from None
     else:
         sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))
         sys.stdout.flush()

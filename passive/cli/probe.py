@@ -1,8 +1,7 @@
-"""The ``leakscope probe`` and ``leakscope compare`` commands."""
+"""``leakscope probe``: ask mail servers what they tell anyone who connects."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
@@ -11,30 +10,30 @@ from rich.table import Table
 from rich.text import Text
 
 from passive.cli.common import (
-    UserError,
+    domains,
     emit_records,
     format_option,
     local_domain_option,
     output_option,
-    render,
     show_secrets_option,
-    write_text,
 )
+from passive.cli.errors import EXIT_INPUT
 from passive.core.text import printable
 from passive.probe.prober import STARTTLS_MODES, ProbeOptions, ProbeRun, probe_summary, run_probe
-from passive.probe.targets import Service, TargetError, parse_ports, parse_targets
-from passive.results.compare import CompareError, compare, from_nmap, from_records, load_records, render_comparison
-from passive.results.nmap_xml import NmapXmlError, read_nmap_xml
+from passive.probe.targets import DEFAULT_PORTS, Service, parse_ports, parse_targets
 from passive.results.records import finding_record, summary_record
+from passive.results.redaction import Redactor
+
+DEFAULTS = ProbeOptions()
 
 
-def _probe_options(function: Any) -> Any:
+def probe_options(function: Any) -> Any:
     """Options shared by ``probe`` and the live probe of ``compare``."""
     options = [
         click.option(
             "--starttls",
             type=click.Choice(STARTTLS_MODES),
-            default="auto",
+            default=DEFAULTS.starttls,
             show_default=True,
             help="auto: upgrade when offered (as nmap's *-ntlm-info); always: try even when not offered; never: "
             "stay in clear text (what a clear-text client leaks).",
@@ -42,47 +41,47 @@ def _probe_options(function: Any) -> Any:
         click.option(
             "--ports",
             metavar="LIST",
-            help="Ports for bare hosts, e.g. 25,587,110 (default: 25,587,465,110,995,143,993).",
+            help=f"Ports for bare hosts, e.g. 25,587,110 (default: {','.join(map(str, DEFAULT_PORTS))}).",
         ),
         click.option(
             "--connect-timeout",
             type=click.FloatRange(0.1, 300),
-            default=5.0,
+            default=DEFAULTS.connect_timeout,
             show_default=True,
             help="Seconds to wait for TCP (and implicit TLS) to connect.",
         ),
         click.option(
             "--read-timeout",
             type=click.FloatRange(0.1, 300),
-            default=10.0,
+            default=DEFAULTS.read_timeout,
             show_default=True,
             help="Seconds to wait for each answer.",
         ),
         click.option(
             "--service-timeout",
             type=click.FloatRange(1, 3600),
-            default=60.0,
+            default=DEFAULTS.service_timeout,
             show_default=True,
             help="Seconds one service may take in all.",
         ),
         click.option(
             "--max-bytes",
             type=click.IntRange(1024, 64 * 1024 * 1024),
-            default=256 * 1024,
+            default=DEFAULTS.max_bytes,
             show_default=True,
             help="Bytes read from one connection at most.",
         ),
         click.option(
             "--concurrency",
             type=click.IntRange(1, 1024),
-            default=16,
+            default=DEFAULTS.concurrency,
             show_default=True,
             help="Services probed at the same time.",
         ),
         click.option(
             "--ehlo",
             "ehlo_name",
-            default="leakscope.invalid",
+            default=DEFAULTS.ehlo_name,
             show_default=True,
             metavar="NAME",
             help="Name given in EHLO/HELO.",
@@ -94,11 +93,8 @@ def _probe_options(function: Any) -> Any:
     return function
 
 
-def _build_options(params: dict[str, Any], **extra: Any) -> tuple[ProbeOptions, tuple[int, ...] | None]:
-    try:
-        ports = parse_ports(params["ports"]) if params.get("ports") else None
-    except TargetError as error:
-        raise UserError(str(error)) from None
+def build_options(params: dict[str, Any], **extra: Any) -> tuple[ProbeOptions, tuple[int, ...] | None]:
+    ports = parse_ports(params["ports"]) if params.get("ports") else None
     options = ProbeOptions(
         connect_timeout=params["connect_timeout"],
         read_timeout=params["read_timeout"],
@@ -113,11 +109,8 @@ def _build_options(params: dict[str, Any], **extra: Any) -> tuple[ProbeOptions, 
     return options, ports
 
 
-def _services(targets: tuple[str, ...] | list[str], ports: tuple[int, ...] | None) -> list[Service]:
-    try:
-        return parse_targets(list(targets), ports)
-    except TargetError as error:
-        raise UserError(str(error)) from None
+def services(targets: tuple[str, ...] | list[str], ports: tuple[int, ...] | None) -> list[Service]:
+    return parse_targets(list(targets), ports)
 
 
 def _status_table(console: Console, reports: list[dict[str, Any]]) -> None:
@@ -148,7 +141,8 @@ def _status_table(console: Console, reports: list[dict[str, Any]]) -> None:
 
 def _emit_probe(run: ProbeRun, output_format: str, output: str | None, show_secrets: bool) -> None:
     findings = list(run.findings)
-    records = [finding_record(f, show_secrets) for f in findings]
+    redactor = Redactor(show_secrets, secrets=run.stats.secrets)
+    records = [finding_record(f, redactor=redactor) for f in findings]
     summary = summary_record(probe_summary(run), findings)
     if output_format == "table":
         reports = summary.pop("probes")
@@ -159,12 +153,12 @@ def _emit_probe(run: ProbeRun, output_format: str, output: str | None, show_secr
 
 @click.command("probe")
 @click.argument("targets", nargs=-1, required=True)
-@_probe_options
+@probe_options
 @click.option(
     "--relay-test", is_flag=True, help="Try nmap's 16 relay variants on SMTP (MAIL FROM/RCPT TO; never DATA)."
 )
-@click.option("--relay-from", default="example.com", show_default=True, metavar="DOMAIN", help="Sender domain.")
-@click.option("--relay-to", default="example.net", show_default=True, metavar="DOMAIN", help="Recipient domain.")
+@click.option("--relay-from", default=DEFAULTS.relay_from, show_default=True, metavar="DOMAIN", help="Sender domain.")
+@click.option("--relay-to", default=DEFAULTS.relay_to, show_default=True, metavar="DOMAIN", help="Recipient domain.")
 @format_option()
 @output_option
 @show_secrets_option
@@ -185,103 +179,17 @@ def probe_command(
     TARGETS are host, host:port, or smtp:// smtps:// submission:// pop3:// pop3s:// imap:// imaps:// URLs; a bare
     host is probed on 25, 587, 465, 110, 995, 143 and 993. Exit status 1 when a target could not be probed.
     """
-    options, ports = _build_options(
+    options, ports = build_options(
         params,
         relay_test=relay_test,
         relay_from=relay_from.strip().lower(),
         relay_to=relay_to.strip().lower(),
-        local_domains=frozenset(d.lower().strip(".") for d in local_domains),
+        local_domains=domains(local_domains),
     )
-    run = run_probe(_services(targets, ports), options)
+    run = run_probe(services(targets, ports), options)
     _emit_probe(run, output_format, output, show_secrets)
     failed = run.failed_targets
     for target in failed:
         click.echo(f"leakscope: error: {printable(target)}: could not be probed", err=True)
     if failed:
-        raise SystemExit(1)
-
-
-@click.command("compare")
-@click.option(
-    "--passive",
-    "passive_inputs",
-    multiple=True,
-    metavar="FILE",
-    help="Capture (pcap, pcapng, gzip) or findings (JSON, JSON lines) of what the wire showed.",
-)
-@click.option(
-    "--active",
-    "active_inputs",
-    multiple=True,
-    metavar="FILE",
-    help="Findings (JSON, JSON lines) written by leakscope probe.",
-)
-@click.option(
-    "--probe",
-    "probe_targets",
-    multiple=True,
-    metavar="TARGET",
-    help="Probe TARGET now as the active side (as leakscope probe TARGET).",
-)
-@click.option("--probe-seen", is_flag=True, help="Probe every server the passive side saw, on its port.")
-@click.option(
-    "--nmap",
-    "nmap_inputs",
-    multiple=True,
-    metavar="XML",
-    help="nmap -oX output of smtp-ntlm-info, pop3-ntlm-info, imap-ntlm-info, smtp-commands, "
-    "smtp-open-relay (pop3-capabilities too).",
-)
-@_probe_options
-@format_option(("table", "json"))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the comparison to FILE.")
-def compare_command(
-    passive_inputs: tuple[str, ...],
-    active_inputs: tuple[str, ...],
-    probe_targets: tuple[str, ...],
-    probe_seen: bool,
-    nmap_inputs: tuple[str, ...],
-    output_format: str,
-    output: str | None,
-    **params: Any,
-) -> None:
-    """Compare passive findings with active ones (and nmap's): per server, per field, agree / differ / only one.
-
-    Exit status 0 when the comparison ran (whatever it found), 1 when an input could not be read or probed.
-    """
-    given = [bool(passive_inputs), bool(active_inputs or probe_targets or probe_seen), bool(nmap_inputs)]
-    if sum(given) < 2:
-        raise click.UsageError("give at least two of --passive, --active/--probe/--probe-seen and --nmap")
-    if probe_seen and not passive_inputs:
-        raise click.UsageError("--probe-seen probes the servers of --passive")
-    try:
-        passive = [record for path in passive_inputs for record in load_records(path)]
-        active = [record for path in active_inputs for record in load_records(path)]
-        nmap = [service for path in nmap_inputs for service in read_nmap_xml(path)]
-    except (CompareError, NmapXmlError) as error:
-        raise UserError(str(error)) from None
-    targets = list(probe_targets)
-    if probe_seen:
-        targets += sorted({r["server"] for r in passive if isinstance(r.get("server"), str)})
-    failed: list[str] = []
-    if targets:
-        options, ports = _build_options(params)
-        run = run_probe(_services(targets, ports), options)
-        active += [finding_record(f) for f in run.findings]
-        failed = run.failed_targets
-    sources = []
-    if passive_inputs:
-        sources.append(from_records("passive", passive))
-    if given[1]:
-        sources.append(from_records("active", active))
-    if nmap_inputs:
-        sources.append(from_nmap(nmap))
-    document = compare(sources)
-    if output_format == "json":
-        write_text(output, json.dumps(document, ensure_ascii=False, indent=2, default=str) + "\n")
-    else:
-        render(output, lambda console: render_comparison(console, document))
-    for target in failed:
-        click.echo(f"leakscope: error: {printable(target)}: could not be probed", err=True)
-    if failed:
-        raise SystemExit(1)
+        raise SystemExit(EXIT_INPUT)

@@ -1,93 +1,408 @@
-"""What to do about each finding, and how to check it is done."""
+"""Every kind of finding, declared once: title, severity rules, fields with a line of documentation each, table
+columns, report section, one-line summary, remediation, verification and references.
+
+Everything that shows or stores a finding reads this table: the terminal tables, the JSON records, the report, the
+dashboard, ``compare``, the store's merge rules and ``docs/schema.md`` (written from it by
+``python -m passive.findings.schema_doc``). A kind missing here is a kind that exists nowhere.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-from passive.findings.model import FindingType
+from passive.findings.model import FindingType, Severity
 
 
 @dataclass(frozen=True)
-class Guidance:
-    references: dict[str, str]  # protocol -> equivalent check elsewhere; "*" for any protocol
+class Field:
+    """One field of a kind's record, as ``docs/schema.md`` documents it."""
+
+    name: str
+    doc: str
+    column: bool = False  # shown in the terminal table's card for this kind
+    compared: bool = False  # set beside the probe's and nmap's value by ``compare``
+    union: bool = False  # a list of names gathered over time: unioned, not replaced, when the store merges
+    active: bool = False  # only ``leakscope probe`` can know it
+    secret: bool = False  # holds a secret: masked in every output unless secrets are asked for
+
+
+@dataclass(frozen=True)
+class Kind:
+    type: FindingType
+    title: str
+    description: str
+    severity_rules: tuple[tuple[Severity, str], ...]
+    fields: tuple[Field, ...]
+    summary: Callable[[Mapping[str, Any]], str]
     remediation: str
     verification: str
+    references: Mapping[str, str]  # protocol -> equivalent check elsewhere; "*" for any protocol
+    key_doc: str = "one per server"
+    # Fields every record has that this kind's table card shows after its own columns.
+    common_columns: tuple[str, ...] = ()
+    # A title for one record when it says something other than the kind's title (a refused relay).
+    variant_title: Callable[[Mapping[str, Any]], str | None] = field(default=lambda record: None)
 
     def reference(self, protocol: str) -> str | None:
         return self.references.get(protocol) or self.references.get("*")
 
+    def title_of(self, record: Mapping[str, Any]) -> str:
+        return self.variant_title(record) or self.title
 
-GUIDANCE: dict[FindingType, Guidance] = {
-    FindingType.NTLM_INFO: Guidance(
-        references={
-            "smtp": "Nessus: SMTP Host Information in NTLM SSP; nmap smtp-ntlm-info",
-            "pop3": "Nessus: POP3 Host Information in NTLM SSP; nmap pop3-ntlm-info",
-            "imap": "nmap imap-ntlm-info",
-        },
-        remediation=(
-            "Anyone who sends AUTH NTLM gets the server's internal host name, Active Directory domain and forest, "
-            "Windows build and clock, before any password is checked; clients that use it also send user and "
-            "workstation names, and a crackable NetNTLM response, in the clear. Remove NTLM from the mechanisms "
-            "offered on SMTP, POP3 and IMAP (Exchange: remove 'Ntlm' / 'Integrated' from the receive connector's "
-            "and the POP3/IMAP service's authentication methods) or restrict it to internal networks; prefer "
-            "Kerberos for internal clients; require TLS (STARTTLS or implicit TLS) before any AUTH so the exchange "
-            "is never readable on the wire."
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields if f.column) + self.common_columns
+
+    @property
+    def compared(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields if f.compared)
+
+    @property
+    def secret_fields(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields if f.secret)
+
+    @property
+    def union_fields(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields if f.union)
+
+
+# Fields every record has, whatever its kind.
+COMMON_FIELDS: tuple[Field, ...] = (
+    Field("type", "the kind: " + ", ".join(f"`{t}`" for t in FindingType)),
+    Field("schema_version", "the version of this schema"),
+    Field("source", "`passive` (from captures) or `active` (from `leakscope probe`)"),
+    Field("protocol", "`smtp`, `pop3`, `imap`"),
+    Field("server", "`ip:port` (`[v6]:port` for IPv6)"),
+    Field("severity", "`info`, `low`, `medium`, `high`: the kind's severity rules below"),
+    Field("reference", "the equivalent check in Nessus / nmap / Wireshark, where one exists"),
+    Field("client", "`ip:port` of the client of the latest occurrence"),
+    Field("clients", "`ip:port` of clients seen (first 50)"),
+    Field("count", "occurrences merged into this finding"),
+    Field("first_seen", "capture time of the first occurrence"),
+    Field("last_seen", "capture time of the last occurrence"),
+    Field("details", "per-occurrence facts (first 50); `details_dropped` counts the rest"),
+    Field("details_dropped", "details not kept"),
+    Field(
+        "evidence",
+        "`{file, frame, time, side, line}`: the capture, the tshark-compatible 1-based number of the frame that "
+        "completed the line (where tshark shows a reassembled PDU), its time, `client`/`server`, and the line as sent "
+        "(first 512 characters, secrets masked); `first_frame` is added when the line began in an earlier frame; "
+        "first 8. For `leakscope watch` the `file` is `live:IFACE` and frames count packets in the order received",
+    ),
+    Field("evidence_dropped", "evidence lines not kept"),
+    Field("remediation", "what to do"),
+    Field("verification", "how to check it is done"),
+)
+
+
+def _ntlm_summary(record: Mapping[str, Any]) -> str:
+    host = record.get("dns_computer") or record.get("netbios_computer") or "?"
+    domain = record.get("dns_domain") or record.get("netbios_domain")
+    parts = [f"{host} ({domain})" if domain else str(host)]
+    if record.get("os_release") or record.get("os_version"):
+        parts.append(str(record.get("os_release") or record.get("os_version")))
+    if record.get("users"):
+        parts.append("users " + ", ".join(map(str, list(record["users"])[:3])))
+    return "; ".join(parts)
+
+
+def _methods_summary(record: Mapping[str, Any]) -> str:
+    exposed = record.get("cleartext_exposed") or []
+    mechanisms = " ".join(map(str, record.get("mechanisms") or [])) or "no mechanism advertised"
+    return mechanisms + (f" (without TLS: {' '.join(map(str, exposed))})" if exposed else "")
+
+
+def _credentials_summary(record: Mapping[str, Any]) -> str:
+    return f"{record.get('mechanism')} {record.get('user')} ({record.get('outcome') or 'no verdict'})"
+
+
+def _service_summary(record: Mapping[str, Any]) -> str:
+    return str(record.get("software") or record.get("banner") or "")
+
+
+def _relay_summary(record: Mapping[str, Any]) -> str:
+    verdict = "relays" if record.get("accepted") else "refused"
+    return f"{verdict}: {record.get('mail_from')} -> {record.get('rcpt_to')}"
+
+
+def _methods_title(record: Mapping[str, Any]) -> str | None:
+    return None if record.get("cleartext_exposed") else "Authentication mechanisms"
+
+
+def _relay_title(record: Mapping[str, Any]) -> str | None:
+    return None if record.get("accepted") is True else "Relay refused"
+
+
+NTLM_INFO = Kind(
+    type=FindingType.NTLM_INFO,
+    title="NTLM host information",
+    description=(
+        "What a server's NTLM CHALLENGE (Type 2) revealed, and what clients' NEGOTIATE/AUTHENTICATE (Type 1/3) "
+        "revealed."
+    ),
+    severity_rules=(
+        (Severity.LOW, "the server's names, clock and build alone (a CHALLENGE)"),
+        (Severity.MEDIUM, "an AUTHENTICATE crossed the wire: a crackable NetNTLM response, user and workstation"),
+    ),
+    fields=(
+        Field("target_name", "TargetName", compared=True),
+        Field("netbios_computer", "MsvAvNbComputerName", column=True, compared=True),
+        Field("netbios_domain", "MsvAvNbDomainName", column=True, compared=True),
+        Field("dns_computer", "MsvAvDnsComputerName", column=True, compared=True),
+        Field("dns_domain", "MsvAvDnsDomainName", column=True, compared=True),
+        Field("dns_tree", "MsvAvDnsTreeName (the forest)", column=True, compared=True),
+        Field("server_time", "MsvAvTimestamp, ISO 8601 UTC with 100 ns precision", column=True),
+        Field(
+            "os_version",
+            "Version as `10.0.17763` (Samba and other non-Windows servers claim 6.1.0)",
+            column=True,
+            compared=True,
         ),
-        verification=(
-            "Run 'leakscope probe --starttls never HOST' and nmap's smtp-ntlm-info / pop3-ntlm-info / "
-            "imap-ntlm-info: no NTLM challenge may come back without TLS, and the mechanism list must not offer NTLM "
-            "in clear text."
+        Field(
+            "os_release",
+            "the release the version denotes (`Windows Server 2019 / Windows 10 1809`); unknown builds say so",
+            column=True,
+            compared=True,
+        ),
+        Field("flags", "NegotiateFlags names of the CHALLENGE"),
+        Field("clock_skew_seconds", "`server_time` minus the capture time of the packet that carried it"),
+        Field("anomalies", "decoding anomalies of the CHALLENGE, `{code, detail}` (first 20)"),
+        Field("user", "UserName of the latest AUTHENTICATE of this server"),
+        Field("domain", "the client's domain (latest AUTHENTICATE or NEGOTIATE)"),
+        Field("workstation", "the client's workstation (latest AUTHENTICATE or NEGOTIATE)"),
+        Field("ntlm_version", "`NTLMv1`, `NTLMv1-ESS`, `NTLMv2`, `anonymous`", column=True),
+        Field("client_os_version", "the client's Version"),
+        Field("spn", "MsvAvTargetName of the client's NTLMv2 response"),
+        Field("outcome", "`success`, `failure`, or null when no verdict was seen (cancelled, cut off)", column=True),
+        Field("users", "every `DOMAIN\\user` seen (first 50)", column=True, union=True),
+        Field("workstations", "every workstation seen (first 50)", column=True, union=True),
+        Field(
+            "ntlm_advertised",
+            "NTLM was in the mechanism list the probe had when it sent `AUTH NTLM` (it tries regardless)",
+            active=True,
+        ),
+        Field("ntlm_over_tls", "the probe's NTLM exchange ran inside TLS (STARTTLS or implicit TLS)", active=True),
+    ),
+    summary=_ntlm_summary,
+    remediation=(
+        "Anyone who sends AUTH NTLM gets the server's internal host name, Active Directory domain and forest, "
+        "Windows build and clock, before any password is checked; clients that use it also send user and "
+        "workstation names, and a crackable NetNTLM response, in the clear. Remove NTLM from the mechanisms "
+        "offered on SMTP, POP3 and IMAP (Exchange: remove 'Ntlm' / 'Integrated' from the receive connector's "
+        "and the POP3/IMAP service's authentication methods) or restrict it to internal networks; prefer "
+        "Kerberos for internal clients; require TLS (STARTTLS or implicit TLS) before any AUTH so the exchange "
+        "is never readable on the wire."
+    ),
+    verification=(
+        "Run 'leakscope probe --starttls never HOST' and nmap's smtp-ntlm-info / pop3-ntlm-info / "
+        "imap-ntlm-info: no NTLM challenge may come back without TLS, and the mechanism list must not offer NTLM "
+        "in clear text."
+    ),
+    references={
+        "smtp": "Nessus: SMTP Host Information in NTLM SSP; nmap smtp-ntlm-info",
+        "pop3": "Nessus: POP3 Host Information in NTLM SSP; nmap pop3-ntlm-info",
+        "imap": "nmap imap-ntlm-info",
+    },
+)
+
+CLEARTEXT_CREDENTIALS = Kind(
+    type=FindingType.CLEARTEXT_CREDENTIALS,
+    title="Clear-text credentials",
+    description="A user name and a secret sent where anyone on the path can read them.",
+    severity_rules=((Severity.HIGH, "always: the secret is known to anyone on the path"),),
+    fields=(
+        Field(
+            "mechanism",
+            "`PLAIN`, `LOGIN`, `CRAM-MD5`, `XOAUTH2`, `OAUTHBEARER`, `USER-PASS` (POP3), `APOP`, `IMAP-LOGIN`",
+            column=True,
+        ),
+        Field("user", "as sent", column=True),
+        Field("password", "masked as `********` unless `--show-secrets`", column=True, secret=True),
+        Field("authzid", "the authorization identity, as sent"),
+        Field(
+            "secret_kind",
+            "what `password` holds: `password`, `cram-md5-digest`, `apop-digest`, `oauth-bearer-token`",
+        ),
+        Field("outcome", "`success`, `failure` or null", column=True),
+        Field("tls", "always false: nothing is read inside TLS"),
+    ),
+    key_doc="one per server, mechanism and user",
+    common_columns=("clients",),
+    summary=_credentials_summary,
+    remediation=(
+        "A user name and password crossed the network unencrypted and must be considered known to anyone on "
+        "the path: change that password. Then stop it happening again: require TLS before authentication on "
+        "the server (see auth-methods) and configure clients for STARTTLS or implicit TLS (ports 465, 993, 995)."
+    ),
+    verification=(
+        "Capture a client login again and run 'leakscope analyze' on it: no cleartext-credentials finding may "
+        "remain, and the mail-service finding must show TLS in use."
+    ),
+    references={"*": "Wireshark/tshark -z credentials; PCredz"},
+)
+
+OPEN_RELAY = Kind(
+    type=FindingType.OPEN_RELAY,
+    title="Open relay",
+    description=(
+        "An unauthenticated SMTP transaction (the null sender `<>` included) whose `RCPT TO` named a domain that is "
+        "not local to the server. Local domains come from `--local-domain` and from the names in the server's "
+        "banner (the host name and its parent domain)."
+    ),
+    severity_rules=(
+        (Severity.HIGH, "the server accepted the foreign recipient"),
+        (Severity.INFO, "the server refused it with a 5xx reply"),
+    ),
+    fields=(
+        Field(
+            "accepted",
+            "true when the server answered 2xx (relays), false for a 5xx refusal",
+            column=True,
+            compared=True,
+        ),
+        Field("mail_from", "the sender of the latest attempt (`<>` for the null sender)", column=True),
+        Field("rcpt_to", "the recipient of the latest attempt", column=True),
+        Field("reply", "the server's reply to that RCPT", column=True),
+        Field("local_domains", "the domains considered local (first 20)"),
+    ),
+    key_doc="one per server and verdict (accepted or refused)",
+    common_columns=("clients",),
+    summary=_relay_summary,
+    variant_title=_relay_title,
+    remediation=(
+        "The server accepted, without authentication, mail for a domain that is not its own: it relays for "
+        "anyone, so spammers and phishers can send through it. Allow relaying only for authenticated users and "
+        "trusted internal networks (Postfix 'smtpd_relay_restrictions = permit_mynetworks, "
+        "permit_sasl_authenticated, reject_unauth_destination' with a tight 'mynetworks'; Exchange: remove "
+        "'Ms-Exch-SMTP-Accept-Any-Recipient' from anonymous connectors)."
+    ),
+    verification=(
+        "Run 'leakscope probe --relay-test HOST' (or nmap smtp-open-relay) from outside the trusted networks: "
+        "every RCPT to an external domain must be refused with a 5xx reply."
+    ),
+    references={"smtp": "Nessus 10262: MTA Open Mail Relaying Allowed; Nessus 10874; nmap smtp-open-relay"},
+)
+
+AUTH_METHODS = Kind(
+    type=FindingType.AUTH_METHODS,
+    title="Mechanisms offered without TLS",
+    description="The SASL mechanisms (and password commands) a server offers on a connection that is not encrypted.",
+    severity_rules=(
+        (Severity.MEDIUM, "PLAIN, LOGIN, USER or LOGIN-COMMAND offered without TLS"),
+        (Severity.LOW, "NTLM alone offered without TLS"),
+        (Severity.INFO, "nothing that exposes a secret or host information is offered in the clear"),
+    ),
+    fields=(
+        Field(
+            "mechanisms",
+            "SASL mechanisms advertised before TLS (EHLO `AUTH`, POP3 `CAPA` `SASL` and `AUTH` list, IMAP `AUTH=`), "
+            "plus `USER` (POP3 USER/PASS available) and `LOGIN-COMMAND` (IMAP LOGIN without LOGINDISABLED)",
+            column=True,
+            compared=True,
+        ),
+        Field(
+            "mechanisms_after_tls",
+            "what was advertised inside TLS: null in passive results (encrypted), filled by the probe; with implicit "
+            "TLS `mechanisms` is empty",
+            compared=True,
+        ),
+        Field(
+            "cleartext_exposed",
+            "the mechanisms among PLAIN, LOGIN, USER, LOGIN-COMMAND, NTLM offered without TLS",
+            column=True,
+        ),
+        Field("cleartext_login", "a password command outside SASL is offered", compared=True),
+        Field("starttls_offered", "STARTTLS/STLS advertised", column=True),
+        Field("tls", "TLS actually started in a session", column=True),
+    ),
+    summary=_methods_summary,
+    variant_title=_methods_title,
+    remediation=(
+        "Offer authentication only after TLS: advertise no AUTH mechanisms (and no POP3 USER or IMAP LOGIN) on "
+        "a clear-text connection, e.g. Postfix 'smtpd_tls_auth_only = yes', Dovecot "
+        "'disable_plaintext_auth = yes' / 'auth_allow_cleartext = no', Exchange 'RequireTLS' on receive "
+        "connectors. Drop mechanisms nobody needs (LOGIN, NTLM) from the list."
+    ),
+    verification=(
+        "Re-run 'leakscope probe HOST' with '--starttls never': the capability list before STARTTLS must carry "
+        "no PLAIN, LOGIN, NTLM or USER; after STARTTLS only the mechanisms you intend."
+    ),
+    references={
+        "smtp": "Nessus 36804: SMTP Authentication Methods; nmap smtp-commands",
+        "*": "nmap pop3-capabilities / imap-capabilities",
+    },
+)
+
+_TLS_FACTS = (
+    ("tls_version", "the TLS version of the probe's session (STARTTLS or implicit), e.g. `TLSv1.3`; null without"),
+    ("tls_cipher", "the cipher suite of that session, e.g. `TLS_AES_256_GCM_SHA384`"),
+    ("tls_cert_subject", "the server certificate's subject (RFC 4514)"),
+    ("tls_cert_issuer", "the server certificate's issuer (RFC 4514)"),
+    ("tls_cert_not_before", "start of the certificate's validity (ISO 8601 UTC)"),
+    ("tls_cert_not_after", "end of the certificate's validity (ISO 8601 UTC)"),
+    ("tls_cert_expired", "the certificate has expired"),
+    ("tls_cert_self_issued", "subject equals issuer"),
+    ("tls_cert_sha256", "SHA-256 of the DER certificate (hex)"),
+)
+
+MAIL_SERVICE = Kind(
+    type=FindingType.MAIL_SERVICE,
+    title="Mail service",
+    description="Every mail server seen: what it says about itself, whether it offers and uses TLS, who talks to it.",
+    severity_rules=((Severity.INFO, "always: an inventory entry"),),
+    fields=(
+        Field(
+            "banner",
+            "the greeting text (SMTP 220, POP3 +OK, IMAP * OK) without the status code",
+            column=True,
+            compared=True,
+        ),
+        Field("software", "product and version guessed from the banner, or null", column=True, compared=True),
+        Field("starttls_offered", "STARTTLS/STLS advertised", column=True, compared=True),
+        Field("tls", "TLS used (STARTTLS accepted, or TLS from the first byte)", column=True),
+        *(Field(name, doc, active=True) for name, doc in _TLS_FACTS),
+        Field(
+            "starttls_result",
+            "`accepted`, `refused`, `failed` (handshake), `not-offered`, `not-tried` (`--starttls never`), `implicit`",
+            active=True,
+        ),
+        Field(
+            "relay_test",
+            "with `--relay-test` (SMTP): `{variants_tried, variants_accepted, stopped, from_domain, to_domain, "
+            "variants[]}`; each variant `{variant, mail_from, rcpt_to, mail_reply, rcpt_reply, accepted}`; `stopped` "
+            "is the 530 (or failing RSET) reply that ended the test, else null",
+            active=True,
         ),
     ),
-    FindingType.AUTH_METHODS: Guidance(
-        references={
-            "smtp": "Nessus 36804: SMTP Authentication Methods; nmap smtp-commands",
-            "*": "nmap pop3-capabilities / imap-capabilities",
-        },
-        remediation=(
-            "Offer authentication only after TLS: advertise no AUTH mechanisms (and no POP3 USER or IMAP LOGIN) on "
-            "a clear-text connection, e.g. Postfix 'smtpd_tls_auth_only = yes', Dovecot "
-            "'disable_plaintext_auth = yes' / 'auth_allow_cleartext = no', Exchange 'RequireTLS' on receive "
-            "connectors. Drop mechanisms nobody needs (LOGIN, NTLM) from the list."
-        ),
-        verification=(
-            "Re-run 'leakscope probe HOST' with '--starttls never': the capability list before STARTTLS must carry "
-            "no PLAIN, LOGIN, NTLM or USER; after STARTTLS only the mechanisms you intend."
-        ),
+    common_columns=("clients", "first_seen", "last_seen"),
+    summary=_service_summary,
+    remediation=(
+        "Know every mail service on the network: close ports that should not be reachable (firewall or bind to "
+        "the right interface), keep the banner free of software versions and internal names, and offer "
+        "STARTTLS or implicit TLS on each service that stays."
     ),
-    FindingType.CLEARTEXT_CREDENTIALS: Guidance(
-        references={"*": "Wireshark/tshark -z credentials; PCredz"},
-        remediation=(
-            "A user name and password crossed the network unencrypted and must be considered known to anyone on "
-            "the path: change that password. Then stop it happening again: require TLS before authentication on "
-            "the server (see auth-methods) and configure clients for STARTTLS or implicit TLS (ports 465, 993, 995)."
-        ),
-        verification=(
-            "Capture a client login again and run 'leakscope analyze' on it: no cleartext-credentials finding may "
-            "remain, and the mail-service finding must show TLS in use."
-        ),
-    ),
-    FindingType.MAIL_SERVICE: Guidance(
-        references={"smtp": "Nessus 34861: SMTP Server Connection Check; nmap smtp-commands", "*": "nmap -sV"},
-        remediation=(
-            "Know every mail service on the network: close ports that should not be reachable (firewall or bind to "
-            "the right interface), keep the banner free of software versions and internal names, and offer "
-            "STARTTLS or implicit TLS on each service that stays."
-        ),
-        verification="Re-run 'leakscope probe HOST' against the standard and observed ports and compare the inventory.",
-    ),
-    FindingType.OPEN_RELAY: Guidance(
-        references={"smtp": "Nessus 10262: MTA Open Mail Relaying Allowed; Nessus 10874; nmap smtp-open-relay"},
-        remediation=(
-            "The server accepted, without authentication, mail for a domain that is not its own: it relays for "
-            "anyone, so spammers and phishers can send through it. Allow relaying only for authenticated users and "
-            "trusted internal networks (Postfix 'smtpd_relay_restrictions = permit_mynetworks, "
-            "permit_sasl_authenticated, reject_unauth_destination' with a tight 'mynetworks'; Exchange: remove "
-            "'Ms-Exch-SMTP-Accept-Any-Recipient' from anonymous connectors)."
-        ),
-        verification=(
-            "Run 'leakscope probe --relay-test HOST' (or nmap smtp-open-relay) from outside the trusted networks: "
-            "every RCPT to an external domain must be refused with a 5xx reply."
-        ),
-    ),
+    verification="Re-run 'leakscope probe HOST' against the standard and observed ports and compare the inventory.",
+    references={"smtp": "Nessus 34861: SMTP Server Connection Check; nmap smtp-commands", "*": "nmap -sV"},
+)
+
+# In display order: what hurts most first (tables, report sections, remediation items).
+KINDS: dict[FindingType, Kind] = {
+    kind.type: kind for kind in (CLEARTEXT_CREDENTIALS, OPEN_RELAY, NTLM_INFO, AUTH_METHODS, MAIL_SERVICE)
 }
+TLS_FACT_FIELDS: tuple[str, ...] = tuple(name for name, _doc in _TLS_FACTS)
+
+
+def kind_of(name: object) -> Kind | None:
+    """The declaration for a record's ``type``; None for anything that is not a kind (a summary, garbage)."""
+    try:
+        return KINDS[FindingType(name)]  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        return None
+
+
+def display_order(name: object) -> int:
+    """Position of a kind in :data:`KINDS`; unknown kinds last."""
+    kind = kind_of(name)
+    return list(KINDS).index(kind.type) if kind is not None else len(KINDS)

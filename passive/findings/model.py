@@ -1,26 +1,44 @@
-"""Findings: the stable output records, deduplicated per server and kind, with bounded evidence.
+"""Findings as the detectors build them: one per (server, kind[, key]), deduplicated, with bounded evidence.
 
-Field names are documented in docs/schema.md and versioned by SCHEMA_VERSION; they are never renamed casually.
+This is the domain object only. What each kind means, its fields and its prose live in :mod:`passive.findings.kinds`;
+the JSON record and masking are built at output time by :mod:`passive.results.records`.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 SCHEMA_VERSION = "1.0"
-# Evidence entries kept per finding, and per-exchange details kept per finding: the rest is counted.
+# Evidence entries kept per finding (a finding cites its proof, it does not archive the session); the rest counted
+# in ``evidence_dropped``.
 MAX_EVIDENCE = 8
+# Per-occurrence details and clients kept per finding; the rest counted in ``details_dropped``.
 MAX_DETAILS = 50
+# Names gathered in list fields (users, workstations) per finding.
+MAX_NAMES = 50
 
 
 class Severity(enum.StrEnum):
+    """In increasing order of risk; :func:`rank` compares them."""
+
     INFO = "info"
     LOW = "low"
     MEDIUM = "medium"
     HIGH = "high"
+
+
+SEVERITY_ORDER: tuple[Severity, ...] = tuple(Severity)
+
+
+def rank(severity: str) -> int:
+    """0 for info up to 3 for high; an unknown value ranks as info."""
+    try:
+        return SEVERITY_ORDER.index(Severity(severity))
+    except ValueError:
+        return 0
 
 
 class FindingType(enum.StrEnum):
@@ -31,61 +49,17 @@ class FindingType(enum.StrEnum):
     OPEN_RELAY = "open-relay"
 
 
-def iso_time(timestamp: float | None) -> str | None:
-    """ISO 8601 UTC with microseconds; None when absent or outside years 1-9999 (a pcapng block can say anything)."""
-    if timestamp is None:
-        return None
-    try:
-        moment = datetime.fromtimestamp(timestamp, UTC)
-    except (ValueError, OverflowError, OSError):
-        return None
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-SECRET_MASK = "********"
-# Fields that hold a secret in the clear; masked unless secrets are asked for.
-SECRET_FIELDS = ("password",)
-
-
-def redact_line(line: str) -> str:
-    """Keep the words that say what was sent, mask the rest: ``PASS ********``, ``AUTH PLAIN ********``,
-    ``a1 LOGIN ********``, ``a1 AUTHENTICATE PLAIN ********``; a bare SASL line becomes ``********``."""
-    words = line.split()
-    if not words:
-        return SECRET_MASK
-    first = words[0].upper()
-    if first in ("PASS", "APOP"):
-        keep = 1
-    elif first == "AUTH" or (len(words) > 1 and words[1].upper() == "LOGIN"):
-        keep = 2
-    elif len(words) > 1 and words[1].upper() == "AUTHENTICATE":
-        keep = 3
-    else:
-        keep = 0
-    return " ".join([*words[:keep], SECRET_MASK])
-
-
 @dataclass(frozen=True)
 class EvidenceRecord:
+    """One line that proves a finding: where it was seen and the line as sent (bounded by the dissector)."""
+
     file: str | None
     frame: int | None
     timestamp: float | None
     side: str
     line: str
     first_frame: int | None = None
-    secret: bool = False  # the line carries a password or token (plain or base64)
-
-    def to_dict(self, show_secrets: bool = False) -> dict[str, Any]:
-        record = {
-            "file": self.file,
-            "frame": self.frame,
-            "time": iso_time(self.timestamp),
-            "side": self.side,
-            "line": self.line if show_secrets or not self.secret else redact_line(self.line),
-        }
-        if self.first_frame is not None:
-            record["first_frame"] = self.first_frame
-        return record
+    described: bool = False  # the line describes what was seen ("[TLS ClientHello ...]"), it does not quote it
 
 
 @dataclass
@@ -134,44 +108,15 @@ class Finding:
         else:
             self.details_dropped += 1
 
+    def add_name(self, name: str, values: str) -> None:
+        """Add ``values`` to the list field ``name`` once, up to :data:`MAX_NAMES` entries."""
+        names = self.fields.setdefault(name, [])
+        if values not in names and len(names) < MAX_NAMES:
+            names.append(values)
+
     def raise_severity(self, severity: Severity) -> None:
-        order = list(Severity)
-        if order.index(severity) > order.index(self.severity):
+        if rank(severity) > rank(self.severity):
             self.severity = severity
-
-    def to_dict(self, show_secrets: bool = False) -> dict[str, Any]:
-        """The schema record; passwords and the evidence lines that carry them are masked unless ``show_secrets``."""
-        from passive.findings.kinds import GUIDANCE  # one table of texts, kept with the texts
-
-        guidance = GUIDANCE[self.type]
-        record: dict[str, Any] = {
-            "type": str(self.type),
-            "schema_version": SCHEMA_VERSION,
-            "source": self.source,
-            "protocol": self.protocol,
-            "server": self.server,
-            "severity": str(self.severity),
-            "reference": guidance.reference(self.protocol),
-        }
-        record.update(self.fields)
-        record.update(
-            client=self.last_client,
-            clients=self.clients,
-            count=self.count,
-            first_seen=iso_time(self.first_seen),
-            last_seen=iso_time(self.last_seen),
-            details=self.details,
-            details_dropped=self.details_dropped,
-            evidence=[e.to_dict(show_secrets) for e in self.evidence],
-            evidence_dropped=self.evidence_dropped,
-            remediation=guidance.remediation,
-            verification=guidance.verification,
-        )
-        if not show_secrets:
-            for name in SECRET_FIELDS:
-                if record.get(name):
-                    record[name] = SECRET_MASK
-        return record
 
 
 class FindingSet:
@@ -208,7 +153,7 @@ class FindingSet:
         if self._findings.get(index) is finding:
             del self._findings[index]
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Finding]:
         return iter(self._findings.values())
 
     def __len__(self) -> int:

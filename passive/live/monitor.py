@@ -25,17 +25,20 @@ from typing import IO, Any
 from passive.analysis.pipeline import Analysis, AnalysisOptions
 from passive.capture.counters import CaptureCounters
 from passive.capture.engine import CaptureError, CaptureOptions, LiveCapture, PcapStats
+from passive.core.errors import InputError, StoreError
+from passive.findings.kinds import KINDS
 from passive.findings.model import Finding, FindingType
-from passive.results.records import dumps
-from passive.results.store import FindingStore, Identity, StoreError, StoreWriter, identity_of
+from passive.results.jsonio import dumps
+from passive.results.redaction import Redactor
+from passive.results.store import FindingStore, Identity, StoreWriter, identity_of
 
 # Dashboard lists are capped: the store holds the full picture.
 MAX_SERVERS = 1000
 MAX_FEED = 200
 
 
-class WatchError(Exception):
-    """Watching cannot start or continue; ``str(error)`` is a one-line message."""
+class WatchError(InputError):
+    """Watching cannot start or continue: the interface, privileges, the store."""
 
 
 @dataclass
@@ -178,7 +181,8 @@ class Monitor:
     def run(self, capture: LiveCapture | None = None) -> None:
         """Capture until stopped, the duration ends, or the capture fails; then flush everything."""
         self.capture = capture if capture is not None else open_capture(self.options)
-        self.writer = self.store.writer("watch")
+        # Stored records are masked, and scrubbed of every secret this run has seen so far.
+        self.writer = self.store.writer("watch", Redactor(show_secrets=False, secrets=self.analysis.stats.secrets))
         try:
             self.capture.run(
                 self.analysis.handler_factory,
@@ -359,26 +363,5 @@ def _last_seen(finding: Finding) -> float:
 
 def finding_summary(record: dict[str, Any]) -> str:
     """A short line saying what the finding is about (raw values: the caller makes them printable)."""
-    kind = record["type"]
-    if kind == FindingType.NTLM_INFO:
-        host = record.get("dns_computer") or record.get("netbios_computer") or "?"
-        domain = record.get("dns_domain") or record.get("netbios_domain")
-        parts = [f"{host} ({domain})" if domain else host]
-        if record.get("os_release") or record.get("os_version"):
-            parts.append(str(record.get("os_release") or record.get("os_version")))
-        if record.get("users"):
-            parts.append("users " + ", ".join(map(str, record["users"][:3])))
-        return "; ".join(parts)
-    if kind == FindingType.CLEARTEXT_CREDENTIALS:
-        outcome = record.get("outcome") or "no verdict"
-        return f"{record.get('mechanism')} {record.get('user')} ({outcome})"
-    if kind == FindingType.OPEN_RELAY:
-        verdict = "relays" if record.get("accepted") else "refused"
-        return f"{verdict}: {record.get('mail_from')} -> {record.get('rcpt_to')}"
-    if kind == FindingType.AUTH_METHODS:
-        exposed = record.get("cleartext_exposed") or []
-        mechanisms = " ".join(map(str, record.get("mechanisms") or [])) or "no mechanism advertised"
-        return mechanisms + (f" (without TLS: {' '.join(map(str, exposed))})" if exposed else "")
-    if kind == FindingType.MAIL_SERVICE:
-        return str(record.get("software") or record.get("banner") or "")
-    return ""
+    kind = KINDS.get(record["type"])
+    return kind.summary(record) if kind is not None else ""

@@ -5,9 +5,10 @@ then the capabilities again; ``AUTH NTLM`` with the NEGOTIATE from :func:`dissec
 even when not advertised), the CHALLENGE read by the same dissectors and detectors as a capture's, then cancel
 (``*``) and QUIT/LOGOUT. Optionally nmap's relay variants (MAIL FROM / RCPT TO, RSET between, never DATA).
 
-Every byte sent and received goes through the session dissectors and :class:`~passive.analysis.detectors.session.SessionAnalyzer`
-with ``source="active"`` (see :mod:`passive.probe.wire`); only facts a probe alone can know (TLS session and
-certificate, whether NTLM was advertised, mechanisms after TLS, the relay variants) are added by this module.
+Every byte sent and received goes through the session dissectors and the
+:class:`~passive.analysis.detectors.SessionAnalyzer` with ``source="active"`` (see :mod:`passive.probe.wire`); facts
+only a probe can know (TLS session and certificate,
+whether NTLM was advertised, mechanisms after TLS, the relay variants) are handed to the detectors that own them.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from typing import Any
 
 from dissectors import ntlmssp
 from dissectors.registry import NOT_MAIL, identify
-from passive.analysis.detectors.session import RunStats, SessionAnalyzer, SessionContext
-from passive.findings.model import FindingSet, FindingType
+from passive.analysis.detectors import SessionAnalyzer, SessionContext
+from passive.analysis.stats import RunStats
+from passive.core import endpoints
+from passive.findings.model import FindingSet
 from passive.probe.targets import Service
 from passive.probe.tls import client_context, session_facts
 from passive.probe.wire import Connection, ProbeError, Wire
@@ -100,8 +103,8 @@ class ProbeRun:
 
 
 def endpoint(address: tuple[Any, ...]) -> str:
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    """A socket address (``getpeername``) as the findings write it."""
+    return endpoints.endpoint(address[0], address[1])
 
 
 def relay_variants(from_domain: str, to_domain: str, server_name: str, ip: str) -> list[tuple[str, str]]:
@@ -302,21 +305,13 @@ class ServiceProbe:
             self.report.ntlm_reply = reply[:200]
 
     def _record_probe_facts(self) -> None:
-        """Probe-only facts into the findings the detectors made."""
-        findings, server, report = self.run.findings, self.report.server, self.report
-        service = findings.find(FindingType.MAIL_SERVICE, server)
-        if service is not None:
-            service.fields.update(self.tls_facts)
-            service.fields["starttls_result"] = report.starttls
-            if report.banner is None and service.fields.get("banner") is not None:
-                report.banner = service.fields["banner"]
-        ntlm = findings.find(FindingType.NTLM_INFO, server)
-        if ntlm is not None:
-            ntlm.fields["ntlm_advertised"] = report.ntlm_advertised
-            ntlm.fields["ntlm_over_tls"] = report.starttls in ("accepted", "implicit")
-        methods = findings.find(FindingType.AUTH_METHODS, server)
-        if methods is not None:
-            methods.fields.setdefault("mechanisms_after_tls", None)
+        """Facts only a probe knows, told to the detectors that own them."""
+        analyzer, report = self.analyzer, self.report
+        assert analyzer is not None
+        analyzer.service.probe_facts(self.tls_facts, report.starttls)
+        if report.banner is None:
+            report.banner = analyzer.service.banner
+        analyzer.ntlm.probe_facts(report.ntlm_advertised, report.starttls in ("accepted", "implicit"))
 
     # -- SMTP -------------------------------------------------------------------------------------------------------
 
@@ -430,9 +425,8 @@ class ServiceProbe:
         await self._smtp_command("RSET")
         accepted = [v for v in tried if v["accepted"]]
         self.report.relay_variants_tried, self.report.relay_variants_accepted = len(tried), len(accepted)
-        service = self.run.findings.find(FindingType.MAIL_SERVICE, self.report.server)
-        if service is not None:
-            service.fields["relay_test"] = {
+        self.analyzer.service.relay_test(  # type: ignore[union-attr]
+            {
                 "variants_tried": len(tried),
                 "variants_accepted": len(accepted),
                 "stopped": stopped,
@@ -440,6 +434,7 @@ class ServiceProbe:
                 "to_domain": self.options.relay_to,
                 "variants": tried,
             }
+        )
 
     # -- POP3 -------------------------------------------------------------------------------------------------------
 

@@ -7,18 +7,15 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from dissectors.registry import IMPLICIT_TLS_PORTS, PORT_PROTOCOLS
+from passive.core.endpoints import endpoint
+from passive.core.errors import UsageError
+
 # Ports a bare host is probed on, in this order.
 DEFAULT_PORTS: tuple[int, ...] = (25, 587, 465, 110, 995, 143, 993)
 # Well-known ports: protocol and whether TLS starts with the first byte.
 PORT_SERVICES: dict[int, tuple[str, bool]] = {
-    25: ("smtp", False),
-    587: ("smtp", False),
-    2525: ("smtp", False),
-    465: ("smtp", True),
-    110: ("pop3", False),
-    995: ("pop3", True),
-    143: ("imap", False),
-    993: ("imap", True),
+    port: (protocol, port in IMPLICIT_TLS_PORTS) for port, protocol in PORT_PROTOCOLS.items()
 }
 # URL schemes: protocol, implicit TLS, default port.
 SCHEMES: dict[str, tuple[str, bool, int]] = {
@@ -33,7 +30,7 @@ SCHEMES: dict[str, tuple[str, bool, int]] = {
 _HOST_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
 
 
-class TargetError(ValueError):
+class TargetError(UsageError):
     """A target the user wrote that cannot be probed; the message says why."""
 
 
@@ -51,7 +48,7 @@ class Service:
 
     @property
     def address(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return endpoint(self.host, self.port)
 
 
 def parse_ports(text: str) -> tuple[int, ...]:

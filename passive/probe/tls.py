@@ -8,17 +8,9 @@ import ssl
 from datetime import UTC, datetime
 from typing import Any
 
-TLS_FIELDS = (
-    "tls_version",
-    "tls_cipher",
-    "tls_cert_subject",
-    "tls_cert_issuer",
-    "tls_cert_not_before",
-    "tls_cert_not_after",
-    "tls_cert_expired",
-    "tls_cert_self_issued",
-    "tls_cert_sha256",
-)
+from passive.findings.kinds import TLS_FACT_FIELDS
+
+TLS_FIELDS = TLS_FACT_FIELDS  # declared with the mail-service kind
 
 
 def client_context() -> ssl.SSLContext:

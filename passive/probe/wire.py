@@ -2,8 +2,9 @@
 detectors the passive analysis uses.
 
 :class:`Wire` owns the dissector side: the bytes each side sent go to the session dissector in wire order, its events
-to the :class:`~passive.analysis.detectors.session.SessionAnalyzer`. Once TLS starts the outer dissector stops reading (as it does on
-a capture) and a second one reads the decrypted conversation; what that one sees is what only a probe can see.
+to the :class:`~passive.analysis.detectors.SessionAnalyzer`. Once TLS starts the outer dissector stops reading (as it
+does on a capture) and a second one reads the decrypted conversation; what that one sees is what only a probe can
+see.
 :class:`Connection` owns the socket side: line reads bounded in length, in total bytes and in time.
 """
 
@@ -16,23 +17,12 @@ from collections.abc import Callable
 from typing import Any
 
 from dissectors import events as ev
-from dissectors.imap import ImapSession
-from dissectors.pop3 import Pop3Session
+from dissectors.registry import SESSION_TYPES
 from dissectors.session import MailSession
-from dissectors.smtp import SmtpSession
-from passive.analysis.detectors.session import SessionAnalyzer
-from passive.findings.model import FindingType
+from passive.analysis.detectors import SessionAnalyzer
+from passive.core.errors import ProbeError
 
-SESSION_TYPES: dict[str, type[MailSession]] = {"smtp": SmtpSession, "pop3": Pop3Session, "imap": ImapSession}
-
-
-class ProbeError(Exception):
-    """Why a service could not be probed (further); ``stage`` says where it happened."""
-
-    def __init__(self, reason: str, stage: str = "") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.stage = stage
+__all__ = ["Connection", "ProbeError", "Wire"]
 
 
 class Wire:
@@ -62,7 +52,9 @@ class Wire:
         TLS, and the greeting comes inside it; after STARTTLS the new dissector starts mid-conversation.
         """
         if implicit:
-            evidence = ev.Evidence.of("[TLS handshake completed before any line: implicit TLS]", None, time.time())
+            evidence = ev.Evidence.description(
+                "[TLS handshake completed before any line: implicit TLS]", None, time.time()
+            )
             self.analyzer.feed([ev.StartTls(ev.Side.CLIENT, evidence, "implicit", True)])
         self.session = SESSION_TYPES[self.protocol](partial=not implicit)
         self.inside_tls = True
@@ -84,19 +76,7 @@ class Wire:
     def _after_tls(self, event: ev.Capabilities) -> None:
         """A listing inside TLS is not what the wire shows: it becomes ``mechanisms_after_tls``."""
         self.capabilities_after_tls = event
-        findings, server = self.analyzer.findings, self.analyzer.context.server
-        if findings.find(FindingType.AUTH_METHODS, server) is None:
-            # Implicit TLS: nothing was offered in the clear; the finding still states what is offered and how.
-            self.analyzer.feed(
-                [ev.Capabilities(event.side, event.evidence, event.source, [], [], False, cleartext_login=None)]
-            )
-        methods = findings.find(FindingType.AUTH_METHODS, server)
-        assert methods is not None
-        after = list(event.mechanisms)
-        if event.cleartext_login:
-            after.append("USER" if self.protocol == "pop3" else "LOGIN-COMMAND")
-        methods.fields["mechanisms_after_tls"] = after
-        methods.fields["tls"] = True
+        self.analyzer.auth_methods.after_tls(event)
 
 
 class Connection:

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from passive.core.endpoints import endpoint
+from passive.core.errors import InputError
+
 # nmap XML of a few thousand hosts is a few megabytes; anything far larger is not what this reads.
 MAX_XML_BYTES = 64 * 1024 * 1024
 
@@ -30,8 +33,8 @@ _RELAY_COUNT = re.compile(r"open relay \((\d+)/(\d+) tests\)")
 _POP3_SASL = re.compile(r"SASL\(([^)]*)\)")
 
 
-class NmapXmlError(ValueError):
-    pass
+class NmapXmlError(InputError):
+    """The nmap XML file cannot be read or parsed."""
 
 
 @dataclass
@@ -44,10 +47,6 @@ class NmapService:
 
     def put(self, kind: str, name: str, value: Any) -> None:
         self.fields.setdefault(kind, {})[name] = value
-
-
-def _endpoint(address: str, port: str) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def _script_output(script: ET.Element) -> str:
@@ -132,7 +131,7 @@ def parse_nmap_xml(data: bytes) -> list[NmapService]:
         if not address:
             continue
         for port in host.iter("port"):
-            service = NmapService(_endpoint(address, port.get("portid") or "?"))
+            service = NmapService(endpoint(address, port.get("portid") or "?"))
             for script in port.iter("script"):
                 script_id = script.get("id") or ""
                 if script_id in NTLM_SCRIPTS:

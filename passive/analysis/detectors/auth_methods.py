@@ -1,0 +1,71 @@
+"""``auth-methods``: the mechanisms (and password commands) a server offers where the wire can be read."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from dissectors import events as ev
+from passive.analysis.detectors.base import Detector, Handlers
+from passive.findings.model import Finding, FindingType, Severity
+
+# Mechanisms that put a password on the wire, and the password commands outside SASL (POP3 USER, IMAP LOGIN).
+PASSWORD_MECHANISMS = frozenset({"PLAIN", "LOGIN", "USER", "LOGIN-COMMAND"})
+# Mechanisms whose exchange tells host information and a crackable response.
+HOST_INFO_MECHANISMS = frozenset({"NTLM"})
+# A server may advertise any number of mechanisms; past this many distinct names per finding the rest are counted
+# (dissector anomaly ``too_many_mechanisms``).
+MAX_MECHANISMS = 64
+
+
+def login_command(protocol: str) -> str:
+    """The name a password command outside SASL is listed under."""
+    return "USER" if protocol == "pop3" else "LOGIN-COMMAND"
+
+
+class AuthMethodsDetector(Detector):
+    HANDLERS: ClassVar[Handlers] = {ev.Capabilities: "capabilities"}
+
+    def _methods(self) -> Finding:
+        return self.finding(FindingType.AUTH_METHODS, Severity.INFO)
+
+    def capabilities(self, event: ev.Capabilities) -> None:
+        methods = self._methods()
+        self.touch(methods, event)
+        fields = methods.fields
+        offered = fields.setdefault("mechanisms", [])
+        listed = list(event.mechanisms)
+        if event.cleartext_login:
+            listed.append(login_command(self.context.protocol))
+        known = set(offered)
+        for mechanism in listed:
+            if mechanism in known:
+                continue
+            if len(offered) >= MAX_MECHANISMS:
+                self.session.stats.anomalies["too_many_mechanisms"] += 1
+                continue
+            offered.append(mechanism)
+            known.add(mechanism)
+        if event.cleartext_login:
+            fields["cleartext_login"] = True
+        fields.setdefault("cleartext_login", bool(event.cleartext_login))
+        fields["starttls_offered"] = fields.get("starttls_offered", False) or event.starttls
+        fields.setdefault("mechanisms_after_tls", None)  # not visible on the wire once TLS starts
+        fields["tls"] = self.session.tls
+        exposed = sorted(m for m in offered if m in PASSWORD_MECHANISMS | HOST_INFO_MECHANISMS)
+        fields["cleartext_exposed"] = exposed
+        if any(m in PASSWORD_MECHANISMS for m in exposed):
+            methods.raise_severity(Severity.MEDIUM)
+        elif exposed:
+            methods.raise_severity(Severity.LOW)
+
+    def after_tls(self, event: ev.Capabilities) -> None:
+        """A listing read inside TLS (only a probe can): it becomes ``mechanisms_after_tls``. With implicit TLS
+        nothing was offered in the clear; the finding still says what is offered, and how."""
+        if self.session.findings.find(FindingType.AUTH_METHODS, self.context.server) is None:
+            self.capabilities(ev.Capabilities(event.side, event.evidence, event.source, [], [], False, None))
+        methods = self._methods()
+        after = list(event.mechanisms)
+        if event.cleartext_login:
+            after.append(login_command(self.context.protocol))
+        methods.fields["mechanisms_after_tls"] = after
+        methods.fields["tls"] = True

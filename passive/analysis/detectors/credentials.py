@@ -1,0 +1,64 @@
+"""``cleartext-credentials``: user names and secrets sent where the wire can be read, with the server's verdict."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from dissectors import events as ev
+from passive.analysis.detectors.base import Detector, Handlers
+from passive.findings.model import FindingType, Severity
+
+# Credentials awaiting the server's verdict, per session; past this they are recorded with no outcome.
+MAX_PENDING_CREDENTIALS = 32
+
+
+class CredentialsDetector(Detector):
+    HANDLERS: ClassVar[Handlers] = {
+        ev.Credentials: "credentials",
+        ev.AuthResult: "result",
+        ev.AuthCancelled: "cancelled",
+    }
+
+    def __init__(self, session: Any) -> None:
+        super().__init__(session)
+        self.pending: list[ev.Credentials] = []
+
+    def credentials(self, event: ev.Credentials) -> None:
+        self.session.stats.add_secret(event.password)
+        if len(self.pending) >= MAX_PENDING_CREDENTIALS:
+            # A client that never waits for a verdict: record what is held, without an outcome, to stay bounded.
+            self.flush(None)
+        self.pending.append(event)
+
+    def result(self, event: ev.AuthResult) -> None:
+        self.flush("success" if event.success else "failure", event)
+
+    def cancelled(self, event: ev.AuthCancelled) -> None:
+        self.flush(None)
+
+    def close(self) -> None:
+        self.flush(None)
+
+    def flush(self, outcome: str | None, result: ev.AuthResult | None = None) -> None:
+        pending, self.pending = self.pending, []
+        for credentials in pending:
+            if credentials.user is None and credentials.password is None:
+                continue
+            finding = self.finding(
+                FindingType.CLEARTEXT_CREDENTIALS, Severity.HIGH, (credentials.mechanism, credentials.user)
+            )
+            self.touch(finding, credentials)
+            if result is not None:
+                self.record(finding, result)
+            finding.fields.update(
+                mechanism=credentials.mechanism,
+                user=credentials.user,
+                password=credentials.password,
+                authzid=credentials.authzid,
+                secret_kind=credentials.secret_kind,
+                outcome=outcome,
+                tls=self.session.tls,
+            )
+            finding.add_detail(
+                {"client": self.context.client, "outcome": outcome, "time": credentials.evidence.timestamp}
+            )

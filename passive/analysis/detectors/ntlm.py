@@ -1,0 +1,157 @@
+"""``ntlm-info``: what a server's NTLM CHALLENGE tells anyone who asks, and what clients' NEGOTIATE and
+AUTHENTICATE tell of them; and the NetNTLM responses as hashcat lines for ``--hashes``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from dissectors import events as ev
+from dissectors import ntlmssp
+from passive.analysis.detectors.base import Detector, Handlers
+from passive.findings.model import Finding, FindingType, Severity
+
+# Decoding anomalies of a CHALLENGE kept in the finding; the decoder bounds how many one message can have.
+MAX_ANOMALIES = 20
+
+
+@dataclass
+class _Exchange:
+    negotiate: ntlmssp.NegotiateMessage | None = None
+    challenge: ntlmssp.ChallengeMessage | None = None
+    authenticate: ntlmssp.AuthenticateMessage | None = None
+    evidence: list[ev.Evidence] = field(default_factory=list)
+
+
+class NtlmDetector(Detector):
+    HANDLERS: ClassVar[Handlers] = {
+        ev.AuthStart: "start",
+        ev.SaslStep: "step",
+        ev.AuthResult: "result",
+        ev.AuthCancelled: "cancelled",
+    }
+
+    def __init__(self, session: Any) -> None:
+        super().__init__(session)
+        self.exchange: _Exchange | None = None
+
+    def _info(self) -> Finding:
+        return self.finding(FindingType.NTLM_INFO, Severity.LOW)
+
+    def start(self, event: ev.AuthStart) -> None:
+        if event.mechanism == "NTLM":
+            self._close(None)
+            self.exchange = _Exchange()
+
+    def step(self, event: ev.SaslStep) -> None:
+        message = event.ntlm
+        if message is None:
+            return
+        self.session.stats.ntlm_messages[message.type_name] += 1
+        if self.exchange is None:
+            self.exchange = _Exchange()  # picked up mid-exchange, or NTLM inside another mechanism name
+        exchange = self.exchange
+        exchange.evidence.append(event.evidence)
+        if isinstance(message, ntlmssp.NegotiateMessage):
+            exchange.negotiate = message
+        elif isinstance(message, ntlmssp.ChallengeMessage):
+            exchange.challenge = message
+            finding = self._info()
+            self.touch(finding, event)
+            self._server_fields(finding, message, event.evidence.timestamp)
+        elif isinstance(message, ntlmssp.AuthenticateMessage):
+            exchange.authenticate = message
+
+    def result(self, event: ev.AuthResult) -> None:
+        if self.exchange is not None and (event.mechanism == "NTLM" or self.exchange.challenge is not None):
+            self._close("success" if event.success else "failure", event)
+
+    def cancelled(self, event: ev.AuthCancelled) -> None:
+        self._close(None)
+
+    def close(self) -> None:
+        self._close(None)
+
+    # -- facts only a probe knows -------------------------------------------------------------------------------
+
+    def probe_facts(self, advertised: bool | None, over_tls: bool) -> None:
+        finding = self.session.findings.find(FindingType.NTLM_INFO, self.context.server)
+        if finding is not None:
+            finding.fields["ntlm_advertised"] = advertised
+            finding.fields["ntlm_over_tls"] = over_tls
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+
+    def _server_fields(self, finding: Finding, challenge: ntlmssp.ChallengeMessage, seen_at: float | None) -> None:
+        decoded = challenge.to_dict()
+        for name in ntlmssp.SERVER_FIELDS:
+            if decoded.get(name) is not None or name not in finding.fields:
+                finding.fields[name] = decoded.get(name)
+        stamp = challenge.server_time.as_datetime if challenge.server_time else None
+        if stamp is not None and seen_at is not None:
+            finding.fields["clock_skew_seconds"] = round(stamp.timestamp() - seen_at, 3) + 0.0
+        else:
+            finding.fields.setdefault("clock_skew_seconds", None)
+        if challenge.anomalies:
+            finding.fields["anomalies"] = [a.to_dict() for a in challenge.anomalies][:MAX_ANOMALIES]
+
+    def _close(self, outcome: str | None, result: ev.AuthResult | None = None) -> None:
+        exchange, self.exchange = self.exchange, None
+        if exchange is None or (exchange.challenge is None and exchange.authenticate is None):
+            return
+        finding = self._info()
+        if exchange.challenge is None:
+            finding.seen(exchange.evidence[-1].timestamp if exchange.evidence else None, self.context.client)
+        client = self._client_detail(exchange, outcome)
+        if result is not None:
+            self.record(finding, result)
+            client["outcome_line"] = result.evidence.line
+        for name in ntlmssp.CLIENT_FIELDS:
+            if client[name] is not None or name not in finding.fields:
+                finding.fields[name] = client[name]
+        finding.fields["outcome"] = outcome
+        finding.fields.setdefault("users", [])
+        finding.fields.setdefault("workstations", [])
+        if client["user"] is not None:
+            finding.add_name("users", f"{client['domain']}\\{client['user']}" if client["domain"] else client["user"])
+        if client["workstation"]:
+            finding.add_name("workstations", client["workstation"])
+        if exchange.authenticate is not None:
+            finding.raise_severity(Severity.MEDIUM)  # a crackable NetNTLM response crossed the wire
+        finding.add_detail(client)
+        line = hashcat_line(exchange.challenge, exchange.authenticate)
+        if line:
+            self.session.stats.add_hash(line)
+
+    def _client_detail(self, exchange: _Exchange, outcome: str | None) -> dict[str, Any]:
+        """What the client's NEGOTIATE and AUTHENTICATE said (the later wins), for the finding's details."""
+        client: dict[str, Any] = {"client": self.context.client, "outcome": outcome}
+        for message in (exchange.negotiate, exchange.authenticate):
+            if message is None:
+                continue
+            decoded = message.to_dict()
+            client.update({name: decoded[name] for name in ntlmssp.CLIENT_FIELDS if decoded.get(name) is not None})
+        for name in ntlmssp.CLIENT_FIELDS:
+            client.setdefault(name, None)
+        if exchange.evidence:
+            client["time"] = exchange.evidence[0].timestamp
+            client["frames"] = [e.frame for e in exchange.evidence]
+        return client
+
+
+def hashcat_line(
+    challenge: ntlmssp.ChallengeMessage | None, response: ntlmssp.AuthenticateMessage | None
+) -> str | None:
+    """NetNTLMv1 (hashcat 5500) or NetNTLMv2 (5600) line for an exchange with both server challenge and response."""
+    if challenge is None or response is None or len(challenge.server_challenge) != 8 or not response.user:
+        return None
+    user, domain = response.user, response.domain or ""
+    if ":" in user or ":" in domain or "\n" in user + domain:
+        return None  # the format has no escaping
+    server = challenge.server_challenge.hex()
+    if response.ntlm_version in (ntlmssp.NtlmVersion.NTLMV1, ntlmssp.NtlmVersion.NTLMV1_ESS):
+        return f"{user}::{domain}:{response.lm_response.hex()}:{response.nt_response.hex()}:{server}"
+    if response.ntlm_version == ntlmssp.NtlmVersion.NTLMV2 and len(response.nt_response) > 16:
+        nt = response.nt_response
+        return f"{user}::{domain}:{server}:{nt[:16].hex()}:{nt[16:].hex()}"
+    return None

@@ -1,0 +1,64 @@
+"""``mail-service``: every server seen, its banner and software, whether it offers and uses TLS."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from dissectors import events as ev
+from passive.analysis.detectors.base import Detector, Handlers
+from passive.analysis.software import guess_software
+from passive.findings.model import FindingType, Severity
+
+
+class ServiceDetector(Detector):
+    HANDLERS: ClassVar[Handlers] = {ev.Greeting: "greeting", ev.Capabilities: "capabilities", ev.StartTls: "start_tls"}
+
+    def __init__(self, session: Any) -> None:
+        super().__init__(session)
+        self.service = self.finding(FindingType.MAIL_SERVICE, Severity.INFO)
+        fields = self.service.fields
+        for name, default in (("banner", None), ("software", None), ("starttls_offered", False), ("tls", False)):
+            fields.setdefault(name, default)
+        self._counted = False
+
+    def occurrence(self, event: ev.Event) -> None:
+        """Every event: the session's first counts it once (and is cited), later ones move last_seen."""
+        if not self._counted:
+            self._counted = True
+            self.touch(self.service, event)
+        else:
+            self.service.seen(event.evidence.timestamp, None, count=False)
+
+    def greeting(self, event: ev.Greeting) -> None:
+        fields = self.service.fields
+        if fields.get("banner") is None:
+            fields["banner"] = event.banner
+            fields["software"] = guess_software(event.banner)
+        self.record(self.service, event)
+        first = event.banner.split(" ", 1)[0]
+        if "." in first:
+            self.session.server_names.add(first.lower().rstrip("."))
+
+    def capabilities(self, event: ev.Capabilities) -> None:
+        if event.server_name and "." in event.server_name:
+            self.session.server_names.add(event.server_name.lower().rstrip("."))
+        if event.starttls:
+            self.service.fields["starttls_offered"] = True
+
+    def start_tls(self, event: ev.StartTls) -> None:
+        if event.accepted:
+            self.service.fields["tls"] = True
+            self.record(self.service, event)
+
+    # -- facts only a probe knows -------------------------------------------------------------------------------
+
+    def probe_facts(self, tls_facts: dict[str, Any], starttls_result: str) -> None:
+        self.service.fields.update(tls_facts)
+        self.service.fields["starttls_result"] = starttls_result
+
+    def relay_test(self, result: dict[str, Any]) -> None:
+        self.service.fields["relay_test"] = result
+
+    @property
+    def banner(self) -> str | None:
+        return self.service.fields.get("banner")

@@ -1,0 +1,139 @@
+"""``leakscope compare``: passive findings beside active ones (and nmap's), per server and field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from passive.cli.common import format_option, render, write_text
+from passive.cli.errors import EXIT_INPUT
+from passive.cli.inputs import load_records
+from passive.cli.probe import build_options, probe_options, services
+from passive.core.text import printable
+from passive.probe.prober import run_probe
+from passive.results.compare import compare, from_nmap, from_records
+from passive.results.jsonio import dumps_indented
+from passive.results.nmap_xml import read_nmap_xml
+from passive.results.records import finding_record
+
+_STATUS_STYLE = {"agree": "green", "differ": "bold red"}
+
+
+def _cell(value: Any) -> Text:
+    if value is None:
+        return Text("(none)", style="dim")
+    if isinstance(value, bool):
+        return Text("yes" if value else "no")
+    if isinstance(value, list):
+        return Text(printable(", ".join(str(v) for v in value)))
+    return Text(printable(value))
+
+
+def render_comparison(console: Console, document: dict[str, Any]) -> None:
+    names = document["sources"]
+    blocks: list[Any] = []
+    for server in document["servers"]:
+        title = Text.assemble((printable(server["server"]), "bold"), f"  {server['protocol'] or ''}")
+        table = Table(title=title, title_justify="left", show_lines=False)
+        table.add_column("finding", style="cyan", no_wrap=True)
+        table.add_column("field", style="cyan", no_wrap=True)
+        for name in names:
+            table.add_column(name, overflow="fold")
+        table.add_column("status", no_wrap=True)
+        for row in server["fields"]:
+            cells = [_cell(row["values"][n]) if n in row["values"] else Text("-", style="dim") for n in names]
+            status = row["status"]
+            table.add_row(row["finding"], row["field"], *cells, Text(status, style=_STATUS_STYLE.get(status, "yellow")))
+        blocks.append(table)
+    if not blocks:
+        blocks.append(Text("Nothing to compare: no source had a finding.", style="yellow"))
+    console.print(Group(*blocks))
+    summary = ", ".join(f"{status}: {count}" for status, count in sorted(document["summary"].items())) or "no fields"
+    console.print(Text(printable(summary), style="dim"))
+
+
+@click.command("compare")
+@click.option(
+    "--passive",
+    "passive_inputs",
+    multiple=True,
+    metavar="FILE",
+    help="Capture (pcap, pcapng, gzip) or findings (JSON, JSON lines) of what the wire showed.",
+)
+@click.option(
+    "--active",
+    "active_inputs",
+    multiple=True,
+    metavar="FILE",
+    help="Findings (JSON, JSON lines) written by leakscope probe.",
+)
+@click.option(
+    "--probe",
+    "probe_targets",
+    multiple=True,
+    metavar="TARGET",
+    help="Probe TARGET now as the active side (as leakscope probe TARGET).",
+)
+@click.option("--probe-seen", is_flag=True, help="Probe every server the passive side saw, on its port.")
+@click.option(
+    "--nmap",
+    "nmap_inputs",
+    multiple=True,
+    metavar="XML",
+    help="nmap -oX output of smtp-ntlm-info, pop3-ntlm-info, imap-ntlm-info, smtp-commands, "
+    "smtp-open-relay (pop3-capabilities too).",
+)
+@probe_options
+@format_option(("table", "json"))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the comparison to FILE.")
+def compare_command(
+    passive_inputs: tuple[str, ...],
+    active_inputs: tuple[str, ...],
+    probe_targets: tuple[str, ...],
+    probe_seen: bool,
+    nmap_inputs: tuple[str, ...],
+    output_format: str,
+    output: str | None,
+    **params: Any,
+) -> None:
+    """Compare passive findings with active ones (and nmap's): per server, per field, agree / differ / only one.
+
+    Exit status 0 when the comparison ran (whatever it found), 1 when an input could not be read or probed.
+    """
+    given = [bool(passive_inputs), bool(active_inputs or probe_targets or probe_seen), bool(nmap_inputs)]
+    if sum(given) < 2:
+        raise click.UsageError("give at least two of --passive, --active/--probe/--probe-seen and --nmap")
+    if probe_seen and not passive_inputs:
+        raise click.UsageError("--probe-seen probes the servers of --passive")
+    passive = [record for path in passive_inputs for record in load_records(path)]
+    active = [record for path in active_inputs for record in load_records(path)]
+    nmap = [service for path in nmap_inputs for service in read_nmap_xml(path)]
+    targets = list(probe_targets)
+    if probe_seen:
+        targets += sorted({r["server"] for r in passive if isinstance(r.get("server"), str)})
+    failed: list[str] = []
+    if targets:
+        options, ports = build_options(params)
+        run = run_probe(services(targets, ports), options)
+        active += [finding_record(f) for f in run.findings]
+        failed = run.failed_targets
+    sources = []
+    if passive_inputs:
+        sources.append(from_records("passive", passive))
+    if given[1]:
+        sources.append(from_records("active", active))
+    if nmap_inputs:
+        sources.append(from_nmap(nmap))
+    document = compare(sources)
+    if output_format == "json":
+        write_text(output, dumps_indented(document) + "\n")
+    else:
+        render(output, lambda console: render_comparison(console, document))
+    for target in failed:
+        click.echo(f"leakscope: error: {printable(target)}: could not be probed", err=True)
+    if failed:
+        raise SystemExit(EXIT_INPUT)

@@ -1,0 +1,76 @@
+"""Findings as terminal cards: one per finding, grouped by kind in the kinds' display order. Traffic strings stay
+inert (rich never parses them as markup; control and bidi characters are shown escaped)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from passive.core.text import printable
+from passive.findings.kinds import KINDS
+
+SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan", "info": "dim"}
+# Always shown in the summary line; other counters only when they are not zero (JSON output has them all).
+_ALWAYS_SHOWN = ("findings", "packets_read", "packets_matched", "flows")
+
+
+def cell(value: Any) -> Text:
+    if value is None:
+        return Text("")
+    if isinstance(value, bool):
+        return Text("yes" if value else "no")
+    if isinstance(value, list):
+        return Text(printable(", ".join(str(v) for v in value)))
+    return Text(printable(value))
+
+
+def _card(row: dict[str, Any], columns: tuple[str, ...]) -> Table:
+    title = Text.assemble(
+        (row["severity"].upper(), SEVERITY_STYLE.get(row["severity"], "")),
+        "  ",
+        (printable(row["server"]), "bold"),
+        f"  {row['protocol']}  seen {row['count']}x",
+    )
+    card = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 1))
+    card.add_column("field", style="cyan", no_wrap=True)
+    card.add_column("value", overflow="fold")
+    for column in columns:
+        value = row.get(column)
+        if value in (None, [], ""):
+            continue
+        card.add_row(column, cell(value))
+    frames = [str(e["frame"]) for e in row.get("evidence", []) if e.get("frame") is not None]
+    if frames:
+        card.add_row("evidence", Text(f"{printable(row['evidence'][0]['file'])} frames {', '.join(frames)}"))
+    return card
+
+
+def render_tables(console: Console, records: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    """One key/value card per finding, grouped by kind (readable at any terminal width)."""
+    blocks: list[Any] = []
+    for kind in KINDS.values():
+        rows = [r for r in records if r["type"] == kind.type]
+        if not rows:
+            continue
+        blocks.append(Text(f"\n{kind.title} ({kind.type})", style="bold underline"))
+        blocks.extend(_card(row, kind.columns) for row in rows)
+    if not blocks:
+        blocks.append(Text("No mail findings: nothing leaked in what was analyzed.", style="green"))
+    console.print(Group(*blocks))
+    console.print(summary_text(summary))
+
+
+def summary_text(summary: dict[str, Any]) -> Text:
+    parts = []
+    for key, value in summary.items():
+        if key in ("type", "schema_version") or (not value and key not in _ALWAYS_SHOWN):
+            continue
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items()) or "0"
+        elif isinstance(value, list):
+            value = len(value)
+        parts.append(f"{key}: {value}")
+    return Text(printable("; ".join(parts)), style="dim")

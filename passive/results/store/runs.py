@@ -1,0 +1,69 @@
+"""One finished run merged at once (``analyze --db``), and the content digest that keeps a capture file from being
+merged twice."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from passive.core.errors import StoreError
+from passive.findings.model import Finding
+from passive.results.redaction import Redactor
+from passive.results.store.merge import StoreWriter
+from passive.results.store.store import FindingStore
+
+
+@dataclass(frozen=True)
+class CaptureDigest:
+    """A capture file's content digest, the store's identity for it whatever its name."""
+
+    path: str
+    sha256: str
+    size: int
+
+
+def capture_digest(path: str | Path) -> CaptureDigest:
+    """SHA-256 of the file's bytes (as stored: a gzip capture is hashed compressed)."""
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+                size += len(block)
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read to record it in the store: {exc.strerror or exc}") from None
+    return CaptureDigest(str(path), digest.hexdigest(), size)
+
+
+def save_run(
+    path: str | Path,
+    findings: Iterable[Finding],
+    command: str,
+    summary: dict[str, Any] | None,
+    captures: Iterable[CaptureDigest] = (),
+    redactor: Redactor | None = None,
+) -> None:
+    """Merge one finished run's findings into the store at ``path`` (created if missing), recording its captures.
+
+    All or nothing, in one transaction: an interrupted merge leaves the store as it was, and a capture file another
+    run merged in the meantime makes this one merge nothing (``StoreError``).
+    """
+    store = FindingStore(path, commit_interval=float("inf"), commit_every=sys.maxsize)
+    try:
+        writer = StoreWriter(store, command, redactor)
+        for capture in captures:
+            if not writer.add_capture(capture.sha256, capture.path, capture.size):
+                raise StoreError(f"{capture.path}: merged into {path} by another run meanwhile; not merged again")
+        for finding in findings:
+            writer.write(finding)
+        writer.finish(summary)
+    except BaseException:
+        store.rollback()
+        raise
+    finally:
+        store.close()
