@@ -4,16 +4,15 @@ its events into the session's detectors (and, with ``--events``, into the sessio
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from dissectors import events as ev
 from dissectors.registry import PORT_PROTOCOLS, SESSION_TYPES, identify
 from dissectors.session import MailSession
 from passive.analysis.detectors import SessionAnalyzer, SessionContext
+from passive.analysis.stats import RunStats
 from passive.capture import reassembly
-
-if TYPE_CHECKING:
-    from passive.analysis.pipeline import Analysis
+from passive.findings.model import FindingSet
 
 # In port-independent mode, bytes held per side while the first lines are awaited.
 MAX_UNCLASSIFIED = 4096
@@ -29,6 +28,23 @@ class SessionRecord:
     file: str | None
     events: list[ev.Event] = field(default_factory=list)
     events_dropped: int = 0
+
+
+class Options(Protocol):
+    local_domains: frozenset[str]
+    keep_events: bool
+    max_events_per_session: int
+
+
+class Analysis(Protocol):
+    """Where a flow's findings, counters and events go (:class:`~passive.analysis.pipeline.Analysis`)."""
+
+    options: Options
+    findings: FindingSet
+    stats: RunStats
+    sessions: list[SessionRecord]
+    flows_ignored: int
+    file: str | None
 
 
 class EngineHandler:

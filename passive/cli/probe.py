@@ -27,68 +27,71 @@ from passive.results.redaction import Redactor
 DEFAULTS = ProbeOptions()
 
 
+# Options shared by ``probe`` and the live probe of ``compare``; defaults are ProbeOptions'.
+PROBE_OPTIONS = (
+    click.option(
+        "--starttls",
+        type=click.Choice(STARTTLS_MODES),
+        default=DEFAULTS.starttls,
+        show_default=True,
+        help="auto: upgrade when offered (as nmap's *-ntlm-info); always: try even when not offered; never: "
+        "stay in clear text (what a clear-text client leaks).",
+    ),
+    click.option(
+        "--ports",
+        metavar="LIST",
+        help=f"Ports for bare hosts, e.g. 25,587,110 (default: {','.join(map(str, DEFAULT_PORTS))}).",
+    ),
+    click.option(
+        "--connect-timeout",
+        type=click.FloatRange(0.1, 300),
+        default=DEFAULTS.connect_timeout,
+        show_default=True,
+        help="Seconds to wait for TCP (and implicit TLS) to connect.",
+    ),
+    click.option(
+        "--read-timeout",
+        type=click.FloatRange(0.1, 300),
+        default=DEFAULTS.read_timeout,
+        show_default=True,
+        help="Seconds to wait for each answer.",
+    ),
+    click.option(
+        "--service-timeout",
+        type=click.FloatRange(1, 3600),
+        default=DEFAULTS.service_timeout,
+        show_default=True,
+        help="Seconds one service may take in all.",
+    ),
+    click.option(
+        "--max-bytes",
+        type=click.IntRange(1024, 64 * 1024 * 1024),
+        default=DEFAULTS.max_bytes,
+        show_default=True,
+        help="Bytes read from one connection at most.",
+    ),
+    click.option(
+        "--concurrency",
+        type=click.IntRange(1, 1024),
+        default=DEFAULTS.concurrency,
+        show_default=True,
+        help="Services probed at the same time.",
+    ),
+    click.option(
+        "--ehlo",
+        "ehlo_name",
+        default=DEFAULTS.ehlo_name,
+        show_default=True,
+        metavar="NAME",
+        help="Name given in EHLO/HELO.",
+    ),
+    click.option("--no-ntlm", is_flag=True, help="Do not send AUTH NTLM."),
+)
+
+
 def probe_options(function: Any) -> Any:
-    """Options shared by ``probe`` and the live probe of ``compare``."""
-    options = [
-        click.option(
-            "--starttls",
-            type=click.Choice(STARTTLS_MODES),
-            default=DEFAULTS.starttls,
-            show_default=True,
-            help="auto: upgrade when offered (as nmap's *-ntlm-info); always: try even when not offered; never: "
-            "stay in clear text (what a clear-text client leaks).",
-        ),
-        click.option(
-            "--ports",
-            metavar="LIST",
-            help=f"Ports for bare hosts, e.g. 25,587,110 (default: {','.join(map(str, DEFAULT_PORTS))}).",
-        ),
-        click.option(
-            "--connect-timeout",
-            type=click.FloatRange(0.1, 300),
-            default=DEFAULTS.connect_timeout,
-            show_default=True,
-            help="Seconds to wait for TCP (and implicit TLS) to connect.",
-        ),
-        click.option(
-            "--read-timeout",
-            type=click.FloatRange(0.1, 300),
-            default=DEFAULTS.read_timeout,
-            show_default=True,
-            help="Seconds to wait for each answer.",
-        ),
-        click.option(
-            "--service-timeout",
-            type=click.FloatRange(1, 3600),
-            default=DEFAULTS.service_timeout,
-            show_default=True,
-            help="Seconds one service may take in all.",
-        ),
-        click.option(
-            "--max-bytes",
-            type=click.IntRange(1024, 64 * 1024 * 1024),
-            default=DEFAULTS.max_bytes,
-            show_default=True,
-            help="Bytes read from one connection at most.",
-        ),
-        click.option(
-            "--concurrency",
-            type=click.IntRange(1, 1024),
-            default=DEFAULTS.concurrency,
-            show_default=True,
-            help="Services probed at the same time.",
-        ),
-        click.option(
-            "--ehlo",
-            "ehlo_name",
-            default=DEFAULTS.ehlo_name,
-            show_default=True,
-            metavar="NAME",
-            help="Name given in EHLO/HELO.",
-        ),
-        click.option("--no-ntlm", is_flag=True, help="Do not send AUTH NTLM."),
-    ]
-    for option in reversed(options):
+    """Decorate a command with :data:`PROBE_OPTIONS`."""
+    for option in reversed(PROBE_OPTIONS):
         function = option(function)
     return function
 

@@ -39,7 +39,8 @@ class Kind:
     remediation: str
     verification: str
     references: Mapping[str, str]  # protocol -> equivalent check elsewhere; "*" for any protocol
-    key_doc: str = "one per server"
+    key_doc: str = "per server"
+    details_doc: str = ""  # what each entry of ``details`` holds
     # Fields every record has that this kind's table card shows after its own columns.
     common_columns: tuple[str, ...] = ()
     # A title for one record when it says something other than the kind's title (a refused relay).
@@ -185,6 +186,10 @@ NTLM_INFO = Kind(
         ),
         Field("ntlm_over_tls", "the probe's NTLM exchange ran inside TLS (STARTTLS or implicit TLS)", active=True),
     ),
+    details_doc=(
+        "per exchange: `client`, `user`, `domain`, `workstation`, `ntlm_version`, `client_os_version`, `spn`, "
+        "`outcome`, `outcome_line`, `time`, `frames`"
+    ),
     summary=_ntlm_summary,
     remediation=(
         "Anyone who sends AUTH NTLM gets the server's internal host name, Active Directory domain and forest, "
@@ -228,7 +233,8 @@ CLEARTEXT_CREDENTIALS = Kind(
         Field("outcome", "`success`, `failure` or null", column=True),
         Field("tls", "always false: nothing is read inside TLS"),
     ),
-    key_doc="one per server, mechanism and user",
+    key_doc="per server, mechanism and user",
+    details_doc="per occurrence: `client`, `outcome`, `time`",
     common_columns=("clients",),
     summary=_credentials_summary,
     remediation=(
@@ -267,7 +273,8 @@ OPEN_RELAY = Kind(
         Field("reply", "the server's reply to that RCPT", column=True),
         Field("local_domains", "the domains considered local (first 20)"),
     ),
-    key_doc="one per server and verdict (accepted or refused)",
+    key_doc="per server and verdict (accepted or refused)",
+    details_doc="every attempt: `client`, `mail_from`, `rcpt_to`, `accepted`, `reply`, `time`",
     common_columns=("clients",),
     summary=_relay_summary,
     variant_title=_relay_title,

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from dissectors import events as ev
-from passive.findings.model import EvidenceRecord, Finding, FindingType, Severity
-
-if TYPE_CHECKING:
-    from passive.analysis.detectors.session import SessionAnalyzer
+from passive.analysis.stats import RunStats
+from passive.findings.model import EvidenceRecord, Finding, FindingSet, FindingType, Severity
 
 
 @dataclass
@@ -25,6 +23,19 @@ class SessionContext:
     local_domains: frozenset[str] = frozenset()
 
 
+class Session(Protocol):
+    """What a detector sees of its session (:class:`~passive.analysis.detectors.session.SessionAnalyzer`)."""
+
+    context: SessionContext
+    findings: FindingSet
+    stats: RunStats
+    tls: bool
+    authenticated: bool
+    server_names: set[str]
+
+    def finding(self, kind: FindingType, severity: Severity, key: tuple[Any, ...] = ()) -> Finding: ...
+
+
 Handlers = dict[type[ev.Event], str]
 
 
@@ -34,7 +45,7 @@ class Detector:
 
     HANDLERS: ClassVar[Handlers] = {}
 
-    def __init__(self, session: SessionAnalyzer) -> None:
+    def __init__(self, session: Session) -> None:
         self.session = session
         self.context = session.context
 

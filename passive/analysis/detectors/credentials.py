@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from dissectors import events as ev
-from passive.analysis.detectors.base import Detector, Handlers
+from passive.analysis.detectors.base import Detector, Handlers, Session
 from passive.findings.model import FindingType, Severity
 
 # Credentials awaiting the server's verdict, per session; past this they are recorded with no outcome.
@@ -19,7 +19,7 @@ class CredentialsDetector(Detector):
         ev.AuthCancelled: "cancelled",
     }
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Session) -> None:
         super().__init__(session)
         self.pending: list[ev.Credentials] = []
 

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from dissectors import events as ev
 from dissectors import ntlmssp
-from passive.analysis.detectors.base import Detector, Handlers
+from passive.analysis.detectors.base import Detector, Handlers, Session
 from passive.findings.model import Finding, FindingType, Severity
 
 # Decoding anomalies of a CHALLENGE kept in the finding; the decoder bounds how many one message can have.
@@ -31,7 +31,7 @@ class NtlmDetector(Detector):
         ev.AuthCancelled: "cancelled",
     }
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Session) -> None:
         super().__init__(session)
         self.exchange: _Exchange | None = None
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from dissectors import events as ev
-from passive.analysis.detectors.base import Detector, Handlers
+from passive.analysis.detectors.base import Detector, Handlers, Session
 from passive.findings.model import FindingType, Severity
 
 # Local domains listed in a relay finding (the check itself uses all of them).
@@ -23,7 +23,7 @@ def recipient_domain(address: str) -> str | None:
 class RelayDetector(Detector):
     HANDLERS: ClassVar[Handlers] = {ev.MailFrom: "mail_from", ev.RcptTo: "rcpt_to", ev.Reset: "reset"}
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Session) -> None:
         super().__init__(session)
         self.sender: ev.MailFrom | None = None
 

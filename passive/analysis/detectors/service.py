@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from dissectors import events as ev
-from passive.analysis.detectors.base import Detector, Handlers
+from passive.analysis.detectors.base import Detector, Handlers, Session
 from passive.analysis.software import guess_software
 from passive.findings.model import FindingType, Severity
 
@@ -13,7 +13,7 @@ from passive.findings.model import FindingType, Severity
 class ServiceDetector(Detector):
     HANDLERS: ClassVar[Handlers] = {ev.Greeting: "greeting", ev.Capabilities: "capabilities", ev.StartTls: "start_tls"}
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Session) -> None:
         super().__init__(session)
         self.service = self.finding(FindingType.MAIL_SERVICE, Severity.INFO)
         fields = self.service.fields

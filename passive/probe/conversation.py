@@ -1,0 +1,110 @@
+"""What every protocol's conversation shares: the probe's state, STARTTLS, the NTLM step's outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+from typing import Any
+
+from dissectors import ntlmssp
+from passive.analysis.detectors import SessionAnalyzer
+from passive.core.errors import ProbeError
+from passive.probe.options import ProbeOptions, ProbeRun, ServiceReport
+from passive.probe.targets import Service
+from passive.probe.tls import client_context, session_facts
+from passive.probe.wire import Connection, Wire
+
+
+class Conversation:
+    """The state of the conversation with one service, and the steps every protocol takes."""
+
+    def __init__(self, service: Service, options: ProbeOptions, run: ProbeRun) -> None:
+        self.service = service
+        self.options = options
+        self.run = run
+        self.protocol = service.protocol
+        self.report = ServiceReport(service.target, service.address, service.protocol, service.named)
+        self.report.implicit_tls = service.implicit_tls
+        self.conn: Connection | None = None
+        self.wire: Wire | None = None
+        self.analyzer: SessionAnalyzer | None = None
+        self.client = ""
+        self.tag_number = 0
+        self.tls_facts: dict[str, Any] = session_facts(None)
+
+    # -- shared steps -----------------------------------------------------------------------------------------------
+
+    def _want_starttls(self, offered: bool) -> bool:
+        if self.service.implicit_tls:
+            return False
+        mode = self.options.starttls
+        if mode == "never" or (mode == "auto" and not offered):
+            self.report.starttls = "not-tried" if offered else "not-offered"
+            return False
+        return True
+
+    async def _upgrade(self) -> None:
+        conn, wire = self.conn, self.wire
+        assert conn is not None and wire is not None
+        conn.stage = "starttls"
+        conn.discard_buffered()
+        try:
+            await asyncio.wait_for(
+                conn.writer.start_tls(client_context(), server_hostname=sni(self.service.host)),
+                self.options.connect_timeout,
+            )
+        except TimeoutError:
+            self.report.starttls = "failed"
+            raise ProbeError("TLS handshake after STARTTLS did not finish in time", "starttls") from None
+        except (OSError, ConnectionError) as error:
+            self.report.starttls = "failed"
+            raise ProbeError(f"TLS handshake after STARTTLS failed: {error_text(error)}", "starttls") from None
+        self.report.starttls = "accepted"
+        self._note_tls()
+        wire.tls_started(implicit=False)
+
+    def _mechanisms(self) -> list[str]:
+        assert self.wire is not None
+        caps = self.wire.capabilities
+        return list(caps.mechanisms) if caps else []
+
+    def _negotiate_b64(self) -> str:
+        return base64.b64encode(ntlmssp.build_negotiate()).decode("ascii")
+
+    def _ntlm_outcome(self, reply: str) -> None:
+        """Record whether the NEGOTIATE drew a CHALLENGE (the dissector already decoded it into ntlm-info)."""
+        assert self.wire is not None
+        if self.wire.challenge_seen:
+            self.report.ntlm = "challenge"
+        else:
+            self.report.ntlm = "no-challenge"
+            self.report.ntlm_reply = reply[:200]
+
+    def _record_probe_facts(self) -> None:
+        """Facts only a probe knows, told to the detectors that own them."""
+        analyzer, report = self.analyzer, self.report
+        assert analyzer is not None
+        analyzer.service.probe_facts(self.tls_facts, report.starttls)
+        if report.banner is None:
+            report.banner = analyzer.service.banner
+        analyzer.ntlm.probe_facts(report.ntlm_advertised, report.starttls in ("accepted", "implicit"))
+
+    def _note_tls(self) -> None:
+        assert self.conn is not None
+        self.tls_facts = session_facts(self.conn.extra("ssl_object"))
+        self.report.tls_version = self.tls_facts["tls_version"]
+
+
+def sni(host: str) -> str:
+    """The server name to send in TLS: a host name, never an address."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    return ""
+
+
+def error_text(error: BaseException) -> str:
+    text = getattr(error, "reason", None) or getattr(error, "strerror", None) or str(error) or type(error).__name__
+    return str(text)
