@@ -27,6 +27,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from dissectors import ntlmssp  # noqa: E402
+
 MSS = 1448
 PCAP_GLOBAL_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1)
 
@@ -44,21 +50,13 @@ def parse_size(text: str) -> int:
     return int(text)
 
 
-# --- NTLM messages (MS-NLMP 2.2.1), built by hand ------------------------------------
-
-
-def _utf16(text: str) -> bytes:
-    return text.encode("utf-16-le")
+# --- NTLM messages (MS-NLMP 2.2.1), packed by dissectors.ntlmssp's builders ----------
 
 
 def ntlm_negotiate(rng: random.Random) -> bytes:
-    domain, host = rng.choice(DOMAINS).encode(), f"WS{rng.randrange(1000):03d}".encode()
-    flags = 0xE2088297
-    header_len = 40
-    fields = struct.pack("<HHI", len(domain), len(domain), header_len)
-    fields += struct.pack("<HHI", len(host), len(host), header_len + len(domain))
-    version = struct.pack("<BBHxxxB", 10, 0, 19041, 15)
-    return b"NTLMSSP\x00" + struct.pack("<II", 1, flags) + fields + version + domain + host
+    domain, host = rng.choice(DOMAINS), f"WS{rng.randrange(1000):03d}"
+    # OEM_DOMAIN_SUPPLIED and OEM_WORKSTATION_SUPPLIED come with the two names.
+    return ntlmssp.build_negotiate(0xE208B297, domain, host, ntlmssp.Version(10, 0, 19041))
 
 
 def ntlm_challenge(rng: random.Random) -> bytes:
@@ -66,35 +64,32 @@ def ntlm_challenge(rng: random.Random) -> bytes:
     dns_domain = domain.lower() + ".example.com"
     dns_host = server.lower() + "." + dns_domain
     filetime = 132_000_000_000_000_000 + rng.randrange(10**15)
-    av = b""
-    for av_id, value in ((2, _utf16(domain)), (1, _utf16(server)), (4, _utf16(dns_domain)), (3, _utf16(dns_host))):
-        av += struct.pack("<HH", av_id, len(value)) + value
-    av += struct.pack("<HHQ", 7, 8, filetime) + struct.pack("<HH", 0, 0)
-    target = _utf16(domain)
-    header_len = 56
-    flags = 0xE2898215
-    msg = b"NTLMSSP\x00" + struct.pack("<I", 2)
-    msg += struct.pack("<HHI", len(target), len(target), header_len)
-    msg += struct.pack("<I", flags) + rng.randbytes(8) + b"\x00" * 8
-    msg += struct.pack("<HHI", len(av), len(av), header_len + len(target))
-    msg += struct.pack("<BBHxxxB", 10, 0, rng.choice([14393, 17763, 20348]), 15)
-    return msg + target + av
+    target_info = [
+        ("netbios_domain", domain),
+        ("netbios_computer", server),
+        ("dns_domain", dns_domain),
+        ("dns_computer", dns_host),
+        ("timestamp", filetime),
+    ]
+    server_challenge = rng.randbytes(8)
+    version = ntlmssp.Version(10, 0, rng.choice([14393, 17763, 20348]))
+    return ntlmssp.build_challenge(server_challenge, domain, target_info, version=version)
 
 
 def ntlm_authenticate(rng: random.Random) -> bytes:
-    domain, user, host = _utf16(rng.choice(DOMAINS)), _utf16(f"user{rng.randrange(500)}"), _utf16("WS001")
-    lm = b"\x00" * 24
+    domain, user = rng.choice(DOMAINS), f"user{rng.randrange(500)}"
+    # NTProofStr, then an NTLMv2 client challenge header followed by random bytes (time, nonce, AV pairs).
     nt = rng.randbytes(16) + b"\x01\x01\x00\x00\x00\x00\x00\x00" + rng.randbytes(16) + rng.randbytes(60)
-    key = rng.randbytes(16)
-    header_len = 88
-    payload, fields, offset = b"", b"", header_len
-    for part in (lm, nt, domain, user, host, key):
-        fields += struct.pack("<HHI", len(part), len(part), offset)
-        payload += part
-        offset += len(part)
-    version = struct.pack("<BBHxxxB", 10, 0, 19041, 15)
-    msg = b"NTLMSSP\x00" + struct.pack("<I", 3) + fields + struct.pack("<I", 0xE2888215) + version
-    return msg + b"\x00" * 16 + payload
+    return ntlmssp.build_authenticate(
+        user,
+        domain,
+        "WS001",
+        lm_response=bytes(24),
+        nt_response=nt,
+        session_key=rng.randbytes(16),
+        mic=bytes(16),
+        version=ntlmssp.Version(10, 0, 19041),
+    )
 
 
 def b64(data: bytes) -> bytes:

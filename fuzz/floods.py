@@ -46,6 +46,7 @@ from bench.gen_capture import (  # noqa: E402
     _l2,
     build_frame,
 )
+from dissectors import ntlmssp  # noqa: E402
 
 PEAK_RSS_LIMIT_MIB = 300
 
@@ -126,16 +127,8 @@ def long_line(writer: PcapWriter, scale: float) -> dict[str, int]:
 
 def ntlm_challenge_with_pairs(pairs: int) -> bytes:
     """A CHALLENGE whose TargetInfo holds ``pairs`` AV pairs (names, repeated ids, unknown ids), then MsvAvEOL."""
-    av = bytearray()
-    for index in range(pairs):
-        av_id = (1, 2, 3, 4, 5, 0x7F00)[index % 6]
-        av += struct.pack("<HH", av_id, 0)
-    av += struct.pack("<HH", 0, 0)
-    header = 56
-    message = b"NTLMSSP\x00" + struct.pack("<I", 2) + struct.pack("<HHI", 0, 0, header)
-    message += struct.pack("<I", 0xE2898215) + b"\x01" * 8 + b"\x00" * 8
-    message += struct.pack("<HHI", len(av), len(av), header) + struct.pack("<BBHxxxB", 10, 0, 20348, 15)
-    return message + bytes(av)
+    target_info = [((1, 2, 3, 4, 5, 0x7F00)[index % 6], b"") for index in range(pairs)]
+    return ntlmssp.build_challenge(b"\x01" * 8, target_info=target_info, version=ntlmssp.Version(10, 0, 20348))
 
 
 def av_pairs(writer: PcapWriter, scale: float) -> dict[str, int]:

@@ -10,7 +10,8 @@ What runs (all inside a server namespace, reached from a client namespace over o
   STARTTLS), 465 (implicit TLS); and on :data:`RELAY_IP` port 25 an open relay (no AUTH, no STARTTLS, relays for
   10.99.0.0/24; every accepted message is discarded, no DNS is asked);
 - a Windows-like NTLM server on :data:`WIN2019_IP`, :data:`WIN2022_IP` and :data:`HOSTILE_IP`, ports 25, 110 and 143
-  (profiles in :data:`FAKE_PROFILES`; its challenge is built with pyspnego).
+  (profiles in :data:`FAKE_PROFILES`; its challenge is packed by :func:`dissectors.ntlmssp.build_challenge`, its
+  answers checked with pyspnego's NTLM crypto).
 
 The client namespace has :data:`CLIENT_IP`. Nothing leaves the two namespaces.
 
@@ -47,6 +48,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -136,7 +138,7 @@ HOSTILE_ANSI = "\x1b[31mred\x1b[0m"
 HOSTILE_OSC = "\x1b]8;;http://x\x07link\x1b]8;;\x07"
 HOSTILE_RICH = "[bold red]x[/]"
 
-# Windows-like NTLM servers: the challenge is built with pyspnego's NTLM messages.
+# Windows-like NTLM servers: the challenge is packed by dissectors.ntlmssp.build_challenge.
 FAKE_PROFILES: dict[str, dict[str, Any]] = {
     WIN2019_IP: {
         "version": [10, 0, 17763],
@@ -640,15 +642,9 @@ class NtlmAcceptor:
         self.server_challenge = os.urandom(8)
 
     def challenge(self, type1: bytes) -> bytes:
-        from spnego._ntlm_raw.messages import (
-            AvId,
-            Challenge,
-            FileTime,
-            NegotiateFlags,
-            NTLMMessage,
-            TargetInfo,
-            Version,
-        )
+        from spnego._ntlm_raw.messages import NegotiateFlags, NTLMMessage
+
+        from dissectors import ntlmssp
 
         p = self.profile
         neg = NTLMMessage.unpack(type1)
@@ -675,22 +671,17 @@ class NtlmAcceptor:
                 flags |= f
         if flags & NegotiateFlags.unicode:
             flags &= ~NegotiateFlags.oem
-        info = TargetInfo()
-        info[AvId.nb_domain_name] = p["netbios_domain"]
-        info[AvId.nb_computer_name] = p["netbios_computer"]
-        info[AvId.dns_domain_name] = p["dns_domain"]
-        info[AvId.dns_computer_name] = p["dns_computer"]
-        info[AvId.dns_tree_name] = p["dns_tree"]
-        info[AvId.timestamp] = FileTime.now()
-        major, minor, build = p["version"]
-        msg = Challenge(
-            flags=flags,
-            server_challenge=self.server_challenge,
-            target_name=p["target_name"],
-            target_info=info,
-            version=Version(major, minor, build),
+        info = [
+            ("netbios_domain", p["netbios_domain"]),
+            ("netbios_computer", p["netbios_computer"]),
+            ("dns_domain", p["dns_domain"]),
+            ("dns_computer", p["dns_computer"]),
+            ("dns_tree", p["dns_tree"]),
+            ("timestamp", datetime.now(UTC)),
+        ]
+        return ntlmssp.build_challenge(
+            self.server_challenge, p["target_name"], info, flags=flags, version=ntlmssp.Version(*p["version"])
         )
-        return msg.pack()
 
     def authenticate(self, type3: bytes) -> dict[str, Any]:
         from spnego._ntlm_raw.crypto import compute_response_v1, hmac_md5, lmowfv1, ntowfv1, ntowfv2
@@ -1027,6 +1018,10 @@ def main() -> int:
     parser.add_argument("--fake-server", metavar="CONFIG", help="run the Windows-like NTLM server")
     args = parser.parse_args()
     if args.fake_server:
+        # Run as a script, this file sees tests/ first on sys.path; the fake server packs with dissectors.ntlmssp.
+        root = str(Path(__file__).resolve().parents[1])
+        if root not in sys.path:
+            sys.path.insert(0, root)
         asyncio.run(fake_main(args.fake_server))
         return 0
     parser.print_help()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import struct
 import subprocess
 
 import pytest
@@ -18,12 +17,11 @@ HOSTILE = "[bold red]x[/]\x1b[31m<script>alert(1)</script>\x1b]8;;http://x\x07'\
 
 
 def _hostile_challenge() -> bytes:
-    name = HOSTILE.encode("utf-16-le")
-    info = struct.pack("<HH", 1, len(name)) + name + struct.pack("<HH", 3, len(name)) + name + b"\x00\x00\x00\x00"
-    header = ntlmssp.SIGNATURE + struct.pack(
-        "<IHHIIQQHHI", 2, len(name), len(name), 56, 0xE2898215, 0, 0, len(info), len(info), 56 + len(name)
+    return ntlmssp.build_challenge(
+        target_name=HOSTILE,
+        target_info=[("netbios_computer", HOSTILE), ("dns_computer", HOSTILE)],
+        version=ntlmssp.Version(10, 0, 20348),
     )
-    return header + ntlmssp.Version(10, 0, 20348).pack() + name + info
 
 
 def invoke(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
@@ -109,12 +107,10 @@ def test_hostile_names_print_inert_in_a_real_terminal_process() -> None:
 
 def test_decode_json_escapes_c1_controls() -> None:
     """U+009B is CSI on 8-bit terminals: JSON output escapes it like the C0 controls."""
-    name = "x\u009b31my".encode("utf-16-le")
-    info = struct.pack("<HH", 1, len(name)) + name + b"\x00\x00\x00\x00"
-    header = ntlmssp.SIGNATURE + struct.pack("<IHHIIQQHHI", 2, 0, 0, 56, 0xE2898215, 0, 0, len(info), len(info), 56)
-    code, out, _ = invoke(
-        "decode", "--json", base64.b64encode(header + ntlmssp.Version(10, 0, 1).pack() + info).decode()
+    challenge = ntlmssp.build_challenge(
+        target_info=[("netbios_computer", "x\u009b31my")], version=ntlmssp.Version(10, 0, 1)
     )
+    code, out, _ = invoke("decode", "--json", base64.b64encode(challenge).decode())
     assert code == 0
     assert "\u009b" not in out and "\\u009b" in out
     assert json.loads(out)["netbios_computer"] == "x\u009b31my"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import struct
 
 from rich.console import Console
 
@@ -49,46 +48,23 @@ SERVER_2019 = ntlmssp.Version(10, 0, 17763)
 
 
 def _challenge(names: dict[int, str], version: ntlmssp.Version = SERVER_2019) -> bytes:
-    info = b"".join(struct.pack("<HH", k, len(v.encode("utf-16-le"))) + v.encode("utf-16-le") for k, v in names.items())
-    info += struct.pack("<HHQ", 7, 8, 133_400_000_000_000_000) + b"\x00\x00\x00\x00"
-    target = names.get(2, "").encode("utf-16-le")
-    header = ntlmssp.SIGNATURE + struct.pack(
-        "<IHHIIQQHHI",
-        2,
-        len(target),
-        len(target),
-        56,
-        0xE2898215,
-        0x0123456789ABCDEF,
-        0,
-        len(info),
-        len(info),
-        56 + len(target),
+    return ntlmssp.build_challenge(
+        (0x0123456789ABCDEF).to_bytes(8, "little"),
+        names.get(ntlmssp.AvId.MsvAvNbDomainName, ""),
+        [*names.items(), (ntlmssp.AvId.MsvAvTimestamp, 133_400_000_000_000_000)],
+        version=version,
     )
-    return header + version.pack() + target + info
 
 
 def _authenticate_v1(user: str, domain: str, workstation: str) -> bytes:
-    fields = [
-        b"\x11" * 24,
-        b"\x22" * 24,
-        domain.encode("utf-16-le"),
-        user.encode("utf-16-le"),
-        workstation.encode("utf-16-le"),
-        b"",
-    ]
-    offset, headers, payload = 72, b"", b""
-    for value in fields:
-        headers += struct.pack("<HHI", len(value), len(value), offset)
-        payload += value
-        offset += len(value)
-    return (
-        ntlmssp.SIGNATURE
-        + struct.pack("<I", 3)
-        + headers
-        + struct.pack("<I", 0x02008205)
-        + ntlmssp.Version(10, 0, 19045).pack()
-        + payload
+    return ntlmssp.build_authenticate(
+        user,
+        domain,
+        workstation,
+        lm_response=b"\x11" * 24,
+        nt_response=b"\x22" * 24,
+        version=ntlmssp.Version(10, 0, 19045),
+        flags=0x02008205,
     )
 
 

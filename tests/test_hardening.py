@@ -13,7 +13,6 @@ import os
 import random
 import re
 import shutil
-import struct
 import subprocess
 import sys
 from collections import Counter
@@ -348,10 +347,11 @@ def test_html_report_keeps_hostile_strings_inert() -> None:
 
 def test_hostile_ntlm_names_in_a_capture_reach_json_escaped(tmp_path: Path) -> None:
     """An end-to-end check: a CHALLENGE naming itself with escapes and C1 controls, through analyze."""
-    name = "EVIL\x1b]0;pwned\x07\x9b2J\u202e".encode("utf-16-le")
-    av = struct.pack("<HH", 1, len(name)) + name + struct.pack("<HH", 0, 0)
-    challenge = b"NTLMSSP\x00" + struct.pack("<IHHII", 2, 0, 0, 56, 0xE2898215) + b"\x01" * 8 + bytes(8)
-    challenge += struct.pack("<HHI", len(av), len(av), 56) + struct.pack("<BBHxxxB", 10, 0, 20348, 15) + av
+    challenge = ntlmssp.build_challenge(
+        b"\x01" * 8,
+        target_info=[("netbios_computer", "EVIL\x1b]0;pwned\x07\x9b2J\u202e")],
+        version=ntlmssp.Version(10, 0, 20348),
+    )
     turns = [
         (True, b"220 mx.example.com ESMTP\r\n"),
         (False, b"AUTH NTLM TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAA=\r\n"),

@@ -1,10 +1,12 @@
-"""Our decoding equals pyspnego's and impacket's on messages made by pyspnego's real NTLM client and acceptor."""
+"""Our decoding equals pyspnego's and impacket's on messages made by pyspnego's real NTLM client and acceptor, and
+by our own builders, which pack as pyspnego does and whose AUTHENTICATE pyspnego's acceptor takes."""
 
 from __future__ import annotations
 
 import random
 import struct
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import spnego
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from impacket import ntlm as impacket_ntlm
+from spnego._ntlm_raw import crypto as spnego_crypto
 from spnego._ntlm_raw import messages as spnego_messages
 
 from dissectors import ntlmssp
@@ -281,6 +284,95 @@ def test_pyspnego_ntlmv1_client(
     assert final.ntlm_version in (ntlmssp.NtlmVersion.NTLMV1, ntlmssp.NtlmVersion.NTLMV1_ESS)
     ess = final.flags & ntlmssp.NegotiateFlags.NTLMSSP_NEGOTIATE_EXTENDED_SESSIONSECURITY
     assert (final.ntlm_version == ntlmssp.NtlmVersion.NTLMV1_ESS) == bool(ess)
+
+
+# ---- our builders, read by pyspnego and impacket and accepted by pyspnego's acceptor ----------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    user=NAMES,
+    domain=NAMES,
+    workstation=NAMES,
+    netbios_computer=NAMES,
+    dns_computer=NAMES,
+    build=st.sampled_from([14393, 17763, 20348, 26100]),
+    seed=st.integers(0, 2**32),
+)
+def test_built_messages_agree_with_pyspnego_and_impacket(
+    user: str, domain: str, workstation: str, netbios_computer: str, dns_computer: str, build: int, seed: int
+) -> None:
+    rng = random.Random(seed)
+    server_challenge, ticks = rng.randbytes(8), rng.randrange(130_000_000_000_000_000, 140_000_000_000_000_000)
+    names = {
+        spnego_messages.AvId.nb_domain_name: domain,
+        spnego_messages.AvId.nb_computer_name: netbios_computer,
+        spnego_messages.AvId.dns_computer_name: dns_computer,
+    }
+    pairs = [*((int(av_id), name) for av_id, name in names.items()), ("timestamp", ticks)]
+    info = spnego_messages.TargetInfo(names)
+    info[spnego_messages.AvId.timestamp] = spnego_messages.FileTime.unpack(ticks.to_bytes(8, "little"))
+    version, spnego_version = ntlmssp.Version(10, 0, build), spnego_messages.Version(10, 0, build)
+    challenge = ntlmssp.build_challenge(server_challenge, domain, pairs, version=version)
+    flags = int(ntlmssp.CHALLENGE_FLAGS)
+    assert challenge == spnego_messages.Challenge(flags, server_challenge, domain, info, spnego_version).pack()
+
+    blob = ntlmssp.ntlmv2_client_blob(ticks, rng.randbytes(8), [*pairs, ("av_flags", 2)])
+    lm, nt, key, mic = rng.randbytes(24), rng.randbytes(16) + blob, rng.randbytes(16), rng.randbytes(16)
+    authenticate = ntlmssp.build_authenticate(
+        user, domain, workstation, lm_response=lm, nt_response=nt, session_key=key, mic=mic, version=version
+    )
+    flags = int(ntlmssp.AUTHENTICATE_FLAGS)
+    theirs = spnego_messages.Authenticate(flags, lm, nt, domain, user, workstation, key, spnego_version, mic)
+    assert authenticate == theirs.pack()
+    for data in (challenge, authenticate):
+        _assert_agree(data)
+    decoded = ntlmssp.decode(authenticate)
+    assert isinstance(decoded, ntlmssp.AuthenticateMessage) and decoded.ntlmv2 is not None
+    assert [pair.value for pair in decoded.ntlmv2.av_pairs[:3]] == [domain, netbios_computer, dns_computer]
+
+
+def _built_authenticate(challenge: bytes, user: str, domain: str, password: str) -> bytes:
+    """An NTLMv2 AUTHENTICATE answering ``challenge``: pyspnego computes the proof, our builders pack it."""
+    decoded = ntlmssp.decode(challenge)
+    assert isinstance(decoded, ntlmssp.ChallengeMessage) and decoded.target_info is not None
+    key = spnego_crypto.ntowfv2(user, spnego_crypto.ntowfv1(password), domain)
+    client_challenge = random.Random(7).randbytes(8)
+    pairs = [(pair.av_id, pair.raw) for pair in decoded.target_info]
+    blob = ntlmssp.ntlmv2_client_blob(datetime.now(UTC), client_challenge, pairs)
+    proof = spnego_crypto.hmac_md5(key, decoded.server_challenge + blob)
+    lm = spnego_crypto.hmac_md5(key, decoded.server_challenge + client_challenge) + client_challenge
+    return ntlmssp.build_authenticate(
+        user,
+        domain,
+        "WS01",
+        lm_response=lm,
+        nt_response=proof + blob,
+        flags=decoded.flags & ~ntlmssp.NegotiateFlags.NTLMSSP_NEGOTIATE_KEY_EXCH,
+        version=ntlmssp.Version(10, 0, 19045),
+        mic=bytes(16),
+    )
+
+
+def test_pyspnego_acceptor_accepts_a_built_authenticate(credential_file: tuple[str, str, str]) -> None:
+    domain, user, password = credential_file
+    server = spnego.server(protocol="ntlm")
+    challenge = server.step(ntlmssp.build_negotiate())
+    assert challenge is not None
+    server.step(_built_authenticate(challenge, user, domain, password))
+    assert server.complete
+
+
+def test_pyspnego_acceptor_refuses_a_built_authenticate_with_the_wrong_password(
+    credential_file: tuple[str, str, str],
+) -> None:
+    domain, user, _password = credential_file
+    server = spnego.server(protocol="ntlm")
+    challenge = server.step(ntlmssp.build_negotiate())
+    assert challenge is not None
+    with pytest.raises(spnego.exceptions.SpnegoError):
+        server.step(_built_authenticate(challenge, user, domain, "not-the-password"))
+    assert not server.complete
 
 
 _WELL_FORMED = [

@@ -87,31 +87,27 @@ def test_not_ntlmssp_raises_decode_error(value: object) -> None:
 # ---- named anomalies ------------------------------------------------------------------------------------------
 
 
-def _challenge(target_info: bytes, target_name: bytes = "SRV".encode("utf-16-le"), flags: int = 0xE2898215) -> bytes:
-    header_size = 56
-    name_offset = header_size
-    info_offset = name_offset + len(target_name)
-    header = ntlmssp.SIGNATURE + struct.pack(
-        "<IHHIIQQHHI",
-        2,
-        len(target_name),
-        len(target_name),
-        name_offset,
-        flags,
-        0x1122334455667788,
-        0,
-        len(target_info),
-        len(target_info),
-        info_offset,
+def _challenge(
+    target_info: bytes,
+    target_name: bytes = "SRV".encode("utf-16-le"),
+    flags: int = 0xE2898215,
+    field_headers: dict[str, ntlmssp.FieldHeader] | None = None,
+) -> bytes:
+    return ntlmssp.build_challenge(
+        (0x1122334455667788).to_bytes(8, "little"),
+        target_name,
+        target_info,
+        flags=flags,
+        version=ntlmssp.Version(10, 0, 17763),
+        field_headers=field_headers,
     )
-    return header + ntlmssp.Version(10, 0, 17763).pack() + target_name + target_info
 
 
-def _av(av_id: int, value: bytes) -> bytes:
-    return struct.pack("<HH", av_id, len(value)) + value
+def _pairs(*pairs: tuple[int, str | bytes | int], terminate: bool = True) -> bytes:
+    return ntlmssp.pack_av_pairs(pairs, terminate=terminate)
 
 
-EOL = _av(0, b"")
+EOL = _pairs()
 
 
 def _codes(message: ntlmssp.Message) -> set[str]:
@@ -119,7 +115,7 @@ def _codes(message: ntlmssp.Message) -> set[str]:
 
 
 def test_well_formed_challenge_has_no_anomaly() -> None:
-    info = _av(1, "SRV".encode("utf-16-le")) + _av(7, struct.pack("<Q", 133_000_000_000_000_000)) + EOL
+    info = _pairs((1, "SRV"), (7, 133_000_000_000_000_000))
     message = ntlmssp.decode(_challenge(info))
     assert isinstance(message, ntlmssp.ChallengeMessage)
     assert message.anomalies == []
@@ -129,7 +125,7 @@ def test_well_formed_challenge_has_no_anomaly() -> None:
 
 
 def test_unterminated_av_list() -> None:
-    message = ntlmssp.decode(_challenge(_av(1, "SRV".encode("utf-16-le"))))
+    message = ntlmssp.decode(_challenge(_pairs((1, "SRV"), terminate=False)))
     assert "unterminated_av_list" in _codes(message)
     assert isinstance(message, ntlmssp.ChallengeMessage) and message.netbios_computer == "SRV"
 
@@ -142,41 +138,39 @@ def test_av_pair_beyond_end() -> None:
 
 
 def test_field_beyond_end() -> None:
-    data = bytearray(_challenge(EOL))
-    struct.pack_into("<HH", data, 40, 500, 500)  # TargetInfo length far past the end
-    message = ntlmssp.decode(bytes(data))
+    data = _challenge(EOL, field_headers={"TargetInfo": (500, 500, None)})  # TargetInfo length far past the end
+    message = ntlmssp.decode(data)
     assert "field_beyond_end" in _codes(message)
 
 
 def test_overlapping_fields() -> None:
-    data = bytearray(_challenge(_av(2, "DOM".encode("utf-16-le")) + EOL))
-    struct.pack_into("<HHI", data, 12, 10, 10, 56 + 6)  # TargetName now runs into TargetInfo
-    message = ntlmssp.decode(bytes(data))
+    # TargetName now runs into TargetInfo
+    data = _challenge(_pairs((2, "DOM")), field_headers={"TargetName": (10, 10, 56 + 6)})
+    message = ntlmssp.decode(data)
     assert "overlapping_fields" in _codes(message)
 
 
 def test_field_inside_header() -> None:
-    data = bytearray(_challenge(EOL))
-    struct.pack_into("<HHI", data, 12, 8, 8, 0)
-    message = ntlmssp.decode(bytes(data))
+    data = _challenge(EOL, field_headers={"TargetName": (8, 8, 0)})
+    message = ntlmssp.decode(data)
     assert "field_in_header" in _codes(message)
 
 
 @pytest.mark.parametrize("raw", [b"S\x00R", "\ud800".encode("utf-16-le", "surrogatepass") + b"A\x00"])
 def test_bad_utf16(raw: bytes) -> None:
-    message = ntlmssp.decode(_challenge(_av(1, raw) + EOL))
+    message = ntlmssp.decode(_challenge(_pairs((1, raw))))
     assert "bad_utf16" in _codes(message)
     assert isinstance(message, ntlmssp.ChallengeMessage) and message.netbios_computer
 
 
 def test_bad_fixed_length_and_duplicate_pairs() -> None:
-    info = _av(6, b"\x02\x00") + _av(1, b"A\x00") + _av(1, b"B\x00") + _av(7, b"\xff" * 8) + EOL
+    info = _pairs((6, b"\x02\x00"), (1, "A"), (1, "B"), (7, b"\xff" * 8))
     message = ntlmssp.decode(_challenge(info))
     assert {"bad_av_length", "duplicate_av_pair", "timestamp_out_of_range"} <= _codes(message)
 
 
 def test_thousands_of_av_pairs_are_bounded() -> None:
-    info = _av(0x7777, b"x") * 5000 + EOL
+    info = _pairs(*[(0x7777, b"x")] * 5000)
     data = _challenge(info[: 0xFFFF - 2] if len(info) > 0xFFFF else info)
     message = ntlmssp.decode(data)
     assert isinstance(message, ntlmssp.ChallengeMessage)
@@ -185,7 +179,7 @@ def test_thousands_of_av_pairs_are_bounded() -> None:
 
 
 def test_unknown_av_ids_are_kept_raw() -> None:
-    message = ntlmssp.decode(_challenge(_av(0x00AB, b"\x01\x02") + EOL))
+    message = ntlmssp.decode(_challenge(_pairs((0x00AB, b"\x01\x02"))))
     assert isinstance(message, ntlmssp.ChallengeMessage) and message.target_info
     pair = message.target_info[0]
     assert (pair.av_id, pair.raw, pair.name) == (0xAB, b"\x01\x02", "unknown_0x00ab")
