@@ -181,7 +181,7 @@ def test_credentials_without_verdict_are_recorded_not_hoarded() -> None:
     for number in range(100):
         evidence = ev.Evidence.of("AUTH PLAIN ...", number, 1.0 + number)
         analyzer.feed([ev.Credentials(ev.Side.CLIENT, evidence, "PLAIN", f"user{number}", "pw")])
-    assert len(analyzer.credentials.pending) <= MAX_PENDING_CREDENTIALS
+    assert len(analyzer.detectors[FindingType.CLEARTEXT_CREDENTIALS].pending) <= MAX_PENDING_CREDENTIALS
     analyzer.close()
     users = {f.fields["user"] for f in findings if f.type == FindingType.CLEARTEXT_CREDENTIALS}
     assert users == {f"user{n}" for n in range(100)}

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from passive.analysis.detectors import detector_classes
 from passive.analysis.pipeline import analyze_captures
 from passive.cli.dashboard import entry_line
 from passive.cli.tables import render_tables
@@ -32,11 +33,16 @@ def _finding(kind: FindingType, source: str = "passive") -> Finding:
     """A finding of ``kind`` with every declared field set to a recognisable value."""
     finding = Finding(kind, "smtp", "192.0.2.1:25", Severity.MEDIUM, source=source)
     for field in KINDS[kind].fields:
-        finding.fields[field.name] = f"{MARK}-{field.name}"
+        value = f"{MARK}-{field.name}"
+        finding.fields[field.name] = [value] if field.many else value
     finding.fields["accepted"] = True  # an open relay that relays (the report words refusals differently)
     finding.seen(1.8e9, "198.51.100.7:40000")
     finding.add_evidence(EvidenceRecord("t.pcap", 4, 1.8e9, "server", f"250 {MARK}-evidence"))
     return finding
+
+
+def test_every_kind_has_one_detector() -> None:
+    assert sorted(cls.KIND for cls in detector_classes()) == sorted(FindingType)
 
 
 @pytest.mark.parametrize("kind", list(FindingType))
@@ -60,7 +66,7 @@ def test_every_consumer_shows_every_kind(kind: FindingType, tmp_path: Path) -> N
     table = stream.getvalue()
     assert f"{declaration.title} ({kind})" in table
     for column in declaration.columns:
-        shown = "yes" if record[column] is True else f"{MARK}-{column}"
+        shown = "yes" if record[column] is True else f"{MARK}-{column}"  # lists are shown joined
         if column in (f.name for f in declaration.fields):
             assert f" {column} " in table and shown in table, f"table lacks {column}"
 

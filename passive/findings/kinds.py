@@ -8,11 +8,38 @@ dashboard, ``compare``, the store's merge rules and ``docs/schema.md`` (written 
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from passive.findings.model import FindingType, Severity
+
+class Severity(enum.StrEnum):
+    """In increasing order of risk; :func:`rank` compares them."""
+
+    INFO = "info"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+SEVERITY_ORDER: tuple[Severity, ...] = tuple(Severity)
+
+
+def rank(severity: str) -> int:
+    """0 for info up to 3 for high; an unknown value ranks as info."""
+    try:
+        return SEVERITY_ORDER.index(Severity(severity))
+    except ValueError:
+        return 0
+
+
+class FindingType(enum.StrEnum):
+    NTLM_INFO = "ntlm-info"
+    AUTH_METHODS = "auth-methods"
+    CLEARTEXT_CREDENTIALS = "cleartext-credentials"
+    MAIL_SERVICE = "mail-service"
+    OPEN_RELAY = "open-relay"
 
 
 @dataclass(frozen=True)
@@ -26,6 +53,7 @@ class Field:
     union: bool = False  # a list of names gathered over time: unioned, not replaced, when the store merges
     active: bool = False  # only ``leakscope probe`` can know it
     secret: bool = False  # holds a secret: masked in every output unless secrets are asked for
+    many: bool = False  # the value is a list
 
 
 @dataclass(frozen=True)
@@ -167,9 +195,9 @@ NTLM_INFO = Kind(
             column=True,
             compared=True,
         ),
-        Field("flags", "NegotiateFlags names of the CHALLENGE"),
+        Field("flags", "NegotiateFlags names of the CHALLENGE", many=True),
         Field("clock_skew_seconds", "`server_time` minus the capture time of the packet that carried it"),
-        Field("anomalies", "decoding anomalies of the CHALLENGE, `{code, detail}` (first 20)"),
+        Field("anomalies", "decoding anomalies of the CHALLENGE, `{code, detail}` (first 20)", many=True),
         Field("user", "UserName of the latest AUTHENTICATE of this server"),
         Field("domain", "the client's domain (latest AUTHENTICATE or NEGOTIATE)"),
         Field("workstation", "the client's workstation (latest AUTHENTICATE or NEGOTIATE)"),
@@ -177,8 +205,8 @@ NTLM_INFO = Kind(
         Field("client_os_version", "the client's Version"),
         Field("spn", "MsvAvTargetName of the client's NTLMv2 response"),
         Field("outcome", "`success`, `failure`, or null when no verdict was seen (cancelled, cut off)", column=True),
-        Field("users", "every `DOMAIN\\user` seen (first 50)", column=True, union=True),
-        Field("workstations", "every workstation seen (first 50)", column=True, union=True),
+        Field("users", "every `DOMAIN\\user` seen (first 50)", column=True, union=True, many=True),
+        Field("workstations", "every workstation seen (first 50)", column=True, union=True, many=True),
         Field(
             "ntlm_advertised",
             "NTLM was in the mechanism list the probe had when it sent `AUTH NTLM` (it tries regardless)",
@@ -271,7 +299,7 @@ OPEN_RELAY = Kind(
         Field("mail_from", "the sender of the latest attempt (`<>` for the null sender)", column=True),
         Field("rcpt_to", "the recipient of the latest attempt", column=True),
         Field("reply", "the server's reply to that RCPT", column=True),
-        Field("local_domains", "the domains considered local (first 20)"),
+        Field("local_domains", "the domains considered local (first 20)", many=True),
     ),
     key_doc="per server and verdict (accepted or refused)",
     details_doc="every attempt: `client`, `mail_from`, `rcpt_to`, `accepted`, `reply`, `time`",
@@ -308,17 +336,20 @@ AUTH_METHODS = Kind(
             "plus `USER` (POP3 USER/PASS available) and `LOGIN-COMMAND` (IMAP LOGIN without LOGINDISABLED)",
             column=True,
             compared=True,
+            many=True,
         ),
         Field(
             "mechanisms_after_tls",
             "what was advertised inside TLS: null in passive results (encrypted), filled by the probe; with implicit "
             "TLS `mechanisms` is empty",
             compared=True,
+            many=True,
         ),
         Field(
             "cleartext_exposed",
             "the mechanisms among PLAIN, LOGIN, USER, LOGIN-COMMAND, NTLM offered without TLS",
             column=True,
+            many=True,
         ),
         Field("cleartext_login", "a password command outside SASL is offered", compared=True),
         Field("starttls_offered", "STARTTLS/STLS advertised", column=True),

@@ -1,15 +1,30 @@
 """Findings as the detectors build them: one per (server, kind[, key]), deduplicated, with bounded evidence.
 
-This is the domain object only. What each kind means, its fields and its prose live in :mod:`passive.findings.kinds`;
+This is the domain object only. The kinds themselves (and severities) are declared in :mod:`passive.findings.kinds`;
 the JSON record and masking are built at output time by :mod:`passive.results.records`.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from passive.findings.kinds import SEVERITY_ORDER, FindingType, Severity, rank
+
+__all__ = [
+    "MAX_DETAILS",
+    "MAX_EVIDENCE",
+    "MAX_NAMES",
+    "SCHEMA_VERSION",
+    "SEVERITY_ORDER",
+    "EvidenceRecord",
+    "Finding",
+    "FindingSet",
+    "FindingType",
+    "Severity",
+    "rank",
+]
 
 SCHEMA_VERSION = "1.0"
 # Evidence entries kept per finding (a finding cites its proof, it does not archive the session); the rest counted
@@ -19,34 +34,6 @@ MAX_EVIDENCE = 8
 MAX_DETAILS = 50
 # Names gathered in list fields (users, workstations) per finding.
 MAX_NAMES = 50
-
-
-class Severity(enum.StrEnum):
-    """In increasing order of risk; :func:`rank` compares them."""
-
-    INFO = "info"
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
-
-
-SEVERITY_ORDER: tuple[Severity, ...] = tuple(Severity)
-
-
-def rank(severity: str) -> int:
-    """0 for info up to 3 for high; an unknown value ranks as info."""
-    try:
-        return SEVERITY_ORDER.index(Severity(severity))
-    except ValueError:
-        return 0
-
-
-class FindingType(enum.StrEnum):
-    NTLM_INFO = "ntlm-info"
-    AUTH_METHODS = "auth-methods"
-    CLEARTEXT_CREDENTIALS = "cleartext-credentials"
-    MAIL_SERVICE = "mail-service"
-    OPEN_RELAY = "open-relay"
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,10 @@ def _cell(text: str) -> str:
 
 def _table(fields: tuple[Field, ...]) -> list[str]:
     lines = ["| field | meaning |", "| --- | --- |"]
-    lines += [f"| `{f.name}` | {_cell(f.doc)}{' (probe only)' if f.active else ''} |" for f in fields]
+    lines += [
+        f"| `{f.name}` | {'list: ' if f.many else ''}{_cell(f.doc)}{' (probe only)' if f.active else ''} |"
+        for f in fields
+    ]
     return lines
 
 

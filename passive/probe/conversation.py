@@ -10,6 +10,7 @@ from typing import Any
 from dissectors import ntlmssp
 from passive.analysis.detectors import SessionAnalyzer
 from passive.core.errors import ProbeError
+from passive.findings.kinds import FindingType
 from passive.probe.options import ProbeOptions, ProbeRun, ServiceReport
 from passive.probe.targets import Service
 from passive.probe.tls import client_context, session_facts
@@ -88,7 +89,8 @@ class Conversation:
         analyzer.service.probe_facts(self.tls_facts, report.starttls)
         if report.banner is None:
             report.banner = analyzer.service.banner
-        analyzer.ntlm.probe_facts(report.ntlm_advertised, report.starttls in ("accepted", "implicit"))
+        ntlm = analyzer.detectors[FindingType.NTLM_INFO]
+        ntlm.probe_facts(report.ntlm_advertised, report.starttls in ("accepted", "implicit"))  # type: ignore[attr-defined]
 
     def _note_tls(self) -> None:
         assert self.conn is not None

@@ -21,6 +21,7 @@ from dissectors.registry import SESSION_TYPES
 from dissectors.session import MailSession
 from passive.analysis.detectors import SessionAnalyzer
 from passive.core.errors import ProbeError
+from passive.findings.kinds import FindingType
 
 __all__ = ["Connection", "ProbeError", "Wire"]
 
@@ -76,7 +77,7 @@ class Wire:
     def _after_tls(self, event: ev.Capabilities) -> None:
         """A listing inside TLS is not what the wire shows: it becomes ``mechanisms_after_tls``."""
         self.capabilities_after_tls = event
-        self.analyzer.auth_methods.after_tls(event)
+        self.analyzer.detectors[FindingType.AUTH_METHODS].after_tls(event)  # type: ignore[attr-defined]
 
 
 class Connection:

@@ -23,6 +23,7 @@ def login_command(protocol: str) -> str:
 
 
 class AuthMethodsDetector(Detector):
+    KIND = FindingType.AUTH_METHODS
     HANDLERS: ClassVar[Handlers] = {ev.Capabilities: "capabilities"}
 
     def _methods(self) -> Finding:

@@ -40,9 +40,11 @@ Handlers = dict[type[ev.Event], str]
 
 
 class Detector:
-    """One kind of finding. ``HANDLERS`` maps the event types it reads to the names of its methods; the session
-    dispatches each event to every detector that declared it (h11's ``READERS`` idea)."""
+    """One kind of finding (``KIND``). ``HANDLERS`` maps the event types it reads to the names of its methods; the
+    session dispatches each event to every detector that declared it (h11's ``READERS`` idea). A subclass in a module
+    of this package is found by :func:`passive.analysis.detectors.detector_classes`; nothing else lists it."""
 
+    KIND: ClassVar[FindingType]
     HANDLERS: ClassVar[Handlers] = {}
 
     def __init__(self, session: Session) -> None:

@@ -13,6 +13,7 @@ MAX_PENDING_CREDENTIALS = 32
 
 
 class CredentialsDetector(Detector):
+    KIND = FindingType.CLEARTEXT_CREDENTIALS
     HANDLERS: ClassVar[Handlers] = {
         ev.Credentials: "credentials",
         ev.AuthResult: "result",

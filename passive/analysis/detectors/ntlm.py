@@ -24,6 +24,7 @@ class _Exchange:
 
 
 class NtlmDetector(Detector):
+    KIND = FindingType.NTLM_INFO
     HANDLERS: ClassVar[Handlers] = {
         ev.AuthStart: "start",
         ev.SaslStep: "step",

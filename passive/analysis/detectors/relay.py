@@ -21,6 +21,7 @@ def recipient_domain(address: str) -> str | None:
 
 
 class RelayDetector(Detector):
+    KIND = FindingType.OPEN_RELAY
     HANDLERS: ClassVar[Handlers] = {ev.MailFrom: "mail_from", ev.RcptTo: "rcpt_to", ev.Reset: "reset"}
 
     def __init__(self, session: Session) -> None:

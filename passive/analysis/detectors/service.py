@@ -11,6 +11,7 @@ from passive.findings.model import FindingType, Severity
 
 
 class ServiceDetector(Detector):
+    KIND = FindingType.MAIL_SERVICE
     HANDLERS: ClassVar[Handlers] = {ev.Greeting: "greeting", ev.Capabilities: "capabilities", ev.StartTls: "start_tls"}
 
     def __init__(self, session: Session) -> None:

@@ -3,17 +3,17 @@ handlers. The same code serves captures and the active probe."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 from dissectors import events as ev
-from passive.analysis.detectors.auth_methods import AuthMethodsDetector
 from passive.analysis.detectors.base import Detector, SessionContext
-from passive.analysis.detectors.credentials import CredentialsDetector
-from passive.analysis.detectors.ntlm import NtlmDetector
-from passive.analysis.detectors.relay import RelayDetector
 from passive.analysis.detectors.service import ServiceDetector
 from passive.analysis.stats import RunStats
+from passive.findings.kinds import KINDS
 from passive.findings.model import Finding, FindingSet, FindingType, Severity
 
 # Names a server gives itself (banner, EHLO reply) kept per session: the relay check's local domains.
@@ -31,25 +31,17 @@ class SessionAnalyzer:
         self.authenticated = False
         self.server_names = _BoundedNames(MAX_SERVER_NAMES)
         stats.sessions[context.protocol] += 1
-        self.service = ServiceDetector(self)
-        self.auth_methods = AuthMethodsDetector(self)
-        self.ntlm = NtlmDetector(self)
-        self.credentials = CredentialsDetector(self)
-        self.relay = RelayDetector(self)
-        self.detectors: tuple[Detector, ...] = (
-            self.service,
-            self.auth_methods,
-            self.ntlm,
-            self.credentials,
-            self.relay,
-        )
+        self.detectors: dict[FindingType, Detector] = {cls.KIND: cls(self) for cls in detector_classes()}
+        service = self.detectors[FindingType.MAIL_SERVICE]
+        assert isinstance(service, ServiceDetector)
+        self.service = service
         # The session's own state first: detectors read it.
         table: dict[type[ev.Event], list[Callable[[Any], None]]] = {
             ev.StartTls: [self._start_tls],
             ev.AuthResult: [self._auth_result],
             ev.Anomaly: [self._anomaly],
         }
-        for detector in self.detectors:
+        for detector in self.detectors.values():
             for event_type, handler in detector.handlers():
                 table.setdefault(event_type, []).append(handler)
         self._dispatch = {event_type: tuple(handlers) for event_type, handlers in table.items()}
@@ -70,7 +62,7 @@ class SessionAnalyzer:
 
     def close(self) -> None:
         """The session ended: whatever was still open is recorded without an outcome."""
-        for detector in self.detectors:
+        for detector in self.detectors.values():
             detector.close()
 
     def _start_tls(self, event: ev.StartTls) -> None:
@@ -84,6 +76,22 @@ class SessionAnalyzer:
 
     def _anomaly(self, event: ev.Anomaly) -> None:
         self.stats.anomalies[event.code] += 1
+
+
+@cache
+def detector_classes() -> tuple[type[Detector], ...]:
+    """Every detector of this package, one per kind: the inventory (mail-service) first, then the kinds from the
+    least to the most severe, so that what a detector reads of the session is set before it runs."""
+    package = importlib.import_module(__package__ or "passive.analysis.detectors")
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")
+    found = {cls.KIND: cls for cls in _subclasses(Detector) if hasattr(cls, "KIND")}
+    return tuple(found[kind] for kind in reversed(KINDS) if kind in found)
+
+
+def _subclasses(cls: type[Detector]) -> list[type[Detector]]:
+    direct = cls.__subclasses__()
+    return direct + [sub for child in direct for sub in _subclasses(child)]
 
 
 class _BoundedNames(set[str]):
