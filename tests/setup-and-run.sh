@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install everything the test suite needs (Debian packages and Python packages), then run ruff and pytest.
+# Install everything the test suite needs (Debian packages and Python packages), then run ruff, the import
+# contracts and pytest.
 # Usage: bash tests/setup-and-run.sh [pytest arguments...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,4 +32,5 @@ fi
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
 ruff check .
+lint-imports  # the layering contracts of docs/architecture.md (pyproject.toml)
 python3 -m pytest "$@"
