@@ -1,13 +1,24 @@
-"""Shared helpers for the capture/reassembly tests: a recording handler and packet/capture writers."""
+"""Shared helpers for the capture/reassembly tests: a recording handler, packet builders (scapy) and capture
+writers (scapy's PcapWriter and PcapNgWriter, and a hand-built pcapng writer for what they cannot express)."""
 
 from __future__ import annotations
 
 import gzip
+import io
 import socket
 import struct
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
+
+from scapy.fields import Field, IntEnumField
+from scapy.layers.inet import IP, TCP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import LOOPBACK_TYPES, CookedLinux, CookedLinuxV2, Dot1AD, Dot1Q, Ether, Loopback
+from scapy.packet import Packet, Raw
+from scapy.utils import PcapNgWriter, PcapWriter
 
 from passive.capture.reassembly import Chunk, CloseReason, Direction, Flow
 
@@ -78,74 +89,98 @@ class _RecordingHandler:
         self.record.events.append(("close", reason))
 
 
-# -- packet builders ---------------------------------------------------------------------
+# -- packet builders (scapy) -------------------------------------------------------------------------------------
+#
+# Each builder returns a scapy packet, so the layers stack the usual way (lengths, next-header fields and checksums
+# filled in by scapy); a payload may also be raw bytes. Writers take packets or bytes; bytes(packet) gives the wire
+# form where a test needs bytes (the decoder, byte-level damage).
+
+
+# The link-layer address in the cooked-capture headers: a MAC, padded to the field's 8 bytes.
+MAC_8 = b"\x00\x11\x22\x33\x44\x55\x00\x00"
 
 
 def ip4(text: str) -> bytes:
+    """An IPv4 address as the decoder returns it (packed)."""
     return socket.inet_pton(socket.AF_INET, text)
 
 
 def ip6(text: str) -> bytes:
+    """An IPv6 address as the decoder returns it (packed)."""
     return socket.inet_pton(socket.AF_INET6, text)
 
 
-def tcp(sport: int, dport: int, seq: int, ack: int = 0, flags: int = ACK | PSH, payload: bytes = b"") -> bytes:
-    return (
-        struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 0x50, flags, 65535, 0, 0) + payload
-    )
+def tcp(sport: int, dport: int, seq: int, ack: int = 0, flags: int = ACK | PSH, payload: bytes = b"") -> Packet:
+    segment = TCP(sport=sport, dport=dport, seq=seq & 0xFFFFFFFF, ack=ack & 0xFFFFFFFF, flags=flags, window=65535)
+    return segment / Raw(payload) if payload else segment
 
 
-def ipv4(src: str, dst: str, payload: bytes, proto: int = 6, frag: int = 0x4000, total: int | None = None) -> bytes:
-    length = 20 + len(payload) if total is None else total
-    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, length, 1, frag, 64, proto, 0, ip4(src), ip4(dst)) + payload
+def ipv4(
+    src: str, dst: str, payload: Packet | bytes, proto: int = 6, frag: int = 0x4000, total: int | None = None
+) -> Packet:
+    """IPv4 packet; ``frag`` is the 16-bit flags-and-offset word (0x4000 DF, 0x2000 MF, low 13 bits the offset in
+    8-byte units) and ``total`` overrides the total-length field."""
+    packet = IP(src=src, dst=dst, id=1, ttl=64, proto=proto, flags=frag >> 13, frag=frag & 0x1FFF, len=total)
+    return packet / _layer(payload)
 
 
-def ipv6(src: str, dst: str, payload: bytes, next_header: int = 6, ext: Sequence[tuple[int, bytes]] = ()) -> bytes:
-    """IPv6 packet; ``ext`` is a list of (header type, body) extension headers placed before ``payload``.
-
-    Each body is padded so the header is a multiple of 8 bytes (fragment headers are exactly 8).
-    """
-    chain = b""
-    types = [t for t, _ in ext] + [next_header]
-    for index, (kind, body) in enumerate(ext):
-        nxt = types[index + 1]
-        if kind == 44:
-            chain += bytes([nxt, 0]) + body[:6].ljust(6, b"\x00")
-        elif kind == 51:
-            raw = body.ljust(((len(body) + 2 + 3) // 4) * 4 - 2, b"\x00")
-            chain += bytes([nxt, (len(raw) + 2) // 4 - 2]) + raw
-        else:
-            raw = body.ljust(((len(body) + 2 + 7) // 8) * 8 - 2, b"\x00")
-            chain += bytes([nxt, (len(raw) + 2) // 8 - 1]) + raw
-    first = types[0]
-    body = chain + payload
-    return struct.pack("!IHBB16s16s", 0x60000000, len(body), first, 64, ip6(src), ip6(dst)) + body
+def ipv6(src: str, dst: str, payload: Packet | bytes, next_header: int = 6, ext: Sequence[Packet] = ()) -> Packet:
+    """IPv6 packet with the extension headers ``ext`` (scapy layers such as IPv6ExtHdrHopByHop, IPv6ExtHdrRouting,
+    IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, AH) before ``payload``; ``next_header`` is the last header's next header,
+    the protocol of ``payload``."""
+    packet = IPv6(src=src, dst=dst, hlim=64)
+    for header in ext:
+        packet /= header
+    # scapy chains the extension headers itself but leaves AH's next header, and a raw payload, unnamed.
+    packet.lastlayer().nh = next_header
+    return packet / _layer(payload)
 
 
-def ether(payload: bytes, ethertype: int = 0x0800, tags: Sequence[tuple[int, int]] = ()) -> bytes:
-    head = b"\x00\x11\x22\x33\x44\x55\x66\x77\x88\x99\xaa\xbb"
+def ether(payload: Packet | bytes, ethertype: int | None = None, tags: Sequence[tuple[int, int]] = ()) -> Packet:
+    """Ethernet frame; ``tags`` are (TPID, VLAN id) pairs, outermost first: 802.1ad (0x88A8) as Dot1AD, 802.1Q and
+    the old 0x9100 QinQ as Dot1Q. ``ethertype`` defaults to the one scapy picks for the payload (IPv4 for bytes)."""
+    frame = Ether(dst="00:11:22:33:44:55", src="66:77:88:99:aa:bb")
     for tpid, vid in tags:
-        head += struct.pack("!HH", tpid, vid)
-    return head + struct.pack("!H", ethertype) + payload
+        frame.lastlayer().type = tpid
+        frame /= (Dot1AD if tpid == 0x88A8 else Dot1Q)(vlan=vid)
+    if ethertype is not None or not isinstance(payload, Packet):
+        frame.lastlayer().type = 0x0800 if ethertype is None else ethertype
+    return frame / _layer(payload)
 
 
-def sll(payload: bytes, protocol: int = 0x0800) -> bytes:
-    return struct.pack("!HHH8sH", 0, 1, 6, b"\x00\x11\x22\x33\x44\x55\x00\x00", protocol) + payload
+def sll(payload: Packet | bytes, protocol: int = 0x0800) -> Packet:
+    """Linux cooked capture v1 (DLT_LINUX_SLL) header, as for a packet sent to us over Ethernet."""
+    return CookedLinux(pkttype=0, lladdrtype=1, lladdrlen=6, src=MAC_8, proto=protocol) / _layer(payload)
 
 
-def sll2(payload: bytes, protocol: int = 0x0800) -> bytes:
-    return struct.pack("!HHIHBB8s", protocol, 0, 2, 1, 0, 6, b"\x00\x11\x22\x33\x44\x55\x00\x00") + payload
+def sll2(payload: Packet | bytes, protocol: int = 0x0800) -> Packet:
+    """Linux cooked capture v2 (DLT_LINUX_SLL2) header, on interface index 2."""
+    return CookedLinuxV2(proto=protocol, ifindex=2, lladdrtype=1, pkttype=0, lladdrlen=6, src=MAC_8) / _layer(payload)
 
 
-def null_header(payload: bytes, family: int = 2, byteorder: str = "<") -> bytes:
-    return struct.pack(byteorder + "I", family) + payload
+class LoopbackBE(Packet):
+    """The BSD loopback header (DLT_NULL, DLT_LOOP) in big-endian order. scapy's Loopback writes the family in the
+    host's order (little-endian here) and has a big-endian twin only when running on OpenBSD."""
+
+    name = "Loopback (big-endian)"
+    fields_desc: ClassVar[list[Field]] = [IntEnumField("type", 2, LOOPBACK_TYPES)]
 
 
-# -- capture writers ---------------------------------------------------------------------
+def null_header(payload: Packet | bytes, family: int = 2, byteorder: str = "<") -> Packet:
+    """DLT_NULL/DLT_LOOP header: the address family (2 AF_INET; 24, 28 or 30 AF_INET6 on the BSDs and macOS)."""
+    header = Loopback(type=family) if byteorder == "<" else LoopbackBE(type=family)
+    return header / _layer(payload)
+
+
+def _layer(payload: Packet | bytes) -> Packet:
+    return payload if isinstance(payload, Packet) else Raw(payload)
+
+
+# -- capture writers ---------------------------------------------------------------------------------------------
 
 
 def pcap_bytes(
-    frames: Iterable[tuple[float, bytes]],
+    frames: Iterable[tuple[float, Packet | bytes]],
     linktype: int = 1,
     *,
     endian: str = "<",
@@ -153,15 +188,33 @@ def pcap_bytes(
     snaplen: int = 262144,
     caplen_limit: int | None = None,
 ) -> bytes:
-    magic = 0xA1B23C4D if nanoseconds else 0xA1B2C3D4
-    out = [struct.pack(endian + "IHHiIII", magic, 2, 4, 0, 0, snaplen, linktype)]
+    """A pcap file, written by scapy's PcapWriter; ``caplen_limit`` keeps only that much of each frame (the record
+    still gives the full length on the wire)."""
+    buffer = io.BytesIO()
+    writer = PcapWriter(buffer, endianness=endian, nano=nanoseconds, snaplen=snaplen)
+    writer.linktype = linktype  # set here: the constructor ignores 0 (DLT_NULL)
+    writer.write_header(None)
     scale = 1_000_000_000 if nanoseconds else 1_000_000
     for ts, frame in frames:
+        data = bytes(frame)
         sec = int(ts)
-        frac = round((ts - sec) * scale)
-        captured = frame if caplen_limit is None else frame[:caplen_limit]
-        out.append(struct.pack(endian + "IIII", sec, frac, len(captured), len(frame)) + captured)
-    return b"".join(out)
+        captured = data if caplen_limit is None else data[:caplen_limit]
+        writer.write_packet(captured, sec=sec, usec=round((ts - sec) * scale), wirelen=len(data))
+    writer.flush()
+    return buffer.getvalue()
+
+
+def pcapng_bytes(frames: Iterable[tuple[float, Packet | bytes]], linktype: int = 1) -> bytes:
+    """A pcapng file with one interface, written by scapy's PcapNgWriter (microsecond time stamps)."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "capture.pcapng"
+        writer = PcapNgWriter(str(path))  # it writes to a named file only
+        writer.linktype = linktype
+        writer.write_header(None)
+        for ts, frame in frames:
+            writer.write_packet(bytes(frame), sec=ts)
+        writer.close()
+        return path.read_bytes()
 
 
 def _pcapng_block(block_type: int, body: bytes) -> bytes:
@@ -170,16 +223,24 @@ def _pcapng_block(block_type: int, body: bytes) -> bytes:
     return struct.pack("<II", block_type, total) + body + struct.pack("<I", total)
 
 
-def pcapng_bytes(interfaces: Sequence[int], packets: Iterable[tuple[int, float, bytes]], tsresol: int = 6) -> bytes:
-    """pcapng with one interface per link type in ``interfaces``; packets are (interface index, ts, frame)."""
+def pcapng_bytes_tsresol(
+    interfaces: Sequence[int], packets: Iterable[tuple[int, float, Packet | bytes]], tsresol: int = 6
+) -> bytes:
+    """pcapng with one interface per link type in ``interfaces`` and the if_tsresol option (10^-tsresol seconds);
+    packets are (interface index, ts, frame).
+
+    Written by hand: scapy's PcapNgWriter always stamps microseconds and writes no if_tsresol option, and it opens
+    a further interface only per capture-interface name, with a link type taken from the packet's class.
+    """
     out = [_pcapng_block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))]
     for linktype in interfaces:
         options = struct.pack("<HHB3x", 9, 1, tsresol) + struct.pack("<HH", 0, 0)
         out.append(_pcapng_block(1, struct.pack("<HHI", linktype, 0, 262144) + options))
     units = 10**tsresol
     for iface, ts, frame in packets:
+        data = bytes(frame)
         stamp = round(ts * units)
-        body = struct.pack("<IIIII", iface, stamp >> 32, stamp & 0xFFFFFFFF, len(frame), len(frame)) + frame
+        body = struct.pack("<IIIII", iface, stamp >> 32, stamp & 0xFFFFFFFF, len(data), len(data)) + data
         out.append(_pcapng_block(6, body))
     return b"".join(out)
 
@@ -196,10 +257,18 @@ SMTP_SERVER_LINES = [b"220 mx.example.com ESMTP ready\r\n", b"250-mx\r\n250 AUTH
 SMTP_CLIENT_LINES = [b"EHLO client\r\n", b"QUIT\r\n"]
 
 
-def smtp_session_segments(
-    client_isn: int = 1000, server_isn: int = 5000, client: tuple[str, int] = CLIENT, server: tuple[str, int] = SERVER
-) -> list[tuple[tuple[str, int], tuple[str, int], int, int, int, bytes]]:
-    """(src, dst, seq, ack, flags, payload) for a short complete SMTP session with handshake and FIN."""
+Segment = tuple[tuple[str, int], tuple[str, int], int, int, int, bytes]
+
+
+def conversation_segments(
+    turns: Iterable[tuple[bool, bytes]],
+    client: tuple[str, int] = CLIENT,
+    server: tuple[str, int] = SERVER,
+    client_isn: int = 1000,
+    server_isn: int = 5000,
+) -> list[Segment]:
+    """(src, dst, seq, ack, flags, payload) for one TCP connection: the handshake, each turn (from_server, bytes)
+    as one segment, then FIN from the server, FIN from the client and the last ACK."""
     c, s = client_isn, server_isn
     segs = [
         (client, server, c, 0, SYN, b""),
@@ -208,20 +277,12 @@ def smtp_session_segments(
     ]
     c += 1
     s += 1
-    greeting, ehlo_reply, bye = SMTP_SERVER_LINES
-    ehlo, quit_ = SMTP_CLIENT_LINES
-    for src, dst, payload in (
-        (server, client, greeting),
-        (client, server, ehlo),
-        (server, client, ehlo_reply),
-        (client, server, quit_),
-        (server, client, bye),
-    ):
-        if src == server:
-            segs.append((src, dst, s, c, PSH | ACK, payload))
+    for from_server, payload in turns:
+        if from_server:
+            segs.append((server, client, s, c, PSH | ACK, payload))
             s += len(payload)
         else:
-            segs.append((src, dst, c, s, PSH | ACK, payload))
+            segs.append((client, server, c, s, PSH | ACK, payload))
             c += len(payload)
     segs += [
         (server, client, s, c, FIN | ACK, b""),
@@ -231,9 +292,18 @@ def smtp_session_segments(
     return segs
 
 
-def ethernet_frames(
-    segments: Iterable[tuple[tuple[str, int], tuple[str, int], int, int, int, bytes]], start: float = 1000.0
-) -> list[tuple[float, bytes]]:
+def smtp_session_segments(
+    client_isn: int = 1000, server_isn: int = 5000, client: tuple[str, int] = CLIENT, server: tuple[str, int] = SERVER
+) -> list[Segment]:
+    """A short complete SMTP session: greeting, EHLO, its reply, QUIT, bye."""
+    greeting, ehlo_reply, bye = SMTP_SERVER_LINES
+    ehlo, quit_ = SMTP_CLIENT_LINES
+    turns = [(True, greeting), (False, ehlo), (True, ehlo_reply), (False, quit_), (True, bye)]
+    return conversation_segments(turns, client, server, client_isn, server_isn)
+
+
+def ethernet_frames(segments: Iterable[Segment], start: float = 1000.0) -> list[tuple[float, Packet]]:
+    """(time, Ethernet/IPv4/TCP frame) per segment, a millisecond apart."""
     frames = []
     for index, (src, dst, seq, ack, flags, payload) in enumerate(segments):
         frames.append(

@@ -13,6 +13,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scapy.layers.inet import IP
+from scapy.layers.inet6 import IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop, IPv6ExtHdrRouting, PadN
+from scapy.layers.ipsec import AH
+from scapy.packet import Packet, Padding
 
 import passive.capture.engine as capture
 from passive.capture.counters import CaptureCounters
@@ -42,6 +46,7 @@ from tests.helpers_capture import (
     null_header,
     pcap_bytes,
     pcapng_bytes,
+    pcapng_bytes_tsresol,
     sll,
     sll2,
     smtp_session_segments,
@@ -77,8 +82,8 @@ def run_all(path: Path, **options) -> tuple[Recorder, CaptureCounters]:
     return first_rec, first_counters
 
 
-def session_frames(wrap, start: float = 1000.0) -> list[tuple[float, bytes]]:
-    """The canned SMTP session, each IP packet wrapped by ``wrap`` (a function of IP bytes and IP version)."""
+def session_frames(wrap, start: float = 1000.0) -> list[tuple[float, Packet]]:
+    """The canned SMTP session, each IPv4 packet wrapped by ``wrap`` (a function of the scapy IP packet)."""
     frames = []
     for index, (src, dst, seq, ack, flags, payload) in enumerate(smtp_session_segments()):
         packet = ipv4(src[0], dst[0], tcp(src[1], dst[1], seq, ack, flags, payload))
@@ -142,10 +147,10 @@ def test_ipv6_with_extension_headers_and_fragments(tmp_path):
     segments = smtp_session_segments(client=client, server=server)
     ext_sets = [
         [],
-        [(0, b"\x01\x04\x00\x00\x00\x00")],  # hop-by-hop with a PadN option
-        [(0, b""), (43, b"\x00\x00\x00\x00\x00\x00"), (60, b"")],  # hop-by-hop, routing, destination options
-        [(51, b"\x00" * 10)],  # AH
-        [(44, b"\x00\x00\x00\x00\x00\x01")],  # atomic fragment header (offset 0, M=0): not fragmented
+        [IPv6ExtHdrHopByHop(options=[PadN(optdata=b"\x00" * 4)])],  # hop-by-hop with a PadN option
+        [IPv6ExtHdrHopByHop(), IPv6ExtHdrRouting(), IPv6ExtHdrDestOpt()],  # hop-by-hop, routing, destination options
+        [AH(payloadlen=1)],  # AH without ICV (12 bytes); scapy leaves the length field to the caller
+        [IPv6ExtHdrFragment(offset=0, m=0, id=1)],  # atomic fragment header (offset 0, M=0): not fragmented
     ]
     frames = []
     for index, (src, dst, seq, ack, flags, payload) in enumerate(segments):
@@ -157,12 +162,13 @@ def test_ipv6_with_extension_headers_and_fragments(tmp_path):
         (
             1001.0,
             ether(
-                ipv6(client[0], server[0], b"\x00" * 16, next_header=6, ext=[(44, b"\x00\x10\x00\x00\x00\x07")]), 0x86DD
+                ipv6(client[0], server[0], b"\x00" * 16, next_header=6, ext=[IPv6ExtHdrFragment(offset=2, id=7)]),
+                0x86DD,
             ),
         )
     )
     frames.append(
-        (1001.1, ether(ipv6(client[0], server[0], tcp(40000, 143, 1), ext=[(44, b"\x00\x01\x00\x00\x00\x08")]), 0x86DD))
+        (1001.1, ether(ipv6(client[0], server[0], tcp(40000, 143, 1), ext=[IPv6ExtHdrFragment(m=1, id=8)]), 0x86DD))
     )
     path = write(tmp_path / "v6.pcap", pcap_bytes(frames))
     recorder, counters = run_all(path)
@@ -187,15 +193,13 @@ def test_ipv4_fragments_are_counted_not_reassembled(tmp_path):
 
 def test_zero_ip_length_from_segmentation_offload_uses_frame_length(tmp_path):
     frames = ethernet_frames(smtp_session_segments())
-    raw = bytearray(frames[3][1])
-    raw[16:18] = b"\x00\x00"  # IPv4 total length 0, as written by captures on TSO senders
-    frames[3] = (frames[3][0], bytes(raw))
+    frames[3][1][IP].len = 0  # IPv4 total length 0, as written by captures on TSO senders
     recorder, _ = run_all(write(tmp_path / "tso.pcap", pcap_bytes(frames)))
     assert_smtp_session(recorder)
 
 
 def test_ethernet_padding_is_not_stream_data(tmp_path):
-    frames = [(ts, frame + b"\x00" * 6) for ts, frame in ethernet_frames(smtp_session_segments())]
+    frames = [(ts, frame / Padding(b"\x00" * 6)) for ts, frame in ethernet_frames(smtp_session_segments())]
     recorder, _ = run_all(write(tmp_path / "pad.pcap", pcap_bytes(frames)))
     assert_smtp_session(recorder)
 
@@ -215,11 +219,11 @@ def test_pcap_byte_orders_and_precisions(tmp_path, endian, nanoseconds):
 
 def test_pcapng_with_two_interfaces_of_different_link_types(tmp_path):
     ether_frames = ethernet_frames(smtp_session_segments())
-    raw_frames = [(ts + 0.0005, f[14:]) for ts, f in ethernet_frames(smtp_session_segments(client=("10.9.9.9", 41000)))]
+    raw_frames = [(ts + 0.0005, f[IP]) for ts, f in ethernet_frames(smtp_session_segments(client=("10.9.9.9", 41000)))]
     packets = []
     for (ts_a, a), (ts_b, b) in zip(ether_frames, raw_frames, strict=True):
         packets += [(0, ts_a, a), (1, ts_b, b)]
-    path = write(tmp_path / "multi.pcapng", pcapng_bytes([1, 101], packets, tsresol=9))
+    path = write(tmp_path / "multi.pcapng", pcapng_bytes_tsresol([1, 101], packets, tsresol=9))
     recorder, counters = run_all(path)
     flows = recorder.by_key()
     assert flows["10.0.0.1:40000->10.0.0.2:25"].server_data == SERVER_BYTES
@@ -231,7 +235,7 @@ def test_pcapng_with_two_interfaces_of_different_link_types(tmp_path):
 @pytest.mark.parametrize("name", ["c.pcap.gz", "c.pcapng.gz"])
 def test_gzip_captures_are_read_transparently(tmp_path, name):
     frames = ethernet_frames(smtp_session_segments())
-    content = pcap_bytes(frames) if ".pcap." in name else pcapng_bytes([1], [(0, ts, f) for ts, f in frames])
+    content = pcap_bytes(frames) if ".pcap." in name else pcapng_bytes(frames)
     recorder, _ = run_all(write(tmp_path / name, content, compress=True))
     assert_smtp_session(recorder)
 
@@ -244,7 +248,7 @@ def test_exact_frame_numbers_among_non_mail_traffic(tmp_path):
     path = write(tmp_path / "mixed.pcap", pcap_bytes(frames))
     recorder, counters = run_all(path)
     greeting = recorder.flows[0].chunks[Direction.SERVER_TO_CLIENT][0]
-    expected = 1 + next(i for i, (_, f) in enumerate(frames) if SMTP_SERVER_LINES[0] in f)
+    expected = 1 + next(i for i, (_, f) in enumerate(frames) if SMTP_SERVER_LINES[0] in bytes(f))
     assert greeting.frame == expected
     assert counters.packets_read == len(frames) and counters.packets_matched == 11
 
@@ -338,7 +342,7 @@ def test_corrupt_record_header_stops_with_message(tmp_path):
 
 def test_truncated_pcapng_block(tmp_path):
     frames = ethernet_frames(smtp_session_segments())
-    content = pcapng_bytes([1], [(0, ts, f) for ts, f in frames])
+    content = pcapng_bytes(frames)
     recorder, counters = run_all(write(tmp_path / "cut.pcapng", content[:-10]))
     assert recorder.flows[0].server_data == SERVER_BYTES
     assert counters.packets_read == 10 and counters.warnings[0].startswith("truncated capture")
@@ -393,17 +397,18 @@ def test_counters_are_json_serialisable(tmp_path):
 
 
 def test_decoder_statuses():
-    assert decode_tcp(1, ether(b"\x00" * 28, 0x0806)) == NOT_IP
-    assert decode_tcp(1, ether(ipv4("1.1.1.1", "2.2.2.2", b"\x00" * 8, proto=17))) == NOT_TCP
-    assert decode_tcp(1, ether(ipv4("1.1.1.1", "2.2.2.2", b"\x00" * 8, frag=0x0010))) == FRAGMENT_V4
-    assert decode_tcp(1, ether(ipv4("1.1.1.1", "2.2.2.2", b"\x00" * 8))) == MALFORMED  # TCP header cut
+    assert decode_tcp(1, bytes(ether(b"\x00" * 28, 0x0806))) == NOT_IP
+    assert decode_tcp(1, bytes(ether(ipv4("1.1.1.1", "2.2.2.2", b"\x00" * 8, proto=17)))) == NOT_TCP
+    assert decode_tcp(1, bytes(ether(ipv4("1.1.1.1", "2.2.2.2", b"\x00" * 8, frag=0x0010)))) == FRAGMENT_V4
+    assert decode_tcp(1, bytes(ether(ipv4("1.1.1.1", "2.2.2.2", b"\x00" * 8)))) == MALFORMED  # TCP header cut
     assert decode_tcp(1, b"\x00" * 10) == MALFORMED
     tags = [(0x8100, 1)] * 3
-    assert decode_tcp(1, ether(ipv4("1.1.1.1", "2.2.2.2", tcp(1, 25, 1)), tags=tags)) == TOO_MANY_TAGS
-    frag = ipv6("::1", "::2", b"\x00" * 20, ext=[(44, b"\x00\x08\x00\x00\x00\x01")])
-    assert decode_tcp(229, frag) == FRAGMENT_V6
-    assert isinstance(decode_tcp(0, null_header(ipv6("::1", "::2", tcp(1, 25, 7)), 30)), tuple)  # AF_INET6 on macOS
-    segment = decode_tcp(229, ipv6("::1", "::2", tcp(1, 25, 7, 0, SYN)))
+    assert decode_tcp(1, bytes(ether(ipv4("1.1.1.1", "2.2.2.2", tcp(1, 25, 1)), tags=tags))) == TOO_MANY_TAGS
+    frag = ipv6("::1", "::2", b"\x00" * 20, ext=[IPv6ExtHdrFragment(offset=1, id=1)])
+    assert decode_tcp(229, bytes(frag)) == FRAGMENT_V6
+    null_v6 = null_header(ipv6("::1", "::2", tcp(1, 25, 7)), 30)  # AF_INET6 on macOS
+    assert isinstance(decode_tcp(0, bytes(null_v6)), tuple)
+    segment = decode_tcp(229, bytes(ipv6("::1", "::2", tcp(1, 25, 7, 0, SYN))))
     assert isinstance(segment, tuple) and segment[2:7] == (1, 25, 7, 0, SYN)
 
 
@@ -420,10 +425,13 @@ def test_random_frames_never_crash(linktype, data):
 def _valid_frames() -> list[bytes]:
     frames = [f for _, f in ethernet_frames(smtp_session_segments())]
     frames.append(
-        ether(ipv6("2001:db8::1", "2001:db8::2", tcp(1, 25, 1, 0, PSH | ACK, b"x\r\n"), ext=[(0, b"")]), 0x86DD)
+        ether(
+            ipv6("2001:db8::1", "2001:db8::2", tcp(1, 25, 1, 0, PSH | ACK, b"x\r\n"), ext=[IPv6ExtHdrHopByHop()]),
+            0x86DD,
+        )
     )
     frames.append(ether(ipv4("10.0.0.1", "10.0.0.2", tcp(40000, 25, 1, 0, PSH | ACK, b"y\r\n")), tags=[(0x8100, 5)]))
-    return frames
+    return [bytes(frame) for frame in frames]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -38,7 +38,7 @@ from passive.findings.model import EvidenceRecord, FindingSet, FindingType, Seve
 from passive.results.jsonio import dumps, write_json, write_jsonl
 from passive.results.records import finding_record, summary_record
 from tests.corpus import require_corpus
-from tests.helpers_capture import Recorder
+from tests.helpers_capture import Recorder, conversation_segments, ethernet_frames, pcap_bytes, write
 
 REPO = Path(__file__).resolve().parents[1]
 REGRESSIONS = Path(__file__).parent / "regressions"
@@ -359,9 +359,7 @@ def test_hostile_ntlm_names_in_a_capture_reach_json_escaped(tmp_path: Path) -> N
         (False, b"*\r\n"),
         (True, b"501 cancelled\r\n"),
     ]
-    path = tmp_path / "hostile.pcap"
-    with path.open("wb") as stream:
-        floods.write_conversation(floods.PcapWriter(stream), 1, iter(turns))
+    path = write(tmp_path / "hostile.pcap", pcap_bytes(ethernet_frames(conversation_segments(turns))))
     done = subprocess.run(["leakscope", "analyze", "--format", "jsonl", str(path)], capture_output=True)
     assert done.returncode == 0, done.stderr
     text = done.stdout.decode("utf-8")

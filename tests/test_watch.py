@@ -315,6 +315,7 @@ def test_idle_flows_expire_without_traffic_and_idle_findings_move_to_the_store(t
 @needs_libpcap
 def test_live_filter_has_no_protochain_and_passes_mail_only() -> None:
     import pcapy  # type: ignore[import-untyped]
+    from scapy.layers.inet6 import IPv6ExtHdrHopByHop
 
     from passive.capture.engine import build_bpf_filter
     from tests.helpers_capture import ether, ipv4, ipv6, tcp
@@ -327,13 +328,13 @@ def test_live_filter_has_no_protochain_and_passes_mail_only() -> None:
     passes = {
         "IPv4 SMTP": ether(ipv4("10.0.0.1", "10.0.0.2", smtp)),
         "IPv6 IMAP": ether(ipv6("2001:db8::1", "2001:db8::2", tcp(40000, 143, 1)), 0x86DD),
-        "IPv6 hop-by-hop then TCP": ether(ipv6("2001:db8::1", "2001:db8::2", smtp, ext=[(0, b"")]), 0x86DD),
+        "IPv6 hop-by-hop then TCP": ether(ipv6("2001:db8::1", "2001:db8::2", smtp, ext=[IPv6ExtHdrHopByHop()]), 0x86DD),
         "VLAN-tagged IPv4 POP3": ether(ipv4("10.0.0.1", "10.0.0.2", tcp(40000, 110, 1)), tags=[(0x8100, 7)]),
     }
     for name, frame in passes.items():
-        assert program.filter(frame), name
-    assert not program.filter(ether(ipv4("10.0.0.1", "10.0.0.2", web)))
-    assert not program.filter(ether(ipv6("2001:db8::1", "2001:db8::2", web), 0x86DD))
+        assert program.filter(bytes(frame)), name
+    assert not program.filter(bytes(ether(ipv4("10.0.0.1", "10.0.0.2", web))))
+    assert not program.filter(bytes(ether(ipv6("2001:db8::1", "2001:db8::2", web), 0x86DD)))
 
 
 # -- the dashboard stays inert ------------------------------------------------------------------------------------
