@@ -106,8 +106,9 @@ def _packets(number: int, port: int, syn: bool, exchange: Exchange, clock: Itera
     def segment(side: str, flags: str, payload: bytes = b"") -> None:
         src, dst, sport, dport = (client, server, cport, port) if side == "c" else (server, client, port, cport)
         other = "s" if side == "c" else "c"
-        packet = Ether() / IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags=flags, seq=seq[side],
-                                                       ack=seq[other])
+        ether = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+        header = TCP(sport=sport, dport=dport, flags=flags, seq=seq[side], ack=seq[other])
+        packet = ether / IP(src=src, dst=dst) / header
         if payload:
             packet = packet / Raw(payload)
         packet.time = next(stamps)
