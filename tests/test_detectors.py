@@ -182,7 +182,9 @@ def test_open_relay_accepted_and_denied() -> None:
         (C, b"RCPT TO:<v@outside.test>\r\n"),
         (S, b"554 5.7.1 <v@outside.test>: Relay access denied\r\n"),
     ]
-    analysis = run([(SERVER, relay), (("10.0.0.26", 25, "10.0.0.9", 1), denied)])
+    # A client outside the private ranges: from inside them, relaying is what a server does for its own network.
+    outside = ("10.0.0.25", 25, "203.0.113.9", 50000)
+    analysis = run([(outside, relay), (("10.0.0.26", 25, "203.0.113.9", 1), denied)])
     relays = of(analysis, "open-relay")
     assert [(r["server"], r["accepted"], r["mail_from"], r["rcpt_to"], r["severity"]) for r in relays] == [
         ("10.0.0.25:25", True, "<>", "victim@outside.test", "high"),

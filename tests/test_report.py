@@ -196,7 +196,8 @@ def test_html_report_shows_the_leaks_of_real_captures(tmp_path: Path, browser: B
         "b***b",
         # mechanisms offered in clear, relay verdicts
         "LOGIN, NTLM, PLAIN",
-        "Open relay: accepted mail from alice@leakscope.test to victim@example.net",
+        # the lab relay is Postfix with mynetworks = its own private network: it relays for internal clients
+        "Relays for internal clients: accepted mail from alice@leakscope.test to victim@example.net",
         "Refused to relay to victim@example.net",
         # remediation and verification in the report
         "prefer Kerberos",
@@ -419,7 +420,7 @@ def test_report_from_a_findings_store(tmp_path: Path) -> None:
     store = tmp_path / "findings.db"
     save_run(store, list(analysis.findings), "analyze", {"type": "summary", "captures": 2, "packets_read": 40})
     markdown = write_report(tmp_path, "store.md", "--db", str(store)).read_text()
-    assert "EXCH19 / exch19.corp.contoso.com" in markdown and "Open relay: accepted mail" in markdown
+    assert "EXCH19 / exch19.corp.contoso.com" in markdown and "Relays for internal clients: accepted mail" in markdown
     assert "| Captures analyzed | 2 |" in markdown
     code, output = run_report("--db", str(tmp_path / "missing.db"))
     assert code == 1 and output.startswith("leakscope: error:") and "no such findings store" in output

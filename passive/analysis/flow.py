@@ -10,6 +10,7 @@ from dissectors import events as ev
 from dissectors.registry import PORT_PROTOCOLS, SESSION_TYPES, identify
 from dissectors.session import MailSession
 from passive.analysis.detectors import SessionAnalyzer, SessionContext
+from passive.analysis.relays import RelayLedger
 from passive.analysis.stats import RunStats
 from passive.capture import reassembly
 from passive.findings.model import FindingSet
@@ -31,7 +32,6 @@ class SessionRecord:
 
 
 class Options(Protocol):
-    local_domains: frozenset[str]
     keep_events: bool
     max_events_per_session: int
 
@@ -45,6 +45,7 @@ class Analysis(Protocol):
     sessions: list[SessionRecord]
     flows_ignored: int
     file: str | None
+    relays: RelayLedger
 
 
 class EngineHandler:
@@ -101,10 +102,8 @@ class MailFlow:
     def _start(self, protocol: str) -> None:
         analysis = self.analysis
         self.session = SESSION_TYPES[protocol](partial=self.partial)
-        context = SessionContext(
-            protocol, self.server, self.client, analysis.file, local_domains=analysis.options.local_domains
-        )
-        self.analyzer = SessionAnalyzer(context, analysis.findings, analysis.stats)
+        context = SessionContext(protocol, self.server, self.client, analysis.file)
+        self.analyzer = SessionAnalyzer(context, analysis.findings, analysis.stats, analysis.relays)
         if analysis.options.keep_events:
             self.record = SessionRecord(protocol, self.server, self.client, analysis.file)
             analysis.sessions.append(self.record)

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dissectors.registry import PORT_PROTOCOLS
+from passive.analysis.domains import IpNetwork
 from passive.analysis.flow import EngineHandler, MailFlow, SessionRecord
+from passive.analysis.relays import RelayLedger, RelayPolicy
 from passive.analysis.stats import RunStats
 from passive.capture import reassembly
 from passive.capture.counters import CaptureCounters
@@ -34,6 +36,7 @@ class AnalysisOptions:
     all_ports: bool = False  # every TCP flow, recognised as mail by what it says
     bpf: str | None = None  # the user's capture filter, ANDed with the mail filter
     local_domains: frozenset[str] = frozenset()  # domains the servers deliver locally (open-relay check)
+    trusted_networks: tuple[IpNetwork, ...] = ()  # networks the servers relay for (Postfix mynetworks)
     keep_events: bool = False  # keep per-session events for --events
     max_events_per_session: int = MAX_EVENTS_PER_SESSION
     backend: str = "auto"  # capture reader: "auto", "libpcap" or "python"
@@ -52,6 +55,7 @@ class Analysis:
         self.sessions: list[SessionRecord] = []
         self.flows_ignored = 0
         self.file: str | None = None
+        self.relays = RelayLedger(RelayPolicy(self.options.local_domains, self.options.trusted_networks))
 
     def flow(self, server_ip: str, server_port: int, client_ip: str, client_port: int, partial: bool) -> MailFlow:
         """A handler for one flow given by its endpoints (standard ports say the protocol, else the greeting)."""

@@ -8,6 +8,7 @@ from typing import Any
 import click
 from rich.console import Console
 
+from passive.analysis.domains import IpNetwork
 from passive.analysis.pipeline import AnalysisOptions, Results, analyze_captures
 from passive.cli.common import (
     domains,
@@ -16,6 +17,7 @@ from passive.cli.common import (
     local_domain_option,
     output_option,
     show_secrets_option,
+    trusted_net_option,
     write_text,
 )
 from passive.cli.errors import EXIT_INPUT
@@ -36,6 +38,7 @@ DEFAULTS = AnalysisOptions()
 @click.option("--filter", "bpf", metavar="BPF", help="A BPF expression ANDed with the mail filter.")
 @show_secrets_option
 @local_domain_option
+@trusted_net_option
 @click.option(
     "--hashes",
     "hashes_file",
@@ -52,13 +55,15 @@ def analyze(
     bpf: str | None,
     show_secrets: bool,
     local_domains: tuple[str, ...],
+    trusted_networks: tuple[IpNetwork, ...],
     hashes_file: str | None,
     keep_events: bool,
     db: str | None,
 ) -> None:
     """Analyze capture files (pcap, pcapng, gzip-compressed) for what their mail traffic leaks."""
     options = AnalysisOptions(
-        all_ports=all_ports, bpf=bpf, local_domains=domains(local_domains), keep_events=keep_events
+        all_ports=all_ports, bpf=bpf, local_domains=domains(local_domains),
+        trusted_networks=trusted_networks, keep_events=keep_events
     )
     err = Console(stderr=True, highlight=False)
     plan = _store_plan(db, captures) if db else {}

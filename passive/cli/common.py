@@ -10,6 +10,7 @@ from typing import Any
 import click
 from rich.console import Console
 
+from passive.analysis.domains import IpNetwork, parse_network
 from passive.cli.tables import render_tables
 from passive.core.errors import OutputError
 from passive.results.jsonio import write_json, write_jsonl
@@ -37,6 +38,22 @@ local_domain_option = click.option(
     multiple=True,
     metavar="DOMAIN",
     help="A domain the servers deliver locally (open-relay check); repeatable.",
+)
+def _networks(context: click.Context, parameter: click.Parameter, values: tuple[str, ...]) -> tuple[IpNetwork, ...]:
+    try:
+        return tuple(parse_network(value) for value in values)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+trusted_net_option = click.option(
+    "--trusted-net",
+    "trusted_networks",
+    multiple=True,
+    metavar="CIDR",
+    callback=_networks,
+    help="A network the servers relay for (Postfix mynetworks); repeatable. Without it, clients in private ranges "
+    "are assumed trusted.",
 )
 show_secrets_option = click.option(
     "--show-secrets", is_flag=True, help="Show clear-text passwords instead of masking them."

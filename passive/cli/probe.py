@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from passive.analysis.domains import IpNetwork
 from passive.cli.common import (
     domains,
     emit_records,
@@ -16,6 +17,7 @@ from passive.cli.common import (
     local_domain_option,
     output_option,
     show_secrets_option,
+    trusted_net_option,
 )
 from passive.cli.errors import EXIT_INPUT
 from passive.core.text import printable
@@ -166,6 +168,7 @@ def _emit_probe(run: ProbeRun, output_format: str, output: str | None, show_secr
 @output_option
 @show_secrets_option
 @local_domain_option
+@trusted_net_option
 def probe_command(
     targets: tuple[str, ...],
     relay_test: bool,
@@ -175,6 +178,7 @@ def probe_command(
     output: str | None,
     show_secrets: bool,
     local_domains: tuple[str, ...],
+    trusted_networks: tuple[IpNetwork, ...],
     **params: Any,
 ) -> None:
     """Ask mail servers what they tell anyone who connects: banner, capabilities, STARTTLS, NTLM host information.
@@ -188,6 +192,7 @@ def probe_command(
         relay_from=relay_from.strip().lower(),
         relay_to=relay_to.strip().lower(),
         local_domains=domains(local_domains),
+        trusted_networks=trusted_networks,
     )
     run = run_probe(services(targets, ports), options)
     _emit_probe(run, output_format, output, show_secrets)

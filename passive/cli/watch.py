@@ -13,7 +13,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from passive.cli.common import domains, local_domain_option
+from passive.analysis.domains import IpNetwork
+from passive.cli.common import domains, local_domain_option, trusted_net_option
 from passive.cli.dashboard import log_appearances, run_with_dashboard
 from passive.cli.errors import EXIT_INPUT
 from passive.core.errors import OutputError
@@ -48,6 +49,7 @@ DEFAULTS = WatchOptions(interface="")
     help="Expire flows idle this long.",
 )
 @local_domain_option
+@trusted_net_option
 @click.option("--quiet", is_flag=True, help="No dashboard: only errors and a one-line summary at the end.")
 def watch_command(
     interface: str,
@@ -60,6 +62,7 @@ def watch_command(
     no_promisc: bool,
     idle_timeout: float,
     local_domains: tuple[str, ...],
+    trusted_networks: tuple[IpNetwork, ...],
     quiet: bool,
 ) -> None:
     """Watch an interface live: findings as they appear, kept in a SQLite store.
@@ -76,6 +79,7 @@ def watch_command(
         db=db,
         jsonl=jsonl_path,
         local_domains=domains(local_domains),
+        trusted_networks=trusted_networks,
         idle_timeout=idle_timeout,
     )
     console = Console(highlight=False)

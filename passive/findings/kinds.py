@@ -152,7 +152,7 @@ def _service_summary(record: Mapping[str, Any]) -> str:
 
 
 def _relay_summary(record: Mapping[str, Any]) -> str:
-    verdict = "relays" if record.get("accepted") else "refused"
+    verdict = record.get("verdict") or ("relays" if record.get("accepted") else "refused")
     return f"{verdict}: {record.get('mail_from')} -> {record.get('rcpt_to')}"
 
 
@@ -160,8 +160,19 @@ def _methods_title(record: Mapping[str, Any]) -> str | None:
     return None if record.get("cleartext_exposed") else "Authentication mechanisms"
 
 
+_RELAY_TITLES = {
+    "possible-relay": "Possible open relay",
+    "relays-for-internal-clients": "Relays for internal clients",
+    "relays-for-trusted-network": "Relays for trusted networks",
+    "refused": "Relay refused",
+}
+
+
 def _relay_title(record: Mapping[str, Any]) -> str | None:
-    return None if record.get("accepted") is True else "Relay refused"
+    verdict = record.get("verdict")
+    if verdict is None:  # a record written before verdicts existed
+        return None if record.get("accepted") is True else "Relay refused"
+    return _RELAY_TITLES.get(str(verdict))
 
 
 NTLM_INFO = Kind(
@@ -281,15 +292,25 @@ OPEN_RELAY = Kind(
     type=FindingType.OPEN_RELAY,
     title="Open relay",
     description=(
-        "An unauthenticated SMTP transaction (the null sender `<>` included) whose `RCPT TO` named a domain that is "
-        "not local to the server. Local domains come from `--local-domain` and from the names in the server's "
-        "banner (the host name and its parent domain)."
+        "Unauthenticated SMTP transactions (the null sender `<>` included) whose `RCPT TO` named a domain that is not "
+        "the server's own, and what the server answered. Local domains: `--local-domain`, `localhost` and the "
+        "server's address literals, the names the server gives itself and their registered domains (Public Suffix "
+        "List), and domains it receives mail for from many unrelated clients. Trusted networks: `--trusted-net`; "
+        "without it, clients in private ranges are assumed trusted (passive analysis only)."
     ),
     severity_rules=(
-        (Severity.HIGH, "the server accepted the foreign recipient"),
-        (Severity.INFO, "the server refused it with a 5xx reply"),
+        (Severity.HIGH, "`open-relay`: a client outside the trusted networks had a foreign recipient accepted"),
+        (Severity.MEDIUM, "`possible-relay`: accepted, but the server's own domains are unknown"),
+        (Severity.LOW, "`relays-for-internal-clients`: accepted for a client in a private range (assumed trusted)"),
+        (Severity.INFO, "`relays-for-trusted-network`: accepted for a client in a `--trusted-net` network"),
+        (Severity.INFO, "`refused`: the server refused the foreign recipient with a 5xx reply"),
     ),
     fields=(
+        Field(
+            "verdict",
+            "`open-relay`, `possible-relay`, `relays-for-internal-clients`, `relays-for-trusted-network`, `refused`",
+            column=True,
+        ),
         Field(
             "accepted",
             "true when the server answered 2xx (relays), false for a 5xx refusal",
@@ -299,9 +320,12 @@ OPEN_RELAY = Kind(
         Field("mail_from", "the sender of the latest attempt (`<>` for the null sender)", column=True),
         Field("rcpt_to", "the recipient of the latest attempt", column=True),
         Field("reply", "the server's reply to that RCPT", column=True),
+        Field("rule", "which rule decided the verdict, in a sentence", column=True),
+        Field("assumed", "what was assumed to reach the verdict", many=True),
         Field("local_domains", "the domains considered local (first 20)", many=True),
+        Field("trusted_networks", "the `--trusted-net` networks (empty: private ranges assumed)", many=True),
     ),
-    key_doc="per server and verdict (accepted or refused)",
+    key_doc="per server and verdict",
     details_doc="every attempt: `client`, `mail_from`, `rcpt_to`, `accepted`, `reply`, `time`",
     common_columns=("clients",),
     summary=_relay_summary,

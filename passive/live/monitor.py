@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from passive.analysis.domains import IpNetwork
 from passive.analysis.pipeline import Analysis, AnalysisOptions
 from passive.capture.counters import CaptureCounters
 from passive.capture.engine import CaptureError, CaptureOptions, LiveCapture, PcapStats
@@ -52,6 +53,7 @@ class WatchOptions:
     db: str | None = None  # None: an in-memory store (nothing kept after the run)
     jsonl: str | None = None
     local_domains: frozenset[str] = frozenset()
+    trusted_networks: tuple[IpNetwork, ...] = ()
     idle_timeout: float = 300.0  # seconds of capture time before an idle flow expires
     tick_interval: float = 1.0  # store commit and dashboard refresh period
     retention: float | None = None  # seconds a finding stays in memory once idle; default 2 x idle_timeout
@@ -139,7 +141,13 @@ class Monitor:
         self.jsonl = jsonl
         self.on_tick = on_tick
         self.retention = options.retention if options.retention is not None else 2 * options.idle_timeout
-        self.analysis = Analysis(AnalysisOptions(all_ports=options.all_ports, local_domains=options.local_domains))
+        self.analysis = Analysis(
+            AnalysisOptions(
+                all_ports=options.all_ports,
+                local_domains=options.local_domains,
+                trusted_networks=options.trusted_networks,
+            )
+        )
         self.analysis.file = f"live:{options.interface}"
         self.counters = CaptureCounters()
         self.writer: StoreWriter | None = None

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from passive.analysis.domains import IpNetwork
+from passive.analysis.relays import RelayLedger
 from passive.analysis.stats import RunStats
 from passive.findings.model import FindingSet
 
@@ -28,6 +30,7 @@ class ProbeOptions:
     relay_to: str = "example.net"
     ehlo_name: str = "leakscope.invalid"
     local_domains: frozenset[str] = frozenset()
+    trusted_networks: tuple[IpNetwork, ...] = ()
 
 
 @dataclass
@@ -61,6 +64,7 @@ class ProbeRun:
     findings: FindingSet = field(default_factory=FindingSet)
     stats: RunStats = field(default_factory=RunStats)
     reports: list[ServiceReport] = field(default_factory=list)
+    relays: RelayLedger = field(default_factory=RelayLedger)
 
     @property
     def failed_targets(self) -> list[str]:

@@ -22,6 +22,7 @@ from typing import Any
 
 from dissectors.registry import NOT_MAIL, identify
 from passive.analysis.detectors import SessionAnalyzer, SessionContext
+from passive.analysis.relays import RelayLedger, RelayPolicy
 from passive.core import endpoints
 from passive.core.errors import ProbeError
 from passive.probe.conversation import error_text, sni
@@ -127,9 +128,9 @@ class ServiceProbe(SmtpConversation, Pop3Conversation, ImapConversation):
         assert self.conn is not None
         self.protocol = self.report.protocol = protocol
         context = SessionContext(
-            protocol, self.report.server, self.client, None, source="active", local_domains=self.options.local_domains
+            protocol, self.report.server, self.client, None, source="active"
         )
-        self.analyzer = SessionAnalyzer(context, self.run.findings, self.run.stats)
+        self.analyzer = SessionAnalyzer(context, self.run.findings, self.run.stats, self.run.relays)
         self.wire = Wire(protocol, self.analyzer)
         if self.service.implicit_tls:
             self.wire.tls_started(implicit=True)
@@ -186,7 +187,7 @@ def _connect_reason(error: OSError, tls: bool) -> str:
 
 async def probe_services(services: list[Service], options: ProbeOptions) -> ProbeRun:
     """Probes every service, at most ``options.concurrency`` at a time; reports keep the order of ``services``."""
-    run = ProbeRun()
+    run = ProbeRun(relays=RelayLedger(RelayPolicy(options.local_domains, options.trusted_networks)))
     limit = asyncio.Semaphore(max(1, options.concurrency))
 
     async def one(service: Service) -> ServiceReport:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from dissectors import events as ev
+from passive.analysis.relays import RelayLedger
 from passive.analysis.stats import RunStats
 from passive.findings.model import EvidenceRecord, Finding, FindingSet, FindingType, Severity
 
@@ -20,7 +21,6 @@ class SessionContext:
     client: str  # "ip:port"
     file: str | None = None
     source: str = "passive"
-    local_domains: frozenset[str] = frozenset()
 
 
 class Session(Protocol):
@@ -32,6 +32,7 @@ class Session(Protocol):
     tls: bool
     authenticated: bool
     server_names: set[str]
+    relays: RelayLedger
 
     def finding(self, kind: FindingType, severity: Severity, key: tuple[Any, ...] = ()) -> Finding: ...
 
@@ -57,14 +58,14 @@ class Detector:
     def finding(self, kind: FindingType, severity: Severity, key: tuple[Any, ...] = ()) -> Finding:
         return self.session.finding(kind, severity, key)
 
+    def evidence(self, event: ev.Event) -> EvidenceRecord:
+        e = event.evidence
+        side = str(event.side)
+        return EvidenceRecord(self.context.file, e.frame, e.timestamp, side, e.line, e.first_frame, e.described)
+
     def record(self, finding: Finding, event: ev.Event) -> None:
         """Cite the event's line as evidence."""
-        e = event.evidence
-        finding.add_evidence(
-            EvidenceRecord(
-                self.context.file, e.frame, e.timestamp, str(event.side), e.line, e.first_frame, e.described
-            )
-        )
+        finding.add_evidence(self.evidence(event))
 
     def touch(self, finding: Finding, event: ev.Event) -> None:
         """One more occurrence, cited."""

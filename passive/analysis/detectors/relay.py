@@ -1,23 +1,15 @@
-"""``open-relay``: unauthenticated SMTP transactions whose RCPT to a foreign domain the server accepted (or refused)."""
+"""``open-relay``: every unauthenticated SMTP transaction whose ``RCPT TO`` is not plainly the server's own goes to
+the run's :class:`~passive.analysis.relays.RelayLedger`, which decides the verdicts."""
 
 from __future__ import annotations
 
-import re
 from typing import ClassVar
 
 from dissectors import events as ev
 from passive.analysis.detectors.base import Detector, Handlers, Session
-from passive.findings.model import FindingType, Severity
-
-# Local domains listed in a relay finding (the check itself uses all of them).
-MAX_LOCAL_DOMAINS_SHOWN = 20
-
-_DOMAIN = re.compile(r"@\[?([A-Za-z0-9.\-:]+)\]?$")
-
-
-def recipient_domain(address: str) -> str | None:
-    match = _DOMAIN.search(address.strip())
-    return match.group(1) if match else None
+from passive.analysis.domains import destination_domain
+from passive.analysis.relays import Attempt
+from passive.findings.model import FindingType
 
 
 class RelayDetector(Detector):
@@ -36,37 +28,24 @@ class RelayDetector(Detector):
 
     def rcpt_to(self, event: ev.RcptTo) -> None:
         sender = self.sender
-        if sender is None or self.session.authenticated or self.context.protocol != "smtp":
+        context = self.context
+        if sender is None or self.session.authenticated or context.protocol != "smtp":
             return
-        domain = recipient_domain(event.address)
-        if domain is None or self._is_local(domain):
+        domain = destination_domain(event.address)
+        refused = event.reply_code is not None and 500 <= event.reply_code < 600
+        if domain is None or not (event.accepted or refused):
             return
-        if event.accepted:
-            finding = self.finding(FindingType.OPEN_RELAY, Severity.HIGH, ("accepted",))
-        elif event.reply_code is not None and 500 <= event.reply_code < 600:
-            finding = self.finding(FindingType.OPEN_RELAY, Severity.INFO, ("denied",))
-        else:
-            return
-        self.touch(finding, sender)
-        self.record(finding, event)
-        attempt = {
-            "mail_from": sender.address,
-            "rcpt_to": event.address,
-            "accepted": bool(event.accepted),
-            "reply": event.reply_text,
-        }
-        finding.fields.update(attempt, local_domains=sorted(self._local_domains())[:MAX_LOCAL_DOMAINS_SHOWN])
-        finding.add_detail({"client": self.context.client, **attempt, "time": event.evidence.timestamp})
-
-    def _local_domains(self) -> set[str]:
-        names = set(self.context.local_domains)
-        for name in self.session.server_names:
-            names.add(name)
-            parts = name.split(".")
-            if len(parts) > 2:
-                names.add(".".join(parts[1:]))
-        return names
-
-    def _is_local(self, domain: str) -> bool:
-        domain = domain.lower().rstrip(".")
-        return any(domain == local or domain.endswith("." + local) for local in self._local_domains())
+        ledger = self.session.relays
+        relays = ledger.server(context.server, context.protocol, context.source)
+        relays.names |= self.session.server_names
+        attempt = Attempt(
+            client=context.client,
+            mail_from=sender.address,
+            rcpt_to=event.address,
+            domain=domain,
+            accepted=bool(event.accepted),
+            reply=event.reply_text,
+            time=event.evidence.timestamp,
+            evidence=(self.evidence(sender), self.evidence(event)),
+        )
+        ledger.record(self.session.findings, relays, attempt)

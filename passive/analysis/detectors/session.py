@@ -12,6 +12,7 @@ from typing import Any
 from dissectors import events as ev
 from passive.analysis.detectors.base import Detector, SessionContext
 from passive.analysis.detectors.service import ServiceDetector
+from passive.analysis.relays import RelayLedger
 from passive.analysis.stats import RunStats
 from passive.findings.kinds import KINDS
 from passive.findings.model import Finding, FindingSet, FindingType, Severity
@@ -23,10 +24,13 @@ MAX_SERVER_NAMES = 16
 class SessionAnalyzer:
     """Feeds one session's events to the detectors; findings go into a shared :class:`FindingSet`."""
 
-    def __init__(self, context: SessionContext, findings: FindingSet, stats: RunStats) -> None:
+    def __init__(
+        self, context: SessionContext, findings: FindingSet, stats: RunStats, relays: RelayLedger | None = None
+    ) -> None:
         self.context = context
         self.findings = findings
         self.stats = stats
+        self.relays = relays if relays is not None else RelayLedger()
         self.tls = False
         self.authenticated = False
         self.server_names = _BoundedNames(MAX_SERVER_NAMES)

@@ -206,24 +206,34 @@ def _credential(record: dict[str, Any], redact: bool) -> Credential:
     )
 
 
+# How a card states each relay verdict (the most severe one the server has), and the style it is shown in.
+_RELAY_WORDS = {
+    "open-relay": ("Open relay", "open"),
+    "possible-relay": ("Possible open relay", "open"),
+    "relays-for-internal-clients": ("Relays for internal clients", "internal"),
+    "relays-for-trusted-network": ("Relays for its trusted networks", "internal"),
+}
+
+
 def _relay(records: list[dict[str, Any]]) -> tuple[str, str]:
-    accepted = [r for r in records if r.get("accepted") is True]
-    if accepted:
-        record = accepted[0]
-        return (
-            f"Open relay: accepted mail from {f.text(record.get('mail_from')) or '?'} to "
-            f"{f.text(record.get('rcpt_to')) or '?'} without authentication "
-            f"(reply: {f.text(record.get('reply')) or '?'}).",
-            "open",
-        )
-    if records:
-        record = records[0]
+    if not records:
+        return "No relay attempt seen.", "unknown"
+    record = min(records, key=lambda r: SEVERITIES.index(_severity(r)))
+    verdict = f.text(record.get("verdict")) or ("open-relay" if record.get("accepted") is True else "refused")
+    if verdict not in _RELAY_WORDS:
         return (
             f"Refused to relay to {f.text(record.get('rcpt_to')) or '?'} "
             f"(reply: {f.text(record.get('reply')) or '?'}).",
             "refused",
         )
-    return "No relay attempt seen.", "unknown"
+    words, state = _RELAY_WORDS[verdict]
+    rule = f.text(record.get("rule"))
+    return (
+        f"{words}: accepted mail from {f.text(record.get('mail_from')) or '?'} to "
+        f"{f.text(record.get('rcpt_to')) or '?'} without authentication "
+        f"(reply: {f.text(record.get('reply')) or '?'})" + (f"; {rule}." if rule else "."),
+        state,
+    )
 
 
 def _evidence(record: dict[str, Any], item: dict[str, Any], redact: bool) -> EvidenceRow:

@@ -74,7 +74,7 @@ class ServerCard:
     mechanisms_after_tls: list[str] | None = None
     credentials: list[Credential] = field(default_factory=list)
     relay: str = "No relay attempt seen."
-    relay_state: str = "unknown"  # open, refused, unknown
+    relay_state: str = "unknown"  # open, internal, refused, unknown
     findings: list[FindingRow] = field(default_factory=list)
     evidence: list[EvidenceRow] = field(default_factory=list)
     evidence_dropped: int = 0

@@ -1,0 +1,96 @@
+"""Mail domains as a relay check needs them: where a recipient address really sends mail, a host name's registered
+domain (Public Suffix List), and which networks count as a server's own."""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+
+from publicsuffixlist import PublicSuffixList
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Names every MTA delivers to itself (RFC 6761 reserves localhost; "localhost.localdomain" is the traditional alias).
+LOCALHOST_NAMES = frozenset({"localhost", "localhost.localdomain"})
+# Client addresses a mail server usually trusts without being told (Postfix's mynetworks_style = subnet/class
+# on a private network): RFC 1918, loopback, link-local, CGNAT (RFC 6598), IPv6 ULA and link-local.
+PRIVATE_NETWORKS: tuple[IpNetwork, ...] = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16", "100.64.0.0/10",
+        "::1/128", "fc00::/7", "fe80::/10",
+    )
+)  # fmt: skip
+
+_PSL = PublicSuffixList()  # the list shipped with the package: no network access
+
+
+def parse_network(text: str) -> IpNetwork:
+    """``10.0.0.0/8``, ``192.0.2.7`` (one host), ``2001:db8::/32``; ValueError with a readable message otherwise."""
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"not a network (CIDR) or address: {text!r}") from None
+
+
+def in_networks(address: str, networks: tuple[IpNetwork, ...]) -> IpNetwork | None:
+    """The first of ``networks`` that holds ``address`` (text, IPv6 without brackets), or None."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return next((network for network in networks if ip.version == network.version and ip in network), None)
+
+
+@lru_cache(maxsize=4096)
+def registered_domain(name: str) -> str | None:
+    """``contoso.com`` for ``mx3.eu.mail.contoso.com``, ``example.co.uk`` for ``mail.example.co.uk``; None for a
+    bare host name or a public suffix itself."""
+    name = name.lower().rstrip(".")
+    if "." not in name:
+        return None
+    return _PSL.privatesuffix(name)
+
+
+def destination_domain(address: str) -> str | None:
+    """Where ``RCPT TO`` really sends mail: the domain after ``@``, or the next hop of a relay trick in the local
+    part (``user%example.net@server``, ``example.net!user@server``, ``@server:user@example.net`` source routes,
+    quoted ``"user@example.net"@server``). Address literals come back bracketed (``[192.0.2.1]``)."""
+    text = address.strip().strip("<>").strip()
+    if text.startswith("@") and ":" in text:  # RFC 5321 4.1.2 source route: the last hop is after the colon
+        text = text.split(":", 1)[1]
+    local, at, domain = text.rpartition("@")
+    if not at:
+        local, domain = text, ""
+    local = local.strip('"')
+    if "@" in local:  # "user@example.net"@server
+        return _domain(local.rpartition("@")[2])
+    if "%" in local:  # user%example.net@server: the percent hack
+        return _domain(local.rpartition("%")[2])
+    if "!" in local:  # example.net!user@server: a UUCP bang path
+        return _domain(local.split("!", 1)[0])
+    return _domain(domain) if domain else None
+
+
+def _domain(text: str) -> str | None:
+    text = text.strip().lower().rstrip(".")
+    if not text:
+        return None
+    if text.startswith("[") and text.endswith("]"):
+        inner = text[1:-1]
+        inner = inner[5:] if inner.startswith("ipv6:") else inner
+        try:
+            return f"[{ipaddress.ip_address(inner)}]"
+        except ValueError:
+            return text
+    return text
+
+
+def is_local(domain: str, local_domains: frozenset[str] | set[str], server_addresses: frozenset[str]) -> bool:
+    """The recipient domain is the server's own: localhost, one of its addresses as a literal, or one of the local
+    domains or a subdomain of one."""
+    if domain in LOCALHOST_NAMES or domain.endswith(".localhost"):
+        return True
+    if domain.startswith("["):
+        return domain[1:-1] in server_addresses
+    return any(domain == local or domain.endswith("." + local) for local in local_domains)

@@ -1,0 +1,133 @@
+"""Open-relay verdicts that hold on real traffic: local domains from the server's names (Public Suffix List), from
+localhost and address literals, from its MX behaviour; trusted networks; each verdict saying which rule decided."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import pytest
+
+from dissectors import events as ev
+from passive.analysis.domains import destination_domain, registered_domain
+from passive.analysis.pipeline import Analysis, AnalysisOptions, analyze_captures
+from passive.results.records import finding_record
+from tests.corpus import require_corpus
+
+C, S = ev.Side.CLIENT, ev.Side.SERVER
+OUTSIDE = "203.0.113.9"  # TEST-NET-3: no private range
+
+
+def dialogue(banner: bytes, mail_from: str, rcpt: str, reply: bytes = b"250 2.1.5 Ok") -> list[tuple[ev.Side, bytes]]:
+    return [
+        (S, b"220 " + banner + b" ESMTP\r\n"),
+        (C, b"EHLO client.example\r\n"),
+        (S, b"250 " + banner.split()[0] + b"\r\n"),
+        (C, f"MAIL FROM:<{mail_from}>\r\n".encode()),
+        (S, b"250 2.1.0 Ok\r\n"),
+        (C, f"RCPT TO:<{rcpt}>\r\n".encode()),
+        (S, reply + b"\r\n"),
+        (C, b"QUIT\r\n"),
+    ]
+
+
+def relays(
+    sessions: list[tuple[str, list[tuple[ev.Side, bytes]]]], options: AnalysisOptions | None = None
+) -> list[dict[str, Any]]:
+    """Run each (client ip, dialogue) against server 192.0.2.25:25; the open-relay records."""
+    analysis = Analysis(options)
+    for port, (client, steps) in enumerate(sessions, start=40000):
+        flow = analysis.flow("192.0.2.25", 25, client, port, partial=False)
+        for side, data in steps:
+            flow.data(side, data, 1, 1.8e9)
+        flow.close()
+    return [finding_record(f) for f in analysis.findings if f.type == "open-relay"]
+
+
+def test_domains() -> None:
+    assert registered_domain("mx3.eu.mail.contoso.com") == "contoso.com"
+    assert registered_domain("mail.example.co.uk") == "example.co.uk"
+    assert registered_domain("mail01") is None
+    assert destination_domain("victim@Outside.TEST.") == "outside.test"
+    assert destination_domain("relaytest%example.net@[192.0.2.25]") == "example.net"
+    assert destination_domain("example.net!relaytest@mx.corp.example") == "example.net"
+    assert destination_domain("@mx.corp.example:relaytest@example.net") == "example.net"
+    assert destination_domain('"relaytest@example.net"@[192.0.2.25]') == "example.net"
+    assert destination_domain("user@[IPv6:2001:db8::1]") == f"[{ipaddress.ip_address('2001:db8::1')}]"
+    assert destination_domain("postmaster") is None
+
+
+def test_foreign_recipient_from_outside_is_a_high_open_relay() -> None:
+    [relay] = relays([(OUTSIDE, dialogue(b"mx.corp.example", "a@spam.test", "victim@outside.test"))])
+    assert (relay["severity"], relay["verdict"], relay["accepted"]) == ("high", "open-relay", True)
+    assert "203.0.113.9" in relay["rule"] and "outside.test" in relay["rule"]
+    assert "corp.example" in relay["local_domains"] and relay["trusted_networks"] == []
+
+
+def test_mail_for_the_servers_own_organisation_is_not_relaying() -> None:
+    """An MX several labels below its registered domain accepting a user at that domain is delivering, not relaying."""
+    inbound = dialogue(b"mx3.eu.mail.contoso.com", "a@partner.test", "ceo@contoso.com")
+    to_subdomain = dialogue(b"mx3.eu.mail.contoso.com", "a@partner.test", "it@corp.contoso.com")
+    assert relays([(OUTSIDE, inbound), (OUTSIDE, to_subdomain)]) == []
+
+
+@pytest.mark.parametrize("recipient", ["root@localhost", "root@LOCALHOST.", "postmaster@[192.0.2.25]", "postmaster"])
+def test_localhost_address_literals_and_bare_names_are_local(recipient: str) -> None:
+    assert relays([(OUTSIDE, dialogue(b"gw", "a@spam.test", recipient))]) == []
+
+
+def test_relay_tricks_in_the_local_part_are_relaying() -> None:
+    [relay] = relays([(OUTSIDE, dialogue(b"mx.corp.example", "a@spam.test", "victim%outside.test@[192.0.2.25]"))])
+    assert relay["verdict"] == "open-relay" and relay["severity"] == "high"
+
+
+def test_private_clients_relaying_through_their_server_are_a_low_internal_fact() -> None:
+    [relay] = relays([("172.16.16.225", dialogue(b"mx.corp.example", "a@corp.example", "b@outside.test"))])
+    assert (relay["severity"], relay["verdict"]) == ("low", "relays-for-internal-clients")
+    assert relay["assumed"] and "--trusted-net" in relay["assumed"][0]
+
+
+def test_trusted_networks_decide_instead_of_private_ranges() -> None:
+    options = AnalysisOptions(trusted_networks=(ipaddress.ip_network("203.0.113.0/24"),))
+    [trusted] = relays([(OUTSIDE, dialogue(b"mx.corp.example", "a@corp.example", "b@outside.test"))], options)
+    assert (trusted["severity"], trusted["verdict"]) == ("info", "relays-for-trusted-network")
+    assert trusted["trusted_networks"] == ["203.0.113.0/24"]
+    # Given trusted networks, a private client outside them is no longer assumed trusted.
+    [open_relay] = relays([("10.1.2.3", dialogue(b"mx.corp.example", "a@x.test", "b@outside.test"))], options)
+    assert open_relay["verdict"] == "open-relay" and open_relay["severity"] == "high"
+
+
+def test_unknown_local_domains_make_a_possible_relay() -> None:
+    [relay] = relays([(OUTSIDE, dialogue(b"mail01", "a@spam.test", "victim@outside.test"))])
+    assert (relay["severity"], relay["verdict"]) == ("medium", "possible-relay")
+    assert "--local-domain" in relay["assumed"][0]
+    options = AnalysisOptions(local_domains=frozenset({"corp.example"}))
+    [known] = relays([(OUTSIDE, dialogue(b"mail01", "a@spam.test", "victim@outside.test"))], options)
+    assert known["verdict"] == "open-relay"
+    assert relays([(OUTSIDE, dialogue(b"mail01", "a@spam.test", "x@corp.example"))], options) == []
+
+
+def test_a_domain_the_server_receives_from_many_senders_is_its_own() -> None:
+    """mail02 names no domain, yet unrelated senders deliver cyberdyne.test to it: it is that domain's MX."""
+    senders = [("198.51.100.1", "a@one.test"), ("198.51.100.2", "b@two.test"), ("198.51.100.3", "c@three.test")]
+    sessions = [(ip, dialogue(b"mail02", sender, "sanders@cyberdyne.test")) for ip, sender in senders]
+    assert [r["verdict"] for r in relays(sessions[:2])] == ["possible-relay"]
+    assert relays(sessions) == []  # the third sender shows what it is: earlier verdicts are withdrawn
+    outbound = (OUTSIDE, dialogue(b"mail02", "x@spam.test", "victim@outside.test"))
+    assert [r["verdict"] for r in relays([*sessions, outbound])] == ["possible-relay"]
+
+
+def test_refusals_are_info() -> None:
+    refused = dialogue(b"mx.corp.example", "a@spam.test", "v@outside.test", b"554 5.7.1 Relay access denied")
+    [relay] = relays([(OUTSIDE, refused)])
+    assert (relay["severity"], relay["verdict"], relay["accepted"]) == ("info", "refused", False)
+
+
+def test_chrissanders_captures_report_no_high_open_relay() -> None:
+    captures = sorted(require_corpus("pcaps", "chrissanders").glob("*.pcapng"))
+    assert captures
+    results = analyze_captures([str(p) for p in captures])
+    found = [finding_record(f) for f in results.findings if f.type == "open-relay"]
+    assert found and all(r["severity"] != "high" for r in found), [(r["server"], r["verdict"]) for r in found]
+    assert {r["verdict"] for r in found} == {"relays-for-internal-clients"}
+    assert all(isinstance(r["rule"], str) and r["rule"] for r in found)
