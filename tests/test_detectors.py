@@ -6,6 +6,7 @@ import base64
 import io
 import json
 
+import pytest
 from rich.console import Console
 
 from dissectors import events as ev
@@ -114,7 +115,7 @@ def test_ntlm_info_from_an_smtp_exchange() -> None:
     )
     assert finding["count"] == 2 and finding["users"] == ["CORP\\jdoe"]
     assert [d["outcome"] for d in finding["details"]] == ["success", "failure"]
-    assert finding["severity"] == "medium"
+    assert finding["severity"] == "high"  # an NTLMv1 response is as good as the password (hashcat 5500)
     assert {e["frame"] for e in finding["evidence"]} >= {5}
     assert analysis.stats.ntlm_messages == {"negotiate": 2, "challenge": 2, "authenticate": 2}
     assert analysis.stats.hashes[0] == f"jdoe::CORP:{'11' * 24}:{'22' * 24}:efcdab8967452301"
@@ -268,3 +269,29 @@ def test_empty_run_says_nothing_leaked() -> None:
     console = Console(file=io.StringIO(), width=200)
     render_tables(console, [], {"packets": 0})
     assert "nothing leaked" in console.file.getvalue()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("nt_response", "lm_response", "severity"),
+    [
+        (bytes(24), bytes(24), "high"),  # NTLMv1: DES-based, as good as the password
+        (bytes(16) + ntlmssp.ntlmv2_client_blob(0, bytes(8)), bytes(24), "medium"),  # NTLMv2: crackable, slowly
+        (b"", bytes(24), "high"),  # LM only
+        (b"", b"", "low"),  # anonymous: no credential at all
+    ],
+)
+def test_ntlm_severity_follows_the_response(nt_response: bytes, lm_response: bytes, severity: str) -> None:
+    authenticate = ntlmssp.build_authenticate(
+        "jdoe", "CORP", "WS-042", lm_response=lm_response, nt_response=nt_response
+    )
+    exchange = [
+        (S, b"220 mx ESMTP\r\n"),
+        (C, b"AUTH NTLM\r\n"),
+        (S, b"334 \r\n"),
+        (C, b64(ntlmssp.build_negotiate()) + b"\r\n"),
+        (S, b"334 " + b64(_challenge(NAMES)) + b"\r\n"),
+        (C, b64(authenticate) + b"\r\n"),
+        (S, b"535 5.7.8 Authentication failed\r\n"),
+    ]
+    [finding] = of(run([(SERVER, exchange)]), "ntlm-info")
+    assert finding["severity"] == severity

@@ -88,6 +88,7 @@ class Attempt:
     reply: str
     time: float | None
     evidence: tuple[EvidenceRecord, ...]
+    file: str | None = None
 
     @property
     def client_ip(self) -> str:
@@ -227,7 +228,7 @@ class RelayLedger:
             "reply": attempt.reply,
         }
         if detailed:
-            finding.add_detail({"client": attempt.client, **fields, "time": attempt.time})
+            finding.add_detail({"client": attempt.client, **fields, "time": attempt.time, "file": attempt.file})
         finding.fields.update(
             fields,
             verdict=str(verdict),

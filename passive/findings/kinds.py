@@ -111,7 +111,11 @@ COMMON_FIELDS: tuple[Field, ...] = (
     Field("count", "occurrences merged into this finding"),
     Field("first_seen", "capture time of the first occurrence"),
     Field("last_seen", "capture time of the last occurrence"),
-    Field("details", "per-occurrence facts (first 50); `details_dropped` counts the rest"),
+    Field(
+        "details",
+        "per-occurrence facts (first 50; `time` ISO 8601 UTC, `file` the capture the occurrence was seen in); "
+        "`details_dropped` counts the rest",
+    ),
     Field("details_dropped", "details not kept"),
     Field(
         "evidence",
@@ -183,8 +187,13 @@ NTLM_INFO = Kind(
         "revealed."
     ),
     severity_rules=(
-        (Severity.LOW, "the server's names, clock and build alone (a CHALLENGE)"),
-        (Severity.MEDIUM, "an AUTHENTICATE crossed the wire: a crackable NetNTLM response, user and workstation"),
+        (Severity.LOW, "the server's names, clock and build alone (a CHALLENGE, or an anonymous AUTHENTICATE)"),
+        (Severity.MEDIUM, "a NetNTLMv2 response crossed the wire with user and workstation: crackable offline"),
+        (
+            Severity.HIGH,
+            "an NTLMv1 (or LM-only) response crossed the wire: DES-based, as good as the password (hashcat 5500), "
+            "rated with clear-text credentials",
+        ),
     ),
     fields=(
         Field("target_name", "TargetName", compared=True),
@@ -227,7 +236,7 @@ NTLM_INFO = Kind(
     ),
     details_doc=(
         "per exchange: `client`, `user`, `domain`, `workstation`, `ntlm_version`, `client_os_version`, `spn`, "
-        "`outcome`, `outcome_line`, `time`, `frames`"
+        "`outcome`, `outcome_line`, `time`, `file`, `frames` (distinct, in order)"
     ),
     summary=_ntlm_summary,
     remediation=(
@@ -273,7 +282,7 @@ CLEARTEXT_CREDENTIALS = Kind(
         Field("tls", "always false: nothing is read inside TLS"),
     ),
     key_doc="per server, mechanism and user",
-    details_doc="per occurrence: `client`, `outcome`, `time`",
+    details_doc="per occurrence: `client`, `outcome`, `time`, `file`",
     common_columns=("clients",),
     summary=_credentials_summary,
     remediation=(
@@ -326,7 +335,7 @@ OPEN_RELAY = Kind(
         Field("trusted_networks", "the `--trusted-net` networks (empty: private ranges assumed)", many=True),
     ),
     key_doc="per server and verdict",
-    details_doc="every attempt: `client`, `mail_from`, `rcpt_to`, `accepted`, `reply`, `time`",
+    details_doc="every attempt: `client`, `mail_from`, `rcpt_to`, `accepted`, `reply`, `time`, `file`",
     common_columns=("clients",),
     summary=_relay_summary,
     variant_title=_relay_title,

@@ -53,7 +53,7 @@ def finding_record(finding: Finding, show_secrets: bool = False, *, redactor: Re
         count=finding.count,
         first_seen=iso_time(finding.first_seen),
         last_seen=iso_time(finding.last_seen),
-        details=redactor.value(finding.details),
+        details=[_detail(detail, redactor) for detail in finding.details],
         details_dropped=finding.details_dropped,
         evidence=[evidence_record(e, redactor) for e in finding.evidence],
         evidence_dropped=finding.evidence_dropped,
@@ -65,6 +65,14 @@ def finding_record(finding: Finding, show_secrets: bool = False, *, redactor: Re
             if record.get(name):
                 record[name] = MASK
     return record
+
+
+def _detail(detail: dict[str, Any], redactor: Redactor) -> dict[str, Any]:
+    """A per-occurrence detail: its capture time in ISO 8601 UTC like every other time of the schema."""
+    shown = redactor.value(detail)
+    if "time" in shown and not isinstance(shown["time"], str):
+        shown["time"] = iso_time(shown["time"])
+    return shown
 
 
 def summary_record(counters: dict[str, Any], findings: Iterable[Finding]) -> dict[str, Any]:
@@ -80,7 +88,7 @@ def event_record(event: ev.Event, redactor: Redactor) -> dict[str, Any]:
         "event": type(event).__name__,
         "side": side,
         "frame": event.evidence.frame,
-        "time": event.evidence.timestamp,
+        "time": iso_time(event.evidence.timestamp),
         "line": event.evidence.line if event.evidence.described else redactor.line(event.evidence.line, side),
     }
     for name, value in vars(event).items():

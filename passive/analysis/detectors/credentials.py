@@ -61,5 +61,10 @@ class CredentialsDetector(Detector):
                 tls=self.session.tls,
             )
             finding.add_detail(
-                {"client": self.context.client, "outcome": outcome, "time": credentials.evidence.timestamp}
+                {
+                    "client": self.context.client,
+                    "outcome": outcome,
+                    "time": credentials.evidence.timestamp,
+                    "file": self.context.file,
+                }
             )

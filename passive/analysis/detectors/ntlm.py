@@ -117,8 +117,7 @@ class NtlmDetector(Detector):
             finding.add_name("users", f"{client['domain']}\\{client['user']}" if client["domain"] else client["user"])
         if client["workstation"]:
             finding.add_name("workstations", client["workstation"])
-        if exchange.authenticate is not None:
-            finding.raise_severity(Severity.MEDIUM)  # a crackable NetNTLM response crossed the wire
+        finding.raise_severity(_severity(exchange.authenticate))
         finding.add_detail(client)
         line = hashcat_line(exchange.challenge, exchange.authenticate)
         if line:
@@ -126,7 +125,7 @@ class NtlmDetector(Detector):
 
     def _client_detail(self, exchange: _Exchange, outcome: str | None) -> dict[str, Any]:
         """What the client's NEGOTIATE and AUTHENTICATE said (the later wins), for the finding's details."""
-        client: dict[str, Any] = {"client": self.context.client, "outcome": outcome}
+        client: dict[str, Any] = {"client": self.context.client, "outcome": outcome, "file": self.context.file}
         for message in (exchange.negotiate, exchange.authenticate):
             if message is None:
                 continue
@@ -136,8 +135,21 @@ class NtlmDetector(Detector):
             client.setdefault(name, None)
         if exchange.evidence:
             client["time"] = exchange.evidence[0].timestamp
-            client["frames"] = [e.frame for e in exchange.evidence]
+            client["frames"] = list(dict.fromkeys(e.frame for e in exchange.evidence))  # one frame may carry two
         return client
+
+
+# Responses that are as good as a password: DES-based, cracked or looked up in rainbow tables (hashcat 5500).
+WEAK_VERSIONS = frozenset({ntlmssp.NtlmVersion.NTLMV1, ntlmssp.NtlmVersion.NTLMV1_ESS})
+
+
+def _severity(response: ntlmssp.AuthenticateMessage | None) -> Severity:
+    """low for the server's names alone; medium once a NetNTLMv2 response crossed the wire (crackable offline,
+    slowly); high for NTLMv1 and LM-only responses, which are clear-text credentials in all but name."""
+    if response is None or response.ntlm_version == ntlmssp.NtlmVersion.ANONYMOUS:
+        return Severity.LOW
+    weak = response.ntlm_version in WEAK_VERSIONS or any(a.code == "lm_only_response" for a in response.anomalies)
+    return Severity.HIGH if weak else Severity.MEDIUM
 
 
 def hashcat_line(

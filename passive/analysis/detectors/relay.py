@@ -47,5 +47,6 @@ class RelayDetector(Detector):
             reply=event.reply_text,
             time=event.evidence.timestamp,
             evidence=(self.evidence(sender), self.evidence(event)),
+            file=context.file,
         )
         ledger.record(self.session.findings, relays, attempt)
