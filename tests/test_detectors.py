@@ -265,10 +265,19 @@ def test_hostile_names_are_inert_in_tables_and_valid_json() -> None:
     assert "[bold red]x[/]" in out and "<script>alert(1)</script>" in out
 
 
-def test_empty_run_says_nothing_leaked() -> None:
+def test_empty_run_says_what_it_saw_instead_of_nothing_leaked() -> None:
     console = Console(file=io.StringIO(), width=200)
-    render_tables(console, [], {"packets": 0})
-    assert "nothing leaked" in console.file.getvalue()  # type: ignore[attr-defined]
+    render_tables(console, [], {"packets_read": 1234, "packets_matched": 0, "flows": 0, "sessions": {}})
+    out = " ".join(console.file.getvalue().split())  # type: ignore[attr-defined]
+    assert "No mail seen (1,234 packets read; 0 on mail; 0 TCP flows reassembled)" in out
+    assert "nothing leaked" not in out and "--all-ports" in out
+
+
+def test_probe_with_no_answer_says_so() -> None:
+    console = Console(file=io.StringIO(), width=200)
+    render_tables(console, [], {"services": 2, "services_ok": 0, "services_failed": 2})
+    out = " ".join(console.file.getvalue().split())  # type: ignore[attr-defined]
+    assert "No service answered: 2 service(s) could not be probed" in out
 
 
 @pytest.mark.parametrize(

@@ -57,10 +57,56 @@ def render_tables(console: Console, records: list[dict[str, Any]], summary: dict
             continue
         blocks.append(Text(f"\n{kind.title} ({kind.type})", style="bold underline"))
         blocks.extend(_card(row, kind.columns) for row in rows)
-    if not blocks:
-        blocks.append(Text("No mail findings: nothing leaked in what was analyzed.", style="green"))
+    if not any(r.get("severity") in ("low", "medium", "high") for r in records):
+        blocks.append(Text("\n" + negative_statement(summary), style="green" if _saw_mail(summary) else "yellow"))
     console.print(Group(*blocks))
     console.print(summary_text(summary))
+
+
+def _count(summary: dict[str, Any], name: str) -> int:
+    value = summary.get(name)
+    return value if isinstance(value, int) else 0
+
+
+def _sessions(summary: dict[str, Any]) -> dict[str, int]:
+    sessions = summary.get("sessions")
+    return {str(k): v for k, v in sessions.items() if isinstance(v, int)} if isinstance(sessions, dict) else {}
+
+
+def _saw_mail(summary: dict[str, Any]) -> bool:
+    if "services" in summary:  # a probe
+        return _count(summary, "services_ok") > 0
+    return sum(_sessions(summary).values()) > 0
+
+
+def negative_statement(summary: dict[str, Any]) -> str:
+    """What a run without a leak saw, so that "nothing leaked" is only said of traffic that was really analyzed."""
+    if "services" in summary:  # a probe
+        ok, failed = _count(summary, "services_ok"), _count(summary, "services_failed")
+        if not ok:
+            return (
+                f"No service answered: {failed} service(s) could not be probed (closed, filtered, not mail or "
+                "refused; see the probe status). Nothing was learned, which is not the same as nothing leaking."
+            )
+        return f"No leak found: {ok} service(s) answered and gave away no host information or credentials."
+    sessions = _sessions(summary)
+    total = sum(sessions.values())
+    if not total:
+        seen = [f"{_count(summary, 'packets_read'):,} packets read", f"{_count(summary, 'packets_matched'):,} on mail"]
+        seen.append(f"{_count(summary, 'flows'):,} TCP flows reassembled")
+        if _count(summary, "flows_not_mail") or _count(summary, "flows_ignored"):
+            seen.append(f"{_count(summary, 'flows_not_mail') + _count(summary, 'flows_ignored'):,} not mail")
+        if _count(summary, "ip_fragments"):
+            seen.append(f"{_count(summary, 'ip_fragments'):,} IP fragments not reassembled")
+        return (
+            f"No mail seen ({'; '.join(seen)}): nothing was analyzed, so nothing can be said about leaks. Mail on "
+            "other ports needs --all-ports; check that the capture holds the mail servers' traffic and that --filter "
+            "does not exclude it."
+        )
+    listed = ", ".join(f"{protocol} {count:,}" for protocol, count in sorted(sessions.items()))
+    tls = _count(summary, "tls_sessions")
+    inside = f"; {tls:,} of them inside TLS, unreadable" if tls else ""
+    return f"No leak found in {total:,} mail session(s) ({listed}{inside})."
 
 
 def summary_text(summary: dict[str, Any]) -> Text:
