@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from passive.capture.reassembly import Chunk, CloseReason, Direction, Flow
+from passive.capture.flow import Chunk, CloseReason, Direction, Flow
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 

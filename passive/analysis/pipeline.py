@@ -16,7 +16,7 @@ from dissectors.registry import PORT_PROTOCOLS, identify
 from dissectors.session import MailSession
 from dissectors.smtp import SmtpSession
 from passive.analysis.detectors.session import RunStats, SessionAnalyzer, SessionContext
-from passive.capture import reassembly
+from passive.capture.flow import Chunk, CloseReason, Direction, Flow
 from passive.findings.model import SECRET_MASK, FindingSet, redact_line
 
 SESSION_TYPES: dict[str, type[MailSession]] = {"smtp": SmtpSession, "pop3": Pop3Session, "imap": ImapSession}
@@ -60,7 +60,7 @@ class Analysis:
         protocol = PORT_PROTOCOLS.get(server_port)
         return MailFlow(self, _endpoint(server_ip, server_port), _endpoint(client_ip, client_port), protocol, partial)
 
-    def handler_factory(self, flow: reassembly.Flow) -> EngineHandler:
+    def handler_factory(self, flow: Flow) -> EngineHandler:
         """For the capture engine: one handler per reassembled TCP flow."""
         return EngineHandler(self, flow)
 
@@ -68,11 +68,11 @@ class Analysis:
 class EngineHandler:
     """Adapts the capture engine's per-flow callbacks to a :class:`MailFlow`."""
 
-    def __init__(self, analysis: Analysis, flow: reassembly.Flow) -> None:
+    def __init__(self, analysis: Analysis, flow: Flow) -> None:
         self.analysis = analysis
         self.mail: MailFlow | None = None
 
-    def _mail(self, flow: reassembly.Flow) -> MailFlow:
+    def _mail(self, flow: Flow) -> MailFlow:
         if self.mail is None:
             # Created on first data: only then does the engine know whether the flow was picked up mid-stream.
             self.mail = MailFlow(
@@ -80,23 +80,21 @@ class EngineHandler:
             )
         return self.mail
 
-    def on_open(self, flow: reassembly.Flow) -> None:
+    def on_open(self, flow: Flow) -> None:
         pass
 
-    def on_data(self, flow: reassembly.Flow, direction: reassembly.Direction, chunk: reassembly.Chunk) -> None:
+    def on_data(self, flow: Flow, direction: Direction, chunk: Chunk) -> None:
         self._mail(flow).data(_SIDES[direction], chunk.data, chunk.frame, chunk.ts)
 
-    def on_gap(
-        self, flow: reassembly.Flow, direction: reassembly.Direction, missing: int, frame: int, ts: float
-    ) -> None:
+    def on_gap(self, flow: Flow, direction: Direction, missing: int, frame: int, ts: float) -> None:
         self._mail(flow).gap(_SIDES[direction], missing, frame, ts)
 
-    def on_close(self, flow: reassembly.Flow, reason: reassembly.CloseReason) -> None:
+    def on_close(self, flow: Flow, reason: CloseReason) -> None:
         if self.mail is not None:
             self.mail.close()
 
 
-_SIDES = {reassembly.Direction.CLIENT_TO_SERVER: ev.Side.CLIENT, reassembly.Direction.SERVER_TO_CLIENT: ev.Side.SERVER}
+_SIDES = {Direction.CLIENT_TO_SERVER: ev.Side.CLIENT, Direction.SERVER_TO_CLIENT: ev.Side.SERVER}
 
 
 def _endpoint(ip: str, port: int) -> str:

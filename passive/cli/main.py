@@ -16,9 +16,9 @@ from rich.tree import Tree
 
 from dissectors import ntlmssp
 from dissectors.sasl import decode_base64
+from passive.analysis.classify import mail_capture_options
 from passive.analysis.pipeline import Analysis, AnalysisOptions
-from passive.capture.counters import CaptureCounters
-from passive.capture.engine import CaptureError, CaptureOptions, analyze_file
+from passive.capture import CaptureCounters, CaptureError, CaptureOptions, analyze_file
 from passive.cli.common import (
     UserError,
     emit_records,
@@ -169,7 +169,7 @@ def analyze(
             show_secrets=show_secrets,
         )
     )
-    options = CaptureOptions(all_ports=all_ports, bpf=bpf)
+    options = mail_capture_options(all_ports=all_ports, bpf=bpf)
     counters = CaptureCounters()
     err = Console(stderr=True, highlight=False)
     plan = _store_plan(db, captures) if db else {}

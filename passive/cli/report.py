@@ -10,9 +10,9 @@ from typing import Any
 
 import click
 
+from passive.analysis.classify import mail_capture_options
 from passive.analysis.pipeline import Analysis, AnalysisOptions
-from passive.capture.counters import CaptureCounters
-from passive.capture.engine import CaptureError, CaptureOptions, analyze_file
+from passive.capture import CaptureCounters, CaptureError, analyze_file
 from passive.cli.common import UserError
 from passive.core.text import printable
 from passive.results.records import finding_record, summary_record
@@ -104,7 +104,7 @@ def analyze_captures(paths: list[str], inputs: Inputs, show_secrets: bool) -> No
     for path in paths:
         analysis.file = path
         try:
-            analyze_file(path, analysis.handler_factory, CaptureOptions(), counters=counters)
+            analyze_file(path, analysis.handler_factory, mail_capture_options(), counters=counters)
         except CaptureError as error:
             failed += 1
             click.echo(f"leakscope: error: {printable(error)}", err=True)

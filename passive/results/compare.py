@@ -221,14 +221,15 @@ def render_comparison(console: Console, document: dict[str, Any]) -> None:
 
 def load_capture_records(path: str) -> list[dict[str, Any]]:
     """Analyze a capture as ``leakscope analyze`` does and return its findings records."""
+    from passive.analysis.classify import mail_capture_options
     from passive.analysis.pipeline import Analysis, AnalysisOptions
-    from passive.capture.engine import CaptureError, CaptureOptions, analyze_file
+    from passive.capture import CaptureError, analyze_file
     from passive.results.records import finding_record
 
     analysis = Analysis(AnalysisOptions())
     analysis.file = path
     try:
-        analyze_file(path, analysis.handler_factory, CaptureOptions())
+        analyze_file(path, analysis.handler_factory, mail_capture_options())
     except CaptureError as error:
         raise CompareError(str(error)) from None
     return [finding_record(finding) for finding in analysis.findings]
