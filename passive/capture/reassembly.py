@@ -123,6 +123,14 @@ class Reassembler:
                 self._forget(flow)
             return
         half = halves[direction]
+        if not wire_len and not flags & (SYN | FIN | RST) and half.started:
+            # A bare ACK: only the peer's holes care.
+            other = halves[1 - direction]
+            if other.pending and flags & ACK and other.rel(ack) >= other.pending[0][0]:
+                self._fill_hole(flow, 1 - direction, other)
+            if half.fin_rel is not None or other.fin_rel is not None:
+                self._check_finished(flow, halves)
+            return
         if (
             wire_len
             and not flags & (SYN | FIN | RST)
@@ -147,14 +155,6 @@ class Reassembler:
             other = halves[1 - direction]
             if other.pending and flags & ACK and other.rel(ack) >= other.pending[0][0]:
                 self._fill_hole(flow, 1 - direction, other)
-            return
-        if not wire_len and not flags & (SYN | FIN | RST) and half.started:
-            # A bare ACK: only the peer's holes care.
-            other = halves[1 - direction]
-            if other.pending and flags & ACK and other.rel(ack) >= other.pending[0][0]:
-                self._fill_hole(flow, 1 - direction, other)
-            if half.fin_rel is not None or other.fin_rel is not None:
-                self._check_finished(flow, halves)
             return
         self._segment(flow, halves, direction, segment, frame, ts)
 
