@@ -66,13 +66,14 @@ class ChallengeCounter:
 
 
 def worker(path: str, mode: str) -> None:
-    from passive.capture.engine import CaptureOptions, analyze_file
+    from passive.analysis.classify import mail_capture_options
+    from passive.capture import analyze_file
 
     options = {
-        "exact": CaptureOptions(),
-        "ordinal": CaptureOptions(exact_frames=False),
-        "python": CaptureOptions(backend="python"),
-        "all-ports": CaptureOptions(all_ports=True),
+        "exact": mail_capture_options(),
+        "ordinal": mail_capture_options(exact_frames=False),
+        "python": mail_capture_options(backend="python"),
+        "all-ports": mail_capture_options(all_ports=True),
     }[mode]
     started = time.perf_counter()
     counters = analyze_file(path, lambda flow: ChallengeCounter(), options)
@@ -114,9 +115,10 @@ def meta(path: Path) -> dict:
 
 
 def mail_filter() -> str:
-    from passive.capture.engine import build_bpf_filter
+    from dissectors.registry import MAIL_PORTS
+    from passive.capture import build_bpf_filter
 
-    return build_bpf_filter()
+    return build_bpf_filter(MAIL_PORTS)
 
 
 def run_engine(path: Path, mode: str, runs: int) -> dict:

@@ -1,7 +1,7 @@
 """Fuzz harnesses: each takes one input (bytes) and raises only when leakscope misbehaves.
 
 The only exceptions a harness swallows are the documented ones: :class:`~dissectors.ntlmssp.DecodeError` from the
-NTLMSSP decoder and :class:`~passive.capture.engine.CaptureError` from the capture readers. Anything else, including a
+NTLMSSP decoder and :class:`~passive.capture.errors.CaptureError` from the capture readers. Anything else, including a
 failed invariant (an ``AssertionError``), is a finding. The same functions serve atheris (``fuzz/worker.py``) and the
 short CI runs (``tests/test_hardening.py``).
 """
@@ -25,16 +25,25 @@ from dissectors import events as ev
 from dissectors import ntlmssp, sasl
 from dissectors.imap import ImapSession
 from dissectors.pop3 import Pop3Session
+from dissectors.registry import MAIL_PORTS
 from dissectors.session import MailSession
 from dissectors.smtp import SmtpSession
 from fuzz.conversation import CLIENT, parse
+from passive.analysis.classify import default_mail_classifier, mail_capture_options
 from passive.analysis.detectors import SessionAnalyzer, SessionContext
 from passive.analysis.pipeline import Analysis, AnalysisOptions
 from passive.analysis.stats import RunStats
-from passive.capture import linklayer
-from passive.capture.counters import CaptureCounters
-from passive.capture.engine import CaptureError, CaptureOptions, analyze_file
-from passive.capture.reassembly import Chunk, CloseReason, Direction, Flow, Reassembler, default_mail_classifier
+from passive.capture import (
+    CaptureCounters,
+    CaptureError,
+    Chunk,
+    CloseReason,
+    Direction,
+    Flow,
+    Reassembler,
+    analyze_file,
+    linklayer,
+)
 from passive.cli.tables import cell as _cell
 from passive.cli.tables import render_tables
 from passive.findings.model import EvidenceRecord, FindingSet, FindingType, Severity
@@ -174,7 +183,7 @@ def capture_file(data: bytes) -> None:
     backend = "auto" if len(data) % 4 == 0 else "python"
     analysis = Analysis(AnalysisOptions(all_ports=len(data) % 8 >= 4, keep_events=True))
     counters = CaptureCounters()
-    options = CaptureOptions(backend=backend, all_ports=analysis.options.all_ports, max_flows=8)
+    options = mail_capture_options(backend=backend, all_ports=analysis.options.all_ports, max_flows=8)
     with tempfile.NamedTemporaryFile(dir=_SCRATCH, suffix=".pcap") as handle:
         handle.write(data)
         handle.flush()
@@ -240,6 +249,7 @@ def reassembly(data: bytes) -> None:
     reassembler = Reassembler(
         factory,
         counters=counters,
+        server_ports=MAIL_PORTS,
         idle_timeout=60.0,
         max_flows=3,
         max_buffer=2048,

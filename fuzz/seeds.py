@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fuzz.conversation import CLIENT, SERVER, Record, encode
-from passive.capture.engine import CaptureError, CaptureOptions, analyze_file
+from passive.analysis.classify import mail_capture_options
+from passive.capture import CaptureError, Chunk, CloseReason, Direction, Flow, analyze_file
 from passive.capture.linklayer import SUPPORTED_LINKTYPES
 from passive.capture.pcapfile import PacketReader
-from passive.capture.reassembly import Chunk, CloseReason, Direction, Flow
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus"
@@ -67,7 +67,7 @@ def conversations() -> Iterator[tuple[str, list[Record]]]:
             return _Recording(flow, flows)
 
         try:
-            analyze_file(path, factory, CaptureOptions(all_ports=True, backend="python"))
+            analyze_file(path, factory, mail_capture_options(all_ports=True, backend="python"))
         except CaptureError:
             continue
         for flow, records in flows:

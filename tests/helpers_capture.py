@@ -20,7 +20,7 @@ from scapy.layers.l2 import LOOPBACK_TYPES, CookedLinux, CookedLinuxV2, Dot1AD, 
 from scapy.packet import Packet, Raw
 from scapy.utils import PcapNgWriter, PcapWriter
 
-from passive.capture.reassembly import Chunk, CloseReason, Direction, Flow
+from passive.capture.flow import Chunk, CloseReason, Direction, Flow
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 

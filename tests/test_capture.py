@@ -18,9 +18,20 @@ from scapy.layers.inet6 import IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdr
 from scapy.layers.ipsec import AH
 from scapy.packet import Packet, Padding
 
-import passive.capture.engine as capture
-from passive.capture.counters import CaptureCounters
-from passive.capture.engine import CaptureError, CaptureOptions, analyze_file, build_bpf_filter, libpcap_available
+import passive.capture as capture
+from dissectors.registry import MAIL_PORTS
+from passive.analysis.classify import mail_capture_options
+from passive.capture import (
+    CaptureCounters,
+    CaptureError,
+    CaptureOptions,
+    Direction,
+    Reassembler,
+    analyze_file,
+    build_bpf_filter,
+    is_capture,
+    libpcap_available,
+)
 from passive.capture.linklayer import (
     FRAGMENT_V4,
     FRAGMENT_V6,
@@ -31,7 +42,6 @@ from passive.capture.linklayer import (
     TOO_MANY_TAGS,
     decode_tcp,
 )
-from passive.capture.reassembly import Direction, Reassembler
 from tests.helpers_capture import (
     ACK,
     PSH,
@@ -61,7 +71,7 @@ CLIENT_BYTES = b"".join(SMTP_CLIENT_LINES)
 
 def run(path: Path, backend: str = "python", **options) -> tuple[Recorder, CaptureCounters]:
     recorder = Recorder()
-    counters = analyze_file(path, recorder, CaptureOptions(backend=backend, **options))
+    counters = analyze_file(path, recorder, mail_capture_options(backend=backend, **options))
     return recorder, counters
 
 
@@ -266,12 +276,12 @@ def test_ordinal_frames_when_exact_numbering_is_off(tmp_path):
 
 
 def test_bpf_filter_covers_vlan_qinq_and_ipv6_extension_headers():
-    expr = build_bpf_filter()
+    expr = build_bpf_filter(MAIL_PORTS)
     assert "vlan and ((" in expr and "(vlan and (" in expr
     assert "port 2525" in expr and "ip6 protochain 6" in expr
-    assert "vlan" not in build_bpf_filter(linktype=113)
-    assert build_bpf_filter(user_filter="host 10.0.0.1").startswith("(host 10.0.0.1) and (")
-    assert build_bpf_filter(all_ports=True).startswith("((tcp) or")
+    assert "vlan" not in build_bpf_filter(MAIL_PORTS, linktype=113)
+    assert build_bpf_filter(MAIL_PORTS, user_filter="host 10.0.0.1").startswith("(host 10.0.0.1) and (")
+    assert build_bpf_filter(MAIL_PORTS, all_ports=True).startswith("((tcp) or")
 
 
 def test_non_mail_ports_are_ignored_unless_all_ports(tmp_path):
@@ -288,6 +298,22 @@ def test_non_mail_ports_are_ignored_unless_all_ports(tmp_path):
     assert counters.flows_not_mail == 1 and counters.packets_matched == 13
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_without_ports_every_tcp_flow_is_kept(tmp_path, backend):
+    frames = [
+        (ts, ether(ipv4("10.0.0.1", "10.0.0.2", tcp(40000, 8025, 1000 + i, 0, PSH | ACK, b"x\r\n"))))
+        for i, ts in enumerate([1.0, 2.0])
+    ]
+    frames += session_frames(ether, start=3.0)
+    path = write(tmp_path / "c.pcap", pcap_bytes(frames))
+    recorder = Recorder()
+    counters = analyze_file(path, recorder, CaptureOptions(backend=backend))
+    keys = sorted(r.flow.key for r in recorder.flows)
+    assert keys == ["10.0.0.1:40000->10.0.0.2:25", "10.0.0.1:40000->10.0.0.2:8025"]
+    assert counters.packets_matched == 13 and counters.flows_not_mail == 0
+    assert build_bpf_filter(()).startswith("((tcp) or")
+
+
 @pytest.mark.skipif(not libpcap_available(), reason="BPF expressions need libpcap")
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_user_bpf_filter_is_anded(tmp_path, backend):
@@ -302,16 +328,16 @@ def test_user_bpf_filter_is_anded(tmp_path, backend):
 
 
 def test_without_libpcap_the_builtin_reader_is_used_with_a_notice(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(capture, "pcapy", None)
-    monkeypatch.setattr(capture, "_notice_shown", False)
+    monkeypatch.setattr(capture.libpcap, "pcapy", None)
+    monkeypatch.setattr(capture.engine, "_notice_shown", False)
     path = write(tmp_path / "c.pcap", pcap_bytes(session_frames(ether)))
     recorder = Recorder()
-    analyze_file(path, recorder)
+    analyze_file(path, recorder, mail_capture_options())
     assert_smtp_session(recorder)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "built-in capture reader" in err
     with pytest.raises(CaptureError, match="needs libpcap"):
-        analyze_file(path, Recorder(), CaptureOptions(bpf="host 10.0.0.1"))
+        analyze_file(path, Recorder(), mail_capture_options(bpf="host 10.0.0.1"))
 
 
 # -- damage and errors -------------------------------------------------------------------
@@ -377,6 +403,19 @@ def test_permission_denied_raises_capture_error(tmp_path):
     path.chmod(0)
     with pytest.raises(CaptureError, match="permission denied"):
         analyze_file(path, Recorder())
+
+
+def test_is_capture_tells_captures_by_their_magic(tmp_path):
+    frames = ethernet_frames(smtp_session_segments())
+    pcapng = pcapng_bytes([1], [(0, ts, f) for ts, f in frames])
+    assert is_capture(write(tmp_path / "a.pcap", pcap_bytes(frames)))
+    assert is_capture(write(tmp_path / "b.pcapng", pcapng))
+    assert is_capture(write(tmp_path / "c.pcapng.gz", pcapng, compress=True))
+    assert not is_capture(write(tmp_path / "d.json", b'{"findings": []}'))
+    assert not is_capture(write(tmp_path / "e.json.gz", b'{"findings": []}', compress=True))
+    assert not is_capture(write(tmp_path / "f", b""))
+    with pytest.raises(OSError):
+        is_capture(tmp_path / "missing.pcap")
 
 
 def test_unknown_backend_is_rejected(tmp_path):
@@ -448,7 +487,9 @@ def test_bit_flipped_frames_through_decoder_and_reassembler_never_crash(flips, c
         frame = frames[index]
         frame[position % len(frame)] ^= 1 << bit
     counters = CaptureCounters()
-    reassembler = Reassembler(Recorder(), counters=counters, max_buffer=64, max_flows=3, idle_timeout=5)
+    reassembler = Reassembler(
+        Recorder(), counters=counters, server_ports=MAIL_PORTS, max_buffer=64, max_flows=3, idle_timeout=5
+    )
     for number, index in enumerate(order, 1):
         frame = bytes(frames[index])
         if cut[index] % 4 == 0:

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from passive.analysis.classify import mail_capture_options
 from passive.analysis.pipeline import Analysis, AnalysisOptions
-from passive.capture.engine import CaptureError, CaptureOptions, analyze_file
+from passive.capture import CaptureError, analyze_file
 from passive.results.records import finding_record
 from tests.corpus import CORPUS, require_corpus
 
@@ -24,7 +25,7 @@ NETMON_MAGIC = b"GMBU"
 def analyze(path: Path) -> tuple[list[dict[str, Any]], Analysis]:
     analysis = Analysis()
     analysis.file = str(path)
-    analyze_file(path, analysis.handler_factory)
+    analyze_file(path, analysis.handler_factory, mail_capture_options())
     return [finding_record(f, show_secrets=True) for f in analysis.findings], analysis
 
 
@@ -72,7 +73,7 @@ def test_every_capture_analyzes(path: Path) -> None:
     for record in findings:
         json.dumps(record)
     analysis = Analysis(AnalysisOptions(all_ports=True))
-    analyze_file(path, analysis.handler_factory, CaptureOptions(all_ports=True))
+    analyze_file(path, analysis.handler_factory, mail_capture_options(all_ports=True))
     found = {f.protocol for f in analysis.findings}
     expected = TSHARK_MAIL.get(_id(path), set())
     assert found <= expected

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from passive.capture.counters import CaptureCounters
-from passive.capture.engine import MAIL_PORTS, CaptureOptions, analyze_file, libpcap_available
-from passive.capture.reassembly import Direction
+from dissectors.registry import MAIL_PORTS
+from passive.analysis.classify import mail_capture_options
+from passive.capture import CaptureCounters, Direction, analyze_file, libpcap_available
 from tests.helpers_capture import Recorded, Recorder
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -118,7 +118,7 @@ def tshark_streams(name: str) -> dict[int, TsharkStream]:
 
 def _run_engine(name: str, backend: str) -> tuple[Recorder, CaptureCounters]:
     recorder = Recorder()
-    counters = analyze_file(CORPUS / "pcaps" / name, recorder, CaptureOptions(backend=backend))
+    counters = analyze_file(CORPUS / "pcaps" / name, recorder, mail_capture_options(backend=backend))
     return recorder, counters
 
 

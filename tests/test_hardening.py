@@ -23,14 +23,14 @@ from rich.console import Console
 
 from dissectors import events as ev
 from dissectors import ntlmssp
+from dissectors.registry import MAIL_PORTS
 from fuzz import corrupt, floods, seeds
 from fuzz.harnesses import HARNESSES
+from passive.analysis.classify import mail_capture_options
 from passive.analysis.detectors import SessionAnalyzer, SessionContext
 from passive.analysis.detectors.credentials import MAX_PENDING_CREDENTIALS
 from passive.analysis.stats import RunStats
-from passive.capture.counters import CaptureCounters
-from passive.capture.engine import CaptureOptions, analyze_file
-from passive.capture.reassembly import Reassembler
+from passive.capture import CaptureCounters, Reassembler, analyze_file
 from passive.cli.tables import render_tables
 from passive.core.text import printable
 from passive.core.times import iso_time
@@ -123,14 +123,14 @@ def test_regression_input(path: Path) -> None:
 def test_damaged_record_with_negative_time_is_salvaged_by_libpcap_path() -> None:
     counters = CaptureCounters()
     path = REGRESSIONS / "capture-negative-timestamp-salvage.pcap"
-    analyze_file(path, lambda flow: None, CaptureOptions(backend="auto"), counters=counters)
+    analyze_file(path, lambda flow: None, mail_capture_options(backend="auto"), counters=counters)
     assert counters.anomalies >= 1
     assert any("corrupt capture" in w for w in counters.warnings)
 
 
 def test_frame_cut_after_tcp_header_delivers_a_gap_not_an_empty_chunk() -> None:
     recorder = Recorder()
-    reassembler = Reassembler(recorder)
+    reassembler = Reassembler(recorder, server_ports=MAIL_PORTS)
     client, server = b"\x0a\x00\x00\x01", b"\x0a\x00\x00\x02"
     reassembler.process((client, server, 40000, 25, 100, 0, 0x02, b"", 0, 0), 1, 1.0)
     reassembler.process((client, server, 40000, 25, 101, 0, 0x18, b"", 60, 0), 2, 1.1)  # 60 bytes, none captured

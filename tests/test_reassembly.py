@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from passive.capture.counters import CaptureCounters
-from passive.capture.reassembly import Chunk, CloseReason, Direction, Flow, Reassembler, default_mail_classifier
+from dissectors.registry import MAIL_PORTS
+from passive.analysis.classify import default_mail_classifier
+from passive.capture import CaptureCounters, Chunk, CloseReason, Direction, Flow, Reassembler
 from tests.helpers_capture import ACK, FIN, PSH, RST, SYN, Recorder, ip4, ip6
 
 C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
@@ -23,10 +24,10 @@ def seg(src, dst, seq, ack=0, flags=PSH | ACK, payload=b"", wire_len=None):
 class Session:
     """Drives a Reassembler with frames numbered 1, 2, ... and timestamps one second apart."""
 
-    def __init__(self, **options) -> None:
+    def __init__(self, *, server_ports=MAIL_PORTS, **options) -> None:
         self.recorder = Recorder()
         self.counters = CaptureCounters()
-        self.reassembler = Reassembler(self.recorder, counters=self.counters, **options)
+        self.reassembler = Reassembler(self.recorder, counters=self.counters, server_ports=server_ports, **options)
         self.frame = 0
         self.ts = 1000.0
 
@@ -311,7 +312,7 @@ def test_stray_ack_without_flow_is_counted_not_opened():
 
 def test_factory_declining_a_flow_ignores_its_packets():
     counters = CaptureCounters()
-    reassembler = Reassembler(lambda flow: None, counters=counters)
+    reassembler = Reassembler(lambda flow: None, counters=counters, server_ports=MAIL_PORTS)
     reassembler.process(seg(CLIENT, SERVER, 1, 0, SYN), 1, 1.0)
     reassembler.process(seg(CLIENT, SERVER, 2, 0, payload=b"x" * 100), 2, 2.0)
     reassembler.flush()

@@ -409,14 +409,15 @@ def test_json_document_and_jsonl_give_the_same_report(tmp_path: Path) -> None:
 
 
 def test_report_from_a_findings_store(tmp_path: Path) -> None:
+    from passive.analysis.classify import mail_capture_options
     from passive.analysis.pipeline import Analysis
-    from passive.capture.engine import analyze_file
+    from passive.capture import analyze_file
     from passive.results.store import save_run
 
     analysis = Analysis()
     for capture in pcaps("smtp-win2019-ntlm-success-curl.pcap", "smtp-open-relay-swaks.pcap"):
         analysis.file = capture
-        analyze_file(capture, analysis.handler_factory)
+        analyze_file(capture, analysis.handler_factory, mail_capture_options())
     store = tmp_path / "findings.db"
     save_run(store, list(analysis.findings), "analyze", {"type": "summary", "captures": 2, "packets_read": 40})
     markdown = write_report(tmp_path, "store.md", "--db", str(store)).read_text()

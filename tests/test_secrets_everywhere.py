@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from passive.capture.engine import analyze_file
+from passive.analysis.classify import mail_capture_options
+from passive.capture import analyze_file
 from passive.live.monitor import Monitor, WatchOptions
 from passive.results.store import FindingStore
 from tests import secret_capture
@@ -93,7 +94,7 @@ def test_no_secret_in_the_watch_store(capture: Path, tmp_path: Path) -> None:
     with FindingStore(path) as store, open(jsonl, "w", encoding="utf-8") as stream:
         monitor = Monitor(WatchOptions("eth-test"), store, jsonl=stream)
         monitor.writer = store.writer("watch")
-        analyze_file(capture, monitor.analysis.handler_factory)
+        analyze_file(capture, monitor.analysis.handler_factory, mail_capture_options())
         monitor._flush()
         monitor.writer.finish(monitor.summary())
     for name in os.listdir(tmp_path):

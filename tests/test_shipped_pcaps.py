@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from dissectors.registry import MAIL_PORTS
+from passive.analysis.classify import mail_capture_options
 from passive.analysis.pipeline import Analysis, AnalysisOptions
-from passive.capture.engine import CaptureOptions, analyze_file
+from passive.capture import analyze_file
 from passive.results.records import MASK, finding_record
 
 PCAPS = Path(__file__).resolve().parents[1] / "pcaps"
@@ -25,7 +26,7 @@ PSEUDO_MECHANISMS = {"USER", "LOGIN-COMMAND"}
 def _analyze(capture: Path, all_ports: bool = False) -> list[dict[str, Any]]:
     analysis = Analysis(AnalysisOptions(all_ports=all_ports))
     analysis.file = capture.name
-    counters = analyze_file(capture, analysis.handler_factory, CaptureOptions(all_ports=all_ports))
+    counters = analyze_file(capture, analysis.handler_factory, mail_capture_options(all_ports=all_ports))
     assert counters.anomalies == 0 and counters.gaps == 0, counters.warnings
     return [finding_record(finding, show_secrets=True) for finding in analysis.findings]
 
@@ -110,6 +111,6 @@ def test_passwords_are_masked_by_default() -> None:
     if not capture.exists():
         pytest.fail("pop3-user-pass-fetchmail.pcap is missing from pcaps/")
     analysis = Analysis()
-    analyze_file(capture, analysis.handler_factory)
+    analyze_file(capture, analysis.handler_factory, mail_capture_options())
     [credentials] = [finding_record(f) for f in analysis.findings if f.type == "cleartext-credentials"]
     assert credentials["password"] == MASK

@@ -28,8 +28,7 @@ from typing import Any
 import pytest
 
 from dissectors.registry import MAIL_PORTS
-from passive.analysis.pipeline import Analysis, AnalysisOptions
-from passive.capture.engine import CaptureOptions, analyze_file
+from passive.analysis.pipeline import AnalysisOptions, analyze_captures
 from passive.findings.model import MAX_DETAILS
 from passive.results.records import finding_record
 from tests.corpus import CORPUS, require_corpus
@@ -72,10 +71,8 @@ def tshark(request: pytest.FixtureRequest) -> dict[Path, TsharkView]:
 
 @functools.cache
 def leakscope(capture: Path, all_ports: bool) -> tuple[dict[str, Any], ...]:
-    analysis = Analysis(AnalysisOptions(all_ports=all_ports))
-    analysis.file = str(capture)
-    analyze_file(capture, analysis.handler_factory, CaptureOptions(all_ports=all_ports))
-    return tuple(finding_record(finding, show_secrets=True) for finding in analysis.findings)
+    results = analyze_captures([str(capture)], AnalysisOptions(all_ports=all_ports))
+    return tuple(finding_record(finding, show_secrets=True) for finding in results.findings)
 
 
 def _port(endpoint: str) -> int:

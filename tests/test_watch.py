@@ -26,8 +26,10 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from dissectors.registry import MAIL_PORTS
+from passive.analysis.classify import mail_capture_options
 from passive.analysis.pipeline import Analysis
-from passive.capture.engine import analyze_file, libpcap_available
+from passive.capture import analyze_file, libpcap_available
 from passive.cli.dashboard import dashboard as _dashboard
 from passive.cli.dashboard import entry_line as _entry_line
 from passive.live.monitor import Monitor, WatchOptions, open_capture
@@ -151,7 +153,7 @@ def _analyze(captures: list[Path]) -> list[dict[str, Any]]:
     analysis = Analysis()
     for capture in captures:
         analysis.file = str(capture)
-        analyze_file(capture, analysis.handler_factory)
+        analyze_file(capture, analysis.handler_factory, mail_capture_options())
     return [finding_record(finding) for finding in analysis.findings]
 
 
@@ -317,11 +319,11 @@ def test_live_filter_has_no_protochain_and_passes_mail_only() -> None:
     import pcapy  # type: ignore[import-untyped]
     from scapy.layers.inet6 import IPv6ExtHdrHopByHop
 
-    from passive.capture.engine import build_bpf_filter
+    from passive.capture import build_bpf_filter
     from tests.helpers_capture import ether, ipv4, ipv6, tcp
 
     # protochain compiles to a loop, which the Linux kernel refuses: libpcap would then filter in user space.
-    expression = build_bpf_filter(protochain=False)
+    expression = build_bpf_filter(MAIL_PORTS, protochain=False)
     assert "protochain" not in expression
     program = pcapy.compile(1, 262144, expression, 1, 0xFFFFFFFF)
     smtp, web = tcp(40000, 25, 1), tcp(40000, 443, 1)
@@ -344,7 +346,7 @@ def test_dashboard_and_log_lines_show_hostile_names_as_escapes(tmp_path: Path) -
     monitor = Monitor(WatchOptions("eth-test"), FindingStore(":memory:"))
     monitor.writer = monitor.store.writer("watch")
     for capture in sorted((ROOT / "pcaps").glob("*hostile-names*.pcap")):
-        analyze_file(capture, monitor.analysis.handler_factory)
+        analyze_file(capture, monitor.analysis.handler_factory, mail_capture_options())
     monitor._flush()
     buffer = io.StringIO()
     Console(file=buffer, width=200, force_terminal=True, color_system="truecolor").print(_dashboard(monitor))

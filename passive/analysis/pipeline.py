@@ -15,14 +15,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dissectors.registry import PORT_PROTOCOLS
+from passive.analysis.classify import mail_capture_options
 from passive.analysis.domains import IpNetwork
 from passive.analysis.flow import EngineHandler, MailFlow, SessionRecord
 from passive.analysis.relays import RelayLedger, RelayPolicy
 from passive.analysis.stats import RunStats
-from passive.capture import reassembly
+from passive.capture import analyze_file
 from passive.capture.counters import CaptureCounters
-from passive.capture.engine import CaptureError, CaptureOptions, analyze_file
+from passive.capture.flow import Flow
+from passive.capture.options import CaptureOptions
 from passive.core.endpoints import endpoint
+from passive.core.errors import CaptureError
 from passive.findings.model import FindingSet
 
 # Events kept per session for --events; past that a session's events are counted, not kept.
@@ -42,7 +45,7 @@ class AnalysisOptions:
     backend: str = "auto"  # capture reader: "auto", "libpcap" or "python"
 
     def capture_options(self) -> CaptureOptions:
-        return CaptureOptions(all_ports=self.all_ports, bpf=self.bpf, backend=self.backend)
+        return mail_capture_options(all_ports=self.all_ports, bpf=self.bpf, backend=self.backend)
 
 
 class Analysis:
@@ -62,7 +65,7 @@ class Analysis:
         protocol = PORT_PROTOCOLS.get(server_port)
         return MailFlow(self, endpoint(server_ip, server_port), endpoint(client_ip, client_port), protocol, partial)
 
-    def handler_factory(self, flow: reassembly.Flow) -> EngineHandler:
+    def handler_factory(self, flow: Flow) -> EngineHandler:
         """For the capture engine: one handler per reassembled TCP flow."""
         return EngineHandler(self, flow)
 

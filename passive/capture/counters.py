@@ -14,9 +14,9 @@ class CaptureCounters:
 
     ``packets_read`` counts every frame of a file (with ``exact_frames=False`` on the
     libpcap path, and on live captures, only the frames the BPF filter passed).
-    ``packets_matched`` counts frames the mail filter (BPF, or its pure-Python
+    ``packets_matched`` counts frames the port filter (BPF, or its pure-Python
     equivalent) passed; every matched frame then lands in exactly one of
-    ``segments`` (reached TCP reassembly), ``ignored`` (not IP/TCP, not a mail
+    ``segments`` (reached TCP reassembly), ``ignored`` (not IP/TCP, not a wanted
     port, unsupported link), ``decode_errors`` or ``ip_fragments``.
     """
 
@@ -33,7 +33,7 @@ class CaptureCounters:
     flows_expired: int = 0  # idle timeout (capture time)
     flows_evicted: int = 0  # flow table full
     flows_flushed: int = 0  # still open at the end of the capture
-    flows_not_mail: int = 0  # dropped by the port-independent classifier
+    flows_not_mail: int = 0  # dropped by the port-independent classifier (or still undecided at close)
     flows_declined: int = 0  # handler factory returned None
     stray_segments: int = 0  # no payload, no SYN, no known flow (late ACK/FIN/RST)
     bytes_delivered: int = 0

@@ -70,6 +70,18 @@ def sniff_kind(path: Path) -> FileKind:
     raise CaptureFormatError(f"not a pcap or pcapng file (magic {head.hex()})")
 
 
+def is_capture(path: str | Path) -> bool:
+    """Whether ``path`` holds a pcap or pcapng capture, plain or gzip-compressed (by magic numbers).
+
+    Raises OSError when the file cannot be read.
+    """
+    try:
+        sniff_kind(Path(path))
+    except CaptureFormatError:
+        return False
+    return True
+
+
 class _Stream:
     """Forward-only buffered access to a binary stream."""
 

@@ -2,15 +2,15 @@
 
 Feed :meth:`Reassembler.process` one decoded TCP segment at a time (see
 :mod:`passive.capture.linklayer`), with its frame number and capture timestamp. For every
-connection the reassembler asks a factory for a :class:`StreamHandler` and then calls it
-with ``on_open``, ``on_data`` (contiguous :class:`Chunk` pieces, each naming the frame it
-came from), ``on_gap`` and ``on_close``.
+connection the reassembler asks a factory for a :class:`~passive.capture.flow.StreamHandler`
+and then calls it with ``on_open``, ``on_data`` (contiguous :class:`~passive.capture.flow.Chunk`
+pieces, each naming the frame it came from), ``on_gap`` and ``on_close``.
 
 Policy, in short:
 
 * **Direction.** The sender of a SYN (without ACK) is the client, the sender of a SYN+ACK
-  the server. Without a SYN, the side using a server port (``server_ports``, the mail
-  ports by default) is the server; if neither or both do, the lower port is the server;
+  the server. Without a SYN, the side using a server port (``server_ports``, given by
+  the caller) is the server; if neither or both do, the lower port is the server;
   on equal ports the sender of the first packet seen is the client.
 * **Sequence space.** Sequence numbers are compared modulo 2**32 against the next
   expected one (a signed 32-bit difference), then mapped onto an unbounded stream offset,
@@ -32,170 +32,35 @@ Policy, in short:
   their FIN. Flows idle longer than ``idle_timeout`` seconds of *capture* time expire.
   When the table holds ``max_flows`` flows the least recently active ones are evicted.
   Anything still open at the end is flushed with reason ``END``.
+* **Classification.** With a ``classifier``, a new flow's events are held (at most
+  ``_CLASSIFY_LIMIT`` bytes seen) until the classifier, shown the first bytes of each
+  side, keeps the flow (the held events are replayed to its handler) or drops it.
 * **Truncated frames** (snaplen shorter than the segment): the captured bytes are
   delivered, the rest reported as a gap.
 """
 
 from __future__ import annotations
 
-import bisect
 import heapq
-from collections.abc import Callable
-from enum import IntEnum, StrEnum
-from typing import NamedTuple, Protocol
 
-from dissectors.registry import MAIL_PORTS, NOT_MAIL, identify
 from passive.capture.counters import CaptureCounters
-from passive.capture.linklayer import ACK, FIN, RST, SYN, Segment, format_endpoint
+from passive.capture.flow import (
+    SEQ_MASK,
+    Chunk,
+    Classifier,
+    CloseReason,
+    Direction,
+    Flow,
+    HandlerFactory,
+    _Half,
+    sender_is_client,
+)
+from passive.capture.linklayer import ACK, FIN, RST, SYN, Segment
+from passive.capture.options import IDLE_TIMEOUT, MAX_BUFFER, MAX_BUFFER_SEGMENTS, MAX_FLOWS, MAX_TOTAL_BUFFER
 
-_MASK = 0xFFFFFFFF
-_HALF = 0x80000000
 _TAIL_KEEP = 2048  # bytes of the last delivered piece kept for overlap conflict checks
-_CLASSIFY_LIMIT = 4096  # bytes buffered per flow while deciding whether it is mail
-
-
-class Direction(IntEnum):
-    CLIENT_TO_SERVER = 0
-    SERVER_TO_CLIENT = 1
-
-
+_CLASSIFY_LIMIT = 4096  # bytes of a flow's first data (both sides) shown to the classifier; undecided then: dropped
 _DIRECTIONS = (Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT)
-
-
-class CloseReason(StrEnum):
-    FIN = "fin"
-    RST = "rst"
-    TIMEOUT = "timeout"
-    EVICTED = "evicted"
-    END = "end"  # capture ended with the flow still open
-    REUSED = "reused"  # a new SYN with another ISN took over the 4-tuple
-
-
-class Chunk(NamedTuple):
-    """A contiguous piece of one direction's byte stream, all from one frame."""
-
-    data: bytes
-    frame: int  # 1-based frame number in the capture (as tshark counts)
-    ts: float  # capture timestamp of that frame, seconds since the epoch
-    offset: int  # stream offset of data[0]; 0 is the first byte after the SYN (or the first byte seen)
-
-
-class StreamHandler(Protocol):
-    """Consumer of one flow's events (one instance per flow, made by a HandlerFactory)."""
-
-    def on_open(self, flow: Flow) -> None: ...
-
-    def on_data(self, flow: Flow, direction: Direction, chunk: Chunk) -> None: ...
-
-    def on_gap(self, flow: Flow, direction: Direction, missing: int, frame: int, ts: float) -> None: ...
-
-    def on_close(self, flow: Flow, reason: CloseReason) -> None: ...
-
-
-HandlerFactory = Callable[["Flow"], StreamHandler | None]
-"""Called once per new flow; returning None ignores the flow (its packets are then dropped cheaply)."""
-
-Classifier = Callable[[bytes, bytes], bool | None]
-"""(first server->client bytes, first client->server bytes) -> True mail, False not mail, None undecided."""
-
-
-def default_mail_classifier(server: bytes, client: bytes) -> bool | None:
-    """Mail or not by the first bytes of each side (:func:`passive.mailproto.identify`); None while undecided."""
-    protocol = identify(server, client)
-    return None if protocol is None else protocol != NOT_MAIL
-
-
-class _Half:
-    """Reassembly state of one direction."""
-
-    __slots__ = (
-        "fin_rel",
-        "finished",
-        "next_rel",
-        "next_seq",
-        "pending",
-        "pending_bytes",
-        "resync",
-        "started",
-        "syn_seq",
-        "tail",
-        "tail_rel",
-    )
-
-    def __init__(self) -> None:
-        self.started = False
-        self.next_seq = 0  # next expected sequence number, mod 2**32
-        self.next_rel = 0  # ...as an unbounded stream offset
-        self.pending: list[tuple[int, bytes, int, float]] = []  # (offset, data, frame, ts), sorted, disjoint
-        self.pending_bytes = 0
-        self.fin_rel: int | None = None
-        self.finished = False  # delivered everything up to the FIN
-        self.resync = False
-        self.syn_seq: int | None = None
-        self.tail = b""
-        self.tail_rel = 0
-
-    def rel(self, seq: int) -> int:
-        diff = (seq - self.next_seq) & _MASK
-        if diff & _HALF:
-            diff -= 0x100000000
-        return self.next_rel + diff
-
-
-class Flow:
-    """One TCP connection. ``client``/``server`` are printable ``ip:port`` strings (IPv6 bracketed)."""
-
-    __slots__ = (
-        "_events",
-        "_halves",
-        "_keys",
-        "_seen",
-        "client",
-        "client_addr",
-        "client_port",
-        "first_frame",
-        "first_ts",
-        "handler",
-        "id",
-        "last_frame",
-        "last_ts",
-        "partial",
-        "server",
-        "server_addr",
-        "server_port",
-        "state",
-    )
-
-    # states
-    CLASSIFYING = 0
-    ACTIVE = 1
-    IGNORED = 2
-
-    def __init__(
-        self, flow_id: int, client: tuple[bytes, int], server: tuple[bytes, int], frame: int, ts: float
-    ) -> None:
-        self.id = flow_id
-        self.client_addr, self.client_port = client
-        self.server_addr, self.server_port = server
-        self.client = format_endpoint(*client)
-        self.server = format_endpoint(*server)
-        self.first_frame = self.last_frame = frame
-        self.first_ts = self.last_ts = ts
-        self.partial = False
-        self.handler: StreamHandler | None = None
-        self.state = Flow.ACTIVE
-        self._halves: tuple[_Half, _Half] | None = (_Half(), _Half())
-        self._keys: tuple[tuple[bytes, int, bytes, int], ...] = ()
-        self._events: list[tuple] | None = None
-        self._seen = [b"", b""]
-
-    @property
-    def key(self) -> str:
-        """Stable printable flow key: ``client->server``."""
-        return f"{self.client}->{self.server}"
-
-    def __repr__(self) -> str:
-        return f"Flow(#{self.id} {self.key}{' partial' if self.partial else ''})"
 
 
 class Reassembler:
@@ -206,12 +71,12 @@ class Reassembler:
         handler_factory: HandlerFactory,
         *,
         counters: CaptureCounters | None = None,
-        server_ports: frozenset[int] = MAIL_PORTS,
-        idle_timeout: float = 300.0,
-        max_flows: int = 10_000,
-        max_buffer: int = 256 * 1024,
-        max_buffer_segments: int = 512,
-        max_total_buffer: int = 64 * 1024 * 1024,
+        server_ports: frozenset[int] = frozenset(),
+        idle_timeout: float = IDLE_TIMEOUT,
+        max_flows: int = MAX_FLOWS,
+        max_buffer: int = MAX_BUFFER,
+        max_buffer_segments: int = MAX_BUFFER_SEGMENTS,
+        max_total_buffer: int = MAX_TOTAL_BUFFER,
         resync_lines: bool = True,
         classifier: Classifier | None = None,
     ) -> None:
@@ -244,17 +109,12 @@ class Reassembler:
         self.counters.segments += 1
         if ts >= self._sweep_at:
             self.expire(ts)
-
         entry = self._table.get((src, sport, dst, dport))
-        if entry is None:
-            if not wire_len and not flags & SYN:
-                self.counters.stray_segments += 1
+        if entry is None or flags & SYN:
+            entry = self._flow_for(entry, segment, frame, ts)
+            if entry is None:
                 return
-            flow, direction = self._open(src, sport, dst, dport, flags, frame, ts)
-        else:
-            flow, direction = entry
-            if flags & SYN and not flags & ACK and flow.state != Flow.IGNORED:
-                flow, direction = self._maybe_reused(flow, direction, src, sport, dst, dport, seq, flags, frame, ts)
+        flow, direction = entry
         flow.last_ts = ts
         flow.last_frame = frame
         halves = flow._halves
@@ -262,7 +122,6 @@ class Reassembler:
             if flags & RST:
                 self._forget(flow)
             return
-
         half = halves[direction]
         if not wire_len and not flags & (SYN | FIN | RST) and half.started:
             # A bare ACK: only the peer's holes care.
@@ -286,7 +145,7 @@ class Reassembler:
             # Fast path, most segments: the next in-order bytes of an established, accepted flow.
             offset = half.next_rel
             half.next_rel = end = offset + wire_len
-            half.next_seq = (seq + wire_len) & _MASK
+            half.next_seq = (seq + wire_len) & SEQ_MASK
             if wire_len <= _TAIL_KEEP:
                 half.tail, half.tail_rel = payload, offset
             else:
@@ -297,23 +156,35 @@ class Reassembler:
             if other.pending and flags & ACK and other.rel(ack) >= other.pending[0][0]:
                 self._fill_hole(flow, 1 - direction, other)
             return
-        if not half.started:
-            if flags & SYN:
-                half.syn_seq = seq
-                half.next_seq = (seq + 1) & _MASK
-            else:
-                half.next_seq = seq
-                half.resync = self.resync_lines
-                if not flow.partial:
-                    flow.partial = True
-                    self.counters.flows_partial += 1
-            half.started = True
-        if flags & SYN:
-            seq = (seq + 1) & _MASK
+        self._segment(flow, halves, direction, segment, frame, ts)
 
+    def _flow_for(
+        self, entry: tuple[Flow, int] | None, segment: Segment, frame: int, ts: float
+    ) -> tuple[Flow, int] | None:
+        """The flow and direction of a segment that is a SYN or matches no flow; None for a stray segment."""
+        flags = segment[6]
+        if entry is None:
+            if not segment[8] and not flags & SYN:
+                self.counters.stray_segments += 1
+                return None
+            return self._open(segment, frame, ts)
+        if flags & SYN and not flags & ACK and entry[0].state != Flow.IGNORED:
+            return self._maybe_reused(entry, segment, frame, ts)
+        return entry
+
+    def _segment(
+        self, flow: Flow, halves: tuple[_Half, _Half], direction: int, segment: Segment, frame: int, ts: float
+    ) -> None:
+        """Any segment off the fast path: first of its direction, SYN/FIN/RST, out of order, overlapping..."""
+        _src, _dst, _sport, _dport, seq, ack, flags, payload, wire_len, _info = segment
+        half = halves[direction]
+        if not half.started and not half.start(seq, flags, self.resync_lines) and not flow.partial:
+            flow.partial = True  # picked up mid-stream
+            self.counters.flows_partial += 1
+        if flags & SYN:
+            seq = (seq + 1) & SEQ_MASK
         if wire_len:
             self._add(flow, direction, half, half.rel(seq), payload, wire_len, frame, ts)
-
         if flags & ACK:
             other = halves[1 - direction]
             if other.pending and other.rel(ack) >= other.pending[0][0]:
@@ -347,21 +218,18 @@ class Reassembler:
 
     # -- flow table ------------------------------------------------------------------------
 
-    def _open(
-        self, src: bytes, sport: int, dst: bytes, dport: int, flags: int, frame: int, ts: float
-    ) -> tuple[Flow, int]:
+    def _open(self, segment: Segment, frame: int, ts: float) -> tuple[Flow, int]:
+        src, dst, sport, dport, _seq, _ack, flags, _payload, _wire_len, _info = segment
         if len(self._flows) >= self.max_flows:
             self._evict()
-        if self._sender_is_client(sport, dport, flags):
+        if sender_is_client(sport, dport, flags, self.server_ports):
             client, server, direction = (src, sport), (dst, dport), Direction.CLIENT_TO_SERVER
         else:
             client, server, direction = (dst, dport), (src, sport), Direction.SERVER_TO_CLIENT
         flow = Flow(self._next_id, client, server, frame, ts)
         self._next_id += 1
         self.counters.flows += 1
-        c2s = (client[0], client[1], server[0], server[1])
-        s2c = (server[0], server[1], client[0], client[1])
-        flow._keys = (c2s, s2c)
+        c2s, s2c = flow._keys
         self._table[c2s] = (flow, Direction.CLIENT_TO_SERVER)
         self._table[s2c] = (flow, Direction.SERVER_TO_CLIENT)
         self._flows[flow.id] = flow
@@ -371,16 +239,6 @@ class Reassembler:
             flow.state = Flow.CLASSIFYING
             flow._events = []
         return flow, direction
-
-    def _sender_is_client(self, sport: int, dport: int, flags: int) -> bool:
-        if flags & SYN:
-            return not flags & ACK
-        ports = self.server_ports
-        if (dport in ports) != (sport in ports):
-            return dport in ports
-        if sport != dport:
-            return dport < sport
-        return True
 
     def _activate(self, flow: Flow) -> None:
         handler = self.factory(flow)
@@ -404,27 +262,17 @@ class Reassembler:
         flow._seen = [b"", b""]
         flow.handler = None
 
-    def _maybe_reused(
-        self,
-        flow: Flow,
-        direction: int,
-        src: bytes,
-        sport: int,
-        dst: bytes,
-        dport: int,
-        seq: int,
-        flags: int,
-        frame: int,
-        ts: float,
-    ) -> tuple[Flow, int]:
+    def _maybe_reused(self, entry: tuple[Flow, int], segment: Segment, frame: int, ts: float) -> tuple[Flow, int]:
+        """A SYN on an open 4-tuple: a new connection if its ISN differs from the flow's first SYN."""
+        flow, direction = entry
         halves = flow._halves
         if halves is None:
-            return flow, direction
-        half = halves[direction]
-        if half.syn_seq is None or half.syn_seq == seq:
-            return flow, direction  # first SYN of a flow opened by another packet, or a retransmitted SYN
+            return entry
+        syn_seq = halves[direction].syn_seq
+        if syn_seq is None or syn_seq == segment[4]:
+            return entry  # first SYN of a flow opened by another packet, or a retransmitted SYN
         self._close(flow, CloseReason.REUSED)
-        return self._open(src, sport, dst, dport, flags, frame, ts)
+        return self._open(segment, frame, ts)
 
     def _evict(self) -> None:
         count = max(1, self.max_flows // 64)  # evict a batch so the scan is amortised
@@ -473,7 +321,8 @@ class Reassembler:
             counters.overlaps += 1
             if end <= next_rel:
                 counters.retransmissions += 1
-            self._check_tail(half, rel, data)
+            if half.tail_conflicts(rel, data):
+                counters.overlap_conflicts += 1
             if end <= next_rel:
                 return
             cut = next_rel - rel
@@ -488,7 +337,11 @@ class Reassembler:
             return
         if rel > next_rel:
             counters.out_of_order += 1
-        self._insert(half, rel, data, frame, ts)
+        added, overlapped, conflict = half.insert(rel, data, frame, ts)
+        self._pending_total += added
+        if overlapped:
+            counters.overlaps += 1
+            counters.overlap_conflicts += conflict
         self._drain(flow, direction, half)
         while half.pending and (
             half.pending_bytes > self.max_buffer
@@ -497,48 +350,6 @@ class Reassembler:
         ):
             counters.buffer_cap_hits += 1
             self._fill_hole(flow, direction, half)
-
-    def _check_tail(self, half: _Half, rel: int, data: bytes) -> None:
-        """Count a conflict if retransmitted bytes differ from the delivered ones we still hold."""
-        tail, tail_rel = half.tail, half.tail_rel
-        lo = max(rel, tail_rel)
-        hi = min(rel + len(data), tail_rel + len(tail), half.next_rel)
-        if lo < hi and data[lo - rel : hi - rel] != tail[lo - tail_rel : hi - tail_rel]:
-            self.counters.overlap_conflicts += 1
-
-    def _insert(self, half: _Half, rel: int, data: bytes, frame: int, ts: float) -> None:
-        """Buffer ``data`` at ``rel``, keeping only bytes not already buffered (first seen wins)."""
-        pending = half.pending
-        end = rel + len(data)
-        index = bisect.bisect_left(pending, rel, key=lambda p: p[0])
-        if index and pending[index - 1][0] + len(pending[index - 1][1]) > rel:
-            index -= 1
-        pieces: list[tuple[int, bytes, int, float]] = []
-        cursor = rel
-        overlapped = conflict = False
-        while index < len(pending) and pending[index][0] < end:
-            p_start, p_data = pending[index][0], pending[index][1]
-            p_end = p_start + len(p_data)
-            if p_start > cursor:
-                pieces.append((cursor, data[cursor - rel : p_start - rel], frame, ts))
-            lo, hi = max(cursor, p_start), min(end, p_end)
-            if lo < hi:
-                overlapped = True
-                if data[lo - rel : hi - rel] != p_data[lo - p_start : hi - p_start]:
-                    conflict = True
-            cursor = max(cursor, p_end)
-            index += 1
-        if cursor < end:
-            pieces.append((cursor, data[cursor - rel :], frame, ts))
-        if overlapped:
-            self.counters.overlaps += 1
-            if conflict:
-                self.counters.overlap_conflicts += 1
-        for piece in pieces:
-            if piece[1]:
-                bisect.insort(pending, piece, key=lambda p: p[0])
-                half.pending_bytes += len(piece[1])
-                self._pending_total += len(piece[1])
 
     def _drain(self, flow: Flow, direction: int, half: _Half) -> None:
         pending = half.pending
@@ -568,7 +379,7 @@ class Reassembler:
 
     def _gap(self, flow: Flow, direction: int, half: _Half, upto: int, frame: int, ts: float) -> None:
         missing = upto - half.next_rel
-        half.next_seq = (half.next_seq + missing) & _MASK
+        half.next_seq = (half.next_seq + missing) & SEQ_MASK
         half.next_rel = upto
         self.counters.gaps += 1
         self.counters.gap_bytes += missing
@@ -583,7 +394,7 @@ class Reassembler:
         offset = half.next_rel
         size = len(data)
         half.next_rel = offset + size
-        half.next_seq = (half.next_seq + size) & _MASK
+        half.next_seq = (half.next_seq + size) & SEQ_MASK
         half.tail = data if size <= _TAIL_KEEP else data[-_TAIL_KEEP:]
         half.tail_rel = offset + size - len(half.tail)
         if half.resync:

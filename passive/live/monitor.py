@@ -1,6 +1,6 @@
 """Live monitoring of a span port: capture, analyze, persist findings as they appear, keep memory flat.
 
-:class:`Monitor` runs a :class:`~passive.capture.engine.LiveCapture` (kernel BPF filter for mail) into an
+:class:`Monitor` runs a :class:`~passive.capture.live.LiveCapture` (kernel BPF filter for mail) into an
 :class:`~passive.analysis.pipeline.Analysis`. Once a second (on capture time carried forward while traffic is idle) it:
 
 * expires idle flows (the capture loop does this before calling back),
@@ -22,11 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from passive.analysis.classify import mail_capture_options
 from passive.analysis.domains import IpNetwork
 from passive.analysis.pipeline import Analysis, AnalysisOptions
-from passive.capture.counters import CaptureCounters
-from passive.capture.engine import CaptureError, CaptureOptions, LiveCapture, PcapStats
-from passive.core.errors import InputError, StoreError
+from passive.capture import CaptureCounters, LiveCapture, PcapStats
+from passive.core.errors import CaptureError, InputError, StoreError
 from passive.findings.kinds import KINDS
 from passive.findings.model import Finding, FindingType
 from passive.results.jsonio import dumps
@@ -89,7 +89,7 @@ class FeedEntry:
 
 def open_capture(options: WatchOptions) -> LiveCapture:
     """Open the interface with the mail filter, or raise :class:`WatchError` with a one-line reason."""
-    capture_options = CaptureOptions(
+    capture_options = mail_capture_options(
         all_ports=options.all_ports,
         bpf=options.bpf,
         idle_timeout=options.idle_timeout,

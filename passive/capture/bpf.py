@@ -1,0 +1,53 @@
+"""The BPF expression that lets only the wanted TCP through libpcap (files) or the kernel (live).
+
+It passes TCP on the given ports (any TCP with ``all_ports``, or when no port is given),
+also under one or two VLAN tags on Ethernet, plus IPv6 packets that reach TCP through
+extension headers (BPF cannot check their ports, so Python does). A user's expression is
+ANDed in front of it (placed first so the offsets that ``vlan`` shifts do not apply to it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from passive.capture.linklayer import LINKTYPE_ETHERNET
+
+# IPv6 extension headers hide TCP from `tcp`/`port`; protochain finds it, Python checks ports.
+# Fragment headers get their own clause: libpcap's optimiser mishandles them combined with the other.
+_IPV6_CHAINED = "(ip6 protochain 6 and not ip6 proto 6) or (ip6 protochain 44)"
+# Without protochain: hop-by-hop, routing, fragment, destination options, AH as the first next header.
+_IPV6_CHAINED_LOOP_FREE = "(ip6 and (ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 60 or ip6[6] == 51))"
+
+
+def build_bpf_filter(
+    ports: Iterable[int],
+    *,
+    all_ports: bool = False,
+    user_filter: str | None = None,
+    linktype: int = LINKTYPE_ETHERNET,
+    ipv6_ext_in_vlan: bool = True,
+    protochain: bool = True,
+) -> str:
+    """BPF expression passing TCP on ``ports`` (any TCP with ``all_ports`` or no ports), VLAN-tagged too on Ethernet.
+
+    ``ipv6_ext_in_vlan=False`` leaves out the IPv6 extension-header clause under VLAN tags,
+    for live Linux captures where libpcap cannot combine ``protochain`` with ``vlan``.
+    ``protochain=False`` replaces ``protochain`` (a loop, which the Linux kernel refuses, so libpcap
+    would silently filter every packet in user space) by a check of the first IPv6 next header.
+    """
+    port_set = sorted(set(ports))
+    if all_ports or not port_set:
+        tcp = "tcp"
+    else:
+        port_list = " or ".join(f"port {p}" for p in port_set)
+        tcp = f"tcp and ({port_list})"
+    chained = _IPV6_CHAINED if protochain else _IPV6_CHAINED_LOOP_FREE
+    base = f"({tcp}) or {chained}"
+    expr = base
+    if linktype == LINKTYPE_ETHERNET:
+        # `vlan` shifts offsets for the rest of the expression, hence the nesting for QinQ.
+        tagged = base if ipv6_ext_in_vlan else f"({tcp})"
+        expr = f"({base}) or (vlan and (({tagged}) or (vlan and ({tagged}))))"
+    if user_filter and user_filter.strip():
+        expr = f"({user_filter}) and ({expr})"
+    return expr

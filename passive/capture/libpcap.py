@@ -1,0 +1,152 @@
+"""Reading capture files through libpcap (the pcapy-ng binding), with a BPF filter.
+
+libpcap filters in C, so Python only sees the packets the filter passes. The binding is
+optional at run time: :func:`libpcap_available` says whether it is installed; without it
+the capture layer falls back to its pure-Python reader (:mod:`passive.capture.pyreader`).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from passive.capture.bpf import build_bpf_filter
+from passive.capture.options import CaptureOptions
+from passive.capture.pcapfile import MAX_RECORD, FrameLocator
+from passive.core.errors import CaptureError, one_line
+
+if TYPE_CHECKING:
+    from passive.capture.engine import Engine
+
+try:  # libpcap binding; optional at run time
+    import pcapy  # type: ignore[import-untyped]
+except ImportError:  # pragma: no cover - exercised by forcing backend="python" in tests
+    pcapy = None
+
+BATCH = 2048  # packets asked of libpcap per next_batch call on files
+META = struct.Struct("=IIII")  # next_batch's per-packet record: seconds, microseconds, offset in the buffer, length
+
+
+def libpcap_available() -> bool:
+    return pcapy is not None
+
+
+def read_with_libpcap(path: Path, engine: Engine, options: CaptureOptions) -> bool:
+    """Feed the packets of a classic pcap file that pass the filter to ``engine``.
+
+    Returns False, having read nothing, when libpcap refuses the file (e.g. a link type it
+    does not know): the built-in reader may still cope.
+    """
+    counters = engine.counters
+    try:
+        reader = pcapy.open_offline(str(path))
+    except pcapy.PcapError as exc:
+        counters.warn(f"libpcap could not open the file ({exc}); using the built-in reader", anomaly=False)
+        return False
+    linktype = reader.datalink()
+    expr = build_bpf_filter(options.ports, all_ports=options.all_ports, user_filter=options.bpf, linktype=linktype)
+    try:
+        reader.setfilter(expr)
+    except pcapy.PcapError as exc:
+        raise CaptureError(f"invalid BPF filter: {one_line(exc)}") from None
+    locator = FrameLocator(path) if options.exact_frames else None
+    batches = _LibpcapBatches(path, reader, expr)
+    try:
+        read = _feed_batches(batches, engine, linktype, locator)
+    finally:
+        if locator is not None:
+            locator.close()
+        reader.close()
+    counters.packets_read += read
+    damage = batches.damage
+    if damage is not None:
+        what = "truncated" if "truncated" in damage else "corrupt"
+        counters.warn(f"{what} capture: stopped after frame {read}: {damage}")
+    return True
+
+
+def _feed_batches(batches: _LibpcapBatches, engine: Engine, linktype: int, locator: FrameLocator | None) -> int:
+    """Feed every packet to the engine, numbered by ``locator`` if given; return the frames read."""
+    counters = engine.counters
+    locate = locator.locate if locator is not None else None
+    feed = engine.feed
+    ordinal = 0
+    iter_meta = META.iter_unpack
+    for buf, meta in batches:
+        for sec, usec, offset, caplen in iter_meta(meta):
+            data = buf[offset : offset + caplen]
+            ordinal += 1
+            if locate is None:
+                frame = ordinal
+            else:
+                frame = locate(sec, usec, data)
+                if frame is None:
+                    counters.warn(
+                        "exact frame numbers lost (file and libpcap disagree); numbering matched packets instead"
+                    )
+                    locator.close()  # type: ignore[union-attr]
+                    locator = locate = None
+                    frame = ordinal
+            feed(frame, sec + usec * 1e-6, linktype, data)
+    return locator.count_rest() if locator is not None else ordinal
+
+
+class _LibpcapBatches:
+    """Packet batches from ``next_batch``, salvaging the packets before a damaged record.
+
+    ``next_batch`` discards the whole batch when libpcap hits damage part-way through it,
+    so on error the file is reopened, the packets already handed out are skipped, and the
+    rest are read one by one up to the damage. ``damage`` then holds libpcap's message.
+    """
+
+    def __init__(self, path: Path, reader: object, expr: str) -> None:
+        self.path, self.reader, self.expr = path, reader, expr
+        self.damage: str | None = None
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
+        handed_out = 0
+        reader = self.reader
+        while True:
+            try:
+                buf, meta = reader.next_batch(BATCH)  # type: ignore[attr-defined]
+            except pcapy.PcapError as exc:
+                self.damage = one_line(exc)
+                break
+            if not meta:
+                return
+            handed_out += len(meta) // META.size
+            yield buf, meta
+        yield from self._salvage(handed_out)
+
+    def _salvage(self, handed_out: int) -> Iterator[tuple[bytes, bytes]]:
+        """Reread the file past the ``handed_out`` packets, one by one, up to the damage."""
+        salvage = pcapy.open_offline(str(self.path))
+        try:
+            salvage.setfilter(self.expr)
+            for _ in range(handed_out):
+                salvage.next()
+            while True:
+                try:
+                    header, data = salvage.next()
+                except pcapy.PcapError:
+                    break
+                if header is None:
+                    break
+                sec, usec = header.getts()
+                # A damaged record may hold a negative time; next_batch reports it as unsigned, so do the same.
+                yield data, META.pack(sec & 0xFFFFFFFF, usec & 0xFFFFFFFF, 0, len(data))
+        finally:
+            salvage.close()
+
+
+def compile_filter(expr: str, linktype: int) -> Callable[[bytes], bool]:
+    """A user's BPF expression as a predicate on frames of ``linktype``, for readers libpcap does not filter."""
+    if pcapy is None:
+        raise CaptureError("a BPF filter expression needs libpcap (pcapy-ng), which is not installed")
+    try:
+        program = pcapy.compile(linktype, MAX_RECORD, expr, 1, 0xFFFFFFFF)
+    except pcapy.PcapError as exc:
+        raise CaptureError(f"invalid BPF filter for link type {linktype}: {one_line(exc)}") from None
+    return lambda data: bool(program.filter(data))

@@ -1,0 +1,184 @@
+"""Live capture from a network interface through libpcap, with the port filter run by the kernel."""
+
+from __future__ import annotations
+
+import select
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from passive.capture.bpf import build_bpf_filter
+from passive.capture.counters import CaptureCounters
+from passive.capture.engine import Engine
+from passive.capture.flow import HandlerFactory
+from passive.capture.libpcap import META, libpcap_available, pcapy
+from passive.capture.options import CaptureOptions
+from passive.capture.reassembly import Reassembler
+from passive.core.errors import CaptureError, one_line
+
+SNAPLEN = 262144  # bytes kept of each packet: whole packets
+LIVE_BATCH = 256  # packets asked of libpcap per next_batch call
+
+
+class PcapStats(NamedTuple):
+    received: int
+    dropped: int  # dropped by the kernel: buffer full
+    if_dropped: int  # dropped by the interface/driver
+
+
+class LiveCapture:
+    """Capture from a live interface (needs libpcap and capture privileges).
+
+    Frames are numbered in the order they are received (only packets the BPF filter
+    passes reach us, so these are not positions in any file). Call :meth:`stats` for
+    libpcap's receive/drop counts; ``run`` stops when ``should_stop()`` returns true (after
+    reading what the kernel had queued, for at most ``drain_seconds``), after ``max_packets``
+    packets, or on an error.
+    """
+
+    def __init__(
+        self,
+        interface: str,
+        options: CaptureOptions | None = None,
+        *,
+        snaplen: int = SNAPLEN,
+        promisc: bool = True,
+        timeout_ms: int = 250,
+        buffer_size: int | None = None,
+    ) -> None:
+        if not libpcap_available():
+            raise CaptureError("live capture needs libpcap (pcapy-ng), which is not installed")
+        self.options = options = options or CaptureOptions()
+        self.interface = interface
+        handle = _activate(interface, snaplen, promisc, timeout_ms, buffer_size)
+        self._handle = handle
+        self._timeout = max(timeout_ms, 1) / 1000
+        # After should_stop(): how long at most to keep reading what was captured before the stop.
+        self.drain_seconds = max(1.0, 4 * self._timeout)
+        # Non-blocking reads plus select(): with TPACKET_V3 a blocking read may wait past its timeout
+        # while no packet arrives, and `should_stop` would not be looked at.
+        handle.setnonblock(1)
+        self.linktype = handle.datalink()
+        # Loop-free, so the kernel runs the filter and only the wanted ports reach user space.
+        expr = build_bpf_filter(
+            options.ports,
+            all_ports=options.all_ports,
+            user_filter=options.bpf,
+            linktype=self.linktype,
+            protochain=False,
+        )
+        try:
+            handle.setfilter(expr)
+        except pcapy.PcapError as exc:
+            raise CaptureError(f"invalid BPF filter: {one_line(exc)}") from None
+        self.filter = expr
+
+    def run(
+        self,
+        handler_factory: HandlerFactory,
+        *,
+        max_packets: int | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+        counters: CaptureCounters | None = None,
+        on_tick: Callable[[float], None] | None = None,
+        tick_interval: float = 1.0,
+    ) -> CaptureCounters:
+        """Capture until stopped; ``on_tick(capture_now)`` runs every ``tick_interval`` s, traffic or not.
+
+        Idle flows expire on capture time even when no packet arrives: capture time is carried
+        forward from the last packet's timestamp by the wall-clock time elapsed since it arrived.
+        """
+        counters = counters if counters is not None else CaptureCounters()
+        engine = Engine(handler_factory, self.options, counters)
+        frame = 0
+        last_ts: float | None = None
+        last_arrival = next_tick = time.monotonic()
+        drain_until: float | None = None  # set once stopping: until then, read what the kernel already queued
+        idle_waits = 0  # read timeouts waited in a row, while stopping, with nothing read
+        try:
+            while max_packets is None or frame < max_packets:
+                if drain_until is None and should_stop():
+                    # Bounded: on a busy span port the queue may never run dry.
+                    drain_until = time.monotonic() + self.drain_seconds
+                try:
+                    buf, meta = self._handle.next_batch(LIVE_BATCH)
+                except pcapy.PcapError as exc:
+                    counters.warn(f"capture on {self.interface} failed: {one_line(exc)}")
+                    break
+                if not meta:
+                    # Two whole read timeouts: TPACKET_V3 retires a partly filled block on a timer, not at once.
+                    if drain_until is not None and (idle_waits >= 2 or time.monotonic() >= drain_until):
+                        break  # the kernel's queue is empty
+                    select.select([self._handle.getfd()], [], [], self._timeout)
+                    idle_waits += drain_until is not None
+                else:
+                    idle_waits = 0
+                    frame, last_ts = self._feed(engine, buf, meta, frame, max_packets)
+                    last_arrival = time.monotonic()
+                now = time.monotonic()
+                if drain_until is not None and now >= drain_until:
+                    break
+                if now >= next_tick:
+                    next_tick = now + tick_interval
+                    _tick(engine.reassembler, last_ts, now - last_arrival, on_tick)
+        finally:
+            engine.finish()
+        return counters
+
+    def _feed(self, engine: Engine, buf: bytes, meta: bytes, frame: int, max_packets: int | None) -> tuple[int, float]:
+        """Feed one batch (up to ``max_packets`` frames in all); return the last frame number and timestamp."""
+        counters, feed, linktype = engine.counters, engine.feed, self.linktype
+        ts = 0.0
+        for sec, usec, offset, caplen in META.iter_unpack(meta):
+            frame += 1
+            counters.packets_read += 1
+            ts = sec + usec * 1e-6
+            feed(frame, ts, linktype, buf[offset : offset + caplen])
+            if max_packets is not None and frame >= max_packets:
+                break
+        return frame, ts
+
+    def stats(self) -> PcapStats:
+        received, dropped, if_dropped = self._handle.stats()
+        return PcapStats(received, dropped, if_dropped)
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> LiveCapture:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _activate(interface: str, snaplen: int, promisc: bool, timeout_ms: int, buffer_size: int | None) -> Any:
+    """An active libpcap handle on ``interface``, or :class:`CaptureError` with libpcap's reason."""
+    try:
+        handle = pcapy.create(interface)
+        handle.set_snaplen(snaplen)
+        handle.set_promisc(bool(promisc))
+        handle.set_timeout(timeout_ms)
+        if buffer_size:
+            handle.set_buffer_size(buffer_size)
+        status = handle.activate()
+    except pcapy.PcapError as exc:
+        raise CaptureError(f"cannot capture on {interface}: {one_line(exc)}") from None
+    if status is not None and status < 0:
+        # activate() reports failures as a libpcap status; open_live gives the readable message.
+        try:
+            pcapy.open_live(interface, snaplen, int(bool(promisc)), timeout_ms).close()
+        except pcapy.PcapError as exc:
+            raise CaptureError(f"cannot capture on {interface}: {one_line(exc)}") from None
+        raise CaptureError(f"cannot capture on {interface}: libpcap status {status}")
+    return handle
+
+
+def _tick(
+    reassembler: Reassembler, last_ts: float | None, since_arrival: float, on_tick: Callable[[float], None] | None
+) -> None:
+    """Expire idle flows on capture time (the last packet's, carried forward), then call ``on_tick``."""
+    capture_now = time.time() if last_ts is None else last_ts + since_arrival
+    reassembler.expire(capture_now)
+    if on_tick is not None:
+        on_tick(capture_now)

@@ -1,0 +1,46 @@
+"""Reading capture files with the built-in pure-Python reader, filtering in Python.
+
+Used for gzip-compressed files and pcapng, and for everything when libpcap is not
+installed. The port filter is :meth:`~passive.capture.engine.Engine.would_match`; a user's
+BPF expression is compiled by libpcap per link type (:func:`~passive.capture.libpcap.compile_filter`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from passive.capture.libpcap import compile_filter
+from passive.capture.options import CaptureOptions
+from passive.capture.pcapfile import CaptureFormatError, PacketReader, RawPacket
+from passive.core.errors import CaptureError, one_line
+
+if TYPE_CHECKING:
+    from passive.capture.engine import Engine
+
+
+def read_with_python(path: Path, engine: Engine, options: CaptureOptions) -> None:
+    """Feed the packets of a pcap/pcapng file (plain or gzip) that pass the filters to ``engine``."""
+    counters = engine.counters
+    try:
+        reader = PacketReader(path)
+    except (OSError, CaptureFormatError) as exc:
+        raise CaptureError(f"{path}: {one_line(exc)}") from None
+    user_filters: dict[int, Callable[[bytes], bool]] = {}
+    feed, would_match = engine.feed, engine.would_match
+    packet: RawPacket
+    for packet in reader:
+        counters.packets_read += 1
+        frame, ts, linktype, data, _wire_len = packet
+        if not would_match(data, linktype):
+            continue
+        if options.bpf:
+            accept = user_filters.get(linktype)
+            if accept is None:
+                accept = user_filters[linktype] = compile_filter(options.bpf, linktype)
+            if not accept(data):
+                continue
+        feed(frame, ts, linktype, data)
+    if reader.error:
+        counters.warn(reader.error)
