@@ -29,7 +29,7 @@ from dissectors.registry import MAIL_PORTS
 from dissectors.session import MailSession
 from dissectors.smtp import SmtpSession
 from fuzz.conversation import CLIENT, parse
-from passive.analysis.classify import default_mail_classifier, mail_capture_options
+from passive.analysis.classify import classify_mail, mail_capture_options
 from passive.analysis.detectors import SessionAnalyzer, SessionContext
 from passive.analysis.pipeline import Analysis, AnalysisOptions
 from passive.analysis.stats import RunStats
@@ -255,7 +255,7 @@ def reassembly(data: bytes) -> None:
         max_buffer=2048,
         max_buffer_segments=8,
         max_total_buffer=4096,
-        classifier=default_mail_classifier if all_ports else None,
+        classifier=classify_mail if all_ports else None,
     )
     cursors: dict[tuple, int] = {}
     frame, ts = 0, 1_700_000_000.0

@@ -1,4 +1,10 @@
-"""What the mail analysis asks of the capture layer: the mail ports, and how to tell a mail flow elsewhere."""
+"""Which flows are mail, and which protocol each speaks: decided once, from the first lines of each side.
+
+In port-independent mode the capture layer holds a new flow's first bytes and asks :func:`classify_mail`; its
+verdict is the flow's label, which the handler factory turns into the protocol's dissector. On the mail ports the
+port says the protocol. :class:`FirstLines` applies the same rule to a flow fed directly (the probe on an unknown
+port, tests), without a capture layer.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +13,36 @@ from typing import Any
 from dissectors.registry import MAIL_PORTS, NOT_MAIL, identify
 from passive.capture.options import CaptureOptions
 
+# Bytes of a flow's first data (both sides together) looked at before giving up on recognising it.
+CLASSIFY_LIMIT = 4096
 
-def default_mail_classifier(server: bytes, client: bytes) -> bool | None:
-    """Mail or not by the first bytes of each side (:func:`dissectors.registry.identify`); None while undecided."""
-    protocol = identify(server, client)
-    return None if protocol is None else protocol != NOT_MAIL
+
+def classify_mail(server: bytes, client: bytes) -> str | None:
+    """``"smtp"``, ``"pop3"``, ``"imap"``; ``""`` (not mail); None while the first lines are incomplete."""
+    return identify(server, client)
 
 
 def mail_capture_options(**settings: Any) -> CaptureOptions:
-    """:class:`CaptureOptions` for mail: the mail ports, and the greeting classifier for ``all_ports``.
+    """:class:`CaptureOptions` for mail: the mail ports, and :func:`classify_mail` for ``all_ports``.
 
     ``settings`` are further :class:`CaptureOptions` fields (``all_ports``, ``bpf``, ``backend``...).
     """
-    return CaptureOptions(ports=MAIL_PORTS, classifier=default_mail_classifier, **settings)
+    return CaptureOptions(ports=MAIL_PORTS, classifier=classify_mail, **settings)
+
+
+class FirstLines:
+    """The first bytes of each side of one flow, until :func:`classify_mail` names the protocol (or gives up)."""
+
+    def __init__(self) -> None:
+        self.held: list[tuple[bool, bytes, int | None, float | None]] = []  # (from server, data, frame, time)
+        self._seen = [b"", b""]  # server, client
+
+    def add(self, from_server: bool, data: bytes, frame: int | None, timestamp: float | None) -> str | None:
+        """Hold the bytes; the verdict once there is one (``""``: not mail, or undecided past the limit)."""
+        self.held.append((from_server, data, frame, timestamp))
+        side = 0 if from_server else 1
+        self._seen[side] += data[: max(0, CLASSIFY_LIMIT - len(self._seen[side]))]
+        verdict = classify_mail(self._seen[0], self._seen[1])
+        if verdict is None and len(self._seen[0]) + len(self._seen[1]) >= CLASSIFY_LIMIT:
+            return NOT_MAIL
+        return verdict

@@ -7,16 +7,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from dissectors import events as ev
-from dissectors.registry import PORT_PROTOCOLS, SESSION_TYPES, identify
+from dissectors.registry import SESSION_TYPES
 from dissectors.session import MailSession
+from passive.analysis.classify import FirstLines
 from passive.analysis.detectors import SessionAnalyzer, SessionContext
 from passive.analysis.relays import RelayLedger
 from passive.analysis.stats import RunStats
 from passive.capture import reassembly
 from passive.findings.model import FindingSet
-
-# In port-independent mode, bytes held per side while the first lines are awaited.
-MAX_UNCLASSIFIED = 4096
 
 
 @dataclass
@@ -51,16 +49,15 @@ class Analysis(Protocol):
 class EngineHandler:
     """Adapts the capture engine's per-flow callbacks to a :class:`MailFlow`."""
 
-    def __init__(self, analysis: Analysis, flow: reassembly.Flow) -> None:
+    def __init__(self, analysis: Analysis, protocol: str) -> None:
         self.analysis = analysis
+        self.protocol = protocol
         self.mail: MailFlow | None = None
 
     def _mail(self, flow: reassembly.Flow) -> MailFlow:
         if self.mail is None:
             # Created on first data: only then does the engine know whether the flow was picked up mid-stream.
-            self.mail = MailFlow(
-                self.analysis, flow.server, flow.client, PORT_PROTOCOLS.get(flow.server_port), flow.partial
-            )
+            self.mail = MailFlow(self.analysis, flow.server, flow.client, self.protocol, flow.partial)
         return self.mail
 
     def on_open(self, flow: reassembly.Flow) -> None:
@@ -83,77 +80,76 @@ _SIDES = {reassembly.Direction.CLIENT_TO_SERVER: ev.Side.CLIENT, reassembly.Dire
 
 
 class MailFlow:
-    """Per-flow handler: dissector plus detectors; in port-independent mode it first waits for a greeting."""
+    """Per-flow handler of a flow whose protocol is known: dissector plus detectors."""
 
-    def __init__(self, analysis: Analysis, server: str, client: str, protocol: str | None, partial: bool) -> None:
+    def __init__(self, analysis: Analysis, server: str, client: str, protocol: str, partial: bool) -> None:
         self.analysis = analysis
         self.server = server
         self.client = client
         self.partial = partial
-        self.session: MailSession | None = None
-        self.analyzer: SessionAnalyzer | None = None
-        self.record: SessionRecord | None = None
-        self.ignored = False
-        self._held: list[tuple[ev.Side, bytes, int | None, float | None]] = []
-        self._held_size = 0
-        if protocol is not None:
-            self._start(protocol)
-
-    def _start(self, protocol: str) -> None:
-        analysis = self.analysis
-        self.session = SESSION_TYPES[protocol](partial=self.partial)
-        context = SessionContext(protocol, self.server, self.client, analysis.file)
+        self.session: MailSession = SESSION_TYPES[protocol](partial=partial)
+        context = SessionContext(protocol, server, client, analysis.file)
         self.analyzer = SessionAnalyzer(context, analysis.findings, analysis.stats, analysis.relays)
+        self.record: SessionRecord | None = None
         if analysis.options.keep_events:
-            self.record = SessionRecord(protocol, self.server, self.client, analysis.file)
+            self.record = SessionRecord(protocol, server, client, analysis.file)
             analysis.sessions.append(self.record)
 
     def data(self, side: ev.Side, data: bytes, frame: int | None, timestamp: float | None) -> None:
-        if self.ignored:
-            return
-        if self.session is None:
-            self._hold(side, data, frame, timestamp)
-            return
         self._deliver(self.session.receive(side, data, frame, timestamp))
 
-    def _hold(self, side: ev.Side, data: bytes, frame: int | None, timestamp: float | None) -> None:
-        """Port-independent mode: keep the first bytes until they say which protocol this is."""
-        self._held.append((side, data, frame, timestamp))
-        self._held_size += len(data)
-        server = b"".join(chunk for s, chunk, _f, _t in self._held if s is ev.Side.SERVER)
-        client = b"".join(chunk for s, chunk, _f, _t in self._held if s is ev.Side.CLIENT)
-        protocol = identify(server, client)
-        if protocol is None and self._held_size < MAX_UNCLASSIFIED:
-            return
-        held, self._held, self._held_size = self._held, [], 0
-        if not protocol:
-            self.ignored = True
-            self.analysis.flows_ignored += 1
-            return
-        self._start(protocol)
-        for held_side, chunk, held_frame, held_timestamp in held:
-            self.data(held_side, chunk, held_frame, held_timestamp)
-
     def gap(self, side: ev.Side, size: int, frame: int | None, timestamp: float | None) -> None:
-        if self.session is not None:
-            self._deliver(self.session.gap(side, size, frame, timestamp))
-        elif not self.ignored:
-            self.ignored = True  # lost bytes before we even knew what this flow is
-            self.analysis.flows_ignored += 1
+        self._deliver(self.session.gap(side, size, frame, timestamp))
 
     def close(self) -> None:
-        if self.analyzer is not None:
-            self.analyzer.close()
-        elif not self.ignored and self._held:
-            self.analysis.flows_ignored += 1
+        self.analyzer.close()
 
     def _deliver(self, events: list[ev.Event]) -> None:
         if not events:
             return
-        assert self.analyzer is not None
         self.analyzer.feed(events)
         record = self.record
         if record is not None:
             room = max(self.analysis.options.max_events_per_session - len(record.events), 0)
             record.events.extend(events[:room])
             record.events_dropped += max(0, len(events) - room)
+
+
+class UnknownFlow:
+    """A flow fed directly (not through the capture layer) on a port that says no protocol: its first lines decide
+    (:class:`~passive.analysis.classify.FirstLines`), then it is a :class:`MailFlow`, or it is ignored."""
+
+    def __init__(self, analysis: Analysis, server: str, client: str, partial: bool) -> None:
+        self.analysis, self.server, self.client, self.partial = analysis, server, client, partial
+        self.first: FirstLines | None = FirstLines()
+        self.mail: MailFlow | None = None
+
+    def data(self, side: ev.Side, data: bytes, frame: int | None, timestamp: float | None) -> None:
+        if self.mail is not None:
+            self.mail.data(side, data, frame, timestamp)
+            return
+        if self.first is None:
+            return
+        verdict = self.first.add(side is ev.Side.SERVER, data, frame, timestamp)
+        if verdict is None:
+            return
+        held, self.first = self.first.held, None
+        if not verdict:
+            self.analysis.flows_ignored += 1
+            return
+        self.mail = MailFlow(self.analysis, self.server, self.client, verdict, self.partial)
+        for from_server, chunk, held_frame, held_time in held:
+            self.mail.data(ev.Side.SERVER if from_server else ev.Side.CLIENT, chunk, held_frame, held_time)
+
+    def gap(self, side: ev.Side, size: int, frame: int | None, timestamp: float | None) -> None:
+        if self.mail is not None:
+            self.mail.gap(side, size, frame, timestamp)
+        elif self.first is not None:  # bytes lost before the flow said what it is
+            self.first = None
+            self.analysis.flows_ignored += 1
+
+    def close(self) -> None:
+        if self.mail is not None:
+            self.mail.close()
+        elif self.first is not None and self.first.held:
+            self.analysis.flows_ignored += 1

@@ -17,7 +17,7 @@ from typing import Any
 from dissectors.registry import PORT_PROTOCOLS
 from passive.analysis.classify import mail_capture_options
 from passive.analysis.domains import IpNetwork
-from passive.analysis.flow import EngineHandler, MailFlow, SessionRecord
+from passive.analysis.flow import EngineHandler, MailFlow, SessionRecord, UnknownFlow
 from passive.analysis.relays import RelayLedger, RelayPolicy
 from passive.analysis.stats import RunStats
 from passive.capture import analyze_file
@@ -60,14 +60,24 @@ class Analysis:
         self.file: str | None = None
         self.relays = RelayLedger(RelayPolicy(self.options.local_domains, self.options.trusted_networks))
 
-    def flow(self, server_ip: str, server_port: int, client_ip: str, client_port: int, partial: bool) -> MailFlow:
-        """A handler for one flow given by its endpoints (standard ports say the protocol, else the greeting)."""
+    def flow(
+        self, server_ip: str, server_port: int, client_ip: str, client_port: int, partial: bool
+    ) -> MailFlow | UnknownFlow:
+        """A handler for one flow fed directly: standard ports say the protocol, else its first lines do."""
+        server, client = endpoint(server_ip, server_port), endpoint(client_ip, client_port)
         protocol = PORT_PROTOCOLS.get(server_port)
-        return MailFlow(self, endpoint(server_ip, server_port), endpoint(client_ip, client_port), protocol, partial)
+        if protocol is None:
+            return UnknownFlow(self, server, client, partial)
+        return MailFlow(self, server, client, protocol, partial)
 
-    def handler_factory(self, flow: Flow) -> EngineHandler:
-        """For the capture engine: one handler per reassembled TCP flow."""
-        return EngineHandler(self, flow)
+    def handler_factory(self, flow: Flow) -> EngineHandler | None:
+        """For the capture engine: one handler per reassembled TCP flow, for the protocol its classification (or
+        else its server port) names; None (the flow is dropped cheaply) when neither names one."""
+        protocol = flow.label or PORT_PROTOCOLS.get(flow.server_port)
+        if protocol is None:
+            self.flows_ignored += 1
+            return None
+        return EngineHandler(self, protocol)
 
 
 @dataclass

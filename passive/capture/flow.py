@@ -60,8 +60,9 @@ class StreamHandler(Protocol):
 HandlerFactory = Callable[["Flow"], StreamHandler | None]
 """Called once per new flow; returning None ignores the flow (its packets are then dropped cheaply)."""
 
-Classifier = Callable[[bytes, bytes], bool | None]
-"""(first server->client bytes, first client->server bytes) -> True keep, False ignore, None undecided."""
+Classifier = Callable[[bytes, bytes], str | None]
+"""(first server->client bytes, first client->server bytes) -> a label to keep the flow under (the handler factory
+reads it as ``flow.label``), ``""`` to ignore it, None while undecided."""
 
 Piece = tuple[int, bytes, int, float]
 """A buffered out-of-order piece: (stream offset, data, frame, ts)."""
@@ -189,6 +190,7 @@ class Flow:
         "first_ts",
         "handler",
         "id",
+        "label",
         "last_frame",
         "last_ts",
         "partial",
@@ -214,6 +216,7 @@ class Flow:
         self.first_frame = self.last_frame = frame
         self.first_ts = self.last_ts = ts
         self.partial = False
+        self.label: str | None = None  # the classifier's verdict, when there is a classifier
         self.handler: StreamHandler | None = None
         self.state = Flow.ACTIVE
         self._halves: tuple[_Half, _Half] | None = (_Half(), _Half())

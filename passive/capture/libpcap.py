@@ -10,15 +10,23 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from passive.capture.bpf import build_bpf_filter
+from passive.capture.counters import CaptureCounters
 from passive.capture.options import CaptureOptions
 from passive.capture.pcapfile import MAX_RECORD, FrameLocator
 from passive.core.errors import CaptureError, one_line
 
-if TYPE_CHECKING:
-    from passive.capture.engine import Engine
+
+class PacketSink(Protocol):
+    """Where a file reader hands packets (:class:`~passive.capture.engine.Engine`)."""
+
+    counters: CaptureCounters
+
+    def feed(self, frame: int, ts: float, linktype: int, data: bytes) -> None: ...
+
+    def would_match(self, data: bytes, linktype: int) -> bool: ...
 
 try:  # libpcap binding; optional at run time
     import pcapy  # type: ignore[import-untyped]
@@ -33,7 +41,7 @@ def libpcap_available() -> bool:
     return pcapy is not None
 
 
-def read_with_libpcap(path: Path, engine: Engine, options: CaptureOptions) -> bool:
+def read_with_libpcap(path: Path, engine: PacketSink, options: CaptureOptions) -> bool:
     """Feed the packets of a classic pcap file that pass the filter to ``engine``.
 
     Returns False, having read nothing, when libpcap refuses the file (e.g. a link type it
@@ -67,7 +75,7 @@ def read_with_libpcap(path: Path, engine: Engine, options: CaptureOptions) -> bo
     return True
 
 
-def _feed_batches(batches: _LibpcapBatches, engine: Engine, linktype: int, locator: FrameLocator | None) -> int:
+def _feed_batches(batches: _LibpcapBatches, engine: PacketSink, linktype: int, locator: FrameLocator | None) -> int:
     """Feed every packet to the engine, numbered by ``locator`` if given; return the frames read."""
     counters = engine.counters
     locate = locator.locate if locator is not None else None

@@ -9,18 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from passive.capture.libpcap import compile_filter
+from passive.capture.libpcap import PacketSink, compile_filter
 from passive.capture.options import CaptureOptions
 from passive.capture.pcapfile import CaptureFormatError, PacketReader, RawPacket
 from passive.core.errors import CaptureError, one_line
 
-if TYPE_CHECKING:
-    from passive.capture.engine import Engine
 
-
-def read_with_python(path: Path, engine: Engine, options: CaptureOptions) -> None:
+def read_with_python(path: Path, engine: PacketSink, options: CaptureOptions) -> None:
     """Feed the packets of a pcap/pcapng file (plain or gzip) that pass the filters to ``engine``."""
     counters = engine.counters
     try:

@@ -34,7 +34,8 @@ Policy, in short:
   Anything still open at the end is flushed with reason ``END``.
 * **Classification.** With a ``classifier``, a new flow's events are held (at most
   ``_CLASSIFY_LIMIT`` bytes seen) until the classifier, shown the first bytes of each
-  side, keeps the flow (the held events are replayed to its handler) or drops it.
+  side, names it (the label is set on the flow, the held events are replayed to the handler the factory makes for
+  it) or drops it.
 * **Truncated frames** (snaplen shorter than the segment): the captured bytes are
   delivered, the rest reported as a gap.
 """
@@ -424,13 +425,14 @@ class Reassembler:
             seen[direction] += chunk.data[: _CLASSIFY_LIMIT - len(seen[direction])]
         verdict = self.classifier(seen[Direction.SERVER_TO_CLIENT], seen[Direction.CLIENT_TO_SERVER])
         if verdict is None and len(seen[0]) + len(seen[1]) >= _CLASSIFY_LIMIT:
-            verdict = False
+            verdict = ""
         if verdict is None:
             return
         if not verdict:
             self.counters.flows_not_mail += 1
             self._ignore(flow)
             return
+        flow.label = verdict
         flow._events = None
         flow._seen = [b"", b""]
         self._activate(flow)

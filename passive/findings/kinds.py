@@ -9,29 +9,29 @@ dashboard, ``compare``, the store's merge rules and ``docs/schema.md`` (written 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
+from passive.findings.schema import COMMON_FIELDS, SEVERITY_ORDER, Field, Kind, Severity, rank
 
-class Severity(enum.StrEnum):
-    """In increasing order of risk; :func:`rank` compares them."""
-
-    INFO = "info"
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
-
-
-SEVERITY_ORDER: tuple[Severity, ...] = tuple(Severity)
-
-
-def rank(severity: str) -> int:
-    """0 for info up to 3 for high; an unknown value ranks as info."""
-    try:
-        return SEVERITY_ORDER.index(Severity(severity))
-    except ValueError:
-        return 0
+__all__ = [
+    "AUTH_METHODS",
+    "CLEARTEXT_CREDENTIALS",
+    "COMMON_FIELDS",
+    "KINDS",
+    "MAIL_SERVICE",
+    "NTLM_INFO",
+    "OPEN_RELAY",
+    "SEVERITY_ORDER",
+    "TLS_FACT_FIELDS",
+    "Field",
+    "FindingType",
+    "Kind",
+    "Severity",
+    "display_order",
+    "kind_of",
+    "rank",
+]
 
 
 class FindingType(enum.StrEnum):
@@ -40,94 +40,6 @@ class FindingType(enum.StrEnum):
     CLEARTEXT_CREDENTIALS = "cleartext-credentials"
     MAIL_SERVICE = "mail-service"
     OPEN_RELAY = "open-relay"
-
-
-@dataclass(frozen=True)
-class Field:
-    """One field of a kind's record, as ``docs/schema.md`` documents it."""
-
-    name: str
-    doc: str
-    column: bool = False  # shown in the terminal table's card for this kind
-    compared: bool = False  # set beside the probe's and nmap's value by ``compare``
-    union: bool = False  # a list of names gathered over time: unioned, not replaced, when the store merges
-    active: bool = False  # only ``leakscope probe`` can know it
-    secret: bool = False  # holds a secret: masked in every output unless secrets are asked for
-    many: bool = False  # the value is a list
-
-
-@dataclass(frozen=True)
-class Kind:
-    type: FindingType
-    title: str
-    description: str
-    severity_rules: tuple[tuple[Severity, str], ...]
-    fields: tuple[Field, ...]
-    summary: Callable[[Mapping[str, Any]], str]
-    remediation: str
-    verification: str
-    references: Mapping[str, str]  # protocol -> equivalent check elsewhere; "*" for any protocol
-    key_doc: str = "per server"
-    details_doc: str = ""  # what each entry of ``details`` holds
-    # Fields every record has that this kind's table card shows after its own columns.
-    common_columns: tuple[str, ...] = ()
-    # A title for one record when it says something other than the kind's title (a refused relay).
-    variant_title: Callable[[Mapping[str, Any]], str | None] = field(default=lambda record: None)
-
-    def reference(self, protocol: str) -> str | None:
-        return self.references.get(protocol) or self.references.get("*")
-
-    def title_of(self, record: Mapping[str, Any]) -> str:
-        return self.variant_title(record) or self.title
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        return tuple(f.name for f in self.fields if f.column) + self.common_columns
-
-    @property
-    def compared(self) -> tuple[str, ...]:
-        return tuple(f.name for f in self.fields if f.compared)
-
-    @property
-    def secret_fields(self) -> tuple[str, ...]:
-        return tuple(f.name for f in self.fields if f.secret)
-
-    @property
-    def union_fields(self) -> tuple[str, ...]:
-        return tuple(f.name for f in self.fields if f.union)
-
-
-# Fields every record has, whatever its kind.
-COMMON_FIELDS: tuple[Field, ...] = (
-    Field("type", "the kind: " + ", ".join(f"`{t}`" for t in FindingType)),
-    Field("schema_version", "the version of this schema"),
-    Field("source", "`passive` (from captures) or `active` (from `leakscope probe`)"),
-    Field("protocol", "`smtp`, `pop3`, `imap`"),
-    Field("server", "`ip:port` (`[v6]:port` for IPv6)"),
-    Field("severity", "`info`, `low`, `medium`, `high`: the kind's severity rules below"),
-    Field("reference", "the equivalent check in Nessus / nmap / Wireshark, where one exists"),
-    Field("client", "`ip:port` of the client of the latest occurrence"),
-    Field("clients", "`ip:port` of clients seen (first 50)"),
-    Field("count", "occurrences merged into this finding"),
-    Field("first_seen", "capture time of the first occurrence"),
-    Field("last_seen", "capture time of the last occurrence"),
-    Field(
-        "details",
-        "per-occurrence facts (first 50; `time` ISO 8601 UTC, `file` the capture the occurrence was seen in); "
-        "`details_dropped` counts the rest",
-    ),
-    Field("details_dropped", "details not kept"),
-    Field(
-        "evidence",
-        "`{file, frame, time, side, line}`: the capture, the tshark-compatible 1-based number of the frame that "
-        "completed the line (where tshark shows a reassembled PDU), its time, `client`/`server`, and the line as sent "
-        "(first 512 characters, secrets masked); `first_frame` is added when the line began in an earlier frame; "
-        "first 8. For `leakscope watch` the `file` is `live:IFACE` and frames count packets in the order received",
-    ),
-    Field("evidence_dropped", "evidence lines not kept"),
-    Field("remediation", "what to do"),
-    Field("verification", "how to check it is done"),
-)
 
 
 def _ntlm_summary(record: Mapping[str, Any]) -> str:
