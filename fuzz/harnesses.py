@@ -241,8 +241,11 @@ def reassembly(data: bytes) -> None:
     counters = CaptureCounters()
     checks: list[_StreamCheck] = []
 
-    def factory(flow: Flow) -> _StreamCheck:
-        check = _StreamCheck(analysis.handler_factory(flow), [0, 0])
+    def factory(flow: Flow) -> _StreamCheck | None:
+        handler = analysis.handler_factory(flow)
+        if handler is None:  # no protocol for this flow: the reassembler drops it
+            return None
+        check = _StreamCheck(handler, [0, 0])
         checks.append(check)
         return check
 

@@ -407,7 +407,7 @@ def test_permission_denied_raises_capture_error(tmp_path):
 
 def test_is_capture_tells_captures_by_their_magic(tmp_path):
     frames = ethernet_frames(smtp_session_segments())
-    pcapng = pcapng_bytes([1], [(0, ts, f) for ts, f in frames])
+    pcapng = pcapng_bytes(frames)
     assert is_capture(write(tmp_path / "a.pcap", pcap_bytes(frames)))
     assert is_capture(write(tmp_path / "b.pcapng", pcapng))
     assert is_capture(write(tmp_path / "c.pcapng.gz", pcapng, compress=True))
