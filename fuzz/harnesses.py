@@ -29,19 +29,17 @@ from dissectors.registry import MAIL_PORTS
 from dissectors.session import MailSession
 from dissectors.smtp import SmtpSession
 from fuzz.conversation import CLIENT, parse
-from passive.analysis.classify import classify_mail, mail_capture_options
+from passive.analysis.classify import classify_mail
 from passive.analysis.detectors import SessionAnalyzer, SessionContext
-from passive.analysis.pipeline import Analysis, AnalysisOptions
+from passive.analysis.pipeline import Analysis, AnalysisOptions, analyze_captures
 from passive.analysis.stats import RunStats
 from passive.capture import (
     CaptureCounters,
-    CaptureError,
     Chunk,
     CloseReason,
     Direction,
     Flow,
     Reassembler,
-    analyze_file,
     linklayer,
 )
 from passive.cli.tables import cell as _cell
@@ -178,25 +176,27 @@ imap_session = _session_harness("imap")
 
 
 def capture_file(data: bytes) -> None:
-    """The bytes as a capture file, through a capture reader (libpcap or built-in) and the whole analysis."""
+    """The bytes as a capture file, through the pipeline's entry point: a capture reader (libpcap or built-in) and
+    the whole analysis."""
     # One reader per input, picked by its length, so each run costs one analysis: libpcap for a quarter of them.
     backend = "auto" if len(data) % 4 == 0 else "python"
-    analysis = Analysis(AnalysisOptions(all_ports=len(data) % 8 >= 4, keep_events=True))
-    counters = CaptureCounters()
-    options = mail_capture_options(backend=backend, all_ports=analysis.options.all_ports, max_flows=8)
+    options = AnalysisOptions(all_ports=len(data) % 8 >= 4, keep_events=True, backend=backend, max_flows=8)
     with tempfile.NamedTemporaryFile(dir=_SCRATCH, suffix=".pcap") as handle:
         handle.write(data)
         handle.flush()
-        try:
-            analyze_file(handle.name, analysis.handler_factory, options, counters=counters)
-        except CaptureError as error:
-            assert "\n" not in str(error), "CaptureError message spans several lines"
-            return
+        results = analyze_captures([handle.name], options)
+    for _path, reason in results.failed:
+        assert "\n" not in reason, "CaptureError message spans several lines"
+    counters = results.counters
     assert counters.packets_matched == (
         counters.segments + counters.ignored + counters.decode_errors + counters.ip_fragments
     ), "a matched frame was neither reassembled, ignored, a decode error nor a fragment"
-    for finding in analysis.findings:
-        _json_round_trip(finding_record(finding))
+    redactor = Redactor(secrets=results.stats.secrets)
+    for finding in results.findings:
+        _json_round_trip(finding_record(finding, redactor=redactor))
+    for session in results.analysis.sessions:
+        for event in session.events:
+            _json_round_trip(event_record(event, redactor))
 
 
 @dataclass

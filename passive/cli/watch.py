@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from passive.analysis.domains import IpNetwork
+from passive.capture.live import SNAPLEN
 from passive.cli.common import domains, local_domain_option, trusted_net_option
 from passive.cli.dashboard import log_appearances, run_with_dashboard
 from passive.cli.errors import EXIT_INPUT
@@ -34,7 +35,7 @@ DEFAULTS = WatchOptions(interface="")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="Stop after this.")
 @click.option(
     "--snaplen",
-    type=click.IntRange(64, 262144),
+    type=click.IntRange(64, SNAPLEN),
     default=DEFAULTS.snaplen,
     show_default=True,
     help="Bytes kept per packet.",

@@ -26,6 +26,8 @@ from passive.analysis.classify import mail_capture_options
 from passive.analysis.domains import IpNetwork
 from passive.analysis.pipeline import Analysis, AnalysisOptions
 from passive.capture import CaptureCounters, LiveCapture, PcapStats
+from passive.capture.live import SNAPLEN
+from passive.capture.options import IDLE_TIMEOUT, MAX_FLOWS
 from passive.core.errors import CaptureError, InputError, StoreError
 from passive.findings.kinds import KINDS
 from passive.findings.model import Finding, FindingType
@@ -48,17 +50,18 @@ class WatchOptions:
     bpf: str | None = None
     all_ports: bool = False
     duration: float | None = None  # seconds; None runs until stopped
-    snaplen: int = 262144
+    snaplen: int = SNAPLEN
     promisc: bool = True
     db: str | None = None  # None: an in-memory store (nothing kept after the run)
     jsonl: str | None = None
     local_domains: frozenset[str] = frozenset()
     trusted_networks: tuple[IpNetwork, ...] = ()
-    idle_timeout: float = 300.0  # seconds of capture time before an idle flow expires
+    idle_timeout: float = IDLE_TIMEOUT  # seconds of capture time before an idle flow expires
     tick_interval: float = 1.0  # store commit and dashboard refresh period
     retention: float | None = None  # seconds a finding stays in memory once idle; default 2 x idle_timeout
+    # Findings held in memory at once (the store has them all): the least recently seen leave first past this.
     max_live_findings: int = 5000
-    max_flows: int = 10_000
+    max_flows: int = MAX_FLOWS
 
 
 @dataclass
