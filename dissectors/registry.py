@@ -3,6 +3,7 @@ protocol a flow speaks from its first lines."""
 
 from __future__ import annotations
 
+from dissectors.identify import MAX_FIRST_LINE, NOT_MAIL, identify
 from dissectors.imap import ImapSession
 from dissectors.pop3 import Pop3Session
 from dissectors.session import MailSession
@@ -26,44 +27,13 @@ MAIL_PORTS: frozenset[int] = frozenset(PORT_PROTOCOLS)
 # Well-known ports where TLS starts with the first byte (RFC 8314): SMTPS/submissions, POP3S, IMAPS.
 IMPLICIT_TLS_PORTS: frozenset[int] = frozenset({465, 995, 993})
 
-NOT_MAIL = ""
-# How much of a first line is looked at before deciding without its end.
-MAX_FIRST_LINE = 512
-
-_SMTP_GREETING_WORDS = (b"SMTP", b"ESMTP", b"Postfix", b"Sendmail", b"Exim", b"mail", b"Mail", b"MAIL")
-_CLIENT_COMMANDS = {
-    b"EHLO": "smtp",
-    b"HELO": "smtp",
-    b"LHLO": "smtp",
-    b"CAPA": "pop3",
-    b"USER": "pop3",
-    b"STLS": "pop3",
-}
-
-
-def identify(server: bytes, client: bytes) -> str | None:
-    """The protocol the first bytes of each side show: ``"smtp"``, ``"pop3"``, ``"imap"``; :data:`NOT_MAIL` when
-    they show something else; None while undecided.
-
-    The server's greeting decides: SMTP ``220`` with an SMTP-ish word (FTP greets with 220 too) or answered by a
-    client EHLO/HELO, POP3 ``+OK``, IMAP ``* OK`` / ``* PREAUTH`` / ``* BYE``. With no server bytes yet (greeting lost
-    or not captured), a client EHLO/HELO/LHLO or CAPA/USER/STLS line confirms mail; nothing else denies it.
-    """
-    if server:
-        end = server.find(b"\n")
-        if end < 0 and len(server) < MAX_FIRST_LINE:
-            return None
-        line = server[: end if end >= 0 else MAX_FIRST_LINE]
-        if line.startswith(b"+OK"):
-            return "pop3"
-        if line.startswith((b"* OK", b"* PREAUTH", b"* BYE")):
-            return "imap"
-        if line.startswith((b"220 ", b"220-")) and (
-            any(word in line for word in _SMTP_GREETING_WORDS) or client.upper().startswith((b"EHLO", b"HELO"))
-        ):
-            return "smtp"
-        return NOT_MAIL
-    command = client[:6].upper().split(b" ", 1)[0].rstrip(b"\r\n")
-    if command in _CLIENT_COMMANDS and len(client) > len(command):
-        return _CLIENT_COMMANDS[command]
-    return None
+__all__ = [
+    "IMPLICIT_TLS_PORTS",
+    "MAIL_PORTS",
+    "MAX_FIRST_LINE",
+    "NOT_MAIL",
+    "PORT_PROTOCOLS",
+    "PROTOCOLS",
+    "SESSION_TYPES",
+    "identify",
+]

@@ -1,7 +1,7 @@
 """Fuzz harnesses: each takes one input (bytes) and raises only when leakscope misbehaves.
 
 The only exceptions a harness swallows are the documented ones: :class:`~dissectors.ntlmssp.DecodeError` from the
-NTLMSSP decoder and :class:`~passive.capture.errors.CaptureError` from the capture readers. Anything else, including a
+NTLMSSP decoder and :class:`~passive.core.errors.CaptureError` from the capture readers. Anything else, including a
 failed invariant (an ``AssertionError``), is a finding. The same functions serve atheris (``fuzz/worker.py``) and the
 short CI runs (``tests/test_hardening.py``).
 """

@@ -354,7 +354,20 @@ class TestClassifier:
         ("server", "client", "verdict"),
         [
             (b"220 mail.example.com ESMTP Postfix\r\n", b"", True),
-            (b"220 ProFTPD Server ready\r\n", b"", False),
+            # a greeting is confirmed or refuted by what the client answers, not decided at its end
+            (b"220 ProFTPD Server ready\r\n", b"", None),
+            (b"220 ProFTPD Server ready\r\n", b"USER anonymous\r\n", False),
+            (b"220 ProFTPD Server ready\r\n", b"AUTH TLS\r\n", None),  # FTP and SMTP both have AUTH
+            (b"220 ProFTPD Server ready\r\n", b"AUTH TLS\r\nPBSZ 0\r\n", False),
+            (b"220 mail01\r\n", b"EHLO client\r\n", True),
+            (b"220 gw\r\n", b"", None),
+            (b"+OK\r\n", b"*1\r\n$4\r\nPING\r\n", False),  # Redis answers +OK to RESP commands
+            (b"+OK\r\n", b"CAPA\r\n", True),
+            # picked up mid-stream: a command only mail has, and a reply of that protocol
+            (b"250 2.1.0 Ok\r\n", b"RCPT TO:<b@example.test>\r\n", True),
+            (b"250 2.1.0 Ok\r\n", b"", None),
+            (b"a2 OK done\r\n", b"a2 LOGIN bob secret\r\n", True),
+            (b"HTTP/1.1 200 OK\r\n", b"GET / HTTP/1.1\r\n", False),
             (b"+OK POP3 ready\r\n", b"", True),
             (b"* OK [CAPABILITY IMAP4rev1] ready\r\n", b"", True),
             (b"* PREAUTH hi\r\n", b"", True),

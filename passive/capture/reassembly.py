@@ -234,8 +234,8 @@ class Reassembler:
         self._table[c2s] = (flow, Direction.CLIENT_TO_SERVER)
         self._table[s2c] = (flow, Direction.SERVER_TO_CLIENT)
         self._flows[flow.id] = flow
-        if self.classifier is None:
-            self._activate(flow)
+        if self.classifier is None or flow.server_port in self.server_ports:
+            self._activate(flow)  # a named server port says what the flow is: no classification
         else:
             flow.state = Flow.CLASSIFYING
             flow._events = []

@@ -20,7 +20,7 @@ import ssl
 import time
 from typing import Any
 
-from dissectors.registry import NOT_MAIL, identify
+from dissectors.identify import greeting_candidate
 from passive.analysis.detectors import SessionAnalyzer, SessionContext
 from passive.analysis.relays import RelayLedger, RelayPolicy
 from passive.core import endpoints
@@ -146,8 +146,9 @@ class ServiceProbe(SmtpConversation, Pop3Conversation, ImapConversation):
         assert conn is not None
         if self.protocol is None:
             first = await conn.line()
-            protocol = identify((first + "\n").encode("utf-8", "replace"), b"")
-            if protocol in (None, NOT_MAIL):
+            # The greeting proposes the protocol; the conversation that follows (EHLO, CAPA, CAPABILITY) confirms it.
+            protocol = greeting_candidate(first.encode("utf-8", "replace"))
+            if protocol is None:
                 raise ProbeError("the greeting is not SMTP, POP3 or IMAP; name the protocol with a URL", "greeting")
             assert protocol is not None
             conn.buffer[:0] = (first + "\n").encode("utf-8", "replace")  # the flows read the greeting themselves

@@ -1,0 +1,134 @@
+"""Which mail protocol a flow speaks, from the first line each side sent.
+
+A greeting is a candidate, confirmed or refuted by what follows, not decided at the end of its line:
+
+* ``* OK`` / ``* PREAUTH`` / ``* BYE``: IMAP (no other line protocol greets with an untagged response).
+* ``+OK``: POP3 when the greeting says so (``POP3``, ``ready``, an APOP timestamp ``<...@...>``) or the client answers
+  with a POP3 command; anything else a client says refutes it (Redis answers ``+OK`` too, after the client's RESP
+  command).
+* ``220``: SMTP when the greeting names SMTP or a mail server, or the client answers EHLO/HELO/LHLO; a client that
+  answers with FTP's USER/AUTH TLS/FEAT/SYST (or anything else) refutes it. Real greetings carry typos, bare host
+  names and free text, so a plain ``220 mail01`` waits for the client.
+
+A flow picked up mid-stream shows no greeting: a client command line that only mail protocols have (EHLO, MAIL
+FROM, RCPT TO, CAPA, STLS, ``tag LOGIN``...) decides, and server lines that are replies of that protocol agree.
+"""
+
+from __future__ import annotations
+
+import re
+
+NOT_MAIL = ""
+# How much of a first line is looked at before deciding without its end.
+MAX_FIRST_LINE = 512
+
+_SMTP_WORDS = re.compile(rb"E?SMTP|Postfix|Sendmail|Exim|Exchange|qmail|Haraka|\bmail|\bMail|\bMAIL|\bMX\b|\bmx")
+_POP3_WORDS = re.compile(rb"POP3?\b|\bready\b|<[^<>@\s]{1,200}@[^<>\s]{1,200}>|Dovecot|Courier|Qpopper", re.IGNORECASE)
+_SMTP_REPLY = re.compile(rb"^[2-5]\d\d(?:[ -]|$)")
+_IMAP_TAGGED = re.compile(rb"^[A-Za-z0-9.]{1,32} (?:OK|NO|BAD)\b", re.IGNORECASE)
+
+# Commands a mail protocol shares with others (FTP and Redis have AUTH; everyone has QUIT): they neither confirm
+# nor refute a greeting; the client's next line does.
+_SHARED_COMMANDS = frozenset({b"AUTH", b"QUIT", b"NOOP", b"HELP", b"STARTTLS"})
+# Client lines looked at to confirm a greeting.
+MAX_CONFIRMING_LINES = 8
+# Client commands that only one mail protocol has (a mid-stream client, or the answer to a greeting).
+_SMTP_COMMANDS = frozenset({b"EHLO", b"HELO", b"LHLO", b"MAIL", b"RCPT", b"DATA", b"BDAT", b"RSET", b"VRFY", b"EXPN"})
+_POP3_COMMANDS = frozenset({b"CAPA", b"STLS", b"APOP", b"UIDL", b"STAT", b"RETR", b"DELE", b"TOP", b"PASS", b"USER"})
+_IMAP_COMMANDS = frozenset(
+    {b"CAPABILITY", b"LOGIN", b"AUTHENTICATE", b"STARTTLS", b"SELECT", b"EXAMINE", b"FETCH", b"UID", b"ID",
+     b"NOOP", b"LOGOUT", b"LIST", b"LSUB", b"STATUS", b"APPEND", b"IDLE", b"NAMESPACE", b"ENABLE"}
+)  # fmt: skip
+
+
+def first_line(data: bytes) -> bytes | None:
+    """The first line (without CR LF), or None while it is incomplete and shorter than :data:`MAX_FIRST_LINE`."""
+    end = data.find(b"\n")
+    if end < 0:
+        return data[:MAX_FIRST_LINE] if len(data) >= MAX_FIRST_LINE else None
+    return data[:end].rstrip(b"\r")
+
+
+def greeting_candidate(line: bytes) -> str | None:
+    """The protocol a server's first line proposes (the active probe, which then talks to confirm it)."""
+    if line.startswith((b"* OK", b"* PREAUTH", b"* BYE")):
+        return "imap"
+    if line.startswith(b"+OK"):
+        return "pop3"
+    if line.startswith((b"220 ", b"220-")) or line == b"220":
+        return "smtp"
+    return None
+
+
+def _verb(line: bytes) -> bytes:
+    return line.split(b" ", 1)[0].split(b":", 1)[0].upper()
+
+
+def client_protocol(line: bytes) -> str | None:
+    """The protocol a client's command line belongs to, when only one mail protocol has that command."""
+    verb = _verb(line)
+    if verb in _SMTP_COMMANDS:
+        return "smtp"
+    if verb in _POP3_COMMANDS:
+        return "pop3"
+    words = line.split(b" ", 2)
+    if len(words) >= 2 and re.fullmatch(rb"[A-Za-z0-9.]{1,32}", words[0]) and words[1].upper() in _IMAP_COMMANDS:
+        return "imap"
+    return None
+
+
+def identify(server: bytes, client: bytes) -> str | None:
+    """``"smtp"``, ``"pop3"``, ``"imap"``; :data:`NOT_MAIL` when the first lines show something else; None while
+    undecided (the module docstring gives the rules)."""
+    server_line = first_line(server) if server else None
+    client_line = first_line(client) if client else None
+    if server and server_line is None:
+        return None  # the server's first line is still incomplete
+    if server_line is None:
+        return _from_client(client_line)
+    candidate = greeting_candidate(server_line)
+    if candidate == "imap":
+        return "imap"
+    if candidate == "pop3":
+        return _confirm(candidate, bool(_POP3_WORDS.search(server_line)), client)
+    if candidate == "smtp":
+        return _confirm(candidate, bool(_SMTP_WORDS.search(server_line)), client)
+    return _mid_stream(server_line, client_line)
+
+
+def _confirm(candidate: str, named: bool, client: bytes) -> str | None:
+    """A greeting that names its protocol decides; else the client's first lines confirm or refute it."""
+    if named:
+        return candidate
+    lines = client.split(b"\n")[:-1]  # complete lines only
+    for line in lines[:MAX_CONFIRMING_LINES]:
+        line = line.rstrip(b"\r")
+        said = client_protocol(line)
+        if said == candidate:
+            return candidate
+        if said is not None or _verb(line) not in _SHARED_COMMANDS:
+            return NOT_MAIL
+    return None if len(lines) < MAX_CONFIRMING_LINES else NOT_MAIL
+
+
+def _from_client(client_line: bytes | None) -> str | None:
+    """No server bytes yet (greeting lost, not captured, or a client that talks first): a command only a mail
+    protocol has confirms mail; nothing else denies it. POP3's USER and PASS are FTP's too: the server decides."""
+    if client_line is None:
+        return None
+    said = client_protocol(client_line)
+    return None if said == "pop3" and _verb(client_line) in (b"USER", b"PASS") else said
+
+
+def _mid_stream(server_line: bytes, client_line: bytes | None) -> str | None:
+    """A server line that is no greeting: a reply of the protocol the client's command belongs to, or not mail."""
+    said = client_protocol(client_line) if client_line is not None else None
+    if said == "smtp" and _SMTP_REPLY.match(server_line):
+        return "smtp"
+    if said == "pop3" and server_line.startswith((b"+OK", b"-ERR", b"+ ")):
+        return "pop3"
+    if said == "imap" and (server_line.startswith((b"* ", b"+ ")) or _IMAP_TAGGED.match(server_line)):
+        return "imap"
+    if client_line is None and (_SMTP_REPLY.match(server_line) or server_line.startswith(b"-ERR")):
+        return None  # a mid-stream reply: the client's next command says whose
+    return NOT_MAIL
