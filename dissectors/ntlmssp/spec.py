@@ -84,9 +84,14 @@ class NegotiateFlags(enum.IntFlag):
     NTLMSSP_NEGOTIATE_56 = 0x80000000
 
 
+# (bit, name), most significant first: plain ints, so that naming a message's flags costs no enum arithmetic.
+_FLAG_BITS = tuple((int(m), m.name or "") for m in sorted(NegotiateFlags, key=int, reverse=True))
+
+
 def flag_names(flags: int) -> list[str]:
     """Names of the set bits, most significant first (as Wireshark and pyspnego list them)."""
-    return [member.name or "" for member in sorted(NegotiateFlags, key=int, reverse=True) if flags & member]
+    flags = int(flags)
+    return [name for bit, name in _FLAG_BITS if flags & bit]
 
 
 class AvId(enum.IntEnum):
