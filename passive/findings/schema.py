@@ -57,6 +57,8 @@ class Kind:
     verification: str
     references: Mapping[str, str]  # protocol -> equivalent check elsewhere; "*" for any protocol
     key_doc: str = "per server"
+    # Fields that, with the kind and the server, identify a finding (its key): the stable ``id`` is derived from them.
+    identity: tuple[str, ...] = ()
     details_doc: str = ""  # what each entry of ``details`` holds
     # Fields every record has that this kind's table card shows after its own columns.
     common_columns: tuple[str, ...] = ()
@@ -88,6 +90,11 @@ class Kind:
 
 # Fields every record has, whatever its kind.
 COMMON_FIELDS: tuple[Field, ...] = (
+    Field(
+        "id",
+        "a stable fingerprint of the finding (`ls-` and 16 hex digits): the same for the same kind, server and "
+        "identifying fields in every run, on every machine, whatever the capture's name, passive or active",
+    ),
     Field("type", "the kind of finding (one of the kinds below)"),
     Field("schema_version", "the version of this schema"),
     Field("source", "`passive` (from captures) or `active` (from `leakscope probe`)"),

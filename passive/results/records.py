@@ -12,6 +12,7 @@ from dissectors import ntlmssp
 from passive.core.times import iso_time
 from passive.findings.kinds import KINDS
 from passive.findings.model import SCHEMA_VERSION, EvidenceRecord, Finding
+from passive.results.fingerprint import fingerprint
 from passive.results.redaction import MASK, Redactor
 
 __all__ = ["MASK", "event_record", "evidence_record", "finding_record", "summary_record"]
@@ -64,6 +65,7 @@ def finding_record(finding: Finding, show_secrets: bool = False, *, redactor: Re
         for name in kind.secret_fields:
             if record.get(name):
                 record[name] = MASK
+    record["id"] = fingerprint(record)
     return record
 
 

@@ -1,0 +1,29 @@
+"""A finding's stable fingerprint: derived from its kind, its server and the fields that identify it (its key), so
+that the same fact has the same ``id`` across runs, machines, capture names, and ``analyze`` and ``probe``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from passive.findings.kinds import kind_of
+
+PREFIX = "ls-"
+DIGITS = 16  # hex digits of SHA-256 kept: 64 bits, no collision in any realistic set of findings
+
+
+def fingerprint(record: Mapping[str, Any]) -> str | None:
+    """``ls-`` and 16 hex digits, or None for a record that is not a finding of a known kind."""
+    kind = kind_of(record.get("type"))
+    if kind is None or not isinstance(record.get("server"), str):
+        return None
+    identity = [str(kind.type), str(record["server"]).lower()]
+    identity += [f"{name}={_canonical(record.get(name))}" for name in kind.identity]
+    digest = hashlib.sha256("\x1f".join(identity).encode("utf-8", "surrogatepass")).hexdigest()
+    return PREFIX + digest[:DIGITS]
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
