@@ -114,7 +114,7 @@ def render_nessus(console: Console, verification: dict[str, Any]) -> None:
     "nmap_inputs",
     multiple=True,
     metavar="XML",
-    help="nmap -oX output of smtp-ntlm-info, pop3-ntlm-info, imap-ntlm-info, smtp-commands, "
+    help="nmap -oX output of smtp-ntlm-info, pop3-ntlm-info, imap-ntlm-info, http-ntlm-info, smtp-commands, "
     "smtp-open-relay (pop3-capabilities too).",
 )
 @click.option(
