@@ -157,6 +157,18 @@ class Reset(Event):
 
 
 @dataclass
+class HttpExchange(Event):
+    """The HTTP request an authentication step belongs to: emitted before the steps of a request (``status`` None)
+    or a response (its status) that carries or answers an ``Authorization`` / ``WWW-Authenticate`` header. ``path``
+    is the request target without its query, ``host`` the ``Host`` header (or the absolute URI's authority)."""
+
+    method: str
+    path: str
+    host: str | None
+    status: int | None = None
+
+
+@dataclass
 class Anomaly(Event):
     code: str
     detail: str

@@ -10,6 +10,11 @@ A greeting is a candidate, confirmed or refuted by what follows, not decided at 
   answers with FTP's USER/AUTH TLS/FEAT/SYST (or anything else) refutes it. Real greetings carry typos, bare host
   names and free text, so a plain ``220 mail01`` waits for the client.
 
+HTTP, the carrier of NTLM on Exchange's web endpoints, is recognised by an HTTP/1.x request line from the client
+(``GET /owa/ HTTP/1.1``) or a status line from the server (``HTTP/1.1 401 Unauthorized``), whatever it carries: which
+requests carry NTLM is only known later, and the HTTP dissector reads every request cheaply (bodies are skipped, not
+read). HTTP sessions make findings only when they leak something.
+
 A flow picked up mid-stream shows no greeting: a client command line that only mail protocols have (EHLO, MAIL
 FROM, RCPT TO, CAPA, STLS, ``tag LOGIN``...) decides, and server lines that are replies of that protocol agree.
 """
@@ -26,6 +31,8 @@ _SMTP_WORDS = re.compile(rb"E?SMTP|Postfix|Sendmail|Exim|Exchange|qmail|Haraka|\
 _POP3_WORDS = re.compile(rb"POP3?\b|\bready\b|<[^<>@\s]{1,200}@[^<>\s]{1,200}>|Dovecot|Courier|Qpopper", re.IGNORECASE)
 _SMTP_REPLY = re.compile(rb"^[2-5]\d\d(?:[ -]|$)")
 _IMAP_TAGGED = re.compile(rb"^[A-Za-z0-9.]{1,32} (?:OK|NO|BAD)\b", re.IGNORECASE)
+_HTTP_REQUEST = re.compile(rb"^[A-Z][A-Z0-9_-]{0,31} \S+ HTTP/1\.[01]$")
+_HTTP_STATUS = re.compile(rb"^HTTP/1\.[01] \d{3}(?:\s|$)")
 
 # Commands a mail protocol shares with others (FTP and Redis have AUTH; everyone has QUIT): they neither confirm
 # nor refute a greeting; the client's next line does.
@@ -78,10 +85,14 @@ def client_protocol(line: bytes) -> str | None:
 
 
 def identify(server: bytes, client: bytes) -> str | None:
-    """``"smtp"``, ``"pop3"``, ``"imap"``; :data:`NOT_MAIL` when the first lines show something else; None while
-    undecided (the module docstring gives the rules)."""
+    """``"smtp"``, ``"pop3"``, ``"imap"``, ``"http"``; :data:`NOT_MAIL` when the first lines show something else;
+    None while undecided (the module docstring gives the rules)."""
     server_line = first_line(server) if server else None
     client_line = first_line(client) if client else None
+    if (client_line is not None and _HTTP_REQUEST.match(client_line)) or (
+        server_line is not None and _HTTP_STATUS.match(server_line)
+    ):
+        return "http"
     if server and server_line is None:
         return None  # the server's first line is still incomplete
     if server_line is None:

@@ -26,6 +26,9 @@ class Protocol(enum.StrEnum):
     SMTP = "smtp"
     POP3 = "pop3"
     IMAP = "imap"
+    # HTTP carries NTLM, Negotiate and Basic in headers (RFC 4559, RFC 7617), not in SASL lines: its session drives
+    # the exchanges itself and never feeds the tracker.
+    HTTP = "http"
 
 
 class Direction(enum.StrEnum):

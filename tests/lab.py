@@ -9,6 +9,9 @@ What runs (all inside a server namespace, reached from a client namespace over o
 - Postfix on :data:`SRV_IP`: 25 and 2525 (``AUTH PLAIN LOGIN NTLM`` through Dovecot, STARTTLS), 587 (no AUTH before
   STARTTLS), 465 (implicit TLS); and on :data:`RELAY_IP` port 25 an open relay (no AUTH, no STARTTLS, relays for
   10.99.0.0/24; every accepted message is discarded, no DNS is asked);
+- Apache on :data:`SRV_IP` port 80 with mod_auth_gssapi and the gss-ntlmssp mechanism in front of the same DC
+  (winbind): Exchange-like paths (:data:`APACHE_PROTECTED`) answer ``Negotiate`` and ``NTLM`` with real CHALLENGEs
+  and accept the users' real passwords (Debian 12 has no mod_auth_ntlm_winbind; this is its closest packaged kin);
 - a Windows-like NTLM server on :data:`WIN2019_IP`, :data:`WIN2022_IP` and :data:`HOSTILE_IP`, ports 25, 110 and 143
   (profiles in :data:`FAKE_PROFILES`; its challenge is packed by :func:`dissectors.ntlmssp.build_challenge`, its
   answers checked with pyspnego's NTLM crypto).
@@ -624,6 +627,70 @@ def start_fake_server(env: Env) -> None:
     log("fake NTLM server: listening")
 
 
+# --------------------------------------------------------------------------- Apache: NTLM and Negotiate over HTTP
+
+APACHE_PORT = 80  # on SRV_IP
+# Exchange-like endpoints Apache protects (mod_auth_gssapi with the gss-ntlmssp mechanism, names from winbind):
+# each offers Negotiate and NTLM, and answers an anonymous NEGOTIATE with a real CHALLENGE.
+APACHE_PROTECTED = ("/EWS/", "/mapi/", "/autodiscover/")
+APACHE_FILES = {"EWS/Exchange.asmx": "ews", "mapi/nspi/index.html": "nspi", "autodiscover/autodiscover.xml": "ad",
+                "index.html": "leakscope lab"}  # fmt: skip
+APACHE_MODULES = ("mpm_event", "authn_core", "authz_core", "authz_user", "auth_gssapi", "dir", "mime")
+
+
+def apache_conf(env: Env) -> Path:
+    d = env.work / "apache"
+    (d / "www").mkdir(parents=True, exist_ok=True)
+    for name, text in APACHE_FILES.items():
+        (d / "www" / name).parent.mkdir(parents=True, exist_ok=True)
+        (d / "www" / name).write_text(text + "\n")
+    modules = "\n".join(f"LoadModule {m}_module /usr/lib/apache2/modules/mod_{m}.so" for m in APACHE_MODULES)
+    locations = "\n".join(
+        f"""<Location {path}>
+  AuthType GSSAPI
+  AuthName "{path.strip('/')}"
+  GssapiAllowedMech ntlmssp
+  GssapiConnectionBound On
+  Require valid-user
+</Location>"""
+        for path in APACHE_PROTECTED
+    )
+    conf = d / "httpd.conf"
+    conf.write_text(f"""ServerRoot {d}
+ServerName {MAIL_HOST}
+Listen {SRV_IP}:{APACHE_PORT}
+PidFile {d}/httpd.pid
+Mutex file:{d}
+DefaultRuntimeDir {d}
+User www-data
+Group www-data
+ErrorLog {d}/error.log
+LogLevel info
+{modules}
+TypesConfig /etc/mime.types
+DocumentRoot {d}/www
+DirectoryIndex index.html
+<Directory {d}/www>
+  Require all granted
+</Directory>
+{locations}
+""")
+    return conf
+
+
+def start_apache(env: Env) -> None:
+    """Apache in front of the Samba DC: gss-ntlmssp asks winbind for the names it puts in its CHALLENGE and for
+    the verdict on an AUTHENTICATE (through winbind's privileged pipe, opened to the www-data group here)."""
+    conf = apache_conf(env)
+    privileged = env.work / "samba" / "state" / "winbindd_privileged"
+    if privileged.exists():
+        shutil.chown(privileged, group="www-data")
+        privileged.chmod(0o750)
+    env.spawn(env.srv(["apache2", "-f", str(conf), "-DFOREGROUND"]), "apache.out")
+    wait_listen(env, [f"{SRV_IP}:{APACHE_PORT}"], "apache")
+    log("apache: listening")
+
+
 # --------------------------------------------------------------------------- Windows-like NTLM server
 
 
@@ -875,7 +942,9 @@ async def fake_main(cfg_path: str) -> None:
 
 # --------------------------------------------------------------------------- the lab as a whole
 
-LAB_TOOLS = ("ip", "ss", "samba", "samba-tool", "wbinfo", "ntlm_auth", "dovecot", "doveconf", "postfix", "openssl")
+LAB_TOOLS = (
+    "ip", "ss", "samba", "samba-tool", "wbinfo", "ntlm_auth", "dovecot", "doveconf", "postfix", "openssl", "apache2",
+)  # fmt: skip
 
 
 def missing_tools(tools: tuple[str, ...] = LAB_TOOLS) -> list[str]:
@@ -883,12 +952,14 @@ def missing_tools(tools: tuple[str, ...] = LAB_TOOLS) -> list[str]:
 
 
 def start_servers(env: Env) -> None:
-    """Namespaces, certificate, Samba AD DC, Dovecot, Postfix and the Windows-like NTLM server, in that order."""
+    """Namespaces, certificate, Samba AD DC, Dovecot, Postfix, Apache and the Windows-like NTLM server, in that
+    order."""
     create_netns(env.names)
     cert, key = make_cert(env)
     smbconf = start_samba(env)
     start_dovecot(env, smbconf, cert, key)
     start_postfix(env, cert, key)
+    start_apache(env)
     start_fake_server(env)
 
 

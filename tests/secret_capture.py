@@ -8,7 +8,10 @@ Sessions (each its own TCP connection, crafted with scapy):
   message, 130 pipelined commands with the secret among them, an NTLM AUTHENTICATE whose NT response is the secret;
 - POP3: USER/PASS picked up mid-session (no SYN, no greeting: ``PASS`` is the first line), APOP;
 - IMAP: ``a1 LOGIN bob <secret>`` picked up mid-session, LOGIN with a quoted secret, AUTHENTICATE PLAIN with the
-  initial response, an XOAUTH2 bearer token.
+  initial response, an XOAUTH2 bearer token;
+- HTTP: an NTLM exchange on port 80 (the secret in the request's query, the AUTHENTICATE whose NT response is the
+  secret), Basic and Proxy-Authorization Basic on 8080 with keep-alive, and a session picked up mid-request whose
+  first line is the ``Authorization: Basic`` header.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ def forms() -> dict[str, str]:
         "nt response base64": base64.b64encode(NT_RESPONSE).decode(),
         "authenticate": base64.b64encode(authenticate).decode(),
         "xoauth2": base64.b64encode(f"user={USER}\x01auth=Bearer {SECRET}\x01\x01".encode()).decode(),
+        "basic": base64.b64encode(f"{USER}:{SECRET}".encode()).decode(),
     }
 
 
@@ -94,6 +98,25 @@ def _sessions() -> list[tuple[int, bool, Exchange]]:
                      ("s", b"a2 OK done\r\n"),
                      ("c", b"a3 AUTHENTICATE XOAUTH2 " + _b64(f"user={USER}\x01auth=Bearer {SECRET}\x01\x01")
                       + b"\r\n"), ("s", b"a3 OK done\r\n")]),
+        *_http_sessions(),
+    ]
+
+
+def _http_sessions() -> list[tuple[int, bool, Exchange]]:
+    basic = b"Authorization: Basic " + _b64(f"{USER}:{SECRET}") + b"\r\n"
+    unauthorized = b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"x\"\r\nContent-Length: 0\r\n\r\n"
+    return [
+        (80, True, [("c", b"GET /EWS/Exchange.asmx?token=" + SECRET.encode() + b" HTTP/1.1\r\nHost: mail\r\n"
+                          b"Authorization: NTLM " + _b64(ntlmssp.build_negotiate()) + b"\r\n\r\n"),
+                    ("s", b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: NTLM " + _b64(_challenge())
+                          + b"\r\nContent-Length: 0\r\n\r\n"),
+                    ("c", b"GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail\r\nAuthorization: NTLM "
+                          + _b64(_authenticate()) + b"\r\n\r\n"),
+                    ("s", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")]),
+        (8080, True, [("c", b"GET /owa/ HTTP/1.1\r\nHost: mail\r\n" + basic + b"\r\n"), ("s", unauthorized),
+                      ("c", b"GET /owa/ HTTP/1.1\r\nHost: mail\r\nProxy-" + basic + b"\r\n"),
+                      ("s", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")]),
+        (80, False, [("c", basic + b"\r\n"), ("s", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")]),
     ]
 
 

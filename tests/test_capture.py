@@ -251,7 +251,7 @@ def test_gzip_captures_are_read_transparently(tmp_path, name):
 
 
 def test_exact_frame_numbers_among_non_mail_traffic(tmp_path):
-    noise = ether(ipv4("10.1.1.1", "10.1.1.2", tcp(5555, 80, 1, 0, ACK, b"GET / HTTP/1.1\r\n\r\n")))
+    noise = ether(ipv4("10.1.1.1", "10.1.1.2", tcp(5555, 9100, 1, 0, ACK, b"PJL \r\n\r\n")))
     frames = []
     for index, frame in enumerate(ethernet_frames(smtp_session_segments())):
         frames += [(frame[0] - 0.0001, noise)] * (index % 3) + [frame]
@@ -265,7 +265,7 @@ def test_exact_frame_numbers_among_non_mail_traffic(tmp_path):
 
 @pytest.mark.skipif(not libpcap_available(), reason="needs libpcap")
 def test_ordinal_frames_when_exact_numbering_is_off(tmp_path):
-    noise = ether(ipv4("10.1.1.1", "10.1.1.2", tcp(5555, 80, 1, 0, ACK, b"x")))
+    noise = ether(ipv4("10.1.1.1", "10.1.1.2", tcp(5555, 9100, 1, 0, ACK, b"x")))
     frames = [(999.0, noise)] * 5 + ethernet_frames(smtp_session_segments())
     recorder, counters = run(write(tmp_path / "m.pcap", pcap_bytes(frames)), "libpcap", exact_frames=False)
     assert recorder.flows[0].chunks[Direction.SERVER_TO_CLIENT][0].frame == 4

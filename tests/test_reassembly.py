@@ -341,10 +341,10 @@ class TestClassifier:
 
     def test_non_mail_flow_is_dropped_early(self):
         s = Session(classifier=classify_mail, server_ports=frozenset())
-        server = ("10.0.0.2", 80)
+        server = ("10.0.0.2", 22)
         c, v = handshake(s, server=server)
-        s.feed(seg(CLIENT, server, c, v, payload=b"GET / HTTP/1.1\r\n\r\n"))
-        s.feed(seg(server, CLIENT, v, c + 18, payload=b"HTTP/1.1 200 OK\r\n" + b"x" * 5000))
+        s.feed(seg(CLIENT, server, c, v, payload=b"SSH-2.0-PuTTY_07\r\n"))
+        s.feed(seg(server, CLIENT, v, c + 18, payload=b"SSH-2.0-OpenSSH_9.2\r\n" + b"x" * 5000))
         assert s.recorder.flows == []
         assert s.counters.flows_not_mail == 1
         flow: Flow = s.reassembler._flows[1]
@@ -367,7 +367,8 @@ class TestClassifier:
             (b"250 2.1.0 Ok\r\n", b"RCPT TO:<b@example.test>\r\n", True),
             (b"250 2.1.0 Ok\r\n", b"", None),
             (b"a2 OK done\r\n", b"a2 LOGIN bob secret\r\n", True),
-            (b"HTTP/1.1 200 OK\r\n", b"GET / HTTP/1.1\r\n", False),
+            # HTTP is a carrier of NTLM and Basic credentials: kept, read by the HTTP dissector
+            (b"HTTP/1.1 200 OK\r\n", b"GET / HTTP/1.1\r\n", True),
             (b"+OK POP3 ready\r\n", b"", True),
             (b"* OK [CAPABILITY IMAP4rev1] ready\r\n", b"", True),
             (b"* PREAUTH hi\r\n", b"", True),
@@ -378,7 +379,8 @@ class TestClassifier:
             (b"", b"CAPA\r\n", True),
             (b"", b"EHLO", None),  # the command may go on
             (b"", b"EHLOX\r\n", None),
-            (b"", b"GET / HTTP/1.1\r\n", None),  # the server's reply decides
+            (b"", b"GET / HTTP/1.1\r\n", True),
+            (b"", b"GET / RTSP/1.0\r\n", None),  # the server's reply decides
             (b"", b"AUTH NTLM\r\n", None),
         ],
     )

@@ -39,14 +39,16 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_capture_carries_the_secret_everywhere(capture: Path) -> None:
     """The test means something only if the secret is really there, and found with --show-secrets."""
-    assert set(leaks(capture.read_bytes())) >= {"secret", "plain message", "base64", "authenticate"}
+    assert set(leaks(capture.read_bytes())) >= {"secret", "plain message", "base64", "authenticate", "basic"}
     shown = run("analyze", "--format", "json", "--events", "--show-secrets", str(capture))
     assert {"secret", "nt response"} <= set(leaks(shown))
     records = run("analyze", "--format", "jsonl", str(capture))
     for kind in ("cleartext-credentials", "ntlm-info", "mail-service", "auth-methods"):
         assert f'"type": "{kind}"' in records
-    for protocol in ("smtp", "pop3", "imap"):
+    for protocol in ("smtp", "pop3", "imap", "http"):
         assert f'"protocol": "{protocol}"' in records
+    assert '"mechanism": "HTTP-BASIC"' in records and '"http_path": "/EWS/Exchange.asmx"' in records
+    assert "GET /EWS/Exchange.asmx?******** HTTP/1.1" in run("analyze", "--format", "json", "--events", str(capture))
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dissectors.registry import MAIL_PORTS, NOT_MAIL, identify
+from dissectors.registry import CARRIER_PORTS, NOT_MAIL, identify
 from passive.capture.options import CaptureOptions
 
 # Bytes of a flow's first data (both sides together) looked at before giving up on recognising it.
@@ -18,16 +18,18 @@ CLASSIFY_LIMIT = 4096
 
 
 def classify_mail(server: bytes, client: bytes) -> str | None:
-    """``"smtp"``, ``"pop3"``, ``"imap"``; ``""`` (not mail); None while the first lines are incomplete."""
+    """``"smtp"``, ``"pop3"``, ``"imap"``, ``"http"``; ``""`` (none of them); None while the first lines are
+    incomplete."""
     return identify(server, client)
 
 
 def mail_capture_options(**settings: Any) -> CaptureOptions:
-    """:class:`CaptureOptions` for mail: the mail ports, and :func:`classify_mail` for ``all_ports``.
+    """:class:`CaptureOptions` for mail: the mail ports and HTTP's (every carrier of the registry), and
+    :func:`classify_mail` for ``all_ports``.
 
     ``settings`` are further :class:`CaptureOptions` fields (``all_ports``, ``bpf``, ``backend``...).
     """
-    return CaptureOptions(ports=MAIL_PORTS, classifier=classify_mail, **settings)
+    return CaptureOptions(ports=CARRIER_PORTS, classifier=classify_mail, **settings)
 
 
 class FirstLines:

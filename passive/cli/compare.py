@@ -11,16 +11,19 @@ from rich.text import Text
 
 from passive.cli.common import format_option, render, write_text
 from passive.cli.errors import EXIT_INPUT
-from passive.cli.inputs import load_records
+from passive.cli.inputs import load_records, probe_reports
 from passive.cli.probe import build_options, probe_options, services
 from passive.core.text import printable
 from passive.probe.prober import run_probe
 from passive.results.compare import compare, from_nmap, from_records
 from passive.results.jsonio import dumps_indented
+from passive.results.nessus import read_nessus
+from passive.results.nessus_verify import verify
 from passive.results.nmap_xml import read_nmap_xml
 from passive.results.records import finding_record
 
 _STATUS_STYLE = {"agree": "green", "differ": "bold red"}
+_VERDICT_STYLE = {"confirmed": "bold red", "refuted": "green", "not-observed": "yellow"}
 
 
 def _cell(value: Any) -> Text:
@@ -54,6 +57,33 @@ def render_comparison(console: Console, document: dict[str, Any]) -> None:
     console.print(Group(*blocks))
     summary = ", ".join(f"{status}: {count}" for status, count in sorted(document["summary"].items())) or "no fields"
     console.print(Text(printable(summary), style="dim"))
+    if "nessus" in document:
+        render_nessus(console, document["nessus"])
+
+
+def render_nessus(console: Console, verification: dict[str, Any]) -> None:
+    """One row per Nessus plugin result: the verdict, why, and the evidence (file#frame, or the probe)."""
+    table = Table(title=Text("Nessus verification", style="bold underline"), title_justify="left")
+    for column in ("host", "plugin", "verdict", "why", "evidence"):
+        table.add_column(column, overflow="fold")
+    for record in verification["records"]:
+        evidence = ", ".join(
+            f"{e.get('file')}#{e.get('frame')}" if e.get("source") == "passive" else f"probe {e.get('probe')}"
+            for e in record["evidence"]
+        )
+        table.add_row(
+            Text(printable(record["server"] or record["host"])),
+            Text(printable(f"{record['plugin_id']} {record['plugin_name']}")),
+            Text(record["verdict"], style=_VERDICT_STYLE.get(record["verdict"], "")),
+            Text(printable(record["reason"])),
+            Text(printable(evidence)),
+        )
+    if not verification["records"]:
+        console.print(Text("The Nessus file has no mail- or NTLM-related plugin result.", style="yellow"))
+        return
+    console.print(table)
+    totals = ", ".join(f"{verdict}: {count}" for verdict, count in verification["summary"].items())
+    console.print(Text(printable(totals), style="dim"))
 
 
 @click.command("compare")
@@ -84,8 +114,16 @@ def render_comparison(console: Console, document: dict[str, Any]) -> None:
     "nmap_inputs",
     multiple=True,
     metavar="XML",
-    help="nmap -oX output of smtp-ntlm-info, pop3-ntlm-info, imap-ntlm-info, smtp-commands, "
+    help="nmap -oX output of smtp-ntlm-info, pop3-ntlm-info, imap-ntlm-info, http-ntlm-info, smtp-commands, "
     "smtp-open-relay (pop3-capabilities too).",
+)
+@click.option(
+    "--nessus",
+    "nessus_inputs",
+    multiple=True,
+    metavar="FILE",
+    help="Nessus v2 export (.nessus): each mail- and NTLM-related plugin result is confirmed, refuted or not "
+    "observed with the packet and probe evidence of the other sources.",
 )
 @probe_options
 @format_option(("table", "json"))
@@ -96,22 +134,32 @@ def compare_command(
     probe_targets: tuple[str, ...],
     probe_seen: bool,
     nmap_inputs: tuple[str, ...],
+    nessus_inputs: tuple[str, ...],
     output_format: str,
     output: str | None,
     **params: Any,
 ) -> None:
     """Compare passive findings with active ones (and nmap's): per server, per field, agree / differ / only one.
 
+    With --nessus, each mail- and NTLM-related Nessus plugin result is confirmed (with the file and frame, or the
+    probe, that shows it), refuted (what a probe saw instead) or not observed: after a fix, probe plus
+    compare --nessus is the re-run of the scan.
+
     Exit status 0 when the comparison ran (whatever it found), 1 when an input could not be read or probed.
     """
     given = [bool(passive_inputs), bool(active_inputs or probe_targets or probe_seen), bool(nmap_inputs)]
-    if sum(given) < 2:
-        raise click.UsageError("give at least two of --passive, --active/--probe/--probe-seen and --nmap")
+    if sum(given) + bool(nessus_inputs) < 2 or (nessus_inputs and not any(given[:2])):
+        raise click.UsageError(
+            "give at least two of --passive, --active/--probe/--probe-seen and --nmap (or --nessus and one of "
+            "--passive, --active/--probe)"
+        )
     if probe_seen and not passive_inputs:
         raise click.UsageError("--probe-seen probes the servers of --passive")
     passive = [record for path in passive_inputs for record in load_records(path)]
     active = [record for path in active_inputs for record in load_records(path)]
     nmap = [service for path in nmap_inputs for service in read_nmap_xml(path)]
+    nessus = [item for path in nessus_inputs for item in read_nessus(path)]
+    probes = [report for path in active_inputs for report in probe_reports(path)]
     targets = list(probe_targets)
     if probe_seen:
         targets += sorted({r["server"] for r in passive if isinstance(r.get("server"), str)})
@@ -120,6 +168,7 @@ def compare_command(
         options, ports = build_options(params)
         run = run_probe(services(targets, ports), options)
         active += [finding_record(f) for f in run.findings]
+        probes += [report.to_dict() for report in run.reports]
         failed = run.failed_targets
     sources = []
     if passive_inputs:
@@ -129,6 +178,8 @@ def compare_command(
     if nmap_inputs:
         sources.append(from_nmap(nmap))
     document = compare(sources)
+    if nessus_inputs:
+        document["nessus"] = verify(nessus, passive + active, probes)
     if output_format == "json":
         write_text(output, dumps_indented(document) + "\n")
     else:

@@ -7,7 +7,7 @@ from typing import Any
 
 from passive.analysis.pipeline import AnalysisOptions, Results, analyze_captures
 from passive.core.errors import InputError
-from passive.results.findings_file import read_records
+from passive.results.findings_file import read_findings, read_records
 from passive.results.records import finding_record
 from passive.results.redaction import Redactor
 
@@ -38,3 +38,16 @@ def load_records(path: str, options: AnalysisOptions | None = None) -> list[dict
     if results.failed:
         raise InputError(results.failed[0][1])
     return capture_records(results)
+
+
+def probe_reports(path: str) -> list[dict[str, Any]]:
+    """The per-service probe reports (``probes`` of its summary) of a findings file written by ``leakscope probe``;
+    none for a capture or a file without them."""
+    if not is_findings_file(path):
+        return []
+    reports: list[dict[str, Any]] = []
+    for summary in read_findings(path).summaries:
+        probes = summary.get("probes")
+        if isinstance(probes, list):
+            reports.extend(p for p in probes if isinstance(p, dict))
+    return reports

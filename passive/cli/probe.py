@@ -184,7 +184,8 @@ def probe_command(
     """Ask mail servers what they tell anyone who connects: banner, capabilities, STARTTLS, NTLM host information.
 
     TARGETS are host, host:port, or smtp:// smtps:// submission:// pop3:// pop3s:// imap:// imaps:// URLs; a bare
-    host is probed on 25, 587, 465, 110, 995, 143 and 993. Exit status 1 when a target could not be probed.
+    host is probed on 25, 587, 465, 110, 995, 143 and 993. http:// and https:// URLs ask Exchange's web endpoints
+    (or the URL's path) for an NTLM challenge. Exit status 1 when a target could not be probed.
     """
     options, ports = build_options(
         params,

@@ -11,6 +11,8 @@ from passive.cli.errors import EXIT_INPUT
 from passive.cli.inputs import capture_records, is_findings_file
 from passive.core.text import printable
 from passive.results.findings_file import FindingsInput, read_findings
+from passive.results.nessus import read_nessus
+from passive.results.nessus_verify import verify
 from passive.results.records import summary_record
 from passive.results.report import build_report, render_html, render_markdown
 from passive.results.store import FindingStore
@@ -64,6 +66,14 @@ def _format_for(output: str | None, chosen: str | None) -> str:
 )
 @click.option("--title", default="Mail traffic exposure report", show_default=True, help="The report's title.")
 @click.option(
+    "--nessus",
+    "nessus_inputs",
+    multiple=True,
+    metavar="FILE",
+    help="Nessus v2 export (.nessus): a section verifies each mail- and NTLM-related plugin result against the "
+    "findings' packet and probe evidence.",
+)
+@click.option(
     "--redact/--no-redact",
     default=True,
     show_default=True,
@@ -75,6 +85,7 @@ def report(
     output: str | None,
     output_format: str | None,
     title: str,
+    nessus_inputs: tuple[str, ...],
     redact: bool,
 ) -> None:
     """Write a stakeholder report from findings (JSON lines or JSON from 'leakscope analyze'), captures (analyzed
@@ -94,7 +105,12 @@ def report(
     failed = _add_captures(captures, inputs, show_secrets=not redact)
     if failed and failed == len(sources) and not db_path:
         raise SystemExit(EXIT_INPUT)
-    model = build_report(inputs.records, inputs.summaries, title=title, redact=redact)
+    nessus = None
+    if nessus_inputs:
+        items = [item for path in nessus_inputs for item in read_nessus(path)]
+        probes = [p for s in inputs.summaries if isinstance(s.get("probes"), list) for p in s["probes"]]
+        nessus = verify(items, inputs.records, [p for p in probes if isinstance(p, dict)])
+    model = build_report(inputs.records, inputs.summaries, title=title, redact=redact, nessus=nessus)
     chosen = _format_for(output, output_format)
     text = render_html(model) if chosen == "html" else render_markdown(model)
     write_text(output, text)

@@ -106,7 +106,7 @@ def negative_statement(summary: dict[str, Any]) -> str:
     listed = ", ".join(f"{protocol} {count:,}" for protocol, count in sorted(sessions.items()))
     tls = _count(summary, "tls_sessions")
     inside = f"; {tls:,} of them inside TLS, unreadable" if tls else ""
-    return f"No leak found in {total:,} mail session(s) ({listed}{inside})."
+    return f"No leak found in {total:,} session(s) ({listed}{inside})."
 
 
 def summary_text(summary: dict[str, Any]) -> Text:

@@ -96,7 +96,9 @@ NTLM_INFO = Kind(
     title="NTLM host information",
     description=(
         "What a server's NTLM CHALLENGE (Type 2) revealed, and what clients' NEGOTIATE/AUTHENTICATE (Type 1/3) "
-        "revealed."
+        "revealed: over SMTP, POP3 and IMAP (SASL), and over HTTP (`WWW-Authenticate` / `Authorization` with `NTLM` "
+        "or `Negotiate`, SPNEGO unwrapped: Exchange's OWA, EWS, Autodiscover, RPC and MAPI over HTTP, ActiveSync, "
+        "OAB), where the finding's `protocol` is `http` and it names the endpoint."
     ),
     severity_rules=(
         (Severity.LOW, "the server's names, clock and build alone (a CHALLENGE, or an anonymous AUTHENTICATE)"),
@@ -145,10 +147,23 @@ NTLM_INFO = Kind(
             active=True,
         ),
         Field("ntlm_over_tls", "the probe's NTLM exchange ran inside TLS (STARTTLS or implicit TLS)", active=True),
+        Field(
+            "http_path",
+            "HTTP only: the request path (without its query) whose response carried the latest CHALLENGE, e.g. "
+            "`/EWS/Exchange.asmx`",
+            column=True,
+        ),
+        Field("http_host", "HTTP only: that request's `Host` header (or its absolute URI's authority)", column=True),
+        Field(
+            "http_endpoints",
+            "HTTP only: every `host/path` that answered with a CHALLENGE (first 50)",
+            union=True,
+            many=True,
+        ),
     ),
     details_doc=(
         "per exchange: `client`, `user`, `domain`, `workstation`, `ntlm_version`, `client_os_version`, `spn`, "
-        "`outcome`, `outcome_line`, `time`, `file`, `frames` (distinct, in order)"
+        "`outcome`, `outcome_line`, `time`, `file`, `frames` (distinct, in order); HTTP: `http_path`"
     ),
     summary=_ntlm_summary,
     remediation=(
@@ -158,17 +173,21 @@ NTLM_INFO = Kind(
         "offered on SMTP, POP3 and IMAP (Exchange: remove 'Ntlm' / 'Integrated' from the receive connector's "
         "and the POP3/IMAP service's authentication methods) or restrict it to internal networks; prefer "
         "Kerberos for internal clients; require TLS (STARTTLS or implicit TLS) before any AUTH so the exchange "
-        "is never readable on the wire."
+        "is never readable on the wire. Over HTTP (Exchange's OWA, EWS, Autodiscover, RPC/MAPI over HTTP, "
+        "ActiveSync, OAB): serve those endpoints over HTTPS only (redirect or close port 80), and offer Negotiate "
+        "with Kerberos rather than NTLM where clients allow it."
     ),
     verification=(
         "Run 'leakscope probe --starttls never HOST' and nmap's smtp-ntlm-info / pop3-ntlm-info / "
         "imap-ntlm-info: no NTLM challenge may come back without TLS, and the mechanism list must not offer NTLM "
+        "in clear text. HTTP: 'leakscope probe http://HOST/' (and nmap http-ntlm-info) must draw no challenge "
         "in clear text."
     ),
     references={
-        "smtp": "Nessus: SMTP Host Information in NTLM SSP; nmap smtp-ntlm-info",
+        "smtp": "Nessus 13926: SMTP Host Information in NTLM SSP; nmap smtp-ntlm-info",
         "pop3": "Nessus: POP3 Host Information in NTLM SSP; nmap pop3-ntlm-info",
         "imap": "nmap imap-ntlm-info",
+        "http": "Nessus: HTTP NTLM information disclosure (host information in NTLM SSP); nmap http-ntlm-info",
     },
 )
 
@@ -180,7 +199,8 @@ CLEARTEXT_CREDENTIALS = Kind(
     fields=(
         Field(
             "mechanism",
-            "`PLAIN`, `LOGIN`, `CRAM-MD5`, `XOAUTH2`, `OAUTHBEARER`, `USER-PASS` (POP3), `APOP`, `IMAP-LOGIN`",
+            "`PLAIN`, `LOGIN`, `CRAM-MD5`, `XOAUTH2`, `OAUTHBEARER`, `USER-PASS` (POP3), `APOP`, `IMAP-LOGIN`, "
+            "`HTTP-BASIC` (an HTTP `Authorization` or `Proxy-Authorization: Basic` header)",
             column=True,
         ),
         Field("user", "as sent", column=True),

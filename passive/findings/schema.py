@@ -98,7 +98,11 @@ COMMON_FIELDS: tuple[Field, ...] = (
     Field("type", "the kind of finding (one of the kinds below)"),
     Field("schema_version", "the version of this schema"),
     Field("source", "`passive` (from captures) or `active` (from `leakscope probe`)"),
-    Field("protocol", "`smtp`, `pop3`, `imap`"),
+    Field(
+        "protocol",
+        "`smtp`, `pop3`, `imap`; `http` for NTLM and Basic authentication carried by HTTP (only `ntlm-info` and "
+        "`cleartext-credentials` findings: a web server is no mail service)",
+    ),
     Field("server", "`ip:port` (`[v6]:port` for IPv6)"),
     Field("severity", "`info`, `low`, `medium`, `high`: the kind's severity rules below"),
     Field("reference", "the equivalent check in Nessus / nmap / Wireshark, where one exists"),

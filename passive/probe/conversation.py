@@ -86,9 +86,10 @@ class Conversation:
         """Facts only a probe knows, told to the detectors that own them."""
         analyzer, report = self.analyzer, self.report
         assert analyzer is not None
-        analyzer.service.probe_facts(self.tls_facts, report.starttls)
-        if report.banner is None:
-            report.banner = analyzer.service.banner
+        if analyzer.service is not None:  # a mail service (HTTP servers make no inventory entry)
+            analyzer.service.probe_facts(self.tls_facts, report.starttls)
+            if report.banner is None:
+                report.banner = analyzer.service.banner
         ntlm = analyzer.detectors[FindingType.NTLM_INFO]
         ntlm.probe_facts(report.ntlm_advertised, report.starttls in ("accepted", "implicit"))  # type: ignore[attr-defined]
 

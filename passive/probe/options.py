@@ -54,6 +54,8 @@ class ServiceReport:
     relay_variants_tried: int = 0
     relay_variants_accepted: int = 0
     elapsed_seconds: float = 0.0
+    # HTTP: per path asked, {path, scheme, status, offered, challenge} (passive.probe.http).
+    endpoints: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))

@@ -1,5 +1,8 @@
 """Active probe: what a mail server gives to anyone who connects, in the same findings as the passive analysis.
 
+HTTP (``http://`` and ``https://`` targets, ports 80, 8080 and 443): Exchange's web endpoints asked for an NTLM
+challenge, see :mod:`passive.probe.http`.
+
 Per service: banner; EHLO (HELO fallback) / CAPA / CAPABILITY; STARTTLS/STLS when offered (``starttls`` option),
 then the capabilities again; ``AUTH NTLM`` with the NEGOTIATE from :func:`dissectors.ntlmssp.build_negotiate` (tried
 even when not advertised), the CHALLENGE read by the same dissectors and detectors as a capture's, then cancel
@@ -26,6 +29,7 @@ from passive.analysis.relays import RelayLedger, RelayPolicy
 from passive.core import endpoints
 from passive.core.errors import ProbeError
 from passive.probe.conversation import error_text, sni
+from passive.probe.http import HttpConversation
 from passive.probe.imap import ImapConversation
 from passive.probe.options import STARTTLS_MODES, ProbeOptions, ProbeRun, ServiceReport
 from passive.probe.pop3 import Pop3Conversation
@@ -52,7 +56,7 @@ def endpoint(address: tuple[Any, ...]) -> str:
 
 
 
-class ServiceProbe(SmtpConversation, Pop3Conversation, ImapConversation):
+class ServiceProbe(SmtpConversation, Pop3Conversation, ImapConversation, HttpConversation):
     """The conversation with one service: connect, recognise the protocol, talk, say goodbye."""
 
     # -- driver ---------------------------------------------------------------------------------------------------
@@ -153,7 +157,7 @@ class ServiceProbe(SmtpConversation, Pop3Conversation, ImapConversation):
             assert protocol is not None
             conn.buffer[:0] = (first + "\n").encode("utf-8", "replace")  # the flows read the greeting themselves
             self._start_wire(protocol)
-        flow = {"smtp": self._smtp, "pop3": self._pop3, "imap": self._imap}[self.protocol or ""]
+        flow = {"smtp": self._smtp, "pop3": self._pop3, "imap": self._imap, "http": self._http}[self.protocol or ""]
         await flow()
 
     # -- end --------------------------------------------------------------------------------------------------------

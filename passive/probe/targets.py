@@ -1,4 +1,5 @@
-"""What ``leakscope probe`` is asked to probe: ``host``, ``host:port`` or a mail URL, expanded to services."""
+"""What ``leakscope probe`` is asked to probe: ``host``, ``host:port``, a mail URL or an ``http://`` / ``https://``
+URL, expanded to services."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ DEFAULT_PORTS: tuple[int, ...] = (25, 587, 465, 110, 995, 143, 993)
 PORT_SERVICES: dict[int, tuple[str, bool]] = {
     port: (protocol, port in IMPLICIT_TLS_PORTS) for port, protocol in PORT_PROTOCOLS.items()
 }
+# HTTPS is no passive carrier (nothing in TLS can be read from a capture), but the probe speaks it.
+PORT_SERVICES[443] = ("http", True)
 # URL schemes: protocol, implicit TLS, default port.
 SCHEMES: dict[str, tuple[str, bool, int]] = {
     "smtp": ("smtp", False, 25),
@@ -26,6 +29,8 @@ SCHEMES: dict[str, tuple[str, bool, int]] = {
     "pop3s": ("pop3", True, 995),
     "imap": ("imap", False, 143),
     "imaps": ("imap", True, 993),
+    "http": ("http", False, 80),
+    "https": ("http", True, 443),
 }
 _HOST_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
 
@@ -45,6 +50,8 @@ class Service:
     implicit_tls: bool
     # The user named this port (host:port or URL); a bare host's default ports that are closed are not failures.
     named: bool
+    # HTTP: the path of the URL when it names one; None (or "/") asks the default endpoints (passive.probe.http).
+    path: str | None = None
 
     @property
     def address(self) -> str:
@@ -132,7 +139,11 @@ def _parse_url(text: str, target: str) -> Service:
     protocol, implicit_tls, default_port = SCHEMES[scheme]
     if not url.hostname:
         raise TargetError(f"no host in {target!r}")
-    return Service(target, _check_host(url.hostname, target), port or default_port, protocol, implicit_tls, True)
+    path = url.path if protocol == "http" and url.path not in ("", "/") else None
+    if path is not None and (len(path) > 1024 or not path.isascii() or any(c in path for c in " \r\n\t")):
+        raise TargetError(f"bad path in {target!r}")
+    host = _check_host(url.hostname, target)
+    return Service(target, host, port or default_port, protocol, implicit_tls, True, path)
 
 
 def parse_targets(targets: list[str] | tuple[str, ...], ports: tuple[int, ...] | None = None) -> list[Service]:

@@ -116,7 +116,8 @@ class Connection:
             raise ProbeError("the service did not finish within the service timeout", self.stage)
         return min(self.read_timeout, remaining)
 
-    async def _fill(self) -> None:
+    async def _fill(self, eof_ok: bool = False) -> bool:
+        """Reads what comes next; False at the end of the stream when ``eof_ok`` (else that is an error)."""
         timeout = self._remaining()
         try:
             data = await asyncio.wait_for(self.reader.read(4096), timeout)
@@ -125,6 +126,8 @@ class Connection:
         except (ConnectionError, OSError) as error:
             raise ProbeError(f"connection lost: {error.strerror or error}", self.stage) from None
         if not data:
+            if eof_ok:
+                return False
             raise ProbeError("the server closed the connection", self.stage)
         self.received += len(data)
         if self.received > self.max_bytes:
@@ -134,6 +137,12 @@ class Connection:
         else:
             self.unfed.extend(data)
         self.buffer.extend(data)
+        return True
+
+    async def read_some(self) -> bool:
+        """Reads the next bytes into the dissector (and the buffer); False when the server has closed."""
+        self.buffer.clear()  # callers of read_some read through the dissector, not lines
+        return await self._fill(eof_ok=True)
 
     async def line(self) -> str:
         """The next line without CR LF, decoded as UTF-8 (replacement characters for invalid bytes)."""

@@ -1,8 +1,10 @@
 """Read nmap ``-oX`` output of the mail NSE scripts into the fields leakscope's findings use.
 
-Scripts understood: ``smtp-ntlm-info``, ``pop3-ntlm-info``, ``imap-ntlm-info`` (the CHALLENGE's names and version),
+Scripts understood: ``smtp-ntlm-info``, ``pop3-ntlm-info``, ``imap-ntlm-info``, ``http-ntlm-info`` (the CHALLENGE's
+names and version),
 ``smtp-commands`` (EHLO keywords, hence the AUTH mechanisms and STARTTLS), ``smtp-open-relay`` (relays or not) and
-``pop3-capabilities`` (SASL mechanisms, USER, STLS). Everything else in the file is ignored.
+``pop3-capabilities`` (SASL mechanisms, USER, STLS). Everything else in the file is ignored. The XML is parsed by
+defusedxml: no DTD, no entity expansion, no external reference.
 """
 
 from __future__ import annotations
@@ -13,13 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import defusedxml.ElementTree as SafeET
+from defusedxml import DefusedXmlException
+
 from passive.core.endpoints import endpoint
 from passive.core.errors import InputError
 
 # nmap XML of a few thousand hosts is a few megabytes; anything far larger is not what this reads.
 MAX_XML_BYTES = 64 * 1024 * 1024
 
-NTLM_SCRIPTS = {"smtp-ntlm-info": "smtp", "pop3-ntlm-info": "pop3", "imap-ntlm-info": "imap"}
+NTLM_SCRIPTS = {
+    "smtp-ntlm-info": "smtp",
+    "pop3-ntlm-info": "pop3",
+    "imap-ntlm-info": "imap",
+    "http-ntlm-info": "http",
+}
 NTLM_KEYS = {
     "Target_Name": "target_name",
     "NetBIOS_Domain_Name": "netbios_domain",
@@ -114,10 +124,10 @@ def parse_nmap_xml(data: bytes) -> list[NmapService]:
     """Every open port with at least one understood script; raises :class:`NmapXmlError` for what is not nmap XML."""
     if len(data) > MAX_XML_BYTES:
         raise NmapXmlError(f"larger than {MAX_XML_BYTES} bytes")
-    if b"<!ENTITY" in data:
-        raise NmapXmlError("XML entity declarations are not accepted")  # nmap never writes them
     try:
-        root = ET.fromstring(data)
+        root = SafeET.fromstring(data)  # nmap writes a DOCTYPE line but never declares entities
+    except DefusedXmlException as error:
+        raise NmapXmlError(f"refused: {type(error).__name__} (XML entity declarations are not accepted)") from None
     except ET.ParseError as error:
         raise NmapXmlError(f"not XML: {error}") from None
     if root.tag != "nmaprun":

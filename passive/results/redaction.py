@@ -9,7 +9,10 @@ Three rules, applied together:
   its command is known to carry nothing secret (``EHLO``, ``MAIL``, ``RCPT``, ``USER``, ``CAPA``, ...); the
   argument of a password command (``PASS``, ``APOP``, IMAP ``LOGIN``) and the initial response of ``AUTH`` /
   ``AUTHENTICATE`` are masked; any other client line (a base64 SASL step, an unknown command, garbage) is masked
-  whole. So a secret is masked even when it is the first thing a capture shows of a session.
+  whole. So a secret is masked even when it is the first thing a capture shows of a session. HTTP: a request line
+  keeps its method, path and version (its query and any user:password in an absolute URI are masked); an
+  ``Authorization`` / ``Proxy-Authorization`` header keeps its scheme (``NTLM``, ``Negotiate``, ``Basic``) and
+  masks the rest: it is an NTLM AUTHENTICATE (a crackable response) or a Basic password.
 * **Known secrets are scrubbed from every string**: the passwords, tokens and responses the run saw are collected
   (:meth:`Redactor.learn`) and replaced wherever they appear, whatever the field.
 
@@ -41,6 +44,10 @@ _SASL_COMMAND = re.compile(r"^((?:\S+\s+)?(?:AUTH|AUTHENTICATE)\s+\S+)(\s+\S.*)?
 _USER_COMMAND = re.compile(r"^(USER)\s+(\S.*)$", re.IGNORECASE | re.DOTALL)
 _PASS_COMMAND = re.compile(r"^(PASS)(?:\s.*)?$", re.IGNORECASE | re.DOTALL)
 _APOP_COMMAND = re.compile(r"^(APOP)\s+(\S+)(?:\s.*)?$", re.IGNORECASE | re.DOTALL)
+_HTTP_REQUEST = re.compile(r"^([A-Z][A-Z0-9_-]{0,31}) (\S+) (HTTP/\d\.\d)$")
+# The scheme is kept only as a short word followed by its credentials; a lone word may be a bare token.
+_HTTP_AUTHORIZATION = re.compile(r"^((?:Proxy-)?Authorization:[ \t]*[A-Za-z][A-Za-z0-9_.-]{0,19})[ \t]+\S", re.I)
+_URI_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@?#]*@")
 _IMAP_LOGIN = re.compile(r"^(\S+\s+LOGIN)\s+(\"(?:[^\"\\]|\\.)*\"|\S+)(?:\s.*)?$", re.IGNORECASE | re.DOTALL)
 
 NameMask = Callable[[str], str]
@@ -68,6 +75,12 @@ def mask_name(name: str) -> str:
 def mask_client_line(line: str, name_mask: NameMask = keep_name) -> str:
     """A client's protocol line with every secret replaced by the mask (user names through ``name_mask``)."""
     text = line.strip()
+    match = _HTTP_REQUEST.match(text)
+    if match:
+        return f"{match.group(1)} {_http_target(match.group(2))} {match.group(3)}"
+    match = _HTTP_AUTHORIZATION.match(text)
+    if match:
+        return f"{match.group(1)} {MASK}"
     match = _SASL_COMMAND.match(text)
     if match:
         return match.group(1) + (f" {MASK}" if match.group(2) else "")
@@ -91,6 +104,13 @@ def mask_client_line(line: str, name_mask: NameMask = keep_name) -> str:
         if word.split(":", 1)[0].upper() in HARMLESS_COMMANDS:
             return line
     return MASK
+
+
+def _http_target(target: str) -> str:
+    """A request target with its query and any ``user:password@`` masked: tokens and passwords travel there."""
+    target = _URI_USERINFO.sub(lambda m: f"{m.group(1)}{MASK}@", target)
+    path, question, _query = target.partition("?")
+    return path + (f"?{MASK}" if question else "")
 
 
 class Redactor:

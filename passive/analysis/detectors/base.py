@@ -16,7 +16,7 @@ from passive.findings.model import EvidenceRecord, Finding, FindingSet, FindingT
 class SessionContext:
     """Who talks to whom in one session, and where it was seen."""
 
-    protocol: str  # "smtp" | "pop3" | "imap"
+    protocol: str  # "smtp" | "pop3" | "imap" | "http"
     server: str  # "ip:port"
     client: str  # "ip:port"
     file: str | None = None

@@ -13,6 +13,8 @@ from passive.findings.model import Finding, FindingType, Severity
 
 # Decoding anomalies of a CHALLENGE kept in the finding; the decoder bounds how many one message can have.
 MAX_ANOMALIES = 20
+# HTTP endpoints (Host and path) that answered with a CHALLENGE, kept per finding.
+MAX_HTTP_ENDPOINTS = 50
 
 
 @dataclass
@@ -30,11 +32,16 @@ class NtlmDetector(Detector):
         ev.SaslStep: "step",
         ev.AuthResult: "result",
         ev.AuthCancelled: "cancelled",
+        ev.HttpExchange: "http_exchange",
     }
 
     def __init__(self, session: Session) -> None:
         super().__init__(session)
         self.exchange: _Exchange | None = None
+        self.http: ev.HttpExchange | None = None  # the HTTP request or response the next step belongs to
+
+    def http_exchange(self, event: ev.HttpExchange) -> None:
+        self.http = event
 
     def _info(self) -> Finding:
         return self.finding(FindingType.NTLM_INFO, Severity.LOW)
@@ -60,6 +67,7 @@ class NtlmDetector(Detector):
             finding = self._info()
             self.touch(finding, event)
             self._server_fields(finding, message, event.evidence.timestamp)
+            self._http_fields(finding)
         elif isinstance(message, ntlmssp.AuthenticateMessage):
             exchange.authenticate = message
 
@@ -95,6 +103,18 @@ class NtlmDetector(Detector):
             finding.fields.setdefault("clock_skew_seconds", None)
         if challenge.anomalies:
             finding.fields["anomalies"] = [a.to_dict() for a in challenge.anomalies][:MAX_ANOMALIES]
+
+    def _http_fields(self, finding: Finding) -> None:
+        """Which web endpoint answered: the request the CHALLENGE's response belongs to."""
+        http = self.http
+        if self.context.protocol != "http" or http is None:
+            return
+        finding.fields["http_path"] = http.path or None
+        finding.fields["http_host"] = http.host
+        endpoints = finding.fields.setdefault("http_endpoints", [])
+        endpoint = f"{http.host or ''}{http.path}"
+        if endpoint not in endpoints and len(endpoints) < MAX_HTTP_ENDPOINTS:
+            endpoints.append(endpoint)
 
     def _close(self, outcome: str | None, result: ev.AuthResult | None = None) -> None:
         exchange, self.exchange = self.exchange, None
@@ -133,6 +153,8 @@ class NtlmDetector(Detector):
             client.update({name: decoded[name] for name in ntlmssp.CLIENT_FIELDS if decoded.get(name) is not None})
         for name in ntlmssp.CLIENT_FIELDS:
             client.setdefault(name, None)
+        if self.context.protocol == "http" and self.http is not None:
+            client["http_path"] = self.http.path or None
         if exchange.evidence:
             client["time"] = exchange.evidence[0].timestamp
             client["frames"] = list(dict.fromkeys(e.frame for e in exchange.evidence))  # one frame may carry two

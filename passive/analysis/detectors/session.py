@@ -10,6 +10,7 @@ from functools import cache
 from typing import Any
 
 from dissectors import events as ev
+from dissectors.registry import INVENTORY_PROTOCOLS
 from passive.analysis.detectors.base import Detector, SessionContext
 from passive.analysis.detectors.service import ServiceDetector
 from passive.analysis.relays import RelayLedger
@@ -35,10 +36,14 @@ class SessionAnalyzer:
         self.authenticated = False
         self.server_names = _BoundedNames(MAX_SERVER_NAMES)
         stats.sessions[context.protocol] += 1
-        self.detectors: dict[FindingType, Detector] = {cls.KIND: cls(self) for cls in detector_classes()}
-        service = self.detectors[FindingType.MAIL_SERVICE]
-        assert isinstance(service, ServiceDetector)
-        self.service = service
+        # A carrier whose servers are not mail servers (HTTP) makes no inventory entry: findings only for leaks.
+        inventory = context.protocol in INVENTORY_PROTOCOLS
+        self.detectors: dict[FindingType, Detector] = {
+            cls.KIND: cls(self) for cls in detector_classes() if inventory or cls.KIND is not FindingType.MAIL_SERVICE
+        }
+        service = self.detectors.get(FindingType.MAIL_SERVICE)
+        assert service is None or isinstance(service, ServiceDetector)
+        self.service: ServiceDetector | None = service
         # The session's own state first: detectors read it.
         table: dict[type[ev.Event], list[Callable[[Any], None]]] = {
             ev.StartTls: [self._start_tls],
@@ -58,9 +63,11 @@ class SessionAnalyzer:
         return finding
 
     def feed(self, events: list[ev.Event]) -> None:
-        dispatch, occurrence = self._dispatch, self.service.occurrence
+        dispatch = self._dispatch
+        occurrence = self.service.occurrence if self.service is not None else None
         for event in events:
-            occurrence(event)
+            if occurrence is not None:
+                occurrence(event)
             for handler in dispatch.get(event.__class__, ()):
                 handler(event)
 

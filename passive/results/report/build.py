@@ -20,6 +20,7 @@ from passive.results.report.model import (
     Credential,
     EvidenceRow,
     FindingRow,
+    NessusRow,
     RemediationItem,
     Report,
     ServerCard,
@@ -34,8 +35,10 @@ def build_report(
     title: str = "Mail traffic exposure report",
     redact: bool = True,
     generated: datetime | None = None,
+    nessus: dict[str, Any] | None = None,
 ) -> Report:
-    """The report model for finding records (summary records may be mixed in or passed apart)."""
+    """The report model for finding records (summary records may be mixed in or passed apart); ``nessus`` is the
+    verification document of :func:`passive.results.nessus_verify.verify`, shown as its own section."""
     summaries = list(summaries or [])
     findings: list[dict[str, Any]] = []
     for record in records:
@@ -68,7 +71,22 @@ def build_report(
         timeline_entries=_timeline_entries(leaks),
         severity_chart=bar_chart(severity_counts),
         timeline_chart=timeline(_timeline_points(leaks), order=server_order),
+        nessus=_nessus_rows(nessus),
+        nessus_totals=list((nessus or {}).get("summary", {}).items()),
     )
+
+
+def _nessus_rows(document: dict[str, Any] | None) -> list[NessusRow]:
+    rows = []
+    for record in (document or {}).get("records", []):
+        evidence = ", ".join(
+            f"{f.text(e.get('file'))} frame {e.get('frame')}" if e.get("source") == "passive" else "probe"
+            for e in record.get("evidence", [])
+        )
+        server = f.text(record.get("server") or record.get("host")) or "?"
+        plugin = f"{record.get('plugin_id')} {f.text(record.get('plugin_name'), 120) or ''}".strip()
+        rows.append(NessusRow(server, plugin, str(record.get("verdict")), f.text(record.get("reason")) or "", evidence))
+    return rows
 
 
 def server_order(server: str) -> tuple[int, bytes, int, str]:

@@ -105,6 +105,17 @@ class Comparison:
 
 
 @dataclass
+class NessusRow:
+    """One Nessus plugin result and what the evidence says of it."""
+
+    server: str
+    plugin: str
+    verdict: str  # confirmed, refuted, not-observed
+    reason: str
+    evidence: str
+
+
+@dataclass
 class TimelineEntry:
     time: str
     server: str
@@ -128,6 +139,8 @@ class Report:
     timeline_entries: list[TimelineEntry]
     severity_chart: BarChart
     timeline_chart: Timeline | None
+    nessus: list[NessusRow] = field(default_factory=list)
+    nessus_totals: list[tuple[str, int]] = field(default_factory=list)
 
     @property
     def nothing_leaked(self) -> bool:
