@@ -22,7 +22,7 @@ from passive.results.report.model import (
 )
 
 # Evidence lines a card shows (the findings keep up to 8 per finding); the rest are counted.
-CARD_EVIDENCE = 6
+CARD_EVIDENCE = 4
 # Clear-text credential mechanisms, as the mechanism that carried them would be named in a capability list.
 _MECHANISM_OFFERED = {"USER-PASS": "USER", "IMAP-LOGIN": "LOGIN-COMMAND"}
 

@@ -8,6 +8,7 @@ from importlib import resources
 from typing import Any
 
 import jinja2
+import markupsafe
 
 from passive.results.report.model import Report
 
@@ -85,6 +86,14 @@ def markdown_code(value: Any) -> str:
     return f"{fence}{padding}{text}{padding}{fence}"
 
 
+def css_string(value: Any) -> markupsafe.Markup:
+    """A CSS string literal for ``content:`` in the page's own style sheet: letters, digits and spaces as they are,
+    every other character as a CSS escape, so nothing in it can end the string, the rule or the style element."""
+    kept = (char if char.isascii() and (char.isalnum() or char == " ") else f"\\{ord(char):x} " for char in str(value))
+    shown = "".join(kept)
+    return markupsafe.Markup(f'"{shown}"')
+
+
 def _environment(html: bool) -> jinja2.Environment:
     environment = jinja2.Environment(
         loader=jinja2.FunctionLoader(_load),
@@ -96,6 +105,7 @@ def _environment(html: bool) -> jinja2.Environment:
     )
     environment.filters["md"] = markdown_text
     environment.filters["code"] = markdown_code
+    environment.filters["css_string"] = css_string
     return environment
 
 
