@@ -176,10 +176,11 @@ def _address(index: int) -> bytes:
     return bytes([10, 20 + block // 250, block % 250, 10 + index % 60])
 
 
-def frames(servers: int, days: float, seed: int) -> Iterator[tuple[float, bytes]]:
+def frames(indices: list[int], days: float, seed: int) -> Iterator[tuple[float, bytes]]:
     rng = random.Random(seed)
     start = 1_760_000_000.0
-    for index in range(servers):
+    servers = max(indices, default=0) + 1
+    for index in indices:
         outside = profile_of(index) == "exim"
         client = bytes([198, 51, 100, 7]) if outside else bytes([10, 200, index // 250 % 250, 1 + index % 250])
         port = {"exchange-pop3": 110, "dovecot-pop3": 110, "exchange-imap": 143, "dovecot-imap": 143}.get(
@@ -192,10 +193,20 @@ def frames(servers: int, days: float, seed: int) -> Iterator[tuple[float, bytes]
             yield moment + step * 0.001, build_frame(ends, segment, head)
 
 
-def write_fleet(path: Path, servers: int, days: float = 30.0, seed: int = 7) -> Path:
+def first_of_each_profile() -> list[int]:
+    """The first server of each profile: a small estate that shows every kind of leak."""
+    found: dict[str, int] = {}
+    for index in range(1000):
+        found.setdefault(profile_of(index), index)
+    return sorted(found.values())
+
+
+def write_fleet(path: Path, servers: int | list[int], days: float = 30.0, seed: int = 7) -> Path:
+    """Servers 0 to ``servers`` - 1 (or the servers listed) in a capture at ``path``."""
+    indices = list(range(servers)) if isinstance(servers, int) else servers
     with path.open("wb", buffering=1 << 20) as stream:
         stream.write(PCAP_GLOBAL_HEADER)
-        for moment, frame in frames(servers, days, seed):
+        for moment, frame in frames(indices, days, seed):
             seconds = int(moment)
             stream.write(struct.pack("<IIII", seconds, int((moment - seconds) * 1e6), len(frame), len(frame)))
             stream.write(frame)

@@ -23,6 +23,9 @@ from passive.results.report.model import (
 
 # Evidence lines a card shows (the findings keep up to 8 per finding); the rest are counted.
 CARD_EVIDENCE = 4
+# Characters of an evidence line a card shows: enough for any command or reply, not a page of base64 (an NTLM
+# CHALLENGE line is 300 and more); the findings file keeps the line.
+EVIDENCE_LINE = 160
 # Clear-text credential mechanisms, as the mechanism that carried them would be named in a capability list.
 _MECHANISM_OFFERED = {"USER-PASS": "USER", "IMAP-LOGIN": "LOGIN-COMMAND"}
 
@@ -221,7 +224,7 @@ def _evidence(record: dict[str, Any], item: dict[str, Any]) -> EvidenceRow:
         frame=str(int(frame)) if frame is not None else None,
         time=f.show_time(f.timestamp(item.get("time")), precise=True),
         side=f.text(item.get("side")),
-        line=f.text(item.get("line")),
+        line=f.text(item.get("line"), EVIDENCE_LINE),
     )
 
 
