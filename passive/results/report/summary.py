@@ -117,7 +117,8 @@ def groups(cards: list[ServerCard], key: Callable[[ServerCard], str], limit: int
     made.sort(key=lambda g: (SEVERITIES.index(g.severity), -g.exposed, -g.servers, g.name))
     if len(made) > limit:
         rest = [c for g in made[limit:] for c in members[g.name]]
-        made = [*made[:limit], _group(f"{len(made) - limit} other groups", rest)]
+        others = len(made) - limit
+        made = [*made[:limit], _group(f"{others} other group{'s' if others > 1 else ''}", rest)]
     return made
 
 
