@@ -11,14 +11,15 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # tshark is the reassembly oracle, tcpdump the benchmark baseline, libpcap the fast capture path; editcap (in
 # wireshark-common) corrupts captures for the hardening tests; the mail servers, Samba AD DC and mail clients are
 # what the probe and monitoring tests run in network namespaces (Apache with mod_auth_gssapi and gss-ntlmssp is the
-# HTTP NTLM/Negotiate server in front of the DC: Debian 12 has no mod_auth_ntlm_winbind); nmap is the probe's oracle; tcpreplay replays
-# captures onto a veth; chromium renders the HTML report.
+# HTTP NTLM/Negotiate server in front of the DC: Debian 12 has no mod_auth_ntlm_winbind); nmap is the probe's
+# oracle; tcpreplay replays captures onto a veth; chromium renders and prints the HTML report, poppler-utils
+# (pdfinfo, pdftotext) reads the PDFs.
 DEBIAN_PACKAGES=(
   tshark tcpdump libpcap0.8 wireshark-common iproute2 util-linux openssl ca-certificates
   postfix dovecot-core dovecot-pop3d dovecot-imapd samba samba-ad-dc samba-ad-provision samba-dsdb-modules winbind
   apache2 libapache2-mod-auth-gssapi gss-ntlmssp
   swaks libauthen-ntlm-perl libnet-ssleay-perl libio-socket-ssl-perl fetchmail curl
-  nmap tcpreplay chromium chromium-driver
+  nmap tcpreplay chromium chromium-driver poppler-utils
 )
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do

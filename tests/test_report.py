@@ -196,9 +196,10 @@ def test_html_report_shows_the_leaks_of_real_captures(tmp_path: Path, browser: B
         "b***b",
         # mechanisms offered in clear, relay verdicts
         "LOGIN, NTLM, PLAIN",
-        # the lab relay is Postfix with mynetworks = its own private network: it relays for internal clients
-        "Relays for internal clients: accepted mail from alice@leakscope.test to victim@example.net",
-        "Refused to relay to victim@example.net",
+        # the lab relay is Postfix with mynetworks = its own private network: it relays for internal clients;
+        # relay addresses are mailboxes, masked like user names
+        "Relays for internal clients: accepted mail from a***e@leakscope.test to v***m@example.net",
+        "Refused to relay to v***m@example.net",
         # remediation and verification in the report
         "prefer Kerberos",
         "smtpd_tls_auth_only = yes",
@@ -365,11 +366,11 @@ def test_markdown_has_the_facts_and_escapes_hostile_strings(tmp_path: Path) -> N
     assert code == 0, output
     markdown = target.read_text()
     assert markdown.startswith("# Mail traffic exposure report\n")
-    for fact in ["EXCH19 / exch19.corp.contoso.com", "CONTOSO\\\\j\\*\\*\\*e", "10.0.17763 \\(Windows Server 2019"]:
+    for fact in ["EXCH19 / exch19.corp.contoso.com", "CONTOSO\\j\\*\\*\\*e", "10.0.17763 (Windows Server 2019"]:
         assert fact in markdown, fact
     assert "<script>" not in markdown and "<img" not in markdown and "[bold red]" not in markdown
     assert "\x1b" not in markdown and "\x07" not in markdown
-    assert "&lt;script&gt;alert\\(1\\)&lt;/script&gt;" in markdown
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in markdown
     # Rendered as CommonMark with GFM tables: no tag, no link, no extra table cell comes out of traffic strings.
     html = MarkdownIt("commonmark").enable("table").render(markdown)
     assert "<script" not in html and "<img" not in html and "<a " not in html
@@ -391,7 +392,7 @@ def test_redaction_masks_secrets_from_a_findings_file_that_shows_them(tmp_path: 
     assert "b\\*\\*\\*b" in redacted and "PASS \\*\\*\\*\\*\\*\\*\\*\\*" in redacted
     assert "| bob |" not in redacted
     shown = write_report(tmp_path, "shown.md", str(findings), "--no-redact").read_text()
-    assert "B0b-Secret\\!" in shown and "| bob |" in shown and "Not redacted" in shown
+    assert "B0b-Secret!" in shown and "| bob |" in shown and "Not redacted" in shown
 
 
 def test_json_document_and_jsonl_give_the_same_report(tmp_path: Path) -> None:
@@ -403,7 +404,11 @@ def test_json_document_and_jsonl_give_the_same_report(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
         reports.append(write_report(tmp_path, f"from-{form}.md", str(findings)).read_text())
     direct = write_report(tmp_path, "direct.md", *capture).read_text()
-    without_time = [re.sub(r"Generated .* UTC", "", text) for text in (*reports, direct)]
+    # The same findings, whatever their form: only the time and the inputs (listed with their SHA-256) differ.
+    without_time = [
+        re.sub(r"Generated .* UTC|\n\| [^\n]* \((?:findings|capture)\) \| [0-9a-f]{64} \|", "", text)
+        for text in (*reports, direct)
+    ]
     assert without_time[0] == without_time[1] == without_time[2]
     assert "exch19.corp.contoso.com" in without_time[0]
 

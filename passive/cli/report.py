@@ -9,13 +9,15 @@ from passive.analysis.pipeline import analyze_captures
 from passive.cli.common import write_text
 from passive.cli.errors import EXIT_INPUT
 from passive.cli.inputs import capture_records, is_findings_file
+from passive.core.errors import StoreError
 from passive.core.text import printable
 from passive.results.findings_file import FindingsInput, read_findings
 from passive.results.nessus import read_nessus
 from passive.results.nessus_verify import verify
 from passive.results.records import summary_record
 from passive.results.report import build_report, render_html, render_markdown
-from passive.results.store import FindingStore
+from passive.results.report.model import InputFile
+from passive.results.store import FindingStore, capture_digest
 
 
 def _add_captures(paths: list[str], inputs: FindingsInput, show_secrets: bool) -> int:
@@ -33,14 +35,28 @@ def _add_captures(paths: list[str], inputs: FindingsInput, show_secrets: bool) -
     return len(results.failed)
 
 
-def read_store(path: str, inputs: FindingsInput) -> None:
-    """Every finding of a findings store, merged across the runs that wrote it."""
+def read_store(path: str, inputs: FindingsInput) -> list[InputFile]:
+    """Every finding of a findings store, merged across the runs that wrote it; returns the capture files the store
+    records (by content digest) as the report's inputs."""
     with FindingStore(path, create=False) as store:
         for index, record in enumerate(store.query()):
             inputs.add(record, f"{path} finding {index + 1}")
         for run in store.runs():
             if isinstance(run.get("summary"), dict):
                 inputs.add({**run["summary"], "type": "summary"}, f"{path} run {run.get('id')}")
+        captures = store.captures()
+    listed = [InputFile(path, "store", None, None)]
+    listed += [InputFile(printable(c["path"]), "capture in the store", c["sha256"], c["size"]) for c in captures]
+    return listed
+
+
+def _input(path: str, kind: str) -> InputFile:
+    """An input file and its SHA-256, as the store would record it (none for a file that cannot be read)."""
+    try:
+        digest = capture_digest(path)
+    except StoreError:
+        return InputFile(printable(path), f"{kind} (unreadable)", None, None)
+    return InputFile(printable(path), kind, digest.sha256, digest.size)
 
 
 def _format_for(output: str | None, chosen: str | None) -> str:
@@ -96,8 +112,7 @@ def report(
     if not sources and not db_path:
         raise click.UsageError("give findings files, captures, or --db PATH")
     inputs = FindingsInput()
-    if db_path:
-        read_store(db_path, inputs)
+    listed = read_store(db_path, inputs) if db_path else []
     captures = [path for path in sources if not is_findings_file(path)]
     for path in sources:
         if path not in captures:
@@ -110,7 +125,10 @@ def report(
         items = [item for path in nessus_inputs for item in read_nessus(path)]
         probes = [p for s in inputs.summaries if isinstance(s.get("probes"), list) for p in s["probes"]]
         nessus = verify(items, inputs.records, [p for p in probes if isinstance(p, dict)])
-    model = build_report(inputs.records, inputs.summaries, title=title, redact=redact, nessus=nessus)
+    listed += [_input(path, "capture" if path in captures else "findings") for path in sources]
+    model = build_report(
+        inputs.records, inputs.summaries, title=title, redact=redact, nessus=nessus, inputs=listed
+    )
     chosen = _format_for(output, output_format)
     text = render_html(model) if chosen == "html" else render_markdown(model)
     write_text(output, text)

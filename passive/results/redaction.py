@@ -15,8 +15,13 @@ Three rules, applied together:
   masks the rest: it is an NTLM AUTHENTICATE (a crackable response) or a Basic password.
 * **Known secrets are scrubbed from every string**: the passwords, tokens and responses the run saw are collected
   (:meth:`Redactor.learn`) and replaced wherever they appear, whatever the field.
+* **Known names are masked partly in every string**: the user names and mailboxes the run saw (credentials, NTLM
+  AUTHENTICATE users, ``USER``/``LOGIN`` lines, mailbox replies, relay addresses) are collected
+  (:meth:`Redactor.learn_name`, :meth:`Redactor.learn_record`) and shown through ``name_mask`` wherever they appear,
+  as whole words, whatever the case: a server reply that names the mailbox is masked like the credential's user.
 
-User names are not secrets in machine output; the report masks them partly (``name_mask``).
+User names are not secrets in machine output (``name_mask`` keeps them); the report masks them partly
+(:func:`mask_name`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,13 @@ MASK = "********"
 MIN_SCRUBBED = 4
 # Secrets remembered per run for scrubbing; a hostile capture chooses how many distinct passwords it sends.
 MAX_KNOWN_SECRETS = 4096
+# Names shorter than this are not masked in free text ("al" would mask "al" wherever it stands as a word); they are
+# still masked in the fields and lines that hold them.
+MIN_NAME = 3
+# Longest name remembered (longer ones are cut to it, which masks their start): the schema keeps names far shorter.
+MAX_NAME = 256
+# Names remembered per run: one per user, mailbox and relay address, which a large network has by the thousand.
+MAX_KNOWN_NAMES = 50_000
 
 # Client commands that carry no secret (SMTP, POP3, IMAP); anything else a client sent is masked.
 HARMLESS_COMMANDS = frozenset(
@@ -49,6 +61,19 @@ _HTTP_REQUEST = re.compile(r"^([A-Z][A-Z0-9_-]{0,31}) (\S+) (HTTP/\d\.\d)$")
 _HTTP_AUTHORIZATION = re.compile(r"^((?:Proxy-)?Authorization:[ \t]*[A-Za-z][A-Za-z0-9_.-]{0,19})[ \t]+\S", re.I)
 _URI_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@?#]*@")
 _IMAP_LOGIN = re.compile(r"^(\S+\s+LOGIN)\s+(\"(?:[^\"\\]|\\.)*\"|\S+)(?:\s.*)?$", re.IGNORECASE | re.DOTALL)
+
+# Server replies that name the mailbox or user just logged in (POP3 and IMAP servers say it in many ways).
+_MAILBOX_REPLIES = (
+    re.compile(r'mailbox\s+"([^"]+)"', re.IGNORECASE),
+    re.compile(r"mailbox\s+(?:for\s+)?<?([^\s\"<>]+@[^\s\"<>]+)", re.IGNORECASE),
+    re.compile(r"password required for\s+<?([^\s\"<>]+?)>?\.?(?:\s|$)", re.IGNORECASE),
+    re.compile(r"^\+OK\s+([^\s\"<>]+)\s+has\s+\d+\s+(?:visible\s+)?messages?", re.IGNORECASE),
+    re.compile(r"\buser\s+\"?([^\s\"<>]+?)\"?\s+(?:authenticated|logged in)", re.IGNORECASE),
+    re.compile(r"logged in as\s+\"?([^\s\"<>]+?)\"?\.?(?:\s|$)", re.IGNORECASE),
+    re.compile(r"(?:welcome|hello),?\s+\"?([^\s\"<>,!]+@[^\s\"<>,!]+)", re.IGNORECASE),
+)
+# Fields of finding records that hold a user name or mail address, wherever they appear (details included).
+_NAME_FIELDS = ("user", "users", "authzid", "mail_from", "rcpt_to")
 
 NameMask = Callable[[str], str]
 
@@ -70,6 +95,38 @@ def mask_name(name: str) -> str:
     if len(name) == 2:
         return name[0] + "*"
     return f"{name[0]}***{name[-1]}"
+
+
+def _name_forms(name: str) -> list[str]:
+    """A name and the parts that name the same account alone: ``CORP\\jdoe`` -> also ``jdoe``; ``jdoe@corp.com``
+    (or ``<jdoe@corp.com>``) -> also ``jdoe``."""
+    name = name.strip().strip("<>").strip()[:MAX_NAME]
+    forms = [name]
+    if "\\" in name:
+        forms.append(name.rpartition("\\")[2])
+    if "@" in name.strip("@"):
+        forms.append(name.rpartition("@")[0])
+    return [form for form in forms if len(form) >= MIN_NAME and any(char.isalnum() for char in form)]
+
+
+def _trie_pattern(node: dict[str, Any]) -> str:
+    """A regular expression matching every word of a trie, longest first, without trying each word in turn."""
+    branches = [re.escape(char) + _trie_pattern(child) for char, child in sorted(node.items()) if char]
+    if not branches:
+        return ""
+    body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+    return f"(?:{body})?" if "" in node else body
+
+
+def _names_pattern(names: set[str]) -> re.Pattern[str]:
+    trie: dict[str, Any] = {}
+    for name in names:
+        node = trie
+        for char in name:
+            node = node.setdefault(char, {})
+        node[""] = {}
+    # Whole words only: "bob" is masked in "+OK bob has 2 messages", not in "bobcat".
+    return re.compile(r"(?<!\w)" + _trie_pattern(trie) + r"(?!\w)", re.IGNORECASE)
 
 
 def mask_client_line(line: str, name_mask: NameMask = keep_name) -> str:
@@ -125,20 +182,68 @@ class Redactor:
         self.show_secrets = show_secrets
         self.name_mask = name_mask
         self._secrets: set[str] = secrets if secrets is not None else set()
+        self._names: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
 
     def learn(self, secret: str | None) -> None:
         """Remember a secret, so that it is scrubbed wherever it appears."""
-        if secret and len(self._secrets) < MAX_KNOWN_SECRETS:
+        if secret and secret != MASK and len(self._secrets) < MAX_KNOWN_SECRETS:
             self._secrets.add(secret)
 
+    def learn_name(self, name: str | None) -> None:
+        """Remember a user name or mailbox, so that it is shown through ``name_mask`` wherever it appears."""
+        if not isinstance(name, str) or name == MASK:
+            return
+        for form in _name_forms(name):
+            if form.lower() not in self._names and len(self._names) < MAX_KNOWN_NAMES:
+                self._names.add(form.lower())
+                self._pattern = None
+
+    def learn_record(self, record: dict[str, Any], secret_fields: tuple[str, ...] = ()) -> None:
+        """Remember the names and secrets a finding record holds: its user, users and relay addresses (details
+        included), the user of each ``USER``/``LOGIN``/``APOP`` line, the mailbox a server reply names, and the value
+        of each field in ``secret_fields`` (unless already masked)."""
+        details, evidence = record.get("details"), record.get("evidence")
+        details = details if isinstance(details, list) else []
+        for holder in [record, *(d for d in details if isinstance(d, dict))]:
+            for field in _NAME_FIELDS:
+                values = holder.get(field)
+                for value in values if isinstance(values, list) else [values]:
+                    self.learn_name(value if isinstance(value, str) else None)
+        for field in secret_fields:
+            value = record.get(field)
+            self.learn(value if isinstance(value, str) else None)
+        for item in evidence if isinstance(evidence, list) else []:
+            line = item.get("line") if isinstance(item, dict) else None
+            if isinstance(line, str):
+                self._learn_line(line.strip(), item.get("side"))
+
+    def _learn_line(self, line: str, side: object) -> None:
+        if side == "client":
+            for pattern, group in ((_USER_COMMAND, 2), (_APOP_COMMAND, 2), (_IMAP_LOGIN, 2)):
+                match = pattern.match(line)
+                if match:
+                    self.learn_name(match.group(group).strip('"'))
+            return
+        for pattern in _MAILBOX_REPLIES:
+            for match in pattern.finditer(line):
+                self.learn_name(match.group(1))
+
+    def _names_masked(self, value: str) -> str:
+        if not self._names or self.name_mask is keep_name:
+            return value
+        if self._pattern is None:
+            self._pattern = _names_pattern(self._names)
+        return self._pattern.sub(lambda match: self.name_mask(match.group(0)), value)
+
     def text(self, value: str) -> str:
-        """Any string: known secrets replaced by the mask."""
-        if self.show_secrets or not self._secrets:
+        """Any string: known secrets replaced by the mask, known names shown through ``name_mask``."""
+        if self.show_secrets:
             return value
         for secret in self._secrets:
             if len(secret) >= MIN_SCRUBBED and secret in value:
                 value = value.replace(secret, MASK)
-        return value
+        return self._names_masked(value)
 
     def line(self, line: str, side: str) -> str:
         """An evidence or event line: client lines by what they carry, every line scrubbed of known secrets."""
@@ -147,6 +252,29 @@ class Redactor:
         if side == "client":
             line = mask_client_line(line, self.name_mask)
         return self.text(line)
+
+    def record(self, record: dict[str, Any], secret_fields: tuple[str, ...] = ()) -> dict[str, Any]:
+        """A finding record as it may be shown: every string scrubbed, evidence lines masked by what they carry
+        (:meth:`line`), and the fields in ``secret_fields`` masked whole."""
+        if self.show_secrets:
+            return record
+        shown = {key: self.value(item) for key, item in record.items() if key != "evidence"}
+        evidence = record.get("evidence")
+        if isinstance(evidence, list):
+            shown["evidence"] = [self._evidence(item) for item in evidence]
+        for name in secret_fields:
+            if shown.get(name):
+                shown[name] = MASK
+        return shown
+
+    def _evidence(self, item: Any) -> Any:
+        if not isinstance(item, dict):
+            return self.value(item)
+        shown = {key: self.value(value) for key, value in item.items() if key != "line"}
+        line = item.get("line")
+        if isinstance(line, str):
+            shown["line"] = self.line(line, "server" if item.get("side") == "server" else "client")
+        return shown
 
     def value(self, value: Any) -> Any:
         """Scrub every string inside a JSON-ready value (lists and objects walked)."""

@@ -1,5 +1,11 @@
-"""Build the report model from finding records: an executive summary, one card per server, remediation per
-finding, evidence, a passive/active comparison and a timeline."""
+"""Build the report model from finding records: the first page (verdict, servers, actions, inputs), one card per
+server (or, past ``CARDS_UP_TO`` servers, tables grouped by AD domain, subnet and software), remediation per kind of
+finding, a passive/active comparison and a timeline.
+
+Every record is passed through the run's one ``Redactor`` before anything reads it: it learns the users, mailboxes
+and secrets of all the records first, so a name masked in a credential is masked in every banner, reply, evidence
+line and chart label too.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +14,18 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
-from passive.findings.kinds import KINDS, display_order, kind_of
-from passive.results.redaction import MASK, mask_client_line, mask_name
+from passive.findings.kinds import display_order, kind_of
+from passive.results.redaction import Redactor, mask_name
 from passive.results.report import fields as f
+from passive.results.report import summary
+from passive.results.report.cards import build_card, first, severity, source, title
 from passive.results.report.charts import bar_chart, timeline
 from passive.results.report.model import (
     LEAK_SEVERITIES,
     LISTED,
     SEVERITIES,
     Comparison,
-    Credential,
-    EvidenceRow,
-    FindingRow,
+    InputFile,
     NessusRow,
     RemediationItem,
     Report,
@@ -36,6 +42,7 @@ def build_report(
     redact: bool = True,
     generated: datetime | None = None,
     nessus: dict[str, Any] | None = None,
+    inputs: list[InputFile] | None = None,
 ) -> Report:
     """The report model for finding records (summary records may be mixed in or passed apart); ``nessus`` is the
     verification document of :func:`passive.results.nessus_verify.verify`, shown as its own section."""
@@ -48,15 +55,16 @@ def build_report(
             summaries.append(record)
         elif kind_of(record.get("type")) is not None and f.text(record.get("server")):
             findings.append(record)
+    findings = redacted(findings, redact)
     by_server: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in findings:
         by_server[str(f.text(record["server"]))].append(record)
-    cards = [_card(server, group, redact) for server, group in by_server.items()]
+    cards = [build_card(server, group) for server, group in by_server.items()]
     cards.sort(key=lambda c: (SEVERITIES.index(c.severity), server_order(c.server)))
-    severity_totals = Counter(_severity(r) for r in findings)
-    severity_counts = [(s, severity_totals.get(s, 0)) for s in SEVERITIES]
-    leaks = [r for r in findings if _severity(r) in LEAK_SEVERITIES]
-    return Report(
+    severity_counts = _counts(Counter(severity(r) for r in findings))
+    leaks = [r for r in findings if severity(r) in LEAK_SEVERITIES]
+    rows, groups, grouping = summary.first_page(cards)
+    report = Report(
         title=f.text(title, 200) or "Mail traffic exposure report",
         generated=f.show_time(generated or datetime.now(UTC)) or "",
         redacted=redact,
@@ -70,10 +78,53 @@ def build_report(
         comparisons=_comparisons(by_server),
         timeline_entries=_timeline_entries(leaks),
         severity_chart=bar_chart(severity_counts),
-        timeline_chart=timeline(_timeline_points(leaks), order=server_order),
         nessus=_nessus_rows(nessus),
         nessus_totals=list((nessus or {}).get("summary", {}).items()),
+        timeline_chart=None,
+        verdict=summary.verdict(cards),
+        window=_window(findings),
+        server_counts=summary.server_counts(cards),
+        first_page_rows=rows,
+        first_page_groups=groups,
+        first_page_grouping=grouping,
+        actions=summary.actions(cards),
+        inputs=list(inputs or []),
     )
+    if report.compact:
+        report.groupings = summary.groupings(cards)
+    report.timeline_chart = timeline(_timeline_points(leaks, cards, report.compact), order=_row_order(report))
+    return report
+
+
+def redacted(findings: list[dict[str, Any]], redact: bool) -> list[dict[str, Any]]:
+    """The records as the report may show them: one ``Redactor`` that knows every name and secret they hold."""
+    redactor = Redactor(show_secrets=not redact, name_mask=mask_name)
+    if not redact:
+        return findings
+    for record in findings:
+        redactor.learn_record(record, _secret_fields(record))
+    return [redactor.record(record, _secret_fields(record)) for record in findings]
+
+
+def _secret_fields(record: dict[str, Any]) -> tuple[str, ...]:
+    kind = kind_of(record.get("type"))
+    return kind.secret_fields if kind is not None else ()
+
+
+def _counts(totals: Counter[str]) -> list[tuple[str, int]]:
+    return [(s, totals.get(s, 0)) for s in SEVERITIES]
+
+
+def _window(findings: list[dict[str, Any]]) -> str | None:
+    """From the first to the last moment a finding was seen (the capture window as far as mail goes)."""
+    moments = [f.timestamp(r.get(name)) for r in findings for name in ("first_seen", "last_seen")]
+    known = [m for m in moments if m is not None]
+    if not known:
+        return None
+    start, end = min(known), max(known)
+    days = (end - start).total_seconds() / 86_400
+    length = f"{days:.0f} days" if days >= 2 else f.show_skew((end - start).total_seconds()).lstrip("+") or "0 s"
+    return f"{f.show_time(start)} to {f.show_time(end)} ({length})"
 
 
 def _nessus_rows(document: dict[str, Any] | None) -> list[NessusRow]:
@@ -97,177 +148,6 @@ def server_order(server: str) -> tuple[int, bytes, int, str]:
         return (address.version, address.packed, int(port), "")
     except ValueError:
         return (99, b"", 0, server)
-
-
-def _severity(record: dict[str, Any]) -> str:
-    severity = record.get("severity")
-    return severity if severity in SEVERITIES else "info"
-
-
-def _source(record: dict[str, Any]) -> str:
-    return "active" if record.get("source") == "active" else "passive"
-
-
-def _first(records: list[dict[str, Any]], name: str) -> Any:
-    """A field's first non-empty value among records (passive records first: they are what was seen)."""
-    for record in records:
-        value = record.get(name)
-        if value not in (None, "", []):
-            return value
-    return None
-
-
-def _title(record: dict[str, Any]) -> str:
-    kind = kind_of(record.get("type"))
-    return kind.title_of(record) if kind is not None else str(f.text(record.get("type")))
-
-
-def _card(server: str, records: list[dict[str, Any]], redact: bool) -> ServerCard:
-    records = sorted(records, key=lambda r: (_source(r) != "passive", display_order(r["type"])))
-    of_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for record in records:
-        of_type[str(record["type"])].append(record)
-    card = ServerCard(
-        server=server,
-        protocols=sorted({p for r in records if (p := f.text(r.get("protocol")))}),
-        severity=min((_severity(r) for r in records), key=SEVERITIES.index),
-        sources=sorted({_source(r) for r in records}),
-    )
-    service = of_type.get("mail-service", [])
-    card.banner = f.text(_first(service, "banner"))
-    card.software = f.text(_first(service, "software"))
-    card.starttls_offered = f.flag(_first(service + of_type.get("auth-methods", []), "starttls_offered"))
-    card.tls_used = f.flag(_first(service, "tls"))
-    _ntlm_facts(card, of_type.get("ntlm-info", []), redact)
-    methods = of_type.get("auth-methods", [])
-    card.mechanisms = f.texts(_first(methods, "mechanisms"))
-    card.cleartext_mechanisms = sorted({m for r in methods for m in f.texts(r.get("cleartext_exposed"))})
-    after = _first(methods, "mechanisms_after_tls")
-    card.mechanisms_after_tls = f.texts(after) if isinstance(after, list) else None
-    card.credentials = [_credential(r, redact) for r in of_type.get("cleartext-credentials", [])]
-    card.relay, card.relay_state = _relay(of_type.get("open-relay", []))
-    for record in records:
-        card.findings.append(
-            FindingRow(
-                type=str(record["type"]),
-                title=_title(record),
-                severity=_severity(record),
-                source=_source(record),
-                count=int(f.number(record.get("count")) or 0),
-                first_seen=f.show_time(f.timestamp(record.get("first_seen"))),
-                last_seen=f.show_time(f.timestamp(record.get("last_seen"))),
-            )
-        )
-        for item in f.objects(record.get("evidence")):
-            card.evidence.append(_evidence(record, item, redact))
-        card.evidence_dropped += int(f.number(record.get("evidence_dropped")) or 0)
-    card.findings.sort(key=lambda row: SEVERITIES.index(row.severity))
-    return card
-
-
-def _ntlm_facts(card: ServerCard, records: list[dict[str, Any]], redact: bool) -> None:
-    if not records:
-        return
-
-    def value(name: str) -> str | None:
-        return f.text(_first(records, name))
-
-    computer = " / ".join(v for v in (value("netbios_computer"), value("dns_computer")) if v)
-    domain = " / ".join(v for v in (value("netbios_domain"), value("dns_domain")) if v)
-    build = value("os_version")
-    release = value("os_release")
-    server_time = f.timestamp(_first(records, "server_time"))
-    skew = f.number(_first(records, "clock_skew_seconds"))
-    facts = [
-        ("Internal host name", computer),
-        ("AD domain", domain),
-        ("AD forest", value("dns_tree")),
-        ("Target name", value("target_name")),
-        ("Windows build", f"{build} ({release})" if build and release else build or release),
-        ("Server clock", f.show_time(server_time, precise=True)),
-        ("Clock skew", f.show_skew(skew)),
-        ("NTLM version used", value("ntlm_version")),
-        ("Client OS version", value("client_os_version")),
-        ("Service name (SPN)", value("spn")),
-        ("NTLM login outcome", value("outcome")),
-    ]
-    card.host = [(label, shown) for label, shown in facts if shown]
-    users = {u for r in records for u in f.texts(r.get("users"))}
-    for record in records:
-        for detail in f.objects(record.get("details")):
-            user, domain_name = f.text(detail.get("user")), f.text(detail.get("domain"))
-            if user:
-                users.add(f"{domain_name}\\{user}" if domain_name else user)
-    if not users and (user := value("user")):
-        users.add(f"{value('domain')}\\{user}" if value("domain") else user)
-    card.users = sorted({mask_name(u) if redact else u for u in users})
-    workstations = {w for r in records for w in f.texts(r.get("workstations"))}
-    if not workstations and (workstation := value("workstation")):
-        workstations.add(workstation)
-    card.workstations = sorted(workstations)
-
-
-def _credential(record: dict[str, Any], redact: bool) -> Credential:
-    user = f.text(record.get("user"))
-    secret = f.text(record.get("password"))
-    if redact and secret:
-        secret = MASK
-    clients = f.texts(record.get("clients"))
-    return Credential(
-        mechanism=f.text(record.get("mechanism")),
-        user=mask_name(user) if user and redact else user,
-        secret=secret,
-        secret_kind=f.text(record.get("secret_kind")),
-        outcome=f.text(record.get("outcome")),
-        count=int(f.number(record.get("count")) or 0),
-        clients=", ".join(clients[:5]) + (f" and {len(clients) - 5} more" if len(clients) > 5 else "") or None,
-    )
-
-
-# How a card states each relay verdict (the most severe one the server has), and the style it is shown in.
-_RELAY_WORDS = {
-    "open-relay": ("Open relay", "open"),
-    "possible-relay": ("Possible open relay", "open"),
-    "relays-for-internal-clients": ("Relays for internal clients", "internal"),
-    "relays-for-trusted-network": ("Relays for its trusted networks", "internal"),
-}
-
-
-def _relay(records: list[dict[str, Any]]) -> tuple[str, str]:
-    if not records:
-        return "No relay attempt seen.", "unknown"
-    record = min(records, key=lambda r: SEVERITIES.index(_severity(r)))
-    verdict = f.text(record.get("verdict")) or ("open-relay" if record.get("accepted") is True else "refused")
-    if verdict not in _RELAY_WORDS:
-        return (
-            f"Refused to relay to {f.text(record.get('rcpt_to')) or '?'} "
-            f"(reply: {f.text(record.get('reply')) or '?'}).",
-            "refused",
-        )
-    words, state = _RELAY_WORDS[verdict]
-    rule = f.text(record.get("rule"))
-    return (
-        f"{words}: accepted mail from {f.text(record.get('mail_from')) or '?'} to "
-        f"{f.text(record.get('rcpt_to')) or '?'} without authentication "
-        f"(reply: {f.text(record.get('reply')) or '?'})" + (f"; {rule}." if rule else "."),
-        state,
-    )
-
-
-def _evidence(record: dict[str, Any], item: dict[str, Any], redact: bool) -> EvidenceRow:
-    side = f.text(item.get("side"))
-    line = f.text(item.get("line"))
-    if redact and line and side != "server":
-        line = f.text(mask_client_line(str(item.get("line")), mask_name))
-    frame = f.number(item.get("frame"))
-    return EvidenceRow(
-        finding=_title(record),
-        file=f.text(item.get("file")),
-        frame=str(int(frame)) if frame is not None else None,
-        time=f.show_time(f.timestamp(item.get("time")), precise=True),
-        side=side,
-        line=line,
-    )
 
 
 def _learned(cards: list[ServerCard]) -> list[str]:
@@ -317,10 +197,10 @@ def _learned(cards: list[ServerCard]) -> list[str]:
 def _scope(summaries: list[dict[str, Any]], findings: list[dict[str, Any]]) -> list[tuple[str, str]]:
     totals: Counter[str] = Counter()
     sessions: Counter[str] = Counter()
-    for summary in summaries:
+    for record in summaries:
         for name in ("captures", "captures_failed", "packets_read", "flows", "tls_sessions"):
-            totals[name] += int(f.number(summary.get(name)) or 0)
-        per_protocol = summary.get("sessions")
+            totals[name] += int(f.number(record.get(name)) or 0)
+        per_protocol = record.get("sessions")
         if isinstance(per_protocol, dict):
             for protocol, count in list(per_protocol.items())[:10]:
                 sessions[str(f.text(protocol))] += int(f.number(count) or 0)
@@ -334,29 +214,26 @@ def _scope(summaries: list[dict[str, Any]], findings: list[dict[str, Any]]) -> l
         ]
         if totals["captures_failed"]:
             scope.append(("Captures that could not be read", str(totals["captures_failed"])))
-    sources = sorted({_source(r) for r in findings})
+    sources = sorted({source(r) for r in findings})
     if sources:
         scope.append(("Sources", " and ".join(sources)))
     return scope
 
 
 def _remediation(findings: list[dict[str, Any]]) -> list[RemediationItem]:
+    """Per kind of finding: what to do and how to verify, as the kind's declaration says, and the servers."""
     items: dict[str, RemediationItem] = {}
     for record in findings:
-        kind = str(record["type"])
-        if kind != "mail-service" and _severity(record) not in LEAK_SEVERITIES:
+        kind = kind_of(record["type"])
+        if kind is None or (kind.type != "mail-service" and severity(record) not in LEAK_SEVERITIES):
             continue  # a refused relay, mechanisms that need no fix: nothing to do
-        item = items.setdefault(kind, RemediationItem(kind, KINDS[kind].title, "info", [], [], []))
-        severity = _severity(record)
-        if SEVERITIES.index(severity) < SEVERITIES.index(item.severity):
-            item.severity = severity
+        said = ([kind.remediation], [kind.verification])
+        item = items.setdefault(str(kind.type), RemediationItem(str(kind.type), kind.title, "info", [], *said))
+        if SEVERITIES.index(severity(record)) < SEVERITIES.index(item.severity):
+            item.severity = severity(record)
         server = str(f.text(record["server"]))
         if server not in item.servers:
             item.servers.append(server)
-        for name, target in (("remediation", item.remediation), ("verification", item.verification)):
-            shown = f.text(record.get(name), 2000)
-            if shown and shown not in target and len(target) < 3:
-                target.append(shown)
     ordered = sorted(items.values(), key=lambda i: (SEVERITIES.index(i.severity), display_order(i.type)))
     return [i for i in ordered if i.severity in LEAK_SEVERITIES or i.type == "mail-service"]
 
@@ -364,8 +241,8 @@ def _remediation(findings: list[dict[str, Any]]) -> list[RemediationItem]:
 def _comparisons(by_server: dict[str, list[dict[str, Any]]]) -> list[Comparison]:
     comparisons = []
     for server, records in sorted(by_server.items(), key=lambda item: server_order(item[0])):
-        passive = [r for r in records if _source(r) == "passive"]
-        active = [r for r in records if _source(r) == "active"]
+        passive = [r for r in records if source(r) == "passive"]
+        active = [r for r in records if source(r) == "active"]
         if not passive or not active:
             continue
         rows = []
@@ -381,8 +258,8 @@ def _comparisons(by_server: dict[str, list[dict[str, Any]]]) -> list[Comparison]
             ("Windows build", "ntlm-info", "os_version"),
             ("Relay", "open-relay", "accepted"),
         ):
-            seen = f.text(_first([r for r in passive if r.get("type") == kind], name))
-            probed = f.text(_first([r for r in active if r.get("type") == kind], name))
+            seen = f.text(first([r for r in passive if r.get("type") == kind], name))
+            probed = f.text(first([r for r in active if r.get("type") == kind], name))
             if label == "Relay":
                 seen = {"yes": "open", "no": "refused"}.get(seen or "", seen)
                 probed = {"yes": "open", "no": "refused"}.get(probed or "", probed)
@@ -404,12 +281,27 @@ def _leak_times(record: dict[str, Any]) -> list[datetime]:
     return sorted({t for t in times if t is not None})
 
 
-def _timeline_points(leaks: list[dict[str, Any]]) -> list[tuple[str, datetime, str, str]]:
+def _timeline_points(
+    leaks: list[dict[str, Any]], cards: list[ServerCard], compact: bool
+) -> list[tuple[str, datetime, str, str]]:
+    """A point per time a leak was seen, on the row of its server (of its AD domain, else subnet, past
+    ``CARDS_UP_TO`` servers: 2,000 rows would be a poster)."""
+    row_of = {c.server: c.server for c in cards}
+    if compact:
+        row_of = {c.server: c.ad_domain or summary.subnet(c.server) for c in cards}
     points = []
     for record in leaks:
+        row = row_of.get(str(f.text(record["server"])), "?")
         for moment in _leak_times(record):
-            points.append((str(f.text(record["server"])), moment, _severity(record), _title(record)))
+            points.append((row, moment, severity(record), title(record)))
     return points
+
+
+def _row_order(report: Report) -> Any:
+    if not report.compact:
+        return server_order
+    rank = {c.ad_domain or summary.subnet(c.server): SEVERITIES.index(c.severity) for c in reversed(report.cards)}
+    return lambda row: (rank.get(row, len(SEVERITIES)), row)
 
 
 def _timeline_entries(leaks: list[dict[str, Any]]) -> list[TimelineEntry]:
@@ -420,8 +312,8 @@ def _timeline_entries(leaks: list[dict[str, Any]]) -> list[TimelineEntry]:
             TimelineEntry(
                 time=f.show_time(first) or "time unknown",
                 server=str(f.text(record["server"])),
-                title=_title(record),
-                severity=_severity(record),
+                title=title(record),
+                severity=severity(record),
             )
         )
     return sorted(entries, key=lambda e: (e.time, server_order(e.server)))

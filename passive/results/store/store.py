@@ -222,6 +222,11 @@ class FindingStore:
             return None
         return {"path": row[0], "run": row[1], "added_at": iso_time(row[2])}
 
+    def captures(self) -> list[dict[str, Any]]:
+        """Every capture file merged into the store, by content digest: path (first name), sha256, size, run."""
+        rows = self._execute("SELECT path, sha256, size, run_id FROM captures ORDER BY added_at, path")
+        return [{"path": p, "sha256": digest, "size": size, "run": run} for p, digest, size, run in rows]
+
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check``: ``"ok"`` for a sound file."""
         return self._execute("PRAGMA integrity_check").fetchone()[0]
