@@ -49,7 +49,7 @@ from passive.capture.linklayer import (
     UNSUPPORTED_LINK,
     decode_tcp,
 )
-from passive.capture.pcapfile import CaptureFormatError, FrameLocator, PacketReader, RawPacket, sniff_kind
+from passive.capture.pcapfile import CaptureFormatError, FileKind, FrameLocator, PacketReader, RawPacket, sniff_kind
 from passive.capture.reassembly import MAIL_PORTS, Classifier, HandlerFactory, Reassembler, default_mail_classifier
 
 try:  # libpcap binding; optional at run time
@@ -233,13 +233,15 @@ def analyze_file(
     except CaptureFormatError as exc:
         raise CaptureError(f"{path}: {exc}") from None
 
-    # libpcap takes the name as UTF-8; a name that is not (bytes from argv) goes to the built-in reader.
-    backend = _choose_backend(options, kind.format == "pcap" and not kind.gzip and _utf8_name(path))
+    # libpcap takes the name as UTF-8; a name that is not (bytes from argv) goes to the built-in reader, and so
+    # does a pipe or FIFO (``kind.stream``): sniffing read its first bytes, which only the built-in reader has.
+    libpcap_can_read = kind.format == "pcap" and not kind.gzip and kind.stream is None and _utf8_name(path)
+    backend = _choose_backend(options, libpcap_can_read)
     engine = _Engine(handler_factory, options, counters)
     if backend == "libpcap":
         _run_libpcap_file(path, engine, options)
     else:
-        _run_python_file(path, engine, options)
+        _run_python_file(path, engine, options, kind)
     engine.finish()
     return counters
 
@@ -370,10 +372,10 @@ class _LibpcapBatches:
             salvage.close()
 
 
-def _run_python_file(path: Path, engine: _Engine, options: CaptureOptions) -> None:
+def _run_python_file(path: Path, engine: _Engine, options: CaptureOptions, kind: FileKind | None = None) -> None:
     counters = engine.counters
     try:
-        reader = PacketReader(path)
+        reader = PacketReader(path, kind)
     except (OSError, CaptureFormatError) as exc:
         raise CaptureError(f"{path}: {_one_line(exc)}") from None
     user_filters: dict[int, Callable[[bytes], bool]] = {}

@@ -132,7 +132,11 @@ def _parse_url(text: str, target: str) -> Service:
     protocol, implicit_tls, default_port = SCHEMES[scheme]
     if not url.hostname:
         raise TargetError(f"no host in {target!r}")
-    return Service(target, _check_host(url.hostname, target), port or default_port, protocol, implicit_tls, True)
+    if port is None:
+        port = default_port
+    elif port == 0:  # urlsplit accepts it; nothing listens there, and 0 must not mean the default port
+        raise TargetError(f"bad port in {target!r}")
+    return Service(target, _check_host(url.hostname, target), port, protocol, implicit_tls, True)
 
 
 def parse_targets(targets: list[str] | tuple[str, ...], ports: tuple[int, ...] | None = None) -> list[Service]:
