@@ -1,7 +1,9 @@
 """Pure-Python readers for classic pcap and pcapng, plain or gzip-compressed.
 
-Used when libpcap (pcapy) is not available, for gzip files, and for pcapng (libpcap
-refuses pcapng files whose interfaces have different link types). The readers never
+Used when libpcap (pcapy) is not available, for gzip files, for pcapng (libpcap
+refuses pcapng files whose interfaces have different link types), and for whatever is not
+a regular file: a pipe (``<(zcat x.pcap.gz)``, ``/dev/stdin``), a FIFO or a device is read
+once, as a stream, the bytes sniffing read kept and read again first. The readers never
 raise on damaged content: they stop at the first damaged record and leave a one-line
 explanation in :attr:`PacketReader.error`.
 
