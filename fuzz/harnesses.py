@@ -29,6 +29,7 @@ from dissectors.registry import MAIL_PORTS
 from dissectors.session import MailSession
 from dissectors.smtp import SmtpSession
 from fuzz.conversation import CLIENT, parse
+from fuzz.results import findings_file, store_record
 from passive.analysis.classify import classify_mail
 from passive.analysis.detectors import SessionAnalyzer, SessionContext
 from passive.analysis.pipeline import Analysis, AnalysisOptions, analyze_captures
@@ -44,6 +45,7 @@ from passive.capture import (
 )
 from passive.cli.tables import cell as _cell
 from passive.cli.tables import render_tables
+from passive.core.text import UNSAFE_BEYOND_C0
 from passive.findings.model import EvidenceRecord, FindingSet, FindingType, Severity
 from passive.results.jsonio import dumps, write_jsonl
 from passive.results.records import event_record, finding_record, summary_record
@@ -77,7 +79,9 @@ NTLM_ANOMALY_CODES = frozenset(
 SESSION_TYPES: dict[str, type[MailSession]] = {"smtp": SmtpSession, "pop3": Pop3Session, "imap": ImapSession}
 # What may reach a terminal besides text: rich's own colour (SGR) sequences, nothing else.
 _SGR = re.compile("\x1b\\[[0-9;]*m")
-_UNSAFE_ON_TERMINAL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+# Every character printable() escapes (controls; bidi, zero-width, tag and other format characters; separators;
+# variation selectors and fillers), but the newline of the tables' own layout.
+_UNSAFE_ON_TERMINAL = re.compile(f"[\x00-\x09\x0b-\x1f{UNSAFE_BEYOND_C0}]")
 # Raw characters that must never appear in JSON text: every control character is escaped (docs/schema.md).
 _UNESCAPED_IN_JSON = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _SCRATCH = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
@@ -317,6 +321,7 @@ def _hostile_text(provider: atheris.FuzzedDataProvider) -> str:
     if kind == 2:
         return provider.ConsumeBytes(size).decode("latin-1")  # C0 and C1 controls
     markup = ("[bold red]", "[/]", "[link=https://198.51.100.9]", "\x1b]8;;https://x\x1b\\", "\x1b[2J", "\u202e")
+    markup += ("con\u200btoso", "\u061c", "\u2066", "\U000e0041\U000e007f", "\u2028", "\ufe0f", "\u3164", "\u034f")
     return provider.PickValueInList(list(markup)) + provider.ConsumeUnicodeNoSurrogates(size)
 
 
@@ -380,6 +385,8 @@ HARNESSES: dict[str, Harness] = {
         # pcapy-ng's setfilter never frees the compiled BPF program (~14 KB per capture opened with libpcap),
         # so a long campaign grows by that much per libpcap run without leakscope leaking anything.
         Harness("capture", capture_file, 16384, "capture", rss_limit_mb=8192),
+        Harness("findings", findings_file, 16384, "findings"),
+        Harness("store", store_record, 4096, "findings"),
     )
 }
 

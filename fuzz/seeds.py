@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import io
 import json
 import re
 from collections.abc import Iterator
@@ -17,9 +18,12 @@ from pathlib import Path
 
 from fuzz.conversation import CLIENT, SERVER, Record, encode
 from passive.analysis.classify import mail_capture_options
+from passive.analysis.pipeline import Analysis, AnalysisOptions
 from passive.capture import CaptureError, Chunk, CloseReason, Direction, Flow, analyze_file
 from passive.capture.linklayer import SUPPORTED_LINKTYPES
 from passive.capture.pcapfile import PacketReader
+from passive.results.jsonio import write_json, write_jsonl
+from passive.results.records import finding_record, summary_record
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus"
@@ -111,11 +115,29 @@ def _frames() -> Iterator[bytes]:
             continue
 
 
+def _findings_files() -> Iterator[bytes]:
+    """Each capture's findings as ``analyze --format jsonl`` and ``--format json`` write them."""
+    for path in sorted((REPO / "pcaps").glob("*.pcap")):
+        analysis = Analysis(AnalysisOptions())
+        analysis.file = path.name
+        try:
+            analyze_file(path, analysis.handler_factory)
+        except CaptureError:
+            continue
+        records = [finding_record(finding) for finding in analysis.findings]
+        summary = summary_record(analysis.stats.to_dict(), analysis.findings)
+        lines = io.StringIO()
+        write_jsonl(lines, [*records, summary])
+        yield lines.getvalue().encode()
+        document = io.StringIO()
+        write_json(document, records, summary)
+        yield document.getvalue().encode()
+
+
 def build(directory: Path, max_len: dict[str, int] | None = None) -> dict[str, int]:
     """Write every seed set under ``directory/<set>/``; returns the number of seeds per set."""
-    sets: dict[str, dict[str, bytes]] = {
-        name: {} for name in ("ntlmssp", "conversation", "base64", "smtp", "pop3", "imap", "capture", "frames", "none")
-    }
+    names = ("ntlmssp", "conversation", "base64", "smtp", "pop3", "imap", "capture", "frames", "findings", "none")
+    sets: dict[str, dict[str, bytes]] = {name: {} for name in names}
     limits = max_len or {}
 
     def add(name: str, data: bytes) -> None:
@@ -143,6 +165,8 @@ def build(directory: Path, max_len: dict[str, int] | None = None) -> dict[str, i
             add("capture", path.read_bytes())
     for frame in _frames():
         add("frames", frame)
+    for findings in _findings_files():
+        add("findings", findings)
     add("none", b"")
     counts = {}
     for name, seeds in sets.items():

@@ -23,6 +23,7 @@ class RunStats:
     tls_sessions: int = 0
     hashes: list[str] = field(default_factory=list)
     hashes_dropped: int = 0
+    hashes_skipped: int = 0  # responses whose user or domain a hashcat line cannot hold (``:``, control characters)
     findings_dropped: int = 0  # occurrences of new findings past FindingSet.MAX_FINDINGS
     secrets: set[str] = field(default_factory=set)
 
@@ -45,5 +46,6 @@ class RunStats:
             "tls_sessions": self.tls_sessions,
             "dissector_anomalies": dict(self.anomalies),
             "hashes": len(self.hashes),
+            "hashes_skipped": self.hashes_skipped,
             "findings_dropped": self.findings_dropped,
         }

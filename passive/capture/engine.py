@@ -128,7 +128,7 @@ def analyze_file(
     """Read a capture file, reassemble its flows into ``handler_factory``'s handlers, return the counters.
 
     ``options`` say which ports to keep; without them every TCP flow is reassembled.
-    Raises :class:`~passive.capture.errors.CaptureError` (one-line message) when the file is
+    Raises :class:`~passive.core.errors.CaptureError` (one-line message) when the file is
     missing, unreadable or not a capture. Damage inside a capture does not raise: packets before
     it are processed, an anomaly is counted and the message lands in ``counters.warnings``.
     """
@@ -136,11 +136,13 @@ def analyze_file(
     counters = counters if counters is not None else CaptureCounters()
     path = Path(path)
     kind = _sniff(path)
-    # libpcap takes the name as UTF-8; a name that is not (bytes from argv) goes to the built-in reader.
-    backend = _choose_backend(options, kind.format == "pcap" and not kind.gzip and _utf8_name(path))
+    # libpcap takes the name as UTF-8; a name that is not (bytes from argv) goes to the built-in reader, and so
+    # does a pipe or FIFO (``kind.stream``): sniffing read its first bytes, which only the built-in reader has.
+    libpcap_can_read = kind.format == "pcap" and not kind.gzip and kind.stream is None and _utf8_name(path)
+    backend = _choose_backend(options, libpcap_can_read)
     engine = Engine(handler_factory, options, counters)
     if backend != "libpcap" or not libpcap.read_with_libpcap(path, engine, options):
-        read_with_python(path, engine, options)
+        read_with_python(path, engine, options, kind)
     engine.finish()
     return counters
 

@@ -1,7 +1,9 @@
 """Pure-Python readers for classic pcap and pcapng, plain or gzip-compressed.
 
-Used when libpcap (pcapy) is not available, for gzip files, and for pcapng (libpcap
-refuses pcapng files whose interfaces have different link types). The readers never
+Used when libpcap (pcapy) is not available, for gzip files, for pcapng (libpcap
+refuses pcapng files whose interfaces have different link types), and for whatever is not
+a regular file: a pipe (``<(zcat x.pcap.gz)``, ``/dev/stdin``), a FIFO or a device is read
+once, as a stream, the bytes sniffing read kept and read again first. The readers never
 raise on damaged content: they stop at the first damaged record and leave a one-line
 explanation in :attr:`PacketReader.error`.
 
@@ -13,8 +15,11 @@ Frames are numbered from 1 in file order, as tshark does.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import mmap
+import os
+import stat
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,19 +52,78 @@ class CaptureFormatError(Exception):
 class FileKind(NamedTuple):
     format: str  # "pcap" or "pcapng"
     gzip: bool
+    # Set for what is not a regular file (a pipe such as ``<(zcat x.pcap.gz)``, a FIFO, a device): it can be read
+    # once only, so the stream sniffing opened is kept, the bytes it read to be read again first.
+    stream: _Replay | None = None
+
+
+class _Replay:
+    """A stream that can be read once, whose first bytes (those sniffing read) are read again after
+    :meth:`rewind`. It never seeks or asks for the size, so a pipe, a FIFO or a device is read as it comes."""
+
+    mode = "rb"
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.kept = b""  # what was read while recording
+        self.pos = 0  # next byte of ``kept`` to hand out again
+        self.recording = True
+
+    def read(self, size: int = -1) -> bytes:
+        if self.pos < len(self.kept):
+            end = len(self.kept) if size is None or size < 0 else min(len(self.kept), self.pos + size)
+            data = self.kept[self.pos : end]
+            self.pos = end
+            if not self.recording and self.pos == len(self.kept):
+                self.kept, self.pos = b"", 0  # handed out again: no longer needed
+            return data
+        data = self.fh.read(size)
+        if self.recording:
+            self.kept += data
+            self.pos = len(self.kept)
+        return data
+
+    def rewind(self, recording: bool = False) -> None:
+        """Read again from the first byte; with ``recording``, go on keeping what is read."""
+        self.pos = 0
+        self.recording = recording
+
+    def close(self) -> None:
+        self.fh.close()
 
 
 def sniff_kind(path: Path) -> FileKind:
-    """Tell pcap/pcapng and gzip apart by magic numbers (raises OSError or CaptureFormatError)."""
-    with path.open("rb") as fh:
-        head = fh.read(4)
-    compressed = head[:2] == GZIP_MAGIC
-    if compressed:
-        with gzip.open(path, "rb") as gz:
+    """Tell pcap/pcapng and gzip apart by magic numbers (raises OSError or CaptureFormatError).
+
+    A regular file is closed again (its reader opens it anew); anything else is kept open in ``stream``, rewound.
+    """
+    fh = path.open("rb")
+    try:
+        regular = stat.S_ISREG(os.fstat(fh.fileno()).st_mode)
+        source: BinaryIO | _Replay = fh if regular else _Replay(fh)
+        head = source.read(4)
+        compressed = head[:2] == GZIP_MAGIC
+        if compressed:
+            if isinstance(source, _Replay):
+                source.rewind(recording=True)
+            else:
+                fh.seek(0)
             try:
-                head = gz.read(4)
+                head = gzip.GzipFile(fileobj=source, mode="rb").read(4)  # type: ignore[arg-type]
             except (OSError, EOFError) as exc:
                 raise CaptureFormatError(f"damaged gzip stream: {exc}") from exc
+        kind = _kind_of(head, compressed)
+    except BaseException:
+        fh.close()
+        raise
+    if isinstance(source, _Replay):
+        source.rewind()
+        return kind._replace(stream=source)
+    fh.close()
+    return kind
+
+
+def _kind_of(head: bytes, compressed: bool) -> FileKind:
     if len(head) < 4:
         raise CaptureFormatError("file too short to be a capture")
     if struct.unpack("<I", head)[0] == PCAPNG_SHB:
@@ -70,15 +134,31 @@ def sniff_kind(path: Path) -> FileKind:
     raise CaptureFormatError(f"not a pcap or pcapng file (magic {head.hex()})")
 
 
+class _GzipOver(gzip.GzipFile):
+    """A gzip stream over a :class:`_Replay`, closing it too."""
+
+    def __init__(self, source: _Replay) -> None:
+        super().__init__(fileobj=source, mode="rb")  # type: ignore[arg-type]
+        self._source = source
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._source.close()
+
+
 def is_capture(path: str | Path) -> bool:
     """Whether ``path`` holds a pcap or pcapng capture, plain or gzip-compressed (by magic numbers).
 
-    Raises OSError when the file cannot be read.
+    Raises OSError when the file cannot be read. A pipe is consumed by the look: call this on regular files.
     """
     try:
-        sniff_kind(Path(path))
+        kind = sniff_kind(Path(path))
     except CaptureFormatError:
         return False
+    if kind.stream is not None:
+        kind.stream.close()
     return True
 
 
@@ -111,23 +191,32 @@ class _Stream:
 
 
 class PacketReader:
-    """Iterate :class:`RawPacket` from a pcap/pcapng file (plain or gzip)."""
+    """Iterate :class:`RawPacket` from a pcap/pcapng file (plain or gzip), or from the stream ``kind`` holds."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, kind: FileKind | None = None) -> None:
         self.path = Path(path)
-        self.kind = sniff_kind(self.path)
+        self.kind = kind if kind is not None else sniff_kind(self.path)
         self.error: str | None = None
         self.packets = 0
         self.linktypes: set[int] = set()
 
     def __iter__(self) -> Iterator[RawPacket]:
-        opener = gzip.open if self.kind.gzip else open
-        with opener(self.path, "rb") as fh:  # type: ignore[operator]
+        with self._open() as fh:
             stream = _Stream(fh)
             if self.kind.format == "pcap":
                 yield from self._pcap(stream)
             else:
                 yield from self._pcapng(stream)
+
+    def _open(self) -> BinaryIO:
+        source = self.kind.stream
+        if source is None:
+            opener = gzip.open if self.kind.gzip else open
+            return opener(self.path, "rb")  # type: ignore[operator,no-any-return]
+        if self.kind.gzip:
+            # Closing a GzipFile leaves the stream under it open: close both.
+            return contextlib.closing(_GzipOver(source))  # type: ignore[return-value]
+        return contextlib.closing(source)  # type: ignore[return-value]
 
     def _fail(self, message: str) -> None:
         self.error = message

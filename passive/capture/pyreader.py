@@ -12,15 +12,15 @@ from pathlib import Path
 
 from passive.capture.libpcap import PacketSink, compile_filter
 from passive.capture.options import CaptureOptions
-from passive.capture.pcapfile import CaptureFormatError, PacketReader, RawPacket
+from passive.capture.pcapfile import CaptureFormatError, FileKind, PacketReader, RawPacket
 from passive.core.errors import CaptureError, one_line
 
 
-def read_with_python(path: Path, engine: PacketSink, options: CaptureOptions) -> None:
+def read_with_python(path: Path, engine: PacketSink, options: CaptureOptions, kind: FileKind | None = None) -> None:
     """Feed the packets of a pcap/pcapng file (plain or gzip) that pass the filters to ``engine``."""
     counters = engine.counters
     try:
-        reader = PacketReader(path)
+        reader = PacketReader(path, kind)
     except (OSError, CaptureFormatError) as exc:
         raise CaptureError(f"{path}: {one_line(exc)}") from None
     user_filters: dict[int, Callable[[bytes], bool]] = {}

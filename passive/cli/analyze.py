@@ -113,13 +113,15 @@ def _store_plan(db: str, captures: Sequence[str]) -> dict[str, CaptureDigest]:
     Checked up front so that a bad store fails before a long analysis, and the digest is of the bytes analyzed
     next. A file that cannot be read is left to the analysis to report.
     """
+    digests: list[tuple[str, CaptureDigest]] = []
+    for path in captures:  # first: a pipe given with --db is refused before the store is created
+        try:
+            digests.append((path, capture_digest(path)))
+        except StoreError:
+            continue
     with FindingStore(db) as store:
         plan: dict[str, CaptureDigest] = {}
-        for path in captures:
-            try:
-                digest = capture_digest(path)
-            except StoreError:
-                continue
+        for path, digest in digests:
             before = store.known_capture(digest.sha256)
             if before is not None:
                 click.echo(
@@ -155,4 +157,10 @@ def _save_to_store(
     findings = list(results.findings)
     summary = summary_record(results.counts(), findings)
     redactor = Redactor(show_secrets=False, secrets=results.stats.secrets)
-    save_run(db, findings, "analyze", summary, captures=fresh, redactor=redactor)
+    replaced = save_run(db, findings, "analyze", summary, captures=fresh, redactor=redactor)
+    if replaced:
+        click.echo(
+            f"leakscope: warning: {printable(db)}: {replaced} damaged stored record(s) (not UTF-8 or not JSON) "
+            "replaced by this run's findings",
+            err=True,
+        )

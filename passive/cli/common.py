@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +14,7 @@ from rich.console import Console
 from passive.analysis.domains import IpNetwork, parse_network
 from passive.cli.tables import render_tables
 from passive.core.errors import OutputError
+from passive.core.files import encoded, write_atomically
 from passive.results.jsonio import write_json, write_jsonl
 
 FORMATS = ("table", "json", "jsonl")
@@ -66,16 +68,32 @@ def domains(values: tuple[str, ...]) -> frozenset[str]:
 
 
 def write_text(output: str | None, text: str) -> None:
-    """To FILE, or to standard output when none is given; never a traceback."""
+    """To FILE (replaced whole, mode 0600: see :mod:`passive.core.files`), or to standard output when none is
+    given; a failure (a full disk, a closed pipe) is a one-line :class:`OutputError`, never a traceback."""
     if output:
-        try:
-            with open(output, "w", encoding="utf-8", errors="backslashreplace") as stream:
-                stream.write(text)
-        except OSError as error:
-            raise OutputError(f"cannot write {output}: {error.strerror or error}") from None
-    else:
-        sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))
+        write_atomically(output, text)
+        return
+    try:
+        sys.stdout.buffer.write(encoded(text))
         sys.stdout.flush()
+    except OSError as error:
+        raise stdout_failed(error) from None
+
+
+def silence_stdout() -> None:
+    """Standard output failed: point it at /dev/null, so that Python's own flush at exit neither fails again nor
+    prints a second error after ours."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no descriptor (output captured in memory): nothing will flush it at exit
+        pass
+
+
+def stdout_failed(error: OSError) -> OutputError:
+    silence_stdout()
+    return OutputError(f"cannot write standard output: {error.strerror or error}")
 
 
 def render(output: str | None, draw: Callable[[Console], None]) -> None:
@@ -84,8 +102,12 @@ def render(output: str | None, draw: Callable[[Console], None]) -> None:
         buffer = io.StringIO()
         draw(Console(file=buffer, width=200, highlight=False, color_system=None))
         write_text(output, buffer.getvalue())
-    else:
+        return
+    try:
         draw(Console(highlight=False))
+        sys.stdout.flush()
+    except OSError as error:
+        raise stdout_failed(error) from None
 
 
 def emit_records(

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from passive.cli.common import format_option, render, write_text
 from passive.cli.errors import EXIT_INPUT
-from passive.cli.inputs import load_records, probe_reports
+from passive.cli.inputs import load_input, load_records, probe_reports
 from passive.cli.probe import build_options, probe_options, services
 from passive.core.text import printable
 from passive.probe.prober import run_probe
@@ -156,10 +156,11 @@ def compare_command(
     if probe_seen and not passive_inputs:
         raise click.UsageError("--probe-seen probes the servers of --passive")
     passive = [record for path in passive_inputs for record in load_records(path)]
-    active = [record for path in active_inputs for record in load_records(path)]
+    active_read = [load_input(path) for path in active_inputs]
+    active = [record for read in active_read for record in read.records]
     nmap = [service for path in nmap_inputs for service in read_nmap_xml(path)]
     nessus = [item for path in nessus_inputs for item in read_nessus(path)]
-    probes = [report for path in active_inputs for report in probe_reports(path)]
+    probes = [report for read in active_read for report in probe_reports(read.summaries)]
     targets = list(probe_targets)
     if probe_seen:
         targets += sorted({r["server"] for r in passive if isinstance(r.get("server"), str)})

@@ -10,6 +10,7 @@ import click
 
 from passive.cli.common import emit_records, format_option
 from passive.core.errors import StoreError
+from passive.core.text import printable
 from passive.findings.model import SCHEMA_VERSION, FindingType
 from passive.results.store import FindingStore, parse_time
 
@@ -39,7 +40,18 @@ def findings_command(
             "store_schema": store.schema_version,
             "runs": len(store.runs()),
         }
+        warn_skipped(store)
     emit_records(output_format, None, records, summary)
+
+
+def warn_skipped(store: FindingStore) -> None:
+    """One warning line when the store held records that could not be read (a damaged file)."""
+    if store.skipped:
+        click.echo(
+            f"leakscope: warning: {printable(store.path)}: {store.skipped} stored record(s) could not be read "
+            "(not UTF-8 or not JSON: the file is damaged) and were left out",
+            err=True,
+        )
 
 
 def _since(text: str) -> float:

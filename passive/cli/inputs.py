@@ -3,11 +3,14 @@ its first bytes, and read through the one findings reader or the one pipeline.""
 
 from __future__ import annotations
 
+import os
+import stat
+from dataclasses import dataclass
 from typing import Any
 
 from passive.analysis.pipeline import AnalysisOptions, Results, analyze_captures
 from passive.core.errors import InputError
-from passive.results.findings_file import read_findings, read_records
+from passive.results.findings_file import MAX_DOCUMENT, FindingsInput, read_findings
 from passive.results.records import finding_record
 from passive.results.redaction import Redactor
 
@@ -15,14 +18,40 @@ from passive.results.redaction import Redactor
 SNIFF_BYTES = 64
 
 
-def is_findings_file(path: str) -> bool:
-    """Findings files are JSON text; captures (pcap, pcapng, gzip) start with a binary magic number."""
+@dataclass(frozen=True)
+class Input:
+    """One path given to ``report`` or ``compare``, looked at: findings or a capture."""
+
+    path: str
+    findings: bool
+    data: bytes | None = None  # a findings file read from a pipe or FIFO, whole: it cannot be read a second time
+
+
+def sniff_input(path: str) -> Input:
+    """Findings files are JSON text; captures (pcap, pcapng, gzip) start with a binary magic number.
+
+    A regular file is only peeked at. A pipe (``<(leakscope analyze ... --format jsonl)``) or FIFO holding findings
+    is read whole here, up to the size a findings document may have; a capture from a pipe is refused: this
+    command would have to read it a second time (``leakscope analyze`` reads captures from pipes).
+    """
     try:
         with open(path, "rb") as stream:
+            regular = stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
             head = stream.read(SNIFF_BYTES)
+            findings = head.lstrip()[:1] == b"{"
+            if regular:
+                return Input(path, findings)
+            if not findings:
+                raise InputError(
+                    f"{path}: not findings, and a capture is read from a file only here; analyze it with "
+                    "leakscope analyze --format jsonl and give that output instead"
+                )
+            rest = stream.read(MAX_DOCUMENT + 1 - len(head))
     except OSError as error:
         raise InputError(f"cannot read {path}: {error.strerror or error}") from None
-    return head.lstrip()[:1] == b"{"
+    if len(head) + len(rest) > MAX_DOCUMENT:
+        raise InputError(f"{path}: findings larger than {MAX_DOCUMENT // 2**20} MiB")
+    return Input(path, True, head + rest)
 
 
 def capture_records(results: Results, show_secrets: bool = False) -> list[dict[str, Any]]:
@@ -30,24 +59,22 @@ def capture_records(results: Results, show_secrets: bool = False) -> list[dict[s
     return [finding_record(finding, redactor=redactor) for finding in results.findings]
 
 
-def load_records(path: str, options: AnalysisOptions | None = None) -> list[dict[str, Any]]:
-    """The finding records of one input: read from a findings file, or made by analyzing a capture."""
-    if is_findings_file(path):
-        return read_records(path)
+def load_input(path: str, options: AnalysisOptions | None = None) -> FindingsInput:
+    """The records of one input, read once: from a findings file, or made by analyzing a capture."""
+    given = sniff_input(path)
+    if given.findings:
+        return read_findings(path, data=given.data)
     results = analyze_captures([path], options)
     if results.failed:
         raise InputError(results.failed[0][1])
-    return capture_records(results)
+    return FindingsInput(records=capture_records(results))
 
 
-def probe_reports(path: str) -> list[dict[str, Any]]:
-    """The per-service probe reports (``probes`` of its summary) of a findings file written by ``leakscope probe``;
-    none for a capture or a file without them."""
-    if not is_findings_file(path):
-        return []
-    reports: list[dict[str, Any]] = []
-    for summary in read_findings(path).summaries:
-        probes = summary.get("probes")
-        if isinstance(probes, list):
-            reports.extend(p for p in probes if isinstance(p, dict))
-    return reports
+def load_records(path: str, options: AnalysisOptions | None = None) -> list[dict[str, Any]]:
+    """The finding records of one input (its summary records left out)."""
+    return load_input(path, options).records
+
+
+def probe_reports(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The per-service probe reports (``probes`` of the summary ``leakscope probe`` writes) among summaries."""
+    return [p for s in summaries if isinstance(s.get("probes"), list) for p in s["probes"] if isinstance(p, dict)]

@@ -8,7 +8,8 @@ import click
 from passive.analysis.pipeline import analyze_captures
 from passive.cli.common import write_text
 from passive.cli.errors import EXIT_INPUT
-from passive.cli.inputs import capture_records, is_findings_file
+from passive.cli.findings import warn_skipped
+from passive.cli.inputs import capture_records, sniff_input
 from passive.core.errors import StoreError
 from passive.core.text import printable
 from passive.results.findings_file import FindingsInput, read_findings
@@ -44,6 +45,7 @@ def read_store(path: str, inputs: FindingsInput) -> list[InputFile]:
         for run in store.runs():
             if isinstance(run.get("summary"), dict):
                 inputs.add({**run["summary"], "type": "summary"}, f"{path} run {run.get('id')}")
+        warn_skipped(store)
         captures = store.captures()
     listed = [InputFile(path, "store", None, None)]
     listed += [InputFile(printable(c["path"]), "capture in the store", c["sha256"], c["size"]) for c in captures]
@@ -113,10 +115,11 @@ def report(
         raise click.UsageError("give findings files, captures, or --db PATH")
     inputs = FindingsInput()
     listed = read_store(db_path, inputs) if db_path else []
-    captures = [path for path in sources if not is_findings_file(path)]
-    for path in sources:
-        if path not in captures:
-            read_findings(path, inputs)
+    given = [sniff_input(path) for path in sources]
+    captures = [source.path for source in given if not source.findings]
+    for source in given:
+        if source.findings:
+            read_findings(source.path, inputs, data=source.data)
     failed = _add_captures(captures, inputs, show_secrets=not redact)
     if failed and failed == len(sources) and not db_path:
         raise SystemExit(EXIT_INPUT)

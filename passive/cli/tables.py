@@ -28,11 +28,13 @@ def cell(value: Any) -> Text:
 
 
 def _card(row: dict[str, Any], columns: tuple[str, ...]) -> Table:
+    # A record read back from a store may be damaged: every field is looked up, none is trusted to be there.
+    severity = printable(row.get("severity"))
     title = Text.assemble(
-        (row["severity"].upper(), SEVERITY_STYLE.get(row["severity"], "")),
+        (severity.upper(), SEVERITY_STYLE.get(severity, "")),
         "  ",
-        (printable(row["server"]), "bold"),
-        f"  {row['protocol']}  seen {row['count']}x",
+        (printable(row.get("server")), "bold"),
+        f"  {printable(row.get('protocol'))}  seen {printable(row.get('count'))}x",
     )
     card = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 1))
     card.add_column("field", style="cyan", no_wrap=True)
@@ -42,9 +44,11 @@ def _card(row: dict[str, Any], columns: tuple[str, ...]) -> Table:
         if value in (None, [], ""):
             continue
         card.add_row(column, cell(value))
-    frames = [str(e["frame"]) for e in row.get("evidence", []) if e.get("frame") is not None]
+    listed = row.get("evidence")
+    evidence = [e for e in listed if isinstance(e, dict)] if isinstance(listed, list) else []
+    frames = [printable(e["frame"]) for e in evidence if e.get("frame") is not None]
     if frames:
-        card.add_row("evidence", Text(f"{printable(row['evidence'][0]['file'])} frames {', '.join(frames)}"))
+        card.add_row("evidence", Text(f"{printable(evidence[0].get('file'))} frames {', '.join(frames)}"))
     return card
 
 
@@ -52,7 +56,7 @@ def render_tables(console: Console, records: list[dict[str, Any]], summary: dict
     """One key/value card per finding, grouped by kind (readable at any terminal width)."""
     blocks: list[Any] = []
     for kind in KINDS.values():
-        rows = [r for r in records if r["type"] == kind.type]
+        rows = [r for r in records if r.get("type") == kind.type]
         if not rows:
             continue
         blocks.append(Text(f"\n{kind.title} ({kind.type})", style="bold underline"))

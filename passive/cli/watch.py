@@ -18,7 +18,7 @@ from passive.capture.live import SNAPLEN
 from passive.cli.common import domains, local_domain_option, trusted_net_option
 from passive.cli.dashboard import log_appearances, run_with_dashboard
 from passive.cli.errors import EXIT_INPUT
-from passive.core.errors import OutputError
+from passive.core.files import open_private_append
 from passive.core.text import printable
 from passive.live.monitor import Monitor, WatchOptions, open_capture
 from passive.results.store import FindingStore
@@ -121,10 +121,7 @@ def _open_jsonl(path: str | None) -> Iterator[IO[str] | None]:
     if not path:
         yield None
         return
-    try:
-        stream = open(path, "a", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115 - closed below
-    except OSError as error:
-        raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
+    stream = open_private_append(path)  # created 0600: the records name users and hosts
     try:
         yield stream
     finally:

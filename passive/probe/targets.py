@@ -142,8 +142,12 @@ def _parse_url(text: str, target: str) -> Service:
     path = url.path if protocol == "http" and url.path not in ("", "/") else None
     if path is not None and (len(path) > 1024 or not path.isascii() or any(c in path for c in " \r\n\t")):
         raise TargetError(f"bad path in {target!r}")
+    if port is None:
+        port = default_port
+    elif port == 0:  # urlsplit accepts it; nothing listens there, and 0 must not mean the default port
+        raise TargetError(f"bad port in {target!r}")
     host = _check_host(url.hostname, target)
-    return Service(target, host, port or default_port, protocol, implicit_tls, True, path)
+    return Service(target, host, port, protocol, implicit_tls, True, path)
 
 
 def parse_targets(targets: list[str] | tuple[str, ...], ports: tuple[int, ...] | None = None) -> list[Service]:

@@ -4,6 +4,7 @@ is a one-line :class:`InputError`."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -34,17 +35,19 @@ class FindingsInput:
         (self.summaries if record.get("type") == "summary" else self.records).append(record)
 
 
-def read_findings(path: str, into: FindingsInput | None = None) -> FindingsInput:
-    """Add the records of one findings file to ``into`` (a new one by default) and return it."""
+def read_findings(path: str, into: FindingsInput | None = None, data: bytes | None = None) -> FindingsInput:
+    """Add the records of one findings file to ``into`` (a new one by default) and return it. ``data`` is the
+    file's content when it was read already (from a pipe, which cannot be read twice)."""
     into = into if into is not None else FindingsInput()
     try:
-        with open(path, "rb") as stream:
+        with open(path, "rb") if data is None else io.BytesIO(data) as stream:
             first = stream.readline(MAX_LINE)
             if first[:2] == b"\x1f\x8b":
                 raise InputError(f"{path}: compressed; give the capture or the findings file uncompressed")
             record = _json_line(first)
             if record is None or _is_document(record):  # a JSON document, not one record per line
-                if os.fstat(stream.fileno()).st_size > MAX_DOCUMENT:
+                size = len(data) if data is not None else os.fstat(stream.fileno()).st_size
+                if size > MAX_DOCUMENT:
                     raise InputError(f"{path}: JSON document larger than {MAX_DOCUMENT // 2**20} MiB")
                 _read_document(path, first + stream.read(), into)
                 return into

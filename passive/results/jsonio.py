@@ -7,16 +7,28 @@ import re
 from collections.abc import Iterable
 from typing import IO, Any
 
+from passive.core.text import UNSAFE_BEYOND_C0
 from passive.findings.model import SCHEMA_VERSION
 
-# json.dumps escapes only C0 controls; DEL, C1 controls (an 8-bit terminal reads U+009B as CSI), the line and
-# paragraph separators (which break line-oriented readers) and lone surrogates (not encodable as UTF-8, e.g. from a
-# file name given on the command line) are escaped here. They can only occur inside JSON strings.
-_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# json.dumps escapes only C0 controls. Every other character that terminals and viewers act on or hide (the set of
+# passive/core/text.py: DEL and C1 controls, since an 8-bit terminal reads U+009B as CSI; bidi, zero-width, tag and
+# other format characters; the line and paragraph separators, which break line-oriented readers; variation
+# selectors and fillers; lone surrogates, not encodable as UTF-8, e.g. from a file name given on the command line)
+# is escaped here as \uXXXX (a surrogate pair beyond the BMP), so the JSON text is inert on a terminal while the
+# decoded value stays exact. They can only occur inside JSON strings.
+_JSON_UNSAFE = re.compile(f"[{UNSAFE_BEYOND_C0}]")
+
+
+def _json_escape(character: str) -> str:
+    code = ord(character)
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 def _escape_json_text(text: str) -> str:
-    return _JSON_UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+    return _JSON_UNSAFE.sub(lambda match: _json_escape(match.group()), text)
 
 
 def dumps(record: Any) -> str:

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 from dissectors import events as ev
 from dissectors import ntlmssp
 from passive.analysis.detectors.base import Detector, Handlers, Session
+from passive.core.text import printable
 from passive.findings.model import Finding, FindingType, Severity
 
 # Decoding anomalies of a CHALLENGE kept in the finding; the decoder bounds how many one message can have.
@@ -140,7 +141,9 @@ class NtlmDetector(Detector):
         finding.raise_severity(_severity(exchange.authenticate))
         finding.add_detail(client)
         line = hashcat_line(exchange.challenge, exchange.authenticate)
-        if line:
+        if line == UNWRITABLE:
+            self.session.stats.hashes_skipped += 1
+        elif line:
             self.session.stats.add_hash(line)
 
     def _client_detail(self, exchange: _Exchange, outcome: str | None) -> dict[str, Any]:
@@ -173,16 +176,25 @@ def _severity(response: ntlmssp.AuthenticateMessage | None) -> Severity:
     weak = response.ntlm_version in WEAK_VERSIONS or any(a.code == "lm_only_response" for a in response.anomalies)
     return Severity.HIGH if weak else Severity.MEDIUM
 
+# What hashcat_line returns for a response whose user or domain cannot be written as a hashcat line.
+UNWRITABLE = ""
+
 
 def hashcat_line(
     challenge: ntlmssp.ChallengeMessage | None, response: ntlmssp.AuthenticateMessage | None
 ) -> str | None:
-    """NetNTLMv1 (hashcat 5500) or NetNTLMv2 (5600) line for an exchange with both server challenge and response."""
+    """NetNTLMv1 (hashcat 5500) or NetNTLMv2 (5600) line for an exchange with both server challenge and response.
+
+    The format has no escaping, and the names come from the wire: a user or domain holding ``:`` (the field
+    separator) or any character :func:`printable` escapes (controls such as ESC or CR, which would act on the
+    terminal of whoever views the file, bidi and invisible characters) gives :data:`UNWRITABLE` instead of a line;
+    the summary counts those in ``hashes_skipped``.
+    """
     if challenge is None or response is None or len(challenge.server_challenge) != 8 or not response.user:
         return None
     user, domain = response.user, response.domain or ""
-    if ":" in user or ":" in domain or "\n" in user + domain:
-        return None  # the format has no escaping
+    if ":" in user + domain or printable(user + domain) != user + domain:
+        return UNWRITABLE
     server = challenge.server_challenge.hex()
     if response.ntlm_version in (ntlmssp.NtlmVersion.NTLMV1, ntlmssp.NtlmVersion.NTLMV1_ESS):
         return f"{user}::{domain}:{response.lm_response.hex()}:{response.nt_response.hex()}:{server}"

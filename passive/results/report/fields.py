@@ -55,11 +55,12 @@ def objects(value: Any) -> list[dict[str, Any]]:
 
 
 def timestamp(value: Any) -> datetime | None:
-    """An ISO 8601 time (or seconds since the epoch, as ``details[].time`` holds) as an aware datetime."""
+    """An ISO 8601 time (or seconds since the epoch, as ``details[].time`` holds) as a datetime in UTC; None when
+    there is none, or when it is outside what a datetime holds once in UTC (``0001-01-01T00:00:00+14:00``)."""
     try:
         if isinstance(value, str) and len(value) <= 40:
             moment = datetime.fromisoformat(value)
-            return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+            return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
         seconds = number(value)
         if seconds is not None:
             return datetime.fromtimestamp(seconds, UTC)
@@ -71,7 +72,6 @@ def timestamp(value: Any) -> datetime | None:
 def show_time(moment: datetime | None, precise: bool = False) -> str | None:
     if moment is None:
         return None
-    moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%d %H:%M:%S.%f UTC" if precise else "%Y-%m-%d %H:%M:%S UTC")
 
 

@@ -3,22 +3,24 @@ same bounds as in memory, severity only rising."""
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from passive.core.text import printable
 from passive.core.times import iso_time
 from passive.findings.kinds import KINDS
 from passive.findings.model import MAX_DETAILS, MAX_EVIDENCE, Finding, rank
+from passive.results.jsonio import dumps
 from passive.results.records import finding_record
 from passive.results.redaction import Redactor
+from passive.results.store.rows import parse_record
 
 Identity = tuple[str, str, str, str]  # type, server, key (JSON), source
 
 
 def identity_of(finding: Finding) -> Identity:
-    key = json.dumps(list(finding.key), ensure_ascii=False, default=str)
+    key = dumps(list(finding.key))
     return (str(finding.type), finding.server, key, finding.source)
 
 
@@ -57,12 +59,15 @@ class StoreWriter:
         record = finding_record(finding, redactor=self.redactor)
         store._begin()
         row = store._execute(
-            "SELECT record, first_seen, last_seen FROM findings "
+            "SELECT CAST(record AS BLOB), first_seen, last_seen FROM findings "
             "WHERE type = ? AND server = ? AND key = ? AND source = ?",
             ident,
         ).fetchone()
+        stored = parse_record(row[0]) if row is not None else {}
+        if stored is None:  # a damaged row: the finding's current state replaces it
+            store.replaced += 1
+            row, stored = None, {}
         done = self._done.get(ident) if row is not None else None
-        stored = json.loads(row[0]) if row is not None else {}
         merged = _merge(stored, record, done or _Contribution())
         first_seen = _earliest(row[1] if row else None, finding.first_seen)
         last_seen = _latest(row[2] if row else None, finding.last_seen)
@@ -82,7 +87,7 @@ class StoreWriter:
                 merged["count"],
                 first_seen,
                 last_seen,
-                json.dumps(merged, ensure_ascii=False, default=str),
+                dumps(merged),
                 time.time(),
             ),
         )
@@ -98,11 +103,12 @@ class StoreWriter:
         return merged, row is None
 
     def add_capture(self, sha256: str, path: str, size: int) -> bool:
-        """Record that this run merges the capture file with this digest; False if another run already did."""
+        """Record that this run merges the capture file with this digest; False if another run already did. The
+        name is kept as shown (control characters and bytes that are not UTF-8 escaped): the digest identifies."""
         self.store._begin()
         cursor = self.store._execute(
             "INSERT OR IGNORE INTO captures (sha256, path, size, run_id, added_at) VALUES (?, ?, ?, ?, ?)",
-            (sha256, path, size, self.run_id, time.time()),
+            (sha256, printable(path), size, self.run_id, time.time()),
         )
         return cursor.rowcount == 1
 
@@ -116,7 +122,7 @@ class StoreWriter:
         store._begin()
         store._execute(
             "UPDATE runs SET ended_at = ?, summary = ? WHERE id = ?",
-            (time.time(), json.dumps(summary, default=str) if summary is not None else None, self.run_id),
+            (time.time(), dumps(summary) if summary is not None else None, self.run_id),
         )
         store.commit()
 
