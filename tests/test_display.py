@@ -93,8 +93,8 @@ def test_html_and_markdown_reports_show_the_character_escaped(character: str, es
     _assert_shown_escaped(render_html(model), character, escaped)
     markdown = render_markdown(model)
     assert character not in markdown
-    backslashed = escaped.replace("\\", "\\\\")  # Markdown escapes the backslash itself
-    assert f"con{backslashed}toso" in markdown
+    # CommonMark reads a backslash as an escape only before ASCII punctuation: "\u061c" shows as written.
+    assert f"con{escaped}toso" in markdown
 
 
 @pytest.mark.parametrize("character,escaped", CASES, ids=IDS)

@@ -26,7 +26,7 @@ from passive.probe.targets import TargetError, parse_target
 from passive.results.compare import compare, from_records
 from passive.results.jsonio import dumps_indented
 from passive.results.report import build_report, render_html, render_markdown
-from tests.helpers_capture import pcapng_bytes
+from tests.helpers_capture import pcapng_bytes_tsresol
 
 ROOT = Path(__file__).resolve().parents[1]
 PCAPS = ROOT / "pcaps"
@@ -71,7 +71,7 @@ def test_process_substitution_is_read_as_a_stream(feed: str, from_file: list[tup
 def test_pcapng_from_a_pipe_with_a_filter(tmp_path: Path, from_file: list[tuple[Any, ...]]) -> None:
     packets = list(PacketReader(CAPTURE))
     pcapng = tmp_path / "capture.pcapng"
-    pcapng.write_bytes(pcapng_bytes([packets[0].linktype], [(0, p.ts, p.data) for p in packets]))
+    pcapng.write_bytes(pcapng_bytes_tsresol([packets[0].linktype], [(0, p.ts, p.data) for p in packets]))
     result = in_bash(f"cat {shlex.quote(str(pcapng))} | leakscope analyze --format jsonl --filter 'tcp' /dev/stdin")
     assert result.returncode == 0, result.stderr
     assert _facts(result.stdout) == from_file

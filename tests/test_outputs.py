@@ -15,8 +15,9 @@ import pytest
 
 from dissectors import events as ev
 from dissectors import ntlmssp
+from passive.analysis.classify import mail_capture_options
 from passive.analysis.detectors import hashcat_line
-from passive.capture.engine import analyze_file, libpcap_available
+from passive.capture import analyze_file, libpcap_available
 from passive.live.monitor import Monitor, WatchOptions
 from passive.results.store import FindingStore
 from tests.test_detectors import NAMES, _authenticate_v1, _challenge, b64, run
@@ -174,9 +175,9 @@ def test_watch_jsonl_on_a_full_disk_is_one_warning_and_the_store_goes_on() -> No
 
     monitor = Monitor(WatchOptions("eth-test"), FindingStore(":memory:"), jsonl=open_private_append("/dev/full"))
     monitor.writer = monitor.store.writer("watch")
-    analyze_file(PCAPS / "smtp-ntlm-success-curl.pcap", monitor.analysis.handler_factory)
+    analyze_file(PCAPS / "smtp-ntlm-success-curl.pcap", monitor.analysis.handler_factory, mail_capture_options())
     monitor._flush()
-    analyze_file(PCAPS / "smtp-auth-plain-swaks.pcap", monitor.analysis.handler_factory)
+    analyze_file(PCAPS / "smtp-auth-plain-swaks.pcap", monitor.analysis.handler_factory, mail_capture_options())
     monitor._flush()
     assert monitor.warnings == [f"--jsonl file no longer written: {ENOSPC}"]
     assert len(monitor.store.query()) >= 4

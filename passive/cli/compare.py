@@ -86,6 +86,26 @@ def render_nessus(console: Console, verification: dict[str, Any]) -> None:
     console.print(Text(printable(totals), style="dim"))
 
 
+def _check_sources(
+    passive: tuple[str, ...],
+    active: tuple[str, ...],
+    probe_targets: tuple[str, ...],
+    probe_seen: bool,
+    nmap: tuple[str, ...],
+    nessus: tuple[str, ...],
+) -> list[bool]:
+    """Which sides were given; a usage error unless at least two can be compared."""
+    given = [bool(passive), bool(active or probe_targets or probe_seen), bool(nmap)]
+    if sum(given) + bool(nessus) < 2 or (nessus and not any(given[:2])):
+        raise click.UsageError(
+            "give at least two of --passive, --active/--probe/--probe-seen and --nmap (or --nessus and one of "
+            "--passive, --active/--probe)"
+        )
+    if probe_seen and not passive:
+        raise click.UsageError("--probe-seen probes the servers of --passive")
+    return given
+
+
 @click.command("compare")
 @click.option(
     "--passive",
@@ -147,14 +167,7 @@ def compare_command(
 
     Exit status 0 when the comparison ran (whatever it found), 1 when an input could not be read or probed.
     """
-    given = [bool(passive_inputs), bool(active_inputs or probe_targets or probe_seen), bool(nmap_inputs)]
-    if sum(given) + bool(nessus_inputs) < 2 or (nessus_inputs and not any(given[:2])):
-        raise click.UsageError(
-            "give at least two of --passive, --active/--probe/--probe-seen and --nmap (or --nessus and one of "
-            "--passive, --active/--probe)"
-        )
-    if probe_seen and not passive_inputs:
-        raise click.UsageError("--probe-seen probes the servers of --passive")
+    given = _check_sources(passive_inputs, active_inputs, probe_targets, probe_seen, nmap_inputs, nessus_inputs)
     passive = [record for path in passive_inputs for record in load_records(path)]
     active_read = [load_input(path) for path in active_inputs]
     active = [record for read in active_read for record in read.records]

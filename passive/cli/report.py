@@ -3,6 +3,9 @@ stakeholder report in HTML or Markdown."""
 
 from __future__ import annotations
 
+import os
+import stat
+
 import click
 
 from passive.analysis.pipeline import analyze_captures
@@ -53,10 +56,13 @@ def read_store(path: str, inputs: FindingsInput) -> list[InputFile]:
 
 
 def _input(path: str, kind: str) -> InputFile:
-    """An input file and its SHA-256, as the store would record it (none for a file that cannot be read)."""
+    """An input file and its SHA-256, as the store would record it (none for a file that cannot be read, or for a
+    pipe, which was read once already)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return InputFile(printable(path), f"{kind} (a pipe: no digest)", None, None)
         digest = capture_digest(path)
-    except StoreError:
+    except (OSError, StoreError):
         return InputFile(printable(path), f"{kind} (unreadable)", None, None)
     return InputFile(printable(path), kind, digest.sha256, digest.size)
 
