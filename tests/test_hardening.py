@@ -25,7 +25,7 @@ from dissectors import events as ev
 from dissectors import ntlmssp
 from dissectors.registry import MAIL_PORTS
 from fuzz import corrupt, floods, seeds
-from fuzz.harnesses import HARNESSES
+from fuzz.harnesses import HARNESSES, Harness, run_measured
 from passive.analysis.classify import mail_capture_options
 from passive.analysis.detectors import SessionAnalyzer, SessionContext
 from passive.analysis.detectors.credentials import MAX_PENDING_CREDENTIALS
@@ -89,11 +89,23 @@ def test_harness_survives_seeds_and_mutations(name: str, seed_sets: Path) -> Non
     rng.shuffle(pool)
     pool = pool[:SEEDS_PER_HARNESS] or [b""]
     for data in pool:
-        harness.run(data)
+        assert not run_measured(harness, data)
     for _ in range(MUTATIONS_PER_HARNESS):
         data = _mutate(rng.choice(pool), rng, rng.choice(pool))[: harness.max_len]
-        harness.run(data)
+        assert not run_measured(harness, data)
     assert len(pool) >= 1
+
+
+def test_crafted_captures_cost_what_the_caps_allow() -> None:
+    """Small gzip captures expanding to a 48 MiB record and a 16 MiB pcapng packet (fuzz/seeds.py): neither costs
+    MAX_RSS_GROWTH_MIB at its peak. Before the record cap held whatever the header claimed, the first cost about
+    110 MiB. And the check itself: an input that keeps 96 MiB is reported."""
+    for data in seeds.crafted_captures():
+        assert run_measured(HARNESSES["capture"], data) == []
+    held: list[bytes] = []
+    greedy = Harness("greedy", lambda data: held.append(b"\x01" * (96 << 20)), 16, "none")
+    problems = run_measured(greedy, b"x")
+    assert problems and problems[0].startswith("MemoryGrowth: peak RSS grew by")
 
 
 def test_campaign_runner_reports_iterations_and_findings(tmp_path: Path) -> None:
@@ -132,9 +144,10 @@ def test_frame_cut_after_tcp_header_delivers_a_gap_not_an_empty_chunk() -> None:
     recorder = Recorder()
     reassembler = Reassembler(recorder, server_ports=MAIL_PORTS)
     client, server = b"\x0a\x00\x00\x01", b"\x0a\x00\x00\x02"
-    reassembler.process((client, server, 40000, 25, 100, 0, 0x02, b"", 0, 0), 1, 1.0)
-    reassembler.process((client, server, 40000, 25, 101, 0, 0x18, b"", 60, 0), 2, 1.1)  # 60 bytes, none captured
-    reassembler.process((client, server, 40000, 25, 161, 0, 0x18, b"QUIT\r\n", 6, 0), 3, 1.2)
+    reassembler.process((client, server, 40000, 25, 100, 0, 0x02, b"", 0, 0, 65535, 0), 1, 1.0)
+    # 60 bytes, none captured:
+    reassembler.process((client, server, 40000, 25, 101, 0, 0x18, b"", 60, 0, 65535, 0), 2, 1.1)
+    reassembler.process((client, server, 40000, 25, 161, 0, 0x18, b"QUIT\r\n", 6, 0, 65535, 0), 3, 1.2)
     reassembler.flush()
     record = recorder.flows[0]
     assert all(chunk.data for chunk in record.chunks[0])
@@ -225,7 +238,16 @@ def test_corrupted_variants_end_cleanly(capture: str, tmp_path: Path) -> None:
 
 # ---- floods, scaled down --------------------------------------------------------------------------------------------
 
-FLOOD_SCALES = {"long-line": 0.05, "av-pairs": 0.02, "base64-line": 0.1, "sasl-loop": 0.12}
+FLOOD_SCALES = {
+    "long-line": 0.05,
+    "av-pairs": 0.02,
+    "base64-line": 0.1,
+    "sasl-loop": 0.12,
+    "syn-flood": 1.0,  # 10 200 SYNs at any scale
+    "huge-record": 0.2,  # a 200 MB record: 400 MiB before the record cap
+    "jumbo-records": 0.4,  # 819 records of 256 KiB: 440 MiB before batches were sized in bytes
+    "jumbo-pcapng": 0.25,  # 4 blocks of 16 MiB
+}
 
 
 @pytest.mark.parametrize("name", sorted(FLOOD_SCALES))

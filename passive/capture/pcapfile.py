@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import mmap
 import struct
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
@@ -26,8 +27,12 @@ PCAPNG_SHB = 0x0A0D0D0A
 PCAPNG_BOM = 0x1A2B3C4D
 GZIP_MAGIC = b"\x1f\x8b"
 
-MAX_RECORD = 262144  # libpcap's largest snapshot length; bigger records mean a damaged file
+MAX_RECORD = 262144
+"""Largest captured packet read (libpcap's largest snapshot length for every link type leakscope decodes). A
+classic pcap record claiming more stops the reader, as it stops libpcap, whatever snapshot length the file header
+claims; a pcapng packet is cut to it, as libpcap cuts it to the snapshot length."""
 MAX_BLOCK = 16 * 1024 * 1024
+"""Largest pcapng block read (libpcap's initial block size limit): the reader holds one block at a time."""
 _READ_SIZE = 1 << 20
 _RELEASE_EVERY = 32 << 20
 
@@ -98,7 +103,7 @@ class _Stream:
         while not self.eof and len(self.buf) - self.pos < n:
             try:
                 more = self.fh.read(max(_READ_SIZE, n))
-            except (OSError, EOFError):  # damaged gzip member
+            except (OSError, EOFError, zlib.error):  # damaged gzip member
                 more = b""
             if not more:
                 self.eof = True
@@ -118,6 +123,8 @@ class PacketReader:
         self.kind = sniff_kind(self.path)
         self.error: str | None = None
         self.packets = 0
+        self.oversized = 0  # records over MAX_RECORD: the one that stopped a pcap, and the pcapng packets cut to it
+        self.cut = 0  # pcapng packets cut to MAX_RECORD
         self.linktypes: set[int] = set()
 
     def __iter__(self) -> Iterator[RawPacket]:
@@ -140,11 +147,11 @@ class PacketReader:
             return
         header = stream.buf[:24]
         endian = "<" if struct.unpack("<I", header[:4])[0] in (PCAP_MAGIC_USEC, PCAP_MAGIC_NSEC) else ">"
-        magic, _major, _minor, _zone, _sigfigs, snaplen, network = struct.unpack(endian + "IHHiIII", header)
+        magic, _major, _minor, _zone, _sigfigs, _snaplen, network = struct.unpack(endian + "IHHiIII", header)
         divisor = 1e9 if magic == PCAP_MAGIC_NSEC else 1e6
         linktype = network & 0x0FFFFFFF  # upper bits may carry FCS information
         self.linktypes.add(linktype)
-        limit = max(snaplen, MAX_RECORD)
+        limit = MAX_RECORD  # never the header's snapshot length: a file may claim 4 GiB records
         record = struct.Struct(endian + "IIII").unpack_from
         stream.pos = 24
         frame = 0
@@ -155,6 +162,7 @@ class PacketReader:
                 return
             sec, frac, caplen, wire_len = record(stream.buf, stream.pos)
             if caplen > limit:
+                self.oversized += 1
                 self._fail(
                     f"corrupt capture: frame {frame + 1} claims {caplen} captured bytes (limit {limit}); "
                     "stopped reading there"
@@ -206,7 +214,7 @@ class PacketReader:
             if struct.unpack_from(endian + "I", buf, pos + total - 4)[0] != total:
                 self._fail(f"corrupt capture: block after frame {frame} has mismatched trailing length")
                 return
-            body = buf[pos + 8 : pos + total - 4]
+            body = memoryview(buf)[pos + 8 : pos + total - 4]  # no copy: a block may hold 16 MiB
             stream.pos = pos + total
             if block_type == 1:
                 interfaces.append(self._interface(body, endian))
@@ -220,11 +228,14 @@ class PacketReader:
                 return
             frame += 1
             self.packets = frame
-            linktype, ts, data, wire_len = packet
+            linktype, ts, data, wire_len, cut = packet
+            if cut:
+                self.oversized += 1
+                self.cut += 1
             yield RawPacket(frame, ts, linktype, data, wire_len)
 
     @staticmethod
-    def _interface(body: bytes, endian: str) -> tuple[int, float, int, int]:
+    def _interface(body: bytes | memoryview, endian: str) -> tuple[int, float, int, int]:
         if len(body) < 8:
             return (-1, 1e6, 0, 0)
         linktype, _reserved, snaplen = struct.unpack_from(endian + "HHI", body, 0)
@@ -245,8 +256,10 @@ class PacketReader:
 
     @staticmethod
     def _packet_block(
-        block_type: int, body: bytes, endian: str, interfaces: list[tuple[int, float, int, int]]
-    ) -> tuple[int, float, bytes, int] | str | None:
+        block_type: int, body: memoryview, endian: str, interfaces: list[tuple[int, float, int, int]]
+    ) -> tuple[int, float, bytes, int, bool] | str | None:
+        """(link type, time, data cut to MAX_RECORD, length on the wire, whether it was cut), a damage message, or
+        None for a block that is not a packet."""
         if block_type == 6:  # enhanced packet block
             if len(body) < 20:
                 return "enhanced packet block too short"
@@ -272,7 +285,8 @@ class PacketReader:
             return f"captured length {caplen} exceeds its block"
         linktype, units, offset, _snaplen = interfaces[iface]
         ts = ((ts_hi << 32) | ts_lo) / units + offset
-        return (linktype, ts, body[data_at : data_at + caplen], wire_len)
+        kept = min(caplen, MAX_RECORD)
+        return (linktype, ts, bytes(body[data_at : data_at + kept]), wire_len, caplen > MAX_RECORD)
 
 
 class FrameLocator:

@@ -26,6 +26,7 @@ from passive.analysis.classify import mail_capture_options
 from passive.analysis.domains import IpNetwork
 from passive.analysis.pipeline import Analysis, AnalysisOptions
 from passive.capture import CaptureCounters, LiveCapture, PcapStats
+from passive.capture.policy import DEFAULT_POLICY
 from passive.core.errors import CaptureError, InputError, StoreError
 from passive.findings.kinds import KINDS
 from passive.findings.model import Finding, FindingType
@@ -59,6 +60,7 @@ class WatchOptions:
     retention: float | None = None  # seconds a finding stays in memory once idle; default 2 x idle_timeout
     max_live_findings: int = 5000
     max_flows: int = 10_000
+    reassembly_policy: str = DEFAULT_POLICY  # whose bytes win where segments overlap (passive.capture.policy)
 
 
 @dataclass
@@ -94,6 +96,7 @@ def open_capture(options: WatchOptions) -> LiveCapture:
         bpf=options.bpf,
         idle_timeout=options.idle_timeout,
         max_flows=options.max_flows,
+        reassembly_policy=options.reassembly_policy,
     )
     try:
         return LiveCapture(options.interface, capture_options, snaplen=options.snaplen, promisc=options.promisc)
