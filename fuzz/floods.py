@@ -1,8 +1,9 @@
 """Resource floods: captures built to exhaust memory or time, run through ``leakscope analyze``.
 
-Each flood is written as a classic pcap (frames from bench/gen_capture.py's writer), analyzed by the installed
-command in its own process (peak RSS from ``wait4``), and checked against the counters that must show the limit
-was hit: nothing may be dropped without a number going up.
+Each flood is written as a capture (frames from bench/gen_capture.py's writer), analyzed by the installed command in
+its own process (its own peak RSS, VmHWM, reported at exit through fuzz/peakrss; ``wait4``'s where /proc is
+missing), and checked against the counters that must show the limit was hit: nothing may be dropped without a
+number going up, and the time per frame is printed.
 
 * ``half-open``: SYNs to port 25 from distinct sources, never answered (flow table cap: evictions counted).
 * ``long-line``: one SMTP client line of 100 MB without a newline (line cap: ``line_too_long``).
@@ -427,16 +428,22 @@ def write_flood(flood: Flood, scale: float, directory: Path) -> tuple[Path, dict
 
 def run_flood(flood: Flood, scale: float, directory: Path) -> FloodResult:
     path, made, frames = write_flood(flood, scale, directory)
+    peak_file = directory / f"flood-{flood.name}.peak"
+    paths = [str(REPO / "fuzz" / "peakrss"), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "LEAKSCOPE_PEAK_FILE": str(peak_file)}
     started = time.monotonic()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        process = subprocess.Popen(["leakscope", "analyze", "--format", "jsonl", str(path)], stdout=out, stderr=err)
+        argv = ["leakscope", "analyze", "--format", "jsonl", str(path)]
+        process = subprocess.Popen(argv, stdout=out, stderr=err, env=env)
         _pid, status, usage = os.wait4(process.pid, 0)  # reaped here, so its own peak RSS is at hand
         process.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.monotonic() - started
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
-    rss = usage.ru_maxrss / 1024
+    # The command's own peak (fuzz/peakrss); ru_maxrss also holds whatever this process had reached when it forked.
+    rss = float(peak_file.read_text()) if peak_file.exists() else usage.ru_maxrss / 1024
+    peak_file.unlink(missing_ok=True)
     result = FloodResult(
         flood.name, made, round(path.stat().st_size / 1e6, 1), frames, process.returncode, round(seconds, 1), rss
     )
@@ -466,7 +473,8 @@ def main(argv: list[str] | None = None) -> int:
             verdict = "ok" if not result.problems else "FAILED: " + "; ".join(result.problems)
             print(
                 f"{result.name:<12} {json.dumps(result.made)}  {result.capture_mb} MB, {result.frames} frames: "
-                f"{result.seconds} s, peak RSS {result.peak_rss_mib:.0f} MiB  {json.dumps(result.counters)}  {verdict}",
+                f"{result.seconds} s ({result.seconds / max(1, result.frames) * 1e6:.1f} us/frame), peak RSS "
+                f"{result.peak_rss_mib:.0f} MiB  {json.dumps(result.counters)}  {verdict}",
                 flush=True,
             )
     return 1 if any(r.problems for r in results) else 0

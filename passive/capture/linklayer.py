@@ -4,7 +4,9 @@ One function, :func:`decode_tcp`, turns (link type, frame bytes) into either a
 :data:`Segment` tuple or an integer status telling why there is no segment. It is on
 the per-packet hot path, so it works on fixed offsets with ``struct.unpack_from`` and
 returns a plain tuple instead of building objects. It never raises on hostile input:
-every read is bounds-checked first.
+every read is bounds-checked first. Besides addresses, ports, sequence numbers, flags and payload, a segment
+carries its window field and, for a SYN, the window scale and SACK-permitted options (``OPT_*`` bits): the
+reassembler follows the receiver's window with them.
 
 Supported link types: Ethernet (with up to two 802.1Q / 802.1ad / 0x9100 VLAN tags,
 matching what the BPF filter can express), Linux cooked SLL (113) and SLL2 (276), raw IP
