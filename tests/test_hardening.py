@@ -6,6 +6,7 @@ fuzz/floods.py (docs/hardening.md)."""
 from __future__ import annotations
 
 import base64
+import gzip
 import html.parser
 import io
 import json
@@ -30,7 +31,7 @@ from passive.analysis.classify import mail_capture_options
 from passive.analysis.detectors import SessionAnalyzer, SessionContext
 from passive.analysis.detectors.credentials import MAX_PENDING_CREDENTIALS
 from passive.analysis.stats import RunStats
-from passive.capture import CaptureCounters, Reassembler, analyze_file
+from passive.capture import CaptureCounters, CaptureError, Reassembler, analyze_file
 from passive.cli.tables import render_tables
 from passive.core.text import printable
 from passive.core.times import iso_time
@@ -165,6 +166,19 @@ def test_capture_clock_past_year_9999_gives_null_times(tmp_path: Path) -> None:
     assert findings and all(f["first_seen"] is None and f["evidence"][0]["time"] is None for f in findings)
     report = subprocess.run(["leakscope", "report", path, "-o", tmp_path / "r.html"], capture_output=True)
     assert report.returncode == 0 and b"Traceback" not in report.stderr, report.stderr
+
+
+def test_damaged_deflate_stream_is_a_capture_error_or_a_truncation(tmp_path: Path) -> None:
+    """zlib.error is no OSError: a gzip capture whose deflate stream breaks in its first bytes raised it from the
+    sniffer (found by the campaign once crafted gzip seeds were added), and one breaking later from the reader."""
+    with pytest.raises(CaptureError, match="damaged gzip stream"):
+        analyze_file(REGRESSIONS / "capture-damaged-deflate-block-at-sniff.pcap.gz", lambda flow: None)
+    session = pcap_bytes(ethernet_frames(conversation_segments([(False, b"x" * 1400)] * 1500)))
+    stored = bytearray(gzip.compress(session, compresslevel=0, mtime=0))  # stored blocks of 65 535 bytes
+    stored[10 + 20 * (5 + 65535) + 3] ^= 0xFF  # the length check (NLEN) of the block past the reader's first 1 MiB
+    path = write(tmp_path / "damaged.pcap.gz", bytes(stored))
+    counters = analyze_file(path, lambda flow: None, mail_capture_options())
+    assert counters.packets_read > 0 and any(w.startswith("truncated capture") for w in counters.warnings)
 
 
 def test_capture_name_that_is_not_utf8(tmp_path: Path) -> None:

@@ -63,7 +63,7 @@ def sniff_kind(path: Path) -> FileKind:
         with gzip.open(path, "rb") as gz:
             try:
                 head = gz.read(4)
-            except (OSError, EOFError) as exc:
+            except (OSError, EOFError, zlib.error) as exc:
                 raise CaptureFormatError(f"damaged gzip stream: {exc}") from exc
     if len(head) < 4:
         raise CaptureFormatError("file too short to be a capture")
