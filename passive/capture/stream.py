@@ -14,7 +14,7 @@ from passive.capture.linklayer import OPT_SACK_OK, OPT_SHIFT_MASK, OPT_WSCALE, S
 from passive.capture.policy import ReassemblyPolicy
 
 SEQ_MASK = 0xFFFFFFFF  # sequence numbers are 32-bit
-SEQ_HALF = 0x80000000
+SEQ_HALF = 0x80000000  # (a - b) & SEQ_MASK < SEQ_HALF: sequence number a is at or after b
 
 Origin = list
 """Bounds of the segment a buffered piece came from, and how many pieces still hold its bytes: [start, end, pieces].
@@ -22,11 +22,6 @@ Shared by those pieces; a segment joining it (Linux coalescing) moves its end.""
 
 Piece = tuple[int, bytes, int, float, Origin]
 """A buffered out-of-order piece: (stream offset, data, frame, ts, origin)."""
-
-
-def seq_after_eq(a: int, b: int) -> bool:
-    """Whether sequence number ``a`` is at or after ``b`` (modulo 2**32)."""
-    return (a - b) & SEQ_MASK < SEQ_HALF
 
 
 class HalfStream:
