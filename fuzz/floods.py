@@ -1,14 +1,22 @@
 """Resource floods: captures built to exhaust memory or time, run through ``leakscope analyze``.
 
-Each flood is written as a classic pcap (frames from bench/gen_capture.py's writer), analyzed by the installed
-command in its own process (peak RSS from ``wait4``), and checked against the counters that must show the limit
-was hit: nothing may be dropped without a number going up.
+Each flood is written as a capture (frames from bench/gen_capture.py's writer), analyzed by the installed command in
+its own process (its own peak RSS, VmHWM, reported at exit through fuzz/peakrss; ``wait4``'s where /proc is
+missing), and checked against the counters that must show the limit was hit: nothing may be dropped without a
+number going up, and the time per frame is printed.
 
 * ``half-open``: SYNs to port 25 from distinct sources, never answered (flow table cap: evictions counted).
 * ``long-line``: one SMTP client line of 100 MB without a newline (line cap: ``line_too_long``).
 * ``av-pairs``: NTLM CHALLENGEs with thousands of AV pairs (``too_many_av_pairs``, decoding time per message).
 * ``base64-line``: a 10 MB base64 SASL response from the client and a 10 MB challenge from the server.
 * ``sasl-loop``: SASL exchanges that never end: LOGIN prompts forever, and AUTH PLAIN restarted without a verdict.
+* ``syn-flood``: one SMTP session with AUTH PLAIN, 10 200 spoofed SYNs between its handshake and its AUTH (a full
+  flow table must evict the SYNs, not the session: its credentials are found).
+* ``huge-record``: a gzip pcap whose header allows 4 GiB records, holding one record of 1 GB of zeros after a
+  session (1 MB compressed; the record cap must stop the reader before it buffers the record).
+* ``jumbo-records``: 2 048 records of 256 KiB each, SYNs to port 25 padded to the largest record libpcap accepts
+  (libpcap's batches must be sized in bytes, not packets).
+* ``jumbo-pcapng``: a pcapng whose enhanced packet blocks hold 16 MiB packets (packets cut to the record cap).
 
     python fuzz/floods.py                         # full size (1 M connections, 100 MB line, ...)
     python fuzz/floods.py --scale 0.05 --flood half-open
@@ -18,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gzip
 import json
 import os
 import struct
@@ -51,19 +60,32 @@ from dissectors import ntlmssp  # noqa: E402
 PEAK_RSS_LIMIT_MIB = 300
 
 
+MAX_RECORD = 262144  # passive/capture/pcapfile.py: the largest record a reader accepts
+CREDENTIALS = b"AUTH PLAIN " + base64.b64encode(b"\x00alice\x00flood-secret") + b"\r\n"
+
+
 class PcapWriter:
     """Frames to a classic pcap, one microsecond apart unless told otherwise."""
 
-    def __init__(self, stream: BinaryIO, start: float = 1_700_000_000.0) -> None:
+    def __init__(self, stream: BinaryIO, start: float = 1_700_000_000.0, snaplen: int = 262144) -> None:
         self.stream = stream
         self.ts = start
         self.frames = 0
-        stream.write(PCAP_GLOBAL_HEADER)
+        stream.write(PCAP_GLOBAL_HEADER[:16] + struct.pack("<I", snaplen) + PCAP_GLOBAL_HEADER[20:])
 
     def write(self, frame: bytes, step: float = 1e-6) -> None:
         self.ts += step
         sec = int(self.ts)
         self.stream.write(struct.pack("<IIII", sec, int((self.ts - sec) * 1e6), len(frame), len(frame)) + frame)
+        self.frames += 1
+
+    def write_record(self, length: int, chunks: Iterator[bytes], step: float = 1e-6) -> None:
+        """A record of ``length`` bytes written piece by piece (records bigger than memory)."""
+        self.ts += step
+        sec = int(self.ts)
+        self.stream.write(struct.pack("<IIII", sec, int((self.ts - sec) * 1e6), length, length))
+        for chunk in chunks:
+            self.stream.write(chunk)
         self.frames += 1
 
 
@@ -123,6 +145,52 @@ def long_line(writer: PcapWriter, scale: float) -> dict[str, int]:
 
     write_conversation(writer, 1, turns())
     return {"line_bytes": size}
+
+
+def _syn_frame(number: int) -> bytes:
+    ep = Endpoints(struct.pack("!I", 0x0A000000 + number), b"\xc0\x00\x02\x19", 1024 + number % 60000, 25, False, ())
+    return build_frame(ep, Segment(False, number * 7919, 0, SYN), _l2(ep))
+
+
+def _smtp_auth_turns(before_auth: Callable[[], None]) -> Iterator[tuple[bool, bytes]]:
+    """An SMTP session with AUTH PLAIN; ``before_auth`` runs once the handshake and greeting are written."""
+    yield True, b"220 mx.example.com ESMTP\r\n"
+    yield False, b"EHLO client.example.org\r\n"
+    yield True, b"250-mx.example.com\r\n250 AUTH PLAIN LOGIN\r\n"
+    before_auth()
+    yield False, CREDENTIALS
+    yield True, b"235 2.7.0 Authentication successful\r\n"
+    yield False, b"QUIT\r\n"
+    yield True, b"221 bye\r\n"
+
+
+def syn_flood(writer: PcapWriter, scale: float) -> dict[str, int]:
+    count = max(1, int(10_200 * max(scale, 1.0)))  # the flood must overflow the 10 000-flow table at any scale
+
+    def flood() -> None:
+        for number in range(count):
+            writer.write(_syn_frame(number + 100))
+
+    write_conversation(writer, 1, _smtp_auth_turns(flood))
+    return {"syns": count}
+
+
+def huge_record(writer: PcapWriter, scale: float) -> dict[str, int]:
+    size = max(MAX_RECORD + 1, int(1_000_000_000 * scale))
+    write_conversation(writer, 1, _smtp_auth_turns(lambda: None))
+    block = bytes(1 << 20)
+    first = _syn_frame(7)
+    chunks = (block[: min(len(block), size - start)] for start in range(len(first), size, len(block)))
+    writer.write_record(size, iter([first, *chunks]))
+    return {"record_bytes": size}
+
+
+def jumbo_records(writer: PcapWriter, scale: float) -> dict[str, int]:
+    count = max(1, int(2048 * scale))
+    for number in range(count):
+        frame = _syn_frame(number)
+        writer.write(frame + bytes(MAX_RECORD - len(frame)))
+    return {"records": count}
 
 
 def ntlm_challenge_with_pairs(pairs: int) -> bytes:
@@ -215,6 +283,9 @@ class Flood:
     write: Callable[[PcapWriter, float], dict[str, int]]
     check: Callable[[dict[str, Any], dict[str, int]], list[str]]  # problems found in the summary
     step: float = 1e-6
+    snaplen: int = 262144  # in the pcap header
+    compress: bool = False  # gzip the capture
+    pcapng: Callable[[BinaryIO, float], dict[str, int]] | None = None  # writes a pcapng instead of using the writer
 
 
 def _check_half_open(summary: dict[str, Any], made: dict[str, int]) -> list[str]:
@@ -253,6 +324,57 @@ def _check_sasl_loop(summary: dict[str, Any], made: dict[str, int]) -> list[str]
     return problems
 
 
+def _check_credentials(summary: dict[str, Any], made: dict[str, int]) -> list[str]:
+    found = summary["findings"].get("cleartext-credentials", 0)
+    return [] if found >= 1 else ["the session's AUTH PLAIN credentials were not found"]
+
+
+def _check_syn_flood(summary: dict[str, Any], made: dict[str, int]) -> list[str]:
+    problems = _check_credentials(summary, made)
+    if summary["flows_evicted"] < made["syns"] + 1 - 10_000:
+        problems.append(f"only {summary['flows_evicted']} evictions: the table never filled")
+    if summary["flows_partial"]:
+        problems.append(f"{summary['flows_partial']} flows picked up mid-stream: the session was evicted")
+    return problems
+
+
+def _check_huge_record(summary: dict[str, Any], made: dict[str, int]) -> list[str]:
+    problems = _check_credentials(summary, made)
+    if summary.get("oversized_records") != 1 or summary["anomalies"] < 1:
+        problems.append(f"oversized_records {summary.get('oversized_records')}, anomalies {summary['anomalies']}")
+    return problems
+
+
+def _check_jumbo(summary: dict[str, Any], made: dict[str, int]) -> list[str]:
+    count = made.get("records", made.get("packets", 0))
+    return [] if summary["flows"] == count else [f"flows {summary['flows']} != {count} records"]
+
+
+def _check_jumbo_pcapng(summary: dict[str, Any], made: dict[str, int]) -> list[str]:
+    problems = _check_jumbo(summary, made)
+    if summary.get("oversized_records") != made["packets"]:
+        problems.append(f"oversized_records {summary.get('oversized_records')} != {made['packets']}")
+    return problems
+
+
+def jumbo_pcapng(stream: BinaryIO, scale: float) -> dict[str, int]:
+    """pcapng with enhanced packet blocks of 16 MiB (the block cap) each holding one padded SYN."""
+    def block(block_type: int, body: bytes) -> bytes:
+        body += bytes(-len(body) % 4)
+        return struct.pack("<II", block_type, len(body) + 12) + body + struct.pack("<I", len(body) + 12)
+
+    stream.write(block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)))
+    stream.write(block(1, struct.pack("<HHI", 1, 0, 0)))
+    count = max(1, int(16 * scale))
+    size = 16 * 1024 * 1024 - 64
+    for number in range(count):
+        frame = _syn_frame(number)
+        head = struct.pack("<IIIII", 0, 0, 1_000_000 + number, size, size) + frame
+        stream.write(struct.pack("<II", 6, 12 + 20 + size) + head + bytes(size - len(frame)))
+        stream.write(struct.pack("<I", 12 + 20 + size))
+    return {"packets": count}
+
+
 FLOODS = {
     f.name: f
     for f in (
@@ -261,6 +383,10 @@ FLOODS = {
         Flood("av-pairs", av_pairs, _check_av_pairs),
         Flood("base64-line", base64_line, _anomaly("line_too_long", 2)),
         Flood("sasl-loop", sasl_loop, _check_sasl_loop),
+        Flood("syn-flood", syn_flood, _check_syn_flood),
+        Flood("huge-record", huge_record, _check_huge_record, snaplen=0xFFFFFFFF, compress=True),
+        Flood("jumbo-records", jumbo_records, _check_jumbo),
+        Flood("jumbo-pcapng", lambda writer, scale: {}, _check_jumbo_pcapng, pcapng=jumbo_pcapng),
     )
 }
 
@@ -280,28 +406,46 @@ class FloodResult:
 
 # Summary fields worth showing for a flood.
 _SHOWN = ("flows", "flows_evicted", "flows_flushed", "sessions", "ntlm_messages", "dissector_anomalies")
-_SHOWN += ("anomalies", "findings", "findings_dropped")
+_SHOWN += ("anomalies", "findings", "findings_dropped", "oversized_records")
 
 
-def run_flood(flood: Flood, scale: float, directory: Path) -> FloodResult:
-    path = directory / f"flood-{flood.name}.pcap"
-    with path.open("wb", buffering=1 << 22) as stream:
-        writer = PcapWriter(stream)
+def write_flood(flood: Flood, scale: float, directory: Path) -> tuple[Path, dict[str, int], int]:
+    """Write the flood's capture; return its path, what was made and the number of frames."""
+    suffix = ".pcapng" if flood.pcapng else ".pcap.gz" if flood.compress else ".pcap"
+    path = directory / f"flood-{flood.name}{suffix}"
+    raw = path.open("wb", buffering=1 << 22)
+    stream: BinaryIO = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) if flood.compress else raw  # type: ignore[assignment]
+    with raw, stream:
+        if flood.pcapng:
+            made = flood.pcapng(stream, scale)
+            return path, made, made["packets"]
+        writer = PcapWriter(stream, snaplen=flood.snaplen)
         original = writer.write
         writer.write = lambda frame, step=flood.step: original(frame, step)  # type: ignore[method-assign]
         made = flood.write(writer, scale)
+    return path, made, writer.frames
+
+
+def run_flood(flood: Flood, scale: float, directory: Path) -> FloodResult:
+    path, made, frames = write_flood(flood, scale, directory)
+    peak_file = directory / f"flood-{flood.name}.peak"
+    paths = [str(REPO / "fuzz" / "peakrss"), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "LEAKSCOPE_PEAK_FILE": str(peak_file)}
     started = time.monotonic()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        process = subprocess.Popen(["leakscope", "analyze", "--format", "jsonl", str(path)], stdout=out, stderr=err)
+        argv = ["leakscope", "analyze", "--format", "jsonl", str(path)]
+        process = subprocess.Popen(argv, stdout=out, stderr=err, env=env)
         _pid, status, usage = os.wait4(process.pid, 0)  # reaped here, so its own peak RSS is at hand
         process.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.monotonic() - started
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
-    rss = usage.ru_maxrss / 1024
+    # The command's own peak (fuzz/peakrss); ru_maxrss also holds whatever this process had reached when it forked.
+    rss = float(peak_file.read_text()) if peak_file.exists() else usage.ru_maxrss / 1024
+    peak_file.unlink(missing_ok=True)
     result = FloodResult(
-        flood.name, made, round(path.stat().st_size / 1e6, 1), writer.frames, process.returncode, round(seconds, 1), rss
+        flood.name, made, round(path.stat().st_size / 1e6, 1), frames, process.returncode, round(seconds, 1), rss
     )
     if process.returncode != 0 or b"Traceback" in stderr:
         result.problems.append(f"exit {process.returncode}: {stderr.decode(errors='replace')[-500:]}")
@@ -329,7 +473,8 @@ def main(argv: list[str] | None = None) -> int:
             verdict = "ok" if not result.problems else "FAILED: " + "; ".join(result.problems)
             print(
                 f"{result.name:<12} {json.dumps(result.made)}  {result.capture_mb} MB, {result.frames} frames: "
-                f"{result.seconds} s, peak RSS {result.peak_rss_mib:.0f} MiB  {json.dumps(result.counters)}  {verdict}",
+                f"{result.seconds} s ({result.seconds / max(1, result.frames) * 1e6:.1f} us/frame), peak RSS "
+                f"{result.peak_rss_mib:.0f} MiB  {json.dumps(result.counters)}  {verdict}",
                 flush=True,
             )
     return 1 if any(r.problems for r in results) else 0

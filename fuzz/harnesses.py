@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import re
+import resource
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +46,7 @@ from passive.capture import (
     Reassembler,
     linklayer,
 )
+from passive.capture.policy import POLICIES
 from passive.cli.tables import cell as _cell
 from passive.cli.tables import render_tables
 from passive.core.text import UNSAFE_BEYOND_C0
@@ -233,6 +237,27 @@ class _StreamCheck:
         self.analysis_handler.on_close(flow, reason)  # type: ignore[attr-defined]
 
 
+_POLICIES = sorted(POLICIES)
+
+
+def _check_buffers(reassembler: Reassembler) -> None:
+    """Out-of-order buffers as the policies need them: sorted, disjoint, counted, their origins' counts exact."""
+    total = 0
+    for flow in reassembler._flows.values():
+        for half in flow._halves or ():
+            pieces, counts = half.pending, {}
+            assert all(a[0] + len(a[1]) <= b[0] for a, b in itertools.pairwise(pieces)), "buffered pieces overlap"
+            assert all(piece[1] and piece[0] > half.next_rel for piece in pieces), "empty or deliverable piece held"
+            assert half.pending_bytes == sum(len(piece[1]) for piece in pieces), "buffered bytes miscounted"
+            for piece in pieces:
+                counts[id(piece[4])] = counts.get(id(piece[4]), 0) + 1
+                assert piece[4][0] <= piece[0] and piece[0] + len(piece[1]) <= piece[4][1], "piece outside its origin"
+            assert all(piece[4][2] == counts[id(piece[4])] for piece in pieces), "origin piece count wrong"
+            assert all(origin[2] and origin[1] == end for end, origin in half.by_end.items()), "stale coalescing entry"
+            total += half.pending_bytes
+    assert total == reassembler._pending_total, "buffered bytes over all flows miscounted"
+
+
 _ADDRESSES = (b"\xc0\x00\x02\x01", b"\xc6\x33\x64\x02", b"\x20\x01\x0d\xb8" + bytes(11) + b"\x01")
 _PORTS = (25, 110, 143, 40000, 40001, 587)
 
@@ -241,6 +266,7 @@ def reassembly(data: bytes) -> None:
     """Segments built from the input (endpoints, flags, sequence jumps, payloads) through the reassembler."""
     provider = atheris.FuzzedDataProvider(data)
     all_ports = provider.ConsumeBool()
+    policy = _POLICIES[provider.ConsumeIntInRange(0, len(_POLICIES) - 1)]
     analysis = Analysis(AnalysisOptions(all_ports=all_ports))
     counters = CaptureCounters()
     checks: list[_StreamCheck] = []
@@ -263,6 +289,7 @@ def reassembly(data: bytes) -> None:
         max_buffer_segments=8,
         max_total_buffer=4096,
         classifier=classify_mail if all_ports else None,
+        policy=policy,
     )
     cursors: dict[tuple, int] = {}
     frame, ts = 0, 1_700_000_000.0
@@ -280,10 +307,15 @@ def reassembly(data: bytes) -> None:
         cursors[key] = seq + wire_len
         frame += 1
         ts += provider.ConsumeIntInRange(0, 100) / 2
-        segment = (_ADDRESSES[source], _ADDRESSES[target], sport, dport, seq, ack, flags, payload, wire_len, 0)
+        window = provider.ConsumeIntInRange(0, 0xFFFF)
+        options = provider.ConsumeIntInRange(0, 0x3FF) if flags & linklayer.SYN else 0
+        segment = (
+            _ADDRESSES[source], _ADDRESSES[target], sport, dport, seq, ack, flags, payload, wire_len, 0, window, options
+        )  # fmt: skip
         reassembler.process(segment, frame, ts)
         assert reassembler.open_flows <= 3, "flow table over its cap"
         assert reassembler._pending_total <= 4096, "out-of-order buffers over their cap"
+        _check_buffers(reassembler)
     reassembler.flush()
     assert all(check.closed for check in checks), "a flow was never closed"
     assert reassembler.open_flows == 0
@@ -301,9 +333,11 @@ def link_layer(data: bytes) -> None:
     result = linklayer.decode_tcp(linktype, data[1:])
     if isinstance(result, int):
         return
-    src, dst, sport, dport, _seq, _ack, flags, payload, wire_len, _info = result
+    src, dst, sport, dport, _seq, _ack, flags, payload, wire_len, _info, window, options = result
     assert len(src) == len(dst) and len(src) in (4, 16)
-    assert 0 <= sport <= 0xFFFF and 0 <= dport <= 0xFFFF and 0 <= flags <= 0xFF
+    assert 0 <= sport <= 0xFFFF and 0 <= dport <= 0xFFFF and 0 <= flags <= 0xFF and 0 <= window <= 0xFFFF
+    assert options == 0 or flags & linklayer.SYN, "SYN options on a segment without SYN"
+    assert options & linklayer.OPT_SHIFT_MASK <= linklayer.MAX_WSCALE, "window scale above 14"
     assert len(payload) <= wire_len, "more payload bytes than the IP header allows"
     linklayer.format_endpoint(src, sport)
 
@@ -361,6 +395,12 @@ def output_layer(data: bytes) -> None:
 # ---- registry -------------------------------------------------------------------------------------------------------
 
 
+# What one input may cost. An input of at most a few KiB that takes seconds, or raises the process's peak memory by
+# tens of MiB, has found something unbounded (a gzip capture expanding into one buffered 12 MiB record does).
+MAX_SECONDS_PER_INPUT = 5.0
+MAX_RSS_GROWTH_MIB = 64
+
+
 @dataclass(frozen=True)
 class Harness:
     name: str
@@ -368,6 +408,54 @@ class Harness:
     max_len: int  # libFuzzer -max_len
     seeds: str  # which seed set (fuzz/seeds.py)
     rss_limit_mb: int = 1024  # libFuzzer -rss_limit_mb at least
+    max_seconds: float = MAX_SECONDS_PER_INPUT
+    max_rss_growth_mib: int = MAX_RSS_GROWTH_MIB
+
+
+def _status_mib(field: str) -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024
+    raise OSError(f"no {field!r} in /proc/self/status")
+
+
+def _start_measuring() -> tuple[str, float]:
+    """How peak memory is read, and the baseline: on Linux the peak RSS (VmHWM) is reset (clear_refs 5) and the input
+    is charged its peak over the resident size before it; elsewhere the process's lifetime peak is compared (which a
+    process inherits from its parent across fork and exec, so it only sees growth beyond the parent's peak)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")
+        return "VmHWM:", _status_mib("VmRSS:")
+    except OSError:
+        return "", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _peak_mib(field: str) -> float:
+    return _status_mib(field) if field else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_measured(harness: Harness, data: bytes) -> list[str]:
+    """Run one input; return what it cost beyond the harness's limits (time, memory held at its peak).
+
+    Exceptions propagate. A slow input is run again and reported only if slow twice (the machine may be busy).
+    """
+    field, before = _start_measuring()
+    started = time.perf_counter()
+    harness.run(data)
+    seconds = time.perf_counter() - started
+    problems = []
+    grown = _peak_mib(field) - before
+    if grown > harness.max_rss_growth_mib:
+        problems.append(f"MemoryGrowth: peak RSS grew by {grown:.0f} MiB on one input of {len(data)} bytes")
+    if seconds > harness.max_seconds:
+        started = time.perf_counter()
+        harness.run(data)
+        again = time.perf_counter() - started
+        if again > harness.max_seconds:
+            problems.append(f"SlowInput: {min(seconds, again):.1f} s for one input of {len(data)} bytes")
+    return problems
 
 
 HARNESSES: dict[str, Harness] = {
@@ -384,7 +472,8 @@ HARNESSES: dict[str, Harness] = {
         Harness("imap", imap_session, 4096, "imap"),
         # pcapy-ng's setfilter never frees the compiled BPF program (~14 KB per capture opened with libpcap),
         # so a long campaign grows by that much per libpcap run without leakscope leaking anything.
-        Harness("capture", capture_file, 16384, "capture", rss_limit_mb=8192),
+        # 64 KiB: room for a gzip capture that expands to 48 MiB (fuzz/seeds.py crafted_captures).
+        Harness("capture", capture_file, 65536, "capture", rss_limit_mb=8192),
         Harness("findings", findings_file, 16384, "findings"),
         Harness("store", store_record, 4096, "findings"),
     )

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gzip
 import hashlib
 import io
 import json
 import re
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -134,6 +136,23 @@ def _findings_files() -> Iterator[bytes]:
         yield document.getvalue().encode()
 
 
+def crafted_captures() -> Iterator[bytes]:
+    """Small captures that expand far past the record cap: what a reader must refuse without buffering it.
+
+    A gzip pcap whose header allows 4 GiB records, holding one 48 MiB record of zeros (48 KB compressed), and a
+    gzip pcapng with one packet as big as a block may be (16 MiB).
+    """
+    size = 48 << 20
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 0xFFFFFFFF, 1)
+    yield gzip.compress(header + struct.pack("<IIII", 1, 0, size, size) + bytes(size), compresslevel=9, mtime=0)
+    size = (16 << 20) - 64
+    section = struct.pack("<IIIHHq", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1) + struct.pack("<I", 28)
+    interface = struct.pack("<IIHHII", 1, 20, 1, 0, 0, 20)
+    total = 32 + size
+    packet = struct.pack("<IIIIIII", 6, total, 0, 0, 1, size, size) + bytes(size) + struct.pack("<I", total)
+    yield gzip.compress(section + interface + packet, compresslevel=9, mtime=0)
+
+
 def build(directory: Path, max_len: dict[str, int] | None = None) -> dict[str, int]:
     """Write every seed set under ``directory/<set>/``; returns the number of seeds per set."""
     names = ("ntlmssp", "conversation", "base64", "smtp", "pop3", "imap", "capture", "frames", "findings", "none")
@@ -163,6 +182,8 @@ def build(directory: Path, max_len: dict[str, int] | None = None) -> dict[str, i
         size = path.stat().st_size
         if size <= limits.get("capture", 65536):
             add("capture", path.read_bytes())
+    for data in crafted_captures():
+        add("capture", data)
     for frame in _frames():
         add("frames", frame)
     for findings in _findings_files():

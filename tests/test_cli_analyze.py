@@ -139,3 +139,32 @@ def test_evidence_and_events_do_not_leak_masked_secrets() -> None:
         assert b"B0b-Secret!".hex() not in masked, capture  # decoded SASL data
         assert "********" in masked
         assert "B0b-Secret!" in leakscope("analyze", "--format", "json", "--events", "--show-secrets", path).stdout
+
+
+def test_reassembly_policy_decides_whether_a_decoy_hides_the_credentials(tmp_path: Path) -> None:
+    """An out-of-order decoy, then the real AUTH PLAIN line in order over it: a Linux server reads the real line."""
+    from tests.helpers_capture import conversation_segments, ethernet_frames, pcap_bytes, write
+
+    auth = b"AUTH PLAIN " + base64.b64encode(b"\x00alice\x00decoy-secret") + b"\r\n"
+    turns = [(True, b"220 mx ESMTP\r\n"), (False, b"EHLO c\r\n"), (True, b"250 AUTH PLAIN\r\n"), (False, auth)]
+    turns += [(True, b"235 2.7.0 ok\r\n"), (False, b"QUIT\r\n"), (True, b"221 bye\r\n")]
+    segments = conversation_segments(turns)
+    at = next(i for i, s in enumerate(segments) if s[5] == auth)
+    src, dst, seq, ack, flags, _payload = segments[at]
+    segments.insert(at, (src, dst, seq + 12, ack, flags, b"x" * 20))  # over the base64, out of order
+    capture = write(tmp_path / "decoy.pcap", pcap_bytes(ethernet_frames(segments)))
+
+    def found(*options: str) -> tuple[list[str], dict]:
+        result = leakscope("analyze", "--format", "jsonl", "--show-secrets", *options, str(capture))
+        assert result.returncode == 0, result.stderr
+        records = [json.loads(line) for line in result.stdout.splitlines()]
+        users = [r["user"] for r in records if r["type"] == "cleartext-credentials"]
+        return users, records[-1]
+
+    users, summary = found()
+    assert users == ["alice"] and summary["overlaps_new_won"] == 1
+    assert found("--reassembly", "linux")[0] == ["alice"]
+    users, summary = found("--reassembly", "first")
+    assert users == [] and summary["overlaps_old_won"] == 1
+    help_text = leakscope("analyze", "--help").stdout
+    assert "--reassembly [linux|bsd|windows|solaris|first|last]" in help_text

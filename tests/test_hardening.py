@@ -6,6 +6,7 @@ fuzz/floods.py (docs/hardening.md)."""
 from __future__ import annotations
 
 import base64
+import gzip
 import html.parser
 import io
 import json
@@ -25,12 +26,12 @@ from dissectors import events as ev
 from dissectors import ntlmssp
 from dissectors.registry import MAIL_PORTS
 from fuzz import corrupt, floods, seeds
-from fuzz.harnesses import HARNESSES
+from fuzz.harnesses import HARNESSES, Harness, run_measured
 from passive.analysis.classify import mail_capture_options
 from passive.analysis.detectors import SessionAnalyzer, SessionContext
 from passive.analysis.detectors.credentials import MAX_PENDING_CREDENTIALS
 from passive.analysis.stats import RunStats
-from passive.capture import CaptureCounters, Reassembler, analyze_file
+from passive.capture import CaptureCounters, CaptureError, Reassembler, analyze_file
 from passive.cli.tables import render_tables
 from passive.core.text import printable
 from passive.core.times import iso_time
@@ -89,11 +90,23 @@ def test_harness_survives_seeds_and_mutations(name: str, seed_sets: Path) -> Non
     rng.shuffle(pool)
     pool = pool[:SEEDS_PER_HARNESS] or [b""]
     for data in pool:
-        harness.run(data)
+        assert not run_measured(harness, data)
     for _ in range(MUTATIONS_PER_HARNESS):
         data = _mutate(rng.choice(pool), rng, rng.choice(pool))[: harness.max_len]
-        harness.run(data)
+        assert not run_measured(harness, data)
     assert len(pool) >= 1
+
+
+def test_crafted_captures_cost_what_the_caps_allow() -> None:
+    """Small gzip captures expanding to a 48 MiB record and a 16 MiB pcapng packet (fuzz/seeds.py): neither costs
+    MAX_RSS_GROWTH_MIB at its peak. Before the record cap held whatever the header claimed, the first cost about
+    110 MiB. And the check itself: an input that keeps 96 MiB is reported."""
+    for data in seeds.crafted_captures():
+        assert run_measured(HARNESSES["capture"], data) == []
+    held: list[bytes] = []
+    greedy = Harness("greedy", lambda data: held.append(b"\x01" * (96 << 20)), 16, "none")
+    problems = run_measured(greedy, b"x")
+    assert problems and problems[0].startswith("MemoryGrowth: peak RSS grew by")
 
 
 def test_campaign_runner_reports_iterations_and_findings(tmp_path: Path) -> None:
@@ -132,9 +145,10 @@ def test_frame_cut_after_tcp_header_delivers_a_gap_not_an_empty_chunk() -> None:
     recorder = Recorder()
     reassembler = Reassembler(recorder, server_ports=MAIL_PORTS)
     client, server = b"\x0a\x00\x00\x01", b"\x0a\x00\x00\x02"
-    reassembler.process((client, server, 40000, 25, 100, 0, 0x02, b"", 0, 0), 1, 1.0)
-    reassembler.process((client, server, 40000, 25, 101, 0, 0x18, b"", 60, 0), 2, 1.1)  # 60 bytes, none captured
-    reassembler.process((client, server, 40000, 25, 161, 0, 0x18, b"QUIT\r\n", 6, 0), 3, 1.2)
+    reassembler.process((client, server, 40000, 25, 100, 0, 0x02, b"", 0, 0, 65535, 0), 1, 1.0)
+    # 60 bytes, none captured:
+    reassembler.process((client, server, 40000, 25, 101, 0, 0x18, b"", 60, 0, 65535, 0), 2, 1.1)
+    reassembler.process((client, server, 40000, 25, 161, 0, 0x18, b"QUIT\r\n", 6, 0, 65535, 0), 3, 1.2)
     reassembler.flush()
     record = recorder.flows[0]
     assert all(chunk.data for chunk in record.chunks[0])
@@ -152,6 +166,19 @@ def test_capture_clock_past_year_9999_gives_null_times(tmp_path: Path) -> None:
     assert findings and all(f["first_seen"] is None and f["evidence"][0]["time"] is None for f in findings)
     report = subprocess.run(["leakscope", "report", path, "-o", tmp_path / "r.html"], capture_output=True)
     assert report.returncode == 0 and b"Traceback" not in report.stderr, report.stderr
+
+
+def test_damaged_deflate_stream_is_a_capture_error_or_a_truncation(tmp_path: Path) -> None:
+    """zlib.error is no OSError: a gzip capture whose deflate stream breaks in its first bytes raised it from the
+    sniffer (found by the campaign once crafted gzip seeds were added), and one breaking later from the reader."""
+    with pytest.raises(CaptureError, match="damaged gzip stream"):
+        analyze_file(REGRESSIONS / "capture-damaged-deflate-block-at-sniff.pcap.gz", lambda flow: None)
+    session = pcap_bytes(ethernet_frames(conversation_segments([(False, b"x" * 1400)] * 1500)))
+    stored = bytearray(gzip.compress(session, compresslevel=0, mtime=0))  # stored blocks of 65 535 bytes
+    stored[10 + 20 * (5 + 65535) + 3] ^= 0xFF  # the length check (NLEN) of the block past the reader's first 1 MiB
+    path = write(tmp_path / "damaged.pcap.gz", bytes(stored))
+    counters = analyze_file(path, lambda flow: None, mail_capture_options())
+    assert counters.packets_read > 0 and any(w.startswith("truncated capture") for w in counters.warnings)
 
 
 def test_capture_name_that_is_not_utf8(tmp_path: Path) -> None:
@@ -225,7 +252,16 @@ def test_corrupted_variants_end_cleanly(capture: str, tmp_path: Path) -> None:
 
 # ---- floods, scaled down --------------------------------------------------------------------------------------------
 
-FLOOD_SCALES = {"long-line": 0.05, "av-pairs": 0.02, "base64-line": 0.1, "sasl-loop": 0.12}
+FLOOD_SCALES = {
+    "long-line": 0.05,
+    "av-pairs": 0.02,
+    "base64-line": 0.1,
+    "sasl-loop": 0.12,
+    "syn-flood": 1.0,  # 10 200 SYNs at any scale
+    "huge-record": 0.2,  # a 200 MB record: 400 MiB before the record cap
+    "jumbo-records": 0.4,  # 819 records of 256 KiB: 440 MiB before batches were sized in bytes
+    "jumbo-pcapng": 0.25,  # 4 blocks of 16 MiB
+}
 
 
 @pytest.mark.parametrize("name", sorted(FLOOD_SCALES))

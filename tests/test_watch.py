@@ -339,6 +339,21 @@ def test_live_filter_has_no_protochain_and_passes_mail_only() -> None:
     assert not program.filter(bytes(ether(ipv6("2001:db8::1", "2001:db8::2", web), 0x86DD)))
 
 
+@needs_root
+@needs_libpcap
+def test_watch_takes_the_reassembly_policy_and_sizes_its_batches_in_bytes() -> None:
+    from passive.capture.live import LIVE_BATCH_BYTES
+
+    capture = open_capture(WatchOptions(interface="lo", reassembly_policy="bsd"))
+    try:
+        assert capture.options.reassembly_policy == "bsd"
+        assert capture._batch * 262144 <= LIVE_BATCH_BYTES  # next_batch counts packets: at most 16 MiB of them
+    finally:
+        capture.close()
+    help_text = subprocess.run(["leakscope", "watch", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "--reassembly" in help_text and "[default: linux]" in help_text
+
+
 # -- the dashboard stays inert ------------------------------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ from passive.capture import analyze_file
 from passive.capture.counters import CaptureCounters
 from passive.capture.flow import Flow
 from passive.capture.options import MAX_FLOWS, CaptureOptions
+from passive.capture.policy import DEFAULT_POLICY
 from passive.core.endpoints import endpoint
 from passive.core.errors import CaptureError
 from passive.findings.model import FindingSet
@@ -44,10 +45,15 @@ class AnalysisOptions:
     max_events_per_session: int = MAX_EVENTS_PER_SESSION
     backend: str = "auto"  # capture reader: "auto", "libpcap" or "python"
     max_flows: int = MAX_FLOWS  # flows reassembled at once
+    reassembly_policy: str = DEFAULT_POLICY  # whose bytes win where segments overlap (passive.capture.policy)
 
     def capture_options(self) -> CaptureOptions:
         return mail_capture_options(
-            all_ports=self.all_ports, bpf=self.bpf, backend=self.backend, max_flows=self.max_flows
+            all_ports=self.all_ports,
+            bpf=self.bpf,
+            backend=self.backend,
+            max_flows=self.max_flows,
+            reassembly_policy=self.reassembly_policy,
         )
 
 

@@ -11,8 +11,10 @@ Modules: :mod:`~passive.capture.options` (what to capture, limits),
 :mod:`~passive.capture.engine` (:func:`analyze_file`), :mod:`~passive.capture.live`,
 :mod:`~passive.capture.libpcap` and :mod:`~passive.capture.pyreader` (the two file readers),
 :mod:`~passive.capture.pcapfile` (file formats), :mod:`~passive.capture.bpf`,
-:mod:`~passive.capture.linklayer` (decoding), :mod:`~passive.capture.flow` and
-:mod:`~passive.capture.reassembly` (TCP), :mod:`~passive.capture.counters`. Its one error,
+:mod:`~passive.capture.linklayer` (decoding), :mod:`~passive.capture.flow`,
+:mod:`~passive.capture.reassembly`, :mod:`~passive.capture.delivery`, :mod:`~passive.capture.stream` and
+:mod:`~passive.capture.flowtable` (TCP), :mod:`~passive.capture.policy` (whose bytes win, what a receiver refuses),
+:mod:`~passive.capture.counters`. Its one error,
 :class:`~passive.core.errors.CaptureError`, is the application's.
 """
 

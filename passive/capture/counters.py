@@ -42,10 +42,17 @@ class CaptureCounters:
     resync_skipped_bytes: int = 0  # bytes dropped up to the next line boundary after a gap/mid-stream start
     retransmissions: int = 0  # segments whose data was all already seen
     overlaps: int = 0  # segments partly or wholly covering data already seen
-    overlap_conflicts: int = 0  # ...where the bytes differ (first seen wins)
+    overlap_conflicts: int = 0  # ...where the bytes differ
+    overlaps_new_won: int = 0  # segments whose differing bytes replaced buffered ones (the reassembly policy's call)
+    overlaps_old_won: int = 0  # segments whose differing bytes lost to buffered ones (a segment may count in both)
+    rsts_ignored: int = 0  # RSTs the receiver would ignore (not at its next expected sequence number)
+    window_drops: int = 0  # segments starting at or beyond the right edge of the receiver's window: refused
+    window_dropped_bytes: int = 0  # ...their payload bytes
+    fins_ignored: int = 0  # FINs behind delivered data, or overtaken by data: the receiver never acts on them
     out_of_order: int = 0  # segments buffered ahead of a hole
     buffer_cap_hits: int = 0  # out-of-order buffer full: hole declared a gap
     anomalies: int = 0  # capture file damage, frame numbering lost, other oddities
+    oversized_records: int = 0  # records over the record cap (MAX_RECORD): a pcap stops there, pcapng packets are cut
     warnings: list[str] = field(default_factory=list)
 
     def warn(self, message: str, *, anomaly: bool = True) -> None:

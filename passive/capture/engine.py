@@ -68,6 +68,7 @@ class Engine:
             max_total_buffer=options.max_total_buffer,
             resync_lines=options.resync_lines,
             classifier=options.classifier if options.all_ports else None,
+            policy=options.reassembly_policy,
         )
         self._unsupported_warned: set[int] = set()
 
@@ -99,7 +100,7 @@ class Engine:
             return result == FRAGMENT_V4 and self.all_ports
         if self.all_ports:
             return True
-        _src, _dst, sport, dport, *_rest, info = result  # type: ignore[misc]
+        sport, dport, info = result[2], result[3], result[9]  # type: ignore[index]
         return sport in self.ports or dport in self.ports or bool(info & INFO_EXT_HEADERS)
 
     def _status(self, status: int, linktype: int) -> None:

@@ -4,7 +4,9 @@ One function, :func:`decode_tcp`, turns (link type, frame bytes) into either a
 :data:`Segment` tuple or an integer status telling why there is no segment. It is on
 the per-packet hot path, so it works on fixed offsets with ``struct.unpack_from`` and
 returns a plain tuple instead of building objects. It never raises on hostile input:
-every read is bounds-checked first.
+every read is bounds-checked first. Besides addresses, ports, sequence numbers, flags and payload, a segment
+carries its window field and, for a SYN, the window scale and SACK-permitted options (``OPT_*`` bits): the
+reassembler follows the receiver's window with them.
 
 Supported link types: Ethernet (with up to two 802.1Q / 802.1ad / 0x9100 VLAN tags,
 matching what the BPF filter can express), Linux cooked SLL (113) and SLL2 (276), raw IP
@@ -75,15 +77,22 @@ INFO_FIRST_FRAGMENT = 4  # IPv4 first fragment (MF set, offset 0): TCP header pr
 # TCP flags
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
-# Segment = (src, dst, sport, dport, seq, ack, tcp_flags, payload, wire_payload_len, info)
+# Bits of Segment.syn_options (0 on segments without SYN)
+OPT_WSCALE = 0x100  # the window scale option is present; its shift (capped at 14, RFC 7323) is in the low 4 bits
+OPT_SACK_OK = 0x200  # SACK permitted
+OPT_SHIFT_MASK = 0x0F
+MAX_WSCALE = 14  # RFC 7323 2.3: a larger shift is taken as 14
+
+# Segment = (src, dst, sport, dport, seq, ack, tcp_flags, payload, wire_payload_len, info, window, syn_options)
 #   src/dst: packed addresses (4 or 16 bytes); payload: the captured TCP payload;
-#   wire_payload_len: payload length per the IP header (> len(payload) when the frame was cut).
-Segment = tuple[bytes, bytes, int, int, int, int, int, bytes, int, int]
+#   wire_payload_len: payload length per the IP header (> len(payload) when the frame was cut);
+#   window: the 16-bit window field, unscaled; syn_options: OPT_* bits of a SYN's options (0 without SYN).
+Segment = tuple[bytes, bytes, int, int, int, int, int, bytes, int, int, int, int]
 
 _U16 = struct.Struct("!H").unpack_from
 _U32_LE = struct.Struct("<I").unpack_from
 _U32_BE = struct.Struct("!I").unpack_from
-_TCP = struct.Struct("!HHIIBB").unpack_from
+_TCP = struct.Struct("!HHIIBBH").unpack_from
 _IPV6_EXT = frozenset({0, 43, 60, 135, 139, 140, 253, 254})  # generic (len+1)*8 extension headers
 _IP_PROTO_FRAGMENT = 44
 _IP_PROTO_AH = 51
@@ -99,11 +108,12 @@ def decode_tcp(linktype: int, data: bytes) -> Segment | int:
         # Fast path, the bulk of real traffic: untagged Ethernet, IPv4 without options, unfragmented TCP.
         _et, ver_ihl, total, frag, proto, src, dst = _ETH_IPV4(data, 0)
         if ver_ihl == 0x45 and proto == 6 and not frag & 0x3FFF and total >= 40:
-            sport, dport, seq, ack, offset_byte, flags = _TCP(data, 34)
+            sport, dport, seq, ack, offset_byte, flags, window = _TCP(data, 34)
             start = 34 + (offset_byte >> 4) * 4
             end = 14 + total
             if offset_byte >= 0x50 and start <= end and end <= n:
-                return (src, dst, sport, dport, seq, ack, flags, data[start:end], end - start, 0)
+                options = _syn_options(data, 54, start) if flags & SYN else 0
+                return (src, dst, sport, dport, seq, ack, flags, data[start:end], end - start, 0, window, options)
     return _decode_any(linktype, data, n)
 
 
@@ -233,7 +243,7 @@ def _decode_ipv6(data: bytes, offset: int, n: int) -> Segment | int:
 def _decode_tcp(data: bytes, src: bytes, dst: bytes, pos: int, end: int, n: int, info: int) -> Segment | int:
     if pos + 20 > n or pos + 20 > end:
         return MALFORMED
-    sport, dport, seq, ack, offset_byte, flags = _TCP(data, pos)
+    sport, dport, seq, ack, offset_byte, flags, window = _TCP(data, pos)
     header = (offset_byte >> 4) * 4
     start = pos + header
     if header < 20 or start > end:
@@ -243,7 +253,32 @@ def _decode_tcp(data: bytes, src: bytes, dst: bytes, pos: int, end: int, n: int,
     payload = data[start:end] if end <= n else data[start:n]
     if start > n:
         payload = b""
-    return (src, dst, sport, dport, seq, ack, flags, payload, wire_len, info)
+    options = _syn_options(data, pos + 20, min(start, n)) if flags & SYN else 0
+    return (src, dst, sport, dport, seq, ack, flags, payload, wire_len, info, window, options)
+
+
+def _syn_options(data: bytes, pos: int, end: int) -> int:
+    """OPT_* bits of the TCP options in ``data[pos:end]`` (window scale, SACK permitted); a damaged list ends the
+    walk, keeping what was read before it."""
+    found = 0
+    while pos < end:
+        kind = data[pos]
+        if kind == 0:  # end of option list
+            break
+        if kind == 1:  # no-operation
+            pos += 1
+            continue
+        if pos + 1 >= end:
+            break
+        length = data[pos + 1]
+        if length < 2 or pos + length > end:
+            break
+        if kind == 3 and length == 3:
+            found |= OPT_WSCALE | min(data[pos + 2], MAX_WSCALE)
+        elif kind == 4 and length == 2:
+            found |= OPT_SACK_OK
+        pos += length
+    return found
 
 
 def format_endpoint(addr: bytes, port: int) -> str:

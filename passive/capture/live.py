@@ -17,7 +17,8 @@ from passive.capture.reassembly import Reassembler
 from passive.core.errors import CaptureError, one_line
 
 SNAPLEN = 262144  # bytes kept of each packet: whole packets
-LIVE_BATCH = 256  # packets asked of libpcap per next_batch call
+LIVE_BATCH = 256  # packets asked of libpcap per next_batch call, at most...
+LIVE_BATCH_BYTES = 16 * 1024 * 1024  # ...and at most this many bytes of snapshot length (next_batch counts packets)
 
 
 class PcapStats(NamedTuple):
@@ -53,6 +54,7 @@ class LiveCapture:
         handle = _activate(interface, snaplen, promisc, timeout_ms, buffer_size)
         self._handle = handle
         self._timeout = max(timeout_ms, 1) / 1000
+        self._batch = max(1, min(LIVE_BATCH, LIVE_BATCH_BYTES // max(1, snaplen)))
         # After should_stop(): how long at most to keep reading what was captured before the stop.
         self.drain_seconds = max(1.0, 4 * self._timeout)
         # Non-blocking reads plus select(): with TPACKET_V3 a blocking read may wait past its timeout
@@ -101,7 +103,7 @@ class LiveCapture:
                     # Bounded: on a busy span port the queue may never run dry.
                     drain_until = time.monotonic() + self.drain_seconds
                 try:
-                    buf, meta = self._handle.next_batch(LIVE_BATCH)
+                    buf, meta = self._handle.next_batch(self._batch)
                 except pcapy.PcapError as exc:
                     counters.warn(f"capture on {self.interface} failed: {one_line(exc)}")
                     break

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from passive.capture.flow import Classifier
+from passive.capture.policy import DEFAULT_POLICY
 
 IDLE_TIMEOUT = 300.0
 """Seconds of capture time a flow may stay silent before it is closed as expired."""
@@ -50,3 +51,4 @@ class CaptureOptions:
     max_buffer: int = MAX_BUFFER
     max_total_buffer: int = MAX_TOTAL_BUFFER
     resync_lines: bool = True  # start delivery on a line boundary after a gap or a mid-stream pickup
+    reassembly_policy: str = DEFAULT_POLICY  # whose bytes win on overlaps, what is refused (passive.capture.policy)

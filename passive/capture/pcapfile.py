@@ -21,6 +21,7 @@ import mmap
 import os
 import stat
 import struct
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
@@ -31,8 +32,12 @@ PCAPNG_SHB = 0x0A0D0D0A
 PCAPNG_BOM = 0x1A2B3C4D
 GZIP_MAGIC = b"\x1f\x8b"
 
-MAX_RECORD = 262144  # libpcap's largest snapshot length; bigger records mean a damaged file
+MAX_RECORD = 262144
+"""Largest captured packet read (libpcap's largest snapshot length for every link type leakscope decodes). A
+classic pcap record claiming more stops the reader, as it stops libpcap, whatever snapshot length the file header
+claims; a pcapng packet is cut to it, as libpcap cuts it to the snapshot length."""
 MAX_BLOCK = 16 * 1024 * 1024
+"""Largest pcapng block read (libpcap's initial block size limit): the reader holds one block at a time."""
 _READ_SIZE = 1 << 20
 _RELEASE_EVERY = 32 << 20
 
@@ -110,7 +115,7 @@ def sniff_kind(path: Path) -> FileKind:
                 fh.seek(0)
             try:
                 head = gzip.GzipFile(fileobj=source, mode="rb").read(4)  # type: ignore[arg-type]
-            except (OSError, EOFError) as exc:
+            except (OSError, EOFError, zlib.error) as exc:
                 raise CaptureFormatError(f"damaged gzip stream: {exc}") from exc
         kind = _kind_of(head, compressed)
     except BaseException:
@@ -178,7 +183,7 @@ class _Stream:
         while not self.eof and len(self.buf) - self.pos < n:
             try:
                 more = self.fh.read(max(_READ_SIZE, n))
-            except (OSError, EOFError):  # damaged gzip member
+            except (OSError, EOFError, zlib.error):  # damaged gzip member
                 more = b""
             if not more:
                 self.eof = True
@@ -198,6 +203,8 @@ class PacketReader:
         self.kind = kind if kind is not None else sniff_kind(self.path)
         self.error: str | None = None
         self.packets = 0
+        self.oversized = 0  # records over MAX_RECORD: the one that stopped a pcap, and the pcapng packets cut to it
+        self.cut = 0  # pcapng packets cut to MAX_RECORD
         self.linktypes: set[int] = set()
 
     def __iter__(self) -> Iterator[RawPacket]:
@@ -229,11 +236,11 @@ class PacketReader:
             return
         header = stream.buf[:24]
         endian = "<" if struct.unpack("<I", header[:4])[0] in (PCAP_MAGIC_USEC, PCAP_MAGIC_NSEC) else ">"
-        magic, _major, _minor, _zone, _sigfigs, snaplen, network = struct.unpack(endian + "IHHiIII", header)
+        magic, _major, _minor, _zone, _sigfigs, _snaplen, network = struct.unpack(endian + "IHHiIII", header)
         divisor = 1e9 if magic == PCAP_MAGIC_NSEC else 1e6
         linktype = network & 0x0FFFFFFF  # upper bits may carry FCS information
         self.linktypes.add(linktype)
-        limit = max(snaplen, MAX_RECORD)
+        limit = MAX_RECORD  # never the header's snapshot length: a file may claim 4 GiB records
         record = struct.Struct(endian + "IIII").unpack_from
         stream.pos = 24
         frame = 0
@@ -244,6 +251,7 @@ class PacketReader:
                 return
             sec, frac, caplen, wire_len = record(stream.buf, stream.pos)
             if caplen > limit:
+                self.oversized += 1
                 self._fail(
                     f"corrupt capture: frame {frame + 1} claims {caplen} captured bytes (limit {limit}); "
                     "stopped reading there"
@@ -295,7 +303,7 @@ class PacketReader:
             if struct.unpack_from(endian + "I", buf, pos + total - 4)[0] != total:
                 self._fail(f"corrupt capture: block after frame {frame} has mismatched trailing length")
                 return
-            body = buf[pos + 8 : pos + total - 4]
+            body = memoryview(buf)[pos + 8 : pos + total - 4]  # no copy: a block may hold 16 MiB
             stream.pos = pos + total
             if block_type == 1:
                 interfaces.append(self._interface(body, endian))
@@ -309,11 +317,14 @@ class PacketReader:
                 return
             frame += 1
             self.packets = frame
-            linktype, ts, data, wire_len = packet
+            linktype, ts, data, wire_len, cut = packet
+            if cut:
+                self.oversized += 1
+                self.cut += 1
             yield RawPacket(frame, ts, linktype, data, wire_len)
 
     @staticmethod
-    def _interface(body: bytes, endian: str) -> tuple[int, float, int, int]:
+    def _interface(body: bytes | memoryview, endian: str) -> tuple[int, float, int, int]:
         if len(body) < 8:
             return (-1, 1e6, 0, 0)
         linktype, _reserved, snaplen = struct.unpack_from(endian + "HHI", body, 0)
@@ -334,8 +345,10 @@ class PacketReader:
 
     @staticmethod
     def _packet_block(
-        block_type: int, body: bytes, endian: str, interfaces: list[tuple[int, float, int, int]]
-    ) -> tuple[int, float, bytes, int] | str | None:
+        block_type: int, body: memoryview, endian: str, interfaces: list[tuple[int, float, int, int]]
+    ) -> tuple[int, float, bytes, int, bool] | str | None:
+        """(link type, time, data cut to MAX_RECORD, length on the wire, whether it was cut), a damage message, or
+        None for a block that is not a packet."""
         if block_type == 6:  # enhanced packet block
             if len(body) < 20:
                 return "enhanced packet block too short"
@@ -361,7 +374,8 @@ class PacketReader:
             return f"captured length {caplen} exceeds its block"
         linktype, units, offset, _snaplen = interfaces[iface]
         ts = ((ts_hi << 32) | ts_lo) / units + offset
-        return (linktype, ts, body[data_at : data_at + caplen], wire_len)
+        kept = min(caplen, MAX_RECORD)
+        return (linktype, ts, bytes(body[data_at : data_at + kept]), wire_len, caplen > MAX_RECORD)
 
 
 class FrameLocator:

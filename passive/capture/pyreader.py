@@ -12,7 +12,7 @@ from pathlib import Path
 
 from passive.capture.libpcap import PacketSink, compile_filter
 from passive.capture.options import CaptureOptions
-from passive.capture.pcapfile import CaptureFormatError, FileKind, PacketReader, RawPacket
+from passive.capture.pcapfile import MAX_RECORD, CaptureFormatError, FileKind, PacketReader, RawPacket
 from passive.core.errors import CaptureError, one_line
 
 
@@ -40,3 +40,6 @@ def read_with_python(path: Path, engine: PacketSink, options: CaptureOptions, ki
         feed(frame, ts, linktype, data)
     if reader.error:
         counters.warn(reader.error)
+    counters.oversized_records += reader.oversized
+    if reader.cut:
+        counters.warn(f"{reader.cut} packets longer than {MAX_RECORD} bytes were cut to that length")

@@ -15,10 +15,14 @@ Policy, in short:
 * **Sequence space.** Sequence numbers are compared modulo 2**32 against the next
   expected one (a signed 32-bit difference), then mapped onto an unbounded stream offset,
   so wrap-around is invisible to the rest of the code.
-* **Overlaps: first seen wins** (like the Linux "first" target policy). Data already
-  delivered or already buffered is never replaced; a segment overlapping it is trimmed.
-  Overlapping bytes that differ are counted as ``overlap_conflicts`` (checked against
-  the buffered data and the last delivered piece of the stream).
+* **Follow the receiver** (``policy``, :mod:`passive.capture.policy`). Delivered bytes are never replaced: a
+  segment overlapping them is trimmed. Where a segment overlaps buffered bytes, the policy's rule says whose bytes
+  stay (``linux``, the default: the earlier start wins, or on the same start the longer segment; ``first``: the
+  bytes seen first). Except under ``first``, what the receiver would refuse is refused and counted: a RST not at
+  the expected sequence number (``rsts_ignored``), data at or beyond the right edge of the receiver's advertised
+  window (``window_drops``, ``window_dropped_bytes``), a FIN behind delivered data (``fins_ignored``). Overlapping
+  bytes that differ are counted as ``overlap_conflicts``, and per decision as ``overlaps_new_won`` /
+  ``overlaps_old_won``.
 * **Out of order.** Segments ahead of a hole are buffered, at most ``max_buffer`` bytes
   and ``max_buffer_segments`` pieces per direction and ``max_total_buffer`` bytes
   overall. The hole becomes a **gap** (an ``on_gap`` event with the number of missing
@@ -28,9 +32,10 @@ Policy, in short:
   the flow ``partial``. With ``resync_lines`` (default) the data handed on starts after
   the first ``\\n`` of that direction, and after every gap, so consumers always start on
   a line boundary; skipped bytes are counted in ``resync_skipped_bytes``.
-* **Close.** RST closes at once; FIN closes when both directions have delivered up to
+* **Close.** An accepted RST closes at once; FIN closes when both directions have delivered up to
   their FIN. Flows idle longer than ``idle_timeout`` seconds of *capture* time expire.
-  When the table holds ``max_flows`` flows the least recently active ones are evicted.
+  When the table holds ``max_flows`` flows one is evicted per new flow: half-open flows first, then flows
+  without payload, then established ones, each by idle time (:mod:`passive.capture.flowtable`).
   Anything still open at the end is flushed with reason ``END``.
 * **Classification.** With a ``classifier``, a new flow's events are held (at most
   ``_CLASSIFY_LIMIT`` bytes seen) until the classifier, shown the first bytes of each
@@ -42,29 +47,27 @@ Policy, in short:
 
 from __future__ import annotations
 
-import heapq
-
 from passive.capture.counters import CaptureCounters
+from passive.capture.delivery import DIRECTIONS, TAIL_KEEP, Delivery
 from passive.capture.flow import (
-    SEQ_MASK,
     Chunk,
     Classifier,
     CloseReason,
     Direction,
     Flow,
     HandlerFactory,
-    _Half,
     sender_is_client,
 )
+from passive.capture.flowtable import ESTABLISHED, HALF_OPEN, QUIET, FlowTable
 from passive.capture.linklayer import ACK, FIN, RST, SYN, Segment
 from passive.capture.options import IDLE_TIMEOUT, MAX_BUFFER, MAX_BUFFER_SEGMENTS, MAX_FLOWS, MAX_TOTAL_BUFFER
+from passive.capture.policy import DEFAULT_POLICY, policy_named
+from passive.capture.stream import SEQ_MASK, HalfStream
 
-_TAIL_KEEP = 2048  # bytes of the last delivered piece kept for overlap conflict checks
 _CLASSIFY_LIMIT = 4096  # bytes of a flow's first data (both sides) shown to the classifier; undecided then: dropped
-_DIRECTIONS = (Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT)
 
 
-class Reassembler:
+class Reassembler(Delivery):
     """Per-direction TCP reassembly over a bounded flow table (see the module docstring for the policy)."""
 
     def __init__(
@@ -80,6 +83,7 @@ class Reassembler:
         max_total_buffer: int = MAX_TOTAL_BUFFER,
         resync_lines: bool = True,
         classifier: Classifier | None = None,
+        policy: str = DEFAULT_POLICY,
     ) -> None:
         self.factory = handler_factory
         self.counters = counters if counters is not None else CaptureCounters()
@@ -91,8 +95,10 @@ class Reassembler:
         self.max_total_buffer = max_total_buffer
         self.resync_lines = resync_lines
         self.classifier = classifier
-        self._table: dict[tuple[bytes, int, bytes, int], tuple[Flow, int]] = {}
-        self._flows: dict[int, Flow] = {}
+        self.policy = policy_named(policy)
+        self._table = FlowTable()
+        self._flows = self._table.flows
+        self._keys = self._table.keys
         self._next_id = 1
         self._pending_total = 0
         self._sweep_at = float("-inf")
@@ -106,11 +112,11 @@ class Reassembler:
 
     def process(self, segment: Segment, frame: int, ts: float) -> None:
         """Handle one decoded TCP segment captured in ``frame`` at ``ts``."""
-        src, dst, sport, dport, seq, ack, flags, payload, wire_len, _info = segment
+        src, dst, sport, dport, seq, ack, flags, payload, wire_len, _info, window, _options = segment
         self.counters.segments += 1
         if ts >= self._sweep_at:
             self.expire(ts)
-        entry = self._table.get((src, sport, dst, dport))
+        entry = self._keys.get((src, sport, dst, dport))
         if entry is None or flags & SYN:
             entry = self._flow_for(entry, segment, frame, ts)
             if entry is None:
@@ -123,12 +129,16 @@ class Reassembler:
             if flags & RST:
                 self._forget(flow)
             return
-        half = halves[direction]
+        half, other = halves[direction], halves[1 - direction]
         if not wire_len and not flags & (SYN | FIN | RST) and half.started:
-            # A bare ACK: only the peer's holes care.
-            other = halves[1 - direction]
-            if other.pending and flags & ACK and other.rel(ack) >= other.pending[0][0]:
-                self._fill_hole(flow, 1 - direction, other)
+            # A bare ACK: the receiver's acknowledgement and window (see beyond_window), the peer's holes, handshake.
+            if flags & ACK:
+                other.acked = ack
+                other.window = window
+                if other.pending and other.rel(ack) >= other.pending[0][0]:
+                    self._fill_hole(flow, 1 - direction, other)
+                if flow.evict_class == HALF_OPEN:
+                    self._reclass(flow, halves, direction, flags, ack, 0)
             if half.fin_rel is not None or other.fin_rel is not None:
                 self._check_finished(flow, halves)
             return
@@ -147,15 +157,17 @@ class Reassembler:
             offset = half.next_rel
             half.next_rel = end = offset + wire_len
             half.next_seq = (seq + wire_len) & SEQ_MASK
-            if wire_len <= _TAIL_KEEP:
-                half.tail, half.tail_rel = payload, offset
-            else:
-                half.tail, half.tail_rel = payload[-_TAIL_KEEP:], end - _TAIL_KEEP
+            tail = payload if wire_len <= TAIL_KEEP else payload[-TAIL_KEEP:]
+            half.tail, half.tail_rel = tail, end - len(tail)
             self.counters.bytes_delivered += wire_len
-            flow.handler.on_data(flow, _DIRECTIONS[direction], Chunk(payload, frame, ts, offset))  # type: ignore[union-attr]
-            other = halves[1 - direction]
-            if other.pending and flags & ACK and other.rel(ack) >= other.pending[0][0]:
-                self._fill_hole(flow, 1 - direction, other)
+            flow.handler.on_data(flow, DIRECTIONS[direction], Chunk(payload, frame, ts, offset))  # type: ignore[union-attr]
+            if flags & ACK:
+                other.acked = ack
+                other.window = window
+                if other.pending and other.rel(ack) >= other.pending[0][0]:
+                    self._fill_hole(flow, 1 - direction, other)
+            if flow.evict_class != ESTABLISHED:
+                self._reclass(flow, halves, direction, flags, ack, wire_len)
             return
         self._segment(flow, halves, direction, segment, frame, ts)
 
@@ -174,36 +186,78 @@ class Reassembler:
         return entry
 
     def _segment(
-        self, flow: Flow, halves: tuple[_Half, _Half], direction: int, segment: Segment, frame: int, ts: float
+        self, flow: Flow, halves: tuple[HalfStream, HalfStream], direction: int, segment: Segment, frame: int, ts: float
     ) -> None:
         """Any segment off the fast path: first of its direction, SYN/FIN/RST, out of order, overlapping..."""
-        _src, _dst, _sport, _dport, seq, ack, flags, payload, wire_len, _info = segment
-        half = halves[direction]
-        if not half.started and not half.start(seq, flags, self.resync_lines) and not flow.partial:
-            flow.partial = True  # picked up mid-stream
-            self.counters.flows_partial += 1
+        _src, _dst, _sport, _dport, seq, ack, flags, payload, wire_len, _info, window, options = segment
+        half, other = halves[direction], halves[1 - direction]
+        first = not half.started
+        validates = self.policy.validates
+        if flags & RST and validates and not _rst_valid(half, other, first, seq, ack, flags):
+            self.counters.rsts_ignored += 1  # the receiver ignores it (or answers with a challenge ACK)
+            return
+        if first:
+            if not half.start(seq, flags, self.resync_lines, options, window) and not flow.partial:
+                flow.partial = True  # picked up mid-stream
+                self.counters.flows_partial += 1
+            if flags & SYN:
+                _syn_seen(half, other)
+        if flags & ACK:
+            other.note_ack(ack, window, bool(flags & SYN))
         if flags & SYN:
             seq = (seq + 1) & SEQ_MASK
-        if wire_len:
+        refused = validates and half.win_known and bool(wire_len or flags & FIN) and half.beyond_window(seq)
+        if refused:
+            self.counters.window_drops += 1
+            self.counters.window_dropped_bytes += wire_len
+        elif wire_len:
             self._add(flow, direction, half, half.rel(seq), payload, wire_len, frame, ts)
-        if flags & ACK:
-            other = halves[1 - direction]
-            if other.pending and other.rel(ack) >= other.pending[0][0]:
-                self._fill_hole(flow, 1 - direction, other)
+        if flags & ACK and other.pending and other.rel(ack) >= other.pending[0][0]:
+            self._fill_hole(flow, 1 - direction, other)
         if flags & RST:
             self._close(flow, CloseReason.RST)
             return
-        if flags & FIN and half.fin_rel is None:
-            half.fin_rel = half.rel(seq) + wire_len
-        if half.fin_rel is not None or halves[1 - direction].fin_rel is not None:
+        if flow.evict_class != ESTABLISHED and flow._halves is not None and (wire_len or not flags & SYN):
+            self._reclass(flow, halves, direction, flags, ack, wire_len and not refused)
+        if flags & FIN and not refused:
+            self._note_fin(half, half.rel(seq) + wire_len)
+        if half.fin_rel is not None or other.fin_rel is not None:
             self._check_finished(flow, halves)
 
-    def _check_finished(self, flow: Flow, halves: tuple[_Half, _Half]) -> None:
+    def _note_fin(self, half: HalfStream, fin_rel: int) -> None:
+        if not self.policy.validates:
+            if half.fin_rel is None:
+                half.fin_rel = fin_rel
+        elif fin_rel < half.next_rel:
+            self.counters.fins_ignored += 1  # behind delivered data: the receiver drops it as a duplicate
+        elif half.fin_rel is None or fin_rel < half.fin_rel or half.fin_rel < half.next_rel:
+            half.fin_rel = fin_rel
+
+    def _check_finished(self, flow: Flow, halves: tuple[HalfStream, HalfStream]) -> None:
         for half in halves:
-            if half.fin_rel is not None and not half.finished and not half.pending and half.next_rel >= half.fin_rel:
+            fin_rel = half.fin_rel
+            if fin_rel is None or half.finished or half.pending:
+                continue
+            if half.next_rel > fin_rel and self.policy.validates:
+                half.fin_rel = None  # data went past it: the receiver never reached that FIN
+                self.counters.fins_ignored += 1
+            elif half.next_rel >= fin_rel:
                 half.finished = True
         if halves[0].finished and halves[1].finished:
             self._close(flow, CloseReason.FIN)
+
+    def _reclass(
+        self, flow: Flow, halves: tuple[HalfStream, HalfStream], direction: int, flags: int, ack: int, data: int
+    ) -> None:
+        """Move a flow up the eviction order: handshake completed, then payload seen."""
+        evict_class = flow.evict_class
+        if evict_class == HALF_OPEN:
+            if not _handshake_done(halves, direction, flags, ack, data):
+                return
+            evict_class = QUIET
+        if data or halves[0].high_rel() or halves[1].high_rel():
+            evict_class = ESTABLISHED
+        self._table.reclass(flow, evict_class)
 
     def flush(self) -> None:
         """End of capture: deliver what is buffered (holes as gaps) and close every flow with reason END."""
@@ -220,9 +274,12 @@ class Reassembler:
     # -- flow table ------------------------------------------------------------------------
 
     def _open(self, segment: Segment, frame: int, ts: float) -> tuple[Flow, int]:
-        src, dst, sport, dport, _seq, _ack, flags, _payload, _wire_len, _info = segment
+        src, dst, sport, dport, _seq, _ack, flags, *_rest = segment
         if len(self._flows) >= self.max_flows:
-            self._evict()
+            victim = self._table.victim()
+            if victim is not None:
+                self.counters.flows_evicted += 1
+                self._close(victim, CloseReason.EVICTED, counted=False)
         if sender_is_client(sport, dport, flags, self.server_ports):
             client, server, direction = (src, sport), (dst, dport), Direction.CLIENT_TO_SERVER
         else:
@@ -230,10 +287,8 @@ class Reassembler:
         flow = Flow(self._next_id, client, server, frame, ts)
         self._next_id += 1
         self.counters.flows += 1
-        c2s, s2c = flow._keys
-        self._table[c2s] = (flow, Direction.CLIENT_TO_SERVER)
-        self._table[s2c] = (flow, Direction.SERVER_TO_CLIENT)
-        self._flows[flow.id] = flow
+        # A flow opened by a SYN proves nothing yet; one picked up mid-stream opens on payload.
+        self._table.add(flow, HALF_OPEN if flags & SYN else ESTABLISHED)
         if self.classifier is None or flow.server_port in self.server_ports:
             self._activate(flow)  # a named server port says what the flow is: no classification
         else:
@@ -254,14 +309,14 @@ class Reassembler:
     def _ignore(self, flow: Flow) -> None:
         if flow._halves is not None:
             for half in flow._halves:
-                self._pending_total -= half.pending_bytes
-                half.pending_bytes = 0
-                half.pending.clear()  # also stops a drain loop that is running on this list
+                self._pending_total -= half.clear()  # also stops a drain loop that is running on this list
         flow.state = Flow.IGNORED
         flow._halves = None
         flow._events = None
         flow._seen = [b"", b""]
         flow.handler = None
+        if flow.id in self._flows:
+            self._table.reclass(flow, HALF_OPEN)  # a tombstone is the first to go when the table is full
 
     def _maybe_reused(self, entry: tuple[Flow, int], segment: Segment, frame: int, ts: float) -> tuple[Flow, int]:
         """A SYN on an open 4-tuple: a new connection if its ISN differs from the flow's first SYN."""
@@ -275,18 +330,8 @@ class Reassembler:
         self._close(flow, CloseReason.REUSED)
         return self._open(segment, frame, ts)
 
-    def _evict(self) -> None:
-        count = max(1, self.max_flows // 64)  # evict a batch so the scan is amortised
-        for flow in heapq.nsmallest(count, self._flows.values(), key=lambda f: f.last_ts):
-            self.counters.flows_evicted += 1
-            self._close(flow, CloseReason.EVICTED, counted=False)
-
     def _forget(self, flow: Flow) -> None:
-        for key in flow._keys:
-            entry = self._table.get(key)
-            if entry is not None and entry[0] is flow:
-                del self._table[key]
-        self._flows.pop(flow.id, None)
+        self._table.remove(flow)
 
     def _close(self, flow: Flow, reason: CloseReason, *, counted: bool = True) -> None:
         halves = flow._halves
@@ -310,111 +355,7 @@ class Reassembler:
             handler.on_close(flow, reason)
         flow._halves = None
 
-    # -- one direction ---------------------------------------------------------------------
-
-    def _add(
-        self, flow: Flow, direction: int, half: _Half, rel: int, data: bytes, wire_len: int, frame: int, ts: float
-    ) -> None:
-        counters = self.counters
-        next_rel = half.next_rel
-        end = rel + wire_len
-        if rel < next_rel:
-            counters.overlaps += 1
-            if end <= next_rel:
-                counters.retransmissions += 1
-            if half.tail_conflicts(rel, data):
-                counters.overlap_conflicts += 1
-            if end <= next_rel:
-                return
-            cut = next_rel - rel
-            data = data[cut:]
-            wire_len -= cut
-            rel = next_rel
-        if rel == next_rel and not half.pending:
-            if data:  # a frame cut right after the TCP header carries no captured byte: only the gap below
-                self._deliver(flow, direction, half, data, frame, ts)
-            if len(data) < wire_len:  # frame cut by the snaplen
-                self._gap(flow, direction, half, half.next_rel + wire_len - len(data), frame, ts)
-            return
-        if rel > next_rel:
-            counters.out_of_order += 1
-        added, overlapped, conflict = half.insert(rel, data, frame, ts)
-        self._pending_total += added
-        if overlapped:
-            counters.overlaps += 1
-            counters.overlap_conflicts += conflict
-        self._drain(flow, direction, half)
-        while half.pending and (
-            half.pending_bytes > self.max_buffer
-            or len(half.pending) > self.max_buffer_segments
-            or self._pending_total > self.max_total_buffer
-        ):
-            counters.buffer_cap_hits += 1
-            self._fill_hole(flow, direction, half)
-
-    def _drain(self, flow: Flow, direction: int, half: _Half) -> None:
-        pending = half.pending
-        while pending and pending[0][0] <= half.next_rel:
-            start, data, frame, ts = pending.pop(0)
-            half.pending_bytes -= len(data)
-            self._pending_total -= len(data)
-            if start < half.next_rel:  # cannot happen with disjoint pieces; kept as a guard
-                data = data[half.next_rel - start :]
-            if data:
-                self._deliver(flow, direction, half, data, frame, ts)
-
-    def _fill_hole(self, flow: Flow, direction: int, half: _Half) -> None:
-        """Give up on the hole before the first buffered piece: report it as a gap and drain."""
-        if not half.pending:
-            return
-        start, _, frame, ts = half.pending[0]
-        if start > half.next_rel:
-            self._gap(flow, direction, half, start, frame, ts)
-        self._drain(flow, direction, half)
-
-    def _drain_all(self, flow: Flow, direction: int, half: _Half) -> None:
-        while half.pending:
-            self._fill_hole(flow, direction, half)
-        if half.fin_rel is not None and half.next_rel < half.fin_rel:
-            self._gap(flow, direction, half, half.fin_rel, flow.last_frame, flow.last_ts)
-
-    def _gap(self, flow: Flow, direction: int, half: _Half, upto: int, frame: int, ts: float) -> None:
-        missing = upto - half.next_rel
-        half.next_seq = (half.next_seq + missing) & SEQ_MASK
-        half.next_rel = upto
-        self.counters.gaps += 1
-        self.counters.gap_bytes += missing
-        if self.resync_lines:
-            half.resync = True
-        if flow.state == Flow.ACTIVE and flow.handler is not None:
-            flow.handler.on_gap(flow, _DIRECTIONS[direction], missing, frame, ts)
-        elif flow.state == Flow.CLASSIFYING and flow._events is not None:
-            flow._events.append(("gap", direction, missing, frame, ts))
-
-    def _deliver(self, flow: Flow, direction: int, half: _Half, data: bytes, frame: int, ts: float) -> None:
-        offset = half.next_rel
-        size = len(data)
-        half.next_rel = offset + size
-        half.next_seq = (half.next_seq + size) & SEQ_MASK
-        half.tail = data if size <= _TAIL_KEEP else data[-_TAIL_KEEP:]
-        half.tail_rel = offset + size - len(half.tail)
-        if half.resync:
-            newline = data.find(b"\n")
-            skip = size if newline < 0 else newline + 1
-            self.counters.resync_skipped_bytes += skip
-            if newline < 0:
-                return
-            half.resync = False
-            data = data[skip:]
-            offset += skip
-            if not data:
-                return
-        self.counters.bytes_delivered += len(data)
-        state = flow.state
-        if state == Flow.ACTIVE:
-            flow.handler.on_data(flow, _DIRECTIONS[direction], Chunk(data, frame, ts, offset))  # type: ignore[union-attr]
-        elif state == Flow.CLASSIFYING:
-            self._classify(flow, direction, Chunk(data, frame, ts, offset))
+    # -- classification ----------------------------------------------------------------------
 
     def _classify(self, flow: Flow, direction: int, chunk: Chunk) -> None:
         events = flow._events
@@ -441,6 +382,40 @@ class Reassembler:
             return
         for event in events:
             if event[0] == "data":
-                handler.on_data(flow, _DIRECTIONS[event[1]], event[2])
+                handler.on_data(flow, DIRECTIONS[event[1]], event[2])
             else:
-                handler.on_gap(flow, _DIRECTIONS[event[1]], event[2], event[3], event[4])
+                handler.on_gap(flow, DIRECTIONS[event[1]], event[2], event[3], event[4])
+
+
+def _syn_seen(half: HalfStream, other: HalfStream) -> None:
+    """Once both SYNs are seen, each direction can follow its receiver's window (scaled only if both SYNs asked)."""
+    if other.syn_seq is None:
+        return
+    for sender, receiver in ((half, other), (other, half)):
+        sender.win_known = True
+        sender.peer_shift = receiver.wscale if sender.wscale is not None and receiver.wscale is not None else 0
+        sender.note_ack(sender.acked, receiver.syn_window, True)  # a SYN's window is the peer's first right edge
+
+
+def _handshake_done(halves: tuple[HalfStream, HalfStream], direction: int, flags: int, ack: int, data: int) -> bool:
+    """Whether this segment shows a flow opened by a SYN to be more than half-open.
+
+    The client's first ACK of the server's SYN completes the handshake (a spoofed source never sees the server's
+    ISN, so cannot acknowledge it); data from the server of a flow whose client side is not captured at all counts
+    too (a capture of one direction).
+    """
+    client, server = halves
+    if client.syn_seq is None and server.syn_seq is None:
+        return True  # picked up mid-stream
+    if direction == Direction.SERVER_TO_CLIENT:
+        return bool(data) and not client.started
+    if not flags & ACK or flags & SYN:
+        return False
+    return server.syn_seq is None or 0 <= server.rel(ack) <= server.high_rel() + 1
+
+
+def _rst_valid(half: HalfStream, other: HalfStream, first: bool, seq: int, ack: int, flags: int) -> bool:
+    """Whether the receiver of a RST from ``half``'s sender resets (Linux, RFC 5961)."""
+    if first:  # the sender's first segment: a reply to a SYN counts if it acknowledges that SYN
+        return other.syn_seq is None or (bool(flags & ACK) and ack == (other.syn_seq + 1) & SEQ_MASK)
+    return half.rst_acceptable(seq, half.sack_ok and other.sack_ok)

@@ -16,6 +16,7 @@ from passive.cli.common import (
     format_option,
     local_domain_option,
     output_option,
+    reassembly_option,
     show_secrets_option,
     trusted_net_option,
     write_text,
@@ -36,6 +37,7 @@ DEFAULTS = AnalysisOptions()
 @output_option
 @click.option("--all-ports", is_flag=True, help="Look at every TCP flow and recognise mail servers by greeting.")
 @click.option("--filter", "bpf", metavar="BPF", help="A BPF expression ANDed with the mail filter.")
+@reassembly_option(DEFAULTS.reassembly_policy)
 @show_secrets_option
 @local_domain_option
 @trusted_net_option
@@ -53,6 +55,7 @@ def analyze(
     output: str | None,
     all_ports: bool,
     bpf: str | None,
+    reassembly_policy: str,
     show_secrets: bool,
     local_domains: tuple[str, ...],
     trusted_networks: tuple[IpNetwork, ...],
@@ -63,7 +66,7 @@ def analyze(
     """Analyze capture files (pcap, pcapng, gzip-compressed) for what their mail traffic leaks."""
     options = AnalysisOptions(
         all_ports=all_ports, bpf=bpf, local_domains=domains(local_domains),
-        trusted_networks=trusted_networks, keep_events=keep_events
+        trusted_networks=trusted_networks, keep_events=keep_events, reassembly_policy=reassembly_policy,
     )
     err = Console(stderr=True, highlight=False)
     plan = _store_plan(db, captures) if db else {}

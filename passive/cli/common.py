@@ -12,6 +12,7 @@ import click
 from rich.console import Console
 
 from passive.analysis.domains import IpNetwork, parse_network
+from passive.capture.policy import POLICIES
 from passive.cli.tables import render_tables
 from passive.core.errors import OutputError
 from passive.core.files import encoded, write_atomically
@@ -57,6 +58,20 @@ trusted_net_option = click.option(
     help="A network the servers relay for (Postfix mynetworks); repeatable. Without it, clients in private ranges "
     "are assumed trusted.",
 )
+
+
+def reassembly_option(default: str) -> Callable[[Any], Any]:
+    return click.option(
+        "--reassembly",
+        "reassembly_policy",
+        type=click.Choice(list(POLICIES)),
+        default=default,
+        show_default=True,
+        help="Reassemble TCP as this receiver does: whose bytes win where segments overlap, and whether RSTs, "
+        "data beyond the window and stale FINs are refused (all but 'first'). See docs/hardening.md.",
+    )
+
+
 show_secrets_option = click.option(
     "--show-secrets", is_flag=True, help="Show clear-text passwords instead of masking them."
 )

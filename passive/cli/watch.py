@@ -15,7 +15,7 @@ from rich.text import Text
 
 from passive.analysis.domains import IpNetwork
 from passive.capture.live import SNAPLEN
-from passive.cli.common import domains, local_domain_option, trusted_net_option
+from passive.cli.common import domains, local_domain_option, reassembly_option, trusted_net_option
 from passive.cli.dashboard import log_appearances, run_with_dashboard
 from passive.cli.errors import EXIT_INPUT
 from passive.core.files import open_private_append
@@ -32,6 +32,7 @@ DEFAULTS = WatchOptions(interface="")
 @click.option("--jsonl", "jsonl_path", metavar="FILE", help="Append each finding to FILE when it appears or changes.")
 @click.option("--filter", "bpf", metavar="BPF", help="A BPF expression ANDed with the mail filter.")
 @click.option("--all-ports", is_flag=True, help="Look at every TCP flow and recognise mail servers by greeting.")
+@reassembly_option(DEFAULTS.reassembly_policy)
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="Stop after this.")
 @click.option(
     "--snaplen",
@@ -58,6 +59,7 @@ def watch_command(
     jsonl_path: str | None,
     bpf: str | None,
     all_ports: bool,
+    reassembly_policy: str,
     duration: float | None,
     snaplen: int,
     no_promisc: bool,
@@ -82,6 +84,7 @@ def watch_command(
         local_domains=domains(local_domains),
         trusted_networks=trusted_networks,
         idle_timeout=idle_timeout,
+        reassembly_policy=reassembly_policy,
     )
     console = Console(highlight=False)
     capture = open_capture(options)  # first: a wrong interface or missing privilege leaves no file behind

@@ -28,6 +28,7 @@ from passive.analysis.pipeline import Analysis, AnalysisOptions
 from passive.capture import CaptureCounters, LiveCapture, PcapStats
 from passive.capture.live import SNAPLEN
 from passive.capture.options import IDLE_TIMEOUT, MAX_FLOWS
+from passive.capture.policy import DEFAULT_POLICY
 from passive.core.errors import CaptureError, InputError, StoreError
 from passive.findings.kinds import KINDS
 from passive.findings.model import Finding, FindingType
@@ -62,6 +63,7 @@ class WatchOptions:
     # Findings held in memory at once (the store has them all): the least recently seen leave first past this.
     max_live_findings: int = 5000
     max_flows: int = MAX_FLOWS
+    reassembly_policy: str = DEFAULT_POLICY  # whose bytes win where segments overlap (passive.capture.policy)
 
 
 @dataclass
@@ -97,6 +99,7 @@ def open_capture(options: WatchOptions) -> LiveCapture:
         bpf=options.bpf,
         idle_timeout=options.idle_timeout,
         max_flows=options.max_flows,
+        reassembly_policy=options.reassembly_policy,
     )
     try:
         return LiveCapture(options.interface, capture_options, snaplen=options.snaplen, promisc=options.promisc)

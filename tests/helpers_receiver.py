@@ -1,0 +1,327 @@
+"""A real Linux TCP receiver for reassembly tests: crafted segments in, the bytes its application read out.
+
+Two network namespaces joined by a veth pair. In the receiver namespace a small Python server (this file, ``serve``)
+accepts connections and writes, per connection, exactly the bytes its application read; tcpdump records the link.
+In the sender namespace this file (``send``) plays the client with hand-made segments (scapy builds them, a packet
+socket sends and receives them): it does the handshake itself, then follows a plan of data, RST and FIN segments.
+
+The sender's kernel must not answer the receiver with RSTs of its own (it knows no such connection). Instead of a
+firewall rule, the crafted segments come from :data:`CLIENT_IP`, an address no interface holds: the receiver reaches
+it through a permanent neighbour entry pointing at the sender's veth, where the sender's kernel drops the frames as
+not addressed to it, and the packet socket still reads them.
+
+Use (as root, with ``ip`` and ``tcpdump``)::
+
+    with ReceiverLab(tmp_path) as lab:
+        results = lab.run(cases)        # {name: bytes the application read}; lab.pcap holds the capture
+
+A case is a list of steps, offsets counted in the client's stream (0 is the first byte after the SYN):
+``("data", offset, bytes)``, ``("rst", offset)``, ``("fin", offset)``, ``("beyond", extra, bytes)`` (data starting
+``extra`` bytes past the right edge of the receiver's window, as its latest ACK advertised).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SERVER_IP = "10.98.0.2"
+SENDER_IP = "10.98.0.1"  # the sender namespace's own address: its kernel answers for this one, not CLIENT_IP
+CLIENT_IP = "10.98.0.9"  # held by no interface: what the crafted segments come from
+PORT = 2525
+FIRST_CLIENT_PORT = 41000
+STEP_PAUSE = 0.03  # seconds between two steps: the receiver has handled one segment before the next arrives
+TOOLS = ("ip", "tcpdump")
+
+Step = tuple  # ("data", offset, bytes) | ("rst", offset) | ("fin", offset) | ("beyond", extra, bytes)
+
+
+def missing_tools() -> list[str]:
+    return [tool for tool in TOOLS if shutil.which(tool) is None]
+
+
+def _run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    proc = subprocess.run(argv, capture_output=True, timeout=30, check=False)
+    if check and proc.returncode:
+        raise RuntimeError(f"{' '.join(argv)} failed: {proc.stderr.decode(errors='replace').strip()}")
+    return proc
+
+
+class ReceiverLab:
+    """The two namespaces, the recording server and tcpdump; :meth:`run` plays the cases through them."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        prefix = f"lr{os.getpid()}"
+        self.ns_rcv, self.ns_snd = f"{prefix}-rcv", f"{prefix}-snd"
+        self.dev_rcv, self.dev_snd = f"{prefix}-r", f"{prefix}-s"
+        self.pcap = work / "receiver.pcap"
+        self.out = work / "read"
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> ReceiverLab:
+        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            self._create()
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _create(self) -> None:
+        self._delete()
+        _run(["ip", "netns", "add", self.ns_rcv])
+        _run(["ip", "netns", "add", self.ns_snd])
+        _run(["ip", "link", "add", self.dev_rcv, "netns", self.ns_rcv, "type", "veth", "peer", "name", self.dev_snd,
+              "netns", self.ns_snd])  # fmt: skip
+        for ns, dev, ip in ((self.ns_rcv, self.dev_rcv, SERVER_IP), (self.ns_snd, self.dev_snd, SENDER_IP)):
+            _run(["ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1"], check=False)
+            _run(["ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev])
+            _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+            _run(["ip", "-n", ns, "link", "set", dev, "up"])
+        _run(["ip", "-n", self.ns_rcv, "neigh", "add", CLIENT_IP, "lladdr", self.mac(self.ns_snd, self.dev_snd),
+              "dev", self.dev_rcv, "nud", "permanent"])  # fmt: skip
+
+    @staticmethod
+    def mac(ns: str, dev: str) -> str:
+        info = json.loads(_run(["ip", "-n", ns, "-j", "link", "show", dev]).stdout)
+        return info[0]["address"]
+
+    def _spawn(self, ns: str, argv: list[str], log: str) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        with (self.work / log).open("wb") as logf:
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", ns, *argv], stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                start_new_session=True,
+            )  # fmt: skip
+        self._procs.append(proc)
+        return proc
+
+    def _start(self) -> None:
+        tcpdump = ["tcpdump", "-Z", "root", "--immediate-mode", "-U", "-n", "-i", self.dev_rcv, "-w", str(self.pcap)]
+        self._spawn(self.ns_rcv, [*tcpdump, f"tcp port {PORT}"], "tcpdump.log")
+        self._spawn(self.ns_rcv, [sys.executable, "-m", "tests.helpers_receiver", "serve", str(self.out)], "srv.log")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            listening = "listening on" in (self.work / "tcpdump.log").read_text(errors="replace")
+            if listening and (self.out / "ready").exists():
+                return
+            time.sleep(0.05)
+        raise RuntimeError("the receiver or tcpdump did not start: " + (self.work / "srv.log").read_text())
+
+    def run(self, cases: dict[str, list[Step]], timeout: float = 20) -> dict[str, bytes]:
+        """Play every case on a connection of its own; return what the application read, per case."""
+        plan = []
+        for number, (name, steps) in enumerate(cases.items()):
+            encoded = [[s[0], s[1], s[2].hex()] if len(s) > 2 else list(s) for s in steps]
+            plan.append({"name": name, "port": FIRST_CLIENT_PORT + number, "steps": encoded})
+        plan_file = self.work / "plan.json"
+        plan_file.write_text(json.dumps(plan))
+        mac = self.mac(self.ns_rcv, self.dev_rcv)
+        argv = [sys.executable, "-m", "tests.helpers_receiver", "send", str(plan_file), self.dev_snd, mac]
+        sender = self._spawn(self.ns_snd, argv, "sender.log")
+        if sender.wait(timeout=timeout) != 0:
+            raise RuntimeError("the sender failed: " + (self.work / "sender.log").read_text())
+        results = {}
+        deadline = time.monotonic() + timeout
+        for case in plan:
+            done = self.out / f"{case['port']}.end"
+            while not done.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not done.exists():
+                raise RuntimeError(f"the receiver never finished case {case['name']}")
+            results[case["name"]] = (self.out / f"{case['port']}.bin").read_bytes()
+        self._settle()
+        return results
+
+    def _settle(self, quiet: float = 0.3, limit: float = 5.0) -> None:
+        """Wait until tcpdump's file stops growing (it writes each packet as it comes)."""
+        deadline = time.monotonic() + limit
+        size, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            current = self.pcap.stat().st_size if self.pcap.exists() else 0
+            if current != size:
+                size, since = current, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        for proc in reversed(self._procs):
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGINT)  # tcpdump flushes and exits
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=5)
+        self._procs.clear()
+        self._delete()
+
+    def _delete(self) -> None:
+        existing = _run(["ip", "netns", "list"], check=False).stdout.decode().split()
+        for ns in (self.ns_rcv, self.ns_snd):
+            if ns in existing:
+                for pid in _run(["ip", "netns", "pids", ns], check=False).stdout.decode().split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+                _run(["ip", "netns", "delete", ns], check=False)
+
+
+# ---- the receiver's application (runs in the receiver namespace) -------------------------------------------------
+
+
+def serve(out: Path) -> None:
+    """Accept connections on PORT; per connection write what recv() returned and how the connection ended."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((SERVER_IP, PORT))
+    listener.listen(64)
+    (out / "ready").touch()
+    signal.signal(signal.SIGINT, lambda *_: os._exit(0))
+    while True:
+        conn, (_addr, port) = listener.accept()
+        threading.Thread(target=_record, args=(conn, out / str(port)), daemon=True).start()
+
+
+def _record(conn: socket.socket, base: Path) -> None:
+    data = bytearray()
+    end = "eof"
+    try:
+        while chunk := conn.recv(65536):
+            data += chunk
+    except OSError as exc:
+        end = exc.strerror or str(exc)
+    finally:
+        conn.close()
+    base.with_suffix(".bin").write_bytes(bytes(data))
+    base.with_suffix(".end").write_text(end)
+
+
+# ---- the crafted client (runs in the sender namespace) --------------------------------------------------------------
+
+
+class _Link:
+    """A packet socket on the sender's veth: sends frames, and keeps what the receiver said, per client port."""
+
+    def __init__(self, dev: str, server_mac: str) -> None:
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+        self.sock.bind((dev, 0))
+        self.sock.settimeout(0.2)
+        self.mac = self.sock.getsockname()[4]
+        self.server_mac = bytes.fromhex(server_mac.replace(":", ""))
+        self.synack: dict[int, tuple[int, int, int]] = {}  # port -> (server ISN, window, wscale)
+        self.edge: dict[int, int] = {}  # port -> right edge of the receiver's window (ack + scaled window)
+        self.lock = threading.Lock()
+        self.stop = False
+        self.thread = threading.Thread(target=self._listen, daemon=True)
+        self.thread.start()
+
+    def _listen(self) -> None:
+        while not self.stop:
+            try:
+                frame = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            ip = frame[14:]
+            if len(ip) < 40 or ip[9] != 6 or socket.inet_ntoa(ip[12:16]) != SERVER_IP:
+                continue
+            tcp = ip[(ip[0] & 15) * 4 :]
+            _sport, dport, seq, ack, offset, flags, window = struct.unpack_from("!HHIIBBH", tcp)
+            with self.lock:
+                if flags & 0x12 == 0x12:
+                    self.synack[dport] = (seq, window, _wscale(tcp[20 : (offset >> 4) * 4]))
+                elif flags & 0x10 and dport in self.synack:
+                    self.edge[dport] = ack + (window << self.synack[dport][2])
+
+    def send(
+        self, port: int, seq: int, ack: int, flags: str, payload: bytes = b"", options: list | None = None,
+    ) -> None:
+        from scapy.layers.inet import IP, TCP  # imported in the sender's process only
+
+        segment = TCP(
+            sport=port, dport=PORT, seq=seq & 0xFFFFFFFF, ack=ack & 0xFFFFFFFF, flags=flags, window=64240,
+            options=options or [],
+        )  # fmt: skip
+        packet = IP(src=CLIENT_IP, dst=SERVER_IP, ttl=64) / segment / payload
+        self.sock.send(self.server_mac + self.mac + b"\x08\x00" + bytes(packet))
+
+
+def _wscale(options: bytes) -> int:
+    pos = 0
+    while pos < len(options):
+        kind = options[pos]
+        if kind == 0:
+            break
+        if kind == 1:
+            pos += 1
+            continue
+        if pos + 1 >= len(options):
+            break
+        if kind == 3 and options[pos + 1] == 3:
+            return options[pos + 2]
+        pos += max(2, options[pos + 1])
+    return 0
+
+
+def send(plan_file: Path, dev: str, server_mac: str) -> None:
+    link = _Link(dev, server_mac)
+    for case in json.loads(plan_file.read_text()):
+        _play(link, case["port"], case["steps"])
+    time.sleep(0.2)
+    link.stop = True
+
+
+def _play(link: _Link, port: int, steps: list[list]) -> None:
+    isn = 1_000_000 + port * 7919
+    syn_options = [("MSS", 1460), ("SAckOK", b""), ("WScale", 7), ("NOP", None)]
+    link.send(port, isn, 0, "S", options=syn_options)
+    deadline = time.monotonic() + 5
+    while port not in link.synack:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no SYN-ACK for port {port}")
+        time.sleep(0.005)
+    server_isn = link.synack[port][0]
+    base, ack = isn + 1, server_isn + 1
+    link.send(port, base, ack, "A")
+    time.sleep(STEP_PAUSE)
+    for step in steps:
+        kind = step[0]
+        if kind == "data":
+            link.send(port, base + step[1], ack, "PA", bytes.fromhex(step[2]))
+        elif kind == "beyond":
+            with link.lock:
+                edge = link.edge[port]
+            link.send(port, edge + step[1], ack, "PA", bytes.fromhex(step[2]))
+        elif kind == "rst":
+            link.send(port, base + step[1], ack, "RA")
+        elif kind == "fin":
+            link.send(port, base + step[1], ack, "FA")
+        time.sleep(STEP_PAUSE)
+
+
+def main(argv: list[str]) -> None:
+    if argv[0] == "serve":
+        serve(Path(argv[1]))
+    elif argv[0] == "send":
+        send(Path(argv[1]), argv[2], argv[3])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
