@@ -10,7 +10,7 @@ Which reader handles a file (decided per file):
   BPF filter, so Python only sees the wanted ports. libpcap does not say how many records its
   filter skipped; with ``exact_frames`` (default) a header walk over the memory-mapped file
   recovers the exact frame number of every packet it passes (see
-  :class:`~passive.capture.pcapfile.FrameLocator`). With ``exact_frames=False`` frames are
+  :class:`~passive.capture.frames.FrameLocator`). With ``exact_frames=False`` frames are
   numbered among the packets the filter passed, which is faster but does not match tshark's
   numbering.
 * gzip-compressed files and pcapng -> the built-in pure-Python reader

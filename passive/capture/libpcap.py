@@ -14,9 +14,10 @@ from typing import Protocol
 
 from passive.capture.bpf import build_bpf_filter
 from passive.capture.counters import CaptureCounters
+from passive.capture.frames import FrameLocator
 from passive.capture.linklayer import SUPPORTED_LINKTYPES
 from passive.capture.options import CaptureOptions
-from passive.capture.pcapfile import MAX_RECORD, FrameLocator
+from passive.capture.pcapfile import MAX_RECORD
 from passive.core.errors import CaptureError, one_line
 
 
