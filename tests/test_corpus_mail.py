@@ -61,7 +61,6 @@ TSHARK_MAIL = _tshark_mail_protocols()
 TUNNELLED = {
     "zeek/connect-with-smtp.pcap": "SMTP inside an HTTP CONNECT tunnel",
     "arkime/socks5-smtp-503.pcap": "SMTP inside a SOCKS5 tunnel",
-    "zeek/erspan.pcap": "HTTP NTLM inside ERSPAN (GRE): tunnels are not decoded",
 }
 
 

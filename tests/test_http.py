@@ -283,7 +283,7 @@ def test_upgrade_stops_reading() -> None:
 
 # -- the shared corpus against tshark ---------------------------------------------------------------------------------
 
-HTTP_NTLM_CAPTURES = ["arkime/ntlm_synthetic.pcap", "ndpi/webdav.pcap"]
+HTTP_NTLM_CAPTURES = ["arkime/ntlm_synthetic.pcap", "ndpi/webdav.pcap", "zeek/erspan.pcap"]
 # Fields of tshark's NTLMSSP table and the names of the decoded CHALLENGE / AUTHENTICATE they correspond to.
 TSHARK_CHALLENGE = {
     "ntlmssp.challenge.target_name": "target_name",
@@ -343,15 +343,6 @@ def test_corpus_http_ntlm_agrees_with_tshark(capture: str) -> None:
     servers = {r["server"] for r in records if r["type"] == "ntlm-info"}
     assert len(servers) == len({row["ip.src"] + row["tcp.srcport"] for row in expected.values()
                                 if row["ntlmssp.messagetype"] == "0x00000002"})  # fmt: skip
-
-
-def test_erspan_capture_is_not_decoded_yet() -> None:
-    """zeek/erspan.pcap carries its HTTP NTLM inside ERSPAN (GRE): tunnels are not decoded by the capture layer
-    yet, so nothing is found; the day they are, this test says so and the capture joins the list above."""
-    path = require_corpus("pcaps", "zeek/erspan.pcap")
-    analysis = Analysis()
-    analyze_file(path, analysis.handler_factory, analysis.options.capture_options())
-    assert not analysis.stats.sessions.get("http")
 
 
 def test_corpus_basic_credentials() -> None:

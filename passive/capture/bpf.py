@@ -15,6 +15,14 @@ from passive.capture.linklayer import LINKTYPE_ETHERNET
 # IPv6 extension headers hide TCP from `tcp`/`port`; protochain finds it, Python checks ports.
 # Fragment headers get their own clause: libpcap's optimiser mishandles them combined with the other.
 _IPV6_CHAINED = "(ip6 protochain 6 and not ip6 proto 6) or (ip6 protochain 44)"
+# Encapsulations the decoder peels (passive.capture.tunnels): BPF cannot see the ports inside, so all of them pass
+# and Python checks the inner ports. MPLS and PPPoE sessions are matched by ethertype: the `mpls` and `pppoes`
+# keywords would shift the offsets of what follows them.
+_TUNNELS = (
+    "(ip proto 47) or (ip proto 4) or (ip proto 41) or (ip6 proto 47) or (ip6 proto 4) or (ip6 proto 41)"
+    " or (udp dst port 4789) or (udp dst port 6081)"
+)
+_ETHER_TUNNELS = "(ether proto 0x8847) or (ether proto 0x8848) or (ether proto 0x8864)"
 # Without protochain: hop-by-hop, routing, fragment, destination options, AH as the first next header.
 _IPV6_CHAINED_LOOP_FREE = "(ip6 and (ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 60 or ip6[6] == 51))"
 
@@ -42,11 +50,12 @@ def build_bpf_filter(
         port_list = " or ".join(f"port {p}" for p in port_set)
         tcp = f"tcp and ({port_list})"
     chained = _IPV6_CHAINED if protochain else _IPV6_CHAINED_LOOP_FREE
-    base = f"({tcp}) or {chained}"
+    base = f"({tcp}) or {chained} or {_TUNNELS}"
     expr = base
     if linktype == LINKTYPE_ETHERNET:
         # `vlan` shifts offsets for the rest of the expression, hence the nesting for QinQ.
-        tagged = base if ipv6_ext_in_vlan else f"({tcp})"
+        base = f"{base} or {_ETHER_TUNNELS}"
+        tagged = base if ipv6_ext_in_vlan else f"({tcp}) or {_TUNNELS} or {_ETHER_TUNNELS}"
         expr = f"({base}) or (vlan and (({tagged}) or (vlan and ({tagged}))))"
     if user_filter and user_filter.strip():
         expr = f"({user_filter}) and ({expr})"

@@ -53,6 +53,9 @@ class CaptureCounters:
     buffer_cap_hits: int = 0  # out-of-order buffer full: hole declared a gap
     anomalies: int = 0  # capture file damage, frame numbering lost, other oddities
     oversized_records: int = 0  # records over the record cap (MAX_RECORD): a pcap stops there, pcapng packets are cut
+    # Segments found inside each encapsulation (gre, erspan, vxlan, geneve, mpls, pppoe, ip-in-ip); a segment
+    # inside two (VXLAN in GRE) counts for both.
+    tunnelled: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     def warn(self, message: str, *, anomaly: bool = True) -> None:

@@ -37,7 +37,9 @@ from passive.capture.linklayer import (
     FRAGMENT_V6,
     INFO_EXT_HEADERS,
     INFO_FIRST_FRAGMENT,
+    INFO_TUNNELS,
     MALFORMED,
+    TUNNEL_BITS,
     UNSUPPORTED_LINK,
     decode_tcp,
 )
@@ -81,6 +83,8 @@ class Engine:
             self._status(result, linktype)  # type: ignore[arg-type]
             return
         segment = result  # type: ignore[assignment]
+        if segment[9] & INFO_TUNNELS:
+            self._count_tunnels(segment[9])
         if not self.all_ports and segment[2] not in self.ports and segment[3] not in self.ports:
             counters.ignored += 1
             return
@@ -90,6 +94,12 @@ class Engine:
             counters.ip_fragments += 1
             return
         self.reassembler.process(segment, frame, ts)  # type: ignore[arg-type]
+
+    def _count_tunnels(self, info: int) -> None:
+        tunnelled = self.counters.tunnelled
+        for name, bit in TUNNEL_BITS.items():
+            if info & bit:
+                tunnelled[name] = tunnelled.get(name, 0) + 1
 
     def would_match(self, data: bytes, linktype: int) -> bool:
         """Python equivalent of the BPF port filter, for readers without libpcap filtering."""

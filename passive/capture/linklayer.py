@@ -24,6 +24,8 @@ from __future__ import annotations
 import socket
 import struct
 
+from passive.capture import tunnels
+
 # Link types (pcap LINKTYPE_* values; libpcap reports DLT_RAW as 12 on Linux).
 LINKTYPE_NULL = 0
 LINKTYPE_ETHERNET = 1
@@ -74,6 +76,25 @@ INFO_IPV6 = 1
 INFO_EXT_HEADERS = 2  # IPv6 with extension headers before TCP (BPF needs `protochain` for these)
 INFO_FIRST_FRAGMENT = 4  # IPv4 first fragment (MF set, offset 0): TCP header present, payload partial
 
+# Bits of Segment.info naming the encapsulations the segment was found in (passive.capture.tunnels).
+INFO_GRE = 8
+INFO_ERSPAN = 16
+INFO_VXLAN = 32
+INFO_GENEVE = 64
+INFO_MPLS = 128
+INFO_PPPOE = 256
+INFO_IPIP = 512
+TUNNEL_BITS: dict[str, int] = {
+    tunnels.GRE: INFO_GRE,
+    tunnels.ERSPAN: INFO_ERSPAN,
+    tunnels.VXLAN: INFO_VXLAN,
+    tunnels.GENEVE: INFO_GENEVE,
+    tunnels.MPLS: INFO_MPLS,
+    tunnels.PPPOE: INFO_PPPOE,
+    tunnels.IPIP: INFO_IPIP,
+}
+INFO_TUNNELS = sum(TUNNEL_BITS.values())
+
 # TCP flags
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
@@ -96,6 +117,9 @@ _TCP = struct.Struct("!HHIIBBH").unpack_from
 _IPV6_EXT = frozenset({0, 43, 60, 135, 139, 140, 253, 254})  # generic (len+1)*8 extension headers
 _IP_PROTO_FRAGMENT = 44
 _IP_PROTO_AH = 51
+_TUNNEL_PROTOCOLS = frozenset(
+    {tunnels.IP_PROTO_GRE, tunnels.IP_PROTO_UDP, tunnels.IP_PROTO_IPIP, tunnels.IP_PROTO_IPV6}
+)
 
 
 _ETH_IPV4 = struct.Struct("!12xHBxHxxHxB2x4s4s").unpack_from  # ethertype, ver/ihl, total, frag, proto, src, dst
@@ -119,20 +143,10 @@ def decode_tcp(linktype: int, data: bytes) -> Segment | int:
 
 def _decode_any(linktype: int, data: bytes, n: int) -> Segment | int:
     if linktype == LINKTYPE_ETHERNET:
-        if n < 14:
-            return MALFORMED
-        ethertype = data[12] << 8 | data[13]
-        offset = 14
-        if ethertype in VLAN_TPIDS:
-            tags = 0
-            while ethertype in VLAN_TPIDS:
-                tags += 1
-                if offset + 4 > n:
-                    return MALFORMED
-                ethertype = data[offset + 2] << 8 | data[offset + 3]
-                offset += 4
-            if tags > MAX_VLAN_TAGS:
-                return TOO_MANY_TAGS
+        link = _ethernet(data, 0, n)
+        if link.__class__ is int:
+            return link  # type: ignore[return-value]
+        ethertype, offset = link  # type: ignore[misc]
     elif linktype == LINKTYPE_LINUX_SLL:
         if n < 16:
             return MALFORMED
@@ -163,15 +177,76 @@ def _decode_any(linktype: int, data: bytes, n: int) -> Segment | int:
         offset = 4
     else:
         return UNSUPPORTED_LINK
+    return _network(ethertype, data, offset, n, 0, 0)
 
+
+def _ethernet(data: bytes, offset: int, n: int) -> tuple[int, int] | int:
+    """An Ethernet header (and up to :data:`MAX_VLAN_TAGS` tags) at ``offset``: the ethertype and where it ends."""
+    if offset + 14 > n:
+        return MALFORMED
+    ethertype = data[offset + 12] << 8 | data[offset + 13]
+    offset += 14
+    tags = 0
+    while ethertype in VLAN_TPIDS:
+        tags += 1
+        if offset + 4 > n:
+            return MALFORMED
+        ethertype = data[offset + 2] << 8 | data[offset + 3]
+        offset += 4
+    return TOO_MANY_TAGS if tags > MAX_VLAN_TAGS else (ethertype, offset)
+
+
+def _network(ethertype: int, data: bytes, offset: int, n: int, outer: int, depth: int) -> Segment | int:
+    """The packet after a link header; ``outer`` holds the INFO bits of the tunnels around it."""
     if ethertype == ETHERTYPE_IPV4:
-        return _decode_ipv4(data, offset, n)
+        return _decode_ipv4(data, offset, n, outer, depth)
     if ethertype == ETHERTYPE_IPV6:
-        return _decode_ipv6(data, offset, n)
+        return _decode_ipv6(data, offset, n, outer, depth)
+    if depth < tunnels.MAX_DEPTH:
+        if ethertype in tunnels.ETHERTYPE_MPLS:
+            return _inner(tunnels.mpls(data, offset, n), data, n, outer | INFO_MPLS, depth + 1)
+        if ethertype == tunnels.ETHERTYPE_PPPOE_SESSION:
+            return _inner(tunnels.pppoe(data, offset, n), data, n, outer | INFO_PPPOE, depth + 1)
     return NOT_IP
 
 
-def _decode_ipv4(data: bytes, offset: int, n: int) -> Segment | int:
+def _inner(inner: tuple[int, int] | None, data: bytes, n: int, outer: int, depth: int) -> Segment | int:
+    """What an encapsulation holds, decoded like the outer packet."""
+    if inner is None:
+        return NOT_TCP
+    kind, offset = inner
+    if kind == tunnels.INNER_ETHERNET:
+        link = _ethernet(data, offset, n)
+        if link.__class__ is int:
+            return link  # type: ignore[return-value]
+        ethertype, offset = link  # type: ignore[misc]
+        return _network(ethertype, data, offset, n, outer, depth)
+    if kind == tunnels.INNER_IPV4:
+        return _decode_ipv4(data, offset, n, outer, depth)
+    if kind == tunnels.INNER_IPV6:
+        return _decode_ipv6(data, offset, n, outer, depth)
+    return _network(0x8847, data, offset, n, outer, depth)  # INNER_MPLS
+
+
+def _tunnel(proto: int, data: bytes, pos: int, end: int, n: int, outer: int, depth: int) -> Segment | int:
+    """An IP payload that is not TCP: a tunnel's packet inside (bounded by the outer packet), or NOT_TCP."""
+    if depth >= tunnels.MAX_DEPTH:
+        return NOT_TCP
+    limit = min(end, n)
+    if proto == tunnels.IP_PROTO_GRE or proto == tunnels.IP_PROTO_UDP:
+        found = (tunnels.gre if proto == tunnels.IP_PROTO_GRE else tunnels.udp)(data, pos, limit)
+        if found is None:
+            return NOT_TCP
+        inner, kind = found
+        return _inner(inner, data, limit, outer | TUNNEL_BITS[kind], depth + 1)
+    if proto == tunnels.IP_PROTO_IPIP:
+        return _decode_ipv4(data, pos, limit, outer | INFO_IPIP, depth + 1)
+    if proto == tunnels.IP_PROTO_IPV6:
+        return _decode_ipv6(data, pos, limit, outer | INFO_IPIP, depth + 1)
+    return NOT_TCP
+
+
+def _decode_ipv4(data: bytes, offset: int, n: int, outer: int = 0, depth: int = 0) -> Segment | int:
     if offset + 20 > n:
         return MALFORMED
     first = data[offset]
@@ -183,21 +258,24 @@ def _decode_ipv4(data: bytes, offset: int, n: int) -> Segment | int:
         total = n - offset  # sender-side capture with TCP segmentation offload: the NIC fills the length in
     if total < ihl:
         return MALFORMED
-    if data[offset + 9] != 6:
-        return NOT_TCP
     frag = _U16(data, offset + 6)[0]
-    info = 0
+    proto = data[offset + 9]
+    if proto != 6:
+        if frag & 0x3FFF:
+            return NOT_TCP if proto not in _TUNNEL_PROTOCOLS else FRAGMENT_V4
+        return _tunnel(proto, data, offset + ihl, offset + total, n, outer, depth)
+    info = outer
     if frag & 0x3FFF:  # MF flag or a fragment offset
         if frag & 0x1FFF:
             return FRAGMENT_V4
-        info = INFO_FIRST_FRAGMENT
+        info |= INFO_FIRST_FRAGMENT
     end = offset + total
     return _decode_tcp(
         data, data[offset + 12 : offset + 16], data[offset + 16 : offset + 20], offset + ihl, end, n, info
     )
 
 
-def _decode_ipv6(data: bytes, offset: int, n: int) -> Segment | int:
+def _decode_ipv6(data: bytes, offset: int, n: int, outer: int = 0, depth: int = 0) -> Segment | int:
     if offset + 40 > n:
         return MALFORMED
     if data[offset] >> 4 != 6:
@@ -208,7 +286,7 @@ def _decode_ipv6(data: bytes, offset: int, n: int) -> Segment | int:
     dst = data[offset + 24 : offset + 40]
     end = offset + 40 + payload_len
     pos = offset + 40
-    info = INFO_IPV6
+    info = INFO_IPV6 | outer
     fragment = False
     # Bounded walk: each header is at least 8 bytes, so a 64 KiB payload can hold only so many.
     for _ in range(64):
@@ -227,6 +305,8 @@ def _decode_ipv6(data: bytes, offset: int, n: int) -> Segment | int:
             if pos + 8 > n:
                 return MALFORMED
             next_header, size = data[pos], (data[pos + 1] + 2) * 4
+        elif next_header in _TUNNEL_PROTOCOLS and not fragment and payload_len:
+            return _tunnel(next_header, data, pos, end, n, outer, depth)
         else:
             return NOT_TCP
         pos += size
