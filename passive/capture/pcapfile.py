@@ -15,8 +15,10 @@ Frames are numbered from 1 in file order, as tshark does.
 
 from __future__ import annotations
 
+import bz2
 import contextlib
 import gzip
+import lzma
 import os
 import stat
 import struct
@@ -30,6 +32,13 @@ PCAP_MAGIC_NSEC = 0xA1B23C4D
 PCAPNG_SHB = 0x0A0D0D0A
 PCAPNG_BOM = 0x1A2B3C4D
 GZIP_MAGIC = b"\x1f\x8b"
+# Compressed captures, told apart by their magic numbers.
+COMPRESSION_MAGICS = (
+    (GZIP_MAGIC, "gzip"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"BZh", "bz2"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+)
 
 MAX_RECORD = 262144
 """Largest captured packet read (libpcap's largest snapshot length for every link type leakscope decodes). A
@@ -54,7 +63,7 @@ class CaptureFormatError(Exception):
 
 class FileKind(NamedTuple):
     format: str  # "pcap" or "pcapng"
-    gzip: bool
+    compression: str | None  # "gzip", "xz", "bz2", "zstd", or None
     # Set for what is not a regular file (a pipe such as ``<(zcat x.pcap.gz)``, a FIFO, a device): it can be read
     # once only, so the stream sniffing opened is kept, the bytes it read to be read again first.
     stream: _Replay | None = None
@@ -95,8 +104,26 @@ class _Replay:
         self.fh.close()
 
 
+def _compression(head: bytes) -> str | None:
+    return next((name for magic, name in COMPRESSION_MAGICS if head.startswith(magic)), None)
+
+
+def decompressor(compression: str, source: BinaryIO | _Replay) -> BinaryIO:
+    """A reading stream of what ``source`` holds compressed (xz and bz2 from the standard library, zstd from the
+    ``zstandard`` package)."""
+    if compression == "gzip":
+        return gzip.GzipFile(fileobj=source, mode="rb")  # type: ignore[arg-type]
+    if compression == "xz":
+        return lzma.LZMAFile(source, "rb")  # type: ignore[arg-type]
+    if compression == "bz2":
+        return bz2.BZ2File(source, "rb")  # type: ignore[arg-type]
+    import zstandard  # a runtime dependency; imported here so the other formats never pay for it
+
+    return zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True)  # type: ignore[return-value]
+
+
 def sniff_kind(path: Path) -> FileKind:
-    """Tell pcap/pcapng and gzip apart by magic numbers (raises OSError or CaptureFormatError).
+    """Tell pcap/pcapng and their compressions apart by magic numbers (raises OSError or CaptureFormatError).
 
     A regular file is closed again (its reader opens it anew); anything else is kept open in ``stream``, rewound.
     """
@@ -104,18 +131,18 @@ def sniff_kind(path: Path) -> FileKind:
     try:
         regular = stat.S_ISREG(os.fstat(fh.fileno()).st_mode)
         source: BinaryIO | _Replay = fh if regular else _Replay(fh)
-        head = source.read(4)
-        compressed = head[:2] == GZIP_MAGIC
-        if compressed:
+        head = source.read(6)
+        compression = _compression(head)
+        if compression is not None:
             if isinstance(source, _Replay):
                 source.rewind(recording=True)
             else:
                 fh.seek(0)
             try:
-                head = gzip.GzipFile(fileobj=source, mode="rb").read(4)  # type: ignore[arg-type]
-            except (OSError, EOFError, zlib.error) as exc:
-                raise CaptureFormatError(f"damaged gzip stream: {exc}") from exc
-        kind = _kind_of(head, compressed)
+                head = decompressor(compression, source).read(4)
+            except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as exc:
+                raise CaptureFormatError(f"damaged {compression} stream: {exc}") from exc
+        kind = _kind_of(head[:4], compression)
     except BaseException:
         fh.close()
         raise
@@ -126,7 +153,7 @@ def sniff_kind(path: Path) -> FileKind:
     return kind
 
 
-def _kind_of(head: bytes, compressed: bool) -> FileKind:
+def _kind_of(head: bytes, compressed: str | None) -> FileKind:
     if len(head) < 4:
         raise CaptureFormatError("file too short to be a capture")
     if struct.unpack("<I", head)[0] == PCAPNG_SHB:
@@ -137,16 +164,19 @@ def _kind_of(head: bytes, compressed: bool) -> FileKind:
     raise CaptureFormatError(f"not a pcap or pcapng file (magic {head.hex()})")
 
 
-class _GzipOver(gzip.GzipFile):
-    """A gzip stream over a :class:`_Replay`, closing it too."""
+class _Decompressed:
+    """A decompressing stream over a :class:`_Replay`; closing it closes both."""
 
-    def __init__(self, source: _Replay) -> None:
-        super().__init__(fileobj=source, mode="rb")  # type: ignore[arg-type]
+    def __init__(self, compression: str, source: _Replay) -> None:
+        self._stream = decompressor(compression, source)
         self._source = source
+
+    def read(self, size: int = -1) -> bytes:
+        return self._stream.read(size)
 
     def close(self) -> None:
         try:
-            super().close()
+            self._stream.close()
         finally:
             self._source.close()
 
@@ -181,7 +211,7 @@ class _Stream:
         while not self.eof and len(self.buf) - self.pos < n:
             try:
                 more = self.fh.read(max(_READ_SIZE, n))
-            except (OSError, EOFError, zlib.error):  # damaged gzip member
+            except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError):  # damaged compressed stream
                 more = b""
             if not more:
                 self.eof = True
@@ -214,13 +244,15 @@ class PacketReader:
                 yield from self._pcapng(stream)
 
     def _open(self) -> BinaryIO:
-        source = self.kind.stream
+        source, compression = self.kind.stream, self.kind.compression
         if source is None:
-            opener = gzip.open if self.kind.gzip else open
-            return opener(self.path, "rb")  # type: ignore[operator,no-any-return]
-        if self.kind.gzip:
-            # Closing a GzipFile leaves the stream under it open: close both.
-            return contextlib.closing(_GzipOver(source))  # type: ignore[return-value]
+            fh = open(self.path, "rb")  # noqa: SIM115 - returned to a with statement
+            if compression is None:
+                return fh
+            return contextlib.closing(_Decompressed(compression, fh))  # type: ignore[arg-type,return-value]
+        if compression is not None:
+            # Closing a decompressor leaves the stream under it open: close both.
+            return contextlib.closing(_Decompressed(compression, source))  # type: ignore[return-value]
         return contextlib.closing(source)  # type: ignore[return-value]
 
     def _fail(self, message: str) -> None:

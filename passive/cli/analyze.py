@@ -29,10 +29,12 @@ from passive.results.redaction import Redactor
 from passive.results.store import CaptureDigest, FindingStore, StoreError, capture_digest, save_run
 
 DEFAULTS = AnalysisOptions()
+# Where ``-`` is read from: the standard input as a file the capture readers stream (never seek in).
+STDIN = "/dev/stdin"
 
 
 @click.command()
-@click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
+@click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True, path_type=str))
 @format_option()
 @output_option
 @click.option("--all-ports", is_flag=True, help="Look at every TCP flow and recognise mail servers by greeting.")
@@ -63,7 +65,9 @@ def analyze(
     keep_events: bool,
     db: str | None,
 ) -> None:
-    """Analyze capture files (pcap, pcapng, gzip-compressed) for what their mail traffic leaks."""
+    """Analyze capture files (pcap, pcapng; plain or gzip, xz, bz2, zstd compressed; - for standard input, e.g.
+    tcpdump -w - | leakscope analyze -) for what their mail traffic leaks."""
+    captures = tuple(STDIN if path == "-" else path for path in captures)
     options = AnalysisOptions(
         all_ports=all_ports, bpf=bpf, local_domains=domains(local_domains),
         trusted_networks=trusted_networks, keep_events=keep_events, reassembly_policy=reassembly_policy,
