@@ -10,8 +10,11 @@ from rich.console import Console
 
 from passive.analysis.domains import IpNetwork
 from passive.analysis.pipeline import AnalysisOptions, Results, analyze_captures
+from passive.capture.bpf import check_user_filter
 from passive.cli.common import (
+    all_outputs_option,
     domains,
+    emit_all,
     emit_records,
     format_option,
     local_domain_option,
@@ -22,6 +25,7 @@ from passive.cli.common import (
     write_text,
 )
 from passive.cli.errors import EXIT_INPUT
+from passive.cli.gate import apply_gate, build_gate, gate_options, gate_status
 from passive.cli.progress import packet_progress
 from passive.core.text import printable
 from passive.results.records import event_record, finding_record, summary_record
@@ -37,6 +41,7 @@ STDIN = "/dev/stdin"
 @click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True, path_type=str))
 @format_option()
 @output_option
+@all_outputs_option
 @click.option("--all-ports", is_flag=True, help="Look at every TCP flow and recognise mail servers by greeting.")
 @click.option("--filter", "bpf", metavar="BPF", help="A BPF expression ANDed with the mail filter.")
 @reassembly_option(DEFAULTS.reassembly_policy)
@@ -46,15 +51,17 @@ STDIN = "/dev/stdin"
 @click.option(
     "--hashes",
     "hashes_file",
-    type=click.Path(dir_okay=False, writable=True),
-    help="Write NetNTLMv1/v2 responses as hashcat lines (modes 5500, 5600) to FILE.",
+    type=click.Path(dir_okay=False, writable=True, allow_dash=True),
+    help="Write NetNTLMv1/v2 responses as hashcat lines (modes 5500, 5600) to FILE (- for standard output).",
 )
 @click.option("--events", "keep_events", is_flag=True, help="Include per-session events (json format).")
 @click.option("--db", metavar="PATH", help="Also merge the findings into this SQLite store (see leakscope findings).")
+@gate_options
 def analyze(
     captures: tuple[str, ...],
     output_format: str,
     output: str | None,
+    output_all: str | None,
     all_ports: bool,
     bpf: str | None,
     reassembly_policy: str,
@@ -64,6 +71,9 @@ def analyze(
     hashes_file: str | None,
     keep_events: bool,
     db: str | None,
+    fail_on: str | None,
+    baseline_path: str | None,
+    suppress_path: str | None,
 ) -> None:
     """Analyze capture files (pcap, pcapng; plain or gzip, xz, bz2, zstd compressed; - for standard input, e.g.
     tcpdump -w - | leakscope analyze -) for what their mail traffic leaks."""
@@ -72,6 +82,8 @@ def analyze(
         all_ports=all_ports, bpf=bpf, local_domains=domains(local_domains),
         trusted_networks=trusted_networks, keep_events=keep_events, reassembly_policy=reassembly_policy,
     )
+    check_user_filter(bpf)
+    gate = build_gate(baseline_path, suppress_path)
     err = Console(stderr=True, highlight=False)
     plan = _store_plan(db, captures) if db else {}
     results = _analyze(captures, options, err)
@@ -81,14 +93,20 @@ def analyze(
     findings = list(results.findings)
     records = [finding_record(f, redactor=redactor) for f in findings]
     summary = summary_record(results.counts(), findings)
+    apply_gate(gate, records, summary)
     if hashes_file:
         write_text(hashes_file, "".join(line + "\n" for line in results.stats.hashes))
     sessions = [_session(s, redactor) for s in results.analysis.sessions] if keep_events else None
     emit_records(output_format, output, records, summary, sessions=sessions)
+    if output_all:
+        emit_all(output_all, records, summary, redact=not show_secrets)
     if db:
         _save_to_store(db, plan, captures, results, options, err)
     if results.failed:
         raise SystemExit(EXIT_INPUT)
+    status = gate_status(gate, records, fail_on)
+    if status is not None:
+        raise SystemExit(status)
 
 
 def _session(session: Any, redactor: Redactor) -> dict[str, Any]:

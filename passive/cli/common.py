@@ -16,9 +16,13 @@ from passive.capture.policy import POLICIES
 from passive.cli.tables import render_tables
 from passive.core.errors import OutputError
 from passive.core.files import encoded, write_atomically
+from passive.results.ecs import ecs_record
 from passive.results.jsonio import write_json, write_jsonl
+from passive.results.report import build_report, render_html
 
-FORMATS = ("table", "json", "jsonl")
+FORMATS = ("table", "json", "jsonl", "ecs")
+# The file name meaning standard output, for every option that names an output file.
+STDOUT = "-"
 
 
 def format_option(choices: tuple[str, ...] = FORMATS) -> Callable[[Any], Any]:
@@ -28,12 +32,16 @@ def format_option(choices: tuple[str, ...] = FORMATS) -> Callable[[Any], Any]:
         type=click.Choice(choices),
         default="table",
         show_default=True,
-        help="Tables for people, JSON or JSON lines for machines (docs/schema.md).",
+        help="Tables for people; JSON or JSON lines for machines; ecs: Elastic Common Schema JSON lines for SIEMs "
+        "(docs/schema.md).",
     )
 
 
 output_option = click.option(
-    "-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the report to FILE."
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, allow_dash=True),
+    help="Write the output to FILE (- for standard output).",
 )
 local_domain_option = click.option(
     "--local-domain",
@@ -85,12 +93,14 @@ def domains(values: tuple[str, ...]) -> frozenset[str]:
 def write_text(output: str | None, text: str) -> None:
     """To FILE (replaced whole, mode 0600: see :mod:`passive.core.files`), or to standard output when none is
     given; a failure (a full disk, a closed pipe) is a one-line :class:`OutputError`, never a traceback."""
-    if output:
+    if output and output != STDOUT:
         write_atomically(output, text)
         return
     try:
         sys.stdout.buffer.write(encoded(text))
         sys.stdout.flush()
+    except BrokenPipeError:
+        silence_stdout()  # the reader went away (| head): nothing more to say to it, and no error to report
     except OSError as error:
         raise stdout_failed(error) from None
 
@@ -113,7 +123,7 @@ def stdout_failed(error: OSError) -> OutputError:
 
 def render(output: str | None, draw: Callable[[Console], None]) -> None:
     """Draw rich output to the terminal, or as plain text (no colour, wide) into FILE."""
-    if output:
+    if output and output != STDOUT:
         buffer = io.StringIO()
         draw(Console(file=buffer, width=200, highlight=False, color_system=None))
         write_text(output, buffer.getvalue())
@@ -121,6 +131,8 @@ def render(output: str | None, draw: Callable[[Console], None]) -> None:
     try:
         draw(Console(highlight=False))
         sys.stdout.flush()
+    except BrokenPipeError:
+        silence_stdout()
     except OSError as error:
         raise stdout_failed(error) from None
 
@@ -147,6 +159,25 @@ def emit_records(
     buffer = io.StringIO()
     if output_format == "jsonl":
         write_jsonl(buffer, [*records, summary])
+    elif output_format == "ecs":
+        write_jsonl(buffer, [ecs_record(record) for record in [*records, summary]])
     else:
         write_json(buffer, records, summary, sessions)
     write_text(output, buffer.getvalue())
+
+
+all_outputs_option = click.option(
+    "-oA",
+    "output_all",
+    metavar="BASENAME",
+    help="Also write BASENAME.txt (tables), BASENAME.jsonl and BASENAME.html (the report) in one run, as nmap -oA.",
+)
+
+
+def emit_all(basename: str, records: list[dict[str, Any]], summary: dict[str, Any], *, redact: bool) -> None:
+    """The three outputs of ``-oA``: what the table, JSON lines and HTML report of this run would be."""
+    render(f"{basename}.txt", lambda console: render_tables(console, records, summary))
+    buffer = io.StringIO()
+    write_jsonl(buffer, [*records, summary])
+    write_text(f"{basename}.jsonl", buffer.getvalue())
+    write_text(f"{basename}.html", render_html(build_report(records, [summary], redact=redact)))

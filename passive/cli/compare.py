@@ -10,11 +10,13 @@ from rich.table import Table
 from rich.text import Text
 
 from passive.cli.common import format_option, render, write_text
-from passive.cli.errors import EXIT_INPUT
+from passive.cli.errors import EXIT_FAIL_ON, EXIT_INPUT
+from passive.cli.gate import LEVELS, gate_status
 from passive.cli.inputs import load_input, load_records, probe_reports
 from passive.cli.probe import build_options, probe_options, services
 from passive.core.text import printable
 from passive.probe.prober import run_probe
+from passive.results.baseline import Gate
 from passive.results.compare import compare, from_nmap, from_records
 from passive.results.jsonio import dumps_indented
 from passive.results.nessus import read_nessus
@@ -148,6 +150,11 @@ def _check_sources(
 @probe_options
 @format_option(("table", "json"))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the comparison to FILE.")
+@click.option(
+    "--fail-on",
+    type=click.Choice(LEVELS),
+    help=f"Exit with status {EXIT_FAIL_ON} when a finding of the compared sources is at or above this severity.",
+)
 def compare_command(
     passive_inputs: tuple[str, ...],
     active_inputs: tuple[str, ...],
@@ -157,6 +164,7 @@ def compare_command(
     nessus_inputs: tuple[str, ...],
     output_format: str,
     output: str | None,
+    fail_on: str | None,
     **params: Any,
 ) -> None:
     """Compare passive findings with active ones (and nmap's): per server, per field, agree / differ / only one.
@@ -202,3 +210,6 @@ def compare_command(
         click.echo(f"leakscope: error: {printable(target)}: could not be probed", err=True)
     if failed:
         raise SystemExit(EXIT_INPUT)
+    status = gate_status(Gate(), passive + active, fail_on)
+    if status is not None:
+        raise SystemExit(status)

@@ -9,7 +9,7 @@ from collections import Counter
 import click
 
 from passive.cli.common import emit_records, format_option
-from passive.core.errors import StoreError
+from passive.core.errors import StoreError, UsageError
 from passive.core.text import printable
 from passive.findings.model import SCHEMA_VERSION, FindingType
 from passive.results.store import FindingStore, parse_time
@@ -61,4 +61,4 @@ def _since(text: str) -> float:
     try:
         return parse_time(text)
     except StoreError:
-        raise StoreError(f"--since {text!r}: give an ISO 8601 time or an age such as 30m, 12h, 7d") from None
+        raise UsageError(f"--since {text!r}: give an ISO 8601 time or an age such as 30m, 12h, 7d") from None

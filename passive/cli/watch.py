@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from passive.analysis.domains import IpNetwork
+from passive.capture.bpf import check_user_filter
 from passive.capture.live import SNAPLEN
 from passive.cli.common import domains, local_domain_option, reassembly_option, trusted_net_option
 from passive.cli.dashboard import log_appearances, run_with_dashboard
@@ -87,6 +88,7 @@ def watch_command(
         reassembly_policy=reassembly_policy,
     )
     console = Console(highlight=False)
+    check_user_filter(bpf)
     capture = open_capture(options)  # first: a wrong interface or missing privilege leaves no file behind
     with contextlib.closing(capture), _open_store(db) as store, _open_jsonl(jsonl_path) as jsonl:
         monitor = Monitor(options, store, jsonl=jsonl)
