@@ -161,6 +161,35 @@ def test_ecs_output_is_one_document_per_line() -> None:
     assert credential["user"]["name"] and credential["leakscope"]["password"] == "********"
 
 
+def _paths(value: object, prefix: str = "") -> set[str]:
+    if isinstance(value, dict):
+        return {p for key, inner in value.items() for p in _paths(inner, f"{prefix}{key}.")}
+    return {prefix.rstrip(".")}
+
+
+def test_ecs_mapping_in_the_schema_document_is_what_is_written() -> None:
+    """Every ECS field docs/schema.md lists is written for some finding of the shipped captures, and every ECS
+    field written is listed (leakscope's own fields are under ``leakscope``)."""
+    text = (ROOT / "docs" / "schema.md").read_text()
+    section = text[text.index("## Elastic Common Schema") :]
+    section = section[: section.index("\n## ", 3)]
+    documented = {
+        name.strip("` ")
+        for row in re.findall(r"^\| (`[^|]+) \|", section, re.M)
+        for name in row.split(",")
+        if name.strip("` ") != "ECS field"
+    }
+    captures = sorted(str(p) for p in PCAPS.glob("*.pcap"))
+    result = leakscope("analyze", "--format", "ecs", *captures)
+    written: set[str] = set()
+    for line in result.stdout.splitlines():
+        document = json.loads(line)
+        written |= {p for p in _paths({k: v for k, v in document.items() if k != "leakscope"})}
+    written.add("leakscope.*")
+    assert written - documented == set()
+    assert documented - written == set()
+
+
 # -- probe targets like nmap's ------------------------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ from passive.cli.common import (
     reassembly_option,
     show_secrets_option,
     trusted_net_option,
+    verbose_option,
     write_text,
 )
 from passive.cli.errors import EXIT_INPUT
@@ -42,6 +43,7 @@ STDIN = "/dev/stdin"
 @format_option()
 @output_option
 @all_outputs_option
+@verbose_option
 @click.option("--all-ports", is_flag=True, help="Look at every TCP flow and recognise mail servers by greeting.")
 @click.option("--filter", "bpf", metavar="BPF", help="A BPF expression ANDed with the mail filter.")
 @reassembly_option(DEFAULTS.reassembly_policy)
@@ -62,6 +64,7 @@ def analyze(
     output_format: str,
     output: str | None,
     output_all: str | None,
+    verbose: bool,
     all_ports: bool,
     bpf: str | None,
     reassembly_policy: str,
@@ -79,8 +82,12 @@ def analyze(
     tcpdump -w - | leakscope analyze -) for what their mail traffic leaks."""
     captures = tuple(STDIN if path == "-" else path for path in captures)
     options = AnalysisOptions(
-        all_ports=all_ports, bpf=bpf, local_domains=domains(local_domains),
-        trusted_networks=trusted_networks, keep_events=keep_events, reassembly_policy=reassembly_policy,
+        all_ports=all_ports,
+        bpf=bpf,
+        local_domains=domains(local_domains),
+        trusted_networks=trusted_networks,
+        keep_events=keep_events,
+        reassembly_policy=reassembly_policy,
     )
     check_user_filter(bpf)
     gate = build_gate(baseline_path, suppress_path)
@@ -97,9 +104,9 @@ def analyze(
     if hashes_file:
         write_text(hashes_file, "".join(line + "\n" for line in results.stats.hashes))
     sessions = [_session(s, redactor) for s in results.analysis.sessions] if keep_events else None
-    emit_records(output_format, output, records, summary, sessions=sessions)
+    emit_records(output_format, output, records, summary, sessions=sessions, verbose=verbose)
     if output_all:
-        emit_all(output_all, records, summary, redact=not show_secrets)
+        emit_all(output_all, records, summary, redact=not show_secrets, verbose=verbose)
     if db:
         _save_to_store(db, plan, captures, results, options, err)
     if results.failed:

@@ -18,6 +18,7 @@ from passive.cli.common import (
     output_option,
     show_secrets_option,
     trusted_net_option,
+    verbose_option,
 )
 from passive.cli.errors import EXIT_INPUT
 from passive.cli.gate import apply_gate, build_gate, gate_options, gate_status
@@ -149,7 +150,7 @@ def _status_table(console: Console, reports: list[dict[str, Any]]) -> None:
 
 
 def _emit_probe(
-    run: ProbeRun, output_format: str, output: str | None, show_secrets: bool, gate: Gate
+    run: ProbeRun, output_format: str, output: str | None, show_secrets: bool, gate: Gate, verbose: bool = False
 ) -> list[dict[str, Any]]:
     findings = list(run.findings)
     redactor = Redactor(show_secrets, secrets=run.stats.secrets)
@@ -158,7 +159,14 @@ def _emit_probe(
     apply_gate(gate, records, summary)
     if output_format == "table":
         reports = summary.pop("probes")
-        emit_records(output_format, output, records, summary, also_draw=lambda console: _status_table(console, reports))
+        emit_records(
+            output_format,
+            output,
+            records,
+            summary,
+            also_draw=lambda console: _status_table(console, reports),
+            verbose=verbose,
+        )
     else:
         emit_records(output_format, output, records, summary)
     return records
@@ -175,6 +183,7 @@ def _emit_probe(
 @click.option("--relay-to", default=DEFAULTS.relay_to, show_default=True, metavar="DOMAIN", help="Recipient domain.")
 @format_option()
 @output_option
+@verbose_option
 @show_secrets_option
 @local_domain_option
 @trusted_net_option
@@ -187,6 +196,7 @@ def probe_command(
     relay_to: str,
     output_format: str,
     output: str | None,
+    verbose: bool,
     show_secrets: bool,
     local_domains: tuple[str, ...],
     trusted_networks: tuple[IpNetwork, ...],
@@ -216,7 +226,7 @@ def probe_command(
         raise click.UsageError("give targets (host, host:port, CIDR, URL) or -iL FILE")
     gate = build_gate(baseline_path, suppress_path)
     run = run_probe(services(listed, ports), options)
-    records = _emit_probe(run, output_format, output, show_secrets, gate)
+    records = _emit_probe(run, output_format, output, show_secrets, gate, verbose)
     failed = run.failed_targets
     for target in failed:
         click.echo(f"leakscope: error: {printable(target)}: could not be probed", err=True)
