@@ -11,6 +11,7 @@ from rich.console import Console
 from passive.analysis.domains import IpNetwork
 from passive.analysis.pipeline import AnalysisOptions, Results, analyze_captures
 from passive.capture.bpf import check_user_filter
+from passive.capture.paths import expand_inputs
 from passive.cli.common import (
     all_outputs_option,
     domains,
@@ -28,6 +29,7 @@ from passive.cli.common import (
 from passive.cli.errors import EXIT_INPUT
 from passive.cli.gate import apply_gate, build_gate, gate_options, gate_status
 from passive.cli.progress import packet_progress
+from passive.core.errors import InputError
 from passive.core.text import printable
 from passive.results.records import event_record, finding_record, summary_record
 from passive.results.redaction import Redactor
@@ -36,10 +38,12 @@ from passive.results.store import CaptureDigest, FindingStore, StoreError, captu
 DEFAULTS = AnalysisOptions()
 # Where ``-`` is read from: the standard input as a file the capture readers stream (never seek in).
 STDIN = "/dev/stdin"
+# Skipped files named one by one on stderr; past this, a count (the summary has the total as inputs_skipped).
+MAX_SKIPPED_NAMED = 10
 
 
 @click.command()
-@click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True, path_type=str))
+@click.argument("captures", nargs=-1, required=True, type=click.Path(allow_dash=True, path_type=str))
 @format_option()
 @output_option
 @all_outputs_option
@@ -78,9 +82,20 @@ def analyze(
     baseline_path: str | None,
     suppress_path: str | None,
 ) -> None:
-    """Analyze capture files (pcap, pcapng; plain or gzip, xz, bz2, zstd compressed; - for standard input, e.g.
-    tcpdump -w - | leakscope analyze -) for what their mail traffic leaks."""
-    captures = tuple(STDIN if path == "-" else path for path in captures)
+    """Analyze captures for what their mail traffic leaks.
+
+    CAPTURES are pcap or pcapng files, plain or gzip, xz, bz2, zstd compressed; directories (walked: files that
+    are not captures are skipped and counted); quoted glob patterns ('ring-*.pcap', 'archive/**/*.pcapng.gz');
+    - for standard input (tcpdump -w - | leakscope analyze -). Files are read in natural name order.
+    """
+    expanded = expand_inputs(captures)
+    for skipped in expanded.skipped[:MAX_SKIPPED_NAMED]:
+        click.echo(f"leakscope: note: {printable(skipped)} is not a capture; skipped", err=True)
+    if len(expanded.skipped) > MAX_SKIPPED_NAMED:
+        click.echo(f"leakscope: note: {len(expanded.skipped) - MAX_SKIPPED_NAMED} more files skipped", err=True)
+    if not expanded.paths:
+        raise InputError("no capture among the files given")
+    captures = tuple(STDIN if path == "-" else path for path in expanded.paths)
     options = AnalysisOptions(
         all_ports=all_ports,
         bpf=bpf,
@@ -100,6 +115,8 @@ def analyze(
     findings = list(results.findings)
     records = [finding_record(f, redactor=redactor) for f in findings]
     summary = summary_record(results.counts(), findings)
+    if expanded.skipped:
+        summary["inputs_skipped"] = len(expanded.skipped)
     apply_gate(gate, records, summary)
     if hashes_file:
         write_text(hashes_file, "".join(line + "\n" for line in results.stats.hashes))
