@@ -7,11 +7,14 @@ from dataclasses import dataclass, field
 
 from dissectors import events as ev
 from dissectors import sasl
-from dissectors.linebuffer import Line, Raw
+from dissectors.linebuffer import MAX_LINE, Line, Raw
 from dissectors.session import MailSession, unique_upper
 
-_LITERAL = re.compile(r"\{(\d{1,12})(\+?)\}$")
-_CAPABILITY_CODE = re.compile(r"\[CAPABILITY ([^\]]*)\]", re.IGNORECASE)
+# Where a [CAPABILITY ...] response code opens; its end is the next "]", found with str.find (a regular expression
+# scanning for the "]" from every opening tried before was quadratic on a line of openings).
+_CAPABILITY_OPEN = re.compile(r"\[CAPABILITY ", re.IGNORECASE)
+# Octet counts of a literal: RFC 9051 allows 63 bits; twelve digits (a terabyte) already exceed any real message.
+MAX_LITERAL_DIGITS = 12
 # A command or response assembled from lines and literals is not grown past this many parts.
 MAX_PARTS = 64
 # Commands remembered by tag while their tagged answer is awaited.
@@ -36,6 +39,46 @@ class _Command:
     timestamp: float | None
 
 
+def literal_at_end(text: str) -> tuple[int, bool] | None:
+    """The literal a line announces at its end, ``{n}`` or ``{n+}``: (n, non-synchronising); None without one."""
+    if not text.endswith("}"):
+        return None
+    start = text.rfind("{")
+    inner = text[start + 1 : -1]
+    plus = inner.endswith("+")
+    digits = inner[:-1] if plus else inner
+    if start < 0 or not 0 < len(digits) <= MAX_LITERAL_DIGITS or not digits.isdecimal():
+        return None
+    return int(digits), plus
+
+
+def _is_literal_marker(atom: str) -> bool:
+    return atom.rfind("{") == 0 and literal_at_end(atom) is not None
+
+
+def capability_code(line: str) -> str | None:
+    """The list inside the first complete ``[CAPABILITY ...]`` response code of a line; None without one."""
+    opening = _CAPABILITY_OPEN.search(line)
+    if opening is None:
+        return None
+    end = line.find("]", opening.end())
+    return None if end < 0 else line[opening.end() : end]
+
+
+def without_capability_codes(text: str) -> str:
+    """The text with every complete ``[CAPABILITY ...]`` response code taken out (for a greeting's banner)."""
+    kept: list[str] = []
+    position = 0
+    while (opening := _CAPABILITY_OPEN.search(text, position)) is not None:
+        end = text.find("]", opening.end())
+        if end < 0:
+            break
+        kept.append(text[position : opening.start()])
+        position = end + 1
+    kept.append(text[position:])
+    return "".join(kept)
+
+
 def tokens(parts: list[str | bytes]) -> list[str]:
     """Split an assembled line into atoms, quoted strings (unescaped) and literals (decoded)."""
     result: list[str] = []
@@ -57,7 +100,7 @@ def tokens(parts: list[str | bytes]) -> list[str]:
                 while end < len(text) and not text[end].isspace():
                     end += 1
                 atom = text[position:end]
-                if not _LITERAL.fullmatch(atom):  # the {n} marker itself is not a value
+                if not _is_literal_marker(atom):  # the {n} marker itself is not a value
                     result.append(atom)
                 position = end
     return result
@@ -81,8 +124,8 @@ def _quoted(text: str, position: int) -> tuple[str, int]:
 class ImapSession(MailSession):
     protocol = sasl.Protocol.IMAP
 
-    def __init__(self, partial: bool = False) -> None:
-        super().__init__(partial)
+    def __init__(self, partial: bool = False, max_line: int = MAX_LINE) -> None:
+        super().__init__(partial, max_line)
         self._assembling: dict[ev.Side, _Pending | None] = {ev.Side.CLIENT: None, ev.Side.SERVER: None}
         self._tags: dict[str, _Command] = {}
 
@@ -104,10 +147,10 @@ class ImapSession(MailSession):
             pending = _Pending(frame=first_frame, timestamp=self._line.timestamp)
         if len(pending.parts) < MAX_PARTS:
             pending.parts.append(text)
-        literal = _LITERAL.search(text)
+        literal = literal_at_end(text)
         if literal and not (side is ev.Side.SERVER and text.startswith("+")):
             self._assembling[side] = pending
-            self.buffers[side].expect_raw(int(literal.group(1)))
+            self.buffers[side].expect_raw(literal[0])
             return
         self._assembling[side] = None
         first = pending.parts[0] if isinstance(pending.parts[0], str) else ""
@@ -184,7 +227,7 @@ class ImapSession(MailSession):
             self.greeted = True
             if kind == "PREAUTH":
                 self.authenticated = True
-            banner = _CAPABILITY_CODE.sub("", words[2] if len(words) > 2 else "").strip()
+            banner = without_capability_codes(words[2] if len(words) > 2 else "").strip()
             self._emit(ev.Greeting(ev.Side.SERVER, self._evidence(), banner, kind != "BYE"))
             self._capability_code(line)
             return
@@ -195,9 +238,9 @@ class ImapSession(MailSession):
             self._capability_code(line)
 
     def _capability_code(self, line: str) -> None:
-        match = _CAPABILITY_CODE.search(line)
-        if match:
-            self._capabilities(match.group(1))
+        listed = capability_code(line)
+        if listed is not None:
+            self._capabilities(listed)
 
     def _capabilities(self, text: str) -> None:
         items = text.split()

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from dissectors import events as ev
 from dissectors import sasl
+from dissectors.linebuffer import MAX_LINE
 from dissectors.session import MailSession, unique_upper
 
 # Commands whose +OK answer is followed by lines up to a lone ".".
@@ -28,8 +29,8 @@ class _Command:
 class Pop3Session(MailSession):
     protocol = sasl.Protocol.POP3
 
-    def __init__(self, partial: bool = False) -> None:
-        super().__init__(partial)
+    def __init__(self, partial: bool = False, max_line: int = MAX_LINE) -> None:
+        super().__init__(partial, max_line)
         self._multiline: _Command | None = None
         self._user: str | None = None
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from dissectors import events as ev
 from dissectors import sasl
-from dissectors.linebuffer import Line, LineBuffer, Overflow, Raw
+from dissectors.linebuffer import MAX_LINE, Line, LineBuffer, Overflow, Raw
 
 # Commands a client may pipeline before the server answers; past this the oldest are forgotten (and reported).
 MAX_PENDING = 128
@@ -23,10 +23,11 @@ class MailSession:
 
     protocol: sasl.Protocol
 
-    def __init__(self, partial: bool = False) -> None:
+    def __init__(self, partial: bool = False, max_line: int = MAX_LINE) -> None:
         # A session picked up mid-stream has no greeting and may start in any state.
         self.partial = partial
-        self.buffers = {ev.Side.CLIENT: LineBuffer(), ev.Side.SERVER: LineBuffer()}
+        # The probe passes its own, shorter, line limit: no line it would refuse costs dissector time.
+        self.buffers = {ev.Side.CLIENT: LineBuffer(max_line), ev.Side.SERVER: LineBuffer(max_line)}
         self.tls = False
         self.tls_bytes = 0
         self.greeted = False

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from dissectors import events as ev
 from dissectors import sasl
-from dissectors.linebuffer import Raw
+from dissectors.linebuffer import MAX_LINE, Raw
 from dissectors.session import MailSession, unique_upper
 
 _REPLY = re.compile(r"^(\d{3})([ -]?)(.*)$")
@@ -35,8 +35,8 @@ class _Reply:
 class SmtpSession(MailSession):
     protocol = sasl.Protocol.SMTP
 
-    def __init__(self, partial: bool = False) -> None:
-        super().__init__(partial)
+    def __init__(self, partial: bool = False, max_line: int = MAX_LINE) -> None:
+        super().__init__(partial, max_line)
         self._reply: _Reply | None = None
         self._in_data = False
         self._data_lines = 0

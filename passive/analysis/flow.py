@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from dissectors import events as ev
-from dissectors.registry import PORT_PROTOCOLS, SESSION_TYPES, identify
+from dissectors.registry import MAX_FIRST_LINE, PORT_PROTOCOLS, SESSION_TYPES, identify
 from dissectors.session import MailSession
 from passive.analysis.detectors import SessionAnalyzer, SessionContext
 from passive.analysis.stats import RunStats
@@ -95,6 +95,7 @@ class MailFlow:
         self.ignored = False
         self._held: list[tuple[ev.Side, bytes, int | None, float | None]] = []
         self._held_size = 0
+        self._start_bytes = {ev.Side.SERVER: bytearray(), ev.Side.CLIENT: bytearray()}
         if protocol is not None:
             self._start(protocol)
 
@@ -121,12 +122,15 @@ class MailFlow:
         """Port-independent mode: keep the first bytes until they say which protocol this is."""
         self._held.append((side, data, frame, timestamp))
         self._held_size += len(data)
-        server = b"".join(chunk for s, chunk, _f, _t in self._held if s is ev.Side.SERVER)
-        client = b"".join(chunk for s, chunk, _f, _t in self._held if s is ev.Side.CLIENT)
-        protocol = identify(server, client)
+        # What identify() reads of each side (a first line, at most MAX_FIRST_LINE bytes), kept as it comes: joining
+        # every held chunk again for each new one was quadratic in the number of chunks.
+        start = self._start_bytes[side]
+        start += data[: MAX_FIRST_LINE + 1 - len(start)]
+        protocol = identify(bytes(self._start_bytes[ev.Side.SERVER]), bytes(self._start_bytes[ev.Side.CLIENT]))
         if protocol is None and self._held_size < MAX_UNCLASSIFIED:
             return
         held, self._held, self._held_size = self._held, [], 0
+        self._start_bytes = {ev.Side.SERVER: bytearray(), ev.Side.CLIENT: bytearray()}
         if not protocol:
             self.ignored = True
             self.analysis.flows_ignored += 1

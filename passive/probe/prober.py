@@ -130,14 +130,15 @@ class ServiceProbe(SmtpConversation, Pop3Conversation, ImapConversation):
             protocol, self.report.server, self.client, None, source="active", local_domains=self.options.local_domains
         )
         self.analyzer = SessionAnalyzer(context, self.run.findings, self.run.stats)
-        self.wire = Wire(protocol, self.analyzer)
+        self.wire = Wire(protocol, self.analyzer, self.options.max_line)
         if self.service.implicit_tls:
             self.wire.tls_started(implicit=True)
         self.conn.on_receive = self.wire.server
         self.conn.on_send = self.wire.client
         if self.conn.unfed:
-            self.wire.server(bytes(self.conn.unfed))
+            unfed = bytes(self.conn.unfed)
             self.conn.unfed.clear()
+            self.conn.feed(unfed)
 
 
     async def _converse(self) -> None:
