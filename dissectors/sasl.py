@@ -12,6 +12,7 @@ from __future__ import annotations
 import binascii
 import enum
 import re
+import sys
 from dataclasses import dataclass, field
 
 from dissectors import ntlmssp
@@ -322,6 +323,11 @@ class AuthTracker:
     @property
     def active(self) -> bool:
         return self.exchange is not None
+
+    def held_bytes(self) -> int:
+        """Bytes kept between lines: the user name a LOGIN exchange waits to pair with its password."""
+        exchange = self.exchange
+        return 0 if exchange is None or exchange.login_user is None else sys.getsizeof(exchange.login_user)
 
     def client_line(self, line: str) -> list[SaslEvent]:
         exchange = self.exchange

@@ -7,29 +7,42 @@ from dataclasses import dataclass, field
 
 from dissectors import events as ev
 from dissectors import sasl
+from dissectors.held import HeldParts, size_of
 from dissectors.linebuffer import MAX_LINE, Raw
-from dissectors.session import MailSession, unique_upper
+from dissectors.session import COMMAND_OVERHEAD, MailSession, unique_upper
 
 _REPLY = re.compile(r"^(\d{3})([ -]?)(.*)$")
 _PATH = re.compile(r"^\s*(?:FROM|TO)\s*:\s*(<[^>]*>|[^\s<>]+)(.*)$", re.IGNORECASE)
 _BDAT = re.compile(r"^\s*BDAT\s+(\d{1,12})(\s+LAST)?\s*$", re.IGNORECASE)
 # More reply lines than this in one reply are not kept (a hostile server may never send the final line).
 MAX_REPLY_LINES = 256
+# Nor more bytes than this (256 lines of 64 KiB held 16 MiB): a real EHLO reply is under 1 KiB; two full-length
+# lines fit. The final line is always read.
+MAX_REPLY_BYTES = 128 * 1024
 
 
 @dataclass
 class _Command:
     verb: str
-    line: str
+    line: str  # cited as evidence only: kept up to what evidence holds
     frame: int | None
     timestamp: float | None
     argument: str = ""
+    held: int = 0
+
+    def __post_init__(self) -> None:
+        self.line = self.line[:ev.MAX_EVIDENCE_TEXT]
+        self.held = COMMAND_OVERHEAD + size_of(self.line) + size_of(self.argument)
 
 
 @dataclass
 class _Reply:
     code: int
-    lines: list[str] = field(default_factory=list)
+    lines: HeldParts = field(default_factory=lambda: HeldParts(MAX_REPLY_LINES, MAX_REPLY_BYTES))
+    last: str = ""  # the final line's text, read whatever the lines before it were
+
+    def texts(self) -> list[str]:
+        return self.lines.texts()
 
 
 class SmtpSession(MailSession):
@@ -94,10 +107,12 @@ class SmtpSession(MailSession):
         reply = self._reply
         if reply is None or reply.code != code:
             reply = self._reply = _Reply(code)
-        if len(reply.lines) < MAX_REPLY_LINES:
-            reply.lines.append(rest)
+        if not reply.lines.add(rest) and reply.lines.refused == 1:
+            limit = f"{MAX_REPLY_LINES} lines or {MAX_REPLY_BYTES} bytes"
+            self._anomaly(ev.Side.SERVER, "reply_too_long", f"a reply of more than {limit}: the rest not kept")
         if separator == "-":
             return
+        reply.last = rest
         self._reply = None
         self._handle_reply(reply, text)
 
@@ -105,18 +120,19 @@ class SmtpSession(MailSession):
         if self.auth.active:
             self._sasl(ev.Side.SERVER, self.auth.server_line(final_line))
             if not self.auth.active and self.pending and self.pending[0].verb == "AUTH":
-                self.pending.popleft()
+                self._pop_pending()
             return
         if not self.greeted and not self.partial and self._is_greeting(reply):
             self.greeted = True
-            self._emit(ev.Greeting(ev.Side.SERVER, self._evidence(), reply.lines[0].strip(), reply.code == 220))
+            first = reply.texts()[0] if reply.lines else reply.last
+            self._emit(ev.Greeting(ev.Side.SERVER, self._evidence(), first.strip(), reply.code == 220))
             return
         if not self.pending:
             self.greeted = True
             if reply.code != 421:  # 421 may come unasked when the server shuts the connection
                 self._anomaly(ev.Side.SERVER, "unsolicited_reply", f"reply {reply.code} to no command")
             return
-        command = self.pending.popleft()
+        command = self._pop_pending()
         self._answer(command, reply)
 
     def _is_greeting(self, reply: _Reply) -> bool:
@@ -131,7 +147,8 @@ class SmtpSession(MailSession):
         positive = 200 <= code < 400
         verb = command.verb
         if verb in ("EHLO", "LHLO") and code == 250:
-            keywords = [line.strip() for line in reply.lines[1:] if line.strip()]
+            lines = reply.texts()
+            keywords = [line.strip() for line in lines[1:] if line.strip()]
             mechanisms: list[str] = []
             for keyword in keywords:
                 name, _, value = (
@@ -142,7 +159,7 @@ class SmtpSession(MailSession):
                 if name.upper() == "AUTH":
                     mechanisms.extend(value.split())
             starttls = any(k.upper() == "STARTTLS" for k in keywords)
-            name = reply.lines[0].split()[0] if reply.lines and reply.lines[0].split() else None
+            name = lines[0].split()[0] if lines and lines[0].split() else None
             self._emit(
                 ev.Capabilities(
                     ev.Side.SERVER,
@@ -167,7 +184,7 @@ class SmtpSession(MailSession):
                     self._command_evidence(command),
                     _address(command.argument),
                     code,
-                    f"{code} {reply.lines[-1].strip()}".strip(),
+                    f"{code} {reply.last.strip()}".strip(),
                     positive,
                 )
             )
@@ -177,7 +194,7 @@ class SmtpSession(MailSession):
                 self._in_data = False
         elif verb == "AUTH":
             # The server refused AUTH outright (e.g. 503, 504) without the tracker seeing it as one of its replies.
-            self._sasl(ev.Side.SERVER, self.auth.server_line(f"{code} {reply.lines[-1]}"))
+            self._sasl(ev.Side.SERVER, self.auth.server_line(f"{code} {reply.last}"))
 
     def _command_evidence(self, command: _Command) -> ev.Evidence:
         return ev.Evidence.of(command.line, command.frame, command.timestamp)
@@ -186,6 +203,12 @@ class SmtpSession(MailSession):
         self._reply = None
         if side is ev.Side.CLIENT:
             self._in_data = False
+
+    def _state_bytes(self) -> int:
+        return self._reply.lines.bytes if self._reply is not None else 0
+
+    def _shed_state(self) -> None:
+        self._reply = None  # its final line still comes, and is read as a reply of its own
 
 
 def _address(argument: str) -> str:

@@ -12,7 +12,11 @@ runs :data:`KNOWN_SHAPES` (every pathological shape found so far) from 1 KB to 1
 
 from __future__ import annotations
 
+import enum
+import gc
+import sys
 import time
+import types
 from dataclasses import dataclass
 
 from dissectors import events as ev
@@ -28,6 +32,7 @@ C, S = ev.Side.CLIENT, ev.Side.SERVER
 FRAGMENTS = (
     " ", "\t", "a", "1", ".", "=", ":", "@", "<", ">", "[", "]", "{", "}", "(", ")", '"', "\\", "*", "+", "-", "/",
     "\x00", "\xff", "[CAPABILITY ", "{1}", "{1+}", "AUTH ", "AUTH=", "FROM:", "250-", "LAST", "Exim ", "AGFh",
+    "x", "b", "!", "PLAIN ",
 )  # fmt: skip
 PREFIXES = {
     "smtp": (
@@ -93,6 +98,25 @@ def feed_shape(shape: Shape, size: int, max_line: int) -> tuple[MailSession, Fin
     return session, findings
 
 
+_SHARED = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType, enum.Enum)
+
+
+def deep_size(root: object) -> int:
+    """Bytes of memory of ``root`` and everything it reaches, but classes, modules, functions and enum members
+    (shared by every session): what a session really holds, to check what it says it holds."""
+    seen: set[int] = set()
+    stack = [root]
+    total = 0
+    while stack:
+        item = stack.pop()
+        if id(item) in seen or isinstance(item, _SHARED):
+            continue
+        seen.add(id(item))
+        total += sys.getsizeof(item)
+        stack.extend(gc.get_referents(item))
+    return total
+
+
 def per_byte_seconds(
     shape: Shape, size: int, budget: int = 1 << 20, tries: int = 3, give_up: float = float("inf")
 ) -> float:
@@ -120,14 +144,41 @@ def shape_from_bytes(data: bytes) -> tuple[Shape, int]:
     unit = "".join(FRAGMENTS[b % len(FRAGMENTS)] for b in padded[3 : 3 + 1 + padded[6] % 3])
     shape = Shape(
         protocol,
-        setups[padded[1] % len(setups)],
+        setups[(padded[1] & 0x7F) % len(setups)],
         C if padded[1] & 0x80 else S,
         prefixes[padded[2] % len(prefixes)],
         unit,
-        FRAGMENTS[padded[7] % len(FRAGMENTS)] if padded[7] & 0x80 else "",
+        FRAGMENTS[(padded[7] & 0x7F) % len(FRAGMENTS)] if padded[7] & 0x80 else "",
     )
     size = 1024 + int.from_bytes(padded[8:10] or b"\xff\xff", "little") % (64 * 1024 - 1024)
     return shape, size
+
+
+def shape_to_bytes(shape: Shape, size: int) -> bytes:
+    """The fuzz input that stands for ``shape`` at ``size`` (its unit must be one to three fragments): a seed."""
+    units = _split_fragments(shape.unit)
+    setups = sorted(SETUPS[shape.protocol])
+    head = [
+        ("smtp", "pop3", "imap").index(shape.protocol),
+        setups.index(shape.setup) | (0x80 if shape.side is C else 0),
+        PREFIXES[shape.protocol].index(shape.prefix),
+        *(units + units[:1] * (3 - len(units))),
+        len(units) - 1,
+        (0x80 | FRAGMENTS.index(shape.suffix)) if shape.suffix else 0,
+    ]
+    return bytes(head) + (size - 1024).to_bytes(2, "little")
+
+
+def _split_fragments(text: str) -> list[int]:
+    """``text`` as one to three fragments (their indices), longest match first."""
+    found: list[int] = []
+    while text:
+        index = max((i for i, f in enumerate(FRAGMENTS) if text.startswith(f)), key=lambda i: len(FRAGMENTS[i]))
+        found.append(index)
+        text = text[len(FRAGMENTS[index]) :]
+    if not 1 <= len(found) <= 3:
+        raise ValueError(f"{text!r} is not one to three fragments")
+    return found
 
 
 # Every shape that was super-linear once, and their neighbours: the red team's and the audit's.
@@ -148,7 +199,7 @@ KNOWN_SHAPES = {
     "imap-authenticate-spaces": Shape("imap", "greeted", C, "a AUTHENTICATE PLAIN a", " ", "b"),
     "imap-capability-openings": Shape("imap", "greeted", S, "* OK ", "[CAPABILITY "),
     "imap-capability-greeting": Shape("imap", "fresh", S, "* OK ", "[CAPABILITY "),
-    "imap-capability-list": Shape("imap", "greeted", S, "* CAPABILITY ", "AUTH=X "),
+    "imap-capability-list": Shape("imap", "greeted", S, "* CAPABILITY ", "AUTH=a "),
     "imap-login-escapes": Shape("imap", "greeted", C, 'a LOGIN "', '\\"'),
     "imap-literal-markers": Shape("imap", "greeted", C, "a LOGIN ", "{1} "),
     "imap-literal-braces": Shape("imap", "greeted", C, "a LOGIN ", "{", "}"),

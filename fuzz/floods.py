@@ -9,6 +9,9 @@ was hit: nothing may be dropped without a number going up.
 * ``av-pairs``: NTLM CHALLENGEs with thousands of AV pairs (``too_many_av_pairs``, decoding time per message).
 * ``base64-line``: a 10 MB base64 SASL response from the client and a 10 MB challenge from the server.
 * ``sasl-loop``: SASL exchanges that never end: LOGIN prompts forever, and AUTH PLAIN restarted without a verdict.
+* ``dissector-state``: 128 flows open at once, each making its dissector hold all it can (an SMTP reply of 256
+  lines near 64 KiB, 128 pipelined commands, a CAPA list of 256 such lines, 128 IMAP tags of 64 KiB, a command of
+  64 lines and literals, partial lines), gzip-compressed (per-session byte caps, then the run's dissector budget).
 
     python fuzz/floods.py                         # full size (1 M connections, 100 MB line, ...)
     python fuzz/floods.py --scale 0.05 --flood half-open
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import gzip
 import json
 import os
 import struct
@@ -72,27 +77,43 @@ def _endpoints(number: int, server_port: int = 25) -> Endpoints:
     return Endpoints(client, b"\xc0\x00\x02\x19", 1024 + number % 60000, server_port, False, ())
 
 
-def write_conversation(writer: PcapWriter, number: int, turns: Iterator[tuple[bool, bytes]], port: int = 25) -> None:
-    """One TCP connection carrying ``turns`` (from_server, bytes), streamed: data of any size, MSS-sized frames."""
-    ep = _endpoints(number, port)
-    l2 = _l2(ep)
-    cseq, sseq = 1000 + number, 500000 + number
-    writer.write(build_frame(ep, Segment(False, cseq, 0, SYN), l2))
-    writer.write(build_frame(ep, Segment(True, sseq, cseq + 1, SYN | ACK), l2))
-    cseq, sseq = cseq + 1, sseq + 1
-    writer.write(build_frame(ep, Segment(False, cseq, sseq, ACK), l2))
-    for from_server, data in turns:
+class Connection:
+    """One TCP connection written frame by frame: opened, fed turns in any order with others, closed."""
+
+    def __init__(self, writer: PcapWriter, number: int, port: int = 25, server: bytes = b"\xc0\x00\x02\x19") -> None:
+        self.writer = writer
+        self.ep = Endpoints(_endpoints(number, port).client_ip, server, 1024 + number % 60000, port, False, ())
+        self.l2 = _l2(self.ep)
+        cseq, sseq = 1000 + number, 500000 + number
+        writer.write(build_frame(self.ep, Segment(False, cseq, 0, SYN), self.l2))
+        writer.write(build_frame(self.ep, Segment(True, sseq, cseq + 1, SYN | ACK), self.l2))
+        self.cseq, self.sseq = cseq + 1, sseq + 1
+        writer.write(build_frame(self.ep, Segment(False, self.cseq, self.sseq, ACK), self.l2))
+
+    def send(self, from_server: bool, data: bytes) -> None:
+        """``data`` of any size, in MSS-sized frames."""
         for start in range(0, len(data), MSS):
             piece = data[start : start + MSS]
             if from_server:
-                writer.write(build_frame(ep, Segment(True, sseq, cseq, PSH | ACK, piece), l2))
-                sseq += len(piece)
+                self.writer.write(build_frame(self.ep, Segment(True, self.sseq, self.cseq, PSH | ACK, piece), self.l2))
+                self.sseq += len(piece)
             else:
-                writer.write(build_frame(ep, Segment(False, cseq, sseq, PSH | ACK, piece), l2))
-                cseq += len(piece)
-    writer.write(build_frame(ep, Segment(False, cseq, sseq, FIN | ACK), l2))
-    writer.write(build_frame(ep, Segment(True, sseq, cseq + 1, FIN | ACK), l2))
-    writer.write(build_frame(ep, Segment(False, cseq + 1, sseq + 1, ACK), l2))
+                self.writer.write(build_frame(self.ep, Segment(False, self.cseq, self.sseq, PSH | ACK, piece), self.l2))
+                self.cseq += len(piece)
+
+    def close(self) -> None:
+        ep, l2, cseq, sseq = self.ep, self.l2, self.cseq, self.sseq
+        self.writer.write(build_frame(ep, Segment(False, cseq, sseq, FIN | ACK), l2))
+        self.writer.write(build_frame(ep, Segment(True, sseq, cseq + 1, FIN | ACK), l2))
+        self.writer.write(build_frame(ep, Segment(False, cseq + 1, sseq + 1, ACK), l2))
+
+
+def write_conversation(writer: PcapWriter, number: int, turns: Iterator[tuple[bool, bytes]], port: int = 25) -> None:
+    """One TCP connection carrying ``turns`` (from_server, bytes), streamed: data of any size, MSS-sized frames."""
+    connection = Connection(writer, number, port)
+    for from_server, data in turns:
+        connection.send(from_server, data)
+    connection.close()
 
 
 # ---- the floods -----------------------------------------------------------------------------------------------------
@@ -209,12 +230,75 @@ def sasl_loop(writer: PcapWriter, scale: float) -> dict[str, int]:
     return {"steps_per_session": steps}
 
 
+# Just under the 64 KiB line limit: every line below is kept whole by the line buffer.
+_NEAR_MAX_LINE = 65_000
+
+
+def _smtp_state(line: bytes) -> Iterator[tuple[bool, bytes]]:
+    """An EHLO reply of 256 lines that never ends, 128 pipelined MAIL commands, partial lines on both sides."""
+    yield True, b"220 mx.example.com ESMTP\r\n"
+    yield False, b"EHLO c\r\n"
+    for _ in range(255):
+        yield True, b"250-" + line + b"\r\n"
+    for _ in range(128):
+        yield False, b"MAIL FROM:<" + line + b">\r\n"
+    yield False, line
+    yield True, b"250-" + line
+
+
+def _pop3_state(line: bytes) -> Iterator[tuple[bool, bytes]]:
+    """A CAPA list of 256 lines without its ".", 128 pipelined commands, partial lines."""
+    yield True, b"+OK ready\r\n"
+    yield False, b"CAPA\r\n"
+    yield True, b"+OK\r\n"
+    for _ in range(256):
+        yield True, b"X-" + line + b"\r\n"
+    for _ in range(128):
+        yield False, b"TOP " + line + b"\r\n"
+    yield False, line
+    yield True, line
+
+
+def _imap_state(line: bytes) -> Iterator[tuple[bool, bytes]]:
+    """128 unanswered commands with 64 KiB tags, then a command of 64 parts (lines and LITERAL+ literals) that
+    never ends, partial lines."""
+    yield True, b"* OK [CAPABILITY IMAP4rev1 LITERAL+] ready\r\n"
+    for number in range(128):
+        yield False, b"%d" % number + line + b" NOOP\r\n"
+    for _ in range(64):
+        yield False, b"a APPEND " + line + b" {4096+}\r\n" + b"L" * 4096
+    yield True, b"* OK " + line
+
+
+def dissector_state(writer: PcapWriter, scale: float) -> dict[str, int]:
+    """Flows that each make their dissector hold as much as it can, all open at once (turns interleaved)."""
+    flows = max(3, int(128 * scale))
+    line = b"A" * _NEAR_MAX_LINE
+    kinds = ((25, _smtp_state), (110, _pop3_state), (143, _imap_state))
+    connections = [Connection(writer, number, kinds[number % 3][0]) for number in range(flows)]
+    talking = [(connection, kinds[number % 3][1](line)) for number, connection in enumerate(connections)]
+    while talking:
+        talking = [(connection, turns) for connection, turns in talking if _send_next(connection, turns)]
+    # Closed only once every flow has said everything: until then all of them hold their state at once.
+    for connection in connections:
+        connection.close()
+    return {"flows": flows}
+
+
+def _send_next(connection: Connection, turns: Iterator[tuple[bool, bytes]]) -> bool:
+    turn = next(turns, None)
+    if turn is not None:
+        connection.send(*turn)
+    return turn is not None
+
+
 @dataclass(frozen=True)
 class Flood:
     name: str
     write: Callable[[PcapWriter, float], dict[str, int]]
     check: Callable[[dict[str, Any], dict[str, int]], list[str]]  # problems found in the summary
     step: float = 1e-6
+    gzip: bool = False  # written gzip-compressed (a small file that unpacks to gigabytes)
 
 
 def _check_half_open(summary: dict[str, Any], made: dict[str, int]) -> list[str]:
@@ -253,6 +337,25 @@ def _check_sasl_loop(summary: dict[str, Any], made: dict[str, int]) -> list[str]
     return problems
 
 
+# What one flow of the dissector-state flood holds once its caps are hit (measured: 380 to 560 KiB), and the
+# run's default dissector budget (passive/analysis/budget.py): past budget / per-flow flows, evictions must show.
+_STATE_PER_FLOW = 380 * 1024
+_DISSECTOR_BUDGET = 64 * 1024 * 1024
+
+
+def _check_dissector_state(summary: dict[str, Any], made: dict[str, int]) -> list[str]:
+    flows = made["flows"]
+    problems = []
+    if sum(summary.get("sessions", {}).values()) != flows:
+        problems.append(f"sessions {summary.get('sessions')} for {flows} flows")
+    # Every flow hits its protocol's caps: a third of them each (SMTP, POP3, IMAP), in the order they were opened.
+    for code, first in (("reply_too_long", 0), ("list_too_long", 1), ("command_too_long", 2)):
+        problems += _anomaly(code, len(range(first, flows, 3)))(summary, made)
+    if flows * _STATE_PER_FLOW > _DISSECTOR_BUDGET and not summary.get("dissector_evictions"):
+        problems.append(f"{flows} flows hold more than the dissector budget, yet no session was evicted")
+    return problems
+
+
 FLOODS = {
     f.name: f
     for f in (
@@ -261,6 +364,7 @@ FLOODS = {
         Flood("av-pairs", av_pairs, _check_av_pairs),
         Flood("base64-line", base64_line, _anomaly("line_too_long", 2)),
         Flood("sasl-loop", sasl_loop, _check_sasl_loop),
+        Flood("dissector-state", dissector_state, _check_dissector_state, gzip=True),
     )
 }
 
@@ -283,9 +387,15 @@ _SHOWN = ("flows", "flows_evicted", "flows_flushed", "sessions", "ntlm_messages"
 _SHOWN += ("anomalies", "findings", "findings_dropped")
 
 
+def _compressed(raw: BinaryIO, compress: bool) -> contextlib.AbstractContextManager[BinaryIO]:
+    if not compress:
+        return contextlib.nullcontext(raw)
+    return gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6)  # type: ignore[return-value]
+
+
 def run_flood(flood: Flood, scale: float, directory: Path) -> FloodResult:
-    path = directory / f"flood-{flood.name}.pcap"
-    with path.open("wb", buffering=1 << 22) as stream:
+    path = directory / f"flood-{flood.name}.pcap{'.gz' if flood.gzip else ''}"
+    with path.open("wb", buffering=1 << 22) as raw, _compressed(raw, flood.gzip) as stream:
         writer = PcapWriter(stream)
         original = writer.write
         writer.write = lambda frame, step=flood.step: original(frame, step)  # type: ignore[method-assign]

@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from fuzz import amplify
 from fuzz.conversation import CLIENT, SERVER, Record, encode
 from passive.capture.engine import CaptureError, CaptureOptions, analyze_file
 from passive.capture.linklayer import SUPPORTED_LINKTYPES
@@ -113,9 +114,8 @@ def _frames() -> Iterator[bytes]:
 
 def build(directory: Path, max_len: dict[str, int] | None = None) -> dict[str, int]:
     """Write every seed set under ``directory/<set>/``; returns the number of seeds per set."""
-    sets: dict[str, dict[str, bytes]] = {
-        name: {} for name in ("ntlmssp", "conversation", "base64", "smtp", "pop3", "imap", "capture", "frames", "none")
-    }
+    names = ("ntlmssp", "conversation", "base64", "smtp", "pop3", "imap", "capture", "frames", "amplify", "none")
+    sets: dict[str, dict[str, bytes]] = {name: {} for name in names}
     limits = max_len or {}
 
     def add(name: str, data: bytes) -> None:
@@ -144,6 +144,8 @@ def build(directory: Path, max_len: dict[str, int] | None = None) -> dict[str, i
     for frame in _frames():
         add("frames", frame)
     add("none", b"")
+    for shape in amplify.KNOWN_SHAPES.values():
+        add("amplify", amplify.shape_to_bytes(shape, 60 * 1024))
     counts = {}
     for name, seeds in sets.items():
         target = directory / name

@@ -9,6 +9,7 @@ from typing import Protocol
 from dissectors import events as ev
 from dissectors.registry import MAX_FIRST_LINE, PORT_PROTOCOLS, SESSION_TYPES, identify
 from dissectors.session import MailSession
+from passive.analysis.budget import DissectorBudget
 from passive.analysis.detectors import SessionAnalyzer, SessionContext
 from passive.analysis.stats import RunStats
 from passive.capture import reassembly
@@ -42,6 +43,7 @@ class Analysis(Protocol):
     options: Options
     findings: FindingSet
     stats: RunStats
+    budget: DissectorBudget
     sessions: list[SessionRecord]
     flows_ignored: int
     file: str | None
@@ -95,6 +97,7 @@ class MailFlow:
         self.ignored = False
         self._held: list[tuple[ev.Side, bytes, int | None, float | None]] = []
         self._held_size = 0
+        self._last: tuple[int | None, float | None] = (None, None)  # frame and time of the latest bytes
         self._start_bytes = {ev.Side.SERVER: bytearray(), ev.Side.CLIENT: bytearray()}
         if protocol is not None:
             self._start(protocol)
@@ -116,7 +119,9 @@ class MailFlow:
         if self.session is None:
             self._hold(side, data, frame, timestamp)
             return
+        self._last = (frame, timestamp)
         self._deliver(self.session.receive(side, data, frame, timestamp))
+        self.analysis.budget.update(self, self.session.buffered_bytes())
 
     def _hold(self, side: ev.Side, data: bytes, frame: int | None, timestamp: float | None) -> None:
         """Port-independent mode: keep the first bytes until they say which protocol this is."""
@@ -142,15 +147,25 @@ class MailFlow:
     def gap(self, side: ev.Side, size: int, frame: int | None, timestamp: float | None) -> None:
         if self.session is not None:
             self._deliver(self.session.gap(side, size, frame, timestamp))
+            self.analysis.budget.update(self, self.session.buffered_bytes())
         elif not self.ignored:
             self.ignored = True  # lost bytes before we even knew what this flow is
             self.analysis.flows_ignored += 1
 
     def close(self) -> None:
+        if self.session is not None:
+            self._deliver(self.session.close(*self._last))  # what was held for an answer that never came
+            self.analysis.budget.forget(self)
         if self.analyzer is not None:
             self.analyzer.close()
         elif not self.ignored and self._held:
             self.analysis.flows_ignored += 1
+
+    def shed(self) -> int:
+        """The run's dissector budget is spent: the session drops its partial state (see passive.analysis.budget)."""
+        assert self.session is not None
+        self._deliver(self.session.shed(*self._last))
+        return self.session.buffered_bytes()
 
     def _deliver(self, events: list[ev.Event]) -> None:
         if not events:

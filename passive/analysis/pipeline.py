@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dissectors.registry import PORT_PROTOCOLS
+from passive.analysis.budget import MAX_DISSECTOR_BYTES, DissectorBudget
 from passive.analysis.flow import EngineHandler, MailFlow, SessionRecord
 from passive.analysis.stats import RunStats
 from passive.capture import reassembly
@@ -37,6 +38,7 @@ class AnalysisOptions:
     keep_events: bool = False  # keep per-session events for --events
     max_events_per_session: int = MAX_EVENTS_PER_SESSION
     backend: str = "auto"  # capture reader: "auto", "libpcap" or "python"
+    max_dissector_bytes: int = MAX_DISSECTOR_BYTES  # partial state all sessions may hold together
 
     def capture_options(self) -> CaptureOptions:
         return CaptureOptions(all_ports=self.all_ports, bpf=self.bpf, backend=self.backend)
@@ -49,6 +51,7 @@ class Analysis:
         self.options = options or AnalysisOptions()
         self.findings = FindingSet()
         self.stats = RunStats()
+        self.budget = DissectorBudget(self.options.max_dissector_bytes, self.stats)
         self.sessions: list[SessionRecord] = []
         self.flows_ignored = 0
         self.file: str | None = None

@@ -13,6 +13,9 @@ from passive.findings.model import Finding, FindingType, Severity
 
 # Decoding anomalies of a CHALLENGE kept in the finding; the decoder bounds how many one message can have.
 MAX_ANOMALIES = 20
+# Steps of one exchange remembered (their evidence and frames): NTLM takes three. An exchange that never ends (NTLM
+# blobs in AUTH PLAIN restarts, which no verdict closes) counts the rest as ``too_many_ntlm_steps``.
+MAX_EXCHANGE_STEPS = 16
 
 
 @dataclass
@@ -52,7 +55,10 @@ class NtlmDetector(Detector):
         if self.exchange is None:
             self.exchange = _Exchange()  # picked up mid-exchange, or NTLM inside another mechanism name
         exchange = self.exchange
-        exchange.evidence.append(event.evidence)
+        if len(exchange.evidence) < MAX_EXCHANGE_STEPS:
+            exchange.evidence.append(event.evidence)
+        else:
+            self.session.stats.anomalies["too_many_ntlm_steps"] += 1
         if isinstance(message, ntlmssp.NegotiateMessage):
             exchange.negotiate = message
         elif isinstance(message, ntlmssp.ChallengeMessage):

@@ -16,8 +16,10 @@ from passive.analysis.stats import RunStats
 from passive.findings.kinds import KINDS
 from passive.findings.model import Finding, FindingSet, FindingType, Severity
 
-# Names a server gives itself (banner, EHLO reply) kept per session: the relay check's local domains.
+# Names a server gives itself (banner, EHLO reply) kept per session: the relay check's local domains. Past this
+# many, or longer than a DNS name can be (253), a name is counted (``too_many_server_names``), not kept.
 MAX_SERVER_NAMES = 16
+MAX_SERVER_NAME = 253
 
 
 class SessionAnalyzer:
@@ -29,7 +31,7 @@ class SessionAnalyzer:
         self.stats = stats
         self.tls = False
         self.authenticated = False
-        self.server_names = _BoundedNames(MAX_SERVER_NAMES)
+        self.server_names = _BoundedNames(MAX_SERVER_NAMES, stats)
         stats.sessions[context.protocol] += 1
         self.detectors: dict[FindingType, Detector] = {cls.KIND: cls(self) for cls in detector_classes()}
         service = self.detectors[FindingType.MAIL_SERVICE]
@@ -95,12 +97,18 @@ def _subclasses(cls: type[Detector]) -> list[type[Detector]]:
 
 
 class _BoundedNames(set[str]):
-    """A set that stops growing at ``limit`` names."""
+    """A set that stops growing at ``limit`` names (and takes no name longer than a DNS name); what it refuses is
+    counted in the run's ``too_many_server_names``."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, stats: RunStats) -> None:
         super().__init__()
         self.limit = limit
+        self.stats = stats
 
     def add(self, name: str) -> None:
-        if len(self) < self.limit:
+        if name in self:
+            return
+        if len(self) < self.limit and len(name) <= MAX_SERVER_NAME:
             super().add(name)
+        else:
+            self.stats.anomalies["too_many_server_names"] += 1
