@@ -12,6 +12,8 @@ was hit: nothing may be dropped without a number going up.
 * ``dissector-state``: 128 flows open at once, each making its dissector hold all it can (an SMTP reply of 256
   lines near 64 KiB, 128 pipelined commands, a CAPA list of 256 such lines, 128 IMAP tags of 64 KiB, a command of
   64 lines and literals, partial lines), gzip-compressed (per-session byte caps, then the run's dissector budget).
+* ``fake-servers``: 25 000 one-packet fake SMTP servers, then one real AUTH PLAIN: the credentials finding is kept
+  (inventory findings make room for it), the fake servers are kept or counted in ``findings_dropped``.
 
     python fuzz/floods.py                         # full size (1 M connections, 100 MB line, ...)
     python fuzz/floods.py --scale 0.05 --flood half-open
@@ -343,6 +345,41 @@ _STATE_PER_FLOW = 380 * 1024
 _DISSECTOR_BUDGET = 64 * 1024 * 1024
 
 
+def fake_servers(writer: PcapWriter, scale: float) -> dict[str, int]:
+    """Fake servers, one packet each (a greeting from its own address), then one real login in clear text."""
+    count = max(1, int(25_000 * scale))
+    for number in range(count):
+        server = struct.pack("!I", 0xC6120000 + number)  # 198.18.0.0/15, one address per fake server
+        ep = Endpoints(b"\x0a\x01\x00\x01", server, 1024 + number % 60000, 25, False, ())
+        # Picked up mid-stream, a direction is read from its first newline on: the greeting follows one.
+        greeting = b"\r\n220 fake ESMTP\r\n"
+        writer.write(build_frame(ep, Segment(True, number * 7919, 1, PSH | ACK, greeting), _l2(ep)))
+    plain = base64.b64encode(b"\x00alice@corp.example\x00Summer2024!")
+    turns = [
+        (True, b"220 mx.corp.example ESMTP\r\n"),
+        (False, b"EHLO ws01\r\n"),
+        (True, b"250-mx.corp.example\r\n250 AUTH PLAIN LOGIN\r\n"),
+        (False, b"AUTH PLAIN " + plain + b"\r\n"),
+        (True, b"235 2.7.0 Authentication successful\r\n"),
+        (False, b"QUIT\r\n"),
+        (True, b"221 bye\r\n"),
+    ]
+    write_conversation(writer, 1, iter(turns))
+    return {"fake_servers": count}
+
+
+def _check_fake_servers(summary: dict[str, Any], made: dict[str, int]) -> list[str]:
+    problems = []
+    if summary["findings"].get("cleartext-credentials", 0) != 1:
+        problems.append(f"the real login is not among the findings: {summary['findings']}")
+    inventory = summary["findings"].get("mail-service", 0) + summary["findings"].get("auth-methods", 0)
+    # Every inventory finding is kept or counted: one per fake server, two for the real one (service, methods).
+    if made["fake_servers"] + 2 != inventory + summary.get("findings_dropped", 0):
+        dropped = summary.get("findings_dropped")
+        problems.append(f"{made['fake_servers']} fake servers: {inventory} kept, {dropped} dropped")
+    return problems
+
+
 def _check_dissector_state(summary: dict[str, Any], made: dict[str, int]) -> list[str]:
     flows = made["flows"]
     problems = []
@@ -365,6 +402,7 @@ FLOODS = {
         Flood("base64-line", base64_line, _anomaly("line_too_long", 2)),
         Flood("sasl-loop", sasl_loop, _check_sasl_loop),
         Flood("dissector-state", dissector_state, _check_dissector_state, gzip=True),
+        Flood("fake-servers", fake_servers, _check_fake_servers),
     )
 }
 

@@ -30,7 +30,8 @@ class RunStats:
     hashes_dropped: int = 0
     hash_bytes: int = 0
     secret_characters: int = 0
-    findings_dropped: int = 0  # occurrences of new findings past FindingSet.MAX_FINDINGS
+    findings_dropped: int = 0  # occurrences of new findings past FindingSet.MAX_FINDINGS, and findings evicted
+    findings_evicted: int = 0  # inventory findings that made room for a more valuable kind (FindingSet)
     dissector_bytes_evicted: int = 0  # partial state given up to keep within the dissector budget
     dissector_evictions: int = 0  # sessions that gave it up
     secrets: set[str] = field(default_factory=set)
@@ -60,7 +61,9 @@ class RunStats:
             "tls_sessions": self.tls_sessions,
             "dissector_anomalies": dict(self.anomalies),
             "hashes": len(self.hashes),
+            "hashes_dropped": self.hashes_dropped,
             "findings_dropped": self.findings_dropped,
+            "findings_evicted": self.findings_evicted,
             "dissector_bytes_evicted": self.dissector_bytes_evicted,
             "dissector_evictions": self.dissector_evictions,
         }

@@ -49,9 +49,10 @@ class SessionAnalyzer:
         self._dispatch = {event_type: tuple(handlers) for event_type, handlers in table.items()}
 
     def finding(self, kind: FindingType, severity: Severity, key: tuple[Any, ...] = ()) -> Finding:
-        dropped = self.findings.dropped
+        dropped, evicted = self.findings.dropped, self.findings.evicted
         finding = self.findings.get(kind, self.context.protocol, self.context.server, severity, key)
         self.stats.findings_dropped += self.findings.dropped - dropped
+        self.stats.findings_evicted += self.findings.evicted - evicted
         finding.source = self.context.source
         return finding
 
