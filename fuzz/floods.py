@@ -12,6 +12,10 @@ was hit: nothing may be dropped without a number going up.
 * ``dissector-state``: 128 flows open at once, each making its dissector hold all it can (an SMTP reply of 256
   lines near 64 KiB, 128 pipelined commands, a CAPA list of 256 such lines, 128 IMAP tags of 64 KiB, a command of
   64 lines and literals, partial lines), gzip-compressed (per-session byte caps, then the run's dissector budget).
+* ``long-banners``: 10 000 servers greeting with 60 KB and offering one mechanism named with 60 KB, gzip-compressed
+  (what findings keep of a banner and of mechanism names: ``mechanism_name_too_long``).
+* ``long-passwords``: 20 000 AUTH PLAIN attempts, each with a new user and a 48 KB password, gzip-compressed (what
+  a finding keeps of one text value: ``MAX_FIELD_TEXT``).
 * ``fake-servers``: 25 000 one-packet fake SMTP servers, then one real AUTH PLAIN: the credentials finding is kept
   (inventory findings make room for it), the fake servers are kept or counted in ``findings_dropped``.
 
@@ -368,6 +372,45 @@ def fake_servers(writer: PcapWriter, scale: float) -> dict[str, int]:
     return {"fake_servers": count}
 
 
+def long_banners(writer: PcapWriter, scale: float) -> dict[str, int]:
+    """Servers that greet with 60 KB and list one 60 KB mechanism: text every finding of theirs would keep."""
+    count = max(1, int(10_000 * scale))
+    for number in range(count):
+        connection = Connection(writer, number, 25, server=struct.pack("!I", 0xC6120000 + number))
+        connection.send(True, b"220 " + b"B" * 60_000 + b" %d ESMTP\r\n" % number)
+        connection.send(False, b"EHLO c\r\n")
+        connection.send(True, b"250-mx\r\n250 AUTH PLAIN " + b"M" * 60_000 + b"\r\n")
+        connection.close()
+    return {"servers": count}
+
+
+def long_passwords(writer: PcapWriter, scale: float) -> dict[str, int]:
+    """AUTH PLAIN with a new user name and a 48 KB password each time, refused: a finding per user."""
+    count = max(1, int(20_000 * scale))
+    password = b"P" * 48_000
+
+    def turns() -> Iterator[tuple[bool, bytes]]:
+        yield True, b"220 mx.example.com ESMTP\r\n"
+        for number in range(count):
+            yield False, b"AUTH PLAIN " + base64.b64encode(b"\x00user%d\x00" % number + password) + b"\r\n"
+            yield True, b"535 5.7.8 Authentication failed\r\n"
+
+    write_conversation(writer, 1, turns())
+    return {"users": count}
+
+
+def _check_long_passwords(summary: dict[str, Any], made: dict[str, int]) -> list[str]:
+    accounted = summary["findings"].get("cleartext-credentials", 0) + summary.get("findings_dropped", 0)
+    return [] if accounted >= made["users"] else [f"{accounted} credentials accounted for of {made['users']}"]
+
+
+def _check_long_banners(summary: dict[str, Any], made: dict[str, int]) -> list[str]:
+    problems = _anomaly("mechanism_name_too_long", made["servers"])(summary, made)
+    if summary["findings"].get("mail-service", 0) != made["servers"]:
+        problems.append(f"{summary['findings']} for {made['servers']} servers")
+    return problems
+
+
 def _check_fake_servers(summary: dict[str, Any], made: dict[str, int]) -> list[str]:
     problems = []
     if summary["findings"].get("cleartext-credentials", 0) != 1:
@@ -403,6 +446,8 @@ FLOODS = {
         Flood("sasl-loop", sasl_loop, _check_sasl_loop),
         Flood("dissector-state", dissector_state, _check_dissector_state, gzip=True),
         Flood("fake-servers", fake_servers, _check_fake_servers),
+        Flood("long-banners", long_banners, _check_long_banners, gzip=True),
+        Flood("long-passwords", long_passwords, _check_long_passwords, gzip=True),
     )
 }
 

@@ -27,10 +27,11 @@ from passive.analysis.budget import DissectorBudget
 from passive.analysis.detectors import SessionAnalyzer, SessionContext
 from passive.analysis.detectors.credentials import MAX_PENDING_CHARACTERS
 from passive.analysis.detectors.ntlm import MAX_EXCHANGE_STEPS
+from passive.analysis.detectors.service import MAX_BANNER
 from passive.analysis.detectors.session import MAX_SERVER_NAMES
 from passive.analysis.pipeline import AnalysisOptions, analyze_captures
 from passive.analysis.stats import MAX_HASH_BYTES, MAX_SECRET_CHARACTERS, RunStats
-from passive.findings.model import FindingSet, FindingType
+from passive.findings.model import MAX_FIELD_TEXT, FindingSet, FindingType
 
 C, S = ev.Side.CLIENT, ev.Side.SERVER
 LINE = b"A" * 65_000  # just under the 64 KiB line limit: kept whole by the line buffer
@@ -210,3 +211,28 @@ def test_hash_lines_and_secrets_are_capped_in_bytes() -> None:
     stats.hashes.clear()  # watch counts the lines and lets them go: the cap applies to what is held
     stats.add_hash(line)
     assert stats.hashes == [line]
+
+
+def test_findings_keep_a_bounded_banner_and_no_overlong_mechanism_name() -> None:
+    analyzer, stats = _analyzer()
+    banner = "mx.example.com ESMTP Postfix " + "B" * 60_000
+    analyzer.feed([ev.Greeting(S, ev.Evidence.of("220 " + banner, 1, 1.0), banner)])
+    mechanisms = ["PLAIN", "M" * 60_000]
+    analyzer.feed([ev.Capabilities(S, ev.Evidence.of("250 AUTH", 2, 2.0), "ehlo", [], mechanisms, False)])
+    service = analyzer.findings.find(FindingType.MAIL_SERVICE, "192.0.2.25:25")
+    methods = analyzer.findings.find(FindingType.AUTH_METHODS, "192.0.2.25:25")
+    assert service is not None and methods is not None
+    assert len(service.fields["banner"]) == MAX_BANNER and service.fields["software"] == "Postfix"
+    assert methods.fields["mechanisms"] == ["PLAIN"] and stats.anomalies["mechanism_name_too_long"] == 1
+
+
+def test_findings_cut_long_text_values() -> None:
+    """Made-up users with 48 KB passwords: each finding used to keep the whole password (1.1 GiB for 20 000)."""
+    analyzer, _ = _analyzer()
+    long_user, password = "u" * 10_000, "p" * 48_000
+    event = ev.Credentials(C, ev.Evidence.of("AUTH PLAIN ...", 1, 1.0), "PLAIN", long_user, password, "z" * 9_000)
+    analyzer.feed([event, ev.AuthResult(S, ev.Evidence.of("535 no", 2, 2.0), "PLAIN", False, "535 no")])
+    [finding] = [f for f in analyzer.findings if f.type == FindingType.CLEARTEXT_CREDENTIALS]
+    assert finding.key == ("PLAIN", long_user[:MAX_FIELD_TEXT])
+    assert [len(finding.fields[name]) for name in ("user", "password", "authzid")] == [MAX_FIELD_TEXT] * 3
+    assert finding.fields["outcome"] == "failure" and finding.details[0]["outcome"] == "failure"

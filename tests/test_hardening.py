@@ -225,7 +225,15 @@ def test_corrupted_variants_end_cleanly(capture: str, tmp_path: Path) -> None:
 
 # ---- floods, scaled down --------------------------------------------------------------------------------------------
 
-FLOOD_SCALES = {"long-line": 0.05, "av-pairs": 0.02, "base64-line": 0.1, "sasl-loop": 0.12, "dissector-state": 0.1}
+FLOOD_SCALES = {
+    "long-line": 0.05,
+    "av-pairs": 0.02,
+    "base64-line": 0.1,
+    "sasl-loop": 0.12,
+    "dissector-state": 0.1,
+    "long-banners": 0.1,
+    "long-passwords": 0.05,
+}
 
 
 @pytest.mark.parametrize("name", sorted(FLOOD_SCALES))

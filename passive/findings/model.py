@@ -16,6 +16,7 @@ __all__ = [
     "INVENTORY_KINDS",
     "MAX_DETAILS",
     "MAX_EVIDENCE",
+    "MAX_FIELD_TEXT",
     "MAX_NAMES",
     "RESERVED_SHARES",
     "SCHEMA_VERSION",
@@ -25,6 +26,7 @@ __all__ = [
     "FindingSet",
     "FindingType",
     "Severity",
+    "bounded",
     "rank",
 ]
 
@@ -36,6 +38,23 @@ MAX_EVIDENCE = 8
 MAX_DETAILS = 50
 # Names gathered in list fields (users, workstations) per finding.
 MAX_NAMES = 50
+# Characters of one text value a finding keeps in its fields, details and name lists (passwords, tokens, names,
+# addresses are far shorter; 20 000 findings of made-up users with 48 KB passwords held 1.1 GiB). Longer text is
+# cut, as evidence lines are.
+MAX_FIELD_TEXT = 4096
+
+
+def bounded(value: Any) -> Any:
+    """``value`` with every string in it cut at MAX_FIELD_TEXT characters (dicts and lists followed)."""
+    if isinstance(value, str):
+        return value[:MAX_FIELD_TEXT]
+    if isinstance(value, dict):
+        return {name: bounded(item) for name, item in value.items()}
+    if isinstance(value, list):
+        return [bounded(item) for item in value]
+    if type(value) is tuple:
+        return tuple(bounded(item) for item in value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -91,14 +110,20 @@ class Finding:
         else:
             self.evidence_dropped += 1
 
+    def set_fields(self, **values: Any) -> None:
+        """Set fields of the kind's schema, text cut at :data:`MAX_FIELD_TEXT`."""
+        for name, value in values.items():
+            self.fields[name] = bounded(value)
+
     def add_detail(self, detail: dict[str, Any]) -> None:
         if len(self.details) < MAX_DETAILS:
-            self.details.append(detail)
+            self.details.append(bounded(detail))
         else:
             self.details_dropped += 1
 
     def add_name(self, name: str, values: str) -> None:
         """Add ``values`` to the list field ``name`` once, up to :data:`MAX_NAMES` entries."""
+        values = values[:MAX_FIELD_TEXT]
         names = self.fields.setdefault(name, [])
         if values not in names and len(names) < MAX_NAMES:
             names.append(values)

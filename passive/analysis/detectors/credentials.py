@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from dissectors import events as ev
 from passive.analysis.detectors.base import Detector, Handlers, Session
-from passive.findings.model import FindingType, Severity
+from passive.findings.model import FindingType, Severity, bounded
 
 # Credentials awaiting the server's verdict, per session; past this they are recorded with no outcome.
 MAX_PENDING_CREDENTIALS = 32
@@ -52,13 +52,12 @@ class CredentialsDetector(Detector):
         for credentials in pending:
             if credentials.user is None and credentials.password is None:
                 continue
-            finding = self.finding(
-                FindingType.CLEARTEXT_CREDENTIALS, Severity.HIGH, (credentials.mechanism, credentials.user)
-            )
+            key = (credentials.mechanism, bounded(credentials.user))
+            finding = self.finding(FindingType.CLEARTEXT_CREDENTIALS, Severity.HIGH, key)
             self.touch(finding, credentials)
             if result is not None:
                 self.record(finding, result)
-            finding.fields.update(
+            finding.set_fields(
                 mechanism=credentials.mechanism,
                 user=credentials.user,
                 password=credentials.password,

@@ -93,14 +93,14 @@ class NtlmDetector(Detector):
         decoded = challenge.to_dict()
         for name in ntlmssp.SERVER_FIELDS:
             if decoded.get(name) is not None or name not in finding.fields:
-                finding.fields[name] = decoded.get(name)
+                finding.set_fields(**{name: decoded.get(name)})
         stamp = challenge.server_time.as_datetime if challenge.server_time else None
         if stamp is not None and seen_at is not None:
             finding.fields["clock_skew_seconds"] = round(stamp.timestamp() - seen_at, 3) + 0.0
         else:
             finding.fields.setdefault("clock_skew_seconds", None)
         if challenge.anomalies:
-            finding.fields["anomalies"] = [a.to_dict() for a in challenge.anomalies][:MAX_ANOMALIES]
+            finding.set_fields(anomalies=[a.to_dict() for a in challenge.anomalies][:MAX_ANOMALIES])
 
     def _close(self, outcome: str | None, result: ev.AuthResult | None = None) -> None:
         exchange, self.exchange = self.exchange, None
@@ -115,7 +115,7 @@ class NtlmDetector(Detector):
             client["outcome_line"] = result.evidence.line
         for name in ntlmssp.CLIENT_FIELDS:
             if client[name] is not None or name not in finding.fields:
-                finding.fields[name] = client[name]
+                finding.set_fields(**{name: client[name]})
         finding.fields["outcome"] = outcome
         finding.fields.setdefault("users", [])
         finding.fields.setdefault("workstations", [])

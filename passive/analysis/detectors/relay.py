@@ -55,7 +55,7 @@ class RelayDetector(Detector):
             "accepted": bool(event.accepted),
             "reply": event.reply_text,
         }
-        finding.fields.update(attempt, local_domains=sorted(self._local_domains())[:MAX_LOCAL_DOMAINS_SHOWN])
+        finding.set_fields(**attempt, local_domains=sorted(self._local_domains())[:MAX_LOCAL_DOMAINS_SHOWN])
         finding.add_detail({"client": self.context.client, **attempt, "time": event.evidence.timestamp})
 
     def _local_domains(self) -> set[str]:
