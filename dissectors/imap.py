@@ -78,11 +78,6 @@ class ImapSession(MailSession):
         self._tag_bytes = 0
         self._awaited: _Awaited | None = None
         self._literal_plus = False  # the server announced LITERAL+
-        self._server_spoke = False
-
-    def _receive(self, side: ev.Side, data: bytes, frame: int | None, timestamp: float | None) -> None:
-        self._server_spoke = self._server_spoke or (side is SERVER and bool(data))
-        super()._receive(side, data, frame, timestamp)
 
     # -- assembling lines across literals -----------------------------------------------------------------------
 
@@ -151,7 +146,7 @@ class ImapSession(MailSession):
         or BYE), or nothing yet (None)."""
         awaited = self._awaited
         assert awaited is not None
-        if text.startswith("+"):
+        if text == "+" or text.startswith(("+ ", "+\t")):  # a continuation request (RFC 9051 7.5)
             return True
         first = text.split(None, 2)
         if first and first[0] == awaited.tag and awaited.tag != "*":

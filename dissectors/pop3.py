@@ -85,8 +85,9 @@ class Pop3Session(MailSession):
         if not positive and not status.startswith("-ERR"):
             self._anomaly(ev.Side.SERVER, "bad_status_line", "server line is neither +OK nor -ERR")
             return
-        if not self.greeted and not self.partial and not self.pending:
-            # With a command already waiting, the greeting is not in the capture: this answers the command.
+        if not self.greeted and not self.partial and not (self.pending and self._greeting_lost):
+            # The server's first line is its greeting, even when the client talked first (a STLS sent before the
+            # greeting is not answered by it); only when bytes were lost before it may this answer a command.
             self.greeted = True
             self._emit(ev.Greeting(ev.Side.SERVER, self._evidence(), text[3 if positive else 4 :].strip(), positive))
             return

@@ -94,6 +94,8 @@ def parse_auth_command(protocol: Protocol, line: str) -> AuthCommand | None:
     tag = words.pop(0) if imap and words else None
     if len(words) < 2 or words[0].upper() != ("AUTHENTICATE" if imap else "AUTH"):
         return None
+    if tag is not None and ("+" in tag or "*" in tag):
+        return None  # not a tag (RFC 9051: none holds "+" or "*"): no server answers it as one
     if not _MECHANISM.fullmatch(words[1]):
         return None
     return AuthCommand(words[1].upper(), words[2] if len(words) > 2 else None, tag)

@@ -51,6 +51,9 @@ class MailSession:
         self._seen_data = False
         # The client's first bytes were a TLS record: believed once the server answers in TLS too.
         self._tls_hello: ev.Evidence | None = None
+        self._server_spoke = False  # a byte came from the server (else the capture may hold one side only)
+        # Bytes of the server's were lost before its greeting: its first reply may answer a command instead.
+        self._greeting_lost = False
 
     # -- feeding ------------------------------------------------------------------------------------------------
 
@@ -93,6 +96,7 @@ class MailSession:
         return out
 
     def _receive(self, side: ev.Side, data: bytes, frame: int | None, timestamp: float | None) -> None:
+        self._server_spoke = self._server_spoke or (side is SERVER and bool(data))
         if self.tls:
             self.tls_bytes += len(data)
             return
@@ -132,6 +136,7 @@ class MailSession:
         if self.tls:
             return
         self.buffers[side].resync()
+        self._greeting_lost = self._greeting_lost or (side is SERVER and not self.greeted)
         if self._tls_hello is not None:  # whatever answered the client's TLS record is lost with it
             self._tls_hello = None
             self.buffers[CLIENT].resync()

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from dissectors import events as ev
 from dissectors import sasl
 from dissectors.held import HeldParts, size_of
-from dissectors.linebuffer import MAX_LINE, Raw
+from dissectors.linebuffer import MAX_HELD, MAX_LINE, Raw
 from dissectors.session import COMMAND_OVERHEAD, MailSession, unique_upper
 
 _REPLY = re.compile(r"^(\d{3})([ -]?)(.*)$")
@@ -53,6 +53,9 @@ class SmtpSession(MailSession):
         self._reply: _Reply | None = None
         self._in_data = False
         self._data_lines = 0
+        # DATA was sent and its reply is not in yet: the client's next bytes wait, unread, for it (a message only
+        # follows a 354, RFC 5321 section 4.1.1.4; after a refusal the same bytes are commands to the server).
+        self._data_awaited = False
 
     # -- client -------------------------------------------------------------------------------------------------
 
@@ -75,9 +78,8 @@ class SmtpSession(MailSession):
         elif verb == "AUTH":
             self._sasl(ev.Side.CLIENT, self.auth.client_line(text))
         elif verb == "DATA":
-            # Clients send the message only after 354; entering data mode now keeps pipelined DATA right.
-            self._in_data = True
-            self._data_lines = 0
+            self._data_awaited = True
+            self.buffers[ev.Side.CLIENT].hold()
         elif verb == "BDAT":
             match = _BDAT.match(text)
             if match:
@@ -117,18 +119,18 @@ class SmtpSession(MailSession):
         self._handle_reply(reply, text)
 
     def _handle_reply(self, reply: _Reply, final_line: str) -> None:
-        if self.auth.active:
-            self._sasl(ev.Side.SERVER, self.auth.server_line(final_line))
-            if not self.auth.active and self.pending and self.pending[0].verb == "AUTH":
-                self._pop_pending()
-            return
         if not self.greeted and not self.partial and self._is_greeting(reply):
             self.greeted = True
             first = reply.texts()[0] if reply.lines else reply.last
             self._emit(ev.Greeting(ev.Side.SERVER, self._evidence(), first.strip(), reply.code == 220))
             return
+        self.greeted = True  # the server's first reply was not a greeting: none comes later
+        if self.auth.active:
+            self._sasl(ev.Side.SERVER, self.auth.server_line(final_line))
+            if not self.auth.active and self.pending and self.pending[0].verb == "AUTH":
+                self._pop_pending()
+            return
         if not self.pending:
-            self.greeted = True
             if reply.code != 421:  # 421 may come unasked when the server shuts the connection
                 self._anomaly(ev.Side.SERVER, "unsolicited_reply", f"reply {reply.code} to no command")
             return
@@ -137,10 +139,11 @@ class SmtpSession(MailSession):
 
     def _is_greeting(self, reply: _Reply) -> bool:
         """The first 220/554/421 is the greeting, even when an early-talking client already sent a command
-        (spam bots do); a capture that starts after the greeting shows the client's command answered instead."""
+        (spam bots do, and a client that sends STARTTLS before the greeting must not have it read as the answer).
+        Only when the server's first bytes were lost (a gap) may it answer a pending STARTTLS instead."""
         if reply.code not in (220, 421, 554):
             return False
-        return not (self.pending and self.pending[0].verb == "STARTTLS")
+        return not (self._greeting_lost and self.pending and self.pending[0].verb == "STARTTLS")
 
     def _answer(self, command: _Command, reply: _Reply) -> None:
         code = reply.code
@@ -190,11 +193,38 @@ class SmtpSession(MailSession):
             )
         elif verb == "DATA":
             self._emit(ev.DataStart(ev.Side.CLIENT, self._command_evidence(command), code == 354))
-            if code != 354 and self._in_data and not self._data_lines:
-                self._in_data = False
+            self._data_verdict(code == 354)
         elif verb == "AUTH":
             # The server refused AUTH outright (e.g. 503, 504) without the tracker seeing it as one of its replies.
             self._sasl(ev.Side.SERVER, self.auth.server_line(f"{code} {reply.last}"))
+
+    def _data_verdict(self, message: bool, why: str | None = None) -> None:
+        """Read what the client sent after DATA: the message after a 354, commands after anything else."""
+        if not self._data_awaited:
+            return
+        self._data_awaited = False
+        self._in_data, self._data_lines = message, 0
+        if why is not None:
+            self._anomaly(ev.Side.CLIENT, "data_unanswered", why)
+        held, frame, timestamp = self.buffers[ev.Side.CLIENT].release()
+        self._consume(ev.Side.CLIENT, held, frame, timestamp)
+
+    def _after_receive(self, side: ev.Side) -> None:
+        super()._after_receive(side)
+        if self._data_awaited and self.buffers[ev.Side.CLIENT].held > MAX_HELD:
+            self._unanswered(f"more than {MAX_HELD} bytes after DATA and no reply to it")
+
+    def _close(self, frame: int | None, timestamp: float | None) -> None:
+        super()._close(frame, timestamp)
+        self._unanswered("the connection ended before the reply to DATA")
+
+    def _unanswered(self, why: str) -> None:
+        """No reply to DATA in time: without a byte from the server (a capture of one side) the client is all there
+        is to go by (a message); otherwise what the server did not accept as a message is read as commands."""
+        if self._server_spoke:
+            self._data_verdict(False, why + "; read as commands")
+        else:
+            self._data_verdict(True)
 
     def _command_evidence(self, command: _Command) -> ev.Evidence:
         return ev.Evidence.of(command.line, command.frame, command.timestamp)
@@ -202,13 +232,16 @@ class SmtpSession(MailSession):
     def _after_gap(self, side: ev.Side) -> None:
         self._reply = None
         if side is ev.Side.CLIENT:
-            self._in_data = False
+            self._in_data = self._data_awaited = False  # the held bytes went with the gap
+        elif self._data_awaited:
+            self._data_verdict(True)  # the reply to DATA may be among the lost bytes: as before, a message
 
     def _state_bytes(self) -> int:
         return self._reply.lines.bytes if self._reply is not None else 0
 
     def _shed_state(self) -> None:
         self._reply = None  # its final line still comes, and is read as a reply of its own
+        self._data_awaited = False  # the held bytes were dropped
 
 
 def _address(argument: str) -> str:

@@ -29,6 +29,7 @@ from dissectors.linebuffer import MAX_LINE
 from dissectors.pop3 import Pop3Session
 from dissectors.session import MAX_SESSION_BYTES, MailSession
 from dissectors.smtp import SmtpSession
+from fuzz import canary
 from fuzz.amplify import deep_size, feed_shape, shape_from_bytes
 from fuzz.conversation import CLIENT, parse
 from passive.analysis.detectors import SessionAnalyzer, SessionContext
@@ -190,6 +191,12 @@ def amplified_line(data: bytes) -> None:
     _check_held(session)
     for finding in findings:
         _json_round_trip(finding_record(finding))
+
+
+def canary_login(data: bytes) -> None:
+    """Whatever a client sends first, refused by the server, does not hide the login that follows (fuzz/canary.py)."""
+    protocol, _script = canary.conversation(data)
+    assert canary.canary_seen(data), f"{protocol}: the login after the refused bytes was not seen"
 
 
 smtp_session = _session_harness("smtp")
@@ -397,6 +404,7 @@ HARNESSES: dict[str, Harness] = {
         Harness("smtp", smtp_session, 4096, "smtp"),
         Harness("imap", imap_session, 4096, "imap"),
         Harness("amplify", amplified_line, 16, "amplify"),
+        Harness("canary", canary_login, 1024, "canary"),
         # pcapy-ng's setfilter never frees the compiled BPF program (~14 KB per capture opened with libpcap),
         # so a long campaign grows by that much per libpcap run without leakscope leaking anything.
         Harness("capture", capture_file, 16384, "capture", rss_limit_mb=8192),

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from fuzz import amplify
+from fuzz import amplify, canary
 from fuzz.conversation import CLIENT, SERVER, Record, encode
 from passive.capture.engine import CaptureError, CaptureOptions, analyze_file
 from passive.capture.linklayer import SUPPORTED_LINKTYPES
@@ -114,7 +114,8 @@ def _frames() -> Iterator[bytes]:
 
 def build(directory: Path, max_len: dict[str, int] | None = None) -> dict[str, int]:
     """Write every seed set under ``directory/<set>/``; returns the number of seeds per set."""
-    names = ("ntlmssp", "conversation", "base64", "smtp", "pop3", "imap", "capture", "frames", "amplify", "none")
+    names = ("ntlmssp", "conversation", "base64", "smtp", "pop3", "imap", "capture", "frames", "amplify", "canary")
+    names += ("none",)
     sets: dict[str, dict[str, bytes]] = {name: {} for name in names}
     limits = max_len or {}
 
@@ -146,6 +147,8 @@ def build(directory: Path, max_len: dict[str, int] | None = None) -> dict[str, i
     add("none", b"")
     for shape in amplify.KNOWN_SHAPES.values():
         add("amplify", amplify.shape_to_bytes(shape, 60 * 1024))
+    for seed in canary.SEEDS:
+        add("canary", seed)
     counts = {}
     for name, seeds in sets.items():
         target = directory / name

@@ -105,6 +105,45 @@ def test_literal_never_answered_is_read_as_commands() -> None:
     assert logins(one_sided) == [("alice", "secret")]  # no server bytes at all: the client is all there is
 
 
+def test_what_follows_a_refused_data_is_read_as_commands() -> None:
+    """Found while building the canary harness: lines sent right after DATA were message text even when the server
+    refused DATA (and so read them as commands)."""
+    plain = b"AUTH PLAIN " + base64.b64encode(b"\0alice\0secret") + b"\r\n"
+    refused = feed(
+        SmtpSession(),
+        [(S, b"220 mx ESMTP\r\n"), (C, b"DATA\r\n" + plain), (S, b"503 5.5.1 need RCPT\r\n235 2.7.0 ok\r\n")],
+    )
+    assert logins(refused) == [("alice", "secret")]
+    assert [r.success for r in refused if isinstance(r, ev.AuthResult)] == [True]
+    envelope = b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n"
+    for early in (True, False):  # the message sent with DATA (pipelined early), or after the 354 as it should be
+        script = [(S, b"220 mx ESMTP\r\n"), (C, envelope + (plain + b".\r\n" if early else b""))]
+        script += [(S, b"250 ok\r\n250 ok\r\n354 go on\r\n")]
+        script += [] if early else [(C, plain + b".\r\n")]
+        message = feed(SmtpSession(), [*script, (S, b"250 queued\r\n")])
+        assert not logins(message)  # message text, as the server read it
+    unanswered = feed(SmtpSession(), [(S, b"220 mx ESMTP\r\n"), (C, b"DATA\r\n" + plain)], close=True)
+    assert "data_unanswered" in codes(unanswered) and logins(unanswered) == [("alice", "secret")]
+
+
+def test_commands_sent_before_the_greeting_are_not_answered_by_it() -> None:
+    """Found by the canary harness: a STARTTLS/STLS sent before the greeting took the greeting as its acceptance (the
+    session went blind), an AUTH took it as its success, and an IMAP line tagged "+" started an exchange no server
+    answers."""
+    plain = b"AUTH PLAIN " + base64.b64encode(b"\0alice\0secret") + b"\r\n"
+    smtp = feed(SmtpSession(), [(C, b"STARTTLS\r\n"), (S, b"220 mx ESMTP\r\n500 no\r\n"), (C, plain)])
+    pop3_login = b"USER alice\r\nPASS secret\r\n"
+    pop3 = feed(Pop3Session(), [(C, b"STLS\r\n"), (S, b"+OK ready\r\n-ERR no\r\n"), (C, pop3_login)])
+    imap_login = b"a2 LOGIN alice secret\r\n"
+    imap = feed(ImapSession(), [(S, GREETING), (C, b"+ AUTHENTICATE PLAIN\r\n"), (S, b"* BAD\r\n"), (C, imap_login)])
+    for events in (smtp, pop3, imap):
+        assert not [e for e in events if isinstance(e, ev.StartTls) and e.accepted]
+        assert logins(events) == [("alice", "secret")]
+    early_auth = feed(SmtpSession(), [(C, plain), (S, b"220 mx ESMTP\r\n535 5.7.8 failed\r\n")])
+    assert [r.success for r in early_auth if isinstance(r, ev.AuthResult)] == [False]
+    assert [g.banner for g in early_auth if isinstance(g, ev.Greeting)] == ["mx ESMTP"]
+
+
 # ---- TLS is believed when the server answers it --------------------------------------------------------------------
 
 
