@@ -16,7 +16,7 @@ from dissectors import sasl
 from dissectors.held import HeldParts, size_of
 from dissectors.imap_syntax import capability_code, literal_at_end, tokens, without_capability_codes
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, Line, Raw
-from dissectors.session import CLIENT, COMMAND_OVERHEAD, SERVER, MailSession, unique_upper
+from dissectors.session import CLIENT, COMMAND_OVERHEAD, MAX_VERB, SERVER, MailSession, unique_upper
 
 __all__ = ["ImapSession", "capability_code", "literal_at_end", "tokens", "without_capability_codes"]
 
@@ -55,8 +55,8 @@ class _Command:
     held: int = 0
 
     def __post_init__(self) -> None:
-        self.line = self.line[: ev.MAX_EVIDENCE_TEXT]
-        self.held = COMMAND_OVERHEAD + size_of(self.tag) + size_of(self.line)
+        self.name, self.line = self.name[:MAX_VERB], self.line[: ev.MAX_EVIDENCE_TEXT]
+        self.held = COMMAND_OVERHEAD + size_of(self.tag) + size_of(self.name) + size_of(self.line)
 
 
 @dataclass

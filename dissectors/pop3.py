@@ -8,7 +8,7 @@ from dissectors import events as ev
 from dissectors import sasl
 from dissectors.held import HeldParts, size_of
 from dissectors.linebuffer import MAX_LINE
-from dissectors.session import COMMAND_OVERHEAD, MailSession, unique_upper
+from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, unique_upper
 
 # Commands whose +OK answer is followed by lines up to a lone ".".
 _MULTILINE_ALWAYS = {"CAPA", "RETR", "TOP"}
@@ -31,9 +31,9 @@ class _Command:
     held: int = 0
 
     def __post_init__(self) -> None:
-        self.argument = self.argument[: ev.MAX_EVIDENCE_TEXT]
+        self.verb, self.argument = self.verb[:MAX_VERB], self.argument[: ev.MAX_EVIDENCE_TEXT]
         self.line = self.line[: ev.MAX_EVIDENCE_TEXT]
-        self.held = COMMAND_OVERHEAD + size_of(self.argument) + size_of(self.line)
+        self.held = COMMAND_OVERHEAD + size_of(self.verb) + size_of(self.argument) + size_of(self.line)
 
 
 class Pop3Session(MailSession):

@@ -22,6 +22,9 @@ MAX_PENDING = 128
 MAX_PENDING_BYTES = 256 * 1024
 # What a remembered command costs besides its strings: the object, its fields, its slot.
 COMMAND_OVERHEAD = 256
+# Characters of a command's verb (or IMAP command name) kept: the longest real one is a dozen; a longer word is no
+# command either way, and a 64 KiB one would be kept whole for every remembered command.
+MAX_VERB = 64
 # What no session holds between calls (buffered_bytes): the caps here, in linebuffer and in each protocol's module
 # add up to about 1.6 MiB for IMAP, the largest, counting lines of characters beyond U+FFFF (four bytes each).
 MAX_SESSION_BYTES = 2 * 1024 * 1024

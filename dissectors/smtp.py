@@ -9,7 +9,7 @@ from dissectors import events as ev
 from dissectors import sasl
 from dissectors.held import HeldParts, size_of
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, Raw
-from dissectors.session import COMMAND_OVERHEAD, MailSession, unique_upper
+from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, unique_upper
 
 _REPLY = re.compile(r"^(\d{3})([ -]?)(.*)$")
 _PATH = re.compile(r"^\s*(?:FROM|TO)\s*:\s*(<[^>]*>|[^\s<>]+)(.*)$", re.IGNORECASE)
@@ -31,8 +31,8 @@ class _Command:
     held: int = 0
 
     def __post_init__(self) -> None:
-        self.line = self.line[:ev.MAX_EVIDENCE_TEXT]
-        self.held = COMMAND_OVERHEAD + size_of(self.line) + size_of(self.argument)
+        self.verb, self.line = self.verb[:MAX_VERB], self.line[: ev.MAX_EVIDENCE_TEXT]
+        self.held = COMMAND_OVERHEAD + size_of(self.verb) + size_of(self.line) + size_of(self.argument)
 
 
 @dataclass
