@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dissectors.registry import PORT_PROTOCOLS
+from passive.analysis.budget import MAX_DISSECTOR_BYTES, DissectorBudget
 from passive.analysis.classify import mail_capture_options
 from passive.analysis.domains import IpNetwork
 from passive.analysis.flow import EngineHandler, MailFlow, SessionRecord, UnknownFlow
@@ -46,6 +47,7 @@ class AnalysisOptions:
     backend: str = "auto"  # capture reader: "auto", "libpcap" or "python"
     max_flows: int = MAX_FLOWS  # flows reassembled at once
     reassembly_policy: str = DEFAULT_POLICY  # whose bytes win where segments overlap (passive.capture.policy)
+    max_dissector_bytes: int = MAX_DISSECTOR_BYTES  # partial state all sessions may hold together
 
     def capture_options(self) -> CaptureOptions:
         return mail_capture_options(
@@ -64,6 +66,7 @@ class Analysis:
         self.options = options or AnalysisOptions()
         self.findings = FindingSet()
         self.stats = RunStats()
+        self.budget = DissectorBudget(self.options.max_dissector_bytes, self.stats)
         self.sessions: list[SessionRecord] = []
         self.flows_ignored = 0
         self.file: str | None = None

@@ -139,14 +139,15 @@ class ServiceProbe(SmtpConversation, Pop3Conversation, ImapConversation, HttpCon
             protocol, self.report.server, self.client, None, source="active"
         )
         self.analyzer = SessionAnalyzer(context, self.run.findings, self.run.stats, self.run.relays)
-        self.wire = Wire(protocol, self.analyzer)
+        self.wire = Wire(protocol, self.analyzer, self.options.max_line)
         if self.service.implicit_tls:
             self.wire.tls_started(implicit=True)
         self.conn.on_receive = self.wire.server
         self.conn.on_send = self.wire.client
         if self.conn.unfed:
-            self.wire.server(bytes(self.conn.unfed))
+            unfed = bytes(self.conn.unfed)
             self.conn.unfed.clear()
+            self.conn.feed(unfed)
 
 
     async def _converse(self) -> None:
