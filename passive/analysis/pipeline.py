@@ -9,6 +9,8 @@ live interface.
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from passive.capture.counters import CaptureCounters
 from passive.capture.flow import Flow
 from passive.capture.options import MAX_FLOWS, CaptureOptions
 from passive.capture.policy import DEFAULT_POLICY
+from passive.capture.stop import StopFlag
 from passive.core.endpoints import endpoint
 from passive.core.errors import CaptureError
 from passive.findings.model import FindingSet
@@ -100,6 +103,15 @@ class Results:
     counters: CaptureCounters
     analyzed: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, one-line reason)
+    # Set when a stop request ended the run early: the capture cut short ({"file", "packets", "bytes", "size"}; the
+    # packets and bytes read of it), and the captures not read at all.
+    stopped_at: dict[str, Any] | None = None
+    not_read: list[str] = field(default_factory=list)
+
+    @property
+    def partial(self) -> bool:
+        """Whether some capture was not read to its end (a stop request)."""
+        return self.stopped_at is not None or bool(self.not_read)
 
     @property
     def findings(self) -> FindingSet:
@@ -119,7 +131,13 @@ class Results:
             "flows_ignored": self.analysis.flows_ignored,
             "captures": len(self.analyzed),
             "captures_failed": len(self.failed),
+            **self._partial(),
         }
+
+    def _partial(self) -> dict[str, Any]:
+        if not self.partial:
+            return {}
+        return {"partial": True, "stopped_at": self.stopped_at, "not_read": list(self.not_read)}
 
 
 FileContext = Callable[[str, CaptureCounters], AbstractContextManager[Any]]
@@ -130,21 +148,44 @@ def analyze_captures(
     options: AnalysisOptions | None = None,
     *,
     around_file: FileContext | None = None,
+    stop: StopFlag | None = None,
 ) -> Results:
     """Analyze each capture in turn into one :class:`Analysis`. A capture that cannot be read is listed in
     ``failed`` with its reason; the others are analyzed. ``around_file(path, counters)`` wraps each file (a
-    progress display, say)."""
+    progress display, say). Once ``stop.requested`` is set, reading stops at the next packet boundary, the flows
+    read so far are finished as at the end of a capture, and the results say what was not read (``partial``)."""
     analysis = Analysis(options)
     capture_options = analysis.options.capture_options()
     results = Results(analysis, CaptureCounters())
     for path in paths:
+        if stop is not None and stop.requested:
+            results.not_read.append(path)
+            continue
         analysis.file = path
         wrapper = around_file(path, results.counters) if around_file is not None else contextlib.nullcontext()
+        packets, position = results.counters.packets_read, results.counters.bytes_read
         try:
             with wrapper:
-                analyze_file(path, analysis.handler_factory, capture_options, counters=results.counters)
+                analyze_file(path, analysis.handler_factory, capture_options, counters=results.counters, stop=stop)
         except CaptureError as error:
             results.failed.append((path, str(error)))
         else:
             results.analyzed.append(path)
+        if stop is not None and stop.cut:
+            stop.cut = False
+            results.stopped_at = {
+                "file": path,
+                "packets": results.counters.packets_read - packets,
+                "bytes": results.counters.bytes_read - position,
+                "size": _size(path),
+            }
     return results
+
+
+def _size(path: str) -> int | None:
+    """A regular file's size; None for a pipe, a FIFO or a device (or a file gone meanwhile)."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_size if stat.S_ISREG(status.st_mode) else None

@@ -21,6 +21,9 @@ class CaptureCounters:
     """
 
     packets_read: int = 0
+    # Bytes of the capture files read so far, as stored (compressed bytes for a compressed file): where the readers
+    # are, for a progress display; libpcap's position is its file's, a little ahead of the packet it hands over.
+    bytes_read: int = 0
     packets_matched: int = 0
     segments: int = 0
     ignored: int = 0

@@ -47,6 +47,7 @@ from passive.capture.options import CaptureOptions
 from passive.capture.pcapfile import CaptureFormatError, FileKind, sniff_kind
 from passive.capture.pyreader import read_with_python
 from passive.capture.reassembly import Reassembler
+from passive.capture.stop import StopFlag
 from passive.core.errors import CaptureError
 
 _NO_LIBPCAP_NOTICE = "leakscope: libpcap binding (pcapy-ng) not available; using the slower built-in capture reader"
@@ -55,9 +56,16 @@ _NO_LIBPCAP_NOTICE = "leakscope: libpcap binding (pcapy-ng) not available; using
 class Engine:
     """Decode -> port check -> reassembly, shared by every reader."""
 
-    def __init__(self, factory: HandlerFactory, options: CaptureOptions, counters: CaptureCounters) -> None:
+    def __init__(
+        self,
+        factory: HandlerFactory,
+        options: CaptureOptions,
+        counters: CaptureCounters,
+        stop: StopFlag | None = None,
+    ) -> None:
         self.options = options
         self.counters = counters
+        self.stop = stop  # polled by the file readers between packets
         self.ports = options.ports
         self.all_ports = options.all_ports or not options.ports  # no port given: every port passes
         self.reassembler = Reassembler(
@@ -135,10 +143,13 @@ def analyze_file(
     options: CaptureOptions | None = None,
     *,
     counters: CaptureCounters | None = None,
+    stop: StopFlag | None = None,
 ) -> CaptureCounters:
     """Read a capture file, reassemble its flows into ``handler_factory``'s handlers, return the counters.
 
-    ``options`` say which ports to keep; without them every TCP flow is reassembled.
+    ``options`` say which ports to keep; without them every TCP flow is reassembled. When ``stop.requested`` is
+    set, reading stops at the next packet boundary (``stop.cut`` is then set) and the flows read so far are
+    finished as at the end of a file.
     Raises :class:`~passive.core.errors.CaptureError` (one-line message) when the file is
     missing, unreadable or not a capture. Damage inside a capture does not raise: packets before
     it are processed, an anomaly is counted and the message lands in ``counters.warnings``.
@@ -149,11 +160,9 @@ def analyze_file(
     kind = _sniff(path)
     # libpcap takes the name as UTF-8; a name that is not (bytes from argv) goes to the built-in reader, and so
     # does a pipe or FIFO (``kind.stream``): sniffing read its first bytes, which only the built-in reader has.
-    libpcap_can_read = (
-        kind.format == "pcap" and kind.compression is None and kind.stream is None and _utf8_name(path)
-    )
+    libpcap_can_read = kind.format == "pcap" and kind.compression is None and kind.stream is None and _utf8_name(path)
     backend = _choose_backend(options, libpcap_can_read)
-    engine = Engine(handler_factory, options, counters)
+    engine = Engine(handler_factory, options, counters, stop)
     if backend != "libpcap" or not libpcap.read_with_libpcap(path, engine, options):
         read_with_python(path, engine, options, kind)
     engine.finish()

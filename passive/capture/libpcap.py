@@ -7,6 +7,7 @@ the capture layer falls back to its pure-Python reader (:mod:`passive.capture.py
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from passive.capture.frames import FrameLocator
 from passive.capture.linklayer import SUPPORTED_LINKTYPES
 from passive.capture.options import CaptureOptions
 from passive.capture.pcapfile import MAX_RECORD
+from passive.capture.stop import StopFlag
 from passive.core.errors import CaptureError, one_line
 
 
@@ -25,10 +27,12 @@ class PacketSink(Protocol):
     """Where a file reader hands packets (:class:`~passive.capture.engine.Engine`)."""
 
     counters: CaptureCounters
+    stop: StopFlag | None
 
     def feed(self, frame: int, ts: float, linktype: int, data: bytes) -> None: ...
 
     def would_match(self, data: bytes, linktype: int) -> bool: ...
+
 
 try:  # libpcap binding; optional at run time
     import pcapy  # type: ignore[import-untyped]
@@ -73,13 +77,14 @@ def read_with_libpcap(path: Path, engine: PacketSink, options: CaptureOptions) -
         raise CaptureError(f"invalid BPF filter: {one_line(exc)}") from None
     locator = FrameLocator(path) if options.exact_frames else None
     batches = _LibpcapBatches(path, reader, expr)
+    base = counters.packets_read
     try:
-        read = _feed_batches(batches, engine, linktype, locator)
+        read = _feed_batches(batches, engine, linktype, locator, _Position(reader, counters))
     finally:
         if locator is not None:
             locator.close()
         reader.close()
-    counters.packets_read += read
+    counters.packets_read = base + read
     damage = batches.damage
     if damage is not None:
         if "capture length" in damage:  # libpcap: "invalid packet capture length N, bigger than snaplen of M"
@@ -89,14 +94,22 @@ def read_with_libpcap(path: Path, engine: PacketSink, options: CaptureOptions) -
     return True
 
 
-def _feed_batches(batches: _LibpcapBatches, engine: PacketSink, linktype: int, locator: FrameLocator | None) -> int:
-    """Feed every packet to the engine, numbered by ``locator`` if given; return the frames read."""
+def _feed_batches(
+    batches: _LibpcapBatches, engine: PacketSink, linktype: int, locator: FrameLocator | None, position: _Position
+) -> int:
+    """Feed every packet to the engine, numbered by ``locator`` if given; return the frames read. Between batches,
+    the counters say how far the file was read, and a stop request ends the reading."""
     counters = engine.counters
+    stop = engine.stop if engine.stop is not None else StopFlag()
     locate = locator.locate if locator is not None else None
     feed = engine.feed
     ordinal = 0
+    base = counters.packets_read
     iter_meta = META.iter_unpack
     for buf, meta in batches:
+        if stop.requested:
+            stop.cut = True
+            return locator.frame if locator is not None else ordinal
         for sec, usec, offset, caplen in iter_meta(meta):
             data = buf[offset : offset + caplen]
             ordinal += 1
@@ -112,7 +125,30 @@ def _feed_batches(batches: _LibpcapBatches, engine: PacketSink, linktype: int, l
                     locator = locate = None
                     frame = ordinal
             feed(frame, sec + usec * 1e-6, linktype, data)
+        counters.packets_read = base + (locator.frame if locator is not None else ordinal)
+        position.update()
+    position.update()
     return locator.count_rest() if locator is not None else ordinal
+
+
+class _Position:
+    """Where libpcap is in its file, as ``counters.bytes_read`` (one lseek per batch: libpcap says nothing of it)."""
+
+    def __init__(self, reader: object, counters: CaptureCounters) -> None:
+        self.counters = counters
+        self.base = counters.bytes_read
+        try:
+            self.fd: int | None = reader.getfd()  # type: ignore[attr-defined]
+        except (AttributeError, pcapy.PcapError):
+            self.fd = None
+
+    def update(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            self.counters.bytes_read = self.base + os.lseek(self.fd, 0, os.SEEK_CUR)
+        except OSError:
+            self.fd = None
 
 
 class _LibpcapBatches:

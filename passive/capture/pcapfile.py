@@ -25,7 +25,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO, NamedTuple, Protocol
 
 PCAP_MAGIC_USEC = 0xA1B2C3D4
 PCAP_MAGIC_NSEC = 0xA1B23C4D
@@ -99,6 +99,31 @@ class _Replay:
         """Read again from the first byte; with ``recording``, go on keeping what is read."""
         self.pos = 0
         self.recording = recording
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+class Tally(Protocol):
+    """Where a reader counts the bytes it took from its file (:class:`~passive.capture.counters.CaptureCounters`)."""
+
+    bytes_read: int
+
+
+class _Tallied:
+    """A file (or stream) whose reads are counted in ``tally.bytes_read``: the position in the file as stored, so
+    the compressed position for a compressed file. One addition per read of up to a megabyte costs nothing."""
+
+    mode = "rb"
+
+    def __init__(self, fh: BinaryIO | _Replay, tally: Tally) -> None:
+        self.fh = fh
+        self.tally = tally
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.fh.read(size)
+        self.tally.bytes_read += len(data)
+        return data
 
     def close(self) -> None:
         self.fh.close()
@@ -226,9 +251,10 @@ class _Stream:
 class PacketReader:
     """Iterate :class:`RawPacket` from a pcap/pcapng file (plain or gzip), or from the stream ``kind`` holds."""
 
-    def __init__(self, path: Path | str, kind: FileKind | None = None) -> None:
+    def __init__(self, path: Path | str, kind: FileKind | None = None, tally: Tally | None = None) -> None:
         self.path = Path(path)
         self.kind = kind if kind is not None else sniff_kind(self.path)
+        self.tally = tally  # counts the bytes read from the file, if given
         self.error: str | None = None
         self.packets = 0
         self.oversized = 0  # records over MAX_RECORD: the one that stopped a pcap, and the pcapng packets cut to it
@@ -247,12 +273,16 @@ class PacketReader:
         source, compression = self.kind.stream, self.kind.compression
         if source is None:
             fh = open(self.path, "rb")  # noqa: SIM115 - returned to a with statement
+            if self.tally is not None:
+                fh = _Tallied(fh, self.tally)  # type: ignore[assignment]
             if compression is None:
-                return fh
+                return contextlib.closing(fh) if self.tally is not None else fh  # type: ignore[return-value]
             return contextlib.closing(_Decompressed(compression, fh))  # type: ignore[arg-type,return-value]
+        if self.tally is not None:
+            source = _Tallied(source, self.tally)  # type: ignore[assignment]
         if compression is not None:
             # Closing a decompressor leaves the stream under it open: close both.
-            return contextlib.closing(_Decompressed(compression, source))  # type: ignore[return-value]
+            return contextlib.closing(_Decompressed(compression, source))  # type: ignore[arg-type,return-value]
         return contextlib.closing(source)  # type: ignore[return-value]
 
     def _fail(self, message: str) -> None:

@@ -13,20 +13,26 @@ from pathlib import Path
 from passive.capture.libpcap import PacketSink, compile_filter
 from passive.capture.options import CaptureOptions
 from passive.capture.pcapfile import MAX_RECORD, CaptureFormatError, FileKind, PacketReader, RawPacket
+from passive.capture.stop import StopFlag
 from passive.core.errors import CaptureError, one_line
 
 
 def read_with_python(path: Path, engine: PacketSink, options: CaptureOptions, kind: FileKind | None = None) -> None:
-    """Feed the packets of a pcap/pcapng file (plain or gzip) that pass the filters to ``engine``."""
+    """Feed the packets of a pcap/pcapng file (plain or gzip) that pass the filters to ``engine``; stop before the
+    next packet once ``engine.stop`` is requested."""
     counters = engine.counters
+    stop = engine.stop if engine.stop is not None else StopFlag()
     try:
-        reader = PacketReader(path, kind)
+        reader = PacketReader(path, kind, tally=counters)
     except (OSError, CaptureFormatError) as exc:
         raise CaptureError(f"{path}: {one_line(exc)}") from None
     user_filters: dict[int, Callable[[bytes], bool]] = {}
     feed, would_match = engine.feed, engine.would_match
     packet: RawPacket
     for packet in reader:
+        if stop.requested:
+            stop.cut = True
+            break
         counters.packets_read += 1
         frame, ts, linktype, data, _wire_len = packet
         if not would_match(data, linktype):

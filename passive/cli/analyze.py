@@ -12,6 +12,7 @@ from passive.analysis.domains import IpNetwork
 from passive.analysis.pipeline import AnalysisOptions, Results, analyze_captures
 from passive.capture.bpf import check_user_filter
 from passive.capture.paths import expand_inputs
+from passive.capture.stop import StopFlag
 from passive.cli.common import (
     all_outputs_option,
     domains,
@@ -28,9 +29,11 @@ from passive.cli.common import (
 )
 from passive.cli.errors import EXIT_INPUT
 from passive.cli.gate import apply_gate, build_gate, gate_options, gate_status
+from passive.cli.interrupt import Interruption, interruptible
 from passive.cli.progress import packet_progress
 from passive.core.errors import InputError
 from passive.core.text import printable
+from passive.results.baseline import Gate
 from passive.results.records import event_record, finding_record, summary_record
 from passive.results.redaction import Redactor
 from passive.results.store import CaptureDigest, FindingStore, StoreError, capture_digest, save_run
@@ -89,10 +92,7 @@ def analyze(
     - for standard input (tcpdump -w - | leakscope analyze -). Files are read in natural name order.
     """
     expanded = expand_inputs(captures)
-    for skipped in expanded.skipped[:MAX_SKIPPED_NAMED]:
-        click.echo(f"leakscope: note: {printable(skipped)} is not a capture; skipped", err=True)
-    if len(expanded.skipped) > MAX_SKIPPED_NAMED:
-        click.echo(f"leakscope: note: {len(expanded.skipped) - MAX_SKIPPED_NAMED} more files skipped", err=True)
+    _note_skipped(expanded.skipped)
     if not expanded.paths:
         raise InputError("no capture among the files given")
     captures = tuple(STDIN if path == "-" else path for path in expanded.paths)
@@ -108,29 +108,50 @@ def analyze(
     gate = build_gate(baseline_path, suppress_path)
     err = Console(stderr=True, highlight=False)
     plan = _store_plan(db, captures) if db else {}
-    results = _analyze(captures, options, err)
-    if not results.analyzed:
-        raise SystemExit(EXIT_INPUT)
+    with interruptible() as run:
+        results = _analyze(captures, options, err, stop=run.stop, keep=run.results)
+        if not results.analyzed:
+            raise SystemExit(EXIT_INPUT)
+        records, summary = _records(results, show_secrets, gate, expanded.skipped)
+        if hashes_file:
+            write_text(hashes_file, "".join(line + "\n" for line in results.stats.hashes))
+        sessions = _sessions(results, show_secrets) if keep_events else None
+        emit_records(output_format, output, records, summary, sessions=sessions, verbose=verbose)
+        if output_all:
+            emit_all(output_all, records, summary, redact=not show_secrets, verbose=verbose)
+        if db:
+            _save_to_store(db, plan, captures, results, options, err, run)
+        if results.failed:
+            raise SystemExit(EXIT_INPUT)
+        status = gate_status(gate, records, fail_on)
+        if status is not None:
+            raise SystemExit(status)
+
+
+def _note_skipped(skipped: Sequence[str]) -> None:
+    for path in skipped[:MAX_SKIPPED_NAMED]:
+        click.echo(f"leakscope: note: {printable(path)} is not a capture; skipped", err=True)
+    if len(skipped) > MAX_SKIPPED_NAMED:
+        click.echo(f"leakscope: note: {len(skipped) - MAX_SKIPPED_NAMED} more files skipped", err=True)
+
+
+def _records(
+    results: Results, show_secrets: bool, gate: Gate, skipped: Sequence[str]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The finding records, masked, and the summary, with the gate's marks."""
     redactor = Redactor(show_secrets, secrets=results.stats.secrets)
     findings = list(results.findings)
     records = [finding_record(f, redactor=redactor) for f in findings]
     summary = summary_record(results.counts(), findings)
-    if expanded.skipped:
-        summary["inputs_skipped"] = len(expanded.skipped)
+    if skipped:
+        summary["inputs_skipped"] = len(skipped)
     apply_gate(gate, records, summary)
-    if hashes_file:
-        write_text(hashes_file, "".join(line + "\n" for line in results.stats.hashes))
-    sessions = [_session(s, redactor) for s in results.analysis.sessions] if keep_events else None
-    emit_records(output_format, output, records, summary, sessions=sessions, verbose=verbose)
-    if output_all:
-        emit_all(output_all, records, summary, redact=not show_secrets, verbose=verbose)
-    if db:
-        _save_to_store(db, plan, captures, results, options, err)
-    if results.failed:
-        raise SystemExit(EXIT_INPUT)
-    status = gate_status(gate, records, fail_on)
-    if status is not None:
-        raise SystemExit(status)
+    return records, summary
+
+
+def _sessions(results: Results, show_secrets: bool) -> list[dict[str, Any]]:
+    redactor = Redactor(show_secrets, secrets=results.stats.secrets)
+    return [_session(s, redactor) for s in results.analysis.sessions]
 
 
 def _session(session: Any, redactor: Redactor) -> dict[str, Any]:
@@ -144,11 +165,25 @@ def _session(session: Any, redactor: Redactor) -> dict[str, Any]:
     }
 
 
-def _analyze(captures: Sequence[str], options: AnalysisOptions, err: Console, purpose: str = "") -> Results:
-    """Run the pipeline with a progress display; each capture that failed gets its one-line error."""
+def _analyze(
+    captures: Sequence[str],
+    options: AnalysisOptions,
+    err: Console,
+    purpose: str = "",
+    *,
+    stop: StopFlag | None = None,
+    keep: list[Results] | None = None,
+) -> Results:
+    """Run the pipeline with a progress display, until ``stop`` is requested; each capture that failed gets its
+    one-line error. The results are also appended to ``keep``, if given."""
     results = analyze_captures(
-        captures, options, around_file=lambda path, counters: packet_progress(err, path + purpose, counters)
+        captures,
+        options,
+        around_file=lambda path, counters: packet_progress(err, path + purpose, counters),
+        stop=stop,
     )
+    if keep is not None:
+        keep.append(results)
     for _path, reason in results.failed:
         click.echo(f"leakscope: error: {printable(reason)}{purpose}", err=True)
     for warning in results.counters.warnings:
@@ -190,23 +225,38 @@ def _save_to_store(
     results: Results,
     options: AnalysisOptions,
     err: Console,
+    run: Interruption,
 ) -> None:
-    """Merge the run's findings into the store, leaving out capture files (by content) the store already holds."""
+    """Merge the run's findings into the store, leaving out capture files (by content) the store already holds.
+
+    An interrupted run merges what it read, but records as merged only the captures it read to their end."""
     failed = {path for path, _reason in results.failed}
     fresh = [d for d in plan.values() if d.path not in failed]
     if not fresh:
         return
     if len(fresh) < len(captures):
         # Some files were merged before, failed or were named twice: the store gets a run over the new files alone.
-        results = _analyze([d.path for d in fresh], options, err, " (store)")
+        results = _analyze([d.path for d in fresh], options, err, " (store)", stop=run.stop)
+        if results.partial:
+            click.echo(f"leakscope: note: interrupted: nothing merged into {printable(db)}", err=True)
+            return
         again = {path for path, _reason in results.failed}
         fresh = [d for d in fresh if d.path not in again]
         if not fresh:
             return
+    cut = set(results.not_read) | ({results.stopped_at["file"]} if results.stopped_at else set())
+    for digest in fresh:
+        if digest.path in cut:
+            click.echo(
+                f"leakscope: note: {printable(digest.path)} was not read to its end: what was read is merged into "
+                f"{printable(db)}, but the file is not recorded as merged (analyzing it again merges it whole)",
+                err=True,
+            )
     findings = list(results.findings)
     summary = summary_record(results.counts(), findings)
     redactor = Redactor(show_secrets=False, secrets=results.stats.secrets)
-    replaced = save_run(db, findings, "analyze", summary, captures=fresh, redactor=redactor)
+    recorded = [d for d in fresh if d.path not in cut]
+    replaced = save_run(db, findings, "analyze", summary, captures=recorded, redactor=redactor)
     if replaced:
         click.echo(
             f"leakscope: warning: {printable(db)}: {replaced} damaged stored record(s) (not UTF-8 or not JSON) "

@@ -13,6 +13,7 @@ from passive.cli.common import format_option, render, write_text
 from passive.cli.errors import EXIT_FAIL_ON, EXIT_INPUT
 from passive.cli.gate import LEVELS, gate_status
 from passive.cli.inputs import load_input, load_records, probe_reports
+from passive.cli.interrupt import interruptible
 from passive.cli.probe import build_options, probe_options, services
 from passive.core.text import printable
 from passive.probe.prober import run_probe
@@ -203,40 +204,42 @@ def compare_command(
     Exit status 0 when the comparison ran (whatever it found), 1 when an input could not be read or probed.
     """
     given = _check_sources(passive_inputs, active_inputs, probe_targets, probe_seen, nmap_inputs, nessus_inputs)
-    passive = [record for path in passive_inputs for record in load_records(path)]
-    active_read = [load_input(path) for path in active_inputs]
-    active = [record for read in active_read for record in read.records]
-    nmap = [service for path in nmap_inputs for service in read_nmap_xml(path)]
-    nessus = [item for path in nessus_inputs for item in read_nessus(path)]
-    probes = [report for read in active_read for report in probe_reports(read.summaries)]
-    targets = list(probe_targets)
-    if probe_seen:
-        targets += sorted({r["server"] for r in passive if isinstance(r.get("server"), str)})
-    failed: list[str] = []
-    if targets:
-        options, ports = build_options(params)
-        run = run_probe(services(targets, ports), options)
-        active += [finding_record(f) for f in run.findings]
-        probes += [report.to_dict() for report in run.reports]
-        failed = run.failed_targets
-    sources = []
-    if passive_inputs:
-        sources.append(from_records("passive", passive))
-    if given[1]:
-        sources.append(from_records("active", active))
-    if nmap_inputs:
-        sources.append(from_nmap(nmap))
-    document = compare(sources)
-    if nessus_inputs:
-        document["nessus"] = verify(nessus, passive + active, probes)
-    if output_format == "json":
-        write_text(output, dumps_indented(document) + "\n")
-    else:
-        render(output, lambda console: render_comparison(console, document))
-    for target in failed:
-        click.echo(f"leakscope: error: {printable(target)}: could not be probed", err=True)
-    if failed:
-        raise SystemExit(EXIT_INPUT)
-    status = gate_status(Gate(), passive + active, fail_on)
-    if status is not None:
-        raise SystemExit(status)
+    with interruptible() as run:
+        passive = [record for path in passive_inputs for record in load_records(path, run=run)]
+        active_read = [load_input(path) for path in active_inputs]
+        active = [record for read in active_read for record in read.records]
+        nmap = [service for path in nmap_inputs for service in read_nmap_xml(path)]
+        nessus = [item for path in nessus_inputs for item in read_nessus(path)]
+        probes = [report for read in active_read for report in probe_reports(read.summaries)]
+        targets = list(probe_targets)
+        if probe_seen:
+            targets += sorted({r["server"] for r in passive if isinstance(r.get("server"), str)})
+        failed: list[str] = []
+        if targets and not run.requested:  # interrupted while reading captures: no probe
+            options, ports = build_options(params)
+            with run.at_once():
+                probed = run_probe(services(targets, ports), options)
+            active += [finding_record(f) for f in probed.findings]
+            probes += [report.to_dict() for report in probed.reports]
+            failed = probed.failed_targets
+        sources = []
+        if passive_inputs:
+            sources.append(from_records("passive", passive))
+        if given[1]:
+            sources.append(from_records("active", active))
+        if nmap_inputs:
+            sources.append(from_nmap(nmap))
+        document = compare(sources)
+        if nessus_inputs:
+            document["nessus"] = verify(nessus, passive + active, probes)
+        if output_format == "json":
+            write_text(output, dumps_indented(document) + "\n")
+        else:
+            render(output, lambda console: render_comparison(console, document))
+        for target in failed:
+            click.echo(f"leakscope: error: {printable(target)}: could not be probed", err=True)
+        if failed:
+            raise SystemExit(EXIT_INPUT)
+        status = gate_status(Gate(), passive + active, fail_on)
+        if status is not None:
+            raise SystemExit(status)

@@ -56,3 +56,6 @@ class LeakscopeGroup(click.Group):
             return super().invoke(ctx)
         except LeakscopeError as error:
             raise CommandError.of(error) from None
+        except KeyboardInterrupt:  # Ctrl-C where no command stops cleanly: 130, one line, no "Aborted!"
+            click.echo("leakscope: interrupted", err=True)
+            raise SystemExit(EXIT_INTERRUPTED) from None

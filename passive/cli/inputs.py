@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from passive.analysis.pipeline import AnalysisOptions, Results, analyze_captures
+from passive.cli.interrupt import Interruption
 from passive.core.errors import InputError
 from passive.results.findings_file import MAX_DOCUMENT, FindingsInput, read_findings
 from passive.results.records import finding_record
@@ -59,20 +60,25 @@ def capture_records(results: Results, show_secrets: bool = False) -> list[dict[s
     return [finding_record(finding, redactor=redactor) for finding in results.findings]
 
 
-def load_input(path: str, options: AnalysisOptions | None = None) -> FindingsInput:
-    """The records of one input, read once: from a findings file, or made by analyzing a capture."""
+def load_input(path: str, options: AnalysisOptions | None = None, run: Interruption | None = None) -> FindingsInput:
+    """The records of one input, read once: from a findings file, or made by analyzing a capture (until ``run``'s
+    stop is requested, if given)."""
     given = sniff_input(path)
     if given.findings:
         return read_findings(path, data=given.data)
-    results = analyze_captures([path], options)
+    results = analyze_captures([path], options, stop=run.stop if run is not None else None)
+    if run is not None:
+        run.results.append(results)
     if results.failed:
         raise InputError(results.failed[0][1])
     return FindingsInput(records=capture_records(results))
 
 
-def load_records(path: str, options: AnalysisOptions | None = None) -> list[dict[str, Any]]:
+def load_records(
+    path: str, options: AnalysisOptions | None = None, run: Interruption | None = None
+) -> list[dict[str, Any]]:
     """The finding records of one input (its summary records left out)."""
-    return load_input(path, options).records
+    return load_input(path, options, run).records
 
 
 def probe_reports(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from passive.cli.common import write_text
 from passive.cli.errors import EXIT_INPUT
 from passive.cli.findings import warn_skipped
 from passive.cli.inputs import capture_records, sniff_input
+from passive.cli.interrupt import Interruption, interruptible
 from passive.core.errors import StoreError
 from passive.core.text import printable
 from passive.results.findings_file import FindingsInput, read_findings
@@ -24,12 +25,13 @@ from passive.results.report.model import InputFile
 from passive.results.store import FindingStore, capture_digest
 
 
-def _add_captures(paths: list[str], inputs: FindingsInput, show_secrets: bool) -> int:
-    """Run the passive analysis over captures, as ``leakscope analyze`` does, and add its records; returns how
-    many captures could not be read."""
+def _add_captures(paths: list[str], inputs: FindingsInput, show_secrets: bool, run: Interruption) -> int:
+    """Run the passive analysis over captures, as ``leakscope analyze`` does (until ``run``'s stop is requested),
+    and add its records; returns how many captures could not be read."""
     if not paths:
         return 0
-    results = analyze_captures(paths)
+    results = analyze_captures(paths, stop=run.stop)
+    run.results.append(results)
     for _path, reason in results.failed:
         click.echo(f"leakscope: error: {printable(reason)}", err=True)
     for warning in results.counters.warnings:
@@ -131,20 +133,19 @@ def report(
     for source in given:
         if source.findings:
             read_findings(source.path, inputs, data=source.data)
-    failed = _add_captures(captures, inputs, show_secrets=not redact)
-    if failed and failed == len(sources) and not db_path:
-        raise SystemExit(EXIT_INPUT)
-    nessus = None
-    if nessus_inputs:
-        items = [item for path in nessus_inputs for item in read_nessus(path)]
-        probes = [p for s in inputs.summaries if isinstance(s.get("probes"), list) for p in s["probes"]]
-        nessus = verify(items, inputs.records, [p for p in probes if isinstance(p, dict)])
-    listed += [_input(path, "capture" if path in captures else "findings") for path in sources]
-    model = build_report(
-        inputs.records, inputs.summaries, title=title, redact=redact, nessus=nessus, inputs=listed
-    )
-    chosen = _format_for(output, output_format)
-    text = render_html(model) if chosen == "html" else render_markdown(model)
-    write_text(output, text)
-    if failed:
-        raise SystemExit(EXIT_INPUT)
+    with interruptible() as run:
+        failed = _add_captures(captures, inputs, not redact, run)
+        if failed and failed == len(sources) and not db_path:
+            raise SystemExit(EXIT_INPUT)
+        nessus = None
+        if nessus_inputs:
+            items = [item for path in nessus_inputs for item in read_nessus(path)]
+            probes = [p for s in inputs.summaries if isinstance(s.get("probes"), list) for p in s["probes"]]
+            nessus = verify(items, inputs.records, [p for p in probes if isinstance(p, dict)])
+        listed += [_input(path, "capture" if path in captures else "findings") for path in sources]
+        model = build_report(inputs.records, inputs.summaries, title=title, redact=redact, nessus=nessus, inputs=listed)
+        chosen = _format_for(output, output_format)
+        text = render_html(model) if chosen == "html" else render_markdown(model)
+        write_text(output, text)
+        if failed:
+            raise SystemExit(EXIT_INPUT)
