@@ -149,14 +149,19 @@ def analyze_captures(
     *,
     around_file: FileContext | None = None,
     stop: StopFlag | None = None,
+    watch: Callable[[Results], None] | None = None,
 ) -> Results:
     """Analyze each capture in turn into one :class:`Analysis`. A capture that cannot be read is listed in
     ``failed`` with its reason; the others are analyzed. ``around_file(path, counters)`` wraps each file (a
-    progress display, say). Once ``stop.requested`` is set, reading stops at the next packet boundary, the flows
-    read so far are finished as at the end of a capture, and the results say what was not read (``partial``)."""
+    progress display, say); ``watch(results)`` is handed the results before the first capture is read (a display
+    counts their findings as they come). Once ``stop.requested`` is set, reading stops at the next packet boundary,
+    the flows read so far are finished as at the end of a capture, and the results say what was not read
+    (``partial``)."""
     analysis = Analysis(options)
     capture_options = analysis.options.capture_options()
     results = Results(analysis, CaptureCounters())
+    if watch is not None:
+        watch(results)
     for path in paths:
         if stop is not None and stop.requested:
             results.not_read.append(path)

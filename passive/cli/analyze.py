@@ -30,7 +30,7 @@ from passive.cli.common import (
 from passive.cli.errors import EXIT_INPUT
 from passive.cli.gate import apply_gate, build_gate, gate_options, gate_status
 from passive.cli.interrupt import Interruption, interruptible
-from passive.cli.progress import packet_progress
+from passive.cli.progress import RunProgress
 from passive.core.errors import InputError
 from passive.core.text import printable
 from passive.results.baseline import Gate
@@ -108,24 +108,29 @@ def analyze(
     gate = build_gate(baseline_path, suppress_path)
     err = Console(stderr=True, highlight=False)
     plan = _store_plan(db, captures) if db else {}
-    with interruptible() as run:
-        results = _analyze(captures, options, err, stop=run.stop, keep=run.results)
+    with interruptible() as run, RunProgress(err, captures, run.stop) as progress:
+        results = _analyze(captures, options, err, stop=run.stop, keep=run.results, progress=progress)
         if not results.analyzed:
             raise SystemExit(EXIT_INPUT)
-        records, summary = _records(results, show_secrets, gate, expanded.skipped)
-        if hashes_file:
-            write_text(hashes_file, "".join(line + "\n" for line in results.stats.hashes))
-        sessions = _sessions(results, show_secrets) if keep_events else None
-        emit_records(output_format, output, records, summary, sessions=sessions, verbose=verbose)
-        if output_all:
-            emit_all(output_all, records, summary, redact=not show_secrets, verbose=verbose)
+        with progress.phase("rendering"):
+            records, summary = _records(results, show_secrets, gate, expanded.skipped)
+            _write_hashes(hashes_file, results)
+            if output_all:
+                emit_all(output_all, records, summary, redact=not show_secrets, verbose=verbose)
+            emit_records(
+                output_format, output, records, summary, sessions=_sessions(results, show_secrets, keep_events),
+                verbose=verbose, before_output=progress.pause_for_stdout,
+            )  # fmt: skip
         if db:
-            _save_to_store(db, plan, captures, results, options, err, run)
-        if results.failed:
-            raise SystemExit(EXIT_INPUT)
-        status = gate_status(gate, records, fail_on)
+            _save_to_store(db, plan, captures, results, options, err, run, progress)
+        status = EXIT_INPUT if results.failed else gate_status(gate, records, fail_on)
         if status is not None:
             raise SystemExit(status)
+
+
+def _write_hashes(hashes_file: str | None, results: Results) -> None:
+    if hashes_file:
+        write_text(hashes_file, "".join(line + "\n" for line in results.stats.hashes))
 
 
 def _note_skipped(skipped: Sequence[str]) -> None:
@@ -149,7 +154,9 @@ def _records(
     return records, summary
 
 
-def _sessions(results: Results, show_secrets: bool) -> list[dict[str, Any]]:
+def _sessions(results: Results, show_secrets: bool, keep_events: bool) -> list[dict[str, Any]] | None:
+    if not keep_events:
+        return None
     redactor = Redactor(show_secrets, secrets=results.stats.secrets)
     return [_session(s, redactor) for s in results.analysis.sessions]
 
@@ -173,17 +180,21 @@ def _analyze(
     *,
     stop: StopFlag | None = None,
     keep: list[Results] | None = None,
+    progress: RunProgress | None = None,
 ) -> Results:
     """Run the pipeline with a progress display, until ``stop`` is requested; each capture that failed gets its
     one-line error. The results are also appended to ``keep``, if given."""
     results = analyze_captures(
         captures,
         options,
-        around_file=lambda path, counters: packet_progress(err, path + purpose, counters),
+        around_file=progress.file if progress is not None else None,
         stop=stop,
+        watch=progress.watch if progress is not None else None,
     )
     if keep is not None:
         keep.append(results)
+    if progress is not None:
+        progress.pause()  # the lines below go to the terminal the display is on
     for _path, reason in results.failed:
         click.echo(f"leakscope: error: {printable(reason)}{purpose}", err=True)
     for warning in results.counters.warnings:
@@ -226,10 +237,24 @@ def _save_to_store(
     options: AnalysisOptions,
     err: Console,
     run: Interruption,
+    progress: RunProgress,
 ) -> None:
     """Merge the run's findings into the store, leaving out capture files (by content) the store already holds.
 
     An interrupted run merges what it read, but records as merged only the captures it read to their end."""
+    with progress.phase("merging into the store"):
+        _merge(db, plan, captures, results, options, err, run)
+
+
+def _merge(
+    db: str,
+    plan: dict[str, CaptureDigest],
+    captures: Sequence[str],
+    results: Results,
+    options: AnalysisOptions,
+    err: Console,
+    run: Interruption,
+) -> None:
     failed = {path for path, _reason in results.failed}
     fresh = [d for d in plan.values() if d.path not in failed]
     if not fresh:

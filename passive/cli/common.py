@@ -148,8 +148,11 @@ def strip_trailing(text: str) -> str:
     return "\n".join(lines)
 
 
-def render(output: str | None, draw: Callable[[Console], None]) -> None:
-    """Draw rich output to the terminal, or as plain text (no colour, 80 columns) into FILE; no line ends in blanks."""
+def render(
+    output: str | None, draw: Callable[[Console], None], before_output: Callable[[], None] | None = None
+) -> None:
+    """Draw rich output to the terminal, or as plain text (no colour, 80 columns) into FILE; no line ends in blanks.
+    ``before_output`` is called once the drawing is done, just before it goes to standard output."""
     if output and output != STDOUT:
         buffer = io.StringIO()
         draw(Console(file=buffer, width=TEXT_WIDTH, highlight=False, color_system=None))
@@ -159,6 +162,8 @@ def render(output: str | None, draw: Callable[[Console], None]) -> None:
         console = Console(highlight=False)
         with console.capture() as captured:
             draw(console)
+        if before_output is not None:
+            before_output()
         sys.stdout.write(strip_trailing(captured.get()))
         sys.stdout.flush()
     except BrokenPipeError:
@@ -176,8 +181,10 @@ def emit_records(
     sessions: list[dict[str, Any]] | None = None,
     also_draw: Callable[[Console], None] | None = None,
     verbose: bool = False,
+    before_output: Callable[[], None] | None = None,
 ) -> None:
-    """Findings and summary in the chosen format; ``also_draw`` adds a table after the findings."""
+    """Findings and summary in the chosen format; ``also_draw`` adds a table after the findings; ``before_output``
+    is called when the output is ready, before it goes to standard output (a progress display clears itself)."""
     if output_format == "table":
 
         def draw(console: Console) -> None:
@@ -185,7 +192,7 @@ def emit_records(
             if also_draw is not None:
                 also_draw(console)
 
-        render(output, draw)
+        render(output, draw, before_output)
         return
     buffer = io.StringIO()
     if output_format == "jsonl":
@@ -194,6 +201,8 @@ def emit_records(
         write_jsonl(buffer, [ecs_record(record) for record in [*records, summary]])
     else:
         write_json(buffer, records, summary, sessions)
+    if before_output is not None and (not output or output == STDOUT):
+        before_output()
     write_text(output, buffer.getvalue())
 
 

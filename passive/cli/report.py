@@ -7,6 +7,7 @@ import os
 import stat
 
 import click
+from rich.console import Console
 
 from passive.analysis.pipeline import analyze_captures
 from passive.cli.common import write_text
@@ -14,6 +15,7 @@ from passive.cli.errors import EXIT_INPUT
 from passive.cli.findings import warn_skipped
 from passive.cli.inputs import capture_records, sniff_input
 from passive.cli.interrupt import Interruption, interruptible
+from passive.cli.progress import RunProgress
 from passive.core.errors import StoreError
 from passive.core.text import printable
 from passive.results.findings_file import FindingsInput, read_findings
@@ -25,13 +27,16 @@ from passive.results.report.model import InputFile
 from passive.results.store import FindingStore, capture_digest
 
 
-def _add_captures(paths: list[str], inputs: FindingsInput, show_secrets: bool, run: Interruption) -> int:
+def _add_captures(
+    paths: list[str], inputs: FindingsInput, show_secrets: bool, run: Interruption, progress: RunProgress
+) -> int:
     """Run the passive analysis over captures, as ``leakscope analyze`` does (until ``run``'s stop is requested),
     and add its records; returns how many captures could not be read."""
     if not paths:
         return 0
-    results = analyze_captures(paths, stop=run.stop)
+    results = analyze_captures(paths, stop=run.stop, around_file=progress.file, watch=progress.watch)
     run.results.append(results)
+    progress.pause()  # the lines below go to the terminal the display is on
     for _path, reason in results.failed:
         click.echo(f"leakscope: error: {printable(reason)}", err=True)
     for warning in results.counters.warnings:
@@ -133,8 +138,9 @@ def report(
     for source in given:
         if source.findings:
             read_findings(source.path, inputs, data=source.data)
-    with interruptible() as run:
-        failed = _add_captures(captures, inputs, not redact, run)
+    err = Console(stderr=True, highlight=False)
+    with interruptible() as run, RunProgress(err, captures, run.stop) as progress:
+        failed = _add_captures(captures, inputs, not redact, run, progress)
         if failed and failed == len(sources) and not db_path:
             raise SystemExit(EXIT_INPUT)
         nessus = None
@@ -142,10 +148,14 @@ def report(
             items = [item for path in nessus_inputs for item in read_nessus(path)]
             probes = [p for s in inputs.summaries if isinstance(s.get("probes"), list) for p in s["probes"]]
             nessus = verify(items, inputs.records, [p for p in probes if isinstance(p, dict)])
-        listed += [_input(path, "capture" if path in captures else "findings") for path in sources]
-        model = build_report(inputs.records, inputs.summaries, title=title, redact=redact, nessus=nessus, inputs=listed)
-        chosen = _format_for(output, output_format)
-        text = render_html(model) if chosen == "html" else render_markdown(model)
+        with progress.phase("rendering the report"):
+            listed += [_input(path, "capture" if path in captures else "findings") for path in sources]
+            model = build_report(
+                inputs.records, inputs.summaries, title=title, redact=redact, nessus=nessus, inputs=listed
+            )
+            text = render_html(model) if _format_for(output, output_format) == "html" else render_markdown(model)
+        if not output or output == "-":
+            progress.pause_for_stdout()
         write_text(output, text)
         if failed:
             raise SystemExit(EXIT_INPUT)
