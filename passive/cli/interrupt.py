@@ -107,5 +107,9 @@ def interruptible() -> Iterator[Interruption]:
         if previous is not None and not run.stop.requested:
             signal.signal(signal.SIGINT, previous)  # once stopped, a further Ctrl-C still means "at once"
     if run.stop.requested:
+        # Only the note and the exit are left: a further Ctrl-C (while the interpreter shuts down, when handlers
+        # are reset) must not turn status 130 into death by SIGINT.
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         click.echo(f"leakscope: {run.note()}", err=True)
         raise SystemExit(EXIT_INTERRUPTED)
