@@ -56,7 +56,13 @@ def main() -> None:
 def decode(blob: str, as_json: bool) -> None:
     """Decode one NTLMSSP message given as base64, hex, or - for standard input.
 
-    SASL carrier prefixes such as "334 ", "+ " or "AUTH NTLM " are accepted and ignored.
+    SASL carrier prefixes such as "334 ", "+ " or "AUTH NTLM " are accepted and ignored. To try it, paste the
+    challenge a Samba AD DC sent after "334 " in pcaps/smtp-ntlm-success-curl.pcap:
+
+    \b
+    leakscope decode 'TlRMTVNTUAACAAAACQAJADgAAAAGgokCc8Ct1sXt+vIAAAAAAAAAAHgAeABBAAAABgEAAAAAAA9MRUFLU0NPUEUCAB'\\
+    'IATABFAEEASwBTAEMATwBQAEUAAQAGAEQAQwAxAAQAHABsAGUAYQBrAHMAYwBvAHAAZQAuAHQAZQBzAHQAAwAkAGQAYwAxAC4AbA'\\
+    'BlAGEAawBzAGMAbwBwAGUALgB0AGUAcwB0AAcACAAK+CS+83ndAQAAAAA='
     """
     if blob == "-":
         blob = sys.stdin.read(MAX_STDIN)
