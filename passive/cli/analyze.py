@@ -88,14 +88,7 @@ def analyze(
     are not captures are skipped and counted); quoted glob patterns ('ring-*.pcap', 'archive/**/*.pcapng.gz');
     - for standard input (tcpdump -w - | leakscope analyze -). Files are read in natural name order.
     """
-    expanded = expand_inputs(captures)
-    for skipped in expanded.skipped[:MAX_SKIPPED_NAMED]:
-        click.echo(f"leakscope: note: {printable(skipped)} is not a capture; skipped", err=True)
-    if len(expanded.skipped) > MAX_SKIPPED_NAMED:
-        click.echo(f"leakscope: note: {len(expanded.skipped) - MAX_SKIPPED_NAMED} more files skipped", err=True)
-    if not expanded.paths:
-        raise InputError("no capture among the files given")
-    captures = tuple(STDIN if path == "-" else path for path in expanded.paths)
+    captures, skipped = _captures(captures)
     options = AnalysisOptions(
         all_ports=all_ports,
         bpf=bpf,
@@ -115,8 +108,8 @@ def analyze(
     findings = list(results.findings)
     records = [finding_record(f, redactor=redactor) for f in findings]
     summary = summary_record(results.counts(), findings)
-    if expanded.skipped:
-        summary["inputs_skipped"] = len(expanded.skipped)
+    if skipped:
+        summary["inputs_skipped"] = skipped
     apply_gate(gate, records, summary)
     if hashes_file:
         write_text(hashes_file, "".join(line + "\n" for line in results.stats.hashes))
@@ -131,6 +124,18 @@ def analyze(
     status = gate_status(gate, records, fail_on)
     if status is not None:
         raise SystemExit(status)
+
+
+def _captures(arguments: tuple[str, ...]) -> tuple[tuple[str, ...], int]:
+    """The capture files the arguments name, in reading order, and how many files were skipped (named on stderr)."""
+    expanded = expand_inputs(arguments)
+    for skipped in expanded.skipped[:MAX_SKIPPED_NAMED]:
+        click.echo(f"leakscope: note: {printable(skipped)} is not a capture; skipped", err=True)
+    if len(expanded.skipped) > MAX_SKIPPED_NAMED:
+        click.echo(f"leakscope: note: {len(expanded.skipped) - MAX_SKIPPED_NAMED} more files skipped", err=True)
+    if not expanded.paths:
+        raise InputError("no capture among the files given")
+    return tuple(STDIN if path == "-" else path for path in expanded.paths), len(expanded.skipped)
 
 
 def _session(session: Any, redactor: Redactor) -> dict[str, Any]:
