@@ -114,9 +114,7 @@ def analyze(
     if hashes_file:
         write_text(hashes_file, "".join(line + "\n" for line in results.stats.hashes))
     sessions = [_session(s, redactor) for s in results.analysis.sessions] if keep_events else None
-    emit_records(output_format, output, records, summary, sessions=sessions, verbose=verbose)
-    if output_all:
-        emit_all(output_all, records, summary, redact=not show_secrets, verbose=verbose)
+    _emit(output_format, output, output_all, records, summary, sessions, show_secrets, verbose)
     if db:
         _save_to_store(db, plan, captures, results, options, err)
     if results.failed:
@@ -124,6 +122,22 @@ def analyze(
     status = gate_status(gate, records, fail_on)
     if status is not None:
         raise SystemExit(status)
+
+
+def _emit(
+    output_format: str,
+    output: str | None,
+    output_all: str | None,
+    records: list[dict[str, Any]],
+    summary: dict[str, Any],
+    sessions: list[dict[str, Any]] | None,
+    show_secrets: bool,
+    verbose: bool,
+) -> None:
+    """The records in the chosen format (and, with -oA, in every format)."""
+    emit_records(output_format, output, records, summary, sessions=sessions, verbose=verbose)
+    if output_all:
+        emit_all(output_all, records, summary, redact=not show_secrets, verbose=verbose)
 
 
 def _captures(arguments: tuple[str, ...]) -> tuple[tuple[str, ...], int]:
