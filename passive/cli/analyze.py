@@ -91,11 +91,7 @@ def analyze(
     are not captures are skipped and counted); quoted glob patterns ('ring-*.pcap', 'archive/**/*.pcapng.gz');
     - for standard input (tcpdump -w - | leakscope analyze -). Files are read in natural name order.
     """
-    expanded = expand_inputs(captures)
-    _note_skipped(expanded.skipped)
-    if not expanded.paths:
-        raise InputError("no capture among the files given")
-    captures = tuple(STDIN if path == "-" else path for path in expanded.paths)
+    captures, skipped = _captures(captures)
     options = AnalysisOptions(
         all_ports=all_ports,
         bpf=bpf,
@@ -113,14 +109,10 @@ def analyze(
         if not results.analyzed:
             raise SystemExit(EXIT_INPUT)
         with progress.phase("rendering"):
-            records, summary = _records(results, show_secrets, gate, expanded.skipped)
+            records, summary = _records(results, show_secrets, gate, skipped)
             _write_hashes(hashes_file, results)
-            if output_all:
-                emit_all(output_all, records, summary, redact=not show_secrets, verbose=verbose)
-            emit_records(
-                output_format, output, records, summary, sessions=_sessions(results, show_secrets, keep_events),
-                verbose=verbose, before_output=progress.pause_for_stdout,
-            )  # fmt: skip
+            sessions = _sessions(results, show_secrets, keep_events)
+            _emit(output_format, output, output_all, records, summary, sessions, show_secrets, verbose, progress)
         if db:
             _save_to_store(db, plan, captures, results, options, err, run, progress)
         status = EXIT_INPUT if results.failed else gate_status(gate, records, fail_on)
@@ -133,15 +125,8 @@ def _write_hashes(hashes_file: str | None, results: Results) -> None:
         write_text(hashes_file, "".join(line + "\n" for line in results.stats.hashes))
 
 
-def _note_skipped(skipped: Sequence[str]) -> None:
-    for path in skipped[:MAX_SKIPPED_NAMED]:
-        click.echo(f"leakscope: note: {printable(path)} is not a capture; skipped", err=True)
-    if len(skipped) > MAX_SKIPPED_NAMED:
-        click.echo(f"leakscope: note: {len(skipped) - MAX_SKIPPED_NAMED} more files skipped", err=True)
-
-
 def _records(
-    results: Results, show_secrets: bool, gate: Gate, skipped: Sequence[str]
+    results: Results, show_secrets: bool, gate: Gate, skipped: int
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The finding records, masked, and the summary, with the gate's marks."""
     redactor = Redactor(show_secrets, secrets=results.stats.secrets)
@@ -149,7 +134,7 @@ def _records(
     records = [finding_record(f, redactor=redactor) for f in findings]
     summary = summary_record(results.counts(), findings)
     if skipped:
-        summary["inputs_skipped"] = len(skipped)
+        summary["inputs_skipped"] = skipped
     apply_gate(gate, records, summary)
     return records, summary
 
@@ -159,6 +144,39 @@ def _sessions(results: Results, show_secrets: bool, keep_events: bool) -> list[d
         return None
     redactor = Redactor(show_secrets, secrets=results.stats.secrets)
     return [_session(s, redactor) for s in results.analysis.sessions]
+
+
+def _emit(
+    output_format: str,
+    output: str | None,
+    output_all: str | None,
+    records: list[dict[str, Any]],
+    summary: dict[str, Any],
+    sessions: list[dict[str, Any]] | None,
+    show_secrets: bool,
+    verbose: bool,
+    progress: RunProgress,
+) -> None:
+    """The records in the chosen format (and, with -oA, in every format, written first: the progress display
+    stays up until the output for standard output is ready)."""
+    if output_all:
+        emit_all(output_all, records, summary, redact=not show_secrets, verbose=verbose)
+    emit_records(
+        output_format, output, records, summary, sessions=sessions, verbose=verbose,
+        before_output=progress.pause_for_stdout,
+    )  # fmt: skip
+
+
+def _captures(arguments: tuple[str, ...]) -> tuple[tuple[str, ...], int]:
+    """The capture files the arguments name, in reading order, and how many files were skipped (named on stderr)."""
+    expanded = expand_inputs(arguments)
+    for skipped in expanded.skipped[:MAX_SKIPPED_NAMED]:
+        click.echo(f"leakscope: note: {printable(skipped)} is not a capture; skipped", err=True)
+    if len(expanded.skipped) > MAX_SKIPPED_NAMED:
+        click.echo(f"leakscope: note: {len(expanded.skipped) - MAX_SKIPPED_NAMED} more files skipped", err=True)
+    if not expanded.paths:
+        raise InputError("no capture among the files given")
+    return tuple(STDIN if path == "-" else path for path in expanded.paths), len(expanded.skipped)
 
 
 def _session(session: Any, redactor: Redactor) -> dict[str, Any]:
