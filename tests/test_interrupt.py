@@ -166,6 +166,24 @@ def test_report_interrupted_still_writes_the_report(big_capture: Path, tmp_path:
     assert "NTLM" in report.read_text()
 
 
+def test_compare_interrupted_compares_what_was_read(big_capture: Path, tmp_path: Path) -> None:
+    active = tmp_path / "active.jsonl"
+    analyzed = subprocess.run(
+        [shutil.which("leakscope") or "leakscope", "analyze", str(SMALL), "--format", "jsonl", "-o", str(active)],
+        capture_output=True,
+        timeout=HANG_GUARD,
+    )
+    assert analyzed.returncode == 0
+    process = start("compare", "--passive", str(big_capture), "--active", str(active), "--format", "json")
+    stdout, stderr = interrupt(process, big_capture)
+
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    document = json.loads(stdout)
+    assert document["type"] == "comparison" and document["partial"] is True
+    assert document["stopped_at"]["file"] == str(big_capture) and document["servers"]
+
+
 def test_a_second_sigint_exits_at_once(big_capture: Path, tmp_path: Path) -> None:
     tables = tmp_path / "tables.txt"
     process = start("analyze", str(big_capture), "-o", str(tables))

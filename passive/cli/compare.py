@@ -229,7 +229,7 @@ def compare_command(
             sources.append(from_records("active", active))
         if nmap_inputs:
             sources.append(from_nmap(nmap))
-        document = compare(sources)
+        document = {**compare(sources), **run.partial()}
         if nessus_inputs:
             document["nessus"] = verify(nessus, passive + active, probes)
         if output_format == "json":

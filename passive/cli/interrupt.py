@@ -50,6 +50,14 @@ class Interruption:
     def requested(self) -> bool:
         return self.stop.requested
 
+    def partial(self) -> dict[str, Any]:
+        """What a document made of these results adds when a capture was not read to its end (else nothing)."""
+        cut = [r.stopped_at for r in self.results if r.stopped_at is not None]
+        unread = [path for r in self.results for path in r.not_read]
+        if not cut and not unread:
+            return {}
+        return {"partial": True, "stopped_at": cut[0] if cut else None, "not_read": unread}
+
     def note(self) -> str:
         """What was not read, in one line."""
         cut = [r.stopped_at for r in self.results if r.stopped_at is not None]
