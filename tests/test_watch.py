@@ -172,7 +172,7 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 def test_replayed_captures_give_what_analyze_gives_from_the_files(replay_link: None, tmp_path: Path) -> None:
     db, jsonl = tmp_path / "watch.db", tmp_path / "watch.jsonl"
     expected = _comparable(_analyze(PCAPS))
-    watch = _start_watch(REPLAY_NS, WATCH_IF, "--db", str(db), "--jsonl", str(jsonl), "--quiet")
+    watch = _start_watch(REPLAY_NS, WATCH_IF, "--ports-only", "--db", str(db), "--jsonl", str(jsonl), "--quiet")
     try:
         _wait_for(_watch_started(db), "watch to start")
         replay = _run(

@@ -45,6 +45,8 @@ class Analysis(Protocol):
     file: str | None
     relays: RelayLedger
 
+    def session_analyzer(self, context: SessionContext) -> SessionAnalyzer: ...
+
 
 class EngineHandler:
     """Adapts the capture engine's per-flow callbacks to a :class:`MailFlow`."""
@@ -89,7 +91,7 @@ class MailFlow:
         self.partial = partial
         self.session: MailSession = SESSION_TYPES[protocol](partial=partial)
         context = SessionContext(protocol, server, client, analysis.file)
-        self.analyzer = SessionAnalyzer(context, analysis.findings, analysis.stats, analysis.relays)
+        self.analyzer = analysis.session_analyzer(context)
         self.record: SessionRecord | None = None
         if analysis.options.keep_events:
             self.record = SessionRecord(protocol, server, client, analysis.file)

@@ -3,7 +3,9 @@
 :func:`analyze_captures` reads capture files through the capture layer (readers, link layers, TCP reassembly) into
 an :class:`Analysis`, whose per-flow handlers run the dissectors and detectors. ``analyze``, ``report``,
 ``compare``, the fuzz harnesses and the benchmarks all call it; ``watch`` drives the same :class:`Analysis` from a
-live interface.
+live interface. With ``jobs`` > 1 the captures are read by that many worker processes
+(:mod:`passive.analysis.parallel`) and the results merged into exactly those of one process
+(:mod:`passive.analysis.merge`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from typing import Any
 
 from dissectors.registry import PORT_PROTOCOLS
 from passive.analysis.classify import mail_capture_options
+from passive.analysis.detectors import SessionAnalyzer, SessionContext
 from passive.analysis.domains import IpNetwork
 from passive.analysis.flow import EngineHandler, MailFlow, SessionRecord, UnknownFlow
+from passive.analysis.parallel import ParallelRun, available_cores, plan_jobs
 from passive.analysis.relays import RelayLedger, RelayPolicy
 from passive.analysis.stats import RunStats
 from passive.capture import analyze_file
@@ -37,7 +41,7 @@ MAX_EVENTS_PER_SESSION = 2000
 class AnalysisOptions:
     """What to look at and how; every default of the command line comes from here."""
 
-    all_ports: bool = False  # every TCP flow, recognised as mail by what it says
+    all_ports: bool = True  # every TCP flow, recognised as mail by what it says (False: the mail ports only)
     bpf: str | None = None  # the user's capture filter, ANDed with the mail filter
     local_domains: frozenset[str] = frozenset()  # domains the servers deliver locally (open-relay check)
     trusted_networks: tuple[IpNetwork, ...] = ()  # networks the servers relay for (Postfix mynetworks)
@@ -46,6 +50,8 @@ class AnalysisOptions:
     backend: str = "auto"  # capture reader: "auto", "libpcap" or "python"
     max_flows: int = MAX_FLOWS  # flows reassembled at once
     reassembly_policy: str = DEFAULT_POLICY  # whose bytes win where segments overlap (passive.capture.policy)
+    # Worker processes; 1 reads in this process, None as many as cores once the captures are big enough to gain.
+    jobs: int | None = 1
 
     def capture_options(self) -> CaptureOptions:
         return mail_capture_options(
@@ -68,6 +74,13 @@ class Analysis:
         self.flows_ignored = 0
         self.file: str | None = None
         self.relays = RelayLedger(RelayPolicy(self.options.local_domains, self.options.trusted_networks))
+        self.recording: Any = None  # in a worker process: sessions are recorded for the main one (merge.Recording)
+
+    def session_analyzer(self, context: SessionContext) -> Any:
+        """The detectors of one session (in a worker: its recorder)."""
+        if self.recording is not None:
+            return self.recording.session(context)
+        return SessionAnalyzer(context, self.findings, self.stats, self.relays)
 
     def flow(
         self, server_ip: str, server_port: int, client_ip: str, client_port: int, partial: bool
@@ -86,6 +99,8 @@ class Analysis:
         if protocol is None:
             self.flows_ignored += 1
             return None
+        if self.recording is not None:
+            return self.recording.handler(self, protocol)
         return EngineHandler(self, protocol)
 
 
@@ -130,10 +145,16 @@ def analyze_captures(
 ) -> Results:
     """Analyze each capture in turn into one :class:`Analysis`. A capture that cannot be read is listed in
     ``failed`` with its reason; the others are analyzed. ``around_file(path, counters)`` wraps each file (a
-    progress display, say)."""
+    progress display, say). With ``options.jobs`` other than 1, worker processes share the work; the results are
+    those of one process."""
     analysis = Analysis(options)
-    capture_options = analysis.options.capture_options()
     results = Results(analysis, CaptureCounters())
+    paths = list(paths)
+    jobs = plan_jobs(paths, analysis.options.jobs)
+    if jobs > 1:
+        ParallelRun(analysis, results, jobs, around_file).run(paths)
+        return results
+    capture_options = analysis.options.capture_options()
     for path in paths:
         analysis.file = path
         wrapper = around_file(path, results.counters) if around_file is not None else contextlib.nullcontext()
@@ -145,3 +166,7 @@ def analyze_captures(
         else:
             results.analyzed.append(path)
     return results
+
+
+DEFAULT_JOBS = available_cores()
+"""What ``analyze --jobs`` defaults to: the cores this process may run on."""

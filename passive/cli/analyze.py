@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 
 from passive.analysis.domains import IpNetwork
+from passive.analysis.parallel import PARALLEL_MIN_BYTES
 from passive.analysis.pipeline import AnalysisOptions, Results, analyze_captures
 from passive.cli.common import (
     domains,
@@ -37,7 +38,22 @@ STDIN = "/dev/stdin"
 @click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True, path_type=str))
 @format_option()
 @output_option
-@click.option("--all-ports", is_flag=True, help="Look at every TCP flow and recognise mail servers by greeting.")
+@click.option(
+    "--ports-only",
+    is_flag=True,
+    help="Read only the mail and HTTP ports (25, 465, 587, 2525, 110, 995, 143, 993, 80, 8080), not every port.",
+)
+@click.option(
+    "--all-ports",
+    is_flag=True,
+    help="Every TCP flow, mail recognised by what it says, on any port: the default (kept for older scripts).",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help=f"Worker processes [default: one per core once the captures are {PARALLEL_MIN_BYTES >> 20} MiB or more].",
+)
 @click.option("--filter", "bpf", metavar="BPF", help="A BPF expression ANDed with the mail filter.")
 @reassembly_option(DEFAULTS.reassembly_policy)
 @show_secrets_option
@@ -55,7 +71,9 @@ def analyze(
     captures: tuple[str, ...],
     output_format: str,
     output: str | None,
+    ports_only: bool,
     all_ports: bool,
+    jobs: int | None,
     bpf: str | None,
     reassembly_policy: str,
     show_secrets: bool,
@@ -68,9 +86,11 @@ def analyze(
     """Analyze capture files (pcap, pcapng; plain or gzip, xz, bz2, zstd compressed; - for standard input, e.g.
     tcpdump -w - | leakscope analyze -) for what their mail traffic leaks."""
     captures = tuple(STDIN if path == "-" else path for path in captures)
+    if ports_only and all_ports:
+        raise click.UsageError("--ports-only and --all-ports contradict each other")
     options = AnalysisOptions(
-        all_ports=all_ports, bpf=bpf, local_domains=domains(local_domains),
-        trusted_networks=trusted_networks, keep_events=keep_events, reassembly_policy=reassembly_policy,
+        all_ports=not ports_only, bpf=bpf, local_domains=domains(local_domains),
+        trusted_networks=trusted_networks, keep_events=keep_events, reassembly_policy=reassembly_policy, jobs=jobs,
     )
     err = Console(stderr=True, highlight=False)
     plan = _store_plan(db, captures) if db else {}

@@ -31,7 +31,16 @@ DEFAULTS = WatchOptions(interface="")
 @click.option("--db", metavar="PATH", help="SQLite findings store (created if missing; kept across runs).")
 @click.option("--jsonl", "jsonl_path", metavar="FILE", help="Append each finding to FILE when it appears or changes.")
 @click.option("--filter", "bpf", metavar="BPF", help="A BPF expression ANDed with the mail filter.")
-@click.option("--all-ports", is_flag=True, help="Look at every TCP flow and recognise mail servers by greeting.")
+@click.option(
+    "--ports-only",
+    is_flag=True,
+    help="Capture only the mail and HTTP ports (a kernel filter), not every TCP flow.",
+)
+@click.option(
+    "--all-ports",
+    is_flag=True,
+    help="Every TCP flow, mail recognised by what it says, on any port: the default (kept for older scripts).",
+)
 @reassembly_option(DEFAULTS.reassembly_policy)
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="Stop after this.")
 @click.option(
@@ -58,6 +67,7 @@ def watch_command(
     db: str | None,
     jsonl_path: str | None,
     bpf: str | None,
+    ports_only: bool,
     all_ports: bool,
     reassembly_policy: str,
     duration: float | None,
@@ -72,10 +82,12 @@ def watch_command(
 
     Needs root or the CAP_NET_RAW capability. SIGINT (Ctrl-C) or SIGTERM stop it with a summary.
     """
+    if ports_only and all_ports:
+        raise click.UsageError("--ports-only and --all-ports contradict each other")
     options = WatchOptions(
         interface=interface,
         bpf=bpf,
-        all_ports=all_ports,
+        all_ports=not ports_only,
         duration=duration,
         snaplen=snaplen,
         promisc=not no_promisc,

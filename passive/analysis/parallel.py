@@ -1,0 +1,280 @@
+"""Every core: one run's captures read by several worker processes, merged into one process's results.
+
+A capture of :data:`SHARD_MIN_BYTES` or more is split by flow: every worker reads all of it, and its scanner admits
+only the flows whose 4-tuple hashes to that worker (:func:`passive.capture.scanner.shard_of`, the same hash for
+both directions). Smaller captures, and what can be read once only (a pipe), go whole to one worker each, in turn:
+many captures are spread by file. Workers reassemble and dissect; the main process replays what they recorded into
+the run's one :class:`~passive.analysis.pipeline.Analysis`, in the order one process would have
+(:mod:`passive.analysis.merge`), capture after capture, as the recordings stream in: it holds at most a chunk per
+worker beyond what it can replay, and a worker that gets ahead waits on its pipe.
+
+Workers are forked where the platform can (spawned elsewhere); ``jobs`` = 1 reads in the calling process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import multiprocessing
+import os
+import pickle
+import stat
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from passive.analysis.merge import (
+    WATERMARK_PHASE,
+    Key,
+    Op,
+    OpLog,
+    Recording,
+    Replayer,
+    add_counters,
+    merge_file_counters,
+)
+from passive.capture import analyze_file
+from passive.capture.counters import CaptureCounters
+from passive.capture.options import Cursor
+from passive.core.errors import CaptureError
+
+PARALLEL_MIN_BYTES = 16 << 20
+"""With ``jobs`` None (as many as cores): captures smaller than this in all are read in the calling process, where
+starting workers and merging would cost more than they save."""
+SHARD_MIN_BYTES = 32 << 20
+"""A capture this big is split by flow between all workers; smaller ones go whole to one worker (a worker reading
+a capture scans all of it, so splitting a small one costs more scanning than it spreads work)."""
+CHUNK_OPS = 512
+"""Operations a worker sends at once (each with the events of one dissector call)."""
+WATERMARK_FRAMES = 20_000
+"""A worker without operations to send still says how far it has read every this many frames: the main process
+replays another worker's operations only up to where every worker has read."""
+_DONE: Key = (1 << 62, 0, 0, 0, 0)
+
+FileContext = Callable[[str, CaptureCounters], AbstractContextManager[Any]]
+
+
+def available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def plan_jobs(paths: list[str], jobs: int | None) -> int:
+    """Worker processes for ``paths``: ``jobs`` as given, or (None) every core once the captures are big enough."""
+    if jobs is not None:
+        return max(1, jobs)
+    cores = available_cores()
+    return cores if cores > 1 and sum(_size(path) for path in paths) >= PARALLEL_MIN_BYTES else 1
+
+
+def _size(path: str) -> int:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return 0
+    return info.st_size if stat.S_ISREG(info.st_mode) else 0
+
+
+def plan_tasks(paths: list[str], jobs: int) -> list[list[tuple[int, str, int, int]]]:
+    """Per worker, its ``(capture index, path, shard, shards)`` in capture order."""
+    tasks: list[list[tuple[int, str, int, int]]] = [[] for _ in range(jobs)]
+    turn = 0
+    for index, path in enumerate(paths):
+        if _size(path) >= SHARD_MIN_BYTES:
+            for worker in range(jobs):
+                tasks[worker].append((index, path, worker, jobs))
+        else:
+            tasks[turn % jobs].append((index, path, 0, 1))
+            turn += 1
+    return tasks
+
+
+# -- worker side ----------------------------------------------------------------------------------------------------
+
+
+class _Sender:
+    """A worker's messages to the main process: operations with a watermark, and each capture's end."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.cursor = Cursor(on_batch=self.batch)
+        self.log = OpLog(self.cursor, self.ops, CHUNK_OPS)
+        self.counters = CaptureCounters()
+        self._reported = 0
+
+    def begin(self, index: int, counters: CaptureCounters) -> None:
+        self.log.file, self.counters, self._reported = index, counters, 0
+        self.cursor.frame = self.cursor.phase = self.cursor.done = 0
+
+    def ops(self, ops: list[Op]) -> None:
+        self._reported = self.cursor.done
+        progress = (self.counters.packets_read, self.counters.flows)
+        self.conn.send_bytes(pickle.dumps(("ops", self.log.file, ops, self.cursor.done, progress), protocol=5))
+
+    def batch(self) -> None:
+        if self.log.ops or self.cursor.done - self._reported >= WATERMARK_FRAMES:
+            self.log.flush()
+
+    def done(self, flows_ignored: int, error: str | None) -> None:
+        self.log.flush()
+        message = ("done", self.log.file, self.counters, flows_ignored, error)
+        self.conn.send_bytes(pickle.dumps(message, protocol=5))
+
+
+def _work(conn: Connection, worker: int, jobs: int, tasks: list[tuple[int, str, int, int]], analysis: Any) -> None:
+    """A worker process: analyze its share of each capture, recording sessions for the main process."""
+    try:
+        sender = _Sender(conn)
+        analysis.recording = Recording(sender.log, worker, jobs)
+        base = analysis.options.capture_options()
+        for index, path, shard, shards in tasks:
+            counters = CaptureCounters()
+            sender.begin(index, counters)
+            analysis.file = path
+            ignored, error = analysis.flows_ignored, None
+            options = dataclasses.replace(base, shard=shard, shards=shards, cursor=sender.cursor)
+            try:
+                analyze_file(path, analysis.handler_factory, options, counters=counters)
+            except CaptureError as exc:
+                error = str(exc)
+            sender.done(analysis.flows_ignored - ignored, error)
+    except BaseException:  # report, whatever it is: the main process raises it
+        with contextlib.suppress(Exception):
+            conn.send_bytes(pickle.dumps(("fail", worker, traceback.format_exc()), protocol=5))
+    finally:
+        conn.close()
+
+
+# -- main side ------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Worker:
+    conn: Connection
+    process: Any
+    ops: deque[Op] = dataclasses.field(default_factory=deque)
+    watermark: Key = (0, 0, 0, 0, 0)
+    held: tuple | None = None  # a message about a later capture, read ahead
+    done: tuple | None = None  # this capture's end: (counters, flows ignored, error)
+    progress: tuple[int, int] = (0, 0)
+
+
+class WorkerFailed(RuntimeError):
+    """A worker process raised: its traceback is the message."""
+
+
+class ParallelRun:
+    """The main process's side: start the workers, replay their recordings capture by capture, merge counters."""
+
+    def __init__(self, analysis: Any, results: Any, jobs: int, around_file: FileContext | None) -> None:
+        self.analysis, self.results, self.jobs, self.around_file = analysis, results, jobs, around_file
+        self.replayer = Replayer(analysis)
+        self.workers: list[_Worker] = []
+
+    def run(self, paths: Iterable[str]) -> None:
+        paths = list(paths)
+        tasks = plan_tasks(paths, self.jobs)
+        self._start(tasks)
+        try:
+            for index, path in enumerate(paths):
+                involved = [self.workers[w] for w, mine in enumerate(tasks) if any(t[0] == index for t in mine)]
+                self._capture(index, path, involved)
+            for worker in self.workers:
+                worker.process.join()
+        finally:
+            for worker in self.workers:
+                if worker.process.is_alive():
+                    worker.process.terminate()
+                worker.conn.close()
+
+    def _start(self, tasks: list[list[tuple[int, str, int, int]]]) -> None:
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        worker_analysis = type(self.analysis)(dataclasses.replace(self.analysis.options, keep_events=False))
+        for index, mine in enumerate(tasks):
+            reader, writer = context.Pipe(duplex=False)
+            process = context.Process(
+                target=_work, args=(writer, index, self.jobs, mine, worker_analysis), daemon=True
+            )
+            process.start()
+            writer.close()
+            self.workers.append(_Worker(reader, process))
+
+    def _capture(self, index: int, path: str, involved: list[_Worker]) -> None:
+        """Replay one capture's recordings from the workers that read it, then merge its counters."""
+        self.analysis.file = path
+        results = self.results
+        before = (results.counters.packets_read, results.counters.flows)
+        wrapper = self.around_file(path, results.counters) if self.around_file else contextlib.nullcontext()
+        with wrapper:
+            for worker in involved:
+                worker.ops.clear()
+                worker.watermark, worker.done = (index, 0, 0, 0, 0), None
+                if worker.held is not None:
+                    held, worker.held = worker.held, None
+                    self._take(worker, held, index)
+            while not all(w.done is not None and not w.ops for w in involved):
+                self._replay(involved)
+                if not all(w.done is not None and not w.ops for w in involved):
+                    self._receive(involved, index, before)
+            self._replay(involved)
+            merged = merge_file_counters([w.done[0] for w in involved])  # type: ignore[index]
+            results.counters.packets_read, results.counters.flows = before
+            add_counters(results.counters, merged)
+            self.analysis.flows_ignored += sum(w.done[1] for w in involved)  # type: ignore[index]
+            error = involved[0].done[2]  # type: ignore[index]
+        if error is not None:
+            results.failed.append((path, error))
+        else:
+            results.analyzed.append(path)
+
+    def _replay(self, involved: list[_Worker]) -> None:
+        """Apply every operation no worker can still precede."""
+        apply = self.replayer.apply
+        while True:
+            best: _Worker | None = None
+            for worker in involved:
+                if worker.ops and (best is None or worker.ops[0][0] < best.ops[0][0]):
+                    best = worker
+            if best is None:
+                return
+            key = best.ops[0][0]
+            for worker in involved:
+                if worker is not best and not worker.ops and worker.done is None and worker.watermark < key:
+                    return  # that worker may still send an earlier one
+            apply(best.ops.popleft())
+
+    def _receive(self, involved: list[_Worker], index: int, before: tuple[int, int]) -> None:
+        waiting = {w.conn: w for w in involved if w.done is None and w.held is None}
+        for conn in wait(list(waiting)):
+            worker = waiting[conn]  # type: ignore[index]
+            try:
+                message = pickle.loads(worker.conn.recv_bytes())
+            except EOFError:
+                code = worker.process.exitcode
+                raise WorkerFailed(f"a worker process ended without reporting (exit code {code})") from None
+            self._take(worker, message, index)
+        counters = self.results.counters
+        counters.packets_read = before[0] + involved[0].progress[0]
+        counters.flows = before[1] + sum(w.progress[1] for w in involved)
+
+    def _take(self, worker: _Worker, message: tuple, index: int) -> None:
+        kind = message[0]
+        if kind == "fail":
+            raise WorkerFailed(f"worker {message[1]} failed:\n{message[2]}")
+        if message[1] != index:
+            worker.held = message  # a later capture's: kept until that capture's turn
+            return
+        if kind == "ops":
+            _kind, _index, ops, done, progress = message
+            worker.ops.extend(ops)
+            worker.watermark = (index, done, WATERMARK_PHASE, 0, 0)
+            worker.progress = progress
+        else:
+            worker.done = message[2:]
+            worker.watermark = _DONE
