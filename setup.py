@@ -11,7 +11,6 @@ setup(
         Extension(
             "passive.capture._cscan",
             sources=["passive/capture/_scan.c"],
-            extra_compile_args=["-O2"],
             optional=True,
         )
     ]

@@ -35,7 +35,7 @@ enum { INFO_IPV6 = 1, INFO_EXT_HEADERS = 2, INFO_FIRST_FRAGMENT = 4, INFO_GRE = 
        INFO_VXLAN = 32, INFO_GENEVE = 64, INFO_MPLS = 128, INFO_PPPOE = 256, INFO_IPIP = 512 };
 enum { INNER_ETHERNET = 1, INNER_IPV4 = 4, INNER_IPV6 = 6, INNER_MPLS = 7 };
 enum { TCP_FIN = 1, TCP_SYN = 2, TCP_RST = 4, TCP_ACK = 16 };
-enum { ST_FREE = 0, ST_NEW = 1, ST_KEEP = 2, ST_DROP = 3 };
+enum { ST_FREE = 0, ST_NEW = 1, ST_KEEP = 2, ST_DROP = 3, ST_CUT = 4 }; /* CUT: undecided past its head */
 #define PCAP_MAGIC_USEC 0xA1B2C3D4u
 #define PCAP_MAGIC_NSEC 0xA1B23C4Du
 
@@ -627,13 +627,16 @@ static int flow_admission(Scanner *sc, const seg_t *s, double ts, int batch_empt
     if (e->last + sc->idle_timeout < ts) { e->state = ST_NEW; e->count = 0; }
     e->last = ts;
     if (e->state == ST_KEEP) return ADMIT;
-    if (e->state == ST_DROP) {
-        if ((s->flags & (TCP_SYN | TCP_ACK)) != TCP_SYN) { sc->counters[C_NOT_MAIL]++; return DROP; }
+    if (e->state == ST_DROP || e->state == ST_CUT) {
+        if ((s->flags & (TCP_SYN | TCP_ACK)) != TCP_SYN) {
+            sc->counters[e->state == ST_DROP ? C_NOT_MAIL : C_PAST_HEAD]++;
+            return DROP;
+        }
         e->state = ST_NEW; e->count = 0; /* a new connection on the 4-tuple */
     }
     if (e->count < sc->head) { e->count++; return ADMIT; }
     if (!batch_empty) return STALL; /* let Python catch up: its verdict may be on the way */
-    e->state = ST_DROP;
+    e->state = ST_CUT;
     sc->counters[C_PAST_HEAD]++;
     return DROP;
 }

@@ -133,7 +133,7 @@ class Engine:
             tunnelled = counters.tunnelled
             for name, bit in TUNNEL_BITS.items():
                 if segment[9] & bit:
-                    tunnelled[name] -= 1
+                    tunnelled[name] = tunnelled.get(name, 0) - 1  # the scanner's count, added later, makes up for it
 
     def feed(self, frame: int, ts: float, linktype: int, data: bytes) -> None:
         """One frame that passed the port filter."""

@@ -62,7 +62,7 @@ BATCH_PACKETS = 2048
 """Packets per batch at most (each a few hundred bytes of Python objects)."""
 _FIRST_CAPACITY = 4096  # the compiled table's first size; the twin mirrors its growth so that both purge alike
 
-NEW, KEEP, DROP = 1, 2, 3
+NEW, KEEP, DROP, CUT = 1, 2, 3, 4  # CUT: undecided past its head
 ADMIT, DROPPED, STALL = 0, 1, 2
 
 COUNTERS = (
@@ -263,17 +263,17 @@ class PyScanner:
         state = entry[0]
         if state == KEEP:
             return ADMIT
-        if state == DROP:
+        if state in (DROP, CUT):
             if flags & (SYN | ACK) != SYN:
-                self._counts[NOT_MAIL] += 1
+                self._counts[NOT_MAIL if state == DROP else PAST_HEAD] += 1
                 return DROPPED
             entry[0], entry[1] = NEW, 0  # a new connection on the 4-tuple
         if entry[1] < self.head:
             entry[1] += 1
             return ADMIT
         if not batch_empty:
-            return STALL
-        entry[0] = DROP
+            return STALL  # let Python catch up: its verdict may be on the way
+        entry[0] = CUT
         self._counts[PAST_HEAD] += 1
         return DROPPED
 

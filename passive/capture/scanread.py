@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+import passive.capture.scanner as scanning
 from passive.capture.counters import CaptureCounters
 from passive.capture.libpcap import compile_filter, pcapy
 from passive.capture.linklayer import SUPPORTED_LINKTYPES
@@ -70,6 +71,7 @@ def scan_settings(options: CaptureOptions) -> dict[str, Any]:
         "shards": options.shards,
         "sweep_every": sweep_interval(options.idle_timeout),
         "idle_timeout": options.idle_timeout,
+        "batch_packets": scanning.BATCH_PACKETS,
     }
 
 
@@ -196,6 +198,8 @@ def add_scan_counts(counters: CaptureCounters, counts: dict[str, int]) -> None:
     for name in COUNTERS[COUNTERS.index("truncated") + 1 : COUNTERS.index("table_resets")]:
         if counts[name]:
             tunnelled[name] = tunnelled.get(name, 0) + counts[name]
+            if not tunnelled[name]:  # all of them dropped in flight by the engine (see Engine._dropped_in_flight)
+                del tunnelled[name]
     if counts["table_resets"]:
         counters.warn(
             f"the scanner's flow table filled {counts['table_resets']} time(s) with live flows; each flow then "
