@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 
 from dissectors import events as ev
 from dissectors import gssapi, ntlmssp, sasl
-from dissectors.linebuffer import Line, Raw
-from dissectors.session import MailSession
+from dissectors.held import size_of
+from dissectors.linebuffer import MAX_LINE, Line, Raw
+from dissectors.session import COMMAND_OVERHEAD, MailSession
 
 # Header lines kept per message; a message with more is read to its end, the rest ignored (and reported).
 MAX_HEADERS = 128
@@ -59,6 +60,10 @@ class _Request:
     host: str | None
     evidence: ev.Evidence
     auth: str | None = None  # the mechanism of the credentials or NTLM message the request carried
+    held: int = 0
+
+    def __post_init__(self) -> None:
+        self.held = COMMAND_OVERHEAD + size_of(self.method) + size_of(self.path) + size_of(self.host)
 
 
 @dataclass
@@ -113,8 +118,8 @@ def _size(text: str, base: int) -> int | None:
 class HttpSession(MailSession):
     protocol = sasl.Protocol.HTTP
 
-    def __init__(self, partial: bool = False) -> None:
-        super().__init__(partial)
+    def __init__(self, partial: bool = False, max_line: int = MAX_LINE) -> None:
+        super().__init__(partial, max_line)
         self.sides = {ev.Side.CLIENT: _Side(synced=not partial), ev.Side.SERVER: _Side(synced=not partial)}
         self.responses = 0  # complete responses read (the probe stops after the one it asked for)
         # The latest final response: status, the schemes its WWW-Authenticate headers offered, its Server header.
@@ -283,7 +288,7 @@ class HttpSession(MailSession):
         if 100 <= status < 200 and status != 101:
             state.state, state.message = "start", None  # interim: the request is still waiting for its answer
             return
-        request: _Request | None = self.pending.popleft() if self.pending else None
+        request: _Request | None = self._pop_pending() if self.pending else None
         evidence = _evidence(message.start)
         self.last_status, self.last_server = status, (message.values("server") or [None])[0]
         self.last_schemes = [

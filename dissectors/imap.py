@@ -1,28 +1,46 @@
-"""IMAP session dissector (RFC 3501/9051: tags, literals, CAPABILITY, STARTTLS, LOGIN, AUTHENTICATE with SASL-IR)."""
+"""IMAP session dissector (RFC 3501/9051: tags, literals, CAPABILITY, STARTTLS, LOGIN, AUTHENTICATE with SASL-IR).
+
+A client's synchronising literal ``{n}`` is read as n bytes only once the server has sent its ``+`` continuation
+(RFC 9051 section 7.5): a tagged NO or BAD instead (``NO [TOOBIG]``) ends the command, and what the client sends
+next is read as commands, as the server reads it. Until the server has said, the client's bytes are held unread.
+A non-synchronising literal ``{n+}`` (RFC 7888) is read at once when it is within what LITERAL- allows (4096
+bytes), or what a server that announced LITERAL+ takes; a larger one waits for the server's verdict too.
+"""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from dissectors import events as ev
 from dissectors import sasl
-from dissectors.linebuffer import Line, Raw
-from dissectors.session import MailSession, unique_upper
+from dissectors.held import HeldParts, size_of
+from dissectors.imap_syntax import capability_code, literal_at_end, tokens, without_capability_codes
+from dissectors.linebuffer import MAX_HELD, MAX_LINE, Line, Raw
+from dissectors.session import CLIENT, COMMAND_OVERHEAD, MAX_VERB, SERVER, MailSession, unique_upper
 
-_LITERAL = re.compile(r"\{(\d{1,12})(\+?)\}$")
-_CAPABILITY_CODE = re.compile(r"\[CAPABILITY ([^\]]*)\]", re.IGNORECASE)
+__all__ = ["ImapSession", "capability_code", "literal_at_end", "tokens", "without_capability_codes"]
+
 # A command or response assembled from lines and literals is not grown past this many parts.
 MAX_PARTS = 64
+# Nor past this many bytes (64 parts of 64 KiB held 4 MiB per side): a LOGIN or AUTHENTICATE with literals is a few
+# hundred bytes, an APPEND keeps 8 KiB of its message; four full-length lines fit.
+MAX_COMMAND_BYTES = 256 * 1024
 # Commands remembered by tag while their tagged answer is awaited.
 MAX_TAGS = 128
+# And the bytes of their tags (128 tags of 64 KiB held 8 MiB): real tags are a few characters.
+MAX_TAG_BYTES = 256 * 1024
+# RFC 7888: LITERAL- allows non-synchronising literals of at most 4096 bytes.
+MAX_LITERAL_MINUS = 4096
+# A non-synchronising literal to a LITERAL+ server is read at once up to this size (larger than the messages mail
+# services accept); a larger one waits for the server's verdict like a synchronising one.
+MAX_LITERAL_PLUS = 64 * 1024 * 1024
 
 
 @dataclass
 class _Pending:
     """A line being assembled across literals: text parts and literal values in order."""
 
-    parts: list[str | bytes] = field(default_factory=list)
+    parts: HeldParts = field(default_factory=lambda: HeldParts(MAX_PARTS, MAX_COMMAND_BYTES))
     frame: int | None = None
     timestamp: float | None = None
 
@@ -31,97 +49,140 @@ class _Pending:
 class _Command:
     tag: str
     name: str
-    line: str
+    line: str  # the command's first line, kept up to what evidence holds
     frame: int | None
     timestamp: float | None
+    held: int = 0
+
+    def __post_init__(self) -> None:
+        self.name, self.line = self.name[:MAX_VERB], self.line[: ev.MAX_EVIDENCE_TEXT]
+        self.held = COMMAND_OVERHEAD + size_of(self.tag) + size_of(self.name) + size_of(self.line)
 
 
-def tokens(parts: list[str | bytes]) -> list[str]:
-    """Split an assembled line into atoms, quoted strings (unescaped) and literals (decoded)."""
-    result: list[str] = []
-    for part in parts:
-        if isinstance(part, bytes):
-            result.append(part.decode("utf-8", errors="replace"))
-            continue
-        position = 0
-        text = part
-        while position < len(text):
-            char = text[position]
-            if char.isspace():
-                position += 1
-            elif char == '"':
-                value, position = _quoted(text, position + 1)
-                result.append(value)
-            else:
-                end = position
-                while end < len(text) and not text[end].isspace():
-                    end += 1
-                atom = text[position:end]
-                if not _LITERAL.fullmatch(atom):  # the {n} marker itself is not a value
-                    result.append(atom)
-                position = end
-    return result
+@dataclass
+class _Awaited:
+    """A client literal waiting for the server's verdict: the command's tag, the literal's size."""
 
-
-def _quoted(text: str, position: int) -> tuple[str, int]:
-    value: list[str] = []
-    while position < len(text):
-        char = text[position]
-        if char == "\\" and position + 1 < len(text):
-            value.append(text[position + 1])
-            position += 2
-        elif char == '"':
-            return "".join(value), position + 1
-        else:
-            value.append(char)
-            position += 1
-    return "".join(value), position
+    tag: str
+    size: int
+    synchronising: bool
 
 
 class ImapSession(MailSession):
     protocol = sasl.Protocol.IMAP
 
-    def __init__(self, partial: bool = False) -> None:
-        super().__init__(partial)
-        self._assembling: dict[ev.Side, _Pending | None] = {ev.Side.CLIENT: None, ev.Side.SERVER: None}
+    def __init__(self, partial: bool = False, max_line: int = MAX_LINE) -> None:
+        super().__init__(partial, max_line)
+        self._assembling: dict[ev.Side, _Pending | None] = {CLIENT: None, SERVER: None}
         self._tags: dict[str, _Command] = {}
+        self._tag_bytes = 0
+        self._awaited: _Awaited | None = None
+        self._literal_plus = False  # the server announced LITERAL+
 
     # -- assembling lines across literals -----------------------------------------------------------------------
 
     def _client_line(self, text: str) -> None:
-        self._assemble(ev.Side.CLIENT, text)
+        self._assemble(CLIENT, text)
 
     def _server_line(self, text: str) -> None:
-        self._assemble(ev.Side.SERVER, text)
+        verdict = self._verdict(text) if self._awaited is not None and self._assembling[SERVER] is None else None
+        self._assemble(SERVER, text)
+        if verdict is not None:
+            self._resolve(verdict)
 
     def _assemble(self, side: ev.Side, text: str) -> None:
-        if side is ev.Side.CLIENT and self.auth.active and self._assembling[side] is None:
+        if side is CLIENT and self.auth.active and self._assembling[side] is None:
             self._sasl(side, self.auth.client_line(text))
             return
         pending = self._assembling[side]
         if pending is None:
             first_frame = self._line.first_frame if self._line.first_frame is not None else self._line.frame
             pending = _Pending(frame=first_frame, timestamp=self._line.timestamp)
-        if len(pending.parts) < MAX_PARTS:
-            pending.parts.append(text)
-        literal = _LITERAL.search(text)
-        if literal and not (side is ev.Side.SERVER and text.startswith("+")):
+        self._keep(side, pending, text)
+        literal = literal_at_end(text)
+        if literal and not (side is SERVER and text.startswith("+")):
             self._assembling[side] = pending
-            self.buffers[side].expect_raw(int(literal.group(1)))
+            self._literal(side, pending, *literal)
             return
         self._assembling[side] = None
-        first = pending.parts[0] if isinstance(pending.parts[0], str) else ""
+        parts = pending.parts.items
+        first = parts[0] if parts and isinstance(parts[0], str) else ""
         # Evidence: the frame that completed the command, and the one where it began.
         self._line = Line(first, self._line.frame, self._line.timestamp, pending.frame)
-        if side is ev.Side.CLIENT:
-            self._command(pending.parts)
+        if side is CLIENT:
+            self._command(parts)
         else:
-            self._response(pending.parts)
+            self._response(parts)
+
+    def _keep(self, side: ev.Side, pending: _Pending, part: str | bytes) -> None:
+        if not pending.parts.add(part) and pending.parts.refused == 1:
+            limit = f"{MAX_PARTS} parts or {MAX_COMMAND_BYTES} bytes"
+            self._anomaly(side, "command_too_long", f"a command or response of more than {limit}: the rest not kept")
 
     def _raw(self, side: ev.Side, item: Raw) -> None:
         pending = self._assembling[side]
-        if pending is not None and len(pending.parts) < MAX_PARTS:
-            pending.parts.append(item.data)
+        if pending is not None:
+            self._keep(side, pending, item.data)
+
+    # -- client literals and the server's verdict ---------------------------------------------------------------
+
+    def _literal(self, side: ev.Side, pending: _Pending, size: int, non_synchronising: bool) -> None:
+        """Read the literal now (the server's own, or a non-synchronising one within bounds), or hold the client's
+        bytes until the server says whether it takes it."""
+        allowed = MAX_LITERAL_PLUS if self._literal_plus else MAX_LITERAL_MINUS
+        if side is SERVER or (non_synchronising and size <= allowed):
+            self.buffers[side].expect_raw(size)
+            return
+        if non_synchronising:
+            detail = f"non-synchronising literal of {size} bytes (at most {allowed} without waiting)"
+            self._anomaly(CLIENT, "literal_too_big", detail + ": read once the server accepts it")
+        first = pending.parts.items[0] if pending.parts.items else ""
+        tag = first.split(None, 1)[0] if isinstance(first, str) and first.split() else ""
+        self._awaited = _Awaited(tag, size, not non_synchronising)
+        self.buffers[CLIENT].hold()
+
+    def _verdict(self, text: str) -> bool | None:
+        """What a server line says of the awaited literal: taken (``+``), refused (the command's tagged answer,
+        or BYE), or nothing yet (None)."""
+        awaited = self._awaited
+        assert awaited is not None
+        if text == "+" or text.startswith(("+ ", "+\t")):  # a continuation request (RFC 9051 7.5)
+            return True
+        first = text.split(None, 2)
+        if first and first[0] == awaited.tag and awaited.tag != "*":
+            return False
+        return False if len(first) > 1 and first[0] == "*" and first[1].upper() == "BYE" else None
+
+    def _resolve(self, taken: bool, why: str | None = None) -> None:
+        """Read the held client bytes: the literal first when the server took it, else as commands."""
+        awaited = self._awaited
+        assert awaited is not None
+        self._awaited = None
+        if why is not None:
+            self._anomaly(CLIENT, "literal_unanswered", f"literal of {awaited.size} bytes: {why}")
+        held, frame, timestamp = self.buffers[CLIENT].release()
+        if taken:
+            self.buffers[CLIENT].expect_raw(awaited.size)
+        else:
+            self._assembling[CLIENT] = None  # the command ended with the server's refusal
+        self._consume(CLIENT, held, frame, timestamp)
+
+    def _after_receive(self, side: ev.Side) -> None:
+        super()._after_receive(side)
+        while self._awaited is not None and self.buffers[CLIENT].held > MAX_HELD:  # each pass reads on
+            self._unanswered(f"more than {MAX_HELD} bytes from the client and no verdict from the server")
+
+    def _unanswered(self, why: str) -> None:
+        """No verdict will come in time: without a byte from the server (a capture of one side) the client is all
+        there is to go by; otherwise a literal the server did not take is not believed."""
+        assert self._awaited is not None
+        one_sided = not self._server_spoke
+        self._resolve(one_sided, None if one_sided else why + "; read as commands")
+
+    def _close(self, frame: int | None, timestamp: float | None) -> None:
+        super()._close(frame, timestamp)
+        while self._awaited is not None:  # each pass reads on: the held bytes may announce another literal
+            self._unanswered("the connection ended before the server's verdict")
 
     # -- client -------------------------------------------------------------------------------------------------
 
@@ -129,7 +190,7 @@ class ImapSession(MailSession):
         words = tokens(parts)
         if len(words) < 2:
             if words:
-                self._anomaly(ev.Side.CLIENT, "bad_command", "command without a tag or name")
+                self._anomaly(CLIENT, "bad_command", "command without a tag or name")
             return
         tag, name = words[0], words[1].upper()
         first_line = parts[0] if isinstance(parts[0], str) else ""
@@ -137,25 +198,35 @@ class ImapSession(MailSession):
         if name == "UID" and len(words) > 2:
             name = f"UID {words[2].upper()}"
         if name == "AUTHENTICATE":
-            self._sasl(ev.Side.CLIENT, self.auth.client_line(first_line))
+            self._sasl(CLIENT, self.auth.client_line(first_line))
             return  # the tracker follows it to the tagged verdict
         if name == "LOGIN":
             user = words[2] if len(words) > 2 else None
             password = words[3] if len(words) > 3 else None
-            self._emit(ev.Credentials(ev.Side.CLIENT, evidence, "IMAP-LOGIN", user, password))
+            self._emit(ev.Credentials(CLIENT, evidence, "IMAP-LOGIN", user, password))
         elif name == "LOGOUT":
-            self._emit(ev.Quit(ev.Side.CLIENT, evidence))
-        if len(self._tags) >= MAX_TAGS:
-            self._tags.pop(next(iter(self._tags)))
-            self._anomaly(ev.Side.CLIENT, "too_many_pending_commands", f"more than {MAX_TAGS} unanswered commands")
-        self._tags[tag] = _Command(tag, name, first_line, self._line.frame, self._line.timestamp)
+            self._emit(ev.Quit(CLIENT, evidence))
+        self._remember(_Command(tag, name, first_line, self._line.frame, self._line.timestamp))
+
+    def _remember(self, command: _Command) -> None:
+        """Remember a command by tag until its tagged answer; the oldest go past MAX_TAGS or MAX_TAG_BYTES."""
+        forgotten = self._tags.pop(command.tag, None)
+        self._tag_bytes += command.held - (forgotten.held if forgotten else 0)
+        self._tags[command.tag] = command
+        dropped = 0
+        while len(self._tags) > MAX_TAGS or (self._tag_bytes > MAX_TAG_BYTES and len(self._tags) > 1):
+            self._tag_bytes -= self._tags.pop(next(iter(self._tags))).held
+            dropped += 1
+        if dropped:
+            limit = f"{MAX_TAGS} unanswered commands or {MAX_TAG_BYTES} bytes of tags"
+            self._anomaly(CLIENT, "too_many_pending_commands", f"more than {limit}; {dropped} forgotten")
 
     # -- server -------------------------------------------------------------------------------------------------
 
     def _response(self, parts: list[str | bytes]) -> None:
-        line = parts[0] if isinstance(parts[0], str) else ""
+        line = parts[0] if parts and isinstance(parts[0], str) else ""
         if self.auth.active:
-            self._sasl(ev.Side.SERVER, self.auth.server_line(line))
+            self._sasl(SERVER, self.auth.server_line(line))
             if not self.auth.active:
                 return
         words = line.split(None, 2)
@@ -167,6 +238,8 @@ class ImapSession(MailSession):
         if words[0] == "+":
             return  # a continuation for a literal
         command = self._tags.pop(words[0], None)
+        if command is not None:
+            self._tag_bytes -= command.held
         self.greeted = True
         self._capability_code(line)
         if command is None or len(words) < 2:
@@ -176,7 +249,7 @@ class ImapSession(MailSession):
             self._start_tls("STARTTLS", status == "OK")
         elif command.name == "LOGIN":
             self.authenticated = self.authenticated or status == "OK"
-            self._emit(ev.AuthResult(ev.Side.SERVER, self._evidence(), "IMAP-LOGIN", status == "OK", line.strip()))
+            self._emit(ev.AuthResult(SERVER, self._evidence(), "IMAP-LOGIN", status == "OK", line.strip()))
 
     def _untagged(self, words: list[str], line: str) -> None:
         kind = words[1].upper() if len(words) > 1 else ""
@@ -184,8 +257,8 @@ class ImapSession(MailSession):
             self.greeted = True
             if kind == "PREAUTH":
                 self.authenticated = True
-            banner = _CAPABILITY_CODE.sub("", words[2] if len(words) > 2 else "").strip()
-            self._emit(ev.Greeting(ev.Side.SERVER, self._evidence(), banner, kind != "BYE"))
+            banner = without_capability_codes(words[2] if len(words) > 2 else "").strip()
+            self._emit(ev.Greeting(SERVER, self._evidence(), banner, kind != "BYE"))
             self._capability_code(line)
             return
         self.greeted = True
@@ -195,17 +268,18 @@ class ImapSession(MailSession):
             self._capability_code(line)
 
     def _capability_code(self, line: str) -> None:
-        match = _CAPABILITY_CODE.search(line)
-        if match:
-            self._capabilities(match.group(1))
+        listed = capability_code(line)
+        if listed is not None:
+            self._capabilities(listed)
 
     def _capabilities(self, text: str) -> None:
         items = text.split()
         upper = [item.upper() for item in items]
         mechanisms = [item[5:] for item in items if item.upper().startswith("AUTH=")]
+        self._literal_plus = self._literal_plus or "LITERAL+" in upper
         self._emit(
             ev.Capabilities(
-                ev.Side.SERVER,
+                SERVER,
                 self._evidence(),
                 "capability",
                 items,
@@ -215,5 +289,19 @@ class ImapSession(MailSession):
             )
         )
 
+    # -- bounded state ------------------------------------------------------------------------------------------
+
     def _after_gap(self, side: ev.Side) -> None:
         self._assembling[side] = None
+        if side is CLIENT:
+            self._awaited = None  # the held bytes went with the gap
+
+    def _state_bytes(self) -> int:
+        assembled = sum(pending.parts.bytes for pending in self._assembling.values() if pending is not None)
+        return assembled + self._tag_bytes
+
+    def _shed_state(self) -> None:
+        self._assembling = {CLIENT: None, SERVER: None}
+        self._tags.clear()
+        self._tag_bytes = 0
+        self._awaited = None

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 MAX_LINE = 64 * 1024
 # How much of a raw run (an IMAP literal) is kept for the dissector; the rest is counted and dropped.
 MAX_KEPT_RAW = 8 * 1024
+# Bytes kept unread while the dissector waits for the other side to say what they are (an IMAP literal before the
+# server's continuation, a TLS record before the server answers it): a line's worth. Past this the holder decides.
+MAX_HELD = MAX_LINE
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,29 @@ class LineBuffer:
         self._raw_size = 0
         self._raw_frame: int | None = None
         self._raw_timestamp: float | None = None
+        self._holding = False
+        self._held = bytearray()
+        self._held_frame: int | None = None
+        self._held_timestamp: float | None = None
+
+    def hold(self) -> None:
+        """Keep what follows the current item unread (in :attr:`held`) until :meth:`release`."""
+        self._holding = True
+
+    def release(self) -> tuple[bytes, int | None, float | None]:
+        """Stop holding; the bytes held (to be fed again), with the frame and time of the last chunk among them."""
+        held = bytes(self._held)
+        self._holding = False
+        self._held.clear()
+        return held, self._held_frame, self._held_timestamp
+
+    @property
+    def holding(self) -> bool:
+        return self._holding
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
 
     def expect_raw(self, size: int) -> None:
         """The next ``size`` bytes are raw (an IMAP literal, a BDAT chunk), not lines."""
@@ -69,14 +95,30 @@ class LineBuffer:
         self._raw_frame = None
 
     def resync(self) -> None:
-        """Drop the partial line and skip to the next newline: bytes were lost, what follows starts mid-line."""
+        """Drop the partial line (and anything held) and skip to the next newline: bytes were lost, or given up,
+        and what follows starts mid-line."""
         self._pending.clear()
         self._raw_left = 0
+        self._raw_kept.clear()
+        self._holding = False
+        self._held.clear()
         self._discarding = True
+
+    def shed(self) -> None:
+        """Drop what is held without losing the place: a partial line is skipped to its end, a raw run is still
+        counted off (what was kept of it is dropped), bytes held unread are dropped and reading resumes at the
+        next newline after them."""
+        if self._pending or self._held:
+            self._discarding = True
+        self._pending.clear()
+        self._raw_kept.clear()
+        self._holding = False
+        self._held.clear()
 
     @property
     def buffered(self) -> int:
-        return len(self._pending)
+        """Bytes held: the partial line, the kept part of a raw run, the bytes held unread."""
+        return len(self._pending) + len(self._raw_kept) + len(self._held)
 
     def feed(self, data: bytes, frame: int | None = None, timestamp: float | None = None) -> Iterator[Item]:
         """Yield the items ``data`` completes. A consumer may call :meth:`expect_raw` while handling a line: the
@@ -84,6 +126,10 @@ class LineBuffer:
         position = 0
         size = len(data)
         while position < size:
+            if self._holding:
+                self._held += data[position:]
+                self._held_frame, self._held_timestamp = frame, timestamp
+                return
             if self._raw_left:
                 take = min(self._raw_left, size - position)
                 if self._raw_frame is None:

@@ -6,30 +6,41 @@ from dataclasses import dataclass, field
 
 from dissectors import events as ev
 from dissectors import sasl
-from dissectors.session import MailSession, unique_upper
+from dissectors.held import HeldParts, size_of
+from dissectors.linebuffer import MAX_LINE
+from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, unique_upper
 
 # Commands whose +OK answer is followed by lines up to a lone ".".
 _MULTILINE_ALWAYS = {"CAPA", "RETR", "TOP"}
 _MULTILINE_WITHOUT_ARGUMENT = {"LIST", "UIDL", "AUTH"}
 # Lines of a multi-line answer kept for CAPA and the AUTH mechanism list; bodies (RETR) are skipped, not kept.
 MAX_LIST_LINES = 256
+# Nor more bytes than this (256 lines of 64 KiB held 16 MiB): a real CAPA list is under 1 KiB; two full-length
+# lines fit.
+MAX_LIST_BYTES = 128 * 1024
 
 
 @dataclass
 class _Command:
     verb: str
-    argument: str
+    argument: str  # only whether there is one matters once the command is sent
     line: str
     frame: int | None
     timestamp: float | None
-    lines: list[str] = field(default_factory=list)
+    lines: HeldParts = field(default_factory=lambda: HeldParts(MAX_LIST_LINES, MAX_LIST_BYTES))
+    held: int = 0
+
+    def __post_init__(self) -> None:
+        self.verb, self.argument = self.verb[:MAX_VERB], self.argument[: ev.MAX_EVIDENCE_TEXT]
+        self.line = self.line[: ev.MAX_EVIDENCE_TEXT]
+        self.held = COMMAND_OVERHEAD + size_of(self.verb) + size_of(self.argument) + size_of(self.line)
 
 
 class Pop3Session(MailSession):
     protocol = sasl.Protocol.POP3
 
-    def __init__(self, partial: bool = False) -> None:
-        super().__init__(partial)
+    def __init__(self, partial: bool = False, max_line: int = MAX_LINE) -> None:
+        super().__init__(partial, max_line)
         self._multiline: _Command | None = None
         self._user: str | None = None
 
@@ -74,8 +85,9 @@ class Pop3Session(MailSession):
         if not positive and not status.startswith("-ERR"):
             self._anomaly(ev.Side.SERVER, "bad_status_line", "server line is neither +OK nor -ERR")
             return
-        if not self.greeted and not self.partial and not self.pending:
-            # With a command already waiting, the greeting is not in the capture: this answers the command.
+        if not self.greeted and not self.partial and not (self.pending and self._greeting_lost):
+            # The server's first line is its greeting, even when the client talked first (a STLS sent before the
+            # greeting is not answered by it); only when bytes were lost before it may this answer a command.
             self.greeted = True
             self._emit(ev.Greeting(ev.Side.SERVER, self._evidence(), text[3 if positive else 4 :].strip(), positive))
             return
@@ -83,7 +95,7 @@ class Pop3Session(MailSession):
         if not self.pending:
             self._anomaly(ev.Side.SERVER, "unsolicited_reply", "status line answering no command")
             return
-        command = self.pending.popleft()
+        command = self._pop_pending()
         self._answer(command, positive, text)
 
     def _answer(self, command: _Command, positive: bool, text: str) -> None:
@@ -102,18 +114,21 @@ class Pop3Session(MailSession):
         command = self._multiline
         assert command is not None
         if text != ".":
-            if command.verb in ("CAPA", "AUTH") and len(command.lines) < MAX_LIST_LINES:
-                command.lines.append(text[1:] if text.startswith("..") else text)
+            kept = command.verb not in ("CAPA", "AUTH") or command.lines.add(text[1:] if text[:2] == ".." else text)
+            if not kept and command.lines.refused == 1:
+                limit = f"{MAX_LIST_LINES} lines or {MAX_LIST_BYTES} bytes"
+                self._anomaly(ev.Side.SERVER, "list_too_long", f"a {command.verb} list of more than {limit}")
             return
         self._multiline = None
-        evidence = self._evidence("\n".join(command.lines)[:512] or ".")
+        lines = command.lines.texts()
+        evidence = self._evidence("\n".join(line[: ev.MAX_EVIDENCE_TEXT] for line in lines)[:512] or ".")
         if command.verb == "CAPA":
             mechanisms: list[str] = []
-            for line in command.lines:
+            for line in lines:
                 name, _, value = line.partition(" ")
                 if name.upper() == "SASL":
                     mechanisms.extend(value.split())
-            items = [line.strip() for line in command.lines if line.strip()]
+            items = [line.strip() for line in lines if line.strip()]
             self._emit(
                 ev.Capabilities(
                     ev.Side.SERVER,
@@ -126,8 +141,17 @@ class Pop3Session(MailSession):
                 )
             )
         elif command.verb == "AUTH":
-            mechanisms = [line.split()[0] for line in command.lines if line.split()]
+            mechanisms = [line.split()[0] for line in lines if line.split()]
             self._emit(ev.Capabilities(ev.Side.SERVER, evidence, "auth-list", [], unique_upper(mechanisms), False))
 
     def _after_gap(self, side: ev.Side) -> None:
         self._multiline = None
+
+    def _state_bytes(self) -> int:
+        listed = self._multiline.lines.bytes if self._multiline is not None else 0
+        return listed + size_of(self._user)
+
+    def _shed_state(self) -> None:
+        if self._multiline is not None:  # still inside the answer (its "." ends it), without the lines kept so far
+            self._multiline.lines = HeldParts(MAX_LIST_LINES, MAX_LIST_BYTES)
+        self._user = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import binascii
 import enum
 import re
+import sys
 from dataclasses import dataclass, field
 
 from dissectors import ntlmssp
@@ -80,21 +81,27 @@ class AuthCommand:
     tag: str | None = None
 
 
-_SMTP_POP3_AUTH = re.compile(r"^\s*AUTH\s+([A-Za-z0-9_-]{1,40})(?:\s+(\S.*?))?\s*$", re.IGNORECASE)
-_IMAP_AUTH = re.compile(r"^\s*(\S+)\s+AUTHENTICATE\s+([A-Za-z0-9_-]{1,40})(?:\s+(\S.*?))?\s*$", re.IGNORECASE)
+# A SASL mechanism name (RFC 4422 section 3.1: up to 20 characters; some servers list longer private names).
+_MECHANISM = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
 
 def parse_auth_command(protocol: Protocol, line: str) -> AuthCommand | None:
-    """Recognise the command that starts a SASL exchange; None for any other line."""
-    if protocol is Protocol.IMAP:
-        match = _IMAP_AUTH.match(line)
-        if not match:
-            return None
-        return AuthCommand(match.group(2).upper(), match.group(3), match.group(1))
-    match = _SMTP_POP3_AUTH.match(line)
-    if not match:
+    """Recognise the command that starts a SASL exchange; None for any other line.
+
+    ``AUTH <mech> [initial response]`` (SMTP, POP3) or ``<tag> AUTHENTICATE <mech> [initial response]`` (IMAP),
+    split with string methods: one pass over the line whatever it holds (a regular expression with a lazy group
+    before trailing blanks backtracked quadratically on a line of spaces).
+    """
+    imap = protocol is Protocol.IMAP
+    words = line.strip().split(None, 3 if imap else 2)
+    tag = words.pop(0) if imap and words else None
+    if len(words) < 2 or words[0].upper() != ("AUTHENTICATE" if imap else "AUTH"):
         return None
-    return AuthCommand(match.group(1).upper(), match.group(2))
+    if tag is not None and ("+" in tag or "*" in tag):
+        return None  # not a tag (RFC 9051: none holds "+" or "*"): no server answers it as one
+    if not _MECHANISM.fullmatch(words[1]):
+        return None
+    return AuthCommand(words[1].upper(), words[2] if len(words) > 2 else None, tag)
 
 
 class ReplyKind(enum.Enum):
@@ -321,6 +328,11 @@ class AuthTracker:
     @property
     def active(self) -> bool:
         return self.exchange is not None
+
+    def held_bytes(self) -> int:
+        """Bytes kept between lines: the user name a LOGIN exchange waits to pair with its password."""
+        exchange = self.exchange
+        return 0 if exchange is None or exchange.login_user is None else sys.getsizeof(exchange.login_user)
 
     def client_line(self, line: str) -> list[SaslEvent]:
         exchange = self.exchange

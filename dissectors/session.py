@@ -8,14 +8,28 @@ reassembled streams in capture order; the active probe feeds it socket bytes.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from dissectors import events as ev
 from dissectors import sasl
-from dissectors.linebuffer import Line, LineBuffer, Overflow, Raw
+from dissectors.linebuffer import MAX_HELD, MAX_LINE, Line, LineBuffer, Overflow, Raw
 
 # Commands a client may pipeline before the server answers; past this the oldest are forgotten (and reported).
 MAX_PENDING = 128
+# Bytes those commands may hold (their arguments; 128 MAIL FROM lines of 64 KiB held 16 MiB): a real pipeline of
+# MAIL, a hundred RCPTs and DATA holds a few KiB. Past this the oldest are forgotten, as past MAX_PENDING.
+MAX_PENDING_BYTES = 256 * 1024
+# What a remembered command costs besides its strings: the object, its fields, its slot.
+COMMAND_OVERHEAD = 256
+# Characters of a command's verb (or IMAP command name) kept: the longest real one is a dozen; a longer word is no
+# command either way, and a 64 KiB one would be kept whole for every remembered command.
+MAX_VERB = 64
+# What no session holds between calls (buffered_bytes): the caps here, in linebuffer and in each protocol's module
+# add up to about 1.6 MiB for IMAP, the largest, counting lines of characters beyond U+FFFF (four bytes each).
+MAX_SESSION_BYTES = 2 * 1024 * 1024
+CLIENT, SERVER = ev.Side.CLIENT, ev.Side.SERVER
+_NO_LINE = Line("", None, None)
 
 
 class MailSession:
@@ -23,43 +37,93 @@ class MailSession:
 
     protocol: sasl.Protocol
 
-    def __init__(self, partial: bool = False) -> None:
+    def __init__(self, partial: bool = False, max_line: int = MAX_LINE) -> None:
         # A session picked up mid-stream has no greeting and may start in any state.
         self.partial = partial
-        self.buffers = {ev.Side.CLIENT: LineBuffer(), ev.Side.SERVER: LineBuffer()}
+        # The probe passes its own, shorter, line limit: no line it would refuse costs dissector time.
+        self.buffers = {CLIENT: LineBuffer(max_line), SERVER: LineBuffer(max_line)}
         self.tls = False
         self.tls_bytes = 0
         self.greeted = False
         self.authenticated = False
         self.auth = sasl.AuthTracker(self.protocol)
         self.pending: deque[Any] = deque()
+        self._pending_bytes = 0
         self._out: list[ev.Event] = []
-        self._line: Line = Line("", None, None)
+        self._line: Line = _NO_LINE
         self._seen_data = False
+        # The client's first bytes were a TLS record: believed once the server answers in TLS too.
+        self._tls_hello: ev.Evidence | None = None
+        self._server_spoke = False  # a byte came from the server (else the capture may hold one side only)
+        # Bytes of the server's were lost before its greeting: its first reply may answer a command instead.
+        self._greeting_lost = False
 
     # -- feeding ------------------------------------------------------------------------------------------------
 
     def receive(
         self, side: ev.Side, data: bytes, frame: int | None = None, timestamp: float | None = None
     ) -> list[ev.Event]:
+        """The events the bytes ``side`` sent complete."""
+        return self._collect(lambda: self._receive(side, data, frame, timestamp))
+
+    def gap(self, side: ev.Side, size: int, frame: int | None = None, timestamp: float | None = None) -> list[ev.Event]:
+        """Bytes were lost on one side: drop the partial line, forget what was waiting for an answer, resync."""
+        return self._collect(lambda: self._gap(side, size, frame, timestamp))
+
+    def close(self, frame: int | None = None, timestamp: float | None = None) -> list[ev.Event]:
+        """The connection ended: bytes still held for an answer that never came are read as they are."""
+        return self._collect(lambda: self._close(frame, timestamp))
+
+    def shed(self, frame: int | None = None, timestamp: float | None = None) -> list[ev.Event]:
+        """Drop every partial state (told to by whoever bounds all sessions together), with an anomaly: partial
+        lines are skipped to their end, bytes held for an answer and commands awaiting replies are forgotten, and
+        the session goes on from the next line, as after a gap."""
+        return self._collect(lambda: self._shed(frame, timestamp))
+
+    def buffered_bytes(self) -> int:
+        """Bytes this session holds between calls: partial lines, bytes held for an answer, kept literals,
+        commands awaiting replies, and what the protocol keeps (``_state_bytes``)."""
+        held = self._pending_bytes + self.auth.held_bytes() + self._state_bytes()
+        return held + sum(buffer.buffered for buffer in self.buffers.values())
+
+    def _collect(self, work: Callable[[], None]) -> list[ev.Event]:
         out: list[ev.Event] = []
         self._out = out
+        try:
+            work()
+        finally:
+            # Nothing of this call outlives it but the state counted in buffered_bytes: the events are the
+            # caller's, and the last line (up to 64 KiB) is not kept for the next call.
+            self._out = []
+            self._line = _NO_LINE
+        return out
+
+    def _receive(self, side: ev.Side, data: bytes, frame: int | None, timestamp: float | None) -> None:
+        self._server_spoke = self._server_spoke or (side is SERVER and bool(data))
         if self.tls:
             self.tls_bytes += len(data)
-            return out
+            return
         if not self._seen_data and data:
             self._seen_data = True
             if data[:2] == b"\x16\x03" and not self.partial:
-                # A TLS record from the first byte: implicit TLS (465, 993, 995 or anywhere else).
                 described = ev.Evidence.description(implicit_tls_evidence(data), frame, timestamp)
-                self._start_tls("implicit", True, side, described)
-                self.tls_bytes += len(data)
-                return out
+                if side is SERVER:  # the server speaks TLS from its first byte: implicit TLS (465, 993, 995...)
+                    self._start_tls("implicit", True, side, described)
+                    self.tls_bytes += len(data)
+                    return
+                self._tls_hello = described  # the client's bytes wait, unread, for the server's answer
+                self.buffers[CLIENT].hold()
+        elif self._tls_hello is not None and side is SERVER and data and self._tls_answered(data):
+            return
+        self._consume(side, data, frame, timestamp)
+        self._after_receive(side)
+
+    def _consume(self, side: ev.Side, data: bytes, frame: int | None, timestamp: float | None) -> None:
         buffer = self.buffers[side]
         for item in buffer.feed(data, frame, timestamp):
             if isinstance(item, Line):
                 self._line = item
-                if side is ev.Side.CLIENT:
+                if side is CLIENT:
                     self._client_line(item.text)
                 else:
                     self._server_line(item.text)
@@ -70,20 +134,64 @@ class MailSession:
                 self._anomaly(side, "line_too_long", f"{item.size} bytes without a newline; skipped to the next one")
             if self.tls:
                 break  # the rest of this chunk is the TLS handshake: not ours to read
-        return out
 
-    def gap(self, side: ev.Side, size: int, frame: int | None = None, timestamp: float | None = None) -> list[ev.Event]:
-        """Bytes were lost on one side: drop the partial line, forget what was waiting for an answer, resync."""
-        out: list[ev.Event] = []
-        self._out = out
+    def _gap(self, side: ev.Side, size: int, frame: int | None, timestamp: float | None) -> None:
         if self.tls:
-            return out
+            return
         self.buffers[side].resync()
-        self.pending.clear()
+        self._greeting_lost = self._greeting_lost or (side is SERVER and not self.greeted)
+        if self._tls_hello is not None:  # whatever answered the client's TLS record is lost with it
+            self._tls_hello = None
+            self.buffers[CLIENT].resync()
+        self._clear_pending()
         self._line = Line("", frame, timestamp)
         self._anomaly(side, "gap", f"{size} bytes missing; resynchronised at the next line")
         self._after_gap(side)
-        return out
+
+    def _close(self, frame: int | None, timestamp: float | None) -> None:
+        self._line = Line("", frame, timestamp)
+        if self._tls_hello is not None and not self.tls:
+            self._tls_not_answered("the connection ended without an answer from the server")
+
+    def _shed(self, frame: int | None, timestamp: float | None) -> None:
+        held = self.buffered_bytes()
+        for buffer in self.buffers.values():
+            buffer.shed()
+        self._tls_hello = None
+        self._clear_pending()
+        self.auth.exchange = None
+        self._shed_state()
+        self._line = Line("", frame, timestamp)
+        detail = f"{held} bytes of partial state dropped to keep within the run's dissector budget"
+        self._anomaly(CLIENT, "dissector_budget", detail)
+
+    # -- implicit TLS -------------------------------------------------------------------------------------------
+
+    def _tls_answered(self, data: bytes) -> bool:
+        """The server's first bytes after the client's TLS record: TLS too (a handshake or an alert) confirms
+        implicit TLS; anything else means the session is plain text after all."""
+        hello = self._tls_hello
+        assert hello is not None
+        if data[:1] in (b"\x15", b"\x16") and data[1:2] == b"\x03":
+            self._tls_hello = None
+            self._start_tls("implicit", True, CLIENT, hello)
+            self.tls_bytes += len(data)
+            return True
+        self._tls_not_answered("the server answered in plain text")
+        return False
+
+    def _tls_not_answered(self, why: str) -> None:
+        hello = self._tls_hello
+        assert hello is not None
+        self._tls_hello = None
+        self._emit(ev.Anomaly(CLIENT, hello, "tls_not_answered", f"TLS record from the client not taken: {why}"))
+        held, frame, timestamp = self.buffers[CLIENT].release()
+        self._consume(CLIENT, held, frame, timestamp)
+
+    def _after_receive(self, side: ev.Side) -> None:
+        """After each chunk: bytes held unread for an answer that is slow to come are read as they are."""
+        if self._tls_hello is not None and self.buffers[CLIENT].held > MAX_HELD:
+            self._tls_not_answered(f"more than {MAX_HELD} bytes from the client and no answer")
 
     # -- hooks for subclasses -----------------------------------------------------------------------------------
 
@@ -99,6 +207,13 @@ class MailSession:
     def _after_gap(self, side: ev.Side) -> None:
         """Reset protocol state that a gap makes unreliable."""
 
+    def _state_bytes(self) -> int:
+        """Bytes the protocol keeps besides lines and pending commands (a reply being assembled, say)."""
+        return 0
+
+    def _shed_state(self) -> None:
+        """Drop what ``_state_bytes`` counts."""
+
     # -- helpers ------------------------------------------------------------------------------------------------
 
     def _evidence(self, text: str | None = None) -> ev.Evidence:
@@ -112,10 +227,25 @@ class MailSession:
         self._emit(ev.Anomaly(side, self._evidence(), code, detail))
 
     def _push_pending(self, item: Any) -> None:
-        if len(self.pending) >= MAX_PENDING:
-            self.pending.popleft()
-            self._anomaly(ev.Side.CLIENT, "too_many_pending_commands", f"more than {MAX_PENDING} unanswered commands")
+        """Remember a command awaiting its reply (``item.held`` says its bytes); the oldest go past the caps."""
         self.pending.append(item)
+        self._pending_bytes += item.held
+        forgotten = 0
+        while len(self.pending) > MAX_PENDING or (self._pending_bytes > MAX_PENDING_BYTES and len(self.pending) > 1):
+            self._pending_bytes -= self.pending.popleft().held
+            forgotten += 1
+        if forgotten:
+            limit = f"{MAX_PENDING} unanswered commands or {MAX_PENDING_BYTES} bytes of them"
+            self._anomaly(CLIENT, "too_many_pending_commands", f"more than {limit}; {forgotten} forgotten")
+
+    def _pop_pending(self) -> Any:
+        item = self.pending.popleft()
+        self._pending_bytes -= item.held
+        return item
+
+    def _clear_pending(self) -> None:
+        self.pending.clear()
+        self._pending_bytes = 0
 
     def _start_tls(
         self, command: str, accepted: bool, side: ev.Side = ev.Side.SERVER, evidence: ev.Evidence | None = None

@@ -7,39 +7,55 @@ from dataclasses import dataclass, field
 
 from dissectors import events as ev
 from dissectors import sasl
-from dissectors.linebuffer import Raw
-from dissectors.session import MailSession, unique_upper
+from dissectors.held import HeldParts, size_of
+from dissectors.linebuffer import MAX_HELD, MAX_LINE, Raw
+from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, unique_upper
 
 _REPLY = re.compile(r"^(\d{3})([ -]?)(.*)$")
 _PATH = re.compile(r"^\s*(?:FROM|TO)\s*:\s*(<[^>]*>|[^\s<>]+)(.*)$", re.IGNORECASE)
 _BDAT = re.compile(r"^\s*BDAT\s+(\d{1,12})(\s+LAST)?\s*$", re.IGNORECASE)
 # More reply lines than this in one reply are not kept (a hostile server may never send the final line).
 MAX_REPLY_LINES = 256
+# Nor more bytes than this (256 lines of 64 KiB held 16 MiB): a real EHLO reply is under 1 KiB; two full-length
+# lines fit. The final line is always read.
+MAX_REPLY_BYTES = 128 * 1024
 
 
 @dataclass
 class _Command:
     verb: str
-    line: str
+    line: str  # cited as evidence only: kept up to what evidence holds
     frame: int | None
     timestamp: float | None
     argument: str = ""
+    held: int = 0
+
+    def __post_init__(self) -> None:
+        self.verb, self.line = self.verb[:MAX_VERB], self.line[: ev.MAX_EVIDENCE_TEXT]
+        self.held = COMMAND_OVERHEAD + size_of(self.verb) + size_of(self.line) + size_of(self.argument)
 
 
 @dataclass
 class _Reply:
     code: int
-    lines: list[str] = field(default_factory=list)
+    lines: HeldParts = field(default_factory=lambda: HeldParts(MAX_REPLY_LINES, MAX_REPLY_BYTES))
+    last: str = ""  # the final line's text, read whatever the lines before it were
+
+    def texts(self) -> list[str]:
+        return self.lines.texts()
 
 
 class SmtpSession(MailSession):
     protocol = sasl.Protocol.SMTP
 
-    def __init__(self, partial: bool = False) -> None:
-        super().__init__(partial)
+    def __init__(self, partial: bool = False, max_line: int = MAX_LINE) -> None:
+        super().__init__(partial, max_line)
         self._reply: _Reply | None = None
         self._in_data = False
         self._data_lines = 0
+        # DATA was sent and its reply is not in yet: the client's next bytes wait, unread, for it (a message only
+        # follows a 354, RFC 5321 section 4.1.1.4; after a refusal the same bytes are commands to the server).
+        self._data_awaited = False
 
     # -- client -------------------------------------------------------------------------------------------------
 
@@ -62,9 +78,8 @@ class SmtpSession(MailSession):
         elif verb == "AUTH":
             self._sasl(ev.Side.CLIENT, self.auth.client_line(text))
         elif verb == "DATA":
-            # Clients send the message only after 354; entering data mode now keeps pipelined DATA right.
-            self._in_data = True
-            self._data_lines = 0
+            self._data_awaited = True
+            self.buffers[ev.Side.CLIENT].hold()
         elif verb == "BDAT":
             match = _BDAT.match(text)
             if match:
@@ -94,44 +109,49 @@ class SmtpSession(MailSession):
         reply = self._reply
         if reply is None or reply.code != code:
             reply = self._reply = _Reply(code)
-        if len(reply.lines) < MAX_REPLY_LINES:
-            reply.lines.append(rest)
+        if not reply.lines.add(rest) and reply.lines.refused == 1:
+            limit = f"{MAX_REPLY_LINES} lines or {MAX_REPLY_BYTES} bytes"
+            self._anomaly(ev.Side.SERVER, "reply_too_long", f"a reply of more than {limit}: the rest not kept")
         if separator == "-":
             return
+        reply.last = rest
         self._reply = None
         self._handle_reply(reply, text)
 
     def _handle_reply(self, reply: _Reply, final_line: str) -> None:
+        if not self.greeted and not self.partial and self._is_greeting(reply):
+            self.greeted = True
+            first = reply.texts()[0] if reply.lines else reply.last
+            self._emit(ev.Greeting(ev.Side.SERVER, self._evidence(), first.strip(), reply.code == 220))
+            return
+        self.greeted = True  # the server's first reply was not a greeting: none comes later
         if self.auth.active:
             self._sasl(ev.Side.SERVER, self.auth.server_line(final_line))
             if not self.auth.active and self.pending and self.pending[0].verb == "AUTH":
-                self.pending.popleft()
-            return
-        if not self.greeted and not self.partial and self._is_greeting(reply):
-            self.greeted = True
-            self._emit(ev.Greeting(ev.Side.SERVER, self._evidence(), reply.lines[0].strip(), reply.code == 220))
+                self._pop_pending()
             return
         if not self.pending:
-            self.greeted = True
             if reply.code != 421:  # 421 may come unasked when the server shuts the connection
                 self._anomaly(ev.Side.SERVER, "unsolicited_reply", f"reply {reply.code} to no command")
             return
-        command = self.pending.popleft()
+        command = self._pop_pending()
         self._answer(command, reply)
 
     def _is_greeting(self, reply: _Reply) -> bool:
         """The first 220/554/421 is the greeting, even when an early-talking client already sent a command
-        (spam bots do); a capture that starts after the greeting shows the client's command answered instead."""
+        (spam bots do, and a client that sends STARTTLS before the greeting must not have it read as the answer).
+        Only when the server's first bytes were lost (a gap) may it answer a pending STARTTLS instead."""
         if reply.code not in (220, 421, 554):
             return False
-        return not (self.pending and self.pending[0].verb == "STARTTLS")
+        return not (self._greeting_lost and self.pending and self.pending[0].verb == "STARTTLS")
 
     def _answer(self, command: _Command, reply: _Reply) -> None:
         code = reply.code
         positive = 200 <= code < 400
         verb = command.verb
         if verb in ("EHLO", "LHLO") and code == 250:
-            keywords = [line.strip() for line in reply.lines[1:] if line.strip()]
+            lines = reply.texts()
+            keywords = [line.strip() for line in lines[1:] if line.strip()]
             mechanisms: list[str] = []
             for keyword in keywords:
                 name, _, value = (
@@ -142,7 +162,7 @@ class SmtpSession(MailSession):
                 if name.upper() == "AUTH":
                     mechanisms.extend(value.split())
             starttls = any(k.upper() == "STARTTLS" for k in keywords)
-            name = reply.lines[0].split()[0] if reply.lines and reply.lines[0].split() else None
+            name = lines[0].split()[0] if lines and lines[0].split() else None
             self._emit(
                 ev.Capabilities(
                     ev.Side.SERVER,
@@ -167,17 +187,44 @@ class SmtpSession(MailSession):
                     self._command_evidence(command),
                     _address(command.argument),
                     code,
-                    f"{code} {reply.lines[-1].strip()}".strip(),
+                    f"{code} {reply.last.strip()}".strip(),
                     positive,
                 )
             )
         elif verb == "DATA":
             self._emit(ev.DataStart(ev.Side.CLIENT, self._command_evidence(command), code == 354))
-            if code != 354 and self._in_data and not self._data_lines:
-                self._in_data = False
+            self._data_verdict(code == 354)
         elif verb == "AUTH":
             # The server refused AUTH outright (e.g. 503, 504) without the tracker seeing it as one of its replies.
-            self._sasl(ev.Side.SERVER, self.auth.server_line(f"{code} {reply.lines[-1]}"))
+            self._sasl(ev.Side.SERVER, self.auth.server_line(f"{code} {reply.last}"))
+
+    def _data_verdict(self, message: bool, why: str | None = None) -> None:
+        """Read what the client sent after DATA: the message after a 354, commands after anything else."""
+        if not self._data_awaited:
+            return
+        self._data_awaited = False
+        self._in_data, self._data_lines = message, 0
+        if why is not None:
+            self._anomaly(ev.Side.CLIENT, "data_unanswered", why)
+        held, frame, timestamp = self.buffers[ev.Side.CLIENT].release()
+        self._consume(ev.Side.CLIENT, held, frame, timestamp)
+
+    def _after_receive(self, side: ev.Side) -> None:
+        super()._after_receive(side)
+        if self._data_awaited and self.buffers[ev.Side.CLIENT].held > MAX_HELD:
+            self._unanswered(f"more than {MAX_HELD} bytes after DATA and no reply to it")
+
+    def _close(self, frame: int | None, timestamp: float | None) -> None:
+        super()._close(frame, timestamp)
+        self._unanswered("the connection ended before the reply to DATA")
+
+    def _unanswered(self, why: str) -> None:
+        """No reply to DATA in time: without a byte from the server (a capture of one side) the client is all there
+        is to go by (a message); otherwise what the server did not accept as a message is read as commands."""
+        if self._server_spoke:
+            self._data_verdict(False, why + "; read as commands")
+        else:
+            self._data_verdict(True)
 
     def _command_evidence(self, command: _Command) -> ev.Evidence:
         return ev.Evidence.of(command.line, command.frame, command.timestamp)
@@ -185,7 +232,16 @@ class SmtpSession(MailSession):
     def _after_gap(self, side: ev.Side) -> None:
         self._reply = None
         if side is ev.Side.CLIENT:
-            self._in_data = False
+            self._in_data = self._data_awaited = False  # the held bytes went with the gap
+        elif self._data_awaited:
+            self._data_verdict(True)  # the reply to DATA may be among the lost bytes: as before, a message
+
+    def _state_bytes(self) -> int:
+        return self._reply.lines.bytes if self._reply is not None else 0
+
+    def _shed_state(self) -> None:
+        self._reply = None  # its final line still comes, and is read as a reply of its own
+        self._data_awaited = False  # the held bytes were dropped
 
 
 def _address(argument: str) -> str:

@@ -17,6 +17,15 @@ number going up, and the time per frame is printed.
 * ``jumbo-records``: 2 048 records of 256 KiB each, SYNs to port 25 padded to the largest record libpcap accepts
   (libpcap's batches must be sized in bytes, not packets).
 * ``jumbo-pcapng``: a pcapng whose enhanced packet blocks hold 16 MiB packets (packets cut to the record cap).
+* ``dissector-state``: 128 flows open at once, each making its dissector hold all it can (an SMTP reply of 256
+  lines near 64 KiB, 128 pipelined commands, a CAPA list of 256 such lines, 128 IMAP tags of 64 KiB, a command of
+  64 lines and literals, partial lines), gzip-compressed (per-session byte caps, then the run's dissector budget).
+* ``long-banners``: 10 000 servers greeting with 60 KB and offering one mechanism named with 60 KB, gzip-compressed
+  (what findings keep of a banner and of mechanism names: ``mechanism_name_too_long``).
+* ``long-passwords``: 20 000 AUTH PLAIN attempts, each with a new user and a 48 KB password, gzip-compressed (what
+  a finding keeps of one text value: ``MAX_FIELD_TEXT``).
+* ``fake-servers``: 25 000 one-packet fake SMTP servers, then one real AUTH PLAIN: the credentials finding is kept
+  (inventory findings make room for it), the fake servers are kept or counted in ``findings_dropped``.
 
     python fuzz/floods.py                         # full size (1 M connections, 100 MB line, ...)
     python fuzz/floods.py --scale 0.05 --flood half-open
@@ -94,27 +103,43 @@ def _endpoints(number: int, server_port: int = 25) -> Endpoints:
     return Endpoints(client, b"\xc0\x00\x02\x19", 1024 + number % 60000, server_port, False, ())
 
 
-def write_conversation(writer: PcapWriter, number: int, turns: Iterator[tuple[bool, bytes]], port: int = 25) -> None:
-    """One TCP connection carrying ``turns`` (from_server, bytes), streamed: data of any size, MSS-sized frames."""
-    ep = _endpoints(number, port)
-    l2 = _l2(ep)
-    cseq, sseq = 1000 + number, 500000 + number
-    writer.write(build_frame(ep, Segment(False, cseq, 0, SYN), l2))
-    writer.write(build_frame(ep, Segment(True, sseq, cseq + 1, SYN | ACK), l2))
-    cseq, sseq = cseq + 1, sseq + 1
-    writer.write(build_frame(ep, Segment(False, cseq, sseq, ACK), l2))
-    for from_server, data in turns:
+class Connection:
+    """One TCP connection written frame by frame: opened, fed turns in any order with others, closed."""
+
+    def __init__(self, writer: PcapWriter, number: int, port: int = 25, server: bytes = b"\xc0\x00\x02\x19") -> None:
+        self.writer = writer
+        self.ep = Endpoints(_endpoints(number, port).client_ip, server, 1024 + number % 60000, port, False, ())
+        self.l2 = _l2(self.ep)
+        cseq, sseq = 1000 + number, 500000 + number
+        writer.write(build_frame(self.ep, Segment(False, cseq, 0, SYN), self.l2))
+        writer.write(build_frame(self.ep, Segment(True, sseq, cseq + 1, SYN | ACK), self.l2))
+        self.cseq, self.sseq = cseq + 1, sseq + 1
+        writer.write(build_frame(self.ep, Segment(False, self.cseq, self.sseq, ACK), self.l2))
+
+    def send(self, from_server: bool, data: bytes) -> None:
+        """``data`` of any size, in MSS-sized frames."""
         for start in range(0, len(data), MSS):
             piece = data[start : start + MSS]
             if from_server:
-                writer.write(build_frame(ep, Segment(True, sseq, cseq, PSH | ACK, piece), l2))
-                sseq += len(piece)
+                self.writer.write(build_frame(self.ep, Segment(True, self.sseq, self.cseq, PSH | ACK, piece), self.l2))
+                self.sseq += len(piece)
             else:
-                writer.write(build_frame(ep, Segment(False, cseq, sseq, PSH | ACK, piece), l2))
-                cseq += len(piece)
-    writer.write(build_frame(ep, Segment(False, cseq, sseq, FIN | ACK), l2))
-    writer.write(build_frame(ep, Segment(True, sseq, cseq + 1, FIN | ACK), l2))
-    writer.write(build_frame(ep, Segment(False, cseq + 1, sseq + 1, ACK), l2))
+                self.writer.write(build_frame(self.ep, Segment(False, self.cseq, self.sseq, PSH | ACK, piece), self.l2))
+                self.cseq += len(piece)
+
+    def close(self) -> None:
+        ep, l2, cseq, sseq = self.ep, self.l2, self.cseq, self.sseq
+        self.writer.write(build_frame(ep, Segment(False, cseq, sseq, FIN | ACK), l2))
+        self.writer.write(build_frame(ep, Segment(True, sseq, cseq + 1, FIN | ACK), l2))
+        self.writer.write(build_frame(ep, Segment(False, cseq + 1, sseq + 1, ACK), l2))
+
+
+def write_conversation(writer: PcapWriter, number: int, turns: Iterator[tuple[bool, bytes]], port: int = 25) -> None:
+    """One TCP connection carrying ``turns`` (from_server, bytes), streamed: data of any size, MSS-sized frames."""
+    connection = Connection(writer, number, port)
+    for from_server, data in turns:
+        connection.send(from_server, data)
+    connection.close()
 
 
 # ---- the floods -----------------------------------------------------------------------------------------------------
@@ -277,6 +302,68 @@ def sasl_loop(writer: PcapWriter, scale: float) -> dict[str, int]:
     return {"steps_per_session": steps}
 
 
+# Just under the 64 KiB line limit: every line below is kept whole by the line buffer.
+_NEAR_MAX_LINE = 65_000
+
+
+def _smtp_state(line: bytes) -> Iterator[tuple[bool, bytes]]:
+    """An EHLO reply of 256 lines that never ends, 128 pipelined MAIL commands, partial lines on both sides."""
+    yield True, b"220 mx.example.com ESMTP\r\n"
+    yield False, b"EHLO c\r\n"
+    for _ in range(255):
+        yield True, b"250-" + line + b"\r\n"
+    for _ in range(128):
+        yield False, b"MAIL FROM:<" + line + b">\r\n"
+    yield False, line
+    yield True, b"250-" + line
+
+
+def _pop3_state(line: bytes) -> Iterator[tuple[bool, bytes]]:
+    """A CAPA list of 256 lines without its ".", 128 pipelined commands, partial lines."""
+    yield True, b"+OK ready\r\n"
+    yield False, b"CAPA\r\n"
+    yield True, b"+OK\r\n"
+    for _ in range(256):
+        yield True, b"X-" + line + b"\r\n"
+    for _ in range(128):
+        yield False, b"TOP " + line + b"\r\n"
+    yield False, line
+    yield True, line
+
+
+def _imap_state(line: bytes) -> Iterator[tuple[bool, bytes]]:
+    """128 unanswered commands with 64 KiB tags, then a command of 64 parts (lines and LITERAL+ literals) that
+    never ends, partial lines."""
+    yield True, b"* OK [CAPABILITY IMAP4rev1 LITERAL+] ready\r\n"
+    for number in range(128):
+        yield False, b"%d" % number + line + b" NOOP\r\n"
+    for _ in range(64):
+        yield False, b"a APPEND " + line + b" {4096+}\r\n" + b"L" * 4096
+    yield True, b"* OK " + line
+
+
+def dissector_state(writer: PcapWriter, scale: float) -> dict[str, int]:
+    """Flows that each make their dissector hold as much as it can, all open at once (turns interleaved)."""
+    flows = max(3, int(128 * scale))
+    line = b"A" * _NEAR_MAX_LINE
+    kinds = ((25, _smtp_state), (110, _pop3_state), (143, _imap_state))
+    connections = [Connection(writer, number, kinds[number % 3][0]) for number in range(flows)]
+    talking = [(connection, kinds[number % 3][1](line)) for number, connection in enumerate(connections)]
+    while talking:
+        talking = [(connection, turns) for connection, turns in talking if _send_next(connection, turns)]
+    # Closed only once every flow has said everything: until then all of them hold their state at once.
+    for connection in connections:
+        connection.close()
+    return {"flows": flows}
+
+
+def _send_next(connection: Connection, turns: Iterator[tuple[bool, bytes]]) -> bool:
+    turn = next(turns, None)
+    if turn is not None:
+        connection.send(*turn)
+    return turn is not None
+
+
 @dataclass(frozen=True)
 class Flood:
     name: str
@@ -375,6 +462,99 @@ def jumbo_pcapng(stream: BinaryIO, scale: float) -> dict[str, int]:
     return {"packets": count}
 
 
+# What one flow of the dissector-state flood holds once its caps are hit (measured: 380 to 560 KiB), and the
+# run's default dissector budget (passive/analysis/budget.py): past budget / per-flow flows, evictions must show.
+_STATE_PER_FLOW = 380 * 1024
+_DISSECTOR_BUDGET = 64 * 1024 * 1024
+
+
+def fake_servers(writer: PcapWriter, scale: float) -> dict[str, int]:
+    """Fake servers, one packet each (a greeting from its own address), then one real login in clear text."""
+    count = max(1, int(25_000 * scale))
+    for number in range(count):
+        server = struct.pack("!I", 0xC6120000 + number)  # 198.18.0.0/15, one address per fake server
+        ep = Endpoints(b"\x0a\x01\x00\x01", server, 1024 + number % 60000, 25, False, ())
+        # Picked up mid-stream, a direction is read from its first newline on: the greeting follows one.
+        greeting = b"\r\n220 fake ESMTP\r\n"
+        writer.write(build_frame(ep, Segment(True, number * 7919, 1, PSH | ACK, greeting), _l2(ep)))
+    plain = base64.b64encode(b"\x00alice@corp.example\x00Summer2024!")
+    turns = [
+        (True, b"220 mx.corp.example ESMTP\r\n"),
+        (False, b"EHLO ws01\r\n"),
+        (True, b"250-mx.corp.example\r\n250 AUTH PLAIN LOGIN\r\n"),
+        (False, b"AUTH PLAIN " + plain + b"\r\n"),
+        (True, b"235 2.7.0 Authentication successful\r\n"),
+        (False, b"QUIT\r\n"),
+        (True, b"221 bye\r\n"),
+    ]
+    write_conversation(writer, 1, iter(turns))
+    return {"fake_servers": count}
+
+
+def long_banners(writer: PcapWriter, scale: float) -> dict[str, int]:
+    """Servers that greet with 60 KB and list one 60 KB mechanism: text every finding of theirs would keep."""
+    count = max(1, int(10_000 * scale))
+    for number in range(count):
+        connection = Connection(writer, number, 25, server=struct.pack("!I", 0xC6120000 + number))
+        connection.send(True, b"220 " + b"B" * 60_000 + b" %d ESMTP\r\n" % number)
+        connection.send(False, b"EHLO c\r\n")
+        connection.send(True, b"250-mx\r\n250 AUTH PLAIN " + b"M" * 60_000 + b"\r\n")
+        connection.close()
+    return {"servers": count}
+
+
+def long_passwords(writer: PcapWriter, scale: float) -> dict[str, int]:
+    """AUTH PLAIN with a new user name and a 48 KB password each time, refused: a finding per user."""
+    count = max(1, int(20_000 * scale))
+    password = b"P" * 48_000
+
+    def turns() -> Iterator[tuple[bool, bytes]]:
+        yield True, b"220 mx.example.com ESMTP\r\n"
+        for number in range(count):
+            yield False, b"AUTH PLAIN " + base64.b64encode(b"\x00user%d\x00" % number + password) + b"\r\n"
+            yield True, b"535 5.7.8 Authentication failed\r\n"
+
+    write_conversation(writer, 1, turns())
+    return {"users": count}
+
+
+def _check_long_passwords(summary: dict[str, Any], made: dict[str, int]) -> list[str]:
+    accounted = summary["findings"].get("cleartext-credentials", 0) + summary.get("findings_dropped", 0)
+    return [] if accounted >= made["users"] else [f"{accounted} credentials accounted for of {made['users']}"]
+
+
+def _check_long_banners(summary: dict[str, Any], made: dict[str, int]) -> list[str]:
+    problems = _anomaly("mechanism_name_too_long", made["servers"])(summary, made)
+    if summary["findings"].get("mail-service", 0) != made["servers"]:
+        problems.append(f"{summary['findings']} for {made['servers']} servers")
+    return problems
+
+
+def _check_fake_servers(summary: dict[str, Any], made: dict[str, int]) -> list[str]:
+    problems = []
+    if summary["findings"].get("cleartext-credentials", 0) != 1:
+        problems.append(f"the real login is not among the findings: {summary['findings']}")
+    inventory = summary["findings"].get("mail-service", 0) + summary["findings"].get("auth-methods", 0)
+    # Every inventory finding is kept or counted: one per fake server, two for the real one (service, methods).
+    if made["fake_servers"] + 2 != inventory + summary.get("findings_dropped", 0):
+        dropped = summary.get("findings_dropped")
+        problems.append(f"{made['fake_servers']} fake servers: {inventory} kept, {dropped} dropped")
+    return problems
+
+
+def _check_dissector_state(summary: dict[str, Any], made: dict[str, int]) -> list[str]:
+    flows = made["flows"]
+    problems = []
+    if sum(summary.get("sessions", {}).values()) != flows:
+        problems.append(f"sessions {summary.get('sessions')} for {flows} flows")
+    # Every flow hits its protocol's caps: a third of them each (SMTP, POP3, IMAP), in the order they were opened.
+    for code, first in (("reply_too_long", 0), ("list_too_long", 1), ("command_too_long", 2)):
+        problems += _anomaly(code, len(range(first, flows, 3)))(summary, made)
+    if flows * _STATE_PER_FLOW > _DISSECTOR_BUDGET and not summary.get("dissector_evictions"):
+        problems.append(f"{flows} flows hold more than the dissector budget, yet no session was evicted")
+    return problems
+
+
 FLOODS = {
     f.name: f
     for f in (
@@ -387,6 +567,10 @@ FLOODS = {
         Flood("huge-record", huge_record, _check_huge_record, snaplen=0xFFFFFFFF, compress=True),
         Flood("jumbo-records", jumbo_records, _check_jumbo),
         Flood("jumbo-pcapng", lambda writer, scale: {}, _check_jumbo_pcapng, pcapng=jumbo_pcapng),
+        Flood("dissector-state", dissector_state, _check_dissector_state, compress=True),
+        Flood("fake-servers", fake_servers, _check_fake_servers),
+        Flood("long-banners", long_banners, _check_long_banners, compress=True),
+        Flood("long-passwords", long_passwords, _check_long_passwords, compress=True),
     )
 }
 

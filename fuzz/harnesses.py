@@ -27,10 +27,13 @@ from rich.console import Console
 from dissectors import events as ev
 from dissectors import ntlmssp, sasl
 from dissectors.imap import ImapSession
+from dissectors.linebuffer import MAX_LINE
 from dissectors.pop3 import Pop3Session
 from dissectors.registry import MAIL_PORTS
-from dissectors.session import MailSession
+from dissectors.session import MAX_SESSION_BYTES, MailSession
 from dissectors.smtp import SmtpSession
+from fuzz import canary
+from fuzz.amplify import deep_size, feed_shape, shape_from_bytes
 from fuzz.conversation import CLIENT, parse
 from fuzz.results import findings_file, store_record
 from passive.analysis.classify import classify_mail
@@ -88,6 +91,12 @@ _SGR = re.compile("\x1b\\[[0-9;]*m")
 _UNSAFE_ON_TERMINAL = re.compile(f"[\x00-\x09\x0b-\x1f{UNSAFE_BEYOND_C0}]")
 # Raw characters that must never appear in JSON text: every control character is escaped (docs/schema.md).
 _UNESCAPED_IN_JSON = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# A session's own objects (buffers, trackers, dicts) besides what buffered_bytes counts: about 2 KiB measured.
+HELD_SLACK = 64 * 1024
+# An amplified line may take this long, plus this much per byte: linear dissectors take under 100 ns a byte (a
+# hundred times less, even instrumented); the quadratic expressions they replaced took 300 us a byte at 64 KiB.
+AMPLIFY_SECONDS = 0.5
+AMPLIFY_SECONDS_PER_BYTE = 10e-6
 _SCRATCH = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
 
 
@@ -167,12 +176,41 @@ def run_session(protocol: str, records: list) -> list[dict]:
             assert len(event.evidence.line) <= ev.MAX_EVIDENCE_TEXT
             _json_round_trip(event_record(event, Redactor()))
         analyzer.feed(events)
+        _check_held(session)
+    analyzer.feed(session.close())
     analyzer.close()
     records_out = [finding_record(finding) for finding in findings]
     for record in records_out:
         _json_round_trip(record)
     _json_round_trip(summary_record(stats.to_dict(), findings))
     return records_out
+
+
+def _check_held(session: MailSession) -> None:
+    """What a session says it holds is bounded, and is what it really holds (give or take its own objects)."""
+    held = session.buffered_bytes()
+    assert held <= MAX_SESSION_BYTES, f"session holds {held} bytes"
+    real = deep_size(session)
+    assert real <= held + HELD_SLACK, f"session holds {real} bytes but counts {held}"
+
+
+def amplified_line(data: bytes) -> None:
+    """A line of up to 64 KiB built from a few repeated fragments (fuzz/amplify.py) through a session dissector
+    and its detectors: besides exceptions, time per byte and the bytes the session holds are bounded."""
+    shape, size = shape_from_bytes(data)
+    started = time.perf_counter()
+    session, findings = feed_shape(shape, size, MAX_LINE)
+    elapsed = time.perf_counter() - started
+    assert elapsed < AMPLIFY_SECONDS + size * AMPLIFY_SECONDS_PER_BYTE, f"{elapsed:.2f} s for {shape} at {size} B"
+    _check_held(session)
+    for finding in findings:
+        _json_round_trip(finding_record(finding))
+
+
+def canary_login(data: bytes) -> None:
+    """Whatever a client sends first, refused by the server, does not hide the login that follows (fuzz/canary.py)."""
+    protocol, _script = canary.conversation(data)
+    assert canary.canary_seen(data), f"{protocol}: the login after the refused bytes was not seen"
 
 
 smtp_session = _session_harness("smtp")
@@ -470,6 +508,8 @@ HARNESSES: dict[str, Harness] = {
         Harness("pop3", pop3_session, 4096, "pop3"),
         Harness("smtp", smtp_session, 4096, "smtp"),
         Harness("imap", imap_session, 4096, "imap"),
+        Harness("amplify", amplified_line, 16, "amplify"),
+        Harness("canary", canary_login, 1024, "canary"),
         # pcapy-ng's setfilter never frees the compiled BPF program (~14 KB per capture opened with libpcap),
         # so a long campaign grows by that much per libpcap run without leakscope leaking anything.
         # 64 KiB: room for a gzip capture that expands to 48 MiB (fuzz/seeds.py crafted_captures).

@@ -18,6 +18,7 @@ import struct
 from collections.abc import Iterator
 from pathlib import Path
 
+from fuzz import amplify, canary
 from fuzz.conversation import CLIENT, SERVER, Record, encode
 from passive.analysis.classify import mail_capture_options
 from passive.analysis.pipeline import Analysis, AnalysisOptions
@@ -155,7 +156,8 @@ def crafted_captures() -> Iterator[bytes]:
 
 def build(directory: Path, max_len: dict[str, int] | None = None) -> dict[str, int]:
     """Write every seed set under ``directory/<set>/``; returns the number of seeds per set."""
-    names = ("ntlmssp", "conversation", "base64", "smtp", "pop3", "imap", "capture", "frames", "findings", "none")
+    names = ("ntlmssp", "conversation", "base64", "smtp", "pop3", "imap", "capture", "frames", "findings")
+    names += ("amplify", "canary", "none")
     sets: dict[str, dict[str, bytes]] = {name: {} for name in names}
     limits = max_len or {}
 
@@ -189,6 +191,10 @@ def build(directory: Path, max_len: dict[str, int] | None = None) -> dict[str, i
     for findings in _findings_files():
         add("findings", findings)
     add("none", b"")
+    for shape in amplify.KNOWN_SHAPES.values():
+        add("amplify", amplify.shape_to_bytes(shape, 60 * 1024))
+    for seed in canary.SEEDS:
+        add("canary", seed)
     counts = {}
     for name, seeds in sets.items():
         target = directory / name

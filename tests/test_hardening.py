@@ -261,6 +261,9 @@ FLOOD_SCALES = {
     "huge-record": 0.2,  # a 200 MB record: 400 MiB before the record cap
     "jumbo-records": 0.4,  # 819 records of 256 KiB: 440 MiB before batches were sized in bytes
     "jumbo-pcapng": 0.25,  # 4 blocks of 16 MiB
+    "dissector-state": 0.1,
+    "long-banners": 0.1,
+    "long-passwords": 0.05,
 }
 
 

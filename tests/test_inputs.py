@@ -1,11 +1,13 @@
 """Captures as a capture tool takes them: compressed with gzip, xz, bz2 or zstd, and from standard input (``-``),
-each giving what the plain file gives."""
+each giving what the plain file gives; directories walked and glob patterns expanded."""
 
 from __future__ import annotations
 
 import bz2
 import gzip
+import json
 import lzma
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -73,3 +75,72 @@ def test_a_real_tcpdump_pipe(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr.decode()
     expected = findings(leakscope("analyze", "--format", "jsonl", str(capture)).replace(str(capture), "CAPTURE"))
     assert findings(result.stdout.decode()) == expected
+
+
+# -- directories and patterns ---------------------------------------------------------------------------------
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    executable = shutil.which("leakscope")
+    assert executable, "the leakscope console script is not installed (pip install -e .)"
+    return subprocess.run([executable, *args], capture_output=True, text=True, timeout=120)
+
+
+def _files_read(output: str) -> list[str]:
+    """The capture files of a JSON lines output, in the order their first evidence appears."""
+    files: list[str] = []
+    for line in output.splitlines():
+        record = json.loads(line)
+        for item in record.get("evidence") or []:
+            if item["file"] not in files:
+                files.append(item["file"])
+    return files
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> Path:
+    """A capture archive as people keep one: nested folders, a ring buffer, compressed days, notes beside them."""
+    root = tmp_path / "archive"
+    (root / "ring").mkdir(parents=True)
+    (root / "days").mkdir()
+    shutil.copy(PCAPS / CAPTURES[0], root / "ring" / "mail10.pcap")
+    shutil.copy(PCAPS / CAPTURES[1], root / "ring" / "mail2.pcap")
+    (root / "days" / "monday.pcap.gz").write_bytes(gzip.compress((PCAPS / CAPTURES[2]).read_bytes()))
+    (root / "README.txt").write_text("captures of the mail segment\n")
+    (root / "days" / "empty.pcap").write_bytes(b"")
+    (root / "loop").symlink_to(root)  # followed, a walk would never end
+    return root
+
+
+def test_a_directory_is_walked_and_what_is_not_a_capture_is_counted(archive: Path) -> None:
+    result = _run("analyze", "--format", "jsonl", str(archive))
+    assert result.returncode == 0, result.stderr
+    summary = next(line for line in result.stdout.splitlines() if '"summary"' in line)
+    assert '"inputs_skipped": 2' in summary and '"captures": 3' in summary
+    assert f"{archive / 'README.txt'} is not a capture; skipped" in result.stderr
+    assert f"{archive / 'days' / 'empty.pcap'} is not a capture; skipped" in result.stderr
+    every = findings(leakscope("analyze", "--format", "jsonl", *(str(PCAPS / c) for c in CAPTURES)))
+    assert len(findings(result.stdout)) == len(every)
+
+
+def test_files_are_read_in_natural_order(archive: Path) -> None:
+    result = _run("analyze", "--format", "jsonl", str(archive / "ring"))
+    assert _files_read(result.stdout) == [str(archive / "ring" / "mail2.pcap"), str(archive / "ring" / "mail10.pcap")]
+
+
+def test_a_pattern_is_expanded_and_a_pattern_matching_nothing_is_an_input_error(archive: Path) -> None:
+    result = _run("analyze", "--format", "jsonl", str(archive / "**" / "*.pcap*"))
+    assert result.returncode == 0, result.stderr
+    assert set(_files_read(result.stdout)) == {
+        str(archive / "ring" / "mail2.pcap"),
+        str(archive / "ring" / "mail10.pcap"),
+        str(archive / "days" / "monday.pcap.gz"),
+    }
+    missing = _run("analyze", str(archive / "*.pcapng"))
+    assert missing.returncode == 1 and missing.stderr.strip().endswith("no file matches")
+
+
+def test_a_fifo_inside_a_directory_is_never_opened(archive: Path) -> None:
+    os.mkfifo(archive / "days" / "pipe")  # opened, it would block the walk for ever
+    result = _run("analyze", "--format", "jsonl", str(archive / "days"))
+    assert result.returncode == 0 and f"{archive / 'days' / 'pipe'} is not a capture" in result.stderr

@@ -156,6 +156,52 @@ def test_each_failure_is_reported_per_service_and_the_others_complete() -> None:
     assert {f["type"] for f in findings} == {"mail-service", "auth-methods", "ntlm-info"}
 
 
+# A line of unclosed [CAPABILITY openings just under 64 KiB: the regular expression that read response codes scanned
+# for the "]" again from every opening (1.6 s of CPU per line on the loop, where no timeout can interrupt it).
+PATHOLOGICAL_CAPABILITIES = b"* OK " + b"[CAPABILITY " * 5400 + b"\r\n"
+
+
+async def _pathological_imap(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Greets, then answers every command with forty pathological lines before the tagged completion."""
+    writer.write(b"* OK loopback IMAP ready\r\n")
+    try:
+        while line := await reader.readline():
+            tag = line.split(b" ", 1)[0]
+            for _ in range(40):
+                writer.write(PATHOLOGICAL_CAPABILITIES)
+                await writer.drain()
+            writer.write(b"* BYE\r\n" + tag + b" OK done\r\n" if b"LOGOUT" in line.upper() else tag + b" NO no\r\n")
+            await writer.drain()
+    except ConnectionError:
+        pass
+    writer.close()
+
+
+async def _probe_pathological(services: int, options: ProbeOptions) -> tuple[float, list[Any]]:
+    server = await asyncio.start_server(_pathological_imap, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    targets = [Service(f"s{n}", "127.0.0.1", port, "imap", False, named=True) for n in range(services)]
+    started = asyncio.get_running_loop().time()
+    run = await probe_services(targets, options)
+    elapsed = asyncio.get_running_loop().time() - started
+    server.close()
+    return elapsed, run.reports
+
+
+def test_probe_deadline_holds_against_pathological_capabilities() -> None:
+    """Eight services on one loop, each fed 2.6 MB of lines that once cost the IMAP dissector 1.6 s each: every
+    service ends (done or timed out) within its service timeout plus a second, and so does the whole run."""
+    options = ProbeOptions(
+        connect_timeout=2, read_timeout=2, service_timeout=3, max_line=70_000, max_bytes=64 << 20, concurrency=8
+    )
+    elapsed, reports = asyncio.run(_probe_pathological(8, options))
+    assert len(reports) == 8
+    for report in reports:
+        assert report.elapsed_seconds < options.service_timeout + 1, (report.status, report.error)
+        assert report.status == "ok" or "service timeout" in (report.error or ""), report.error
+    assert elapsed < options.service_timeout + options.connect_timeout + 1
+
+
 # ---- the mail lab -------------------------------------------------------------------------------------------------
 
 

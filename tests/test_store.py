@@ -331,19 +331,19 @@ def test_findings_command_filters_and_renders_tables_inertly(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize(
-    ("arguments", "message"),
+    ("arguments", "message", "status"),
     [
-        (["--db", "{tmp}/missing.db"], "no such findings store"),
-        (["--db", "{tmp}"], "is a directory"),
-        (["--db", "{tmp}/garbage.db"], "not a findings store"),
-        (["--db", "{tmp}/ok.db", "--since", "soon"], "give an ISO 8601 time or an age"),
+        (["--db", "{tmp}/missing.db"], "no such findings store", 1),
+        (["--db", "{tmp}"], "is a directory", 1),
+        (["--db", "{tmp}/garbage.db"], "not a findings store", 1),
+        (["--db", "{tmp}/ok.db", "--since", "soon"], "give an ISO 8601 time or an age", 2),  # a usage error
     ],
 )
-def test_findings_command_errors_are_one_line(tmp_path: Path, arguments: list[str], message: str) -> None:
+def test_findings_command_errors_are_one_line(tmp_path: Path, arguments: list[str], message: str, status: int) -> None:
     (tmp_path / "garbage.db").write_bytes(b"x" * 4096)
     FindingStore(tmp_path / "ok.db").close()
     result = CliRunner().invoke(main, ["findings", *[a.format(tmp=tmp_path) for a in arguments]])
-    assert result.exit_code == 1
+    assert result.exit_code == status
     assert message in result.output and len(result.output.strip().splitlines()) == 1
     assert "Traceback" not in result.output
 

@@ -218,6 +218,32 @@ def test_watch_on_every_port_finds_what_analyze_finds_on_every_port(replay_link:
 
 
 @needs_libpcap
+def test_watch_jsonl_rotates_by_size_keeping_whole_records(replay_link: None, tmp_path: Path) -> None:
+    db, jsonl = tmp_path / "watch.db", tmp_path / "watch.jsonl"
+    arguments = ("--db", str(db), "--jsonl", str(jsonl), "--jsonl-rotate", "4k", "--jsonl-keep", "3", "--quiet")
+    watch = _start_watch(REPLAY_NS, WATCH_IF, *arguments)
+    try:
+        _wait_for(_watch_started(db), "watch to start")
+        replay = _run(
+            ["ip", "netns", "exec", REPLAY_NS, "tcpreplay", "-q", "-i", REPLAY_IF, "--topspeed", *map(str, PCAPS)]
+        )
+        assert replay.returncode == 0, replay.stderr
+        _wait_for(lambda: (tmp_path / "watch.jsonl.3").exists(), "three rotations")
+    finally:
+        _, err = _stop(watch, signal.SIGTERM)
+    assert watch.returncode == 0, err
+    files = sorted(tmp_path.glob("watch.jsonl*"))
+    assert [f.name for f in files] == ["watch.jsonl", "watch.jsonl.1", "watch.jsonl.2", "watch.jsonl.3"]
+    for path in files:
+        assert path.stat().st_mode & 0o777 == 0o600
+        lines = path.read_text(encoding="utf-8").splitlines()
+        assert lines and all(json.loads(line)["type"] for line in lines)  # whole records only
+        if path.name != "watch.jsonl":
+            # A file is closed at the first write past 4 KiB: it holds at least 4 KiB, and one record more at most.
+            assert 4096 <= path.stat().st_size <= 4096 + max(len(line.encode()) + 1 for line in lines)
+
+
+@needs_libpcap
 def test_sigkill_during_watch_leaves_a_sound_store_with_every_committed_finding(
     replay_link: None, tmp_path: Path
 ) -> None:

@@ -9,6 +9,7 @@ from typing import Protocol
 from dissectors import events as ev
 from dissectors.registry import SESSION_TYPES
 from dissectors.session import MailSession
+from passive.analysis.budget import DissectorBudget
 from passive.analysis.classify import FirstLines
 from passive.analysis.detectors import SessionAnalyzer, SessionContext
 from passive.analysis.relays import RelayLedger
@@ -40,6 +41,7 @@ class Analysis(Protocol):
     options: Options
     findings: FindingSet
     stats: RunStats
+    budget: DissectorBudget
     sessions: list[SessionRecord]
     flows_ignored: int
     file: str | None
@@ -93,18 +95,29 @@ class MailFlow:
         context = SessionContext(protocol, server, client, analysis.file)
         self.analyzer = analysis.session_analyzer(context)
         self.record: SessionRecord | None = None
+        self._last: tuple[int | None, float | None] = (None, None)  # frame and time of the latest bytes
         if analysis.options.keep_events:
             self.record = SessionRecord(protocol, server, client, analysis.file)
             analysis.sessions.append(self.record)
 
     def data(self, side: ev.Side, data: bytes, frame: int | None, timestamp: float | None) -> None:
+        self._last = (frame, timestamp)
         self._deliver(self.session.receive(side, data, frame, timestamp))
+        self.analysis.budget.update(self, self.session.buffered_bytes())
 
     def gap(self, side: ev.Side, size: int, frame: int | None, timestamp: float | None) -> None:
         self._deliver(self.session.gap(side, size, frame, timestamp))
+        self.analysis.budget.update(self, self.session.buffered_bytes())
 
     def close(self) -> None:
+        self._deliver(self.session.close(*self._last))  # what was held for an answer that never came
+        self.analysis.budget.forget(self)
         self.analyzer.close()
+
+    def shed(self) -> int:
+        """The run's dissector budget is spent: the session drops its partial state (see passive.analysis.budget)."""
+        self._deliver(self.session.shed(*self._last))
+        return self.session.buffered_bytes()
 
     def _deliver(self, events: list[ev.Event]) -> None:
         if not events:

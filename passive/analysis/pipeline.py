@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dissectors.registry import PORT_PROTOCOLS
+from passive.analysis.budget import MAX_DISSECTOR_BYTES, DissectorBudget
 from passive.analysis.classify import mail_capture_options
 from passive.analysis.detectors import SessionAnalyzer, SessionContext
 from passive.analysis.domains import IpNetwork
@@ -52,6 +53,7 @@ class AnalysisOptions:
     reassembly_policy: str = DEFAULT_POLICY  # whose bytes win where segments overlap (passive.capture.policy)
     # Worker processes; 1 reads in this process, None as many as cores once the captures are big enough to gain.
     jobs: int | None = 1
+    max_dissector_bytes: int = MAX_DISSECTOR_BYTES  # partial state all sessions may hold together
 
     def capture_options(self) -> CaptureOptions:
         return mail_capture_options(
@@ -70,6 +72,7 @@ class Analysis:
         self.options = options or AnalysisOptions()
         self.findings = FindingSet()
         self.stats = RunStats()
+        self.budget = DissectorBudget(self.options.max_dissector_bytes, self.stats)
         self.sessions: list[SessionRecord] = []
         self.flows_ignored = 0
         self.file: str | None = None

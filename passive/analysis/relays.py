@@ -229,8 +229,8 @@ class RelayLedger:
         }
         if detailed:
             finding.add_detail({"client": attempt.client, **fields, "time": attempt.time, "file": attempt.file})
-        finding.fields.update(
-            fields,
+        finding.set_fields(
+            **fields,
             verdict=str(verdict),
             rule=decision.rule,
             assumed=list(decision.assumed),

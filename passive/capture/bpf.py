@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from passive.capture.linklayer import LINKTYPE_ETHERNET
+from passive.core.errors import UsageError, one_line
 
 # IPv6 extension headers hide TCP from `tcp`/`port`; protochain finds it, Python checks ports.
 # Fragment headers get their own clause: libpcap's optimiser mishandles them combined with the other.
@@ -60,3 +61,21 @@ def build_bpf_filter(
     if user_filter and user_filter.strip():
         expr = f"({user_filter}) and ({expr})"
     return expr
+
+
+def check_user_filter(expression: str | None) -> None:
+    """Refuse a BPF expression libpcap cannot compile, before any capture is read (a usage error, not an input one).
+
+    Compiled for Ethernet, the link type nearly every capture has; a filter valid there but not on another link
+    type is still reported per capture. Without libpcap there is nothing to compile with: the readers say so.
+    """
+    if not expression or not expression.strip():
+        return
+    try:
+        import pcapy  # type: ignore[import-untyped]
+    except ImportError:
+        return
+    try:
+        pcapy.compile(LINKTYPE_ETHERNET, 65535, expression, 1, 0xFFFFFFFF)
+    except pcapy.PcapError as error:
+        raise UsageError(f"invalid BPF filter {expression!r}: {one_line(error)}") from None

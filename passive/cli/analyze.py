@@ -11,8 +11,12 @@ from rich.console import Console
 from passive.analysis.domains import IpNetwork
 from passive.analysis.parallel import PARALLEL_MIN_BYTES
 from passive.analysis.pipeline import AnalysisOptions, Results, analyze_captures
+from passive.capture.bpf import check_user_filter
+from passive.capture.paths import expand_inputs
 from passive.cli.common import (
+    all_outputs_option,
     domains,
+    emit_all,
     emit_records,
     format_option,
     local_domain_option,
@@ -20,10 +24,13 @@ from passive.cli.common import (
     reassembly_option,
     show_secrets_option,
     trusted_net_option,
+    verbose_option,
     write_text,
 )
 from passive.cli.errors import EXIT_INPUT
+from passive.cli.gate import apply_gate, build_gate, gate_options, gate_status
 from passive.cli.progress import packet_progress
+from passive.core.errors import InputError
 from passive.core.text import printable
 from passive.results.records import event_record, finding_record, summary_record
 from passive.results.redaction import Redactor
@@ -32,12 +39,16 @@ from passive.results.store import CaptureDigest, FindingStore, StoreError, captu
 DEFAULTS = AnalysisOptions()
 # Where ``-`` is read from: the standard input as a file the capture readers stream (never seek in).
 STDIN = "/dev/stdin"
+# Skipped files named one by one on stderr; past this, a count (the summary has the total as inputs_skipped).
+MAX_SKIPPED_NAMED = 10
 
 
 @click.command()
-@click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True, path_type=str))
+@click.argument("captures", nargs=-1, required=True, type=click.Path(allow_dash=True, path_type=str))
 @format_option()
 @output_option
+@all_outputs_option
+@verbose_option
 @click.option(
     "--ports-only",
     is_flag=True,
@@ -62,16 +73,19 @@ STDIN = "/dev/stdin"
 @click.option(
     "--hashes",
     "hashes_file",
-    type=click.Path(dir_okay=False, writable=True),
-    help="Write NetNTLMv1/v2 responses as hashcat lines (modes 5500, 5600) to FILE.",
+    type=click.Path(dir_okay=False, writable=True, allow_dash=True),
+    help="Write NetNTLMv1/v2 responses as hashcat lines (modes 5500, 5600) to FILE (- for standard output).",
 )
 @click.option("--events", "keep_events", is_flag=True, help="Include per-session events (json format).")
 @click.option("--db", metavar="PATH", help="Also merge the findings into this SQLite store (see leakscope findings).")
+@gate_options
 def analyze(
     captures: tuple[str, ...],
     output_format: str,
     output: str | None,
     ports_only: bool,
+    output_all: str | None,
+    verbose: bool,
     all_ports: bool,
     jobs: int | None,
     bpf: str | None,
@@ -82,16 +96,37 @@ def analyze(
     hashes_file: str | None,
     keep_events: bool,
     db: str | None,
+    fail_on: str | None,
+    baseline_path: str | None,
+    suppress_path: str | None,
 ) -> None:
-    """Analyze capture files (pcap, pcapng; plain or gzip, xz, bz2, zstd compressed; - for standard input, e.g.
-    tcpdump -w - | leakscope analyze -) for what their mail traffic leaks."""
-    captures = tuple(STDIN if path == "-" else path for path in captures)
+    """Analyze captures for what their mail traffic leaks.
+
+    CAPTURES are pcap or pcapng files, plain or gzip, xz, bz2, zstd compressed; directories (walked: files that
+    are not captures are skipped and counted); quoted glob patterns ('ring-*.pcap', 'archive/**/*.pcapng.gz');
+    - for standard input (tcpdump -w - | leakscope analyze -). Files are read in natural name order.
+    """
     if ports_only and all_ports:
         raise click.UsageError("--ports-only and --all-ports contradict each other")
+    expanded = expand_inputs(captures)
+    for skipped in expanded.skipped[:MAX_SKIPPED_NAMED]:
+        click.echo(f"leakscope: note: {printable(skipped)} is not a capture; skipped", err=True)
+    if len(expanded.skipped) > MAX_SKIPPED_NAMED:
+        click.echo(f"leakscope: note: {len(expanded.skipped) - MAX_SKIPPED_NAMED} more files skipped", err=True)
+    if not expanded.paths:
+        raise InputError("no capture among the files given")
+    captures = tuple(STDIN if path == "-" else path for path in expanded.paths)
     options = AnalysisOptions(
-        all_ports=not ports_only, bpf=bpf, local_domains=domains(local_domains),
-        trusted_networks=trusted_networks, keep_events=keep_events, reassembly_policy=reassembly_policy, jobs=jobs,
+        all_ports=not ports_only,
+        bpf=bpf,
+        local_domains=domains(local_domains),
+        trusted_networks=trusted_networks,
+        keep_events=keep_events,
+        reassembly_policy=reassembly_policy,
+        jobs=jobs,
     )
+    check_user_filter(bpf)
+    gate = build_gate(baseline_path, suppress_path)
     err = Console(stderr=True, highlight=False)
     plan = _store_plan(db, captures) if db else {}
     results = _analyze(captures, options, err)
@@ -101,14 +136,22 @@ def analyze(
     findings = list(results.findings)
     records = [finding_record(f, redactor=redactor) for f in findings]
     summary = summary_record(results.counts(), findings)
+    if expanded.skipped:
+        summary["inputs_skipped"] = len(expanded.skipped)
+    apply_gate(gate, records, summary)
     if hashes_file:
         write_text(hashes_file, "".join(line + "\n" for line in results.stats.hashes))
     sessions = [_session(s, redactor) for s in results.analysis.sessions] if keep_events else None
-    emit_records(output_format, output, records, summary, sessions=sessions)
+    emit_records(output_format, output, records, summary, sessions=sessions, verbose=verbose)
+    if output_all:
+        emit_all(output_all, records, summary, redact=not show_secrets, verbose=verbose)
     if db:
         _save_to_store(db, plan, captures, results, options, err)
     if results.failed:
         raise SystemExit(EXIT_INPUT)
+    status = gate_status(gate, records, fail_on)
+    if status is not None:
+        raise SystemExit(status)
 
 
 def _session(session: Any, redactor: Redactor) -> dict[str, Any]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 from rich.console import Console
@@ -16,9 +17,13 @@ from passive.capture.policy import POLICIES
 from passive.cli.tables import render_tables
 from passive.core.errors import OutputError
 from passive.core.files import encoded, write_atomically
+from passive.results.ecs import ecs_record
 from passive.results.jsonio import write_json, write_jsonl
+from passive.results.report import build_report, render_html
 
-FORMATS = ("table", "json", "jsonl")
+FORMATS = ("table", "json", "jsonl", "ecs")
+# The file name meaning standard output, for every option that names an output file.
+STDOUT = "-"
 
 
 def format_option(choices: tuple[str, ...] = FORMATS) -> Callable[[Any], Any]:
@@ -28,12 +33,16 @@ def format_option(choices: tuple[str, ...] = FORMATS) -> Callable[[Any], Any]:
         type=click.Choice(choices),
         default="table",
         show_default=True,
-        help="Tables for people, JSON or JSON lines for machines (docs/schema.md).",
+        help="Tables for people; JSON or JSON lines for machines; ecs: Elastic Common Schema JSON lines for SIEMs "
+        "(docs/schema.md).",
     )
 
 
 output_option = click.option(
-    "-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the report to FILE."
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, allow_dash=True),
+    help="Write the output to FILE (- for standard output).",
 )
 local_domain_option = click.option(
     "--local-domain",
@@ -42,6 +51,8 @@ local_domain_option = click.option(
     metavar="DOMAIN",
     help="A domain the servers deliver locally (open-relay check); repeatable.",
 )
+
+
 def _networks(context: click.Context, parameter: click.Parameter, values: tuple[str, ...]) -> tuple[IpNetwork, ...]:
     try:
         return tuple(parse_network(value) for value in values)
@@ -85,12 +96,14 @@ def domains(values: tuple[str, ...]) -> frozenset[str]:
 def write_text(output: str | None, text: str) -> None:
     """To FILE (replaced whole, mode 0600: see :mod:`passive.core.files`), or to standard output when none is
     given; a failure (a full disk, a closed pipe) is a one-line :class:`OutputError`, never a traceback."""
-    if output:
+    if output and output != STDOUT:
         write_atomically(output, text)
         return
     try:
         sys.stdout.buffer.write(encoded(text))
         sys.stdout.flush()
+    except BrokenPipeError:
+        silence_stdout()  # the reader went away (| head): nothing more to say to it, and no error to report
     except OSError as error:
         raise stdout_failed(error) from None
 
@@ -111,16 +124,45 @@ def stdout_failed(error: OSError) -> OutputError:
     return OutputError(f"cannot write standard output: {error.strerror or error}")
 
 
+# A colour code (SGR escape) at the end of a line.
+_FINAL_SGR = re.compile(r"\x1b\[[0-9;]*m$")
+# Files get the width a terminal has by default: a table written to a file reads as it would on screen.
+TEXT_WIDTH = 80
+
+
+def strip_trailing(text: str) -> str:
+    """Every line without the blanks rich pads table cells with; colour codes among them are kept, in order."""
+    lines = []
+    for line in text.split("\n"):
+        codes: list[str] = []
+        while True:
+            code = _FINAL_SGR.search(line)
+            if code:
+                codes.insert(0, code.group(0))
+                line = line[: code.start()]
+            elif line.endswith(" "):
+                line = line.rstrip(" ")
+            else:
+                break
+        lines.append(line + "".join(codes))
+    return "\n".join(lines)
+
+
 def render(output: str | None, draw: Callable[[Console], None]) -> None:
-    """Draw rich output to the terminal, or as plain text (no colour, wide) into FILE."""
-    if output:
+    """Draw rich output to the terminal, or as plain text (no colour, 80 columns) into FILE; no line ends in blanks."""
+    if output and output != STDOUT:
         buffer = io.StringIO()
-        draw(Console(file=buffer, width=200, highlight=False, color_system=None))
-        write_text(output, buffer.getvalue())
+        draw(Console(file=buffer, width=TEXT_WIDTH, highlight=False, color_system=None))
+        write_text(output, strip_trailing(buffer.getvalue()))
         return
     try:
-        draw(Console(highlight=False))
+        console = Console(highlight=False)
+        with console.capture() as captured:
+            draw(console)
+        sys.stdout.write(strip_trailing(captured.get()))
         sys.stdout.flush()
+    except BrokenPipeError:
+        silence_stdout()
     except OSError as error:
         raise stdout_failed(error) from None
 
@@ -133,12 +175,13 @@ def emit_records(
     *,
     sessions: list[dict[str, Any]] | None = None,
     also_draw: Callable[[Console], None] | None = None,
+    verbose: bool = False,
 ) -> None:
     """Findings and summary in the chosen format; ``also_draw`` adds a table after the findings."""
     if output_format == "table":
 
         def draw(console: Console) -> None:
-            render_tables(console, records, summary)
+            render_tables(console, records, summary, verbose=verbose)
             if also_draw is not None:
                 also_draw(console)
 
@@ -147,6 +190,47 @@ def emit_records(
     buffer = io.StringIO()
     if output_format == "jsonl":
         write_jsonl(buffer, [*records, summary])
+    elif output_format == "ecs":
+        write_jsonl(buffer, [ecs_record(record) for record in [*records, summary]])
     else:
         write_json(buffer, records, summary, sessions)
     write_text(output, buffer.getvalue())
+
+
+class ByteSize(click.ParamType):
+    """A size as tcpdump and dd write it: bytes, or a number with k, M or G (powers of 1024)."""
+
+    name = "SIZE"
+    _UNITS: ClassVar[dict[str, int]] = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)i?[bB]?\s*", str(value))
+        size = int(float(match.group(1)) * self._UNITS[match.group(2).lower()]) if match else 0
+        if size < 1:
+            self.fail(f"{value!r}: give a size such as 500k, 100M or 2G", param, ctx)
+        return size
+
+
+verbose_option = click.option(
+    "-v", "--verbose", is_flag=True, help="Tables: also show every engine counter (JSON output always has them)."
+)
+
+all_outputs_option = click.option(
+    "-oA",
+    "output_all",
+    metavar="BASENAME",
+    help="Also write BASENAME.txt (tables), BASENAME.jsonl and BASENAME.html (the report) in one run, as nmap -oA.",
+)
+
+
+def emit_all(
+    basename: str, records: list[dict[str, Any]], summary: dict[str, Any], *, redact: bool, verbose: bool = False
+) -> None:
+    """The three outputs of ``-oA``: what the table, JSON lines and HTML report of this run would be."""
+    render(f"{basename}.txt", lambda console: render_tables(console, records, summary, verbose=verbose))
+    buffer = io.StringIO()
+    write_jsonl(buffer, [*records, summary])
+    write_text(f"{basename}.jsonl", buffer.getvalue())
+    write_text(f"{basename}.html", render_html(build_report(records, [summary], redact=redact)))

@@ -10,11 +10,13 @@ from rich.table import Table
 from rich.text import Text
 
 from passive.cli.common import format_option, render, write_text
-from passive.cli.errors import EXIT_INPUT
+from passive.cli.errors import EXIT_FAIL_ON, EXIT_INPUT
+from passive.cli.gate import LEVELS, gate_status
 from passive.cli.inputs import load_input, load_records, probe_reports
 from passive.cli.probe import build_options, probe_options, services
 from passive.core.text import printable
 from passive.probe.prober import run_probe
+from passive.results.baseline import Gate
 from passive.results.compare import compare, from_nmap, from_records
 from passive.results.jsonio import dumps_indented
 from passive.results.nessus import read_nessus
@@ -36,51 +38,78 @@ def _cell(value: Any) -> Text:
     return Text(printable(value))
 
 
+def _values(row: dict[str, Any], names: list[str]) -> Text:
+    """One value when the sources that have the field show the same text; else one line per source."""
+    present = [(name, _cell(row["values"][name])) for name in names if name in row["values"]]
+    if len({text.plain for _, text in present}) == 1:
+        return present[0][1]
+    width = max(len(name) for name, _ in present) if present else 0
+    lines = [Text.assemble((f"{name}:".ljust(width + 2), "dim"), text) for name, text in present]
+    return Text("\n").join(lines)
+
+
 def render_comparison(console: Console, document: dict[str, Any]) -> None:
+    """Per server, per finding: each field's status and value (one value when the sources agree), in three
+    columns that read at 80 columns whatever the number of sources."""
     names = document["sources"]
     blocks: list[Any] = []
     for server in document["servers"]:
         title = Text.assemble((printable(server["server"]), "bold"), f"  {server['protocol'] or ''}")
-        table = Table(title=title, title_justify="left", show_lines=False)
-        table.add_column("finding", style="cyan", no_wrap=True)
+        table = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 1))
         table.add_column("field", style="cyan", no_wrap=True)
-        for name in names:
-            table.add_column(name, overflow="fold")
         table.add_column("status", no_wrap=True)
+        table.add_column("value", overflow="fold")
+        finding = None
         for row in server["fields"]:
-            cells = [_cell(row["values"][n]) if n in row["values"] else Text("-", style="dim") for n in names]
+            if row["finding"] != finding:
+                finding = row["finding"]
+                table.add_row(Text(printable(finding), style="bold"), "", "")
             status = row["status"]
-            table.add_row(row["finding"], row["field"], *cells, Text(status, style=_STATUS_STYLE.get(status, "yellow")))
+            table.add_row(
+                "  " + printable(row["field"]),
+                Text(status, style=_STATUS_STYLE.get(status, "yellow")),
+                _values(row, names),
+            )
         blocks.append(table)
+        blocks.append(Text(""))
     if not blocks:
         blocks.append(Text("Nothing to compare: no source had a finding.", style="yellow"))
     console.print(Group(*blocks))
     summary = ", ".join(f"{status}: {count}" for status, count in sorted(document["summary"].items())) or "no fields"
-    console.print(Text(printable(summary), style="dim"))
+    console.print(Text(printable(f"Sources: {', '.join(names)}. {summary}"), style="dim"))
     if "nessus" in document:
         render_nessus(console, document["nessus"])
 
 
 def render_nessus(console: Console, verification: dict[str, Any]) -> None:
-    """One row per Nessus plugin result: the verdict, why, and the evidence (file#frame, or the probe)."""
-    table = Table(title=Text("Nessus verification", style="bold underline"), title_justify="left")
-    for column in ("host", "plugin", "verdict", "why", "evidence"):
-        table.add_column(column, overflow="fold")
+    """One entry per Nessus plugin result: the verdict, the host and plugin, why, and the evidence (file#frame, or
+    the probe); two columns, so that it reads at 80 columns."""
+    if not verification["records"]:
+        console.print(Text("The Nessus file has no mail- or NTLM-related plugin result.", style="yellow"))
+        return
+    table = Table(
+        title=Text("Nessus verification", style="bold underline"),
+        title_justify="left",
+        show_header=False,
+        box=None,
+        padding=(0, 1),
+    )
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("details", overflow="fold")
     for record in verification["records"]:
         evidence = ", ".join(
             f"{e.get('file')}#{e.get('frame')}" if e.get("source") == "passive" else f"probe {e.get('probe')}"
             for e in record["evidence"]
         )
-        table.add_row(
-            Text(printable(record["server"] or record["host"])),
-            Text(printable(f"{record['plugin_id']} {record['plugin_name']}")),
-            Text(record["verdict"], style=_VERDICT_STYLE.get(record["verdict"], "")),
-            Text(printable(record["reason"])),
-            Text(printable(evidence)),
+        details = Text.assemble(
+            (printable(record["server"] or record["host"]), "bold"),
+            printable(f"  {record['plugin_id']} {record['plugin_name']}"),
+            ("\nwhy: ", "dim"),
+            printable(record["reason"]),
         )
-    if not verification["records"]:
-        console.print(Text("The Nessus file has no mail- or NTLM-related plugin result.", style="yellow"))
-        return
+        if evidence:
+            details.append_text(Text.assemble(("\nevidence: ", "dim"), printable(evidence)))
+        table.add_row(Text(record["verdict"], style=_VERDICT_STYLE.get(record["verdict"], "")), details)
     console.print(table)
     totals = ", ".join(f"{verdict}: {count}" for verdict, count in verification["summary"].items())
     console.print(Text(printable(totals), style="dim"))
@@ -148,6 +177,11 @@ def _check_sources(
 @probe_options
 @format_option(("table", "json"))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the comparison to FILE.")
+@click.option(
+    "--fail-on",
+    type=click.Choice(LEVELS),
+    help=f"Exit with status {EXIT_FAIL_ON} when a finding of the compared sources is at or above this severity.",
+)
 def compare_command(
     passive_inputs: tuple[str, ...],
     active_inputs: tuple[str, ...],
@@ -157,6 +191,7 @@ def compare_command(
     nessus_inputs: tuple[str, ...],
     output_format: str,
     output: str | None,
+    fail_on: str | None,
     **params: Any,
 ) -> None:
     """Compare passive findings with active ones (and nmap's): per server, per field, agree / differ / only one.
@@ -202,3 +237,6 @@ def compare_command(
         click.echo(f"leakscope: error: {printable(target)}: could not be probed", err=True)
     if failed:
         raise SystemExit(EXIT_INPUT)
+    status = gate_status(Gate(), passive + active, fail_on)
+    if status is not None:
+        raise SystemExit(status)

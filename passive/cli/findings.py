@@ -8,8 +8,8 @@ from collections import Counter
 
 import click
 
-from passive.cli.common import emit_records, format_option
-from passive.core.errors import StoreError
+from passive.cli.common import emit_records, format_option, verbose_option
+from passive.core.errors import StoreError, UsageError
 from passive.core.text import printable
 from passive.findings.model import SCHEMA_VERSION, FindingType
 from passive.results.store import FindingStore, parse_time
@@ -25,8 +25,15 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 @click.option("--since", metavar="WHEN", help="Seen at or after WHEN: ISO 8601 time, or an age such as 30m, 12h, 7d.")
 @click.option("--source", type=click.Choice(["passive", "active"]), help="Only findings from captures or probes.")
 @format_option()
+@verbose_option
 def findings_command(
-    db: str, kind: str | None, server: str | None, since: str | None, source: str | None, output_format: str
+    db: str,
+    kind: str | None,
+    server: str | None,
+    since: str | None,
+    source: str | None,
+    output_format: str,
+    verbose: bool,
 ) -> None:
     """Show the findings kept in a store, merged across runs."""
     since_time = _since(since) if since else None
@@ -41,7 +48,7 @@ def findings_command(
             "runs": len(store.runs()),
         }
         warn_skipped(store)
-    emit_records(output_format, None, records, summary)
+    emit_records(output_format, None, records, summary, verbose=verbose)
 
 
 def warn_skipped(store: FindingStore) -> None:
@@ -61,4 +68,4 @@ def _since(text: str) -> float:
     try:
         return parse_time(text)
     except StoreError:
-        raise StoreError(f"--since {text!r}: give an ISO 8601 time or an age such as 30m, 12h, 7d") from None
+        raise UsageError(f"--since {text!r}: give an ISO 8601 time or an age such as 30m, 12h, 7d") from None

@@ -7,7 +7,7 @@ import click
 from passive.cli.analyze import analyze
 from passive.cli.compare import compare_command
 from passive.cli.decode import decode
-from passive.cli.errors import LeakscopeGroup
+from passive.cli.errors import LeakscopeGroup, exit_table
 from passive.cli.findings import findings_command
 from passive.cli.probe import probe_command
 from passive.cli.report import report
@@ -23,4 +23,6 @@ def main() -> None:
 
 
 for _command in COMMANDS:
+    _command.epilog = exit_table()
     main.add_command(_command)
+main.epilog = exit_table()

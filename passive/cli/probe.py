@@ -18,11 +18,14 @@ from passive.cli.common import (
     output_option,
     show_secrets_option,
     trusted_net_option,
+    verbose_option,
 )
 from passive.cli.errors import EXIT_INPUT
+from passive.cli.gate import apply_gate, build_gate, gate_options, gate_status
 from passive.core.text import printable
 from passive.probe.prober import STARTTLS_MODES, ProbeOptions, ProbeRun, probe_summary, run_probe
-from passive.probe.targets import DEFAULT_PORTS, Service, parse_ports, parse_targets
+from passive.probe.targets import DEFAULT_PORTS, Service, parse_ports, parse_targets, read_target_list
+from passive.results.baseline import Gate
 from passive.results.records import finding_record, summary_record
 from passive.results.redaction import Redactor
 
@@ -40,6 +43,7 @@ PROBE_OPTIONS = (
         "stay in clear text (what a clear-text client leaks).",
     ),
     click.option(
+        "-p",
         "--ports",
         metavar="LIST",
         help=f"Ports for bare hosts, e.g. 25,587,110 (default: {','.join(map(str, DEFAULT_PORTS))}).",
@@ -120,7 +124,7 @@ def services(targets: tuple[str, ...] | list[str], ports: tuple[int, ...] | None
 
 def _status_table(console: Console, reports: list[dict[str, Any]]) -> None:
     table = Table(title=Text("Probe status", style="bold underline"), title_justify="left")
-    for column in ("server", "protocol", "status", "starttls", "tls", "ntlm", "relay", "reason"):
+    for column in ("server", "protocol", "port", "status", "starttls", "tls", "ntlm", "relay", "reason"):
         table.add_column(column, overflow="fold")
     for report in reports:
         relay = (
@@ -134,6 +138,7 @@ def _status_table(console: Console, reports: list[dict[str, Any]]) -> None:
         table.add_row(
             Text(printable(report["server"])),
             Text(printable(report["protocol"])),
+            Text(report["port_state"]),
             status,
             Text(report["starttls"]),
             Text(printable(report["tls_version"])),
@@ -144,20 +149,32 @@ def _status_table(console: Console, reports: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
-def _emit_probe(run: ProbeRun, output_format: str, output: str | None, show_secrets: bool) -> None:
+def _emit_probe(
+    run: ProbeRun, output_format: str, output: str | None, show_secrets: bool, gate: Gate, verbose: bool = False
+) -> list[dict[str, Any]]:
     findings = list(run.findings)
     redactor = Redactor(show_secrets, secrets=run.stats.secrets)
     records = [finding_record(f, redactor=redactor) for f in findings]
     summary = summary_record(probe_summary(run), findings)
+    apply_gate(gate, records, summary)
     if output_format == "table":
         reports = summary.pop("probes")
-        emit_records(output_format, output, records, summary, also_draw=lambda console: _status_table(console, reports))
-        return
-    emit_records(output_format, output, records, summary)
+        emit_records(
+            output_format,
+            output,
+            records,
+            summary,
+            also_draw=lambda console: _status_table(console, reports),
+            verbose=verbose,
+        )
+    else:
+        emit_records(output_format, output, records, summary)
+    return records
 
 
 @click.command("probe")
-@click.argument("targets", nargs=-1, required=True)
+@click.argument("targets", nargs=-1)
+@click.option("-iL", "target_list", metavar="FILE", help="Read targets from FILE (- for standard input), as nmap -iL.")
 @probe_options
 @click.option(
     "--relay-test", is_flag=True, help="Try nmap's 16 relay variants on SMTP (MAIL FROM/RCPT TO; never DATA)."
@@ -166,25 +183,34 @@ def _emit_probe(run: ProbeRun, output_format: str, output: str | None, show_secr
 @click.option("--relay-to", default=DEFAULTS.relay_to, show_default=True, metavar="DOMAIN", help="Recipient domain.")
 @format_option()
 @output_option
+@verbose_option
 @show_secrets_option
 @local_domain_option
 @trusted_net_option
+@gate_options
 def probe_command(
     targets: tuple[str, ...],
+    target_list: str | None,
     relay_test: bool,
     relay_from: str,
     relay_to: str,
     output_format: str,
     output: str | None,
+    verbose: bool,
     show_secrets: bool,
     local_domains: tuple[str, ...],
     trusted_networks: tuple[IpNetwork, ...],
+    fail_on: str | None,
+    baseline_path: str | None,
+    suppress_path: str | None,
     **params: Any,
 ) -> None:
     """Ask mail servers what they tell anyone who connects: banner, capabilities, STARTTLS, NTLM host information.
 
-    TARGETS are host, host:port, or smtp:// smtps:// submission:// pop3:// pop3s:// imap:// imaps:// URLs; a bare
-    host is probed on 25, 587, 465, 110, 995, 143 and 993. http:// and https:// URLs ask Exchange's web endpoints
+    TARGETS are host, host:port, a network (10.0.0.0/24, as nmap takes it) or smtp:// smtps:// submission://
+    pop3:// pop3s:// imap:// imaps:// URLs; a bare host (and each host of a network) is probed on 25, 587, 465,
+    110, 995, 143 and 993, or on -p's ports. Each port is reported open, closed, filtered (no answer in time) or
+    error. http:// and https:// URLs ask Exchange's web endpoints
     (or the URL's path) for an NTLM challenge. Exit status 1 when a target could not be probed.
     """
     options, ports = build_options(
@@ -195,10 +221,17 @@ def probe_command(
         local_domains=domains(local_domains),
         trusted_networks=trusted_networks,
     )
-    run = run_probe(services(targets, ports), options)
-    _emit_probe(run, output_format, output, show_secrets)
+    listed = list(targets) + (read_target_list(target_list) if target_list else [])
+    if not listed:
+        raise click.UsageError("give targets (host, host:port, CIDR, URL) or -iL FILE")
+    gate = build_gate(baseline_path, suppress_path)
+    run = run_probe(services(listed, ports), options)
+    records = _emit_probe(run, output_format, output, show_secrets, gate, verbose)
     failed = run.failed_targets
     for target in failed:
         click.echo(f"leakscope: error: {printable(target)}: could not be probed", err=True)
     if failed:
         raise SystemExit(EXIT_INPUT)
+    status = gate_status(gate, records, fail_on)
+    if status is not None:
+        raise SystemExit(status)

@@ -81,7 +81,12 @@ def _format_for(output: str | None, chosen: str | None) -> str:
     type=click.Path(dir_okay=False, path_type=str),
     help="Also report every finding of this findings store (written by --db of analyze or watch).",
 )
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write the report to FILE.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, allow_dash=True),
+    help="Write the report to FILE (- for standard output).",
+)
 @click.option(
     "--format",
     "output_format",

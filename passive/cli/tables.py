@@ -3,6 +3,7 @@ inert (rich never parses them as markup; control and bidi characters are shown e
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from rich.console import Console, Group
@@ -11,7 +12,10 @@ from rich.text import Text
 
 from passive.core.text import printable
 from passive.findings.kinds import KINDS
+from passive.findings.schema import SEVERITY_ORDER, rank
 
+SEVERITY_NAMES = tuple(str(s) for s in SEVERITY_ORDER)
+RISKS = ("high", "medium", "low")  # the severities the headline counts; "info" is inventory
 SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan", "info": "dim"}
 # Always shown in the summary line; other counters only when they are not zero (JSON output has them all).
 _ALWAYS_SHOWN = ("findings", "packets_read", "packets_matched", "flows")
@@ -25,6 +29,17 @@ def cell(value: Any) -> Text:
     if isinstance(value, list):
         return Text(printable(", ".join(str(v) for v in value)))
     return Text(printable(value))
+
+
+def evidence_text(listed: Any) -> str:
+    """Frames grouped under the file they were read from: ``a.pcap frames 1, 2; b.pcap frame 7``."""
+    by_file: dict[str, list[str]] = {}
+    for item in listed if isinstance(listed, list) else []:
+        if isinstance(item, dict) and item.get("frame") is not None:
+            by_file.setdefault(printable(item.get("file")), []).append(printable(item["frame"]))
+    return "; ".join(
+        f"{name} frame{'s' if len(frames) > 1 else ''} {', '.join(frames)}" for name, frames in by_file.items()
+    )
 
 
 def _card(row: dict[str, Any], columns: tuple[str, ...]) -> Table:
@@ -44,27 +59,51 @@ def _card(row: dict[str, Any], columns: tuple[str, ...]) -> Table:
         if value in (None, [], ""):
             continue
         card.add_row(column, cell(value))
-    listed = row.get("evidence")
-    evidence = [e for e in listed if isinstance(e, dict)] if isinstance(listed, list) else []
-    frames = [printable(e["frame"]) for e in evidence if e.get("frame") is not None]
-    if frames:
-        card.add_row("evidence", Text(f"{printable(evidence[0].get('file'))} frames {', '.join(frames)}"))
+    evidence = evidence_text(row.get("evidence"))
+    if evidence:
+        card.add_row("evidence", Text(evidence))
     return card
 
 
-def render_tables(console: Console, records: list[dict[str, Any]], summary: dict[str, Any]) -> None:
-    """One key/value card per finding, grouped by kind (readable at any terminal width)."""
-    blocks: list[Any] = []
-    for kind in KINDS.values():
-        rows = [r for r in records if r.get("type") == kind.type]
-        if not rows:
-            continue
-        blocks.append(Text(f"\n{kind.title} ({kind.type})", style="bold underline"))
-        blocks.extend(_card(row, kind.columns) for row in rows)
-    if not any(r.get("severity") in ("low", "medium", "high") for r in records):
+def headline(records: list[dict[str, Any]]) -> str:
+    """``2 high, 3 medium, 1 low on 4 servers`` (informational findings counted after)."""
+    counts = Counter(str(r.get("severity")) for r in records)
+    servers = len({str(r.get("server")) for r in records if r.get("severity") in RISKS})
+    risky = [f"{counts[s]} {s}" for s in RISKS if counts[s]]
+    info = f"{counts['info']} informational finding{'s' if counts['info'] != 1 else ''}" if counts["info"] else ""
+    if not risky:
+        return f"No leak found; {info}." if info else "No finding."
+    text = f"{', '.join(risky)} on {servers} server{'s' if servers != 1 else ''}"
+    return f"{text}; {info}." if info else f"{text}."
+
+
+def _severity_key(row: dict[str, Any]) -> int:
+    severity = row.get("severity")
+    return -rank(severity) if severity in SEVERITY_NAMES else 1
+
+
+def render_tables(
+    console: Console, records: list[dict[str, Any]], summary: dict[str, Any], *, verbose: bool = False
+) -> None:
+    """The headline, then one key/value card per finding by severity, then kind (readable at 80 columns), then
+    what was analyzed; the engine's counters only when ``verbose``."""
+    blocks: list[Any] = [Text(headline(records), style="bold")]
+    order = {kind.type: index for index, kind in enumerate(KINDS.values())}
+    rows = sorted(records, key=lambda r: (_severity_key(r), order.get(str(r.get("type")), len(order))))
+    heading = None
+    for row in rows:
+        kind = KINDS.get(str(row.get("type")))
+        title = kind.title if kind else printable(row.get("type"))
+        if (row.get("severity"), title) != heading:
+            heading = (row.get("severity"), title)
+            blocks.append(Text(f"\n{title} ({printable(row.get('type'))})", style="bold underline"))
+        blocks.append(_card(row, kind.columns if kind else ()))
+    if not any(r.get("severity") in RISKS for r in records):
         blocks.append(Text("\n" + negative_statement(summary), style="green" if _saw_mail(summary) else "yellow"))
     console.print(Group(*blocks))
-    console.print(summary_text(summary))
+    console.print(Text("\n" + scope_text(summary), style="dim"))
+    if verbose:
+        console.print(summary_text(summary))
 
 
 def _count(summary: dict[str, Any], name: str) -> int:
@@ -111,6 +150,40 @@ def negative_statement(summary: dict[str, Any]) -> str:
     tls = _count(summary, "tls_sessions")
     inside = f"; {tls:,} of them inside TLS, unreadable" if tls else ""
     return f"No leak found in {total:,} session(s) ({listed}{inside})."
+
+
+# Counters that mean some traffic was not analyzed: shown without -v whenever they are not zero, so that a clean
+# table never hides what the engine could not read.
+_LOSSES = (
+    ("captures_failed", "capture(s) could not be read"),
+    ("decode_errors", "packet(s) could not be decoded"),
+    ("truncated_packets", "packet(s) cut short by the snap length"),
+    ("ip_fragments", "IP fragment(s) not reassembled"),
+    ("gap_bytes", "byte(s) missing from the streams (packet loss)"),
+    ("flows_evicted", "flow(s) evicted from a full flow table"),
+    ("buffer_cap_hits", "out-of-order buffer(s) full"),
+    ("oversized_records", "record(s) over the size cap"),
+    ("findings_dropped", "finding(s) past the findings cap"),
+    ("tls_sessions", "session(s) inside TLS, unreadable"),
+)
+
+
+def scope_text(summary: dict[str, Any]) -> str:
+    """What was analyzed, in one or two lines, and what could not be; ``-v`` shows every engine counter."""
+    if "services" in summary:  # a probe
+        ok, failed = _count(summary, "services_ok"), _count(summary, "services_failed")
+        return f"Probed {_count(summary, 'services'):,} service(s): {ok:,} answered, {failed:,} did not."
+    if "store" in summary:  # the findings of a store
+        return f"From the store {printable(summary['store'])}: {_count(summary, 'runs'):,} run(s)."
+    sessions = _sessions(summary)
+    listed = ", ".join(f"{protocol} {count:,}" for protocol, count in sorted(sessions.items())) or "no mail session"
+    captures = _count(summary, "captures")
+    read = f"Read {captures:,} capture(s): " if captures else "Read "
+    text = f"{read}{_count(summary, 'packets_read'):,} packets, {_count(summary, 'flows'):,} TCP flows; {listed}."
+    losses = [f"{_count(summary, name):,} {what}" for name, what in _LOSSES if _count(summary, name)]
+    if losses:
+        text += " Not analyzed: " + "; ".join(losses) + "."
+    return printable(text + " (-v: every engine counter)")
 
 
 def summary_text(summary: dict[str, Any]) -> Text:

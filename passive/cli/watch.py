@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import Any
 
 import click
 from rich.console import Console
@@ -14,11 +14,12 @@ from rich.table import Table
 from rich.text import Text
 
 from passive.analysis.domains import IpNetwork
+from passive.capture.bpf import check_user_filter
 from passive.capture.live import SNAPLEN
-from passive.cli.common import domains, local_domain_option, reassembly_option, trusted_net_option
+from passive.cli.common import ByteSize, domains, local_domain_option, reassembly_option, trusted_net_option
 from passive.cli.dashboard import log_appearances, run_with_dashboard
 from passive.cli.errors import EXIT_INPUT
-from passive.core.files import open_private_append
+from passive.core.rotation import DEFAULT_KEEP, RotatingAppender
 from passive.core.text import printable
 from passive.live.monitor import Monitor, WatchOptions, open_capture
 from passive.results.store import FindingStore
@@ -30,6 +31,20 @@ DEFAULTS = WatchOptions(interface="")
 @click.option("-i", "--interface", required=True, metavar="IFACE", help="Interface to capture on (a span port).")
 @click.option("--db", metavar="PATH", help="SQLite findings store (created if missing; kept across runs).")
 @click.option("--jsonl", "jsonl_path", metavar="FILE", help="Append each finding to FILE when it appears or changes.")
+@click.option(
+    "--jsonl-rotate",
+    "jsonl_rotate",
+    type=ByteSize(),
+    metavar="SIZE",
+    help="Start a new --jsonl file when it reaches SIZE (500k, 100M, 2G); the full one becomes FILE.1, as logrotate.",
+)
+@click.option(
+    "--jsonl-keep",
+    type=click.IntRange(1, 1000),
+    default=DEFAULT_KEEP,
+    show_default=True,
+    help="Rotated --jsonl files kept (FILE.1 the newest); older ones are deleted.",
+)
 @click.option("--filter", "bpf", metavar="BPF", help="A BPF expression ANDed with the mail filter.")
 @click.option(
     "--ports-only",
@@ -66,6 +81,8 @@ def watch_command(
     interface: str,
     db: str | None,
     jsonl_path: str | None,
+    jsonl_rotate: int | None,
+    jsonl_keep: int,
     bpf: str | None,
     ports_only: bool,
     all_ports: bool,
@@ -99,8 +116,10 @@ def watch_command(
         reassembly_policy=reassembly_policy,
     )
     console = Console(highlight=False)
+    check_user_filter(bpf)
     capture = open_capture(options)  # first: a wrong interface or missing privilege leaves no file behind
-    with contextlib.closing(capture), _open_store(db) as store, _open_jsonl(jsonl_path) as jsonl:
+    jsonl_file = _open_jsonl(jsonl_path, jsonl_rotate, jsonl_keep)
+    with contextlib.closing(capture), _open_store(db) as store, jsonl_file as jsonl:
         monitor = Monitor(options, store, jsonl=jsonl)
         with _stop_on_signals(monitor):
             if quiet:
@@ -132,11 +151,11 @@ def _open_store(path: str | None) -> Iterator[FindingStore]:
 
 
 @contextlib.contextmanager
-def _open_jsonl(path: str | None) -> Iterator[IO[str] | None]:
+def _open_jsonl(path: str | None, max_bytes: int | None, keep: int) -> Iterator[RotatingAppender | None]:
     if not path:
         yield None
         return
-    stream = open_private_append(path)  # created 0600: the records name users and hosts
+    stream = RotatingAppender(path, max_bytes, keep)  # created 0600: the records name users and hosts
     try:
         yield stream
     finally:
@@ -189,5 +208,3 @@ _SUMMARY_KEYS = (
 
 def _summary_line(summary: dict[str, Any]) -> str:
     return printable("leakscope watch: " + " ".join(f"{key}={summary.get(key)}" for key in _SUMMARY_KEYS))
-
-

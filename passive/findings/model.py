@@ -13,9 +13,12 @@ from typing import Any
 from passive.findings.kinds import SEVERITY_ORDER, FindingType, Severity, rank
 
 __all__ = [
+    "INVENTORY_KINDS",
     "MAX_DETAILS",
     "MAX_EVIDENCE",
+    "MAX_FIELD_TEXT",
     "MAX_NAMES",
+    "RESERVED_SHARES",
     "SCHEMA_VERSION",
     "SEVERITY_ORDER",
     "EvidenceRecord",
@@ -23,6 +26,7 @@ __all__ = [
     "FindingSet",
     "FindingType",
     "Severity",
+    "bounded",
     "rank",
 ]
 
@@ -34,6 +38,23 @@ MAX_EVIDENCE = 8
 MAX_DETAILS = 50
 # Names gathered in list fields (users, workstations) per finding.
 MAX_NAMES = 50
+# Characters of one text value a finding keeps in its fields, details and name lists (passwords, tokens, names,
+# addresses are far shorter; 20 000 findings of made-up users with 48 KB passwords held 1.1 GiB). Longer text is
+# cut, as evidence lines are.
+MAX_FIELD_TEXT = 4096
+
+
+def bounded(value: Any) -> Any:
+    """``value`` with every string in it cut at MAX_FIELD_TEXT characters (dicts and lists followed)."""
+    if isinstance(value, str):
+        return value[:MAX_FIELD_TEXT]
+    if isinstance(value, dict):
+        return {name: bounded(item) for name, item in value.items()}
+    if isinstance(value, list):
+        return [bounded(item) for item in value]
+    if type(value) is tuple:
+        return tuple(bounded(item) for item in value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -89,14 +110,20 @@ class Finding:
         else:
             self.evidence_dropped += 1
 
+    def set_fields(self, **values: Any) -> None:
+        """Set fields of the kind's schema, text cut at :data:`MAX_FIELD_TEXT`."""
+        for name, value in values.items():
+            self.fields[name] = bounded(value)
+
     def add_detail(self, detail: dict[str, Any]) -> None:
         if len(self.details) < MAX_DETAILS:
-            self.details.append(detail)
+            self.details.append(bounded(detail))
         else:
             self.details_dropped += 1
 
     def add_name(self, name: str, values: str) -> None:
         """Add ``values`` to the list field ``name`` once, up to :data:`MAX_NAMES` entries."""
+        values = values[:MAX_FIELD_TEXT]
         names = self.fields.setdefault(name, [])
         if values not in names and len(names) < MAX_NAMES:
             names.append(values)
@@ -106,17 +133,34 @@ class Finding:
             self.severity = severity
 
 
+# Kinds that list what exists (servers, what they offer): when the set is full, they make room for the others, the
+# oldest first, mail-service before auth-methods. 20 000 one-packet fake servers filled the set with them before.
+INVENTORY_KINDS = (FindingType.MAIL_SERVICE, FindingType.AUTH_METHODS)
+# The share of the set each kind is sure to get whatever floods the others (made-up user names, fake NTLM servers,
+# relay attempts): a new finding of a kind under its share takes the place of the oldest finding of the kind most
+# over its own. The rest of the set goes to whoever comes first.
+RESERVED_SHARES = {
+    FindingType.CLEARTEXT_CREDENTIALS: 0.25,
+    FindingType.NTLM_INFO: 0.25,
+    FindingType.OPEN_RELAY: 0.05,
+}
+
+
 class FindingSet:
     """All findings of a run, deduplicated; insertion order is the order they were first seen."""
 
     # Distinct findings kept: traffic chooses how many servers and user names there are (2e5 made-up user names
-    # cost 1 GiB). Past this a new finding is handed out detached, updated, and forgotten; ``dropped`` counts those.
+    # cost 1 GiB). Past this a new finding is handed out detached, updated, and forgotten (or takes the place of
+    # an inventory finding, see INVENTORY_KINDS and RESERVED_SHARES); ``dropped`` counts those not kept.
     MAX_FINDINGS = 20_000
 
     def __init__(self, max_findings: int = MAX_FINDINGS) -> None:
         self._findings: dict[tuple[Any, ...], Finding] = {}
+        self._by_kind: dict[FindingType, dict[tuple[Any, ...], None]] = {kind: {} for kind in FindingType}
         self.max_findings = max_findings
-        self.dropped = 0
+        self.reserved = {kind: int(max_findings * share) for kind, share in RESERVED_SHARES.items()}
+        self.dropped = 0  # findings not kept: new ones refused, and kept ones evicted
+        self.evicted = 0  # of which kept ones that made room for a more valuable kind
 
     def get(
         self, kind: FindingType, protocol: str, server: str, severity: Severity, key: tuple[Any, ...] = ()
@@ -125,11 +169,35 @@ class FindingSet:
         finding = self._findings.get(index)
         if finding is None:
             finding = Finding(kind, protocol, server, severity, key=key)
-            if len(self._findings) < self.max_findings:
-                self._findings[index] = finding
-            else:
+            if len(self._findings) >= self.max_findings and not self._make_room(kind):
                 self.dropped += 1
+                return finding
+            self._findings[index] = finding
+            self._by_kind[kind][index] = None
         return finding
+
+    def _make_room(self, kind: FindingType) -> bool:
+        """Evict one finding for a new one of ``kind``: the oldest inventory finding if ``kind`` is not inventory;
+        else, if ``kind`` is under its reserved share, the oldest of the kind most over its own share."""
+        if kind not in INVENTORY_KINDS:
+            for inventory in INVENTORY_KINDS:
+                if self._by_kind[inventory]:
+                    self._evict(next(iter(self._by_kind[inventory])))
+                    return True
+        if len(self._by_kind[kind]) >= self.reserved.get(kind, 0):
+            return False
+        excess = {other: len(self._by_kind[other]) - share for other, share in self.reserved.items()}
+        victim = max(excess, key=excess.__getitem__)
+        if excess[victim] <= 0:
+            return False
+        self._evict(next(iter(self._by_kind[victim])))
+        return True
+
+    def _evict(self, index: tuple[Any, ...]) -> None:
+        del self._findings[index]
+        del self._by_kind[index[0]][index]
+        self.evicted += 1
+        self.dropped += 1
 
     def find(self, kind: FindingType, server: str, key: tuple[Any, ...] = ()) -> Finding | None:
         return self._findings.get((kind, server, key))
@@ -139,6 +207,7 @@ class FindingSet:
         index = (finding.type, finding.server, finding.key)
         if self._findings.get(index) is finding:
             del self._findings[index]
+            del self._by_kind[finding.type][index]
 
     def __iter__(self) -> Iterator[Finding]:
         return iter(self._findings.values())

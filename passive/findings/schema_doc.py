@@ -32,6 +32,8 @@ def _table(fields: tuple[Field, ...]) -> list[str]:
 def _kind(kind: Kind) -> list[str]:
     lines = [f"### `{kind.type}`: {kind.title}", "", kind.description, ""]
     lines += [f"One finding {kind.key_doc}." + (f" `details[]`: {kind.details_doc}." if kind.details_doc else ""), ""]
+    fields = "".join(f", `{name}`" for name in kind.identity)
+    lines += [f"Fingerprint (`id`) from: the kind, `server`{fields}.", ""]
     lines += _table(kind.fields)
     lines += ["", "Severity:", ""]
     lines += [f"- `{severity}`: {rule}" for severity, rule in kind.severity_rules]

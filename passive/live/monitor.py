@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any
 
 from passive.analysis.classify import mail_capture_options
 from passive.analysis.domains import IpNetwork
@@ -30,6 +30,7 @@ from passive.capture.live import SNAPLEN
 from passive.capture.options import IDLE_TIMEOUT, MAX_FLOWS
 from passive.capture.policy import DEFAULT_POLICY
 from passive.core.errors import CaptureError, InputError, StoreError
+from passive.core.rotation import TextSink
 from passive.findings.kinds import KINDS
 from passive.findings.model import Finding, FindingType
 from passive.results.jsonio import dumps
@@ -139,7 +140,7 @@ class Monitor:
         options: WatchOptions,
         store: FindingStore,
         *,
-        jsonl: IO[str] | None = None,
+        jsonl: TextSink | None = None,
         on_tick: Callable[[Monitor], None] | None = None,
     ) -> None:
         self.options = options

@@ -42,6 +42,8 @@ class ServiceReport:
     protocol: str | None
     named: bool
     status: str = "ok"  # "ok", "error"
+    # As nmap says it: "open" (TCP connected), "closed" (refused), "filtered" (no answer in time), "error" (other).
+    port_state: str = "open"
     stage: str | None = None
     error: str | None = None
     banner: str | None = None

@@ -103,12 +103,16 @@ class ServiceProbe(SmtpConversation, Pop3Conversation, ImapConversation, HttpCon
                 options.connect_timeout * (2 if tls else 1),
             )
         except TimeoutError:
+            self.report.port_state = "filtered"
             raise ProbeError(f"no TCP/TLS answer within {options.connect_timeout:g} s", "connect") from None
         except ConnectionRefusedError:
+            self.report.port_state = "closed"
             raise ProbeError("connection refused", "connect") from None
         except socket.gaierror as error:
+            self.report.port_state = "error"
             raise ProbeError(f"cannot resolve {service.host}: {error.strerror}", "connect") from None
-        except OSError as error:  # ssl.SSLError is one too
+        except OSError as error:  # ssl.SSLError is one too: the port answered, its TLS did not
+            self.report.port_state = "open" if isinstance(error, ssl.SSLError) else "error"
             raise ProbeError(_connect_reason(error, tls is not None), "tls" if tls else "connect") from None
         self.conn = Connection(
             reader,
@@ -135,14 +139,15 @@ class ServiceProbe(SmtpConversation, Pop3Conversation, ImapConversation, HttpCon
             protocol, self.report.server, self.client, None, source="active"
         )
         self.analyzer = SessionAnalyzer(context, self.run.findings, self.run.stats, self.run.relays)
-        self.wire = Wire(protocol, self.analyzer)
+        self.wire = Wire(protocol, self.analyzer, self.options.max_line)
         if self.service.implicit_tls:
             self.wire.tls_started(implicit=True)
         self.conn.on_receive = self.wire.server
         self.conn.on_send = self.wire.client
         if self.conn.unfed:
-            self.wire.server(bytes(self.conn.unfed))
+            unfed = bytes(self.conn.unfed)
             self.conn.unfed.clear()
+            self.conn.feed(unfed)
 
 
     async def _converse(self) -> None:

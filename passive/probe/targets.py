@@ -100,13 +100,32 @@ def _known(port: int) -> tuple[str | None, bool]:
     return PORT_SERVICES.get(port, (None, False))
 
 
+# Addresses one CIDR target may expand to: a /16 of IPv4 (nmap takes more, but a mail probe of a larger range is
+# better split, and each address costs a connection per port).
+MAX_RANGE_HOSTS = 65_536
+
+
+def _cidr(text: str, target: str, ports: tuple[int, ...] | None) -> list[Service]:
+    """``10.0.0.0/30`` or ``2001:db8::/126``: every host address of the network, each on the bare host's ports."""
+    try:
+        network = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise TargetError(f"not a network: {target!r}") from None
+    if network.num_addresses > MAX_RANGE_HOSTS:
+        raise TargetError(f"{target!r} holds {network.num_addresses} addresses; at most {MAX_RANGE_HOSTS} per range")
+    hosts = list(network.hosts()) or [network.network_address]
+    return [service for host in hosts for service in _bare(target, str(host), ports)]
+
+
 def parse_target(target: str, ports: tuple[int, ...] | None = None) -> list[Service]:
-    """Expand one target. ``ports`` replaces the default ports of a bare host."""
+    """Expand one target. ``ports`` replaces the default ports of a bare host (and of each host of a range)."""
     text = target.strip()
     if not text:
         raise TargetError("empty target")
     if "://" in text:
         return [_parse_url(text, target)]
+    if "/" in text:
+        return _cidr(text, target, ports)
     if text.startswith("["):  # [v6] or [v6]:port
         host, _, rest = text[1:].partition("]")
         if rest and not rest.startswith(":"):
@@ -148,6 +167,28 @@ def _parse_url(text: str, target: str) -> Service:
         raise TargetError(f"bad port in {target!r}")
     host = _check_host(url.hostname, target)
     return Service(target, host, port, protocol, implicit_tls, True, path)
+
+
+# Targets read from one -iL file, as nmap reads them (whitespace-separated, # comments).
+MAX_LISTED_TARGETS = 100_000
+
+
+def read_target_list(path: str) -> list[str]:
+    """Targets from a file (``-`` for standard input): separated by blanks or lines, ``#`` starts a comment."""
+    try:
+        if path == "-":
+            import sys
+
+            text = sys.stdin.read(16 * 1024 * 1024)
+        else:
+            with open(path, encoding="utf-8", errors="replace") as stream:
+                text = stream.read(16 * 1024 * 1024)
+    except OSError as error:
+        raise TargetError(f"cannot read {path}: {error.strerror or error}") from None
+    targets = [word for line in text.splitlines() for word in line.split("#", 1)[0].split()]
+    if len(targets) > MAX_LISTED_TARGETS:
+        raise TargetError(f"{path}: more than {MAX_LISTED_TARGETS} targets")
+    return targets
 
 
 def parse_targets(targets: list[str] | tuple[str, ...], ports: tuple[int, ...] | None = None) -> list[Service]:

@@ -17,22 +17,29 @@ from collections.abc import Callable
 from typing import Any
 
 from dissectors import events as ev
+from dissectors.linebuffer import MAX_LINE
 from dissectors.registry import SESSION_TYPES
 from dissectors.session import MailSession
 from passive.analysis.detectors import SessionAnalyzer
 from passive.core.errors import ProbeError
 from passive.findings.kinds import FindingType
 
-__all__ = ["Connection", "ProbeError", "Wire"]
+__all__ = ["READ_SIZE", "Connection", "ProbeError", "Wire"]
+
+# Bytes taken from the socket at a time, and so the most one step hands the dissector between two looks at the
+# deadline: the dissector's work is linear, so 4 KiB costs it well under a millisecond.
+READ_SIZE = 4096
 
 
 class Wire:
     """Feeds the dissector and the detectors; remembers what the probe logic needs from the events."""
 
-    def __init__(self, protocol: str, analyzer: SessionAnalyzer) -> None:
+    def __init__(self, protocol: str, analyzer: SessionAnalyzer, max_line: int = MAX_LINE) -> None:
         self.protocol = protocol
         self.analyzer = analyzer
-        self.session: MailSession = SESSION_TYPES[protocol]()
+        # The dissector stops buffering a line where the probe gives up on it (plus its CR LF), not at 64 KiB.
+        self.max_line = max_line + 2
+        self.session: MailSession = SESSION_TYPES[protocol](max_line=self.max_line)
         self.inside_tls = False
         self.capabilities: ev.Capabilities | None = None  # the latest listing
         self.capabilities_after_tls: ev.Capabilities | None = None
@@ -57,7 +64,7 @@ class Wire:
                 "[TLS handshake completed before any line: implicit TLS]", None, time.time()
             )
             self.analyzer.feed([ev.StartTls(ev.Side.CLIENT, evidence, "implicit", True)])
-        self.session = SESSION_TYPES[self.protocol](partial=not implicit)
+        self.session = SESSION_TYPES[self.protocol](partial=not implicit, max_line=self.max_line)
         self.inside_tls = True
 
     def _route(self, events: list[ev.Event]) -> None:
@@ -111,16 +118,25 @@ class Connection:
         return self.writer.get_extra_info(name)
 
     def _remaining(self) -> float:
+        """Seconds left for the next read; raises once the service's deadline has passed. Called before every
+        read and after the dissector has read what came, so CPU work cannot carry a probe past its deadline."""
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise ProbeError("the service did not finish within the service timeout", self.stage)
         return min(self.read_timeout, remaining)
 
+    def feed(self, data: bytes) -> None:
+        """Hands received bytes to the dissector, READ_SIZE at a time, minding the deadline between pieces."""
+        assert self.on_receive is not None
+        for start in range(0, len(data), READ_SIZE):
+            self.on_receive(data[start : start + READ_SIZE])
+            self._remaining()
+
     async def _fill(self, eof_ok: bool = False) -> bool:
         """Reads what comes next; False at the end of the stream when ``eof_ok`` (else that is an error)."""
         timeout = self._remaining()
         try:
-            data = await asyncio.wait_for(self.reader.read(4096), timeout)
+            data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
         except TimeoutError:
             raise ProbeError(f"no answer within {timeout:g} s", self.stage) from None
         except (ConnectionError, OSError) as error:
@@ -133,7 +149,7 @@ class Connection:
         if self.received > self.max_bytes:
             raise ProbeError(f"more than {self.max_bytes} bytes received; gave up", self.stage)
         if self.on_receive is not None:
-            self.on_receive(data)
+            self.feed(data)
         else:
             self.unfed.extend(data)
         self.buffer.extend(data)
@@ -147,6 +163,7 @@ class Connection:
     async def line(self) -> str:
         """The next line without CR LF, decoded as UTF-8 (replacement characters for invalid bytes)."""
         while True:
+            self._remaining()  # lines already read are not taken past the deadline either
             end = self.buffer.find(b"\n")
             if end >= 0:
                 raw = bytes(self.buffer[:end])

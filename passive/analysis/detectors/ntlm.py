@@ -10,12 +10,15 @@ from dissectors import events as ev
 from dissectors import ntlmssp
 from passive.analysis.detectors.base import Detector, Handlers, Session
 from passive.core.text import printable
-from passive.findings.model import Finding, FindingType, Severity
+from passive.findings.model import MAX_FIELD_TEXT, Finding, FindingType, Severity
 
 # Decoding anomalies of a CHALLENGE kept in the finding; the decoder bounds how many one message can have.
 MAX_ANOMALIES = 20
 # HTTP endpoints (Host and path) that answered with a CHALLENGE, kept per finding.
 MAX_HTTP_ENDPOINTS = 50
+# Steps of one exchange remembered (their evidence and frames): NTLM takes three. An exchange that never ends (NTLM
+# blobs in AUTH PLAIN restarts, which no verdict closes) counts the rest as ``too_many_ntlm_steps``.
+MAX_EXCHANGE_STEPS = 16
 
 
 @dataclass
@@ -60,7 +63,10 @@ class NtlmDetector(Detector):
         if self.exchange is None:
             self.exchange = _Exchange()  # picked up mid-exchange, or NTLM inside another mechanism name
         exchange = self.exchange
-        exchange.evidence.append(event.evidence)
+        if len(exchange.evidence) < MAX_EXCHANGE_STEPS:
+            exchange.evidence.append(event.evidence)
+        else:
+            self.session.stats.anomalies["too_many_ntlm_steps"] += 1
         if isinstance(message, ntlmssp.NegotiateMessage):
             exchange.negotiate = message
         elif isinstance(message, ntlmssp.ChallengeMessage):
@@ -96,24 +102,23 @@ class NtlmDetector(Detector):
         decoded = challenge.to_dict()
         for name in ntlmssp.SERVER_FIELDS:
             if decoded.get(name) is not None or name not in finding.fields:
-                finding.fields[name] = decoded.get(name)
+                finding.set_fields(**{name: decoded.get(name)})
         stamp = challenge.server_time.as_datetime if challenge.server_time else None
         if stamp is not None and seen_at is not None:
             finding.fields["clock_skew_seconds"] = round(stamp.timestamp() - seen_at, 3) + 0.0
         else:
             finding.fields.setdefault("clock_skew_seconds", None)
         if challenge.anomalies:
-            finding.fields["anomalies"] = [a.to_dict() for a in challenge.anomalies][:MAX_ANOMALIES]
+            finding.set_fields(anomalies=[a.to_dict() for a in challenge.anomalies][:MAX_ANOMALIES])
 
     def _http_fields(self, finding: Finding) -> None:
         """Which web endpoint answered: the request the CHALLENGE's response belongs to."""
         http = self.http
         if self.context.protocol != "http" or http is None:
             return
-        finding.fields["http_path"] = http.path or None
-        finding.fields["http_host"] = http.host
+        finding.set_fields(http_path=http.path or None, http_host=http.host)
         endpoints = finding.fields.setdefault("http_endpoints", [])
-        endpoint = f"{http.host or ''}{http.path}"
+        endpoint = f"{http.host or ''}{http.path}"[:MAX_FIELD_TEXT]
         if endpoint not in endpoints and len(endpoints) < MAX_HTTP_ENDPOINTS:
             endpoints.append(endpoint)
 
@@ -130,7 +135,7 @@ class NtlmDetector(Detector):
             client["outcome_line"] = result.evidence.line
         for name in ntlmssp.CLIENT_FIELDS:
             if client[name] is not None or name not in finding.fields:
-                finding.fields[name] = client[name]
+                finding.set_fields(**{name: client[name]})
         finding.fields["outcome"] = outcome
         finding.fields.setdefault("users", [])
         finding.fields.setdefault("workstations", [])

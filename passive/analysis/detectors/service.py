@@ -9,6 +9,10 @@ from passive.analysis.detectors.base import Detector, Handlers, Session
 from passive.analysis.software import guess_software
 from passive.findings.model import FindingType, Severity
 
+# Characters of a greeting kept as the finding's banner (and searched for the software): real banners are under 200;
+# 20 000 servers greeting with 60 KB each held 3.5 GiB in findings and their output, and took 8 minutes to match.
+MAX_BANNER = 512
+
 
 class ServiceDetector(Detector):
     KIND = FindingType.MAIL_SERVICE
@@ -32,11 +36,12 @@ class ServiceDetector(Detector):
 
     def greeting(self, event: ev.Greeting) -> None:
         fields = self.service.fields
+        banner = event.banner[:MAX_BANNER]
         if fields.get("banner") is None:
-            fields["banner"] = event.banner
-            fields["software"] = guess_software(event.banner)
+            fields["banner"] = banner
+            fields["software"] = guess_software(banner)
         self.record(self.service, event)
-        first = event.banner.split(" ", 1)[0]
+        first = banner.split(" ", 1)[0]
         if "." in first:
             self.session.server_names.add(first.lower().rstrip("."))
 

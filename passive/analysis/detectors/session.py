@@ -18,8 +18,10 @@ from passive.analysis.stats import RunStats
 from passive.findings.kinds import KINDS
 from passive.findings.model import Finding, FindingSet, FindingType, Severity
 
-# Names a server gives itself (banner, EHLO reply) kept per session: the relay check's local domains.
+# Names a server gives itself (banner, EHLO reply) kept per session: the relay check's local domains. Past this
+# many, or longer than a DNS name can be (253), a name is counted (``too_many_server_names``), not kept.
 MAX_SERVER_NAMES = 16
+MAX_SERVER_NAME = 253
 
 
 class SessionAnalyzer:
@@ -34,7 +36,7 @@ class SessionAnalyzer:
         self.relays = relays if relays is not None else RelayLedger()
         self.tls = False
         self.authenticated = False
-        self.server_names = _BoundedNames(MAX_SERVER_NAMES)
+        self.server_names = _BoundedNames(MAX_SERVER_NAMES, stats)
         stats.sessions[context.protocol] += 1
         # A carrier whose servers are not mail servers (HTTP) makes no inventory entry: findings only for leaks.
         inventory = context.protocol in INVENTORY_PROTOCOLS
@@ -56,9 +58,10 @@ class SessionAnalyzer:
         self._dispatch = {event_type: tuple(handlers) for event_type, handlers in table.items()}
 
     def finding(self, kind: FindingType, severity: Severity, key: tuple[Any, ...] = ()) -> Finding:
-        dropped = self.findings.dropped
+        dropped, evicted = self.findings.dropped, self.findings.evicted
         finding = self.findings.get(kind, self.context.protocol, self.context.server, severity, key)
         self.stats.findings_dropped += self.findings.dropped - dropped
+        self.stats.findings_evicted += self.findings.evicted - evicted
         finding.source = self.context.source
         return finding
 
@@ -106,12 +109,18 @@ def _subclasses(cls: type[Detector]) -> list[type[Detector]]:
 
 
 class _BoundedNames(set[str]):
-    """A set that stops growing at ``limit`` names."""
+    """A set that stops growing at ``limit`` names (and takes no name longer than a DNS name); what it refuses is
+    counted in the run's ``too_many_server_names``."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, stats: RunStats) -> None:
         super().__init__()
         self.limit = limit
+        self.stats = stats
 
     def add(self, name: str) -> None:
-        if len(self) < self.limit:
+        if name in self:
+            return
+        if len(self) < self.limit and len(name) <= MAX_SERVER_NAME:
             super().add(name)
+        else:
+            self.stats.anomalies["too_many_server_names"] += 1

@@ -1,0 +1,96 @@
+"""IMAP syntax, without state: literal markers, [CAPABILITY] response codes, tokens of an assembled command.
+
+Every function here is one pass over its input, with string methods (RFC 3501/9051 section 4 and 7.1).
+"""
+
+from __future__ import annotations
+
+import re
+
+# Where a [CAPABILITY ...] response code opens; its end is the next "]", found with str.find (a regular expression
+# scanning for the "]" from every opening tried before was quadratic on a line of openings).
+_CAPABILITY_OPEN = re.compile(r"\[CAPABILITY ", re.IGNORECASE)
+# Octet counts of a literal: RFC 9051 allows 63 bits; twelve digits (a terabyte) already exceed any real message.
+MAX_LITERAL_DIGITS = 12
+
+
+def literal_at_end(text: str) -> tuple[int, bool] | None:
+    """The literal a line announces at its end, ``{n}`` or ``{n+}``: (n, non-synchronising); None without one."""
+    if not text.endswith("}"):
+        return None
+    start = text.rfind("{")
+    inner = text[start + 1 : -1]
+    plus = inner.endswith("+")
+    digits = inner[:-1] if plus else inner
+    if start < 0 or not 0 < len(digits) <= MAX_LITERAL_DIGITS or not digits.isdecimal():
+        return None
+    return int(digits), plus
+
+
+def _is_literal_marker(atom: str) -> bool:
+    return atom.rfind("{") == 0 and literal_at_end(atom) is not None
+
+
+def capability_code(line: str) -> str | None:
+    """The list inside the first complete ``[CAPABILITY ...]`` response code of a line; None without one."""
+    opening = _CAPABILITY_OPEN.search(line)
+    if opening is None:
+        return None
+    end = line.find("]", opening.end())
+    return None if end < 0 else line[opening.end() : end]
+
+
+def without_capability_codes(text: str) -> str:
+    """The text with every complete ``[CAPABILITY ...]`` response code taken out (for a greeting's banner)."""
+    kept: list[str] = []
+    position = 0
+    while (opening := _CAPABILITY_OPEN.search(text, position)) is not None:
+        end = text.find("]", opening.end())
+        if end < 0:
+            break
+        kept.append(text[position : opening.start()])
+        position = end + 1
+    kept.append(text[position:])
+    return "".join(kept)
+
+
+def tokens(parts: list[str | bytes]) -> list[str]:
+    """Split an assembled line into atoms, quoted strings (unescaped) and literals (decoded)."""
+    result: list[str] = []
+    for part in parts:
+        if isinstance(part, bytes):
+            result.append(part.decode("utf-8", errors="replace"))
+            continue
+        position = 0
+        text = part
+        while position < len(text):
+            char = text[position]
+            if char.isspace():
+                position += 1
+            elif char == '"':
+                value, position = _quoted(text, position + 1)
+                result.append(value)
+            else:
+                end = position
+                while end < len(text) and not text[end].isspace():
+                    end += 1
+                atom = text[position:end]
+                if not _is_literal_marker(atom):  # the {n} marker itself is not a value
+                    result.append(atom)
+                position = end
+    return result
+
+
+def _quoted(text: str, position: int) -> tuple[str, int]:
+    value: list[str] = []
+    while position < len(text):
+        char = text[position]
+        if char == "\\" and position + 1 < len(text):
+            value.append(text[position + 1])
+            position += 2
+        elif char == '"':
+            return "".join(value), position + 1
+        else:
+            value.append(char)
+            position += 1
+    return "".join(value), position
