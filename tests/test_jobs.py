@@ -138,7 +138,7 @@ def test_a_failing_worker_is_reported(monkeypatch: pytest.MonkeyPatch, split_sma
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("worker broke")
 
-    monkeypatch.setattr(parallel, "analyze_file", broken)
+    monkeypatch.setattr(parallel, "JoinedStream", broken)
     with pytest.raises(parallel.WorkerFailed, match="worker broke"):
         analyze_captures([str(ROOT / "pcaps" / "smtp-ntlm-success-curl.pcap")], AnalysisOptions(jobs=2))
 

@@ -21,7 +21,7 @@ import pickle
 import stat
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -36,8 +36,8 @@ from passive.analysis.merge import (
     add_counters,
     merge_file_counters,
 )
-from passive.capture import analyze_file
 from passive.capture.counters import CaptureCounters
+from passive.capture.joined import JoinedStream, counters_since, snapshot
 from passive.capture.options import Cursor
 from passive.core.errors import CaptureError
 
@@ -80,17 +80,31 @@ def _size(path: str) -> int:
     return info.st_size if stat.S_ISREG(info.st_mode) else 0
 
 
-def plan_tasks(paths: list[str], jobs: int) -> list[list[tuple[int, str, int, int]]]:
-    """Per worker, its ``(capture index, path, shard, shards)`` in capture order."""
-    tasks: list[list[tuple[int, str, int, int]]] = [[] for _ in range(jobs)]
-    turn = 0
-    for index, path in enumerate(paths):
-        if _size(path) >= SHARD_MIN_BYTES:
+def group_bytes(group: list[str]) -> int:
+    return sum(_size(path) for path in group)
+
+
+Task = tuple[int, int, list[tuple[int, str]]]  # (shard, shards, the group's files with their capture index)
+
+
+def plan_tasks(groups: list[list[str]], jobs: int) -> list[list[Task]]:
+    """Per worker, its tasks in capture order: a group of :data:`SHARD_MIN_BYTES` or more is split by flow between
+    all workers; a smaller one goes whole to the worker with the fewest bytes to read so far."""
+    tasks: list[list[Task]] = [[] for _ in range(jobs)]
+    load = [0] * jobs
+    index = 0
+    for group in groups:
+        files = [(index + n, path) for n, path in enumerate(group)]
+        index += len(group)
+        size = group_bytes(group)
+        if size >= SHARD_MIN_BYTES:
             for worker in range(jobs):
-                tasks[worker].append((index, path, worker, jobs))
+                tasks[worker].append((worker, jobs, files))
+                load[worker] += size // jobs
         else:
-            tasks[turn % jobs].append((index, path, 0, 1))
-            turn += 1
+            worker = min(range(jobs), key=lambda w: (load[w], w))
+            tasks[worker].append((0, 1, files))
+            load[worker] += size
     return tasks
 
 
@@ -100,20 +114,24 @@ def plan_tasks(paths: list[str], jobs: int) -> list[list[tuple[int, str, int, in
 class _Sender:
     """A worker's messages to the main process: operations with a watermark, and each capture's end."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.cursor = Cursor(on_batch=self.batch)
         self.log = OpLog(self.cursor, self.ops, CHUNK_OPS)
         self.counters = CaptureCounters()
+        self.before = CaptureCounters()
         self._reported = 0
 
     def begin(self, index: int, counters: CaptureCounters) -> None:
-        self.log.file, self.counters, self._reported = index, counters, 0
-        self.cursor.frame = self.cursor.phase = self.cursor.done = 0
+        """A file of a stream starts: what ``counters`` count from now on is that file's."""
+        self.log.file, self.counters, self.before, self._reported = index, counters, snapshot(counters), 0
+        self.cursor.frame = self.cursor.phase = 0
+        self.cursor.done = counters.packets_read  # the frames of the stream's earlier files
 
     def ops(self, ops: list[Op]) -> None:
         self._reported = self.cursor.done
-        progress = (self.counters.packets_read, self.counters.flows)
+        counters, before = self.counters, self.before
+        progress = (counters.packets_read - before.packets_read, counters.flows - before.flows)
         self.conn.send_bytes(pickle.dumps(("ops", self.log.file, ops, self.cursor.done, progress), protocol=5))
 
     def batch(self) -> None:
@@ -122,27 +140,41 @@ class _Sender:
 
     def done(self, flows_ignored: int, error: str | None) -> None:
         self.log.flush()
-        message = ("done", self.log.file, self.counters, flows_ignored, error)
+        message = ("done", self.log.file, counters_since(self.counters, self.before), flows_ignored, error)
         self.conn.send_bytes(pickle.dumps(message, protocol=5))
 
 
-def _work(conn: Connection, worker: int, jobs: int, tasks: list[tuple[int, str, int, int]], analysis: Any) -> None:
-    """A worker process: analyze its share of each capture, recording sessions for the main process."""
-    try:
-        sender = _Sender(conn)
-        analysis.recording = Recording(sender.log, worker, jobs)
-        base = analysis.options.capture_options()
-        for index, path, shard, shards in tasks:
-            counters = CaptureCounters()
+def run_tasks(conn: Any, worker: int, jobs: int, tasks: list[Task], analysis: Any) -> None:
+    """Analyze each task's share of its group of files, recording sessions; messages go to ``conn.send_bytes``."""
+    sender = _Sender(conn)
+    analysis.recording = Recording(sender.log, worker, jobs)
+    base = analysis.options.capture_options()
+    for shard, shards, files in tasks:
+        counters = CaptureCounters()
+        analysis.file = files[0][1]  # a session's file is its group's first (as in pipeline._read_group)
+        options = dataclasses.replace(base, shard=shard, shards=shards, cursor=sender.cursor)
+        try:
+            stream: JoinedStream | None = JoinedStream(analysis.handler_factory, options, counters)
+            opening = None
+        except CaptureError as exc:
+            stream, opening = None, str(exc)
+        for number, (index, path) in enumerate(files, 1):
             sender.begin(index, counters)
-            analysis.file = path
-            ignored, error = analysis.flows_ignored, None
-            options = dataclasses.replace(base, shard=shard, shards=shards, cursor=sender.cursor)
+            ignored, error = analysis.flows_ignored, opening
             try:
-                analyze_file(path, analysis.handler_factory, options, counters=counters)
+                if stream is not None:
+                    stream.read(path)
             except CaptureError as exc:
                 error = str(exc)
+            if stream is not None and number == len(files):
+                stream.finish()
             sender.done(analysis.flows_ignored - ignored, error)
+
+
+def _work(conn: Connection, worker: int, jobs: int, tasks: list[Task], analysis: Any) -> None:
+    """A worker process: its tasks, reported on ``conn``."""
+    try:
+        run_tasks(conn, worker, jobs, tasks, analysis)
     except BaseException:  # report, whatever it is: the main process raises it
         with contextlib.suppress(Exception):
             conn.send_bytes(pickle.dumps(("fail", worker, traceback.format_exc()), protocol=5))
@@ -176,14 +208,17 @@ class ParallelRun:
         self.replayer = Replayer(analysis)
         self.workers: list[_Worker] = []
 
-    def run(self, paths: Iterable[str]) -> None:
-        paths = list(paths)
-        tasks = plan_tasks(paths, self.jobs)
+    def run(self, groups: list[list[str]]) -> None:
+        tasks = plan_tasks(groups, self.jobs)
         self._start(tasks)
         try:
-            for index, path in enumerate(paths):
-                involved = [self.workers[w] for w, mine in enumerate(tasks) if any(t[0] == index for t in mine)]
-                self._capture(index, path, involved)
+            index = 0
+            for group in groups:
+                involved = [self.workers[w] for w, mine in enumerate(tasks) if any(t[2][0][0] == index for t in mine)]
+                self.analysis.file = group[0]
+                for path in group:
+                    self._capture(index, path, involved)
+                    index += 1
             for worker in self.workers:
                 worker.process.join()
         finally:
@@ -192,22 +227,19 @@ class ParallelRun:
                     worker.process.terminate()
                 worker.conn.close()
 
-    def _start(self, tasks: list[list[tuple[int, str, int, int]]]) -> None:
+    def _start(self, tasks: list[list[Task]]) -> None:
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         worker_analysis = type(self.analysis)(dataclasses.replace(self.analysis.options, keep_events=False))
         for index, mine in enumerate(tasks):
             reader, writer = context.Pipe(duplex=False)
-            process = context.Process(
-                target=_work, args=(writer, index, self.jobs, mine, worker_analysis), daemon=True
-            )
+            process = context.Process(target=_work, args=(writer, index, self.jobs, mine, worker_analysis), daemon=True)
             process.start()
             writer.close()
             self.workers.append(_Worker(reader, process))
 
     def _capture(self, index: int, path: str, involved: list[_Worker]) -> None:
         """Replay one capture's recordings from the workers that read it, then merge its counters."""
-        self.analysis.file = path
         results = self.results
         before = (results.counters.packets_read, results.counters.flows)
         wrapper = self.around_file(path, results.counters) if self.around_file else contextlib.nullcontext()

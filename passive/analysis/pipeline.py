@@ -22,14 +22,15 @@ from passive.analysis.classify import mail_capture_options
 from passive.analysis.detectors import SessionAnalyzer, SessionContext
 from passive.analysis.domains import IpNetwork
 from passive.analysis.flow import EngineHandler, MailFlow, SessionRecord, UnknownFlow
-from passive.analysis.parallel import ParallelRun, available_cores, plan_jobs
+from passive.analysis.parallel import SHARD_MIN_BYTES, ParallelRun, available_cores, group_bytes, plan_jobs
 from passive.analysis.relays import RelayLedger, RelayPolicy
 from passive.analysis.stats import RunStats
-from passive.capture import analyze_file
 from passive.capture.counters import CaptureCounters
 from passive.capture.flow import Flow
+from passive.capture.joined import JoinedStream
 from passive.capture.options import MAX_FLOWS, CaptureOptions
 from passive.capture.policy import DEFAULT_POLICY
+from passive.capture.rings import group_captures
 from passive.core.endpoints import endpoint
 from passive.core.errors import CaptureError
 from passive.findings.model import FindingSet
@@ -54,6 +55,8 @@ class AnalysisOptions:
     # Worker processes; 1 reads in this process, None as many as cores once the captures are big enough to gain.
     jobs: int | None = 1
     max_dissector_bytes: int = MAX_DISSECTOR_BYTES  # partial state all sessions may hold together
+    join: bool = True  # consecutive files of one capture (a ring buffer) read as one stream (passive.capture.rings)
+    scheduler: str | None = None  # a Dask scheduler's address: the tasks run on its cluster (analysis.cluster)
 
     def capture_options(self) -> CaptureOptions:
         return mail_capture_options(
@@ -153,22 +156,51 @@ def analyze_captures(
     analysis = Analysis(options)
     results = Results(analysis, CaptureCounters())
     paths = list(paths)
+    groups = group_captures(paths, analysis.options.join)
+    if analysis.options.scheduler is not None:
+        from passive.analysis.cluster import ClusterRun  # dask is imported only by a run that asks for a cluster
+
+        ClusterRun(analysis, results, analysis.options.scheduler, around_file).run(groups)
+        return results
     jobs = plan_jobs(paths, analysis.options.jobs)
     if jobs > 1:
-        ParallelRun(analysis, results, jobs, around_file).run(paths)
+        ParallelRun(analysis, results, min(jobs, _most_workers(groups)), around_file).run(groups)
         return results
     capture_options = analysis.options.capture_options()
-    for path in paths:
-        analysis.file = path
+    for group in groups:
+        _read_group(analysis, results, group, capture_options, around_file)
+    return results
+
+
+def _most_workers(groups: list[list[str]]) -> int:
+    """Workers that can have work: one per group, or every one when a group is big enough to be split."""
+    return len(groups) if all(group_bytes(group) < SHARD_MIN_BYTES for group in groups) else 1 << 16
+
+
+def _read_group(
+    analysis: Analysis, results: Results, group: list[str], options: CaptureOptions, around_file: FileContext | None
+) -> None:
+    """One group of files (one file, or a ring buffer's pieces) read as one stream; a file that cannot be read is
+    listed in ``failed`` and the stream goes on with the next."""
+    analysis.file = group[0]  # a session's file is its group's first: frames are numbered on through the group
+    try:
+        stream = JoinedStream(analysis.handler_factory, options, results.counters)
+    except CaptureError as error:
+        results.failed.extend((path, str(error)) for path in group)
+        return
+    for number, path in enumerate(group, 1):
         wrapper = around_file(path, results.counters) if around_file is not None else contextlib.nullcontext()
         try:
             with wrapper:
-                analyze_file(path, analysis.handler_factory, capture_options, counters=results.counters)
+                try:
+                    stream.read(path)
+                finally:
+                    if number == len(group):
+                        stream.finish()  # the stream's flows end after its last file, whether it could be read
         except CaptureError as error:
             results.failed.append((path, str(error)))
         else:
             results.analyzed.append(path)
-    return results
 
 
 DEFAULT_JOBS = available_cores()

@@ -85,6 +85,7 @@ class Engine:
         self.scanner: Any = None  # the scanner feeding this engine, told each verdict
         self.keep_servers = keep_servers  # the scanner also admits every later flow of a server found to be mail
         self.cursor = options.cursor
+        self.frame_base = 0  # frames of the files read before this one, when several are one stream (joined.py)
         # Table keys of flows dropped while the scanner's current batch is fed: the scanner admitted the rest of
         # the batch before it knew, so their packets are dropped here as the scanner drops them from then on.
         self._dropping: set[tuple[bytes, int, bytes, int]] = set()
@@ -104,8 +105,9 @@ class Engine:
     def feed_items(self, items: list[tuple[int, float, Segment | None]]) -> None:
         """One scanner batch: admitted segments, and sweep ticks (segment None) that expire idle flows."""
         reassembler, cursor, dropping = self.reassembler, self.cursor, self._dropping
-        process, expire = reassembler.process, reassembler.expire
+        process, expire, base = reassembler.process, reassembler.expire, self.frame_base
         for frame, ts, segment in items:
+            frame += base
             if cursor is not None:
                 cursor.frame, cursor.phase = frame, 1 if segment is not None else 0
             if segment is None:
@@ -139,6 +141,7 @@ class Engine:
         """One frame that passed the port filter."""
         counters = self.counters
         counters.packets_matched += 1
+        frame += self.frame_base
         result = decode_tcp(linktype, data)
         if result.__class__ is int:
             self._status(result, linktype)  # type: ignore[arg-type]
@@ -186,6 +189,17 @@ class Engine:
                 self._unsupported_warned.add(linktype)
                 counters.warn(f"link type {linktype} is not supported; its frames are counted as ignored")
 
+    def carry_over(self, scanner: Any) -> None:
+        """A new file's scanner of a stream of several (:mod:`passive.capture.joined`): told the verdicts on the
+        flows that go on, so that it admits the packets of those kept and drops those of the others."""
+        for flow in self.reassembler._flows.values():
+            if flow.label is None:
+                continue  # undecided: the new scanner admits its packets as a new flow's head
+            if flow.handler is not None:
+                scanner.keep_flow(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port)
+            elif flow.state == Flow.IGNORED:
+                scanner.drop_flow(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port)
+
     def finish(self) -> None:
         if self.cursor is not None:
             self.cursor.frame, self.cursor.phase = END_FRAME, 0
@@ -208,28 +222,36 @@ def analyze_file(
     """
     options = options or CaptureOptions()
     counters = counters if counters is not None else CaptureCounters()
-    path = Path(path)
+    engine = make_engine(handler_factory, options, counters)
+    read_into(engine, Path(path), options)
+    engine.finish()
+    return counters
+
+
+def make_engine(handler_factory: HandlerFactory, options: CaptureOptions, counters: CaptureCounters) -> Engine:
+    """The engine the chosen backend feeds (raises CaptureError for a backend that cannot be had)."""
+    backend = _choose_backend(options)
+    if backend == "libpcap" and options.shards > 1:
+        raise CaptureError("the libpcap reader reads whole captures: it cannot share one between workers")
+    return Engine(handler_factory, options, counters, scanning=backend != "libpcap")
+
+
+def read_into(engine: Engine, path: Path, options: CaptureOptions) -> None:
+    """Feed one capture file to ``engine`` (its flows are not flushed: a following file may go on with them)."""
     kind = _sniff(path)
     # A regular, uncompressed classic pcap file whose name libpcap can take as UTF-8 (a name that is not: bytes from
     # argv) can be read in place; a pipe or FIFO (``kind.stream``) only by the built-in reader, which holds the bytes
     # sniffing read.
     in_place = kind.format == "pcap" and kind.compression is None and kind.stream is None
-    backend = _choose_backend(options)
-    if backend == "libpcap":
-        if options.shards > 1:
-            raise CaptureError("the libpcap reader reads whole captures: it cannot share one between workers")
-        engine = Engine(handler_factory, options, counters)
+    if options.backend == "libpcap":
         if not (in_place and _utf8_name(path)) or not libpcap.read_with_libpcap(path, engine, options):
             read_with_python(path, engine, options, kind)
     else:
-        engine = Engine(handler_factory, options, counters, scanning=True)
-        native = backend == "auto" and in_place
+        native = options.backend == "auto" and in_place
         if native and not native_available():
             notice_native_missing()
             native = False
         read_with_scanner(path, engine, options, kind, native=native)
-    engine.finish()
-    return counters
 
 
 def _sniff(path: Path) -> FileKind:

@@ -42,6 +42,9 @@ class Sink(Protocol):
 
     counters: CaptureCounters
     scanner: Any
+    frame_base: int
+
+    def carry_over(self, scanner: Any) -> None: ...
 
     def feed_items(self, items: list) -> None: ...
 
@@ -75,19 +78,18 @@ def scan_settings(options: CaptureOptions) -> dict[str, Any]:
     }
 
 
-def read_with_scanner(
-    path: Path, engine: Sink, options: CaptureOptions, kind: FileKind, *, native: bool
-) -> None:
+def read_with_scanner(path: Path, engine: Sink, options: CaptureOptions, kind: FileKind, *, native: bool) -> None:
     """Feed every batch the scanner admits from ``path`` to ``engine``, then its counters and any damage."""
     settings = scan_settings(options)
     scanner, reader = _open(path, kind, options, settings, native)
     engine.scanner = scanner
+    engine.carry_over(scanner)
     cursor = options.cursor
     try:
         while (batch := scanner.next_batch()) is not None:
             engine.feed_items(batch)
             if cursor is not None:
-                cursor.done = scanner.frames
+                cursor.done = engine.frame_base + scanner.frames
                 if cursor.on_batch is not None:
                     cursor.on_batch()
     finally:
