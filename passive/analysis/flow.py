@@ -45,6 +45,7 @@ class Analysis(Protocol):
     sessions: list[SessionRecord]
     flows_ignored: int
     file: str | None
+    frame_base: int
     relays: RelayLedger
 
     def session_analyzer(self, context: SessionContext) -> SessionAnalyzer: ...
@@ -92,7 +93,7 @@ class MailFlow:
         self.client = client
         self.partial = partial
         self.session: MailSession = SESSION_TYPES[protocol](partial=partial)
-        context = SessionContext(protocol, server, client, analysis.file)
+        context = SessionContext(protocol, server, client, analysis.file, frame_base=analysis.frame_base)
         self.analyzer = analysis.session_analyzer(context)
         self.record: SessionRecord | None = None
         self._last: tuple[int | None, float | None] = (None, None)  # frame and time of the latest bytes

@@ -105,7 +105,7 @@ class Recording:
         session = self._sessions * self.workers + self.worker  # unique across workers
         self._sessions += 1
         first_frame = self.flow.first_frame if self.flow is not None else 0
-        payload = (context.protocol, context.server, context.client, context.file)
+        payload = (context.protocol, context.server, context.client, context.file, context.frame_base)
         self.log.record(first_frame, session, OPEN, payload)
         return Recorder(self.log, session, first_frame)
 
@@ -127,8 +127,9 @@ class Replayer:
                 record.events.extend(payload[:room])
                 record.events_dropped += max(0, len(payload) - room)
         elif kind == OPEN:
-            protocol, server, client, file = payload
-            analyzer = self.analysis.session_analyzer(SessionContext(protocol, server, client, file))
+            protocol, server, client, file, frame_base = payload
+            context = SessionContext(protocol, server, client, file, frame_base=frame_base)
+            analyzer = self.analysis.session_analyzer(context)
             record = None
             if self.analysis.options.keep_events:
                 record = SessionRecord(protocol, server, client, file)

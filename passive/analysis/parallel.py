@@ -151,7 +151,6 @@ def run_tasks(conn: Any, worker: int, jobs: int, tasks: list[Task], analysis: An
     base = analysis.options.capture_options()
     for shard, shards, files in tasks:
         counters = CaptureCounters()
-        analysis.file = files[0][1]  # a session's file is its group's first (as in pipeline._read_group)
         options = dataclasses.replace(base, shard=shard, shards=shards, cursor=sender.cursor)
         try:
             stream: JoinedStream | None = JoinedStream(analysis.handler_factory, options, counters)
@@ -160,6 +159,7 @@ def run_tasks(conn: Any, worker: int, jobs: int, tasks: list[Task], analysis: An
             stream, opening = None, str(exc)
         for number, (index, path) in enumerate(files, 1):
             sender.begin(index, counters)
+            analysis.file, analysis.frame_base = path, counters.packets_read
             ignored, error = analysis.flows_ignored, opening
             try:
                 if stream is not None:
@@ -215,7 +215,6 @@ class ParallelRun:
             index = 0
             for group in groups:
                 involved = [self.workers[w] for w, mine in enumerate(tasks) if any(t[2][0][0] == index for t in mine)]
-                self.analysis.file = group[0]
                 for path in group:
                     self._capture(index, path, involved)
                     index += 1
@@ -283,17 +282,21 @@ class ParallelRun:
 
     def _receive(self, involved: list[_Worker], index: int, before: tuple[int, int]) -> None:
         waiting = {w.conn: w for w in involved if w.done is None and w.held is None}
-        for conn in wait(list(waiting)):
+        for conn in self._ready(list(waiting)):
             worker = waiting[conn]  # type: ignore[index]
             try:
                 message = pickle.loads(worker.conn.recv_bytes())
             except EOFError:
-                code = worker.process.exitcode
+                code = worker.process.exitcode if worker.process is not None else None
                 raise WorkerFailed(f"a worker process ended without reporting (exit code {code})") from None
             self._take(worker, message, index)
         counters = self.results.counters
         counters.packets_read = before[0] + involved[0].progress[0]
         counters.flows = before[1] + sum(w.progress[1] for w in involved)
+
+    def _ready(self, conns: list[Any]) -> list[Any]:
+        """The workers' pipes that have a message, once one has."""
+        return wait(conns)  # type: ignore[return-value]
 
     def _take(self, worker: _Worker, message: tuple, index: int) -> None:
         kind = message[0]

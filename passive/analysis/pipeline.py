@@ -32,7 +32,7 @@ from passive.capture.options import MAX_FLOWS, CaptureOptions
 from passive.capture.policy import DEFAULT_POLICY
 from passive.capture.rings import group_captures
 from passive.core.endpoints import endpoint
-from passive.core.errors import CaptureError
+from passive.core.errors import CaptureError, InputError, UsageError, one_line
 from passive.findings.model import FindingSet
 
 # Events kept per session for --events; past that a session's events are counted, not kept.
@@ -79,6 +79,7 @@ class Analysis:
         self.sessions: list[SessionRecord] = []
         self.flows_ignored = 0
         self.file: str | None = None
+        self.frame_base = 0  # frames of the current file's stream before it (passive.capture.joined)
         self.relays = RelayLedger(RelayPolicy(self.options.local_domains, self.options.trusted_networks))
         self.recording: Any = None  # in a worker process: sessions are recorded for the main one (merge.Recording)
 
@@ -118,6 +119,9 @@ class Results:
     counters: CaptureCounters
     analyzed: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, one-line reason)
+    joined: int = 0  # files read on from the file before them, as one stream (ring buffers)
+    tasks: int = 0  # tasks run on a Dask cluster
+    retried: int = 0  # of them, those run more than once (a task that raised, or whose worker was lost)
 
     @property
     def findings(self) -> FindingSet:
@@ -137,6 +141,8 @@ class Results:
             "flows_ignored": self.analysis.flows_ignored,
             "captures": len(self.analyzed),
             "captures_failed": len(self.failed),
+            **({"captures_joined": self.joined} if self.joined else {}),
+            **({"cluster_tasks": self.tasks, "tasks_retried": self.retried} if self.tasks else {}),
         }
 
 
@@ -157,10 +163,9 @@ def analyze_captures(
     results = Results(analysis, CaptureCounters())
     paths = list(paths)
     groups = group_captures(paths, analysis.options.join)
+    results.joined = sum(len(group) - 1 for group in groups)
     if analysis.options.scheduler is not None:
-        from passive.analysis.cluster import ClusterRun  # dask is imported only by a run that asks for a cluster
-
-        ClusterRun(analysis, results, analysis.options.scheduler, around_file).run(groups)
+        _cluster_run(analysis, results, groups, around_file)
         return results
     jobs = plan_jobs(paths, analysis.options.jobs)
     if jobs > 1:
@@ -170,6 +175,17 @@ def analyze_captures(
     for group in groups:
         _read_group(analysis, results, group, capture_options, around_file)
     return results
+
+
+def _cluster_run(analysis: Analysis, results: Results, groups: list[list[str]], around: FileContext | None) -> None:
+    try:  # dask is imported only by a run that asks for a cluster
+        from passive.analysis.cluster import ClusterRun
+    except ImportError as exc:
+        raise UsageError(f"--scheduler needs the distributed package ({exc}): pip install leakscope[cluster]") from None
+    try:
+        ClusterRun(analysis, results, analysis.options.scheduler or "", around).run(groups)
+    except (OSError, TimeoutError) as exc:
+        raise InputError(f"scheduler {analysis.options.scheduler}: {one_line(exc)}") from None
 
 
 def _most_workers(groups: list[list[str]]) -> int:
@@ -182,7 +198,6 @@ def _read_group(
 ) -> None:
     """One group of files (one file, or a ring buffer's pieces) read as one stream; a file that cannot be read is
     listed in ``failed`` and the stream goes on with the next."""
-    analysis.file = group[0]  # a session's file is its group's first: frames are numbered on through the group
     try:
         stream = JoinedStream(analysis.handler_factory, options, results.counters)
     except CaptureError as error:
@@ -190,6 +205,7 @@ def _read_group(
         return
     for number, path in enumerate(group, 1):
         wrapper = around_file(path, results.counters) if around_file is not None else contextlib.nullcontext()
+        analysis.file, analysis.frame_base = path, stream.frames
         try:
             with wrapper:
                 try:

@@ -27,8 +27,13 @@ class JoinedStream:
         self.engine = make_engine(handler_factory, options, counters)
         self._first_read = counters.packets_read
 
+    @property
+    def frames(self) -> int:
+        """Frames read so far: the number before the next file's first frame."""
+        return self.counters.packets_read - self._first_read
+
     def read(self, path: str | Path) -> None:
-        self.engine.frame_base = self.counters.packets_read - self._first_read
+        self.engine.frame_base = self.frames
         read_into(self.engine, Path(path), self.options)
 
     def finish(self) -> None:

@@ -7,7 +7,8 @@ mid-stream (its authentication, perhaps, lost). So files are **grouped**, and a 
 
 Files are grouped when they look like consecutive pieces of one capture (:func:`group_captures`):
 
-* they are regular files in the same directory (a capture tool writes its ring in one place);
+* they are regular files in the same directory (a capture tool writes its ring in one place) whose names differ
+  only in their digits (``ring.pcap``, ``ring.pcap1``; ``cap_00001_20250301120000.pcapng``, ``cap_00002_…``);
 * same format, link types, snapshot length and (pcapng) interface names;
 * ordered by their first packet's time, each file's first packet comes at or after the previous file's last, and
   at most :data:`JOIN_GAP` seconds after it.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import re
 import stat
 import struct
 from collections.abc import Iterable
@@ -49,7 +51,9 @@ HEAD_BYTES = 1 << 16
 _MAX_SPAN = 10 * 366 * 86400  # seconds a record's time may be past the file's first one and still be believed
 _MIN_CHAIN = 3  # records a chain found in the tail must hold (unless it starts at the first record) to be believed
 
-Key = tuple[str, str, tuple[int, ...], int, tuple[str, ...]]  # directory, format, link types, snaplen, interfaces
+Key = tuple[str, str, str, tuple[int, ...], int, tuple[str, ...]]
+# (directory, name without its digits, format, link types, snapshot length, interfaces)
+_DIGITS = re.compile(r"\d+")
 
 
 @dataclass(frozen=True)
@@ -123,8 +127,8 @@ def describe(path: str) -> Span | None:
             reader = PacketReader(path, kind)
             for packet in reader:
                 last = packet.ts
-        key = (os.path.dirname(os.path.abspath(path)), kind.format, tuple(sorted(reader.linktypes)), snaplen,
-               interfaces)  # fmt: skip
+        directory, name = os.path.split(os.path.abspath(path))
+        key = (directory, _DIGITS.sub("#", name), kind.format, tuple(sorted(reader.linktypes)), snaplen, interfaces)
         return Span(path, key, first.ts, max(last, first.ts))
     except (OSError, CaptureFormatError, EOFError, ValueError, struct.error):
         return None

@@ -65,6 +65,20 @@ MAX_SKIPPED_NAMED = 10
     metavar="N",
     help=f"Worker processes [default: one per core once the captures are {PARALLEL_MIN_BYTES >> 20} MiB or more].",
 )
+@click.option(
+    "--join/--no-join",
+    default=DEFAULTS.join,
+    show_default=True,
+    help="Read consecutive files of one capture (a ring buffer: same directory, interface and link type, each "
+    "starting where the one before ended) as one stream, so that sessions cut between files are whole "
+    "(docs/scaling.md).",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="Run the analysis on this Dask scheduler's cluster (tcp://host:8786); its workers must see the captures "
+    "under the same names. Needs the distributed package.",
+)
 @click.option("--filter", "bpf", metavar="BPF", help="A BPF expression ANDed with the mail filter.")
 @reassembly_option(DEFAULTS.reassembly_policy)
 @show_secrets_option
@@ -88,6 +102,8 @@ def analyze(
     verbose: bool,
     all_ports: bool,
     jobs: int | None,
+    join: bool,
+    scheduler: str | None,
     bpf: str | None,
     reassembly_policy: str,
     show_secrets: bool,
@@ -124,6 +140,8 @@ def analyze(
         keep_events=keep_events,
         reassembly_policy=reassembly_policy,
         jobs=jobs,
+        join=join,
+        scheduler=scheduler,
     )
     check_user_filter(bpf)
     gate = build_gate(baseline_path, suppress_path)
@@ -174,6 +192,8 @@ def _analyze(captures: Sequence[str], options: AnalysisOptions, err: Console, pu
         click.echo(f"leakscope: error: {printable(reason)}{purpose}", err=True)
     for warning in results.counters.warnings:
         click.echo(f"leakscope: warning: {printable(warning)}", err=True)
+    if results.retried:
+        click.echo(f"leakscope: note: {results.retried} of {results.tasks} cluster task(s) ran again", err=True)
     return results
 
 
