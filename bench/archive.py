@@ -75,16 +75,34 @@ def _peak(pid: int) -> int | None:
     return None
 
 
-def timed(command: list[str], watch: list[int] | None = None) -> tuple[float, bytes, int, dict[int, int]]:
-    """Wall seconds, standard output, the main process's peak RSS and each other process's (``watch``: processes
-    outside the tree to sample too, the Dask workers)."""
+def _cpu(pid: int) -> float:
+    """CPU seconds (user and system) ``pid`` has used so far."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+Timing = tuple[float, float, bytes, int, dict[int, int]]  # wall s, CPU s, output, main peak RSS, worker peaks
+
+
+def timed(command: list[str], watch: list[int] | None = None) -> Timing:
+    """Wall and CPU seconds (the command's process tree, and ``watch``: processes outside it, the Dask workers),
+    standard output, the main process's peak RSS and each other process's."""
+    watch = watch or []
+    cpu_before = sum(_cpu(pid) for pid in watch)
     start = time.perf_counter()
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     peaks: dict[int, int] = {}
     chunks: list[bytes] = []
     os.set_blocking(process.stdout.fileno(), False)  # type: ignore[union-attr]
-    while process.poll() is None:
-        for pid in _tree(process.pid) + (watch or []):
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
+        for pid in _tree(process.pid) + watch:
             peak = _peak(pid)
             if peak is not None:
                 peaks[pid] = max(peaks.get(pid, 0), peak)
@@ -93,15 +111,16 @@ def timed(command: list[str], watch: list[int] | None = None) -> tuple[float, by
             chunks.append(chunk)
         time.sleep(SAMPLE_EVERY)
     elapsed = time.perf_counter() - start
-    rest = process.stdout.read()  # type: ignore[union-attr]
-    chunks.append(rest or b"")
+    process.returncode = os.waitstatus_to_exitcode(status)
+    chunks.append(process.stdout.read() or b"")  # type: ignore[union-attr]
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command[3:])}: exit status {process.returncode}")
+    cpu = usage.ru_utime + usage.ru_stime + sum(_cpu(pid) for pid in watch) - cpu_before
     main = peaks.pop(process.pid, 0)
-    return elapsed, b"".join(chunks), main, peaks
+    return elapsed, cpu, b"".join(chunks), main, peaks
 
 
-def best(runs: int, command: list[str], watch: list[int] | None = None) -> tuple[float, bytes, int, dict[int, int]]:
+def best(runs: int, command: list[str], watch: list[int] | None = None) -> Timing:
     results = [timed(command, watch) for _ in range(runs)]
     return min(results, key=lambda r: r[0])
 
@@ -123,8 +142,8 @@ def main() -> int:
     rows = []
     outputs = {}
     for label, extra in (("--jobs 1", ["--jobs", "1"]), ("--jobs 2", ["--jobs", "2"])):
-        elapsed, out, main_rss, workers = best(args.runs, [*base, *extra, str(directory)])
-        rows.append((label, elapsed, main_rss, workers))
+        elapsed, cpu, out, main_rss, workers = best(args.runs, [*base, *extra, str(directory)])
+        rows.append((label, elapsed, cpu, main_rss, workers))
         outputs[label] = sorted(out.splitlines())
     if not args.skip_dask:
         from distributed import LocalCluster
@@ -134,8 +153,8 @@ def main() -> int:
             pids = [w.process.pid for w in cluster.workers.values()]  # each nanny's worker process
             watch = [pid for worker in pids for pid in _tree(worker)]
             command = [*base, "--scheduler", cluster.scheduler_address, str(directory)]
-            elapsed, out, main_rss, workers = best(args.runs, command, watch)
-            rows.append(("dask, 2 workers", elapsed, main_rss, {p: workers[p] for p in watch if p in workers}))
+            elapsed, cpu, out, main_rss, workers = best(args.runs, command, watch)
+            rows.append(("dask, 2 workers", elapsed, cpu, main_rss, {p: workers[p] for p in watch if p in workers}))
             outputs["dask"] = sorted(out.splitlines())
     print("load after:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     _report(rows, total)
@@ -148,16 +167,16 @@ def main() -> int:
     return 0
 
 
-def _report(rows: list[tuple[str, float, int, dict[int, int]]], total: int) -> None:
+def _report(rows: list[tuple[str, float, float, int, dict[int, int]]], total: int) -> None:
     one = rows[0][1]
-    jobs2 = rows[1][1]
-    print(f"{'mode':<16} {'wall s':>7} {'speed-up':>8} {'MB/s':>7} {'main RSS MiB':>12}  worker peak RSS MiB")
-    for label, elapsed, main_rss, workers in rows:
+    print(f"{'mode':<16} {'wall s':>7} {'speed-up':>8} {'MB/s':>6} {'CPU s':>7} {'MB/CPU s':>8} {'main RSS':>8}  "
+          "worker peak RSS (MiB)")  # fmt: skip
+    for label, elapsed, cpu, main_rss, workers in rows:
         peaks = " ".join(f"{rss / 2**20:.0f}" for rss in sorted(workers.values(), reverse=True)) or "-"
-        print(f"{label:<16} {elapsed:7.2f} {one / elapsed:7.2f}x {total / 1e6 / elapsed:7.0f} "
-              f"{main_rss / 2**20:12.0f}  {peaks}")  # fmt: skip
+        print(f"{label:<16} {elapsed:7.2f} {one / elapsed:7.2f}x {total / 1e6 / elapsed:6.0f} {cpu:7.2f} "
+              f"{total / 1e6 / cpu:8.0f} {main_rss / 2**20:8.0f}  {peaks}")  # fmt: skip
     if len(rows) > 2:
-        print(f"dask / --jobs 2 wall time: {rows[2][1] / jobs2:.2f}")
+        print(f"dask / --jobs 2 wall time: {rows[2][1] / rows[1][1]:.2f}")
 
 
 if __name__ == "__main__":
