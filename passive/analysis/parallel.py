@@ -49,6 +49,10 @@ SHARD_MIN_BYTES = 32 << 20
 a capture scans all of it, so splitting a small one costs more scanning than it spreads work)."""
 CHUNK_OPS = 512
 """Operations a worker sends at once (each with the events of one dissector call)."""
+READ_AHEAD_BYTES = 64 << 20
+"""Recordings of later captures the main process reads ahead from one worker while it replays an earlier capture
+from others: enough for a worker to read several captures ahead (a 100 MB capture of 2% mail records about a MB)
+instead of waiting on a full pipe, so that many captures keep every worker busy; past it the worker waits."""
 WATERMARK_FRAMES = 20_000
 """A worker without operations to send still says how far it has read every this many frames: the main process
 replays another worker's operations only up to where every worker has read."""
@@ -185,13 +189,15 @@ def _work(conn: Connection, worker: int, jobs: int, tasks: list[Task], analysis:
 # -- main side ------------------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class _Worker:
     conn: Connection
     process: Any
     ops: deque[Op] = dataclasses.field(default_factory=deque)
     watermark: Key = (0, 0, 0, 0, 0)
-    held: tuple | None = None  # a message about a later capture, read ahead
+    held: deque[tuple[tuple, int]] = dataclasses.field(default_factory=deque)  # later captures' messages, and sizes
+    held_bytes: int = 0
+    reports: int = 0  # captures whose end this worker has still to report (then its pipe closes)
     done: tuple | None = None  # this capture's end: (counters, flows ignored, error)
     progress: tuple[int, int] = (0, 0)
 
@@ -235,7 +241,7 @@ class ParallelRun:
             process = context.Process(target=_work, args=(writer, index, self.jobs, mine, worker_analysis), daemon=True)
             process.start()
             writer.close()
-            self.workers.append(_Worker(reader, process))
+            self.workers.append(_Worker(reader, process, reports=sum(len(files) for _s, _n, files in mine)))
 
     def _capture(self, index: int, path: str, involved: list[_Worker]) -> None:
         """Replay one capture's recordings from the workers that read it, then merge its counters."""
@@ -246,9 +252,10 @@ class ParallelRun:
             for worker in involved:
                 worker.ops.clear()
                 worker.watermark, worker.done = (index, 0, 0, 0, 0), None
-                if worker.held is not None:
-                    held, worker.held = worker.held, None
-                    self._take(worker, held, index)
+                while worker.held and worker.held[0][0][1] == index:
+                    message, size = worker.held.popleft()
+                    worker.held_bytes -= size
+                    self._take(worker, message, index)
             while not all(w.done is not None and not w.ops for w in involved):
                 self._replay(involved)
                 if not all(w.done is not None and not w.ops for w in involved):
@@ -281,15 +288,26 @@ class ParallelRun:
             apply(best.ops.popleft())
 
     def _receive(self, involved: list[_Worker], index: int, before: tuple[int, int]) -> None:
-        waiting = {w.conn: w for w in involved if w.done is None and w.held is None}
+        """Wait for messages: this capture's from the workers reading it, later ones' read ahead from the others."""
+        waiting = {w.conn: w for w in involved if w.done is None and not w.held}
+        for worker in self.workers:
+            if worker.conn not in waiting and worker.reports and worker.held_bytes < READ_AHEAD_BYTES:
+                waiting[worker.conn] = worker
         for conn in self._ready(list(waiting)):
-            worker = waiting[conn]  # type: ignore[index]
+            worker = waiting[conn]
             try:
-                message = pickle.loads(worker.conn.recv_bytes())
+                data = worker.conn.recv_bytes()
             except EOFError:
                 code = worker.process.exitcode if worker.process is not None else None
                 raise WorkerFailed(f"a worker process ended without reporting (exit code {code})") from None
-            self._take(worker, message, index)
+            message = pickle.loads(data)
+            if message[0] == "done":
+                worker.reports -= 1
+            if message[0] != "fail" and (message[1] != index or worker not in involved or worker.held):
+                worker.held.append((message, len(data)))  # a later capture's: kept until that capture's turn
+                worker.held_bytes += len(data)
+            else:
+                self._take(worker, message, index)
         counters = self.results.counters
         counters.packets_read = before[0] + involved[0].progress[0]
         counters.flows = before[1] + sum(w.progress[1] for w in involved)
@@ -302,9 +320,6 @@ class ParallelRun:
         kind = message[0]
         if kind == "fail":
             raise WorkerFailed(f"worker {message[1]} failed:\n{message[2]}")
-        if message[1] != index:
-            worker.held = message  # a later capture's: kept until that capture's turn
-            return
         if kind == "ops":
             _kind, _index, ops, done, progress = message
             worker.ops.extend(ops)
