@@ -132,6 +132,8 @@ def analyze(
     if not expanded.paths:
         raise InputError("no capture among the files given")
     captures = tuple(STDIN if path == "-" else path for path in expanded.paths)
+    if scheduler and STDIN in captures:
+        raise click.UsageError("--scheduler: the cluster's workers open the captures by name, not standard input")
     options = AnalysisOptions(
         all_ports=not ports_only,
         bpf=bpf,
