@@ -39,6 +39,7 @@ from passive.analysis.merge import (
 from passive.capture.counters import CaptureCounters
 from passive.capture.joined import JoinedStream, counters_since, snapshot
 from passive.capture.options import Cursor
+from passive.capture.rings import Span, describe
 from passive.core.errors import CaptureError
 
 PARALLEL_MIN_BYTES = 16 << 20
@@ -82,6 +83,21 @@ def _size(path: str) -> int:
     except OSError:
         return 0
     return info.st_size if stat.S_ISREG(info.st_mode) else 0
+
+
+DESCRIBE_MIN_FILES = 8
+"""Captures from which the looks that group ring buffers' files (:func:`passive.capture.rings.describe`) are shared
+between worker processes: for fewer, starting them costs more than the looks."""
+
+
+def describe_in_workers(paths: list[str], jobs: int) -> list[Span | None]:
+    """:func:`~passive.capture.rings.describe` of every path, by ``jobs`` processes when there are many."""
+    if len(paths) < DESCRIBE_MIN_FILES:
+        return [describe(path) for path in paths]
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with context.Pool(jobs) as pool:
+        return pool.map(describe, paths, chunksize=max(1, len(paths) // (4 * jobs)))
 
 
 def group_bytes(group: list[str]) -> int:

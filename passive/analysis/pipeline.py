@@ -11,6 +11,7 @@ live interface. With ``jobs`` > 1 the captures are read by that many worker proc
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -22,7 +23,14 @@ from passive.analysis.classify import mail_capture_options
 from passive.analysis.detectors import SessionAnalyzer, SessionContext
 from passive.analysis.domains import IpNetwork
 from passive.analysis.flow import EngineHandler, MailFlow, SessionRecord, UnknownFlow
-from passive.analysis.parallel import SHARD_MIN_BYTES, ParallelRun, available_cores, group_bytes, plan_jobs
+from passive.analysis.parallel import (
+    SHARD_MIN_BYTES,
+    ParallelRun,
+    available_cores,
+    describe_in_workers,
+    group_bytes,
+    plan_jobs,
+)
 from passive.analysis.relays import RelayLedger, RelayPolicy
 from passive.analysis.stats import RunStats
 from passive.capture.counters import CaptureCounters
@@ -162,12 +170,13 @@ def analyze_captures(
     analysis = Analysis(options)
     results = Results(analysis, CaptureCounters())
     paths = list(paths)
-    groups = group_captures(paths, analysis.options.join)
+    jobs = plan_jobs(paths, analysis.options.jobs)
+    describe_all = functools.partial(describe_in_workers, jobs=jobs) if jobs > 1 else None
+    groups = group_captures(paths, analysis.options.join, describe_all)
     results.joined = sum(len(group) - 1 for group in groups)
     if analysis.options.scheduler is not None:
         _cluster_run(analysis, results, groups, around_file)
         return results
-    jobs = plan_jobs(paths, analysis.options.jobs)
     if jobs > 1:
         ParallelRun(analysis, results, min(jobs, _most_workers(groups)), around_file).run(groups)
         return results

@@ -25,7 +25,7 @@ import os
 import re
 import stat
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,16 +66,20 @@ class Span:
     last: float
 
 
-def group_captures(paths: Iterable[str], join: bool = True) -> list[list[str]]:
+def group_captures(
+    paths: Iterable[str],
+    join: bool = True,
+    describe_all: Callable[[list[str]], list[Span | None]] | None = None,
+) -> list[list[str]]:
     """The inputs in groups to be read as one stream each (see the module docstring); without ``join``, one group
-    per file, in the order given."""
+    per file, in the order given. ``describe_all`` maps :func:`describe` over the distinct paths (several processes
+    may share the looks: a compressed file is read through)."""
     paths = list(paths)
     if not join:
         return [[path] for path in paths]
-    spans: dict[str, Span | None] = {}
-    for path in paths:
-        if path not in spans:
-            spans[path] = describe(path)
+    distinct = list(dict.fromkeys(paths))
+    described = describe_all(distinct) if describe_all is not None else [describe(path) for path in distinct]
+    spans: dict[str, Span | None] = dict(zip(distinct, described, strict=True))
     chains: list[list[Span]] = []
     open_chains: dict[Key, list[list[Span]]] = {}  # by key: a chain may be continued only by a file of its key
     position = {path: n for n, path in reversed(list(enumerate(paths)))}
