@@ -231,6 +231,8 @@ class ParallelRun:
         self.workers: list[_Worker] = []
 
     def run(self, groups: list[list[str]]) -> None:
+        if all(group_bytes(group) < SHARD_MIN_BYTES for group in groups):
+            self.jobs = min(self.jobs, len(groups))  # no group is split: a worker per group at most
         tasks = plan_tasks(groups, self.jobs)
         self._start(tasks)
         try:

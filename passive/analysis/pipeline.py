@@ -24,11 +24,9 @@ from passive.analysis.detectors import SessionAnalyzer, SessionContext
 from passive.analysis.domains import IpNetwork
 from passive.analysis.flow import EngineHandler, MailFlow, SessionRecord, UnknownFlow
 from passive.analysis.parallel import (
-    SHARD_MIN_BYTES,
     ParallelRun,
     available_cores,
     describe_in_workers,
-    group_bytes,
     plan_jobs,
 )
 from passive.analysis.relays import RelayLedger, RelayPolicy
@@ -178,7 +176,7 @@ def analyze_captures(
         _cluster_run(analysis, results, groups, around_file)
         return results
     if jobs > 1:
-        ParallelRun(analysis, results, min(jobs, _most_workers(groups)), around_file).run(groups)
+        ParallelRun(analysis, results, jobs, around_file).run(groups)
         return results
     capture_options = analysis.options.capture_options()
     for group in groups:
@@ -195,11 +193,6 @@ def _cluster_run(analysis: Analysis, results: Results, groups: list[list[str]], 
         ClusterRun(analysis, results, analysis.options.scheduler or "", around).run(groups)
     except (OSError, TimeoutError) as exc:
         raise InputError(f"scheduler {analysis.options.scheduler}: {one_line(exc)}") from None
-
-
-def _most_workers(groups: list[list[str]]) -> int:
-    """Workers that can have work: one per group, or every one when a group is big enough to be split."""
-    return len(groups) if all(group_bytes(group) < SHARD_MIN_BYTES for group in groups) else 1 << 16
 
 
 def _read_group(
