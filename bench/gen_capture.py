@@ -1,14 +1,19 @@
 """Generate large synthetic captures for benchmarking the capture engine.
 
 The capture mixes mail sessions (SMTP, POP3, IMAP; many of them authenticating with
-NTLM, so they carry base64 Type 1/2/3 messages) with bulk non-mail TCP (HTTP on 80,
-TLS-looking bytes on 443). Packets are written with a raw struct-based pcap writer.
+NTLM, so they carry base64 Type 1/2/3 messages) with bulk non-mail TCP, each flow speaking
+its port's protocol: HTTP downloads on 80 and 8080 (request, response headers with a
+Content-Length, body), TLS records on 443, SSH on 22 (both banners, then ciphertext).
+Packets are written with a raw struct-based pcap writer.
 
     python bench/gen_capture.py --size 1G --mail-fraction 0.02 --out bench/out/mixed.pcap
 
 Perturbations (per mail data segment): --reorder swaps a segment with the next one of
 the same direction, --retransmit emits a segment a second time a few packets later.
---vlan tags that fraction of flows (a quarter of the tagged ones get QinQ).
+--vlan tags that fraction of flows (a quarter of the tagged ones get QinQ). --tunnel
+carries that fraction of flows inside GRE, VXLAN or ERSPAN II (in turn), between two
+tunnel endpoints. --odd-ports puts that fraction of mail servers on ports no mail filter
+names (SMTP 2626/10025, POP3 10110/1110, IMAP 1143/10143).
 A JSON sidecar (<out>.json) records what was generated, including the number of NTLM
 challenges, so bench/run.py can check the engine found every one.
 """
@@ -198,13 +203,36 @@ class Endpoints:
     server_port: int
     ipv6: bool
     vlan_tags: tuple[tuple[int, int], ...]  # (tpid, vid) outermost first
+    tunnel: str | None = None  # "gre", "vxlan" or "erspan": the frame travels inside that encapsulation
+
+
+MAC_PAIR = b"\x00\x11\x22\x33\x44\x55\x66\x77\x88\x99\xaa\xbb"
+TUNNEL_ENDPOINTS = socket.inet_aton("192.0.2.1") + socket.inet_aton("192.0.2.2")
+TUNNELS = ("gre", "vxlan", "erspan")
 
 
 def _l2(ep: Endpoints) -> bytes:
-    head = b"\x00\x11\x22\x33\x44\x55\x66\x77\x88\x99\xaa\xbb"
+    head = MAC_PAIR
     for tpid, vid in ep.vlan_tags:
         head += struct.pack("!HH", tpid, vid)
     return head + (b"\x86\xdd" if ep.ipv6 else b"\x08\x00")
+
+
+def _outer_ipv4(proto: int, payload: bytes) -> bytes:
+    return struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(payload), 0, 0x4000, 64, proto, 0) + TUNNEL_ENDPOINTS + payload
+
+
+def encapsulate(ep: Endpoints, l2: bytes, packet: bytes) -> bytes:
+    """The inner frame (``l2`` + IP packet) as the tunnel carries it, inside an outer Ethernet/IPv4 frame."""
+    outer = MAC_PAIR + b"\x08\x00"
+    if ep.tunnel == "gre":  # the IP packet itself, GRE protocol = its ethertype
+        return outer + _outer_ipv4(47, struct.pack("!HH", 0, 0x86DD if ep.ipv6 else 0x0800) + packet)
+    if ep.tunnel == "vxlan":
+        body = struct.pack("!BBHI", 0x08, 0, 0, 42 << 8) + l2 + packet
+        return outer + _outer_ipv4(17, struct.pack("!HHHH", 50000, 4789, 8 + len(body), 0) + body)
+    # ERSPAN type II: GRE with a sequence number, then the 8-byte ERSPAN header, then the mirrored frame.
+    erspan = struct.pack("!HHI", 0x1000 | 7, 0, 0)
+    return outer + _outer_ipv4(47, struct.pack("!HHI", 0x1000, 0x88BE, 1) + erspan + l2 + packet)
 
 
 @dataclass
@@ -229,6 +257,8 @@ def build_frame(ep: Endpoints, seg: Segment, l2: bytes) -> bytes:
         ip = struct.pack("!IHBB", 0x60000000, length, 6, 64) + src + dst
     else:
         ip = struct.pack("!BBHHHBBH", 0x45, 0, 20 + length, 0, 0x4000, 64, 6, 0) + src + dst
+    if ep.tunnel is not None:
+        return encapsulate(ep, l2, ip + tcp + seg.payload)
     return l2 + ip + tcp + seg.payload
 
 
@@ -305,6 +335,8 @@ class Stats:
     retransmitted_segments: int = 0
     vlan_flows: int = 0
     qinq_flows: int = 0
+    tunnel_flows: dict[str, int] = field(default_factory=dict)
+    odd_port_sessions: int = 0
     bulk_flows: int = 0
 
 
@@ -333,23 +365,29 @@ class Generator:
         else:
             client = struct.pack("!I", 0x0A000000 | rng.randrange(1, 1 << 16))
             server = struct.pack("!I", 0xC0A80000 | rng.randrange(1, 1 << 16))
-        return Endpoints(client, server, self.next_port, server_port, ipv6, tags)
+        tunnel = None
+        if self.args.tunnel and rng.random() < self.args.tunnel:
+            tunnel = TUNNELS[sum(self.stats.tunnel_flows.values()) % len(TUNNELS)]
+            self.stats.tunnel_flows[tunnel] = self.stats.tunnel_flows.get(tunnel, 0) + 1
+        return Endpoints(client, server, self.next_port, server_port, ipv6, tags, tunnel)
 
     def mail_flow(self) -> Flow:
         rng, args = self.rng, self.args
         proto = rng.choice(["smtp", "smtp", "pop3", "imap"])
         ntlm = rng.random() < args.ntlm_fraction
+        odd = bool(args.odd_ports) and rng.random() < args.odd_ports
         if proto == "smtp":
             turns, challenges = smtp_dialogue(rng, ntlm)
-            port = rng.choice([25, 587, 2525])
+            port = rng.choice([2626, 10025] if odd else [25, 587, 2525])
         elif proto == "pop3":
             turns, challenges = pop3_dialogue(rng, ntlm)
-            port = 110
+            port = rng.choice([10110, 1110]) if odd else 110
         else:
             turns, challenges = imap_dialogue(rng, ntlm)
-            port = 143
+            port = rng.choice([1143, 10143]) if odd else 143
         segs, swaps, dups = perturb(tcp_segments(turns, rng), rng, args.reorder, args.retransmit)
         st = self.stats
+        st.odd_port_sessions += odd
         st.mail_sessions += 1
         st.sessions_by_proto[proto] = st.sessions_by_proto.get(proto, 0) + 1
         st.ntlm_challenges += challenges
@@ -368,20 +406,25 @@ class Generator:
         return Flow(ep, self._bulk_frames(ep, size), False)
 
     def _bulk_frames(self, ep: Endpoints, size: int) -> Iterator[bytes]:
-        rng, block = self.rng, self.bulk_block
+        rng = self.rng
         l2 = _l2(ep)
         cseq, sseq = rng.randrange(1 << 32), rng.randrange(1 << 32)
         yield build_frame(ep, Segment(False, cseq, 0, SYN), l2)
         yield build_frame(ep, Segment(True, sseq, cseq + 1, SYN | ACK), l2)
         cseq += 1
         sseq += 1
-        request = b"GET /download HTTP/1.1\r\nHost: files.example.net\r\n\r\n"
-        yield build_frame(ep, Segment(False, cseq, sseq, PSH | ACK, request), l2)
-        cseq += len(request)
+        opening, headers = _bulk_opening(ep.server_port, size, rng)
+        for from_server, data in opening:
+            if from_server:
+                yield build_frame(ep, Segment(True, sseq, cseq, PSH | ACK, data), l2)
+                sseq += len(data)
+            else:
+                yield build_frame(ep, Segment(False, cseq, sseq, PSH | ACK, data), l2)
+                cseq += len(data)
         sent = 0
-        while sent < size:
-            off = rng.randrange(len(block) - MSS)
-            piece = block[off : off + min(MSS, size - sent)]
+        body = headers + self._bulk_bytes(size)
+        while sent < len(body):
+            piece = body[sent : sent + MSS]
             yield build_frame(ep, Segment(True, sseq, cseq, ACK, piece), l2)
             sseq += len(piece)
             sent += len(piece)
@@ -389,6 +432,16 @@ class Generator:
                 yield build_frame(ep, Segment(False, cseq, sseq, ACK), l2)
         yield build_frame(ep, Segment(True, sseq, cseq, FIN | ACK), l2)
         yield build_frame(ep, Segment(False, cseq, sseq + 1, FIN | ACK), l2)
+
+    def _bulk_bytes(self, size: int) -> bytes:
+        block, rng = self.bulk_block, self.rng
+        pieces, left = [], size
+        while left > 0:
+            take = min(left, 1 << 16)
+            off = rng.randrange(len(block) - take)
+            pieces.append(block[off : off + take])
+            left -= take
+        return b"".join(pieces)
 
     def run(self, out: Path) -> Stats:
         args, rng, st = self.args, self.rng, self.stats
@@ -433,6 +486,20 @@ class Generator:
         return st
 
 
+def _bulk_opening(port: int, size: int, rng: random.Random) -> tuple[list[tuple[bool, bytes]], bytes]:
+    """A bulk flow's first exchanges (from_server, bytes) and what precedes its body in the server's stream."""
+    if port in (80, 8080):
+        request = b"GET /download/file.bin HTTP/1.1\r\nHost: files.example.net\r\nUser-Agent: curl/8.0\r\n\r\n"
+        headers = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n" % size
+        return [(False, request)], headers
+    if port == 22:
+        return [(True, b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"), (False, b"SSH-2.0-OpenSSH_9.2\r\n")], b""
+    hello = rng.randbytes(220)
+    client_hello = b"\x16\x03\x01" + struct.pack("!H", len(hello)) + hello
+    server_hello = rng.randbytes(90)
+    return [(False, client_hello), (True, b"\x16\x03\x03" + struct.pack("!H", len(server_hello)) + server_hello)], b""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=parse_size, default=parse_size("100M"), help="target file size (e.g. 1G)")
@@ -442,6 +509,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retransmit", type=float, default=0.0, help="probability a mail segment is retransmitted")
     parser.add_argument("--vlan", type=float, default=0.0, help="share of flows carrying VLAN tags")
     parser.add_argument("--ipv6", type=float, default=0.1, help="share of mail flows over IPv6")
+    parser.add_argument("--tunnel", type=float, default=0.0, help="share of flows inside GRE, VXLAN or ERSPAN")
+    parser.add_argument("--odd-ports", type=float, default=0.0, help="share of mail servers on unlisted ports")
     parser.add_argument("--concurrency", type=int, default=64, help="flows interleaved at once")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)

@@ -3,10 +3,10 @@
 For every capture in pcaps/ and ../shared/corpus/pcaps/, K variants: half from ``editcap -E <p>`` (random byte
 errors in the packets, a different seed and probability each), half cut at a random offset (headers included).
 The installed ``leakscope analyze`` runs on them, a batch of variants per process (every other batch with
-``--all-ports``). A run passes when it exits 0, or 1 with one-line ``leakscope: error:`` messages, and everything
-it writes on stderr is a ``leakscope:`` line; a batch that fails is rerun one variant at a time, and each culprit is
-kept under WORKDIR/failures/. The summary counts variants, clean errors, warnings and the anomalies the analysis
-counted.
+``--all-ports``, the others with ``--ports-only``). A run passes when it exits 0, or 1 with one-line
+``leakscope: error:`` messages, and everything it writes on stderr is a ``leakscope:`` line; a batch that fails is
+rerun one variant at a time, and each culprit is kept under WORKDIR/failures/. The summary counts variants, clean
+errors, warnings and the anomalies the analysis counted.
 
     python fuzz/corrupt.py --variants 50                  # the full run
     python fuzz/corrupt.py --variants 4 --limit 6         # a quick look
@@ -79,7 +79,7 @@ def make_variants(capture: Path, count: int, directory: Path, rng: random.Random
 
 def analyze(variants: list[Path], all_ports: bool) -> tuple[bool, Outcome, str]:
     """Run ``leakscope analyze`` once on ``variants``; (clean, outcome, stderr)."""
-    command = ["leakscope", "analyze", "--format", "jsonl", *(["--all-ports"] if all_ports else []), "--"]
+    command = ["leakscope", "analyze", "--format", "jsonl", "--all-ports" if all_ports else "--ports-only", "--"]
     done = subprocess.run([*command, *map(str, variants)], capture_output=True, timeout=600)
     stderr = done.stderr.decode("utf-8", errors="replace")
     outcome = Outcome(variants=len(variants), runs=1)

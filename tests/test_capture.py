@@ -329,7 +329,10 @@ def test_user_bpf_filter_is_anded(tmp_path, backend):
 
 def test_without_libpcap_the_builtin_reader_is_used_with_a_notice(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(capture.libpcap, "pcapy", None)
-    monkeypatch.setattr(capture.engine, "_notice_shown", False)
+    monkeypatch.setattr(capture.scanread, "pcapy", None)
+    # The default reader is the compiled scanner, which needs no libpcap: the fallback is when it is missing too.
+    monkeypatch.setattr(capture.scanread, "_cscan", None)
+    monkeypatch.setattr(capture.scanread, "_notice_shown", False)
     path = write(tmp_path / "c.pcap", pcap_bytes(session_frames(ether)))
     recorder = Recorder()
     analyze_file(path, recorder, mail_capture_options())

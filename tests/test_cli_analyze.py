@@ -116,7 +116,10 @@ def test_usage_error_exits_2() -> None:
 
 def test_non_standard_port_needs_all_ports() -> None:
     capture = str(PCAPS / "pop3-1110-ntlm-success-curl.pcap")
-    plain = [json.loads(line) for line in leakscope("analyze", "--format", "jsonl", capture).stdout.splitlines()]
+    plain = [
+        json.loads(line)
+        for line in leakscope("analyze", "--ports-only", "--format", "jsonl", capture).stdout.splitlines()
+    ]
     assert [r["type"] for r in plain] == ["summary"]
     everywhere = leakscope("analyze", "--all-ports", "--format", "jsonl", capture).stdout
     servers = {json.loads(line).get("server") for line in everywhere.splitlines()}

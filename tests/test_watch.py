@@ -149,11 +149,11 @@ def _comparable(records: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str
     return result
 
 
-def _analyze(captures: list[Path]) -> list[dict[str, Any]]:
+def _analyze(captures: list[Path], all_ports: bool = False) -> list[dict[str, Any]]:
     analysis = Analysis()
     for capture in captures:
         analysis.file = str(capture)
-        analyze_file(capture, analysis.handler_factory, mail_capture_options())
+        analyze_file(capture, analysis.handler_factory, mail_capture_options(all_ports=all_ports))
     return [finding_record(finding) for finding in analysis.findings]
 
 
@@ -172,7 +172,7 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 def test_replayed_captures_give_what_analyze_gives_from_the_files(replay_link: None, tmp_path: Path) -> None:
     db, jsonl = tmp_path / "watch.db", tmp_path / "watch.jsonl"
     expected = _comparable(_analyze(PCAPS))
-    watch = _start_watch(REPLAY_NS, WATCH_IF, "--db", str(db), "--jsonl", str(jsonl), "--quiet")
+    watch = _start_watch(REPLAY_NS, WATCH_IF, "--ports-only", "--db", str(db), "--jsonl", str(jsonl), "--quiet")
     try:
         _wait_for(_watch_started(db), "watch to start")
         replay = _run(
@@ -194,6 +194,27 @@ def test_replayed_captures_give_what_analyze_gives_from_the_files(replay_link: N
         [run] = store.runs()
     assert run["ended_at"] and run["summary"]["stopped_by"] == "SIGTERM"
     assert run["summary"]["packets_read"] >= 800 and run["summary"]["flows"] == 37
+
+
+@needs_libpcap
+def test_watch_on_every_port_finds_what_analyze_finds_on_every_port(replay_link: None, tmp_path: Path) -> None:
+    """The default: every TCP packet reaches the scanner, which keeps what the classifier says is mail; the servers
+    on 1110 and 1143 that --ports-only misses are found too."""
+    db = tmp_path / "every.db"
+    expected = _comparable(_analyze(PCAPS, all_ports=True))
+    assert {("mail-service", "10.99.0.1:1110"), ("mail-service", "10.99.0.1:1143")} <= {k[:2] for k in expected}
+    watch = _start_watch(REPLAY_NS, WATCH_IF, "--db", str(db), "--quiet")
+    try:
+        _wait_for(_watch_started(db), "watch to start")
+        replay = _run(
+            ["ip", "netns", "exec", REPLAY_NS, "tcpreplay", "-q", "-i", REPLAY_IF, "--topspeed", *map(str, PCAPS)]
+        )
+        assert replay.returncode == 0, replay.stderr
+        _wait_for(lambda: _comparable(_stored(db)) == expected, "the store to hold what analyze finds")
+    finally:
+        _out, err = _stop(watch, signal.SIGTERM)
+    assert watch.returncode == 0, err
+    assert _comparable(_stored(db)) == expected
 
 
 @needs_libpcap

@@ -45,7 +45,10 @@ class Analysis(Protocol):
     sessions: list[SessionRecord]
     flows_ignored: int
     file: str | None
+    frame_base: int
     relays: RelayLedger
+
+    def session_analyzer(self, context: SessionContext) -> SessionAnalyzer: ...
 
 
 class EngineHandler:
@@ -90,8 +93,8 @@ class MailFlow:
         self.client = client
         self.partial = partial
         self.session: MailSession = SESSION_TYPES[protocol](partial=partial)
-        context = SessionContext(protocol, server, client, analysis.file)
-        self.analyzer = SessionAnalyzer(context, analysis.findings, analysis.stats, analysis.relays)
+        context = SessionContext(protocol, server, client, analysis.file, frame_base=analysis.frame_base)
+        self.analyzer = analysis.session_analyzer(context)
         self.record: SessionRecord | None = None
         self._last: tuple[int | None, float | None] = (None, None)  # frame and time of the latest bytes
         if analysis.options.keep_events:

@@ -3,12 +3,15 @@
 :func:`analyze_captures` reads capture files through the capture layer (readers, link layers, TCP reassembly) into
 an :class:`Analysis`, whose per-flow handlers run the dissectors and detectors. ``analyze``, ``report``,
 ``compare``, the fuzz harnesses and the benchmarks all call it; ``watch`` drives the same :class:`Analysis` from a
-live interface.
+live interface. With ``jobs`` > 1 the captures are read by that many worker processes
+(:mod:`passive.analysis.parallel`) and the results merged into exactly those of one process
+(:mod:`passive.analysis.merge`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import stat
 from collections.abc import Callable, Iterable
@@ -19,18 +22,26 @@ from typing import Any
 from dissectors.registry import PORT_PROTOCOLS
 from passive.analysis.budget import MAX_DISSECTOR_BYTES, DissectorBudget
 from passive.analysis.classify import mail_capture_options
+from passive.analysis.detectors import SessionAnalyzer, SessionContext
 from passive.analysis.domains import IpNetwork
 from passive.analysis.flow import EngineHandler, MailFlow, SessionRecord, UnknownFlow
+from passive.analysis.parallel import (
+    ParallelRun,
+    available_cores,
+    describe_in_workers,
+    plan_jobs,
+)
 from passive.analysis.relays import RelayLedger, RelayPolicy
 from passive.analysis.stats import RunStats
-from passive.capture import analyze_file
 from passive.capture.counters import CaptureCounters
 from passive.capture.flow import Flow
+from passive.capture.joined import JoinedStream
 from passive.capture.options import MAX_FLOWS, CaptureOptions
 from passive.capture.policy import DEFAULT_POLICY
+from passive.capture.rings import group_captures
 from passive.capture.stop import StopFlag
 from passive.core.endpoints import endpoint
-from passive.core.errors import CaptureError
+from passive.core.errors import CaptureError, InputError, UsageError, one_line
 from passive.findings.model import FindingSet
 
 # Events kept per session for --events; past that a session's events are counted, not kept.
@@ -41,7 +52,7 @@ MAX_EVENTS_PER_SESSION = 2000
 class AnalysisOptions:
     """What to look at and how; every default of the command line comes from here."""
 
-    all_ports: bool = False  # every TCP flow, recognised as mail by what it says
+    all_ports: bool = True  # every TCP flow, recognised as mail by what it says (False: the mail ports only)
     bpf: str | None = None  # the user's capture filter, ANDed with the mail filter
     local_domains: frozenset[str] = frozenset()  # domains the servers deliver locally (open-relay check)
     trusted_networks: tuple[IpNetwork, ...] = ()  # networks the servers relay for (Postfix mynetworks)
@@ -50,7 +61,11 @@ class AnalysisOptions:
     backend: str = "auto"  # capture reader: "auto", "libpcap" or "python"
     max_flows: int = MAX_FLOWS  # flows reassembled at once
     reassembly_policy: str = DEFAULT_POLICY  # whose bytes win where segments overlap (passive.capture.policy)
+    # Worker processes; 1 reads in this process, None as many as cores once the captures are big enough to gain.
+    jobs: int | None = 1
     max_dissector_bytes: int = MAX_DISSECTOR_BYTES  # partial state all sessions may hold together
+    join: bool = True  # consecutive files of one capture (a ring buffer) read as one stream (passive.capture.rings)
+    scheduler: str | None = None  # a Dask scheduler's address: the tasks run on its cluster (analysis.cluster)
 
     def capture_options(self) -> CaptureOptions:
         return mail_capture_options(
@@ -73,7 +88,15 @@ class Analysis:
         self.sessions: list[SessionRecord] = []
         self.flows_ignored = 0
         self.file: str | None = None
+        self.frame_base = 0  # frames of the current file's stream before it (passive.capture.joined)
         self.relays = RelayLedger(RelayPolicy(self.options.local_domains, self.options.trusted_networks))
+        self.recording: Any = None  # in a worker process: sessions are recorded for the main one (merge.Recording)
+
+    def session_analyzer(self, context: SessionContext) -> Any:
+        """The detectors of one session (in a worker: its recorder)."""
+        if self.recording is not None:
+            return self.recording.session(context)
+        return SessionAnalyzer(context, self.findings, self.stats, self.relays)
 
     def flow(
         self, server_ip: str, server_port: int, client_ip: str, client_port: int, partial: bool
@@ -92,6 +115,8 @@ class Analysis:
         if protocol is None:
             self.flows_ignored += 1
             return None
+        if self.recording is not None:
+            return self.recording.handler(self, protocol)
         return EngineHandler(self, protocol)
 
 
@@ -107,6 +132,9 @@ class Results:
     # packets and bytes read of it), and the captures not read at all.
     stopped_at: dict[str, Any] | None = None
     not_read: list[str] = field(default_factory=list)
+    joined: int = 0  # files read on from the file before them, as one stream (ring buffers)
+    tasks: int = 0  # tasks run on a Dask cluster
+    retried: int = 0  # of them, those run more than once (a task that raised, or whose worker was lost)
 
     @property
     def partial(self) -> bool:
@@ -132,6 +160,8 @@ class Results:
             "captures": len(self.analyzed),
             "captures_failed": len(self.failed),
             **self._partial(),
+            **({"captures_joined": self.joined} if self.joined else {}),
+            **({"cluster_tasks": self.tasks, "tasks_retried": self.retried} if self.tasks else {}),
         }
 
     def _partial(self) -> dict[str, Any]:
@@ -156,35 +186,92 @@ def analyze_captures(
     progress display, say); ``watch(results)`` is handed the results before the first capture is read (a display
     counts their findings as they come). Once ``stop.requested`` is set, reading stops at the next packet boundary,
     the flows read so far are finished as at the end of a capture, and the results say what was not read
-    (``partial``)."""
+    (``partial``). With ``options.jobs`` other than 1, worker processes share the work; the results are those of
+    one process."""
     analysis = Analysis(options)
-    capture_options = analysis.options.capture_options()
     results = Results(analysis, CaptureCounters())
     if watch is not None:
         watch(results)
-    for path in paths:
-        if stop is not None and stop.requested:
-            results.not_read.append(path)
-            continue
-        analysis.file = path
-        wrapper = around_file(path, results.counters) if around_file is not None else contextlib.nullcontext()
-        packets, position = results.counters.packets_read, results.counters.bytes_read
-        try:
-            with wrapper:
-                analyze_file(path, analysis.handler_factory, capture_options, counters=results.counters, stop=stop)
-        except CaptureError as error:
-            results.failed.append((path, str(error)))
-        else:
-            results.analyzed.append(path)
-        if stop is not None and stop.cut:
-            stop.cut = False
-            results.stopped_at = {
-                "file": path,
-                "packets": results.counters.packets_read - packets,
-                "bytes": results.counters.bytes_read - position,
-                "size": _size(path),
-            }
+    paths = list(paths)
+    jobs = plan_jobs(paths, analysis.options.jobs)
+    describe_all = functools.partial(describe_in_workers, jobs=jobs) if jobs > 1 else None
+    groups = group_captures(paths, analysis.options.join, describe_all)
+    results.joined = sum(len(group) - 1 for group in groups)
+    if analysis.options.scheduler is not None:
+        _cluster_run(analysis, results, groups, around_file)
+        return results
+    if jobs > 1:
+        ParallelRun(analysis, results, jobs, around_file, stop).run(groups)
+        return results
+    capture_options = analysis.options.capture_options()
+    for group in groups:
+        _read_group(analysis, results, group, capture_options, around_file, stop)
     return results
+
+
+def _cluster_run(analysis: Analysis, results: Results, groups: list[list[str]], around: FileContext | None) -> None:
+    try:  # dask is imported only by a run that asks for a cluster
+        from passive.analysis.cluster import ClusterRun
+    except ImportError as exc:
+        raise UsageError(f"--scheduler needs the distributed package ({exc}): pip install leakscope[cluster]") from None
+    try:
+        ClusterRun(analysis, results, analysis.options.scheduler or "", around).run(groups)
+    except (OSError, TimeoutError) as exc:
+        raise InputError(f"scheduler {analysis.options.scheduler}: {one_line(exc)}") from None
+
+
+def _read_group(
+    analysis: Analysis,
+    results: Results,
+    group: list[str],
+    options: CaptureOptions,
+    around_file: FileContext | None,
+    stop: StopFlag | None = None,
+) -> None:
+    """One group of files (one file, or a ring buffer's pieces) read as one stream; a file that cannot be read is
+    listed in ``failed`` and the stream goes on with the next. Once a stop is requested, the files not begun are
+    listed in ``not_read`` and the flows read so far are finished."""
+    try:
+        stream = JoinedStream(analysis.handler_factory, options, results.counters, stop)
+    except CaptureError as error:
+        results.failed.extend((path, str(error)) for path in group)
+        return
+    try:
+        for path in group:
+            if stop is not None and stop.requested:
+                results.not_read.append(path)
+                continue
+            _read_piece(analysis, results, stream, path, around_file, stop)
+    finally:
+        stream.finish()  # the stream's flows end after its last file, whether it could be read
+
+
+def _read_piece(
+    analysis: Analysis,
+    results: Results,
+    stream: JoinedStream,
+    path: str,
+    around_file: FileContext | None,
+    stop: StopFlag | None,
+) -> None:
+    wrapper = around_file(path, results.counters) if around_file is not None else contextlib.nullcontext()
+    analysis.file, analysis.frame_base = path, stream.frames
+    packets, position = results.counters.packets_read, results.counters.bytes_read
+    try:
+        with wrapper:
+            stream.read(path)
+    except CaptureError as error:
+        results.failed.append((path, str(error)))
+    else:
+        results.analyzed.append(path)
+    if stop is not None and stop.cut:
+        stop.cut = False
+        results.stopped_at = {
+            "file": path,
+            "packets": results.counters.packets_read - packets,
+            "bytes": results.counters.bytes_read - position,
+            "size": _size(path),
+        }
 
 
 def _size(path: str) -> int | None:
@@ -194,3 +281,7 @@ def _size(path: str) -> int | None:
     except OSError:
         return None
     return status.st_size if stat.S_ISREG(status.st_mode) else None
+
+
+DEFAULT_JOBS = available_cores()
+"""What ``analyze --jobs`` defaults to: the cores this process may run on."""

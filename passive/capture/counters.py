@@ -38,6 +38,8 @@ class CaptureCounters:
     flows_flushed: int = 0  # still open at the end of the capture
     flows_not_mail: int = 0  # dropped by the port-independent classifier (or still undecided at close)
     flows_declined: int = 0  # handler factory returned None
+    not_mail_packets: int = 0  # packets of flows declared not mail, dropped before reassembly (every-port mode)
+    undecided_packets: int = 0  # packets of flows undecided past their head (scanner.FLOW_HEAD), dropped likewise
     stray_segments: int = 0  # no payload, no SYN, no known flow (late ACK/FIN/RST)
     bytes_delivered: int = 0
     gaps: int = 0

@@ -4,57 +4,56 @@
 with the caller's handler factory; it returns the :class:`~passive.capture.counters.CaptureCounters`.
 (:class:`~passive.capture.live.LiveCapture` does the same on a live interface.)
 
-Which reader handles a file (decided per file):
+Which reader handles a file (decided per file, ``backend``):
 
-* classic pcap, uncompressed -> **libpcap** (pcapy-ng, :mod:`passive.capture.libpcap`) with a
-  BPF filter, so Python only sees the wanted ports. libpcap does not say how many records its
-  filter skipped; with ``exact_frames`` (default) a header walk over the memory-mapped file
-  recovers the exact frame number of every packet it passes (see
-  :class:`~passive.capture.frames.FrameLocator`). With ``exact_frames=False`` frames are
-  numbered among the packets the filter passed, which is faster but does not match tshark's
-  numbering.
-* gzip-compressed files and pcapng -> the built-in pure-Python reader
-  (:mod:`passive.capture.pyreader`; libpcap cannot read gzip, and rejects pcapng files whose
-  interfaces differ in link type, possibly after part of the file was already processed). It
-  applies the same port filter in Python.
-* no libpcap binding installed -> the pure-Python reader for everything, with a one-line
-  notice on stderr. A user BPF expression (``bpf=``) needs libpcap to be compiled.
+* ``auto`` (default): the packet scanner (:mod:`passive.capture.scanner`, :mod:`passive.capture.scanread`):
+  compiled for regular, uncompressed classic pcap files (memory-mapped; exact frame numbers counted in C), its
+  pure-Python twin for pcapng, compressed files and pipes, and for everything when the extension is not built
+  (with a one-line notice on stderr). Only the segments it admits reach Python: the port filter, and in every-port
+  mode flow heads and the flows the classifier kept (its verdicts reach the scanner through the reassembler).
+* ``python``: the twin, whatever the file.
+* ``libpcap``: libpcap (pcapy-ng, :mod:`passive.capture.libpcap`) with a BPF filter; with ``exact_frames``
+  (default) a header walk over the memory-mapped file recovers the exact frame number of every packet it passes
+  (see :class:`~passive.capture.frames.FrameLocator`), with ``exact_frames=False`` frames are numbered among the
+  packets the filter passed. Classic pcap only (else the twin); one reader per capture (no ``shards``).
 
-The filter is :func:`~passive.capture.bpf.build_bpf_filter`'s. IPv4 fragments are counted,
-not reassembled.
+A user BPF expression (``bpf=``) needs libpcap to be compiled. IPv4 fragments are counted, not reassembled.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+from typing import Any
 
 from passive.capture import libpcap
 from passive.capture.counters import CaptureCounters
-from passive.capture.flow import HandlerFactory
+from passive.capture.flow import Flow, HandlerFactory
 from passive.capture.linklayer import (
+    ACK,
     FRAGMENT_V4,
     FRAGMENT_V6,
     INFO_EXT_HEADERS,
     INFO_FIRST_FRAGMENT,
     INFO_TUNNELS,
     MALFORMED,
+    SYN,
     TUNNEL_BITS,
     UNSUPPORTED_LINK,
+    Segment,
     decode_tcp,
 )
-from passive.capture.options import CaptureOptions
+from passive.capture.options import END_FRAME, CaptureOptions
 from passive.capture.pcapfile import CaptureFormatError, FileKind, sniff_kind
 from passive.capture.pyreader import read_with_python
 from passive.capture.reassembly import Reassembler
+from passive.capture.scanread import native_available, notice_native_missing, read_with_scanner
 from passive.capture.stop import StopFlag
 from passive.core.errors import CaptureError
 
-_NO_LIBPCAP_NOTICE = "leakscope: libpcap binding (pcapy-ng) not available; using the slower built-in capture reader"
-
 
 class Engine:
-    """Decode -> port check -> reassembly, shared by every reader."""
+    """Decode -> port check -> reassembly, shared by every reader. With ``scanning``, segments come decoded and
+    admitted from a scanner (:meth:`feed_items`), which hears the classifier's verdicts and keeps the sweep clock."""
 
     def __init__(
         self,
@@ -62,6 +61,9 @@ class Engine:
         options: CaptureOptions,
         counters: CaptureCounters,
         stop: StopFlag | None = None,
+        *,
+        scanning: bool = False,
+        keep_servers: bool = False,
     ) -> None:
         self.options = options
         self.counters = counters
@@ -79,13 +81,70 @@ class Engine:
             resync_lines=options.resync_lines,
             classifier=options.classifier if options.all_ports else None,
             policy=options.reassembly_policy,
+            on_verdict=self._verdict if scanning else None,
+            external_clock=scanning,
         )
         self._unsupported_warned: set[int] = set()
+        self.scanner: Any = None  # the scanner feeding this engine, told each verdict
+        self.keep_servers = keep_servers  # the scanner also admits every later flow of a server found to be mail
+        self.cursor = options.cursor
+        self.frame_base = 0  # frames of the files read before this one, when several are one stream (joined.py)
+        # Table keys of flows dropped while the scanner's current batch is fed: the scanner admitted the rest of
+        # the batch before it knew, so their packets are dropped here as the scanner drops them from then on.
+        self._dropping: set[tuple[bytes, int, bytes, int]] = set()
+
+    def _verdict(self, flow: Flow, keep: bool) -> None:
+        scanner = self.scanner
+        if scanner is None:
+            return
+        if keep:
+            scanner.keep_flow(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port)
+            if self.keep_servers:
+                scanner.keep_server(flow.server_addr, flow.server_port)
+        else:
+            scanner.drop_flow(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port)
+            self._dropping.update(flow._keys)
+
+    def feed_items(self, items: list[tuple[int, float, Segment | None]]) -> None:
+        """One scanner batch: admitted segments, and sweep ticks (segment None) that expire idle flows."""
+        reassembler, cursor, dropping = self.reassembler, self.cursor, self._dropping
+        process, expire, base = reassembler.process, reassembler.expire, self.frame_base
+        for frame, ts, segment in items:
+            frame += base
+            if cursor is not None:
+                cursor.frame, cursor.phase = frame, 1 if segment is not None else 0
+            if segment is None:
+                expire(ts)
+            elif dropping and (segment[0], segment[2], segment[1], segment[3]) in dropping:
+                if segment[6] & (SYN | ACK) == SYN:  # a new connection: the scanner admits it too
+                    dropping.discard((segment[0], segment[2], segment[1], segment[3]))
+                    dropping.discard((segment[1], segment[3], segment[0], segment[2]))
+                    process(segment, frame, ts)
+                else:
+                    self._dropped_in_flight(segment)
+            else:
+                process(segment, frame, ts)
+        dropping.clear()
+
+    def _dropped_in_flight(self, segment: Segment) -> None:
+        """Count a segment the scanner admitted before it knew its flow was not mail as the scanner counts those it
+        drops itself: not matched, not_mail_packets (so counts do not depend on where batches end)."""
+        counters = self.counters
+        counters.not_mail_packets += 1
+        counters.packets_matched -= 1
+        if len(segment[7]) < segment[8]:
+            counters.truncated_packets -= 1
+        if segment[9] & INFO_TUNNELS:
+            tunnelled = counters.tunnelled
+            for name, bit in TUNNEL_BITS.items():
+                if segment[9] & bit:
+                    tunnelled[name] = tunnelled.get(name, 0) - 1  # the scanner's count, added later, makes up for it
 
     def feed(self, frame: int, ts: float, linktype: int, data: bytes) -> None:
         """One frame that passed the port filter."""
         counters = self.counters
         counters.packets_matched += 1
+        frame += self.frame_base
         result = decode_tcp(linktype, data)
         if result.__class__ is int:
             self._status(result, linktype)  # type: ignore[arg-type]
@@ -133,7 +192,20 @@ class Engine:
                 self._unsupported_warned.add(linktype)
                 counters.warn(f"link type {linktype} is not supported; its frames are counted as ignored")
 
+    def carry_over(self, scanner: Any) -> None:
+        """A new file's scanner of a stream of several (:mod:`passive.capture.joined`): told the verdicts on the
+        flows that go on, so that it admits the packets of those kept and drops those of the others."""
+        for flow in self.reassembler._flows.values():
+            if flow.label is None:
+                continue  # undecided: the new scanner admits its packets as a new flow's head
+            if flow.handler is not None:
+                scanner.keep_flow(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port)
+            elif flow.state == Flow.IGNORED:
+                scanner.drop_flow(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port)
+
     def finish(self) -> None:
+        if self.cursor is not None:
+            self.cursor.frame, self.cursor.phase = END_FRAME, 0
         self.reassembler.flush()
 
 
@@ -156,17 +228,39 @@ def analyze_file(
     """
     options = options or CaptureOptions()
     counters = counters if counters is not None else CaptureCounters()
-    path = Path(path)
-    kind = _sniff(path)
-    # libpcap takes the name as UTF-8; a name that is not (bytes from argv) goes to the built-in reader, and so
-    # does a pipe or FIFO (``kind.stream``): sniffing read its first bytes, which only the built-in reader has.
-    libpcap_can_read = kind.format == "pcap" and kind.compression is None and kind.stream is None and _utf8_name(path)
-    backend = _choose_backend(options, libpcap_can_read)
-    engine = Engine(handler_factory, options, counters, stop)
-    if backend != "libpcap" or not libpcap.read_with_libpcap(path, engine, options):
-        read_with_python(path, engine, options, kind)
+    engine = make_engine(handler_factory, options, counters, stop)
+    read_into(engine, Path(path), options)
     engine.finish()
     return counters
+
+
+def make_engine(
+    handler_factory: HandlerFactory, options: CaptureOptions, counters: CaptureCounters, stop: StopFlag | None = None
+) -> Engine:
+    """The engine the chosen backend feeds (raises CaptureError for a backend that cannot be had); its readers stop
+    at a packet boundary once ``stop.requested`` is set."""
+    backend = _choose_backend(options)
+    if backend == "libpcap" and options.shards > 1:
+        raise CaptureError("the libpcap reader reads whole captures: it cannot share one between workers")
+    return Engine(handler_factory, options, counters, stop, scanning=backend != "libpcap")
+
+
+def read_into(engine: Engine, path: Path, options: CaptureOptions) -> None:
+    """Feed one capture file to ``engine`` (its flows are not flushed: a following file may go on with them)."""
+    kind = _sniff(path)
+    # A regular, uncompressed classic pcap file whose name libpcap can take as UTF-8 (a name that is not: bytes from
+    # argv) can be read in place; a pipe or FIFO (``kind.stream``) only by the built-in reader, which holds the bytes
+    # sniffing read.
+    in_place = kind.format == "pcap" and kind.compression is None and kind.stream is None
+    if options.backend == "libpcap":
+        if not (in_place and _utf8_name(path)) or not libpcap.read_with_libpcap(path, engine, options):
+            read_with_python(path, engine, options, kind)
+    else:
+        native = options.backend == "auto" and in_place
+        if native and not native_available():
+            notice_native_missing()
+            native = False
+        read_with_scanner(path, engine, options, kind, native=native)
 
 
 def _sniff(path: Path) -> FileKind:
@@ -192,24 +286,9 @@ def _utf8_name(path: Path) -> bool:
     return True
 
 
-def _choose_backend(options: CaptureOptions, libpcap_can_read: bool) -> str:
+def _choose_backend(options: CaptureOptions) -> str:
     if options.backend not in ("auto", "libpcap", "python"):
         raise CaptureError(f"unknown capture backend {options.backend!r} (use auto, libpcap or python)")
-    if options.backend == "python":
-        return "python"
-    if not libpcap.libpcap_available():
-        if options.backend == "libpcap":
-            raise CaptureError("libpcap backend requested but pcapy-ng is not installed")
-        _notice_no_libpcap()
-        return "python"
-    return "libpcap" if libpcap_can_read else "python"
-
-
-_notice_shown = False
-
-
-def _notice_no_libpcap() -> None:
-    global _notice_shown
-    if not _notice_shown:
-        _notice_shown = True
-        print(_NO_LIBPCAP_NOTICE, file=sys.stderr)
+    if options.backend == "libpcap" and not libpcap.libpcap_available():
+        raise CaptureError("libpcap backend requested but pcapy-ng is not installed")
+    return options.backend

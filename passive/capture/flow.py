@@ -83,6 +83,7 @@ class Flow:
     __slots__ = (
         "_events",
         "_halves",
+        "_isn",
         "_keys",
         "_seen",
         "client",
@@ -128,6 +129,7 @@ class Flow:
         self._keys = ((*client, *server), (*server, *client))
         self._events: list[tuple] | None = None
         self._seen = [b"", b""]
+        self._isn: int | None = None  # a dropped flow's client ISN: a SYN with another one is a new connection
 
     @property
     def key(self) -> str:

@@ -1,4 +1,15 @@
-"""Live capture from a network interface through libpcap, with the port filter run by the kernel."""
+"""Live capture from a network interface through libpcap, with the port filter run by the kernel.
+
+libpcap hands packets over in batches (``next_batch``: one buffer, packed lengths and times); the packet scanner
+(:mod:`passive.capture.scanner`, compiled when built) decides, without a Python object per packet, which of them
+reach reassembly, by the same rules as for files. In every-port mode the kernel filter passes every TCP packet
+(and the tunnels): the head of a new flow on any port is what tells whether it is mail, and no BPF program can
+tell a flow's first packets from its later ones. The scanner then keeps the flows found to be mail and the
+endpoints of the servers found (every later flow to one of them is read whole, from its first packet, whatever its
+head says), and drops the rest of every other flow after its head. Re-setting the kernel filter with the servers
+found would narrow nothing: the filter already passes every TCP packet, which it must for new flows to be seen.
+``ports`` alone (``all_ports`` off): the kernel passes only those ports.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +25,7 @@ from passive.capture.flow import HandlerFactory
 from passive.capture.libpcap import META, libpcap_available, pcapy
 from passive.capture.options import CaptureOptions
 from passive.capture.reassembly import Reassembler
+from passive.capture.scanread import ScanTally, buffer_scanner
 from passive.core.errors import CaptureError, one_line
 
 SNAPLEN = 262144  # bytes kept of each packet: whole packets
@@ -91,7 +103,9 @@ class LiveCapture:
         forward from the last packet's timestamp by the wall-clock time elapsed since it arrived.
         """
         counters = counters if counters is not None else CaptureCounters()
-        engine = Engine(handler_factory, self.options, counters)
+        engine = Engine(handler_factory, self.options, counters, scanning=True, keep_servers=True)
+        engine.scanner = buffer_scanner(self.options)
+        tally = ScanTally(counters)
         frame = 0
         last_ts: float | None = None
         last_arrival = next_tick = time.monotonic()
@@ -116,6 +130,7 @@ class LiveCapture:
                 else:
                     idle_waits = 0
                     frame, last_ts = self._feed(engine, buf, meta, frame, max_packets)
+                    tally.update(engine.scanner.counters())
                     last_arrival = time.monotonic()
                 now = time.monotonic()
                 if drain_until is not None and now >= drain_until:
@@ -129,16 +144,16 @@ class LiveCapture:
 
     def _feed(self, engine: Engine, buf: bytes, meta: bytes, frame: int, max_packets: int | None) -> tuple[int, float]:
         """Feed one batch (up to ``max_packets`` frames in all); return the last frame number and timestamp."""
-        counters, feed, linktype = engine.counters, engine.feed, self.linktype
-        ts = 0.0
-        for sec, usec, offset, caplen in META.iter_unpack(meta):
-            frame += 1
-            counters.packets_read += 1
-            ts = sec + usec * 1e-6
-            feed(frame, ts, linktype, buf[offset : offset + caplen])
-            if max_packets is not None and frame >= max_packets:
-                break
-        return frame, ts
+        records = len(meta) // META.size
+        if max_packets is not None:
+            records = min(records, max(0, max_packets - frame))
+            meta = meta[: records * META.size]
+        scanner, start = engine.scanner, 0
+        while start < records:  # the scanner stops early when a flow's verdict may be pending: feed, go on
+            items, start, frame = scanner.scan(buf, meta, self.linktype, frame, start)
+            engine.feed_items(items)
+        sec, usec, _offset, _caplen = META.unpack_from(meta, (records - 1) * META.size) if records else (0, 0, 0, 0)
+        return frame, sec + usec * 1e-6
 
     def stats(self) -> PcapStats:
         received, dropped, if_dropped = self._handle.stats()

@@ -9,10 +9,12 @@ wants (``classifier``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from passive.capture.flow import Classifier
 from passive.capture.policy import DEFAULT_POLICY
+from passive.capture.scanner import FLOW_HEAD
 
 IDLE_TIMEOUT = 300.0
 """Seconds of capture time a flow may stay silent before it is closed as expired."""
@@ -28,6 +30,26 @@ MAX_BUFFER_SEGMENTS = 512
 
 MAX_TOTAL_BUFFER = 64 * 1024 * 1024
 """Out-of-order bytes held over all flows before holes are declared gaps."""
+
+END_FRAME = 1 << 62
+"""The cursor's frame while the flows still open at the end of a capture are closed."""
+
+
+@dataclass
+class Cursor:
+    """Where the engine is in a capture: the frame being processed, and the phase: 0 while idle flows expire before
+    that frame's packet (a sweep tick), 1 for the packet itself; :data:`END_FRAME` once the capture has ended.
+
+    A caller that merges what several readers of one capture recorded (each reading a share of its flows) orders
+    it by this position: it is where one reader of the whole capture would have done the same work. ``done`` is
+    the number of frames read and fully processed; ``on_batch`` is called after each batch of packets (scanner
+    readers only).
+    """
+
+    frame: int = 0
+    phase: int = 0
+    done: int = 0
+    on_batch: Callable[[], None] | None = None
 
 
 @dataclass
@@ -52,3 +74,7 @@ class CaptureOptions:
     max_total_buffer: int = MAX_TOTAL_BUFFER
     resync_lines: bool = True  # start delivery on a line boundary after a gap or a mid-stream pickup
     reassembly_policy: str = DEFAULT_POLICY  # whose bytes win on overlaps, what is refused (passive.capture.policy)
+    head_packets: int = FLOW_HEAD  # every-port mode: packets of a new flow admitted before its verdict
+    shard: int = 0  # with shards > 1: read only the flows whose 4-tuple hashes to this share (scanner.shard_of)
+    shards: int = 1
+    cursor: Cursor | None = None  # kept up to date with the frame being processed (see Cursor)

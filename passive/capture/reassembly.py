@@ -40,12 +40,18 @@ Policy, in short:
 * **Classification.** With a ``classifier``, a new flow's events are held (at most
   ``_CLASSIFY_LIMIT`` bytes seen) until the classifier, shown the first bytes of each
   side, names it (the label is set on the flow, the held events are replayed to the handler the factory makes for
-  it) or drops it.
+  it) or drops it. ``on_verdict(flow, keep)`` hears each verdict (the packet scanner learns which flows to keep);
+  a flow dropped stays as a tombstone that swallows its packets, until a SYN with another ISN starts a new
+  connection on its 4-tuple.
+* **Clock.** Idle flows are swept every few seconds of capture time, measured on the segments processed; with
+  ``external_clock`` the caller calls :meth:`expire` itself (the scanner measures on every packet read).
 * **Truncated frames** (snaplen shorter than the segment): the captured bytes are
   delivered, the rest reported as a gap.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from passive.capture.counters import CaptureCounters
 from passive.capture.delivery import DIRECTIONS, TAIL_KEEP, Delivery
@@ -84,6 +90,8 @@ class Reassembler(Delivery):
         resync_lines: bool = True,
         classifier: Classifier | None = None,
         policy: str = DEFAULT_POLICY,
+        on_verdict: Callable[[Flow, bool], None] | None = None,
+        external_clock: bool = False,
     ) -> None:
         self.factory = handler_factory
         self.counters = counters if counters is not None else CaptureCounters()
@@ -95,14 +103,16 @@ class Reassembler(Delivery):
         self.max_total_buffer = max_total_buffer
         self.resync_lines = resync_lines
         self.classifier = classifier
+        self.on_verdict = on_verdict
+        self.external_clock = external_clock
         self.policy = policy_named(policy)
         self._table = FlowTable()
         self._flows = self._table.flows
         self._keys = self._table.keys
         self._next_id = 1
         self._pending_total = 0
-        self._sweep_at = float("-inf")
-        self._sweep_every = max(1.0, min(idle_timeout / 4, 30.0))
+        self._sweep_at = float("inf") if external_clock else float("-inf")
+        self._sweep_every = sweep_interval(idle_timeout)
 
     @property
     def open_flows(self) -> int:
@@ -181,8 +191,12 @@ class Reassembler(Delivery):
                 self.counters.stray_segments += 1
                 return None
             return self._open(segment, frame, ts)
-        if flags & SYN and not flags & ACK and entry[0].state != Flow.IGNORED:
-            return self._maybe_reused(entry, segment, frame, ts)
+        if flags & SYN and not flags & ACK:
+            if entry[0].state != Flow.IGNORED:
+                return self._maybe_reused(entry, segment, frame, ts)
+            if entry[0]._isn != segment[4]:  # a new connection where a flow was dropped
+                self._forget(entry[0])
+                return self._open(segment, frame, ts)
         return entry
 
     def _segment(
@@ -266,7 +280,8 @@ class Reassembler(Delivery):
 
     def expire(self, now: float) -> None:
         """Close flows idle for more than ``idle_timeout`` seconds of capture time before ``now``."""
-        self._sweep_at = now + self._sweep_every
+        if not self.external_clock:
+            self._sweep_at = now + self._sweep_every
         limit = now - self.idle_timeout
         for flow in [f for f in self._flows.values() if f.last_ts < limit]:
             self._close(flow, CloseReason.TIMEOUT)
@@ -308,6 +323,7 @@ class Reassembler(Delivery):
 
     def _ignore(self, flow: Flow) -> None:
         if flow._halves is not None:
+            flow._isn = flow._halves[Direction.CLIENT_TO_SERVER].syn_seq
             for half in flow._halves:
                 self._pending_total -= half.clear()  # also stops a drain loop that is running on this list
         flow.state = Flow.IGNORED
@@ -372,12 +388,16 @@ class Reassembler(Delivery):
         if not verdict:
             self.counters.flows_not_mail += 1
             self._ignore(flow)
+            if self.on_verdict is not None:
+                self.on_verdict(flow, False)
             return
         flow.label = verdict
         flow._events = None
         flow._seen = [b"", b""]
         self._activate(flow)
         handler = flow.handler
+        if self.on_verdict is not None:
+            self.on_verdict(flow, handler is not None)
         if handler is None:
             return
         for event in events:
@@ -385,6 +405,11 @@ class Reassembler(Delivery):
                 handler.on_data(flow, DIRECTIONS[event[1]], event[2])
             else:
                 handler.on_gap(flow, DIRECTIONS[event[1]], event[2], event[3], event[4])
+
+
+def sweep_interval(idle_timeout: float) -> float:
+    """Seconds of capture time between two sweeps for idle flows."""
+    return max(1.0, min(idle_timeout / 4, 30.0))
 
 
 def _syn_seen(half: HalfStream, other: HalfStream) -> None:

@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 
 from passive.analysis.domains import IpNetwork
+from passive.analysis.parallel import PARALLEL_MIN_BYTES
 from passive.analysis.pipeline import AnalysisOptions, Results, analyze_captures
 from passive.capture.bpf import check_user_filter
 from passive.capture.paths import expand_inputs
@@ -51,7 +52,36 @@ MAX_SKIPPED_NAMED = 10
 @output_option
 @all_outputs_option
 @verbose_option
-@click.option("--all-ports", is_flag=True, help="Look at every TCP flow and recognise mail servers by greeting.")
+@click.option(
+    "--ports-only",
+    is_flag=True,
+    help="Read only the mail and HTTP ports (25, 465, 587, 2525, 110, 995, 143, 993, 80, 8080), not every port.",
+)
+@click.option(
+    "--all-ports",
+    is_flag=True,
+    help="Every TCP flow, mail recognised by what it says, on any port: the default (kept for older scripts).",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help=f"Worker processes [default: one per core once the captures are {PARALLEL_MIN_BYTES >> 20} MiB or more].",
+)
+@click.option(
+    "--join/--no-join",
+    default=DEFAULTS.join,
+    show_default=True,
+    help="Read consecutive files of one capture (a ring buffer: same directory, interface and link type, each "
+    "starting where the one before ended) as one stream, so that sessions cut between files are whole "
+    "(docs/scaling.md).",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="Run the analysis on this Dask scheduler's cluster (tcp://host:8786); its workers must see the captures "
+    "under the same names. Needs the distributed package.",
+)
 @click.option("--filter", "bpf", metavar="BPF", help="A BPF expression ANDed with the mail filter.")
 @reassembly_option(DEFAULTS.reassembly_policy)
 @show_secrets_option
@@ -70,9 +100,13 @@ def analyze(
     captures: tuple[str, ...],
     output_format: str,
     output: str | None,
+    ports_only: bool,
     output_all: str | None,
     verbose: bool,
     all_ports: bool,
+    jobs: int | None,
+    join: bool,
+    scheduler: str | None,
     bpf: str | None,
     reassembly_policy: str,
     show_secrets: bool,
@@ -92,13 +126,17 @@ def analyze(
     - for standard input (tcpdump -w - | leakscope analyze -). Files are read in natural name order.
     """
     captures, skipped = _captures(captures)
+    _check_usage(ports_only, all_ports, scheduler, captures)
     options = AnalysisOptions(
-        all_ports=all_ports,
+        all_ports=not ports_only,
         bpf=bpf,
         local_domains=domains(local_domains),
         trusted_networks=trusted_networks,
         keep_events=keep_events,
         reassembly_policy=reassembly_policy,
+        jobs=jobs,
+        join=join,
+        scheduler=scheduler,
     )
     check_user_filter(bpf)
     gate = build_gate(baseline_path, suppress_path)
@@ -167,6 +205,13 @@ def _emit(
     )  # fmt: skip
 
 
+def _check_usage(ports_only: bool, all_ports: bool, scheduler: str | None, captures: tuple[str, ...]) -> None:
+    if ports_only and all_ports:
+        raise click.UsageError("--ports-only and --all-ports contradict each other")
+    if scheduler and STDIN in captures:
+        raise click.UsageError("--scheduler: the cluster's workers open the captures by name, not standard input")
+
+
 def _captures(arguments: tuple[str, ...]) -> tuple[tuple[str, ...], int]:
     """The capture files the arguments name, in reading order, and how many files were skipped (named on stderr)."""
     expanded = expand_inputs(arguments)
@@ -217,6 +262,8 @@ def _analyze(
         click.echo(f"leakscope: error: {printable(reason)}{purpose}", err=True)
     for warning in results.counters.warnings:
         click.echo(f"leakscope: warning: {printable(warning)}", err=True)
+    if results.retried:
+        click.echo(f"leakscope: note: {results.retried} of {results.tasks} cluster task(s) ran again", err=True)
     return results
 
 

@@ -73,7 +73,7 @@ class Interruption:
 
 def _stopped_at(where: dict[str, Any]) -> str:
     text = f"stopped after packet {where['packets']:,} of {printable(where['file'])}"
-    if where.get("size"):
+    if where.get("size") and where.get("bytes") is not None:  # worker processes sharing a file say no position
         text += f" ({where['bytes'] / where['size']:.0%} of its bytes)"
     return text
 

@@ -46,7 +46,16 @@ DEFAULTS = WatchOptions(interface="")
     help="Rotated --jsonl files kept (FILE.1 the newest); older ones are deleted.",
 )
 @click.option("--filter", "bpf", metavar="BPF", help="A BPF expression ANDed with the mail filter.")
-@click.option("--all-ports", is_flag=True, help="Look at every TCP flow and recognise mail servers by greeting.")
+@click.option(
+    "--ports-only",
+    is_flag=True,
+    help="Capture only the mail and HTTP ports (a kernel filter), not every TCP flow.",
+)
+@click.option(
+    "--all-ports",
+    is_flag=True,
+    help="Every TCP flow, mail recognised by what it says, on any port: the default (kept for older scripts).",
+)
 @reassembly_option(DEFAULTS.reassembly_policy)
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="Stop after this.")
 @click.option(
@@ -75,6 +84,7 @@ def watch_command(
     jsonl_rotate: int | None,
     jsonl_keep: int,
     bpf: str | None,
+    ports_only: bool,
     all_ports: bool,
     reassembly_policy: str,
     duration: float | None,
@@ -89,10 +99,12 @@ def watch_command(
 
     Needs root or the CAP_NET_RAW capability. SIGINT (Ctrl-C) or SIGTERM stop it with a summary.
     """
+    if ports_only and all_ports:
+        raise click.UsageError("--ports-only and --all-ports contradict each other")
     options = WatchOptions(
         interface=interface,
         bpf=bpf,
-        all_ports=all_ports,
+        all_ports=not ports_only,
         duration=duration,
         snaplen=snaplen,
         promisc=not no_promisc,
@@ -118,15 +130,18 @@ def watch_command(
                 click.echo(f"leakscope: watching {interface}; store {store.path}", err=True)
                 monitor.on_tick = log_appearances(console)
                 monitor.run(capture)
-    summary = monitor.summary()
+    _print_summary(monitor.summary(), quiet, console)
+    if monitor.stopped_by == "capture error":
+        raise SystemExit(EXIT_INPUT)
+
+
+def _print_summary(summary: dict[str, Any], quiet: bool, console: Console) -> None:
     for warning in summary["warnings"]:
         click.echo(f"leakscope: warning: {printable(warning)}", err=True)
     if quiet:
         click.echo(_summary_line(summary))
     else:
         console.print(_summary_panel(summary))
-    if monitor.stopped_by == "capture error":
-        raise SystemExit(EXIT_INPUT)
 
 
 @contextlib.contextmanager

@@ -50,7 +50,7 @@ class WatchError(InputError):
 class WatchOptions:
     interface: str
     bpf: str | None = None
-    all_ports: bool = False
+    all_ports: bool = True  # every TCP flow, mail recognised by what it says (False: the mail ports only)
     duration: float | None = None  # seconds; None runs until stopped
     snaplen: int = SNAPLEN
     promisc: bool = True

@@ -21,6 +21,9 @@ class SessionContext:
     client: str  # "ip:port"
     file: str | None = None
     source: str = "passive"
+    # Frames before ``file`` in its stream (passive.capture.joined numbers frames on through a ring buffer's files):
+    # evidence frames are counted from the start of ``file``.
+    frame_base: int = 0
 
 
 class Session(Protocol):
@@ -61,7 +64,10 @@ class Detector:
     def evidence(self, event: ev.Event) -> EvidenceRecord:
         e = event.evidence
         side = str(event.side)
-        return EvidenceRecord(self.context.file, e.frame, e.timestamp, side, e.line, e.first_frame, e.described)
+        base = self.context.frame_base
+        frame = e.frame - base if e.frame is not None and base else e.frame
+        first = e.first_frame - base if e.first_frame is not None and base else e.first_frame
+        return EvidenceRecord(self.context.file, frame, e.timestamp, side, e.line, first, e.described)
 
     def record(self, finding: Finding, event: ev.Event) -> None:
         """Cite the event's line as evidence."""

@@ -1,0 +1,1068 @@
+/* The packet scanner: reads a classic pcap file (or libpcap's next_batch buffers), numbers every frame, decodes
+ * link, IP, tunnel and TCP headers, and hands Python only the TCP segments it admits: packets to or from the named
+ * server ports, the first packets of each new flow (every-port mode), and every packet of the flows and server
+ * endpoints Python declared mail. The rest is dropped here and counted, without a Python object.
+ *
+ * passive/capture/scanner.py holds the pure-Python twin of this file (same interface, same admission rules, same
+ * segment tuples); tests/test_scanner.py runs both on every capture and compares them. The decoder is a port of
+ * passive/capture/linklayer.py and tunnels.py: every read is bounds-checked, statuses and segment fields are the
+ * same. Nothing here trusts the file: record lengths are capped (MAX_RECORD), tunnels are peeled MAX_DEPTH deep,
+ * IPv6 extension headers are walked at most 64 times, a user BPF program is validated before it runs.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- limits and constants (kept equal to the Python side: passive/capture/scanner.py, linklayer.py) ---- */
+
+#define MAX_RECORD 262144            /* pcapfile.MAX_RECORD */
+#define RELEASE_EVERY (32u << 20)    /* mapped pages already scanned are handed back to the kernel in such steps */
+#define MAX_DEPTH 4                  /* tunnels.MAX_DEPTH */
+#define MAX_LABELS 16                /* tunnels.MAX_LABELS */
+#define MAX_TABLE_FLOWS (1u << 19)   /* scanner.MAX_SCAN_FLOWS: flow states held at once */
+#define MAX_SERVERS 65536            /* scanner.MAX_SERVERS: mail server endpoints held */
+#define BPF_MAXINSNS 4096
+
+enum { SEGMENT = 0, NOT_IP = 1, NOT_TCP = 2, MALFORMED = 3, FRAGMENT_V4 = 4, FRAGMENT_V6 = 5,
+       UNSUPPORTED_LINK = 6, TOO_MANY_TAGS = 7 };
+enum { INFO_IPV6 = 1, INFO_EXT_HEADERS = 2, INFO_FIRST_FRAGMENT = 4, INFO_GRE = 8, INFO_ERSPAN = 16,
+       INFO_VXLAN = 32, INFO_GENEVE = 64, INFO_MPLS = 128, INFO_PPPOE = 256, INFO_IPIP = 512 };
+enum { INNER_ETHERNET = 1, INNER_IPV4 = 4, INNER_IPV6 = 6, INNER_MPLS = 7 };
+enum { TCP_FIN = 1, TCP_SYN = 2, TCP_RST = 4, TCP_ACK = 16 };
+enum { ST_FREE = 0, ST_NEW = 1, ST_KEEP = 2, ST_DROP = 3, ST_CUT = 4 }; /* CUT: undecided past its head */
+#define PCAP_MAGIC_USEC 0xA1B2C3D4u
+#define PCAP_MAGIC_NSEC 0xA1B23C4Du
+
+/* Counter slots; scanner.COUNTERS names them in this order. */
+enum { C_READ, C_ADMITTED, C_FILTERED, C_NOT_TCP, C_MALFORMED, C_FRAGMENTS, C_UNSUPPORTED, C_OTHER_PORT,
+       C_OTHER_WORKER, C_NOT_MAIL, C_PAST_HEAD, C_TRUNCATED, C_GRE, C_ERSPAN, C_VXLAN, C_GENEVE, C_MPLS, C_PPPOE,
+       C_IPIP, C_TABLE_RESETS, N_COUNTERS };
+static const char *COUNTER_NAMES[N_COUNTERS] = {
+    "read", "admitted", "filtered", "not_tcp", "malformed", "fragments", "unsupported_link", "other_port",
+    "other_worker", "not_mail", "past_head", "truncated", "gre", "erspan", "vxlan", "geneve", "mpls", "pppoe",
+    "ip-in-ip", "table_resets"};
+
+/* ---- decoding (linklayer.py) ---- */
+
+typedef struct {
+    const uint8_t *src, *dst;
+    int alen;
+    unsigned sport, dport;
+    uint32_t seq, ack;
+    unsigned flags, window;
+    Py_ssize_t pstart, plen; /* captured payload: data[pstart : pstart + plen] */
+    Py_ssize_t wire_len;
+    unsigned info, options;
+} seg_t;
+
+static inline unsigned u16(const uint8_t *d, Py_ssize_t at) { return (unsigned)d[at] << 8 | d[at + 1]; }
+static inline uint32_t u32be(const uint8_t *d, Py_ssize_t at) {
+    return (uint32_t)d[at] << 24 | (uint32_t)d[at + 1] << 16 | (uint32_t)d[at + 2] << 8 | d[at + 3];
+}
+static inline uint32_t u32le(const uint8_t *d, Py_ssize_t at) {
+    return (uint32_t)d[at + 3] << 24 | (uint32_t)d[at + 2] << 16 | (uint32_t)d[at + 1] << 8 | d[at];
+}
+
+static int decode_ipv4(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, unsigned outer, int depth, seg_t *s);
+static int decode_ipv6(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, unsigned outer, int depth, seg_t *s);
+static int network(unsigned ethertype, const uint8_t *d, Py_ssize_t off, Py_ssize_t n, unsigned outer, int depth,
+                   seg_t *s);
+
+static unsigned syn_options(const uint8_t *d, Py_ssize_t pos, Py_ssize_t end) {
+    unsigned found = 0;
+    while (pos < end) {
+        unsigned kind = d[pos];
+        if (kind == 0) break;
+        if (kind == 1) { pos += 1; continue; }
+        if (pos + 1 >= end) break;
+        unsigned length = d[pos + 1];
+        if (length < 2 || pos + (Py_ssize_t)length > end) break;
+        if (kind == 3 && length == 3) found |= 0x100u | (d[pos + 2] < 14 ? d[pos + 2] : 14u);
+        else if (kind == 4 && length == 2) found |= 0x200u;
+        pos += length;
+    }
+    return found;
+}
+
+static int decode_tcp(const uint8_t *d, const uint8_t *src, const uint8_t *dst, int alen, Py_ssize_t pos,
+                      Py_ssize_t end, Py_ssize_t n, unsigned info, seg_t *s) {
+    if (pos + 20 > n || pos + 20 > end) return MALFORMED;
+    Py_ssize_t header = (Py_ssize_t)(d[pos + 12] >> 4) * 4;
+    Py_ssize_t start = pos + header;
+    if (header < 20 || start > end) return MALFORMED;
+    s->src = src; s->dst = dst; s->alen = alen;
+    s->sport = u16(d, pos); s->dport = u16(d, pos + 2);
+    s->seq = u32be(d, pos + 4); s->ack = u32be(d, pos + 8);
+    s->flags = d[pos + 13]; s->window = u16(d, pos + 14);
+    s->wire_len = end - start;
+    if (start > n) { s->pstart = 0; s->plen = 0; }
+    else { s->pstart = start; s->plen = (end <= n ? end : n) - start; }
+    s->info = info;
+    s->options = (s->flags & TCP_SYN) ? syn_options(d, pos + 20, start < n ? start : n) : 0;
+    return SEGMENT;
+}
+
+/* tunnels.py: each returns the inner kind (or -1) and sets *inner_off; gre/udp also set *bit. */
+static int gre(const uint8_t *d, Py_ssize_t off, Py_ssize_t end, Py_ssize_t *inner_off, unsigned *bit) {
+    if (off + 4 > end) return -1;
+    unsigned flags = d[off], version = d[off + 1] & 7, protocol = u16(d, off + 2);
+    if (version != 0 || (flags & 0x40)) return -1;
+    Py_ssize_t position = off + 4 + 4 * ((flags & 0x80) != 0) + 4 * ((flags & 0x20) != 0);
+    int sequenced = (flags & 0x10) != 0;
+    position += 4 * sequenced;
+    if (position > end) return -1;
+    if (protocol == 0x88BE || protocol == 0x22EB) {
+        *bit = INFO_ERSPAN;
+        if (protocol == 0x88BE && !sequenced) { *inner_off = position; return INNER_ETHERNET; }
+        Py_ssize_t header = protocol == 0x88BE ? 8 : 12;
+        if (protocol == 0x22EB && position + 12 <= end && (d[position + 11] & 1)) header += 8;
+        if (position + header > end) return -1;
+        *inner_off = position + header;
+        return INNER_ETHERNET;
+    }
+    *bit = INFO_GRE;
+    *inner_off = position;
+    switch (protocol) {
+        case 0x0800: return INNER_IPV4;
+        case 0x86DD: return INNER_IPV6;
+        case 0x6558: return INNER_ETHERNET;
+        case 0x8847: return INNER_MPLS;
+        default: return -1;
+    }
+}
+
+static int udp_tunnel(const uint8_t *d, Py_ssize_t off, Py_ssize_t end, Py_ssize_t *inner_off, unsigned *bit) {
+    if (off + 8 > end) return -1;
+    unsigned port = u16(d, off + 2);
+    Py_ssize_t position = off + 8;
+    if (port == 4789) {
+        if (position + 8 > end || !(d[position] & 0x08)) return -1;
+        *bit = INFO_VXLAN; *inner_off = position + 8;
+        return INNER_ETHERNET;
+    }
+    if (port == 6081) {
+        if (position + 8 > end || (d[position] >> 6) != 0) return -1;
+        Py_ssize_t options = (Py_ssize_t)(d[position] & 0x3F) * 4;
+        unsigned protocol = u16(d, position + 2);
+        Py_ssize_t start = position + 8 + options;
+        int inner = protocol == 0x0800 ? INNER_IPV4 : protocol == 0x86DD ? INNER_IPV6
+                  : protocol == 0x6558 ? INNER_ETHERNET : protocol == 0x8847 ? INNER_MPLS : -1;
+        if (inner < 0 || start > end) return -1;
+        *bit = INFO_GENEVE; *inner_off = start;
+        return inner;
+    }
+    return -1;
+}
+
+static int mpls(const uint8_t *d, Py_ssize_t off, Py_ssize_t end, Py_ssize_t *inner_off) {
+    Py_ssize_t position = off;
+    int bottom = 0;
+    for (int i = 0; i < MAX_LABELS; i++) {
+        if (position + 4 > end) return -1;
+        bottom = d[position + 2] & 1;
+        position += 4;
+        if (bottom) break;
+    }
+    if (!bottom || position >= end) return -1;
+    unsigned nibble = d[position] >> 4;
+    if (nibble == 4) { *inner_off = position; return INNER_IPV4; }
+    if (nibble == 6) { *inner_off = position; return INNER_IPV6; }
+    if (nibble == 0 && position + 4 <= end) { *inner_off = position + 4; return INNER_ETHERNET; }
+    *inner_off = position;
+    return INNER_ETHERNET;
+}
+
+static int pppoe(const uint8_t *d, Py_ssize_t off, Py_ssize_t end, Py_ssize_t *inner_off) {
+    if (off + 8 > end || d[off] != 0x11 || d[off + 1] != 0) return -1;
+    unsigned protocol = u16(d, off + 6);
+    *inner_off = off + 8;
+    if (protocol == 0x0021) return INNER_IPV4;
+    if (protocol == 0x0057) return INNER_IPV6;
+    return -1;
+}
+
+static int ethernet(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, unsigned *ethertype, Py_ssize_t *next) {
+    if (off + 14 > n) return MALFORMED;
+    unsigned type = u16(d, off + 12);
+    off += 14;
+    int tags = 0;
+    while (type == 0x8100 || type == 0x88A8 || type == 0x9100) {
+        tags++;
+        if (off + 4 > n) return MALFORMED;
+        type = u16(d, off + 2);
+        off += 4;
+    }
+    if (tags > 2) return TOO_MANY_TAGS;
+    *ethertype = type; *next = off;
+    return SEGMENT;
+}
+
+static int inner(int kind, Py_ssize_t off, const uint8_t *d, Py_ssize_t n, unsigned outer, int depth, seg_t *s) {
+    if (kind < 0) return NOT_TCP;
+    if (kind == INNER_ETHERNET) {
+        unsigned ethertype; Py_ssize_t next;
+        int status = ethernet(d, off, n, &ethertype, &next);
+        if (status != SEGMENT) return status;
+        return network(ethertype, d, next, n, outer, depth, s);
+    }
+    if (kind == INNER_IPV4) return decode_ipv4(d, off, n, outer, depth, s);
+    if (kind == INNER_IPV6) return decode_ipv6(d, off, n, outer, depth, s);
+    return network(0x8847, d, off, n, outer, depth, s);
+}
+
+static int network(unsigned ethertype, const uint8_t *d, Py_ssize_t off, Py_ssize_t n, unsigned outer, int depth,
+                   seg_t *s) {
+    if (ethertype == 0x0800) return decode_ipv4(d, off, n, outer, depth, s);
+    if (ethertype == 0x86DD) return decode_ipv6(d, off, n, outer, depth, s);
+    if (depth < MAX_DEPTH) {
+        Py_ssize_t at = 0;
+        int kind;
+        if (ethertype == 0x8847 || ethertype == 0x8848) {
+            kind = mpls(d, off, n, &at);
+            return inner(kind, at, d, n, outer | INFO_MPLS, depth + 1, s);
+        }
+        if (ethertype == 0x8864) {
+            kind = pppoe(d, off, n, &at);
+            return inner(kind, at, d, n, outer | INFO_PPPOE, depth + 1, s);
+        }
+    }
+    return NOT_IP;
+}
+
+static int is_tunnel_proto(unsigned proto) { return proto == 47 || proto == 17 || proto == 4 || proto == 41; }
+
+static int tunnel(unsigned proto, const uint8_t *d, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t n, unsigned outer,
+                  int depth, seg_t *s) {
+    if (depth >= MAX_DEPTH) return NOT_TCP;
+    Py_ssize_t limit = end < n ? end : n;
+    if (proto == 47 || proto == 17) {
+        Py_ssize_t at = 0; unsigned bit = 0;
+        int kind = proto == 47 ? gre(d, pos, limit, &at, &bit) : udp_tunnel(d, pos, limit, &at, &bit);
+        if (kind < 0) return NOT_TCP;
+        return inner(kind, at, d, limit, outer | bit, depth + 1, s);
+    }
+    if (proto == 4) return decode_ipv4(d, pos, limit, outer | INFO_IPIP, depth + 1, s);
+    if (proto == 41) return decode_ipv6(d, pos, limit, outer | INFO_IPIP, depth + 1, s);
+    return NOT_TCP;
+}
+
+static int decode_ipv4(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, unsigned outer, int depth, seg_t *s) {
+    if (off + 20 > n) return MALFORMED;
+    unsigned first = d[off];
+    Py_ssize_t ihl = (Py_ssize_t)(first & 0x0F) * 4;
+    if ((first >> 4) != 4 || ihl < 20 || off + ihl > n) return MALFORMED;
+    Py_ssize_t total = u16(d, off + 2);
+    if (total == 0) total = n - off; /* TCP segmentation offload on the capturing host */
+    if (total < ihl) return MALFORMED;
+    unsigned frag = u16(d, off + 6), proto = d[off + 9];
+    if (proto != 6) {
+        if (frag & 0x3FFF) return is_tunnel_proto(proto) ? FRAGMENT_V4 : NOT_TCP;
+        return tunnel(proto, d, off + ihl, off + total, n, outer, depth, s);
+    }
+    unsigned info = outer;
+    if (frag & 0x3FFF) {
+        if (frag & 0x1FFF) return FRAGMENT_V4;
+        info |= INFO_FIRST_FRAGMENT;
+    }
+    return decode_tcp(d, d + off + 12, d + off + 16, 4, off + ihl, off + total, n, info, s);
+}
+
+static int decode_ipv6(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, unsigned outer, int depth, seg_t *s) {
+    if (off + 40 > n) return MALFORMED;
+    if ((d[off] >> 4) != 6) return MALFORMED;
+    Py_ssize_t payload_len = u16(d, off + 4);
+    unsigned next_header = d[off + 6];
+    Py_ssize_t end = off + 40 + payload_len, pos = off + 40;
+    unsigned info = INFO_IPV6 | outer;
+    int fragment = 0, found = 0;
+    for (int i = 0; i < 64; i++) {
+        if (next_header == 6) { found = 1; break; }
+        Py_ssize_t size;
+        switch (next_header) {
+            case 0: case 43: case 60: case 135: case 139: case 140: case 253: case 254:
+                if (pos + 8 > n) return MALFORMED;
+                size = ((Py_ssize_t)d[pos + 1] + 1) * 8;
+                next_header = d[pos];
+                break;
+            case 44:
+                if (pos + 8 > n) return MALFORMED;
+                fragment = fragment || (u16(d, pos + 2) & 0xFFF9) != 0;
+                next_header = d[pos];
+                size = 8;
+                break;
+            case 51:
+                if (pos + 8 > n) return MALFORMED;
+                size = ((Py_ssize_t)d[pos + 1] + 2) * 4;
+                next_header = d[pos];
+                break;
+            default:
+                if (is_tunnel_proto(next_header) && !fragment && payload_len)
+                    return tunnel(next_header, d, pos, end, n, outer, depth, s);
+                return NOT_TCP;
+        }
+        pos += size;
+        info |= INFO_EXT_HEADERS;
+    }
+    if (!found) return MALFORMED;
+    if (payload_len == 0) return MALFORMED;
+    if (fragment) return FRAGMENT_V6;
+    return decode_tcp(d, d + off + 8, d + off + 24, 16, pos, end, n, info, s);
+}
+
+static int decode_frame(int linktype, const uint8_t *d, Py_ssize_t n, seg_t *s) {
+    unsigned ethertype;
+    Py_ssize_t off;
+    switch (linktype) {
+        case 1: {
+            int status = ethernet(d, 0, n, &ethertype, &off);
+            if (status != SEGMENT) return status;
+            break;
+        }
+        case 113:
+            if (n < 16) return MALFORMED;
+            ethertype = u16(d, 14); off = 16;
+            break;
+        case 276:
+            if (n < 20) return MALFORMED;
+            ethertype = u16(d, 0); off = 20;
+            break;
+        case 101: case 12: case 14: case 228: case 229: {
+            if (n < 1) return MALFORMED;
+            unsigned version = d[0] >> 4;
+            ethertype = version == 4 ? 0x0800 : version == 6 ? 0x86DD : 0;
+            off = 0;
+            break;
+        }
+        case 0: case 108: {
+            if (n < 4) return MALFORMED;
+            uint32_t family;
+            if (linktype == 108) family = u32be(d, 0);
+            else {
+                family = u32le(d, 0);
+                if (family > 0xFFFF) family = u32be(d, 0);
+            }
+            ethertype = family == 2 ? 0x0800
+                      : (family == 10 || family == 24 || family == 28 || family == 30) ? 0x86DD : 0;
+            off = 4;
+            break;
+        }
+        default:
+            return UNSUPPORTED_LINK;
+    }
+    return network(ethertype, d, off, n, 0, 0, s);
+}
+
+/* ---- classic BPF, for a user's filter expression compiled by libpcap (pcapy.compile(...).get_bpf()) ---- */
+
+typedef struct { uint16_t code; uint8_t jt, jf; uint32_t k; } bpf_insn_t;
+
+static int bpf_valid(const bpf_insn_t *prog, Py_ssize_t len) {
+    if (len < 1 || len > BPF_MAXINSNS) return 0;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        const bpf_insn_t *p = &prog[i];
+        Py_ssize_t from = i + 1;
+        switch (p->code & 0x07) {
+            case 0x00: case 0x01: /* LD, LDX */
+                switch (p->code & 0xe0) {
+                    case 0x00: case 0x20: case 0x40: case 0x80: case 0xa0: break;
+                    case 0x60: if (p->k >= 16) return 0; break;
+                    default: return 0;
+                }
+                break;
+            case 0x02: case 0x03: /* ST, STX */
+                if (p->k >= 16) return 0;
+                break;
+            case 0x04: /* ALU */
+                switch (p->code & 0xf0) {
+                    case 0x00: case 0x10: case 0x20: case 0x40: case 0x50: case 0x60: case 0x70: case 0x80:
+                    case 0xa0: break;
+                    case 0x30: case 0x90: if ((p->code & 0x08) == 0 && p->k == 0) return 0; break;
+                    default: return 0;
+                }
+                break;
+            case 0x05: /* JMP */
+                switch (p->code & 0xf0) {
+                    case 0x00: if (p->k >= (uint32_t)(len - from)) return 0; break;
+                    case 0x10: case 0x20: case 0x30: case 0x40:
+                        if (from + p->jt >= len || from + p->jf >= len) return 0;
+                        break;
+                    default: return 0;
+                }
+                break;
+            case 0x06: case 0x07: break; /* RET, MISC */
+        }
+    }
+    return (prog[len - 1].code & 0x07) == 0x06;
+}
+
+static int bpf_load(const uint8_t *p, uint32_t buflen, uint32_t k, int size, uint32_t *out) {
+    if (k > buflen || (uint32_t)size > buflen - k) return 0;
+    if (size == 4) *out = (uint32_t)p[k] << 24 | (uint32_t)p[k + 1] << 16 | (uint32_t)p[k + 2] << 8 | p[k + 3];
+    else if (size == 2) *out = (uint32_t)p[k] << 8 | p[k + 1];
+    else *out = p[k];
+    return 1;
+}
+
+static uint32_t bpf_run(const bpf_insn_t *pc, const uint8_t *p, uint32_t wirelen, uint32_t buflen) {
+    uint32_t A = 0, X = 0, mem[16] = {0}, v;
+    for (;; pc++) {
+        uint32_t k = pc->k;
+        switch (pc->code) {
+            case 0x06: return k;                            /* ret #k */
+            case 0x16: return A;                            /* ret a */
+            case 0x20: if (!bpf_load(p, buflen, k, 4, &A)) return 0; break;  /* ld [k] */
+            case 0x28: if (!bpf_load(p, buflen, k, 2, &A)) return 0; break;
+            case 0x30: if (!bpf_load(p, buflen, k, 1, &A)) return 0; break;
+            case 0x80: A = wirelen; break;                  /* ld #len */
+            case 0x81: X = wirelen; break;                  /* ldx #len */
+            case 0x40: if (k > UINT32_MAX - X || !bpf_load(p, buflen, X + k, 4, &A)) return 0; break;
+            case 0x48: if (k > UINT32_MAX - X || !bpf_load(p, buflen, X + k, 2, &A)) return 0; break;
+            case 0x50: if (k > UINT32_MAX - X || !bpf_load(p, buflen, X + k, 1, &A)) return 0; break;
+            case 0xb1: if (!bpf_load(p, buflen, k, 1, &v)) return 0; X = (v & 0xf) << 2; break;  /* ldx msh */
+            case 0x00: A = k; break;
+            case 0x01: X = k; break;
+            case 0x60: A = mem[k]; break;
+            case 0x61: X = mem[k]; break;
+            case 0x02: mem[k] = A; break;
+            case 0x03: mem[k] = X; break;
+            case 0x05: pc += k; break;                      /* ja */
+            case 0x15: pc += A == k ? pc->jt : pc->jf; break;
+            case 0x25: pc += A > k ? pc->jt : pc->jf; break;
+            case 0x35: pc += A >= k ? pc->jt : pc->jf; break;
+            case 0x45: pc += (A & k) ? pc->jt : pc->jf; break;
+            case 0x1d: pc += A == X ? pc->jt : pc->jf; break;
+            case 0x2d: pc += A > X ? pc->jt : pc->jf; break;
+            case 0x3d: pc += A >= X ? pc->jt : pc->jf; break;
+            case 0x4d: pc += (A & X) ? pc->jt : pc->jf; break;
+            case 0x04: A += k; break;
+            case 0x14: A -= k; break;
+            case 0x24: A *= k; break;
+            case 0x34: A /= k; break;
+            case 0x94: A %= k; break;
+            case 0x44: A |= k; break;
+            case 0x54: A &= k; break;
+            case 0xa4: A ^= k; break;
+            case 0x64: A = k < 32 ? A << k : 0; break;
+            case 0x74: A = k < 32 ? A >> k : 0; break;
+            case 0x0c: A += X; break;
+            case 0x1c: A -= X; break;
+            case 0x2c: A *= X; break;
+            case 0x3c: if (X == 0) return 0; A /= X; break;
+            case 0x9c: if (X == 0) return 0; A %= X; break;
+            case 0x4c: A |= X; break;
+            case 0x5c: A &= X; break;
+            case 0xac: A ^= X; break;
+            case 0x6c: A = X < 32 ? A << X : 0; break;
+            case 0x7c: A = X < 32 ? A >> X : 0; break;
+            case 0x84: A = (uint32_t)(-(int64_t)A); break;  /* neg */
+            case 0x07: X = A; break;                        /* tax */
+            case 0x87: A = X; break;                        /* txa */
+            default: return 0;                              /* an instruction libpcap never emits: reject */
+        }
+    }
+}
+
+/* ---- flow states and server endpoints ---- */
+
+typedef struct {
+    uint8_t a[16], b[16];  /* the canonical 4-tuple: (a, pa) <= (b, pb) */
+    uint16_t pa, pb;
+    uint8_t alen, state;
+    uint16_t count;        /* packets admitted while undecided */
+    double last;           /* capture time of the flow's latest packet */
+} entry_t;
+
+typedef struct {
+    entry_t *slots;
+    size_t capacity, used;
+} table_t;
+
+typedef struct { uint8_t addr[16]; uint16_t port; uint8_t alen, used; } server_t;
+
+static uint64_t key_hash(const uint8_t *a, const uint8_t *b, int alen, unsigned pa, unsigned pb) {
+    uint64_t h = 1469598103934665603ull;
+    for (int i = 0; i < alen; i++) { h ^= a[i]; h *= 1099511628211ull; }
+    for (int i = 0; i < alen; i++) { h ^= b[i]; h *= 1099511628211ull; }
+    h ^= (uint64_t)pa << 16 | pb; h *= 1099511628211ull;
+    return h ^ (h >> 29);
+}
+
+static int table_init(table_t *t, size_t capacity) {
+    t->slots = PyMem_Calloc(capacity, sizeof(entry_t));
+    if (!t->slots) return -1;
+    t->capacity = capacity; t->used = 0;
+    return 0;
+}
+
+static entry_t *table_slot(table_t *t, const uint8_t *a, const uint8_t *b, int alen, unsigned pa, unsigned pb) {
+    size_t mask = t->capacity - 1, i = key_hash(a, b, alen, pa, pb) & mask;
+    for (;;) {
+        entry_t *e = &t->slots[i];
+        if (e->state == ST_FREE) return e;
+        if (e->alen == alen && e->pa == pa && e->pb == pb && !memcmp(e->a, a, alen) && !memcmp(e->b, b, alen))
+            return e;
+        i = (i + 1) & mask;
+    }
+}
+
+/* Rebuild into `capacity` slots, keeping entries seen since `keep_after` (all of them with -inf). */
+static int table_rebuild(table_t *t, size_t capacity, double keep_after) {
+    table_t fresh;
+    if (table_init(&fresh, capacity) < 0) return -1;
+    for (size_t i = 0; i < t->capacity; i++) {
+        entry_t *e = &t->slots[i];
+        if (e->state == ST_FREE || e->last < keep_after) continue;
+        entry_t *slot = table_slot(&fresh, e->a, e->b, e->alen, e->pa, e->pb);
+        *slot = *e;
+        fresh.used++;
+    }
+    PyMem_Free(t->slots);
+    *t = fresh;
+    return 0;
+}
+
+/* ---- the scanner object ---- */
+
+typedef struct {
+    PyObject_HEAD
+    /* configuration */
+    uint8_t ports[8192];   /* bitmap of the named server ports */
+    int every_port, head, shard, shards;
+    int all_named;         /* every port is a named port: no port restriction */
+    double sweep_every, idle_timeout;
+    bpf_insn_t *bpf; Py_ssize_t bpf_len;
+    Py_ssize_t batch_packets;
+    /* state */
+    table_t flows;
+    server_t *servers; size_t servers_cap, servers_used;
+    double sweep_at;
+    double now;            /* capture time of the record being scanned */
+    int stalled;           /* the record at the cursor was counted and ticked; only its admission is pending */
+    long long counters[N_COUNTERS];
+    /* file source */
+    int fd;
+    uint8_t *map; size_t size, pos, released;
+    int swapped, nsec, linktype;
+    long long frame;
+    PyObject *error;       /* str: why reading stopped early, or None */
+    long long oversized;
+} Scanner;
+
+static inline int port_named(Scanner *sc, unsigned port) { return (sc->ports[port >> 3] >> (port & 7)) & 1; }
+
+static unsigned shard_of(const seg_t *s) {
+    uint32_t sum = s->sport + s->dport;
+    for (int i = 0; i < s->alen; i += 4) sum += u32be(s->src, i) + u32be(s->dst, i);
+    sum *= 0x9E3779B1u;
+    return sum ^ (sum >> 16);
+}
+
+static void canonical(const uint8_t *src, unsigned sport, const uint8_t *dst, unsigned dport, int alen,
+                      const uint8_t **a, unsigned *pa, const uint8_t **b, unsigned *pb) {
+    int c = memcmp(src, dst, alen);
+    if (c < 0 || (c == 0 && sport <= dport)) { *a = src; *pa = sport; *b = dst; *pb = dport; }
+    else { *a = dst; *pa = dport; *b = src; *pb = sport; }
+}
+
+static int server_index(Scanner *sc, const uint8_t *addr, int alen, unsigned port, int insert) {
+    if (!sc->servers_cap) return -1;
+    size_t mask = sc->servers_cap - 1, i = key_hash(addr, addr, alen, port, port) & mask;
+    for (;;) {
+        server_t *v = &sc->servers[i];
+        if (!v->used) {
+            if (!insert || sc->servers_used * 2 >= sc->servers_cap) return -1;
+            memcpy(v->addr, addr, alen); v->alen = (uint8_t)alen; v->port = (uint16_t)port; v->used = 1;
+            sc->servers_used++;
+            return (int)i;
+        }
+        if (v->alen == alen && v->port == port && !memcmp(v->addr, addr, alen)) return (int)i;
+        i = (i + 1) & mask;
+    }
+}
+
+/* The flow's state slot, created NEW when absent; NULL when memory runs out. */
+static entry_t *flow_entry(Scanner *sc, const uint8_t *src, unsigned sport, const uint8_t *dst, unsigned dport,
+                           int alen, double now) {
+    const uint8_t *a, *b; unsigned pa, pb;
+    canonical(src, sport, dst, dport, alen, &a, &pa, &b, &pb);
+    entry_t *e = table_slot(&sc->flows, a, b, alen, pa, pb);
+    if (e->state != ST_FREE) return e;
+    size_t capacity = sc->flows.capacity;
+    if (sc->flows.used + 1 > (capacity < MAX_TABLE_FLOWS ? capacity / 2 : capacity / 4 * 3)) {
+        if (capacity < MAX_TABLE_FLOWS) {
+            if (table_rebuild(&sc->flows, capacity * 2, -1.0 / 0.0) < 0) return NULL;
+        } else {
+            /* Full: forget the flows idle past the timeout (the lazy check would reset them anyway). */
+            if (table_rebuild(&sc->flows, capacity, now - sc->idle_timeout) < 0) return NULL;
+            if (sc->flows.used + 1 > capacity / 2) {
+                sc->counters[C_TABLE_RESETS]++; /* still full of live flows: start over, each is asked again */
+                if (table_rebuild(&sc->flows, capacity, 1.0 / 0.0) < 0) return NULL;
+            }
+        }
+        e = table_slot(&sc->flows, a, b, alen, pa, pb);
+    }
+    memset(e, 0, sizeof *e);
+    memcpy(e->a, a, alen); memcpy(e->b, b, alen);
+    e->pa = (uint16_t)pa; e->pb = (uint16_t)pb; e->alen = (uint8_t)alen;
+    e->state = ST_NEW; e->last = now;
+    sc->flows.used++;
+    return e;
+}
+
+enum { ADMIT, DROP, STALL };
+
+/* Every-port admission of a segment on no named port (see scanner.py's module docstring for the rules). */
+static int flow_admission(Scanner *sc, const seg_t *s, double ts, int batch_empty) {
+    if (sc->servers_used && (server_index(sc, s->src, s->alen, s->sport, 0) >= 0
+                             || server_index(sc, s->dst, s->alen, s->dport, 0) >= 0))
+        return ADMIT;
+    entry_t *e = flow_entry(sc, s->src, s->sport, s->dst, s->dport, s->alen, ts);
+    if (!e) return -1;
+    if (e->last + sc->idle_timeout < ts) { e->state = ST_NEW; e->count = 0; }
+    e->last = ts;
+    if (e->state == ST_KEEP) return ADMIT;
+    if (e->state == ST_DROP || e->state == ST_CUT) {
+        if ((s->flags & (TCP_SYN | TCP_ACK)) != TCP_SYN) {
+            sc->counters[e->state == ST_DROP ? C_NOT_MAIL : C_PAST_HEAD]++;
+            return DROP;
+        }
+        e->state = ST_NEW; e->count = 0; /* a new connection on the 4-tuple */
+    }
+    if (e->count < sc->head) { e->count++; return ADMIT; }
+    if (!batch_empty) return STALL; /* let Python catch up: its verdict may be on the way */
+    e->state = ST_CUT;
+    sc->counters[C_PAST_HEAD]++;
+    return DROP;
+}
+
+static const unsigned TUNNEL_BITS[7] = {INFO_GRE, INFO_ERSPAN, INFO_VXLAN, INFO_GENEVE, INFO_MPLS, INFO_PPPOE,
+                                        INFO_IPIP};
+
+static PyObject *segment_tuple(const uint8_t *d, const seg_t *s) {
+    return Py_BuildValue("(y#y#IIkkIy#nIII)", (const char *)s->src, (Py_ssize_t)s->alen, (const char *)s->dst,
+                         (Py_ssize_t)s->alen, s->sport, s->dport, (unsigned long)s->seq, (unsigned long)s->ack,
+                         s->flags, (const char *)d + s->pstart, s->plen, s->wire_len, s->info, s->window,
+                         s->options);
+}
+
+/* Append (frame, ts, segment) to `items`: 0 done, -1 error. */
+static int append_item(PyObject *items, long long frame, double ts, PyObject *segment) {
+    PyObject *item = Py_BuildValue("(LdN)", frame, ts, segment);
+    if (!item) return -1;
+    int rc = PyList_Append(items, item);
+    Py_DECREF(item);
+    return rc;
+}
+
+/* One record: ADMIT (appended), DROP, STALL (nothing consumed), or -1 on error. */
+static int scan_record(Scanner *sc, PyObject *items, long long frame, double ts, const uint8_t *d, Py_ssize_t n,
+                       int linktype) {
+    int lead = sc->shard == 0; /* packets of no flow are counted by the first worker only */
+    sc->now = ts;
+    if (!sc->stalled) {
+        sc->counters[C_READ]++;
+        if (sc->sweep_every > 0 && ts >= sc->sweep_at) {
+            sc->sweep_at = ts + sc->sweep_every;
+            Py_INCREF(Py_None);
+            if (append_item(items, frame, ts, Py_None) < 0) return -1;
+        }
+        if (sc->bpf && !bpf_run(sc->bpf, d, (uint32_t)n, (uint32_t)n)) { sc->counters[C_FILTERED] += lead; return DROP; }
+    }
+    seg_t s;
+    int status = decode_frame(linktype, d, n, &s);
+    if (status != SEGMENT) {
+        /* A later IPv4 fragment has no ports: a port filter never passes it, an every-port one does. */
+        int slot = status == MALFORMED ? C_MALFORMED : status == FRAGMENT_V6 ? C_FRAGMENTS
+                 : status == FRAGMENT_V4 ? (sc->every_port || sc->all_named ? C_FRAGMENTS : C_NOT_TCP)
+                 : status == UNSUPPORTED_LINK ? C_UNSUPPORTED : C_NOT_TCP;
+        sc->counters[slot] += lead;
+        return DROP;
+    }
+    if (sc->shards > 1 && shard_of(&s) % (unsigned)sc->shards != (unsigned)sc->shard) {
+        sc->counters[C_OTHER_WORKER]++;
+        return DROP;
+    }
+    int named = port_named(sc, s.sport) || port_named(sc, s.dport);
+    if (s.info & INFO_FIRST_FRAGMENT) { /* counted, never reassembled (linklayer.py) */
+        sc->counters[named || sc->every_port ? C_FRAGMENTS : C_OTHER_PORT]++;
+        return DROP;
+    }
+    if (!named) {
+        if (!sc->every_port) { sc->counters[C_OTHER_PORT]++; return DROP; }
+        int verdict = flow_admission(sc, &s, ts, PyList_GET_SIZE(items) == 0);
+        if (verdict < 0) { PyErr_NoMemory(); return -1; }
+        if (verdict == STALL) { sc->stalled = 1; return STALL; }
+        if (verdict == DROP) return DROP;
+    }
+    PyObject *segment = segment_tuple(d, &s);
+    if (!segment || append_item(items, frame, ts, segment) < 0) return -1;
+    sc->counters[C_ADMITTED]++;
+    if (s.plen < s.wire_len) sc->counters[C_TRUNCATED]++;
+    for (int i = 0; i < 7; i++)
+        if (s.info & TUNNEL_BITS[i]) sc->counters[C_GRE + i]++;
+    return ADMIT;
+}
+
+/* ---- file source ---- */
+
+static uint32_t rd32(const Scanner *sc, const uint8_t *p) {
+    return sc->swapped ? (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]
+                       : (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0];
+}
+
+static void set_error(Scanner *sc, const char *format, ...) {
+    va_list args;
+    va_start(args, format);
+    PyObject *message = PyUnicode_FromFormatV(format, args);
+    va_end(args);
+    if (!message) { PyErr_Clear(); return; }
+    Py_XSETREF(sc->error, message);
+}
+
+static void release_pages(Scanner *sc) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t end = sc->pos - sc->pos % page;
+    if (end > sc->released && end - sc->released >= RELEASE_EVERY) {
+        madvise(sc->map + sc->released, end - sc->released, MADV_DONTNEED);
+        sc->released = end;
+    }
+}
+
+static PyObject *Scanner_next_batch(Scanner *sc, PyObject *Py_UNUSED(ignored)) {
+    if (!sc->map) Py_RETURN_NONE;
+    PyObject *items = PyList_New(0);
+    if (!items) return NULL;
+    while (PyList_GET_SIZE(items) < sc->batch_packets) {
+        if (sc->pos + 16 > sc->size) {
+            if (sc->pos < sc->size)
+                set_error(sc, "truncated capture: record header of frame %lld cut short", sc->frame + 1);
+            sc->pos = sc->size;
+            break;
+        }
+        const uint8_t *rec = sc->map + sc->pos;
+        uint32_t sec = rd32(sc, rec), frac = rd32(sc, rec + 4), caplen = rd32(sc, rec + 8);
+        if (caplen > MAX_RECORD) {
+            sc->oversized++;
+            set_error(sc, "corrupt capture: frame %lld claims %lu captured bytes (limit %d); stopped reading there",
+                      sc->frame + 1, (unsigned long)caplen, MAX_RECORD);
+            sc->pos = sc->size;
+            break;
+        }
+        if (sc->size - sc->pos - 16 < caplen) {
+            set_error(sc, "truncated capture: frame %lld cut short (%zd of %lu bytes)", sc->frame + 1,
+                      (Py_ssize_t)(sc->size - sc->pos - 16), (unsigned long)caplen);
+            sc->pos = sc->size;
+            break;
+        }
+        double ts = (double)sec + (double)frac / (sc->nsec ? 1e9 : 1e6);
+        int rc = scan_record(sc, items, sc->frame + 1, ts, rec + 16, caplen, sc->linktype);
+        if (rc < 0) { Py_DECREF(items); return NULL; }
+        if (rc == STALL) break;
+        sc->stalled = 0;
+        sc->frame++;
+        sc->pos += 16 + (size_t)caplen;
+        if (sc->pos - sc->released >= RELEASE_EVERY) release_pages(sc);
+    }
+    if (PyList_GET_SIZE(items) == 0 && sc->pos >= sc->size) {
+        Py_DECREF(items);
+        Py_RETURN_NONE;
+    }
+    return items;
+}
+
+static int open_file(Scanner *sc, PyObject *path) {
+    PyObject *encoded = NULL;
+    if (!PyUnicode_FSConverter(path, &encoded)) return -1;
+    sc->fd = open(PyBytes_AS_STRING(encoded), O_RDONLY | O_CLOEXEC);
+    Py_DECREF(encoded);
+    if (sc->fd < 0) { PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path); return -1; }
+    struct stat st;
+    if (fstat(sc->fd, &st) < 0) { PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path); return -1; }
+    if (!S_ISREG(st.st_mode)) { PyErr_SetString(PyExc_ValueError, "not a regular file"); return -1; }
+    sc->size = (size_t)st.st_size;
+    if (sc->size < 24) { PyErr_SetString(PyExc_ValueError, "file too short to be a capture"); return -1; }
+    sc->map = mmap(NULL, sc->size, PROT_READ, MAP_PRIVATE, sc->fd, 0);
+    if (sc->map == MAP_FAILED) {
+        sc->map = NULL;
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+        return -1;
+    }
+    madvise(sc->map, sc->size, MADV_SEQUENTIAL);
+    uint32_t magic = (uint32_t)sc->map[0] | (uint32_t)sc->map[1] << 8 | (uint32_t)sc->map[2] << 16
+                   | (uint32_t)sc->map[3] << 24;
+    if (magic == PCAP_MAGIC_USEC || magic == PCAP_MAGIC_NSEC) sc->swapped = 0;
+    else if (__builtin_bswap32(magic) == PCAP_MAGIC_USEC || __builtin_bswap32(magic) == PCAP_MAGIC_NSEC) {
+        sc->swapped = 1;
+        magic = __builtin_bswap32(magic);
+    } else { PyErr_SetString(PyExc_ValueError, "not a classic pcap file"); return -1; }
+    sc->nsec = magic == PCAP_MAGIC_NSEC;
+    sc->linktype = (int)(rd32(sc, sc->map + 20) & 0x0FFFFFFF); /* upper bits may carry FCS information */
+    sc->pos = 24;
+    return 0;
+}
+
+/* ---- buffer source: libpcap's next_batch output (live capture) ---- */
+
+static PyObject *Scanner_scan(Scanner *sc, PyObject *args) {
+    Py_buffer buf, meta;
+    int linktype;
+    long long frame;
+    Py_ssize_t start;
+    if (!PyArg_ParseTuple(args, "y*y*iLn", &buf, &meta, &linktype, &frame, &start)) return NULL;
+    PyObject *items = PyList_New(0), *result = NULL;
+    Py_ssize_t records = meta.len / 16, i = start < 0 ? 0 : start;
+    if (!items) goto done;
+    for (; i < records && PyList_GET_SIZE(items) < sc->batch_packets; i++) {
+        uint32_t m[4];
+        memcpy(m, (const char *)meta.buf + i * 16, sizeof m); /* native-endian sec, usec, offset, caplen */
+        if ((Py_ssize_t)m[2] > buf.len || (Py_ssize_t)m[3] > buf.len - (Py_ssize_t)m[2]) continue;
+        double ts = (double)m[0] + (double)m[1] * 1e-6;
+        int rc = scan_record(sc, items, frame + 1, ts, (const uint8_t *)buf.buf + m[2], m[3], linktype);
+        if (rc < 0) { Py_CLEAR(items); goto done; }
+        if (rc == STALL) break;
+        sc->stalled = 0;
+        frame++;
+    }
+    result = Py_BuildValue("(NnL)", items, i, frame);
+done:
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&meta);
+    return result;
+}
+
+/* ---- verdicts from Python ---- */
+
+static int parse_flow(PyObject *args, uint8_t *src, unsigned *sport, uint8_t *dst, unsigned *dport, int *alen) {
+    Py_buffer a, b;
+    unsigned int pa, pb;
+    if (!PyArg_ParseTuple(args, "y*Iy*I", &a, &pa, &b, &pb)) return -1;
+    int ok = (a.len == 4 || a.len == 16) && a.len == b.len && pa < 65536 && pb < 65536;
+    if (ok) {
+        memcpy(src, a.buf, a.len);
+        memcpy(dst, b.buf, b.len);
+    }
+    *alen = (int)a.len; *sport = pa; *dport = pb;
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&b);
+    if (!ok) { PyErr_SetString(PyExc_ValueError, "a flow is (4- or 16-byte address, port, address, port)"); return -1; }
+    return 0;
+}
+
+static PyObject *set_flow(Scanner *sc, PyObject *args, int state) {
+    uint8_t src[16], dst[16]; unsigned sport, dport; int alen;
+    if (parse_flow(args, src, &sport, dst, &dport, &alen) < 0) return NULL;
+    entry_t *e = flow_entry(sc, src, sport, dst, dport, alen, sc->now);
+    if (!e) return PyErr_NoMemory();
+    e->state = (uint8_t)state;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Scanner_keep_flow(Scanner *sc, PyObject *args) { return set_flow(sc, args, ST_KEEP); }
+static PyObject *Scanner_drop_flow(Scanner *sc, PyObject *args) { return set_flow(sc, args, ST_DROP); }
+
+static PyObject *Scanner_keep_server(Scanner *sc, PyObject *args) {
+    Py_buffer a;
+    unsigned int port;
+    if (!PyArg_ParseTuple(args, "y*I", &a, &port)) return NULL;
+    if ((a.len != 4 && a.len != 16) || port > 65535) {
+        PyBuffer_Release(&a);
+        PyErr_SetString(PyExc_ValueError, "a server is (4- or 16-byte address, port)");
+        return NULL;
+    }
+    int found = server_index(sc, a.buf, (int)a.len, port, 1);
+    PyBuffer_Release(&a);
+    return PyBool_FromLong(found >= 0);
+}
+
+static PyObject *Scanner_counters(Scanner *sc, PyObject *Py_UNUSED(ignored)) {
+    PyObject *out = PyDict_New();
+    for (int i = 0; out && i < N_COUNTERS; i++) {
+        PyObject *value = PyLong_FromLongLong(sc->counters[i]);
+        if (!value || PyDict_SetItemString(out, COUNTER_NAMES[i], value) < 0) Py_CLEAR(out);
+        Py_XDECREF(value);
+    }
+    return out;
+}
+
+static void close_source(Scanner *sc) {
+    if (sc->map) { munmap(sc->map, sc->size); sc->map = NULL; }
+    if (sc->fd >= 0) { close(sc->fd); sc->fd = -1; }
+}
+
+static PyObject *Scanner_close(Scanner *sc, PyObject *Py_UNUSED(ignored)) {
+    close_source(sc);
+    Py_RETURN_NONE;
+}
+
+/* ---- construction ---- */
+
+static int load_bpf(Scanner *sc, PyObject *program) {
+    PyObject *seq = PySequence_Fast(program, "bpf must be a sequence of (code, jt, jf, k)");
+    if (!seq) return -1;
+    Py_ssize_t len = PySequence_Fast_GET_SIZE(seq);
+    sc->bpf = len > 0 && len <= BPF_MAXINSNS ? PyMem_Calloc((size_t)len, sizeof(bpf_insn_t)) : NULL;
+    if (!sc->bpf) { Py_DECREF(seq); PyErr_SetString(PyExc_ValueError, "BPF program of impossible size"); return -1; }
+    int fits = 1;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        unsigned int code, jt, jf; unsigned long k;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "IIIk", &code, &jt, &jf, &k)) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        sc->bpf[i] = (bpf_insn_t){(uint16_t)code, (uint8_t)jt, (uint8_t)jf, (uint32_t)k};
+        fits = fits && code <= 0xFFFF && jt <= 255 && jf <= 255 && k <= 0xFFFFFFFFul;
+    }
+    Py_DECREF(seq);
+    sc->bpf_len = len;
+    if (!fits || !bpf_valid(sc->bpf, len)) { PyErr_SetString(PyExc_ValueError, "invalid BPF program"); return -1; }
+    return 0;
+}
+
+static int Scanner_init(Scanner *sc, PyObject *args, PyObject *kwargs) {
+    static char *names[] = {"path", "ports", "every_port", "head", "shard", "shards", "sweep_every", "idle_timeout",
+                            "bpf", "batch_packets", NULL};
+    PyObject *path = Py_None, *ports = NULL, *bpf = Py_None;
+    int every_port = 0, head = 12, shard = 0, shards = 1;
+    double sweep_every = 0, idle_timeout = 300;
+    Py_ssize_t batch_packets = 2048;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|piiiddOn", names, &path, &ports, &every_port, &head, &shard,
+                                     &shards, &sweep_every, &idle_timeout, &bpf, &batch_packets))
+        return -1;
+    if (sc->flows.slots) {
+        PyErr_SetString(PyExc_RuntimeError, "a scanner is initialised once");
+        return -1;
+    }
+    if (shards < 1 || shard < 0 || shard >= shards || head < 0 || head > 65535 || batch_packets < 1) {
+        PyErr_SetString(PyExc_ValueError, "bad scanner settings");
+        return -1;
+    }
+    sc->every_port = every_port; sc->head = head; sc->shard = shard; sc->shards = shards;
+    sc->sweep_every = sweep_every; sc->idle_timeout = idle_timeout; sc->batch_packets = batch_packets;
+    sc->sweep_at = -1.0 / 0.0;
+    sc->now = -1.0 / 0.0;
+    PyObject *iter = PyObject_GetIter(ports), *item;
+    if (!iter) return -1;
+    while ((item = PyIter_Next(iter))) {
+        long port = PyLong_AsLong(item);
+        Py_DECREF(item);
+        if (port < 0 || port > 65535) {
+            Py_DECREF(iter);
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "port out of range");
+            return -1;
+        }
+        sc->ports[port >> 3] |= (uint8_t)(1 << (port & 7));
+    }
+    Py_DECREF(iter);
+    if (PyErr_Occurred()) return -1;
+    sc->all_named = 1;
+    for (int i = 0; i < 8192; i++) sc->all_named = sc->all_named && sc->ports[i] == 0xFF;
+    if (bpf != Py_None && load_bpf(sc, bpf) < 0) return -1;
+    if (table_init(&sc->flows, 4096) < 0) { PyErr_NoMemory(); return -1; }
+    sc->servers_cap = MAX_SERVERS * 2;
+    sc->servers = PyMem_Calloc(sc->servers_cap, sizeof(server_t));
+    if (!sc->servers) { PyErr_NoMemory(); return -1; }
+    Py_INCREF(Py_None);
+    sc->error = Py_None;
+    if (path != Py_None && open_file(sc, path) < 0) return -1;
+    return 0;
+}
+
+static PyObject *Scanner_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    Scanner *sc = (Scanner *)type->tp_alloc(type, 0);
+    if (sc) sc->fd = -1;
+    return (PyObject *)sc;
+}
+
+static void Scanner_dealloc(Scanner *sc) {
+    close_source(sc);
+    PyMem_Free(sc->flows.slots);
+    PyMem_Free(sc->servers);
+    PyMem_Free(sc->bpf);
+    Py_XDECREF(sc->error);
+    Py_TYPE(sc)->tp_free((PyObject *)sc);
+}
+
+static PyObject *Scanner_get_error(Scanner *sc, void *closure) { return Py_NewRef(sc->error ? sc->error : Py_None); }
+static PyObject *Scanner_get_linktype(Scanner *sc, void *closure) { return PyLong_FromLong(sc->linktype); }
+static PyObject *Scanner_get_oversized(Scanner *sc, void *closure) { return PyLong_FromLongLong(sc->oversized); }
+static PyObject *Scanner_get_frames(Scanner *sc, void *closure) { return PyLong_FromLongLong(sc->frame); }
+static PyObject *Scanner_get_position(Scanner *sc, void *closure) { return PyLong_FromSize_t(sc->pos); }
+static PyObject *Scanner_get_flows(Scanner *sc, void *closure) { return PyLong_FromSize_t(sc->flows.used); }
+
+static PyGetSetDef Scanner_getset[] = {
+    {"error", (getter)Scanner_get_error, NULL, "why reading stopped before the end of the file, or None", NULL},
+    {"linktype", (getter)Scanner_get_linktype, NULL, "the file's link type", NULL},
+    {"oversized", (getter)Scanner_get_oversized, NULL, "records over MAX_RECORD (the one that stopped reading)", NULL},
+    {"frames", (getter)Scanner_get_frames, NULL, "records read so far", NULL},
+    {"position", (getter)Scanner_get_position, NULL, "bytes of the file read so far (its header included)", NULL},
+    {"flows", (getter)Scanner_get_flows, NULL, "flow states held", NULL},
+    {NULL},
+};
+
+static PyMethodDef Scanner_methods[] = {
+    {"next_batch", (PyCFunction)Scanner_next_batch, METH_NOARGS,
+     "next_batch() -> list of (frame, ts, segment or None for a sweep tick), or None at the end of the file"},
+    {"scan", (PyCFunction)Scanner_scan, METH_VARARGS,
+     "scan(buf, meta, linktype, frame, start) -> (items, next record index, last frame): next_batch output"},
+    {"keep_flow", (PyCFunction)Scanner_keep_flow, METH_VARARGS, "keep_flow(src, sport, dst, dport): a mail flow"},
+    {"drop_flow", (PyCFunction)Scanner_drop_flow, METH_VARARGS, "drop_flow(src, sport, dst, dport): not mail"},
+    {"keep_server", (PyCFunction)Scanner_keep_server, METH_VARARGS,
+     "keep_server(address, port) -> bool: every flow to or from this endpoint is admitted"},
+    {"counters", (PyCFunction)Scanner_counters, METH_NOARGS, "counters() -> dict"},
+    {"close", (PyCFunction)Scanner_close, METH_NOARGS, "release the file"},
+    {NULL},
+};
+
+static PyTypeObject ScannerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "passive.capture._cscan.Scanner",
+    .tp_basicsize = sizeof(Scanner),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Scanner(path, ports, every_port=False, head=12, shard=0, shards=1, sweep_every=0, idle_timeout=300, "
+              "bpf=None, batch_packets=2048)",
+    .tp_new = Scanner_new,
+    .tp_init = (initproc)Scanner_init,
+    .tp_dealloc = (destructor)Scanner_dealloc,
+    .tp_methods = Scanner_methods,
+    .tp_getset = Scanner_getset,
+};
+
+static PyObject *py_decode(PyObject *self, PyObject *args) {
+    int linktype;
+    Py_buffer data;
+    if (!PyArg_ParseTuple(args, "iy*", &linktype, &data)) return NULL;
+    seg_t s;
+    int status = decode_frame(linktype, data.buf, data.len, &s);
+    PyObject *out = status == SEGMENT ? segment_tuple(data.buf, &s) : PyLong_FromLong(status);
+    PyBuffer_Release(&data);
+    return out;
+}
+
+static PyMethodDef module_methods[] = {
+    {"decode", py_decode, METH_VARARGS, "decode(linktype, frame) -> segment tuple or status (linklayer.decode_tcp)"},
+    {NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cscan", "The compiled packet scanner.", -1,
+                                    module_methods};
+
+PyMODINIT_FUNC PyInit__cscan(void) {
+    if (PyType_Ready(&ScannerType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    Py_INCREF(&ScannerType);
+    if (PyModule_AddObject(m, "Scanner", (PyObject *)&ScannerType) < 0
+        || PyModule_AddIntConstant(m, "MAX_RECORD", MAX_RECORD) < 0
+        || PyModule_AddIntConstant(m, "MAX_SCAN_FLOWS", MAX_TABLE_FLOWS) < 0
+        || PyModule_AddIntConstant(m, "MAX_SERVERS", MAX_SERVERS) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,296 @@
+"""The packet scanner: which packets reach Python at all, decided per packet before any per-packet object is made.
+
+Two implementations share one interface and one set of rules: the compiled one (``passive/capture/_scan.c``,
+imported as ``passive.capture._cscan``; classic pcap files through ``mmap``, and ``next_batch`` buffers of a live
+capture) and :class:`PyScanner`, its pure-Python twin (every other input: pcapng, compressed files, pipes, and
+everything when the extension is not built). ``tests/test_scanner.py`` runs both on every capture and compares what
+they admit, packet by packet.
+
+A scanner numbers every frame (as tshark does), decodes link, tunnel, IP and TCP headers
+(:func:`~passive.capture.linklayer.decode_tcp`) and **admits** a TCP segment when:
+
+1. one of its ports is a named server port (the port filter of ``--ports-only``, also applied in every-port mode:
+   a named port says the protocol); or, in every-port mode,
+2. its flow is new, or undecided and has had fewer than ``head`` packets admitted (:data:`FLOW_HEAD`): the flow
+   head, enough for the classifier to see the greeting and the client's first command; or
+3. Python declared its flow mail (``keep_flow``) or one of its endpoints a mail server (``keep_server``).
+
+Everything else is dropped and counted: the packets of flows declared not mail (``drop_flow``, until a new SYN
+reuses the 4-tuple), and those of flows still undecided past their head. That last verdict is taken only when
+Python has processed every admitted packet before it: the scanner ends a batch early rather than decide while a
+verdict may still be on its way, so what is admitted never depends on where batches end. A flow silent for
+``idle_timeout`` seconds of capture time starts over as new.
+
+With ``shards`` > 1 a scanner admits only the flows whose 4-tuple hashes to ``shard`` (:func:`shard_of`, the same
+for both directions): N workers reading one capture split its flows between them. Packets of no flow (not TCP,
+fragments, damage) are counted by shard 0 alone.
+
+A batch is a list of ``(frame, time, segment)``; ``segment`` is :data:`~passive.capture.linklayer.Segment`, or None
+for a sweep tick: every ``sweep_every`` seconds of capture time, measured on every packet read (admitted or not),
+so that idle flows expire at the same packets in every worker.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from passive.capture.linklayer import (
+    ACK,
+    FRAGMENT_V4,
+    FRAGMENT_V6,
+    INFO_FIRST_FRAGMENT,
+    MALFORMED,
+    SYN,
+    TUNNEL_BITS,
+    UNSUPPORTED_LINK,
+    Segment,
+    decode_tcp,
+)
+
+FLOW_HEAD = 12
+"""Packets of a new flow admitted before its verdict. Classifying takes the greeting and the client's first command:
+SYN, SYN+ACK, ACK, greeting, its ACK, the client's command is six packets; twelve leave room for retransmissions,
+window updates, a greeting or reply in two segments, and a mid-stream pickup's first reply and command."""
+MAX_SCAN_FLOWS = 1 << 19
+"""Flow states a scanner holds (56 bytes each in C: 28 MiB at most). A full table first forgets flows idle past the
+timeout, then starts over (``table_resets``): each live flow is then a new flow again, and asked again."""
+MAX_SERVERS = 65536
+"""Mail server endpoints a scanner admits every packet of (``keep_server``); past this, further ones are refused."""
+BATCH_PACKETS = 2048
+"""Packets per batch at most (each a few hundred bytes of Python objects)."""
+_FIRST_CAPACITY = 4096  # the compiled table's first size; the twin mirrors its growth so that both purge alike
+
+NEW, KEEP, DROP, CUT = 1, 2, 3, 4  # CUT: undecided past its head
+ADMIT, DROPPED, STALL = 0, 1, 2
+
+COUNTERS = (
+    "read", "admitted", "filtered", "not_tcp", "malformed", "fragments", "unsupported_link", "other_port",
+    "other_worker", "not_mail", "past_head", "truncated", *TUNNEL_BITS, "table_resets",
+)  # fmt: skip
+"""What a scanner counts (``counters()``), in the compiled scanner's order."""
+(
+    READ, ADMITTED, FILTERED, NOT_TCP, MALFORMED_, FRAGMENTS, UNSUPPORTED, OTHER_PORT, OTHER_WORKER, NOT_MAIL,
+    PAST_HEAD, TRUNCATED,
+) = range(12)  # fmt: skip
+TABLE_RESETS = len(COUNTERS) - 1
+_TUNNEL_SLOTS = tuple((bit, COUNTERS.index(name)) for name, bit in TUNNEL_BITS.items())
+_STATUS_SLOT = {MALFORMED: MALFORMED_, FRAGMENT_V6: FRAGMENTS, UNSUPPORTED_LINK: UNSUPPORTED}
+_WORDS6 = struct.Struct("!4I").unpack
+
+Item = tuple[int, float, Segment | None]
+Packet = tuple[int, float, int, bytes, int]  # (frame, time, link type, data, length on the wire): a RawPacket
+FlowKey = tuple[bytes, int, bytes, int]
+
+
+def shard_of(segment: Segment) -> int:
+    """A hash of the segment's 4-tuple, the same in both directions (the compiled scanner computes the same)."""
+    src, dst = segment[0], segment[1]
+    if len(src) == 4:
+        total = int.from_bytes(src, "big") + int.from_bytes(dst, "big")
+    else:
+        total = sum(_WORDS6(src)) + sum(_WORDS6(dst))
+    mixed = ((total + segment[2] + segment[3]) * 0x9E3779B1) & 0xFFFFFFFF
+    return mixed ^ (mixed >> 16)
+
+
+def canonical(src: bytes, sport: int, dst: bytes, dport: int) -> FlowKey:
+    return (src, sport, dst, dport) if (src, sport) <= (dst, dport) else (dst, dport, src, sport)
+
+
+class PyScanner:
+    """The scanner in Python: the compiled scanner's interface and rules (see the module docstring).
+
+    ``packets`` yields ``(frame, time, link type, data, wire length)`` (a file reader's RawPacket); without it,
+    :meth:`scan` takes libpcap's ``next_batch`` buffers. ``accept(linktype, data)`` is a user's BPF filter, applied
+    first.
+    """
+
+    def __init__(
+        self,
+        packets: Iterable[Packet] | None,
+        ports: Iterable[int],
+        *,
+        every_port: bool = False,
+        head: int = FLOW_HEAD,
+        shard: int = 0,
+        shards: int = 1,
+        sweep_every: float = 0.0,
+        idle_timeout: float = 300.0,
+        accept: Callable[[int, bytes], bool] | None = None,
+        batch_packets: int = BATCH_PACKETS,
+    ) -> None:
+        if shards < 1 or not 0 <= shard < shards or not 0 <= head <= 65535 or batch_packets < 1:
+            raise ValueError("bad scanner settings")
+        self.ports = frozenset(ports)
+        self._all_named = len(self.ports) == 65536  # no port restriction
+        self.every_port, self.head, self.shard, self.shards = every_port, head, shard, shards
+        self.sweep_every, self.idle_timeout, self.accept = sweep_every, idle_timeout, accept
+        self.batch_packets = batch_packets
+        self._packets: Iterator[Packet] | None = iter(packets) if packets is not None else None
+        self._pending: Packet | None = None  # a packet whose admission waits for Python (stalled)
+        self._flows: dict[FlowKey, list[Any]] = {}  # canonical 4-tuple -> [state, count, last time]
+        self._capacity = _FIRST_CAPACITY
+        self._servers: set[tuple[bytes, int]] = set()
+        self._sweep_at = float("-inf")
+        self._now = float("-inf")
+        self._stalled = False
+        self._counts = [0] * len(COUNTERS)
+        self.frames = 0
+
+    # -- the compiled scanner's interface ---------------------------------------------------------------------------
+
+    def next_batch(self) -> list[Item] | None:
+        """Admitted segments and sweep ticks, up to :data:`BATCH_PACKETS`; None once the packets are exhausted."""
+        items: list[Item] = []
+        packets = self._packets
+        if packets is None:
+            return None
+        while len(items) < self.batch_packets:
+            packet = self._pending
+            if packet is None:
+                packet = next(packets, None)
+                if packet is None:
+                    self._packets = None
+                    break
+            frame, ts, linktype, data, _wire_len = packet
+            if self._record(items, frame, ts, linktype, data) == STALL:
+                self._pending = packet
+                break
+            self._pending = None
+            self._stalled = False
+            self.frames = frame
+        return items if items or self._packets is not None else None
+
+    def scan(self, buf: bytes, meta: bytes, linktype: int, frame: int, start: int) -> tuple[list[Item], int, int]:
+        """Like the compiled ``scan``: libpcap ``next_batch`` output from record ``start`` on; returns the items, the
+        index of the first record not consumed, and the last frame number given."""
+        items: list[Item] = []
+        records = len(meta) // 16
+        index = max(0, start)
+        while index < records and len(items) < self.batch_packets:
+            sec, usec, offset, caplen = struct.unpack_from("=IIII", meta, index * 16)
+            if offset > len(buf) or caplen > len(buf) - offset:
+                index += 1
+                continue
+            if self._record(items, frame + 1, sec + usec * 1e-6, linktype, buf[offset : offset + caplen]) == STALL:
+                break
+            self._stalled = False
+            frame += 1
+            index += 1
+        return items, index, frame
+
+    def keep_flow(self, src: bytes, sport: int, dst: bytes, dport: int) -> None:
+        self._entry(canonical(src, sport, dst, dport), self._now)[0] = KEEP
+
+    def drop_flow(self, src: bytes, sport: int, dst: bytes, dport: int) -> None:
+        self._entry(canonical(src, sport, dst, dport), self._now)[0] = DROP
+
+    def keep_server(self, address: bytes, port: int) -> bool:
+        if (address, port) in self._servers:
+            return True
+        if len(self._servers) >= MAX_SERVERS:
+            return False
+        self._servers.add((address, port))
+        return True
+
+    def counters(self) -> dict[str, int]:
+        return dict(zip(COUNTERS, self._counts, strict=True))
+
+    @property
+    def flows(self) -> int:
+        return len(self._flows)
+
+    def close(self) -> None:
+        self._packets = None
+
+    # -- one packet ---------------------------------------------------------------------------------------------------
+
+    def _record(self, items: list[Item], frame: int, ts: float, linktype: int, data: bytes) -> int:
+        counts = self._counts
+        lead = self.shard == 0
+        self._now = ts
+        if not self._stalled:
+            counts[READ] += 1
+            if self.sweep_every > 0 and ts >= self._sweep_at:
+                self._sweep_at = ts + self.sweep_every
+                items.append((frame, ts, None))
+            if self.accept is not None and not self.accept(linktype, data):
+                counts[FILTERED] += lead
+                return DROPPED
+        segment = decode_tcp(linktype, data)
+        if segment.__class__ is int:
+            # A later IPv4 fragment has no ports: a port filter never passes it, an every-port one does.
+            slot = FRAGMENTS if self.every_port or self._all_named else NOT_TCP
+            counts[slot if segment == FRAGMENT_V4 else _STATUS_SLOT.get(segment, NOT_TCP)] += lead  # type: ignore
+            return DROPPED
+        if self.shards > 1 and shard_of(segment) % self.shards != self.shard:  # type: ignore[arg-type]
+            counts[OTHER_WORKER] += 1
+            return DROPPED
+        info = segment[9]  # type: ignore[index]
+        named = segment[2] in self.ports or segment[3] in self.ports  # type: ignore[index]
+        if info & INFO_FIRST_FRAGMENT:  # counted, never reassembled (linklayer)
+            counts[FRAGMENTS if named or self.every_port else OTHER_PORT] += 1
+            return DROPPED
+        if not named:
+            if not self.every_port:
+                counts[OTHER_PORT] += 1
+                return DROPPED
+            verdict = self._admission(segment, ts, not items)  # type: ignore[arg-type]
+            if verdict != ADMIT:
+                self._stalled = verdict == STALL
+                return verdict
+        items.append((frame, ts, segment))  # type: ignore[arg-type]
+        counts[ADMITTED] += 1
+        if len(segment[7]) < segment[8]:  # type: ignore[index]
+            counts[TRUNCATED] += 1
+        if info:
+            for bit, slot in _TUNNEL_SLOTS:
+                if info & bit:
+                    counts[slot] += 1
+        return ADMIT
+
+    def _admission(self, segment: Segment, ts: float, batch_empty: bool) -> int:
+        src, dst, sport, dport, flags = segment[0], segment[1], segment[2], segment[3], segment[6]
+        servers = self._servers
+        if servers and ((src, sport) in servers or (dst, dport) in servers):
+            return ADMIT
+        entry = self._entry(canonical(src, sport, dst, dport), ts)
+        if entry[2] + self.idle_timeout < ts:
+            entry[0], entry[1] = NEW, 0
+        entry[2] = ts
+        state = entry[0]
+        if state == KEEP:
+            return ADMIT
+        if state in (DROP, CUT):
+            if flags & (SYN | ACK) != SYN:
+                self._counts[NOT_MAIL if state == DROP else PAST_HEAD] += 1
+                return DROPPED
+            entry[0], entry[1] = NEW, 0  # a new connection on the 4-tuple
+        if entry[1] < self.head:
+            entry[1] += 1
+            return ADMIT
+        if not batch_empty:
+            return STALL  # let Python catch up: its verdict may be on the way
+        entry[0] = CUT
+        self._counts[PAST_HEAD] += 1
+        return DROPPED
+
+    def _entry(self, key: FlowKey, now: float) -> list[Any]:
+        flows = self._flows
+        entry = flows.get(key)
+        if entry is not None:
+            return entry
+        capacity = self._capacity
+        if len(flows) + 1 > (capacity // 2 if capacity < MAX_SCAN_FLOWS else capacity // 4 * 3):
+            if capacity < MAX_SCAN_FLOWS:
+                self._capacity *= 2
+            else:
+                limit = now - self.idle_timeout
+                self._flows = flows = {k: e for k, e in flows.items() if e[2] >= limit}
+                if len(flows) + 1 > capacity // 2:
+                    self._counts[TABLE_RESETS] += 1
+                    self._flows = flows = {}
+        entry = flows[key] = [NEW, 0, now]
+        return entry

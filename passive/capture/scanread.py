@@ -1,0 +1,220 @@
+"""Reading a capture file through the packet scanner (:mod:`passive.capture.scanner`) into an engine.
+
+The compiled scanner reads regular, uncompressed classic pcap files; the pure-Python twin reads everything else
+(pcapng, compressed files, pipes), and everything when the extension was not built or cannot be imported, which a
+one-line notice on stderr says once per run. A user's BPF expression is compiled by libpcap (pcapy-ng) for the
+file's link type and run by the scanner before anything else.
+"""
+
+from __future__ import annotations
+
+import importlib
+import struct
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import passive.capture.scanner as scanning
+from passive.capture.counters import CaptureCounters
+from passive.capture.libpcap import compile_filter, pcapy
+from passive.capture.linklayer import SUPPORTED_LINKTYPES
+from passive.capture.options import CaptureOptions
+from passive.capture.pcapfile import MAX_RECORD, CaptureFormatError, FileKind, PacketReader, Tally
+from passive.capture.reassembly import sweep_interval
+from passive.capture.scanner import COUNTERS, PyScanner
+from passive.capture.stop import StopFlag
+from passive.core.errors import CaptureError, one_line
+
+try:  # the compiled scanner; optional (setup.py builds it where a C compiler is there)
+    _cscan: Any = importlib.import_module("passive.capture._cscan")
+    NATIVE_PROBLEM: str | None = None
+except ImportError as _exc:  # pragma: no cover - exercised by forcing the twin in tests
+    _cscan = None
+    NATIVE_PROBLEM = one_line(_exc)
+
+EVERY_PORT = frozenset(range(65536))  # "no port restriction": every TCP segment passes on the port rule
+_NOTICE = "leakscope: compiled packet scanner not available ({}); using the slower built-in capture reader"
+_notice_shown = False
+
+
+class Sink(Protocol):
+    """What the scanner feeds (:class:`~passive.capture.engine.Engine`)."""
+
+    counters: CaptureCounters
+    scanner: Any
+    frame_base: int
+    stop: StopFlag | None
+
+    def carry_over(self, scanner: Any) -> None: ...
+
+    def feed_items(self, items: list) -> None: ...
+
+
+def native_available() -> bool:
+    return _cscan is not None
+
+
+def notice_native_missing() -> None:
+    """Say once per run that the compiled scanner is missing (the twin is used instead)."""
+    global _notice_shown
+    if not _notice_shown:
+        _notice_shown = True
+        print(_NOTICE.format(NATIVE_PROBLEM or "not built"), file=sys.stderr)
+
+
+def scan_settings(options: CaptureOptions) -> dict[str, Any]:
+    """The scanner's rules for ``options``: every-port mode needs a classifier (its verdicts end flow heads);
+    without one, or without ports, every TCP segment passes."""
+    every_port = options.all_ports and options.classifier is not None
+    restricted = bool(options.ports) and (every_port or not options.all_ports)
+    return {
+        "ports": options.ports if restricted else EVERY_PORT,
+        "every_port": every_port,
+        "head": options.head_packets,
+        "shard": options.shard,
+        "shards": options.shards,
+        "sweep_every": sweep_interval(options.idle_timeout),
+        "idle_timeout": options.idle_timeout,
+        "batch_packets": scanning.BATCH_PACKETS,
+    }
+
+
+def read_with_scanner(path: Path, engine: Sink, options: CaptureOptions, kind: FileKind, *, native: bool) -> None:
+    """Feed every batch the scanner admits from ``path`` to ``engine``, then its counters and any damage."""
+    settings = scan_settings(options)
+    scanner, reader = _open(path, kind, options, settings, native, engine.counters)
+    engine.scanner = scanner
+    engine.carry_over(scanner)
+    cursor = options.cursor
+    counters = engine.counters
+    stop = engine.stop
+    base = counters.bytes_read  # the compiled scanner says where it is in its file; the twin's reader counts its reads
+    try:
+        while (batch := scanner.next_batch()) is not None:
+            engine.feed_items(batch)
+            if reader is None:
+                counters.bytes_read = base + scanner.position
+            if cursor is not None:
+                cursor.done = engine.frame_base + scanner.frames
+                if cursor.on_batch is not None:
+                    cursor.on_batch()
+            if stop is not None and stop.requested:
+                stop.cut = True
+                break
+    finally:
+        if reader is None:
+            counters.bytes_read = base + scanner.position
+        scanner.close()
+        engine.scanner = None
+    add_scan_counts(counters, scanner.counters())
+    if reader is None:
+        if scanner.error is not None:
+            counters.warn(scanner.error)
+        counters.oversized_records += scanner.oversized
+        linktypes = {scanner.linktype}
+    else:
+        if reader.error:
+            counters.warn(reader.error)
+        counters.oversized_records += reader.oversized
+        if reader.cut:
+            counters.warn(f"{reader.cut} packets longer than {MAX_RECORD} bytes were cut to that length")
+        linktypes = reader.linktypes
+    if scanner.counters()["unsupported_link"]:
+        for linktype in sorted(linktypes - SUPPORTED_LINKTYPES):
+            counters.warn(f"link type {linktype} is not supported; its frames are counted as ignored")
+
+
+def _open(
+    path: Path, kind: FileKind, options: CaptureOptions, settings: dict[str, Any], native: bool, tally: Tally
+) -> tuple[Any, PacketReader | None]:
+    """The compiled scanner on ``path`` (with no reader), or the twin over a :class:`PacketReader`."""
+    if native and _cscan is not None:
+        program = _bpf_program(options.bpf, _pcap_linktype(path)) if options.bpf else None
+        try:
+            return _cscan.Scanner(str(path), bpf=program, **settings), None
+        except (OSError, ValueError):
+            pass  # a header the built-in reader explains better (cut short, say): let it
+    try:
+        reader = PacketReader(path, kind, tally=tally)
+    except (OSError, CaptureFormatError) as exc:
+        raise CaptureError(f"{path}: {one_line(exc)}") from None
+    accept = _user_filter(options.bpf) if options.bpf else None
+    return PyScanner(reader, accept=accept, **settings), reader
+
+
+def _pcap_linktype(path: Path) -> int:
+    with path.open("rb") as fh:
+        head = fh.read(24)
+    if len(head) < 24:
+        return 1
+    endian = "<" if head[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    return struct.unpack(endian + "I", head[20:24])[0] & 0x0FFFFFFF
+
+
+def _bpf_program(expr: str, linktype: int) -> list[tuple[int, int, int, int]]:
+    if pcapy is None:
+        raise CaptureError("a BPF filter expression needs libpcap (pcapy-ng), which is not installed")
+    try:
+        return pcapy.compile(linktype, MAX_RECORD, expr, 1, 0xFFFFFFFF).get_bpf()
+    except pcapy.PcapError as exc:
+        raise CaptureError(f"invalid BPF filter for link type {linktype}: {one_line(exc)}") from None
+
+
+def _user_filter(expr: str) -> Callable[[int, bytes], bool]:
+    """A user's BPF expression as ``accept(linktype, frame)``, compiled once per link type."""
+    compiled: dict[int, Callable[[bytes], bool]] = {}
+
+    def accept(linktype: int, data: bytes) -> bool:
+        test = compiled.get(linktype)
+        if test is None:
+            test = compiled[linktype] = compile_filter(expr, linktype)
+        return test(data)
+
+    return accept
+
+
+def buffer_scanner(options: CaptureOptions) -> Any:
+    """A scanner for libpcap's ``next_batch`` buffers (live capture): compiled if built, else the twin. No sweep
+    ticks: the live loop expires flows on its own clock."""
+    settings = {**scan_settings(options), "sweep_every": 0.0}
+    if _cscan is not None:
+        return _cscan.Scanner(None, **settings)
+    notice_native_missing()
+    return PyScanner(None, **settings)
+
+
+class ScanTally:
+    """Adds a long-running scanner's counts to the capture counters as they grow (live capture)."""
+
+    def __init__(self, counters: CaptureCounters) -> None:
+        self.counters = counters
+        self.seen = dict.fromkeys(COUNTERS, 0)
+
+    def update(self, counts: dict[str, int]) -> None:
+        delta = {name: counts[name] - self.seen[name] for name in COUNTERS}
+        self.seen = counts
+        add_scan_counts(self.counters, delta)
+
+
+def add_scan_counts(counters: CaptureCounters, counts: dict[str, int]) -> None:
+    """The scanner's counts in the capture counters' terms: what passed the capture filter (admitted segments,
+    damaged frames, fragments) is ``packets_matched``."""
+    counters.packets_read += counts["read"]
+    counters.packets_matched += counts["admitted"] + counts["malformed"] + counts["fragments"]
+    counters.decode_errors += counts["malformed"]
+    counters.ip_fragments += counts["fragments"]
+    counters.truncated_packets += counts["truncated"]
+    counters.not_mail_packets += counts["not_mail"]
+    counters.undecided_packets += counts["past_head"]
+    tunnelled = counters.tunnelled
+    for name in COUNTERS[COUNTERS.index("truncated") + 1 : COUNTERS.index("table_resets")]:
+        if counts[name]:
+            tunnelled[name] = tunnelled.get(name, 0) + counts[name]
+            if not tunnelled[name]:  # all of them dropped in flight by the engine (see Engine._dropped_in_flight)
+                del tunnelled[name]
+    if counts["table_resets"]:
+        counters.warn(
+            f"the scanner's flow table filled {counts['table_resets']} time(s) with live flows; each flow then "
+            "started over as new"
+        )

@@ -1,0 +1,159 @@
+"""``--jobs N`` gives exactly what one process gives: the same finding records (counts, first and last seen,
+evidence, details, fields) in the same order, the same counters, hash lines and per-session events; on every
+capture of the shared corpus and of pcaps/, on a generated capture of many interleaved flows, on one whose flows
+go idle and expire mid-session (the sweeps of several workers interleave), and with many captures in one run."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from passive.analysis import parallel
+from passive.analysis.pipeline import AnalysisOptions, analyze_captures
+from passive.capture.pcapfile import PacketReader
+from passive.results.records import event_record, finding_record
+from passive.results.redaction import Redactor
+from tests.corpus import CORPUS, require_corpus
+
+ROOT = Path(__file__).resolve().parents[1]
+CAPTURES = sorted((CORPUS / "pcaps").glob("*/*.pcap*")) + sorted((ROOT / "pcaps").glob("*.pcap"))
+LEAKSCOPE = [sys.executable, "-c", "from passive.cli.main import main; main()"]
+
+
+def outcome(paths: list[Path], jobs: int, **options: Any) -> dict[str, Any]:
+    results = analyze_captures([str(p) for p in paths], AnalysisOptions(jobs=jobs, keep_events=True, **options))
+    redactor = Redactor(show_secrets=True)
+    return {
+        "findings": [finding_record(f, redactor=redactor) for f in results.findings],
+        "counts": results.counts(),
+        "warnings": results.counters.warnings,
+        "hashes": results.stats.hashes,
+        "secrets": sorted(results.stats.secrets),
+        "sessions": [
+            (s.protocol, s.server, s.client, s.file, [event_record(e, redactor) for e in s.events], s.events_dropped)
+            for s in results.analysis.sessions
+        ],
+        "analyzed": results.analyzed,
+        "failed": results.failed,
+    }
+
+
+def assert_same(one: dict[str, Any], many: dict[str, Any]) -> None:
+    for name in one:
+        assert many[name] == one[name], name
+
+
+@pytest.fixture
+def split_small_captures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Split even small captures between the workers (forked workers see the patched value)."""
+    monkeypatch.setattr(parallel, "SHARD_MIN_BYTES", 0)
+
+
+@pytest.mark.parametrize("every_port", [True, False], ids=["every-port", "ports-only"])
+@pytest.mark.parametrize("path", CAPTURES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_two_workers_give_what_one_process_gives(path: Path, every_port: bool, split_small_captures: None) -> None:
+    require_corpus("pcaps")
+    assert_same(outcome([path], 1, all_ports=every_port), outcome([path], 2, all_ports=every_port))
+
+
+def test_many_captures_in_one_run_spread_by_file_or_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    require_corpus("pcaps")
+    one = outcome(CAPTURES, 1)
+    assert_same(one, outcome(CAPTURES, 2))  # small captures: spread whole, one per worker in turn
+    monkeypatch.setattr(parallel, "SHARD_MIN_BYTES", 0)
+    assert_same(one, outcome(CAPTURES, 3))  # each split between three workers
+
+
+def _generated(tmp_path: Path, *extra: str) -> Path:
+    path = tmp_path / "generated.pcap"
+    command = [sys.executable, str(ROOT / "bench" / "gen_capture.py"), "--size", "4M", "--out", str(path), *extra]
+    subprocess.run(command, check=True, capture_output=True)
+    return path
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ("--mail-fraction", "0.5", "--reorder", "0.01", "--retransmit", "0.01", "--vlan", "0.1"),
+        ("--mail-fraction", "1.0", "--odd-ports", "1.0"),
+        ("--mail-fraction", "0.3", "--tunnel", "0.3", "--odd-ports", "0.3"),
+    ],
+    ids=["mixed-perturbed", "all-mail-any-port", "tunnels"],
+)
+def test_many_interleaved_flows_give_what_one_process_gives(
+    tmp_path: Path, extra: tuple[str, ...], split_small_captures: None
+) -> None:
+    path = _generated(tmp_path, *extra)
+    one = outcome([path], 1)
+    assert one["findings"] and one["counts"]["flows"] > 100
+    assert_same(one, outcome([path], 2))
+
+
+def _with_pauses(captures: list[Path], target: Path) -> Path:
+    """The captures' packets interleaved in one capture, with a 400 s silence after every seventh packet of each:
+    flows expire (idle timeout 300 s) in the middle of their sessions and are picked up again after."""
+    packets: list[tuple[float, bytes]] = []
+    for index, capture in enumerate(captures):
+        for number, packet in enumerate(PacketReader(capture)):
+            if packet.linktype == 1:
+                packets.append((1_700_000_000 + index * 37.0 + (number // 7) * 400.0 + number * 0.01, packet.data))
+    packets.sort(key=lambda item: item[0])
+    records = b"".join(
+        struct.pack("<IIII", int(ts), round((ts % 1) * 1e6) % 1_000_000, len(data), len(data)) + data
+        for ts, data in packets
+    )
+    target.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1) + records)
+    return target
+
+
+def test_flows_expiring_in_the_middle_of_sessions_give_what_one_process_gives(
+    tmp_path: Path, split_small_captures: None
+) -> None:
+    path = _with_pauses(sorted((ROOT / "pcaps").glob("*.pcap")), tmp_path / "pauses.pcap")
+    one = outcome([path], 1)
+    assert one["counts"]["flows_expired"] > 10 and one["findings"]
+    assert_same(one, outcome([path], 2))
+    assert_same(one, outcome([path], 3))
+
+
+def test_one_job_starts_no_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a process was started")
+
+    monkeypatch.setattr(multiprocessing, "get_context", refuse)
+    monkeypatch.setattr(multiprocessing, "Process", refuse)
+    results = analyze_captures([str(ROOT / "pcaps" / "smtp-ntlm-success-curl.pcap")], AnalysisOptions(jobs=1))
+    assert list(results.findings)
+    assert parallel.plan_jobs(["/no/such/file"], None) == 1  # small input: the default reads in this process
+
+
+def test_a_failing_worker_is_reported(monkeypatch: pytest.MonkeyPatch, split_small_captures: None) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("worker broke")
+
+    monkeypatch.setattr(parallel, "JoinedStream", broken)
+    with pytest.raises(parallel.WorkerFailed, match="worker broke"):
+        analyze_captures([str(ROOT / "pcaps" / "smtp-ntlm-success-curl.pcap")], AnalysisOptions(jobs=2))
+
+
+def test_command_line_output_is_the_same_with_jobs(tmp_path: Path) -> None:
+    captures = [str(p) for p in sorted((ROOT / "pcaps").glob("smtp-*.pcap"))]
+    outputs = []
+    for jobs in ("1", "2"):
+        done = subprocess.run(
+            [*LEAKSCOPE, "analyze", "--format", "json", "--events", "--jobs", jobs, *captures],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.append(json.loads(done.stdout))
+    assert outputs[0] == outputs[1]

@@ -1,0 +1,149 @@
+"""Ring buffers: a lab capture cut into pieces by ``editcap -c`` (as ``tcpdump -C`` cuts one) gives, read as a
+directory, the findings of the whole capture; pieces written out of name order (a wrapped ``tcpdump -W`` ring) are
+read in time order; captures that are not pieces of one (overlapping times, a long silence between them, other
+names) stay apart; a piece that cannot be read is reported and counted, and the others are analyzed;
+``--jobs 2`` gives byte for byte what one process gives on a directory of many captures and rings."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from passive.capture.rings import JOIN_GAP, group_captures
+from tests.corpus import CORPUS
+
+ROOT = Path(__file__).resolve().parents[1]
+PCAPS = ROOT / "pcaps"
+LEAKSCOPE = [sys.executable, "-c", "from passive.cli.main import main; main()"]
+# Lab captures whose sessions authenticate over several packets: NTLM (SMTP, IMAP, POP3) and a clear-text login.
+SPLIT = ["smtp-ntlm-success-swaks.pcap", "imap-ntlm-success-curl.pcap", "pop3-user-pass-fetchmail.pcap"]
+
+
+def run(*args: str) -> tuple[list[dict[str, Any]], dict[str, Any], subprocess.CompletedProcess[str]]:
+    done = subprocess.run([*LEAKSCOPE, "analyze", "--format", "jsonl", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)  # fmt: skip
+    assert done.returncode in (0, 1), done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    summary = next(r for r in records if r.get("type") == "summary")
+    return [r for r in records if r.get("type") != "summary"], summary, done
+
+
+def without_files(records: list[dict[str, Any]]) -> list[str]:
+    """The records, sorted, with every file name left out (a split capture's pieces have other names)."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "file"}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return sorted(json.dumps(strip(r), sort_keys=True) for r in records)
+
+
+def split(capture: Path, directory: Path, pieces: int, *, pcapng: bool = False) -> list[Path]:
+    """``capture`` cut into ``pieces`` files by editcap, as a capture tool's ring writes them."""
+    packets = int(subprocess.run(["capinfos", "-Tmrc", str(capture)], capture_output=True, text=True,
+                                 check=True).stdout.strip().split(",")[-1])  # fmt: skip
+    directory.mkdir(parents=True, exist_ok=True)
+    fmt = ["-F", "pcapng"] if pcapng else ["-F", "pcap"]
+    per = -(-packets // pieces)
+    subprocess.run(["editcap", *fmt, "-c", str(per), str(capture), str(directory / "ring.pcap")], check=True)
+    files = sorted(directory.iterdir())
+    assert len(files) == pieces
+    return files
+
+
+@pytest.mark.parametrize("pcapng", [False, True], ids=["pcap", "pcapng"])
+@pytest.mark.parametrize("capture", SPLIT)
+def test_a_session_split_across_three_files_gives_the_findings_of_the_whole(
+    tmp_path: Path, capture: str, pcapng: bool
+) -> None:
+    pieces = split(PCAPS / capture, tmp_path / "ring", 3, pcapng=pcapng)
+    whole, whole_summary, _ = run(str(PCAPS / capture))
+    joined, summary, _ = run(str(tmp_path / "ring"))
+    assert summary["captures"] == 3 and summary["captures_joined"] == 2
+    assert without_files(joined) == without_files(whole)
+    assert summary["flows"] == whole_summary["flows"]
+    # Each finding names the piece where its session began, and its frames count from that piece's start.
+    assert {e["file"] for r in joined for e in r["evidence"]} <= {str(p) for p in pieces}
+    apart, apart_summary, _ = run("--no-join", str(tmp_path / "ring"))
+    assert "captures_joined" not in apart_summary
+    assert without_files(apart) != without_files(whole)  # read apart, the cut sessions are two broken halves
+
+
+def test_a_wrapped_ring_is_read_in_time_order(tmp_path: Path) -> None:
+    """``tcpdump -W 3 -C`` overwrites its oldest file: the names no longer follow the time."""
+    pieces = split(PCAPS / SPLIT[0], tmp_path / "cut", 3)
+    ring = tmp_path / "ring"
+    ring.mkdir()
+    for piece, name in zip(pieces, ["mail2.pcap", "mail0.pcap", "mail1.pcap"], strict=True):
+        shutil.copy(piece, ring / name)
+    assert group_captures(sorted(str(p) for p in ring.iterdir())) == [
+        [str(ring / "mail2.pcap"), str(ring / "mail0.pcap"), str(ring / "mail1.pcap")]
+    ]
+    whole, _, _ = run(str(PCAPS / SPLIT[0]))
+    joined, summary, _ = run(str(ring))
+    assert summary["captures_joined"] == 2 and without_files(joined) == without_files(whole)
+
+
+def test_captures_that_are_not_one_ring_stay_apart(tmp_path: Path) -> None:
+    capture = PCAPS / SPLIT[0]
+    same_time = tmp_path / "copies"
+    same_time.mkdir()
+    shutil.copy(capture, same_time / "mail1.pcap")
+    shutil.copy(capture, same_time / "mail2.pcap")  # the same packets: times overlap
+    pieces = split(capture, tmp_path / "late", 3)
+    late = pieces[2].with_name("shifted.pcap")
+    subprocess.run(["editcap", "-t", str(JOIN_GAP + 60), str(pieces[2]), str(late)], check=True)
+    pieces[2].unlink()
+    late.rename(pieces[2])  # a silence longer than the idle timeout before the last piece
+    other = tmp_path / "late" / "other.pcap"
+    shutil.copy(pieces[1], other)  # a name of another pattern
+
+    assert group_captures([str(same_time / "mail1.pcap"), str(same_time / "mail2.pcap")]) == [
+        [str(same_time / "mail1.pcap")],
+        [str(same_time / "mail2.pcap")],
+    ]
+    assert group_captures([str(p) for p in pieces]) == [[str(pieces[0]), str(pieces[1])], [str(pieces[2])]]
+    assert [str(other)] in group_captures([str(pieces[0]), str(other)])
+
+    copies, summary, _ = run(str(same_time))
+    single, single_summary, _ = run(str(capture))
+    assert "captures_joined" not in summary and summary["flows"] == 2 * single_summary["flows"]
+    assert {r["id"]: r["count"] for r in copies} == {r["id"]: 2 * r["count"] for r in single}  # each seen twice
+
+
+def test_a_piece_that_cannot_be_read_is_reported_and_the_others_are_analyzed(tmp_path: Path) -> None:
+    pieces = split(PCAPS / SPLIT[0], tmp_path / "ring", 3)
+    pieces[1].write_bytes(b"not a capture at all, though named like one\n")
+    records, summary, done = run(*(str(p) for p in pieces))
+    assert done.returncode == 1  # an input could not be read
+    assert summary["captures"] == 2 and summary["captures_failed"] == 1
+    assert f"{pieces[1]}: not a pcap or pcapng file" in done.stderr
+    assert records  # the first piece's session is analyzed
+
+
+def test_jobs_give_what_one_process_gives_on_a_directory_of_many_captures(tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    shutil.copytree(PCAPS, archive / "lab", ignore=shutil.ignore_patterns("*.json", "*.py", "*.md"))
+    for capture in SPLIT:
+        split(PCAPS / capture, archive / "rings" / capture.split(".")[0], 3)
+    corpus = CORPUS / "pcaps"
+    if corpus.is_dir():
+        for path in sorted(corpus.glob("*/*.pcap*")):
+            target = archive / "corpus" / path.parent.name / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+    outputs = []
+    for jobs in ("1", "2"):
+        _records, summary, done = run("--jobs", jobs, str(archive))
+        outputs.append(sorted(done.stdout.splitlines()))
+        assert summary["captures"] >= 40 and summary["captures_joined"] >= 6
+    assert outputs[0] == outputs[1]
