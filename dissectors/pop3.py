@@ -47,8 +47,7 @@ class Pop3Session(MailSession):
     # -- client -------------------------------------------------------------------------------------------------
 
     def _client_line(self, text: str) -> None:
-        if self.auth.active:
-            self._sasl(ev.Side.CLIENT, self.auth.client_line(text))
+        if self.auth.active and self._sasl_client(text):
             return
         verb, _, argument = text.strip().partition(" ")
         verb = verb.upper()
