@@ -182,6 +182,7 @@ def _severity(response: ntlmssp.AuthenticateMessage | None) -> Severity:
     weak = response.ntlm_version in WEAK_VERSIONS or any(a.code == "lm_only_response" for a in response.anomalies)
     return Severity.HIGH if weak else Severity.MEDIUM
 
+
 # What hashcat_line returns for a response whose user or domain cannot be written as a hashcat line.
 UNWRITABLE = ""
 
