@@ -24,6 +24,7 @@ import sys
 from dataclasses import dataclass, field
 
 from dissectors import ntlmssp
+from dissectors.linebuffer import wire_text
 
 # A SASL line longer than this is not decoded (a real NTLM blob is a few hundred bytes of base64).
 MAX_BLOB_TEXT = 64 * 1024
@@ -325,7 +326,7 @@ class _Exchange:
 
 
 def _text(data: bytes) -> str:
-    return data.decode("utf-8", errors="replace")
+    return wire_text(data)
 
 
 def _plain_credentials(data: bytes) -> list[SaslEvent]:

@@ -216,7 +216,7 @@ class SmtpSession(MailSession):
             self._emit(
                 ev.Capabilities(
                     ev.Side.SERVER,
-                    self._evidence(),
+                    self._evidence(_advertised(code, lines)),
                     "ehlo",
                     keywords,
                     unique_upper(mechanisms),
@@ -292,6 +292,17 @@ class SmtpSession(MailSession):
     def _shed_state(self) -> None:
         self._reply = None  # its final line still comes, and is read as a reply of its own
         self._data_awaited = False  # the held bytes were dropped
+
+
+def _advertised(code: int, lines: list[str]) -> str | None:
+    """The reply lines that listed the mechanisms (``250-AUTH PLAIN LOGIN``, ``250-AUTH=LOGIN``) as they were sent;
+    None (the final line is cited) when none did."""
+    cited = [
+        f"{code}{' ' if index == len(lines) - 1 else '-'}{line}"
+        for index, line in enumerate(lines)
+        if index and line.strip().upper().replace("=", " ", 1).split()[:1] == ["AUTH"]
+    ]
+    return "\n".join(cited)[: ev.MAX_EVIDENCE_TEXT] if cited else None
 
 
 def _address(argument: str) -> str:

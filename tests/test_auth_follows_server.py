@@ -218,3 +218,59 @@ def test_unattributed_acceptance_makes_no_relay_finding() -> None:
         flow.data(side, data, frame, 1_700_000_000.0 + frame)
     flow.close()
     assert [f for f in analysis.findings if str(f.type) == "open-relay"] == []
+
+
+# ---- auth-methods evidence is the advertising line; banners never hold replacement characters -----------------
+
+
+def _records(server: tuple[str, int], script: list[tuple[ev.Side, bytes]]) -> dict[str, dict]:
+    analysis = Analysis()
+    analysis.file = "evidence.pcap"
+    flow = analysis.flow(server[0], server[1], "10.0.0.9", 40000, partial=False)
+    for frame, (side, data) in enumerate(script, start=1):
+        flow.data(side, data, frame, 1_700_000_000.0 + frame)
+    flow.close()
+    return {r["type"]: r for r in (finding_record(f) for f in analysis.findings)}
+
+
+@pytest.mark.parametrize(
+    ("port", "script", "advertised"),
+    [
+        (
+            25,
+            [(S, b"220 mx.corp.example ESMTP\r\n"), (C, b"EHLO ws1\r\n"),
+             (S, b"250-mx.corp.example\r\n250-PIPELINING\r\n250-AUTH PLAIN LOGIN\r\n250-AUTH=LOGIN\r\n"
+                 b"250 CHUNKING\r\n")],
+            "250-AUTH PLAIN LOGIN\n250-AUTH=LOGIN",
+        ),
+        (
+            110,
+            [(S, b"+OK ready\r\n"), (C, b"CAPA\r\n"), (S, b"+OK\r\nTOP\r\nUIDL\r\nUSER\r\nSASL PLAIN LOGIN\r\n.\r\n")],
+            "USER\nSASL PLAIN LOGIN",
+        ),
+        (
+            143,
+            [(S, b"* OK ready\r\n"), (C, b"a1 CAPABILITY\r\n"),
+             (S, b"* CAPABILITY IMAP4rev1 AUTH=PLAIN AUTH=LOGIN\r\na1 OK done\r\n")],
+            "* CAPABILITY IMAP4rev1 AUTH=PLAIN AUTH=LOGIN",
+        ),
+    ],
+    ids=["smtp", "pop3", "imap"],
+)  # fmt: skip
+def test_auth_methods_evidence_quotes_the_advertising_line(
+    port: int, script: list[tuple[ev.Side, bytes]], advertised: str
+) -> None:
+    methods = _records(("192.0.2.25", port), script)["auth-methods"]
+    assert advertised in [item["line"] for item in methods["evidence"]]
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [(b"caf\xe9 ESMTP", "café ESMTP"), ("café ESMTP".encode(), "café ESMTP"), (b"\xff\xfe ESMTP", "ÿþ ESMTP")],
+    ids=["latin-1", "utf-8", "not-utf-8"],
+)
+def test_banners_decode_utf8_else_latin1(raw: bytes, shown: str) -> None:
+    script = [(S, b"220 mx.corp.example " + raw + b"\r\n"), (C, b"EHLO ws1\r\n"), (S, b"250 mx.corp.example\r\n")]
+    service = _records(("192.0.2.25", 25), script)["mail-service"]
+    assert service["banner"] == f"mx.corp.example {shown}"
+    assert "\ufffd" not in repr(service)
