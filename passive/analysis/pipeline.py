@@ -89,7 +89,7 @@ class Analysis:
         if protocol is None:
             self.flows_ignored += 1
             return None
-        return EngineHandler(self, protocol)
+        return EngineHandler(self, protocol, by_port=not flow.label)
 
 
 @dataclass

@@ -8,11 +8,16 @@ deliverable, and when a hole becomes a gap.
 
 from __future__ import annotations
 
+import re
+
 from passive.capture.counters import CaptureCounters
 from passive.capture.flow import Chunk, Direction, Flow
 from passive.capture.policy import ReassemblyPolicy
 from passive.capture.stream import SEQ_MASK, HalfStream
 
+# A line of printable text: what a line protocol's first segment after a mid-stream pickup starts with when the
+# sender's write began at a line boundary (a segment after a gap is never trusted so: its bytes were lost).
+_TEXT_LINE = re.compile(rb"[\x20-\x7e\t\r]+")
 TAIL_KEEP = 2048  # bytes of the last delivered piece kept for overlap conflict checks
 DIRECTIONS = (Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT)
 
@@ -106,6 +111,7 @@ class Delivery:
         self.counters.gap_bytes += missing
         if self.resync_lines:
             half.resync = True
+        half.pickup = False  # what follows lost bytes may begin anywhere in a line
         if flow.state == Flow.ACTIVE and flow.handler is not None:
             flow.handler.on_gap(flow, DIRECTIONS[direction], missing, frame, ts)
         elif flow.state == Flow.CLASSIFYING and flow._events is not None:
@@ -121,6 +127,9 @@ class Delivery:
         if half.resync:
             newline = data.find(b"\n")
             skip = size if newline < 0 else newline + 1
+            if half.pickup and newline >= 0 and data.endswith(b"\n") and _TEXT_LINE.fullmatch(data, 0, newline):
+                skip = 0  # the first segment of a pickup holds whole text lines: the sender's write began a line
+            half.pickup = False
             self.counters.resync_skipped_bytes += skip
             if newline < 0:
                 return
