@@ -107,6 +107,8 @@ def identify(server: bytes, client: bytes) -> str | None:
     return _mid_stream(server_line, client_line)
 
 
+# Mail protocols whose server speaks first (a greeting) and whose port the check below may refute.
+_SERVER_FIRST = frozenset({"smtp", "pop3", "imap"})
 _PRINTABLE = re.compile(rb"[\x20-\x7e\t]*")
 # A RESP array or bulk string header (Redis and its kin): no mail client's line looks like it.
 _RESP = re.compile(rb"^[*$]\d{1,10}$")
@@ -123,6 +125,8 @@ def port_refuted(protocol: str, server: bytes, client: bytes, client_first: bool
     port, FTP commands answering a 220 that names no mail server), False (nothing says otherwise), None (undecided:
     the lines that would tell are still incomplete). Only signs of another protocol refute: typos, bare host names
     and one-sided or mid-stream captures keep the port's protocol."""
+    if protocol not in _SERVER_FIRST:
+        return False  # HTTP: the client speaks first, and the HTTP session reads whatever the port carries
     if client[:2] == b"\x16\x03" or server[:2] == b"\x16\x03":
         return False  # a TLS handshake: implicit TLS, the session's to record
     client_line = first_line(client) if client else None
@@ -152,6 +156,18 @@ def port_refuted(protocol: str, server: bytes, client: bytes, client_first: bool
         if _verb(line) not in _SHARED_COMMANDS:
             return False
     return None if len(lines) < MAX_CONFIRMING_LINES else False
+
+
+def line_start(line: bytes) -> bool:
+    """Does this whole line begin a line of a carried protocol: a reply or status line, an untagged or tagged IMAP
+    response, a mail command, an HTTP request or status line? (The first segment of a flow picked up mid-stream may
+    begin inside a line; when its first line is one of these, it began a line.)"""
+    line = line[:MAX_FIRST_LINE].rstrip(b"\r")
+    if _SMTP_REPLY.match(line) or _IMAP_TAGGED.match(line) or _HTTP_REQUEST.match(line) or _HTTP_STATUS.match(line):
+        return True
+    if line.startswith((b"+OK", b"-ERR", b"* ", b"+ ")) or line == b"+":
+        return True
+    return client_protocol(line) is not None or _verb(line) in _SHARED_COMMANDS
 
 
 def _confirm(candidate: str, named: bool, client: bytes) -> str | None:

@@ -25,23 +25,12 @@ from dataclasses import dataclass, field
 
 from dissectors import ntlmssp
 from dissectors.linebuffer import wire_text
+from dissectors.sasl_steps import CLIENT_STEPS, looks_like_response
 
 # A SASL line longer than this is not decoded (a real NTLM blob is a few hundred bytes of base64).
 MAX_BLOB_TEXT = 64 * 1024
 # An exchange that goes on for more steps than any real mechanism needs is abandoned.
 MAX_STEPS = 32
-# The client responses a mechanism has, its initial response included (RFC 4616 PLAIN: one message; the LOGIN draft:
-# user name then password; RFC 2195 CRAM-MD5: one; the OAuth mechanisms: one; [MS-NLMP] NTLM: NEGOTIATE and
-# AUTHENTICATE). Without a server prompt, no more than these are taken; a mechanism not named here is not limited.
-CLIENT_STEPS = {"PLAIN": 1, "LOGIN": 2, "CRAM-MD5": 1, "XOAUTH2": 1, "OAUTHBEARER": 1, "EXTERNAL": 1, "NTLM": 2}
-# Commands of each protocol that are also valid base64 (four letters): never a response taken without a prompt.
-PROTOCOL_COMMANDS = {
-    "smtp": frozenset({"HELO", "EHLO", "LHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "EXPN", "HELP",
-                       "AUTH", "BDAT", "TURN", "ETRN", "ATRN", "STARTTLS"}),
-    "pop3": frozenset({"USER", "PASS", "APOP", "STAT", "LIST", "RETR", "DELE", "NOOP", "RSET", "QUIT", "TOP", "UIDL",
-                       "CAPA", "STLS", "AUTH", "LAST"}),
-    "imap": frozenset({"DONE"}),
-}  # fmt: skip
 
 
 class Protocol(enum.StrEnum):
@@ -351,16 +340,6 @@ def _blob(direction: Direction, text: str, mechanism: str) -> SaslBlob:
     return blob
 
 
-def looks_like_response(protocol: Protocol, line: str) -> bool:
-    """Could a client line be a SASL response sent without a prompt: base64 (or ``*``), and no command?"""
-    text = line.strip()
-    if text == "*":
-        return True
-    if len(text) > MAX_BLOB_TEXT or not _B64_ALPHABET.match(text.encode("ascii", errors="replace")):
-        return False
-    return text.upper() not in PROTOCOL_COMMANDS.get(str(protocol), frozenset())
-
-
 def _too_many_steps(exchange: _Exchange) -> SaslAnomaly:
     return SaslAnomaly("sasl_too_many_steps", f"{exchange.mechanism} exchange abandoned after {MAX_STEPS} steps")
 
@@ -395,7 +374,7 @@ class AuthTracker:
             return True
         if exchange.server_heard:
             return False  # every prompt the server sent is answered: this is no response
-        return exchange.wants_response() and looks_like_response(self.protocol, line)
+        return exchange.wants_response() and looks_like_response(str(self.protocol), line)
 
     def unclaimed(self) -> list[SaslEvent]:
         """The client sent a command while the exchange is open. When the server spoke in the exchange and has no

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dissectors.identify import port_refuted
+from dissectors.identify import line_start, port_refuted
 from dissectors.registry import CARRIER_PORTS, NOT_MAIL, identify
 from passive.capture.options import CaptureOptions
 
@@ -33,7 +33,7 @@ def mail_capture_options(**settings: Any) -> CaptureOptions:
 
     ``settings`` are further :class:`CaptureOptions` fields (``all_ports``, ``bpf``, ``backend``...).
     """
-    return CaptureOptions(ports=CARRIER_PORTS, classifier=classify_mail, **settings)
+    return CaptureOptions(ports=CARRIER_PORTS, classifier=classify_mail, line_start=line_start, **settings)
 
 
 class FirstLines:

@@ -8,16 +8,13 @@ deliverable, and when a hole becomes a gap.
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable
 
 from passive.capture.counters import CaptureCounters
 from passive.capture.flow import Chunk, Direction, Flow
 from passive.capture.policy import ReassemblyPolicy
 from passive.capture.stream import SEQ_MASK, HalfStream
 
-# A line of printable text: what a line protocol's first segment after a mid-stream pickup starts with when the
-# sender's write began at a line boundary (a segment after a gap is never trusted so: its bytes were lost).
-_TEXT_LINE = re.compile(rb"[\x20-\x7e\t\r]+")
 TAIL_KEEP = 2048  # bytes of the last delivered piece kept for overlap conflict checks
 DIRECTIONS = (Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT)
 
@@ -31,6 +28,7 @@ class Delivery:
     max_buffer_segments: int
     max_total_buffer: int
     resync_lines: bool
+    line_start: Callable[[bytes], bool] | None
     _pending_total: int
 
     def _classify(self, flow: Flow, direction: int, chunk: Chunk) -> None:
@@ -127,8 +125,8 @@ class Delivery:
         if half.resync:
             newline = data.find(b"\n")
             skip = size if newline < 0 else newline + 1
-            if half.pickup and newline >= 0 and data.endswith(b"\n") and _TEXT_LINE.fullmatch(data, 0, newline):
-                skip = 0  # the first segment of a pickup holds whole text lines: the sender's write began a line
+            if half.pickup and newline > 0 and self.line_start is not None and self.line_start(data[:newline]):
+                skip = 0  # a pickup's first segment begins with a line of the protocol: the sender's write began it
             half.pickup = False
             self.counters.resync_skipped_bytes += skip
             if newline < 0:

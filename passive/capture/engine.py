@@ -69,6 +69,7 @@ class Engine:
             max_buffer=options.max_buffer,
             max_total_buffer=options.max_total_buffer,
             resync_lines=options.resync_lines,
+            line_start=options.line_start,
             classifier=options.classifier if options.all_ports else None,
             policy=options.reassembly_policy,
         )
@@ -149,9 +150,7 @@ def analyze_file(
     kind = _sniff(path)
     # libpcap takes the name as UTF-8; a name that is not (bytes from argv) goes to the built-in reader, and so
     # does a pipe or FIFO (``kind.stream``): sniffing read its first bytes, which only the built-in reader has.
-    libpcap_can_read = (
-        kind.format == "pcap" and kind.compression is None and kind.stream is None and _utf8_name(path)
-    )
+    libpcap_can_read = kind.format == "pcap" and kind.compression is None and kind.stream is None and _utf8_name(path)
     backend = _choose_backend(options, libpcap_can_read)
     engine = Engine(handler_factory, options, counters)
     if backend != "libpcap" or not libpcap.read_with_libpcap(path, engine, options):

@@ -9,10 +9,13 @@ wants (``classifier``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from passive.capture.flow import Classifier
 from passive.capture.policy import DEFAULT_POLICY
+
+LineStart = Callable[[bytes], bool]
 
 IDLE_TIMEOUT = 300.0
 """Seconds of capture time a flow may stay silent before it is closed as expired."""
@@ -51,4 +54,7 @@ class CaptureOptions:
     max_buffer: int = MAX_BUFFER
     max_total_buffer: int = MAX_TOTAL_BUFFER
     resync_lines: bool = True  # start delivery on a line boundary after a gap or a mid-stream pickup
+    # Whether a mid-stream pickup's first line (a whole line of its first segment) starts a line of the protocols
+    # read, so that it is kept rather than skipped as the tail of a line; None: always skipped.
+    line_start: LineStart | None = None
     reassembly_policy: str = DEFAULT_POLICY  # whose bytes win on overlaps, what is refused (passive.capture.policy)

@@ -47,6 +47,8 @@ Policy, in short:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from passive.capture.counters import CaptureCounters
 from passive.capture.delivery import DIRECTIONS, TAIL_KEEP, Delivery
 from passive.capture.flow import (
@@ -82,6 +84,7 @@ class Reassembler(Delivery):
         max_buffer_segments: int = MAX_BUFFER_SEGMENTS,
         max_total_buffer: int = MAX_TOTAL_BUFFER,
         resync_lines: bool = True,
+        line_start: Callable[[bytes], bool] | None = None,
         classifier: Classifier | None = None,
         policy: str = DEFAULT_POLICY,
     ) -> None:
@@ -94,6 +97,7 @@ class Reassembler(Delivery):
         self.max_buffer_segments = max(1, max_buffer_segments)
         self.max_total_buffer = max_total_buffer
         self.resync_lines = resync_lines
+        self.line_start = line_start
         self.classifier = classifier
         self.policy = policy_named(policy)
         self._table = FlowTable()
