@@ -5,8 +5,10 @@ tests/test_verdicts_lab.py."""
 from __future__ import annotations
 
 import base64
+import io
 
 import pytest
+from rich.console import Console
 
 from dissectors import events as ev
 from dissectors.imap import ImapSession
@@ -14,7 +16,8 @@ from dissectors.pop3 import Pop3Session
 from dissectors.session import MailSession
 from dissectors.smtp import SmtpSession
 from passive.analysis.pipeline import Analysis
-from passive.results.records import MASK, finding_record
+from passive.cli.tables import render_tables
+from passive.results.records import MASK, finding_record, summary_record
 
 C, S = ev.Side.CLIENT, ev.Side.SERVER
 
@@ -166,6 +169,15 @@ def test_failed_then_successful_attempt_with_another_password_reports_both() -> 
     assert masked["password"] == MASK and [a["password"] for a in masked["attempts"]] == [MASK, MASK]
     assert "Wrong-1" not in repr(masked) and "Right-2" not in repr(masked)
     assert [a["outcome"] for a in masked["attempts"]] == ["failure", "success"]
+
+
+def test_the_table_lists_each_attempt_with_its_verdict_and_no_secret() -> None:
+    analysis = _analyse([("Wrong-1", "535 5.7.8 Error"), ("Right-2", "235 2.7.0 Ok")])
+    console = Console(file=io.StringIO(), width=80, color_system=None)
+    render_tables(console, [finding_record(f) for f in analysis.findings], summary_record({}, analysis.findings))
+    out = " ".join(console.file.getvalue().split())  # type: ignore[attr-defined]
+    assert f"password_no 1 password {MASK} outcome failure count 1; password_no 2 password {MASK}" in out
+    assert "Wrong-1" not in out and "Right-2" not in out
 
 
 def test_the_fingerprint_is_the_same_fact_whatever_the_attempts() -> None:

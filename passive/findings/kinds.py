@@ -229,6 +229,7 @@ CLEARTEXT_CREDENTIALS = Kind(
             "each secret with each verdict it drew: `password_no` (1 for the first secret this user sent, 2 for "
             "the next different one...), `password` (masked unless `--show-secrets`), `outcome`, `count`; a failed "
             "attempt and a successful one with another password are two entries",
+            column=True,
             many=True,
         ),
         Field("tls", "always false: nothing is read inside TLS"),
