@@ -127,6 +127,14 @@ class AuthCancelled(Event):
 
 
 @dataclass
+class AuthAbandoned(Event):
+    """An exchange ended without a verdict in the capture: the client went on to other commands."""
+
+    mechanism: str
+    reason: str
+
+
+@dataclass
 class MailFrom(Event):
     address: str
     reply_code: int | None = None

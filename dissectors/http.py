@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from dissectors import events as ev
 from dissectors import gssapi, ntlmssp, sasl
 from dissectors.held import size_of
-from dissectors.linebuffer import MAX_LINE, Line, Raw
+from dissectors.linebuffer import MAX_LINE, Line, Raw, wire_text
 from dissectors.session import COMMAND_OVERHEAD, MailSession
 
 # Header lines kept per message; a message with more is read to its end, the rest ignored (and reported).
@@ -269,7 +269,7 @@ class HttpSession(MailSession):
         token = token.strip()
         if scheme == "basic":
             decoded = sasl.decode_base64(token)
-            text = (decoded.data or b"").decode("utf-8", "replace")
+            text = wire_text(decoded.data or b"")
             user, colon, password = text.partition(":")
             if decoded.data is None or not colon:
                 self._emit(ev.Anomaly(ev.Side.CLIENT, evidence, "bad_basic_credentials", "not base64 user:password"))

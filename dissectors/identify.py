@@ -107,6 +107,69 @@ def identify(server: bytes, client: bytes) -> str | None:
     return _mid_stream(server_line, client_line)
 
 
+# Mail protocols whose server speaks first (a greeting) and whose port the check below may refute.
+_SERVER_FIRST = frozenset({"smtp", "pop3", "imap"})
+_PRINTABLE = re.compile(rb"[\x20-\x7e\t]*")
+# A RESP array or bulk string header (Redis and its kin): no mail client's line looks like it.
+_RESP = re.compile(rb"^[*$]\d{1,10}$")
+# FTP commands (RFC 959, 2228, 2389, 2428, 3659): a client sending one after a 220 greeting talks to an FTP server.
+_FTP_COMMANDS = frozenset(
+    {b"USER", b"PASS", b"ACCT", b"SYST", b"FEAT", b"PWD", b"CWD", b"CDUP", b"EPSV", b"PASV", b"PORT", b"EPRT",
+     b"TYPE", b"LIST", b"NLST", b"MLSD", b"MLST", b"OPTS", b"SITE", b"STOR", b"SIZE", b"MDTM", b"PBSZ", b"PROT"}
+)  # fmt: skip
+
+
+def port_refuted(protocol: str, server: bytes, client: bytes, client_first: bool, partial: bool) -> bool | None:
+    """On a mail protocol's own port the port says the protocol unless the first lines show another one: True (a
+    RESP client, a client that talks first with no mail command, an FTP greeting or ``+PONG`` on the POP3 or IMAP
+    port, FTP commands answering a 220 that names no mail server), False (nothing says otherwise), None (undecided:
+    the lines that would tell are still incomplete). Only signs of another protocol refute: typos, bare host names
+    and one-sided or mid-stream captures keep the port's protocol."""
+    if protocol not in _SERVER_FIRST:
+        return False  # HTTP: the client speaks first, and the HTTP session reads whatever the port carries
+    if client[:2] == b"\x16\x03" or server[:2] == b"\x16\x03":
+        return False  # a TLS handshake: implicit TLS, the session's to record
+    client_line = first_line(client) if client else None
+    if client_line is not None and _PRINTABLE.fullmatch(client_line):
+        if _RESP.match(client_line):
+            return True
+        if client_protocol(client_line) == protocol:
+            return False
+        if client_first and not partial and client_protocol(client_line) is None:
+            return _verb(client_line) not in _SHARED_COMMANDS  # mail servers speak first
+    server_line = first_line(server) if server else None
+    if server_line is None:
+        return None if client_line is None else False
+    if partial:
+        return False  # the first line seen of a server picked up mid-stream may be any line of its protocol
+    if protocol in ("pop3", "imap"):
+        return bool(_SMTP_REPLY.match(server_line)) or (protocol == "pop3" and server_line.startswith(b"+PONG"))
+    if protocol != "smtp" or greeting_candidate(server_line) != "smtp" or _SMTP_WORDS.search(server_line):
+        return False
+    lines = client.split(b"\n")[:-1]  # complete lines only
+    for line in lines[:MAX_CONFIRMING_LINES]:
+        line = line.rstrip(b"\r")
+        if client_protocol(line) == "smtp":
+            return False
+        if _verb(line) in _FTP_COMMANDS or line.upper() in (b"AUTH TLS", b"AUTH SSL"):
+            return True
+        if _verb(line) not in _SHARED_COMMANDS:
+            return False
+    return None if len(lines) < MAX_CONFIRMING_LINES else False
+
+
+def line_start(line: bytes) -> bool:
+    """Does this whole line begin a line of a carried protocol: a reply or status line, an untagged or tagged IMAP
+    response, a mail command, an HTTP request or status line? (The first segment of a flow picked up mid-stream may
+    begin inside a line; when its first line is one of these, it began a line.)"""
+    line = line[:MAX_FIRST_LINE].rstrip(b"\r")
+    if _SMTP_REPLY.match(line) or _IMAP_TAGGED.match(line) or _HTTP_REQUEST.match(line) or _HTTP_STATUS.match(line):
+        return True
+    if line.startswith((b"+OK", b"-ERR", b"* ", b"+ ")) or line == b"+":
+        return True
+    return client_protocol(line) is not None or _verb(line) in _SHARED_COMMANDS
+
+
 def _confirm(candidate: str, named: bool, client: bytes) -> str | None:
     """A greeting that names its protocol decides; else the client's first lines confirm or refute it."""
     if named:

@@ -91,8 +91,7 @@ class ImapSession(MailSession):
             self._resolve(verdict)
 
     def _assemble(self, side: ev.Side, text: str) -> None:
-        if side is CLIENT and self.auth.active and self._assembling[side] is None:
-            self._sasl(side, self.auth.client_line(text))
+        if side is CLIENT and self.auth.active and self._assembling[side] is None and self._sasl_client(text):
             return
         pending = self._assembling[side]
         if pending is None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 
+from dissectors.linebuffer import wire_text
+
 # Where a [CAPABILITY ...] response code opens; its end is the next "]", found with str.find (a regular expression
 # scanning for the "]" from every opening tried before was quadratic on a line of openings).
 _CAPABILITY_OPEN = re.compile(r"\[CAPABILITY ", re.IGNORECASE)
@@ -59,7 +61,7 @@ def tokens(parts: list[str | bytes]) -> list[str]:
     result: list[str] = []
     for part in parts:
         if isinstance(part, bytes):
-            result.append(part.decode("utf-8", errors="replace"))
+            result.append(wire_text(part))
             continue
         position = 0
         text = part

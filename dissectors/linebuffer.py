@@ -18,6 +18,15 @@ MAX_KEPT_RAW = 8 * 1024
 MAX_HELD = MAX_LINE
 
 
+def wire_text(raw: bytes) -> str:
+    """Text from the wire as NTLM OEM strings are read: UTF-8 when the bytes are UTF-8, else Latin-1 (a server's
+    single-byte code page). Never a replacement character: every byte stays visible, and escaping is the display's."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 @dataclass(frozen=True)
 class Line:
     """A line without its CR LF. ``frame``/``timestamp`` are those of the packet that completed it (where tshark
@@ -170,4 +179,4 @@ class LineBuffer:
             line = bytes(self._pending).rstrip(b"\r")
             self._pending.clear()
             position = newline + 1
-            yield Line(line.decode("utf-8", errors="replace"), frame, timestamp, self._pending_frame)
+            yield Line(wire_text(line), frame, timestamp, self._pending_frame)

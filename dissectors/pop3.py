@@ -47,8 +47,7 @@ class Pop3Session(MailSession):
     # -- client -------------------------------------------------------------------------------------------------
 
     def _client_line(self, text: str) -> None:
-        if self.auth.active:
-            self._sasl(ev.Side.CLIENT, self.auth.client_line(text))
+        if self.auth.active and self._sasl_client(text):
             return
         verb, _, argument = text.strip().partition(" ")
         verb = verb.upper()
@@ -121,7 +120,10 @@ class Pop3Session(MailSession):
             return
         self._multiline = None
         lines = command.lines.texts()
-        evidence = self._evidence("\n".join(line[: ev.MAX_EVIDENCE_TEXT] for line in lines)[:512] or ".")
+        # The lines that offered a way to log in (SASL mechanisms, USER) when there are any, else the whole list.
+        offered = [line for line in lines if line.split()[:1] and line.split()[0].upper() in ("SASL", "USER")]
+        cited = offered if command.verb == "CAPA" and offered else lines
+        evidence = self._evidence("\n".join(line[: ev.MAX_EVIDENCE_TEXT] for line in cited)[:512] or ".")
         if command.verb == "CAPA":
             mechanisms: list[str] = []
             for line in lines:

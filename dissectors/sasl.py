@@ -5,6 +5,14 @@ and RFC 3501/4959 (IMAP ``AUTHENTICATE`` with SASL-IR), plus Microsoft's variant
 supported``, [MS-POP3] ``+OK`` before the first blob). An :class:`AuthTracker` is fed the lines of one session, each
 with its direction, and returns typed events: the exchange start, every blob (NTLMSSP decoded), clear-text credentials
 (PLAIN, LOGIN, and what CRAM-MD5, XOAUTH2 and OAUTHBEARER reveal), cancellation and the server's verdict.
+
+The client's steps follow the server: a client line is a SASL response only when it answers a server prompt
+(``334`` for SMTP, ``+`` for POP3 and IMAP) not yet answered. Only while the server has said nothing since the
+exchange began (a capture of the client's side only, asymmetric routing, a slow server) is a line taken without a
+prompt, and then only a base64 line that is no command of the protocol, up to the responses the mechanism has (one
+for PLAIN, two for LOGIN). Any other line is the client's next command (:meth:`AuthTracker.claims` says which): it
+ends an exchange whose prompts and replies the capture showed (the verdict was lost), and leaves one the server never
+spoke in waiting for a verdict that may still come.
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ import sys
 from dataclasses import dataclass, field
 
 from dissectors import ntlmssp
+from dissectors.linebuffer import wire_text
+from dissectors.sasl_steps import CLIENT_STEPS, looks_like_response
 
 # A SASL line longer than this is not decoded (a real NTLM blob is a few hundred bytes of base64).
 MAX_BLOB_TEXT = 64 * 1024
@@ -203,12 +213,20 @@ class SaslOutcome:
 
 
 @dataclass
+class SaslAbandoned:
+    """The exchange ended without a verdict the capture shows: the client went on to other commands."""
+
+    mechanism: str
+    reason: str
+
+
+@dataclass
 class SaslAnomaly:
     code: str
     detail: str
 
 
-SaslEvent = SaslStarted | SaslBlob | SaslCredentials | SaslCancelled | SaslOutcome | SaslAnomaly
+SaslEvent = SaslStarted | SaslBlob | SaslCredentials | SaslCancelled | SaslOutcome | SaslAbandoned | SaslAnomaly
 
 _LOGIN_PROMPTS = {"username:": "user", "user name": "user", "password:": "password"}
 
@@ -226,11 +244,22 @@ class _Exchange:
         self.login_user: str | None = None
         self.server_challenge: bytes | None = None
         self.saw_authenticate = False
+        self.owed = 0  # server prompts the client has not answered yet
+        self.server_heard = False  # a server line came since the exchange began
+        self.client_moved_on = False  # the client sent a command while the server was silent
+
+    def wants_response(self) -> bool:
+        """Without a prompt, may another client line still be a response of this mechanism?"""
+        if self.client_moved_on:
+            return False
+        expected = CLIENT_STEPS.get(self.mechanism)
+        return expected is None or self.client_steps < expected
 
     # -- client --------------------------------------------------------------------------------------------------
 
     def client_text(self, text: str) -> list[SaslEvent]:
         self.client_steps += 1
+        self.owed = max(0, self.owed - 1)
         if text.strip() == "*":
             return [SaslCancelled()]
         blob = _blob(Direction.CLIENT, text, self.mechanism)
@@ -274,6 +303,7 @@ class _Exchange:
 
     def server_continuation(self, text: str) -> list[SaslEvent]:
         self.server_steps += 1
+        self.owed += 1
         if self.mechanism == "NTLM" and text.lower().startswith("ntlm supported"):
             return []  # [MS-SMTPNTLM] 2.2.1.2: not base64, just "go on"
         if not text:
@@ -285,7 +315,7 @@ class _Exchange:
 
 
 def _text(data: bytes) -> str:
-    return data.decode("utf-8", errors="replace")
+    return wire_text(data)
 
 
 def _plain_credentials(data: bytes) -> list[SaslEvent]:
@@ -334,6 +364,31 @@ class AuthTracker:
         exchange = self.exchange
         return 0 if exchange is None or exchange.login_user is None else sys.getsizeof(exchange.login_user)
 
+    def claims(self, line: str) -> bool:
+        """Is this client line part of the open exchange (a response, a cancellation, or a new AUTH that ends it)?
+        A line not claimed is the client's next command: pass it to :meth:`unclaimed`, then read it as one."""
+        exchange = self.exchange
+        if exchange is None:
+            return False
+        if parse_auth_command(self.protocol, line) is not None or exchange.owed > 0:
+            return True
+        if exchange.server_heard:
+            return False  # every prompt the server sent is answered: this is no response
+        return exchange.wants_response() and looks_like_response(str(self.protocol), line)
+
+    def unclaimed(self) -> list[SaslEvent]:
+        """The client sent a command while the exchange is open. When the server spoke in the exchange and has no
+        prompt unanswered, its verdict was lost: the exchange ends without one. When it never spoke, its verdict
+        may still come (or the capture holds the client's side only): the exchange waits, taking no more lines."""
+        exchange = self.exchange
+        if exchange is None:
+            return []
+        if not exchange.server_heard:
+            exchange.client_moved_on = True
+            return []
+        self.exchange = None
+        return [SaslAbandoned(exchange.mechanism, "the client sent a command before the server's verdict was seen")]
+
     def client_line(self, line: str) -> list[SaslEvent]:
         exchange = self.exchange
         if exchange is None:
@@ -345,10 +400,11 @@ class AuthTracker:
             self.exchange = None
             return [_too_many_steps(exchange)]
         command = parse_auth_command(self.protocol, line)
-        if command is not None and self.protocol is not Protocol.IMAP:
+        if command is not None:
             # A new AUTH while one is open: the server's verdict on the old one was never seen.
             restarted = SaslAnomaly("sasl_restarted", "AUTH sent again before the previous exchange ended")
-            return [restarted, *self._start(command)]
+            abandoned = SaslAbandoned(exchange.mechanism, "the client started another exchange")
+            return [restarted, abandoned, *self._start(command)]
         return exchange.client_text(line)
 
     def _start(self, command: AuthCommand) -> list[SaslEvent]:
@@ -368,6 +424,7 @@ class AuthTracker:
         if exchange is None:
             return []
         reply = classify_server_line(self.protocol, line, exchange.tag)
+        exchange.server_heard = True
         if reply.kind is ReplyKind.CONTINUE:
             if exchange.server_steps >= MAX_STEPS:
                 self.exchange = None
@@ -380,7 +437,8 @@ class AuthTracker:
                 and not exchange.saw_authenticate
                 and exchange.client_steps == 0
             ):
-                return []  # [MS-POP3] 2.2.1.2: "+OK" means NTLM is supported, the blobs follow
+                exchange.owed += 1  # [MS-POP3] 2.2.1.2: "+OK" means NTLM is supported, the blobs follow
+                return []
             self.exchange = None
             return [SaslOutcome(exchange.mechanism, True, reply.text)]
         if reply.kind is ReplyKind.FAILURE:

@@ -243,6 +243,14 @@ class MailSession:
         self._pending_bytes -= item.held
         return item
 
+    def _forget_last(self, verb: str) -> None:
+        """Forget the last command with this verb still awaiting its reply (its reply is known to be lost)."""
+        for index in range(len(self.pending) - 1, -1, -1):
+            if getattr(self.pending[index], "verb", None) == verb:
+                self._pending_bytes -= self.pending[index].held
+                del self.pending[index]
+                return
+
     def _clear_pending(self) -> None:
         self.pending.clear()
         self._pending_bytes = 0
@@ -285,8 +293,25 @@ class MailSession:
                 if result.success:
                     self.authenticated = True
                 self._emit(ev.AuthResult(side, evidence, result.mechanism, result.success, result.text))
+            elif isinstance(result, sasl.SaslAbandoned):
+                self._emit(ev.AuthAbandoned(side, evidence, result.mechanism, result.reason))
             elif isinstance(result, sasl.SaslAnomaly):
                 self._emit(ev.Anomaly(side, evidence, result.code, result.detail))
+
+    def _sasl_client(self, text: str) -> bool:
+        """Give a client line to the open SASL exchange if it is one of its steps (True); otherwise the exchange
+        hears that the client moved on, and the line is the caller's to read as a command (False)."""
+        if self.auth.claims(text):
+            self._sasl(CLIENT, self.auth.client_line(text))
+            return True
+        results = self.auth.unclaimed()
+        self._sasl(CLIENT, results)
+        if any(isinstance(result, sasl.SaslAbandoned) for result in results):
+            self._auth_abandoned()
+        return False
+
+    def _auth_abandoned(self) -> None:
+        """An exchange ended without its verdict: the protocol forgets the command that awaited it."""
 
 
 def unique_upper(words: list[str]) -> list[str]:

@@ -19,6 +19,30 @@ MAX_REPLY_LINES = 256
 # Nor more bytes than this (256 lines of 64 KiB held 16 MiB): a real EHLO reply is under 1 KiB; two full-length
 # lines fit. The final line is always read.
 MAX_REPLY_BYTES = 128 * 1024
+# Reply codes that answer only these commands (RFC 5321 section 4.3.2, RFC 4954 section 6, RFC 3207 section 4): one
+# of them while another command heads the queue means that command's reply never came (a pipelined reply missing,
+# a multi-line reply that never ended), so it is not that command's answer.
+REPLY_OWNERS = {
+    354: frozenset({"DATA"}),
+    334: frozenset({"AUTH"}),
+    235: frozenset({"AUTH"}),
+    534: frozenset({"AUTH"}),
+    535: frozenset({"AUTH"}),
+    538: frozenset({"AUTH"}),
+    251: frozenset({"RCPT", "VRFY", "EXPN"}),
+    551: frozenset({"RCPT", "VRFY", "EXPN"}),
+    252: frozenset({"VRFY", "EXPN"}),
+    221: frozenset({"QUIT"}),
+    220: frozenset({"STARTTLS"}),
+}
+
+
+def reply_fits(verb: str, code: int) -> bool:
+    """Can ``code`` be the reply to ``verb``? DATA's first reply is never a 2xx (354 or a refusal)."""
+    owners = REPLY_OWNERS.get(code)
+    if owners is not None:
+        return verb in owners
+    return not (verb == "DATA" and 200 <= code < 300)
 
 
 @dataclass
@@ -67,8 +91,7 @@ class SmtpSession(MailSession):
             else:
                 self._data_lines += 1
             return
-        if self.auth.active:
-            self._sasl(ev.Side.CLIENT, self.auth.client_line(text))
+        if self.auth.active and self._sasl_client(text):
             return
         verb, _, argument = text.strip().partition(" ")
         verb = verb.upper()
@@ -95,6 +118,9 @@ class SmtpSession(MailSession):
     def _raw(self, side: ev.Side, item: Raw) -> None:
         pass  # a BDAT chunk: message content, not read
 
+    def _auth_abandoned(self) -> None:
+        self._forget_last("AUTH")  # its verdict was lost: no later reply answers it
+
     def _command(self, verb: str, line: str, argument: str = "") -> _Command:
         return _Command(verb, line, self._line.frame, self._line.timestamp, argument)
 
@@ -107,7 +133,11 @@ class SmtpSession(MailSession):
             return
         code, separator, rest = int(match.group(1)), match.group(2), match.group(3)
         reply = self._reply
-        if reply is None or reply.code != code:
+        if reply is not None and reply.code != code:
+            detail = f"a {reply.code} reply never ended before a {code} reply; not taken as an answer"
+            self._anomaly(ev.Side.SERVER, "reply_unterminated", detail)
+            reply = None
+        if reply is None:
             reply = self._reply = _Reply(code)
         if not reply.lines.add(rest) and reply.lines.refused == 1:
             limit = f"{MAX_REPLY_LINES} lines or {MAX_REPLY_BYTES} bytes"
@@ -125,7 +155,7 @@ class SmtpSession(MailSession):
             self._emit(ev.Greeting(ev.Side.SERVER, self._evidence(), first.strip(), reply.code == 220))
             return
         self.greeted = True  # the server's first reply was not a greeting: none comes later
-        if self.auth.active:
+        if self.auth.active and not self._answers_before_auth():
             self._sasl(ev.Side.SERVER, self.auth.server_line(final_line))
             if not self.auth.active and self.pending and self.pending[0].verb == "AUTH":
                 self._pop_pending()
@@ -134,8 +164,28 @@ class SmtpSession(MailSession):
             if reply.code != 421:  # 421 may come unasked when the server shuts the connection
                 self._anomaly(ev.Side.SERVER, "unsolicited_reply", f"reply {reply.code} to no command")
             return
+        if not any(reply_fits(command.verb, reply.code) for command in self.pending):
+            self._anomaly(ev.Side.SERVER, "unsolicited_reply", f"reply {reply.code} answers no waiting command")
+            return
         command = self._pop_pending()
+        while not reply_fits(command.verb, reply.code):
+            self._unanswered_command(command, reply.code)
+            command = self._pop_pending()
         self._answer(command, reply)
+
+    def _answers_before_auth(self) -> bool:
+        """A command sent before AUTH still awaits its reply (pipelined): the reply is that command's."""
+        return bool(self.pending) and self.pending[0].verb != "AUTH" and any(c.verb == "AUTH" for c in self.pending)
+
+    def _unanswered_command(self, command: _Command, code: int) -> None:
+        """A command whose reply never came, passed over for a later one: its transaction facts without a verdict."""
+        evidence = self._command_evidence(command)
+        if command.verb == "MAIL":
+            self._emit(ev.MailFrom(ev.Side.CLIENT, evidence, _address(command.argument)))
+        elif command.verb == "RCPT":
+            self._emit(ev.RcptTo(ev.Side.CLIENT, evidence, _address(command.argument)))
+        detail = f"no reply to {command.verb}: the {code} reply that came answers a later command"
+        self._emit(ev.Anomaly(ev.Side.SERVER, self._evidence(), "reply_missing", detail))
 
     def _is_greeting(self, reply: _Reply) -> bool:
         """The first 220/554/421 is the greeting, even when an early-talking client already sent a command
@@ -166,7 +216,7 @@ class SmtpSession(MailSession):
             self._emit(
                 ev.Capabilities(
                     ev.Side.SERVER,
-                    self._evidence(),
+                    self._evidence(_advertised(code, lines)),
                     "ehlo",
                     keywords,
                     unique_upper(mechanisms),
@@ -242,6 +292,17 @@ class SmtpSession(MailSession):
     def _shed_state(self) -> None:
         self._reply = None  # its final line still comes, and is read as a reply of its own
         self._data_awaited = False  # the held bytes were dropped
+
+
+def _advertised(code: int, lines: list[str]) -> str | None:
+    """The reply lines that listed the mechanisms (``250-AUTH PLAIN LOGIN``, ``250-AUTH=LOGIN``) as they were sent;
+    None (the final line is cited) when none did."""
+    cited = [
+        f"{code}{' ' if index == len(lines) - 1 else '-'}{line}"
+        for index, line in enumerate(lines)
+        if index and line.strip().upper().replace("=", " ", 1).split()[:1] == ["AUTH"]
+    ]
+    return "\n".join(cited)[: ev.MAX_EVIDENCE_TEXT] if cited else None
 
 
 def _address(argument: str) -> str:

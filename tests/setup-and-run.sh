@@ -13,13 +13,15 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # what the probe and monitoring tests run in network namespaces (Apache with mod_auth_gssapi and gss-ntlmssp is the
 # HTTP NTLM/Negotiate server in front of the DC: Debian 12 has no mod_auth_ntlm_winbind); nmap is the probe's
 # oracle; tcpreplay replays captures onto a veth; chromium renders and prints the HTML report, poppler-utils
-# (pdfinfo, pdftotext) reads the PDFs.
+# (pdfinfo, pdftotext) reads the PDFs; Redis and vsftpd are the other protocols on mail ports that must not be
+# taken for mail (tests/test_verdicts_lab.py).
 DEBIAN_PACKAGES=(
   tshark tcpdump libpcap0.8 wireshark-common iproute2 util-linux openssl ca-certificates
   postfix dovecot-core dovecot-pop3d dovecot-imapd samba samba-ad-dc samba-ad-provision samba-dsdb-modules winbind
   apache2 libapache2-mod-auth-gssapi gss-ntlmssp
   swaks libauthen-ntlm-perl libnet-ssleay-perl libio-socket-ssl-perl fetchmail curl
   nmap tcpreplay chromium chromium-driver poppler-utils
+  redis-server vsftpd
 )
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do

@@ -52,7 +52,7 @@ SMTP_DIALOGUE = [
     (S, b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n554 5.7.1 <victim@elsewhere.test>: Relay access denied\r\n354 End data\r\n"),
     (C, b"Subject: hi\r\n\r\nRCPT TO:<not@a.command>\r\n..dot\r\n.\r\n"),
     (S, b"250 2.0.0 Ok: queued\r\n"),
-    (C, b"BDAT 20 LAST\r\nMAIL FROM:<x@y.z>\r\n\r\nQUIT\r\n"),
+    (C, b"BDAT 21 LAST\r\nMAIL FROM:<x@y.z>\r\n\r\nQUIT\r\n"),
     (S, b"250 2.0.0 Ok\r\n221 2.0.0 Bye\r\n"),
 ]
 

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from dissectors.identify import line_start, port_refuted
 from dissectors.registry import CARRIER_PORTS, NOT_MAIL, identify
 from passive.capture.options import CaptureOptions
 
 # Bytes of a flow's first data (both sides together) looked at before giving up on recognising it.
 CLASSIFY_LIMIT = 4096
+# Bytes held of a flow on a mail port while its first lines may still show another protocol (a greeting and the
+# client's first commands fit); past this, or at a gap or the end, the port's protocol stands.
+PORT_CHECK_LIMIT = 2048
 
 
 def classify_mail(server: bytes, client: bytes) -> str | None:
@@ -29,7 +33,7 @@ def mail_capture_options(**settings: Any) -> CaptureOptions:
 
     ``settings`` are further :class:`CaptureOptions` fields (``all_ports``, ``bpf``, ``backend``...).
     """
-    return CaptureOptions(ports=CARRIER_PORTS, classifier=classify_mail, **settings)
+    return CaptureOptions(ports=CARRIER_PORTS, classifier=classify_mail, line_start=line_start, **settings)
 
 
 class FirstLines:
@@ -47,4 +51,28 @@ class FirstLines:
         verdict = classify_mail(self._seen[0], self._seen[1])
         if verdict is None and len(self._seen[0]) + len(self._seen[1]) >= CLASSIFY_LIMIT:
             return NOT_MAIL
+        return verdict
+
+
+class PortCheck:
+    """The first bytes of a flow on a mail port, held until they confirm the port's protocol or show another one
+    (:func:`~dissectors.identify.port_refuted`): Redis and FTP servers on mail ports are no mail services."""
+
+    def __init__(self, protocol: str, partial: bool) -> None:
+        self.protocol, self.partial = protocol, partial
+        self.held: list[tuple[bool, bytes, int | None, float | None]] = []  # (from server, data, frame, time)
+        self._seen = [b"", b""]  # server, client
+        self._client_first: bool | None = None
+
+    def add(self, from_server: bool, data: bytes, frame: int | None, timestamp: float | None) -> bool | None:
+        """Hold the bytes; True (another protocol), False (the port's), None (undecided yet)."""
+        self.held.append((from_server, data, frame, timestamp))
+        if self._client_first is None and data:
+            self._client_first = not from_server
+        side = 0 if from_server else 1
+        self._seen[side] += data[: max(0, PORT_CHECK_LIMIT - len(self._seen[side]))]
+        server, client = self._seen
+        verdict = port_refuted(self.protocol, server, client, bool(self._client_first), self.partial)
+        if verdict is None and len(server) + len(client) >= PORT_CHECK_LIMIT:
+            return False
         return verdict

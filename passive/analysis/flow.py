@@ -10,7 +10,7 @@ from dissectors import events as ev
 from dissectors.registry import SESSION_TYPES
 from dissectors.session import MailSession
 from passive.analysis.budget import DissectorBudget
-from passive.analysis.classify import FirstLines
+from passive.analysis.classify import FirstLines, PortCheck
 from passive.analysis.detectors import SessionAnalyzer, SessionContext
 from passive.analysis.relays import RelayLedger
 from passive.analysis.stats import RunStats
@@ -52,12 +52,17 @@ class Analysis(Protocol):
 
 
 class EngineHandler:
-    """Adapts the capture engine's per-flow callbacks to a :class:`MailFlow`."""
+    """Adapts the capture engine's per-flow callbacks to a :class:`MailFlow`. A flow whose protocol only its port
+    says (``by_port``) is held until its first lines confirm it or show another protocol (:class:`PortCheck`): then
+    it is ignored, as a flow of no mail protocol."""
 
-    def __init__(self, analysis: Analysis, protocol: str) -> None:
+    def __init__(self, analysis: Analysis, protocol: str, by_port: bool = False) -> None:
         self.analysis = analysis
         self.protocol = protocol
         self.mail: MailFlow | None = None
+        self.by_port = by_port
+        self.check: PortCheck | None = None
+        self.ignored = False
 
     def _mail(self, flow: reassembly.Flow) -> MailFlow:
         if self.mail is None:
@@ -69,14 +74,40 @@ class EngineHandler:
         pass
 
     def on_data(self, flow: reassembly.Flow, direction: reassembly.Direction, chunk: reassembly.Chunk) -> None:
+        if self.ignored:
+            return
+        if self.by_port and self.mail is None:
+            check = self.check = self.check or PortCheck(self.protocol, flow.partial)
+            verdict = check.add(direction is reassembly.Direction.SERVER_TO_CLIENT, chunk.data, chunk.frame, chunk.ts)
+            if verdict is None:
+                return
+            self._release(flow, refuted=verdict)
+            return
         self._mail(flow).data(_SIDES[direction], chunk.data, chunk.frame, chunk.ts)
+
+    def _release(self, flow: reassembly.Flow, refuted: bool) -> None:
+        """The port check is over: the held bytes go to the dissector, or the flow is no mail after all."""
+        check, self.check = self.check, None
+        if refuted:
+            self.ignored = True
+            self.analysis.flows_ignored += 1
+            return
+        mail = self._mail(flow)
+        for from_server, data, frame, timestamp in check.held if check is not None else ():
+            mail.data(ev.Side.SERVER if from_server else ev.Side.CLIENT, data, frame, timestamp)
 
     def on_gap(
         self, flow: reassembly.Flow, direction: reassembly.Direction, missing: int, frame: int, ts: float
     ) -> None:
+        if self.ignored:
+            return
+        if self.check is not None:
+            self._release(flow, refuted=False)  # what follows lost bytes tells nothing more: the port's protocol
         self._mail(flow).gap(_SIDES[direction], missing, frame, ts)
 
     def on_close(self, flow: reassembly.Flow, reason: reassembly.CloseReason) -> None:
+        if self.check is not None:
+            self._release(flow, refuted=False)
         if self.mail is not None:
             self.mail.close()
 

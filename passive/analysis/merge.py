@@ -97,8 +97,8 @@ class Recording:
         self.flow: Flow | None = None
         self._sessions = 0
 
-    def handler(self, analysis: Analysis, protocol: str) -> EngineHandler:
-        return RecordingHandler(analysis, protocol)
+    def handler(self, analysis: Analysis, protocol: str, by_port: bool = False) -> EngineHandler:
+        return RecordingHandler(analysis, protocol, by_port)
 
     def session(self, context: SessionContext) -> Recorder:
         """A new session's analyzer (the flow it belongs to was named by :class:`RecordingHandler` just before)."""

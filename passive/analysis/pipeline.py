@@ -116,8 +116,8 @@ class Analysis:
             self.flows_ignored += 1
             return None
         if self.recording is not None:
-            return self.recording.handler(self, protocol)
-        return EngineHandler(self, protocol)
+            return self.recording.handler(self, protocol, by_port=not flow.label)
+        return EngineHandler(self, protocol, by_port=not flow.label)
 
 
 @dataclass

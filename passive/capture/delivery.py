@@ -8,6 +8,8 @@ deliverable, and when a hole becomes a gap.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from passive.capture.counters import CaptureCounters
 from passive.capture.flow import Chunk, Direction, Flow
 from passive.capture.policy import ReassemblyPolicy
@@ -26,6 +28,7 @@ class Delivery:
     max_buffer_segments: int
     max_total_buffer: int
     resync_lines: bool
+    line_start: Callable[[bytes], bool] | None
     _pending_total: int
 
     def _classify(self, flow: Flow, direction: int, chunk: Chunk) -> None:
@@ -106,6 +109,7 @@ class Delivery:
         self.counters.gap_bytes += missing
         if self.resync_lines:
             half.resync = True
+        half.pickup = False  # what follows lost bytes may begin anywhere in a line
         if flow.state == Flow.ACTIVE and flow.handler is not None:
             flow.handler.on_gap(flow, DIRECTIONS[direction], missing, frame, ts)
         elif flow.state == Flow.CLASSIFYING and flow._events is not None:
@@ -121,6 +125,9 @@ class Delivery:
         if half.resync:
             newline = data.find(b"\n")
             skip = size if newline < 0 else newline + 1
+            if half.pickup and newline > 0 and self.line_start is not None and self.line_start(data[:newline]):
+                skip = 0  # a pickup's first segment begins with a line of the protocol: the sender's write began it
+            half.pickup = False
             self.counters.resync_skipped_bytes += skip
             if newline < 0:
                 return

@@ -79,6 +79,7 @@ class Engine:
             max_buffer=options.max_buffer,
             max_total_buffer=options.max_total_buffer,
             resync_lines=options.resync_lines,
+            line_start=options.line_start,
             classifier=options.classifier if options.all_ports else None,
             policy=options.reassembly_policy,
             on_verdict=self._verdict if scanning else None,

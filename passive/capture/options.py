@@ -16,6 +16,8 @@ from passive.capture.flow import Classifier
 from passive.capture.policy import DEFAULT_POLICY
 from passive.capture.scanner import FLOW_HEAD
 
+LineStart = Callable[[bytes], bool]
+
 IDLE_TIMEOUT = 300.0
 """Seconds of capture time a flow may stay silent before it is closed as expired."""
 
@@ -73,6 +75,9 @@ class CaptureOptions:
     max_buffer: int = MAX_BUFFER
     max_total_buffer: int = MAX_TOTAL_BUFFER
     resync_lines: bool = True  # start delivery on a line boundary after a gap or a mid-stream pickup
+    # Whether a mid-stream pickup's first line (a whole line of its first segment) starts a line of the protocols
+    # read, so that it is kept rather than skipped as the tail of a line; None: always skipped.
+    line_start: LineStart | None = None
     reassembly_policy: str = DEFAULT_POLICY  # whose bytes win on overlaps, what is refused (passive.capture.policy)
     head_packets: int = FLOW_HEAD  # every-port mode: packets of a new flow admitted before its verdict
     shard: int = 0  # with shards > 1: read only the flows whose 4-tuple hashes to this share (scanner.shard_of)

@@ -88,6 +88,7 @@ class Reassembler(Delivery):
         max_buffer_segments: int = MAX_BUFFER_SEGMENTS,
         max_total_buffer: int = MAX_TOTAL_BUFFER,
         resync_lines: bool = True,
+        line_start: Callable[[bytes], bool] | None = None,
         classifier: Classifier | None = None,
         policy: str = DEFAULT_POLICY,
         on_verdict: Callable[[Flow, bool], None] | None = None,
@@ -102,6 +103,7 @@ class Reassembler(Delivery):
         self.max_buffer_segments = max(1, max_buffer_segments)
         self.max_total_buffer = max_total_buffer
         self.resync_lines = resync_lines
+        self.line_start = line_start
         self.classifier = classifier
         self.on_verdict = on_verdict
         self.external_clock = external_clock

@@ -38,6 +38,7 @@ class HalfStream:
         "peer_shift",
         "pending",
         "pending_bytes",
+        "pickup",
         "resync",
         "sack_ok",
         "started",
@@ -60,6 +61,8 @@ class HalfStream:
         self.fin_rel: int | None = None
         self.finished = False  # delivered everything up to the FIN
         self.resync = False
+        # Picked up mid-stream and nothing delivered yet: a first segment of whole text lines is kept from its start.
+        self.pickup = False
         self.syn_seq: int | None = None
         self.tail = b""  # the end of the last delivered piece, for overlap conflict checks
         self.tail_rel = 0
@@ -88,7 +91,7 @@ class HalfStream:
             return True
         self.next_seq = self.acked = self.edge = seq
         self.window = 0
-        self.resync = resync
+        self.resync = self.pickup = resync
         return False
 
     def rel(self, seq: int) -> int:

@@ -27,8 +27,16 @@ def cell(value: Any) -> Text:
     if isinstance(value, bool):
         return Text("yes" if value else "no")
     if isinstance(value, list):
-        return Text(printable(", ".join(str(v) for v in value)))
+        separator = "; " if any(isinstance(v, dict) for v in value) else ", "
+        return Text(printable(separator.join(_item(v) for v in value)))
     return Text(printable(value))
+
+
+def _item(value: Any) -> str:
+    """One entry of a list field: an object (a credential's attempt) as its non-empty ``key value`` pairs."""
+    if isinstance(value, dict):
+        return " ".join(f"{key} {item}" for key, item in value.items() if item is not None)
+    return str(value)
 
 
 def evidence_text(listed: Any) -> str:

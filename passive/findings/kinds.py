@@ -60,7 +60,11 @@ def _methods_summary(record: Mapping[str, Any]) -> str:
 
 
 def _credentials_summary(record: Mapping[str, Any]) -> str:
-    return f"{record.get('mechanism')} {record.get('user')} ({record.get('outcome') or 'no verdict'})"
+    attempts = [entry for entry in record.get("attempts") or [] if isinstance(entry, Mapping)]
+    verdicts = record.get("outcome") or "no verdict"
+    if len({entry.get("password_no") for entry in attempts}) > 1:
+        verdicts = ", ".join(f"password {a.get('password_no')}: {a.get('outcome') or 'no verdict'}" for a in attempts)
+    return f"{record.get('mechanism')} {record.get('user')} ({verdicts})"
 
 
 def _service_summary(record: Mapping[str, Any]) -> str:
@@ -204,18 +208,35 @@ CLEARTEXT_CREDENTIALS = Kind(
             column=True,
         ),
         Field("user", "as sent", column=True),
-        Field("password", "masked as `********` unless `--show-secrets`", column=True, secret=True),
+        Field(
+            "password",
+            "the secret that succeeded, else the latest one tried; masked as `********` unless `--show-secrets`",
+            column=True,
+            secret=True,
+        ),
         Field("authzid", "the authorization identity, as sent"),
         Field(
             "secret_kind",
             "what `password` holds: `password`, `cram-md5-digest`, `apop-digest`, `oauth-bearer-token`",
         ),
-        Field("outcome", "`success`, `failure` or null", column=True),
+        Field(
+            "outcome",
+            "`success` when an attempt succeeded, else `failure` when one failed, else null (no verdict seen)",
+            column=True,
+        ),
+        Field(
+            "attempts",
+            "each secret with each verdict it drew: `password_no` (1 for the first secret this user sent, 2 for "
+            "the next different one...), `password` (masked unless `--show-secrets`), `outcome`, `count`; a failed "
+            "attempt and a successful one with another password are two entries",
+            column=True,
+            many=True,
+        ),
         Field("tls", "always false: nothing is read inside TLS"),
     ),
     key_doc="per server, mechanism and user",
     identity=("mechanism", "user"),
-    details_doc="per occurrence: `client`, `outcome`, `time`, `file`",
+    details_doc="per occurrence: `client`, `outcome`, `password_no` (which of `attempts`' secrets), `time`, `file`",
     common_columns=("clients",),
     summary=_credentials_summary,
     remediation=(

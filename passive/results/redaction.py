@@ -74,6 +74,9 @@ _MAILBOX_REPLIES = (
 )
 # Fields of finding records that hold a user name or mail address, wherever they appear (details included).
 _NAME_FIELDS = ("user", "users", "authzid", "mail_from", "rcpt_to")
+# Keys that hold a secret wherever they appear in a record, nested ones included (each of a credential's
+# ``attempts``): masked by :meth:`Redactor.value` like the declared secret fields.
+SECRET_KEYS = frozenset({"password"})
 
 NameMask = Callable[[str], str]
 
@@ -213,6 +216,10 @@ class Redactor:
         for field in secret_fields:
             value = record.get(field)
             self.learn(value if isinstance(value, str) else None)
+        for value in record.values():  # secrets nested in lists of objects (a credential's attempts)
+            for item in value if isinstance(value, list) else []:
+                for key in SECRET_KEYS & (item.keys() if isinstance(item, dict) else set()):
+                    self.learn(item[key] if isinstance(item[key], str) else None)
         for item in evidence if isinstance(evidence, list) else []:
             line = item.get("line") if isinstance(item, dict) else None
             if isinstance(line, str):
@@ -277,7 +284,8 @@ class Redactor:
         return shown
 
     def value(self, value: Any) -> Any:
-        """Scrub every string inside a JSON-ready value (lists and objects walked)."""
+        """Scrub every string inside a JSON-ready value (lists and objects walked); a non-empty value under a key
+        of :data:`SECRET_KEYS` is masked whole."""
         if self.show_secrets:
             return value
         if isinstance(value, str):
@@ -285,5 +293,5 @@ class Redactor:
         if isinstance(value, list):
             return [self.value(item) for item in value]
         if isinstance(value, dict):
-            return {key: self.value(item) for key, item in value.items()}
+            return {key: MASK if key in SECRET_KEYS and item else self.value(item) for key, item in value.items()}
         return value

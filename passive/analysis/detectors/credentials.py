@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from dissectors import events as ev
 from passive.analysis.detectors.base import Detector, Handlers, Session
@@ -13,6 +13,9 @@ MAX_PENDING_CREDENTIALS = 32
 # The same past this many characters of user names and secrets (32 PLAIN messages of 48 KiB would be 3 MiB a
 # session); real ones are a few dozen characters, an OAuth token a few KiB.
 MAX_PENDING_CHARACTERS = 64 * 1024
+# Distinct (secret, outcome) pairs kept per finding in ``attempts``: a user trying a few passwords fits; a client
+# guessing thousands keeps its first ones here and is counted in ``count`` and ``details``.
+MAX_ATTEMPTS = 16
 
 
 class CredentialsDetector(Detector):
@@ -21,6 +24,7 @@ class CredentialsDetector(Detector):
         ev.Credentials: "credentials",
         ev.AuthResult: "result",
         ev.AuthCancelled: "cancelled",
+        ev.AuthAbandoned: "cancelled",
     }
 
     def __init__(self, session: Session) -> None:
@@ -40,7 +44,7 @@ class CredentialsDetector(Detector):
     def result(self, event: ev.AuthResult) -> None:
         self.flush("success" if event.success else "failure", event)
 
-    def cancelled(self, event: ev.AuthCancelled) -> None:
+    def cancelled(self, event: ev.AuthCancelled | ev.AuthAbandoned) -> None:
         self.flush(None)
 
     def close(self) -> None:
@@ -57,20 +61,44 @@ class CredentialsDetector(Detector):
             self.touch(finding, credentials)
             if result is not None:
                 self.record(finding, result)
-            finding.set_fields(
-                mechanism=credentials.mechanism,
-                user=credentials.user,
-                password=credentials.password,
-                authzid=credentials.authzid,
-                secret_kind=credentials.secret_kind,
-                outcome=outcome,
-                tls=self.session.tls,
-            )
+            finding.set_fields(mechanism=credentials.mechanism, user=credentials.user)
+            finding.fields.setdefault("password", None)
+            finding.set_fields(authzid=credentials.authzid, secret_kind=credentials.secret_kind)
+            finding.fields.setdefault("outcome", None)
+            number = _attempt(finding.fields.setdefault("attempts", []), bounded(credentials.password), outcome)
+            finding.set_fields(tls=self.session.tls)
+            _summarise(finding.fields)
             finding.add_detail(
                 {
                     "client": self.context.client,
                     "outcome": outcome,
+                    "password_no": number,
                     "time": credentials.evidence.timestamp,
                     "file": self.context.file,
                 }
             )
+
+
+def _attempt(attempts: list[dict[str, Any]], password: str | None, outcome: str | None) -> int | None:
+    """Count one attempt under its (secret, outcome) pair; the number of its secret among the finding's (1 for the
+    first secret seen), the same whatever the outcome; None past MAX_ATTEMPTS pairs."""
+    numbers = {entry["password"]: entry["password_no"] for entry in attempts}
+    number = numbers.get(password, len(numbers) + 1)
+    for entry in attempts:
+        if entry["password"] == password and entry["outcome"] == outcome:
+            entry["count"] += 1
+            return number
+    if len(attempts) >= MAX_ATTEMPTS:
+        return None
+    attempts.append({"password_no": number, "password": password, "outcome": outcome, "count": 1})
+    return number
+
+
+def _summarise(fields: dict[str, Any]) -> None:
+    """``password`` and ``outcome`` for the whole finding: the secret that worked (else the latest tried) and
+    ``success`` when an attempt succeeded, else ``failure`` when one failed, else no verdict."""
+    attempts = fields["attempts"]
+    worked = [entry for entry in attempts if entry["outcome"] == "success"]
+    fields["password"] = (worked or attempts)[-1]["password"]
+    outcomes = {entry["outcome"] for entry in attempts}
+    fields["outcome"] = "success" if "success" in outcomes else "failure" if "failure" in outcomes else None

@@ -36,6 +36,7 @@ class NtlmDetector(Detector):
         ev.SaslStep: "step",
         ev.AuthResult: "result",
         ev.AuthCancelled: "cancelled",
+        ev.AuthAbandoned: "cancelled",
         ev.HttpExchange: "http_exchange",
     }
 
@@ -82,7 +83,7 @@ class NtlmDetector(Detector):
         if self.exchange is not None and (event.mechanism == "NTLM" or self.exchange.challenge is not None):
             self._close("success" if event.success else "failure", event)
 
-    def cancelled(self, event: ev.AuthCancelled) -> None:
+    def cancelled(self, event: ev.AuthCancelled | ev.AuthAbandoned) -> None:
         self._close(None)
 
     def close(self) -> None:
@@ -180,6 +181,7 @@ def _severity(response: ntlmssp.AuthenticateMessage | None) -> Severity:
         return Severity.LOW
     weak = response.ntlm_version in WEAK_VERSIONS or any(a.code == "lm_only_response" for a in response.anomalies)
     return Severity.HIGH if weak else Severity.MEDIUM
+
 
 # What hashcat_line returns for a response whose user or domain cannot be written as a hashcat line.
 UNWRITABLE = ""
