@@ -181,11 +181,13 @@ def imap_dialogue(rng: random.Random, ntlm: bool) -> tuple[list[tuple[bool, byte
         challenges = 1
     else:
         turns += [(False, b'a1 LOGIN alice "secret"\r\n'), (True, b"a1 OK LOGIN completed\r\n")]
+    body = _body(rng, rng.randrange(500, 20000))
+    literal = b"{%d}" % len(body)  # the message's own size, as a server announces it
     turns += [
         (False, b"a2 SELECT INBOX\r\n"),
         (True, b"* 3 EXISTS\r\na2 OK [READ-WRITE] SELECT completed\r\n"),
         (False, b"a3 FETCH 1 BODY[]\r\n"),
-        (True, b"* 1 FETCH (BODY[] {5000}\r\n" + _body(rng, rng.randrange(500, 20000)) + b")\r\na3 OK FETCH\r\n"),
+        (True, b"* 1 FETCH (BODY[] " + literal + b"\r\n" + body + b")\r\na3 OK FETCH\r\n"),
         (False, b"a4 LOGOUT\r\n"),
         (True, b"* BYE\r\na4 OK LOGOUT completed\r\n"),
     ]
