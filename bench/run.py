@@ -51,6 +51,7 @@ RSS_MIB = 150  # peak resident set per process
 @dataclass
 class Run:
     wall: float
+    cpu: float  # user and system seconds of the process and its waited-for children
     rss_mib: float
 
 
@@ -64,14 +65,22 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> Run:
     elapsed = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"command failed: {' '.join(cmd)}\n{err.decode(errors='replace')}")
-    return Run(elapsed, usage.ru_maxrss / 1024)
+    return Run(elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
 
 
-def median_of(runs: int, cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, list[float]]:
-    """Median wall seconds, the largest peak RSS (MiB) and every wall time."""
+@dataclass
+class Timing:
+    wall: float  # median
+    cpu: float  # median
+    rss_mib: float  # the largest
+    walls: list[float]
+
+
+def median_of(runs: int, cmd: list[str], env: dict[str, str] | None = None) -> Timing:
     results = [timed(cmd, env) for _ in range(runs)]
     walls = [r.wall for r in results]
-    return statistics.median(walls), max(r.rss_mib for r in results), walls
+    cpu = statistics.median(r.cpu for r in results)
+    return Timing(statistics.median(walls), cpu, max(r.rss_mib for r in results), walls)
 
 
 def generate(name: str, size: str, *extra: str) -> Path:
@@ -117,9 +126,10 @@ class Report:
     def __init__(self) -> None:
         self.targets: list[tuple[str, str, str, bool]] = []
 
-    def row(self, capture: str, tool: str, wall: float, walls: list[float], rss: float, extra: str = "") -> None:
-        runs = " ".join(f"{w:.2f}" for w in walls)
-        print(f"{capture:<30} {tool:<34} {wall:8.2f} {rss:8.1f}  [{runs}] {extra}".rstrip(), flush=True)
+    def row(self, capture: str, tool: str, t: Timing, extra: str = "") -> None:
+        runs = " ".join(f"{w:.2f}" for w in t.walls)
+        line = f"{capture:<30} {tool:<38} {t.wall:8.2f} {t.cpu:8.2f} {t.rss_mib:8.1f}  [{runs}] {extra}"
+        print(line.rstrip(), flush=True)
 
     def target(self, name: str, measured: str, anchor: str, met: bool) -> None:
         self.targets.append((name, measured, anchor, met))
@@ -156,7 +166,7 @@ def main() -> int:
     cores = os.cpu_count() or 1
     started = time.perf_counter()
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {cores} cores; {args.runs} runs")
-    print(f"{'capture':<30} {'tool':<34} {'median s':>8} {'RSS MiB':>8}  [each run's wall s]")
+    print(f"{'capture':<30} {'tool':<38} {'median s':>8} {'CPU s':>8} {'RSS MiB':>8}  [each run's wall s]")
 
     # (a) all mail: tshark, leakscope with its default workers, and one core.
     generated = meta(all_mail)
@@ -164,13 +174,17 @@ def main() -> int:
     mail_packets = generated["mail_packets"]
     tshark_wall = None
     if not args.skip_tshark and shutil.which("tshark"):
-        tshark_wall, rss, walls = median_of(args.runs, [*TSHARK, str(all_mail)])
-        report.row(all_mail.name, "tshark -Y ntlmssp -z conv,tcp", tshark_wall, walls, rss)
-    wall2, rss2, walls = median_of(args.runs, leakscope(all_mail, "--jobs", "2"), env)
-    report.row(all_mail.name, "leakscope analyze --jobs 2", wall2, walls, rss2)
-    wall1, rss1, walls = median_of(args.runs, leakscope(all_mail, "--jobs", "1"), env)
+        tshark = median_of(args.runs, [*TSHARK, str(all_mail)])
+        tshark_wall = tshark.wall
+        report.row(all_mail.name, "tshark -Y ntlmssp -z conv,tcp", tshark)
+    two = median_of(args.runs, leakscope(all_mail, "--jobs", "2"), env)
+    wall2, rss2 = two.wall, two.rss_mib
+    report.row(all_mail.name, "leakscope analyze --jobs 2", two)
+    one = median_of(args.runs, leakscope(all_mail, "--jobs", "1"), env)
+    wall1, rss1 = one.wall, one.rss_mib
     rate = mail_packets / wall1
-    report.row(all_mail.name, "leakscope analyze --jobs 1", wall1, walls, rss1, f"{rate:,.0f} mail packets/s")
+    per_cpu = mail_packets / one.cpu
+    report.row(all_mail.name, "leakscope analyze --jobs 1", one, f"{rate:,.0f} mail packets/s ({per_cpu:,.0f}/CPU s)")
     if tshark_wall is not None:
         report.target(
             f"all-mail {all_mail_size}: >= {TSHARK_FACTOR:g}x faster than tshark",
@@ -180,7 +194,7 @@ def main() -> int:
         )
     report.target(
         f"all-mail {all_mail_size}: >= {PACKETS_PER_CORE:,} mail packets/s per core",
-        f"{rate:,.0f} /s (--jobs 1)",
+        f"{rate:,.0f} /s ({per_cpu:,.0f}/CPU s)",
         f"{mail_packets:,} packets, {wall1:.2f} s",
         rate >= PACKETS_PER_CORE,
     )
@@ -193,10 +207,12 @@ def main() -> int:
     for path in (clean, perturbed):
         generated = meta(path)
         warm(path)
-        dump_wall, dump_rss, walls = median_of(args.runs, ["tcpdump", "-r", str(path), "-w", "/dev/null", expression])
-        report.row(path.name, "tcpdump -r F -w /dev/null <mail ports>", dump_wall, walls, dump_rss)
-        wall2, rss2, walls = median_of(args.runs, leakscope(path, "--jobs", "2"), env)
-        report.row(path.name, "leakscope analyze --jobs 2", wall2, walls, rss2, f"{wall2 / dump_wall:.1f}x tcpdump")
+        dump = median_of(args.runs, ["tcpdump", "-r", str(path), "-w", "/dev/null", expression])
+        dump_wall = dump.wall
+        report.row(path.name, "tcpdump -r F -w /dev/null <mail ports>", dump)
+        two = median_of(args.runs, leakscope(path, "--jobs", "2"), env)
+        wall2, rss2 = two.wall, two.rss_mib
+        report.row(path.name, "leakscope analyze --jobs 2", two, f"{wall2 / dump_wall:.1f}x tcpdump")
         rss_seen.append(rss2)
         report.target(
             f"{path.name}: <= {TCPDUMP_FACTOR:g}x tcpdump -r (mail ports)",
@@ -205,8 +221,9 @@ def main() -> int:
             wall2 <= TCPDUMP_FACTOR * dump_wall,
         )
         if path is clean:
-            wall1, rss1, walls = median_of(args.runs, leakscope(path, "--jobs", "1"), env)
-            report.row(path.name, "leakscope analyze --jobs 1", wall1, walls, rss1)
+            one = median_of(args.runs, leakscope(path, "--jobs", "1"), env)
+            wall1, rss1 = one.wall, one.rss_mib
+            report.row(path.name, "leakscope analyze --jobs 1", one)
             rss_seen.append(rss1)
             report.target(
                 f"{path.name}: --jobs 2 >= {JOBS_SPEEDUP:g}x --jobs 1",
