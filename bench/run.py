@@ -83,8 +83,8 @@ def median_of(runs: int, cmd: list[str], env: dict[str, str] | None = None) -> T
     return Timing(statistics.median(walls), cpu, max(r.rss_mib for r in results), walls)
 
 
-def generate(name: str, size: str, *extra: str) -> Path:
-    path = OUT / name
+def generate(out: Path, name: str, size: str, *extra: str) -> Path:
+    path = out / name
     if not path.exists() or not path.with_suffix(path.suffix + ".json").exists():
         cmd = [sys.executable, str(HERE / "gen_capture.py"), "--size", size, "--out", str(path), *extra]
         subprocess.run(cmd, check=True)
@@ -147,14 +147,16 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small captures (10 MB all-mail, 50 MB mixed)")
     parser.add_argument("--runs", type=int, default=3, help="runs per timing (the median is reported)")
     parser.add_argument("--skip-tshark", action="store_true")
+    parser.add_argument("--out", type=Path, default=OUT, help="where the captures are generated and cached")
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     all_mail_size, mixed_size = ("10M", "50M") if args.quick else ("100M", "1G")
-    OUT.mkdir(exist_ok=True)
-    all_mail = generate(f"allmail-{all_mail_size}.pcap", all_mail_size, "--mail-fraction", "1.0")
-    clean = generate(f"mixed-{mixed_size}-0.02.pcap", mixed_size, "--mail-fraction", "0.02")
+    args.out.mkdir(parents=True, exist_ok=True)
+    all_mail = generate(args.out, f"allmail-{all_mail_size}.pcap", all_mail_size, "--mail-fraction", "1.0")
+    clean = generate(args.out, f"mixed-{mixed_size}-0.02.pcap", mixed_size, "--mail-fraction", "0.02")
     perturbed = generate(
+        args.out,
         f"mixed-{mixed_size}-0.02-perturbed.pcap",
         mixed_size,
         "--mail-fraction", "0.02", "--reorder", "0.01", "--retransmit", "0.01", "--vlan", "0.1",
