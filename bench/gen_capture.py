@@ -9,7 +9,9 @@ Packets are written with a raw struct-based pcap writer.
     python bench/gen_capture.py --size 1G --mail-fraction 0.02 --out bench/out/mixed.pcap
 
 Perturbations (per mail data segment): --reorder swaps a segment with the next one of
-the same direction, --retransmit emits a segment a second time a few packets later.
+the same direction in the same flight (never past the other side's answer to it: no capture
+shows an answer before its question), --retransmit emits a segment a second time a few
+packets later.
 --vlan tags that fraction of flows (a quarter of the tagged ones get QinQ). --tunnel
 carries that fraction of flows inside GRE, VXLAN or ERSPAN II (in turn), between two
 tunnel endpoints. --odd-ports puts that fraction of mail servers on ports no mail filter
@@ -181,11 +183,13 @@ def imap_dialogue(rng: random.Random, ntlm: bool) -> tuple[list[tuple[bool, byte
         challenges = 1
     else:
         turns += [(False, b'a1 LOGIN alice "secret"\r\n'), (True, b"a1 OK LOGIN completed\r\n")]
+    body = _body(rng, rng.randrange(500, 20000))
+    literal = b"{%d}" % len(body)  # the message's own size, as a server announces it
     turns += [
         (False, b"a2 SELECT INBOX\r\n"),
         (True, b"* 3 EXISTS\r\na2 OK [READ-WRITE] SELECT completed\r\n"),
         (False, b"a3 FETCH 1 BODY[]\r\n"),
-        (True, b"* 1 FETCH (BODY[] {5000}\r\n" + _body(rng, rng.randrange(500, 20000)) + b")\r\na3 OK FETCH\r\n"),
+        (True, b"* 1 FETCH (BODY[] " + literal + b"\r\n" + body + b")\r\na3 OK FETCH\r\n"),
         (False, b"a4 LOGOUT\r\n"),
         (True, b"* BYE\r\na4 OK LOGOUT completed\r\n"),
     ]
@@ -299,7 +303,11 @@ def perturb(
     while i < len(out) - 1:
         seg = out[i]
         if seg.payload and rng.random() < reorder:
+            # Within the same flight only: a segment cannot arrive after the other side's answer to it (the
+            # server cannot answer bytes it has not received), so no data of the other side lies between.
             j = next((k for k in range(i + 1, len(out)) if out[k].from_server == seg.from_server), None)
+            if j is not None and any(out[k].payload for k in range(i + 1, j)):
+                j = None
             if j is not None:
                 out[i], out[j] = out[j], out[i]
                 swaps += 1

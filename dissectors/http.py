@@ -151,7 +151,7 @@ class HttpSession(MailSession):
                 state.state = "trailers"
             else:
                 state.state = "chunk-data"
-                self.buffers[side].expect_raw(size)
+                self.buffers[side].expect_raw(size, keep=False)  # chunk data: counted off, not read
         elif state.state == "chunk-end":
             state.state = "chunk-size"  # the CR LF after a chunk's data
 
@@ -233,7 +233,7 @@ class HttpSession(MailSession):
 
     def _body(self, side: ev.Side, state: _Side, size: int) -> None:
         state.state = "body"
-        self.buffers[side].expect_raw(size)
+        self.buffers[side].expect_raw(size, keep=False)  # the body: counted off, not read
 
     def _unframed(self, side: ev.Side, state: _Side, what: str) -> None:
         self._anomaly(side, "bad_framing", f"{what}: the body cannot be framed; this side is not read further")

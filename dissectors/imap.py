@@ -129,7 +129,10 @@ class ImapSession(MailSession):
         """Read the literal now (the server's own, or a non-synchronising one within bounds), or hold the client's
         bytes until the server says whether it takes it."""
         allowed = MAX_LITERAL_PLUS if self._literal_plus else MAX_LITERAL_MINUS
-        if side is SERVER or (non_synchronising and size <= allowed):
+        if side is SERVER:
+            self.buffers[side].expect_raw(size, keep=False)  # a message the server sends: counted off, not read
+            return
+        if non_synchronising and size <= allowed:
             self.buffers[side].expect_raw(size)
             return
         if non_synchronising:

@@ -1,10 +1,12 @@
-"""Bounded line splitting for one direction of a text protocol, with raw-byte runs for literals and BDAT chunks.
+"""Bounded line splitting for one direction of a text protocol, with raw-byte runs for literals and BDAT chunks,
+and dot-terminated bodies (an SMTP message, a POP3 RETR answer) skipped to their end without being split into lines.
 
 Every item handed out carries the frame number and timestamp of the chunk in which its first byte arrived.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -16,6 +18,13 @@ MAX_KEPT_RAW = 8 * 1024
 # Bytes kept unread while the dissector waits for the other side to say what they are (an IMAP literal before the
 # server's continuation, a TLS record before the server answers it): a line's worth. Past this the holder decides.
 MAX_HELD = MAX_LINE
+
+# Inside a dot-terminated body: where the next line begins with a dot (the end, or a dot-stuffed line), and the
+# carriage returns after that dot (the end line is "." then any CRs, as the line splitter strips them).
+_LINE_DOT = b"\n."
+_CRS = re.compile(rb"\r*")
+# Where a body is in its terminator hunt: inside a line, at the start of one, just after a line's leading dot.
+_MID_LINE, _LINE_START, _AFTER_DOT = 0, 1, 2
 
 
 def wire_text(raw: bytes) -> str:
@@ -76,6 +85,11 @@ class LineBuffer:
         self._held = bytearray()
         self._held_frame: int | None = None
         self._held_timestamp: float | None = None
+        self._keep_raw = True
+        self._body = False  # inside a dot-terminated body (expect_dot_body)
+        self._body_state = _MID_LINE
+        self._body_crs = 0  # carriage returns after the end line's dot so far (a longer line is no end line)
+        self._dot_frame: int | None = None  # the chunk where the end line's dot arrived
 
     def hold(self) -> None:
         """Keep what follows the current item unread (in :attr:`held`) until :meth:`release`."""
@@ -96,12 +110,25 @@ class LineBuffer:
     def held(self) -> int:
         return len(self._held)
 
-    def expect_raw(self, size: int) -> None:
-        """The next ``size`` bytes are raw (an IMAP literal, a BDAT chunk), not lines."""
+    def expect_raw(self, size: int, keep: bool = True) -> None:
+        """The next ``size`` bytes are raw (an IMAP literal, a BDAT chunk), not lines; with ``keep`` false none of
+        them is copied (the :class:`Raw` item's data is empty): the run is only counted off."""
         self._raw_left = max(0, size)
         self._raw_size = self._raw_left
         self._raw_kept.clear()
         self._raw_frame = None
+        self._keep_raw = keep
+
+    def expect_dot_body(self) -> None:
+        """What follows (from the start of a line) is a dot-terminated body (RFC 5321 section 4.5.2, RFC 1939
+        section 3): it is skipped without being split into lines, dot-stuffed lines included, and only its end
+        line is handed out, as the :class:`Line` ``"."``. Nothing of the body is kept."""
+        self._body = True
+        self._body_state = _LINE_START
+
+    @property
+    def in_body(self) -> bool:
+        return self._body
 
     def resync(self) -> None:
         """Drop the partial line (and anything held) and skip to the next newline: bytes were lost, or given up,
@@ -109,14 +136,15 @@ class LineBuffer:
         self._pending.clear()
         self._raw_left = 0
         self._raw_kept.clear()
+        self._body = False
         self._holding = False
         self._held.clear()
         self._discarding = True
 
     def shed(self) -> None:
         """Drop what is held without losing the place: a partial line is skipped to its end, a raw run is still
-        counted off (what was kept of it is dropped), bytes held unread are dropped and reading resumes at the
-        next newline after them."""
+        counted off (what was kept of it is dropped), a body is still skipped to its end, bytes held unread are
+        dropped and reading resumes at the next newline after them."""
         if self._pending or self._held:
             self._discarding = True
         self._pending.clear()
@@ -139,11 +167,17 @@ class LineBuffer:
                 self._held += data[position:]
                 self._held_frame, self._held_timestamp = frame, timestamp
                 return
+            if self._body:
+                position = self._skip_body(data, position, frame)
+                if self._body:
+                    return
+                yield Line(".", frame, timestamp, self._dot_frame)
+                continue
             if self._raw_left:
                 take = min(self._raw_left, size - position)
                 if self._raw_frame is None:
                     self._raw_frame, self._raw_timestamp = frame, timestamp
-                room = MAX_KEPT_RAW - len(self._raw_kept)
+                room = MAX_KEPT_RAW - len(self._raw_kept) if self._keep_raw else 0
                 if room > 0:
                     self._raw_kept += data[position : position + min(take, room)]
                 self._raw_left -= take
@@ -180,3 +214,44 @@ class LineBuffer:
             self._pending.clear()
             position = newline + 1
             yield Line(wire_text(line), frame, timestamp, self._pending_frame)
+
+    def _skip_body(self, data: bytes, position: int, frame: int | None) -> int:
+        """Skip body bytes from ``position``: where reading goes on (the body ended just before it), or the end of
+        ``data`` with the body still on. Only lines starting with a dot are looked at, each with one C-level
+        search; the state carries over chunk boundaries (a dot or its CR LF in the next segment)."""
+        size = len(data)
+        state = self._body_state
+        while True:
+            if state == _AFTER_DOT:
+                after = _CRS.match(data, position).end()
+                self._body_crs += after - position
+                position = after
+                if self._body_crs >= self.max_line:  # "." and a line's worth of CRs: a long line, not the end
+                    state = _MID_LINE
+                elif position == size:
+                    break
+                elif data[position] == 10:  # "." CR* LF: the end line
+                    self._body = False
+                    self._body_state = _MID_LINE
+                    return position + 1
+                else:
+                    state = _MID_LINE  # a dot-stuffed line ("..") or any other line starting with a dot
+            elif state == _LINE_START:
+                if position == size:
+                    break
+                if data[position] == 46:  # "."
+                    state, self._body_crs = _AFTER_DOT, 0
+                    self._dot_frame = frame
+                    position += 1
+                    continue
+                state = _MID_LINE
+            found = data.find(_LINE_DOT, position)
+            if found < 0:
+                state = _LINE_START if size and data[size - 1] == 10 else _MID_LINE
+                position = size
+                break
+            state, self._body_crs = _AFTER_DOT, 0
+            self._dot_frame = frame
+            position = found + 2
+        self._body_state = state
+        return size

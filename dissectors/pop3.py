@@ -13,6 +13,8 @@ from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, unique_u
 # Commands whose +OK answer is followed by lines up to a lone ".".
 _MULTILINE_ALWAYS = {"CAPA", "RETR", "TOP"}
 _MULTILINE_WITHOUT_ARGUMENT = {"LIST", "UIDL", "AUTH"}
+# The multi-line answers whose lines are read; the others (RETR, TOP, LIST, UIDL) are skipped to their end.
+_LISTS_READ = {"CAPA", "AUTH"}
 # Lines of a multi-line answer kept for CAPA and the AUTH mechanism list; bodies (RETR) are skipped, not kept.
 MAX_LIST_LINES = 256
 # Nor more bytes than this (256 lines of 64 KiB held 16 MiB): a real CAPA list is under 1 KiB; two full-length
@@ -101,6 +103,8 @@ class Pop3Session(MailSession):
         verb = command.verb
         if positive and (verb in _MULTILINE_ALWAYS or (verb in _MULTILINE_WITHOUT_ARGUMENT and not command.argument)):
             self._multiline = command
+            if verb not in _LISTS_READ:
+                self.buffers[ev.Side.SERVER].expect_dot_body()  # a message or a listing: skipped to its "."
             return
         if verb == "STLS":
             self._start_tls("STLS", positive)
@@ -113,7 +117,7 @@ class Pop3Session(MailSession):
         command = self._multiline
         assert command is not None
         if text != ".":
-            kept = command.verb not in ("CAPA", "AUTH") or command.lines.add(text[1:] if text[:2] == ".." else text)
+            kept = command.verb not in _LISTS_READ or command.lines.add(text[1:] if text[:2] == ".." else text)
             if not kept and command.lines.refused == 1:
                 limit = f"{MAX_LIST_LINES} lines or {MAX_LIST_BYTES} bytes"
                 self._anomaly(ev.Side.SERVER, "list_too_long", f"a {command.verb} list of more than {limit}")

@@ -75,8 +75,7 @@ class SmtpSession(MailSession):
     def __init__(self, partial: bool = False, max_line: int = MAX_LINE) -> None:
         super().__init__(partial, max_line)
         self._reply: _Reply | None = None
-        self._in_data = False
-        self._data_lines = 0
+        self._in_data = False  # inside a message: its client buffer skips it to the "." line (expect_dot_body)
         # DATA was sent and its reply is not in yet: the client's next bytes wait, unread, for it (a message only
         # follows a 354, RFC 5321 section 4.1.1.4; after a refusal the same bytes are commands to the server).
         self._data_awaited = False
@@ -88,8 +87,6 @@ class SmtpSession(MailSession):
             if text == ".":
                 self._in_data = False
                 self._push_pending(self._command("END-OF-DATA", text))
-            else:
-                self._data_lines += 1
             return
         if self.auth.active and self._sasl_client(text):
             return
@@ -106,7 +103,7 @@ class SmtpSession(MailSession):
         elif verb == "BDAT":
             match = _BDAT.match(text)
             if match:
-                self.buffers[ev.Side.CLIENT].expect_raw(int(match.group(1)))
+                self.buffers[ev.Side.CLIENT].expect_raw(int(match.group(1)), keep=False)
             else:
                 self._anomaly(ev.Side.CLIENT, "bad_bdat", "BDAT without a valid chunk size")
         elif verb == "RSET":
@@ -253,10 +250,13 @@ class SmtpSession(MailSession):
         if not self._data_awaited:
             return
         self._data_awaited = False
-        self._in_data, self._data_lines = message, 0
+        self._in_data = message
         if why is not None:
             self._anomaly(ev.Side.CLIENT, "data_unanswered", why)
-        held, frame, timestamp = self.buffers[ev.Side.CLIENT].release()
+        buffer = self.buffers[ev.Side.CLIENT]
+        held, frame, timestamp = buffer.release()
+        if message:
+            buffer.expect_dot_body()
         self._consume(ev.Side.CLIENT, held, frame, timestamp)
 
     def _after_receive(self, side: ev.Side) -> None:

@@ -644,17 +644,77 @@ static int flow_admission(Scanner *sc, const seg_t *s, double ts, int batch_empt
 static const unsigned TUNNEL_BITS[7] = {INFO_GRE, INFO_ERSPAN, INFO_VXLAN, INFO_GENEVE, INFO_MPLS, INFO_PPPOE,
                                         INFO_IPIP};
 
-static PyObject *segment_tuple(const uint8_t *d, const seg_t *s) {
-    return Py_BuildValue("(y#y#IIkkIy#nIII)", (const char *)s->src, (Py_ssize_t)s->alen, (const char *)s->dst,
-                         (Py_ssize_t)s->alen, s->sport, s->dport, (unsigned long)s->seq, (unsigned long)s->ack,
-                         s->flags, (const char *)d + s->pstart, s->plen, s->wire_len, s->info, s->window,
-                         s->options);
+/* Objects many segments share, made once and kept for the life of the process (the module is never unloaded):
+ * the 16-bit values (ports, flags, windows, info bits, SYN options all fit) and recently seen addresses. */
+static PyObject *small_ints[65536];
+#define ADDRESS_CACHE 1024
+static PyObject *address_cache[ADDRESS_CACHE];
+
+static PyObject *u16_object(unsigned value) {
+    PyObject *o = small_ints[value & 0xFFFF];
+    if (!o) o = small_ints[value & 0xFFFF] = PyLong_FromUnsignedLong(value & 0xFFFF);
+    Py_XINCREF(o);
+    return o;
 }
 
-/* Append (frame, ts, segment) to `items`: 0 done, -1 error. */
+static PyObject *address_object(const uint8_t *addr, int alen) {
+    uint64_t h = key_hash(addr, addr, alen, 0, 0);
+    PyObject **slot = &address_cache[h % ADDRESS_CACHE];
+    PyObject *o = *slot;
+    if (o && PyBytes_GET_SIZE(o) == alen && !memcmp(PyBytes_AS_STRING(o), addr, alen)) {
+        Py_INCREF(o);
+        return o;
+    }
+    o = PyBytes_FromStringAndSize((const char *)addr, alen);
+    if (o) {
+        Py_XSETREF(*slot, o);
+        Py_INCREF(o);
+    }
+    return o;
+}
+
+/* The segment as linklayer.Segment: (src, dst, sport, dport, seq, ack, flags, payload, wire_len, info, window,
+ * syn_options). */
+static PyObject *segment_tuple(const uint8_t *d, const seg_t *s) {
+    PyObject *t = PyTuple_New(12);
+    if (!t) return NULL;
+    /* Each field is made only while none has failed (no call with an exception set); the tuple owns them. */
+    for (int i = 0; i < 12; i++) {
+        PyObject *o;
+        switch (i) {
+            case 0: o = address_object(s->src, s->alen); break;
+            case 1: o = address_object(s->dst, s->alen); break;
+            case 2: o = u16_object(s->sport); break;
+            case 3: o = u16_object(s->dport); break;
+            case 4: o = PyLong_FromUnsignedLong(s->seq); break;
+            case 5: o = PyLong_FromUnsignedLong(s->ack); break;
+            case 6: o = u16_object(s->flags); break;
+            case 7: o = PyBytes_FromStringAndSize((const char *)d + s->pstart, s->plen); break;
+            case 8: o = PyLong_FromSsize_t(s->wire_len); break;
+            case 9: o = u16_object(s->info); break;
+            case 10: o = u16_object(s->window); break;
+            default: o = u16_object(s->options); break;
+        }
+        if (!o) {
+            Py_DECREF(t); /* unset items are NULL, which tuple deallocation skips */
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, o);
+    }
+    return t;
+}
+
+/* Append (frame, ts, segment) to `items`, taking the reference to `segment`: 0 done, -1 error. */
 static int append_item(PyObject *items, long long frame, double ts, PyObject *segment) {
-    PyObject *item = Py_BuildValue("(LdN)", frame, ts, segment);
-    if (!item) return -1;
+    PyObject *item = PyTuple_New(3);
+    PyObject *number = PyLong_FromLongLong(frame), *when = PyFloat_FromDouble(ts);
+    if (!item || !number || !when) {
+        Py_XDECREF(item); Py_XDECREF(number); Py_XDECREF(when); Py_DECREF(segment);
+        return -1;
+    }
+    PyTuple_SET_ITEM(item, 0, number);
+    PyTuple_SET_ITEM(item, 1, when);
+    PyTuple_SET_ITEM(item, 2, segment);
     int rc = PyList_Append(items, item);
     Py_DECREF(item);
     return rc;

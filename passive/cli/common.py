@@ -6,7 +6,7 @@ import io
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 import click
@@ -16,14 +16,17 @@ from passive.analysis.domains import IpNetwork, parse_network
 from passive.capture.policy import POLICIES
 from passive.cli.tables import render_tables
 from passive.core.errors import OutputError
-from passive.core.files import encoded, write_atomically
+from passive.core.files import Content, chunks_of, encoded, write_atomically
 from passive.results.ecs import ecs_record
-from passive.results.jsonio import write_json, write_jsonl
+from passive.results.jsonio import dumps, write_json, write_jsonl
 from passive.results.report import build_report, render_html
 
 FORMATS = ("table", "json", "jsonl", "ecs")
 # The file name meaning standard output, for every option that names an output file.
 STDOUT = "-"
+# JSON lines are written in chunks of about this size, made as they are written: the output is never held whole
+# (36 MB of lines for 20,000 findings were held three times over: the text, its copy, its encoding).
+JSONL_CHUNK = 1 << 20
 
 
 def format_option(choices: tuple[str, ...] = FORMATS) -> Callable[[Any], Any]:
@@ -93,14 +96,16 @@ def domains(values: tuple[str, ...]) -> frozenset[str]:
     return frozenset(value.lower().strip(".") for value in values)
 
 
-def write_text(output: str | None, text: str) -> None:
+def write_text(output: str | None, text: Content) -> None:
     """To FILE (replaced whole, mode 0600: see :mod:`passive.core.files`), or to standard output when none is
-    given; a failure (a full disk, a closed pipe) is a one-line :class:`OutputError`, never a traceback."""
+    given; a failure (a full disk, a closed pipe) is a one-line :class:`OutputError`, never a traceback. ``text``
+    may be byte chunks, written as they are made."""
     if output and output != STDOUT:
         write_atomically(output, text)
         return
     try:
-        sys.stdout.buffer.write(encoded(text))
+        for chunk in chunks_of(text):
+            sys.stdout.buffer.write(chunk)
         sys.stdout.flush()
     except BrokenPipeError:
         silence_stdout()  # the reader went away (| head): nothing more to say to it, and no error to report
@@ -194,16 +199,32 @@ def emit_records(
 
         render(output, draw, before_output)
         return
+    if output_format in ("jsonl", "ecs"):
+        rows = [*records, summary]
+        if before_output is not None and (not output or output == STDOUT):
+            before_output()
+        write_text(output, jsonl_chunks(map(ecs_record, rows) if output_format == "ecs" else rows))
+        return
     buffer = io.StringIO()
-    if output_format == "jsonl":
-        write_jsonl(buffer, [*records, summary])
-    elif output_format == "ecs":
-        write_jsonl(buffer, [ecs_record(record) for record in [*records, summary]])
-    else:
-        write_json(buffer, records, summary, sessions)
+    write_json(buffer, records, summary, sessions)
     if before_output is not None and (not output or output == STDOUT):
         before_output()
     write_text(output, buffer.getvalue())
+
+
+def jsonl_chunks(records: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    """The records as JSON lines, encoded, in chunks of about JSONL_CHUNK bytes."""
+    lines: list[str] = []
+    size = 0
+    for record in records:
+        line = dumps(record) + "\n"
+        lines.append(line)
+        size += len(line)
+        if size >= JSONL_CHUNK:
+            yield encoded("".join(lines))
+            lines, size = [], 0
+    if lines:
+        yield encoded("".join(lines))
 
 
 class ByteSize(click.ParamType):

@@ -10,7 +10,8 @@ regular file is written in place instead: a character device (``/dev/null``), a 
 open file descriptors (``/dev/stdout``, ``/dev/stderr``, ``/dev/fd/N``, ``/proc/self/fd/N``), which are written
 through the descriptor itself, so ``-o /dev/stdout >> log`` appends as the shell set it up.
 
-Every failure is an :class:`OutputError` with a one-line message.
+Every failure is an :class:`OutputError` with a one-line message. Content is text, bytes, or an iterable of byte
+chunks written as they come (a large output never held whole).
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ import re
 import secrets
 import stat
 import sys
+from collections.abc import Iterable
 from typing import IO
 
 from passive.core.errors import OutputError
 
+# Content: text, bytes, or byte chunks produced as they are written.
+Content = str | bytes | Iterable[bytes]
 PRIVATE_MODE = 0o600
 _SHARED_MODE = 0o666  # less the umask, for files that hold nothing private
 # Names of file descriptors this process already holds: written through the descriptor, never replaced.
@@ -39,9 +43,14 @@ def encoded(data: str | bytes) -> bytes:
     return data if isinstance(data, bytes) else data.encode("utf-8", "backslashreplace")
 
 
-def write_atomically(path: str, data: str | bytes, private: bool = True) -> None:
+def chunks_of(data: Content) -> Iterable[bytes]:
+    """``data`` as byte chunks to write one after the other."""
+    return (encoded(data),) if isinstance(data, str | bytes) else data
+
+
+def write_atomically(path: str, data: Content, private: bool = True) -> None:
     """``data`` as the whole content of ``path`` (mode 0600 when ``private``); see the module's documentation."""
-    payload = encoded(data)
+    payload = chunks_of(data)
     descriptor = _descriptor_of(path)
     if descriptor is not None:
         _flush_standard(descriptor)
@@ -87,10 +96,10 @@ def open_private_append(path: str) -> IO[str]:
     return open(handle, "a", encoding="utf-8", errors="backslashreplace")
 
 
-def write_descriptor(descriptor: int, data: str | bytes, name: str) -> None:
+def write_descriptor(descriptor: int, data: Content, name: str) -> None:
     """All of ``data`` to an open descriptor (standard output, say); a failure is an :class:`OutputError`."""
     try:
-        _write_all(descriptor, encoded(data))
+        _write_all(descriptor, chunks_of(data))
     except OSError as error:
         raise _failed(name, error) from None
 
@@ -105,11 +114,12 @@ def _flush_standard(descriptor: int) -> None:
             raise _failed(f"/dev/fd/{descriptor}", error) from None
 
 
-def _write_all(handle: int, payload: bytes) -> None:
-    view = memoryview(payload)
-    while view:
-        written = os.write(handle, view)
-        view = view[written:]
+def _write_all(handle: int, payload: Iterable[bytes]) -> None:
+    for chunk in payload:
+        view = memoryview(chunk)
+        while view:
+            written = os.write(handle, view)
+            view = view[written:]
 
 
 def _descriptor_of(path: str) -> int | None:
@@ -133,7 +143,7 @@ def _written_in_place(path: str) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISLNK(mode))
 
 
-def _write_in_place(path: str, payload: bytes) -> None:
+def _write_in_place(path: str, payload: Iterable[bytes]) -> None:
     try:
         handle = os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as error:
