@@ -217,6 +217,77 @@ def test_watch_on_every_port_finds_what_analyze_finds_on_every_port(replay_link:
     assert _comparable(_stored(db)) == expected
 
 
+def _run_row(db: Path) -> dict[str, Any] | None:
+    """The watch run's stored summary (written as the run goes, then at its end), or None before there is one."""
+    with contextlib.suppress(sqlite3.Error), FindingStore(db, create=False) as store:
+        runs = [run for run in store.runs() if run["command"] == "watch"]
+        return runs[0]["summary"] if runs else None
+    return None
+
+
+@needs_libpcap
+def test_two_fanout_processes_find_what_analyze_finds(replay_link: None, tmp_path: Path) -> None:
+    """watch --jobs 2: two capture processes in one PACKET_FANOUT_HASH group, each flow on one of them, every
+    session replayed into the one writer; the captures at top speed give what analyze gives from the files."""
+    db = tmp_path / "fanout.db"
+    expected = _comparable(_analyze(PCAPS, all_ports=True))
+    options = mail_capture_options(all_ports=True)
+    flows = sum(analyze_file(capture, Analysis().handler_factory, options).flows for capture in PCAPS)
+    watch = _start_watch(REPLAY_NS, WATCH_IF, "--jobs", "2", "--db", str(db), "--quiet")
+    try:
+        _wait_for(_watch_started(db), "watch to start")
+        replay = _run(
+            ["ip", "netns", "exec", REPLAY_NS, "tcpreplay", "-q", "-i", REPLAY_IF, "--topspeed", *map(str, PCAPS)]
+        )
+        assert replay.returncode == 0, replay.stderr
+        _wait_for(lambda: _comparable(_stored(db)) == expected, "the store to hold what analyze finds")
+    finally:
+        out, err = _stop(watch, signal.SIGTERM)
+    assert watch.returncode == 0, err
+    assert "Traceback" not in err and "warning" not in err
+    assert _comparable(_stored(db)) == expected
+    summary = _run_row(db)
+    assert summary is not None and summary["jobs"] == 2 and summary["stopped_by"] == "SIGTERM"
+    processes = summary["capture_processes"]
+    assert len(processes) == 2 and all(process["received"] > 0 for process in processes)  # both had flows
+    assert summary["kernel_received"] == sum(process["received"] for process in processes)
+    assert summary["kernel_dropped"] == sum(process["dropped"] for process in processes) == 0
+    assert summary["flows"] == flows  # the processes' counters add up to one reader's
+    assert f"kernel_received={summary['kernel_received']}" in out and "jobs=2" in out
+
+
+@needs_libpcap
+def test_kernel_drops_reach_the_summary_and_the_store(replay_link: None, tmp_path: Path) -> None:
+    """A 1 MiB ring and an all-mail capture replayed at top speed: the kernel drops packets, and says so."""
+    capture, db = tmp_path / "allmail.pcap", tmp_path / "drops.db"
+    generate = [sys.executable, str(ROOT / "bench" / "gen_capture.py"), "--size", "12M", "--mail-fraction", "1.0"]
+    _run([*generate, "--out", str(capture)])
+    watch = _start_watch(REPLAY_NS, WATCH_IF, "--buffer-size", "1", "--db", str(db), "--quiet")
+    try:
+        _wait_for(_watch_started(db), "watch to start")
+        top_speed = ["tcpreplay", "-q", "-i", REPLAY_IF, "--topspeed", "--loop", "2", str(capture)]
+        replay = _run(["ip", "netns", "exec", REPLAY_NS, *top_speed])
+        assert replay.returncode == 0, replay.stderr
+        # The run row has the drops while the run goes on: a watch killed later still says what it missed.
+        _wait_for(lambda: ((_run_row(db) or {}).get("kernel_dropped") or 0) > 0, "the drops to reach the run row")
+    finally:
+        out, err = _stop(watch, signal.SIGTERM)
+    assert watch.returncode == 0, err
+    summary = _run_row(db)
+    assert summary is not None and summary["stopped_by"] == "SIGTERM" and summary["buffer_size_mib"] == 1
+    dropped, received = summary["kernel_dropped"], summary["kernel_received"]
+    assert isinstance(dropped, int) and isinstance(received, int) and 0 < dropped < received
+    assert isinstance(summary["interface_dropped"], int)
+    assert summary["capture_processes"] == [
+        {"received": received, "dropped": dropped, "interface_dropped": summary["interface_dropped"]}
+    ]
+    assert summary["dropped_percent"] == round(100 * (dropped + summary["interface_dropped"]) / received, 3)
+    assert summary["drops_per_second_peak"] > 0
+    # What was lost shows in the streams: flows with gaps, each counted once.
+    assert 0 < summary["flows_with_gaps"] <= summary["gaps"]
+    assert f"kernel_dropped={dropped} " in out and f"flows_with_gaps={summary['flows_with_gaps']} " in out
+
+
 @needs_libpcap
 def test_watch_jsonl_rotates_by_size_keeping_whole_records(replay_link: None, tmp_path: Path) -> None:
     db, jsonl = tmp_path / "watch.db", tmp_path / "watch.jsonl"

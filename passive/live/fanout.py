@@ -23,12 +23,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import math
 import multiprocessing
 import os
 import pickle
 import signal
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -36,7 +38,7 @@ from typing import Any
 from passive.analysis.merge import Op, OpLog, Recording, Replayer
 from passive.analysis.pipeline import Analysis, AnalysisOptions
 from passive.capture import CaptureCounters, LiveCapture, PcapStats
-from passive.capture.options import Cursor
+from passive.capture.options import END_FRAME, Cursor
 from passive.core.errors import CaptureError
 
 MAX_JOBS = 64  # capture processes: one per core is the point; beyond a machine's cores they only add memory
@@ -46,6 +48,12 @@ every tick, so a finding reaches the store within a tick or two."""
 START_TIMEOUT = 30.0  # seconds for every capture process to open its handle and join the group
 STOP_GRACE = 15.0  # seconds past the capture drain the parent waits for a process to report its end
 MESSAGES_PER_ROUND = 64  # messages read from one process before looking at the others (and at the clock)
+ORDER_SLACK = 1.0
+"""Seconds of capture time an idle process's clock is held back when it promises to send nothing earlier: packets
+may wait that long in a ring block the kernel has not yet handed over (libpcap's read timeout is 250 ms)."""
+MAX_HELD_OPS = 20_000
+"""Operations the parent holds back to apply them in capture-time order (a few seconds of a busy server's
+sessions, some MiB); past it the oldest are applied as they stand, so a stalled process cannot grow the parent."""
 _PR_SET_PDEATHSIG = 1  # prctl: a signal for the child when its parent dies
 
 
@@ -59,6 +67,8 @@ class _Child:
     capture_now: float | None = None
     analysis_counts: tuple[int, int, int] = (0, 0, 0)  # flows ignored, dissector bytes evicted, evictions
     done: bool = False
+    ops: deque[Op] = dataclasses.field(default_factory=deque)  # received, not yet applied
+    watermark: float = -math.inf  # the process sends no operation made before this capture time
 
 
 class FanoutCapture:
@@ -80,6 +90,7 @@ class FanoutCapture:
         self.filter = ""
         self.children: list[_Child] = []
         self.warnings: list[str] = []
+        self._held = 0  # operations received and not yet applied
         if "fork" not in multiprocessing.get_all_start_methods():
             raise CaptureError("--jobs on an interface needs fork() and PACKET_FANOUT (Linux)")
         context = multiprocessing.get_context("fork")  # the children share this process's analysis setup
@@ -125,8 +136,8 @@ class FanoutCapture:
         counters: CaptureCounters,
         on_tick: Callable[[float], None] | None = None,
     ) -> None:
-        """Let the processes capture; replay their recordings into ``analysis`` and sum their ``counters`` until
-        stopped (then until every process has drained and reported its end)."""
+        """Let the processes capture; replay their recordings into ``analysis`` in capture-time order and sum their
+        ``counters`` until stopped (then until every process has drained and reported its end)."""
         replayer = Replayer(analysis)
         self._go.set()
         next_tick = time.monotonic() + self.tick_interval
@@ -142,47 +153,70 @@ class FanoutCapture:
                     break
                 live = {child.conn: child for child in self.children if not child.done}
                 for conn in wait(list(live), timeout=max(0.0, min(next_tick - now, 0.25))):
-                    self._receive(live[conn], replayer)  # type: ignore[index]
+                    self._receive(live[conn])  # type: ignore[index]
+                self._replay(replayer)
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + self.tick_interval
                     self._merge(analysis, counters)
                     if on_tick is not None:
                         on_tick(self.capture_now if self.capture_now is not None else time.time())
         finally:
+            for child in self.children:  # whatever was received is applied, in order
+                child.watermark = math.inf
+            self._replay(replayer)
             self._merge(analysis, counters)
             self._stop.set()
             self._join()
 
-    def _receive(self, child: _Child, replayer: Replayer) -> None:
+    def _receive(self, child: _Child) -> None:
         for _ in range(MESSAGES_PER_ROUND):
             try:
                 message = pickle.loads(child.conn.recv_bytes())
             except (EOFError, OSError):
-                child.done = True
                 child.process.join(1)
-                self._warn(
-                    f"capture process {child.index} ended without reporting (exit code {child.process.exitcode})"
-                )
+                self._ended(child, f"ended without reporting (exit code {child.process.exitcode})")
                 return
             kind = message[0]
             if kind == "ops":
-                apply = replayer.apply
-                for op in message[2]:
-                    apply(op)
+                child.ops.extend(message[2])
+                self._held += len(message[2])
+                child.watermark = max(child.watermark, message[3])
             elif kind == "fail":
-                child.done = True
-                self._warn(f"capture process {child.index} failed: {message[2].strip().splitlines()[-1]}")
+                self._ended(child, f"failed: {message[2].strip().splitlines()[-1]}")
                 return
             else:  # "tick" or "done"
-                _kind, _index, capture_now, child.counters, stats, child.analysis_counts = message
+                _kind, _index, capture_now, watermark, child.counters, stats, child.analysis_counts = message
                 child.stats = stats if stats is not None else child.stats
+                child.watermark = max(child.watermark, watermark)
                 if capture_now is not None:
                     child.capture_now = capture_now
                 if kind == "done":
-                    child.done = True
+                    child.done, child.watermark = True, math.inf
                     return
             if not child.conn.poll():
                 return
+
+    def _ended(self, child: _Child, how: str) -> None:
+        child.done, child.watermark = True, math.inf
+        self._warn(f"capture process {child.index} {how}")
+
+    def _replay(self, replayer: Replayer) -> None:
+        """Apply every received operation no process can still precede (capture time, then process and order)."""
+        children, apply = self.children, replayer.apply
+        while True:
+            best: _Child | None = None
+            for child in children:
+                if child.ops and (best is None or child.ops[0][0] < best.ops[0][0]):
+                    best = child
+            if best is None:
+                return
+            when = best.ops[0][0][0]
+            if self._held <= MAX_HELD_OPS and any(
+                child is not best and not child.ops and child.watermark < when for child in children
+            ):
+                return  # that process may still send an earlier one
+            apply(best.ops.popleft())
+            self._held -= 1
 
     def _merge(self, analysis: Analysis, counters: CaptureCounters) -> None:
         """The run's counters: every process's summed (warnings gathered), with the parent's own warnings."""
@@ -285,9 +319,11 @@ def _capture(
 
     def send_ops(ops: list[Op]) -> None:
         if ops:
-            _send(conn, ("ops", index, ops))
+            _send(conn, ("ops", index, ops, log.now()))  # later operations are made at this capture time or after
 
-    log = OpLog(Cursor(), send_ops, FANOUT_CHUNK_OPS)
+    cursor = Cursor()
+    capture.options = dataclasses.replace(capture.options, cursor=cursor)
+    log = _TimedLog(cursor, send_ops, FANOUT_CHUNK_OPS, index)
     analysis.recording = Recording(log, index, jobs)
     counters = CaptureCounters()
 
@@ -297,7 +333,8 @@ def _capture(
         with contextlib.suppress(Exception):  # statistics are informative: never stop the capture for them
             stats = capture.stats()
         counts = (analysis.flows_ignored, analysis.stats.dissector_bytes_evicted, analysis.stats.dissector_evictions)
-        _send(conn, (kind, index, capture_now, counters, stats, counts))
+        watermark = math.inf if capture_now is None else max(log.now(), capture_now - ORDER_SLACK)
+        _send(conn, (kind, index, capture_now, watermark, counters, stats, counts))
 
     capture.run(
         analysis.handler_factory,
@@ -307,6 +344,25 @@ def _capture(
         tick_interval=tick_interval,
     )
     report("done", None)
+
+
+class _TimedLog(OpLog):
+    """A capture process's recording: each operation keyed by the capture time it was made at (the packet's, or
+    the sweep's; the end of the capture after everything), then the process and its order there."""
+
+    def __init__(self, cursor: Cursor, send: Callable[[list[Op]], None], chunk: int, index: int) -> None:
+        super().__init__(cursor, send, chunk)
+        self.index = index
+
+    def now(self) -> float:
+        return math.inf if self.cursor.frame >= END_FRAME else self.cursor.ts
+
+    def record(self, first_frame: int, session: int, kind: int, payload: Any) -> None:
+        self._order += 1
+        key: Any = (self.now(), self.cursor.phase, self.index, self._order)
+        self.ops.append((key, session, kind, payload))
+        if len(self.ops) >= self.chunk:
+            self.flush()
 
 
 def _send(conn: Connection, message: tuple[Any, ...]) -> None:
