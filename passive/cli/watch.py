@@ -151,6 +151,11 @@ def watch_command(
                 click.echo(f"leakscope: watching {interface}; store {store.path}", err=True)
                 monitor.on_tick = log_appearances(console)
                 monitor.run(capture)
+    _report(monitor, console, quiet)
+
+
+def _report(monitor: Monitor, console: Console, quiet: bool) -> None:
+    """The summary (a line, or a panel) and the warnings; exit status 1 when the capture failed."""
     summary = monitor.summary()
     for warning in summary["warnings"]:
         click.echo(f"leakscope: warning: {printable(warning)}", err=True)
