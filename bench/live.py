@@ -6,7 +6,8 @@
 Needs root, tcpreplay and ip. It generates (once, cached in ``bench/out/``) an all-mail capture with
 ``bench/gen_capture.py --mail-fraction 1.0`` (``--size``, default 60M), analyzes it once with ``leakscope
 analyze`` for the NTLM servers a complete view finds, and creates the network namespace ``lslive`` holding one
-veth pair (``lslive-r`` -> ``lslive-w``; nothing there has an address, so the replayed packets go nowhere else).
+veth pair (``lslive-r`` -> ``lslive-w``, MTU 9000; nothing there has an address, so the replayed packets go
+nowhere else).
 For each process count and rate it starts ``leakscope watch -i lslive-w --jobs N --db ... --quiet`` in the
 namespace, replays the capture once with ``tcpreplay --mbps RATE``, waits until the watch has read everything
 the kernel queued (its run row, written as the run goes, stops changing), stops it with SIGTERM and reads its
@@ -45,6 +46,7 @@ NAMESPACE = "lslive"
 REPLAY_IF, WATCH_IF = "lslive-r", "lslive-w"
 LEAKSCOPE = [sys.executable, "-c", "from passive.cli.main import main; main()"]
 SETTLED = 3.0  # seconds the run row must stay unchanged before the watch is taken to have read everything
+MTU = 9000  # of the veth pair: every frame of the generated capture fits
 CATCH_UP_LIMIT = 300.0  # seconds at most to wait for that after the replay
 
 
@@ -66,7 +68,8 @@ def create_namespace() -> None:
     run(["ip", "-n", NAMESPACE, "link", "add", REPLAY_IF, "type", "veth", "peer", "name", WATCH_IF])
     for interface in (REPLAY_IF, WATCH_IF):
         run(["ip", "netns", "exec", NAMESPACE, "sysctl", "-qw", f"net.ipv6.conf.{interface}.disable_ipv6=1"])
-        run(["ip", "-n", NAMESPACE, "link", "set", interface, "up"])
+        # Jumbo frames: the generated capture holds frames over 1514 bytes, which tcpreplay cannot send at MTU 1500.
+        run(["ip", "-n", NAMESPACE, "link", "set", interface, "mtu", str(MTU), "up"])
 
 
 def capture_file(size: str) -> Path:
@@ -85,28 +88,40 @@ def ntlm_servers_in_file(capture: Path) -> set[str]:
     return {r["server"] for r in records if r.get("type") == "ntlm-info"}
 
 
-def tree_rss_kib(pid: int) -> int:
-    """VmRSS of ``pid`` and of every descendant, summed (shared pages count once per process)."""
-    total, pending = 0, [pid]
+def process_tree(pid: int) -> dict[int, tuple[int, float]]:
+    """``pid`` and every descendant: VmRSS (KiB) and CPU seconds (user + system) of each."""
+    found, pending = {}, [pid]
     while pending:
         current = pending.pop()
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            rss = 0
             for line in Path(f"/proc/{current}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
+                    rss = int(line.split()[1])
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            found[current] = (rss, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
             for task in Path(f"/proc/{current}/task").iterdir():
                 pending.extend(int(child) for child in (task / "children").read_text().split())
-    return total
+    return found
 
 
-class RssSampler(threading.Thread):
+class Sampler(threading.Thread):
+    """Every 0.2 s: the summed RSS of the watch's processes (its peak), and each process's CPU time (its last)."""
+
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.pid, self.peak_kib, self.stopped = pid, 0, threading.Event()
+        self.cpu: dict[int, float] = {}
 
     def run(self) -> None:
         while not self.stopped.wait(0.2):
-            self.peak_kib = max(self.peak_kib, tree_rss_kib(self.pid))
+            tree = process_tree(self.pid)
+            self.peak_kib = max(self.peak_kib, sum(rss for rss, _cpu in tree.values()))
+            self.cpu.update({pid: cpu for pid, (_rss, cpu) in tree.items()})
+
+    def cpu_seconds(self) -> tuple[float, list[float]]:
+        """The watch process's CPU seconds, and each capture process's."""
+        return self.cpu.get(self.pid, 0.0), [round(v, 1) for k, v in sorted(self.cpu.items()) if k != self.pid]
 
 
 def run_row(db: Path) -> dict[str, Any] | None:
@@ -159,7 +174,7 @@ def one_run(args: argparse.Namespace, capture: Path, jobs: int, mbps: float, wor
     watch = subprocess.Popen(
         ["ip", "netns", "exec", NAMESPACE, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
     )
-    sampler = RssSampler(watch.pid)
+    sampler = Sampler(watch.pid)
     try:
         deadline = time.monotonic() + 60
         while run_row(db) is None:
@@ -193,6 +208,8 @@ def one_run(args: argparse.Namespace, capture: Path, jobs: int, mbps: float, wor
         "flows_with_gaps": summary.get("flows_with_gaps"),
         "ntlm_servers": len(ntlm_servers_in_store(db)),
         "peak_rss_mib": round(sampler.peak_kib / 1024, 1),
+        "cpu_parent_s": round(sampler.cpu_seconds()[0], 1),
+        "cpu_capture_s": sampler.cpu_seconds()[1],
         "load_before": [round(x, 2) for x in load],
         "watch_exit": watch.returncode,
         "watch_stderr": err.strip()[-2000:],
@@ -201,8 +218,8 @@ def one_run(args: argparse.Namespace, capture: Path, jobs: int, mbps: float, wor
 
 
 ROW = "{jobs:>4} {mbps_asked:>6g} {mbps:>7.1f} {pps:>7} {sent:>8} {received:>8} {dropped:>8} {dropped_percent:>6.2f}% "
-ROW += "{flows_with_gaps:>6} {ntlm:>11} {peak_rss_mib:>7.1f} {load}"
-HEADER = "jobs   Mbps reached   pkt/s     sent received  dropped    drop%   gaps   NTLM srv RSS MiB load"
+ROW += "{flows_with_gaps:>6} {ntlm:>11} {peak_rss_mib:>7.1f} {cpu:>14} {load}"
+HEADER = "jobs   Mbps reached   pkt/s     sent received  dropped    drop%   gaps   NTLM srv RSS MiB    CPU s    load"
 
 
 def main() -> int:
@@ -231,7 +248,8 @@ def main() -> int:
                     results.append(result)
                     ntlm = f"{result['ntlm_servers']}/{len(expected)}"
                     load = " ".join(f"{x:.2f}" for x in result["load_before"])
-                    print(ROW.format(**result, ntlm=ntlm, load=load), flush=True)
+                    cpu = "+".join(f"{c:g}" for c in [result["cpu_parent_s"], *result["cpu_capture_s"]])
+                    print(ROW.format(**result, ntlm=ntlm, load=load, cpu=cpu), flush=True)
     finally:
         delete_namespace()
     OUT.mkdir(exist_ok=True)
