@@ -42,6 +42,10 @@ from passive.results.store import FindingStore, Identity, StoreWriter, identity_
 # Dashboard lists are capped: the store holds the full picture.
 MAX_SERVERS = 1000
 MAX_FEED = 200
+FLUSH_SHARE = 0.25
+"""At most this share of the time goes to writing the store: a busy run's flush (thousands of changed findings)
+may take a good part of a second, and the next one then waits four times as long, so capture and analysis keep
+the rest (findings reach the store a few seconds later instead of being lost to a full ring buffer)."""
 
 
 class WatchError(InputError):
@@ -193,6 +197,8 @@ class Monitor:
         self.capture_now: float | None = None
         self.appeared: list[FeedEntry] = []  # findings that appeared (in this run) during the last tick
         self._signatures: dict[Identity, tuple[Any, ...]] = {}
+        self._identities: dict[int, tuple[Finding, Identity]] = {}  # by id(): a finding's identity never changes
+        self._next_flush = 0.0  # monotonic time of the next flush (FLUSH_SHARE)
         self._recorded_drops: tuple[int, int] | None = None  # (packets lost, flows with gaps) in the run row
         self._stop = False
 
@@ -244,8 +250,13 @@ class Monitor:
     def _tick(self, capture_now: float) -> None:
         self.capture_now = capture_now
         self._refresh_stats()
-        self._flush()
-        self._forget_idle(capture_now)
+        started = time.monotonic()
+        if started >= self._next_flush:
+            self._flush()
+            self._forget_idle(capture_now)  # only once flushed: what leaves memory must be in the store
+            self._next_flush = started + (time.monotonic() - started) / FLUSH_SHARE
+        else:
+            self.appeared = []
         stats = self.analysis.stats
         if stats.hashes:  # watch does not write hash lines: count them and let the list go
             self.hashes_seen += len(stats.hashes)
@@ -271,7 +282,7 @@ class Monitor:
         self.appeared = []
         written: list[dict[str, Any]] = []
         for finding in list(self.analysis.findings):
-            ident = identity_of(finding)
+            ident = self._identity(finding)
             signature = _signature(finding)
             previous = self._signatures.get(ident)
             if previous == signature:
@@ -320,8 +331,19 @@ class Monitor:
         for finding in idle:
             findings.discard(finding)
             self.writer.forget(finding)  # type: ignore[union-attr]
-            self._signatures.pop(identity_of(finding), None)
+            self._signatures.pop(self._identity(finding), None)
+            self._identities.pop(id(finding), None)
             self.findings_forgotten += 1
+        if len(self._identities) > 2 * len(findings) + 100:  # findings the set evicted: their entries go
+            self._identities = {id(f): self._identities[id(f)] for f in findings if id(f) in self._identities}
+
+    def _identity(self, finding: Finding) -> Identity:
+        cached = self._identities.get(id(finding))
+        if cached is not None and cached[0] is finding:
+            return cached[1]
+        ident = identity_of(finding)
+        self._identities[id(finding)] = (finding, ident)
+        return ident
 
     # -- what the dashboard shows ----------------------------------------------------------------------------------
 
