@@ -48,9 +48,10 @@ every tick, so a finding reaches the store within a tick or two."""
 START_TIMEOUT = 30.0  # seconds for every capture process to open its handle and join the group
 STOP_GRACE = 15.0  # seconds past the capture drain the parent waits for a process to report its end
 MESSAGES_PER_ROUND = 64  # messages read from one process before looking at the others (and at the clock)
-ORDER_SLACK = 1.0
+ORDER_SLACK = 2.0
 """Seconds of capture time an idle process's clock is held back when it promises to send nothing earlier: packets
-may wait that long in a ring block the kernel has not yet handed over (libpcap's read timeout is 250 ms)."""
+wait in a ring block the kernel has not yet handed over (libpcap's read timeout is 250 ms), longer when a loaded
+machine keeps the process from running; two seconds cover both, and delay findings by as much at most."""
 MAX_HELD_OPS = 20_000
 """Operations the parent holds back to apply them in capture-time order (a few seconds of a busy server's
 sessions, some MiB); past it the oldest are applied as they stand, so a stalled process cannot grow the parent."""
