@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import fcntl
 import math
 import multiprocessing
 import os
@@ -45,6 +46,9 @@ MAX_JOBS = 64  # capture processes: one per core is the point; beyond a machine'
 FANOUT_CHUNK_OPS = 256
 """Operations a capture process sends at once (each with the events of one dissector call); what is left is sent
 every tick, so a finding reaches the store within a tick or two."""
+PIPE_BYTES = 1 << 20
+"""Each process's pipe to the parent (Linux's default is 64 KiB): what a process may send ahead of the parent, so a
+parent busy writing the store for a moment does not stop the capture; beyond it the process waits (the bound)."""
 START_TIMEOUT = 30.0  # seconds for every capture process to open its handle and join the group
 STOP_GRACE = 15.0  # seconds past the capture drain the parent waits for a process to report its end
 MESSAGES_PER_ROUND = 64  # messages read from one process before looking at the others (and at the clock)
@@ -100,6 +104,8 @@ class FanoutCapture:
         try:
             for index in range(jobs):
                 reader, writer = context.Pipe(duplex=False)
+                with contextlib.suppress(OSError):  # past /proc/sys/fs/pipe-max-size: the default stays
+                    fcntl.fcntl(writer.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
                 arguments = (writer, index, jobs, open_capture, group, analysis_options, file, self)
                 process = context.Process(target=_capture_process, args=arguments, daemon=True)
                 process.start()
