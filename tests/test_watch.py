@@ -429,6 +429,52 @@ def test_idle_flows_expire_without_traffic_and_idle_findings_move_to_the_store(t
     assert summary["flows_expired"] >= 1 and summary["findings_forgotten"] >= 2
 
 
+@needs_root
+@needs_libpcap
+def test_fanout_processes_expire_their_flows_and_the_dashboard_shows_each_one(tmp_path: Path) -> None:
+    """--jobs 2 on a real SMTP server: each process expires its idle flows, the parent forgets idle findings and
+    adds later sessions to the stored ones, and the dashboard lists every process's counts."""
+    server = _IdleSmtpServer()
+    options = WatchOptions("lo", bpf=f"tcp port {server.port}", jobs=2, idle_timeout=1, retention=1, tick_interval=0.2)
+    store = FindingStore(tmp_path / "fanout-idle.db")
+    monitor = Monitor(options, store)
+    runner = threading.Thread(target=monitor.run, args=(open_capture(options),))  # forks here, in this thread
+    runner.start()
+    clients = []
+    try:
+        for _ in range(4):
+            clients.append(server.session())
+        _wait_for(lambda: monitor.counters.flows_expired >= 4, "the idle flows to expire in their processes")
+        _wait_for(lambda: monitor.findings_forgotten >= 2, "their findings to leave the parent's memory")
+        clients.append(server.session())
+
+        def every_session_stored() -> bool:
+            with FindingStore(tmp_path / "fanout-idle.db") as reader:
+                return {r["type"]: r["count"] for r in reader.query()} == {"mail-service": 5, "auth-methods": 5}
+
+        _wait_for(every_session_stored, "the fifth session to add to the stored findings")
+        _wait_for(lambda: len(monitor.drops.processes) == 2, "both processes to report their counts")
+        buffer = io.StringIO()
+        Console(file=buffer, width=200, color_system=None).print(_dashboard(monitor))
+    finally:
+        monitor.stop("test")
+        runner.join(60)
+        for client in clients:
+            client.close()
+        server.close()
+        store.close()
+    assert not runner.is_alive()
+    [row] = [line for line in buffer.getvalue().splitlines() if "dropped / received" in line]
+    shown = [tuple(int(n.replace(",", "")) for n in pair.split("/")) for pair in row.strip(" │").split()[-2:]]
+    assert len(shown) == 2 and all(0 <= dropped <= received and received > 0 for dropped, received in shown)
+    processes = monitor.drops.processes
+    summary = monitor.summary()
+    assert summary["jobs"] == 2 and len(summary["capture_processes"]) == 2
+    assert summary["flows"] == 5 and summary["flows_expired"] >= 4
+    assert summary["kernel_received"] == sum(p.received for p in processes) > 0
+    assert not summary["warnings"]
+
+
 # -- the live filter -----------------------------------------------------------------------------------------------
 
 
