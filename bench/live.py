@@ -9,15 +9,15 @@ analyze`` for the NTLM servers a complete view finds, and creates the network na
 veth pair (``lslive-r`` -> ``lslive-w``, MTU 9000; nothing there has an address, so the replayed packets go
 nowhere else).
 For each process count and rate it starts ``leakscope watch -i lslive-w --jobs N --db ... --quiet`` in the
-namespace, replays the capture once with ``tcpreplay --mbps RATE``, waits until the watch has read everything
-the kernel queued (its run row, written as the run goes, stops changing), stops it with SIGTERM and reads its
-summary from the store. Meanwhile it samples the RSS of every watch process (the parent and its capture
+namespace, replays the capture once with ``tcpreplay --mbps RATE``, waits until the watch has read or dropped
+every packet sent (its run row, written as the run goes, says so), stops it with SIGTERM and reads its summary
+from the store. Meanwhile it samples the RSS of every watch process (the parent and its capture
 processes, summed) every 0.2 s.
 
-It prints, per run: the rate asked and reached, packets sent, received by the capture, dropped (kernel and
-interface, and the share of those received), flows with gaps, NTLM servers found against the complete view,
-peak RSS of the whole watch, and the load average before the run (the machine may be shared). Everything also
-goes to ``bench/out/live-<UTC time>.json``.
+It prints, per run: the rate asked and reached, packets sent, read by the watch, dropped (kernel and interface,
+and their share of those sent), flows with gaps, NTLM servers found against the complete view, CPU seconds of the
+parent and of each capture process, peak RSS of the whole watch, and the load average before the run (the machine
+may be shared). Everything also goes to ``bench/out/live-<UTC time>.json``.
 """
 
 from __future__ import annotations
@@ -151,16 +151,18 @@ def replay(capture: Path, mbps: float) -> dict[str, Any]:
     return {"sent": int(sent[1]), "seconds": float(sent[3]), "mbps": float(rated[1]), "pps": float(rated[2])}
 
 
-def wait_settled(db: Path, watch: subprocess.Popen[str]) -> None:
-    """Until the run row stops changing (the watch has read what the kernel queued), at most CATCH_UP_LIMIT s."""
+def wait_settled(db: Path, watch: subprocess.Popen[str], sent: int) -> None:
+    """Until the watch has read or dropped every packet sent (its run row says so as it goes) and its run row stops
+    changing, at most CATCH_UP_LIMIT s: what is still in a ring buffer at the stop would be neither."""
     deadline = time.monotonic() + CATCH_UP_LIMIT
     last, since = None, time.monotonic()
     while time.monotonic() < deadline and watch.poll() is None:
-        row = run_row(db)
-        current = {k: v for k, v in (row or {}).items() if k != "duration_seconds"}
+        row = run_row(db) or {}
+        current = {k: v for k, v in row.items() if k != "duration_seconds"}
         if current != last:
             last, since = current, time.monotonic()
-        elif time.monotonic() - since >= SETTLED:
+        accounted = (row.get("packets_read") or 0) + (row.get("kernel_dropped") or 0)
+        if accounted >= sent and time.monotonic() - since >= SETTLED:
             return
         time.sleep(0.5)
 
@@ -183,7 +185,7 @@ def one_run(args: argparse.Namespace, capture: Path, jobs: int, mbps: float, wor
             time.sleep(0.2)
         sampler.start()
         sent = replay(capture, mbps)
-        wait_settled(db, watch)
+        wait_settled(db, watch, sent["sent"])
     finally:
         sampler.stopped.set()
         if watch.poll() is None:
@@ -205,6 +207,7 @@ def one_run(args: argparse.Namespace, capture: Path, jobs: int, mbps: float, wor
         "received": received,
         "dropped": lost,
         "dropped_percent": round(100 * lost / max(1, sent["sent"]), 2),
+        "read": summary.get("packets_read"),
         "flows_with_gaps": summary.get("flows_with_gaps"),
         "ntlm_servers": len(ntlm_servers_in_store(db)),
         "peak_rss_mib": round(sampler.peak_kib / 1024, 1),
@@ -217,9 +220,9 @@ def one_run(args: argparse.Namespace, capture: Path, jobs: int, mbps: float, wor
     }
 
 
-ROW = "{jobs:>4} {mbps_asked:>6g} {mbps:>7.1f} {pps:>7} {sent:>8} {received:>8} {dropped:>8} {dropped_percent:>6.2f}% "
+ROW = "{jobs:>4} {mbps_asked:>6g} {mbps:>7.1f} {pps:>7} {sent:>8} {read:>8} {dropped:>8} {dropped_percent:>6.2f}% "
 ROW += "{flows_with_gaps:>6} {ntlm:>11} {peak_rss_mib:>7.1f} {cpu:>14} {load}"
-HEADER = "jobs   Mbps reached   pkt/s     sent received  dropped    drop%   gaps   NTLM srv RSS MiB    CPU s    load"
+HEADER = "jobs   Mbps reached   pkt/s     sent     read  dropped    drop%   gaps   NTLM srv RSS MiB    CPU s    load"
 
 
 def main() -> int:

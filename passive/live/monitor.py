@@ -199,7 +199,7 @@ class Monitor:
         self._signatures: dict[Identity, tuple[Any, ...]] = {}
         self._identities: dict[int, tuple[Finding, Identity]] = {}  # by id(): a finding's identity never changes
         self._next_flush = 0.0  # monotonic time of the next flush (FLUSH_SHARE)
-        self._recorded_drops: tuple[int, int] | None = None  # (packets lost, flows with gaps) in the run row
+        self._recorded: tuple[int, int, int] | None = None  # (packets lost, flows with gaps, read) in the run row
         self._stop = False
 
     # -- control -------------------------------------------------------------------------------------------------
@@ -298,10 +298,10 @@ class Monitor:
             if previous is None:
                 self.appeared.append(entry)
             written.append(record)
-        drops = (self.drops.lost, self.counters.flows_with_gaps)
+        progress = (self.drops.lost, self.counters.flows_with_gaps, self.counters.packets_read)
         try:
-            if written or drops != self._recorded_drops:  # the run row says how complete the view is, killed or not
-                self._recorded_drops = drops
+            if written or progress != self._recorded:  # the run row says how complete the view is, killed or not
+                self._recorded = progress
                 self.writer.progress(self.summary())
             self.store.commit()
         except StoreError as error:
