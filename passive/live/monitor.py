@@ -42,10 +42,11 @@ from passive.results.store import FindingStore, Identity, StoreWriter, identity_
 # Dashboard lists are capped: the store holds the full picture.
 MAX_SERVERS = 1000
 MAX_FEED = 200
-FLUSH_SHARE = 0.25
-"""At most this share of the time goes to writing the store: a busy run's flush (thousands of changed findings)
-may take a good part of a second, and the next one then waits four times as long, so capture and analysis keep
-the rest (findings reach the store a few seconds later instead of being lost to a full ring buffer)."""
+FLUSH_SHARE = 0.1
+"""At most this share of the time goes to writing the store: a busy run's flush (thousands of changed findings,
+about half a millisecond each) may take half a second, and the next one then waits ten times as long, so capture
+and analysis keep the rest, and a finding that changes every second is written once per flush, not once per
+second. Findings reach the store a few seconds later instead of being lost to a full ring buffer."""
 
 
 class WatchError(InputError):
