@@ -62,13 +62,15 @@ def _run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str
     return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=60)
 
 
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+def _wait_for(
+    condition: Callable[[], bool], what: str, explain: Callable[[], str] | None = None, timeout: float = 60
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.2)
-    pytest.fail(f"gave up waiting for {what}")
+    pytest.fail(f"gave up waiting for {what}" + (f": {explain()}" if explain is not None else ""))
 
 
 def _delete_namespace(name: str) -> None:
@@ -231,6 +233,17 @@ def test_two_fanout_processes_find_what_analyze_finds(replay_link: None, tmp_pat
     session replayed into the one writer; the captures at top speed give what analyze gives from the files."""
     db = tmp_path / "fanout.db"
     expected = _comparable(_analyze(PCAPS, all_ports=True))
+
+    def _differences() -> str:
+        stored = _comparable(_stored(db))
+        keys = sorted(set(stored) | set(expected), key=repr)
+        return "; ".join(
+            f"{key}: " + ", ".join(f"{name} {stored.get(key, {}).get(name)!r} != {expected.get(key, {}).get(name)!r}"
+                                   for name in sorted(set(stored.get(key, {})) | set(expected.get(key, {})))
+                                   if stored.get(key, {}).get(name) != expected.get(key, {}).get(name))
+            for key in keys if stored.get(key) != expected.get(key)
+        )  # fmt: skip
+
     options = mail_capture_options(all_ports=True)
     flows = sum(analyze_file(capture, Analysis().handler_factory, options).flows for capture in PCAPS)
     watch = _start_watch(REPLAY_NS, WATCH_IF, "--jobs", "2", "--db", str(db), "--quiet")
@@ -240,7 +253,7 @@ def test_two_fanout_processes_find_what_analyze_finds(replay_link: None, tmp_pat
             ["ip", "netns", "exec", REPLAY_NS, "tcpreplay", "-q", "-i", REPLAY_IF, "--topspeed", *map(str, PCAPS)]
         )
         assert replay.returncode == 0, replay.stderr
-        _wait_for(lambda: _comparable(_stored(db)) == expected, "the store to hold what analyze finds")
+        _wait_for(lambda: _comparable(_stored(db)) == expected, "the store to hold what analyze finds", _differences)
     finally:
         out, err = _stop(watch, signal.SIGTERM)
     assert watch.returncode == 0, err
