@@ -531,6 +531,16 @@ def test_watch_takes_the_reassembly_policy_and_sizes_its_batches_in_bytes() -> N
     assert "--reassembly" in help_text and "[default: linux]" in help_text
 
 
+def test_buffer_size_and_jobs_are_documented_and_bounded() -> None:
+    from passive.capture.live import BUFFER_MIB
+
+    help_text = _run([*LEAKSCOPE, "watch", "--help"]).stdout
+    assert "--buffer-size" in help_text and f"[default: {BUFFER_MIB};" in help_text and "PACKET_FANOUT" in help_text
+    for wrong in (["--jobs", "0"], ["--buffer-size", "0"], ["--buffer-size", "100000"]):
+        result = _run([*LEAKSCOPE, "watch", "-i", "lo", *wrong], check=False)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, wrong
+
+
 # -- the dashboard stays inert ------------------------------------------------------------------------------------
 
 
