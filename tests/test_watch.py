@@ -62,13 +62,15 @@ def _run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str
     return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=60)
 
 
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+def _wait_for(
+    condition: Callable[[], bool], what: str, explain: Callable[[], str] | None = None, timeout: float = 60
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.2)
-    pytest.fail(f"gave up waiting for {what}")
+    pytest.fail(f"gave up waiting for {what}" + (f": {explain()}" if explain is not None else ""))
 
 
 def _delete_namespace(name: str) -> None:
@@ -217,6 +219,88 @@ def test_watch_on_every_port_finds_what_analyze_finds_on_every_port(replay_link:
     assert _comparable(_stored(db)) == expected
 
 
+def _run_row(db: Path) -> dict[str, Any] | None:
+    """The watch run's stored summary (written as the run goes, then at its end), or None before there is one."""
+    with contextlib.suppress(sqlite3.Error), FindingStore(db, create=False) as store:
+        runs = [run for run in store.runs() if run["command"] == "watch"]
+        return runs[0]["summary"] if runs else None
+    return None
+
+
+@needs_libpcap
+def test_two_fanout_processes_find_what_analyze_finds(replay_link: None, tmp_path: Path) -> None:
+    """watch --jobs 2: two capture processes in one PACKET_FANOUT_HASH group, each flow on one of them, every
+    session replayed into the one writer; the captures at top speed give what analyze gives from the files."""
+    db = tmp_path / "fanout.db"
+    expected = _comparable(_analyze(PCAPS, all_ports=True))
+
+    def _differences() -> str:
+        stored = _comparable(_stored(db))
+        keys = sorted(set(stored) | set(expected), key=repr)
+        return "; ".join(
+            f"{key}: " + ", ".join(f"{name} {stored.get(key, {}).get(name)!r} != {expected.get(key, {}).get(name)!r}"
+                                   for name in sorted(set(stored.get(key, {})) | set(expected.get(key, {})))
+                                   if stored.get(key, {}).get(name) != expected.get(key, {}).get(name))
+            for key in keys if stored.get(key) != expected.get(key)
+        )  # fmt: skip
+
+    options = mail_capture_options(all_ports=True)
+    flows = sum(analyze_file(capture, Analysis().handler_factory, options).flows for capture in PCAPS)
+    watch = _start_watch(REPLAY_NS, WATCH_IF, "--jobs", "2", "--db", str(db), "--quiet")
+    try:
+        _wait_for(_watch_started(db), "watch to start")
+        replay = _run(
+            ["ip", "netns", "exec", REPLAY_NS, "tcpreplay", "-q", "-i", REPLAY_IF, "--topspeed", *map(str, PCAPS)]
+        )
+        assert replay.returncode == 0, replay.stderr
+        _wait_for(lambda: _comparable(_stored(db)) == expected, "the store to hold what analyze finds", _differences)
+    finally:
+        out, err = _stop(watch, signal.SIGTERM)
+    assert watch.returncode == 0, err
+    assert "Traceback" not in err and "warning" not in err
+    assert _comparable(_stored(db)) == expected
+    summary = _run_row(db)
+    assert summary is not None and summary["jobs"] == 2 and summary["stopped_by"] == "SIGTERM"
+    processes = summary["capture_processes"]
+    assert len(processes) == 2 and all(process["received"] > 0 for process in processes)  # both had flows
+    assert summary["kernel_received"] == sum(process["received"] for process in processes)
+    assert summary["kernel_dropped"] == sum(process["dropped"] for process in processes) == 0
+    assert summary["flows"] == flows  # the processes' counters add up to one reader's
+    assert f"kernel_received={summary['kernel_received']}" in out and "jobs=2" in out
+
+
+@needs_libpcap
+def test_kernel_drops_reach_the_summary_and_the_store(replay_link: None, tmp_path: Path) -> None:
+    """A 1 MiB ring and an all-mail capture replayed at top speed: the kernel drops packets, and says so."""
+    capture, db = tmp_path / "allmail.pcap", tmp_path / "drops.db"
+    generate = [sys.executable, str(ROOT / "bench" / "gen_capture.py"), "--size", "12M", "--mail-fraction", "1.0"]
+    _run([*generate, "--out", str(capture)])
+    watch = _start_watch(REPLAY_NS, WATCH_IF, "--buffer-size", "1", "--db", str(db), "--quiet")
+    try:
+        _wait_for(_watch_started(db), "watch to start")
+        top_speed = ["tcpreplay", "-q", "-i", REPLAY_IF, "--topspeed", "--loop", "2", str(capture)]
+        replay = _run(["ip", "netns", "exec", REPLAY_NS, *top_speed])
+        assert replay.returncode == 0, replay.stderr
+        # The run row has the drops while the run goes on: a watch killed later still says what it missed.
+        _wait_for(lambda: ((_run_row(db) or {}).get("kernel_dropped") or 0) > 0, "the drops to reach the run row")
+    finally:
+        out, err = _stop(watch, signal.SIGTERM)
+    assert watch.returncode == 0, err
+    summary = _run_row(db)
+    assert summary is not None and summary["stopped_by"] == "SIGTERM" and summary["buffer_size_mib"] == 1
+    dropped, received = summary["kernel_dropped"], summary["kernel_received"]
+    assert isinstance(dropped, int) and isinstance(received, int) and 0 < dropped < received
+    assert isinstance(summary["interface_dropped"], int)
+    assert summary["capture_processes"] == [
+        {"received": received, "dropped": dropped, "interface_dropped": summary["interface_dropped"]}
+    ]
+    assert summary["dropped_percent"] == round(100 * (dropped + summary["interface_dropped"]) / received, 3)
+    assert summary["drops_per_second_peak"] > 0
+    # What was lost shows in the streams: flows with gaps, each counted once.
+    assert 0 < summary["flows_with_gaps"] <= summary["gaps"]
+    assert f"kernel_dropped={dropped} " in out and f"flows_with_gaps={summary['flows_with_gaps']} " in out
+
+
 @needs_libpcap
 def test_watch_jsonl_rotates_by_size_keeping_whole_records(replay_link: None, tmp_path: Path) -> None:
     db, jsonl = tmp_path / "watch.db", tmp_path / "watch.jsonl"
@@ -358,6 +442,52 @@ def test_idle_flows_expire_without_traffic_and_idle_findings_move_to_the_store(t
     assert summary["flows_expired"] >= 1 and summary["findings_forgotten"] >= 2
 
 
+@needs_root
+@needs_libpcap
+def test_fanout_processes_expire_their_flows_and_the_dashboard_shows_each_one(tmp_path: Path) -> None:
+    """--jobs 2 on a real SMTP server: each process expires its idle flows, the parent forgets idle findings and
+    adds later sessions to the stored ones, and the dashboard lists every process's counts."""
+    server = _IdleSmtpServer()
+    options = WatchOptions("lo", bpf=f"tcp port {server.port}", jobs=2, idle_timeout=1, retention=1, tick_interval=0.2)
+    store = FindingStore(tmp_path / "fanout-idle.db")
+    monitor = Monitor(options, store)
+    runner = threading.Thread(target=monitor.run, args=(open_capture(options),))  # forks here, in this thread
+    runner.start()
+    clients = []
+    try:
+        for _ in range(4):
+            clients.append(server.session())
+        _wait_for(lambda: monitor.counters.flows_expired >= 4, "the idle flows to expire in their processes")
+        _wait_for(lambda: monitor.findings_forgotten >= 2, "their findings to leave the parent's memory")
+        clients.append(server.session())
+
+        def every_session_stored() -> bool:
+            with FindingStore(tmp_path / "fanout-idle.db") as reader:
+                return {r["type"]: r["count"] for r in reader.query()} == {"mail-service": 5, "auth-methods": 5}
+
+        _wait_for(every_session_stored, "the fifth session to add to the stored findings")
+        _wait_for(lambda: len(monitor.drops.processes) == 2, "both processes to report their counts")
+        buffer = io.StringIO()
+        Console(file=buffer, width=200, color_system=None).print(_dashboard(monitor))
+    finally:
+        monitor.stop("test")
+        runner.join(60)
+        for client in clients:
+            client.close()
+        server.close()
+        store.close()
+    assert not runner.is_alive()
+    [row] = [line for line in buffer.getvalue().splitlines() if "dropped / received" in line]
+    shown = [tuple(int(n.replace(",", "")) for n in pair.split("/")) for pair in row.strip(" │").split()[-2:]]
+    assert len(shown) == 2 and all(0 <= dropped <= received and received > 0 for dropped, received in shown)
+    processes = monitor.drops.processes
+    summary = monitor.summary()
+    assert summary["jobs"] == 2 and len(summary["capture_processes"]) == 2
+    assert summary["flows"] == 5 and summary["flows_expired"] >= 4
+    assert summary["kernel_received"] == sum(p.received for p in processes) > 0
+    assert not summary["warnings"]
+
+
 # -- the live filter -----------------------------------------------------------------------------------------------
 
 
@@ -399,6 +529,16 @@ def test_watch_takes_the_reassembly_policy_and_sizes_its_batches_in_bytes() -> N
         capture.close()
     help_text = subprocess.run(["leakscope", "watch", "--help"], capture_output=True, text=True, check=True).stdout
     assert "--reassembly" in help_text and "[default: linux]" in help_text
+
+
+def test_buffer_size_and_jobs_are_documented_and_bounded() -> None:
+    from passive.capture.live import BUFFER_MIB
+
+    help_text = _run([*LEAKSCOPE, "watch", "--help"]).stdout
+    assert "--buffer-size" in help_text and f"[default: {BUFFER_MIB};" in help_text and "PACKET_FANOUT" in help_text
+    for wrong in (["--jobs", "0"], ["--buffer-size", "0"], ["--buffer-size", "100000"]):
+        result = _run([*LEAKSCOPE, "watch", "-i", "lo", *wrong], check=False)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, wrong
 
 
 # -- the dashboard stays inert ------------------------------------------------------------------------------------

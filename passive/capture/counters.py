@@ -44,6 +44,7 @@ class CaptureCounters:
     bytes_delivered: int = 0
     gaps: int = 0
     gap_bytes: int = 0
+    flows_with_gaps: int = 0  # flows that lost bytes (a gap on either side), each counted once
     resync_skipped_bytes: int = 0  # bytes dropped up to the next line boundary after a gap/mid-stream start
     retransmissions: int = 0  # segments whose data was all already seen
     overlaps: int = 0  # segments partly or wholly covering data already seen

@@ -107,6 +107,9 @@ class Delivery:
         half.next_rel = upto
         self.counters.gaps += 1
         self.counters.gap_bytes += missing
+        if not flow.gapped:
+            flow.gapped = True
+            self.counters.flows_with_gaps += 1
         if self.resync_lines:
             half.resync = True
         half.pickup = False  # what follows lost bytes may begin anywhere in a line

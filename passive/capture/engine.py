@@ -113,7 +113,7 @@ class Engine:
         for frame, ts, segment in items:
             frame += base
             if cursor is not None:
-                cursor.frame, cursor.phase = frame, 1 if segment is not None else 0
+                cursor.frame, cursor.phase, cursor.ts = frame, 1 if segment is not None else 0, ts
             if segment is None:
                 expire(ts)
             elif dropping and (segment[0], segment[2], segment[1], segment[3]) in dropping:

@@ -61,6 +61,7 @@ Classifier = Callable[[bytes, bytes], str | None]
 """(first server->client bytes, first client->server bytes) -> a label to keep the flow under (the handler factory
 reads it as ``flow.label``), ``""`` to ignore it, None while undecided."""
 
+
 def sender_is_client(sport: int, dport: int, flags: int, server_ports: frozenset[int]) -> bool:
     """Whether the sender of a flow's first segment seen is its client.
 
@@ -92,6 +93,7 @@ class Flow:
         "evict_class",
         "first_frame",
         "first_ts",
+        "gapped",
         "handler",
         "id",
         "label",
@@ -120,6 +122,7 @@ class Flow:
         self.first_frame = self.last_frame = frame
         self.first_ts = self.last_ts = ts
         self.partial = False
+        self.gapped = False  # bytes of this flow were lost (a gap on either side): what was read of it is incomplete
         self.label: str | None = None  # the classifier's verdict, when there is a classifier
         self.handler: StreamHandler | None = None
         self.state = Flow.ACTIVE

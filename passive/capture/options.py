@@ -50,6 +50,7 @@ class Cursor:
 
     frame: int = 0
     phase: int = 0
+    ts: float = 0.0  # the capture time of that frame (of the sweep, in phase 0)
     done: int = 0
     on_batch: Callable[[], None] | None = None
 

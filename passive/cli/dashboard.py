@@ -77,9 +77,10 @@ def dashboard(monitor: Monitor) -> Group:
 
 def _counters(monitor: Monitor) -> Panel:
     c = monitor.counters
-    stats = monitor.pcap_stats
+    stats, drops = monitor.pcap_stats, monitor.drops
     kernel = (
         f"received {stats.received:,}  dropped {stats.dropped:,}  by interface {stats.if_dropped:,}"
+        f"  ({drops.rate:,.0f}/s now, peak {drops.peak_rate:,.0f}/s)"
         if stats
         else "not yet read"
     )
@@ -95,7 +96,15 @@ def _counters(monitor: Monitor) -> Panel:
         "expired / evicted",
         f"{c.flows_expired:,} / {c.flows_evicted:,}",
     )
-    table.add_row("gaps", f"{c.gaps:,} ({c.gap_bytes:,} bytes)", "decode errors", f"{c.decode_errors:,}")
+    table.add_row(
+        "gaps",
+        f"{c.gaps:,} ({c.gap_bytes:,} bytes) in {c.flows_with_gaps:,} flows",
+        "decode errors",
+        f"{c.decode_errors:,}",
+    )
+    if len(drops.processes) > 1:
+        per_process = "  ".join(f"{p.dropped:,}/{p.received:,}" for p in drops.processes)
+        table.add_row("processes", str(len(drops.processes)), "dropped / received", per_process)
     table.add_row(
         "findings",
         f"{monitor.findings_new:,} new, {monitor.findings_changed:,} writes",

@@ -15,12 +15,13 @@ from rich.text import Text
 
 from passive.analysis.domains import IpNetwork
 from passive.capture.bpf import check_user_filter
-from passive.capture.live import SNAPLEN
+from passive.capture.live import MAX_BUFFER_MIB, SNAPLEN
 from passive.cli.common import ByteSize, domains, local_domain_option, reassembly_option, trusted_net_option
 from passive.cli.dashboard import log_appearances, run_with_dashboard
 from passive.cli.errors import EXIT_INPUT
 from passive.core.rotation import DEFAULT_KEEP, RotatingAppender
 from passive.core.text import printable
+from passive.live.fanout import MAX_JOBS
 from passive.live.monitor import Monitor, WatchOptions, open_capture
 from passive.results.store import FindingStore
 
@@ -67,6 +68,22 @@ DEFAULTS = WatchOptions(interface="")
 )
 @click.option("--no-promisc", is_flag=True, help="Do not put the interface in promiscuous mode.")
 @click.option(
+    "--buffer-size",
+    type=click.IntRange(1, MAX_BUFFER_MIB),
+    default=DEFAULTS.buffer_size,
+    show_default=True,
+    metavar="MIB",
+    help="Kernel ring buffer of each capture process, in MiB: what arrives while it is busy waits there.",
+)
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(1, MAX_JOBS),
+    default=DEFAULTS.jobs,
+    show_default=True,
+    help="Capture processes sharing the interface (PACKET_FANOUT_HASH: each flow stays on one); one writer.",
+)
+@click.option(
     "--idle-timeout",
     type=click.FloatRange(min=1),
     default=DEFAULTS.idle_timeout,
@@ -90,6 +107,8 @@ def watch_command(
     duration: float | None,
     snaplen: int,
     no_promisc: bool,
+    buffer_size: int,
+    jobs: int,
     idle_timeout: float,
     local_domains: tuple[str, ...],
     trusted_networks: tuple[IpNetwork, ...],
@@ -114,6 +133,8 @@ def watch_command(
         trusted_networks=trusted_networks,
         idle_timeout=idle_timeout,
         reassembly_policy=reassembly_policy,
+        buffer_size=buffer_size,
+        jobs=jobs,
     )
     console = Console(highlight=False)
     check_user_filter(bpf)
@@ -130,18 +151,20 @@ def watch_command(
                 click.echo(f"leakscope: watching {interface}; store {store.path}", err=True)
                 monitor.on_tick = log_appearances(console)
                 monitor.run(capture)
-    _print_summary(monitor.summary(), quiet, console)
-    if monitor.stopped_by == "capture error":
-        raise SystemExit(EXIT_INPUT)
+    _report(monitor, console, quiet)
 
 
-def _print_summary(summary: dict[str, Any], quiet: bool, console: Console) -> None:
+def _report(monitor: Monitor, console: Console, quiet: bool) -> None:
+    """The summary (a line, or a panel) and the warnings; exit status 1 when the capture failed."""
+    summary = monitor.summary()
     for warning in summary["warnings"]:
         click.echo(f"leakscope: warning: {printable(warning)}", err=True)
     if quiet:
         click.echo(_summary_line(summary))
     else:
         console.print(_summary_panel(summary))
+    if monitor.stopped_by == "capture error":
+        raise SystemExit(EXIT_INPUT)
 
 
 @contextlib.contextmanager
@@ -194,13 +217,17 @@ _SUMMARY_KEYS = (
     "stopped_by",
     "duration_seconds",
     "packets_read",
+    "jobs",
     "kernel_received",
     "kernel_dropped",
     "interface_dropped",
+    "dropped_percent",
+    "drops_per_second_peak",
     "flows",
     "flows_expired",
     "flows_evicted",
     "gaps",
+    "flows_with_gaps",
     "findings_new",
     "findings_written",
     "findings_forgotten",

@@ -26,13 +26,15 @@ from passive.analysis.classify import mail_capture_options
 from passive.analysis.domains import IpNetwork
 from passive.analysis.pipeline import Analysis, AnalysisOptions
 from passive.capture import CaptureCounters, LiveCapture, PcapStats
-from passive.capture.live import SNAPLEN
+from passive.capture.live import BUFFER_MIB, SNAPLEN
 from passive.capture.options import IDLE_TIMEOUT, MAX_FLOWS
 from passive.capture.policy import DEFAULT_POLICY
 from passive.core.errors import CaptureError, InputError, StoreError
 from passive.core.rotation import TextSink
 from passive.findings.kinds import KINDS
 from passive.findings.model import Finding, FindingType
+from passive.live.drops import DropMeter
+from passive.live.fanout import FanoutCapture
 from passive.results.jsonio import dumps
 from passive.results.redaction import Redactor
 from passive.results.store import FindingStore, Identity, StoreWriter, identity_of
@@ -40,6 +42,11 @@ from passive.results.store import FindingStore, Identity, StoreWriter, identity_
 # Dashboard lists are capped: the store holds the full picture.
 MAX_SERVERS = 1000
 MAX_FEED = 200
+FLUSH_SHARE = 0.1
+"""At most this share of the time goes to writing the store: a busy run's flush (thousands of changed findings,
+about half a millisecond each) may take half a second, and the next one then waits ten times as long, so capture
+and analysis keep the rest, and a finding that changes every second is written once per flush, not once per
+second. Findings reach the store a few seconds later instead of being lost to a full ring buffer."""
 
 
 class WatchError(InputError):
@@ -65,6 +72,13 @@ class WatchOptions:
     max_live_findings: int = 5000
     max_flows: int = MAX_FLOWS
     reassembly_policy: str = DEFAULT_POLICY  # whose bytes win where segments overlap (passive.capture.policy)
+    buffer_size: int = BUFFER_MIB  # MiB of kernel ring buffer per capture process (see BUFFER_MIB)
+    jobs: int = 1  # capture processes in one PACKET_FANOUT_HASH group (passive.live.fanout)
+
+    def analysis_options(self) -> AnalysisOptions:
+        return AnalysisOptions(
+            all_ports=self.all_ports, local_domains=self.local_domains, trusted_networks=self.trusted_networks
+        )
 
 
 @dataclass
@@ -93,8 +107,9 @@ class FeedEntry:
     new: bool  # first time the store saw it
 
 
-def open_capture(options: WatchOptions) -> LiveCapture:
-    """Open the interface with the mail filter, or raise :class:`WatchError` with a one-line reason."""
+def open_capture(options: WatchOptions) -> LiveCapture | FanoutCapture:
+    """Open the interface with the mail filter (with ``jobs`` > 1: start the capture processes, each with its own
+    handle in one fanout group), or raise :class:`WatchError` with a one-line reason."""
     capture_options = mail_capture_options(
         all_ports=options.all_ports,
         bpf=options.bpf,
@@ -102,8 +117,22 @@ def open_capture(options: WatchOptions) -> LiveCapture:
         max_flows=options.max_flows,
         reassembly_policy=options.reassembly_policy,
     )
+
+    def open_one(fanout: int | None = None) -> LiveCapture:
+        return LiveCapture(
+            options.interface,
+            capture_options,
+            snaplen=options.snaplen,
+            promisc=options.promisc,
+            buffer_size=options.buffer_size << 20,
+            fanout=fanout,
+        )
+
     try:
-        return LiveCapture(options.interface, capture_options, snaplen=options.snaplen, promisc=options.promisc)
+        if options.jobs > 1:
+            file = f"live:{options.interface}"
+            return FanoutCapture(options.jobs, open_one, options.analysis_options(), file, options.tick_interval)
+        return open_one()
     except CaptureError as error:
         raise WatchError(explain_capture_error(options.interface, str(error))) from None
 
@@ -148,18 +177,13 @@ class Monitor:
         self.jsonl = jsonl
         self.on_tick = on_tick
         self.retention = options.retention if options.retention is not None else 2 * options.idle_timeout
-        self.analysis = Analysis(
-            AnalysisOptions(
-                all_ports=options.all_ports,
-                local_domains=options.local_domains,
-                trusted_networks=options.trusted_networks,
-            )
-        )
+        self.analysis = Analysis(options.analysis_options())
         self.analysis.file = f"live:{options.interface}"
         self.counters = CaptureCounters()
         self.writer: StoreWriter | None = None
-        self.capture: LiveCapture | None = None
-        self.pcap_stats: PcapStats | None = None
+        self.capture: LiveCapture | FanoutCapture | None = None
+        self.pcap_stats: PcapStats | None = None  # every capture process's together (DropMeter.total)
+        self.drops = DropMeter()
         self.servers: OrderedDict[str, ServerSeen] = OrderedDict()
         self.feed: OrderedDict[Identity, FeedEntry] = OrderedDict()
         self.findings_new = 0  # first seen by the store
@@ -174,6 +198,9 @@ class Monitor:
         self.capture_now: float | None = None
         self.appeared: list[FeedEntry] = []  # findings that appeared (in this run) during the last tick
         self._signatures: dict[Identity, tuple[Any, ...]] = {}
+        self._identities: dict[int, tuple[Finding, Identity]] = {}  # by id(): a finding's identity never changes
+        self._next_flush = 0.0  # monotonic time of the next flush (FLUSH_SHARE)
+        self._recorded: tuple[int, int, int] | None = None  # (packets lost, flows with gaps, read) in the run row
         self._stop = False
 
     # -- control -------------------------------------------------------------------------------------------------
@@ -193,19 +220,24 @@ class Monitor:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def run(self, capture: LiveCapture | None = None) -> None:
+    def run(self, capture: LiveCapture | FanoutCapture | None = None) -> None:
         """Capture until stopped, the duration ends, or the capture fails; then flush everything."""
         self.capture = capture if capture is not None else open_capture(self.options)
         # Stored records are masked, and scrubbed of every secret this run has seen so far.
         self.writer = self.store.writer("watch", Redactor(show_secrets=False, secrets=self.analysis.stats.secrets))
         try:
-            self.capture.run(
-                self.analysis.handler_factory,
-                should_stop=self._should_stop,
-                counters=self.counters,
-                on_tick=self._tick,
-                tick_interval=self.options.tick_interval,
-            )
+            if isinstance(self.capture, FanoutCapture):
+                self.capture.run_into(
+                    self.analysis, should_stop=self._should_stop, counters=self.counters, on_tick=self._tick
+                )
+            else:
+                self.capture.run(
+                    self.analysis.handler_factory,
+                    should_stop=self._should_stop,
+                    counters=self.counters,
+                    on_tick=self._tick,
+                    tick_interval=self.options.tick_interval,
+                )
             if self.stopped_by is None:
                 self.stopped_by = "capture error"
             self._refresh_stats()
@@ -219,8 +251,13 @@ class Monitor:
     def _tick(self, capture_now: float) -> None:
         self.capture_now = capture_now
         self._refresh_stats()
-        self._flush()
-        self._forget_idle(capture_now)
+        started = time.monotonic()
+        if started >= self._next_flush:
+            self._flush()
+            self._forget_idle(capture_now)  # only once flushed: what leaves memory must be in the store
+            self._next_flush = started + (time.monotonic() - started) / FLUSH_SHARE
+        else:
+            self.appeared = []
         stats = self.analysis.stats
         if stats.hashes:  # watch does not write hash lines: count them and let the list go
             self.hashes_seen += len(stats.hashes)
@@ -229,12 +266,16 @@ class Monitor:
             self.on_tick(self)
 
     def _refresh_stats(self) -> None:
-        if self.capture is None:
+        capture = self.capture
+        if capture is None:
             return
         try:
-            self.pcap_stats = self.capture.stats()
+            processes = capture.process_stats() if isinstance(capture, FanoutCapture) else [capture.stats()]
         except Exception as error:  # stats are informative: never stop the capture for them
             self._warn(f"kernel statistics unavailable: {error}")
+            return
+        self.drops.sample(processes, time.monotonic())
+        self.pcap_stats = self.drops.total
 
     def _flush(self) -> None:
         """Write every finding that changed since the last flush, then commit."""
@@ -242,7 +283,7 @@ class Monitor:
         self.appeared = []
         written: list[dict[str, Any]] = []
         for finding in list(self.analysis.findings):
-            ident = identity_of(finding)
+            ident = self._identity(finding)
             signature = _signature(finding)
             previous = self._signatures.get(ident)
             if previous == signature:
@@ -258,7 +299,11 @@ class Monitor:
             if previous is None:
                 self.appeared.append(entry)
             written.append(record)
+        progress = (self.drops.lost, self.counters.flows_with_gaps, self.counters.packets_read)
         try:
+            if written or progress != self._recorded:  # the run row says how complete the view is, killed or not
+                self._recorded = progress
+                self.writer.progress(self.summary())
             self.store.commit()
         except StoreError as error:
             raise WatchError(str(error)) from None
@@ -287,8 +332,19 @@ class Monitor:
         for finding in idle:
             findings.discard(finding)
             self.writer.forget(finding)  # type: ignore[union-attr]
-            self._signatures.pop(identity_of(finding), None)
+            self._signatures.pop(self._identity(finding), None)
+            self._identities.pop(id(finding), None)
             self.findings_forgotten += 1
+        if len(self._identities) > 2 * len(findings) + 100:  # findings the set evicted: their entries go
+            self._identities = {id(f): self._identities[id(f)] for f in findings if id(f) in self._identities}
+
+    def _identity(self, finding: Finding) -> Identity:
+        cached = self._identities.get(id(finding))
+        if cached is not None and cached[0] is finding:
+            return cached[1]
+        ident = identity_of(finding)
+        self._identities[id(finding)] = (finding, ident)
+        return ident
 
     # -- what the dashboard shows ----------------------------------------------------------------------------------
 
@@ -332,15 +388,14 @@ class Monitor:
     def summary(self) -> dict[str, Any]:
         counters = self.counters.as_dict()
         counters.pop("warnings", None)
-        stats = self.pcap_stats
         return {
             "type": "summary",
             "interface": self.options.interface,
             "duration_seconds": round(self.elapsed, 1),
             "stopped_by": self.stopped_by,
-            "kernel_received": stats.received if stats else None,
-            "kernel_dropped": stats.dropped if stats else None,
-            "interface_dropped": stats.if_dropped if stats else None,
+            "jobs": self.options.jobs,
+            "buffer_size_mib": self.options.buffer_size,
+            **self.drops.summary(),
             **counters,
             **self.analysis.stats.to_dict(),
             "hashes": self.hashes_seen + len(self.analysis.stats.hashes),

@@ -194,11 +194,23 @@ def _learned(cards: list[ServerCard]) -> list[str]:
     return learned
 
 
+_SCOPE_COUNTS = (
+    "captures",
+    "captures_failed",
+    "packets_read",
+    "flows",
+    "tls_sessions",
+    "kernel_dropped",
+    "interface_dropped",
+    "flows_with_gaps",
+)
+
+
 def _scope(summaries: list[dict[str, Any]], findings: list[dict[str, Any]]) -> list[tuple[str, str]]:
     totals: Counter[str] = Counter()
     sessions: Counter[str] = Counter()
     for record in summaries:
-        for name in ("captures", "captures_failed", "packets_read", "flows", "tls_sessions"):
+        for name in _SCOPE_COUNTS:
             totals[name] += int(f.number(record.get(name)) or 0)
         per_protocol = record.get("sessions")
         if isinstance(per_protocol, dict):
@@ -214,6 +226,11 @@ def _scope(summaries: list[dict[str, Any]], findings: list[dict[str, Any]]) -> l
         ]
         if totals["captures_failed"]:
             scope.append(("Captures that could not be read", str(totals["captures_failed"])))
+        dropped = totals["kernel_dropped"] + totals["interface_dropped"]
+        if dropped:  # a live capture that could not keep up: its view is incomplete, and says by how much
+            scope.append(("Packets dropped before analysis (live capture)", str(dropped)))
+        if totals["flows_with_gaps"]:
+            scope.append(("Connections with bytes missing", str(totals["flows_with_gaps"])))
     sources = sorted({source(r) for r in findings})
     if sources:
         scope.append(("Sources", " and ".join(sources)))

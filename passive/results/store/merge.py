@@ -116,6 +116,11 @@ class StoreWriter:
         """The finding left memory: a later one with the same identity adds to the stored row afresh."""
         self._done.pop(identity_of(finding), None)
 
+    def progress(self, summary: dict[str, Any]) -> None:
+        """The run's summary so far (a run that never finishes keeps the last one); committed with the findings."""
+        self.store._begin()
+        self.store._execute("UPDATE runs SET summary = ? WHERE id = ?", (dumps(summary), self.run_id))
+
     def finish(self, summary: dict[str, Any] | None = None) -> None:
         """Record the end of the run and commit."""
         store = self.store
