@@ -20,7 +20,6 @@ import multiprocessing
 import os
 import pickle
 import signal
-import stat
 import traceback
 from collections import deque
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from passive.capture.joined import JoinedStream, counters_since, snapshot
 from passive.capture.options import Cursor
 from passive.capture.rings import Span, describe
 from passive.core.errors import CaptureError
+from passive.core.files import regular_file_size
 
 PARALLEL_MIN_BYTES = 16 << 20
 """With ``jobs`` None (as many as cores): captures smaller than this in all are read in the calling process, where
@@ -81,15 +81,7 @@ def plan_jobs(paths: list[str], jobs: int | None) -> int:
     if jobs is not None:
         return max(1, jobs)
     cores = available_cores()
-    return cores if cores > 1 and sum(_size(path) for path in paths) >= PARALLEL_MIN_BYTES else 1
-
-
-def _size(path: str) -> int:
-    try:
-        info = os.stat(path)
-    except OSError:
-        return 0
-    return info.st_size if stat.S_ISREG(info.st_mode) else 0
+    return cores if cores > 1 and sum(regular_file_size(path) or 0 for path in paths) >= PARALLEL_MIN_BYTES else 1
 
 
 DESCRIBE_MIN_FILES = 8
@@ -108,7 +100,7 @@ def describe_in_workers(paths: list[str], jobs: int) -> list[Span | None]:
 
 
 def group_bytes(group: list[str]) -> int:
-    return sum(_size(path) for path in group)
+    return sum(regular_file_size(path) or 0 for path in group)
 
 
 Task = tuple[int, int, list[tuple[int, str]]]  # (shard, shards, the group's files with their capture index)
@@ -350,7 +342,7 @@ class ParallelRun:
                 "file": path,
                 "packets": counters.packets_read - before[0],
                 "bytes": counters.bytes_read - before[2],
-                "size": _size(path) or None,
+                "size": regular_file_size(path),
             }
 
     def _replay(self, involved: list[_Worker]) -> None:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
-import stat
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -42,6 +40,7 @@ from passive.capture.rings import group_captures
 from passive.capture.stop import StopFlag
 from passive.core.endpoints import endpoint
 from passive.core.errors import CaptureError, InputError, UsageError, one_line
+from passive.core.files import regular_file_size
 from passive.findings.model import FindingSet
 
 # Events kept per session for --events; past that a session's events are counted, not kept.
@@ -270,17 +269,8 @@ def _read_piece(
             "file": path,
             "packets": results.counters.packets_read - packets,
             "bytes": results.counters.bytes_read - position,
-            "size": _size(path),
+            "size": regular_file_size(path),
         }
-
-
-def _size(path: str) -> int | None:
-    """A regular file's size; None for a pipe, a FIFO or a device (or a file gone meanwhile)."""
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None
-    return status.st_size if stat.S_ISREG(status.st_mode) else None
 
 
 DEFAULT_JOBS = available_cores()

@@ -13,8 +13,6 @@ Counters are read without a lock: plain integers the reading thread updates, a g
 from __future__ import annotations
 
 import contextlib
-import os
-import stat
 import sys
 import threading
 import time
@@ -26,6 +24,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from passive.capture.counters import CaptureCounters
 from passive.capture.stop import StopFlag
+from passive.core.files import regular_file_size
 from passive.core.text import printable
 
 # Short runs finish before this and show nothing.
@@ -50,15 +49,6 @@ def _eta(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
 
-def file_size(path: str) -> int | None:
-    """A regular file's size; None for a pipe, a FIFO, a device, or what cannot be looked at."""
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None
-    return status.st_size if stat.S_ISREG(status.st_mode) else None
-
-
 class RunProgress:
     """The display of one run: :meth:`file` wraps the reading of each capture (``around_file`` of the pipeline),
     :meth:`watch` is given the results being filled (for the findings count), :meth:`phase` names what follows."""
@@ -67,7 +57,7 @@ class RunProgress:
         self.console = console
         self.enabled = console.is_terminal
         self.stop = stop
-        self.sizes = [file_size(path) for path in paths]
+        self.sizes = [regular_file_size(path) for path in paths]
         self.total = sum(s for s in self.sizes if s is not None) if None not in self.sizes else None
         self.index = 0  # files started
         self.name = ""

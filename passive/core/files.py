@@ -37,6 +37,15 @@ _DESCRIPTOR = re.compile(r"^/(?:dev/fd/(\d+)|proc/(?:self|thread-self)/fd/(\d+)|
 _STANDARD = {"stdout": 1, "stderr": 2}
 
 
+def regular_file_size(path: str) -> int | None:
+    """A regular file's size; None for a pipe, a FIFO, a device, or what cannot be looked at."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_size if stat.S_ISREG(status.st_mode) else None
+
+
 def encoded(data: str | bytes) -> bytes:
     """Text as leakscope writes it: UTF-8, with anything that cannot be encoded (a lone surrogate from a file name
     that is not UTF-8) as a backslash escape."""
