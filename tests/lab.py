@@ -559,23 +559,20 @@ postlog unix-dgram n - n - 1 postlogd
 """
 
 
-def start_postfix(env: Env, cert: Path, key: Path) -> None:
-    d = env.work / "postfix"
-    (d / "spool").mkdir(parents=True, exist_ok=True)
-    (d / "data").mkdir(exist_ok=True)
-    shutil.chown(d / "data", "postfix")
-    (d / "master.cf").write_text(POSTFIX_MASTER.format(srv=SRV_IP, relay=RELAY_IP, relay_host=RELAY_HOST))
-    (d / "main.cf").write_text(f"""compatibility_level = 3.6
+def postfix_main_cf(d: Path, *, domain: str, mynetworks: str, interfaces: str, extra: str) -> str:
+    """A lab Postfix's main.cf: SASL through Dovecot, nothing ever leaves (accepted mail is discarded, no DNS is
+    asked); ``extra`` adds the lines of one lab (TLS, relay domains)."""
+    return f"""compatibility_level = 3.6
 queue_directory = {d}/spool
 data_directory = {d}/data
 maillog_file = {d}/maillog
 maillog_file_prefixes = {d}
 myhostname = {MAIL_HOST}
-mydomain = {DNS_DOMAIN}
+mydomain = {domain}
 myorigin = $mydomain
 mydestination = $myhostname, $mydomain
-mynetworks = 127.0.0.0/8
-inet_interfaces = {SRV_IP}, {RELAY_IP}
+mynetworks = {mynetworks}
+inet_interfaces = {interfaces}
 inet_protocols = ipv4
 smtpd_banner = $myhostname ESMTP $mail_name (Debian/GNU)
 biff = no
@@ -583,7 +580,6 @@ alias_maps =
 alias_database =
 local_recipient_maps =
 smtputf8_enable = no
-# nothing leaves: accepted mail is discarded and no DNS is ever asked
 default_transport = discard
 local_transport = discard
 relay_transport = discard
@@ -593,16 +589,36 @@ smtpd_relay_restrictions = permit_mynetworks permit_sasl_authenticated reject_un
 smtpd_sasl_auth_enable = yes
 smtpd_sasl_type = dovecot
 smtpd_sasl_path = inet:127.0.0.1:{SASL_PORT}
-smtpd_tls_cert_file = {cert}
-smtpd_tls_key_file = {key}
-smtpd_tls_security_level = may
-""")
+{extra}"""
+
+
+def run_postfix(env: Env, master_cf: str, main_cf: str) -> Path:
+    """Write a lab Postfix's configuration under the lab's work directory and start it in the server namespace."""
+    d = env.work / "postfix"
+    (d / "spool").mkdir(parents=True, exist_ok=True)
+    (d / "data").mkdir(exist_ok=True)
+    shutil.chown(d / "data", "postfix")
+    (d / "master.cf").write_text(master_cf)
+    (d / "main.cf").write_text(main_cf)
     env.postfix_dir = d
     for action in ("check", "start"):
         if run(in_ns(env.names.ns_srv, ["postfix", "-c", str(d), action]), check=False).returncode != 0:
             maillog = d / "maillog"
             tail = maillog.read_text()[-2000:] if maillog.exists() else ""
             raise RuntimeError(f"postfix {action} failed (logs go to syslog before postlogd runs):\n{tail}")
+    return d
+
+
+def start_postfix(env: Env, cert: Path, key: Path) -> None:
+    tls = f"smtpd_tls_cert_file = {cert}\nsmtpd_tls_key_file = {key}\nsmtpd_tls_security_level = may\n"
+    main_cf = postfix_main_cf(
+        env.work / "postfix",
+        domain=DNS_DOMAIN,
+        mynetworks="127.0.0.0/8",
+        interfaces=f"{SRV_IP}, {RELAY_IP}",
+        extra=tls,
+    )
+    run_postfix(env, POSTFIX_MASTER.format(srv=SRV_IP, relay=RELAY_IP, relay_host=RELAY_HOST), main_cf)
     wait_listen(env, [f"{SRV_IP}:{p}" for p in (25, 465, 587, 2525)] + [f"{RELAY_IP}:25"], "postfix")
     log("postfix: listening")
 
@@ -648,7 +664,7 @@ def apache_conf(env: Env) -> Path:
     locations = "\n".join(
         f"""<Location {path}>
   AuthType GSSAPI
-  AuthName "{path.strip('/')}"
+  AuthName "{path.strip("/")}"
   GssapiAllowedMech ntlmssp
   GssapiConnectionBound On
   Require valid-user

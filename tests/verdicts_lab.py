@@ -73,47 +73,15 @@ def missing_tools() -> list[str]:
 
 
 def _postfix(env: L.Env) -> None:
-    d = env.work / "postfix"
-    (d / "spool").mkdir(parents=True, exist_ok=True)
-    (d / "data").mkdir(exist_ok=True)
-    shutil.chown(d / "data", "postfix")
-    (d / "master.cf").write_text(POSTFIX_MASTER.format(srv=L.SRV_IP))
-    (d / "main.cf").write_text(f"""compatibility_level = 3.6
-queue_directory = {d}/spool
-data_directory = {d}/data
-maillog_file = {d}/maillog
-maillog_file_prefixes = {d}
-myhostname = {L.MAIL_HOST}
-mydomain = {LOCAL_DOMAIN}
-myorigin = $mydomain
-mydestination = $myhostname, $mydomain
-mynetworks = {TRUSTED_CLIENT}/32
-relay_domains = {RELAY_DOMAIN}
-inet_interfaces = {L.SRV_IP}
-inet_protocols = ipv4
-smtpd_banner = $myhostname ESMTP $mail_name (Debian/GNU)
-biff = no
-alias_maps =
-alias_database =
-local_recipient_maps =
-relay_recipient_maps =
-smtputf8_enable = no
-default_transport = discard
-local_transport = discard
-relay_transport = discard
-smtp_dns_support_level = disabled
-smtpd_peername_lookup = no
-smtpd_relay_restrictions = permit_mynetworks permit_sasl_authenticated reject_unauth_destination
-smtpd_sasl_auth_enable = yes
-smtpd_sasl_type = dovecot
-smtpd_sasl_path = inet:127.0.0.1:{SASL_PORT}
-smtpd_tls_security_level = none
-""")
-    env.postfix_dir = d
-    for action in ("check", "start"):
-        done = L.run(L.in_ns(env.names.ns_srv, ["postfix", "-c", str(d), action]), check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"postfix {action} failed: {done.stderr.decode(errors='replace')[-2000:]}")
+    relaying = f"relay_domains = {RELAY_DOMAIN}\nrelay_recipient_maps =\nsmtpd_tls_security_level = none\n"
+    main_cf = L.postfix_main_cf(
+        env.work / "postfix",
+        domain=LOCAL_DOMAIN,
+        mynetworks=f"{TRUSTED_CLIENT}/32",
+        interfaces=L.SRV_IP,
+        extra=relaying,
+    )
+    L.run_postfix(env, POSTFIX_MASTER.format(srv=L.SRV_IP), main_cf)
 
 
 def _dovecot(env: L.Env) -> None:
