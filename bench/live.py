@@ -39,6 +39,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import veth  # bench/veth.py, beside this script
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OUT = HERE / "out"
@@ -55,21 +57,11 @@ def run(argv: list[str], check: bool = True, timeout: float = 600) -> subprocess
 
 
 def delete_namespace() -> None:
-    if NAMESPACE in run(["ip", "netns", "list"], check=False).stdout.split():
-        for pid in run(["ip", "netns", "pids", NAMESPACE], check=False).stdout.split():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
-        run(["ip", "netns", "delete", NAMESPACE], check=False)
+    veth.delete_namespace(NAMESPACE)
 
 
 def create_namespace() -> None:
-    delete_namespace()
-    run(["ip", "netns", "add", NAMESPACE])
-    run(["ip", "-n", NAMESPACE, "link", "add", REPLAY_IF, "type", "veth", "peer", "name", WATCH_IF])
-    for interface in (REPLAY_IF, WATCH_IF):
-        run(["ip", "netns", "exec", NAMESPACE, "sysctl", "-qw", f"net.ipv6.conf.{interface}.disable_ipv6=1"])
-        # Jumbo frames: the generated capture holds frames over 1514 bytes, which tcpreplay cannot send at MTU 1500.
-        run(["ip", "-n", NAMESPACE, "link", "set", interface, "mtu", str(MTU), "up"])
+    veth.create_namespace(NAMESPACE, REPLAY_IF, WATCH_IF, mtu=MTU)
 
 
 def capture_file(size: str) -> Path:
