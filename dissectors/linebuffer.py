@@ -68,6 +68,12 @@ class Overflow:
 
 Item = Line | Raw | Overflow
 
+# What the next bytes of a side are when nobody needs to read them (LineBuffer.skippable): what a packet capture
+# may drop before they reach the dissector, saying only how many there were (LineBuffer.skip).
+SKIP_DOT = 1  # inside a dot-terminated body: bytes without a line starting with a dot
+SKIP_RAW = 2  # inside a raw run that is only counted off: fewer bytes than are left of it
+SKIP_ALL = 3  # everything (the session is TLS from here on)
+
 
 class LineBuffer:
     def __init__(self, max_line: int = MAX_LINE) -> None:
@@ -129,6 +135,31 @@ class LineBuffer:
     @property
     def in_body(self) -> bool:
         return self._body
+
+    def skippable(self) -> tuple[int, int, bool] | None:
+        """Whether bytes may be dropped unread here: ``(SKIP_DOT, 0, at_line_start)`` inside a body (neither just
+        after a line's leading dot nor holding anything), ``(SKIP_RAW, left, False)`` inside a raw run kept by
+        nobody; None otherwise. The one dropping them must keep to the rule of the mode (see :meth:`skip`)."""
+        if self._holding or self._held or self._pending or self._discarding:
+            return None
+        if self._body:
+            if self._body_state == _AFTER_DOT:
+                return None
+            return SKIP_DOT, 0, self._body_state == _LINE_START
+        if self._raw_left and not self._keep_raw:
+            return SKIP_RAW, self._raw_left, False
+        return None
+
+    def skip(self, size: int, at_line_start: bool, frame: int | None, timestamp: float | None) -> None:
+        """``size`` bytes were dropped unread where :meth:`skippable` allowed it: inside a body, bytes in which no
+        line starts with a dot (``at_line_start``: their last byte was a newline); inside a raw run, fewer bytes
+        than are left of it. The state is what reading them would have left."""
+        if self._body:
+            self._body_state = _LINE_START if at_line_start else _MID_LINE
+        elif self._raw_left:
+            if self._raw_frame is None:
+                self._raw_frame, self._raw_timestamp = frame, timestamp
+            self._raw_left -= min(size, self._raw_left - 1)  # the run's last byte is always read
 
     def resync(self) -> None:
         """Drop the partial line (and anything held) and skip to the next newline: bytes were lost, or given up,

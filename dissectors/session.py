@@ -13,7 +13,7 @@ from typing import Any
 
 from dissectors import events as ev
 from dissectors import sasl
-from dissectors.linebuffer import MAX_HELD, MAX_LINE, Line, LineBuffer, Overflow, Raw
+from dissectors.linebuffer import MAX_HELD, MAX_LINE, SKIP_ALL, Line, LineBuffer, Overflow, Raw
 
 # Commands a client may pipeline before the server answers; past this the oldest are forgotten (and reported).
 MAX_PENDING = 128
@@ -79,6 +79,33 @@ class MailSession:
         lines are skipped to their end, bytes held for an answer and commands awaiting replies are forgotten, and
         the session goes on from the next line, as after a gap."""
         return self._collect(lambda: self._shed(frame, timestamp))
+
+    def skippable(self, side: ev.Side) -> tuple[int, int, bool] | None:
+        """Whether the next bytes ``side`` sends may be dropped unread, and by which rule
+        (:meth:`dissectors.linebuffer.LineBuffer.skippable`; ``SKIP_ALL`` once the session is TLS): message bodies,
+        literals nobody reads and ciphertext are most of a mail session's bytes and none of its findings."""
+        if self.tls:
+            return SKIP_ALL, 0, False
+        if self._tls_hello is not None:
+            return None
+        return self.buffers[side].skippable()
+
+    def may_skip(self) -> bool:
+        """Whether either side's next bytes may be dropped unread (:meth:`skippable`)."""
+        if self.tls:
+            return True
+        buffers = self.buffers
+        return buffers[CLIENT].skippable() is not None or buffers[SERVER].skippable() is not None
+
+    def skipped(
+        self, side: ev.Side, size: int, at_line_start: bool, frame: int | None, timestamp: float | None
+    ) -> None:
+        """``size`` bytes ``side`` sent were dropped unread, as :meth:`skippable` allowed."""
+        self._server_spoke = self._server_spoke or (side is SERVER and size > 0)
+        if self.tls:
+            self.tls_bytes += size
+        else:
+            self.buffers[side].skip(size, at_line_start, frame, timestamp)
 
     def buffered_bytes(self) -> int:
         """Bytes this session holds between calls: partial lines, bytes held for an answer, kept literals,

@@ -83,7 +83,28 @@ class EngineHandler:
                 return
             self._release(flow, refuted=verdict)
             return
-        self._mail(flow).data(_SIDES[direction], chunk.data, chunk.frame, chunk.ts)
+        mail = self._mail(flow)
+        mail.data(_SIDES[direction], chunk.data, chunk.frame, chunk.ts)
+        if mail.session.may_skip():
+            flow.want_skip()
+
+    def skippable(self, flow: reassembly.Flow, direction: reassembly.Direction) -> tuple[int, int, bool] | None:
+        """Whether the capture may drop what ``direction`` sends next unread (passive.capture.skipping)."""
+        if self.mail is None or self.ignored or self.check is not None:
+            return None
+        return self.mail.session.skippable(_SIDES[direction])
+
+    def on_skip(
+        self,
+        flow: reassembly.Flow,
+        direction: reassembly.Direction,
+        size: int,
+        at_line_start: bool,
+        frame: int,
+        ts: float,
+    ) -> None:
+        if self.mail is not None and not self.ignored:
+            self.mail.skipped(_SIDES[direction], size, at_line_start, frame, ts)
 
     def _release(self, flow: reassembly.Flow, refuted: bool) -> None:
         """The port check is over: the held bytes go to the dissector, or the flow is no mail after all."""
@@ -136,6 +157,13 @@ class MailFlow:
         self._last = (frame, timestamp)
         self._deliver(self.session.receive(side, data, frame, timestamp))
         self.analysis.budget.update(self, self.session.buffered_bytes())
+
+    def skipped(
+        self, side: ev.Side, size: int, at_line_start: bool, frame: int | None, timestamp: float | None
+    ) -> None:
+        """Bytes the capture dropped unread where the dissector allowed it: they make no event."""
+        self._last = (frame, timestamp)
+        self.session.skipped(side, size, at_line_start, frame, timestamp)
 
     def gap(self, side: ev.Side, size: int, frame: int | None, timestamp: float | None) -> None:
         self._deliver(self.session.gap(side, size, frame, timestamp))

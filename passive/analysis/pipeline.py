@@ -65,6 +65,7 @@ class AnalysisOptions:
     max_dissector_bytes: int = MAX_DISSECTOR_BYTES  # partial state all sessions may hold together
     join: bool = True  # consecutive files of one capture (a ring buffer) read as one stream (passive.capture.rings)
     scheduler: str | None = None  # a Dask scheduler's address: the tasks run on its cluster (analysis.cluster)
+    skip_unread: bool = CaptureOptions.skip_unread  # bodies, unread literals, ciphertext dropped below Python
 
     def capture_options(self) -> CaptureOptions:
         return mail_capture_options(
@@ -73,6 +74,7 @@ class AnalysisOptions:
             backend=self.backend,
             max_flows=self.max_flows,
             reassembly_policy=self.reassembly_policy,
+            skip_unread=self.skip_unread,
         )
 
 

@@ -545,6 +545,9 @@ typedef struct {
     double now;            /* capture time of the record being scanned */
     int stalled;           /* the record at the cursor was counted and ticked; only its admission is pending */
     long long counters[N_COUNTERS];
+    struct armed_s *armed; /* flows whose bytes may be dropped unread (skip_flow), open addressing */
+    size_t armed_cap, armed_used, armed_gone;
+    size_t *dirty, dirty_used; /* slots of the armed flows with a pending notice, in the order they got one */
     /* file source */
     int fd;
     uint8_t *map; size_t size, pos, released;
@@ -720,6 +723,237 @@ static int append_item(PyObject *items, long long frame, double ts, PyObject *se
     return rc;
 }
 
+/* ---- bytes dropped unread (skipping.py): armed flows and their notices ---- */
+
+#define MAX_ARMED 16384 /* skipping.MAX_ARMED */
+enum { SKIP_NONE = 0, SKIP_DOT = 1, SKIP_RAW = 2, SKIP_ALL = 3 };
+enum { INFO_SKIPPED = 1 << 15 }; /* linklayer.INFO_SKIPPED */
+enum { AR_FREE = 0, AR_USED = 1, AR_GONE = 2 };
+
+typedef struct {
+    int mode, line_start, has_notice, last; /* last: the last byte dropped, -1 for none */
+    uint32_t next, first, ack;
+    unsigned window;
+    unsigned long long left, bytes, packets;
+    long long frame;
+    double ts;
+} rule_t;
+
+typedef struct armed_s {
+    uint8_t a[16], b[16];  /* the canonical 4-tuple */
+    uint16_t pa, pb;
+    uint8_t alen, state, client_is_a;
+    double last;
+    rule_t rule[2];        /* the client's direction first */
+} armed_t;
+
+
+static armed_t *armed_slot(Scanner *sc, const uint8_t *a, const uint8_t *b, int alen, unsigned pa, unsigned pb,
+                           int for_insert) {
+    size_t mask = sc->armed_cap - 1, i = key_hash(a, b, alen, pa, pb) & mask;
+    armed_t *gone = NULL;
+    for (;;) {
+        armed_t *e = &sc->armed[i];
+        if (e->state == AR_FREE) return for_insert ? (gone ? gone : e) : NULL;
+        if (e->state == AR_GONE) { if (!gone) gone = e; }
+        else if (e->alen == alen && e->pa == pa && e->pb == pb && !memcmp(e->a, a, alen) && !memcmp(e->b, b, alen))
+            return e;
+        i = (i + 1) & mask;
+    }
+}
+
+/* Rebuild into `capacity` slots, keeping the armed flows seen since `keep_after`. Only between batches: no notice
+ * is pending then, so no index in the dirty list moves. */
+static int armed_rebuild(Scanner *sc, size_t capacity, double keep_after) {
+    armed_t *old = sc->armed, *fresh = PyMem_Calloc(capacity, sizeof(armed_t));
+    size_t old_cap = sc->armed_cap;
+    if (!fresh) return -1;
+    sc->armed = fresh; sc->armed_cap = capacity; sc->armed_used = 0; sc->armed_gone = 0;
+    for (size_t i = 0; old && i < old_cap; i++) {
+        armed_t *e = &old[i];
+        if (e->state != AR_USED || e->last < keep_after) continue;
+        *armed_slot(sc, e->a, e->b, e->alen, e->pa, e->pb, 1) = *e;
+        sc->armed_used++;
+    }
+    PyMem_Free(old);
+    return 0;
+}
+
+/* A notice as linklayer.Segment (see skipping.py), appended as an item. */
+static int flush_rule(Scanner *sc, PyObject *items, armed_t *e, int direction) {
+    rule_t *r = &e->rule[direction];
+    if (!r->has_notice) return 0;
+    r->has_notice = 0;
+    int sender_is_a = direction == 0 ? e->client_is_a : !e->client_is_a;
+    const uint8_t *src = sender_is_a ? e->a : e->b, *dst = sender_is_a ? e->b : e->a;
+    unsigned sport = sender_is_a ? e->pa : e->pb, dport = sender_is_a ? e->pb : e->pa;
+    char last = (char)r->last;
+    PyObject *t = PyTuple_New(12);
+    if (!t) return -1;
+    for (int i = 0; i < 12; i++) {
+        PyObject *o;
+        switch (i) {
+            case 0: o = address_object(src, e->alen); break;
+            case 1: o = address_object(dst, e->alen); break;
+            case 2: o = u16_object(sport); break;
+            case 3: o = u16_object(dport); break;
+            case 4: o = PyLong_FromUnsignedLong(r->first); break;
+            case 5: o = PyLong_FromUnsignedLong(r->ack); break;
+            case 6: o = u16_object(TCP_ACK); break;
+            case 7: o = PyBytes_FromStringAndSize(&last, r->last < 0 ? 0 : 1); break;
+            case 8: o = PyLong_FromUnsignedLongLong(r->bytes); break;
+            case 9: o = u16_object(INFO_SKIPPED); break;
+            case 10: o = u16_object(r->window); break;
+            default: o = PyLong_FromUnsignedLongLong(r->packets); break;
+        }
+        if (!o) { Py_DECREF(t); return -1; }
+        PyTuple_SET_ITEM(t, i, o);
+    }
+    return append_item(items, r->frame, r->ts, t);
+}
+
+static int flush_armed(Scanner *sc, PyObject *items, armed_t *e) {
+    return flush_rule(sc, items, e, 0) < 0 || flush_rule(sc, items, e, 1) < 0 ? -1 : 0;
+}
+
+/* Every pending notice, in the order the flows first dropped a packet (before a sweep tick, at a batch's end). */
+static int flush_all(Scanner *sc, PyObject *items) {
+    for (size_t i = 0; i < sc->dirty_used; i++)
+        if (flush_armed(sc, items, &sc->armed[sc->dirty[i]]) < 0) return -1;
+    sc->dirty_used = 0;
+    return 0;
+}
+
+/* Hand over the flow's notices and forget it: its segment goes on. 0, or -1 on error. */
+static int disarm(Scanner *sc, PyObject *items, armed_t *e) {
+    if (flush_armed(sc, items, e) < 0) return -1;
+    size_t index = (size_t)(e - sc->armed);
+    for (size_t i = 0; i < sc->dirty_used; i++)
+        if (sc->dirty[i] == index) {
+            memmove(&sc->dirty[i], &sc->dirty[i + 1], (sc->dirty_used - i - 1) * sizeof *sc->dirty);
+            sc->dirty_used--;
+            break;
+        }
+    e->state = AR_GONE;
+    sc->armed_used--; sc->armed_gone++;
+    return 0;
+}
+
+static int contains_line_dot(const uint8_t *p, Py_ssize_t n) {
+    const uint8_t *end = p + n;
+    while (p < end) {
+        const uint8_t *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl || nl + 1 >= end) return 0;
+        if (nl[1] == '.') return 1;
+        p = nl + 1;
+    }
+    return 0;
+}
+
+/* An admitted segment of an armed flow: 1 dropped into its direction's notice, 0 goes on (the flow disarmed), -1 on
+ * error. The rules are PyScanner._skipped's. */
+static int skip_segment(Scanner *sc, PyObject *items, long long frame, double ts, const uint8_t *d, const seg_t *s) {
+    const uint8_t *a, *b; unsigned pa, pb;
+    canonical(s->src, s->sport, s->dst, s->dport, s->alen, &a, &pa, &b, &pb);
+    armed_t *e = armed_slot(sc, a, b, s->alen, pa, pb, 0);
+    if (!e) return 0;
+    int sender_is_a = a == s->src && pa == s->sport;
+    rule_t *r = &e->rule[sender_is_a == e->client_is_a ? 0 : 1];
+    if (s->flags & (TCP_SYN | TCP_FIN | TCP_RST) || !(s->flags & TCP_ACK)) return disarm(sc, items, e);
+    Py_ssize_t size = s->wire_len;
+    const uint8_t *p = d + s->pstart;
+    if (size) {
+        if (r->mode == SKIP_NONE || s->seq != r->next || s->plen != size) return disarm(sc, items, e);
+        if (r->mode == SKIP_DOT) {
+            if (contains_line_dot(p, size) || (r->line_start && p[0] == '.')) return disarm(sc, items, e);
+            r->line_start = p[size - 1] == '\n';
+        } else if (r->mode == SKIP_RAW) {
+            if ((unsigned long long)size >= r->left) return disarm(sc, items, e);
+            r->left -= (unsigned long long)size;
+        } else if (r->mode != SKIP_ALL) {
+            return disarm(sc, items, e);
+        }
+        r->next += (uint32_t)size;
+    }
+    if (!r->has_notice && !e->rule[0].has_notice && !e->rule[1].has_notice)
+        sc->dirty[sc->dirty_used++] = (size_t)(e - sc->armed);
+    if (!r->has_notice) {
+        r->has_notice = 1; r->first = s->seq; r->bytes = 0; r->packets = 0; r->last = -1;
+    }
+    if (size) {
+        if (!r->bytes) r->first = s->seq;
+        r->bytes += (unsigned long long)size;
+        r->last = p[size - 1];
+    }
+    r->packets++;
+    r->ack = s->ack; r->window = s->window; r->frame = frame; r->ts = ts;
+    e->last = ts;
+    return 1;
+}
+
+/* skip_flow(client, cport, server, sport, c_rule, c_next, c_left, c_line_start, s_rule, s_next, s_left,
+ * s_line_start) -> bool */
+static PyObject *Scanner_skip_flow(Scanner *sc, PyObject *args) {
+    Py_buffer ca, sa;
+    unsigned int cp, sp, cmode, smode;
+    unsigned long cnext, snext;
+    unsigned long long cleft, sleft;
+    int cline, sline;
+    if (!PyArg_ParseTuple(args, "y*Iy*IIkKpIkKp", &ca, &cp, &sa, &sp, &cmode, &cnext, &cleft, &cline, &smode, &snext,
+                          &sleft, &sline))
+        return NULL;
+    uint8_t client[16], server[16];
+    int alen = (int)ca.len;
+    int ok = (ca.len == 4 || ca.len == 16) && ca.len == sa.len && cp < 65536 && sp < 65536 && cmode <= SKIP_ALL
+             && smode <= SKIP_ALL && cnext <= 0xFFFFFFFFul && snext <= 0xFFFFFFFFul;
+    if (ok) { memcpy(client, ca.buf, ca.len); memcpy(server, sa.buf, sa.len); }
+    PyBuffer_Release(&ca);
+    PyBuffer_Release(&sa);
+    if (!ok) { PyErr_SetString(PyExc_ValueError, "skip_flow: bad flow or rule"); return NULL; }
+    if (sc->dirty_used) { PyErr_SetString(PyExc_RuntimeError, "skip_flow within a batch"); return NULL; }
+    const uint8_t *a, *b; unsigned pa, pb;
+    canonical(client, cp, server, sp, alen, &a, &pa, &b, &pb);
+    armed_t *e = sc->armed ? armed_slot(sc, a, b, alen, pa, pb, 0) : NULL;
+    if (!cmode && !smode) {
+        if (e) { e->state = AR_GONE; sc->armed_used--; sc->armed_gone++; }
+        Py_RETURN_TRUE;
+    }
+    if (!e) {
+        if (sc->armed_used >= MAX_ARMED) {
+            if (armed_rebuild(sc, sc->armed_cap, sc->now - sc->idle_timeout) < 0) return PyErr_NoMemory();
+            if (sc->armed_used >= MAX_ARMED) Py_RETURN_FALSE;
+        }
+        if (!sc->armed || (sc->armed_used + sc->armed_gone + 1) * 2 > sc->armed_cap) {
+            size_t capacity = sc->armed ? sc->armed_cap : 1024;
+            while ((sc->armed_used + 1) * 2 > capacity) capacity *= 2;
+            if (armed_rebuild(sc, capacity, -1.0 / 0.0) < 0) return PyErr_NoMemory();
+        }
+        if (!sc->dirty) {
+            sc->dirty = PyMem_Calloc(MAX_ARMED, sizeof *sc->dirty);
+            if (!sc->dirty) return PyErr_NoMemory();
+        }
+        e = armed_slot(sc, a, b, alen, pa, pb, 1);
+        if (e->state == AR_GONE) sc->armed_gone--;
+        memset(e, 0, sizeof *e);
+        memcpy(e->a, a, alen); memcpy(e->b, b, alen);
+        e->pa = (uint16_t)pa; e->pb = (uint16_t)pb; e->alen = (uint8_t)alen; e->state = AR_USED;
+        sc->armed_used++;
+    }
+    e->client_is_a = a == client && pa == cp;
+    e->last = sc->now;
+    unsigned modes[2] = {cmode, smode};
+    unsigned long nexts[2] = {cnext, snext};
+    unsigned long long lefts[2] = {cleft, sleft};
+    int lines[2] = {cline, sline};
+    for (int i = 0; i < 2; i++) {
+        rule_t *r = &e->rule[i];
+        memset(r, 0, sizeof *r);
+        r->mode = (int)modes[i]; r->next = (uint32_t)nexts[i]; r->left = lefts[i]; r->line_start = lines[i];
+        r->last = -1;
+    }
+    Py_RETURN_TRUE;
+}
+
 /* One record: ADMIT (appended), DROP, STALL (nothing consumed), or -1 on error. */
 static int scan_record(Scanner *sc, PyObject *items, long long frame, double ts, const uint8_t *d, Py_ssize_t n,
                        int linktype) {
@@ -729,6 +963,7 @@ static int scan_record(Scanner *sc, PyObject *items, long long frame, double ts,
         sc->counters[C_READ]++;
         if (sc->sweep_every > 0 && ts >= sc->sweep_at) {
             sc->sweep_at = ts + sc->sweep_every;
+            if (flush_all(sc, items) < 0) return -1;
             Py_INCREF(Py_None);
             if (append_item(items, frame, ts, Py_None) < 0) return -1;
         }
@@ -760,8 +995,12 @@ static int scan_record(Scanner *sc, PyObject *items, long long frame, double ts,
         if (verdict == STALL) { sc->stalled = 1; return STALL; }
         if (verdict == DROP) return DROP;
     }
-    PyObject *segment = segment_tuple(d, &s);
-    if (!segment || append_item(items, frame, ts, segment) < 0) return -1;
+    int skipped = sc->armed_used ? skip_segment(sc, items, frame, ts, d, &s) : 0;
+    if (skipped < 0) return -1;
+    if (!skipped) {
+        PyObject *segment = segment_tuple(d, &s);
+        if (!segment || append_item(items, frame, ts, segment) < 0) return -1;
+    }
     sc->counters[C_ADMITTED]++;
     if (s.plen < s.wire_len) sc->counters[C_TRUNCATED]++;
     for (int i = 0; i < 7; i++)
@@ -829,6 +1068,7 @@ static PyObject *Scanner_next_batch(Scanner *sc, PyObject *Py_UNUSED(ignored)) {
         sc->pos += 16 + (size_t)caplen;
         if (sc->pos - sc->released >= RELEASE_EVERY) release_pages(sc);
     }
+    if (flush_all(sc, items) < 0) { Py_DECREF(items); return NULL; }
     if (PyList_GET_SIZE(items) == 0 && sc->pos >= sc->size) {
         Py_DECREF(items);
         Py_RETURN_NONE;
@@ -889,6 +1129,7 @@ static PyObject *Scanner_scan(Scanner *sc, PyObject *args) {
         sc->stalled = 0;
         frame++;
     }
+    if (flush_all(sc, items) < 0) { Py_CLEAR(items); goto done; }
     result = Py_BuildValue("(NnL)", items, i, frame);
 done:
     PyBuffer_Release(&buf);
@@ -1044,6 +1285,8 @@ static void Scanner_dealloc(Scanner *sc) {
     PyMem_Free(sc->flows.slots);
     PyMem_Free(sc->servers);
     PyMem_Free(sc->bpf);
+    PyMem_Free(sc->armed);
+    PyMem_Free(sc->dirty);
     Py_XDECREF(sc->error);
     Py_TYPE(sc)->tp_free((PyObject *)sc);
 }
@@ -1074,6 +1317,9 @@ static PyMethodDef Scanner_methods[] = {
     {"drop_flow", (PyCFunction)Scanner_drop_flow, METH_VARARGS, "drop_flow(src, sport, dst, dport): not mail"},
     {"keep_server", (PyCFunction)Scanner_keep_server, METH_VARARGS,
      "keep_server(address, port) -> bool: every flow to or from this endpoint is admitted"},
+    {"skip_flow", (PyCFunction)Scanner_skip_flow, METH_VARARGS,
+     "skip_flow(client, cport, server, sport, rule, next, left, line_start (client's), then the server's) -> bool: "
+     "drop what follows of the flow unread (skipping.py)"},
     {"counters", (PyCFunction)Scanner_counters, METH_NOARGS, "counters() -> dict"},
     {"close", (PyCFunction)Scanner_close, METH_NOARGS, "release the file"},
     {NULL},
@@ -1120,7 +1366,8 @@ PyMODINIT_FUNC PyInit__cscan(void) {
     if (PyModule_AddObject(m, "Scanner", (PyObject *)&ScannerType) < 0
         || PyModule_AddIntConstant(m, "MAX_RECORD", MAX_RECORD) < 0
         || PyModule_AddIntConstant(m, "MAX_SCAN_FLOWS", MAX_TABLE_FLOWS) < 0
-        || PyModule_AddIntConstant(m, "MAX_SERVERS", MAX_SERVERS) < 0) {
+        || PyModule_AddIntConstant(m, "MAX_SERVERS", MAX_SERVERS) < 0
+        || PyModule_AddIntConstant(m, "MAX_ARMED", MAX_ARMED) < 0) {
         Py_DECREF(m);
         return NULL;
     }

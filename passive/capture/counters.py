@@ -41,7 +41,9 @@ class CaptureCounters:
     not_mail_packets: int = 0  # packets of flows declared not mail, dropped before reassembly (every-port mode)
     undecided_packets: int = 0  # packets of flows undecided past their head (scanner.FLOW_HEAD), dropped likewise
     stray_segments: int = 0  # no payload, no SYN, no known flow (late ACK/FIN/RST)
-    bytes_delivered: int = 0
+    bytes_delivered: int = 0  # bytes passed on in order, those skipped included
+    segments_skipped: int = 0  # segments dropped unread by the scanner: bodies, literals, ciphertext, their ACKs
+    bytes_skipped: int = 0  # ...their payload bytes (passive.capture.skipping)
     gaps: int = 0
     gap_bytes: int = 0
     flows_with_gaps: int = 0  # flows that lost bytes (a gap on either side), each counted once

@@ -47,6 +47,7 @@ from passive.capture.pcapfile import CaptureFormatError, FileKind, sniff_kind
 from passive.capture.pyreader import read_with_python
 from passive.capture.reassembly import Reassembler
 from passive.capture.scanread import native_available, notice_native_missing, read_with_scanner
+from passive.capture.skipping import arm_requested
 from passive.capture.stop import StopFlag
 from passive.core.errors import CaptureError
 
@@ -126,6 +127,11 @@ class Engine:
             else:
                 process(segment, frame, ts)
         dropping.clear()
+        if reassembler.skip_requests:
+            if self.scanner is not None and self.options.skip_unread:
+                arm_requested(reassembler, self.scanner)
+            else:
+                reassembler.skip_requests.clear()
 
     def _dropped_in_flight(self, segment: Segment) -> None:
         """Count a segment the scanner admitted before it knew its flow was not mail as the scanner counts those it
@@ -162,6 +168,8 @@ class Engine:
             counters.ip_fragments += 1
             return
         self.reassembler.process(segment, frame, ts)  # type: ignore[arg-type]
+        if self.reassembler.skip_requests:  # no scanner to drop anything on this path
+            self.reassembler.skip_requests.clear()
 
     def _count_tunnels(self, info: int) -> None:
         tunnelled = self.counters.tunnelled

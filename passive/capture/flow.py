@@ -53,6 +53,14 @@ class StreamHandler(Protocol):
 
     def on_close(self, flow: Flow, reason: CloseReason) -> None: ...
 
+    # Only for a handler that calls Flow.want_skip (passive.capture.skipping):
+
+    def skippable(self, flow: Flow, direction: Direction) -> tuple[int, int, bool] | None: ...
+
+    def on_skip(
+        self, flow: Flow, direction: Direction, size: int, at_line_start: bool, frame: int, ts: float
+    ) -> None: ...
+
 
 HandlerFactory = Callable[["Flow"], StreamHandler | None]
 """Called once per new flow; returning None ignores the flow (its packets are then dropped cheaply)."""
@@ -87,6 +95,7 @@ class Flow:
         "_isn",
         "_keys",
         "_seen",
+        "_skips",
         "client",
         "client_addr",
         "client_port",
@@ -103,6 +112,7 @@ class Flow:
         "server",
         "server_addr",
         "server_port",
+        "skip_wanted",
         "state",
     )
 
@@ -133,6 +143,15 @@ class Flow:
         self._events: list[tuple] | None = None
         self._seen = [b"", b""]
         self._isn: int | None = None  # a dropped flow's client ISN: a SYN with another one is a new connection
+        self._skips: list[Flow] | None = None  # the reassembler's list of flows whose handler wants bytes skipped
+        self.skip_wanted = False
+
+    def want_skip(self) -> None:
+        """The handler may let what follows be dropped unread (``StreamHandler.skippable``): asked once the batch
+        of packets being fed is done (:mod:`passive.capture.skipping`)."""
+        if not self.skip_wanted and self._skips is not None:
+            self.skip_wanted = True
+            self._skips.append(self)
 
     @property
     def key(self) -> str:

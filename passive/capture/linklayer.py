@@ -84,6 +84,7 @@ INFO_GENEVE = 64
 INFO_MPLS = 128
 INFO_PPPOE = 256
 INFO_IPIP = 512
+INFO_SKIPPED = 1 << 15  # not a packet: the scanner's notice of packets it dropped unread (passive.capture.skipping)
 TUNNEL_BITS: dict[str, int] = {
     tunnels.GRE: INFO_GRE,
     tunnels.ERSPAN: INFO_ERSPAN,

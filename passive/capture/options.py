@@ -83,4 +83,5 @@ class CaptureOptions:
     head_packets: int = FLOW_HEAD  # every-port mode: packets of a new flow admitted before its verdict
     shard: int = 0  # with shards > 1: read only the flows whose 4-tuple hashes to this share (scanner.shard_of)
     shards: int = 1
+    skip_unread: bool = True  # the scanner drops bodies, unread literals and ciphertext (passive.capture.skipping)
     cursor: Cursor | None = None  # kept up to date with the frame being processed (see Cursor)

@@ -1,10 +1,9 @@
 """TCP stream reassembly, sans-I/O: decoded segments in, per-flow handler events out.
 
-Feed :meth:`Reassembler.process` one decoded TCP segment at a time (see
-:mod:`passive.capture.linklayer`), with its frame number and capture timestamp. For every
-connection the reassembler asks a factory for a :class:`~passive.capture.flow.StreamHandler`
-and then calls it with ``on_open``, ``on_data`` (contiguous :class:`~passive.capture.flow.Chunk`
-pieces, each naming the frame it came from), ``on_gap`` and ``on_close``.
+Feed :meth:`Reassembler.process` one decoded TCP segment at a time (see :mod:`passive.capture.linklayer`), with its
+frame number and capture timestamp. For every connection the reassembler asks a factory for a
+:class:`~passive.capture.flow.StreamHandler` and then calls it with ``on_open``, ``on_data`` (contiguous
+:class:`~passive.capture.flow.Chunk` pieces, each naming the frame it came from), ``on_gap`` and ``on_close``.
 
 Policy, in short:
 
@@ -12,9 +11,8 @@ Policy, in short:
   the server. Without a SYN, the side using a server port (``server_ports``, given by
   the caller) is the server; if neither or both do, the lower port is the server;
   on equal ports the sender of the first packet seen is the client.
-* **Sequence space.** Sequence numbers are compared modulo 2**32 against the next
-  expected one (a signed 32-bit difference), then mapped onto an unbounded stream offset,
-  so wrap-around is invisible to the rest of the code.
+* **Sequence space.** Sequence numbers are compared modulo 2**32 against the next expected one (a signed 32-bit
+  difference), then mapped onto an unbounded stream offset, so wrap-around is invisible to the rest of the code.
 * **Follow the receiver** (``policy``, :mod:`passive.capture.policy`). Delivered bytes are never replaced: a
   segment overlapping them is trimmed. Where a segment overlaps buffered bytes, the policy's rule says whose bytes
   stay (``linux``, the default: the earlier start wins, or on the same start the longer segment; ``first``: the
@@ -43,10 +41,9 @@ Policy, in short:
   it) or drops it. ``on_verdict(flow, keep)`` hears each verdict (the packet scanner learns which flows to keep);
   a flow dropped stays as a tombstone that swallows its packets, until a SYN with another ISN starts a new
   connection on its 4-tuple.
-* **Clock.** Idle flows are swept every few seconds of capture time, measured on the segments processed; with
-  ``external_clock`` the caller calls :meth:`expire` itself (the scanner measures on every packet read).
-* **Truncated frames** (snaplen shorter than the segment): the captured bytes are
-  delivered, the rest reported as a gap.
+* **Clock.** Idle flows are swept every few seconds of capture time (segments processed); with ``external_clock``
+  the caller calls :meth:`expire` (the scanner measures on every packet read). **Skipped bytes**: see skipping.py.
+* **Truncated frames** (snaplen shorter than the segment): the captured bytes are delivered, the rest is a gap.
 """
 
 from __future__ import annotations
@@ -65,9 +62,10 @@ from passive.capture.flow import (
     sender_is_client,
 )
 from passive.capture.flowtable import ESTABLISHED, HALF_OPEN, QUIET, FlowTable
-from passive.capture.linklayer import ACK, FIN, RST, SYN, Segment
+from passive.capture.linklayer import ACK, FIN, INFO_SKIPPED, RST, SYN, Segment
 from passive.capture.options import IDLE_TIMEOUT, MAX_BUFFER, MAX_BUFFER_SEGMENTS, MAX_FLOWS, MAX_TOTAL_BUFFER
 from passive.capture.policy import DEFAULT_POLICY, policy_named
+from passive.capture.skipping import apply_notice
 from passive.capture.stream import SEQ_MASK, HalfStream
 
 _CLASSIFY_LIMIT = 4096  # bytes of a flow's first data (both sides) shown to the classifier; undecided then: dropped
@@ -108,6 +106,7 @@ class Reassembler(Delivery):
         self.on_verdict = on_verdict
         self.external_clock = external_clock
         self.policy = policy_named(policy)
+        self.skip_requests: list[Flow] = []  # flows whose handler would let bytes be dropped (capture.skipping)
         self._table = FlowTable()
         self._flows = self._table.flows
         self._keys = self._table.keys
@@ -124,7 +123,9 @@ class Reassembler(Delivery):
 
     def process(self, segment: Segment, frame: int, ts: float) -> None:
         """Handle one decoded TCP segment captured in ``frame`` at ``ts``."""
-        src, dst, sport, dport, seq, ack, flags, payload, wire_len, _info, window, _options = segment
+        src, dst, sport, dport, seq, ack, flags, payload, wire_len, info, window, _options = segment
+        if info & INFO_SKIPPED:
+            return apply_notice(self, segment, frame, ts)
         self.counters.segments += 1
         if ts >= self._sweep_at:
             self.expire(ts)
@@ -302,6 +303,7 @@ class Reassembler(Delivery):
         else:
             client, server, direction = (dst, dport), (src, sport), Direction.SERVER_TO_CLIENT
         flow = Flow(self._next_id, client, server, frame, ts)
+        flow._skips = self.skip_requests
         self._next_id += 1
         self.counters.flows += 1
         # A flow opened by a SYN proves nothing yet; one picked up mid-stream opens on payload.

@@ -38,16 +38,20 @@ from typing import Any
 
 from passive.capture.linklayer import (
     ACK,
+    FIN,
     FRAGMENT_V4,
     FRAGMENT_V6,
     INFO_FIRST_FRAGMENT,
+    INFO_SKIPPED,
     MALFORMED,
+    RST,
     SYN,
     TUNNEL_BITS,
     UNSUPPORTED_LINK,
     Segment,
     decode_tcp,
 )
+from passive.capture.skipping import MAX_ARMED, SKIP_ALL, SKIP_DOT, SKIP_NONE, SKIP_RAW
 
 FLOW_HEAD = 12
 """Packets of a new flow admitted before its verdict. Classifying takes the greeting and the client's first command:
@@ -58,7 +62,7 @@ MAX_SCAN_FLOWS = 1 << 19
 timeout, then starts over (``table_resets``): each live flow is then a new flow again, and asked again."""
 MAX_SERVERS = 65536
 """Mail server endpoints a scanner admits every packet of (``keep_server``); past this, further ones are refused."""
-BATCH_PACKETS = 2048
+BATCH_PACKETS = 256
 """Packets per batch at most (each a few hundred bytes of Python objects)."""
 _FIRST_CAPACITY = 4096  # the compiled table's first size; the twin mirrors its growth so that both purge alike
 
@@ -138,6 +142,10 @@ class PyScanner:
         self._stalled = False
         self._counts = [0] * len(COUNTERS)
         self.frames = 0
+        # Flows whose bytes may be dropped unread (skip_flow): canonical 4-tuple -> [client endpoint, last time,
+        # per direction (client's first) [rule, next sequence number, bytes left, at a line's start, notice]].
+        self._armed: dict[FlowKey, list[Any]] = {}
+        self._dirty: dict[FlowKey, None] = {}  # flows with packets dropped since their notices were last handed over
 
     # -- the compiled scanner's interface ---------------------------------------------------------------------------
 
@@ -161,6 +169,7 @@ class PyScanner:
             self._pending = None
             self._stalled = False
             self.frames = frame
+        self._flush_all(items)
         return items if items or self._packets is not None else None
 
     def scan(self, buf: bytes, meta: bytes, linktype: int, frame: int, start: int) -> tuple[list[Item], int, int]:
@@ -179,6 +188,7 @@ class PyScanner:
             self._stalled = False
             frame += 1
             index += 1
+        self._flush_all(items)
         return items, index, frame
 
     def keep_flow(self, src: bytes, sport: int, dst: bytes, dport: int) -> None:
@@ -193,6 +203,24 @@ class PyScanner:
         if len(self._servers) >= MAX_SERVERS:
             return False
         self._servers.add((address, port))
+        return True
+
+    def skip_flow(self, client: bytes, cport: int, server: bytes, sport: int, *rules: Any) -> bool:
+        """Drop what follows of a flow unread, per direction (client's first): ``rules`` is (rule, next sequence
+        number, bytes left of a raw run, at a line's start) twice (:mod:`passive.capture.skipping`). False when the
+        table of such flows is full."""
+        key = canonical(client, cport, server, sport)
+        armed = self._armed
+        if not rules[0] and not rules[4]:
+            armed.pop(key, None)
+            return True
+        if key not in armed and len(armed) >= MAX_ARMED:
+            limit = self._now - self.idle_timeout
+            self._armed = armed = {k: e for k, e in armed.items() if e[1] >= limit}
+            if len(armed) >= MAX_ARMED:
+                return False
+        directions = [[rules[i], rules[i + 1], rules[i + 2], bool(rules[i + 3]), None] for i in (0, 4)]
+        armed[key] = [(client, cport), self._now, *directions]
         return True
 
     def counters(self) -> dict[str, int]:
@@ -215,6 +243,7 @@ class PyScanner:
             counts[READ] += 1
             if self.sweep_every > 0 and ts >= self._sweep_at:
                 self._sweep_at = ts + self.sweep_every
+                self._flush_all(items)
                 items.append((frame, ts, None))
             if self.accept is not None and not self.accept(linktype, data):
                 counts[FILTERED] += lead
@@ -241,7 +270,8 @@ class PyScanner:
             if verdict != ADMIT:
                 self._stalled = verdict == STALL
                 return verdict
-        items.append((frame, ts, segment))  # type: ignore[arg-type]
+        if not self._armed or not self._skipped(items, frame, ts, segment):  # type: ignore[arg-type]
+            items.append((frame, ts, segment))  # type: ignore[arg-type]
         counts[ADMITTED] += 1
         if len(segment[7]) < segment[8]:  # type: ignore[index]
             counts[TRUNCATED] += 1
@@ -276,6 +306,73 @@ class PyScanner:
         entry[0] = CUT
         self._counts[PAST_HEAD] += 1
         return DROPPED
+
+    # -- bytes dropped unread (passive.capture.skipping) ----------------------------------------------------------
+
+    def _skipped(self, items: list[Item], frame: int, ts: float, segment: Segment) -> bool:
+        """Whether an admitted segment of an armed flow is dropped into its direction's notice; otherwise the
+        flow is disarmed (its notices handed over first) and the segment goes on."""
+        src, dst, sport, dport = segment[0], segment[1], segment[2], segment[3]
+        key = canonical(src, sport, dst, dport)
+        entry = self._armed.get(key)
+        if entry is None:
+            return False
+        direction = 0 if entry[0] == (src, sport) else 1
+        rule = entry[2 + direction]
+        flags, payload, size = segment[6], segment[7], segment[8]
+        if flags & (SYN | FIN | RST) or not flags & ACK:
+            return self._disarm(items, key, entry)
+        if size:
+            mode = rule[0]
+            if mode == SKIP_NONE or segment[4] != rule[1] or len(payload) != size:
+                return self._disarm(items, key, entry)
+            if mode == SKIP_DOT:
+                if b"\n." in payload or (rule[3] and payload[0] == 46):
+                    return self._disarm(items, key, entry)
+                rule[3] = payload[-1] == 10
+            elif mode == SKIP_RAW:
+                if size >= rule[2]:
+                    return self._disarm(items, key, entry)
+                rule[2] -= size
+            elif mode != SKIP_ALL:
+                return self._disarm(items, key, entry)
+            rule[1] = (rule[1] + size) & 0xFFFFFFFF
+        notice = rule[4]
+        if notice is None:  # [sender, receiver, ports, first seq, bytes, last byte, packets, ack, window, frame, time]
+            notice = rule[4] = [src, dst, sport, dport, segment[4], 0, b"", 0, 0, 0, 0, 0.0]
+            self._dirty[key] = None
+        if size:
+            if not notice[5]:
+                notice[4] = segment[4]
+            notice[5] += size
+            notice[6] = payload[-1:]
+        notice[7] += 1
+        notice[8], notice[9], notice[10], notice[11] = segment[5], segment[10], frame, ts
+        entry[1] = ts
+        return True
+
+    def _disarm(self, items: list[Item], key: FlowKey, entry: list[Any]) -> bool:
+        self._flush(items, entry)
+        self._dirty.pop(key, None)
+        del self._armed[key]
+        return False
+
+    def _flush_all(self, items: list[Item]) -> None:
+        """Hand over every notice (before a sweep tick, at the end of a batch)."""
+        armed = self._armed
+        for key in self._dirty:
+            self._flush(items, armed[key])
+        self._dirty.clear()
+
+    @staticmethod
+    def _flush(items: list[Item], entry: list[Any]) -> None:
+        for rule in entry[2:]:
+            notice = rule[4]
+            if notice is not None:
+                rule[4] = None
+                src, dst, sport, dport, seq, size, last, packets, ack, window, frame, ts = notice
+                segment = (src, dst, sport, dport, seq, ack, ACK, last, size, INFO_SKIPPED, window, packets)
+                items.append((frame, ts, segment))
 
     def _entry(self, key: FlowKey, now: float) -> list[Any]:
         flows = self._flows

@@ -1,0 +1,114 @@
+"""Bytes dropped unread below Python: message bodies, literals nobody reads, ciphertext.
+
+Most bytes of a mail session are a message body (SMTP DATA, a POP3 RETR answer), a literal the server sends (an
+IMAP FETCH) or TLS ciphertext, and none of them makes a finding. A dissector knows when it is inside one
+(``StreamHandler.skippable``); its handler then calls :meth:`~passive.capture.flow.Flow.want_skip`, and once the
+batch being fed is done, :func:`arm_requested` tells the packet scanner, per direction, the next sequence number and
+the rule (the dissectors' ``SKIP_*``):
+
+* ``SKIP_DOT``: inside a dot-terminated body, a segment in which no line starts with a dot (no ``\\n.``, and no
+  leading dot right after a newline) cannot end it;
+* ``SKIP_RAW``: inside a run of ``left`` bytes counted off, a segment shorter than what is left cannot end it;
+* ``SKIP_ALL``: the session is TLS: nothing in it is read.
+
+The scanner then drops, without making a Python object, the segments that continue exactly where the direction is
+(the next sequence number, no SYN/FIN/RST, ACK set, captured whole) and keep to the rule, and the bare ACKs of
+either direction. Anything else (a retransmission, a hole, a FIN, a segment that may end the body) ends the
+arrangement: the scanner first hands over a **notice** of what it dropped, then the segment, which Python reads as
+usual (and may arm again after the batch). Notices are also handed over before a sweep tick and at the end of every
+batch, so a flow is never idle in Python's eyes while its packets are being dropped.
+
+A notice is a :data:`~passive.capture.linklayer.Segment` with ``INFO_SKIPPED`` in its info field: the direction's
+4-tuple, the sequence number of the first byte dropped, the last acknowledgement and window the direction sent (flag
+ACK when it sent one), the last byte dropped (or nothing), the number of bytes dropped, and in the options field
+the number of packets. :func:`apply_notice` moves the reassembler on as reading those packets would have (the
+stream offset, the peer's acknowledged edge and window), and tells the handler how many bytes went unread
+(``on_skip``). Counted: ``segments_skipped``, ``bytes_skipped``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from passive.capture.counters import CaptureCounters
+from passive.capture.delivery import DIRECTIONS
+from passive.capture.flow import Direction, Flow
+from passive.capture.flowtable import ESTABLISHED
+from passive.capture.linklayer import ACK, Segment
+from passive.capture.stream import SEQ_MASK
+
+SKIP_NONE, SKIP_DOT, SKIP_RAW, SKIP_ALL = 0, 1, 2, 3
+"""The rules, as the dissectors number them (``dissectors.linebuffer.SKIP_*``)."""
+MAX_ARMED = 16384
+"""Flows a scanner drops bytes of at once: flows inside a body or a literal, and TLS sessions (about 400 bytes each
+in C with the table's slack: 6 MiB at most). Past it, further flows are read as usual; flows idle past the idle
+timeout make room first."""
+MAX_LEFT = 1 << 62  # a raw run longer than this (a claimed literal size) is read as usual (the scanner: 64 bits)
+
+
+class Reassembler(Protocol):
+    """What a notice moves on (:class:`passive.capture.reassembly.Reassembler`)."""
+
+    counters: CaptureCounters
+    skip_requests: list[Flow]
+    _keys: dict[tuple[bytes, int, bytes, int], tuple[Flow, int]]
+
+
+def arm_requested(reassembler: Reassembler, scanner: Any) -> None:
+    """After a batch: tell ``scanner`` which flows' next bytes may be dropped, and how (see the module docstring)."""
+    flows = reassembler.skip_requests
+    for flow in flows:
+        flow.skip_wanted = False
+        plan = _plan(flow)
+        if plan is not None:
+            scanner.skip_flow(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port, *plan)
+    flows.clear()
+
+
+def _plan(flow: Flow) -> list[Any] | None:
+    """Per direction (client's first): rule, next sequence number, bytes left of a raw run, at a line's start."""
+    halves, handler = flow._halves, flow.handler
+    if halves is None or handler is None or flow.state != Flow.ACTIVE or flow.evict_class != ESTABLISHED:
+        return None
+    plan: list[Any] = []
+    for direction in (Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT):
+        half = halves[direction]
+        if not half.started or half.pending or half.resync or half.fin_rel is not None or half.finished:
+            return None
+        rule = handler.skippable(flow, DIRECTIONS[direction])
+        mode, left, line_start = rule if rule is not None else (SKIP_NONE, 0, False)
+        if left > MAX_LEFT:
+            mode, left = SKIP_NONE, 0
+        plan += [mode, half.next_seq, left, line_start]
+    return plan if plan[0] or plan[4] else None
+
+
+def apply_notice(reassembler: Reassembler, segment: Segment, frame: int, ts: float) -> None:
+    """The scanner dropped packets of one direction unread: move the flow on as reading them would have."""
+    src, dst, sport, dport, seq, ack, flags, last, size, _info, window, packets = segment
+    counters = reassembler.counters
+    counters.segments += packets
+    counters.segments_skipped += packets
+    entry = reassembler._keys.get((src, sport, dst, dport))
+    if entry is None:  # the flow left the table (evicted) while the scanner dropped its packets
+        counters.stray_segments += packets
+        return
+    flow, direction = entry
+    flow.last_ts, flow.last_frame = ts, frame
+    halves = flow._halves
+    if halves is None:
+        return
+    half, other = halves[direction], halves[1 - direction]
+    if flags & ACK:
+        other.acked, other.window = ack, window
+    if not size:
+        return
+    handler = flow.handler
+    if flow.state != Flow.ACTIVE or handler is None or seq != half.next_seq or half.pending or half.fin_rel is not None:
+        return  # not where the flow is (cannot happen while the scanner keeps to its rules): the hole shows as a gap
+    half.next_rel += size
+    half.next_seq = (seq + size) & SEQ_MASK
+    half.tail, half.tail_rel = b"", half.next_rel
+    counters.bytes_delivered += size
+    counters.bytes_skipped += size
+    handler.on_skip(flow, DIRECTIONS[direction], size, last == b"\n", frame, ts)
