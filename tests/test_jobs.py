@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import passive.capture.scanner as scanning
 from passive.analysis import parallel
 from passive.analysis.pipeline import AnalysisOptions, analyze_captures
 from passive.capture.pcapfile import PacketReader
@@ -113,9 +114,13 @@ def _with_pauses(captures: list[Path], target: Path) -> Path:
     return target
 
 
+@pytest.mark.parametrize("batch", [37, 256, 2048])
 def test_flows_expiring_in_the_middle_of_sessions_give_what_one_process_gives(
-    tmp_path: Path, split_small_captures: None
+    batch: int, tmp_path: Path, split_small_captures: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Also wherever batches end: a flow found not mail within a batch has the rest of its packets in that batch
+    dropped as the scanner would have dropped them, which takes one after the idle timeout for a new flow."""
+    monkeypatch.setattr(scanning, "BATCH_PACKETS", batch)
     path = _with_pauses(sorted((ROOT / "pcaps").glob("*.pcap")), tmp_path / "pauses.pcap")
     one = outcome([path], 1)
     assert one["counts"]["flows_expired"] > 10 and one["findings"]

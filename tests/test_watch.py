@@ -479,7 +479,10 @@ def test_fanout_processes_expire_their_flows_and_the_dashboard_shows_each_one(tm
     assert not runner.is_alive()
     [row] = [line for line in buffer.getvalue().splitlines() if "dropped / received" in line]
     shown = [tuple(int(n.replace(",", "")) for n in pair.split("/")) for pair in row.strip(" │").split()[-2:]]
-    assert len(shown) == 2 and all(0 <= dropped <= received and received > 0 for dropped, received in shown)
+    # Both processes are listed; which of them the kernel's flow hash gives the five sessions to is its choice (all
+    # to one of them one time in sixteen), so only the total must show them.
+    assert len(shown) == 2 and all(0 <= dropped <= received for dropped, received in shown)
+    assert sum(received for _dropped, received in shown) > 0
     processes = monitor.drops.processes
     summary = monitor.summary()
     assert summary["jobs"] == 2 and len(summary["capture_processes"]) == 2

@@ -31,7 +31,7 @@ from passive.analysis.parallel import (
 )
 from passive.analysis.relays import RelayLedger, RelayPolicy
 from passive.analysis.stats import RunStats
-from passive.capture.counters import CaptureCounters
+from passive.capture.counters import SCHEDULE_DEPENDENT, CaptureCounters
 from passive.capture.flow import Flow
 from passive.capture.joined import JoinedStream
 from passive.capture.options import MAX_FLOWS, CaptureOptions
@@ -153,7 +153,8 @@ class Results:
     def counts(self) -> dict[str, Any]:
         """Every counter of the run, for the summary record."""
         counters = self.counters.as_dict()
-        counters.pop("warnings", None)
+        for name in ("warnings", *SCHEDULE_DEPENDENT):
+            counters.pop(name, None)
         return {
             **counters,
             **self.analysis.stats.to_dict(),

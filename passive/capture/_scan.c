@@ -860,6 +860,7 @@ static int skip_segment(Scanner *sc, PyObject *items, long long frame, double ts
     int sender_is_a = a == s->src && pa == s->sport;
     rule_t *r = &e->rule[sender_is_a == e->client_is_a ? 0 : 1];
     if (s->flags & (TCP_SYN | TCP_FIN | TCP_RST) || !(s->flags & TCP_ACK)) return disarm(sc, items, e);
+    if (e->last + sc->idle_timeout < ts) return disarm(sc, items, e); /* Python may have expired the flow */
     Py_ssize_t size = s->wire_len;
     const uint8_t *p = d + s->pstart;
     if (size) {
@@ -891,16 +892,17 @@ static int skip_segment(Scanner *sc, PyObject *items, long long frame, double ts
     return 1;
 }
 
-/* skip_flow(client, cport, server, sport, c_rule, c_next, c_left, c_line_start, s_rule, s_next, s_left,
- * s_line_start) -> bool */
+/* skip_flow(client, cport, server, sport, last, c_rule, c_next, c_left, c_line_start, s_rule, s_next, s_left,
+ * s_line_start) -> bool. `last`: the capture time of the flow's latest packet (Python's). */
 static PyObject *Scanner_skip_flow(Scanner *sc, PyObject *args) {
     Py_buffer ca, sa;
     unsigned int cp, sp, cmode, smode;
     unsigned long cnext, snext;
     unsigned long long cleft, sleft;
     int cline, sline;
-    if (!PyArg_ParseTuple(args, "y*Iy*IIkKpIkKp", &ca, &cp, &sa, &sp, &cmode, &cnext, &cleft, &cline, &smode, &snext,
-                          &sleft, &sline))
+    double last;
+    if (!PyArg_ParseTuple(args, "y*Iy*IdIkKpIkKp", &ca, &cp, &sa, &sp, &last, &cmode, &cnext, &cleft, &cline, &smode,
+                          &snext, &sleft, &sline))
         return NULL;
     uint8_t client[16], server[16];
     int alen = (int)ca.len;
@@ -940,7 +942,7 @@ static PyObject *Scanner_skip_flow(Scanner *sc, PyObject *args) {
         sc->armed_used++;
     }
     e->client_is_a = a == client && pa == cp;
-    e->last = sc->now;
+    e->last = last;
     unsigned modes[2] = {cmode, smode};
     unsigned long nexts[2] = {cnext, snext};
     unsigned long long lefts[2] = {cleft, sleft};
@@ -1231,7 +1233,7 @@ static int Scanner_init(Scanner *sc, PyObject *args, PyObject *kwargs) {
     PyObject *path = Py_None, *ports = NULL, *bpf = Py_None;
     int every_port = 0, head = 12, shard = 0, shards = 1;
     double sweep_every = 0, idle_timeout = 300;
-    Py_ssize_t batch_packets = 2048;
+    Py_ssize_t batch_packets = 256;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|piiiddOn", names, &path, &ports, &every_port, &head, &shard,
                                      &shards, &sweep_every, &idle_timeout, &bpf, &batch_packets))
         return -1;
@@ -1318,7 +1320,8 @@ static PyMethodDef Scanner_methods[] = {
     {"keep_server", (PyCFunction)Scanner_keep_server, METH_VARARGS,
      "keep_server(address, port) -> bool: every flow to or from this endpoint is admitted"},
     {"skip_flow", (PyCFunction)Scanner_skip_flow, METH_VARARGS,
-     "skip_flow(client, cport, server, sport, rule, next, left, line_start (client's), then the server's) -> bool: "
+     "skip_flow(client, cport, server, sport, last, rule, next, left, line_start (client's), then the server's) "
+     "-> bool: "
      "drop what follows of the flow unread (skipping.py)"},
     {"counters", (PyCFunction)Scanner_counters, METH_NOARGS, "counters() -> dict"},
     {"close", (PyCFunction)Scanner_close, METH_NOARGS, "release the file"},
@@ -1331,7 +1334,7 @@ static PyTypeObject ScannerType = {
     .tp_basicsize = sizeof(Scanner),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Scanner(path, ports, every_port=False, head=12, shard=0, shards=1, sweep_every=0, idle_timeout=300, "
-              "bpf=None, batch_packets=2048)",
+              "bpf=None, batch_packets=256)",
     .tp_new = Scanner_new,
     .tp_init = (initproc)Scanner_init,
     .tp_dealloc = (destructor)Scanner_dealloc,

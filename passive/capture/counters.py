@@ -77,3 +77,9 @@ class CaptureCounters:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+SCHEDULE_DEPENDENT = ("segments_skipped", "bytes_skipped")
+"""Counters that depend on where the scanner's batches end (a body is dropped from the batch after the one in which
+the dissector allowed it), and so on how a capture is split between workers: what ``analyze`` writes leaves them
+out, so that its output is the same with any ``--jobs``; ``watch`` shows them."""

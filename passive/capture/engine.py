@@ -91,9 +91,11 @@ class Engine:
         self.keep_servers = keep_servers  # the scanner also admits every later flow of a server found to be mail
         self.cursor = options.cursor
         self.frame_base = 0  # frames of the files read before this one, when several are one stream (joined.py)
-        # Table keys of flows dropped while the scanner's current batch is fed: the scanner admitted the rest of
-        # the batch before it knew, so their packets are dropped here as the scanner drops them from then on.
-        self._dropping: set[tuple[bytes, int, bytes, int]] = set()
+        # Table keys of flows dropped while the scanner's current batch is fed, with the time of the flow's latest
+        # packet (one cell for both directions): the scanner admitted the rest of the batch before it knew, so their
+        # packets are dropped here as the scanner drops them from then on, but for a SYN or a packet after the idle
+        # timeout, which the scanner takes for a new flow.
+        self._dropping: dict[tuple[bytes, int, bytes, int], list[float]] = {}
 
     def _verdict(self, flow: Flow, keep: bool) -> None:
         scanner = self.scanner
@@ -105,24 +107,32 @@ class Engine:
                 scanner.keep_server(flow.server_addr, flow.server_port)
         else:
             scanner.drop_flow(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port)
-            self._dropping.update(flow._keys)
+            cell = [flow.last_ts]
+            for key in flow._keys:
+                self._dropping[key] = cell
 
     def feed_items(self, items: list[tuple[int, float, Segment | None]]) -> None:
         """One scanner batch: admitted segments, and sweep ticks (segment None) that expire idle flows."""
         reassembler, cursor, dropping = self.reassembler, self.cursor, self._dropping
-        process, expire, base = reassembler.process, reassembler.expire, self.frame_base
+        process, expire, base, idle = (
+            reassembler.process,
+            reassembler.expire,
+            self.frame_base,
+            self.options.idle_timeout,
+        )
         for frame, ts, segment in items:
             frame += base
             if cursor is not None:
                 cursor.frame, cursor.phase, cursor.ts = frame, 1 if segment is not None else 0, ts
             if segment is None:
                 expire(ts)
-            elif dropping and (segment[0], segment[2], segment[1], segment[3]) in dropping:
-                if segment[6] & (SYN | ACK) == SYN:  # a new connection: the scanner admits it too
-                    dropping.discard((segment[0], segment[2], segment[1], segment[3]))
-                    dropping.discard((segment[1], segment[3], segment[0], segment[2]))
+            elif dropping and (cell := dropping.get((segment[0], segment[2], segment[1], segment[3]))) is not None:
+                if segment[6] & (SYN | ACK) == SYN or cell[0] + idle < ts:  # the scanner takes it for a new flow
+                    dropping.pop((segment[0], segment[2], segment[1], segment[3]), None)
+                    dropping.pop((segment[1], segment[3], segment[0], segment[2]), None)
                     process(segment, frame, ts)
                 else:
+                    cell[0] = ts
                     self._dropped_in_flight(segment)
             else:
                 process(segment, frame, ts)

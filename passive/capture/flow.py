@@ -112,6 +112,7 @@ class Flow:
         "server",
         "server_addr",
         "server_port",
+        "skip_armed",
         "skip_wanted",
         "state",
     )
@@ -145,6 +146,7 @@ class Flow:
         self._isn: int | None = None  # a dropped flow's client ISN: a SYN with another one is a new connection
         self._skips: list[Flow] | None = None  # the reassembler's list of flows whose handler wants bytes skipped
         self.skip_wanted = False
+        self.skip_armed = False  # the scanner was told it may drop this flow's bytes (it may have stopped since)
 
     def want_skip(self) -> None:
         """The handler may let what follows be dropped unread (``StreamHandler.skippable``): asked once the batch

@@ -146,8 +146,7 @@ class Reassembler(Delivery):
         if not wire_len and not flags & (SYN | FIN | RST) and half.started:
             # A bare ACK: the receiver's acknowledgement and window (see beyond_window), the peer's holes, handshake.
             if flags & ACK:
-                other.acked = ack
-                other.window = window
+                other.acked, other.window = ack, window
                 if other.pending and other.rel(ack) >= other.pending[0][0]:
                     self._fill_hole(flow, 1 - direction, other)
                 if flow.evict_class == HALF_OPEN:
@@ -175,8 +174,7 @@ class Reassembler(Delivery):
             self.counters.bytes_delivered += wire_len
             flow.handler.on_data(flow, DIRECTIONS[direction], Chunk(payload, frame, ts, offset))  # type: ignore[union-attr]
             if flags & ACK:
-                other.acked = ack
-                other.window = window
+                other.acked, other.window = ack, window
                 if other.pending and other.rel(ack) >= other.pending[0][0]:
                     self._fill_hole(flow, 1 - direction, other)
             if flow.evict_class != ESTABLISHED:
@@ -370,6 +368,8 @@ class Reassembler(Delivery):
             elif reason == CloseReason.END:
                 self.counters.flows_flushed += 1
         self._forget(flow)
+        if flow.skip_armed:
+            flow.want_skip()  # after the batch, the scanner forgets it (passive.capture.skipping)
         if handler is not None and flow.state == Flow.ACTIVE:
             flow.handler = None
             handler.on_close(flow, reason)

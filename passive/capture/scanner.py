@@ -63,7 +63,10 @@ timeout, then starts over (``table_resets``): each live flow is then a new flow 
 MAX_SERVERS = 65536
 """Mail server endpoints a scanner admits every packet of (``keep_server``); past this, further ones are refused."""
 BATCH_PACKETS = 256
-"""Packets per batch at most (each a few hundred bytes of Python objects)."""
+"""Packets per batch at most (each a few hundred bytes of Python objects). Bytes are dropped unread
+(:mod:`passive.capture.skipping`) from the batch after the one in which the dissector allowed it, so short batches
+drop more: of the all-mail bench capture, 31 k segments with 256 against 6 k with 2048 (38 k with 128); a batch
+costs Python one call."""
 _FIRST_CAPACITY = 4096  # the compiled table's first size; the twin mirrors its growth so that both purge alike
 
 NEW, KEEP, DROP, CUT = 1, 2, 3, 4  # CUT: undecided past its head
@@ -205,7 +208,7 @@ class PyScanner:
         self._servers.add((address, port))
         return True
 
-    def skip_flow(self, client: bytes, cport: int, server: bytes, sport: int, *rules: Any) -> bool:
+    def skip_flow(self, client: bytes, cport: int, server: bytes, sport: int, last: float, *rules: Any) -> bool:
         """Drop what follows of a flow unread, per direction (client's first): ``rules`` is (rule, next sequence
         number, bytes left of a raw run, at a line's start) twice (:mod:`passive.capture.skipping`). False when the
         table of such flows is full."""
@@ -220,7 +223,7 @@ class PyScanner:
             if len(armed) >= MAX_ARMED:
                 return False
         directions = [[rules[i], rules[i + 1], rules[i + 2], bool(rules[i + 3]), None] for i in (0, 4)]
-        armed[key] = [(client, cport), self._now, *directions]
+        armed[key] = [(client, cport), last, *directions]
         return True
 
     def counters(self) -> dict[str, int]:
@@ -321,6 +324,8 @@ class PyScanner:
         rule = entry[2 + direction]
         flags, payload, size = segment[6], segment[7], segment[8]
         if flags & (SYN | FIN | RST) or not flags & ACK:
+            return self._disarm(items, key, entry)
+        if entry[1] + self.idle_timeout < ts:  # Python may have expired the flow
             return self._disarm(items, key, entry)
         if size:
             mode = rule[0]

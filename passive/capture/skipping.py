@@ -60,9 +60,23 @@ def arm_requested(reassembler: Reassembler, scanner: Any) -> None:
     for flow in flows:
         flow.skip_wanted = False
         plan = _plan(flow)
-        if plan is not None:
-            scanner.skip_flow(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port, *plan)
+        if plan is None and not flow.skip_armed:
+            continue
+        flow.skip_armed = (
+            scanner.skip_flow(
+                flow.client_addr,
+                flow.client_port,
+                flow.server_addr,
+                flow.server_port,
+                flow.last_ts,
+                *(plan or _NOTHING),
+            )
+            and plan is not None
+        )
     flows.clear()
+
+
+_NOTHING = (SKIP_NONE, 0, 0, False, SKIP_NONE, 0, 0, False)  # a closed flow: the scanner forgets it
 
 
 def _plan(flow: Flow) -> list[Any] | None:
