@@ -4,6 +4,7 @@ under the file it came from."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -122,3 +123,22 @@ def test_evidence_is_listed_under_its_own_file(tmp_path: Path) -> None:
     end = next((i for i in range(start + 1, len(lines)) if not lines[i].startswith(" ")), len(lines))
     card = " ".join(lines[start:end])
     assert "tuesday.pcap frame" in card and "monday.pcap" not in card and "again.pcap" not in card
+
+
+def test_a_kind_with_many_findings_shows_its_first_cards_and_counts_the_rest() -> None:
+    """Past MAX_CARDS findings of one kind and severity, one line says how many are not shown; the headline still
+    counts them all."""
+    from rich.console import Console
+
+    from passive.cli.common import strip_trailing
+    from passive.cli.tables import MAX_CARDS, render_tables
+
+    [service] = [r for r in _records(PCAPS / "smtp-banner-only-swaks.pcap") if r["type"] == "mail-service"]
+    records = [{**service, "server": f"10.9.{n // 250}.{n % 250}:25"} for n in range(MAX_CARDS + 57)]
+    buffer = io.StringIO()
+    render_tables(Console(file=buffer, width=80, color_system=None), records, {"type": "summary"})
+    text = strip_trailing(buffer.getvalue())  # as the command line writes it
+    _read_like_a_person(text)
+    assert len([line for line in text.splitlines() if SEVERITY_LINE.match(line)]) == MAX_CARDS
+    assert "... and 57 more, not shown: -o FILE or --format jsonl writes them all" in text
+    assert f"{MAX_CARDS + 57} informational findings" in text.splitlines()[0]

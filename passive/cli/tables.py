@@ -17,6 +17,9 @@ from passive.findings.schema import SEVERITY_ORDER, rank
 SEVERITY_NAMES = tuple(str(s) for s in SEVERITY_ORDER)
 RISKS = ("high", "medium", "low")  # the severities the headline counts; "info" is inventory
 SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan", "info": "dim"}
+MAX_CARDS = 100
+"""Findings of one kind and severity shown as cards on the terminal: past this, one line says how many more there
+are (20,000 cards took rich over 30 s to lay out, and no reader scrolls through them); files get every finding."""
 # Always shown in the summary line; other counters only when they are not zero (JSON output has them all).
 _ALWAYS_SHOWN = ("findings", "packets_read", "packets_matched", "flows")
 
@@ -98,20 +101,33 @@ def render_tables(
     blocks: list[Any] = [Text(headline(records), style="bold")]
     order = {kind.type: index for index, kind in enumerate(KINDS.values())}
     rows = sorted(records, key=lambda r: (_severity_key(r), order.get(str(r.get("type")), len(order))))
-    heading = None
+    heading, shown, hidden = None, 0, 0
     for row in rows:
         kind = KINDS.get(str(row.get("type")))
         title = kind.title if kind else printable(row.get("type"))
         if (row.get("severity"), title) != heading:
-            heading = (row.get("severity"), title)
+            blocks += _not_shown(hidden)
+            heading, shown, hidden = (row.get("severity"), title), 0, 0
             blocks.append(Text(f"\n{title} ({printable(row.get('type'))})", style="bold underline"))
+        if shown == MAX_CARDS:
+            hidden += 1
+            continue
+        shown += 1
         blocks.append(_card(row, kind.columns if kind else ()))
+    blocks += _not_shown(hidden)
     if not any(r.get("severity") in RISKS for r in records):
         blocks.append(Text("\n" + negative_statement(summary), style="green" if _saw_mail(summary) else "yellow"))
     console.print(Group(*blocks))
     console.print(Text("\n" + scope_text(summary), style="dim"))
     if verbose:
         console.print(summary_text(summary))
+
+
+def _not_shown(hidden: int) -> list[Text]:
+    if not hidden:
+        return []
+    line = f"... and {hidden:,} more, not shown: -o FILE or --format jsonl writes them all"
+    return [Text(line, style="yellow")]
 
 
 def _count(summary: dict[str, Any], name: str) -> int:
