@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import pickle
 import struct
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from passive.analysis import parallel
+from passive.analysis import merge, parallel
 from passive.analysis.pipeline import AnalysisOptions, analyze_captures
 from passive.capture.pcapfile import PacketReader
 from passive.results.records import event_record, finding_record
@@ -134,6 +135,23 @@ def test_one_job_starts_no_process(monkeypatch: pytest.MonkeyPatch) -> None:
     results = analyze_captures([str(ROOT / "pcaps" / "smtp-ntlm-success-curl.pcap")], AnalysisOptions(jobs=1))
     assert list(results.findings)
     assert parallel.plan_jobs(["/no/such/file"], None) == 1  # small input: the default reads in this process
+
+
+def test_recorded_events_cross_the_pipe_unchanged() -> None:
+    """Workers send events as flat tuples: rebuilt, they are equal to the dissectors' and have the same attributes
+    in the same order (the --events records list them in that order)."""
+    require_corpus("pcaps")
+    results = analyze_captures([str(p) for p in CAPTURES], AnalysisOptions(jobs=1, keep_events=True))
+    events = [event for session in results.analysis.sessions for event in session.events]
+    assert len({type(event) for event in events}) >= 10
+    packed = merge.pack_events(events)
+    assert all(type(item) is tuple for item in packed)
+    rebuilt = merge.unpack_events(pickle.loads(pickle.dumps(packed, protocol=5)))
+    assert rebuilt == events
+    for before, after in zip(events, rebuilt, strict=True):
+        assert type(after) is type(before)
+        assert list(vars(after).items()) == list(vars(before).items())
+        assert list(vars(after.evidence).items()) == list(vars(before.evidence).items())
 
 
 def _sized(directory: Path, count: int, size: int) -> list[list[str]]:
