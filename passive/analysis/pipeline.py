@@ -49,8 +49,8 @@ MAX_EVENTS_PER_SESSION = 2000
 # Allocations between two runs of the cyclic garbage collector's youngest generation while captures are analyzed
 # (Python's default is 700). A run allocates millions of short-lived objects (packets, events, their evidence) and
 # makes few cycles: at the default the collector ran 851 times on a 100 MB all-mail capture, 1.0 s of 7.7 s, and
-# took 0.6 s of the 2.2 s the main process of --jobs 2 spends on an archive; at this, 0.2 s. Garbage in cycles waits
-# at most this many allocations longer (a few MiB).
+# took 0.6 s of the 2.2 s the main process of --jobs 2 spends on an archive; at this, 0.2 s. Rendering 20 000
+# records took twice as long at the default. Garbage in cycles waits at most this many allocations longer (a few MiB).
 GC_THRESHOLD = 100_000
 
 

@@ -83,6 +83,8 @@ _NAME_FIELDS = ("user", "users", "authzid", "mail_from", "rcpt_to")
 SECRET_KEYS = frozenset({"password"})
 
 NameMask = Callable[[str], str]
+# Values that hold no text: passed through as they are.
+_PLAIN = frozenset({int, bool, float, type(None)})
 
 
 def keep_name(name: str) -> str:
@@ -322,11 +324,24 @@ class Redactor:
         kind = type(value)
         if kind is str:
             return self.text(value)
-        if kind is dict:
-            return {key: MASK if key in SECRET_KEYS and item else self._value(item) for key, item in value.items()}
+        text, walk = self.text, self._value
+        if kind is dict:  # strings and plain values inline: a record holds hundreds
+            return {
+                key: MASK
+                if key in SECRET_KEYS and item
+                else text(item)
+                if item.__class__ is str
+                else item
+                if item.__class__ in _PLAIN
+                else walk(item)
+                for key, item in value.items()
+            }
         if kind is list:
-            return [self._value(item) for item in value]
-        if value is None or kind is int or kind is bool or kind is float:
+            return [
+                text(item) if item.__class__ is str else item if item.__class__ in _PLAIN else walk(item)
+                for item in value
+            ]
+        if kind in _PLAIN:
             return value
         if isinstance(value, str):
             return self.text(value)
