@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import pickle
 import struct
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 import passive.capture.scanner as scanning
-from passive.analysis import parallel
+from passive.analysis import merge, parallel
 from passive.analysis.pipeline import AnalysisOptions, analyze_captures
 from passive.capture.pcapfile import PacketReader
 from passive.results.records import event_record, finding_record
@@ -55,6 +56,7 @@ def assert_same(one: dict[str, Any], many: dict[str, Any]) -> None:
 def split_small_captures(monkeypatch: pytest.MonkeyPatch) -> None:
     """Split even small captures between the workers (forked workers see the patched value)."""
     monkeypatch.setattr(parallel, "SHARD_MIN_BYTES", 0)
+    monkeypatch.setattr(parallel, "WHOLE_MAX_SHARE", 0)
 
 
 @pytest.mark.parametrize("every_port", [True, False], ids=["every-port", "ports-only"])
@@ -69,6 +71,7 @@ def test_many_captures_in_one_run_spread_by_file_or_split(monkeypatch: pytest.Mo
     one = outcome(CAPTURES, 1)
     assert_same(one, outcome(CAPTURES, 2))  # small captures: spread whole, one per worker in turn
     monkeypatch.setattr(parallel, "SHARD_MIN_BYTES", 0)
+    monkeypatch.setattr(parallel, "WHOLE_MAX_SHARE", 0)
     assert_same(one, outcome(CAPTURES, 3))  # each split between three workers
 
 
@@ -137,6 +140,51 @@ def test_one_job_starts_no_process(monkeypatch: pytest.MonkeyPatch) -> None:
     results = analyze_captures([str(ROOT / "pcaps" / "smtp-ntlm-success-curl.pcap")], AnalysisOptions(jobs=1))
     assert list(results.findings)
     assert parallel.plan_jobs(["/no/such/file"], None) == 1  # small input: the default reads in this process
+
+
+def test_recorded_events_cross_the_pipe_unchanged() -> None:
+    """Workers send events as flat tuples: rebuilt, they are equal to the dissectors' and have the same attributes
+    in the same order (the --events records list them in that order)."""
+    require_corpus("pcaps")
+    results = analyze_captures([str(p) for p in CAPTURES], AnalysisOptions(jobs=1, keep_events=True))
+    events = [event for session in results.analysis.sessions for event in session.events]
+    assert len({type(event) for event in events}) >= 10
+    packed = merge.pack_events(events)
+    assert all(type(item) is tuple for item in packed)
+    rebuilt = merge.unpack_events(pickle.loads(pickle.dumps(packed, protocol=5)))
+    assert rebuilt == events
+    for before, after in zip(events, rebuilt, strict=True):
+        assert type(after) is type(before)
+        assert list(vars(after).items()) == list(vars(before).items())
+        assert list(vars(after.evidence).items()) == list(vars(before.evidence).items())
+
+
+def _sized(directory: Path, count: int, size: int) -> list[list[str]]:
+    """``count`` one-file groups of ``size`` bytes (sparse files: only their size is read)."""
+    groups = []
+    for number in range(count):
+        path = directory / f"capture-{number:03d}.pcap"
+        with path.open("wb") as stream:
+            stream.truncate(size)
+        groups.append([str(path)])
+    return groups
+
+
+def test_many_large_captures_go_whole_and_few_are_split(tmp_path: Path) -> None:
+    big = parallel.SHARD_MIN_BYTES + 1
+    many = _sized(tmp_path, 12, big)
+    tasks = parallel.plan_tasks(many, 2)
+    assert [[(shard, shards) for shard, shards, _files in mine] for mine in tasks] == [[(0, 1)] * 6] * 2
+    indexes = [[files[0][0] for _shard, _shards, files in mine] for mine in tasks]
+    assert indexes == [list(range(0, 12, 2)), list(range(1, 12, 2))]  # in capture order, balanced
+    for few in (many[:1], many[:2]):  # each more than a quarter of a worker's part: split by flow
+        tasks = parallel.plan_tasks(few, 2)
+        assert [[(shard, shards) for shard, shards, _files in mine] for mine in tasks] == [
+            [(worker, 2)] * len(few) for worker in range(2)
+        ]
+    (tmp_path / "small").mkdir()
+    small = _sized(tmp_path / "small", 1, parallel.SHARD_MIN_BYTES - 1)
+    assert parallel.plan_tasks(small, 2) == [[(0, 1, [(0, small[0][0])])], []]
 
 
 def test_a_failing_worker_is_reported(monkeypatch: pytest.MonkeyPatch, split_small_captures: None) -> None:

@@ -20,7 +20,7 @@ import pytest
 from markdown_it import MarkdownIt
 
 from bench.gen_fleet import SECRET, first_of_each_profile, known_users, mailbox_of, user_of, write_fleet
-from passive.results.redaction import Redactor, keep_name, mask_name
+from passive.results.redaction import MASK, Redactor, keep_name, mask_name
 from passive.results.report import build_report, render_html, render_markdown
 from passive.results.report.charts import timeline
 from passive.results.report.render import markdown_text
@@ -150,6 +150,24 @@ def test_one_redactor_masks_learned_names_wherever_they_appear() -> None:
     machine.learn_name("jdoe")
     assert machine.text("jdoe") == "jdoe"
     assert Redactor(show_secrets=True, name_mask=mask_name).text("jdoe") == "jdoe"
+
+
+def test_many_known_secrets_are_each_scrubbed_wherever_they_appear() -> None:
+    """Past a few secrets a string is first searched for where any may start (their first characters): every
+    secret is still scrubbed, wherever it stands, and text that only shares a secret's start is kept."""
+    secrets = {f"pw{number:03d}-{'x' * number}" for number in range(40)}
+    long_ones = {"S" * 40 + str(number) for number in range(3)}  # one start, longer than the searched prefix
+    secrets |= long_ones | {"ab"}  # too short to scrub from free text
+    redactor = Redactor(secrets=secrets)
+    for secret in sorted(secrets - {"ab"}):
+        assert redactor.text(f"said {secret}, twice:{secret}") == f"said {MASK}, twice:{MASK}"
+    assert redactor.text("S" * 40 + " ab pw000") == "S" * 40 + " ab pw000"
+    assert redactor.value({"note": ["x", {"deep": "pw002-xx!"}], "password": "anything"}) == {
+        "note": ["x", {"deep": f"{MASK}!"}],
+        "password": MASK,
+    }
+    secrets.add("late-secret")  # the run's set, held by reference, grows as traffic comes
+    assert redactor.text("a late-secret here") == f"a {MASK} here"
 
 
 # ---- paper --------------------------------------------------------------------------------------------------

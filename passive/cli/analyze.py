@@ -10,7 +10,7 @@ from rich.console import Console
 
 from passive.analysis.domains import IpNetwork
 from passive.analysis.parallel import PARALLEL_MIN_BYTES
-from passive.analysis.pipeline import AnalysisOptions, Results, analyze_captures
+from passive.analysis.pipeline import AnalysisOptions, Results, analyze_captures, fewer_collections
 from passive.capture.bpf import check_user_filter
 from passive.capture.paths import expand_inputs
 from passive.capture.stop import StopFlag
@@ -146,7 +146,7 @@ def analyze(
         results = _analyze(captures, options, err, stop=run.stop, keep=run.results, progress=progress)
         if not results.analyzed:
             raise SystemExit(EXIT_INPUT)
-        with progress.phase("rendering"):
+        with progress.phase("rendering"), fewer_collections():  # records are many small objects, few cycles
             records, summary = _records(results, show_secrets, gate, skipped)
             _write_hashes(hashes_file, results)
             sessions = _sessions(results, show_secrets, keep_events)

@@ -37,7 +37,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from passive.analysis.merge import Op, OpLog, Recording, Replayer
-from passive.analysis.pipeline import Analysis, AnalysisOptions
+from passive.analysis.pipeline import Analysis, AnalysisOptions, fewer_collections
 from passive.capture import CaptureCounters, LiveCapture, PcapStats
 from passive.capture.options import END_FRAME, Cursor
 from passive.core.errors import CaptureError
@@ -145,6 +145,16 @@ class FanoutCapture:
     ) -> None:
         """Let the processes capture; replay their recordings into ``analysis`` in capture-time order and sum their
         ``counters`` until stopped (then until every process has drained and reported its end)."""
+        with fewer_collections():
+            self._run_into(analysis, should_stop, counters, on_tick)
+
+    def _run_into(
+        self,
+        analysis: Analysis,
+        should_stop: Callable[[], bool],
+        counters: CaptureCounters,
+        on_tick: Callable[[float], None] | None,
+    ) -> None:
         replayer = Replayer(analysis)
         self._go.set()
         next_tick = time.monotonic() + self.tick_interval
@@ -343,13 +353,14 @@ def _capture(
         watermark = math.inf if capture_now is None else max(log.now(), capture_now - ORDER_SLACK)
         _send(conn, (kind, index, capture_now, watermark, counters, stats, counts))
 
-    capture.run(
-        analysis.handler_factory,
-        should_stop=should_stop,
-        counters=counters,
-        on_tick=lambda now: report("tick", now),
-        tick_interval=tick_interval,
-    )
+    with fewer_collections():
+        capture.run(
+            analysis.handler_factory,
+            should_stop=should_stop,
+            counters=counters,
+            on_tick=lambda now: report("tick", now),
+            tick_interval=tick_interval,
+        )
     report("done", None)
 
 

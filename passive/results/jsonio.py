@@ -28,6 +28,8 @@ def _json_escape(character: str) -> str:
 
 
 def _escape_json_text(text: str) -> str:
+    if text.isascii() and "\x7f" not in text:  # DEL is the one unsafe ASCII character: most records need no search
+        return text
     return _JSON_UNSAFE.sub(lambda match: _json_escape(match.group()), text)
 
 

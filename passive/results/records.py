@@ -3,19 +3,25 @@ summary line. Every string that comes from the network passes through the run's 
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
 from dissectors import events as ev
 from dissectors import ntlmssp
-from passive.core.times import iso_time
+from passive.core.times import iso_time as _iso_time
 from passive.findings.kinds import KINDS
 from passive.findings.model import SCHEMA_VERSION, EvidenceRecord, Finding
 from passive.results.fingerprint import fingerprint
 from passive.results.redaction import MASK, Redactor
 
 __all__ = ["MASK", "event_record", "evidence_record", "finding_record", "summary_record"]
+
+# Capture times written as ISO 8601 remembered: a finding's first and last seen, its evidence and details repeat
+# the same ones (on a 100 MB all-mail capture, 38 k of the 79 k times written were repeats).
+ISO_TIMES_REMEMBERED = 1 << 16
+iso_time = functools.lru_cache(maxsize=ISO_TIMES_REMEMBERED)(_iso_time)
 
 # Fields of a decoded NTLM AUTHENTICATE that are the crackable response itself.
 _NTLM_SECRET_FIELDS = ("lm_response", "nt_response")

@@ -36,6 +36,10 @@ MASK = "********"
 MIN_SCRUBBED = 4
 # Secrets remembered per run for scrubbing; a hostile capture chooses how many distinct passwords it sends.
 MAX_KNOWN_SECRETS = 4096
+# Up to this many known secrets, a string is searched for each in turn; past it, a pattern of their first
+# SCRUB_PREFIX characters first tells whether any may be in it (most strings hold none; 4096 searches each were slow).
+SCRUB_LOOP_SECRETS = 16
+SCRUB_PREFIX = 32
 # Names shorter than this are not masked in free text ("al" would mask "al" wherever it stands as a word); they are
 # still masked in the fields and lines that hold them.
 MIN_NAME = 3
@@ -79,6 +83,8 @@ _NAME_FIELDS = ("user", "users", "authzid", "mail_from", "rcpt_to")
 SECRET_KEYS = frozenset({"password"})
 
 NameMask = Callable[[str], str]
+# Values that hold no text: passed through as they are.
+_PLAIN = frozenset({int, bool, float, type(None)})
 
 
 def keep_name(name: str) -> str:
@@ -187,6 +193,11 @@ class Redactor:
         self._secrets: set[str] = secrets if secrets is not None else set()
         self._names: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
+        # The secrets long enough to scrub, in the set's order, and a pattern that finds where any of them may
+        # start, worked out again when the set has grown (it only grows).
+        self._scrubbed: tuple[str, ...] = ()
+        self._scrubbed_of = 0
+        self._prefixes: re.Pattern[str] | None = None
 
     def learn(self, secret: str | None) -> None:
         """Remember a secret, so that it is scrubbed wherever it appears."""
@@ -247,10 +258,29 @@ class Redactor:
         """Any string: known secrets replaced by the mask, known names shown through ``name_mask``."""
         if self.show_secrets:
             return value
-        for secret in self._secrets:
-            if len(secret) >= MIN_SCRUBBED and secret in value:
-                value = value.replace(secret, MASK)
+        if len(self._secrets) != self._scrubbed_of:
+            self._learn_secrets()
+        if self._scrubbed and (self._prefixes is None or self._prefixes.search(value)):
+            for secret in self._scrubbed:
+                if secret in value:
+                    value = value.replace(secret, MASK)
+        if not self._names or self.name_mask is keep_name:
+            return value
         return self._names_masked(value)
+
+    def _learn_secrets(self) -> None:
+        secrets = self._secrets
+        self._scrubbed = tuple(secret for secret in secrets if len(secret) >= MIN_SCRUBBED)
+        self._scrubbed_of = len(secrets)
+        self._prefixes = None
+        if len(self._scrubbed) > SCRUB_LOOP_SECRETS:
+            trie: dict[str, Any] = {}
+            for secret in self._scrubbed:
+                node = trie
+                for char in secret[:SCRUB_PREFIX]:
+                    node = node.setdefault(char, {})
+                node[""] = {}
+            self._prefixes = re.compile(_trie_pattern(trie))
 
     def line(self, line: str, side: str) -> str:
         """An evidence or event line: client lines by what they carry, every line scrubbed of known secrets."""
@@ -288,10 +318,35 @@ class Redactor:
         of :data:`SECRET_KEYS` is masked whole."""
         if self.show_secrets:
             return value
+        return self._value(value)
+
+    def _value(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is str:
+            return self.text(value)
+        text, walk = self.text, self._value
+        if kind is dict:  # strings and plain values inline: a record holds hundreds
+            return {
+                key: MASK
+                if key in SECRET_KEYS and item
+                else text(item)
+                if item.__class__ is str
+                else item
+                if item.__class__ in _PLAIN
+                else walk(item)
+                for key, item in value.items()
+            }
+        if kind is list:
+            return [
+                text(item) if item.__class__ is str else item if item.__class__ in _PLAIN else walk(item)
+                for item in value
+            ]
+        if kind in _PLAIN:
+            return value
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, list):
-            return [self.value(item) for item in value]
+            return [self._value(item) for item in value]
         if isinstance(value, dict):
-            return {key: MASK if key in SECRET_KEYS and item else self.value(item) for key, item in value.items()}
+            return {key: MASK if key in SECRET_KEYS and item else self._value(item) for key, item in value.items()}
         return value

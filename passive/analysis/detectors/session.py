@@ -7,7 +7,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from dissectors import events as ev
 from dissectors.registry import INVENTORY_PROTOCOLS
@@ -39,23 +39,15 @@ class SessionAnalyzer:
         self.server_names = _BoundedNames(MAX_SERVER_NAMES, stats)
         stats.sessions[context.protocol] += 1
         # A carrier whose servers are not mail servers (HTTP) makes no inventory entry: findings only for leaks.
-        inventory = context.protocol in INVENTORY_PROTOCOLS
-        self.detectors: dict[FindingType, Detector] = {
-            cls.KIND: cls(self) for cls in detector_classes() if inventory or cls.KIND is not FindingType.MAIL_SERVICE
-        }
-        service = self.detectors.get(FindingType.MAIL_SERVICE)
+        plan = _plan(context.protocol in INVENTORY_PROTOCOLS)
+        detectors = [cls(self) for cls in plan.classes]
+        self.detectors: dict[FindingType, Detector] = dict(zip(plan.kinds, detectors, strict=True))
+        service = detectors[plan.service] if plan.service is not None else None
         assert service is None or isinstance(service, ServiceDetector)
         self.service: ServiceDetector | None = service
-        # The session's own state first: detectors read it.
-        table: dict[type[ev.Event], list[Callable[[Any], None]]] = {
-            ev.StartTls: [self._start_tls],
-            ev.AuthResult: [self._auth_result],
-            ev.Anomaly: [self._anomaly],
-        }
-        for detector in self.detectors.values():
-            for event_type, handler in detector.handlers():
-                table.setdefault(event_type, []).append(handler)
-        self._dispatch = {event_type: tuple(handlers) for event_type, handlers in table.items()}
+        # Who each handler of the dispatch table is called on: the session itself, then its detectors.
+        self._targets: tuple[Any, ...] = (self, *detectors)
+        self._dispatch = plan.dispatch
 
     def finding(self, kind: FindingType, severity: Severity, key: tuple[Any, ...] = ()) -> Finding:
         dropped, evicted = self.findings.dropped, self.findings.evicted
@@ -67,12 +59,13 @@ class SessionAnalyzer:
 
     def feed(self, events: list[ev.Event]) -> None:
         dispatch = self._dispatch
+        targets = self._targets
         occurrence = self.service.occurrence if self.service is not None else None
         for event in events:
             if occurrence is not None:
                 occurrence(event)
-            for handler in dispatch.get(event.__class__, ()):
-                handler(event)
+            for slot, handler in dispatch.get(event.__class__, ()):
+                handler(targets[slot], event)
 
     def close(self) -> None:
         """The session ended: whatever was still open is recorded without an outcome."""
@@ -90,6 +83,35 @@ class SessionAnalyzer:
 
     def _anomaly(self, event: ev.Anomaly) -> None:
         self.stats.anomalies[event.code] += 1
+
+
+class _Plan(NamedTuple):
+    """What every session of one kind (with or without the inventory) is made of, worked out once: its detectors'
+    classes and kinds, and the dispatch table from event type to ``(slot, function)`` pairs, the slot naming whom
+    the function is called on (0 the session, then its detectors in order). The session's own state comes first:
+    detectors read it."""
+
+    classes: tuple[type[Detector], ...]
+    kinds: tuple[FindingType, ...]
+    service: int | None  # the index of the inventory's detector (mail-service) among them, if it is one
+    dispatch: dict[type[ev.Event], tuple[tuple[int, Callable[[Any, Any], None]], ...]]
+
+
+@cache
+def _plan(inventory: bool) -> _Plan:
+    classes = tuple(cls for cls in detector_classes() if inventory or cls.KIND is not FindingType.MAIL_SERVICE)
+    table: dict[type[ev.Event], list[tuple[int, Callable[[Any, Any], None]]]] = {
+        ev.StartTls: [(0, SessionAnalyzer._start_tls)],
+        ev.AuthResult: [(0, SessionAnalyzer._auth_result)],
+        ev.Anomaly: [(0, SessionAnalyzer._anomaly)],
+    }
+    for slot, cls in enumerate(classes, 1):
+        for event_type, name in cls.HANDLERS.items():
+            table.setdefault(event_type, []).append((slot, getattr(cls, name)))
+    dispatch = {event_type: tuple(handlers) for event_type, handlers in table.items()}
+    kinds = tuple(cls.KIND for cls in classes)
+    service = kinds.index(FindingType.MAIL_SERVICE) if FindingType.MAIL_SERVICE in kinds else None
+    return _Plan(classes, kinds, service, dispatch)
 
 
 @cache
