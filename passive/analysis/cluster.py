@@ -33,6 +33,7 @@ from passive.analysis.parallel import (
     group_bytes,
     run_tasks,
 )
+from passive.core.collector import fewer_collections
 
 RETRIES = 2
 """Times Dask runs a task again after it raised (a worker's storage hiccup, say) before the run fails."""
@@ -47,7 +48,8 @@ def record_task(analysis: Any, task: Task) -> list[bytes]:
     """On a Dask worker: one task's messages, as a local worker process would send them."""
     outbox = _Outbox()
     shard, shards, _files = task
-    run_tasks(outbox, shard, shards, [task], analysis)
+    with fewer_collections():
+        run_tasks(outbox, shard, shards, [task], analysis)
     return outbox.messages
 
 

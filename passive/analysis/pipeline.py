@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +38,7 @@ from passive.capture.options import MAX_FLOWS, CaptureOptions
 from passive.capture.policy import DEFAULT_POLICY
 from passive.capture.rings import group_captures
 from passive.capture.stop import StopFlag
+from passive.core.collector import fewer_collections
 from passive.core.endpoints import endpoint
 from passive.core.errors import CaptureError, InputError, UsageError, one_line
 from passive.core.files import regular_file_size
@@ -46,24 +46,6 @@ from passive.findings.model import FindingSet
 
 # Events kept per session for --events; past that a session's events are counted, not kept.
 MAX_EVENTS_PER_SESSION = 2000
-# Allocations between two runs of the cyclic garbage collector's youngest generation while captures are analyzed
-# (Python's default is 700). A run allocates millions of short-lived objects (packets, events, their evidence) and
-# makes few cycles: at the default the collector ran 851 times on a 100 MB all-mail capture, 1.0 s of 7.7 s, and
-# took 0.6 s of the 2.2 s the main process of --jobs 2 spends on an archive; at this, 0.2 s. Rendering 20 000
-# records took twice as long at the default. Garbage in cycles waits at most this many allocations longer (a few MiB).
-GC_THRESHOLD = 100_000
-
-
-@contextlib.contextmanager
-def fewer_collections() -> Iterator[None]:
-    """Run the cyclic garbage collector every :data:`GC_THRESHOLD` allocations meanwhile (worker processes forked
-    meanwhile too), then as before."""
-    before = gc.get_threshold()
-    gc.set_threshold(max(GC_THRESHOLD, before[0]), *before[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
 
 
 @dataclass

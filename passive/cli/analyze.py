@@ -10,7 +10,7 @@ from rich.console import Console
 
 from passive.analysis.domains import IpNetwork
 from passive.analysis.parallel import PARALLEL_MIN_BYTES
-from passive.analysis.pipeline import AnalysisOptions, Results, analyze_captures, fewer_collections
+from passive.analysis.pipeline import AnalysisOptions, Results, analyze_captures
 from passive.capture.bpf import check_user_filter
 from passive.capture.paths import expand_inputs
 from passive.capture.stop import StopFlag
@@ -32,6 +32,7 @@ from passive.cli.errors import EXIT_INPUT
 from passive.cli.gate import apply_gate, build_gate, gate_options, gate_status
 from passive.cli.interrupt import Interruption, interruptible
 from passive.cli.progress import RunProgress
+from passive.core.collector import fewer_collections
 from passive.core.errors import InputError
 from passive.core.text import printable
 from passive.results.baseline import Gate

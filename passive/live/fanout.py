@@ -37,9 +37,10 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from passive.analysis.merge import Op, OpLog, Recording, Replayer
-from passive.analysis.pipeline import Analysis, AnalysisOptions, fewer_collections
+from passive.analysis.pipeline import Analysis, AnalysisOptions
 from passive.capture import CaptureCounters, LiveCapture, PcapStats
 from passive.capture.options import END_FRAME, Cursor
+from passive.core.collector import fewer_collections
 from passive.core.errors import CaptureError
 
 MAX_JOBS = 64  # capture processes: one per core is the point; beyond a machine's cores they only add memory
