@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 import passive.capture.scanner as scanning
 from dissectors import linebuffer
 from passive.capture import skipping
+from passive.capture.delivery import TAIL_KEEP
 from passive.capture.linklayer import ACK, FIN, INFO_SKIPPED, PSH
 from passive.capture.pcapfile import PacketReader, sniff_kind
 from passive.capture.scanner import PyScanner
@@ -141,14 +142,14 @@ def write(path: Path, segs: list[Seg]) -> Path:
     return path
 
 
-def compare(path: Path, monkeypatch: pytest.MonkeyPatch, batch: int = 2) -> dict[str, Any]:
+def compare(path: Path, monkeypatch: pytest.MonkeyPatch, batch: int = 2, **options: Any) -> dict[str, Any]:
     """Skipping on and off, compiled and twin: the same findings and counters; the run with skipping on."""
     monkeypatch.setattr(scanning, "BATCH_PACKETS", batch)
-    off = run(path, "auto", monkeypatch, skip_unread=False)
+    off = run(path, "auto", monkeypatch, skip_unread=False, **options)
     monkeypatch.setattr(scanning, "BATCH_PACKETS", batch)
-    on = run(path, "auto", monkeypatch)
+    on = run(path, "auto", monkeypatch, **options)
     monkeypatch.setattr(scanning, "BATCH_PACKETS", batch)
-    twin = run(path, "python", monkeypatch)
+    twin = run(path, "python", monkeypatch, **options)
     if _cscan is not None:
         assert_same(on, twin)
     assert on["findings"] == off["findings"]
@@ -265,6 +266,65 @@ def test_rules_are_the_dissectors() -> None:
     )
     if _cscan is not None:
         assert _cscan.MAX_ARMED == skipping.MAX_ARMED
+        assert _cscan.TAIL_KEEP == TAIL_KEEP
+
+
+@pytest.mark.parametrize("differ", [False, True])
+def test_a_retransmission_of_the_last_dropped_segment_is_checked_against_it(
+    differ: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The notice carries the last segment dropped: a retransmission of it with other bytes is an overlap conflict,
+    as when it was read."""
+    segs = segments(smtp_turns(), SMTP)
+    i = body_index(segs, LINE) + 12
+    src, dst, seq, ack, flags, payload = segs[i]
+    assert src == CLIENT
+    again = bytes(b ^ 1 if b not in b"\r\n." else b for b in payload) if differ else payload
+    segs.insert(i + 1, (src, dst, seq, ack, flags, again))
+    on = compare(write(tmp_path / "r.pcap", segs), monkeypatch)
+    assert on["counts"]["overlap_conflicts"] == differ
+    assert on["counts"]["retransmissions"] == 1
+    assert on["skipped"][0] > 10
+
+
+def _other_client(segs: list[Seg], port: int) -> list[Seg]:
+    swap = {CLIENT: ("10.1.0.9", port)}
+    return [(swap.get(src, src), swap.get(dst, dst), seq, ack, flags, data) for src, dst, seq, ack, flags, data in segs]
+
+
+@pytest.mark.parametrize("max_flows", [1, 2, 3, 8])
+def test_a_full_flow_table_evicts_as_without_skipping(
+    max_flows: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another session, then a third, start while a body is dropped: the table's eviction picks the same victims
+    (a flow whose packets are being dropped must not look idle to it)."""
+    body = segments(smtp_turns(), SMTP)
+    start = body_index(body, LINE) + 4
+    mixed, rest = body[:start], body[start:]
+    others = segments(smtp_turns(LINE * 3), SMTP)
+    for n, seg in enumerate(_other_client(others, 40001) + _other_client(others, 40002)):
+        mixed.append(seg)
+        if n < len(rest):
+            mixed.append(rest[n])
+    mixed += rest[len(others) * 2 :]
+    on = compare(write(tmp_path / "e.pcap", mixed), monkeypatch, max_flows=max_flows)
+    assert on["counts"]["flows_evicted"] > 0 or max_flows > 1
+    assert on["skipped"][0] > 0 or max_flows < 8
+
+
+def test_a_flow_swept_idle_stays_closed_when_time_goes_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A packet of another flow far later sweeps the body's flow out; its next packets carry earlier times (a
+    merged capture): they are read as without skipping (a flow picked up mid-stream), not dropped as strays."""
+    segs = segments(smtp_turns(), SMTP)
+    i = body_index(segs, LINE) + 6
+    frames = ethernet_frames(segs)
+    later = ethernet_frames([(("10.9.9.9", 5555), ("10.1.0.3", 25), 1, 0, 2, b"")], start=2000.0)
+    path = tmp_path / "back.pcap"
+    path.write_bytes(pcap_bytes(frames[:i] + later + frames[i:]))
+    for batch in (2, 5):
+        on = compare(path, monkeypatch, batch)
+        assert on["counts"]["flows_expired"] == 1
+        assert on["counts"]["flows_partial"] == 1
 
 
 # -- the two scanners on random segments of an armed flow ----------------------------------------------------------
