@@ -380,9 +380,48 @@ def test_both_scanners_drop_and_notice_alike(
         outputs.append(items)
     assert outputs[0] == outputs[1]
     notices = [item for item in outputs[0] if item[2] is not None and item[2][9] & INFO_SKIPPED]
-    dropped = sum(notice[2][11] for notice in notices)
+    dropped = sum(notice[2][11][0] for notice in notices)
     assert dropped + len(outputs[0]) - len(notices) == len(segs)
 
 
 def _packets(path: Path) -> Any:
     return PacketReader(path, sniff_kind(path))
+
+
+def _literal_turns(size: int) -> list[tuple[bool, bytes]]:
+    literal = (BODY * 2)[:size]
+    return [(True, b"* 1 FETCH (BODY[] {%d}\r\n" % size), (True, literal + b")\r\n")]
+
+
+@pytest.mark.parametrize("cut", [2, 3])
+def test_what_is_read_last_is_dated_by_data_not_by_a_bare_ack(
+    cut: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server sends bare ACKs of its own amid a literal, and the capture ends inside it: the client's literal
+    that never got its verdict is read at the end, dated by the last bytes the session had (not by an ACK)."""
+    turns = [(True, b"* OK ready\r\n"), (False, b"a1 LOGIN {5}\r\n"), (False, b"alice {6}\r\n"), *_literal_turns(4000)]
+    segs: list[Seg] = []
+    for seg in segments(turns, IMAP):
+        segs.append(seg)
+        src, dst, seq, ack, _flags, payload = seg
+        if src == IMAP and LINE[:10] in payload:
+            segs.append((src, dst, (seq + len(payload)) & 0xFFFFFFFF, ack, ACK, b""))
+    on = compare(write(tmp_path / "a.pcap", segs[: body_index(segs, LINE) + 7 + cut]), monkeypatch)
+    assert on["skipped"][0] > 2
+
+
+def test_a_session_the_budget_may_shed_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another session's bytes run the dissector budget out while a literal is dropped: the session that gives up
+    its state (commands awaiting replies) dates that by its latest bytes, so it is never one being dropped."""
+    commands = b"".join(b"a%d NOOP\r\n" % n for n in range(2, 12))
+    turns = [(True, b"* OK ready\r\n"), (False, b"a1 FETCH 1 BODY[]\r\n" + commands), *_literal_turns(4000)]
+    first = segments(turns, IMAP)
+    other = _other_client(segments([(True, b"* OK ready\r\n"), (False, b"x" * 97), (False, b"y" * 97)], IMAP), 40001)
+    start = body_index(first, LINE) + 6
+    mixed, rest = first[:start], first[start:]
+    for n, seg in enumerate(other):
+        mixed += [seg, *rest[2 * n : 2 * n + 2]]
+    mixed += rest[2 * len(other) :]
+    for max_flows in (4, 10_000):
+        on = compare(write(tmp_path / "b.pcap", mixed), monkeypatch, max_dissector_bytes=500, max_flows=max_flows)
+        assert on["counts"]["dissector_evictions"] >= 2

@@ -738,8 +738,8 @@ typedef struct {
     uint32_t next, first, ack;
     unsigned window;
     unsigned long long left, bytes, packets;
-    long long frame;
-    double ts;
+    long long frame, data_frame; /* the last packet's, the last one with bytes' */
+    double ts, data_ts;
 } rule_t;
 
 typedef struct armed_s {
@@ -806,7 +806,7 @@ static int flush_rule(Scanner *sc, PyObject *items, armed_t *e, int direction) {
             case 8: o = PyLong_FromUnsignedLongLong(r->bytes); break;
             case 9: o = u16_object(INFO_SKIPPED); break;
             case 10: o = u16_object(r->window); break;
-            default: o = PyLong_FromUnsignedLongLong(r->packets); break;
+            default: o = Py_BuildValue("(KLd)", r->packets, r->frame - r->data_frame, r->data_ts); break;
         }
         if (!o) { Py_DECREF(t); return -1; }
         PyTuple_SET_ITEM(t, i, o);
@@ -882,6 +882,7 @@ static int skip_segment(Scanner *sc, PyObject *items, long long frame, double ts
         r->bytes += (unsigned long long)size;
         r->tail_len = size < TAIL_KEEP ? size : TAIL_KEEP;
         r->tail = p + size - r->tail_len;
+        r->data_frame = frame; r->data_ts = ts;
     }
     r->packets++;
     r->ack = s->ack; r->window = s->window; r->frame = frame; r->ts = ts;

@@ -352,13 +352,13 @@ class PyScanner:
         if (
             notice is None
         ):  # [sender, receiver, ports, first seq, bytes, last segment, packets, ack, window, frame, time]
-            notice = rule[4] = [src, dst, sport, dport, segment[4], 0, b"", 0, 0, 0, 0, 0.0]
+            notice = rule[4] = [src, dst, sport, dport, segment[4], 0, b"", 0, 0, 0, 0, 0.0, 0, 0.0]
             self._dirty[key] = None
         if size:
             if not notice[5]:
                 notice[4] = segment[4]
             notice[5] += size
-            notice[6] = payload
+            notice[6], notice[12], notice[13] = payload, frame, ts
         notice[7] += 1
         notice[8], notice[9], notice[10], notice[11] = segment[5], segment[10], frame, ts
         entry[1] = ts
@@ -389,7 +389,8 @@ class PyScanner:
             notice = rule[4]
             if notice is not None:
                 rule[4] = None
-                src, dst, sport, dport, seq, size, last, packets, ack, window, frame, ts = notice
+                src, dst, sport, dport, seq, size, last, count, ack, window, frame, ts, data_frame, data_ts = notice
+                packets = (count, frame - data_frame, data_ts)
                 tail = last[-TAIL_KEEP:]  # the last segment dropped, kept for overlap conflict checks
                 segment = (src, dst, sport, dport, seq, ack, ACK, tail, size, INFO_SKIPPED, window, packets)
                 items.append((frame, ts, segment))

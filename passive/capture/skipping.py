@@ -21,9 +21,10 @@ batch, so a flow is never idle in Python's eyes while its packets are being drop
 A notice is a :data:`~passive.capture.linklayer.Segment` with ``INFO_SKIPPED`` in its info field: the direction's
 4-tuple, the sequence number of the first byte dropped, the last acknowledgement and window the direction sent (flag
 ACK when it sent one), the last segment dropped (its last ``TAIL_KEEP`` bytes; or nothing), the number of bytes
-dropped, and in the options field the number of packets. :func:`apply_notice` moves the reassembler on as reading
-those packets would have (the stream offset, the peer's acknowledged edge and window, the delivered tail a
-retransmission is checked against), and tells the handler how many bytes went unread (``on_skip``). Counted:
+dropped, and in the options field the number of packets, the frames since the last one with bytes and its time
+(the handler dates what it read last by it: a bare ACK is no data). :func:`apply_notice` moves the reassembler on
+as reading those packets would have (the stream offset, the peer's acknowledged edge and window, the delivered
+tail a retransmission is checked against), and tells the handler how many bytes went unread (``on_skip``). Counted:
 ``segments_skipped``, ``bytes_skipped``.
 
 Python must never lose a flow while the scanner drops its packets, or what it dropped would come back as strays
@@ -121,7 +122,7 @@ def _plan(flow: Flow) -> list[Any] | None:
 
 def apply_notice(reassembler: Reassembler, segment: Segment, frame: int, ts: float) -> None:
     """The scanner dropped packets of one direction unread: move the flow on as reading them would have."""
-    src, dst, sport, dport, seq, ack, flags, last, size, _info, window, packets = segment
+    src, dst, sport, dport, seq, ack, flags, last, size, _info, window, (packets, since_data, data_ts) = segment
     counters = reassembler.counters
     counters.segments += packets
     counters.segments_skipped += packets
@@ -147,4 +148,4 @@ def apply_notice(reassembler: Reassembler, segment: Segment, frame: int, ts: flo
     half.tail, half.tail_rel = last, half.next_rel - len(last)
     counters.bytes_delivered += size
     counters.bytes_skipped += size
-    handler.on_skip(flow, DIRECTIONS[direction], size, last[-1:] == b"\n", frame, ts)
+    handler.on_skip(flow, DIRECTIONS[direction], size, last[-1:] == b"\n", frame - since_data, data_ts)
