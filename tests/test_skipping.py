@@ -388,6 +388,42 @@ def _packets(path: Path) -> Any:
     return PacketReader(path, sniff_kind(path))
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    script=st.lists(st.tuples(st.booleans(), st.sampled_from([0.0, 0.5, 2.0, 4.0, -3.0]), payloads), max_size=30),
+    forget_after=st.integers(0, 8),
+    batch=st.integers(1, 4),
+)
+def test_both_scanners_forget_alike_at_sweeps_and_when_told(
+    script: list, forget_after: int, batch: int, tmp_path_factory: Any
+) -> None:
+    """Sweep ticks (capture time jumping on and back) and ``skip_none`` between batches: the same notices."""
+    if _cscan is None:
+        pytest.skip("the compiled scanner is not built")
+    c, s, now = 1000, 5000, 1000.0
+    frames = []
+    for from_server, step, payload in script:
+        now += step
+        seg = (SMTP, CLIENT, s, c, ACK, payload) if from_server else (CLIENT, SMTP, c, s, ACK, payload)
+        frames += ethernet_frames([seg], start=now)
+        s, c = (s + len(payload), c) if from_server else (s, c + len(payload))
+    path = tmp_path_factory.mktemp("swept") / "s.pcap"
+    path.write_bytes(pcap_bytes(frames))
+    rules = (skipping.SKIP_ALL, 1000, 0, False, skipping.SKIP_ALL, 5000, 0, False)
+    settings = {"ports": [25], "batch_packets": batch, "sweep_every": 1.0, "idle_timeout": 3.0}
+    outputs = []
+    for scanner in (_cscan.Scanner(str(path), **settings), PyScanner(_packets(path), **settings)):
+        scanner.skip_flow(ip4(CLIENT[0]), CLIENT[1], ip4(SMTP[0]), SMTP[1], 1000.0, *rules)
+        items, batches = [], 0
+        while (batch_items := scanner.next_batch()) is not None:
+            items += batch_items
+            batches += 1
+            if batches == forget_after:
+                scanner.skip_none()
+        outputs.append(items)
+    assert outputs[0] == outputs[1]
+
+
 def _literal_turns(size: int) -> list[tuple[bool, bytes]]:
     literal = (BODY * 2)[:size]
     return [(True, b"* 1 FETCH (BODY[] {%d}\r\n" % size), (True, literal + b")\r\n")]

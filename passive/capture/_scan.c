@@ -876,6 +876,7 @@ static int skip_segment(Scanner *sc, PyObject *items, long long frame, double ts
         sc->dirty[sc->dirty_used++] = (size_t)(e - sc->armed);
     if (!r->has_notice) {
         r->has_notice = 1; r->first = s->seq; r->bytes = 0; r->packets = 0; r->tail_len = 0;
+        r->data_frame = 0; r->data_ts = 0.0;
     }
     if (size) {
         if (!r->bytes) r->first = s->seq;
