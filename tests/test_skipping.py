@@ -461,3 +461,25 @@ def test_a_session_the_budget_may_shed_is_read(tmp_path: Path, monkeypatch: pyte
     for max_flows in (4, 10_000):
         on = compare(write(tmp_path / "b.pcap", mixed), monkeypatch, max_dissector_bytes=500, max_flows=max_flows)
         assert on["counts"]["dissector_evictions"] >= 2
+
+
+def test_a_flow_is_as_idle_as_its_last_packet_whichever_direction_sent_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ciphertext both ways, the server's last packet before the client's, then ten seconds short of the idle
+    timeout after the client's last another flow's packet makes the sweep: the flow is not idle (its latest time is
+    the client's packet, not the server's), as when both were read. No sweep between the two."""
+    segs = segments(tls_turns(), SMTP)[:-3]
+    s, c = segs[-1][2], segs[-1][3]  # the server's bare ACK: its next sequence number, the client's
+    record = b"\x17\x03\x03" + bytes(200)
+    tail = [(SMTP, CLIENT, s, c, PSH | ACK, record), (CLIENT, SMTP, c, s + len(record), PSH | ACK, record)]
+    sweeper = [(("10.9.9.9", 5555), ("10.1.0.3", 25), 1, 0, 2, b"")]
+    frames = ethernet_frames(segs)
+    start = frames[-1][0]
+    frames += ethernet_frames(tail[:1], start + 1) + ethernet_frames(tail[1:], start + 20)
+    frames += ethernet_frames(sweeper, start + 20 + 300 - 10)
+    path = tmp_path / "idle.pcap"
+    path.write_bytes(pcap_bytes(frames))
+    on = compare(path, monkeypatch)
+    assert on["counts"]["flows_expired"] == 0
+    assert on["skipped"][1] >= 2 * len(record)

@@ -814,8 +814,11 @@ static int flush_rule(Scanner *sc, PyObject *items, armed_t *e, int direction) {
     return append_item(items, r->frame, r->ts, t);
 }
 
+/* Both directions' notices, in the order of their last packets: the flow's latest time and frame are its last
+ * packet's, as when they were read. */
 static int flush_armed(Scanner *sc, PyObject *items, armed_t *e) {
-    return flush_rule(sc, items, e, 0) < 0 || flush_rule(sc, items, e, 1) < 0 ? -1 : 0;
+    int first = e->rule[0].has_notice && e->rule[1].has_notice && e->rule[1].frame < e->rule[0].frame;
+    return flush_rule(sc, items, e, first) < 0 || flush_rule(sc, items, e, !first) < 0 ? -1 : 0;
 }
 
 /* Every pending notice, in the order the flows first dropped a packet (before a sweep tick, at a batch's end). */

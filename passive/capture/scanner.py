@@ -385,7 +385,10 @@ class PyScanner:
 
     @staticmethod
     def _flush(items: list[Item], entry: list[Any]) -> None:
-        for rule in entry[2:]:
+        """Both directions' notices, in the order of their last packets (the flow's latest time is its last's)."""
+        client, server = entry[2][4], entry[3][4]
+        server_first = client is not None and server is not None and server[10] < client[10]
+        for rule in (entry[3], entry[2]) if server_first else entry[2:]:
             notice = rule[4]
             if notice is not None:
                 rule[4] = None
