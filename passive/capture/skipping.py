@@ -25,7 +25,8 @@ dropped, and in the options field the number of packets, the frames since the la
 (the handler dates what it read last by it: a bare ACK is no data). :func:`apply_notice` moves the reassembler on
 as reading those packets would have (the stream offset, the peer's acknowledged edge and window, the delivered
 tail a retransmission is checked against), and tells the handler how many bytes went unread (``on_skip``). Counted:
-``segments_skipped``, ``bytes_skipped``.
+``segments_skipped``, ``bytes_skipped``. A flow's two notices are handed over in the order of their last packets:
+its latest time and frame are then its last packet's, as when they were read.
 
 Python must never lose a flow while the scanner drops its packets, or what it dropped would come back as strays
 where reading them would have opened a new flow:
@@ -37,6 +38,10 @@ where reading them would have opened a new flow:
   batch's packets, each of which may open a flow), and the scanner forgets what it had armed (``skip_none``);
 * a flow Python closes otherwise (FIN, RST, eviction, a sweep of the live capture's clock) is forgotten once the
   batch (or the tick) is done.
+
+Nor may anything in Python depend on where the scanner is inside a notice: a session the run's dissector budget
+could make give up its state mid-notice (it holds more than its share of the budget's low-water mark) is read, not
+skipped (``passive.analysis.flow.EngineHandler.skippable``).
 """
 
 from __future__ import annotations
@@ -53,9 +58,9 @@ from passive.capture.stream import SEQ_MASK
 SKIP_NONE, SKIP_DOT, SKIP_RAW, SKIP_ALL = 0, 1, 2, 3
 """The rules, as the dissectors number them (``dissectors.linebuffer.SKIP_*``)."""
 MAX_ARMED = 16384
-"""Flows a scanner drops bytes of at once: flows inside a body or a literal, and TLS sessions (about 400 bytes each
-in C with the table's slack: 6 MiB at most). Past it, further flows are read as usual; flows idle past the idle
-timeout make room first."""
+"""Flows a scanner drops bytes of at once: flows inside a body or a literal, and TLS sessions (256 bytes each in C,
+twice that with the table's slack: 8 MiB at most). Past it, further flows are read as usual; flows idle past the
+idle timeout make room first."""
 MAX_LEFT = 1 << 62  # a raw run longer than this (a claimed literal size) is read as usual (the scanner: 64 bits)
 
 
