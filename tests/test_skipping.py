@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 import passive.capture.scanner as scanning
 from dissectors import linebuffer
 from passive.capture import skipping
+from passive.capture.delivery import TAIL_KEEP
 from passive.capture.linklayer import ACK, FIN, INFO_SKIPPED, PSH
 from passive.capture.pcapfile import PacketReader, sniff_kind
 from passive.capture.scanner import PyScanner
@@ -141,14 +142,14 @@ def write(path: Path, segs: list[Seg]) -> Path:
     return path
 
 
-def compare(path: Path, monkeypatch: pytest.MonkeyPatch, batch: int = 2) -> dict[str, Any]:
+def compare(path: Path, monkeypatch: pytest.MonkeyPatch, batch: int = 2, **options: Any) -> dict[str, Any]:
     """Skipping on and off, compiled and twin: the same findings and counters; the run with skipping on."""
     monkeypatch.setattr(scanning, "BATCH_PACKETS", batch)
-    off = run(path, "auto", monkeypatch, skip_unread=False)
+    off = run(path, "auto", monkeypatch, skip_unread=False, **options)
     monkeypatch.setattr(scanning, "BATCH_PACKETS", batch)
-    on = run(path, "auto", monkeypatch)
+    on = run(path, "auto", monkeypatch, **options)
     monkeypatch.setattr(scanning, "BATCH_PACKETS", batch)
-    twin = run(path, "python", monkeypatch)
+    twin = run(path, "python", monkeypatch, **options)
     if _cscan is not None:
         assert_same(on, twin)
     assert on["findings"] == off["findings"]
@@ -265,6 +266,65 @@ def test_rules_are_the_dissectors() -> None:
     )
     if _cscan is not None:
         assert _cscan.MAX_ARMED == skipping.MAX_ARMED
+        assert _cscan.TAIL_KEEP == TAIL_KEEP
+
+
+@pytest.mark.parametrize("differ", [False, True])
+def test_a_retransmission_of_the_last_dropped_segment_is_checked_against_it(
+    differ: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The notice carries the last segment dropped: a retransmission of it with other bytes is an overlap conflict,
+    as when it was read."""
+    segs = segments(smtp_turns(), SMTP)
+    i = body_index(segs, LINE) + 12
+    src, dst, seq, ack, flags, payload = segs[i]
+    assert src == CLIENT
+    again = bytes(b ^ 1 if b not in b"\r\n." else b for b in payload) if differ else payload
+    segs.insert(i + 1, (src, dst, seq, ack, flags, again))
+    on = compare(write(tmp_path / "r.pcap", segs), monkeypatch)
+    assert on["counts"]["overlap_conflicts"] == differ
+    assert on["counts"]["retransmissions"] == 1
+    assert on["skipped"][0] > 10
+
+
+def _other_client(segs: list[Seg], port: int) -> list[Seg]:
+    swap = {CLIENT: ("10.1.0.9", port)}
+    return [(swap.get(src, src), swap.get(dst, dst), seq, ack, flags, data) for src, dst, seq, ack, flags, data in segs]
+
+
+@pytest.mark.parametrize("max_flows", [1, 2, 3, 8])
+def test_a_full_flow_table_evicts_as_without_skipping(
+    max_flows: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another session, then a third, start while a body is dropped: the table's eviction picks the same victims
+    (a flow whose packets are being dropped must not look idle to it)."""
+    body = segments(smtp_turns(), SMTP)
+    start = body_index(body, LINE) + 4
+    mixed, rest = body[:start], body[start:]
+    others = segments(smtp_turns(LINE * 3), SMTP)
+    for n, seg in enumerate(_other_client(others, 40001) + _other_client(others, 40002)):
+        mixed.append(seg)
+        if n < len(rest):
+            mixed.append(rest[n])
+    mixed += rest[len(others) * 2 :]
+    on = compare(write(tmp_path / "e.pcap", mixed), monkeypatch, max_flows=max_flows)
+    assert on["counts"]["flows_evicted"] > 0 or max_flows > 1
+    assert on["skipped"][0] > 0 or max_flows < 8
+
+
+def test_a_flow_swept_idle_stays_closed_when_time_goes_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A packet of another flow far later sweeps the body's flow out; its next packets carry earlier times (a
+    merged capture): they are read as without skipping (a flow picked up mid-stream), not dropped as strays."""
+    segs = segments(smtp_turns(), SMTP)
+    i = body_index(segs, LINE) + 6
+    frames = ethernet_frames(segs)
+    later = ethernet_frames([(("10.9.9.9", 5555), ("10.1.0.3", 25), 1, 0, 2, b"")], start=2000.0)
+    path = tmp_path / "back.pcap"
+    path.write_bytes(pcap_bytes(frames[:i] + later + frames[i:]))
+    for batch in (2, 5):
+        on = compare(path, monkeypatch, batch)
+        assert on["counts"]["flows_expired"] == 1
+        assert on["counts"]["flows_partial"] == 1
 
 
 # -- the two scanners on random segments of an armed flow ----------------------------------------------------------
@@ -320,9 +380,106 @@ def test_both_scanners_drop_and_notice_alike(
         outputs.append(items)
     assert outputs[0] == outputs[1]
     notices = [item for item in outputs[0] if item[2] is not None and item[2][9] & INFO_SKIPPED]
-    dropped = sum(notice[2][11] for notice in notices)
+    dropped = sum(notice[2][11][0] for notice in notices)
     assert dropped + len(outputs[0]) - len(notices) == len(segs)
 
 
 def _packets(path: Path) -> Any:
     return PacketReader(path, sniff_kind(path))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    script=st.lists(st.tuples(st.booleans(), st.sampled_from([0.0, 0.5, 2.0, 4.0, -3.0]), payloads), max_size=30),
+    forget_after=st.integers(0, 8),
+    batch=st.integers(1, 4),
+)
+def test_both_scanners_forget_alike_at_sweeps_and_when_told(
+    script: list, forget_after: int, batch: int, tmp_path_factory: Any
+) -> None:
+    """Sweep ticks (capture time jumping on and back) and ``skip_none`` between batches: the same notices."""
+    if _cscan is None:
+        pytest.skip("the compiled scanner is not built")
+    c, s, now = 1000, 5000, 1000.0
+    frames = []
+    for from_server, step, payload in script:
+        now += step
+        seg = (SMTP, CLIENT, s, c, ACK, payload) if from_server else (CLIENT, SMTP, c, s, ACK, payload)
+        frames += ethernet_frames([seg], start=now)
+        s, c = (s + len(payload), c) if from_server else (s, c + len(payload))
+    path = tmp_path_factory.mktemp("swept") / "s.pcap"
+    path.write_bytes(pcap_bytes(frames))
+    rules = (skipping.SKIP_ALL, 1000, 0, False, skipping.SKIP_ALL, 5000, 0, False)
+    settings = {"ports": [25], "batch_packets": batch, "sweep_every": 1.0, "idle_timeout": 3.0}
+    outputs = []
+    for scanner in (_cscan.Scanner(str(path), **settings), PyScanner(_packets(path), **settings)):
+        scanner.skip_flow(ip4(CLIENT[0]), CLIENT[1], ip4(SMTP[0]), SMTP[1], 1000.0, *rules)
+        items, batches = [], 0
+        while (batch_items := scanner.next_batch()) is not None:
+            items += batch_items
+            batches += 1
+            if batches == forget_after:
+                scanner.skip_none()
+        outputs.append(items)
+    assert outputs[0] == outputs[1]
+
+
+def _literal_turns(size: int) -> list[tuple[bool, bytes]]:
+    literal = (BODY * 2)[:size]
+    return [(True, b"* 1 FETCH (BODY[] {%d}\r\n" % size), (True, literal + b")\r\n")]
+
+
+@pytest.mark.parametrize("cut", [2, 3])
+def test_what_is_read_last_is_dated_by_data_not_by_a_bare_ack(
+    cut: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server sends bare ACKs of its own amid a literal, and the capture ends inside it: the client's literal
+    that never got its verdict is read at the end, dated by the last bytes the session had (not by an ACK)."""
+    turns = [(True, b"* OK ready\r\n"), (False, b"a1 LOGIN {5}\r\n"), (False, b"alice {6}\r\n"), *_literal_turns(4000)]
+    segs: list[Seg] = []
+    for seg in segments(turns, IMAP):
+        segs.append(seg)
+        src, dst, seq, ack, _flags, payload = seg
+        if src == IMAP and LINE[:10] in payload:
+            segs.append((src, dst, (seq + len(payload)) & 0xFFFFFFFF, ack, ACK, b""))
+    on = compare(write(tmp_path / "a.pcap", segs[: body_index(segs, LINE) + 7 + cut]), monkeypatch)
+    assert on["skipped"][0] > 2
+
+
+def test_a_session_the_budget_may_shed_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another session's bytes run the dissector budget out while a literal is dropped: the session that gives up
+    its state (commands awaiting replies) dates that by its latest bytes, so it is never one being dropped."""
+    commands = b"".join(b"a%d NOOP\r\n" % n for n in range(2, 12))
+    turns = [(True, b"* OK ready\r\n"), (False, b"a1 FETCH 1 BODY[]\r\n" + commands), *_literal_turns(4000)]
+    first = segments(turns, IMAP)
+    other = _other_client(segments([(True, b"* OK ready\r\n"), (False, b"x" * 97), (False, b"y" * 97)], IMAP), 40001)
+    start = body_index(first, LINE) + 6
+    mixed, rest = first[:start], first[start:]
+    for n, seg in enumerate(other):
+        mixed += [seg, *rest[2 * n : 2 * n + 2]]
+    mixed += rest[2 * len(other) :]
+    for max_flows in (4, 10_000):
+        on = compare(write(tmp_path / "b.pcap", mixed), monkeypatch, max_dissector_bytes=500, max_flows=max_flows)
+        assert on["counts"]["dissector_evictions"] >= 2
+
+
+def test_a_flow_is_as_idle_as_its_last_packet_whichever_direction_sent_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ciphertext both ways, the server's last packet before the client's, then ten seconds short of the idle
+    timeout after the client's last another flow's packet makes the sweep: the flow is not idle (its latest time is
+    the client's packet, not the server's), as when both were read. No sweep between the two."""
+    segs = segments(tls_turns(), SMTP)[:-3]
+    s, c = segs[-1][2], segs[-1][3]  # the server's bare ACK: its next sequence number, the client's
+    record = b"\x17\x03\x03" + bytes(200)
+    tail = [(SMTP, CLIENT, s, c, PSH | ACK, record), (CLIENT, SMTP, c, s + len(record), PSH | ACK, record)]
+    sweeper = [(("10.9.9.9", 5555), ("10.1.0.3", 25), 1, 0, 2, b"")]
+    frames = ethernet_frames(segs)
+    start = frames[-1][0]
+    frames += ethernet_frames(tail[:1], start + 1) + ethernet_frames(tail[1:], start + 20)
+    frames += ethernet_frames(sweeper, start + 20 + 300 - 10)
+    path = tmp_path / "idle.pcap"
+    path.write_bytes(pcap_bytes(frames))
+    on = compare(path, monkeypatch)
+    assert on["counts"]["flows_expired"] == 0
+    assert on["skipped"][1] >= 2 * len(record)

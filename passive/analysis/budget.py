@@ -53,6 +53,12 @@ class DissectorBudget:
             self._evict()
         self.peak = max(self.peak, self.total)
 
+    def never_sheds(self, held: int, holders: int) -> bool:
+        """Whether a session holding ``held`` bytes can never be made to give them up while at most ``holders``
+        sessions hold anything: sessions give up their state largest first (keeping nothing) until what is held is
+        within the low-water mark, so one holding no more than its share of that is never reached."""
+        return held * holders <= self.limit * LOW_WATER
+
     def forget(self, holder: Holder) -> None:
         """The session ended: its bytes are gone with it."""
         self.total -= self._held.pop(holder, 0)

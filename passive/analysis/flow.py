@@ -33,6 +33,7 @@ class SessionRecord:
 class Options(Protocol):
     keep_events: bool
     max_events_per_session: int
+    max_flows: int
 
 
 class Analysis(Protocol):
@@ -90,9 +91,15 @@ class EngineHandler:
 
     def skippable(self, flow: reassembly.Flow, direction: reassembly.Direction) -> tuple[int, int, bool] | None:
         """Whether the capture may drop what ``direction`` sends next unread (passive.capture.skipping)."""
-        if self.mail is None or self.ignored or self.check is not None:
+        mail = self.mail
+        if mail is None or self.ignored or self.check is not None:
             return None
-        return self.mail.session.skippable(_SIDES[direction])
+        # A session the dissector budget may make give up its state is read: that would be dated by its latest
+        # bytes, which the capture may be dropping (passive.capture.skipping).
+        analysis = self.analysis
+        if not analysis.budget.never_sheds(mail.session.buffered_bytes(), analysis.options.max_flows):
+            return None
+        return mail.session.skippable(_SIDES[direction])
 
     def on_skip(
         self,

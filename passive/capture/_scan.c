@@ -726,17 +726,20 @@ static int append_item(PyObject *items, long long frame, double ts, PyObject *se
 /* ---- bytes dropped unread (skipping.py): armed flows and their notices ---- */
 
 #define MAX_ARMED 16384 /* skipping.MAX_ARMED */
+#define TAIL_KEEP 2048  /* delivery.TAIL_KEEP: the end of the last segment dropped, for overlap conflict checks */
 enum { SKIP_NONE = 0, SKIP_DOT = 1, SKIP_RAW = 2, SKIP_ALL = 3 };
 enum { INFO_SKIPPED = 1 << 15 }; /* linklayer.INFO_SKIPPED */
 enum { AR_FREE = 0, AR_USED = 1, AR_GONE = 2 };
 
 typedef struct {
-    int mode, line_start, has_notice, last; /* last: the last byte dropped, -1 for none */
+    int mode, line_start, has_notice;
+    const uint8_t *tail; /* the last segment dropped, in the capture's buffer: valid until the batch's end */
+    Py_ssize_t tail_len;
     uint32_t next, first, ack;
     unsigned window;
     unsigned long long left, bytes, packets;
-    long long frame;
-    double ts;
+    long long frame, data_frame; /* the last packet's, the last one with bytes' */
+    double ts, data_ts;
 } rule_t;
 
 typedef struct armed_s {
@@ -787,7 +790,6 @@ static int flush_rule(Scanner *sc, PyObject *items, armed_t *e, int direction) {
     int sender_is_a = direction == 0 ? e->client_is_a : !e->client_is_a;
     const uint8_t *src = sender_is_a ? e->a : e->b, *dst = sender_is_a ? e->b : e->a;
     unsigned sport = sender_is_a ? e->pa : e->pb, dport = sender_is_a ? e->pb : e->pa;
-    char last = (char)r->last;
     PyObject *t = PyTuple_New(12);
     if (!t) return -1;
     for (int i = 0; i < 12; i++) {
@@ -800,11 +802,11 @@ static int flush_rule(Scanner *sc, PyObject *items, armed_t *e, int direction) {
             case 4: o = PyLong_FromUnsignedLong(r->first); break;
             case 5: o = PyLong_FromUnsignedLong(r->ack); break;
             case 6: o = u16_object(TCP_ACK); break;
-            case 7: o = PyBytes_FromStringAndSize(&last, r->last < 0 ? 0 : 1); break;
+            case 7: o = PyBytes_FromStringAndSize((const char *)r->tail, r->tail_len); break;
             case 8: o = PyLong_FromUnsignedLongLong(r->bytes); break;
             case 9: o = u16_object(INFO_SKIPPED); break;
             case 10: o = u16_object(r->window); break;
-            default: o = PyLong_FromUnsignedLongLong(r->packets); break;
+            default: o = Py_BuildValue("(KLd)", r->packets, r->frame - r->data_frame, r->data_ts); break;
         }
         if (!o) { Py_DECREF(t); return -1; }
         PyTuple_SET_ITEM(t, i, o);
@@ -812,8 +814,11 @@ static int flush_rule(Scanner *sc, PyObject *items, armed_t *e, int direction) {
     return append_item(items, r->frame, r->ts, t);
 }
 
+/* Both directions' notices, in the order of their last packets: the flow's latest time and frame are its last
+ * packet's, as when they were read. */
 static int flush_armed(Scanner *sc, PyObject *items, armed_t *e) {
-    return flush_rule(sc, items, e, 0) < 0 || flush_rule(sc, items, e, 1) < 0 ? -1 : 0;
+    int first = e->rule[0].has_notice && e->rule[1].has_notice && e->rule[1].frame < e->rule[0].frame;
+    return flush_rule(sc, items, e, first) < 0 || flush_rule(sc, items, e, !first) < 0 ? -1 : 0;
 }
 
 /* Every pending notice, in the order the flows first dropped a packet (before a sweep tick, at a batch's end). */
@@ -824,16 +829,10 @@ static int flush_all(Scanner *sc, PyObject *items) {
     return 0;
 }
 
-/* Hand over the flow's notices and forget it: its segment goes on. 0, or -1 on error. */
+/* Hand over the flow's notices and forget it: its segment goes on. 0, or -1 on error. Its slot stays in the dirty
+ * list (O(1)): a forgotten flow has no notice left, and no slot is reused before the batch's end (skip_flow). */
 static int disarm(Scanner *sc, PyObject *items, armed_t *e) {
     if (flush_armed(sc, items, e) < 0) return -1;
-    size_t index = (size_t)(e - sc->armed);
-    for (size_t i = 0; i < sc->dirty_used; i++)
-        if (sc->dirty[i] == index) {
-            memmove(&sc->dirty[i], &sc->dirty[i + 1], (sc->dirty_used - i - 1) * sizeof *sc->dirty);
-            sc->dirty_used--;
-            break;
-        }
     e->state = AR_GONE;
     sc->armed_used--; sc->armed_gone++;
     return 0;
@@ -879,12 +878,15 @@ static int skip_segment(Scanner *sc, PyObject *items, long long frame, double ts
     if (!r->has_notice && !e->rule[0].has_notice && !e->rule[1].has_notice)
         sc->dirty[sc->dirty_used++] = (size_t)(e - sc->armed);
     if (!r->has_notice) {
-        r->has_notice = 1; r->first = s->seq; r->bytes = 0; r->packets = 0; r->last = -1;
+        r->has_notice = 1; r->first = s->seq; r->bytes = 0; r->packets = 0; r->tail_len = 0;
+        r->data_frame = 0; r->data_ts = 0.0;
     }
     if (size) {
         if (!r->bytes) r->first = s->seq;
         r->bytes += (unsigned long long)size;
-        r->last = p[size - 1];
+        r->tail_len = size < TAIL_KEEP ? size : TAIL_KEEP;
+        r->tail = p + size - r->tail_len;
+        r->data_frame = frame; r->data_ts = ts;
     }
     r->packets++;
     r->ack = s->ack; r->window = s->window; r->frame = frame; r->ts = ts;
@@ -951,9 +953,28 @@ static PyObject *Scanner_skip_flow(Scanner *sc, PyObject *args) {
         rule_t *r = &e->rule[i];
         memset(r, 0, sizeof *r);
         r->mode = (int)modes[i]; r->next = (uint32_t)nexts[i]; r->left = lefts[i]; r->line_start = lines[i];
-        r->last = -1;
     }
     Py_RETURN_TRUE;
+}
+
+/* Forget the armed flows idle past the timeout at `now`, as Python's sweep closes them (Reassembler.expire). Only
+ * right after every notice was handed over: no slot moves, none is reused. */
+static void armed_expire(Scanner *sc, double now) {
+    double limit = now - sc->idle_timeout;
+    for (size_t i = 0; sc->armed_used && i < sc->armed_cap; i++) {
+        armed_t *e = &sc->armed[i];
+        if (e->state == AR_USED && e->last < limit) { e->state = AR_GONE; sc->armed_used--; sc->armed_gone++; }
+    }
+}
+
+/* skip_none(): forget every armed flow (between batches). */
+static PyObject *Scanner_skip_none(Scanner *sc, PyObject *Py_UNUSED(ignored)) {
+    if (sc->dirty_used) { PyErr_SetString(PyExc_RuntimeError, "skip_none within a batch"); return NULL; }
+    if (sc->armed_used || sc->armed_gone) {
+        memset(sc->armed, 0, sc->armed_cap * sizeof *sc->armed);
+        sc->armed_used = sc->armed_gone = 0;
+    }
+    Py_RETURN_NONE;
 }
 
 /* One record: ADMIT (appended), DROP, STALL (nothing consumed), or -1 on error. */
@@ -966,6 +987,7 @@ static int scan_record(Scanner *sc, PyObject *items, long long frame, double ts,
         if (sc->sweep_every > 0 && ts >= sc->sweep_at) {
             sc->sweep_at = ts + sc->sweep_every;
             if (flush_all(sc, items) < 0) return -1;
+            armed_expire(sc, ts);
             Py_INCREF(Py_None);
             if (append_item(items, frame, ts, Py_None) < 0) return -1;
         }
@@ -1299,6 +1321,7 @@ static PyObject *Scanner_get_oversized(Scanner *sc, void *closure) { return PyLo
 static PyObject *Scanner_get_frames(Scanner *sc, void *closure) { return PyLong_FromLongLong(sc->frame); }
 static PyObject *Scanner_get_position(Scanner *sc, void *closure) { return PyLong_FromSize_t(sc->pos); }
 static PyObject *Scanner_get_flows(Scanner *sc, void *closure) { return PyLong_FromSize_t(sc->flows.used); }
+static PyObject *Scanner_get_batch(Scanner *sc, void *closure) { return PyLong_FromSsize_t(sc->batch_packets); }
 
 static PyGetSetDef Scanner_getset[] = {
     {"error", (getter)Scanner_get_error, NULL, "why reading stopped before the end of the file, or None", NULL},
@@ -1307,6 +1330,7 @@ static PyGetSetDef Scanner_getset[] = {
     {"frames", (getter)Scanner_get_frames, NULL, "records read so far", NULL},
     {"position", (getter)Scanner_get_position, NULL, "bytes of the file read so far (its header included)", NULL},
     {"flows", (getter)Scanner_get_flows, NULL, "flow states held", NULL},
+    {"batch_packets", (getter)Scanner_get_batch, NULL, "segments per batch at most", NULL},
     {NULL},
 };
 
@@ -1323,6 +1347,7 @@ static PyMethodDef Scanner_methods[] = {
      "skip_flow(client, cport, server, sport, last, rule, next, left, line_start (client's), then the server's) "
      "-> bool: "
      "drop what follows of the flow unread (skipping.py)"},
+    {"skip_none", (PyCFunction)Scanner_skip_none, METH_NOARGS, "skip_none(): forget every flow skip_flow armed"},
     {"counters", (PyCFunction)Scanner_counters, METH_NOARGS, "counters() -> dict"},
     {"close", (PyCFunction)Scanner_close, METH_NOARGS, "release the file"},
     {NULL},
@@ -1370,7 +1395,8 @@ PyMODINIT_FUNC PyInit__cscan(void) {
         || PyModule_AddIntConstant(m, "MAX_RECORD", MAX_RECORD) < 0
         || PyModule_AddIntConstant(m, "MAX_SCAN_FLOWS", MAX_TABLE_FLOWS) < 0
         || PyModule_AddIntConstant(m, "MAX_SERVERS", MAX_SERVERS) < 0
-        || PyModule_AddIntConstant(m, "MAX_ARMED", MAX_ARMED) < 0) {
+        || PyModule_AddIntConstant(m, "MAX_ARMED", MAX_ARMED) < 0
+        || PyModule_AddIntConstant(m, "TAIL_KEEP", TAIL_KEEP) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -137,11 +137,15 @@ class Engine:
             else:
                 process(segment, frame, ts)
         dropping.clear()
-        if reassembler.skip_requests:
-            if self.scanner is not None and self.options.skip_unread:
-                arm_requested(reassembler, self.scanner)
-            else:
-                reassembler.skip_requests.clear()
+        self.arm()
+
+    def arm(self) -> None:
+        """After a batch or a sweep of the live clock: tell the scanner which flows' bytes it may drop unread, and
+        which to forget (passive.capture.skipping)."""
+        if self.scanner is not None and self.options.skip_unread:
+            arm_requested(self.reassembler, self.scanner)
+        else:
+            self.reassembler.skip_requests.clear()
 
     def _dropped_in_flight(self, segment: Segment) -> None:
         """Count a segment the scanner admitted before it knew its flow was not mail as the scanner counts those it

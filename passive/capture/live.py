@@ -147,6 +147,7 @@ class LiveCapture:
                 if now >= next_tick:
                     next_tick = now + tick_interval
                     _tick(engine.reassembler, last_ts, now - last_arrival, on_tick)
+                    engine.arm()  # flows the sweep closed: the scanner forgets them before the next batch
         finally:
             engine.finish()
         return counters

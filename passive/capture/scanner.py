@@ -36,6 +36,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from passive.capture.delivery import TAIL_KEEP
 from passive.capture.linklayer import (
     ACK,
     FIN,
@@ -226,6 +227,10 @@ class PyScanner:
         armed[key] = [(client, cport), last, *directions]
         return True
 
+    def skip_none(self) -> None:
+        """Forget every flow :meth:`skip_flow` armed (between batches)."""
+        self._armed.clear()
+
     def counters(self) -> dict[str, int]:
         return dict(zip(COUNTERS, self._counts, strict=True))
 
@@ -247,6 +252,7 @@ class PyScanner:
             if self.sweep_every > 0 and ts >= self._sweep_at:
                 self._sweep_at = ts + self.sweep_every
                 self._flush_all(items)
+                self._armed_expire(ts)
                 items.append((frame, ts, None))
             if self.accept is not None and not self.accept(linktype, data):
                 counts[FILTERED] += lead
@@ -343,18 +349,26 @@ class PyScanner:
                 return self._disarm(items, key, entry)
             rule[1] = (rule[1] + size) & 0xFFFFFFFF
         notice = rule[4]
-        if notice is None:  # [sender, receiver, ports, first seq, bytes, last byte, packets, ack, window, frame, time]
-            notice = rule[4] = [src, dst, sport, dport, segment[4], 0, b"", 0, 0, 0, 0, 0.0]
+        if (
+            notice is None
+        ):  # [sender, receiver, ports, first seq, bytes, last segment, packets, ack, window, frame, time]
+            notice = rule[4] = [src, dst, sport, dport, segment[4], 0, b"", 0, 0, 0, 0, 0.0, 0, 0.0]
             self._dirty[key] = None
         if size:
             if not notice[5]:
                 notice[4] = segment[4]
             notice[5] += size
-            notice[6] = payload[-1:]
+            notice[6], notice[12], notice[13] = payload, frame, ts
         notice[7] += 1
         notice[8], notice[9], notice[10], notice[11] = segment[5], segment[10], frame, ts
         entry[1] = ts
         return True
+
+    def _armed_expire(self, now: float) -> None:
+        """Forget the armed flows idle past the timeout at ``now``, as Python's sweep closes them."""
+        limit = now - self.idle_timeout
+        if self._armed:
+            self._armed = {key: entry for key, entry in self._armed.items() if entry[1] >= limit}
 
     def _disarm(self, items: list[Item], key: FlowKey, entry: list[Any]) -> bool:
         self._flush(items, entry)
@@ -371,12 +385,17 @@ class PyScanner:
 
     @staticmethod
     def _flush(items: list[Item], entry: list[Any]) -> None:
-        for rule in entry[2:]:
+        """Both directions' notices, in the order of their last packets (the flow's latest time is its last's)."""
+        client, server = entry[2][4], entry[3][4]
+        server_first = client is not None and server is not None and server[10] < client[10]
+        for rule in (entry[3], entry[2]) if server_first else entry[2:]:
             notice = rule[4]
             if notice is not None:
                 rule[4] = None
-                src, dst, sport, dport, seq, size, last, packets, ack, window, frame, ts = notice
-                segment = (src, dst, sport, dport, seq, ack, ACK, last, size, INFO_SKIPPED, window, packets)
+                src, dst, sport, dport, seq, size, last, count, ack, window, frame, ts, data_frame, data_ts = notice
+                packets = (count, frame - data_frame, data_ts)
+                tail = last[-TAIL_KEEP:]  # the last segment dropped, kept for overlap conflict checks
+                segment = (src, dst, sport, dport, seq, ack, ACK, tail, size, INFO_SKIPPED, window, packets)
                 items.append((frame, ts, segment))
 
     def _entry(self, key: FlowKey, now: float) -> list[Any]:

@@ -20,10 +20,28 @@ batch, so a flow is never idle in Python's eyes while its packets are being drop
 
 A notice is a :data:`~passive.capture.linklayer.Segment` with ``INFO_SKIPPED`` in its info field: the direction's
 4-tuple, the sequence number of the first byte dropped, the last acknowledgement and window the direction sent (flag
-ACK when it sent one), the last byte dropped (or nothing), the number of bytes dropped, and in the options field
-the number of packets. :func:`apply_notice` moves the reassembler on as reading those packets would have (the
-stream offset, the peer's acknowledged edge and window), and tells the handler how many bytes went unread
-(``on_skip``). Counted: ``segments_skipped``, ``bytes_skipped``.
+ACK when it sent one), the last segment dropped (its last ``TAIL_KEEP`` bytes; or nothing), the number of bytes
+dropped, and in the options field the number of packets, the frames since the last one with bytes and its time
+(the handler dates what it read last by it: a bare ACK is no data). :func:`apply_notice` moves the reassembler on
+as reading those packets would have (the stream offset, the peer's acknowledged edge and window, the delivered
+tail a retransmission is checked against), and tells the handler how many bytes went unread (``on_skip``). Counted:
+``segments_skipped``, ``bytes_skipped``. A flow's two notices are handed over in the order of their last packets:
+its latest time and frame are then its last packet's, as when they were read.
+
+Python must never lose a flow while the scanner drops its packets, or what it dropped would come back as strays
+where reading them would have opened a new flow:
+
+* at a sweep tick, the scanner forgets the armed flows the sweep closes (idle past the timeout at the tick's time,
+  whatever time later packets carry), and an armed flow's packet after the idle timeout goes on;
+* a full flow table evicts its least recently active flow, and a flow whose packets are being dropped looks idle
+  until its notice: so nothing is armed while the table could fill within a batch (fewer free places than a
+  batch's packets, each of which may open a flow), and the scanner forgets what it had armed (``skip_none``);
+* a flow Python closes otherwise (FIN, RST, eviction, a sweep of the live capture's clock) is forgotten once the
+  batch (or the tick) is done.
+
+Nor may anything in Python depend on where the scanner is inside a notice: a session the run's dissector budget
+could make give up its state mid-notice (it holds more than its share of the budget's low-water mark) is read, not
+skipped (``passive.analysis.flow.EngineHandler.skippable``).
 """
 
 from __future__ import annotations
@@ -40,9 +58,9 @@ from passive.capture.stream import SEQ_MASK
 SKIP_NONE, SKIP_DOT, SKIP_RAW, SKIP_ALL = 0, 1, 2, 3
 """The rules, as the dissectors number them (``dissectors.linebuffer.SKIP_*``)."""
 MAX_ARMED = 16384
-"""Flows a scanner drops bytes of at once: flows inside a body or a literal, and TLS sessions (about 400 bytes each
-in C with the table's slack: 6 MiB at most). Past it, further flows are read as usual; flows idle past the idle
-timeout make room first."""
+"""Flows a scanner drops bytes of at once: flows inside a body or a literal, and TLS sessions (256 bytes each in C,
+twice that with the table's slack: 8 MiB at most). Past it, further flows are read as usual; flows idle past the
+idle timeout make room first."""
 MAX_LEFT = 1 << 62  # a raw run longer than this (a claimed literal size) is read as usual (the scanner: 64 bits)
 
 
@@ -51,12 +69,22 @@ class Reassembler(Protocol):
 
     counters: CaptureCounters
     skip_requests: list[Flow]
+    max_flows: int
     _keys: dict[tuple[bytes, int, bytes, int], tuple[Flow, int]]
+
+    @property
+    def open_flows(self) -> int: ...
 
 
 def arm_requested(reassembler: Reassembler, scanner: Any) -> None:
     """After a batch: tell ``scanner`` which flows' next bytes may be dropped, and how (see the module docstring)."""
     flows = reassembler.skip_requests
+    if reassembler.open_flows + scanner.batch_packets > reassembler.max_flows:  # the table could fill: nothing is armed
+        scanner.skip_none()
+        for flow in flows:
+            flow.skip_wanted = flow.skip_armed = False
+        flows.clear()
+        return
     for flow in flows:
         flow.skip_wanted = False
         plan = _plan(flow)
@@ -99,7 +127,7 @@ def _plan(flow: Flow) -> list[Any] | None:
 
 def apply_notice(reassembler: Reassembler, segment: Segment, frame: int, ts: float) -> None:
     """The scanner dropped packets of one direction unread: move the flow on as reading them would have."""
-    src, dst, sport, dport, seq, ack, flags, last, size, _info, window, packets = segment
+    src, dst, sport, dport, seq, ack, flags, last, size, _info, window, (packets, since_data, data_ts) = segment
     counters = reassembler.counters
     counters.segments += packets
     counters.segments_skipped += packets
@@ -122,7 +150,7 @@ def apply_notice(reassembler: Reassembler, segment: Segment, frame: int, ts: flo
         return  # not where the flow is (cannot happen while the scanner keeps to its rules): the hole shows as a gap
     half.next_rel += size
     half.next_seq = (seq + size) & SEQ_MASK
-    half.tail, half.tail_rel = b"", half.next_rel
+    half.tail, half.tail_rel = last, half.next_rel - len(last)
     counters.bytes_delivered += size
     counters.bytes_skipped += size
-    handler.on_skip(flow, DIRECTIONS[direction], size, last == b"\n", frame, ts)
+    handler.on_skip(flow, DIRECTIONS[direction], size, last[-1:] == b"\n", frame - since_data, data_ts)
