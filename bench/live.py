@@ -11,13 +11,14 @@ nowhere else).
 For each process count and rate it starts ``leakscope watch -i lslive-w --jobs N --db ... --quiet`` in the
 namespace, replays the capture once with ``tcpreplay --mbps RATE``, waits until the watch has read or dropped
 every packet sent (its run row, written as the run goes, says so), stops it with SIGTERM and reads its summary
-from the store. Meanwhile it samples the RSS of every watch process (the parent and its capture
+from the store. Meanwhile it samples the RSS and PSS of every watch process (the parent and its capture
 processes, summed) every 0.2 s.
 
 It prints, per run: the rate asked and reached, packets sent, read by the watch, dropped (kernel and interface,
 and their share of those sent), flows with gaps, NTLM servers found against the complete view, CPU seconds of the
-parent and of each capture process, peak RSS of the whole watch, and the load average before the run (the machine
-may be shared). Everything also goes to ``bench/out/live-<UTC time>.json``.
+parent and of each capture process, peak RSS and PSS of the whole watch (summed RSS counts a page shared after
+fork once per process that maps it, PSS once in all), and the load average before the run (the machine may be
+shared). Everything also goes to ``bench/out/live-<UTC time>.json``.
 """
 
 from __future__ import annotations
@@ -80,36 +81,42 @@ def ntlm_servers_in_file(capture: Path) -> set[str]:
     return {r["server"] for r in records if r.get("type") == "ntlm-info"}
 
 
-def process_tree(pid: int) -> dict[int, tuple[int, float]]:
-    """``pid`` and every descendant: VmRSS (KiB) and CPU seconds (user + system) of each."""
+def process_tree(pid: int) -> dict[int, tuple[int, float, int]]:
+    """``pid`` and every descendant: VmRSS (KiB), CPU seconds (user + system) and PSS (KiB: the process's share of
+    each page it maps, so that pages shared after fork count once over the tree) of each."""
     found, pending = {}, [pid]
     while pending:
         current = pending.pop()
         with contextlib.suppress(OSError, ValueError, IndexError):
-            rss = 0
+            rss = pss = 0
             for line in Path(f"/proc/{current}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     rss = int(line.split()[1])
+            for line in Path(f"/proc/{current}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    pss = int(line.split()[1])
             fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            found[current] = (rss, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+            found[current] = (rss, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), pss)
             for task in Path(f"/proc/{current}/task").iterdir():
                 pending.extend(int(child) for child in (task / "children").read_text().split())
     return found
 
 
 class Sampler(threading.Thread):
-    """Every 0.2 s: the summed RSS of the watch's processes (its peak), and each process's CPU time (its last)."""
+    """Every 0.2 s: the summed RSS and PSS of the watch's processes (their peaks), and each process's CPU time (its
+    last)."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
-        self.pid, self.peak_kib, self.stopped = pid, 0, threading.Event()
+        self.pid, self.peak_kib, self.peak_pss_kib, self.stopped = pid, 0, 0, threading.Event()
         self.cpu: dict[int, float] = {}
 
     def run(self) -> None:
         while not self.stopped.wait(0.2):
             tree = process_tree(self.pid)
-            self.peak_kib = max(self.peak_kib, sum(rss for rss, _cpu in tree.values()))
-            self.cpu.update({pid: cpu for pid, (_rss, cpu) in tree.items()})
+            self.peak_kib = max(self.peak_kib, sum(rss for rss, _cpu, _pss in tree.values()))
+            self.peak_pss_kib = max(self.peak_pss_kib, sum(pss for _rss, _cpu, pss in tree.values()))
+            self.cpu.update({pid: cpu for pid, (_rss, cpu, _pss) in tree.items()})
 
     def cpu_seconds(self) -> tuple[float, list[float]]:
         """The watch process's CPU seconds, and each capture process's."""
@@ -203,6 +210,7 @@ def one_run(args: argparse.Namespace, capture: Path, jobs: int, mbps: float, wor
         "flows_with_gaps": summary.get("flows_with_gaps"),
         "ntlm_servers": len(ntlm_servers_in_store(db)),
         "peak_rss_mib": round(sampler.peak_kib / 1024, 1),
+        "peak_pss_mib": round(sampler.peak_pss_kib / 1024, 1),
         "cpu_parent_s": round(sampler.cpu_seconds()[0], 1),
         "cpu_capture_s": sampler.cpu_seconds()[1],
         "load_before": [round(x, 2) for x in load],
@@ -213,8 +221,9 @@ def one_run(args: argparse.Namespace, capture: Path, jobs: int, mbps: float, wor
 
 
 ROW = "{jobs:>4} {mbps_asked:>6g} {mbps:>7.1f} {pps:>7} {sent:>8} {read:>8} {dropped:>8} {dropped_percent:>6.2f}% "
-ROW += "{flows_with_gaps:>6} {ntlm:>11} {peak_rss_mib:>7.1f} {cpu:>14} {load}"
-HEADER = "jobs   Mbps reached   pkt/s     sent     read  dropped    drop%   gaps   NTLM srv RSS MiB    CPU s    load"
+ROW += "{flows_with_gaps:>6} {ntlm:>11} {peak_rss_mib:>7.1f} {peak_pss_mib:>7.1f} {cpu:>14} {load}"
+HEADER = "jobs   Mbps reached   pkt/s     sent     read  dropped    drop%   gaps   NTLM srv RSS MiB PSS MiB"
+HEADER += "    CPU s    load"
 
 
 def main() -> int:
