@@ -266,9 +266,12 @@ def conversation_segments(
     server: tuple[str, int] = SERVER,
     client_isn: int = 1000,
     server_isn: int = 5000,
+    piece: int | None = None,
+    acks: bool = False,
 ) -> list[Segment]:
     """(src, dst, seq, ack, flags, payload) for one TCP connection: the handshake, each turn (from_server, bytes)
-    as one segment, then FIN from the server, FIN from the client and the last ACK."""
+    as one segment (or cut into ``piece``-byte segments), then FIN from the server, FIN from the client and the last
+    ACK. With ``acks``, the peer sends a bare ACK after every second segment of a turn and after the turn."""
     c, s = client_isn, server_isn
     segs = [
         (client, server, c, 0, SYN, b""),
@@ -278,12 +281,22 @@ def conversation_segments(
     c += 1
     s += 1
     for from_server, payload in turns:
-        if from_server:
-            segs.append((server, client, s, c, PSH | ACK, payload))
-            s += len(payload)
-        else:
-            segs.append((client, server, c, s, PSH | ACK, payload))
-            c += len(payload)
+        parts = (
+            [payload]
+            if piece is None or not payload
+            else [payload[i : i + piece] for i in range(0, len(payload), piece)]
+        )
+        for n, part in enumerate(parts):
+            if from_server:
+                segs.append((server, client, s, c, PSH | ACK, part))
+                s += len(part)
+            else:
+                segs.append((client, server, c, s, PSH | ACK, part))
+                c += len(part)
+            if acks and n % 2:
+                segs.append((client, server, c, s, ACK, b"") if from_server else (server, client, s, c, ACK, b""))
+        if acks:
+            segs.append((client, server, c, s, ACK, b"") if from_server else (server, client, s, c, ACK, b""))
     segs += [
         (server, client, s, c, FIN | ACK, b""),
         (client, server, c, s + 1, FIN | ACK, b""),

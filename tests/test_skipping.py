@@ -28,7 +28,7 @@ from passive.capture.linklayer import ACK, FIN, INFO_SKIPPED, PSH
 from passive.capture.pcapfile import PacketReader, sniff_kind
 from passive.capture.scanner import PyScanner
 from passive.capture.scanread import _cscan
-from tests.helpers_capture import ethernet_frames, ip4, pcap_bytes
+from tests.helpers_capture import conversation_segments, ethernet_frames, ip4, pcap_bytes
 from tests.test_scanner import assert_same, run
 
 CLIENT, SMTP, POP3, IMAP = ("10.1.0.1", 40000), ("10.1.0.2", 25), ("10.1.0.2", 110), ("10.1.0.2", 143)
@@ -109,28 +109,7 @@ Seg = tuple[tuple[str, int], tuple[str, int], int, int, int, bytes]
 def segments(turns: list[tuple[bool, bytes]], server: tuple[str, int], piece: int = PIECE) -> list[Seg]:
     """One connection: handshake, each turn cut into ``piece``-byte segments with a bare ACK from the peer after
     every second one and after the turn, then FINs."""
-    c, s = 1000, 5000
-    segs: list[Seg] = [
-        (CLIENT, server, c, 0, 2, b""),
-        (server, CLIENT, s, c + 1, 2 | ACK, b""),
-        (CLIENT, server, c + 1, s + 1, ACK, b""),
-    ]
-    c, s = c + 1, s + 1
-    for from_server, data in turns:
-        for n, start in enumerate(range(0, len(data), piece)):
-            part = data[start : start + piece]
-            if from_server:
-                segs.append((server, CLIENT, s, c, PSH | ACK, part))
-                s += len(part)
-            else:
-                segs.append((CLIENT, server, c, s, PSH | ACK, part))
-                c += len(part)
-            if n % 2:
-                segs.append((CLIENT, server, c, s, ACK, b"") if from_server else (server, CLIENT, s, c, ACK, b""))
-        segs.append((CLIENT, server, c, s, ACK, b"") if from_server else (server, CLIENT, s, c, ACK, b""))
-    segs += [(server, CLIENT, s, c, FIN | ACK, b""), (CLIENT, server, c, s + 1, FIN | ACK, b"")]
-    segs.append((server, CLIENT, s + 1, c + 1, ACK, b""))
-    return segs
+    return conversation_segments(turns, CLIENT, server, piece=piece, acks=True)
 
 
 def body_index(segs: list[Seg], marker: bytes) -> int:
