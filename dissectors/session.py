@@ -92,10 +92,7 @@ class MailSession:
 
     def may_skip(self) -> bool:
         """Whether either side's next bytes may be dropped unread (:meth:`skippable`)."""
-        if self.tls:
-            return True
-        buffers = self.buffers
-        return buffers[CLIENT].skippable() is not None or buffers[SERVER].skippable() is not None
+        return self.skippable(CLIENT) is not None or self.skippable(SERVER) is not None
 
     def skipped(
         self, side: ev.Side, size: int, at_line_start: bool, frame: int | None, timestamp: float | None
