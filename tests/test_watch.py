@@ -30,10 +30,14 @@ from dissectors.registry import MAIL_PORTS
 from passive.analysis.classify import mail_capture_options
 from passive.analysis.pipeline import Analysis
 from passive.capture import analyze_file, libpcap_available
+from passive.capture.live import BUFFER_MIB
 from passive.cli.dashboard import dashboard as _dashboard
 from passive.cli.dashboard import entry_line as _entry_line
-from passive.live.monitor import Monitor, WatchOptions, open_capture
+from passive.findings.kinds import FindingType
+from passive.findings.schema import Severity
+from passive.live.monitor import CROWDED, Monitor, WatchOptions, open_capture
 from passive.results.records import finding_record
+from passive.results.redaction import Redactor
 from passive.results.store import FindingStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -488,9 +492,46 @@ def test_fanout_processes_expire_their_flows_and_the_dashboard_shows_each_one(tm
     processes = monitor.drops.processes
     summary = monitor.summary()
     assert summary["jobs"] == 2 and len(summary["capture_processes"]) == 2
+    assert summary["buffer_size_mib"] == BUFFER_MIB  # each process's ring
     assert summary["flows"] == 5 and summary["flows_expired"] >= 4
     assert summary["kernel_received"] == sum(p.received for p in processes) > 0
     assert not summary["warnings"]
+
+
+def test_a_burst_of_new_findings_is_flushed_and_leaves_memory_before_the_finding_set_fills(tmp_path: Path) -> None:
+    """Flushes are spaced out (FLUSH_SHARE), but not past the point where findings would be lost: once memory holds
+    more than CROWDED times ``max_live_findings``, a tick writes them all and keeps only the most recent."""
+    options = WatchOptions("lo", max_live_findings=100)
+    store = FindingStore(tmp_path / "burst.db")
+    monitor = Monitor(options, store)
+    monitor.writer = store.writer("watch", Redactor(show_secrets=False))
+    findings = monitor.analysis.findings
+    now = 1_800_000_000.0
+
+    def burst(first: int, count: int) -> None:
+        for number in range(first, first + count):
+            finding = findings.get(
+                FindingType.MAIL_SERVICE, "smtp", f"192.0.2.{number % 250}:{2000 + number}", Severity.INFO
+            )
+            finding.seen(now + number / 1000, "198.51.100.7:40000")
+
+    try:
+        burst(0, int(CROWDED * 100))  # at the threshold: the flush waits for its turn
+        monitor._next_flush = time.monotonic() + 3600
+        monitor._tick(now + 1)
+        assert len(findings) == int(CROWDED * 100) and monitor.findings_changed == 0
+        burst(1000, 1)  # past it
+        monitor._tick(now + 1)
+        assert monitor.findings_changed == int(CROWDED * 100) + 1
+        assert len(findings) == 100 and monitor.findings_forgotten == int(CROWDED * 100) + 1 - 100
+        kept = sorted(finding.server for finding in findings)
+        assert f"192.0.2.{1000 % 250}:3000" in kept  # the most recent stay in memory
+        assert "192.0.2.0:2000" not in kept
+        with FindingStore(tmp_path / "burst.db") as reader:
+            assert len(list(reader.query())) == int(CROWDED * 100) + 1
+        assert findings.dropped == 0
+    finally:
+        store.close()
 
 
 # -- the live filter -----------------------------------------------------------------------------------------------
@@ -537,8 +578,6 @@ def test_watch_takes_the_reassembly_policy_and_sizes_its_batches_in_bytes() -> N
 
 
 def test_buffer_size_and_jobs_are_documented_and_bounded() -> None:
-    from passive.capture.live import BUFFER_MIB
-
     help_text = _run([*LEAKSCOPE, "watch", "--help"]).stdout
     assert "--buffer-size" in help_text and f"[default: {BUFFER_MIB};" in help_text and "PACKET_FANOUT" in help_text
     for wrong in (["--jobs", "0"], ["--buffer-size", "0"], ["--buffer-size", "100000"]):

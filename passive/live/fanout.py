@@ -219,22 +219,27 @@ class FanoutCapture:
         self._warn(f"capture process {child.index} {how}")
 
     def _replay(self, replayer: Replayer) -> None:
-        """Apply every received operation no process can still precede (capture time, then process and order)."""
+        """Apply every received operation no process can still precede (capture time, then process and order).
+
+        The process with the earliest operation gives a run of them at once: those before every other process's
+        first one, while no process with nothing received may still send an earlier one (its watermark)."""
         children, apply = self.children, replayer.apply
         while True:
-            best: _Child | None = None
-            for child in children:
-                if child.ops and (best is None or child.ops[0][0] < best.ops[0][0]):
-                    best = child
-            if best is None:
+            queued = [child for child in children if child.ops]
+            if not queued:
                 return
-            when = best.ops[0][0][0]
-            if self._held <= MAX_HELD_OPS and any(
-                child is not best and not child.ops and child.watermark < when for child in children
-            ):
-                return  # that process may still send an earlier one
-            apply(best.ops.popleft())
-            self._held -= 1
+            best = min(queued, key=_first_key)
+            limit = min((_first_key(child) for child in queued if child is not best), default=None)
+            waiting = min((child.watermark for child in children if not child.ops), default=math.inf)
+            ops = best.ops
+            while ops:
+                key = ops[0][0]
+                if limit is not None and not key < limit:
+                    break
+                if waiting < key[0] and self._held <= MAX_HELD_OPS:
+                    return  # a process with nothing received may still send an earlier one
+                apply(ops.popleft())
+                self._held -= 1
 
     def _merge(self, analysis: Analysis, counters: CaptureCounters) -> None:
         """The run's counters: every process's summed (warnings gathered), with the parent's own warnings."""
@@ -382,6 +387,10 @@ class _TimedLog(OpLog):
         self.ops.append((key, session, kind, payload))
         if len(self.ops) >= self.chunk:
             self.flush()
+
+
+def _first_key(child: _Child) -> Any:
+    return child.ops[0][0]
 
 
 def _send(conn: Connection, message: tuple[Any, ...]) -> None:

@@ -47,6 +47,12 @@ FLUSH_SHARE = 0.1
 about half a millisecond each) may take half a second, and the next one then waits ten times as long, so capture
 and analysis keep the rest, and a finding that changes every second is written once per flush, not once per
 second. Findings reach the store a few seconds later instead of being lost to a full ring buffer."""
+CROWDED = 1.5
+"""Findings in memory past this multiple of ``max_live_findings`` make a tick flush whatever FLUSH_SHARE says, so
+that the least recently seen can leave memory: a busy server's new sessions (thousands of findings a second) would
+otherwise fill the run's finding set (``FindingSet.MAX_FINDINGS``) between two flushes, and what it cannot keep
+never reaches the store. The margin of half the cap keeps a steady set of busy findings from forcing a flush
+every tick."""
 
 
 class WatchError(InputError):
@@ -252,7 +258,7 @@ class Monitor:
         self.capture_now = capture_now
         self._refresh_stats()
         started = time.monotonic()
-        if started >= self._next_flush:
+        if started >= self._next_flush or len(self.analysis.findings) > CROWDED * self.options.max_live_findings:
             self._flush()
             self._forget_idle(capture_now)  # only once flushed: what leaves memory must be in the store
             self._next_flush = started + (time.monotonic() - started) / FLUSH_SHARE
@@ -290,7 +296,7 @@ class Monitor:
                 continue
             self._signatures[ident] = signature
             try:
-                record, new = self.writer.write(finding)
+                record, new = self.writer.write(finding, ident)
             except StoreError as error:
                 raise WatchError(str(error)) from None
             self.findings_changed += 1
@@ -331,8 +337,9 @@ class Monitor:
             idle.extend(busy[:excess])
         for finding in idle:
             findings.discard(finding)
-            self.writer.forget(finding)  # type: ignore[union-attr]
-            self._signatures.pop(self._identity(finding), None)
+            ident = self._identity(finding)
+            self.writer.forget(finding, ident)  # type: ignore[union-attr]
+            self._signatures.pop(ident, None)
             self._identities.pop(id(finding), None)
             self.findings_forgotten += 1
         if len(self._identities) > 2 * len(findings) + 100:  # findings the set evicted: their entries go

@@ -20,7 +20,7 @@ Identity = tuple[str, str, str, str]  # type, server, key (JSON), source
 
 
 def identity_of(finding: Finding) -> Identity:
-    key = dumps(list(finding.key))
+    key = dumps(list(finding.key)) if finding.key else "[]"  # most kinds have no key: dumps([]) without the encoder
     return (str(finding.type), finding.server, key, finding.source)
 
 
@@ -52,10 +52,11 @@ class StoreWriter:
         # Records are stored masked, whatever the command line asked for.
         self.redactor = redactor if redactor is not None else Redactor(show_secrets=False)
 
-    def write(self, finding: Finding) -> tuple[dict[str, Any], bool]:
-        """Merge the finding's current state in; returns the merged record and whether the store was new to it."""
+    def write(self, finding: Finding, ident: Identity | None = None) -> tuple[dict[str, Any], bool]:
+        """Merge the finding's current state in; returns the merged record and whether the store was new to it.
+        ``ident`` is the finding's :func:`identity_of`, when the caller has it at hand."""
         store = self.store
-        ident = identity_of(finding)
+        ident = ident if ident is not None else identity_of(finding)
         record = finding_record(finding, redactor=self.redactor)
         store._begin()
         row = store._execute(
@@ -112,9 +113,9 @@ class StoreWriter:
         )
         return cursor.rowcount == 1
 
-    def forget(self, finding: Finding) -> None:
+    def forget(self, finding: Finding, ident: Identity | None = None) -> None:
         """The finding left memory: a later one with the same identity adds to the stored row afresh."""
-        self._done.pop(identity_of(finding), None)
+        self._done.pop(ident if ident is not None else identity_of(finding), None)
 
     def progress(self, summary: dict[str, Any]) -> None:
         """The run's summary so far (a run that never finishes keeps the last one); committed with the findings."""
