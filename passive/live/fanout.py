@@ -59,7 +59,8 @@ wait in a ring block the kernel has not yet handed over (libpcap's read timeout 
 machine keeps the process from running; two seconds cover both, and delay findings by as much at most."""
 MAX_HELD_OPS = 20_000
 """Operations the parent holds back to apply them in capture-time order (a few seconds of a busy server's
-sessions; kept pickled, about 220 bytes each on an all-mail capture: 4 to 5 MiB); past it the oldest are applied as they stand, so a stalled process cannot grow the parent."""
+sessions; kept pickled, about 220 bytes each on an all-mail capture: 4 to 5 MiB); past it the oldest are applied
+as they stand, so a stalled process cannot grow the parent."""
 _PR_SET_PDEATHSIG = 1  # prctl: a signal for the child when its parent dies
 
 
