@@ -15,7 +15,9 @@ packets later.
 --vlan tags that fraction of flows (a quarter of the tagged ones get QinQ). --tunnel
 carries that fraction of flows inside GRE, VXLAN or ERSPAN II (in turn), between two
 tunnel endpoints. --odd-ports puts that fraction of mail servers on ports no mail filter
-names (SMTP 2626/10025, POP3 10110/1110, IMAP 1143/10143).
+names (SMTP 2626/10025, POP3 10110/1110, IMAP 1143/10143). --servers N gives every mail session
+one of N server addresses (a few busy servers, as on one site's span port) instead of a new one
+each; the sessions are otherwise those of the same seed without it.
 A JSON sidecar (<out>.json) records what was generated, including the number of NTLM
 challenges, so bench/run.py can check the engine found every one.
 """
@@ -355,8 +357,14 @@ class Generator:
         self.stats = Stats()
         self.bulk_block = self.rng.randbytes(1 << 20)
         self.next_port = 20000
+        # --servers: addresses drawn by their own generator, so the sessions are the same with or without it.
+        pool = random.Random(args.seed + 1)
+        self.servers_v4 = [struct.pack("!I", 0xC0A80000 | pool.randrange(1, 1 << 16)) for _ in range(args.servers)]
+        self.servers_v6 = [
+            socket.inet_pton(socket.AF_INET6, f"2001:db8:1::{pool.randrange(1, 0xFFFF):x}") for _ in range(args.servers)
+        ]
 
-    def _endpoints(self, server_port: int, ipv6: bool) -> Endpoints:
+    def _endpoints(self, server_port: int, ipv6: bool, mail: bool = False) -> Endpoints:
         rng = self.rng
         self.next_port = 1024 + (self.next_port - 1023) % 64000
         tags: tuple[tuple[int, int], ...] = ()
@@ -373,6 +381,9 @@ class Generator:
         else:
             client = struct.pack("!I", 0x0A000000 | rng.randrange(1, 1 << 16))
             server = struct.pack("!I", 0xC0A80000 | rng.randrange(1, 1 << 16))
+        if mail and self.args.servers:
+            pool = self.servers_v6 if ipv6 else self.servers_v4
+            server = pool[int.from_bytes(server[-2:], "big") % len(pool)]
         tunnel = None
         if self.args.tunnel and rng.random() < self.args.tunnel:
             tunnel = TUNNELS[sum(self.stats.tunnel_flows.values()) % len(TUNNELS)]
@@ -401,7 +412,7 @@ class Generator:
         st.ntlm_challenges += challenges
         st.reordered_segments += swaps
         st.retransmitted_segments += dups
-        ep = self._endpoints(port, rng.random() < args.ipv6)
+        ep = self._endpoints(port, rng.random() < args.ipv6, mail=True)
         l2 = _l2(ep)
         return Flow(ep, (build_frame(ep, s, l2) for s in segs), True)
 
@@ -519,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ipv6", type=float, default=0.1, help="share of mail flows over IPv6")
     parser.add_argument("--tunnel", type=float, default=0.0, help="share of flows inside GRE, VXLAN or ERSPAN")
     parser.add_argument("--odd-ports", type=float, default=0.0, help="share of mail servers on unlisted ports")
+    parser.add_argument("--servers", type=int, default=0, help="mail server addresses to share (0: one per session)")
     parser.add_argument("--concurrency", type=int, default=64, help="flows interleaved at once")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)

@@ -4,7 +4,8 @@
     sudo python bench/live.py --rates 150,200,250 --jobs 2 --buffer-size 64
 
 Needs root, tcpreplay and ip. It generates (once, cached in ``bench/out/``) an all-mail capture with
-``bench/gen_capture.py --mail-fraction 1.0`` (``--size``, default 60M), analyzes it once with ``leakscope
+``bench/gen_capture.py --mail-fraction 1.0`` (``--size``, default 60M; ``--servers N``: the sessions share N
+server addresses, as on one site's span port, instead of a new server each), analyzes it once with ``leakscope
 analyze`` for the NTLM servers a complete view finds, and creates the network namespace ``lslive`` holding one
 veth pair (``lslive-r`` -> ``lslive-w``, MTU 9000; nothing there has an address, so the replayed packets go
 nowhere else).
@@ -66,12 +67,12 @@ def create_namespace() -> None:
     veth.create_namespace(NAMESPACE, REPLAY_IF, WATCH_IF, mtu=MTU)
 
 
-def capture_file(size: str) -> Path:
-    path = OUT / f"allmail-{size}.pcap"
+def capture_file(size: str, servers: int) -> Path:
+    path = OUT / (f"allmail-{size}.pcap" if not servers else f"allmail-{size}-{servers}servers.pcap")
     if not path.exists():
         OUT.mkdir(exist_ok=True)
         generate = [sys.executable, str(HERE / "gen_capture.py"), "--size", size, "--mail-fraction", "1.0"]
-        run([*generate, "--out", str(path)])
+        run([*generate, "--servers", str(servers), "--out", str(path)])
     return path
 
 
@@ -233,6 +234,9 @@ def main() -> int:
     parser.add_argument("--size", default="60M", help="size of the generated all-mail capture (default 60M)")
     parser.add_argument("--rates", default="50,100,200,400", help="Mbit/s, comma-separated (default 50,100,200,400)")
     parser.add_argument("--jobs", default="1,2", help="watch --jobs values, comma-separated (default 1,2)")
+    parser.add_argument(
+        "--servers", type=int, default=0, help="mail server addresses the sessions share (default: one per session)"
+    )
     parser.add_argument("--buffer-size", type=int, help="watch --buffer-size (MiB; default: watch's own)")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -240,7 +244,7 @@ def main() -> int:
     for tool in ("ip", "tcpreplay"):
         if shutil.which(tool) is None:
             raise SystemExit(f"needs {tool}")
-    capture = capture_file(args.size)
+    capture = capture_file(args.size, args.servers)
     expected = ntlm_servers_in_file(capture)
     print(f"capture {capture.name}: {capture.stat().st_size / 1e6:.1f} MB, {len(expected)} NTLM servers", flush=True)
     print(HEADER, flush=True)
