@@ -33,9 +33,13 @@ def _escape_json_text(text: str) -> str:
     return _JSON_UNSAFE.sub(lambda match: _json_escape(match.group()), text)
 
 
+# json.dumps with these arguments builds this encoder on every call; one built once writes the same text.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
+
 def dumps(record: Any) -> str:
     """One JSON document on one line: control characters escaped, always valid UTF-8 once encoded."""
-    return _escape_json_text(json.dumps(record, ensure_ascii=False, default=str))
+    return _escape_json_text(_ENCODE(record))
 
 
 def dumps_indented(document: Any) -> str:
