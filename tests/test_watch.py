@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rich.console import Console
 
 from dissectors.registry import MAIL_PORTS
@@ -529,6 +531,43 @@ def test_a_burst_of_new_findings_is_flushed_and_leaves_memory_before_the_finding
         assert "192.0.2.0:2000" not in kept
         with FindingStore(tmp_path / "burst.db") as reader:
             assert len(list(reader.query())) == int(CROWDED * 100) + 1
+        assert findings.dropped == 0
+    finally:
+        store.close()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from([0, 1, 3, 8]),
+    st.lists(st.lists(st.tuples(st.integers(0, 11), st.sampled_from([None, 0, 1, 2, 5, 30]))), max_size=8),
+)
+def test_crowded_flushes_forget_only_what_the_store_has(max_live: int, ticks: list[list[tuple[int, Any]]]) -> None:
+    """Whatever leaves memory (idle, past the cap, or past CROWDED times it) was written first, and a finding that
+    comes back adds to its stored row: at the end the store counts every occurrence once, including findings never
+    given a capture time (they stay in memory) and ``max_live_findings=0``."""
+    options = WatchOptions("lo", max_live_findings=max_live, retention=10)
+    store = FindingStore(":memory:")
+    monitor = Monitor(options, store)
+    monitor.writer = store.writer("watch", Redactor(show_secrets=False))
+    findings = monitor.analysis.findings
+    now, occurrences = 1_800_000_000.0, dict[str, int]()
+    try:
+        for tick, seen in enumerate(ticks):
+            for number, age in seen:
+                server = f"192.0.2.{number}:25"
+                finding = findings.get(FindingType.MAIL_SERVICE, "smtp", server, Severity.INFO)
+                finding.seen(None if age is None else now + tick * 10 - age, "198.51.100.7:40000")
+                occurrences[server] = occurrences.get(server, 0) + 1
+            monitor._next_flush = time.monotonic() + 3600  # only CROWDED makes this tick flush
+            before = {id(f): f for f in findings}
+            monitor._tick(now + tick * 10)
+            if len(before) > CROWDED * max_live:  # flushed, then back under the cap (unseen findings stay)
+                assert len(findings) <= max_live + sum(f.last_seen is None for f in findings)
+            else:
+                assert len(findings) == len(before)  # no flush, nothing forgotten
+        monitor._flush()  # as run() does at the end
+        stored = {record["server"]: record["count"] for record in store.query()}
+        assert stored == occurrences
         assert findings.dropped == 0
     finally:
         store.close()
