@@ -36,6 +36,7 @@ from passive.capture.live import BUFFER_MIB
 from passive.cli.dashboard import dashboard as _dashboard
 from passive.cli.dashboard import entry_line as _entry_line
 from passive.findings.kinds import FindingType
+from passive.findings.model import FindingSet
 from passive.findings.schema import Severity
 from passive.live.monitor import CROWDED, Monitor, WatchOptions, open_capture
 from passive.results.records import finding_record
@@ -569,6 +570,43 @@ def test_crowded_flushes_forget_only_what_the_store_has(max_live: int, ticks: li
         stored = {record["server"]: record["count"] for record in store.query()}
         assert stored == occurrences
         assert findings.dropped == 0
+    finally:
+        store.close()
+
+
+def test_a_finding_the_set_evicted_and_that_comes_back_adds_to_its_stored_row(tmp_path: Path) -> None:
+    """A full finding set evicts the oldest inventory finding for a new one of another kind (FindingSet.MAX_FINDINGS);
+    the store has what was written of it. The same server seen again later starts a fresh finding, whose counts add
+    to the stored row as after any finding that left memory, instead of replacing them."""
+    options = WatchOptions("lo", retention=10)
+    store = FindingStore(tmp_path / "evicted.db")
+    monitor = Monitor(options, store)
+    monitor.writer = store.writer("watch", Redactor(show_secrets=False))
+    monitor.analysis.findings = findings = FindingSet(max_findings=4)
+    now = 1_800_000_000.0
+
+    def tick(capture_now: float) -> None:
+        monitor._next_flush = 0.0
+        monitor._tick(capture_now)
+
+    try:
+        service = findings.get(FindingType.MAIL_SERVICE, "smtp", "192.0.2.1:25", Severity.INFO)
+        for second in range(5):
+            service.seen(now + second, "198.51.100.7:40000")
+        tick(now + 5)
+        for number in range(4):  # the set is full: the mail-service finding makes room
+            findings.get(FindingType.NTLM_INFO, "smtp", f"192.0.2.{10 + number}:25", Severity.MEDIUM).seen(
+                now + 6, None
+            )
+        assert findings.evicted == 1 and findings.find(FindingType.MAIL_SERVICE, "192.0.2.1:25") is None
+        tick(now + 100)  # the NTLM findings are written and leave memory: idle past retention
+        assert len(findings) == 0
+        findings.get(FindingType.MAIL_SERVICE, "smtp", "192.0.2.1:25", Severity.INFO).seen(now + 100, "198.51.100.7:1")
+        tick(now + 101)
+        monitor._flush()
+        stored = {(record["type"], record["server"]): record["count"] for record in store.query()}
+        assert stored[("mail-service", "192.0.2.1:25")] == 6
+        assert sum(count for (kind, _server), count in stored.items() if kind == "ntlm-info") == 4
     finally:
         store.close()
 

@@ -206,6 +206,7 @@ class Monitor:
         self._signatures: dict[Identity, tuple[Any, ...]] = {}
         self._identities: dict[int, tuple[Finding, Identity]] = {}  # by id(): a finding's identity never changes
         self._next_flush = 0.0  # monotonic time of the next flush (FLUSH_SHARE)
+        self._evicted = 0  # the finding set's evictions already accounted for (_forget_evicted)
         self._recorded: tuple[int, int, int] | None = None  # (packets lost, flows with gaps, read) in the run row
         self._stop = False
 
@@ -286,6 +287,8 @@ class Monitor:
     def _flush(self) -> None:
         """Write every finding that changed since the last flush, then commit."""
         assert self.writer is not None
+        if self.analysis.findings.evicted != self._evicted:
+            self._forget_evicted()
         self.appeared = []
         written: list[dict[str, Any]] = []
         for finding in list(self.analysis.findings):
@@ -344,6 +347,20 @@ class Monitor:
             self.findings_forgotten += 1
         if len(self._identities) > 2 * len(findings) + 100:  # findings the set evicted: their entries go
             self._identities = {id(f): self._identities[id(f)] for f in findings if id(f) in self._identities}
+
+    def _forget_evicted(self) -> None:
+        """Findings the set evicted to make room left memory as if forgotten: a later one with the same identity
+        adds to the stored row afresh. Open-relay findings stay known: the relay ledger puts them back with the
+        whole run's counts."""
+        findings = self.analysis.findings
+        self._evicted = findings.evicted
+        for key, (finding, ident) in list(self._identities.items()):
+            if finding.type == FindingType.OPEN_RELAY:
+                continue
+            if findings.find(finding.type, finding.server, finding.key) is not finding:
+                self.writer.forget(finding, ident)  # type: ignore[union-attr]
+                self._signatures.pop(ident, None)
+                del self._identities[key]
 
     def _identity(self, finding: Finding) -> Identity:
         cached = self._identities.get(id(finding))
