@@ -31,6 +31,7 @@ from rich.console import Console
 from dissectors.registry import MAIL_PORTS
 from passive.analysis.classify import mail_capture_options
 from passive.analysis.pipeline import Analysis
+from passive.analysis.relays import Attempt
 from passive.capture import analyze_file, libpcap_available
 from passive.capture.live import BUFFER_MIB
 from passive.cli.dashboard import dashboard as _dashboard
@@ -607,6 +608,45 @@ def test_a_finding_the_set_evicted_and_that_comes_back_adds_to_its_stored_row(tm
         stored = {(record["type"], record["server"]): record["count"] for record in store.query()}
         assert stored[("mail-service", "192.0.2.1:25")] == 6
         assert sum(count for (kind, _server), count in stored.items() if kind == "ntlm-info") == 4
+    finally:
+        store.close()
+
+
+def test_an_open_relay_finding_that_left_memory_comes_back_with_the_run_count_not_added_twice() -> None:
+    """The relay ledger keeps every attempt of the run and republishes a server's open-relay findings with all of
+    them: once such a finding left memory (idle past retention), the next attempt's finding already counts what
+    the store has from this run."""
+    store = FindingStore(":memory:")
+    monitor = Monitor(WatchOptions("lo", retention=10), store)
+    monitor.writer = store.writer("watch", Redactor(show_secrets=False))
+    ledger, findings = monitor.analysis.relays, monitor.analysis.findings
+    relays = ledger.server("192.0.2.5:25", "smtp", "passive")
+    now = 1_800_000_000.0
+
+    def attempt(capture_time: float) -> None:
+        ledger.record(
+            findings,
+            relays,
+            Attempt(
+                "198.51.100.9:4000", "a@example.org", "b@example.net", "example.net", True, "250 ok", capture_time, ()
+            ),
+        )
+
+    def stored() -> int:
+        return sum(record["count"] for record in store.query() if record["type"] == "open-relay")
+
+    try:
+        for second in range(3):
+            attempt(now + second)
+        monitor._tick(now + 3)
+        assert stored() == 3
+        monitor._next_flush = 0.0
+        monitor._tick(now + 100)
+        assert len(findings) == 0 and monitor.findings_forgotten == 1
+        attempt(now + 100)
+        monitor._next_flush = 0.0
+        monitor._tick(now + 101)
+        assert stored() == 4
     finally:
         store.close()
 

@@ -341,7 +341,8 @@ class Monitor:
         for finding in idle:
             findings.discard(finding)
             ident = self._identity(finding)
-            self.writer.forget(finding, ident)  # type: ignore[union-attr]
+            if finding.type != FindingType.OPEN_RELAY:  # the relay ledger puts those back with the run's counts
+                self.writer.forget(finding, ident)  # type: ignore[union-attr]
             self._signatures.pop(ident, None)
             self._identities.pop(id(finding), None)
             self.findings_forgotten += 1
