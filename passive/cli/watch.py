@@ -22,7 +22,9 @@ from passive.cli.errors import EXIT_INPUT
 from passive.core.rotation import DEFAULT_KEEP, RotatingAppender
 from passive.core.text import printable
 from passive.live.fanout import MAX_JOBS
-from passive.live.monitor import Monitor, WatchOptions, open_capture
+from passive.live.interface import open_capture
+from passive.live.monitor import Monitor
+from passive.live.options import WatchOptions
 from passive.results.store import FindingStore
 
 DEFAULTS = WatchOptions(interface="")

@@ -15,26 +15,22 @@ Everything held in memory is bounded, so a run of days stays flat.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from passive.analysis.classify import mail_capture_options
-from passive.analysis.domains import IpNetwork
-from passive.analysis.pipeline import Analysis, AnalysisOptions
+from passive.analysis.pipeline import Analysis
 from passive.capture import CaptureCounters, LiveCapture, PcapStats
-from passive.capture.live import BUFFER_MIB, SNAPLEN
-from passive.capture.options import IDLE_TIMEOUT, MAX_FLOWS
-from passive.capture.policy import DEFAULT_POLICY
-from passive.core.errors import CaptureError, InputError, StoreError
+from passive.core.errors import StoreError
 from passive.core.rotation import TextSink
 from passive.findings.kinds import KINDS
 from passive.findings.model import Finding, FindingType
 from passive.live.drops import DropMeter
 from passive.live.fanout import FanoutCapture
+from passive.live.interface import open_capture
+from passive.live.options import WatchError, WatchOptions
 from passive.results.jsonio import dumps
 from passive.results.redaction import Redactor
 from passive.results.store import FindingStore, Identity, StoreWriter, identity_of
@@ -53,38 +49,6 @@ that the least recently seen can leave memory: a busy server's new sessions (tho
 otherwise fill the run's finding set (``FindingSet.MAX_FINDINGS``) between two flushes, and what it cannot keep
 never reaches the store. The margin of half the cap keeps a steady set of busy findings from forcing a flush
 every tick."""
-
-
-class WatchError(InputError):
-    """Watching cannot start or continue: the interface, privileges, the store."""
-
-
-@dataclass
-class WatchOptions:
-    interface: str
-    bpf: str | None = None
-    all_ports: bool = True  # every TCP flow, mail recognised by what it says (False: the mail ports only)
-    duration: float | None = None  # seconds; None runs until stopped
-    snaplen: int = SNAPLEN
-    promisc: bool = True
-    db: str | None = None  # None: an in-memory store (nothing kept after the run)
-    jsonl: str | None = None
-    local_domains: frozenset[str] = frozenset()
-    trusted_networks: tuple[IpNetwork, ...] = ()
-    idle_timeout: float = IDLE_TIMEOUT  # seconds of capture time before an idle flow expires
-    tick_interval: float = 1.0  # store commit and dashboard refresh period
-    retention: float | None = None  # seconds a finding stays in memory once idle; default 2 x idle_timeout
-    # Findings held in memory at once (the store has them all): the least recently seen leave first past this.
-    max_live_findings: int = 5000
-    max_flows: int = MAX_FLOWS
-    reassembly_policy: str = DEFAULT_POLICY  # whose bytes win where segments overlap (passive.capture.policy)
-    buffer_size: int = BUFFER_MIB  # MiB of kernel ring buffer per capture process (see BUFFER_MIB)
-    jobs: int = 1  # capture processes in one PACKET_FANOUT_HASH group (passive.live.fanout)
-
-    def analysis_options(self) -> AnalysisOptions:
-        return AnalysisOptions(
-            all_ports=self.all_ports, local_domains=self.local_domains, trusted_networks=self.trusted_networks
-        )
 
 
 @dataclass
@@ -111,60 +75,6 @@ class FeedEntry:
     count: int  # merged across runs
     changed_at: float | None  # capture time
     new: bool  # first time the store saw it
-
-
-def open_capture(options: WatchOptions) -> LiveCapture | FanoutCapture:
-    """Open the interface with the mail filter (with ``jobs`` > 1: start the capture processes, each with its own
-    handle in one fanout group), or raise :class:`WatchError` with a one-line reason."""
-    capture_options = mail_capture_options(
-        all_ports=options.all_ports,
-        bpf=options.bpf,
-        idle_timeout=options.idle_timeout,
-        max_flows=options.max_flows,
-        reassembly_policy=options.reassembly_policy,
-    )
-
-    def open_one(fanout: int | None = None) -> LiveCapture:
-        return LiveCapture(
-            options.interface,
-            capture_options,
-            snaplen=options.snaplen,
-            promisc=options.promisc,
-            buffer_size=options.buffer_size << 20,
-            fanout=fanout,
-        )
-
-    try:
-        if options.jobs > 1:
-            file = f"live:{options.interface}"
-            return FanoutCapture(options.jobs, open_one, options.analysis_options(), file, options.tick_interval)
-        return open_one()
-    except CaptureError as error:
-        raise WatchError(explain_capture_error(options.interface, str(error))) from None
-
-
-def explain_capture_error(interface: str, message: str) -> str:
-    lowered = message.lower()
-    if "permission" in lowered or "not permitted" in lowered:
-        return f"cannot capture on {interface}: permission denied (run as root or with the CAP_NET_RAW capability)"
-    if "no such device" in lowered or "doesn't exist" in lowered:
-        names = available_interfaces()
-        listed = ", ".join(names) if names else "none found"
-        return f"no interface named {interface!r}; available: {listed}"
-    return message
-
-
-def available_interfaces() -> list[str]:
-    try:
-        import pcapy  # type: ignore[import-untyped]
-
-        return [name for name in pcapy.findalldevs() if name]
-    except Exception:  # no binding, or libpcap failed: fall back to the kernel's list
-        from pathlib import Path
-
-        with contextlib.suppress(OSError):
-            return sorted(p.name for p in Path("/sys/class/net").iterdir())
-        return []
 
 
 class Monitor:
