@@ -70,8 +70,8 @@ class SessionAnalyzer:
     def close(self) -> None:
         """The session ended: whatever was still open is recorded without an outcome. The detectors then let go of
         the session: each refers to it and it to them, a cycle per session that only the cyclic garbage collector
-        would free (a tenth of a busy watch parent's time went to collecting them); a closed session reads nothing
-        more."""
+        would free (a busy watch parent spent 1.3 s of its 11 CPU seconds collecting, 0.4 s without these cycles);
+        a closed session reads nothing more."""
         for detector in self.detectors.values():
             detector.close()
         self.detectors, self.service, self._targets, self._dispatch = {}, None, (), {}
