@@ -250,28 +250,31 @@ class Monitor:
             idle.extend(busy[:excess])
         for finding in idle:
             findings.discard(finding)
-            ident = self._identity(finding)
-            if finding.type != FindingType.OPEN_RELAY:  # the relay ledger puts those back with the run's counts
-                self.writer.forget(finding, ident)  # type: ignore[union-attr]
-            self._signatures.pop(ident, None)
+            self._let_go(finding, self._identity(finding))
             self._identities.pop(id(finding), None)
             self.findings_forgotten += 1
         if len(self._identities) > 2 * len(findings) + 100:  # findings the set evicted: their entries go
             self._identities = {id(f): self._identities[id(f)] for f in findings if id(f) in self._identities}
 
     def _forget_evicted(self) -> None:
-        """Findings the set evicted to make room left memory as if forgotten: a later one with the same identity
-        adds to the stored row afresh. Open-relay findings stay known: the relay ledger puts them back with the
-        whole run's counts."""
+        """Findings the set evicted to make room left memory as if forgotten."""
         findings = self.analysis.findings
         self._evicted = findings.evicted
         for key, (finding, ident) in list(self._identities.items()):
-            if finding.type == FindingType.OPEN_RELAY:
-                continue
-            if findings.find(finding.type, finding.server, finding.key) is not finding:
-                self.writer.forget(finding, ident)  # type: ignore[union-attr]
-                self._signatures.pop(ident, None)
+            if (
+                finding.type != FindingType.OPEN_RELAY
+                and findings.find(finding.type, finding.server, finding.key) is not finding
+            ):
+                self._let_go(finding, ident)
                 del self._identities[key]
+
+    def _let_go(self, finding: Finding, ident: Identity) -> None:
+        """The finding left memory: a later one with the same identity adds to the stored row afresh. Except an
+        open-relay finding: the relay ledger puts it back with the whole run's counts, so the writer keeps what the
+        run already wrote of it."""
+        if finding.type != FindingType.OPEN_RELAY:
+            self.writer.forget(finding, ident)  # type: ignore[union-attr]
+        self._signatures.pop(ident, None)
 
     def _identity(self, finding: Finding) -> Identity:
         cached = self._identities.get(id(finding))
