@@ -4,7 +4,7 @@ domain (Public Suffix List), and which networks count as a server's own."""
 from __future__ import annotations
 
 import ipaddress
-from functools import lru_cache
+from functools import cache, lru_cache
 
 from publicsuffixlist import PublicSuffixList
 
@@ -22,7 +22,13 @@ PRIVATE_NETWORKS: tuple[IpNetwork, ...] = tuple(
     )
 )  # fmt: skip
 
-_PSL = PublicSuffixList()  # the list shipped with the package: no network access
+
+
+@cache
+def _psl() -> PublicSuffixList:
+    """The list shipped with the package (no network access), read on first use: a run that checks no relay
+    does not spend the 33 ms."""
+    return PublicSuffixList()
 
 
 def parse_network(text: str) -> IpNetwork:
@@ -49,7 +55,7 @@ def registered_domain(name: str) -> str | None:
     name = name.lower().rstrip(".")
     if "." not in name:
         return None
-    return _PSL.privatesuffix(name)
+    return _psl().privatesuffix(name)
 
 
 def destination_domain(address: str) -> str | None:

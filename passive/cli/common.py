@@ -19,7 +19,6 @@ from passive.core.errors import OutputError
 from passive.core.files import Content, chunks_of, encoded, write_atomically
 from passive.results.ecs import ecs_record
 from passive.results.jsonio import dumps, write_json, write_jsonl
-from passive.results.report import build_report, render_html
 
 FORMATS = ("table", "json", "jsonl", "ecs")
 # The file name meaning standard output, for every option that names an output file.
@@ -263,4 +262,6 @@ def emit_all(
     buffer = io.StringIO()
     write_jsonl(buffer, [*records, summary])
     write_text(f"{basename}.jsonl", buffer.getvalue())
+    from passive.results.report import build_report, render_html  # the templates load for -oA only
+
     write_text(f"{basename}.html", render_html(build_report(records, [summary], redact=redact)))

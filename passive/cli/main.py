@@ -1,28 +1,46 @@
-"""The ``leakscope`` command line: the group, and one module per command."""
+"""The ``leakscope`` command line: the group, and one module per command, imported when its command runs (a command
+costs only its own imports: ``analyze`` does not load the probe, the report templates or the live dashboard)."""
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
-from passive.cli.analyze import analyze
-from passive.cli.compare import compare_command
-from passive.cli.decode import decode
 from passive.cli.errors import LeakscopeGroup, exit_table
-from passive.cli.findings import findings_command
-from passive.cli.probe import probe_command
-from passive.cli.report import report
-from passive.cli.watch import watch_command
 
-COMMANDS = (analyze, probe_command, compare_command, report, watch_command, findings_command, decode)
+COMMANDS = {
+    "analyze": "passive.cli.analyze:analyze",
+    "probe": "passive.cli.probe:probe_command",
+    "compare": "passive.cli.compare:compare_command",
+    "report": "passive.cli.report:report",
+    "watch": "passive.cli.watch:watch_command",
+    "findings": "passive.cli.findings:findings_command",
+    "decode": "passive.cli.decode:decode",
+}
+"""Each command's name and where it is defined (``module:attribute``)."""
 
 
-@click.group(cls=LeakscopeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(LeakscopeGroup):
+    """The group with its commands loaded on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = self.commands.get(cmd_name)
+        if command is None and cmd_name in COMMANDS:
+            module, attribute = COMMANDS[cmd_name].split(":")
+            command = getattr(importlib.import_module(module), attribute)
+            command.epilog = exit_table()
+            self.add_command(command)
+        return command
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="leakscope")
 def main() -> None:
     """leakscope: what your mail servers give away on the wire."""
 
 
-for _command in COMMANDS:
-    _command.epilog = exit_table()
-    main.add_command(_command)
 main.epilog = exit_table()
