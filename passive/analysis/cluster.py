@@ -21,6 +21,7 @@ import dataclasses
 from collections import deque
 from typing import Any
 
+import zstandard
 from distributed import Client, Future
 
 from passive.analysis.parallel import (
@@ -42,11 +43,15 @@ AHEAD_PER_THREAD = 2
 while results wait, at most this many per thread, in the cluster's memory."""
 CONNECT_TIMEOUT = "30s"
 """How long the client waits for the scheduler to answer."""
+ZSTD_LEVEL = 1
+"""A task's messages are compressed (zstd) while they wait for the client, on the worker, over the network and in
+the client until replayed: 2.7 times smaller at level 1 (12.1 MB to 4.4 MB for a 63 MB all-mail capture, 32 ms to
+compress and 16 ms to expand; higher levels gain under 5% more)."""
 
 
 def record_task(analysis: Any, task: Task) -> list[bytes]:
     """On a Dask worker: one task's messages, as a local worker process would send them."""
-    outbox = _Outbox()
+    outbox = _Outbox(zstandard.ZstdCompressor(level=ZSTD_LEVEL))
     shard, shards, _files = task
     with fewer_collections():
         run_tasks(outbox, shard, shards, [task], analysis)
@@ -54,11 +59,12 @@ def record_task(analysis: Any, task: Task) -> list[bytes]:
 
 
 class _Outbox:
-    def __init__(self) -> None:
+    def __init__(self, compressor: zstandard.ZstdCompressor) -> None:
+        self.compress = compressor.compress
         self.messages: list[bytes] = []
 
     def send_bytes(self, data: bytes) -> None:
-        self.messages.append(data)
+        self.messages.append(self.compress(data))
 
 
 class _Result:
@@ -67,6 +73,7 @@ class _Result:
     def __init__(self, future: Future) -> None:
         self.future = future
         self.messages: deque[bytes] | None = None
+        self.expand = zstandard.ZstdDecompressor().decompress
 
     def recv_bytes(self) -> bytes:
         if self.messages is None:
@@ -76,7 +83,7 @@ class _Result:
                 raise WorkerFailed(f"a cluster task failed: {type(exc).__name__}: {exc}") from exc
         if not self.messages:
             raise EOFError
-        return self.messages.popleft()
+        return self.expand(self.messages.popleft())
 
     def close(self) -> None:
         self.future.release()
