@@ -6,6 +6,7 @@ import base64
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,38 @@ def test_reassembly_policy_decides_whether_a_decoy_hides_the_credentials(tmp_pat
     assert users == [] and summary["overlaps_old_won"] == 1
     help_text = leakscope("analyze", "--help").stdout
     assert "--reassembly [linux|bsd|windows|solaris|first|last]" in help_text
+
+
+def test_analyze_loads_only_its_own_command() -> None:
+    """A run imports what analyzing needs: not the probe, the live capture, the report templates or the store's
+    comparison (start-up is a fixed cost of every run; the other commands are loaded when they run)."""
+    code = (
+        "import sys\n"
+        "from passive.cli.main import main\n"
+        "try:\n"
+        "    main(['analyze', '--format', 'jsonl', '-o', '/dev/null', sys.argv[1]])\n"
+        "except SystemExit as exit:\n"
+        "    assert not exit.code, exit.code\n"
+        "print('\\n'.join(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(PCAPS / "smtp-ntlm-success-curl.pcap")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    loaded = set(result.stdout.split())
+    assert "passive.cli.analyze" in loaded and "passive.analysis.detectors.ntlm" in loaded
+    for module in ("passive.probe", "passive.live", "passive.cli.watch", "passive.cli.report", "jinja2"):
+        assert module not in loaded, module
+
+
+def test_every_command_is_listed_and_loads() -> None:
+    from passive.cli.main import COMMANDS, main
+
+    listed = leakscope("--help")
+    assert listed.returncode == 0, listed.stderr
+    for name in COMMANDS:
+        assert f"  {name} " in listed.stdout
+        result = leakscope(name, "--help")
+        assert result.returncode == 0 and "Exit status: 0" in result.stdout, (name, result.stderr)
+    assert main.get_command(None, "no-such-command") is None  # type: ignore[arg-type]
