@@ -15,9 +15,7 @@ Frames are numbered from 1 in file order, as tshark does.
 
 from __future__ import annotations
 
-import bz2
 import contextlib
-import gzip
 import lzma
 import os
 import stat
@@ -26,6 +24,8 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, NamedTuple, Protocol
+
+from passive.capture.compressed import decompressor
 
 PCAP_MAGIC_USEC = 0xA1B2C3D4
 PCAP_MAGIC_NSEC = 0xA1B23C4D
@@ -133,20 +133,6 @@ def _compression(head: bytes) -> str | None:
     return next((name for magic, name in COMPRESSION_MAGICS if head.startswith(magic)), None)
 
 
-def decompressor(compression: str, source: BinaryIO | _Replay) -> BinaryIO:
-    """A reading stream of what ``source`` holds compressed (xz and bz2 from the standard library, zstd from the
-    ``zstandard`` package)."""
-    if compression == "gzip":
-        return gzip.GzipFile(fileobj=source, mode="rb")  # type: ignore[arg-type]
-    if compression == "xz":
-        return lzma.LZMAFile(source, "rb")  # type: ignore[arg-type]
-    if compression == "bz2":
-        return bz2.BZ2File(source, "rb")  # type: ignore[arg-type]
-    import zstandard  # a runtime dependency; imported here so the other formats never pay for it
-
-    return zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True)  # type: ignore[return-value]
-
-
 def sniff_kind(path: Path) -> FileKind:
     """Tell pcap/pcapng and their compressions apart by magic numbers (raises OSError or CaptureFormatError).
 
@@ -190,14 +176,26 @@ def _kind_of(head: bytes, compressed: str | None) -> FileKind:
 
 
 class _Decompressed:
-    """A decompressing stream over a :class:`_Replay`; closing it closes both."""
+    """A decompressing stream over a file or a :class:`_Replay`; closing it closes both.
 
-    def __init__(self, compression: str, source: _Replay) -> None:
+    Reads take what one step of the decoder gives (``read1``), so that what a damaged or cut stream decoded before
+    its break is read, not lost with the read that meets the break (a 1 MiB ``read`` of a gzip file cut short lost
+    everything it had decoded). The break then ends the stream, and its reason is kept in ``damage``."""
+
+    def __init__(self, compression: str, source: BinaryIO | _Replay) -> None:
         self._stream = decompressor(compression, source)
         self._source = source
+        self._compression = compression
+        self.damage: str | None = None
 
     def read(self, size: int = -1) -> bytes:
-        return self._stream.read(size)
+        if self.damage is not None:
+            return b""
+        try:
+            return self._stream.read1(size)
+        except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as exc:
+            self.damage = f"damaged {self._compression} stream: {exc}"
+            return b""
 
     def close(self) -> None:
         try:
@@ -268,6 +266,9 @@ class PacketReader:
                 yield from self._pcap(stream)
             else:
                 yield from self._pcapng(stream)
+            damage = getattr(fh, "damage", None)
+            if damage is not None:  # the compressed stream broke: the cause of whatever the reader saw at its end
+                self._fail(damage)
 
     def _open(self) -> BinaryIO:
         source, compression = self.kind.stream, self.kind.compression

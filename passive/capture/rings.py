@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from passive.capture.compressed import decompressor
 from passive.capture.options import IDLE_TIMEOUT
 from passive.capture.pcapfile import (
     MAX_RECORD,
@@ -37,7 +38,6 @@ from passive.capture.pcapfile import (
     PCAPNG_SHB,
     CaptureFormatError,
     PacketReader,
-    decompressor,
     sniff_kind,
 )
 

@@ -1,0 +1,118 @@
+"""Compressed captures that are hostile or broken: a decoder never takes more memory than MAX_WINDOW whatever the
+header asks, a stream that breaks gives what it decoded before the break with the reason as a warning, and no
+decoder error escapes as a traceback."""
+
+from __future__ import annotations
+
+import gzip
+import lzma
+import shutil
+import struct
+import subprocess
+import tempfile
+from pathlib import Path
+
+import zstandard
+
+from passive.capture.compressed import MAX_WINDOW
+
+PCAPS = Path(__file__).resolve().parents[1] / "pcaps"
+NTLM = PCAPS / "smtp-ntlm-success-curl.pcap"
+OTHER = PCAPS / "imap-login-fetchmail.pcap"  # the same link type: its records may follow NTLM's in one file
+HUGE_WINDOW = 256 << 20  # twice MAX_WINDOW
+MIB = 1 << 20
+
+
+def run(*paths: Path) -> tuple[int, str, str, int]:
+    """``leakscope analyze --format jsonl`` on ``paths``: exit status, stdout, stderr and peak RSS in bytes (GNU
+    time's: the peak of a process forked from this one would start at this test process's)."""
+    executable = shutil.which("leakscope")
+    assert executable, "the leakscope console script is not installed (pip install -e .)"
+    with tempfile.TemporaryDirectory() as scratch:
+        rss = Path(scratch) / "rss"
+        command = ["/usr/bin/time", "-o", str(rss), "-f", "%M", executable, "analyze", "--jobs", "1"]
+        done = subprocess.run([*command, "--format", "jsonl", *map(str, paths)], capture_output=True, timeout=120)
+        return done.returncode, done.stdout.decode(), done.stderr.decode(), int(rss.read_text().split()[-1]) * 1024
+
+
+def findings(output: str, path: Path) -> list[str]:
+    return sorted(line.replace(str(path), "CAPTURE") for line in output.splitlines() if '"summary"' not in line)
+
+
+def zero_records(total: int) -> bytes:
+    """A classic pcap of ``total`` bytes of 64 KB records of zeros (what a decoder fills its window with)."""
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    record = struct.pack("<IIII", 0, 0, 65000, 65000) + bytes(65000)
+    return header + record * (total // len(record))
+
+
+def ntlm_then_more() -> bytes:
+    """The NTLM session's capture followed by another session's records (about 400 KB in all)."""
+    more = OTHER.read_bytes()[24:]
+    return NTLM.read_bytes() + more * max(1, (400_000 // len(more)))
+
+
+def test_an_xz_stream_asking_for_a_huge_dictionary_is_refused_before_it_takes_the_memory(tmp_path: Path) -> None:
+    """A 30 KB xz file asking for a 256 MiB dictionary and filling it took analyze to 295 MiB; it is now refused in
+    one line, and the run goes on with the next capture."""
+    filters = [{"id": lzma.FILTER_LZMA2, "dict_size": HUGE_WINDOW, "preset": 0}]
+    bomb = tmp_path / "bomb.pcap.xz"
+    bomb.write_bytes(lzma.compress(zero_records(200 * MIB), format=lzma.FORMAT_XZ, filters=filters))
+    assert bomb.stat().st_size < 100_000
+    status, out, err, rss = run(bomb, NTLM)
+    assert status == 1 and "Traceback" not in err, err
+    assert f"damaged xz stream: it needs more than {MAX_WINDOW >> 20} MiB of memory to decode" in err
+    assert '"type": "ntlm-info"' in out  # the next capture was read
+    assert rss < 150 * MIB, rss
+
+
+def test_a_zstd_frame_asking_for_a_huge_window_is_refused_in_one_line(tmp_path: Path) -> None:
+    params = zstandard.ZstdCompressionParameters.from_level(1, window_log=HUGE_WINDOW.bit_length() - 1)
+    writer = zstandard.ZstdCompressor(compression_params=params).compressobj()
+    bomb = tmp_path / "bomb.pcap.zst"
+    bomb.write_bytes(writer.compress(zero_records(8 * MIB)) + writer.flush())
+    assert zstandard.get_frame_parameters(bomb.read_bytes()).window_size == HUGE_WINDOW
+    status, out, err, _rss = run(bomb, NTLM)
+    assert status == 1 and "Traceback" not in err, err
+    assert "damaged zstd stream" in err and "too much memory" in err
+    assert '"type": "ntlm-info"' in out
+
+
+def test_a_zstd_checksum_that_does_not_match_keeps_what_was_decoded(tmp_path: Path) -> None:
+    """``zstd`` writes a checksum by default; a mismatch raised zstandard's own error, which no reader caught."""
+    packed = bytearray(zstandard.ZstdCompressor(level=3, write_checksum=True).compress(ntlm_then_more()))
+    packed[-1] ^= 0xFF
+    path = tmp_path / "checksum.pcap.zst"
+    path.write_bytes(bytes(packed))
+    status, out, err, _rss = run(path)
+    assert status == 0 and "Traceback" not in err, err
+    assert "warning: damaged zstd stream" in err and "checksum" in err
+    assert '"type": "ntlm-info"' in out
+
+
+def test_gzip_and_xz_cut_short_give_what_they_decoded_before_the_cut(tmp_path: Path) -> None:
+    """A read that met the end of a cut stream used to lose everything it had decoded (up to 1 MiB): a capture cut
+    after its NTLM exchange showed nothing."""
+    content = ntlm_then_more()
+    for suffix, pack in (("gz", gzip.compress), ("xz", lzma.compress)):
+        packed = pack(content)
+        path = tmp_path / f"cut.pcap.{suffix}"
+        path.write_bytes(packed[: len(packed) * 3 // 4])
+        status, out, err, _rss = run(path)
+        name = "gzip" if suffix == "gz" else suffix
+        assert status == 0 and f"warning: damaged {name} stream" in err, (suffix, err)
+        assert '"type": "ntlm-info"' in out, suffix
+
+
+def test_an_xz_file_of_several_streams_reads_them_all(tmp_path: Path) -> None:
+    """xz files may hold several streams one after another (``cat a.xz b.xz``): each is read in turn, as ``xz -d``
+    and the standard library's LZMAFile read them."""
+    records = OTHER.read_bytes()[24:]
+    path = tmp_path / "two.pcap.xz"
+    path.write_bytes(lzma.compress(NTLM.read_bytes()) + lzma.compress(records))
+    plain = tmp_path / "two.pcap"
+    plain.write_bytes(NTLM.read_bytes() + records)
+    status, out, err, _rss = run(path)
+    assert status == 0, err
+    assert findings(out, path) == findings(run(plain)[1], plain)
+    assert any('"ntlm-info"' in line for line in findings(out, path))
