@@ -10,7 +10,7 @@ import pytest
 
 from passive.capture import CaptureCounters, CaptureOptions, analyze_file, libpcap
 from passive.capture.libpcap import BATCH_BYTES, libpcap_available
-from passive.capture.pcapfile import MAX_RECORD, PacketReader
+from passive.capture.pcapfile import MAX_INTERFACES, MAX_RECORD, PacketReader
 from tests.helpers_capture import (
     Recorder,
     ether,
@@ -109,3 +109,17 @@ def test_libpcap_batches_are_sized_in_bytes(tmp_path: Path, monkeypatch: pytest.
     analyze_file(path, Recorder(), CaptureOptions(ports=frozenset({25}), backend="libpcap"), counters=counters)
     assert counters.packets_read == 100 and counters.flows == 1
     assert sum(sizes) == 100 * MAX_RECORD and max(sizes) <= BATCH_BYTES
+
+
+def test_a_pcapng_section_declaring_endless_interfaces_stops_reading(tmp_path: Path) -> None:
+    """Each declared interface is held (2 million 20-byte declarations took 267 MiB): past MAX_INTERFACES in one
+    section reading stops, with a warning, after the packets read so far."""
+    frames = ethernet_frames(smtp_session_segments())
+    head = pcapng_bytes_tsresol([1], [(0, ts, frame) for ts, frame in frames])
+    declaration = struct.pack("<II", 1, 20) + struct.pack("<HHI", 1, 0, 65535) + struct.pack("<I", 20)
+    path = tmp_path / "interfaces.pcapng"
+    path.write_bytes(head + declaration * MAX_INTERFACES + head[28:])  # the session's packets again after them
+    reader = PacketReader(path)
+    packets = list(reader)
+    assert len(packets) == len(frames)  # the second copy, after the flood, is not read
+    assert reader.error == f"corrupt capture: more than {MAX_INTERFACES} interfaces in one section"

@@ -46,6 +46,10 @@ classic pcap record claiming more stops the reader, as it stops libpcap, whateve
 claims; a pcapng packet is cut to it, as libpcap cuts it to the snapshot length."""
 MAX_BLOCK = 16 * 1024 * 1024
 """Largest pcapng block read (libpcap's initial block size limit): the reader holds one block at a time."""
+MAX_INTERFACES = 65536
+"""Interfaces one pcapng section may declare (as many as the obsolete packet block can name): dumpcap writes one
+per interface it captures on, mergecap one per distinct input interface. Each costs about 110 bytes held, so 2
+million 20-byte declarations (a 40 MB file) took 267 MiB; past this one, reading stops."""
 _READ_SIZE = 1 << 20
 
 
@@ -367,6 +371,9 @@ class PacketReader:
             body = memoryview(buf)[pos + 8 : pos + total - 4]  # no copy: a block may hold 16 MiB
             stream.pos = pos + total
             if block_type == 1:
+                if len(interfaces) >= MAX_INTERFACES:
+                    self._fail(f"corrupt capture: more than {MAX_INTERFACES} interfaces in one section")
+                    return
                 interfaces.append(self._interface(body, endian))
                 self.linktypes.add(interfaces[-1][0])
                 continue
