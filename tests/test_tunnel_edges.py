@@ -24,9 +24,12 @@ from scapy.layers.vxlan import VXLAN
 from scapy.packet import Packet, Raw
 from scapy.utils import rdpcap
 
+from dissectors.registry import MAIL_PORTS
 from passive.analysis.pipeline import AnalysisOptions, analyze_captures
 from passive.capture import scanread
-from passive.capture.linklayer import MALFORMED, NOT_TCP, decode_tcp
+from passive.capture.bpf import build_bpf_filter
+from passive.capture.libpcap import libpcap_available
+from passive.capture.linklayer import MALFORMED, MAX_VLAN_TAGS, NOT_TCP, decode_tcp
 from passive.results.records import finding_record
 from tests.helpers_capture import pcap_bytes, sll, sll2, write
 
@@ -137,6 +140,12 @@ CARRIERS: dict[str, tuple[int, int, Wrap, tuple[str, ...]]] = {
         ("pppoe",),
     ),
     "vlan-0-priority": (1, 6, lambda p: _eth() / Dot1Q(vlan=0, prio=5) / p, ()),
+    "qinq-and-port-tag": (
+        1,
+        4,
+        lambda p: _eth() / Dot1Q(vlan=7, type=0x88A8) / Dot1AD(vlan=100) / Dot1Q(vlan=200) / p,
+        (),
+    ),
     "6in4": (1, 6, lambda p: _eth() / IP(**OUTER4) / p, ("ip-in-ip",)),
     "4in6": (1, 4, lambda p: _eth() / IPv6(**OUTER6) / p, ("ip-in-ip",)),
     "6in6": (1, 6, lambda p: _eth() / IPv6(**OUTER6) / p, ("ip-in-ip",)),
@@ -266,3 +275,21 @@ def test_damaged_frames_are_counted_beside_an_intact_session(tmp_path: Path, bac
     assert results.counters.decode_errors == len(DAMAGED)
     assert results.counters.packets_read == len(session) + len(noise)
     assert [f.server for f in results.findings if f.type.value == "ntlm-info"] == [f"{SERVER[4]}:25"]
+
+
+@pytest.mark.skipif(not libpcap_available(), reason="BPF expressions need libpcap")
+@pytest.mark.parametrize("protochain", [True, False])
+def test_the_port_filter_reaches_as_many_tags_as_the_decoder(protochain: bool) -> None:
+    """libpcap's filter (files, and the kernel's on a live capture) passes mail under as many VLAN tags as the
+    decoders peel, and no more."""
+    import pcapy  # type: ignore[import-untyped]
+
+    program = pcapy.compile(1, 262144, build_bpf_filter(MAIL_PORTS, protochain=protochain), 1, 0xFFFFFFFF)
+    smtp = _session(4)[3][1]
+    for tags in range(MAX_VLAN_TAGS + 2):
+        frame = _eth()
+        for vlan in range(tags):
+            frame = frame / Dot1Q(vlan=vlan + 1)
+        frame = frame / smtp
+        assert bool(program.filter(bytes(frame))) == (tags <= MAX_VLAN_TAGS)
+        assert isinstance(decode_tcp(1, bytes(frame)), tuple) == (tags <= MAX_VLAN_TAGS)

@@ -25,6 +25,7 @@
 #define RELEASE_EVERY (32u << 20)    /* mapped pages already scanned are handed back to the kernel in such steps */
 #define MAX_DEPTH 4                  /* tunnels.MAX_DEPTH */
 #define MAX_LABELS 16                /* tunnels.MAX_LABELS */
+#define MAX_VLAN_TAGS 3              /* linklayer.MAX_VLAN_TAGS */
 #define MAX_TABLE_FLOWS (1u << 19)   /* scanner.MAX_SCAN_FLOWS: flow states held at once */
 #define MAX_SERVERS 65536            /* scanner.MAX_SERVERS: mail server endpoints held */
 #define BPF_MAXINSNS 4096
@@ -215,7 +216,7 @@ static int vlan_tags(const uint8_t *d, unsigned type, Py_ssize_t off, Py_ssize_t
         type = u16(d, off + 2);
         off += 4;
     }
-    if (tags > 2) return TOO_MANY_TAGS;
+    if (tags > MAX_VLAN_TAGS) return TOO_MANY_TAGS;
     *ethertype = type; *next = off;
     return SEGMENT;
 }

@@ -1,16 +1,17 @@
 """The BPF expression that lets only the wanted TCP through libpcap (files) or the kernel (live).
 
 It passes TCP on the given ports (any TCP with ``all_ports``, or when no port is given),
-also under one or two VLAN tags on Ethernet, plus IPv6 packets that reach TCP through
-extension headers (BPF cannot check their ports, so Python does). A user's expression is
-ANDed in front of it (placed first so the offsets that ``vlan`` shifts do not apply to it).
+also under as many VLAN tags on Ethernet as the decoder peels (``MAX_VLAN_TAGS``), plus IPv6
+packets that reach TCP through extension headers (BPF cannot check their ports, so Python
+does). A user's expression is ANDed in front of it (placed first so the offsets that ``vlan``
+shifts do not apply to it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from passive.capture.linklayer import LINKTYPE_ETHERNET
+from passive.capture.linklayer import LINKTYPE_ETHERNET, MAX_VLAN_TAGS
 from passive.core.errors import UsageError, one_line
 
 # IPv6 extension headers hide TCP from `tcp`/`port`; protochain finds it, Python checks ports.
@@ -54,10 +55,13 @@ def build_bpf_filter(
     base = f"({tcp}) or {chained} or {_TUNNELS}"
     expr = base
     if linktype == LINKTYPE_ETHERNET:
-        # `vlan` shifts offsets for the rest of the expression, hence the nesting for QinQ.
+        # `vlan` shifts offsets for the rest of the expression, hence one nested level per tag.
         base = f"{base} or {_ETHER_TUNNELS}"
         tagged = base if ipv6_ext_in_vlan else f"({tcp}) or {_TUNNELS} or {_ETHER_TUNNELS}"
-        expr = f"({base}) or (vlan and (({tagged}) or (vlan and ({tagged}))))"
+        nested = tagged
+        for _ in range(MAX_VLAN_TAGS - 1):
+            nested = f"({tagged}) or (vlan and ({nested}))"
+        expr = f"({base}) or (vlan and ({nested}))"
     if user_filter and user_filter.strip():
         expr = f"({user_filter}) and ({expr})"
     return expr

@@ -8,8 +8,8 @@ every read is bounds-checked first. Besides addresses, ports, sequence numbers, 
 carries its window field and, for a SYN, the window scale and SACK-permitted options (``OPT_*`` bits): the
 reassembler follows the receiver's window with them.
 
-Supported link types: Ethernet (with up to two 802.1Q / 802.1ad / 0x9100 VLAN tags,
-matching what the BPF filter can express), Linux cooked SLL (113) and SLL2 (276) (tags too, when
+Supported link types: Ethernet (with up to three 802.1Q / 802.1ad / 0x9100 VLAN tags: QinQ
+and a packet broker's port tag; the BPF filter nests as deep), Linux cooked SLL (113) and SLL2 (276) (tags too, when
 the NIC left them in the frame and the cooked header names 802.1Q or 802.1ad), raw IP
 (101, and 12/14 which some platforms write for it), LINKTYPE_IPV4 (228) / IPV6 (229),
 BSD NULL (0, host byte order) and LOOP (108, network byte order).
@@ -57,7 +57,10 @@ SUPPORTED_LINKTYPES = frozenset(
 ETHERTYPE_IPV4 = 0x0800
 ETHERTYPE_IPV6 = 0x86DD
 VLAN_TPIDS = frozenset({0x8100, 0x88A8, 0x9100})
-MAX_VLAN_TAGS = 2  # what `vlan and vlan and ...` in the BPF filter can reach
+# VLAN tags peeled: QinQ (802.1ad + 802.1Q) plus the tag a packet broker or span session adds for the port a frame
+# came in on. The BPF filter (bpf.py) nests `vlan and (...)` as deep; each level adds about 400 instructions to a
+# filter with `protochain` (3 265 at three levels, under the 4 096 libpcap and the kernel accept).
+MAX_VLAN_TAGS = 3
 
 # BSD address families seen in NULL/LOOP headers: AF_INET is 2 everywhere, AF_INET6 varies.
 _AF_INET = 2
