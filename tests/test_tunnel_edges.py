@@ -67,6 +67,11 @@ def _labels(count: int) -> Packet:
     return stack
 
 
+def _gpe(next_protocol: int) -> Raw:
+    """A VXLAN-GPE header (draft-ietf-nvo3-vxlan-gpe): I and P flags, the next protocol (1 IPv4, 3 Ethernet), VNI."""
+    return Raw(bytes([0x0C, 0, 0, next_protocol, 0, 0, 42, 0]))
+
+
 Wrap = Callable[[Packet], Packet]
 # name: (link type, inner IP version, wrap, the tunnel kinds each packet is counted in)
 CARRIERS: dict[str, tuple[int, int, Wrap, tuple[str, ...]]] = {
@@ -164,6 +169,13 @@ CARRIERS: dict[str, tuple[int, int, Wrap, tuple[str, ...]]] = {
         ),
         ("gre", "vxlan"),
     ),
+    "vxlan-gpe-ipv4": (1, 4, lambda p: _eth() / IP(**OUTER4) / UDP(sport=50000, dport=4790) / _gpe(1) / p, ("vxlan",)),
+    "vxlan-gpe-ethernet": (
+        1,
+        6,
+        lambda p: _eth() / IPv6(**OUTER6) / UDP(sport=50000, dport=4790) / _gpe(3) / _eth() / p,
+        ("vxlan",),
+    ),
     "sll-vlan": (113, 4, lambda p: sll(Dot1Q(vlan=5) / p, 0x8100), ()),
     "sll2-qinq-ipv6": (276, 6, lambda p: sll2(Dot1Q(vlan=5, type=0x8100) / Dot1Q(vlan=6) / p, 0x88A8), ()),
 }
@@ -232,6 +244,7 @@ DAMAGED = {
     "erspan-ii-cut": _ip(47, b"\x10\x00\x88\xbe\x00\x00\x00\x01\x10\x00"),
     "erspan-iii-platform-cut": _ip(47, b"\x10\x00\x22\xeb\x00\x00\x00\x01" + bytes(ERSPAN_III(o=1)) + b"\x00" * 4),
     "vxlan-cut": _udp(4789, b"\x08\x00\x00"),
+    "vxlan-gpe-cut": _udp(4790, b"\x0c\x00\x00\x01\x00"),
     "geneve-cut": _udp(6081, b"\x00\x00\x08"),
     "geneve-options-past-the-end": _udp(6081, bytes([0x3F, 0, 0x08, 0x00, 0, 0, 7, 0]) + _DATA[:100]),
     "mpls-cut-label": bytes(_eth(type=0x8847) / Raw(b"\x00\x10")),
@@ -245,6 +258,7 @@ OTHER = {  # well-formed, carrying something else: not TCP, not damage
     "gre-unknown-protocol": _ip(47, b"\x00\x00\x12\x34" + _DATA),
     "gre-version-1-not-ppp": _ip(47, b"\x30\x01\x12\x34" + b"\x00" * 8 + _DATA),
     "vxlan-without-vni": _udp(4789, b"\x00" * 8 + bytes(_eth()) + _DATA),
+    "vxlan-gpe-nsh": _udp(4790, bytes([0x0C, 0, 0, 4, 0, 0, 42, 0]) + _DATA),
     "geneve-version-1": _udp(6081, bytes([0x40, 0, 0x08, 0x00, 0, 0, 7, 0]) + _DATA),
     "pppoe-lcp": bytes(_eth() / PPPoE(sessionid=5) / PPP(proto=0xC021) / Raw(b"\x01\x01\x00\x04")),
     "dns": _udp(53, b"\x12\x34\x01\x00\x00\x01" + b"\x00" * 6),

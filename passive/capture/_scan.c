@@ -144,12 +144,20 @@ static int udp_tunnel(const uint8_t *d, Py_ssize_t off, Py_ssize_t end, Py_ssize
     if (off + 8 > end) return -1;
     unsigned port = u16(d, off + 2);
     Py_ssize_t position = off + 8;
-    if (port == 4789) {
+    if (port == 4789 || port == 4790) { /* VXLAN, VXLAN-GPE */
         *bit = INFO_VXLAN;
         if (position + 8 > end) return INNER_DAMAGED;
-        if (!(d[position] & 0x08)) return -1;
+        unsigned flags = d[position];
+        if (!(flags & 0x08)) return -1;
         *inner_off = position + 8;
-        return INNER_ETHERNET;
+        if (port == 4789 || !(flags & 0x04)) return INNER_ETHERNET;
+        switch (d[position + 3]) {
+            case 1: return INNER_IPV4;
+            case 2: return INNER_IPV6;
+            case 3: return INNER_ETHERNET;
+            case 5: return INNER_MPLS;
+            default: return -1;
+        }
     }
     if (port == 6081) {
         *bit = INFO_GENEVE;

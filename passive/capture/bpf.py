@@ -22,7 +22,7 @@ _IPV6_CHAINED = "(ip6 protochain 6 and not ip6 proto 6) or (ip6 protochain 44)"
 # keywords would shift the offsets of what follows them.
 _TUNNELS = (
     "(ip proto 47) or (ip proto 4) or (ip proto 41) or (ip6 proto 47) or (ip6 proto 4) or (ip6 proto 41)"
-    " or (udp dst port 4789) or (udp dst port 6081)"
+    " or (udp dst port 4789) or (udp dst port 4790) or (udp dst port 6081)"
 )
 _ETHER_TUNNELS = "(ether proto 0x8847) or (ether proto 0x8848) or (ether proto 0x8864)"
 # Without protochain: hop-by-hop, routing, fragment, destination options, AH as the first next header.

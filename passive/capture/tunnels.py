@@ -8,7 +8,8 @@ hostile input.
 
 - GRE (RFC 2784/2890), with ERSPAN types I, II and III (Cisco; GRE protocol 0x88BE and 0x22EB), transparent Ethernet
   bridging (0x6558), IPv4, IPv6 and MPLS inside;
-- VXLAN (RFC 7348, UDP 4789) and Geneve (RFC 8926, UDP 6081), Ethernet inside;
+- VXLAN (RFC 7348, UDP 4789), Ethernet inside; VXLAN-GPE (draft-ietf-nvo3-vxlan-gpe, UDP 4790: IPv4, IPv6,
+  Ethernet or MPLS, counted as VXLAN); Geneve (RFC 8926, UDP 6081), with options, Ethernet, IP or MPLS inside;
 - MPLS label stacks (RFC 3032, ethertypes 0x8847/0x8848), IP or an Ethernet pseudowire (RFC 4448, with or without
   its control word) below the bottom label. Nothing on the wire says which: a first nibble of 4 or 6 is IP; a first
   nibble of 0 is the control word (RFC 4385) when the Ethernet header after those 4 bytes names a known ethertype,
@@ -35,6 +36,7 @@ IP_PROTO_IPV6 = 41
 IP_PROTO_GRE = 47
 IP_PROTO_UDP = 17
 UDP_VXLAN = 4789
+UDP_VXLAN_GPE = 4790
 UDP_GENEVE = 6081
 
 # Tunnels inside tunnels peeled at most: a hostile frame must not recurse without end.
@@ -49,6 +51,7 @@ GRE, ERSPAN, VXLAN, GENEVE, MPLS, PPPOE, IPIP = "gre", "erspan", "vxlan", "genev
 KINDS = (GRE, ERSPAN, VXLAN, GENEVE, MPLS, PPPOE, IPIP)
 
 _GRE_PAYLOADS = {0x0800: INNER_IPV4, 0x86DD: INNER_IPV6, 0x6558: INNER_ETHERNET, 0x8847: INNER_MPLS}
+_GPE_PAYLOADS = {1: INNER_IPV4, 2: INNER_IPV6, 3: INNER_ETHERNET, 5: INNER_MPLS}  # VXLAN-GPE next protocol
 _ERSPAN_II_III = {0x88BE: 8, 0x22EB: 12}  # GRE protocol -> ERSPAN header length (II, III)
 
 Inner = tuple[int, int]
@@ -81,17 +84,21 @@ def gre(data: bytes, offset: int, end: int) -> tuple[Inner, str] | None:
 
 
 def udp(data: bytes, offset: int, end: int) -> tuple[Inner, str] | None:
-    """A UDP header at ``offset``: VXLAN or Geneve by destination port, else nothing."""
+    """A UDP header at ``offset``: VXLAN, VXLAN-GPE or Geneve by destination port, else nothing."""
     if offset + 8 > end:
         return None  # not even a UDP header: the ports that would name a tunnel are unknown
     port = data[offset + 2] << 8 | data[offset + 3]
     position = offset + 8
-    if port == UDP_VXLAN:
+    if port in (UDP_VXLAN, UDP_VXLAN_GPE):
         if position + 8 > end:
             return _DAMAGED, VXLAN
-        if not data[position] & 0x08:  # the I flag: a valid VNI follows
+        flags = data[position]
+        if not flags & 0x08:  # the I flag: a valid VNI follows
             return None
-        return (INNER_ETHERNET, position + 8), VXLAN
+        inner: int | None = INNER_ETHERNET
+        if port == UDP_VXLAN_GPE and flags & 0x04:  # the P flag: the next protocol is named (Ethernet without it)
+            inner = _GPE_PAYLOADS.get(data[position + 3])
+        return ((inner, position + 8), VXLAN) if inner is not None else None
     if port == UDP_GENEVE:
         if position + 8 > end:
             return _DAMAGED, GENEVE
