@@ -13,12 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.contrib.erspan import ERSPAN_III, ERSPAN_PlatformSpecific
 from scapy.contrib.geneve import GENEVE, GeneveOptions
 from scapy.contrib.mpls import MPLS
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
-from scapy.layers.l2 import GRE, Dot1AD, Dot1Q, Ether
+from scapy.layers.l2 import GRE, GRE_PPTP, Dot1AD, Dot1Q, Ether
 from scapy.layers.ppp import PPP, PPPoE
 from scapy.layers.vxlan import VXLAN
 from scapy.packet import Packet, Raw
@@ -86,6 +88,24 @@ CARRIERS: dict[str, tuple[int, int, Wrap, tuple[str, ...]]] = {
         1,
         6,
         lambda p: _eth() / IPv6(**OUTER6) / GRE(proto=0x86DD, chksum_present=1, key_present=1, seqnum_present=1) / p,
+        ("gre",),
+    ),
+    "pptp": (
+        1,
+        4,
+        lambda p: (
+            _eth()
+            / IP(**OUTER4)
+            / GRE_PPTP(seqnum_present=1, sequence_number=3, acknum_present=1, ack_number=2, call_id=5)
+            / PPP(proto=0x0021)
+            / p
+        ),
+        ("gre",),
+    ),
+    "pptp-compressed-ppp-ipv6": (  # no address and control field, a one-byte protocol (RFC 1661 ACFC, PFC)
+        1,
+        6,
+        lambda p: _eth() / IP(**OUTER4) / GRE_PPTP(call_id=5) / Raw(b"\x57") / p,
         ("gre",),
     ),
     "erspan-iii-platform": (
@@ -241,6 +261,8 @@ def _nested_gre(depth: int) -> bytes:
 DAMAGED = {
     "gre-cut": _ip(47, b"\x00\x00"),
     "gre-key-past-the-end": _ip(47, b"\x20\x00\x08\x00\x00\x00"),
+    "pptp-ack-past-the-end": _ip(47, b"\x30\x81\x88\x0b\x00\x10\x00\x05\x00\x00\x00\x01\x00"),
+    "pptp-ppp-cut": _ip(47, b"\x30\x01\x88\x0b\x00\x02\x00\x05\x00\x00\x00\x01\xff\x03"),
     "erspan-ii-cut": _ip(47, b"\x10\x00\x88\xbe\x00\x00\x00\x01\x10\x00"),
     "erspan-iii-platform-cut": _ip(47, b"\x10\x00\x22\xeb\x00\x00\x00\x01" + bytes(ERSPAN_III(o=1)) + b"\x00" * 4),
     "vxlan-cut": _udp(4789, b"\x08\x00\x00"),
@@ -257,6 +279,8 @@ DAMAGED = {
 OTHER = {  # well-formed, carrying something else: not TCP, not damage
     "gre-unknown-protocol": _ip(47, b"\x00\x00\x12\x34" + _DATA),
     "gre-version-1-not-ppp": _ip(47, b"\x30\x01\x12\x34" + b"\x00" * 8 + _DATA),
+    "pptp-acknowledgment-alone": _ip(47, b"\x20\x81\x88\x0b\x00\x00\x00\x05\x00\x00\x00\x01"),
+    "pptp-mppe": _ip(47, b"\x30\x01\x88\x0b\x00\x10\x00\x05\x00\x00\x00\x01\xff\x03\x00\xfd" + _DATA[:12]),
     "vxlan-without-vni": _udp(4789, b"\x00" * 8 + bytes(_eth()) + _DATA),
     "vxlan-gpe-nsh": _udp(4790, bytes([0x0C, 0, 0, 4, 0, 0, 42, 0]) + _DATA),
     "geneve-version-1": _udp(6081, bytes([0x40, 0, 0x08, 0x00, 0, 0, 7, 0]) + _DATA),
@@ -307,3 +331,27 @@ def test_the_port_filter_reaches_as_many_tags_as_the_decoder(protochain: bool) -
         frame = frame / smtp
         assert bool(program.filter(bytes(frame))) == (tags <= MAX_VLAN_TAGS)
         assert isinstance(decode_tcp(1, bytes(frame)), tuple) == (tags <= MAX_VLAN_TAGS)
+
+
+def _frames_to_damage() -> list[tuple[int, bytes]]:
+    frames = [(1, frame) for frame in (*DAMAGED.values(), *OTHER.values())]
+    for linktype, version, wrap, _kinds in CARRIERS.values():
+        frames += [(linktype, bytes(wrap(packet))) for _ts, packet in _session(version)[3:6]]
+    return frames
+
+
+FRAMES_TO_DAMAGE = _frames_to_damage()
+
+
+@pytest.mark.skipif(not scanread.native_available(), reason="the compiled scanner is not built")
+@settings(max_examples=3000, deadline=None)
+@given(st.sampled_from(FRAMES_TO_DAMAGE), st.integers(0, 200), st.integers(0, 255), st.integers(0, 400))
+def test_decoders_agree_on_every_carrier_damaged(frame: tuple[int, bytes], position: int, value: int, cut: int) -> None:
+    """Each carrier above, with one byte changed and the frame cut anywhere: the same segment or status from the
+    compiled decoder and the Python one."""
+    linktype, data = frame
+    damaged = bytearray(data)
+    if position < len(damaged):
+        damaged[position] = value
+    damaged = damaged[:cut]
+    assert scanread._cscan.decode(linktype, bytes(damaged)) == decode_tcp(linktype, bytes(damaged))

@@ -111,10 +111,27 @@ static int decode_tcp(const uint8_t *d, const uint8_t *src, const uint8_t *dst, 
 
 /* tunnels.py: each returns the inner kind, INNER_DAMAGED (a header cut short or inconsistent) or -1 (something
  * else inside) and sets *inner_off; gre/udp also set *bit. */
+/* tunnels._pptp: PPTP's enhanced GRE header at `off` and the PPP frame after it. */
+static int pptp(const uint8_t *d, Py_ssize_t off, Py_ssize_t end, Py_ssize_t *inner_off) {
+    unsigned flags = d[off], protocol = u16(d, off + 2);
+    if (protocol != 0x880B || (flags & 0xC0) || !(flags & 0x20)) return -1;
+    Py_ssize_t position = off + 8 + 4 * ((flags & 0x10) != 0) + 4 * ((d[off + 1] & 0x80) != 0);
+    if (position > end) return INNER_DAMAGED;
+    if (position == end) return -1; /* an acknowledgment alone */
+    if (d[position] == 0xFF) position += 2;
+    if (position >= end) return INNER_DAMAGED;
+    if (d[position] & 1) { protocol = d[position]; position += 1; }
+    else if (position + 2 <= end) { protocol = u16(d, position); position += 2; }
+    else return INNER_DAMAGED;
+    *inner_off = position;
+    return protocol == 0x0021 ? INNER_IPV4 : protocol == 0x0057 ? INNER_IPV6 : -1;
+}
+
 static int gre(const uint8_t *d, Py_ssize_t off, Py_ssize_t end, Py_ssize_t *inner_off, unsigned *bit) {
     *bit = INFO_GRE;
     if (off + 4 > end) return INNER_DAMAGED;
     unsigned flags = d[off], version = d[off + 1] & 7, protocol = u16(d, off + 2);
+    if (version == 1) return pptp(d, off, end, inner_off);
     if (version != 0 || (flags & 0x40)) return -1;
     Py_ssize_t position = off + 4 + 4 * ((flags & 0x80) != 0) + 4 * ((flags & 0x20) != 0);
     int sequenced = (flags & 0x10) != 0;

@@ -7,7 +7,8 @@ damaged); None when it is whole but carries something else. Every read is bounds
 hostile input.
 
 - GRE (RFC 2784/2890), with ERSPAN types I, II and III (Cisco; GRE protocol 0x88BE and 0x22EB), transparent Ethernet
-  bridging (0x6558), IPv4, IPv6 and MPLS inside;
+  bridging (0x6558), IPv4, IPv6 and MPLS inside; PPTP's enhanced GRE (RFC 2637: version 1, PPP inside, IPv4 or IPv6
+  in the PPP frame; MPPE-encrypted frames and acknowledgments alone carry nothing to read), counted as GRE;
 - VXLAN (RFC 7348, UDP 4789), Ethernet inside; VXLAN-GPE (draft-ietf-nvo3-vxlan-gpe, UDP 4790: IPv4, IPv6,
   Ethernet or MPLS, counted as VXLAN); Geneve (RFC 8926, UDP 6081), with options, Ethernet, IP or MPLS inside;
 - MPLS label stacks (RFC 3032, ethertypes 0x8847/0x8848), IP or an Ethernet pseudowire (RFC 4448, with or without
@@ -51,6 +52,7 @@ GRE, ERSPAN, VXLAN, GENEVE, MPLS, PPPOE, IPIP = "gre", "erspan", "vxlan", "genev
 KINDS = (GRE, ERSPAN, VXLAN, GENEVE, MPLS, PPPOE, IPIP)
 
 _GRE_PAYLOADS = {0x0800: INNER_IPV4, 0x86DD: INNER_IPV6, 0x6558: INNER_ETHERNET, 0x8847: INNER_MPLS}
+_PPP_PAYLOADS = {0x0021: INNER_IPV4, 0x0057: INNER_IPV6}
 _GPE_PAYLOADS = {1: INNER_IPV4, 2: INNER_IPV6, 3: INNER_ETHERNET, 5: INNER_MPLS}  # VXLAN-GPE next protocol
 _ERSPAN_II_III = {0x88BE: 8, 0x22EB: 12}  # GRE protocol -> ERSPAN header length (II, III)
 
@@ -64,7 +66,9 @@ def gre(data: bytes, offset: int, end: int) -> tuple[Inner, str] | None:
         return _DAMAGED, GRE
     flags, version = data[offset], data[offset + 1] & 0x07
     protocol = data[offset + 2] << 8 | data[offset + 3]
-    if version != 0 or flags & 0x40:  # PPTP's enhanced GRE (version 1); RFC 1701 source routing: not transports
+    if version == 1:
+        return _pptp(data, offset, end)
+    if version != 0 or flags & 0x40:  # RFC 1701 source routing: not a transport
         return None
     position = offset + 4
     position += 4 * bool(flags & 0x80) + 4 * bool(flags & 0x20)  # checksum (+ reserved), key
@@ -80,6 +84,31 @@ def gre(data: bytes, offset: int, end: int) -> tuple[Inner, str] | None:
             header += 8  # type III platform-specific subheader (O flag)
         return ((INNER_ETHERNET, position + header) if position + header <= end else _DAMAGED), ERSPAN
     inner = _GRE_PAYLOADS.get(protocol)
+    return ((inner, position), GRE) if inner is not None else None
+
+
+def _pptp(data: bytes, offset: int, end: int) -> tuple[Inner, str] | None:
+    """PPTP's enhanced GRE header at ``offset`` (its key, payload length and call ID, always there; sequence and
+    acknowledgment numbers by the S and A flags) and the PPP frame after it."""
+    flags, protocol = data[offset], data[offset + 2] << 8 | data[offset + 3]
+    if protocol != 0x880B or flags & 0xC0 or not flags & 0x20:  # no checksum or routing; the key is mandatory
+        return None
+    position = offset + 8 + 4 * bool(flags & 0x10) + 4 * bool(data[offset + 1] & 0x80)
+    if position > end:
+        return _DAMAGED, GRE
+    if position == end:
+        return None  # an acknowledgment alone
+    if data[position] == 0xFF:  # address and control (absent when both sides agreed to leave them out)
+        position += 2
+    if position >= end:
+        return _DAMAGED, GRE
+    if data[position] & 0x01:  # a compressed one-byte protocol field
+        protocol, position = data[position], position + 1
+    elif position + 2 <= end:
+        protocol, position = data[position] << 8 | data[position + 1], position + 2
+    else:
+        return _DAMAGED, GRE
+    inner = _PPP_PAYLOADS.get(protocol)
     return ((inner, position), GRE) if inner is not None else None
 
 
