@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from scapy.contrib.erspan import ERSPAN_III, ERSPAN_PlatformSpecific
 from scapy.contrib.geneve import GENEVE, GeneveOptions
 from scapy.contrib.mpls import MPLS
-from scapy.layers.inet import IP, TCP, UDP
-from scapy.layers.inet6 import IPv6
+from scapy.layers.inet import IP, TCP, UDP, fragment
+from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment, fragment6
 from scapy.layers.l2 import GRE, GRE_PPTP, Dot1AD, Dot1Q, Ether
 from scapy.layers.ppp import PPP, PPPoE
 from scapy.layers.vxlan import VXLAN
@@ -355,3 +355,25 @@ def test_decoders_agree_on_every_carrier_damaged(frame: tuple[int, bytes], posit
         damaged[position] = value
     damaged = damaged[:cut]
     assert scanread._cscan.decode(linktype, bytes(damaged)) == decode_tcp(linktype, bytes(damaged))
+
+
+@pytest.mark.parametrize("version", [4, 6])
+@pytest.mark.parametrize("backend", ["auto", "python"])
+def test_tunnel_packets_fragmented_outside_are_counted_as_fragments(tmp_path: Path, version: int, backend: str) -> None:
+    """A tunnel endpoint fragments what its MTU cannot carry (over IPv4 or IPv6): the fragments are counted, never
+    reassembled, and the tunnel's whole packets are still read."""
+    frames, fragments = [], 0
+    for ts, packet in _session(4):
+        if version == 4:
+            outer = IP(**OUTER4, id=7) / GRE(proto=0x0800) / packet
+            pieces = fragment(outer, fragsize=96) if len(outer) > 200 else [outer]
+        else:
+            outer = IPv6(**OUTER6) / IPv6ExtHdrFragment(id=7) / GRE(proto=0x0800) / packet
+            pieces = fragment6(outer, 200) if len(outer) > 240 else [IPv6(**OUTER6) / GRE(proto=0x0800) / packet]
+        fragments += len(pieces) if len(pieces) > 1 else 0
+        frames += [(ts, _eth() / piece) for piece in pieces]
+    assert fragments > 0
+    results = analyze_captures([str(write(tmp_path / "f.pcap", pcap_bytes(frames)))], AnalysisOptions(backend=backend))
+    counters = results.counters
+    assert counters.ip_fragments == fragments and counters.decode_errors == 0
+    assert counters.tunnelled == {"gre": len(frames) - fragments} == {"gre": counters.segments}

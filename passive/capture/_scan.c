@@ -348,8 +348,8 @@ static int decode_ipv6(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, unsigned 
                 next_header = d[pos];
                 break;
             default:
-                if (is_tunnel_proto(next_header) && !fragment && payload_len)
-                    return tunnel(next_header, d, pos, end, n, outer, depth, s);
+                if (is_tunnel_proto(next_header) && payload_len)
+                    return fragment ? FRAGMENT_V6 : tunnel(next_header, d, pos, end, n, outer, depth, s);
                 return NOT_TCP;
         }
         pos += size;

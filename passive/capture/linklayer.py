@@ -317,8 +317,9 @@ def _decode_ipv6(data: bytes, offset: int, n: int, outer: int = 0, depth: int = 
             if pos + 8 > n:
                 return MALFORMED
             next_header, size = data[pos], (data[pos + 1] + 2) * 4
-        elif next_header in _TUNNEL_PROTOCOLS and not fragment and payload_len:
-            return _tunnel(next_header, data, pos, end, n, outer, depth)
+        elif next_header in _TUNNEL_PROTOCOLS and payload_len:
+            # A tunnel's packet fragmented outside (its endpoint's MTU): counted as IPv4's are, not reassembled.
+            return FRAGMENT_V6 if fragment else _tunnel(next_header, data, pos, end, n, outer, depth)
         else:
             return NOT_TCP
         pos += size
