@@ -197,6 +197,8 @@ CARRIERS: dict[str, tuple[int, int, Wrap, tuple[str, ...]]] = {
         ("vxlan",),
     ),
     "sll-vlan": (113, 4, lambda p: sll(Dot1Q(vlan=5) / p, 0x8100), ()),
+    "sll-mpls": (113, 4, lambda p: sll(_labels(2) / p, 0x8847), ("mpls",)),
+    "sll2-pppoe": (276, 6, lambda p: sll2(PPPoE(sessionid=5) / PPP(proto=0x0057) / p, 0x8864), ("pppoe",)),
     "sll2-qinq-ipv6": (276, 6, lambda p: sll2(Dot1Q(vlan=5, type=0x8100) / Dot1Q(vlan=6) / p, 0x88A8), ()),
 }
 
@@ -221,6 +223,19 @@ def test_ntlm_inside_each_carrier_is_found_with_the_inner_server(tmp_path: Path,
     assert results.counters.segments == packets
     assert results.counters.tunnelled == dict.fromkeys(kinds, packets)
     assert results.counters.decode_errors == 0 and results.counters.gaps == 0
+
+
+@pytest.mark.skipif(not libpcap_available(), reason="needs libpcap")
+@pytest.mark.parametrize("name", sorted(name for name, carrier in CARRIERS.items() if carrier[0] != 1))
+def test_libpcap_filter_passes_what_the_decoder_reads_in_cooked_captures(tmp_path: Path, name: str) -> None:
+    """The libpcap reader's filter (and a live capture's on `any`) lets through the tagged, MPLS and PPPoE frames of
+    Linux cooked captures that the decoder reads: BPF cannot see their ports, Python checks them."""
+    _linktype, version, _wrap, kinds = CARRIERS[name]
+    results = analyze_captures([str(_capture(tmp_path, name))], AnalysisOptions(backend="libpcap", all_ports=False))
+    assert [f.server.rsplit(":", 1)[0].strip("[]") for f in results.findings if f.type.value == "ntlm-info"] == [
+        SERVER[version]
+    ]
+    assert results.counters.tunnelled == dict.fromkeys(kinds, len(_session(version)))
 
 
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
