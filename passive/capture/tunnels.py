@@ -16,8 +16,8 @@ hostile input.
   nibble of 0 is the control word (RFC 4385) when the Ethernet header after those 4 bytes names a known ethertype,
   else an Ethernet header whose destination MAC begins with a 0 nibble (00:50:56..., 00:0c:29...: common) when that
   reading names one; any other nibble is Ethernet without the control word. tshark's ``pwethheuristic`` may choose
-  otherwise (it leaves a pseudowire frame to a0:36:9f:... undecoded, and took a control word for a MAC whose
-  reading names no ethertype);
+  otherwise: it read the first 4 bytes of a frame to 02:00:00:00:00:02 without a control word as one, and leaves a
+  frame to a0:36:9f:... undecoded;
 - PPPoE sessions (RFC 2516, ethertype 0x8864), IPv4 or IPv6 inside;
 - IP in IP: IPv4 (protocol 4) and IPv6 (41) inside IPv4 or IPv6, which the IP decoder handles by recursing.
 """
