@@ -121,6 +121,7 @@ def assert_smtp_session(recorder: Recorder) -> None:
         (1, lambda ip: ether(ip, tags=[(0x8100, 10)])),
         (1, lambda ip: ether(ip, tags=[(0x88A8, 100), (0x8100, 10)])),
         (1, lambda ip: ether(ip, tags=[(0x9100, 100), (0x8100, 10)])),
+        (1, lambda ip: ether(ip, tags=[(0x8100, 7), (0x88A8, 100), (0x8100, 10)])),
         (113, lambda ip: sll(ip)),
         (276, lambda ip: sll2(ip)),
         (101, lambda ip: ip),
@@ -128,7 +129,7 @@ def assert_smtp_session(recorder: Recorder) -> None:
         (0, lambda ip: null_header(ip, 2, "<")),
         (108, lambda ip: null_header(ip, 2, ">")),
     ],
-    ids=["ether", "vlan", "qinq-88a8", "qinq-9100", "sll", "sll2", "raw", "ipv4", "null", "loop"],
+    ids=["ether", "vlan", "qinq-88a8", "qinq-9100", "qinq-port-tag", "sll", "sll2", "raw", "ipv4", "null", "loop"],
 )
 def test_link_types(tmp_path, linktype, wrap):
     path = write(tmp_path / "c.pcap", pcap_bytes(session_frames(wrap), linktype))
@@ -145,8 +146,8 @@ def test_null_header_in_big_endian_capture(tmp_path):
     assert_smtp_session(recorder)
 
 
-def test_three_vlan_tags_are_beyond_the_filter(tmp_path):
-    frames = session_frames(lambda ip: ether(ip, tags=[(0x88A8, 1), (0x8100, 2), (0x8100, 3)]))
+def test_four_vlan_tags_are_beyond_the_filter(tmp_path):
+    frames = session_frames(lambda ip: ether(ip, tags=[(0x8100, 7), (0x88A8, 1), (0x8100, 2), (0x8100, 3)]))
     path = write(tmp_path / "c.pcap", pcap_bytes(frames))
     recorder, counters = run_all(path)
     assert recorder.flows == [] and counters.packets_matched == 0 and counters.packets_read == 11
@@ -444,7 +445,7 @@ def test_decoder_statuses():
     assert decode_tcp(1, bytes(ether(ipv4("1.1.1.1", "2.2.2.2", b"\x00" * 8, frag=0x0010)))) == FRAGMENT_V4
     assert decode_tcp(1, bytes(ether(ipv4("1.1.1.1", "2.2.2.2", b"\x00" * 8)))) == MALFORMED  # TCP header cut
     assert decode_tcp(1, b"\x00" * 10) == MALFORMED
-    tags = [(0x8100, 1)] * 3
+    tags = [(0x8100, 1)] * 4
     assert decode_tcp(1, bytes(ether(ipv4("1.1.1.1", "2.2.2.2", tcp(1, 25, 1)), tags=tags))) == TOO_MANY_TAGS
     frag = ipv6("::1", "::2", b"\x00" * 20, ext=[IPv6ExtHdrFragment(offset=1, id=1)])
     assert decode_tcp(229, bytes(frag)) == FRAGMENT_V6

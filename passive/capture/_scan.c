@@ -25,6 +25,7 @@
 #define RELEASE_EVERY (32u << 20)    /* mapped pages already scanned are handed back to the kernel in such steps */
 #define MAX_DEPTH 4                  /* tunnels.MAX_DEPTH */
 #define MAX_LABELS 16                /* tunnels.MAX_LABELS */
+#define MAX_VLAN_TAGS 3              /* linklayer.MAX_VLAN_TAGS */
 #define MAX_TABLE_FLOWS (1u << 19)   /* scanner.MAX_SCAN_FLOWS: flow states held at once */
 #define MAX_SERVERS 65536            /* scanner.MAX_SERVERS: mail server endpoints held */
 #define BPF_MAXINSNS 4096
@@ -33,7 +34,7 @@ enum { SEGMENT = 0, NOT_IP = 1, NOT_TCP = 2, MALFORMED = 3, FRAGMENT_V4 = 4, FRA
        UNSUPPORTED_LINK = 6, TOO_MANY_TAGS = 7 };
 enum { INFO_IPV6 = 1, INFO_EXT_HEADERS = 2, INFO_FIRST_FRAGMENT = 4, INFO_GRE = 8, INFO_ERSPAN = 16,
        INFO_VXLAN = 32, INFO_GENEVE = 64, INFO_MPLS = 128, INFO_PPPOE = 256, INFO_IPIP = 512 };
-enum { INNER_ETHERNET = 1, INNER_IPV4 = 4, INNER_IPV6 = 6, INNER_MPLS = 7 };
+enum { INNER_DAMAGED = 0, INNER_ETHERNET = 1, INNER_IPV4 = 4, INNER_IPV6 = 6, INNER_MPLS = 7 };
 enum { TCP_FIN = 1, TCP_SYN = 2, TCP_RST = 4, TCP_ACK = 16 };
 enum { ST_FREE = 0, ST_NEW = 1, ST_KEEP = 2, ST_DROP = 3, ST_CUT = 4 }; /* CUT: undecided past its head */
 #define PCAP_MAGIC_USEC 0xA1B2C3D4u
@@ -108,21 +109,40 @@ static int decode_tcp(const uint8_t *d, const uint8_t *src, const uint8_t *dst, 
     return SEGMENT;
 }
 
-/* tunnels.py: each returns the inner kind (or -1) and sets *inner_off; gre/udp also set *bit. */
+/* tunnels.py: each returns the inner kind, INNER_DAMAGED (a header cut short or inconsistent) or -1 (something
+ * else inside) and sets *inner_off; gre/udp also set *bit. */
+/* tunnels._pptp: PPTP's enhanced GRE header at `off` and the PPP frame after it. */
+static int pptp(const uint8_t *d, Py_ssize_t off, Py_ssize_t end, Py_ssize_t *inner_off) {
+    unsigned flags = d[off], protocol = u16(d, off + 2);
+    if (protocol != 0x880B || (flags & 0xC0) || !(flags & 0x20)) return -1;
+    Py_ssize_t position = off + 8 + 4 * ((flags & 0x10) != 0) + 4 * ((d[off + 1] & 0x80) != 0);
+    if (position > end) return INNER_DAMAGED;
+    if (position == end) return -1; /* an acknowledgment alone */
+    if (d[position] == 0xFF) position += 2;
+    if (position >= end) return INNER_DAMAGED;
+    if (d[position] & 1) { protocol = d[position]; position += 1; }
+    else if (position + 2 <= end) { protocol = u16(d, position); position += 2; }
+    else return INNER_DAMAGED;
+    *inner_off = position;
+    return protocol == 0x0021 ? INNER_IPV4 : protocol == 0x0057 ? INNER_IPV6 : -1;
+}
+
 static int gre(const uint8_t *d, Py_ssize_t off, Py_ssize_t end, Py_ssize_t *inner_off, unsigned *bit) {
-    if (off + 4 > end) return -1;
+    *bit = INFO_GRE;
+    if (off + 4 > end) return INNER_DAMAGED;
     unsigned flags = d[off], version = d[off + 1] & 7, protocol = u16(d, off + 2);
+    if (version == 1) return pptp(d, off, end, inner_off);
     if (version != 0 || (flags & 0x40)) return -1;
     Py_ssize_t position = off + 4 + 4 * ((flags & 0x80) != 0) + 4 * ((flags & 0x20) != 0);
     int sequenced = (flags & 0x10) != 0;
     position += 4 * sequenced;
-    if (position > end) return -1;
+    if (position > end) return INNER_DAMAGED;
     if (protocol == 0x88BE || protocol == 0x22EB) {
         *bit = INFO_ERSPAN;
         if (protocol == 0x88BE && !sequenced) { *inner_off = position; return INNER_ETHERNET; }
         Py_ssize_t header = protocol == 0x88BE ? 8 : 12;
         if (protocol == 0x22EB && position + 12 <= end && (d[position + 11] & 1)) header += 8;
-        if (position + header > end) return -1;
+        if (position + header > end) return INNER_DAMAGED;
         *inner_off = position + header;
         return INNER_ETHERNET;
     }
@@ -141,45 +161,69 @@ static int udp_tunnel(const uint8_t *d, Py_ssize_t off, Py_ssize_t end, Py_ssize
     if (off + 8 > end) return -1;
     unsigned port = u16(d, off + 2);
     Py_ssize_t position = off + 8;
-    if (port == 4789) {
-        if (position + 8 > end || !(d[position] & 0x08)) return -1;
-        *bit = INFO_VXLAN; *inner_off = position + 8;
-        return INNER_ETHERNET;
+    if (port == 4789 || port == 4790) { /* VXLAN, VXLAN-GPE */
+        *bit = INFO_VXLAN;
+        if (position + 8 > end) return INNER_DAMAGED;
+        unsigned flags = d[position];
+        if (!(flags & 0x08)) return -1;
+        *inner_off = position + 8;
+        if (port == 4789 || !(flags & 0x04)) return INNER_ETHERNET;
+        switch (d[position + 3]) {
+            case 1: return INNER_IPV4;
+            case 2: return INNER_IPV6;
+            case 3: return INNER_ETHERNET;
+            case 5: return INNER_MPLS;
+            default: return -1;
+        }
     }
     if (port == 6081) {
-        if (position + 8 > end || (d[position] >> 6) != 0) return -1;
+        *bit = INFO_GENEVE;
+        if (position + 8 > end) return INNER_DAMAGED;
         Py_ssize_t options = (Py_ssize_t)(d[position] & 0x3F) * 4;
         unsigned protocol = u16(d, position + 2);
         Py_ssize_t start = position + 8 + options;
         int inner = protocol == 0x0800 ? INNER_IPV4 : protocol == 0x86DD ? INNER_IPV6
                   : protocol == 0x6558 ? INNER_ETHERNET : protocol == 0x8847 ? INNER_MPLS : -1;
-        if (inner < 0 || start > end) return -1;
-        *bit = INFO_GENEVE; *inner_off = start;
+        if ((d[position] >> 6) != 0 || inner < 0) return -1;
+        if (start > end) return INNER_DAMAGED;
+        *inner_off = start;
         return inner;
     }
     return -1;
+}
+
+/* tunnels._pw_ethertype: does an Ethernet header read at `position` name an ethertype a pseudowire carries? */
+static int pw_ethertype(const uint8_t *d, Py_ssize_t position, Py_ssize_t end) {
+    if (position + 14 > end) return 0;
+    unsigned type = u16(d, position + 12);
+    return type == 0x0800 || type == 0x86DD || type == 0x8100 || type == 0x88A8 || type == 0x9100
+        || type == 0x8847 || type == 0x8848 || type == 0x8864;
 }
 
 static int mpls(const uint8_t *d, Py_ssize_t off, Py_ssize_t end, Py_ssize_t *inner_off) {
     Py_ssize_t position = off;
     int bottom = 0;
     for (int i = 0; i < MAX_LABELS; i++) {
-        if (position + 4 > end) return -1;
+        if (position + 4 > end) return INNER_DAMAGED;
         bottom = d[position + 2] & 1;
         position += 4;
         if (bottom) break;
     }
-    if (!bottom || position >= end) return -1;
+    if (!bottom || position >= end) return INNER_DAMAGED;
     unsigned nibble = d[position] >> 4;
     if (nibble == 4) { *inner_off = position; return INNER_IPV4; }
     if (nibble == 6) { *inner_off = position; return INNER_IPV6; }
-    if (nibble == 0 && position + 4 <= end) { *inner_off = position + 4; return INNER_ETHERNET; }
+    if (nibble == 0 && (pw_ethertype(d, position + 4, end) || !pw_ethertype(d, position, end))) {
+        *inner_off = position + 4; /* the pseudowire control word, then Ethernet */
+        return INNER_ETHERNET;
+    }
     *inner_off = position;
     return INNER_ETHERNET;
 }
 
 static int pppoe(const uint8_t *d, Py_ssize_t off, Py_ssize_t end, Py_ssize_t *inner_off) {
-    if (off + 8 > end || d[off] != 0x11 || d[off + 1] != 0) return -1;
+    if (off + 8 > end) return INNER_DAMAGED;
+    if (d[off] != 0x11 || d[off + 1] != 0) return -1;
     unsigned protocol = u16(d, off + 6);
     *inner_off = off + 8;
     if (protocol == 0x0021) return INNER_IPV4;
@@ -187,10 +231,9 @@ static int pppoe(const uint8_t *d, Py_ssize_t off, Py_ssize_t end, Py_ssize_t *i
     return -1;
 }
 
-static int ethernet(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, unsigned *ethertype, Py_ssize_t *next) {
-    if (off + 14 > n) return MALFORMED;
-    unsigned type = u16(d, off + 12);
-    off += 14;
+/* linklayer._tags: the VLAN tags after a link header naming `type` and ending at `off`. */
+static int vlan_tags(const uint8_t *d, unsigned type, Py_ssize_t off, Py_ssize_t n, unsigned *ethertype,
+                     Py_ssize_t *next) {
     int tags = 0;
     while (type == 0x8100 || type == 0x88A8 || type == 0x9100) {
         tags++;
@@ -198,13 +241,19 @@ static int ethernet(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, unsigned *et
         type = u16(d, off + 2);
         off += 4;
     }
-    if (tags > 2) return TOO_MANY_TAGS;
+    if (tags > MAX_VLAN_TAGS) return TOO_MANY_TAGS;
     *ethertype = type; *next = off;
     return SEGMENT;
 }
 
+static int ethernet(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, unsigned *ethertype, Py_ssize_t *next) {
+    if (off + 14 > n) return MALFORMED;
+    return vlan_tags(d, u16(d, off + 12), off + 14, n, ethertype, next);
+}
+
 static int inner(int kind, Py_ssize_t off, const uint8_t *d, Py_ssize_t n, unsigned outer, int depth, seg_t *s) {
     if (kind < 0) return NOT_TCP;
+    if (kind == INNER_DAMAGED || depth > MAX_DEPTH) return MALFORMED;
     if (kind == INNER_ETHERNET) {
         unsigned ethertype; Py_ssize_t next;
         int status = ethernet(d, off, n, &ethertype, &next);
@@ -220,17 +269,15 @@ static int network(unsigned ethertype, const uint8_t *d, Py_ssize_t off, Py_ssiz
                    seg_t *s) {
     if (ethertype == 0x0800) return decode_ipv4(d, off, n, outer, depth, s);
     if (ethertype == 0x86DD) return decode_ipv6(d, off, n, outer, depth, s);
-    if (depth < MAX_DEPTH) {
-        Py_ssize_t at = 0;
-        int kind;
-        if (ethertype == 0x8847 || ethertype == 0x8848) {
-            kind = mpls(d, off, n, &at);
-            return inner(kind, at, d, n, outer | INFO_MPLS, depth + 1, s);
-        }
-        if (ethertype == 0x8864) {
-            kind = pppoe(d, off, n, &at);
-            return inner(kind, at, d, n, outer | INFO_PPPOE, depth + 1, s);
-        }
+    Py_ssize_t at = 0;
+    int kind;
+    if (ethertype == 0x8847 || ethertype == 0x8848) {
+        kind = mpls(d, off, n, &at); /* sets `at`: called before `inner` reads it */
+        return inner(kind, at, d, n, outer | INFO_MPLS, depth + 1, s);
+    }
+    if (ethertype == 0x8864) {
+        kind = pppoe(d, off, n, &at);
+        return inner(kind, at, d, n, outer | INFO_PPPOE, depth + 1, s);
     }
     return NOT_IP;
 }
@@ -239,14 +286,13 @@ static int is_tunnel_proto(unsigned proto) { return proto == 47 || proto == 17 |
 
 static int tunnel(unsigned proto, const uint8_t *d, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t n, unsigned outer,
                   int depth, seg_t *s) {
-    if (depth >= MAX_DEPTH) return NOT_TCP;
     Py_ssize_t limit = end < n ? end : n;
     if (proto == 47 || proto == 17) {
         Py_ssize_t at = 0; unsigned bit = 0;
         int kind = proto == 47 ? gre(d, pos, limit, &at, &bit) : udp_tunnel(d, pos, limit, &at, &bit);
-        if (kind < 0) return NOT_TCP;
         return inner(kind, at, d, limit, outer | bit, depth + 1, s);
     }
+    if (depth >= MAX_DEPTH) return MALFORMED;
     if (proto == 4) return decode_ipv4(d, pos, limit, outer | INFO_IPIP, depth + 1, s);
     if (proto == 41) return decode_ipv6(d, pos, limit, outer | INFO_IPIP, depth + 1, s);
     return NOT_TCP;
@@ -302,8 +348,8 @@ static int decode_ipv6(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, unsigned 
                 next_header = d[pos];
                 break;
             default:
-                if (is_tunnel_proto(next_header) && !fragment && payload_len)
-                    return tunnel(next_header, d, pos, end, n, outer, depth, s);
+                if (is_tunnel_proto(next_header) && payload_len)
+                    return fragment ? FRAGMENT_V6 : tunnel(next_header, d, pos, end, n, outer, depth, s);
                 return NOT_TCP;
         }
         pos += size;
@@ -324,14 +370,13 @@ static int decode_frame(int linktype, const uint8_t *d, Py_ssize_t n, seg_t *s) 
             if (status != SEGMENT) return status;
             break;
         }
-        case 113:
-            if (n < 16) return MALFORMED;
-            ethertype = u16(d, 14); off = 16;
+        case 113: case 276: {
+            Py_ssize_t header = linktype == 113 ? 16 : 20;
+            if (n < header) return MALFORMED;
+            int status = vlan_tags(d, u16(d, linktype == 113 ? 14 : 0), header, n, &ethertype, &off);
+            if (status != SEGMENT) return status;
             break;
-        case 276:
-            if (n < 20) return MALFORMED;
-            ethertype = u16(d, 0); off = 20;
-            break;
+        }
         case 101: case 12: case 14: case 228: case 229: {
             if (n < 1) return MALFORMED;
             unsigned version = d[0] >> 4;

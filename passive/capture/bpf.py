@@ -1,16 +1,18 @@
 """The BPF expression that lets only the wanted TCP through libpcap (files) or the kernel (live).
 
 It passes TCP on the given ports (any TCP with ``all_ports``, or when no port is given),
-also under one or two VLAN tags on Ethernet, plus IPv6 packets that reach TCP through
-extension headers (BPF cannot check their ports, so Python does). A user's expression is
-ANDed in front of it (placed first so the offsets that ``vlan`` shifts do not apply to it).
+also under as many VLAN tags on Ethernet as the decoder peels (``MAX_VLAN_TAGS``; tagged frames
+of Linux cooked captures pass whole), the encapsulations the decoder peels, plus IPv6
+packets that reach TCP through extension headers (BPF cannot check their ports, so Python
+does). A user's expression is ANDed in front of it (placed first so the offsets that ``vlan``
+shifts do not apply to it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from passive.capture.linklayer import LINKTYPE_ETHERNET
+from passive.capture.linklayer import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, MAX_VLAN_TAGS
 from passive.core.errors import UsageError, one_line
 
 # IPv6 extension headers hide TCP from `tcp`/`port`; protochain finds it, Python checks ports.
@@ -21,9 +23,12 @@ _IPV6_CHAINED = "(ip6 protochain 6 and not ip6 proto 6) or (ip6 protochain 44)"
 # keywords would shift the offsets of what follows them.
 _TUNNELS = (
     "(ip proto 47) or (ip proto 4) or (ip proto 41) or (ip6 proto 47) or (ip6 proto 4) or (ip6 proto 41)"
-    " or (udp dst port 4789) or (udp dst port 6081)"
+    " or (udp dst port 4789) or (udp dst port 4790) or (udp dst port 6081)"
 )
 _ETHER_TUNNELS = "(ether proto 0x8847) or (ether proto 0x8848) or (ether proto 0x8864)"
+# Linux cooked captures name a tag the NIC left in the frame as their protocol; libpcap has no `vlan` for them, so
+# tagged frames pass by that protocol and Python checks what is inside.
+_COOKED_TAGS = "(ether proto 0x8100) or (ether proto 0x88a8) or (ether proto 0x9100)"
 # Without protochain: hop-by-hop, routing, fragment, destination options, AH as the first next header.
 _IPV6_CHAINED_LOOP_FREE = "(ip6 and (ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 60 or ip6[6] == 51))"
 
@@ -54,10 +59,15 @@ def build_bpf_filter(
     base = f"({tcp}) or {chained} or {_TUNNELS}"
     expr = base
     if linktype == LINKTYPE_ETHERNET:
-        # `vlan` shifts offsets for the rest of the expression, hence the nesting for QinQ.
+        # `vlan` shifts offsets for the rest of the expression, hence one nested level per tag.
         base = f"{base} or {_ETHER_TUNNELS}"
         tagged = base if ipv6_ext_in_vlan else f"({tcp}) or {_TUNNELS} or {_ETHER_TUNNELS}"
-        expr = f"({base}) or (vlan and (({tagged}) or (vlan and ({tagged}))))"
+        nested = tagged
+        for _ in range(MAX_VLAN_TAGS - 1):
+            nested = f"({tagged}) or (vlan and ({nested}))"
+        expr = f"({base}) or (vlan and ({nested}))"
+    elif linktype in (LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2):
+        expr = f"{base} or {_ETHER_TUNNELS} or {_COOKED_TAGS}"
     if user_filter and user_filter.strip():
         expr = f"({user_filter}) and ({expr})"
     return expr

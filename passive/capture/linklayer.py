@@ -8,8 +8,9 @@ every read is bounds-checked first. Besides addresses, ports, sequence numbers, 
 carries its window field and, for a SYN, the window scale and SACK-permitted options (``OPT_*`` bits): the
 reassembler follows the receiver's window with them.
 
-Supported link types: Ethernet (with up to two 802.1Q / 802.1ad / 0x9100 VLAN tags,
-matching what the BPF filter can express), Linux cooked SLL (113) and SLL2 (276), raw IP
+Supported link types: Ethernet (with up to three 802.1Q / 802.1ad / 0x9100 VLAN tags: QinQ
+and a packet broker's port tag; the BPF filter nests as deep), Linux cooked SLL (113) and SLL2 (276) (tags too, when
+the NIC left them in the frame and the cooked header names 802.1Q or 802.1ad), raw IP
 (101, and 12/14 which some platforms write for it), LINKTYPE_IPV4 (228) / IPV6 (229),
 BSD NULL (0, host byte order) and LOOP (108, network byte order).
 
@@ -56,7 +57,10 @@ SUPPORTED_LINKTYPES = frozenset(
 ETHERTYPE_IPV4 = 0x0800
 ETHERTYPE_IPV6 = 0x86DD
 VLAN_TPIDS = frozenset({0x8100, 0x88A8, 0x9100})
-MAX_VLAN_TAGS = 2  # what `vlan and vlan and ...` in the BPF filter can reach
+# VLAN tags peeled: QinQ (802.1ad + 802.1Q) plus the tag a packet broker or span session adds for the port a frame
+# came in on. The BPF filter (bpf.py) nests `vlan and (...)` as deep; each level adds about 400 instructions to a
+# filter with `protochain` (3 265 at three levels, under the 4 096 libpcap and the kernel accept).
+MAX_VLAN_TAGS = 3
 
 # BSD address families seen in NULL/LOOP headers: AF_INET is 2 everywhere, AF_INET6 varies.
 _AF_INET = 2
@@ -148,16 +152,16 @@ def _decode_any(linktype: int, data: bytes, n: int) -> Segment | int:
         if link.__class__ is int:
             return link  # type: ignore[return-value]
         ethertype, offset = link  # type: ignore[misc]
-    elif linktype == LINKTYPE_LINUX_SLL:
-        if n < 16:
+    elif linktype in (LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2):
+        header = 16 if linktype == LINKTYPE_LINUX_SLL else 20
+        if n < header:
             return MALFORMED
-        ethertype = data[14] << 8 | data[15]
-        offset = 16
-    elif linktype == LINKTYPE_LINUX_SLL2:
-        if n < 20:
-            return MALFORMED
-        ethertype = data[0] << 8 | data[1]
-        offset = 20
+        at = 14 if linktype == LINKTYPE_LINUX_SLL else 0
+        # A tag the NIC did not strip stays in the frame, the cooked header naming 802.1Q (or 802.1ad) instead.
+        link = _tags(data, data[at] << 8 | data[at + 1], header, n)
+        if link.__class__ is int:
+            return link  # type: ignore[return-value]
+        ethertype, offset = link  # type: ignore[misc]
     elif linktype in (LINKTYPE_RAW, LINKTYPE_RAW_DLT12, LINKTYPE_RAW_DLT14, LINKTYPE_IPV4, LINKTYPE_IPV6):
         if n < 1:
             return MALFORMED
@@ -185,8 +189,12 @@ def _ethernet(data: bytes, offset: int, n: int) -> tuple[int, int] | int:
     """An Ethernet header (and up to :data:`MAX_VLAN_TAGS` tags) at ``offset``: the ethertype and where it ends."""
     if offset + 14 > n:
         return MALFORMED
-    ethertype = data[offset + 12] << 8 | data[offset + 13]
-    offset += 14
+    return _tags(data, data[offset + 12] << 8 | data[offset + 13], offset + 14, n)
+
+
+def _tags(data: bytes, ethertype: int, offset: int, n: int) -> tuple[int, int] | int:
+    """The VLAN tags (up to :data:`MAX_VLAN_TAGS`) after a link header naming ``ethertype`` and ending at
+    ``offset``: the ethertype after them and where they end."""
     tags = 0
     while ethertype in VLAN_TPIDS:
         tags += 1
@@ -203,19 +211,21 @@ def _network(ethertype: int, data: bytes, offset: int, n: int, outer: int, depth
         return _decode_ipv4(data, offset, n, outer, depth)
     if ethertype == ETHERTYPE_IPV6:
         return _decode_ipv6(data, offset, n, outer, depth)
-    if depth < tunnels.MAX_DEPTH:
-        if ethertype in tunnels.ETHERTYPE_MPLS:
-            return _inner(tunnels.mpls(data, offset, n), data, n, outer | INFO_MPLS, depth + 1)
-        if ethertype == tunnels.ETHERTYPE_PPPOE_SESSION:
-            return _inner(tunnels.pppoe(data, offset, n), data, n, outer | INFO_PPPOE, depth + 1)
+    if ethertype in tunnels.ETHERTYPE_MPLS:
+        return _inner(tunnels.mpls(data, offset, n), data, n, outer | INFO_MPLS, depth + 1)
+    if ethertype == tunnels.ETHERTYPE_PPPOE_SESSION:
+        return _inner(tunnels.pppoe(data, offset, n), data, n, outer | INFO_PPPOE, depth + 1)
     return NOT_IP
 
 
 def _inner(inner: tuple[int, int] | None, data: bytes, n: int, outer: int, depth: int) -> Segment | int:
-    """What an encapsulation holds, decoded like the outer packet."""
+    """What an encapsulation holds, decoded like the outer packet; ``depth`` counts the encapsulation just peeled,
+    and one nested deeper than :data:`~passive.capture.tunnels.MAX_DEPTH` is counted as damage."""
     if inner is None:
         return NOT_TCP
     kind, offset = inner
+    if kind == tunnels.INNER_DAMAGED or depth > tunnels.MAX_DEPTH:
+        return MALFORMED
     if kind == tunnels.INNER_ETHERNET:
         link = _ethernet(data, offset, n)
         if link.__class__ is int:
@@ -230,9 +240,8 @@ def _inner(inner: tuple[int, int] | None, data: bytes, n: int, outer: int, depth
 
 
 def _tunnel(proto: int, data: bytes, pos: int, end: int, n: int, outer: int, depth: int) -> Segment | int:
-    """An IP payload that is not TCP: a tunnel's packet inside (bounded by the outer packet), or NOT_TCP."""
-    if depth >= tunnels.MAX_DEPTH:
-        return NOT_TCP
+    """An IP payload that is not TCP: a tunnel's packet inside (bounded by the outer packet), NOT_TCP, or MALFORMED
+    for a damaged tunnel header or one nested too deep."""
     limit = min(end, n)
     if proto == tunnels.IP_PROTO_GRE or proto == tunnels.IP_PROTO_UDP:
         found = (tunnels.gre if proto == tunnels.IP_PROTO_GRE else tunnels.udp)(data, pos, limit)
@@ -240,6 +249,8 @@ def _tunnel(proto: int, data: bytes, pos: int, end: int, n: int, outer: int, dep
             return NOT_TCP
         inner, kind = found
         return _inner(inner, data, limit, outer | TUNNEL_BITS[kind], depth + 1)
+    if depth >= tunnels.MAX_DEPTH:
+        return MALFORMED
     if proto == tunnels.IP_PROTO_IPIP:
         return _decode_ipv4(data, pos, limit, outer | INFO_IPIP, depth + 1)
     if proto == tunnels.IP_PROTO_IPV6:
@@ -306,8 +317,9 @@ def _decode_ipv6(data: bytes, offset: int, n: int, outer: int = 0, depth: int = 
             if pos + 8 > n:
                 return MALFORMED
             next_header, size = data[pos], (data[pos + 1] + 2) * 4
-        elif next_header in _TUNNEL_PROTOCOLS and not fragment and payload_len:
-            return _tunnel(next_header, data, pos, end, n, outer, depth)
+        elif next_header in _TUNNEL_PROTOCOLS and payload_len:
+            # A tunnel's packet fragmented outside (its endpoint's MTU): counted as IPv4's are, not reassembled.
+            return FRAGMENT_V6 if fragment else _tunnel(next_header, data, pos, end, n, outer, depth)
         else:
             return NOT_TCP
         pos += size
