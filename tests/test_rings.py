@@ -6,8 +6,11 @@ names) stay apart; a piece that cannot be read is reported and counted, and the 
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from passive.capture.pcapfile import PacketReader
 from passive.capture.rings import JOIN_GAP, group_captures
 from tests.corpus import CORPUS
 
@@ -147,3 +151,116 @@ def test_jobs_give_what_one_process_gives_on_a_directory_of_many_captures(tmp_pa
         outputs.append(sorted(done.stdout.splitlines()))
         assert summary["captures"] >= 40 and summary["captures_joined"] >= 6
     assert outputs[0] == outputs[1]
+
+
+# -- archives as capture tools and SOC storage leave them ------------------------------------------------------------
+
+
+def generated(path: Path, size: str, seed: int, stretch: float) -> Path:
+    """A capture of many interleaved mail sessions (bench/gen_capture.py), its packets' offsets from the first
+    multiplied by ``stretch``: the sessions then span minutes, as on a real link, so time-based splits cut them."""
+    raw = path.with_name(path.name + ".raw")
+    command = [sys.executable, str(ROOT / "bench" / "gen_capture.py"), "--size", size, "--seed", str(seed),
+               "--mail-fraction", "0.6", "--servers", "5", "--out", str(raw)]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True)
+    data, out, pos, start = raw.read_bytes(), [], 24, None
+    out.append(data[:24])
+    while pos + 16 <= len(data):
+        sec, usec, caplen, length = struct.unpack_from("<IIII", data, pos)
+        start = sec + usec / 1e6 if start is None else start
+        moved = round((start + (sec + usec / 1e6 - start) * stretch) * 1e6)
+        out.append(struct.pack("<IIII", moved // 1_000_000, moved % 1_000_000, caplen, length))
+        out.append(data[pos + 16 : pos + 16 + caplen])
+        pos += 16 + caplen
+    path.write_bytes(b"".join(out))
+    raw.unlink()
+    raw.with_name(raw.name + ".json").unlink(missing_ok=True)
+    return path
+
+
+def packet_count(path: Path) -> int:
+    return sum(1 for _ in PacketReader(path))
+
+
+def in_whole_frames(records: list[dict[str, Any]], pieces: list[Path]) -> list[str]:
+    """``without_files``, each evidence frame first counted as in the capture the ``pieces`` (in time order) were cut
+    from: a session is reported under the piece where it began, its frames counted from that piece's start."""
+    before, total = {}, 0
+    for piece in pieces:
+        before[str(piece)], total = total, total + packet_count(piece)
+
+    def renumber(value: Any) -> Any:
+        if isinstance(value, dict):
+            if "file" in value and "frame" in value:
+                value = {**value, "frame": value["frame"] + before[value["file"]]}
+            return {k: renumber(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [renumber(v) for v in value]
+        return value
+
+    return without_files([renumber(r) for r in records])
+
+
+def same_with_jobs(*args: str) -> dict[str, Any]:
+    """The run's summary, once ``--jobs 2`` was found to give the very lines of ``--jobs 1``."""
+    outputs, summaries = [], []
+    for jobs in ("1", "2"):
+        _records, summary, done = run("--jobs", jobs, *args)
+        outputs.append(sorted(done.stdout.splitlines()))
+        summaries.append(summary)
+    assert outputs[0] == outputs[1]
+    return summaries[0]
+
+
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is not installed")
+def test_a_tcpdump_ring_with_a_compressed_piece_is_one_stream(tmp_path: Path) -> None:
+    """``tcpdump -C 1 -w ring.pcap`` writes ring.pcap, ring.pcap1, ring.pcap2: the first name has no counter. An
+    archive compresses the pieces it keeps (ring.pcap1.gz) beside the one still written."""
+    whole = generated(tmp_path / "whole.pcap", "2M", 1, 200)
+    ring = tmp_path / "ring"
+    ring.mkdir()
+    user = ["-Z", "root"] if os.geteuid() == 0 else []
+    subprocess.run(["tcpdump", "-r", str(whole), "-w", str(ring / "ring.pcap"), "-C", "1", *user], check=True,
+                   capture_output=True)  # fmt: skip
+    pieces = [ring / "ring.pcap", ring / "ring.pcap1", ring / "ring.pcap2"]
+    assert sorted(ring.iterdir()) == pieces
+    reference, _, _ = run(str(whole))
+    records, summary, _ = run(str(ring))
+    assert summary["captures_joined"] == 2
+    assert in_whole_frames(records, pieces) == in_whole_frames(reference, [whole])
+    packed = ring / "ring.pcap1.gz"
+    packed.write_bytes(gzip.compress(pieces[1].read_bytes()))
+    pieces[1].unlink()
+    pieces[1] = packed
+    records, summary, _ = run(str(ring))
+    assert summary["captures_joined"] == 2
+    assert in_whole_frames(records, pieces) == in_whole_frames(reference, [whole])
+    assert same_with_jobs(str(ring))["captures_joined"] == 2
+
+
+def test_two_sensors_rings_in_one_directory_stay_apart(tmp_path: Path) -> None:
+    """Two sensors cut their captures every 20 s (``editcap -i 20``, as ``tcpdump -G 20`` does) into one directory,
+    their names differing in a digit: a busy link and a quiet one, whose last packet before a switch comes well before
+    the busy one's. Each sensor's pieces are one stream; a piece is never joined to the other sensor's."""
+    busy = generated(tmp_path / "busy.pcap", "2M", 1, 200)
+    quiet = generated(tmp_path / "quiet.pcap", "1M", 7, 1000)
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for number, capture in enumerate([busy, quiet], 1):
+        subprocess.run(["editcap", "-i", "20", str(capture), str(archive / f"sensor{number}.pcap")], check=True)
+    sensors = [sorted(archive.glob("sensor1_*")), sorted(archive.glob("sensor2_*"))]
+    assert len(sensors[0]) >= 4 and len(sensors[1]) >= 4
+    assert sorted(group_captures(sorted(str(p) for p in archive.iterdir()))) == [
+        [str(p) for p in sensors[0]],
+        [str(p) for p in sensors[1]],
+    ]
+    reference, _, _ = run(str(busy), str(quiet))
+    records, summary, _ = run(str(archive))
+    assert summary["captures_joined"] == len(sensors[0]) + len(sensors[1]) - 2
+    whole = {str(busy): sensors[0], str(quiet): sensors[1]}
+    expected = sorted(line for capture, pieces in whole.items() for line in in_whole_frames(
+        [r for r in reference if r["evidence"][0]["file"] == capture], [Path(capture)]))  # fmt: skip
+    got = sorted(line for pieces in whole.values() for line in in_whole_frames(
+        [r for r in records if Path(r["evidence"][0]["file"]) in pieces], pieces))  # fmt: skip
+    assert got == expected
+    same_with_jobs(str(archive))

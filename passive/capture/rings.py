@@ -8,14 +8,18 @@ mid-stream (its authentication, perhaps, lost). So files are **grouped**, and a 
 Files are grouped when they look like consecutive pieces of one capture (:func:`group_captures`):
 
 * they are regular files in the same directory (a capture tool writes its ring in one place) whose names differ
-  only in their digits (``ring.pcap``, ``ring.pcap1``; ``cap_00001_20250301120000.pcapng``, ``cap_00002_…``);
+  only in their digits (``ring.pcap``, ``ring.pcap1``; ``cap_00001_20250301120000.pcapng``, ``cap_00002_…``), a
+  counter or a compression suffix ending the name being optional;
 * same format, link types, snapshot length and (pcapng) interface names;
 * ordered by their first packet's time, each file's first packet comes at or after the previous file's last, and
   at most :data:`JOIN_GAP` seconds after it.
 
-Anything else stays a group of its own: files of two interfaces, captures whose times overlap (two sensors, the same
-capture copied twice), a file whose times cannot be read (its reader reports the damage). Groups are listed in the
-order of their first file among the inputs; a group's files in time order.
+Where two chains of files could go on with a file (two sensors' rings in one directory, their times overlapping),
+it goes on the one whose names it follows (:func:`_affinity`).
+
+Anything else stays a group of its own: files of two interfaces, captures whose times overlap (two sensors, the
+same capture copied twice), a file whose times cannot be read (its reader reports the damage). Groups are listed in
+the order of their first file among the inputs; a group's files in time order.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ _MIN_CHAIN = 3  # records a chain found in the tail must hold (unless it starts 
 Key = tuple[str, str, str, tuple[int, ...], int, tuple[str, ...]]
 # (directory, name without its digits, format, link types, snapshot length, interfaces)
 _DIGITS = re.compile(r"\d+")
+_COMPRESSED = re.compile(r"\.(gz|xz|bz2|zst|zstd)$", re.IGNORECASE)  # the compressions the readers take
 
 
 @dataclass(frozen=True)
@@ -68,9 +73,21 @@ class Span:
 
 
 def _name_key(path: str) -> tuple[str, str]:
-    """The directory and the name without its digits: files that may be pieces of one ring share it."""
+    """The directory and the name without its digits, a compression suffix or a counter ending it: files that may
+    be pieces of one ring share it. ``tcpdump -C`` names its first file ``ring.pcap`` and the next ``ring.pcap1``;
+    an archive compresses the pieces it keeps (``ring.pcap1.gz``) beside the one still written."""
     directory, name = os.path.split(os.path.abspath(path))
-    return directory, _DIGITS.sub("#", name)
+    return directory, _DIGITS.sub("#", _COMPRESSED.sub("", name)).removesuffix("#")
+
+
+def _digit_runs(path: str) -> list[str]:
+    return _DIGITS.findall(_COMPRESSED.sub("", os.path.basename(path)))
+
+
+def _affinity(chain: list[Span], span: Span) -> int:
+    """How many of ``span``'s name's runs of digits the chain's last file has in the same place: a sensor's number
+    stays, the ring's counter and time change (``sensor1_00002_…`` goes on ``sensor1_00001_…``, not ``sensor2_…``)."""
+    return sum(a == b for a, b in zip(_digit_runs(chain[-1].path), _digit_runs(span.path), strict=False))
 
 
 def group_captures(
@@ -100,8 +117,8 @@ def group_captures(
     for span in order:
         candidates = open_chains.setdefault(span.key, [])
         fitting = [c for c in candidates if c[-1].last <= span.first <= c[-1].last + JOIN_GAP]
-        if fitting:
-            max(fitting, key=lambda c: c[-1].last).append(span)
+        if fitting:  # two sensors' rings in one place may both fit: the one whose names it follows, then the latest
+            max(fitting, key=lambda c: (_affinity(c, span), c[-1].last)).append(span)
         else:
             chains.append([span])
             candidates.append(chains[-1])
