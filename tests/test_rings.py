@@ -264,3 +264,18 @@ def test_two_sensors_rings_in_one_directory_stay_apart(tmp_path: Path) -> None:
         [r for r in records if Path(r["evidence"][0]["file"]) in pieces], pieces))  # fmt: skip
     assert got == expected
     same_with_jobs(str(archive))
+
+
+def test_links_in_a_walked_ring_are_read_once_and_a_dangling_one_is_noted(tmp_path: Path) -> None:
+    """Capture hosts keep a ``latest`` link to the piece being written, and links the rotation left dangling."""
+    pieces = split(PCAPS / SPLIT[0], tmp_path / "ring", 3)
+    whole, _, _ = run(str(PCAPS / SPLIT[0]))
+    (tmp_path / "ring" / "latest.pcap").symlink_to(pieces[2].name)
+    (tmp_path / "ring" / "gone.pcap").symlink_to("mail_99999_20250101000000.pcap")
+    records, summary, done = run(str(tmp_path / "ring"))
+    assert done.returncode == 0, done.stderr
+    assert summary["captures"] == 3 and summary["captures_joined"] == 2 and summary["inputs_skipped"] == 2
+    assert without_files(records) == without_files(whole)
+    assert f"{tmp_path / 'ring' / 'latest.pcap'} is {pieces[2]}, read once; skipped" in done.stderr
+    assert f"{tmp_path / 'ring' / 'gone.pcap'} is a dangling link; skipped" in done.stderr
+    same_with_jobs(str(tmp_path / "ring"))
