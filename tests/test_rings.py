@@ -279,3 +279,16 @@ def test_links_in_a_walked_ring_are_read_once_and_a_dangling_one_is_noted(tmp_pa
     assert f"{tmp_path / 'ring' / 'latest.pcap'} is {pieces[2]}, read once; skipped" in done.stderr
     assert f"{tmp_path / 'ring' / 'gone.pcap'} is a dangling link; skipped" in done.stderr
     same_with_jobs(str(tmp_path / "ring"))
+
+
+def test_a_live_rings_last_piece_cut_mid_record_is_named_in_its_warning(tmp_path: Path) -> None:
+    """The file a capture tool is still writing ends in the middle of a record; in an archive of many files the
+    warning must say which file it is, and the pieces before it are one stream as ever."""
+    pieces = split(PCAPS / SPLIT[0], tmp_path / "ring", 3)
+    data = pieces[2].read_bytes()
+    pieces[2].write_bytes(data[: len(data) - 7])
+    _records, summary, done = run(str(tmp_path / "ring"))
+    assert done.returncode == 0, done.stderr
+    assert summary["captures"] == 3 and summary["captures_joined"] == 2
+    assert f"leakscope: warning: {pieces[2]}: truncated capture: frame " in done.stderr
+    assert same_with_jobs(str(tmp_path / "ring"))["captures_joined"] == 2
