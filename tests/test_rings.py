@@ -292,3 +292,19 @@ def test_a_live_rings_last_piece_cut_mid_record_is_named_in_its_warning(tmp_path
     assert summary["captures"] == 3 and summary["captures_joined"] == 2
     assert f"leakscope: warning: {pieces[2]}: truncated capture: frame " in done.stderr
     assert same_with_jobs(str(tmp_path / "ring"))["captures_joined"] == 2
+
+
+def test_a_piece_read_apart_says_nothing_of_relaying_for_sessions_it_joined_mid_way(tmp_path: Path) -> None:
+    """The oldest file of a wrapped ring, a piece after a clock step, ``--no-join``: a session that authenticated in
+    an earlier piece (or before the capture began) is picked up mid-stream, its ``MAIL FROM``/``RCPT TO`` without
+    its ``AUTH``. Whether the client authenticated is unknown, so no relaying verdict: the whole capture has none."""
+    whole = generated(tmp_path / "whole.pcap", "2M", 1, 200)
+    pieces = split(whole, tmp_path / "ring", 3)
+    reference, _, _ = run(str(whole))
+    assert not [r for r in reference if r["type"] == "open-relay"]
+    for args in ([str(pieces[2])], ["--no-join", str(tmp_path / "ring")]):
+        records, summary, _ = run(*args)
+        assert summary["flows_partial"] > 0 and summary["sessions"]["smtp"] > 0
+        assert not [r for r in records if r["type"] == "open-relay"], args
+    relayed, _, _ = run(str(PCAPS / "smtp-open-relay-swaks.pcap"))  # an unauthenticated relay seen from its start
+    assert [r["verdict"] for r in relayed if r["type"] == "open-relay"] == ["relays-for-internal-clients"]
