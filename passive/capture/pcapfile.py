@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, NamedTuple, Protocol
 
+from passive.core.errors import one_line
+
 PCAP_MAGIC_USEC = 0xA1B2C3D4
 PCAP_MAGIC_NSEC = 0xA1B23C4D
 PCAPNG_SHB = 0x0A0D0D0A
@@ -199,6 +201,9 @@ class _Decompressed:
     def read(self, size: int = -1) -> bytes:
         return self._stream.read(size)
 
+    def read1(self, size: int = -1) -> bytes:
+        return self._stream.read1(size)
+
     def close(self) -> None:
         try:
             self._stream.close()
@@ -225,9 +230,14 @@ class _Stream:
 
     def __init__(self, fh: BinaryIO) -> None:
         self.fh = fh
+        # A decompressor's read(n) raises at a stream cut short (a capture still being compressed) and drops what
+        # it had decompressed of the n bytes: read1 gives what one step decompresses, so everything before the cut
+        # is read. Plain files and pipes are read as they were.
+        self._read = fh.read1 if isinstance(fh, _Decompressed) else fh.read
         self.buf = b""
         self.pos = 0
         self.eof = False
+        self.damage: str | None = None  # why a compressed stream ended before its end marker
 
     def available(self, n: int) -> bool:
         """Make ``n`` bytes available at ``pos``; False when the stream ends first."""
@@ -235,9 +245,9 @@ class _Stream:
             return True
         while not self.eof and len(self.buf) - self.pos < n:
             try:
-                more = self.fh.read(max(_READ_SIZE, n))
-            except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError):  # damaged compressed stream
-                more = b""
+                more = self._read(max(_READ_SIZE, n))
+            except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as exc:  # damaged compressed stream
+                more, self.damage = b"", one_line(exc)
             if not more:
                 self.eof = True
             self.buf = self.buf[self.pos :] + more
@@ -268,6 +278,9 @@ class PacketReader:
                 yield from self._pcap(stream)
             else:
                 yield from self._pcapng(stream)
+            if stream.damage is not None and self.error is None:  # cut or damaged where a record ended
+                self._fail(f"truncated capture: {self.kind.compression} stream ends after frame {self.packets}: "
+                           f"{stream.damage}")  # fmt: skip
 
     def _open(self) -> BinaryIO:
         source, compression = self.kind.stream, self.kind.compression
