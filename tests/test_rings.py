@@ -308,3 +308,27 @@ def test_a_piece_read_apart_says_nothing_of_relaying_for_sessions_it_joined_mid_
         assert not [r for r in records if r["type"] == "open-relay"], args
     relayed, _, _ = run(str(PCAPS / "smtp-open-relay-swaks.pcap"))  # an unauthenticated relay seen from its start
     assert [r["verdict"] for r in relayed if r["type"] == "open-relay"] == ["relays-for-internal-clients"]
+
+
+def test_a_thousand_captures_of_one_day_named_alike_stay_apart(tmp_path: Path) -> None:
+    """An auditor's directory of one capture per host (``host-1.pcap`` … ``host-1000.pcap``) over the same hour:
+    names that differ only in their digits, times that overlap, so no file goes on another. Each host's session is
+    counted once, with one process and two."""
+    capture = PCAPS / "smtp-auth-plain-swaks.pcap"
+    data = capture.read_bytes()
+    archive = tmp_path / "hosts"
+    archive.mkdir()
+    for host in range(1, 1001):
+        records, pos = [data[:24]], 24
+        while pos + 16 <= len(data):
+            sec, usec, caplen, length = struct.unpack_from("<IIII", data, pos)
+            moved = sec * 1_000_000 + usec + host  # a microsecond apart: each file's 4.5 ms overlap the others'
+            header = struct.pack("<IIII", moved // 1_000_000, moved % 1_000_000, caplen, length)
+            records.append(header + data[pos + 16 : pos + 16 + caplen])
+            pos += 16 + caplen
+        (archive / f"host-{host}.pcap").write_bytes(b"".join(records))
+    single, _, _ = run(str(capture))
+    summary = same_with_jobs(str(archive))
+    assert summary["captures"] == 1000 and "captures_joined" not in summary
+    records, _, _ = run(str(archive))
+    assert {r["id"]: r["count"] for r in records} == {r["id"]: 1000 * r["count"] for r in single}

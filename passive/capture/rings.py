@@ -24,6 +24,8 @@ the order of their first file among the inputs; a group's files in time order.
 
 from __future__ import annotations
 
+import bisect
+import math
 import mmap
 import os
 import re
@@ -53,6 +55,10 @@ TAIL_WINDOW = 4 * (MAX_RECORD + 16)
 packet's time is found without reading the file, which matters on an archive of thousands of 100 MB files."""
 HEAD_BYTES = 1 << 16
 """Bytes of a pcapng file's start read for its interface descriptions."""
+MAX_FITTING = 64
+"""Chains a file could go on (ending within :data:`JOIN_GAP` before its first packet) whose names are compared with
+its own: the latest-ending ones. More than this many sensors' rings switching files at one moment in one directory
+may see a file go on another sensor's; the bound keeps grouping a million files linear."""
 _MAX_SPAN = 10 * 366 * 86400  # seconds a record's time may be past the file's first one and still be believed
 _MIN_CHAIN = 3  # records a chain found in the tail must hold (unless it starts at the first record) to be believed
 
@@ -84,10 +90,11 @@ def _digit_runs(path: str) -> list[str]:
     return _DIGITS.findall(_COMPRESSED.sub("", os.path.basename(path)))
 
 
-def _affinity(chain: list[Span], span: Span) -> int:
-    """How many of ``span``'s name's runs of digits the chain's last file has in the same place: a sensor's number
-    stays, the ring's counter and time change (``sensor1_00002_…`` goes on ``sensor1_00001_…``, not ``sensor2_…``)."""
-    return sum(a == b for a, b in zip(_digit_runs(chain[-1].path), _digit_runs(span.path), strict=False))
+def _affinity(last: list[str], runs: list[str]) -> int:
+    """How many of a file's name's runs of digits (``runs``) a chain's last file's (``last``) has in the same place:
+    a sensor's number stays, the ring's counter and time change (``sensor1_00002_…`` goes on ``sensor1_00001_…``,
+    not on ``sensor2_…``)."""
+    return sum(a == b for a, b in zip(last, runs, strict=False))
 
 
 def group_captures(
@@ -111,17 +118,28 @@ def group_captures(
     spans: dict[str, Span | None] = dict.fromkeys(distinct)
     spans.update(zip(looked, described, strict=True))
     chains: list[list[Span]] = []
-    open_chains: dict[Key, list[list[Span]]] = {}  # by key: a chain may be continued only by a file of its key
+    # By key (a chain may be continued only by a file of its key): (last packet's time, chain) of every chain, in
+    # order, so that the chains a file may go on (ending at most JOIN_GAP before its first packet) are found by
+    # bisection, not by a look at every chain: a directory of thousands of captures of one day has as many chains.
+    ends: dict[Key, list[tuple[float, int]]] = {}
+    runs = {span.path: _digit_runs(span.path) for span in spans.values() if span is not None}
     position = {path: n for n, path in reversed(list(enumerate(paths)))}
     order = sorted((s for s in spans.values() if s is not None), key=lambda s: (s.first, s.last, position[s.path]))
     for span in order:
-        candidates = open_chains.setdefault(span.key, [])
-        fitting = [c for c in candidates if c[-1].last <= span.first <= c[-1].last + JOIN_GAP]
-        if fitting:  # two sensors' rings in one place may both fit: the one whose names it follows, then the latest
-            max(fitting, key=lambda c: (_affinity(c, span), c[-1].last)).append(span)
+        lasts = ends.setdefault(span.key, [])
+        end = bisect.bisect_right(lasts, (span.first, math.inf))
+        start = max(bisect.bisect_left(lasts, (span.first - JOIN_GAP, -1)), end - MAX_FITTING)
+        if start < end:  # two sensors' rings in one place may both fit: the one whose names it follows, the latest
+            best = max(
+                range(start, end),
+                key=lambda i: (_affinity(runs[chains[lasts[i][1]][-1].path], runs[span.path]), lasts[i][0], -i),
+            )
+            number = lasts.pop(best)[1]
+            chains[number].append(span)
         else:
+            number = len(chains)
             chains.append([span])
-            candidates.append(chains[-1])
+        bisect.insort(lasts, (span.last, number))
     leader = {chain[0].path: [s.path for s in chain] for chain in chains}
     member = {s.path for chain in chains for s in chain[1:]}
     groups: list[list[str]] = []
