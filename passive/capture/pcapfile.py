@@ -279,8 +279,8 @@ class PacketReader:
             else:
                 yield from self._pcapng(stream)
             if stream.damage is not None and self.error is None:  # cut or damaged where a record ended
-                self._fail(f"truncated capture: {self.kind.compression} stream ends after frame {self.packets}: "
-                           f"{stream.damage}")  # fmt: skip
+                what = f"{self.kind.compression} stream" if self.kind.compression else "file"
+                self._fail(f"truncated capture: {what} ends after frame {self.packets}: {stream.damage}")
 
     def _open(self) -> BinaryIO:
         source, compression = self.kind.stream, self.kind.compression

@@ -58,7 +58,7 @@ HEAD_BYTES = 1 << 16
 MAX_FITTING = 64
 """Chains a file could go on (ending within :data:`JOIN_GAP` before its first packet) whose names are compared with
 its own: the latest-ending ones. More than this many sensors' rings switching files at one moment in one directory
-may see a file go on another sensor's; the bound keeps grouping a million files linear."""
+may see a file go on another sensor's; the bound keeps the work per file small whatever the number of files."""
 _MAX_SPAN = 10 * 366 * 86400  # seconds a record's time may be past the file's first one and still be believed
 _MIN_CHAIN = 3  # records a chain found in the tail must hold (unless it starts at the first record) to be believed
 
