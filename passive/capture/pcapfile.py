@@ -230,9 +230,8 @@ class _Stream:
 
     def __init__(self, fh: BinaryIO) -> None:
         self.fh = fh
-        # A decompressor's read(n) raises at a stream cut short (a capture still being compressed) and drops what
-        # it had decompressed of the n bytes: read1 gives what one step decompresses, so everything before the cut
-        # is read. Plain files and pipes are read as they were.
+        # At a stream cut short (a capture still being compressed) a decompressor's read(n) raises and drops what
+        # it had of the n bytes; read1 gives each step's bytes, so all before the cut is read.
         self._read = fh.read1 if isinstance(fh, _Decompressed) else fh.read
         self.buf = b""
         self.pos = 0
