@@ -145,3 +145,27 @@ def test_a_fifo_inside_a_directory_is_never_opened(archive: Path) -> None:
     os.mkfifo(archive / "days" / "pipe")  # opened, it would block the walk for ever
     result = _run("analyze", "--format", "jsonl", str(archive / "days"))
     assert result.returncode == 0 and f"{archive / 'days' / 'pipe'} is not a capture" in result.stderr
+
+
+@pytest.mark.parametrize("suffix", ["gz", "xz"])
+def test_a_compressed_capture_cut_short_gives_what_its_decompressor_gives(tmp_path: Path, suffix: str) -> None:
+    """A capture still being compressed (``tcpdump -w - | gzip > day.pcap.gz``, an archive job stopped half way)
+    ends in the middle of its compressed stream: everything before the cut is read, as zcat and xzcat read it."""
+    data = b"".join((PCAPS / c).read_bytes()[24 if n else 0 :] for n, c in enumerate([CAPTURES[0]] * 3))
+    packed = tmp_path / f"live.pcap.{suffix}"
+    whole = COMPRESSORS[suffix](data)
+    packed.write_bytes(whole[: len(whole) * 3 // 4])
+    tool = {"gz": "zcat", "xz": "xzcat"}[suffix]
+    partial = tmp_path / "partial.pcap"
+    partial.write_bytes(subprocess.run([tool, str(packed)], capture_output=True).stdout)  # exits 1: stream cut
+    read = subprocess.run(["tcpdump", "-r", str(partial), "-n"], capture_output=True, text=True)
+    packets = len(read.stdout.splitlines())
+    assert packets > 10 and "truncated" in read.stderr
+    got = _run("analyze", "--format", "jsonl", str(packed))
+    assert got.returncode == 0, got.stderr
+    summary = json.loads(got.stdout.splitlines()[-1])
+    assert summary["packets_read"] == packets
+    assert f"{packed}: truncated capture" in got.stderr
+    expected = _run("analyze", "--format", "jsonl", str(partial))
+    same = [line.replace(str(partial), "CAPTURE") for line in expected.stdout.splitlines() if '"summary"' not in line]
+    assert findings(got.stdout.replace(str(packed), "CAPTURE")) == sorted(same)

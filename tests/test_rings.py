@@ -6,8 +6,11 @@ names) stay apart; a piece that cannot be read is reported and counted, and the 
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from passive.capture.pcapfile import PacketReader
 from passive.capture.rings import JOIN_GAP, group_captures
 from tests.corpus import CORPUS
 
@@ -147,3 +151,184 @@ def test_jobs_give_what_one_process_gives_on_a_directory_of_many_captures(tmp_pa
         outputs.append(sorted(done.stdout.splitlines()))
         assert summary["captures"] >= 40 and summary["captures_joined"] >= 6
     assert outputs[0] == outputs[1]
+
+
+# -- archives as capture tools and SOC storage leave them ------------------------------------------------------------
+
+
+def generated(path: Path, size: str, seed: int, stretch: float) -> Path:
+    """A capture of many interleaved mail sessions (bench/gen_capture.py), its packets' offsets from the first
+    multiplied by ``stretch``: the sessions then span minutes, as on a real link, so time-based splits cut them."""
+    raw = path.with_name(path.name + ".raw")
+    command = [sys.executable, str(ROOT / "bench" / "gen_capture.py"), "--size", size, "--seed", str(seed),
+               "--mail-fraction", "0.6", "--servers", "5", "--out", str(raw)]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True)
+    data, out, pos, start = raw.read_bytes(), [], 24, None
+    out.append(data[:24])
+    while pos + 16 <= len(data):
+        sec, usec, caplen, length = struct.unpack_from("<IIII", data, pos)
+        start = sec + usec / 1e6 if start is None else start
+        moved = round((start + (sec + usec / 1e6 - start) * stretch) * 1e6)
+        out.append(struct.pack("<IIII", moved // 1_000_000, moved % 1_000_000, caplen, length))
+        out.append(data[pos + 16 : pos + 16 + caplen])
+        pos += 16 + caplen
+    path.write_bytes(b"".join(out))
+    raw.unlink()
+    raw.with_name(raw.name + ".json").unlink(missing_ok=True)
+    return path
+
+
+def packet_count(path: Path) -> int:
+    return sum(1 for _ in PacketReader(path))
+
+
+def in_whole_frames(records: list[dict[str, Any]], pieces: list[Path]) -> list[str]:
+    """``without_files``, each evidence frame first counted as in the capture the ``pieces`` (in time order) were cut
+    from: a session is reported under the piece where it began, its frames counted from that piece's start."""
+    before, total = {}, 0
+    for piece in pieces:
+        before[str(piece)], total = total, total + packet_count(piece)
+
+    def renumber(value: Any) -> Any:
+        if isinstance(value, dict):
+            if "file" in value and "frame" in value:
+                value = {**value, "frame": value["frame"] + before[value["file"]]}
+            return {k: renumber(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [renumber(v) for v in value]
+        return value
+
+    return without_files([renumber(r) for r in records])
+
+
+def same_with_jobs(*args: str) -> dict[str, Any]:
+    """The run's summary, once ``--jobs 2`` was found to give the very lines of ``--jobs 1``."""
+    outputs, summaries = [], []
+    for jobs in ("1", "2"):
+        _records, summary, done = run("--jobs", jobs, *args)
+        outputs.append(sorted(done.stdout.splitlines()))
+        summaries.append(summary)
+    assert outputs[0] == outputs[1]
+    return summaries[0]
+
+
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is not installed")
+def test_a_tcpdump_ring_with_a_compressed_piece_is_one_stream(tmp_path: Path) -> None:
+    """``tcpdump -C 1 -w ring.pcap`` writes ring.pcap, ring.pcap1, ring.pcap2: the first name has no counter. An
+    archive compresses the pieces it keeps (ring.pcap1.gz) beside the one still written."""
+    whole = generated(tmp_path / "whole.pcap", "2M", 1, 200)
+    ring = tmp_path / "ring"
+    ring.mkdir()
+    user = ["-Z", "root"] if os.geteuid() == 0 else []
+    subprocess.run(["tcpdump", "-r", str(whole), "-w", str(ring / "ring.pcap"), "-C", "1", *user], check=True,
+                   capture_output=True)  # fmt: skip
+    pieces = [ring / "ring.pcap", ring / "ring.pcap1", ring / "ring.pcap2"]
+    assert sorted(ring.iterdir()) == pieces
+    reference, _, _ = run(str(whole))
+    records, summary, _ = run(str(ring))
+    assert summary["captures_joined"] == 2
+    assert in_whole_frames(records, pieces) == in_whole_frames(reference, [whole])
+    packed = ring / "ring.pcap1.gz"
+    packed.write_bytes(gzip.compress(pieces[1].read_bytes()))
+    pieces[1].unlink()
+    pieces[1] = packed
+    records, summary, _ = run(str(ring))
+    assert summary["captures_joined"] == 2
+    assert in_whole_frames(records, pieces) == in_whole_frames(reference, [whole])
+    assert same_with_jobs(str(ring))["captures_joined"] == 2
+
+
+def test_two_sensors_rings_in_one_directory_stay_apart(tmp_path: Path) -> None:
+    """Two sensors cut their captures every 20 s (``editcap -i 20``, as ``tcpdump -G 20`` does) into one directory,
+    their names differing in a digit: a busy link and a quiet one, whose last packet before a switch comes well before
+    the busy one's. Each sensor's pieces are one stream; a piece is never joined to the other sensor's."""
+    busy = generated(tmp_path / "busy.pcap", "2M", 1, 200)
+    quiet = generated(tmp_path / "quiet.pcap", "1M", 7, 1000)
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for number, capture in enumerate([busy, quiet], 1):
+        subprocess.run(["editcap", "-i", "20", str(capture), str(archive / f"sensor{number}.pcap")], check=True)
+    sensors = [sorted(archive.glob("sensor1_*")), sorted(archive.glob("sensor2_*"))]
+    assert len(sensors[0]) >= 4 and len(sensors[1]) >= 4
+    assert sorted(group_captures(sorted(str(p) for p in archive.iterdir()))) == [
+        [str(p) for p in sensors[0]],
+        [str(p) for p in sensors[1]],
+    ]
+    reference, _, _ = run(str(busy), str(quiet))
+    records, summary, _ = run(str(archive))
+    assert summary["captures_joined"] == len(sensors[0]) + len(sensors[1]) - 2
+    whole = {str(busy): sensors[0], str(quiet): sensors[1]}
+    expected = sorted(line for capture, pieces in whole.items() for line in in_whole_frames(
+        [r for r in reference if r["evidence"][0]["file"] == capture], [Path(capture)]))  # fmt: skip
+    got = sorted(line for pieces in whole.values() for line in in_whole_frames(
+        [r for r in records if Path(r["evidence"][0]["file"]) in pieces], pieces))  # fmt: skip
+    assert got == expected
+    same_with_jobs(str(archive))
+
+
+def test_links_in_a_walked_ring_are_read_once_and_a_dangling_one_is_noted(tmp_path: Path) -> None:
+    """Capture hosts keep a ``latest`` link to the piece being written, and links the rotation left dangling."""
+    pieces = split(PCAPS / SPLIT[0], tmp_path / "ring", 3)
+    whole, _, _ = run(str(PCAPS / SPLIT[0]))
+    (tmp_path / "ring" / "latest.pcap").symlink_to(pieces[2].name)
+    (tmp_path / "ring" / "gone.pcap").symlink_to("mail_99999_20250101000000.pcap")
+    records, summary, done = run(str(tmp_path / "ring"))
+    assert done.returncode == 0, done.stderr
+    assert summary["captures"] == 3 and summary["captures_joined"] == 2 and summary["inputs_skipped"] == 2
+    assert without_files(records) == without_files(whole)
+    assert f"{tmp_path / 'ring' / 'latest.pcap'} is {pieces[2]}, read once; skipped" in done.stderr
+    assert f"{tmp_path / 'ring' / 'gone.pcap'} is a dangling link; skipped" in done.stderr
+    same_with_jobs(str(tmp_path / "ring"))
+
+
+def test_a_live_rings_last_piece_cut_mid_record_is_named_in_its_warning(tmp_path: Path) -> None:
+    """The file a capture tool is still writing ends in the middle of a record; in an archive of many files the
+    warning must say which file it is, and the pieces before it are one stream as ever."""
+    pieces = split(PCAPS / SPLIT[0], tmp_path / "ring", 3)
+    data = pieces[2].read_bytes()
+    pieces[2].write_bytes(data[: len(data) - 7])
+    _records, summary, done = run(str(tmp_path / "ring"))
+    assert done.returncode == 0, done.stderr
+    assert summary["captures"] == 3 and summary["captures_joined"] == 2
+    assert f"leakscope: warning: {pieces[2]}: truncated capture: frame " in done.stderr
+    assert same_with_jobs(str(tmp_path / "ring"))["captures_joined"] == 2
+
+
+def test_a_piece_read_apart_says_nothing_of_relaying_for_sessions_it_joined_mid_way(tmp_path: Path) -> None:
+    """The oldest file of a wrapped ring, a piece after a clock step, ``--no-join``: a session that authenticated in
+    an earlier piece (or before the capture began) is picked up mid-stream, its ``MAIL FROM``/``RCPT TO`` without
+    its ``AUTH``. Whether the client authenticated is unknown, so no relaying verdict: the whole capture has none."""
+    whole = generated(tmp_path / "whole.pcap", "2M", 1, 200)
+    pieces = split(whole, tmp_path / "ring", 3)
+    reference, _, _ = run(str(whole))
+    assert not [r for r in reference if r["type"] == "open-relay"]
+    for args in ([str(pieces[2])], ["--no-join", str(tmp_path / "ring")]):
+        records, summary, _ = run(*args)
+        assert summary["flows_partial"] > 0 and summary["sessions"]["smtp"] > 0
+        assert not [r for r in records if r["type"] == "open-relay"], args
+    relayed, _, _ = run(str(PCAPS / "smtp-open-relay-swaks.pcap"))  # an unauthenticated relay seen from its start
+    assert [r["verdict"] for r in relayed if r["type"] == "open-relay"] == ["relays-for-internal-clients"]
+
+
+def test_a_thousand_captures_of_one_day_named_alike_stay_apart(tmp_path: Path) -> None:
+    """An auditor's directory of one capture per host (``host-1.pcap`` … ``host-1000.pcap``) over the same hour:
+    names that differ only in their digits, times that overlap, so no file goes on another. Each host's session is
+    counted once, with one process and two."""
+    capture = PCAPS / "smtp-auth-plain-swaks.pcap"
+    data = capture.read_bytes()
+    archive = tmp_path / "hosts"
+    archive.mkdir()
+    for host in range(1, 1001):
+        records, pos = [data[:24]], 24
+        while pos + 16 <= len(data):
+            sec, usec, caplen, length = struct.unpack_from("<IIII", data, pos)
+            moved = sec * 1_000_000 + usec + host  # a microsecond apart: each file's 4.5 ms overlap the others'
+            header = struct.pack("<IIII", moved // 1_000_000, moved % 1_000_000, caplen, length)
+            records.append(header + data[pos + 16 : pos + 16 + caplen])
+            pos += 16 + caplen
+        (archive / f"host-{host}.pcap").write_bytes(b"".join(records))
+    single, _, _ = run(str(capture))
+    summary = same_with_jobs(str(archive))
+    assert summary["captures"] == 1000 and "captures_joined" not in summary
+    records, _, _ = run(str(archive))
+    assert {r["id"]: r["count"] for r in records} == {r["id"]: 1000 * r["count"] for r in single}

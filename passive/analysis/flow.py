@@ -152,7 +152,9 @@ class MailFlow:
         self.client = client
         self.partial = partial
         self.session: MailSession = SESSION_TYPES[protocol](partial=partial)
-        context = SessionContext(protocol, server, client, analysis.file, frame_base=analysis.frame_base)
+        context = SessionContext(
+            protocol, server, client, analysis.file, frame_base=analysis.frame_base, partial=partial
+        )
         self.analyzer = analysis.session_analyzer(context)
         self.record: SessionRecord | None = None
         self._last: tuple[int | None, float | None] = (None, None)  # frame and time of the latest bytes

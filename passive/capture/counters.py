@@ -73,11 +73,14 @@ class CaptureCounters:
         if len(self.warnings) < MAX_WARNINGS:
             self.warnings.append(message)
         elif len(self.warnings) == MAX_WARNINGS:
-            self.warnings.append("further warnings suppressed")
+            self.warnings.append(SUPPRESSED)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+
+SUPPRESSED = "further warnings suppressed"
+"""The last of a run's warnings once :data:`MAX_WARNINGS` were recorded."""
 
 SCHEDULE_DEPENDENT = ("segments_skipped", "bytes_skipped")
 """Counters that depend on where the scanner's batches end (a body is dropped from the batch after the one in which

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from passive.capture.counters import CaptureCounters
+from passive.capture.counters import SUPPRESSED, CaptureCounters
 from passive.capture.engine import make_engine, read_into
 from passive.capture.flow import HandlerFactory
 from passive.capture.options import CaptureOptions
@@ -40,8 +40,17 @@ class JoinedStream:
         return self.counters.packets_read - self._first_read
 
     def read(self, path: str | Path) -> None:
+        """Read on with ``path``. What its reader warns of (a piece cut mid-record: the file a capture tool was still
+        writing) names the file, which a run of many files would otherwise leave to guess."""
         self.engine.frame_base = self.frames
-        read_into(self.engine, Path(path), self.options)
+        warnings = self.counters.warnings
+        before = len(warnings)
+        try:
+            read_into(self.engine, Path(path), self.options)
+        finally:
+            for index in range(before, len(warnings)):
+                if warnings[index] != SUPPRESSED:
+                    warnings[index] = f"{path}: {warnings[index]}"
 
     def finish(self) -> None:
         """Close the flows still open: the stream has ended."""

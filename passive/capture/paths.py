@@ -1,6 +1,7 @@
 """The captures named on a command line: files, directories (walked, capture files recognised by their magic
 numbers, others counted and skipped), glob patterns (``'day-*.pcap'``, ``'archive/**/*.pcapng.gz'``; what they
-match is sorted as a directory's files are) and ``-``.
+match is sorted as a directory's files are) and ``-``. A walk or a pattern takes each file once (a link to a file
+it also finds under its own name is skipped, and so is a dangling link); a file named twice is read twice.
 
 Files are taken in natural order (``ring2`` before ``ring10``), which is the order ``tcpdump -W``/``-C`` and
 ``dumpcap -b`` write a ring buffer in when their names carry a counter or a timestamp.
@@ -30,6 +31,7 @@ class Expanded:
 
     paths: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # files in walked directories that are not captures
+    reasons: dict[str, str] = field(default_factory=dict)  # why a skipped file was, when not "is not a capture"
 
 
 def natural_key(path: str) -> tuple[object, ...]:
@@ -50,11 +52,12 @@ def expand_inputs(arguments: Iterable[str], stdin_name: str = "-") -> Expanded:
             matches = _glob(argument)
             if not matches:
                 raise InputError(f"{argument}: no file matches")
+            once = _Once([match for match in matches if not os.path.isdir(match)])
             for match in matches:
                 if os.path.isdir(match):
                     _walk(match, expanded)
                 else:
-                    (expanded.paths if _is_capture_file(match) else expanded.skipped).append(match)
+                    once.take(match, expanded)
         else:
             expanded.paths.append(argument)  # missing: the reader says so, with the other inputs read
     return expanded
@@ -83,11 +86,46 @@ def _walk(directory: str, expanded: Expanded) -> None:
             if seen > MAX_WALKED_FILES:
                 raise InputError(f"{directory}: more than {MAX_WALKED_FILES:,} files; name the captures instead")
             found.append(os.path.join(root, name))
-    for path in sorted(found, key=natural_key):
-        if _is_capture_file(path):
+    found.sort(key=natural_key)
+    once = _Once(found)
+    for path in found:
+        once.take(path, expanded)
+
+
+class _Once:
+    """Each file a walk or a pattern finds taken once: capture hosts keep links (``latest.pcap`` to the piece being
+    written) that would have a ring's piece read twice, the second time apart from its ring, and leave links
+    dangling when the rotation deletes their file. A link, or a second name of a file, is skipped when the file is
+    found under another name (a name that is not a link is the one kept); a dangling link is skipped."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.names: dict[tuple[int, int], str] = {}
+        for path in sorted(paths, key=os.path.islink):  # stable: names that are not links first, in their order
+            identity = _identity(path)
+            if identity is not None:
+                self.names.setdefault(identity, path)
+
+    def take(self, path: str, expanded: Expanded) -> None:
+        identity = _identity(path)
+        if identity is None and os.path.islink(path) and not os.path.exists(path):
+            expanded.skipped.append(path)
+            expanded.reasons[path] = "is a dangling link"
+        elif identity is not None and self.names.get(identity, path) != path:
+            expanded.skipped.append(path)
+            expanded.reasons[path] = f"is {self.names[identity]}, read once"
+        elif _is_capture_file(path):
             expanded.paths.append(path)
         else:
             expanded.skipped.append(path)
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """The regular file ``path`` names (device and inode, links followed), or None."""
+    try:
+        status = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (status.st_dev, status.st_ino) if stat.S_ISREG(status.st_mode) else None
 
 
 def _is_capture_file(path: str) -> bool:

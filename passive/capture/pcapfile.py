@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import BinaryIO, NamedTuple, Protocol
 
 from passive.capture.compressed import decompressor
+from passive.core.errors import one_line
 
 PCAP_MAGIC_USEC = 0xA1B2C3D4
 PCAP_MAGIC_NSEC = 0xA1B23C4D
@@ -180,26 +181,18 @@ def _kind_of(head: bytes, compressed: str | None) -> FileKind:
 
 
 class _Decompressed:
-    """A decompressing stream over a file or a :class:`_Replay`; closing it closes both.
-
-    Reads take what one step of the decoder gives (``read1``), so that what a damaged or cut stream decoded before
-    its break is read, not lost with the read that meets the break (a 1 MiB ``read`` of a gzip file cut short lost
-    everything it had decoded). The break then ends the stream, and its reason is kept in ``damage``."""
+    """A decompressing stream over a file or a :class:`_Replay`; closing it closes both. The reader takes what one
+    step of the decoder gives (``read1``, see :class:`_Stream`)."""
 
     def __init__(self, compression: str, source: BinaryIO | _Replay) -> None:
         self._stream = decompressor(compression, source)
         self._source = source
-        self._compression = compression
-        self.damage: str | None = None
 
     def read(self, size: int = -1) -> bytes:
-        if self.damage is not None:
-            return b""
-        try:
-            return self._stream.read1(size)
-        except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as exc:
-            self.damage = f"damaged {self._compression} stream: {exc}"
-            return b""
+        return self._stream.read(size)
+
+    def read1(self, size: int = -1) -> bytes:
+        return self._stream.read1(size)
 
     def close(self) -> None:
         try:
@@ -227,9 +220,13 @@ class _Stream:
 
     def __init__(self, fh: BinaryIO) -> None:
         self.fh = fh
+        # At a stream cut short (a capture still being compressed) a decompressor's read(n) raises and drops what
+        # it had of the n bytes; read1 gives each step's bytes, so all before the cut is read.
+        self._read = fh.read1 if isinstance(fh, _Decompressed) else fh.read
         self.buf = b""
         self.pos = 0
         self.eof = False
+        self.damage: str | None = None  # why a compressed stream ended before its end marker
 
     def available(self, n: int) -> bool:
         """Make ``n`` bytes available at ``pos``; False when the stream ends first."""
@@ -237,9 +234,9 @@ class _Stream:
             return True
         while not self.eof and len(self.buf) - self.pos < n:
             try:
-                more = self.fh.read(max(_READ_SIZE, n))
-            except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError):  # damaged compressed stream
-                more = b""
+                more = self._read(max(_READ_SIZE, n))
+            except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as exc:  # damaged compressed stream
+                more, self.damage = b"", one_line(exc)
             if not more:
                 self.eof = True
             self.buf = self.buf[self.pos :] + more
@@ -270,9 +267,9 @@ class PacketReader:
                 yield from self._pcap(stream)
             else:
                 yield from self._pcapng(stream)
-            damage = getattr(fh, "damage", None)
-            if damage is not None:  # the compressed stream broke: the cause of whatever the reader saw at its end
-                self._fail(damage)
+            if stream.damage is not None:  # the stream broke: the cause of a record the reader then saw cut short
+                what = f"{self.kind.compression} stream" if self.kind.compression else "file"
+                self._fail(f"truncated capture: {what} ends after frame {self.packets}: {stream.damage}")
 
     def _open(self) -> BinaryIO:
         source, compression = self.kind.stream, self.kind.compression

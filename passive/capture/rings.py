@@ -8,18 +8,24 @@ mid-stream (its authentication, perhaps, lost). So files are **grouped**, and a 
 Files are grouped when they look like consecutive pieces of one capture (:func:`group_captures`):
 
 * they are regular files in the same directory (a capture tool writes its ring in one place) whose names differ
-  only in their digits (``ring.pcap``, ``ring.pcap1``; ``cap_00001_20250301120000.pcapng``, ``cap_00002_…``);
+  only in their digits (``ring.pcap``, ``ring.pcap1``; ``cap_00001_20250301120000.pcapng``, ``cap_00002_…``), a
+  counter or a compression suffix ending the name being optional;
 * same format, link types, snapshot length and (pcapng) interface names;
 * ordered by their first packet's time, each file's first packet comes at or after the previous file's last, and
   at most :data:`JOIN_GAP` seconds after it.
 
-Anything else stays a group of its own: files of two interfaces, captures whose times overlap (two sensors, the same
-capture copied twice), a file whose times cannot be read (its reader reports the damage). Groups are listed in the
-order of their first file among the inputs; a group's files in time order.
+Where two chains of files could go on with a file (two sensors' rings in one directory, their times overlapping),
+it goes on the one whose names it follows (:func:`_affinity`).
+
+Anything else stays a group of its own: files of two interfaces, captures whose times overlap (two sensors, the
+same capture copied twice), a file whose times cannot be read (its reader reports the damage). Groups are listed in
+the order of their first file among the inputs; a group's files in time order.
 """
 
 from __future__ import annotations
 
+import bisect
+import math
 import mmap
 import os
 import re
@@ -49,12 +55,17 @@ TAIL_WINDOW = 4 * (MAX_RECORD + 16)
 packet's time is found without reading the file, which matters on an archive of thousands of 100 MB files."""
 HEAD_BYTES = 1 << 16
 """Bytes of a pcapng file's start read for its interface descriptions."""
+MAX_FITTING = 64
+"""Chains a file could go on (ending within :data:`JOIN_GAP` before its first packet) whose names are compared with
+its own: the latest-ending ones. More than this many sensors' rings switching files at one moment in one directory
+may see a file go on another sensor's; the bound keeps the work per file small whatever the number of files."""
 _MAX_SPAN = 10 * 366 * 86400  # seconds a record's time may be past the file's first one and still be believed
 _MIN_CHAIN = 3  # records a chain found in the tail must hold (unless it starts at the first record) to be believed
 
 Key = tuple[str, str, str, tuple[int, ...], int, tuple[str, ...]]
 # (directory, name without its digits, format, link types, snapshot length, interfaces)
 _DIGITS = re.compile(r"\d+")
+_COMPRESSED = re.compile(r"\.(gz|xz|bz2|zst|zstd)$", re.IGNORECASE)  # the compressions the readers take
 
 
 @dataclass(frozen=True)
@@ -68,9 +79,22 @@ class Span:
 
 
 def _name_key(path: str) -> tuple[str, str]:
-    """The directory and the name without its digits: files that may be pieces of one ring share it."""
+    """The directory and the name without its digits, a compression suffix or a counter ending it: files that may
+    be pieces of one ring share it. ``tcpdump -C`` names its first file ``ring.pcap`` and the next ``ring.pcap1``;
+    an archive compresses the pieces it keeps (``ring.pcap1.gz``) beside the one still written."""
     directory, name = os.path.split(os.path.abspath(path))
-    return directory, _DIGITS.sub("#", name)
+    return directory, _DIGITS.sub("#", _COMPRESSED.sub("", name)).removesuffix("#")
+
+
+def _digit_runs(path: str) -> list[str]:
+    return _DIGITS.findall(_COMPRESSED.sub("", os.path.basename(path)))
+
+
+def _affinity(last: list[str], runs: list[str]) -> int:
+    """How many of a file's name's runs of digits (``runs``) a chain's last file's (``last``) has in the same place:
+    a sensor's number stays, the ring's counter and time change (``sensor1_00002_…`` goes on ``sensor1_00001_…``,
+    not on ``sensor2_…``)."""
+    return sum(a == b for a, b in zip(last, runs, strict=False))
 
 
 def group_captures(
@@ -94,17 +118,28 @@ def group_captures(
     spans: dict[str, Span | None] = dict.fromkeys(distinct)
     spans.update(zip(looked, described, strict=True))
     chains: list[list[Span]] = []
-    open_chains: dict[Key, list[list[Span]]] = {}  # by key: a chain may be continued only by a file of its key
+    # By key (a chain may be continued only by a file of its key): (last packet's time, chain) of every chain, in
+    # order, so that the chains a file may go on (ending at most JOIN_GAP before its first packet) are found by
+    # bisection, not by a look at every chain: a directory of thousands of captures of one day has as many chains.
+    ends: dict[Key, list[tuple[float, int]]] = {}
+    runs = {span.path: _digit_runs(span.path) for span in spans.values() if span is not None}
     position = {path: n for n, path in reversed(list(enumerate(paths)))}
     order = sorted((s for s in spans.values() if s is not None), key=lambda s: (s.first, s.last, position[s.path]))
     for span in order:
-        candidates = open_chains.setdefault(span.key, [])
-        fitting = [c for c in candidates if c[-1].last <= span.first <= c[-1].last + JOIN_GAP]
-        if fitting:
-            max(fitting, key=lambda c: c[-1].last).append(span)
+        lasts = ends.setdefault(span.key, [])
+        end = bisect.bisect_right(lasts, (span.first, math.inf))
+        start = max(bisect.bisect_left(lasts, (span.first - JOIN_GAP, -1)), end - MAX_FITTING)
+        if start < end:  # two sensors' rings in one place may both fit: the one whose names it follows, the latest
+            best = max(
+                range(start, end),
+                key=lambda i: (_affinity(runs[chains[lasts[i][1]][-1].path], runs[span.path]), lasts[i][0], -i),
+            )
+            number = lasts.pop(best)[1]
+            chains[number].append(span)
         else:
+            number = len(chains)
             chains.append([span])
-            candidates.append(chains[-1])
+        bisect.insort(lasts, (span.last, number))
     leader = {chain[0].path: [s.path for s in chain] for chain in chains}
     member = {s.path for chain in chains for s in chain[1:]}
     groups: list[list[str]] = []

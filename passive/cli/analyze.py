@@ -217,7 +217,8 @@ def _captures(arguments: tuple[str, ...]) -> tuple[tuple[str, ...], int]:
     """The capture files the arguments name, in reading order, and how many files were skipped (named on stderr)."""
     expanded = expand_inputs(arguments)
     for skipped in expanded.skipped[:MAX_SKIPPED_NAMED]:
-        click.echo(f"leakscope: note: {printable(skipped)} is not a capture; skipped", err=True)
+        reason = expanded.reasons.get(skipped, "is not a capture")
+        click.echo(f"leakscope: note: {printable(skipped)} {printable(reason)}; skipped", err=True)
     if len(expanded.skipped) > MAX_SKIPPED_NAMED:
         click.echo(f"leakscope: note: {len(expanded.skipped) - MAX_SKIPPED_NAMED} more files skipped", err=True)
     if not expanded.paths:

@@ -24,6 +24,9 @@ class SessionContext:
     # Frames before ``file`` in its stream (passive.capture.joined numbers frames on through a ring buffer's files):
     # evidence frames are counted from the start of ``file``.
     frame_base: int = 0
+    # The flow was picked up mid-stream (its handshake not in the capture: a ring buffer's piece read apart, a
+    # capture begun during the session): what happened before it, an AUTH say, is unknown.
+    partial: bool = False
 
 
 class Session(Protocol):

@@ -1,5 +1,8 @@
 """``open-relay``: every unauthenticated SMTP transaction whose ``RCPT TO`` is not plainly the server's own goes to
-the run's :class:`~passive.analysis.relays.RelayLedger`, which decides the verdicts."""
+the run's :class:`~passive.analysis.relays.RelayLedger`, which decides the verdicts.
+
+A session picked up mid-stream (a ring buffer's piece read apart, a capture begun during the session) may have
+authenticated before the capture saw it: its transactions are not judged."""
 
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ class RelayDetector(Detector):
     def rcpt_to(self, event: ev.RcptTo) -> None:
         sender = self.sender
         context = self.context
-        if sender is None or self.session.authenticated or context.protocol != "smtp":
+        if sender is None or self.session.authenticated or context.partial or context.protocol != "smtp":
             return
         domain = destination_domain(event.address)
         refused = event.reply_code is not None and 500 <= event.reply_code < 600
