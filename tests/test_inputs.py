@@ -169,3 +169,22 @@ def test_a_compressed_capture_cut_short_gives_what_its_decompressor_gives(tmp_pa
     expected = _run("analyze", "--format", "jsonl", str(partial))
     same = [line.replace(str(partial), "CAPTURE") for line in expected.stdout.splitlines() if '"summary"' not in line]
     assert findings(got.stdout.replace(str(packed), "CAPTURE")) == sorted(same)
+
+
+def test_a_piece_being_compressed_beside_its_ring_is_read_once(tmp_path: Path) -> None:
+    """``tcpdump -C 1 -z gzip``: while gzip runs, the rotated piece is there whole and, beside it, in part as
+    ``.gz``. Reading both counted its sessions twice; the plain file is read and the compressed one noted."""
+    ring = tmp_path / "ring"
+    ring.mkdir()
+    piece = (PCAPS / CAPTURES[0]).read_bytes()
+    (ring / "mail.pcap1").write_bytes(piece)
+    packed = gzip.compress(piece)
+    (ring / "mail.pcap1.gz").write_bytes(packed[: len(packed) // 2])  # gzip is half way through it
+    (ring / "mail.pcap2").write_bytes((PCAPS / CAPTURES[1]).read_bytes())
+    result = _run("analyze", "--format", "jsonl", str(ring))
+    assert result.returncode == 0, result.stderr
+    assert f"{ring / 'mail.pcap1.gz'} is {ring / 'mail.pcap1'} compressed, read once; skipped" in result.stderr
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["captures"] == 2 and summary["inputs_skipped"] == 1
+    alone = _run("analyze", "--format", "jsonl", str(ring / "mail.pcap1"), str(ring / "mail.pcap2"))
+    assert findings(result.stdout) == findings(alone.stdout)

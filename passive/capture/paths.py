@@ -1,7 +1,8 @@
 """The captures named on a command line: files, directories (walked, capture files recognised by their magic
 numbers, others counted and skipped), glob patterns (``'day-*.pcap'``, ``'archive/**/*.pcapng.gz'``; what they
 match is sorted as a directory's files are) and ``-``. A walk or a pattern takes each file once (a link to a file
-it also finds under its own name is skipped, and so is a dangling link); a file named twice is read twice.
+it also finds under its own name is skipped, and so is a dangling link, and a compressed copy found beside its
+plain file); a file named twice is read twice.
 
 Files are taken in natural order (``ring2`` before ``ring10``), which is the order ``tcpdump -W``/``-C`` and
 ``dumpcap -b`` write a ring buffer in when their names carry a counter or a timestamp.
@@ -22,6 +23,8 @@ from passive.core.errors import InputError
 # Files a directory walk looks at; a directory holding more is refused rather than read for hours by surprise.
 MAX_WALKED_FILES = 1_000_000
 _GLOB_CHARACTERS = re.compile(r"[*?\[]")
+# What compressing a capture adds to its name (gzip, xz, bzip2, zstd and their usual spellings).
+COMPRESSED_SUFFIXES = (".gz", ".xz", ".bz2", ".zst", ".zstd")
 _DIGITS = re.compile(r"(\d+)")
 
 
@@ -96,9 +99,12 @@ class _Once:
     """Each file a walk or a pattern finds taken once: capture hosts keep links (``latest.pcap`` to the piece being
     written) that would have a ring's piece read twice, the second time apart from its ring, and leave links
     dangling when the rotation deletes their file. A link, or a second name of a file, is skipped when the file is
-    found under another name (a name that is not a link is the one kept); a dangling link is skipped."""
+    found under another name (a name that is not a link is the one kept); a dangling link is skipped. So is
+    ``x.pcap.gz`` found beside ``x.pcap``: ``tcpdump -z gzip`` compresses each rotated piece beside the ring, and
+    while it runs the piece is there twice, whole and in part."""
 
     def __init__(self, paths: list[str]) -> None:
+        self.found = set(paths)
         self.names: dict[tuple[int, int], str] = {}
         for path in sorted(paths, key=os.path.islink):  # stable: names that are not links first, in their order
             identity = _identity(path)
@@ -113,6 +119,9 @@ class _Once:
         elif identity is not None and self.names.get(identity, path) != path:
             expanded.skipped.append(path)
             expanded.reasons[path] = f"is {self.names[identity]}, read once"
+        elif path.endswith(COMPRESSED_SUFFIXES) and os.path.splitext(path)[0] in self.found:
+            expanded.skipped.append(path)
+            expanded.reasons[path] = f"is {os.path.splitext(path)[0]} compressed, read once"
         elif _is_capture_file(path):
             expanded.paths.append(path)
         else:
