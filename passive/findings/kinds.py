@@ -259,7 +259,10 @@ OPEN_RELAY = Kind(
         "the server's own, and what the server answered. Local domains: `--local-domain`, `localhost` and the "
         "server's address literals, the names the server gives itself and their registered domains (Public Suffix "
         "List), and domains it receives mail for from many unrelated clients. Trusted networks: `--trusted-net`; "
-        "without it, clients in private ranges are assumed trusted (passive analysis only)."
+        "without it, clients in private ranges are assumed trusted (passive analysis only). A session picked up "
+        "mid-stream (its handshake not in the capture: a capture begun during it, a ring buffer's piece read apart: "
+        "the oldest file of a wrapped ring, `--no-join`) may have authenticated before the capture saw it: its "
+        "transactions are not judged."
     ),
     severity_rules=(
         (Severity.HIGH, "`open-relay`: a client outside the trusted networks had a foreign recipient accepted"),
