@@ -207,3 +207,9 @@ def test_every_command_is_listed_and_loads() -> None:
         result = leakscope(name, "--help")
         assert result.returncode == 0 and "Exit status: 0" in result.stdout, (name, result.stderr)
     assert main.get_command(None, "no-such-command") is None  # type: ignore[arg-type]
+
+
+def test_a_mistyped_command_gets_the_suggestion() -> None:
+    result = leakscope("anlyze")
+    assert result.returncode == 2
+    assert "No such command 'anlyze'. Did you mean 'analyze'?" in result.stderr
