@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from passive.capture.paths import expand_inputs
+
 PCAPS = Path(__file__).resolve().parents[1] / "pcaps"
 CAPTURES = ["smtp-ntlm-success-curl.pcap", "pop3-user-pass-fetchmail.pcap", "imap-login-fetchmail.pcap"]
 COMPRESSORS = {
@@ -188,3 +190,18 @@ def test_a_piece_being_compressed_beside_its_ring_is_read_once(tmp_path: Path) -
     assert summary["captures"] == 2 and summary["inputs_skipped"] == 1
     alone = _run("analyze", "--format", "jsonl", str(ring / "mail.pcap1"), str(ring / "mail.pcap2"))
     assert findings(result.stdout) == findings(alone.stdout)
+
+
+def test_a_compressed_capture_is_read_when_the_name_beside_it_holds_no_capture(tmp_path: Path) -> None:
+    """The compressed copy is skipped only for a plain file that is read: not beside a dangling link of its plain
+    name, nor beside an empty file of it (the walk would otherwise read neither)."""
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    packed = gzip.compress((PCAPS / CAPTURES[0]).read_bytes())
+    (archive / "a.pcap.gz").write_bytes(packed)
+    (archive / "a.pcap").symlink_to(tmp_path / "rotated-away.pcap")
+    (archive / "b.pcap.gz").write_bytes(packed)
+    (archive / "b.pcap").write_bytes(b"")
+    expanded = expand_inputs([str(archive)])
+    assert expanded.paths == [str(archive / "a.pcap.gz"), str(archive / "b.pcap.gz")]
+    assert expanded.reasons == {str(archive / "a.pcap"): "is a dangling link"}

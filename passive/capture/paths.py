@@ -119,13 +119,18 @@ class _Once:
         elif identity is not None and self.names.get(identity, path) != path:
             expanded.skipped.append(path)
             expanded.reasons[path] = f"is {self.names[identity]}, read once"
-        elif path.endswith(COMPRESSED_SUFFIXES) and os.path.splitext(path)[0] in self.found:
+        elif path.endswith(COMPRESSED_SUFFIXES) and self._read(os.path.splitext(path)[0]):
             expanded.skipped.append(path)
             expanded.reasons[path] = f"is {os.path.splitext(path)[0]} compressed, read once"
         elif _is_capture_file(path):
             expanded.paths.append(path)
         else:
             expanded.skipped.append(path)
+
+    def _read(self, plain: str) -> bool:
+        """Whether ``plain``, found beside its compressed copy, is read: a capture file (not a dangling link, not an
+        empty or other file), so that the copy is not needed."""
+        return plain in self.found and _identity(plain) is not None and _is_capture_file(plain)
 
 
 def _identity(path: str) -> tuple[int, int] | None:
