@@ -205,3 +205,25 @@ def test_a_compressed_capture_is_read_when_the_name_beside_it_holds_no_capture(t
     expanded = expand_inputs([str(archive)])
     assert expanded.paths == [str(archive / "a.pcap.gz"), str(archive / "b.pcap.gz")]
     assert expanded.reasons == {str(archive / "a.pcap"): "is a dangling link"}
+
+
+def test_a_zstd_capture_on_standard_input_is_read_whole(tmp_path: Path) -> None:
+    """Sniffing a pipe's compression decodes its first bytes with a decoder then dropped: dropping it must not close
+    the pipe, whose bytes past the replayed head were lost (\"read of closed file\") for zstd alone."""
+    from tests.helpers_capture import ether, ipv4, pcap_bytes, tcp
+
+    frames = [
+        (
+            1000 + n / 1000,
+            ether(ipv4("10.0.0.1", "10.0.0.2", tcp(40000, 25, 1000 + n * 200, 1, payload=os.urandom(200)))),
+        )
+        for n in range(3000)
+    ]  # random payloads: several hundred KB compressed, more than the decoder's first read of the pipe
+    packed = tmp_path / "capture.pcap.zst"
+    packed.write_bytes(zstandard.ZstdCompressor().compress(pcap_bytes(frames)))
+    executable = shutil.which("leakscope")
+    assert executable
+    command = [executable, "analyze", "--format", "jsonl", "-"]
+    result = subprocess.run(command, input=packed.read_bytes(), capture_output=True, timeout=120)
+    assert result.returncode == 0 and b"warning" not in result.stderr, result.stderr.decode()
+    assert json.loads(result.stdout.splitlines()[-1])["packets_read"] == 3000

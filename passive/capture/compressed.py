@@ -37,7 +37,9 @@ def decompressor(compression: str, source: Any) -> BinaryIO:
         return bz2.BZ2File(source, "rb")
     import zstandard  # a runtime dependency; imported here so the other formats never pay for it
 
-    reader = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).stream_reader(source, read_across_frames=True)
+    reader = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).stream_reader(
+        source, read_across_frames=True, closefd=False
+    )
     return io.BufferedReader(_ZstdReader(reader, zstandard.ZstdError))  # type: ignore[return-value]
 
 
