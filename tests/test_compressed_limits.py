@@ -116,3 +116,21 @@ def test_an_xz_file_of_several_streams_reads_them_all(tmp_path: Path) -> None:
     assert status == 0, err
     assert findings(out, path) == findings(run(plain)[1], plain)
     assert any('"ntlm-info"' in line for line in findings(out, path))
+
+
+def test_a_damaged_xz_pcapng_among_others_is_a_warning_not_a_traceback(tmp_path: Path) -> None:
+    """Grouping reads a compressed pcapng's first 64 KiB for its interfaces: xz data damaged there raised
+    ``LZMAError`` out of the run. It is a warning now, the other capture read."""
+    from tests.helpers_capture import ethernet_frames, pcapng_bytes, smtp_session_segments
+
+    frames = []
+    for n in range(300):
+        frames += ethernet_frames(smtp_session_segments(client=(f"10.0.{n // 250}.{n % 250 + 1}", 40000 + n)), 1000 + n)
+    packed = bytearray(lzma.compress(pcapng_bytes(frames)))
+    start = len(packed) // 10
+    packed[start : start + 8] = bytes(b ^ 0xA5 for b in packed[start : start + 8])
+    (tmp_path / "ring1.pcapng.xz").write_bytes(packed)
+    (tmp_path / "ring2.pcapng.xz").write_bytes(lzma.compress(pcapng_bytes(frames)))
+    status, _out, err, _rss = run(tmp_path)
+    assert status == 0 and "Traceback" not in err, err
+    assert f"{tmp_path / 'ring1.pcapng.xz'}: truncated capture: xz stream ends after frame" in err, err

@@ -116,7 +116,7 @@ class XzReader(io.RawIOBase):
             if "memory usage limit" in str(exc).lower():
                 raise DamagedStream(f"it needs more than {MAX_WINDOW >> 20} MiB of memory to decode") from None
             if self._first:
-                raise
+                raise DamagedStream(str(exc)) from None
             self._done = True  # not a further stream: trailing data, ignored as LZMAFile ignores it
             return b""
 

@@ -25,12 +25,14 @@ the order of their first file among the inputs; a group's files in time order.
 from __future__ import annotations
 
 import bisect
+import lzma
 import math
 import mmap
 import os
 import re
 import stat
 import struct
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -181,8 +183,8 @@ def describe(path: str) -> Span | None:
                 last = packet.ts
         key = (*_name_key(path), kind.format, tuple(sorted(reader.linktypes)), snaplen, interfaces)
         return Span(path, key, first.ts, max(last, first.ts))
-    except (OSError, CaptureFormatError, EOFError, ValueError, struct.error):
-        return None
+    except (OSError, CaptureFormatError, EOFError, ValueError, struct.error, zlib.error, lzma.LZMAError):
+        return None  # a damaged compressed stream included: its reader reports it
 
 
 def _head(path: str, compression: str | None, size: int) -> bytes:
