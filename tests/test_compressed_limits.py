@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import lzma
+import os
 import shutil
 import struct
 import subprocess
@@ -134,3 +135,24 @@ def test_a_damaged_xz_pcapng_among_others_is_a_warning_not_a_traceback(tmp_path:
     status, _out, err, _rss = run(tmp_path)
     assert status == 0 and "Traceback" not in err, err
     assert f"{tmp_path / 'ring1.pcapng.xz'}: truncated capture: xz stream ends after frame" in err, err
+
+
+def test_an_xz_stream_after_the_first_that_breaks_part_way_is_reported(tmp_path: Path) -> None:
+    """Only what does not begin a stream is trailing data, ignored; a further stream that begins and then breaks
+    past the first read of it was taken for trailing data and the file ended silently (LZMAFile raises there)."""
+    from tests.helpers_capture import ether, ipv4, pcap_bytes, tcp
+
+    frames = [
+        (
+            2000 + n / 1000,
+            ether(ipv4("10.0.0.1", "10.0.0.2", tcp(40000, 25, 1000 + n * 200, 1, payload=os.urandom(200)))),
+        )
+        for n in range(2000)
+    ]
+    second = bytearray(lzma.compress(pcap_bytes(frames)[24:]))  # more than one read of the file: ~500 KB
+    second[len(second) * 3 // 4 : len(second) * 3 // 4 + 8] = bytes(8)
+    path = tmp_path / "two.pcap.xz"
+    path.write_bytes(lzma.compress(NTLM.read_bytes()) + bytes(second))
+    status, out, err, _rss = run(path)
+    assert status == 0 and "truncated capture: xz stream ends after frame" in err, err
+    assert '"type": "ntlm-info"' in out

@@ -76,7 +76,6 @@ class XzReader(io.RawIOBase):
         super().__init__()
         self.source = source
         self._decoder = self._new()
-        self._first = True  # reading the file's first stream: its errors are the file's
         self._done = False
 
     def readable(self) -> bool:
@@ -96,8 +95,8 @@ class XzReader(io.RawIOBase):
                 if not rest:
                     self._done = True
                     break
-                self._decoder, self._first = self._new(), False
-                data = self._decompress(rest, size)
+                self._decoder = self._new()
+                data = self._decompress(rest, size, after_stream=True)
             elif decoder.needs_input:
                 raw = self.source.read(_READ_SIZE)
                 if not raw:
@@ -109,13 +108,16 @@ class XzReader(io.RawIOBase):
                 return data
         return b""
 
-    def _decompress(self, raw: bytes, size: int) -> bytes:
+    def _decompress(self, raw: bytes, size: int, after_stream: bool = False) -> bytes:
+        """What ``raw`` decodes to; ``after_stream``: ``raw`` is the first of what follows a stream, which is
+        trailing data, ignored, if it does not begin another (as LZMAFile judges it: a stream that begins and then
+        breaks is damage, reported)."""
         try:
             return self._decoder.decompress(raw, size)
         except lzma.LZMAError as exc:
             if "memory usage limit" in str(exc).lower():
                 raise DamagedStream(f"it needs more than {MAX_WINDOW >> 20} MiB of memory to decode") from None
-            if self._first:
+            if not after_stream:
                 raise DamagedStream(str(exc)) from None
             self._done = True  # not a further stream: trailing data, ignored as LZMAFile ignores it
             return b""
