@@ -43,40 +43,9 @@ def decompressor(compression: str, source: Any) -> BinaryIO:
     return io.BufferedReader(_ZstdReader(reader, zstandard.ZstdError))  # type: ignore[return-value]
 
 
-class _ZstdReader(io.RawIOBase):
-    """``zstandard``'s stream reader with its errors (``ZstdError``, not an ``OSError`` nor a ``ValueError``) as
-    :class:`DamagedStream`."""
-
-    def __init__(self, reader: Any, error: type[Exception]) -> None:
-        super().__init__()
-        self.reader, self.error = reader, error
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        with memoryview(buffer) as view, view.cast("B") as target:
-            try:  # a read that meets the error loses what it decoded: small reads lose at most a block's worth
-                data = self.reader.read(min(len(target), _READ_SIZE))
-            except self.error as exc:
-                raise DamagedStream(str(exc)) from None
-            target[: len(data)] = data
-            return len(data)
-
-    def close(self) -> None:
-        self.reader.close()
-        super().close()
-
-
-class XzReader(io.RawIOBase):
-    """The streams of an xz file, one after another, as ``lzma.LZMAFile`` reads them (what follows the last stream
-    and is not one is ignored), each decoder limited to :data:`MAX_WINDOW`."""
-
-    def __init__(self, source: Any) -> None:
-        super().__init__()
-        self.source = source
-        self._decoder = self._new()
-        self._done = False
+class _Raw(io.RawIOBase):
+    """A raw stream for ``BufferedReader`` whose ``_read(size)`` gives up to ``size`` decoded bytes (b"" at the
+    end)."""
 
     def readable(self) -> bool:
         return True
@@ -86,6 +55,39 @@ class XzReader(io.RawIOBase):
             data = self._read(len(target))
             target[: len(data)] = data
             return len(data)
+
+    def _read(self, size: int) -> bytes:
+        raise NotImplementedError
+
+
+class _ZstdReader(_Raw):
+    """``zstandard``'s stream reader with its errors (``ZstdError``, not an ``OSError`` nor a ``ValueError``) as
+    :class:`DamagedStream`."""
+
+    def __init__(self, reader: Any, error: type[Exception]) -> None:
+        super().__init__()
+        self.reader, self.error = reader, error
+
+    def _read(self, size: int) -> bytes:
+        try:  # a read that meets the error loses what it decoded: small reads lose at most a block's worth
+            return self.reader.read(min(size, _READ_SIZE))  # type: ignore[no-any-return]
+        except self.error as exc:
+            raise DamagedStream(str(exc)) from None
+
+    def close(self) -> None:
+        self.reader.close()
+        super().close()
+
+
+class XzReader(_Raw):
+    """The streams of an xz file, one after another, as ``lzma.LZMAFile`` reads them (what follows the last stream
+    and is not one is ignored), each decoder limited to :data:`MAX_WINDOW`."""
+
+    def __init__(self, source: Any) -> None:
+        super().__init__()
+        self.source = source
+        self._decoder = self._new()
+        self._done = False
 
     def _read(self, size: int) -> bytes:
         while not self._done and size:

@@ -181,17 +181,17 @@ def _kind_of(head: bytes, compressed: str | None) -> FileKind:
 
 
 class _Decompressed:
-    """A decompressing stream over a file or a :class:`_Replay`; closing it closes both. The reader takes what one
-    step of the decoder gives (``read1``, see :class:`_Stream`)."""
+    """A decompressing stream over a file or a :class:`_Replay`; closing it closes both.
+
+    A read gives what one step of the decoder gives (``read1``): at a stream cut short (a capture still being
+    compressed) a decompressor's ``read(n)`` raises and drops what it had of the ``n`` bytes, so all before the cut
+    is read this way."""
 
     def __init__(self, compression: str, source: BinaryIO | _Replay) -> None:
         self._stream = decompressor(compression, source)
         self._source = source
 
     def read(self, size: int = -1) -> bytes:
-        return self._stream.read(size)
-
-    def read1(self, size: int = -1) -> bytes:
         return self._stream.read1(size)
 
     def close(self) -> None:
@@ -220,9 +220,6 @@ class _Stream:
 
     def __init__(self, fh: BinaryIO) -> None:
         self.fh = fh
-        # At a stream cut short (a capture still being compressed) a decompressor's read(n) raises and drops what
-        # it had of the n bytes; read1 gives each step's bytes, so all before the cut is read.
-        self._read = fh.read1 if isinstance(fh, _Decompressed) else fh.read
         self.buf = b""
         self.pos = 0
         self.eof = False
@@ -234,7 +231,7 @@ class _Stream:
             return True
         while not self.eof and len(self.buf) - self.pos < n:
             try:
-                more = self._read(max(_READ_SIZE, n))
+                more = self.fh.read(max(_READ_SIZE, n))
             except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as exc:  # damaged compressed stream
                 more, self.damage = b"", one_line(exc)
             if not more:
