@@ -64,7 +64,14 @@ class MailSession:
         self, side: ev.Side, data: bytes, frame: int | None = None, timestamp: float | None = None
     ) -> list[ev.Event]:
         """The events the bytes ``side`` sent complete."""
-        return self._collect(lambda: self._receive(side, data, frame, timestamp))
+        out: list[ev.Event] = []
+        self._out = out
+        try:
+            self._receive(side, data, frame, timestamp)
+        finally:  # as in _collect, without a closure per chunk (the hot path)
+            self._out = []
+            self._line = _NO_LINE
+        return out
 
     def gap(self, side: ev.Side, size: int, frame: int | None = None, timestamp: float | None = None) -> list[ev.Event]:
         """Bytes were lost on one side: drop the partial line, forget what was waiting for an answer, resync."""
@@ -92,7 +99,12 @@ class MailSession:
 
     def may_skip(self) -> bool:
         """Whether either side's next bytes may be dropped unread (:meth:`skippable`)."""
-        return self.skippable(CLIENT) is not None or self.skippable(SERVER) is not None
+        if self.tls:
+            return True
+        if self._tls_hello is not None:
+            return False
+        buffers = self.buffers
+        return buffers[CLIENT].skippable() is not None or buffers[SERVER].skippable() is not None
 
     def skipped(
         self, side: ev.Side, size: int, at_line_start: bool, frame: int | None, timestamp: float | None
@@ -107,8 +119,9 @@ class MailSession:
     def buffered_bytes(self) -> int:
         """Bytes this session holds between calls: partial lines, bytes held for an answer, kept literals,
         commands awaiting replies, and what the protocol keeps (``_state_bytes``)."""
+        buffers = self.buffers
         held = self._pending_bytes + self.auth.held_bytes() + self._state_bytes()
-        return held + sum(buffer.buffered for buffer in self.buffers.values())
+        return held + buffers[CLIENT].buffered + buffers[SERVER].buffered
 
     def _collect(self, work: Callable[[], None]) -> list[ev.Event]:
         out: list[ev.Event] = []

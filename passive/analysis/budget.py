@@ -45,6 +45,8 @@ class DissectorBudget:
 
     def update(self, holder: Holder, held: int) -> None:
         """What ``holder`` holds now (after a chunk or a gap); evicts when the total goes over the budget."""
+        if not held and holder not in self._held:
+            return  # held nothing and holds nothing: most chunks end on a line's end
         previous = self._held.pop(holder, 0)
         if held:
             self._held[holder] = held
