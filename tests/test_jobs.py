@@ -187,6 +187,19 @@ def test_many_large_captures_go_whole_and_few_are_split(tmp_path: Path) -> None:
     assert parallel.plan_tasks(small, 2) == [[(0, 1, [(0, small[0][0])])], []]
 
 
+def test_a_cluster_splits_by_the_same_rule_as_local_workers(tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    from passive.analysis.cluster import ClusterRun
+
+    many = _sized(tmp_path, 12, parallel.SHARD_MIN_BYTES + 1)
+    for groups, threads in ((many, 2), (many[:1], 2), (many[:2], 2), (many, 1), (many[:3], 3)):
+        local = [task for mine in parallel.plan_tasks(groups, threads) for task in mine]
+        cluster = [task for per_group in ClusterRun._plan(groups, threads) for task in per_group]
+        assert sorted(cluster) == sorted(local)
+    assert [len(tasks) for tasks in ClusterRun._plan(many, 2)] == [1] * 12  # many captures go whole
+    assert [len(tasks) for tasks in ClusterRun._plan(many[:1], 2)] == [2]  # one is split
+
+
 def test_a_failing_worker_is_reported(monkeypatch: pytest.MonkeyPatch, split_small_captures: None) -> None:
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("worker broke")

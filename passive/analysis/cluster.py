@@ -1,8 +1,8 @@
 """A run on a Dask cluster (``--scheduler ADDRESS``): the tasks of :mod:`passive.analysis.parallel` on its workers.
 
-Each group of files (:mod:`passive.capture.rings`) is a Dask task; a group of
-:data:`~passive.analysis.parallel.SHARD_MIN_BYTES` or more is one task per worker thread, each reading the group's
-flows that hash to it. A task returns what a local worker process would have sent down its pipe (the recorded
+Each group of files (:mod:`passive.capture.rings`) is a Dask task; a group split by flow by the rule local workers
+follow (:func:`~passive.analysis.parallel.split_by_flow`: big, and a large share of a thread's part of the run) is
+one task per worker thread, each reading the group's flows that hash to it. A task returns what a local worker process would have sent down its pipe (the recorded
 sessions and each file's counters); the client replays the results group after group into its one analysis,
 exactly as it replays its own worker processes' (:class:`~passive.analysis.parallel.ParallelRun`), and alone writes
 the outputs and the store. The workers must see the captures under the names the client was given (shared
@@ -25,7 +25,6 @@ import zstandard
 from distributed import Client, Future
 
 from passive.analysis.parallel import (
-    SHARD_MIN_BYTES,
     FileContext,
     ParallelRun,
     Task,
@@ -33,6 +32,7 @@ from passive.analysis.parallel import (
     _Worker,
     group_bytes,
     run_tasks,
+    split_by_flow,
 )
 from passive.core.collector import fewer_collections
 
@@ -125,13 +125,16 @@ class ClusterRun(ParallelRun):
 
     @staticmethod
     def _plan(groups: list[list[str]], threads: int) -> list[list[Task]]:
-        """Per group, its tasks: the whole group, or one share of its flows per worker thread."""
+        """Per group, its tasks: the whole group, or one share of its flows per worker thread (by the rule local
+        workers follow, :func:`~passive.analysis.parallel.split_by_flow`)."""
         plan: list[list[Task]] = []
         index = 0
-        for group in groups:
+        sizes = [group_bytes(group) for group in groups]
+        total = sum(sizes)
+        for group, size in zip(groups, sizes, strict=True):
             files = [(index + n, path) for n, path in enumerate(group)]
             index += len(group)
-            shards = threads if group_bytes(group) >= SHARD_MIN_BYTES else 1
+            shards = threads if split_by_flow(size, total, threads) else 1
             plan.append([(shard, shards, files) for shard in range(shards)])
         return plan
 

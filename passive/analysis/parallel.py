@@ -109,6 +109,13 @@ def group_bytes(group: list[str]) -> int:
     return sum(regular_file_size(path) or 0 for path in group)
 
 
+def split_by_flow(size: int, total: int, workers: int) -> bool:
+    """Whether a group of ``size`` bytes, in a run of ``total``, is split by flow between ``workers`` (each then
+    scans all of it) rather than read whole by one: :data:`SHARD_MIN_BYTES` or more, and more than
+    :data:`WHOLE_MAX_SHARE` of a worker's part."""
+    return workers > 1 and size >= SHARD_MIN_BYTES and size > WHOLE_MAX_SHARE * total / workers
+
+
 Task = tuple[int, int, list[tuple[int, str]]]  # (shard, shards, the group's files with their capture index)
 
 
@@ -120,11 +127,11 @@ def plan_tasks(groups: list[list[str]], jobs: int) -> list[list[Task]]:
     load = [0] * jobs
     index = 0
     sizes = [group_bytes(group) for group in groups]
-    whole_max = WHOLE_MAX_SHARE * sum(sizes) / jobs
+    total = sum(sizes)
     for group, size in zip(groups, sizes, strict=True):
         files = [(index + n, path) for n, path in enumerate(group)]
         index += len(group)
-        if size >= SHARD_MIN_BYTES and size > whole_max:
+        if split_by_flow(size, total, jobs):
             for worker in range(jobs):
                 tasks[worker].append((worker, jobs, files))
                 load[worker] += size // jobs
