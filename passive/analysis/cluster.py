@@ -2,11 +2,11 @@
 
 Each group of files (:mod:`passive.capture.rings`) is a Dask task; a group split by flow by the rule local workers
 follow (:func:`~passive.analysis.parallel.split_by_flow`: big, and a large share of a thread's part of the run) is
-one task per worker thread, each reading the group's flows that hash to it. A task returns what a local worker process would have sent down its pipe (the recorded
-sessions and each file's counters); the client replays the results group after group into its one analysis,
-exactly as it replays its own worker processes' (:class:`~passive.analysis.parallel.ParallelRun`), and alone writes
-the outputs and the store. The workers must see the captures under the names the client was given (shared
-storage).
+one task per worker thread, each reading the group's flows that hash to it. A task returns what a local worker
+process would have sent down its pipe (the recorded sessions and each file's counters); the client replays the
+results group after group into its one analysis, exactly as it replays its own worker processes'
+(:class:`~passive.analysis.parallel.ParallelRun`), and alone writes the outputs and the store. The workers must see
+the captures under the names the client was given (shared storage).
 
 A task that raises is run again by Dask (``retries``); the tasks of a worker lost mid-run are given to another by
 the scheduler. Either way the task ran more than once, which the scheduler's log of transitions shows
