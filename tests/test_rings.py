@@ -73,13 +73,44 @@ def test_a_session_split_across_three_files_gives_the_findings_of_the_whole(
     whole, whole_summary, _ = run(str(PCAPS / capture))
     joined, summary, _ = run(str(tmp_path / "ring"))
     assert summary["captures"] == 3 and summary["captures_joined"] == 2
-    assert without_files(joined) == without_files(whole)
+    assert in_whole_frames(joined, pieces) == in_whole_frames(whole, [PCAPS / capture])
     assert summary["flows"] == whole_summary["flows"]
-    # Each finding names the piece where its session began, and its frames count from that piece's start.
-    assert {e["file"] for r in joined for e in r["evidence"]} <= {str(p) for p in pieces}
+    # Each evidence line names the piece that holds its frame, numbered from that piece's start, as Wireshark shows
+    # it when that piece is opened; the session's evidence spans the pieces.
+    located = {(e["file"], e["frame"]) for r in joined for e in r["evidence"]}
+    counts = {str(p): packet_count(p) for p in pieces}
+    assert all(1 <= frame <= counts[file] for file, frame in located)
+    assert len({file for file, _frame in located}) >= 2
+    details_frames_in_their_files(joined)
     apart, apart_summary, _ = run("--no-join", str(tmp_path / "ring"))
     assert "captures_joined" not in apart_summary
     assert without_files(apart) != without_files(whole)  # read apart, the cut sessions are two broken halves
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_session_events_name_the_piece_holding_each_frame(tmp_path: Path, jobs: str) -> None:
+    """``--events``: a session's events are numbered in the piece that holds their frame, which is named where it is
+    not the piece the session began in; counted on, the frames are those of the whole capture."""
+    pieces = split(PCAPS / SPLIT[0], tmp_path / "ring", 3)
+    counts = {str(p): packet_count(p) for p in pieces}
+    before = {str(p): sum(packet_count(q) for q in pieces[:n]) for n, p in enumerate(pieces)}
+
+    def events(*args: str) -> list[tuple[str, int, str]]:
+        done = subprocess.run([*LEAKSCOPE, "analyze", "--format", "json", "--events", "--jobs", jobs, *args],
+                              capture_output=True, text=True, cwd=ROOT, timeout=300, check=True)  # fmt: skip
+        found = []
+        for session in json.loads(done.stdout)["sessions"]:
+            for event in session["events"]:
+                found.append((event.get("file", session["file"]), event["frame"], event["event"]))
+        return found
+
+    joined = events(str(tmp_path / "ring"))
+    assert {file for file, _frame, _name in joined} == set(counts)  # the session's events span the three pieces
+    assert all(1 <= frame <= counts[file] for file, frame, _name in joined)
+    whole = events(str(PCAPS / SPLIT[0]))
+    assert sorted((before[file] + frame, name) for file, frame, name in joined) == sorted(
+        (frame, name) for _file, frame, name in whole
+    )
 
 
 def test_a_wrapped_ring_is_read_in_time_order(tmp_path: Path) -> None:
@@ -94,7 +125,9 @@ def test_a_wrapped_ring_is_read_in_time_order(tmp_path: Path) -> None:
     ]
     whole, _, _ = run(str(PCAPS / SPLIT[0]))
     joined, summary, _ = run(str(ring))
-    assert summary["captures_joined"] == 2 and without_files(joined) == without_files(whole)
+    ring_pieces = [ring / "mail2.pcap", ring / "mail0.pcap", ring / "mail1.pcap"]  # the copies, in time order
+    assert summary["captures_joined"] == 2
+    assert in_whole_frames(joined, ring_pieces) == in_whole_frames(whole, [PCAPS / SPLIT[0]])
 
 
 def test_captures_that_are_not_one_ring_stay_apart(tmp_path: Path) -> None:
@@ -184,7 +217,9 @@ def packet_count(path: Path) -> int:
 
 def in_whole_frames(records: list[dict[str, Any]], pieces: list[Path]) -> list[str]:
     """``without_files``, each evidence frame first counted as in the capture the ``pieces`` (in time order) were cut
-    from: a session is reported under the piece where it began, its frames counted from that piece's start."""
+    from: evidence names the piece that holds its frame, counted from that piece's start. An NTLM exchange's
+    ``frames`` are left out: they are those of its first step's piece only (checked by
+    :func:`details_frames_in_their_files`)."""
     before, total = {}, 0
     for piece in pieces:
         before[str(piece)], total = total, total + packet_count(piece)
@@ -193,12 +228,28 @@ def in_whole_frames(records: list[dict[str, Any]], pieces: list[Path]) -> list[s
         if isinstance(value, dict):
             if "file" in value and "frame" in value:
                 value = {**value, "frame": value["frame"] + before[value["file"]]}
+            if "frames" in value:
+                value = {k: v for k, v in value.items() if k != "frames"}
             return {k: renumber(v) for k, v in value.items()}
         if isinstance(value, list):
             return [renumber(v) for v in value]
         return value
 
     return without_files([renumber(r) for r in records])
+
+
+def details_frames_in_their_files(records: list[dict[str, Any]]) -> int:
+    """How many details name frames; asserts each of those frames is in its details' file."""
+    counts: dict[str, int] = {}
+    named = 0
+    for record in records:
+        for detail in record.get("details", []):
+            if detail.get("frames"):
+                named += 1
+                file = detail["file"]
+                counts.setdefault(file, packet_count(Path(file)))
+                assert all(1 <= frame <= counts[file] for frame in detail["frames"]), detail
+    return named
 
 
 def same_with_jobs(*args: str) -> dict[str, Any]:
@@ -228,6 +279,7 @@ def test_a_tcpdump_ring_with_a_compressed_piece_is_one_stream(tmp_path: Path) ->
     records, summary, _ = run(str(ring))
     assert summary["captures_joined"] == 2
     assert in_whole_frames(records, pieces) == in_whole_frames(reference, [whole])
+    assert details_frames_in_their_files(records) > 0
     packed = ring / "ring.pcap1.gz"
     packed.write_bytes(gzip.compress(pieces[1].read_bytes()))
     pieces[1].unlink()
@@ -275,7 +327,7 @@ def test_links_in_a_walked_ring_are_read_once_and_a_dangling_one_is_noted(tmp_pa
     records, summary, done = run(str(tmp_path / "ring"))
     assert done.returncode == 0, done.stderr
     assert summary["captures"] == 3 and summary["captures_joined"] == 2 and summary["inputs_skipped"] == 2
-    assert without_files(records) == without_files(whole)
+    assert in_whole_frames(records, pieces) == in_whole_frames(whole, [PCAPS / SPLIT[0]])
     assert f"{tmp_path / 'ring' / 'latest.pcap'} is {pieces[2]}, read once; skipped" in done.stderr
     assert f"{tmp_path / 'ring' / 'gone.pcap'} is a dangling link; skipped" in done.stderr
     same_with_jobs(str(tmp_path / "ring"))

@@ -115,6 +115,7 @@ class ClusterRun(ParallelRun):
                     keys.extend(f.key for f in futures)
                     submitted.append(futures)
                 involved = [_Worker(_Result(f), None) for f in submitted.popleft()]  # type: ignore[arg-type]
+                self._group()
                 for path in group:
                     self._capture(index, path, involved)
                     index += 1

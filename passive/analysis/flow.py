@@ -4,7 +4,7 @@ its events into the session's detectors (and, with ``--events``, into the sessio
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from dissectors import events as ev
 from dissectors.registry import SESSION_TYPES
@@ -17,6 +17,9 @@ from passive.analysis.stats import RunStats
 from passive.capture import reassembly
 from passive.findings.model import FindingSet
 
+if TYPE_CHECKING:
+    from passive.capture.joined import FileMap
+
 
 @dataclass
 class SessionRecord:
@@ -25,9 +28,15 @@ class SessionRecord:
     protocol: str
     server: str
     client: str
-    file: str | None
+    file: str | None  # where the session began
     events: list[ev.Event] = field(default_factory=list)
     events_dropped: int = 0
+    files: FileMap | None = None  # its stream's files: the one holding each event's frame
+
+    def locate(self, frame: int | None) -> tuple[str | None, int | None]:
+        """The file holding the stream's ``frame`` and the frame's number there (the session's file when unknown)."""
+        located = self.files.locate(frame) if self.files is not None and frame is not None else None
+        return located if located is not None else (self.file, frame)
 
 
 class Options(Protocol):
@@ -46,7 +55,7 @@ class Analysis(Protocol):
     sessions: list[SessionRecord]
     flows_ignored: int
     file: str | None
-    frame_base: int
+    files: FileMap | None
     relays: RelayLedger
 
     def session_analyzer(self, context: SessionContext) -> SessionAnalyzer: ...
@@ -152,14 +161,12 @@ class MailFlow:
         self.client = client
         self.partial = partial
         self.session: MailSession = SESSION_TYPES[protocol](partial=partial)
-        context = SessionContext(
-            protocol, server, client, analysis.file, frame_base=analysis.frame_base, partial=partial
-        )
+        context = SessionContext(protocol, server, client, analysis.file, files=analysis.files, partial=partial)
         self.analyzer = analysis.session_analyzer(context)
         self.record: SessionRecord | None = None
         self._last: tuple[int | None, float | None] = (None, None)  # frame and time of the latest bytes
         if analysis.options.keep_events:
-            self.record = SessionRecord(protocol, server, client, analysis.file)
+            self.record = SessionRecord(protocol, server, client, analysis.file, files=analysis.files)
             analysis.sessions.append(self.record)
 
     def data(self, side: ev.Side, data: bytes, frame: int | None, timestamp: float | None) -> None:

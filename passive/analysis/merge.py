@@ -31,6 +31,7 @@ from passive.analysis.detectors import SessionContext
 from passive.analysis.flow import Analysis, EngineHandler, SessionRecord
 from passive.capture.counters import CaptureCounters
 from passive.capture.flow import Flow
+from passive.capture.joined import FileMap
 from passive.capture.options import Cursor
 
 OPEN, FEED, CLOSE = 0, 1, 2
@@ -162,7 +163,7 @@ class Recording:
         session = self._sessions * self.workers + self.worker  # unique across workers
         self._sessions += 1
         first_frame = self.flow.first_frame if self.flow is not None else 0
-        payload = (context.protocol, context.server, context.client, context.file, context.frame_base, context.partial)
+        payload = (context.protocol, context.server, context.client, context.file, context.partial)
         self.log.record(first_frame, session, OPEN, payload)
         return Recorder(self.log, session, first_frame)
 
@@ -173,6 +174,7 @@ class Replayer:
     def __init__(self, analysis: Analysis) -> None:
         self.analysis = analysis
         self.sessions: dict[int, tuple[Any, SessionRecord | None]] = {}
+        self.files: FileMap | None = None  # the files of the group being replayed, as its workers read them
 
     def apply(self, op: Op) -> None:
         _key, session, kind, payload = op
@@ -185,12 +187,12 @@ class Replayer:
                 record.events.extend(payload[:room])
                 record.events_dropped += max(0, len(payload) - room)
         elif kind == OPEN:
-            protocol, server, client, file, frame_base, partial = payload
-            context = SessionContext(protocol, server, client, file, frame_base=frame_base, partial=partial)
+            protocol, server, client, file, partial = payload
+            context = SessionContext(protocol, server, client, file, files=self.files, partial=partial)
             analyzer = self.analysis.session_analyzer(context)
             record = None
             if self.analysis.options.keep_events:
-                record = SessionRecord(protocol, server, client, file)
+                record = SessionRecord(protocol, server, client, file, files=self.files)
                 self.analysis.sessions.append(record)
             self.sessions[session] = (analyzer, record)
         else:

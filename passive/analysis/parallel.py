@@ -39,7 +39,7 @@ from passive.analysis.merge import (
     merge_file_counters,
 )
 from passive.capture.counters import CaptureCounters
-from passive.capture.joined import JoinedStream, counters_since, snapshot
+from passive.capture.joined import FileMap, JoinedStream, counters_since, snapshot
 from passive.capture.options import Cursor
 from passive.capture.rings import Span, describe
 from passive.core.errors import CaptureError
@@ -199,7 +199,7 @@ def run_tasks(conn: Any, worker: int, jobs: int, tasks: list[Task], analysis: An
             stream, opening = None, str(exc)
         for number, (index, path) in enumerate(files, 1):
             sender.begin(index, counters)
-            analysis.file, analysis.frame_base = path, counters.packets_read
+            analysis.file, analysis.files = path, stream.files if stream is not None else None
             ignored, error, state = analysis.flows_ignored, opening, None
             try:
                 if stop is not None and stop.requested:
@@ -282,6 +282,7 @@ class ParallelRun:
     ) -> None:
         self.analysis, self.results, self.jobs, self.around_file = analysis, results, jobs, around_file
         self.replayer = Replayer(analysis)
+        self._group_start = 0  # packets read in the run before the current group
         self.workers: list[_Worker] = []
         self.stop = stop  # the caller's stop request, passed on to the workers through ``shared``
         self.shared: Any = None
@@ -296,6 +297,7 @@ class ParallelRun:
             index = 0
             for group in groups:
                 involved = [self.workers[w] for w, mine in enumerate(tasks) if any(t[2][0][0] == index for t in mine)]
+                self._group()
                 for path in group:
                     self._capture(index, path, involved)
                     index += 1
@@ -321,10 +323,16 @@ class ParallelRun:
             writer.close()
             self.workers.append(_Worker(reader, process, reports=sum(len(files) for _s, _n, files in mine)))
 
+    def _group(self) -> None:
+        """A group of files begins: one stream, whose files its sessions' evidence is located in."""
+        self.replayer.files = FileMap()
+        self._group_start = self.results.counters.packets_read
+
     def _capture(self, index: int, path: str, involved: list[_Worker]) -> None:
         """Replay one capture's recordings from the workers that read it, then merge its counters."""
         results = self.results
         before = (results.counters.packets_read, results.counters.flows, results.counters.bytes_read)
+        self.replayer.files.add(before[0] - self._group_start, path)  # as the workers' streams numbered it
         wrapper = self.around_file(path, results.counters) if self.around_file else contextlib.nullcontext()
         with wrapper:
             for worker in involved:

@@ -33,7 +33,7 @@ from passive.analysis.relays import RelayLedger, RelayPolicy
 from passive.analysis.stats import RunStats
 from passive.capture.counters import SCHEDULE_DEPENDENT, CaptureCounters
 from passive.capture.flow import Flow
-from passive.capture.joined import JoinedStream
+from passive.capture.joined import FileMap, JoinedStream
 from passive.capture.options import MAX_FLOWS, CaptureOptions
 from passive.capture.policy import DEFAULT_POLICY
 from passive.capture.rings import group_captures
@@ -90,7 +90,7 @@ class Analysis:
         self.sessions: list[SessionRecord] = []
         self.flows_ignored = 0
         self.file: str | None = None
-        self.frame_base = 0  # frames of the current file's stream before it (passive.capture.joined)
+        self.files: FileMap | None = None  # the current file's stream's files (passive.capture.joined)
         self.relays = RelayLedger(RelayPolicy(self.options.local_domains, self.options.trusted_networks))
         self.recording: Any = None  # in a worker process: sessions are recorded for the main one (merge.Recording)
 
@@ -269,7 +269,7 @@ def _read_piece(
     stop: StopFlag | None,
 ) -> None:
     wrapper = around_file(path, results.counters) if around_file is not None else contextlib.nullcontext()
-    analysis.file, analysis.frame_base = path, stream.frames
+    analysis.file, analysis.files = path, stream.files
     packets, position = results.counters.packets_read, results.counters.bytes_read
     try:
         with wrapper:

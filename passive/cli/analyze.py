@@ -226,13 +226,22 @@ def _captures(arguments: tuple[str, ...]) -> tuple[tuple[str, ...], int]:
     return tuple(STDIN if path == "-" else path for path in expanded.paths), len(expanded.skipped)
 
 
+def _event(session: Any, event: Any, redactor: Redactor) -> dict[str, Any]:
+    """An event of the session, its frame numbered in the file that holds it (named when not the session's)."""
+    record = event_record(event, redactor)
+    file, record["frame"] = session.locate(record["frame"])
+    if file != session.file:
+        record["file"] = file
+    return record
+
+
 def _session(session: Any, redactor: Redactor) -> dict[str, Any]:
     return {
         "protocol": session.protocol,
         "server": session.server,
         "client": session.client,
         "file": session.file,
-        "events": [event_record(event, redactor) for event in session.events],
+        "events": [_event(session, event, redactor) for event in session.events],
         "events_dropped": session.events_dropped,
     }
 

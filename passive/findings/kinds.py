@@ -167,7 +167,7 @@ NTLM_INFO = Kind(
     ),
     details_doc=(
         "per exchange: `client`, `user`, `domain`, `workstation`, `ntlm_version`, `client_os_version`, `spn`, "
-        "`outcome`, `outcome_line`, `time`, `file`, `frames` (distinct, in order); HTTP: `http_path`"
+        "`outcome`, `outcome_line`, `time`, `file`, `frames` (distinct, in order, in that file); HTTP: `http_path`"
     ),
     summary=_ntlm_summary,
     remediation=(

@@ -119,10 +119,12 @@ COMMON_FIELDS: tuple[Field, ...] = (
     Field("details_dropped", "details not kept"),
     Field(
         "evidence",
-        "`{file, frame, time, side, line}`: the capture, the tshark-compatible 1-based number of the frame that "
+        "`{file, frame, time, side, line}`: the capture file holding the frame (for a ring buffer read as one "
+        "stream, the piece it is in), the tshark-compatible 1-based number of the frame in that file that "
         "completed the line (where tshark shows a reassembled PDU), its time, `client`/`server`, and the line as sent "
-        "(first 512 characters, secrets masked); `first_frame` is added when the line began in an earlier frame; "
-        "first 8. For `leakscope watch` the `file` is `live:IFACE` and frames count packets in the order received",
+        "(first 512 characters, secrets masked); `first_frame` is added when the line began in an earlier frame of "
+        "the same file; first 8. For `leakscope watch` the `file` is `live:IFACE` and frames count packets in the "
+        "order received",
     ),
     Field("evidence_dropped", "evidence lines not kept"),
     Field("remediation", "what to do"),

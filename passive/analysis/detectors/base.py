@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from dissectors import events as ev
 from passive.analysis.relays import RelayLedger
 from passive.analysis.stats import RunStats
 from passive.findings.model import EvidenceRecord, Finding, FindingSet, FindingType, Severity
+
+if TYPE_CHECKING:
+    from passive.capture.joined import FileMap
 
 
 @dataclass
@@ -19,11 +22,11 @@ class SessionContext:
     protocol: str  # "smtp" | "pop3" | "imap" | "http"
     server: str  # "ip:port"
     client: str  # "ip:port"
-    file: str | None = None
+    file: str | None = None  # where the session began
     source: str = "passive"
-    # Frames before ``file`` in its stream (passive.capture.joined numbers frames on through a ring buffer's files):
-    # evidence frames are counted from the start of ``file``.
-    frame_base: int = 0
+    # The files of the session's stream (passive.capture.joined numbers frames on through a ring buffer's files):
+    # evidence names the file that holds its frame, and the frame's number in it. None: frames are the file's.
+    files: FileMap | None = None
     # The flow was picked up mid-stream (its handshake not in the capture: a ring buffer's piece read apart, a
     # capture begun during the session): what happened before it, an AUTH say, is unknown.
     partial: bool = False
@@ -66,11 +69,20 @@ class Detector:
 
     def evidence(self, event: ev.Event) -> EvidenceRecord:
         e = event.evidence
-        side = str(event.side)
-        base = self.context.frame_base
-        frame = e.frame - base if e.frame is not None and base else e.frame
-        first = e.first_frame - base if e.first_frame is not None and base else e.first_frame
-        return EvidenceRecord(self.context.file, frame, e.timestamp, side, e.line, first, e.described)
+        file, frame = self.locate(e.frame)
+        first = e.first_frame
+        if first is not None and self.context.files is not None:
+            began_in, first = self.locate(first)
+            if began_in != file:
+                first = None  # a line begun in an earlier file has no first frame in this one
+        return EvidenceRecord(file, frame, e.timestamp, str(event.side), e.line, first, e.described)
+
+    def locate(self, frame: int | None) -> tuple[str | None, int | None]:
+        """The file holding the stream's ``frame`` (a ring buffer's piece) and the frame's number in it."""
+        files = self.context.files
+        if files is not None and frame is not None and (located := files.locate(frame)) is not None:
+            return located
+        return self.context.file, frame
 
     def record(self, finding: Finding, event: ev.Event) -> None:
         """Cite the event's line as evidence."""

@@ -74,7 +74,7 @@ class CredentialsDetector(Detector):
                     "outcome": outcome,
                     "password_no": number,
                     "time": credentials.evidence.timestamp,
-                    "file": self.context.file,
+                    "file": self.evidence(credentials).file,  # the file holding it (a ring's piece)
                 }
             )
 

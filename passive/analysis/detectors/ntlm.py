@@ -166,7 +166,11 @@ class NtlmDetector(Detector):
             client["http_path"] = self.http.path or None
         if exchange.evidence:
             client["time"] = exchange.evidence[0].timestamp
-            client["frames"] = list(dict.fromkeys(e.frame for e in exchange.evidence))  # one frame may carry two
+            located = [self.locate(e.frame) for e in exchange.evidence]
+            client["file"] = located[0][0]
+            # Distinct (one frame may carry two steps), in the file of the first: a ring's file switch between the
+            # steps of one exchange leaves the later ones to the finding's evidence.
+            client["frames"] = list(dict.fromkeys(frame for file, frame in located if file == located[0][0]))
         return client
 
 

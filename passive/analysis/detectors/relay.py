@@ -49,7 +49,7 @@ class RelayDetector(Detector):
             accepted=bool(event.accepted),
             reply=event.reply_text,
             time=event.evidence.timestamp,
-            evidence=(self.evidence(sender), self.evidence(event)),
-            file=context.file,
+            evidence=(self.evidence(sender), evidence := self.evidence(event)),
+            file=evidence.file,  # the file holding the RCPT (a ring's piece)
         )
         ledger.record(self.session.findings, relays, attempt)
