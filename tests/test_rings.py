@@ -332,3 +332,33 @@ def test_a_thousand_captures_of_one_day_named_alike_stay_apart(tmp_path: Path) -
     assert summary["captures"] == 1000 and "captures_joined" not in summary
     records, _, _ = run(str(archive))
     assert {r["id"]: r["count"] for r in records} == {r["id"]: 1000 * r["count"] for r in single}
+
+
+def test_copies_of_a_one_packet_capture_stay_apart_and_a_one_packet_piece_joins(tmp_path: Path) -> None:
+    """Two copies of a one-packet capture have a first packet at the last one's time: they were joined, the copy's
+    packet read as a retransmission. A ring's tool never writes a file whose times lie within its predecessor's;
+    a last piece of one later packet still goes on its ring."""
+    capture = PCAPS / SPLIT[0]
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    subprocess.run(["editcap", "-r", str(capture), str(copies / "banner1.pcap"), "4"], check=True)  # the greeting
+    shutil.copy(copies / "banner1.pcap", copies / "banner2.pcap")
+    assert group_captures([str(copies / "banner1.pcap"), str(copies / "banner2.pcap")]) == [
+        [str(copies / "banner1.pcap")],
+        [str(copies / "banner2.pcap")],
+    ]
+    records, summary, _ = run(str(copies))
+    single, single_summary, _ = run(str(copies / "banner1.pcap"))
+    assert "captures_joined" not in summary and summary["retransmissions"] == 0
+    assert summary["flows"] == 2 * single_summary["flows"] == 2
+    assert {r["id"]: r["count"] for r in records} == {r["id"]: 2 * r["count"] for r in single}
+
+    packets = sum(1 for _ in PacketReader(capture))
+    ring = tmp_path / "ring"
+    ring.mkdir()
+    subprocess.run(["editcap", "-F", "pcap", "-c", str(packets - 1), str(capture), str(ring / "ring.pcap")], check=True)
+    pieces = sorted(str(p) for p in ring.iterdir())
+    assert sum(1 for _ in PacketReader(pieces[1])) == 1 and group_captures(pieces) == [pieces]
+    whole, _, _ = run(str(capture))
+    joined, joined_summary, _ = run(str(ring))
+    assert joined_summary["captures_joined"] == 1 and without_files(joined) == without_files(whole)

@@ -12,7 +12,10 @@ Files are grouped when they look like consecutive pieces of one capture (:func:`
   counter or a compression suffix ending the name being optional;
 * same format, link types, snapshot length and (pcapng) interface names;
 * ordered by their first packet's time, each file's first packet comes at or after the previous file's last, and
-  at most :data:`JOIN_GAP` seconds after it.
+  at most :data:`JOIN_GAP` seconds after it; and its last packet comes after the previous file's last. A capture
+  tool switches files before a packet, which the next file holds: a file whose time range equals or lies inside
+  its predecessor's is no piece a ring's tool writes. Two copies of a one-packet capture (first and last packet
+  at one instant) would otherwise be read as one stream, the copy's packet a retransmission.
 
 Where two chains of files could go on with a file (two sensors' rings in one directory, their times overlapping),
 it goes on the one whose names it follows (:func:`_affinity`).
@@ -129,7 +132,10 @@ def group_captures(
     order = sorted((s for s in spans.values() if s is not None), key=lambda s: (s.first, s.last, position[s.path]))
     for span in order:
         lasts = ends.setdefault(span.key, [])
-        end = bisect.bisect_right(lasts, (span.first, math.inf))
+        # A chain it may go on ends at or before its first packet, and before its last: a file that adds no time
+        # (all its packets at the instant its predecessor ended, as two copies of a one-packet capture) is no
+        # ring's next piece.
+        end = bisect.bisect_right(lasts, (span.first, math.inf) if span.last > span.first else (span.first, -1))
         start = max(bisect.bisect_left(lasts, (span.first - JOIN_GAP, -1)), end - MAX_FITTING)
         if start < end:  # two sensors' rings in one place may both fit: the one whose names it follows, the latest
             best = max(
