@@ -362,3 +362,45 @@ def test_copies_of_a_one_packet_capture_stay_apart_and_a_one_packet_piece_joins(
     whole, _, _ = run(str(capture))
     joined, joined_summary, _ = run(str(ring))
     assert joined_summary["captures_joined"] == 1 and without_files(joined) == without_files(whole)
+
+
+def test_a_clock_stepped_back_a_little_at_a_file_switch_keeps_the_ring_whole(tmp_path: Path) -> None:
+    """A leap second or an NTP step at a file switch gives the next piece a first packet before the last one's:
+    within STEP_BACK, with the piece's name after the last one's, it goes on the ring (the findings are those of
+    the pieces concatenated, the step inside one file); a larger step, or a name before, keeps it apart."""
+    from passive.capture.rings import STEP_BACK
+    from tests.helpers_capture import pcap_bytes
+
+    capture = PCAPS / SPLIT[0]
+    packets = [packet.data for packet in PacketReader(capture)]
+    per = -(-len(packets) // 3)
+    timed = [(2_000_000_000 + n * 0.2, data) for n, data in enumerate(packets)]  # the pieces last 1.6 s or more
+    pieces = [timed[:per], timed[per : 2 * per], timed[2 * per :]]
+
+    def ring(name: str, step: float, names: tuple[str, str, str] = ("ring.pcap", "ring.pcap1", "ring.pcap2")) -> Path:
+        """The three pieces, the third's times ``step`` seconds earlier, and their concatenation
+        (``NAME-whole.pcap``: the step inside one file)."""
+        directory = tmp_path / name
+        directory.mkdir()
+        third = [(ts - step, data) for ts, data in pieces[2]]
+        for piece, frames in zip(names, (pieces[0], pieces[1], third), strict=True):
+            (directory / piece).write_bytes(pcap_bytes(frames))
+        (tmp_path / f"{name}-whole.pcap").write_bytes(pcap_bytes([*pieces[0], *pieces[1], *third]))
+        return directory
+
+    step = STEP_BACK / 2
+    assert pieces[2][0][0] - step < pieces[1][-1][0]  # the third piece begins before the second ends
+    small = ring("small", step)
+    files = [str(small / name) for name in ("ring.pcap", "ring.pcap1", "ring.pcap2")]
+    assert group_captures(files) == [files]
+    joined, summary, _ = run(str(small))
+    whole, _, _ = run(str(tmp_path / "small-whole.pcap"))
+    assert summary["captures_joined"] == 2 and without_files(joined) == without_files(whole)
+    assert any(r["type"] == "ntlm-info" for r in joined)
+
+    large = ring("large", STEP_BACK + 0.4)  # more than STEP_BACK before the second piece's last packet
+    files = [str(large / name) for name in ("ring.pcap", "ring.pcap1", "ring.pcap2")]
+    assert group_captures(files) == [files[:2], files[2:]]
+    backwards = ring("backwards", step, ("ring.pcap1", "ring.pcap2", "ring.pcap"))  # the third piece named first
+    files = [str(backwards / name) for name in ("ring.pcap", "ring.pcap1", "ring.pcap2")]
+    assert group_captures(files) == [files[:1], files[1:]]
