@@ -33,6 +33,7 @@ the order of their first file among the inputs; a group's files in time order.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import lzma
 import math
 import mmap
@@ -218,10 +219,17 @@ def describe(path: str) -> Span | None:
 
 
 def _head(path: str, compression: str | None, size: int) -> bytes:
+    """The first ``size`` bytes of ``path``'s capture, or what comes before the end of a compressed stream cut short
+    (a piece still being written, whose reader reports the cut): read one decoder step at a time, as the reader
+    reads, since a read that meets the cut drops what it had decoded."""
     with open(path, "rb") as fh:
         if compression is None:
             return fh.read(size)
-        return decompressor(compression, fh).read(size)
+        stream, head = decompressor(compression, fh), b""
+        with contextlib.suppress(EOFError):
+            while len(head) < size and (more := stream.read1(size - len(head))):
+                head += more
+        return head
 
 
 def _endian(header: bytes) -> str:
