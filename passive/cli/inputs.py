@@ -74,14 +74,13 @@ def is_report_input(path: str) -> bool:
     """What a walk or a pattern takes for ``report``: a capture, or a findings file (a regular file whose first
     byte past blanks opens a JSON object); a file that cannot be read is taken, for its reader to report."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False  # a FIFO or socket in a walked directory would block or fail: never opened
         with open(path, "rb") as stream:
-            if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
-                return False  # a FIFO or socket in a walked directory would block or fail
-            if stream.read(SNIFF_BYTES).lstrip()[:1] == b"{":
-                return True
+            head = stream.read(SNIFF_BYTES)
     except OSError:
         return True
-    return is_capture_file(path)
+    return head.lstrip()[:1] == b"{" or is_capture_file(path)
 
 
 def report_sources(arguments: tuple[str, ...]) -> list[str]:
