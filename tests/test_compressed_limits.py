@@ -16,6 +16,7 @@ from pathlib import Path
 import zstandard
 
 from passive.capture.compressed import MAX_WINDOW
+from passive.capture.pcapfile import PacketReader
 
 PCAPS = Path(__file__).resolve().parents[1] / "pcaps"
 NTLM = PCAPS / "smtp-ntlm-success-curl.pcap"
@@ -156,3 +157,118 @@ def test_an_xz_stream_after_the_first_that_breaks_part_way_is_reported(tmp_path:
     status, out, err, _rss = run(path)
     assert status == 0 and "truncated capture: xz stream ends after frame" in err, err
     assert '"type": "ntlm-info"' in out
+
+
+ZSTD_BLOCK = 128 << 10  # the content of one zstd block as the zstd command writes them (ZSTD_BLOCKSIZE_MAX)
+
+
+def records_to_a_block_end() -> tuple[bytes, int]:
+    """The NTLM session's capture, then records of another flow, one of them ending exactly at
+    :data:`ZSTD_BLOCK` bytes, then more (about 400 KB in all); and the number of records in the first
+    :data:`ZSTD_BLOCK` bytes."""
+    from tests.helpers_capture import ether, ipv4, pcap_bytes, tcp
+
+    def frame(size: int, seq: int) -> bytes:
+        body = (b"0123456789abcdef" * (size // 16 + 1))[:size]
+        return bytes(ether(ipv4("10.9.0.1", "10.9.0.2", tcp(40001, 80, seq, payload=body))))
+
+    head = NTLM.read_bytes()
+    frames: list[tuple[float, bytes]] = []
+    total, seq = len(head), 1
+    while total < ZSTD_BLOCK:
+        room = ZSTD_BLOCK - total - 16 - 54  # payload room left: a record header, Ethernet, IPv4 and TCP headers
+        size = 1000 if room >= 1000 + 16 + 54 + 100 else room
+        frames.append((2_000_000_000 + len(frames) / 1000, frame(size, seq)))
+        total, seq = total + 16 + len(frames[-1][1]), seq + size
+    assert total == ZSTD_BLOCK
+    before = len(frames)
+    for _ in range(300):
+        frames.append((2_000_000_000 + len(frames) / 1000, frame(900, seq)))
+        seq += 900
+    return head + pcap_bytes(frames)[24:], packets(NTLM) + before
+
+
+def packets(path: Path) -> int:
+    """The records a plain capture holds (all read, none damaged)."""
+    reader = PacketReader(path)
+    count = sum(1 for _ in reader)
+    assert reader.error is None, reader.error
+    return count
+
+
+def zstd_cli(content: bytes, tmp_path: Path, *options: str) -> bytes:
+    plain = tmp_path / "plain.pcap"
+    plain.write_bytes(content)
+    return subprocess.run(["zstd", "-q", "-c", *options, str(plain)], capture_output=True, check=True).stdout
+
+
+def decoded(packed: bytes) -> int:
+    """How many bytes the zstandard library decodes of ``packed`` (at a cut frame: every whole block's)."""
+    import io
+
+    return len(zstandard.ZstdDecompressor().stream_reader(io.BytesIO(packed), read_across_frames=True).read())
+
+
+def test_a_zstd_file_cut_anywhere_is_reported_as_cut(tmp_path: Path) -> None:
+    """The zstandard reader ends a frame cut short as if it had ended: only a record the cut split was noticed
+    (``frame N cut short``), and a cut at a record boundary, or in the checksum, was not noticed at all. Cuts of
+    the ``zstd`` command's output: at the end of a block that ends a record, part way, in the checksum, and in a
+    second frame."""
+    content, packets_in_block = records_to_a_block_end()
+    packed = zstd_cli(content, tmp_path)
+    total = packets(tmp_path / "plain.pcap")
+    at_block = next(cut for cut in range(len(packed)) if decoded(packed[:cut]) >= ZSTD_BLOCK)
+    assert decoded(packed[:at_block]) == ZSTD_BLOCK  # the cut ends a block, and the block ends a record
+    first, second = zstd_cli(NTLM.read_bytes(), tmp_path), zstd_cli(content[24:], tmp_path)  # two frames
+    cases = [
+        ("at-block.pcap.zst", packed[:at_block], packets_in_block, 1),
+        ("part-way.pcap.zst", packed[: len(packed) * 2 // 3], None, 1),
+        ("checksum.pcap.zst", packed[:-2], total, 1),
+        ("second.pcap.zst", first + second[:10], packets(NTLM), 2),
+    ]
+    for name, cut, read, frame in cases:
+        path = tmp_path / name
+        path.write_bytes(cut)
+        status, out, err, _rss = run(path)
+        after = "" if read is None else f" {read}"
+        expected = f"truncated capture: zstd stream ends after frame{after}"
+        assert status == 0 and expected in err and f"zstd frame {frame} is cut short" in err, (name, err)
+        assert '"type": "ntlm-info"' in out, name
+    whole = tmp_path / "whole.pcap.zst"
+    whole.write_bytes(first + second)
+    status, out, err, _rss = run(whole)
+    assert status == 0 and "truncated" not in err and '"type": "ntlm-info"' in out, err
+
+
+def xz_cli(content: bytes, tmp_path: Path) -> bytes:
+    plain = tmp_path / "plain.pcap"
+    plain.write_bytes(content)
+    return subprocess.run(["xz", "-q", "-c", str(plain)], capture_output=True, check=True).stdout
+
+
+def test_xz_stream_padding_between_streams_is_skipped_and_other_bytes_are_damage(tmp_path: Path) -> None:
+    """Null bytes in multiples of four may follow an xz stream (the xz format's stream padding): ``lzma.LZMAFile``
+    stopped there, losing the next stream. Padding of another length, or other bytes, are damage, as ``xz -d``
+    finds them."""
+    records = OTHER.read_bytes()[24:]
+    first, second = xz_cli(NTLM.read_bytes(), tmp_path), xz_cli(records, tmp_path)
+    plain = tmp_path / "two.pcap"
+    plain.write_bytes(NTLM.read_bytes() + records)
+    expected = findings(run(plain)[1], plain)
+    assert any('"ntlm-info"' in line for line in expected) and any('"protocol": "imap"' in line for line in expected)
+    padded = tmp_path / "padded.pcap.xz"
+    padded.write_bytes(first + bytes(8) + second + bytes(4))
+    assert subprocess.run(["xz", "-t", str(padded)]).returncode == 0
+    status, out, err, _rss = run(padded)
+    assert status == 0 and "Warning" not in err and "warning" not in err, err
+    assert findings(out, padded) == expected
+    for name, content, reason in (
+        ("three.pcap.xz", first + bytes(3) + second, "3 null bytes of padding after xz stream 1, not a multiple of 4"),
+        ("junk.pcap.xz", first + bytes(4) + b"junk\n", "what follows xz stream 1 is neither padding nor a stream"),
+    ):
+        path = tmp_path / name
+        path.write_bytes(content)
+        assert subprocess.run(["xz", "-t", str(path)], capture_output=True).returncode != 0
+        status, out, err, _rss = run(path)
+        assert status == 0 and f"truncated capture: xz stream ends after frame {packets(NTLM)}: {reason}" in err, err
+        assert '"type": "ntlm-info"' in out

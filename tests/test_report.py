@@ -491,3 +491,49 @@ def test_the_browser_checks_see_requests_scripts_and_errors(tmp_path: Path, brow
     load = browser.load(page)
     assert "http://127.0.0.1:9/pixel.png" in load.requests
     assert any("noisy page" in entry["message"] for entry in load.console if entry["level"] == "SEVERE")
+
+
+def test_report_reads_a_directory_and_a_pattern_as_analyze_does(tmp_path: Path) -> None:
+    """``report DIR`` was refused (a directory is no file): it walks what ``analyze`` walks, ring pieces read as one
+    stream, and takes the findings files it finds too; a file that is neither is named and skipped."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    leakscope = [sys.executable, "-c", "from passive.cli.main import main; main()"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*leakscope, *args], capture_output=True, text=True, cwd=root, timeout=300)
+
+    capture = PCAPS / "smtp-ntlm-success-swaks.pcap"
+    archive = tmp_path / "archive"
+    (archive / "findings").mkdir(parents=True)
+    subprocess.run(["editcap", "-F", "pcap", "-c", "10", str(capture), str(archive / "ring.pcap")], check=True)
+    pieces = sorted(str(p) for p in archive.glob("ring*.pcap"))
+    assert len(pieces) == 3
+    jsonl = archive / "findings" / "pop3.jsonl"
+    done = run("analyze", "--format", "jsonl", "-o", str(jsonl), *pcaps("pop3-user-pass-fetchmail.pcap"))
+    assert done.returncode == 0, done.stderr
+    (archive / "notes.txt").write_text("not a capture\n")
+    os.mkfifo(archive / "live.fifo")  # never opened: it would block the walk
+
+    reports = {}
+    for name, sources in (
+        ("walked", [str(archive)]),
+        ("pattern", [str(archive / "*")]),
+        ("named", [str(jsonl), *pieces]),
+        ("whole", [str(capture)]),
+    ):
+        done = run("report", *sources, "-o", str(tmp_path / f"{name}.md"))
+        assert done.returncode == 0, (name, done.stderr)
+        if name in ("walked", "pattern"):
+            for skipped in ("notes.txt", "live.fifo"):
+                assert f"leakscope: note: {archive / skipped} is neither a capture nor findings; skipped" in done.stderr
+        reports[name] = re.sub(r"Generated .* UTC", "", (tmp_path / f"{name}.md").read_text())
+    assert reports["walked"] == reports["pattern"] == reports["named"]
+    listed = re.findall(r"\n\| ([^\n|]*) \((capture|findings)\) \|", reports["walked"])
+    assert listed == [(str(jsonl), "findings"), *((piece, "capture") for piece in pieces)]
+    # The session the pieces split is read whole: its server's line is the unsplit capture's.
+    server = re.findall(r"\n\| 10\.99\.0\.1:25 \|[^\n]*", reports["whole"])
+    assert server and server[0] in reports["walked"]
+    assert "| 10.99.0.1:110 |" in reports["walked"]  # and the findings file's server

@@ -384,3 +384,93 @@ def test_a_thousand_captures_of_one_day_named_alike_stay_apart(tmp_path: Path) -
     assert summary["captures"] == 1000 and "captures_joined" not in summary
     records, _, _ = run(str(archive))
     assert {r["id"]: r["count"] for r in records} == {r["id"]: 1000 * r["count"] for r in single}
+
+
+def test_copies_of_a_one_packet_capture_stay_apart_and_a_one_packet_piece_joins(tmp_path: Path) -> None:
+    """Two copies of a one-packet capture have a first packet at the last one's time: they were joined, the copy's
+    packet read as a retransmission. A ring's tool never writes a file whose times lie within its predecessor's;
+    a last piece of one later packet still goes on its ring."""
+    capture = PCAPS / SPLIT[0]
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    subprocess.run(["editcap", "-r", str(capture), str(copies / "banner1.pcap"), "4"], check=True)  # the greeting
+    shutil.copy(copies / "banner1.pcap", copies / "banner2.pcap")
+    assert group_captures([str(copies / "banner1.pcap"), str(copies / "banner2.pcap")]) == [
+        [str(copies / "banner1.pcap")],
+        [str(copies / "banner2.pcap")],
+    ]
+    records, summary, _ = run(str(copies))
+    single, single_summary, _ = run(str(copies / "banner1.pcap"))
+    assert "captures_joined" not in summary and summary["retransmissions"] == 0
+    assert summary["flows"] == 2 * single_summary["flows"] == 2
+    assert {r["id"]: r["count"] for r in records} == {r["id"]: 2 * r["count"] for r in single}
+
+    packets = sum(1 for _ in PacketReader(capture))
+    ring = tmp_path / "ring"
+    ring.mkdir()
+    subprocess.run(["editcap", "-F", "pcap", "-c", str(packets - 1), str(capture), str(ring / "ring.pcap")], check=True)
+    pieces = sorted(str(p) for p in ring.iterdir())
+    assert sum(1 for _ in PacketReader(pieces[1])) == 1 and group_captures(pieces) == [pieces]
+    whole, _, _ = run(str(capture))
+    joined, joined_summary, _ = run(str(ring))
+    assert joined_summary["captures_joined"] == 1 and without_files(joined) == without_files(whole)
+
+
+def test_a_clock_stepped_back_a_little_at_a_file_switch_keeps_the_ring_whole(tmp_path: Path) -> None:
+    """A leap second or an NTP step at a file switch gives the next piece a first packet before the last one's:
+    within STEP_BACK, with the piece's name after the last one's, it goes on the ring (the findings are those of
+    the pieces concatenated, the step inside one file); a larger step, or a name before, keeps it apart."""
+    from passive.capture.rings import STEP_BACK
+    from tests.helpers_capture import pcap_bytes
+
+    capture = PCAPS / SPLIT[0]
+    packets = [packet.data for packet in PacketReader(capture)]
+    per = -(-len(packets) // 3)
+    timed = [(2_000_000_000 + n * 0.2, data) for n, data in enumerate(packets)]  # the pieces last 1.6 s or more
+    pieces = [timed[:per], timed[per : 2 * per], timed[2 * per :]]
+
+    def ring(name: str, step: float, names: tuple[str, str, str] = ("ring.pcap", "ring.pcap1", "ring.pcap2")) -> Path:
+        """The three pieces, the third's times ``step`` seconds earlier, and their concatenation
+        (``NAME-whole.pcap``: the step inside one file)."""
+        directory = tmp_path / name
+        directory.mkdir()
+        third = [(ts - step, data) for ts, data in pieces[2]]
+        for piece, frames in zip(names, (pieces[0], pieces[1], third), strict=True):
+            (directory / piece).write_bytes(pcap_bytes(frames))
+        (tmp_path / f"{name}-whole.pcap").write_bytes(pcap_bytes([*pieces[0], *pieces[1], *third]))
+        return directory
+
+    step = STEP_BACK / 2
+    assert pieces[2][0][0] - step < pieces[1][-1][0]  # the third piece begins before the second ends
+    small = ring("small", step)
+    files = [str(small / name) for name in ("ring.pcap", "ring.pcap1", "ring.pcap2")]
+    assert group_captures(files) == [files]
+    joined, summary, _ = run(str(small))
+    whole, _, _ = run(str(tmp_path / "small-whole.pcap"))
+    assert summary["captures_joined"] == 2 and without_files(joined) == without_files(whole)
+    assert any(r["type"] == "ntlm-info" for r in joined)
+
+    large = ring("large", STEP_BACK + 0.4)  # more than STEP_BACK before the second piece's last packet
+    files = [str(large / name) for name in ("ring.pcap", "ring.pcap1", "ring.pcap2")]
+    assert group_captures(files) == [files[:2], files[2:]]
+    backwards = ring("backwards", step, ("ring.pcap1", "ring.pcap2", "ring.pcap"))  # the third piece named first
+    files = [str(backwards / name) for name in ("ring.pcap", "ring.pcap1", "ring.pcap2")]
+    assert group_captures(files) == [files[:1], files[1:]]
+
+
+@pytest.mark.parametrize("tool", ["zstd", "gzip"])
+def test_a_compressed_pcapng_piece_cut_in_its_trailer_stays_in_its_ring(tmp_path: Path, tool: str) -> None:
+    """Grouping reads a pcapng piece's first 64 KiB for its interfaces: a compressed piece shorter than that and
+    cut short (still being written) raised at the cut, lost what it had decoded and was read apart from its ring.
+    Here the cut takes only the stream's last bytes (checksum, trailer): every packet is there, and the ring gives
+    the whole capture's findings, with a warning naming the piece."""
+    pieces = split(PCAPS / SPLIT[0], tmp_path / "ring", 3, pcapng=True)
+    for piece in pieces:
+        subprocess.run([tool, "-q", *(["--rm"] if tool == "zstd" else []), piece], check=True)  # replaced
+    last = Path(f"{pieces[2]}.{'zst' if tool == 'zstd' else 'gz'}")
+    last.write_bytes(last.read_bytes()[:-3])
+    whole, _, _ = run(str(PCAPS / SPLIT[0]))
+    records, summary, done = run(str(tmp_path / "ring"))
+    assert summary["captures"] == 3 and summary["captures_joined"] == 2, done.stderr
+    assert f"leakscope: warning: {last}: truncated capture: {tool} stream ends after frame " in done.stderr
+    assert without_files(records) == without_files(whole)

@@ -10,9 +10,12 @@ refused with a one-line reason (:data:`MAX_WINDOW`), as a damaged stream is: eve
 from __future__ import annotations
 
 import bz2
+import collections
 import gzip
 import io
+import itertools
 import lzma
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 MAX_WINDOW = 128 << 20
@@ -37,10 +40,8 @@ def decompressor(compression: str, source: Any) -> BinaryIO:
         return bz2.BZ2File(source, "rb")
     import zstandard  # a runtime dependency; imported here so the other formats never pay for it
 
-    reader = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).stream_reader(
-        source, read_across_frames=True, closefd=False
-    )
-    return io.BufferedReader(_ZstdReader(reader, zstandard.ZstdError))  # type: ignore[return-value]
+    decoder = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).decompressobj(read_across_frames=True)
+    return io.BufferedReader(ZstdReader(source, decoder, zstandard.ZstdError))  # type: ignore[return-value]
 
 
 class _Raw(io.RawIOBase):
@@ -60,45 +61,176 @@ class _Raw(io.RawIOBase):
         raise NotImplementedError
 
 
-class _ZstdReader(_Raw):
-    """``zstandard``'s stream reader with its errors (``ZstdError``, not an ``OSError`` nor a ``ValueError``) as
-    :class:`DamagedStream`."""
+class ZstdReader(_Raw):
+    """The frames of a zstd stream decoded one block at a time, its errors (``ZstdError``, not an ``OSError`` nor a
+    ``ValueError``) as :class:`DamagedStream`, and a frame cut short an ``EOFError``, as a gzip or xz stream cut
+    short ends.
 
-    def __init__(self, reader: Any, error: type[Exception]) -> None:
+    Not ``zstandard``'s stream reader: it ends a frame cut short as it ends a whole one, without a word, and at a
+    cut that falls at the end of a block it drops that block's part it had not handed out yet (half of it, read 64
+    KiB at a time). Here the compressed bytes are cut after each block's end (:class:`ZstdFrames` follows the
+    frames' headers), and each piece is given to the decoder alone: each decoding gives at most one block (128 KiB,
+    the format's largest), however much a piece of a hostile file would expand."""
+
+    def __init__(self, source: Any, decoder: Any, error: type[Exception]) -> None:
         super().__init__()
-        self.reader, self.error = reader, error
+        self.source, self.decoder, self.error = source, decoder, error
+        self.frames = ZstdFrames()
+        self._pieces: collections.deque[bytes] = collections.deque()
+        self._decoded, self._offset = b"", 0
 
     def _read(self, size: int) -> bytes:
-        try:  # a read that meets the error loses what it decoded: small reads lose at most a block's worth
-            return self.reader.read(min(size, _READ_SIZE))  # type: ignore[no-any-return]
-        except self.error as exc:
-            raise DamagedStream(str(exc)) from None
+        while self._offset >= len(self._decoded) and size:
+            if not self._pieces:
+                raw = self.source.read(_READ_SIZE)
+                if not raw:
+                    if not self.frames.whole():
+                        raise EOFError(f"zstd frame {self.frames.count + 1} is cut short")
+                    return b""
+                self._pieces.extend(self.frames.split(raw))
+                continue
+            try:
+                self._decoded, self._offset = self.decoder.decompress(self._pieces.popleft()), 0
+            except self.error as exc:
+                raise DamagedStream(str(exc)) from None
+        data = self._decoded[self._offset : self._offset + size]
+        self._offset += len(data)
+        return data
 
-    def close(self) -> None:
-        self.reader.close()
-        super().close()
+
+_ZSTD_MAGIC = 0xFD2FB528
+_SKIPPABLE = 0x184D2A50  # skippable frames: this magic number with its last 4 bits any
+_FCS_BYTES = (0, 2, 4, 8)  # frame content size bytes by the header's flag (0: 1 byte in a single segment, else 0)
+_DICT_BYTES = (0, 1, 2, 4)
+_LOST_PIECE = 64
+"""Bytes per piece given to the decoder past what :class:`ZstdFrames` cannot follow (not a frame: the decoder
+refuses it at once): however it would expand, at most 16 RLE blocks' worth (2 MiB)."""
+
+
+class ZstdFrames:
+    """The frames of a zstd stream, followed by their headers alone as the compressed bytes go by (RFC 8878: a
+    frame header, blocks each with its 3-byte header and the last one marked, an optional 4-byte checksum; or a
+    skippable frame of a stated size). :meth:`split` cuts the bytes after each block's end; :meth:`whole` tells a
+    stream that ends at a frame's end from one cut inside a frame. Following stops at what is no frame (the decoder
+    reports it). Nothing is held but a header's bytes."""
+
+    def __init__(self) -> None:
+        self.count = 0  # frames ended
+        self._held = b""  # the part of the header being read
+        self._need = 4  # its length
+        self._step: Callable[[bytes], None] = self._magic  # what reads the header once it is whole
+        self._skip = 0  # content bytes still to pass over before the next header
+        self._closing = False  # the bytes skipped end a block (or a skippable frame)
+        self._ends_frame = False  # and a frame
+        self._checksum = False
+        self._lost = False  # not a frame: no longer followed
+
+    def whole(self) -> bool:
+        """Whether the bytes seen end where a frame ends (or at what is no frame: the decoder's to report)."""
+        return self._lost or (self._step == self._magic and not self._held and not self._skip)
+
+    def split(self, data: bytes) -> list[bytes]:
+        """``data``, the next bytes of the stream, cut after each block's (or skippable frame's) end."""
+        cuts, pos, size = [0], 0, len(data)
+        while pos < size and not self._lost:
+            if self._skip:
+                passed = min(self._skip, size - pos)
+                self._skip -= passed
+                pos += passed
+                if not self._skip:
+                    self._ended(cuts, pos)
+                continue
+            taken = data[pos : pos + self._need - len(self._held)]
+            self._held += taken
+            pos += len(taken)
+            if len(self._held) == self._need:
+                header, self._held = self._held, b""
+                self._step(header)
+                if self._closing and not self._skip:  # content of no bytes
+                    self._ended(cuts, pos)
+        if self._lost:
+            cuts += range(pos, size, _LOST_PIECE)
+        cuts.append(size)
+        return [data[start:end] for start, end in itertools.pairwise(cuts) if end > start]
+
+    def _ended(self, cuts: list[int], pos: int) -> None:
+        """A block (or skippable frame) ended at ``pos``."""
+        self._closing = False
+        cuts.append(pos)
+        if self._ends_frame:
+            self.count += 1
+            self._ends_frame = False
+
+    def _expect(self, length: int, step: Callable[[bytes], None]) -> None:
+        self._need, self._step = length, step
+
+    def _pass(self, length: int, ends_frame: bool) -> None:
+        """Content of ``length`` bytes follows; then a block header, or the next frame."""
+        self._skip, self._ends_frame, self._closing = length, ends_frame, True
+        if ends_frame:
+            self._expect(4, self._magic)
+        else:
+            self._expect(3, self._block)
+
+    def _magic(self, header: bytes) -> None:
+        magic = int.from_bytes(header, "little")
+        if magic == _ZSTD_MAGIC:
+            self._expect(1, self._descriptor)
+        elif magic & 0xFFFFFFF0 == _SKIPPABLE:
+            self._expect(4, lambda size: self._pass(int.from_bytes(size, "little"), ends_frame=True))
+        else:
+            self._lost = True
+
+    def _descriptor(self, header: bytes) -> None:
+        flags = header[0]
+        single = bool(flags & 0x20)
+        self._checksum = bool(flags & 0x04)
+        rest = (0 if single else 1) + _DICT_BYTES[flags & 3] + (_FCS_BYTES[flags >> 6] or int(single))
+        if flags & 0x08:  # a reserved bit set: not a frame this follows
+            self._lost = True
+        elif rest:
+            self._expect(rest, lambda _header: self._expect(3, self._block))
+        else:
+            self._expect(3, self._block)
+
+    def _block(self, header: bytes) -> None:
+        value = int.from_bytes(header, "little")
+        last, kind, length = value & 1, (value >> 1) & 3, value >> 3
+        if kind == 3:  # reserved block type
+            self._lost = True
+            return
+        length = 1 if kind == 1 else length  # an RLE block holds its one byte
+        self._pass(length + (4 if last and self._checksum else 0), ends_frame=bool(last))
+
+
+_XZ_MAGIC = b"\xfd7zXZ\x00"
 
 
 class XzReader(_Raw):
-    """The streams of an xz file, one after another, as ``lzma.LZMAFile`` reads them (what follows the last stream
-    and is not one is ignored), each decoder limited to :data:`MAX_WINDOW`."""
+    """The streams of an xz file, one after another, as ``xz -d`` reads them, each decoder limited to
+    :data:`MAX_WINDOW`. Streams may be followed by stream padding (null bytes, a multiple of four: the xz format,
+    section 2.2); padding of another length, or anything after a stream that is neither padding nor another stream,
+    is damage, reported (``lzma.LZMAFile`` stops at padding, losing the streams after it, and ignores the rest)."""
 
     def __init__(self, source: Any) -> None:
         super().__init__()
         self.source = source
         self._decoder = self._new()
+        self._streams = 1
         self._done = False
 
     def _read(self, size: int) -> bytes:
         while not self._done and size:
             decoder = self._decoder
             if decoder.eof:
-                rest = decoder.unused_data or self.source.read(_READ_SIZE)
+                rest = self._after_padding(decoder.unused_data)
                 if not rest:
                     self._done = True
                     break
-                self._decoder = self._new()
-                data = self._decompress(rest, size, after_stream=True)
+                if not _XZ_MAGIC.startswith(rest[: len(_XZ_MAGIC)]):
+                    raise DamagedStream(f"what follows xz stream {self._streams} is neither padding nor a stream")
+                self._decoder, self._streams = self._new(), self._streams + 1
+                data = self._decompress(rest, size)
             elif decoder.needs_input:
                 raw = self.source.read(_READ_SIZE)
                 if not raw:
@@ -110,19 +242,31 @@ class XzReader(_Raw):
                 return data
         return b""
 
-    def _decompress(self, raw: bytes, size: int, after_stream: bool = False) -> bytes:
-        """What ``raw`` decodes to; ``after_stream``: ``raw`` is the first of what follows a stream, which is
-        trailing data, ignored, if it does not begin another (as LZMAFile judges it: a stream that begins and then
-        breaks is damage, reported)."""
+    def _after_padding(self, rest: bytes) -> bytes:
+        """What follows a stream's padding, from ``rest`` (the bytes after the stream) on: b"" at the end of the
+        file. Padding that is not a multiple of four bytes is damage, as ``xz -d`` finds it."""
+        padding = 0
+        while True:
+            if not rest:
+                rest = self.source.read(_READ_SIZE)
+                if not rest:
+                    break
+            stripped = rest.lstrip(b"\0")
+            padding += len(rest) - len(stripped)
+            rest = stripped
+            if rest:
+                break
+        if padding % 4:
+            raise DamagedStream(f"{padding} null bytes of padding after xz stream {self._streams}, not a multiple of 4")
+        return rest
+
+    def _decompress(self, raw: bytes, size: int) -> bytes:
         try:
             return self._decoder.decompress(raw, size)
         except lzma.LZMAError as exc:
             if "memory usage limit" in str(exc).lower():
                 raise DamagedStream(f"it needs more than {MAX_WINDOW >> 20} MiB of memory to decode") from None
-            if not after_stream:
-                raise DamagedStream(str(exc)) from None
-            self._done = True  # not a further stream: trailing data, ignored as LZMAFile ignores it
-            return b""
+            raise DamagedStream(str(exc)) from None
 
     @staticmethod
     def _new() -> lzma.LZMADecompressor:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,23 +42,28 @@ def natural_key(path: str) -> tuple[object, ...]:
     return tuple(int(part) if part.isdigit() else part for part in _DIGITS.split(path))
 
 
-def expand_inputs(arguments: Iterable[str], stdin_name: str = "-") -> Expanded:
+def expand_inputs(
+    arguments: Iterable[str], stdin_name: str = "-", accept: Callable[[str], bool] | None = None
+) -> Expanded:
     """Files as given; directories walked; patterns matched (a pattern that matches nothing is an error, as a
-    missing file is). ``-`` and named pipes are passed on untouched."""
+    missing file is). ``-`` and named pipes are passed on untouched. What a walk or a pattern finds is taken when
+    ``accept`` says so (by default: a capture file; a file that cannot be read is taken, for its reader to
+    report)."""
+    accept = accept if accept is not None else is_capture_file
     expanded = Expanded()
     for argument in arguments:
         if argument == stdin_name or (os.path.lexists(argument) and not os.path.isdir(argument)):
             expanded.paths.append(argument)
         elif os.path.isdir(argument):
-            _walk(argument, expanded)
+            _walk(argument, expanded, accept)
         elif _GLOB_CHARACTERS.search(argument):
             matches = _glob(argument)
             if not matches:
                 raise InputError(f"{argument}: no file matches")
-            once = _Once([match for match in matches if not os.path.isdir(match)])
+            once = _Once([match for match in matches if not os.path.isdir(match)], accept)
             for match in matches:
                 if os.path.isdir(match):
-                    _walk(match, expanded)
+                    _walk(match, expanded, accept)
                 else:
                     once.take(match, expanded)
         else:
@@ -79,7 +84,7 @@ def _glob(pattern: str) -> list[str]:
         return []
 
 
-def _walk(directory: str, expanded: Expanded) -> None:
+def _walk(directory: str, expanded: Expanded, accept: Callable[[str], bool]) -> None:
     found: list[str] = []
     seen = 0
     for root, directories, files in os.walk(directory):  # symbolic links to directories are not followed: no loops
@@ -90,7 +95,7 @@ def _walk(directory: str, expanded: Expanded) -> None:
                 raise InputError(f"{directory}: more than {MAX_WALKED_FILES:,} files; name the captures instead")
             found.append(os.path.join(root, name))
     found.sort(key=natural_key)
-    once = _Once(found)
+    once = _Once(found, accept)
     for path in found:
         once.take(path, expanded)
 
@@ -103,8 +108,8 @@ class _Once:
     ``x.pcap.gz`` found beside ``x.pcap``: ``tcpdump -z gzip`` compresses each rotated piece beside the ring, and
     while it runs the piece is there twice, whole and in part."""
 
-    def __init__(self, paths: list[str]) -> None:
-        self.found = set(paths)
+    def __init__(self, paths: list[str], accept: Callable[[str], bool]) -> None:
+        self.found, self.accept = set(paths), accept
         self.names: dict[tuple[int, int], str] = {}
         for path in sorted(paths, key=os.path.islink):  # stable: names that are not links first, in their order
             identity = _identity(path)
@@ -122,7 +127,7 @@ class _Once:
         elif path.endswith(COMPRESSED_SUFFIXES) and self._read(os.path.splitext(path)[0]):
             expanded.skipped.append(path)
             expanded.reasons[path] = f"is {os.path.splitext(path)[0]} compressed, read once"
-        elif _is_capture_file(path):
+        elif self.accept(path):
             expanded.paths.append(path)
         else:
             expanded.skipped.append(path)
@@ -130,7 +135,7 @@ class _Once:
     def _read(self, plain: str) -> bool:
         """Whether ``plain``, found beside its compressed copy, is read: a capture file (not a dangling link, not an
         empty or other file), so that the copy is not needed."""
-        return plain in self.found and _identity(plain) is not None and _is_capture_file(plain)
+        return plain in self.found and _identity(plain) is not None and is_capture_file(plain)
 
 
 def _identity(path: str) -> tuple[int, int] | None:
@@ -142,7 +147,7 @@ def _identity(path: str) -> tuple[int, int] | None:
     return (status.st_dev, status.st_ino) if stat.S_ISREG(status.st_mode) else None
 
 
-def _is_capture_file(path: str) -> bool:
+def is_capture_file(path: str) -> bool:
     """A regular file whose magic says capture; one that cannot be read is kept, for the reader to report."""
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):

@@ -12,7 +12,15 @@ Files are grouped when they look like consecutive pieces of one capture (:func:`
   counter or a compression suffix ending the name being optional;
 * same format, link types, snapshot length and (pcapng) interface names;
 * ordered by their first packet's time, each file's first packet comes at or after the previous file's last, and
-  at most :data:`JOIN_GAP` seconds after it.
+  at most :data:`JOIN_GAP` seconds after it; and its last packet comes after the previous file's last. A capture
+  tool switches files before a packet, which the next file holds: a file whose time range equals or lies inside
+  its predecessor's is no piece a ring's tool writes. Two copies of a one-packet capture (first and last packet
+  at one instant) would otherwise be read as one stream, the copy's packet a retransmission.
+* A clock stepped back at the switch (a leap second, an NTP step) gives the next file a first packet before the
+  previous file's last: up to :data:`STEP_BACK` seconds before it, and by at most half of either file's time
+  range, the file still goes on when its name comes after the previous file's (its runs of digits, the ring's
+  counter or time, compared as numbers: ``ring.pcap``, ``ring.pcap1``). Copies, other sensors' captures and one
+  capture per host over the same minutes overlap by most of their length, or do not add time.
 
 Where two chains of files could go on with a file (two sensors' rings in one directory, their times overlapping),
 it goes on the one whose names it follows (:func:`_affinity`).
@@ -25,6 +33,7 @@ the order of their first file among the inputs; a group's files in time order.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import lzma
 import math
 import mmap
@@ -57,6 +66,11 @@ TAIL_WINDOW = 4 * (MAX_RECORD + 16)
 packet's time is found without reading the file, which matters on an archive of thousands of 100 MB files."""
 HEAD_BYTES = 1 << 16
 """Bytes of a pcapng file's start read for its interface descriptions."""
+STEP_BACK = 1.0
+"""Seconds a ring's next file may begin before the previous file's last packet (a clock stepped back between them)
+and still go on it: a leap second steps a clock back by 1 s, ``ntpd`` steps it once the offset passes 128 ms.
+Larger steps (a clock set by hand, a virtual machine restored) are rare and not told apart from captures that
+overlap; those files stay apart, a session open at the switch read as two halves."""
 MAX_FITTING = 64
 """Chains a file could go on (ending within :data:`JOIN_GAP` before its first packet) whose names are compared with
 its own: the latest-ending ones. More than this many sensors' rings switching files at one moment in one directory
@@ -90,6 +104,22 @@ def _name_key(path: str) -> tuple[str, str]:
 
 def _digit_runs(path: str) -> list[str]:
     return _DIGITS.findall(_COMPRESSED.sub("", os.path.basename(path)))
+
+
+def _follows(previous: Span, span: Span, runs: dict[str, list[str]]) -> bool:
+    """Whether ``span`` may be the ring's next file after ``previous`` (in time, within :data:`JOIN_GAP`): it adds
+    time after ``previous``'s last packet, and begins at or after it, or (a clock stepped back at the switch) at
+    most :data:`STEP_BACK` before it, by at most half of either file's time range, with a name that comes after
+    ``previous``'s. Captures of one time overlap by most of their length (copies moved a little, one capture per
+    host over the same minutes)."""
+    if span.last <= previous.last:
+        return False  # a copy, or a file all of whose packets came at the instant the previous one's last did
+    overlap = previous.last - span.first
+    if overlap <= 0:
+        return True
+    if 2 * overlap > min(previous.last - previous.first, span.last - span.first):
+        return False
+    return [int(run) for run in runs[span.path]] > [int(run) for run in runs[previous.path]]
 
 
 def _affinity(last: list[str], runs: list[str]) -> int:
@@ -129,11 +159,12 @@ def group_captures(
     order = sorted((s for s in spans.values() if s is not None), key=lambda s: (s.first, s.last, position[s.path]))
     for span in order:
         lasts = ends.setdefault(span.key, [])
-        end = bisect.bisect_right(lasts, (span.first, math.inf))
+        end = bisect.bisect_right(lasts, (span.first + STEP_BACK, math.inf))
         start = max(bisect.bisect_left(lasts, (span.first - JOIN_GAP, -1)), end - MAX_FITTING)
-        if start < end:  # two sensors' rings in one place may both fit: the one whose names it follows, the latest
+        fitting = [i for i in range(start, end) if _follows(chains[lasts[i][1]][-1], span, runs)]
+        if fitting:  # two sensors' rings in one place may both fit: the one whose names it follows, the latest
             best = max(
-                range(start, end),
+                fitting,
                 key=lambda i: (_affinity(runs[chains[lasts[i][1]][-1].path], runs[span.path]), lasts[i][0], -i),
             )
             number = lasts.pop(best)[1]
@@ -188,10 +219,17 @@ def describe(path: str) -> Span | None:
 
 
 def _head(path: str, compression: str | None, size: int) -> bytes:
+    """The first ``size`` bytes of ``path``'s capture, or what comes before the end of a compressed stream cut short
+    (a piece still being written, whose reader reports the cut): read one decoder step at a time, as the reader
+    reads, since a read that meets the cut drops what it had decoded."""
     with open(path, "rb") as fh:
         if compression is None:
             return fh.read(size)
-        return decompressor(compression, fh).read(size)
+        stream, head = decompressor(compression, fh), b""
+        with contextlib.suppress(EOFError):
+            while len(head) < size and (more := stream.read1(size - len(head))):
+                head += more
+        return head
 
 
 def _endian(header: bytes) -> str:

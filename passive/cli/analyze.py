@@ -30,6 +30,7 @@ from passive.cli.common import (
 )
 from passive.cli.errors import EXIT_INPUT
 from passive.cli.gate import apply_gate, build_gate, gate_options, gate_status
+from passive.cli.inputs import note_skipped
 from passive.cli.interrupt import Interruption, interruptible
 from passive.cli.progress import RunProgress
 from passive.core.collector import fewer_collections
@@ -43,8 +44,6 @@ from passive.results.store import CaptureDigest, FindingStore, StoreError, captu
 DEFAULTS = AnalysisOptions()
 # Where ``-`` is read from: the standard input as a file the capture readers stream (never seek in).
 STDIN = "/dev/stdin"
-# Skipped files named one by one on stderr; past this, a count (the summary has the total as inputs_skipped).
-MAX_SKIPPED_NAMED = 10
 
 
 @click.command()
@@ -216,11 +215,7 @@ def _check_usage(ports_only: bool, all_ports: bool, scheduler: str | None, captu
 def _captures(arguments: tuple[str, ...]) -> tuple[tuple[str, ...], int]:
     """The capture files the arguments name, in reading order, and how many files were skipped (named on stderr)."""
     expanded = expand_inputs(arguments)
-    for skipped in expanded.skipped[:MAX_SKIPPED_NAMED]:
-        reason = expanded.reasons.get(skipped, "is not a capture")
-        click.echo(f"leakscope: note: {printable(skipped)} {printable(reason)}; skipped", err=True)
-    if len(expanded.skipped) > MAX_SKIPPED_NAMED:
-        click.echo(f"leakscope: note: {len(expanded.skipped) - MAX_SKIPPED_NAMED} more files skipped", err=True)
+    note_skipped(expanded, "is not a capture")
     if not expanded.paths:
         raise InputError("no capture among the files given")
     return tuple(STDIN if path == "-" else path for path in expanded.paths), len(expanded.skipped)

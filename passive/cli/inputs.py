@@ -8,15 +8,21 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
+import click
+
 from passive.analysis.pipeline import AnalysisOptions, Results, analyze_captures
+from passive.capture.paths import Expanded, expand_inputs, is_capture_file
 from passive.cli.interrupt import Interruption
 from passive.core.errors import InputError
+from passive.core.text import printable
 from passive.results.findings_file import MAX_DOCUMENT, FindingsInput, read_findings
 from passive.results.records import finding_record
 from passive.results.redaction import Redactor
 
 # Bytes looked at to tell a findings file (JSON starts with "{" after optional blanks) from a capture.
 SNIFF_BYTES = 64
+# Skipped files named one by one on stderr; past this, a count (the summary has the total as inputs_skipped).
+MAX_SKIPPED_NAMED = 10
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,38 @@ def sniff_input(path: str) -> Input:
     if len(head) + len(rest) > MAX_DOCUMENT:
         raise InputError(f"{path}: findings larger than {MAX_DOCUMENT // 2**20} MiB")
     return Input(path, True, head + rest)
+
+
+def note_skipped(expanded: Expanded, reason: str) -> None:
+    """Name on stderr the files a walk or a pattern passed over (``reason``: why, unless it has its own)."""
+    for skipped in expanded.skipped[:MAX_SKIPPED_NAMED]:
+        why = expanded.reasons.get(skipped, reason)
+        click.echo(f"leakscope: note: {printable(skipped)} {printable(why)}; skipped", err=True)
+    if len(expanded.skipped) > MAX_SKIPPED_NAMED:
+        click.echo(f"leakscope: note: {len(expanded.skipped) - MAX_SKIPPED_NAMED} more files skipped", err=True)
+
+
+def is_report_input(path: str) -> bool:
+    """What a walk or a pattern takes for ``report``: a capture, or a findings file (a regular file whose first
+    byte past blanks opens a JSON object); a file that cannot be read is taken, for its reader to report."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False  # a FIFO or socket in a walked directory would block or fail: never opened
+        with open(path, "rb") as stream:
+            head = stream.read(SNIFF_BYTES)
+    except OSError:
+        return True
+    return head.lstrip()[:1] == b"{" or is_capture_file(path)
+
+
+def report_sources(arguments: tuple[str, ...]) -> list[str]:
+    """The findings files and captures ``report``'s arguments name: files as given, directories walked and patterns
+    matched as ``analyze`` walks and matches them (captures and findings files taken, others named and skipped)."""
+    expanded = expand_inputs(arguments, accept=is_report_input)
+    note_skipped(expanded, "is neither a capture nor findings")
+    if not expanded.paths:
+        raise InputError("no capture nor findings file among the files given")
+    return expanded.paths
 
 
 def capture_records(results: Results, show_secrets: bool = False) -> list[dict[str, Any]]:

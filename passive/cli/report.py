@@ -13,7 +13,7 @@ from passive.analysis.pipeline import analyze_captures
 from passive.cli.common import write_text
 from passive.cli.errors import EXIT_INPUT
 from passive.cli.findings import warn_skipped
-from passive.cli.inputs import capture_records, sniff_input
+from passive.cli.inputs import capture_records, report_sources, sniff_input
 from passive.cli.interrupt import Interruption, interruptible
 from passive.cli.progress import RunProgress
 from passive.core.errors import StoreError
@@ -81,7 +81,7 @@ def _format_for(output: str | None, chosen: str | None) -> str:
 
 
 @click.command()
-@click.argument("sources", nargs=-1, type=click.Path(dir_okay=False, path_type=str))
+@click.argument("sources", nargs=-1, type=click.Path(path_type=str))
 @click.option(
     "--db",
     "db_path",
@@ -125,7 +125,10 @@ def report(
     redact: bool,
 ) -> None:
     """Write a stakeholder report from findings (JSON lines or JSON from 'leakscope analyze'), captures (analyzed
-    here) or a findings store (--db).
+    here, as 'leakscope analyze' reads them) or a findings store (--db).
+
+    SOURCES are files, directories (walked: captures and findings files are read, other files skipped) and quoted
+    glob patterns ('archive/**/*.pcap.gz').
 
     The HTML report is one self-contained page (no script, no external request) that prints well.
     """
@@ -133,7 +136,8 @@ def report(
         raise click.UsageError("give findings files, captures, or --db PATH")
     inputs = FindingsInput()
     listed = read_store(db_path, inputs) if db_path else []
-    given = [sniff_input(path) for path in sources]
+    paths = report_sources(sources) if sources else []
+    given = [sniff_input(path) for path in paths]
     captures = [source.path for source in given if not source.findings]
     for source in given:
         if source.findings:
@@ -141,7 +145,7 @@ def report(
     err = Console(stderr=True, highlight=False)
     with interruptible() as run, RunProgress(err, captures, run.stop) as progress:
         failed = _add_captures(captures, inputs, not redact, run, progress)
-        if failed and failed == len(sources) and not db_path:
+        if failed and failed == len(paths) and not db_path:
             raise SystemExit(EXIT_INPUT)
         nessus = None
         if nessus_inputs:
@@ -149,7 +153,7 @@ def report(
             probes = [p for s in inputs.summaries if isinstance(s.get("probes"), list) for p in s["probes"]]
             nessus = verify(items, inputs.records, [p for p in probes if isinstance(p, dict)])
         with progress.phase("rendering the report"):
-            listed += [_input(path, "capture" if path in captures else "findings") for path in sources]
+            listed += [_input(path, "capture" if path in captures else "findings") for path in paths]
             model = build_report(
                 inputs.records, inputs.summaries, title=title, redact=redact, nessus=nessus, inputs=listed
             )
