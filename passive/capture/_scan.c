@@ -28,6 +28,10 @@
 #define MAX_VLAN_TAGS 3              /* linklayer.MAX_VLAN_TAGS */
 #define MAX_TABLE_FLOWS (1u << 19)   /* scanner.MAX_SCAN_FLOWS: flow states held at once */
 #define MAX_SERVERS 65536            /* scanner.MAX_SERVERS: mail server endpoints held */
+#define HEAD_QUIET 32                /* scanner.HEAD_QUIET: head packets without new bytes, beyond one per data one */
+#define HEAD_LINE_BYTES 1024         /* scanner.HEAD_LINE_BYTES: a head in small text pieces extends to this */
+#define HEAD_SHARE_SHIFT 4           /* scanner.HEAD_SHARE = 1 << 4: extended head packets per packet read, at most */
+#define HEAD_FLOOR 65536             /* scanner.HEAD_FLOOR: extended head packets allowed whatever was read */
 #define BPF_MAXINSNS 4096
 
 enum { SEGMENT = 0, NOT_IP = 1, NOT_TCP = 2, MALFORMED = 3, FRAGMENT_V4 = 4, FRAGMENT_V6 = 5,
@@ -43,11 +47,11 @@ enum { ST_FREE = 0, ST_NEW = 1, ST_KEEP = 2, ST_DROP = 3, ST_CUT = 4 }; /* CUT: 
 /* Counter slots; scanner.COUNTERS names them in this order. */
 enum { C_READ, C_ADMITTED, C_FILTERED, C_NOT_TCP, C_MALFORMED, C_FRAGMENTS, C_UNSUPPORTED, C_OTHER_PORT,
        C_OTHER_WORKER, C_NOT_MAIL, C_PAST_HEAD, C_TRUNCATED, C_GRE, C_ERSPAN, C_VXLAN, C_GENEVE, C_MPLS, C_PPPOE,
-       C_IPIP, C_TABLE_RESETS, N_COUNTERS };
+       C_IPIP, C_TABLE_RESETS, C_HEAD_EXTENDED, N_COUNTERS };
 static const char *COUNTER_NAMES[N_COUNTERS] = {
     "read", "admitted", "filtered", "not_tcp", "malformed", "fragments", "unsupported_link", "other_port",
     "other_worker", "not_mail", "past_head", "truncated", "gre", "erspan", "vxlan", "geneve", "mpls", "pppoe",
-    "ip-in-ip", "table_resets"};
+    "ip-in-ip", "table_resets", "head_extended"};
 
 /* ---- decoding (linklayer.py) ---- */
 
@@ -519,7 +523,11 @@ typedef struct {
     uint8_t a[16], b[16];  /* the canonical 4-tuple: (a, pa) <= (b, pb) */
     uint16_t pa, pb;
     uint8_t alen, state;
-    uint16_t count;        /* packets admitted while undecided */
+    uint16_t count;        /* packets bringing new bytes admitted while undecided (the head) */
+    uint16_t quiet;        /* packets bringing none admitted while undecided: ACKs, SYNs, retransmissions */
+    uint16_t bytes;        /* new bytes admitted while undecided (saturating) */
+    uint8_t known;         /* bit per direction (1: from a, 2: from b): next[] holds its highest sequence end */
+    uint32_t next[2];
     double last;           /* capture time of the flow's latest packet */
 } entry_t;
 
@@ -665,14 +673,26 @@ static entry_t *flow_entry(Scanner *sc, const uint8_t *src, unsigned sport, cons
 
 enum { ADMIT, DROP, STALL };
 
-/* Every-port admission of a segment on no named port (see scanner.py's module docstring for the rules). */
-static int flow_admission(Scanner *sc, const seg_t *s, double ts, int batch_empty) {
+static inline uint16_t sat16(unsigned value) { return value > 65535 ? 65535 : (uint16_t)value; }
+
+static void head_reset(entry_t *e) { e->state = ST_NEW; e->count = e->quiet = e->bytes = 0; e->known = 0; }
+
+/* A payload of printable ASCII, tab, CR and LF: a line typed or sent in small pieces. */
+static int is_text(const uint8_t *p, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        if ((p[i] < 0x20 || p[i] > 0x7e) && p[i] != 9 && p[i] != 10 && p[i] != 13) return 0;
+    return 1;
+}
+
+/* Every-port admission of a segment on no named port (see scanner.py's module docstring for the rules). Nothing of
+ * the entry changes but on ADMIT or the cut: a stalled segment is judged again, from the same state. */
+static int flow_admission(Scanner *sc, const seg_t *s, const uint8_t *d, double ts, int batch_empty) {
     if (sc->servers_used && (server_index(sc, s->src, s->alen, s->sport, 0) >= 0
                              || server_index(sc, s->dst, s->alen, s->dport, 0) >= 0))
         return ADMIT;
     entry_t *e = flow_entry(sc, s->src, s->sport, s->dst, s->dport, s->alen, ts);
     if (!e) return -1;
-    if (e->last + sc->idle_timeout < ts) { e->state = ST_NEW; e->count = 0; }
+    if (e->last + sc->idle_timeout < ts) head_reset(e);
     e->last = ts;
     if (e->state == ST_KEEP) return ADMIT;
     if (e->state == ST_DROP || e->state == ST_CUT) {
@@ -680,9 +700,32 @@ static int flow_admission(Scanner *sc, const seg_t *s, double ts, int batch_empt
             sc->counters[e->state == ST_DROP ? C_NOT_MAIL : C_PAST_HEAD]++;
             return DROP;
         }
-        e->state = ST_NEW; e->count = 0; /* a new connection on the 4-tuple */
+        head_reset(e); /* a new connection on the 4-tuple */
     }
-    if (e->count < sc->head) { e->count++; return ADMIT; }
+    int side = e->pa == s->sport && !memcmp(e->a, s->src, s->alen) ? 0 : 1;
+    uint32_t end = s->seq + (uint32_t)s->wire_len, fresh = 0;
+    if (s->wire_len > 0) {
+        if (!(e->known & (1 << side))) fresh = (uint32_t)s->wire_len;
+        else if ((int32_t)(end - e->next[side]) > 0)
+            fresh = end - e->next[side] < (uint32_t)s->wire_len ? end - e->next[side] : (uint32_t)s->wire_len;
+    }
+    if (fresh) {
+        int extend = e->count >= sc->head;
+        if (extend && !batch_empty) return STALL; /* extend only once Python has caught up (its verdict first) */
+        if (!extend || (e->bytes < HEAD_LINE_BYTES && is_text(d + s->pstart, s->plen)
+                        && sc->counters[C_HEAD_EXTENDED]
+                               < (sc->counters[C_READ] >> HEAD_SHARE_SHIFT) + HEAD_FLOOR)) {
+            e->count = sat16(e->count + 1u);
+            e->bytes = sat16(e->bytes + fresh);
+            e->next[side] = end;
+            e->known |= (uint8_t)(1 << side);
+            sc->counters[C_HEAD_EXTENDED] += extend;
+            return ADMIT;
+        }
+    } else if (e->quiet < (unsigned)e->count + HEAD_QUIET) {
+        e->quiet = sat16(e->quiet + 1u);
+        return ADMIT;
+    }
     if (!batch_empty) return STALL; /* let Python catch up: its verdict may be on the way */
     e->state = ST_CUT;
     sc->counters[C_PAST_HEAD]++;
@@ -1059,7 +1102,7 @@ static int scan_record(Scanner *sc, PyObject *items, long long frame, double ts,
     }
     if (!named) {
         if (!sc->every_port) { sc->counters[C_OTHER_PORT]++; return DROP; }
-        int verdict = flow_admission(sc, &s, ts, PyList_GET_SIZE(items) == 0);
+        int verdict = flow_admission(sc, &s, d, ts, PyList_GET_SIZE(items) == 0);
         if (verdict < 0) { PyErr_NoMemory(); return -1; }
         if (verdict == STALL) { sc->stalled = 1; return STALL; }
         if (verdict == DROP) return DROP;
@@ -1440,6 +1483,10 @@ PyMODINIT_FUNC PyInit__cscan(void) {
         || PyModule_AddIntConstant(m, "MAX_RECORD", MAX_RECORD) < 0
         || PyModule_AddIntConstant(m, "MAX_SCAN_FLOWS", MAX_TABLE_FLOWS) < 0
         || PyModule_AddIntConstant(m, "MAX_SERVERS", MAX_SERVERS) < 0
+        || PyModule_AddIntConstant(m, "HEAD_QUIET", HEAD_QUIET) < 0
+        || PyModule_AddIntConstant(m, "HEAD_LINE_BYTES", HEAD_LINE_BYTES) < 0
+        || PyModule_AddIntConstant(m, "HEAD_SHARE", 1 << HEAD_SHARE_SHIFT) < 0
+        || PyModule_AddIntConstant(m, "HEAD_FLOOR", HEAD_FLOOR) < 0
         || PyModule_AddIntConstant(m, "MAX_ARMED", MAX_ARMED) < 0
         || PyModule_AddIntConstant(m, "TAIL_KEEP", TAIL_KEEP) < 0) {
         Py_DECREF(m);

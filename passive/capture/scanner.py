@@ -11,14 +11,19 @@ A scanner numbers every frame (as tshark does), decodes link, tunnel, IP and TCP
 
 1. one of its ports is a named server port (the port filter of ``--ports-only``, also applied in every-port mode:
    a named port says the protocol); or, in every-port mode,
-2. its flow is new, or undecided and has had fewer than ``head`` packets admitted (:data:`FLOW_HEAD`): the flow
-   head, enough for the classifier to see the greeting and the client's first command; or
+2. its flow is new or undecided, within its head: fewer than ``head`` (:data:`FLOW_HEAD`) packets bringing new
+   bytes (beyond the highest sequence number seen in their direction) admitted, enough for the classifier to see
+   the greeting and the client's first command; past them, a packet of text while the flow has sent fewer than
+   :data:`HEAD_LINE_BYTES` (a line in small pieces; these are counted, ``head_extended``, and bounded in total by
+   :data:`HEAD_SHARE`); and packets bringing no new bytes (handshake, ACKs, retransmissions) up to one per packet
+   that did plus :data:`HEAD_QUIET`; or
 3. Python declared its flow mail (``keep_flow``) or one of its endpoints a mail server (``keep_server``).
 
 Everything else is dropped and counted: the packets of flows declared not mail (``drop_flow``, until a new SYN
-reuses the 4-tuple), and those of flows still undecided past their head. That last verdict is taken only when
-Python has processed every admitted packet before it: the scanner ends a batch early rather than decide while a
-verdict may still be on its way, so what is admitted never depends on where batches end. A flow silent for
+reuses the 4-tuple), and those of flows still undecided past their head. That last verdict, and each packet
+admitted past ``head``, is taken only when Python has processed every admitted packet before it: the scanner ends a
+batch early rather than decide while a verdict may still be on its way, so what is admitted (and counted) never
+depends on where batches end. A flow silent for
 ``idle_timeout`` seconds of capture time starts over as new.
 
 With ``shards`` > 1 a scanner admits only the flows whose 4-tuple hashes to ``shard`` (:func:`shard_of`, the same
@@ -32,6 +37,7 @@ so that idle flows expire at the same packets in every worker.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -55,11 +61,26 @@ from passive.capture.linklayer import (
 from passive.capture.skipping import MAX_ARMED, SKIP_ALL, SKIP_DOT, SKIP_NONE, SKIP_RAW
 
 FLOW_HEAD = 12
-"""Packets of a new flow admitted before its verdict. Classifying takes the greeting and the client's first command:
-SYN, SYN+ACK, ACK, greeting, its ACK, the client's command is six packets; twelve leave room for retransmissions,
-window updates, a greeting or reply in two segments, and a mid-stream pickup's first reply and command."""
+"""Packets bringing new bytes admitted of a new flow before its verdict (its head). Classifying takes the greeting
+and the client's first command, a segment each, and a reply or two; twelve leave room for a greeting or reply in
+several segments, and a mid-stream pickup's first reply and command. Packets that bring no new bytes (the
+handshake, bare ACKs, retransmissions, keep-alives, window probes) do not count: :data:`HEAD_QUIET` bounds them."""
+HEAD_QUIET = 32
+"""Packets bringing no new bytes admitted of an undecided flow beyond one per packet that did: the handshake's three,
+and the keep-alives, window probes and retransmissions that may come before a greeting. An ACK per byte of a line
+sent one byte per packet is covered by the one per packet."""
+HEAD_LINE_BYTES = 1024
+"""A head whose packets carry text extends past :data:`FLOW_HEAD` packets while the flow has sent fewer bytes than
+this: a greeting or command sent in small pieces (a client typing in telnet character mode, a small-MSS path, an
+evasive peer) is still read whole. The classifier decides a server's first line at 512 bytes without its end
+(``dissectors.identify.MAX_FIRST_LINE``); the client's first command is well within the other 512."""
+HEAD_SHARE = 16
+"""Extended head packets (``head_extended``, past :data:`FLOW_HEAD`) are at most one per this many packets read, plus
+:data:`HEAD_FLOOR`: however many flows send text in small pieces, they cost Python a bounded share of the capture."""
+HEAD_FLOOR = 65536
+"""Extended head packets allowed whatever the share: a small capture's few slow greetings are never cut by it."""
 MAX_SCAN_FLOWS = 1 << 19
-"""Flow states a scanner holds (56 bytes each in C: 28 MiB at most). A full table first forgets flows idle past the
+"""Flow states a scanner holds (64 bytes each in C: 32 MiB at most). A full table first forgets flows idle past the
 timeout, then starts over (``table_resets``): each live flow is then a new flow again, and asked again."""
 MAX_SERVERS = 65536
 """Mail server endpoints a scanner admits every packet of (``keep_server``); past this, further ones are refused."""
@@ -75,17 +96,18 @@ ADMIT, DROPPED, STALL = 0, 1, 2
 
 COUNTERS = (
     "read", "admitted", "filtered", "not_tcp", "malformed", "fragments", "unsupported_link", "other_port",
-    "other_worker", "not_mail", "past_head", "truncated", *TUNNEL_BITS, "table_resets",
+    "other_worker", "not_mail", "past_head", "truncated", *TUNNEL_BITS, "table_resets", "head_extended",
 )  # fmt: skip
 """What a scanner counts (``counters()``), in the compiled scanner's order."""
 (
     READ, ADMITTED, FILTERED, NOT_TCP, MALFORMED_, FRAGMENTS, UNSUPPORTED, OTHER_PORT, OTHER_WORKER, NOT_MAIL,
     PAST_HEAD, TRUNCATED,
 ) = range(12)  # fmt: skip
-TABLE_RESETS = len(COUNTERS) - 1
+TABLE_RESETS, HEAD_EXTENDED = len(COUNTERS) - 2, len(COUNTERS) - 1
 _TUNNEL_SLOTS = tuple((bit, COUNTERS.index(name)) for name, bit in TUNNEL_BITS.items())
 _STATUS_SLOT = {MALFORMED: MALFORMED_, FRAGMENT_V6: FRAGMENTS, UNSUPPORTED_LINK: UNSUPPORTED}
 _WORDS6 = struct.Struct("!4I").unpack
+_TEXT = re.compile(rb"[\x20-\x7e\t\r\n]*")  # a payload a line is made of (_scan.c's is_text)
 
 Item = tuple[int, float, Segment | None]
 Packet = tuple[int, float, int, bytes, int]  # (frame, time, link type, data, length on the wire): a RawPacket
@@ -138,7 +160,7 @@ class PyScanner:
         self.batch_packets = batch_packets
         self._packets: Iterator[Packet] | None = iter(packets) if packets is not None else None
         self._pending: Packet | None = None  # a packet whose admission waits for Python (stalled)
-        self._flows: dict[FlowKey, list[Any]] = {}  # canonical 4-tuple -> [state, count, last time]
+        self._flows: dict[FlowKey, list[Any]] = {}  # canonical 4-tuple -> entry (see _entry)
         self._capacity = _FIRST_CAPACITY
         self._servers: set[tuple[bytes, int]] = set()
         self._sweep_at = float("-inf")
@@ -291,13 +313,15 @@ class PyScanner:
         return ADMIT
 
     def _admission(self, segment: Segment, ts: float, batch_empty: bool) -> int:
+        """Nothing of the flow's entry changes but on ADMIT or the cut: a stalled segment is judged again."""
         src, dst, sport, dport, flags = segment[0], segment[1], segment[2], segment[3], segment[6]
         servers = self._servers
         if servers and ((src, sport) in servers or (dst, dport) in servers):
             return ADMIT
-        entry = self._entry(canonical(src, sport, dst, dport), ts)
+        key = canonical(src, sport, dst, dport)
+        entry = self._entry(key, ts)
         if entry[2] + self.idle_timeout < ts:
-            entry[0], entry[1] = NEW, 0
+            entry[:] = [NEW, 0, ts, 0, 0, None, None]
         entry[2] = ts
         state = entry[0]
         if state == KEEP:
@@ -306,9 +330,31 @@ class PyScanner:
             if flags & (SYN | ACK) != SYN:
                 self._counts[NOT_MAIL if state == DROP else PAST_HEAD] += 1
                 return DROPPED
-            entry[0], entry[1] = NEW, 0  # a new connection on the 4-tuple
-        if entry[1] < self.head:
-            entry[1] += 1
+            entry[:] = [NEW, 0, ts, 0, 0, None, None]  # a new connection on the 4-tuple
+        side = 5 if key[0] == src and key[1] == sport else 6
+        size, last = segment[8], entry[side]
+        end = (segment[4] + size) & 0xFFFFFFFF
+        fresh = 0
+        if size:
+            ahead = (end - last) & 0xFFFFFFFF if last is not None else size
+            fresh = min(ahead, size) if ahead < 0x80000000 else 0
+        if fresh:
+            counts = self._counts
+            extend = entry[1] >= self.head
+            if extend and not batch_empty:
+                return STALL  # extend only once Python has caught up (its verdict first)
+            if not extend or (
+                entry[4] < HEAD_LINE_BYTES
+                and _TEXT.fullmatch(segment[7])
+                and counts[HEAD_EXTENDED] < counts[READ] // HEAD_SHARE + HEAD_FLOOR
+            ):
+                entry[1] = min(entry[1] + 1, 65535)
+                entry[4] = min(entry[4] + fresh, 65535)
+                entry[side] = end
+                counts[HEAD_EXTENDED] += extend
+                return ADMIT
+        elif entry[3] < entry[1] + HEAD_QUIET:
+            entry[3] = min(entry[3] + 1, 65535)
             return ADMIT
         if not batch_empty:
             return STALL  # let Python catch up: its verdict may be on the way
@@ -413,5 +459,5 @@ class PyScanner:
                 if len(flows) + 1 > capacity // 2:
                     self._counts[TABLE_RESETS] += 1
                     self._flows = flows = {}
-        entry = flows[key] = [NEW, 0, now]
+        entry = flows[key] = [NEW, 0, now, 0, 0, None, None]  # state, count, last, quiet, bytes, next per direction
         return entry
