@@ -18,12 +18,14 @@ import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
+import passive.capture.flowhead as flowhead
 import passive.capture.scanner as scanning
 from passive.analysis.pipeline import AnalysisOptions, analyze_captures
 from passive.capture import scanread
+from passive.capture.flowhead import HEAD_LINE_BYTES, HEAD_QUIET
 from passive.capture.pcapfile import PacketReader
 from passive.capture.reassembly import Reassembler
-from passive.capture.scanner import FLOW_HEAD, HEAD_LINE_BYTES, HEAD_QUIET
+from passive.capture.scanner import FLOW_HEAD
 from tests.helpers_capture import (
     ACK,
     FIN,
@@ -217,7 +219,7 @@ def _compiled() -> None:
 def test_the_compiled_limits_are_the_twins(_compiled: None) -> None:
     compiled = scanread._cscan
     for name in ("HEAD_QUIET", "HEAD_LINE_BYTES", "HEAD_SHARE", "HEAD_FLOOR"):
-        assert getattr(compiled, name) == getattr(scanning, name), name
+        assert getattr(compiled, name) == getattr(flowhead, name), name
 
 
 @pytest.mark.parametrize("size", [1, 3, scanning.BATCH_PACKETS])

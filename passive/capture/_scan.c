@@ -28,10 +28,10 @@
 #define MAX_VLAN_TAGS 3              /* linklayer.MAX_VLAN_TAGS */
 #define MAX_TABLE_FLOWS (1u << 19)   /* scanner.MAX_SCAN_FLOWS: flow states held at once */
 #define MAX_SERVERS 65536            /* scanner.MAX_SERVERS: mail server endpoints held */
-#define HEAD_QUIET 32                /* scanner.HEAD_QUIET: head packets without new bytes, beyond one per data one */
-#define HEAD_LINE_BYTES 1024         /* scanner.HEAD_LINE_BYTES: a head in small text pieces extends to this */
-#define HEAD_SHARE_SHIFT 4           /* scanner.HEAD_SHARE = 1 << 4: extended head packets per packet read, at most */
-#define HEAD_FLOOR 65536             /* scanner.HEAD_FLOOR: extended head packets allowed whatever was read */
+#define HEAD_QUIET 32                /* flowhead.HEAD_QUIET: head packets without new bytes, beyond one per data one */
+#define HEAD_LINE_BYTES 1024         /* flowhead.HEAD_LINE_BYTES: a head in small text pieces extends to this */
+#define HEAD_SHARE_SHIFT 4           /* flowhead.HEAD_SHARE = 1 << 4: extended head packets per packet read, at most */
+#define HEAD_FLOOR 65536             /* flowhead.HEAD_FLOOR: extended head packets allowed whatever was read */
 #define BPF_MAXINSNS 4096
 
 enum { SEGMENT = 0, NOT_IP = 1, NOT_TCP = 2, MALFORMED = 3, FRAGMENT_V4 = 4, FRAGMENT_V6 = 5,
@@ -684,7 +684,7 @@ static int is_text(const uint8_t *p, Py_ssize_t n) {
     return 1;
 }
 
-/* Every-port admission of a segment on no named port (see scanner.py's module docstring for the rules). Nothing of
+/* Every-port admission of a segment on no named port (scanner.py and flowhead.py say the rules). Nothing of
  * the entry changes but on ADMIT or the cut: a stalled segment is judged again, from the same state. */
 static int flow_admission(Scanner *sc, const seg_t *s, const uint8_t *d, double ts, int batch_empty) {
     if (sc->servers_used && (server_index(sc, s->src, s->alen, s->sport, 0) >= 0

@@ -11,12 +11,9 @@ A scanner numbers every frame (as tshark does), decodes link, tunnel, IP and TCP
 
 1. one of its ports is a named server port (the port filter of ``--ports-only``, also applied in every-port mode:
    a named port says the protocol); or, in every-port mode,
-2. its flow is new or undecided, within its head: fewer than ``head`` (:data:`FLOW_HEAD`) packets bringing new
-   bytes (beyond the highest sequence number seen in their direction) admitted, enough for the classifier to see
-   the greeting and the client's first command; past them, a packet of text while the flow has sent fewer than
-   :data:`HEAD_LINE_BYTES` (a line in small pieces; these are counted, ``head_extended``, and bounded in total by
-   :data:`HEAD_SHARE`); and packets bringing no new bytes (handshake, ACKs, retransmissions) up to one per packet
-   that did plus :data:`HEAD_QUIET`; or
+2. its flow is new or undecided, within its head (:mod:`passive.capture.flowhead`): fewer than ``head``
+   (:data:`FLOW_HEAD`) packets bringing new bytes admitted, enough for the classifier to see the greeting and the
+   client's first command, more while they are text in small pieces; or
 3. Python declared its flow mail (``keep_flow``) or one of its endpoints a mail server (``keep_server``).
 
 Everything else is dropped and counted: the packets of flows declared not mail (``drop_flow``, until a new SYN
@@ -37,12 +34,12 @@ so that idle flows expire at the same packets in every worker.
 
 from __future__ import annotations
 
-import re
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from passive.capture.delivery import TAIL_KEEP
+from passive.capture.flowhead import FULL, head_room, new_head
 from passive.capture.linklayer import (
     ACK,
     FIN,
@@ -64,21 +61,7 @@ FLOW_HEAD = 12
 """Packets bringing new bytes admitted of a new flow before its verdict (its head). Classifying takes the greeting
 and the client's first command, a segment each, and a reply or two; twelve leave room for a greeting or reply in
 several segments, and a mid-stream pickup's first reply and command. Packets that bring no new bytes (the
-handshake, bare ACKs, retransmissions, keep-alives, window probes) do not count: :data:`HEAD_QUIET` bounds them."""
-HEAD_QUIET = 32
-"""Packets bringing no new bytes admitted of an undecided flow beyond one per packet that did: the handshake's three,
-and the keep-alives, window probes and retransmissions that may come before a greeting. An ACK per byte of a line
-sent one byte per packet is covered by the one per packet."""
-HEAD_LINE_BYTES = 1024
-"""A head whose packets carry text extends past :data:`FLOW_HEAD` packets while the flow has sent fewer bytes than
-this: a greeting or command sent in small pieces (a client typing in telnet character mode, a small-MSS path, an
-evasive peer) is still read whole. The classifier decides a server's first line at 512 bytes without its end
-(``dissectors.identify.MAX_FIRST_LINE``); the client's first command is well within the other 512."""
-HEAD_SHARE = 16
-"""Extended head packets (``head_extended``, past :data:`FLOW_HEAD`) are at most one per this many packets read, plus
-:data:`HEAD_FLOOR`: however many flows send text in small pieces, they cost Python a bounded share of the capture."""
-HEAD_FLOOR = 65536
-"""Extended head packets allowed whatever the share: a small capture's few slow greetings are never cut by it."""
+handshake, bare ACKs, retransmissions, keep-alives, window probes) do not count (:mod:`passive.capture.flowhead`)."""
 MAX_SCAN_FLOWS = 1 << 19
 """Flow states a scanner holds (64 bytes each in C: 32 MiB at most). A full table first forgets flows idle past the
 timeout, then starts over (``table_resets``): each live flow is then a new flow again, and asked again."""
@@ -107,7 +90,6 @@ TABLE_RESETS, HEAD_EXTENDED = len(COUNTERS) - 2, len(COUNTERS) - 1
 _TUNNEL_SLOTS = tuple((bit, COUNTERS.index(name)) for name, bit in TUNNEL_BITS.items())
 _STATUS_SLOT = {MALFORMED: MALFORMED_, FRAGMENT_V6: FRAGMENTS, UNSUPPORTED_LINK: UNSUPPORTED}
 _WORDS6 = struct.Struct("!4I").unpack
-_TEXT = re.compile(rb"[\x20-\x7e\t\r\n]*")  # a payload a line is made of (_scan.c's is_text)
 
 Item = tuple[int, float, Segment | None]
 Packet = tuple[int, float, int, bytes, int]  # (frame, time, link type, data, length on the wire): a RawPacket
@@ -321,7 +303,7 @@ class PyScanner:
         key = canonical(src, sport, dst, dport)
         entry = self._entry(key, ts)
         if entry[2] + self.idle_timeout < ts:
-            entry[:] = [NEW, 0, ts, 0, 0, None, None]
+            entry[:] = new_head(ts, NEW)
         entry[2] = ts
         state = entry[0]
         if state == KEEP:
@@ -330,31 +312,12 @@ class PyScanner:
             if flags & (SYN | ACK) != SYN:
                 self._counts[NOT_MAIL if state == DROP else PAST_HEAD] += 1
                 return DROPPED
-            entry[:] = [NEW, 0, ts, 0, 0, None, None]  # a new connection on the 4-tuple
+            entry[:] = new_head(ts, NEW)  # a new connection on the 4-tuple
+        counts = self._counts
         side = 5 if key[0] == src and key[1] == sport else 6
-        size, last = segment[8], entry[side]
-        end = (segment[4] + size) & 0xFFFFFFFF
-        fresh = 0
-        if size:
-            ahead = (end - last) & 0xFFFFFFFF if last is not None else size
-            fresh = min(ahead, size) if ahead < 0x80000000 else 0
-        if fresh:
-            counts = self._counts
-            extend = entry[1] >= self.head
-            if extend and not batch_empty:
-                return STALL  # extend only once Python has caught up (its verdict first)
-            if not extend or (
-                entry[4] < HEAD_LINE_BYTES
-                and _TEXT.fullmatch(segment[7])
-                and counts[HEAD_EXTENDED] < counts[READ] // HEAD_SHARE + HEAD_FLOOR
-            ):
-                entry[1] = min(entry[1] + 1, 65535)
-                entry[4] = min(entry[4] + fresh, 65535)
-                entry[side] = end
-                counts[HEAD_EXTENDED] += extend
-                return ADMIT
-        elif entry[3] < entry[1] + HEAD_QUIET:
-            entry[3] = min(entry[3] + 1, 65535)
+        room = head_room(entry, side, segment, self.head, counts[HEAD_EXTENDED], counts[READ], batch_empty)
+        if room != FULL:
+            counts[HEAD_EXTENDED] += room  # EXTENDED is 1
             return ADMIT
         if not batch_empty:
             return STALL  # let Python catch up: its verdict may be on the way
@@ -459,5 +422,5 @@ class PyScanner:
                 if len(flows) + 1 > capacity // 2:
                     self._counts[TABLE_RESETS] += 1
                     self._flows = flows = {}
-        entry = flows[key] = [NEW, 0, now, 0, 0, None, None]  # state, count, last, quiet, bytes, next per direction
+        entry = flows[key] = new_head(now, NEW)
         return entry

@@ -1,0 +1,67 @@
+"""The head of a flow in every-port mode: how many of an undecided flow's packets the scanner admits before its
+verdict (the rule of :class:`~passive.capture.scanner.PyScanner`, and of ``_scan.c``'s ``flow_admission``).
+
+The head is counted in packets that bring new bytes (beyond the highest sequence number seen in their direction),
+not in packets: the handshake, bare ACKs, retransmissions, keep-alives and window probes do not eat it, and are
+bounded by :data:`HEAD_QUIET` beside it. Past ``head`` such packets (:data:`~passive.capture.scanner.FLOW_HEAD`),
+a packet of text extends the head while the flow has sent fewer than :data:`HEAD_LINE_BYTES`: a greeting or a
+command sent in small pieces (telnet character mode, a small-MSS path, an evasive peer) is read whole, where binary
+or bulk data is cut. Such packets are counted (``head_extended``), admitted only once Python has read every packet
+before them (its verdict first), and bounded in total to a share of the packets read (:data:`HEAD_SHARE`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+HEAD_QUIET = 32
+"""Packets bringing no new bytes admitted of an undecided flow beyond one per packet that did: the handshake's
+three, and the keep-alives, window probes and retransmissions that may come before a greeting. The ACK of each byte
+of a line sent one byte per packet is covered by the one per packet."""
+HEAD_LINE_BYTES = 1024
+"""A head of text extends while the flow has sent fewer bytes than this. The classifier decides a server's first
+line at 512 bytes without its end (``dissectors.identify.MAX_FIRST_LINE``); the client's first command is well
+within the other 512."""
+HEAD_SHARE = 16
+"""Extended head packets are at most one per this many packets read (plus :data:`HEAD_FLOOR`): however many flows
+send text in small pieces, they cost Python a bounded share of the capture."""
+HEAD_FLOOR = 65536
+"""Extended head packets allowed whatever the share: a small capture's few slow greetings are never cut by it."""
+
+ROOM, EXTENDED, FULL = 0, 1, 2
+_TEXT = re.compile(rb"[\x20-\x7e\t\r\n]*")  # what a line is made of (_scan.c's is_text)
+
+
+def new_head(ts: float, state: int) -> list[Any]:
+    """A flow entry at the start of its head: state, packets bringing new bytes, last time, packets bringing none,
+    new bytes, and per direction (from the canonical 4-tuple's first endpoint, then the other's) the end of the
+    highest sequence number seen (None: none yet)."""
+    return [state, 0, ts, 0, 0, None, None]
+
+
+def head_room(entry: list[Any], side: int, segment: Any, head: int, extended: int, read: int, batch_empty: bool) -> int:
+    """ROOM or EXTENDED (admitted: the entry counts it), or FULL (the entry is unchanged: the scanner waits for
+    Python or cuts the flow). ``side`` is the entry's slot for the segment's direction (5 or 6), ``extended`` and
+    ``read`` the scanner's counts so far."""
+    size, last = segment[8], entry[side]
+    end = (segment[4] + size) & 0xFFFFFFFF
+    ahead = size if last is None else (end - last) & 0xFFFFFFFF
+    fresh = min(ahead, size) if size and ahead < 0x80000000 else 0
+    if not fresh:
+        if entry[3] < entry[1] + HEAD_QUIET:
+            entry[3] = min(entry[3] + 1, 65535)
+            return ROOM
+        return FULL
+    extend = entry[1] >= head
+    if extend and not (
+        batch_empty
+        and entry[4] < HEAD_LINE_BYTES
+        and extended < read // HEAD_SHARE + HEAD_FLOOR
+        and _TEXT.fullmatch(segment[7])
+    ):
+        return FULL
+    entry[1] = min(entry[1] + 1, 65535)
+    entry[4] = min(entry[4] + fresh, 65535)
+    entry[side] = end
+    return EXTENDED if extend else ROOM
