@@ -210,6 +210,26 @@ def test_bare_acks_and_retransmissions_do_not_eat_the_head(tmp_path: Path) -> No
             assert (results.counters.undecided_packets > 0) is not found
 
 
+def test_a_greeting_sent_backwards_and_retransmitted_is_read(tmp_path: Path) -> None:
+    """An evasive server sends its greeting one byte per segment, last byte first, each three times: bytes that
+    fill a hole or come again are charged to the head's bytes, not refused; the session is found."""
+    greeting = b"220 mx.example.org ESMTP\r\n"
+    client, server = ("10.5.0.1", 40000), ("10.5.0.2", 2626)
+    session = conversation_segments([(True, greeting), (False, b"EHLO me\r\n"), (True, b"250 mx\r\n")], client, server)
+    pieces = [(server, client, 5001 + i, 1001, PSH | ACK, greeting[i : i + 1]) for i in reversed(range(len(greeting)))]
+    segments = session[:3] + [piece for piece in pieces for _ in range(3)] + session[4:]
+    path = write(tmp_path / "backwards.pcap", pcap_bytes(ethernet_frames(segments)))
+    for backend in ("auto", "python"):
+        results = analyze_captures([str(path)], AnalysisOptions(backend=backend))
+        assert ("mail-service", "10.5.0.2:2626") in {(f.type.value, f.server) for f in results.findings}
+        assert results.counters.undecided_packets == 0
+        # Every copy but: the first (new bytes, in the head), HEAD_QUIET + 1 - 3 without new bytes (one more per
+        # packet with new bytes; the handshake took three), and the two copies of the greeting's first byte that
+        # come after the verdict.
+        extended = 3 * len(greeting) - 1 - (HEAD_QUIET + 1 - 3) - 2
+        assert results.counters.head_extended_packets == extended
+
+
 @pytest.fixture
 def _compiled() -> None:
     if not scanread.native_available():

@@ -709,21 +709,24 @@ static int flow_admission(Scanner *sc, const seg_t *s, const uint8_t *d, double 
         else if ((int32_t)(end - e->next[side]) > 0)
             fresh = end - e->next[side] < (uint32_t)s->wire_len ? end - e->next[side] : (uint32_t)s->wire_len;
     }
-    if (fresh) {
-        int extend = e->count >= sc->head;
-        if (extend && !batch_empty) return STALL; /* extend only once Python has caught up (its verdict first) */
-        if (!extend || (e->bytes < HEAD_LINE_BYTES && is_text(d + s->pstart, s->plen)
-                        && sc->counters[C_HEAD_EXTENDED]
-                               < (sc->counters[C_READ] >> HEAD_SHARE_SHIFT) + HEAD_FLOOR)) {
-            e->count = sat16(e->count + 1u);
-            e->bytes = sat16(e->bytes + fresh);
-            e->next[side] = end;
-            e->known |= (uint8_t)(1 << side);
-            sc->counters[C_HEAD_EXTENDED] += extend;
-            return ADMIT;
-        }
-    } else if (e->quiet < (unsigned)e->count + HEAD_QUIET) {
+    if (fresh && e->count < sc->head) {
+        e->count++; e->bytes = sat16(e->bytes + fresh); e->next[side] = end; e->known |= (uint8_t)(1 << side);
+        return ADMIT;
+    }
+    if (!fresh && e->quiet < (unsigned)e->count + HEAD_QUIET) {
         e->quiet = sat16(e->quiet + 1u);
+        return ADMIT;
+    }
+    /* A piece of a line past the head, once Python has caught up (its verdict first): new bytes, or bytes seen
+     * again or filling a hole (charged all the same). */
+    if (s->wire_len > 0 && batch_empty && e->bytes < HEAD_LINE_BYTES
+        && sc->counters[C_HEAD_EXTENDED] < (sc->counters[C_READ] >> HEAD_SHARE_SHIFT) + HEAD_FLOOR
+        && is_text(d + s->pstart, s->plen)) {
+        e->bytes = sat16(e->bytes + (fresh ? fresh : (unsigned)s->wire_len));
+        if (fresh) {
+            e->count = sat16(e->count + 1u); e->next[side] = end; e->known |= (uint8_t)(1 << side);
+        }
+        sc->counters[C_HEAD_EXTENDED]++;
         return ADMIT;
     }
     if (!batch_empty) return STALL; /* let Python catch up: its verdict may be on the way */

@@ -4,10 +4,11 @@ verdict (the rule of :class:`~passive.capture.scanner.PyScanner`, and of ``_scan
 The head is counted in packets that bring new bytes (beyond the highest sequence number seen in their direction),
 not in packets: the handshake, bare ACKs, retransmissions, keep-alives and window probes do not eat it, and are
 bounded by :data:`HEAD_QUIET` beside it. Past ``head`` such packets (:data:`~passive.capture.scanner.FLOW_HEAD`),
-a packet of text extends the head while the flow has sent fewer than :data:`HEAD_LINE_BYTES`: a greeting or a
-command sent in small pieces (telnet character mode, a small-MSS path, an evasive peer) is read whole, where binary
-or bulk data is cut. Such packets are counted (``head_extended``), admitted only once Python has read every packet
-before them (its verdict first), and bounded in total to a share of the packets read (:data:`HEAD_SHARE`).
+or past that bound, a packet of text extends the head while the flow has sent fewer than :data:`HEAD_LINE_BYTES`
+(bytes sent again or out of order count too): a greeting or a command sent in small pieces (telnet character mode,
+a small-MSS path, an evasive peer, retransmitted or reordered) is read whole, where binary or bulk data is cut.
+Such packets are counted (``head_extended``), admitted only once Python has read every packet before them (its
+verdict first), and bounded in total to a share of the packets read (:data:`HEAD_SHARE`).
 """
 
 from __future__ import annotations
@@ -48,20 +49,22 @@ def head_room(entry: list[Any], side: int, segment: Any, head: int, extended: in
     end = (segment[4] + size) & 0xFFFFFFFF
     ahead = size if last is None else (end - last) & 0xFFFFFFFF
     fresh = min(ahead, size) if size and ahead < 0x80000000 else 0
-    if not fresh:
-        if entry[3] < entry[1] + HEAD_QUIET:
-            entry[3] = min(entry[3] + 1, 65535)
-            return ROOM
-        return FULL
-    extend = entry[1] >= head
-    if extend and not (
-        batch_empty
+    if fresh and entry[1] < head:
+        entry[1], entry[4], entry[side] = entry[1] + 1, min(entry[4] + fresh, 65535), end
+        return ROOM
+    if not fresh and entry[3] < entry[1] + HEAD_QUIET:
+        entry[3] = min(entry[3] + 1, 65535)
+        return ROOM
+    if not (
+        size
+        and batch_empty
         and entry[4] < HEAD_LINE_BYTES
         and extended < read // HEAD_SHARE + HEAD_FLOOR
         and _TEXT.fullmatch(segment[7])
     ):
         return FULL
-    entry[1] = min(entry[1] + 1, 65535)
-    entry[4] = min(entry[4] + fresh, 65535)
-    entry[side] = end
-    return EXTENDED if extend else ROOM
+    # A piece of a line past the head: new bytes, or bytes seen again or filling a hole (charged all the same).
+    entry[4] = min(entry[4] + (fresh or size), 65535)
+    if fresh:
+        entry[1], entry[side] = min(entry[1] + 1, 65535), end
+    return EXTENDED
