@@ -230,6 +230,27 @@ def test_a_greeting_sent_backwards_and_retransmitted_is_read(tmp_path: Path) -> 
         assert results.counters.head_extended_packets == extended
 
 
+def _typists(tmp_path: Path) -> Path:
+    """MAX_EXTENDING + 4 clients typing 40 bytes of text at once, never a line, then closing; then one more."""
+    flows = [
+        typed([(False, b"y" * 40, True)], (f"10.6.{index // 200}.{index % 200 + 1}", 40000), ("10.6.9.9", 7100 + index))
+        for index in range(flowhead.MAX_EXTENDING + 4)
+    ]
+    segments = [flow[index] for index in range(len(flows[0])) for flow in flows]
+    segments += typed([(False, b"y" * 40, True)], ("10.6.8.8", 40000), ("10.6.9.9", 7099))
+    return write(tmp_path / "typists.pcap", pcap_bytes(ethernet_frames(segments)))
+
+
+@pytest.mark.parametrize("backend", ["auto", "python"])
+def test_heads_extend_for_a_bounded_number_of_flows_at_once(tmp_path: Path, backend: str) -> None:
+    results = analyze_captures([str(_typists(tmp_path))], AnalysisOptions(backend=backend))
+    counters = results.counters
+    # The first MAX_EXTENDING flows to ask extend, the four after them are cut at their head (each of their 86
+    # packets but the handshake and FLOW_HEAD bytes with their ACKs), and the one after they all closed extends.
+    assert counters.head_extended_packets == (flowhead.MAX_EXTENDING + 1) * (40 - FLOW_HEAD)
+    assert counters.undecided_packets == 4 * (3 + 2 * 40 + 3 - (3 + 2 * FLOW_HEAD))
+
+
 @pytest.fixture
 def _compiled() -> None:
     if not scanread.native_available():
@@ -238,7 +259,7 @@ def _compiled() -> None:
 
 def test_the_compiled_limits_are_the_twins(_compiled: None) -> None:
     compiled = scanread._cscan
-    for name in ("HEAD_QUIET", "HEAD_LINE_BYTES", "HEAD_SHARE", "HEAD_FLOOR"):
+    for name in ("HEAD_QUIET", "HEAD_LINE_BYTES", "HEAD_SHARE", "HEAD_FLOOR", "MAX_EXTENDING"):
         assert getattr(compiled, name) == getattr(flowhead, name), name
 
 
@@ -246,11 +267,11 @@ def test_the_compiled_limits_are_the_twins(_compiled: None) -> None:
 def test_both_scanners_admit_the_same_heads_whatever_the_batches(
     _compiled: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
 ) -> None:
-    path = _not_mail(tmp_path)
+    path, typists = _not_mail(tmp_path), _typists(tmp_path)
     split = byte_by_byte(PCAPS / "imap-ntlm-success-curl.pcap", 143, 1143, tmp_path / "imap.pcap")
-    whole = {p: run(p, "auto", monkeypatch) for p in (path, split)}
+    whole = {p: run(p, "auto", monkeypatch) for p in (path, split, typists)}
     monkeypatch.setattr(scanning, "BATCH_PACKETS", size)
-    for capture in (path, split):
+    for capture in (path, split, typists):
         compiled = run(capture, "auto", monkeypatch, skip_unread=False)
         python = run(capture, "python", monkeypatch, skip_unread=False)
         assert_same(compiled, python)

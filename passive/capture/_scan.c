@@ -32,6 +32,8 @@
 #define HEAD_LINE_BYTES 1024         /* flowhead.HEAD_LINE_BYTES: a head in small text pieces extends to this */
 #define HEAD_SHARE_SHIFT 4           /* flowhead.HEAD_SHARE = 1 << 4: extended head packets per packet read, at most */
 #define HEAD_FLOOR 65536             /* flowhead.HEAD_FLOOR: extended head packets allowed whatever was read */
+#define MAX_EXTENDING 64             /* flowhead.MAX_EXTENDING: flows whose head extends at once (slots) */
+#define EXTENDING 4                  /* entry_t.known: the flow's head has extended, and it is undecided */
 #define BPF_MAXINSNS 4096
 
 enum { SEGMENT = 0, NOT_IP = 1, NOT_TCP = 2, MALFORMED = 3, FRAGMENT_V4 = 4, FRAGMENT_V6 = 5,
@@ -526,7 +528,8 @@ typedef struct {
     uint16_t count;        /* packets bringing new bytes admitted while undecided (the head) */
     uint16_t quiet;        /* packets bringing none admitted while undecided: ACKs, SYNs, retransmissions */
     uint16_t bytes;        /* new bytes admitted while undecided (saturating) */
-    uint8_t known;         /* bit per direction (1: from a, 2: from b): next[] holds its highest sequence end */
+    uint8_t known;         /* bit per direction (1: from a, 2: from b): next[] holds its highest sequence end;
+                            * EXTENDING */
     uint32_t next[2];
     double last;           /* capture time of the flow's latest packet */
 } entry_t;
@@ -597,6 +600,8 @@ typedef struct {
     double sweep_at;
     double now;            /* capture time of the record being scanned */
     int stalled;           /* the record at the cursor was counted and ticked; only its admission is pending */
+    struct { uint8_t a[16], b[16]; uint16_t pa, pb; uint8_t alen, used; } slots[MAX_EXTENDING];
+                           /* the flows whose head extends (a slot is free once its flow is not, or idle) */
     long long counters[N_COUNTERS];
     struct armed_s *armed; /* flows whose bytes may be dropped unread (skip_flow), open addressing */
     size_t armed_cap, armed_used, armed_gone;
@@ -675,7 +680,26 @@ enum { ADMIT, DROP, STALL };
 
 static inline uint16_t sat16(unsigned value) { return value > 65535 ? 65535 : (uint16_t)value; }
 
+/* The flow's head no longer extends (a verdict, the cut, FIN or RST): its slot is free. */
+static void unextend(entry_t *e) { e->known &= (uint8_t)~EXTENDING; }
+
 static void head_reset(entry_t *e) { e->state = ST_NEW; e->count = e->quiet = e->bytes = 0; e->known = 0; }
+
+/* A slot for the flow `e` whose head is to extend (flowhead.take_slot): the first never used, or whose flow no
+ * longer extends or has been idle past the timeout; 0 when all MAX_EXTENDING are taken. */
+static int take_slot(Scanner *sc, const entry_t *e, double now) {
+    for (int i = 0; i < MAX_EXTENDING; i++) {
+        __typeof__(sc->slots[0]) *v = &sc->slots[i];
+        if (v->used) {
+            const entry_t *held = table_slot(&sc->flows, v->a, v->b, v->alen, v->pa, v->pb);
+            if (held->state != ST_FREE && (held->known & EXTENDING) && held->last + sc->idle_timeout >= now) continue;
+        }
+        memcpy(v->a, e->a, 16); memcpy(v->b, e->b, 16);
+        v->pa = e->pa; v->pb = e->pb; v->alen = e->alen; v->used = 1;
+        return 1;
+    }
+    return 0;
+}
 
 /* A payload of printable ASCII, tab, CR and LF: a line typed or sent in small pieces. */
 static int is_text(const uint8_t *p, Py_ssize_t n) {
@@ -702,6 +726,7 @@ static int flow_admission(Scanner *sc, const seg_t *s, const uint8_t *d, double 
         }
         head_reset(e); /* a new connection on the 4-tuple */
     }
+    if (s->flags & (TCP_FIN | TCP_RST)) unextend(e);
     int side = e->pa == s->sport && !memcmp(e->a, s->src, s->alen) ? 0 : 1;
     uint32_t end = s->seq + (uint32_t)s->wire_len, fresh = 0;
     if (s->wire_len > 0) {
@@ -721,7 +746,8 @@ static int flow_admission(Scanner *sc, const seg_t *s, const uint8_t *d, double 
      * again or filling a hole (charged all the same). */
     if (s->wire_len > 0 && batch_empty && e->bytes < HEAD_LINE_BYTES
         && sc->counters[C_HEAD_EXTENDED] < (sc->counters[C_READ] >> HEAD_SHARE_SHIFT) + HEAD_FLOOR
-        && is_text(d + s->pstart, s->plen)) {
+        && is_text(d + s->pstart, s->plen) && ((e->known & EXTENDING) || take_slot(sc, e, ts))) {
+        e->known |= EXTENDING;
         e->bytes = sat16(e->bytes + (fresh ? fresh : (unsigned)s->wire_len));
         if (fresh) {
             e->count = sat16(e->count + 1u); e->next[side] = end; e->known |= (uint8_t)(1 << side);
@@ -730,6 +756,7 @@ static int flow_admission(Scanner *sc, const seg_t *s, const uint8_t *d, double 
         return ADMIT;
     }
     if (!batch_empty) return STALL; /* let Python catch up: its verdict may be on the way */
+    unextend(e);
     e->state = ST_CUT;
     sc->counters[C_PAST_HEAD]++;
     return DROP;
@@ -1275,6 +1302,7 @@ static PyObject *set_flow(Scanner *sc, PyObject *args, int state) {
     if (parse_flow(args, src, &sport, dst, &dport, &alen) < 0) return NULL;
     entry_t *e = flow_entry(sc, src, sport, dst, dport, alen, sc->now);
     if (!e) return PyErr_NoMemory();
+    unextend(e);
     e->state = (uint8_t)state;
     Py_RETURN_NONE;
 }
@@ -1490,6 +1518,7 @@ PyMODINIT_FUNC PyInit__cscan(void) {
         || PyModule_AddIntConstant(m, "HEAD_LINE_BYTES", HEAD_LINE_BYTES) < 0
         || PyModule_AddIntConstant(m, "HEAD_SHARE", 1 << HEAD_SHARE_SHIFT) < 0
         || PyModule_AddIntConstant(m, "HEAD_FLOOR", HEAD_FLOOR) < 0
+        || PyModule_AddIntConstant(m, "MAX_EXTENDING", MAX_EXTENDING) < 0
         || PyModule_AddIntConstant(m, "MAX_ARMED", MAX_ARMED) < 0
         || PyModule_AddIntConstant(m, "TAIL_KEEP", TAIL_KEEP) < 0) {
         Py_DECREF(m);

@@ -29,6 +29,11 @@ HEAD_SHARE = 16
 send text in small pieces, they cost Python a bounded share of the capture."""
 HEAD_FLOOR = 65536
 """Extended head packets allowed whatever the share: a small capture's few slow greetings are never cut by it."""
+MAX_EXTENDING = 64
+"""Flows whose head extends at once (one slot each, free again once the flow has a verdict, is cut, sends FIN or
+RST, or has been idle past the timeout): Python holds each one's pieces until its verdict (up to
+:data:`HEAD_LINE_BYTES` of them, about 250 bytes each: some 16 MiB for all). A mail server's span port sees few
+greetings typed at once; past this, a further flow is cut at its head."""
 
 ROOM, EXTENDED, FULL = 0, 1, 2
 _TEXT = re.compile(rb"[\x20-\x7e\t\r\n]*")  # what a line is made of (_scan.c's is_text)
@@ -36,15 +41,30 @@ _TEXT = re.compile(rb"[\x20-\x7e\t\r\n]*")  # what a line is made of (_scan.c's 
 
 def new_head(ts: float, state: int) -> list[Any]:
     """A flow entry at the start of its head: state, packets bringing new bytes, last time, packets bringing none,
-    new bytes, and per direction (from the canonical 4-tuple's first endpoint, then the other's) the end of the
-    highest sequence number seen (None: none yet)."""
-    return [state, 0, ts, 0, 0, None, None]
+    new bytes, per direction (from the canonical 4-tuple's first endpoint, then the other's) the end of the highest
+    sequence number seen (None: none yet), and whether its head has extended (one of :data:`MAX_EXTENDING`)."""
+    return [state, 0, ts, 0, 0, None, None, False]
 
 
-def head_room(entry: list[Any], side: int, segment: Any, head: int, extended: int, read: int, batch_empty: bool) -> int:
+def take_slot(slots: list[Any], flows: dict[Any, list[Any]], key: Any, now: float, idle_timeout: float) -> bool:
+    """A slot of ``slots`` (:data:`MAX_EXTENDING`) for the flow ``key`` whose head is to extend: the first never
+    used, or whose flow no longer extends or has been idle past the timeout (``_scan.c``'s ``take_slot``)."""
+    for index, held in enumerate(slots):
+        if held is not None:
+            entry = flows.get(held)
+            if entry is not None and entry[7] and entry[2] + idle_timeout >= now:
+                continue
+        slots[index] = key
+        return True
+    return False
+
+
+def head_room(
+    entry: list[Any], side: int, segment: Any, head: int, extended: int, read: int, batch_empty: bool, slot: Any
+) -> int:
     """ROOM or EXTENDED (admitted: the entry counts it), or FULL (the entry is unchanged: the scanner waits for
     Python or cuts the flow). ``side`` is the entry's slot for the segment's direction (5 or 6), ``extended`` and
-    ``read`` the scanner's counts so far."""
+    ``read`` the scanner's counts so far; ``slot()`` takes a slot for a flow whose head is to extend."""
     size, last = segment[8], entry[side]
     end = (segment[4] + size) & 0xFFFFFFFF
     ahead = size if last is None else (end - last) & 0xFFFFFFFF
@@ -61,8 +81,10 @@ def head_room(entry: list[Any], side: int, segment: Any, head: int, extended: in
         and entry[4] < HEAD_LINE_BYTES
         and extended < read // HEAD_SHARE + HEAD_FLOOR
         and _TEXT.fullmatch(segment[7])
+        and (entry[7] or slot())
     ):
         return FULL
+    entry[7] = True
     # A piece of a line past the head: new bytes, or bytes seen again or filling a hole (charged all the same).
     entry[4] = min(entry[4] + (fresh or size), 65535)
     if fresh:

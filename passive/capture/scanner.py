@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from passive.capture.delivery import TAIL_KEEP
-from passive.capture.flowhead import FULL, head_room, new_head
+from passive.capture.flowhead import FULL, MAX_EXTENDING, head_room, new_head, take_slot
 from passive.capture.linklayer import (
     ACK,
     FIN,
@@ -148,6 +148,7 @@ class PyScanner:
         self._sweep_at = float("-inf")
         self._now = float("-inf")
         self._stalled = False
+        self._slots: list[FlowKey | None] = [None] * MAX_EXTENDING  # flows whose head extends (flowhead.take_slot)
         self._counts = [0] * len(COUNTERS)
         self.frames = 0
         # Flows whose bytes may be dropped unread (skip_flow): canonical 4-tuple -> [client endpoint, last time,
@@ -200,10 +201,12 @@ class PyScanner:
         return items, index, frame
 
     def keep_flow(self, src: bytes, sport: int, dst: bytes, dport: int) -> None:
-        self._entry(canonical(src, sport, dst, dport), self._now)[0] = KEEP
+        entry = self._entry(canonical(src, sport, dst, dport), self._now)
+        entry[0], entry[7] = KEEP, False
 
     def drop_flow(self, src: bytes, sport: int, dst: bytes, dport: int) -> None:
-        self._entry(canonical(src, sport, dst, dport), self._now)[0] = DROP
+        entry = self._entry(canonical(src, sport, dst, dport), self._now)
+        entry[0], entry[7] = DROP, False
 
     def keep_server(self, address: bytes, port: int) -> bool:
         if (address, port) in self._servers:
@@ -313,15 +316,21 @@ class PyScanner:
                 self._counts[NOT_MAIL if state == DROP else PAST_HEAD] += 1
                 return DROPPED
             entry[:] = new_head(ts, NEW)  # a new connection on the 4-tuple
+        if flags & (FIN | RST):
+            entry[7] = False  # its slot is free
         counts = self._counts
         side = 5 if key[0] == src and key[1] == sport else 6
-        room = head_room(entry, side, segment, self.head, counts[HEAD_EXTENDED], counts[READ], batch_empty)
+
+        def slot() -> bool:
+            return take_slot(self._slots, self._flows, key, ts, self.idle_timeout)
+
+        room = head_room(entry, side, segment, self.head, counts[HEAD_EXTENDED], counts[READ], batch_empty, slot)
         if room != FULL:
             counts[HEAD_EXTENDED] += room  # EXTENDED is 1
             return ADMIT
         if not batch_empty:
             return STALL  # let Python catch up: its verdict may be on the way
-        entry[0] = CUT
+        entry[0], entry[7] = CUT, False
         self._counts[PAST_HEAD] += 1
         return DROPPED
 
