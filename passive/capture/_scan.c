@@ -727,6 +727,9 @@ static int flow_admission(Scanner *sc, const seg_t *s, const uint8_t *d, double 
         head_reset(e); /* a new connection on the 4-tuple */
     }
     if (s->flags & (TCP_FIN | TCP_RST)) unextend(e);
+    /* Past `head` packets of any kind, wait for Python before each: its verdict is then usually known, and packets
+     * of a flow it has dropped are not admitted in vain (nor batches made long by them). */
+    if ((unsigned)e->count + e->quiet >= (unsigned)sc->head && !batch_empty) return STALL;
     int side = e->pa == s->sport && !memcmp(e->a, s->src, s->alen) ? 0 : 1;
     uint32_t end = s->seq + (uint32_t)s->wire_len, fresh = 0;
     if (s->wire_len > 0) {

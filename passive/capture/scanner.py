@@ -17,8 +17,9 @@ A scanner numbers every frame (as tshark does), decodes link, tunnel, IP and TCP
 3. Python declared its flow mail (``keep_flow``) or one of its endpoints a mail server (``keep_server``).
 
 Everything else is dropped and counted: the packets of flows declared not mail (``drop_flow``, until a new SYN
-reuses the 4-tuple), and those of flows still undecided past their head. That last verdict, and each packet
-admitted past ``head``, is taken only when Python has processed every admitted packet before it: the scanner ends a
+reuses the 4-tuple), and those of flows still undecided past their head. That last verdict, and the admission of
+each packet past the flow's first ``head`` (of any kind), is taken only when Python has processed every admitted
+packet before it: the scanner ends a
 batch early rather than decide while a verdict may still be on its way, so what is admitted (and counted) never
 depends on where batches end. A flow silent for
 ``idle_timeout`` seconds of capture time starts over as new.
@@ -318,6 +319,8 @@ class PyScanner:
             entry[:] = new_head(ts, NEW)  # a new connection on the 4-tuple
         if flags & (FIN | RST):
             entry[7] = False  # its slot is free
+        if entry[1] + entry[3] >= self.head and not batch_empty:
+            return STALL  # past `head` packets of any kind, wait for Python: its verdict is usually known by then
         counts = self._counts
         side = 5 if key[0] == src and key[1] == sport else 6
 
