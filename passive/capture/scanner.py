@@ -19,10 +19,9 @@ A scanner numbers every frame (as tshark does), decodes link, tunnel, IP and TCP
 Everything else is dropped and counted: the packets of flows declared not mail (``drop_flow``, until a new SYN
 reuses the 4-tuple), and those of flows still undecided past their head. That last verdict, and the admission of
 each packet past the flow's first ``head`` (of any kind), is taken only when Python has processed every admitted
-packet before it: the scanner ends a
-batch early rather than decide while a verdict may still be on its way, so what is admitted (and counted) never
-depends on where batches end. A flow silent for
-``idle_timeout`` seconds of capture time starts over as new.
+packet before it: the scanner ends a batch early rather than decide while a verdict may still be on its way, so
+what is admitted (and counted) never depends on where batches end. A flow silent for ``idle_timeout`` seconds of
+capture time starts over as new.
 
 With ``shards`` > 1 a scanner admits only the flows whose 4-tuple hashes to ``shard`` (:func:`shard_of`, the same
 for both directions): N workers reading one capture split its flows between them. Packets of no flow (not TCP,
