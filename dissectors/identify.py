@@ -89,9 +89,7 @@ def identify(server: bytes, client: bytes) -> str | None:
     None while undecided (the module docstring gives the rules)."""
     server_line = first_line(server) if server else None
     client_line = first_line(client) if client else None
-    if (client_line is not None and _HTTP_REQUEST.match(client_line)) or (
-        server_line is not None and _HTTP_STATUS.match(server_line)
-    ):
+    if http_lines(server_line, client_line):
         return "http"
     if server and server_line is None:
         return None  # the server's first line is still incomplete
@@ -105,6 +103,14 @@ def identify(server: bytes, client: bytes) -> str | None:
     if candidate == "smtp":
         return _confirm(candidate, bool(_SMTP_WORDS.search(server_line)), client)
     return _mid_stream(server_line, client_line)
+
+
+def http_lines(server_line: bytes | None, client_line: bytes | None) -> bool:
+    """Are these first lines (:func:`first_line`, None while incomplete) HTTP's: an HTTP/1.x request line from the
+    client, or a status line from the server? No mail protocol's first line is either."""
+    return (client_line is not None and bool(_HTTP_REQUEST.match(client_line))) or (
+        server_line is not None and bool(_HTTP_STATUS.match(server_line))
+    )
 
 
 # Mail protocols whose server speaks first (a greeting) and whose port the check below may refute.

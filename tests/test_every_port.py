@@ -72,11 +72,11 @@ def _reached(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
 
 
 def _capture(tmp_path: Path) -> Path:
-    """An SSH flow on 2222 (200 data packets), a client on 7000 that never says a whole line (150 one-byte
-    packets), and an SMTP session on 2626, interleaved."""
+    """An SSH flow on 2222 (200 data packets), a client on 7000 that never says a line (150 one-byte packets of
+    binary), and an SMTP session on 2626, interleaved."""
     ssh = [(True, b"SSH-2.0-OpenSSH_9.2\r\n"), (False, b"SSH-2.0-PuTTY_0.78\r\n")]
     ssh += [(index % 2 == 0, bytes(range(200))) for index in range(200)]
-    silent = [(False, b"x")] * 150
+    silent = [(False, b"\x00")] * 150
     smtp = [
         (True, b"220 mx.example.org ESMTP\r\n"),
         (False, b"EHLO me\r\n"),
@@ -110,10 +110,11 @@ def test_a_flow_that_is_not_mail_costs_its_head_only(
     smtp = [frame for frame, sport, dport in reached if 2626 in (sport, dport)]
     # SSH speaks first: not mail after the banner (SYN, SYN+ACK, ACK, banner), the other 200 + 3 packets dropped.
     assert len(ssh) == 4
-    # The silent client never completes a line: undecided, so its head is read and the rest dropped.
-    assert len(silent) == FLOW_HEAD
+    # The silent client never says a line: undecided, so its head is read (the handshake does not eat it), and the
+    # rest dropped.
+    assert len(silent) == 3 + FLOW_HEAD
     assert len(smtp) == 3 + 7 + 3  # every packet of the mail session
     assert counters.not_mail_packets == 3 + 202 + 3 - 4
-    assert counters.undecided_packets == 3 + 150 + 3 - FLOW_HEAD
+    assert counters.undecided_packets == 3 + 150 + 3 - len(silent)
     assert counters.segments == len(reached) and counters.flows_not_mail == 2
     assert {f.type.value for f in results.findings} >= {"mail-service", "cleartext-credentials"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dissectors.identify import line_start, port_refuted
+from dissectors.identify import first_line, http_lines, line_start, port_refuted
 from dissectors.registry import CARRIER_PORTS, NOT_MAIL, identify
 from passive.capture.options import CaptureOptions
 
@@ -56,10 +56,13 @@ class FirstLines:
 
 class PortCheck:
     """The first bytes of a flow on a mail port, held until they confirm the port's protocol or show another one
-    (:func:`~dissectors.identify.port_refuted`): Redis and FTP servers on mail ports are no mail services."""
+    (:func:`~dissectors.identify.port_refuted`): Redis and FTP servers on mail ports are no mail services. HTTP on a
+    mail port (a request line or a status line first, from the flow's start) is named: ``shown`` is then
+    ``"http"``, which the flow is read as (NTLM over HTTP on port 25 is still NTLM over HTTP)."""
 
     def __init__(self, protocol: str, partial: bool) -> None:
         self.protocol, self.partial = protocol, partial
+        self.shown: str | None = None  # the protocol the first lines show instead, when one that is read
         self.held: list[tuple[bool, bytes, int | None, float | None]] = []  # (from server, data, frame, time)
         self._seen = [b"", b""]  # server, client
         self._client_first: bool | None = None
@@ -72,6 +75,10 @@ class PortCheck:
         side = 0 if from_server else 1
         self._seen[side] += data[: max(0, PORT_CHECK_LIMIT - len(self._seen[side]))]
         server, client = self._seen
+        lines = (first_line(server) if server else None, first_line(client) if client else None)
+        if self.protocol != "http" and not self.partial and http_lines(*lines):
+            self.shown = "http"
+            return True
         verdict = port_refuted(self.protocol, server, client, bool(self._client_first), self.partial)
         if verdict is None and len(server) + len(client) >= PORT_CHECK_LIMIT:
             return False

@@ -64,7 +64,7 @@ class Analysis(Protocol):
 class EngineHandler:
     """Adapts the capture engine's per-flow callbacks to a :class:`MailFlow`. A flow whose protocol only its port
     says (``by_port``) is held until its first lines confirm it or show another protocol (:class:`PortCheck`): then
-    it is ignored, as a flow of no mail protocol."""
+    it is ignored, as a flow of no mail protocol, or read as HTTP when they show HTTP."""
 
     def __init__(self, analysis: Analysis, protocol: str, by_port: bool = False) -> None:
         self.analysis = analysis
@@ -125,6 +125,8 @@ class EngineHandler:
     def _release(self, flow: reassembly.Flow, refuted: bool) -> None:
         """The port check is over: the held bytes go to the dissector, or the flow is no mail after all."""
         check, self.check = self.check, None
+        if refuted and check is not None and check.shown is not None:
+            self.protocol, refuted = check.shown, False  # another protocol that is read: HTTP on a mail port
         if refuted:
             self.ignored = True
             self.analysis.flows_ignored += 1

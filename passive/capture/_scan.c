@@ -28,6 +28,12 @@
 #define MAX_VLAN_TAGS 3              /* linklayer.MAX_VLAN_TAGS */
 #define MAX_TABLE_FLOWS (1u << 19)   /* scanner.MAX_SCAN_FLOWS: flow states held at once */
 #define MAX_SERVERS 65536            /* scanner.MAX_SERVERS: mail server endpoints held */
+#define HEAD_QUIET 32                /* flowhead.HEAD_QUIET: head packets without new bytes, beyond one per data one */
+#define HEAD_LINE_BYTES 1024         /* flowhead.HEAD_LINE_BYTES: a head in small text pieces extends to this */
+#define HEAD_SHARE_SHIFT 4           /* flowhead.HEAD_SHARE = 1 << 4: extended head packets per packet read, at most */
+#define HEAD_FLOOR 65536             /* flowhead.HEAD_FLOOR: extended head packets allowed whatever was read */
+#define MAX_EXTENDING 64             /* flowhead.MAX_EXTENDING: flows whose head extends at once (slots) */
+#define EXTENDING 4                  /* entry_t.known: the flow's head has extended, and it is undecided */
 #define BPF_MAXINSNS 4096
 
 enum { SEGMENT = 0, NOT_IP = 1, NOT_TCP = 2, MALFORMED = 3, FRAGMENT_V4 = 4, FRAGMENT_V6 = 5,
@@ -43,11 +49,11 @@ enum { ST_FREE = 0, ST_NEW = 1, ST_KEEP = 2, ST_DROP = 3, ST_CUT = 4 }; /* CUT: 
 /* Counter slots; scanner.COUNTERS names them in this order. */
 enum { C_READ, C_ADMITTED, C_FILTERED, C_NOT_TCP, C_MALFORMED, C_FRAGMENTS, C_UNSUPPORTED, C_OTHER_PORT,
        C_OTHER_WORKER, C_NOT_MAIL, C_PAST_HEAD, C_TRUNCATED, C_GRE, C_ERSPAN, C_VXLAN, C_GENEVE, C_MPLS, C_PPPOE,
-       C_IPIP, C_TABLE_RESETS, N_COUNTERS };
+       C_IPIP, C_TABLE_RESETS, C_HEAD_EXTENDED, N_COUNTERS };
 static const char *COUNTER_NAMES[N_COUNTERS] = {
     "read", "admitted", "filtered", "not_tcp", "malformed", "fragments", "unsupported_link", "other_port",
     "other_worker", "not_mail", "past_head", "truncated", "gre", "erspan", "vxlan", "geneve", "mpls", "pppoe",
-    "ip-in-ip", "table_resets"};
+    "ip-in-ip", "table_resets", "head_extended"};
 
 /* ---- decoding (linklayer.py) ---- */
 
@@ -519,7 +525,12 @@ typedef struct {
     uint8_t a[16], b[16];  /* the canonical 4-tuple: (a, pa) <= (b, pb) */
     uint16_t pa, pb;
     uint8_t alen, state;
-    uint16_t count;        /* packets admitted while undecided */
+    uint16_t count;        /* packets bringing new bytes admitted while undecided (the head) */
+    uint16_t quiet;        /* packets bringing none admitted while undecided: ACKs, SYNs, retransmissions */
+    uint16_t bytes;        /* new bytes admitted while undecided (saturating) */
+    uint8_t known;         /* bit per direction (1: from a, 2: from b): next[] holds its highest sequence end;
+                            * EXTENDING */
+    uint32_t next[2];
     double last;           /* capture time of the flow's latest packet */
 } entry_t;
 
@@ -589,6 +600,8 @@ typedef struct {
     double sweep_at;
     double now;            /* capture time of the record being scanned */
     int stalled;           /* the record at the cursor was counted and ticked; only its admission is pending */
+    struct { uint8_t a[16], b[16]; uint16_t pa, pb; uint8_t alen, used; } slots[MAX_EXTENDING];
+                           /* the flows whose head extends (a slot is free once its flow is not, or idle) */
     long long counters[N_COUNTERS];
     struct armed_s *armed; /* flows whose bytes may be dropped unread (skip_flow), open addressing */
     size_t armed_cap, armed_used, armed_gone;
@@ -665,14 +678,45 @@ static entry_t *flow_entry(Scanner *sc, const uint8_t *src, unsigned sport, cons
 
 enum { ADMIT, DROP, STALL };
 
-/* Every-port admission of a segment on no named port (see scanner.py's module docstring for the rules). */
-static int flow_admission(Scanner *sc, const seg_t *s, double ts, int batch_empty) {
+static inline uint16_t sat16(unsigned value) { return value > 65535 ? 65535 : (uint16_t)value; }
+
+/* The flow's head no longer extends (a verdict, the cut, FIN or RST): its slot is free. */
+static void unextend(entry_t *e) { e->known &= (uint8_t)~EXTENDING; }
+
+static void head_reset(entry_t *e) { e->state = ST_NEW; e->count = e->quiet = e->bytes = 0; e->known = 0; }
+
+/* A slot for the flow `e` whose head is to extend (flowhead.take_slot): the first never used, or whose flow no
+ * longer extends or has been idle past the timeout; 0 when all MAX_EXTENDING are taken. */
+static int take_slot(Scanner *sc, const entry_t *e, double now) {
+    for (int i = 0; i < MAX_EXTENDING; i++) {
+        __typeof__(sc->slots[0]) *v = &sc->slots[i];
+        if (v->used) {
+            const entry_t *held = table_slot(&sc->flows, v->a, v->b, v->alen, v->pa, v->pb);
+            if (held->state != ST_FREE && (held->known & EXTENDING) && held->last + sc->idle_timeout >= now) continue;
+        }
+        memcpy(v->a, e->a, 16); memcpy(v->b, e->b, 16);
+        v->pa = e->pa; v->pb = e->pb; v->alen = e->alen; v->used = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* A payload of printable ASCII, tab, CR and LF: a line typed or sent in small pieces. */
+static int is_text(const uint8_t *p, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        if ((p[i] < 0x20 || p[i] > 0x7e) && p[i] != 9 && p[i] != 10 && p[i] != 13) return 0;
+    return 1;
+}
+
+/* Every-port admission of a segment on no named port (scanner.py and flowhead.py say the rules). Nothing of
+ * the entry changes but on ADMIT or the cut: a stalled segment is judged again, from the same state. */
+static int flow_admission(Scanner *sc, const seg_t *s, const uint8_t *d, double ts, int batch_empty) {
     if (sc->servers_used && (server_index(sc, s->src, s->alen, s->sport, 0) >= 0
                              || server_index(sc, s->dst, s->alen, s->dport, 0) >= 0))
         return ADMIT;
     entry_t *e = flow_entry(sc, s->src, s->sport, s->dst, s->dport, s->alen, ts);
     if (!e) return -1;
-    if (e->last + sc->idle_timeout < ts) { e->state = ST_NEW; e->count = 0; }
+    if (e->last + sc->idle_timeout < ts) head_reset(e);
     e->last = ts;
     if (e->state == ST_KEEP) return ADMIT;
     if (e->state == ST_DROP || e->state == ST_CUT) {
@@ -680,10 +724,42 @@ static int flow_admission(Scanner *sc, const seg_t *s, double ts, int batch_empt
             sc->counters[e->state == ST_DROP ? C_NOT_MAIL : C_PAST_HEAD]++;
             return DROP;
         }
-        e->state = ST_NEW; e->count = 0; /* a new connection on the 4-tuple */
+        head_reset(e); /* a new connection on the 4-tuple */
     }
-    if (e->count < sc->head) { e->count++; return ADMIT; }
+    if (s->flags & (TCP_FIN | TCP_RST)) unextend(e);
+    /* Past `head` packets of any kind, wait for Python before each: its verdict is then usually known, and packets
+     * of a flow it has dropped are not admitted in vain (nor batches made long by them). */
+    if ((unsigned)e->count + e->quiet >= (unsigned)sc->head && !batch_empty) return STALL;
+    int side = e->pa == s->sport && !memcmp(e->a, s->src, s->alen) ? 0 : 1;
+    uint32_t end = s->seq + (uint32_t)s->wire_len, fresh = 0;
+    if (s->wire_len > 0) {
+        if (!(e->known & (1 << side))) fresh = (uint32_t)s->wire_len;
+        else if ((int32_t)(end - e->next[side]) > 0)
+            fresh = end - e->next[side] < (uint32_t)s->wire_len ? end - e->next[side] : (uint32_t)s->wire_len;
+    }
+    if (fresh && e->count < sc->head) {
+        e->count++; e->bytes = sat16(e->bytes + fresh); e->next[side] = end; e->known |= (uint8_t)(1 << side);
+        return ADMIT;
+    }
+    if (!fresh && e->quiet < (unsigned)e->count + HEAD_QUIET) {
+        e->quiet = sat16(e->quiet + 1u);
+        return ADMIT;
+    }
+    /* A piece of a line past the head, once Python has caught up (its verdict first): new bytes, or bytes seen
+     * again or filling a hole (charged all the same). */
+    if (s->wire_len > 0 && batch_empty && e->bytes < HEAD_LINE_BYTES
+        && sc->counters[C_HEAD_EXTENDED] < (sc->counters[C_READ] >> HEAD_SHARE_SHIFT) + HEAD_FLOOR
+        && is_text(d + s->pstart, s->plen) && ((e->known & EXTENDING) || take_slot(sc, e, ts))) {
+        e->known |= EXTENDING;
+        e->bytes = sat16(e->bytes + (fresh ? fresh : (unsigned)s->wire_len));
+        if (fresh) {
+            e->count = sat16(e->count + 1u); e->next[side] = end; e->known |= (uint8_t)(1 << side);
+        }
+        sc->counters[C_HEAD_EXTENDED]++;
+        return ADMIT;
+    }
     if (!batch_empty) return STALL; /* let Python catch up: its verdict may be on the way */
+    unextend(e);
     e->state = ST_CUT;
     sc->counters[C_PAST_HEAD]++;
     return DROP;
@@ -1059,7 +1135,7 @@ static int scan_record(Scanner *sc, PyObject *items, long long frame, double ts,
     }
     if (!named) {
         if (!sc->every_port) { sc->counters[C_OTHER_PORT]++; return DROP; }
-        int verdict = flow_admission(sc, &s, ts, PyList_GET_SIZE(items) == 0);
+        int verdict = flow_admission(sc, &s, d, ts, PyList_GET_SIZE(items) == 0);
         if (verdict < 0) { PyErr_NoMemory(); return -1; }
         if (verdict == STALL) { sc->stalled = 1; return STALL; }
         if (verdict == DROP) return DROP;
@@ -1229,6 +1305,7 @@ static PyObject *set_flow(Scanner *sc, PyObject *args, int state) {
     if (parse_flow(args, src, &sport, dst, &dport, &alen) < 0) return NULL;
     entry_t *e = flow_entry(sc, src, sport, dst, dport, alen, sc->now);
     if (!e) return PyErr_NoMemory();
+    unextend(e);
     e->state = (uint8_t)state;
     Py_RETURN_NONE;
 }
@@ -1440,6 +1517,11 @@ PyMODINIT_FUNC PyInit__cscan(void) {
         || PyModule_AddIntConstant(m, "MAX_RECORD", MAX_RECORD) < 0
         || PyModule_AddIntConstant(m, "MAX_SCAN_FLOWS", MAX_TABLE_FLOWS) < 0
         || PyModule_AddIntConstant(m, "MAX_SERVERS", MAX_SERVERS) < 0
+        || PyModule_AddIntConstant(m, "HEAD_QUIET", HEAD_QUIET) < 0
+        || PyModule_AddIntConstant(m, "HEAD_LINE_BYTES", HEAD_LINE_BYTES) < 0
+        || PyModule_AddIntConstant(m, "HEAD_SHARE", 1 << HEAD_SHARE_SHIFT) < 0
+        || PyModule_AddIntConstant(m, "HEAD_FLOOR", HEAD_FLOOR) < 0
+        || PyModule_AddIntConstant(m, "MAX_EXTENDING", MAX_EXTENDING) < 0
         || PyModule_AddIntConstant(m, "MAX_ARMED", MAX_ARMED) < 0
         || PyModule_AddIntConstant(m, "TAIL_KEEP", TAIL_KEEP) < 0) {
         Py_DECREF(m);

@@ -40,6 +40,7 @@ class CaptureCounters:
     flows_declined: int = 0  # handler factory returned None
     not_mail_packets: int = 0  # packets of flows declared not mail, dropped before reassembly (every-port mode)
     undecided_packets: int = 0  # packets of flows undecided past their head (scanner.FLOW_HEAD), dropped likewise
+    head_extended_packets: int = 0  # admitted past a flow's head: a line in small pieces (scanner.HEAD_LINE_BYTES)
     stray_segments: int = 0  # no payload, no SYN, no known flow (late ACK/FIN/RST)
     bytes_delivered: int = 0  # bytes passed on in order, those skipped included
     segments_skipped: int = 0  # segments dropped unread by the scanner: bodies, literals, ciphertext, their ACKs

@@ -11,15 +11,17 @@ A scanner numbers every frame (as tshark does), decodes link, tunnel, IP and TCP
 
 1. one of its ports is a named server port (the port filter of ``--ports-only``, also applied in every-port mode:
    a named port says the protocol); or, in every-port mode,
-2. its flow is new, or undecided and has had fewer than ``head`` packets admitted (:data:`FLOW_HEAD`): the flow
-   head, enough for the classifier to see the greeting and the client's first command; or
+2. its flow is new or undecided, within its head (:mod:`passive.capture.flowhead`): fewer than ``head``
+   (:data:`FLOW_HEAD`) packets bringing new bytes admitted, enough for the classifier to see the greeting and the
+   client's first command, more while they are text in small pieces; or
 3. Python declared its flow mail (``keep_flow``) or one of its endpoints a mail server (``keep_server``).
 
 Everything else is dropped and counted: the packets of flows declared not mail (``drop_flow``, until a new SYN
-reuses the 4-tuple), and those of flows still undecided past their head. That last verdict is taken only when
-Python has processed every admitted packet before it: the scanner ends a batch early rather than decide while a
-verdict may still be on its way, so what is admitted never depends on where batches end. A flow silent for
-``idle_timeout`` seconds of capture time starts over as new.
+reuses the 4-tuple), and those of flows still undecided past their head. That last verdict, and the admission of
+each packet past the flow's first ``head`` (of any kind), is taken only when Python has processed every admitted
+packet before it: the scanner ends a batch early rather than decide while a verdict may still be on its way, so
+what is admitted (and counted) never depends on where batches end. A flow silent for ``idle_timeout`` seconds of
+capture time starts over as new.
 
 With ``shards`` > 1 a scanner admits only the flows whose 4-tuple hashes to ``shard`` (:func:`shard_of`, the same
 for both directions): N workers reading one capture split its flows between them. Packets of no flow (not TCP,
@@ -37,6 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from passive.capture.delivery import TAIL_KEEP
+from passive.capture.flowhead import FULL, MAX_EXTENDING, head_room, new_head, take_slot
 from passive.capture.linklayer import (
     ACK,
     FIN,
@@ -55,11 +58,12 @@ from passive.capture.linklayer import (
 from passive.capture.skipping import MAX_ARMED, SKIP_ALL, SKIP_DOT, SKIP_NONE, SKIP_RAW
 
 FLOW_HEAD = 12
-"""Packets of a new flow admitted before its verdict. Classifying takes the greeting and the client's first command:
-SYN, SYN+ACK, ACK, greeting, its ACK, the client's command is six packets; twelve leave room for retransmissions,
-window updates, a greeting or reply in two segments, and a mid-stream pickup's first reply and command."""
+"""Packets bringing new bytes admitted of a new flow before its verdict (its head). Classifying takes the greeting
+and the client's first command, a segment each, and a reply or two; twelve leave room for a greeting or reply in
+several segments, and a mid-stream pickup's first reply and command. Packets that bring no new bytes (the
+handshake, bare ACKs, retransmissions, keep-alives, window probes) do not count (:mod:`passive.capture.flowhead`)."""
 MAX_SCAN_FLOWS = 1 << 19
-"""Flow states a scanner holds (56 bytes each in C: 28 MiB at most). A full table first forgets flows idle past the
+"""Flow states a scanner holds (64 bytes each in C: 32 MiB at most). A full table first forgets flows idle past the
 timeout, then starts over (``table_resets``): each live flow is then a new flow again, and asked again."""
 MAX_SERVERS = 65536
 """Mail server endpoints a scanner admits every packet of (``keep_server``); past this, further ones are refused."""
@@ -75,14 +79,14 @@ ADMIT, DROPPED, STALL = 0, 1, 2
 
 COUNTERS = (
     "read", "admitted", "filtered", "not_tcp", "malformed", "fragments", "unsupported_link", "other_port",
-    "other_worker", "not_mail", "past_head", "truncated", *TUNNEL_BITS, "table_resets",
+    "other_worker", "not_mail", "past_head", "truncated", *TUNNEL_BITS, "table_resets", "head_extended",
 )  # fmt: skip
 """What a scanner counts (``counters()``), in the compiled scanner's order."""
 (
     READ, ADMITTED, FILTERED, NOT_TCP, MALFORMED_, FRAGMENTS, UNSUPPORTED, OTHER_PORT, OTHER_WORKER, NOT_MAIL,
     PAST_HEAD, TRUNCATED,
 ) = range(12)  # fmt: skip
-TABLE_RESETS = len(COUNTERS) - 1
+TABLE_RESETS, HEAD_EXTENDED = len(COUNTERS) - 2, len(COUNTERS) - 1
 _TUNNEL_SLOTS = tuple((bit, COUNTERS.index(name)) for name, bit in TUNNEL_BITS.items())
 _STATUS_SLOT = {MALFORMED: MALFORMED_, FRAGMENT_V6: FRAGMENTS, UNSUPPORTED_LINK: UNSUPPORTED}
 _WORDS6 = struct.Struct("!4I").unpack
@@ -138,12 +142,13 @@ class PyScanner:
         self.batch_packets = batch_packets
         self._packets: Iterator[Packet] | None = iter(packets) if packets is not None else None
         self._pending: Packet | None = None  # a packet whose admission waits for Python (stalled)
-        self._flows: dict[FlowKey, list[Any]] = {}  # canonical 4-tuple -> [state, count, last time]
+        self._flows: dict[FlowKey, list[Any]] = {}  # canonical 4-tuple -> entry (see _entry)
         self._capacity = _FIRST_CAPACITY
         self._servers: set[tuple[bytes, int]] = set()
         self._sweep_at = float("-inf")
         self._now = float("-inf")
         self._stalled = False
+        self._slots: list[FlowKey | None] = [None] * MAX_EXTENDING  # flows whose head extends (flowhead.take_slot)
         self._counts = [0] * len(COUNTERS)
         self.frames = 0
         # Flows whose bytes may be dropped unread (skip_flow): canonical 4-tuple -> [client endpoint, last time,
@@ -196,10 +201,12 @@ class PyScanner:
         return items, index, frame
 
     def keep_flow(self, src: bytes, sport: int, dst: bytes, dport: int) -> None:
-        self._entry(canonical(src, sport, dst, dport), self._now)[0] = KEEP
+        entry = self._entry(canonical(src, sport, dst, dport), self._now)
+        entry[0], entry[7] = KEEP, False
 
     def drop_flow(self, src: bytes, sport: int, dst: bytes, dport: int) -> None:
-        self._entry(canonical(src, sport, dst, dport), self._now)[0] = DROP
+        entry = self._entry(canonical(src, sport, dst, dport), self._now)
+        entry[0], entry[7] = DROP, False
 
     def keep_server(self, address: bytes, port: int) -> bool:
         if (address, port) in self._servers:
@@ -291,13 +298,15 @@ class PyScanner:
         return ADMIT
 
     def _admission(self, segment: Segment, ts: float, batch_empty: bool) -> int:
+        """Nothing of the flow's entry changes but on ADMIT or the cut: a stalled segment is judged again."""
         src, dst, sport, dport, flags = segment[0], segment[1], segment[2], segment[3], segment[6]
         servers = self._servers
         if servers and ((src, sport) in servers or (dst, dport) in servers):
             return ADMIT
-        entry = self._entry(canonical(src, sport, dst, dport), ts)
+        key = canonical(src, sport, dst, dport)
+        entry = self._entry(key, ts)
         if entry[2] + self.idle_timeout < ts:
-            entry[0], entry[1] = NEW, 0
+            entry[:] = new_head(ts, NEW)
         entry[2] = ts
         state = entry[0]
         if state == KEEP:
@@ -306,13 +315,24 @@ class PyScanner:
             if flags & (SYN | ACK) != SYN:
                 self._counts[NOT_MAIL if state == DROP else PAST_HEAD] += 1
                 return DROPPED
-            entry[0], entry[1] = NEW, 0  # a new connection on the 4-tuple
-        if entry[1] < self.head:
-            entry[1] += 1
+            entry[:] = new_head(ts, NEW)  # a new connection on the 4-tuple
+        if flags & (FIN | RST):
+            entry[7] = False  # its slot is free
+        if entry[1] + entry[3] >= self.head and not batch_empty:
+            return STALL  # past `head` packets of any kind, wait for Python: its verdict is usually known by then
+        counts = self._counts
+        side = 5 if key[0] == src and key[1] == sport else 6
+
+        def slot() -> bool:
+            return take_slot(self._slots, self._flows, key, ts, self.idle_timeout)
+
+        room = head_room(entry, side, segment, self.head, counts[HEAD_EXTENDED], counts[READ], batch_empty, slot)
+        if room != FULL:
+            counts[HEAD_EXTENDED] += room  # EXTENDED is 1
             return ADMIT
         if not batch_empty:
             return STALL  # let Python catch up: its verdict may be on the way
-        entry[0] = CUT
+        entry[0], entry[7] = CUT, False
         self._counts[PAST_HEAD] += 1
         return DROPPED
 
@@ -413,5 +433,5 @@ class PyScanner:
                 if len(flows) + 1 > capacity // 2:
                     self._counts[TABLE_RESETS] += 1
                     self._flows = flows = {}
-        entry = flows[key] = [NEW, 0, now]
+        entry = flows[key] = new_head(now, NEW)
         return entry

@@ -207,6 +207,7 @@ def add_scan_counts(counters: CaptureCounters, counts: dict[str, int]) -> None:
     counters.truncated_packets += counts["truncated"]
     counters.not_mail_packets += counts["not_mail"]
     counters.undecided_packets += counts["past_head"]
+    counters.head_extended_packets += counts["head_extended"]
     tunnelled = counters.tunnelled
     for name in COUNTERS[COUNTERS.index("truncated") + 1 : COUNTERS.index("table_resets")]:
         if counts[name]:
