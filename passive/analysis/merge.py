@@ -16,7 +16,9 @@ That order is one process's as long as what happens to a flow depends on that fl
 scanner guarantees (:mod:`passive.capture.scanner`: same admission whatever the batches; sweeps timed on every
 packet read, which every worker reads). Limits shared by all flows are per process, so a run that hits them may
 differ: the reassembler's flow table (``max_flows``, evictions) and out-of-order total (``max_total_buffer``), the
-scanner's flow table (``MAX_SCAN_FLOWS``). Capture counters are summed per flow; per-file ones (packets read,
+scanner's flow table (``MAX_SCAN_FLOWS``) and its flow heads extended at once and in all
+(:mod:`passive.capture.flowhead`: ``MAX_EXTENDING``, ``HEAD_SHARE``), which only many flows of text in tiny pieces
+reach. Capture counters are summed per flow; per-file ones (packets read,
 damage warnings) are the first worker's.
 """
 
