@@ -162,7 +162,15 @@ class Recording:
         session = self._sessions * self.workers + self.worker  # unique across workers
         self._sessions += 1
         first_frame = self.flow.first_frame if self.flow is not None else 0
-        payload = (context.protocol, context.server, context.client, context.file, context.frame_base, context.partial)
+        payload = (
+            context.protocol,
+            context.server,
+            context.client,
+            context.file,
+            context.frame_base,
+            context.partial,
+            context.network,
+        )
         self.log.record(first_frame, session, OPEN, payload)
         return Recorder(self.log, session, first_frame)
 
@@ -185,8 +193,10 @@ class Replayer:
                 record.events.extend(payload[:room])
                 record.events_dropped += max(0, len(payload) - room)
         elif kind == OPEN:
-            protocol, server, client, file, frame_base, partial = payload
-            context = SessionContext(protocol, server, client, file, frame_base=frame_base, partial=partial)
+            protocol, server, client, file, frame_base, partial, network = payload
+            context = SessionContext(
+                protocol, server, client, file, frame_base=frame_base, partial=partial, network=network
+            )
             analyzer = self.analysis.session_analyzer(context)
             record = None
             if self.analysis.options.keep_events:

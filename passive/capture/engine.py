@@ -35,6 +35,7 @@ from passive.capture.linklayer import (
     INFO_EXT_HEADERS,
     INFO_FIRST_FRAGMENT,
     INFO_TUNNELS,
+    INFO_VNET_SHIFT,
     MALFORMED,
     SYN,
     TUNNEL_BITS,
@@ -95,18 +96,18 @@ class Engine:
         # packet (one cell for both directions): the scanner admitted the rest of the batch before it knew, so their
         # packets are dropped here as the scanner drops them from then on, but for a SYN or a packet after the idle
         # timeout, which the scanner takes for a new flow.
-        self._dropping: dict[tuple[bytes, int, bytes, int], list[float]] = {}
+        self._dropping: dict[tuple[bytes, int, bytes, int, int], list[float]] = {}
 
     def _verdict(self, flow: Flow, keep: bool) -> None:
         scanner = self.scanner
         if scanner is None:
             return
         if keep:
-            scanner.keep_flow(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port)
+            scanner.keep_flow(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port, flow.vnet)
             if self.keep_servers:
                 scanner.keep_server(flow.server_addr, flow.server_port)
         else:
-            scanner.drop_flow(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port)
+            scanner.drop_flow(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port, flow.vnet)
             cell = [flow.last_ts]
             for key in flow._keys:
                 self._dropping[key] = cell
@@ -126,10 +127,13 @@ class Engine:
                 cursor.frame, cursor.phase, cursor.ts = frame, 1 if segment is not None else 0, ts
             if segment is None:
                 expire(ts)
-            elif dropping and (cell := dropping.get((segment[0], segment[2], segment[1], segment[3]))) is not None:
+            elif dropping and (
+                cell := dropping.get((segment[0], segment[2], segment[1], segment[3], segment[9] >> INFO_VNET_SHIFT))
+            ) is not None:
                 if segment[6] & (SYN | ACK) == SYN or cell[0] + idle < ts:  # the scanner takes it for a new flow
-                    dropping.pop((segment[0], segment[2], segment[1], segment[3]), None)
-                    dropping.pop((segment[1], segment[3], segment[0], segment[2]), None)
+                    vnet = segment[9] >> INFO_VNET_SHIFT
+                    dropping.pop((segment[0], segment[2], segment[1], segment[3], vnet), None)
+                    dropping.pop((segment[1], segment[3], segment[0], segment[2], vnet), None)
                     process(segment, frame, ts)
                 else:
                     cell[0] = ts
@@ -222,9 +226,9 @@ class Engine:
             if flow.label is None:
                 continue  # undecided: the new scanner admits its packets as a new flow's head
             if flow.handler is not None:
-                scanner.keep_flow(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port)
+                scanner.keep_flow(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port, flow.vnet)
             elif flow.state == Flow.IGNORED:
-                scanner.drop_flow(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port)
+                scanner.drop_flow(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port, flow.vnet)
 
     def finish(self) -> None:
         if self.cursor is not None:

@@ -89,6 +89,10 @@ INFO_MPLS = 128
 INFO_PPPOE = 256
 INFO_IPIP = 512
 INFO_SKIPPED = 1 << 15  # not a packet: the scanner's notice of packets it dropped unread (passive.capture.skipping)
+# Above the bits: the virtual network the segment travels in (tunnels.py, ``vnet``; 0 for none), part of its flow's
+# identity: ``info >> INFO_VNET_SHIFT``.
+INFO_VNET_SHIFT = 16
+INFO_BITS = (1 << INFO_VNET_SHIFT) - 1
 TUNNEL_BITS: dict[str, int] = {
     tunnels.GRE: INFO_GRE,
     tunnels.ERSPAN: INFO_ERSPAN,
@@ -112,6 +116,7 @@ MAX_WSCALE = 14  # RFC 7323 2.3: a larger shift is taken as 14
 # Segment = (src, dst, sport, dport, seq, ack, tcp_flags, payload, wire_payload_len, info, window, syn_options)
 #   src/dst: packed addresses (4 or 16 bytes); payload: the captured TCP payload;
 #   wire_payload_len: payload length per the IP header (> len(payload) when the frame was cut);
+#   info: INFO_* bits, and the virtual network id above them (INFO_VNET_SHIFT);
 #   window: the 16-bit window field, unscaled; syn_options: OPT_* bits of a SYN's options (0 without SYN).
 Segment = tuple[bytes, bytes, int, int, int, int, int, bytes, int, int, int, int]
 
@@ -123,7 +128,7 @@ _IPV6_EXT = frozenset({0, 43, 60, 135, 139, 140, 253, 254})  # generic (len+1)*8
 _IP_PROTO_FRAGMENT = 44
 _IP_PROTO_AH = 51
 _TUNNEL_PROTOCOLS = frozenset(
-    {tunnels.IP_PROTO_GRE, tunnels.IP_PROTO_UDP, tunnels.IP_PROTO_IPIP, tunnels.IP_PROTO_IPV6}
+    {tunnels.IP_PROTO_GRE, tunnels.IP_PROTO_UDP, tunnels.IP_PROTO_IPIP, tunnels.IP_PROTO_IPV6, tunnels.IP_PROTO_MPLS}
 )
 
 
@@ -247,8 +252,12 @@ def _tunnel(proto: int, data: bytes, pos: int, end: int, n: int, outer: int, dep
         found = (tunnels.gre if proto == tunnels.IP_PROTO_GRE else tunnels.udp)(data, pos, limit)
         if found is None:
             return NOT_TCP
-        inner, kind = found
+        inner, kind, vnet = found
+        if vnet:  # the innermost virtual network is the flow's
+            outer = (outer & INFO_BITS) | vnet << INFO_VNET_SHIFT
         return _inner(inner, data, limit, outer | TUNNEL_BITS[kind], depth + 1)
+    if proto == tunnels.IP_PROTO_MPLS:
+        return _inner((tunnels.INNER_MPLS, pos), data, limit, outer | INFO_MPLS, depth + 1)
     if depth >= tunnels.MAX_DEPTH:
         return MALFORMED
     if proto == tunnels.IP_PROTO_IPIP:

@@ -21,9 +21,10 @@ Python has processed every admitted packet before it: the scanner ends a batch e
 verdict may still be on its way, so what is admitted never depends on where batches end. A flow silent for
 ``idle_timeout`` seconds of capture time starts over as new.
 
-With ``shards`` > 1 a scanner admits only the flows whose 4-tuple hashes to ``shard`` (:func:`shard_of`, the same
-for both directions): N workers reading one capture split its flows between them. Packets of no flow (not TCP,
-fragments, damage) are counted by shard 0 alone.
+A flow is its 4-tuple and its virtual network (:mod:`passive.capture.tunnels`, ``vnet``): tenants of an overlay
+reusing one inner 4-tuple are flows apart. With ``shards`` > 1 a scanner admits only the flows whose 4-tuple hashes
+to ``shard`` (:func:`shard_of`, the same for both directions): N workers reading one capture split its flows between
+them. Packets of no flow (not TCP, fragments, damage) are counted by shard 0 alone.
 
 A batch is a list of ``(frame, time, segment)``; ``segment`` is :data:`~passive.capture.linklayer.Segment`, or None
 for a sweep tick: every ``sweep_every`` seconds of capture time, measured on every packet read (admitted or not),
@@ -44,6 +45,7 @@ from passive.capture.linklayer import (
     FRAGMENT_V6,
     INFO_FIRST_FRAGMENT,
     INFO_SKIPPED,
+    INFO_VNET_SHIFT,
     MALFORMED,
     RST,
     SYN,
@@ -89,7 +91,7 @@ _WORDS6 = struct.Struct("!4I").unpack
 
 Item = tuple[int, float, Segment | None]
 Packet = tuple[int, float, int, bytes, int]  # (frame, time, link type, data, length on the wire): a RawPacket
-FlowKey = tuple[bytes, int, bytes, int]
+FlowKey = tuple[bytes, int, bytes, int, int]  # canonical 4-tuple, virtual network
 
 
 def shard_of(segment: Segment) -> int:
@@ -103,8 +105,8 @@ def shard_of(segment: Segment) -> int:
     return mixed ^ (mixed >> 16)
 
 
-def canonical(src: bytes, sport: int, dst: bytes, dport: int) -> FlowKey:
-    return (src, sport, dst, dport) if (src, sport) <= (dst, dport) else (dst, dport, src, sport)
+def canonical(src: bytes, sport: int, dst: bytes, dport: int, vnet: int = 0) -> FlowKey:
+    return (src, sport, dst, dport, vnet) if (src, sport) <= (dst, dport) else (dst, dport, src, sport, vnet)
 
 
 class PyScanner:
@@ -195,11 +197,11 @@ class PyScanner:
         self._flush_all(items)
         return items, index, frame
 
-    def keep_flow(self, src: bytes, sport: int, dst: bytes, dport: int) -> None:
-        self._entry(canonical(src, sport, dst, dport), self._now)[0] = KEEP
+    def keep_flow(self, src: bytes, sport: int, dst: bytes, dport: int, vnet: int = 0) -> None:
+        self._entry(canonical(src, sport, dst, dport, vnet), self._now)[0] = KEEP
 
-    def drop_flow(self, src: bytes, sport: int, dst: bytes, dport: int) -> None:
-        self._entry(canonical(src, sport, dst, dport), self._now)[0] = DROP
+    def drop_flow(self, src: bytes, sport: int, dst: bytes, dport: int, vnet: int = 0) -> None:
+        self._entry(canonical(src, sport, dst, dport, vnet), self._now)[0] = DROP
 
     def keep_server(self, address: bytes, port: int) -> bool:
         if (address, port) in self._servers:
@@ -209,11 +211,13 @@ class PyScanner:
         self._servers.add((address, port))
         return True
 
-    def skip_flow(self, client: bytes, cport: int, server: bytes, sport: int, last: float, *rules: Any) -> bool:
+    def skip_flow(
+        self, client: bytes, cport: int, server: bytes, sport: int, last: float, *rules: Any, vnet: int = 0
+    ) -> bool:
         """Drop what follows of a flow unread, per direction (client's first): ``rules`` is (rule, next sequence
         number, bytes left of a raw run, at a line's start) twice (:mod:`passive.capture.skipping`). False when the
         table of such flows is full."""
-        key = canonical(client, cport, server, sport)
+        key = canonical(client, cport, server, sport, vnet)
         armed = self._armed
         if not rules[0] and not rules[4]:
             armed.pop(key, None)
@@ -295,7 +299,7 @@ class PyScanner:
         servers = self._servers
         if servers and ((src, sport) in servers or (dst, dport) in servers):
             return ADMIT
-        entry = self._entry(canonical(src, sport, dst, dport), ts)
+        entry = self._entry(canonical(src, sport, dst, dport, segment[9] >> INFO_VNET_SHIFT), ts)
         if entry[2] + self.idle_timeout < ts:
             entry[0], entry[1] = NEW, 0
         entry[2] = ts
@@ -322,7 +326,7 @@ class PyScanner:
         """Whether an admitted segment of an armed flow is dropped into its direction's notice; otherwise the
         flow is disarmed (its notices handed over first) and the segment goes on."""
         src, dst, sport, dport = segment[0], segment[1], segment[2], segment[3]
-        key = canonical(src, sport, dst, dport)
+        key = canonical(src, sport, dst, dport, segment[9] >> INFO_VNET_SHIFT)
         entry = self._armed.get(key)
         if entry is None:
             return False
@@ -371,7 +375,7 @@ class PyScanner:
             self._armed = {key: entry for key, entry in self._armed.items() if entry[1] >= limit}
 
     def _disarm(self, items: list[Item], key: FlowKey, entry: list[Any]) -> bool:
-        self._flush(items, entry)
+        self._flush(items, entry, key[4])
         self._dirty.pop(key, None)
         del self._armed[key]
         return False
@@ -380,11 +384,11 @@ class PyScanner:
         """Hand over every notice (before a sweep tick, at the end of a batch)."""
         armed = self._armed
         for key in self._dirty:
-            self._flush(items, armed[key])
+            self._flush(items, armed[key], key[4])
         self._dirty.clear()
 
     @staticmethod
-    def _flush(items: list[Item], entry: list[Any]) -> None:
+    def _flush(items: list[Item], entry: list[Any], vnet: int) -> None:
         """Both directions' notices, in the order of their last packets (the flow's latest time is its last's)."""
         client, server = entry[2][4], entry[3][4]
         server_first = client is not None and server is not None and server[10] < client[10]
@@ -395,7 +399,8 @@ class PyScanner:
                 src, dst, sport, dport, seq, size, last, count, ack, window, frame, ts, data_frame, data_ts = notice
                 packets = (count, frame - data_frame, data_ts)
                 tail = last[-TAIL_KEEP:]  # the last segment dropped, kept for overlap conflict checks
-                segment = (src, dst, sport, dport, seq, ack, ACK, tail, size, INFO_SKIPPED, window, packets)
+                info = INFO_SKIPPED | vnet << INFO_VNET_SHIFT
+                segment = (src, dst, sport, dport, seq, ack, ACK, tail, size, info, window, packets)
                 items.append((frame, ts, segment))
 
     def _entry(self, key: FlowKey, now: float) -> list[Any]:
