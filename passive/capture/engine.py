@@ -175,8 +175,6 @@ class Engine:
             self._status(result, linktype)  # type: ignore[arg-type]
             return
         segment = result  # type: ignore[assignment]
-        if segment[9] & INFO_TUNNELS:
-            self._count_tunnels(segment[9])
         if not self.all_ports and segment[2] not in self.ports and segment[3] not in self.ports:
             counters.ignored += 1
             return
@@ -185,6 +183,8 @@ class Engine:
         if segment[9] & INFO_FIRST_FRAGMENT:
             counters.ip_fragments += 1
             return
+        if segment[9] & INFO_TUNNELS:  # counted as the scanner counts: the segments that reach reassembly
+            self._count_tunnels(segment[9])
         self.reassembler.process(segment, frame, ts)  # type: ignore[arg-type]
         if self.reassembler.skip_requests:  # no scanner to drop anything on this path
             self.reassembler.skip_requests.clear()
