@@ -1,9 +1,10 @@
 """What real capture points hand over beyond the basic encapsulations of test_tunnels.py: a real SMTP AUTH NTLM
 session (pcaps/smtp-ntlm-success-curl.pcap) inside GRE with its optional fields, ERSPAN III with its platform
 sub-header, Geneve with options and IP inside, MPLS stacks and Ethernet pseudowires, PPPoE, IP in IP of either
-version, tunnels inside tunnels and Linux cooked captures of VLAN-tagged frames. Each is found with the inner server
-and counted per kind, by both scanners, and tshark decodes the same file to the same server. Damaged encapsulation
-headers are counted as decode errors (never dropped unnamed) and never stop the session beside them."""
+version, tunnels inside tunnels and Linux cooked captures of VLAN-tagged frames; VXLAN on Linux's port 8472, MPLS
+over UDP and MPLS in IP. Each is found with the inner server and counted per kind, by both scanners, and tshark
+decodes the same file to the same server. Damaged encapsulation headers are counted as decode errors (never dropped
+unnamed) and never stop the session beside them."""
 
 from __future__ import annotations
 
@@ -189,6 +190,21 @@ CARRIERS: dict[str, tuple[int, int, Wrap, tuple[str, ...]]] = {
         ),
         ("gre", "vxlan"),
     ),
+    "vxlan-linux-port": (  # UDP 8472: the Linux kernel's default, flannel's
+        1,
+        4,
+        lambda p: _eth() / IP(**OUTER4) / UDP(sport=50000, dport=8472) / VXLAN(vni=1) / _eth() / p,
+        ("vxlan",),
+    ),
+    "mpls-over-udp": (1, 4, lambda p: _eth() / IP(**OUTER4) / UDP(sport=50000, dport=6635) / _labels(2) / p, ("mpls",)),
+    "mpls-over-udp-ipv6": (
+        1,
+        6,
+        lambda p: _eth() / IPv6(**OUTER6) / UDP(sport=50000, dport=6635) / _labels(1) / p,
+        ("mpls",),
+    ),
+    "mpls-in-ip": (1, 4, lambda p: _eth() / IP(**OUTER4, proto=137) / _labels(1) / p, ("mpls",)),
+    "mpls-in-ipv6": (1, 6, lambda p: _eth() / IPv6(**OUTER6, nh=137) / _labels(3) / p, ("mpls",)),
     "vxlan-gpe-ipv4": (1, 4, lambda p: _eth() / IP(**OUTER4) / UDP(sport=50000, dport=4790) / _gpe(1) / p, ("vxlan",)),
     "vxlan-gpe-ethernet": (
         1,
@@ -201,6 +217,10 @@ CARRIERS: dict[str, tuple[int, int, Wrap, tuple[str, ...]]] = {
     "sll2-pppoe": (276, 6, lambda p: sll2(PPPoE(sessionid=5) / PPP(proto=0x0057) / p, 0x8864), ("pppoe",)),
     "sll2-qinq-ipv6": (276, 6, lambda p: sll2(Dot1Q(vlan=5, type=0x8100) / Dot1Q(vlan=6) / p, 0x88A8), ()),
 }
+
+
+# tshark decodes UDP 8472 as VXLAN when told (its VXLAN dissector registers 4789 only).
+TSHARK_DECODE_AS = {"vxlan-linux-port": ["-d", "udp.port==8472,vxlan"]}
 
 
 def _capture(tmp_path: Path, name: str) -> Path:
@@ -245,8 +265,8 @@ def test_tshark_finds_the_same_challenge_from_the_same_server(tmp_path: Path, na
     _linktype, version, _wrap, _kinds = CARRIERS[name]
     field = "ip.src" if version == 4 else "ipv6.src"
     out = subprocess.run(
-        ["tshark", "-r", str(_capture(tmp_path, name)), "-o", "smtp.decryption:TRUE", "-Y",
-         "ntlmssp.messagetype == 2", "-T", "fields", "-e", field],
+        ["tshark", "-r", str(_capture(tmp_path, name)), *TSHARK_DECODE_AS.get(name, []), "-o", "smtp.decryption:TRUE",
+         "-Y", "ntlmssp.messagetype == 2", "-T", "fields", "-e", field],
         capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
     assert [line.split(",")[-1] for line in out] == [SERVER[version]]
@@ -281,6 +301,9 @@ DAMAGED = {
     "erspan-ii-cut": _ip(47, b"\x10\x00\x88\xbe\x00\x00\x00\x01\x10\x00"),
     "erspan-iii-platform-cut": _ip(47, b"\x10\x00\x22\xeb\x00\x00\x00\x01" + bytes(ERSPAN_III(o=1)) + b"\x00" * 4),
     "vxlan-cut": _udp(4789, b"\x08\x00\x00"),
+    "vxlan-linux-port-cut": _udp(8472, b"\x08\x00\x00\x00\x00\x00\x01"),
+    "mpls-over-udp-cut": _udp(6635, b"\x00\x10"),
+    "mpls-in-ip-no-bottom-of-stack": _ip(137, b"\x00\x10\x00\x40" * 2),
     "vxlan-gpe-cut": _udp(4790, b"\x0c\x00\x00\x01\x00"),
     "geneve-cut": _udp(6081, b"\x00\x00\x08"),
     "geneve-options-past-the-end": _udp(6081, bytes([0x3F, 0, 0x08, 0x00, 0, 0, 7, 0]) + _DATA[:100]),
@@ -297,6 +320,7 @@ OTHER = {  # well-formed, carrying something else: not TCP, not damage
     "pptp-acknowledgment-alone": _ip(47, b"\x20\x81\x88\x0b\x00\x00\x00\x05\x00\x00\x00\x01"),
     "pptp-mppe": _ip(47, b"\x30\x01\x88\x0b\x00\x10\x00\x05\x00\x00\x00\x01\xff\x03\x00\xfd" + _DATA[:12]),
     "vxlan-without-vni": _udp(4789, b"\x00" * 8 + bytes(_eth()) + _DATA),
+    "vxlan-linux-port-without-vni": _udp(8472, b"\x00" * 8 + bytes(_eth()) + _DATA),
     "vxlan-gpe-nsh": _udp(4790, bytes([0x0C, 0, 0, 4, 0, 0, 42, 0]) + _DATA),
     "geneve-version-1": _udp(6081, bytes([0x40, 0, 0x08, 0x00, 0, 0, 7, 0]) + _DATA),
     "pppoe-lcp": bytes(_eth() / PPPoE(sessionid=5) / PPP(proto=0xC021) / Raw(b"\x01\x01\x00\x04")),
