@@ -27,6 +27,7 @@ from typing import Any
 
 from passive.capture import libpcap
 from passive.capture.counters import CaptureCounters
+from passive.capture.defrag import Defragmenter
 from passive.capture.flow import Flow, HandlerFactory
 from passive.capture.linklayer import (
     ACK,
@@ -88,6 +89,7 @@ class Engine:
             external_clock=scanning,
         )
         self._unsupported_warned: set[int] = set()
+        self._defrag = Defragmenter()  # tunnel packets fragmented outside, on the libpcap path (feed)
         self.scanner: Any = None  # the scanner feeding this engine, told each verdict
         self.keep_servers = keep_servers  # the scanner also admits every later flow of a server found to be mail
         self.cursor = options.cursor
@@ -171,6 +173,10 @@ class Engine:
         counters.packets_matched += 1
         frame += self.frame_base
         result = decode_tcp(linktype, data)
+        if result.__class__ is int and result in (FRAGMENT_V4, FRAGMENT_V6):
+            rebuilt = self._defrag.add(linktype, data, ts)
+            if rebuilt is not None:  # the last piece of a tunnel packet (passive.capture.defrag)
+                result = decode_tcp(linktype, rebuilt)
         if result.__class__ is int:
             self._status(result, linktype)  # type: ignore[arg-type]
             return

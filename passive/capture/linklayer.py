@@ -127,7 +127,7 @@ _TCP = struct.Struct("!HHIIBBH").unpack_from
 _IPV6_EXT = frozenset({0, 43, 60, 135, 139, 140, 253, 254})  # generic (len+1)*8 extension headers
 _IP_PROTO_FRAGMENT = 44
 _IP_PROTO_AH = 51
-_TUNNEL_PROTOCOLS = frozenset(
+TUNNEL_PROTOCOLS = frozenset(
     {tunnels.IP_PROTO_GRE, tunnels.IP_PROTO_UDP, tunnels.IP_PROTO_IPIP, tunnels.IP_PROTO_IPV6, tunnels.IP_PROTO_MPLS}
 )
 
@@ -152,22 +152,26 @@ def decode_tcp(linktype: int, data: bytes) -> Segment | int:
 
 
 def _decode_any(linktype: int, data: bytes, n: int) -> Segment | int:
+    link = link_header(linktype, data)
+    if link.__class__ is int:
+        return link  # type: ignore[return-value]
+    ethertype, offset = link  # type: ignore[misc]
+    return _network(ethertype, data, offset, n, 0, 0)
+
+
+def link_header(linktype: int, data: bytes) -> tuple[int, int] | int:
+    """The ethertype of what follows the link header (and its VLAN tags), and where it starts; or a status."""
+    n = len(data)
     if linktype == LINKTYPE_ETHERNET:
-        link = _ethernet(data, 0, n)
-        if link.__class__ is int:
-            return link  # type: ignore[return-value]
-        ethertype, offset = link  # type: ignore[misc]
-    elif linktype in (LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2):
+        return _ethernet(data, 0, n)
+    if linktype in (LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2):
         header = 16 if linktype == LINKTYPE_LINUX_SLL else 20
         if n < header:
             return MALFORMED
         at = 14 if linktype == LINKTYPE_LINUX_SLL else 0
         # A tag the NIC did not strip stays in the frame, the cooked header naming 802.1Q (or 802.1ad) instead.
-        link = _tags(data, data[at] << 8 | data[at + 1], header, n)
-        if link.__class__ is int:
-            return link  # type: ignore[return-value]
-        ethertype, offset = link  # type: ignore[misc]
-    elif linktype in (LINKTYPE_RAW, LINKTYPE_RAW_DLT12, LINKTYPE_RAW_DLT14, LINKTYPE_IPV4, LINKTYPE_IPV6):
+        return _tags(data, data[at] << 8 | data[at + 1], header, n)
+    if linktype in (LINKTYPE_RAW, LINKTYPE_RAW_DLT12, LINKTYPE_RAW_DLT14, LINKTYPE_IPV4, LINKTYPE_IPV6):
         if n < 1:
             return MALFORMED
         version = data[0] >> 4
@@ -187,7 +191,7 @@ def _decode_any(linktype: int, data: bytes, n: int) -> Segment | int:
         offset = 4
     else:
         return UNSUPPORTED_LINK
-    return _network(ethertype, data, offset, n, 0, 0)
+    return ethertype, offset
 
 
 def _ethernet(data: bytes, offset: int, n: int) -> tuple[int, int] | int:
@@ -283,7 +287,7 @@ def _decode_ipv4(data: bytes, offset: int, n: int, outer: int = 0, depth: int = 
     proto = data[offset + 9]
     if proto != 6:
         if frag & 0x3FFF:
-            return NOT_TCP if proto not in _TUNNEL_PROTOCOLS else FRAGMENT_V4
+            return NOT_TCP if proto not in TUNNEL_PROTOCOLS else FRAGMENT_V4
         return _tunnel(proto, data, offset + ihl, offset + total, n, outer, depth)
     info = outer
     if frag & 0x3FFF:  # MF flag or a fragment offset
@@ -326,7 +330,7 @@ def _decode_ipv6(data: bytes, offset: int, n: int, outer: int = 0, depth: int = 
             if pos + 8 > n:
                 return MALFORMED
             next_header, size = data[pos], (data[pos + 1] + 2) * 4
-        elif next_header in _TUNNEL_PROTOCOLS and payload_len:
+        elif next_header in TUNNEL_PROTOCOLS and payload_len:
             # A tunnel's packet fragmented outside (its endpoint's MTU): counted as IPv4's are, not reassembled.
             return FRAGMENT_V6 if fragment else _tunnel(next_header, data, pos, end, n, outer, depth)
         else:

@@ -37,6 +37,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from passive.capture.defrag import Defragmenter
 from passive.capture.delivery import TAIL_KEEP
 from passive.capture.linklayer import (
     ACK,
@@ -146,6 +147,8 @@ class PyScanner:
         self._sweep_at = float("-inf")
         self._now = float("-inf")
         self._stalled = False
+        self._defrag = Defragmenter()  # tunnel packets fragmented outside (passive.capture.defrag)
+        self._rebuilt: bytes | None = None  # the frame a fragment completed, while its admission waits (stalled)
         self._counts = [0] * len(COUNTERS)
         self.frames = 0
         # Flows whose bytes may be dropped unread (skip_flow): canonical 4-tuple -> [client endpoint, last time,
@@ -173,7 +176,7 @@ class PyScanner:
                 self._pending = packet
                 break
             self._pending = None
-            self._stalled = False
+            self._stalled, self._rebuilt = False, None
             self.frames = frame
         self._flush_all(items)
         return items if items or self._packets is not None else None
@@ -191,7 +194,7 @@ class PyScanner:
                 continue
             if self._record(items, frame + 1, sec + usec * 1e-6, linktype, buf[offset : offset + caplen]) == STALL:
                 break
-            self._stalled = False
+            self._stalled, self._rebuilt = False, None
             frame += 1
             index += 1
         self._flush_all(items)
@@ -261,7 +264,14 @@ class PyScanner:
             if self.accept is not None and not self.accept(linktype, data):
                 counts[FILTERED] += lead
                 return DROPPED
+        elif self._rebuilt is not None:
+            data = self._rebuilt
         segment = decode_tcp(linktype, data)
+        if segment.__class__ is int and segment in (FRAGMENT_V4, FRAGMENT_V6) and not self._stalled:
+            rebuilt = self._defrag.add(linktype, data, ts)
+            if rebuilt is not None:  # the last piece of a tunnel packet: the packet, read as any other
+                self._rebuilt = rebuilt
+                segment = decode_tcp(linktype, rebuilt)
         if segment.__class__ is int:
             # A later IPv4 fragment has no ports: a port filter never passes it, an every-port one does.
             slot = FRAGMENTS if self.every_port or self._all_named else NOT_TCP
@@ -283,7 +293,7 @@ class PyScanner:
             if verdict != ADMIT:
                 self._stalled = verdict == STALL
                 return verdict
-        if not self._armed or not self._skipped(items, frame, ts, segment):  # type: ignore[arg-type]
+        if not self._armed or not self._skipped(items, frame, ts, segment, self._rebuilt is not None):  # type: ignore[arg-type]
             items.append((frame, ts, segment))  # type: ignore[arg-type]
         counts[ADMITTED] += 1
         if len(segment[7]) < segment[8]:  # type: ignore[index]
@@ -322,9 +332,10 @@ class PyScanner:
 
     # -- bytes dropped unread (passive.capture.skipping) ----------------------------------------------------------
 
-    def _skipped(self, items: list[Item], frame: int, ts: float, segment: Segment) -> bool:
+    def _skipped(self, items: list[Item], frame: int, ts: float, segment: Segment, rebuilt: bool) -> bool:
         """Whether an admitted segment of an armed flow is dropped into its direction's notice; otherwise the
-        flow is disarmed (its notices handed over first) and the segment goes on."""
+        flow is disarmed (its notices handed over first) and the segment goes on. A segment of a frame joined from
+        fragments (``rebuilt``) always goes on: the compiled scanner keeps no such frame past the packet."""
         src, dst, sport, dport = segment[0], segment[1], segment[2], segment[3]
         key = canonical(src, sport, dst, dport, segment[9] >> INFO_VNET_SHIFT)
         entry = self._armed.get(key)
@@ -333,7 +344,7 @@ class PyScanner:
         direction = 0 if entry[0] == (src, sport) else 1
         rule = entry[2 + direction]
         flags, payload, size = segment[6], segment[7], segment[8]
-        if flags & (SYN | FIN | RST) or not flags & ACK:
+        if flags & (SYN | FIN | RST) or not flags & ACK or rebuilt:
             return self._disarm(items, key, entry)
         if entry[1] + self.idle_timeout < ts:  # Python may have expired the flow
             return self._disarm(items, key, entry)
