@@ -396,23 +396,85 @@ def test_decoders_agree_on_every_carrier_damaged(frame: tuple[int, bytes], posit
     assert scanread._cscan.decode(linktype, bytes(damaged)) == decode_tcp(linktype, bytes(damaged))
 
 
-@pytest.mark.parametrize("version", [4, 6])
-@pytest.mark.parametrize("backend", ["auto", "python"])
-def test_tunnel_packets_fragmented_outside_are_counted_as_fragments(tmp_path: Path, version: int, backend: str) -> None:
-    """A tunnel endpoint fragments what its MTU cannot carry (over IPv4 or IPv6): the fragments are counted, never
-    reassembled, and the tunnel's whole packets are still read."""
-    frames, fragments = [], 0
-    for ts, packet in _session(4):
+def _fragmented_outside(version: int) -> tuple[list[tuple[float, Packet]], int, int]:
+    """The session in GRE, each tunnel packet longer than 200 bytes fragmented outside (over IPv4 or IPv6): the
+    frames, how many of them are pieces, of how many packets."""
+    frames, pieces, cut = [], 0, 0
+    for number, (ts, packet) in enumerate(_session(4)):
         if version == 4:
-            outer = IP(**OUTER4, id=7) / GRE(proto=0x0800) / packet
-            pieces = fragment(outer, fragsize=96) if len(outer) > 200 else [outer]
+            outer = IP(**OUTER4, id=7 + number) / GRE(proto=0x0800) / packet
+            parts = fragment(outer, fragsize=96) if len(outer) > 200 else [outer]
         else:
-            outer = IPv6(**OUTER6) / IPv6ExtHdrFragment(id=7) / GRE(proto=0x0800) / packet
-            pieces = fragment6(outer, 200) if len(outer) > 240 else [IPv6(**OUTER6) / GRE(proto=0x0800) / packet]
-        fragments += len(pieces) if len(pieces) > 1 else 0
-        frames += [(ts, _eth() / piece) for piece in pieces]
-    assert fragments > 0
+            outer = IPv6(**OUTER6) / IPv6ExtHdrFragment(id=7 + number) / GRE(proto=0x0800) / packet
+            parts = fragment6(outer, 200) if len(outer) > 240 else [IPv6(**OUTER6) / GRE(proto=0x0800) / packet]
+        if len(parts) > 1:
+            pieces, cut = pieces + len(parts), cut + 1
+        frames += [(ts, _eth() / part) for part in parts]
+    return frames, pieces, cut
+
+
+@pytest.mark.parametrize("version", [4, 6])
+@pytest.mark.parametrize("backend", ["auto", "python", "libpcap"])
+def test_tunnel_packets_fragmented_outside_are_joined_again(tmp_path: Path, version: int, backend: str) -> None:
+    """A tunnel endpoint fragments what its MTU cannot carry (over IPv4 or IPv6): the pieces are joined again
+    (passive.capture.defrag), the NTLM challenge they carry is found, and only the pieces that did not complete a
+    packet are counted as fragments."""
+    if backend == "libpcap" and not libpcap_available():
+        pytest.skip("needs libpcap")
+    frames, pieces, cut = _fragmented_outside(version)
+    assert cut > 0
     results = analyze_captures([str(write(tmp_path / "f.pcap", pcap_bytes(frames)))], AnalysisOptions(backend=backend))
     counters = results.counters
-    assert counters.ip_fragments == fragments and counters.decode_errors == 0
-    assert counters.tunnelled == {"gre": len(frames) - fragments} == {"gre": counters.segments}
+    packets = len(_session(4))
+    assert counters.ip_fragments == pieces - cut and counters.decode_errors == 0
+    assert counters.segments == packets and counters.tunnelled == {"gre": packets}
+    assert counters.gaps == 0
+    assert [f.server for f in results.findings if f.type.value == "ntlm-info"] == [f"{SERVER[4]}:25"]
+
+
+def _reorder(frames: list[tuple[float, Packet]], how: str) -> list[tuple[float, Packet]]:
+    """The pieces of each fragmented packet reversed, or each piece sent twice, or each one's first piece moved to
+    overlap its second."""
+    out: list[tuple[float, Packet]] = []
+    groups: dict[tuple[str, int], list[tuple[float, Packet]]] = {}
+    for ts, frame in frames:
+        ip = frame.getlayer(IP)
+        if ip is not None and (ip.flags.MF or ip.frag):
+            groups.setdefault((ip.src, ip.id), []).append((ts, frame))
+            if ip.flags.MF:
+                continue
+            group = groups.pop((ip.src, ip.id))
+            if how == "reversed":
+                out += group[::-1]
+            elif how == "duplicated":
+                out += [piece for piece in group for piece in (piece, piece)]
+            else:  # overlapping: the second piece starts 8 bytes early, with other bytes
+                ts2, second = group[1]
+                moved = second.copy()
+                moved[IP].frag -= 1
+                moved[IP].proto = 47  # named: scapy would take it from the payload, which is now raw bytes
+                moved[IP].remove_payload()
+                moved = moved / Raw(b"X" * 8 + bytes(second[IP].payload))
+                del moved[IP].len, moved[IP].chksum
+                out += [group[0], (ts2, moved), *group[2:]]
+            continue
+        out.append((ts, frame))
+    return out
+
+
+@pytest.mark.parametrize("how", ["reversed", "duplicated", "overlapping"])
+@pytest.mark.parametrize("backend", ["auto", "python"])
+def test_pieces_out_of_order_twice_or_overlapping(tmp_path: Path, how: str, backend: str) -> None:
+    """Pieces in reverse order and exact duplicates are joined as Linux joins them; a piece overlapping another drops
+    the whole packet (Linux since 4.19; RFC 5722 for IPv6): the bytes it carried are a gap, never a choice."""
+    frames, pieces, cut = _fragmented_outside(4)
+    frames = _reorder(frames, how)
+    results = analyze_captures([str(write(tmp_path / "f.pcap", pcap_bytes(frames)))], AnalysisOptions(backend=backend))
+    counters = results.counters
+    packets = len(_session(4))
+    if how == "overlapping":
+        assert counters.segments == packets - cut and counters.ip_fragments == pieces and counters.gaps > 0
+    else:
+        duplicates = pieces if how == "duplicated" else 0
+        assert counters.segments == packets and counters.ip_fragments == pieces - cut + duplicates
+        assert [f.server for f in results.findings if f.type.value == "ntlm-info"] == [f"{SERVER[4]}:25"]

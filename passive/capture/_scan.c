@@ -386,28 +386,22 @@ static int decode_ipv6(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, uint64_t 
     return decode_tcp(d, d + off + 8, d + off + 24, 16, pos, end, n, info, s);
 }
 
-static int decode_frame(int linktype, const uint8_t *d, Py_ssize_t n, seg_t *s) {
-    unsigned ethertype;
-    Py_ssize_t off;
+/* linklayer.link_header: the ethertype after the link header (and its tags) and where it starts, or a status. */
+static int link_header(int linktype, const uint8_t *d, Py_ssize_t n, unsigned *ethertype, Py_ssize_t *off) {
     switch (linktype) {
-        case 1: {
-            int status = ethernet(d, 0, n, &ethertype, &off);
-            if (status != SEGMENT) return status;
-            break;
-        }
+        case 1:
+            return ethernet(d, 0, n, ethertype, off);
         case 113: case 276: {
             Py_ssize_t header = linktype == 113 ? 16 : 20;
             if (n < header) return MALFORMED;
-            int status = vlan_tags(d, u16(d, linktype == 113 ? 14 : 0), header, n, &ethertype, &off);
-            if (status != SEGMENT) return status;
-            break;
+            return vlan_tags(d, u16(d, linktype == 113 ? 14 : 0), header, n, ethertype, off);
         }
         case 101: case 12: case 14: case 228: case 229: {
             if (n < 1) return MALFORMED;
             unsigned version = d[0] >> 4;
-            ethertype = version == 4 ? 0x0800 : version == 6 ? 0x86DD : 0;
-            off = 0;
-            break;
+            *ethertype = version == 4 ? 0x0800 : version == 6 ? 0x86DD : 0;
+            *off = 0;
+            return SEGMENT;
         }
         case 0: case 108: {
             if (n < 4) return MALFORMED;
@@ -417,14 +411,21 @@ static int decode_frame(int linktype, const uint8_t *d, Py_ssize_t n, seg_t *s) 
                 family = u32le(d, 0);
                 if (family > 0xFFFF) family = u32be(d, 0);
             }
-            ethertype = family == 2 ? 0x0800
-                      : (family == 10 || family == 24 || family == 28 || family == 30) ? 0x86DD : 0;
-            off = 4;
-            break;
+            *ethertype = family == 2 ? 0x0800
+                       : (family == 10 || family == 24 || family == 28 || family == 30) ? 0x86DD : 0;
+            *off = 4;
+            return SEGMENT;
         }
         default:
             return UNSUPPORTED_LINK;
     }
+}
+
+static int decode_frame(int linktype, const uint8_t *d, Py_ssize_t n, seg_t *s) {
+    unsigned ethertype;
+    Py_ssize_t off;
+    int status = link_header(linktype, d, n, &ethertype, &off);
+    if (status != SEGMENT) return status;
     return network(ethertype, d, off, n, 0, 0, s);
 }
 
@@ -619,6 +620,10 @@ typedef struct {
     double now;            /* capture time of the record being scanned */
     int stalled;           /* the record at the cursor was counted and ticked; only its admission is pending */
     long long counters[N_COUNTERS];
+    struct datagram_s *datagrams; /* tunnel packets fragmented outside, being joined (MAX_DATAGRAMS; defrag.py) */
+    uint64_t datagrams_born;      /* datagrams begun so far: their order, the oldest is dropped first */
+    uint8_t *rebuilt;             /* the frame the last piece of one completed */
+    Py_ssize_t rebuilt_len;       /* its length while the record that completed it is scanned, else 0 */
     struct armed_s *armed; /* flows whose bytes may be dropped unread (skip_flow), open addressing */
     size_t armed_cap, armed_used, armed_gone;
     size_t *dirty, dirty_used; /* slots of the armed flows with a pending notice, in the order they got one */
@@ -797,6 +802,150 @@ static int append_item(PyObject *items, long long frame, double ts, PyObject *se
     return rc;
 }
 
+/* ---- tunnel packets fragmented outside, joined again (defrag.py: the same rules, in the same order) ---- */
+
+#define MAX_DATAGRAMS 64          /* defrag.MAX_DATAGRAMS */
+#define MAX_PIECES 64             /* defrag.MAX_PIECES */
+#define FRAGMENT_TIMEOUT 30.0     /* defrag.FRAGMENT_TIMEOUT */
+#define MAX_DATAGRAM 65535        /* defrag.MAX_DATAGRAM */
+#define MAX_LINK_HEADER 64        /* defrag._MAX_LINK_HEADER */
+#define MAX_HEADER (MAX_LINK_HEADER + 60) /* a link header and the longest IP header (IPv4 with options) */
+
+typedef struct datagram_s {
+    int used, version, has_header, pieces;
+    uint64_t born;                /* the order datagrams were begun in */
+    double first;                 /* capture time of its first piece */
+    uint8_t src[16], dst[16];
+    uint32_t ident;
+    unsigned proto;
+    uint8_t header[MAX_HEADER];   /* the link and IP headers of the piece at offset 0 */
+    Py_ssize_t header_len, ip_at;
+    Py_ssize_t starts[MAX_PIECES], sizes[MAX_PIECES];
+    Py_ssize_t total, held;       /* the payload's length (-1 while unknown), the bytes held */
+    uint8_t *payload;             /* MAX_DATAGRAM bytes, kept for the slot's next datagram */
+} datagram_t;
+
+typedef struct {
+    int version, more;
+    const uint8_t *src, *dst, *payload;
+    uint32_t ident;
+    unsigned proto;
+    Py_ssize_t at, header_len, offset, size;
+} piece_t;
+
+/* defrag._piece: 1 when `d` is a piece of a fragmented tunnel packet (`p` filled), else 0. */
+static int defrag_piece(int linktype, const uint8_t *d, Py_ssize_t n, piece_t *p) {
+    unsigned ethertype;
+    Py_ssize_t at;
+    if (link_header(linktype, d, n, &ethertype, &at) != SEGMENT || at > MAX_LINK_HEADER) return 0;
+    p->at = at;
+    if (ethertype == 0x0800) {
+        if (at + 20 > n || (d[at] >> 4) != 4) return 0;
+        Py_ssize_t ihl = (Py_ssize_t)(d[at] & 0x0F) * 4, total = u16(d, at + 2);
+        unsigned frag = u16(d, at + 6);
+        p->proto = d[at + 9];
+        if (ihl < 20 || total < ihl || at + total > n || !(frag & 0x3FFF) || !is_tunnel_proto(p->proto)) return 0;
+        p->version = 4; p->src = d + at + 12; p->dst = d + at + 16; p->ident = u16(d, at + 4);
+        p->offset = (Py_ssize_t)(frag & 0x1FFF) * 8; p->more = (frag & 0x2000) != 0;
+        p->header_len = at + ihl; p->payload = d + at + ihl; p->size = total - ihl;
+        return 1;
+    }
+    if (ethertype == 0x86DD) {
+        if (at + 48 > n || (d[at] >> 4) != 6 || d[at + 6] != 44) return 0;
+        Py_ssize_t end = at + 40 + u16(d, at + 4);
+        p->proto = d[at + 40];
+        if (end < at + 48 || end > n || !is_tunnel_proto(p->proto)) return 0;
+        unsigned field = u16(d, at + 42);
+        p->version = 6; p->src = d + at + 8; p->dst = d + at + 24; p->ident = u32be(d, at + 44);
+        p->offset = field & 0xFFF8; p->more = field & 1;
+        p->header_len = at + 40; p->payload = d + at + 48; p->size = end - (at + 48);
+        return 1;
+    }
+    return 0;
+}
+
+static datagram_t *defrag_find(Scanner *sc, const piece_t *p) {
+    int alen = p->version == 4 ? 4 : 16;
+    for (int i = 0; i < MAX_DATAGRAMS; i++) {
+        datagram_t *g = &sc->datagrams[i];
+        if (g->used && g->version == p->version && g->ident == p->ident && g->proto == p->proto
+            && !memcmp(g->src, p->src, alen) && !memcmp(g->dst, p->dst, alen))
+            return g;
+    }
+    return NULL;
+}
+
+/* A new datagram's slot (the oldest one's when all are taken); NULL when memory runs out. */
+static datagram_t *defrag_begin(Scanner *sc, const piece_t *p, double ts) {
+    datagram_t *g = NULL;
+    for (int i = 0; i < MAX_DATAGRAMS && !g; i++)
+        if (!sc->datagrams[i].used) g = &sc->datagrams[i];
+    if (!g) {
+        g = &sc->datagrams[0];
+        for (int i = 1; i < MAX_DATAGRAMS; i++)
+            if (sc->datagrams[i].born < g->born) g = &sc->datagrams[i];
+    }
+    if (!g->payload && !(g->payload = PyMem_Malloc(MAX_DATAGRAM))) return NULL;
+    int alen = p->version == 4 ? 4 : 16;
+    g->used = 1; g->version = p->version; g->has_header = 0; g->pieces = 0;
+    g->born = sc->datagrams_born++; g->first = ts;
+    memcpy(g->src, p->src, alen); memcpy(g->dst, p->dst, alen);
+    g->ident = p->ident; g->proto = p->proto; g->total = -1; g->held = 0;
+    return g;
+}
+
+/* The frame `g` makes, in sc->rebuilt: its length, or 0 when it would be longer than an IP packet can be. */
+static Py_ssize_t defrag_rebuild(Scanner *sc, datagram_t *g) {
+    uint8_t *f = sc->rebuilt;
+    Py_ssize_t at = g->ip_at;
+    memcpy(f, g->header, g->header_len);
+    if (g->version == 4) {
+        Py_ssize_t length = g->header_len - at + g->total;
+        if (length > MAX_DATAGRAM) return 0;
+        f[at + 2] = (uint8_t)(length >> 8); f[at + 3] = (uint8_t)length;
+        f[at + 6] = 0; f[at + 7] = 0;
+    } else {
+        f[at + 4] = (uint8_t)(g->total >> 8); f[at + 5] = (uint8_t)g->total;
+        f[at + 6] = (uint8_t)g->proto;
+    }
+    memcpy(f + g->header_len, g->payload, g->total);
+    return g->header_len + g->total;
+}
+
+/* Defragmenter.add: the length of the frame a last piece completed (in sc->rebuilt), 0 for none, -1 out of memory. */
+static Py_ssize_t defrag_add(Scanner *sc, int linktype, const uint8_t *d, Py_ssize_t n, double ts) {
+    piece_t p;
+    if (!defrag_piece(linktype, d, n, &p)) return 0;
+    if ((p.more && (p.size == 0 || p.size % 8)) || p.offset + p.size > MAX_DATAGRAM) return 0;
+    if (!sc->datagrams && !(sc->datagrams = PyMem_Calloc(MAX_DATAGRAMS, sizeof(datagram_t)))) return -1;
+    for (int i = 0; i < MAX_DATAGRAMS; i++)
+        if (sc->datagrams[i].used && sc->datagrams[i].first + FRAGMENT_TIMEOUT < ts) sc->datagrams[i].used = 0;
+    datagram_t *g = defrag_find(sc, &p);
+    if (!g && !(g = defrag_begin(sc, &p, ts))) return -1;
+    Py_ssize_t end = p.offset + p.size;
+    for (int i = 0; i < g->pieces; i++) {
+        if (g->starts[i] == p.offset && g->sizes[i] == p.size) return 0; /* an exact duplicate */
+        if (g->starts[i] < end && p.offset < g->starts[i] + g->sizes[i]) { g->used = 0; return 0; } /* overlap */
+    }
+    if ((!p.more && g->total >= 0 && g->total != end) || (g->total >= 0 && end > g->total)) { g->used = 0; return 0; }
+    if (!p.more)
+        for (int i = 0; i < g->pieces; i++)
+            if (g->starts[i] + g->sizes[i] > end) { g->used = 0; return 0; }
+    if (g->pieces >= MAX_PIECES) { g->used = 0; return 0; }
+    memcpy(g->payload + p.offset, p.payload, p.size);
+    g->starts[g->pieces] = p.offset; g->sizes[g->pieces] = p.size; g->pieces++;
+    g->held += p.size;
+    if (!p.more) g->total = end;
+    if (p.offset == 0) {
+        memcpy(g->header, d, p.header_len);
+        g->header_len = p.header_len; g->ip_at = p.at; g->has_header = 1;
+    }
+    if (!g->has_header || g->total < 0 || g->held != g->total) return 0;
+    g->used = 0;
+    if (!sc->rebuilt && !(sc->rebuilt = PyMem_Malloc(MAX_HEADER + MAX_DATAGRAM))) return -1;
+    return defrag_rebuild(sc, g);
+}
+
 /* ---- bytes dropped unread (skipping.py): armed flows and their notices ---- */
 
 #define MAX_ARMED 16384 /* skipping.MAX_ARMED */
@@ -930,14 +1079,16 @@ static int contains_line_dot(const uint8_t *p, Py_ssize_t n) {
 
 /* An admitted segment of an armed flow: 1 dropped into its direction's notice, 0 goes on (the flow disarmed), -1 on
  * error. The rules are PyScanner._skipped's. */
-static int skip_segment(Scanner *sc, PyObject *items, long long frame, double ts, const uint8_t *d, const seg_t *s) {
+static int skip_segment(Scanner *sc, PyObject *items, long long frame, double ts, const uint8_t *d, const seg_t *s,
+                        int rebuilt) {
     const uint8_t *a, *b; unsigned pa, pb;
     canonical(s->src, s->sport, s->dst, s->dport, s->alen, &a, &pa, &b, &pb);
     armed_t *e = armed_slot(sc, a, b, s->alen, pa, pb, s->info >> INFO_VNET_SHIFT, 0);
     if (!e) return 0;
     int sender_is_a = a == s->src && pa == s->sport;
     rule_t *r = &e->rule[sender_is_a == e->client_is_a ? 0 : 1];
-    if (s->flags & (TCP_SYN | TCP_FIN | TCP_RST) || !(s->flags & TCP_ACK)) return disarm(sc, items, e);
+    /* A frame joined from pieces is not kept past its packet: its bytes are never dropped into a notice. */
+    if (s->flags & (TCP_SYN | TCP_FIN | TCP_RST) || !(s->flags & TCP_ACK) || rebuilt) return disarm(sc, items, e);
     if (e->last + sc->idle_timeout < ts) return disarm(sc, items, e); /* Python may have expired the flow */
     Py_ssize_t size = s->wire_len;
     const uint8_t *p = d + s->pstart;
@@ -1075,7 +1226,17 @@ static int scan_record(Scanner *sc, PyObject *items, long long frame, double ts,
         if (sc->bpf && !bpf_run(sc->bpf, d, (uint32_t)n, (uint32_t)n)) { sc->counters[C_FILTERED] += lead; return DROP; }
     }
     seg_t s;
+    if (sc->stalled && sc->rebuilt_len) { d = sc->rebuilt; n = sc->rebuilt_len; } /* its admission waited */
     int status = decode_frame(linktype, d, n, &s);
+    if ((status == FRAGMENT_V4 || status == FRAGMENT_V6) && !sc->stalled) {
+        Py_ssize_t built = defrag_add(sc, linktype, d, n, ts);
+        if (built < 0) { PyErr_NoMemory(); return -1; }
+        if (built > 0) { /* the last piece of a tunnel packet: the packet, read as any other */
+            sc->rebuilt_len = built;
+            d = sc->rebuilt; n = built;
+            status = decode_frame(linktype, d, n, &s);
+        }
+    }
     if (status != SEGMENT) {
         /* A later IPv4 fragment has no ports: a port filter never passes it, an every-port one does. */
         int slot = status == MALFORMED ? C_MALFORMED : status == FRAGMENT_V6 ? C_FRAGMENTS
@@ -1100,7 +1261,7 @@ static int scan_record(Scanner *sc, PyObject *items, long long frame, double ts,
         if (verdict == STALL) { sc->stalled = 1; return STALL; }
         if (verdict == DROP) return DROP;
     }
-    int skipped = sc->armed_used ? skip_segment(sc, items, frame, ts, d, &s) : 0;
+    int skipped = sc->armed_used ? skip_segment(sc, items, frame, ts, d, &s, sc->rebuilt_len != 0) : 0;
     if (skipped < 0) return -1;
     if (!skipped) {
         PyObject *segment = segment_tuple(d, &s);
@@ -1168,7 +1329,7 @@ static PyObject *Scanner_next_batch(Scanner *sc, PyObject *Py_UNUSED(ignored)) {
         int rc = scan_record(sc, items, sc->frame + 1, ts, rec + 16, caplen, sc->linktype);
         if (rc < 0) { Py_DECREF(items); return NULL; }
         if (rc == STALL) break;
-        sc->stalled = 0;
+        sc->stalled = 0; sc->rebuilt_len = 0;
         sc->frame++;
         sc->pos += 16 + (size_t)caplen;
         if (sc->pos - sc->released >= RELEASE_EVERY) release_pages(sc);
@@ -1231,7 +1392,7 @@ static PyObject *Scanner_scan(Scanner *sc, PyObject *args) {
         int rc = scan_record(sc, items, frame + 1, ts, (const uint8_t *)buf.buf + m[2], m[3], linktype);
         if (rc < 0) { Py_CLEAR(items); goto done; }
         if (rc == STALL) break;
-        sc->stalled = 0;
+        sc->stalled = 0; sc->rebuilt_len = 0;
         frame++;
     }
     if (flush_all(sc, items) < 0) { Py_CLEAR(items); goto done; }
@@ -1395,6 +1556,9 @@ static void Scanner_dealloc(Scanner *sc) {
     PyMem_Free(sc->bpf);
     PyMem_Free(sc->armed);
     PyMem_Free(sc->dirty);
+    for (int i = 0; sc->datagrams && i < MAX_DATAGRAMS; i++) PyMem_Free(sc->datagrams[i].payload);
+    PyMem_Free(sc->datagrams);
+    PyMem_Free(sc->rebuilt);
     Py_XDECREF(sc->error);
     Py_TYPE(sc)->tp_free((PyObject *)sc);
 }
