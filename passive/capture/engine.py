@@ -17,7 +17,8 @@ Which reader handles a file (decided per file, ``backend``):
   (see :class:`~passive.capture.frames.FrameLocator`), with ``exact_frames=False`` frames are numbered among the
   packets the filter passed. Classic pcap only (else the twin); one reader per capture (no ``shards``).
 
-A user BPF expression (``bpf=``) needs libpcap to be compiled. IPv4 fragments are counted, not reassembled.
+A user BPF expression (``bpf=``) needs libpcap to be compiled. IP fragments are counted, not reassembled, but for
+those of a tunnel packet fragmented outside, which every reader joins again (:mod:`passive.capture.defrag`).
 """
 
 from __future__ import annotations
@@ -129,13 +130,10 @@ class Engine:
                 cursor.frame, cursor.phase, cursor.ts = frame, 1 if segment is not None else 0, ts
             if segment is None:
                 expire(ts)
-            elif dropping and (
-                cell := dropping.get((segment[0], segment[2], segment[1], segment[3], segment[9] >> INFO_VNET_SHIFT))
-            ) is not None:
+            elif dropping and (cell := dropping.get(key := _table_key(segment))) is not None:
                 if segment[6] & (SYN | ACK) == SYN or cell[0] + idle < ts:  # the scanner takes it for a new flow
-                    vnet = segment[9] >> INFO_VNET_SHIFT
-                    dropping.pop((segment[0], segment[2], segment[1], segment[3], vnet), None)
-                    dropping.pop((segment[1], segment[3], segment[0], segment[2], vnet), None)
+                    dropping.pop(key, None)
+                    dropping.pop((key[2], key[3], key[0], key[1], key[4]), None)
                     process(segment, frame, ts)
                 else:
                     cell[0] = ts
@@ -240,6 +238,11 @@ class Engine:
         if self.cursor is not None:
             self.cursor.frame, self.cursor.phase = END_FRAME, 0
         self.reassembler.flush()
+
+
+def _table_key(segment: Segment) -> tuple[bytes, int, bytes, int, int]:
+    """The reassembler's table key of a segment's direction (passive.capture.flow.Flow._keys)."""
+    return segment[0], segment[2], segment[1], segment[3], segment[9] >> INFO_VNET_SHIFT
 
 
 def analyze_file(

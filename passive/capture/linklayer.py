@@ -15,9 +15,11 @@ the NIC left them in the frame and the cooked header names 802.1Q or 802.1ad), r
 BSD NULL (0, host byte order) and LOOP (108, network byte order).
 
 IPv6 extension headers (hop-by-hop, routing, destination options, fragment, AH and
-the other RFC 7045 ones) are walked. IP fragments are counted, never reassembled: a
+the other RFC 7045 ones) are walked. IP fragments are a status here, never decoded: a
 first fragment carries only part of the segment, so handing it on would splice a short
-piece into the stream; the reassembler reports the hole as a gap instead.
+piece into the stream; the reassembler reports the hole as a gap instead. The scanners and the
+libpcap path join the fragments of a tunnel packet fragmented outside again (passive.capture.defrag) and
+decode the whole; a TCP segment's own fragments stay counted.
 """
 
 from __future__ import annotations
