@@ -7,7 +7,9 @@
  * segment tuples); tests/test_scanner.py runs both on every capture and compares them. The decoder is a port of
  * passive/capture/linklayer.py and tunnels.py: every read is bounds-checked, statuses and segment fields are the
  * same. Nothing here trusts the file: record lengths are capped (MAX_RECORD), tunnels are peeled MAX_DEPTH deep,
- * IPv6 extension headers are walked at most 64 times, a user BPF program is validated before it runs.
+ * IPv6 extension headers are walked at most 64 times, a user BPF program is validated before it runs. A flow is
+ * its 4-tuple and its virtual network (a VXLAN or Geneve VNI, a GRE key: tunnels.py). Tunnel packets fragmented
+ * outside are joined again within fixed bounds (defrag.py: MAX_DATAGRAMS, MAX_PIECES, FRAGMENT_TIMEOUT).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -10,11 +10,11 @@ hostile input.
   bridging (0x6558), IPv4, IPv6 and MPLS inside; PPTP's enhanced GRE (RFC 2637: version 1, PPP inside, IPv4 or IPv6
   in the PPP frame; MPPE-encrypted frames and acknowledgments alone carry nothing to read), counted as GRE;
 - VXLAN (RFC 7348, UDP 4789, and 8472: the Linux kernel's default, used by flannel and other overlays), Ethernet
-  inside; VXLAN-GPE (draft-ietf-nvo3-vxlan-gpe, UDP 4790: IPv4, IPv6,
-  Ethernet or MPLS, counted as VXLAN); Geneve (RFC 8926, UDP 6081), with options, Ethernet, IP or MPLS inside;
-- MPLS label stacks (RFC 3032, ethertypes 0x8847/0x8848; over UDP, port 6635, RFC 7510; in IP, protocol 137,
-  RFC 4023), IP or an Ethernet pseudowire (RFC 4448, with or without
-  its control word) below the bottom label. Nothing on the wire says which: a first nibble of 4 or 6 is IP; a first
+  inside; VXLAN-GPE (draft-ietf-nvo3-vxlan-gpe, UDP 4790: IPv4, IPv6, Ethernet or MPLS, counted as VXLAN); Geneve
+  (RFC 8926, UDP 6081), with options, Ethernet, IP or MPLS inside;
+- MPLS label stacks (RFC 3032: ethertypes 0x8847/0x8848; over UDP, port 6635, RFC 7510; in IP, protocol 137,
+  RFC 4023, all counted as MPLS), IP or an Ethernet pseudowire (RFC 4448, with or without its control word) below
+  the bottom label. Nothing on the wire says which: a first nibble of 4 or 6 is IP; a first
   nibble of 0 is the control word (RFC 4385) when the Ethernet header after those 4 bytes names a known ethertype,
   else an Ethernet header whose destination MAC begins with a 0 nibble (00:50:56..., 00:0c:29...: common) when that
   reading names one; any other nibble is Ethernet without the control word. tshark's ``pwethheuristic`` may choose
