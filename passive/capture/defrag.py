@@ -92,6 +92,11 @@ class Defragmenter:
         return _rebuild(datagram[1], key[0], key[4], datagram[2], datagram[3])
 
 
+def is_piece(linktype: int, data: bytes) -> bool:
+    """Whether ``data`` is a piece of a fragmented tunnel packet that :meth:`Defragmenter.add` would take up."""
+    return _piece(linktype, data) is not None
+
+
 def _piece(linktype: int, data: bytes) -> tuple[tuple[int, bytes, bytes, int, int], int, bool, bytes, bytes] | None:
     """(key, offset, more pieces follow, header, payload) of a fragment of a tunnel packet, or None; the header is
     one byte giving where the IP header starts, then the link and IP headers."""

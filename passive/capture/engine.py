@@ -28,7 +28,7 @@ from typing import Any
 
 from passive.capture import libpcap
 from passive.capture.counters import CaptureCounters
-from passive.capture.defrag import Defragmenter
+from passive.capture.defrag import Defragmenter, is_piece
 from passive.capture.flow import Flow, HandlerFactory
 from passive.capture.linklayer import (
     ACK,
@@ -205,7 +205,8 @@ class Engine:
         if result.__class__ is int:
             if result in (FRAGMENT_V6, MALFORMED):  # MALFORMED passes so it shows up as a decode error
                 return True
-            return result == FRAGMENT_V4 and self.all_ports
+            # A piece of a tunnel packet passes as the filter passes it (its protocol, or a later UDP piece): joined.
+            return result == FRAGMENT_V4 and (self.all_ports or is_piece(linktype, data))
         if self.all_ports:
             return True
         sport, dport, info = result[2], result[3], result[9]  # type: ignore[index]
