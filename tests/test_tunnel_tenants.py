@@ -19,6 +19,7 @@ from scapy.layers.l2 import GRE, Ether
 from scapy.layers.vxlan import VXLAN
 from scapy.packet import Packet, Raw
 
+import passive.capture.scanner as scanning
 from dissectors import ntlmssp
 from passive.analysis.pipeline import AnalysisOptions, analyze_captures
 from passive.capture import scanread
@@ -27,6 +28,7 @@ from passive.capture.linklayer import INFO_VNET_SHIFT, decode_tcp
 from passive.capture.tunnels import VNET_GENEVE, VNET_GRE, VNET_VXLAN, vnet_label
 from passive.results.records import finding_record
 from tests.helpers_capture import pcap_bytes, write
+from tests.test_scanner import assert_same, run
 
 MAC = {"src": "02:00:00:00:00:01", "dst": "02:00:00:00:00:02"}
 OUTER = {"src": "192.0.2.1", "dst": "192.0.2.2"}
@@ -222,3 +224,21 @@ def test_libpcap_reader_counts_tunnelled_segments_as_the_scanner(tmp_path: Path)
         counted[backend] = (results.counters.tunnelled, results.counters.segments, _ntlm_names(results))
     assert counted["libpcap"] == counted["auto"] == counted["python"]
     assert counted["libpcap"][0] == {"vxlan": len(mail)} and counted["libpcap"][1] == len(mail)
+
+
+@pytest.mark.skipif(not scanread.native_available(), reason="the compiled scanner is not built")
+@pytest.mark.parametrize("every_port", [True, False], ids=["every-port", "ports-only"])
+def test_both_scanners_admit_the_same_tenant_packets(
+    tmp_path: Path, every_port: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Packet by packet, sweep ticks and counters included, in whole batches and in batches of one packet (each
+    tenant's verdict reaching the scanner late): the flow tables of both scanners key flows by virtual network."""
+    path = _two_tenants(tmp_path, 2626, body_segments=30)
+    compiled = run(path, "auto", monkeypatch, all_ports=every_port)
+    python = run(path, "python", monkeypatch, all_ports=every_port)
+    assert_same(compiled, python)
+    whole = run(path, "auto", monkeypatch, all_ports=every_port, skip_unread=False)
+    monkeypatch.setattr(scanning, "BATCH_PACKETS", 1)
+    for backend in ("auto", "python"):
+        small = run(path, backend, monkeypatch, all_ports=every_port, skip_unread=False)
+        assert small["items"] == whole["items"] and small["findings"] == whole["findings"]
