@@ -1,12 +1,14 @@
 """What real capture points hand over beyond the basic encapsulations of test_tunnels.py: a real SMTP AUTH NTLM
 session (pcaps/smtp-ntlm-success-curl.pcap) inside GRE with its optional fields, ERSPAN III with its platform
 sub-header, Geneve with options and IP inside, MPLS stacks and Ethernet pseudowires, PPPoE, IP in IP of either
-version, tunnels inside tunnels and Linux cooked captures of VLAN-tagged frames. Each is found with the inner server
-and counted per kind, by both scanners, and tshark decodes the same file to the same server. Damaged encapsulation
-headers are counted as decode errors (never dropped unnamed) and never stop the session beside them."""
+version, tunnels inside tunnels and Linux cooked captures of VLAN-tagged frames; VXLAN on Linux's port 8472, MPLS
+over UDP and MPLS in IP. Each is found with the inner server and counted per kind, by both scanners, and tshark
+decodes the same file to the same server. Damaged encapsulation headers are counted as decode errors (never dropped
+unnamed) and never stop the session beside them."""
 
 from __future__ import annotations
 
+import gzip
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -189,6 +191,21 @@ CARRIERS: dict[str, tuple[int, int, Wrap, tuple[str, ...]]] = {
         ),
         ("gre", "vxlan"),
     ),
+    "vxlan-linux-port": (  # UDP 8472: the Linux kernel's default, flannel's
+        1,
+        4,
+        lambda p: _eth() / IP(**OUTER4) / UDP(sport=50000, dport=8472) / VXLAN(vni=1) / _eth() / p,
+        ("vxlan",),
+    ),
+    "mpls-over-udp": (1, 4, lambda p: _eth() / IP(**OUTER4) / UDP(sport=50000, dport=6635) / _labels(2) / p, ("mpls",)),
+    "mpls-over-udp-ipv6": (
+        1,
+        6,
+        lambda p: _eth() / IPv6(**OUTER6) / UDP(sport=50000, dport=6635) / _labels(1) / p,
+        ("mpls",),
+    ),
+    "mpls-in-ip": (1, 4, lambda p: _eth() / IP(**OUTER4, proto=137) / _labels(1) / p, ("mpls",)),
+    "mpls-in-ipv6": (1, 6, lambda p: _eth() / IPv6(**OUTER6, nh=137) / _labels(3) / p, ("mpls",)),
     "vxlan-gpe-ipv4": (1, 4, lambda p: _eth() / IP(**OUTER4) / UDP(sport=50000, dport=4790) / _gpe(1) / p, ("vxlan",)),
     "vxlan-gpe-ethernet": (
         1,
@@ -201,6 +218,10 @@ CARRIERS: dict[str, tuple[int, int, Wrap, tuple[str, ...]]] = {
     "sll2-pppoe": (276, 6, lambda p: sll2(PPPoE(sessionid=5) / PPP(proto=0x0057) / p, 0x8864), ("pppoe",)),
     "sll2-qinq-ipv6": (276, 6, lambda p: sll2(Dot1Q(vlan=5, type=0x8100) / Dot1Q(vlan=6) / p, 0x88A8), ()),
 }
+
+
+# tshark decodes UDP 8472 as VXLAN when told (its VXLAN dissector registers 4789 only).
+TSHARK_DECODE_AS = {"vxlan-linux-port": ["-d", "udp.port==8472,vxlan"]}
 
 
 def _capture(tmp_path: Path, name: str) -> Path:
@@ -245,8 +266,8 @@ def test_tshark_finds_the_same_challenge_from_the_same_server(tmp_path: Path, na
     _linktype, version, _wrap, _kinds = CARRIERS[name]
     field = "ip.src" if version == 4 else "ipv6.src"
     out = subprocess.run(
-        ["tshark", "-r", str(_capture(tmp_path, name)), "-o", "smtp.decryption:TRUE", "-Y",
-         "ntlmssp.messagetype == 2", "-T", "fields", "-e", field],
+        ["tshark", "-r", str(_capture(tmp_path, name)), *TSHARK_DECODE_AS.get(name, []), "-o", "smtp.decryption:TRUE",
+         "-Y", "ntlmssp.messagetype == 2", "-T", "fields", "-e", field],
         capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
     assert [line.split(",")[-1] for line in out] == [SERVER[version]]
@@ -281,6 +302,9 @@ DAMAGED = {
     "erspan-ii-cut": _ip(47, b"\x10\x00\x88\xbe\x00\x00\x00\x01\x10\x00"),
     "erspan-iii-platform-cut": _ip(47, b"\x10\x00\x22\xeb\x00\x00\x00\x01" + bytes(ERSPAN_III(o=1)) + b"\x00" * 4),
     "vxlan-cut": _udp(4789, b"\x08\x00\x00"),
+    "vxlan-linux-port-cut": _udp(8472, b"\x08\x00\x00\x00\x00\x00\x01"),
+    "mpls-over-udp-cut": _udp(6635, b"\x00\x10"),
+    "mpls-in-ip-no-bottom-of-stack": _ip(137, b"\x00\x10\x00\x40" * 2),
     "vxlan-gpe-cut": _udp(4790, b"\x0c\x00\x00\x01\x00"),
     "geneve-cut": _udp(6081, b"\x00\x00\x08"),
     "geneve-options-past-the-end": _udp(6081, bytes([0x3F, 0, 0x08, 0x00, 0, 0, 7, 0]) + _DATA[:100]),
@@ -297,6 +321,7 @@ OTHER = {  # well-formed, carrying something else: not TCP, not damage
     "pptp-acknowledgment-alone": _ip(47, b"\x20\x81\x88\x0b\x00\x00\x00\x05\x00\x00\x00\x01"),
     "pptp-mppe": _ip(47, b"\x30\x01\x88\x0b\x00\x10\x00\x05\x00\x00\x00\x01\xff\x03\x00\xfd" + _DATA[:12]),
     "vxlan-without-vni": _udp(4789, b"\x00" * 8 + bytes(_eth()) + _DATA),
+    "vxlan-linux-port-without-vni": _udp(8472, b"\x00" * 8 + bytes(_eth()) + _DATA),
     "vxlan-gpe-nsh": _udp(4790, bytes([0x0C, 0, 0, 4, 0, 0, 42, 0]) + _DATA),
     "geneve-version-1": _udp(6081, bytes([0x40, 0, 0x08, 0x00, 0, 0, 7, 0]) + _DATA),
     "pppoe-lcp": bytes(_eth() / PPPoE(sessionid=5) / PPP(proto=0xC021) / Raw(b"\x01\x01\x00\x04")),
@@ -372,23 +397,91 @@ def test_decoders_agree_on_every_carrier_damaged(frame: tuple[int, bytes], posit
     assert scanread._cscan.decode(linktype, bytes(damaged)) == decode_tcp(linktype, bytes(damaged))
 
 
-@pytest.mark.parametrize("version", [4, 6])
-@pytest.mark.parametrize("backend", ["auto", "python"])
-def test_tunnel_packets_fragmented_outside_are_counted_as_fragments(tmp_path: Path, version: int, backend: str) -> None:
-    """A tunnel endpoint fragments what its MTU cannot carry (over IPv4 or IPv6): the fragments are counted, never
-    reassembled, and the tunnel's whole packets are still read."""
-    frames, fragments = [], 0
-    for ts, packet in _session(4):
+def _fragmented_outside(version: int) -> tuple[list[tuple[float, Packet]], int, int]:
+    """The session in GRE, each tunnel packet longer than 200 bytes fragmented outside (over IPv4 or IPv6): the
+    frames, how many of them are pieces, of how many packets."""
+    frames, pieces, cut = [], 0, 0
+    for number, (ts, packet) in enumerate(_session(4)):
         if version == 4:
-            outer = IP(**OUTER4, id=7) / GRE(proto=0x0800) / packet
-            pieces = fragment(outer, fragsize=96) if len(outer) > 200 else [outer]
+            outer = IP(**OUTER4, id=7 + number) / GRE(proto=0x0800) / packet
+            parts = fragment(outer, fragsize=96) if len(outer) > 200 else [outer]
         else:
-            outer = IPv6(**OUTER6) / IPv6ExtHdrFragment(id=7) / GRE(proto=0x0800) / packet
-            pieces = fragment6(outer, 200) if len(outer) > 240 else [IPv6(**OUTER6) / GRE(proto=0x0800) / packet]
-        fragments += len(pieces) if len(pieces) > 1 else 0
-        frames += [(ts, _eth() / piece) for piece in pieces]
-    assert fragments > 0
+            outer = IPv6(**OUTER6) / IPv6ExtHdrFragment(id=7 + number) / GRE(proto=0x0800) / packet
+            parts = fragment6(outer, 200) if len(outer) > 240 else [IPv6(**OUTER6) / GRE(proto=0x0800) / packet]
+        if len(parts) > 1:
+            pieces, cut = pieces + len(parts), cut + 1
+        frames += [(ts, _eth() / part) for part in parts]
+    return frames, pieces, cut
+
+
+@pytest.mark.parametrize("version", [4, 6])
+@pytest.mark.parametrize("backend", ["auto", "python", "libpcap", "libpcap-gzip-ports-only"])
+def test_tunnel_packets_fragmented_outside_are_joined_again(tmp_path: Path, version: int, backend: str) -> None:
+    """A tunnel endpoint fragments what its MTU cannot carry (over IPv4 or IPv6): the pieces are joined again
+    (passive.capture.defrag), the NTLM challenge they carry is found, and only the pieces that did not complete a
+    packet are counted as fragments. Also when the libpcap backend hands a compressed file to the built-in reader,
+    whose port filter passes the pieces as libpcap's does."""
+    if backend.startswith("libpcap") and not libpcap_available():
+        pytest.skip("needs libpcap")
+    frames, pieces, cut = _fragmented_outside(version)
+    assert cut > 0
+    path = write(tmp_path / "f.pcap", pcap_bytes(frames))
+    options = AnalysisOptions(backend=backend)
+    if backend == "libpcap-gzip-ports-only":
+        path = write(tmp_path / "f.pcap.gz", gzip.compress(path.read_bytes()))
+        options = AnalysisOptions(backend="libpcap", all_ports=False)
+    results = analyze_captures([str(path)], options)
+    counters = results.counters
+    packets = len(_session(4))
+    assert counters.ip_fragments == pieces - cut and counters.decode_errors == 0
+    assert counters.segments == packets and counters.tunnelled == {"gre": packets}
+    assert counters.gaps == 0
+    assert [f.server for f in results.findings if f.type.value == "ntlm-info"] == [f"{SERVER[4]}:25"]
+
+
+def _reorder(frames: list[tuple[float, Packet]], how: str) -> list[tuple[float, Packet]]:
+    """The pieces of each fragmented packet reversed, or each piece sent twice, or each one's first piece moved to
+    overlap its second."""
+    out: list[tuple[float, Packet]] = []
+    groups: dict[tuple[str, int], list[tuple[float, Packet]]] = {}
+    for ts, frame in frames:
+        ip = frame.getlayer(IP)
+        if ip is not None and (ip.flags.MF or ip.frag):
+            groups.setdefault((ip.src, ip.id), []).append((ts, frame))
+            if ip.flags.MF:
+                continue
+            group = groups.pop((ip.src, ip.id))
+            if how == "reversed":
+                out += group[::-1]
+            elif how == "duplicated":
+                out += [piece for piece in group for piece in (piece, piece)]
+            else:  # overlapping: the second piece starts 8 bytes early, with other bytes
+                ts2, second = group[1]
+                moved = second.copy()
+                moved[IP].frag -= 1
+                moved[IP].proto = 47  # named: scapy would take it from the payload, which is now raw bytes
+                moved[IP].remove_payload()
+                moved = moved / Raw(b"X" * 8 + bytes(second[IP].payload))
+                del moved[IP].len, moved[IP].chksum
+                out += [group[0], (ts2, moved), *group[2:]]
+            continue
+        out.append((ts, frame))
+    return out
+
+
+@pytest.mark.parametrize("how", ["reversed", "duplicated", "overlapping"])
+@pytest.mark.parametrize("backend", ["auto", "python"])
+def test_pieces_out_of_order_twice_or_overlapping(tmp_path: Path, how: str, backend: str) -> None:
+    """Pieces in reverse order and exact duplicates are joined as Linux joins them; a piece overlapping another drops
+    the whole packet (Linux since 4.19; RFC 5722 for IPv6): the bytes it carried are a gap, never a choice."""
+    frames, pieces, cut = _fragmented_outside(4)
+    frames = _reorder(frames, how)
     results = analyze_captures([str(write(tmp_path / "f.pcap", pcap_bytes(frames)))], AnalysisOptions(backend=backend))
     counters = results.counters
-    assert counters.ip_fragments == fragments and counters.decode_errors == 0
-    assert counters.tunnelled == {"gre": len(frames) - fragments} == {"gre": counters.segments}
+    packets = len(_session(4))
+    if how == "overlapping":
+        assert counters.segments == packets - cut and counters.ip_fragments == pieces and counters.gaps > 0
+    else:
+        duplicates = pieces if how == "duplicated" else 0
+        assert counters.segments == packets and counters.ip_fragments == pieces - cut + duplicates
+        assert [f.server for f in results.findings if f.type.value == "ntlm-info"] == [f"{SERVER[4]}:25"]

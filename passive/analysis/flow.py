@@ -15,6 +15,7 @@ from passive.analysis.detectors import SessionAnalyzer, SessionContext
 from passive.analysis.relays import RelayLedger
 from passive.analysis.stats import RunStats
 from passive.capture import reassembly
+from passive.capture.tunnels import vnet_label
 from passive.findings.model import FindingSet
 
 if TYPE_CHECKING:
@@ -77,7 +78,8 @@ class EngineHandler:
     def _mail(self, flow: reassembly.Flow) -> MailFlow:
         if self.mail is None:
             # Created on first data: only then does the engine know whether the flow was picked up mid-stream.
-            self.mail = MailFlow(self.analysis, flow.server, flow.client, self.protocol, flow.partial)
+            network = vnet_label(flow.vnet) if flow.vnet else ()
+            self.mail = MailFlow(self.analysis, flow.server, flow.client, self.protocol, flow.partial, network)
         return self.mail
 
     def on_open(self, flow: reassembly.Flow) -> None:
@@ -157,13 +159,23 @@ _SIDES = {reassembly.Direction.CLIENT_TO_SERVER: ev.Side.CLIENT, reassembly.Dire
 class MailFlow:
     """Per-flow handler of a flow whose protocol is known: dissector plus detectors."""
 
-    def __init__(self, analysis: Analysis, server: str, client: str, protocol: str, partial: bool) -> None:
+    def __init__(
+        self,
+        analysis: Analysis,
+        server: str,
+        client: str,
+        protocol: str,
+        partial: bool,
+        network: tuple[str, int] | tuple[()] = (),
+    ) -> None:
         self.analysis = analysis
         self.server = server
         self.client = client
         self.partial = partial
         self.session: MailSession = SESSION_TYPES[protocol](partial=partial)
-        context = SessionContext(protocol, server, client, analysis.file, files=analysis.files, partial=partial)
+        context = SessionContext(
+            protocol, server, client, analysis.file, files=analysis.files, partial=partial, network=network
+        )
         self.analyzer = analysis.session_analyzer(context)
         self.record: SessionRecord | None = None
         self._last: tuple[int | None, float | None] = (None, None)  # frame and time of the latest bytes

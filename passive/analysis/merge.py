@@ -165,7 +165,7 @@ class Recording:
         session = self._sessions * self.workers + self.worker  # unique across workers
         self._sessions += 1
         first_frame = self.flow.first_frame if self.flow is not None else 0
-        payload = (context.protocol, context.server, context.client, context.file, context.partial)
+        payload = (context.protocol, context.server, context.client, context.file, context.partial, context.network)
         self.log.record(first_frame, session, OPEN, payload)
         return Recorder(self.log, session, first_frame)
 
@@ -189,8 +189,8 @@ class Replayer:
                 record.events.extend(payload[:room])
                 record.events_dropped += max(0, len(payload) - room)
         elif kind == OPEN:
-            protocol, server, client, file, partial = payload
-            context = SessionContext(protocol, server, client, file, files=self.files, partial=partial)
+            protocol, server, client, file, partial, network = payload
+            context = SessionContext(protocol, server, client, file, files=self.files, partial=partial, network=network)
             analyzer = self.analysis.session_analyzer(context)
             record = None
             if self.analysis.options.keep_events:

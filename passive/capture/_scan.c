@@ -7,7 +7,9 @@
  * segment tuples); tests/test_scanner.py runs both on every capture and compares them. The decoder is a port of
  * passive/capture/linklayer.py and tunnels.py: every read is bounds-checked, statuses and segment fields are the
  * same. Nothing here trusts the file: record lengths are capped (MAX_RECORD), tunnels are peeled MAX_DEPTH deep,
- * IPv6 extension headers are walked at most 64 times, a user BPF program is validated before it runs.
+ * IPv6 extension headers are walked at most 64 times, a user BPF program is validated before it runs. A flow is
+ * its 4-tuple and its virtual network (a VXLAN or Geneve VNI, a GRE key: tunnels.py). Tunnel packets fragmented
+ * outside are joined again within fixed bounds (defrag.py: MAX_DATAGRAMS, MAX_PIECES, FRAGMENT_TIMEOUT).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -40,6 +42,11 @@ enum { SEGMENT = 0, NOT_IP = 1, NOT_TCP = 2, MALFORMED = 3, FRAGMENT_V4 = 4, FRA
        UNSUPPORTED_LINK = 6, TOO_MANY_TAGS = 7 };
 enum { INFO_IPV6 = 1, INFO_EXT_HEADERS = 2, INFO_FIRST_FRAGMENT = 4, INFO_GRE = 8, INFO_ERSPAN = 16,
        INFO_VXLAN = 32, INFO_GENEVE = 64, INFO_MPLS = 128, INFO_PPPOE = 256, INFO_IPIP = 512 };
+#define INFO_VNET_SHIFT 16        /* linklayer.INFO_VNET_SHIFT */
+#define INFO_BITS 0xFFFFull
+#define VNET_VXLAN (1ull << 32)   /* tunnels.VNET_VXLAN, VNET_GENEVE, VNET_GRE */
+#define VNET_GENEVE (2ull << 32)
+#define VNET_GRE (3ull << 32)
 enum { INNER_DAMAGED = 0, INNER_ETHERNET = 1, INNER_IPV4 = 4, INNER_IPV6 = 6, INNER_MPLS = 7 };
 enum { TCP_FIN = 1, TCP_SYN = 2, TCP_RST = 4, TCP_ACK = 16 };
 enum { ST_FREE = 0, ST_NEW = 1, ST_KEEP = 2, ST_DROP = 3, ST_CUT = 4 }; /* CUT: undecided past its head */
@@ -65,7 +72,8 @@ typedef struct {
     unsigned flags, window;
     Py_ssize_t pstart, plen; /* captured payload: data[pstart : pstart + plen] */
     Py_ssize_t wire_len;
-    unsigned info, options;
+    uint64_t info;         /* INFO_* bits, the virtual network id above them (INFO_VNET_SHIFT) */
+    unsigned options;
 } seg_t;
 
 static inline unsigned u16(const uint8_t *d, Py_ssize_t at) { return (unsigned)d[at] << 8 | d[at + 1]; }
@@ -76,9 +84,9 @@ static inline uint32_t u32le(const uint8_t *d, Py_ssize_t at) {
     return (uint32_t)d[at + 3] << 24 | (uint32_t)d[at + 2] << 16 | (uint32_t)d[at + 1] << 8 | d[at];
 }
 
-static int decode_ipv4(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, unsigned outer, int depth, seg_t *s);
-static int decode_ipv6(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, unsigned outer, int depth, seg_t *s);
-static int network(unsigned ethertype, const uint8_t *d, Py_ssize_t off, Py_ssize_t n, unsigned outer, int depth,
+static int decode_ipv4(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, uint64_t outer, int depth, seg_t *s);
+static int decode_ipv6(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, uint64_t outer, int depth, seg_t *s);
+static int network(unsigned ethertype, const uint8_t *d, Py_ssize_t off, Py_ssize_t n, uint64_t outer, int depth,
                    seg_t *s);
 
 static unsigned syn_options(const uint8_t *d, Py_ssize_t pos, Py_ssize_t end) {
@@ -98,7 +106,7 @@ static unsigned syn_options(const uint8_t *d, Py_ssize_t pos, Py_ssize_t end) {
 }
 
 static int decode_tcp(const uint8_t *d, const uint8_t *src, const uint8_t *dst, int alen, Py_ssize_t pos,
-                      Py_ssize_t end, Py_ssize_t n, unsigned info, seg_t *s) {
+                      Py_ssize_t end, Py_ssize_t n, uint64_t info, seg_t *s) {
     if (pos + 20 > n || pos + 20 > end) return MALFORMED;
     Py_ssize_t header = (Py_ssize_t)(d[pos + 12] >> 4) * 4;
     Py_ssize_t start = pos + header;
@@ -116,7 +124,7 @@ static int decode_tcp(const uint8_t *d, const uint8_t *src, const uint8_t *dst, 
 }
 
 /* tunnels.py: each returns the inner kind, INNER_DAMAGED (a header cut short or inconsistent) or -1 (something
- * else inside) and sets *inner_off; gre/udp also set *bit. */
+ * else inside) and sets *inner_off; gre/udp also set *bit, and *vnet to the virtual network id (0 for none). */
 /* tunnels._pptp: PPTP's enhanced GRE header at `off` and the PPP frame after it. */
 static int pptp(const uint8_t *d, Py_ssize_t off, Py_ssize_t end, Py_ssize_t *inner_off) {
     unsigned flags = d[off], protocol = u16(d, off + 2);
@@ -133,13 +141,16 @@ static int pptp(const uint8_t *d, Py_ssize_t off, Py_ssize_t end, Py_ssize_t *in
     return protocol == 0x0021 ? INNER_IPV4 : protocol == 0x0057 ? INNER_IPV6 : -1;
 }
 
-static int gre(const uint8_t *d, Py_ssize_t off, Py_ssize_t end, Py_ssize_t *inner_off, unsigned *bit) {
+static int gre(const uint8_t *d, Py_ssize_t off, Py_ssize_t end, Py_ssize_t *inner_off, unsigned *bit,
+               uint64_t *vnet) {
     *bit = INFO_GRE;
+    *vnet = 0;
     if (off + 4 > end) return INNER_DAMAGED;
     unsigned flags = d[off], version = d[off + 1] & 7, protocol = u16(d, off + 2);
     if (version == 1) return pptp(d, off, end, inner_off);
     if (version != 0 || (flags & 0x40)) return -1;
-    Py_ssize_t position = off + 4 + 4 * ((flags & 0x80) != 0) + 4 * ((flags & 0x20) != 0);
+    Py_ssize_t key_at = off + 4 + 4 * ((flags & 0x80) != 0);
+    Py_ssize_t position = key_at + 4 * ((flags & 0x20) != 0);
     int sequenced = (flags & 0x10) != 0;
     position += 4 * sequenced;
     if (position > end) return INNER_DAMAGED;
@@ -154,33 +165,39 @@ static int gre(const uint8_t *d, Py_ssize_t off, Py_ssize_t end, Py_ssize_t *inn
     }
     *bit = INFO_GRE;
     *inner_off = position;
-    switch (protocol) {
-        case 0x0800: return INNER_IPV4;
-        case 0x86DD: return INNER_IPV6;
-        case 0x6558: return INNER_ETHERNET;
-        case 0x8847: return INNER_MPLS;
-        default: return -1;
+    int kind = protocol == 0x0800 ? INNER_IPV4 : protocol == 0x86DD ? INNER_IPV6
+             : protocol == 0x6558 ? INNER_ETHERNET : protocol == 0x8847 ? INNER_MPLS : -1;
+    if (kind >= 0 && (flags & 0x20)) { /* the key sits before `position`, which is within `end` */
+        uint32_t key = u32be(d, key_at);
+        *vnet = VNET_GRE | (protocol == 0x6558 ? key >> 8 : key); /* NVGRE: the virtual subnet id */
     }
+    return kind;
 }
 
-static int udp_tunnel(const uint8_t *d, Py_ssize_t off, Py_ssize_t end, Py_ssize_t *inner_off, unsigned *bit) {
+static int udp_tunnel(const uint8_t *d, Py_ssize_t off, Py_ssize_t end, Py_ssize_t *inner_off, unsigned *bit,
+                      uint64_t *vnet) {
+    *vnet = 0;
     if (off + 8 > end) return -1;
     unsigned port = u16(d, off + 2);
     Py_ssize_t position = off + 8;
-    if (port == 4789 || port == 4790) { /* VXLAN, VXLAN-GPE */
+    if (port == 4789 || port == 4790 || port == 8472) { /* VXLAN, VXLAN-GPE, VXLAN on Linux's port */
         *bit = INFO_VXLAN;
         if (position + 8 > end) return INNER_DAMAGED;
         unsigned flags = d[position];
         if (!(flags & 0x08)) return -1;
         *inner_off = position + 8;
-        if (port == 4789 || !(flags & 0x04)) return INNER_ETHERNET;
-        switch (d[position + 3]) {
-            case 1: return INNER_IPV4;
-            case 2: return INNER_IPV6;
-            case 3: return INNER_ETHERNET;
-            case 5: return INNER_MPLS;
-            default: return -1;
+        int kind = INNER_ETHERNET;
+        if (port == 4790 && (flags & 0x04)) {
+            switch (d[position + 3]) {
+                case 1: kind = INNER_IPV4; break;
+                case 2: kind = INNER_IPV6; break;
+                case 3: kind = INNER_ETHERNET; break;
+                case 5: kind = INNER_MPLS; break;
+                default: return -1;
+            }
         }
+        *vnet = VNET_VXLAN | (uint64_t)d[position + 4] << 16 | (uint64_t)d[position + 5] << 8 | d[position + 6];
+        return kind;
     }
     if (port == 6081) {
         *bit = INFO_GENEVE;
@@ -193,7 +210,13 @@ static int udp_tunnel(const uint8_t *d, Py_ssize_t off, Py_ssize_t end, Py_ssize
         if ((d[position] >> 6) != 0 || inner < 0) return -1;
         if (start > end) return INNER_DAMAGED;
         *inner_off = start;
+        *vnet = VNET_GENEVE | (uint64_t)d[position + 4] << 16 | (uint64_t)d[position + 5] << 8 | d[position + 6];
         return inner;
+    }
+    if (port == 6635) { /* MPLS in UDP: the label stack is checked where it is peeled */
+        *bit = INFO_MPLS;
+        *inner_off = position;
+        return INNER_MPLS;
     }
     return -1;
 }
@@ -257,7 +280,7 @@ static int ethernet(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, unsigned *et
     return vlan_tags(d, u16(d, off + 12), off + 14, n, ethertype, next);
 }
 
-static int inner(int kind, Py_ssize_t off, const uint8_t *d, Py_ssize_t n, unsigned outer, int depth, seg_t *s) {
+static int inner(int kind, Py_ssize_t off, const uint8_t *d, Py_ssize_t n, uint64_t outer, int depth, seg_t *s) {
     if (kind < 0) return NOT_TCP;
     if (kind == INNER_DAMAGED || depth > MAX_DEPTH) return MALFORMED;
     if (kind == INNER_ETHERNET) {
@@ -271,7 +294,7 @@ static int inner(int kind, Py_ssize_t off, const uint8_t *d, Py_ssize_t n, unsig
     return network(0x8847, d, off, n, outer, depth, s);
 }
 
-static int network(unsigned ethertype, const uint8_t *d, Py_ssize_t off, Py_ssize_t n, unsigned outer, int depth,
+static int network(unsigned ethertype, const uint8_t *d, Py_ssize_t off, Py_ssize_t n, uint64_t outer, int depth,
                    seg_t *s) {
     if (ethertype == 0x0800) return decode_ipv4(d, off, n, outer, depth, s);
     if (ethertype == 0x86DD) return decode_ipv6(d, off, n, outer, depth, s);
@@ -288,23 +311,27 @@ static int network(unsigned ethertype, const uint8_t *d, Py_ssize_t off, Py_ssiz
     return NOT_IP;
 }
 
-static int is_tunnel_proto(unsigned proto) { return proto == 47 || proto == 17 || proto == 4 || proto == 41; }
+static int is_tunnel_proto(unsigned proto) {
+    return proto == 47 || proto == 17 || proto == 4 || proto == 41 || proto == 137;
+}
 
-static int tunnel(unsigned proto, const uint8_t *d, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t n, unsigned outer,
+static int tunnel(unsigned proto, const uint8_t *d, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t n, uint64_t outer,
                   int depth, seg_t *s) {
     Py_ssize_t limit = end < n ? end : n;
     if (proto == 47 || proto == 17) {
-        Py_ssize_t at = 0; unsigned bit = 0;
-        int kind = proto == 47 ? gre(d, pos, limit, &at, &bit) : udp_tunnel(d, pos, limit, &at, &bit);
+        Py_ssize_t at = 0; unsigned bit = 0; uint64_t vnet = 0;
+        int kind = proto == 47 ? gre(d, pos, limit, &at, &bit, &vnet) : udp_tunnel(d, pos, limit, &at, &bit, &vnet);
+        if (kind >= 0 && vnet) outer = (outer & INFO_BITS) | vnet << INFO_VNET_SHIFT; /* the innermost wins */
         return inner(kind, at, d, limit, outer | bit, depth + 1, s);
     }
+    if (proto == 137) return inner(INNER_MPLS, pos, d, limit, outer | INFO_MPLS, depth + 1, s); /* MPLS in IP */
     if (depth >= MAX_DEPTH) return MALFORMED;
     if (proto == 4) return decode_ipv4(d, pos, limit, outer | INFO_IPIP, depth + 1, s);
     if (proto == 41) return decode_ipv6(d, pos, limit, outer | INFO_IPIP, depth + 1, s);
     return NOT_TCP;
 }
 
-static int decode_ipv4(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, unsigned outer, int depth, seg_t *s) {
+static int decode_ipv4(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, uint64_t outer, int depth, seg_t *s) {
     if (off + 20 > n) return MALFORMED;
     unsigned first = d[off];
     Py_ssize_t ihl = (Py_ssize_t)(first & 0x0F) * 4;
@@ -317,7 +344,7 @@ static int decode_ipv4(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, unsigned 
         if (frag & 0x3FFF) return is_tunnel_proto(proto) ? FRAGMENT_V4 : NOT_TCP;
         return tunnel(proto, d, off + ihl, off + total, n, outer, depth, s);
     }
-    unsigned info = outer;
+    uint64_t info = outer;
     if (frag & 0x3FFF) {
         if (frag & 0x1FFF) return FRAGMENT_V4;
         info |= INFO_FIRST_FRAGMENT;
@@ -325,13 +352,13 @@ static int decode_ipv4(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, unsigned 
     return decode_tcp(d, d + off + 12, d + off + 16, 4, off + ihl, off + total, n, info, s);
 }
 
-static int decode_ipv6(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, unsigned outer, int depth, seg_t *s) {
+static int decode_ipv6(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, uint64_t outer, int depth, seg_t *s) {
     if (off + 40 > n) return MALFORMED;
     if ((d[off] >> 4) != 6) return MALFORMED;
     Py_ssize_t payload_len = u16(d, off + 4);
     unsigned next_header = d[off + 6];
     Py_ssize_t end = off + 40 + payload_len, pos = off + 40;
-    unsigned info = INFO_IPV6 | outer;
+    uint64_t info = INFO_IPV6 | outer;
     int fragment = 0, found = 0;
     for (int i = 0; i < 64; i++) {
         if (next_header == 6) { found = 1; break; }
@@ -367,28 +394,22 @@ static int decode_ipv6(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, unsigned 
     return decode_tcp(d, d + off + 8, d + off + 24, 16, pos, end, n, info, s);
 }
 
-static int decode_frame(int linktype, const uint8_t *d, Py_ssize_t n, seg_t *s) {
-    unsigned ethertype;
-    Py_ssize_t off;
+/* linklayer.link_header: the ethertype after the link header (and its tags) and where it starts, or a status. */
+static int link_header(int linktype, const uint8_t *d, Py_ssize_t n, unsigned *ethertype, Py_ssize_t *off) {
     switch (linktype) {
-        case 1: {
-            int status = ethernet(d, 0, n, &ethertype, &off);
-            if (status != SEGMENT) return status;
-            break;
-        }
+        case 1:
+            return ethernet(d, 0, n, ethertype, off);
         case 113: case 276: {
             Py_ssize_t header = linktype == 113 ? 16 : 20;
             if (n < header) return MALFORMED;
-            int status = vlan_tags(d, u16(d, linktype == 113 ? 14 : 0), header, n, &ethertype, &off);
-            if (status != SEGMENT) return status;
-            break;
+            return vlan_tags(d, u16(d, linktype == 113 ? 14 : 0), header, n, ethertype, off);
         }
         case 101: case 12: case 14: case 228: case 229: {
             if (n < 1) return MALFORMED;
             unsigned version = d[0] >> 4;
-            ethertype = version == 4 ? 0x0800 : version == 6 ? 0x86DD : 0;
-            off = 0;
-            break;
+            *ethertype = version == 4 ? 0x0800 : version == 6 ? 0x86DD : 0;
+            *off = 0;
+            return SEGMENT;
         }
         case 0: case 108: {
             if (n < 4) return MALFORMED;
@@ -398,14 +419,21 @@ static int decode_frame(int linktype, const uint8_t *d, Py_ssize_t n, seg_t *s) 
                 family = u32le(d, 0);
                 if (family > 0xFFFF) family = u32be(d, 0);
             }
-            ethertype = family == 2 ? 0x0800
-                      : (family == 10 || family == 24 || family == 28 || family == 30) ? 0x86DD : 0;
-            off = 4;
-            break;
+            *ethertype = family == 2 ? 0x0800
+                       : (family == 10 || family == 24 || family == 28 || family == 30) ? 0x86DD : 0;
+            *off = 4;
+            return SEGMENT;
         }
         default:
             return UNSUPPORTED_LINK;
     }
+}
+
+static int decode_frame(int linktype, const uint8_t *d, Py_ssize_t n, seg_t *s) {
+    unsigned ethertype;
+    Py_ssize_t off;
+    int status = link_header(linktype, d, n, &ethertype, &off);
+    if (status != SEGMENT) return status;
     return network(ethertype, d, off, n, 0, 0, s);
 }
 
@@ -532,6 +560,7 @@ typedef struct {
                             * EXTENDING */
     uint32_t next[2];
     double last;           /* capture time of the flow's latest packet */
+    uint64_t vnet;         /* the virtual network (tunnels.py): part of the flow's identity */
 } entry_t;
 
 typedef struct {
@@ -541,11 +570,12 @@ typedef struct {
 
 typedef struct { uint8_t addr[16]; uint16_t port; uint8_t alen, used; } server_t;
 
-static uint64_t key_hash(const uint8_t *a, const uint8_t *b, int alen, unsigned pa, unsigned pb) {
+static uint64_t key_hash(const uint8_t *a, const uint8_t *b, int alen, unsigned pa, unsigned pb, uint64_t vnet) {
     uint64_t h = 1469598103934665603ull;
     for (int i = 0; i < alen; i++) { h ^= a[i]; h *= 1099511628211ull; }
     for (int i = 0; i < alen; i++) { h ^= b[i]; h *= 1099511628211ull; }
     h ^= (uint64_t)pa << 16 | pb; h *= 1099511628211ull;
+    if (vnet) { h ^= vnet; h *= 1099511628211ull; }
     return h ^ (h >> 29);
 }
 
@@ -556,12 +586,14 @@ static int table_init(table_t *t, size_t capacity) {
     return 0;
 }
 
-static entry_t *table_slot(table_t *t, const uint8_t *a, const uint8_t *b, int alen, unsigned pa, unsigned pb) {
-    size_t mask = t->capacity - 1, i = key_hash(a, b, alen, pa, pb) & mask;
+static entry_t *table_slot(table_t *t, const uint8_t *a, const uint8_t *b, int alen, unsigned pa, unsigned pb,
+                           uint64_t vnet) {
+    size_t mask = t->capacity - 1, i = key_hash(a, b, alen, pa, pb, vnet) & mask;
     for (;;) {
         entry_t *e = &t->slots[i];
         if (e->state == ST_FREE) return e;
-        if (e->alen == alen && e->pa == pa && e->pb == pb && !memcmp(e->a, a, alen) && !memcmp(e->b, b, alen))
+        if (e->alen == alen && e->pa == pa && e->pb == pb && e->vnet == vnet && !memcmp(e->a, a, alen)
+            && !memcmp(e->b, b, alen))
             return e;
         i = (i + 1) & mask;
     }
@@ -574,7 +606,7 @@ static int table_rebuild(table_t *t, size_t capacity, double keep_after) {
     for (size_t i = 0; i < t->capacity; i++) {
         entry_t *e = &t->slots[i];
         if (e->state == ST_FREE || e->last < keep_after) continue;
-        entry_t *slot = table_slot(&fresh, e->a, e->b, e->alen, e->pa, e->pb);
+        entry_t *slot = table_slot(&fresh, e->a, e->b, e->alen, e->pa, e->pb, e->vnet);
         *slot = *e;
         fresh.used++;
     }
@@ -600,9 +632,13 @@ typedef struct {
     double sweep_at;
     double now;            /* capture time of the record being scanned */
     int stalled;           /* the record at the cursor was counted and ticked; only its admission is pending */
-    struct { uint8_t a[16], b[16]; uint16_t pa, pb; uint8_t alen, used; } slots[MAX_EXTENDING];
+    struct { uint8_t a[16], b[16]; uint16_t pa, pb; uint8_t alen, used; uint64_t vnet; } slots[MAX_EXTENDING];
                            /* the flows whose head extends (a slot is free once its flow is not, or idle) */
     long long counters[N_COUNTERS];
+    struct datagram_s *datagrams; /* tunnel packets fragmented outside, being joined (MAX_DATAGRAMS; defrag.py) */
+    uint64_t datagrams_born;      /* datagrams begun so far: their order, the oldest is dropped first */
+    uint8_t *rebuilt;             /* the frame the last piece of one completed */
+    Py_ssize_t rebuilt_len;       /* its length while the record that completed it is scanned, else 0 */
     struct armed_s *armed; /* flows whose bytes may be dropped unread (skip_flow), open addressing */
     size_t armed_cap, armed_used, armed_gone;
     size_t *dirty, dirty_used; /* slots of the armed flows with a pending notice, in the order they got one */
@@ -633,7 +669,7 @@ static void canonical(const uint8_t *src, unsigned sport, const uint8_t *dst, un
 
 static int server_index(Scanner *sc, const uint8_t *addr, int alen, unsigned port, int insert) {
     if (!sc->servers_cap) return -1;
-    size_t mask = sc->servers_cap - 1, i = key_hash(addr, addr, alen, port, port) & mask;
+    size_t mask = sc->servers_cap - 1, i = key_hash(addr, addr, alen, port, port, 0) & mask;
     for (;;) {
         server_t *v = &sc->servers[i];
         if (!v->used) {
@@ -649,10 +685,10 @@ static int server_index(Scanner *sc, const uint8_t *addr, int alen, unsigned por
 
 /* The flow's state slot, created NEW when absent; NULL when memory runs out. */
 static entry_t *flow_entry(Scanner *sc, const uint8_t *src, unsigned sport, const uint8_t *dst, unsigned dport,
-                           int alen, double now) {
+                           int alen, uint64_t vnet, double now) {
     const uint8_t *a, *b; unsigned pa, pb;
     canonical(src, sport, dst, dport, alen, &a, &pa, &b, &pb);
-    entry_t *e = table_slot(&sc->flows, a, b, alen, pa, pb);
+    entry_t *e = table_slot(&sc->flows, a, b, alen, pa, pb, vnet);
     if (e->state != ST_FREE) return e;
     size_t capacity = sc->flows.capacity;
     if (sc->flows.used + 1 > (capacity < MAX_TABLE_FLOWS ? capacity / 2 : capacity / 4 * 3)) {
@@ -666,11 +702,11 @@ static entry_t *flow_entry(Scanner *sc, const uint8_t *src, unsigned sport, cons
                 if (table_rebuild(&sc->flows, capacity, 1.0 / 0.0) < 0) return NULL;
             }
         }
-        e = table_slot(&sc->flows, a, b, alen, pa, pb);
+        e = table_slot(&sc->flows, a, b, alen, pa, pb, vnet);
     }
     memset(e, 0, sizeof *e);
     memcpy(e->a, a, alen); memcpy(e->b, b, alen);
-    e->pa = (uint16_t)pa; e->pb = (uint16_t)pb; e->alen = (uint8_t)alen;
+    e->pa = (uint16_t)pa; e->pb = (uint16_t)pb; e->alen = (uint8_t)alen; e->vnet = vnet;
     e->state = ST_NEW; e->last = now;
     sc->flows.used++;
     return e;
@@ -691,11 +727,11 @@ static int take_slot(Scanner *sc, const entry_t *e, double now) {
     for (int i = 0; i < MAX_EXTENDING; i++) {
         __typeof__(sc->slots[0]) *v = &sc->slots[i];
         if (v->used) {
-            const entry_t *held = table_slot(&sc->flows, v->a, v->b, v->alen, v->pa, v->pb);
+            const entry_t *held = table_slot(&sc->flows, v->a, v->b, v->alen, v->pa, v->pb, v->vnet);
             if (held->state != ST_FREE && (held->known & EXTENDING) && held->last + sc->idle_timeout >= now) continue;
         }
         memcpy(v->a, e->a, 16); memcpy(v->b, e->b, 16);
-        v->pa = e->pa; v->pb = e->pb; v->alen = e->alen; v->used = 1;
+        v->pa = e->pa; v->pb = e->pb; v->alen = e->alen; v->vnet = e->vnet; v->used = 1;
         return 1;
     }
     return 0;
@@ -714,7 +750,7 @@ static int flow_admission(Scanner *sc, const seg_t *s, const uint8_t *d, double 
     if (sc->servers_used && (server_index(sc, s->src, s->alen, s->sport, 0) >= 0
                              || server_index(sc, s->dst, s->alen, s->dport, 0) >= 0))
         return ADMIT;
-    entry_t *e = flow_entry(sc, s->src, s->sport, s->dst, s->dport, s->alen, ts);
+    entry_t *e = flow_entry(sc, s->src, s->sport, s->dst, s->dport, s->alen, s->info >> INFO_VNET_SHIFT, ts);
     if (!e) return -1;
     if (e->last + sc->idle_timeout < ts) head_reset(e);
     e->last = ts;
@@ -782,7 +818,7 @@ static PyObject *u16_object(unsigned value) {
 }
 
 static PyObject *address_object(const uint8_t *addr, int alen) {
-    uint64_t h = key_hash(addr, addr, alen, 0, 0);
+    uint64_t h = key_hash(addr, addr, alen, 0, 0, 0);
     PyObject **slot = &address_cache[h % ADDRESS_CACHE];
     PyObject *o = *slot;
     if (o && PyBytes_GET_SIZE(o) == alen && !memcmp(PyBytes_AS_STRING(o), addr, alen)) {
@@ -815,7 +851,7 @@ static PyObject *segment_tuple(const uint8_t *d, const seg_t *s) {
             case 6: o = u16_object(s->flags); break;
             case 7: o = PyBytes_FromStringAndSize((const char *)d + s->pstart, s->plen); break;
             case 8: o = PyLong_FromSsize_t(s->wire_len); break;
-            case 9: o = u16_object(s->info); break;
+            case 9: o = s->info <= 0xFFFF ? u16_object((unsigned)s->info) : PyLong_FromUnsignedLongLong(s->info); break;
             case 10: o = u16_object(s->window); break;
             default: o = u16_object(s->options); break;
         }
@@ -844,6 +880,150 @@ static int append_item(PyObject *items, long long frame, double ts, PyObject *se
     return rc;
 }
 
+/* ---- tunnel packets fragmented outside, joined again (defrag.py: the same rules, in the same order) ---- */
+
+#define MAX_DATAGRAMS 64          /* defrag.MAX_DATAGRAMS */
+#define MAX_PIECES 64             /* defrag.MAX_PIECES */
+#define FRAGMENT_TIMEOUT 30.0     /* defrag.FRAGMENT_TIMEOUT */
+#define MAX_DATAGRAM 65535        /* defrag.MAX_DATAGRAM */
+#define MAX_LINK_HEADER 64        /* defrag._MAX_LINK_HEADER */
+#define MAX_HEADER (MAX_LINK_HEADER + 60) /* a link header and the longest IP header (IPv4 with options) */
+
+typedef struct datagram_s {
+    int used, version, has_header, pieces;
+    uint64_t born;                /* the order datagrams were begun in */
+    double first;                 /* capture time of its first piece */
+    uint8_t src[16], dst[16];
+    uint32_t ident;
+    unsigned proto;
+    uint8_t header[MAX_HEADER];   /* the link and IP headers of the piece at offset 0 */
+    Py_ssize_t header_len, ip_at;
+    Py_ssize_t starts[MAX_PIECES], sizes[MAX_PIECES];
+    Py_ssize_t total, held;       /* the payload's length (-1 while unknown), the bytes held */
+    uint8_t *payload;             /* MAX_DATAGRAM bytes, kept for the slot's next datagram */
+} datagram_t;
+
+typedef struct {
+    int version, more;
+    const uint8_t *src, *dst, *payload;
+    uint32_t ident;
+    unsigned proto;
+    Py_ssize_t at, header_len, offset, size;
+} piece_t;
+
+/* defrag._piece: 1 when `d` is a piece of a fragmented tunnel packet (`p` filled), else 0. */
+static int defrag_piece(int linktype, const uint8_t *d, Py_ssize_t n, piece_t *p) {
+    unsigned ethertype;
+    Py_ssize_t at;
+    if (link_header(linktype, d, n, &ethertype, &at) != SEGMENT || at > MAX_LINK_HEADER) return 0;
+    p->at = at;
+    if (ethertype == 0x0800) {
+        if (at + 20 > n || (d[at] >> 4) != 4) return 0;
+        Py_ssize_t ihl = (Py_ssize_t)(d[at] & 0x0F) * 4, total = u16(d, at + 2);
+        unsigned frag = u16(d, at + 6);
+        p->proto = d[at + 9];
+        if (ihl < 20 || total < ihl || at + total > n || !(frag & 0x3FFF) || !is_tunnel_proto(p->proto)) return 0;
+        p->version = 4; p->src = d + at + 12; p->dst = d + at + 16; p->ident = u16(d, at + 4);
+        p->offset = (Py_ssize_t)(frag & 0x1FFF) * 8; p->more = (frag & 0x2000) != 0;
+        p->header_len = at + ihl; p->payload = d + at + ihl; p->size = total - ihl;
+        return 1;
+    }
+    if (ethertype == 0x86DD) {
+        if (at + 48 > n || (d[at] >> 4) != 6 || d[at + 6] != 44) return 0;
+        Py_ssize_t end = at + 40 + u16(d, at + 4);
+        p->proto = d[at + 40];
+        if (end < at + 48 || end > n || !is_tunnel_proto(p->proto)) return 0;
+        unsigned field = u16(d, at + 42);
+        p->version = 6; p->src = d + at + 8; p->dst = d + at + 24; p->ident = u32be(d, at + 44);
+        p->offset = field & 0xFFF8; p->more = field & 1;
+        p->header_len = at + 40; p->payload = d + at + 48; p->size = end - (at + 48);
+        return 1;
+    }
+    return 0;
+}
+
+static datagram_t *defrag_find(Scanner *sc, const piece_t *p) {
+    int alen = p->version == 4 ? 4 : 16;
+    for (int i = 0; i < MAX_DATAGRAMS; i++) {
+        datagram_t *g = &sc->datagrams[i];
+        if (g->used && g->version == p->version && g->ident == p->ident && g->proto == p->proto
+            && !memcmp(g->src, p->src, alen) && !memcmp(g->dst, p->dst, alen))
+            return g;
+    }
+    return NULL;
+}
+
+/* A new datagram's slot (the oldest one's when all are taken); NULL when memory runs out. */
+static datagram_t *defrag_begin(Scanner *sc, const piece_t *p, double ts) {
+    datagram_t *g = NULL;
+    for (int i = 0; i < MAX_DATAGRAMS && !g; i++)
+        if (!sc->datagrams[i].used) g = &sc->datagrams[i];
+    if (!g) {
+        g = &sc->datagrams[0];
+        for (int i = 1; i < MAX_DATAGRAMS; i++)
+            if (sc->datagrams[i].born < g->born) g = &sc->datagrams[i];
+    }
+    if (!g->payload && !(g->payload = PyMem_Malloc(MAX_DATAGRAM))) return NULL;
+    int alen = p->version == 4 ? 4 : 16;
+    g->used = 1; g->version = p->version; g->has_header = 0; g->pieces = 0;
+    g->born = sc->datagrams_born++; g->first = ts;
+    memcpy(g->src, p->src, alen); memcpy(g->dst, p->dst, alen);
+    g->ident = p->ident; g->proto = p->proto; g->total = -1; g->held = 0;
+    return g;
+}
+
+/* The frame `g` makes, in sc->rebuilt: its length, or 0 when it would be longer than an IP packet can be. */
+static Py_ssize_t defrag_rebuild(Scanner *sc, datagram_t *g) {
+    uint8_t *f = sc->rebuilt;
+    Py_ssize_t at = g->ip_at;
+    memcpy(f, g->header, g->header_len);
+    if (g->version == 4) {
+        Py_ssize_t length = g->header_len - at + g->total;
+        if (length > MAX_DATAGRAM) return 0;
+        f[at + 2] = (uint8_t)(length >> 8); f[at + 3] = (uint8_t)length;
+        f[at + 6] = 0; f[at + 7] = 0;
+    } else {
+        f[at + 4] = (uint8_t)(g->total >> 8); f[at + 5] = (uint8_t)g->total;
+        f[at + 6] = (uint8_t)g->proto;
+    }
+    memcpy(f + g->header_len, g->payload, g->total);
+    return g->header_len + g->total;
+}
+
+/* Defragmenter.add: the length of the frame a last piece completed (in sc->rebuilt), 0 for none, -1 out of memory. */
+static Py_ssize_t defrag_add(Scanner *sc, int linktype, const uint8_t *d, Py_ssize_t n, double ts) {
+    piece_t p;
+    if (!defrag_piece(linktype, d, n, &p)) return 0;
+    if ((p.more && (p.size == 0 || p.size % 8)) || p.offset + p.size > MAX_DATAGRAM) return 0;
+    if (!sc->datagrams && !(sc->datagrams = PyMem_Calloc(MAX_DATAGRAMS, sizeof(datagram_t)))) return -1;
+    for (int i = 0; i < MAX_DATAGRAMS; i++)
+        if (sc->datagrams[i].used && sc->datagrams[i].first + FRAGMENT_TIMEOUT < ts) sc->datagrams[i].used = 0;
+    datagram_t *g = defrag_find(sc, &p);
+    if (!g && !(g = defrag_begin(sc, &p, ts))) return -1;
+    Py_ssize_t end = p.offset + p.size;
+    for (int i = 0; i < g->pieces; i++) {
+        if (g->starts[i] == p.offset && g->sizes[i] == p.size) return 0; /* an exact duplicate */
+        if (g->starts[i] < end && p.offset < g->starts[i] + g->sizes[i]) { g->used = 0; return 0; } /* overlap */
+    }
+    if ((!p.more && g->total >= 0 && g->total != end) || (g->total >= 0 && end > g->total)) { g->used = 0; return 0; }
+    if (!p.more)
+        for (int i = 0; i < g->pieces; i++)
+            if (g->starts[i] + g->sizes[i] > end) { g->used = 0; return 0; }
+    if (g->pieces >= MAX_PIECES) { g->used = 0; return 0; }
+    memcpy(g->payload + p.offset, p.payload, p.size);
+    g->starts[g->pieces] = p.offset; g->sizes[g->pieces] = p.size; g->pieces++;
+    g->held += p.size;
+    if (!p.more) g->total = end;
+    if (p.offset == 0) {
+        memcpy(g->header, d, p.header_len);
+        g->header_len = p.header_len; g->ip_at = p.at; g->has_header = 1;
+    }
+    if (!g->has_header || g->total < 0 || g->held != g->total) return 0;
+    g->used = 0;
+    if (!sc->rebuilt && !(sc->rebuilt = PyMem_Malloc(MAX_HEADER + MAX_DATAGRAM))) return -1;
+    return defrag_rebuild(sc, g);
+}
+
 /* ---- bytes dropped unread (skipping.py): armed flows and their notices ---- */
 
 #define MAX_ARMED 16384 /* skipping.MAX_ARMED */
@@ -865,6 +1045,7 @@ typedef struct {
 
 typedef struct armed_s {
     uint8_t a[16], b[16];  /* the canonical 4-tuple */
+    uint64_t vnet;         /* and the virtual network */
     uint16_t pa, pb;
     uint8_t alen, state, client_is_a;
     double last;
@@ -873,14 +1054,15 @@ typedef struct armed_s {
 
 
 static armed_t *armed_slot(Scanner *sc, const uint8_t *a, const uint8_t *b, int alen, unsigned pa, unsigned pb,
-                           int for_insert) {
-    size_t mask = sc->armed_cap - 1, i = key_hash(a, b, alen, pa, pb) & mask;
+                           uint64_t vnet, int for_insert) {
+    size_t mask = sc->armed_cap - 1, i = key_hash(a, b, alen, pa, pb, vnet) & mask;
     armed_t *gone = NULL;
     for (;;) {
         armed_t *e = &sc->armed[i];
         if (e->state == AR_FREE) return for_insert ? (gone ? gone : e) : NULL;
         if (e->state == AR_GONE) { if (!gone) gone = e; }
-        else if (e->alen == alen && e->pa == pa && e->pb == pb && !memcmp(e->a, a, alen) && !memcmp(e->b, b, alen))
+        else if (e->alen == alen && e->pa == pa && e->pb == pb && e->vnet == vnet && !memcmp(e->a, a, alen)
+                 && !memcmp(e->b, b, alen))
             return e;
         i = (i + 1) & mask;
     }
@@ -896,7 +1078,7 @@ static int armed_rebuild(Scanner *sc, size_t capacity, double keep_after) {
     for (size_t i = 0; old && i < old_cap; i++) {
         armed_t *e = &old[i];
         if (e->state != AR_USED || e->last < keep_after) continue;
-        *armed_slot(sc, e->a, e->b, e->alen, e->pa, e->pb, 1) = *e;
+        *armed_slot(sc, e->a, e->b, e->alen, e->pa, e->pb, e->vnet, 1) = *e;
         sc->armed_used++;
     }
     PyMem_Free(old);
@@ -925,7 +1107,10 @@ static int flush_rule(Scanner *sc, PyObject *items, armed_t *e, int direction) {
             case 6: o = u16_object(TCP_ACK); break;
             case 7: o = PyBytes_FromStringAndSize((const char *)r->tail, r->tail_len); break;
             case 8: o = PyLong_FromUnsignedLongLong(r->bytes); break;
-            case 9: o = u16_object(INFO_SKIPPED); break;
+            case 9:
+                o = e->vnet ? PyLong_FromUnsignedLongLong(INFO_SKIPPED | e->vnet << INFO_VNET_SHIFT)
+                            : u16_object(INFO_SKIPPED);
+                break;
             case 10: o = u16_object(r->window); break;
             default: o = Py_BuildValue("(KLd)", r->packets, r->frame - r->data_frame, r->data_ts); break;
         }
@@ -972,14 +1157,16 @@ static int contains_line_dot(const uint8_t *p, Py_ssize_t n) {
 
 /* An admitted segment of an armed flow: 1 dropped into its direction's notice, 0 goes on (the flow disarmed), -1 on
  * error. The rules are PyScanner._skipped's. */
-static int skip_segment(Scanner *sc, PyObject *items, long long frame, double ts, const uint8_t *d, const seg_t *s) {
+static int skip_segment(Scanner *sc, PyObject *items, long long frame, double ts, const uint8_t *d, const seg_t *s,
+                        int rebuilt) {
     const uint8_t *a, *b; unsigned pa, pb;
     canonical(s->src, s->sport, s->dst, s->dport, s->alen, &a, &pa, &b, &pb);
-    armed_t *e = armed_slot(sc, a, b, s->alen, pa, pb, 0);
+    armed_t *e = armed_slot(sc, a, b, s->alen, pa, pb, s->info >> INFO_VNET_SHIFT, 0);
     if (!e) return 0;
     int sender_is_a = a == s->src && pa == s->sport;
     rule_t *r = &e->rule[sender_is_a == e->client_is_a ? 0 : 1];
-    if (s->flags & (TCP_SYN | TCP_FIN | TCP_RST) || !(s->flags & TCP_ACK)) return disarm(sc, items, e);
+    /* A frame joined from pieces is not kept past its packet: its bytes are never dropped into a notice. */
+    if (s->flags & (TCP_SYN | TCP_FIN | TCP_RST) || !(s->flags & TCP_ACK) || rebuilt) return disarm(sc, items, e);
     if (e->last + sc->idle_timeout < ts) return disarm(sc, items, e); /* Python may have expired the flow */
     Py_ssize_t size = s->wire_len;
     const uint8_t *p = d + s->pstart;
@@ -1016,16 +1203,17 @@ static int skip_segment(Scanner *sc, PyObject *items, long long frame, double ts
 }
 
 /* skip_flow(client, cport, server, sport, last, c_rule, c_next, c_left, c_line_start, s_rule, s_next, s_left,
- * s_line_start) -> bool. `last`: the capture time of the flow's latest packet (Python's). */
-static PyObject *Scanner_skip_flow(Scanner *sc, PyObject *args) {
+ * s_line_start, *, vnet=0) -> bool. `last`: the capture time of the flow's latest packet (Python's). */
+static PyObject *Scanner_skip_flow(Scanner *sc, PyObject *args, PyObject *kwargs) {
+    static char *names[] = {"", "", "", "", "", "", "", "", "", "", "", "", "", "vnet", NULL};
     Py_buffer ca, sa;
     unsigned int cp, sp, cmode, smode;
     unsigned long cnext, snext;
-    unsigned long long cleft, sleft;
+    unsigned long long cleft, sleft, vnet = 0;
     int cline, sline;
     double last;
-    if (!PyArg_ParseTuple(args, "y*Iy*IdIkKpIkKp", &ca, &cp, &sa, &sp, &last, &cmode, &cnext, &cleft, &cline, &smode,
-                          &snext, &sleft, &sline))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*Iy*IdIkKpIkKp|$K", names, &ca, &cp, &sa, &sp, &last, &cmode,
+                                     &cnext, &cleft, &cline, &smode, &snext, &sleft, &sline, &vnet))
         return NULL;
     uint8_t client[16], server[16];
     int alen = (int)ca.len;
@@ -1038,7 +1226,7 @@ static PyObject *Scanner_skip_flow(Scanner *sc, PyObject *args) {
     if (sc->dirty_used) { PyErr_SetString(PyExc_RuntimeError, "skip_flow within a batch"); return NULL; }
     const uint8_t *a, *b; unsigned pa, pb;
     canonical(client, cp, server, sp, alen, &a, &pa, &b, &pb);
-    armed_t *e = sc->armed ? armed_slot(sc, a, b, alen, pa, pb, 0) : NULL;
+    armed_t *e = sc->armed ? armed_slot(sc, a, b, alen, pa, pb, vnet, 0) : NULL;
     if (!cmode && !smode) {
         if (e) { e->state = AR_GONE; sc->armed_used--; sc->armed_gone++; }
         Py_RETURN_TRUE;
@@ -1057,10 +1245,11 @@ static PyObject *Scanner_skip_flow(Scanner *sc, PyObject *args) {
             sc->dirty = PyMem_Calloc(MAX_ARMED, sizeof *sc->dirty);
             if (!sc->dirty) return PyErr_NoMemory();
         }
-        e = armed_slot(sc, a, b, alen, pa, pb, 1);
+        e = armed_slot(sc, a, b, alen, pa, pb, vnet, 1);
         if (e->state == AR_GONE) sc->armed_gone--;
         memset(e, 0, sizeof *e);
         memcpy(e->a, a, alen); memcpy(e->b, b, alen);
+        e->vnet = vnet;
         e->pa = (uint16_t)pa; e->pb = (uint16_t)pb; e->alen = (uint8_t)alen; e->state = AR_USED;
         sc->armed_used++;
     }
@@ -1115,7 +1304,17 @@ static int scan_record(Scanner *sc, PyObject *items, long long frame, double ts,
         if (sc->bpf && !bpf_run(sc->bpf, d, (uint32_t)n, (uint32_t)n)) { sc->counters[C_FILTERED] += lead; return DROP; }
     }
     seg_t s;
+    if (sc->stalled && sc->rebuilt_len) { d = sc->rebuilt; n = sc->rebuilt_len; } /* its admission waited */
     int status = decode_frame(linktype, d, n, &s);
+    if ((status == FRAGMENT_V4 || status == FRAGMENT_V6) && !sc->stalled) {
+        Py_ssize_t built = defrag_add(sc, linktype, d, n, ts);
+        if (built < 0) { PyErr_NoMemory(); return -1; }
+        if (built > 0) { /* the last piece of a tunnel packet: the packet, read as any other */
+            sc->rebuilt_len = built;
+            d = sc->rebuilt; n = built;
+            status = decode_frame(linktype, d, n, &s);
+        }
+    }
     if (status != SEGMENT) {
         /* A later IPv4 fragment has no ports: a port filter never passes it, an every-port one does. */
         int slot = status == MALFORMED ? C_MALFORMED : status == FRAGMENT_V6 ? C_FRAGMENTS
@@ -1140,7 +1339,7 @@ static int scan_record(Scanner *sc, PyObject *items, long long frame, double ts,
         if (verdict == STALL) { sc->stalled = 1; return STALL; }
         if (verdict == DROP) return DROP;
     }
-    int skipped = sc->armed_used ? skip_segment(sc, items, frame, ts, d, &s) : 0;
+    int skipped = sc->armed_used ? skip_segment(sc, items, frame, ts, d, &s, sc->rebuilt_len != 0) : 0;
     if (skipped < 0) return -1;
     if (!skipped) {
         PyObject *segment = segment_tuple(d, &s);
@@ -1208,7 +1407,7 @@ static PyObject *Scanner_next_batch(Scanner *sc, PyObject *Py_UNUSED(ignored)) {
         int rc = scan_record(sc, items, sc->frame + 1, ts, rec + 16, caplen, sc->linktype);
         if (rc < 0) { Py_DECREF(items); return NULL; }
         if (rc == STALL) break;
-        sc->stalled = 0;
+        sc->stalled = 0; sc->rebuilt_len = 0;
         sc->frame++;
         sc->pos += 16 + (size_t)caplen;
         if (sc->pos - sc->released >= RELEASE_EVERY) release_pages(sc);
@@ -1271,7 +1470,7 @@ static PyObject *Scanner_scan(Scanner *sc, PyObject *args) {
         int rc = scan_record(sc, items, frame + 1, ts, (const uint8_t *)buf.buf + m[2], m[3], linktype);
         if (rc < 0) { Py_CLEAR(items); goto done; }
         if (rc == STALL) break;
-        sc->stalled = 0;
+        sc->stalled = 0; sc->rebuilt_len = 0;
         frame++;
     }
     if (flush_all(sc, items) < 0) { Py_CLEAR(items); goto done; }
@@ -1284,10 +1483,13 @@ done:
 
 /* ---- verdicts from Python ---- */
 
-static int parse_flow(PyObject *args, uint8_t *src, unsigned *sport, uint8_t *dst, unsigned *dport, int *alen) {
+static int parse_flow(PyObject *args, uint8_t *src, unsigned *sport, uint8_t *dst, unsigned *dport, int *alen,
+                      uint64_t *vnet) {
     Py_buffer a, b;
     unsigned int pa, pb;
-    if (!PyArg_ParseTuple(args, "y*Iy*I", &a, &pa, &b, &pb)) return -1;
+    unsigned long long network = 0;
+    if (!PyArg_ParseTuple(args, "y*Iy*I|K", &a, &pa, &b, &pb, &network)) return -1;
+    *vnet = network;
     int ok = (a.len == 4 || a.len == 16) && a.len == b.len && pa < 65536 && pb < 65536;
     if (ok) {
         memcpy(src, a.buf, a.len);
@@ -1301,9 +1503,9 @@ static int parse_flow(PyObject *args, uint8_t *src, unsigned *sport, uint8_t *ds
 }
 
 static PyObject *set_flow(Scanner *sc, PyObject *args, int state) {
-    uint8_t src[16], dst[16]; unsigned sport, dport; int alen;
-    if (parse_flow(args, src, &sport, dst, &dport, &alen) < 0) return NULL;
-    entry_t *e = flow_entry(sc, src, sport, dst, dport, alen, sc->now);
+    uint8_t src[16], dst[16]; unsigned sport, dport; int alen; uint64_t vnet;
+    if (parse_flow(args, src, &sport, dst, &dport, &alen, &vnet) < 0) return NULL;
+    entry_t *e = flow_entry(sc, src, sport, dst, dport, alen, vnet, sc->now);
     if (!e) return PyErr_NoMemory();
     unextend(e);
     e->state = (uint8_t)state;
@@ -1433,6 +1635,9 @@ static void Scanner_dealloc(Scanner *sc) {
     PyMem_Free(sc->bpf);
     PyMem_Free(sc->armed);
     PyMem_Free(sc->dirty);
+    for (int i = 0; sc->datagrams && i < MAX_DATAGRAMS; i++) PyMem_Free(sc->datagrams[i].payload);
+    PyMem_Free(sc->datagrams);
+    PyMem_Free(sc->rebuilt);
     Py_XDECREF(sc->error);
     Py_TYPE(sc)->tp_free((PyObject *)sc);
 }
@@ -1461,13 +1666,14 @@ static PyMethodDef Scanner_methods[] = {
      "next_batch() -> list of (frame, ts, segment or None for a sweep tick), or None at the end of the file"},
     {"scan", (PyCFunction)Scanner_scan, METH_VARARGS,
      "scan(buf, meta, linktype, frame, start) -> (items, next record index, last frame): next_batch output"},
-    {"keep_flow", (PyCFunction)Scanner_keep_flow, METH_VARARGS, "keep_flow(src, sport, dst, dport): a mail flow"},
-    {"drop_flow", (PyCFunction)Scanner_drop_flow, METH_VARARGS, "drop_flow(src, sport, dst, dport): not mail"},
+    {"keep_flow", (PyCFunction)Scanner_keep_flow, METH_VARARGS,
+     "keep_flow(src, sport, dst, dport, vnet=0): a mail flow"},
+    {"drop_flow", (PyCFunction)Scanner_drop_flow, METH_VARARGS, "drop_flow(src, sport, dst, dport, vnet=0): not mail"},
     {"keep_server", (PyCFunction)Scanner_keep_server, METH_VARARGS,
      "keep_server(address, port) -> bool: every flow to or from this endpoint is admitted"},
-    {"skip_flow", (PyCFunction)Scanner_skip_flow, METH_VARARGS,
-     "skip_flow(client, cport, server, sport, last, rule, next, left, line_start (client's), then the server's) "
-     "-> bool: "
+    {"skip_flow", (PyCFunction)(void (*)(void))Scanner_skip_flow, METH_VARARGS | METH_KEYWORDS,
+     "skip_flow(client, cport, server, sport, last, rule, next, left, line_start (client's), then the server's, "
+     "*, vnet=0) -> bool: "
      "drop what follows of the flow unread (skipping.py)"},
     {"skip_none", (PyCFunction)Scanner_skip_none, METH_NOARGS, "skip_none(): forget every flow skip_flow armed"},
     {"counters", (PyCFunction)Scanner_counters, METH_NOARGS, "counters() -> dict"},

@@ -17,7 +17,8 @@ Which reader handles a file (decided per file, ``backend``):
   (see :class:`~passive.capture.frames.FrameLocator`), with ``exact_frames=False`` frames are numbered among the
   packets the filter passed. Classic pcap only (else the twin); one reader per capture (no ``shards``).
 
-A user BPF expression (``bpf=``) needs libpcap to be compiled. IPv4 fragments are counted, not reassembled.
+A user BPF expression (``bpf=``) needs libpcap to be compiled. IP fragments are counted, not reassembled, but for
+those of a tunnel packet fragmented outside, which every reader joins again (:mod:`passive.capture.defrag`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 from passive.capture import libpcap
 from passive.capture.counters import CaptureCounters
+from passive.capture.defrag import Defragmenter, is_piece
 from passive.capture.flow import Flow, HandlerFactory
 from passive.capture.linklayer import (
     ACK,
@@ -35,6 +37,7 @@ from passive.capture.linklayer import (
     INFO_EXT_HEADERS,
     INFO_FIRST_FRAGMENT,
     INFO_TUNNELS,
+    INFO_VNET_SHIFT,
     MALFORMED,
     SYN,
     TUNNEL_BITS,
@@ -87,6 +90,7 @@ class Engine:
             external_clock=scanning,
         )
         self._unsupported_warned: set[int] = set()
+        self._defrag = Defragmenter()  # tunnel packets fragmented outside, on the libpcap path (feed)
         self.scanner: Any = None  # the scanner feeding this engine, told each verdict
         self.keep_servers = keep_servers  # the scanner also admits every later flow of a server found to be mail
         self.cursor = options.cursor
@@ -95,18 +99,18 @@ class Engine:
         # packet (one cell for both directions): the scanner admitted the rest of the batch before it knew, so their
         # packets are dropped here as the scanner drops them from then on, but for a SYN or a packet after the idle
         # timeout, which the scanner takes for a new flow.
-        self._dropping: dict[tuple[bytes, int, bytes, int], list[float]] = {}
+        self._dropping: dict[tuple[bytes, int, bytes, int, int], list[float]] = {}
 
     def _verdict(self, flow: Flow, keep: bool) -> None:
         scanner = self.scanner
         if scanner is None:
             return
         if keep:
-            scanner.keep_flow(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port)
+            scanner.keep_flow(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port, flow.vnet)
             if self.keep_servers:
                 scanner.keep_server(flow.server_addr, flow.server_port)
         else:
-            scanner.drop_flow(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port)
+            scanner.drop_flow(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port, flow.vnet)
             cell = [flow.last_ts]
             for key in flow._keys:
                 self._dropping[key] = cell
@@ -126,10 +130,10 @@ class Engine:
                 cursor.frame, cursor.phase, cursor.ts = frame, 1 if segment is not None else 0, ts
             if segment is None:
                 expire(ts)
-            elif dropping and (cell := dropping.get((segment[0], segment[2], segment[1], segment[3]))) is not None:
+            elif dropping and (cell := dropping.get(key := _table_key(segment))) is not None:
                 if segment[6] & (SYN | ACK) == SYN or cell[0] + idle < ts:  # the scanner takes it for a new flow
-                    dropping.pop((segment[0], segment[2], segment[1], segment[3]), None)
-                    dropping.pop((segment[1], segment[3], segment[0], segment[2]), None)
+                    dropping.pop(key, None)
+                    dropping.pop((key[2], key[3], key[0], key[1], key[4]), None)
                     process(segment, frame, ts)
                 else:
                     cell[0] = ts
@@ -167,12 +171,14 @@ class Engine:
         counters.packets_matched += 1
         frame += self.frame_base
         result = decode_tcp(linktype, data)
+        if result.__class__ is int and result in (FRAGMENT_V4, FRAGMENT_V6):
+            rebuilt = self._defrag.add(linktype, data, ts)
+            if rebuilt is not None:  # the last piece of a tunnel packet (passive.capture.defrag)
+                result = decode_tcp(linktype, rebuilt)
         if result.__class__ is int:
             self._status(result, linktype)  # type: ignore[arg-type]
             return
         segment = result  # type: ignore[assignment]
-        if segment[9] & INFO_TUNNELS:
-            self._count_tunnels(segment[9])
         if not self.all_ports and segment[2] not in self.ports and segment[3] not in self.ports:
             counters.ignored += 1
             return
@@ -181,6 +187,8 @@ class Engine:
         if segment[9] & INFO_FIRST_FRAGMENT:
             counters.ip_fragments += 1
             return
+        if segment[9] & INFO_TUNNELS:  # counted as the scanner counts: the segments that reach reassembly
+            self._count_tunnels(segment[9])
         self.reassembler.process(segment, frame, ts)  # type: ignore[arg-type]
         if self.reassembler.skip_requests:  # no scanner to drop anything on this path
             self.reassembler.skip_requests.clear()
@@ -197,7 +205,8 @@ class Engine:
         if result.__class__ is int:
             if result in (FRAGMENT_V6, MALFORMED):  # MALFORMED passes so it shows up as a decode error
                 return True
-            return result == FRAGMENT_V4 and self.all_ports
+            # A piece of a tunnel packet passes as the filter passes it (its protocol, or a later UDP piece): joined.
+            return result == FRAGMENT_V4 and (self.all_ports or is_piece(linktype, data))
         if self.all_ports:
             return True
         sport, dport, info = result[2], result[3], result[9]  # type: ignore[index]
@@ -222,14 +231,19 @@ class Engine:
             if flow.label is None:
                 continue  # undecided: the new scanner admits its packets as a new flow's head
             if flow.handler is not None:
-                scanner.keep_flow(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port)
+                scanner.keep_flow(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port, flow.vnet)
             elif flow.state == Flow.IGNORED:
-                scanner.drop_flow(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port)
+                scanner.drop_flow(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port, flow.vnet)
 
     def finish(self) -> None:
         if self.cursor is not None:
             self.cursor.frame, self.cursor.phase = END_FRAME, 0
         self.reassembler.flush()
+
+
+def _table_key(segment: Segment) -> tuple[bytes, int, bytes, int, int]:
+    """The reassembler's table key of a segment's direction (passive.capture.flow.Flow._keys)."""
+    return segment[0], segment[2], segment[1], segment[3], segment[9] >> INFO_VNET_SHIFT
 
 
 def analyze_file(

@@ -115,6 +115,7 @@ class Flow:
         "skip_armed",
         "skip_wanted",
         "state",
+        "vnet",
     )
 
     # states
@@ -123,9 +124,16 @@ class Flow:
     IGNORED = 2
 
     def __init__(
-        self, flow_id: int, client: tuple[bytes, int], server: tuple[bytes, int], frame: int, ts: float
+        self,
+        flow_id: int,
+        client: tuple[bytes, int],
+        server: tuple[bytes, int],
+        frame: int,
+        ts: float,
+        vnet: int = 0,
     ) -> None:
         self.id = flow_id
+        self.vnet = vnet  # the virtual network the flow travels in (passive.capture.tunnels), 0 for none
         self.client_addr, self.client_port = client
         self.server_addr, self.server_port = server
         self.client = format_endpoint(*client)
@@ -139,8 +147,8 @@ class Flow:
         self.state = Flow.ACTIVE
         self.evict_class = 0  # the flow table's eviction class (passive.capture.flowtable)
         self._halves: tuple[HalfStream, HalfStream] | None = (HalfStream(), HalfStream())
-        # Table keys of the two directions: (source address, port, destination address, port).
-        self._keys = ((*client, *server), (*server, *client))
+        # Table keys of the two directions: (source address, port, destination address, port, virtual network).
+        self._keys = ((*client, *server, vnet), (*server, *client, vnet))
         self._events: list[tuple] | None = None
         self._seen = [b"", b""]
         self._isn: int | None = None  # a dropped flow's client ISN: a SYN with another one is a new connection

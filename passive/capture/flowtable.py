@@ -1,4 +1,5 @@
-"""The reassembler's flow table: flows by id and by 4-tuple, and the order in which a full table evicts them.
+"""The reassembler's flow table: flows by id and by 4-tuple (and virtual network), and the order in which a full
+table evicts them.
 
 A sender can open flows far faster than a mail session sends its next line (a SYN flood from spoofed sources
 costs it nothing). Evicting the least recently active flow first would let 10 000 spoofed SYNs push a live
@@ -27,7 +28,7 @@ HALF_OPEN, QUIET, ESTABLISHED = 0, 1, 2
 _CLASSES = (HALF_OPEN, QUIET, ESTABLISHED)
 _SLACK = 1024  # dead heap entries tolerated beyond the live flows before the heaps are rebuilt
 
-FlowKey = tuple[bytes, int, bytes, int]  # (source address, port, destination address, port)
+FlowKey = tuple[bytes, int, bytes, int, int]  # (source address, port, destination address, port, virtual network)
 
 
 class FlowTable:

@@ -15,9 +15,11 @@ the NIC left them in the frame and the cooked header names 802.1Q or 802.1ad), r
 BSD NULL (0, host byte order) and LOOP (108, network byte order).
 
 IPv6 extension headers (hop-by-hop, routing, destination options, fragment, AH and
-the other RFC 7045 ones) are walked. IP fragments are counted, never reassembled: a
+the other RFC 7045 ones) are walked. IP fragments are a status here, never decoded: a
 first fragment carries only part of the segment, so handing it on would splice a short
-piece into the stream; the reassembler reports the hole as a gap instead.
+piece into the stream; the reassembler reports the hole as a gap instead. The scanners and the
+libpcap path join the fragments of a tunnel packet fragmented outside again (passive.capture.defrag) and
+decode the whole; a TCP segment's own fragments stay counted.
 """
 
 from __future__ import annotations
@@ -89,6 +91,10 @@ INFO_MPLS = 128
 INFO_PPPOE = 256
 INFO_IPIP = 512
 INFO_SKIPPED = 1 << 15  # not a packet: the scanner's notice of packets it dropped unread (passive.capture.skipping)
+# Above the bits: the virtual network the segment travels in (tunnels.py, ``vnet``; 0 for none), part of its flow's
+# identity: ``info >> INFO_VNET_SHIFT``.
+INFO_VNET_SHIFT = 16
+INFO_BITS = (1 << INFO_VNET_SHIFT) - 1
 TUNNEL_BITS: dict[str, int] = {
     tunnels.GRE: INFO_GRE,
     tunnels.ERSPAN: INFO_ERSPAN,
@@ -112,6 +118,7 @@ MAX_WSCALE = 14  # RFC 7323 2.3: a larger shift is taken as 14
 # Segment = (src, dst, sport, dport, seq, ack, tcp_flags, payload, wire_payload_len, info, window, syn_options)
 #   src/dst: packed addresses (4 or 16 bytes); payload: the captured TCP payload;
 #   wire_payload_len: payload length per the IP header (> len(payload) when the frame was cut);
+#   info: INFO_* bits, and the virtual network id above them (INFO_VNET_SHIFT);
 #   window: the 16-bit window field, unscaled; syn_options: OPT_* bits of a SYN's options (0 without SYN).
 Segment = tuple[bytes, bytes, int, int, int, int, int, bytes, int, int, int, int]
 
@@ -122,8 +129,8 @@ _TCP = struct.Struct("!HHIIBBH").unpack_from
 _IPV6_EXT = frozenset({0, 43, 60, 135, 139, 140, 253, 254})  # generic (len+1)*8 extension headers
 _IP_PROTO_FRAGMENT = 44
 _IP_PROTO_AH = 51
-_TUNNEL_PROTOCOLS = frozenset(
-    {tunnels.IP_PROTO_GRE, tunnels.IP_PROTO_UDP, tunnels.IP_PROTO_IPIP, tunnels.IP_PROTO_IPV6}
+TUNNEL_PROTOCOLS = frozenset(
+    {tunnels.IP_PROTO_GRE, tunnels.IP_PROTO_UDP, tunnels.IP_PROTO_IPIP, tunnels.IP_PROTO_IPV6, tunnels.IP_PROTO_MPLS}
 )
 
 
@@ -147,22 +154,26 @@ def decode_tcp(linktype: int, data: bytes) -> Segment | int:
 
 
 def _decode_any(linktype: int, data: bytes, n: int) -> Segment | int:
+    link = link_header(linktype, data)
+    if link.__class__ is int:
+        return link  # type: ignore[return-value]
+    ethertype, offset = link  # type: ignore[misc]
+    return _network(ethertype, data, offset, n, 0, 0)
+
+
+def link_header(linktype: int, data: bytes) -> tuple[int, int] | int:
+    """The ethertype of what follows the link header (and its VLAN tags), and where it starts; or a status."""
+    n = len(data)
     if linktype == LINKTYPE_ETHERNET:
-        link = _ethernet(data, 0, n)
-        if link.__class__ is int:
-            return link  # type: ignore[return-value]
-        ethertype, offset = link  # type: ignore[misc]
-    elif linktype in (LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2):
+        return _ethernet(data, 0, n)
+    if linktype in (LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2):
         header = 16 if linktype == LINKTYPE_LINUX_SLL else 20
         if n < header:
             return MALFORMED
         at = 14 if linktype == LINKTYPE_LINUX_SLL else 0
         # A tag the NIC did not strip stays in the frame, the cooked header naming 802.1Q (or 802.1ad) instead.
-        link = _tags(data, data[at] << 8 | data[at + 1], header, n)
-        if link.__class__ is int:
-            return link  # type: ignore[return-value]
-        ethertype, offset = link  # type: ignore[misc]
-    elif linktype in (LINKTYPE_RAW, LINKTYPE_RAW_DLT12, LINKTYPE_RAW_DLT14, LINKTYPE_IPV4, LINKTYPE_IPV6):
+        return _tags(data, data[at] << 8 | data[at + 1], header, n)
+    if linktype in (LINKTYPE_RAW, LINKTYPE_RAW_DLT12, LINKTYPE_RAW_DLT14, LINKTYPE_IPV4, LINKTYPE_IPV6):
         if n < 1:
             return MALFORMED
         version = data[0] >> 4
@@ -182,7 +193,7 @@ def _decode_any(linktype: int, data: bytes, n: int) -> Segment | int:
         offset = 4
     else:
         return UNSUPPORTED_LINK
-    return _network(ethertype, data, offset, n, 0, 0)
+    return ethertype, offset
 
 
 def _ethernet(data: bytes, offset: int, n: int) -> tuple[int, int] | int:
@@ -247,8 +258,12 @@ def _tunnel(proto: int, data: bytes, pos: int, end: int, n: int, outer: int, dep
         found = (tunnels.gre if proto == tunnels.IP_PROTO_GRE else tunnels.udp)(data, pos, limit)
         if found is None:
             return NOT_TCP
-        inner, kind = found
+        inner, kind, vnet = found
+        if vnet:  # the innermost virtual network is the flow's
+            outer = (outer & INFO_BITS) | vnet << INFO_VNET_SHIFT
         return _inner(inner, data, limit, outer | TUNNEL_BITS[kind], depth + 1)
+    if proto == tunnels.IP_PROTO_MPLS:
+        return _inner((tunnels.INNER_MPLS, pos), data, limit, outer | INFO_MPLS, depth + 1)
     if depth >= tunnels.MAX_DEPTH:
         return MALFORMED
     if proto == tunnels.IP_PROTO_IPIP:
@@ -274,7 +289,7 @@ def _decode_ipv4(data: bytes, offset: int, n: int, outer: int = 0, depth: int = 
     proto = data[offset + 9]
     if proto != 6:
         if frag & 0x3FFF:
-            return NOT_TCP if proto not in _TUNNEL_PROTOCOLS else FRAGMENT_V4
+            return NOT_TCP if proto not in TUNNEL_PROTOCOLS else FRAGMENT_V4
         return _tunnel(proto, data, offset + ihl, offset + total, n, outer, depth)
     info = outer
     if frag & 0x3FFF:  # MF flag or a fragment offset
@@ -317,7 +332,7 @@ def _decode_ipv6(data: bytes, offset: int, n: int, outer: int = 0, depth: int = 
             if pos + 8 > n:
                 return MALFORMED
             next_header, size = data[pos], (data[pos + 1] + 2) * 4
-        elif next_header in _TUNNEL_PROTOCOLS and payload_len:
+        elif next_header in TUNNEL_PROTOCOLS and payload_len:
             # A tunnel's packet fragmented outside (its endpoint's MTU): counted as IPv4's are, not reassembled.
             return FRAGMENT_V6 if fragment else _tunnel(next_header, data, pos, end, n, outer, depth)
         else:

@@ -62,7 +62,7 @@ from passive.capture.flow import (
     sender_is_client,
 )
 from passive.capture.flowtable import ESTABLISHED, HALF_OPEN, QUIET, FlowTable
-from passive.capture.linklayer import ACK, FIN, INFO_SKIPPED, RST, SYN, Segment
+from passive.capture.linklayer import ACK, FIN, INFO_SKIPPED, INFO_VNET_SHIFT, RST, SYN, Segment
 from passive.capture.options import IDLE_TIMEOUT, MAX_BUFFER, MAX_BUFFER_SEGMENTS, MAX_FLOWS, MAX_TOTAL_BUFFER
 from passive.capture.policy import DEFAULT_POLICY, policy_named
 from passive.capture.skipping import apply_notice
@@ -129,7 +129,7 @@ class Reassembler(Delivery):
         self.counters.segments += 1
         if ts >= self._sweep_at:
             self.expire(ts)
-        entry = self._keys.get((src, sport, dst, dport))
+        entry = self._keys.get((src, sport, dst, dport, info >> INFO_VNET_SHIFT))
         if entry is None or flags & SYN:
             entry = self._flow_for(entry, segment, frame, ts)
             if entry is None:
@@ -300,7 +300,7 @@ class Reassembler(Delivery):
             client, server, direction = (src, sport), (dst, dport), Direction.CLIENT_TO_SERVER
         else:
             client, server, direction = (dst, dport), (src, sport), Direction.SERVER_TO_CLIENT
-        flow = Flow(self._next_id, client, server, frame, ts)
+        flow = Flow(self._next_id, client, server, frame, ts, segment[9] >> INFO_VNET_SHIFT)
         flow._skips = self.skip_requests
         self._next_id += 1
         self.counters.flows += 1

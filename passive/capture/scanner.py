@@ -19,13 +19,14 @@ A scanner numbers every frame (as tshark does), decodes link, tunnel, IP and TCP
 Everything else is dropped and counted: the packets of flows declared not mail (``drop_flow``, until a new SYN
 reuses the 4-tuple), and those of flows still undecided past their head. That last verdict, and the admission of
 each packet past the flow's first ``head`` (of any kind), is taken only when Python has processed every admitted
-packet before it: the scanner ends a batch early rather than decide while a verdict may still be on its way, so
-what is admitted (and counted) never depends on where batches end. A flow silent for ``idle_timeout`` seconds of
-capture time starts over as new.
+packet before it: the scanner ends a batch early rather than decide while a verdict may still be on its way, so what
+is admitted (and counted) never depends on where batches end. A flow silent for ``idle_timeout`` seconds of capture
+time starts over as new.
 
-With ``shards`` > 1 a scanner admits only the flows whose 4-tuple hashes to ``shard`` (:func:`shard_of`, the same
-for both directions): N workers reading one capture split its flows between them. Packets of no flow (not TCP,
-fragments, damage) are counted by shard 0 alone.
+A flow is its 4-tuple and its virtual network (:mod:`passive.capture.tunnels`, ``vnet``): tenants of an overlay
+reusing one inner 4-tuple are flows apart. With ``shards`` > 1 a scanner admits only the flows whose 4-tuple hashes
+to ``shard`` (:func:`shard_of`, the same for both directions): N workers reading one capture split its flows between
+them. Packets of no flow (not TCP, fragments, damage) are counted by shard 0 alone.
 
 A batch is a list of ``(frame, time, segment)``; ``segment`` is :data:`~passive.capture.linklayer.Segment`, or None
 for a sweep tick: every ``sweep_every`` seconds of capture time, measured on every packet read (admitted or not),
@@ -38,6 +39,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from passive.capture.defrag import Defragmenter
 from passive.capture.delivery import TAIL_KEEP
 from passive.capture.flowhead import FULL, MAX_EXTENDING, head_room, new_head, take_slot
 from passive.capture.linklayer import (
@@ -47,6 +49,7 @@ from passive.capture.linklayer import (
     FRAGMENT_V6,
     INFO_FIRST_FRAGMENT,
     INFO_SKIPPED,
+    INFO_VNET_SHIFT,
     MALFORMED,
     RST,
     SYN,
@@ -63,7 +66,7 @@ and the client's first command, a segment each, and a reply or two; twelve leave
 several segments, and a mid-stream pickup's first reply and command. Packets that bring no new bytes (the
 handshake, bare ACKs, retransmissions, keep-alives, window probes) do not count (:mod:`passive.capture.flowhead`)."""
 MAX_SCAN_FLOWS = 1 << 19
-"""Flow states a scanner holds (64 bytes each in C: 32 MiB at most). A full table first forgets flows idle past the
+"""Flow states a scanner holds (72 bytes each in C: 36 MiB at most). A full table first forgets flows idle past the
 timeout, then starts over (``table_resets``): each live flow is then a new flow again, and asked again."""
 MAX_SERVERS = 65536
 """Mail server endpoints a scanner admits every packet of (``keep_server``); past this, further ones are refused."""
@@ -93,7 +96,7 @@ _WORDS6 = struct.Struct("!4I").unpack
 
 Item = tuple[int, float, Segment | None]
 Packet = tuple[int, float, int, bytes, int]  # (frame, time, link type, data, length on the wire): a RawPacket
-FlowKey = tuple[bytes, int, bytes, int]
+FlowKey = tuple[bytes, int, bytes, int, int]  # canonical 4-tuple, virtual network
 
 
 def shard_of(segment: Segment) -> int:
@@ -107,17 +110,15 @@ def shard_of(segment: Segment) -> int:
     return mixed ^ (mixed >> 16)
 
 
-def canonical(src: bytes, sport: int, dst: bytes, dport: int) -> FlowKey:
-    return (src, sport, dst, dport) if (src, sport) <= (dst, dport) else (dst, dport, src, sport)
+def canonical(src: bytes, sport: int, dst: bytes, dport: int, vnet: int = 0) -> FlowKey:
+    return (src, sport, dst, dport, vnet) if (src, sport) <= (dst, dport) else (dst, dport, src, sport, vnet)
 
 
 class PyScanner:
     """The scanner in Python: the compiled scanner's interface and rules (see the module docstring).
 
     ``packets`` yields ``(frame, time, link type, data, wire length)`` (a file reader's RawPacket); without it,
-    :meth:`scan` takes libpcap's ``next_batch`` buffers. ``accept(linktype, data)`` is a user's BPF filter, applied
-    first.
-    """
+    :meth:`scan` takes libpcap's ``next_batch`` buffers. ``accept(linktype, data)``: a user's BPF filter, first."""
 
     def __init__(
         self,
@@ -149,6 +150,8 @@ class PyScanner:
         self._now = float("-inf")
         self._stalled = False
         self._slots: list[FlowKey | None] = [None] * MAX_EXTENDING  # flows whose head extends (flowhead.take_slot)
+        self._defrag = Defragmenter()  # tunnel packets fragmented outside (passive.capture.defrag)
+        self._rebuilt: bytes | None = None  # the frame a fragment completed, while its admission waits (stalled)
         self._counts = [0] * len(COUNTERS)
         self.frames = 0
         # Flows whose bytes may be dropped unread (skip_flow): canonical 4-tuple -> [client endpoint, last time,
@@ -176,7 +179,7 @@ class PyScanner:
                 self._pending = packet
                 break
             self._pending = None
-            self._stalled = False
+            self._stalled, self._rebuilt = False, None
             self.frames = frame
         self._flush_all(items)
         return items if items or self._packets is not None else None
@@ -194,33 +197,33 @@ class PyScanner:
                 continue
             if self._record(items, frame + 1, sec + usec * 1e-6, linktype, buf[offset : offset + caplen]) == STALL:
                 break
-            self._stalled = False
+            self._stalled, self._rebuilt = False, None
             frame += 1
             index += 1
         self._flush_all(items)
         return items, index, frame
 
-    def keep_flow(self, src: bytes, sport: int, dst: bytes, dport: int) -> None:
-        entry = self._entry(canonical(src, sport, dst, dport), self._now)
+    def keep_flow(self, src: bytes, sport: int, dst: bytes, dport: int, vnet: int = 0) -> None:
+        entry = self._entry(canonical(src, sport, dst, dport, vnet), self._now)
         entry[0], entry[7] = KEEP, False
 
-    def drop_flow(self, src: bytes, sport: int, dst: bytes, dport: int) -> None:
-        entry = self._entry(canonical(src, sport, dst, dport), self._now)
+    def drop_flow(self, src: bytes, sport: int, dst: bytes, dport: int, vnet: int = 0) -> None:
+        entry = self._entry(canonical(src, sport, dst, dport, vnet), self._now)
         entry[0], entry[7] = DROP, False
 
     def keep_server(self, address: bytes, port: int) -> bool:
-        if (address, port) in self._servers:
-            return True
-        if len(self._servers) >= MAX_SERVERS:
+        if (address, port) not in self._servers and len(self._servers) >= MAX_SERVERS:
             return False
         self._servers.add((address, port))
         return True
 
-    def skip_flow(self, client: bytes, cport: int, server: bytes, sport: int, last: float, *rules: Any) -> bool:
+    def skip_flow(
+        self, client: bytes, cport: int, server: bytes, sport: int, last: float, *rules: Any, vnet: int = 0
+    ) -> bool:
         """Drop what follows of a flow unread, per direction (client's first): ``rules`` is (rule, next sequence
         number, bytes left of a raw run, at a line's start) twice (:mod:`passive.capture.skipping`). False when the
         table of such flows is full."""
-        key = canonical(client, cport, server, sport)
+        key = canonical(client, cport, server, sport, vnet)
         armed = self._armed
         if not rules[0] and not rules[4]:
             armed.pop(key, None)
@@ -264,7 +267,14 @@ class PyScanner:
             if self.accept is not None and not self.accept(linktype, data):
                 counts[FILTERED] += lead
                 return DROPPED
+        elif self._rebuilt is not None:
+            data = self._rebuilt
         segment = decode_tcp(linktype, data)
+        if segment.__class__ is int and segment in (FRAGMENT_V4, FRAGMENT_V6) and not self._stalled:
+            rebuilt = self._defrag.add(linktype, data, ts)
+            if rebuilt is not None:  # the last piece of a tunnel packet: the packet, read as any other
+                self._rebuilt = rebuilt
+                segment = decode_tcp(linktype, rebuilt)
         if segment.__class__ is int:
             # A later IPv4 fragment has no ports: a port filter never passes it, an every-port one does.
             slot = FRAGMENTS if self.every_port or self._all_named else NOT_TCP
@@ -286,7 +296,7 @@ class PyScanner:
             if verdict != ADMIT:
                 self._stalled = verdict == STALL
                 return verdict
-        if not self._armed or not self._skipped(items, frame, ts, segment):  # type: ignore[arg-type]
+        if not self._armed or not self._skipped(items, frame, ts, segment, self._rebuilt is not None):  # type: ignore[arg-type]
             items.append((frame, ts, segment))  # type: ignore[arg-type]
         counts[ADMITTED] += 1
         if len(segment[7]) < segment[8]:  # type: ignore[index]
@@ -303,7 +313,7 @@ class PyScanner:
         servers = self._servers
         if servers and ((src, sport) in servers or (dst, dport) in servers):
             return ADMIT
-        key = canonical(src, sport, dst, dport)
+        key = canonical(src, sport, dst, dport, segment[9] >> INFO_VNET_SHIFT)
         entry = self._entry(key, ts)
         if entry[2] + self.idle_timeout < ts:
             entry[:] = new_head(ts, NEW)
@@ -338,18 +348,19 @@ class PyScanner:
 
     # -- bytes dropped unread (passive.capture.skipping) ----------------------------------------------------------
 
-    def _skipped(self, items: list[Item], frame: int, ts: float, segment: Segment) -> bool:
+    def _skipped(self, items: list[Item], frame: int, ts: float, segment: Segment, rebuilt: bool) -> bool:
         """Whether an admitted segment of an armed flow is dropped into its direction's notice; otherwise the
-        flow is disarmed (its notices handed over first) and the segment goes on."""
+        flow is disarmed (its notices handed over first) and the segment goes on. A segment of a frame joined from
+        fragments (``rebuilt``) always goes on: the compiled scanner keeps no such frame past the packet."""
         src, dst, sport, dport = segment[0], segment[1], segment[2], segment[3]
-        key = canonical(src, sport, dst, dport)
+        key = canonical(src, sport, dst, dport, segment[9] >> INFO_VNET_SHIFT)
         entry = self._armed.get(key)
         if entry is None:
             return False
         direction = 0 if entry[0] == (src, sport) else 1
         rule = entry[2 + direction]
         flags, payload, size = segment[6], segment[7], segment[8]
-        if flags & (SYN | FIN | RST) or not flags & ACK:
+        if flags & (SYN | FIN | RST) or not flags & ACK or rebuilt:
             return self._disarm(items, key, entry)
         if entry[1] + self.idle_timeout < ts:  # Python may have expired the flow
             return self._disarm(items, key, entry)
@@ -391,7 +402,7 @@ class PyScanner:
             self._armed = {key: entry for key, entry in self._armed.items() if entry[1] >= limit}
 
     def _disarm(self, items: list[Item], key: FlowKey, entry: list[Any]) -> bool:
-        self._flush(items, entry)
+        self._flush(items, entry, key[4])
         self._dirty.pop(key, None)
         del self._armed[key]
         return False
@@ -400,11 +411,11 @@ class PyScanner:
         """Hand over every notice (before a sweep tick, at the end of a batch)."""
         armed = self._armed
         for key in self._dirty:
-            self._flush(items, armed[key])
+            self._flush(items, armed[key], key[4])
         self._dirty.clear()
 
     @staticmethod
-    def _flush(items: list[Item], entry: list[Any]) -> None:
+    def _flush(items: list[Item], entry: list[Any], vnet: int) -> None:
         """Both directions' notices, in the order of their last packets (the flow's latest time is its last's)."""
         client, server = entry[2][4], entry[3][4]
         server_first = client is not None and server is not None and server[10] < client[10]
@@ -415,7 +426,8 @@ class PyScanner:
                 src, dst, sport, dport, seq, size, last, count, ack, window, frame, ts, data_frame, data_ts = notice
                 packets = (count, frame - data_frame, data_ts)
                 tail = last[-TAIL_KEEP:]  # the last segment dropped, kept for overlap conflict checks
-                segment = (src, dst, sport, dport, seq, ack, ACK, tail, size, INFO_SKIPPED, window, packets)
+                info = INFO_SKIPPED | vnet << INFO_VNET_SHIFT
+                segment = (src, dst, sport, dport, seq, ack, ACK, tail, size, info, window, packets)
                 items.append((frame, ts, segment))
 
     def _entry(self, key: FlowKey, now: float) -> list[Any]:

@@ -52,7 +52,7 @@ from passive.capture.counters import CaptureCounters
 from passive.capture.delivery import DIRECTIONS
 from passive.capture.flow import Direction, Flow
 from passive.capture.flowtable import ESTABLISHED
-from passive.capture.linklayer import ACK, Segment
+from passive.capture.linklayer import ACK, INFO_VNET_SHIFT, Segment
 from passive.capture.stream import SEQ_MASK
 
 SKIP_NONE, SKIP_DOT, SKIP_RAW, SKIP_ALL = 0, 1, 2, 3
@@ -70,7 +70,7 @@ class Reassembler(Protocol):
     counters: CaptureCounters
     skip_requests: list[Flow]
     max_flows: int
-    _keys: dict[tuple[bytes, int, bytes, int], tuple[Flow, int]]
+    _keys: dict[tuple[bytes, int, bytes, int, int], tuple[Flow, int]]
 
     @property
     def open_flows(self) -> int: ...
@@ -98,6 +98,7 @@ def arm_requested(reassembler: Reassembler, scanner: Any) -> None:
                 flow.server_port,
                 flow.last_ts,
                 *(plan or _NOTHING),
+                vnet=flow.vnet,
             )
             and plan is not None
         )
@@ -127,11 +128,11 @@ def _plan(flow: Flow) -> list[Any] | None:
 
 def apply_notice(reassembler: Reassembler, segment: Segment, frame: int, ts: float) -> None:
     """The scanner dropped packets of one direction unread: move the flow on as reading them would have."""
-    src, dst, sport, dport, seq, ack, flags, last, size, _info, window, (packets, since_data, data_ts) = segment
+    src, dst, sport, dport, seq, ack, flags, last, size, info, window, (packets, since_data, data_ts) = segment
     counters = reassembler.counters
     counters.segments += packets
     counters.segments_skipped += packets
-    entry = reassembler._keys.get((src, sport, dst, dport))
+    entry = reassembler._keys.get((src, sport, dst, dport, info >> INFO_VNET_SHIFT))
     if entry is None:  # the flow left the table (evicted) while the scanner dropped its packets
         counters.stray_segments += packets
         return

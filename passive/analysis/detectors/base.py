@@ -30,6 +30,9 @@ class SessionContext:
     # The flow was picked up mid-stream (its handshake not in the capture: a ring buffer's piece read apart, a
     # capture begun during the session): what happened before it, an AUTH say, is unknown.
     partial: bool = False
+    # The virtual network of an overlay the session travels in, as (kind, id) (passive.capture.tunnels.vnet_label),
+    # or (): tenants reuse addresses, so it is part of the identity of the session's findings (their key).
+    network: tuple[str, int] | tuple[()] = ()
 
 
 class Session(Protocol):

@@ -51,7 +51,10 @@ class SessionAnalyzer:
 
     def finding(self, kind: FindingType, severity: Severity, key: tuple[Any, ...] = ()) -> Finding:
         dropped, evicted = self.findings.dropped, self.findings.evicted
-        finding = self.findings.get(kind, self.context.protocol, self.context.server, severity, key)
+        network = self.context.network
+        finding = self.findings.get(
+            kind, self.context.protocol, self.context.server, severity, key + network if network else key
+        )
         self.stats.findings_dropped += self.findings.dropped - dropped
         self.stats.findings_evicted += self.findings.evicted - evicted
         finding.source = self.context.source

@@ -1,0 +1,153 @@
+"""Tunnel packets fragmented outside, put back together: a bounded reassembly of the outermost IP packet.
+
+A tunnel endpoint whose path MTU is smaller than what it encapsulates fragments the outer IPv4 or IPv6 packet (GRE,
+VXLAN, Geneve, IP in IP, MPLS in IP: :data:`~passive.capture.linklayer.TUNNEL_PROTOCOLS`); the tunnel's packet, and
+the mail inside, only exists once the pieces are joined. :class:`Defragmenter` joins them as a receiver does, within
+fixed bounds, and hands the whole frame back to be decoded like any other (the link header and the outer IP header
+of the first piece, lengths set, fragment fields cleared). What it cannot join stays counted as fragments.
+
+Rules (the Linux receiver's, RFC 5722 and its erratum 3089 for IPv6, and Linux's since 4.19 for IPv4):
+
+- only the outermost IP header, right after the link header (and its VLAN tags); for IPv6, a Fragment header as
+  the first extension header. Pieces are keyed by addresses, identification and protocol;
+- a piece overlapping another of its datagram drops the whole datagram and every piece of it held (an evasion
+  would otherwise choose which bytes count); an exact duplicate of a piece is ignored;
+- a piece that is not the last and whose length is not a multiple of 8, an empty one that is not the last, and
+  one that would end past 65 535 bytes are ignored; so is a datagram whose last pieces disagree on its length;
+- at most :data:`MAX_DATAGRAMS` datagrams are held, each of at most :data:`MAX_PIECES` pieces (a further datagram
+  drops the oldest; a further piece its datagram); a datagram not whole :data:`FRAGMENT_TIMEOUT` seconds of capture
+  time after its first piece is dropped.
+
+The compiled scanner (``_scan.c``) holds the same rules; tests compare the two.
+"""
+
+from __future__ import annotations
+
+from passive.capture.linklayer import ETHERTYPE_IPV4, ETHERTYPE_IPV6, TUNNEL_PROTOCOLS, link_header
+
+MAX_DATAGRAMS = 64
+"""Datagrams being reassembled at once (64 KiB at most each: 4 MiB). A tunnel endpoint fragments only what exceeds
+its MTU, and its pieces follow each other: a handful are open at a time on a busy link."""
+MAX_PIECES = 64
+"""Pieces held per datagram: a 64 KiB datagram cut at IPv6's minimum MTU (1 280 bytes) is 52 pieces."""
+FRAGMENT_TIMEOUT = 30.0
+"""Seconds of capture time a datagram may take to be whole: Linux's ``ipfrag_time``."""
+MAX_DATAGRAM = 65535  # an IP datagram's payload ends by then (the 16-bit length and offset fields)
+_MAX_LINK_HEADER = 64  # a link header and its tags are shorter; a longer one is not a frame to rebuild
+
+# A datagram being reassembled: [first piece's time, header of the piece at offset 0 (or None; see _piece),
+# pieces [(offset, bytes)], payload length (known from the last piece, else -1), bytes held]
+Datagram = list
+
+
+class Defragmenter:
+    """Joins the pieces of fragmented tunnel packets (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._datagrams: dict[tuple[int, bytes, bytes, int, int], Datagram] = {}
+
+    def add(self, linktype: int, data: bytes, ts: float) -> bytes | None:
+        """One fragment: the whole frame when it completes its datagram, else None."""
+        piece = _piece(linktype, data)
+        if piece is None:
+            return None
+        key, offset, more, header, payload = piece
+        size = len(payload)
+        if (more and (size == 0 or size % 8)) or offset + size > MAX_DATAGRAM:
+            return None
+        datagrams = self._datagrams
+        for stale in [k for k, d in datagrams.items() if d[0] + FRAGMENT_TIMEOUT < ts]:
+            del datagrams[stale]
+        datagram = datagrams.get(key)
+        if datagram is None:
+            if len(datagrams) >= MAX_DATAGRAMS:
+                del datagrams[next(iter(datagrams))]  # the oldest
+            datagram = datagrams[key] = [ts, None, [], -1, 0]
+        end = offset + size
+        for start, held in datagram[2]:
+            if start == offset and len(held) == size:
+                return None  # an exact duplicate
+            if start < end and offset < start + len(held):
+                del datagrams[key]  # overlap: the whole datagram goes
+                return None
+        total = datagram[3]
+        if (not more and total >= 0 and total != end) or (total >= 0 and end > total):
+            del datagrams[key]
+            return None
+        if not more and any(start + len(held) > end for start, held in datagram[2]):
+            del datagrams[key]
+            return None
+        if len(datagram[2]) >= MAX_PIECES:
+            del datagrams[key]
+            return None
+        datagram[2].append((offset, payload))
+        datagram[4] += size
+        if not more:
+            datagram[3] = end
+        if offset == 0:
+            datagram[1] = header
+        if datagram[1] is None or datagram[3] < 0 or datagram[4] != datagram[3]:
+            return None
+        del datagrams[key]
+        return _rebuild(datagram[1], key[0], key[4], datagram[2], datagram[3])
+
+
+def is_piece(linktype: int, data: bytes) -> bool:
+    """Whether ``data`` is a piece of a fragmented tunnel packet that :meth:`Defragmenter.add` would take up."""
+    return _piece(linktype, data) is not None
+
+
+def _piece(linktype: int, data: bytes) -> tuple[tuple[int, bytes, bytes, int, int], int, bool, bytes, bytes] | None:
+    """(key, offset, more pieces follow, header, payload) of a fragment of a tunnel packet, or None; the header is
+    one byte giving where the IP header starts, then the link and IP headers."""
+    link = link_header(linktype, data)
+    if link.__class__ is int:
+        return None
+    ethertype, at = link  # type: ignore[misc]
+    n = len(data)
+    if at > _MAX_LINK_HEADER:
+        return None
+    if ethertype == ETHERTYPE_IPV4:
+        if at + 20 > n or data[at] >> 4 != 4:
+            return None
+        ihl = (data[at] & 0x0F) * 4
+        total = data[at + 2] << 8 | data[at + 3]
+        frag = data[at + 6] << 8 | data[at + 7]
+        proto = data[at + 9]
+        if ihl < 20 or total < ihl or at + total > n or not frag & 0x3FFF or proto not in TUNNEL_PROTOCOLS:
+            return None
+        key = (4, data[at + 12 : at + 16], data[at + 16 : at + 20], data[at + 4] << 8 | data[at + 5], proto)
+        payload = data[at + ihl : at + total]
+        return key, (frag & 0x1FFF) * 8, bool(frag & 0x2000), bytes([at]) + data[: at + ihl], payload
+    if ethertype == ETHERTYPE_IPV6:
+        if at + 48 > n or data[at] >> 4 != 6 or data[at + 6] != 44:
+            return None
+        end = at + 40 + (data[at + 4] << 8 | data[at + 5])
+        proto = data[at + 40]
+        if end < at + 48 or end > n or proto not in TUNNEL_PROTOCOLS:
+            return None
+        field = data[at + 42] << 8 | data[at + 43]
+        ident = int.from_bytes(data[at + 44 : at + 48], "big")
+        key = (6, data[at + 8 : at + 24], data[at + 24 : at + 40], ident, proto)
+        return key, field & 0xFFF8, bool(field & 1), bytes([at]) + data[: at + 40], data[at + 48 : end]
+    return None
+
+
+def _rebuild(header: bytes, version: int, proto: int, pieces: list[tuple[int, bytes]], total: int) -> bytes | None:
+    """The frame: the first piece's link and IP headers, lengths set and fragment fields cleared, then the payload;
+    None when it would be longer than an IP packet can be."""
+    frame = bytearray(header[1:])
+    at = header[0]  # where the IP header starts
+    if version == 4:
+        length = len(frame) - at + total
+        if length > MAX_DATAGRAM:
+            return None
+        frame[at + 2], frame[at + 3] = length >> 8, length & 0xFF
+        frame[at + 6], frame[at + 7] = 0, 0
+    else:
+        frame[at + 4], frame[at + 5] = total >> 8, total & 0xFF
+        frame[at + 6] = proto
+    payload = bytearray(total)
+    for offset, held in pieces:
+        payload[offset : offset + len(held)] = held
+    return bytes(frame + payload)

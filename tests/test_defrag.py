@@ -1,0 +1,138 @@
+"""Tunnel packets fragmented outside, joined again (passive/capture/defrag.py and its twin in _scan.c): the bounds
+hold, and the compiled scanner and the Python one join the same pieces into the same packets, whatever order,
+repetition, overlap, damage or delay the pieces come with, in every-port and port mode, in whole batches and in
+batches of one packet (a joined packet whose admission waits for a verdict)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from scapy.layers.inet import IP, TCP
+from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment
+from scapy.layers.l2 import GRE, Ether
+from scapy.packet import Packet, Raw
+
+import passive.capture.scanner as scanning
+from passive.capture import scanread
+from passive.capture.defrag import FRAGMENT_TIMEOUT, MAX_DATAGRAMS, MAX_PIECES, Defragmenter
+from passive.capture.linklayer import decode_tcp
+from tests.helpers_capture import pcap_bytes, write
+from tests.test_scanner import assert_same, run
+from tests.test_tunnel_edges import _session
+
+MAC = {"src": "02:00:00:00:00:01", "dst": "02:00:00:00:00:02"}
+OUTER4 = {"src": "192.0.2.1", "dst": "192.0.2.2"}
+OUTER6 = {"src": "2001:db8::1", "dst": "2001:db8::2"}
+
+
+def _pieces4(packet: Packet, ident: int, size: int) -> list[bytes]:
+    """``packet`` in GRE over IPv4, cut into pieces of ``size`` bytes (a multiple of 8), as frames."""
+    outer = IP(**OUTER4, id=ident, proto=47) / GRE(proto=0x0800) / packet
+    payload = bytes(outer[GRE])
+    frames = []
+    for start in range(0, len(payload), size):
+        more = start + size < len(payload)
+        piece = IP(**OUTER4, id=ident, proto=47, flags="MF" if more else 0, frag=start // 8)
+        frames.append(bytes(Ether(**MAC) / piece / Raw(payload[start : start + size])))
+    return frames
+
+
+def _pieces6(packet: Packet, ident: int, size: int) -> list[bytes]:
+    payload = bytes(GRE(proto=0x0800) / packet)
+    frames = []
+    for start in range(0, len(payload), size):
+        more = start + size < len(payload)
+        header = IPv6ExtHdrFragment(nh=47, id=ident, offset=start // 8, m=int(more))
+        frames.append(bytes(Ether(**MAC) / IPv6(**OUTER6) / header / Raw(payload[start : start + size])))
+    return frames
+
+
+def test_bounds_of_the_defragmenter() -> None:
+    packet = _session(4)[11][1]  # the client's NTLM NEGOTIATE
+    whole = Defragmenter()
+    pieces = _pieces4(packet, 1, 64)
+    joined = [whole.add(1, p, 0.0) for p in pieces]
+    assert all(j is None for j in joined[:-1]) and joined[-1] is not None
+    segment = decode_tcp(1, joined[-1])
+    assert isinstance(segment, tuple) and segment[7] == bytes(packet[TCP].payload)
+    assert whole.add(1, pieces[-1], 0.0) is None  # its datagram is done: a lone last piece completes nothing
+    late = Defragmenter()
+    late.add(1, pieces[0], 0.0)
+    assert all(late.add(1, p, FRAGMENT_TIMEOUT + 1.0) is None for p in pieces[1:])  # the first piece expired
+    crowded = Defragmenter()
+    for ident in range(MAX_DATAGRAMS + 1):  # one more datagram than held: the oldest (ident 0) is dropped
+        crowded.add(1, _pieces4(packet, ident, 64)[0], 0.0)
+    assert [crowded.add(1, p, 0.0) for p in _pieces4(packet, 1, 64)[1:]][-1] is not None
+    assert [crowded.add(1, p, 0.0) for p in _pieces4(packet, 0, 64)[1:]][-1] is None
+    big = IP(src="10.99.0.10", dst="10.99.0.1") / TCP(sport=41000, dport=25, flags="PA") / Raw(b"x" * 1000)
+    many = _pieces4(big, 3, 8)
+    assert len(many) > MAX_PIECES
+    chopped = Defragmenter()
+    assert all(chopped.add(1, p, 0.0) is None for p in many)
+    assert Defragmenter().add(1, _pieces4(big, 4, 8)[0][:-4], 0.0) is None  # not the last, not a multiple of 8
+
+
+def _scenario(rng: random.Random, packets: list[Packet]) -> list[tuple[float, bytes]]:
+    """The packets, each whole or cut into pieces, the pieces shuffled, repeated, shifted over each other, cut short,
+    lost, delayed past the timeout, their ids reused; some pieces of other datagrams in between."""
+    frames: list[tuple[float, bytes]] = []
+    clock = 1_800_000_000.0
+    for number, packet in enumerate(packets):
+        clock += rng.choice([0.001, 0.01, 0.5, FRAGMENT_TIMEOUT + 1]) if rng.random() < 0.1 else 0.001
+        if rng.random() < 0.2:
+            frames.append((clock, bytes(Ether(**MAC) / IP(**OUTER4) / GRE(proto=0x0800) / packet)))
+            continue
+        ident = rng.choice([number, number % 3])  # ids reused now and then
+        cut = _pieces4 if rng.random() < 0.6 else _pieces6
+        pieces = cut(packet, ident, rng.choice([8, 16, 48, 96, 200]))
+        trick = rng.random()
+        if trick < 0.15:
+            rng.shuffle(pieces)
+        elif trick < 0.25:
+            pieces.insert(rng.randrange(len(pieces)), rng.choice(pieces))
+        elif trick < 0.35 and len(pieces) > 1:
+            del pieces[rng.randrange(len(pieces))]
+        elif trick < 0.45:
+            index = rng.randrange(len(pieces))
+            piece = bytearray(pieces[index])
+            piece[rng.randrange(14, len(piece))] = rng.randrange(256)  # a header or payload byte changed
+            pieces[index] = bytes(piece)
+        elif trick < 0.5:
+            index = rng.randrange(len(pieces))
+            pieces[index] = pieces[index][: rng.randrange(14, len(pieces[index]) + 1)]
+        for piece in pieces:
+            clock += 0.0001
+            frames.append((clock, piece))
+    return frames
+
+
+def _write(path: Path, frames: list[tuple[float, bytes]]) -> Path:
+    return write(path, pcap_bytes([(ts, Ether(frame)) for ts, frame in frames]))
+
+
+@pytest.mark.skipif(not scanread.native_available(), reason="the compiled scanner is not built")
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("every_port", [True, False], ids=["every-port", "ports-only"])
+def test_both_scanners_join_the_same_pieces(
+    seed: int, every_port: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(seed)
+    session = [packet for _ts, packet in _session(4)]
+    moved = [packet.copy() for packet in session]  # the same session on a port only its head tells
+    for packet in moved:
+        tcp = packet[TCP]
+        tcp.sport, tcp.dport = (2626 if tcp.sport == 25 else tcp.sport), (2626 if tcp.dport == 25 else tcp.dport)
+        del tcp.chksum
+    path = _write(tmp_path / f"pieces-{seed}.pcap", _scenario(rng, session + moved))
+    compiled = run(path, "auto", monkeypatch, all_ports=every_port)
+    python = run(path, "python", monkeypatch, all_ports=every_port)
+    assert_same(compiled, python)
+    assert compiled["counts"]["segments"] > 0
+    whole = run(path, "auto", monkeypatch, all_ports=every_port, skip_unread=False)
+    monkeypatch.setattr(scanning, "BATCH_PACKETS", 1)
+    for backend in ("auto", "python"):
+        small = run(path, backend, monkeypatch, all_ports=every_port, skip_unread=False)
+        assert small["items"] == whole["items"]
+        assert small["findings"] == whole["findings"]
