@@ -123,6 +123,11 @@ def test_two_vxlan_tenants_on_one_4_tuple_give_two_findings(tmp_path: Path, port
     results = analyze_captures([str(_two_tenants(tmp_path, port))], AnalysisOptions(backend=backend))
     expected = [(server.format(port=port), computer, dns) for server, computer, dns in EXPECTED]
     assert _ntlm_names(results) == expected
+    # Each record says its tenant's network, and their ids differ (the network is part of the identity).
+    records = [finding_record(f) for f in results.findings]
+    ntlm = sorted((r["network"], r["netbios_computer"]) for r in records if r["type"] == "ntlm-info")
+    assert ntlm == [("vxlan-vni:100", "MAILA"), ("vxlan-vni:200", "MAILB")]
+    assert len({r["id"] for r in records}) == len(records)
     counters = results.counters
     assert counters.flows == 2 and counters.gaps == 0 and counters.decode_errors == 0
     assert counters.tunnelled == {"vxlan": counters.segments}

@@ -60,6 +60,7 @@ def _card(row: dict[str, Any], columns: tuple[str, ...]) -> Table:
         (severity.upper(), SEVERITY_STYLE.get(severity, "")),
         "  ",
         (printable(row.get("server")), "bold"),
+        f" in {printable(row.get('network'))}" if row.get("network") else "",
         f"  {printable(row.get('protocol'))}  seen {printable(row.get('count'))}x",
     )
     card = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 1))

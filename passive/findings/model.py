@@ -80,6 +80,7 @@ class Finding:
     severity: Severity
     source: str = "passive"
     key: tuple[Any, ...] = ()
+    network: str | None = None  # the overlay's virtual network the server was seen in ("vxlan-vni:42"), if any
     fields: dict[str, Any] = field(default_factory=dict)
     details: list[dict[str, Any]] = field(default_factory=list)
     details_dropped: int = 0

@@ -104,6 +104,11 @@ COMMON_FIELDS: tuple[Field, ...] = (
         "`cleartext-credentials` findings: a web server is no mail service)",
     ),
     Field("server", "`ip:port` (`[v6]:port` for IPv6)"),
+    Field(
+        "network",
+        "only for a server seen inside an overlay: its virtual network, `vxlan-vni:ID`, `geneve-vni:ID` or "
+        "`gre-key:KEY` (NVGRE: the subnet id); tenants reusing one server address have findings apart",
+    ),
     Field("severity", "`info`, `low`, `medium`, `high`: the kind's severity rules below"),
     Field("reference", "the equivalent check in Nessus / nmap / Wireshark, where one exists"),
     Field("client", "`ip:port` of the client of the latest occurrence"),

@@ -1,5 +1,6 @@
-"""A finding's stable fingerprint: derived from its kind, its server and the fields that identify it (its key), so
-that the same fact has the same ``id`` across runs, machines, capture names, and ``analyze`` and ``probe``."""
+"""A finding's stable fingerprint: derived from its kind, its server (and overlay network, if any) and the fields that
+identify it (its key), so that the same fact has the same ``id`` across runs, machines, capture names, and
+``analyze`` and ``probe``."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ def fingerprint(record: Mapping[str, Any]) -> str | None:
     if kind is None or not isinstance(record.get("server"), str):
         return None
     identity = [str(kind.type), str(record["server"]).lower()]
+    if record.get("network"):  # an overlay's tenant: absent elsewhere, so other ids stay as they were
+        identity.append(f"network={record['network']}")
     identity += [f"{name}={_canonical(record.get(name))}" for name in kind.identity]
     digest = hashlib.sha256("\x1f".join(identity).encode("utf-8", "surrogatepass")).hexdigest()
     return PREFIX + digest[:DIGITS]

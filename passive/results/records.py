@@ -50,6 +50,7 @@ def finding_record(finding: Finding, show_secrets: bool = False, *, redactor: Re
         "source": finding.source,
         "protocol": finding.protocol,
         "server": finding.server,
+        **({"network": finding.network} if finding.network else {}),
         "severity": str(finding.severity),
         "reference": kind.reference(finding.protocol),
     }

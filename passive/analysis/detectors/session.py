@@ -55,6 +55,8 @@ class SessionAnalyzer:
         finding = self.findings.get(
             kind, self.context.protocol, self.context.server, severity, key + network if network else key
         )
+        if network:
+            finding.network = f"{network[0]}:{network[1]}"
         self.stats.findings_dropped += self.findings.dropped - dropped
         self.stats.findings_evicted += self.findings.evicted - evicted
         finding.source = self.context.source
