@@ -1,9 +1,9 @@
-"""Tenants of an overlay reuse addresses: the virtual network a packet travels in (VXLAN or Geneve VNI, GRE key) is
-part of its flow's identity. Two tenants' SMTP AUTH NTLM sessions on the same inner 4-tuple, with the same sequence
-numbers, interleaved packet by packet, are reassembled apart and give two findings with their own server names:
-by both scanners, on a named port and on a port only the flow head tells (the scanners' flow tables), with message
-bodies dropped unread (their tables of such flows), in one process and in two. The decoders agree on the virtual
-network of every carrier, and the libpcap reader counts tunnelled segments as the scanner does."""
+"""Tenants of an overlay reuse addresses: the virtual network a packet travels in (VXLAN or Geneve VNI, NVGRE subnet
+id) is part of its flow's identity. Two tenants' SMTP AUTH NTLM sessions on the same inner 4-tuple, with the same
+sequence numbers, interleaved packet by packet, are reassembled apart and give two findings with their own server
+names: by both scanners, on a named port and on a port only the flow head tells (the scanners' flow tables), with
+message bodies dropped unread (their tables of such flows), in one process and in two. The decoders agree on the
+virtual network of every carrier, and the libpcap reader counts tunnelled segments as the scanner does."""
 
 from __future__ import annotations
 
@@ -175,7 +175,7 @@ CARRIERS = {
         Ether(**MAC) / IP(**OUTER) / UDP(sport=50000, dport=6081) / GENEVE(proto=0x0800, vni=7) / INNER,
         VNET_GENEVE | 7,
     ),
-    "gre-key": (_gre(0xFFFFFFFF)(INNER), VNET_GRE | 0xFFFFFFFF),
+    "gre-key": (_gre(0xFFFFFFFF)(INNER), 0),  # a plain GRE key is no tenant's (each end may send its own)
     "nvgre": (_gre(0x00123456, 0x6558)(INNER), VNET_GRE | 0x1234),  # the virtual subnet id, not the flow id
     "gre-without-key": (Ether(**MAC) / IP(**OUTER) / GRE(proto=0x0800) / INNER, 0),
     "erspan-ii": (
@@ -187,8 +187,9 @@ CARRIERS = {
         / INNER,
         0,
     ),
-    "vxlan-in-gre-key": (_gre(5)(_vxlan(300)(INNER)[IP]), VNET_VXLAN | 300),  # the innermost wins
-    "gre-key-in-vxlan": (_vxlan(300)(_gre(5)(INNER)[IP]), VNET_GRE | 5),
+    "vxlan-in-nvgre": (_gre(5 << 8, 0x6558)(_vxlan(300)(INNER)[IP]), VNET_VXLAN | 300),  # the innermost wins
+    "nvgre-in-vxlan": (_vxlan(300)(_gre(5 << 8, 0x6558)(INNER)[IP]), VNET_GRE | 5),
+    "gre-key-in-vxlan": (_vxlan(300)(_gre(5)(INNER)[IP]), VNET_VXLAN | 300),  # a plain key names no network
 }
 
 
@@ -206,7 +207,7 @@ def test_the_virtual_network_is_read_alike_by_both_decoders(name: str) -> None:
 def test_virtual_network_labels() -> None:
     assert vnet_label(VNET_VXLAN | 42) == ("vxlan-vni", 42)
     assert vnet_label(VNET_GENEVE) == ("geneve-vni", 0)
-    assert vnet_label(VNET_GRE | 0xFFFFFFFF) == ("gre-key", 0xFFFFFFFF)
+    assert vnet_label(VNET_GRE | 0xFFFFFF) == ("nvgre-vsid", 0xFFFFFF)
     assert vnet_label(0) == ()
 
 

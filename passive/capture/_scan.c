@@ -8,7 +8,7 @@
  * passive/capture/linklayer.py and tunnels.py: every read is bounds-checked, statuses and segment fields are the
  * same. Nothing here trusts the file: record lengths are capped (MAX_RECORD), tunnels are peeled MAX_DEPTH deep,
  * IPv6 extension headers are walked at most 64 times, a user BPF program is validated before it runs. A flow is
- * its 4-tuple and its virtual network (a VXLAN or Geneve VNI, a GRE key: tunnels.py). Tunnel packets fragmented
+ * its 4-tuple and its virtual network (a VXLAN or Geneve VNI, an NVGRE subnet id: tunnels.py). Tunnel packets fragmented
  * outside are joined again within fixed bounds (defrag.py: MAX_DATAGRAMS, MAX_PIECES, FRAGMENT_TIMEOUT).
  */
 #define PY_SSIZE_T_CLEAN
@@ -167,10 +167,9 @@ static int gre(const uint8_t *d, Py_ssize_t off, Py_ssize_t end, Py_ssize_t *inn
     *inner_off = position;
     int kind = protocol == 0x0800 ? INNER_IPV4 : protocol == 0x86DD ? INNER_IPV6
              : protocol == 0x6558 ? INNER_ETHERNET : protocol == 0x8847 ? INNER_MPLS : -1;
-    if (kind >= 0 && (flags & 0x20)) { /* the key sits before `position`, which is within `end` */
-        uint32_t key = u32be(d, key_at);
-        *vnet = VNET_GRE | (protocol == 0x6558 ? key >> 8 : key); /* NVGRE: the virtual subnet id */
-    }
+    if (protocol == 0x6558 && (flags & 0x20)) /* NVGRE: the key's upper 24 bits, the virtual subnet id (a plain GRE
+                                                 * key is no tenant's: tunnels.py); within `end`, before `position` */
+        *vnet = VNET_GRE | u32be(d, key_at) >> 8;
     return kind;
 }
 

@@ -107,7 +107,7 @@ COMMON_FIELDS: tuple[Field, ...] = (
     Field(
         "network",
         "only for a server seen inside an overlay: its virtual network, `vxlan-vni:ID`, `geneve-vni:ID` or "
-        "`gre-key:KEY` (NVGRE: the subnet id); tenants reusing one server address have findings apart",
+        "`nvgre-vsid:ID`; tenants reusing one server address have findings apart",
     ),
     Field("severity", "`info`, `low`, `medium`, `high`: the kind's severity rules below"),
     Field("reference", "the equivalent check in Nessus / nmap / Wireshark, where one exists"),
