@@ -164,6 +164,20 @@ def _gre(key: int, protocol: int = 0x0800) -> Any:
     return wrap
 
 
+@pytest.mark.parametrize("backend", ["auto", "python"])
+def test_a_gre_tunnel_whose_ends_send_different_keys_is_one_session(tmp_path: Path, backend: str) -> None:
+    """Linux's ``ip tunnel add ... ikey 5 okey 6``: each end sends its own key. The session is whole, not two halves."""
+    frames = [
+        (1_800_000_000 + n * 0.01, _gre(5 if p[IP].src == CLIENT else 6)(p))
+        for n, p in enumerate(_session(2626, _dialogue(*TENANTS[100], 0)))
+    ]
+    path = write(tmp_path / "gre-keys.pcap", pcap_bytes(frames))
+    results = analyze_captures([str(path)], AnalysisOptions(backend=backend))
+    assert _ntlm_names(results) == [(f"{SERVER}:2626", *TENANTS[100])]
+    assert results.counters.flows == 1 and results.counters.flows_partial == 0
+    assert all(finding.network is None for finding in results.findings)
+
+
 INNER = _session(25, _dialogue("MAILA", "mail-a.example", 0))[5]
 CARRIERS = {
     "vxlan": (_vxlan(0xABCDEF)(INNER), VNET_VXLAN | 0xABCDEF),
