@@ -228,12 +228,13 @@ class Engine:
         """A new file's scanner of a stream of several (:mod:`passive.capture.joined`): told the verdicts on the
         flows that go on, so that it admits the packets of those kept and drops those of the others."""
         for flow in self.reassembler._flows.values():
-            if flow.label is None:
-                continue  # undecided: the new scanner admits its packets as a new flow's head
-            if flow.handler is not None:
-                scanner.keep_flow(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port, flow.vnet)
-            elif flow.state == Flow.IGNORED:
-                scanner.drop_flow(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port, flow.vnet)
+            # With the flow's last time: the new scanner's clock has not started (its verdict would expire at once).
+            endpoints = (flow.client_addr, flow.client_port, flow.server_addr, flow.server_port, flow.vnet)
+            if flow.state == Flow.IGNORED:  # found not mail (its label stays None) or declined
+                scanner.drop_flow(*endpoints, flow.last_ts)
+            elif flow.label is not None and flow.handler is not None:
+                scanner.keep_flow(*endpoints, flow.last_ts)
+            # else undecided: the new scanner admits its packets as a new flow's head
 
     def finish(self) -> None:
         if self.cursor is not None:
