@@ -84,3 +84,36 @@ def test_the_scanners_twin_keeps_the_verdicts_alike(ring: tuple[Path, Path]) -> 
     alone = analyze_captures([str(whole)], AnalysisOptions(backend="python")).counters
     for name in ("gaps", "gap_bytes", "undecided_packets", "not_mail_packets", "segments", "flows_closed"):
         assert getattr(joined, name) == getattr(alone, name), name
+
+
+def fragmented_vxlan(path: Path) -> Path:
+    """An SMTP login inside VXLAN, each tunnel packet longer than 120 bytes fragmented outside (64-byte pieces)."""
+    from scapy.layers.inet import IP, UDP, fragment
+    from scapy.layers.l2 import Ether
+    from scapy.layers.vxlan import VXLAN
+
+    from tests.helpers_capture import conversation_segments, ethernet_frames, pcap_bytes, write
+    from tests.test_mail_on_other_ports import SMTP
+
+    frames = []
+    for ts, inner in ethernet_frames(conversation_segments(SMTP, ("10.7.0.1", 40000), ("10.7.0.2", 2626))):
+        outer = IP(src="192.0.2.1", dst="192.0.2.2", id=len(frames)) / UDP(sport=5000, dport=4789) / VXLAN(vni=9)
+        packet = outer / inner
+        pieces = fragment(packet, fragsize=64) if len(packet) > 120 else [packet]
+        frames += [(ts, Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / piece) for piece in pieces]
+    return write(path, pcap_bytes(frames))
+
+
+@pytest.mark.parametrize("backend", ["auto", "python"])
+def test_a_tunnel_packet_fragmented_across_a_file_switch_is_joined(tmp_path: Path, backend: str) -> None:
+    whole = fragmented_vxlan(tmp_path / "whole.pcap")
+    pieces = tmp_path / "pieces"
+    pieces.mkdir()
+    subprocess.run(["editcap", "-F", "pcap", "-c", "3", str(whole), str(pieces / "ring.pcap")], check=True)
+    files = [str(p) for p in sorted(pieces.iterdir())]
+    joined = analyze_captures(files, AnalysisOptions(backend=backend))
+    alone = analyze_captures([str(whole)], AnalysisOptions(backend=backend))
+    assert joined.counters.gaps == alone.counters.gaps == 0
+    kinds = sorted((f.type.value, f.network) for f in joined.findings)
+    assert kinds == sorted((f.type.value, f.network) for f in alone.findings)
+    assert ("cleartext-credentials", "vxlan-vni:9") in kinds

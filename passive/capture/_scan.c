@@ -1548,6 +1548,19 @@ static void close_source(Scanner *sc) {
     if (sc->fd >= 0) { close(sc->fd); sc->fd = -1; }
 }
 
+/* The pieces of tunnel packets another scanner holds (the previous file's of a stream read as one) move to this
+ * one, whose own (none yet) are dropped: a packet fragmented across a file switch is joined as in one file. */
+static PyObject *Scanner_take_datagrams(Scanner *sc, PyObject *other) {
+    if (!PyObject_TypeCheck(other, Py_TYPE(sc))) { PyErr_SetString(PyExc_TypeError, "a Scanner"); return NULL; }
+    Scanner *from = (Scanner *)other;
+    if (from != sc) {
+        PyMem_Free(sc->datagrams);
+        sc->datagrams = from->datagrams; sc->datagrams_born = from->datagrams_born;
+        from->datagrams = NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *Scanner_close(Scanner *sc, PyObject *Py_UNUSED(ignored)) {
     close_source(sc);
     Py_RETURN_NONE;
@@ -1670,6 +1683,8 @@ static PyMethodDef Scanner_methods[] = {
      "next_batch() -> list of (frame, ts, segment or None for a sweep tick), or None at the end of the file"},
     {"scan", (PyCFunction)Scanner_scan, METH_VARARGS,
      "scan(buf, meta, linktype, frame, start) -> (items, next record index, last frame): next_batch output"},
+    {"take_datagrams", (PyCFunction)Scanner_take_datagrams, METH_O,
+     "take_datagrams(other): the pieces of fragmented tunnel packets another scanner holds move here"},
     {"keep_flow", (PyCFunction)Scanner_keep_flow, METH_VARARGS,
      "keep_flow(src, sport, dst, dport, vnet=0, last=-inf): a mail flow (last: its last time)"},
     {"drop_flow", (PyCFunction)Scanner_drop_flow, METH_VARARGS, "drop_flow(src, sport, dst, dport, vnet=0, last=-inf): not mail"},

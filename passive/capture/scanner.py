@@ -145,14 +145,12 @@ class PyScanner:
         self._packets: Iterator[Packet] | None = iter(packets) if packets is not None else None
         self._pending: Packet | None = None  # a packet whose admission waits for Python (stalled)
         self._flows: dict[FlowKey, list[Any]] = {}  # canonical 4-tuple -> entry (see _entry)
-        self._capacity = _FIRST_CAPACITY
         self._servers: set[tuple[bytes, int]] = set()
-        self._sweep_at = self._now = NEVER
-        self._stalled, self.frames = False, 0  # frames: the last frame read
+        self._capacity, self._sweep_at, self._now = _FIRST_CAPACITY, NEVER, NEVER
+        self._stalled, self.frames, self._counts = False, 0, [0] * len(COUNTERS)  # frames: the last frame read
         self._slots: list[FlowKey | None] = [None] * MAX_EXTENDING  # flows whose head extends (flowhead.take_slot)
         self._defrag = Defragmenter()  # tunnel packets fragmented outside (passive.capture.defrag)
         self._rebuilt: bytes | None = None  # the frame a fragment completed, while its admission waits (stalled)
-        self._counts = [0] * len(COUNTERS)
         # Flows whose bytes may be dropped unread (skip_flow): canonical 4-tuple -> [client endpoint, last time,
         # per direction (client's first) [rule, next sequence number, bytes left, at a line's start, notice]].
         self._armed: dict[FlowKey, list[Any]] = {}
@@ -239,8 +237,10 @@ class PyScanner:
         return True
 
     def skip_none(self) -> None:
-        """Forget every flow :meth:`skip_flow` armed (between batches)."""
-        self._armed.clear()
+        self._armed.clear()  # every flow skip_flow armed (between batches)
+
+    def take_datagrams(self, other: PyScanner) -> None:  # held pieces of tunnel packets: a file switch cut them
+        self._defrag, other._defrag = other._defrag, Defragmenter()
 
     def counters(self) -> dict[str, int]:
         return dict(zip(COUNTERS, self._counts, strict=True))
