@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dissectors.identify import line_start, port_refuted
+from dissectors.identify import first_line, http_lines, line_start, port_refuted
 from dissectors.registry import CARRIER_PORTS, NOT_MAIL, identify
 from passive.capture.options import CaptureOptions
 
@@ -76,7 +76,8 @@ class PortCheck:
         side = 0 if from_server else 1
         self._seen[side] += data[: max(0, PORT_CHECK_LIMIT - len(self._seen[side]))]
         server, client = self._seen
-        shown = None if self.partial else identify(server, client)
+        lines = (first_line(server) if server else None, first_line(client) if client else None)
+        shown = None if self.partial else "http" if http_lines(*lines) else identify(server, client)
         if shown and shown != self.protocol:
             self.shown = shown
             return True
