@@ -8,7 +8,7 @@ from dissectors import events as ev
 from dissectors import sasl
 from dissectors.held import HeldParts, size_of
 from dissectors.linebuffer import MAX_LINE
-from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, unique_upper
+from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, Span, unique_upper
 
 # Commands whose +OK answer is followed by lines up to a lone ".".
 _MULTILINE_ALWAYS = {"CAPA", "RETR", "TOP"}
@@ -31,6 +31,9 @@ class _Command:
     timestamp: float | None
     lines: HeldParts = field(default_factory=lambda: HeldParts(MAX_LIST_LINES, MAX_LIST_BYTES))
     held: int = 0
+    # Where the answer's lines were: all of them, and those offering a way to log in (SASL, USER) (its evidence).
+    listed: Span | None = None
+    offered: Span | None = None
 
     def __post_init__(self) -> None:
         self.verb, self.argument = self.verb[:MAX_VERB], self.argument[: ev.MAX_EVIDENCE_TEXT]
@@ -118,6 +121,10 @@ class Pop3Session(MailSession):
         assert command is not None
         if text != ".":
             kept = command.verb not in _LISTS_READ or command.lines.add(text[1:] if text[:2] == ".." else text)
+            if kept and command.verb in _LISTS_READ:
+                command.listed = self._cite(command.listed)
+                if _offers(text):
+                    command.offered = self._cite(command.offered)
             if not kept and command.lines.refused == 1:
                 limit = f"{MAX_LIST_LINES} lines or {MAX_LIST_BYTES} bytes"
                 self._anomaly(ev.Side.SERVER, "list_too_long", f"a {command.verb} list of more than {limit}")
@@ -125,9 +132,10 @@ class Pop3Session(MailSession):
         self._multiline = None
         lines = command.lines.texts()
         # The lines that offered a way to log in (SASL mechanisms, USER) when there are any, else the whole list.
-        offered = [line for line in lines if line.split()[:1] and line.split()[0].upper() in ("SASL", "USER")]
-        cited = offered if command.verb == "CAPA" and offered else lines
-        evidence = self._evidence("\n".join(line[: ev.MAX_EVIDENCE_TEXT] for line in cited)[:512] or ".")
+        offered = [line for line in lines if _offers(line)]
+        cited, span = (offered, command.offered) if command.verb == "CAPA" and offered else (lines, command.listed)
+        text = "\n".join(line[: ev.MAX_EVIDENCE_TEXT] for line in cited)[:512]
+        evidence = self._span_evidence(text, span) if text else self._evidence(".")
         if command.verb == "CAPA":
             mechanisms: list[str] = []
             for line in lines:
@@ -161,3 +169,8 @@ class Pop3Session(MailSession):
         if self._multiline is not None:  # still inside the answer (its "." ends it), without the lines kept so far
             self._multiline.lines = HeldParts(MAX_LIST_LINES, MAX_LIST_BYTES)
         self._user = None
+
+
+def _offers(line: str) -> bool:
+    """A CAPA line offering a way to log in: ``SASL PLAIN LOGIN``, ``USER``."""
+    return bool(line.split()[:1]) and line.split()[0].upper() in ("SASL", "USER")

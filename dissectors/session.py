@@ -15,6 +15,10 @@ from dissectors import events as ev
 from dissectors import sasl
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, SKIP_ALL, Line, LineBuffer, Overflow, Raw
 
+# Where quoted lines of a multi-line answer were: the frame where the first began, the frame that completed the
+# last, and that frame's time.
+Span = tuple[int | None, int | None, float | None]
+
 # Commands a client may pipeline before the server answers; past this the oldest are forgotten (and reported).
 MAX_PENDING = 128
 # Bytes those commands may hold (their arguments; 128 MAIL FROM lines of 64 KiB held 16 MiB): a real pipeline of
@@ -256,6 +260,18 @@ class MailSession:
     def _evidence(self, text: str | None = None) -> ev.Evidence:
         line = self._line
         return ev.Evidence.of(line.text if text is None else text, line.frame, line.timestamp, line.first_frame)
+
+    def _cite(self, span: Span | None) -> Span:
+        """``span`` (the lines of a multi-line answer cited so far) grown by the current line."""
+        line = self._line
+        return (span[0] if span else line.first_frame or line.frame), line.frame, line.timestamp
+
+    def _span_evidence(self, text: str, span: Span | None) -> ev.Evidence:
+        """Evidence quoting lines of a multi-line answer, placed at the frames that carried them (``span``), not
+        at its last line's; the current line's without a span."""
+        if span is None:
+            return self._evidence(text)
+        return ev.Evidence.of(text, span[1], span[2], span[0])
 
     def _emit(self, event: ev.Event) -> None:
         self._out.append(event)

@@ -9,7 +9,7 @@ from dissectors import events as ev
 from dissectors import sasl
 from dissectors.held import HeldParts, size_of
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, Raw
-from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, unique_upper
+from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, Span, unique_upper
 
 _REPLY = re.compile(r"^(\d{3})([ -]?)(.*)$")
 _PATH = re.compile(r"^\s*(?:FROM|TO)\s*:\s*(<[^>]*>|[^\s<>]+)(.*)$", re.IGNORECASE)
@@ -64,6 +64,7 @@ class _Reply:
     code: int
     lines: HeldParts = field(default_factory=lambda: HeldParts(MAX_REPLY_LINES, MAX_REPLY_BYTES))
     last: str = ""  # the final line's text, read whatever the lines before it were
+    cited: Span | None = None  # where its AUTH lines were (an EHLO reply's evidence)
 
     def texts(self) -> list[str]:
         return self.lines.texts()
@@ -136,9 +137,12 @@ class SmtpSession(MailSession):
             reply = None
         if reply is None:
             reply = self._reply = _Reply(code)
-        if not reply.lines.add(rest) and reply.lines.refused == 1:
-            limit = f"{MAX_REPLY_LINES} lines or {MAX_REPLY_BYTES} bytes"
-            self._anomaly(ev.Side.SERVER, "reply_too_long", f"a reply of more than {limit}: the rest not kept")
+        if not reply.lines.add(rest):
+            if reply.lines.refused == 1:
+                limit = f"{MAX_REPLY_LINES} lines or {MAX_REPLY_BYTES} bytes"
+                self._anomaly(ev.Side.SERVER, "reply_too_long", f"a reply of more than {limit}: the rest not kept")
+        elif len(reply.lines) > 1 and _is_auth(rest):
+            reply.cited = self._cite(reply.cited)
         if separator == "-":
             return
         reply.last = rest
@@ -213,7 +217,7 @@ class SmtpSession(MailSession):
             self._emit(
                 ev.Capabilities(
                     ev.Side.SERVER,
-                    self._evidence(_advertised(code, lines)),
+                    self._span_evidence(_advertised(code, lines) or self._line.text, reply.cited),
                     "ehlo",
                     keywords,
                     unique_upper(mechanisms),
@@ -300,9 +304,14 @@ def _advertised(code: int, lines: list[str]) -> str | None:
     cited = [
         f"{code}{' ' if index == len(lines) - 1 else '-'}{line}"
         for index, line in enumerate(lines)
-        if index and line.strip().upper().replace("=", " ", 1).split()[:1] == ["AUTH"]
+        if index and _is_auth(line)
     ]
     return "\n".join(cited)[: ev.MAX_EVIDENCE_TEXT] if cited else None
+
+
+def _is_auth(keyword: str) -> bool:
+    """An EHLO keyword line listing mechanisms: ``AUTH PLAIN LOGIN``, ``AUTH=LOGIN``."""
+    return keyword.strip().upper().replace("=", " ", 1).split()[:1] == ["AUTH"]
 
 
 def _address(argument: str) -> str:

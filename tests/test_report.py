@@ -22,7 +22,7 @@ from markdown_it import MarkdownIt
 
 from passive.cli.main import main
 from passive.results.report import build_report, render_html, render_markdown
-from tests.helpers_capture import ethernet_frames, pcap_bytes, smtp_session_segments
+from tests.helpers_capture import conversation_segments, ethernet_frames, pcap_bytes
 
 PCAPS = Path(__file__).resolve().parents[1] / "pcaps"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -300,7 +300,8 @@ def empty_captures(tmp_path: Path) -> list[str]:
     header_only = tmp_path / "empty.pcap"
     header_only.write_bytes(pcap_bytes([]))
     web = tmp_path / "web-only.pcap"
-    web.write_bytes(pcap_bytes(ethernet_frames(smtp_session_segments(server=("10.0.0.2", 80)))))
+    page = [(False, b"GET / HTTP/1.1\r\nHost: www\r\n\r\n"), (True, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")]
+    web.write_bytes(pcap_bytes(ethernet_frames(conversation_segments(page, server=("10.0.0.2", 80)))))
     return [str(header_only), str(web)]
 
 

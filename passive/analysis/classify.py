@@ -55,10 +55,11 @@ class FirstLines:
 
 
 class PortCheck:
-    """The first bytes of a flow on a mail port, held until they confirm the port's protocol or show another one
-    (:func:`~dissectors.identify.port_refuted`): Redis and FTP servers on mail ports are no mail services. HTTP on a
-    mail port (a request line or a status line first, from the flow's start) is named: ``shown`` is then
-    ``"http"``, which the flow is read as (NTLM over HTTP on port 25 is still NTLM over HTTP)."""
+    """The first bytes of a flow on a carrier's port, held until they confirm the port's protocol or show another
+    one (:func:`~dissectors.identify.port_refuted`): Redis and FTP servers on mail ports are no mail services.
+    Another carried protocol the first lines show, from the flow's start, is named: ``shown`` is then that protocol,
+    which the flow is read as (NTLM over HTTP on port 25 is still NTLM over HTTP; SMTP on the IMAP port or on port 80
+    is SMTP). On an HTTP port, whose clients speak first, a server that speaks first is held until its lines tell."""
 
     def __init__(self, protocol: str, partial: bool) -> None:
         self.protocol, self.partial = protocol, partial
@@ -76,10 +77,13 @@ class PortCheck:
         self._seen[side] += data[: max(0, PORT_CHECK_LIMIT - len(self._seen[side]))]
         server, client = self._seen
         lines = (first_line(server) if server else None, first_line(client) if client else None)
-        if self.protocol != "http" and not self.partial and http_lines(*lines):
-            self.shown = "http"
+        shown = None if self.partial else "http" if http_lines(*lines) else identify(server, client)
+        if shown and shown != self.protocol:
+            self.shown = shown
             return True
         verdict = port_refuted(self.protocol, server, client, bool(self._client_first), self.partial)
+        if self.protocol == "http" and self._client_first is False and shown is None and not self.partial:
+            verdict = None  # a server greeting first on an HTTP port: mail, once its lines say so
         if verdict is None and len(server) + len(client) >= PORT_CHECK_LIMIT:
             return False
         return verdict

@@ -1482,12 +1482,15 @@ done:
 
 /* ---- verdicts from Python ---- */
 
+/* last (keep_flow, drop_flow): the flow's last time, when a new file's scanner of a stream, whose clock has not
+ * started, is told a verdict reached in an earlier file (otherwise the entry looks idle at the flow's next packet
+ * and starts over as a new head, its verdict lost). */
 static int parse_flow(PyObject *args, uint8_t *src, unsigned *sport, uint8_t *dst, unsigned *dport, int *alen,
-                      uint64_t *vnet) {
+                      uint64_t *vnet, double *last) {
     Py_buffer a, b;
     unsigned int pa, pb;
     unsigned long long network = 0;
-    if (!PyArg_ParseTuple(args, "y*Iy*I|K", &a, &pa, &b, &pb, &network)) return -1;
+    if (!PyArg_ParseTuple(args, "y*Iy*I|Kd", &a, &pa, &b, &pb, &network, last)) return -1;
     *vnet = network;
     int ok = (a.len == 4 || a.len == 16) && a.len == b.len && pa < 65536 && pb < 65536;
     if (ok) {
@@ -1502,12 +1505,13 @@ static int parse_flow(PyObject *args, uint8_t *src, unsigned *sport, uint8_t *ds
 }
 
 static PyObject *set_flow(Scanner *sc, PyObject *args, int state) {
-    uint8_t src[16], dst[16]; unsigned sport, dport; int alen; uint64_t vnet;
-    if (parse_flow(args, src, &sport, dst, &dport, &alen, &vnet) < 0) return NULL;
+    uint8_t src[16], dst[16]; unsigned sport, dport; int alen; uint64_t vnet; double last = -1.0 / 0.0;
+    if (parse_flow(args, src, &sport, dst, &dport, &alen, &vnet, &last) < 0) return NULL;
     entry_t *e = flow_entry(sc, src, sport, dst, dport, alen, vnet, sc->now);
     if (!e) return PyErr_NoMemory();
     unextend(e);
     e->state = (uint8_t)state;
+    if (last > e->last) e->last = last;
     Py_RETURN_NONE;
 }
 
@@ -1541,6 +1545,19 @@ static PyObject *Scanner_counters(Scanner *sc, PyObject *Py_UNUSED(ignored)) {
 static void close_source(Scanner *sc) {
     if (sc->map) { munmap(sc->map, sc->size); sc->map = NULL; }
     if (sc->fd >= 0) { close(sc->fd); sc->fd = -1; }
+}
+
+/* The pieces of tunnel packets another scanner holds (the previous file's of a stream read as one) move to this
+ * one, whose own (none yet) are dropped: a packet fragmented across a file switch is joined as in one file. */
+static PyObject *Scanner_take_datagrams(Scanner *sc, PyObject *other) {
+    if (!PyObject_TypeCheck(other, Py_TYPE(sc))) { PyErr_SetString(PyExc_TypeError, "a Scanner"); return NULL; }
+    Scanner *from = (Scanner *)other;
+    if (from != sc) {
+        PyMem_Free(sc->datagrams);
+        sc->datagrams = from->datagrams; sc->datagrams_born = from->datagrams_born;
+        from->datagrams = NULL;
+    }
+    Py_RETURN_NONE;
 }
 
 static PyObject *Scanner_close(Scanner *sc, PyObject *Py_UNUSED(ignored)) {
@@ -1665,9 +1682,11 @@ static PyMethodDef Scanner_methods[] = {
      "next_batch() -> list of (frame, ts, segment or None for a sweep tick), or None at the end of the file"},
     {"scan", (PyCFunction)Scanner_scan, METH_VARARGS,
      "scan(buf, meta, linktype, frame, start) -> (items, next record index, last frame): next_batch output"},
+    {"take_datagrams", (PyCFunction)Scanner_take_datagrams, METH_O,
+     "take_datagrams(other): the pieces of fragmented tunnel packets another scanner holds move here"},
     {"keep_flow", (PyCFunction)Scanner_keep_flow, METH_VARARGS,
-     "keep_flow(src, sport, dst, dport, vnet=0): a mail flow"},
-    {"drop_flow", (PyCFunction)Scanner_drop_flow, METH_VARARGS, "drop_flow(src, sport, dst, dport, vnet=0): not mail"},
+     "keep_flow(src, sport, dst, dport, vnet=0, last=-inf): a mail flow (last: its last time)"},
+    {"drop_flow", (PyCFunction)Scanner_drop_flow, METH_VARARGS, "drop_flow(src, sport, dst, dport, vnet=0, last=-inf): not mail"},
     {"keep_server", (PyCFunction)Scanner_keep_server, METH_VARARGS,
      "keep_server(address, port) -> bool: every flow to or from this endpoint is admitted"},
     {"skip_flow", (PyCFunction)(void (*)(void))Scanner_skip_flow, METH_VARARGS | METH_KEYWORDS,

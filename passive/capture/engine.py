@@ -92,6 +92,7 @@ class Engine:
         self._unsupported_warned: set[int] = set()
         self._defrag = Defragmenter()  # tunnel packets fragmented outside, on the libpcap path (feed)
         self.scanner: Any = None  # the scanner feeding this engine, told each verdict
+        self.previous_scanner: Any = None  # the one that read the previous file of a stream (carry_over)
         self.keep_servers = keep_servers  # the scanner also admits every later flow of a server found to be mail
         self.cursor = options.cursor
         self.frame_base = 0  # frames of the files read before this one, when several are one stream (joined.py)
@@ -226,16 +227,23 @@ class Engine:
 
     def carry_over(self, scanner: Any) -> None:
         """A new file's scanner of a stream of several (:mod:`passive.capture.joined`): told the verdicts on the
-        flows that go on, so that it admits the packets of those kept and drops those of the others."""
+        flows that go on, so that it admits the packets of those kept and drops those of the others; and the pieces of
+        tunnel packets fragmented outside that the previous file's scanner holds, so that a packet whose fragments a
+        file switch parted is joined."""
+        previous, self.previous_scanner = self.previous_scanner, None
+        if previous is not None and type(previous) is type(scanner):
+            scanner.take_datagrams(previous)
         for flow in self.reassembler._flows.values():
-            if flow.label is None:
-                continue  # undecided: the new scanner admits its packets as a new flow's head
-            if flow.handler is not None:
-                scanner.keep_flow(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port, flow.vnet)
-            elif flow.state == Flow.IGNORED:
-                scanner.drop_flow(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port, flow.vnet)
+            # With the flow's last time: the new scanner's clock has not started (its verdict would expire at once).
+            endpoints = (flow.client_addr, flow.client_port, flow.server_addr, flow.server_port, flow.vnet)
+            if flow.state == Flow.IGNORED:  # found not mail (its label stays None) or declined
+                scanner.drop_flow(*endpoints, flow.last_ts)
+            elif flow.label is not None and flow.handler is not None:
+                scanner.keep_flow(*endpoints, flow.last_ts)
+            # else undecided: the new scanner admits its packets as a new flow's head
 
     def finish(self) -> None:
+        self.previous_scanner = None
         if self.cursor is not None:
             self.cursor.frame, self.cursor.phase = END_FRAME, 0
         self.reassembler.flush()

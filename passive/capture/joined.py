@@ -1,7 +1,8 @@
 """Several capture files read as one stream: the pieces of one ring buffer (:mod:`passive.capture.rings`).
 
 One engine, one reassembler, one flow table for all of them: a session that the capture tool's file switch cut in
-two is reassembled whole. Each file gets a new scanner, told which of the flows going on were found to be mail
+two is reassembled whole. Each file gets a new scanner, told which of the flows going on were found to be mail and
+which not, and given the pieces of fragmented tunnel packets the previous one held
 (:meth:`~passive.capture.engine.Engine.carry_over`). Frames are numbered on from file to file, as if the files had
 been concatenated (``mergecap -a``): frame 1 of the second file is the first file's last frame plus one; the
 stream's :class:`FileMap` turns such a number back into the file that holds the frame and its number there, as

@@ -76,6 +76,7 @@ BATCH_PACKETS = 256
 drop more: of the all-mail bench capture, 31 k segments with 256 against 6 k with 2048 (38 k with 128); a batch
 costs Python one call."""
 _FIRST_CAPACITY = 4096  # the compiled table's first size; the twin mirrors its growth so that both purge alike
+NEVER = float("-inf")  # the time of a flow not seen yet
 
 NEW, KEEP, DROP, CUT = 1, 2, 3, 4  # CUT: undecided past its head
 ADMIT, DROPPED, STALL = 0, 1, 2
@@ -144,16 +145,12 @@ class PyScanner:
         self._packets: Iterator[Packet] | None = iter(packets) if packets is not None else None
         self._pending: Packet | None = None  # a packet whose admission waits for Python (stalled)
         self._flows: dict[FlowKey, list[Any]] = {}  # canonical 4-tuple -> entry (see _entry)
-        self._capacity = _FIRST_CAPACITY
         self._servers: set[tuple[bytes, int]] = set()
-        self._sweep_at = float("-inf")
-        self._now = float("-inf")
-        self._stalled = False
+        self._capacity, self._sweep_at, self._now = _FIRST_CAPACITY, NEVER, NEVER
+        self._stalled, self.frames, self._counts = False, 0, [0] * len(COUNTERS)  # frames: the last frame read
         self._slots: list[FlowKey | None] = [None] * MAX_EXTENDING  # flows whose head extends (flowhead.take_slot)
         self._defrag = Defragmenter()  # tunnel packets fragmented outside (passive.capture.defrag)
         self._rebuilt: bytes | None = None  # the frame a fragment completed, while its admission waits (stalled)
-        self._counts = [0] * len(COUNTERS)
-        self.frames = 0
         # Flows whose bytes may be dropped unread (skip_flow): canonical 4-tuple -> [client endpoint, last time,
         # per direction (client's first) [rule, next sequence number, bytes left, at a line's start, notice]].
         self._armed: dict[FlowKey, list[Any]] = {}
@@ -203,13 +200,15 @@ class PyScanner:
         self._flush_all(items)
         return items, index, frame
 
-    def keep_flow(self, src: bytes, sport: int, dst: bytes, dport: int, vnet: int = 0) -> None:
-        entry = self._entry(canonical(src, sport, dst, dport, vnet), self._now)
-        entry[0], entry[7] = KEEP, False
+    def keep_flow(self, src: bytes, sport: int, dst: bytes, dport: int, vnet: int = 0, last: float = NEVER) -> None:
+        self._set_flow(KEEP, canonical(src, sport, dst, dport, vnet), last)
 
-    def drop_flow(self, src: bytes, sport: int, dst: bytes, dport: int, vnet: int = 0) -> None:
-        entry = self._entry(canonical(src, sport, dst, dport, vnet), self._now)
-        entry[0], entry[7] = DROP, False
+    def drop_flow(self, src: bytes, sport: int, dst: bytes, dport: int, vnet: int = 0, last: float = NEVER) -> None:
+        self._set_flow(DROP, canonical(src, sport, dst, dport, vnet), last)
+
+    def _set_flow(self, state: int, key: FlowKey, last: float) -> None:
+        entry = self._entry(key, self._now)  # last: the flow's, told a new file's scanner (no clock yet: idle)
+        entry[0], entry[2], entry[7] = state, max(entry[2], last), False
 
     def keep_server(self, address: bytes, port: int) -> bool:
         if (address, port) not in self._servers and len(self._servers) >= MAX_SERVERS:
@@ -238,8 +237,10 @@ class PyScanner:
         return True
 
     def skip_none(self) -> None:
-        """Forget every flow :meth:`skip_flow` armed (between batches)."""
-        self._armed.clear()
+        self._armed.clear()  # every flow skip_flow armed (between batches)
+
+    def take_datagrams(self, other: PyScanner) -> None:  # held pieces of tunnel packets: a file switch cut them
+        self._defrag, other._defrag = other._defrag, Defragmenter()
 
     def counters(self) -> dict[str, int]:
         return dict(zip(COUNTERS, self._counts, strict=True))

@@ -43,6 +43,7 @@ class Sink(Protocol):
 
     counters: CaptureCounters
     scanner: Any
+    previous_scanner: Any
     frame_base: int
     stop: StopFlag | None
 
@@ -106,7 +107,7 @@ def read_with_scanner(path: Path, engine: Sink, options: CaptureOptions, kind: F
         if reader is None:
             counters.bytes_read = base + scanner.position
         scanner.close()
-        engine.scanner = None
+        engine.scanner, engine.previous_scanner = None, scanner
     add_scan_counts(counters, scanner.counters())
     if reader is None:
         if scanner.error is not None:

@@ -80,7 +80,8 @@ def _card(row: dict[str, Any], columns: tuple[str, ...]) -> Table:
 def headline(records: list[dict[str, Any]]) -> str:
     """``2 high, 3 medium, 1 low on 4 servers`` (informational findings counted after)."""
     counts = Counter(str(r.get("severity")) for r in records)
-    servers = len({str(r.get("server")) for r in records if r.get("severity") in RISKS})
+    # A server is its address in its virtual network: tenants reusing one address are servers apart.
+    servers = len({(str(r.get("server")), r.get("network")) for r in records if r.get("severity") in RISKS})
     risky = [f"{counts[s]} {s}" for s in RISKS if counts[s]]
     info = f"{counts['info']} informational finding{'s' if counts['info'] != 1 else ''}" if counts["info"] else ""
     if not risky:

@@ -58,7 +58,7 @@ def build_report(
     findings = redacted(findings, redact)
     by_server: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in findings:
-        by_server[str(f.text(record["server"]))].append(record)
+        by_server[server_label(record)].append(record)
     cards = [build_card(server, group) for server, group in by_server.items()]
     cards.sort(key=lambda c: (SEVERITIES.index(c.severity), server_order(c.server)))
     severity_counts = _counts(Counter(severity(r) for r in findings))
@@ -140,12 +140,20 @@ def _nessus_rows(document: dict[str, Any] | None) -> list[NessusRow]:
     return rows
 
 
+def server_label(record: dict[str, Any]) -> str:
+    """A finding's server as the report names it: its address, with the virtual network of the overlay it was seen
+    in (``10.0.0.5:25 in vxlan-vni:42``): tenants reusing one address are servers apart."""
+    server, network = str(f.text(record["server"])), f.text(record.get("network"))
+    return f"{server} in {network}" if network else server
+
+
 def server_order(server: str) -> tuple[int, bytes, int, str]:
     """Servers in address order (10.0.0.2 before 10.0.0.10), IPv4 before IPv6; anything else last, by name."""
-    host, _, port = server.rpartition(":")
+    address_part, _, network = server.partition(" in ")
+    host, _, port = address_part.rpartition(":")
     try:
         address = ipaddress.ip_address(host.strip("[]"))
-        return (address.version, address.packed, int(port), "")
+        return (address.version, address.packed, int(port), network)
     except ValueError:
         return (99, b"", 0, server)
 
@@ -248,7 +256,7 @@ def _remediation(findings: list[dict[str, Any]]) -> list[RemediationItem]:
         item = items.setdefault(str(kind.type), RemediationItem(str(kind.type), kind.title, "info", [], *said))
         if SEVERITIES.index(severity(record)) < SEVERITIES.index(item.severity):
             item.severity = severity(record)
-        server = str(f.text(record["server"]))
+        server = server_label(record)
         if server not in item.servers:
             item.servers.append(server)
     ordered = sorted(items.values(), key=lambda i: (SEVERITIES.index(i.severity), display_order(i.type)))
@@ -308,7 +316,7 @@ def _timeline_points(
         row_of = {c.server: c.ad_domain or summary.subnet(c.server) for c in cards}
     points = []
     for record in leaks:
-        row = row_of.get(str(f.text(record["server"])), "?")
+        row = row_of.get(server_label(record), "?")
         for moment in _leak_times(record):
             points.append((row, moment, severity(record), title(record)))
     return points
@@ -328,7 +336,7 @@ def _timeline_entries(leaks: list[dict[str, Any]]) -> list[TimelineEntry]:
         entries.append(
             TimelineEntry(
                 time=f.show_time(first) or "time unknown",
-                server=str(f.text(record["server"])),
+                server=server_label(record),
                 title=title(record),
                 severity=severity(record),
             )

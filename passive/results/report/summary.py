@@ -99,7 +99,7 @@ def _issue_weights(card: ServerCard) -> dict[str, int]:
 
 
 def subnet(server: str) -> str:
-    host = server.rpartition(":")[0].strip("[]")
+    host = server.partition(" in ")[0].rpartition(":")[0].strip("[]")  # without an overlay's network
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
