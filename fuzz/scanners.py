@@ -23,6 +23,7 @@ import argparse
 import random
 import struct
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from passive.capture import scanread  # noqa: E402
+from passive.capture.pcapfile import CaptureFormatError, PacketReader  # noqa: E402
 from passive.capture.scanner import PyScanner  # noqa: E402
 
 MAIL = (25, 110, 143, 587)
@@ -377,13 +379,27 @@ def buffers(batch: list[tuple[float, bytes]]) -> tuple[bytes, bytes]:
     return bytes(buf), bytes(meta)
 
 
+def pcap_file(path: Path, made: list[tuple[float, bytes]], linktype: int, rng: random.Random) -> Path:
+    """The frames as a classic pcap file (little or big endian, microseconds), now and then cut short at its end."""
+    order = "<" if rng.random() < 0.7 else ">"
+    out = bytearray(struct.pack(order + "IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, linktype))
+    for ts, frame in made:
+        sec = int(ts)
+        out += struct.pack(order + "IIII", sec, round((ts - sec) * 1e6) % 1000000, len(frame), len(frame)) + frame
+    if rng.random() < 0.2:
+        del out[len(out) - rng.randrange(1, 40) :]
+    path.write_bytes(bytes(out))
+    return path
+
+
 def _plain(items: list[Any]) -> list[Any]:
     return [(frame, ts, None if seg is None else tuple(seg)) for frame, ts, seg in items]
 
 
-def compare(seed: int, count: int = 400, native: Any = None) -> dict[str, int]:
+def compare(seed: int, count: int = 400, native: Any = None, directory: Path | None = None) -> dict[str, int]:
     """One round: both scanners over the same frames and verdicts; raises AssertionError at the first difference.
-    Returns the compiled scanner's counters."""
+    Returns the compiled scanner's counters. With ``directory``, some rounds read the frames from a pcap file
+    written there (the compiled scanner's own file reader)."""
     rng = random.Random(seed)
     heads = rng.random() < 0.2
     every_port = heads or rng.random() < 0.6
@@ -401,6 +417,8 @@ def compare(seed: int, count: int = 400, native: Any = None) -> dict[str, int]:
     linktype = rng.choice(LINKTYPES)
     verdicts = 0.0 if heads else rng.choice([0.0, 0.05, 0.3])  # the share of segments Python gives a verdict on
     data = frames(rng, count * 8 if heads else count, linktype, heads)
+    if directory is not None and rng.random() < 0.3:
+        return _compare_files(seed, rng, settings, data, linktype, verdicts, directory, module)
     records = 0
     while records < len(data):
         chunk = data[records : records + rng.choice([1, 16, 64, 500])]
@@ -413,25 +431,61 @@ def compare(seed: int, count: int = 400, native: Any = None) -> dict[str, int]:
             assert got_c[1:] == got_p[1:], f"seed {seed}: cursor differs at record {records + start}"
             assert compiled.counters() == python.counters(), f"seed {seed}: counters differ"
             assert compiled.flows == python.flows, f"seed {seed}: flow tables differ"
-            for _frame, _ts, seg in got_c[0]:  # the analysis's verdicts, the same for both
-                if seg is None:
-                    continue
-                pick = rng.random() / verdicts if verdicts else 1.0
-                vnet = seg[9] >> 16
-                if pick < 0.15:
-                    compiled.keep_flow(seg[0], seg[2], seg[1], seg[3], vnet)
-                    python.keep_flow(seg[0], seg[2], seg[1], seg[3], vnet)
-                elif pick < 0.3:
-                    compiled.drop_flow(seg[0], seg[2], seg[1], seg[3], vnet)
-                    python.drop_flow(seg[0], seg[2], seg[1], seg[3], vnet)
-                elif pick < 0.32:
-                    assert compiled.keep_server(seg[1], seg[3]) == python.keep_server(seg[1], seg[3])
+            _verdicts(rng, got_c[0], verdicts, (compiled, python))
             if got_c[1] == start and not got_c[0]:
                 raise AssertionError(f"seed {seed}: no progress at record {records + start}")
             start, frame = got_c[1], got_c[2]
         records += len(chunk)
     assert compiled.counters() == python.counters(), f"seed {seed}: counters differ at the end"
     return compiled.counters()
+
+
+def _verdicts(rng: random.Random, items: list[Any], share: float, scanners: tuple[Any, Any]) -> None:
+    """The analysis's verdicts on some of the segments admitted, the same for both scanners."""
+    for _frame, _ts, seg in items:
+        if seg is None:
+            continue
+        pick = rng.random() / share if share else 1.0
+        flow = (seg[0], seg[2], seg[1], seg[3], seg[9] >> 16)
+        if pick < 0.5:
+            for scanner in scanners:
+                (scanner.keep_flow if pick < 0.25 else scanner.drop_flow)(*flow)
+        elif pick < 0.55:
+            assert scanners[0].keep_server(seg[1], seg[3]) == scanners[1].keep_server(seg[1], seg[3])
+
+
+def _compare_files(
+    seed: int,
+    rng: random.Random,
+    settings: dict[str, Any],
+    data: list[tuple[float, bytes]],
+    linktype: int,
+    share: float,
+    directory: Path,
+    module: Any,
+) -> dict[str, int]:
+    path = pcap_file(directory / f"round-{seed}.pcap", data, linktype, rng)
+    compiled = module.Scanner(str(path), **settings)
+    python = PyScanner(PacketReader(path), **settings)
+    try:
+        while True:
+            got_c = compiled.next_batch()
+            try:
+                got_p = python.next_batch()
+            except CaptureFormatError:
+                got_p = None  # the file cut short: the compiled reader says so in its error, and stops there too
+                assert compiled.error and not got_c, f"seed {seed}: only the Python reader found damage"
+            assert (got_c is None) == (got_p is None), f"seed {seed}: one scanner ended first"
+            if got_c is None:
+                break
+            assert _plain(got_c) == _plain(got_p), f"seed {seed}: items differ (file)"
+            assert compiled.counters() == python.counters(), f"seed {seed}: counters differ (file)"
+            _verdicts(rng, got_c, share, (compiled, python))
+        assert compiled.counters() == python.counters(), f"seed {seed}: counters differ at the end (file)"
+        return compiled.counters()
+    finally:
+        compiled.close()
+        path.unlink()
 
 
 def main() -> int:
@@ -444,9 +498,10 @@ def main() -> int:
     if not scanread.native_available():
         print(f"compiled scanner not built: {scanread.NATIVE_PROBLEM}", file=sys.stderr)
         return 2
+    directory = Path(tempfile.mkdtemp(prefix="scanners-fuzz-"))
     began, seed, rounds, frames_seen, admitted = time.monotonic(), args.seed, 0, 0, 0
     while (args.rounds and rounds < args.rounds) or (not args.rounds and time.monotonic() - began < args.seconds):
-        counts = compare(seed, args.frames)
+        counts = compare(seed, args.frames, directory=directory)
         rounds, seed = rounds + 1, seed + 1
         frames_seen += counts["read"]
         admitted += counts["admitted"]
