@@ -13,7 +13,7 @@ receive the same verdicts (keep or drop a flow, keep a server) between batches, 
     python fuzz/scanners.py --seconds 300            # run until then, a new seed per round
     python fuzz/scanners.py --seed 7 --rounds 1      # one round, replayable
 
-Each round is one seed: a mismatch or exception names it. Run under AddressSanitizer (see docs/hardening.md) to
+Each round is one seed: a mismatch or exception names it. Run under AddressSanitizer (docs/hardening.md says how) to
 check the compiled scanner's reads as well as its answers.
 """
 
