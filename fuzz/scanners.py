@@ -412,6 +412,9 @@ def compare(seed: int, count: int = 400, native: Any = None, directory: Path | N
         "idle_timeout": rng.choice([300.0, 10.0]),
         "batch_packets": rng.choice([1, 2, 7, 256]),
     }
+    if rng.random() < 0.15:  # one worker of a sharded run
+        settings["shards"] = rng.choice([2, 3])
+        settings["shard"] = rng.randrange(settings["shards"])
     module = native or scanread._cscan
     compiled, python = module.Scanner(None, **settings), PyScanner(None, **settings)
     linktype = rng.choice(LINKTYPES)
