@@ -380,9 +380,11 @@ def buffers(batch: list[tuple[float, bytes]]) -> tuple[bytes, bytes]:
 
 
 def pcap_file(path: Path, made: list[tuple[float, bytes]], linktype: int, rng: random.Random) -> Path:
-    """The frames as a classic pcap file (little or big endian, microseconds), now and then cut short at its end."""
+    """The frames as a classic pcap file (little or big endian, microseconds, FCS bits in the link type at times),
+    now and then cut short at its end."""
     order = "<" if rng.random() < 0.7 else ">"
-    out = bytearray(struct.pack(order + "IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, linktype))
+    network = linktype | rng.choice([0, 0x14000000])
+    out = bytearray(struct.pack(order + "IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, network))
     for ts, frame in made:
         sec = int(ts)
         out += struct.pack(order + "IIII", sec, round((ts - sec) * 1e6) % 1000000, len(frame), len(frame)) + frame
