@@ -33,6 +33,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from passive.capture import scanread  # noqa: E402
+from passive.capture.defrag import MAX_PIECES  # noqa: E402
 from passive.capture.pcapfile import CaptureFormatError, PacketReader  # noqa: E402
 from passive.capture.scanner import PyScanner  # noqa: E402
 
@@ -91,6 +92,7 @@ def new_flow(rng: random.Random) -> dict[str, Any]:
         "layers": rng.choice([0, 1, 1, 1, 2, 3, 5]),
         "seed": rng.randrange(1 << 30),
         "text": rng.random() < 0.8,
+        "quiet": rng.random() < 0.2,
     }
 
 
@@ -111,10 +113,13 @@ def tcp_segment(rng: random.Random, flow: dict[str, Any]) -> bytes:
             b"",
             b"A",
             b"x" * 700,
+            b"y" * rng.randrange(440, 540),  # cut in 8-byte pieces: about MAX_PIECES of them
         ]
     )
     binary = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200)))
     payload = text if flow["text"] or rng.random() < 0.3 else binary
+    if flow["quiet"] and rng.random() < 0.7:  # mostly bare ACKs: the head's packets without new bytes
+        flags, payload = 0x10, b""
     if flags & 0x06:
         payload = b""
     options = b""
@@ -280,12 +285,15 @@ def fragments(kind: str, packet: bytes, rng: random.Random) -> list[bytes]:
         header, payload, proto = packet[:40], packet[40:], packet[6]
     ident = rng.choice([1, 2, rng.randrange(1 << 16)])
     size = rng.choice([8, 24, 64, 96, 200, 200, 1000, 1000]) if rng.random() < 0.9 else rng.randrange(1, 300)
+    count = rng.choice([MAX_PIECES - 1, MAX_PIECES, MAX_PIECES + 1])
+    exact = rng.random() < 0.1 and len(payload) > 8 * count  # exactly about MAX_PIECES pieces: a larger first one
+    first = (len(payload) - 8 * (count - 1) - 1) // 8 * 8 + 8 if exact else size
     pieces = []
     start = 0
     while start < len(payload) or start == 0:
-        end = min(len(payload), start + size)
+        end = min(len(payload), start + (first if start == 0 else 8 if exact else size))
         more = end < len(payload)
-        offset = start if rng.random() < 0.97 else rng.randrange(0, 65536 // 8) * 8
+        offset = start if exact or rng.random() < 0.97 else rng.randrange(0, 65536 // 8) * 8
         chunk = payload[start:end]
         if kind == "ip4":
             field = offset // 8 | (0x2000 if more else 0)
@@ -299,7 +307,8 @@ def fragments(kind: str, packet: bytes, rng: random.Random) -> list[bytes]:
             pieces.append(bytes(piece) + fragment + chunk)
         if end >= len(payload):
             break
-        start = max(start + 1, end - (rng.choice([8, 1]) if rng.random() < 0.05 else 0))  # overlaps now and then
+        overlap = rng.choice([8, 1]) if not exact and rng.random() < 0.05 else 0  # overlaps now and then
+        start = max(start + 1, end - overlap)
     trick = rng.random()
     if trick < 0.15:
         rng.shuffle(pieces)
@@ -307,6 +316,8 @@ def fragments(kind: str, packet: bytes, rng: random.Random) -> list[bytes]:
         pieces.insert(rng.randrange(len(pieces) + 1), rng.choice(pieces))
     elif trick < 0.3 and len(pieces) > 1:
         del pieces[rng.randrange(len(pieces))]
+    elif trick < 0.4 and len(pieces) > 1:
+        del pieces[-1]  # a datagram left open: many of them fill the defragmenter
     return pieces
 
 
@@ -342,8 +353,17 @@ def frames(rng: random.Random, count: int, linktype: int = 1, heads: bool = Fals
     (the flow head's extension slots and limits)."""
     out: list[tuple[float, bytes]] = []
     clock = 1_800_000_000.0
-    flows = [new_flow(rng) for _ in range(rng.choice([1, 3, 8, 40, 100]) if not heads else 100)]
+    flows = [new_flow(rng) for _ in range(rng.choice([1, 3, 8, 40, 100]) if not heads else rng.choice([3, 100]))]
     renew = rng.choice([0.02, 0.02, 0.3]) if not heads else 0.001
+    crowd = rng.choice([0.25, 0.25, 0.9])  # the share of packets cut into pieces
+    held: list[tuple[int, bytes]] = []  # last pieces held back: (when to send, frame)
+
+    def tick() -> float:
+        nonlocal clock
+        jump = rng.choice([0.0001, 0.001, 0.5, 11.0, 29.9, 30.0, 30.1, 31.0, 301.0])  # FRAGMENT_TIMEOUT, idle
+        clock += jump if rng.random() < 0.03 else 0.0001
+        return clock
+
     for flow in flows if heads else ():
         flow["server"], flow["text"] = rng.randrange(1024, 65536), True  # on no named port: the head decides
     while len(out) < count:
@@ -357,15 +377,22 @@ def frames(rng: random.Random, count: int, linktype: int = 1, heads: bool = Fals
             kind, data = wrap(kind, data, layers)
         if kind == "mpls":
             kind, data = "eth", _eth(0x8847, data, rng)
-        cut = kind in ("ip4", "ip6") and rng.random() < (0.02 if heads else 0.25)
+        cut = kind in ("ip4", "ip6") and rng.random() < (0.02 if heads else crowd)
         pieces = fragments(kind, data, rng) if cut else [data]
-        for piece in pieces:
+        damaged = rng.randrange(len(pieces)) if rng.random() < (0.01 if heads else 0.15) else -1  # one piece
+        for number, piece in enumerate(pieces):
             frame = piece if kind == "eth" else _eth(0x0800 if kind == "ip4" else 0x86DD, piece, rng)
             frame = relink(linktype, frame, rng)
-            if rng.random() < (0.01 if heads else 0.15):
+            if number == damaged:
                 frame = mutate(frame, rng)
-            clock += rng.choice([0.0001, 0.001, 0.5, 11.0, 31.0, 301.0]) if rng.random() < 0.03 else 0.0001
-            out.append((clock, frame))
+            if cut and number == len(pieces) - 1 and rng.random() < crowd / 2:
+                later = rng.randrange(1, 2000 if crowd > 0.5 else 300)
+                held.append((len(out) + later, frame))  # sent later: many datagrams open at once
+                continue
+            out.append((tick(), frame))
+        held.sort(key=lambda item: item[0])
+        while held and held[0][0] <= len(out):
+            out.append((tick(), held.pop(0)[1]))
     return out
 
 
