@@ -361,7 +361,7 @@ def frames(rng: random.Random, count: int, linktype: int = 1, heads: bool = Fals
     def tick() -> float:
         nonlocal clock
         jump = rng.choice([0.0001, 0.001, 0.5, 11.0, 29.9, 30.0, 30.1, 31.0, 301.0])  # FRAGMENT_TIMEOUT, idle
-        clock += jump if rng.random() < 0.03 else 0.0001
+        clock += jump if rng.random() < (0.0005 if crowd > 0.5 else 0.03) else 0.0001  # crowds: few expire
         return clock
 
     for flow in flows if heads else ():

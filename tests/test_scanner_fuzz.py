@@ -42,3 +42,9 @@ def test_the_frames_made_include_joined_tunnel_packets_with_virtual_networks() -
             segment = decode_tcp(1, frame)
             vnets += isinstance(segment, tuple) and segment[9] >> INFO_VNET_SHIFT != 0
     assert joined > 0 and vnets > 0
+
+
+def test_both_scanners_agree_over_long_rounds() -> None:
+    """Rounds long enough for the defragmenter to fill (MAX_DATAGRAMS open at once) and flow tables to grow."""
+    for seed in range(4):
+        scanners.compare(seed, 5000)
