@@ -15,7 +15,7 @@ from scapy.layers.l2 import GRE, Ether
 from scapy.packet import Packet, Raw
 
 import passive.capture.scanner as scanning
-from passive.capture import scanread
+from passive.capture import defrag, linklayer, pcapfile, scanread, tunnels
 from passive.capture.defrag import FRAGMENT_TIMEOUT, MAX_DATAGRAMS, MAX_PIECES, Defragmenter
 from passive.capture.linklayer import decode_tcp
 from tests.helpers_capture import pcap_bytes, write
@@ -136,3 +136,25 @@ def test_both_scanners_join_the_same_pieces(
         small = run(path, backend, monkeypatch, all_ports=every_port, skip_unread=False)
         assert small["items"] == whole["items"]
         assert small["findings"] == whole["findings"]
+
+
+@pytest.mark.skipif(not scanread.native_available(), reason="the compiled scanner is not built")
+def test_the_compiled_limits_of_joining_and_peeling_are_the_twins() -> None:
+    """_scan.c writes each limit of the decoder and the defragmenter again: the values it was built with are the
+    Python ones (a limit changed on one side alone would make the scanners admit different packets)."""
+    compiled = scanread._cscan
+    twins = {
+        "MAX_DATAGRAMS": MAX_DATAGRAMS,
+        "MAX_PIECES": MAX_PIECES,
+        "FRAGMENT_TIMEOUT": FRAGMENT_TIMEOUT,
+        "MAX_DATAGRAM": defrag.MAX_DATAGRAM,
+        "MAX_LINK_HEADER": defrag._MAX_LINK_HEADER,
+        "MAX_DEPTH": tunnels.MAX_DEPTH,
+        "MAX_LABELS": tunnels.MAX_LABELS,
+        "MAX_VLAN_TAGS": linklayer.MAX_VLAN_TAGS,
+        "MAX_SCAN_FLOWS": scanning.MAX_SCAN_FLOWS,
+        "MAX_SERVERS": scanning.MAX_SERVERS,
+        "MAX_RECORD": pcapfile.MAX_RECORD,
+    }
+    for name, value in twins.items():
+        assert getattr(compiled, name) == value, name

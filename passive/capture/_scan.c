@@ -1747,9 +1747,23 @@ PyMODINIT_FUNC PyInit__cscan(void) {
         || PyModule_AddIntConstant(m, "HEAD_FLOOR", HEAD_FLOOR) < 0
         || PyModule_AddIntConstant(m, "MAX_EXTENDING", MAX_EXTENDING) < 0
         || PyModule_AddIntConstant(m, "MAX_ARMED", MAX_ARMED) < 0
-        || PyModule_AddIntConstant(m, "TAIL_KEEP", TAIL_KEEP) < 0) {
+        || PyModule_AddIntConstant(m, "TAIL_KEEP", TAIL_KEEP) < 0
+        || PyModule_AddIntConstant(m, "MAX_DEPTH", MAX_DEPTH) < 0
+        || PyModule_AddIntConstant(m, "MAX_LABELS", MAX_LABELS) < 0
+        || PyModule_AddIntConstant(m, "MAX_VLAN_TAGS", MAX_VLAN_TAGS) < 0
+        || PyModule_AddIntConstant(m, "MAX_DATAGRAMS", MAX_DATAGRAMS) < 0
+        || PyModule_AddIntConstant(m, "MAX_PIECES", MAX_PIECES) < 0
+        || PyModule_AddIntConstant(m, "MAX_DATAGRAM", MAX_DATAGRAM) < 0
+        || PyModule_AddIntConstant(m, "MAX_LINK_HEADER", MAX_LINK_HEADER) < 0) {
         Py_DECREF(m);
         return NULL;
     }
+    PyObject *timeout = PyFloat_FromDouble(FRAGMENT_TIMEOUT); /* the limits' twins are compared in tests */
+    if (!timeout || PyModule_AddObjectRef(m, "FRAGMENT_TIMEOUT", timeout) < 0) {
+        Py_XDECREF(timeout);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_DECREF(timeout);
     return m;
 }
