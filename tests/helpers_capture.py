@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from scapy.fields import Field, IntEnumField
 from scapy.layers.inet import IP, TCP
@@ -323,3 +323,23 @@ def ethernet_frames(segments: Iterable[Segment], start: float = 1000.0) -> list[
             (start + index * 0.001, ether(ipv4(src[0], dst[0], tcp(src[1], dst[1], seq, ack, flags, payload))))
         )
     return frames
+
+
+def reached_segments(monkeypatch: Any) -> list[tuple[int, int, int]]:
+    """(frame, source port, destination port) of every segment that reaches reassembly (``monkeypatch``: pytest's)."""
+    from passive.capture.reassembly import Reassembler
+
+    reached: list[tuple[int, int, int]] = []
+    process = Reassembler.process
+
+    def recording(self: Reassembler, segment: Any, frame: int, ts: float) -> None:
+        reached.append((frame, segment[2], segment[3]))
+        process(self, segment, frame, ts)
+
+    monkeypatch.setattr(Reassembler, "process", recording)
+    return reached
+
+
+def interleaved(flows: Sequence[Sequence[Any]]) -> list[Any]:
+    """The flows' packets taken in turn: each flow's first, then each one's second, and so on."""
+    return [flow[index] for index in range(max(map(len, flows), default=0)) for flow in flows if index < len(flow)]

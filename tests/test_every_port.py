@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from passive.analysis.pipeline import AnalysisOptions, analyze_captures
 from passive.capture.pcapfile import PacketReader
-from passive.capture.reassembly import Reassembler
 from passive.capture.scanner import FLOW_HEAD
-from tests.helpers_capture import conversation_segments, ethernet_frames, pcap_bytes, write
+from tests.helpers_capture import (
+    conversation_segments,
+    ethernet_frames,
+    interleaved,
+    pcap_bytes,
+    reached_segments,
+    write,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PCAPS = ROOT / "pcaps"
@@ -58,19 +63,6 @@ def test_mail_on_other_ports_is_found_by_default(
         assert not any(f.server.endswith(f":{new}") for f in only)
 
 
-def _reached(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
-    """(frame, source port, destination port) of every segment that reaches reassembly."""
-    reached: list[tuple[int, int, int]] = []
-    process = Reassembler.process
-
-    def recording(self: Reassembler, segment: Any, frame: int, ts: float) -> None:
-        reached.append((frame, segment[2], segment[3]))
-        process(self, segment, frame, ts)
-
-    monkeypatch.setattr(Reassembler, "process", recording)
-    return reached
-
-
 def _capture(tmp_path: Path) -> Path:
     """An SSH flow on 2222 (200 data packets), a client on 7000 that never says a line (150 one-byte packets of
     binary), and an SMTP session on 2626, interleaved."""
@@ -91,9 +83,7 @@ def _capture(tmp_path: Path) -> Path:
         conversation_segments(silent, ("10.1.0.3", 40001), ("10.1.0.4", 7000)),
         conversation_segments(smtp, ("10.1.0.5", 40002), ("10.1.0.6", 2626)),
     ]
-    segments = []
-    for index in range(max(len(flow) for flow in flows)):
-        segments += [flow[index] for flow in flows if index < len(flow)]
+    segments = interleaved(flows)
     return write(tmp_path / "mixed.pcap", pcap_bytes(ethernet_frames(segments)))
 
 
@@ -102,7 +92,7 @@ def test_a_flow_that_is_not_mail_costs_its_head_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
 ) -> None:
     path = _capture(tmp_path)
-    reached = _reached(monkeypatch)
+    reached = reached_segments(monkeypatch)
     results = analyze_captures([str(path)], AnalysisOptions(backend=backend))
     counters = results.counters
     ssh = [frame for frame, sport, dport in reached if 2222 in (sport, dport)]

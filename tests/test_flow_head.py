@@ -24,7 +24,6 @@ from passive.analysis.pipeline import AnalysisOptions, analyze_captures
 from passive.capture import scanread
 from passive.capture.flowhead import HEAD_LINE_BYTES, HEAD_QUIET
 from passive.capture.pcapfile import PacketReader
-from passive.capture.reassembly import Reassembler
 from passive.capture.scanner import FLOW_HEAD
 from tests.helpers_capture import (
     ACK,
@@ -33,8 +32,10 @@ from tests.helpers_capture import (
     conversation_segments,
     ether,
     ethernet_frames,
+    interleaved,
     ipv4,
     pcap_bytes,
+    reached_segments,
     tcp,
     write,
 )
@@ -104,19 +105,6 @@ def test_a_greeting_and_command_one_byte_per_packet_are_found_on_any_port(
         assert results.counters.head_extended_packets > 0
 
 
-def _reached(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
-    """(frame, source port, destination port) of every segment that reaches reassembly."""
-    reached: list[tuple[int, int, int]] = []
-    process = Reassembler.process
-
-    def recording(self: Reassembler, segment: Any, frame: int, ts: float) -> None:
-        reached.append((frame, segment[2], segment[3]))
-        process(self, segment, frame, ts)
-
-    monkeypatch.setattr(Reassembler, "process", recording)
-    return reached
-
-
 def typed(turns: list[tuple[bool, bytes, bool]], client: tuple[str, int], server: tuple[str, int]) -> list:
     """Segments of one connection: the handshake, each turn (from server, bytes, one byte per segment with each
     byte acknowledged by the peer, or all in one segment), the close."""
@@ -152,9 +140,7 @@ def _not_mail(tmp_path: Path) -> Path:
         2626: [(True, GREETING, True), (False, b"EHLO me\r\n", False), (True, b"250 mx\r\n", False)],
     }
     per_flow = [typed(turns, ("10.2.0.1", 40000 + port), ("10.2.0.2", port)) for port, turns in flows.items()]
-    segments = []
-    for index in range(max(len(flow) for flow in per_flow)):
-        segments += [flow[index] for flow in per_flow if index < len(flow)]
+    segments = interleaved(per_flow)
     return write(tmp_path / "heads.pcap", pcap_bytes(ethernet_frames(segments)))
 
 
@@ -168,7 +154,7 @@ def test_flows_that_are_not_mail_cost_their_head_only(
         segment = Ether(packet.data)[TCP]
         port = segment.dport if segment.dport < 40000 else segment.sport
         total[port] = total.get(port, 0) + 1
-    reached = _reached(monkeypatch)
+    reached = reached_segments(monkeypatch)
     results = analyze_captures([str(path)], AnalysisOptions(backend=backend))
     counters = results.counters
     seen = {port: sum(1 for _frame, sport, dport in reached if port in (sport, dport)) for port in total}
