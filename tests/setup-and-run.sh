@@ -15,7 +15,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # oracle; tcpreplay replays captures onto a veth; chromium renders and prints the HTML report, poppler-utils
 # (pdfinfo, pdftotext) reads the PDFs; Redis and vsftpd are the other protocols on mail ports that must not be
 # taken for mail (tests/test_verdicts_lab.py); gcc and the Python headers build the compiled packet scanner, which
-# tests/test_scanner.py checks against its pure-Python twin; GNU time measures a command's own peak RSS.
+# tests/test_scanner.py checks against its pure-Python twin; GNU time measures a command's own peak RSS; zstd and xz
+# write the compressed captures the compressed-stream tests cut short.
 DEBIAN_PACKAGES=(
   tshark tcpdump libpcap0.8 wireshark-common iproute2 util-linux openssl ca-certificates
   postfix dovecot-core dovecot-pop3d dovecot-imapd samba samba-ad-dc samba-ad-provision samba-dsdb-modules winbind
@@ -23,7 +24,7 @@ DEBIAN_PACKAGES=(
   swaks libauthen-ntlm-perl libnet-ssleay-perl libio-socket-ssl-perl fetchmail curl
   nmap tcpreplay chromium chromium-driver poppler-utils
   redis-server vsftpd
-  gcc libc6-dev python3-dev time
+  gcc libc6-dev python3-dev time zstd xz-utils
 )
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
