@@ -12,6 +12,7 @@ from dissectors.session import MailSession
 from passive.analysis.budget import DissectorBudget
 from passive.analysis.classify import FirstLines, PortCheck
 from passive.analysis.detectors import SessionAnalyzer, SessionContext
+from passive.analysis.detectors.base import locate
 from passive.analysis.relays import RelayLedger
 from passive.analysis.stats import RunStats
 from passive.capture import reassembly
@@ -36,8 +37,7 @@ class SessionRecord:
 
     def locate(self, frame: int | None) -> tuple[str | None, int | None]:
         """The file holding the stream's ``frame`` and the frame's number there (the session's file when unknown)."""
-        located = self.files.locate(frame) if self.files is not None and frame is not None else None
-        return located if located is not None else (self.file, frame)
+        return locate(self.files, self.file, frame)
 
 
 class Options(Protocol):

@@ -35,6 +35,13 @@ class SessionContext:
     network: tuple[str, int] | tuple[()] = ()
 
 
+def locate(files: FileMap | None, file: str | None, frame: int | None) -> tuple[str | None, int | None]:
+    """The file of ``files`` (a stream's) holding its ``frame`` and the frame's number there; ``file`` and ``frame``
+    as they are without a map or a frame."""
+    located = files.locate(frame) if files is not None and frame is not None else None
+    return located if located is not None else (file, frame)
+
+
 class Session(Protocol):
     """What a detector sees of its session (:class:`~passive.analysis.detectors.session.SessionAnalyzer`)."""
 
@@ -82,10 +89,7 @@ class Detector:
 
     def locate(self, frame: int | None) -> tuple[str | None, int | None]:
         """The file holding the stream's ``frame`` (a ring buffer's piece) and the frame's number in it."""
-        files = self.context.files
-        if files is not None and frame is not None and (located := files.locate(frame)) is not None:
-            return located
-        return self.context.file, frame
+        return locate(self.context.files, self.context.file, frame)
 
     def record(self, finding: Finding, event: ev.Event) -> None:
         """Cite the event's line as evidence."""
