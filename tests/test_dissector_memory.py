@@ -196,7 +196,7 @@ def test_credentials_awaiting_a_verdict_are_capped_in_characters() -> None:
         analyzer.feed([event])
         assert detector.pending_characters <= MAX_PENDING_CHARACTERS  # type: ignore[attr-defined]
     analyzer.close()
-    users = {f.fields["user"] for f in analyzer.findings if f.type == FindingType.CLEARTEXT_CREDENTIALS}
+    users = {f.fields["user"] for f in analyzer.shared.findings if f.type == FindingType.CLEARTEXT_CREDENTIALS}
     assert users == {f"u{n}" for n in range(10)}  # recorded, without an outcome, not dropped
 
 
@@ -219,8 +219,8 @@ def test_findings_keep_a_bounded_banner_and_no_overlong_mechanism_name() -> None
     analyzer.feed([ev.Greeting(S, ev.Evidence.of("220 " + banner, 1, 1.0), banner)])
     mechanisms = ["PLAIN", "M" * 60_000]
     analyzer.feed([ev.Capabilities(S, ev.Evidence.of("250 AUTH", 2, 2.0), "ehlo", [], mechanisms, False)])
-    service = analyzer.findings.find(FindingType.MAIL_SERVICE, "192.0.2.25:25")
-    methods = analyzer.findings.find(FindingType.AUTH_METHODS, "192.0.2.25:25")
+    service = analyzer.shared.findings.find(FindingType.MAIL_SERVICE, "192.0.2.25:25")
+    methods = analyzer.shared.findings.find(FindingType.AUTH_METHODS, "192.0.2.25:25")
     assert service is not None and methods is not None
     assert len(service.fields["banner"]) == MAX_BANNER and service.fields["software"] == "Postfix"
     assert methods.fields["mechanisms"] == ["PLAIN"] and stats.anomalies["mechanism_name_too_long"] == 1
@@ -232,7 +232,7 @@ def test_findings_cut_long_text_values() -> None:
     long_user, password = "u" * 10_000, "p" * 48_000
     event = ev.Credentials(C, ev.Evidence.of("AUTH PLAIN ...", 1, 1.0), "PLAIN", long_user, password, "z" * 9_000)
     analyzer.feed([event, ev.AuthResult(S, ev.Evidence.of("535 no", 2, 2.0), "PLAIN", False, "535 no")])
-    [finding] = [f for f in analyzer.findings if f.type == FindingType.CLEARTEXT_CREDENTIALS]
+    [finding] = [f for f in analyzer.shared.findings if f.type == FindingType.CLEARTEXT_CREDENTIALS]
     assert finding.key == ("PLAIN", long_user[:MAX_FIELD_TEXT])
     assert [len(finding.fields[name]) for name in ("user", "password", "authzid")] == [MAX_FIELD_TEXT] * 3
     assert finding.fields["outcome"] == "failure" and finding.details[0]["outcome"] == "failure"

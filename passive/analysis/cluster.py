@@ -97,7 +97,7 @@ class ClusterRun(ParallelRun):
         self.address = address
 
     def run(self, groups: list[list[str]]) -> None:
-        options = dataclasses.replace(self.analysis.options, keep_events=False, scheduler=None, jobs=1)
+        options = dataclasses.replace(self.analysis.options, scheduler=None, jobs=1)
         task_analysis = type(self.analysis)(options)
         with Client(self.address, timeout=CONNECT_TIMEOUT) as client:
             threads = max(1, sum(client.nthreads().values()))

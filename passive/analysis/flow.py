@@ -4,7 +4,7 @@ its events into the session's detectors (and, with ``--events``, into the sessio
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dissectors import events as ev
 from dissectors.registry import SESSION_TYPES
@@ -58,6 +58,7 @@ class Analysis(Protocol):
     file: str | None
     files: FileMap | None
     relays: RelayLedger
+    recording: Any  # in a worker process: what its sessions record for the main one (passive.analysis.merge)
 
     def session_analyzer(self, context: SessionContext) -> SessionAnalyzer: ...
 
@@ -179,7 +180,7 @@ class MailFlow:
         self.analyzer = analysis.session_analyzer(context)
         self.record: SessionRecord | None = None
         self._last: tuple[int | None, float | None] = (None, None)  # frame and time of the latest bytes
-        if analysis.options.keep_events:
+        if analysis.options.keep_events and analysis.recording is None:  # a worker's events go to the main process
             self.record = SessionRecord(protocol, server, client, analysis.file, files=analysis.files)
             analysis.sessions.append(self.record)
 

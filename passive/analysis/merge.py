@@ -2,15 +2,20 @@
 
 Findings are not a sum of parts: a finding keeps its first evidence and details in the order they came, its last
 client, fields the latest session wrote; the relay ledger rebuilds a server's verdicts from all of its attempts in
-order; the finding set is ordered by first sighting. So workers (:mod:`passive.analysis.parallel`) do not run the
-detectors. Each worker reads its share of a capture's flows (reassembly and the dissectors run there) and records,
-per session, the operations one process would have made on its detectors (``OPEN`` a session's analyzer, ``FEED``
-it events, ``CLOSE`` it), each under a key saying where one process would have made it: the capture's index in
-the run, then the engine's :class:`~passive.capture.options.Cursor` (frame, phase: sweep or packet), the first frame
-of the flow closing when the phase is a sweep (one process closes idle flows in the order they opened), and the
-order of recording within the worker. The main process replays every worker's operations in key order into one
-:class:`~passive.analysis.pipeline.Analysis`, whose detectors, finding set, statistics and relay ledger then see
-what one process's would have seen, in the same order.
+order; the finding set is ordered by first sighting. So the run's findings, statistics and relay ledger live in the
+main process only. Each worker reads its share of a capture's flows; reassembly, the dissectors and the detectors run
+there, and each session's analyzer (:class:`RecordingAnalyzer`) records the **effects** its detectors have on that
+shared state (:mod:`passive.analysis.detectors.base`: module-level functions and plain arguments) instead of
+applying them, gathered into one operation per call: ``OPEN`` (a session's analyzer made), ``FEED`` (events fed),
+``CLOSE``. Each operation is recorded under a key saying where one process would have made it: the capture's index
+in the run, then the engine's :class:`~passive.capture.options.Cursor` (frame, phase: sweep or packet), the first
+frame of the flow closing when the phase is a sweep (one process closes idle flows in the order they opened), and
+the order of recording within the worker. The main process replays every worker's operations in key order
+(:class:`Replayer`): each effect is applied to the finding its session named, so the findings, statistics and
+relay ledger go through what one process's would have, in the same order. The one exception is a finding's later
+sightings of an occurrence already counted (:meth:`~passive.analysis.detectors.session.SessionAnalyzer.seen_later`,
+every event of a session after its first): they only move first and last sighting, which commutes with every other
+change, so a session gathers them and records them once, before its next chunk of operations is sent or it closes.
 
 That order is one process's as long as what happens to a flow depends on that flow's packets alone, which the
 scanner guarantees (:mod:`passive.capture.scanner`: same admission whatever the batches; sweeps timed on every
@@ -29,16 +34,22 @@ from collections.abc import Callable
 from typing import Any
 
 from dissectors import events as ev
-from passive.analysis.detectors import SessionContext
+from passive.analysis.detectors import SessionAnalyzer, SessionContext
+from passive.analysis.detectors.base import Effect, Shared
+from passive.analysis.detectors.session import find
 from passive.analysis.flow import Analysis, EngineHandler, SessionRecord
 from passive.capture.counters import CaptureCounters
 from passive.capture.flow import Flow
 from passive.capture.joined import FileMap
 from passive.capture.options import Cursor
+from passive.findings.model import Finding, FindingType, Severity
 
 OPEN, FEED, CLOSE = 0, 1, 2
 Key = tuple[int, int, int, int, int]  # (capture index, frame, phase, first frame if sweeping, recording order)
 Op = tuple[Key, int, int, Any]  # (key, session id, OPEN | FEED | CLOSE, payload)
+# An effect as recorded: (function, target, arguments); the target is None (no finding), the number of a finding the
+# session named before, or (number, kind, severity, key): the finding to look up now and name by that number.
+Recorded = tuple[Effect, Any, tuple[Any, ...]]
 WATERMARK_PHASE = 9  # above both cursor phases: a worker's watermark (index, frame, 9, 0, 0) follows its ops there
 
 # Counters a capture has once, whichever worker counts them: every worker reads the whole file.
@@ -53,17 +64,24 @@ class OpLog:
         self.file = 0
         self.ops: list[Op] = []
         self._order = 0
+        self.gathering: dict[RecordingAnalyzer, None] = {}  # sessions holding sightings to record before a send
 
-    def record(self, first_frame: int, session: int, kind: int, payload: Any) -> None:
+    def key(self, first_frame: int) -> Any:
+        """The key of the next operation (see the module docstring)."""
         cursor = self.cursor
         sweeping = cursor.phase == 0
         self._order += 1
-        self.ops.append(((self.file, cursor.frame, cursor.phase, first_frame if sweeping else 0, self._order),
-                         session, kind, payload))  # fmt: skip
+        return (self.file, cursor.frame, cursor.phase, first_frame if sweeping else 0, self._order)
+
+    def record(self, first_frame: int, session: int, kind: int, payload: Any) -> None:
+        self.ops.append((self.key(first_frame), session, kind, payload))
         if len(self.ops) >= self.chunk:
             self.flush()
 
     def flush(self) -> None:
+        gathering, self.gathering = self.gathering, {}
+        for analyzer in gathering:
+            self.ops.append(analyzer.sightings())
         ops, self.ops = self.ops, []
         self.send(ops)
 
@@ -125,19 +143,83 @@ def unpack_events(packed: list[Any]) -> list[ev.Event]:
     return events
 
 
-class Recorder:
-    """A session's analyzer in a worker: what the detectors would be given is recorded instead."""
+class _Handle:
+    """A finding a recording session named (:meth:`RecordingAnalyzer.finding`): its number, and what to look it up
+    by until an effect has carried that to the main process."""
 
-    __slots__ = ("first_frame", "log", "session")
+    __slots__ = ("number", "spec")
 
-    def __init__(self, log: OpLog, session: int, first_frame: int) -> None:
-        self.log, self.session, self.first_frame = log, session, first_frame
+    def __init__(self, number: int, spec: tuple[FindingType, Severity, tuple[Any, ...]]) -> None:
+        self.number: int = number
+        self.spec: tuple[FindingType, Severity, tuple[Any, ...]] | None = spec
+
+
+class RecordingAnalyzer(SessionAnalyzer):
+    """A session's analyzer in a worker: the detectors run here, and their effects are recorded for the main
+    process (one operation per call: ``OPEN`` when made, ``FEED``, ``CLOSE``), with the session's events when the
+    run keeps them (``--events``)."""
+
+    def __init__(self, context: SessionContext, log: OpLog, session: int, first_frame: int, keep_events: bool) -> None:
+        self.log, self.session, self.first_frame, self.keep_events = log, session, first_frame, keep_events
+        self.effects: list[Recorded] = []
+        self._named = 0
+        self._later: dict[_Handle, list[float]] = {}  # finding -> [first, last] sightings gathered
+        super().__init__(context, None, None)
+        opened = (context.protocol, context.server, context.client, context.file, context.partial, context.network)
+        log.record(first_frame, session, OPEN, (opened, self._take()))
+
+    def finding(self, kind: FindingType, severity: Severity, key: tuple[Any, ...] = ()) -> Finding:
+        self._named += 1
+        return _Handle(self._named, (kind, severity, key))  # type: ignore[return-value]
+
+    def apply(self, effect: Effect, finding: Any, *args: Any) -> None:
+        target: Any = None
+        if finding is not None:
+            target = finding.number
+            if finding.spec is not None:
+                target, finding.spec = (target, *finding.spec), None
+        self.effects.append((effect, target, args))
+
+    def seen_later(self, finding: Any, timestamp: float | None) -> None:
+        if timestamp is None:
+            return
+        gathered = self._later.get(finding)
+        if gathered is None:
+            self._later[finding] = [timestamp, timestamp]
+            self.log.gathering[self] = None
+        elif timestamp < gathered[0]:
+            gathered[0] = timestamp
+        elif timestamp > gathered[1]:
+            gathered[1] = timestamp
+
+    def sightings(self) -> Op:
+        """The sightings gathered, as one operation keyed where the worker is now."""
+        effects = [(_sighted, handle.number, tuple(span)) for handle, span in self._later.items()]
+        self._later.clear()
+        return (self.log.key(self.first_frame), self.session, FEED, (effects, None))
 
     def feed(self, events: list[ev.Event]) -> None:
-        self.log.record(self.first_frame, self.session, FEED, pack_events(events))
+        super().feed(events)
+        kept = pack_events(events) if self.keep_events else None
+        if self.effects or kept:
+            self.log.record(self.first_frame, self.session, FEED, (self._take(), kept))
 
     def close(self) -> None:
-        self.log.record(self.first_frame, self.session, CLOSE, None)
+        super().close()
+        if self._later:
+            self.log.gathering.pop(self, None)
+            self.log.ops.append(self.sightings())
+        self.log.record(self.first_frame, self.session, CLOSE, self._take())
+
+    def _take(self) -> list[Recorded]:
+        effects, self.effects = self.effects, []
+        return effects
+
+
+def _sighted(finding: Finding, shared: Shared, first: float, last: float) -> None:
+    """Sightings a session gathered (:meth:`RecordingAnalyzer.seen_later`), from the first to the last."""
+    finding.seen(first, None, count=False)
+    finding.seen(last, None, count=False)
 
 
 class RecordingHandler(EngineHandler):
@@ -160,14 +242,22 @@ class Recording:
     def handler(self, analysis: Analysis, protocol: str, by_port: bool = False) -> EngineHandler:
         return RecordingHandler(analysis, protocol, by_port)
 
-    def session(self, context: SessionContext) -> Recorder:
+    def session(self, context: SessionContext, keep_events: bool) -> RecordingAnalyzer:
         """A new session's analyzer (the flow it belongs to was named by :class:`RecordingHandler` just before)."""
         session = self._sessions * self.workers + self.worker  # unique across workers
         self._sessions += 1
         first_frame = self.flow.first_frame if self.flow is not None else 0
-        payload = (context.protocol, context.server, context.client, context.file, context.partial, context.network)
-        self.log.record(first_frame, session, OPEN, payload)
-        return Recorder(self.log, session, first_frame)
+        return RecordingAnalyzer(context, self.log, session, first_frame, keep_events)
+
+
+class _Replayed:
+    """A session being replayed: who it is, the findings it named, its events kept (``--events``)."""
+
+    __slots__ = ("context", "named", "record")
+
+    def __init__(self, context: SessionContext, record: SessionRecord | None) -> None:
+        self.context, self.record = context, record
+        self.named: dict[int, Finding] = {}
 
 
 class Replayer:
@@ -175,31 +265,45 @@ class Replayer:
 
     def __init__(self, analysis: Analysis) -> None:
         self.analysis = analysis
-        self.sessions: dict[int, tuple[Any, SessionRecord | None]] = {}
+        self.shared = Shared(analysis.findings, analysis.stats, analysis.relays)
+        self.sessions: dict[int, _Replayed] = {}
         self.files: FileMap | None = None  # the files of the group being replayed, as its workers read them
 
     def apply(self, op: Op) -> None:
         _key, session, kind, payload = op
         if kind == FEED:
-            analyzer, record = self.sessions[session]
-            payload = unpack_events(payload)
-            analyzer.feed(payload)
-            if record is not None:
+            replayed = self.sessions[session]
+            effects, kept = payload
+            self._effects(replayed, effects)
+            record = replayed.record
+            if kept is not None and record is not None:
+                events = unpack_events(kept)
                 room = max(self.analysis.options.max_events_per_session - len(record.events), 0)
-                record.events.extend(payload[:room])
-                record.events_dropped += max(0, len(payload) - room)
+                record.events.extend(events[:room])
+                record.events_dropped += max(0, len(events) - room)
         elif kind == OPEN:
-            protocol, server, client, file, partial, network = payload
+            (protocol, server, client, file, partial, network), effects = payload
             context = SessionContext(protocol, server, client, file, files=self.files, partial=partial, network=network)
-            analyzer = self.analysis.session_analyzer(context)
             record = None
             if self.analysis.options.keep_events:
                 record = SessionRecord(protocol, server, client, file, files=self.files)
                 self.analysis.sessions.append(record)
-            self.sessions[session] = (analyzer, record)
+            replayed = self.sessions[session] = _Replayed(context, record)
+            self._effects(replayed, effects)
         else:
-            analyzer, _record = self.sessions.pop(session)
-            analyzer.close()
+            self._effects(self.sessions.pop(session), payload)
+
+    def _effects(self, replayed: _Replayed, effects: list[Recorded]) -> None:
+        shared, named = self.shared, replayed.named
+        for effect, target, args in effects:
+            if target is None:
+                finding = None
+            elif target.__class__ is int:
+                finding = named[target]
+            else:
+                number, kind, severity, key = target
+                finding = named[number] = find(shared, replayed.context, kind, severity, key)
+            effect(finding, shared, *args)
 
 
 def merge_file_counters(shards: list[CaptureCounters]) -> CaptureCounters:

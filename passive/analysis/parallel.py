@@ -312,7 +312,7 @@ class ParallelRun:
     def _start(self, tasks: list[list[Task]]) -> None:
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        worker_analysis = type(self.analysis)(dataclasses.replace(self.analysis.options, keep_events=False))
+        worker_analysis = type(self.analysis)(self.analysis.options)
         self.shared = context.Value("b", 0, lock=False)
         stop = SharedStop(self.shared)
         for index, mine in enumerate(tasks):

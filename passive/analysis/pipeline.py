@@ -97,7 +97,7 @@ class Analysis:
     def session_analyzer(self, context: SessionContext) -> Any:
         """The detectors of one session (in a worker: its recorder)."""
         if self.recording is not None:
-            return self.recording.session(context)
+            return self.recording.session(context, self.options.keep_events)
         return SessionAnalyzer(context, self.findings, self.stats, self.relays)
 
     def flow(

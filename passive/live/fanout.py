@@ -388,12 +388,9 @@ class _TimedLog(OpLog):
     def now(self) -> float:
         return math.inf if self.cursor.frame >= END_FRAME else self.cursor.ts
 
-    def record(self, first_frame: int, session: int, kind: int, payload: Any) -> None:
+    def key(self, first_frame: int) -> Any:
         self._order += 1
-        key: Any = (self.now(), self.cursor.phase, self.index, self._order)
-        self.ops.append((key, session, kind, payload))
-        if len(self.ops) >= self.chunk:
-            self.flush()
+        return (self.now(), self.cursor.phase, self.index, self._order)
 
 
 def _first_key(child: _Child) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from dissectors import events as ev
-from passive.analysis.detectors.base import Detector, Handlers
+from passive.analysis.detectors.base import Detector, Handlers, Shared
 from passive.findings.model import Finding, FindingType, Severity
 
 # Mechanisms that put a password on the wire, and the password commands outside SASL (POP3 USER, IMAP LOGIN).
@@ -35,44 +35,59 @@ class AuthMethodsDetector(Detector):
     def capabilities(self, event: ev.Capabilities) -> None:
         methods = self._methods()
         self.touch(methods, event)
-        fields = methods.fields
-        offered = fields.setdefault("mechanisms", [])
         listed = list(event.mechanisms)
         if event.cleartext_login:
             listed.append(login_command(self.context.protocol))
-        known = set(offered)
-        for mechanism in listed:
-            if mechanism in known:
-                continue
-            if len(mechanism) > MAX_MECHANISM_NAME:
-                self.session.stats.anomalies["mechanism_name_too_long"] += 1
-                continue
-            if len(offered) >= MAX_MECHANISMS:
-                self.session.stats.anomalies["too_many_mechanisms"] += 1
-                continue
-            offered.append(mechanism)
-            known.add(mechanism)
-        if event.cleartext_login:
-            fields["cleartext_login"] = True
-        fields.setdefault("cleartext_login", bool(event.cleartext_login))
-        fields["starttls_offered"] = fields.get("starttls_offered", False) or event.starttls
-        fields.setdefault("mechanisms_after_tls", None)  # not visible on the wire once TLS starts
-        fields["tls"] = self.session.tls
-        exposed = sorted(m for m in offered if m in PASSWORD_MECHANISMS | HOST_INFO_MECHANISMS)
-        fields["cleartext_exposed"] = exposed
-        if any(m in PASSWORD_MECHANISMS for m in exposed):
-            methods.raise_severity(Severity.MEDIUM)
-        elif exposed:
-            methods.raise_severity(Severity.LOW)
+        self.session.apply(_offered, methods, listed, bool(event.cleartext_login), event.starttls, self.session.tls)
 
     def after_tls(self, event: ev.Capabilities) -> None:
         """A listing read inside TLS (only a probe can): it becomes ``mechanisms_after_tls``. With implicit TLS
-        nothing was offered in the clear; the finding still says what is offered, and how."""
-        if self.session.findings.find(FindingType.AUTH_METHODS, self.context.server) is None:
+        nothing was offered in the clear; the finding still says what is offered, and how. (A probe's session
+        applies its effects at once: what it reads of the run's findings is up to date.)"""
+        if self.session.shared.findings.find(FindingType.AUTH_METHODS, self.context.server) is None:  # type: ignore[attr-defined]
             self.capabilities(ev.Capabilities(event.side, event.evidence, event.source, [], [], False, None))
-        methods = self._methods()
         after = list(event.mechanisms)
         if event.cleartext_login:
             after.append(login_command(self.context.protocol))
-        methods.fields["mechanisms_after_tls"] = after
-        methods.fields["tls"] = True
+        self.session.apply(_after_tls, self._methods(), after)
+
+
+# -- effects (passive.analysis.detectors.base) ------------------------------------------------------------------
+
+
+def _offered(
+    methods: Finding, shared: Shared, listed: list[str], cleartext_login: bool, starttls: bool, tls: bool
+) -> None:
+    """A listing of mechanisms: new names join the finding's (bounded), and what they expose sets its severity."""
+    fields = methods.fields
+    offered = fields.setdefault("mechanisms", [])
+    known = set(offered)
+    anomalies = shared.stats.anomalies
+    for mechanism in listed:
+        if mechanism in known:
+            continue
+        if len(mechanism) > MAX_MECHANISM_NAME:
+            anomalies["mechanism_name_too_long"] += 1
+            continue
+        if len(offered) >= MAX_MECHANISMS:
+            anomalies["too_many_mechanisms"] += 1
+            continue
+        offered.append(mechanism)
+        known.add(mechanism)
+    if cleartext_login:
+        fields["cleartext_login"] = True
+    fields.setdefault("cleartext_login", cleartext_login)
+    fields["starttls_offered"] = fields.get("starttls_offered", False) or starttls
+    fields.setdefault("mechanisms_after_tls", None)  # not visible on the wire once TLS starts
+    fields["tls"] = tls
+    exposed = sorted(m for m in offered if m in PASSWORD_MECHANISMS | HOST_INFO_MECHANISMS)
+    fields["cleartext_exposed"] = exposed
+    if any(m in PASSWORD_MECHANISMS for m in exposed):
+        methods.raise_severity(Severity.MEDIUM)
+    elif exposed:
+        methods.raise_severity(Severity.LOW)
+
+
+def _after_tls(methods: Finding, shared: Shared, after: list[str]) -> None:
+    methods.fields["mechanisms_after_tls"] = after
+    methods.fields["tls"] = True

@@ -1,10 +1,20 @@
-"""What every detector shares: the session it belongs to, and how it makes and touches findings."""
+"""What every detector shares: the session it belongs to, and how it makes and touches findings.
+
+A detector reads its own session's events and state; it never reads the run's shared state (the finding set, the
+statistics, the relay ledger). What it changes there is an **effect**: a module-level function
+``effect(finding, shared, *args)`` that the session applies (:meth:`Session.apply`) to the finding it names (or
+None) and the run's :class:`Shared` state, and whatever depends on that state (a field set unless a finding already
+has one, an attempt counted among a finding's) is decided inside the effect. One process applies an effect at once;
+a worker process records it, with plain arguments, for the main process to apply where one process would have
+(:mod:`passive.analysis.merge`), so that the detectors' work is spread over the workers and the results stay one
+process's.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 
 from dissectors import events as ev
 from passive.analysis.relays import RelayLedger
@@ -42,18 +52,54 @@ def locate(files: FileMap | None, file: str | None, frame: int | None) -> tuple[
     return located if located is not None else (file, frame)
 
 
+class Shared(NamedTuple):
+    """The run's state that every session's effects change."""
+
+    findings: FindingSet
+    stats: RunStats
+    relays: RelayLedger
+
+
+Effect = Callable[..., None]
+"""``effect(finding, shared, *args)``: a change to the run's :class:`Shared` state (see the module docstring)."""
+
+
 class Session(Protocol):
     """What a detector sees of its session (:class:`~passive.analysis.detectors.session.SessionAnalyzer`)."""
 
     context: SessionContext
-    findings: FindingSet
-    stats: RunStats
     tls: bool
     authenticated: bool
     server_names: set[str]
-    relays: RelayLedger
 
     def finding(self, kind: FindingType, severity: Severity, key: tuple[Any, ...] = ()) -> Finding: ...
+
+    def apply(self, effect: Effect, finding: Finding | None, *args: Any) -> None: ...
+
+    def seen_later(self, finding: Finding, timestamp: float | None) -> None: ...
+
+
+def touched(finding: Finding, shared: Shared, timestamp: float | None, client: str, evidence: EvidenceRecord) -> None:
+    """One more occurrence, cited."""
+    finding.seen(timestamp, client)
+    finding.add_evidence(evidence)
+
+
+def cited(finding: Finding, shared: Shared, evidence: EvidenceRecord) -> None:
+    finding.add_evidence(evidence)
+
+
+def seen(finding: Finding, shared: Shared, timestamp: float | None, client: str | None) -> None:
+    finding.seen(timestamp, client)
+
+
+def counted(_finding: None, shared: Shared, counter: str, name: str | None = None) -> None:
+    """One more in the run's statistics: the counter ``counter`` (``name``: under that name)."""
+    stats = shared.stats
+    if name is None:
+        setattr(stats, counter, getattr(stats, counter) + 1)
+    else:
+        getattr(stats, counter)[name] += 1
 
 
 Handlers = dict[type[ev.Event], str]
@@ -93,12 +139,15 @@ class Detector:
 
     def record(self, finding: Finding, event: ev.Event) -> None:
         """Cite the event's line as evidence."""
-        finding.add_evidence(self.evidence(event))
+        self.session.apply(cited, finding, self.evidence(event))
 
     def touch(self, finding: Finding, event: ev.Event) -> None:
         """One more occurrence, cited."""
-        finding.seen(event.evidence.timestamp, self.context.client)
-        self.record(finding, event)
+        self.session.apply(touched, finding, event.evidence.timestamp, self.context.client, self.evidence(event))
+
+    def count(self, counter: str, name: str | None = None) -> None:
+        """One more in the run's statistics (:func:`counted`)."""
+        self.session.apply(counted, None, counter, name)
 
     def close(self) -> None:
         """The session ended."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from dissectors import events as ev
-from passive.analysis.detectors.base import Detector, Handlers, Session
-from passive.findings.model import FindingType, Severity, bounded
+from passive.analysis.detectors.base import Detector, Handlers, Session, Shared
+from passive.findings.model import Finding, FindingType, Severity, bounded
 
 # Credentials awaiting the server's verdict, per session; past this they are recorded with no outcome.
 MAX_PENDING_CREDENTIALS = 32
@@ -33,7 +33,8 @@ class CredentialsDetector(Detector):
         self.pending_characters = 0
 
     def credentials(self, event: ev.Credentials) -> None:
-        self.session.stats.add_secret(event.password)
+        if event.password:
+            self.session.apply(_secret, None, event.password)
         size = len(event.user or "") + len(event.password or "") + len(event.authzid or "")
         if len(self.pending) >= MAX_PENDING_CREDENTIALS or self.pending_characters + size > MAX_PENDING_CHARACTERS:
             # A client that never waits for a verdict: record what is held, without an outcome, to stay bounded.
@@ -61,22 +62,47 @@ class CredentialsDetector(Detector):
             self.touch(finding, credentials)
             if result is not None:
                 self.record(finding, result)
-            finding.set_fields(mechanism=credentials.mechanism, user=credentials.user)
-            finding.fields.setdefault("password", None)
-            finding.set_fields(authzid=credentials.authzid, secret_kind=credentials.secret_kind)
-            finding.fields.setdefault("outcome", None)
-            number = _attempt(finding.fields.setdefault("attempts", []), bounded(credentials.password), outcome)
-            finding.set_fields(tls=self.session.tls)
-            _summarise(finding.fields)
-            finding.add_detail(
-                {
-                    "client": self.context.client,
-                    "outcome": outcome,
-                    "password_no": number,
-                    "time": credentials.evidence.timestamp,
-                    "file": self.evidence(credentials).file,  # the file holding it (a ring's piece)
-                }
-            )
+            detail = {
+                "client": self.context.client,
+                "outcome": outcome,
+                "password_no": None,
+                "time": credentials.evidence.timestamp,
+                "file": self.evidence(credentials).file,  # the file holding it (a ring's piece)
+            }
+            self.session.apply(_attempted, finding, credentials.mechanism, credentials.user, credentials.authzid,
+                               credentials.secret_kind, bounded(credentials.password), outcome, self.session.tls,
+                               detail)  # fmt: skip
+
+
+# -- effects (passive.analysis.detectors.base) ------------------------------------------------------------------
+
+
+def _secret(_finding: None, shared: Shared, secret: str) -> None:
+    shared.stats.add_secret(secret)
+
+
+def _attempted(
+    finding: Finding,
+    shared: Shared,
+    mechanism: str,
+    user: str | None,
+    authzid: str | None,
+    secret_kind: str | None,
+    password: str | None,
+    outcome: str | None,
+    tls: bool,
+    detail: dict[str, Any],
+) -> None:
+    """One credential sent: its fields, the attempt counted among the finding's, and the detail of who sent it."""
+    finding.set_fields(mechanism=mechanism, user=user)
+    finding.fields.setdefault("password", None)
+    finding.set_fields(authzid=authzid, secret_kind=secret_kind)
+    finding.fields.setdefault("outcome", None)
+    number = _attempt(finding.fields.setdefault("attempts", []), password, outcome)
+    finding.set_fields(tls=tls)
+    _summarise(finding.fields)
+    detail["password_no"] = number
+    finding.add_detail(detail)
 
 
 def _attempt(attempts: list[dict[str, Any]], password: str | None, outcome: str | None) -> int | None:

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from dissectors import events as ev
 from dissectors import ntlmssp
-from passive.analysis.detectors.base import Detector, Handlers, Session
+from passive.analysis.detectors.base import Detector, Handlers, Session, Shared, seen
 from passive.core.text import printable
 from passive.findings.model import MAX_FIELD_TEXT, Finding, FindingType, Severity
 
@@ -60,22 +60,21 @@ class NtlmDetector(Detector):
         message = event.ntlm
         if message is None:
             return
-        self.session.stats.ntlm_messages[message.type_name] += 1
+        self.count("ntlm_messages", message.type_name)
         if self.exchange is None:
             self.exchange = _Exchange()  # picked up mid-exchange, or NTLM inside another mechanism name
         exchange = self.exchange
         if len(exchange.evidence) < MAX_EXCHANGE_STEPS:
             exchange.evidence.append(event.evidence)
         else:
-            self.session.stats.anomalies["too_many_ntlm_steps"] += 1
+            self.count("anomalies", "too_many_ntlm_steps")
         if isinstance(message, ntlmssp.NegotiateMessage):
             exchange.negotiate = message
         elif isinstance(message, ntlmssp.ChallengeMessage):
             exchange.challenge = message
             finding = self._info()
             self.touch(finding, event)
-            self._server_fields(finding, message, event.evidence.timestamp)
-            self._http_fields(finding)
+            self.session.apply(_challenged, finding, *self._server_fields(message, event.evidence.timestamp))
         elif isinstance(message, ntlmssp.AuthenticateMessage):
             exchange.authenticate = message
 
@@ -92,36 +91,24 @@ class NtlmDetector(Detector):
     # -- facts only a probe knows -------------------------------------------------------------------------------
 
     def probe_facts(self, advertised: bool | None, over_tls: bool) -> None:
-        finding = self.session.findings.find(FindingType.NTLM_INFO, self.context.server)
-        if finding is not None:
-            finding.fields["ntlm_advertised"] = advertised
-            finding.fields["ntlm_over_tls"] = over_tls
+        self.session.apply(_probed, None, self.context.server, advertised, over_tls)
 
     # -- helpers ------------------------------------------------------------------------------------------------
 
-    def _server_fields(self, finding: Finding, challenge: ntlmssp.ChallengeMessage, seen_at: float | None) -> None:
+    def _server_fields(
+        self, challenge: ntlmssp.ChallengeMessage, seen_at: float | None
+    ) -> tuple[dict[str, Any], float | None, list[dict[str, Any]], tuple[str | None, str | None] | None]:
+        """What a CHALLENGE tells of its server, for :func:`_challenged`: the decoded server fields, the clock skew
+        (None when unknown), the decoding anomalies, and the web endpoint (host, path) that answered (None
+        outside HTTP)."""
         decoded = challenge.to_dict()
-        for name in ntlmssp.SERVER_FIELDS:
-            if decoded.get(name) is not None or name not in finding.fields:
-                finding.set_fields(**{name: decoded.get(name)})
+        values = {name: decoded.get(name) for name in ntlmssp.SERVER_FIELDS}
         stamp = challenge.server_time.as_datetime if challenge.server_time else None
-        if stamp is not None and seen_at is not None:
-            finding.fields["clock_skew_seconds"] = round(stamp.timestamp() - seen_at, 3) + 0.0
-        else:
-            finding.fields.setdefault("clock_skew_seconds", None)
-        if challenge.anomalies:
-            finding.set_fields(anomalies=[a.to_dict() for a in challenge.anomalies][:MAX_ANOMALIES])
-
-    def _http_fields(self, finding: Finding) -> None:
-        """Which web endpoint answered: the request the CHALLENGE's response belongs to."""
+        skew = round(stamp.timestamp() - seen_at, 3) + 0.0 if stamp is not None and seen_at is not None else None
+        anomalies = [a.to_dict() for a in challenge.anomalies][:MAX_ANOMALIES]
         http = self.http
-        if self.context.protocol != "http" or http is None:
-            return
-        finding.set_fields(http_path=http.path or None, http_host=http.host)
-        endpoints = finding.fields.setdefault("http_endpoints", [])
-        endpoint = f"{http.host or ''}{http.path}"[:MAX_FIELD_TEXT]
-        if endpoint not in endpoints and len(endpoints) < MAX_HTTP_ENDPOINTS:
-            endpoints.append(endpoint)
+        endpoint = (http.host, http.path) if self.context.protocol == "http" and http is not None else None
+        return values, skew, anomalies, endpoint
 
     def _close(self, outcome: str | None, result: ev.AuthResult | None = None) -> None:
         exchange, self.exchange = self.exchange, None
@@ -129,28 +116,18 @@ class NtlmDetector(Detector):
             return
         finding = self._info()
         if exchange.challenge is None:
-            finding.seen(exchange.evidence[-1].timestamp if exchange.evidence else None, self.context.client)
+            self.session.apply(seen, finding, exchange.evidence[-1].timestamp if exchange.evidence else None,
+                               self.context.client)  # fmt: skip
         client = self._client_detail(exchange, outcome)
         if result is not None:
             self.record(finding, result)
             client["outcome_line"] = result.evidence.line
-        for name in ntlmssp.CLIENT_FIELDS:
-            if client[name] is not None or name not in finding.fields:
-                finding.set_fields(**{name: client[name]})
-        finding.fields["outcome"] = outcome
-        finding.fields.setdefault("users", [])
-        finding.fields.setdefault("workstations", [])
-        if client["user"] is not None:
-            finding.add_name("users", f"{client['domain']}\\{client['user']}" if client["domain"] else client["user"])
-        if client["workstation"]:
-            finding.add_name("workstations", client["workstation"])
-        finding.raise_severity(_severity(exchange.authenticate))
-        finding.add_detail(client)
+        self.session.apply(_closed, finding, client, outcome, _severity(exchange.authenticate))
         line = hashcat_line(exchange.challenge, exchange.authenticate)
         if line == UNWRITABLE:
-            self.session.stats.hashes_skipped += 1
+            self.count("hashes_skipped")
         elif line:
-            self.session.stats.add_hash(line)
+            self.session.apply(_hash, None, line)
 
     def _client_detail(self, exchange: _Exchange, outcome: str | None) -> dict[str, Any]:
         """What the client's NEGOTIATE and AUTHENTICATE said (the later wins), for the finding's details."""
@@ -172,6 +149,65 @@ class NtlmDetector(Detector):
             # steps of one exchange leaves the later ones to the finding's evidence.
             client["frames"] = list(dict.fromkeys(frame for file, frame in located if file == located[0][0]))
         return client
+
+
+# -- effects (passive.analysis.detectors.base) ------------------------------------------------------------------
+
+
+def _challenged(
+    finding: Finding,
+    shared: Shared,
+    values: dict[str, Any],
+    skew: float | None,
+    anomalies: list[dict[str, Any]],
+    endpoint: tuple[str | None, str | None] | None,
+) -> None:
+    """A CHALLENGE's server fields (a value the message lacks does not erase one an earlier message gave)."""
+    fields = finding.fields
+    for name, value in values.items():
+        if value is not None or name not in fields:
+            finding.set_fields(**{name: value})
+    if skew is not None:
+        fields["clock_skew_seconds"] = skew
+    else:
+        fields.setdefault("clock_skew_seconds", None)
+    if anomalies:
+        finding.set_fields(anomalies=anomalies)
+    if endpoint is not None:  # which web endpoint answered: the request the CHALLENGE's response belongs to
+        host, path = endpoint
+        finding.set_fields(http_path=path or None, http_host=host)
+        endpoints = fields.setdefault("http_endpoints", [])
+        url = f"{host or ''}{path}"[:MAX_FIELD_TEXT]
+        if url not in endpoints and len(endpoints) < MAX_HTTP_ENDPOINTS:
+            endpoints.append(url)
+
+
+def _closed(finding: Finding, shared: Shared, client: dict[str, Any], outcome: str | None, severity: Severity) -> None:
+    """An exchange ended: what the client said of itself, its outcome, and the severity its response earns."""
+    fields = finding.fields
+    for name in ntlmssp.CLIENT_FIELDS:
+        if client[name] is not None or name not in fields:
+            finding.set_fields(**{name: client[name]})
+    fields["outcome"] = outcome
+    fields.setdefault("users", [])
+    fields.setdefault("workstations", [])
+    if client["user"] is not None:
+        finding.add_name("users", f"{client['domain']}\\{client['user']}" if client["domain"] else client["user"])
+    if client["workstation"]:
+        finding.add_name("workstations", client["workstation"])
+    finding.raise_severity(severity)
+    finding.add_detail(client)
+
+
+def _hash(_finding: None, shared: Shared, line: str) -> None:
+    shared.stats.add_hash(line)
+
+
+def _probed(_finding: None, shared: Shared, server: str, advertised: bool | None, over_tls: bool) -> None:
+    finding = shared.findings.find(FindingType.NTLM_INFO, server)
+    if finding is not None:
+        finding.fields["ntlm_advertised"] = advertised
+        finding.fields["ntlm_over_tls"] = over_tls
 
 
 # Responses that are as good as a password: DES-based, cracked or looked up in rainbow tables (hashcat 5500).

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from dissectors import events as ev
-from passive.analysis.detectors.base import Detector, Handlers, Session
+from passive.analysis.detectors.base import Detector, Handlers, Session, Shared
 from passive.analysis.domains import destination_domain
 from passive.analysis.relays import Attempt
 from passive.findings.model import FindingType
@@ -38,9 +38,6 @@ class RelayDetector(Detector):
         refused = event.reply_code is not None and 500 <= event.reply_code < 600
         if domain is None or not (event.accepted or refused):
             return
-        ledger = self.session.relays
-        relays = ledger.server(context.server, context.protocol, context.source)
-        relays.names |= self.session.server_names
         attempt = Attempt(
             client=context.client,
             mail_from=sender.address,
@@ -52,4 +49,17 @@ class RelayDetector(Detector):
             evidence=(self.evidence(sender), evidence := self.evidence(event)),
             file=evidence.file,  # the file holding the RCPT (a ring's piece)
         )
-        ledger.record(self.session.findings, relays, attempt)
+        names = frozenset(self.session.server_names)
+        self.session.apply(_attempted, None, context.server, context.protocol, context.source, names, attempt)
+
+
+# -- effects (passive.analysis.detectors.base) ------------------------------------------------------------------
+
+
+def _attempted(
+    _finding: None, shared: Shared, server: str, protocol: str, source: str, names: frozenset[str], attempt: Attempt
+) -> None:
+    """An attempt to the run's relay ledger, with the names the server gave itself so far in the session."""
+    relays = shared.relays.server(server, protocol, source)
+    relays.names |= names
+    shared.relays.record(shared.findings, relays, attempt)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from dissectors import events as ev
-from passive.analysis.detectors.base import Detector, Handlers, Session
+from passive.analysis.detectors.base import Detector, Handlers, Session, Shared
 from passive.analysis.software import guess_software
-from passive.findings.model import FindingType, Severity
+from passive.findings.model import EvidenceRecord, Finding, FindingType, Severity
 
 # Characters of a greeting kept as the finding's banner (and searched for the software): real banners are under 200;
 # 20 000 servers greeting with 60 KB each held 3.5 GiB in findings and their output, and took 8 minutes to match.
@@ -21,9 +21,7 @@ class ServiceDetector(Detector):
     def __init__(self, session: Session) -> None:
         super().__init__(session)
         self.service = self.finding(FindingType.MAIL_SERVICE, Severity.INFO)
-        fields = self.service.fields
-        for name, default in (("banner", None), ("software", None), ("starttls_offered", False), ("tls", False)):
-            fields.setdefault(name, default)
+        session.apply(_defaults, self.service)
         self._counted = False
 
     def occurrence(self, event: ev.Event) -> None:
@@ -32,15 +30,11 @@ class ServiceDetector(Detector):
             self._counted = True
             self.touch(self.service, event)
         else:
-            self.service.seen(event.evidence.timestamp, None, count=False)
+            self.session.seen_later(self.service, event.evidence.timestamp)
 
     def greeting(self, event: ev.Greeting) -> None:
-        fields = self.service.fields
         banner = event.banner[:MAX_BANNER]
-        if fields.get("banner") is None:
-            fields["banner"] = banner
-            fields["software"] = guess_software(banner)
-        self.record(self.service, event)
+        self.session.apply(_greeting, self.service, banner, self.evidence(event))
         first = banner.split(" ", 1)[0]
         if "." in first:
             self.session.server_names.add(first.lower().rstrip("."))
@@ -49,22 +43,44 @@ class ServiceDetector(Detector):
         if event.server_name and "." in event.server_name:
             self.session.server_names.add(event.server_name.lower().rstrip("."))
         if event.starttls:
-            self.service.fields["starttls_offered"] = True
+            self.session.apply(_fields, self.service, {"starttls_offered": True})
 
     def start_tls(self, event: ev.StartTls) -> None:
         if event.accepted:
-            self.service.fields["tls"] = True
+            self.session.apply(_fields, self.service, {"tls": True})
             self.record(self.service, event)
 
     # -- facts only a probe knows -------------------------------------------------------------------------------
 
     def probe_facts(self, tls_facts: dict[str, Any], starttls_result: str) -> None:
-        self.service.fields.update(tls_facts)
-        self.service.fields["starttls_result"] = starttls_result
+        self.session.apply(_fields, self.service, {**tls_facts, "starttls_result": starttls_result})
 
     def relay_test(self, result: dict[str, Any]) -> None:
-        self.service.fields["relay_test"] = result
+        self.session.apply(_fields, self.service, {"relay_test": result})
 
     @property
     def banner(self) -> str | None:
+        """The server's banner (a probe's session, whose effects are applied at once)."""
         return self.service.fields.get("banner")
+
+
+# -- effects (passive.analysis.detectors.base) ------------------------------------------------------------------
+
+
+def _defaults(service: Finding, shared: Shared) -> None:
+    fields = service.fields
+    for name, default in (("banner", None), ("software", None), ("starttls_offered", False), ("tls", False)):
+        fields.setdefault(name, default)
+
+
+def _greeting(service: Finding, shared: Shared, banner: str, evidence: EvidenceRecord) -> None:
+    """The first banner a server is seen with is its banner (and names its software); every greeting is cited."""
+    fields = service.fields
+    if fields.get("banner") is None:
+        fields["banner"] = banner
+        fields["software"] = guess_software(banner)
+    service.add_evidence(evidence)
+
+
+def _fields(service: Finding, shared: Shared, values: dict[str, Any]) -> None:
+    service.fields.update(values)

@@ -1,5 +1,7 @@
 """One session's detectors: the session's shared state, and a dispatch table from event type to the detectors'
-handlers. The same code serves captures and the active probe."""
+handlers. The same code serves captures and the active probe. The detectors' effects on the run's findings,
+statistics and relay ledger (:mod:`passive.analysis.detectors.base`) are applied at once here; a worker process's
+sessions record them instead (:class:`passive.analysis.merge.RecordingAnalyzer`)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Any, NamedTuple
 
 from dissectors import events as ev
 from dissectors.registry import INVENTORY_PROTOCOLS
-from passive.analysis.detectors.base import Detector, SessionContext
+from passive.analysis.detectors.base import Detector, Effect, SessionContext, Shared, counted
 from passive.analysis.detectors.service import ServiceDetector
 from passive.analysis.relays import RelayLedger
 from passive.analysis.stats import RunStats
@@ -25,19 +27,23 @@ MAX_SERVER_NAME = 253
 
 
 class SessionAnalyzer:
-    """Feeds one session's events to the detectors; findings go into a shared :class:`FindingSet`."""
+    """Feeds one session's events to the detectors; their effects go to the run's :class:`Shared` state (a
+    :class:`FindingSet`, :class:`RunStats`, a :class:`RelayLedger`)."""
 
     def __init__(
-        self, context: SessionContext, findings: FindingSet, stats: RunStats, relays: RelayLedger | None = None
+        self,
+        context: SessionContext,
+        findings: FindingSet | None,
+        stats: RunStats | None,
+        relays: RelayLedger | None = None,
     ) -> None:
         self.context = context
-        self.findings = findings
-        self.stats = stats
-        self.relays = relays if relays is not None else RelayLedger()
+        if findings is not None and stats is not None:
+            self.shared = Shared(findings, stats, relays if relays is not None else RelayLedger())
         self.tls = False
         self.authenticated = False
-        self.server_names = _BoundedNames(MAX_SERVER_NAMES, stats)
-        stats.sessions[context.protocol] += 1
+        self.server_names = _BoundedNames(MAX_SERVER_NAMES, self)
+        self.apply(counted, None, "sessions", context.protocol)
         # A carrier whose servers are not mail servers (HTTP) makes no inventory entry: findings only for leaks.
         plan = _plan(context.protocol in INVENTORY_PROTOCOLS)
         detectors = [cls(self) for cls in plan.classes]
@@ -50,17 +56,17 @@ class SessionAnalyzer:
         self._dispatch = plan.dispatch
 
     def finding(self, kind: FindingType, severity: Severity, key: tuple[Any, ...] = ()) -> Finding:
-        dropped, evicted = self.findings.dropped, self.findings.evicted
-        network = self.context.network
-        finding = self.findings.get(
-            kind, self.context.protocol, self.context.server, severity, key + network if network else key
-        )
-        if network:
-            finding.network = f"{network[0]}:{network[1]}"
-        self.stats.findings_dropped += self.findings.dropped - dropped
-        self.stats.findings_evicted += self.findings.evicted - evicted
-        finding.source = self.context.source
-        return finding
+        """The run's finding of this session's server of ``kind`` (and ``key``), made if it is new."""
+        return find(self.shared, self.context, kind, severity, key)
+
+    def apply(self, effect: Effect, finding: Finding | None, *args: Any) -> None:
+        """Apply a detector's effect on the run's state (:mod:`passive.analysis.detectors.base`)."""
+        effect(finding, self.shared, *args)
+
+    def seen_later(self, finding: Finding, timestamp: float | None) -> None:
+        """The same occurrence of ``finding`` seen again later: only its first and last sighting may move (which
+        commutes with every other change, so a recording may gather these)."""
+        finding.seen(timestamp, None, count=False)
 
     def feed(self, events: list[ev.Event]) -> None:
         dispatch = self._dispatch
@@ -80,18 +86,36 @@ class SessionAnalyzer:
         for detector in self.detectors.values():
             detector.close()
         self.detectors, self.service, self._targets, self._dispatch = {}, None, (), {}
+        self.server_names.session = None
 
     def _start_tls(self, event: ev.StartTls) -> None:
         if event.accepted:
             self.tls = True
-            self.stats.tls_sessions += 1
+            self.apply(counted, None, "tls_sessions")
 
     def _auth_result(self, event: ev.AuthResult) -> None:
         if event.success:
             self.authenticated = True
 
     def _anomaly(self, event: ev.Anomaly) -> None:
-        self.stats.anomalies[event.code] += 1
+        self.apply(counted, None, "anomalies", event.code)
+
+
+def find(
+    shared: Shared, context: SessionContext, kind: FindingType, severity: Severity, key: tuple[Any, ...]
+) -> Finding:
+    """The run's finding of ``kind`` for the session's server (and ``key``; an overlay's network is part of it),
+    made if it is new; the finding set's refusals and evictions are counted in the run's statistics."""
+    findings, stats = shared.findings, shared.stats
+    dropped, evicted = findings.dropped, findings.evicted
+    network = context.network
+    finding = findings.get(kind, context.protocol, context.server, severity, key + network if network else key)
+    if network:
+        finding.network = f"{network[0]}:{network[1]}"
+    stats.findings_dropped += findings.dropped - dropped
+    stats.findings_evicted += findings.evicted - evicted
+    finding.source = context.source
+    return finding
 
 
 class _Plan(NamedTuple):
@@ -143,15 +167,15 @@ class _BoundedNames(set[str]):
     """A set that stops growing at ``limit`` names (and takes no name longer than a DNS name); what it refuses is
     counted in the run's ``too_many_server_names``."""
 
-    def __init__(self, limit: int, stats: RunStats) -> None:
+    def __init__(self, limit: int, session: SessionAnalyzer) -> None:
         super().__init__()
         self.limit = limit
-        self.stats = stats
+        self.session: SessionAnalyzer | None = session  # None once the session is closed
 
     def add(self, name: str) -> None:
         if name in self:
             return
         if len(self) < self.limit and len(name) <= MAX_SERVER_NAME:
             super().add(name)
-        else:
-            self.stats.anomalies["too_many_server_names"] += 1
+        elif self.session is not None:
+            self.session.apply(counted, None, "anomalies", "too_many_server_names")
