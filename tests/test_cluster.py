@@ -148,3 +148,19 @@ def _kill_a_busy_worker(
                     return by_pid[pid]
             time.sleep(0.02)
     pytest.fail("no worker was seen running a task")
+
+
+def test_a_cluster_sends_every_session_s_events_when_they_are_kept(
+    tmp_path: Path, cluster: tuple[str, list[subprocess.Popen[bytes]]]
+) -> None:
+    """``--events``: the detectors run on the cluster, and the sessions' events come back with their effects."""
+    from tests.test_jobs import assert_same, outcome
+
+    address, _workers = cluster
+    paths = sorted(_archive(tmp_path).rglob("*.pcap*"))
+    one = outcome(paths, 1)
+    assert sum(len(events) for *_who, events, _dropped in one["sessions"]) > 100
+    many = outcome(paths, 1, scheduler=address)
+    assert many["counts"].pop("cluster_tasks") >= 2
+    many["counts"].pop("tasks_retried")
+    assert_same(one, many)

@@ -100,6 +100,37 @@ def test_many_interleaved_flows_give_what_one_process_gives(
     assert_same(one, outcome([path], 2))
 
 
+@pytest.mark.parametrize("chunk", [1, 7])
+def test_effects_sent_in_small_chunks_give_what_one_process_gives(
+    chunk: int, tmp_path: Path, split_small_captures: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session's later sightings are gathered and recorded before each chunk is sent: with a chunk of one or a
+    few operations, every session's are recorded many times in mid-session, between other sessions' effects."""
+    monkeypatch.setattr(parallel, "CHUNK_OPS", chunk)
+    path = _generated(tmp_path, "--mail-fraction", "1.0", "--size", "1M", "--concurrency", "16")
+    one = outcome([path], 1)
+    assert one["counts"]["sessions"] and one["findings"]
+    assert_same(one, outcome([path], 2))
+
+
+def test_workers_send_effects_not_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --events the main process is sent no event at all (the detectors ran in the workers), and what it
+    makes of their effects is what one process finds."""
+    require_corpus("pcaps")
+    paths = [str(p) for p in CAPTURES]
+
+    def refuse(packed: Any) -> Any:
+        raise AssertionError("events were sent to the main process")
+
+    one = analyze_captures(paths, AnalysisOptions(jobs=1))
+    monkeypatch.setattr(merge, "unpack_events", refuse)  # the main process's: workers are forked before it is used
+    many = analyze_captures(paths, AnalysisOptions(jobs=2))
+    redactor = Redactor(show_secrets=True)
+    records = [finding_record(f, redactor=redactor) for f in one.findings]
+    assert records and records == [finding_record(f, redactor=redactor) for f in many.findings]
+    assert many.counts() == one.counts() and many.stats.hashes == one.stats.hashes
+
+
 def _with_pauses(captures: list[Path], target: Path) -> Path:
     """The captures' packets interleaved in one capture, with a 400 s silence after every seventh packet of each:
     flows expire (idle timeout 300 s) in the middle of their sessions and are picked up again after."""
