@@ -4,8 +4,8 @@ A capture of :data:`SHARD_MIN_BYTES` or more, unless it is a small share of the 
 is split by flow: every worker reads all of it, and its scanner admits
 only the flows whose 4-tuple hashes to that worker (:func:`passive.capture.scanner.shard_of`, the same hash for
 both directions). Smaller captures, and what can be read once only (a pipe), go whole to one worker each, in turn:
-many captures are spread by file. Workers reassemble and dissect; the main process replays what they recorded into
-the run's one :class:`~passive.analysis.pipeline.Analysis`, in the order one process would have
+many captures are spread by file. Workers reassemble, dissect and run the detectors; the main process applies the
+effects they recorded to the run's one :class:`~passive.analysis.pipeline.Analysis`, in the order one process would have
 (:mod:`passive.analysis.merge`), capture after capture, as the recordings stream in: it holds at most a chunk per
 worker beyond what it can replay, and a worker that gets ahead waits on its pipe.
 

@@ -2,11 +2,11 @@
 
 ``watch --jobs N`` forks N capture processes. Each opens its own libpcap handle on the interface and joins one
 fanout group: the kernel hands every packet of a flow (both directions: the hash is symmetric) to the same
-process. Each process runs the packet scanner, reassembly and the dissectors on its share, as the file workers of
-:mod:`passive.analysis.parallel` do, and records what its sessions would give their detectors
-(:class:`~passive.analysis.merge.Recording`). The recordings go up a pipe to the parent, which replays them
-(:class:`~passive.analysis.merge.Replayer`) into the run's one :class:`~passive.analysis.pipeline.Analysis`: the
-detectors, the finding set, the relay ledger and the SQLite store live there, with the dashboard. A session's
+process. Each process runs the packet scanner, reassembly, the dissectors and the detectors on its share, as the
+file workers of :mod:`passive.analysis.parallel` do, and records its detectors' effects on the run's findings
+(:class:`~passive.analysis.merge.Recording`). The recordings go up a pipe to the parent, which applies them
+(:class:`~passive.analysis.merge.Replayer`) to the run's one :class:`~passive.analysis.pipeline.Analysis`: the
+finding set, the relay ledger and the SQLite store live there, with the dashboard. A session's
 operations all come from one process, in order; sessions of different processes interleave as they arrive.
 
 Every tick each process also sends its capture counters and libpcap's counts (kernel and interface drops), so the
