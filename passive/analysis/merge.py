@@ -144,14 +144,14 @@ def unpack_events(packed: list[Any]) -> list[ev.Event]:
 
 
 class _Handle:
-    """A finding a recording session named (:meth:`RecordingAnalyzer.finding`): its number, and what to look it up
-    by until an effect has carried that to the main process."""
+    """A finding a recording session named (:meth:`RecordingAnalyzer.finding`): what to look it up by, and its
+    number once a held one has been looked up."""
 
-    __slots__ = ("number", "spec")
+    __slots__ = ("held", "number", "spec")
 
-    def __init__(self, number: int, spec: tuple[FindingType, Severity, tuple[Any, ...]]) -> None:
-        self.number: int = number
-        self.spec: tuple[FindingType, Severity, tuple[Any, ...]] | None = spec
+    def __init__(self, spec: tuple[FindingType, Severity, tuple[Any, ...]], held: bool) -> None:
+        self.spec, self.held = spec, held
+        self.number: int | None = None
 
 
 class RecordingAnalyzer(SessionAnalyzer):
@@ -162,26 +162,37 @@ class RecordingAnalyzer(SessionAnalyzer):
     def __init__(self, context: SessionContext, log: OpLog, session: int, first_frame: int, keep_events: bool) -> None:
         self.log, self.session, self.first_frame, self.keep_events = log, session, first_frame, keep_events
         self.effects: list[Recorded] = []
-        self._named = 0
+        self._held: list[_Handle] = []  # the findings held for the session's life, numbered -1, -2, ...
+        self._resolved: dict[_Handle, int] = {}  # the other findings of the operation being recorded, numbered 0, ...
         self._later: dict[_Handle, list[float]] = {}  # finding -> [first, last] sightings gathered
         super().__init__(context, None, None)
         opened = (context.protocol, context.server, context.client, context.file, context.partial, context.network)
         log.record(first_frame, session, OPEN, (opened, self._take()))
 
-    def finding(self, kind: FindingType, severity: Severity, key: tuple[Any, ...] = ()) -> Finding:
-        self._named += 1
-        return _Handle(self._named, (kind, severity, key))  # type: ignore[return-value]
+    def finding(self, kind: FindingType, severity: Severity, key: tuple[Any, ...] = (), held: bool = False) -> Finding:
+        return _Handle((kind, severity, key), held)  # type: ignore[return-value]
 
     def apply(self, effect: Effect, finding: Any, *args: Any) -> None:
         target: Any = None
         if finding is not None:
-            target = finding.number
-            if finding.spec is not None:
-                target, finding.spec = (target, *finding.spec), None
+            if finding.held:  # numbered -1, -2, ... for the session's life
+                target = finding.number
+                if target is None:
+                    target = finding.number = -1 - len(self._held)
+                    self._held.append(finding)
+                    target = (target, *finding.spec)
+            else:  # numbered 0, 1, ... within the operation being recorded, looked up again in the next
+                target = self._resolved.get(finding)
+                if target is None:
+                    target = self._resolved[finding] = len(self._resolved)
+                    target = (target, *finding.spec)
         self.effects.append((effect, target, args))
 
     def seen_later(self, finding: Any, timestamp: float | None) -> None:
         if timestamp is None:
+            return
+        if not finding.held or finding.number is None:  # gathered only for a finding the main process holds
+            self.apply(_sighted, finding, timestamp, timestamp)
             return
         gathered = self._later.get(finding)
         if gathered is None:
@@ -194,7 +205,7 @@ class RecordingAnalyzer(SessionAnalyzer):
 
     def sightings(self) -> Op:
         """The sightings gathered, as one operation keyed where the worker is now."""
-        effects = [(_sighted, handle.number, tuple(span)) for handle, span in self._later.items()]
+        effects: list[Recorded] = [(_sighted, handle.number, tuple(span)) for handle, span in self._later.items()]
         self._later.clear()
         return (self.log.key(self.first_frame), self.session, FEED, (effects, None))
 
@@ -213,6 +224,7 @@ class RecordingAnalyzer(SessionAnalyzer):
 
     def _take(self) -> list[Recorded]:
         effects, self.effects = self.effects, []
+        self._resolved.clear()
         return effects
 
 
@@ -251,13 +263,13 @@ class Recording:
 
 
 class _Replayed:
-    """A session being replayed: who it is, the findings it named, its events kept (``--events``)."""
+    """A session being replayed: who it is, the findings it holds for its life, its events kept (``--events``)."""
 
-    __slots__ = ("context", "named", "record")
+    __slots__ = ("context", "held", "record")
 
     def __init__(self, context: SessionContext, record: SessionRecord | None) -> None:
         self.context, self.record = context, record
-        self.named: dict[int, Finding] = {}
+        self.held: dict[int, Finding] = {}
 
 
 class Replayer:
@@ -294,15 +306,17 @@ class Replayer:
             self._effects(self.sessions.pop(session), payload)
 
     def _effects(self, replayed: _Replayed, effects: list[Recorded]) -> None:
-        shared, named = self.shared, replayed.named
+        shared, held = self.shared, replayed.held
+        named: dict[int, Finding] = {}  # the findings looked up for this operation alone
         for effect, target, args in effects:
             if target is None:
                 finding = None
             elif target.__class__ is int:
-                finding = named[target]
+                finding = held[target] if target < 0 else named[target]
             else:
                 number, kind, severity, key = target
-                finding = named[number] = find(shared, replayed.context, kind, severity, key)
+                finding = find(shared, replayed.context, kind, severity, key)
+                (held if number < 0 else named)[number] = finding
             effect(finding, shared, *args)
 
 

@@ -72,7 +72,9 @@ class Session(Protocol):
     authenticated: bool
     server_names: set[str]
 
-    def finding(self, kind: FindingType, severity: Severity, key: tuple[Any, ...] = ()) -> Finding: ...
+    def finding(
+        self, kind: FindingType, severity: Severity, key: tuple[Any, ...] = (), held: bool = False
+    ) -> Finding: ...
 
     def apply(self, effect: Effect, finding: Finding | None, *args: Any) -> None: ...
 
@@ -120,8 +122,11 @@ class Detector:
     def handlers(self) -> list[tuple[type[ev.Event], Callable[[Any], None]]]:
         return [(event_type, getattr(self, name)) for event_type, name in self.HANDLERS.items()]
 
-    def finding(self, kind: FindingType, severity: Severity, key: tuple[Any, ...] = ()) -> Finding:
-        return self.session.finding(kind, severity, key)
+    def finding(self, kind: FindingType, severity: Severity, key: tuple[Any, ...] = (), held: bool = False) -> Finding:
+        """The run's finding of the session's server of ``kind`` (and ``key``), for the effects of the call at hand;
+        ``held``: kept by the detector for the rest of the session instead (a finding not held is asked for again
+        by each call that changes it)."""
+        return self.session.finding(kind, severity, key, held)
 
     def evidence(self, event: ev.Event) -> EvidenceRecord:
         e = event.evidence

@@ -20,7 +20,7 @@ class ServiceDetector(Detector):
 
     def __init__(self, session: Session) -> None:
         super().__init__(session)
-        self.service = self.finding(FindingType.MAIL_SERVICE, Severity.INFO)
+        self.service = self.finding(FindingType.MAIL_SERVICE, Severity.INFO, held=True)
         session.apply(_defaults, self.service)
         self._counted = False
 

@@ -55,8 +55,9 @@ class SessionAnalyzer:
         self._targets: tuple[Any, ...] = (self, *detectors)
         self._dispatch = plan.dispatch
 
-    def finding(self, kind: FindingType, severity: Severity, key: tuple[Any, ...] = ()) -> Finding:
-        """The run's finding of this session's server of ``kind`` (and ``key``), made if it is new."""
+    def finding(self, kind: FindingType, severity: Severity, key: tuple[Any, ...] = (), held: bool = False) -> Finding:
+        """The run's finding of this session's server of ``kind`` (and ``key``), made if it is new (``held``: see
+        :meth:`passive.analysis.detectors.base.Detector.finding`)."""
         return find(self.shared, self.context, kind, severity, key)
 
     def apply(self, effect: Effect, finding: Finding | None, *args: Any) -> None:

@@ -1,0 +1,120 @@
+"""A worker's sessions record their detectors' effects (passive.analysis.merge.RecordingAnalyzer); the main process
+applies them (Replayer). Applied, they make what the same sessions make when their effects are applied at once: the
+same finding records, statistics and relay verdicts, whatever the size of the chunks they are sent in. And what the
+main process keeps of a session while it applies them does not grow with what the session sends."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dissectors import events as ev
+from passive.analysis import merge
+from passive.analysis.detectors import SessionAnalyzer, SessionContext
+from passive.analysis.pipeline import Analysis, AnalysisOptions, analyze_captures
+from passive.capture.options import Cursor
+from passive.results.records import finding_record
+from passive.results.redaction import Redactor
+
+ROOT = Path(__file__).resolve().parents[1]
+LAB = sorted((ROOT / "pcaps").glob("*.pcap"))
+
+
+def _sessions() -> list[tuple[SessionContext, list[list[ev.Event]]]]:
+    """Every session of the project's captures, with its events as the dissector handed them over (one list per
+    packet would be finer; one per event is the finest a session is fed)."""
+    results = analyze_captures([str(p) for p in LAB], AnalysisOptions(keep_events=True))
+    return [
+        (SessionContext(s.protocol, s.server, s.client, s.file), [[event] for event in s.events])
+        for s in results.analysis.sessions
+    ]
+
+
+def _outcome(analysis: Analysis) -> dict[str, Any]:
+    redactor = Redactor(show_secrets=True)
+    return {
+        "findings": [finding_record(f, redactor=redactor) for f in analysis.findings],
+        "stats": analysis.stats.to_dict(),
+        "hashes": analysis.stats.hashes,
+        "secrets": sorted(analysis.stats.secrets),
+    }
+
+
+def _at_once(sessions: list[tuple[SessionContext, list[list[ev.Event]]]]) -> dict[str, Any]:
+    analysis = Analysis(AnalysisOptions())
+    for context, fed in sessions:
+        analyzer = SessionAnalyzer(context, analysis.findings, analysis.stats, analysis.relays)
+        for events in fed:
+            analyzer.feed(events)
+        analyzer.close()
+    return _outcome(analysis)
+
+
+def _recorded(sessions: list[tuple[SessionContext, list[list[ev.Event]]]], chunk: int) -> tuple[dict[str, Any], list]:
+    ops: list[merge.Op] = []
+    log = merge.OpLog(Cursor(), ops.extend, chunk)
+    for number, (context, fed) in enumerate(sessions):
+        analyzer = merge.RecordingAnalyzer(context, log, number, 0, keep_events=False)
+        for events in fed:
+            analyzer.feed(events)
+        analyzer.close()
+    log.flush()
+    analysis = Analysis(AnalysisOptions())
+    replayer = merge.Replayer(analysis)
+    for op in sorted(ops, key=lambda op: op[0]):
+        replayer.apply(op)
+    assert not replayer.sessions  # every session closed
+    return _outcome(analysis), ops
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 512])
+def test_effects_recorded_and_applied_make_what_sessions_make_at_once(chunk: int) -> None:
+    sessions = _sessions()
+    assert len(sessions) > 30
+    one = _at_once(sessions)
+    assert {f["type"] for f in one["findings"]} >= {"mail-service", "ntlm-info", "cleartext-credentials"}
+    recorded, ops = _recorded(sessions, chunk)
+    assert recorded == one
+    events = [op for op in ops if op[2] == merge.FEED and op[3][1] is not None]
+    assert not events  # without --events no event crosses
+
+
+def test_the_main_process_holds_one_finding_per_session_whatever_it_sends() -> None:
+    """A session sending 5,000 user names: each credential's finding is looked up by the operation that changes it,
+    and only the finding the session's inventory detector keeps is held for the session's life."""
+    sessions = _sessions()
+    context, fed = next(
+        (c, f) for c, f in sessions if any(isinstance(e, ev.Credentials) for events in f for e in events)
+    )
+    credentials = next(e for events in fed for e in events if isinstance(e, ev.Credentials))
+    flood = [[dataclasses.replace(credentials, user=f"user{n}")] for n in range(5000)]
+    held: list[int] = []
+    real_effects = merge.Replayer._effects
+
+    def watch(self: merge.Replayer, replayed: Any, effects: Any) -> None:
+        real_effects(self, replayed, effects)
+        held.append(len(replayed.held))
+
+    replayer_class = merge.Replayer
+    try:
+        replayer_class._effects = watch  # type: ignore[method-assign]
+        recorded, ops = _recorded([(context, [*fed[:3], *flood])], 512)
+    finally:
+        replayer_class._effects = real_effects  # type: ignore[method-assign]
+    assert max(held) == 1
+    numbers = [t if t.__class__ is int else t[0] for op in ops for _f, t, _a in _effects_of(op) if t is not None]
+    assert max(numbers) < 40  # transient numbers restart with every operation
+    users = {f["user"] for f in recorded["findings"] if f["type"] == "cleartext-credentials"}
+    assert {f"user{n}" for n in range(5000)} <= users
+
+
+def _effects_of(op: merge.Op) -> list[merge.Recorded]:
+    _key, _session, kind, payload = op
+    if kind == merge.OPEN:
+        return payload[1]
+    if kind == merge.FEED:
+        return payload[0]
+    return payload
