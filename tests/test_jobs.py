@@ -162,6 +162,16 @@ def test_flows_expiring_in_the_middle_of_sessions_give_what_one_process_gives(
     assert_same(one, outcome([path], 3))
 
 
+def test_sessions_made_to_give_up_their_state_are_counted_with_jobs() -> None:
+    """The dissector budget is a worker's: the sessions it made give up their partial state, and the bytes they gave
+    up, are the run's counters as one process's are (each capture read whole by one worker, whose budget sees what
+    one process's sees)."""
+    paths = sorted((ROOT / "pcaps").glob("*.pcap"))
+    one = outcome(paths, 1, max_dissector_bytes=64)
+    assert one["counts"]["dissector_evictions"] > 0 and one["counts"]["dissector_bytes_evicted"] > 0
+    assert_same(one, outcome(paths, 2, max_dissector_bytes=64))
+
+
 def test_one_job_starts_no_process(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a process was started")
