@@ -23,8 +23,10 @@ packet read, which every worker reads). Limits shared by all flows are per proce
 differ: the reassembler's flow table (``max_flows``, evictions) and out-of-order total (``max_total_buffer``), the
 scanner's flow table (``MAX_SCAN_FLOWS``) and its flow heads extended at once and in all
 (:mod:`passive.capture.flowhead`: ``MAX_EXTENDING``, ``HEAD_SHARE``), which only many flows of text in tiny pieces
-reach. Capture counters are summed per flow; per-file ones (packets read,
-damage warnings) are the first worker's.
+reach, and the dissectors' budget (:mod:`passive.analysis.budget`: which sessions give up their partial state, and
+when). Capture counters are summed per flow, and so are what a worker's dissector budget made sessions give up
+(``dissector_evictions``, ``dissector_bytes_evicted``); per-file ones (packets read, damage warnings) are the first
+worker's.
 """
 
 from __future__ import annotations
