@@ -7,7 +7,10 @@ import json
 import subprocess
 from pathlib import Path
 
+from dissectors import events as ev
 from fuzz import floods
+from passive.analysis.detectors import SessionAnalyzer, SessionContext
+from passive.analysis.pipeline import Analysis, AnalysisOptions
 from passive.findings.model import FindingSet, FindingType, Severity
 
 INVENTORY, CREDENTIALS, NTLM = FindingType.MAIL_SERVICE, FindingType.CLEARTEXT_CREDENTIALS, FindingType.NTLM_INFO
@@ -60,3 +63,29 @@ def test_real_login_survives_25000_fake_servers(tmp_path: Path) -> None:
     summary = records[-1]
     assert not floods.FLOODS["fake-servers"].check(summary, made)
     assert summary["findings_evicted"] == 1 and summary["findings"]["mail-service"] == 19_999
+
+
+def test_an_open_relay_finding_making_room_is_counted_in_the_summary() -> None:
+    """An open-relay verdict takes the place of the oldest inventory finding when the set is full: the run's summary
+    counts that eviction (``findings_evicted``, and in ``findings_dropped``) as it counts those of other kinds."""
+    analysis = Analysis(AnalysisOptions())
+    analysis.findings = FindingSet(max_findings=3)
+    server, client = ev.Side.SERVER, ev.Side.CLIENT
+    for number in range(4):
+        context = SessionContext("smtp", f"198.51.100.{number}:25", "203.0.113.9:40000")
+        session = SessionAnalyzer(context, analysis.findings, analysis.stats, analysis.relays)
+        session.feed([ev.Greeting(server, ev.Evidence.of("220 mx.example.com ESMTP", 1, 1.0), "mx.example.com ESMTP")])
+        if number == 3:  # a client outside the private ranges has mail for a foreign domain accepted
+            session.feed(
+                [
+                    ev.MailFrom(client, ev.Evidence.of("MAIL FROM:<a@b.example>", 2, 2.0), "a@b.example", 250, True),
+                    ev.RcptTo(client, ev.Evidence.of("RCPT TO:<x@c.example>", 3, 3.0), "x@c.example", 250, "ok", True),
+                ]
+            )
+        session.close()
+    kinds = [finding.type for finding in analysis.findings]
+    assert kinds == [INVENTORY, INVENTORY, FindingType.OPEN_RELAY]  # the first server's inventory made room
+    assert analysis.findings.evicted == 1
+    summary = analysis.stats.to_dict()
+    assert summary["findings_evicted"] == 1
+    assert summary["findings_dropped"] == analysis.findings.dropped == 2  # the fourth server's inventory, the evicted

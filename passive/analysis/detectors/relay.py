@@ -59,7 +59,16 @@ class RelayDetector(Detector):
 def _attempted(
     _finding: None, shared: Shared, server: str, protocol: str, source: str, names: frozenset[str], attempt: Attempt
 ) -> None:
-    """An attempt to the run's relay ledger, with the names the server gave itself so far in the session."""
+    """An attempt to the run's relay ledger, with the names the server gave itself so far in the session. The ledger
+    rebuilds the server's findings: those it evicted to make room are counted in the run's statistics as
+    :func:`~passive.analysis.detectors.session.find` counts them, and the attempt counts once among the occurrences
+    past the cap if a verdict it rebuilt found no room (a rebuild goes through all of the server's attempts)."""
     relays = shared.relays.server(server, protocol, source)
     relays.names |= names
-    shared.relays.record(shared.findings, relays, attempt)
+    findings, stats = shared.findings, shared.stats
+    dropped, evicted = findings.dropped, findings.evicted
+    shared.relays.record(findings, relays, attempt)
+    evicted = findings.evicted - evicted
+    refused = findings.dropped - dropped - evicted
+    stats.findings_evicted += evicted
+    stats.findings_dropped += evicted + (refused > 0)
