@@ -57,7 +57,7 @@ def _recorded(sessions: list[tuple[SessionContext, list[list[ev.Event]]]], chunk
     ops: list[merge.Op] = []
     log = merge.OpLog(Cursor(), ops.extend, chunk)
     for number, (context, fed) in enumerate(sessions):
-        analyzer = merge.RecordingAnalyzer(context, log, number, 0, keep_events=False)
+        analyzer = merge.RecordingAnalyzer(context, log, number, 0, keep_events=None)
         for events in fed:
             analyzer.feed(events)
         analyzer.close()

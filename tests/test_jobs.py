@@ -131,6 +131,25 @@ def test_workers_send_effects_not_events(monkeypatch: pytest.MonkeyPatch) -> Non
     assert many.counts() == one.counts() and many.stats.hashes == one.stats.hashes
 
 
+def test_workers_send_no_event_a_session_cannot_keep(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --events a session keeps its first ``max_events_per_session`` events and counts the rest: a worker sends
+    the main process those it keeps and the number of the others, whatever the session goes on to say."""
+    require_corpus("pcaps")
+    most = 3
+    one = outcome(CAPTURES, 1, max_events_per_session=most)
+    assert any(dropped for *_, dropped in one["sessions"])
+    unpacked: list[int] = []
+    real_unpack = merge.unpack_events
+
+    def counting(packed: Any) -> Any:
+        unpacked.append(len(packed))
+        return real_unpack(packed)
+
+    monkeypatch.setattr(merge, "unpack_events", counting)  # the main process's: workers are forked before it is used
+    assert_same(one, outcome(CAPTURES, 2, max_events_per_session=most))
+    assert sum(unpacked) == sum(len(events) for *_, events, _dropped in one["sessions"])
+
+
 def _with_pauses(captures: list[Path], target: Path) -> Path:
     """The captures' packets interleaved in one capture, with a 400 s silence after every seventh packet of each:
     flows expire (idle timeout 300 s) in the middle of their sessions and are picked up again after."""

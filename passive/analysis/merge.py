@@ -159,10 +159,14 @@ class _Handle:
 class RecordingAnalyzer(SessionAnalyzer):
     """A session's analyzer in a worker: the detectors run here, and their effects are recorded for the main
     process (one operation per call: ``OPEN`` when made, ``FEED``, ``CLOSE``), with the session's events when the
-    run keeps them (``--events``)."""
+    run keeps them (``--events``): ``keep_events`` is how many a session keeps (the first ones; the others are
+    counted), None when none are kept."""
 
-    def __init__(self, context: SessionContext, log: OpLog, session: int, first_frame: int, keep_events: bool) -> None:
-        self.log, self.session, self.first_frame, self.keep_events = log, session, first_frame, keep_events
+    def __init__(
+        self, context: SessionContext, log: OpLog, session: int, first_frame: int, keep_events: int | None
+    ) -> None:
+        self.log, self.session, self.first_frame = log, session, first_frame
+        self.room = keep_events  # events the session may still keep (--events); None: no event is kept
         self.effects: list[Recorded] = []
         self._held: list[_Handle] = []  # the findings held for the session's life, numbered -1, -2, ...
         self._resolved: dict[_Handle, int] = {}  # the other findings of the operation being recorded, numbered 0, ...
@@ -213,7 +217,12 @@ class RecordingAnalyzer(SessionAnalyzer):
 
     def feed(self, events: list[ev.Event]) -> None:
         super().feed(events)
-        kept = pack_events(events) if self.keep_events else None
+        kept: tuple[list[Any], int] | None = None  # (events kept, packed; the number of the others)
+        room = self.room
+        if room is not None:
+            taken = events if len(events) <= room else events[:room]
+            self.room = room - len(taken)
+            kept = (pack_events(taken) if taken else [], len(events) - len(taken))
         if self.effects or kept:
             self.log.record(self.first_frame, self.session, FEED, (self._take(), kept))
 
@@ -246,7 +255,7 @@ class RecordingHandler(EngineHandler):
 
 
 class Recording:
-    """Set as ``analysis.recording`` in a worker: sessions get :class:`Recorder` analyzers."""
+    """Set as ``analysis.recording`` in a worker: sessions get :class:`RecordingAnalyzer` analyzers."""
 
     def __init__(self, log: OpLog, worker: int, workers: int) -> None:
         self.log, self.worker, self.workers = log, worker, workers
@@ -256,7 +265,7 @@ class Recording:
     def handler(self, analysis: Analysis, protocol: str, by_port: bool = False) -> EngineHandler:
         return RecordingHandler(analysis, protocol, by_port)
 
-    def session(self, context: SessionContext, keep_events: bool) -> RecordingAnalyzer:
+    def session(self, context: SessionContext, keep_events: int | None) -> RecordingAnalyzer:
         """A new session's analyzer (the flow it belongs to was named by :class:`RecordingHandler` just before)."""
         session = self._sessions * self.workers + self.worker  # unique across workers
         self._sessions += 1
@@ -291,10 +300,11 @@ class Replayer:
             self._effects(replayed, effects)
             record = replayed.record
             if kept is not None and record is not None:
-                events = unpack_events(kept)
+                packed, dropped = kept
+                events = unpack_events(packed) if packed else []
                 room = max(self.analysis.options.max_events_per_session - len(record.events), 0)
                 record.events.extend(events[:room])
-                record.events_dropped += max(0, len(events) - room)
+                record.events_dropped += dropped + max(0, len(events) - room)
         elif kind == OPEN:
             (protocol, server, client, file, partial, network), effects = payload
             context = SessionContext(protocol, server, client, file, files=self.files, partial=partial, network=network)

@@ -97,7 +97,8 @@ class Analysis:
     def session_analyzer(self, context: SessionContext) -> Any:
         """The detectors of one session (in a worker: its recorder)."""
         if self.recording is not None:
-            return self.recording.session(context, self.options.keep_events)
+            kept = self.options.max_events_per_session if self.options.keep_events else None
+            return self.recording.session(context, kept)
         return SessionAnalyzer(context, self.findings, self.stats, self.relays)
 
     def flow(
