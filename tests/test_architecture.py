@@ -68,3 +68,29 @@ def test_functions_are_short() -> None:
                 if length > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({length} lines)")
     assert long == []
+
+
+DETECTORS = sorted((ROOT / "passive" / "analysis" / "detectors").glob("*.py"))
+# The run's shared state, as a detector's session would give it: no method of a class in a detector module touches
+# it. Module-level functions (the effects) may, and the methods named here: the session's, which apply the effects,
+# and the probe-only ``after_tls``, whose session applies them at once.
+SHARED_NAMES = frozenset({"shared", "findings", "stats", "relays"})
+READS_SHARED_STATE = {"auth_methods.py": {"after_tls"}, "session.py": {"__init__", "finding", "apply"}}
+
+
+def test_detectors_change_the_run_s_state_only_through_effects() -> None:
+    """docs/architecture.md: a detector reads its session, never the run's findings, statistics or relay ledger
+    (a worker process has none to read); what it changes there is an effect (passive/analysis/detectors/base.py)."""
+    touching = []
+    for path in DETECTORS:
+        allowed = READS_SHARED_STATE.get(path.name, set())
+        for cls in ast.parse(path.read_text(encoding="utf-8")).body:
+            if not isinstance(cls, ast.ClassDef):
+                continue
+            for method in cls.body:
+                if not isinstance(method, ast.FunctionDef) or method.name in allowed:
+                    continue
+                for node in ast.walk(method):
+                    if isinstance(node, ast.Attribute) and node.attr in SHARED_NAMES:
+                        touching.append(f"{path.name}:{node.lineno} {cls.name}.{method.name} .{node.attr}")
+    assert touching == []

@@ -49,8 +49,9 @@ from passive.findings.model import Finding, FindingType, Severity
 OPEN, FEED, CLOSE = 0, 1, 2
 Key = tuple[int, int, int, int, int]  # (capture index, frame, phase, first frame if sweeping, recording order)
 Op = tuple[Key, int, int, Any]  # (key, session id, OPEN | FEED | CLOSE, payload)
-# An effect as recorded: (function, target, arguments); the target is None (no finding), the number of a finding the
-# session named before, or (number, kind, severity, key): the finding to look up now and name by that number.
+# An effect as recorded: (function, target, arguments); the target is None (no finding), the number of a finding
+# looked up before (negative: held for the session's life; else within the same operation), or (number, kind,
+# severity, key): the finding to look up now and name by that number.
 Recorded = tuple[Effect, Any, tuple[Any, ...]]
 WATERMARK_PHASE = 9  # above both cursor phases: a worker's watermark (index, frame, 9, 0, 0) follows its ops there
 

@@ -28,7 +28,8 @@ MAX_SERVER_NAME = 253
 
 class SessionAnalyzer:
     """Feeds one session's events to the detectors; their effects go to the run's :class:`Shared` state (a
-    :class:`FindingSet`, :class:`RunStats`, a :class:`RelayLedger`)."""
+    :class:`FindingSet`, :class:`RunStats`, a :class:`RelayLedger`). Without findings and statistics there is no
+    state to apply them to: a subclass records them instead (:class:`passive.analysis.merge.RecordingAnalyzer`)."""
 
     def __init__(
         self,
