@@ -24,6 +24,7 @@ local domains and trusted networks were used.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections import Counter
 from dataclasses import dataclass, field
@@ -46,9 +47,30 @@ MX_MIN_SENDER_DOMAINS = 3
 # Attempts kept per server to rebuild its findings from; past this they are counted by (client, domain, verdict
 # inputs) and their count still reaches the findings.
 MAX_ATTEMPTS = 200
-# Distinct (domain -> clients, sender domains) kept per server for the MX rule.
+# Distinct (domain -> clients, sender domains) kept per server for the MX rule, which needs no more names per domain
+# than its thresholds; a domain longer than a DNS name can be is no domain a server receives mail for.
 MAX_DOMAINS = 256
-MAX_NAMES_PER_DOMAIN = 16
+MAX_NAMES_PER_DOMAIN = max(MX_MIN_CLIENTS, MX_MIN_SENDER_DOMAINS)
+MAX_DOMAIN_NAME = 253
+# What an attempt keeps of its addresses and of the reply (RFC 5321 4.5.3.1: a path is at most 256 octets, a reply
+# line 512); findings show no more of them. 200 attempts with 64 KiB lines held 38 MB for one server.
+MAX_RELAY_TEXT = 1024
+# The ledger in all, whatever the traffic (100,000 servers with one attempt each held 215 MB): servers whose attempts
+# are kept to rebuild their verdicts; attempts kept (listed, or the last of an overflow count); MX-rule domains.
+# A new server past MAX_RELAY_SERVERS has each attempt judged on its own, as it comes, never corrected by what is
+# learned later (``relay_servers_untracked``). Past MAX_LEDGER_ATTEMPTS, a kept server whose attempt finds no room
+# (not even an earlier count of the same client, domain and outcome) is rebuilt no more: its findings stay as they
+# are, its kept attempts are let go for others, and its attempts are judged on their own from then on
+# (``relay_attempts_judged_alone``). Past MAX_SERVED_DOMAINS no new domain is learned for the MX rule. Together at
+# most about 60 MB.
+MAX_RELAY_SERVERS = 1024
+MAX_LEDGER_ATTEMPTS = 10_000
+MAX_SERVED_DOMAINS = 16_384
+# Names a kept server gave itself (banners, EHLO replies) kept for its local domains. A server's findings are rebuilt
+# from all its kept attempts only when what is local to it changed (at most once per name or MX domain learned);
+# otherwise a new attempt alone is judged (4,000 attempts to one server from many clients and domains took 106 CPU s
+# when every attempt rebuilt, 0.11 s now).
+MAX_LEDGER_NAMES = 64
 # Local domains listed in a finding (the check itself uses all of them).
 MAX_LOCAL_DOMAINS_SHOWN = 20
 
@@ -107,20 +129,42 @@ class ServerRelays:
     overflow: Counter[tuple[str, str, bool]] = field(default_factory=Counter)  # (client ip, domain, accepted)
     overflow_last: dict[tuple[str, str, bool], Attempt] = field(default_factory=dict)
     served: dict[str, tuple[set[str], set[str]]] = field(default_factory=dict)  # domain -> (clients, sender domains)
+    published: tuple[frozenset[str], bool] | None = None  # (local domains, knows them) of the findings' last rebuild
+    alone: bool = False  # its attempts are judged one at a time, its findings never rebuilt (no room was left)
 
-    def add(self, attempt: Attempt) -> None:
-        if len(self.attempts) < MAX_ATTEMPTS:
+    def learn_names(self, names: frozenset[str] | set[str]) -> None:
+        """Names the server gave itself in a session (its banner, EHLO reply), up to :data:`MAX_LEDGER_NAMES`."""
+        for name in names:
+            if len(self.names) >= MAX_LEDGER_NAMES:
+                return
+            self.names.add(name)
+
+    def add(self, attempt: Attempt, room: bool = True, learn: bool = True) -> bool:
+        """Keep ``attempt`` (listed, else counted by its client, domain and outcome); without ``room`` only counted
+        with an earlier one of the same, if any. ``learn``: a new domain it was accepted for may join the MX rule's.
+        Whether it was kept or counted."""
+        key = (attempt.client_ip, attempt.domain, attempt.accepted)
+        if room and len(self.attempts) < MAX_ATTEMPTS:
             self.attempts.append(attempt)
-        else:
-            key = (attempt.client_ip, attempt.domain, attempt.accepted)
+        elif room or key in self.overflow:
             self.overflow[key] += 1
             self.overflow_last[key] = attempt
-        if attempt.accepted and (attempt.domain in self.served or len(self.served) < MAX_DOMAINS):
-            clients, senders = self.served.setdefault(attempt.domain, (set(), set()))
+        else:
+            return False
+        domain = attempt.domain
+        new_domain = learn and len(self.served) < MAX_DOMAINS and len(domain) <= MAX_DOMAIN_NAME
+        if attempt.accepted and (domain in self.served or new_domain):
+            clients, senders = self.served.setdefault(domain, (set(), set()))
             sender = registered_domain(attempt.mail_from.rpartition("@")[2]) or attempt.mail_from
             for names, name in ((clients, attempt.client_ip), (senders, sender)):
-                if len(names) < MAX_NAMES_PER_DOMAIN:
+                if len(names) < MAX_NAMES_PER_DOMAIN and len(name) <= MAX_DOMAIN_NAME:
                     names.add(name)
+        return True
+
+    @property
+    def kept(self) -> int:
+        """Attempts this server holds: listed, and the last of each overflow count."""
+        return len(self.attempts) + len(self.overflow_last)
 
     def local_domains(self, policy: RelayPolicy) -> set[str]:
         local = set(policy.local_domains) | {n for n in self.names}
@@ -170,38 +214,83 @@ def decide(relays: ServerRelays, attempt: Attempt, policy: RelayPolicy) -> Decis
     )
 
 
+def cut(attempt: Attempt) -> Attempt:
+    """The attempt with its addresses and reply cut at :data:`MAX_RELAY_TEXT` (itself if they are short)."""
+    texts = (attempt.mail_from, attempt.rcpt_to, attempt.reply, attempt.domain)
+    if max(map(len, texts)) <= MAX_RELAY_TEXT:
+        return attempt
+    mail_from, rcpt_to, reply, domain = (text[:MAX_RELAY_TEXT] for text in texts)
+    return dataclasses.replace(attempt, mail_from=mail_from, rcpt_to=rcpt_to, reply=reply, domain=domain)
+
+
 class RelayLedger:
-    """Every server's attempts, and the ``open-relay`` findings rebuilt from them."""
+    """Every server's attempts, and the ``open-relay`` findings rebuilt from them (bounded in all: see
+    :data:`MAX_RELAY_SERVERS`)."""
 
     def __init__(self, policy: RelayPolicy | None = None) -> None:
         self.policy = policy or RelayPolicy()
         self.servers: dict[str, ServerRelays] = {}
+        self.kept = 0  # attempts kept by all servers (ServerRelays.kept)
+        self.served = 0  # MX-rule domains of all servers
 
-    def record(self, findings: FindingSet, relays: ServerRelays, attempt: Attempt) -> None:
-        relays.add(attempt)
-        self.publish(findings, relays)
+    def record(self, findings: FindingSet, relays: ServerRelays, attempt: Attempt) -> bool:
+        """Add ``attempt`` to a kept server's and rebuild its findings; False if it was judged on its own (no room:
+        see :data:`MAX_RELAY_SERVERS`)."""
+        attempt = cut(attempt)
+        if not relays.alone:
+            kept, served = relays.kept, len(relays.served)
+            added = relays.add(attempt, self.kept < MAX_LEDGER_ATTEMPTS, self.served < MAX_SERVED_DOMAINS)
+            self.kept += relays.kept - kept
+            self.served += len(relays.served) - served
+            if added:
+                self.publish(findings, relays, attempt)
+                return True
+            relays.alone = True  # no room: its findings stay as they are, its room goes to others
+            self.kept -= relays.kept
+            relays.attempts.clear()
+            relays.overflow.clear()
+            relays.overflow_last.clear()
+        self.judge(findings, relays, attempt)
+        return False
 
-    def server(self, server: str, protocol: str, source: str) -> ServerRelays:
+    def server(self, server: str, protocol: str, source: str) -> ServerRelays | None:
+        """The server's kept attempts; None for a new server once :data:`MAX_RELAY_SERVERS` are kept."""
         relays = self.servers.get(server)
-        if relays is None:
+        if relays is None and len(self.servers) < MAX_RELAY_SERVERS:
             relays = self.servers[server] = ServerRelays(server, protocol, source)
         return relays
 
-    def publish(self, findings: FindingSet, relays: ServerRelays) -> None:
-        """Replace the server's relay findings by the verdicts its attempts get now."""
+    def judge(self, findings: FindingSet, relays: ServerRelays, attempt: Attempt) -> None:
+        """An attempt of a server whose attempts are not kept (:data:`MAX_RELAY_SERVERS`): judged on its own by what
+        ``relays`` knows of the server, added to its findings as it comes, never rebuilt."""
+        attempt = cut(attempt)
+        local = relays.local_domains(self.policy)
+        if not is_local(attempt.domain, local, frozenset({split_endpoint(relays.server)[0]})):
+            self._count(findings, relays, attempt, decide(relays, attempt, self.policy), local, 1, True)
+
+    def publish(self, findings: FindingSet, relays: ServerRelays, attempt: Attempt | None = None) -> None:
+        """Replace the server's relay findings by the verdicts its attempts get now; when nothing local to the server
+        changed since the last time, only ``attempt`` (just added) is judged, since no earlier verdict can move."""
+        local = relays.local_domains(self.policy)
+        addresses = frozenset({split_endpoint(relays.server)[0]})
+        state = (frozenset(local), relays.knows_its_domains(self.policy))
+        if attempt is not None and state == relays.published:
+            if not is_local(attempt.domain, local, addresses):
+                listed = bool(relays.attempts) and relays.attempts[-1] is attempt
+                self._count(findings, relays, attempt, decide(relays, attempt, self.policy), local, 1, listed)
+            return
+        relays.published = state
         for verdict in Verdict:
             old = findings.find(FindingType.OPEN_RELAY, relays.server, (str(verdict),))
             if old is not None:
                 findings.discard(old)
-        local = relays.local_domains(self.policy)
-        addresses = frozenset({split_endpoint(relays.server)[0]})
-        for attempt in relays.attempts:
-            if not is_local(attempt.domain, local, addresses):
-                self._count(findings, relays, attempt, decide(relays, attempt, self.policy), local, 1, True)
+        for kept in relays.attempts:
+            if not is_local(kept.domain, local, addresses):
+                self._count(findings, relays, kept, decide(relays, kept, self.policy), local, 1, True)
         for key, count in relays.overflow.items():
-            attempt = relays.overflow_last[key]
-            if not is_local(attempt.domain, local, addresses):
-                self._count(findings, relays, attempt, decide(relays, attempt, self.policy), local, count, False)
+            kept = relays.overflow_last[key]
+            if not is_local(kept.domain, local, addresses):
+                self._count(findings, relays, kept, decide(relays, kept, self.policy), local, count, False)
 
     def _count(
         self,

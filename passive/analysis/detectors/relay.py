@@ -11,7 +11,7 @@ from typing import ClassVar
 from dissectors import events as ev
 from passive.analysis.detectors.base import Detector, Handlers, Session, Shared
 from passive.analysis.domains import destination_domain
-from passive.analysis.relays import Attempt
+from passive.analysis.relays import Attempt, ServerRelays
 from passive.findings.model import FindingType
 
 
@@ -62,12 +62,20 @@ def _attempted(
     """An attempt to the run's relay ledger, with the names the server gave itself so far in the session. The ledger
     rebuilds the server's findings: those it evicted to make room are counted in the run's statistics as
     :func:`~passive.analysis.detectors.session.find` counts them, and the attempt counts once among the occurrences
-    past the cap if a verdict it rebuilt found no room (a rebuild goes through all of the server's attempts)."""
-    relays = shared.relays.server(server, protocol, source)
-    relays.names |= names
-    findings, stats = shared.findings, shared.stats
+    past the cap if a verdict it rebuilt found no room (a rebuild goes through all of the server's attempts). An
+    attempt the ledger has no room to keep (:data:`~passive.analysis.relays.MAX_RELAY_SERVERS`) is counted."""
+    ledger, findings, stats = shared.relays, shared.findings, shared.stats
     dropped, evicted = findings.dropped, findings.evicted
-    shared.relays.record(findings, relays, attempt)
+    relays = ledger.server(server, protocol, source)
+    if relays is None:
+        stats.anomalies["relay_servers_untracked"] += 1
+        untracked = ServerRelays(server, protocol, source)
+        untracked.learn_names(names)
+        ledger.judge(findings, untracked, attempt)
+    else:
+        relays.learn_names(names)
+        if not ledger.record(findings, relays, attempt):
+            stats.anomalies["relay_attempts_judged_alone"] += 1
     evicted = findings.evicted - evicted
     refused = findings.dropped - dropped - evicted
     stats.findings_evicted += evicted
