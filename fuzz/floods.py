@@ -503,6 +503,49 @@ def long_banners(writer: PcapWriter, scale: float) -> dict[str, int]:
     return {"servers": count}
 
 
+def relays(writer: PcapWriter, scale: float) -> dict[str, int]:
+    """Unauthenticated mail to foreign domains, accepted: 300 sessions from as many clients to one server, 40
+    recipients each with 2 KB addresses (past the relay ledger's 10,000 kept attempts), then one session each to
+    2,000 servers (past its 1,024 kept servers): every attempt must still be judged, in bounded memory and time."""
+    servers, sessions, recipients = max(1, int(2_000 * scale)), max(1, int(300 * scale)), 40
+    long = b"r" * 2_000
+
+    def session(number: int, count: int, local: bytes) -> Iterator[tuple[bool, bytes]]:
+        yield True, b"220 relay ESMTP\r\n"
+        yield False, b"EHLO c%d\r\n" % number
+        yield True, b"250 relay\r\n"
+        yield False, b"MAIL FROM:<s%d@sender%d.example>\r\n" % (number, number % 7)
+        yield True, b"250 ok\r\n"
+        for rcpt in range(count):
+            yield False, b"RCPT TO:<%s%d@d%d.example.org>\r\n" % (local, rcpt, (number * count + rcpt) % 5_000)
+            yield True, b"250 ok\r\n"
+        yield False, b"QUIT\r\n"
+        yield True, b"221 bye\r\n"
+
+    for number in range(sessions):
+        connection = Connection(writer, servers + number, 25)
+        for from_server, data in session(number, recipients, long):
+            connection.send(from_server, data)
+        connection.close()
+    for number in range(servers):
+        connection = Connection(writer, number, 25, server=struct.pack("!I", 0xC6120000 + number))
+        for from_server, data in session(number, 2, b"x"):
+            connection.send(from_server, data)
+        connection.close()
+    return {"servers": servers + 1, "attempts": servers * 2 + sessions * recipients}
+
+
+def _check_relays(summary: dict[str, Any], made: dict[str, int]) -> list[str]:
+    problems = []
+    if made["servers"] > 1_024:
+        problems += _anomaly("relay_servers_untracked", 2 * (made["servers"] - 1_024))(summary, made)
+    if made["attempts"] > 10_000:
+        problems += _anomaly("relay_attempts_judged_alone")(summary, made)
+    if not summary.get("findings", {}).get("open-relay"):
+        problems.append("no open-relay finding")
+    return problems
+
+
 def long_passwords(writer: PcapWriter, scale: float) -> dict[str, int]:
     """AUTH PLAIN with a new user name and a 48 KB password each time, refused: a finding per user."""
     count = max(1, int(20_000 * scale))
@@ -571,6 +614,7 @@ FLOODS = {
         Flood("fake-servers", fake_servers, _check_fake_servers),
         Flood("long-banners", long_banners, _check_long_banners, compress=True),
         Flood("long-passwords", long_passwords, _check_long_passwords, compress=True),
+        Flood("relays", relays, _check_relays, compress=True),
     )
 }
 

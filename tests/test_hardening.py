@@ -264,6 +264,7 @@ FLOOD_SCALES = {
     "dissector-state": 0.1,
     "long-banners": 0.1,
     "long-passwords": 0.05,
+    "relays": 1.0,  # 16 000 relay attempts: past the ledger's kept servers and attempts (4 s; hours when quadratic)
 }
 
 
