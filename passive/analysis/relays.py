@@ -38,7 +38,7 @@ from passive.analysis.domains import (
     registered_domain,
 )
 from passive.core.endpoints import split_endpoint
-from passive.findings.model import EvidenceRecord, FindingSet, FindingType, Severity
+from passive.findings.model import EvidenceRecord, Finding, FindingSet, FindingType, Severity
 
 # A domain accepted from this many distinct clients, sending from this many distinct domains, is one the server
 # receives mail for (an MX), not one it relays to.
@@ -132,6 +132,7 @@ class ServerRelays:
     served: dict[str, tuple[set[str], set[str]]] = field(default_factory=dict)  # domain -> (clients, sender domains)
     published: tuple[frozenset[str], bool] | None = None  # (local domains, knows them) of the findings' last rebuild
     alone: bool = False  # its attempts are judged one at a time, its findings never rebuilt (no room was left)
+    judged: dict[Verdict, Finding | None] = field(default_factory=dict)  # the finding each verdict last went to
 
     def learn_names(self, names: frozenset[str] | set[str]) -> None:
         """Names the server gave itself in a session (its banner, EHLO reply), up to :data:`MAX_LEDGER_NAMES`."""
@@ -276,10 +277,19 @@ class RelayLedger:
         addresses = frozenset({split_endpoint(relays.server)[0]})
         state = (frozenset(local), relays.knows_its_domains(self.policy))
         if attempt is not None and state == relays.published:
-            if not is_local(attempt.domain, local, addresses):
+            if is_local(attempt.domain, local, addresses):
+                return
+            decision = decide(relays, attempt, self.policy)
+            before = relays.judged.get(decision.verdict)
+            # Unless its finding left the run's set meanwhile (a watch let it go, or it made room for another):
+            # then it is rebuilt whole, with the run's count.
+            if (
+                before is None
+                or findings.find(FindingType.OPEN_RELAY, relays.server, (str(decision.verdict),)) is before
+            ):
                 listed = bool(relays.attempts) and relays.attempts[-1] is attempt
-                self._count(findings, relays, attempt, decide(relays, attempt, self.policy), local, 1, listed)
-            return
+                self._count(findings, relays, attempt, decision, local, 1, listed)
+                return
         relays.published = state
         for verdict in Verdict:
             old = findings.find(FindingType.OPEN_RELAY, relays.server, (str(verdict),))
@@ -306,6 +316,8 @@ class RelayLedger:
         verdict = decision.verdict
         severity = SEVERITY[verdict]
         finding = findings.get(FindingType.OPEN_RELAY, relays.protocol, relays.server, severity, (str(verdict),))
+        kept = findings.find(FindingType.OPEN_RELAY, relays.server, (str(verdict),)) is finding
+        relays.judged[verdict] = finding if kept else None  # a finding the full set did not keep is not followed
         finding.source = relays.source
         finding.seen(attempt.time, attempt.client)
         finding.count += count - 1
