@@ -34,6 +34,11 @@ class Input:
     data: bytes | None = None  # a findings file read from a pipe or FIFO, whole: it cannot be read a second time
 
 
+def is_findings_head(head: bytes) -> bool:
+    """Whether a file's first bytes are a findings file's: JSON text, an object past optional blanks."""
+    return head.lstrip()[:1] == b"{"
+
+
 def sniff_input(path: str) -> Input:
     """Findings files are JSON text; captures (pcap, pcapng, gzip) start with a binary magic number.
 
@@ -45,7 +50,7 @@ def sniff_input(path: str) -> Input:
         with open(path, "rb") as stream:
             regular = stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
             head = stream.read(SNIFF_BYTES)
-            findings = head.lstrip()[:1] == b"{"
+            findings = is_findings_head(head)
             if regular:
                 return Input(path, findings)
             if not findings:
@@ -80,7 +85,7 @@ def is_report_input(path: str) -> bool:
             head = stream.read(SNIFF_BYTES)
     except OSError:
         return True
-    return head.lstrip()[:1] == b"{" or is_capture_file(path)
+    return is_findings_head(head) or is_capture_file(path)
 
 
 def report_sources(arguments: tuple[str, ...]) -> list[str]:
