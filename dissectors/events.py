@@ -44,6 +44,8 @@ class Evidence:
 
 @dataclass
 class Event:
+    """What a session dissector saw: which side said it, and where in the capture (its evidence)."""
+
     side: Side
     evidence: Evidence
 
@@ -88,6 +90,8 @@ class StartTls(Event):
 
 @dataclass
 class AuthStart(Event):
+    """An authentication exchange begins (AUTH / AUTHENTICATE), with or without an initial response."""
+
     mechanism: str
     initial_response: bool
 
@@ -116,6 +120,8 @@ class Credentials(Event):
 
 @dataclass
 class AuthResult(Event):
+    """The server's verdict on an exchange: success or failure, with its reply text."""
+
     mechanism: str
     success: bool
     text: str
@@ -123,6 +129,8 @@ class AuthResult(Event):
 
 @dataclass
 class AuthCancelled(Event):
+    """The client cancelled an exchange (a ``*`` line)."""
+
     mechanism: str
 
 
@@ -136,6 +144,8 @@ class AuthAbandoned(Event):
 
 @dataclass
 class MailFrom(Event):
+    """SMTP MAIL FROM, with the server's reply once seen."""
+
     address: str
     reply_code: int | None = None
     accepted: bool | None = None
@@ -143,6 +153,8 @@ class MailFrom(Event):
 
 @dataclass
 class RcptTo(Event):
+    """SMTP RCPT TO, with the server's reply once seen."""
+
     address: str
     reply_code: int | None = None
     reply_text: str = ""
@@ -151,17 +163,19 @@ class RcptTo(Event):
 
 @dataclass
 class DataStart(Event):
+    """SMTP DATA, and whether the server accepted it (354): the message follows."""
+
     accepted: bool | None = None
 
 
 @dataclass
 class Quit(Event):
-    pass
+    """The client said QUIT (LOGOUT in IMAP)."""
 
 
 @dataclass
 class Reset(Event):
-    pass
+    """SMTP RSET: the transaction so far is dropped."""
 
 
 @dataclass
@@ -178,6 +192,8 @@ class HttpExchange(Event):
 
 @dataclass
 class Anomaly(Event):
+    """Something the protocol does not allow, named by ``code``; ``detail`` says what was seen."""
+
     code: str
     detail: str
 

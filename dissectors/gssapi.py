@@ -49,6 +49,8 @@ class DerError(ValueError):
 
 @dataclass(frozen=True)
 class Tlv:
+    """One DER element: its tag and where its content lies in the buffer."""
+
     tag: int
     start: int  # first content octet
     end: int  # one past the last content octet

@@ -45,6 +45,8 @@ _MECHANISMS = {"ntlmssp": "NTLM", "kerberos": "KERBEROS", "negoex": "NEGOEX", "s
 
 @dataclass
 class _Message:
+    """A request's or response's start line and headers (those past the limit counted in ``dropped``)."""
+
     start: Line
     headers: list[tuple[str, str, Line]] = field(default_factory=list)
     dropped: int = 0
@@ -55,6 +57,8 @@ class _Message:
 
 @dataclass
 class _Request:
+    """A request that carried or may be answered with authentication, held until its response."""
+
     method: str
     path: str
     host: str | None

@@ -47,6 +47,8 @@ class _Pending:
 
 @dataclass
 class _Command:
+    """A tagged command waiting for its tagged reply."""
+
     tag: str
     name: str
     line: str  # the command's first line, kept up to what evidence holds

@@ -24,6 +24,8 @@ MAX_LIST_BYTES = 128 * 1024
 
 @dataclass
 class _Command:
+    """A command waiting for its reply, with the lines of a multi-line answer."""
+
     verb: str
     argument: str  # only whether there is one matters once the command is sent
     line: str

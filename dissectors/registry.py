@@ -19,6 +19,8 @@ from dissectors.smtp import SmtpSession
 
 @dataclass(frozen=True)
 class Carrier:
+    """One protocol the analysis reads: its session dissector and its ports."""
+
     name: str
     session: type[MailSession]
     ports: tuple[int, ...]  # well-known ports, read by default (passive) and recognised by the probe

@@ -172,6 +172,8 @@ def classify_server_line(protocol: Protocol, line: str, tag: str | None = None) 
 
 @dataclass
 class SaslStarted:
+    """An exchange began: its mechanism, its IMAP tag, whether the command carried an initial response."""
+
     mechanism: str
     tag: str | None
     initial_response: bool
@@ -202,7 +204,7 @@ class SaslCredentials:
 
 @dataclass
 class SaslCancelled:
-    pass
+    """The client cancelled the exchange."""
 
 
 @dataclass

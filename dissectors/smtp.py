@@ -47,6 +47,8 @@ def reply_fits(verb: str, code: int) -> bool:
 
 @dataclass
 class _Command:
+    """A command waiting for its reply (commands may be pipelined)."""
+
     verb: str
     line: str  # cited as evidence only: kept up to what evidence holds
     frame: int | None
@@ -61,6 +63,8 @@ class _Command:
 
 @dataclass
 class _Reply:
+    """A reply being read: its code and lines, up to its final line."""
+
     code: int
     lines: HeldParts = field(default_factory=lambda: HeldParts(MAX_REPLY_LINES, MAX_REPLY_BYTES))
     last: str = ""  # the final line's text, read whatever the lines before it were

@@ -254,6 +254,8 @@ def _end_with_parent() -> None:
 
 @dataclasses.dataclass(eq=False)
 class _Worker:
+    """The main process's view of one worker: its pipe, process, and the operations it sent ahead."""
+
     conn: Connection
     process: Any
     ops: deque[Op] = dataclasses.field(default_factory=deque)

@@ -103,6 +103,8 @@ class RelayPolicy:
 
 @dataclass(frozen=True)
 class Attempt:
+    """One RCPT TO to a domain that is not local, as the server answered it, with the transaction's evidence."""
+
     client: str
     mail_from: str
     rcpt_to: str
@@ -184,6 +186,8 @@ class ServerRelays:
 
 @dataclass(frozen=True)
 class Decision:
+    """The verdict on one attempt, the rule that gave it and what it assumed."""
+
     verdict: Verdict
     rule: str
     assumed: tuple[str, ...] = ()

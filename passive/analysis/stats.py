@@ -22,6 +22,8 @@ MAX_SECRET_CHARACTERS = 4 * 1024 * 1024
 
 @dataclass
 class RunStats:
+    """What a run counted beside its findings: sessions, NTLM messages, anomalies, hashes, what limits dropped."""
+
     sessions: Counter[str] = field(default_factory=Counter)
     ntlm_messages: Counter[str] = field(default_factory=Counter)
     anomalies: Counter[str] = field(default_factory=Counter)

@@ -77,6 +77,8 @@ def _last(new_start: int, new_end: int, old_start: int, old_end: int) -> bool:
 
 @dataclass(frozen=True)
 class ReassemblyPolicy:
+    """How one kind of receiver reassembles TCP: who wins an overlap, what it refuses."""
+
     name: str
     new_wins: OverlapRule
     validates: bool  # refuse what the receiver refuses: inexact RSTs, data beyond the window, stale FINs

@@ -47,6 +47,8 @@ class Field:
 
 @dataclass(frozen=True)
 class Kind:
+    """One finding kind, declared once: what it is, how severe, its fields, and how to show and fix it."""
+
     type: str  # a FindingType member
     title: str
     description: str

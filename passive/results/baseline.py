@@ -30,6 +30,8 @@ MAX_RESOLVED_LISTED = 200
 
 @dataclass(frozen=True)
 class Suppression:
+    """One accepted finding (by id) in a suppression file: why, and until when."""
+
     id: str
     reason: str
     expires: date

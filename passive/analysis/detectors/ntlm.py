@@ -23,6 +23,8 @@ MAX_EXCHANGE_STEPS = 16
 
 @dataclass
 class _Exchange:
+    """The NTLMSSP messages of one exchange seen so far, and their evidence."""
+
     negotiate: ntlmssp.NegotiateMessage | None = None
     challenge: ntlmssp.ChallengeMessage | None = None
     authenticate: ntlmssp.AuthenticateMessage | None = None
