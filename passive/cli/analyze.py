@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
-from rich.console import Console
 
 from passive.analysis.domains import IpNetwork
 from passive.analysis.parallel import PARALLEL_MIN_BYTES
@@ -140,10 +139,9 @@ def analyze(
     )
     check_user_filter(bpf)
     gate = build_gate(baseline_path, suppress_path)
-    err = Console(stderr=True, highlight=False)
     plan = _store_plan(db, captures) if db else {}
-    with interruptible() as run, RunProgress(err, captures, run.stop) as progress:
-        results = _analyze(captures, options, err, stop=run.stop, keep=run.results, progress=progress)
+    with interruptible() as run, RunProgress(captures, run.stop) as progress:
+        results = _analyze(captures, options, stop=run.stop, keep=run.results, progress=progress)
         if not results.analyzed:
             raise SystemExit(EXIT_INPUT)
         with progress.phase("rendering"), fewer_collections():  # records are many small objects, few cycles
@@ -152,7 +150,7 @@ def analyze(
             sessions = _sessions(results, show_secrets, keep_events)
             _emit(output_format, output, output_all, records, summary, sessions, show_secrets, verbose, progress)
         if db:
-            _save_to_store(db, plan, captures, results, options, err, run, progress)
+            _save_to_store(db, plan, captures, results, options, run, progress)
         status = EXIT_INPUT if results.failed else gate_status(gate, records, fail_on)
         if status is not None:
             raise SystemExit(status)
@@ -244,7 +242,6 @@ def _session(session: Any, redactor: Redactor) -> dict[str, Any]:
 def _analyze(
     captures: Sequence[str],
     options: AnalysisOptions,
-    err: Console,
     purpose: str = "",
     *,
     stop: StopFlag | None = None,
@@ -306,7 +303,6 @@ def _save_to_store(
     captures: Sequence[str],
     results: Results,
     options: AnalysisOptions,
-    err: Console,
     run: Interruption,
     progress: RunProgress,
 ) -> None:
@@ -314,7 +310,7 @@ def _save_to_store(
 
     An interrupted run merges what it read, but records as merged only the captures it read to their end."""
     with progress.phase("merging into the store"):
-        _merge(db, plan, captures, results, options, err, run)
+        _merge(db, plan, captures, results, options, run)
 
 
 def _merge(
@@ -323,7 +319,6 @@ def _merge(
     captures: Sequence[str],
     results: Results,
     options: AnalysisOptions,
-    err: Console,
     run: Interruption,
 ) -> None:
     failed = {path for path, _reason in results.failed}
@@ -332,7 +327,7 @@ def _merge(
         return
     if len(fresh) < len(captures):
         # Some files were merged before, failed or were named twice: the store gets a run over the new files alone.
-        results = _analyze([d.path for d in fresh], options, err, " (store)", stop=run.stop)
+        results = _analyze([d.path for d in fresh], options, " (store)", stop=run.stop)
         if results.partial:
             click.echo(f"leakscope: note: interrupted: nothing merged into {printable(db)}", err=True)
             return

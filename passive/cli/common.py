@@ -7,18 +7,19 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import click
-from rich.console import Console
 
 from passive.analysis.domains import IpNetwork, parse_network
 from passive.capture.policy import POLICIES
-from passive.cli.tables import render_tables
 from passive.core.errors import OutputError
 from passive.core.files import Content, chunks_of, encoded, write_atomically
 from passive.results.ecs import ecs_record
 from passive.results.jsonio import dumps, write_json, write_jsonl
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 FORMATS = ("table", "json", "jsonl", "ecs")
 # The file name meaning standard output, for every option that names an output file.
@@ -152,6 +153,23 @@ def strip_trailing(text: str) -> str:
     return "\n".join(lines)
 
 
+def rich_console(**settings: Any) -> Console:
+    """A rich console. rich (40 ms of imports) loads here and in the tables, when something is drawn: JSON output
+    never loads it."""
+    from rich.console import Console
+
+    return Console(**settings)
+
+
+def draw_tables(
+    console: Console, records: list[dict[str, Any]], summary: dict[str, Any], *, verbose: bool = False
+) -> None:
+    """The findings tables (:mod:`passive.cli.tables`, imported when tables are drawn: see :func:`rich_console`)."""
+    from passive.cli.tables import render_tables
+
+    render_tables(console, records, summary, verbose=verbose)
+
+
 def render(
     output: str | None, draw: Callable[[Console], None], before_output: Callable[[], None] | None = None
 ) -> None:
@@ -159,13 +177,13 @@ def render(
     ``before_output`` is called once the drawing is done, just before it goes to standard output."""
     if output and output != STDOUT:
         buffer = io.StringIO()
-        draw(Console(file=buffer, width=TEXT_WIDTH, highlight=False, color_system=None))
+        draw(rich_console(file=buffer, width=TEXT_WIDTH, highlight=False, color_system=None))
         write_text(output, strip_trailing(buffer.getvalue()))
         return
     try:
-        console = Console(highlight=False)
-        with console.capture() as captured:
-            draw(console)
+        terminal = rich_console(highlight=False)
+        with terminal.capture() as captured:
+            draw(terminal)
         if before_output is not None:
             before_output()
         sys.stdout.write(strip_trailing(captured.get()))
@@ -191,10 +209,10 @@ def emit_records(
     is called when the output is ready, before it goes to standard output (a progress display clears itself)."""
     if output_format == "table":
 
-        def draw(console: Console) -> None:
-            render_tables(console, records, summary, verbose=verbose)
+        def draw(on: Console) -> None:
+            draw_tables(on, records, summary, verbose=verbose)
             if also_draw is not None:
-                also_draw(console)
+                also_draw(on)
 
         render(output, draw, before_output)
         return
@@ -258,7 +276,7 @@ def emit_all(
     basename: str, records: list[dict[str, Any]], summary: dict[str, Any], *, redact: bool, verbose: bool = False
 ) -> None:
     """The three outputs of ``-oA``: what the table, JSON lines and HTML report of this run would be."""
-    render(f"{basename}.txt", lambda console: render_tables(console, records, summary, verbose=verbose))
+    render(f"{basename}.txt", lambda on: draw_tables(on, records, summary, verbose=verbose))
     buffer = io.StringIO()
     write_jsonl(buffer, [*records, summary])
     write_text(f"{basename}.jsonl", buffer.getvalue())

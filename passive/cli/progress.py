@@ -13,19 +13,21 @@ Counters are read without a lock: plain integers the reading thread updates, a g
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
-
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from typing import TYPE_CHECKING, Any
 
 from passive.capture.counters import CaptureCounters
 from passive.capture.stop import StopFlag
 from passive.core.files import regular_file_size
 from passive.core.text import printable
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
 
 # Short runs finish before this and show nothing.
 DELAY_SECONDS = 1.0
@@ -43,6 +45,29 @@ def human_bytes(count: float) -> str:
     raise AssertionError("unreachable")
 
 
+# What rich reads to take a stream that is not a terminal for one (rich.console.Console.is_terminal).
+_TERMINAL_OVERRIDES = ("TTY_COMPATIBLE", "FORCE_COLOR")
+
+
+def stderr_console() -> Console | None:
+    """The console the display is drawn on, or None when standard error is no terminal, as rich decides. rich
+    loads only when it could say yes: a run whose standard error is a file or a pipe never loads it (40 ms)."""
+    isatty = getattr(sys.stderr, "isatty", None)
+    try:
+        plain = isatty is None or not isatty()
+    except ValueError:  # closed
+        plain = True
+    if plain and not any(name in os.environ for name in _TERMINAL_OVERRIDES):
+        return None
+    # rich's imports, here only. rich.progress is loaded now, in the main thread, so that the display's side thread
+    # finds it loaded (an import there could hold a module lock while workers are forked).
+    import rich.progress  # noqa: F401
+    from rich.console import Console
+
+    console = Console(stderr=True, highlight=False)
+    return console if console.is_terminal else None
+
+
 def _eta(seconds: float) -> str:
     minutes, seconds = divmod(int(seconds + 0.5), 60)
     hours, minutes = divmod(minutes, 60)
@@ -53,9 +78,9 @@ class RunProgress:
     """The display of one run: :meth:`file` wraps the reading of each capture (``around_file`` of the pipeline),
     :meth:`watch` is given the results being filled (for the findings count), :meth:`phase` names what follows."""
 
-    def __init__(self, console: Console, paths: Sequence[str], stop: StopFlag | None = None) -> None:
-        self.console = console
-        self.enabled = console.is_terminal
+    def __init__(self, paths: Sequence[str], stop: StopFlag | None = None) -> None:
+        self.console = stderr_console()
+        self.enabled = self.console is not None
         self.stop = stop
         self.sizes = [regular_file_size(path) for path in paths]
         self.total = sum(s for s in self.sizes if s is not None) if None not in self.sizes else None
@@ -138,6 +163,8 @@ class RunProgress:
 
     def _show(self, text: str) -> None:
         if self._live is None:
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # loaded: stderr_console
+
             columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
             self._live = Progress(
                 *columns, console=self.console, transient=True, redirect_stdout=False, redirect_stderr=False

@@ -7,7 +7,6 @@ import os
 import stat
 
 import click
-from rich.console import Console
 
 from passive.analysis.pipeline import analyze_captures
 from passive.cli.common import write_text
@@ -142,8 +141,7 @@ def report(
     for source in given:
         if source.findings:
             read_findings(source.path, inputs, data=source.data)
-    err = Console(stderr=True, highlight=False)
-    with interruptible() as run, RunProgress(err, captures, run.stop) as progress:
+    with interruptible() as run, RunProgress(captures, run.stop) as progress:
         failed = _add_captures(captures, inputs, not redact, run, progress)
         if failed and failed == len(paths) and not db_path:
             raise SystemExit(EXIT_INPUT)
