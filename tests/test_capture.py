@@ -329,8 +329,8 @@ def test_user_bpf_filter_is_anded(tmp_path, backend):
 
 
 def test_without_libpcap_the_builtin_reader_is_used_with_a_notice(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(capture.libpcap, "pcapy", None)
-    monkeypatch.setattr(capture.scanread, "pcapy", None)
+    monkeypatch.setattr(capture.libpcap, "binding", lambda: None)
+    monkeypatch.setattr(capture.scanread, "binding", lambda: None)
     # The default reader is the compiled scanner, which needs no libpcap: the fallback is when it is missing too.
     monkeypatch.setattr(capture.scanread, "_cscan", None)
     monkeypatch.setattr(capture.scanread, "_notice_shown", False)

@@ -90,7 +90,7 @@ def test_libpcap_batches_are_sized_in_bytes(tmp_path: Path, monkeypatch: pytest.
     path = tmp_path / "jumbo.pcap"
     path.write_bytes(_header(MAX_RECORD) + records)
     sizes: list[int] = []
-    open_offline = libpcap.pcapy.open_offline
+    open_offline = libpcap.binding().open_offline
 
     class Recording:
         def __init__(self, reader: object) -> None:
@@ -104,7 +104,7 @@ def test_libpcap_batches_are_sized_in_bytes(tmp_path: Path, monkeypatch: pytest.
         def __getattr__(self, name: str) -> object:
             return getattr(self.reader, name)
 
-    monkeypatch.setattr(libpcap.pcapy, "open_offline", lambda name: Recording(open_offline(name)))
+    monkeypatch.setattr(libpcap.binding(), "open_offline", lambda name: Recording(open_offline(name)))
     counters = CaptureCounters()
     analyze_file(path, Recorder(), CaptureOptions(ports=frozenset({25}), backend="libpcap"), counters=counters)
     assert counters.packets_read == 100 and counters.flows == 1

@@ -264,7 +264,7 @@ def test_user_filters_run_in_the_compiled_scanner_as_in_libpcap(
 ) -> None:
     """The compiled scanner runs libpcap's compiled program itself; the twin asks libpcap (pcapy) per packet."""
     require_corpus("pcaps")
-    if scanread.pcapy is None:
+    if scanread.binding() is None:
         pytest.skip("BPF expressions need libpcap (pcapy-ng)")
     classic = classic_copy(path, tmp_path)
     if classic is None:

@@ -15,13 +15,11 @@ Workers are forked where the platform can (spawned elsewhere); ``jobs`` = 1 read
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import multiprocessing
 import os
 import pickle
 import signal
-import traceback
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -232,6 +230,8 @@ def _work(conn: Connection, worker: int, jobs: int, tasks: list[Task], analysis:
     try:
         run_tasks(conn, worker, jobs, tasks, analysis, stop)
     except BaseException:  # report, whatever it is: the main process raises it
+        import traceback  # here: the main process never needs it before its workers start
+
         with contextlib.suppress(Exception):
             conn.send_bytes(pickle.dumps(("fail", worker, traceback.format_exc()), protocol=5))
     finally:
@@ -242,6 +242,8 @@ def _end_with_parent() -> None:
     """Have the kernel end this worker when the main process ends (a second Ctrl-C ends it at once, without
     cleanup): an orphaned worker would hold the terminal's pipes open and, blocked on a full pipe, never notice.
     Linux only (``prctl(PR_SET_PDEATHSIG)``); elsewhere the worker ends at its next write to the closed pipe."""
+    import ctypes  # here, in the worker: the main process does not load it before forking
+
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)

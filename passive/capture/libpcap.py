@@ -7,11 +7,12 @@ the capture layer falls back to its pure-Python reader (:mod:`passive.capture.py
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from passive.capture.bpf import build_bpf_filter
 from passive.capture.counters import CaptureCounters
@@ -34,10 +35,17 @@ class PacketSink(Protocol):
     def would_match(self, data: bytes, linktype: int) -> bool: ...
 
 
-try:  # libpcap binding; optional at run time
-    import pcapy  # type: ignore[import-untyped]
-except ImportError:  # pragma: no cover - exercised by forcing backend="python" in tests
-    pcapy = None
+@functools.cache
+def binding() -> Any:
+    """The libpcap binding (pcapy-ng), imported on first use, or None when it is not installed (it is optional at
+    run time). Loading it loads libpcap, which a run reading files with the compiled scanner and no BPF filter
+    never uses: only a filter, a live capture or the libpcap backend ask for it."""
+    try:
+        import pcapy  # type: ignore[import-untyped]
+    except ImportError:  # pragma: no cover - exercised by forcing backend="python" in tests
+        return None
+    return pcapy
+
 
 BATCH_BYTES = 16 * 1024 * 1024
 """Packet bytes one next_batch call may hand over (it copies them twice: libpcap's buffer, then a bytes object)."""
@@ -50,7 +58,7 @@ META = struct.Struct("=IIII")  # next_batch's per-packet record: seconds, micros
 
 
 def libpcap_available() -> bool:
-    return pcapy is not None
+    return binding() is not None
 
 
 def read_with_libpcap(path: Path, engine: PacketSink, options: CaptureOptions) -> bool:
@@ -60,6 +68,7 @@ def read_with_libpcap(path: Path, engine: PacketSink, options: CaptureOptions) -
     does not know): the built-in reader may still cope.
     """
     counters = engine.counters
+    pcapy = binding()
     try:
         reader = pcapy.open_offline(str(path))
     except pcapy.PcapError as exc:
@@ -139,7 +148,7 @@ class _Position:
         self.base = counters.bytes_read
         try:
             self.fd: int | None = reader.getfd()  # type: ignore[attr-defined]
-        except (AttributeError, pcapy.PcapError):
+        except (AttributeError, binding().PcapError):
             self.fd = None
 
     def update(self) -> None:
@@ -166,6 +175,7 @@ class _LibpcapBatches:
     def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
         handed_out = 0
         reader = self.reader
+        pcapy = binding()
         while True:
             try:
                 buf, meta = reader.next_batch(BATCH)  # type: ignore[attr-defined]
@@ -180,6 +190,7 @@ class _LibpcapBatches:
 
     def _salvage(self, handed_out: int) -> Iterator[tuple[bytes, bytes]]:
         """Reread the file past the ``handed_out`` packets, one by one, up to the damage."""
+        pcapy = binding()
         salvage = pcapy.open_offline(str(self.path))
         try:
             salvage.setfilter(self.expr)
@@ -201,6 +212,7 @@ class _LibpcapBatches:
 
 def compile_filter(expr: str, linktype: int) -> Callable[[bytes], bool]:
     """A user's BPF expression as a predicate on frames of ``linktype``, for readers libpcap does not filter."""
+    pcapy = binding()
     if pcapy is None:
         raise CaptureError("a BPF filter expression needs libpcap (pcapy-ng), which is not installed")
     try:

@@ -22,7 +22,7 @@ from passive.capture.bpf import build_bpf_filter
 from passive.capture.counters import CaptureCounters
 from passive.capture.engine import Engine
 from passive.capture.flow import HandlerFactory
-from passive.capture.libpcap import META, libpcap_available, pcapy
+from passive.capture.libpcap import META, binding, libpcap_available
 from passive.capture.options import CaptureOptions
 from passive.capture.reassembly import Reassembler
 from passive.capture.scanread import ScanTally, buffer_scanner
@@ -92,7 +92,7 @@ class LiveCapture:
         )
         try:
             handle.setfilter(expr)
-        except pcapy.PcapError as exc:
+        except binding().PcapError as exc:
             raise CaptureError(f"invalid BPF filter: {one_line(exc)}") from None
         self.filter = expr
 
@@ -127,7 +127,7 @@ class LiveCapture:
                     drain_until = time.monotonic() + self.drain_seconds
                 try:
                     buf, meta = self._handle.next_batch(self._batch)
-                except pcapy.PcapError as exc:
+                except binding().PcapError as exc:
                     counters.warn(f"capture on {self.interface} failed: {one_line(exc)}")
                     break
                 if not meta:
@@ -181,6 +181,7 @@ class LiveCapture:
 
 def _activate(interface: str, snaplen: int, promisc: bool, timeout_ms: int, buffer_size: int | None) -> Any:
     """An active libpcap handle on ``interface``, or :class:`CaptureError` with libpcap's reason."""
+    pcapy = binding()
     try:
         handle = pcapy.create(interface)
         handle.set_snaplen(snaplen)
@@ -204,6 +205,7 @@ def _activate(interface: str, snaplen: int, promisc: bool, timeout_ms: int, buff
 def _join_fanout(handle: Any, interface: str, group: int) -> None:
     """Join the ``PACKET_FANOUT_HASH`` group ``group``: the kernel hands each flow (both directions: the hash is
     symmetric) to one of the group's sockets."""
+    pcapy = binding()
     try:
         handle.set_fanout(group & 0xFFFF, pcapy.PACKET_FANOUT_HASH)
     except (AttributeError, pcapy.PcapError, OSError) as exc:

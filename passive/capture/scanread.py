@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import passive.capture.scanner as scanning
 from passive.capture.counters import CaptureCounters
-from passive.capture.libpcap import compile_filter, pcapy
+from passive.capture.libpcap import binding, compile_filter
 from passive.capture.linklayer import SUPPORTED_LINKTYPES
 from passive.capture.options import CaptureOptions
 from passive.capture.pcapfile import MAX_RECORD, CaptureFormatError, FileKind, PacketReader, Tally
@@ -154,6 +154,7 @@ def _pcap_linktype(path: Path) -> int:
 
 
 def _bpf_program(expr: str, linktype: int) -> list[tuple[int, int, int, int]]:
+    pcapy = binding()
     if pcapy is None:
         raise CaptureError("a BPF filter expression needs libpcap (pcapy-ng), which is not installed")
     try:
