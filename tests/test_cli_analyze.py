@@ -176,7 +176,9 @@ def test_reassembly_policy_decides_whether_a_decoy_hides_the_credentials(tmp_pat
 
 def test_analyze_loads_only_its_own_command() -> None:
     """A run imports what analyzing needs: not the probe, the live capture, the report templates or the store's
-    comparison (start-up is a fixed cost of every run; the other commands are loaded when they run)."""
+    comparison (start-up is a fixed cost of every run; the other commands are loaded when they run). Nor, for JSON
+    lines with standard error no terminal, rich (nothing is drawn), libpcap (no filter: the compiled scanner reads
+    the file) or the SQLite store (no --db)."""
     code = (
         "import sys\n"
         "from passive.cli.main import main\n"
@@ -193,7 +195,8 @@ def test_analyze_loads_only_its_own_command() -> None:
     assert result.returncode == 0, result.stderr
     loaded = set(result.stdout.split())
     assert "passive.cli.analyze" in loaded and "passive.analysis.detectors.ntlm" in loaded
-    for module in ("passive.probe", "passive.live", "passive.cli.watch", "passive.cli.report", "jinja2"):
+    unneeded = ("passive.probe", "passive.live", "passive.cli.watch", "passive.cli.report", "jinja2")
+    for module in (*unneeded, "rich", "pcapy", "sqlite3", "passive.results.store"):
         assert module not in loaded, module
 
 

@@ -9,9 +9,7 @@ refused with a one-line reason (:data:`MAX_WINDOW`), as a damaged stream is: eve
 
 from __future__ import annotations
 
-import bz2
 import collections
-import gzip
 import io
 import itertools
 import lzma
@@ -31,14 +29,19 @@ class DamagedStream(ValueError):
 
 def decompressor(compression: str, source: Any) -> BinaryIO:
     """A reading stream of what ``source`` holds compressed: gzip, bz2 and xz by the standard library, zstd by the
-    ``zstandard`` package."""
+    ``zstandard`` package. Each format's module is imported here, for a file in that format: a run of plain
+    captures never loads them."""
     if compression == "gzip":
+        import gzip
+
         return gzip.GzipFile(fileobj=source, mode="rb")
     if compression == "xz":
         return io.BufferedReader(XzReader(source))  # type: ignore[return-value]
     if compression == "bz2":
+        import bz2
+
         return bz2.BZ2File(source, "rb")
-    import zstandard  # a runtime dependency; imported here so the other formats never pay for it
+    import zstandard  # a runtime dependency
 
     decoder = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).decompressobj(read_across_frames=True)
     return io.BufferedReader(ZstdReader(source, decoder, zstandard.ZstdError))  # type: ignore[return-value]

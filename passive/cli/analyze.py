@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -38,7 +38,9 @@ from passive.core.text import printable
 from passive.results.baseline import Gate
 from passive.results.records import event_record, finding_record, summary_record
 from passive.results.redaction import Redactor
-from passive.results.store import CaptureDigest, FindingStore, StoreError, capture_digest, save_run
+
+if TYPE_CHECKING:
+    from passive.results.store import CaptureDigest
 
 DEFAULTS = AnalysisOptions()
 # Where ``-`` is read from: the standard input as a file the capture readers stream (never seek in).
@@ -276,6 +278,8 @@ def _store_plan(db: str, captures: Sequence[str]) -> dict[str, CaptureDigest]:
     Checked up front so that a bad store fails before a long analysis, and the digest is of the bytes analyzed
     next. A file that cannot be read is left to the analysis to report.
     """
+    from passive.results.store import FindingStore, StoreError, capture_digest  # with --db only (SQLite)
+
     digests: list[tuple[str, CaptureDigest]] = []
     for path in captures:  # first: a pipe given with --db is refused before the store is created
         try:
@@ -347,6 +351,8 @@ def _merge(
     summary = summary_record(results.counts(), findings)
     redactor = Redactor(show_secrets=False, secrets=results.stats.secrets)
     recorded = [d for d in fresh if d.path not in cut]
+    from passive.results.store import save_run  # with --db only (SQLite)
+
     replaced = save_run(db, findings, "analyze", summary, captures=recorded, redactor=redactor)
     if replaced:
         click.echo(
