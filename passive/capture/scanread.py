@@ -33,7 +33,9 @@ except ImportError as _exc:  # pragma: no cover - exercised by forcing the twin 
     _cscan = None
     NATIVE_PROBLEM = one_line(_exc)
 
-EVERY_PORT = frozenset(range(65536))  # "no port restriction": every TCP segment passes on the port rule
+# "No port restriction": every TCP segment passes on the port rule. A range, which both scanners take as they take a
+# set of ports: a set of 65,536 built at import cost every run 3 ms (21 M instructions) and 2 MB.
+EVERY_PORT = range(65536)
 _NOTICE = "leakscope: compiled packet scanner not available ({}); using the slower built-in capture reader"
 _notice_shown = False
 
