@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import multiprocessing
 import os
 import pickle
 import signal
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from passive.analysis.merge import (
     WATERMARK_PHASE,
@@ -36,12 +34,16 @@ from passive.analysis.merge import (
     add_counters,
     merge_file_counters,
 )
+from passive.analysis.processes import end_with_parent, processes
 from passive.capture.counters import CaptureCounters
 from passive.capture.joined import FileMap, JoinedStream, counters_since, snapshot
 from passive.capture.options import Cursor
 from passive.capture.rings import Span, describe
 from passive.core.errors import CaptureError
 from passive.core.files import regular_file_size
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 PARALLEL_MIN_BYTES = 16 << 20
 """With ``jobs`` None (as many as cores): captures smaller than this in all are read in the calling process, where
@@ -63,7 +65,6 @@ instead of waiting on a full pipe, so that many captures keep every worker busy;
 WATERMARK_FRAMES = 20_000
 """A worker without operations to send still says how far it has read every this many frames: the main process
 replays another worker's operations only up to where every worker has read."""
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 STOP_POLL_SECONDS = 0.2
 """How often the main process, waiting for its workers, looks for a stop request to pass on to them."""
 CUT, NOT_READ = "cut", "not-read"
@@ -97,9 +98,7 @@ def describe_in_workers(paths: list[str], jobs: int) -> list[Span | None]:
     """:func:`~passive.capture.rings.describe` of every path, by ``jobs`` processes when there are many."""
     if len(paths) < DESCRIBE_MIN_FILES:
         return [describe(path) for path in paths]
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with context.Pool(jobs) as pool:
+    with processes().Pool(jobs) as pool:
         return pool.map(describe, paths, chunksize=max(1, len(paths) // (4 * jobs)))
 
 
@@ -226,7 +225,7 @@ def _work(conn: Connection, worker: int, jobs: int, tasks: list[Task], analysis:
     """A worker process: its tasks, reported on ``conn``. Ctrl-C reaches it through the main process (``stop``),
     which decides what is written: a terminal's SIGINT to the whole process group is not the worker's to act on."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _end_with_parent()
+    end_with_parent()
     try:
         run_tasks(conn, worker, jobs, tasks, analysis, stop)
     except BaseException:  # report, whatever it is: the main process raises it
@@ -236,19 +235,6 @@ def _work(conn: Connection, worker: int, jobs: int, tasks: list[Task], analysis:
             conn.send_bytes(pickle.dumps(("fail", worker, traceback.format_exc()), protocol=5))
     finally:
         conn.close()
-
-
-def _end_with_parent() -> None:
-    """Have the kernel end this worker when the main process ends (a second Ctrl-C ends it at once, without
-    cleanup): an orphaned worker would hold the terminal's pipes open and, blocked on a full pipe, never notice.
-    Linux only (``prctl(PR_SET_PDEATHSIG)``); elsewhere the worker ends at its next write to the closed pipe."""
-    import ctypes  # here, in the worker: the main process does not load it before forking
-
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() == 1:  # the main process ended before the request was made
-            os._exit(1)
 
 
 # -- main side ------------------------------------------------------------------------------------------------------
@@ -323,8 +309,7 @@ class ParallelRun:
                 worker.conn.close()
 
     def _start(self, tasks: list[list[Task]]) -> None:
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        context = processes()
         worker_analysis = type(self.analysis)(self.analysis.options)
         self.shared = context.Value("b", 0, lock=False)
         stop = SharedStop(self.shared)
@@ -429,6 +414,8 @@ class ParallelRun:
 
     def _ready(self, conns: list[Any]) -> list[Any]:
         """The workers' pipes that have a message, once one has; meanwhile a stop request is passed on."""
+        from multiprocessing.connection import wait  # loaded with the workers (processes())
+
         while True:
             ready = wait(conns, timeout=STOP_POLL_SECONDS)
             if self.stop is not None and self.stop.requested and self.shared is not None:
