@@ -178,7 +178,7 @@ def test_analyze_loads_only_its_own_command() -> None:
     """A run imports what analyzing needs: not the probe, the live capture, the report templates or the store's
     comparison (start-up is a fixed cost of every run; the other commands are loaded when they run). Nor, for JSON
     lines with standard error no terminal, rich (nothing is drawn), libpcap (no filter: the compiled scanner reads
-    the file) or the SQLite store (no --db)."""
+    the file), the SQLite store (no --db) or multiprocessing (a small capture is read in one process)."""
     code = (
         "import sys\n"
         "from passive.cli.main import main\n"
@@ -196,7 +196,7 @@ def test_analyze_loads_only_its_own_command() -> None:
     loaded = set(result.stdout.split())
     assert "passive.cli.analyze" in loaded and "passive.analysis.detectors.ntlm" in loaded
     unneeded = ("passive.probe", "passive.live", "passive.cli.watch", "passive.cli.report", "jinja2")
-    for module in (*unneeded, "rich", "pcapy", "sqlite3", "passive.results.store"):
+    for module in (*unneeded, "rich", "pcapy", "sqlite3", "passive.results.store", "multiprocessing"):
         assert module not in loaded, module
 
 
