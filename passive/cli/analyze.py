@@ -33,7 +33,7 @@ from passive.cli.gate import apply_gate, build_gate, gate_options, gate_status
 from passive.cli.inputs import note_skipped
 from passive.cli.interrupt import Interruption, interruptible
 from passive.cli.progress import RunProgress
-from passive.core.collector import fewer_collections
+from passive.core.collector import fewer_collections, leave_to_exit
 from passive.core.errors import InputError
 from passive.core.text import printable
 from passive.results.baseline import Gate
@@ -151,6 +151,7 @@ def analyze(
             _write_hashes(hashes_file, results)
             sessions = _sessions(results, show_secrets, keep_events)
             _emit(output_format, output, output_all, records, summary, sessions, show_secrets, verbose, progress)
+            leave_to_exit()
         if db:
             _save_to_store(db, plan, captures, results, options, err, run, progress)
         status = EXIT_INPUT if results.failed else gate_status(gate, records, fail_on)

@@ -24,3 +24,12 @@ def fewer_collections() -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*before)
+
+
+def leave_to_exit() -> None:
+    """A command's outputs are written: what it holds now stays until the process ends, which frees it. Kept out of
+    the cyclic garbage collector's sight (``gc.freeze``), so that neither the collection that follows when the
+    threshold is back at its default nor the interpreter's last one at exit walks millions of objects for nothing:
+    after the workers of ``analyze --jobs 2`` ended on the 1 GB capture, 0.06 s of the main process's 0.29 s. Objects
+    made later are collected as usual."""
+    gc.freeze()
