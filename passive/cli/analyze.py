@@ -142,11 +142,11 @@ def analyze(
     gate = build_gate(baseline_path, suppress_path)
     err = Console(stderr=True, highlight=False)
     plan = _store_plan(db, captures) if db else {}
-    with interruptible() as run, RunProgress(err, captures, run.stop) as progress:
+    with interruptible() as run, RunProgress(err, captures, run.stop) as progress, fewer_collections():
         results = _analyze(captures, options, err, stop=run.stop, keep=run.results, progress=progress)
         if not results.analyzed:
             raise SystemExit(EXIT_INPUT)
-        with progress.phase("rendering"), fewer_collections():  # records are many small objects, few cycles
+        with progress.phase("rendering"):
             records, summary = _records(results, show_secrets, gate, skipped)
             _write_hashes(hashes_file, results)
             sessions = _sessions(results, show_secrets, keep_events)
