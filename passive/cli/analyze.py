@@ -32,7 +32,7 @@ from passive.cli.gate import apply_gate, build_gate, gate_options, gate_status
 from passive.cli.inputs import note_skipped
 from passive.cli.interrupt import Interruption, interruptible
 from passive.cli.progress import RunProgress
-from passive.core.collector import fewer_collections
+from passive.core.collector import fewer_collections, leave_to_exit
 from passive.core.errors import InputError
 from passive.core.text import printable
 from passive.results.baseline import Gate
@@ -142,11 +142,11 @@ def analyze(
     check_user_filter(bpf)
     gate = build_gate(baseline_path, suppress_path)
     plan = _store_plan(db, captures) if db else {}
-    with interruptible() as run, RunProgress(captures, run.stop) as progress:
+    with interruptible() as run, RunProgress(captures, run.stop) as progress, fewer_collections():
         results = _analyze(captures, options, stop=run.stop, keep=run.results, progress=progress)
         if not results.analyzed:
             raise SystemExit(EXIT_INPUT)
-        with progress.phase("rendering"), fewer_collections():  # records are many small objects, few cycles
+        with progress.phase("rendering"):
             records, summary = _records(results, show_secrets, gate, skipped)
             _write_hashes(hashes_file, results)
             sessions = _sessions(results, show_secrets, keep_events)
@@ -203,6 +203,7 @@ def _emit(
         output_format, output, records, summary, sessions=sessions, verbose=verbose,
         before_output=progress.pause_for_stdout,
     )  # fmt: skip
+    leave_to_exit()  # the outputs are written: the run's objects stay until the process ends
 
 
 def _check_usage(ports_only: bool, all_ports: bool, scheduler: str | None, captures: tuple[str, ...]) -> None:

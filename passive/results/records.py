@@ -12,8 +12,8 @@ from dissectors import events as ev
 from dissectors import ntlmssp
 from passive.core.times import iso_time as _iso_time
 from passive.findings.kinds import KINDS
-from passive.findings.model import SCHEMA_VERSION, EvidenceRecord, Finding
-from passive.results.fingerprint import fingerprint
+from passive.findings.model import SCHEMA_VERSION, EvidenceRecord, Finding, FindingType
+from passive.results.fingerprint import kind_fingerprint
 from passive.results.redaction import MASK, Redactor
 
 __all__ = ["MASK", "event_record", "evidence_record", "finding_record", "summary_record"]
@@ -50,30 +50,36 @@ def finding_record(finding: Finding, show_secrets: bool = False, *, redactor: Re
         "source": finding.source,
         "protocol": finding.protocol,
         "server": finding.server,
-        **({"network": finding.network} if finding.network else {}),
-        "severity": str(finding.severity),
-        "reference": kind.reference(finding.protocol),
     }
+    if finding.network:
+        record["network"] = finding.network
+    record["severity"] = str(finding.severity)
+    record["reference"] = kind.reference(finding.protocol)
     record.update(redactor.value(finding.fields))
-    record.update(
-        client=finding.last_client,
-        clients=list(finding.clients),
-        count=finding.count,
-        first_seen=iso_time(finding.first_seen),
-        last_seen=iso_time(finding.last_seen),
-        details=[_detail(detail, redactor) for detail in finding.details],
-        details_dropped=finding.details_dropped,
-        evidence=[evidence_record(e, redactor) for e in finding.evidence],
-        evidence_dropped=finding.evidence_dropped,
-        remediation=kind.remediation,
-        verification=kind.verification,
-    )
+    # Assigned one by one, as ``update`` would: a kind's field of the same name keeps its place.
+    record["client"] = finding.last_client
+    record["clients"] = list(finding.clients)
+    record["count"] = finding.count
+    record["first_seen"] = iso_time(finding.first_seen)
+    record["last_seen"] = iso_time(finding.last_seen)
+    record["details"] = [_detail(detail, redactor) for detail in finding.details]
+    record["details_dropped"] = finding.details_dropped
+    record["evidence"] = [evidence_record(e, redactor) for e in finding.evidence]
+    record["evidence_dropped"] = finding.evidence_dropped
+    record["remediation"] = kind.remediation
+    record["verification"] = kind.verification
     if not redactor.show_secrets:
-        for name in kind.secret_fields:
+        for name in _secret_fields(finding.type):
             if record.get(name):
                 record[name] = MASK
-    record["id"] = fingerprint(record)
+    record["id"] = kind_fingerprint(kind, record)
     return record
+
+
+@functools.cache
+def _secret_fields(finding_type: FindingType) -> tuple[str, ...]:
+    """A kind's secret fields, worked out once (a record asks for them every time)."""
+    return KINDS[finding_type].secret_fields
 
 
 def _detail(detail: dict[str, Any], redactor: Redactor) -> dict[str, Any]:
