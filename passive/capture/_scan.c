@@ -857,7 +857,9 @@ static PyObject *segment_tuple(const uint8_t *d, const seg_t *s) {
             case 5: o = PyLong_FromUnsignedLong(s->ack); break;
             case 6: o = u16_object(s->flags); break;
             case 7: o = PyBytes_FromStringAndSize((const char *)d + s->pstart, s->plen); break;
-            case 8: o = PyLong_FromSsize_t(s->wire_len); break;
+            case 8:
+                o = s->wire_len <= 0xFFFF ? u16_object((unsigned)s->wire_len) : PyLong_FromSsize_t(s->wire_len);
+                break;
             case 9: o = s->info <= 0xFFFF ? u16_object((unsigned)s->info) : PyLong_FromUnsignedLongLong(s->info); break;
             case 10: o = u16_object(s->window); break;
             default: o = u16_object(s->options); break;
@@ -868,6 +870,7 @@ static PyObject *segment_tuple(const uint8_t *d, const seg_t *s) {
         }
         PyTuple_SET_ITEM(t, i, o);
     }
+    PyObject_GC_UnTrack(t); /* bytes and numbers only: never in a cycle, so no collection need look at it */
     return t;
 }
 
@@ -882,6 +885,8 @@ static int append_item(PyObject *items, long long frame, double ts, PyObject *se
     PyTuple_SET_ITEM(item, 0, number);
     PyTuple_SET_ITEM(item, 1, when);
     PyTuple_SET_ITEM(item, 2, segment);
+    if (segment == Py_None || !PyObject_GC_IsTracked(segment))
+        PyObject_GC_UnTrack(item); /* as the segment's (a notice's too): nothing in it can make a cycle */
     int rc = PyList_Append(items, item);
     Py_DECREF(item);
     return rc;
@@ -1119,11 +1124,15 @@ static int flush_rule(Scanner *sc, PyObject *items, armed_t *e, int direction) {
                             : u16_object(INFO_SKIPPED);
                 break;
             case 10: o = u16_object(r->window); break;
-            default: o = Py_BuildValue("(KLd)", r->packets, r->frame - r->data_frame, r->data_ts); break;
+            default:
+                o = Py_BuildValue("(KLd)", r->packets, r->frame - r->data_frame, r->data_ts);
+                if (o) PyObject_GC_UnTrack(o);
+                break;
         }
         if (!o) { Py_DECREF(t); return -1; }
         PyTuple_SET_ITEM(t, i, o);
     }
+    PyObject_GC_UnTrack(t); /* numbers and bytes only, as a segment's */
     return append_item(items, r->frame, r->ts, t);
 }
 
@@ -1354,8 +1363,9 @@ static int scan_record(Scanner *sc, PyObject *items, long long frame, double ts,
     }
     sc->counters[C_ADMITTED]++;
     if (s.plen < s.wire_len) sc->counters[C_TRUNCATED]++;
-    for (int i = 0; i < 7; i++)
-        if (s.info & TUNNEL_BITS[i]) sc->counters[C_GRE + i]++;
+    if (s.info & (INFO_GRE | INFO_ERSPAN | INFO_VXLAN | INFO_GENEVE | INFO_MPLS | INFO_PPPOE | INFO_IPIP))
+        for (int i = 0; i < 7; i++)
+            if (s.info & TUNNEL_BITS[i]) sc->counters[C_GRE + i]++;
     return ADMIT;
 }
 
@@ -1411,10 +1421,9 @@ static void trim_tails(Scanner *sc) {
         if (sc->tails_cap[k] > TAILS_KEPT) { PyMem_Free(sc->tails[k]); sc->tails[k] = NULL; sc->tails_cap[k] = 0; }
 }
 
-/* Make the file's next `want` bytes from `pos` on whole in `buf` (fewer where the file ends: reads stop at `size`,
+/* fill: make the file's next `want` bytes from `pos` on whole in `buf` (fewer where the file ends: reads stop at `size`,
  * and a read finding the file shorter than that moves `size` back to where it ended). 0, or -1 with an exception. */
-static int fill(Scanner *sc, size_t want) {
-    if (sc->pos + want <= sc->buf_at + sc->buf_len || sc->buf_at + sc->buf_len >= sc->size) return 0;
+static int refill(Scanner *sc) {
     if (sc->dirty_used && keep_tails(sc) < 0) { PyErr_NoMemory(); return -1; }
     size_t keep = sc->buf_at + sc->buf_len - sc->pos; /* pos is never before buf_at nor past the buffer's end */
     memmove(sc->buf, sc->buf + (sc->pos - sc->buf_at), keep);
@@ -1434,6 +1443,11 @@ static int fill(Scanner *sc, size_t want) {
         sc->buf_len += (size_t)got;
     }
     return 0;
+}
+
+static inline int fill(Scanner *sc, size_t want) {
+    if (sc->pos + want <= sc->buf_at + sc->buf_len || sc->buf_at + sc->buf_len >= sc->size) return 0;
+    return refill(sc);
 }
 
 /* Where reading stops early: the first reason is kept (a read error says more than the cut it causes). */
