@@ -143,3 +143,18 @@ def test_a_file_growing_while_read_is_read_as_it_was_opened(tmp_path: Path) -> N
     items = items_of(scanner)
     assert [item[2][7] for item in items] == [b"EHLO x\r\n"]
     assert scanner.error is None and scanner.frames == 1001 and scanner.position == len(content)
+
+
+def test_reading_stopped_by_an_oversized_record_stays_stopped(tmp_path: Path) -> None:
+    """A record claiming more than MAX_RECORD bytes, short of the buffer's end, ends the file there: later calls
+    find nothing more, whatever lies past it."""
+    frames = other_port(100, 1400, 1000.0)
+    content = pcap_bytes(frames)
+    record = struct.pack("<IIII", 2000, 0, MAX_RECORD + 1, MAX_RECORD + 1)
+    path = tmp_path / "oversized.pcap"
+    path.write_bytes(content + record + bytes(4 * _cscan.READ_BUFFER))
+    scanner = _cscan.Scanner(str(path), ports=[80], batch_packets=30)
+    assert len(items_of(scanner)) == 100
+    assert scanner.next_batch() is None and scanner.next_batch() is None
+    assert scanner.oversized == 1 and "limit 262144" in scanner.error
+    assert scanner.frames == 100 and scanner.position == path.stat().st_size

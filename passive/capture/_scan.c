@@ -1425,8 +1425,9 @@ static void trim_tails(Scanner *sc) {
  * and a read finding the file shorter than that moves `size` back to where it ended). 0, or -1 with an exception. */
 static int refill(Scanner *sc) {
     if (sc->dirty_used && keep_tails(sc) < 0) { PyErr_NoMemory(); return -1; }
-    size_t keep = sc->buf_at + sc->buf_len - sc->pos; /* pos is never before buf_at nor past the buffer's end */
-    memmove(sc->buf, sc->buf + (sc->pos - sc->buf_at), keep);
+    /* pos is never before buf_at; it passes the buffer's end only when reading stops (moved to the file's end) */
+    size_t end = sc->buf_at + sc->buf_len, keep = sc->pos < end ? end - sc->pos : 0;
+    if (keep) memmove(sc->buf, sc->buf + (sc->pos - sc->buf_at), keep);
     sc->buf_at = sc->pos; sc->buf_len = keep;
     while (sc->buf_len < READ_BUFFER && sc->buf_at + sc->buf_len < sc->size) {
         size_t room = READ_BUFFER - sc->buf_len, left = sc->size - (sc->buf_at + sc->buf_len);
@@ -1446,7 +1447,8 @@ static int refill(Scanner *sc) {
 }
 
 static inline int fill(Scanner *sc, size_t want) {
-    if (sc->pos + want <= sc->buf_at + sc->buf_len || sc->buf_at + sc->buf_len >= sc->size) return 0;
+    if (sc->pos + want <= sc->buf_at + sc->buf_len || sc->buf_at + sc->buf_len >= sc->size || sc->pos >= sc->size)
+        return 0;
     return refill(sc);
 }
 
