@@ -1400,8 +1400,10 @@ static void set_error(Scanner *sc, const char *format, ...) {
 }
 
 /* The pending notices' tails (skip_segment) point into `buf`: before it is refilled they are copied, with those
- * copied at an earlier refill, into the other arena, which then becomes the one in use. At most two tails
- * (TAIL_KEEP each) per armed flow with a pending notice: bounded by MAX_ARMED. 0, or -1 out of memory. */
+ * copied at an earlier refill, into the other arena, which then becomes the one in use. An arena holds at most two
+ * tails (TAIL_KEEP each) per armed flow with a notice pending: 64 MiB were all MAX_ARMED flows pending at once with
+ * the longest tails (a crafted capture; a few KiB in practice), and arenas past TAILS_KEPT are freed between
+ * batches. 0, or -1 out of memory. */
 static int keep_tails(Scanner *sc) {
     size_t need = 0;
     for (size_t i = 0; i < sc->dirty_used; i++)
