@@ -1438,7 +1438,8 @@ static void trim_tails(Scanner *sc) {
 }
 
 /* fill: make the file's next `want` bytes from `pos` on whole in `buf` (fewer where the file ends: reads stop at `size`,
- * and a read finding the file shorter than that moves `size` back to where it ended). 0, or -1 with an exception. */
+ * and a read finding the file shorter than that moves `size` back to where it ended). The descriptor is read in
+ * order, never sought: its offset is buf_at + buf_len. 0, or -1 with an exception. */
 static int refill(Scanner *sc) {
     if (sc->dirty_used && keep_tails(sc) < 0) { PyErr_NoMemory(); return -1; }
     /* pos is never before buf_at; it passes the buffer's end only when reading stops (moved to the file's end) */
@@ -1447,8 +1448,8 @@ static int refill(Scanner *sc) {
     sc->buf_at = sc->pos; sc->buf_len = keep;
     while (sc->buf_len < READ_BUFFER && sc->buf_at + sc->buf_len < sc->size) {
         size_t room = READ_BUFFER - sc->buf_len, left = sc->size - (sc->buf_at + sc->buf_len);
-        ssize_t got = pread(sc->fd, sc->buf + sc->buf_len, room < left ? room : left,
-                            (off_t)(sc->buf_at + sc->buf_len));
+        /* read, not pread: the descriptor's position (/proc/PID/fdinfo) says how far the scanner has read */
+        ssize_t got = read(sc->fd, sc->buf + sc->buf_len, room < left ? room : left);
         if (got < 0 && errno == EINTR) continue;
         if (got <= 0) { /* cut short since it was opened, or unreadable: it ends here */
             if (got < 0)
