@@ -73,6 +73,14 @@ def read_position(pid: int, capture: Path) -> int:
     return best
 
 
+def bytes_read(pid: int) -> int:
+    """Bytes the process has read from any file so far (``rchar``)."""
+    try:
+        return int(Path(f"/proc/{pid}/io").read_text().split("rchar:")[1].split()[0])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def mapped(pid: int, capture: Path) -> bool:
     """Whether the process maps ``capture``: the libpcap path's frame walk does, the store's digest does not."""
     try:
@@ -81,7 +89,7 @@ def mapped(pid: int, capture: Path) -> bool:
         return False
 
 
-# CPU seconds the whole capture takes to analyze, about, on the CI machine: the compiled scanner maps the file, so
+# CPU seconds the whole capture takes to analyze, about, on the CI machine: libpcap's frame walk maps the file, so
 # how far it has read shows in the CPU time it has spent since it mapped it, not in a file position.
 FULL_RUN_CPU = 6.0
 
@@ -108,18 +116,24 @@ def cpu_seconds(pid: int) -> float:
 def wait_until_reading(
     process: subprocess.Popen[str], capture: Path, *, walked: bool = False, at: int = READ_BEFORE_SIGNAL
 ) -> None:
-    """Until the analysis has read about ``at`` bytes of ``capture``: by file position (the built-in readers), or by
-    the CPU time spent since the capture was mapped (the compiled scanner, libpcap's frame walk), in the process
-    or its workers. With ``walked``, only a mapping counts: a run with --db first reads every capture whole for its
-    digest."""
+    """Until the analysis has read about ``at`` bytes of ``capture``: by file position (the built-in readers and the
+    compiled scanner read it in order), or by the CPU time spent since the capture was mapped (libpcap's frame
+    walk), in the process or its workers. With ``walked``, a run with --db first reads every capture whole for its
+    digest: a position counts once the process has read the capture's size since it first held it open."""
     deadline = time.monotonic() + HANG_GUARD
-    needed = FULL_RUN_CPU * at / capture.stat().st_size
+    size = capture.stat().st_size
+    needed = FULL_RUN_CPU * at / size
     first: dict[int, float] = {}
+    opened: int | None = None  # bytes the process had read when it first held the capture open (walked)
     while True:
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "the capture was never read"
         pids = family(process.pid)
-        if not walked and any(read_position(pid, capture) >= at for pid in pids):
+        positions = [read_position(pid, capture) for pid in pids]
+        if walked and opened is None and any(positions):
+            opened = bytes_read(process.pid)
+        digested = not walked or (opened is not None and bytes_read(process.pid) - opened >= size)
+        if digested and any(at <= position < size for position in positions):
             return
         for pid in pids:
             if mapped(pid, capture):

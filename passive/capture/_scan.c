@@ -17,14 +17,18 @@
 #include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 /* ---- limits and constants (kept equal to the Python side: passive/capture/scanner.py, linklayer.py) ---- */
 
 #define MAX_RECORD 262144            /* pcapfile.MAX_RECORD */
-#define RELEASE_EVERY (32u << 20)    /* mapped pages already scanned are handed back to the kernel in such steps */
+#define READ_BUFFER (1u << 19)       /* bytes of a capture file read at once into one reused buffer: the
+                                      * longest record fits, and the buffer stays in the CPU's cache while its
+                                      * packets are decoded (on the 1 GB bench capture 256 KiB to 1 MiB cost the
+                                      * least CPU; mapping the file cost more, in page faults and cache misses) */
+_Static_assert(READ_BUFFER >= 16 + MAX_RECORD, "the longest record and its header fit");
+#define TAILS_KEPT (1u << 18)        /* bytes of held tails kept allocated between batches; more is freed */
 #define MAX_DEPTH 4                  /* tunnels.MAX_DEPTH */
 #define MAX_LABELS 16                /* tunnels.MAX_LABELS */
 #define MAX_VLAN_TAGS 3              /* linklayer.MAX_VLAN_TAGS */
@@ -76,9 +80,16 @@ typedef struct {
     unsigned options;
 } seg_t;
 
-static inline unsigned u16(const uint8_t *d, Py_ssize_t at) { return (unsigned)d[at] << 8 | d[at + 1]; }
+/* Big-endian fields, each read as one load (the callers have checked the bounds). */
+static inline unsigned u16(const uint8_t *d, Py_ssize_t at) {
+    uint16_t v;
+    memcpy(&v, d + at, 2);
+    return __builtin_bswap16(v);
+}
 static inline uint32_t u32be(const uint8_t *d, Py_ssize_t at) {
-    return (uint32_t)d[at] << 24 | (uint32_t)d[at + 1] << 16 | (uint32_t)d[at + 2] << 8 | d[at + 3];
+    uint32_t v;
+    memcpy(&v, d + at, 4);
+    return __builtin_bswap32(v);
 }
 static inline uint32_t u32le(const uint8_t *d, Py_ssize_t at) {
     return (uint32_t)d[at + 3] << 24 | (uint32_t)d[at + 2] << 16 | (uint32_t)d[at + 1] << 8 | d[at];
@@ -569,13 +580,20 @@ typedef struct {
 
 typedef struct { uint8_t addr[16]; uint16_t port; uint8_t alen, used; } server_t;
 
+/* Where a key goes in an open-addressing table (a slot's position only: nothing depends on it but speed). The
+ * addresses (4 or 16 bytes) are mixed a word of each at a time, then the whole is finished as splitmix64 does. */
 static uint64_t key_hash(const uint8_t *a, const uint8_t *b, int alen, unsigned pa, unsigned pb, uint64_t vnet) {
-    uint64_t h = 1469598103934665603ull;
-    for (int i = 0; i < alen; i++) { h ^= a[i]; h *= 1099511628211ull; }
-    for (int i = 0; i < alen; i++) { h ^= b[i]; h *= 1099511628211ull; }
-    h ^= (uint64_t)pa << 16 | pb; h *= 1099511628211ull;
-    if (vnet) { h ^= vnet; h *= 1099511628211ull; }
-    return h ^ (h >> 29);
+    uint64_t h = ((uint64_t)alen << 32 | (uint64_t)pa << 16 | pb) ^ vnet * 0xC2B2AE3D27D4EB4Full;
+    for (int i = 0; i + 4 <= alen; i += 4) {
+        uint32_t x, y;
+        memcpy(&x, a + i, 4);
+        memcpy(&y, b + i, 4);
+        h = (h ^ ((uint64_t)x << 32 | y)) * 0x9E3779B97F4A7C15ull;
+        h ^= h >> 29;
+    }
+    h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9ull;
+    h = (h ^ (h >> 27)) * 0x94D049BB133111EBull;
+    return h ^ (h >> 31);
 }
 
 static int table_init(table_t *t, size_t capacity) {
@@ -641,9 +659,13 @@ typedef struct {
     struct armed_s *armed; /* flows whose bytes may be dropped unread (skip_flow), open addressing */
     size_t armed_cap, armed_used, armed_gone;
     size_t *dirty, dirty_used; /* slots of the armed flows with a pending notice, in the order they got one */
-    /* file source */
+    /* file source: records are read into `buf` (READ_BUFFER bytes), which holds the file's bytes from `buf_at` on,
+     * `buf_len` of them; `size` is where the file ends (its size when opened, less where it was cut short since) */
     int fd;
-    uint8_t *map; size_t size, pos, released;
+    uint8_t *buf; size_t buf_at, buf_len, size, pos;
+    /* the tails of pending notices (rule_t.tail) copied out of `buf` before it is refilled: two arenas, the one
+     * in use and the one the next copy goes to */
+    uint8_t *tails[2]; size_t tails_cap[2]; int tails_in;
     int swapped, nsec, linktype;
     long long frame;
     PyObject *error;       /* str: why reading stopped early, or None */
@@ -849,7 +871,9 @@ static PyObject *segment_tuple(const uint8_t *d, const seg_t *s) {
             case 5: o = PyLong_FromUnsignedLong(s->ack); break;
             case 6: o = u16_object(s->flags); break;
             case 7: o = PyBytes_FromStringAndSize((const char *)d + s->pstart, s->plen); break;
-            case 8: o = PyLong_FromSsize_t(s->wire_len); break;
+            case 8:
+                o = s->wire_len <= 0xFFFF ? u16_object((unsigned)s->wire_len) : PyLong_FromSsize_t(s->wire_len);
+                break;
             case 9: o = s->info <= 0xFFFF ? u16_object((unsigned)s->info) : PyLong_FromUnsignedLongLong(s->info); break;
             case 10: o = u16_object(s->window); break;
             default: o = u16_object(s->options); break;
@@ -860,6 +884,7 @@ static PyObject *segment_tuple(const uint8_t *d, const seg_t *s) {
         }
         PyTuple_SET_ITEM(t, i, o);
     }
+    PyObject_GC_UnTrack(t); /* bytes and numbers only: never in a cycle, so no collection need look at it */
     return t;
 }
 
@@ -874,6 +899,8 @@ static int append_item(PyObject *items, long long frame, double ts, PyObject *se
     PyTuple_SET_ITEM(item, 0, number);
     PyTuple_SET_ITEM(item, 1, when);
     PyTuple_SET_ITEM(item, 2, segment);
+    if (segment == Py_None || !PyObject_GC_IsTracked(segment))
+        PyObject_GC_UnTrack(item); /* as the segment's (a notice's too): nothing in it can make a cycle */
     int rc = PyList_Append(items, item);
     Py_DECREF(item);
     return rc;
@@ -1111,11 +1138,15 @@ static int flush_rule(Scanner *sc, PyObject *items, armed_t *e, int direction) {
                             : u16_object(INFO_SKIPPED);
                 break;
             case 10: o = u16_object(r->window); break;
-            default: o = Py_BuildValue("(KLd)", r->packets, r->frame - r->data_frame, r->data_ts); break;
+            default:
+                o = Py_BuildValue("(KLd)", r->packets, r->frame - r->data_frame, r->data_ts);
+                if (o) PyObject_GC_UnTrack(o);
+                break;
         }
         if (!o) { Py_DECREF(t); return -1; }
         PyTuple_SET_ITEM(t, i, o);
     }
+    PyObject_GC_UnTrack(t); /* numbers and bytes only, as a segment's */
     return append_item(items, r->frame, r->ts, t);
 }
 
@@ -1346,8 +1377,9 @@ static int scan_record(Scanner *sc, PyObject *items, long long frame, double ts,
     }
     sc->counters[C_ADMITTED]++;
     if (s.plen < s.wire_len) sc->counters[C_TRUNCATED]++;
-    for (int i = 0; i < 7; i++)
-        if (s.info & TUNNEL_BITS[i]) sc->counters[C_GRE + i]++;
+    if (s.info & (INFO_GRE | INFO_ERSPAN | INFO_VXLAN | INFO_GENEVE | INFO_MPLS | INFO_PPPOE | INFO_IPIP))
+        for (int i = 0; i < 7; i++)
+            if (s.info & TUNNEL_BITS[i]) sc->counters[C_GRE + i]++;
     return ADMIT;
 }
 
@@ -1367,41 +1399,108 @@ static void set_error(Scanner *sc, const char *format, ...) {
     Py_XSETREF(sc->error, message);
 }
 
-static void release_pages(Scanner *sc) {
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    size_t end = sc->pos - sc->pos % page;
-    if (end > sc->released && end - sc->released >= RELEASE_EVERY) {
-        madvise(sc->map + sc->released, end - sc->released, MADV_DONTNEED);
-        sc->released = end;
+/* The pending notices' tails (skip_segment) point into `buf`: before it is refilled they are copied, with those
+ * copied at an earlier refill, into the other arena, which then becomes the one in use. An arena holds at most two
+ * tails (TAIL_KEEP each) per armed flow with a notice pending: 64 MiB were all MAX_ARMED flows pending at once with
+ * the longest tails (a crafted capture; a few KiB in practice), and arenas past TAILS_KEPT are freed between
+ * batches. 0, or -1 out of memory. */
+static int keep_tails(Scanner *sc) {
+    size_t need = 0;
+    for (size_t i = 0; i < sc->dirty_used; i++)
+        for (int k = 0; k < 2; k++) {
+            const rule_t *r = &sc->armed[sc->dirty[i]].rule[k];
+            if (r->has_notice) need += (size_t)r->tail_len;
+        }
+    if (!need) return 0;
+    int to = !sc->tails_in;
+    if (sc->tails_cap[to] < need) { /* nothing points into this arena: its bytes were copied on at the last swap */
+        uint8_t *grown = PyMem_Realloc(sc->tails[to], need);
+        if (!grown) return -1;
+        sc->tails[to] = grown; sc->tails_cap[to] = need;
     }
+    uint8_t *at = sc->tails[to];
+    for (size_t i = 0; i < sc->dirty_used; i++)
+        for (int k = 0; k < 2; k++) {
+            rule_t *r = &sc->armed[sc->dirty[i]].rule[k];
+            if (!r->has_notice || !r->tail_len) continue;
+            memcpy(at, r->tail, (size_t)r->tail_len);
+            r->tail = at;
+            at += r->tail_len;
+        }
+    sc->tails_in = to;
+    return 0;
 }
 
+/* Between batches no tail is pending: arenas grown past TAILS_KEPT (a burst of armed flows) are given back. */
+static void trim_tails(Scanner *sc) {
+    for (int k = 0; k < 2; k++)
+        if (sc->tails_cap[k] > TAILS_KEPT) { PyMem_Free(sc->tails[k]); sc->tails[k] = NULL; sc->tails_cap[k] = 0; }
+}
+
+/* fill: make the file's next `want` bytes from `pos` on whole in `buf` (fewer where the file ends: reads stop at `size`,
+ * and a read finding the file shorter than that moves `size` back to where it ended). The descriptor is read in
+ * order, never sought: its offset is buf_at + buf_len. 0, or -1 with an exception. */
+static int refill(Scanner *sc) {
+    if (sc->dirty_used && keep_tails(sc) < 0) { PyErr_NoMemory(); return -1; }
+    /* pos is never before buf_at; it passes the buffer's end only when reading stops (moved to the file's end) */
+    size_t end = sc->buf_at + sc->buf_len, keep = sc->pos < end ? end - sc->pos : 0;
+    if (keep) memmove(sc->buf, sc->buf + (sc->pos - sc->buf_at), keep);
+    sc->buf_at = sc->pos; sc->buf_len = keep;
+    while (sc->buf_len < READ_BUFFER && sc->buf_at + sc->buf_len < sc->size) {
+        size_t room = READ_BUFFER - sc->buf_len, left = sc->size - (sc->buf_at + sc->buf_len);
+        /* read, not pread: the descriptor's position (/proc/PID/fdinfo) says how far the scanner has read */
+        ssize_t got = read(sc->fd, sc->buf + sc->buf_len, room < left ? room : left);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) { /* cut short since it was opened, or unreadable: it ends here */
+            if (got < 0)
+                set_error(sc, "read error at byte %zu: %s; stopped reading there", sc->buf_at + sc->buf_len,
+                          strerror(errno));
+            sc->size = sc->buf_at + sc->buf_len;
+            break;
+        }
+        sc->buf_len += (size_t)got;
+    }
+    return 0;
+}
+
+static inline int fill(Scanner *sc, size_t want) {
+    if (sc->pos + want <= sc->buf_at + sc->buf_len || sc->buf_at + sc->buf_len >= sc->size || sc->pos >= sc->size)
+        return 0;
+    return refill(sc);
+}
+
+/* Where reading stops early: the first reason is kept (a read error says more than the cut it causes). */
+#define STOP_ERROR(...) do { if (sc->error == Py_None) set_error(sc, __VA_ARGS__); } while (0)
+
 static PyObject *Scanner_next_batch(Scanner *sc, PyObject *Py_UNUSED(ignored)) {
-    if (!sc->map) Py_RETURN_NONE;
+    if (!sc->buf) Py_RETURN_NONE;
     PyObject *items = PyList_New(0);
     if (!items) return NULL;
     while (PyList_GET_SIZE(items) < sc->batch_packets) {
+        if (fill(sc, 16) < 0) { Py_DECREF(items); return NULL; }
         if (sc->pos + 16 > sc->size) {
             if (sc->pos < sc->size)
-                set_error(sc, "truncated capture: record header of frame %lld cut short", sc->frame + 1);
+                STOP_ERROR("truncated capture: record header of frame %lld cut short", sc->frame + 1);
             sc->pos = sc->size;
             break;
         }
-        const uint8_t *rec = sc->map + sc->pos;
+        const uint8_t *rec = sc->buf + (sc->pos - sc->buf_at);
         uint32_t sec = rd32(sc, rec), frac = rd32(sc, rec + 4), caplen = rd32(sc, rec + 8);
         if (caplen > MAX_RECORD) {
             sc->oversized++;
-            set_error(sc, "corrupt capture: frame %lld claims %lu captured bytes (limit %d); stopped reading there",
-                      sc->frame + 1, (unsigned long)caplen, MAX_RECORD);
+            STOP_ERROR("corrupt capture: frame %lld claims %lu captured bytes (limit %d); stopped reading there",
+                       sc->frame + 1, (unsigned long)caplen, MAX_RECORD);
             sc->pos = sc->size;
             break;
         }
-        if (sc->size - sc->pos - 16 < caplen) {
-            set_error(sc, "truncated capture: frame %lld cut short (%zd of %lu bytes)", sc->frame + 1,
-                      (Py_ssize_t)(sc->size - sc->pos - 16), (unsigned long)caplen);
+        if (fill(sc, 16 + (size_t)caplen) < 0) { Py_DECREF(items); return NULL; }
+        if (sc->size - sc->pos - 16 < caplen) { /* after the fill: `size` is where the file really ends */
+            STOP_ERROR("truncated capture: frame %lld cut short (%zd of %lu bytes)", sc->frame + 1,
+                       (Py_ssize_t)(sc->size - sc->pos - 16), (unsigned long)caplen);
             sc->pos = sc->size;
             break;
         }
+        rec = sc->buf + (sc->pos - sc->buf_at); /* the fill may have moved it */
         double ts = (double)sec + (double)frac / (sc->nsec ? 1e9 : 1e6);
         int rc = scan_record(sc, items, sc->frame + 1, ts, rec + 16, caplen, sc->linktype);
         if (rc < 0) { Py_DECREF(items); return NULL; }
@@ -1409,9 +1508,9 @@ static PyObject *Scanner_next_batch(Scanner *sc, PyObject *Py_UNUSED(ignored)) {
         sc->stalled = 0; sc->rebuilt_len = 0;
         sc->frame++;
         sc->pos += 16 + (size_t)caplen;
-        if (sc->pos - sc->released >= RELEASE_EVERY) release_pages(sc);
     }
     if (flush_all(sc, items) < 0) { Py_DECREF(items); return NULL; }
+    trim_tails(sc);
     if (PyList_GET_SIZE(items) == 0 && sc->pos >= sc->size) {
         Py_DECREF(items);
         Py_RETURN_NONE;
@@ -1428,24 +1527,26 @@ static int open_file(Scanner *sc, PyObject *path) {
     struct stat st;
     if (fstat(sc->fd, &st) < 0) { PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path); return -1; }
     if (!S_ISREG(st.st_mode)) { PyErr_SetString(PyExc_ValueError, "not a regular file"); return -1; }
-    sc->size = (size_t)st.st_size;
+    sc->size = (size_t)st.st_size; /* what the file holds when opened: read up to there, never past it */
     if (sc->size < 24) { PyErr_SetString(PyExc_ValueError, "file too short to be a capture"); return -1; }
-    sc->map = mmap(NULL, sc->size, PROT_READ, MAP_PRIVATE, sc->fd, 0);
-    if (sc->map == MAP_FAILED) {
-        sc->map = NULL;
-        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+    sc->buf = PyMem_Malloc(READ_BUFFER);
+    if (!sc->buf) { PyErr_NoMemory(); return -1; }
+    posix_fadvise(sc->fd, 0, 0, POSIX_FADV_SEQUENTIAL); /* a hint for read-ahead; nothing depends on it */
+    if (fill(sc, 24) < 0) return -1;
+    if (sc->buf_len < 24) {
+        if (sc->error != Py_None) PyErr_SetObject(PyExc_OSError, sc->error);
+        else PyErr_SetString(PyExc_ValueError, "file too short to be a capture");
         return -1;
     }
-    madvise(sc->map, sc->size, MADV_SEQUENTIAL);
-    uint32_t magic = (uint32_t)sc->map[0] | (uint32_t)sc->map[1] << 8 | (uint32_t)sc->map[2] << 16
-                   | (uint32_t)sc->map[3] << 24;
+    const uint8_t *head = sc->buf;
+    uint32_t magic = (uint32_t)head[0] | (uint32_t)head[1] << 8 | (uint32_t)head[2] << 16 | (uint32_t)head[3] << 24;
     if (magic == PCAP_MAGIC_USEC || magic == PCAP_MAGIC_NSEC) sc->swapped = 0;
     else if (__builtin_bswap32(magic) == PCAP_MAGIC_USEC || __builtin_bswap32(magic) == PCAP_MAGIC_NSEC) {
         sc->swapped = 1;
         magic = __builtin_bswap32(magic);
     } else { PyErr_SetString(PyExc_ValueError, "not a classic pcap file"); return -1; }
     sc->nsec = magic == PCAP_MAGIC_NSEC;
-    sc->linktype = (int)(rd32(sc, sc->map + 20) & 0x0FFFFFFF); /* upper bits may carry FCS information */
+    sc->linktype = (int)(rd32(sc, head + 20) & 0x0FFFFFFF); /* upper bits may carry FCS information */
     sc->pos = 24;
     return 0;
 }
@@ -1543,7 +1644,7 @@ static PyObject *Scanner_counters(Scanner *sc, PyObject *Py_UNUSED(ignored)) {
 }
 
 static void close_source(Scanner *sc) {
-    if (sc->map) { munmap(sc->map, sc->size); sc->map = NULL; }
+    PyMem_Free(sc->buf); sc->buf = NULL;
     if (sc->fd >= 0) { close(sc->fd); sc->fd = -1; }
 }
 
@@ -1654,6 +1755,8 @@ static void Scanner_dealloc(Scanner *sc) {
     for (int i = 0; sc->datagrams && i < MAX_DATAGRAMS; i++) PyMem_Free(sc->datagrams[i].payload);
     PyMem_Free(sc->datagrams);
     PyMem_Free(sc->rebuilt);
+    PyMem_Free(sc->tails[0]);
+    PyMem_Free(sc->tails[1]);
     Py_XDECREF(sc->error);
     Py_TYPE(sc)->tp_free((PyObject *)sc);
 }
@@ -1754,7 +1857,8 @@ PyMODINIT_FUNC PyInit__cscan(void) {
         || PyModule_AddIntConstant(m, "MAX_DATAGRAMS", MAX_DATAGRAMS) < 0
         || PyModule_AddIntConstant(m, "MAX_PIECES", MAX_PIECES) < 0
         || PyModule_AddIntConstant(m, "MAX_DATAGRAM", MAX_DATAGRAM) < 0
-        || PyModule_AddIntConstant(m, "MAX_LINK_HEADER", MAX_LINK_HEADER) < 0) {
+        || PyModule_AddIntConstant(m, "MAX_LINK_HEADER", MAX_LINK_HEADER) < 0
+        || PyModule_AddIntConstant(m, "READ_BUFFER", READ_BUFFER) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -7,8 +7,8 @@ with the caller's handler factory; it returns the :class:`~passive.capture.count
 Which reader handles a file (decided per file, ``backend``):
 
 * ``auto`` (default): the packet scanner (:mod:`passive.capture.scanner`, :mod:`passive.capture.scanread`):
-  compiled for regular, uncompressed classic pcap files (memory-mapped; exact frame numbers counted in C), its
-  pure-Python twin for pcapng, compressed files and pipes, and for everything when the extension is not built
+  compiled for regular, uncompressed classic pcap files (read into one reused buffer; exact frame numbers counted in
+  C), its pure-Python twin for pcapng, compressed files and pipes, and for everything when the extension is not built
   (with a one-line notice on stderr). Only the segments it admits reach Python: the port filter, and in every-port
   mode flow heads and the flows the classifier kept (its verdicts reach the scanner through the reassembler).
 * ``python``: the twin, whatever the file.

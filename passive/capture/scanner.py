@@ -1,8 +1,8 @@
 """The packet scanner: which packets reach Python at all, decided per packet before any per-packet object is made.
 
 Two implementations share one interface and one set of rules: the compiled one (``passive/capture/_scan.c``,
-imported as ``passive.capture._cscan``; classic pcap files through ``mmap``, and ``next_batch`` buffers of a live
-capture) and :class:`PyScanner`, its pure-Python twin (every other input: pcapng, compressed files, pipes, and
+imported as ``passive.capture._cscan``; classic pcap files, read into one reused buffer, and ``next_batch`` buffers of
+a live capture) and :class:`PyScanner`, its pure-Python twin (every other input: pcapng, compressed files, pipes, and
 everything when the extension is not built). ``tests/test_scanner.py`` runs both on every capture and compares what
 they admit, packet by packet.
 
