@@ -117,6 +117,34 @@ def test_tails_of_dropped_bytes_outlive_the_refills_that_follow_them(tmp_path: P
     assert scanner.counters()["other_port"] == 2 * bulk
 
 
+def test_many_pending_notices_cost_a_refill_no_more_than_the_bytes_it_replaces(tmp_path: Path) -> None:
+    """600 armed flows drop a segment each in turn, round after round, and no packet is admitted: one batch spans the
+    whole file, every flow's notice pending all along. Each refill copies only the tails that came in since the one
+    before, not every pending tail again (which would copy 600 tails per refill: hundreds of times the file)."""
+    flows, rounds, size = 600, 12, 1400
+    segs, armed = [], []
+    for i in range(flows):
+        client = (f"10.3.{i >> 8}.{i & 255}", 40000 + i)
+        segs += [(client, SERVER, 1000 + r * size, 1, ACK, bytes([65 + r % 26]) * (size - 4) + b"%04d" % i)
+                 for r in range(rounds)]  # fmt: skip
+        armed.append((ip4(client[0]), client[1], ip4(SERVER[0]), SERVER[1], 1000.0, skipping.SKIP_ALL, 1000, 0,
+                      False, skipping.SKIP_ALL, 1, 0, False))  # fmt: skip
+    order = sorted(range(len(segs)), key=lambda k: (k % rounds, k // rounds))  # round by round, flow by flow
+    path = tmp_path / "pending.pcap"
+    path.write_bytes(pcap_bytes(ethernet_frames([segs[k] for k in order], start=1000.0)))
+    assert path.stat().st_size > 20 * _cscan.READ_BUFFER
+    outputs = []
+    compiled = _cscan.Scanner(str(path), ports=[25], batch_packets=256)
+    for scanner in (compiled, PyScanner(PacketReader(path, sniff_kind(path)), ports=[25], batch_packets=256)):
+        for rule in armed:
+            assert scanner.skip_flow(*rule)
+        outputs.append(items_of(scanner))
+    assert outputs[0] == outputs[1]
+    assert len(outputs[0]) == flows  # one notice per flow, each with its last segment's tail
+    assert {item[2][7][-4:] for item in outputs[0]} == {b"%04d" % i for i in range(flows)}
+    assert 0 < compiled.tail_bytes_copied <= path.stat().st_size
+
+
 def test_a_file_cut_short_while_read_ends_where_it_now_ends(tmp_path: Path) -> None:
     path = tmp_path / "cut.pcap"
     path.write_bytes(pcap_bytes(other_port(2000, 1400, 1000.0)))

@@ -28,7 +28,7 @@
                                       * packets are decoded (on the 1 GB bench capture 256 KiB to 1 MiB cost the
                                       * least CPU; mapping the file cost more, in page faults and cache misses) */
 _Static_assert(READ_BUFFER >= 16 + MAX_RECORD, "the longest record and its header fit");
-#define TAILS_KEPT (1u << 18)        /* bytes of held tails kept allocated between batches; more is freed */
+#define TAILS_KEPT (1u << 18)        /* bytes of the tail store kept allocated between batches; more is freed */
 #define MAX_DEPTH 4                  /* tunnels.MAX_DEPTH */
 #define MAX_LABELS 16                /* tunnels.MAX_LABELS */
 #define MAX_VLAN_TAGS 3              /* linklayer.MAX_VLAN_TAGS */
@@ -663,9 +663,11 @@ typedef struct {
      * `buf_len` of them; `size` is where the file ends (its size when opened, less where it was cut short since) */
     int fd;
     uint8_t *buf; size_t buf_at, buf_len, size, pos;
-    /* the tails of pending notices (rule_t.tail) copied out of `buf` before it is refilled: two arenas, the one
-     * in use and the one the next copy goes to */
-    uint8_t *tails[2]; size_t tails_cap[2]; int tails_in;
+    /* the tails of pending notices (rule_t.tail) copied out of `buf` before it is refilled (keep_tails): a slot of
+     * TAIL_KEEP bytes per rule of each flow in the dirty list; `fresh` lists the rules whose tail is still in `buf` */
+    uint8_t *store; size_t store_slots;
+    size_t *fresh, fresh_used;
+    unsigned long long tails_copied; /* bytes keep_tails copied: at most the bytes read (tail_bytes_copied) */
     int swapped, nsec, linktype;
     long long frame;
     PyObject *error;       /* str: why reading stopped early, or None */
@@ -1059,8 +1061,8 @@ enum { INFO_SKIPPED = 1 << 15 }; /* linklayer.INFO_SKIPPED */
 enum { AR_FREE = 0, AR_USED = 1, AR_GONE = 2 };
 
 typedef struct {
-    int mode, line_start, has_notice;
-    const uint8_t *tail; /* the last segment dropped, in the capture's buffer: valid until the batch's end */
+    int mode, line_start, has_notice, tail_in_buf;
+    const uint8_t *tail; /* the end of the last segment dropped: in `buf` (tail_in_buf), or in its tail store slot */
     Py_ssize_t tail_len;
     uint32_t next, first, ack;
     unsigned window;
@@ -1075,6 +1077,7 @@ typedef struct armed_s {
     uint16_t pa, pb;
     uint8_t alen, state, client_is_a;
     double last;
+    size_t dirty_at;       /* its place in the dirty list while a notice is pending: its rules' tail store slots */
     rule_t rule[2];        /* the client's direction first */
 } armed_t;
 
@@ -1115,7 +1118,7 @@ static int armed_rebuild(Scanner *sc, size_t capacity, double keep_after) {
 static int flush_rule(Scanner *sc, PyObject *items, armed_t *e, int direction) {
     rule_t *r = &e->rule[direction];
     if (!r->has_notice) return 0;
-    r->has_notice = 0;
+    r->has_notice = 0; r->tail_in_buf = 0;
     int sender_is_a = direction == 0 ? e->client_is_a : !e->client_is_a;
     const uint8_t *src = sender_is_a ? e->a : e->b, *dst = sender_is_a ? e->b : e->a;
     unsigned sport = sender_is_a ? e->pa : e->pb, dport = sender_is_a ? e->pb : e->pa;
@@ -1161,7 +1164,7 @@ static int flush_armed(Scanner *sc, PyObject *items, armed_t *e) {
 static int flush_all(Scanner *sc, PyObject *items) {
     for (size_t i = 0; i < sc->dirty_used; i++)
         if (flush_armed(sc, items, &sc->armed[sc->dirty[i]]) < 0) return -1;
-    sc->dirty_used = 0;
+    sc->dirty_used = 0; sc->fresh_used = 0; /* every tail is in a bytes object now */
     return 0;
 }
 
@@ -1213,8 +1216,10 @@ static int skip_segment(Scanner *sc, PyObject *items, long long frame, double ts
         }
         r->next += (uint32_t)size;
     }
-    if (!r->has_notice && !e->rule[0].has_notice && !e->rule[1].has_notice)
+    if (!r->has_notice && !e->rule[0].has_notice && !e->rule[1].has_notice) {
+        e->dirty_at = sc->dirty_used;
         sc->dirty[sc->dirty_used++] = (size_t)(e - sc->armed);
+    }
     if (!r->has_notice) {
         r->has_notice = 1; r->first = s->seq; r->bytes = 0; r->packets = 0; r->tail_len = 0;
         r->data_frame = 0; r->data_ts = 0.0;
@@ -1224,6 +1229,10 @@ static int skip_segment(Scanner *sc, PyObject *items, long long frame, double ts
         r->bytes += (unsigned long long)size;
         r->tail_len = size < TAIL_KEEP ? size : TAIL_KEEP;
         r->tail = p + size - r->tail_len;
+        if (!r->tail_in_buf) { /* at most once per rule until keep_tails or its flush: `fresh` never overflows */
+            r->tail_in_buf = 1;
+            sc->fresh[sc->fresh_used++] = e->dirty_at * 2 + (size_t)(r - e->rule);
+        }
         r->data_frame = frame; r->data_ts = ts;
     }
     r->packets++;
@@ -1273,7 +1282,8 @@ static PyObject *Scanner_skip_flow(Scanner *sc, PyObject *args, PyObject *kwargs
         }
         if (!sc->dirty) {
             sc->dirty = PyMem_Calloc(MAX_ARMED, sizeof *sc->dirty);
-            if (!sc->dirty) return PyErr_NoMemory();
+            sc->fresh = PyMem_Calloc(2 * (size_t)MAX_ARMED, sizeof *sc->fresh);
+            if (!sc->dirty || !sc->fresh) return PyErr_NoMemory();
         }
         e = armed_slot(sc, a, b, alen, pa, pb, vnet, 1);
         if (e->state == AR_GONE) sc->armed_gone--;
@@ -1399,49 +1409,53 @@ static void set_error(Scanner *sc, const char *format, ...) {
     Py_XSETREF(sc->error, message);
 }
 
-/* The pending notices' tails (skip_segment) point into `buf`: before it is refilled they are copied, with those
- * copied at an earlier refill, into the other arena, which then becomes the one in use. An arena holds at most two
- * tails (TAIL_KEEP each) per armed flow with a notice pending: 64 MiB were all MAX_ARMED flows pending at once with
- * the longest tails (a crafted capture; a few KiB in practice), and arenas past TAILS_KEPT are freed between
- * batches. 0, or -1 out of memory. */
+/* The pending notices' tails (skip_segment) point into `buf`: before it is refilled, those still there (`fresh`) are
+ * copied to their rule's slot in the tail store: slot dirty_at * 2 + direction, TAIL_KEEP bytes. A tail is copied once
+ * per refill at most, and only a tail that came in since the last one, so a refill copies no more than the bytes it
+ * replaces, however many notices are pending. The store grows to the slots in use: 64 MiB were all MAX_ARMED flows
+ * pending at once in both directions (a crafted capture; a few KiB in practice), and a store past TAILS_KEPT is freed
+ * between batches. 0, or -1 out of memory. */
 static int keep_tails(Scanner *sc) {
     size_t need = 0;
-    for (size_t i = 0; i < sc->dirty_used; i++)
-        for (int k = 0; k < 2; k++) {
-            const rule_t *r = &sc->armed[sc->dirty[i]].rule[k];
-            if (r->has_notice) need += (size_t)r->tail_len;
-        }
-    if (!need) return 0;
-    int to = !sc->tails_in;
-    if (sc->tails_cap[to] < need) { /* nothing points into this arena: its bytes were copied on at the last swap */
-        uint8_t *grown = PyMem_Realloc(sc->tails[to], need);
+    for (size_t j = 0; j < sc->fresh_used; j++)
+        if (sc->fresh[j] + 1 > need) need = sc->fresh[j] + 1;
+    if (need > sc->store_slots) {
+        size_t slots = sc->store_slots ? sc->store_slots : 64;
+        while (slots < need) slots *= 2;
+        uint8_t *grown = PyMem_Realloc(sc->store, slots * TAIL_KEEP);
         if (!grown) return -1;
-        sc->tails[to] = grown; sc->tails_cap[to] = need;
+        sc->store = grown; sc->store_slots = slots;
+        for (size_t i = 0; i < sc->dirty_used; i++) /* tails already in the store moved with it */
+            for (int k = 0; k < 2; k++) {
+                rule_t *r = &sc->armed[sc->dirty[i]].rule[k];
+                if (r->has_notice && !r->tail_in_buf && r->tail_len) r->tail = grown + (i * 2 + (size_t)k) * TAIL_KEEP;
+            }
     }
-    uint8_t *at = sc->tails[to];
-    for (size_t i = 0; i < sc->dirty_used; i++)
-        for (int k = 0; k < 2; k++) {
-            rule_t *r = &sc->armed[sc->dirty[i]].rule[k];
-            if (!r->has_notice || !r->tail_len) continue;
-            memcpy(at, r->tail, (size_t)r->tail_len);
-            r->tail = at;
-            at += r->tail_len;
-        }
-    sc->tails_in = to;
+    for (size_t j = 0; j < sc->fresh_used; j++) {
+        size_t slot = sc->fresh[j];
+        rule_t *r = &sc->armed[sc->dirty[slot / 2]].rule[slot % 2];
+        if (!r->has_notice || !r->tail_in_buf) continue; /* flushed since (its flow was handed back) */
+        uint8_t *at = sc->store + slot * TAIL_KEEP;
+        memcpy(at, r->tail, (size_t)r->tail_len);
+        sc->tails_copied += (unsigned long long)r->tail_len;
+        r->tail = at;
+        r->tail_in_buf = 0;
+    }
+    sc->fresh_used = 0;
     return 0;
 }
 
-/* Between batches no tail is pending: arenas grown past TAILS_KEPT (a burst of armed flows) are given back. */
+/* Between batches no tail is pending: a store grown past TAILS_KEPT (a burst of armed flows) is given back. */
 static void trim_tails(Scanner *sc) {
-    for (int k = 0; k < 2; k++)
-        if (sc->tails_cap[k] > TAILS_KEPT) { PyMem_Free(sc->tails[k]); sc->tails[k] = NULL; sc->tails_cap[k] = 0; }
+    sc->fresh_used = 0;
+    if (sc->store_slots * TAIL_KEEP > TAILS_KEPT) { PyMem_Free(sc->store); sc->store = NULL; sc->store_slots = 0; }
 }
 
 /* fill: make the file's next `want` bytes from `pos` on whole in `buf` (fewer where the file ends: reads stop at `size`,
  * and a read finding the file shorter than that moves `size` back to where it ended). The descriptor is read in
  * order, never sought: its offset is buf_at + buf_len. 0, or -1 with an exception. */
 static int refill(Scanner *sc) {
-    if (sc->dirty_used && keep_tails(sc) < 0) { PyErr_NoMemory(); return -1; }
+    if (sc->fresh_used && keep_tails(sc) < 0) { PyErr_NoMemory(); return -1; }
     /* pos is never before buf_at; it passes the buffer's end only when reading stops (moved to the file's end) */
     size_t end = sc->buf_at + sc->buf_len, keep = sc->pos < end ? end - sc->pos : 0;
     if (keep) memmove(sc->buf, sc->buf + (sc->pos - sc->buf_at), keep);
@@ -1755,8 +1769,8 @@ static void Scanner_dealloc(Scanner *sc) {
     for (int i = 0; sc->datagrams && i < MAX_DATAGRAMS; i++) PyMem_Free(sc->datagrams[i].payload);
     PyMem_Free(sc->datagrams);
     PyMem_Free(sc->rebuilt);
-    PyMem_Free(sc->tails[0]);
-    PyMem_Free(sc->tails[1]);
+    PyMem_Free(sc->store);
+    PyMem_Free(sc->fresh);
     Py_XDECREF(sc->error);
     Py_TYPE(sc)->tp_free((PyObject *)sc);
 }
@@ -1768,6 +1782,9 @@ static PyObject *Scanner_get_frames(Scanner *sc, void *closure) { return PyLong_
 static PyObject *Scanner_get_position(Scanner *sc, void *closure) { return PyLong_FromSize_t(sc->pos); }
 static PyObject *Scanner_get_flows(Scanner *sc, void *closure) { return PyLong_FromSize_t(sc->flows.used); }
 static PyObject *Scanner_get_batch(Scanner *sc, void *closure) { return PyLong_FromSsize_t(sc->batch_packets); }
+static PyObject *Scanner_get_tails_copied(Scanner *sc, void *closure) {
+    return PyLong_FromUnsignedLongLong(sc->tails_copied);
+}
 
 static PyGetSetDef Scanner_getset[] = {
     {"error", (getter)Scanner_get_error, NULL, "why reading stopped before the end of the file, or None", NULL},
@@ -1777,6 +1794,8 @@ static PyGetSetDef Scanner_getset[] = {
     {"position", (getter)Scanner_get_position, NULL, "bytes of the file read so far (its header included)", NULL},
     {"flows", (getter)Scanner_get_flows, NULL, "flow states held", NULL},
     {"batch_packets", (getter)Scanner_get_batch, NULL, "segments per batch at most", NULL},
+    {"tail_bytes_copied", (getter)Scanner_get_tails_copied, NULL,
+     "bytes of dropped segments' tails copied out of the read buffer before a refill (at most the bytes read)", NULL},
     {NULL},
 };
 
