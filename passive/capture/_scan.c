@@ -1280,11 +1280,9 @@ static PyObject *Scanner_skip_flow(Scanner *sc, PyObject *args, PyObject *kwargs
             while ((sc->armed_used + 1) * 2 > capacity) capacity *= 2;
             if (armed_rebuild(sc, capacity, -1.0 / 0.0) < 0) return PyErr_NoMemory();
         }
-        if (!sc->dirty) {
-            sc->dirty = PyMem_Calloc(MAX_ARMED, sizeof *sc->dirty);
-            sc->fresh = PyMem_Calloc(2 * (size_t)MAX_ARMED, sizeof *sc->fresh);
-            if (!sc->dirty || !sc->fresh) return PyErr_NoMemory();
-        }
+        if (!sc->dirty) sc->dirty = PyMem_Calloc(MAX_ARMED, sizeof *sc->dirty);
+        if (!sc->fresh) sc->fresh = PyMem_Calloc(2 * (size_t)MAX_ARMED, sizeof *sc->fresh);
+        if (!sc->dirty || !sc->fresh) return PyErr_NoMemory(); /* neither half is ever used alone */
         e = armed_slot(sc, a, b, alen, pa, pb, vnet, 1);
         if (e->state == AR_GONE) sc->armed_gone--;
         memset(e, 0, sizeof *e);
