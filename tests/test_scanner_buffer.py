@@ -10,6 +10,7 @@ was opened is read up to where it ended then.
 
 from __future__ import annotations
 
+import random
 import struct
 from pathlib import Path
 
@@ -186,3 +187,72 @@ def test_reading_stopped_by_an_oversized_record_stays_stopped(tmp_path: Path) ->
     assert scanner.next_batch() is None and scanner.next_batch() is None
     assert scanner.oversized == 1 and "limit 262144" in scanner.error
     assert scanner.frames == 100 and scanner.position == path.stat().st_size
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_armed_flows_through_refills_sweeps_and_disarms_as_the_twin(tmp_path: Path, seed: int) -> None:
+    """Armed flows drop bytes both ways among long frames of other traffic (a refill every few frames), while some are
+    disarmed (a FIN, a gap in the sequence, a line starting with a dot, a raw run's end), the clock jumps past sweep
+    ticks and idle timeouts, and flows are armed again between batches (their slots reused): item for item what the
+    twin hands over, at small and large batches."""
+    rng = random.Random(seed)
+    flows = [((f"10.4.{i >> 8}.{i & 255}", 41000 + i), SERVER) for i in range(48)]
+    seqs = {i: [1000 + i * 7, 90000 + i * 13] for i in range(len(flows))}
+    rules = [skipping.SKIP_ALL, skipping.SKIP_DOT, skipping.SKIP_RAW]
+
+    def arm(i: int, when: float) -> tuple:
+        client, _ = flows[i]
+        first, second = rules[i % 3], rules[(i // 3) % 3]
+        return (ip4(client[0]), client[1], ip4(SERVER[0]), SERVER[1], when,
+                first, seqs[i][0], 50_000, True, second, seqs[i][1], 20_000, True)  # fmt: skip
+
+    armed = [arm(i, 1000.0) for i in range(len(flows))]
+    frames: list = []
+    now = 1000.0
+    for _ in range(1500):
+        jump = rng.random()  # now and then past a sweep tick (5 s), rarely past the idle timeout (30 s)
+        now += 45.0 if jump < 0.002 else 7.0 if jump < 0.01 else 1e-4
+        roll = rng.random()
+        if roll < 0.15:  # a long frame of no named port: the buffer fills and is refilled
+            size = rng.randint(20_000, 60_000)
+            frames.append((now, ether(ipv4(OTHER[0], "10.9.0.2", tcp(OTHER[1], 80, 1, 1, ACK, bytes(size))))))
+            continue
+        i = rng.randrange(len(flows))
+        client, server = flows[i]
+        side = rng.randrange(2)
+        src, dst = (client, server) if side == 0 else (server, client)
+        flags, payload = ACK, b""
+        if roll < 0.16:
+            flags = ACK | 0x01  # FIN: the flow is disarmed
+        elif roll < 0.17:
+            seqs[i][side] += 5  # a gap: disarmed
+        elif roll < 0.22:
+            payload = b""  # a bare acknowledgement
+        else:
+            body = bytes([rng.randrange(65, 91)]) * rng.randint(1, 1500)
+            payload = body + (b"\r\n." if roll < 0.23 else b"\r\n") + b"%02d%d" % (i, side)
+        frames.append((now, ether(ipv4(src[0], dst[0], tcp(src[1], dst[1], seqs[i][side], seqs[i][1 - side],
+                                                         flags, payload)))))  # fmt: skip
+        seqs[i][side] += len(payload)
+    path = tmp_path / "armed-random.pcap"
+    path.write_bytes(pcap_bytes(frames))
+    assert path.stat().st_size > 3 * _cscan.READ_BUFFER
+    settings = {"ports": [25], "batch_packets": rng.choice([5, 64, 100_000]), "sweep_every": 5.0, "idle_timeout": 30.0}
+    outputs = []
+    compiled = _cscan.Scanner(str(path), **settings)
+    for scanner in (compiled, PyScanner(PacketReader(path, sniff_kind(path)), **settings)):
+        for rule in armed:
+            assert scanner.skip_flow(*rule)
+        items: list = []
+        batches = 0
+        while (batch := scanner.next_batch()) is not None:
+            items += batch
+            batches += 1
+            if batches % 3 == 0 and batch:  # armed again: a forgotten flow's slot is reused
+                for i in range(batches % 7, len(flows), 5):
+                    scanner.skip_flow(*arm(i, batch[-1][1]))
+        outputs.append(items)
+    assert outputs[0] == outputs[1]
+    notices = [item for item in outputs[0] if item[2] is not None and item[2][9] & INFO_SKIPPED]
+    assert notices and compiled.error is None
+    assert compiled.tail_bytes_copied > 0  # tails were pending when the buffer was refilled

@@ -4,10 +4,13 @@ costs only its own imports: ``analyze`` does not load the probe, the report temp
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
+from typing import Any
 
 import click
 
 from passive.cli.errors import LeakscopeGroup, exit_table
+from passive.core.collector import command_ends_process
 
 COMMANDS = {
     "analyze": "passive.cli.analyze:analyze",
@@ -35,6 +38,16 @@ class _Commands(LeakscopeGroup):
             command.epilog = exit_table()
             self.add_command(command)
         return command
+
+    def main(self, args: Sequence[str] | None = None, *more: Any, **settings: Any) -> Any:
+        """click's ``main``. Given no arguments (the process's own command line) in standalone mode, the process
+        ends with the command (click exits): what the command holds at its end may be left to the exit
+        (:func:`~passive.core.collector.leave_to_exit`). A caller passing arguments (click's runner, an embedding
+        program) goes on afterwards and keeps its garbage collector as it was."""
+        standalone = more[2] if len(more) > 2 else settings.get("standalone_mode", True)
+        if args is None and standalone:
+            command_ends_process()
+        return super().main(args, *more, **settings)
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]
