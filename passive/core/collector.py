@@ -38,19 +38,15 @@ def leave_to_exit() -> None:
     Only in a process that ends with the command (:func:`command_ends_process`): a program that runs the command
     in itself and goes on (click's runner, an embedding caller) keeps its collector as it was, or every cycle it
     held then and drops later would never be freed."""
-    if _PROCESS.ends_with_command:
+    if _ends_with_command:
         gc.freeze()
 
 
-class _Process:
-    """Whether this process ends once its command is done (its own command line, ``leakscope ...``)."""
-
-    ends_with_command = False
-
-
-_PROCESS = _Process()
+# Whether this process ends once its command is done (its own command line, ``leakscope ...``).
+_ends_with_command = False
 
 
 def command_ends_process() -> None:
     """Say that this process ends with the command it runs: :func:`leave_to_exit` may then freeze what it holds."""
-    _PROCESS.ends_with_command = True
+    global _ends_with_command
+    _ends_with_command = True

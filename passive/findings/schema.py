@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 
@@ -73,19 +74,19 @@ class Kind:
     def title_of(self, record: Mapping[str, Any]) -> str:
         return self.variant_title(record) or self.title
 
-    @property
+    @cached_property
     def columns(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.fields if f.column) + self.common_columns
 
-    @property
+    @cached_property
     def compared(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.fields if f.compared)
 
-    @property
+    @cached_property
     def secret_fields(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.fields if f.secret)
 
-    @property
+    @cached_property
     def union_fields(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.fields if f.union)
 

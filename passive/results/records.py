@@ -12,7 +12,7 @@ from dissectors import events as ev
 from dissectors import ntlmssp
 from passive.core.times import iso_time as _iso_time
 from passive.findings.kinds import KINDS
-from passive.findings.model import SCHEMA_VERSION, EvidenceRecord, Finding, FindingType
+from passive.findings.model import SCHEMA_VERSION, EvidenceRecord, Finding
 from passive.results.fingerprint import kind_fingerprint
 from passive.results.redaction import MASK, Redactor
 
@@ -69,17 +69,11 @@ def finding_record(finding: Finding, show_secrets: bool = False, *, redactor: Re
     record["remediation"] = kind.remediation
     record["verification"] = kind.verification
     if not redactor.show_secrets:
-        for name in _secret_fields(finding.type):
+        for name in kind.secret_fields:
             if record.get(name):
                 record[name] = MASK
     record["id"] = kind_fingerprint(kind, record)
     return record
-
-
-@functools.cache
-def _secret_fields(finding_type: FindingType) -> tuple[str, ...]:
-    """A kind's secret fields, worked out once (a record asks for them every time)."""
-    return KINDS[finding_type].secret_fields
 
 
 def _detail(detail: dict[str, Any], redactor: Redactor) -> dict[str, Any]:
