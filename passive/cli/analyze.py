@@ -151,6 +151,7 @@ def analyze(
             _write_hashes(hashes_file, results)
             sessions = _sessions(results, show_secrets, keep_events)
             _emit(output_format, output, output_all, records, summary, sessions, show_secrets, verbose, progress)
+            leave_to_exit(results, records, sessions)  # the outputs are written: the run stays until the process ends
         if db:
             _save_to_store(db, plan, captures, results, options, run, progress)
         status = EXIT_INPUT if results.failed else gate_status(gate, records, fail_on)
@@ -203,7 +204,6 @@ def _emit(
         output_format, output, records, summary, sessions=sessions, verbose=verbose,
         before_output=progress.pause_for_stdout,
     )  # fmt: skip
-    leave_to_exit()  # the outputs are written: the run's objects stay until the process ends
 
 
 def _check_usage(ports_only: bool, all_ports: bool, scheduler: str | None, captures: tuple[str, ...]) -> None:

@@ -7,7 +7,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TextIO
 
 import click
 
@@ -103,14 +103,23 @@ def write_text(output: str | None, text: Content) -> None:
     if output and output != STDOUT:
         write_atomically(output, text)
         return
+    stdout = standard_output()
     try:
         for chunk in chunks_of(text):
-            sys.stdout.buffer.write(chunk)
-        sys.stdout.flush()
+            stdout.buffer.write(chunk)
+        stdout.flush()
     except BrokenPipeError:
         silence_stdout()  # the reader went away (| head): nothing more to say to it, and no error to report
     except OSError as error:
         raise stdout_failed(error) from None
+
+
+def standard_output() -> TextIO:
+    """``sys.stdout``; an :class:`OutputError` when the process was started with standard output closed (Python
+    then has none)."""
+    if sys.stdout is None:
+        raise OutputError("cannot write standard output: it is closed")
+    return sys.stdout
 
 
 def silence_stdout() -> None:
@@ -180,14 +189,15 @@ def render(
         draw(rich_console(file=buffer, width=TEXT_WIDTH, highlight=False, color_system=None))
         write_text(output, strip_trailing(buffer.getvalue()))
         return
+    stdout = standard_output()
     try:
         terminal = rich_console(highlight=False)
         with terminal.capture() as captured:
             draw(terminal)
         if before_output is not None:
             before_output()
-        sys.stdout.write(strip_trailing(captured.get()))
-        sys.stdout.flush()
+        stdout.write(strip_trailing(captured.get()))
+        stdout.flush()
     except BrokenPipeError:
         silence_stdout()
     except OSError as error:

@@ -3,14 +3,18 @@ costs only its own imports: ``analyze`` does not load the probe, the report temp
 
 from __future__ import annotations
 
+import atexit
 import importlib
+import os
+import sys
+import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from passive.cli.errors import LeakscopeGroup, exit_table
-from passive.core.collector import command_ends_process
+from passive.core.collector import command_ends_process, outputs_left_to_exit
 
 COMMANDS = {
     "analyze": "passive.cli.analyze:analyze",
@@ -43,10 +47,17 @@ class _Commands(LeakscopeGroup):
         """click's ``main``. Given no arguments (the process's own command line) in standalone mode, the process
         ends with the command (click exits): what the command holds at its end may be left to the exit
         (:func:`~passive.core.collector.leave_to_exit`). A caller passing arguments (click's runner, an embedding
-        program) goes on afterwards and keeps its garbage collector as it was."""
+        program) goes on afterwards and keeps its garbage collector as it was. A command that left its outputs to
+        the exit ends the process at once (:func:`_end_at_once`)."""
         standalone = more[2] if len(more) > 2 else settings.get("standalone_mode", True)
         if args is None and standalone:
             command_ends_process()
+            try:
+                return super().main(args, *more, **settings)
+            except SystemExit as request:
+                if outputs_left_to_exit():
+                    _end_at_once(request)
+                raise
         return super().main(args, *more, **settings)
 
     def resolve_command(
@@ -56,6 +67,25 @@ class _Commands(LeakscopeGroup):
             return super().resolve_command(ctx, args)
         except click.exceptions.NoSuchCommand as error:  # click suggests from the commands loaded: all of them
             raise click.exceptions.NoSuchCommand(error.command_name, possibilities=COMMANDS, ctx=ctx) from None
+
+
+def _end_at_once(request: SystemExit) -> NoReturn:
+    """End the process with ``request``'s status as Python's exit would, less the interpreter's teardown: the exit
+    handlers run and the standard streams are flushed, then ``os._exit``. Python's own exit instead (``request`` is
+    raised again) when the status is not a number, a thread that is not a daemon still runs (Python waits for it),
+    or a standard stream cannot be flushed (a closed pipe: Python reports it as it always does)."""
+    code = request.code
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if (code is not None and not isinstance(code, int)) or others:
+        raise request
+    atexit._run_exitfuncs()
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except (OSError, ValueError):
+        raise request from None
+    os._exit(code or 0)
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})

@@ -140,7 +140,7 @@ class RunProgress:
 
     def pause_for_stdout(self) -> None:
         """Clear the display if standard output shares the terminal: the output is about to be written there."""
-        if sys.stdout.isatty():
+        if sys.stdout is not None and sys.stdout.isatty():
             self.pause()
 
     def pause(self) -> None:
