@@ -269,6 +269,24 @@ def test_a_failing_worker_is_reported(monkeypatch: pytest.MonkeyPatch, split_sma
         analyze_captures([str(ROOT / "pcaps" / "smtp-ntlm-success-curl.pcap")], AnalysisOptions(jobs=2))
 
 
+def test_a_worker_out_of_memory_still_says_why_it_ended(
+    monkeypatch: pytest.MonkeyPatch, split_small_captures: None
+) -> None:
+    """Memory exhausted: no import succeeds any more, yet the worker's report names the error."""
+    import builtins
+
+    def exhausted(*args: Any, **kwargs: Any) -> None:
+        def no_import(*args: Any, **kwargs: Any) -> None:
+            raise MemoryError("no memory for an import")
+
+        monkeypatch.setattr(builtins, "__import__", no_import)  # in the forked worker only
+        raise MemoryError("out of memory while reading")
+
+    monkeypatch.setattr(parallel, "JoinedStream", exhausted)
+    with pytest.raises(parallel.WorkerFailed, match="out of memory while reading"):
+        analyze_captures([str(ROOT / "pcaps" / "smtp-ntlm-success-curl.pcap")], AnalysisOptions(jobs=2))
+
+
 def test_command_line_output_is_the_same_with_jobs(tmp_path: Path) -> None:
     captures = [str(p) for p in sorted((ROOT / "pcaps").glob("smtp-*.pcap"))]
     outputs = []
