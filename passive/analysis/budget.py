@@ -41,15 +41,15 @@ class DissectorBudget:
         self.stats = stats
         self.total = 0
         self.peak = 0  # the most held at once after eviction, for the record
-        self._held: dict[Holder, int] = {}
+        self.holders: dict[Holder, int] = {}  # the bytes each session holding any holds
 
     def update(self, holder: Holder, held: int) -> None:
         """What ``holder`` holds now (after a chunk or a gap); evicts when the total goes over the budget."""
-        if not held and holder not in self._held:
+        if not held and holder not in self.holders:
             return  # held nothing and holds nothing: most chunks end on a line's end
-        previous = self._held.pop(holder, 0)
+        previous = self.holders.pop(holder, 0)
         if held:
-            self._held[holder] = held
+            self.holders[holder] = held
         self.total += held - previous
         if self.total > self.limit:
             self._evict()
@@ -63,18 +63,18 @@ class DissectorBudget:
 
     def forget(self, holder: Holder) -> None:
         """The session ended: its bytes are gone with it."""
-        self.total -= self._held.pop(holder, 0)
+        self.total -= self.holders.pop(holder, 0)
 
     def _evict(self) -> None:
         target = self.limit * LOW_WATER
-        for holder, held in sorted(self._held.items(), key=lambda item: item[1], reverse=True):
+        for holder, held in sorted(self.holders.items(), key=lambda item: item[1], reverse=True):
             if self.total <= target:
                 break
             left = holder.shed()
             self.total += left - held
             if left:
-                self._held[holder] = left
+                self.holders[holder] = left
             else:
-                del self._held[holder]
+                del self.holders[holder]
             self.stats.dissector_bytes_evicted += held - left
             self.stats.dissector_evictions += 1

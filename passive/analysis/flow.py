@@ -87,19 +87,24 @@ class EngineHandler:
         pass
 
     def on_data(self, flow: reassembly.Flow, direction: reassembly.Direction, chunk: reassembly.Chunk) -> None:
-        if self.ignored:
-            return
-        if self.by_port and self.mail is None:
-            check = self.check = self.check or PortCheck(self.protocol, flow.partial)
-            verdict = check.add(direction is reassembly.Direction.SERVER_TO_CLIENT, chunk.data, chunk.frame, chunk.ts)
-            if verdict is None:
+        mail = self.mail
+        if mail is None:  # the flow's first bytes, or its port check goes on (a flow ignored has no MailFlow)
+            if self.ignored:
                 return
-            self._release(flow, refuted=verdict)
-            return
-        mail = self._mail(flow)
-        mail.data(_SIDES[direction], chunk.data, chunk.frame, chunk.ts)
-        if mail.session.may_skip():
+            if self.by_port:
+                self._port_check(flow, direction, chunk)
+                return
+            mail = self._mail(flow)
+        data, frame, ts, _offset = chunk
+        mail.data(_SIDES[direction], data, frame, ts)
+        if not flow.skip_wanted and mail.session.may_skip():  # asked once per batch (Flow.want_skip)
             flow.want_skip()
+
+    def _port_check(self, flow: reassembly.Flow, direction: reassembly.Direction, chunk: reassembly.Chunk) -> None:
+        check = self.check = self.check or PortCheck(self.protocol, flow.partial)
+        verdict = check.add(direction is reassembly.Direction.SERVER_TO_CLIENT, chunk.data, chunk.frame, chunk.ts)
+        if verdict is not None:
+            self._release(flow, refuted=verdict)
 
     def skippable(self, flow: reassembly.Flow, direction: reassembly.Direction) -> tuple[int, int, bool] | None:
         """Whether the capture may drop what ``direction`` sends next unread (passive.capture.skipping)."""
@@ -186,8 +191,13 @@ class MailFlow:
 
     def data(self, side: ev.Side, data: bytes, frame: int | None, timestamp: float | None) -> None:
         self._last = (frame, timestamp)
-        self._deliver(self.session.receive(side, data, frame, timestamp))
-        self.analysis.budget.update(self, self.session.buffered_bytes())
+        session = self.session
+        events = session.receive(side, data, frame, timestamp)
+        if events:
+            self._deliver(events)
+        held, budget = session.buffered_bytes(), self.analysis.budget
+        if held or self in budget.holders:  # most chunks end on a line's end: nothing held before nor after
+            budget.update(self, held)
 
     def skipped(
         self, side: ev.Side, size: int, at_line_start: bool, frame: int | None, timestamp: float | None

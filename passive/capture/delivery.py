@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from passive.capture.counters import CaptureCounters
-from passive.capture.flow import Chunk, Direction, Flow
+from passive.capture.flow import Chunk, Direction, Flow, new_chunk
 from passive.capture.policy import ReassemblyPolicy
 from passive.capture.stream import SEQ_MASK, HalfStream
 
@@ -142,6 +142,7 @@ class Delivery:
         self.counters.bytes_delivered += len(data)
         state = flow.state
         if state == Flow.ACTIVE:
-            flow.handler.on_data(flow, DIRECTIONS[direction], Chunk(data, frame, ts, offset))  # type: ignore[union-attr]
+            chunk = new_chunk(Chunk, (data, frame, ts, offset))
+            flow.handler.on_data(flow, DIRECTIONS[direction], chunk)  # type: ignore[union-attr]
         elif state == Flow.CLASSIFYING:
-            self._classify(flow, direction, Chunk(data, frame, ts, offset))
+            self._classify(flow, direction, new_chunk(Chunk, (data, frame, ts, offset)))

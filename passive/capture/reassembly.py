@@ -59,6 +59,7 @@ from passive.capture.flow import (
     Direction,
     Flow,
     HandlerFactory,
+    new_chunk,
     sender_is_client,
 )
 from passive.capture.flowtable import ESTABLISHED, HALF_OPEN, QUIET, FlowTable
@@ -66,7 +67,7 @@ from passive.capture.linklayer import ACK, FIN, INFO_SKIPPED, INFO_VNET_SHIFT, R
 from passive.capture.options import IDLE_TIMEOUT, MAX_BUFFER, MAX_BUFFER_SEGMENTS, MAX_FLOWS, MAX_TOTAL_BUFFER
 from passive.capture.policy import DEFAULT_POLICY, policy_named
 from passive.capture.skipping import apply_notice
-from passive.capture.stream import SEQ_MASK, HalfStream
+from passive.capture.stream import SEQ_MASK, HalfStream, handshake_done, rst_valid, syn_seen
 
 _CLASSIFY_LIMIT = 4096  # bytes of a flow's first data (both sides) shown to the classifier; undecided then: dropped
 
@@ -122,18 +123,17 @@ class Reassembler(Delivery):
     # -- input ---------------------------------------------------------------------------
 
     def process(self, segment: Segment, frame: int, ts: float) -> None:
-        """Handle one decoded TCP segment captured in ``frame`` at ``ts``."""
+        """Handle one decoded TCP segment captured in ``frame`` at ``ts``. The most frequent, a bare ACK or the next
+        in-order bytes of an accepted flow, with the fewest steps: what is rare is decided by ``_enter`` and
+        ``_segment``."""
         src, dst, sport, dport, seq, ack, flags, payload, wire_len, info, window, _options = segment
-        if info & INFO_SKIPPED:
-            return apply_notice(self, segment, frame, ts)
-        self.counters.segments += 1
-        if ts >= self._sweep_at:
-            self.expire(ts)
         entry = self._keys.get((src, sport, dst, dport, info >> INFO_VNET_SHIFT))
-        if entry is None or flags & SYN:
-            entry = self._flow_for(entry, segment, frame, ts)
+        if entry is None or flags & SYN or info & INFO_SKIPPED or ts >= self._sweep_at:
+            entry = self._enter(entry, segment, frame, ts)
             if entry is None:
                 return
+        else:
+            self.counters.segments += 1
         flow, direction = entry
         flow.last_ts = ts
         flow.last_frame = frame
@@ -142,9 +142,11 @@ class Reassembler(Delivery):
             if flags & RST:
                 self._forget(flow)
             return
-        half, other = halves[direction], halves[1 - direction]
-        if not wire_len and not flags & (SYN | FIN | RST) and half.started:
-            # A bare ACK: the receiver's acknowledgement and window (see beyond_window), the peer's holes, handshake.
+        half = halves[direction]
+        if flags & (SYN | FIN | RST) or not half.started:
+            self._segment(flow, halves, direction, segment, frame, ts)
+        elif not wire_len:  # a bare ACK: the receiver's acknowledgement and window (see beyond_window), the peer's
+            other = halves[1 - direction]  # holes, the handshake
             if flags & ACK:
                 other.acked, other.window = ack, window
                 if other.pending and other.rel(ack) >= other.pending[0][0]:
@@ -153,34 +155,47 @@ class Reassembler(Delivery):
                     self._reclass(flow, halves, direction, flags, ack, 0)
             if half.fin_rel is not None or other.fin_rel is not None:
                 self._check_finished(flow, halves)
-            return
-        if (
-            wire_len
-            and not flags & (SYN | FIN | RST)
-            and seq == half.next_seq
-            and half.started
+        elif (
+            seq == half.next_seq
             and not half.pending
             and not half.resync
             and half.fin_rel is None
             and flow.state == Flow.ACTIVE
             and len(payload) == wire_len
-        ):
-            # Fast path, most segments: the next in-order bytes of an established, accepted flow.
+        ):  # the next in-order bytes of an established, accepted flow
             offset = half.next_rel
             half.next_rel = end = offset + wire_len
             half.next_seq = (seq + wire_len) & SEQ_MASK
             tail = payload if wire_len <= TAIL_KEEP else payload[-TAIL_KEEP:]
             half.tail, half.tail_rel = tail, end - len(tail)
             self.counters.bytes_delivered += wire_len
-            flow.handler.on_data(flow, DIRECTIONS[direction], Chunk(payload, frame, ts, offset))  # type: ignore[union-attr]
+            chunk = new_chunk(Chunk, (payload, frame, ts, offset))
+            flow.handler.on_data(flow, DIRECTIONS[direction], chunk)  # type: ignore[union-attr]
             if flags & ACK:
+                other = halves[1 - direction]
                 other.acked, other.window = ack, window
                 if other.pending and other.rel(ack) >= other.pending[0][0]:
                     self._fill_hole(flow, 1 - direction, other)
             if flow.evict_class != ESTABLISHED:
                 self._reclass(flow, halves, direction, flags, ack, wire_len)
-            return
-        self._segment(flow, halves, direction, segment, frame, ts)
+        else:
+            self._segment(flow, halves, direction, segment, frame, ts)
+
+    def _enter(
+        self, entry: tuple[Flow, int] | None, segment: Segment, frame: int, ts: float
+    ) -> tuple[Flow, int] | None:
+        """A segment that is a skip notice, a SYN, the first of a flow, or due for a sweep of idle flows first: its
+        flow and direction, or None when nothing more is to be done."""
+        if segment[9] & INFO_SKIPPED:
+            apply_notice(self, segment, frame, ts)
+            return None
+        self.counters.segments += 1
+        if ts >= self._sweep_at:
+            self.expire(ts)
+            entry = self._keys.get((segment[0], segment[2], segment[1], segment[3], segment[9] >> INFO_VNET_SHIFT))
+        if entry is None or segment[6] & SYN:
+            return self._flow_for(entry, segment, frame, ts)
+        return entry
 
     def _flow_for(
         self, entry: tuple[Flow, int] | None, segment: Segment, frame: int, ts: float
@@ -208,7 +223,7 @@ class Reassembler(Delivery):
         half, other = halves[direction], halves[1 - direction]
         first = not half.started
         validates = self.policy.validates
-        if flags & RST and validates and not _rst_valid(half, other, first, seq, ack, flags):
+        if flags & RST and validates and not rst_valid(half, other, first, seq, ack, flags):
             self.counters.rsts_ignored += 1  # the receiver ignores it (or answers with a challenge ACK)
             return
         if first:
@@ -216,7 +231,7 @@ class Reassembler(Delivery):
                 flow.partial = True  # picked up mid-stream
                 self.counters.flows_partial += 1
             if flags & SYN:
-                _syn_seen(half, other)
+                syn_seen(half, other)
         if flags & ACK:
             other.note_ack(ack, window, bool(flags & SYN))
         if flags & SYN:
@@ -267,7 +282,7 @@ class Reassembler(Delivery):
         """Move a flow up the eviction order: handshake completed, then payload seen."""
         evict_class = flow.evict_class
         if evict_class == HALF_OPEN:
-            if not _handshake_done(halves, direction, flags, ack, data):
+            if not handshake_done(halves, direction, flags, ack, data):
                 return
             evict_class = QUIET
         if data or halves[0].high_rel() or halves[1].high_rel():
@@ -414,37 +429,3 @@ class Reassembler(Delivery):
 def sweep_interval(idle_timeout: float) -> float:
     """Seconds of capture time between two sweeps for idle flows."""
     return max(1.0, min(idle_timeout / 4, 30.0))
-
-
-def _syn_seen(half: HalfStream, other: HalfStream) -> None:
-    """Once both SYNs are seen, each direction can follow its receiver's window (scaled only if both SYNs asked)."""
-    if other.syn_seq is None:
-        return
-    for sender, receiver in ((half, other), (other, half)):
-        sender.win_known = True
-        sender.peer_shift = receiver.wscale if sender.wscale is not None and receiver.wscale is not None else 0
-        sender.note_ack(sender.acked, receiver.syn_window, True)  # a SYN's window is the peer's first right edge
-
-
-def _handshake_done(halves: tuple[HalfStream, HalfStream], direction: int, flags: int, ack: int, data: int) -> bool:
-    """Whether this segment shows a flow opened by a SYN to be more than half-open.
-
-    The client's first ACK of the server's SYN completes the handshake (a spoofed source never sees the server's
-    ISN, so cannot acknowledge it); data from the server of a flow whose client side is not captured at all counts
-    too (a capture of one direction).
-    """
-    client, server = halves
-    if client.syn_seq is None and server.syn_seq is None:
-        return True  # picked up mid-stream
-    if direction == Direction.SERVER_TO_CLIENT:
-        return bool(data) and not client.started
-    if not flags & ACK or flags & SYN:
-        return False
-    return server.syn_seq is None or 0 <= server.rel(ack) <= server.high_rel() + 1
-
-
-def _rst_valid(half: HalfStream, other: HalfStream, first: bool, seq: int, ack: int, flags: int) -> bool:
-    """Whether the receiver of a RST from ``half``'s sender resets (Linux, RFC 5961)."""
-    if first:  # the sender's first segment: a reply to a SYN counts if it acknowledges that SYN
-        return other.syn_seq is None or (bool(flags & ACK) and ack == (other.syn_seq + 1) & SEQ_MASK)
-    return half.rst_acceptable(seq, half.sack_ok and other.sack_ok)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import bisect
 
-from passive.capture.linklayer import OPT_SACK_OK, OPT_SHIFT_MASK, OPT_WSCALE, SYN
+from passive.capture.linklayer import ACK, OPT_SACK_OK, OPT_SHIFT_MASK, OPT_WSCALE, SYN
 from passive.capture.policy import ReassemblyPolicy
 
 SEQ_MASK = 0xFFFFFFFF  # sequence numbers are 32-bit
 SEQ_HALF = 0x80000000  # (a - b) & SEQ_MASK < SEQ_HALF: sequence number a is at or after b
+_SERVER_TO_CLIENT = 1  # passive.capture.flow.Direction.SERVER_TO_CLIENT (that module imports this one)
 
 Origin = list
 """Bounds of the segment a buffered piece came from, and how many pieces still hold its bytes: [start, end, pieces].
@@ -266,3 +267,37 @@ class HalfStream:
     def _release(self, origin: Origin) -> None:
         if not origin[2] and self.by_end.get(origin[1]) is origin:
             del self.by_end[origin[1]]
+
+
+def syn_seen(half: HalfStream, other: HalfStream) -> None:
+    """Once both SYNs are seen, each direction can follow its receiver's window (scaled only if both SYNs asked)."""
+    if other.syn_seq is None:
+        return
+    for sender, receiver in ((half, other), (other, half)):
+        sender.win_known = True
+        sender.peer_shift = receiver.wscale if sender.wscale is not None and receiver.wscale is not None else 0
+        sender.note_ack(sender.acked, receiver.syn_window, True)  # a SYN's window is the peer's first right edge
+
+
+def handshake_done(halves: tuple[HalfStream, HalfStream], direction: int, flags: int, ack: int, data: int) -> bool:
+    """Whether this segment shows a flow opened by a SYN to be more than half-open.
+
+    The client's first ACK of the server's SYN completes the handshake (a spoofed source never sees the server's
+    ISN, so cannot acknowledge it); data from the server of a flow whose client side is not captured at all counts
+    too (a capture of one direction).
+    """
+    client, server = halves
+    if client.syn_seq is None and server.syn_seq is None:
+        return True  # picked up mid-stream
+    if direction == _SERVER_TO_CLIENT:
+        return bool(data) and not client.started
+    if not flags & ACK or flags & SYN:
+        return False
+    return server.syn_seq is None or 0 <= server.rel(ack) <= server.high_rel() + 1
+
+
+def rst_valid(half: HalfStream, other: HalfStream, first: bool, seq: int, ack: int, flags: int) -> bool:
+    """Whether the receiver of a RST from ``half``'s sender resets (Linux, RFC 5961)."""
+    if first:  # the sender's first segment: a reply to a SYN counts if it acknowledges that SYN
+        return other.syn_seq is None or (bool(flags & ACK) and ack == (other.syn_seq + 1) & SEQ_MASK)
+    return half.rst_acceptable(seq, half.sack_ok and other.sack_ok)
