@@ -72,6 +72,8 @@ class MailSession:
         self._out = out
         try:
             self._receive(side, data, frame, timestamp)
+            if self.buffers[CLIENT].held > MAX_HELD:
+                self._after_receive(side)
         finally:  # as in _collect, without a closure per chunk (the hot path)
             self._out = []
             self._line = _NO_LINE
@@ -124,8 +126,8 @@ class MailSession:
         """Bytes this session holds between calls: partial lines, bytes held for an answer, kept literals,
         commands awaiting replies, and what the protocol keeps (``_state_bytes``)."""
         buffers = self.buffers
-        held = self._pending_bytes + self.auth.held_bytes() + self._state_bytes()
-        return held + buffers[CLIENT].buffered + buffers[SERVER].buffered
+        held = self._pending_bytes + self._state_bytes() + buffers[CLIENT].buffered + buffers[SERVER].buffered
+        return held if self.auth.exchange is None else held + self.auth.held_bytes()
 
     def _collect(self, work: Callable[[], None]) -> list[ev.Event]:
         out: list[ev.Event] = []
@@ -157,20 +159,17 @@ class MailSession:
         elif self._tls_hello is not None and side is SERVER and data and self._tls_answered(data):
             return
         self._consume(side, data, frame, timestamp)
-        self._after_receive(side)
 
     def _consume(self, side: ev.Side, data: bytes, frame: int | None, timestamp: float | None) -> None:
-        buffer = self.buffers[side]
-        for item in buffer.feed(data, frame, timestamp):
-            if isinstance(item, Line):
+        read_line = self._client_line if side is CLIENT else self._server_line
+        for item in self.buffers[side].feed(data, frame, timestamp):
+            kind = item.__class__
+            if kind is Line:
                 self._line = item
-                if side is CLIENT:
-                    self._client_line(item.text)
-                else:
-                    self._server_line(item.text)
-            elif isinstance(item, Raw):
+                read_line(item.text)
+            elif kind is Raw:
                 self._raw(side, item)
-            elif isinstance(item, Overflow):
+            elif kind is Overflow:
                 self._line = Line("", item.frame, item.timestamp)
                 self._anomaly(side, "line_too_long", f"{item.size} bytes without a newline; skipped to the next one")
             if self.tls:
@@ -230,7 +229,8 @@ class MailSession:
         self._consume(CLIENT, held, frame, timestamp)
 
     def _after_receive(self, side: ev.Side) -> None:
-        """After each chunk: bytes held unread for an answer that is slow to come are read as they are."""
+        """After a chunk that left more than MAX_HELD of the client's bytes held unread: those held for an answer
+        that is slow to come are read as they are."""
         if self._tls_hello is not None and self.buffers[CLIENT].held > MAX_HELD:
             self._tls_not_answered(f"more than {MAX_HELD} bytes from the client and no answer")
 
