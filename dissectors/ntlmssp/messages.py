@@ -78,6 +78,15 @@ class NegotiateMessage(NtlmMessage):
         )
         return result
 
+    def client_fields(self) -> dict[str, Any]:
+        """What the client says of itself: the :data:`CLIENT_FIELDS` this message has, as :meth:`to_dict` gives
+        them, in that order, without building the rest of it."""
+        return {
+            "domain": self.domain,
+            "workstation": self.workstation,
+            "client_os_version": str(self.version) if self.version else None,
+        }
+
 
 @dataclass
 class ChallengeMessage(NtlmMessage):
@@ -119,20 +128,33 @@ class ChallengeMessage(NtlmMessage):
 
     def to_dict(self) -> dict[str, Any]:
         result = super().to_dict()
+        result.update(self._server_names())
         result.update(
-            target_name=self.target_name,
-            netbios_computer=self.netbios_computer,
-            netbios_domain=self.netbios_domain,
-            dns_computer=self.dns_computer,
-            dns_domain=self.dns_domain,
-            dns_tree=self.dns_tree,
-            server_time=self.server_time.isoformat() if self.server_time else None,
-            os_version=str(self.version) if self.version else None,
-            os_release=self.version.release if self.version else None,
             server_challenge=self.server_challenge.hex(),
             av_pairs=[p.to_dict() for p in self.target_info] if self.target_info is not None else None,
         )
         return result
+
+    def server_fields(self) -> dict[str, Any]:
+        """What the message tells of its server: the :data:`SERVER_FIELDS`, as :meth:`to_dict` gives them, in that
+        order, without building the rest of it."""
+        fields = self._server_names()
+        fields["flags"] = flag_names(self.flags)
+        return fields
+
+    def _server_names(self) -> dict[str, Any]:
+        server_time = self.server_time
+        return {
+            "target_name": self.target_name,
+            "netbios_computer": self.netbios_computer,
+            "netbios_domain": self.netbios_domain,
+            "dns_computer": self.dns_computer,
+            "dns_domain": self.dns_domain,
+            "dns_tree": self.dns_tree,
+            "server_time": server_time.isoformat() if server_time else None,
+            "os_version": str(self.version) if self.version else None,
+            "os_release": self.version.release if self.version else None,
+        }
 
 
 @dataclass
@@ -208,6 +230,18 @@ class AuthenticateMessage(NtlmMessage):
             av_pairs=[p.to_dict() for p in v2.av_pairs] if v2 else None,
         )
         return result
+
+    def client_fields(self) -> dict[str, Any]:
+        """What the client says of itself: the :data:`CLIENT_FIELDS`, as :meth:`to_dict` gives them, in that
+        order, without building the rest of it."""
+        return {
+            "user": self.user,
+            "domain": self.domain,
+            "workstation": self.workstation,
+            "ntlm_version": str(self.ntlm_version) if self.ntlm_version else None,
+            "client_os_version": str(self.version) if self.version else None,
+            "spn": self.spn,
+        }
 
 
 Message = NegotiateMessage | ChallengeMessage | AuthenticateMessage | UnknownMessage

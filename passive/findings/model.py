@@ -96,8 +96,11 @@ class Finding:
         """One more occurrence (``count=False``: the same occurrence seen later, which only moves last_seen)."""
         self.count += count
         if timestamp is not None:
-            self.first_seen = timestamp if self.first_seen is None else min(self.first_seen, timestamp)
-            self.last_seen = timestamp if self.last_seen is None else max(self.last_seen, timestamp)
+            first, last = self.first_seen, self.last_seen
+            if first is None or timestamp < first:
+                self.first_seen = timestamp
+            if last is None or timestamp > last:
+                self.last_seen = timestamp
         if client:
             self.last_client = client
             if client not in self.clients and len(self.clients) < MAX_DETAILS:

@@ -103,8 +103,7 @@ class NtlmDetector(Detector):
         """What a CHALLENGE tells of its server, for :func:`_challenged`: the decoded server fields, the clock skew
         (None when unknown), the decoding anomalies, and the web endpoint (host, path) that answered (None
         outside HTTP)."""
-        decoded = challenge.to_dict()
-        values = {name: decoded.get(name) for name in ntlmssp.SERVER_FIELDS}
+        values = challenge.server_fields()
         stamp = challenge.server_time.as_datetime if challenge.server_time else None
         skew = round(stamp.timestamp() - seen_at, 3) + 0.0 if stamp is not None and seen_at is not None else None
         anomalies = [a.to_dict() for a in challenge.anomalies][:MAX_ANOMALIES]
@@ -137,8 +136,7 @@ class NtlmDetector(Detector):
         for message in (exchange.negotiate, exchange.authenticate):
             if message is None:
                 continue
-            decoded = message.to_dict()
-            client.update({name: decoded[name] for name in ntlmssp.CLIENT_FIELDS if decoded.get(name) is not None})
+            client.update({name: value for name, value in message.client_fields().items() if value is not None})
         for name in ntlmssp.CLIENT_FIELDS:
             client.setdefault(name, None)
         if self.context.protocol == "http" and self.http is not None:
