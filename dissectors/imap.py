@@ -301,8 +301,11 @@ class ImapSession(MailSession):
             self._awaited = None  # the held bytes went with the gap
 
     def _state_bytes(self) -> int:
-        assembled = sum(pending.parts.bytes for pending in self._assembling.values() if pending is not None)
-        return assembled + self._tag_bytes
+        held = self._tag_bytes
+        for pending in (self._assembling[CLIENT], self._assembling[SERVER]):
+            if pending is not None:
+                held += pending.parts.bytes
+        return held
 
     def _shed_state(self) -> None:
         self._assembling = {CLIENT: None, SERVER: None}

@@ -70,11 +70,15 @@ class MailSession:
         """The events the bytes ``side`` sent complete."""
         out: list[ev.Event] = []
         self._out = out
-        try:
-            self._receive(side, data, frame, timestamp)
-            if self.buffers[CLIENT].held > MAX_HELD:
-                self._after_receive(side)
-        finally:  # as in _collect, without a closure per chunk (the hot path)
+        try:  # the hot path: one call per chunk, its rare cases (the stream's first bytes, TLS) apart
+            self._server_spoke = self._server_spoke or (side is SERVER and bool(data))
+            if self.tls:
+                self.tls_bytes += len(data)
+            elif (self._seen_data and self._tls_hello is None) or not self._took_tls(side, data, frame, timestamp):
+                self._consume(side, data, frame, timestamp)
+                if self.buffers[CLIENT].held > MAX_HELD:
+                    self._after_receive(side)
+        finally:  # as in _collect, without a closure per chunk
             self._out = []
             self._line = _NO_LINE
         return out
@@ -141,24 +145,23 @@ class MailSession:
             self._line = _NO_LINE
         return out
 
-    def _receive(self, side: ev.Side, data: bytes, frame: int | None, timestamp: float | None) -> None:
-        self._server_spoke = self._server_spoke or (side is SERVER and bool(data))
-        if self.tls:
-            self.tls_bytes += len(data)
-            return
-        if not self._seen_data and data:
-            self._seen_data = True
-            if data[:2] == b"\x16\x03" and not self.partial:
-                described = ev.Evidence.description(implicit_tls_evidence(data), frame, timestamp)
-                if side is SERVER:  # the server speaks TLS from its first byte: implicit TLS (465, 993, 995...)
-                    self._start_tls("implicit", True, side, described)
-                    self.tls_bytes += len(data)
-                    return
-                self._tls_hello = described  # the client's bytes wait, unread, for the server's answer
-                self.buffers[CLIENT].hold()
-        elif self._tls_hello is not None and side is SERVER and data and self._tls_answered(data):
-            return
-        self._consume(side, data, frame, timestamp)
+    def _took_tls(self, side: ev.Side, data: bytes, frame: int | None, timestamp: float | None) -> bool:
+        """The stream's first bytes, or the server's after a client's TLS record: whether they are TLS (counted,
+        not read). A client's TLS record waits, unread, for the server's answer."""
+        if self._seen_data:  # the client sent a TLS record first
+            return side is SERVER and bool(data) and self._tls_answered(data)
+        if not data:
+            return False
+        self._seen_data = True
+        if data[:2] == b"\x16\x03" and not self.partial:
+            described = ev.Evidence.description(implicit_tls_evidence(data), frame, timestamp)
+            if side is SERVER:  # the server speaks TLS from its first byte: implicit TLS (465, 993, 995...)
+                self._start_tls("implicit", True, side, described)
+                self.tls_bytes += len(data)
+                return True
+            self._tls_hello = described  # the client's bytes wait, unread, for the server's answer
+            self.buffers[CLIENT].hold()
+        return False
 
     def _consume(self, side: ev.Side, data: bytes, frame: int | None, timestamp: float | None) -> None:
         read_line = self._client_line if side is CLIENT else self._server_line

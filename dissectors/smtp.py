@@ -169,14 +169,13 @@ class SmtpSession(MailSession):
             if reply.code != 421:  # 421 may come unasked when the server shuts the connection
                 self._anomaly(ev.Side.SERVER, "unsolicited_reply", f"reply {reply.code} to no command")
             return
-        if not any(reply_fits(command.verb, reply.code) for command in self.pending):
-            self._anomaly(ev.Side.SERVER, "unsolicited_reply", f"reply {reply.code} answers no waiting command")
-            return
-        command = self._pop_pending()
-        while not reply_fits(command.verb, reply.code):
-            self._unanswered_command(command, reply.code)
-            command = self._pop_pending()
-        self._answer(command, reply)
+        if not reply_fits(self.pending[0].verb, reply.code):  # the oldest command's reply is missing, or none fits
+            if not any(reply_fits(command.verb, reply.code) for command in self.pending):
+                self._anomaly(ev.Side.SERVER, "unsolicited_reply", f"reply {reply.code} answers no waiting command")
+                return
+            while not reply_fits(self.pending[0].verb, reply.code):
+                self._unanswered_command(self._pop_pending(), reply.code)
+        self._answer(self._pop_pending(), reply)
 
     def _answers_before_auth(self) -> bool:
         """A command sent before AUTH still awaits its reply (pipelined): the reply is that command's."""
