@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from dissectors import events as ev
 from dissectors import sasl
-from dissectors.held import HeldParts, size_of
+from dissectors.held import HeldParts, sizes_of
 from dissectors.imap_syntax import capability_code, literal_at_end, tokens, without_capability_codes
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, Line, Raw
 from dissectors.session import CLIENT, COMMAND_OVERHEAD, MAX_VERB, SERVER, MailSession, unique_upper
@@ -58,7 +58,7 @@ class _Command:
 
     def __post_init__(self) -> None:
         self.name, self.line = self.name[:MAX_VERB], self.line[: ev.MAX_EVIDENCE_TEXT]
-        self.held = COMMAND_OVERHEAD + size_of(self.tag) + size_of(self.name) + size_of(self.line)
+        self.held = COMMAND_OVERHEAD + sizes_of(self.tag, self.name, self.line)
 
 
 @dataclass

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from dissectors import events as ev
 from dissectors import sasl
-from dissectors.held import HeldParts, size_of
+from dissectors.held import HeldParts, size_of, sizes_of
 from dissectors.linebuffer import MAX_LINE
 from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, Span, unique_upper
 
@@ -40,7 +40,7 @@ class _Command:
     def __post_init__(self) -> None:
         self.verb, self.argument = self.verb[:MAX_VERB], self.argument[: ev.MAX_EVIDENCE_TEXT]
         self.line = self.line[: ev.MAX_EVIDENCE_TEXT]
-        self.held = COMMAND_OVERHEAD + size_of(self.verb) + size_of(self.argument) + size_of(self.line)
+        self.held = COMMAND_OVERHEAD + sizes_of(self.verb, self.argument, self.line)
 
 
 class Pop3Session(MailSession):

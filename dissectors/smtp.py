@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from dissectors import events as ev
 from dissectors import sasl
-from dissectors.held import HeldParts, size_of
+from dissectors.held import HeldParts, sizes_of
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, Raw
 from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, Span, unique_upper
 
@@ -58,7 +58,7 @@ class _Command:
 
     def __post_init__(self) -> None:
         self.verb, self.line = self.verb[:MAX_VERB], self.line[: ev.MAX_EVIDENCE_TEXT]
-        self.held = COMMAND_OVERHEAD + size_of(self.verb) + size_of(self.line) + size_of(self.argument)
+        self.held = COMMAND_OVERHEAD + sizes_of(self.verb, self.line, self.argument)
 
 
 @dataclass
@@ -313,8 +313,10 @@ def _advertised(code: int, lines: list[str]) -> str | None:
 
 
 def _is_auth(keyword: str) -> bool:
-    """An EHLO keyword line listing mechanisms: ``AUTH PLAIN LOGIN``, ``AUTH=LOGIN``."""
-    return keyword.strip().upper().replace("=", " ", 1).split()[:1] == ["AUTH"]
+    """An EHLO keyword line listing mechanisms: ``AUTH PLAIN LOGIN``, ``AUTH=LOGIN`` (the word AUTH, in any case,
+    then the end, a space or an equals sign)."""
+    word = keyword.strip()
+    return word[:4].upper() == "AUTH" and (len(word) == 4 or word[4] == "=" or word[4].isspace())
 
 
 def _address(argument: str) -> str:

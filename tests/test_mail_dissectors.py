@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from dissectors import events as ev
@@ -278,3 +278,24 @@ def test_implicit_tls_is_recorded_and_not_read() -> None:
     # is plain text, see test_client_tls_record_not_answered_by_the_server_is_read_as_plain_text.)
     [start] = kinds(feed(Pop3Session(), [(C, b"\x16\x03\x01"), (S, b"\x16\x03\x03")]), ev.StartTls)
     assert start.evidence.line == "[TLS handshake record from the first byte: implicit TLS]"
+
+
+# Keyword lines around "AUTH": its cases, what may follow it, whitespace of every kind, and letters whose case
+# mapping changes their length (ß, ﬀ) or that combine with the one before.
+_AUTH_LINES = st.text(alphabet=st.sampled_from(list("AUTHauth= \t\u00a0\u2003\u0301ßﬀıxX1-")), max_size=12)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(_AUTH_LINES, st.text(max_size=12)))
+@example(" auth=LOGIN PLAIN")
+@example("AUTH\u00a0NTLM")
+@example("AUTHß")
+@example("AUTH\u0301 NTLM")
+@example("AUTHENTICATE")
+def test_ehlo_auth_lines_are_recognised_as_by_splitting_the_line(keyword: str) -> None:
+    """An EHLO line lists mechanisms when its first word, with one '=' read as a space and in upper case, is AUTH:
+    the recogniser that looks at its first five characters says the same of any text."""
+    from dissectors.smtp import _is_auth
+
+    by_splitting = keyword.strip().upper().replace("=", " ", 1).split()[:1] == ["AUTH"]
+    assert _is_auth(keyword) == by_splitting
