@@ -60,21 +60,22 @@ class Pop3Session(MailSession):
         verb = verb.upper()
         argument = argument.strip()
         command = _Command(verb, argument, text, self._line.frame, self._line.timestamp)
-        evidence = self._evidence()
         if verb == "USER":
             self._user = argument
         elif verb == "PASS":
-            self._emit(ev.Credentials(ev.Side.CLIENT, evidence, "USER-PASS", self._user, argument))
+            self._emit(ev.Credentials(ev.Side.CLIENT, self._evidence(), "USER-PASS", self._user, argument))
         elif verb == "APOP":
             user, _, digest = argument.rpartition(" ")
             self._emit(
-                ev.Credentials(ev.Side.CLIENT, evidence, "APOP", user or None, digest, secret_kind="apop-digest")
+                ev.Credentials(
+                    ev.Side.CLIENT, self._evidence(), "APOP", user or None, digest, secret_kind="apop-digest"
+                )
             )
         elif verb == "AUTH" and argument:
             self._sasl(ev.Side.CLIENT, self.auth.client_line(text))
             return  # the tracker follows it to the verdict
         elif verb == "QUIT":
-            self._emit(ev.Quit(ev.Side.CLIENT, evidence))
+            self._emit(ev.Quit(ev.Side.CLIENT, self._evidence()))
         self._push_pending(command)
 
     # -- server -------------------------------------------------------------------------------------------------

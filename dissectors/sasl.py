@@ -354,7 +354,7 @@ class AuthTracker:
     """
 
     def __init__(self, protocol: Protocol | str) -> None:
-        self.protocol = Protocol(protocol)
+        self.protocol = protocol if isinstance(protocol, Protocol) else Protocol(protocol)
         self.exchange: _Exchange | None = None
 
     @property

@@ -133,7 +133,8 @@ class SmtpSession(MailSession):
         if not match:
             self._anomaly(ev.Side.SERVER, "bad_reply_line", "server line is not an SMTP reply")
             return
-        code, separator, rest = int(match.group(1)), match.group(2), match.group(3)
+        digits, separator, rest = match.groups()
+        code = int(digits)
         reply = self._reply
         if reply is not None and reply.code != code:
             detail = f"a {reply.code} reply never ended before a {code} reply; not taken as an answer"
@@ -145,7 +146,7 @@ class SmtpSession(MailSession):
             if reply.lines.refused == 1:
                 limit = f"{MAX_REPLY_LINES} lines or {MAX_REPLY_BYTES} bytes"
                 self._anomaly(ev.Side.SERVER, "reply_too_long", f"a reply of more than {limit}: the rest not kept")
-        elif len(reply.lines) > 1 and _is_auth(rest):
+        elif len(reply.lines.items) > 1 and _is_auth(rest):
             reply.cited = self._cite(reply.cited)
         if separator == "-":
             return
