@@ -299,3 +299,55 @@ def test_ehlo_auth_lines_are_recognised_as_by_splitting_the_line(keyword: str) -
 
     by_splitting = keyword.strip().upper().replace("=", " ", 1).split()[:1] == ["AUTH"]
     assert _is_auth(keyword) == by_splitting
+
+
+def _tokens_char_by_char(parts: list[str | bytes]) -> list[str]:
+    """IMAP tokens read one character at a time (how they were read before the splitter searched for word ends)."""
+    from dissectors.imap_syntax import _is_literal_marker
+    from dissectors.linebuffer import wire_text
+
+    result: list[str] = []
+    for part in parts:
+        if isinstance(part, bytes):
+            result.append(wire_text(part))
+            continue
+        position = 0
+        while position < len(part):
+            if part[position].isspace():
+                position += 1
+            elif part[position] == '"':
+                value: list[str] = []
+                position += 1
+                while position < len(part):
+                    if part[position] == "\\" and position + 1 < len(part):
+                        value.append(part[position + 1])
+                        position += 2
+                    elif part[position] == '"':
+                        position += 1
+                        break
+                    else:
+                        value.append(part[position])
+                        position += 1
+                result.append("".join(value))
+            else:
+                end = position
+                while end < len(part) and not part[end].isspace():
+                    end += 1
+                if not _is_literal_marker(part[position:end]):
+                    result.append(part[position:end])
+                position = end
+    return result
+
+
+_IMAP_TEXT = st.text(alphabet=st.sampled_from(list('ab "\\{}+1\t\u00a0\u2028\u3000\x1c\x85é')), max_size=40)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.one_of(_IMAP_TEXT, st.binary(max_size=8), st.text(max_size=20)), max_size=4))
+@example(['a1 LOGIN "us\\"er" "pa\\\\ss"'])
+@example(['a1 LOGIN "unterminated\\'])
+@example(["a1 APPEND INBOX {5}", b"hello", ""])
+def test_imap_tokens_are_those_of_a_character_by_character_reading(parts: list[str | bytes]) -> None:
+    from dissectors.imap_syntax import tokens
+
+    assert tokens(parts) == _tokens_char_by_char(parts)
