@@ -140,6 +140,8 @@ STRING_AV_IDS = frozenset(
     }
 )
 KNOWN_AV_IDS = frozenset(int(member) for member in AvId)
+# Their names, looked up without an enum call (one per AV pair decoded).
+AV_ID_NAMES = {int(member): member.name for member in AvId}
 FIXED_AV_LENGTHS = {AvId.MsvAvFlags: 4, AvId.MsvAvTimestamp: 8, AvId.MsvAvChannelBindings: 16}
 # Single_Host_Data (2.2.2.2): Size, Z4, CustomData[8], MachineID[32].
 SINGLE_HOST_LENGTH = 48
