@@ -44,8 +44,14 @@ MAX_NAMES = 50
 MAX_FIELD_TEXT = 4096
 
 
+# Values that hold no text: returned as they are, before any isinstance test (most of a detail's values).
+_TEXTLESS = frozenset({int, float, bool, type(None)})
+
+
 def bounded(value: Any) -> Any:
     """``value`` with every string in it cut at MAX_FIELD_TEXT characters (dicts and lists followed)."""
+    if value.__class__ in _TEXTLESS:
+        return value
     if isinstance(value, str):
         return value[:MAX_FIELD_TEXT]
     if isinstance(value, dict):

@@ -164,9 +164,7 @@ def _challenged(
 ) -> None:
     """A CHALLENGE's server fields (a value the message lacks does not erase one an earlier message gave)."""
     fields = finding.fields
-    for name, value in values.items():
-        if value is not None or name not in fields:
-            finding.set_fields(**{name: value})
+    finding.set_fields(**{name: value for name, value in values.items() if value is not None or name not in fields})
     if skew is not None:
         fields["clock_skew_seconds"] = skew
     else:
@@ -185,9 +183,8 @@ def _challenged(
 def _closed(finding: Finding, shared: Shared, client: dict[str, Any], outcome: str | None, severity: Severity) -> None:
     """An exchange ended: what the client said of itself, its outcome, and the severity its response earns."""
     fields = finding.fields
-    for name in ntlmssp.CLIENT_FIELDS:
-        if client[name] is not None or name not in fields:
-            finding.set_fields(**{name: client[name]})
+    told = {name: client[name] for name in ntlmssp.CLIENT_FIELDS if client[name] is not None or name not in fields}
+    finding.set_fields(**told)
     fields["outcome"] = outcome
     fields.setdefault("users", [])
     fields.setdefault("workstations", [])
