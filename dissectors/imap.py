@@ -10,6 +10,7 @@ bytes), or what a server that announced LITERAL+ takes; a larger one waits for t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 from dissectors import events as ev
 from dissectors import sasl
@@ -40,7 +41,7 @@ MAX_LITERAL_PLUS = 64 * 1024 * 1024
 class _Pending:
     """A line being assembled across literals: text parts and literal values in order."""
 
-    parts: HeldParts = field(default_factory=lambda: HeldParts(MAX_PARTS, MAX_COMMAND_BYTES))
+    parts: HeldParts = field(default_factory=partial(HeldParts, MAX_PARTS, MAX_COMMAND_BYTES))
     frame: int | None = None
     timestamp: float | None = None
 

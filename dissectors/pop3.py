@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 from dissectors import events as ev
 from dissectors import sasl
@@ -31,7 +32,7 @@ class _Command:
     line: str
     frame: int | None
     timestamp: float | None
-    lines: HeldParts = field(default_factory=lambda: HeldParts(MAX_LIST_LINES, MAX_LIST_BYTES))
+    lines: HeldParts = field(default_factory=partial(HeldParts, MAX_LIST_LINES, MAX_LIST_BYTES))
     held: int = 0
     # Where the answer's lines were: all of them, and those offering a way to log in (SASL, USER) (its evidence).
     listed: Span | None = None

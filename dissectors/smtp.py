@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import partial
 
 from dissectors import events as ev
 from dissectors import sasl
@@ -66,7 +67,7 @@ class _Reply:
     """A reply being read: its code and lines, up to its final line."""
 
     code: int
-    lines: HeldParts = field(default_factory=lambda: HeldParts(MAX_REPLY_LINES, MAX_REPLY_BYTES))
+    lines: HeldParts = field(default_factory=partial(HeldParts, MAX_REPLY_LINES, MAX_REPLY_BYTES))
     last: str = ""  # the final line's text, read whatever the lines before it were
     cited: Span | None = None  # where its AUTH lines were (an EHLO reply's evidence)
 

@@ -24,11 +24,15 @@ def av_string(pairs: list[AvPair] | None, av_id: AvId) -> str | None:
     return value if isinstance(value, str) else None
 
 
+# A message's flags until it says which (immutable: one object serves every message).
+NO_FLAGS = NegotiateFlags(0)
+
+
 @dataclass
 class NtlmMessage:
     """Fields common to all messages."""
 
-    flags: NegotiateFlags = field(default_factory=lambda: NegotiateFlags(0))
+    flags: NegotiateFlags = NO_FLAGS
     version: Version | None = None
     anomalies: list[Anomaly] = field(default_factory=list)
 
