@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -351,3 +352,24 @@ def test_imap_tokens_are_those_of_a_character_by_character_reading(parts: list[s
     from dissectors.imap_syntax import tokens
 
     assert tokens(parts) == _tokens_char_by_char(parts)
+
+
+@pytest.mark.parametrize(
+    ("line", "frame", "timestamp", "first_frame"),
+    [("220 mx ESMTP", 3, 1.5, None), ("x" * 600, 7, None, 5), ("", None, None, None), ("a\x00b", 9, 2.0, 9)],
+)
+def test_evidence_made_by_of_is_what_its_init_makes(
+    line: str, frame: int | None, timestamp: float | None, first_frame: int | None
+) -> None:
+    """Evidence.of fills the frozen dataclass as pickle does: equal (and hashing equal) to what its __init__ makes,
+    its fields in their order (the worker pipe packs them so), and as immutable."""
+    import dataclasses
+
+    made = ev.Evidence.of(line, frame, timestamp, first_frame)
+    expected = ev.Evidence(
+        frame, timestamp, line[: ev.MAX_EVIDENCE_TEXT], first_frame if first_frame != frame else None
+    )
+    assert made == expected and hash(made) == hash(expected)
+    assert list(vars(made).items()) == list(vars(expected).items())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.line = "changed"  # type: ignore[misc]

@@ -75,6 +75,31 @@ class EvidenceRecord:
     first_frame: int | None = None
     described: bool = False  # the line describes what was seen ("[TLS ClientHello ...]"), it does not quote it
 
+    @classmethod
+    def of(
+        cls,
+        file: str | None,
+        frame: int | None,
+        timestamp: float | None,
+        side: str,
+        line: str,
+        first_frame: int | None,
+        described: bool,
+    ) -> EvidenceRecord:
+        """The record of these fields, filled as pickle fills it (its fields in order), not by the frozen
+        dataclass's __init__, which sets each field with a call of object.__setattr__ (a record per cited event)."""
+        record = object.__new__(cls)
+        record.__dict__.update(
+            file=file,
+            frame=frame,
+            timestamp=timestamp,
+            side=side,
+            line=line,
+            first_frame=first_frame,
+            described=described,
+        )
+        return record
+
 
 @dataclass
 class Finding:

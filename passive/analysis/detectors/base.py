@@ -139,7 +139,7 @@ class Detector:
                 began_in, first = self.locate(first)
                 if began_in != file:
                     first = None  # a line begun in an earlier file has no first frame in this one
-        return EvidenceRecord(file, frame, e.timestamp, str(event.side), e.line, first, e.described)
+        return EvidenceRecord.of(file, frame, e.timestamp, str(event.side), e.line, first, e.described)
 
     def locate(self, frame: int | None) -> tuple[str | None, int | None]:
         """The file holding the stream's ``frame`` (a ring buffer's piece) and the frame's number in it."""
