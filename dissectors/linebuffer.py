@@ -186,6 +186,12 @@ class LineBuffer:
         """Bytes held: the partial line, the kept part of a raw run, the bytes held unread."""
         return len(self._pending) + len(self._raw_kept) + len(self._held)
 
+    def buffered_with(self, other: LineBuffer) -> int:
+        """:attr:`buffered` of this buffer and ``other`` (a session's two sides) together, in one call: a session
+        is asked what it holds after every chunk."""
+        mine = len(self._pending) + len(self._raw_kept) + len(self._held)
+        return mine + len(other._pending) + len(other._raw_kept) + len(other._held)
+
     def feed(self, data: bytes, frame: int | None = None, timestamp: float | None = None) -> Iterator[Item]:
         """Yield the items ``data`` completes. A consumer may call :meth:`expect_raw` while handling a line: the
         bytes right after that line are then handed out as one :class:`Raw` item."""

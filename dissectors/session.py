@@ -129,8 +129,7 @@ class MailSession:
     def buffered_bytes(self) -> int:
         """Bytes this session holds between calls: partial lines, bytes held for an answer, kept literals,
         commands awaiting replies, and what the protocol keeps (``_state_bytes``)."""
-        buffers = self.buffers
-        held = self._pending_bytes + self._state_bytes() + buffers[CLIENT].buffered + buffers[SERVER].buffered
+        held = self._pending_bytes + self._state_bytes() + self.buffers[CLIENT].buffered_with(self.buffers[SERVER])
         return held if self.auth.exchange is None else held + self.auth.held_bytes()
 
     def _collect(self, work: Callable[[], None]) -> list[ev.Event]:
