@@ -94,7 +94,12 @@ class ImapSession(MailSession):
             self._resolve(verdict)
 
     def _assemble(self, side: ev.Side, text: str) -> None:
-        if side is CLIENT and self.auth.active and self._assembling[side] is None and self._sasl_client(text):
+        if (
+            side is CLIENT
+            and self.auth.exchange is not None
+            and self._assembling[side] is None
+            and self._sasl_client(text)
+        ):
             return
         pending = self._assembling[side]
         if pending is None:
@@ -230,9 +235,9 @@ class ImapSession(MailSession):
 
     def _response(self, parts: list[str | bytes]) -> None:
         line = parts[0] if parts and isinstance(parts[0], str) else ""
-        if self.auth.active:
+        if self.auth.exchange is not None:
             self._sasl(SERVER, self.auth.server_line(line))
-            if not self.auth.active:
+            if self.auth.exchange is None:
                 return
         words = line.split(None, 2)
         if not words:

@@ -56,7 +56,7 @@ class Pop3Session(MailSession):
     # -- client -------------------------------------------------------------------------------------------------
 
     def _client_line(self, text: str) -> None:
-        if self.auth.active and self._sasl_client(text):
+        if self.auth.exchange is not None and self._sasl_client(text):
             return
         verb, _, argument = text.strip().partition(" ")
         verb = verb.upper()
@@ -86,7 +86,7 @@ class Pop3Session(MailSession):
         if self._multiline is not None:
             self._multiline_line(text)
             return
-        if self.auth.active:
+        if self.auth.exchange is not None:
             self._sasl(ev.Side.SERVER, self.auth.server_line(text))
             return
         status = text[:4].upper()

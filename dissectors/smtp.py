@@ -94,11 +94,11 @@ class SmtpSession(MailSession):
                 self._in_data = False
                 self._push_pending(self._command("END-OF-DATA", text))
             return
-        if self.auth.active and self._sasl_client(text):
+        if self.auth.exchange is not None and self._sasl_client(text):
             return
         verb, _, argument = text.strip().partition(" ")
         verb = verb.upper()
-        command = self._command(verb, text, argument.strip())
+        command = _Command(verb, text, self._line.frame, self._line.timestamp, argument.strip())
         if verb in ("EHLO", "HELO", "LHLO"):
             self._emit(ev.Hello(ev.Side.CLIENT, self._evidence(), verb, argument.strip()))
         elif verb == "AUTH":
@@ -162,9 +162,9 @@ class SmtpSession(MailSession):
             self._emit(ev.Greeting(ev.Side.SERVER, self._evidence(), first.strip(), reply.code == 220))
             return
         self.greeted = True  # the server's first reply was not a greeting: none comes later
-        if self.auth.active and not self._answers_before_auth():
+        if self.auth.exchange is not None and not self._answers_before_auth():
             self._sasl(ev.Side.SERVER, self.auth.server_line(final_line))
-            if not self.auth.active and self.pending and self.pending[0].verb == "AUTH":
+            if self.auth.exchange is None and self.pending and self.pending[0].verb == "AUTH":
                 self._pop_pending()
             return
         if not self.pending:
