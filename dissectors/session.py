@@ -71,7 +71,8 @@ class MailSession:
         out: list[ev.Event] = []
         self._out = out
         try:  # the hot path: one call per chunk, its rare cases (the stream's first bytes, TLS) apart
-            self._server_spoke = self._server_spoke or (side is SERVER and bool(data))
+            if side is SERVER and data:
+                self._server_spoke = True
             if self.tls:
                 self.tls_bytes += len(data)
             elif (self._seen_data and self._tls_hello is None) or not self._took_tls(side, data, frame, timestamp):

@@ -444,6 +444,10 @@ def test_server_and_client_fields_are_those_of_to_dict(
         if isinstance(message, ntlmssp.ChallengeMessage):
             assert message.server_fields() == {name: decoded.get(name) for name in ntlmssp.SERVER_FIELDS}
             assert tuple(message.server_fields()) == ntlmssp.SERVER_FIELDS
+            for name in ("netbios_computer", "netbios_domain", "dns_computer", "dns_domain", "dns_tree"):
+                assert decoded[name] == getattr(message, name)
+            assert decoded["server_time"] == (message.server_time.isoformat() if message.server_time else None)
+            assert decoded["flags"] == [flag.name for flag in ntlmssp.NegotiateFlags if flag & message.flags][::-1]
         if isinstance(message, ntlmssp.NegotiateMessage | ntlmssp.AuthenticateMessage):
             fields = message.client_fields()
             assert fields == {name: decoded[name] for name in ntlmssp.CLIENT_FIELDS if name in decoded}

@@ -20,7 +20,10 @@ def av_lookup(pairs: list[AvPair] | None, av_id: AvId) -> Any:
 
 
 def av_string(pairs: list[AvPair] | None, av_id: AvId) -> str | None:
-    value = av_lookup(pairs, av_id)
+    return _text(av_lookup(pairs, av_id))
+
+
+def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
@@ -147,15 +150,19 @@ class ChallengeMessage(NtlmMessage):
         return fields
 
     def _server_names(self) -> dict[str, Any]:
-        server_time = self.server_time
+        """The names and time the properties above give, read in one pass over the AV pairs."""
+        first: dict[int, Any] = {}
+        for pair in self.target_info or ():
+            first.setdefault(pair.av_id, pair.value)  # the first pair of an id is the one read, as av_lookup does
+        server_time = first.get(AvId.MsvAvTimestamp)
         return {
             "target_name": self.target_name,
-            "netbios_computer": self.netbios_computer,
-            "netbios_domain": self.netbios_domain,
-            "dns_computer": self.dns_computer,
-            "dns_domain": self.dns_domain,
-            "dns_tree": self.dns_tree,
-            "server_time": server_time.isoformat() if server_time else None,
+            "netbios_computer": _text(first.get(AvId.MsvAvNbComputerName)),
+            "netbios_domain": _text(first.get(AvId.MsvAvNbDomainName)),
+            "dns_computer": _text(first.get(AvId.MsvAvDnsComputerName)),
+            "dns_domain": _text(first.get(AvId.MsvAvDnsDomainName)),
+            "dns_tree": _text(first.get(AvId.MsvAvDnsTreeName)),
+            "server_time": server_time.isoformat() if isinstance(server_time, FileTime) else None,
             "os_version": str(self.version) if self.version else None,
             "os_release": self.version.release if self.version else None,
         }
