@@ -12,9 +12,9 @@ from dissectors.linebuffer import wire_text
 # Where a [CAPABILITY ...] response code opens; its end is the next "]", found with str.find (a regular expression
 # scanning for the "]" from every opening tried before was quadratic on a line of openings).
 _CAPABILITY_OPEN = re.compile(r"\[CAPABILITY ", re.IGNORECASE)
-# Where words start and end: \s is whitespace as str.isspace has it (both are Py_UNICODE_ISSPACE).
-_WORD = re.compile(r"\S")
-_SPACE = re.compile(r"\s")
+# The next token: a quoted string's opening quote, or an atom (a run of anything but whitespace; \s is whitespace
+# as str.isspace has it, both being Py_UNICODE_ISSPACE).
+_TOKEN = re.compile(r'(")|(\S+)')
 # What ends a run of plain characters inside a quoted string: its closing quote, or a backslash escaping the next.
 _QUOTED_SPECIAL = re.compile(r'["\\]')
 # Octet counts of a literal: RFC 9051 allows 63 bits; twelve digits (a terabyte) already exceed any real message.
@@ -69,20 +69,17 @@ def tokens(parts: list[str | bytes]) -> list[str]:
             result.append(wire_text(part))
             continue
         text = part
-        found = _WORD.search(text)
+        found = _TOKEN.search(text)
         while found is not None:
-            position = found.start()
-            if text[position] == '"':
-                value, position = _quoted(text, position + 1)
+            atom = found.group(2)
+            if atom is None:  # an opening quote
+                value, position = _quoted(text, found.end())
                 result.append(value)
             else:
-                space = _SPACE.search(text, position)
-                end = len(text) if space is None else space.start()
-                atom = text[position:end]
-                if not _is_literal_marker(atom):  # the {n} marker itself is not a value
+                if not (atom[0] == "{" and _is_literal_marker(atom)):  # the {n} marker itself is not a value
                     result.append(atom)
-                position = end
-            found = _WORD.search(text, position)
+                position = found.end()
+            found = _TOKEN.search(text, position)
     return result
 
 
