@@ -216,7 +216,6 @@ class LineBuffer:
                     yield Raw(kept, self._raw_size, self._raw_frame, self._raw_timestamp)
                 continue
             newline = data.find(b"\n", position)
-            end = size if newline < 0 else newline
             if self._discarding:
                 if newline < 0:
                     return
@@ -230,6 +229,7 @@ class LineBuffer:
                     yield Line(wire_text(line), frame, timestamp, frame)
                     continue
                 self._pending_frame, self._pending_timestamp = frame, timestamp
+            end = size if newline < 0 else newline
             if len(self._pending) + (end - position) > self.max_line:
                 overflow = len(self._pending) + end - position
                 self._pending.clear()
