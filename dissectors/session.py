@@ -323,6 +323,8 @@ class MailSession:
 
     def _sasl(self, side: ev.Side, results: list[sasl.SaslEvent]) -> None:
         """Translate the SASL tracker's events into session events with evidence."""
+        if not results:
+            return
         evidence = self._evidence()
         mechanism = self.auth.exchange.mechanism if self.auth.exchange else ""
         for result in results:
