@@ -50,6 +50,9 @@ from dissectors.ntlmssp.spec import (
 )
 from dissectors.ntlmssp.values import Anomaly, FileTime
 
+# What may be decoded (a tuple made once: ``bytes | bytearray | memoryview`` builds a union at every call).
+_BYTES_TYPES = (bytes, bytearray, memoryview)
+
 
 class DecodeError(ValueError):
     """Raised when the input is not an NTLMSSP message (no ``NTLMSSP\\0`` signature)."""
@@ -61,7 +64,7 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
     Raises :class:`DecodeError` only when ``data`` is not NTLMSSP (wrong type or no signature); every other problem
     is reported in the returned message's ``anomalies``.
     """
-    if not isinstance(data, bytes | bytearray | memoryview):
+    if not isinstance(data, _BYTES_TYPES):
         raise DecodeError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
     if not data.startswith(SIGNATURE):
