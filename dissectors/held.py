@@ -15,6 +15,11 @@ def size_of(value: str | bytes | None) -> int:
     return 0 if value is None else sys.getsizeof(value)
 
 
+def sizes_of(*values: str | bytes) -> int:
+    """Bytes of memory kept strings take together."""
+    return sum(map(sys.getsizeof, values))
+
+
 class HeldParts:
     """Lines (and literal values) kept in order, at most ``max_items`` of them and ``max_bytes`` in all; what does
     not fit is not kept, only counted in ``refused``."""
@@ -30,7 +35,7 @@ class HeldParts:
 
     def add(self, value: str | bytes) -> bool:
         """Keep ``value`` if it fits; False (and one more refused) when it does not."""
-        size = size_of(value)
+        size = sys.getsizeof(value)
         if len(self.items) >= self.max_items or self.bytes + size > self.max_bytes:
             self.refused += 1
             return False

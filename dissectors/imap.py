@@ -10,10 +10,11 @@ bytes), or what a server that announced LITERAL+ takes; a larger one waits for t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 from dissectors import events as ev
 from dissectors import sasl
-from dissectors.held import HeldParts, size_of
+from dissectors.held import HeldParts, sizes_of
 from dissectors.imap_syntax import capability_code, literal_at_end, tokens, without_capability_codes
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, Line, Raw
 from dissectors.session import CLIENT, COMMAND_OVERHEAD, MAX_VERB, SERVER, MailSession, unique_upper
@@ -40,7 +41,7 @@ MAX_LITERAL_PLUS = 64 * 1024 * 1024
 class _Pending:
     """A line being assembled across literals: text parts and literal values in order."""
 
-    parts: HeldParts = field(default_factory=lambda: HeldParts(MAX_PARTS, MAX_COMMAND_BYTES))
+    parts: HeldParts = field(default_factory=partial(HeldParts, MAX_PARTS, MAX_COMMAND_BYTES))
     frame: int | None = None
     timestamp: float | None = None
 
@@ -58,7 +59,7 @@ class _Command:
 
     def __post_init__(self) -> None:
         self.name, self.line = self.name[:MAX_VERB], self.line[: ev.MAX_EVIDENCE_TEXT]
-        self.held = COMMAND_OVERHEAD + size_of(self.tag) + size_of(self.name) + size_of(self.line)
+        self.held = COMMAND_OVERHEAD + sizes_of(self.tag, self.name, self.line)
 
 
 @dataclass
@@ -93,7 +94,12 @@ class ImapSession(MailSession):
             self._resolve(verdict)
 
     def _assemble(self, side: ev.Side, text: str) -> None:
-        if side is CLIENT and self.auth.active and self._assembling[side] is None and self._sasl_client(text):
+        if (
+            side is CLIENT
+            and self.auth.exchange is not None
+            and self._assembling[side] is None
+            and self._sasl_client(text)
+        ):
             return
         pending = self._assembling[side]
         if pending is None:
@@ -229,9 +235,9 @@ class ImapSession(MailSession):
 
     def _response(self, parts: list[str | bytes]) -> None:
         line = parts[0] if parts and isinstance(parts[0], str) else ""
-        if self.auth.active:
+        if self.auth.exchange is not None:
             self._sasl(SERVER, self.auth.server_line(line))
-            if not self.auth.active:
+            if self.auth.exchange is None:
                 return
         words = line.split(None, 2)
         if not words:
@@ -301,8 +307,11 @@ class ImapSession(MailSession):
             self._awaited = None  # the held bytes went with the gap
 
     def _state_bytes(self) -> int:
-        assembled = sum(pending.parts.bytes for pending in self._assembling.values() if pending is not None)
-        return assembled + self._tag_bytes
+        held = self._tag_bytes
+        for pending in (self._assembling[CLIENT], self._assembling[SERVER]):
+            if pending is not None:
+                held += pending.parts.bytes
+        return held
 
     def _shed_state(self) -> None:
         self._assembling = {CLIENT: None, SERVER: None}

@@ -12,6 +12,11 @@ from dissectors.linebuffer import wire_text
 # Where a [CAPABILITY ...] response code opens; its end is the next "]", found with str.find (a regular expression
 # scanning for the "]" from every opening tried before was quadratic on a line of openings).
 _CAPABILITY_OPEN = re.compile(r"\[CAPABILITY ", re.IGNORECASE)
+# The next token: a quoted string's opening quote, or an atom (a run of anything but whitespace; \s is whitespace
+# as str.isspace has it, both being Py_UNICODE_ISSPACE).
+_TOKEN = re.compile(r'(")|(\S+)')
+# What ends a run of plain characters inside a quoted string: its closing quote, or a backslash escaping the next.
+_QUOTED_SPECIAL = re.compile(r'["\\]')
 # Octet counts of a literal: RFC 9051 allows 63 bits; twelve digits (a terabyte) already exceed any real message.
 MAX_LITERAL_DIGITS = 12
 
@@ -63,36 +68,34 @@ def tokens(parts: list[str | bytes]) -> list[str]:
         if isinstance(part, bytes):
             result.append(wire_text(part))
             continue
-        position = 0
         text = part
-        while position < len(text):
-            char = text[position]
-            if char.isspace():
-                position += 1
-            elif char == '"':
-                value, position = _quoted(text, position + 1)
+        found = _TOKEN.search(text)
+        while found is not None:
+            atom = found.group(2)
+            if atom is None:  # an opening quote
+                value, position = _quoted(text, found.end())
                 result.append(value)
             else:
-                end = position
-                while end < len(text) and not text[end].isspace():
-                    end += 1
-                atom = text[position:end]
-                if not _is_literal_marker(atom):  # the {n} marker itself is not a value
+                if not (atom[0] == "{" and _is_literal_marker(atom)):  # the {n} marker itself is not a value
                     result.append(atom)
-                position = end
+                position = found.end()
+            found = _TOKEN.search(text, position)
     return result
 
 
 def _quoted(text: str, position: int) -> tuple[str, int]:
+    """A quoted string's value from just after its opening quote, and where reading goes on (after the closing
+    quote, or the end of the text when it has none)."""
     value: list[str] = []
-    while position < len(text):
-        char = text[position]
-        if char == "\\" and position + 1 < len(text):
-            value.append(text[position + 1])
-            position += 2
-        elif char == '"':
-            return "".join(value), position + 1
-        else:
-            value.append(char)
-            position += 1
-    return "".join(value), position
+    while (special := _QUOTED_SPECIAL.search(text, position)) is not None:
+        at = special.start()
+        value.append(text[position:at])
+        if text[at] == '"':
+            return "".join(value), at + 1
+        if at + 1 == len(text):  # a backslash that escapes nothing stays
+            value.append("\\")
+            return "".join(value), len(text)
+        value.append(text[at + 1])
+        position = at + 2
+    value.append(text[position:])
+    return "".join(value), len(text)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
+from functools import partial
 
 from dissectors import events as ev
 from dissectors import sasl
-from dissectors.held import HeldParts, size_of
+from dissectors.held import HeldParts, sizes_of
 from dissectors.linebuffer import MAX_LINE
 from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, Span, unique_upper
 
@@ -31,7 +33,7 @@ class _Command:
     line: str
     frame: int | None
     timestamp: float | None
-    lines: HeldParts = field(default_factory=lambda: HeldParts(MAX_LIST_LINES, MAX_LIST_BYTES))
+    lines: HeldParts = field(default_factory=partial(HeldParts, MAX_LIST_LINES, MAX_LIST_BYTES))
     held: int = 0
     # Where the answer's lines were: all of them, and those offering a way to log in (SASL, USER) (its evidence).
     listed: Span | None = None
@@ -40,7 +42,7 @@ class _Command:
     def __post_init__(self) -> None:
         self.verb, self.argument = self.verb[:MAX_VERB], self.argument[: ev.MAX_EVIDENCE_TEXT]
         self.line = self.line[: ev.MAX_EVIDENCE_TEXT]
-        self.held = COMMAND_OVERHEAD + size_of(self.verb) + size_of(self.argument) + size_of(self.line)
+        self.held = COMMAND_OVERHEAD + sizes_of(self.verb, self.argument, self.line)
 
 
 class Pop3Session(MailSession):
@@ -54,27 +56,28 @@ class Pop3Session(MailSession):
     # -- client -------------------------------------------------------------------------------------------------
 
     def _client_line(self, text: str) -> None:
-        if self.auth.active and self._sasl_client(text):
+        if self.auth.exchange is not None and self._sasl_client(text):
             return
         verb, _, argument = text.strip().partition(" ")
         verb = verb.upper()
         argument = argument.strip()
         command = _Command(verb, argument, text, self._line.frame, self._line.timestamp)
-        evidence = self._evidence()
         if verb == "USER":
             self._user = argument
         elif verb == "PASS":
-            self._emit(ev.Credentials(ev.Side.CLIENT, evidence, "USER-PASS", self._user, argument))
+            self._emit(ev.Credentials(ev.Side.CLIENT, self._evidence(), "USER-PASS", self._user, argument))
         elif verb == "APOP":
             user, _, digest = argument.rpartition(" ")
             self._emit(
-                ev.Credentials(ev.Side.CLIENT, evidence, "APOP", user or None, digest, secret_kind="apop-digest")
+                ev.Credentials(
+                    ev.Side.CLIENT, self._evidence(), "APOP", user or None, digest, secret_kind="apop-digest"
+                )
             )
         elif verb == "AUTH" and argument:
             self._sasl(ev.Side.CLIENT, self.auth.client_line(text))
             return  # the tracker follows it to the verdict
         elif verb == "QUIT":
-            self._emit(ev.Quit(ev.Side.CLIENT, evidence))
+            self._emit(ev.Quit(ev.Side.CLIENT, self._evidence()))
         self._push_pending(command)
 
     # -- server -------------------------------------------------------------------------------------------------
@@ -83,7 +86,7 @@ class Pop3Session(MailSession):
         if self._multiline is not None:
             self._multiline_line(text)
             return
-        if self.auth.active:
+        if self.auth.exchange is not None:
             self._sasl(ev.Side.SERVER, self.auth.server_line(text))
             return
         status = text[:4].upper()
@@ -165,7 +168,7 @@ class Pop3Session(MailSession):
 
     def _state_bytes(self) -> int:
         listed = self._multiline.lines.bytes if self._multiline is not None else 0
-        return listed + size_of(self._user)
+        return listed if self._user is None else listed + sys.getsizeof(self._user)
 
     def _shed_state(self) -> None:
         if self._multiline is not None:  # still inside the answer (its "." ends it), without the lines kept so far

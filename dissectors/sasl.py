@@ -22,6 +22,7 @@ import enum
 import re
 import sys
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from dissectors import ntlmssp
 from dissectors.linebuffer import wire_text
@@ -47,8 +48,7 @@ class Direction(enum.StrEnum):
     SERVER = "server"
 
 
-@dataclass(frozen=True)
-class Base64Result:
+class Base64Result(NamedTuple):
     data: bytes | None
     anomalies: tuple[str, ...] = ()
 
@@ -82,8 +82,7 @@ def decode_base64(text: str | bytes) -> Base64Result:
         return Base64Result(None, ("bad_base64",))
 
 
-@dataclass(frozen=True)
-class AuthCommand:
+class AuthCommand(NamedTuple):
     """A client's request to start SASL: ``AUTH <mech> [ir]`` or ``<tag> AUTHENTICATE <mech> [ir]``."""
 
     mechanism: str
@@ -121,8 +120,7 @@ class ReplyKind(enum.Enum):
     OTHER = "other"
 
 
-@dataclass(frozen=True)
-class ServerReply:
+class ServerReply(NamedTuple):
     kind: ReplyKind
     text: str  # the continuation payload, or the whole status line
 
@@ -354,7 +352,7 @@ class AuthTracker:
     """
 
     def __init__(self, protocol: Protocol | str) -> None:
-        self.protocol = Protocol(protocol)
+        self.protocol = protocol if isinstance(protocol, Protocol) else Protocol(protocol)
         self.exchange: _Exchange | None = None
 
     @property

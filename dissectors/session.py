@@ -70,9 +70,16 @@ class MailSession:
         """The events the bytes ``side`` sent complete."""
         out: list[ev.Event] = []
         self._out = out
-        try:
-            self._receive(side, data, frame, timestamp)
-        finally:  # as in _collect, without a closure per chunk (the hot path)
+        try:  # the hot path: one call per chunk, its rare cases (the stream's first bytes, TLS) apart
+            if side is SERVER and data:
+                self._server_spoke = True
+            if self.tls:
+                self.tls_bytes += len(data)
+            elif (self._seen_data and self._tls_hello is None) or not self._took_tls(side, data, frame, timestamp):
+                self._consume(side, data, frame, timestamp)
+                if self.buffers[CLIENT].held > MAX_HELD:
+                    self._after_receive(side)
+        finally:  # as in _collect, without a closure per chunk
             self._out = []
             self._line = _NO_LINE
         return out
@@ -123,9 +130,8 @@ class MailSession:
     def buffered_bytes(self) -> int:
         """Bytes this session holds between calls: partial lines, bytes held for an answer, kept literals,
         commands awaiting replies, and what the protocol keeps (``_state_bytes``)."""
-        buffers = self.buffers
-        held = self._pending_bytes + self.auth.held_bytes() + self._state_bytes()
-        return held + buffers[CLIENT].buffered + buffers[SERVER].buffered
+        held = self._pending_bytes + self._state_bytes() + self.buffers[CLIENT].buffered_with(self.buffers[SERVER])
+        return held if self.auth.exchange is None else held + self.auth.held_bytes()
 
     def _collect(self, work: Callable[[], None]) -> list[ev.Event]:
         out: list[ev.Event] = []
@@ -139,38 +145,34 @@ class MailSession:
             self._line = _NO_LINE
         return out
 
-    def _receive(self, side: ev.Side, data: bytes, frame: int | None, timestamp: float | None) -> None:
-        self._server_spoke = self._server_spoke or (side is SERVER and bool(data))
-        if self.tls:
-            self.tls_bytes += len(data)
-            return
-        if not self._seen_data and data:
-            self._seen_data = True
-            if data[:2] == b"\x16\x03" and not self.partial:
-                described = ev.Evidence.description(implicit_tls_evidence(data), frame, timestamp)
-                if side is SERVER:  # the server speaks TLS from its first byte: implicit TLS (465, 993, 995...)
-                    self._start_tls("implicit", True, side, described)
-                    self.tls_bytes += len(data)
-                    return
-                self._tls_hello = described  # the client's bytes wait, unread, for the server's answer
-                self.buffers[CLIENT].hold()
-        elif self._tls_hello is not None and side is SERVER and data and self._tls_answered(data):
-            return
-        self._consume(side, data, frame, timestamp)
-        self._after_receive(side)
+    def _took_tls(self, side: ev.Side, data: bytes, frame: int | None, timestamp: float | None) -> bool:
+        """The stream's first bytes, or the server's after a client's TLS record: whether they are TLS (counted,
+        not read). A client's TLS record waits, unread, for the server's answer."""
+        if self._seen_data:  # the client sent a TLS record first
+            return side is SERVER and bool(data) and self._tls_answered(data)
+        if not data:
+            return False
+        self._seen_data = True
+        if data[:2] == b"\x16\x03" and not self.partial:
+            described = ev.Evidence.description(implicit_tls_evidence(data), frame, timestamp)
+            if side is SERVER:  # the server speaks TLS from its first byte: implicit TLS (465, 993, 995...)
+                self._start_tls("implicit", True, side, described)
+                self.tls_bytes += len(data)
+                return True
+            self._tls_hello = described  # the client's bytes wait, unread, for the server's answer
+            self.buffers[CLIENT].hold()
+        return False
 
     def _consume(self, side: ev.Side, data: bytes, frame: int | None, timestamp: float | None) -> None:
-        buffer = self.buffers[side]
-        for item in buffer.feed(data, frame, timestamp):
-            if isinstance(item, Line):
+        read_line = self._client_line if side is CLIENT else self._server_line
+        for item in self.buffers[side].feed(data, frame, timestamp):
+            kind = item.__class__
+            if kind is Line:
                 self._line = item
-                if side is CLIENT:
-                    self._client_line(item.text)
-                else:
-                    self._server_line(item.text)
-            elif isinstance(item, Raw):
+                read_line(item.text)
+            elif kind is Raw:
                 self._raw(side, item)
-            elif isinstance(item, Overflow):
+            elif kind is Overflow:
                 self._line = Line("", item.frame, item.timestamp)
                 self._anomaly(side, "line_too_long", f"{item.size} bytes without a newline; skipped to the next one")
             if self.tls:
@@ -230,7 +232,8 @@ class MailSession:
         self._consume(CLIENT, held, frame, timestamp)
 
     def _after_receive(self, side: ev.Side) -> None:
-        """After each chunk: bytes held unread for an answer that is slow to come are read as they are."""
+        """After a chunk that left more than MAX_HELD of the client's bytes held unread: those held for an answer
+        that is slow to come are read as they are."""
         if self._tls_hello is not None and self.buffers[CLIENT].held > MAX_HELD:
             self._tls_not_answered(f"more than {MAX_HELD} bytes from the client and no answer")
 
@@ -320,6 +323,8 @@ class MailSession:
 
     def _sasl(self, side: ev.Side, results: list[sasl.SaslEvent]) -> None:
         """Translate the SASL tracker's events into session events with evidence."""
+        if not results:
+            return
         evidence = self._evidence()
         mechanism = self.auth.exchange.mechanism if self.auth.exchange else ""
         for result in results:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import partial
 
 from dissectors import events as ev
 from dissectors import sasl
-from dissectors.held import HeldParts, size_of
+from dissectors.held import HeldParts, sizes_of
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, Raw
 from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, Span, unique_upper
 
@@ -58,7 +59,7 @@ class _Command:
 
     def __post_init__(self) -> None:
         self.verb, self.line = self.verb[:MAX_VERB], self.line[: ev.MAX_EVIDENCE_TEXT]
-        self.held = COMMAND_OVERHEAD + size_of(self.verb) + size_of(self.line) + size_of(self.argument)
+        self.held = COMMAND_OVERHEAD + sizes_of(self.verb, self.line, self.argument)
 
 
 @dataclass
@@ -66,7 +67,7 @@ class _Reply:
     """A reply being read: its code and lines, up to its final line."""
 
     code: int
-    lines: HeldParts = field(default_factory=lambda: HeldParts(MAX_REPLY_LINES, MAX_REPLY_BYTES))
+    lines: HeldParts = field(default_factory=partial(HeldParts, MAX_REPLY_LINES, MAX_REPLY_BYTES))
     last: str = ""  # the final line's text, read whatever the lines before it were
     cited: Span | None = None  # where its AUTH lines were (an EHLO reply's evidence)
 
@@ -93,11 +94,11 @@ class SmtpSession(MailSession):
                 self._in_data = False
                 self._push_pending(self._command("END-OF-DATA", text))
             return
-        if self.auth.active and self._sasl_client(text):
+        if self.auth.exchange is not None and self._sasl_client(text):
             return
         verb, _, argument = text.strip().partition(" ")
         verb = verb.upper()
-        command = self._command(verb, text, argument.strip())
+        command = _Command(verb, text, self._line.frame, self._line.timestamp, argument.strip())
         if verb in ("EHLO", "HELO", "LHLO"):
             self._emit(ev.Hello(ev.Side.CLIENT, self._evidence(), verb, argument.strip()))
         elif verb == "AUTH":
@@ -133,7 +134,8 @@ class SmtpSession(MailSession):
         if not match:
             self._anomaly(ev.Side.SERVER, "bad_reply_line", "server line is not an SMTP reply")
             return
-        code, separator, rest = int(match.group(1)), match.group(2), match.group(3)
+        digits, separator, rest = match.groups()
+        code = int(digits)
         reply = self._reply
         if reply is not None and reply.code != code:
             detail = f"a {reply.code} reply never ended before a {code} reply; not taken as an answer"
@@ -145,7 +147,7 @@ class SmtpSession(MailSession):
             if reply.lines.refused == 1:
                 limit = f"{MAX_REPLY_LINES} lines or {MAX_REPLY_BYTES} bytes"
                 self._anomaly(ev.Side.SERVER, "reply_too_long", f"a reply of more than {limit}: the rest not kept")
-        elif len(reply.lines) > 1 and _is_auth(rest):
+        elif len(reply.lines.items) > 1 and _is_auth(rest):
             reply.cited = self._cite(reply.cited)
         if separator == "-":
             return
@@ -160,23 +162,22 @@ class SmtpSession(MailSession):
             self._emit(ev.Greeting(ev.Side.SERVER, self._evidence(), first.strip(), reply.code == 220))
             return
         self.greeted = True  # the server's first reply was not a greeting: none comes later
-        if self.auth.active and not self._answers_before_auth():
+        if self.auth.exchange is not None and not self._answers_before_auth():
             self._sasl(ev.Side.SERVER, self.auth.server_line(final_line))
-            if not self.auth.active and self.pending and self.pending[0].verb == "AUTH":
+            if self.auth.exchange is None and self.pending and self.pending[0].verb == "AUTH":
                 self._pop_pending()
             return
         if not self.pending:
             if reply.code != 421:  # 421 may come unasked when the server shuts the connection
                 self._anomaly(ev.Side.SERVER, "unsolicited_reply", f"reply {reply.code} to no command")
             return
-        if not any(reply_fits(command.verb, reply.code) for command in self.pending):
-            self._anomaly(ev.Side.SERVER, "unsolicited_reply", f"reply {reply.code} answers no waiting command")
-            return
-        command = self._pop_pending()
-        while not reply_fits(command.verb, reply.code):
-            self._unanswered_command(command, reply.code)
-            command = self._pop_pending()
-        self._answer(command, reply)
+        if not reply_fits(self.pending[0].verb, reply.code):  # the oldest command's reply is missing, or none fits
+            if not any(reply_fits(command.verb, reply.code) for command in self.pending):
+                self._anomaly(ev.Side.SERVER, "unsolicited_reply", f"reply {reply.code} answers no waiting command")
+                return
+            while not reply_fits(self.pending[0].verb, reply.code):
+                self._unanswered_command(self._pop_pending(), reply.code)
+        self._answer(self._pop_pending(), reply)
 
     def _answers_before_auth(self) -> bool:
         """A command sent before AUTH still awaits its reply (pipelined): the reply is that command's."""
@@ -314,8 +315,10 @@ def _advertised(code: int, lines: list[str]) -> str | None:
 
 
 def _is_auth(keyword: str) -> bool:
-    """An EHLO keyword line listing mechanisms: ``AUTH PLAIN LOGIN``, ``AUTH=LOGIN``."""
-    return keyword.strip().upper().replace("=", " ", 1).split()[:1] == ["AUTH"]
+    """An EHLO keyword line listing mechanisms: ``AUTH PLAIN LOGIN``, ``AUTH=LOGIN`` (the word AUTH, in any case,
+    then the end, a space or an equals sign)."""
+    word = keyword.strip()
+    return word[:4].upper() == "AUTH" and (len(word) == 4 or word[4] == "=" or word[4].isspace())
 
 
 def _address(argument: str) -> str:

@@ -304,3 +304,19 @@ def test_ntlm_severity_follows_the_response(nt_response: bytes, lm_response: byt
     ]
     [finding] = of(run([(SERVER, exchange)]), "ntlm-info")
     assert finding["severity"] == severity
+
+
+def test_evidence_record_made_by_of_is_what_its_init_makes() -> None:
+    """EvidenceRecord.of fills the frozen dataclass as pickle does: equal (and hashing equal) to what its __init__
+    makes, its fields in their order, and as immutable."""
+    import dataclasses
+
+    from passive.findings.model import EvidenceRecord
+
+    for values in (("a.pcap", 4, 1.25, "client", "AUTH NTLM", 3, False), (None, None, None, "server", "", None, True)):
+        made = EvidenceRecord.of(*values)
+        expected = EvidenceRecord(*values)
+        assert made == expected and hash(made) == hash(expected)
+        assert list(vars(made).items()) == list(vars(expected).items())
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            made.line = "changed"  # type: ignore[misc]

@@ -80,7 +80,8 @@ PARSERS = {
         lambda n: "334" + " " * n + "x",
     ),
     "destination_domain": (destination_domain, lambda n: "@a:" * (n // 3) + "%!"),
-    "guess_software": (guess_software, lambda n: "Microsoft Exchange " * (n // 19)),
+    # The search itself, not the cache of banners in front of it (which would answer every repeat at once).
+    "guess_software": (guess_software.__wrapped__, lambda n: "Microsoft Exchange " * (n // 19)),
 }
 
 

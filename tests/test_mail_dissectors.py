@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 import json
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from dissectors import events as ev
@@ -278,3 +279,97 @@ def test_implicit_tls_is_recorded_and_not_read() -> None:
     # is plain text, see test_client_tls_record_not_answered_by_the_server_is_read_as_plain_text.)
     [start] = kinds(feed(Pop3Session(), [(C, b"\x16\x03\x01"), (S, b"\x16\x03\x03")]), ev.StartTls)
     assert start.evidence.line == "[TLS handshake record from the first byte: implicit TLS]"
+
+
+# Keyword lines around "AUTH": its cases, what may follow it, whitespace of every kind, and letters whose case
+# mapping changes their length (ß, ﬀ) or that combine with the one before.
+_AUTH_LINES = st.text(alphabet=st.sampled_from(list("AUTHauth= \t\u00a0\u2003\u0301ßﬀıxX1-")), max_size=12)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(_AUTH_LINES, st.text(max_size=12)))
+@example(" auth=LOGIN PLAIN")
+@example("AUTH\u00a0NTLM")
+@example("AUTHß")
+@example("AUTH\u0301 NTLM")
+@example("AUTHENTICATE")
+def test_ehlo_auth_lines_are_recognised_as_by_splitting_the_line(keyword: str) -> None:
+    """An EHLO line lists mechanisms when its first word, with one '=' read as a space and in upper case, is AUTH:
+    the recogniser that looks at its first five characters says the same of any text."""
+    from dissectors.smtp import _is_auth
+
+    by_splitting = keyword.strip().upper().replace("=", " ", 1).split()[:1] == ["AUTH"]
+    assert _is_auth(keyword) == by_splitting
+
+
+def _tokens_char_by_char(parts: list[str | bytes]) -> list[str]:
+    """IMAP tokens read one character at a time (how they were read before the splitter searched for word ends)."""
+    from dissectors.imap_syntax import _is_literal_marker
+    from dissectors.linebuffer import wire_text
+
+    result: list[str] = []
+    for part in parts:
+        if isinstance(part, bytes):
+            result.append(wire_text(part))
+            continue
+        position = 0
+        while position < len(part):
+            if part[position].isspace():
+                position += 1
+            elif part[position] == '"':
+                value: list[str] = []
+                position += 1
+                while position < len(part):
+                    if part[position] == "\\" and position + 1 < len(part):
+                        value.append(part[position + 1])
+                        position += 2
+                    elif part[position] == '"':
+                        position += 1
+                        break
+                    else:
+                        value.append(part[position])
+                        position += 1
+                result.append("".join(value))
+            else:
+                end = position
+                while end < len(part) and not part[end].isspace():
+                    end += 1
+                if not _is_literal_marker(part[position:end]):
+                    result.append(part[position:end])
+                position = end
+    return result
+
+
+_IMAP_TEXT = st.text(alphabet=st.sampled_from(list('ab "\\{}+1\t\u00a0\u2028\u3000\x1c\x85é')), max_size=40)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.one_of(_IMAP_TEXT, st.binary(max_size=8), st.text(max_size=20)), max_size=4))
+@example(['a1 LOGIN "us\\"er" "pa\\\\ss"'])
+@example(['a1 LOGIN "unterminated\\'])
+@example(["a1 APPEND INBOX {5}", b"hello", ""])
+def test_imap_tokens_are_those_of_a_character_by_character_reading(parts: list[str | bytes]) -> None:
+    from dissectors.imap_syntax import tokens
+
+    assert tokens(parts) == _tokens_char_by_char(parts)
+
+
+@pytest.mark.parametrize(
+    ("line", "frame", "timestamp", "first_frame"),
+    [("220 mx ESMTP", 3, 1.5, None), ("x" * 600, 7, None, 5), ("", None, None, None), ("a\x00b", 9, 2.0, 9)],
+)
+def test_evidence_made_by_of_is_what_its_init_makes(
+    line: str, frame: int | None, timestamp: float | None, first_frame: int | None
+) -> None:
+    """Evidence.of fills the frozen dataclass as pickle does: equal (and hashing equal) to what its __init__ makes,
+    its fields in their order (the worker pipe packs them so), and as immutable."""
+    import dataclasses
+
+    made = ev.Evidence.of(line, frame, timestamp, first_frame)
+    expected = ev.Evidence(
+        frame, timestamp, line[: ev.MAX_EVIDENCE_TEXT], first_frame if first_frame != frame else None
+    )
+    assert made == expected and hash(made) == hash(expected)
+    assert list(vars(made).items()) == list(vars(expected).items())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.line = "changed"  # type: ignore[misc]

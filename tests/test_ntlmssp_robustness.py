@@ -23,7 +23,18 @@ def _decode_or_decode_error(data: bytes) -> ntlmssp.Message | None:
     except ntlmssp.DecodeError:
         return None
     # Whatever was decoded must also serialise: that is what every output path does next.
-    json.dumps(message.to_dict())
+    decoded = message.to_dict()
+    json.dumps(decoded)
+    # What the detector reads instead of the whole JSON form is the same.
+    if isinstance(message, ntlmssp.ChallengeMessage):
+        assert message.server_fields() == {name: decoded[name] for name in ntlmssp.SERVER_FIELDS}
+        # ... and read in one pass over the AV pairs, as the properties read them one by one.
+        server_time = message.server_time
+        assert decoded["server_time"] == (server_time.isoformat() if server_time else None)
+        for name in ("netbios_computer", "netbios_domain", "dns_computer", "dns_domain", "dns_tree"):
+            assert decoded[name] == getattr(message, name)
+    elif isinstance(message, ntlmssp.NegotiateMessage | ntlmssp.AuthenticateMessage):
+        assert message.client_fields() == {name: decoded[name] for name in ntlmssp.CLIENT_FIELDS if name in decoded}
     return message
 
 

@@ -426,3 +426,29 @@ def test_source_assertions_hold(case_id: str, vector: dict[str, Any], entry: dic
             continue
         evaluated += statement.startswith("assert")
     assert evaluated > 0
+
+
+@pytest.mark.parametrize(("case_id", "vector", "entry"), VECTORS, ids=IDS)
+def test_server_and_client_fields_are_those_of_to_dict(
+    case_id: str, vector: dict[str, Any], entry: dict[str, Any]
+) -> None:
+    """The detector reads a message's server or client fields without its whole JSON form: the same values, in the
+    order of SERVER_FIELDS / CLIENT_FIELDS (a client's detail keeps it), also for every truncation of the message."""
+    data = bytes.fromhex(vector["hex"])
+    for end in sorted({len(data), *range(8, len(data), 7)}):
+        try:
+            message = ntlmssp.decode(data[:end])
+        except ntlmssp.DecodeError:
+            continue
+        decoded = message.to_dict()
+        if isinstance(message, ntlmssp.ChallengeMessage):
+            assert message.server_fields() == {name: decoded.get(name) for name in ntlmssp.SERVER_FIELDS}
+            assert tuple(message.server_fields()) == ntlmssp.SERVER_FIELDS
+            for name in ("netbios_computer", "netbios_domain", "dns_computer", "dns_domain", "dns_tree"):
+                assert decoded[name] == getattr(message, name)
+            assert decoded["server_time"] == (message.server_time.isoformat() if message.server_time else None)
+            assert decoded["flags"] == [flag.name for flag in ntlmssp.NegotiateFlags if flag & message.flags][::-1]
+        if isinstance(message, ntlmssp.NegotiateMessage | ntlmssp.AuthenticateMessage):
+            fields = message.client_fields()
+            assert fields == {name: decoded[name] for name in ntlmssp.CLIENT_FIELDS if name in decoded}
+            assert list(fields) == [name for name in ntlmssp.CLIENT_FIELDS if name in fields]

@@ -50,6 +50,9 @@ from dissectors.ntlmssp.spec import (
 )
 from dissectors.ntlmssp.values import Anomaly, FileTime
 
+# What may be decoded (a tuple made once: ``bytes | bytearray | memoryview`` builds a union at every call).
+_BYTES_TYPES = (bytes, bytearray, memoryview)
+
 
 class DecodeError(ValueError):
     """Raised when the input is not an NTLMSSP message (no ``NTLMSSP\\0`` signature)."""
@@ -61,7 +64,7 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
     Raises :class:`DecodeError` only when ``data`` is not NTLMSSP (wrong type or no signature); every other problem
     is reported in the returned message's ``anomalies``.
     """
-    if not isinstance(data, bytes | bytearray | memoryview):
+    if not isinstance(data, _BYTES_TYPES):
         raise DecodeError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
     if not data.startswith(SIGNATURE):
@@ -84,6 +87,11 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
     message.message_type = message_type
     reader.check_overlaps()
     return message
+
+
+def _has(flags: NegotiateFlags, flag: NegotiateFlags) -> bool:
+    """Whether ``flag`` is set, in int arithmetic (IntFlag's operators build a flag object each time)."""
+    return bool(int(flags) & int(flag))
 
 
 def _flags_at(reader: FieldReader, offset: int) -> NegotiateFlags:
@@ -109,7 +117,7 @@ def _decode_negotiate(reader: FieldReader) -> NegotiateMessage:
     if start >= with_version and len(data) >= with_version:
         message.version = decode_version(data, NEGOTIATE_VERSION_OFFSET, reader)
         header_size = with_version
-    elif flags & NegotiateFlags.NTLMSSP_NEGOTIATE_VERSION and len(data) < with_version and start >= with_version:
+    elif _has(flags, NegotiateFlags.NTLMSSP_NEGOTIATE_VERSION) and len(data) < with_version and start >= with_version:
         reader.note("truncated_version", "NEGOTIATE_VERSION set but the message ends before the Version")
     domain, workstation = (reader.payload(name, offset, header_size) for name, offset in NEGOTIATE_FIELDS)
     # 2.2.1.1: both are OEM strings regardless of the UNICODE flag.
@@ -142,7 +150,7 @@ def _decode_challenge(reader: FieldReader) -> ChallengeMessage:
         header_size = with_version
     elif start >= with_version and len(data) > CHALLENGE_HEADER:
         reader.note("truncated_version", f"CHALLENGE is {len(data)} bytes: Version cut short")
-    unicode = bool(message.flags & NegotiateFlags.NTLMSSP_NEGOTIATE_UNICODE)
+    unicode = _has(message.flags, NegotiateFlags.NTLMSSP_NEGOTIATE_UNICODE)
     target_name = reader.payload("TargetName", CHALLENGE_TARGET_NAME_OFFSET, header_size)
     if target_name:
         message.target_name = decode_string(target_name, unicode, "TargetName", reader)
@@ -150,7 +158,7 @@ def _decode_challenge(reader: FieldReader) -> ChallengeMessage:
         target_info = reader.payload("TargetInfo", CHALLENGE_TARGET_INFO_OFFSET, header_size)
         if target_info:
             message.target_info = decode_av_pairs(target_info, "TargetInfo", reader.anomalies)
-        elif target_info == b"" and message.flags & NegotiateFlags.NTLMSSP_NEGOTIATE_TARGET_INFO:
+        elif target_info == b"" and _has(message.flags, NegotiateFlags.NTLMSSP_NEGOTIATE_TARGET_INFO):
             message.target_info = []
     return message
 
@@ -191,7 +199,7 @@ def _decode_authenticate(reader: FieldReader) -> AuthenticateMessage:
     if header_size == AUTHENTICATE_LEGACY_HEADER:
         unicode = _looks_unicode(values)
     else:
-        unicode = bool(message.flags & NegotiateFlags.NTLMSSP_NEGOTIATE_UNICODE)
+        unicode = _has(message.flags, NegotiateFlags.NTLMSSP_NEGOTIATE_UNICODE)
     for name, attribute in (("DomainName", "domain"), ("UserName", "user"), ("Workstation", "workstation")):
         raw = values[name]
         if raw:
@@ -215,7 +223,7 @@ def _classify_responses(message: AuthenticateMessage, reader: FieldReader) -> No
     if not nt and (not lm or lm == b"\x00"):
         message.ntlm_version = NtlmVersion.ANONYMOUS
     elif len(nt) == NTLMV1_RESPONSE_LENGTH:
-        ess_flag = message.flags & NegotiateFlags.NTLMSSP_NEGOTIATE_EXTENDED_SESSIONSECURITY
+        ess_flag = _has(message.flags, NegotiateFlags.NTLMSSP_NEGOTIATE_EXTENDED_SESSIONSECURITY)
         # 3.3.1 with extended session security: LM response is the 8-byte client challenge padded with zeros.
         ess_shape = len(lm) == NTLMV1_RESPONSE_LENGTH and not any(lm[8:])
         message.ntlm_version = NtlmVersion.NTLMV1_ESS if ess_flag or ess_shape else NtlmVersion.NTLMV1

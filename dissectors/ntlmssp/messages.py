@@ -20,15 +20,22 @@ def av_lookup(pairs: list[AvPair] | None, av_id: AvId) -> Any:
 
 
 def av_string(pairs: list[AvPair] | None, av_id: AvId) -> str | None:
-    value = av_lookup(pairs, av_id)
+    return _text(av_lookup(pairs, av_id))
+
+
+def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+# A message's flags until it says which (immutable: one object serves every message).
+NO_FLAGS = NegotiateFlags(0)
 
 
 @dataclass
 class NtlmMessage:
     """Fields common to all messages."""
 
-    flags: NegotiateFlags = field(default_factory=lambda: NegotiateFlags(0))
+    flags: NegotiateFlags = NO_FLAGS
     version: Version | None = None
     anomalies: list[Anomaly] = field(default_factory=list)
 
@@ -78,6 +85,15 @@ class NegotiateMessage(NtlmMessage):
         )
         return result
 
+    def client_fields(self) -> dict[str, Any]:
+        """What the client says of itself: the :data:`CLIENT_FIELDS` this message has, as :meth:`to_dict` gives
+        them, in that order, without building the rest of it."""
+        return {
+            "domain": self.domain,
+            "workstation": self.workstation,
+            "client_os_version": str(self.version) if self.version else None,
+        }
+
 
 @dataclass
 class ChallengeMessage(NtlmMessage):
@@ -119,20 +135,37 @@ class ChallengeMessage(NtlmMessage):
 
     def to_dict(self) -> dict[str, Any]:
         result = super().to_dict()
+        result.update(self._server_names())
         result.update(
-            target_name=self.target_name,
-            netbios_computer=self.netbios_computer,
-            netbios_domain=self.netbios_domain,
-            dns_computer=self.dns_computer,
-            dns_domain=self.dns_domain,
-            dns_tree=self.dns_tree,
-            server_time=self.server_time.isoformat() if self.server_time else None,
-            os_version=str(self.version) if self.version else None,
-            os_release=self.version.release if self.version else None,
             server_challenge=self.server_challenge.hex(),
             av_pairs=[p.to_dict() for p in self.target_info] if self.target_info is not None else None,
         )
         return result
+
+    def server_fields(self) -> dict[str, Any]:
+        """What the message tells of its server: the :data:`SERVER_FIELDS`, as :meth:`to_dict` gives them, in that
+        order, without building the rest of it."""
+        fields = self._server_names()
+        fields["flags"] = flag_names(self.flags)
+        return fields
+
+    def _server_names(self) -> dict[str, Any]:
+        """The names and time the properties above give, read in one pass over the AV pairs."""
+        first: dict[int, Any] = {}
+        for pair in self.target_info or ():
+            first.setdefault(pair.av_id, pair.value)  # the first pair of an id is the one read, as av_lookup does
+        server_time = first.get(AvId.MsvAvTimestamp)
+        return {
+            "target_name": self.target_name,
+            "netbios_computer": _text(first.get(AvId.MsvAvNbComputerName)),
+            "netbios_domain": _text(first.get(AvId.MsvAvNbDomainName)),
+            "dns_computer": _text(first.get(AvId.MsvAvDnsComputerName)),
+            "dns_domain": _text(first.get(AvId.MsvAvDnsDomainName)),
+            "dns_tree": _text(first.get(AvId.MsvAvDnsTreeName)),
+            "server_time": server_time.isoformat() if isinstance(server_time, FileTime) else None,
+            "os_version": str(self.version) if self.version else None,
+            "os_release": self.version.release if self.version else None,
+        }
 
 
 @dataclass
@@ -208,6 +241,18 @@ class AuthenticateMessage(NtlmMessage):
             av_pairs=[p.to_dict() for p in v2.av_pairs] if v2 else None,
         )
         return result
+
+    def client_fields(self) -> dict[str, Any]:
+        """What the client says of itself: the :data:`CLIENT_FIELDS`, as :meth:`to_dict` gives them, in that
+        order, without building the rest of it."""
+        return {
+            "user": self.user,
+            "domain": self.domain,
+            "workstation": self.workstation,
+            "ntlm_version": str(self.ntlm_version) if self.ntlm_version else None,
+            "client_os_version": str(self.version) if self.version else None,
+            "spn": self.spn,
+        }
 
 
 Message = NegotiateMessage | ChallengeMessage | AuthenticateMessage | UnknownMessage

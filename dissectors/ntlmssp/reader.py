@@ -10,6 +10,7 @@ import itertools
 from typing import Any
 
 from dissectors.ntlmssp.spec import (
+    AV_ID_NAMES,
     AV_PAIR_HEADER,
     FIELD_HEADER,
     FIXED_AV_LENGTHS,
@@ -165,10 +166,10 @@ def decode_av_pairs(data: bytes, where: str, anomalies: list[Anomaly]) -> list[A
 def decode_av_value(av_id: int, raw: bytes, where: str, reader: FieldReader) -> Any:
     """An AV pair's value by its AvId: text, MsvAvFlags, FILETIME, Single_Host_Data (2.2.2.2), else the bytes."""
     if av_id in STRING_AV_IDS:
-        return decode_unicode(raw, f"{where} {AvId(av_id).name}", reader)
+        return decode_unicode(raw, f"{where} {AV_ID_NAMES[av_id]}", reader)
     expected = FIXED_AV_LENGTHS.get(av_id)  # type: ignore[call-overload]
     if expected is not None and len(raw) != expected:
-        reader.note("bad_av_length", f"{where}: {AvId(av_id).name} has {len(raw)} bytes, expected {expected}")
+        reader.note("bad_av_length", f"{where}: {AV_ID_NAMES[av_id]} has {len(raw)} bytes, expected {expected}")
         return raw
     if av_id == AvId.MsvAvFlags:
         return AvFlags(int.from_bytes(raw, "little"))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dissectors.ntlmssp.spec import AvFlags, AvId, av_flag_names
+from dissectors.ntlmssp.spec import AV_ID_NAMES, AvFlags, av_flag_names
 from dissectors.ntlmssp.windows_builds import windows_release
 
 # VERSION (2.2.2.10): ProductMajorVersion, ProductMinorVersion, ProductBuild (16 bits), Reserved (3 bytes),
@@ -100,10 +100,8 @@ class AvPair:
 
     @property
     def name(self) -> str:
-        try:
-            return AvId(self.av_id).name
-        except ValueError:
-            return f"unknown_0x{self.av_id:04x}"
+        name = AV_ID_NAMES.get(self.av_id)
+        return f"unknown_0x{self.av_id:04x}" if name is None else name
 
     def to_dict(self) -> dict[str, Any]:
         value = self.value

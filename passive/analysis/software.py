@@ -41,6 +41,13 @@ def _compiled() -> tuple[tuple[re.Pattern[str], str], ...]:
     return tuple((re.compile(pattern, re.I), product) for pattern, product in _SIGNATURES)
 
 
+# Banners whose software is remembered: servers of one product greet alike, and a capture of thousands of servers
+# holds few distinct banners (each new one is searched with up to 21 patterns). Banners are cut at 512 characters
+# (passive.analysis.detectors.service.MAX_BANNER): 1024 of them hold well under a megabyte.
+BANNERS_REMEMBERED = 1024
+
+
+@functools.lru_cache(maxsize=BANNERS_REMEMBERED)
 def guess_software(banner: str | None) -> str | None:
     if not banner:
         return None

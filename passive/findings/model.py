@@ -44,8 +44,14 @@ MAX_NAMES = 50
 MAX_FIELD_TEXT = 4096
 
 
+# Values that hold no text: returned as they are, before any isinstance test (most of a detail's values).
+_TEXTLESS = frozenset({int, float, bool, type(None)})
+
+
 def bounded(value: Any) -> Any:
     """``value`` with every string in it cut at MAX_FIELD_TEXT characters (dicts and lists followed)."""
+    if value.__class__ in _TEXTLESS:
+        return value
     if isinstance(value, str):
         return value[:MAX_FIELD_TEXT]
     if isinstance(value, dict):
@@ -68,6 +74,31 @@ class EvidenceRecord:
     line: str
     first_frame: int | None = None
     described: bool = False  # the line describes what was seen ("[TLS ClientHello ...]"), it does not quote it
+
+    @classmethod
+    def of(
+        cls,
+        file: str | None,
+        frame: int | None,
+        timestamp: float | None,
+        side: str,
+        line: str,
+        first_frame: int | None,
+        described: bool,
+    ) -> EvidenceRecord:
+        """The record of these fields, filled as pickle fills it (its fields in order), not by the frozen
+        dataclass's __init__, which sets each field with a call of object.__setattr__ (a record per cited event)."""
+        record = object.__new__(cls)
+        record.__dict__.update(
+            file=file,
+            frame=frame,
+            timestamp=timestamp,
+            side=side,
+            line=line,
+            first_frame=first_frame,
+            described=described,
+        )
+        return record
 
 
 @dataclass
@@ -96,8 +127,11 @@ class Finding:
         """One more occurrence (``count=False``: the same occurrence seen later, which only moves last_seen)."""
         self.count += count
         if timestamp is not None:
-            self.first_seen = timestamp if self.first_seen is None else min(self.first_seen, timestamp)
-            self.last_seen = timestamp if self.last_seen is None else max(self.last_seen, timestamp)
+            first, last = self.first_seen, self.last_seen
+            if first is None or timestamp < first:
+                self.first_seen = timestamp
+            if last is None or timestamp > last:
+                self.last_seen = timestamp
         if client:
             self.last_client = client
             if client not in self.clients and len(self.clients) < MAX_DETAILS:

@@ -22,14 +22,12 @@ class Severity(enum.StrEnum):
 
 
 SEVERITY_ORDER: tuple[Severity, ...] = tuple(Severity)
+_RANKS = {str(severity): number for number, severity in enumerate(SEVERITY_ORDER)}
 
 
 def rank(severity: str) -> int:
-    """0 for info up to 3 for high; an unknown value ranks as info."""
-    try:
-        return SEVERITY_ORDER.index(Severity(severity))
-    except ValueError:
-        return 0
+    """0 for info up to 3 for high; an unknown value (or no text at all, from a findings file) ranks as info."""
+    return _RANKS.get(severity, 0) if isinstance(severity, str) else 0
 
 
 @dataclass(frozen=True)

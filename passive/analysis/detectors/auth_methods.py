@@ -12,6 +12,8 @@ from passive.findings.model import Finding, FindingType, Severity
 PASSWORD_MECHANISMS = frozenset({"PLAIN", "LOGIN", "USER", "LOGIN-COMMAND"})
 # Mechanisms whose exchange tells host information and a crackable response.
 HOST_INFO_MECHANISMS = frozenset({"NTLM"})
+# Either: what a listing exposes where the wire can be read.
+EXPOSING_MECHANISMS = PASSWORD_MECHANISMS | HOST_INFO_MECHANISMS
 # A server may advertise any number of mechanisms; past this many distinct names per finding the rest are counted
 # (dissector anomaly ``too_many_mechanisms``).
 MAX_MECHANISMS = 64
@@ -80,7 +82,7 @@ def _offered(
     fields["starttls_offered"] = fields.get("starttls_offered", False) or starttls
     fields.setdefault("mechanisms_after_tls", None)  # not visible on the wire once TLS starts
     fields["tls"] = tls
-    exposed = sorted(m for m in offered if m in PASSWORD_MECHANISMS | HOST_INFO_MECHANISMS)
+    exposed = sorted(m for m in offered if m in EXPOSING_MECHANISMS)
     fields["cleartext_exposed"] = exposed
     if any(m in PASSWORD_MECHANISMS for m in exposed):
         methods.raise_severity(Severity.MEDIUM)

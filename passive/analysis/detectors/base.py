@@ -130,13 +130,16 @@ class Detector:
 
     def evidence(self, event: ev.Event) -> EvidenceRecord:
         e = event.evidence
-        file, frame = self.locate(e.frame)
         first = e.first_frame
-        if first is not None and self.context.files is not None:
-            began_in, first = self.locate(first)
-            if began_in != file:
-                first = None  # a line begun in an earlier file has no first frame in this one
-        return EvidenceRecord(file, frame, e.timestamp, str(event.side), e.line, first, e.described)
+        if self.context.files is None:  # frames are numbered in the session's one file
+            file, frame = self.context.file, e.frame
+        else:
+            file, frame = self.locate(e.frame)
+            if first is not None:
+                began_in, first = self.locate(first)
+                if began_in != file:
+                    first = None  # a line begun in an earlier file has no first frame in this one
+        return EvidenceRecord.of(file, frame, e.timestamp, str(event.side), e.line, first, e.described)
 
     def locate(self, frame: int | None) -> tuple[str | None, int | None]:
         """The file holding the stream's ``frame`` (a ring buffer's piece) and the frame's number in it."""

@@ -103,8 +103,7 @@ class NtlmDetector(Detector):
         """What a CHALLENGE tells of its server, for :func:`_challenged`: the decoded server fields, the clock skew
         (None when unknown), the decoding anomalies, and the web endpoint (host, path) that answered (None
         outside HTTP)."""
-        decoded = challenge.to_dict()
-        values = {name: decoded.get(name) for name in ntlmssp.SERVER_FIELDS}
+        values = challenge.server_fields()
         stamp = challenge.server_time.as_datetime if challenge.server_time else None
         skew = round(stamp.timestamp() - seen_at, 3) + 0.0 if stamp is not None and seen_at is not None else None
         anomalies = [a.to_dict() for a in challenge.anomalies][:MAX_ANOMALIES]
@@ -137,8 +136,7 @@ class NtlmDetector(Detector):
         for message in (exchange.negotiate, exchange.authenticate):
             if message is None:
                 continue
-            decoded = message.to_dict()
-            client.update({name: decoded[name] for name in ntlmssp.CLIENT_FIELDS if decoded.get(name) is not None})
+            client.update({name: value for name, value in message.client_fields().items() if value is not None})
         for name in ntlmssp.CLIENT_FIELDS:
             client.setdefault(name, None)
         if self.context.protocol == "http" and self.http is not None:
@@ -166,9 +164,7 @@ def _challenged(
 ) -> None:
     """A CHALLENGE's server fields (a value the message lacks does not erase one an earlier message gave)."""
     fields = finding.fields
-    for name, value in values.items():
-        if value is not None or name not in fields:
-            finding.set_fields(**{name: value})
+    finding.set_fields(**{name: value for name, value in values.items() if value is not None or name not in fields})
     if skew is not None:
         fields["clock_skew_seconds"] = skew
     else:
@@ -187,9 +183,8 @@ def _challenged(
 def _closed(finding: Finding, shared: Shared, client: dict[str, Any], outcome: str | None, severity: Severity) -> None:
     """An exchange ended: what the client said of itself, its outcome, and the severity its response earns."""
     fields = finding.fields
-    for name in ntlmssp.CLIENT_FIELDS:
-        if client[name] is not None or name not in fields:
-            finding.set_fields(**{name: client[name]})
+    told = {name: client[name] for name in ntlmssp.CLIENT_FIELDS if client[name] is not None or name not in fields}
+    finding.set_fields(**told)
     fields["outcome"] = outcome
     fields.setdefault("users", [])
     fields.setdefault("workstations", [])
