@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import pstats
 import signal
 import subprocess
 import sys
@@ -147,3 +148,19 @@ def test_ctrl_c_while_a_slow_reader_takes_the_output_leaves_it_whole(output_form
         "leakscope: interrupted after the captures were read: every output is whole"
     ]
     assert first + rest == whole.stdout
+
+
+def test_a_profiler_still_writes_its_profile(tmp_path: Path) -> None:
+    """A profiler (coverage, a tracer, a debugger alike) runs the command in its process and writes its results
+    once the command has exited: the process is not ended under it."""
+    profile = tmp_path / "analyze.prof"
+    command = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "passive", "analyze", "--format", "jsonl",
+               "-o", str(tmp_path / "out.jsonl"), CAPTURE]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          timeout=HANG_GUARD)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert profile.exists(), "the profile was never written"
+    functions = pstats.Stats(str(profile)).stats  # type: ignore[attr-defined]
+    assert any(path.endswith(os.path.join("passive", "cli", "analyze.py")) and name == "analyze"
+               for path, _line, name in functions)  # fmt: skip
+    assert json.loads((tmp_path / "out.jsonl").read_text().splitlines()[-1])["type"] == "summary"

@@ -73,10 +73,11 @@ def _end_at_once(request: SystemExit) -> NoReturn:
     """End the process with ``request``'s status as Python's exit would, less the interpreter's teardown: the exit
     handlers run and the standard streams are flushed, then ``os._exit``. Python's own exit instead (``request`` is
     raised again) when the status is not a number, a thread that is not a daemon still runs (Python waits for it),
-    or a standard stream cannot be flushed (a closed pipe: Python reports it as it always does)."""
+    a tool watches the interpreter (:func:`_watched`), or a standard stream cannot be flushed (a closed pipe: Python
+    reports it as it always does)."""
     code = request.code
     others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
-    if (code is not None and not isinstance(code, int)) or others:
+    if (code is not None and not isinstance(code, int)) or others or _watched():
         raise request
     atexit._run_exitfuncs()
     try:
@@ -86,6 +87,20 @@ def _end_at_once(request: SystemExit) -> NoReturn:
     except (OSError, ValueError):
         raise request from None
     os._exit(code or 0)
+
+
+# sys.monitoring's tool identifiers (Python 3.12+) are 0 to 5: the debugger's, coverage's, the profiler's, the others.
+_MONITORING_TOOLS = 6
+
+
+def _watched() -> bool:
+    """Whether a tool runs the command inside this process and goes on once it has exited: a profiler
+    (``python -m cProfile -o FILE -m passive``), a tracer, coverage, a debugger. It writes its results then, which
+    an ``os._exit`` would lose."""
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        return True
+    monitoring = getattr(sys, "monitoring", None)
+    return monitoring is not None and any(monitoring.get_tool(tool) is not None for tool in range(_MONITORING_TOOLS))
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
