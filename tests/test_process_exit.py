@@ -164,3 +164,26 @@ def test_a_profiler_still_writes_its_profile(tmp_path: Path) -> None:
     assert any(path.endswith(os.path.join("passive", "cli", "analyze.py")) and name == "analyze"
                for path, _line, name in functions)  # fmt: skip
     assert json.loads((tmp_path / "out.jsonl").read_text().splitlines()[-1])["type"] == "summary"
+
+
+# A program that runs the command line in a thread of its own and goes on: SystemExit ends the thread, not the
+# process, whose garbage collector stays as it was.
+IN_A_THREAD = """
+import gc, sys, threading
+from passive.cli.main import main
+thread = threading.Thread(target=main, daemon=True)
+thread.start()
+thread.join()
+print(f"the program goes on, {gc.get_freeze_count()} objects frozen")
+sys.exit(7)
+"""
+
+
+def test_the_command_line_run_in_a_thread_leaves_the_program_going(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    command = [sys.executable, "-c", IN_A_THREAD, "analyze", "--format", "jsonl", "-o", str(out), CAPTURE]
+    done = subprocess.run(command, capture_output=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          timeout=HANG_GUARD)  # fmt: skip
+    assert done.stdout.decode().splitlines() == ["the program goes on, 0 objects frozen"], done.stderr
+    assert done.returncode == 7
+    assert json.loads(out.read_text().splitlines()[-1])["type"] == "summary"

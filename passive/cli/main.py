@@ -47,10 +47,11 @@ class _Commands(LeakscopeGroup):
         """click's ``main``. Given no arguments (the process's own command line) in standalone mode, the process
         ends with the command (click exits): what the command holds at its end may be left to the exit
         (:func:`~passive.core.collector.leave_to_exit`). A caller passing arguments (click's runner, an embedding
-        program) goes on afterwards and keeps its garbage collector as it was. A command that left its outputs to
-        the exit ends the process at once (:func:`_end_at_once`)."""
+        program) goes on afterwards and keeps its garbage collector as it was; so does a program running it in a
+        thread of its own (click's exit ends that thread only). A command that left its outputs to the exit ends
+        the process at once (:func:`_end_at_once`)."""
         standalone = more[2] if len(more) > 2 else settings.get("standalone_mode", True)
-        if args is None and standalone:
+        if args is None and standalone and threading.current_thread() is threading.main_thread():
             command_ends_process()
             try:
                 return super().main(args, *more, **settings)
