@@ -187,3 +187,15 @@ def test_the_command_line_run_in_a_thread_leaves_the_program_going(tmp_path: Pat
     assert done.stdout.decode().splitlines() == ["the program goes on, 0 objects frozen"], done.stderr
     assert done.returncode == 7
     assert json.loads(out.read_text().splitlines()[-1])["type"] == "summary"
+
+
+def test_an_interactive_session_asked_for_follows_the_command(tmp_path: Path) -> None:
+    """python -i opens an interactive session once the program has exited: here it reads its line from standard
+    input."""
+    out = tmp_path / "out.jsonl"
+    command = [sys.executable, "-i", "-m", "passive", "analyze", "--format", "jsonl", "-o", str(out), CAPTURE]
+    done = subprocess.run(command, input=b'print("the session ran")\n', capture_output=True, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=HANG_GUARD)  # fmt: skip
+    assert done.stdout.decode().splitlines() == ["the session ran"], done.stderr
+    assert done.returncode == 0
+    assert json.loads(out.read_text().splitlines()[-1])["type"] == "summary"

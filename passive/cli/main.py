@@ -74,7 +74,7 @@ def _end_at_once(request: SystemExit) -> NoReturn:
     """End the process with ``request``'s status as Python's exit would, less the interpreter's teardown: the exit
     handlers run and the standard streams are flushed, then ``os._exit``. Python's own exit instead (``request`` is
     raised again) when the status is not a number, a thread that is not a daemon still runs (Python waits for it),
-    a tool watches the interpreter (:func:`_watched`), or a standard stream cannot be flushed (a closed pipe: Python
+    the process goes on afterwards (:func:`_watched`), or a standard stream cannot be flushed (a closed pipe: Python
     reports it as it always does)."""
     code = request.code
     others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
@@ -95,10 +95,12 @@ _MONITORING_TOOLS = 6
 
 
 def _watched() -> bool:
-    """Whether a tool runs the command inside this process and goes on once it has exited: a profiler
-    (``python -m cProfile -o FILE -m passive``), a tracer, coverage, a debugger. It writes its results then, which
-    an ``os._exit`` would lose."""
+    """Whether the process goes on once the command has exited: a tool runs the command inside it and writes its
+    results then (a profiler, ``python -m cProfile -o FILE -m passive``; a tracer, coverage, a debugger), or an
+    interactive session was asked for (``python -i``, PYTHONINSPECT). An ``os._exit`` would lose them."""
     if sys.getprofile() is not None or sys.gettrace() is not None:
+        return True
+    if sys.flags.inspect or (not sys.flags.ignore_environment and os.environ.get("PYTHONINSPECT")):
         return True
     monitoring = getattr(sys, "monitoring", None)
     return monitoring is not None and any(monitoring.get_tool(tool) is not None for tool in range(_MONITORING_TOOLS))
