@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import pstats
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -87,3 +91,111 @@ def test_a_closed_standard_output_is_a_one_line_error(output_format: str) -> Non
                           timeout=120)  # fmt: skip
     assert done.returncode == 1
     assert done.stderr.decode().splitlines() == ["leakscope: error: cannot write standard output: it is closed"]
+
+
+# Bound on waiting for a process (not a timing assertion: a hung process fails the test instead of the suite).
+HANG_GUARD = 300
+# The write system call's number, by machine: /proc/PID/syscall names the call a process is blocked in.
+WRITE_SYSCALL = {"x86_64": 1, "aarch64": 64}
+
+
+@pytest.fixture(scope="module")
+def mail_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """All mail: its table exceeds a pipe's 64 KiB, and its JSON is megabytes."""
+    out = tmp_path_factory.mktemp("exit") / "all-mail.pcap"
+    subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gen_capture.py"), "--size", "20M", "--mail-fraction", "1.0",
+         "--out", str(out)], check=True, capture_output=True, timeout=HANG_GUARD,
+    )  # fmt: skip
+    return out
+
+
+def _blocked_writing_stdout(pid: int) -> bool:
+    """Whether the process is asleep in a write to its standard output, a full pipe."""
+    try:
+        if "pipe_write" in Path(f"/proc/{pid}/wchan").read_text():
+            return True
+        call = Path(f"/proc/{pid}/syscall").read_text().split()
+    except OSError:
+        return False
+    return len(call) > 1 and call[0] == str(WRITE_SYSCALL.get(platform.machine())) and int(call[1], 16) == 1
+
+
+@pytest.mark.parametrize("output_format", ["jsonl", "json", "table"])
+def test_ctrl_c_while_a_slow_reader_takes_the_output_leaves_it_whole(output_format: str, mail_capture: Path) -> None:
+    """Python unbuffered (PYTHONUNBUFFERED, python -u: common in containers) writes standard output straight to its
+    descriptor, where a signal cuts a write short: the rest is written all the same."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "passive", "analyze", "--format", output_format, str(mail_capture)]
+    whole = subprocess.run(command, capture_output=True, cwd=ROOT, env=env, timeout=HANG_GUARD)
+    assert whole.returncode == 0, whole.stderr
+    assert len(whole.stdout) > 1 << 17, "more than a pipe holds"
+    process = subprocess.Popen(command, bufsize=0, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=env)
+    try:
+        first = process.stdout.read(1)  # type: ignore[union-attr]
+        deadline = time.monotonic() + HANG_GUARD
+        while not _blocked_writing_stdout(process.pid):
+            assert process.poll() is None and time.monotonic() < deadline, "never blocked on the full pipe"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGINT)  # the write under way is cut short
+        rest, errors = process.communicate(timeout=HANG_GUARD)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, errors
+    assert errors.decode().splitlines() == [
+        "leakscope: interrupted after the captures were read: every output is whole"
+    ]
+    assert first + rest == whole.stdout
+
+
+def test_a_profiler_still_writes_its_profile(tmp_path: Path) -> None:
+    """A profiler (coverage, a tracer, a debugger alike) runs the command in its process and writes its results
+    once the command has exited: the process is not ended under it."""
+    profile = tmp_path / "analyze.prof"
+    command = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "passive", "analyze", "--format", "jsonl",
+               "-o", str(tmp_path / "out.jsonl"), CAPTURE]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          timeout=HANG_GUARD)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert profile.exists(), "the profile was never written"
+    functions = pstats.Stats(str(profile)).stats  # type: ignore[attr-defined]
+    assert any(path.endswith(os.path.join("passive", "cli", "analyze.py")) and name == "analyze"
+               for path, _line, name in functions)  # fmt: skip
+    assert json.loads((tmp_path / "out.jsonl").read_text().splitlines()[-1])["type"] == "summary"
+
+
+# A program that runs the command line in a thread of its own and goes on: SystemExit ends the thread, not the
+# process, whose garbage collector stays as it was.
+IN_A_THREAD = """
+import gc, sys, threading
+from passive.cli.main import main
+thread = threading.Thread(target=main, daemon=True)
+thread.start()
+thread.join()
+print(f"the program goes on, {gc.get_freeze_count()} objects frozen")
+sys.exit(7)
+"""
+
+
+def test_the_command_line_run_in_a_thread_leaves_the_program_going(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    command = [sys.executable, "-c", IN_A_THREAD, "analyze", "--format", "jsonl", "-o", str(out), CAPTURE]
+    done = subprocess.run(command, capture_output=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          timeout=HANG_GUARD)  # fmt: skip
+    assert done.stdout.decode().splitlines() == ["the program goes on, 0 objects frozen"], done.stderr
+    assert done.returncode == 7
+    assert json.loads(out.read_text().splitlines()[-1])["type"] == "summary"
+
+
+def test_an_interactive_session_asked_for_follows_the_command(tmp_path: Path) -> None:
+    """python -i opens an interactive session once the program has exited: here it reads its line from standard
+    input."""
+    out = tmp_path / "out.jsonl"
+    command = [sys.executable, "-i", "-m", "passive", "analyze", "--format", "jsonl", "-o", str(out), CAPTURE]
+    done = subprocess.run(command, input=b'print("the session ran")\n', capture_output=True, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=HANG_GUARD)  # fmt: skip
+    assert done.stdout.decode().splitlines() == ["the session ran"], done.stderr
+    assert done.returncode == 0
+    assert json.loads(out.read_text().splitlines()[-1])["type"] == "summary"

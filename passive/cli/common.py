@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import re
@@ -105,9 +106,7 @@ def write_text(output: str | None, text: Content) -> None:
         return
     stdout = standard_output()
     try:
-        for chunk in chunks_of(text):
-            stdout.buffer.write(chunk)
-        stdout.flush()
+        _to_stdout(stdout, chunks_of(text))
     except BrokenPipeError:
         silence_stdout()  # the reader went away (| head): nothing more to say to it, and no error to report
     except OSError as error:
@@ -120,6 +119,21 @@ def standard_output() -> TextIO:
     if sys.stdout is None:
         raise OutputError("cannot write standard output: it is closed")
     return sys.stdout
+
+
+def _to_stdout(stdout: TextIO, chunks: Iterable[bytes]) -> None:
+    """Every byte of ``chunks`` to standard output, after what its text layer holds. Python unbuffered (``python -u``,
+    PYTHONUNBUFFERED, common in containers) writes straight to the descriptor, and a write that a signal interrupts
+    (the Ctrl-C that lets a run write what it read) returns having written part of its bytes: the rest follows."""
+    stdout.flush()
+    for chunk in chunks:
+        view = memoryview(chunk)
+        while view:
+            written = stdout.buffer.write(view)
+            if not written:  # a descriptor set non-blocking, its pipe full (a buffered writer raises so)
+                raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+            view = view[written:]
+    stdout.flush()
 
 
 def silence_stdout() -> None:
@@ -196,8 +210,8 @@ def render(
             draw(terminal)
         if before_output is not None:
             before_output()
-        stdout.write(strip_trailing(captured.get()))
-        stdout.flush()
+        text = strip_trailing(captured.get())
+        _to_stdout(stdout, (text.encode(stdout.encoding or "utf-8", "backslashreplace"),))
     except BrokenPipeError:
         silence_stdout()
     except OSError as error:

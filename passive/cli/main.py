@@ -47,10 +47,11 @@ class _Commands(LeakscopeGroup):
         """click's ``main``. Given no arguments (the process's own command line) in standalone mode, the process
         ends with the command (click exits): what the command holds at its end may be left to the exit
         (:func:`~passive.core.collector.leave_to_exit`). A caller passing arguments (click's runner, an embedding
-        program) goes on afterwards and keeps its garbage collector as it was. A command that left its outputs to
-        the exit ends the process at once (:func:`_end_at_once`)."""
+        program) goes on afterwards and keeps its garbage collector as it was; so does a program running it in a
+        thread of its own (click's exit ends that thread only). A command that left its outputs to the exit ends
+        the process at once (:func:`_end_at_once`)."""
         standalone = more[2] if len(more) > 2 else settings.get("standalone_mode", True)
-        if args is None and standalone:
+        if args is None and standalone and threading.current_thread() is threading.main_thread():
             command_ends_process()
             try:
                 return super().main(args, *more, **settings)
@@ -73,10 +74,11 @@ def _end_at_once(request: SystemExit) -> NoReturn:
     """End the process with ``request``'s status as Python's exit would, less the interpreter's teardown: the exit
     handlers run and the standard streams are flushed, then ``os._exit``. Python's own exit instead (``request`` is
     raised again) when the status is not a number, a thread that is not a daemon still runs (Python waits for it),
-    or a standard stream cannot be flushed (a closed pipe: Python reports it as it always does)."""
+    the process goes on afterwards (:func:`_watched`), or a standard stream cannot be flushed (a closed pipe: Python
+    reports it as it always does)."""
     code = request.code
     others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
-    if (code is not None and not isinstance(code, int)) or others:
+    if (code is not None and not isinstance(code, int)) or others or _watched():
         raise request
     atexit._run_exitfuncs()
     try:
@@ -86,6 +88,22 @@ def _end_at_once(request: SystemExit) -> NoReturn:
     except (OSError, ValueError):
         raise request from None
     os._exit(code or 0)
+
+
+# sys.monitoring's tool identifiers (Python 3.12+) are 0 to 5: the debugger's, coverage's, the profiler's, the others.
+_MONITORING_TOOLS = 6
+
+
+def _watched() -> bool:
+    """Whether the process goes on once the command has exited: a tool runs the command inside it and writes its
+    results then (a profiler, ``python -m cProfile -o FILE -m passive``; a tracer, coverage, a debugger), or an
+    interactive session was asked for (``python -i``, PYTHONINSPECT). An ``os._exit`` would lose them."""
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        return True
+    if sys.flags.inspect or (not sys.flags.ignore_environment and os.environ.get("PYTHONINSPECT")):
+        return True
+    monitoring = getattr(sys, "monitoring", None)
+    return monitoring is not None and any(monitoring.get_tool(tool) is not None for tool in range(_MONITORING_TOOLS))
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
