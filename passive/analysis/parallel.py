@@ -224,10 +224,10 @@ def _analysis_counts(analysis: Any) -> tuple[int, int, int]:
 def _work(conn: Connection, worker: int, jobs: int, tasks: list[Task], analysis: Any, stop: SharedStop) -> None:
     """A worker process: its tasks, reported on ``conn``. Ctrl-C reaches it through the main process (``stop``),
     which decides what is written: a terminal's SIGINT to the whole process group is not the worker's to act on."""
-    import traceback  # here, loaded before it is needed: a worker out of memory can still say why it ended
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     end_with_parent()
+    import traceback  # here, loaded before it is needed: a worker out of memory can still say why it ended
+
     try:
         run_tasks(conn, worker, jobs, tasks, analysis, stop)
     except BaseException:  # report, whatever it is: the main process raises it
