@@ -38,3 +38,19 @@ def test_quick_benchmark_prints_every_target(tmp_path: Path) -> None:
     assert sorted(verdicts) == sorted(expected)
     assert [name for name, verdict in verdicts.items() if "NTLM" in name and verdict != "MET"] == []
     assert result.returncode == (0 if set(verdicts.values()) == {"MET"} else 1)
+
+
+def test_alternating_runs_compare_two_trees(tmp_path: Path) -> None:
+    """bench/alternate.py runs each command on both trees in turn and prints one line of medians per command; a
+    run that fails stops it with the command named (here the other tree is this one, and a capture is missing)."""
+    capture = ROOT / "pcaps" / "smtp-ntlm-success-curl.pcap"
+    cmd = [sys.executable, str(ROOT / "bench" / "alternate.py"), "--before", str(ROOT), "--rounds", "2"]
+    result = subprocess.run([*cmd, "--captures", str(capture)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith(capture.name)]
+    assert [row[1:3] for row in rows] == [["--jobs", "1"], ["--jobs", "2"]]
+    for row in rows:
+        wall_before, cpu_before, wall_now, cpu_now = (float(x) for x in row[3:7])
+        assert min(wall_before, cpu_before, wall_now, cpu_now) > 0 and row[7].endswith("%")
+    missing = subprocess.run([*cmd, "--captures", str(tmp_path / "none.pcap")], capture_output=True, text=True)
+    assert missing.returncode != 0 and "none.pcap failed" in missing.stderr
