@@ -30,7 +30,7 @@ from passive.analysis.detectors.ntlm import MAX_EXCHANGE_STEPS
 from passive.analysis.detectors.service import MAX_BANNER
 from passive.analysis.detectors.session import MAX_SERVER_NAMES
 from passive.analysis.pipeline import AnalysisOptions, analyze_captures
-from passive.analysis.software import BANNERS_REMEMBERED, guess_software
+from passive.analysis.software import BANNERS_REMEMBERED, guess_software, remembered_software
 from passive.analysis.stats import MAX_HASH_BYTES, MAX_SECRET_CHARACTERS, RunStats
 from passive.findings.model import MAX_FIELD_TEXT, FindingSet, FindingType
 
@@ -231,7 +231,7 @@ def test_remembered_banners_hold_under_a_megabyte_whatever_their_characters() ->
     """Servers greeting with banners of characters beyond U+FFFF (four bytes each, as many as MAX_BANNER, where the
     service detector cuts them), each a new one: what the cache of banners' software keeps stays under the megabyte
     its limit is set for."""
-    guess_software.cache_clear()
+    remembered_software.cache_clear()
     gc.collect()
     tracemalloc.start()
     try:
@@ -241,7 +241,7 @@ def test_remembered_banners_hold_under_a_megabyte_whatever_their_characters() ->
         kept = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-        guess_software.cache_clear()
+        remembered_software.cache_clear()
     assert 0 <= kept < 1024 * 1024
     assert guess_software("220 mx.example.com ESMTP Postfix (Debian/GNU)") == "Postfix"  # remembered or not, named
 
