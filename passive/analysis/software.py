@@ -44,7 +44,7 @@ def _compiled() -> tuple[tuple[re.Pattern[str], str], ...]:
 # Banners whose software is remembered: servers of one product greet alike, and a capture of thousands of servers
 # holds few distinct banners (each new one is searched with up to 21 patterns). Banners are cut at 512 characters
 # (passive.analysis.detectors.service.MAX_BANNER) and only ASCII ones (real banners) are remembered: 1024 of them
-# hold 0.66 MB at most. Banners of any characters would hold 2.3 MB: a character beyond U+FFFF takes four bytes.
+# hold 0.7 MB at most. Banners of any characters would hold 2.3 MB: a character beyond U+FFFF takes four bytes.
 BANNERS_REMEMBERED = 1024
 
 
