@@ -30,6 +30,7 @@ from passive.analysis.detectors.ntlm import MAX_EXCHANGE_STEPS
 from passive.analysis.detectors.service import MAX_BANNER
 from passive.analysis.detectors.session import MAX_SERVER_NAMES
 from passive.analysis.pipeline import AnalysisOptions, analyze_captures
+from passive.analysis.software import BANNERS_REMEMBERED, guess_software, remembered_software
 from passive.analysis.stats import MAX_HASH_BYTES, MAX_SECRET_CHARACTERS, RunStats
 from passive.findings.model import MAX_FIELD_TEXT, FindingSet, FindingType
 
@@ -224,6 +225,25 @@ def test_findings_keep_a_bounded_banner_and_no_overlong_mechanism_name() -> None
     assert service is not None and methods is not None
     assert len(service.fields["banner"]) == MAX_BANNER and service.fields["software"] == "Postfix"
     assert methods.fields["mechanisms"] == ["PLAIN"] and stats.anomalies["mechanism_name_too_long"] == 1
+
+
+def test_remembered_banners_hold_under_a_megabyte_whatever_their_characters() -> None:
+    """Servers greeting with banners of characters beyond U+FFFF (four bytes each, as many as MAX_BANNER, where the
+    service detector cuts them), each a new one: what the cache of banners' software keeps stays under the megabyte
+    its limit is set for."""
+    remembered_software.cache_clear()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for server in range(2 * BANNERS_REMEMBERED):
+            assert guess_software(f"{server:06d} " + "\U0001f4e8" * (MAX_BANNER - 7)) is None
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        remembered_software.cache_clear()
+    assert 0 <= kept < 1024 * 1024
+    assert guess_software("220 mx.example.com ESMTP Postfix (Debian/GNU)") == "Postfix"  # remembered or not, named
 
 
 def test_findings_cut_long_text_values() -> None:

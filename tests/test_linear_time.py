@@ -16,7 +16,7 @@ from dissectors import sasl
 from dissectors.imap import capability_code, literal_at_end, tokens, without_capability_codes
 from fuzz.amplify import KNOWN_SHAPES, per_byte_seconds
 from passive.analysis.domains import destination_domain
-from passive.analysis.software import guess_software
+from passive.analysis.software import search_software
 
 SIZES = (1024, 16 * 1024, 64 * 1024, 1024 * 1024)
 GROWTH = 4  # per-byte cost at a size may be at most this many times the cost at 64 KB (or at 1 KB, below that)
@@ -81,7 +81,7 @@ PARSERS = {
     ),
     "destination_domain": (destination_domain, lambda n: "@a:" * (n // 3) + "%!"),
     # The search itself, not the cache of banners in front of it (which would answer every repeat at once).
-    "guess_software": (guess_software.__wrapped__, lambda n: "Microsoft Exchange " * (n // 19)),
+    "guess_software": (search_software, lambda n: "Microsoft Exchange " * (n // 19)),
 }
 
 

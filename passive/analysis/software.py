@@ -43,17 +43,27 @@ def _compiled() -> tuple[tuple[re.Pattern[str], str], ...]:
 
 # Banners whose software is remembered: servers of one product greet alike, and a capture of thousands of servers
 # holds few distinct banners (each new one is searched with up to 21 patterns). Banners are cut at 512 characters
-# (passive.analysis.detectors.service.MAX_BANNER): 1024 of them hold well under a megabyte.
+# (passive.analysis.detectors.service.MAX_BANNER) and only ASCII ones (real banners) are remembered: 1024 of them
+# hold 0.7 MB at most. Banners of any characters would hold 2.3 MB: a character beyond U+FFFF takes four bytes.
 BANNERS_REMEMBERED = 1024
 
 
-@functools.lru_cache(maxsize=BANNERS_REMEMBERED)
 def guess_software(banner: str | None) -> str | None:
+    """The software ``banner`` names (with its version when it says one), or None."""
     if not banner:
         return None
+    return remembered_software(banner) if banner.isascii() else search_software(banner)
+
+
+def search_software(banner: str) -> str | None:
+    """:func:`guess_software` without the cache of banners: the search itself."""
     for pattern, product in _compiled():
         match = pattern.search(banner)
         if match:
             version = match.groupdict().get("version")
             return f"{product} {version}" if version else product
     return None
+
+
+# The search, for the last BANNERS_REMEMBERED distinct ASCII banners it was asked about.
+remembered_software = functools.lru_cache(maxsize=BANNERS_REMEMBERED)(search_software)
