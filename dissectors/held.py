@@ -35,7 +35,7 @@ class HeldParts:
 
     def add(self, value: str | bytes) -> bool:
         """Keep ``value`` if it fits; False (and one more refused) when it does not."""
-        size = sys.getsizeof(value)
+        size = size_of(value)
         if len(self.items) >= self.max_items or self.bytes + size > self.max_bytes:
             self.refused += 1
             return False

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from functools import partial
 
 from dissectors import events as ev
 from dissectors import sasl
-from dissectors.held import HeldParts, sizes_of
+from dissectors.held import HeldParts, size_of, sizes_of
 from dissectors.linebuffer import MAX_LINE
 from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, Span, unique_upper
 
@@ -168,7 +167,7 @@ class Pop3Session(MailSession):
 
     def _state_bytes(self) -> int:
         listed = self._multiline.lines.bytes if self._multiline is not None else 0
-        return listed if self._user is None else listed + sys.getsizeof(self._user)
+        return listed + size_of(self._user)
 
     def _shed_state(self) -> None:
         if self._multiline is not None:  # still inside the answer (its "." ends it), without the lines kept so far

@@ -97,10 +97,10 @@ class SmtpSession(MailSession):
         if self.auth.exchange is not None and self._sasl_client(text):
             return
         verb, _, argument = text.strip().partition(" ")
-        verb = verb.upper()
-        command = _Command(verb, text, self._line.frame, self._line.timestamp, argument.strip())
+        verb, argument = verb.upper(), argument.strip()
+        command = self._command(verb, text, argument)
         if verb in ("EHLO", "HELO", "LHLO"):
-            self._emit(ev.Hello(ev.Side.CLIENT, self._evidence(), verb, argument.strip()))
+            self._emit(ev.Hello(ev.Side.CLIENT, self._evidence(), verb, argument))
         elif verb == "AUTH":
             self._sasl(ev.Side.CLIENT, self.auth.client_line(text))
         elif verb == "DATA":
