@@ -47,7 +47,7 @@ def _shared() -> Shared:
 
 
 def _send(shared: Shared, server: str, attempt: Attempt, names: frozenset[str] = frozenset()) -> None:
-    _attempted(None, shared, server, "smtp", "passive", names, attempt)
+    _attempted(None, shared, (server, "smtp", "passive", ()), names, attempt)
 
 
 def test_the_ledger_holds_a_bounded_number_of_servers_and_attempts_whatever_it_is_sent() -> None:
@@ -100,7 +100,7 @@ def test_an_attempt_is_judged_alone_unless_what_is_local_to_its_server_changed(m
 
 def _local_after(shared: Shared, server: str) -> int:
     """Attempts whose domain the server turned out to receive mail for (not judged as relaying)."""
-    relays = shared.relays.servers[server]
+    relays = shared.relays.servers[server, ()]
     local = relays.local_domains(shared.relays.policy)
     return sum(1 for a in relays.attempts if a.domain in local) + sum(
         count for key, count in relays.overflow.items() if key[1] in local

@@ -1,6 +1,7 @@
 """Open-relay verdicts that hold up on real traffic.
 
-Every unauthenticated ``RCPT TO`` whose destination is not plainly the server's own is recorded per server; the
+Every unauthenticated ``RCPT TO`` whose destination is not plainly the server's own is recorded per server (an
+overlay's tenants reuse addresses: a server is its endpoint in its virtual network, and its findings say which); the
 server's ``open-relay`` findings are rebuilt from those attempts whenever one is added, so what is learned later (a
 domain the server turns out to receive mail for) corrects what was said before.
 
@@ -127,6 +128,9 @@ class ServerRelays:
     server: str
     protocol: str
     source: str
+    # The overlay's virtual network the server is in, as (kind, id) (passive.capture.tunnels.vnet_label): tenants
+    # reuse addresses, and one tenant's names and deliveries say nothing of another's server.
+    network: tuple[str, int] | tuple[()] = ()
     names: set[str] = field(default_factory=set)
     attempts: list[Attempt] = field(default_factory=list)
     overflow: Counter[tuple[str, str, bool]] = field(default_factory=Counter)  # (client ip, domain, accepted)
@@ -229,13 +233,19 @@ def cut(attempt: Attempt) -> Attempt:
     return dataclasses.replace(attempt, mail_from=mail_from, rcpt_to=rcpt_to, reply=reply, domain=domain)
 
 
+def _key(relays: ServerRelays, verdict: Verdict) -> tuple[Any, ...]:
+    """A relay finding's key: one finding per verdict, and per overlay network as every finding's
+    (:func:`passive.analysis.detectors.session.find`)."""
+    return (str(verdict), *relays.network)
+
+
 class RelayLedger:
     """Every server's attempts, and the ``open-relay`` findings rebuilt from them (bounded in all: see
     :data:`MAX_RELAY_SERVERS`)."""
 
     def __init__(self, policy: RelayPolicy | None = None) -> None:
         self.policy = policy or RelayPolicy()
-        self.servers: dict[str, ServerRelays] = {}
+        self.servers: dict[tuple[str, tuple[str, int] | tuple[()]], ServerRelays] = {}  # by server and network
         self.kept = 0  # attempts kept by all servers (ServerRelays.kept)
         self.served = 0  # MX-rule domains of all servers
 
@@ -259,11 +269,14 @@ class RelayLedger:
         self.judge(findings, relays, attempt)
         return False
 
-    def server(self, server: str, protocol: str, source: str) -> ServerRelays | None:
-        """The server's kept attempts; None for a new server once :data:`MAX_RELAY_SERVERS` are kept."""
-        relays = self.servers.get(server)
+    def server(
+        self, server: str, protocol: str, source: str, network: tuple[str, int] | tuple[()] = ()
+    ) -> ServerRelays | None:
+        """The server's kept attempts (the server in ``network``, an overlay's, if any); None for a new server once
+        :data:`MAX_RELAY_SERVERS` are kept."""
+        relays = self.servers.get((server, network))
         if relays is None and len(self.servers) < MAX_RELAY_SERVERS:
-            relays = self.servers[server] = ServerRelays(server, protocol, source)
+            relays = self.servers[server, network] = ServerRelays(server, protocol, source, network)
         return relays
 
     def judge(self, findings: FindingSet, relays: ServerRelays, attempt: Attempt) -> None:
@@ -289,14 +302,14 @@ class RelayLedger:
             # then it is rebuilt whole, with the run's count.
             if (
                 before is None
-                or findings.find(FindingType.OPEN_RELAY, relays.server, (str(decision.verdict),)) is before
+                or findings.find(FindingType.OPEN_RELAY, relays.server, _key(relays, decision.verdict)) is before
             ):
                 listed = bool(relays.attempts) and relays.attempts[-1] is attempt
                 self._count(findings, relays, attempt, decision, local, 1, listed)
                 return
         relays.published = state
         for verdict in Verdict:
-            old = findings.find(FindingType.OPEN_RELAY, relays.server, (str(verdict),))
+            old = findings.find(FindingType.OPEN_RELAY, relays.server, _key(relays, verdict))
             if old is not None:
                 findings.discard(old)
         for kept in relays.attempts:
@@ -319,8 +332,11 @@ class RelayLedger:
     ) -> None:
         verdict = decision.verdict
         severity = SEVERITY[verdict]
-        finding = findings.get(FindingType.OPEN_RELAY, relays.protocol, relays.server, severity, (str(verdict),))
-        kept = findings.find(FindingType.OPEN_RELAY, relays.server, (str(verdict),)) is finding
+        key = _key(relays, verdict)
+        finding = findings.get(FindingType.OPEN_RELAY, relays.protocol, relays.server, severity, key)
+        kept = findings.find(FindingType.OPEN_RELAY, relays.server, key) is finding
+        if relays.network:
+            finding.network = f"{relays.network[0]}:{relays.network[1]}"
         relays.judged[verdict] = finding if kept else None  # a finding the full set did not keep is not followed
         finding.source = relays.source
         finding.seen(attempt.time, attempt.client)

@@ -50,26 +50,32 @@ class RelayDetector(Detector):
             file=evidence.file,  # the file holding the RCPT (a ring's piece)
         )
         names = frozenset(self.session.server_names)
-        self.session.apply(_attempted, None, context.server, context.protocol, context.source, names, attempt)
+        server = (context.server, context.protocol, context.source, context.network)
+        self.session.apply(_attempted, None, server, names, attempt)
 
 
 # -- effects (passive.analysis.detectors.base) ------------------------------------------------------------------
 
 
 def _attempted(
-    _finding: None, shared: Shared, server: str, protocol: str, source: str, names: frozenset[str], attempt: Attempt
+    _finding: None,
+    shared: Shared,
+    server: tuple[str, str, str, tuple[str, int] | tuple[()]],
+    names: frozenset[str],
+    attempt: Attempt,
 ) -> None:
-    """An attempt to the run's relay ledger, with the names the server gave itself so far in the session. The ledger
+    """An attempt to the run's relay ledger, with the names the server gave itself so far in the session; ``server``
+    is its endpoint, protocol, source and overlay network (:class:`~passive.analysis.relays.ServerRelays`). The ledger
     rebuilds the server's findings: those it evicted to make room are counted in the run's statistics as
     :func:`~passive.analysis.detectors.session.find` counts them, and the attempt counts once among the occurrences
     past the cap if a verdict it rebuilt found no room (a rebuild goes through all of the server's attempts). An
     attempt the ledger has no room to keep (:data:`~passive.analysis.relays.MAX_RELAY_SERVERS`) is counted."""
     ledger, findings, stats = shared.relays, shared.findings, shared.stats
     dropped, evicted = findings.dropped, findings.evicted
-    relays = ledger.server(server, protocol, source)
+    relays = ledger.server(*server)
     if relays is None:
         stats.anomalies["relay_servers_untracked"] += 1
-        untracked = ServerRelays(server, protocol, source)
+        untracked = ServerRelays(*server)
         untracked.learn_names(names)
         ledger.judge(findings, untracked, attempt)
     else:
