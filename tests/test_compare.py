@@ -189,3 +189,34 @@ def test_probe_of_a_recorded_server_agrees_with_the_capture(mail_lab: L.MailLab,
         assert statuses[("auth-methods", "mechanisms")] == "agree"
         # what the wire cannot show: mechanisms offered inside TLS
         assert statuses[("auth-methods", "mechanisms_after_tls")] == "only-active"
+
+
+def test_overlay_tenants_at_one_address_are_compared_apart() -> None:
+    """Two tenants' servers at one address (findings with a ``network``) stay two servers: merged, one tenant's names
+    would be set against a probe's answer as if they were the other's. A probe reaches an address, not a tenant: its
+    findings compare with the capture's server seen outside any overlay."""
+    passive = from_records(
+        "passive",
+        [
+            _record("ntlm-info", "10.0.0.1:25", network="vxlan-vni:100", netbios_computer="MAILA"),
+            _record("ntlm-info", "10.0.0.1:25", network="vxlan-vni:200", netbios_computer="MAILB"),
+            _record("ntlm-info", "10.0.0.1:25", netbios_computer="NATIVE"),
+        ],
+    )
+    active = from_records("active", [_record("ntlm-info", "10.0.0.1:25", netbios_computer="NATIVE")])
+    document = compare([passive, active])
+    rows = {
+        (s["server"], s.get("network"), r["field"]): (r["status"], r["values"])
+        for s in document["servers"]
+        for r in s["fields"]
+        if r["field"] == "netbios_computer"
+    }
+    assert rows == {
+        ("10.0.0.1:25", None, "netbios_computer"): ("agree", {"passive": "NATIVE", "active": "NATIVE"}),
+        ("10.0.0.1:25", "vxlan-vni:100", "netbios_computer"): ("only-passive", {"passive": "MAILA"}),
+        ("10.0.0.1:25", "vxlan-vni:200", "netbios_computer"): ("only-passive", {"passive": "MAILB"}),
+    }
+    console = Console(record=True, width=100)
+    render_comparison(console, document)
+    text = console.export_text()
+    assert "10.0.0.1:25 in vxlan-vni:100" in text and "10.0.0.1:25 in vxlan-vni:200" in text

@@ -55,7 +55,8 @@ def render_comparison(console: Console, document: dict[str, Any]) -> None:
     names = document["sources"]
     blocks: list[Any] = []
     for server in document["servers"]:
-        title = Text.assemble((printable(server["server"]), "bold"), f"  {server['protocol'] or ''}")
+        name = server["server"] if server.get("network") is None else f"{server['server']} in {server['network']}"
+        title = Text.assemble((printable(name), "bold"), f"  {server['protocol'] or ''}")
         table = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 1))
         table.add_column("field", style="cyan", no_wrap=True)
         table.add_column("status", no_wrap=True)

@@ -24,24 +24,29 @@ SET_FIELDS = {"mechanisms", "mechanisms_after_tls"}
 NULL_IS_A_VALUE = set(NTLM_INFO.compared)
 
 
+# A server: its endpoint, and the overlay network it was seen in (a finding's ``network``; None outside overlays).
+# Tenants reuse addresses, so one endpoint in two networks is two servers; a probe reaches an address, and compares
+# with the server seen outside any overlay.
+ServerId = tuple[str, str | None]
 # Per server: per finding type: field -> value.
-ServerFields = dict[str, dict[str, dict[str, Any]]]
+ServerFields = dict[ServerId, dict[str, dict[str, Any]]]
 
 
 @dataclass
 class SourceData:
     name: str
     servers: ServerFields = field(default_factory=dict)
-    protocols: dict[str, str] = field(default_factory=dict)
+    protocols: dict[ServerId, str] = field(default_factory=dict)
 
 
 def from_records(name: str, records: list[dict[str, Any]]) -> SourceData:
     """Findings records (as ``analyze``/``probe`` write them) reduced to the compared fields."""
     source = SourceData(name)
     for record in records:
-        kind, server = record.get("type"), record.get("server")
-        if not isinstance(kind, str) or kind not in COMPARED or not isinstance(server, str):
+        kind, endpoint, network = record.get("type"), record.get("server"), record.get("network")
+        if not isinstance(kind, str) or kind not in COMPARED or not isinstance(endpoint, str):
             continue
+        server = (endpoint, network if isinstance(network, str) and network else None)
         if isinstance(record.get("protocol"), str):
             source.protocols.setdefault(server, record["protocol"])
         fields = source.servers.setdefault(server, {}).setdefault(kind, {})
@@ -58,10 +63,11 @@ def from_records(name: str, records: list[dict[str, Any]]) -> SourceData:
 def from_nmap(services: list[NmapService]) -> SourceData:
     source = SourceData("nmap")
     for service in services:
+        server = (service.server, None)
         if service.protocol:
-            source.protocols.setdefault(service.server, service.protocol)
+            source.protocols.setdefault(server, service.protocol)
         for kind, fields in service.fields.items():
-            target = source.servers.setdefault(service.server, {}).setdefault(kind, {})
+            target = source.servers.setdefault(server, {}).setdefault(kind, {})
             target.update({name: value for name, value in fields.items() if name in COMPARED.get(kind, ())})
     return source
 
@@ -96,7 +102,9 @@ def compare(sources: list[SourceData]) -> dict[str, Any]:
                 totals[status] += 1
                 rows.append({"finding": kind, "field": name, "values": values, "status": status})
         protocol = next((s.protocols[server] for s in sources if server in s.protocols), None)
-        out.append({"server": server, "protocol": protocol, "fields": rows})
+        endpoint, network = server
+        entry = {"server": endpoint, "protocol": protocol, "fields": rows}
+        out.append(entry if network is None else {**entry, "network": network})
     return {
         "type": "comparison",
         "schema_version": SCHEMA_VERSION,
@@ -113,5 +121,5 @@ def _status(name: str, values: dict[str, Any]) -> str:
     return "agree" if len(set(normal)) == 1 else "differ"
 
 
-def _server_key(server: str) -> tuple[str, int]:
-    return split_endpoint(server)
+def _server_key(server: ServerId) -> tuple[str, int, str]:
+    return (*split_endpoint(server[0]), server[1] or "")
