@@ -201,3 +201,23 @@ def test_compare_needs_a_source_beside_nessus(tmp_path: Path) -> None:
     nessus.write_bytes(nessus_file(SCAN))
     result = CliRunner().invoke(main, ["compare", "--nessus", str(nessus)])
     assert result.exit_code == 2
+
+
+def test_refusals_in_traffic_do_not_refute_an_open_relay_and_overlay_tenants_confirm_nothing() -> None:
+    """Only a probe refutes: a server that refused some foreign recipients in the traffic may still relay the variants
+    Nessus tried. And a server seen at the scanned address only inside an overlay may be another tenant's machine:
+    it neither confirms nor refutes what Nessus found at the address."""
+    items = parse_nessus(nessus_file({"10.0.0.5": [report_item(25, "smtp", 10262, "y"), report_item(25, "smtp",
+                                      13926, "x")]}))  # fmt: skip
+    refused = {"type": "open-relay", "server": "10.0.0.5:25", "protocol": "smtp", "source": "passive",
+               "accepted": False, "verdict": "refused"}  # fmt: skip
+    document = verify(items, [refused], [])
+    relay = document["records"][0]
+    assert relay["verdict"] == "not-observed", relay
+    assert "refused" in relay["reason"] and "probe --relay-test" in relay["reason"]
+    tenant = {"type": "ntlm-info", "server": "10.0.0.5:25", "protocol": "smtp", "source": "passive",
+              "network": "vxlan-vni:100", "netbios_computer": "MAILA", "evidence": []}  # fmt: skip
+    accepted = {**refused, "accepted": True, "verdict": "open-relay", "network": "vxlan-vni:100"}
+    document = verify(items, [tenant, accepted], [])
+    assert [r["verdict"] for r in document["records"]] == ["not-observed", "not-observed"]
+    assert all("vxlan-vni:100" in r["reason"] for r in document["records"]), document["records"]

@@ -3,7 +3,9 @@ Nessus reported **confirmed** (leakscope saw it too, with the file and frame or 
 **refuted** (a probe asked and was told otherwise: what was seen instead) or **not observed** (nothing decides it).
 
 Only the active probe refutes: a capture without an NTLM exchange, a relay attempt or an AUTH listing shows what
-clients did, not what the server would do. ``docs/schema.md`` documents the records.
+clients did, not what the server would do. Nessus scans an address from its own network: a server seen at that
+address only inside an overlay (a finding with a ``network``) may be another tenant's machine, and decides nothing.
+``docs/schema.md`` documents the records.
 """
 
 from __future__ import annotations
@@ -118,8 +120,9 @@ def _relay(item: NessusItem, records: list[dict[str, Any]], probe: dict[str, Any
         test = tested[0]["relay_test"]
         tried = test.get("variants_tried")
         return REFUTED, f"the probe's relay test: {tried} variants tried, none accepted", _evidence(tested)
-    if relays:
-        return REFUTED, "the server refused foreign recipients (5xx) in the traffic seen", _evidence(relays)
+    if relays:  # what clients tried was refused: the variants Nessus tried may still pass
+        reason = "the server refused the foreign recipients clients sent in the traffic seen, which does not rule out "
+        return NOT_OBSERVED, reason + "the variants Nessus tried; run 'leakscope probe --relay-test' to decide", []
     return NOT_OBSERVED, "no relay attempt seen; run 'leakscope probe --relay-test' to decide", []
 
 
@@ -149,9 +152,14 @@ def verify(
 ) -> dict[str, Any]:
     """The verification document: one record per recognised plugin result, and counts per verdict."""
     by_server: Records = defaultdict(list)
+    overlays: dict[str, set[str]] = defaultdict(set)  # server -> overlay networks it was seen in
     for record in records:
         if isinstance(record, dict) and isinstance(record.get("server"), str):
-            by_server[record["server"]].append(record)
+            network = record.get("network")
+            if network:  # a tenant's server reusing the address, maybe not the machine Nessus scanned
+                overlays[record["server"]].add(str(network))
+            else:
+                by_server[record["server"]].append(record)
     probe_by_server = {p.get("server"): p for p in probes or [] if isinstance(p, dict)}
     out: list[dict[str, Any]] = []
     for item in items:
@@ -159,6 +167,12 @@ def verify(
         found = by_server.get(server, []) if server else []
         probe = probe_by_server.get(server) if server else None
         verdict, reason, evidence = CHECKS[item.check](item, found, probe)
+        if verdict == NOT_OBSERVED and server in overlays:
+            networks = ", ".join(sorted(overlays[server])[:MAX_EVIDENCE])
+            where = "also" if found else "only"
+            reason += (
+                f"; the address was seen {where} inside overlay networks ({networks}), whose tenants reuse addresses"
+            )
         out.append(
             {
                 "type": "nessus-verification",
