@@ -288,9 +288,11 @@ class Monitor:
 
     def _show(self, ident: Identity, finding: Finding, record: dict[str, Any], new: bool) -> FeedEntry:
         previous = self.feed.pop(ident, None)
+        # A tenant's server in an overlay is named with its network: tenants reuse addresses (docs/schema.md).
+        name = record["server"] if not record.get("network") else f"{record['server']} in {record['network']}"
         entry = self.feed[ident] = FeedEntry(
             type=record["type"],
-            server=record["server"],
+            server=name,
             protocol=record["protocol"],
             severity=record["severity"],
             summary=finding_summary(record),
@@ -300,9 +302,9 @@ class Monitor:
         )
         if len(self.feed) > MAX_FEED:
             self.feed.popitem(last=False)
-        server = self.servers.pop(record["server"], None)
+        server = self.servers.pop(name, None)
         if server is None:
-            server = ServerSeen(record["server"], record["protocol"], None, None, 0, None, None)
+            server = ServerSeen(name, record["protocol"], None, None, 0, None, None)
         server.kinds.add(record["type"])
         if finding.type == FindingType.MAIL_SERVICE:
             server.software = record.get("software")
@@ -310,7 +312,7 @@ class Monitor:
             server.sessions = record["count"]
             server.first_seen = finding.first_seen if server.first_seen is None else server.first_seen
         server.last_seen = finding.last_seen
-        self.servers[record["server"]] = server
+        self.servers[name] = server
         if len(self.servers) > MAX_SERVERS:
             self.servers.popitem(last=False)
         return entry
