@@ -13,7 +13,10 @@ found would narrow nothing: the filter already passes every TCP packet, which it
 
 from __future__ import annotations
 
+import ctypes
 import select
+import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -21,6 +24,7 @@ from typing import Any, NamedTuple
 from passive.capture.bpf import build_bpf_filter
 from passive.capture.counters import CaptureCounters
 from passive.capture.engine import Engine
+from passive.capture.fanout_bpf import flow_hash_program
 from passive.capture.flow import HandlerFactory
 from passive.capture.libpcap import META, binding, libpcap_available
 from passive.capture.options import CaptureOptions
@@ -72,8 +76,9 @@ class LiveCapture:
         self.interface = interface
         handle = _activate(interface, snaplen, promisc, timeout_ms, buffer_size)
         self._handle = handle
+        self.fanout_warning: str | None = None
         if fanout is not None:
-            _join_fanout(handle, interface, fanout)
+            self.fanout_warning = _join_fanout(handle, interface, fanout)
         self._timeout = max(timeout_ms, 1) / 1000
         self._batch = max(1, min(LIVE_BATCH, LIVE_BATCH_BYTES // max(1, snaplen)))
         # After should_stop(): how long at most to keep reading what was captured before the stop.
@@ -112,6 +117,8 @@ class LiveCapture:
         forward from the last packet's timestamp by the wall-clock time elapsed since it arrived.
         """
         counters = counters if counters is not None else CaptureCounters()
+        if self.fanout_warning:
+            counters.warn(self.fanout_warning, anomaly=False)
         engine = Engine(handler_factory, self.options, counters, scanning=True, keep_servers=True)
         engine.scanner = buffer_scanner(self.options)
         tally = ScanTally(counters)
@@ -202,9 +209,19 @@ def _activate(interface: str, snaplen: int, promisc: bool, timeout_ms: int, buff
     return handle
 
 
-def _join_fanout(handle: Any, interface: str, group: int) -> None:
-    """Join the ``PACKET_FANOUT_HASH`` group ``group``: the kernel hands each flow (both directions: the hash is
-    symmetric) to one of the group's sockets."""
+def _join_fanout(handle: Any, interface: str, group: int) -> str | None:
+    """Join the fanout group ``group``, whose program (:mod:`passive.capture.fanout_bpf`) hands both directions of
+    each TCP flow, tunnelled or not, to one of the group's sockets. Where the kernel takes no program, the group is
+    a ``PACKET_FANOUT_HASH`` one (its hash of the outermost headers splits flows inside VXLAN or Geneve): a warning,
+    returned."""
+    try:
+        fd = handle.getfd()
+        _join_with_program(fd, group & 0xFFFF)
+        return None
+    except _ProgramRefused as exc:  # in the group, without a program: every packet goes to its first member
+        return f"the kernel refused the fanout program ({exc}): the first capture process reads every packet"
+    except (AttributeError, OSError) as exc:
+        refused = one_line(exc)
     pcapy = binding()
     try:
         handle.set_fanout(group & 0xFFFF, pcapy.PACKET_FANOUT_HASH)
@@ -213,6 +230,44 @@ def _join_fanout(handle: Any, interface: str, group: int) -> None:
         raise CaptureError(
             f"cannot share {interface} between capture processes (PACKET_FANOUT): {one_line(exc)}"
         ) from None
+    return (
+        f"the kernel refused the fanout program ({refused}): flows are spread by their outermost headers, which "
+        "may split a tunnelled session (VXLAN, Geneve) between capture processes"
+    )
+
+
+SOL_PACKET, PACKET_FANOUT, PACKET_FANOUT_DATA = 263, 18, 22  # linux/if_packet.h
+PACKET_FANOUT_CBPF, PACKET_FANOUT_FLAG_DEFRAG = 6, 0x8000
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def _join_with_program(fd: int, group: int) -> None:
+    """Join ``group`` as a ``PACKET_FANOUT_CBPF`` group (IPv4 fragments joined first) and give it the flow program;
+    the socket stays libpcap's."""
+    rows = flow_hash_program()
+    program = (_SockFilter * len(rows))(*(_SockFilter(*row) for row in rows))
+    fprog = _SockFprog(len(rows), ctypes.cast(program, ctypes.POINTER(_SockFilter)))
+    sock = socket.socket(fileno=fd)
+    try:
+        mode = PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_DEFRAG
+        sock.setsockopt(SOL_PACKET, PACKET_FANOUT, (group | mode << 16).to_bytes(4, sys.byteorder))  # unsigned
+        try:
+            sock.setsockopt(SOL_PACKET, PACKET_FANOUT_DATA, bytes(fprog))
+        except OSError as exc:
+            raise _ProgramRefused(one_line(exc)) from None
+    finally:
+        sock.detach()
+
+
+class _ProgramRefused(Exception):
+    """The socket joined the group, whose program the kernel then refused."""
 
 
 def _tick(

@@ -83,7 +83,8 @@ DEFAULTS = WatchOptions(interface="")
     type=click.IntRange(1, MAX_JOBS),
     default=DEFAULTS.jobs,
     show_default=True,
-    help="Capture processes sharing the interface (PACKET_FANOUT_HASH: each flow stays on one); one writer.",
+    help="Capture processes sharing the interface (a PACKET_FANOUT group whose program keeps each flow, tunnelled or "
+    "not, on one); one writer.",
 )
 @click.option(
     "--idle-timeout",

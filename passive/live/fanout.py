@@ -1,4 +1,4 @@
-"""Every core on a live interface: capture processes in one ``PACKET_FANOUT_HASH`` group, one writer.
+"""Every core on a live interface: capture processes in one fanout group (passive.capture.fanout_bpf), one writer.
 
 ``watch --jobs N`` forks N capture processes. Each opens its own libpcap handle on the interface and joins one
 fanout group: the kernel hands every packet of a flow (both directions: the hash is symmetric) to the same

@@ -36,7 +36,7 @@ class WatchOptions:
     max_flows: int = MAX_FLOWS
     reassembly_policy: str = DEFAULT_POLICY  # whose bytes win where segments overlap (passive.capture.policy)
     buffer_size: int = BUFFER_MIB  # MiB of kernel ring buffer per capture process (see BUFFER_MIB)
-    jobs: int = 1  # capture processes in one PACKET_FANOUT_HASH group (passive.live.fanout)
+    jobs: int = 1  # capture processes in one fanout group (passive.live.fanout, passive.capture.fanout_bpf)
 
     def analysis_options(self) -> AnalysisOptions:
         return AnalysisOptions(
