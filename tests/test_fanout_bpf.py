@@ -158,6 +158,11 @@ def test_what_the_program_cannot_read_still_keeps_both_directions_together() -> 
         for s, d, a, b in ((V6[0], V6[1], 40000, 25), (V6[1], V6[0], 25, 40000))
     ]
     assert extension[0] == extension[1] != 0
+    mpls_udp = [
+        _hash(_outer(f) / UDP(sport=50000 if f else 60000, dport=6635) / MPLS(label=16, s=1) / _tcp(4, f))
+        for f in (True, False)
+    ]
+    assert mpls_udp[0] == mpls_udp[1] != 0
     arp_inside = [_hash(CARRIERS["vxlan"](Ether(**MAC, type=0x0806) / Raw(b"\x00" * 28), f)) for f in (True, False)]
     assert arp_inside[0] == arp_inside[1] != 0
     frame = bytes(CARRIERS["vxlan"](_tcp(4, True), True))

@@ -12,10 +12,11 @@ each level; outside any tunnel, the TCP 4-tuple itself.
 
 The hash is the sum of the flow's address words and ports (a sum does not change when source and destination swap),
 mixed afterwards. Where the program cannot reach the TCP header (a fragment inside a tunnel, extension headers, a
-tunnel it does not read, a non-IP payload) it hashes the innermost addresses it read, which both directions also
-share; a packet it cannot read at all goes to the first member. Every load is relative to the network header
-(``SKF_NET_OFF``), where the kernel's receive and transmit paths both set it, and the outermost ethertype is the
-packet's protocol as the kernel knows it (``SKF_AD_PROTOCOL``: a VLAN tag the kernel took off is not in the data).
+tunnel it does not read, such as MPLS over UDP, a non-IP payload) it hashes the innermost addresses it read, which
+both directions also share; a packet it cannot read at all goes to the first member. Every load is relative to the
+network header (``SKF_NET_OFF``), where the kernel's receive and transmit paths both set it, and the outermost
+ethertype is the packet's protocol as the kernel knows it (``SKF_AD_PROTOCOL``: a VLAN tag the kernel took off is
+not in the data).
 The group also asks the kernel to join IPv4 fragments before it runs the program (``PACKET_FANOUT_FLAG_DEFRAG``).
 
 The kernel checks the program when the group is given it; tests run it here on every kind of packet (both
@@ -208,7 +209,7 @@ def _udp(asm: _Assembler) -> None:
         asm.jump(JEQ, port, "vxlan")
     asm.jump(JEQ, GPE_PORT, "gpe")
     asm.jump(JEQ, GENEVE_PORT, "geneve")
-    asm.goto("outer_ports")  # a UDP flow of its own: its ports, as TCP's
+    asm.goto("outer_addresses")  # no TCP flow is read from UDP; another tunnel's source port differs each way
     asm.label("vxlan")
     _advance(asm, 16)  # UDP and VXLAN headers, then Ethernet
     asm.goto("inner_ethernet")
