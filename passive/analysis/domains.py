@@ -81,8 +81,21 @@ def destination_domain(address: str) -> str | None:
     return _domain(domain) if domain else None
 
 
-def _domain(text: str) -> str | None:
+def normalize_domain(text: str) -> str:
+    """A domain as relay checks compare them: lower case, no trailing dot, an internationalized name in its ASCII
+    form (``Bücher.de`` and ``xn--bcher-kva.de`` are one domain; IDNA 2003, Python's codec); text that is no valid
+    name stays as it is, lower case."""
     text = text.strip().lower().rstrip(".")
+    if text.isascii():
+        return text
+    try:
+        return text.encode("idna").decode("ascii").rstrip(".")
+    except UnicodeError:
+        return text
+
+
+def _domain(text: str) -> str | None:
+    text = normalize_domain(text)
     if not text:
         return None
     if text.startswith("[") and text.endswith("]"):
