@@ -185,3 +185,23 @@ def test_internationalized_local_domains_in_either_form(tmp_path: Path) -> None:
     for local in ("bücher.de", "xn--bcher-kva.de", "BÜCHER.DE."):
         assert relays(analyze(pcap_path, "--local-domain", local)) == [], local
     assert relays(analyze(pcap_path, "--local-domain", "example.com")) == [("open-relay", "high", True)]
+
+
+def test_a_foreign_domain_in_the_local_part_of_a_local_address_is_a_possible_relay(tmp_path: Path) -> None:
+    """``victim%outside.test@contoso.com`` is a mailbox at the server's own domain to a server that does not apply
+    the percent hack (Postfix with allow_percent_hack = no, Exchange): accepting it proves no relaying. The same
+    trick at a foreign domain, and a source route whose last hop is foreign, stay high."""
+    local_part = (
+        "victim%outside.test@contoso.com",
+        "outside.test!victim@contoso.com",
+        '"victim@outside.test"@contoso.com',
+    )
+    pcap = capture(tmp_path / "tricks.pcap", transaction("C: RSET", "S: 250 2.0.0 Ok", rcpts=local_part))
+    findings = [f for f in analyze(pcap) if f["type"] == "open-relay"]
+    assert [(f["verdict"], f["severity"]) for f in findings] == [("possible-relay", "medium")]
+    assert sorted(d["rcpt_to"] for d in findings[0]["details"]) == sorted(local_part)
+    assert "at the server's own contoso.com" in findings[0]["rule"]
+
+    foreign = ("victim%outside.test@elsewhere.test", "@contoso.com:victim@outside.test")
+    pcap = capture(tmp_path / "foreign.pcap", transaction("C: RSET", "S: 250 2.0.0 Ok", rcpts=foreign))
+    assert relays(analyze(pcap)) == [("open-relay", "high", True)]

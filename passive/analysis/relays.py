@@ -16,6 +16,8 @@ applies:
    point is the user's choice): ``relays-for-internal-clients`` (low) -- Postfix's ``mynetworks`` is assumed;
 3. the session may have authenticated unseen (bytes were lost before the transaction, or an AUTH's verdict was
    not seen): ``possible-relay`` (medium) -- the server may have taken the client for one of its users;
+   so is a foreign domain named in the local part of an address at a local domain (``user%example.net@server``,
+   ``example.net!user@server``, ``"user@example.net"@server``): the server may deliver it as a local mailbox;
 4. the server's own domains are unknown (no ``--local-domain``, no domain in its names): ``possible-relay``
    (medium) -- the recipient domain may be its own;
 5. otherwise ``open-relay`` (high): a client outside the trusted networks had mail for a foreign domain accepted.
@@ -124,6 +126,9 @@ class Attempt:
     refused_later: str = ""
     # The proxy whose XCLIENT named ``client`` (the session's own client), or "".
     via: str = ""
+    # The domain after the last "@" when ``domain`` came from a relay trick in the local part (percent hack, bang
+    # path, quoted address), or "".
+    outer: str = ""
 
     @property
     def client_ip(self) -> str:
@@ -139,9 +144,9 @@ class ServerRelays:
     source: str
     names: set[str] = field(default_factory=set)
     attempts: list[Attempt] = field(default_factory=list)
-    # (client ip, domain, accepted, unsure): what decides an attempt's verdict besides the server's domains.
-    overflow: Counter[tuple[str, str, bool, bool]] = field(default_factory=Counter)
-    overflow_last: dict[tuple[str, str, bool, bool], Attempt] = field(default_factory=dict)
+    # (client ip, domain, accepted, unsure, outer): what decides an attempt's verdict besides the server's domains.
+    overflow: Counter[tuple[str, str, bool, bool, bool]] = field(default_factory=Counter)
+    overflow_last: dict[tuple[str, str, bool, bool, bool], Attempt] = field(default_factory=dict)
     served: dict[str, tuple[set[str], set[str]]] = field(default_factory=dict)  # domain -> (clients, sender domains)
     published: tuple[frozenset[str], bool] | None = None  # (local domains, knows them) of the findings' last rebuild
     alone: bool = False  # its attempts are judged one at a time, its findings never rebuilt (no room was left)
@@ -158,7 +163,7 @@ class ServerRelays:
         """Keep ``attempt`` (listed, else counted by its client, domain and outcome); without ``room`` only counted
         with an earlier one of the same, if any. ``learn``: a new domain it was accepted for may join the MX rule's.
         Whether it was kept or counted."""
-        key = (attempt.client_ip, attempt.domain, attempt.accepted, bool(attempt.unsure))
+        key = (attempt.client_ip, attempt.domain, attempt.accepted, bool(attempt.unsure), bool(attempt.outer))
         if room and len(self.attempts) < MAX_ATTEMPTS:
             self.attempts.append(attempt)
         elif room or key in self.overflow:
@@ -190,6 +195,11 @@ class ServerRelays:
             if len(clients) >= MX_MIN_CLIENTS and len(senders) >= MX_MIN_SENDER_DOMAINS
         }
         return local
+
+    @property
+    def addresses(self) -> frozenset[str]:
+        """The server's address, as an address literal's domain names it."""
+        return frozenset({split_endpoint(self.server)[0]})
 
     def knows_its_domains(self, policy: RelayPolicy) -> bool:
         return bool(policy.local_domains) or any(registered_domain(n) for n in self.names)
@@ -232,6 +242,12 @@ def decide(relays: ServerRelays, attempt: Attempt, policy: RelayPolicy) -> Decis
             f"{attempt.domain} was accepted for client {who}, but {attempt.unsure}",
             ("a client that authenticated unseen would be relayed for as one of the server's users",),
         )
+    if attempt.outer and is_local(attempt.outer, relays.local_domains(policy), relays.addresses):
+        return Decision(
+            Verdict.POSSIBLE_RELAY,
+            f"{attempt.rcpt_to} names {attempt.domain} in its local part, at the server's own {attempt.outer}",
+            ("the server may take it for a mailbox of its own and deliver it there, not relay it",),
+        )
     if not relays.knows_its_domains(policy):
         return Decision(
             Verdict.POSSIBLE_RELAY,
@@ -246,13 +262,10 @@ def decide(relays: ServerRelays, attempt: Attempt, policy: RelayPolicy) -> Decis
 
 def cut(attempt: Attempt) -> Attempt:
     """The attempt with its addresses and reply cut at :data:`MAX_RELAY_TEXT` (itself if they are short)."""
-    texts = (attempt.mail_from, attempt.rcpt_to, attempt.reply, attempt.domain, attempt.refused_later)
-    if max(map(len, texts)) <= MAX_RELAY_TEXT:
+    names = ("mail_from", "rcpt_to", "reply", "domain", "refused_later", "outer")
+    if max(len(getattr(attempt, name)) for name in names) <= MAX_RELAY_TEXT:
         return attempt
-    mail_from, rcpt_to, reply, domain, later = (text[:MAX_RELAY_TEXT] for text in texts)
-    return dataclasses.replace(
-        attempt, mail_from=mail_from, rcpt_to=rcpt_to, reply=reply, domain=domain, refused_later=later
-    )
+    return dataclasses.replace(attempt, **{name: getattr(attempt, name)[:MAX_RELAY_TEXT] for name in names})
 
 
 class RelayLedger:

@@ -22,7 +22,7 @@ from typing import ClassVar
 
 from dissectors import events as ev
 from passive.analysis.detectors.base import Detector, Handlers, Session, Shared
-from passive.analysis.domains import destination_domain
+from passive.analysis.domains import route
 from passive.analysis.relays import Attempt, ServerRelays
 from passive.core.endpoints import endpoint
 from passive.findings.model import FindingType
@@ -98,7 +98,7 @@ class RelayDetector(Detector):
             return
         if context.protocol != "smtp":
             return
-        domain = destination_domain(event.address)
+        domain, outer = route(event.address)
         refused = event.reply_code is not None and 500 <= event.reply_code < 600
         if domain is None or not (event.accepted or refused):
             return
@@ -114,6 +114,7 @@ class RelayDetector(Detector):
             file=evidence.file,  # the file holding the RCPT (a ring's piece)
             unsure=self.unsure,
             via=self.vouched_by if self.vouched_client else "",
+            outer=outer or "",
         )
         if not attempt.accepted:
             self._attempt(attempt)
