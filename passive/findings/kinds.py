@@ -199,7 +199,10 @@ CLEARTEXT_CREDENTIALS = Kind(
     type=FindingType.CLEARTEXT_CREDENTIALS,
     title="Clear-text credentials",
     description="A user name and a secret sent where anyone on the path can read them.",
-    severity_rules=((Severity.HIGH, "always: the secret is known to anyone on the path"),),
+    severity_rules=(
+        (Severity.HIGH, "a password or bearer token: the secret is known to anyone on the path"),
+        (Severity.MEDIUM, "a CRAM-MD5 or APOP digest: the password did not cross, but is crackable offline"),
+    ),
     fields=(
         Field(
             "mechanism",
@@ -284,8 +287,7 @@ OPEN_RELAY = Kind(
         ),
         Field(
             "accepted",
-            "true when the server answered 2xx (relays), false for a 5xx refusal (of the RCPT, or of the message "
-            "after a 2xx to the RCPT)",
+            "true when the server answered 2xx (relays), false for a 5xx refusal (of the RCPT, or of its message)",
             column=True,
             compared=True,
         ),
@@ -293,9 +295,7 @@ OPEN_RELAY = Kind(
         Field("rcpt_to", "the recipient of the latest attempt", column=True),
         Field("reply", "the server's reply to that RCPT", column=True),
         Field(
-            "message_refused",
-            "where and how the server refused the message after that RCPT (`at DATA: 554 ...`)",
-            column=True,
+            "message_refused", "how the server refused the message after that RCPT (`at DATA: 554 ...`)", column=True
         ),
         Field("rule", "which rule decided the verdict, in a sentence", column=True),
         Field("assumed", "what was assumed to reach the verdict", many=True),
