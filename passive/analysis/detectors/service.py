@@ -78,7 +78,7 @@ def _greeting(service: Finding, shared: Shared, banner: str, evidence: EvidenceR
     fields = service.fields
     if fields.get("banner") is None:
         fields["banner"] = banner
-        fields["software"] = guess_software(banner)
+        fields["software"] = guess_software(banner, host_first=service.protocol == "smtp")
     service.add_evidence(evidence)
 
 
