@@ -97,6 +97,10 @@ def test_a_message_refused_after_its_recipient_was_accepted_relayed_nothing(tmp_
     [relayed] = [f for f in analyze(capture(tmp_path / "queued.pcap", queued)) if f["type"] == "open-relay"]
     assert (relayed["verdict"], relayed["severity"], relayed["accepted"]) == ("open-relay", "high", True)
     assert "message_refused" not in relayed
+    # A backup MX takes mail for another's domain from anyone: the high verdict says it assumed the server is none.
+    assert relayed["assumed"] == [
+        "outside.test is not a domain the server receives mail for (a backup MX, a relay domain)"
+    ]
 
     # A temporary refusal of the message relayed nothing yet, and says nothing final: not judged.
     deferred = transaction(*MESSAGE, "S: 451 4.7.1 Try again later")

@@ -256,7 +256,10 @@ def decide(relays: ServerRelays, attempt: Attempt, policy: RelayPolicy) -> Decis
         )
     outside = "outside the trusted networks" if policy.trusted_networks else "not in a private range"
     return Decision(
-        Verdict.OPEN_RELAY, f"client {who} is {outside} and {attempt.domain} is not among the server's local domains"
+        Verdict.OPEN_RELAY,
+        f"client {who} is {outside} and {attempt.domain} is not among the server's local domains",
+        # A backup MX or a relay_domains entry takes mail for another's domain from anyone: told by --local-domain.
+        (f"{attempt.domain} is not a domain the server receives mail for (a backup MX, a relay domain)",),
     )
 
 
