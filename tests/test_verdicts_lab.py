@@ -272,3 +272,29 @@ def test_xclient_login_is_authentication_and_addr_the_client(verdicts_lab: V.Ver
     # The sessions' replies stay with their commands: the EHLO after XCLIENT is answered by its own 250.
     [service] = of(findings, "mail-service", SMTP_SERVER)
     assert service["banner"].startswith(L.MAIL_HOST)
+
+
+def test_probe_relay_test_follows_an_accepted_rcpt_with_data(verdicts_lab: V.VerdictsLab, tmp_path: Path) -> None:
+    """``probe --relay-test`` against the service that checks relaying at DATA: every RCPT is accepted, every DATA
+    refused, so no variant is accepted and there is no open relay; against the one that relays, the first DATA is
+    taken (354) and the test stops there, high, with no message sent."""
+    relay_test = ["--relay-test", "--relay-to", "example.net"]  # a probe's vantage point is not assumed trusted
+    documents = {}
+    for port in (V.DATA_REFUSING_PORT, V.RELAYING_PORT):
+        argv = [*LEAKSCOPE, "probe", "--format", "json", *relay_test, f"smtp://{L.SRV_IP}:{port}"]
+        done = verdicts_lab.client(argv)
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        documents[port] = json.loads(done.stdout)["findings"]
+
+    checked = documents[V.DATA_REFUSING_PORT]
+    [service] = of(checked, "mail-service")
+    variants = service["relay_test"]["variants"]
+    taken = [v for v in variants if v["rcpt_reply"] and v["rcpt_reply"].startswith("250")]
+    assert taken and all(v["data_reply"].startswith("554 5.7.1") and not v["accepted"] for v in taken)
+    assert service["relay_test"]["variants_accepted"] == 0
+    assert all(f["severity"] != "high" for f in of(checked, "open-relay"))
+    assert {f["verdict"] for f in of(checked, "open-relay")} == {"refused"}
+
+    [service] = of(documents[V.RELAYING_PORT], "mail-service")
+    assert service["relay_test"]["stopped"].startswith("DATA taken for variant 1 (354)")
+    assert [f["severity"] for f in of(documents[V.RELAYING_PORT], "open-relay")] == ["high"]

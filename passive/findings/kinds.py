@@ -412,8 +412,8 @@ MAIL_SERVICE = Kind(
         Field(
             "relay_test",
             "with `--relay-test` (SMTP): `{variants_tried, variants_accepted, stopped, from_domain, to_domain, "
-            "variants[]}`; each variant `{variant, mail_from, rcpt_to, mail_reply, rcpt_reply, accepted}`; `stopped` "
-            "is the 530 (or failing RSET) reply that ended the test, else null",
+            "variants[]}`; each `{variant, mail_from, rcpt_to, mail_reply, rcpt_reply, data_reply, accepted}` "
+            "(`accepted`: RCPT and DATA taken); `stopped`: the 530, failing RSET or DATA taken that ended it, or null",
             active=True,
         ),
     ),
