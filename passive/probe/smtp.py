@@ -133,33 +133,11 @@ class SmtpConversation(Conversation):
             if code == 530 or code >= 400:
                 stopped = lines[-1][:200]
                 break
-            code, lines = await self._smtp_command(f"MAIL FROM:<{mail_from}>")
-            variant: dict[str, Any] = {
-                "variant": number,
-                "mail_from": mail_from or "<>",
-                "rcpt_to": rcpt_to,
-                "mail_reply": lines[-1][:200],
-                "rcpt_reply": None,
-                "accepted": False,
-            }
+            variant, stopped = await self._relay_variant(number, mail_from, rcpt_to)
             tried.append(variant)
-            if code == 530:
-                stopped = lines[-1][:200]
+            if stopped is not None:
+                in_message = variant.get("data_reply", "").startswith("354")
                 break
-            if 200 <= code < 300:
-                code, lines = await self._smtp_command(f"RCPT TO:<{rcpt_to}>")
-                variant["rcpt_reply"] = lines[-1][:200]
-                variant["accepted"] = 200 <= code < 300
-                if code == 530:
-                    stopped = lines[-1][:200]
-                    break
-                if variant["accepted"]:
-                    code, lines = await self._smtp_command("DATA")
-                    variant["data_reply"] = lines[-1][:200]
-                    variant["accepted"] = code == 354  # refused at DATA (4xx, 5xx): not relayed
-                    if code == 354:
-                        stopped, in_message = f"DATA taken for variant {number} (354): no message is sent", True
-                        break
         if not in_message:
             await self._smtp_command("RSET")
         accepted = [v for v in tried if v["accepted"]]
@@ -175,3 +153,26 @@ class SmtpConversation(Conversation):
             }
         )
         return in_message
+
+    async def _relay_variant(self, number: int, mail_from: str, rcpt_to: str) -> tuple[dict[str, Any], str | None]:
+        """One variant: MAIL FROM, RCPT TO if the sender was taken, DATA if the recipient was. The variant, and why
+        the test stops after it (a 530, or DATA taken: a 354), else None."""
+        code, lines = await self._smtp_command(f"MAIL FROM:<{mail_from}>")
+        variant: dict[str, Any] = {
+            "variant": number,
+            "mail_from": mail_from or "<>",
+            "rcpt_to": rcpt_to,
+            "mail_reply": lines[-1][:200],
+            "rcpt_reply": None,
+            "accepted": False,
+        }
+        if code == 530 or not 200 <= code < 300:
+            return variant, lines[-1][:200] if code == 530 else None
+        code, lines = await self._smtp_command(f"RCPT TO:<{rcpt_to}>")
+        variant["rcpt_reply"] = lines[-1][:200]
+        if code == 530 or not 200 <= code < 300:
+            return variant, lines[-1][:200] if code == 530 else None
+        code, lines = await self._smtp_command("DATA")
+        variant["data_reply"] = lines[-1][:200]
+        variant["accepted"] = code == 354  # refused at DATA (4xx, 5xx): not relayed
+        return variant, f"DATA taken for variant {number} (354): no message is sent" if code == 354 else None

@@ -23,13 +23,17 @@ from typing import ClassVar
 from dissectors import events as ev
 from passive.analysis.detectors.base import Detector, Handlers, Session, Shared
 from passive.analysis.domains import route
-from passive.analysis.relays import Attempt, ServerRelays
+from passive.analysis.relays import Attempt, ServerRelays, cut
 from passive.core.endpoints import endpoint
 from passive.findings.model import FindingType
 
-# Accepted recipients of one transaction held until its end (Postfix's smtpd_recipient_limit is 1,000); past this
-# the oldest is judged at once on its RCPT reply alone.
-MAX_HELD_RECIPIENTS = 1000
+# Accepted recipients of one transaction held until its end, and their text (addresses, reply, cited lines); past
+# either the oldest is judged at once on its RCPT reply alone, as every one was before transactions were followed.
+# A real transaction holds a few (a mailing list's, dozens); a session may be one of 10,000 flows: 32 short ones
+# held 44 KB, 16 KiB of long ones 18 to 50 KB (measured: the held list's objects), 640 MB at most in all, as the
+# credentials detector's pending bound allows.
+MAX_HELD_RECIPIENTS = 32
+MAX_HELD_CHARACTERS = 16 * 1024
 # XCLIENT values that give no login or address (Postfix's placeholders).
 _UNKNOWN_VALUES = frozenset({"[UNAVAILABLE]", "[TEMPUNAVAIL]", ""})
 
@@ -51,6 +55,7 @@ class RelayDetector(Detector):
         super().__init__(session)
         self.sender: ev.MailFrom | None = None
         self.held: list[Attempt] = []  # accepted recipients of the transaction, waiting for its end
+        self.held_characters = 0
         self.unsure = ""  # why the session may have authenticated unseen
         self.vouched_login = False  # an XCLIENT the server took named the client's login
         self.vouched_client: str | None = None  # the client an XCLIENT the server took named (ip:port)
@@ -102,26 +107,34 @@ class RelayDetector(Detector):
         refused = event.reply_code is not None and 500 <= event.reply_code < 600
         if domain is None or not (event.accepted or refused):
             return
-        attempt = Attempt(
-            client=self.vouched_client or context.client,
-            mail_from=sender.address,
-            rcpt_to=event.address,
-            domain=domain,
-            accepted=bool(event.accepted),
-            reply=event.reply_text,
-            time=event.evidence.timestamp,
-            evidence=(self.evidence(sender), evidence := self.evidence(event)),
-            file=evidence.file,  # the file holding the RCPT (a ring's piece)
-            unsure=self.unsure,
-            via=self.vouched_by if self.vouched_client else "",
-            outer=outer or "",
+        attempt = cut(
+            Attempt(
+                client=self.vouched_client or context.client,
+                mail_from=sender.address,
+                rcpt_to=event.address,
+                domain=domain,
+                accepted=bool(event.accepted),
+                reply=event.reply_text,
+                time=event.evidence.timestamp,
+                evidence=(self.evidence(sender), evidence := self.evidence(event)),
+                file=evidence.file,  # the file holding the RCPT (a ring's piece)
+                unsure=self.unsure,
+                via=self.vouched_by if self.vouched_client else "",
+                outer=outer or "",
+            )
         )
         if not attempt.accepted:
             self._attempt(attempt)
             return
-        if len(self.held) >= MAX_HELD_RECIPIENTS:
-            self._attempt(self.held.pop(0))
+        size = _characters(attempt)
+        while self.held and (
+            len(self.held) >= MAX_HELD_RECIPIENTS or self.held_characters + size > MAX_HELD_CHARACTERS
+        ):
+            oldest = self.held.pop(0)
+            self.held_characters -= _characters(oldest)
+            self._attempt(oldest)
         self.held.append(attempt)
+        self.held_characters += size
 
     def data(self, event: ev.DataStart) -> None:
         if event.accepted is False and event.reply_code is not None:
@@ -139,11 +152,12 @@ class RelayDetector(Detector):
         code = event.reply_code or 0
         if 400 <= code < 500:
             self.held.clear()
+            self.held_characters = 0
         elif 500 <= code < 600:
             stage = "DATA" if isinstance(event, ev.DataStart) else "the end of the data"
             refusal = f"at {stage}: {event.reply_text}"
             cited = self.evidence(event)
-            held, self.held = self.held, []
+            held, self.held, self.held_characters = self.held, [], 0
             for attempt in held:
                 evidence = (*attempt.evidence, cited)
                 self._attempt(dataclasses.replace(attempt, accepted=False, refused_later=refusal, evidence=evidence))
@@ -151,7 +165,7 @@ class RelayDetector(Detector):
         self.sender = None if isinstance(event, ev.MessageEnd) else self.sender
 
     def _flush(self) -> None:
-        held, self.held = self.held, []
+        held, self.held, self.held_characters = self.held, [], 0
         for attempt in held:
             self._attempt(attempt)
 
@@ -159,6 +173,12 @@ class RelayDetector(Detector):
         context = self.context
         names = frozenset(self.session.server_names)
         self.session.apply(_attempted, None, context.server, context.protocol, context.source, names, attempt)
+
+
+def _characters(attempt: Attempt) -> int:
+    """The text an attempt holds: its addresses, reply and cited lines."""
+    texts = (attempt.mail_from, attempt.rcpt_to, attempt.reply, attempt.domain, attempt.unsure, attempt.outer)
+    return sum(map(len, texts)) + sum(len(evidence.line or "") for evidence in attempt.evidence)
 
 
 # -- effects (passive.analysis.detectors.base) ------------------------------------------------------------------
