@@ -219,3 +219,12 @@ def test_recipients_past_the_held_bound_are_judged_on_their_rcpt(tmp_path: Path)
     findings = {f["verdict"]: f for f in analyze(capture(tmp_path / "many.pcap", script)) if f["type"] == "open-relay"}
     assert sorted(d["rcpt_to"] for d in findings["open-relay"]["details"]) == sorted(rcpts[:8])
     assert sorted(d["rcpt_to"] for d in findings["refused"]["details"]) == sorted(rcpts[8:])
+
+
+def test_lmtp_delivers_to_mailboxes_and_relays_nothing(tmp_path: Path) -> None:
+    """An MTA handing mail for a hosted domain to Dovecot's LMTP (LHLO, RFC 2033): final delivery, no relay."""
+    script = transaction(*MESSAGE, "S: 250 2.0.0 <bob@customer.test> Saved", rcpts=("bob@customer.test",))
+    lmtp = capture(tmp_path / "lmtp.pcap", script.replace("C: EHLO client.example", "C: LHLO mx.provider.example"))
+    assert relays(analyze(lmtp)) == []
+    smtp = capture(tmp_path / "smtp.pcap", script)  # the same transaction over SMTP relays
+    assert relays(analyze(smtp)) == [("open-relay", "high", True)]

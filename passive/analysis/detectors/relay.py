@@ -12,7 +12,8 @@ MAIL, QUIT, the connection's end, a temporary 4xx refusal of the message) leaves
 verdict's ground, except that a 4xx to the message leaves it unjudged, as a 4xx to the RCPT does.
 
 A proxy's ``XCLIENT`` (Postfix) that the server took makes its ``LOGIN`` the session's authentication (not judged)
-and its ``ADDR`` the client that is judged."""
+and its ``ADDR`` the client that is judged. LMTP (``LHLO``, RFC 2033) delivers to the server's own mailboxes, whatever
+their domains: its transactions are not judged."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ class RelayDetector(Detector):
         ev.Anomaly: "anomaly",
         ev.AuthAbandoned: "auth_abandoned",
         ev.ClientOverride: "client_override",
+        ev.Hello: "hello",
     }
 
     def __init__(self, session: Session) -> None:
@@ -60,6 +62,10 @@ class RelayDetector(Detector):
         self.vouched_login = False  # an XCLIENT the server took named the client's login
         self.vouched_client: str | None = None  # the client an XCLIENT the server took named (ip:port)
         self.vouched_by = ""  # the proxy that sent that XCLIENT
+        self.lmtp = False  # the client greeted with LHLO: final delivery to mailboxes (RFC 2033), never a relay
+
+    def hello(self, event: ev.Hello) -> None:
+        self.lmtp = event.command == "LHLO"
 
     def mail_from(self, event: ev.MailFrom) -> None:
         self._flush()
@@ -99,7 +105,7 @@ class RelayDetector(Detector):
     def rcpt_to(self, event: ev.RcptTo) -> None:
         sender = self.sender
         context = self.context
-        if sender is None or self.session.authenticated or self.vouched_login or context.partial:
+        if sender is None or self.session.authenticated or self.vouched_login or context.partial or self.lmtp:
             return
         if context.protocol != "smtp":
             return
