@@ -228,3 +228,10 @@ def test_lmtp_delivers_to_mailboxes_and_relays_nothing(tmp_path: Path) -> None:
     assert relays(analyze(lmtp)) == []
     smtp = capture(tmp_path / "smtp.pcap", script)  # the same transaction over SMTP relays
     assert relays(analyze(smtp)) == [("open-relay", "high", True)]
+
+
+def test_a_server_named_in_unicode_receives_for_its_ascii_domain(tmp_path: Path) -> None:
+    """A server greeting as mx.bücher.de (SMTPUTF8) receives mail for xn--bcher-kva.de: its own domain."""
+    script = transaction("C: RSET", "S: 250 2.0.0 Ok", rcpts=("info@xn--bcher-kva.de",))
+    pcap = capture(tmp_path / "unicode-name.pcap", script.replace("mx.contoso.com", "mx.bücher.de"))
+    assert relays(analyze(pcap)) == []
