@@ -152,6 +152,11 @@ class AuthAbandoned(Event):
     reason: str
 
 
+# XCLIENT attributes kept from one command (Postfix knows 9: NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT
+# REVERSE_NAME); a hostile line may hold thousands.
+MAX_OVERRIDE_ATTRIBUTES = 16
+
+
 @dataclass
 class MailFrom(Event):
     """SMTP MAIL FROM, with the server's reply once seen."""
@@ -173,9 +178,32 @@ class RcptTo(Event):
 
 @dataclass
 class DataStart(Event):
-    """SMTP DATA, and whether the server accepted it (354): the message follows."""
+    """SMTP DATA, and whether the server accepted it (354): the message follows. ``reply_code`` and ``reply_text``
+    are the server's answer (None and empty when it was not seen)."""
 
     accepted: bool | None = None
+    reply_code: int | None = None
+    reply_text: str = ""
+
+
+@dataclass
+class MessageEnd(Event):
+    """The end of an SMTP message (the ``.`` after DATA, or ``BDAT ... LAST``; a refused ``BDAT`` chunk ends it too)
+    with the server's verdict on the transaction: ``accepted`` for a 2xx (queued for delivery), False otherwise."""
+
+    accepted: bool
+    reply_code: int
+    reply_text: str
+
+
+@dataclass
+class ClientOverride(Event):
+    """SMTP ``XCLIENT`` (Postfix): a proxy the server trusts tells who the real client is (``ADDR``, ``LOGIN``...),
+    and the server's answer (220, a new greeting, when it took them). ``attributes``: names in upper case, values as
+    sent (``[UNAVAILABLE]`` included), the first :data:`MAX_OVERRIDE_ATTRIBUTES` of them."""
+
+    attributes: dict[str, str]
+    accepted: bool
 
 
 @dataclass

@@ -189,6 +189,10 @@ class MailSession:
         self._clear_pending()
         self._line = Line("", frame, timestamp)
         self._anomaly(side, "gap", f"{size} bytes missing; resynchronised at the next line")
+        exchange = self.auth.exchange
+        if exchange is not None:  # its next step or its verdict may be among the lost bytes: a later reply is not it
+            self.auth.exchange = None
+            self._sasl(side, [sasl.SaslAbandoned(exchange.mechanism, f"{size} bytes lost in the exchange (a gap)")])
         self._after_gap(side)
 
     def _close(self, frame: int | None, timestamp: float | None) -> None:

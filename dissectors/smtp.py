@@ -34,8 +34,9 @@ REPLY_OWNERS = {
     551: frozenset({"RCPT", "VRFY", "EXPN"}),
     252: frozenset({"VRFY", "EXPN"}),
     221: frozenset({"QUIT"}),
-    220: frozenset({"STARTTLS"}),
+    220: frozenset({"STARTTLS", "XCLIENT"}),  # Postfix answers an XCLIENT it took with a new greeting
 }
+_XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
 
 
 def reply_fits(verb: str, code: int) -> bool:
@@ -248,8 +249,15 @@ class SmtpSession(MailSession):
                 )
             )
         elif verb == "DATA":
-            self._emit(ev.DataStart(ev.Side.CLIENT, self._command_evidence(command), code == 354))
+            text = f"{code} {reply.last.strip()}".strip()
+            self._emit(ev.DataStart(ev.Side.CLIENT, self._command_evidence(command), code == 354, code, text))
             self._data_verdict(code == 354)
+        elif verb == "END-OF-DATA" or (verb == "BDAT" and (code >= 400 or _is_last(command.argument))):
+            text = f"{code} {reply.last.strip()}".strip()
+            self._emit(ev.MessageEnd(ev.Side.CLIENT, self._command_evidence(command), 200 <= code < 300, code, text))
+        elif verb == "XCLIENT":
+            attributes = _xclient_attributes(command.argument)
+            self._emit(ev.ClientOverride(ev.Side.CLIENT, self._command_evidence(command), attributes, code == 220))
         elif verb == "AUTH":
             # The server refused AUTH outright (e.g. 503, 504) without the tracker seeing it as one of its replies.
             self._sasl(ev.Side.SERVER, self.auth.server_line(f"{code} {reply.last}"))
@@ -319,6 +327,22 @@ def _is_auth(keyword: str) -> bool:
     then the end, a space or an equals sign)."""
     word = keyword.strip()
     return word[:4].upper() == "AUTH" and (len(word) == 4 or word[4] == "=" or word[4].isspace())
+
+
+def _is_last(argument: str) -> bool:
+    """``BDAT 1000 LAST``: the chunk that ends the message."""
+    return argument.upper().split()[-1:] == ["LAST"]
+
+
+def _xclient_attributes(argument: str) -> dict[str, str]:
+    """``ADDR=192.0.2.7 LOGIN=alice`` as ``{"ADDR": "192.0.2.7", "LOGIN": "alice"}`` (xtext ``+HH`` decoded), the
+    first :data:`~dissectors.events.MAX_OVERRIDE_ATTRIBUTES` of them."""
+    attributes: dict[str, str] = {}
+    for word in argument.split(None, ev.MAX_OVERRIDE_ATTRIBUTES)[: ev.MAX_OVERRIDE_ATTRIBUTES]:
+        name, equals, value = word.partition("=")
+        if equals and name:
+            attributes[name.upper()[:MAX_VERB]] = _XTEXT.sub(lambda m: chr(int(m.group(1), 16)), value)
+    return attributes
 
 
 def _address(argument: str) -> str:

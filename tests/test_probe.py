@@ -325,22 +325,26 @@ def _client_payloads(pcap: Path, server_port: int) -> str:
 
 
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
-def test_relay_test_reports_accepted_variants_and_never_sends_data(mail_lab: L.MailLab, tmp_path: Path) -> None:
+def test_relay_test_reports_accepted_variants_and_never_sends_a_message(mail_lab: L.MailLab, tmp_path: Path) -> None:
+    """The open relay takes the first variant's RCPT and its DATA (354): the test stops there and closes the
+    connection without the end of the data, so no message (nor QUIT, which would be message text) is sent."""
     pcap = tmp_path / "relay.pcap"
     with mail_lab.recording(pcap, f"tcp and host {L.RELAY_IP}"):
         rc, document, _ = _probe_cli(mail_lab, f"smtp://{L.RELAY_IP}", "--relay-test", "--relay-to", "example.net")
     assert rc == 0
     findings = document["findings"]
     relay = _by(findings, "mail-service", f"{L.RELAY_IP}:25")["relay_test"]
-    assert relay["variants_tried"] == 16 and relay["stopped"] is None
-    accepted = [v for v in relay["variants"] if v["accepted"]]
-    assert accepted and accepted[0]["mail_from"] == "<>" and accepted[0]["rcpt_to"] == "relaytest@example.net"
+    assert relay["variants_tried"] == 1 and relay["stopped"].startswith("DATA taken for variant 1 (354)")
+    [accepted] = [v for v in relay["variants"] if v["accepted"]]
+    assert accepted["mail_from"] == "<>" and accepted["rcpt_to"] == "relaytest@example.net"
+    assert accepted["data_reply"].startswith("354")
     open_relay = [f for f in findings if f["type"] == "open-relay" and f["accepted"]]
     assert open_relay and open_relay[0]["severity"] == "high" and open_relay[0]["source"] == "active"
     sent = _client_payloads(pcap, 25)
-    commands = [line.split(" ")[0].split(":")[0].upper() for line in sent.split("\r\n") if line]
+    lines = [line for line in sent.split("\r\n") if line]
+    commands = [line.split(" ")[0].split(":")[0].upper() for line in lines]
     assert commands.count("RCPT") == len([v for v in relay["variants"] if v["rcpt_reply"]])
-    assert "DATA" not in commands and "BDAT" not in commands
+    assert commands[-1] == "DATA" and commands.count("DATA") == 1 and "BDAT" not in commands
 
 
 IMPLICIT_TLS_PORTS = {465: "smtp", 993: "imap", 995: "pop3"}

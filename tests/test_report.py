@@ -312,7 +312,7 @@ def test_empty_capture_says_nothing_leaked(tmp_path: Path, browser: Browser) -> 
         verdict = browser.script("return document.getElementById('verdict').innerText")
         assert verdict == "Nothing leaked. No mail traffic was found in what was analyzed."
         assert browser.script("return document.querySelectorAll('article.card').length") == 0
-        assert "Nothing leaked, so there is no timeline." in browser.script("return document.body.innerText")
+        assert "No leak was seen, so there is no timeline." in browser.script("return document.body.innerText")
     assert_png(browser.screenshot(tmp_path / "empty.png"))
     markdown = tmp_path / "empty.md"
     code, output = run_report(empty_captures(tmp_path)[0], "-o", str(markdown))

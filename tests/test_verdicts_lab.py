@@ -216,3 +216,85 @@ def test_postfix_relays_for_its_network_and_domains_and_receives_as_mx(
                     source=V.EXTERNAL_CLIENTS[2])  # fmt: skip
     assert one.returncode == 0, one.stdout[-800:]
     assert of(analyze(single, *trusted_net, "--local-domain", V.RELAY_DOMAIN), "open-relay") == []
+
+
+# ---- a recipient accepted, the message refused; a proxy's XCLIENT ------------------------------------------------
+
+
+def test_message_refused_after_the_rcpt_is_no_open_relay(verdicts_lab: V.VerdictsLab, tmp_path: Path) -> None:
+    """Postfix services that take every RCPT (a client access map answering OK) and check relaying at DATA or at
+    the end of the data refuse the foreign message there: the RCPT's 250 relayed nothing. The same Postfix without
+    that check relays (the high verdict the others must not get)."""
+    pcap = tmp_path / "late-refusals.pcap"
+    ports = (V.DATA_REFUSING_PORT, V.END_REFUSING_PORT, V.RELAYING_PORT)
+    outsider = ("--from", "spam@outside.example", "--to", V.FOREIGN_RCPT)
+    with verdicts_lab.recording(pcap, "tcp"):
+        sent = {
+            port: swaks(verdicts_lab, "--port", str(port), *outsider, source=V.EXTERNAL_CLIENTS[0]) for port in ports
+        }
+    data_refused, end_refused, relayed = (sent[port].stdout.decode().replace("\r", "") for port in ports)
+    assert "<** 554 5.7.1" in data_refused and data_refused.index("-> DATA") < data_refused.index("<** 554")
+    assert "<** 554 5.7.1" in end_refused and end_refused.index(" -> .\n") < end_refused.index("<** 554")
+    assert sent[V.RELAYING_PORT].returncode == 0 and "queued as" in relayed, relayed[-800:]
+    for text in (data_refused, end_refused, relayed):
+        assert f"RCPT TO:<{V.FOREIGN_RCPT}>\n<-  250 2.1.5" in text
+
+    relays = of(analyze(pcap, "--trusted-net", f"{V.TRUSTED_CLIENT}/32"), "open-relay")
+    by_port = {int(r["server"].rpartition(":")[2]): r for r in relays}
+    assert sorted(by_port) == sorted(ports), relays
+    for port, stage in ((V.DATA_REFUSING_PORT, "at DATA: "), (V.END_REFUSING_PORT, "at the end of the data: ")):
+        refused = by_port[port]
+        assert (refused["verdict"], refused["severity"], refused["accepted"]) == ("refused", "info", False)
+        assert refused["reply"].startswith("250 2.1.5")
+        assert refused["message_refused"].startswith(stage + "554 5.7.1")
+        assert "nothing was relayed" in refused["rule"]
+    high = by_port[V.RELAYING_PORT]
+    assert (high["verdict"], high["severity"], high["accepted"]) == ("open-relay", "high", True)
+    assert "message_refused" not in high
+
+
+def test_xclient_login_is_authentication_and_addr_the_client(verdicts_lab: V.VerdictsLab, tmp_path: Path) -> None:
+    """A proxy (the trusted client, Postfix's smtpd_authorized_xclient_hosts) hands the session to Postfix with
+    XCLIENT: with LOGIN the client counts as authenticated and Postfix relays for it, which is no open relay; with
+    ADDR alone Postfix judges that address, refuses the foreign recipient, and so does the verdict, naming it."""
+    pcap = tmp_path / "xclient.pcap"
+    proxied = ("--from", L.MAIL_FROM, "--to", V.FOREIGN_RCPT, "--xclient-addr", V.EXTERNAL_CLIENTS[1])
+    with verdicts_lab.recording(pcap, "tcp port 25"):
+        login = swaks(verdicts_lab, *proxied, "--xclient-login", L.USER2)
+        addr = swaks(verdicts_lab, *proxied)
+    assert login.returncode == 0 and b"queued as" in login.stdout, login.stdout[-800:]
+    assert b"XCLIENT ADDR=" in addr.stdout and b"Relay access denied" in addr.stdout, addr.stdout[-800:]
+
+    findings = analyze(pcap, "--trusted-net", f"{V.TRUSTED_CLIENT}/32")
+    [refused] = of(findings, "open-relay", SMTP_SERVER)
+    assert (refused["verdict"], refused["accepted"]) == ("refused", False)
+    assert [d["client"].rpartition(":")[0] for d in refused["details"]] == [V.EXTERNAL_CLIENTS[1]]
+    # The sessions' replies stay with their commands: the EHLO after XCLIENT is answered by its own 250.
+    [service] = of(findings, "mail-service", SMTP_SERVER)
+    assert service["banner"].startswith(L.MAIL_HOST)
+
+
+def test_probe_relay_test_follows_an_accepted_rcpt_with_data(verdicts_lab: V.VerdictsLab, tmp_path: Path) -> None:
+    """``probe --relay-test`` against the service that checks relaying at DATA: every RCPT is accepted, every DATA
+    refused, so no variant is accepted and there is no open relay; against the one that relays, the first DATA is
+    taken (354) and the test stops there, high, with no message sent."""
+    relay_test = ["--relay-test", "--relay-to", "example.net"]  # a probe's vantage point is not assumed trusted
+    documents = {}
+    for port in (V.DATA_REFUSING_PORT, V.RELAYING_PORT):
+        argv = [*LEAKSCOPE, "probe", "--format", "json", *relay_test, f"smtp://{L.SRV_IP}:{port}"]
+        done = verdicts_lab.client(argv)
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        documents[port] = json.loads(done.stdout)["findings"]
+
+    checked = documents[V.DATA_REFUSING_PORT]
+    [service] = of(checked, "mail-service")
+    variants = service["relay_test"]["variants"]
+    taken = [v for v in variants if v["rcpt_reply"] and v["rcpt_reply"].startswith("250")]
+    assert taken and all(v["data_reply"].startswith("554 5.7.1") and not v["accepted"] for v in taken)
+    assert service["relay_test"]["variants_accepted"] == 0
+    assert all(f["severity"] != "high" for f in of(checked, "open-relay"))
+    assert {f["verdict"] for f in of(checked, "open-relay")} == {"refused"}
+
+    [service] = of(documents[V.RELAYING_PORT], "mail-service")
+    assert service["relay_test"]["stopped"].startswith("DATA taken for variant 1 (354)")
+    assert [f["severity"] for f in of(documents[V.RELAYING_PORT], "open-relay")] == ["high"]

@@ -34,6 +34,9 @@ EXTERNAL_CLIENTS = ("10.99.0.20", "10.99.0.21", "10.99.0.22")  # not in mynetwor
 LOCAL_DOMAIN = L.DNS_DOMAIN  # Postfix's mydestination
 RELAY_DOMAIN = "partner.test"  # Postfix's relay_domains: it takes mail for it from anyone
 FOREIGN_RCPT = L.RELAY_RCPT  # a domain Postfix neither delivers nor relays for unless the client is trusted
+# Three more smtpd services of the same Postfix that take every RCPT (a client access map saying OK to all): one refuses
+# a foreign recipient's message at DATA, one at the end of the data (reject_unauth_destination there), one relays.
+DATA_REFUSING_PORT, END_REFUSING_PORT, RELAYING_PORT = 2526, 2527, 2528
 REDIS = (L.RELAY_IP, 110)
 FTP_SMTP = (L.RELAY_IP, 25)
 FTP_POP3 = (L.WIN2019_IP, 110)
@@ -44,6 +47,14 @@ TOOLS = ("ip", "ss", "postfix", "dovecot", "doveconf", "redis-server", "redis-cl
          "tcpdump", "editcap", "tshark")  # fmt: skip
 
 POSTFIX_MASTER = """{srv}:25 inet n - n - - smtpd
+{srv}:{data_refusing} inet n - n - - smtpd
+  -o smtpd_relay_restrictions=check_client_access,static:OK,reject_unauth_destination
+  -o smtpd_data_restrictions=reject_unauth_destination
+{srv}:{end_refusing} inet n - n - - smtpd
+  -o smtpd_relay_restrictions=check_client_access,static:OK,reject_unauth_destination
+  -o smtpd_end_of_data_restrictions=reject_unauth_destination
+{srv}:{relaying} inet n - n - - smtpd
+  -o smtpd_relay_restrictions=check_client_access,static:OK,reject_unauth_destination
 pickup unix n - n 60 1 pickup
 cleanup unix n - n - 0 cleanup
 qmgr unix n - n 300 1 qmgr
@@ -74,6 +85,7 @@ def missing_tools() -> list[str]:
 
 def _postfix(env: L.Env) -> None:
     relaying = f"relay_domains = {RELAY_DOMAIN}\nrelay_recipient_maps =\nsmtpd_tls_security_level = none\n"
+    relaying += f"smtpd_authorized_xclient_hosts = {TRUSTED_CLIENT}\n"  # a proxy's XCLIENT is taken from it alone
     main_cf = L.postfix_main_cf(
         env.work / "postfix",
         domain=LOCAL_DOMAIN,
@@ -81,7 +93,8 @@ def _postfix(env: L.Env) -> None:
         interfaces=L.SRV_IP,
         extra=relaying,
     )
-    L.run_postfix(env, POSTFIX_MASTER.format(srv=L.SRV_IP), main_cf)
+    ports = {"data_refusing": DATA_REFUSING_PORT, "end_refusing": END_REFUSING_PORT, "relaying": RELAYING_PORT}
+    L.run_postfix(env, POSTFIX_MASTER.format(srv=L.SRV_IP, **ports), main_cf)
 
 
 def _dovecot(env: L.Env) -> None:
@@ -187,6 +200,7 @@ class VerdictsLab:
             _vsftpd(env, FTP_SMTP)
             _vsftpd(env, FTP_POP3)
             wanted = [f"{L.SRV_IP}:25", f"{REDIS[0]}:{REDIS[1]}", f"{FTP_SMTP[0]}:25", f"{FTP_POP3[0]}:110"]
+            wanted += [f"{L.SRV_IP}:{port}" for port in (DATA_REFUSING_PORT, END_REFUSING_PORT, RELAYING_PORT)]
             L.wait_listen(env, wanted, "postfix, redis and vsftpd")
         except BaseException:
             self.close()

@@ -65,6 +65,14 @@ def destination_domain(address: str) -> str | None:
     """Where ``RCPT TO`` really sends mail: the domain after ``@``, or the next hop of a relay trick in the local
     part (``user%example.net@server``, ``example.net!user@server``, ``@server:user@example.net`` source routes,
     quoted ``"user@example.net"@server``). Address literals come back bracketed (``[192.0.2.1]``)."""
+    return route(address)[0]
+
+
+def route(address: str) -> tuple[str | None, str | None]:
+    """(:func:`destination_domain`, the domain after the last ``@`` when the destination was read from a relay trick
+    in the local part -- a percent hack, a bang path, a quoted address -- else None). A server may take such an
+    address for a mailbox of its own domain and deliver it there, as Postfix does with ``allow_percent_hack = no``
+    and Exchange always does."""
     text = address.strip().strip("<>").strip()
     if text.startswith("@") and ":" in text:  # RFC 5321 4.1.2 source route: the last hop is after the colon
         text = text.split(":", 1)[1]
@@ -72,17 +80,31 @@ def destination_domain(address: str) -> str | None:
     if not at:
         local, domain = text, ""
     local = local.strip('"')
+    outer = _domain(domain) if domain else None
     if "@" in local:  # "user@example.net"@server
-        return _domain(local.rpartition("@")[2])
+        return _domain(local.rpartition("@")[2]), outer
     if "%" in local:  # user%example.net@server: the percent hack
-        return _domain(local.rpartition("%")[2])
+        return _domain(local.rpartition("%")[2]), outer
     if "!" in local:  # example.net!user@server: a UUCP bang path
-        return _domain(local.split("!", 1)[0])
-    return _domain(domain) if domain else None
+        return _domain(local.split("!", 1)[0]), outer
+    return outer, None
+
+
+def normalize_domain(text: str) -> str:
+    """A domain as relay checks compare them: lower case, no trailing dot, an internationalized name in its ASCII
+    form (``Bücher.de`` and ``xn--bcher-kva.de`` are one domain; IDNA 2003, Python's codec); text that is no valid
+    name stays as it is, lower case."""
+    text = text.strip().lower().rstrip(".")
+    if text.isascii():
+        return text
+    try:
+        return text.encode("idna").decode("ascii").rstrip(".")
+    except UnicodeError:
+        return text
 
 
 def _domain(text: str) -> str | None:
-    text = text.strip().lower().rstrip(".")
+    text = normalize_domain(text)
     if not text:
         return None
     if text.startswith("[") and text.endswith("]"):

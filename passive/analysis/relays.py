@@ -15,11 +15,17 @@ applies:
 1. the client is in a ``--trusted-net`` network: ``relays-for-trusted-network`` (info);
 2. no ``--trusted-net`` was given and the client is in a private range (passive analysis only; a probe's vantage
    point is the user's choice): ``relays-for-internal-clients`` (low) -- Postfix's ``mynetworks`` is assumed;
-3. the server's own domains are unknown (no ``--local-domain``, no domain in its names): ``possible-relay``
+3. the session may have authenticated unseen (bytes were lost before the transaction, or an AUTH's verdict was
+   not seen): ``possible-relay`` (medium) -- the server may have taken the client for one of its users;
+   so is a foreign domain named in the local part of an address at a local domain (``user%example.net@server``,
+   ``example.net!user@server``, ``"user@example.net"@server``): the server may deliver it as a local mailbox;
+4. the server's own domains are unknown (no ``--local-domain``, no domain in its names): ``possible-relay``
    (medium) -- the recipient domain may be its own;
-4. otherwise ``open-relay`` (high): a client outside the trusted networks had mail for a foreign domain accepted.
+5. otherwise ``open-relay`` (high): a client outside the trusted networks had mail for a foreign domain accepted.
 
-A refused attempt (5xx) is ``refused`` (info). Each finding says which rule decided, what was assumed, and which
+A refused attempt (5xx) is ``refused`` (info), and so is a recipient the server accepted in a transaction whose
+message it then refused (a 5xx to DATA or at the end of the data: servers that check relaying there, or a filter
+that rejects what an accept-all front end took). Each finding says which rule decided, what was assumed, and which
 local domains and trusted networks were used.
 """
 
@@ -115,6 +121,15 @@ class Attempt:
     time: float | None
     evidence: tuple[EvidenceRecord, ...]
     file: str | None = None
+    # Why the client may have authenticated without the capture showing it ("" when it plainly did not).
+    unsure: str = ""
+    # The server refused the message after accepting this recipient: where, and its reply ("at DATA: 554 ...").
+    refused_later: str = ""
+    # The proxy whose XCLIENT named ``client`` (the session's own client), or "".
+    via: str = ""
+    # The domain after the last "@" when ``domain`` came from a relay trick in the local part (percent hack, bang
+    # path, quoted address), or "".
+    outer: str = ""
 
     @property
     def client_ip(self) -> str:
@@ -133,8 +148,9 @@ class ServerRelays:
     network: tuple[str, int] | tuple[()] = ()
     names: set[str] = field(default_factory=set)
     attempts: list[Attempt] = field(default_factory=list)
-    overflow: Counter[tuple[str, str, bool]] = field(default_factory=Counter)  # (client ip, domain, accepted)
-    overflow_last: dict[tuple[str, str, bool], Attempt] = field(default_factory=dict)
+    # (client ip, domain, accepted, unsure, outer): what decides an attempt's verdict besides the server's domains.
+    overflow: Counter[tuple[str, str, bool, bool, bool]] = field(default_factory=Counter)
+    overflow_last: dict[tuple[str, str, bool, bool, bool], Attempt] = field(default_factory=dict)
     served: dict[str, tuple[set[str], set[str]]] = field(default_factory=dict)  # domain -> (clients, sender domains)
     published: tuple[frozenset[str], bool] | None = None  # (local domains, knows them) of the findings' last rebuild
     alone: bool = False  # its attempts are judged one at a time, its findings never rebuilt (no room was left)
@@ -151,7 +167,7 @@ class ServerRelays:
         """Keep ``attempt`` (listed, else counted by its client, domain and outcome); without ``room`` only counted
         with an earlier one of the same, if any. ``learn``: a new domain it was accepted for may join the MX rule's.
         Whether it was kept or counted."""
-        key = (attempt.client_ip, attempt.domain, attempt.accepted)
+        key = (attempt.client_ip, attempt.domain, attempt.accepted, bool(attempt.unsure), bool(attempt.outer))
         if room and len(self.attempts) < MAX_ATTEMPTS:
             self.attempts.append(attempt)
         elif room or key in self.overflow:
@@ -184,6 +200,11 @@ class ServerRelays:
         }
         return local
 
+    @property
+    def addresses(self) -> frozenset[str]:
+        """The server's address, as an address literal's domain names it."""
+        return frozenset({split_endpoint(self.server)[0]})
+
     def knows_its_domains(self, policy: RelayPolicy) -> bool:
         return bool(policy.local_domains) or any(registered_domain(n) for n in self.names)
 
@@ -200,17 +221,36 @@ class Decision:
 def decide(relays: ServerRelays, attempt: Attempt, policy: RelayPolicy) -> Decision:
     """The verdict on one attempt that is not to a local domain (the module docstring's rules, in order)."""
     if not attempt.accepted:
+        if attempt.refused_later:
+            return Decision(
+                Verdict.REFUSED,
+                f"the server accepted {attempt.rcpt_to} ({attempt.reply}) but refused the message "
+                f"{attempt.refused_later}; nothing was relayed",
+            )
         return Decision(Verdict.REFUSED, f"the server refused {attempt.rcpt_to} ({attempt.reply})")
     ip = attempt.client_ip
+    who = f"{ip} (named by the XCLIENT of {attempt.via})" if attempt.via else ip
     if policy.trusted_networks:
         network = in_networks(ip, policy.trusted_networks)
         if network is not None:
-            return Decision(Verdict.TRUSTED_NETWORK, f"client {ip} is in the trusted network {network}")
+            return Decision(Verdict.TRUSTED_NETWORK, f"client {who} is in the trusted network {network}")
     elif relays.source == "passive" and (network := in_networks(ip, PRIVATE_NETWORKS)) is not None:
         return Decision(
             Verdict.INTERNAL_CLIENTS,
-            f"client {ip} is in the private range {network}: a server relays for its own network",
+            f"client {who} is in the private range {network}: a server relays for its own network",
             ("clients in private ranges are in the server's trusted networks (give --trusted-net to decide)",),
+        )
+    if attempt.unsure:
+        return Decision(
+            Verdict.POSSIBLE_RELAY,
+            f"{attempt.domain} was accepted for client {who}, but {attempt.unsure}",
+            ("a client that authenticated unseen would be relayed for as one of the server's users",),
+        )
+    if attempt.outer and is_local(attempt.outer, relays.local_domains(policy), relays.addresses):
+        return Decision(
+            Verdict.POSSIBLE_RELAY,
+            f"{attempt.rcpt_to} names {attempt.domain} in its local part, at the server's own {attempt.outer}",
+            ("the server may take it for a mailbox of its own and deliver it there, not relay it",),
         )
     if not relays.knows_its_domains(policy):
         return Decision(
@@ -220,17 +260,19 @@ def decide(relays: ServerRelays, attempt: Attempt, policy: RelayPolicy) -> Decis
         )
     outside = "outside the trusted networks" if policy.trusted_networks else "not in a private range"
     return Decision(
-        Verdict.OPEN_RELAY, f"client {ip} is {outside} and {attempt.domain} is not among the server's local domains"
+        Verdict.OPEN_RELAY,
+        f"client {who} is {outside} and {attempt.domain} is not among the server's local domains",
+        # A backup MX or a relay_domains entry takes mail for another's domain from anyone: told by --local-domain.
+        (f"{attempt.domain} is not a domain the server receives mail for (a backup MX, a relay domain)",),
     )
 
 
 def cut(attempt: Attempt) -> Attempt:
     """The attempt with its addresses and reply cut at :data:`MAX_RELAY_TEXT` (itself if they are short)."""
-    texts = (attempt.mail_from, attempt.rcpt_to, attempt.reply, attempt.domain)
-    if max(map(len, texts)) <= MAX_RELAY_TEXT:
+    names = ("mail_from", "rcpt_to", "reply", "domain", "refused_later", "outer")
+    if max(len(getattr(attempt, name)) for name in names) <= MAX_RELAY_TEXT:
         return attempt
-    mail_from, rcpt_to, reply, domain = (text[:MAX_RELAY_TEXT] for text in texts)
-    return dataclasses.replace(attempt, mail_from=mail_from, rcpt_to=rcpt_to, reply=reply, domain=domain)
+    return dataclasses.replace(attempt, **{name: getattr(attempt, name)[:MAX_RELAY_TEXT] for name in names})
 
 
 def _key(relays: ServerRelays, verdict: Verdict) -> tuple[Any, ...]:
@@ -349,6 +391,8 @@ class RelayLedger:
             "rcpt_to": attempt.rcpt_to,
             "reply": attempt.reply,
         }
+        if attempt.refused_later:
+            fields["message_refused"] = attempt.refused_later
         if detailed:
             finding.add_detail({"client": attempt.client, **fields, "time": attempt.time, "file": attempt.file})
         finding.set_fields(
@@ -359,3 +403,7 @@ class RelayLedger:
             local_domains=sorted(local)[:MAX_LOCAL_DOMAINS_SHOWN],
             trusted_networks=[str(n) for n in self.policy.trusted_networks],
         )
+        if attempt.refused_later:
+            finding.set_fields(message_refused=attempt.refused_later)
+        else:
+            finding.fields.pop("message_refused", None)  # the latest attempt's fields: not an earlier one's

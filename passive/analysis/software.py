@@ -48,8 +48,15 @@ def _compiled() -> tuple[tuple[re.Pattern[str], str], ...]:
 BANNERS_REMEMBERED = 1024
 
 
-def guess_software(banner: str | None) -> str | None:
-    """The software ``banner`` names (with its version when it says one), or None."""
+def guess_software(banner: str | None, host_first: bool = False) -> str | None:
+    """The software ``banner`` names (with its version when it says one), or None. ``host_first``: the banner begins
+    with the server's name (an SMTP greeting, RFC 5321 4.3.1), which names no software even when it holds a product's
+    word (``haraka.example.com``, ``qmail.corp.example``): a first word with a dot, or an address literal, is not
+    searched."""
+    if host_first and banner:
+        first, _, rest = banner.partition(" ")
+        if "." in first or first.startswith("["):
+            banner = rest
     if not banner:
         return None
     return remembered_software(banner) if banner.isascii() else search_software(banner)

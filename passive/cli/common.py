@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TextIO
 
 import click
 
-from passive.analysis.domains import IpNetwork, parse_network
+from passive.analysis.domains import IpNetwork, normalize_domain, parse_network
 from passive.capture.policy import POLICIES
 from passive.core.errors import OutputError
 from passive.core.files import Content, chunks_of, encoded, write_atomically
@@ -93,8 +93,8 @@ show_secrets_option = click.option(
 
 
 def domains(values: tuple[str, ...]) -> frozenset[str]:
-    """``--local-domain`` values as the analysis compares them: lower case, no trailing dot."""
-    return frozenset(value.lower().strip(".") for value in values)
+    """``--local-domain`` values as the analysis compares them: lower case, no trailing dot, ASCII (IDNA) form."""
+    return frozenset(normalize_domain(value.strip(".")) for value in values)
 
 
 def write_text(output: str | None, text: Content) -> None:

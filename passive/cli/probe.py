@@ -177,7 +177,9 @@ def _emit_probe(
 @click.option("-iL", "target_list", metavar="FILE", help="Read targets from FILE (- for standard input), as nmap -iL.")
 @probe_options
 @click.option(
-    "--relay-test", is_flag=True, help="Try nmap's 16 relay variants on SMTP (MAIL FROM/RCPT TO; never DATA)."
+    "--relay-test",
+    is_flag=True,
+    help="Try nmap's 16 relay variants on SMTP (MAIL FROM, RCPT TO, DATA; never a message).",
 )
 @click.option("--relay-from", default=DEFAULTS.relay_from, show_default=True, metavar="DOMAIN", help="Sender domain.")
 @click.option("--relay-to", default=DEFAULTS.relay_to, show_default=True, metavar="DOMAIN", help="Recipient domain.")

@@ -77,14 +77,17 @@ def _card(row: dict[str, Any], columns: tuple[str, ...]) -> Table:
     return card
 
 
-def headline(records: list[dict[str, Any]]) -> str:
-    """``2 high, 3 medium, 1 low on 4 servers`` (informational findings counted after)."""
+def headline(records: list[dict[str, Any]], summary: dict[str, Any] | None = None) -> str:
+    """``2 high, 3 medium, 1 low on 4 servers`` (informational findings counted after); without a leak, "No leak
+    found" is said only of what was read when the ``summary`` counts traffic that was not."""
     counts = Counter(str(r.get("severity")) for r in records)
     # A server is its address in its virtual network: tenants reusing one address are servers apart.
     servers = len({(str(r.get("server")), r.get("network")) for r in records if r.get("severity") in RISKS})
     risky = [f"{counts[s]} {s}" for s in RISKS if counts[s]]
     info = f"{counts['info']} informational finding{'s' if counts['info'] != 1 else ''}" if counts["info"] else ""
     if not risky:
+        if summary is not None and _unread(summary):
+            return f"No leak found in what could be read; {info}." if info else "No leak found in what could be read."
         return f"No leak found; {info}." if info else "No finding."
     text = f"{', '.join(risky)} on {servers} server{'s' if servers != 1 else ''}"
     return f"{text}; {info}." if info else f"{text}."
@@ -100,7 +103,7 @@ def render_tables(
 ) -> None:
     """The headline, then one key/value card per finding by severity, then kind (readable at 80 columns), then
     what was analyzed; the engine's counters only when ``verbose``."""
-    blocks: list[Any] = [Text(headline(records), style="bold")]
+    blocks: list[Any] = [Text(headline(records, summary), style="bold")]
     order = {kind.type: index for index, kind in enumerate(KINDS.values())}
     rows = sorted(records, key=lambda r: (_severity_key(r), order.get(str(r.get("type")), len(order))))
     heading, shown, hidden = None, 0, 0
@@ -174,7 +177,17 @@ def negative_statement(summary: dict[str, Any]) -> str:
         )
     listed = ", ".join(f"{protocol} {count:,}" for protocol, count in sorted(sessions.items()))
     tls = _count(summary, "tls_sessions")
+    if tls >= total:
+        return (
+            f"Every session ({listed}) went inside TLS: what they carried there (credentials, NTLM exchanges, "
+            "relaying) is unknown, which is not the same as nothing leaking."
+        )
     inside = f"; {tls:,} of them inside TLS, unreadable" if tls else ""
+    if _unread(summary):
+        return (
+            f"No leak found in {total:,} session(s) ({listed}{inside}); not everything was read (below), and what "
+            "was not read may hold a leak."
+        )
     return f"No leak found in {total:,} session(s) ({listed}{inside})."
 
 
@@ -192,6 +205,11 @@ _LOSSES = (
     ("findings_dropped", "finding(s) past the findings cap"),
     ("tls_sessions", "session(s) inside TLS, unreadable"),
 )
+
+
+def _unread(summary: dict[str, Any]) -> bool:
+    """Some traffic of the run was not analyzed (:data:`_LOSSES`)."""
+    return "services" not in summary and any(_count(summary, name) for name, _ in _LOSSES)
 
 
 def scope_text(summary: dict[str, Any]) -> str:

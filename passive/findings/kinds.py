@@ -199,7 +199,10 @@ CLEARTEXT_CREDENTIALS = Kind(
     type=FindingType.CLEARTEXT_CREDENTIALS,
     title="Clear-text credentials",
     description="A user name and a secret sent where anyone on the path can read them.",
-    severity_rules=((Severity.HIGH, "always: the secret is known to anyone on the path"),),
+    severity_rules=(
+        (Severity.HIGH, "a password or bearer token: the secret is known to anyone on the path"),
+        (Severity.MEDIUM, "a CRAM-MD5 or APOP digest: the password did not cross, but is crackable offline"),
+    ),
     fields=(
         Field(
             "mechanism",
@@ -262,14 +265,20 @@ OPEN_RELAY = Kind(
         "without it, clients in private ranges are assumed trusted (passive analysis only). A session picked up "
         "mid-stream (its handshake not in the capture: a capture begun during it, a ring buffer's piece read apart: "
         "the oldest file of a wrapped ring, `--no-join`) may have authenticated before the capture saw it: its "
-        "transactions are not judged."
+        "transactions are not judged; one that lost client bytes before the transaction (a gap) or whose AUTH "
+        "verdict was not seen is at most `possible-relay`. A client a proxy vouched for with Postfix's `XCLIENT` "
+        "is judged by the address it gave (`ADDR`), and not at all when it gave a login (`LOGIN`). A recipient "
+        "accepted in a transaction whose message the server then refused (at `DATA` or at the end of the data) "
+        "was not relayed: `refused`. A foreign domain in the local part of an address at a local domain "
+        "(`user%example.net@server`) is at most `possible-relay`: the server may deliver it to a local mailbox. "
+        "LMTP sessions (`LHLO`) deliver to mailboxes and are not judged."
     ),
     severity_rules=(
         (Severity.HIGH, "`open-relay`: a client outside the trusted networks had a foreign recipient accepted"),
-        (Severity.MEDIUM, "`possible-relay`: accepted, but the server's own domains are unknown"),
+        (Severity.MEDIUM, "`possible-relay`: accepted, but the server's domains or the client's login are unknown"),
         (Severity.LOW, "`relays-for-internal-clients`: accepted for a client in a private range (assumed trusted)"),
         (Severity.INFO, "`relays-for-trusted-network`: accepted for a client in a `--trusted-net` network"),
-        (Severity.INFO, "`refused`: the server refused the foreign recipient with a 5xx reply"),
+        (Severity.INFO, "`refused`: the server refused the foreign recipient (5xx), or the message after it"),
     ),
     fields=(
         Field(
@@ -279,13 +288,16 @@ OPEN_RELAY = Kind(
         ),
         Field(
             "accepted",
-            "true when the server answered 2xx (relays), false for a 5xx refusal",
+            "true when the server answered 2xx (relays), false for a 5xx refusal (of the RCPT, or of its message)",
             column=True,
             compared=True,
         ),
         Field("mail_from", "the sender of the latest attempt (`<>` for the null sender)", column=True),
         Field("rcpt_to", "the recipient of the latest attempt", column=True),
         Field("reply", "the server's reply to that RCPT", column=True),
+        Field(
+            "message_refused", "how the server refused the message after that RCPT (`at DATA: 554 ...`)", column=True
+        ),
         Field("rule", "which rule decided the verdict, in a sentence", column=True),
         Field("assumed", "what was assumed to reach the verdict", many=True),
         Field("local_domains", "the domains considered local (first 20)", many=True),
@@ -293,7 +305,8 @@ OPEN_RELAY = Kind(
     ),
     key_doc="per server and verdict",
     identity=("verdict",),
-    details_doc="every attempt: `client`, `mail_from`, `rcpt_to`, `accepted`, `reply`, `time`, `file`",
+    details_doc="every attempt: `client`, `mail_from`, `rcpt_to`, `accepted`, `reply`, `message_refused`, `time`, "
+    "`file`",
     common_columns=("clients",),
     summary=_relay_summary,
     variant_title=_relay_title,
@@ -400,8 +413,8 @@ MAIL_SERVICE = Kind(
         Field(
             "relay_test",
             "with `--relay-test` (SMTP): `{variants_tried, variants_accepted, stopped, from_domain, to_domain, "
-            "variants[]}`; each variant `{variant, mail_from, rcpt_to, mail_reply, rcpt_reply, accepted}`; `stopped` "
-            "is the 530 (or failing RSET) reply that ended the test, else null",
+            "variants[]}`; each `{variant, mail_from, rcpt_to, mail_reply, rcpt_reply, data_reply, accepted}` "
+            "(`accepted`: RCPT and DATA taken); `stopped`: the 530, failing RSET or DATA taken that ended it, or null",
             active=True,
         ),
     ),

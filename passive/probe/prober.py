@@ -6,7 +6,8 @@ challenge, see :mod:`passive.probe.http`.
 Per service: banner; EHLO (HELO fallback) / CAPA / CAPABILITY; STARTTLS/STLS when offered (``starttls`` option),
 then the capabilities again; ``AUTH NTLM`` with the NEGOTIATE from :func:`dissectors.ntlmssp.build_negotiate` (tried
 even when not advertised), the CHALLENGE read by the same dissectors and detectors as a capture's, then cancel
-(``*``) and QUIT/LOGOUT. Optionally nmap's relay variants (MAIL FROM / RCPT TO, RSET between, never DATA).
+(``*``) and QUIT/LOGOUT. Optionally nmap's relay variants (MAIL FROM / RCPT TO, DATA after an accepted one, RSET
+between; never a message).
 
 Every byte sent and received goes through the session dissectors and the
 :class:`~passive.analysis.detectors.SessionAnalyzer` with ``source="active"`` (see :mod:`passive.probe.wire`); facts
@@ -53,7 +54,6 @@ __all__ = [
 def endpoint(address: tuple[Any, ...]) -> str:
     """A socket address (``getpeername``) as the findings write it."""
     return endpoints.endpoint(address[0], address[1])
-
 
 
 class ServiceProbe(SmtpConversation, Pop3Conversation, ImapConversation, HttpConversation):
@@ -135,9 +135,7 @@ class ServiceProbe(SmtpConversation, Pop3Conversation, ImapConversation, HttpCon
     def _start_wire(self, protocol: str) -> None:
         assert self.conn is not None
         self.protocol = self.report.protocol = protocol
-        context = SessionContext(
-            protocol, self.report.server, self.client, None, source="active"
-        )
+        context = SessionContext(protocol, self.report.server, self.client, None, source="active")
         self.analyzer = SessionAnalyzer(context, self.run.findings, self.run.stats, self.run.relays)
         self.wire = Wire(protocol, self.analyzer, self.options.max_line)
         if self.service.implicit_tls:
@@ -148,7 +146,6 @@ class ServiceProbe(SmtpConversation, Pop3Conversation, ImapConversation, HttpCon
             unfed = bytes(self.conn.unfed)
             self.conn.unfed.clear()
             self.conn.feed(unfed)
-
 
     async def _converse(self) -> None:
         conn = self.conn
@@ -180,7 +177,6 @@ class ServiceProbe(SmtpConversation, Pop3Conversation, ImapConversation, HttpCon
                 await conn.line()
         except ProbeError:
             pass
-
 
 
 def _connect_reason(error: OSError, tls: bool) -> str:

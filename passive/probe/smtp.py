@@ -41,9 +41,7 @@ def relay_variants(from_domain: str, to_domain: str, server_name: str, ip: str) 
 _SERVER_NAME = re.compile(r"^\d{3}[ -]([A-Za-z0-9][A-Za-z0-9.-]*)")
 
 
-
 class SmtpConversation(Conversation):
-
     async def _smtp_reply(self) -> tuple[int, list[str]]:
         conn = self.conn
         assert conn is not None
@@ -93,8 +91,8 @@ class SmtpConversation(Conversation):
                 self.report.starttls = "refused"
         if self.options.ntlm:
             await self._smtp_ntlm()
-        if self.options.relay_test:
-            await self._relay_test()
+        if self.options.relay_test and await self._relay_test():
+            return  # inside a message the server took DATA for: closing without its end sends nothing
         await self._quit("QUIT")
 
     async def _smtp_ntlm(self) -> None:
@@ -110,7 +108,10 @@ class SmtpConversation(Conversation):
             await self._smtp_command("*")  # cancel: a probe never authenticates
         self._ntlm_outcome(lines[-1])
 
-    async def _relay_test(self) -> None:
+    async def _relay_test(self) -> bool:
+        """nmap's relay variants, each accepted one followed by DATA: a server that checks relaying there refuses
+        it (5xx), which is no relaying. One that answers 354 would take a message: the test stops there, before any
+        (the connection is closed without the end of the data, so nothing is sent). True when it stopped so."""
         conn, wire = self.conn, self.wire
         assert conn is not None and wire is not None
         conn.stage = "relay"
@@ -124,6 +125,7 @@ class SmtpConversation(Conversation):
         ip = self.report.server.rsplit(":", 1)[0].strip("[]")
         tried: list[dict[str, Any]] = []
         stopped: str | None = None
+        in_message = False
         for number, (mail_from, rcpt_to) in enumerate(
             relay_variants(self.options.relay_from, self.options.relay_to, server_name, ip), 1
         ):
@@ -131,27 +133,13 @@ class SmtpConversation(Conversation):
             if code == 530 or code >= 400:
                 stopped = lines[-1][:200]
                 break
-            code, lines = await self._smtp_command(f"MAIL FROM:<{mail_from}>")
-            variant: dict[str, Any] = {
-                "variant": number,
-                "mail_from": mail_from or "<>",
-                "rcpt_to": rcpt_to,
-                "mail_reply": lines[-1][:200],
-                "rcpt_reply": None,
-                "accepted": False,
-            }
+            variant, stopped = await self._relay_variant(number, mail_from, rcpt_to)
             tried.append(variant)
-            if code == 530:
-                stopped = lines[-1][:200]
+            if stopped is not None:
+                in_message = variant.get("data_reply", "").startswith("354")
                 break
-            if 200 <= code < 300:
-                code, lines = await self._smtp_command(f"RCPT TO:<{rcpt_to}>")
-                variant["rcpt_reply"] = lines[-1][:200]
-                variant["accepted"] = 200 <= code < 300
-                if code == 530:
-                    stopped = lines[-1][:200]
-                    break
-        await self._smtp_command("RSET")
+        if not in_message:
+            await self._smtp_command("RSET")
         accepted = [v for v in tried if v["accepted"]]
         self.report.relay_variants_tried, self.report.relay_variants_accepted = len(tried), len(accepted)
         self.analyzer.service.relay_test(  # type: ignore[union-attr]
@@ -164,4 +152,27 @@ class SmtpConversation(Conversation):
                 "variants": tried,
             }
         )
+        return in_message
 
+    async def _relay_variant(self, number: int, mail_from: str, rcpt_to: str) -> tuple[dict[str, Any], str | None]:
+        """One variant: MAIL FROM, RCPT TO if the sender was taken, DATA if the recipient was. The variant, and why
+        the test stops after it (a 530, or DATA taken: a 354), else None."""
+        code, lines = await self._smtp_command(f"MAIL FROM:<{mail_from}>")
+        variant: dict[str, Any] = {
+            "variant": number,
+            "mail_from": mail_from or "<>",
+            "rcpt_to": rcpt_to,
+            "mail_reply": lines[-1][:200],
+            "rcpt_reply": None,
+            "accepted": False,
+        }
+        if code == 530 or not 200 <= code < 300:
+            return variant, lines[-1][:200] if code == 530 else None
+        code, lines = await self._smtp_command(f"RCPT TO:<{rcpt_to}>")
+        variant["rcpt_reply"] = lines[-1][:200]
+        if code == 530 or not 200 <= code < 300:
+            return variant, lines[-1][:200] if code == 530 else None
+        code, lines = await self._smtp_command("DATA")
+        variant["data_reply"] = lines[-1][:200]
+        variant["accepted"] = code == 354  # refused at DATA (4xx, 5xx): not relayed
+        return variant, f"DATA taken for variant {number} (354): no message is sent" if code == 354 else None

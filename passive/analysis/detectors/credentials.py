@@ -16,6 +16,9 @@ MAX_PENDING_CHARACTERS = 64 * 1024
 # Distinct (secret, outcome) pairs kept per finding in ``attempts``: a user trying a few passwords fits; a client
 # guessing thousands keeps its first ones here and is counted in ``count`` and ``details``.
 MAX_ATTEMPTS = 16
+# Secrets that are a challenge's digest, not the password (CRAM-MD5, APOP): cracked offline, as a NetNTLMv2
+# response is, and rated as one (medium); every other secret works as sent (high).
+DIGESTS = frozenset({"cram-md5-digest", "apop-digest"})
 
 
 class CredentialsDetector(Detector):
@@ -58,7 +61,8 @@ class CredentialsDetector(Detector):
             if credentials.user is None and credentials.password is None:
                 continue
             key = (credentials.mechanism, bounded(credentials.user))
-            finding = self.finding(FindingType.CLEARTEXT_CREDENTIALS, Severity.HIGH, key)
+            severity = Severity.MEDIUM if credentials.secret_kind in DIGESTS else Severity.HIGH
+            finding = self.finding(FindingType.CLEARTEXT_CREDENTIALS, severity, key)
             self.touch(finding, credentials)
             if result is not None:
                 self.record(finding, result)

@@ -2,56 +2,190 @@
 the run's :class:`~passive.analysis.relays.RelayLedger`, which decides the verdicts.
 
 A session picked up mid-stream (a ring buffer's piece read apart, a capture begun during the session) may have
-authenticated before the capture saw it: its transactions are not judged."""
+authenticated before the capture saw it: its transactions are not judged. One that lost the client's bytes before
+a transaction (a gap), or whose AUTH got no verdict the capture showed, may have authenticated too: its attempts say
+so, and the ledger makes them at most ``possible-relay``.
+
+An accepted recipient waits for the end of its transaction: a server that refuses the message (at ``DATA``, or at
+the end of the data) relayed nothing, and the attempt is a refusal. A transaction that ends otherwise (RSET, a new
+MAIL, QUIT, the connection's end, a temporary 4xx refusal of the message) leaves the recipient's reply as the
+verdict's ground, except that a 4xx to the message leaves it unjudged, as a 4xx to the RCPT does.
+
+A proxy's ``XCLIENT`` (Postfix) that the server took makes its ``LOGIN`` the session's authentication (not judged)
+and its ``ADDR`` the client that is judged. LMTP (``LHLO``, RFC 2033) delivers to the server's own mailboxes, whatever
+their domains: its transactions are not judged."""
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 from typing import ClassVar
 
 from dissectors import events as ev
 from passive.analysis.detectors.base import Detector, Handlers, Session, Shared
-from passive.analysis.domains import destination_domain
-from passive.analysis.relays import Attempt, ServerRelays
+from passive.analysis.domains import route
+from passive.analysis.relays import Attempt, ServerRelays, cut
+from passive.core.endpoints import endpoint
 from passive.findings.model import FindingType
+
+# Accepted recipients of one transaction held until its end, and their text (addresses, reply, cited lines); past
+# either the oldest is judged at once on its RCPT reply alone, as every one was before transactions were followed.
+# A real transaction holds a few (a mailing list's, dozens); a session may be one of 10,000 flows: 32 short ones
+# held 44 KB, 16 KiB of long ones 18 to 50 KB (measured: the held list's objects), 640 MB at most in all, as the
+# credentials detector's pending bound allows.
+MAX_HELD_RECIPIENTS = 32
+MAX_HELD_CHARACTERS = 16 * 1024
+# XCLIENT values that give no login or address (Postfix's placeholders).
+_UNKNOWN_VALUES = frozenset({"[UNAVAILABLE]", "[TEMPUNAVAIL]", ""})
 
 
 class RelayDetector(Detector):
     KIND = FindingType.OPEN_RELAY
-    HANDLERS: ClassVar[Handlers] = {ev.MailFrom: "mail_from", ev.RcptTo: "rcpt_to", ev.Reset: "reset"}
+    HANDLERS: ClassVar[Handlers] = {
+        ev.MailFrom: "mail_from",
+        ev.RcptTo: "rcpt_to",
+        ev.Reset: "reset",
+        ev.DataStart: "data",
+        ev.MessageEnd: "message_end",
+        ev.Anomaly: "anomaly",
+        ev.AuthAbandoned: "auth_abandoned",
+        ev.ClientOverride: "client_override",
+        ev.Hello: "hello",
+    }
 
     def __init__(self, session: Session) -> None:
         super().__init__(session)
         self.sender: ev.MailFrom | None = None
+        self.held: list[Attempt] = []  # accepted recipients of the transaction, waiting for its end
+        self.held_characters = 0
+        self.unsure = ""  # why the session may have authenticated unseen
+        self.vouched_login = False  # an XCLIENT the server took named the client's login
+        self.vouched_client: str | None = None  # the client an XCLIENT the server took named (ip:port)
+        self.vouched_by = ""  # the proxy that sent that XCLIENT
+        self.lmtp = False  # the client greeted with LHLO: final delivery to mailboxes (RFC 2033), never a relay
+
+    def hello(self, event: ev.Hello) -> None:
+        self.lmtp = event.command == "LHLO"
 
     def mail_from(self, event: ev.MailFrom) -> None:
+        self._flush()
         self.sender = event
 
     def reset(self, event: ev.Reset) -> None:
+        self._flush()
         self.sender = None
+
+    def anomaly(self, event: ev.Anomaly) -> None:
+        # The client's commands alone authenticate (AUTH, XCLIENT, STARTTLS for a certificate): a gap in what the
+        # server sent hides none of them.
+        if event.code == "gap" and event.side is ev.Side.CLIENT and not self.unsure:
+            self.unsure = "the client's bytes were lost before the transaction (a gap): an AUTH may be among them"
+
+    def auth_abandoned(self, event: ev.AuthAbandoned) -> None:
+        if not self.unsure:
+            self.unsure = f"the verdict on its AUTH {event.mechanism} was not seen ({event.reason})"
+
+    def client_override(self, event: ev.ClientOverride) -> None:
+        if not event.accepted:
+            return
+        attributes = event.attributes
+        if attributes.get("LOGIN", "") not in _UNKNOWN_VALUES:
+            self.vouched_login = True
+        address = attributes.get("ADDR", "")
+        if address not in _UNKNOWN_VALUES:
+            try:
+                ip = ipaddress.ip_address(address.removeprefix("IPV6:").removeprefix("ipv6:"))
+            except ValueError:
+                self.unsure = self.unsure or "a proxy's XCLIENT named a client whose address is unreadable"
+                return
+            port = attributes.get("PORT", "")
+            self.vouched_client = endpoint(str(ip), port if port.isdigit() else 0)
+            self.vouched_by = self.context.client
 
     def rcpt_to(self, event: ev.RcptTo) -> None:
         sender = self.sender
         context = self.context
-        if sender is None or self.session.authenticated or context.partial or context.protocol != "smtp":
+        if sender is None or self.session.authenticated or self.vouched_login or context.partial or self.lmtp:
             return
-        domain = destination_domain(event.address)
+        if context.protocol != "smtp":
+            return
+        domain, outer = route(event.address)
         refused = event.reply_code is not None and 500 <= event.reply_code < 600
         if domain is None or not (event.accepted or refused):
             return
-        attempt = Attempt(
-            client=context.client,
-            mail_from=sender.address,
-            rcpt_to=event.address,
-            domain=domain,
-            accepted=bool(event.accepted),
-            reply=event.reply_text,
-            time=event.evidence.timestamp,
-            evidence=(self.evidence(sender), evidence := self.evidence(event)),
-            file=evidence.file,  # the file holding the RCPT (a ring's piece)
+        attempt = cut(
+            Attempt(
+                client=self.vouched_client or context.client,
+                mail_from=sender.address,
+                rcpt_to=event.address,
+                domain=domain,
+                accepted=bool(event.accepted),
+                reply=event.reply_text,
+                time=event.evidence.timestamp,
+                evidence=(self.evidence(sender), evidence := self.evidence(event)),
+                file=evidence.file,  # the file holding the RCPT (a ring's piece)
+                unsure=self.unsure,
+                via=self.vouched_by if self.vouched_client else "",
+                outer=outer or "",
+            )
         )
+        if not attempt.accepted:
+            self._attempt(attempt)
+            return
+        size = _characters(attempt)
+        while self.held and (
+            len(self.held) >= MAX_HELD_RECIPIENTS or self.held_characters + size > MAX_HELD_CHARACTERS
+        ):
+            oldest = self.held.pop(0)
+            self.held_characters -= _characters(oldest)
+            self._attempt(oldest)
+        self.held.append(attempt)
+        self.held_characters += size
+
+    def data(self, event: ev.DataStart) -> None:
+        if event.accepted is False and event.reply_code is not None:
+            self._ended(event)
+
+    def message_end(self, event: ev.MessageEnd) -> None:
+        self._ended(event)
+
+    def close(self) -> None:
+        self._flush()
+
+    def _ended(self, event: ev.DataStart | ev.MessageEnd) -> None:
+        """The server's verdict on the transaction's message: a 2xx confirms the held recipients, a 5xx refuses
+        them all, a 4xx leaves them unjudged."""
+        code = event.reply_code or 0
+        if 400 <= code < 500:
+            self.held.clear()
+            self.held_characters = 0
+        elif 500 <= code < 600:
+            stage = "DATA" if isinstance(event, ev.DataStart) else "the end of the data"
+            refusal = f"at {stage}: {event.reply_text}"
+            cited = self.evidence(event)
+            held, self.held, self.held_characters = self.held, [], 0
+            for attempt in held:
+                evidence = (*attempt.evidence, cited)
+                self._attempt(dataclasses.replace(attempt, accepted=False, refused_later=refusal, evidence=evidence))
+        self._flush()
+        self.sender = None if isinstance(event, ev.MessageEnd) else self.sender
+
+    def _flush(self) -> None:
+        held, self.held, self.held_characters = self.held, [], 0
+        for attempt in held:
+            self._attempt(attempt)
+
+    def _attempt(self, attempt: Attempt) -> None:
+        context = self.context
         names = frozenset(self.session.server_names)
         server = (context.server, context.protocol, context.source, context.network)
         self.session.apply(_attempted, None, server, names, attempt)
+
+
+def _characters(attempt: Attempt) -> int:
+    """The text an attempt holds: its addresses, reply and cited lines."""
+    texts = (attempt.mail_from, attempt.rcpt_to, attempt.reply, attempt.domain, attempt.unsure, attempt.outer)
+    return sum(map(len, texts)) + sum(len(evidence.line or "") for evidence in attempt.evidence)
 
 
 # -- effects (passive.analysis.detectors.base) ------------------------------------------------------------------

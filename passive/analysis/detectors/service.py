@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 from dissectors import events as ev
 from passive.analysis.detectors.base import Detector, Handlers, Session, Shared
+from passive.analysis.domains import normalize_domain
 from passive.analysis.software import guess_software
 from passive.findings.model import EvidenceRecord, Finding, FindingType, Severity
 
@@ -37,11 +38,11 @@ class ServiceDetector(Detector):
         self.session.apply(_greeting, self.service, banner, self.evidence(event))
         first = banner.split(" ", 1)[0]
         if "." in first:
-            self.session.server_names.add(first.lower().rstrip("."))
+            self.session.server_names.add(normalize_domain(first))
 
     def capabilities(self, event: ev.Capabilities) -> None:
         if event.server_name and "." in event.server_name:
-            self.session.server_names.add(event.server_name.lower().rstrip("."))
+            self.session.server_names.add(normalize_domain(event.server_name))
         if event.starttls:
             self.session.apply(_fields, self.service, {"starttls_offered": True})
 
@@ -78,7 +79,7 @@ def _greeting(service: Finding, shared: Shared, banner: str, evidence: EvidenceR
     fields = service.fields
     if fields.get("banner") is None:
         fields["banner"] = banner
-        fields["software"] = guess_software(banner)
+        fields["software"] = guess_software(banner, host_first=service.protocol == "smtp")
     service.add_evidence(evidence)
 
 

@@ -81,7 +81,7 @@ def build_report(
         nessus=_nessus_rows(nessus),
         nessus_totals=list((nessus or {}).get("summary", {}).items()),
         timeline_chart=None,
-        verdict=summary.verdict(cards),
+        verdict=summary.verdict(cards, summaries),
         window=_window(findings),
         server_counts=summary.server_counts(cards),
         first_page_rows=rows,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from typing import Any
 
 from passive.results.report import fixes
 from passive.results.report.model import (
@@ -25,11 +26,40 @@ GROUPS_LISTED = 25
 # Prefix lengths of the subnet grouping.
 SUBNET_V4 = 24
 SUBNET_V6 = 64
+# Run summary counters that mean traffic was not read (the terminal tables name the same): a report of such runs
+# says "nothing leaked" only of what could be read.
+UNREAD = (
+    ("tls_sessions", "session(s) inside TLS"),
+    ("gap_bytes", "byte(s) lost from the streams"),
+    ("truncated_packets", "packet(s) cut short by the snap length"),
+    ("ip_fragments", "IP fragment(s) not reassembled"),
+    ("flows_evicted", "flow(s) evicted from a full flow table"),
+    ("captures_failed", "capture(s) that could not be read"),
+    ("decode_errors", "packet(s) that could not be decoded"),
+)
 
 
-def verdict(cards: list[ServerCard]) -> tuple[str, str]:
-    """The verdict in a sentence, as a headline and the rest: how many servers leak and the worst of what."""
+def unread(summaries: list[dict[str, Any]]) -> str:
+    """What the runs did not read, in words ("" when they read everything)."""
+    totals = Counter[str]()
+    for record in summaries:
+        for name, _ in UNREAD:
+            value = record.get(name)
+            totals[name] += value if isinstance(value, int) and not isinstance(value, bool) else 0
+    return ", ".join(f"{totals[name]:,} {words}" for name, words in UNREAD if totals[name] > 0)
+
+
+def verdict(cards: list[ServerCard], summaries: list[dict[str, Any]] | None = None) -> tuple[str, str]:
+    """The verdict in a sentence, as a headline and the rest: how many servers leak and the worst of what; without
+    a leak, what the runs (``summaries``) could not read, if anything."""
     exposed = [c for c in cards if c.exposed]
+    missed = unread(summaries or [])
+    if missed and not exposed:
+        seen = f"{len(cards)} mail server(s) were seen" if cards else "No mail traffic was found"
+        return "No leak seen in what could be read.", (
+            f"{seen} in the traffic that could be read, with no NTLM host information, credentials, clear-text "
+            f"authentication or relaying exposed. Not read: {missed}; a leak there cannot be ruled out."
+        )
     if not cards:
         return "Nothing leaked.", "No mail traffic was found in what was analyzed."
     if not exposed:

@@ -1,0 +1,79 @@
+"""A "no leak" is said only of what was read: a run whose mail went inside TLS, or lost bytes, says so in the
+terminal headline, the closing statement and the report's verdict (the CLI, a real subprocess, on built captures).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers_capture import conversation_segments, ethernet_frames, pcap_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
+LEAKSCOPE = [sys.executable, "-c", "from passive.cli.main import main; main()"]
+ENVIRONMENT = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+CLIENT, SERVER = ("203.0.113.9", 40000), ("192.0.2.25", 25)
+TIMEOUT = 120
+# A TLS ClientHello's record header, a ServerHello's, and application data (the bytes after them are not read).
+HELLO = bytes.fromhex("160301004c0100004803031111") + bytes(66)
+SERVER_HELLO = bytes.fromhex("160303004a020000460303") + bytes(71)
+RECORD = bytes.fromhex("1703030020") + bytes(32)
+TLS = [(False, HELLO), (True, SERVER_HELLO), (False, RECORD), (True, RECORD)]
+STARTTLS = [
+    (True, b"220 mx.contoso.com ESMTP\r\n"),
+    (False, b"EHLO client.example\r\n"),
+    (True, b"250-mx.contoso.com\r\n250 STARTTLS\r\n"),
+    (False, b"STARTTLS\r\n"),
+    (True, b"220 2.0.0 Ready to start TLS\r\n"),
+    *TLS,
+]
+PLAIN = [*STARTTLS[:3], (False, b"QUIT\r\n"), (True, b"221 2.0.0 Bye\r\n")]
+
+
+def capture(path: Path, turns: list[tuple[bool, bytes]], server: tuple[str, int] = SERVER, lost: int = -1) -> Path:
+    segments = conversation_segments(turns, CLIENT, server)
+    kept = [s for n, s in enumerate(segments) if n - 3 != lost]
+    path.write_bytes(pcap_bytes(ethernet_frames(kept)))
+    return path
+
+
+def tables(pcap: Path, tmp_path: Path) -> tuple[str, str]:
+    """The terminal tables (one line per paragraph) and the HTML report's verdict of one ``analyze -oA`` run."""
+    base = tmp_path / pcap.stem
+    done = subprocess.run(
+        [*LEAKSCOPE, "analyze", "-oA", str(base), str(pcap)],
+        capture_output=True,
+        text=True,
+        env=ENVIRONMENT,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    text = " ".join(base.with_suffix(".txt").read_text().split())
+    verdict = re.search(r'id="verdict"><strong>(.*?)</p>', base.with_suffix(".html").read_text(), re.S)
+    assert verdict is not None
+    return text, re.sub(r"<[^>]+>", "", verdict.group(1))
+
+
+def test_mail_inside_tls_is_not_an_all_clear(tmp_path: Path) -> None:
+    for name, turns, server in (("implicit", TLS, ("192.0.2.25", 465)), ("starttls", STARTTLS, SERVER)):
+        text, verdict = tables(capture(tmp_path / f"{name}.pcap", turns, server), tmp_path)
+        assert text.startswith("No leak found in what could be read;"), text
+        assert "Every session (smtp 1) went inside TLS" in text and "not the same as nothing leaking" in text
+        assert verdict.startswith("No leak seen in what could be read.") and "1 session(s) inside TLS" in verdict
+        assert "Nothing leaked" not in verdict
+
+
+def test_lost_bytes_qualify_the_all_clear_and_a_whole_capture_does_not(tmp_path: Path) -> None:
+    text, verdict = tables(capture(tmp_path / "lossy.pcap", PLAIN, lost=1), tmp_path)  # the EHLO lost
+    assert text.startswith("No leak found in what could be read;"), text
+    assert "not everything was read" in text and "missing from the streams" in text
+    assert verdict.startswith("No leak seen in what could be read.") and "lost from the streams" in verdict
+
+    text, verdict = tables(capture(tmp_path / "whole.pcap", PLAIN), tmp_path)
+    assert text.startswith("No leak found; "), text
+    assert "No leak found in 1 session(s) (smtp 1)." in text
+    assert verdict.startswith("Nothing leaked.")
