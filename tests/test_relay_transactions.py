@@ -85,13 +85,21 @@ def test_a_message_refused_after_its_recipient_was_accepted_relayed_nothing(tmp_
     assert refused["message_refused"] == "at DATA: 554 5.7.1 Relay access denied"
     assert len(refused["evidence"]) == 3  # MAIL, RCPT and the DATA the refusal answered
 
-    at_end = transaction(*MESSAGE, "S: 554 5.7.1 Message rejected by the content filter")
+    at_end = transaction(*MESSAGE, "S: 554 5.7.1 <victim@outside.test>: Recipient address rejected: no relaying")
     [refused] = [f for f in analyze(capture(tmp_path / "end.pcap", at_end)) if f["type"] == "open-relay"]
-    assert refused["verdict"] == "refused"
-    assert refused["message_refused"] == "at the end of the data: 554 5.7.1 Message rejected by the content filter"
+    assert (refused["verdict"], refused["accepted"]) == ("refused", False)
+    assert refused["message_refused"].startswith("at the end of the data: 554 5.7.1 <victim@outside.test>")
 
-    bdat = transaction("C: BDAT 5 LAST", "C: hello", "S: 554 5.7.1 Rejected")
+    bdat = transaction("C: BDAT 5 LAST", "C: hello", "S: 554 5.7.1 Relaying denied")
     assert relays(analyze(capture(tmp_path / "bdat.pcap", bdat))) == [("refused", "info", False)]
+
+    # A refusal for the message's content says nothing of a message the server would not refuse: not all clear,
+    # not a high verdict either.
+    content = transaction(*MESSAGE, "S: 554 5.7.1 Message rejected by the content filter")
+    [possible] = [f for f in analyze(capture(tmp_path / "content.pcap", content)) if f["type"] == "open-relay"]
+    assert (possible["verdict"], possible["severity"], possible["accepted"]) == ("possible-relay", "medium", True)
+    assert possible["message_refused"] == "at the end of the data: 554 5.7.1 Message rejected by the content filter"
+    assert "nothing was relayed here" in possible["rule"]
 
     queued = transaction(*MESSAGE, "S: 250 2.0.0 Ok: queued as 4FA2")
     [relayed] = [f for f in analyze(capture(tmp_path / "queued.pcap", queued)) if f["type"] == "open-relay"]

@@ -148,9 +148,10 @@ class ServerRelays:
     network: tuple[str, int] | tuple[()] = ()
     names: set[str] = field(default_factory=set)
     attempts: list[Attempt] = field(default_factory=list)
-    # (client ip, domain, accepted, unsure, outer): what decides an attempt's verdict besides the server's domains.
-    overflow: Counter[tuple[str, str, bool, bool, bool]] = field(default_factory=Counter)
-    overflow_last: dict[tuple[str, str, bool, bool, bool], Attempt] = field(default_factory=dict)
+    # (client ip, domain, accepted, unsure, outer, message refused): what decides an attempt's verdict besides the
+    # server's domains.
+    overflow: Counter[tuple[str, str, bool, bool, bool, bool]] = field(default_factory=Counter)
+    overflow_last: dict[tuple[str, str, bool, bool, bool, bool], Attempt] = field(default_factory=dict)
     served: dict[str, tuple[set[str], set[str]]] = field(default_factory=dict)  # domain -> (clients, sender domains)
     published: tuple[frozenset[str], bool] | None = None  # (local domains, knows them) of the findings' last rebuild
     alone: bool = False  # its attempts are judged one at a time, its findings never rebuilt (no room was left)
@@ -167,7 +168,14 @@ class ServerRelays:
         """Keep ``attempt`` (listed, else counted by its client, domain and outcome); without ``room`` only counted
         with an earlier one of the same, if any. ``learn``: a new domain it was accepted for may join the MX rule's.
         Whether it was kept or counted."""
-        key = (attempt.client_ip, attempt.domain, attempt.accepted, bool(attempt.unsure), bool(attempt.outer))
+        key = (
+            attempt.client_ip,
+            attempt.domain,
+            attempt.accepted,
+            bool(attempt.unsure),
+            bool(attempt.outer),
+            bool(attempt.refused_later),
+        )
         if room and len(self.attempts) < MAX_ATTEMPTS:
             self.attempts.append(attempt)
         elif room or key in self.overflow:
@@ -239,6 +247,13 @@ def decide(relays: ServerRelays, attempt: Attempt, policy: RelayPolicy) -> Decis
             Verdict.INTERNAL_CLIENTS,
             f"client {who} is in the private range {network}: a server relays for its own network",
             ("clients in private ranges are in the server's trusted networks (give --trusted-net to decide)",),
+        )
+    if attempt.refused_later:
+        return Decision(
+            Verdict.POSSIBLE_RELAY,
+            f"{attempt.domain} was accepted for client {who}, but the server refused the message "
+            f"{attempt.refused_later}; nothing was relayed here",
+            ("the refusal was about that message, not about relaying: a message the server does not refuse may be",),
         )
     if attempt.unsure:
         return Decision(

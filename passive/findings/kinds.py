@@ -269,9 +269,9 @@ OPEN_RELAY = Kind(
         "verdict was not seen is at most `possible-relay`. A client a proxy vouched for with Postfix's `XCLIENT` "
         "is judged by the address it gave (`ADDR`), and not at all when it gave a login (`LOGIN`). A recipient "
         "accepted in a transaction whose message the server then refused (at `DATA` or at the end of the data) "
-        "was not relayed: `refused`. A foreign domain in the local part of an address at a local domain "
-        "(`user%example.net@server`) is at most `possible-relay`: the server may deliver it to a local mailbox. "
-        "LMTP sessions (`LHLO`) deliver to mailboxes and are not judged."
+        "was not relayed: `refused` if the refusal names relaying or recipients, else (a content filter's) at most "
+        "`possible-relay`. So is a foreign domain in the local part of an address at a local domain "
+        "(`user%example.net@server`): the server may deliver it to a local mailbox. LMTP (`LHLO`) is not judged."
     ),
     severity_rules=(
         (Severity.HIGH, "`open-relay`: a client outside the trusted networks had a foreign recipient accepted"),

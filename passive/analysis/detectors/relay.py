@@ -7,9 +7,12 @@ a transaction (a gap), or whose AUTH got no verdict the capture showed, may have
 so, and the ledger makes them at most ``possible-relay``.
 
 An accepted recipient waits for the end of its transaction: a server that refuses the message (at ``DATA``, or at
-the end of the data) relayed nothing, and the attempt is a refusal. A transaction that ends otherwise (RSET, a new
-MAIL, QUIT, the connection's end, a temporary 4xx refusal of the message) leaves the recipient's reply as the
-verdict's ground, except that a 4xx to the message leaves it unjudged, as a 4xx to the RCPT does.
+the end of the data) relayed nothing. When its refusal names relaying or the recipients (Postfix's "Relay access
+denied", "Recipient address rejected", "no valid recipients") the attempt is a refusal; a refusal for another reason
+(a content filter's) says nothing of a message it would not refuse, and the attempt is at most ``possible-relay``.
+A transaction that ends otherwise (RSET, a new MAIL, QUIT, the connection's end, a temporary 4xx refusal of the
+message) leaves the recipient's reply as the verdict's ground, except that a 4xx to the message leaves it unjudged,
+as a 4xx to the RCPT does.
 
 A proxy's ``XCLIENT`` (Postfix) that the server took makes its ``LOGIN`` the session's authentication (not judged)
 and its ``ADDR`` the client that is judged. LMTP (``LHLO``, RFC 2033) delivers to the server's own mailboxes, whatever
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 from typing import ClassVar
 
 from dissectors import events as ev
@@ -35,6 +39,8 @@ from passive.findings.model import FindingType
 # credentials detector's pending bound allows.
 MAX_HELD_RECIPIENTS = 32
 MAX_HELD_CHARACTERS = 16 * 1024
+# A refusal of the message that is about relaying or the recipients, not the message's content.
+_ABOUT_RECIPIENTS = re.compile(r"relay|recipient", re.IGNORECASE)
 # XCLIENT values that give no login or address (Postfix's placeholders).
 _UNKNOWN_VALUES = frozenset({"[UNAVAILABLE]", "[TEMPUNAVAIL]", ""})
 
@@ -164,9 +170,10 @@ class RelayDetector(Detector):
             refusal = f"at {stage}: {event.reply_text}"
             cited = self.evidence(event)
             held, self.held, self.held_characters = self.held, [], 0
+            accepted = _ABOUT_RECIPIENTS.search(event.reply_text or "") is None  # refused for its content: unsure
             for attempt in held:
                 evidence = (*attempt.evidence, cited)
-                self._attempt(dataclasses.replace(attempt, accepted=False, refused_later=refusal, evidence=evidence))
+                self._attempt(dataclasses.replace(attempt, accepted=accepted, refused_later=refusal, evidence=evidence))
         self._flush()
         self.sender = None if isinstance(event, ev.MessageEnd) else self.sender
 
