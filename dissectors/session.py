@@ -34,6 +34,8 @@ MAX_VERB = 64
 MAX_SESSION_BYTES = 2 * 1024 * 1024
 CLIENT, SERVER = ev.Side.CLIENT, ev.Side.SERVER
 _NO_LINE = Line("", None, None)
+# The first byte of a TLS record (RFC 8446 5.1: change_cipher_spec, alert, handshake, application_data).
+_TLS_RECORD_TYPES = (b"\x14", b"\x15", b"\x16", b"\x17")
 
 
 class MailSession:
@@ -58,6 +60,8 @@ class MailSession:
         self._seen_data = False
         # The client's first bytes were a TLS record: believed once the server answers in TLS too.
         self._tls_hello: ev.Evidence | None = None
+        # The server accepted STARTTLS: believed once the client's next bytes are TLS (its StartTls waits till then).
+        self._starttls: ev.StartTls | None = None
         self._server_spoke = False  # a byte came from the server (else the capture may hold one side only)
         # Bytes of the server's were lost before its greeting: its first reply may answer a command instead.
         self._greeting_lost = False
@@ -75,7 +79,9 @@ class MailSession:
                 self._server_spoke = True
             if self.tls:
                 self.tls_bytes += len(data)
-            elif (self._seen_data and self._tls_hello is None) or not self._took_tls(side, data, frame, timestamp):
+            elif (self._seen_data and self._tls_hello is None and self._starttls is None) or not self._took_tls(
+                side, data, frame, timestamp
+            ):
                 self._consume(side, data, frame, timestamp)
                 if self.buffers[CLIENT].held > MAX_HELD:
                     self._after_receive(side)
@@ -104,7 +110,7 @@ class MailSession:
         literals nobody reads and ciphertext are most of a mail session's bytes and none of its findings."""
         if self.tls:
             return SKIP_ALL, 0, False
-        if self._tls_hello is not None:
+        if self._tls_hello is not None or self._starttls is not None:
             return None
         return self.buffers[side].skippable()
 
@@ -112,7 +118,7 @@ class MailSession:
         """Whether either side's next bytes may be dropped unread (:meth:`skippable`)."""
         if self.tls:
             return True
-        if self._tls_hello is not None:
+        if self._tls_hello is not None or self._starttls is not None:
             return False
         buffers = self.buffers
         return buffers[CLIENT].skippable() is not None or buffers[SERVER].skippable() is not None
@@ -147,7 +153,10 @@ class MailSession:
 
     def _took_tls(self, side: ev.Side, data: bytes, frame: int | None, timestamp: float | None) -> bool:
         """The stream's first bytes, or the server's after a client's TLS record: whether they are TLS (counted,
-        not read). A client's TLS record waits, unread, for the server's answer."""
+        not read). A client's TLS record waits, unread, for the server's answer. After the server accepted
+        STARTTLS, the next bytes: the client's TLS record confirms it (:meth:`_starttls_answered`)."""
+        if self._starttls is not None:
+            return bool(data) and self._starttls_answered(side, data)
         if self._seen_data:  # the client sent a TLS record first
             return side is SERVER and bool(data) and self._tls_answered(data)
         if not data:
@@ -199,6 +208,8 @@ class MailSession:
         self._line = Line("", frame, timestamp)
         if self._tls_hello is not None and not self.tls:
             self._tls_not_answered("the connection ended without an answer from the server")
+        if self._starttls is not None:  # nothing followed the server's acceptance: what it accepted is all there is
+            self._tls_began()
 
     def _shed(self, frame: int | None, timestamp: float | None) -> None:
         held = self.buffered_bytes()
@@ -318,12 +329,43 @@ class MailSession:
     def _start_tls(
         self, command: str, accepted: bool, side: ev.Side = ev.Side.SERVER, evidence: ev.Evidence | None = None
     ) -> None:
-        self._emit(ev.StartTls(side, evidence or self._evidence(), command, accepted))
-        if accepted:
-            self.tls = True
-            for buffer in self.buffers.values():
-                self.tls_bytes += buffer.buffered
-                buffer.resync()
+        event = ev.StartTls(side, evidence or self._evidence(), command, accepted)
+        if not accepted or command == "implicit":
+            self._emit(event)
+            self.tls = accepted
+            return
+        # The server accepted: TLS begins when the client's next bytes are a TLS record. A client that carries on in
+        # clear text sends what follows (an AUTH, a password) in the clear, and it is read.
+        self._starttls = event
+
+    def _starttls_answered(self, side: ev.Side, data: bytes) -> bool:
+        """The first bytes after the server accepted STARTTLS: the client's TLS record (any record type: its hello
+        may be lost in a gap) begins TLS; the client's clear text means it carried on without; the server's bytes
+        before the client's are read as they are."""
+        if side is SERVER:
+            return False
+        if data[:1] in _TLS_RECORD_TYPES and data[1:2] == b"\x03":
+            self._tls_began()
+            self.tls_bytes += len(data)
+            return True
+        event, self._starttls = self._starttls, None
+        assert event is not None
+        detail = f"the server accepted {event.command}, but the client carried on in clear text"
+        self._emit(ev.Anomaly(SERVER, event.evidence, "starttls_not_used", detail))  # citing the acceptance
+        return False
+
+    def tls_began(self) -> list[ev.Event]:
+        """A caller that made the TLS handshake itself after the server accepted STARTTLS (the probe): TLS began."""
+        return self._collect(lambda: self._starttls is not None and self._tls_began())
+
+    def _tls_began(self) -> None:
+        event, self._starttls = self._starttls, None
+        assert event is not None
+        self._emit(event)
+        self.tls = True
+        for buffer in self.buffers.values():
+            self.tls_bytes += buffer.buffered
+            buffer.resync()
 
     def _sasl(self, side: ev.Side, results: list[sasl.SaslEvent]) -> None:
         """Translate the SASL tracker's events into session events with evidence."""

@@ -64,6 +64,8 @@ class Wire:
                 "[TLS handshake completed before any line: implicit TLS]", None, time.time()
             )
             self.analyzer.feed([ev.StartTls(ev.Side.CLIENT, evidence, "implicit", True)])
+        else:  # the server's acceptance of STARTTLS, which a capture confirms by the client's TLS record
+            self._route(self.session.tls_began())
         self.session = SESSION_TYPES[self.protocol](partial=not implicit, max_line=self.max_line)
         self.inside_tls = True
 

@@ -1,0 +1,95 @@
+"""STARTTLS is believed when the client's next bytes are TLS. A client that has the server's ``220`` to STARTTLS (or
+``+OK`` to STLS, ``OK`` to IMAP STARTTLS) and carries on in clear text sends its AUTH and password in the clear:
+they are read and reported, with a ``starttls_not_used`` anomaly, and the service does not read as TLS. Before, every
+byte after the acceptance was taken for TLS: the password went unreported and the session read ``tls: true``.
+Sessions that do start TLS read as before, and the capture still drops their ciphertext unread."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers_capture import conversation_segments, ethernet_frames, pcap_bytes
+from tests.test_relay_transactions import ENVIRONMENT, LEAKSCOPE, TIMEOUT
+
+CLIENT = ("203.0.113.9", 40000)
+PLAIN = base64.b64encode(b"\0alice\0Summer2024!").decode()
+CLIENT_HELLO = b"\x16\x03\x01\x00\x40" + bytes(range(64))
+SERVER_HELLO = b"\x16\x03\x03\x00\x30" + bytes(48)
+SESSIONS: dict[str, tuple[int, list[tuple[bool, bytes]], list[tuple[bool, bytes]]]] = {
+    # protocol: (port, up to the acceptance, what follows in clear text)
+    "smtp": (
+        25,
+        [(True, b"220 mx.example.com ESMTP\r\n"), (False, b"EHLO c.example\r\n"),
+         (True, b"250-mx.example.com\r\n250-STARTTLS\r\n250 AUTH PLAIN LOGIN\r\n"), (False, b"STARTTLS\r\n"),
+         (True, b"220 2.0.0 Ready to start TLS\r\n")],
+        [(False, b"AUTH PLAIN " + PLAIN.encode() + b"\r\n"), (True, b"235 2.7.0 Authentication successful\r\n"),
+         (False, b"QUIT\r\n"), (True, b"221 2.0.0 Bye\r\n")],
+    ),
+    "pop3": (
+        110,
+        [(True, b"+OK POP3 ready\r\n"), (False, b"CAPA\r\n"), (True, b"+OK\r\nSTLS\r\nUSER\r\n.\r\n"),
+         (False, b"STLS\r\n"), (True, b"+OK Begin TLS negotiation\r\n")],
+        [(False, b"USER alice\r\n"), (True, b"+OK\r\n"), (False, b"PASS Summer2024!\r\n"), (True, b"+OK Logged in\r\n"),
+         (False, b"QUIT\r\n"), (True, b"+OK Bye\r\n")],
+    ),
+    "imap": (
+        143,
+        [(True, b"* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\r\n"), (False, b"a1 STARTTLS\r\n"),
+         (True, b"a1 OK Begin TLS negotiation now\r\n")],
+        [(False, b"a2 LOGIN alice Summer2024!\r\n"), (True, b"a2 OK Logged in\r\n"), (False, b"a3 LOGOUT\r\n"),
+         (True, b"* BYE\r\na3 OK\r\n")],
+    ),
+}  # fmt: skip
+
+
+def _analyze(tmp_path: Path, name: str, port: int, turns: list[tuple[bool, bytes]], *options: str) -> dict[str, Any]:
+    segments = conversation_segments(turns, CLIENT, ("192.0.2.25", port))
+    path = tmp_path / f"{name}.pcap"
+    path.write_bytes(pcap_bytes(ethernet_frames(segments)))
+    done = subprocess.run([*LEAKSCOPE, "analyze", "--format", "json", "--events", *options, str(path)],
+                          capture_output=True, text=True, env=ENVIRONMENT, timeout=TIMEOUT, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    document: dict[str, Any] = json.loads(done.stdout)
+    return document
+
+
+@pytest.mark.parametrize("protocol", sorted(SESSIONS))
+def test_a_client_that_carries_on_in_clear_text_after_starttls_is_read(tmp_path: Path, protocol: str) -> None:
+    port, opening, clear = SESSIONS[protocol]
+    document = _analyze(tmp_path, f"clear-{protocol}", port, opening + clear)
+    findings = document["findings"]
+    [credentials] = [f for f in findings if f["type"] == "cleartext-credentials"]
+    assert credentials["user"] == "alice" and credentials["tls"] is False
+    assert "Summer2024!" not in json.dumps(document)  # masked by default
+    [service] = [f for f in findings if f["type"] == "mail-service"]
+    assert service["tls"] is not True and service["starttls_offered"] is True
+    anomalies = [e for s in document["sessions"] for e in s["events"] if e["event"] == "Anomaly"]
+    assert [a["code"] for a in anomalies] == ["starttls_not_used"], anomalies
+    assert anomalies[0]["line"] == opening[-1][1].decode().strip()  # the acceptance, cited
+
+
+@pytest.mark.parametrize("protocol", sorted(SESSIONS))
+def test_a_client_that_starts_tls_is_tls_and_its_bytes_are_not_read(tmp_path: Path, protocol: str) -> None:
+    port, opening, clear = SESSIONS[protocol]
+    # The TLS handshake, then the same commands as TLS application data would carry them (never read).
+    tls = [(False, CLIENT_HELLO), (True, SERVER_HELLO), *((side, b"\x17\x03\x03" + data) for side, data in clear)]
+    document = _analyze(tmp_path, f"tls-{protocol}", port, opening + tls)
+    findings = document["findings"]
+    assert [f for f in findings if f["type"] == "cleartext-credentials"] == []
+    [service] = [f for f in findings if f["type"] == "mail-service"]
+    assert service["tls"] is True
+    events = [e for s in document["sessions"] for e in s["events"]]
+    assert [e["event"] for e in events if e["event"] in ("Anomaly", "StartTls")] == ["StartTls"], events
+
+
+def test_a_session_that_ends_right_after_the_acceptance_reads_as_tls(tmp_path: Path) -> None:
+    """Nothing followed the server's 220: its acceptance is all the capture says, as before."""
+    port, opening, _clear = SESSIONS["smtp"]
+    [service] = [f for f in _analyze(tmp_path, "ended", port, opening)["findings"] if f["type"] == "mail-service"]
+    assert service["tls"] is True
