@@ -13,7 +13,8 @@ Three rules, applied together:
   keeps its method, path and version (its query and any user:password in an absolute URI are masked); an
   ``Authorization`` / ``Proxy-Authorization`` header keeps its scheme (``NTLM``, ``Negotiate``, ``Basic``) and
   masks the rest: it is an NTLM AUTHENTICATE (a crackable response) or a Basic password.
-* **Known secrets are scrubbed from every string**: the passwords, tokens and responses the run saw are collected
+* **Known secrets are scrubbed from every string**: the passwords, tokens and responses the run saw, and the base64
+  text that carried each (a server may echo a client's SASL response in its reply), are collected
   (:meth:`Redactor.learn`) and replaced wherever they appear, whatever the field.
 * **Known names are masked partly in every string**: the user names and mailboxes the run saw (credentials, NTLM
   AUTHENTICATE users, ``USER``/``LOGIN`` lines, mailbox replies, relay addresses) are collected
