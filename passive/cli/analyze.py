@@ -22,6 +22,7 @@ from passive.cli.common import (
     local_domain_option,
     output_option,
     reassembly_option,
+    refuse_overwriting,
     show_secrets_option,
     trusted_net_option,
     verbose_option,
@@ -128,6 +129,10 @@ def analyze(
     """
     captures, skipped = _captures(captures)
     _check_usage(ports_only, all_ports, scheduler, captures)
+    refuse_overwriting(
+        [("-o", output), ("--hashes", hashes_file), *_all_outputs(output_all), ("--db", db)],
+        [*(("the capture", path) for path in captures if path != STDIN), ("the suppressions file", suppress_path)],
+    )
     options = AnalysisOptions(
         all_ports=not ports_only,
         bpf=bpf,
@@ -204,6 +209,11 @@ def _emit(
         output_format, output, records, summary, sessions=sessions, verbose=verbose,
         before_output=progress.pause_for_stdout,
     )  # fmt: skip
+
+
+def _all_outputs(basename: str | None) -> list[tuple[str, str | None]]:
+    """The files ``-oA BASENAME`` writes (:func:`~passive.cli.common.emit_all`)."""
+    return [("-oA", f"{basename}.{suffix}") for suffix in ("txt", "jsonl", "html")] if basename else []
 
 
 def _check_usage(ports_only: bool, all_ports: bool, scheduler: str | None, captures: tuple[str, ...]) -> None:

@@ -9,7 +9,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from passive.cli.common import format_option, render, write_text
+from passive.cli.common import format_option, refuse_overwriting, render, write_text
 from passive.cli.errors import EXIT_FAIL_ON, EXIT_INPUT
 from passive.cli.gate import LEVELS, gate_status
 from passive.cli.inputs import load_input, load_records, probe_reports
@@ -204,6 +204,8 @@ def compare_command(
     Exit status 0 when the comparison ran (whatever it found), 1 when an input could not be read or probed.
     """
     given = _check_sources(passive_inputs, active_inputs, probe_targets, probe_seen, nmap_inputs, nessus_inputs)
+    read = (*passive_inputs, *active_inputs, *nmap_inputs, *nessus_inputs)
+    refuse_overwriting([("-o", output)], [("an input", path) for path in read])
     with interruptible() as run:
         passive = [record for path in passive_inputs for record in load_records(path, run=run)]
         active_read = [load_input(path) for path in active_inputs]
