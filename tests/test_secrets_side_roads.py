@@ -1,6 +1,7 @@
 """Secrets that reach outputs by side roads rather than by the fields and lines that carry them: a server that echoes
 a client's base64 SASL response or Basic token in its reply, an HTTP client line that is neither a request line nor
-a header (a form body sent without a length, a request line with two spaces before its version). Every default
+a header (a form body sent without a length, a request line with two spaces before its version), a password typed
+as the user name (the store's key column held it). Every default
 output of the real command line is scanned for each secret in every form it may take."""
 
 from __future__ import annotations
@@ -61,6 +62,12 @@ SESSIONS = {
     6: (80, [("c", b"POST /owa/auth.owa HTTP/1.1\r\nHost: mail\r\n\r\n"),
              ("c", b"username=" + USER.encode() + b"&password=" + _secret(6).encode() + b"\r\n"),
              ("s", UNAUTHORIZED)]),
+    # A password typed where the user name goes, then again as the password: the user name is a secret too.
+    7: (110, [("s", b"+OK ready\r\n"), ("c", b"USER " + _secret(7).encode() + b"\r\n"), ("s", b"+OK\r\n"),
+              ("c", b"PASS " + _secret(7).encode() + b"\r\n"), ("s", b"-ERR [AUTH] failed\r\n")]),
+    8: (25, [GREETING, *EHLO, ("c", b"AUTH LOGIN\r\n"), ("s", b"334 VXNlcm5hbWU6\r\n"),
+             ("c", _b64(_secret(8)) + b"\r\n"), ("s", b"334 UGFzc3dvcmQ6\r\n"), ("c", _b64(_secret(8)) + b"\r\n"),
+             ("s", b"535 5.7.8 failed\r\n")]),
 }  # fmt: skip
 
 
@@ -101,6 +108,7 @@ def run(*args: str) -> str:
 def test_the_secrets_are_on_the_wire_and_shown_when_asked(capture: Path) -> None:
     shown = run("analyze", "--format", "json", "--events", "--show-secrets", str(capture))
     echoed = {(1, "plain message"), (2, "base64"), (3, "plain message"), (4, "basic"), (5, "secret"), (6, "secret")}
+    echoed |= {(7, "secret"), (8, "secret")}
     assert echoed <= set(leaks(shown))
     assert '"not_http"' in shown  # sessions 5 and 6 reach the anomaly that used to quote the line
 
