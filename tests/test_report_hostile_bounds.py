@@ -1,6 +1,7 @@
-"""The report masks every user name and mailbox it learned wherever it appears, through one pattern compiled from
-them all. A hostile capture chooses the names: 20 000 users of 250 characters made ``leakscope report`` take 1.6 GB
-(the pattern's compilation) before the names' characters were bounded (``MAX_NAME_CHARACTERS``)."""
+"""The report's bounds against what a hostile capture chooses. It masks every user name and mailbox it learned
+wherever it appears, through one pattern compiled from them all: 20 000 users of 250 characters made ``leakscope
+report`` take 1.6 GB (the pattern's compilation) before the names' characters were bounded (``MAX_NAME_CHARACTERS``).
+And it lists the servers of each remediation: tens of thousands of servers were searched in a list."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import subprocess
 import sys
 import tracemalloc
 from pathlib import Path
+
+import pytest
 
 from passive.results.redaction import MAX_NAME_CHARACTERS, Redactor, mask_name
 
@@ -68,3 +71,44 @@ def test_report_of_a_flood_of_long_user_names(tmp_path: Path) -> None:
     assert "Clear-text credentials, 6000 server(s)" in out.read_text()
     # 6 000 names of 250 characters compiled whole: 642 MiB; bounded, 341 MiB (most of it the records).
     assert peak_kib < 500 * 1024, peak_kib
+
+
+class _Counted(str):
+    """A server label that counts how often it is compared for equality."""
+
+    comparisons = 0
+
+    def __eq__(self, other: object) -> bool:
+        _Counted.comparisons += 1
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+def test_the_remediation_lists_each_server_once_without_searching_a_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each kind's remediation lists its servers once, in the order first seen; the servers already listed were
+    searched in a list, one search per finding: 49 000 servers of two kinds took 138 s (9 s once in a set)."""
+    from passive.results.report import build, build_report
+
+    monkeypatch.setattr(build, "server_label", lambda record, label=build.server_label: _Counted(label(record)))
+    records = []
+    for number in range(3000):
+        server = f"10.0.{number // 250}.{number % 250}:25"
+        records += [
+            {"type": "mail-service", "protocol": "smtp", "server": server, "severity": "info", "banner": "mx"},
+            {
+                "type": "auth-methods",
+                "protocol": "smtp",
+                "server": server,
+                "severity": "medium",
+                "mechanisms": ["PLAIN"],
+            },
+        ]
+    records += records[:100]  # seen again: listed once
+    _Counted.comparisons = 0
+    report = build_report(records, [])
+    listed = {item.type: item.servers for item in report.remediation}
+    expected = [f"10.0.{number // 250}.{number % 250}:25" for number in range(3000)]
+    assert listed["mail-service"] == expected and listed["auth-methods"] == expected
+    # In a list: 3 000 * 2 999 / 2 comparisons per kind, 9 million in all; in a set, none but the 100 repeats.
+    assert _Counted.comparisons < 10 * len(records), _Counted.comparisons
