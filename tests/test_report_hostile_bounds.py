@@ -85,30 +85,30 @@ class _Counted(str):
     __hash__ = str.__hash__
 
 
-def test_the_remediation_lists_each_server_once_without_searching_a_list(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each kind's remediation lists its servers once, in the order first seen; the servers already listed were
-    searched in a list, one search per finding: 49 000 servers of two kinds took 138 s (9 s once in a set)."""
+def test_remediation_and_actions_list_each_server_once_without_searching_a_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each kind's remediation and each first-page action list their servers once, in the order first seen; the
+    servers already listed were searched in a list, once per finding or per server: 98 000 findings at 49 000
+    servers took 138 s (8.8 s once in sets), 60 000 at 20 000 servers with clear-text logins 11.1 s (5.8 s)."""
     from passive.results.report import build, build_report
 
     monkeypatch.setattr(build, "server_label", lambda record, label=build.server_label: _Counted(label(record)))
-    records = []
-    for number in range(3000):
-        server = f"10.0.{number // 250}.{number % 250}:25"
+    servers = [f"10.0.{number // 250}.{number % 250}:25" for number in range(3000)]
+    records: list[dict[str, object]] = []
+    for server in servers:
         records += [
-            {"type": "mail-service", "protocol": "smtp", "server": server, "severity": "info", "banner": "mx"},
-            {
-                "type": "auth-methods",
-                "protocol": "smtp",
-                "server": server,
-                "severity": "medium",
-                "mechanisms": ["PLAIN"],
-            },
-        ]
+            {"type": "mail-service", "protocol": "smtp", "server": server, "severity": "info", "banner": "mx Postfix"},
+            {"type": "auth-methods", "protocol": "smtp", "server": server, "severity": "medium",
+             "mechanisms": ["PLAIN"], "cleartext_exposed": ["PLAIN"], "cleartext_login": True},
+            {"type": "cleartext-credentials", "protocol": "smtp", "server": server, "severity": "high",
+             "mechanism": "PLAIN", "user": "bob", "password": "********"},
+        ]  # fmt: skip
     records += records[:100]  # seen again: listed once
     _Counted.comparisons = 0
     report = build_report(records, [])
     listed = {item.type: item.servers for item in report.remediation}
-    expected = [f"10.0.{number // 250}.{number % 250}:25" for number in range(3000)]
-    assert listed["mail-service"] == expected and listed["auth-methods"] == expected
-    # In a list: 3 000 * 2 999 / 2 comparisons per kind, 9 million in all; in a set, none but the 100 repeats.
+    assert listed["mail-service"] == servers and listed["auth-methods"] == servers
+    assert report.actions and all(sorted(action.servers) == sorted(servers) for action in report.actions)
+    # In lists: 3 000 * 2 999 / 2 comparisons per kind and per action, tens of millions; in sets, a few per finding.
     assert _Counted.comparisons < 10 * len(records), _Counted.comparisons
