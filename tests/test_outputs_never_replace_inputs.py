@@ -97,3 +97,12 @@ def test_what_was_allowed_still_is(capture: Path, tmp_path: Path) -> None:
     assert run("analyze", capture, "-o", tmp_path / "latest.pcap").returncode == 0
     assert capture.read_bytes() == CAPTURE.read_bytes()
     assert not (tmp_path / "latest.pcap").is_symlink()
+
+
+def test_watch_never_appends_its_json_lines_to_its_store(tmp_path: Path) -> None:
+    store = tmp_path / "watch.db"
+    assert run("analyze", CAPTURE, "--db", store).returncode == 0
+    result = run("watch", "-i", "lo", "--db", store, "--jsonl", store, "--duration", "1", "--quiet")
+    assert result.returncode == USAGE and f"--db and --jsonl write the same file, {store}" in result.stderr
+    with sqlite3.connect(store) as connection:
+        assert connection.execute("select count(*) from findings").fetchone()[0] == 3
