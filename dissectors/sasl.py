@@ -21,7 +21,7 @@ import binascii
 import enum
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from dissectors import ntlmssp
@@ -269,9 +269,7 @@ class _Exchange:
             self.saw_authenticate = True
         if blob.data is not None:
             for event in self._client_credentials(blob.data):
-                if isinstance(event, SaslCredentials):
-                    event.carrier = text.strip()
-                events.append(event)
+                events.append(replace(event, carrier=text.strip()) if isinstance(event, SaslCredentials) else event)
         return events
 
     def _client_credentials(self, data: bytes) -> list[SaslEvent]:
