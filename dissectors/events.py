@@ -126,6 +126,9 @@ class Credentials(Event):
     password: str | None
     authzid: str | None = None
     secret_kind: str = "password"
+    # The base64 text that carried the secret as sent (a SASL response, a Basic header's token): as secret as the
+    # password, which anyone decodes from it; a server that echoes a client's line in its reply shows it.
+    carrier: str | None = None
 
 
 @dataclass

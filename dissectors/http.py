@@ -43,6 +43,15 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*)(?:\s+(.*))?$")
 _MECHANISMS = {"ntlmssp": "NTLM", "kerberos": "KERBEROS", "negoex": "NEGOEX", "spnego": "SPNEGO"}
 
 
+def _quoted(side: ev.Side, text: str, limit: int) -> str:
+    """A line an anomaly names: a server's quoted (its start), a client's only measured. What a client sends where
+    no start line or chunk size fits is a body or a request line with two spaces before its version: a form's
+    password, a query's token, which the masking of client lines (by what they are) cannot tell from other text."""
+    if side is ev.Side.SERVER:
+        return repr(text[:limit])
+    return f"a client line of {len(text)} characters"
+
+
 @dataclass
 class _Message:
     """A request's or response's start line and headers (those past the limit counted in ``dropped``)."""
@@ -149,7 +158,7 @@ class HttpSession(MailSession):
         elif state.state == "chunk-size":
             size = _size(text.split(";", 1)[0], 16)
             if size is None:
-                self._anomaly(side, "bad_chunk_size", f"not a chunk size: {text[:40]!r}; reading stopped")
+                self._anomaly(side, "bad_chunk_size", f"not a chunk size: {_quoted(side, text, 40)}; reading stopped")
                 state.state = "opaque"
             elif size == 0:
                 state.state = "trailers"
@@ -176,7 +185,7 @@ class HttpSession(MailSession):
         pattern = _REQUEST_LINE if side is ev.Side.CLIENT else _STATUS_LINE
         if not pattern.match(text):
             if state.synced:
-                self._anomaly(side, "not_http", f"not an HTTP start line: {text[:60]!r}; skipped")
+                self._anomaly(side, "not_http", f"not an HTTP start line: {_quoted(side, text, 60)}; skipped")
                 state.synced = False
             return
         state.synced = True
@@ -279,7 +288,7 @@ class HttpSession(MailSession):
                 self._emit(ev.Anomaly(ev.Side.CLIENT, evidence, "bad_basic_credentials", "not base64 user:password"))
                 return
             request.auth = "HTTP-BASIC"
-            self._emit(ev.Credentials(ev.Side.CLIENT, evidence, "HTTP-BASIC", user, password))
+            self._emit(ev.Credentials(ev.Side.CLIENT, evidence, "HTTP-BASIC", user, password, carrier=token))
         elif scheme in ("ntlm", "negotiate", "kerberos") and token:
             request.auth = self._token(ev.Side.CLIENT, scheme, token, evidence)
 

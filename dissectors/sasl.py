@@ -21,7 +21,7 @@ import binascii
 import enum
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from dissectors import ntlmssp
@@ -198,6 +198,7 @@ class SaslCredentials:
     password: str | None
     authzid: str | None = None
     secret_kind: str = "password"
+    carrier: str | None = None  # the base64 text that carried the secret, as the client sent it
 
 
 @dataclass
@@ -267,7 +268,8 @@ class _Exchange:
         if blob.ntlm is not None and isinstance(blob.ntlm, ntlmssp.AuthenticateMessage):
             self.saw_authenticate = True
         if blob.data is not None:
-            events.extend(self._client_credentials(blob.data))
+            for event in self._client_credentials(blob.data):
+                events.append(replace(event, carrier=text.strip()) if isinstance(event, SaslCredentials) else event)
         return events
 
     def _client_credentials(self, data: bytes) -> list[SaslEvent]:

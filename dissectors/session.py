@@ -389,6 +389,7 @@ class MailSession:
                         result.password,
                         result.authzid,
                         result.secret_kind,
+                        result.carrier,
                     )
                 )
             elif isinstance(result, sasl.SaslCancelled):

@@ -22,6 +22,7 @@ from passive.cli.common import (
     local_domain_option,
     output_option,
     reassembly_option,
+    refuse_overwriting,
     show_secrets_option,
     trusted_net_option,
     verbose_option,
@@ -127,7 +128,7 @@ def analyze(
     - for standard input (tcpdump -w - | leakscope analyze -). Files are read in natural name order.
     """
     captures, skipped = _captures(captures)
-    _check_usage(ports_only, all_ports, scheduler, captures)
+    _check_usage(captures, ports_only, all_ports, scheduler, (output, hashes_file, output_all, db), suppress_path)
     options = AnalysisOptions(
         all_ports=not ports_only,
         bpf=bpf,
@@ -206,11 +207,29 @@ def _emit(
     )  # fmt: skip
 
 
-def _check_usage(ports_only: bool, all_ports: bool, scheduler: str | None, captures: tuple[str, ...]) -> None:
+def _all_outputs(basename: str | None) -> list[tuple[str, str | None]]:
+    """The files ``-oA BASENAME`` writes (:func:`~passive.cli.common.emit_all`)."""
+    return [("-oA", f"{basename}.{suffix}") for suffix in ("txt", "jsonl", "html")] if basename else []
+
+
+def _check_usage(
+    captures: tuple[str, ...],
+    ports_only: bool,
+    all_ports: bool,
+    scheduler: str | None,
+    outputs: tuple[str | None, str | None, str | None, str | None],
+    suppress_path: str | None,
+) -> None:
+    """Contradictions and clashes, before anything is read: ``outputs`` are -o, --hashes, -oA and --db."""
     if ports_only and all_ports:
         raise click.UsageError("--ports-only and --all-ports contradict each other")
     if scheduler and STDIN in captures:
         raise click.UsageError("--scheduler: the cluster's workers open the captures by name, not standard input")
+    output, hashes_file, output_all, db = outputs
+    refuse_overwriting(
+        [("-o", output), ("--hashes", hashes_file), *_all_outputs(output_all), ("--db", db)],
+        [*(("the capture", path) for path in captures if path != STDIN), ("the suppressions file", suppress_path)],
+    )
 
 
 def _captures(arguments: tuple[str, ...]) -> tuple[tuple[str, ...], int]:

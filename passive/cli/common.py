@@ -15,7 +15,8 @@ import click
 from passive.analysis.domains import IpNetwork, normalize_domain, parse_network
 from passive.capture.policy import POLICIES
 from passive.core.errors import OutputError
-from passive.core.files import Content, chunks_of, encoded, write_atomically
+from passive.core.files import Content, chunks_of, clashes, encoded, write_atomically
+from passive.core.text import printable
 from passive.results.ecs import ecs_record
 from passive.results.jsonio import dumps, write_json, write_jsonl
 
@@ -95,6 +96,23 @@ show_secrets_option = click.option(
 def domains(values: tuple[str, ...]) -> frozenset[str]:
     """``--local-domain`` values as the analysis compares them: lower case, no trailing dot, ASCII (IDNA) form."""
     return frozenset(normalize_domain(value.strip(".")) for value in values)
+
+
+def refuse_overwriting(outputs: Iterable[tuple[str, str | None]], inputs: Iterable[tuple[str, str | None]]) -> None:
+    """A usage error, before anything is read or written, when an output (option, file) would replace a file the
+    run reads (a capture, a findings file, the store) or another output: ``analyze day.pcap -o day.pcap`` replaced
+    the capture with its findings, ``-o store.db --db store.db`` the store, ``--hashes`` the table it followed."""
+    written = [(option, path) for option, path in outputs if path and path != STDOUT]
+    read = [(what, path) for what, path in inputs if path and path != STDOUT]
+    for index, (option, path) in enumerate(written):
+        for what, source in read:
+            if clashes(path, source, other_is_output=False):
+                raise click.UsageError(
+                    f"{option} {printable(path)} is {what} {printable(source)}: writing it would replace what it reads"
+                )
+        for other, second in written[index + 1 :]:
+            if clashes(path, second, other_is_output=True):
+                raise click.UsageError(f"{option} and {other} write the same file, {printable(path)}")
 
 
 def write_text(output: str | None, text: Content) -> None:

@@ -9,7 +9,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from passive.cli.common import format_option, render, write_text
+from passive.cli.common import format_option, refuse_overwriting, render, write_text
 from passive.cli.errors import EXIT_FAIL_ON, EXIT_INPUT
 from passive.cli.gate import LEVELS, gate_status
 from passive.cli.inputs import load_input, load_records, probe_reports
@@ -124,8 +124,10 @@ def _check_sources(
     probe_seen: bool,
     nmap: tuple[str, ...],
     nessus: tuple[str, ...],
+    output: str | None = None,
 ) -> list[bool]:
-    """Which sides were given; a usage error unless at least two can be compared."""
+    """Which sides were given; a usage error unless at least two can be compared, or when ``output`` would replace
+    one of the files read."""
     given = [bool(passive), bool(active or probe_targets or probe_seen), bool(nmap)]
     if sum(given) + bool(nessus) < 2 or (nessus and not any(given[:2])):
         raise click.UsageError(
@@ -134,6 +136,7 @@ def _check_sources(
         )
     if probe_seen and not passive:
         raise click.UsageError("--probe-seen probes the servers of --passive")
+    refuse_overwriting([("-o", output)], [("an input", path) for path in (*passive, *active, *nmap, *nessus)])
     return given
 
 
@@ -204,7 +207,7 @@ def compare_command(
 
     Exit status 0 when the comparison ran (whatever it found), 1 when an input could not be read or probed.
     """
-    given = _check_sources(passive_inputs, active_inputs, probe_targets, probe_seen, nmap_inputs, nessus_inputs)
+    given = _check_sources(passive_inputs, active_inputs, probe_targets, probe_seen, nmap_inputs, nessus_inputs, output)
     with interruptible() as run:
         passive = [record for path in passive_inputs for record in load_records(path, run=run)]
         active_read = [load_input(path) for path in active_inputs]

@@ -9,7 +9,7 @@ import stat
 import click
 
 from passive.analysis.pipeline import analyze_captures
-from passive.cli.common import write_text
+from passive.cli.common import refuse_overwriting, write_text
 from passive.cli.errors import EXIT_INPUT
 from passive.cli.findings import warn_skipped
 from passive.cli.inputs import capture_records, report_sources, sniff_input
@@ -133,9 +133,13 @@ def report(
     """
     if not sources and not db_path:
         raise click.UsageError("give findings files, captures, or --db PATH")
+    paths = report_sources(sources) if sources else []
+    refuse_overwriting(
+        [("-o", output)],
+        [*(("an input", path) for path in [*paths, *nessus_inputs]), ("the store", db_path)],
+    )
     inputs = FindingsInput()
     listed = read_store(db_path, inputs) if db_path else []
-    paths = report_sources(sources) if sources else []
     given = [sniff_input(path) for path in paths]
     captures = [source.path for source in given if not source.findings]
     for source in given:

@@ -16,7 +16,14 @@ from rich.text import Text
 from passive.analysis.domains import IpNetwork
 from passive.capture.bpf import check_user_filter
 from passive.capture.live import MAX_BUFFER_MIB, SNAPLEN
-from passive.cli.common import ByteSize, domains, local_domain_option, reassembly_option, trusted_net_option
+from passive.cli.common import (
+    ByteSize,
+    domains,
+    local_domain_option,
+    reassembly_option,
+    refuse_overwriting,
+    trusted_net_option,
+)
 from passive.cli.dashboard import log_appearances, run_with_dashboard
 from passive.cli.errors import EXIT_INPUT
 from passive.core.rotation import DEFAULT_KEEP, RotatingAppender
@@ -123,6 +130,7 @@ def watch_command(
     """
     if ports_only and all_ports:
         raise click.UsageError("--ports-only and --all-ports contradict each other")
+    refuse_overwriting([("--db", db), ("--jsonl", jsonl_path)], [])  # JSON lines appended to the store break it
     options = WatchOptions(
         interface=interface,
         bpf=bpf,

@@ -46,6 +46,39 @@ def regular_file_size(path: str) -> int | None:
     return status.st_size if stat.S_ISREG(status.st_mode) else None
 
 
+def _regular_identity(path: str, follow: bool) -> tuple[int, int] | None:
+    """(device, inode) of the regular file at ``path`` (its link's target when ``follow``); None for anything else
+    (a device, a FIFO, a directory, a link when not followed, what does not exist or cannot be looked at)."""
+    try:
+        status = os.stat(path) if follow else os.lstat(path)
+    except (OSError, ValueError):
+        return None
+    return (status.st_dev, status.st_ino) if stat.S_ISREG(status.st_mode) else None
+
+
+def output_name(path: str) -> str:
+    """The name :func:`write_atomically` replaces: its directory resolved (links in it followed), the last part
+    as given (a link there is replaced, not written through)."""
+    directory, name = os.path.split(os.path.abspath(path))
+    return os.path.join(os.path.realpath(directory), name)
+
+
+def clashes(output: str, other: str, other_is_output: bool) -> bool:
+    """Would writing ``output`` replace ``other``: the file a run reads (``other_is_output`` False: a capture, a
+    findings file, a store, however named, hard links included) or the name another output writes?"""
+    try:
+        if _descriptor_of(output) is not None or _written_in_place(output):
+            return False  # /dev/stdout, /dev/null, a FIFO: written in place, nothing replaced
+    except (OutputError, ValueError):
+        return False  # a directory, a name that cannot be looked at: the write says so
+    target = _regular_identity(output_name(output), follow=False)
+    if other_is_output:
+        return output_name(output) == output_name(other) or (
+            target is not None and target == _regular_identity(output_name(other), follow=False)
+        )
+    return target is not None and target == _regular_identity(other, follow=True)
+
+
 def encoded(data: str | bytes) -> bytes:
     """Text as leakscope writes it: UTF-8, with anything that cannot be encoded (a lone surrogate from a file name
     that is not UTF-8) as a backslash escape."""

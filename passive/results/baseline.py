@@ -24,6 +24,9 @@ from passive.results.fingerprint import PREFIX
 
 # Suppression entries read from one file; a suppression list is written by people.
 MAX_SUPPRESSIONS = 10_000
+# And its characters: 10 000 entries with their reasons fit in far less. Read up to this, whatever the file says of
+# its size: a line without end (``--suppress /dev/zero``, a capture given by mistake) was read whole.
+MAX_SUPPRESSIONS_TEXT = 64 * 1024 * 1024
 # Fingerprints listed as resolved in the summary; the count is exact.
 MAX_RESOLVED_LISTED = 200
 
@@ -104,10 +107,13 @@ def read_baseline(path: str) -> set[str]:
 
 def read_suppressions(path: str) -> dict[str, Suppression]:
     try:
-        with open(path, encoding="utf-8", errors="replace") as stream:
-            lines = stream.readlines(64 * 1024 * 1024)
+        with open(path, "rb") as stream:
+            data = stream.read(MAX_SUPPRESSIONS_TEXT + 1)
     except OSError as error:
         raise InputError(f"cannot read {path}: {error.strerror or error}") from None
+    if len(data) > MAX_SUPPRESSIONS_TEXT:
+        raise InputError(f"{path}: larger than {MAX_SUPPRESSIONS_TEXT // 2**20} MiB: not a suppressions file")
+    lines = data.decode("utf-8", "replace").splitlines()
     found: dict[str, Suppression] = {}
     for number, line in enumerate(lines, 1):
         text = line.split("#", 1)[0].strip() if not line.lstrip().startswith("{") else line.strip()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,10 +45,12 @@ def read_findings(path: str, into: FindingsInput | None = None, data: bytes | No
                 raise InputError(f"{path}: compressed; give the capture or the findings file uncompressed")
             record = _json_line(first)
             if record is None or _is_document(record):  # a JSON document, not one record per line
-                size = len(data) if data is not None else os.fstat(stream.fileno()).st_size
-                if size > MAX_DOCUMENT:
+                # Read up to the bound rather than trusting the size a file says it has: a device, a FIFO or
+                # /proc say 0 (``--baseline /dev/zero`` read until memory ran out).
+                rest = stream.read(MAX_DOCUMENT + 1 - len(first))
+                if len(first) + len(rest) > MAX_DOCUMENT:
                     raise InputError(f"{path}: JSON document larger than {MAX_DOCUMENT // 2**20} MiB")
-                _read_document(path, first + stream.read(), into)
+                _read_document(path, first + rest, into)
                 return into
             into.add(record, f"{path} line 1")
             _read_lines(path, stream, into)

@@ -107,7 +107,7 @@ def event_record(event: ev.Event, redactor: Redactor) -> dict[str, Any]:
             value = value.to_dict()
             if hide and isinstance(event.ntlm, ntlmssp.AuthenticateMessage):  # type: ignore[attr-defined]
                 value.update({field: MASK for field in _NTLM_SECRET_FIELDS if value.get(field)})
-        elif hide and name == "password" and value:
+        elif hide and name in ("password", "carrier") and value:
             value = MASK
         elif hide and name == "data" and value and event.side is ev.Side.CLIENT:
             value = MASK  # a client's SASL step: a password, a token, a NetNTLM response

@@ -38,6 +38,8 @@ class CredentialsDetector(Detector):
     def credentials(self, event: ev.Credentials) -> None:
         if event.password:
             self.session.apply(_secret, None, event.password)
+            if event.carrier and event.carrier != event.password:
+                self.session.apply(_secret, None, event.carrier)
         size = len(event.user or "") + len(event.password or "") + len(event.authzid or "")
         if len(self.pending) >= MAX_PENDING_CREDENTIALS or self.pending_characters + size > MAX_PENDING_CHARACTERS:
             # A client that never waits for a verdict: record what is held, without an outcome, to stay bounded.

@@ -93,6 +93,7 @@ def actions(cards: list[ServerCard]) -> list[Action]:
     each software that may be running."""
     found: dict[tuple[str, str], Action] = {}
     counted: set[tuple[str, str, str, str]] = set()
+    listed: set[tuple[str, str, str]] = set()  # (owner, setting, server): not searched for in an action's list
     for card in cards:
         weights = _issue_weights(card)
         for fix in card.fixes:
@@ -105,7 +106,8 @@ def actions(cards: list[ServerCard]) -> list[Action]:
             action = found.setdefault((owner, setting), Action(owner, setting, reference, fix.finding, [], 0))
             if fix.finding not in action.removes.split(", "):
                 action.removes += ", " + fix.finding
-            if card.server not in action.servers:
+            if (owner, setting, card.server) not in listed:
+                listed.add((owner, setting, card.server))
                 action.servers.append(card.server)
             if (owner, setting, card.server, fix.issue) not in counted:
                 counted.add((owner, setting, card.server, fix.issue))

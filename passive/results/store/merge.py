@@ -58,11 +58,12 @@ class StoreWriter:
         store = self.store
         ident = ident if ident is not None else identity_of(finding)
         record = finding_record(finding, redactor=self.redactor)
+        stored_as = self._stored_identity(finding, ident)
         store._begin()
         row = store._execute(
             "SELECT CAST(record AS BLOB), first_seen, last_seen FROM findings "
             "WHERE type = ? AND server = ? AND key = ? AND source = ?",
-            ident,
+            stored_as,
         ).fetchone()
         stored = parse_record(row[0]) if row is not None else {}
         if stored is None:  # a damaged row: the finding's current state replaces it
@@ -82,7 +83,7 @@ class StoreWriter:
                    first_seen = excluded.first_seen, last_seen = excluded.last_seen, record = excluded.record,
                    updated_at = excluded.updated_at""",
             (
-                *ident,
+                *stored_as,
                 merged["protocol"],
                 merged["severity"],
                 merged["count"],
@@ -102,6 +103,14 @@ class StoreWriter:
         self.written += 1
         store._wrote()
         return merged, row is None
+
+    def _stored_identity(self, finding: Finding, ident: Identity) -> Identity:
+        """The identity as the store keeps it: the key's text scrubbed of the run's secrets as the record is (a
+        user name that is a password, typed in the wrong field, is a secret too), so that no column holds one."""
+        if not finding.key:
+            return ident
+        key = [self.redactor.text(part) if isinstance(part, str) else part for part in finding.key]
+        return (ident[0], ident[1], dumps(key), ident[3])
 
     def add_capture(self, sha256: str, path: str, size: int) -> bool:
         """Record that this run merges the capture file with this digest; False if another run already did. The

@@ -1,0 +1,144 @@
+"""Secrets that reach outputs by side roads rather than by the fields and lines that carry them: a server that echoes
+a client's base64 SASL response or Basic token in its reply, an HTTP client line that is neither a request line nor
+a header (a form body sent without a length, a request line with two spaces before its version), a password typed
+as the user name (the store's key column held it). Every default
+output of the real command line is scanned for each secret in every form it may take."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from scapy.utils import wrpcap
+
+from tests.secret_capture import _packets
+
+ROOT = Path(__file__).resolve().parent.parent
+USER = "bob"
+
+
+def _secret(number: int) -> str:
+    return f"Side{number:02d}Road-Pw"
+
+
+def _b64(text: str) -> bytes:
+    return base64.b64encode(text.encode())
+
+
+def _plain(number: int) -> bytes:
+    return _b64(f"\0{USER}\0{_secret(number)}")
+
+
+GREETING = ("s", b"220 mx.example.test ESMTP\r\n")
+EHLO = [("c", b"EHLO c\r\n"), ("s", b"250-mx.example.test\r\n250 AUTH PLAIN LOGIN\r\n")]
+IMAP_GREETING = ("s", b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n")
+UNAUTHORIZED = b'HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm="x"\r\nContent-Length: 0\r\n\r\n'
+
+SESSIONS = {
+    # SMTP: the PLAIN response as its own step, echoed by the server's refusal.
+    1: (25, [GREETING, *EHLO, ("c", b"AUTH PLAIN\r\n"), ("s", b"334 \r\n"), ("c", _plain(1) + b"\r\n"),
+             ("s", b"501 5.5.2 cannot decode response " + _plain(1) + b"\r\n")]),
+    # SMTP: AUTH LOGIN, the password's base64 echoed.
+    2: (25, [GREETING, *EHLO, ("c", b"AUTH LOGIN\r\n"), ("s", b"334 VXNlcm5hbWU6\r\n"), ("c", _b64(USER) + b"\r\n"),
+             ("s", b"334 UGFzc3dvcmQ6\r\n"), ("c", _b64(_secret(2)) + b"\r\n"),
+             ("s", b"535 5.7.8 rejected " + _b64(_secret(2)) + b"\r\n")]),
+    # IMAP: the initial response echoed by a BAD.
+    3: (143, [IMAP_GREETING, ("c", b"a1 AUTHENTICATE PLAIN " + _plain(3) + b"\r\n"),
+              ("s", b"a1 BAD [PARSE] unknown " + _plain(3) + b"\r\n")]),
+    # HTTP: a Basic token echoed in a response's header.
+    4: (80, [("c", b"GET /owa/ HTTP/1.1\r\nHost: mail\r\nAuthorization: Basic " + _b64(f"{USER}:{_secret(4)}")
+                   + b"\r\n\r\n"),
+             ("s", b"HTTP/1.1 401 Unauthorized\r\nX-Seen: Basic " + _b64(f"{USER}:{_secret(4)}")
+                   + b"\r\nWWW-Authenticate: Basic realm=\"x\"\r\nContent-Length: 0\r\n\r\n")]),
+    # HTTP: a request line with two spaces before its version, its query holding a token.
+    5: (80, [("c", b"GET /owa/?token=" + _secret(5).encode() + b"  HTTP/1.1\r\nHost: mail\r\n\r\n"),
+             ("s", UNAUTHORIZED)]),
+    # HTTP: a login form posted without a length after a request: its body is read where a request line should be.
+    6: (80, [("c", b"POST /owa/auth.owa HTTP/1.1\r\nHost: mail\r\n\r\n"),
+             ("c", b"username=" + USER.encode() + b"&password=" + _secret(6).encode() + b"\r\n"),
+             ("s", UNAUTHORIZED)]),
+    # A password typed where the user name goes, then again as the password: the user name is a secret too.
+    7: (110, [("s", b"+OK ready\r\n"), ("c", b"USER " + _secret(7).encode() + b"\r\n"), ("s", b"+OK\r\n"),
+              ("c", b"PASS " + _secret(7).encode() + b"\r\n"), ("s", b"-ERR [AUTH] failed\r\n")]),
+    8: (25, [GREETING, *EHLO, ("c", b"AUTH LOGIN\r\n"), ("s", b"334 VXNlcm5hbWU6\r\n"),
+             ("c", _b64(_secret(8)) + b"\r\n"), ("s", b"334 UGFzc3dvcmQ6\r\n"), ("c", _b64(_secret(8)) + b"\r\n"),
+             ("s", b"535 5.7.8 failed\r\n")]),
+}  # fmt: skip
+
+
+def forms(number: int) -> dict[str, str]:
+    secret = _secret(number)
+    return {
+        "secret": secret,
+        "base64": _b64(secret).decode(),
+        "plain message": _plain(number).decode(),
+        "basic": _b64(f"{USER}:{secret}").decode(),
+    }
+
+
+def leaks(text: str) -> list[tuple[int, str]]:
+    return [(number, name) for number in SESSIONS for name, form in forms(number).items() if form in text]
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    clock = itertools.count(1_800_000_000.0, 0.01)
+    packets = []
+    for number, (port, exchange) in SESSIONS.items():
+        packets += _packets(number, port, True, exchange, clock)
+    path = tmp_path_factory.mktemp("side-roads") / "side-roads.pcap"
+    wrpcap(str(path), packets)
+    return path
+
+
+def run(*args: str) -> str:
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "passive", *args], capture_output=True, text=True, timeout=120, env=environment
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout + result.stderr
+
+
+def test_the_secrets_are_on_the_wire_and_shown_when_asked(capture: Path) -> None:
+    shown = run("analyze", "--format", "json", "--events", "--show-secrets", str(capture))
+    echoed = {(1, "plain message"), (2, "base64"), (3, "plain message"), (4, "basic"), (5, "secret"), (6, "secret")}
+    echoed |= {(7, "secret"), (8, "secret")}
+    assert echoed <= set(leaks(shown))
+    assert '"not_http"' in shown  # sessions 5 and 6 reach the anomaly that used to quote the line
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ("analyze",),
+        ("analyze", "-v"),
+        ("analyze", "--format", "json", "--events"),
+        ("analyze", "--format", "jsonl"),
+        ("analyze", "--format", "ecs"),
+    ],
+    ids=" ".join,
+)
+def test_no_echoed_secret_on_standard_output(capture: Path, arguments: tuple[str, ...]) -> None:
+    assert leaks(run(*arguments, str(capture))) == []
+
+
+def test_no_echoed_secret_in_files_store_and_reports(capture: Path, tmp_path: Path) -> None:
+    base, store = tmp_path / "all", tmp_path / "store.db"
+    run("analyze", "-oA", str(base), "--db", str(store), "--format", "json", "--events", str(capture))
+    run("report", "--db", str(store), "-o", str(tmp_path / "db-report.html"))
+    run("report", str(capture), "-o", str(tmp_path / "report.md"))
+    written = sorted(path for path in tmp_path.iterdir() if path.is_file())
+    assert {path.name for path in written} >= {"all.txt", "all.jsonl", "all.html", "store.db", "report.md"}
+    found = {path.name: leaks(path.read_bytes().decode("utf-8", "replace")) for path in written}
+    assert {name: found for name, found in found.items() if found} == {}
+
+
+def test_the_anomaly_says_what_it_skipped_without_quoting_a_client(capture: Path) -> None:
+    text = run("analyze", "--format", "json", "--events", str(capture))
+    assert "not an HTTP start line: a client line of" in text
