@@ -220,3 +220,19 @@ def test_overlay_tenants_at_one_address_are_compared_apart() -> None:
     render_comparison(console, document)
     text = console.export_text()
     assert "10.0.0.1:25 in vxlan-vni:100" in text and "10.0.0.1:25 in vxlan-vni:200" in text
+
+
+def test_the_table_draws_a_bounded_number_of_servers_and_says_how_many_it_left_out(monkeypatch: Any) -> None:
+    """Drawing is what is slow (49,000 servers took 110 s): the table stops at MAX_SERVERS_SHOWN, the JSON has all."""
+    import passive.cli.compare as cli_compare
+
+    monkeypatch.setattr(cli_compare, "MAX_SERVERS_SHOWN", 5)
+    records = [_record("mail-service", f"10.0.0.{n}:25", banner=f"b{n}") for n in range(1, 13)]
+    document = compare([from_records("passive", records)])
+    assert len(document["servers"]) == 12
+    console = Console(record=True, width=100)
+    render_comparison(console, document)
+    text = console.export_text()
+    assert sum(f"10.0.0.{n}:25 " in text for n in range(1, 13)) == 5
+    assert "... and 7 more servers, not shown: --format json writes them all" in text
+    assert "Sources: passive. only-passive: 12" in text  # the totals count every server

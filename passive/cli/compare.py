@@ -25,6 +25,10 @@ from passive.results.nessus_verify import verify
 from passive.results.nmap_xml import read_nmap_xml
 from passive.results.records import finding_record
 
+MAX_SERVERS_SHOWN = 1000
+"""Servers the comparison's table draws; ``--format json`` writes every one. Drawing is the slow part: the table of
+98,000 findings' 49,000 servers took 110 s and 965 MiB to draw (the JSON 6.7 s)."""
+
 _STATUS_STYLE = {"agree": "green", "differ": "bold red"}
 _VERDICT_STYLE = {"confirmed": "bold red", "refuted": "green", "not-observed": "yellow"}
 
@@ -54,7 +58,7 @@ def render_comparison(console: Console, document: dict[str, Any]) -> None:
     columns that read at 80 columns whatever the number of sources."""
     names = document["sources"]
     blocks: list[Any] = []
-    for server in document["servers"]:
+    for server in document["servers"][:MAX_SERVERS_SHOWN]:
         name = server["server"] if server.get("network") is None else f"{server['server']} in {server['network']}"
         title = Text.assemble((printable(name), "bold"), f"  {server['protocol'] or ''}")
         table = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 1))
@@ -76,6 +80,11 @@ def render_comparison(console: Console, document: dict[str, Any]) -> None:
         blocks.append(Text(""))
     if not blocks:
         blocks.append(Text("Nothing to compare: no source had a finding.", style="yellow"))
+    hidden = len(document["servers"]) - MAX_SERVERS_SHOWN
+    if hidden > 0:
+        blocks.append(
+            Text(f"... and {hidden:,} more servers, not shown: --format json writes them all", style="yellow")
+        )
     console.print(Group(*blocks))
     summary = ", ".join(f"{status}: {count}" for status, count in sorted(document["summary"].items())) or "no fields"
     console.print(Text(printable(f"Sources: {', '.join(names)}. {summary}"), style="dim"))
