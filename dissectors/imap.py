@@ -156,7 +156,7 @@ class ImapSession(MailSession):
         or BYE), or nothing yet (None)."""
         awaited = self._awaited
         assert awaited is not None
-        if text == "+" or text.startswith(("+ ", "+\t")):  # a continuation request (RFC 9051 7.5)
+        if text.startswith("+"):  # a continuation request (RFC 9051 7.5; "+" then text, its space or not)
             return True
         first = text.split(None, 2)
         if first and first[0] == awaited.tag and awaited.tag != "*":
@@ -235,7 +235,8 @@ class ImapSession(MailSession):
 
     def _response(self, parts: list[str | bytes]) -> None:
         line = parts[0] if parts and isinstance(parts[0], str) else ""
-        if self.auth.exchange is not None:
+        in_exchange = self.auth.exchange is not None
+        if in_exchange:
             self._sasl(SERVER, self.auth.server_line(line))
             if self.auth.exchange is None:
                 return
@@ -245,8 +246,10 @@ class ImapSession(MailSession):
         if words[0] == "*":
             self._untagged(words, line)
             return
-        if words[0] == "+":
-            return  # a continuation for a literal
+        if line.startswith("+"):
+            if not in_exchange:  # a continuation for a literal, or a CHALLENGE whose AUTHENTICATE was not captured
+                self._stray_challenge(line)
+            return
         command = self._tags.pop(words[0], None)
         if command is not None:
             self._tag_bytes -= command.held

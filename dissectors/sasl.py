@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from dissectors import ntlmssp
+from dissectors import gssapi, ntlmssp
 from dissectors.linebuffer import wire_text
 from dissectors.sasl_steps import CLIENT_STEPS, looks_like_response
 
@@ -32,6 +32,9 @@ from dissectors.sasl_steps import CLIENT_STEPS, looks_like_response
 MAX_BLOB_TEXT = 64 * 1024
 # An exchange that goes on for more steps than any real mechanism needs is abandoned.
 MAX_STEPS = 32
+# Mechanisms whose steps are GSS-API tokens (RFC 4752 GSSAPI, GSS-SPNEGO): SPNEGO in them may carry NTLMSSP, as
+# Exchange's and Windows' "GSSAPI" does when Kerberos is not to be had (the token is unwrapped to find it).
+GSS_MECHANISMS = frozenset({"GSSAPI", "GSS-SPNEGO"})
 
 
 class Protocol(enum.StrEnum):
@@ -143,17 +146,19 @@ def classify_server_line(protocol: Protocol, line: str, tag: str | None = None) 
         if code[0] in "45":
             return ServerReply(ReplyKind.FAILURE, stripped)
         return ServerReply(ReplyKind.OTHER, stripped)
+    # RFC 5034 and RFC 9051 put a space after the "+" of a continuation; a server that leaves it out ("+TlRM...")
+    # is still asking for the next step: no other POP3 line but "+OK" and no other IMAP line begins with "+".
     if protocol is Protocol.POP3:
         upper = stripped.upper()
         if upper.startswith("+OK"):
             return ServerReply(ReplyKind.SUCCESS, stripped)
         if upper.startswith("-ERR"):
             return ServerReply(ReplyKind.FAILURE, stripped)
-        if stripped == "+" or stripped.startswith("+ ") or stripped.startswith("+\t"):
+        if stripped.startswith("+"):
             return ServerReply(ReplyKind.CONTINUE, stripped[1:].strip())
         return ServerReply(ReplyKind.OTHER, stripped)
     # IMAP: continuation "+ ...", tagged completion, untagged data in between.
-    if stripped == "+" or stripped.startswith("+ ") or stripped.startswith("+\t"):
+    if stripped.startswith("+"):
         return ServerReply(ReplyKind.CONTINUE, stripped[1:].strip())
     parts = stripped.split(None, 2)
     if len(parts) >= 2 and parts[0] != "*" and (tag is None or parts[0] == tag):
@@ -335,9 +340,26 @@ def _blob(direction: Direction, text: str, mechanism: str) -> SaslBlob:
     blob = SaslBlob(direction, text[:256], result.data, anomalies=list(result.anomalies))
     if result.data is not None and result.data.startswith(ntlmssp.SIGNATURE):
         blob.ntlm = ntlmssp.decode(result.data)
+    elif mechanism in GSS_MECHANISMS and result.data:
+        # A GSS-API token: SPNEGO (or the NTLMSSP mechanism OID) may wrap an NTLM message; Kerberos and the
+        # security-layer tokens that follow a context are left as they are, without an anomaly.
+        wrapped = gssapi.unwrap(result.data)
+        if wrapped.ntlm is not None:
+            blob.ntlm = ntlmssp.decode(wrapped.ntlm)
     elif mechanism == "NTLM" and result.data:
         blob.anomalies.append("not_ntlmssp")
     return blob
+
+
+def stray_challenge(protocol: Protocol, line: str) -> SaslBlob | None:
+    """A server's continuation outside any exchange the capture shows, when it carries an NTLM message (raw or in a
+    GSS-API token): the client's AUTH was not captured (one direction of asymmetric routing, a gap), yet the
+    server's CHALLENGE says what it always says. None for any other line."""
+    reply = classify_server_line(protocol, line)
+    if reply.kind is not ReplyKind.CONTINUE or not reply.text:
+        return None
+    blob = _blob(Direction.SERVER, reply.text, "GSSAPI")
+    return blob if blob.ntlm is not None else None
 
 
 def _too_many_steps(exchange: _Exchange) -> SaslAnomaly:

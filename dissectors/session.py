@@ -356,6 +356,19 @@ class MailSession:
             elif isinstance(result, sasl.SaslAnomaly):
                 self._emit(ev.Anomaly(side, evidence, result.code, result.detail))
 
+    def _stray_challenge(self, text: str) -> bool:
+        """A server continuation that answers no AUTH the capture holds (the client's side not captured, or lost
+        in a gap) and carries an NTLM message (:func:`sasl.stray_challenge`): its step is read all the same, with an
+        anomaly, as a step of an exchange picked up mid-way. False (nothing emitted) for any other line."""
+        blob = sasl.stray_challenge(self.protocol, text)
+        if blob is None:
+            return False
+        evidence = self._evidence()
+        detail = "NTLM message from the server outside any exchange the capture holds: read as one picked up mid-way"
+        self._emit(ev.Anomaly(SERVER, evidence, "unsolicited_challenge", detail))
+        self._emit(ev.SaslStep(SERVER, evidence, "NTLM", blob.data, blob.ntlm, blob.anomalies))
+        return True
+
     def _sasl_client(self, text: str) -> bool:
         """Give a client line to the open SASL exchange if it is one of its steps (True); otherwise the exchange
         hears that the client moved on, and the line is the caller's to read as a command (False)."""

@@ -168,12 +168,14 @@ class SmtpSession(MailSession):
                 self._pop_pending()
             return
         if not self.pending:
-            if reply.code != 421:  # 421 may come unasked when the server shuts the connection
+            if reply.code != 421 and not self._stray_challenge(final_line):  # 421 may come unasked at shutdown
                 self._anomaly(ev.Side.SERVER, "unsolicited_reply", f"reply {reply.code} to no command")
             return
         if not reply_fits(self.pending[0].verb, reply.code):  # the oldest command's reply is missing, or none fits
             if not any(reply_fits(command.verb, reply.code) for command in self.pending):
-                self._anomaly(ev.Side.SERVER, "unsolicited_reply", f"reply {reply.code} answers no waiting command")
+                if not self._stray_challenge(final_line):
+                    detail = f"reply {reply.code} answers no waiting command"
+                    self._anomaly(ev.Side.SERVER, "unsolicited_reply", detail)
                 return
             while not reply_fits(self.pending[0].verb, reply.code):
                 self._unanswered_command(self._pop_pending(), reply.code)

@@ -1,0 +1,187 @@
+"""Mail dialects as real servers and clients speak them, read end to end by the CLI.
+
+Each test writes a capture of one dialogue (the NTLM messages made by pyspnego's real initiator and acceptor), runs
+``python -m passive analyze`` on it in a subprocess and checks the findings against what pyspnego's own parser reads
+in the same messages.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers_capture import conversation_segments, ethernet_frames, pcap_bytes, write
+
+spnego = pytest.importorskip("spnego")
+from spnego._ntlm_raw.messages import AvId, Challenge  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+USER, DOMAIN, PASSWORD = "alice", "CONTOSO", "Secr3t-dialect"
+PORTS = {"smtp": 25, "pop3": 110, "imap": 143}
+Turns = list[tuple[bool, bytes]]
+
+
+def b64(data: bytes) -> bytes:
+    return base64.b64encode(data)
+
+
+@pytest.fixture
+def accounts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyspnego's acceptor checks the client's response against this credential file."""
+    path = tmp_path / "ntlm-users"
+    path.write_text(f"{DOMAIN}:{USER}:{PASSWORD}\n")
+    monkeypatch.setenv("NTLM_USER_FILE", str(path))
+
+
+def exchange(protocol: str = "ntlm") -> list[bytes]:
+    """The tokens of one real authentication, client's first: NEGOTIATE, CHALLENGE, AUTHENTICATE (and, for
+    ``negotiate``, SPNEGO's final server token)."""
+    client = spnego.client(f"{DOMAIN}\\{USER}", PASSWORD, hostname="mx", service="smtp", protocol=protocol)
+    server = spnego.server(protocol=protocol)
+    tokens = [client.step()]
+    tokens.append(server.step(tokens[0]))
+    tokens.append(client.step(tokens[1]))
+    final = server.step(tokens[2])
+    assert server.complete
+    return [token for token in (*tokens, final) if token]
+
+
+def challenge_of(token: bytes) -> Challenge:
+    """The oracle: pyspnego's reading of the CHALLENGE inside a token (raw, or wrapped in SPNEGO)."""
+    return Challenge.unpack(token[token.index(b"NTLMSSP\0") :])
+
+
+def analyze(tmp_path: Path, protocol: str, turns: Turns, *options: str) -> list[dict]:
+    segments = conversation_segments(turns, server=("10.0.0.2", PORTS[protocol]))
+    capture = write(tmp_path / f"{protocol}.pcap", pcap_bytes(ethernet_frames(segments)))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "passive", "analyze", "--format", "jsonl", *options, str(capture)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def ntlm_info(records: list[dict]) -> dict:
+    found = [record for record in records if record["type"] == "ntlm-info"]
+    assert len(found) == 1, [record["type"] for record in records]
+    return found[0]
+
+
+def assert_server_told(info: dict, challenge: Challenge) -> None:
+    assert info["target_name"] == challenge.target_name
+    assert info["netbios_computer"] == challenge.target_info[AvId.nb_computer_name]
+    assert info["netbios_domain"] == challenge.target_info[AvId.nb_domain_name]
+    assert info["dns_computer"] == challenge.target_info[AvId.dns_computer_name]
+
+
+# -- NTLM inside GSS-API mechanisms ---------------------------------------------------------------------------------
+
+
+def _gss_dialogue(protocol: str, mechanism: str, tokens: list[bytes]) -> Turns:
+    first, second, third, *final = tokens
+    if protocol == "smtp":
+        turns: Turns = [(True, b"220 mx.contoso.com Microsoft ESMTP MAIL Service ready\r\n"), (False, b"EHLO ws\r\n")]
+        turns += [(True, b"250-mx.contoso.com Hello\r\n250-AUTH GSSAPI GSS-SPNEGO NTLM\r\n250 OK\r\n")]
+        turns += [(False, b"AUTH " + mechanism.encode() + b"\r\n"), (True, b"334 \r\n"), (False, b64(first) + b"\r\n")]
+        turns += [(True, b"334 " + b64(second) + b"\r\n"), (False, b64(third) + b"\r\n")]
+        turns += [(True, b"334 " + b64(final[0]) + b"\r\n"), (False, b"\r\n")] if final else []
+        return [*turns, (True, b"235 2.7.0 Authentication successful\r\n")]
+    if protocol == "imap":  # SASL-IR (RFC 4959)
+        turns = [(True, b"* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=GSS-SPNEGO] ready\r\n")]
+        turns += [(False, b"a1 AUTHENTICATE " + mechanism.encode() + b" " + b64(first) + b"\r\n")]
+        turns += [(True, b"+ " + b64(second) + b"\r\n"), (False, b64(third) + b"\r\n")]
+        turns += [(True, b"+ " + b64(final[0]) + b"\r\n"), (False, b"\r\n")] if final else []
+        return [*turns, (True, b"a1 OK AUTHENTICATE completed\r\n")]
+    turns = [(True, b"+OK POP3 ready\r\n"), (False, b"AUTH " + mechanism.encode() + b"\r\n"), (True, b"+ \r\n")]
+    turns += [(False, b64(first) + b"\r\n"), (True, b"+ " + b64(second) + b"\r\n"), (False, b64(third) + b"\r\n")]
+    turns += [(True, b"+ " + b64(final[0]) + b"\r\n"), (False, b"\r\n")] if final else []
+    return [*turns, (True, b"+OK logged in\r\n")]
+
+
+GSS_CASES = [("smtp", "GSSAPI"), ("imap", "GSS-SPNEGO"), ("pop3", "GSS-SPNEGO")]
+
+
+@pytest.mark.parametrize(("protocol", "mechanism"), GSS_CASES)
+def test_ntlm_wrapped_in_spnego_under_a_gss_mechanism_is_read(
+    tmp_path: Path, accounts: None, protocol: str, mechanism: str
+) -> None:
+    """Exchange's and Windows' SASL GSSAPI is Negotiate: without Kerberos, SPNEGO tokens carry NTLMSSP. The server's
+    CHALLENGE leaks the same names as under AUTH NTLM, and the client's AUTHENTICATE gives a crackable hash."""
+    tokens = exchange("negotiate")
+    assert tokens[0][:1] == b"\x60" and tokens[1][:1] == b"\xa1"  # SPNEGO, not raw NTLMSSP
+    hashes = tmp_path / "hashes.txt"
+    info = ntlm_info(analyze(tmp_path, protocol, _gss_dialogue(protocol, mechanism, tokens), "--hashes", str(hashes)))
+    assert_server_told(info, challenge_of(tokens[1]))
+    assert (info["user"], info["domain"], info["ntlm_version"], info["outcome"]) == (USER, DOMAIN, "NTLMv2", "success")
+    assert info["evidence"][0]["line"].startswith(("334 oY", "+ oY"))  # the SPNEGO-wrapped CHALLENGE
+    assert hashes.read_text().startswith(f"{USER}::{DOMAIN}:")
+
+
+# -- a capture of the server's side only ----------------------------------------------------------------------------
+
+
+def _server_side(protocol: str, challenge: bytes) -> Turns:
+    if protocol == "smtp":
+        lines = [b"220 mx ESMTP\r\n", b"250-mx\r\n250 AUTH NTLM\r\n", b"334 " + b64(challenge) + b"\r\n", b"235 ok\r\n"]
+    elif protocol == "pop3":
+        lines = [b"+OK POP3 ready\r\n", b"+OK\r\n", b"+ " + b64(challenge) + b"\r\n", b"+OK done\r\n"]
+    else:
+        lines = [b"* OK IMAP4rev1 ready\r\n", b"+ \r\n", b"+ " + b64(challenge) + b"\r\n", b"a1 OK done\r\n"]
+    return [(True, line) for line in lines]
+
+
+@pytest.mark.parametrize("protocol", sorted(PORTS))
+def test_a_challenge_whose_auth_command_was_not_captured_is_still_read(
+    tmp_path: Path, accounts: None, protocol: str
+) -> None:
+    """Asymmetric routing shows a span port one direction only: the server's CHALLENGE, though no AUTH command is
+    in the capture, says what it always says, pointing at its own frame."""
+    challenge = exchange()[1]
+    info = ntlm_info(analyze(tmp_path, protocol, _server_side(protocol, challenge)))
+    assert_server_told(info, challenge_of(challenge))
+    assert info["user"] is None and info["outcome"] is None
+    assert [e["frame"] for e in info["evidence"]] == [6]  # handshake 1-3, then the server's three lines 4, 5, 6
+
+
+def test_a_literal_continuation_is_no_challenge(tmp_path: Path) -> None:
+    """A server's "+ Ready for literal" outside any exchange is only a continuation: no NTLM finding."""
+    turns: Turns = [(True, b"* OK IMAP4rev1 ready\r\n"), (False, b"a1 LOGIN {5}\r\n"), (True, b"+ Ready\r\n")]
+    turns += [(False, b"alice pw\r\n"), (True, b"a1 OK logged in\r\n")]
+    records = analyze(tmp_path, "imap", turns)
+    assert "ntlm-info" not in [record["type"] for record in records]
+    assert [r["user"] for r in records if r["type"] == "cleartext-credentials"] == ["alice"]
+
+
+# -- continuations without their space ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["pop3", "imap"])
+def test_a_continuation_without_its_space_still_carries_the_challenge(
+    tmp_path: Path, accounts: None, protocol: str
+) -> None:
+    """RFC 5034 and RFC 9051 put a space after "+"; "+TlRM..." is still the server's next step, and the client's
+    AUTHENTICATE after it is its answer, not a command."""
+    negotiate, challenge, authenticate = exchange()
+    if protocol == "pop3":
+        turns: Turns = [(True, b"+OK POP3 ready\r\n"), (False, b"AUTH NTLM\r\n"), (True, b"+\r\n")]
+        verdict = b"-ERR [AUTH] failed\r\n"
+    else:
+        turns = [(True, b"* OK IMAP4rev1 ready\r\n"), (False, b"a1 AUTHENTICATE NTLM\r\n"), (True, b"+\r\n")]
+        verdict = b"a1 NO AUTHENTICATE failed\r\n"
+    turns += [(False, b64(negotiate) + b"\r\n"), (True, b"+" + b64(challenge) + b"\r\n")]
+    turns += [(False, b64(authenticate) + b"\r\n"), (True, verdict)]
+    info = ntlm_info(analyze(tmp_path, protocol, turns))
+    assert_server_told(info, challenge_of(challenge))
+    assert (info["user"], info["outcome"]) == (USER, "failure")
