@@ -97,17 +97,27 @@ class AuthCommand(NamedTuple):
 _MECHANISM = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
 
+# The commands that start an exchange: Exchange's X-EXPS (the verb its servers authenticate each other with, listed
+# as "X-EXPS GSSAPI NTLM" in EHLO replies) runs the same 334 steps as AUTH and answers anyone who sends it.
+_AUTH_VERBS = {
+    Protocol.SMTP: frozenset({"AUTH", "X-EXPS"}),
+    Protocol.POP3: frozenset({"AUTH"}),
+    Protocol.IMAP: frozenset({"AUTHENTICATE"}),
+    Protocol.HTTP: frozenset(),
+}
+
+
 def parse_auth_command(protocol: Protocol, line: str) -> AuthCommand | None:
     """Recognise the command that starts a SASL exchange; None for any other line.
 
-    ``AUTH <mech> [initial response]`` (SMTP, POP3) or ``<tag> AUTHENTICATE <mech> [initial response]`` (IMAP),
-    split with string methods: one pass over the line whatever it holds (a regular expression with a lazy group
-    before trailing blanks backtracked quadratically on a line of spaces).
+    ``AUTH <mech> [initial response]`` (SMTP, POP3; SMTP's ``X-EXPS`` alike) or ``<tag> AUTHENTICATE <mech>
+    [initial response]`` (IMAP), split with string methods: one pass over the line whatever it holds (a regular
+    expression with a lazy group before trailing blanks backtracked quadratically on a line of spaces).
     """
     imap = protocol is Protocol.IMAP
     words = line.strip().split(None, 3 if imap else 2)
     tag = words.pop(0) if imap and words else None
-    if len(words) < 2 or words[0].upper() != ("AUTHENTICATE" if imap else "AUTH"):
+    if len(words) < 2 or words[0].upper() not in _AUTH_VERBS[protocol]:
         return None
     if tag is not None and ("+" in tag or "*" in tag):
         return None  # not a tag (RFC 9051: none holds "+" or "*"): no server answers it as one

@@ -12,6 +12,9 @@ from dissectors.held import HeldParts, sizes_of
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, Raw
 from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, Span, unique_upper
 
+# EHLO keywords that list SASL mechanisms, and the commands that start an exchange with one (RFC 4954 AUTH; X-EXPS,
+# which Exchange servers authenticate each other with and answer anyone with, NTLM included).
+AUTH_KEYWORDS = ("AUTH", "X-EXPS")
 _REPLY = re.compile(r"^(\d{3})([ -]?)(.*)$")
 _PATH = re.compile(r"^\s*(?:FROM|TO)\s*:\s*(<[^>]*>|[^\s<>]+)(.*)$", re.IGNORECASE)
 _BDAT = re.compile(r"^\s*BDAT\s+(\d{1,12})(\s+LAST)?\s*$", re.IGNORECASE)
@@ -98,6 +101,8 @@ class SmtpSession(MailSession):
             return
         verb, _, argument = text.strip().partition(" ")
         verb, argument = verb.upper(), argument.strip()
+        if verb in AUTH_KEYWORDS:
+            verb = "AUTH"  # X-EXPS runs AUTH's exchange, answered by the same replies
         command = self._command(verb, text, argument)
         if verb in ("EHLO", "HELO", "LHLO"):
             self._emit(ev.Hello(ev.Side.CLIENT, self._evidence(), verb, argument))
@@ -212,12 +217,8 @@ class SmtpSession(MailSession):
             keywords = [line.strip() for line in lines[1:] if line.strip()]
             mechanisms: list[str] = []
             for keyword in keywords:
-                name, _, value = (
-                    keyword.replace("=", " ", 1).partition(" ")
-                    if keyword.upper().startswith("AUTH=")
-                    else keyword.partition(" ")
-                )
-                if name.upper() == "AUTH":
+                if _is_auth(keyword):  # "AUTH PLAIN LOGIN", "AUTH=LOGIN": the words after the keyword's name
+                    name, _, value = keyword.replace("=", " ", 1).partition(" ")
                     mechanisms.extend(value.split())
             starttls = any(k.upper() == "STARTTLS" for k in keywords)
             name = lines[0].split()[0] if lines and lines[0].split() else None
@@ -317,10 +318,14 @@ def _advertised(code: int, lines: list[str]) -> str | None:
 
 
 def _is_auth(keyword: str) -> bool:
-    """An EHLO keyword line listing mechanisms: ``AUTH PLAIN LOGIN``, ``AUTH=LOGIN`` (the word AUTH, in any case,
-    then the end, a space or an equals sign)."""
+    """An EHLO keyword line listing mechanisms: ``AUTH PLAIN LOGIN``, ``AUTH=LOGIN``, Exchange's ``X-EXPS GSSAPI
+    NTLM`` and ``X-EXPS=LOGIN`` (the word, in any case, then the end, a space or an equals sign)."""
     word = keyword.strip()
-    return word[:4].upper() == "AUTH" and (len(word) == 4 or word[4] == "=" or word[4].isspace())
+    for name in AUTH_KEYWORDS:
+        size = len(name)
+        if word[:size].upper() == name and (len(word) == size or word[size] == "=" or word[size].isspace()):
+            return True
+    return False
 
 
 def _address(argument: str) -> str:

@@ -185,3 +185,28 @@ def test_a_continuation_without_its_space_still_carries_the_challenge(
     info = ntlm_info(analyze(tmp_path, protocol, turns))
     assert_server_told(info, challenge_of(challenge))
     assert (info["user"], info["outcome"]) == (USER, "failure")
+
+
+# -- Exchange's X-EXPS ----------------------------------------------------------------------------------------------
+
+
+def test_exchange_x_exps_lists_mechanisms_and_runs_an_ntlm_exchange(tmp_path: Path, accounts: None) -> None:
+    """Exchange servers list "X-EXPS GSSAPI NTLM" (and, in 2003, "X-EXPS=LOGIN"): the NTLM they answer anyone with
+    over it is on offer as with AUTH, and an "X-EXPS NTLM" exchange leaks the same names."""
+    negotiate, challenge, authenticate = exchange()
+    ehlo = b"250-ex01.contoso.com Hello [10.0.0.1]\r\n250-SIZE 37748736\r\n250-PIPELINING\r\n250-X-ANONYMOUSTLS\r\n"
+    ehlo += b"250-X-EXPS GSSAPI NTLM\r\n250-X-EXPS=LOGIN\r\n250-8BITMIME\r\n250 XRDST\r\n"
+    turns: Turns = [(True, b"220 ex01.contoso.com Microsoft ESMTP MAIL Service ready\r\n"), (False, b"EHLO ws\r\n")]
+    turns += [
+        (True, ehlo),
+        (False, b"X-EXPS NTLM " + b64(negotiate) + b"\r\n"),
+        (True, b"334 " + b64(challenge) + b"\r\n"),
+    ]
+    turns += [(False, b64(authenticate) + b"\r\n"), (True, b"235 2.7.0 Authentication successful\r\n")]
+    records = analyze(tmp_path, "smtp", turns)
+    offered = next(record for record in records if record["type"] == "auth-methods")
+    assert offered["mechanisms"] == ["GSSAPI", "NTLM", "LOGIN"] and "NTLM" in offered["cleartext_exposed"]
+    assert offered["evidence"][0]["line"] == "250-X-EXPS GSSAPI NTLM\n250-X-EXPS=LOGIN"
+    info = ntlm_info(records)
+    assert_server_told(info, challenge_of(challenge))
+    assert (info["user"], info["outcome"]) == (USER, "success")
