@@ -210,3 +210,41 @@ def test_exchange_x_exps_lists_mechanisms_and_runs_an_ntlm_exchange(tmp_path: Pa
     info = ntlm_info(records)
     assert_server_told(info, challenge_of(challenge))
     assert (info["user"], info["outcome"]) == (USER, "success")
+
+
+# -- IMAP ID (RFC 2971) ---------------------------------------------------------------------------------------------
+
+
+def test_imap_id_names_the_client_software_and_the_server_software_the_banner_hides(tmp_path: Path) -> None:
+    """Thunderbird, Apple Mail and Outlook send ID before logging in; Dovecot answers with its name. The client
+    software is an inventory fact of the service (escaped, as any name from the network), literals and NIL values
+    included, and the server's ID names its software when a custom banner does not."""
+    turns: Turns = [(True, b"* OK [CAPABILITY IMAP4rev1 ID LITERAL+ AUTH=PLAIN] mail ready.\r\n")]
+    turns += [(False, b'a0 ID ("name" "Thunderbird" "version" "115.3.1" "os" "Windows" "os-version" "10.0")\r\n')]
+    turns += [(True, b'* ID ("name" "Dovecot" "version" NIL)\r\na0 OK ID completed.\r\n')]
+    turns += [(False, b'a1 ID ("name" {11+}\r\nMail\xe2\x80\x8bApp\x07 "vendor" "Apple")\r\n'), (True, b"a1 OK ok\r\n")]
+    turns += [(False, b'a2 ID ("vendor" "Microsoft" "bad-pair")\r\n'), (True, b"a2 OK ok\r\n")]
+    turns += [(False, b"a3 ID NIL\r\n"), (True, b"* ID NIL\r\na3 OK ok\r\n")]
+    turns += [(False, b"a4 LOGOUT\r\n"), (True, b"* BYE bye\r\na4 OK bye\r\n")]
+    records = analyze(tmp_path, "imap", turns)
+    service = next(record for record in records if record["type"] == "mail-service")
+    assert service["software"] == "Dovecot" and service["banner"] == "mail ready."
+    assert service["client_software"] == ["Thunderbird 115.3.1 (Windows 10.0)", "Mail\u200bApp\x07", "Microsoft"]
+    cited = [(e["frame"], e["line"]) for e in service["evidence"]]
+    assert cited[1:] == [
+        (5, 'a0 ID ("name" "Thunderbird" "version" "115.3.1" "os" "Windows" "os-version" "10.0")'),
+        (6, '* ID ("name" "Dovecot" "version" NIL)'),
+        (7, 'a1 ID ("name" {11+}'),
+        (9, 'a2 ID ("vendor" "Microsoft" "bad-pair")'),
+    ]
+    table = subprocess.run(
+        [sys.executable, "-m", "passive", "analyze", str(tmp_path / "imap.pcap")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert table.returncode == 0, table.stderr
+    assert "Thunderbird 115.3.1 (Windows 10.0)" in table.stdout
+    assert "Mail\\u200bApp\\x07" in table.stdout and "\u200b" not in table.stdout  # shown inert

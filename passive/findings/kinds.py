@@ -388,7 +388,21 @@ MAIL_SERVICE = Kind(
             column=True,
             compared=True,
         ),
-        Field("software", "product and version guessed from the banner, or null", column=True, compared=True),
+        Field(
+            "software",
+            "product and version guessed from the banner (or, when it names none, what the server's IMAP ID said), "
+            "or null",
+            column=True,
+            compared=True,
+        ),
+        Field(
+            "client_software",
+            "what clients said they run in IMAP ID (RFC 2971): name (or vendor), version, os and os-version, each "
+            "once (first 50)",
+            column=True,
+            union=True,
+            many=True,
+        ),
         Field("starttls_offered", "STARTTLS/STLS advertised", column=True, compared=True),
         Field("tls", "TLS used (STARTTLS accepted, or TLS from the first byte)", column=True),
         *(Field(name, doc, active=True) for name, doc in _TLS_FACTS),

@@ -16,7 +16,12 @@ MAX_BANNER = 512
 
 class ServiceDetector(Detector):
     KIND = FindingType.MAIL_SERVICE
-    HANDLERS: ClassVar[Handlers] = {ev.Greeting: "greeting", ev.Capabilities: "capabilities", ev.StartTls: "start_tls"}
+    HANDLERS: ClassVar[Handlers] = {
+        ev.Greeting: "greeting",
+        ev.Capabilities: "capabilities",
+        ev.StartTls: "start_tls",
+        ev.Identity: "identity",
+    }
 
     def __init__(self, session: Session) -> None:
         super().__init__(session)
@@ -45,6 +50,14 @@ class ServiceDetector(Detector):
         if event.starttls:
             self.session.apply(_fields, self.service, {"starttls_offered": True})
 
+    def identity(self, event: ev.Identity) -> None:
+        """IMAP ID: a client's names the software it runs; a server's names its own when the banner did not."""
+        software = described_software(event.fields)
+        if software is None:
+            return
+        effect = _client_software if event.side is ev.Side.CLIENT else _server_software
+        self.session.apply(effect, self.service, software, self.evidence(event))
+
     def start_tls(self, event: ev.StartTls) -> None:
         if event.accepted:
             self.session.apply(_fields, self.service, {"tls": True})
@@ -67,10 +80,36 @@ class ServiceDetector(Detector):
 # -- effects (passive.analysis.detectors.base) ------------------------------------------------------------------
 
 
+def described_software(fields: dict[str, str]) -> str | None:
+    """What an ID parameter list says the software is: ``Thunderbird 115.3.1 (Windows 10)`` from its name (or
+    vendor), version, os and os-version; None without a name or vendor."""
+    name = fields.get("name") or fields.get("vendor")
+    if not name:
+        return None
+    system = " ".join(value for value in (fields.get("os"), fields.get("os-version")) if value)
+    text = " ".join(value for value in (name, fields.get("version")) if value)
+    return f"{text} ({system})" if system else text
+
+
 def _defaults(service: Finding, shared: Shared) -> None:
     fields = service.fields
     for name, default in (("banner", None), ("software", None), ("starttls_offered", False), ("tls", False)):
         fields.setdefault(name, default)
+    fields.setdefault("client_software", [])
+
+
+def _client_software(service: Finding, shared: Shared, software: str, evidence: EvidenceRecord) -> None:
+    """Each software a client named is listed once, cited where it was first named."""
+    if software[:MAX_BANNER] not in service.fields.get("client_software", ()):
+        service.add_name("client_software", software[:MAX_BANNER])
+        service.add_evidence(evidence)
+
+
+def _server_software(service: Finding, shared: Shared, software: str, evidence: EvidenceRecord) -> None:
+    """The software a server's ID names is its software when its banner named none."""
+    if service.fields.get("software") is None:
+        service.fields["software"] = software[:MAX_BANNER]
+        service.add_evidence(evidence)
 
 
 def _greeting(service: Finding, shared: Shared, banner: str, evidence: EvidenceRecord) -> None:
