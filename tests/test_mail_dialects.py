@@ -248,3 +248,42 @@ def test_imap_id_names_the_client_software_and_the_server_software_the_banner_hi
     assert table.returncode == 0, table.stderr
     assert "Thunderbird 115.3.1 (Windows 10.0)" in table.stdout
     assert "Mail\\u200bApp\\x07" in table.stdout and "\u200b" not in table.stdout  # shown inert
+
+
+# -- Exchange's greeting --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("protocol", "greeting"),
+    [
+        ("imap", b"* OK The Microsoft Exchange IMAP4 service is ready. [%s]\r\n"),
+        ("pop3", b"+OK The Microsoft Exchange POP3 service is ready. [%s]\r\n"),
+    ],
+)
+def test_the_host_name_exchange_hides_in_its_greeting_is_a_leak(tmp_path: Path, protocol: str, greeting: bytes) -> None:
+    """Exchange 2013 and later end IMAP and POP3 greetings with their own name in base64 of UTF-16LE: an internal
+    name given to anyone who connects, which "no leak found" must not hide."""
+    host = "EXCH01.corp.contoso.local"
+    quit_ = (b"a1 LOGOUT\r\n", b"* BYE\r\na1 OK\r\n") if protocol == "imap" else (b"QUIT\r\n", b"+OK\r\n")
+    turns: Turns = [(True, greeting % b64(host.encode("utf-16-le"))), (False, quit_[0]), (True, quit_[1])]
+    service = next(record for record in analyze(tmp_path, protocol, turns) if record["type"] == "mail-service")
+    assert (service["banner_host"], service["software"], service["severity"]) == (host, "Microsoft Exchange", "low")
+    assert [e["frame"] for e in service["evidence"]] == [4]
+    plain: Turns = [(True, greeting.replace(b" [%s]", b"")), (False, quit_[0]), (True, quit_[1])]
+    service = next(record for record in analyze(tmp_path, protocol, plain) if record["type"] == "mail-service")
+    assert (service["banner_host"], service["severity"]) == (None, "info")
+
+
+def test_only_a_host_name_is_taken_from_the_brackets() -> None:
+    """The brackets of other greetings (odd lengths, text that is no host name, controls) give nothing."""
+    from passive.analysis.software import banner_host
+
+    def bracketed(text: str) -> str:
+        return f"The Microsoft Exchange IMAP4 service is ready. [{base64.b64encode(text.encode('utf-16-le')).decode()}]"
+
+    assert banner_host(bracketed("MN2PR01CA0007")) == "MN2PR01CA0007"
+    assert banner_host(bracketed("host\x1b[2Jname")) is None
+    assert banner_host(bracketed("two words")) is None
+    assert banner_host("Dovecot ready. [abcd]") is None  # three bytes: no UTF-16
+    assert banner_host("ready [ZwBQZQATIOy==]") is None  # as a mangled copy of a banner shows it
+    assert banner_host("[" + "A" * 100_000 + "]") is None

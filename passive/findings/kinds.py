@@ -380,13 +380,22 @@ MAIL_SERVICE = Kind(
     type=FindingType.MAIL_SERVICE,
     title="Mail service",
     description="Every mail server seen: what it says about itself, whether it offers and uses TLS, who talks to it.",
-    severity_rules=((Severity.INFO, "always: an inventory entry"),),
+    severity_rules=(
+        (Severity.LOW, "the greeting names an internal host (`banner_host`), given to anyone who connects"),
+        (Severity.INFO, "otherwise: an inventory entry"),
+    ),
     fields=(
         Field(
             "banner",
             "the greeting text (SMTP 220, POP3 +OK, IMAP * OK) without the status code",
             column=True,
             compared=True,
+        ),
+        Field(
+            "banner_host",
+            "the host name Exchange 2013 and later encode at the end of their IMAP and POP3 greetings (base64 of "
+            "UTF-16LE in brackets), decoded; null when the greeting holds none",
+            column=True,
         ),
         Field(
             "software",

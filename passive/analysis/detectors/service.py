@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from dissectors import events as ev
 from passive.analysis.detectors.base import Detector, Handlers, Session, Shared
-from passive.analysis.software import guess_software
+from passive.analysis.software import banner_host, guess_software
 from passive.findings.model import EvidenceRecord, Finding, FindingType, Severity
 
 # Characters of a greeting kept as the finding's banner (and searched for the software): real banners are under 200;
@@ -39,7 +39,7 @@ class ServiceDetector(Detector):
 
     def greeting(self, event: ev.Greeting) -> None:
         banner = event.banner[:MAX_BANNER]
-        self.session.apply(_greeting, self.service, banner, self.evidence(event))
+        self.session.apply(_greeting, self.service, banner, banner_host(banner), self.evidence(event))
         first = banner.split(" ", 1)[0]
         if "." in first:
             self.session.server_names.add(first.lower().rstrip("."))
@@ -93,7 +93,8 @@ def described_software(fields: dict[str, str]) -> str | None:
 
 def _defaults(service: Finding, shared: Shared) -> None:
     fields = service.fields
-    for name, default in (("banner", None), ("software", None), ("starttls_offered", False), ("tls", False)):
+    defaults = (("banner", None), ("banner_host", None), ("software", None), ("starttls_offered", False))
+    for name, default in (*defaults, ("tls", False)):
         fields.setdefault(name, default)
     fields.setdefault("client_software", [])
 
@@ -112,12 +113,16 @@ def _server_software(service: Finding, shared: Shared, software: str, evidence: 
         service.add_evidence(evidence)
 
 
-def _greeting(service: Finding, shared: Shared, banner: str, evidence: EvidenceRecord) -> None:
-    """The first banner a server is seen with is its banner (and names its software); every greeting is cited."""
+def _greeting(service: Finding, shared: Shared, banner: str, host: str | None, evidence: EvidenceRecord) -> None:
+    """The first banner a server is seen with is its banner (and names its software, and the internal host an
+    Exchange greeting encodes: a leak, rated low); every greeting is cited."""
     fields = service.fields
     if fields.get("banner") is None:
         fields["banner"] = banner
         fields["software"] = guess_software(banner)
+        if host is not None:
+            fields["banner_host"] = host
+            service.raise_severity(Severity.LOW)
     service.add_evidence(evidence)
 
 
