@@ -37,8 +37,11 @@ REPLY_OWNERS = {
     551: frozenset({"RCPT", "VRFY", "EXPN"}),
     252: frozenset({"VRFY", "EXPN"}),
     221: frozenset({"QUIT"}),
-    220: frozenset({"STARTTLS"}),
+    220: frozenset({"STARTTLS", "X-ANONYMOUSTLS"}),
 }
+# Commands after whose 220 the stream is TLS: RFC 3207 STARTTLS, and X-ANONYMOUSTLS, with which Exchange servers
+# start TLS between themselves (listed in their EHLO replies to anyone).
+TLS_COMMANDS = frozenset({"STARTTLS", "X-ANONYMOUSTLS"})
 
 
 def reply_fits(verb: str, code: int) -> bool:
@@ -206,7 +209,7 @@ class SmtpSession(MailSession):
         Only when the server's first bytes were lost (a gap) may it answer a pending STARTTLS instead."""
         if reply.code not in (220, 421, 554):
             return False
-        return not (self._greeting_lost and self.pending and self.pending[0].verb == "STARTTLS")
+        return not (self._greeting_lost and self.pending and self.pending[0].verb in TLS_COMMANDS)
 
     def _answer(self, command: _Command, reply: _Reply) -> None:
         code = reply.code
@@ -233,8 +236,8 @@ class SmtpSession(MailSession):
                     server_name=name,
                 )
             )
-        elif verb == "STARTTLS":
-            self._start_tls("STARTTLS", code == 220)
+        elif verb in TLS_COMMANDS:
+            self._start_tls(verb, code == 220)
         elif verb == "MAIL":
             self._emit(
                 ev.MailFrom(ev.Side.CLIENT, self._command_evidence(command), _address(command.argument), code, positive)

@@ -287,3 +287,20 @@ def test_only_a_host_name_is_taken_from_the_brackets() -> None:
     assert banner_host("Dovecot ready. [abcd]") is None  # three bytes: no UTF-16
     assert banner_host("ready [ZwBQZQATIOy==]") is None  # as a mangled copy of a banner shows it
     assert banner_host("[" + "A" * 100_000 + "]") is None
+
+
+def test_exchange_x_anonymoustls_starts_tls_like_starttls(tmp_path: Path) -> None:
+    """Exchange servers start TLS between themselves with X-ANONYMOUSTLS: after its 220 the stream is TLS, so
+    nothing in the ciphertext is read as commands or replies (here TLS records that happen to hold an AUTH PLAIN
+    line and a 235), and the session is counted as TLS."""
+    client_hello = b"\x16\x03\x01\x00\x40\x01\x00\x00\x3c\x03\x03" + bytes(32) + b"\r\nAUTH PLAIN AGFsaWNlAHB3\r\n"
+    server_hello = b"\x16\x03\x03\x00\x40\x02\x00\x00\x3c\x03\x03" + bytes(32) + b"\r\n235 2.7.0 ok\r\n"
+    ehlo = b"250-ex01.contoso.com Hello [10.0.0.1]\r\n250-STARTTLS\r\n250-X-ANONYMOUSTLS\r\n250 XRDST\r\n"
+    turns: Turns = [(True, b"220 ex01.contoso.com Microsoft ESMTP MAIL Service ready\r\n"), (False, b"EHLO ex02\r\n")]
+    turns += [(True, ehlo), (False, b"X-ANONYMOUSTLS\r\n"), (True, b"220 2.0.0 SMTP server ready\r\n")]
+    turns += [(False, client_hello), (True, server_hello)]
+    records = analyze(tmp_path, "smtp", turns)
+    assert "cleartext-credentials" not in [record["type"] for record in records]
+    service = next(record for record in records if record["type"] == "mail-service")
+    assert service["tls"] is True and [e["frame"] for e in service["evidence"]] == [4, 8]
+    assert records[-1]["tls_sessions"] == 1 and not records[-1]["dissector_anomalies"]
