@@ -24,17 +24,15 @@ import sys
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from dissectors import gssapi, ntlmssp
+from dissectors import ntlmssp
 from dissectors.linebuffer import wire_text
-from dissectors.sasl_steps import CLIENT_STEPS, looks_like_response
+from dissectors.sasl_ntlm import ntlm_message
+from dissectors.sasl_steps import AUTH_VERBS, CLIENT_STEPS, looks_like_response
 
 # A SASL line longer than this is not decoded (a real NTLM blob is a few hundred bytes of base64).
 MAX_BLOB_TEXT = 64 * 1024
 # An exchange that goes on for more steps than any real mechanism needs is abandoned.
 MAX_STEPS = 32
-# Mechanisms whose steps are GSS-API tokens (RFC 4752 GSSAPI, GSS-SPNEGO): SPNEGO in them may carry NTLMSSP, as
-# Exchange's and Windows' "GSSAPI" does when Kerberos is not to be had (the token is unwrapped to find it).
-GSS_MECHANISMS = frozenset({"GSSAPI", "GSS-SPNEGO"})
 
 
 class Protocol(enum.StrEnum):
@@ -97,27 +95,17 @@ class AuthCommand(NamedTuple):
 _MECHANISM = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
 
-# The commands that start an exchange: Exchange's X-EXPS (the verb its servers authenticate each other with, listed
-# as "X-EXPS GSSAPI NTLM" in EHLO replies) runs the same 334 steps as AUTH and answers anyone who sends it.
-_AUTH_VERBS = {
-    Protocol.SMTP: frozenset({"AUTH", "X-EXPS"}),
-    Protocol.POP3: frozenset({"AUTH"}),
-    Protocol.IMAP: frozenset({"AUTHENTICATE"}),
-    Protocol.HTTP: frozenset(),
-}
-
-
 def parse_auth_command(protocol: Protocol, line: str) -> AuthCommand | None:
     """Recognise the command that starts a SASL exchange; None for any other line.
 
-    ``AUTH <mech> [initial response]`` (SMTP, POP3; SMTP's ``X-EXPS`` alike) or ``<tag> AUTHENTICATE <mech>
-    [initial response]`` (IMAP), split with string methods: one pass over the line whatever it holds (a regular
-    expression with a lazy group before trailing blanks backtracked quadratically on a line of spaces).
+    ``AUTH <mech> [initial response]`` (SMTP, POP3; SMTP's X-EXPS alike) or ``<tag> AUTHENTICATE <mech> [initial
+    response]`` (IMAP), split with string methods: one pass over the line whatever it holds (a regular expression
+    with a lazy group before trailing blanks backtracked quadratically on a line of spaces).
     """
     imap = protocol is Protocol.IMAP
     words = line.strip().split(None, 3 if imap else 2)
     tag = words.pop(0) if imap and words else None
-    if len(words) < 2 or words[0].upper() not in _AUTH_VERBS[protocol]:
+    if len(words) < 2 or words[0].upper() not in AUTH_VERBS.get(protocol, ()):
         return None
     if tag is not None and ("+" in tag or "*" in tag):
         return None  # not a tag (RFC 9051: none holds "+" or "*"): no server answers it as one
@@ -156,9 +144,7 @@ def classify_server_line(protocol: Protocol, line: str, tag: str | None = None) 
         if code[0] in "45":
             return ServerReply(ReplyKind.FAILURE, stripped)
         return ServerReply(ReplyKind.OTHER, stripped)
-    # RFC 5034 and RFC 9051 put a space after the "+" of a continuation; a server that leaves it out ("+TlRM...")
-    # is still asking for the next step: no other POP3 line but "+OK" and no other IMAP line begins with "+".
-    if protocol is Protocol.POP3:
+    if protocol is Protocol.POP3:  # a "+" line but +OK continues, its space after "+" (RFC 5034) or not ("+TlRM")
         upper = stripped.upper()
         if upper.startswith("+OK"):
             return ServerReply(ReplyKind.SUCCESS, stripped)
@@ -348,28 +334,10 @@ def _plain_credentials(data: bytes) -> list[SaslEvent]:
 def _blob(direction: Direction, text: str, mechanism: str) -> SaslBlob:
     result = decode_base64(text)
     blob = SaslBlob(direction, text[:256], result.data, anomalies=list(result.anomalies))
-    if result.data is not None and result.data.startswith(ntlmssp.SIGNATURE):
-        blob.ntlm = ntlmssp.decode(result.data)
-    elif mechanism in GSS_MECHANISMS and result.data:
-        # A GSS-API token: SPNEGO (or the NTLMSSP mechanism OID) may wrap an NTLM message; Kerberos and the
-        # security-layer tokens that follow a context are left as they are, without an anomaly.
-        wrapped = gssapi.unwrap(result.data)
-        if wrapped.ntlm is not None:
-            blob.ntlm = ntlmssp.decode(wrapped.ntlm)
-    elif mechanism == "NTLM" and result.data:
-        blob.anomalies.append("not_ntlmssp")
+    blob.ntlm, anomaly = ntlm_message(result.data, mechanism)
+    if anomaly is not None:
+        blob.anomalies.append(anomaly)
     return blob
-
-
-def stray_challenge(protocol: Protocol, line: str) -> SaslBlob | None:
-    """A server's continuation outside any exchange the capture shows, when it carries an NTLM message (raw or in a
-    GSS-API token): the client's AUTH was not captured (one direction of asymmetric routing, a gap), yet the
-    server's CHALLENGE says what it always says. None for any other line."""
-    reply = classify_server_line(protocol, line)
-    if reply.kind is not ReplyKind.CONTINUE or not reply.text:
-        return None
-    blob = _blob(Direction.SERVER, reply.text, "GSSAPI")
-    return blob if blob.ntlm is not None else None
 
 
 def _too_many_steps(exchange: _Exchange) -> SaslAnomaly:

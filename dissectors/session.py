@@ -14,6 +14,7 @@ from typing import Any
 from dissectors import events as ev
 from dissectors import sasl
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, SKIP_ALL, Line, LineBuffer, Overflow, Raw
+from dissectors.sasl_ntlm import ntlm_message
 
 # Where quoted lines of a multi-line answer were: the frame where the first began, the frame that completed the
 # last, and that frame's time.
@@ -358,15 +359,20 @@ class MailSession:
 
     def _stray_challenge(self, text: str) -> bool:
         """A server continuation that answers no AUTH the capture holds (the client's side not captured, or lost
-        in a gap) and carries an NTLM message (:func:`sasl.stray_challenge`): its step is read all the same, with an
-        anomaly, as a step of an exchange picked up mid-way. False (nothing emitted) for any other line."""
-        blob = sasl.stray_challenge(self.protocol, text)
-        if blob is None:
+        in a gap) and carries an NTLM message, raw or in a GSS-API token: the server's CHALLENGE says what it
+        always says, so its step is read all the same, with an anomaly, as one of an exchange picked up mid-way.
+        False (nothing emitted) for any other line."""
+        reply = sasl.classify_server_line(self.protocol, text)
+        if reply.kind is not sasl.ReplyKind.CONTINUE or not reply.text:
+            return False
+        decoded = sasl.decode_base64(reply.text)
+        message, _ = ntlm_message(decoded.data, "GSSAPI")
+        if message is None:
             return False
         evidence = self._evidence()
         detail = "NTLM message from the server outside any exchange the capture holds: read as one picked up mid-way"
         self._emit(ev.Anomaly(SERVER, evidence, "unsolicited_challenge", detail))
-        self._emit(ev.SaslStep(SERVER, evidence, "NTLM", blob.data, blob.ntlm, blob.anomalies))
+        self._emit(ev.SaslStep(SERVER, evidence, "NTLM", decoded.data, message, list(decoded.anomalies)))
         return True
 
     def _sasl_client(self, text: str) -> bool:

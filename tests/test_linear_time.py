@@ -15,6 +15,7 @@ import pytest
 from dissectors import sasl
 from dissectors.imap import capability_code, literal_at_end, tokens, without_capability_codes
 from dissectors.imap_syntax import id_parameters
+from dissectors.sasl_ntlm import ntlm_message
 from fuzz.amplify import KNOWN_SHAPES, per_byte_seconds
 from passive.analysis.domains import destination_domain
 from passive.analysis.software import search_software
@@ -83,9 +84,9 @@ PARSERS = {
     "id_parameters escapes": (lambda t: id_parameters([t]), lambda n: '("' + '\\"' * (n // 2)),
     "id_parameters unterminated quotes": (lambda t: id_parameters([t]), lambda n: ' "' * (n // 2)),
     "id_parameters parentheses": (lambda t: id_parameters([t]), lambda n: "(" * n + "a"),
-    "stray_challenge": (
-        lambda t: sasl.stray_challenge(sasl.Protocol.POP3, t),
-        lambda n: "+" + "TlRM" * (n // 4),
+    "ntlm_message in a GSS-API token": (
+        lambda t: ntlm_message(sasl.decode_base64(t).data, "GSSAPI"),
+        lambda n: "oYI" + "A" * n,
     ),
     "destination_domain": (destination_domain, lambda n: "@a:" * (n // 3) + "%!"),
     # The search itself, not the cache of banners in front of it (which would answer every repeat at once).

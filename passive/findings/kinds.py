@@ -381,8 +381,8 @@ MAIL_SERVICE = Kind(
     title="Mail service",
     description="Every mail server seen: what it says about itself, whether it offers and uses TLS, who talks to it.",
     severity_rules=(
-        (Severity.LOW, "the greeting names an internal host (`banner_host`), given to anyone who connects"),
-        (Severity.INFO, "otherwise: an inventory entry"),
+        (Severity.LOW, "the greeting names an internal host (`banner_host`)"),
+        (Severity.INFO, "otherwise"),
     ),
     fields=(
         Field(
@@ -391,27 +391,11 @@ MAIL_SERVICE = Kind(
             column=True,
             compared=True,
         ),
+        Field("banner_host", "the host an Exchange IMAP/POP3 greeting encodes (base64, in brackets)", column=True),
         Field(
-            "banner_host",
-            "the host name Exchange 2013 and later encode at the end of their IMAP and POP3 greetings (base64 of "
-            "UTF-16LE in brackets), decoded; null when the greeting holds none",
-            column=True,
+            "software", "product and version the banner (else the IMAP ID) names, or null", column=True, compared=True
         ),
-        Field(
-            "software",
-            "product and version guessed from the banner (or, when it names none, what the server's IMAP ID said), "
-            "or null",
-            column=True,
-            compared=True,
-        ),
-        Field(
-            "client_software",
-            "what clients said they run in IMAP ID (RFC 2971): name (or vendor), version, os and os-version, each "
-            "once (first 50)",
-            column=True,
-            union=True,
-            many=True,
-        ),
+        Field("client_software", "what clients say they run in IMAP ID (first 50)", column=True, union=True, many=True),
         Field("starttls_offered", "STARTTLS/STLS advertised", column=True, compared=True),
         Field("tls", "TLS used (STARTTLS accepted, or TLS from the first byte)", column=True),
         *(Field(name, doc, active=True) for name, doc in _TLS_FACTS),

@@ -100,9 +100,11 @@ def _defaults(service: Finding, shared: Shared) -> None:
 
 
 def _client_software(service: Finding, shared: Shared, software: str, evidence: EvidenceRecord) -> None:
-    """Each software a client named is listed once, cited where it was first named."""
-    if software[:MAX_BANNER] not in service.fields.get("client_software", ()):
-        service.add_name("client_software", software[:MAX_BANNER])
+    """Each software a client named is listed once (up to the list's bound), cited where it was first named."""
+    listed = service.fields.setdefault("client_software", [])
+    before = len(listed)
+    service.add_name("client_software", software[:MAX_BANNER])
+    if len(listed) > before:
         service.add_evidence(evidence)
 
 
