@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -304,3 +305,77 @@ def test_exchange_x_anonymoustls_starts_tls_like_starttls(tmp_path: Path) -> Non
     service = next(record for record in records if record["type"] == "mail-service")
     assert service["tls"] is True and [e["frame"] for e in service["evidence"]] == [4, 8]
     assert records[-1]["tls_sessions"] == 1 and not records[-1]["dissector_anomalies"]
+
+
+# -- the lab's real servers -----------------------------------------------------------------------------------------
+
+
+def test_real_dovecot_and_postfix_dialogues(mail_lab: Any, tmp_path: Path) -> None:
+    """Dovecot and Postfix (NTLM answered by Samba) as Thunderbird-like clients speak to them: IMAP ID then
+    AUTHENTICATE NTLM with SASL-IR, POP3's bare AUTH list then AUTH NTLM with "+" prompts, SMTP's EHLO and AUTH
+    NTLM pipelined in one segment. Each gives the DC's names and the user, at the CHALLENGE's own frame; the IMAP
+    client's software is listed, and Dovecot's ID names the software its custom banner hides."""
+    from tests import lab as L
+
+    pcap = tmp_path / "dialects.pcap"
+    with mail_lab.recording(pcap, "tcp"):
+        for dialogue in ("imap-id-sasl-ir", "pop3-auth-list-ntlm", "smtp-pipelined-ntlm"):
+            argv = [sys.executable, str(ROOT / "tests" / "dialect_client.py"), dialogue, L.SRV_IP]
+            done = mail_lab.client([*argv, L.USER, L.PASSWORD, L.AD_DOMAIN])
+            assert done.returncode == 0, (done.stdout + done.stderr).decode(errors="replace")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "passive", "analyze", "--format", "jsonl", str(pcap)]
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    by_protocol = {record["protocol"]: record for record in records if record["type"] == "ntlm-info"}
+    assert sorted(by_protocol) == ["imap", "pop3", "smtp"]
+    for info in by_protocol.values():
+        assert (info["netbios_computer"], info["netbios_domain"], info["dns_domain"]) == (
+            L.DC_NAME,
+            L.AD_DOMAIN,
+            L.DNS_DOMAIN,
+        )
+        assert (info["user"], info["outcome"]) == (L.USER, "success")
+        assert info["evidence"][0]["line"].startswith(("+ TlRMTVNTUAAC", "334 TlRMTVNTUAAC"))
+    services = {record["protocol"]: record for record in records if record["type"] == "mail-service"}
+    assert services["imap"]["banner"] == L.DOVECOT_GREETING and services["imap"]["software"] == "Dovecot"
+    assert services["imap"]["client_software"] == ["Thunderbird 115.3.1 (Windows)"]
+    offered = {record["protocol"]: record for record in records if record["type"] == "auth-methods"}
+    assert "NTLM" in offered["pop3"]["mechanisms"] and "NTLM" in offered["smtp"]["mechanisms"]
+
+
+# -- what the client's side alone says ------------------------------------------------------------------------------
+
+
+def test_the_clients_side_alone_cites_the_step_that_named_the_client(tmp_path: Path, accounts: None) -> None:
+    """A capture of the client's side only (asymmetric routing): the AUTHENTICATE names user, domain and
+    workstation, and the finding cites its frame (it cited nothing before)."""
+    negotiate, _challenge, authenticate = exchange()
+    turns: Turns = [(False, b"EHLO ws\r\n"), (False, b"AUTH NTLM " + b64(negotiate) + b"\r\n")]
+    turns += [(False, b64(authenticate) + b"\r\n"), (False, b"QUIT\r\n")]
+    info = ntlm_info(analyze(tmp_path, "smtp", turns))
+    assert (info["user"], info["domain"], info["outcome"]) == (USER, DOMAIN, None)
+    assert [(e["frame"], e["side"], e["line"]) for e in info["evidence"]] == [(6, "client", "********")]
+
+
+def test_a_negotiate_naming_the_client_is_reported_when_no_challenge_answers_it(tmp_path: Path) -> None:
+    """Some clients put their domain and workstation in the NEGOTIATE (OEM strings); a server that refuses NTLM
+    then sends no CHALLENGE, yet the names crossed in clear."""
+    from dissectors.ntlmssp.build import build_negotiate
+
+    negotiate = build_negotiate(domain="CORP", workstation="LAPTOP-42")
+    turns: Turns = [(True, b"220 mx ESMTP\r\n"), (False, b"EHLO ws\r\n"), (True, b"250-mx\r\n250 AUTH NTLM\r\n")]
+    turns += [(False, b"AUTH NTLM " + b64(negotiate) + b"\r\n"), (True, b"504 5.7.4 Unrecognized authentication\r\n")]
+    info = ntlm_info(analyze(tmp_path, "smtp", turns))
+    assert (info["domain"], info["workstation"], info["user"], info["outcome"]) == (
+        "CORP",
+        "LAPTOP-42",
+        None,
+        "failure",
+    )
+    assert (info.get("netbios_computer"), info["severity"]) == (None, "low")
+    assert [e["frame"] for e in info["evidence"]] == [7, 8]
+    plain = build_negotiate()  # what nmap's ntlm-info scripts send: no names, no finding when refused
+    turns[3] = (False, b"AUTH NTLM " + b64(plain) + b"\r\n")
+    assert "ntlm-info" not in [record["type"] for record in analyze(tmp_path, "smtp", turns)]
