@@ -379,3 +379,17 @@ def test_a_negotiate_naming_the_client_is_reported_when_no_challenge_answers_it(
     plain = build_negotiate()  # what nmap's ntlm-info scripts send: no names, no finding when refused
     turns[3] = (False, b"AUTH NTLM " + b64(plain) + b"\r\n")
     assert "ntlm-info" not in [record["type"] for record in analyze(tmp_path, "smtp", turns)]
+
+
+def test_the_report_says_the_exchange_greeting_leaks_its_host(tmp_path: Path) -> None:
+    """The HTML report's server card names the host the greeting encodes as what leaks, not "Nothing leaks"."""
+    host = "EXCH01.corp.contoso.local"
+    greeting = b"* OK The Microsoft Exchange IMAP4 service is ready. [" + b64(host.encode("utf-16-le")) + b"]\r\n"
+    analyze(tmp_path, "imap", [(True, greeting), (False, b"a1 LOGOUT\r\n"), (True, b"* BYE\r\na1 OK\r\n")])
+    base = tmp_path / "run"
+    argv = [sys.executable, "-m", "passive", "analyze", "-oA", str(base), str(tmp_path / "imap.pcap")]
+    done = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    page = base.with_suffix(".html").read_text()
+    assert f"Leaks: its internal host name ({host}) in its greeting." in page and "Nothing leaks." not in page
+    assert f'encodes the host <span class="traffic">{host}</span>' in page
