@@ -232,6 +232,14 @@ class HttpExchange(Event):
 
 
 @dataclass
+class Identity(Event):
+    """IMAP ID (RFC 2971): what a client or server says it is (``name``, ``version``, ``os``, ``vendor``...), its
+    field names in lower case."""
+
+    fields: dict[str, str]
+
+
+@dataclass
 class Anomaly(Event):
     """Something the protocol does not allow, named by ``code``; ``detail`` says what was seen."""
 

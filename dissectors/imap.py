@@ -15,7 +15,7 @@ from functools import partial
 from dissectors import events as ev
 from dissectors import sasl
 from dissectors.held import HeldParts, sizes_of
-from dissectors.imap_syntax import capability_code, literal_at_end, tokens, without_capability_codes
+from dissectors.imap_syntax import capability_code, id_parameters, literal_at_end, tokens, without_capability_codes
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, Line, Raw
 from dissectors.session import CLIENT, COMMAND_OVERHEAD, MAX_VERB, SERVER, MailSession, unique_upper
 
@@ -156,7 +156,7 @@ class ImapSession(MailSession):
         or BYE), or nothing yet (None)."""
         awaited = self._awaited
         assert awaited is not None
-        if text == "+" or text.startswith(("+ ", "+\t")):  # a continuation request (RFC 9051 7.5)
+        if text.startswith("+"):  # a continuation request (RFC 9051 7.5; "+" then text, its space or not)
             return True
         first = text.split(None, 2)
         if first and first[0] == awaited.tag and awaited.tag != "*":
@@ -216,6 +216,8 @@ class ImapSession(MailSession):
             self._emit(ev.Credentials(CLIENT, evidence, "IMAP-LOGIN", user, password))
         elif name == "LOGOUT":
             self._emit(ev.Quit(CLIENT, evidence))
+        elif name == "ID":
+            self._identity(CLIENT, evidence, first_line, parts)
         self._remember(_Command(tag, name, first_line, self._line.frame, self._line.timestamp))
 
     def _remember(self, command: _Command) -> None:
@@ -235,7 +237,8 @@ class ImapSession(MailSession):
 
     def _response(self, parts: list[str | bytes]) -> None:
         line = parts[0] if parts and isinstance(parts[0], str) else ""
-        if self.auth.exchange is not None:
+        in_exchange = self.auth.exchange is not None
+        if in_exchange:
             self._sasl(SERVER, self.auth.server_line(line))
             if self.auth.exchange is None:
                 return
@@ -243,10 +246,12 @@ class ImapSession(MailSession):
         if not words:
             return
         if words[0] == "*":
-            self._untagged(words, line)
+            self._untagged(words, line, parts)
             return
-        if words[0] == "+":
-            return  # a continuation for a literal
+        if line.startswith("+"):
+            if not in_exchange:  # a continuation for a literal, or a CHALLENGE whose AUTHENTICATE was not captured
+                self._stray_challenge(line)
+            return
         command = self._tags.pop(words[0], None)
         if command is not None:
             self._tag_bytes -= command.held
@@ -261,7 +266,14 @@ class ImapSession(MailSession):
             self.authenticated = self.authenticated or status == "OK"
             self._emit(ev.AuthResult(SERVER, self._evidence(), "IMAP-LOGIN", status == "OK", line.strip()))
 
-    def _untagged(self, words: list[str], line: str) -> None:
+    def _identity(self, side: ev.Side, evidence: ev.Evidence, line: str, parts: list[str | bytes]) -> None:
+        """ID (RFC 2971): the parameter list after the tag (or "*") and the word ID, literals included."""
+        words = line.split(None, 2)
+        fields = id_parameters([words[2] if len(words) > 2 else "", *parts[1:]])
+        if fields:
+            self._emit(ev.Identity(side, evidence, fields))
+
+    def _untagged(self, words: list[str], line: str, parts: list[str | bytes]) -> None:
         kind = words[1].upper() if len(words) > 1 else ""
         if not self.greeted and not self.partial and kind in ("OK", "PREAUTH", "BYE"):
             self.greeted = True
@@ -274,6 +286,8 @@ class ImapSession(MailSession):
         self.greeted = True
         if kind == "CAPABILITY":
             self._capabilities(words[2] if len(words) > 2 else "")
+        elif kind == "ID":
+            self._identity(SERVER, self._evidence(), line, parts)
         elif kind == "OK":
             self._capability_code(line)
 

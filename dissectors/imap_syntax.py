@@ -1,4 +1,5 @@
-"""IMAP syntax, without state: literal markers, [CAPABILITY] response codes, tokens of an assembled command.
+"""IMAP syntax, without state: literal markers, [CAPABILITY] response codes, tokens of an assembled command, the
+parameter list of ID (RFC 2971).
 
 Every function here is one pass over its input, with string methods (RFC 3501/9051 section 4 and 7.1).
 """
@@ -17,6 +18,15 @@ _CAPABILITY_OPEN = re.compile(r"\[CAPABILITY ", re.IGNORECASE)
 _TOKEN = re.compile(r'(")|(\S+)')
 # What ends a run of plain characters inside a quoted string: its closing quote, or a backslash escaping the next.
 _QUOTED_SPECIAL = re.compile(r'["\\]')
+# In an ID parameter list: what separates its strings (whitespace and the list's parentheses), and an atom (NIL, or
+# a literal's {n} marker).
+_ID_SEPARATORS = re.compile(r"[\s()]*")
+_ID_ATOM = re.compile(r'[^\s()"]+')
+# RFC 2971 section 3.3: at most 30 field-value pairs, fields of at most 30 octets and values of at most 1024; what a
+# peer sends beyond is not kept.
+MAX_ID_PAIRS = 30
+MAX_ID_FIELD = 30
+MAX_ID_VALUE = 1024
 # Octet counts of a literal: RFC 9051 allows 63 bits; twelve digits (a terabyte) already exceed any real message.
 MAX_LITERAL_DIGITS = 12
 
@@ -99,3 +109,39 @@ def _quoted(text: str, position: int) -> tuple[str, int]:
         position = at + 2
     value.append(text[position:])
     return "".join(value), len(text)
+
+
+def id_parameters(parts: list[str | bytes]) -> dict[str, str]:
+    """The field-value pairs of an ID command's or response's parameter list (RFC 2971), ``parts`` holding what
+    follows the word ID (text, and the values of literals): ``("name" "Thunderbird" "version" "115.3.1")`` gives
+    ``{"name": "Thunderbird", "version": "115.3.1"}``. Field names are in lower case; NIL values, and a field
+    without a value, are left out; RFC 2971's limits bound what is kept. One pass over the text."""
+    values: list[str | None] = []
+    wanted = 2 * MAX_ID_PAIRS
+    for part in parts:
+        if len(values) >= wanted:
+            break
+        if isinstance(part, bytes):  # a literal's value
+            values.append(wire_text(part[:MAX_ID_VALUE]))
+            continue
+        position = _ID_SEPARATORS.match(part).end()  # type: ignore[union-attr]  # matches the empty string
+        while position < len(part) and len(values) < wanted:
+            if part[position] == '"':
+                value, position = _quoted(part, position + 1)
+                values.append(value[:MAX_ID_VALUE])
+            else:
+                atom = _ID_ATOM.match(part, position)
+                if atom is None:  # cannot be: a separator would have been skipped
+                    break
+                position = atom.end()
+                word = atom.group()
+                if word.upper() == "NIL":
+                    values.append(None)
+                elif not (word[0] == "{" and _is_literal_marker(word)):  # the {n} marker itself is not a value
+                    values.append(word[:MAX_ID_VALUE])
+            position = _ID_SEPARATORS.match(part, position).end()  # type: ignore[union-attr]
+    pairs: dict[str, str] = {}
+    for name, value in zip(values[0::2], values[1::2], strict=False):
+        if name is not None and value is not None:
+            pairs.setdefault(name[:MAX_ID_FIELD].lower(), value)
+    return pairs

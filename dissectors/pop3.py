@@ -91,7 +91,8 @@ class Pop3Session(MailSession):
         status = text[:4].upper()
         positive = status.startswith("+OK")
         if not positive and not status.startswith("-ERR"):
-            self._anomaly(ev.Side.SERVER, "bad_status_line", "server line is neither +OK nor -ERR")
+            if not self._stray_challenge(text):
+                self._anomaly(ev.Side.SERVER, "bad_status_line", "server line is neither +OK nor -ERR")
             return
         if not self.greeted and not self.partial and not (self.pending and self._greeting_lost):
             # The server's first line is its greeting, even when the client talked first (a STLS sent before the

@@ -26,7 +26,8 @@ from typing import NamedTuple
 
 from dissectors import ntlmssp
 from dissectors.linebuffer import wire_text
-from dissectors.sasl_steps import CLIENT_STEPS, looks_like_response
+from dissectors.sasl_ntlm import ntlm_message
+from dissectors.sasl_steps import AUTH_VERBS, CLIENT_STEPS, looks_like_response
 
 # A SASL line longer than this is not decoded (a real NTLM blob is a few hundred bytes of base64).
 MAX_BLOB_TEXT = 64 * 1024
@@ -97,14 +98,14 @@ _MECHANISM = re.compile(r"[A-Za-z0-9_-]{1,40}")
 def parse_auth_command(protocol: Protocol, line: str) -> AuthCommand | None:
     """Recognise the command that starts a SASL exchange; None for any other line.
 
-    ``AUTH <mech> [initial response]`` (SMTP, POP3) or ``<tag> AUTHENTICATE <mech> [initial response]`` (IMAP),
-    split with string methods: one pass over the line whatever it holds (a regular expression with a lazy group
-    before trailing blanks backtracked quadratically on a line of spaces).
+    ``AUTH <mech> [initial response]`` (SMTP, POP3; SMTP's X-EXPS alike) or ``<tag> AUTHENTICATE <mech> [initial
+    response]`` (IMAP), split with string methods: one pass over the line whatever it holds (a regular expression
+    with a lazy group before trailing blanks backtracked quadratically on a line of spaces).
     """
     imap = protocol is Protocol.IMAP
     words = line.strip().split(None, 3 if imap else 2)
     tag = words.pop(0) if imap and words else None
-    if len(words) < 2 or words[0].upper() != ("AUTHENTICATE" if imap else "AUTH"):
+    if len(words) < 2 or words[0].upper() not in AUTH_VERBS.get(protocol, ()):
         return None
     if tag is not None and ("+" in tag or "*" in tag):
         return None  # not a tag (RFC 9051: none holds "+" or "*"): no server answers it as one
@@ -143,17 +144,17 @@ def classify_server_line(protocol: Protocol, line: str, tag: str | None = None) 
         if code[0] in "45":
             return ServerReply(ReplyKind.FAILURE, stripped)
         return ServerReply(ReplyKind.OTHER, stripped)
-    if protocol is Protocol.POP3:
+    if protocol is Protocol.POP3:  # a "+" line but +OK continues, its space after "+" (RFC 5034) or not ("+TlRM")
         upper = stripped.upper()
         if upper.startswith("+OK"):
             return ServerReply(ReplyKind.SUCCESS, stripped)
         if upper.startswith("-ERR"):
             return ServerReply(ReplyKind.FAILURE, stripped)
-        if stripped == "+" or stripped.startswith("+ ") or stripped.startswith("+\t"):
+        if stripped.startswith("+"):
             return ServerReply(ReplyKind.CONTINUE, stripped[1:].strip())
         return ServerReply(ReplyKind.OTHER, stripped)
     # IMAP: continuation "+ ...", tagged completion, untagged data in between.
-    if stripped == "+" or stripped.startswith("+ ") or stripped.startswith("+\t"):
+    if stripped.startswith("+"):
         return ServerReply(ReplyKind.CONTINUE, stripped[1:].strip())
     parts = stripped.split(None, 2)
     if len(parts) >= 2 and parts[0] != "*" and (tag is None or parts[0] == tag):
@@ -335,10 +336,9 @@ def _plain_credentials(data: bytes) -> list[SaslEvent]:
 def _blob(direction: Direction, text: str, mechanism: str) -> SaslBlob:
     result = decode_base64(text)
     blob = SaslBlob(direction, text[:256], result.data, anomalies=list(result.anomalies))
-    if result.data is not None and result.data.startswith(ntlmssp.SIGNATURE):
-        blob.ntlm = ntlmssp.decode(result.data)
-    elif mechanism == "NTLM" and result.data:
-        blob.anomalies.append("not_ntlmssp")
+    blob.ntlm, anomaly = ntlm_message(result.data, mechanism)
+    if anomaly is not None:
+        blob.anomalies.append(anomaly)
     return blob
 
 

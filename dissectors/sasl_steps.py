@@ -2,7 +2,8 @@
 
 :class:`dissectors.sasl.AuthTracker` binds responses to the server's prompts; these are the limits it applies when
 the server said nothing since the exchange began (a capture of the client's side only): how many responses each
-mechanism has, and which lines are commands of the protocol rather than base64.
+mechanism has, and which lines are commands of the protocol rather than base64; and the commands that start an
+exchange.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ PROTOCOL_COMMANDS = {
                        "CAPA", "STLS", "AUTH", "LAST"}),
     "imap": frozenset({"DONE"}),
 }  # fmt: skip
+
+
+# The commands that start an exchange, by protocol: Exchange's X-EXPS (the verb its servers authenticate each other
+# with, listed as "X-EXPS GSSAPI NTLM" in EHLO replies) runs AUTH's 334 steps and answers anyone who sends it.
+AUTH_VERBS = {"smtp": ("AUTH", "X-EXPS"), "pop3": ("AUTH",), "imap": ("AUTHENTICATE",)}
 
 
 def looks_like_response(protocol: str, line: str) -> bool:

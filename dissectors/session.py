@@ -14,6 +14,7 @@ from typing import Any
 from dissectors import events as ev
 from dissectors import sasl
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, SKIP_ALL, Line, LineBuffer, Overflow, Raw
+from dissectors.sasl_ntlm import ntlm_message
 
 # Where quoted lines of a multi-line answer were: the frame where the first began, the frame that completed the
 # last, and that frame's time.
@@ -402,6 +403,24 @@ class MailSession:
                 self._emit(ev.AuthAbandoned(side, evidence, result.mechanism, result.reason))
             elif isinstance(result, sasl.SaslAnomaly):
                 self._emit(ev.Anomaly(side, evidence, result.code, result.detail))
+
+    def _stray_challenge(self, text: str) -> bool:
+        """A server continuation that answers no AUTH the capture holds (the client's side not captured, or lost
+        in a gap) and carries an NTLM message, raw or in a GSS-API token: the server's CHALLENGE says what it
+        always says, so its step is read all the same, with an anomaly, as one of an exchange picked up mid-way.
+        False (nothing emitted) for any other line."""
+        reply = sasl.classify_server_line(self.protocol, text)
+        if reply.kind is not sasl.ReplyKind.CONTINUE or not reply.text:
+            return False
+        decoded = sasl.decode_base64(reply.text)
+        message, _ = ntlm_message(decoded.data, "GSSAPI")
+        if message is None:
+            return False
+        evidence = self._evidence()
+        detail = "NTLM message from the server outside any exchange the capture holds: read as one picked up mid-way"
+        self._emit(ev.Anomaly(SERVER, evidence, "unsolicited_challenge", detail))
+        self._emit(ev.SaslStep(SERVER, evidence, "NTLM", decoded.data, message, list(decoded.anomalies)))
+        return True
 
     def _sasl_client(self, text: str) -> bool:
         """Give a client line to the open SASL exchange if it is one of its steps (True); otherwise the exchange

@@ -12,6 +12,9 @@ from dissectors.held import HeldParts, sizes_of
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, Raw
 from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, Span, unique_upper
 
+# EHLO keywords that list SASL mechanisms, and the commands that start an exchange with one (RFC 4954 AUTH; X-EXPS,
+# which Exchange servers authenticate each other with and answer anyone with, NTLM included).
+AUTH_KEYWORDS = ("AUTH", "X-EXPS")
 _REPLY = re.compile(r"^(\d{3})([ -]?)(.*)$")
 _PATH = re.compile(r"^\s*(?:FROM|TO)\s*:\s*(<[^>]*>|[^\s<>]+)(.*)$", re.IGNORECASE)
 _BDAT = re.compile(r"^\s*BDAT\s+(\d{1,12})(\s+LAST)?\s*$", re.IGNORECASE)
@@ -34,9 +37,12 @@ REPLY_OWNERS = {
     551: frozenset({"RCPT", "VRFY", "EXPN"}),
     252: frozenset({"VRFY", "EXPN"}),
     221: frozenset({"QUIT"}),
-    220: frozenset({"STARTTLS", "XCLIENT"}),  # Postfix answers an XCLIENT it took with a new greeting
+    220: frozenset({"STARTTLS", "X-ANONYMOUSTLS", "XCLIENT"}),  # Postfix answers an XCLIENT it took with a greeting
 }
 _XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
+# Commands after whose 220 the stream is TLS: RFC 3207 STARTTLS, and X-ANONYMOUSTLS, with which Exchange servers
+# start TLS between themselves (listed in their EHLO replies to anyone).
+TLS_COMMANDS = frozenset({"STARTTLS", "X-ANONYMOUSTLS"})
 
 
 def reply_fits(verb: str, code: int) -> bool:
@@ -99,6 +105,8 @@ class SmtpSession(MailSession):
             return
         verb, _, argument = text.strip().partition(" ")
         verb, argument = verb.upper(), argument.strip()
+        if verb in AUTH_KEYWORDS:
+            verb = "AUTH"  # X-EXPS runs AUTH's exchange, answered by the same replies
         command = self._command(verb, text, argument)
         if verb in ("EHLO", "HELO", "LHLO"):
             self._emit(ev.Hello(ev.Side.CLIENT, self._evidence(), verb, argument))
@@ -169,12 +177,14 @@ class SmtpSession(MailSession):
                 self._pop_pending()
             return
         if not self.pending:
-            if reply.code != 421:  # 421 may come unasked when the server shuts the connection
+            if reply.code != 421 and not self._stray_challenge(final_line):  # 421 may come unasked at shutdown
                 self._anomaly(ev.Side.SERVER, "unsolicited_reply", f"reply {reply.code} to no command")
             return
         if not reply_fits(self.pending[0].verb, reply.code):  # the oldest command's reply is missing, or none fits
             if not any(reply_fits(command.verb, reply.code) for command in self.pending):
-                self._anomaly(ev.Side.SERVER, "unsolicited_reply", f"reply {reply.code} answers no waiting command")
+                if not self._stray_challenge(final_line):
+                    detail = f"reply {reply.code} answers no waiting command"
+                    self._anomaly(ev.Side.SERVER, "unsolicited_reply", detail)
                 return
             while not reply_fits(self.pending[0].verb, reply.code):
                 self._unanswered_command(self._pop_pending(), reply.code)
@@ -200,7 +210,7 @@ class SmtpSession(MailSession):
         Only when the server's first bytes were lost (a gap) may it answer a pending STARTTLS instead."""
         if reply.code not in (220, 421, 554):
             return False
-        return not (self._greeting_lost and self.pending and self.pending[0].verb == "STARTTLS")
+        return not (self._greeting_lost and self.pending and self.pending[0].verb in TLS_COMMANDS)
 
     def _answer(self, command: _Command, reply: _Reply) -> None:
         code = reply.code
@@ -211,12 +221,8 @@ class SmtpSession(MailSession):
             keywords = [line.strip() for line in lines[1:] if line.strip()]
             mechanisms: list[str] = []
             for keyword in keywords:
-                name, _, value = (
-                    keyword.replace("=", " ", 1).partition(" ")
-                    if keyword.upper().startswith("AUTH=")
-                    else keyword.partition(" ")
-                )
-                if name.upper() == "AUTH":
+                if _is_auth(keyword):  # "AUTH PLAIN LOGIN", "AUTH=LOGIN": the words after the keyword's name
+                    name, _, value = keyword.replace("=", " ", 1).partition(" ")
                     mechanisms.extend(value.split())
             starttls = any(k.upper() == "STARTTLS" for k in keywords)
             name = lines[0].split()[0] if lines and lines[0].split() else None
@@ -231,8 +237,8 @@ class SmtpSession(MailSession):
                     server_name=name,
                 )
             )
-        elif verb == "STARTTLS":
-            self._start_tls("STARTTLS", code == 220)
+        elif verb in TLS_COMMANDS:
+            self._start_tls(verb, code == 220)
         elif verb == "MAIL":
             self._emit(
                 ev.MailFrom(ev.Side.CLIENT, self._command_evidence(command), _address(command.argument), code, positive)
@@ -323,10 +329,14 @@ def _advertised(code: int, lines: list[str]) -> str | None:
 
 
 def _is_auth(keyword: str) -> bool:
-    """An EHLO keyword line listing mechanisms: ``AUTH PLAIN LOGIN``, ``AUTH=LOGIN`` (the word AUTH, in any case,
-    then the end, a space or an equals sign)."""
+    """An EHLO keyword line listing mechanisms: ``AUTH PLAIN LOGIN``, ``AUTH=LOGIN``, Exchange's ``X-EXPS GSSAPI
+    NTLM`` and ``X-EXPS=LOGIN`` (the word, in any case, then the end, a space or an equals sign)."""
     word = keyword.strip()
-    return word[:4].upper() == "AUTH" and (len(word) == 4 or word[4] == "=" or word[4].isspace())
+    for name in AUTH_KEYWORDS:
+        size = len(name)
+        if word[:size].upper() == name and (len(word) == size or word[size] == "=" or word[size].isspace()):
+            return True
+    return False
 
 
 def _is_last(argument: str) -> bool:

@@ -14,6 +14,8 @@ import pytest
 
 from dissectors import sasl
 from dissectors.imap import capability_code, literal_at_end, tokens, without_capability_codes
+from dissectors.imap_syntax import id_parameters
+from dissectors.sasl_ntlm import ntlm_message
 from fuzz.amplify import KNOWN_SHAPES, per_byte_seconds
 from passive.analysis.domains import destination_domain
 from passive.analysis.software import search_software
@@ -78,6 +80,13 @@ PARSERS = {
     "classify_server_line": (
         lambda t: sasl.classify_server_line(sasl.Protocol.SMTP, t),
         lambda n: "334" + " " * n + "x",
+    ),
+    "id_parameters escapes": (lambda t: id_parameters([t]), lambda n: '("' + '\\"' * (n // 2)),
+    "id_parameters unterminated quotes": (lambda t: id_parameters([t]), lambda n: ' "' * (n // 2)),
+    "id_parameters parentheses": (lambda t: id_parameters([t]), lambda n: "(" * n + "a"),
+    "ntlm_message in a GSS-API token": (
+        lambda t: ntlm_message(sasl.decode_base64(t).data, "GSSAPI"),
+        lambda n: "oYI" + "A" * n,
     ),
     "destination_domain": (destination_domain, lambda n: "@a:" * (n // 3) + "%!"),
     # The search itself, not the cache of banners in front of it (which would answer every repeat at once).

@@ -283,7 +283,7 @@ def test_implicit_tls_is_recorded_and_not_read() -> None:
 
 # Keyword lines around "AUTH": its cases, what may follow it, whitespace of every kind, and letters whose case
 # mapping changes their length (ß, ﬀ) or that combine with the one before.
-_AUTH_LINES = st.text(alphabet=st.sampled_from(list("AUTHauth= \t\u00a0\u2003\u0301ßﬀıxX1-")), max_size=12)
+_AUTH_LINES = st.text(alphabet=st.sampled_from(list("AUTHauth= \t\u00a0\u2003\u0301ßﬀıxX1-EPSepsſ")), max_size=12)
 
 
 @settings(max_examples=3000, deadline=None)
@@ -293,12 +293,16 @@ _AUTH_LINES = st.text(alphabet=st.sampled_from(list("AUTHauth= \t\u00a0\u2003\u0
 @example("AUTHß")
 @example("AUTH\u0301 NTLM")
 @example("AUTHENTICATE")
+@example("X-EXPS GSSAPI NTLM")
+@example("x-exps=LOGIN")
+@example("X-EXPſ NTLM")
+@example("X-EXPSS")
 def test_ehlo_auth_lines_are_recognised_as_by_splitting_the_line(keyword: str) -> None:
-    """An EHLO line lists mechanisms when its first word, with one '=' read as a space and in upper case, is AUTH:
-    the recogniser that looks at its first five characters says the same of any text."""
+    """An EHLO line lists mechanisms when its first word, with one '=' read as a space and in upper case, is AUTH
+    (or Exchange's X-EXPS): the recogniser that looks at its first characters says the same of any text."""
     from dissectors.smtp import _is_auth
 
-    by_splitting = keyword.strip().upper().replace("=", " ", 1).split()[:1] == ["AUTH"]
+    by_splitting = keyword.strip().upper().replace("=", " ", 1).split()[:1] in (["AUTH"], ["X-EXPS"])
     assert _is_auth(keyword) == by_splitting
 
 

@@ -1,7 +1,9 @@
-"""Name the server software a banner announces, with its version when it says one."""
+"""Name the server software a banner announces, with its version when it says one, and the host name Exchange
+hides in its IMAP and POP3 greetings."""
 
 from __future__ import annotations
 
+import binascii
 import functools
 import re
 
@@ -74,3 +76,26 @@ def search_software(banner: str) -> str | None:
 
 # The search, for the last BANNERS_REMEMBERED distinct ASCII banners it was asked about.
 remembered_software = functools.lru_cache(maxsize=BANNERS_REMEMBERED)(search_software)
+
+
+# Exchange 2013 and later end their IMAP4 and POP3 greetings with the server's own name, base64 of UTF-16LE, in
+# brackets: "* OK The Microsoft Exchange IMAP4 service is ready. [UwBSAFYAMAAxAC4AYwBvAHIAcAAuAGwAbwBjAGEAbAA=]".
+# A DNS name is at most 253 characters: 506 bytes in UTF-16LE, 676 in base64.
+_BRACKETED_BASE64 = re.compile(r"\[([A-Za-z0-9+/]{4,676}={0,2})\]\s*$")
+_HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252})")
+
+
+def banner_host(banner: str | None) -> str | None:
+    """The host name an Exchange IMAP or POP3 greeting encodes at its end (base64 of UTF-16LE in brackets), or None
+    when the banner ends otherwise or the brackets hold no host name."""
+    match = _BRACKETED_BASE64.search(banner) if banner and banner.rstrip().endswith("]") else None
+    if match is None:
+        return None
+    try:
+        raw = binascii.a2b_base64(match.group(1))
+    except binascii.Error:
+        return None
+    if len(raw) % 2:
+        return None
+    host = raw.decode("utf-16-le", errors="replace")
+    return host if _HOST_NAME.fullmatch(host) else None

@@ -393,7 +393,10 @@ MAIL_SERVICE = Kind(
     type=FindingType.MAIL_SERVICE,
     title="Mail service",
     description="Every mail server seen: what it says about itself, whether it offers and uses TLS, who talks to it.",
-    severity_rules=((Severity.INFO, "always: an inventory entry"),),
+    severity_rules=(
+        (Severity.LOW, "the greeting names an internal host (`banner_host`)"),
+        (Severity.INFO, "otherwise"),
+    ),
     fields=(
         Field(
             "banner",
@@ -401,7 +404,11 @@ MAIL_SERVICE = Kind(
             column=True,
             compared=True,
         ),
-        Field("software", "product and version guessed from the banner, or null", column=True, compared=True),
+        Field("banner_host", "the host an Exchange IMAP/POP3 greeting encodes (base64, in brackets)", column=True),
+        Field(
+            "software", "product and version the banner (else the IMAP ID) names, or null", column=True, compared=True
+        ),
+        Field("client_software", "what clients say they run in IMAP ID (first 50)", column=True, union=True, many=True),
         Field("starttls_offered", "STARTTLS/STLS advertised", column=True, compared=True),
         Field("tls", "TLS used (STARTTLS accepted, or TLS from the first byte)", column=True),
         *(Field(name, doc, active=True) for name, doc in _TLS_FACTS),

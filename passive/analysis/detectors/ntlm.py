@@ -29,6 +29,7 @@ class _Exchange:
     challenge: ntlmssp.ChallengeMessage | None = None
     authenticate: ntlmssp.AuthenticateMessage | None = None
     evidence: list[ev.Evidence] = field(default_factory=list)
+    named: ev.SaslStep | None = None  # the client's last step that names it: cited when no CHALLENGE was seen
 
 
 class NtlmDetector(Detector):
@@ -72,6 +73,7 @@ class NtlmDetector(Detector):
             self.count("anomalies", "too_many_ntlm_steps")
         if isinstance(message, ntlmssp.NegotiateMessage):
             exchange.negotiate = message
+            exchange.named = event if _names_itself(message) else exchange.named
         elif isinstance(message, ntlmssp.ChallengeMessage):
             exchange.challenge = message
             finding = self._info()
@@ -79,6 +81,7 @@ class NtlmDetector(Detector):
             self.session.apply(_challenged, finding, *self._server_fields(message, event.evidence.timestamp))
         elif isinstance(message, ntlmssp.AuthenticateMessage):
             exchange.authenticate = message
+            exchange.named = event
 
     def result(self, event: ev.AuthResult) -> None:
         if self.exchange is not None and (event.mechanism == "NTLM" or self.exchange.challenge is not None):
@@ -113,12 +116,14 @@ class NtlmDetector(Detector):
 
     def _close(self, outcome: str | None, result: ev.AuthResult | None = None) -> None:
         exchange, self.exchange = self.exchange, None
-        if exchange is None or (exchange.challenge is None and exchange.authenticate is None):
+        if exchange is None or not (exchange.challenge or exchange.authenticate or _names_itself(exchange.negotiate)):
             return
         finding = self._info()
-        if exchange.challenge is None:
+        if exchange.challenge is None:  # the client's side alone: its step that named it is the evidence
             self.session.apply(seen, finding, exchange.evidence[-1].timestamp if exchange.evidence else None,
                                self.context.client)  # fmt: skip
+            if exchange.named is not None:
+                self.record(finding, exchange.named)
         client = self._client_detail(exchange, outcome)
         if result is not None:
             self.record(finding, result)
@@ -205,6 +210,11 @@ def _probed(_finding: None, shared: Shared, server: str, advertised: bool | None
     if finding is not None:
         finding.fields["ntlm_advertised"] = advertised
         finding.fields["ntlm_over_tls"] = over_tls
+
+
+def _names_itself(negotiate: ntlmssp.NegotiateMessage | None) -> bool:
+    """A NEGOTIATE that supplies the client's domain or workstation: a leak even when no CHALLENGE answers it."""
+    return negotiate is not None and bool(negotiate.domain or negotiate.workstation)
 
 
 # Responses that are as good as a password: DES-based, cracked or looked up in rainbow tables (hashcat 5500).

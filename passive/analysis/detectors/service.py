@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 from dissectors import events as ev
 from passive.analysis.detectors.base import Detector, Handlers, Session, Shared
 from passive.analysis.domains import normalize_domain
-from passive.analysis.software import guess_software
+from passive.analysis.software import banner_host, guess_software
 from passive.findings.model import EvidenceRecord, Finding, FindingType, Severity
 
 # Characters of a greeting kept as the finding's banner (and searched for the software): real banners are under 200;
@@ -17,7 +17,12 @@ MAX_BANNER = 512
 
 class ServiceDetector(Detector):
     KIND = FindingType.MAIL_SERVICE
-    HANDLERS: ClassVar[Handlers] = {ev.Greeting: "greeting", ev.Capabilities: "capabilities", ev.StartTls: "start_tls"}
+    HANDLERS: ClassVar[Handlers] = {
+        ev.Greeting: "greeting",
+        ev.Capabilities: "capabilities",
+        ev.StartTls: "start_tls",
+        ev.Identity: "identity",
+    }
 
     def __init__(self, session: Session) -> None:
         super().__init__(session)
@@ -35,7 +40,7 @@ class ServiceDetector(Detector):
 
     def greeting(self, event: ev.Greeting) -> None:
         banner = event.banner[:MAX_BANNER]
-        self.session.apply(_greeting, self.service, banner, self.evidence(event))
+        self.session.apply(_greeting, self.service, banner, banner_host(banner), self.evidence(event))
         first = banner.split(" ", 1)[0]
         if "." in first:
             self.session.server_names.add(normalize_domain(first))
@@ -45,6 +50,14 @@ class ServiceDetector(Detector):
             self.session.server_names.add(normalize_domain(event.server_name))
         if event.starttls:
             self.session.apply(_fields, self.service, {"starttls_offered": True})
+
+    def identity(self, event: ev.Identity) -> None:
+        """IMAP ID: a client's names the software it runs; a server's names its own when the banner did not."""
+        software = described_software(event.fields)
+        if software is None:
+            return
+        effect = _client_software if event.side is ev.Side.CLIENT else _server_software
+        self.session.apply(effect, self.service, software, self.evidence(event))
 
     def start_tls(self, event: ev.StartTls) -> None:
         if event.accepted:
@@ -68,18 +81,51 @@ class ServiceDetector(Detector):
 # -- effects (passive.analysis.detectors.base) ------------------------------------------------------------------
 
 
+def described_software(fields: dict[str, str]) -> str | None:
+    """What an ID parameter list says the software is: ``Thunderbird 115.3.1 (Windows 10)`` from its name (or
+    vendor), version, os and os-version; None without a name or vendor."""
+    name = fields.get("name") or fields.get("vendor")
+    if not name:
+        return None
+    system = " ".join(value for value in (fields.get("os"), fields.get("os-version")) if value)
+    text = " ".join(value for value in (name, fields.get("version")) if value)
+    return f"{text} ({system})" if system else text
+
+
 def _defaults(service: Finding, shared: Shared) -> None:
     fields = service.fields
-    for name, default in (("banner", None), ("software", None), ("starttls_offered", False), ("tls", False)):
+    defaults = (("banner", None), ("banner_host", None), ("software", None), ("starttls_offered", False))
+    for name, default in (*defaults, ("tls", False)):
         fields.setdefault(name, default)
+    fields.setdefault("client_software", [])
 
 
-def _greeting(service: Finding, shared: Shared, banner: str, evidence: EvidenceRecord) -> None:
-    """The first banner a server is seen with is its banner (and names its software); every greeting is cited."""
+def _client_software(service: Finding, shared: Shared, software: str, evidence: EvidenceRecord) -> None:
+    """Each software a client named is listed once (up to the list's bound), cited where it was first named."""
+    listed = service.fields.setdefault("client_software", [])
+    before = len(listed)
+    service.add_name("client_software", software[:MAX_BANNER])
+    if len(listed) > before:
+        service.add_evidence(evidence)
+
+
+def _server_software(service: Finding, shared: Shared, software: str, evidence: EvidenceRecord) -> None:
+    """The software a server's ID names is its software when its banner named none."""
+    if service.fields.get("software") is None:
+        service.fields["software"] = software[:MAX_BANNER]
+        service.add_evidence(evidence)
+
+
+def _greeting(service: Finding, shared: Shared, banner: str, host: str | None, evidence: EvidenceRecord) -> None:
+    """The first banner a server is seen with is its banner (and names its software, and the internal host an
+    Exchange greeting encodes: a leak, rated low); every greeting is cited."""
     fields = service.fields
     if fields.get("banner") is None:
         fields["banner"] = banner
         fields["software"] = guess_software(banner, host_first=service.protocol == "smtp")
+        if host is not None:
+            fields["banner_host"] = host
+            service.raise_severity(Severity.LOW)
     service.add_evidence(evidence)
 
 

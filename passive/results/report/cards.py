@@ -66,6 +66,7 @@ def build_card(server: str, records: list[dict[str, Any]]) -> ServerCard:
     )
     service = of_type.get("mail-service", [])
     card.banner = f.text(first(service, "banner"))
+    card.banner_host = f.text(first(service, "banner_host"))
     card.software = f.text(first(service, "software"))
     card.starttls_offered = f.flag(first(service + of_type.get("auth-methods", []), "starttls_offered"))
     card.tls_used = f.flag(first(service, "tls"))
@@ -249,6 +250,9 @@ def _leaks(card: ServerCard, of_type: dict[str, list[dict[str, Any]]]) -> tuple[
         issues.append(fixes.RELAY)
     elif card.relay_state == "internal":
         leaks.append("relays for internal clients without authentication")
+    if card.banner_host:
+        leaks.append(f"its internal host name ({card.banner_host}) in its greeting")
+        issues.append(fixes.EXPOSURE)
     if card.host:
         users = ", user names with crackable responses" if _ntlm_users(of_type) else ""
         leaks.append("AD names and Windows build over NTLM" + users)

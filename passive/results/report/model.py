@@ -88,6 +88,7 @@ class ServerCard:
     severity: str
     sources: list[str]
     banner: str | None = None
+    banner_host: str | None = None  # the internal host an Exchange greeting encodes
     software: str | None = None
     starttls_offered: bool | None = None
     tls_used: bool | None = None
