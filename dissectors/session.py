@@ -15,6 +15,7 @@ from dissectors import events as ev
 from dissectors import sasl
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, SKIP_ALL, Line, LineBuffer, Overflow, Raw
 from dissectors.sasl_ntlm import ntlm_message
+from dissectors.tls_records import implicit_tls_evidence, is_tls_record
 
 # Where quoted lines of a multi-line answer were: the frame where the first began, the frame that completed the
 # last, and that frame's time.
@@ -35,8 +36,6 @@ MAX_VERB = 64
 MAX_SESSION_BYTES = 2 * 1024 * 1024
 CLIENT, SERVER = ev.Side.CLIENT, ev.Side.SERVER
 _NO_LINE = Line("", None, None)
-# The first byte of a TLS record (RFC 8446 5.1: change_cipher_spec, alert, handshake, application_data).
-_TLS_RECORD_TYPES = (b"\x14", b"\x15", b"\x16", b"\x17")
 
 
 class MailSession:
@@ -345,7 +344,7 @@ class MailSession:
         before the client's are read as they are."""
         if side is SERVER:
             return False
-        if data[:1] in _TLS_RECORD_TYPES and data[1:2] == b"\x03":
+        if is_tls_record(data):
             self._tls_began()
             self.tls_bytes += len(data)
             return True
@@ -444,13 +443,3 @@ def unique_upper(words: list[str]) -> list[str]:
         if word:
             seen.setdefault(word.upper(), None)
     return list(seen)
-
-
-# TLS handshake message types (RFC 8446 section 4) a connection can start with.
-_HELLO_NAMES = {1: "ClientHello", 2: "ServerHello"}
-
-
-def implicit_tls_evidence(record: bytes) -> str:
-    """The evidence line for a stream that starts with a TLS handshake record: what it was, never its bytes."""
-    hello = _HELLO_NAMES.get(record[5], "handshake message") if len(record) > 5 else "handshake record"
-    return f"[TLS {hello} from the first byte: implicit TLS]"

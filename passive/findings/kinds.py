@@ -9,10 +9,17 @@ dashboard, ``compare``, the store's merge rules and ``docs/schema.md`` (written 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from typing import Any
 
 from passive.findings.schema import COMMON_FIELDS, SEVERITY_ORDER, Field, Kind, Severity, rank
+from passive.findings.summaries import (
+    credentials_summary,
+    methods_summary,
+    methods_title,
+    ntlm_summary,
+    relay_summary,
+    relay_title,
+    service_summary,
+)
 
 __all__ = [
     "AUTH_METHODS",
@@ -40,59 +47,6 @@ class FindingType(enum.StrEnum):
     CLEARTEXT_CREDENTIALS = "cleartext-credentials"
     MAIL_SERVICE = "mail-service"
     OPEN_RELAY = "open-relay"
-
-
-def _ntlm_summary(record: Mapping[str, Any]) -> str:
-    host = record.get("dns_computer") or record.get("netbios_computer") or "?"
-    domain = record.get("dns_domain") or record.get("netbios_domain")
-    parts = [f"{host} ({domain})" if domain else str(host)]
-    if record.get("os_release") or record.get("os_version"):
-        parts.append(str(record.get("os_release") or record.get("os_version")))
-    if record.get("users"):
-        parts.append("users " + ", ".join(map(str, list(record["users"])[:3])))
-    return "; ".join(parts)
-
-
-def _methods_summary(record: Mapping[str, Any]) -> str:
-    exposed = record.get("cleartext_exposed") or []
-    mechanisms = " ".join(map(str, record.get("mechanisms") or [])) or "no mechanism advertised"
-    return mechanisms + (f" (without TLS: {' '.join(map(str, exposed))})" if exposed else "")
-
-
-def _credentials_summary(record: Mapping[str, Any]) -> str:
-    attempts = [entry for entry in record.get("attempts") or [] if isinstance(entry, Mapping)]
-    verdicts = record.get("outcome") or "no verdict"
-    if len({entry.get("password_no") for entry in attempts}) > 1:
-        verdicts = ", ".join(f"password {a.get('password_no')}: {a.get('outcome') or 'no verdict'}" for a in attempts)
-    return f"{record.get('mechanism')} {record.get('user')} ({verdicts})"
-
-
-def _service_summary(record: Mapping[str, Any]) -> str:
-    return str(record.get("software") or record.get("banner") or "")
-
-
-def _relay_summary(record: Mapping[str, Any]) -> str:
-    verdict = record.get("verdict") or ("relays" if record.get("accepted") else "refused")
-    return f"{verdict}: {record.get('mail_from')} -> {record.get('rcpt_to')}"
-
-
-def _methods_title(record: Mapping[str, Any]) -> str | None:
-    return None if record.get("cleartext_exposed") else "Authentication mechanisms"
-
-
-_RELAY_TITLES = {
-    "possible-relay": "Possible open relay",
-    "relays-for-internal-clients": "Relays for internal clients",
-    "relays-for-trusted-network": "Relays for trusted networks",
-    "refused": "Relay refused",
-}
-
-
-def _relay_title(record: Mapping[str, Any]) -> str | None:
-    verdict = record.get("verdict")
-    if verdict is None:  # a record written before verdicts existed
-        return None if record.get("accepted") is True else "Relay refused"
-    return _RELAY_TITLES.get(str(verdict))
 
 
 NTLM_INFO = Kind(
@@ -169,7 +123,7 @@ NTLM_INFO = Kind(
         "per exchange: `client`, `user`, `domain`, `workstation`, `ntlm_version`, `client_os_version`, `spn`, "
         "`outcome`, `outcome_line`, `time`, `file`, `frames` (distinct, in order, in that file); HTTP: `http_path`"
     ),
-    summary=_ntlm_summary,
+    summary=ntlm_summary,
     remediation=(
         "Anyone who sends AUTH NTLM gets the server's internal host name, Active Directory domain and forest, "
         "Windows build and clock, before any password is checked; clients that use it also send user and "
@@ -241,7 +195,7 @@ CLEARTEXT_CREDENTIALS = Kind(
     identity=("mechanism", "user"),
     details_doc="per occurrence: `client`, `outcome`, `password_no` (which of `attempts`' secrets), `time`, `file`",
     common_columns=("clients",),
-    summary=_credentials_summary,
+    summary=credentials_summary,
     remediation=(
         "A user name and password crossed the network unencrypted and must be considered known to anyone on "
         "the path: change that password. Then stop it happening again: require TLS before authentication on "
@@ -308,8 +262,8 @@ OPEN_RELAY = Kind(
     details_doc="every attempt: `client`, `mail_from`, `rcpt_to`, `accepted`, `reply`, `message_refused`, `time`, "
     "`file`",
     common_columns=("clients",),
-    summary=_relay_summary,
-    variant_title=_relay_title,
+    summary=relay_summary,
+    variant_title=relay_title,
     remediation=(
         "The server accepted, without authentication, mail for a domain that is not its own: it relays for "
         "anyone, so spammers and phishers can send through it. Allow relaying only for authenticated users and "
@@ -359,8 +313,8 @@ AUTH_METHODS = Kind(
         Field("starttls_offered", "STARTTLS/STLS advertised", column=True),
         Field("tls", "TLS actually started in a session", column=True),
     ),
-    summary=_methods_summary,
-    variant_title=_methods_title,
+    summary=methods_summary,
+    variant_title=methods_title,
     remediation=(
         "Offer authentication only after TLS: advertise no AUTH mechanisms (and no POP3 USER or IMAP LOGIN) on "
         "a clear-text connection, e.g. Postfix 'smtpd_tls_auth_only = yes', Dovecot "
@@ -399,10 +353,7 @@ MAIL_SERVICE = Kind(
     ),
     fields=(
         Field(
-            "banner",
-            "the greeting text (SMTP 220, POP3 +OK, IMAP * OK) without the status code",
-            column=True,
-            compared=True,
+            "banner", "the greeting (SMTP 220, POP3 +OK, IMAP * OK) without its status code", column=True, compared=True
         ),
         Field("banner_host", "the host an Exchange IMAP/POP3 greeting encodes (base64, in brackets)", column=True),
         Field(
@@ -426,7 +377,7 @@ MAIL_SERVICE = Kind(
         ),
     ),
     common_columns=("clients", "first_seen", "last_seen"),
-    summary=_service_summary,
+    summary=service_summary,
     remediation=(
         "Know every mail service on the network: close ports that should not be reachable (firewall or bind to "
         "the right interface), keep the banner free of software versions and internal names, and offer "
