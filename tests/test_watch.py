@@ -47,7 +47,7 @@ from passive.results.store import FindingStore
 ROOT = Path(__file__).resolve().parents[1]
 PCAPS = sorted((ROOT / "pcaps").glob("*.pcap"))
 LEAKSCOPE = [sys.executable, "-c", "from passive.cli.main import main; main()"]
-REPLAY_NS = "lswatch-t"
+REPLAY_NS = f"lswatch-{os.getpid()}"  # a run of its own: another test run on the machine kills only its own
 REPLAY_IF, WATCH_IF = "lswt-r", "lswt-w"  # tcpreplay sends on one end, watch listens on the other
 # Fields that depend on when and in which frame something was seen, not on what was seen.
 VOLATILE = {"first_seen", "last_seen", "evidence", "evidence_dropped", "details", "details_dropped"}
