@@ -196,8 +196,7 @@ class MailSession:
         if self._tls_hello is not None:  # whatever answered the client's TLS record is lost with it
             self._tls_hello = None
             self.buffers[CLIENT].resync()
-        if self._starttls is not None and side is CLIENT:  # the client's next bytes may be inside its TLS record
-            self._starttls_gap = True
+        self._starttls_gap |= self._starttls is not None and side is CLIENT  # next bytes may be inside its TLS record
         self._clear_pending()
         self._line = Line("", frame, timestamp)
         self._anomaly(side, "gap", f"{size} bytes missing; resynchronised at the next line")
@@ -343,16 +342,17 @@ class MailSession:
         self._starttls_gap = False
 
     def _starttls_answered(self, side: ev.Side, data: bytes) -> bool:
-        """The first bytes after the server accepted STARTTLS: the client's TLS record (any record type: its hello
-        may be lost in a gap) begins TLS; the client's clear text means it carried on without; the server's bytes
-        before the client's are read as they are. A record's header may come split (its first byte alone: no clear
-        text begins with it); after a gap, the client's bytes may be a record's middle: any but clear text is TLS."""
-        if side is SERVER:
-            return False
-        if may_begin_tls_record(data) or (self._starttls_gap and not looks_like_clear_text(data)):
+        """The first bytes after the server accepted STARTTLS: a TLS record (any type, its header maybe cut after
+        its first byte) begins TLS, the server's too (its hello came before the acceptance, or was lost), and so do the
+        client's bytes after a gap unless clear text (a record's middle); the client's clear text means it carried on
+        without; the server's clear text is read as it is."""
+        record = may_begin_tls_record(data)
+        if record or (side is CLIENT and self._starttls_gap and not looks_like_clear_text(data)):
             self._tls_began()
             self.tls_bytes += len(data)
             return True
+        if side is SERVER:
+            return False
         event, self._starttls = self._starttls, None
         assert event is not None
         detail = f"the server accepted {event.command}, but the client carried on in clear text"

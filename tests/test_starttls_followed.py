@@ -134,8 +134,17 @@ def test_a_gap_in_the_client_hello_after_starttls_leaves_the_session_tls(tmp_pat
     findings, events = _findings_and_events(json.loads(done.stdout))
     [service] = [f for f in findings if f["type"] == "mail-service"]
     assert service["tls"] is True
-    assert [e.get("code") or e["event"] for e in events if e["event"] in ("Anomaly", "StartTls")] == ["gap", "StartTls"]
+    # The capture hands over the server's handshake before the client's bytes past the hole: TLS begins there.
+    assert [e.get("code") for e in events if e["event"] == "Anomaly"] in ([], ["gap"])
     assert not [e for e in events if e["event"].startswith("Auth")], events
+    # The client's bytes first (fed directly): the middle of its record after the gap is TLS too.
+    _port, opening, _clear = SESSIONS[protocol]
+    session = SESSION_TYPES[protocol]()
+    fed = [e for from_server, data in opening for e in session.receive(SERVER if from_server else CLIENT_SIDE, data)]
+    fed += session.gap(CLIENT_SIDE, 200)
+    fed += session.receive(CLIENT_SIDE, hello[200:] + b"\r\nAUTH PLAIN\r\n")  # from byte 195 on: not printable
+    assert session.tls
+    assert [type(e).__name__ for e in fed if isinstance(e, (ev.Anomaly, ev.StartTls))] == ["Anomaly", "StartTls"]
 
 
 @pytest.mark.parametrize("protocol", ["pop3", "smtp"])  # IMAP reads no LOGIN after a client gap (literals)
@@ -154,3 +163,44 @@ def test_clear_text_after_a_gap_that_followed_starttls_is_still_read(protocol: s
     assert [e.code for e in events if isinstance(e, ev.Anomaly)] == ["gap", "starttls_not_used"]
     [credentials] = [e for e in events if isinstance(e, ev.Credentials)]
     assert credentials.user == "alice"
+
+
+def test_exchange_x_anonymoustls_begins_tls(tmp_path: Path) -> None:
+    """Exchange servers upgrade each other with X-ANONYMOUSTLS, answered 220 as STARTTLS is: its TLS is TLS, not SMTP
+    lines (before, the 220 answered no command and every record was read as a reply or a command)."""
+    opening = [
+        (True, b"220 exch.example.com Microsoft ESMTP MAIL Service ready\r\n"), (False, b"EHLO edge.example.com\r\n"),
+        (True, b"250-exch.example.com\r\n250-STARTTLS\r\n250-X-ANONYMOUSTLS\r\n250 X-EXPS GSSAPI NTLM\r\n"),
+        (False, b"X-ANONYMOUSTLS\r\n"), (True, b"220 2.0.0 SMTP server ready\r\n"),
+    ]  # fmt: skip
+    records = [(False, CLIENT_HELLO), (True, SERVER_HELLO + b"\r\n"), (False, b"\x17\x03\x03\x00\x0cX-EXPS NTLM\r\n")]
+    findings, events = _findings_and_events(_analyze(tmp_path, "anonymoustls", 25, opening + records))
+    [service] = [f for f in findings if f["type"] == "mail-service"]
+    assert service["tls"] is True
+    [start] = [e for e in events if e["event"] in ("Anomaly", "StartTls")]
+    assert (start["event"], start["command"], start["accepted"]) == ("StartTls", "X-ANONYMOUSTLS", True)
+    # Carried on in clear text instead: read, as after STARTTLS.
+    clear = [(False, b"AUTH PLAIN " + PLAIN.encode() + b"\r\n"), (True, b"235 2.7.0 Authentication successful\r\n")]
+    findings, events = _findings_and_events(_analyze(tmp_path, "anonymoustls-clear", 25, opening + clear))
+    assert [f["user"] for f in findings if f["type"] == "cleartext-credentials"] == ["alice"]
+    assert [e["code"] for e in events if e["event"] == "Anomaly"] == ["starttls_not_used"]
+
+
+@pytest.mark.parametrize("protocol", sorted(SESSIONS))
+def test_a_hello_sent_before_the_acceptance_and_the_server_handshake_are_not_read(
+    tmp_path: Path, protocol: str
+) -> None:
+    """A client that sends its hello with STARTTLS, without waiting (or a span port that reordered the two sides):
+    the server's first bytes after its acceptance are its handshake, whose certificate holds CR LF bytes. They begin
+    TLS; before, they were read as replies (a bad_reply_line per 'line' of the certificate)."""
+    port, opening, clear = SESSIONS[protocol]
+    command, acceptance = opening[-2], opening[-1]
+    certificate = b"\x16\x03\x03\x0b\x00" + (bytes(range(256)) * 11)[:2816]
+    hello = b"\x16\x03\x01\x00\x40" + bytes(range(14, 78))  # no line end: read as nothing before the acceptance
+    turns = [*opening[:-2], (False, command[1] + hello), acceptance, (True, certificate)]
+    turns += [(False, b"\x14\x03\x03\x00\x01\x01"), *((side, b"\x17\x03\x03" + data) for side, data in clear)]
+    findings, events = _findings_and_events(_analyze(tmp_path, f"early-{protocol}", port, turns))
+    [service] = [f for f in findings if f["type"] == "mail-service"]
+    assert service["tls"] is True
+    assert [e["event"] for e in events if e["event"] in ("Anomaly", "StartTls")] == ["StartTls"], events
+    assert [f for f in findings if f["type"] == "cleartext-credentials"] == []
