@@ -15,7 +15,7 @@ from dissectors import events as ev
 from dissectors import sasl
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, SKIP_ALL, Line, LineBuffer, Overflow, Raw
 from dissectors.sasl_ntlm import ntlm_message
-from dissectors.tls_records import implicit_tls_evidence, is_tls_record
+from dissectors.tls_records import implicit_tls_evidence, looks_like_clear_text, may_begin_tls_record
 
 # Where quoted lines of a multi-line answer were: the frame where the first began, the frame that completed the
 # last, and that frame's time.
@@ -62,6 +62,7 @@ class MailSession:
         self._tls_hello: ev.Evidence | None = None
         # The server accepted STARTTLS: believed once the client's next bytes are TLS (its StartTls waits till then).
         self._starttls: ev.StartTls | None = None
+        self._starttls_gap = False  # bytes of the client's were lost after that acceptance (its hello, perhaps)
         self._server_spoke = False  # a byte came from the server (else the capture may hold one side only)
         # Bytes of the server's were lost before its greeting: its first reply may answer a command instead.
         self._greeting_lost = False
@@ -195,6 +196,7 @@ class MailSession:
         if self._tls_hello is not None:  # whatever answered the client's TLS record is lost with it
             self._tls_hello = None
             self.buffers[CLIENT].resync()
+        self._starttls_gap |= self._starttls is not None and side is CLIENT  # next bytes may be inside its TLS record
         self._clear_pending()
         self._line = Line("", frame, timestamp)
         self._anomaly(side, "gap", f"{size} bytes missing; resynchronised at the next line")
@@ -337,17 +339,20 @@ class MailSession:
         # The server accepted: TLS begins when the client's next bytes are a TLS record. A client that carries on in
         # clear text sends what follows (an AUTH, a password) in the clear, and it is read.
         self._starttls = event
+        self._starttls_gap = False
 
     def _starttls_answered(self, side: ev.Side, data: bytes) -> bool:
-        """The first bytes after the server accepted STARTTLS: the client's TLS record (any record type: its hello
-        may be lost in a gap) begins TLS; the client's clear text means it carried on without; the server's bytes
-        before the client's are read as they are."""
-        if side is SERVER:
-            return False
-        if is_tls_record(data):
+        """The first bytes after the server accepted STARTTLS: a TLS record (any type, its header maybe cut after
+        its first byte) begins TLS, the server's too (its hello came before the acceptance, or was lost), and so do the
+        client's bytes after a gap unless clear text (a record's middle); the client's clear text means it carried on
+        without; the server's clear text is read as it is."""
+        record = may_begin_tls_record(data)
+        if record or (side is CLIENT and self._starttls_gap and not looks_like_clear_text(data)):
             self._tls_began()
             self.tls_bytes += len(data)
             return True
+        if side is SERVER:
+            return False
         event, self._starttls = self._starttls, None
         assert event is not None
         detail = f"the server accepted {event.command}, but the client carried on in clear text"

@@ -14,6 +14,22 @@ def is_tls_record(data: bytes) -> bool:
     return data[:1] in RECORD_TYPES and data[1:2] == b"\x03"
 
 
+def may_begin_tls_record(data: bytes) -> bool:
+    """:func:`is_tls_record`, or a record's first byte alone (a header cut after it: no clear text begins with it)."""
+    return is_tls_record(data) or data in RECORD_TYPES
+
+
+# Bytes of a stream read mid-way (after a gap) that tell its clear text from a TLS record's middle: this many, or all
+# if fewer, printable or a line's end. Ciphertext's 8 bytes are all printable about once in 2,800 (95/256 ** 8).
+CLEAR_TEXT_PROBE = 8
+_CLEAR_TEXT_BYTES = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
+
+
+def looks_like_clear_text(data: bytes) -> bool:
+    """Whether bytes picked up mid-stream begin as clear text (a command line), not as ciphertext."""
+    return _CLEAR_TEXT_BYTES.issuperset(data[:CLEAR_TEXT_PROBE])
+
+
 def implicit_tls_evidence(record: bytes) -> str:
     """The evidence line for a stream that starts with a TLS handshake record: what it was, never its bytes."""
     hello = _HELLO_NAMES.get(record[5], "handshake message") if len(record) > 5 else "handshake record"

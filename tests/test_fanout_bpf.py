@@ -20,6 +20,7 @@ from scapy.layers.vxlan import VXLAN
 from scapy.packet import Packet, Raw
 
 from passive.capture.fanout_bpf import flow_hash_program
+from passive.capture.tunnels import MAX_LABELS
 from tests import cbpf
 
 PROGRAM = flow_hash_program()
@@ -167,3 +168,19 @@ def test_what_the_program_cannot_read_still_keeps_both_directions_together() -> 
     assert arp_inside[0] == arp_inside[1] != 0
     frame = bytes(CARRIERS["vxlan"](_tcp(4, True), True))
     assert cbpf.run(PROGRAM, frame[14:60], 0x0800) == 0
+
+
+def test_label_stacks_of_different_depths_each_way_hash_as_the_bare_flow() -> None:
+    """Each direction of an LSP has its own stack: one side may carry entropy labels or a bypass tunnel's label. A
+    stack as deep as the capture reads (passive.capture.tunnels.MAX_LABELS) is skipped both ways; before, past 4
+    labels the program gave up (the first member) while the other direction went by its TCP flow."""
+
+    def stack(depth: int, packet: Packet) -> Packet:
+        frame = Ether(**MAC, type=0x8847)
+        for label in range(depth - 1):
+            frame = frame / MPLS(label=100 + label, s=0)
+        return frame / MPLS(label=7, s=1) / packet
+
+    bare = _hash(Ether(**MAC) / _tcp(4, True))
+    for depth in (1, 2, 5, 6, MAX_LABELS):
+        assert _hash(stack(depth, _tcp(4, True))) == _hash(stack(2, _tcp(4, False))) == bare, depth

@@ -101,6 +101,20 @@ def test_a_message_refused_after_its_recipient_was_accepted_relayed_nothing(tmp_
     assert possible["message_refused"] == "at the end of the data: 554 5.7.1 Message rejected by the content filter"
     assert "nothing was relayed here" in possible["rule"]
 
+    # The words alone, where a content filter's reply holds them (an attachment's name, an RBL's listed relay), are
+    # no refusal of relaying: possible-relay; Exchange's and Exim's own refusals are.
+    for n, (reply, verdict) in enumerate(
+        (
+            ("554 5.7.0 Reject, id=04711-07 - BANNED: recipient-list.exe", "possible-relay"),
+            ("550 5.7.1 Message rejected: sending relay 198.51.100.7 is listed at zen.spamhaus.org", "possible-relay"),
+            ("550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain", "refused"),
+            ("550 relay not permitted", "refused"),
+        )
+    ):
+        ended = transaction(*MESSAGE, f"S: {reply}")
+        [found] = [f for f in analyze(capture(tmp_path / f"words{n}.pcap", ended)) if f["type"] == "open-relay"]
+        assert (found["verdict"], found["message_refused"]) == (verdict, f"at the end of the data: {reply}")
+
     queued = transaction(*MESSAGE, "S: 250 2.0.0 Ok: queued as 4FA2")
     [relayed] = [f for f in analyze(capture(tmp_path / "queued.pcap", queued)) if f["type"] == "open-relay"]
     assert (relayed["verdict"], relayed["severity"], relayed["accepted"]) == ("open-relay", "high", True)

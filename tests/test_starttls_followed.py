@@ -14,10 +14,13 @@ from typing import Any
 
 import pytest
 
+from dissectors import events as ev
+from dissectors.registry import SESSION_TYPES
 from tests.helpers_capture import conversation_segments, ethernet_frames, pcap_bytes
 from tests.test_relay_transactions import ENVIRONMENT, LEAKSCOPE, TIMEOUT
 
 CLIENT = ("203.0.113.9", 40000)
+CLIENT_SIDE, SERVER = ev.Side.CLIENT, ev.Side.SERVER
 PLAIN = base64.b64encode(b"\0alice\0Summer2024!").decode()
 CLIENT_HELLO = b"\x16\x03\x01\x00\x40" + bytes(range(64))
 SERVER_HELLO = b"\x16\x03\x03\x00\x30" + bytes(48)
@@ -93,3 +96,111 @@ def test_a_session_that_ends_right_after_the_acceptance_reads_as_tls(tmp_path: P
     port, opening, _clear = SESSIONS["smtp"]
     [service] = [f for f in _analyze(tmp_path, "ended", port, opening)["findings"] if f["type"] == "mail-service"]
     assert service["tls"] is True
+
+
+def _findings_and_events(document: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    return document["findings"], [e for s in document["sessions"] for e in s["events"]]
+
+
+@pytest.mark.parametrize("protocol", sorted(SESSIONS))
+def test_a_tls_record_header_cut_after_its_first_byte_still_starts_tls(tmp_path: Path, protocol: str) -> None:
+    """A client stack (or a hostile client) that sends its hello's first byte alone: no clear text begins with a
+    record type, so TLS began; its ciphertext is not read as commands."""
+    port, opening, clear = SESSIONS[protocol]
+    ciphertext = [(side, b"\x17\x03\x03" + data) for side, data in clear]
+    tls = [(False, CLIENT_HELLO[:1]), (False, CLIENT_HELLO[1:]), (True, SERVER_HELLO), *ciphertext]
+    findings, events = _findings_and_events(_analyze(tmp_path, f"split-{protocol}", port, opening + tls))
+    [service] = [f for f in findings if f["type"] == "mail-service"]
+    assert service["tls"] is True
+    assert [f for f in findings if f["type"] == "cleartext-credentials"] == []
+    assert [e["event"] for e in events if e["event"] in ("Anomaly", "StartTls")] == ["StartTls"], events
+
+
+@pytest.mark.parametrize("protocol", sorted(SESSIONS))
+def test_a_gap_in_the_client_hello_after_starttls_leaves_the_session_tls(tmp_path: Path, protocol: str) -> None:
+    """The segment carrying the start of the client's hello is lost: its next bytes are the record's middle, which is
+    TLS, not commands (before, they were read as clear text: starttls_not_used, the service not TLS, garbage)."""
+    port, opening, clear = SESSIONS[protocol]
+    hello = b"\x16\x03\x01\x02\x00" + bytes(range(256)) * 2
+    ciphertext = [(side, b"\x17\x03\x03" + data) for side, data in clear]
+    turns = [*opening, (False, hello[:100]), (False, hello[100:] + b"\r\nAUTH PLAIN\r\n"), (True, SERVER_HELLO)]
+    segments = conversation_segments(turns + ciphertext, CLIENT, ("192.0.2.25", port))
+    lost = next(n for n, segment in enumerate(segments) if segment[5] == hello[:100])
+    path = tmp_path / f"gap-{protocol}.pcap"
+    path.write_bytes(pcap_bytes(ethernet_frames(segments[:lost] + segments[lost + 1 :])))
+    done = subprocess.run([*LEAKSCOPE, "analyze", "--format", "json", "--events", str(path)],
+                          capture_output=True, text=True, env=ENVIRONMENT, timeout=TIMEOUT, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    findings, events = _findings_and_events(json.loads(done.stdout))
+    [service] = [f for f in findings if f["type"] == "mail-service"]
+    assert service["tls"] is True
+    # The capture hands over the server's handshake before the client's bytes past the hole: TLS begins there.
+    assert [e.get("code") for e in events if e["event"] == "Anomaly"] in ([], ["gap"])
+    assert not [e for e in events if e["event"].startswith("Auth")], events
+    # The client's bytes first (fed directly): the middle of its record after the gap is TLS too.
+    _port, opening, _clear = SESSIONS[protocol]
+    session = SESSION_TYPES[protocol]()
+    fed = [e for from_server, data in opening for e in session.receive(SERVER if from_server else CLIENT_SIDE, data)]
+    fed += session.gap(CLIENT_SIDE, 200)
+    fed += session.receive(CLIENT_SIDE, hello[200:] + b"\r\nAUTH PLAIN\r\n")  # from byte 195 on: not printable
+    assert session.tls
+    assert [type(e).__name__ for e in fed if isinstance(e, (ev.Anomaly, ev.StartTls))] == ["Anomaly", "StartTls"]
+
+
+@pytest.mark.parametrize("protocol", ["pop3", "smtp"])  # IMAP reads no LOGIN after a client gap (literals)
+def test_clear_text_after_a_gap_that_followed_starttls_is_still_read(protocol: str) -> None:
+    """Bytes lost after the acceptance, then clear-text lines: the client carried on without TLS, and is read (the
+    session fed directly: the capture holds a client's bytes after a hole until the connection ends, past the
+    server's replies)."""
+    _port, opening, clear = SESSIONS[protocol]
+    session = SESSION_TYPES[protocol]()
+    events = [e for from_server, data in opening for e in session.receive(SERVER if from_server else CLIENT_SIDE, data)]
+    events += session.gap(CLIENT_SIDE, 2)
+    events += session.receive(CLIENT_SIDE, b"OP\r\n")  # the rest of a NOOP whose first bytes were lost: skipped
+    events += [e for from_server, data in clear for e in session.receive(SERVER if from_server else CLIENT_SIDE, data)]
+    events += session.close()
+    assert not session.tls
+    assert [e.code for e in events if isinstance(e, ev.Anomaly)] == ["gap", "starttls_not_used"]
+    [credentials] = [e for e in events if isinstance(e, ev.Credentials)]
+    assert credentials.user == "alice"
+
+
+def test_exchange_x_anonymoustls_begins_tls(tmp_path: Path) -> None:
+    """Exchange servers upgrade each other with X-ANONYMOUSTLS, answered 220 as STARTTLS is: its TLS is TLS, not SMTP
+    lines (before, the 220 answered no command and every record was read as a reply or a command)."""
+    opening = [
+        (True, b"220 exch.example.com Microsoft ESMTP MAIL Service ready\r\n"), (False, b"EHLO edge.example.com\r\n"),
+        (True, b"250-exch.example.com\r\n250-STARTTLS\r\n250-X-ANONYMOUSTLS\r\n250 X-EXPS GSSAPI NTLM\r\n"),
+        (False, b"X-ANONYMOUSTLS\r\n"), (True, b"220 2.0.0 SMTP server ready\r\n"),
+    ]  # fmt: skip
+    records = [(False, CLIENT_HELLO), (True, SERVER_HELLO + b"\r\n"), (False, b"\x17\x03\x03\x00\x0cX-EXPS NTLM\r\n")]
+    findings, events = _findings_and_events(_analyze(tmp_path, "anonymoustls", 25, opening + records))
+    [service] = [f for f in findings if f["type"] == "mail-service"]
+    assert service["tls"] is True
+    [start] = [e for e in events if e["event"] in ("Anomaly", "StartTls")]
+    assert (start["event"], start["command"], start["accepted"]) == ("StartTls", "X-ANONYMOUSTLS", True)
+    # Carried on in clear text instead: read, as after STARTTLS.
+    clear = [(False, b"AUTH PLAIN " + PLAIN.encode() + b"\r\n"), (True, b"235 2.7.0 Authentication successful\r\n")]
+    findings, events = _findings_and_events(_analyze(tmp_path, "anonymoustls-clear", 25, opening + clear))
+    assert [f["user"] for f in findings if f["type"] == "cleartext-credentials"] == ["alice"]
+    assert [e["code"] for e in events if e["event"] == "Anomaly"] == ["starttls_not_used"]
+
+
+@pytest.mark.parametrize("protocol", sorted(SESSIONS))
+def test_a_hello_sent_before_the_acceptance_and_the_server_handshake_are_not_read(
+    tmp_path: Path, protocol: str
+) -> None:
+    """A client that sends its hello with STARTTLS, without waiting (or a span port that reordered the two sides):
+    the server's first bytes after its acceptance are its handshake, whose certificate holds CR LF bytes. They begin
+    TLS; before, they were read as replies (a bad_reply_line per 'line' of the certificate)."""
+    port, opening, clear = SESSIONS[protocol]
+    command, acceptance = opening[-2], opening[-1]
+    certificate = b"\x16\x03\x03\x0b\x00" + (bytes(range(256)) * 11)[:2816]
+    hello = b"\x16\x03\x01\x00\x40" + bytes(range(14, 78))  # no line end: read as nothing before the acceptance
+    turns = [*opening[:-2], (False, command[1] + hello), acceptance, (True, certificate)]
+    turns += [(False, b"\x14\x03\x03\x00\x01\x01"), *((side, b"\x17\x03\x03" + data) for side, data in clear)]
+    findings, events = _findings_and_events(_analyze(tmp_path, f"early-{protocol}", port, turns))
+    [service] = [f for f in findings if f["type"] == "mail-service"]
+    assert service["tls"] is True
+    assert [e["event"] for e in events if e["event"] in ("Anomaly", "StartTls")] == ["StartTls"], events
+    assert [f for f in findings if f["type"] == "cleartext-credentials"] == []

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from passive.capture.tunnels import MAX_LABELS
+
 # struct sock_filter codes (linux/filter.h, linux/bpf_common.h).
 LD, LDX, ST, STX, ALU, JMP, RET, MISC = 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07
 W, H, B = 0x00, 0x08, 0x10
@@ -46,7 +48,10 @@ M_HASH, M_L3, M_L4, M_TMP, M_CUR, M_FLAGS = 0, 1, 2, 3, 4, 5
 
 VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
 VLAN_TAGS = 2  # tags read at each level (a kernel takes the outermost tag off before the program runs)
-MPLS_LABELS = 4  # labels of a stack skipped before the packet inside (deeper stacks: hashed by what is read)
+# Labels of a stack skipped before the packet inside: as many as the capture pops (deeper stacks: the first member).
+# Each direction of an LSP has its own stack, an entropy label pair or a bypass tunnel making one side deeper: a
+# shorter bound than the capture's hashed one direction by its TCP flow and the other not at all, splitting it.
+MPLS_LABELS = MAX_LABELS
 VXLAN_PORTS = (4789, 8472)
 GPE_PORT = 4790
 GENEVE_PORT = 6081

@@ -33,6 +33,10 @@ from passive.capture.scanread import ScanTally, buffer_scanner
 from passive.core.errors import CaptureError, one_line
 
 SNAPLEN = 262144  # bytes kept of each packet: whole packets
+# The longest packet the kernel hands a fanout group's member once it joined IPv4 fragments (the group's DEFRAG flag):
+# an IPv4 datagram's largest total length after an Ethernet header and two VLAN tags. A shorter --snaplen cuts what a
+# single capture process, joining the pieces itself (passive.capture.defrag), would read whole.
+JOINED_MAX = 65535 + 14 + 2 * 4
 LIVE_BATCH = 256  # packets asked of libpcap per next_batch call, at most...
 LIVE_BATCH_BYTES = 16 * 1024 * 1024  # ...and at most this many bytes of snapshot length (next_batch counts packets)
 BUFFER_MIB = 32
@@ -76,9 +80,16 @@ class LiveCapture:
         self.interface = interface
         handle = _activate(interface, snaplen, promisc, timeout_ms, buffer_size)
         self._handle = handle
-        self.fanout_warning: str | None = None
+        self.fanout_warnings: list[str] = []
         if fanout is not None:
-            self.fanout_warning = _join_fanout(handle, interface, fanout)
+            refused, joins = _join_fanout(handle, interface, fanout)
+            self.fanout_warnings = [refused] if refused else []
+            if joins and snaplen < JOINED_MAX:
+                self.fanout_warnings.append(
+                    f"the kernel joins IPv4 fragments before the capture processes (--jobs): a packet joined past "
+                    f"--snaplen {snaplen} is cut, and a tunnel packet fragmented outside loses its end, which one "
+                    f"process joining the pieces itself reads whole (--snaplen {JOINED_MAX} keeps every joined packet)"
+                )
         self._timeout = max(timeout_ms, 1) / 1000
         self._batch = max(1, min(LIVE_BATCH, LIVE_BATCH_BYTES // max(1, snaplen)))
         # After should_stop(): how long at most to keep reading what was captured before the stop.
@@ -117,8 +128,8 @@ class LiveCapture:
         forward from the last packet's timestamp by the wall-clock time elapsed since it arrived.
         """
         counters = counters if counters is not None else CaptureCounters()
-        if self.fanout_warning:
-            counters.warn(self.fanout_warning, anomaly=False)
+        for warning in self.fanout_warnings:
+            counters.warn(warning, anomaly=False)
         engine = Engine(handler_factory, self.options, counters, scanning=True, keep_servers=True)
         engine.scanner = buffer_scanner(self.options)
         tally = ScanTally(counters)
@@ -209,17 +220,18 @@ def _activate(interface: str, snaplen: int, promisc: bool, timeout_ms: int, buff
     return handle
 
 
-def _join_fanout(handle: Any, interface: str, group: int) -> str | None:
+def _join_fanout(handle: Any, interface: str, group: int) -> tuple[str | None, bool]:
     """Join the fanout group ``group``, whose program (:mod:`passive.capture.fanout_bpf`) hands both directions of
     each TCP flow, tunnelled or not, to one of the group's sockets. Where the kernel takes no program, the group is
     a ``PACKET_FANOUT_HASH`` one (its hash of the outermost headers splits flows inside VXLAN or Geneve): a warning,
-    returned."""
+    returned, and whether the kernel joins IPv4 fragments before handing packets over (``PACKET_FANOUT_FLAG_DEFRAG``:
+    not in that fallback)."""
     try:
         fd = handle.getfd()
         _join_with_program(fd, group & 0xFFFF)
-        return None
+        return None, True
     except _ProgramRefused as exc:  # in the group, without a program: every packet goes to its first member
-        return f"the kernel refused the fanout program ({exc}): the first capture process reads every packet"
+        return f"the kernel refused the fanout program ({exc}): the first capture process reads every packet", True
     except (AttributeError, OSError) as exc:
         refused = one_line(exc)
     pcapy = binding()
@@ -232,7 +244,8 @@ def _join_fanout(handle: Any, interface: str, group: int) -> str | None:
         ) from None
     return (
         f"the kernel refused the fanout program ({refused}): flows are spread by their outermost headers, which "
-        "may split a tunnelled session (VXLAN, Geneve) between capture processes"
+        "may split a tunnelled session (VXLAN, Geneve) between capture processes",
+        False,
     )
 
 

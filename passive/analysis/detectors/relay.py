@@ -39,8 +39,16 @@ from passive.findings.model import FindingType
 # credentials detector's pending bound allows.
 MAX_HELD_RECIPIENTS = 32
 MAX_HELD_CHARACTERS = 16 * 1024
-# A refusal of the message that is about relaying or the recipients, not the message's content.
-_ABOUT_RECIPIENTS = re.compile(r"relay|recipient", re.IGNORECASE)
+# A refusal of the message that is about relaying or the recipients, not the message's content: a refusal's words
+# (Postfix, Sendmail, Exim, Exchange, qmail), not the words alone, which a content filter's reply may hold anywhere
+# (an attachment's name in Amavis's "BANNED: relay.exe", the "relay" an RBL listed).
+_ABOUT_RECIPIENTS = re.compile(
+    r"relay(?:ing)?\s+(?:access\s+)?(?:denied|not\s+(?:permitted|allowed|authori[sz]ed)|prohibited|refused|forbidden)"
+    r"|(?:unable|not\s+(?:allowed|permitted|authori[sz]ed)|cannot|can't|do\s+not|don't|will\s+not|won't)\s+(?:to\s+)?relay"
+    r"|\bno\s+relaying|\bno\s+valid\s+recipients|allowed\s+rcpthosts"
+    r"|recipients?\s+(?:address\s+)?(?:rejected|refused|denied|unknown|not\s+(?:found|allowed|permitted))",
+    re.IGNORECASE,
+)
 # XCLIENT values that give no login or address (Postfix's placeholders).
 _UNKNOWN_VALUES = frozenset({"[UNAVAILABLE]", "[TEMPUNAVAIL]", ""})
 
