@@ -6,7 +6,7 @@ a return at the end."""
 
 from __future__ import annotations
 
-from passive.capture.fanout_bpf import SKF_AD_OFF, SKF_AD_PROTOCOL, SKF_NET_OFF
+from passive.capture.fanout_bpf import PACKET_OUTGOING, SKF_AD_OFF, SKF_AD_PKTTYPE, SKF_AD_PROTOCOL, SKF_NET_OFF
 
 MEMWORDS = 16
 MASK = 0xFFFFFFFF
@@ -16,8 +16,10 @@ def _signed(k: int) -> int:
     return k - (1 << 32) if k & 0x80000000 else k
 
 
-def run(program: list[tuple[int, int, int, int]], network: bytes, protocol: int) -> int:
-    """The program's return for a packet whose network header (and what follows) is ``network``."""
+def run(program: list[tuple[int, int, int, int]], network: bytes, protocol: int, link: bytes | None = None) -> int:
+    """The program's return for a packet whose network header (and what follows) is ``network``: received, its data
+    starts there; sent (``link``: its link header, in the data before the network header), at ``link``."""
+    data = network if link is None else link + network
     a = x = 0
     memory = [0] * MEMWORDS
     pc = 0
@@ -35,15 +37,17 @@ def run(program: list[tuple[int, int, int, int]], network: bytes, protocol: int)
                 value = memory[k]
             elif mode in (0x20, 0x40):  # ABS, IND
                 offset = _signed(k) + (x if mode == 0x40 else 0)
+                width = {0x00: 4, 0x08: 2, 0x10: 1}[size]
                 if offset == SKF_AD_OFF + SKF_AD_PROTOCOL:
                     value = protocol
+                elif offset == SKF_AD_OFF + SKF_AD_PKTTYPE:
+                    value = 0 if link is None else PACKET_OUTGOING
                 else:
-                    assert offset >= SKF_NET_OFF and offset < 0, f"load outside the network header: {offset}"
-                    start = offset - SKF_NET_OFF
-                    width = {0x00: 4, 0x08: 2, 0x10: 1}[size]
-                    if start + width > len(network):
+                    source, start = (data, offset) if offset >= 0 else (network, offset - SKF_NET_OFF)
+                    assert offset >= 0 or offset >= SKF_NET_OFF, f"load outside the packet: {offset}"
+                    if start + width > len(source):
                         return 0
-                    value = int.from_bytes(network[start : start + width], "big")
+                    value = int.from_bytes(source[start : start + width], "big")
             else:
                 raise AssertionError(f"load mode {mode:#x}")
             if cls == 0x00:

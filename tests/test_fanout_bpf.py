@@ -40,14 +40,14 @@ def _tcp(version: int, forward: bool, ports: tuple[int, int] = PORTS, payload: b
     return packet / Raw(payload) if payload else packet
 
 
-def _hash(frame: Packet) -> int:
+def _hash(frame: Packet, sent: bool = False) -> int:
     """The program's return for an Ethernet frame as the kernel hands it over: its outermost VLAN tag taken off into
-    the packet's metadata, the network header where the data starts."""
+    the packet's metadata; received, the data starts at the network header; sent, at the link header."""
     data = bytes(frame)
     protocol, start = int.from_bytes(data[12:14], "big"), 14
     if protocol in (0x8100, 0x88A8):
         protocol, start = int.from_bytes(data[16:18], "big"), 18
-    return cbpf.run(PROGRAM, data[start:], protocol)
+    return cbpf.run(PROGRAM, data[start:], protocol, data[:start] if sent else None)
 
 
 def _outer(forward: bool, version: int = 4) -> Packet:
@@ -123,16 +123,19 @@ def test_the_program_is_one_the_kernel_takes() -> None:
     cbpf.check(PROGRAM)
 
 
+@pytest.mark.parametrize("sent", [False, True], ids=["received", "sent"])
 @pytest.mark.parametrize("version", [4, 6])
 @pytest.mark.parametrize("carrier", sorted(CARRIERS))
-def test_both_directions_of_a_tunnelled_flow_hash_as_the_bare_flow(carrier: str, version: int) -> None:
+def test_both_directions_of_a_tunnelled_flow_hash_as_the_bare_flow(carrier: str, version: int, sent: bool) -> None:
+    """Received or sent by the capturing host (its own sessions: one direction sent, the other received), every
+    packet of the flow hashes as the bare flow received."""
     wrap = CARRIERS[carrier]
     bare = _hash(Ether(**MAC) / _tcp(version, True))
     assert bare != 0
     assert _hash(Ether(**MAC) / _tcp(version, False)) == bare
     for forward in (True, False):
         for payload in (b"", b"220 mail.example ESMTP\r\n"):
-            assert _hash(wrap(_tcp(version, forward, payload=payload), forward)) == bare, (forward, payload)
+            assert _hash(wrap(_tcp(version, forward, payload=payload), forward), sent) == bare, (forward, payload)
 
 
 @pytest.mark.parametrize("carrier", ["plain", "vxlan", "erspan-ii", "mpls"])

@@ -13,10 +13,12 @@ each level; outside any tunnel, the TCP 4-tuple itself.
 The hash is the sum of the flow's address words and ports (a sum does not change when source and destination swap),
 mixed afterwards. Where the program cannot reach the TCP header (a fragment inside a tunnel, extension headers, a
 tunnel it does not read, such as MPLS over UDP, a non-IP payload) it hashes the innermost addresses it read, which
-both directions also share; a packet it cannot read at all goes to the first member. Every load is relative to the
-network header (``SKF_NET_OFF``), where the kernel's receive and transmit paths both set it, and the outermost
-ethertype is the packet's protocol as the kernel knows it (``SKF_AD_PROTOCOL``: a VLAN tag the kernel took off is
-not in the data).
+both directions also share; a packet it cannot read at all goes to the first member. Loads are relative to the
+network header: for a packet received, where its data starts (read through the kernel's ``skb_header_pointer``,
+which reaches headers a driver left in page fragments, as a tunnel's inner headers often are); for a packet the host
+sends, whose data starts at its link header, through ``SKF_NET_OFF`` (before Linux 6.15 that reads the linear part
+only, where a host builds its own headers). The outermost ethertype is the packet's protocol as the kernel knows it
+(``SKF_AD_PROTOCOL``: a VLAN tag the kernel took off is not in the data).
 The group also asks the kernel to join IPv4 fragments before it runs the program (``PACKET_FANOUT_FLAG_DEFRAG``).
 
 The kernel checks the program when the group is given it; tests run it here on every kind of packet (both
@@ -40,6 +42,8 @@ RET_A = 0x10
 TAX, TXA = 0x00, 0x80
 SKF_AD_OFF = -0x1000
 SKF_AD_PROTOCOL = 0
+SKF_AD_PKTTYPE = 4
+PACKET_OUTGOING = 4  # linux/if_packet.h: a packet the host sends
 SKF_NET_OFF = -0x100000
 MAX_INSNS = 4096  # BPF_MAXINSNS: the kernel refuses a longer program
 
@@ -65,6 +69,8 @@ class _Assembler:
 
     code: list[tuple[int, str | None, str | None, int | str]] = field(default_factory=list)
     labels: dict[str, int] = field(default_factory=dict)
+    prefix: str = ""  # of the labels of the copy being written (one per load base)
+    base: int = 0  # what packet loads are relative to: 0 the packet's data, SKF_NET_OFF its network header
 
     def op(self, code: int, k: int = 0) -> None:
         self.code.append((code, None, None, k))
@@ -76,18 +82,20 @@ class _Assembler:
             self.code.append((JMP | code | K, None, "+1", k))
             self.goto(true)
             return
-        self.code.append((JMP | code | K, true, false, k))
+        named = (self.prefix + true if true else None, self.prefix + false if false and false != "+1" else false)
+        self.code.append((JMP | code | K, *named, k))
 
     def goto(self, label: str) -> None:
-        self.code.append((JMP | JA, None, None, label))
+        self.code.append((JMP | JA, None, None, self.prefix + label))
 
     def label(self, name: str) -> None:
+        name = self.prefix + name
         assert name not in self.labels, name
         self.labels[name] = len(self.code)
 
     def net(self, size: int, offset: int) -> None:
-        """A = the ``size`` bytes at X + ``offset`` from the network header."""
-        self.op(LD | size | IND, SKF_NET_OFF + offset)
+        """A = the ``size`` bytes at X + ``offset`` from the network header (where ``base`` says it is)."""
+        self.op(LD | size | IND, self.base + offset)
 
     def program(self) -> list[tuple[int, int, int, int]]:
         out = []
@@ -324,10 +332,27 @@ def _mpls_and_pppoe(asm: _Assembler) -> None:
 
 
 def flow_hash_program() -> list[tuple[int, int, int, int]]:
-    """The program, as ``(code, jt, jf, k)`` rows of ``struct sock_filter``."""
+    """The program, as ``(code, jt, jf, k)`` rows of ``struct sock_filter``: one copy for received packets, whose
+    data starts at their network header and is read through the kernel's ``skb_header_pointer`` (headers in page
+    fragments included), one for packets the host sends, whose data starts at their link header and which are read
+    through ``SKF_NET_OFF`` (a kernel before 6.15 reads only the linear part that way; a host builds its own
+    headers there)."""
     asm = _Assembler()
     asm.op(LD | IMM, 0)
     asm.op(ST, M_HASH)  # the kernel wants every scratch slot written before it is read
+    asm.op(LD | W | ABS, SKF_AD_OFF + SKF_AD_PKTTYPE)
+    asm.jump(JEQ, PACKET_OUTGOING, "sent")
+    asm.prefix, asm.base = "received_", 0
+    _copy(asm)
+    asm.prefix, asm.base = "", SKF_NET_OFF
+    asm.label("sent")
+    asm.prefix = "sent_"
+    _copy(asm)
+    return asm.program()
+
+
+def _copy(asm: _Assembler) -> None:
+    """The program for one load base: the flow's hash, returned."""
     asm.op(LD | W | ABS, SKF_AD_OFF + SKF_AD_PROTOCOL)
     asm.op(LDX | IMM, 0)
     _ethertype_dispatch(asm, "outer")
@@ -359,4 +384,3 @@ def flow_hash_program() -> list[tuple[int, int, int, int]]:
         asm.op(ALU | XOR | X)
         asm.op(ALU | MUL | K, multiplier)
     asm.op(RET | RET_A)
-    return asm.program()
