@@ -6,20 +6,13 @@ initial response are read, each attempt with the server's verdict."""
 from __future__ import annotations
 
 import base64
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from tests.helpers_capture import conversation_segments, ethernet_frames, pcap_bytes
+from tests.test_relay_transactions import analyze
 
-ROOT = Path(__file__).resolve().parents[1]
-LEAKSCOPE = [sys.executable, "-c", "from passive.cli.main import main; main()"]
-ENVIRONMENT = {**os.environ, "PYTHONPATH": str(ROOT)}
 CLIENT = ("203.0.113.9", 40000)
-TIMEOUT = 120
 
 
 def b64(text: str) -> str:
@@ -30,16 +23,7 @@ def credentials(tmp_path: Path, name: str, port: int, lines: list[str]) -> list[
     turns = [(line.startswith("S: "), line[3:].encode() + b"\r\n") for line in lines]
     pcap = tmp_path / f"{name}.pcap"
     pcap.write_bytes(pcap_bytes(ethernet_frames(conversation_segments(turns, CLIENT, ("192.0.2.25", port)))))
-    done = subprocess.run(
-        [*LEAKSCOPE, "analyze", "--format", "json", "--show-secrets", str(pcap)],
-        capture_output=True,
-        text=True,
-        env=ENVIRONMENT,
-        timeout=TIMEOUT,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return [f for f in json.loads(done.stdout)["findings"] if f["type"] == "cleartext-credentials"]
+    return [f for f in analyze(pcap, "--show-secrets") if f["type"] == "cleartext-credentials"]
 
 
 def test_digests_are_medium_and_passwords_high(tmp_path: Path) -> None:

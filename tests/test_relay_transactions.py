@@ -48,17 +48,19 @@ def capture(path: Path, script: str, lost: frozenset[int] = frozenset()) -> Path
     return path
 
 
-def analyze(pcap: Path, *options: str) -> list[dict[str, Any]]:
-    done = subprocess.run(
-        [*LEAKSCOPE, "analyze", "--format", "json", *options, str(pcap)],
-        capture_output=True,
-        text=True,
-        env=ENVIRONMENT,
-        timeout=TIMEOUT,
-        check=False,
-    )
+def run_cli(*arguments: str, columns: int | None = None) -> subprocess.CompletedProcess[str]:
+    """``leakscope ARGUMENTS`` in a process of its own, as a user runs it (tables ``columns`` wide, if given); a
+    failure fails the test with its stderr."""
+    environment = ENVIRONMENT if columns is None else {**ENVIRONMENT, "COLUMNS": str(columns)}
+    done = subprocess.run([*LEAKSCOPE, *arguments], capture_output=True, text=True, env=environment, timeout=TIMEOUT,
+                          check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    findings: list[dict[str, Any]] = json.loads(done.stdout)["findings"]
+    return done
+
+
+def analyze(pcap: Path, *options: str) -> list[dict[str, Any]]:
+    document: dict[str, Any] = json.loads(run_cli("analyze", "--format", "json", *options, str(pcap)).stdout)
+    findings: list[dict[str, Any]] = document["findings"]
     return findings
 
 

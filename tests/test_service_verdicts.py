@@ -3,18 +3,11 @@ name, however it is spelled (the CLI, a real subprocess, on built captures); the
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from tests.helpers_capture import conversation_segments, ethernet_frames, interleaved, pcap_bytes
+from tests.test_relay_transactions import analyze
 
-ROOT = Path(__file__).resolve().parents[1]
-LEAKSCOPE = [sys.executable, "-c", "from passive.cli.main import main; main()"]
-ENVIRONMENT = {**os.environ, "PYTHONPATH": str(ROOT)}
-TIMEOUT = 120
 BANNERS = {
     "192.0.2.1": ("220 haraka.example.com ESMTP ready", None),
     "192.0.2.2": ("220 qmail.corp.example ESMTP", None),
@@ -32,15 +25,6 @@ def test_the_host_name_of_an_smtp_greeting_names_no_software(tmp_path: Path) -> 
         flows.append(ethernet_frames(conversation_segments(turns, ("203.0.113.9", port), (server, 25))))
     pcap = tmp_path / "banners.pcap"
     pcap.write_bytes(pcap_bytes(sorted(interleaved(flows), key=lambda frame: frame[0])))
-    done = subprocess.run(
-        [*LEAKSCOPE, "analyze", "--format", "json", str(pcap)],
-        capture_output=True,
-        text=True,
-        env=ENVIRONMENT,
-        timeout=TIMEOUT,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    services = [f for f in json.loads(done.stdout)["findings"] if f["type"] == "mail-service"]
+    services = [f for f in analyze(pcap) if f["type"] == "mail-service"]
     guessed = {f["server"].rpartition(":")[0]: (f["banner"], f["software"]) for f in services}
     assert guessed == {server: (banner[4:], software) for server, (banner, software) in BANNERS.items()}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 from dissectors import events as ev
 from dissectors.registry import SESSION_TYPES
 from tests.helpers_capture import conversation_segments, ethernet_frames, pcap_bytes
-from tests.test_relay_transactions import ENVIRONMENT, LEAKSCOPE, TIMEOUT
+from tests.test_relay_transactions import run_cli
 
 CLIENT = ("203.0.113.9", 40000)
 CLIENT_SIDE, SERVER = ev.Side.CLIENT, ev.Side.SERVER
@@ -55,10 +54,9 @@ def _analyze(tmp_path: Path, name: str, port: int, turns: list[tuple[bool, bytes
     segments = conversation_segments(turns, CLIENT, ("192.0.2.25", port))
     path = tmp_path / f"{name}.pcap"
     path.write_bytes(pcap_bytes(ethernet_frames(segments)))
-    done = subprocess.run([*LEAKSCOPE, "analyze", "--format", "json", "--events", *options, str(path)],
-                          capture_output=True, text=True, env=ENVIRONMENT, timeout=TIMEOUT, check=False)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    document: dict[str, Any] = json.loads(done.stdout)
+    document: dict[str, Any] = json.loads(
+        run_cli("analyze", "--format", "json", "--events", *options, str(path)).stdout
+    )
     return document
 
 
@@ -128,9 +126,7 @@ def test_a_gap_in_the_client_hello_after_starttls_leaves_the_session_tls(tmp_pat
     lost = next(n for n, segment in enumerate(segments) if segment[5] == hello[:100])
     path = tmp_path / f"gap-{protocol}.pcap"
     path.write_bytes(pcap_bytes(ethernet_frames(segments[:lost] + segments[lost + 1 :])))
-    done = subprocess.run([*LEAKSCOPE, "analyze", "--format", "json", "--events", str(path)],
-                          capture_output=True, text=True, env=ENVIRONMENT, timeout=TIMEOUT, check=False)  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    done = run_cli("analyze", "--format", "json", "--events", str(path))
     findings, events = _findings_and_events(json.loads(done.stdout))
     [service] = [f for f in findings if f["type"] == "mail-service"]
     assert service["tls"] is True

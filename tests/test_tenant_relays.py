@@ -13,39 +13,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.layers.vxlan import VXLAN
-from scapy.packet import Packet, Raw
 
 from tests.helpers_capture import pcap_bytes, write
-from tests.test_tunnel_tenants import MAC, OUTER
+from tests.test_tunnel_tenants import MAC, OUTER, _session
 
 ROOT = Path(__file__).resolve().parents[1]
 LEAKSCOPE = [sys.executable, "-c", "from passive.cli.main import main; main()"]
 CLIENT, SERVER = "198.51.100.7", "10.0.0.25"  # a public client: no private-range assumption decides
-
-
-def _packets(dialogue: list[tuple[str, bytes]], sport: int) -> list[Packet]:
-    seq = {"c": 1000, "s": 5000}
-    packets = []
-
-    def segment(side: str, flags: str, payload: bytes = b"") -> None:
-        other = "s" if side == "c" else "c"
-        src, dst, a, b = (CLIENT, SERVER, sport, 25) if side == "c" else (SERVER, CLIENT, 25, sport)
-        packet = IP(src=src, dst=dst) / TCP(sport=a, dport=b, flags=flags, seq=seq[side], ack=seq[other])
-        packets.append(packet / Raw(payload) if payload else packet)
-        seq[side] += len(payload) + ("S" in flags or "F" in flags)
-
-    segment("c", "S")
-    segment("s", "SA")
-    segment("c", "A")
-    for side, data in dialogue:
-        segment(side, "PA", data)
-    segment("c", "FA")
-    segment("s", "FA")
-    segment("c", "A")
-    return packets
 
 
 def _dialogue(banner: bytes, ehlo: bytes, rcpt: bytes, answer: bytes) -> list[tuple[str, bytes]]:
@@ -73,7 +50,7 @@ def _capture(tmp_path: Path, order: tuple[int, int]) -> Path:
     dialogues = {100: TENANT_100, 200: TENANT_200}
     frames = []
     for start, vni in enumerate(order):
-        for number, packet in enumerate(_packets(dialogues[vni], 41000 + vni)):
+        for number, packet in enumerate(_session(25, dialogues[vni], CLIENT, SERVER, 41000 + vni)):
             frame = Ether(**MAC) / IP(**OUTER) / UDP(sport=50000, dport=4789) / VXLAN(vni=vni) / Ether(**MAC) / packet
             frames.append((1_800_000_000 + start * 10 + number * 0.01, frame))
     return write(tmp_path / f"tenants-{order[0]}-{order[1]}.pcap", pcap_bytes(frames))

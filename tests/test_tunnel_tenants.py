@@ -70,14 +70,18 @@ def _dialogue(computer: str, dns: str, body_segments: int) -> list[tuple[str, by
     ]
 
 
-def _session(port: int, dialogue: list[tuple[str, bytes]]) -> list[Packet]:
+def _session(
+    port: int, dialogue: list[tuple[str, bytes]], client: str = CLIENT, server: str = SERVER, client_port: int = 41000
+) -> list[Packet]:
     """The session's IPv4 packets, handshake and close included; every tenant's has the same ports and ISNs."""
     seq = {"c": 1000, "s": 5000}
     packets = []
 
     def segment(side: str, flags: str, payload: bytes = b"") -> None:
         other = "s" if side == "c" else "c"
-        src, dst, sport, dport = (CLIENT, SERVER, 41000, port) if side == "c" else (SERVER, CLIENT, port, 41000)
+        src, dst, sport, dport = (
+            (client, server, client_port, port) if side == "c" else (server, client, port, client_port)
+        )
         packet = IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags=flags, seq=seq[side], ack=seq[other])
         packets.append(packet / Raw(payload) if payload else packet)
         seq[side] += len(payload) + ("S" in flags or "F" in flags)

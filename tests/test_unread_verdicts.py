@@ -4,19 +4,13 @@ terminal headline, the closing statement and the report's verdict (the CLI, a re
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 from tests.helpers_capture import conversation_segments, ethernet_frames, pcap_bytes
+from tests.test_relay_transactions import run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
-LEAKSCOPE = [sys.executable, "-c", "from passive.cli.main import main; main()"]
-ENVIRONMENT = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
 CLIENT, SERVER = ("203.0.113.9", 40000), ("192.0.2.25", 25)
-TIMEOUT = 120
 # A TLS ClientHello's record header, a ServerHello's, and application data (the bytes after them are not read).
 HELLO = bytes.fromhex("160301004c0100004803031111") + bytes(66)
 SERVER_HELLO = bytes.fromhex("160303004a020000460303") + bytes(71)
@@ -43,15 +37,7 @@ def capture(path: Path, turns: list[tuple[bool, bytes]], server: tuple[str, int]
 def tables(pcap: Path, tmp_path: Path) -> tuple[str, str]:
     """The terminal tables (one line per paragraph) and the HTML report's verdict of one ``analyze -oA`` run."""
     base = tmp_path / pcap.stem
-    done = subprocess.run(
-        [*LEAKSCOPE, "analyze", "-oA", str(base), str(pcap)],
-        capture_output=True,
-        text=True,
-        env=ENVIRONMENT,
-        timeout=TIMEOUT,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    run_cli("analyze", "-oA", str(base), str(pcap), columns=200)
     text = " ".join(base.with_suffix(".txt").read_text().split())
     verdict = re.search(r'id="verdict"><strong>(.*?)</p>', base.with_suffix(".html").read_text(), re.S)
     assert verdict is not None

@@ -10,13 +10,14 @@ import signal
 from pathlib import Path
 
 from scapy.contrib.geneve import GENEVE
-from scapy.layers.inet import IP, TCP, UDP, fragment
+from scapy.layers.inet import IP, UDP, fragment
 from scapy.layers.l2 import Ether
 from scapy.layers.vxlan import VXLAN
-from scapy.packet import Packet, Raw
+from scapy.packet import Packet
 
 from tests.helpers_capture import pcap_bytes, write
 from tests.test_tunnel_tenants import MAC, _dialogue
+from tests.test_tunnel_tenants import _session as tenant_session
 from tests.test_watch import (
     REPLAY_IF,
     REPLAY_NS,
@@ -49,29 +50,13 @@ def _outer(forward: bool, session: int, geneve: bool) -> Packet:
 
 def _session(session: int, start: float) -> list[tuple[float, Packet]]:
     """One NTLM SMTP session in VXLAN (even sessions) or Geneve (odd), its packets a millisecond apart."""
-    client, server, cport = f"10.1.0.{session % 200 + 1}", f"10.2.{session}.25", 40000 + session
-    seq = {"c": 1000, "s": 5000}
-    frames: list[tuple[float, Packet]] = []
-
-    def segment(side: str, flags: str, payload: bytes = b"") -> None:
-        other = "s" if side == "c" else "c"
-        forward = side == "c"
-        src, dst, sport, dport = (client, server, cport, 25) if forward else (server, client, 25, cport)
-        inner = IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags=flags, seq=seq[side], ack=seq[other])
-        seq[side] += len(payload) + ("S" in flags or "F" in flags)
-        outer = _outer(forward, session, geneve=session % 2 == 1)
-        frames.append((start + len(frames) * 0.001, outer / (inner / Raw(payload) if payload else inner)))
-
-    segment("c", "S")
-    segment("s", "SA")
-    segment("c", "A")
-    for side, data in _dialogue(f"MAIL{session}", f"mail{session}.example", 0):
-        segment(side, "PA", data)
-        segment("c" if side == "s" else "s", "A")
-    segment("c", "FA")
-    segment("s", "FA")
-    segment("c", "A")
-    return frames
+    client = f"10.1.0.{session % 200 + 1}"
+    dialogue = _dialogue(f"MAIL{session}", f"mail{session}.example", 0)
+    packets = tenant_session(25, dialogue, client, f"10.2.{session}.25", 40000 + session)
+    return [
+        (start + n * 0.001, _outer(packet[IP].src == client, session, geneve=session % 2 == 1) / packet)
+        for n, packet in enumerate(packets)
+    ]
 
 
 def _capture(path: Path) -> Path:
