@@ -189,3 +189,12 @@ def test_ntlm_synthetic_matches_pyspnego_truth() -> None:
     assert sorted(f["user"] for f in by_protocol.values()) == ["jack", "kate", "liam"]
     # Three mail exchanges and two HTTP ones (tests/test_http.py checks those against tshark).
     assert analysis.stats.ntlm_messages == {"negotiate": 5, "challenge": 5, "authenticate": 5}
+
+
+def test_a_network_monitor_capture_is_named_with_how_to_convert_it() -> None:
+    """The corpus's PktMon and Network Monitor captures (ETW network events, which editcap cannot rewrite): a one-line
+    error that says what they are and where a pcapng of them comes from."""
+    for name in ("PktMon.cap", "capture.cap"):
+        with pytest.raises(CaptureError, match="not a pcap or pcapng file") as raised:
+            analyze(require_corpus("pcaps", "ntlmrawunhide", name))
+        assert "Microsoft Network Monitor capture" in str(raised.value) and "pktmon etl2pcap" in str(raised.value)

@@ -54,6 +54,15 @@ million 20-byte declarations (a 40 MB file) took 267 MiB; past this one, reading
 _READ_SIZE = 1 << 20
 
 
+# Microsoft Network Monitor's formats (2.x, 1.x), named in the error with how to get a pcapng of them (editcap cannot
+# rewrite ETW network events, what netsh trace and PktMon record: they convert from their trace).
+_NETMON = (
+    ": a Microsoft Network Monitor capture; Ethernet frames convert with Wireshark (editcap -F pcapng FILE OUT), ETW "
+    "network events (netsh trace, PktMon) from their .etl trace (pktmon etl2pcap, etl2pcapng)"
+)
+OTHER_FORMATS = ((b"GMBU", _NETMON), (b"RTSS", _NETMON))
+
+
 class RawPacket(NamedTuple):
     frame: int  # 1-based position in the file
     ts: float
@@ -177,7 +186,8 @@ def _kind_of(head: bytes, compressed: str | None) -> FileKind:
     magic_le, magic_be = struct.unpack("<I", head)[0], struct.unpack(">I", head)[0]
     if PCAP_MAGIC_USEC in (magic_le, magic_be) or PCAP_MAGIC_NSEC in (magic_le, magic_be):
         return FileKind("pcap", compressed)
-    raise CaptureFormatError(f"not a pcap or pcapng file (magic {head.hex()})")
+    other = next((hint for magic, hint in OTHER_FORMATS if head.startswith(magic)), "")
+    raise CaptureFormatError(f"not a pcap or pcapng file (magic {head.hex()}){other}")
 
 
 class _Decompressed:
