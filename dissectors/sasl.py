@@ -322,15 +322,15 @@ def _text(data: bytes) -> str:
 
 
 def _plain_credentials(data: bytes) -> list[SaslEvent]:
-    """RFC 4616: [authzid] NUL authcid NUL passwd."""
-    parts = data.split(b"\x00")
-    if len(parts) == 3:
-        authzid, user, password = (_text(p) for p in parts)
-        return [SaslCredentials("PLAIN", user, password, authzid or None)]
-    event = SaslAnomaly("bad_plain_message", f"PLAIN message has {len(parts) - 1} NUL separators, expected 2")
-    if len(parts) == 2:
-        return [event, SaslCredentials("PLAIN", _text(parts[0]), _text(parts[1]))]
-    return [event]
+    """RFC 4616: [authzid] NUL authcid NUL passwd. With more NULs, the password is all after the second (what a
+    server reading to the message's end takes), so that it is the client's secret wherever it shows."""
+    parts = data.split(b"\x00", 2)
+    anomaly = SaslAnomaly("bad_plain_message", f"PLAIN message has {data.count(0)} NUL separators, expected 2")
+    if len(parts) == 1:
+        return [anomaly]
+    authzid, user, password = parts if len(parts) == 3 else [b"", *parts]
+    credentials = SaslCredentials("PLAIN", _text(user), _text(password), _text(authzid) or None)
+    return [credentials] if len(parts) == 3 and b"\x00" not in password else [anomaly, credentials]
 
 
 def _blob(direction: Direction, text: str, mechanism: str) -> SaslBlob:

@@ -31,7 +31,8 @@ def _b64(text: str) -> bytes:
 
 
 def _plain(number: int) -> bytes:
-    return _b64(f"\0{USER}\0{_secret(number)}")
+    """The PLAIN message of session ``number``; session 9's has a third NUL (RFC 4616 allows two)."""
+    return _b64(f"\0{USER}\0{_secret(number)}" + ("\0more" if number == 9 else ""))
 
 
 GREETING = ("s", b"220 mx.example.test ESMTP\r\n")
@@ -68,6 +69,9 @@ SESSIONS = {
     8: (25, [GREETING, *EHLO, ("c", b"AUTH LOGIN\r\n"), ("s", b"334 VXNlcm5hbWU6\r\n"),
              ("c", _b64(_secret(8)) + b"\r\n"), ("s", b"334 UGFzc3dvcmQ6\r\n"), ("c", _b64(_secret(8)) + b"\r\n"),
              ("s", b"535 5.7.8 failed\r\n")]),
+    # SMTP: a PLAIN message with a NUL too many, echoed: its password is still the client's secret.
+    9: (25, [GREETING, *EHLO, ("c", b"AUTH PLAIN " + _plain(9) + b"\r\n"),
+             ("s", b"501 5.5.2 cannot decode response " + _plain(9) + b"\r\n")]),
 }  # fmt: skip
 
 
@@ -108,7 +112,7 @@ def run(*args: str) -> str:
 def test_the_secrets_are_on_the_wire_and_shown_when_asked(capture: Path) -> None:
     shown = run("analyze", "--format", "json", "--events", "--show-secrets", str(capture))
     echoed = {(1, "plain message"), (2, "base64"), (3, "plain message"), (4, "basic"), (5, "secret"), (6, "secret")}
-    echoed |= {(7, "secret"), (8, "secret")}
+    echoed |= {(7, "secret"), (8, "secret"), (9, "plain message")}
     assert echoed <= set(leaks(shown))
     assert '"not_http"' in shown  # sessions 5 and 6 reach the anomaly that used to quote the line
 
