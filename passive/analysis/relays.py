@@ -24,9 +24,10 @@ applies:
 5. otherwise ``open-relay`` (high): a client outside the trusted networks had mail for a foreign domain accepted.
 
 A refused attempt (5xx) is ``refused`` (info), and so is a recipient the server accepted in a transaction whose
-message it then refused (a 5xx to DATA or at the end of the data: servers that check relaying there, or a filter
-that rejects what an accept-all front end took). Each finding says which rule decided, what was assumed, and which
-local domains and trusted networks were used.
+message it then refused for relaying (a 5xx to DATA or at the end of the data naming relaying or the recipients:
+servers that check relaying there); a message refused for another reason (a content filter's) relayed nothing, but
+leaves the attempt ``possible-relay`` (medium) after rules 1 and 2: a message the filter passes may be relayed.
+Each finding says which rule decided, what was assumed, and which local domains and trusted networks were used.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from passive.analysis.domains import (
     is_local,
     registered_domain,
 )
-from passive.core.endpoints import split_endpoint
+from passive.core.endpoints import network_name, split_endpoint
 from passive.findings.model import EvidenceRecord, Finding, FindingSet, FindingType, Severity
 
 # A domain accepted from this many distinct clients, sending from this many distinct domains, is one the server
@@ -341,14 +342,14 @@ class RelayLedger:
         ``relays`` knows of the server, added to its findings as it comes, never rebuilt."""
         attempt = cut(attempt)
         local = relays.local_domains(self.policy)
-        if not is_local(attempt.domain, local, frozenset({split_endpoint(relays.server)[0]})):
+        if not is_local(attempt.domain, local, relays.addresses):
             self._count(findings, relays, attempt, decide(relays, attempt, self.policy), local, 1, True)
 
     def publish(self, findings: FindingSet, relays: ServerRelays, attempt: Attempt | None = None) -> None:
         """Replace the server's relay findings by the verdicts its attempts get now; when nothing local to the server
         changed since the last time, only ``attempt`` (just added) is judged, since no earlier verdict can move."""
         local = relays.local_domains(self.policy)
-        addresses = frozenset({split_endpoint(relays.server)[0]})
+        addresses = relays.addresses
         state = (frozenset(local), relays.knows_its_domains(self.policy))
         if attempt is not None and state == relays.published:
             if is_local(attempt.domain, local, addresses):
@@ -393,7 +394,7 @@ class RelayLedger:
         finding = findings.get(FindingType.OPEN_RELAY, relays.protocol, relays.server, severity, key)
         kept = findings.find(FindingType.OPEN_RELAY, relays.server, key) is finding
         if relays.network:
-            finding.network = f"{relays.network[0]}:{relays.network[1]}"
+            finding.network = network_name(relays.network)
         relays.judged[verdict] = finding if kept else None  # a finding the full set did not keep is not followed
         finding.source = relays.source
         finding.seen(attempt.time, attempt.client)

@@ -15,6 +15,7 @@ from passive.cli.gate import LEVELS, gate_status
 from passive.cli.inputs import load_input, load_records, probe_reports
 from passive.cli.interrupt import interruptible
 from passive.cli.probe import build_options, probe_options, services
+from passive.core.endpoints import server_name
 from passive.core.text import printable
 from passive.probe.prober import run_probe
 from passive.results.baseline import Gate
@@ -59,7 +60,7 @@ def render_comparison(console: Console, document: dict[str, Any]) -> None:
     names = document["sources"]
     blocks: list[Any] = []
     for server in document["servers"][:MAX_SERVERS_SHOWN]:
-        name = server["server"] if server.get("network") is None else f"{server['server']} in {server['network']}"
+        name = server_name(server["server"], server.get("network"))
         title = Text.assemble((printable(name), "bold"), f"  {server['protocol'] or ''}")
         table = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 1))
         table.add_column("field", style="cyan", no_wrap=True)

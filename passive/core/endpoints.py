@@ -20,3 +20,14 @@ def split_endpoint(server: str) -> tuple[str, int]:
     if not host:
         return server, 0
     return host.strip("[]"), int(port) if port.isdigit() else 0
+
+
+def network_name(network: tuple[str, int]) -> str:
+    """An overlay's virtual network as findings name it: ``vxlan-vni:42`` (its kind and id, tunnels.vnet_label)."""
+    return f"{network[0]}:{network[1]}"
+
+
+def server_name(server: str, network: str | None) -> str:
+    """A server as outputs name it: its endpoint, and the overlay network it was seen in (``10.0.0.5:25 in
+    vxlan-vni:42``): tenants reusing one address are servers apart."""
+    return f"{server} in {network}" if network else server

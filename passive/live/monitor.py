@@ -23,6 +23,7 @@ from typing import Any
 
 from passive.analysis.pipeline import Analysis
 from passive.capture import CaptureCounters, LiveCapture, PcapStats
+from passive.core.endpoints import server_name
 from passive.core.errors import StoreError
 from passive.core.rotation import TextSink
 from passive.findings.kinds import KINDS
@@ -289,7 +290,7 @@ class Monitor:
     def _show(self, ident: Identity, finding: Finding, record: dict[str, Any], new: bool) -> FeedEntry:
         previous = self.feed.pop(ident, None)
         # A tenant's server in an overlay is named with its network: tenants reuse addresses (docs/schema.md).
-        name = record["server"] if not record.get("network") else f"{record['server']} in {record['network']}"
+        name = server_name(record["server"], record.get("network"))
         entry = self.feed[ident] = FeedEntry(
             type=record["type"],
             server=name,

@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
+from passive.core.endpoints import server_name
 from passive.findings.kinds import display_order, kind_of
 from passive.results.redaction import Redactor, mask_name
 from passive.results.report import fields as f
@@ -143,8 +144,7 @@ def _nessus_rows(document: dict[str, Any] | None) -> list[NessusRow]:
 def server_label(record: dict[str, Any]) -> str:
     """A finding's server as the report names it: its address, with the virtual network of the overlay it was seen
     in (``10.0.0.5:25 in vxlan-vni:42``): tenants reusing one address are servers apart."""
-    server, network = str(f.text(record["server"])), f.text(record.get("network"))
-    return f"{server} in {network}" if network else server
+    return server_name(str(f.text(record["server"])), f.text(record.get("network")))
 
 
 def server_order(server: str) -> tuple[int, bytes, int, str]:
