@@ -56,6 +56,20 @@ class Raw(NamedTuple):
     timestamp: float | None
 
 
+class LaxEnd(NamedTuple):
+    """The end line of a body read with ``exact_end`` (:meth:`LineBuffer.expect_dot_body`) that is not exactly CR LF
+    "." CR LF (RFC 5321 section 4.1.1.4): a bare LF before or after the dot, or more CRs. Servers differ on it (the
+    SMTP smuggling of CVE-2023-51764): the dissector decides by the server's replies. ``certain`` is false when the
+    line ending before the dot went unread (dropped below Python), so the line may be exact after all;
+    ``crlf_after`` says whether the dot's own line ended in CR LF."""
+
+    frame: int | None
+    timestamp: float | None
+    first_frame: int | None
+    certain: bool
+    crlf_after: bool
+
+
 class Overflow(NamedTuple):
     """A line longer than MAX_LINE; skipped up to the next newline."""
 
@@ -64,7 +78,7 @@ class Overflow(NamedTuple):
     timestamp: float | None
 
 
-Item = Line | Raw | Overflow
+Item = Line | Raw | Overflow | LaxEnd
 
 # What the next bytes of a side are when nobody needs to read them (LineBuffer.skippable): what a packet capture
 # may drop before they reach the dissector, saying only how many there were (LineBuffer.skip).
@@ -94,6 +108,13 @@ class LineBuffer:
         self._body_state = _MID_LINE
         self._body_crs = 0  # carriage returns after the end line's dot so far (a longer line is no end line)
         self._dot_frame: int | None = None  # the chunk where the end line's dot arrived
+        # With exact_end: a line ending other than CR LF "." CR LF ends the body as a LaxEnd item (or, with
+        # lax_is_body, not at all); whether the line before the dot ended in CR LF (None: unread, dropped below).
+        self._exact_end = False
+        self._lax_is_body = False
+        self._crlf_before: bool | None = True
+        self._lax: tuple[bool, bool] | None = None  # the body just ended on a LaxEnd: (certain, crlf_after)
+        self._tail_cr: bool | None = None  # the body's last byte read was a CR (None: unread)
 
     def hold(self) -> None:
         """Keep what follows the current item unread (in :attr:`held`) until :meth:`release`."""
@@ -105,6 +126,11 @@ class LineBuffer:
         self._holding = False
         self._held.clear()
         return held, self._held_frame, self._held_timestamp
+
+    @property
+    def held_data(self) -> bytes:
+        """A copy of the bytes held so far (they stay held)."""
+        return bytes(self._held)
 
     @property
     def holding(self) -> bool:
@@ -123,12 +149,16 @@ class LineBuffer:
         self._raw_frame = None
         self._keep_raw = keep
 
-    def expect_dot_body(self) -> None:
+    def expect_dot_body(self, exact_end: bool = False, lax_is_body: bool = False) -> None:
         """What follows (from the start of a line) is a dot-terminated body (RFC 5321 section 4.5.2, RFC 1939
         section 3): it is skipped without being split into lines, dot-stuffed lines included, and only its end
-        line is handed out, as the :class:`Line` ``"."``. Nothing of the body is kept."""
+        line is handed out, as the :class:`Line` ``"."``. Nothing of the body is kept. With ``exact_end``, an end
+        line other than CR LF "." CR LF is handed out as a :class:`LaxEnd`; with ``lax_is_body`` too, it is body,
+        and only an exact end line ends it."""
         self._body = True
         self._body_state = _LINE_START
+        self._exact_end, self._lax_is_body = exact_end, exact_end and lax_is_body
+        self._crlf_before = True  # the line before the body (the DATA command's) is not looked at
 
     @property
     def in_body(self) -> bool:
@@ -154,6 +184,7 @@ class LineBuffer:
         than are left of it. The state is what reading them would have left."""
         if self._body:
             self._body_state = _LINE_START if at_line_start else _MID_LINE
+            self._crlf_before = self._tail_cr = None  # the bytes dropped were not seen
         elif self._raw_left:
             if self._raw_frame is None:
                 self._raw_frame, self._raw_timestamp = frame, timestamp
@@ -206,7 +237,12 @@ class LineBuffer:
                 position = self._skip_body(data, position, frame)
                 if self._body:
                     return
-                yield Line(".", frame, timestamp, self._dot_frame)
+                if self._lax is not None:
+                    certain, crlf_after = self._lax
+                    self._lax = None
+                    yield LaxEnd(frame, timestamp, self._dot_frame, certain, crlf_after)
+                else:
+                    yield Line(".", frame, timestamp, self._dot_frame)
                 continue
             if self._raw_left:
                 position = self._take_raw(data, position, frame, timestamp)
@@ -275,7 +311,14 @@ class LineBuffer:
                 elif position == size:
                     break
                 elif data[position] == 10:  # "." CR* LF: the end line
-                    self._body = False
+                    crs = self._body_crs
+                    if self._exact_end and (crs != 1 or self._crlf_before is not True):
+                        if self._lax_is_body:  # not the end: the next line starts here
+                            state, self._crlf_before = _LINE_START, crs > 0
+                            position += 1
+                            continue
+                        self._lax = (self._crlf_before is False or crs != 1, crs > 0)
+                    self._body = self._exact_end = self._lax_is_body = False
                     self._body_state = _MID_LINE
                     return position + 1
                 else:
@@ -291,11 +334,18 @@ class LineBuffer:
                 state = _MID_LINE
             found = data.find(_LINE_DOT, position)
             if found < 0:
-                state = _LINE_START if size and data[size - 1] == 10 else _MID_LINE
+                if size and data[size - 1] == 10:
+                    state = _LINE_START
+                    self._crlf_before = data[size - 2] == 13 if size > 1 else self._tail_cr
+                else:
+                    state = _MID_LINE
                 position = size
                 break
             state, self._body_crs = _AFTER_DOT, 0
+            self._crlf_before = data[found - 1] == 13 if found else self._tail_cr
             self._dot_frame = frame
             position = found + 2
         self._body_state = state
+        if size:
+            self._tail_cr = data[size - 1] == 13
         return size

@@ -13,7 +13,7 @@ from typing import Any
 
 from dissectors import events as ev
 from dissectors import sasl
-from dissectors.linebuffer import MAX_HELD, MAX_LINE, SKIP_ALL, Line, LineBuffer, Overflow, Raw
+from dissectors.linebuffer import MAX_HELD, MAX_LINE, SKIP_ALL, LaxEnd, Line, LineBuffer, Overflow, Raw
 from dissectors.sasl_ntlm import ntlm_message
 from dissectors.tls_records import implicit_tls_evidence, looks_like_clear_text, may_begin_tls_record
 
@@ -185,8 +185,16 @@ class MailSession:
             elif kind is Overflow:
                 self._line = Line("", item.frame, item.timestamp)
                 self._anomaly(side, "line_too_long", f"{item.size} bytes without a newline; skipped to the next one")
+            elif kind is LaxEnd:
+                self._line = Line(".", item.frame, item.timestamp, item.first_frame)
+                self._lax_end(item)
             if self.tls:
                 break  # the rest of this chunk is the TLS handshake: not ours to read
+
+    def _lax_end(self, item: LaxEnd) -> None:
+        """A body's end line not exactly CR LF "." CR LF (asked for with ``expect_dot_body(exact_end=True)``): the
+        end, unless the protocol decides otherwise."""
+        self._client_line(".")
 
     def _gap(self, side: ev.Side, size: int, frame: int | None, timestamp: float | None) -> None:
         if self.tls:

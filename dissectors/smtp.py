@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from dissectors import events as ev
-from dissectors import sasl
+from dissectors import sasl, smtp_end
 from dissectors.held import HeldParts, sizes_of
-from dissectors.linebuffer import MAX_HELD, MAX_LINE, Raw
+from dissectors.linebuffer import MAX_HELD, MAX_LINE, LaxEnd, Raw
 from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, Span, unique_upper
 
 # EHLO keywords that list SASL mechanisms, and the commands that start an exchange with one (RFC 4954 AUTH; X-EXPS,
@@ -42,6 +42,7 @@ REPLY_OWNERS = {
 _XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
 # Commands after whose 220 the stream is TLS: RFC 3207 STARTTLS, and X-ANONYMOUSTLS, with which Exchange servers
 # start TLS between themselves (listed in their EHLO replies to anyone).
+_LAX_LINE = 'a "." line after a bare LF (or with a bare LF or extra CRs of its own) in a message'
 TLS_COMMANDS = frozenset({"STARTTLS", "X-ANONYMOUSTLS"})
 
 
@@ -92,6 +93,7 @@ class SmtpSession(MailSession):
         # DATA was sent and its reply is not in yet: the client's next bytes wait, unread, for it (a message only
         # follows a 354, RFC 5321 section 4.1.1.4; after a refusal the same bytes are commands to the server).
         self._data_awaited = False
+        self._lax: smtp_end.PendingEnd | None = None  # a lax end line waiting for the server to say what it was
 
     # -- client -------------------------------------------------------------------------------------------------
 
@@ -139,6 +141,8 @@ class SmtpSession(MailSession):
     # -- server -------------------------------------------------------------------------------------------------
 
     def _server_line(self, text: str) -> None:
+        if self._lax is not None and self._held_reply(text):
+            return
         match = _REPLY.match(text)
         if not match:
             self._anomaly(ev.Side.SERVER, "bad_reply_line", "server line is not an SMTP reply")
@@ -279,15 +283,82 @@ class SmtpSession(MailSession):
         buffer = self.buffers[ev.Side.CLIENT]
         held, frame, timestamp = buffer.release()
         if message:
-            buffer.expect_dot_body()
+            buffer.expect_dot_body(exact_end=True)
         self._consume(ev.Side.CLIENT, held, frame, timestamp)
 
     def _after_receive(self, side: ev.Side) -> None:
         super()._after_receive(side)
         if self._data_awaited and self.buffers[ev.Side.CLIENT].held > MAX_HELD:
             self._unanswered(f"more than {MAX_HELD} bytes after DATA and no reply to it")
+        if self._lax is not None and self.buffers[ev.Side.CLIENT].held > MAX_HELD:
+            self._settle(self._undecided(overflow=True))
+
+    # -- a lax end line (dissectors.smtp_end) ---------------------------------------------------------------------
+
+    def _lax_end(self, item: LaxEnd) -> None:
+        """A message's end line other than CR LF "." CR LF: what the client sends next waits, unread, for the server
+        to say whether it ended the message."""
+        if not self._in_data:
+            return
+        self._lax = smtp_end.PendingEnd(self._command("END-OF-DATA", "."), self._line, item.certain, item.crlf_after)
+        self.buffers[ev.Side.CLIENT].hold()
+
+    def _held_reply(self, text: str) -> bool:
+        """A reply line while a lax end waits: held back (True) until the replies decide; the first line of the
+        second reply decides, and goes on to be read (False) after those held back."""
+        pending = self._lax
+        assert pending is not None
+        match = _REPLY.match(text)
+        if match and pending.finals:
+            held = self.buffers[ev.Side.CLIENT].held_data
+            line = self._line
+            self._settle(smtp_end.decide(held, pending.crlf_after, int(match.group(1)), reply_fits))
+            self._line = line
+            return False
+        pending.replies.append(self._line)
+        pending.bytes += len(text)
+        if match and match.group(2) != "-":
+            pending.finals += 1
+            held = self.buffers[ev.Side.CLIENT].held_data
+            if smtp_end.exact_end_in(held, pending.crlf_after) is None:
+                self._settle(smtp_end.decide(held, pending.crlf_after, None, reply_fits))
+                return True
+        if len(pending.replies) > smtp_end.MAX_REPLY_LINES_HELD or pending.bytes > MAX_HELD:
+            self._settle(self._undecided())
+        return True
+
+    def _undecided(self, overflow: bool = False) -> tuple[bool, str]:
+        assert self._lax is not None
+        held = self.buffers[ev.Side.CLIENT].held_data
+        return smtp_end.undecided(held, self._lax.crlf_after, self._server_spoke, overflow)
+
+    def _settle(self, decision: tuple[bool, str]) -> None:
+        """Read on as the server did: after the lax end, commands (it was the end) or the rest of the message."""
+        pending, self._lax = self._lax, None
+        assert pending is not None
+        lax, why = decision
+        buffer = self.buffers[ev.Side.CLIENT]
+        held, frame, timestamp = buffer.release()
+        self._line = pending.line
+        if lax:
+            self._in_data = False
+            if pending.certain:
+                detail = "the server took it for the end of the message, as servers open to SMTP smuggling do"
+                self._anomaly(ev.Side.CLIENT, "lax_end_taken", f"{_LAX_LINE}: {detail} ({why})")
+            self._push_pending(pending.command)
+        else:
+            if pending.certain:
+                detail = "read as part of the message, as the server read it (SMTP smuggling tried?)"
+                self._anomaly(ev.Side.CLIENT, "lax_end_in_message", f"{_LAX_LINE}: {detail} ({why})")
+            buffer.expect_dot_body(exact_end=True, lax_is_body=True)
+        self._consume(ev.Side.CLIENT, held, frame, timestamp)
+        for line in pending.replies:
+            self._line = line
+            self._server_line(line.text)
 
     def _close(self, frame: int | None, timestamp: float | None) -> None:
+        if self._lax is not None:
+            self._settle(self._undecided())
         super()._close(frame, timestamp)
         self._unanswered("the connection ended before the reply to DATA")
 
@@ -304,17 +375,24 @@ class SmtpSession(MailSession):
 
     def _after_gap(self, side: ev.Side) -> None:
         self._reply = None
+        if self._lax is not None:
+            if side is ev.Side.CLIENT:
+                self._lax = None  # the bytes held after it went with the gap, and the commands it answered
+            else:
+                self._settle(self._undecided())
         if side is ev.Side.CLIENT:
             self._in_data = self._data_awaited = False  # the held bytes went with the gap
         elif self._data_awaited:
             self._data_verdict(True)  # the reply to DATA may be among the lost bytes: as before, a message
 
     def _state_bytes(self) -> int:
-        return self._reply.lines.bytes if self._reply is not None else 0
+        held = self._lax.bytes if self._lax is not None else 0
+        return held + (self._reply.lines.bytes if self._reply is not None else 0)
 
     def _shed_state(self) -> None:
         self._reply = None  # its final line still comes, and is read as a reply of its own
         self._data_awaited = False  # the held bytes were dropped
+        self._lax = None
 
 
 def _advertised(code: int, lines: list[str]) -> str | None:
