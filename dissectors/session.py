@@ -393,18 +393,8 @@ class MailSession:
             elif isinstance(result, sasl.SaslBlob):
                 self._emit(ev.SaslStep(side, evidence, mechanism, result.data, result.ntlm, result.anomalies))
             elif isinstance(result, sasl.SaslCredentials):
-                self._emit(
-                    ev.Credentials(
-                        side,
-                        evidence,
-                        result.mechanism,
-                        result.user,
-                        result.password,
-                        result.authzid,
-                        result.secret_kind,
-                        result.carrier,
-                    )
-                )
+                fields = (result.mechanism, result.user, result.password, result.authzid, result.secret_kind)
+                self._emit(ev.Credentials(side, evidence, *fields, result.carrier))
             elif isinstance(result, sasl.SaslCancelled):
                 self._emit(ev.AuthCancelled(side, evidence, mechanism))
             elif isinstance(result, sasl.SaslOutcome):

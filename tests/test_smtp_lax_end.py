@@ -1,0 +1,185 @@
+"""A message's end line other than CR LF "." CR LF (SMTP smuggling, CVE-2023-51764) is read as the server read it.
+
+Servers differ: Postfix 3.7 (Debian 12, ``smtpd_forbid_bare_newline = no``) ends a message at ``\\n.\\n``, Postfix
+3.9 and aiosmtpd 1.4.5 read on to the exact end. Before, every ``\\n.`` CR* ``\\n`` ended the message, so a client
+could hide a ``MAIL``/``RCPT`` to a foreign domain in a message to a server that reads on, answer the server's
+replies with ``NOOP``s, and have the capture read as a HIGH open relay that relayed nothing. Now the client's bytes
+after such a line wait for the server's replies (``dissectors/smtp_end.py``):
+
+- the line buffer hands a lax end line out as ``LaxEnd`` (certain or not: the line ending before the dot may have
+  been dropped below Python), across chunk boundaries as in one chunk, and passes over it once told to;
+- sessions: a server that reads on (its second reply answers the client's command after the exact end), a server
+  that took the lax end (it answered before the exact end came, or its replies answer the smuggled commands), a
+  capture of the client's side, a client that sends on with no answer;
+- the CLI on captures built packet by packet, message bodies cut into segments (so the packet scanner drops
+  bodies below Python): no open relay from smuggled commands a server read as its message; the relay a server that
+  took the lax end made, with its anomaly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dissectors import events as ev
+from dissectors.linebuffer import SKIP_DOT, LaxEnd, Line, LineBuffer
+from dissectors.smtp import SmtpSession
+from tests.helpers_capture import conversation_segments, ethernet_frames, pcap_bytes
+from tests.test_relay_transactions import CLIENT, SERVER, analyze
+
+C, S = ev.Side.CLIENT, ev.Side.SERVER
+
+
+def body_items(chunks: list[bytes], exact_end: bool = True, lax_is_body: bool = False) -> list[Any]:
+    buffer = LineBuffer()
+    buffer.expect_dot_body(exact_end=exact_end, lax_is_body=lax_is_body)
+    items = []
+    for chunk in chunks:
+        items.extend(buffer.feed(chunk))
+    return items
+
+
+@pytest.mark.parametrize(
+    ("ending", "crlf_after"),
+    [(b"\n.\n", False), (b"\n.\r\n", True), (b"\r\n.\n", False), (b"\r\n.\r\r\n", True), (b"x\n.\n", False)],
+)
+def test_a_lax_end_line_is_handed_out_as_such_whole_or_byte_by_byte(ending: bytes, crlf_after: bool) -> None:
+    data = b"Subject: x\r\n\r\nbody" + ending + b"QUIT\r\n"
+    for chunks in ([data], [data[i : i + 1] for i in range(len(data))]):
+        items = body_items(chunks)
+        assert [type(item) for item in items] == [LaxEnd, Line], items
+        assert (items[0].certain, items[0].crlf_after) == (True, crlf_after)
+        assert items[1].text == "QUIT"
+
+
+def test_the_exact_end_line_and_a_body_without_exact_end() -> None:
+    data = b"Subject: x\r\n\r\nbody\r\n..stuffed\r\n.\r\nQUIT\r\n"
+    for chunks in ([data], [data[i : i + 1] for i in range(len(data))]):
+        assert [(type(i), getattr(i, "text", None)) for i in body_items(chunks)] == [(Line, "."), (Line, "QUIT")]
+    assert [type(i) for i in body_items([b"a\n.\nb\r\n"], exact_end=False)] == [Line, Line]  # POP3: as before
+
+
+def test_after_bytes_dropped_below_python_the_end_line_is_not_certain() -> None:
+    buffer = LineBuffer()
+    buffer.expect_dot_body(exact_end=True)
+    assert buffer.skippable() == (SKIP_DOT, 0, True)
+    buffer.skip(1400, True, 7, 1.0)  # the scanner dropped a segment ending in a newline: CR LF or LF, unseen
+    [end] = list(buffer.feed(b".\r\n", 8, 2.0))
+    assert isinstance(end, LaxEnd) and not end.certain
+
+
+def test_told_to_read_on_the_buffer_passes_over_lax_end_lines() -> None:
+    data = b"smuggled\n.\nMAIL FROM:<a@b>\r\nmore\r\n.\r\nQUIT\r\n"
+    assert [i.text for i in body_items([data], lax_is_body=True)] == [".", "QUIT"]
+
+
+OPENING = [
+    (S, b"220 mx.contoso.com ESMTP\r\n"),
+    (C, b"EHLO client.example\r\n"),
+    (S, b"250-mx.contoso.com\r\n250 PIPELINING\r\n"),
+    (C, b"MAIL FROM:<a@client.example>\r\n"),
+    (S, b"250 2.1.0 Ok\r\n"),
+    (C, b"RCPT TO:<b@contoso.com>\r\n"),
+    (S, b"250 2.1.5 Ok\r\n"),
+    (C, b"DATA\r\n"),
+    (S, b"354 End data with <CR><LF>.<CR><LF>\r\n"),
+]
+SMUGGLED = (
+    b"Subject: x\r\n\r\nhello\n.\nMAIL FROM:<s@sender.example>\r\nRCPT TO:<victim@outside.test>\r\nDATA\r\n"
+    b"Subject: y\r\n\r\nsmuggled\r\n.\r\n"
+)
+TOOK_LAX_REPLIES = b"250 2.0.0 Ok: queued as A\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n250 2.0.0 queued as B\r\n"
+
+
+def session_events(steps: list[tuple[ev.Side, bytes]]) -> list[ev.Event]:
+    session = SmtpSession()
+    events = [e for side, data in steps for e in session.receive(side, data)]
+    return events + session.close()
+
+
+def recipients(events: list[ev.Event]) -> list[tuple[str, bool | None]]:
+    return [(e.address, e.accepted) for e in events if isinstance(e, ev.RcptTo)]
+
+
+def anomalies(events: list[ev.Event]) -> list[str]:
+    return [e.code for e in events if isinstance(e, ev.Anomaly)]
+
+
+def test_a_server_that_reads_on_gives_no_reply_to_the_smuggled_commands() -> None:
+    noops = [(C, b"NOOP\r\n"), (S, b"250 2.0.0 Ok\r\n"), (C, b"NOOP\r\n"), (S, b"250 2.0.0 Ok\r\n")]
+    for after in (noops, [(C, b"QUIT\r\n"), (S, b"221 2.0.0 Bye\r\n")]):
+        events = session_events([*OPENING, (C, SMUGGLED), (S, b"250 2.0.0 Ok: queued as A\r\n"), *after])
+        assert recipients(events) == [("b@contoso.com", True)]
+        assert anomalies(events) == ["lax_end_in_message"]
+        assert [e.accepted for e in events if isinstance(e, ev.MessageEnd)] == [True]
+    pipelined = session_events([*OPENING, (C, SMUGGLED + b"QUIT\r\n"), (S, b"250 2.0.0 Ok\r\n221 2.0.0 Bye\r\n")])
+    assert recipients(pipelined) == [("b@contoso.com", True)] and anomalies(pipelined) == ["lax_end_in_message"]
+
+
+@pytest.mark.parametrize("quit_pipelined", [False, True])
+def test_a_server_that_took_the_lax_end_answers_the_smuggled_commands(quit_pipelined: bool) -> None:
+    quit_ = [(C, b"QUIT\r\n"), (S, b"221 2.0.0 Bye\r\n")]
+    steps = (
+        [(C, SMUGGLED + b"QUIT\r\n"), (S, TOOK_LAX_REPLIES + b"221 2.0.0 Bye\r\n")]
+        if quit_pipelined
+        else [(C, SMUGGLED), (S, TOOK_LAX_REPLIES), *quit_]
+    )
+    events = session_events([*OPENING, *steps])
+    assert recipients(events) == [("b@contoso.com", True), ("victim@outside.test", True)]
+    assert anomalies(events) == ["lax_end_taken"]
+    assert len([e for e in events if isinstance(e, ev.MessageEnd) and e.accepted]) == 2
+
+
+def test_an_answer_before_the_exact_end_was_sent_ends_the_message_there() -> None:
+    events = session_events(
+        [*OPENING, (C, b"Subject: x\n\nhi\n.\n"), (S, b"250 2.0.0 Ok\r\n"), (C, b"QUIT\n"), (S, b"221 Bye\r\n")]
+    )
+    assert anomalies(events) == ["lax_end_taken"]
+    assert [e.reply_code for e in events if isinstance(e, ev.MessageEnd)] == [250]
+    assert any(isinstance(e, ev.Quit) for e in events)
+
+
+def test_the_exact_end_changes_nothing() -> None:
+    events = session_events([*OPENING, (C, b"Subject: x\r\n\r\nhi\r\n.\r\n"), (S, b"250 Ok\r\n")])
+    assert anomalies(events) == [] and [e.reply_code for e in events if isinstance(e, ev.MessageEnd)] == [250]
+
+
+def test_with_the_client_side_only_the_lax_end_ends_the_message() -> None:
+    """Nothing from the server to go by: as before, the lax end ends the message, and what follows is read."""
+    auth = b"Subject: x\r\n\r\nhi\n.\nAUTH PLAIN AGJvYgBzZWNyZXQ=\r\n"  # \0bob\0secret
+    events = session_events([(side, data) for side, data in OPENING if side is C] + [(C, auth)])
+    assert [(e.user, e.password) for e in events if isinstance(e, ev.Credentials)] == [("bob", "secret")]
+
+
+def test_a_client_that_sends_on_with_no_answer_is_still_in_its_message() -> None:
+    body = b"Subject: x\r\n\r\nhi\n.\n" + b"line of the message that goes on\r\n" * 3000
+    events = session_events([*OPENING, (C, body), (C, b"RCPT TO:<c@outside.test>\r\n.\r\n"), (S, b"250 Ok\r\n")])
+    assert anomalies(events) == ["lax_end_in_message"]
+    assert recipients(events) == [("b@contoso.com", True)]
+    assert [e.reply_code for e in events if isinstance(e, ev.MessageEnd)] == [250]
+
+
+def smtp_capture(path: Path, steps: list[tuple[ev.Side, bytes]]) -> Path:
+    turns = [(side is S, data) for side, data in steps] + [(False, b"QUIT\r\n"), (True, b"221 2.0.0 Bye\r\n")]
+    segments = conversation_segments(turns, CLIENT, SERVER, piece=1400, acks=True)
+    path.write_bytes(pcap_bytes(ethernet_frames(segments)))
+    return path
+
+
+def relays(findings: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return sorted((f["verdict"], f["severity"]) for f in findings if f["type"] == "open-relay")
+
+
+def test_cli_no_open_relay_from_commands_the_server_read_as_its_message(tmp_path: Path) -> None:
+    padding = b"Subject: x\r\n\r\n" + b"a line of the message to cut into segments\r\n" * 400
+    smuggled = SMUGGLED.replace(b"Subject: x\r\n\r\n", padding)
+    noops = [(C, b"NOOP\r\n"), (S, b"250 2.0.0 Ok\r\n"), (C, b"NOOP\r\n"), (S, b"250 2.0.0 Ok\r\n")]
+    read_on = smtp_capture(tmp_path / "read-on.pcap", [*OPENING, (C, smuggled), (S, b"250 2.0.0 Ok\r\n"), *noops])
+    findings = analyze(read_on, "--local-domain", "contoso.com")
+    assert relays(findings) == []
+    [service] = [f for f in findings if f["type"] == "mail-service"]
+    took = smtp_capture(tmp_path / "took.pcap", [*OPENING, (C, smuggled), (S, TOOK_LAX_REPLIES)])
+    assert relays(analyze(took, "--local-domain", "contoso.com")) == [("open-relay", "high")]
+    assert service["server"] == f"{SERVER[0]}:{SERVER[1]}"
