@@ -394,7 +394,9 @@ class SmtpSession(MailSession):
     def _shed_state(self) -> None:
         self._reply = None  # its final line still comes, and is read as a reply of its own
         self._data_awaited = False  # the held bytes were dropped
-        self._lax = None
+        if self._lax is not None:  # the message ended at it or soon after: what follows is commands
+            self._lax = None
+            self._in_data = False
 
 
 def _advertised(code: int, lines: list[str]) -> str | None:

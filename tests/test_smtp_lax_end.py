@@ -183,3 +183,13 @@ def test_cli_no_open_relay_from_commands_the_server_read_as_its_message(tmp_path
     took = smtp_capture(tmp_path / "took.pcap", [*OPENING, (C, smuggled), (S, TOOK_LAX_REPLIES)])
     assert relays(analyze(took, "--local-domain", "contoso.com")) == [("open-relay", "high")]
     assert service["server"] == f"{SERVER[0]}:{SERVER[1]}"
+
+
+def test_state_dropped_to_keep_within_the_budget_reads_commands_after() -> None:
+    session = SmtpSession()
+    for side, data in [*OPENING, (C, b"Subject: x\r\n\r\nhi\n.\nRSET\r\n")]:
+        session.receive(side, data)
+    assert session.buffered_bytes() > 0
+    session.shed()  # the held bytes are dropped, and reading resumes after the next newline
+    events = session.receive(C, b"partial\r\nQUIT\r\n") + session.receive(S, b"221 Bye\r\n")
+    assert any(isinstance(e, ev.Quit) for e in events)
