@@ -179,10 +179,17 @@ def test_cli_no_open_relay_from_commands_the_server_read_as_its_message(tmp_path
     read_on = smtp_capture(tmp_path / "read-on.pcap", [*OPENING, (C, smuggled), (S, b"250 2.0.0 Ok\r\n"), *noops])
     findings = analyze(read_on, "--local-domain", "contoso.com")
     assert relays(findings) == []
-    [service] = [f for f in findings if f["type"] == "mail-service"]
+    assert services(findings) == [("exact", "info")]
     took = smtp_capture(tmp_path / "took.pcap", [*OPENING, (C, smuggled), (S, TOOK_LAX_REPLIES)])
-    assert relays(analyze(took, "--local-domain", "contoso.com")) == [("open-relay", "high")]
-    assert service["server"] == f"{SERVER[0]}:{SERVER[1]}"
+    findings = analyze(took, "--local-domain", "contoso.com")
+    assert relays(findings) == [("open-relay", "high")]
+    assert services(findings) == [("lax", "low")]  # the server ends messages where smuggling puts an end
+    exact = smtp_capture(tmp_path / "exact.pcap", [*OPENING, (C, b"Subject: x\r\n\r\nhi\r\n.\r\n"), (S, b"250 Ok\r\n")])
+    assert services(analyze(exact)) == [(None, "info")]
+
+
+def services(findings: list[dict[str, Any]]) -> list[tuple[str | None, str]]:
+    return [(f["message_end"], f["severity"]) for f in findings if f["type"] == "mail-service"]
 
 
 def test_state_dropped_to_keep_within_the_budget_reads_commands_after() -> None:

@@ -356,5 +356,8 @@ def test_bare_lf_end_line_read_as_postfix_read_it(verdicts_lab: V.VerdictsLab, t
     assert list(relays) == [V.RELAYING_PORT], relays
     high = relays[V.RELAYING_PORT]
     assert (high["verdict"], high["severity"], high["rcpt_to"]) == ("open-relay", "high", V.FOREIGN_RCPT)
+    services = {int(f["server"].rpartition(":")[2]): f for f in of(document["findings"], "mail-service")}
+    assert (services[V.RELAYING_PORT]["message_end"], services[V.RELAYING_PORT]["severity"]) == ("lax", "low")
+    assert (services[V.EXACT_END_PORT]["message_end"], services[V.EXACT_END_PORT]["severity"]) == ("exact", "info")
     anomalies = document["summary"]["dissector_anomalies"]
     assert (anomalies.get("lax_end_taken"), anomalies.get("lax_end_in_message")) == (1, 1), anomalies

@@ -22,6 +22,7 @@ class ServiceDetector(Detector):
         ev.Capabilities: "capabilities",
         ev.StartTls: "start_tls",
         ev.Identity: "identity",
+        ev.Anomaly: "anomaly",
     }
 
     def __init__(self, session: Session) -> None:
@@ -59,6 +60,12 @@ class ServiceDetector(Detector):
         effect = _client_software if event.side is ev.Side.CLIENT else _server_software
         self.session.apply(effect, self.service, software, self.evidence(event))
 
+    def anomaly(self, event: ev.Anomaly) -> None:
+        """How the server took a message's lax end line (``dissectors.smtp_end``)."""
+        reading = _MESSAGE_END.get(event.code)
+        if reading is not None:
+            self.session.apply(_message_end, self.service, reading, self.evidence(event))
+
     def start_tls(self, event: ev.StartTls) -> None:
         if event.accepted:
             self.session.apply(_fields, self.service, {"tls": True})
@@ -80,6 +87,8 @@ class ServiceDetector(Detector):
 
 # -- effects (passive.analysis.detectors.base) ------------------------------------------------------------------
 
+_MESSAGE_END = {"lax_end_taken": "lax", "lax_end_in_message": "exact"}
+
 
 def described_software(fields: dict[str, str]) -> str | None:
     """What an ID parameter list says the software is: ``Thunderbird 115.3.1 (Windows 10)`` from its name (or
@@ -95,6 +104,7 @@ def described_software(fields: dict[str, str]) -> str | None:
 def _defaults(service: Finding, shared: Shared) -> None:
     fields = service.fields
     defaults = (("banner", None), ("banner_host", None), ("software", None), ("starttls_offered", False))
+    fields.setdefault("message_end", None)
     for name, default in (*defaults, ("tls", False)):
         fields.setdefault(name, default)
     fields.setdefault("client_software", [])
@@ -126,6 +136,17 @@ def _greeting(service: Finding, shared: Shared, banner: str, host: str | None, e
         if host is not None:
             fields["banner_host"] = host
             service.raise_severity(Severity.LOW)
+    service.add_evidence(evidence)
+
+
+def _message_end(service: Finding, shared: Shared, reading: str, evidence: EvidenceRecord) -> None:
+    """A server seen ending a message at a lax end line is ``lax`` (rated low) whatever else it did; cited once."""
+    fields = service.fields
+    if fields.get("message_end") == "lax" or fields.get("message_end") == reading:
+        return
+    fields["message_end"] = reading
+    if reading == "lax":
+        service.raise_severity(Severity.LOW)
     service.add_evidence(evidence)
 
 
