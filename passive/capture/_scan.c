@@ -1460,9 +1460,16 @@ static int refill(Scanner *sc) {
     sc->buf_at = sc->pos; sc->buf_len = keep;
     while (sc->buf_len < READ_BUFFER && sc->buf_at + sc->buf_len < sc->size) {
         size_t room = READ_BUFFER - sc->buf_len, left = sc->size - (sc->buf_at + sc->buf_len);
-        /* read, not pread: the descriptor's position (/proc/PID/fdinfo) says how far the scanner has read */
-        ssize_t got = read(sc->fd, sc->buf + sc->buf_len, room < left ? room : left);
-        if (got < 0 && errno == EINTR) continue;
+        /* read, not pread: the descriptor's position (/proc/PID/fdinfo) says how far the scanner has read. Other
+         * threads run meanwhile: a pipe's writer (a decompressing thread) needs the interpreter to fill it. */
+        ssize_t got;
+        Py_BEGIN_ALLOW_THREADS
+        got = read(sc->fd, sc->buf + sc->buf_len, room < left ? room : left);
+        Py_END_ALLOW_THREADS
+        if (got < 0 && errno == EINTR) {
+            if (PyErr_CheckSignals() < 0) return -1; /* Ctrl-C while waiting on a pipe */
+            continue;
+        }
         if (got <= 0) { /* cut short since it was opened, or unreadable: it ends here */
             if (got < 0)
                 set_error(sc, "read error at byte %zu: %s; stopped reading there", sc->buf_at + sc->buf_len,
@@ -1481,6 +1488,12 @@ static inline int fill(Scanner *sc, size_t want) {
     return refill(sc);
 }
 
+/* Reading stops: at the end of a file, or, in a pipe (whose end is not known), here. */
+static inline void stop_reading(Scanner *sc) {
+    if (sc->size == SIZE_MAX) sc->size = sc->pos;
+    sc->pos = sc->size;
+}
+
 /* Where reading stops early: the first reason is kept (a read error says more than the cut it causes). */
 #define STOP_ERROR(...) do { if (sc->error == Py_None) set_error(sc, __VA_ARGS__); } while (0)
 
@@ -1493,7 +1506,7 @@ static PyObject *Scanner_next_batch(Scanner *sc, PyObject *Py_UNUSED(ignored)) {
         if (sc->pos + 16 > sc->size) {
             if (sc->pos < sc->size)
                 STOP_ERROR("truncated capture: record header of frame %lld cut short", sc->frame + 1);
-            sc->pos = sc->size;
+            stop_reading(sc);
             break;
         }
         const uint8_t *rec = sc->buf + (sc->pos - sc->buf_at);
@@ -1502,14 +1515,14 @@ static PyObject *Scanner_next_batch(Scanner *sc, PyObject *Py_UNUSED(ignored)) {
             sc->oversized++;
             STOP_ERROR("corrupt capture: frame %lld claims %lu captured bytes (limit %d); stopped reading there",
                        sc->frame + 1, (unsigned long)caplen, MAX_RECORD);
-            sc->pos = sc->size;
+            stop_reading(sc);
             break;
         }
         if (fill(sc, 16 + (size_t)caplen) < 0) { Py_DECREF(items); return NULL; }
         if (sc->size - sc->pos - 16 < caplen) { /* after the fill: `size` is where the file really ends */
             STOP_ERROR("truncated capture: frame %lld cut short (%zd of %lu bytes)", sc->frame + 1,
                        (Py_ssize_t)(sc->size - sc->pos - 16), (unsigned long)caplen);
-            sc->pos = sc->size;
+            stop_reading(sc);
             break;
         }
         rec = sc->buf + (sc->pos - sc->buf_at); /* the fill may have moved it */
@@ -1538,8 +1551,9 @@ static int open_file(Scanner *sc, PyObject *path) {
     if (sc->fd < 0) { PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path); return -1; }
     struct stat st;
     if (fstat(sc->fd, &st) < 0) { PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path); return -1; }
-    if (!S_ISREG(st.st_mode)) { PyErr_SetString(PyExc_ValueError, "not a regular file"); return -1; }
-    sc->size = (size_t)st.st_size; /* what the file holds when opened: read up to there, never past it */
+    if (S_ISFIFO(st.st_mode)) sc->size = SIZE_MAX; /* a pipe (a compressed capture decompressed into it): to its end */
+    else if (!S_ISREG(st.st_mode)) { PyErr_SetString(PyExc_ValueError, "not a regular file or a pipe"); return -1; }
+    else sc->size = (size_t)st.st_size; /* what the file holds when opened: read up to there, never past it */
     if (sc->size < 24) { PyErr_SetString(PyExc_ValueError, "file too short to be a capture"); return -1; }
     sc->buf = PyMem_Malloc(READ_BUFFER);
     if (!sc->buf) { PyErr_NoMemory(); return -1; }

@@ -7,10 +7,11 @@ with the caller's handler factory; it returns the :class:`~passive.capture.count
 Which reader handles a file (decided per file, ``backend``):
 
 * ``auto`` (default): the packet scanner (:mod:`passive.capture.scanner`, :mod:`passive.capture.scanread`):
-  compiled for regular, uncompressed classic pcap files (read into one reused buffer; exact frame numbers counted in
-  C), its pure-Python twin for pcapng, compressed files and pipes, and for everything when the extension is not built
-  (with a one-line notice on stderr). Only the segments it admits reach Python: the port filter, and in every-port
-  mode flow heads and the flows the classifier kept (its verdicts reach the scanner through the reassembler).
+  compiled for regular classic pcap files (read into one reused buffer; exact frame numbers counted in C; a compressed
+  one decompressed into a pipe by a thread), its pure-Python twin for pcapng and pipes, and for everything when the
+  extension is not built (with a one-line notice on stderr). Only the segments it admits reach Python: the port
+  filter, and in every-port mode flow heads and the flows the classifier kept (its verdicts reach the scanner through
+  the reassembler).
 * ``python``: the twin, whatever the file.
 * ``libpcap``: libpcap (pcapy-ng, :mod:`passive.capture.libpcap`) with a BPF filter; with ``exact_frames``
   (default) a header walk over the memory-mapped file recovers the exact frame number of every packet it passes
@@ -300,8 +301,9 @@ def read_into(engine: Engine, path: Path, options: CaptureOptions) -> None:
     if options.backend == "libpcap":
         if not (in_place and _utf8_name(path)) or not libpcap.read_with_libpcap(path, engine, options):
             read_with_python(path, engine, options, kind)
-    else:
-        native = options.backend == "auto" and in_place
+    else:  # a compressed classic pcap file too, decompressed into a pipe (not with a BPF expression: libpcap's)
+        whole = kind.format == "pcap" and kind.stream is None and (kind.compression is None or not options.bpf)
+        native = options.backend == "auto" and whole
         if native and not native_available():
             notice_native_missing()
             native = False

@@ -124,7 +124,7 @@ class Tally(Protocol):
     bytes_read: int
 
 
-class _Tallied:
+class Tallied:
     """A file (or stream) whose reads are counted in ``tally.bytes_read``: the position in the file as stored, so
     the compressed position for a compressed file. One addition per read of up to a megabyte costs nothing."""
 
@@ -190,7 +190,7 @@ def _kind_of(head: bytes, compressed: str | None) -> FileKind:
     raise CaptureFormatError(f"not a pcap or pcapng file (magic {head.hex()}){other}")
 
 
-class _Decompressed:
+class Decompressed:
     """A decompressing stream over a file or a :class:`_Replay`; closing it closes both.
 
     A read gives what one step of the decoder gives (``read1``): at a stream cut short (a capture still being
@@ -283,15 +283,15 @@ class PacketReader:
         if source is None:
             fh = open(self.path, "rb")  # noqa: SIM115 - returned to a with statement
             if self.tally is not None:
-                fh = _Tallied(fh, self.tally)  # type: ignore[assignment]
+                fh = Tallied(fh, self.tally)  # type: ignore[assignment]
             if compression is None:
                 return contextlib.closing(fh) if self.tally is not None else fh  # type: ignore[return-value]
-            return contextlib.closing(_Decompressed(compression, fh))  # type: ignore[arg-type,return-value]
+            return contextlib.closing(Decompressed(compression, fh))  # type: ignore[arg-type,return-value]
         if self.tally is not None:
-            source = _Tallied(source, self.tally)  # type: ignore[assignment]
+            source = Tallied(source, self.tally)  # type: ignore[assignment]
         if compression is not None:
             # Closing a decompressor leaves the stream under it open: close both.
-            return contextlib.closing(_Decompressed(compression, source))  # type: ignore[arg-type,return-value]
+            return contextlib.closing(Decompressed(compression, source))  # type: ignore[arg-type,return-value]
         return contextlib.closing(source)  # type: ignore[return-value]
 
     def _fail(self, message: str) -> None:

@@ -1,9 +1,10 @@
 """Reading a capture file through the packet scanner (:mod:`passive.capture.scanner`) into an engine.
 
-The compiled scanner reads regular, uncompressed classic pcap files; the pure-Python twin reads everything else
-(pcapng, compressed files, pipes), and everything when the extension was not built or cannot be imported, which a
-one-line notice on stderr says once per run. A user's BPF expression is compiled by libpcap (pcapy-ng) for the
-file's link type and run by the scanner before anything else.
+The compiled scanner reads regular classic pcap files, a compressed one through a pipe a thread decompresses it
+into (:mod:`passive.capture.piped`); the pure-Python twin reads everything else (pcapng, standard input and other
+pipes), a compressed file with a BPF expression, and everything when the extension was not built or cannot be
+imported, which a one-line notice on stderr says once per run. A user's BPF expression is compiled by libpcap
+(pcapy-ng) for the file's link type and run by the scanner before anything else.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from passive.capture.libpcap import binding, compile_filter
 from passive.capture.linklayer import SUPPORTED_LINKTYPES
 from passive.capture.options import CaptureOptions
 from passive.capture.pcapfile import MAX_RECORD, CaptureFormatError, FileKind, PacketReader, Tally
+from passive.capture.piped import PipedCapture
 from passive.capture.reassembly import sweep_interval
 from passive.capture.scanner import COUNTERS, PyScanner
 from passive.capture.stop import StopFlag
@@ -84,19 +86,37 @@ def scan_settings(options: CaptureOptions) -> dict[str, Any]:
 
 
 def read_with_scanner(path: Path, engine: Sink, options: CaptureOptions, kind: FileKind, *, native: bool) -> None:
-    """Feed every batch the scanner admits from ``path`` to ``engine``, then its counters and any damage."""
+    """Feed every batch the scanner admits from ``path`` to ``engine``, then its counters and any damage. A
+    compressed classic pcap reaches the compiled scanner through a pipe (:mod:`passive.capture.piped`)."""
+    if not (native and kind.compression is not None and _cscan is not None):
+        _read(path, path, engine, options, kind, native, None)
+        return
+    with PipedCapture(path, kind.compression, engine.counters) as piped:
+        scanner = _read(Path(piped.path), path, engine, options, kind, native, piped)
+    if piped.damage is not None and scanner is not None:  # worded as the pure-Python reader words it
+        engine.counters.warn(f"truncated capture: {kind.compression} stream ends after frame {scanner.frames}: "
+                             f"{piped.damage}")  # fmt: skip
+
+
+def _read(
+    source: Path, path: Path, engine: Sink, options: CaptureOptions, kind: FileKind, native: bool,
+    piped: PipedCapture | None,
+) -> Any:  # fmt: skip
+    """The reading loop (``source``: the file, or the pipe a compressed ``path`` is decompressed into); the compiled
+    scanner when it read (its damage then left to the caller), else None."""
     settings = scan_settings(options)
-    scanner, reader = _open(path, kind, options, settings, native, engine.counters)
+    scanner, reader = _open(source, kind, options, settings, native, engine.counters, path)
     engine.scanner = scanner
     engine.carry_over(scanner)
     cursor = options.cursor
     counters = engine.counters
     stop = engine.stop
     base = counters.bytes_read  # the compiled scanner says where it is in its file; the twin's reader counts its reads
+    positioned = reader is None and piped is None  # a pipe's compressed bytes are counted as its thread reads them
     try:
         while (batch := scanner.next_batch()) is not None:
             engine.feed_items(batch)
-            if reader is None:
+            if positioned:
                 counters.bytes_read = base + scanner.position
             if cursor is not None:
                 cursor.done = engine.frame_base + scanner.frames
@@ -106,13 +126,13 @@ def read_with_scanner(path: Path, engine: Sink, options: CaptureOptions, kind: F
                 stop.cut = True
                 break
     finally:
-        if reader is None:
+        if positioned:
             counters.bytes_read = base + scanner.position
         scanner.close()
         engine.scanner, engine.previous_scanner = None, scanner
     add_scan_counts(counters, scanner.counters())
     if reader is None:
-        if scanner.error is not None:
+        if scanner.error is not None and (piped is None or piped.damage is None):
             counters.warn(scanner.error)
         counters.oversized_records += scanner.oversized
         linktypes = {scanner.linktype}
@@ -126,16 +146,18 @@ def read_with_scanner(path: Path, engine: Sink, options: CaptureOptions, kind: F
     if scanner.counters()["unsupported_link"]:
         for linktype in sorted(linktypes - SUPPORTED_LINKTYPES):
             counters.warn(f"link type {linktype} is not supported; its frames are counted as ignored")
+    return scanner if reader is None else None
 
 
 def _open(
-    path: Path, kind: FileKind, options: CaptureOptions, settings: dict[str, Any], native: bool, tally: Tally
-) -> tuple[Any, PacketReader | None]:
-    """The compiled scanner on ``path`` (with no reader), or the twin over a :class:`PacketReader`."""
+    source: Path, kind: FileKind, options: CaptureOptions, settings: dict[str, Any], native: bool, tally: Tally,
+    path: Path,
+) -> tuple[Any, PacketReader | None]:  # fmt: skip
+    """The compiled scanner on ``source`` (with no reader), or the twin over a :class:`PacketReader` of ``path``."""
     if native and _cscan is not None:
-        program = _bpf_program(options.bpf, _pcap_linktype(path)) if options.bpf else None
         try:
-            return _cscan.Scanner(str(path), bpf=program, **settings), None
+            program = _bpf_program(options.bpf, _pcap_linktype(source)) if options.bpf else None
+            return _cscan.Scanner(str(source), bpf=program, **settings), None
         except (OSError, ValueError):
             pass  # a header the built-in reader explains better (cut short, say): let it
     try:
