@@ -15,7 +15,9 @@ Captures (generated once by gen_capture.py, cached under bench/out/):
   (``--jobs 1``);
 * 2% mail: leakscope against ``tcpdump -r F -w /dev/null <mail-port filter>``, also on a variant with 1%
   reordering, 1% retransmission, VLAN tags, 10% of flows in GRE/VXLAN/ERSPAN tunnels and 10% of mail servers on
-  ports no filter names; ``--jobs 2`` against ``--jobs 1``.
+  ports no filter names; ``--jobs 2`` against ``--jobs 1``;
+* the same 2% capture compressed with ``gzip -1`` (no target): leakscope on the file against
+  ``zcat F | tcpdump -r - -w /dev/null <mail-port filter>``.
 
 Every NTLM exchange the generator wrote must be found: the summary's NTLM challenge count (an untimed run writing
 JSON lines to a file) against the generator's. Each target is printed with its figure, the anchor beside it and
@@ -89,6 +91,15 @@ def generate(out: Path, name: str, size: str, *extra: str) -> Path:
         cmd = [sys.executable, str(HERE / "gen_capture.py"), "--size", size, "--out", str(path), *extra]
         subprocess.run(cmd, check=True)
     return path
+
+
+def gzipped(path: Path) -> Path:
+    """``path`` compressed with ``gzip -1`` beside it (made once)."""
+    packed = path.with_name(path.name + ".gz")
+    if not packed.exists():
+        with packed.open("wb") as out:
+            subprocess.run(["gzip", "-1", "-c", str(path)], stdout=out, check=True)
+    return packed
 
 
 def meta(path: Path) -> dict:
@@ -234,6 +245,16 @@ def main() -> int:
                 wall1 / wall2 >= JOBS_SPEEDUP,
             )
         checks.append((path, generated))
+
+    # (d) the 2% capture gzip-compressed (no target): tcpdump reading zcat's output beside leakscope on the file.
+    packed = gzipped(clean)
+    warm(packed)
+    dump = median_of(args.runs, ["sh", "-c", f"zcat {packed} | tcpdump -r - -w /dev/null '{expression}'"])
+    report.row(packed.name, "zcat F | tcpdump -r - <mail ports>", dump)
+    two = median_of(args.runs, leakscope(packed, "--jobs", "2"), env)
+    report.row(packed.name, "leakscope analyze --jobs 2", two, f"{two.wall / dump.wall:.1f}x zcat | tcpdump")
+    rss_seen.append(two.rss_mib)
+    checks.append((packed, meta(clean)))
 
     # Every NTLM exchange found (an untimed run each, JSON lines to a file).
     for path, generated in checks:
