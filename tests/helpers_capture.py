@@ -224,17 +224,21 @@ def _pcapng_block(block_type: int, body: bytes) -> bytes:
 
 
 def pcapng_bytes_tsresol(
-    interfaces: Sequence[int], packets: Iterable[tuple[int, float, Packet | bytes]], tsresol: int = 6
+    interfaces: Sequence[int],
+    packets: Iterable[tuple[int, float, Packet | bytes]],
+    tsresol: int = 6,
+    options: bytes | None = None,
 ) -> bytes:
-    """pcapng with one interface per link type in ``interfaces`` and the if_tsresol option (10^-tsresol seconds);
-    packets are (interface index, ts, frame).
+    """pcapng with one interface per link type in ``interfaces`` and the if_tsresol option (10^-tsresol seconds), or
+    the interface ``options`` given as they are; packets are (interface index, ts, frame).
 
     Written by hand: scapy's PcapNgWriter always stamps microseconds and writes no if_tsresol option, and it opens
     a further interface only per capture-interface name, with a link type taken from the packet's class.
     """
     out = [_pcapng_block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))]
-    for linktype in interfaces:
+    if options is None:
         options = struct.pack("<HHB3x", 9, 1, tsresol) + struct.pack("<HH", 0, 0)
+    for linktype in interfaces:
         out.append(_pcapng_block(1, struct.pack("<HHI", linktype, 0, 262144) + options))
     units = 10**tsresol
     for iface, ts, frame in packets:

@@ -378,6 +378,19 @@ def test_truncated_pcapng_block(tmp_path):
     assert counters.packets_read == 10 and counters.warnings[0].startswith("truncated capture")
 
 
+@pytest.mark.parametrize(
+    "option", [struct.pack("<HH", 9, 1), struct.pack("<HHB3x", 14, 8, 1)], ids=["tsresol", "tsoffset"]
+)
+def test_a_pcapng_interface_option_running_past_its_block_ends_the_options(tmp_path, option):
+    """An if_tsresol or if_tsoffset option longer than what is left of its block (the reader raised IndexError or
+    struct.error: a traceback): the options end there, and the interface stands with its defaults."""
+    packets = [(0, ts, frame) for ts, frame in ethernet_frames(smtp_session_segments())]
+    path = write(tmp_path / "option.pcapng", pcapng_bytes_tsresol([1], packets, options=option))
+    recorder, counters = run_all(path)
+    assert_smtp_session(recorder)
+    assert counters.packets_read == len(packets) and not counters.warnings
+
+
 def test_snaplen_truncation_counts_and_reports_gap(tmp_path):
     frames = ethernet_frames(smtp_session_segments())
     path = write(tmp_path / "snap.pcap", pcap_bytes(frames, caplen_limit=60, snaplen=60))

@@ -404,9 +404,9 @@ class PacketReader:
         pos = 8
         while pos + 4 <= len(body):
             code, length = struct.unpack_from(endian + "HH", body, pos)
-            value = body[pos + 4 : pos + 4 + length]
-            if code == 0:
+            if code == 0 or pos + 4 + length > len(body):  # the end of options, or one running past the block
                 break
+            value = body[pos + 4 : pos + 4 + length]
             if code == 9 and length >= 1:  # if_tsresol
                 exponent = value[0] & 0x7F
                 units = float(2**exponent) if value[0] & 0x80 else float(10**exponent)
