@@ -15,6 +15,7 @@
 #include <Python.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -23,6 +24,10 @@
 /* ---- limits and constants (kept equal to the Python side: passive/capture/scanner.py, linklayer.py) ---- */
 
 #define MAX_RECORD 262144            /* pcapfile.MAX_RECORD */
+#define MAX_BLOCK (16u << 20)        /* pcapfile.MAX_BLOCK: a pcapng block is read whole, the buffer grown for it */
+#define MAX_INTERFACES 65536         /* pcapfile.MAX_INTERFACES: in one pcapng section */
+#define PCAPNG_SHB 0x0A0D0D0Au
+#define PCAPNG_BOM 0x1A2B3C4Du
 #define READ_BUFFER (1u << 19)       /* bytes of a capture file read at once into one reused buffer: the
                                       * longest record fits, and the buffer stays in the CPU's cache while its
                                       * packets are decoded (on the 1 GB bench capture 256 KiB to 1 MiB cost the
@@ -672,7 +677,15 @@ typedef struct {
     long long frame;
     PyObject *error;       /* str: why reading stopped early, or None */
     long long oversized;
+    size_t buf_cap;        /* READ_BUFFER, or what the largest pcapng block read needed (MAX_BLOCK at most) */
+    /* pcapng (pcapfile.PacketReader._pcapng): the section's interfaces, the link types all its sections declared */
+    int pcapng;
+    struct iface_s *ifaces; size_t ifaces_used, ifaces_cap;
+    uint8_t *linktypes_seen; int short_interface; /* a bit per link type; an interface block too short for one */
+    long long cut;         /* pcapng packets cut to MAX_RECORD */
 } Scanner;
+
+typedef struct iface_s { int linktype; double units; long long offset; uint32_t snaplen; } iface_t;
 
 static inline int port_named(Scanner *sc, unsigned port) { return (sc->ports[port >> 3] >> (port & 7)) & 1; }
 
@@ -1452,14 +1465,19 @@ static void trim_tails(Scanner *sc) {
 /* fill: make the file's next `want` bytes from `pos` on whole in `buf` (fewer where the file ends: reads stop at `size`,
  * and a read finding the file shorter than that moves `size` back to where it ended). The descriptor is read in
  * order, never sought: its offset is buf_at + buf_len. 0, or -1 with an exception. */
-static int refill(Scanner *sc) {
+static int refill(Scanner *sc, size_t want) {
     if (sc->fresh_used && keep_tails(sc) < 0) { PyErr_NoMemory(); return -1; }
     /* pos is never before buf_at; it passes the buffer's end only when reading stops (moved to the file's end) */
     size_t end = sc->buf_at + sc->buf_len, keep = sc->pos < end ? end - sc->pos : 0;
     if (keep) memmove(sc->buf, sc->buf + (sc->pos - sc->buf_at), keep);
     sc->buf_at = sc->pos; sc->buf_len = keep;
-    while (sc->buf_len < READ_BUFFER && sc->buf_at + sc->buf_len < sc->size) {
-        size_t room = READ_BUFFER - sc->buf_len, left = sc->size - (sc->buf_at + sc->buf_len);
+    if (want > sc->buf_cap) { /* a pcapng block larger than the buffer (at most MAX_BLOCK): the tails are out of it */
+        uint8_t *grown = PyMem_Realloc(sc->buf, want);
+        if (!grown) { PyErr_NoMemory(); return -1; }
+        sc->buf = grown; sc->buf_cap = want;
+    }
+    while (sc->buf_len < sc->buf_cap && sc->buf_at + sc->buf_len < sc->size) {
+        size_t room = sc->buf_cap - sc->buf_len, left = sc->size - (sc->buf_at + sc->buf_len);
         /* read, not pread: the descriptor's position (/proc/PID/fdinfo) says how far the scanner has read. Other
          * threads run meanwhile: a pipe's writer (a decompressing thread) needs the interpreter to fill it. */
         ssize_t got;
@@ -1485,7 +1503,7 @@ static int refill(Scanner *sc) {
 static inline int fill(Scanner *sc, size_t want) {
     if (sc->pos + want <= sc->buf_at + sc->buf_len || sc->buf_at + sc->buf_len >= sc->size || sc->pos >= sc->size)
         return 0;
-    return refill(sc);
+    return refill(sc, want);
 }
 
 /* Reading stops: at the end of a file, or, in a pipe (whose end is not known), here. */
@@ -1497,11 +1515,14 @@ static inline void stop_reading(Scanner *sc) {
 /* Where reading stops early: the first reason is kept (a read error says more than the cut it causes). */
 #define STOP_ERROR(...) do { if (sc->error == Py_None) set_error(sc, __VA_ARGS__); } while (0)
 
+static int pcapng_records(Scanner *sc, PyObject *items);
+
 static PyObject *Scanner_next_batch(Scanner *sc, PyObject *Py_UNUSED(ignored)) {
     if (!sc->buf) Py_RETURN_NONE;
     PyObject *items = PyList_New(0);
     if (!items) return NULL;
-    while (PyList_GET_SIZE(items) < sc->batch_packets) {
+    if (sc->pcapng && pcapng_records(sc, items) < 0) { Py_DECREF(items); return NULL; }
+    while (!sc->pcapng && PyList_GET_SIZE(items) < sc->batch_packets) {
         if (fill(sc, 16) < 0) { Py_DECREF(items); return NULL; }
         if (sc->pos + 16 > sc->size) {
             if (sc->pos < sc->size)
@@ -1543,6 +1564,148 @@ static PyObject *Scanner_next_batch(Scanner *sc, PyObject *Py_UNUSED(ignored)) {
     return items;
 }
 
+/* ---- pcapng: the blocks of pcapfile.PacketReader._pcapng, to the same frames, times, counts and messages ---- */
+
+static uint16_t rd16(const Scanner *sc, const uint8_t *p) {
+    return sc->swapped ? (uint16_t)(p[0] << 8 | p[1]) : (uint16_t)(p[1] << 8 | p[0]);
+}
+
+/* An interface description block's body: link type, snap length, if_tsresol (9) and if_tsoffset (14); the options
+ * end at option 0 or at one running past the block. */
+static int add_interface(Scanner *sc, const uint8_t *body, size_t len) {
+    if (sc->ifaces_used == sc->ifaces_cap) {
+        size_t cap = sc->ifaces_cap ? sc->ifaces_cap * 2 : 8;
+        iface_t *grown = PyMem_Realloc(sc->ifaces, cap * sizeof(iface_t));
+        if (!grown) { PyErr_NoMemory(); return -1; }
+        sc->ifaces = grown; sc->ifaces_cap = cap;
+    }
+    iface_t *f = &sc->ifaces[sc->ifaces_used++];
+    *f = (iface_t){-1, 1e6, 0, 0};
+    if (len < 8) { sc->short_interface = 1; return 0; }
+    f->linktype = rd16(sc, body);
+    f->snaplen = rd32(sc, body + 4);
+    sc->linktypes_seen[f->linktype >> 3] |= (uint8_t)(1 << (f->linktype & 7));
+    for (size_t at = 8; at + 4 <= len;) {
+        unsigned code = rd16(sc, body + at), length = rd16(sc, body + at + 2);
+        if (code == 0 || at + 4 + length > len) break;
+        const uint8_t *value = body + at + 4;
+        if (code == 9 && length >= 1) {
+            int exponent = value[0] & 0x7F;
+            char text[8];
+            snprintf(text, sizeof text, "1e%d", exponent); /* float(10**e) in Python: correctly rounded */
+            f->units = value[0] & 0x80 ? ldexp(1.0, exponent) : strtod(text, NULL);
+        } else if (code == 14 && length >= 8) {
+            uint64_t first = rd32(sc, value), second = rd32(sc, value + 4); /* a 64-bit word in the section's order */
+            f->offset = (long long)(sc->swapped ? first << 32 | second : second << 32 | first);
+        }
+        at += 4 + length + ((4 - length % 4) % 4);
+    }
+    return 0;
+}
+
+/* A packet block's interface, time, captured length and where its data starts; a message for a damaged one. */
+static const char *packet_block(Scanner *sc, uint32_t type, const uint8_t *body, size_t len, uint32_t *iface,
+                                double *ts, uint32_t *caplen, size_t *data_at, char *why, size_t why_len) {
+    uint32_t hi = 0, lo = 0;
+    if (type == 6 || type == 2) {
+        if (len < 20) return type == 6 ? "enhanced packet block too short" : "packet block too short";
+        *iface = type == 6 ? rd32(sc, body) : rd16(sc, body);
+        hi = rd32(sc, body + 4); lo = rd32(sc, body + 8); *caplen = rd32(sc, body + 12);
+        *data_at = 20;
+    } else {
+        if (len < 4) return "simple packet block too short";
+        uint32_t wire = rd32(sc, body), snap = sc->ifaces_used ? sc->ifaces[0].snaplen : 0;
+        *iface = 0; *data_at = 4;
+        *caplen = wire < len - 4 ? wire : (uint32_t)(len - 4);
+        if (snap && snap < *caplen) *caplen = snap;
+    }
+    if (*iface >= sc->ifaces_used) {
+        snprintf(why, why_len, "packet on undeclared interface %lu", (unsigned long)*iface);
+        return why;
+    }
+    if (*data_at + *caplen > len) {
+        snprintf(why, why_len, "captured length %lu exceeds its block", (unsigned long)*caplen);
+        return why;
+    }
+    const iface_t *f = &sc->ifaces[*iface];
+    *ts = (double)((uint64_t)hi << 32 | lo) / f->units + (double)f->offset;
+    return NULL;
+}
+
+static int pcapng_records(Scanner *sc, PyObject *items) {
+    while (PyList_GET_SIZE(items) < sc->batch_packets) {
+        if (fill(sc, 12) < 0) return -1;
+        if (sc->pos + 12 > sc->size) {
+            if (sc->pos < sc->size) STOP_ERROR("truncated capture: block header after frame %lld cut short", sc->frame);
+            stop_reading(sc);
+            break;
+        }
+        const uint8_t *b = sc->buf + (sc->pos - sc->buf_at);
+        uint32_t type = rd32(sc, b);
+        if (type == PCAPNG_SHB) {
+            uint32_t bom = (uint32_t)b[8] | (uint32_t)b[9] << 8 | (uint32_t)b[10] << 16 | (uint32_t)b[11] << 24;
+            if (bom != PCAPNG_BOM && __builtin_bswap32(bom) != PCAPNG_BOM) {
+                STOP_ERROR("corrupt capture: bad section header after frame %lld", sc->frame);
+                stop_reading(sc);
+                break;
+            }
+            sc->swapped = bom != PCAPNG_BOM;
+            sc->ifaces_used = 0;
+        }
+        uint32_t total = rd32(sc, b + 4);
+        if (total < 12 || total % 4 || total > MAX_BLOCK) {
+            STOP_ERROR("corrupt capture: block after frame %lld has impossible length %lu", sc->frame,
+                       (unsigned long)total);
+            stop_reading(sc);
+            break;
+        }
+        if (fill(sc, total) < 0) return -1;
+        if (sc->size - sc->pos < total) {
+            STOP_ERROR("truncated capture: block after frame %lld cut short", sc->frame);
+            stop_reading(sc);
+            break;
+        }
+        b = sc->buf + (sc->pos - sc->buf_at); /* the fill may have moved it */
+        if (rd32(sc, b + total - 4) != total) {
+            STOP_ERROR("corrupt capture: block after frame %lld has mismatched trailing length", sc->frame);
+            stop_reading(sc);
+            break;
+        }
+        const uint8_t *body = b + 8;
+        size_t len = total - 12;
+        if (type == 1) {
+            if (sc->ifaces_used >= MAX_INTERFACES) {
+                STOP_ERROR("corrupt capture: more than %d interfaces in one section", MAX_INTERFACES);
+                stop_reading(sc);
+                break;
+            }
+            if (add_interface(sc, body, len) < 0) return -1;
+            sc->pos += total;
+            continue;
+        }
+        if (type != 6 && type != 2 && type != 3) { sc->pos += total; continue; }
+        uint32_t iface = 0, caplen = 0;
+        size_t data_at = 0;
+        double ts = 0;
+        char why[96];
+        const char *bad = packet_block(sc, type, body, len, &iface, &ts, &caplen, &data_at, why, sizeof why);
+        if (bad) {
+            STOP_ERROR("corrupt capture: frame %lld: %s", sc->frame + 1, bad);
+            stop_reading(sc);
+            break;
+        }
+        uint32_t kept = caplen < MAX_RECORD ? caplen : MAX_RECORD;
+        int rc = scan_record(sc, items, sc->frame + 1, ts, body + data_at, kept, sc->ifaces[iface].linktype);
+        if (rc < 0) return -1;
+        if (rc == STALL) break;
+        sc->stalled = 0; sc->rebuilt_len = 0;
+        if (caplen > MAX_RECORD) { sc->oversized++; sc->cut++; }
+        sc->frame++;
+        sc->pos += total;
+    }
+    return 0;
+}
+
 static int open_file(Scanner *sc, PyObject *path) {
     PyObject *encoded = NULL;
     if (!PyUnicode_FSConverter(path, &encoded)) return -1;
@@ -1557,6 +1720,7 @@ static int open_file(Scanner *sc, PyObject *path) {
     if (sc->size < 24) { PyErr_SetString(PyExc_ValueError, "file too short to be a capture"); return -1; }
     sc->buf = PyMem_Malloc(READ_BUFFER);
     if (!sc->buf) { PyErr_NoMemory(); return -1; }
+    sc->buf_cap = READ_BUFFER;
     posix_fadvise(sc->fd, 0, 0, POSIX_FADV_SEQUENTIAL); /* a hint for read-ahead; nothing depends on it */
     if (fill(sc, 24) < 0) return -1;
     if (sc->buf_len < 24) {
@@ -1566,6 +1730,12 @@ static int open_file(Scanner *sc, PyObject *path) {
     }
     const uint8_t *head = sc->buf;
     uint32_t magic = (uint32_t)head[0] | (uint32_t)head[1] << 8 | (uint32_t)head[2] << 16 | (uint32_t)head[3] << 24;
+    if (magic == PCAPNG_SHB) { /* blocks from the first on, the section header among them */
+        sc->pcapng = 1; sc->linktype = -1; sc->pos = 0;
+        sc->linktypes_seen = PyMem_Calloc(65536 / 8, 1);
+        if (!sc->linktypes_seen) { PyErr_NoMemory(); return -1; }
+        return 0;
+    }
     if (magic == PCAP_MAGIC_USEC || magic == PCAP_MAGIC_NSEC) sc->swapped = 0;
     else if (__builtin_bswap32(magic) == PCAP_MAGIC_USEC || __builtin_bswap32(magic) == PCAP_MAGIC_NSEC) {
         sc->swapped = 1;
@@ -1783,6 +1953,8 @@ static void Scanner_dealloc(Scanner *sc) {
     PyMem_Free(sc->rebuilt);
     PyMem_Free(sc->store);
     PyMem_Free(sc->fresh);
+    PyMem_Free(sc->ifaces);
+    PyMem_Free(sc->linktypes_seen);
     Py_XDECREF(sc->error);
     Py_TYPE(sc)->tp_free((PyObject *)sc);
 }
@@ -1791,6 +1963,17 @@ static PyObject *Scanner_get_error(Scanner *sc, void *closure) { return Py_NewRe
 static PyObject *Scanner_get_linktype(Scanner *sc, void *closure) { return PyLong_FromLong(sc->linktype); }
 static PyObject *Scanner_get_oversized(Scanner *sc, void *closure) { return PyLong_FromLongLong(sc->oversized); }
 static PyObject *Scanner_get_frames(Scanner *sc, void *closure) { return PyLong_FromLongLong(sc->frame); }
+static PyObject *Scanner_get_cut(Scanner *sc, void *closure) { return PyLong_FromLongLong(sc->cut); }
+static PyObject *Scanner_get_linktypes(Scanner *sc, void *closure) {
+    PyObject *out = PyFrozenSet_New(NULL), *value = NULL;
+    for (int t = sc->pcapng ? -1 : sc->linktype; out && t <= (sc->pcapng ? 65535 : sc->linktype); t++) {
+        int seen = !sc->pcapng || (t < 0 ? sc->short_interface : sc->linktypes_seen[t >> 3] >> (t & 7) & 1);
+        if (!seen) continue;
+        if (!(value = PyLong_FromLong(t)) || PySet_Add(out, value) < 0) Py_CLEAR(out);
+        Py_XDECREF(value);
+    }
+    return out;
+}
 static PyObject *Scanner_get_position(Scanner *sc, void *closure) { return PyLong_FromSize_t(sc->pos); }
 static PyObject *Scanner_get_flows(Scanner *sc, void *closure) { return PyLong_FromSize_t(sc->flows.used); }
 static PyObject *Scanner_get_batch(Scanner *sc, void *closure) { return PyLong_FromSsize_t(sc->batch_packets); }
@@ -1803,6 +1986,9 @@ static PyGetSetDef Scanner_getset[] = {
     {"linktype", (getter)Scanner_get_linktype, NULL, "the file's link type", NULL},
     {"oversized", (getter)Scanner_get_oversized, NULL, "records over MAX_RECORD (the one that stopped reading)", NULL},
     {"frames", (getter)Scanner_get_frames, NULL, "records read so far", NULL},
+    {"cut", (getter)Scanner_get_cut, NULL, "pcapng packets cut to MAX_RECORD", NULL},
+    {"linktypes", (getter)Scanner_get_linktypes, NULL, "the link types the file declared (-1: an interface too short)",
+     NULL},
     {"position", (getter)Scanner_get_position, NULL, "bytes of the file read so far (its header included)", NULL},
     {"flows", (getter)Scanner_get_flows, NULL, "flow states held", NULL},
     {"batch_packets", (getter)Scanner_get_batch, NULL, "segments per batch at most", NULL},

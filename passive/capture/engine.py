@@ -301,8 +301,8 @@ def read_into(engine: Engine, path: Path, options: CaptureOptions) -> None:
     if options.backend == "libpcap":
         if not (in_place and _utf8_name(path)) or not libpcap.read_with_libpcap(path, engine, options):
             read_with_python(path, engine, options, kind)
-    else:  # a compressed classic pcap file too, decompressed into a pipe (not with a BPF expression: libpcap's)
-        whole = kind.format == "pcap" and kind.stream is None and (kind.compression is None or not options.bpf)
+    else:  # pcapng and compressed files too (a pipe), without a BPF expression (libpcap's, for one link type)
+        whole = kind.stream is None and (in_place or not options.bpf)
         native = options.backend == "auto" and whole
         if native and not native_available():
             notice_native_missing()

@@ -131,18 +131,15 @@ def _read(
         scanner.close()
         engine.scanner, engine.previous_scanner = None, scanner
     add_scan_counts(counters, scanner.counters())
-    if reader is None:
-        if scanner.error is not None and (piped is None or piped.damage is None):
-            counters.warn(scanner.error)
-        counters.oversized_records += scanner.oversized
-        linktypes = {scanner.linktype}
-    else:
-        if reader.error:
-            counters.warn(reader.error)
-        counters.oversized_records += reader.oversized
-        if reader.cut:
-            counters.warn(f"{reader.cut} packets longer than {MAX_RECORD} bytes were cut to that length")
-        linktypes = reader.linktypes
+    source = scanner if reader is None else reader  # the compiled scanner reads the file itself
+    if reader is None and scanner.error is not None and (piped is None or piped.damage is None):
+        counters.warn(scanner.error)
+    elif reader is not None and reader.error:
+        counters.warn(reader.error)
+    counters.oversized_records += source.oversized
+    if source.cut:
+        counters.warn(f"{source.cut} packets longer than {MAX_RECORD} bytes were cut to that length")
+    linktypes = set(source.linktypes)
     if scanner.counters()["unsupported_link"]:
         for linktype in sorted(linktypes - SUPPORTED_LINKTYPES):
             counters.warn(f"link type {linktype} is not supported; its frames are counted as ignored")
