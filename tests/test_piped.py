@@ -1,11 +1,12 @@
-"""A compressed classic pcap file is read by the compiled scanner, through a pipe a thread decompresses it into
-(``passive/capture/piped.py``), and gives what the pure-Python reader gives:
+"""A compressed file, standard input or a FIFO is read by the compiled scanner, through a pipe a thread writes it
+into (``passive/capture/piped.py``), and gives what the pure-Python reader gives:
 
 - gzip, xz, bz2 and zstd: the same streams, frames and counters (the compressed bytes counted as read), and the
   compiled scanner was the one reading (it opened the pipe);
 - a stream cut short or damaged: everything before the cut, and the warning worded as the pure-Python reader words it;
 - an xz file of 5 million empty records (12 KB): every record read, by the compiled scanner;
-- a stop request mid-file: reading stops, the thread ends and no descriptor is left open.
+- a stop request mid-file: reading stops, the thread ends and no descriptor is left open;
+- a FIFO: the same as the pure-Python reader; standard input cut short: worded as the file cut short.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import gzip
 import lzma
 import os
 import struct
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -118,5 +121,41 @@ def test_a_stop_request_ends_the_thread_and_leaves_no_descriptor(tmp_path: Path)
     stop.requested = True
     _, counters = read(packed, "auto", stop)
     assert 0 < counters.packets_read < 3000 * 10
-    assert not [t for t in threading.enumerate() if t.name == "decompress"]
+    assert not [t for t in threading.enumerate() if t.name == "capture-pipe"]
     assert set(os.listdir("/proc/self/fd")) <= before
+
+
+def fifo_read(tmp_path: Path, data: bytes, backend: str) -> tuple[Recorder, CaptureCounters]:
+    fifo = tmp_path / f"pipe-{backend}"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_bytes, args=(data,))
+    writer.start()
+    try:
+        return read(fifo, backend)
+    finally:
+        writer.join()
+
+
+@pytest.mark.parametrize("name", ["smtp-ntlm-success-curl.pcap", "imap-login-fetchmail.pcap"])
+def test_a_pipe_is_read_by_the_compiled_scanner(tmp_path: Path, name: str, opened: list[str]) -> None:
+    """Standard input or a FIFO (``tcpdump -w - | leakscope analyze -``): what sniffing read first is written to the
+    scanner's pipe before the rest."""
+    data = (PCAPS / name).read_bytes()
+    piped, counters = fifo_read(tmp_path, data, "auto")
+    assert len(opened) == 1 and opened[0].startswith("/proc/self/fd/")
+    twin, twin_counters = fifo_read(tmp_path, data, "python")
+    assert piped.streams() == twin.streams() and frames(piped) == frames(twin)
+    assert counters.as_dict() == twin_counters.as_dict() and counters.bytes_read == len(data)
+
+
+@pytest.mark.parametrize("size", [3, 10, 23, 30, 200])
+def test_a_pipe_cut_short_is_worded_as_the_file_cut_short(tmp_path: Path, size: int) -> None:
+    cut = (PCAPS / "smtp-ntlm-success-curl.pcap").read_bytes()[:size]
+    file = tmp_path / "cut.pcap"
+    file.write_bytes(cut)
+    argv = [sys.executable, "-m", "passive", "analyze", "--format", "jsonl"]
+    from_pipe = subprocess.run([*argv, "-"], input=cut, capture_output=True, timeout=60, check=False)
+    from_file = subprocess.run([*argv, str(file)], capture_output=True, timeout=60, check=False)
+    assert from_pipe.returncode == from_file.returncode
+    assert from_pipe.stderr.decode().replace("/dev/stdin", "F") == from_file.stderr.decode().replace(str(file), "F")
+    assert from_pipe.stdout.decode().replace("/dev/stdin", "F") == from_file.stdout.decode().replace(str(file), "F")

@@ -1722,14 +1722,21 @@ static int open_file(Scanner *sc, PyObject *path) {
     if (!sc->buf) { PyErr_NoMemory(); return -1; }
     sc->buf_cap = READ_BUFFER;
     posix_fadvise(sc->fd, 0, 0, POSIX_FADV_SEQUENTIAL); /* a hint for read-ahead; nothing depends on it */
+    int pipe = sc->size == SIZE_MAX;
     if (fill(sc, 24) < 0) return -1;
-    if (sc->buf_len < 24) {
+    const uint8_t *head = sc->buf;
+    uint32_t magic = sc->buf_len < 4 ? 0
+        : (uint32_t)head[0] | (uint32_t)head[1] << 8 | (uint32_t)head[2] << 16 | (uint32_t)head[3] << 24;
+    if (pipe && magic != PCAPNG_SHB && sc->buf_len < 24) { /* read once: no other reader can explain it */
+        set_error(sc, "truncated capture: global header cut short");
+        stop_reading(sc);
+        return 0;
+    }
+    if (sc->buf_len < 24 && !(pipe && magic == PCAPNG_SHB)) {
         if (sc->error != Py_None) PyErr_SetObject(PyExc_OSError, sc->error);
         else PyErr_SetString(PyExc_ValueError, "file too short to be a capture");
         return -1;
     }
-    const uint8_t *head = sc->buf;
-    uint32_t magic = (uint32_t)head[0] | (uint32_t)head[1] << 8 | (uint32_t)head[2] << 16 | (uint32_t)head[3] << 24;
     if (magic == PCAPNG_SHB) { /* blocks from the first on, the section header among them */
         sc->pcapng = 1; sc->linktype = -1; sc->pos = 0;
         sc->linktypes_seen = PyMem_Calloc(65536 / 8, 1);

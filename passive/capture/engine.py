@@ -301,9 +301,8 @@ def read_into(engine: Engine, path: Path, options: CaptureOptions) -> None:
     if options.backend == "libpcap":
         if not (in_place and _utf8_name(path)) or not libpcap.read_with_libpcap(path, engine, options):
             read_with_python(path, engine, options, kind)
-    else:  # pcapng and compressed files too (a pipe), without a BPF expression (libpcap's, for one link type)
-        whole = kind.stream is None and (in_place or not options.bpf)
-        native = options.backend == "auto" and whole
+    else:  # pcapng, compressed files and pipes too, without a BPF expression (libpcap's, for one link type)
+        native = options.backend == "auto" and (in_place or not options.bpf)
         if native and not native_available():
             notice_native_missing()
             native = False

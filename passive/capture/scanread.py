@@ -87,15 +87,16 @@ def scan_settings(options: CaptureOptions) -> dict[str, Any]:
 
 def read_with_scanner(path: Path, engine: Sink, options: CaptureOptions, kind: FileKind, *, native: bool) -> None:
     """Feed every batch the scanner admits from ``path`` to ``engine``, then its counters and any damage. A
-    compressed classic pcap reaches the compiled scanner through a pipe (:mod:`passive.capture.piped`)."""
-    if not (native and kind.compression is not None and _cscan is not None):
+    compressed file, standard input or another pipe reaches the compiled scanner through a pipe of its own
+    (:mod:`passive.capture.piped`)."""
+    if not (native and (kind.compression is not None or kind.stream is not None) and _cscan is not None):
         _read(path, path, engine, options, kind, native, None)
         return
-    with PipedCapture(path, kind.compression, engine.counters) as piped:
+    with PipedCapture(path, kind.compression, engine.counters, kind.stream) as piped:
         scanner = _read(Path(piped.path), path, engine, options, kind, native, piped)
     if piped.damage is not None and scanner is not None:  # worded as the pure-Python reader words it
-        engine.counters.warn(f"truncated capture: {kind.compression} stream ends after frame {scanner.frames}: "
-                             f"{piped.damage}")  # fmt: skip
+        what = f"{kind.compression} stream" if kind.compression else "file"
+        engine.counters.warn(f"truncated capture: {what} ends after frame {scanner.frames}: {piped.damage}")
 
 
 def _read(
