@@ -4,6 +4,7 @@ comparison), on
 
 - every pcapng capture of the shared corpus, whole, gzip-compressed (read through the pipe) and damaged
   (fuzz/corrupt.py's editcap errors and cuts);
+- the grouping look of ring buffers' files (``rings.describe``), read through by the compiled scanner;
 - crafted files: sections of both byte orders, interfaces of several link types, if_tsresol in powers of 2 and 10
   and if_tsoffset, simple and obsolete packet blocks, unknown blocks, a block larger than the read buffer, packets
   cut to MAX_RECORD, and each damage the reader names (impossible or mismatched lengths, cut blocks, a bad section
@@ -22,7 +23,9 @@ from pathlib import Path
 import pytest
 
 from fuzz.corrupt import make_variants
-from passive.capture.pcapfile import MAX_RECORD
+from passive.capture import scanread
+from passive.capture.pcapfile import MAX_RECORD, sniff_kind
+from passive.capture.rings import describe
 from tests.corpus import CORPUS, require_corpus
 from tests.helpers_capture import ethernet_frames, smtp_session_segments
 from tests.test_scanner import _compiled_scanner, assert_same, run  # noqa: F401 - the fixture skips without it
@@ -166,3 +169,22 @@ def test_damaged_pcapng_worded_alike(name: str, tmp_path: Path, monkeypatch: pyt
     path.write_bytes(damaged(name))
     result = compare(path, monkeypatch)
     assert result["warnings"], "the damage was not reported"
+
+
+@pytest.mark.parametrize("path", PCAPNG, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_the_grouping_look_reads_through_with_the_compiled_scanner(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pcapng or compressed file's last packet time and link types (rings.describe, which groups ring buffers'
+    files) come from the compiled scanner reading it through, as the pure-Python reader gives them."""
+    require_corpus("pcaps")
+    packed = tmp_path / (path.name + ".gz")
+    packed.write_bytes(gzip.compress(path.read_bytes(), compresslevel=1))
+    for capture in (path, packed):
+        kind = sniff_kind(capture)
+        compiled = scanread.read_through(capture, kind)
+        with monkeypatch.context() as patched:
+            patched.setattr(scanread, "_cscan", None)
+            assert scanread.read_through(capture, kind) == compiled
+            twin_span = describe(str(capture))
+        assert describe(str(capture)) == twin_span and compiled[0] is not None

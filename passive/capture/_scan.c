@@ -1971,6 +1971,10 @@ static PyObject *Scanner_get_linktype(Scanner *sc, void *closure) { return PyLon
 static PyObject *Scanner_get_oversized(Scanner *sc, void *closure) { return PyLong_FromLongLong(sc->oversized); }
 static PyObject *Scanner_get_frames(Scanner *sc, void *closure) { return PyLong_FromLongLong(sc->frame); }
 static PyObject *Scanner_get_cut(Scanner *sc, void *closure) { return PyLong_FromLongLong(sc->cut); }
+static PyObject *Scanner_get_last_time(Scanner *sc, void *closure) {
+    if (sc->now == -1.0 / 0.0) Py_RETURN_NONE;
+    return PyFloat_FromDouble(sc->now);
+}
 static PyObject *Scanner_get_linktypes(Scanner *sc, void *closure) {
     PyObject *out = PyFrozenSet_New(NULL), *value = NULL;
     for (int t = sc->pcapng ? -1 : sc->linktype; out && t <= (sc->pcapng ? 65535 : sc->linktype); t++) {
@@ -1994,6 +1998,7 @@ static PyGetSetDef Scanner_getset[] = {
     {"oversized", (getter)Scanner_get_oversized, NULL, "records over MAX_RECORD (the one that stopped reading)", NULL},
     {"frames", (getter)Scanner_get_frames, NULL, "records read so far", NULL},
     {"cut", (getter)Scanner_get_cut, NULL, "pcapng packets cut to MAX_RECORD", NULL},
+    {"last_time", (getter)Scanner_get_last_time, NULL, "the time of the last record read, or None", NULL},
     {"linktypes", (getter)Scanner_get_linktypes, NULL, "the link types the file declared (-1: an interface too short)",
      NULL},
     {"position", (getter)Scanner_get_position, NULL, "bytes of the file read so far (its header included)", NULL},

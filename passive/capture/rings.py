@@ -57,6 +57,7 @@ from passive.capture.pcapfile import (
     PacketReader,
     sniff_kind,
 )
+from passive.capture.scanread import read_through
 
 JOIN_GAP = IDLE_TIMEOUT
 """Seconds of silence allowed between one file's last packet and the next file's first: past the idle timeout every
@@ -204,16 +205,13 @@ def describe(path: str) -> Span | None:
         first = next(iter(reader), None)
         if first is None:
             return None
-        last = None
+        last, linktypes = None, frozenset(reader.linktypes)
         if kind.format == "pcap" and kind.compression is None:
             last = _pcap_last_time(path)
-        if last is None:
-            last = first.ts
-            reader = PacketReader(path, kind)
-            for packet in reader:
-                last = packet.ts
-        key = (*_name_key(path), kind.format, tuple(sorted(reader.linktypes)), snaplen, interfaces)
-        return Span(path, key, first.ts, max(last, first.ts))
+        if last is None:  # read through, by the compiled scanner where it is built
+            last, linktypes = read_through(Path(path), kind)
+        key = (*_name_key(path), kind.format, tuple(sorted(linktypes)), snaplen, interfaces)
+        return Span(path, key, first.ts, max(last if last is not None else first.ts, first.ts))
     except (OSError, CaptureFormatError, EOFError, ValueError, struct.error, zlib.error, lzma.LZMAError):
         return None  # a damaged compressed stream included: its reader reports it
 

@@ -9,6 +9,7 @@ imported, which a one-line notice on stderr says once per run. A user's BPF expr
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import struct
 import sys
@@ -145,6 +146,32 @@ def _read(
         for linktype in sorted(linktypes - SUPPORTED_LINKTYPES):
             counters.warn(f"link type {linktype} is not supported; its frames are counted as ignored")
     return scanner if reader is None else None
+
+
+REFUSE_ALL = [(0x06, 0, 0, 0)]
+"""A BPF program refusing every packet (``ret #0``): the compiled scanner then reads a file through, admitting
+nothing."""
+
+
+def read_through(path: Path, kind: FileKind) -> tuple[float | None, frozenset[int]]:
+    """The time of the last packet of ``path`` (None: it holds none) and the link types it declared, read through
+    by the compiled scanner where it is built (a compressed file or a pipe through :mod:`passive.capture.piped`),
+    else by the pure-Python reader (raises as :class:`PacketReader` raises; damage ends the reading)."""
+    if _cscan is None:
+        reader, last = PacketReader(path, kind), None
+        for packet in reader:
+            last = packet.ts
+        return last, frozenset(reader.linktypes)
+    settings = {"ports": EVERY_PORT, "bpf": REFUSE_ALL, "batch_packets": scanning.BATCH_PACKETS}
+    piped = kind.compression is not None or kind.stream is not None
+    with PipedCapture(path, kind.compression, None, kind.stream) if piped else contextlib.nullcontext() as pipe:
+        scanner = _cscan.Scanner(pipe.path if pipe is not None else str(path), **settings)
+        try:
+            while scanner.next_batch() is not None:
+                pass
+        finally:
+            scanner.close()
+    return scanner.last_time, frozenset(scanner.linktypes)
 
 
 def _open(
