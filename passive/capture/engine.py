@@ -7,9 +7,10 @@ with the caller's handler factory; it returns the :class:`~passive.capture.count
 Which reader handles a file (decided per file, ``backend``):
 
 * ``auto`` (default): the packet scanner (:mod:`passive.capture.scanner`, :mod:`passive.capture.scanread`):
-  compiled for regular classic pcap files (read into one reused buffer; exact frame numbers counted in C; a compressed
-  one decompressed into a pipe by a thread), its pure-Python twin for pcapng and pipes, and for everything when the
-  extension is not built (with a one-line notice on stderr). Only the segments it admits reach Python: the port
+  compiled for classic pcap and pcapng files (read into one reused buffer; exact frame numbers counted in C; a
+  compressed file or a pipe written into a pipe of its own by a thread), its pure-Python twin for those with a BPF
+  expression (but a plain classic pcap file) and for everything when the extension is not built (with a one-line
+  notice on stderr). Only the segments it admits reach Python: the port
   filter, and in every-port mode flow heads and the flows the classifier kept (its verdicts reach the scanner through
   the reassembler).
 * ``python``: the twin, whatever the file.

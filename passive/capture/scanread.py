@@ -1,9 +1,9 @@
 """Reading a capture file through the packet scanner (:mod:`passive.capture.scanner`) into an engine.
 
-The compiled scanner reads regular classic pcap files, a compressed one through a pipe a thread decompresses it
-into (:mod:`passive.capture.piped`); the pure-Python twin reads everything else (pcapng, standard input and other
-pipes), a compressed file with a BPF expression, and everything when the extension was not built or cannot be
-imported, which a one-line notice on stderr says once per run. A user's BPF expression is compiled by libpcap
+The compiled scanner reads classic pcap and pcapng files, a compressed file, standard input or another pipe through
+a pipe a thread writes it into (:mod:`passive.capture.piped`); the pure-Python twin reads what has a BPF expression
+but a plain classic pcap file, and everything when the extension was not built or cannot be imported, which a
+one-line notice on stderr says once per run. A user's BPF expression is compiled by libpcap
 (pcapy-ng) for the file's link type and run by the scanner before anything else.
 """
 
