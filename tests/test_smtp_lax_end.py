@@ -200,3 +200,14 @@ def test_state_dropped_to_keep_within_the_budget_reads_commands_after() -> None:
     session.shed()  # the held bytes are dropped, and reading resumes after the next newline
     events = session.receive(C, b"partial\r\nQUIT\r\n") + session.receive(S, b"221 Bye\r\n")
     assert any(isinstance(e, ev.Quit) for e in events)
+
+
+NOOPS = [(C, b"NOOP\r\n"), (S, b"250 2.0.0 Ok\r\n")] * 3
+
+
+def test_a_dot_line_right_after_the_lax_end_line_is_no_exact_end() -> None:
+    """``\\n.\\n.\\r\\n``: the second "." line follows a bare LF, so a server that reads on reads on past it too."""
+    smuggled = SMUGGLED.replace(b"hello\n.\n", b"hello\n.\n.\r\n")
+    events = session_events([*OPENING, (C, smuggled), (S, b"250 2.0.0 Ok: queued as A\r\n"), *NOOPS])
+    assert recipients(events) == [("b@contoso.com", True)]
+    assert anomalies(events) == ["lax_end_in_message"]
