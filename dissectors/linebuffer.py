@@ -160,6 +160,7 @@ class LineBuffer:
         self._exact_end, self._lax_is_body = exact_end, exact_end and lax_is_body
         if not self._lax_is_body:  # else the line before is the lax end line, as it ended (kept when it was read)
             self._crlf_before = True  # the line before the body (the DATA command's) is not looked at
+        self._tail_cr = False  # the byte before the body is a newline (not a previous body's last byte)
 
     @property
     def in_body(self) -> bool:

@@ -211,3 +211,15 @@ def test_a_dot_line_right_after_the_lax_end_line_is_no_exact_end() -> None:
     events = session_events([*OPENING, (C, smuggled), (S, b"250 2.0.0 Ok: queued as A\r\n"), *NOOPS])
     assert recipients(events) == [("b@contoso.com", True)]
     assert anomalies(events) == ["lax_end_in_message"]
+
+
+def test_a_message_starting_with_a_bare_lf_dot_line_after_a_message_cut_after_a_cr() -> None:
+    """The first message's last chunk ends in a CR, its end line comes in the next; the second message's first
+    bytes are ``\\n.\\r\\n``: the line before that dot is an empty line ended by a bare LF, whatever came before."""
+    second = [(C, b"MAIL FROM:<a@client.example>\r\n"), (S, b"250 2.1.0 Ok\r\n"), (C, b"RCPT TO:<c@contoso.com>\r\n")]
+    second += [(S, b"250 2.1.5 Ok\r\n"), (C, b"DATA\r\n"), (S, b"354 go\r\n")]
+    first = [(C, b"Subject: x\r\n\r\nhello\r"), (C, b"\n.\r\n"), (S, b"250 2.0.0 Ok: queued as A\r\n")]
+    smuggled = b"\n.\r\n" + SMUGGLED.split(b"\n.\n", 1)[1]
+    events = session_events([*OPENING, *first, *second, (C, smuggled), (S, b"250 2.0.0 Ok: queued as B\r\n"), *NOOPS])
+    assert recipients(events) == [("b@contoso.com", True), ("c@contoso.com", True)]
+    assert anomalies(events) == ["lax_end_in_message"]
