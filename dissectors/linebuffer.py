@@ -168,12 +168,14 @@ class LineBuffer:
 
     def skippable(self) -> tuple[int, int, bool] | None:
         """Whether bytes may be dropped unread here: ``(SKIP_DOT, 0, at_line_start)`` inside a body (neither just
-        after a line's leading dot nor holding anything), ``(SKIP_RAW, left, False)`` inside a raw run kept by
-        nobody; None otherwise. The one dropping them must keep to the rule of the mode (see :meth:`skip`)."""
+        after a line's leading dot, nor read on past a lax end line, nor holding anything), ``(SKIP_RAW, left,
+        False)`` inside a raw run kept by nobody; None otherwise. The one dropping them must keep to the rule of the
+        mode (see :meth:`skip`)."""
         if self._holding or self._held or self._pending or self._discarding:
             return None
         if self._body:
-            if self._body_state == _AFTER_DOT:
+            # Past a lax end line only CR LF "." CR LF ends the body: the CR before a dot must not go unread.
+            if self._body_state == _AFTER_DOT or self._lax_is_body:
                 return None
             return SKIP_DOT, 0, self._body_state == _LINE_START
         if self._raw_left and not self._keep_raw:

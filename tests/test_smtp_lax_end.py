@@ -223,3 +223,21 @@ def test_a_message_starting_with_a_bare_lf_dot_line_after_a_message_cut_after_a_
     events = session_events([*OPENING, *first, *second, (C, smuggled), (S, b"250 2.0.0 Ok: queued as B\r\n"), *NOOPS])
     assert recipients(events) == [("b@contoso.com", True), ("c@contoso.com", True)]
     assert anomalies(events) == ["lax_end_in_message"]
+
+
+def test_cli_the_exact_end_after_a_lax_end_read_on_ends_the_message_however_segments_are_dropped(
+    tmp_path: Path,
+) -> None:
+    """A message that goes on past its lax end line (more than is held with no answer: the server read on) for a
+    megabyte, its exact end's "." in a segment of its own after a segment ending in CR LF: the relay the client
+    then makes is read. Past a lax end line only CR LF "." CR LF ends the message, and the capture must not drop
+    the bytes that say whether a dot line is one."""
+    line = b"a line of the message that goes on and on, for long\r\n"
+    body = b"Subject: x\r\n\r\nhello\n.\n" + line * 20000
+    body += b"x" * ((-len(body) - 2) % 1400) + b"\r\n"  # the last segment before the "." line ends in CR LF
+    relay = [(C, b"MAIL FROM:<s@sender.example>\r\n"), (S, b"250 2.1.0 Ok\r\n")]
+    relay += [(C, b"RCPT TO:<victim@outside.test>\r\n"), (S, b"250 2.1.5 Ok\r\n")]
+    steps = [*OPENING, (C, body + b".\r\n"), (S, b"250 2.0.0 Ok: queued as A\r\n"), *relay]
+    findings = analyze(smtp_capture(tmp_path / "long.pcap", steps), "--local-domain", "contoso.com")
+    assert relays(findings) == [("open-relay", "high")]
+    assert services(findings) == [("exact", "info")]
