@@ -321,7 +321,7 @@ class SmtpSession(MailSession):
             pending.finals += 1
             held = self.buffers[ev.Side.CLIENT].held_data
             if smtp_end.exact_end_in(held, pending.crlf_after) is None:
-                self._settle(smtp_end.decide(held, pending.crlf_after, None, reply_fits))
+                self._settle(smtp_end.decide(held, pending.crlf_after, None, reply_fits, int(match.group(1))))
                 return True
         if len(pending.replies) > smtp_end.MAX_REPLY_LINES_HELD or pending.bytes > MAX_HELD:
             self._settle(self._undecided())

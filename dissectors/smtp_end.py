@@ -7,7 +7,8 @@ to the exact end. What a client sends between the two is then, to one server, pa
 other, commands: SMTP smuggling (CVE-2023-51764), and a way to make a passive reader see an accepted foreign
 recipient that no server accepted, or miss one that a server did. The server alone knows; its replies say it:
 
-* it answered before the exact end was sent: only the lax end can have been answered (:data:`LAX`);
+* it answered before the exact end was sent: only the lax end can have been answered (:data:`LAX`), unless with a
+  421, which a server that reads on sends when it gives up waiting for the exact end (:data:`EXACT`);
 * its second reply came before the client sent a command after the exact end: a server that read on to the exact
   end had nothing to answer (:data:`LAX`);
 * otherwise the second reply is the answer to the first line after the lax end (the lax end was the end) or to the
@@ -68,12 +69,15 @@ def _verb(line: bytes) -> str:
 
 
 def decide(
-    held: bytes, crlf_after: bool, second_code: int | None, fits: Callable[[str, int], bool]
+    held: bytes, crlf_after: bool, second_code: int | None, fits: Callable[[str, int], bool], first_code: int = 0
 ) -> tuple[bool, str]:
     """:data:`LAX` or :data:`EXACT` for a lax end answered by the server, with why. ``held`` is what the client sent
-    after it; ``second_code`` the code of the server's second reply since (None: none came)."""
+    after it; ``second_code`` the code of the server's second reply since (None: none came), ``first_code`` that of
+    its first. A 421 (a server reading on times out waiting for the exact end) answers no line of the client's."""
     end = exact_end_in(held, crlf_after)
     if end is None:
+        if first_code == 421:
+            return EXACT, "the server closed the connection (421) before the exact end of the message was sent"
         return LAX, "the server answered before the exact end of the message was sent"
     if second_code is None:
         return EXACT, "the exact end of the message came before the server's only answer"

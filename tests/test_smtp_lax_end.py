@@ -241,3 +241,13 @@ def test_cli_the_exact_end_after_a_lax_end_read_on_ends_the_message_however_segm
     findings = analyze(smtp_capture(tmp_path / "long.pcap", steps), "--local-domain", "contoso.com")
     assert relays(findings) == [("open-relay", "high")]
     assert services(findings) == [("exact", "info")]
+
+
+def test_a_server_that_times_out_waiting_for_the_exact_end_did_not_take_the_lax_end() -> None:
+    """A client ending its lines with bare LFs waits for the answer to ``\\n.\\n``; Postfix with
+    ``smtpd_forbid_bare_newline = normalize`` waits for CR LF "." CR LF until its timeout: its 421 is no sign that
+    it ended the message at the lax end line."""
+    timeout = b"421 4.4.2 mx.contoso.com Error: timeout exceeded\r\n"
+    events = session_events([*OPENING, (C, b"Subject: x\n\nhi\n.\n"), (S, timeout)])
+    assert anomalies(events) == ["lax_end_in_message"]
+    assert [e for e in events if isinstance(e, ev.MessageEnd)] == []
