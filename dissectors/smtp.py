@@ -342,7 +342,7 @@ class SmtpSession(MailSession):
         self._line = pending.line
         if lax:
             self._in_data = False
-            if pending.certain:
+            if pending.certain and pending.finals:  # said when a reply came after it (not when none came at all)
                 detail = "the server took it for the end of the message, as servers open to SMTP smuggling do"
                 self._anomaly(ev.Side.CLIENT, "lax_end_taken", f"{_LAX_LINE}: {detail} ({why})")
             self._push_pending(pending.command)

@@ -251,3 +251,15 @@ def test_a_server_that_times_out_waiting_for_the_exact_end_did_not_take_the_lax_
     events = session_events([*OPENING, (C, b"Subject: x\n\nhi\n.\n"), (S, timeout)])
     assert anomalies(events) == ["lax_end_in_message"]
     assert [e for e in events if isinstance(e, ev.MessageEnd)] == []
+
+
+def test_no_answer_to_the_lax_end_line_says_nothing_of_how_the_server_took_it() -> None:
+    """The client gives up waiting for the answer to ``\\n.\\n`` and closes (before a server that reads on times
+    out), or the capture holds the client's side only: what the client sent next is read as commands, as before,
+    but nothing says the server ended the message there."""
+    gave_up = session_events([*OPENING, (C, b"Subject: x\n\nhi\n.\n")])
+    assert anomalies(gave_up) == [] and [e for e in gave_up if isinstance(e, ev.MessageEnd)] == []
+    auth = b"Subject: x\r\n\r\nhi\n.\nAUTH PLAIN AGJvYgBzZWNyZXQ=\r\n"  # \0bob\0secret
+    one_side = session_events([(side, data) for side, data in OPENING if side is C] + [(C, auth)])
+    assert [(e.user, e.password) for e in one_side if isinstance(e, ev.Credentials)] == [("bob", "secret")]
+    assert anomalies(one_side) == []
