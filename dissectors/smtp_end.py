@@ -10,7 +10,7 @@ recipient that no server accepted, or miss one that a server did. The server alo
 * it answered before the exact end was sent: only the lax end can have been answered (:data:`LAX`), unless with a
   421, which a server that reads on sends when it gives up waiting for the exact end (:data:`EXACT`);
 * its second reply came before the client sent a command after the exact end: a server that read on to the exact
-  end had nothing to answer (:data:`LAX`);
+  end had nothing to answer (:data:`LAX`), but for its 421 when it gave up waiting for one (:data:`EXACT`);
 * otherwise the second reply is the answer to the first line after the lax end (the lax end was the end) or to the
   first command after the exact end (it was not): the one it fits, and when it fits both or neither, the RFC's
   reading (the exact end).
@@ -73,7 +73,8 @@ def decide(
 ) -> tuple[bool, str]:
     """:data:`LAX` or :data:`EXACT` for a lax end answered by the server, with why. ``held`` is what the client sent
     after it; ``second_code`` the code of the server's second reply since (None: none came), ``first_code`` that of
-    its first. A 421 (a server reading on times out waiting for the exact end) answers no line of the client's."""
+    its first. A 421 (a server that reads on times out waiting for the exact end, or for a command after it)
+    answers no line of the client's."""
     end = exact_end_in(held, crlf_after)
     if end is None:
         if first_code == 421:
@@ -83,6 +84,8 @@ def decide(
         return EXACT, "the exact end of the message came before the server's only answer"
     after = held[end:]
     if b"\n" not in after:
+        if second_code == 421:
+            return EXACT, "the server closed the connection (421) after its answer to the exact end of the message"
         return LAX, "the server answered again before the client sent a command after the exact end"
     first, next_command = _verb(held.split(b"\n", 1)[0]), _verb(after.split(b"\n", 1)[0])
     if _answers(first, second_code, fits) and not _answers(next_command, second_code, fits):

@@ -263,3 +263,13 @@ def test_no_answer_to_the_lax_end_line_says_nothing_of_how_the_server_took_it() 
     one_side = session_events([(side, data) for side, data in OPENING if side is C] + [(C, auth)])
     assert [(e.user, e.password) for e in one_side if isinstance(e, ev.Credentials)] == [("bob", "secret")]
     assert anomalies(one_side) == []
+
+
+def test_a_timeout_after_the_answer_to_the_exact_end_is_no_answer_to_a_smuggled_command() -> None:
+    """A server that reads on answers the exact end, then, the client sending nothing more, times out: its 421 came
+    before any command after the exact end, yet it answers none of the smuggled ones."""
+    timeout = b"421 4.4.2 mx.contoso.com Error: timeout exceeded\r\n"
+    events = session_events([*OPENING, (C, SMUGGLED), (S, b"250 2.0.0 Ok: queued as A\r\n"), (S, timeout)])
+    assert anomalies(events) == ["lax_end_in_message"]
+    assert recipients(events) == [("b@contoso.com", True)]
+    assert [e.reply_code for e in events if isinstance(e, ev.MessageEnd)] == [250]
