@@ -273,3 +273,16 @@ def test_a_timeout_after_the_answer_to_the_exact_end_is_no_answer_to_a_smuggled_
     assert anomalies(events) == ["lax_end_in_message"]
     assert recipients(events) == [("b@contoso.com", True)]
     assert [e.reply_code for e in events if isinstance(e, ev.MessageEnd)] == [250]
+
+
+def test_replies_that_fit_both_readings_wait_for_one_that_does_not() -> None:
+    """A server that took the lax end answers the smuggled RSET with the 250 a server that read on would give the
+    NOOP the client sent after the exact end; its next replies (to the smuggled MAIL, RCPT and DATA) fit no command
+    after the exact end: the relay it made is read. A server that read on answers only the NOOP: no relay."""
+    smuggled = SMUGGLED.replace(b"hello\n.\n", b"hello\n.\nRSET\r\n") + b"NOOP\r\n"
+    rset = b"250 2.0.0 Ok: queued as A\r\n250 2.0.0 Ok\r\n"
+    took = session_events([*OPENING, (C, smuggled), (S, rset + TOOK_LAX_REPLIES.split(b"\r\n", 1)[1] + b"250 Ok\r\n")])
+    assert recipients(took) == [("b@contoso.com", True), ("victim@outside.test", True)]
+    assert anomalies(took) == ["lax_end_taken"]
+    read_on = session_events([*OPENING, (C, smuggled), (S, rset), (C, b"QUIT\r\n"), (S, b"221 2.0.0 Bye\r\n")])
+    assert recipients(read_on) == [("b@contoso.com", True)] and anomalies(read_on) == ["lax_end_in_message"]
