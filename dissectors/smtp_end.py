@@ -70,7 +70,8 @@ def _answers(verb: str, code: int, fits: Callable[[str, int], bool]) -> bool:
 
 
 def _verb(line: bytes) -> str:
-    return line.strip().split(b" ", 1)[0].split(b":", 1)[0].decode("latin-1").upper()
+    verb = line.strip().split(b" ", 1)[0].split(b":", 1)[0].decode("latin-1").upper()
+    return "AUTH" if verb == "X-EXPS" else verb  # Exchange's AUTH, answered as AUTH is (dissectors.smtp)
 
 
 def decide(

@@ -286,3 +286,13 @@ def test_replies_that_fit_both_readings_wait_for_one_that_does_not() -> None:
     assert anomalies(took) == ["lax_end_taken"]
     read_on = session_events([*OPENING, (C, smuggled), (S, rset), (C, b"QUIT\r\n"), (S, b"221 2.0.0 Bye\r\n")])
     assert recipients(read_on) == [("b@contoso.com", True)] and anomalies(read_on) == ["lax_end_in_message"]
+
+
+def test_an_x_exps_exchange_after_the_exact_end_is_answered_as_auth() -> None:
+    """Exchange answers X-EXPS (its AUTH) with 334, as the AUTH smuggled after the lax end would be: a server that
+    read on, answering the client's X-EXPS after the exact end, has not thereby taken the lax end."""
+    smuggled = SMUGGLED.replace(b"hello\n.\n", b"hello\n.\nAUTH LOGIN\r\n") + b"X-EXPS GSSAPI\r\n"
+    steps = [*OPENING, (C, smuggled), (S, b"250 2.0.0 Ok: queued as A\r\n334 GSSAPI supported\r\n")]
+    events = session_events([*steps, (C, b"*\r\n"), (S, b"501 5.7.0 cancelled\r\n"), *NOOPS])
+    assert recipients(events) == [("b@contoso.com", True)]
+    assert anomalies(events) == ["lax_end_in_message"]
