@@ -153,12 +153,14 @@ class LineBuffer:
         """What follows (from the start of a line) is a dot-terminated body (RFC 5321 section 4.5.2, RFC 1939
         section 3): it is skipped without being split into lines, dot-stuffed lines included, and only its end
         line is handed out, as the :class:`Line` ``"."``. Nothing of the body is kept. With ``exact_end``, an end
-        line other than CR LF "." CR LF is handed out as a :class:`LaxEnd`; with ``lax_is_body`` too, it is body,
-        and only an exact end line ends it."""
+        line other than CR LF "." CR LF is handed out as a :class:`LaxEnd`; with ``lax_is_body`` too (the body goes
+        on after the LaxEnd it ended on), it is body, and only an exact end line ends it."""
         self._body = True
         self._body_state = _LINE_START
         self._exact_end, self._lax_is_body = exact_end, exact_end and lax_is_body
-        self._crlf_before = True  # the line before the body (the DATA command's) is not looked at
+        if not self._lax_is_body:  # else the line before is the lax end line, as it ended (kept when it was read)
+            self._crlf_before = True  # the line before the body (the DATA command's) is not looked at
+        self._tail_cr = False  # the byte before the body is a newline (not a previous body's last byte)
 
     @property
     def in_body(self) -> bool:
@@ -166,12 +168,14 @@ class LineBuffer:
 
     def skippable(self) -> tuple[int, int, bool] | None:
         """Whether bytes may be dropped unread here: ``(SKIP_DOT, 0, at_line_start)`` inside a body (neither just
-        after a line's leading dot nor holding anything), ``(SKIP_RAW, left, False)`` inside a raw run kept by
-        nobody; None otherwise. The one dropping them must keep to the rule of the mode (see :meth:`skip`)."""
+        after a line's leading dot, nor read on past a lax end line, nor holding anything), ``(SKIP_RAW, left,
+        False)`` inside a raw run kept by nobody; None otherwise. The one dropping them must keep to the rule of the
+        mode (see :meth:`skip`)."""
         if self._holding or self._held or self._pending or self._discarding:
             return None
         if self._body:
-            if self._body_state == _AFTER_DOT:
+            # Past a lax end line only CR LF "." CR LF ends the body: the CR before a dot must not go unread.
+            if self._body_state == _AFTER_DOT or self._lax_is_body:
                 return None
             return SKIP_DOT, 0, self._body_state == _LINE_START
         if self._raw_left and not self._keep_raw:
@@ -318,6 +322,7 @@ class LineBuffer:
                             position += 1
                             continue
                         self._lax = (self._crlf_before is False or crs != 1, crs > 0)
+                        self._crlf_before = crs > 0  # for the body going on after it (lax_is_body)
                     self._body = self._exact_end = self._lax_is_body = False
                     self._body_state = _MID_LINE
                     return position + 1

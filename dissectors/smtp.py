@@ -304,24 +304,18 @@ class SmtpSession(MailSession):
         self.buffers[ev.Side.CLIENT].hold()
 
     def _held_reply(self, text: str) -> bool:
-        """A reply line while a lax end waits: held back (True) until the replies decide; the first line of the
-        second reply decides, and goes on to be read (False) after those held back."""
+        """A reply line while a lax end waits: held back until the replies decide, then read with those before it."""
         pending = self._lax
         assert pending is not None
-        match = _REPLY.match(text)
-        if match and pending.finals:
-            held = self.buffers[ev.Side.CLIENT].held_data
-            line = self._line
-            self._settle(smtp_end.decide(held, pending.crlf_after, int(match.group(1)), reply_fits))
-            self._line = line
-            return False
         pending.replies.append(self._line)
         pending.bytes += len(text)
+        match = _REPLY.match(text)
         if match and match.group(2) != "-":
-            pending.finals += 1
+            pending.codes.append(int(match.group(1)))
             held = self.buffers[ev.Side.CLIENT].held_data
-            if smtp_end.exact_end_in(held, pending.crlf_after) is None:
-                self._settle(smtp_end.decide(held, pending.crlf_after, None, reply_fits))
+            decision = smtp_end.decide(held, pending.crlf_after, pending.codes, reply_fits)
+            if decision is not None:
+                self._settle(decision)
                 return True
         if len(pending.replies) > smtp_end.MAX_REPLY_LINES_HELD or pending.bytes > MAX_HELD:
             self._settle(self._undecided())
@@ -342,7 +336,7 @@ class SmtpSession(MailSession):
         self._line = pending.line
         if lax:
             self._in_data = False
-            if pending.certain:
+            if pending.certain and pending.codes:  # said when a reply came after it (not when none came at all)
                 detail = "the server took it for the end of the message, as servers open to SMTP smuggling do"
                 self._anomaly(ev.Side.CLIENT, "lax_end_taken", f"{_LAX_LINE}: {detail} ({why})")
             self._push_pending(pending.command)

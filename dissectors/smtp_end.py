@@ -6,28 +6,34 @@ before or after the dot (``\\n.\\n``, ``\\n.\\r\\n``, ``\\r\\n.\\n``): Postfix b
 to the exact end. What a client sends between the two is then, to one server, part of the message and, to the
 other, commands: SMTP smuggling (CVE-2023-51764), and a way to make a passive reader see an accepted foreign
 recipient that no server accepted, or miss one that a server did. The server alone knows; its replies say it:
+each of them answers, in turn (RFC 2920), the lax end and the lines after it, or the exact end and the
+commands after that; one reading it cannot be is ruled out:
 
-* it answered before the exact end was sent: only the lax end can have been answered (:data:`LAX`);
-* its second reply came before the client sent a command after the exact end: a server that read on to the exact
-  end had nothing to answer (:data:`LAX`);
-* otherwise the second reply is the answer to the first line after the lax end (the lax end was the end) or to the
-  first command after the exact end (it was not): the one it fits, and when it fits both or neither, the RFC's
-  reading (the exact end).
+* a reply before the exact end was sent answers the lax end (:data:`LAX`), unless a 421, which a server that reads
+  on sends when it gives up waiting for the exact end (:data:`EXACT`);
+* a reply that comes when, read one way, the client had sent nothing more to answer (a server that read on to the
+  exact end answering again before a command after it), or that does not fit what it would answer (a 250 to QUIT,
+  a 221 to MAIL, a 354 to anything but DATA), rules that reading out;
+* while the replies fit both, the decision waits for the next; when none comes (the connection ends, bytes are
+  lost, a 421, too much is held), the RFC's reading (the exact end) stands.
 
 The client's bytes after the lax end wait, unread, until then (at most :data:`~dissectors.linebuffer.MAX_HELD`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 EXACT_END = b"\r\n.\r\n"
+_LAX_END = re.compile(rb"\n\.\r*\n")  # an end line to a server that takes lax ones (from a line's LF)
+_BDAT = re.compile(rb"^\s*BDAT\s+(\d{1,12})", re.IGNORECASE)
 LAX, EXACT = True, False
 MAX_REPLY_LINES_HELD = 64
-"""Reply lines kept while the decision waits for the server's second reply; a longer first reply decides on what
-has come (a server's reply to the end of the data is one line)."""
+"""Reply lines kept while the decision waits for a reply that fits one reading only; past them, the decision is made
+on what has come."""
 
 
 @dataclass
@@ -39,7 +45,7 @@ class PendingEnd:
     certain: bool  # the end line was lax for sure (else the line ending before the dot went unread)
     crlf_after: bool  # its own line ended with CR LF
     replies: list[Any] = field(default_factory=list)  # reply lines held back (Line items)
-    finals: int = 0  # complete replies among them
+    codes: list[int] = field(default_factory=list)  # the codes of the complete replies among them
     bytes: int = 0  # their text
 
 
@@ -64,30 +70,69 @@ def _answers(verb: str, code: int, fits: Callable[[str, int], bool]) -> bool:
 
 
 def _verb(line: bytes) -> str:
-    return line.strip().split(b" ", 1)[0].split(b":", 1)[0].decode("latin-1").upper()
+    verb = line.strip().split(b" ", 1)[0].split(b":", 1)[0].decode("latin-1").upper()
+    return "AUTH" if verb == "X-EXPS" else verb  # Exchange's AUTH, answered as AUTH is (dissectors.smtp)
 
 
 def decide(
-    held: bytes, crlf_after: bool, second_code: int | None, fits: Callable[[str, int], bool]
-) -> tuple[bool, str]:
-    """:data:`LAX` or :data:`EXACT` for a lax end answered by the server, with why. ``held`` is what the client sent
-    after it; ``second_code`` the code of the server's second reply since (None: none came)."""
+    held: bytes, crlf_after: bool, codes: list[int], fits: Callable[[str, int], bool]
+) -> tuple[bool, str] | None:
+    """:data:`LAX` or :data:`EXACT` once the server's replies since the lax end (``codes``, the first answering the
+    end of the message) could answer the client's bytes after it (``held``) read one way and not the other; None
+    while they could answer both (but after a 421: the server closed, and the RFC's reading stands)."""
     end = exact_end_in(held, crlf_after)
-    if end is None:
-        return LAX, "the server answered before the exact end of the message was sent"
-    if second_code is None:
-        return EXACT, "the exact end of the message came before the server's only answer"
-    after = held[end:]
-    if b"\n" not in after:
-        return LAX, "the server answered again before the client sent a command after the exact end"
-    first, next_command = _verb(held.split(b"\n", 1)[0]), _verb(after.split(b"\n", 1)[0])
-    if _answers(first, second_code, fits) and not _answers(next_command, second_code, fits):
-        return LAX, f"the server's {second_code} answers {first}, sent after the lax end, not {next_command}"
-    return EXACT, f"the server's {second_code} does not tell {first} (after the lax end) from {next_command}"
+    # Before the exact end is sent, a server that reads on answers nothing, but may time out (421).
+    exact = codes == [421] if end is None else _could_answer(held, end, codes[1:], fits, lax=False)
+    lax = _could_answer(held, 0, codes[1:], fits, lax=True)
+    if lax and not exact:
+        return LAX, f"the server's replies ({_listed(codes)}) answer the lines after the lax end, not the exact end"
+    if exact and not lax:
+        return EXACT, f"the server's replies ({_listed(codes)}) answer the exact end and what followed it"
+    if lax and codes[-1] != 421:
+        return None
+    return EXACT, f"the server's replies ({_listed(codes)}) do not tell the lax end from the exact end"
+
+
+def _could_answer(held: bytes, position: int, codes: list[int], fits: Callable[[str, int], bool], lax: bool) -> bool:
+    """Whether ``codes`` could be a server's replies to the client's commands from ``position`` in ``held``, in turn
+    (RFC 2920), the server ending messages at lax end lines (``lax``) or only at CR LF "." CR LF: a 354 to DATA is
+    followed by a message (answered at its end), a 334 by a line of the AUTH exchange, a BDAT line by its chunk;
+    each answer comes only after what it answers was sent, but for a 421 (the server closing)."""
+    previous, verb = 0, ""
+    for code in codes:
+        if code == 421:
+            return True
+        if previous == 354 and verb == "DATA":
+            verb, after = "END-OF-DATA", _message_end(held, position, lax)
+        else:
+            newline = held.find(b"\n", position)
+            if newline < 0:
+                return False
+            line = held[position:newline]
+            verb = "AUTH" if previous == 334 else _verb(line)
+            chunk = _BDAT.match(line) if verb == "BDAT" else None
+            after = newline + 1 + (int(chunk.group(1)) if chunk else 0)
+        if after is None or after > len(held) or not _answers(verb, code, fits):
+            return False
+        position, previous = after, code
+    return True
+
+
+def _message_end(held: bytes, position: int, lax: bool) -> int | None:
+    """Where the client's bytes go on after the message from ``position`` (just after its DATA line) ends."""
+    if lax:
+        found = _LAX_END.search(held, position - 1)
+        return None if found is None else found.end()
+    found = held.find(EXACT_END, position - 2)
+    return None if found < 0 else found + len(EXACT_END)
+
+
+def _listed(codes: list[int]) -> str:
+    return " ".join(map(str, codes[:8])) + (" ..." if len(codes) > 8 else "")
 
 
 def undecided(held: bytes, crlf_after: bool, server_spoke: bool, overflow: bool = False) -> tuple[bool, str]:
-    """The decision when no second reply will come (the connection ended, bytes were lost, or, ``overflow``, more
+    """The decision when no deciding reply will come (the connection ended, bytes were lost, or, ``overflow``, more
     bytes came than are held with no answer): the lax end when the server never spoke (a capture of the client's
     side); the exact reading after an overflow (a server answers the end of a message at once: this one is still
     reading it) or when the exact end was sent; else the lax end."""

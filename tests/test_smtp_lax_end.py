@@ -200,3 +200,99 @@ def test_state_dropped_to_keep_within_the_budget_reads_commands_after() -> None:
     session.shed()  # the held bytes are dropped, and reading resumes after the next newline
     events = session.receive(C, b"partial\r\nQUIT\r\n") + session.receive(S, b"221 Bye\r\n")
     assert any(isinstance(e, ev.Quit) for e in events)
+
+
+NOOPS = [(C, b"NOOP\r\n"), (S, b"250 2.0.0 Ok\r\n")] * 3
+
+
+def test_a_dot_line_right_after_the_lax_end_line_is_no_exact_end() -> None:
+    """``\\n.\\n.\\r\\n``: the second "." line follows a bare LF, so a server that reads on reads on past it too."""
+    smuggled = SMUGGLED.replace(b"hello\n.\n", b"hello\n.\n.\r\n")
+    events = session_events([*OPENING, (C, smuggled), (S, b"250 2.0.0 Ok: queued as A\r\n"), *NOOPS])
+    assert recipients(events) == [("b@contoso.com", True)]
+    assert anomalies(events) == ["lax_end_in_message"]
+
+
+def test_a_message_starting_with_a_bare_lf_dot_line_after_a_message_cut_after_a_cr() -> None:
+    """The first message's last chunk ends in a CR, its end line comes in the next; the second message's first
+    bytes are ``\\n.\\r\\n``: the line before that dot is an empty line ended by a bare LF, whatever came before."""
+    second = [(C, b"MAIL FROM:<a@client.example>\r\n"), (S, b"250 2.1.0 Ok\r\n"), (C, b"RCPT TO:<c@contoso.com>\r\n")]
+    second += [(S, b"250 2.1.5 Ok\r\n"), (C, b"DATA\r\n"), (S, b"354 go\r\n")]
+    first = [(C, b"Subject: x\r\n\r\nhello\r"), (C, b"\n.\r\n"), (S, b"250 2.0.0 Ok: queued as A\r\n")]
+    smuggled = b"\n.\r\n" + SMUGGLED.split(b"\n.\n", 1)[1]
+    events = session_events([*OPENING, *first, *second, (C, smuggled), (S, b"250 2.0.0 Ok: queued as B\r\n"), *NOOPS])
+    assert recipients(events) == [("b@contoso.com", True), ("c@contoso.com", True)]
+    assert anomalies(events) == ["lax_end_in_message"]
+
+
+def test_cli_the_exact_end_after_a_lax_end_read_on_ends_the_message_however_segments_are_dropped(
+    tmp_path: Path,
+) -> None:
+    """A message that goes on past its lax end line (more than is held with no answer: the server read on) for a
+    megabyte, its exact end's "." in a segment of its own after a segment ending in CR LF: the relay the client
+    then makes is read. Past a lax end line only CR LF "." CR LF ends the message, and the capture must not drop
+    the bytes that say whether a dot line is one."""
+    line = b"a line of the message that goes on and on, for long\r\n"
+    body = b"Subject: x\r\n\r\nhello\n.\n" + line * 20000
+    body += b"x" * ((-len(body) - 2) % 1400) + b"\r\n"  # the last segment before the "." line ends in CR LF
+    relay = [(C, b"MAIL FROM:<s@sender.example>\r\n"), (S, b"250 2.1.0 Ok\r\n")]
+    relay += [(C, b"RCPT TO:<victim@outside.test>\r\n"), (S, b"250 2.1.5 Ok\r\n")]
+    steps = [*OPENING, (C, body + b".\r\n"), (S, b"250 2.0.0 Ok: queued as A\r\n"), *relay]
+    findings = analyze(smtp_capture(tmp_path / "long.pcap", steps), "--local-domain", "contoso.com")
+    assert relays(findings) == [("open-relay", "high")]
+    assert services(findings) == [("exact", "info")]
+
+
+def test_a_server_that_times_out_waiting_for_the_exact_end_did_not_take_the_lax_end() -> None:
+    """A client ending its lines with bare LFs waits for the answer to ``\\n.\\n``; Postfix with
+    ``smtpd_forbid_bare_newline = normalize`` waits for CR LF "." CR LF until its timeout: its 421 is no sign that
+    it ended the message at the lax end line."""
+    timeout = b"421 4.4.2 mx.contoso.com Error: timeout exceeded\r\n"
+    events = session_events([*OPENING, (C, b"Subject: x\n\nhi\n.\n"), (S, timeout)])
+    assert anomalies(events) == ["lax_end_in_message"]
+    assert [e for e in events if isinstance(e, ev.MessageEnd)] == []
+
+
+def test_no_answer_to_the_lax_end_line_says_nothing_of_how_the_server_took_it() -> None:
+    """The client gives up waiting for the answer to ``\\n.\\n`` and closes (before a server that reads on times
+    out), or the capture holds the client's side only: what the client sent next is read as commands, as before,
+    but nothing says the server ended the message there."""
+    gave_up = session_events([*OPENING, (C, b"Subject: x\n\nhi\n.\n")])
+    assert anomalies(gave_up) == [] and [e for e in gave_up if isinstance(e, ev.MessageEnd)] == []
+    auth = b"Subject: x\r\n\r\nhi\n.\nAUTH PLAIN AGJvYgBzZWNyZXQ=\r\n"  # \0bob\0secret
+    one_side = session_events([(side, data) for side, data in OPENING if side is C] + [(C, auth)])
+    assert [(e.user, e.password) for e in one_side if isinstance(e, ev.Credentials)] == [("bob", "secret")]
+    assert anomalies(one_side) == []
+
+
+def test_a_timeout_after_the_answer_to_the_exact_end_is_no_answer_to_a_smuggled_command() -> None:
+    """A server that reads on answers the exact end, then, the client sending nothing more, times out: its 421 came
+    before any command after the exact end, yet it answers none of the smuggled ones."""
+    timeout = b"421 4.4.2 mx.contoso.com Error: timeout exceeded\r\n"
+    events = session_events([*OPENING, (C, SMUGGLED), (S, b"250 2.0.0 Ok: queued as A\r\n"), (S, timeout)])
+    assert anomalies(events) == ["lax_end_in_message"]
+    assert recipients(events) == [("b@contoso.com", True)]
+    assert [e.reply_code for e in events if isinstance(e, ev.MessageEnd)] == [250]
+
+
+def test_replies_that_fit_both_readings_wait_for_one_that_does_not() -> None:
+    """A server that took the lax end answers the smuggled RSET with the 250 a server that read on would give the
+    NOOP the client sent after the exact end; its next replies (to the smuggled MAIL, RCPT and DATA) fit no command
+    after the exact end: the relay it made is read. A server that read on answers only the NOOP: no relay."""
+    smuggled = SMUGGLED.replace(b"hello\n.\n", b"hello\n.\nRSET\r\n") + b"NOOP\r\n"
+    rset = b"250 2.0.0 Ok: queued as A\r\n250 2.0.0 Ok\r\n"
+    took = session_events([*OPENING, (C, smuggled), (S, rset + TOOK_LAX_REPLIES.split(b"\r\n", 1)[1] + b"250 Ok\r\n")])
+    assert recipients(took) == [("b@contoso.com", True), ("victim@outside.test", True)]
+    assert anomalies(took) == ["lax_end_taken"]
+    read_on = session_events([*OPENING, (C, smuggled), (S, rset), (C, b"QUIT\r\n"), (S, b"221 2.0.0 Bye\r\n")])
+    assert recipients(read_on) == [("b@contoso.com", True)] and anomalies(read_on) == ["lax_end_in_message"]
+
+
+def test_an_x_exps_exchange_after_the_exact_end_is_answered_as_auth() -> None:
+    """Exchange answers X-EXPS (its AUTH) with 334, as the AUTH smuggled after the lax end would be: a server that
+    read on, answering the client's X-EXPS after the exact end, has not thereby taken the lax end."""
+    smuggled = SMUGGLED.replace(b"hello\n.\n", b"hello\n.\nAUTH LOGIN\r\n") + b"X-EXPS GSSAPI\r\n"
+    steps = [*OPENING, (C, smuggled), (S, b"250 2.0.0 Ok: queued as A\r\n334 GSSAPI supported\r\n")]
+    events = session_events([*steps, (C, b"*\r\n"), (S, b"501 5.7.0 cancelled\r\n"), *NOOPS])
+    assert recipients(events) == [("b@contoso.com", True)]
+    assert anomalies(events) == ["lax_end_in_message"]
