@@ -1,11 +1,10 @@
 """The packet scanner: which packets reach Python at all, decided per packet before any per-packet object is made.
 
 Two implementations share one interface and one set of rules: the compiled one (``passive/capture/_scan.c``,
-imported as ``passive.capture._cscan``; classic pcap and pcapng files read into one reused buffer, compressed files
-and pipes through a pipe of their own (:mod:`passive.capture.piped`), and ``next_batch`` buffers of a live capture)
-and :class:`PyScanner`, its pure-Python twin (a file with a BPF expression but a plain classic pcap, and everything
-when the extension is not built). ``tests/test_scanner.py`` and ``tests/test_scanner_pcapng.py`` run both on every
-capture and compare what they admit, packet by packet.
+imported as ``passive.capture._cscan``; pcap and pcapng files, compressed files and pipes through a pipe of their own
+(:mod:`passive.capture.piped`), and ``next_batch`` buffers of a live capture) and :class:`PyScanner`, its pure-Python
+twin (BPF expressions on all but plain classic pcap, and everything when the extension is not built). Both run on
+every capture in ``tests/test_scanner*.py``, which compare what they admit, packet by packet.
 
 A scanner numbers every frame (as tshark does), decodes link, tunnel, IP and TCP headers
 (:func:`~passive.capture.linklayer.decode_tcp`) and **admits** a TCP segment when:
