@@ -16,8 +16,8 @@ Captures (generated once by gen_capture.py, cached under bench/out/):
 * 2% mail: leakscope against ``tcpdump -r F -w /dev/null <mail-port filter>``, also on a variant with 1%
   reordering, 1% retransmission, VLAN tags, 10% of flows in GRE/VXLAN/ERSPAN tunnels and 10% of mail servers on
   ports no filter names; ``--jobs 2`` against ``--jobs 1``;
-* the same 2% capture compressed with ``gzip -1`` (no target): leakscope on the file against
-  ``zcat F | tcpdump -r - -w /dev/null <mail-port filter>``.
+* the same 2% capture as pcapng (``editcap -F pcapng``) and compressed with ``gzip -1`` (no target): leakscope on
+  each file against ``tcpdump -r F`` and ``zcat F | tcpdump -r -`` with the mail-port filter.
 
 Every NTLM exchange the generator wrote must be found: the summary's NTLM challenge count (an untimed run writing
 JSON lines to a file) against the generator's. Each target is printed with its figure, the anchor beside it and
@@ -91,6 +91,14 @@ def generate(out: Path, name: str, size: str, *extra: str) -> Path:
         cmd = [sys.executable, str(HERE / "gen_capture.py"), "--size", size, "--out", str(path), *extra]
         subprocess.run(cmd, check=True)
     return path
+
+
+def as_pcapng(path: Path) -> Path:
+    """``path`` converted to pcapng by editcap beside it (made once)."""
+    converted = path.with_suffix(".pcapng")
+    if not converted.exists():
+        subprocess.run(["editcap", "-F", "pcapng", str(path), str(converted)], check=True)
+    return converted
 
 
 def gzipped(path: Path) -> Path:
@@ -246,15 +254,21 @@ def main() -> int:
             )
         checks.append((path, generated))
 
-    # (d) the 2% capture gzip-compressed (no target): tcpdump reading zcat's output beside leakscope on the file.
-    packed = gzipped(clean)
-    warm(packed)
-    dump = median_of(args.runs, ["sh", "-c", f"zcat {packed} | tcpdump -r - -w /dev/null '{expression}'"])
-    report.row(packed.name, "zcat F | tcpdump -r - <mail ports>", dump)
-    two = median_of(args.runs, leakscope(packed, "--jobs", "2"), env)
-    report.row(packed.name, "leakscope analyze --jobs 2", two, f"{two.wall / dump.wall:.1f}x zcat | tcpdump")
-    rss_seen.append(two.rss_mib)
-    checks.append((packed, meta(clean)))
+    # (d) the 2% capture as pcapng and gzip-compressed (no target): tcpdump on the pcapng file, and reading zcat's
+    # output, beside leakscope on each file.
+    for other, dump_cmd, anchor in (
+        (as_pcapng(clean), "tcpdump -r {f} -w /dev/null '{e}'", "tcpdump -r F <mail ports>"),
+        (gzipped(clean), "zcat {f} | tcpdump -r - -w /dev/null '{e}'", "zcat F | tcpdump -r - <mail ports>"),
+    ):
+        warm(other)
+        dump = median_of(args.runs, ["sh", "-c", dump_cmd.format(f=other, e=expression)])
+        report.row(other.name, anchor, dump)
+        two = median_of(args.runs, leakscope(other, "--jobs", "2"), env)
+        report.row(
+            other.name, "leakscope analyze --jobs 2", two, f"{two.wall / dump.wall:.1f}x {anchor.split(' <')[0]}"
+        )
+        rss_seen.append(two.rss_mib)
+        checks.append((other, meta(clean)))
 
     # Every NTLM exchange found (an untimed run each, JSON lines to a file).
     for path, generated in checks:
