@@ -159,3 +159,18 @@ def test_a_pipe_cut_short_is_worded_as_the_file_cut_short(tmp_path: Path, size: 
     assert from_pipe.returncode == from_file.returncode
     assert from_pipe.stderr.decode().replace("/dev/stdin", "F") == from_file.stderr.decode().replace(str(file), "F")
     assert from_pipe.stdout.decode().replace("/dev/stdin", "F") == from_file.stdout.decode().replace(str(file), "F")
+
+
+def test_without_proc_the_twin_reads_compressed_files_and_pipes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, opened: list[str]
+) -> None:
+    """Where the pipe cannot be opened by name (no /proc), what is read once only goes to the pure-Python reader,
+    never to a compiled scanner that would lose what sniffing read."""
+    monkeypatch.setattr(scanread, "PIPES_READABLE", False)
+    data = (PCAPS / "smtp-ntlm-success-curl.pcap").read_bytes()
+    packed = tmp_path / "c.pcap.gz"
+    packed.write_bytes(gzip.compress(data))
+    plain, _ = read(PCAPS / "smtp-ntlm-success-curl.pcap", "python")
+    for recorder, counters in (read(packed, "auto"), fifo_read(tmp_path, data, "auto")):
+        assert recorder.streams() == plain.streams() and counters.packets_read > 0
+    assert opened == []

@@ -10,9 +10,8 @@ Which reader handles a file (decided per file, ``backend``):
   compiled for classic pcap and pcapng files (read into one reused buffer; exact frame numbers counted in C; a
   compressed file or a pipe written into a pipe of its own by a thread), its pure-Python twin for those with a BPF
   expression (but a plain classic pcap file) and for everything when the extension is not built (with a one-line
-  notice on stderr). Only the segments it admits reach Python: the port
-  filter, and in every-port mode flow heads and the flows the classifier kept (its verdicts reach the scanner through
-  the reassembler).
+  notice on stderr). Only the segments it admits reach Python: the port filter, and in every-port mode flow heads
+  and the flows the classifier kept (its verdicts reach the scanner through the reassembler).
 * ``python``: the twin, whatever the file.
 * ``libpcap``: libpcap (pcapy-ng, :mod:`passive.capture.libpcap`) with a BPF filter; with ``exact_frames``
   (default) a header walk over the memory-mapped file recovers the exact frame number of every packet it passes

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import struct
 import sys
 from collections.abc import Callable
@@ -90,8 +91,11 @@ def read_with_scanner(path: Path, engine: Sink, options: CaptureOptions, kind: F
     """Feed every batch the scanner admits from ``path`` to ``engine``, then its counters and any damage. A
     compressed file, standard input or another pipe reaches the compiled scanner through a pipe of its own
     (:mod:`passive.capture.piped`)."""
-    if not (native and (kind.compression is not None or kind.stream is not None) and _cscan is not None):
+    if kind.compression is None and kind.stream is None:
         _read(path, path, engine, options, kind, native, None)
+        return
+    if not (native and PIPES_READABLE):  # read once only: by the twin, never by a scanner that cannot take it
+        _read(path, path, engine, options, kind, False, None)
         return
     with PipedCapture(path, kind.compression, engine.counters, kind.stream) as piped:
         scanner = _read(Path(piped.path), path, engine, options, kind, native, piped)
@@ -104,8 +108,8 @@ def _read(
     source: Path, path: Path, engine: Sink, options: CaptureOptions, kind: FileKind, native: bool,
     piped: PipedCapture | None,
 ) -> Any:  # fmt: skip
-    """The reading loop (``source``: the file, or the pipe a compressed ``path`` is decompressed into); the compiled
-    scanner when it read (its damage then left to the caller), else None."""
+    """The reading loop (``source``: the file, or the pipe ``path`` is written into); the compiled scanner when it
+    read (its damage then left to the caller), else None."""
     settings = scan_settings(options)
     scanner, reader = _open(source, kind, options, settings, native, engine.counters, path)
     engine.scanner = scanner
@@ -148,6 +152,9 @@ def _read(
     return scanner if reader is None else None
 
 
+PIPES_READABLE = _cscan is not None and os.path.isdir("/proc/self/fd")
+"""Whether the compiled scanner can open the pipe a thread writes a capture into (by its ``/proc/self/fd`` name: a
+Linux system); elsewhere the twin reads compressed files and pipes, which are read once only."""
 REFUSE_ALL = [(0x06, 0, 0, 0)]
 """A BPF program refusing every packet (``ret #0``): the compiled scanner then reads a file through, admitting
 nothing."""
@@ -157,13 +164,13 @@ def read_through(path: Path, kind: FileKind) -> tuple[float | None, frozenset[in
     """The time of the last packet of ``path`` (None: it holds none) and the link types it declared, read through
     by the compiled scanner where it is built (a compressed file or a pipe through :mod:`passive.capture.piped`),
     else by the pure-Python reader (raises as :class:`PacketReader` raises; damage ends the reading)."""
-    if _cscan is None:
+    piped = kind.compression is not None or kind.stream is not None
+    if _cscan is None or (piped and not PIPES_READABLE):
         reader, last = PacketReader(path, kind), None
         for packet in reader:
             last = packet.ts
         return last, frozenset(reader.linktypes)
     settings = {"ports": EVERY_PORT, "bpf": REFUSE_ALL, "batch_packets": scanning.BATCH_PACKETS}
-    piped = kind.compression is not None or kind.stream is not None
     with PipedCapture(path, kind.compression, None, kind.stream) if piped else contextlib.nullcontext() as pipe:
         scanner = _cscan.Scanner(pipe.path if pipe is not None else str(path), **settings)
         try:
