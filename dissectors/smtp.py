@@ -40,9 +40,9 @@ REPLY_OWNERS = {
     220: frozenset({"STARTTLS", "X-ANONYMOUSTLS", "XCLIENT"}),  # Postfix answers an XCLIENT it took with a greeting
 }
 _XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
+_LAX_LINE = 'a "." line after a bare LF (or with a bare LF or extra CRs of its own) in a message'
 # Commands after whose 220 the stream is TLS: RFC 3207 STARTTLS, and X-ANONYMOUSTLS, with which Exchange servers
 # start TLS between themselves (listed in their EHLO replies to anyone).
-_LAX_LINE = 'a "." line after a bare LF (or with a bare LF or extra CRs of its own) in a message'
 TLS_COMMANDS = frozenset({"STARTTLS", "X-ANONYMOUSTLS"})
 
 
