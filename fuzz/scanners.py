@@ -406,15 +406,43 @@ def buffers(batch: list[tuple[float, bytes]]) -> tuple[bytes, bytes]:
     return bytes(buf), bytes(meta)
 
 
+def _block(order: str, block_type: int, body: bytes) -> bytes:
+    body += b"\x00" * (-len(body) % 4)
+    return struct.pack(order + "II", block_type, len(body) + 12) + body + struct.pack(order + "I", len(body) + 12)
+
+
+def pcapng_bytes(made: list[tuple[float, bytes]], linktype: int, rng: random.Random) -> bytearray:
+    """The frames as pcapng (either byte order; microseconds, nanoseconds or 2^-20 s; enhanced or simple packet
+    blocks, an unknown block now and then)."""
+    order = "<" if rng.random() < 0.7 else ">"
+    resolution, units = rng.choice([(6, 1e6), (9, 1e9), (0x94, 2.0**20)])
+    out = bytearray(_block(order, 0x0A0D0D0A, struct.pack(order + "IHHq", 0x1A2B3C4D, 1, 0, -1)))
+    option = struct.pack(order + "HHB3x", 9, 1, resolution) + struct.pack(order + "HH", 0, 0)
+    out += _block(order, 1, struct.pack(order + "HHI", linktype, 0, 262144) + option)
+    simple = rng.random() < 0.1
+    for ts, frame in made:
+        if simple:
+            out += _block(order, 3, struct.pack(order + "I", len(frame)) + frame)
+        else:
+            stamp = round(ts * units)
+            header = struct.pack(order + "IIIII", 0, stamp >> 32, stamp & 0xFFFFFFFF, len(frame), len(frame))
+            out += _block(order, 6, header + frame)
+        if rng.random() < 0.01:
+            out += _block(order, 0x0BAD, bytes(rng.randrange(64)))
+    return out
+
+
 def pcap_file(path: Path, made: list[tuple[float, bytes]], linktype: int, rng: random.Random) -> Path:
-    """The frames as a classic pcap file (little or big endian, microseconds, FCS bits in the link type at times),
-    now and then cut short at its end."""
+    """The frames as a classic pcap file (little or big endian, microseconds, FCS bits in the link type at times), or
+    a third of the time as pcapng; now and then cut short at its end."""
     order = "<" if rng.random() < 0.7 else ">"
     network = linktype | rng.choice([0, 0x14000000])
     out = bytearray(struct.pack(order + "IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, network))
     for ts, frame in made:
         sec = int(ts)
         out += struct.pack(order + "IIII", sec, round((ts - sec) * 1e6) % 1000000, len(frame), len(frame)) + frame
+    if rng.random() < 0.33:
+        out = pcapng_bytes(made, linktype, rng)
     if rng.random() < 0.2:
         del out[len(out) - rng.randrange(1, 40) :]
     path.write_bytes(bytes(out))
