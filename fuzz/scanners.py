@@ -8,7 +8,8 @@ MPLS over Ethernet, UDP 6635 and IP, PPPoE, IP in IP, VLAN tags), nested up to t
 random virtual network ids; the outer packet is often cut into IPv4 or IPv6 fragments, which are reordered,
 repeated, overlapped, lost and delayed. Then bytes are flipped, frames cut short, length and offset fields changed.
 Both scanners read the same frames through ``scan`` (libpcap's buffer interface), in batches of a random size, and
-receive the same verdicts (keep or drop a flow, keep a server) between batches, as the analysis would give them.
+receive the same verdicts (keep or drop a flow, keep a server) between batches, as the analysis would give them;
+or from a file written as classic pcap or (a third of the time) pcapng, cut short at times.
 
     python fuzz/scanners.py --seconds 300            # run until then, a new seed per round
     python fuzz/scanners.py --seed 7 --rounds 1      # one round, replayable
