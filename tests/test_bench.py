@@ -33,6 +33,8 @@ def test_quick_benchmark_prints_every_target(tmp_path: Path) -> None:
         "allmail-10M.pcap: every NTLM exchange found",
         "mixed-50M-0.02.pcap: every NTLM exchange found",
         "mixed-50M-0.02-perturbed.pcap: every NTLM exchange found",
+        "mixed-50M-0.02.pcapng: every NTLM exchange found",
+        "mixed-50M-0.02.pcap.gz: every NTLM exchange found",
         "peak RSS <= 150 MiB per process (every leakscope run)",
     ] + (["all-mail 10M: >= 3x faster than tshark"] if tshark else [])
     assert sorted(verdicts) == sorted(expected)
