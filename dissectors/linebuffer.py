@@ -182,13 +182,17 @@ class LineBuffer:
             return SKIP_RAW, self._raw_left, False
         return None
 
-    def skip(self, size: int, at_line_start: bool, frame: int | None, timestamp: float | None) -> None:
+    def skip(
+        self, size: int, at_line_start: bool, frame: int | None, timestamp: float | None, tail: bytes = b""
+    ) -> None:
         """``size`` bytes were dropped unread where :meth:`skippable` allowed it: inside a body, bytes in which no
         line starts with a dot (``at_line_start``: their last byte was a newline); inside a raw run, fewer bytes
-        than are left of it. The state is what reading them would have left."""
+        than are left of it. The state is what reading them would have left; ``tail``, their last bytes (up to two,
+        as many as the one dropping them kept), says whether a line ending among them was CR LF."""
         if self._body:
             self._body_state = _LINE_START if at_line_start else _MID_LINE
-            self._crlf_before = self._tail_cr = None  # the bytes dropped were not seen
+            self._tail_cr = tail[-1:] == b"\r" if tail else None  # None: not seen
+            self._crlf_before = (tail == b"\r\n") if at_line_start and len(tail) == 2 else None
         elif self._raw_left:
             if self._raw_frame is None:
                 self._raw_frame, self._raw_timestamp = frame, timestamp

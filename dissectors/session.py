@@ -125,14 +125,15 @@ class MailSession:
         return buffers[CLIENT].skippable() is not None or buffers[SERVER].skippable() is not None
 
     def skipped(
-        self, side: ev.Side, size: int, at_line_start: bool, frame: int | None, timestamp: float | None
+        self, side: ev.Side, size: int, at_line_start: bool, frame: int | None, ts: float | None, tail: bytes = b""
     ) -> None:
-        """``size`` bytes ``side`` sent were dropped unread, as :meth:`skippable` allowed."""
+        """``size`` bytes ``side`` sent were dropped unread, as :meth:`skippable` allowed (``tail``: their last
+        bytes, as many as the one dropping them kept, up to two)."""
         self._server_spoke = self._server_spoke or (side is SERVER and size > 0)
         if self.tls:
             self.tls_bytes += size
         else:
-            self.buffers[side].skip(size, at_line_start, frame, timestamp)
+            self.buffers[side].skip(size, at_line_start, frame, ts, tail)
 
     def buffered_bytes(self) -> int:
         """Bytes this session holds between calls: partial lines, bytes held for an answer, kept literals,

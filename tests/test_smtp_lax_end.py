@@ -26,6 +26,7 @@ import pytest
 from dissectors import events as ev
 from dissectors.linebuffer import SKIP_DOT, LaxEnd, Line, LineBuffer
 from dissectors.smtp import SmtpSession
+from passive.analysis.pipeline import AnalysisOptions, analyze_captures
 from tests.helpers_capture import conversation_segments, ethernet_frames, pcap_bytes
 from tests.test_relay_transactions import CLIENT, SERVER, analyze
 
@@ -68,6 +69,17 @@ def test_after_bytes_dropped_below_python_the_end_line_is_not_certain() -> None:
     buffer.skip(1400, True, 7, 1.0)  # the scanner dropped a segment ending in a newline: CR LF or LF, unseen
     [end] = list(buffer.feed(b".\r\n", 8, 2.0))
     assert isinstance(end, LaxEnd) and not end.certain
+
+
+@pytest.mark.parametrize(("tail", "exact"), [(b"\r\n", True), (b"a\n", False)])
+def test_the_last_bytes_dropped_say_how_the_line_before_the_dot_ended(tail: bytes, exact: bool) -> None:
+    """The scanner's notice carries the end of the bytes it dropped: CR LF there makes ".\r\n" the exact end, a
+    bare LF a lax one for sure."""
+    buffer = LineBuffer()
+    buffer.expect_dot_body(exact_end=True)
+    buffer.skip(1400, True, 7, 1.0, tail)
+    [end] = list(buffer.feed(b".\r\n", 8, 2.0))
+    assert isinstance(end, Line) if exact else (isinstance(end, LaxEnd) and end.certain)
 
 
 def test_told_to_read_on_the_buffer_passes_over_lax_end_lines() -> None:
@@ -296,3 +308,20 @@ def test_an_x_exps_exchange_after_the_exact_end_is_answered_as_auth() -> None:
     events = session_events([*steps, (C, b"*\r\n"), (S, b"501 5.7.0 cancelled\r\n"), *NOOPS])
     assert recipients(events) == [("b@contoso.com", True)]
     assert anomalies(events) == ["lax_end_in_message"]
+
+
+@pytest.mark.parametrize(("before_dot", "expected"), [(b"\r\n", {}), (b"\n", {"lax_end_taken": 1})])
+def test_an_end_line_after_dropped_segments_is_told_by_their_last_bytes(
+    tmp_path: Path, before_dot: bytes, expected: dict[str, int]
+) -> None:
+    """A message of a megabyte (the packet scanner drops its segments below Python) whose end line comes in a
+    segment of its own: the end of the dropped bytes says whether the line before the dot ended in CR LF, so an
+    exact end is read at once and a bare-LF one is known for one (before, both were "uncertain": no anomaly, no
+    ``message_end``)."""
+    body = b"Subject: x\r\n\r\n" + b"a line of a long message, dropped unread\r\n" * 25_000 + b"last line" + before_dot
+    steps = [*OPENING, (C, body), (C, b".\r\n"), (S, b"250 2.0.0 Ok: queued\r\n")]
+    results = analyze_captures([str(smtp_capture(tmp_path / "long.pcap", steps))], AnalysisOptions())
+    assert results.counters.segments_skipped > 500
+    assert dict(results.stats.anomalies) == expected
+    [service] = [f for f in results.findings if f.type.value == "mail-service"]
+    assert service.fields["message_end"] == ("lax" if expected else None)

@@ -126,9 +126,10 @@ class EngineHandler:
         at_line_start: bool,
         frame: int,
         ts: float,
+        tail: bytes = b"",
     ) -> None:
         if self.mail is not None and not self.ignored:
-            self.mail.skipped(_SIDES[direction], size, at_line_start, frame, ts)
+            self.mail.skipped(_SIDES[direction], size, at_line_start, frame, ts, tail)
 
     def _release(self, flow: reassembly.Flow, refuted: bool) -> None:
         """The port check is over: the held bytes go to the dissector, or the flow is no mail after all."""
@@ -200,11 +201,17 @@ class MailFlow:
             budget.update(self, held)
 
     def skipped(
-        self, side: ev.Side, size: int, at_line_start: bool, frame: int | None, timestamp: float | None
+        self,
+        side: ev.Side,
+        size: int,
+        at_line_start: bool,
+        frame: int | None,
+        timestamp: float | None,
+        tail: bytes = b"",
     ) -> None:
         """Bytes the capture dropped unread where the dissector allowed it: they make no event."""
         self._last = (frame, timestamp)
-        self.session.skipped(side, size, at_line_start, frame, timestamp)
+        self.session.skipped(side, size, at_line_start, frame, timestamp, tail)
 
     def gap(self, side: ev.Side, size: int, frame: int | None, timestamp: float | None) -> None:
         self._deliver(self.session.gap(side, size, frame, timestamp))

@@ -63,7 +63,7 @@ class StreamHandler(Protocol):
     def skippable(self, flow: Flow, direction: Direction) -> tuple[int, int, bool] | None: ...
 
     def on_skip(
-        self, flow: Flow, direction: Direction, size: int, at_line_start: bool, frame: int, ts: float
+        self, flow: Flow, direction: Direction, size: int, at_line_start: bool, frame: int, ts: float, tail: bytes = b""
     ) -> None: ...
 
 

@@ -154,4 +154,4 @@ def apply_notice(reassembler: Reassembler, segment: Segment, frame: int, ts: flo
     half.tail, half.tail_rel = last, half.next_rel - len(last)
     counters.bytes_delivered += size
     counters.bytes_skipped += size
-    handler.on_skip(flow, DIRECTIONS[direction], size, last[-1:] == b"\n", frame - since_data, data_ts)
+    handler.on_skip(flow, DIRECTIONS[direction], size, last[-1:] == b"\n", frame - since_data, data_ts, last[-2:])
