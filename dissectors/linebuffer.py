@@ -60,7 +60,8 @@ class LaxEnd(NamedTuple):
     """The end line of a body read with ``exact_end`` (:meth:`LineBuffer.expect_dot_body`) that is not exactly CR LF
     "." CR LF (RFC 5321 section 4.1.1.4): a bare LF before or after the dot, or more CRs. Servers differ on it (the
     SMTP smuggling of CVE-2023-51764): the dissector decides by the server's replies. ``certain`` is false when the
-    line ending before the dot went unread (dropped below Python), so the line may be exact after all;
+    line ending before the dot went unread (dropped below Python with fewer than its last two bytes passed on), so
+    the line may be exact after all;
     ``crlf_after`` says whether the dot's own line ended in CR LF."""
 
     frame: int | None
