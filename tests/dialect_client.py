@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import socket
 import sys
+from typing import Any
 
 import spnego
 
@@ -57,8 +58,17 @@ def _b64(data: bytes) -> bytes:
     return base64.b64encode(data)
 
 
-def _challenge(line: bytes, prefix: bytes) -> bytes:
-    return base64.b64decode(line.removeprefix(prefix).strip())
+def _answer(conn: Connection, ntlm: Any, challenge: bytes, prefix: bytes) -> None:
+    """The AUTHENTICATE message answering the server's CHALLENGE line (``prefix`` then base64)."""
+    conn.send(_b64(ntlm.step(base64.b64decode(challenge.removeprefix(prefix).strip())) or b"") + b"\r\n")
+
+
+def _verdict_then_quit(conn: Connection) -> None:
+    """The server's one-line verdict on the exchange, then QUIT and its answer."""
+    conn.line()
+    conn.send(b"QUIT\r\n")
+    conn.line()
+    conn.close()
 
 
 def imap_id_sasl_ir(server: str, user: str, password: str, domain: str) -> None:
@@ -69,7 +79,7 @@ def imap_id_sasl_ir(server: str, user: str, password: str, domain: str) -> None:
     imap.until(b"a0 ")
     imap.send(b"a1 AUTHENTICATE NTLM " + _b64(ntlm.step() or b"") + b"\r\n")
     challenge = imap.until(b"+")
-    imap.send(_b64(ntlm.step(_challenge(challenge, b"+")) or b"") + b"\r\n")
+    _answer(imap, ntlm, challenge, b"+")
     imap.until(b"a1 ")
     imap.send(b"a2 LOGOUT\r\n")
     imap.until(b"a2 ")
@@ -87,11 +97,8 @@ def pop3_auth_list_ntlm(server: str, user: str, password: str, domain: str) -> N
     pop3.until(b"+")
     pop3.send(_b64(ntlm.step() or b"") + b"\r\n")
     challenge = pop3.until(b"+")
-    pop3.send(_b64(ntlm.step(_challenge(challenge, b"+")) or b"") + b"\r\n")
-    pop3.line()
-    pop3.send(b"QUIT\r\n")
-    pop3.line()
-    pop3.close()
+    _answer(pop3, ntlm, challenge, b"+")
+    _verdict_then_quit(pop3)
 
 
 def smtp_pipelined_ntlm(server: str, user: str, password: str, domain: str) -> None:
@@ -100,11 +107,8 @@ def smtp_pipelined_ntlm(server: str, user: str, password: str, domain: str) -> N
     smtp.line()
     smtp.send(b"EHLO ws.leakscope.test\r\nAUTH NTLM " + _b64(ntlm.step() or b"") + b"\r\n")
     challenge = smtp.until(b"334 ")
-    smtp.send(_b64(ntlm.step(_challenge(challenge, b"334 ")) or b"") + b"\r\n")
-    smtp.line()
-    smtp.send(b"QUIT\r\n")
-    smtp.line()
-    smtp.close()
+    _answer(smtp, ntlm, challenge, b"334 ")
+    _verdict_then_quit(smtp)
 
 
 DIALOGUES = {
