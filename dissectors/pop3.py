@@ -51,6 +51,9 @@ class Pop3Session(MailSession):
         super().__init__(partial, max_line)
         self._multiline: _Command | None = None
         self._user: str | None = None
+        # The server's first line, sent after a command whose answer has lines of its own: a greeting (the server's
+        # next line is a status line) or, from a server that did not greet, that command's answer (it is not).
+        self._first_line: ev.Greeting | None = None
 
     # -- client -------------------------------------------------------------------------------------------------
 
@@ -90,6 +93,8 @@ class Pop3Session(MailSession):
             return
         status = text[:4].upper()
         positive = status.startswith("+OK")
+        if self._first_line is not None and self._first_line_answered(positive or status.startswith("-ERR"), text):
+            return
         if not positive and not status.startswith("-ERR"):
             if not self._stray_challenge(text):
                 self._anomaly(ev.Side.SERVER, "bad_status_line", "server line is neither +OK nor -ERR")
@@ -98,7 +103,11 @@ class Pop3Session(MailSession):
             # The server's first line is its greeting, even when the client talked first (a STLS sent before the
             # greeting is not answered by it); only when bytes were lost before it may this answer a command.
             self.greeted = True
-            self._emit(ev.Greeting(ev.Side.SERVER, self._evidence(), text[3 if positive else 4 :].strip(), positive))
+            greeting = ev.Greeting(ev.Side.SERVER, self._evidence(), text[3 if positive else 4 :].strip(), positive)
+            if positive and self.pending and _has_lines(self.pending[0]):
+                self._first_line = greeting  # which it is, the next line says
+            else:
+                self._emit(greeting)
             return
         self.greeted = True
         if not self.pending:
@@ -107,9 +116,24 @@ class Pop3Session(MailSession):
         command = self._pop_pending()
         self._answer(command, positive, text)
 
+    def _first_line_answered(self, status: bool, text: str) -> bool:
+        """The line after a first line held (``_first_line``): a status line makes that one the greeting; another
+        line (a capability, a listing's line, its lone ".") shows it was the answer of the command sent before it,
+        from a server that did not greet, and is the answer's first line (True: it is read)."""
+        first, self._first_line = self._first_line, None
+        assert first is not None
+        if status or not self.pending:
+            self._emit(first)
+            return False
+        command = self._pop_pending()
+        self._anomaly(ev.Side.SERVER, "no_greeting", f"the server's first line answered {command.verb}: no greeting")
+        self._answer(command, True, first.evidence.line)
+        self._multiline_line(text)
+        return True
+
     def _answer(self, command: _Command, positive: bool, text: str) -> None:
         verb = command.verb
-        if positive and (verb in _MULTILINE_ALWAYS or (verb in _MULTILINE_WITHOUT_ARGUMENT and not command.argument)):
+        if positive and _has_lines(command):
             self._multiline = command
             if verb not in _LISTS_READ:
                 self.buffers[ev.Side.SERVER].expect_dot_body()  # a message or a listing: skipped to its "."
@@ -165,15 +189,33 @@ class Pop3Session(MailSession):
 
     def _after_gap(self, side: ev.Side) -> None:
         self._multiline = None
+        self._greeting_stands()
+
+    def _close(self, frame: int | None, timestamp: float | None) -> None:
+        self._greeting_stands()
+        super()._close(frame, timestamp)
+
+    def _greeting_stands(self) -> None:
+        """A first line held is the greeting when nothing shows otherwise (a gap, the end, state given up)."""
+        first, self._first_line = self._first_line, None
+        if first is not None:
+            self._emit(first)
 
     def _state_bytes(self) -> int:
         listed = self._multiline.lines.bytes if self._multiline is not None else 0
-        return listed + size_of(self._user)
+        first = self._first_line.banner if self._first_line is not None else None
+        return listed + size_of(self._user) + size_of(first)
 
     def _shed_state(self) -> None:
+        self._greeting_stands()
         if self._multiline is not None:  # still inside the answer (its "." ends it), without the lines kept so far
             self._multiline.lines = HeldParts(MAX_LIST_LINES, MAX_LIST_BYTES)
         self._user = None
+
+
+def _has_lines(command: _Command) -> bool:
+    """Whether the command's positive answer goes on with lines up to a lone "."."""
+    return command.verb in _MULTILINE_ALWAYS or (command.verb in _MULTILINE_WITHOUT_ARGUMENT and not command.argument)
 
 
 def _offers(line: str) -> bool:

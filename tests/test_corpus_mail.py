@@ -143,6 +143,11 @@ def test_xoauth2_over_pop3() -> None:
         "joe.speedboat",
         "oauth-bearer-token",
     )
+    # The server never greets: its first line answers the client's CAPA, whose list offers PLAIN in the clear.
+    [methods] = [f for f in findings if f["type"] == "auth-methods"]
+    assert methods["mechanisms"] == ["PLAIN", "XOAUTH2", "OAUTHBEARER", "USER"] and methods["cleartext_login"]
+    [service] = [f for f in findings if f["type"] == "mail-service"]
+    assert service["banner"] is None
 
 
 # ---- STARTTLS: recorded, and nothing read after it ----------------------------------------------------------------

@@ -377,3 +377,53 @@ def test_evidence_made_by_of_is_what_its_init_makes(
     assert list(vars(made).items()) == list(vars(expected).items())
     with pytest.raises(dataclasses.FrozenInstanceError):
         made.line = "changed"  # type: ignore[misc]
+
+
+POP3_UNGREETED = [
+    (C, b"CAPA\r\n"),
+    (S, b"+OK Capability list follows\r\nUSER\r\nSASL PLAIN\r\n.\r\n"),
+    (C, b"LIST\r\n"),
+    (S, b"+OK 1 messages\r\n1 120\r\n.\r\n"),
+    (C, b"QUIT\r\n"),
+    (S, b"+OK bye\r\n"),
+]
+
+
+@pytest.mark.parametrize("split", [None, 1, 5])
+def test_pop3_server_that_does_not_greet_answers_the_first_command(split: int | None) -> None:
+    """A server's first line sent after a command whose answer has lines is its greeting only if a status line
+    follows: here a capability follows, so it was CAPA's answer (a server or a crafted trace that skips the greeting)
+    and the list is read."""
+    events = feed(Pop3Session(), POP3_UNGREETED, split=split)
+    assert not kinds(events, ev.Greeting)
+    [capabilities] = kinds(events, ev.Capabilities)
+    assert capabilities.mechanisms == ["PLAIN"] and capabilities.cleartext_login
+    assert [a.code for a in kinds(events, ev.Anomaly)] == ["no_greeting"]
+
+
+@pytest.mark.parametrize("split", [None, 3])
+def test_pop3_greeting_after_an_eager_command_is_still_the_greeting(split: int | None) -> None:
+    """A client that sends CAPA before the greeting: the server's first line is its greeting, CAPA is answered
+    after it, and the events come in the order the server sent them."""
+    script = [
+        (C, b"CAPA\r\n"),
+        (S, b"+OK POP3 ready\r\n"),
+        (S, b"+OK Capability list follows\r\nSASL NTLM\r\n.\r\n"),
+        (C, b"QUIT\r\n"),
+        (S, b"+OK bye\r\n"),
+    ]
+    events = feed(Pop3Session(), script, split=split)
+    assert [type(e) for e in events if isinstance(e, (ev.Greeting, ev.Capabilities))] == [ev.Greeting, ev.Capabilities]
+    assert kinds(events, ev.Greeting)[0].banner == "POP3 ready"
+    assert kinds(events, ev.Capabilities)[0].mechanisms == ["NTLM"]
+    assert not kinds(events, ev.Anomaly)
+
+
+@pytest.mark.parametrize("after", ["close", "gap"])
+def test_pop3_first_line_held_for_its_next_line_is_the_greeting_when_none_comes(after: str) -> None:
+    session = Pop3Session()
+    events = feed(session, [(C, b"CAPA\r\n"), (S, b"+OK ready\r\n")])
+    assert not kinds(events, ev.Greeting)  # held: the next line says what it was
+    assert session.buffered_bytes() >= len("ready")
+    events += session.close(9, 1009.0) if after == "close" else session.gap(S, 10, 9, 1009.0)
+    assert [g.banner for g in kinds(events, ev.Greeting)] == ["ready"]
