@@ -252,3 +252,16 @@ class TlsData(Event):
     """Bytes seen after TLS started (or on a port that speaks TLS from the first byte); nothing in them is read."""
 
     size: int
+
+
+@dataclass
+class Tunnel:
+    """A proxy let the client through (an HTTP ``CONNECT`` answered 2xx, a SOCKS request granted): the rest of the
+    connection is the client's session with ``target``, not the proxy protocol. ``via`` names the handshake
+    (``http-connect``, ``socks4``, ``socks4a``, ``socks5``); ``target`` is the server the client asked for, ``ip:port``
+    (``[v6]:port``) or ``host:port`` as it was named; ``rest`` holds the bytes either side sent after the handshake
+    that the handshake's reading already took, in the order they came, as (side, data, frame, time)."""
+
+    via: str
+    target: str
+    rest: list[tuple[Side, bytes, int | None, float | None]] = field(default_factory=list)

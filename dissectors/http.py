@@ -7,8 +7,11 @@ bodies are skipped by their framing (``Content-Length``, ``chunked``, or up to t
 decoded. Events are the mail sessions' vocabulary: :class:`~dissectors.events.HttpExchange` (which request and
 response an authentication step belongs to), ``AuthStart`` / ``SaslStep`` (NTLMSSP decoded) / ``AuthResult``
 (the status of the response to a request that carried credentials: 401 and 407 fail, anything else succeeds), and
-``Credentials`` for Basic (mechanism ``HTTP-BASIC``). After a ``101 Switching Protocols`` or an accepted
-``CONNECT`` the rest of the connection is not HTTP and is not read.
+``Credentials`` for Basic (mechanism ``HTTP-BASIC``). After a ``101 Switching Protocols`` the rest of the connection
+is not HTTP and is not read. After a ``CONNECT`` the client's bytes wait, unread, for the proxy's answer: a 2xx
+sets :attr:`~dissectors.session.MailSession.tunnel` (the target as the request named it, and the bytes either side
+sent past the answer), and the rest of the connection is the client's session with that target, read by whoever
+reads sessions; any other answer (407, 403) leaves the connection HTTP, and the waiting bytes are read as such.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from dataclasses import dataclass, field
 from dissectors import events as ev
 from dissectors import gssapi, ntlmssp, sasl
 from dissectors.held import size_of
-from dissectors.linebuffer import MAX_LINE, Line, Raw, wire_text
+from dissectors.linebuffer import MAX_HELD, MAX_LINE, Line, Raw, wire_text
 from dissectors.session import COMMAND_OVERHEAD, MailSession
+from dissectors.socks import host_text
 
 # Header lines kept per message; a message with more is read to its end, the rest ignored (and reported).
 MAX_HEADERS = 128
@@ -35,6 +39,8 @@ MAX_HOST = 255
 UNTIL_CLOSE = 1 << 62
 
 _REQUEST_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9_-]{0,31}) (\S+) HTTP/(\d)\.(\d)$")
+# A CONNECT with a stray word before its version ("CONNECT host:25 / HTTP/1.0"), as spam tools send it to proxies.
+_CONNECT_LINE = re.compile(r"^(CONNECT) (\S+) \S+ HTTP/(\d)\.(\d)$", re.IGNORECASE)
 _STATUS_LINE = re.compile(r"^HTTP/(\d)\.(\d) (\d{3})(?:\s(.*))?$")
 _AUTH_HEADERS = {"authorization", "proxy-authorization"}
 _CHALLENGE_HEADERS = {"www-authenticate", "proxy-authenticate"}
@@ -178,12 +184,14 @@ class HttpSession(MailSession):
     def _after_gap(self, side: ev.Side) -> None:
         self.sides[side] = _Side(synced=False)
         self._open = None
+        if side is ev.Side.SERVER and self.tunnel is None:
+            self._read_held()  # the answer to a CONNECT may be among the lost bytes
 
     def _start_line(self, side: ev.Side, state: _Side, text: str) -> None:
         if not text:
             return  # an empty line between messages is allowed (RFC 9112 2.2)
-        pattern = _REQUEST_LINE if side is ev.Side.CLIENT else _STATUS_LINE
-        if not pattern.match(text):
+        matched = _request_line(text) if side is ev.Side.CLIENT else _STATUS_LINE.match(text)
+        if not matched:
             if state.synced:
                 self._anomaly(side, "not_http", f"not an HTTP start line: {_quoted(side, text, 60)}; skipped")
                 state.synced = False
@@ -255,7 +263,7 @@ class HttpSession(MailSession):
     # -- requests -------------------------------------------------------------------------------------------------
 
     def _request(self, state: _Side, message: _Message) -> None:
-        match = _REQUEST_LINE.match(message.start.text)
+        match = _request_line(message.start.text)
         assert match is not None
         method, target = match.group(1).upper(), match.group(2)
         host = (message.values("host") or [None])[0]
@@ -275,6 +283,8 @@ class HttpSession(MailSession):
             self._credentials(request, value, _evidence(line))
         self._push_pending(request)
         self._framing(ev.Side.CLIENT, state, message, until_close=False)
+        if method == "CONNECT" and state.state == "start":
+            self.buffers[ev.Side.CLIENT].hold()  # a tunnel's first bytes, or HTTP again: the answer says
 
     def _credentials(self, request: _Request, value: str, evidence: ev.Evidence) -> None:
         scheme, _, token = value.strip().partition(" ")
@@ -332,13 +342,43 @@ class HttpSession(MailSession):
         method = request.method if request else ""
         if status == 101 or (method == "CONNECT" and 200 <= status < 300):
             self._message_done(ev.Side.SERVER, state)
-            state.state = "opaque"  # another protocol (or a tunnel) from here on: not read
+            state.state = "opaque"  # another protocol (or a tunnel) from here on: not read as HTTP
             self.sides[ev.Side.CLIENT].state = "opaque"
+            if request is not None and status != 101:
+                self.buffers[ev.Side.SERVER].hold()  # the tunnel's first bytes, handed over with the client's
+                self.tunnel = ev.Tunnel("http-connect", host_text(request.path.encode()))
             return
         if method == "HEAD" or status in (204, 304):
             self._message_done(ev.Side.SERVER, state)
-            return
-        self._framing(ev.Side.SERVER, state, message, until_close=True)
+        else:
+            self._framing(ev.Side.SERVER, state, message, until_close=True)
+        if method == "CONNECT":
+            self._read_held()  # refused: the connection is still HTTP
+
+    def _read_held(self) -> None:
+        """The client's bytes held after a CONNECT, read as HTTP (it was refused, or its answer will not come)."""
+        buffer = self.buffers[ev.Side.CLIENT]
+        if buffer.holding:
+            held, frame, timestamp = buffer.release()
+            if held:
+                self._consume(ev.Side.CLIENT, held, frame, timestamp)
+
+    def receive(
+        self, side: ev.Side, data: bytes, frame: int | None = None, timestamp: float | None = None
+    ) -> list[ev.Event]:
+        """As every session's; once a CONNECT was accepted, the bytes past the answer are handed to the tunnel."""
+        events = super().receive(side, data, frame, timestamp)
+        tunnel = self.tunnel
+        if tunnel is not None and self.buffers[ev.Side.SERVER].holding:
+            rest = [(side, *self.buffers[side].release()) for side in (ev.Side.CLIENT, ev.Side.SERVER)]
+            rest.sort(key=lambda item: item[2] or 0)  # in the order they came (by frame)
+            tunnel.rest = [item for item in rest if item[1]]
+        return events
+
+    def _after_receive(self, side: ev.Side) -> None:
+        super()._after_receive(side)
+        if self.tunnel is None and self.buffers[ev.Side.CLIENT].held > MAX_HELD:
+            self._read_held()  # a CONNECT left waiting this long: the client's bytes are read as they are
 
     # -- tokens ---------------------------------------------------------------------------------------------------
 
@@ -365,6 +405,10 @@ class HttpSession(MailSession):
         self._open = mechanism
         self._emit(ev.SaslStep(side, evidence, mechanism, decoded.data, message, anomalies))
         return mechanism
+
+
+def _request_line(text: str) -> re.Match[str] | None:
+    return _REQUEST_LINE.match(text) or _CONNECT_LINE.match(text)
 
 
 def _evidence(line: Line) -> ev.Evidence:

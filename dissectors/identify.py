@@ -13,7 +13,12 @@ A greeting is a candidate, confirmed or refuted by what follows, not decided at 
 HTTP, the carrier of NTLM on Exchange's web endpoints, is recognised by an HTTP/1.x request line from the client
 (``GET /owa/ HTTP/1.1``) or a status line from the server (``HTTP/1.1 401 Unauthorized``), whatever it carries: which
 requests carry NTLM is only known later, and the HTTP dissector reads every request cheaply (bodies are skipped, not
-read). HTTP sessions make findings only when they leak something.
+read). HTTP sessions make findings only when they leak something. A ``CONNECT`` line may carry a stray word before
+its version (``CONNECT host:25 / HTTP/1.0``, as spam tools send it to open proxies).
+
+A SOCKS 4, 4a or 5 handshake (:func:`dissectors.socks.recognise`: the client's request or greeting, and the proxy's
+first answer) is ``"socks"``: what the proxy lets through is read as a session of its own, identified by these same
+rules from its first lines.
 
 A flow picked up mid-stream shows no greeting: a client command line that only mail protocols have (EHLO, MAIL
 FROM, RCPT TO, CAPA, STLS, ``tag LOGIN``...) decides, and server lines that are replies of that protocol agree.
@@ -23,6 +28,8 @@ from __future__ import annotations
 
 import re
 
+from dissectors.socks import recognise as socks_handshake
+
 NOT_MAIL = ""
 # How much of a first line is looked at before deciding without its end.
 MAX_FIRST_LINE = 512
@@ -31,7 +38,7 @@ _SMTP_WORDS = re.compile(rb"E?SMTP|Postfix|Sendmail|Exim|Exchange|qmail|Haraka|\
 _POP3_WORDS = re.compile(rb"POP3?\b|\bready\b|<[^<>@\s]{1,200}@[^<>\s]{1,200}>|Dovecot|Courier|Qpopper", re.IGNORECASE)
 _SMTP_REPLY = re.compile(rb"^[2-5]\d\d(?:[ -]|$)")
 _IMAP_TAGGED = re.compile(rb"^[A-Za-z0-9.]{1,32} (?:OK|NO|BAD)\b", re.IGNORECASE)
-_HTTP_REQUEST = re.compile(rb"^[A-Z][A-Z0-9_-]{0,31} \S+ HTTP/1\.[01]$")
+_HTTP_REQUEST = re.compile(rb"^(?:[A-Z][A-Z0-9_-]{0,31} \S+|CONNECT \S+ \S+) HTTP/1\.[01]$")
 _HTTP_STATUS = re.compile(rb"^HTTP/1\.[01] \d{3}(?:\s|$)")
 
 # Commands a mail protocol shares with others (FTP and Redis have AUTH; everyone has QUIT): they neither confirm
@@ -85,8 +92,12 @@ def client_protocol(line: bytes) -> str | None:
 
 
 def identify(server: bytes, client: bytes) -> str | None:
-    """``"smtp"``, ``"pop3"``, ``"imap"``, ``"http"``; :data:`NOT_MAIL` when the first lines show something else;
-    None while undecided (the module docstring gives the rules)."""
+    """``"smtp"``, ``"pop3"``, ``"imap"``, ``"http"``, ``"socks"``; :data:`NOT_MAIL` when the first lines show
+    something else; None while undecided (the module docstring gives the rules)."""
+    if client[:1] in (b"\x04", b"\x05"):  # no line protocol's first byte: a SOCKS handshake, or nothing read
+        socks = socks_handshake(server, client)
+        if socks is not False:
+            return None if socks is None else "socks"
     server_line = first_line(server) if server else None
     client_line = first_line(client) if client else None
     if http_lines(server_line, client_line):

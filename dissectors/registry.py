@@ -15,6 +15,7 @@ from dissectors.imap import ImapSession
 from dissectors.pop3 import Pop3Session
 from dissectors.session import MailSession
 from dissectors.smtp import SmtpSession
+from dissectors.socks import SocksSession
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,13 @@ CARRIERS: tuple[Carrier, ...] = (
     Carrier("http", HttpSession, (80, 8080), inventory=False),
 )
 
+# Handshakes read only to find what they let through (dissectors.socks): recognised by their first bytes on any port
+# (dissectors.identify), never a carrier of findings of their own but for the credentials they send in clear.
+TUNNEL_SESSIONS: dict[str, type[MailSession]] = {"socks": SocksSession}
+
 SESSION_TYPES: dict[str, type[MailSession]] = {carrier.name: carrier.session for carrier in CARRIERS}
 PROTOCOLS: tuple[str, ...] = tuple(SESSION_TYPES)
+SESSION_TYPES.update(TUNNEL_SESSIONS)
 MAIL_PROTOCOLS: tuple[str, ...] = tuple(carrier.name for carrier in CARRIERS if carrier.inventory)
 """The protocols whose servers are mail servers (an inventory entry each): SMTP, POP3, IMAP."""
 INVENTORY_PROTOCOLS = frozenset(MAIL_PROTOCOLS)
@@ -65,6 +71,7 @@ __all__ = [
     "PORT_PROTOCOLS",
     "PROTOCOLS",
     "SESSION_TYPES",
+    "TUNNEL_SESSIONS",
     "Carrier",
     "identify",
 ]

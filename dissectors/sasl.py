@@ -42,6 +42,7 @@ class Protocol(enum.StrEnum):
     # HTTP carries NTLM, Negotiate and Basic in headers (RFC 4559, RFC 7617), not in SASL lines: its session drives
     # the exchanges itself and never feeds the tracker.
     HTTP = "http"
+    SOCKS = "socks"  # a SOCKS handshake (dissectors.socks): its username/password is read, nothing of SASL
 
 
 class Direction(enum.StrEnum):

@@ -42,6 +42,7 @@ class MailSession:
     """Base class: subclasses implement ``_client_line``, ``_server_line`` and, if they use raw runs, ``_raw``."""
 
     protocol: sasl.Protocol
+    tunnel: ev.Tunnel | None = None  # set once the rest of the connection is a session through a proxy's tunnel
 
     def __init__(self, partial: bool = False, max_line: int = MAX_LINE) -> None:
         # A session picked up mid-stream has no greeting and may start in any state.

@@ -61,6 +61,8 @@ class PortCheck:
     which the flow is read as (NTLM over HTTP on port 25 is still NTLM over HTTP; SMTP on the IMAP port or on port 80
     is SMTP). On an HTTP port, whose clients speak first, a server that speaks first is held until its lines tell."""
 
+    refuted_at_end = False  # at a gap or the end of the flow, the port's protocol stands
+
     def __init__(self, protocol: str, partial: bool) -> None:
         self.protocol, self.partial = protocol, partial
         self.shown: str | None = None  # the protocol the first lines show instead, when one that is read

@@ -15,6 +15,7 @@ from passive.analysis.detectors import SessionAnalyzer, SessionContext
 from passive.analysis.detectors.base import locate
 from passive.analysis.relays import RelayLedger
 from passive.analysis.stats import RunStats
+from passive.analysis.tunnel import MAX_TUNNELS, TunnelCheck, hop
 from passive.capture import reassembly
 from passive.capture.tunnels import vnet_label
 from passive.findings.model import FindingSet
@@ -66,21 +67,27 @@ class Analysis(Protocol):
 class EngineHandler:
     """Adapts the capture engine's per-flow callbacks to a :class:`MailFlow`. A flow whose protocol only its port
     says (``by_port``) is held until its first lines confirm it or show another protocol (:class:`PortCheck`): then
-    it is ignored, as a flow of no mail protocol, or read as HTTP when they show HTTP."""
+    it is ignored, as a flow of no mail protocol, or read as HTTP when they show HTTP. When a proxy lets the client
+    through (a session's ``tunnel``: an accepted CONNECT, a SOCKS handshake), the rest of the flow is a new stream,
+    held likewise until its first lines name its protocol (:mod:`passive.analysis.tunnel`)."""
 
     def __init__(self, analysis: Analysis, protocol: str, by_port: bool = False) -> None:
         self.analysis = analysis
         self.protocol = protocol
         self.mail: MailFlow | None = None
         self.by_port = by_port
-        self.check: PortCheck | None = None
+        self.check: PortCheck | TunnelCheck | None = None
         self.ignored = False
+        self.target: str | None = None  # the server a proxy was asked for, once the flow goes through its tunnel
+        self.proxy = ""  # how that server was reached (passive.analysis.tunnel.hop)
+        self.tunnels = 0
 
     def _mail(self, flow: reassembly.Flow) -> MailFlow:
         if self.mail is None:
             # Created on first data: only then does the engine know whether the flow was picked up mid-stream.
             network = vnet_label(flow.vnet) if flow.vnet else ()
-            self.mail = MailFlow(self.analysis, flow.server, flow.client, self.protocol, flow.partial, network)
+            server, partial = (flow.server, flow.partial) if self.target is None else (self.target, False)
+            self.mail = MailFlow(self.analysis, server, flow.client, self.protocol, partial, network, self.proxy)
         return self.mail
 
     def on_open(self, flow: reassembly.Flow) -> None:
@@ -91,20 +98,50 @@ class EngineHandler:
         if mail is None:  # the flow's first bytes, or its port check goes on (a flow ignored has no MailFlow)
             if self.ignored:
                 return
-            if self.by_port:
-                self._port_check(flow, direction, chunk)
+            if self.by_port or self.check is not None:
+                self._port_check(flow, direction is reassembly.Direction.SERVER_TO_CLIENT, *chunk[:3])
                 return
             mail = self._mail(flow)
         data, frame, ts, _offset = chunk
         mail.data(_SIDES[direction], data, frame, ts)
-        if not flow.skip_wanted and mail.session.may_skip():  # asked once per batch (Flow.want_skip)
+        if mail.session.tunnel is not None:
+            self._through(flow, mail)
+        elif not flow.skip_wanted and mail.session.may_skip():  # asked once per batch (Flow.want_skip)
             flow.want_skip()
 
-    def _port_check(self, flow: reassembly.Flow, direction: reassembly.Direction, chunk: reassembly.Chunk) -> None:
+    def _port_check(self, flow: reassembly.Flow, from_server: bool, data: bytes, frame: int, ts: float | None) -> None:
         check = self.check = self.check or PortCheck(self.protocol, flow.partial)
-        verdict = check.add(direction is reassembly.Direction.SERVER_TO_CLIENT, chunk.data, chunk.frame, chunk.ts)
+        verdict = check.add(from_server, data, frame, ts)
         if verdict is not None:
             self._release(flow, refuted=verdict)
+
+    def _through(self, flow: reassembly.Flow, mail: MailFlow) -> None:
+        """The proxy let the client through: its session ends, and the rest of the flow is a new stream, whose
+        first bytes (those the handshake's reading already took) are checked first."""
+        tunnel = mail.session.tunnel
+        assert tunnel is not None
+        mail.close()
+        self.mail, self.tunnels = None, self.tunnels + 1
+        if self.tunnels > MAX_TUNNELS:
+            self.ignored = True
+            return
+        self.proxy, self.target = hop(tunnel, mail.server, self.proxy), tunnel.target
+        self.check = TunnelCheck()
+        for side, data, frame, ts in tunnel.rest:
+            self._feed(flow, side, data, frame, ts)
+
+    def _feed(self, flow: reassembly.Flow, side: ev.Side, data: bytes, frame: int | None, ts: float | None) -> None:
+        """Bytes held (by a check, or by a handshake's reading) go where new ones would: the check, or the session,
+        which may open a tunnel of its own on them."""
+        if self.ignored:
+            return
+        mail = self.mail
+        if mail is None:
+            self._port_check(flow, side is ev.Side.SERVER, data, frame or 0, ts)
+            return
+        mail.data(side, data, frame, ts)
+        if mail.session.tunnel is not None:
+            self._through(flow, mail)
 
     def skippable(self, flow: reassembly.Flow, direction: reassembly.Direction) -> tuple[int, int, bool] | None:
         """Whether the capture may drop what ``direction`` sends next unread (passive.capture.skipping)."""
@@ -140,22 +177,24 @@ class EngineHandler:
             self.ignored = True
             self.analysis.flows_ignored += 1
             return
-        mail = self._mail(flow)
+        self._mail(flow)
         for from_server, data, frame, timestamp in check.held if check is not None else ():
-            mail.data(ev.Side.SERVER if from_server else ev.Side.CLIENT, data, frame, timestamp)
+            self._feed(flow, ev.Side.SERVER if from_server else ev.Side.CLIENT, data, frame, timestamp)
 
     def on_gap(
         self, flow: reassembly.Flow, direction: reassembly.Direction, missing: int, frame: int, ts: float
     ) -> None:
         if self.ignored:
             return
-        if self.check is not None:
-            self._release(flow, refuted=False)  # what follows lost bytes tells nothing more: the port's protocol
+        if self.check is not None:  # what follows lost bytes tells nothing more: the port's protocol, if one
+            self._release(flow, refuted=self.check.refuted_at_end)
+            if self.ignored:
+                return
         self._mail(flow).gap(_SIDES[direction], missing, frame, ts)
 
     def on_close(self, flow: reassembly.Flow, reason: reassembly.CloseReason) -> None:
         if self.check is not None:
-            self._release(flow, refuted=False)
+            self._release(flow, refuted=self.check.refuted_at_end)
         if self.mail is not None:
             self.mail.close()
 
@@ -174,6 +213,7 @@ class MailFlow:
         protocol: str,
         partial: bool,
         network: tuple[str, int] | tuple[()] = (),
+        proxy: str = "",
     ) -> None:
         self.analysis = analysis
         self.server = server
@@ -181,7 +221,7 @@ class MailFlow:
         self.partial = partial
         self.session: MailSession = SESSION_TYPES[protocol](partial=partial)
         context = SessionContext(
-            protocol, server, client, analysis.file, files=analysis.files, partial=partial, network=network
+            protocol, server, client, analysis.file, files=analysis.files, partial=partial, network=network, proxy=proxy
         )
         self.analyzer = analysis.session_analyzer(context)
         self.record: SessionRecord | None = None

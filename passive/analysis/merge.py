@@ -173,7 +173,8 @@ class RecordingAnalyzer(SessionAnalyzer):
         self._resolved: dict[_Handle, int] = {}  # the other findings of the operation being recorded, numbered 0, ...
         self._later: dict[_Handle, list[float]] = {}  # finding -> [first, last] sightings gathered
         super().__init__(context, None, None)
-        opened = (context.protocol, context.server, context.client, context.file, context.partial, context.network)
+        opened = (context.protocol, context.server, context.client, context.file, context.partial, context.network,
+                  context.proxy)  # fmt: skip
         log.record(first_frame, session, OPEN, (opened, self._take()))
 
     def finding(self, kind: FindingType, severity: Severity, key: tuple[Any, ...] = (), held: bool = False) -> Finding:
@@ -307,8 +308,10 @@ class Replayer:
                 record.events.extend(events[:room])
                 record.events_dropped += dropped + max(0, len(events) - room)
         elif kind == OPEN:
-            (protocol, server, client, file, partial, network), effects = payload
-            context = SessionContext(protocol, server, client, file, files=self.files, partial=partial, network=network)
+            (protocol, server, client, file, partial, network, proxy), effects = payload
+            context = SessionContext(
+                protocol, server, client, file, files=self.files, partial=partial, network=network, proxy=proxy
+            )
             record = None
             if self.analysis.options.keep_events:
                 record = SessionRecord(protocol, server, client, file, files=self.files)

@@ -28,6 +28,7 @@ message it then refused for relaying (a 5xx to DATA or at the end of the data na
 servers that check relaying there); a message refused for another reason (a content filter's) relayed nothing, but
 leaves the attempt ``possible-relay`` (medium) after rules 1 and 2: a message the filter passes may be relayed.
 Each finding says which rule decided, what was assumed, and which local domains and trusted networks were used.
+A client through a proxy (CONNECT, SOCKS) is not judged by its own address (rules 1, 2); rule 5 is possible-relay.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from passive.analysis.domains import (
     is_local,
     registered_domain,
 )
+from passive.analysis.tunnel import note_proxy
 from passive.core.endpoints import network_name, split_endpoint
 from passive.findings.model import EvidenceRecord, Finding, FindingSet, FindingType, Severity
 
@@ -131,6 +133,7 @@ class Attempt:
     # The domain after the last "@" when ``domain`` came from a relay trick in the local part (percent hack, bang
     # path, quoted address), or "".
     outer: str = ""
+    proxy: str = ""  # how the client reached the server through a proxy's tunnel (analysis.tunnel.hop), or ""
 
     @property
     def client_ip(self) -> str:
@@ -149,10 +152,10 @@ class ServerRelays:
     network: tuple[str, int] | tuple[()] = ()
     names: set[str] = field(default_factory=set)
     attempts: list[Attempt] = field(default_factory=list)
-    # (client ip, domain, accepted, unsure, outer, message refused): what decides an attempt's verdict besides the
-    # server's domains.
-    overflow: Counter[tuple[str, str, bool, bool, bool, bool]] = field(default_factory=Counter)
-    overflow_last: dict[tuple[str, str, bool, bool, bool, bool], Attempt] = field(default_factory=dict)
+    # (client ip, domain, accepted, unsure, outer, message refused, proxied): what decides an attempt's verdict
+    # besides the server's domains.
+    overflow: Counter[tuple[str, str, bool, bool, bool, bool, bool]] = field(default_factory=Counter)
+    overflow_last: dict[tuple[str, str, bool, bool, bool, bool, bool], Attempt] = field(default_factory=dict)
     served: dict[str, tuple[set[str], set[str]]] = field(default_factory=dict)  # domain -> (clients, sender domains)
     published: tuple[frozenset[str], bool] | None = None  # (local domains, knows them) of the findings' last rebuild
     alone: bool = False  # its attempts are judged one at a time, its findings never rebuilt (no room was left)
@@ -176,6 +179,7 @@ class ServerRelays:
             bool(attempt.unsure),
             bool(attempt.outer),
             bool(attempt.refused_later),
+            bool(attempt.proxy),
         )
         if room and len(self.attempts) < MAX_ATTEMPTS:
             self.attempts.append(attempt)
@@ -238,12 +242,14 @@ def decide(relays: ServerRelays, attempt: Attempt, policy: RelayPolicy) -> Decis
             )
         return Decision(Verdict.REFUSED, f"the server refused {attempt.rcpt_to} ({attempt.reply})")
     ip = attempt.client_ip
-    who = f"{ip} (named by the XCLIENT of {attempt.via})" if attempt.via else ip
-    if policy.trusted_networks:
+    who = _who(attempt)
+    if policy.trusted_networks and not attempt.proxy:
         network = in_networks(ip, policy.trusted_networks)
         if network is not None:
             return Decision(Verdict.TRUSTED_NETWORK, f"client {who} is in the trusted network {network}")
-    elif relays.source == "passive" and (network := in_networks(ip, PRIVATE_NETWORKS)) is not None:
+    elif (
+        relays.source == "passive" and not attempt.proxy and (network := in_networks(ip, PRIVATE_NETWORKS)) is not None
+    ):
         return Decision(
             Verdict.INTERNAL_CLIENTS,
             f"client {who} is in the private range {network}: a server relays for its own network",
@@ -274,6 +280,8 @@ def decide(relays: ServerRelays, attempt: Attempt, policy: RelayPolicy) -> Decis
             f"{attempt.domain} may be the server's own domain: its names say no domain",
             ("the server's own domains are unknown (give --local-domain to decide)",),
         )
+    if attempt.proxy:
+        return _proxied(attempt, who)
     outside = "outside the trusted networks" if policy.trusted_networks else "not in a private range"
     return Decision(
         Verdict.OPEN_RELAY,
@@ -281,6 +289,22 @@ def decide(relays: ServerRelays, attempt: Attempt, policy: RelayPolicy) -> Decis
         # A backup MX or a relay_domains entry takes mail for another's domain from anyone: told by --local-domain.
         (f"{attempt.domain} is not a domain the server receives mail for (a backup MX, a relay domain)",),
     )
+
+
+def _proxied(attempt: Attempt, who: str) -> Decision:
+    """Rule 5 for a client through a proxy: the address the server relayed for is the proxy's, unseen here."""
+    return Decision(
+        Verdict.POSSIBLE_RELAY,
+        f"client {who} had mail for {attempt.domain} accepted, which is not among the server's local domains",
+        ("the proxy's outgoing address, unseen, may be in the server's trusted networks: the proxy is open",),
+    )
+
+
+def _who(attempt: Attempt) -> str:
+    """The client as a verdict's rule names it: its address, and who named it or how it reached the server."""
+    if attempt.proxy:
+        return f"{attempt.client_ip} (through {attempt.proxy}, whose outgoing address the server saw)"
+    return f"{attempt.client_ip} (named by the XCLIENT of {attempt.via})" if attempt.via else attempt.client_ip
 
 
 def cut(attempt: Attempt) -> Attempt:
@@ -401,6 +425,7 @@ class RelayLedger:
         finding.count += count - 1
         for evidence in attempt.evidence:
             finding.add_evidence(evidence)
+        note_proxy(finding, attempt.proxy)
         fields: dict[str, Any] = {
             "accepted": attempt.accepted,
             "mail_from": attempt.mail_from,

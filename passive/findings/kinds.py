@@ -29,6 +29,7 @@ __all__ = [
     "MAIL_SERVICE",
     "NTLM_INFO",
     "OPEN_RELAY",
+    "PROXY",
     "SEVERITY_ORDER",
     "TLS_FACT_FIELDS",
     "Field",
@@ -48,6 +49,16 @@ class FindingType(enum.StrEnum):
     MAIL_SERVICE = "mail-service"
     OPEN_RELAY = "open-relay"
 
+
+PROXY = Field(
+    "proxy",
+    "only for a server reached through a proxy's tunnel (an accepted HTTP `CONNECT`, a SOCKS 4, 4a or 5 handshake): "
+    "how, as the handshake and the proxy's `ip:port` (`socks5 10.0.0.1:1080`, `http-connect 10.0.0.1:3128`; nested "
+    "tunnels joined by ` > `), first 8; `server` is then the server the client asked the proxy for, `host:port` when "
+    "it was named so",
+    union=True,
+    many=True,
+)
 
 NTLM_INFO = Kind(
     type=FindingType.NTLM_INFO,
@@ -118,6 +129,7 @@ NTLM_INFO = Kind(
             union=True,
             many=True,
         ),
+        PROXY,
     ),
     details_doc=(
         "per exchange: `client`, `user`, `domain`, `workstation`, `ntlm_version`, `client_os_version`, `spn`, "
@@ -161,7 +173,8 @@ CLEARTEXT_CREDENTIALS = Kind(
         Field(
             "mechanism",
             "`PLAIN`, `LOGIN`, `CRAM-MD5`, `XOAUTH2`, `OAUTHBEARER`, `USER-PASS` (POP3), `APOP`, `IMAP-LOGIN`, "
-            "`HTTP-BASIC` (an HTTP `Authorization` or `Proxy-Authorization: Basic` header)",
+            "`HTTP-BASIC` (an HTTP `Authorization` or `Proxy-Authorization: Basic` header), `SOCKS5-USERPASS` (a "
+            "SOCKS5 proxy's username/password sub-negotiation, RFC 1929: protocol `socks`)",
             column=True,
         ),
         Field("user", "as sent", column=True),
@@ -190,6 +203,7 @@ CLEARTEXT_CREDENTIALS = Kind(
             many=True,
         ),
         Field("tls", "always false: nothing is read inside TLS"),
+        PROXY,
     ),
     key_doc="per server, mechanism and user",
     identity=("mechanism", "user"),
@@ -256,6 +270,7 @@ OPEN_RELAY = Kind(
         Field("assumed", "what was assumed to reach the verdict", many=True),
         Field("local_domains", "the domains considered local (first 20)", many=True),
         Field("trusted_networks", "the `--trusted-net` networks (empty: private ranges assumed)", many=True),
+        PROXY,
     ),
     key_doc="per server and verdict",
     identity=("verdict",),
@@ -312,6 +327,7 @@ AUTH_METHODS = Kind(
         Field("cleartext_login", "a password command outside SASL is offered", compared=True),
         Field("starttls_offered", "STARTTLS/STLS advertised", column=True),
         Field("tls", "TLS actually started in a session", column=True),
+        PROXY,
     ),
     summary=methods_summary,
     variant_title=methods_title,
@@ -383,6 +399,7 @@ MAIL_SERVICE = Kind(
             "(`accepted`: RCPT and DATA taken); `stopped`: the 530, failing RSET or DATA taken that ended it, or null",
             active=True,
         ),
+        PROXY,
     ),
     common_columns=("clients", "first_seen", "last_seen"),
     summary=service_summary,

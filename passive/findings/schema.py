@@ -102,7 +102,8 @@ COMMON_FIELDS: tuple[Field, ...] = (
     Field(
         "protocol",
         "`smtp`, `pop3`, `imap`; `http` for NTLM and Basic authentication carried by HTTP (only `ntlm-info` and "
-        "`cleartext-credentials` findings: a web server is no mail service)",
+        "`cleartext-credentials` findings: a web server is no mail service); `socks` for a SOCKS5 proxy's "
+        "username and password (only `cleartext-credentials`)",
     ),
     Field("server", "`ip:port` (`[v6]:port` for IPv6)"),
     Field(

@@ -43,6 +43,9 @@ class SessionContext:
     # The virtual network of an overlay the session travels in, as (kind, id) (passive.capture.tunnels.vnet_label),
     # or (): tenants reuse addresses, so it is part of the identity of the session's findings (their key).
     network: tuple[str, int] | tuple[()] = ()
+    # How the session's server was reached through a proxy's tunnel ("socks5 10.0.0.1:1080": the handshake and the
+    # proxy; passive.analysis.tunnel), or "": ``server`` is then the server the client asked the proxy for.
+    proxy: str = ""
 
 
 def locate(files: FileMap | None, file: str | None, frame: int | None) -> tuple[str | None, int | None]:

@@ -141,6 +141,7 @@ class RelayDetector(Detector):
                 unsure=self.unsure,
                 via=self.vouched_by if self.vouched_client else "",
                 outer=outer or "",
+                proxy=context.proxy,
             )
         )
         if not attempt.accepted:

@@ -17,6 +17,7 @@ from passive.analysis.detectors.base import Detector, Effect, SessionContext, Sh
 from passive.analysis.detectors.service import ServiceDetector
 from passive.analysis.relays import RelayLedger
 from passive.analysis.stats import RunStats
+from passive.analysis.tunnel import note_proxy
 from passive.core.endpoints import network_name
 from passive.findings.kinds import KINDS
 from passive.findings.model import Finding, FindingSet, FindingType, Severity
@@ -115,6 +116,7 @@ def find(
     finding = findings.get(kind, context.protocol, context.server, severity, key + network if network else key)
     if network:
         finding.network = network_name(network)
+    note_proxy(finding, context.proxy)
     stats.findings_dropped += findings.dropped - dropped
     stats.findings_evicted += findings.evicted - evicted
     finding.source = context.source
