@@ -20,6 +20,7 @@ from passive.results.redaction import Redactor
 from tests.corpus import require_corpus
 from tests.helpers_capture import conversation_segments, ethernet_frames, pcap_bytes
 from tests.test_jobs import assert_same, outcome
+from tests.test_relay_transactions import run_cli
 
 CLIENT = ("10.1.0.9", 40001)
 SOCKS_PROXY = ("10.1.0.1", 1080)
@@ -240,3 +241,9 @@ def test_corpus_mail_through_proxies(where: tuple[str, str], backend: str) -> No
         ("mailin03.sul.t-online.de T-Online ESMTP", "xxxxxxxx.xxxxxxxxxx.xx ESMTP Exim")
     )
     assert_same(outcome([path], 1), outcome([path], 2))
+
+
+def test_the_terminal_card_says_through_which_proxy(tmp_path: Path) -> None:
+    turns, server, via, _protocol = CASES["socks5-domain-smtp"]
+    shown = run_cli("analyze", str(capture(tmp_path, turns)), columns=200).stdout
+    assert f"{server} via {via} 10.1.0.1:1080" in shown

@@ -61,6 +61,7 @@ def _card(row: dict[str, Any], columns: tuple[str, ...]) -> Table:
         "  ",
         (printable(row.get("server")), "bold"),
         f" in {printable(row.get('network'))}" if row.get("network") else "",
+        f" via {cell(row.get('proxy'))}" if row.get("proxy") else "",
         f"  {printable(row.get('protocol'))}  seen {printable(row.get('count'))}x",
     )
     card = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 1))
