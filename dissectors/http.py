@@ -18,12 +18,17 @@ from dataclasses import dataclass, field
 
 from dissectors import events as ev
 from dissectors import gssapi, ntlmssp, sasl
-from dissectors.held import size_of
+from dissectors.held import size_of, sizes_of
 from dissectors.linebuffer import MAX_LINE, Line, Raw, wire_text
 from dissectors.session import COMMAND_OVERHEAD, MailSession
 
 # Header lines kept per message; a message with more is read to its end, the rest ignored (and reported).
 MAX_HEADERS = 128
+MAX_HEADER_BYTES = 128 * 1024
+"""Memory a message's start line and headers may take (names, values, and each line as evidence cites it), past
+which further header lines and folded continuations are ignored as past :data:`MAX_HEADERS`: 128 lines of 64 KiB
+held 16 MiB a side, and folded lines grew one value without end. The largest Negotiate token (Kerberos with a
+large PAC: 64 KiB of base64) fits beside the usual headers."""
 # Challenges read from one WWW-Authenticate / Authorization header ("Negotiate, NTLM, Basic realm=...").
 MAX_CHALLENGES = 8
 # A chunk size of more than 15 hex digits is no chunk size (2**60 bytes); nor is a Content-Length of 19 digits.
@@ -54,14 +59,43 @@ def _quoted(side: ev.Side, text: str, limit: int) -> str:
 
 @dataclass
 class _Message:
-    """A request's or response's start line and headers (those past the limit counted in ``dropped``)."""
+    """A request's or response's start line and headers (those past the limits counted in ``dropped``); ``held``:
+    the memory they take (:data:`MAX_HEADER_BYTES`)."""
 
     start: Line
     headers: list[tuple[str, str, Line]] = field(default_factory=list)
     dropped: int = 0
+    held: int = 0
+
+    def __post_init__(self) -> None:
+        self.held = COMMAND_OVERHEAD + size_of(self.start.text)
 
     def values(self, name: str) -> list[str]:
         return [value for header, value, _line in self.headers if header == name]
+
+    def add(self, text: str, line: Line) -> None:
+        """A header line, kept (the line cut to what evidence quotes) when within the limits."""
+        name, _, value = text.partition(":")
+        name, value = name.strip().lower(), value.strip()
+        cited = line._replace(text=line.text[: ev.MAX_EVIDENCE_TEXT])
+        size = COMMAND_OVERHEAD + sizes_of(name, value, cited.text)
+        if len(self.headers) >= MAX_HEADERS or self.held + size > MAX_HEADER_BYTES:
+            self.dropped += 1
+            return
+        self.headers.append((name, value, cited))
+        self.held += size
+
+    def fold(self, text: str) -> None:
+        """An obsolete continuation line (RFC 9112 section 5.2): joined to the last header's value when within the
+        limit."""
+        name, value, line = self.headers[-1]
+        joined = f"{value} {text.strip()}"
+        grown = size_of(joined) - size_of(value)
+        if self.held + grown > MAX_HEADER_BYTES:
+            self.dropped += 1
+            return
+        self.headers[-1] = (name, joined, line)
+        self.held += grown
 
 
 @dataclass
@@ -179,6 +213,19 @@ class HttpSession(MailSession):
         self.sides[side] = _Side(synced=False)
         self._open = None
 
+    def _state_bytes(self) -> int:
+        held = 0
+        for state in self.sides.values():
+            if state.message is not None:
+                held += state.message.held
+        return held
+
+    def _shed_state(self) -> None:
+        """The messages being read are dropped: their sides look for their next start line, as after a gap."""
+        for side, state in list(self.sides.items()):
+            if state.message is not None:
+                self._after_gap(side)
+
     def _start_line(self, side: ev.Side, state: _Side, text: str) -> None:
         if not text:
             return  # an empty line between messages is allowed (RFC 9112 2.2)
@@ -198,19 +245,16 @@ class HttpSession(MailSession):
             if message is None or state.state == "trailers":
                 return
             if text[0] in " \t" and message.headers:  # obsolete line folding
-                name, value, line = message.headers[-1]
-                message.headers[-1] = (name, f"{value} {text.strip()}", line)
-            elif len(message.headers) >= MAX_HEADERS:
-                message.dropped += 1
+                message.fold(text)
             else:
-                name, _, value = text.partition(":")
-                message.headers.append((name.strip().lower(), value.strip(), self._line))
+                message.add(text, self._line)
             return
         if state.state == "trailers" or message is None:
             self._message_done(side, state)
             return
         if message.dropped:
-            self._anomaly(side, "too_many_headers", f"{message.dropped} header lines past {MAX_HEADERS} ignored")
+            limit = f"{MAX_HEADERS} or {MAX_HEADER_BYTES} bytes"
+            self._anomaly(side, "too_many_headers", f"{message.dropped} header lines past {limit} ignored")
         if side is ev.Side.CLIENT:
             self._request(state, message)
         else:

@@ -1,0 +1,82 @@
+"""Hostile traffic against the bounds docs/hardening.md names, where the earlier harnesses did not reach.
+
+- HTTP: a message's header lines were kept whole (128 lines of 64 KiB, twice over: the line and its value) and
+  obsolete line folding grew the last header's value without end (a megabyte of folded lines took a megabyte and
+  time quadratic in it), none of it counted in ``buffered_bytes``: the session bound (2 MiB) and the run's
+  dissector budget did not see it.
+"""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+
+from dissectors import events as ev
+from dissectors.http import HttpSession
+from dissectors.session import MAX_SESSION_BYTES, MailSession
+from fuzz.amplify import deep_size
+
+C, S = ev.Side.CLIENT, ev.Side.SERVER
+LINE = b"A" * 65_000  # just under the 64 KiB line limit: kept whole by the line buffer
+NTLM_NEGOTIATE = b"TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAAKAF1YAAAADw=="
+
+
+def _retained(session: MailSession, script: list[tuple[ev.Side, bytes]]) -> tuple[int, list[ev.Event]]:
+    """Bytes ``session`` retains once fed ``script`` (tracemalloc, its events dropped), and the anomalies."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        events = [e for side, data in script for e in session.receive(side, data) if isinstance(e, ev.Anomaly)]
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before, events
+    finally:
+        tracemalloc.stop()
+
+
+def _bounded(session: MailSession, retained: int) -> None:
+    held = session.buffered_bytes()
+    assert retained < 1024 * 1024, f"{retained} bytes retained"
+    assert held <= MAX_SESSION_BYTES
+    assert deep_size(session) <= held + 64 * 1024, "the accounting covers what the session reaches"
+
+
+def test_http_header_lines_kept_are_bounded_in_bytes_and_counted() -> None:
+    """128 header lines of 64 KiB held 16 MiB a side, unaccounted; now the message keeps MAX_HEADER_BYTES."""
+    session = HttpSession()
+    headers = [(C, b"X-H: " + LINE + b"\r\n")] * 128
+    retained, _ = _retained(session, [(C, b"GET / HTTP/1.1\r\n"), *headers])
+    _bounded(session, retained)
+    events = session.receive(C, b"Authorization: NTLM " + NTLM_NEGOTIATE + b"\r\n\r\n")
+    assert "too_many_headers" in [e.code for e in events if isinstance(e, ev.Anomaly)]
+
+
+def test_http_folded_header_lines_do_not_grow_a_value_without_end() -> None:
+    """Obsolete line folding (RFC 9112 5.2) appended every continuation to the header's value: a megabyte of them
+    was held, and each copied the value so far. Continuations past the bound are dropped and counted."""
+    session = HttpSession()
+    folded = [(C, b" " + b"a" * 1000 + b"\r\n")] * 1000
+    retained, _ = _retained(session, [(C, b"GET / HTTP/1.1\r\nX-Folded: start\r\n"), *folded])
+    _bounded(session, retained)
+    events = session.receive(C, b"\r\n")
+    assert "too_many_headers" in [e.code for e in events if isinstance(e, ev.Anomaly)]
+
+
+def test_http_credentials_after_many_headers_are_still_read_within_the_bound() -> None:
+    """A request whose Authorization header comes after large headers: read while it fits, its evidence kept."""
+    session = HttpSession()
+    script = [(C, b"GET /ews HTTP/1.1\r\nHost: mail\r\n"), (C, b"Cookie: " + b"c" * 30_000 + b"\r\n")]
+    script += [(C, b"Authorization: NTLM " + NTLM_NEGOTIATE + b"\r\n\r\n")]
+    events = [e for side, data in script for e in session.receive(side, data)]
+    assert [e.mechanism for e in events if isinstance(e, ev.AuthStart)] == ["NTLM"]
+
+
+def test_http_state_shed_for_the_budget_resynchronises_at_the_next_request() -> None:
+    session = HttpSession()
+    session.receive(C, b"GET / HTTP/1.1\r\n" + b"X-H: " + LINE + b"\r\n")
+    assert session.buffered_bytes() > 65_000
+    session.shed()
+    assert session.buffered_bytes() == 0
+    events = session.receive(C, b"Content-Length: 5\r\n\r\nbody\nGET /x HTTP/1.1\r\nAuthorization: NTLM ")
+    events += session.receive(C, NTLM_NEGOTIATE + b"\r\n\r\n")
+    assert [e.mechanism for e in events if isinstance(e, ev.AuthStart)] == ["NTLM"]
