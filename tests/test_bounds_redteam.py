@@ -4,6 +4,11 @@
   obsolete line folding grew the last header's value without end (a megabyte of folded lines took a megabyte and
   time quadratic in it), none of it counted in ``buffered_bytes``: the session bound (2 MiB) and the run's
   dissector budget did not see it.
+- Reassembly in every-port mode: each gap in a flow not yet classified was held, to be replayed once the classifier
+  decided; a hole then an acknowledgement beyond it, again and again, with no newline after it (so no byte reached
+  the classifier), held a gap per pair of packets for as long as the flow lived. The packet scanner's flow head
+  bounds this when it reads a file; libpcap's reader (``backend="libpcap"``) and ``watch``'s flows to a server
+  already found to be mail, admitted whole, did not.
 """
 
 from __future__ import annotations
@@ -15,6 +20,11 @@ from dissectors import events as ev
 from dissectors.http import HttpSession
 from dissectors.session import MAX_SESSION_BYTES, MailSession
 from fuzz.amplify import deep_size
+from passive.analysis.classify import classify_mail
+from passive.capture.flow import Flow
+from passive.capture.linklayer import ACK
+from passive.capture.reassembly import Reassembler
+from tests.helpers_capture import Recorder
 
 C, S = ev.Side.CLIENT, ev.Side.SERVER
 LINE = b"A" * 65_000  # just under the 64 KiB line limit: kept whole by the line buffer
@@ -80,3 +90,33 @@ def test_http_state_shed_for_the_budget_resynchronises_at_the_next_request() -> 
     events = session.receive(C, b"Content-Length: 5\r\n\r\nbody\nGET /x HTTP/1.1\r\nAuthorization: NTLM ")
     events += session.receive(C, NTLM_NEGOTIATE + b"\r\n\r\n")
     assert [e.mechanism for e in events if isinstance(e, ev.AuthStart)] == ["NTLM"]
+
+
+def _segment(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, payload: bytes) -> tuple:
+    return (src, dst, sport, dport, seq, ack, ACK, payload, len(payload), 0, 65535, 0)
+
+
+def test_gaps_held_while_a_flow_is_classified_are_bounded() -> None:
+    """2 000 holes, each acknowledged past (a gap), on a flow no classifier can name yet: its held events stopped
+    at nothing before; now the flow is no mail past MAX_CLASSIFY_GAPS gaps, and holds nothing."""
+    verdicts: list[bool] = []
+    reassembler = Reassembler(
+        Recorder(),
+        classifier=classify_mail,
+        server_ports=frozenset({25}),
+        on_verdict=lambda _flow, keep: verdicts.append(keep),
+    )
+    client, server = b"\x0a\x00\x00\x01", b"\x0a\x00\x00\x02"
+    seq, peer = 1000, 5000
+    reassembler.process(_segment(client, server, 40000, 2526, seq, peer, b"x"), 1, 0.0)
+    [flow] = reassembler._flows.values()
+    seq += 1
+    most = 0
+    for frame in range(2, 4002, 2):
+        reassembler.process(_segment(client, server, 40000, 2526, seq + 1, peer, b"x"), frame, 1.0)  # a hole of 1
+        reassembler.process(_segment(server, client, 2526, 40000, peer, seq + 2, b""), frame + 1, 1.0)  # acked past
+        seq += 2
+        most = max(most, len(flow._events or ()))
+    assert most <= 64, f"{most} events held for a flow being classified"
+    assert flow.state == Flow.IGNORED and verdicts == [False]
+    assert reassembler.counters.flows_not_mail == 1
