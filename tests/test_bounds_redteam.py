@@ -9,6 +9,10 @@
   the classifier), held a gap per pair of packets for as long as the flow lived. The packet scanner's flow head
   bounds this when it reads a file; libpcap's reader (``backend="libpcap"``) and ``watch``'s flows to a server
   already found to be mail, admitted whole, did not.
+- SMTP: the client's bytes after DATA (or after a lax end line) wait for the server's reply, at most
+  ``MAX_HELD``; past it one wait was given up per chunk received, but what was then read could start the next wait
+  at once (another DATA, another lax end), holding the rest again: a client sending ``DATA`` lines (or messages
+  ending in ``\\n.\\n``) and no server answering held all it sent, each chunk copying all of it once more.
 """
 
 from __future__ import annotations
@@ -16,9 +20,13 @@ from __future__ import annotations
 import gc
 import tracemalloc
 
+import pytest
+
 from dissectors import events as ev
 from dissectors.http import HttpSession
+from dissectors.linebuffer import MAX_HELD
 from dissectors.session import MAX_SESSION_BYTES, MailSession
+from dissectors.smtp import SmtpSession
 from fuzz.amplify import deep_size
 from passive.analysis.classify import classify_mail
 from passive.capture.flow import Flow
@@ -120,3 +128,21 @@ def test_gaps_held_while_a_flow_is_classified_are_bounded() -> None:
     assert most <= 64, f"{most} events held for a flow being classified"
     assert flow.state == Flow.IGNORED and verdicts == [False]
     assert reassembler.counters.flows_not_mail == 1
+
+
+@pytest.mark.parametrize("unit", [b"DATA\r\n", b"DATA\r\nx\n.\n", b"DATA\r\nx\r\n.\r\n"])
+@pytest.mark.parametrize("server_spoke", [False, True])
+def test_smtp_bytes_held_for_a_reply_stay_within_max_held(unit: bytes, server_spoke: bool) -> None:
+    """Chunks of 60 KB with no reply were all held (each chunk copying all of them: 50 chunks of DATA lines took
+    0.12 s, 200 chunks 3.2 s); now at most MAX_HELD stays held between chunks, whether the server spoke
+    (what waits is read as commands) or not (as messages)."""
+    session = SmtpSession()
+    if server_spoke:
+        session.receive(S, b"220 mx.contoso.com ESMTP\r\n")
+    chunk = unit * (60_000 // len(unit))
+    most = 0
+    for _ in range(5):
+        session.receive(C, chunk)
+        most = max(most, session.buffers[C].held)
+    assert most <= MAX_HELD, f"{most} bytes held for a reply"
+    assert session.buffered_bytes() <= MAX_SESSION_BYTES
