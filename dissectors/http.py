@@ -16,20 +16,24 @@ reads sessions; any other answer (407, 403) leaves the connection HTTP, and the 
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from dissectors import events as ev
 from dissectors import gssapi, ntlmssp, sasl
 from dissectors.held import size_of
+from dissectors.http_syntax import (
+    MAX_CHALLENGES,
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    STATUS_LINE,
+    Message,
+    request_line,
+    split_challenges,
+)
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, Line, Raw, wire_text
 from dissectors.session import COMMAND_OVERHEAD, MailSession
 from dissectors.socks import host_text
 
-# Header lines kept per message; a message with more is read to its end, the rest ignored (and reported).
-MAX_HEADERS = 128
-# Challenges read from one WWW-Authenticate / Authorization header ("Negotiate, NTLM, Basic realm=...").
-MAX_CHALLENGES = 8
 # A chunk size of more than 15 hex digits is no chunk size (2**60 bytes); nor is a Content-Length of 19 digits.
 MAX_SIZE_DIGITS = 15
 # How much of a request path and Host header a finding keeps.
@@ -38,13 +42,8 @@ MAX_HOST = 255
 # "Read to the close": a body without length counts down from here (bytes are counted, never kept).
 UNTIL_CLOSE = 1 << 62
 
-_REQUEST_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9_-]{0,31}) (\S+) HTTP/(\d)\.(\d)$")
-# A CONNECT with a stray word before its version ("CONNECT host:25 / HTTP/1.0"), as spam tools send it to proxies.
-_CONNECT_LINE = re.compile(r"^(CONNECT) (\S+) \S+ HTTP/(\d)\.(\d)$", re.IGNORECASE)
-_STATUS_LINE = re.compile(r"^HTTP/(\d)\.(\d) (\d{3})(?:\s(.*))?$")
 _AUTH_HEADERS = {"authorization", "proxy-authorization"}
 _CHALLENGE_HEADERS = {"www-authenticate", "proxy-authenticate"}
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*)(?:\s+(.*))?$")
 # Names a Negotiate token's mechanism goes by in events (the NTLM detector follows "NTLM").
 _MECHANISMS = {"ntlmssp": "NTLM", "kerberos": "KERBEROS", "negoex": "NEGOEX", "spnego": "SPNEGO"}
 
@@ -56,18 +55,6 @@ def _quoted(side: ev.Side, text: str, limit: int) -> str:
     if side is ev.Side.SERVER:
         return repr(text[:limit])
     return f"a client line of {len(text)} characters"
-
-
-@dataclass
-class _Message:
-    """A request's or response's start line and headers (those past the limit counted in ``dropped``)."""
-
-    start: Line
-    headers: list[tuple[str, str, Line]] = field(default_factory=list)
-    dropped: int = 0
-
-    def values(self, name: str) -> list[str]:
-        return [value for header, value, _line in self.headers if header == name]
 
 
 @dataclass
@@ -91,39 +78,7 @@ class _Side:
 
     state: str = "start"  # start, headers, body, chunk-size, chunk-data, chunk-end, trailers, opaque
     synced: bool = True  # False after a gap or a mid-stream pickup: lines are skipped up to a start line
-    message: _Message | None = None
-
-
-def split_challenges(value: str) -> list[tuple[str, str]]:
-    """``Negotiate, NTLM TlRM..., Basic realm="a, b"`` -> [(scheme, rest)]; parameters stay with their scheme."""
-    parts: list[str] = []
-    current, quoted, escaped = [], False, False
-    for char in value:
-        if escaped:
-            escaped = False
-        elif char == "\\" and quoted:
-            escaped = True
-        elif char == '"':
-            quoted = not quoted
-        elif char == "," and not quoted:
-            parts.append("".join(current).strip())
-            current = []
-            continue
-        current.append(char)
-    parts.append("".join(current).strip())
-    out: list[tuple[str, str]] = []
-    for part in parts:
-        if re.match(r"^[A-Za-z0-9_-]+\s*=", part) and not re.match(r"^\S+\s", part):
-            if out:  # an auth-param of the scheme before it
-                out[-1] = (out[-1][0], f"{out[-1][1]}, {part}".strip(", "))
-            continue
-        match = _SCHEME.match(part)
-        if not match:
-            continue
-        if len(out) >= MAX_CHALLENGES:
-            break
-        out.append((match.group(1), (match.group(2) or "").strip()))
-    return out
+    message: Message | None = None
 
 
 def _size(text: str, base: int) -> int | None:
@@ -187,10 +142,23 @@ class HttpSession(MailSession):
         if side is ev.Side.SERVER and self.tunnel is None:
             self._read_held()  # the answer to a CONNECT may be among the lost bytes
 
+    def _state_bytes(self) -> int:
+        held = 0
+        for state in self.sides.values():
+            if state.message is not None:
+                held += state.message.held
+        return held
+
+    def _shed_state(self) -> None:
+        """The messages being read are dropped: their sides look for their next start line, as after a gap."""
+        for side, state in list(self.sides.items()):
+            if state.message is not None:
+                self._after_gap(side)
+
     def _start_line(self, side: ev.Side, state: _Side, text: str) -> None:
         if not text:
             return  # an empty line between messages is allowed (RFC 9112 2.2)
-        matched = _request_line(text) if side is ev.Side.CLIENT else _STATUS_LINE.match(text)
+        matched = request_line(text) if side is ev.Side.CLIENT else STATUS_LINE.match(text)
         if not matched:
             if state.synced:
                 self._anomaly(side, "not_http", f"not an HTTP start line: {_quoted(side, text, 60)}; skipped")
@@ -198,7 +166,7 @@ class HttpSession(MailSession):
             return
         state.synced = True
         state.state = "headers"
-        state.message = _Message(self._line)
+        state.message = Message(self._line)
 
     def _header_line(self, side: ev.Side, state: _Side, text: str) -> None:
         message = state.message
@@ -206,19 +174,16 @@ class HttpSession(MailSession):
             if message is None or state.state == "trailers":
                 return
             if text[0] in " \t" and message.headers:  # obsolete line folding
-                name, value, line = message.headers[-1]
-                message.headers[-1] = (name, f"{value} {text.strip()}", line)
-            elif len(message.headers) >= MAX_HEADERS:
-                message.dropped += 1
+                message.fold(text)
             else:
-                name, _, value = text.partition(":")
-                message.headers.append((name.strip().lower(), value.strip(), self._line))
+                message.add(text, self._line)
             return
         if state.state == "trailers" or message is None:
             self._message_done(side, state)
             return
         if message.dropped:
-            self._anomaly(side, "too_many_headers", f"{message.dropped} header lines past {MAX_HEADERS} ignored")
+            limit = f"{MAX_HEADERS} or {MAX_HEADER_BYTES} bytes"
+            self._anomaly(side, "too_many_headers", f"{message.dropped} header lines past {limit} ignored")
         if side is ev.Side.CLIENT:
             self._request(state, message)
         else:
@@ -229,7 +194,7 @@ class HttpSession(MailSession):
         if side is ev.Side.SERVER:
             self.responses += 1
 
-    def _framing(self, side: ev.Side, state: _Side, message: _Message, until_close: bool) -> None:
+    def _framing(self, side: ev.Side, state: _Side, message: Message, until_close: bool) -> None:
         """Skip the body as the headers frame it (RFC 9112 6.3); ``until_close``: a response without a length."""
         codings = [c.strip() for c in ",".join(message.values("transfer-encoding")).lower().split(",") if c.strip()]
         lengths = message.values("content-length")
@@ -262,8 +227,8 @@ class HttpSession(MailSession):
 
     # -- requests -------------------------------------------------------------------------------------------------
 
-    def _request(self, state: _Side, message: _Message) -> None:
-        match = _request_line(message.start.text)
+    def _request(self, state: _Side, message: Message) -> None:
+        match = request_line(message.start.text)
         assert match is not None
         method, target = match.group(1).upper(), match.group(2)
         host = (message.values("host") or [None])[0]
@@ -304,8 +269,8 @@ class HttpSession(MailSession):
 
     # -- responses ------------------------------------------------------------------------------------------------
 
-    def _response(self, state: _Side, message: _Message) -> None:
-        match = _STATUS_LINE.match(message.start.text)
+    def _response(self, state: _Side, message: Message) -> None:
+        match = STATUS_LINE.match(message.start.text)
         assert match is not None
         status = int(match.group(3))
         if 100 <= status < 200 and status != 101:
@@ -338,7 +303,7 @@ class HttpSession(MailSession):
             self._open = None
         self._body_of_response(state, message, request, status)
 
-    def _body_of_response(self, state: _Side, message: _Message, request: _Request | None, status: int) -> None:
+    def _body_of_response(self, state: _Side, message: Message, request: _Request | None, status: int) -> None:
         method = request.method if request else ""
         if status == 101 or (method == "CONNECT" and 200 <= status < 300):
             self._message_done(ev.Side.SERVER, state)
@@ -405,10 +370,6 @@ class HttpSession(MailSession):
         self._open = mechanism
         self._emit(ev.SaslStep(side, evidence, mechanism, decoded.data, message, anomalies))
         return mechanism
-
-
-def _request_line(text: str) -> re.Match[str] | None:
-    return _REQUEST_LINE.match(text) or _CONNECT_LINE.match(text)
 
 
 def _evidence(line: Line) -> ev.Evidence:

@@ -11,12 +11,12 @@ from dissectors import sasl, smtp_end
 from dissectors.held import HeldParts, sizes_of
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, LaxEnd, Raw
 from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, Span, unique_upper
+from dissectors.smtp_syntax import address, xclient_attributes
 
 # EHLO keywords that list SASL mechanisms, and the commands that start an exchange with one (RFC 4954 AUTH; X-EXPS,
 # which Exchange servers authenticate each other with and answer anyone with, NTLM included).
 AUTH_KEYWORDS = ("AUTH", "X-EXPS")
 _REPLY = re.compile(r"^(\d{3})([ -]?)(.*)$")
-_PATH = re.compile(r"^\s*(?:FROM|TO)\s*:\s*(<[^>]*>|[^\s<>]+)(.*)$", re.IGNORECASE)
 _BDAT = re.compile(r"^\s*BDAT\s+(\d{1,12})(\s+LAST)?\s*$", re.IGNORECASE)
 # More reply lines than this in one reply are not kept (a hostile server may never send the final line).
 MAX_REPLY_LINES = 256
@@ -39,7 +39,6 @@ REPLY_OWNERS = {
     221: frozenset({"QUIT"}),
     220: frozenset({"STARTTLS", "X-ANONYMOUSTLS", "XCLIENT"}),  # Postfix answers an XCLIENT it took with a greeting
 }
-_XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
 _LAX_LINE = 'a "." line after a bare LF (or with a bare LF or extra CRs of its own) in a message'
 # Commands after whose 220 the stream is TLS: RFC 3207 STARTTLS, and X-ANONYMOUSTLS, with which Exchange servers
 # start TLS between themselves (listed in their EHLO replies to anyone).
@@ -94,6 +93,7 @@ class SmtpSession(MailSession):
         # follows a 354, RFC 5321 section 4.1.1.4; after a refusal the same bytes are commands to the server).
         self._data_awaited = False
         self._lax: smtp_end.PendingEnd | None = None  # a lax end line waiting for the server to say what it was
+        self._reading_on = False  # reading bytes held past MAX_HELD with no reply: no new wait (_after_receive)
 
     # -- client -------------------------------------------------------------------------------------------------
 
@@ -116,7 +116,7 @@ class SmtpSession(MailSession):
             self._sasl(ev.Side.CLIENT, self.auth.client_line(text))
         elif verb == "DATA":
             self._data_awaited = True
-            self.buffers[ev.Side.CLIENT].hold()
+            self._wait()
         elif verb == "BDAT":
             match = _BDAT.match(text)
             if match:
@@ -202,9 +202,9 @@ class SmtpSession(MailSession):
         """A command whose reply never came, passed over for a later one: its transaction facts without a verdict."""
         evidence = self._command_evidence(command)
         if command.verb == "MAIL":
-            self._emit(ev.MailFrom(ev.Side.CLIENT, evidence, _address(command.argument)))
+            self._emit(ev.MailFrom(ev.Side.CLIENT, evidence, address(command.argument)))
         elif command.verb == "RCPT":
-            self._emit(ev.RcptTo(ev.Side.CLIENT, evidence, _address(command.argument)))
+            self._emit(ev.RcptTo(ev.Side.CLIENT, evidence, address(command.argument)))
         detail = f"no reply to {command.verb}: the {code} reply that came answers a later command"
         self._emit(ev.Anomaly(ev.Side.SERVER, self._evidence(), "reply_missing", detail))
 
@@ -245,14 +245,14 @@ class SmtpSession(MailSession):
             self._start_tls(verb, code == 220)
         elif verb == "MAIL":
             self._emit(
-                ev.MailFrom(ev.Side.CLIENT, self._command_evidence(command), _address(command.argument), code, positive)
+                ev.MailFrom(ev.Side.CLIENT, self._command_evidence(command), address(command.argument), code, positive)
             )
         elif verb == "RCPT":
             self._emit(
                 ev.RcptTo(
                     ev.Side.CLIENT,
                     self._command_evidence(command),
-                    _address(command.argument),
+                    address(command.argument),
                     code,
                     f"{code} {reply.last.strip()}".strip(),
                     positive,
@@ -266,7 +266,7 @@ class SmtpSession(MailSession):
             text = f"{code} {reply.last.strip()}".strip()
             self._emit(ev.MessageEnd(ev.Side.CLIENT, self._command_evidence(command), 200 <= code < 300, code, text))
         elif verb == "XCLIENT":
-            attributes = _xclient_attributes(command.argument)
+            attributes = xclient_attributes(command.argument)
             self._emit(ev.ClientOverride(ev.Side.CLIENT, self._command_evidence(command), attributes, code == 220))
         elif verb == "AUTH":
             # The server refused AUTH outright (e.g. 503, 504) without the tracker seeing it as one of its replies.
@@ -288,9 +288,23 @@ class SmtpSession(MailSession):
 
     def _after_receive(self, side: ev.Side) -> None:
         super()._after_receive(side)
-        if self._data_awaited and self.buffers[ev.Side.CLIENT].held > MAX_HELD:
+        if self.buffers[ev.Side.CLIENT].held > MAX_HELD and (self._data_awaited or self._lax is not None):
+            self._reading_on = True
+            try:
+                self._wait()
+            finally:
+                self._reading_on = False
+
+    def _wait(self) -> None:
+        """Hold the client's next bytes for the server's reply (to DATA, or to a lax end line). Past MAX_HELD held
+        with no reply (_after_receive) the wait is given up, and so is every one the bytes then read would start:
+        all were sent before any reply. (Each held the rest again: DATA lines or messages ending at lax end lines,
+        unanswered, were held whole, each chunk copying them all once more.)"""
+        if not self._reading_on:
+            self.buffers[ev.Side.CLIENT].hold()
+        elif self._data_awaited:
             self._unanswered(f"more than {MAX_HELD} bytes after DATA and no reply to it")
-        if self._lax is not None and self.buffers[ev.Side.CLIENT].held > MAX_HELD:
+        else:
             self._settle(self._undecided(overflow=True))
 
     # -- a lax end line (dissectors.smtp_end) ---------------------------------------------------------------------
@@ -301,7 +315,7 @@ class SmtpSession(MailSession):
         if not self._in_data:
             return
         self._lax = smtp_end.PendingEnd(self._command("END-OF-DATA", "."), self._line, item.certain, item.crlf_after)
-        self.buffers[ev.Side.CLIENT].hold()
+        self._wait()
 
     def _held_reply(self, text: str) -> bool:
         """A reply line while a lax end waits: held back until the replies decide, then read with those before it."""
@@ -418,25 +432,3 @@ def _is_auth(keyword: str) -> bool:
 def _is_last(argument: str) -> bool:
     """``BDAT 1000 LAST``: the chunk that ends the message."""
     return argument.upper().split()[-1:] == ["LAST"]
-
-
-def _xclient_attributes(argument: str) -> dict[str, str]:
-    """``ADDR=192.0.2.7 LOGIN=alice`` as ``{"ADDR": "192.0.2.7", "LOGIN": "alice"}`` (xtext ``+HH`` decoded), the
-    first :data:`~dissectors.events.MAX_OVERRIDE_ATTRIBUTES` of them."""
-    attributes: dict[str, str] = {}
-    for word in argument.split(None, ev.MAX_OVERRIDE_ATTRIBUTES)[: ev.MAX_OVERRIDE_ATTRIBUTES]:
-        name, equals, value = word.partition("=")
-        if equals and name:
-            attributes[name.upper()[:MAX_VERB]] = _XTEXT.sub(lambda m: chr(int(m.group(1), 16)), value)
-    return attributes
-
-
-def _address(argument: str) -> str:
-    """The path of ``MAIL FROM:<a>`` or ``RCPT TO:<a>`` without brackets; the null sender stays ``<>``."""
-    match = _PATH.match(argument)
-    if not match:
-        return argument.strip()
-    path = match.group(1)
-    if path == "<>":
-        return "<>"
-    return path.strip("<>")

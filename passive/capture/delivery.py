@@ -34,6 +34,9 @@ class Delivery:
     def _classify(self, flow: Flow, direction: int, chunk: Chunk) -> None:
         raise NotImplementedError  # the reassembler's
 
+    def _classify_gap(self, flow: Flow, event: tuple) -> None:
+        raise NotImplementedError  # the reassembler's
+
     def _add(
         self, flow: Flow, direction: int, half: HalfStream, rel: int, data: bytes, wire_len: int, frame: int, ts: float
     ) -> None:
@@ -116,7 +119,7 @@ class Delivery:
         if flow.state == Flow.ACTIVE and flow.handler is not None:
             flow.handler.on_gap(flow, DIRECTIONS[direction], missing, frame, ts)
         elif flow.state == Flow.CLASSIFYING and flow._events is not None:
-            flow._events.append(("gap", direction, missing, frame, ts))
+            self._classify_gap(flow, ("gap", direction, missing, frame, ts))
 
     def _deliver(self, flow: Flow, direction: int, half: HalfStream, data: bytes, frame: int, ts: float) -> None:
         offset = half.next_rel

@@ -70,6 +70,12 @@ from passive.capture.skipping import apply_notice
 from passive.capture.stream import SEQ_MASK, HalfStream, handshake_done, rst_valid, syn_seen
 
 _CLASSIFY_LIMIT = 4096  # bytes of a flow's first data (both sides) shown to the classifier; undecided then: dropped
+MAX_CLASSIFY_GAPS = 16
+"""Gaps held, to be replayed, while a flow is being classified; past them it is not mail. Each gap skips to the next
+newline, so a flow that loses bytes this often before its first lines say what it is shows the classifier nothing:
+a hole acknowledged past, again and again with no newline after it, held a gap per two packets for as long as the
+flow lived (the scanner's flow head bounds it in a file, not on libpcap's reader nor for ``watch``'s flows of a
+server known to be mail, which are admitted whole)."""
 
 
 class Reassembler(Delivery):
@@ -392,6 +398,21 @@ class Reassembler(Delivery):
 
     # -- classification ----------------------------------------------------------------------
 
+    def _classify_gap(self, flow: Flow, event: tuple) -> None:
+        """A gap in a flow being classified: held with its data, up to :data:`MAX_CLASSIFY_GAPS` of them."""
+        events = flow._events
+        assert events is not None
+        events.append(event)
+        if sum(1 for held in events if held[0] == "gap") > MAX_CLASSIFY_GAPS:
+            self._not_mail(flow)
+
+    def _not_mail(self, flow: Flow) -> None:
+        """The classifier's verdict, or the bounds', on a flow being classified: no mail, ignored from here on."""
+        self.counters.flows_not_mail += 1
+        self._ignore(flow)
+        if self.on_verdict is not None:
+            self.on_verdict(flow, False)
+
     def _classify(self, flow: Flow, direction: int, chunk: Chunk) -> None:
         events = flow._events
         assert events is not None and self.classifier is not None
@@ -405,10 +426,7 @@ class Reassembler(Delivery):
         if verdict is None:
             return
         if not verdict:
-            self.counters.flows_not_mail += 1
-            self._ignore(flow)
-            if self.on_verdict is not None:
-                self.on_verdict(flow, False)
+            self._not_mail(flow)
             return
         flow.label = verdict
         flow._events = None

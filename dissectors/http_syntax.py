@@ -1,0 +1,105 @@
+"""HTTP/1.x message syntax (RFC 9112, RFC 9110 section 11): start lines, a message's headers held within bounds, and
+the challenge lists of ``WWW-Authenticate`` and ``Authorization`` headers."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from dissectors import events as ev
+from dissectors.held import size_of, sizes_of
+from dissectors.linebuffer import Line
+from dissectors.session import COMMAND_OVERHEAD
+
+# Header lines kept per message; a message with more is read to its end, the rest ignored (and reported).
+MAX_HEADERS = 128
+MAX_HEADER_BYTES = 128 * 1024
+"""Memory a message's start line and headers may take (names, values, and each line as evidence cites it), past
+which further header lines and folded continuations are ignored as past :data:`MAX_HEADERS`: 128 lines of 64 KiB
+held 16 MiB a side, and folded lines grew one value without end. The largest Negotiate token (Kerberos with a
+large PAC: 64 KiB of base64) fits beside the usual headers."""
+# Challenges read from one WWW-Authenticate / Authorization header ("Negotiate, NTLM, Basic realm=...").
+MAX_CHALLENGES = 8
+
+_REQUEST_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9_-]{0,31}) (\S+) HTTP/(\d)\.(\d)$")
+# A CONNECT with a stray word before its version ("CONNECT host:25 / HTTP/1.0"), as spam tools send it to proxies.
+_CONNECT_LINE = re.compile(r"^(CONNECT) (\S+) \S+ HTTP/(\d)\.(\d)$", re.IGNORECASE)
+STATUS_LINE = re.compile(r"^HTTP/(\d)\.(\d) (\d{3})(?:\s(.*))?$")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*)(?:\s+(.*))?$")
+
+
+def request_line(text: str) -> re.Match[str] | None:
+    return _REQUEST_LINE.match(text) or _CONNECT_LINE.match(text)
+
+
+@dataclass
+class Message:
+    """A request's or response's start line and headers (those past the limits counted in ``dropped``); ``held``:
+    the memory they take (:data:`MAX_HEADER_BYTES`)."""
+
+    start: Line
+    headers: list[tuple[str, str, Line]] = field(default_factory=list)
+    dropped: int = 0
+    held: int = 0
+
+    def __post_init__(self) -> None:
+        self.held = COMMAND_OVERHEAD + size_of(self.start.text)
+
+    def values(self, name: str) -> list[str]:
+        return [value for header, value, _line in self.headers if header == name]
+
+    def add(self, text: str, line: Line) -> None:
+        """A header line, kept (the line cut to what evidence quotes) when within the limits."""
+        name, _, value = text.partition(":")
+        name, value = name.strip().lower(), value.strip()
+        cited = line._replace(text=line.text[: ev.MAX_EVIDENCE_TEXT])
+        size = COMMAND_OVERHEAD + sizes_of(name, value, cited.text)
+        if len(self.headers) >= MAX_HEADERS or self.held + size > MAX_HEADER_BYTES:
+            self.dropped += 1
+            return
+        self.headers.append((name, value, cited))
+        self.held += size
+
+    def fold(self, text: str) -> None:
+        """An obsolete continuation line (RFC 9112 section 5.2): joined to the last header's value when within the
+        limit."""
+        name, value, line = self.headers[-1]
+        joined = f"{value} {text.strip()}"
+        grown = size_of(joined) - size_of(value)
+        if self.held + grown > MAX_HEADER_BYTES:
+            self.dropped += 1
+            return
+        self.headers[-1] = (name, joined, line)
+        self.held += grown
+
+
+def split_challenges(value: str) -> list[tuple[str, str]]:
+    """``Negotiate, NTLM TlRM..., Basic realm="a, b"`` -> [(scheme, rest)]; parameters stay with their scheme."""
+    parts: list[str] = []
+    current, quoted, escaped = [], False, False
+    for char in value:
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            parts.append("".join(current).strip())
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current).strip())
+    out: list[tuple[str, str]] = []
+    for part in parts:
+        if re.match(r"^[A-Za-z0-9_-]+\s*=", part) and not re.match(r"^\S+\s", part):
+            if out:  # an auth-param of the scheme before it
+                out[-1] = (out[-1][0], f"{out[-1][1]}, {part}".strip(", "))
+            continue
+        match = _SCHEME.match(part)
+        if not match:
+            continue
+        if len(out) >= MAX_CHALLENGES:
+            break
+        out.append((match.group(1), (match.group(2) or "").strip()))
+    return out
