@@ -1219,7 +1219,8 @@ static int skip_segment(Scanner *sc, PyObject *items, long long frame, double ts
     if (size) {
         if (r->mode == SKIP_NONE || s->seq != r->next || s->plen != size) return disarm(sc, items, e);
         if (r->mode == SKIP_DOT) {
-            if (contains_line_dot(p, size) || (r->line_start && p[0] == '.')) return disarm(sc, items, e);
+            /* under two bytes: Python reads it, so that a notice's tail always says how a line before a dot ended */
+            if (size < 2 || contains_line_dot(p, size) || (r->line_start && p[0] == '.')) return disarm(sc, items, e);
             r->line_start = p[size - 1] == '\n';
         } else if (r->mode == SKIP_RAW) {
             if ((unsigned long long)size >= r->left) return disarm(sc, items, e);

@@ -7,7 +7,8 @@ batch being fed is done, :func:`arm_requested` tells the packet scanner, per dir
 the rule (the dissectors' ``SKIP_*``):
 
 * ``SKIP_DOT``: inside a dot-terminated body, a segment in which no line starts with a dot (no ``\\n.``, and no
-  leading dot right after a newline) cannot end it;
+  leading dot right after a newline) cannot end it. A segment under two bytes is read, so that a notice's tail
+  always says how the line before the next dot ended (CR LF or a bare LF: the exact end line, or a lax one);
 * ``SKIP_RAW``: inside a run of ``left`` bytes counted off, a segment shorter than what is left cannot end it;
 * ``SKIP_ALL``: the session is TLS: nothing in it is read.
 
