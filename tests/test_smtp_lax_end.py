@@ -15,6 +15,8 @@ after such a line wait for the server's replies (``dissectors/smtp_end.py``):
   bodies below Python): no open relay from smuggled commands a server read as its message; the relay a server that
   took the lax end made, with its anomaly; an end line after a one-byte segment, which the scanner now reads (an
   end line is then never uncertain).
+
+End lines with a bare CR: ``tests/test_smtp_cr_end.py``.
 """
 
 from __future__ import annotations
