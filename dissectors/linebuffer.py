@@ -20,8 +20,12 @@ MAX_KEPT_RAW = 8 * 1024
 MAX_HELD = MAX_LINE
 
 # Inside a dot-terminated body: where the next line begins with a dot (the end, or a dot-stuffed line), and the
-# carriage returns after that dot (the end line is "." then any CRs, as the line splitter strips them).
+# carriage returns after that dot (the end line is "." then any CRs, as the line splitter strips them). With
+# ``exact_end`` (SMTP), a dot right after a bare CR begins a line too, and a "." line may end in CRs without a LF: a
+# server that takes a bare CR for a line end (Cisco Secure Email cleaning bare CRs and LFs into CR LF, its default)
+# ends a message at ``\r.\r``.
 _LINE_DOT = b"\n."
+_CR_DOT = b"\r."
 _CRS = re.compile(rb"\r*")
 # Where a body is in its terminator hunt: inside a line, at the start of one, just after a line's leading dot.
 _MID_LINE, _LINE_START, _AFTER_DOT = 0, 1, 2
@@ -58,17 +62,23 @@ class Raw(NamedTuple):
 
 class LaxEnd(NamedTuple):
     """The end line of a body read with ``exact_end`` (:meth:`LineBuffer.expect_dot_body`) that is not exactly CR LF
-    "." CR LF (RFC 5321 section 4.1.1.4): a bare LF before or after the dot, or more CRs. Servers differ on it (the
-    SMTP smuggling of CVE-2023-51764): the dissector decides by the server's replies. ``certain`` is false when the
-    line ending before the dot went unread (dropped below Python with fewer than its last two bytes passed on), so
-    the line may be exact after all;
-    ``crlf_after`` says whether the dot's own line ended in CR LF."""
+    "." CR LF (RFC 5321 section 4.1.1.4): a bare LF or a bare CR before or after the dot, or more CRs. Servers differ
+    on it (the SMTP smuggling of CVE-2023-51764): the dissector decides by the server's replies. ``certain`` is false
+    when the line ending before the dot went unread (dropped below Python with fewer than its last two bytes passed
+    on), so the line may be exact after all; ``after`` is how the dot's own line ended (``\\r\\n``, CRs before its
+    LF counted as one CR; ``\\n``; or ``\\r``, CRs without a LF); ``bare_cr``, that a bare CR ended the line before the
+    dot or the dot's own: only a server that takes a bare CR for a line end ends a message there."""
 
     frame: int | None
     timestamp: float | None
     first_frame: int | None
     certain: bool
-    crlf_after: bool
+    after: bytes
+    bare_cr: bool = False
+
+    @property
+    def crlf_after(self) -> bool:
+        return self.after == b"\r\n"
 
 
 class Overflow(NamedTuple):
@@ -108,13 +118,16 @@ class LineBuffer:
         self._body = False  # inside a dot-terminated body (expect_dot_body)
         self._body_state = _MID_LINE
         self._body_crs = 0  # carriage returns after the end line's dot so far (a longer line is no end line)
-        self._dot_frame: int | None = None  # the chunk where the end line's dot arrived
+        self._dot_frame: int | None = None  # the chunk where the end line's dot arrived, and its time
+        self._dot_timestamp: float | None = None
         # With exact_end: a line ending other than CR LF "." CR LF ends the body as a LaxEnd item (or, with
-        # lax_is_body, not at all); whether the line before the dot ended in CR LF (None: unread, dropped below).
+        # lax_is_body, not at all; with bare_cr_is_body, not when a bare CR ended it or the line before); how the
+        # line before the dot ended: CR LF, a bare LF or a bare CR (None: unread, dropped below).
         self._exact_end = False
         self._lax_is_body = False
-        self._crlf_before: bool | None = True
-        self._lax: tuple[bool, bool] | None = None  # the body just ended on a LaxEnd: (certain, crlf_after)
+        self._bare_cr_is_body = False
+        self._before: bytes | None = b"\r\n"
+        self._lax: tuple[bool, bytes, bool] | None = None  # the body just ended on a LaxEnd: its last three fields
         self._tail_cr: bool | None = None  # the body's last byte read was a CR (None: unread)
 
     def hold(self) -> None:
@@ -150,18 +163,24 @@ class LineBuffer:
         self._raw_frame = None
         self._keep_raw = keep
 
-    def expect_dot_body(self, exact_end: bool = False, lax_is_body: bool = False) -> None:
+    def expect_dot_body(
+        self, exact_end: bool = False, lax_is_body: bool = False, bare_cr_is_body: bool = False
+    ) -> None:
         """What follows (from the start of a line) is a dot-terminated body (RFC 5321 section 4.5.2, RFC 1939
         section 3): it is skipped without being split into lines, dot-stuffed lines included, and only its end
         line is handed out, as the :class:`Line` ``"."``. Nothing of the body is kept. With ``exact_end``, an end
         line other than CR LF "." CR LF is handed out as a :class:`LaxEnd`; with ``lax_is_body`` too (the body goes
-        on after the LaxEnd it ended on), it is body, and only an exact end line ends it."""
+        on after the LaxEnd it ended on), it is body, and only an exact end line ends it; with ``bare_cr_is_body``,
+        such a line with a bare CR is body, and one with LFs only is still handed out."""
         self._body = True
         self._body_state = _LINE_START
-        self._exact_end, self._lax_is_body = exact_end, exact_end and lax_is_body
-        if not self._lax_is_body:  # else the line before is the lax end line, as it ended (kept when it was read)
-            self._crlf_before = True  # the line before the body (the DATA command's) is not looked at
-        self._tail_cr = False  # the byte before the body is a newline (not a previous body's last byte)
+        self._exact_end = exact_end
+        self._lax_is_body, self._bare_cr_is_body = exact_end and lax_is_body, exact_end and bare_cr_is_body
+        if self._lax_is_body or self._bare_cr_is_body:  # the line before is the lax end line, as it ended
+            self._tail_cr = self._before == b"\r"  # it ended in a CR when the body's first byte was not yet read
+        else:
+            self._before = b"\r\n"  # the line before the body (the DATA command's) is not looked at
+            self._tail_cr = False  # the byte before the body is a newline (not a previous body's last byte)
 
     @property
     def in_body(self) -> bool:
@@ -169,16 +188,18 @@ class LineBuffer:
 
     def skippable(self) -> tuple[int, int, bool] | None:
         """Whether bytes may be dropped unread here: ``(SKIP_DOT, 0, at_line_start)`` inside a body (neither just
-        after a line's leading dot, nor read on past a lax end line, nor holding anything), ``(SKIP_RAW, left,
-        False)`` inside a raw run kept by nobody; None otherwise. The one dropping them must keep to the rule of the
-        mode (see :meth:`skip`)."""
+        after a line's leading dot, nor read on past a lax end line, nor holding anything; ``at_line_start``: a dot
+        next would begin a line, after a LF or, with ``exact_end``, after a CR), ``(SKIP_RAW, left, False)`` inside
+        a raw run kept by nobody; None otherwise. The one dropping them must keep to the rule of the mode (see
+        :meth:`skip`)."""
         if self._holding or self._held or self._pending or self._discarding:
             return None
         if self._body:
             # Past a lax end line only CR LF "." CR LF ends the body: the CR before a dot must not go unread.
-            if self._body_state == _AFTER_DOT or self._lax_is_body:
+            if self._body_state == _AFTER_DOT or self._lax_is_body or self._bare_cr_is_body:
                 return None
-            return SKIP_DOT, 0, self._body_state == _LINE_START
+            # With exact_end, a dot after a CR read last (or maybe: unread) would begin a line too.
+            return SKIP_DOT, 0, self._body_state == _LINE_START or (self._exact_end and self._tail_cr is not False)
         if self._raw_left and not self._keep_raw:
             return SKIP_RAW, self._raw_left, False
         return None
@@ -187,13 +208,14 @@ class LineBuffer:
         self, size: int, at_line_start: bool, frame: int | None, timestamp: float | None, tail: bytes = b""
     ) -> None:
         """``size`` bytes were dropped unread where :meth:`skippable` allowed it: inside a body, bytes in which no
-        line starts with a dot (``at_line_start``: their last byte was a newline); inside a raw run, fewer bytes
-        than are left of it. The state is what reading them would have left; ``tail``, their last bytes (up to two,
-        as many as the one dropping them kept), says whether a line ending among them was CR LF."""
+        line starts with a dot, after a LF or a CR (``at_line_start``: their last byte was a LF); inside a raw run,
+        fewer bytes than are left of it. The state is what reading them would have left; ``tail``, their last bytes
+        (up to two, as many as the one dropping them kept), says whether a line ending among them was CR LF, and
+        whether they ended in a CR."""
         if self._body:
             self._body_state = _LINE_START if at_line_start else _MID_LINE
             self._tail_cr = tail[-1:] == b"\r" if tail else None  # None: not seen
-            self._crlf_before = (tail == b"\r\n") if at_line_start and len(tail) == 2 else None
+            self._before = (b"\r\n" if tail == b"\r\n" else b"\n") if at_line_start and len(tail) == 2 else None
         elif self._raw_left:
             if self._raw_frame is None:
                 self._raw_frame, self._raw_timestamp = frame, timestamp
@@ -243,13 +265,12 @@ class LineBuffer:
                 self._held_frame, self._held_timestamp = frame, timestamp
                 return
             if self._body:
-                position = self._skip_body(data, position, frame)
+                position = self._skip_body(data, position, frame, timestamp)
                 if self._body:
                     return
                 if self._lax is not None:
-                    certain, crlf_after = self._lax
-                    self._lax = None
-                    yield LaxEnd(frame, timestamp, self._dot_frame, certain, crlf_after)
+                    lax, self._lax = self._lax, None
+                    yield LaxEnd(frame, timestamp, self._dot_frame, *lax)
                 else:
                     yield Line(".", frame, timestamp, self._dot_frame)
                 continue
@@ -304,12 +325,18 @@ class LineBuffer:
         self._raw_left -= take
         return position + take
 
-    def _skip_body(self, data: bytes, position: int, frame: int | None) -> int:
+    def _skip_body(self, data: bytes, position: int, frame: int | None, timestamp: float | None) -> int:
         """Skip body bytes from ``position``: where reading goes on (the body ended just before it), or the end of
-        ``data`` with the body still on. Only lines starting with a dot are looked at, each with one C-level
-        search; the state carries over chunk boundaries (a dot or its CR LF in the next segment)."""
+        ``data`` with the body still on. Only lines starting with a dot are looked at, each found by a C-level search
+        (with ``exact_end``, one for ``\\n.`` and one for ``\\r.``, each run again only once passed: linear); the
+        state carries over chunk boundaries (a dot or its CR LF in the next segment)."""
         size = len(data)
         state = self._body_state
+        bare_cr = self._exact_end  # a dot after a bare CR begins a line, and CRs without a LF may end a "." line
+        next_lf, next_cr = -2, -2 if bare_cr else -1  # the next "\n." and "\r." (-1: none left, -2: not looked for)
+        if state == _MID_LINE and bare_cr and self._tail_cr and position < size and data[position] == 46:
+            state, self._before = self._at_dot(frame, timestamp), b"\r"  # "\r" | "."
+            position += 1
         while True:
             if state == _AFTER_DOT:
                 after = _CRS.match(data, position).end()
@@ -319,43 +346,81 @@ class LineBuffer:
                     state = _MID_LINE
                 elif position == size:
                     break
-                elif data[position] == 10:  # "." CR* LF: the end line
-                    crs = self._body_crs
-                    if self._exact_end and (crs != 1 or self._crlf_before is not True):
-                        if self._lax_is_body:  # not the end: the next line starts here
-                            state, self._crlf_before = _LINE_START, crs > 0
-                            position += 1
-                            continue
-                        self._lax = (self._crlf_before is False or crs != 1, crs > 0)
-                        self._crlf_before = crs > 0  # for the body going on after it (lax_is_body)
-                    self._body = self._exact_end = self._lax_is_body = False
-                    self._body_state = _MID_LINE
-                    return position + 1
+                elif data[position] == 10 or (bare_cr and self._body_crs):  # "." CR* LF, or "." CR+ then no LF
+                    lf = data[position] == 10
+                    position += lf
+                    if self._dot_line_ended((b"\r\n" if self._body_crs else b"\n") if lf else b"\r"):
+                        return position
+                    state = _LINE_START  # the body goes on past a lax end line: the next line starts here
+                    continue
                 else:
                     state = _MID_LINE  # a dot-stuffed line ("..") or any other line starting with a dot
             elif state == _LINE_START:
                 if position == size:
                     break
                 if data[position] == 46:  # "."
-                    state, self._body_crs = _AFTER_DOT, 0
-                    self._dot_frame = frame
+                    state = self._at_dot(frame, timestamp)
                     position += 1
                     continue
                 state = _MID_LINE
-            found = data.find(_LINE_DOT, position)
+            if next_lf != -1 and next_lf < position:
+                next_lf = data.find(_LINE_DOT, position)
+            if next_cr != -1 and next_cr < position:
+                next_cr = data.find(_CR_DOT, position)
+            found = next_cr if next_lf < 0 or 0 <= next_cr < next_lf else next_lf
             if found < 0:
                 if size and data[size - 1] == 10:
                     state = _LINE_START
-                    self._crlf_before = data[size - 2] == 13 if size > 1 else self._tail_cr
+                    self._before = _ending(data[size - 2] == 13 if size > 1 else self._tail_cr)
                 else:
                     state = _MID_LINE
                 position = size
                 break
-            state, self._body_crs = _AFTER_DOT, 0
-            self._crlf_before = data[found - 1] == 13 if found else self._tail_cr
-            self._dot_frame = frame
+            state = self._at_dot(frame, timestamp)
+            cr = data[found - 1] == 13 if found else self._tail_cr
+            self._before = b"\r" if found == next_cr else _ending(cr)
             position = found + 2
         self._body_state = state
         if size:
             self._tail_cr = data[size - 1] == 13
         return size
+
+    def _at_dot(self, frame: int | None, timestamp: float | None) -> int:
+        """A line starts with a dot here: the state just after it."""
+        self._body_crs, self._dot_frame, self._dot_timestamp = 0, frame, timestamp
+        return _AFTER_DOT
+
+    def _dot_line_ended(self, after: bytes) -> bool:
+        """The "." line just read ended (``after``: CR LF, CRs and a LF counted as one; a bare LF; or CRs without a
+        LF): whether the body ends with it (as the "." line, or a LaxEnd); else it goes on from the next line."""
+        before, crs = self._before, self._body_crs
+        if self._exact_end and (after != b"\r\n" or crs != 1 or before != b"\r\n"):
+            bare_cr = before == b"\r" or after == b"\r"
+            self._before = after  # for the body going on after it (passed over, or read on once decided)
+            if self._lax_is_body or (bare_cr and self._bare_cr_is_body):
+                return False
+            self._lax = (before is not None or crs != 1 or after != b"\r\n", after, bare_cr)
+        self._body = self._exact_end = self._lax_is_body = self._bare_cr_is_body = False
+        self._body_state = _MID_LINE
+        return True
+
+    def cut_at_cr(self) -> LaxEnd | None:
+        """With ``exact_end``: a "." line ended by CRs with nothing after them yet (a client waiting for the answer
+        to ``\\r.\\r``), when the other side speaks: the end of the body for a server that takes a bare CR for
+        a line end (whether it did, its replies say), as a LaxEnd dated by its dot; None when the body is not
+        there."""
+        if not self._body or self._body_state != _AFTER_DOT or not 0 < self._body_crs < self.max_line:
+            return None
+        if not self._exact_end or self._lax_is_body or self._bare_cr_is_body:
+            return None
+        self._dot_line_ended(b"\r")
+        self._tail_cr = True  # a LF sent next would belong to no line before it
+        assert self._lax is not None
+        item = LaxEnd(self._dot_frame, self._dot_timestamp, self._dot_frame, *self._lax)
+        self._lax = None
+        return item
+
+
+def _ending(cr: bool | None) -> bytes | None:
+    """How a line ended by a LF ended, by whether a CR came before it (None: unread)."""
+    return None if cr is None else b"\r\n" if cr else b"\n"

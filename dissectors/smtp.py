@@ -9,7 +9,7 @@ from functools import partial
 from dissectors import events as ev
 from dissectors import sasl, smtp_end
 from dissectors.held import HeldParts, sizes_of
-from dissectors.linebuffer import MAX_HELD, MAX_LINE, LaxEnd, Raw
+from dissectors.linebuffer import MAX_HELD, MAX_LINE, LaxEnd, Line, Raw
 from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, Span, unique_upper
 from dissectors.smtp_syntax import address, xclient_attributes
 
@@ -39,7 +39,7 @@ REPLY_OWNERS = {
     221: frozenset({"QUIT"}),
     220: frozenset({"STARTTLS", "X-ANONYMOUSTLS", "XCLIENT"}),  # Postfix answers an XCLIENT it took with a greeting
 }
-_LAX_LINE = 'a "." line after a bare LF (or with a bare LF or extra CRs of its own) in a message'
+_LAX_LINE = 'a "." line after a bare LF or CR (or ended by one, or with extra CRs) in a message'
 # Commands after whose 220 the stream is TLS: RFC 3207 STARTTLS, and X-ANONYMOUSTLS, with which Exchange servers
 # start TLS between themselves (listed in their EHLO replies to anyone).
 TLS_COMMANDS = frozenset({"STARTTLS", "X-ANONYMOUSTLS"})
@@ -141,6 +141,12 @@ class SmtpSession(MailSession):
     # -- server -------------------------------------------------------------------------------------------------
 
     def _server_line(self, text: str) -> None:
+        if self._in_data and self._lax is None:  # the server speaks while the client's "." line waits after CRs
+            cut = self.buffers[ev.Side.CLIENT].cut_at_cr()
+            if cut is not None:
+                line, self._line = self._line, Line(".", cut.frame, cut.timestamp, cut.first_frame)
+                self._lax_end(cut)
+                self._line = line
         if self._lax is not None and self._held_reply(text):
             return
         match = _REPLY.match(text)
@@ -314,7 +320,7 @@ class SmtpSession(MailSession):
         to say whether it ended the message."""
         if not self._in_data:
             return
-        self._lax = smtp_end.PendingEnd(self._command("END-OF-DATA", "."), self._line, item.certain, item.crlf_after)
+        self._lax = smtp_end.PendingEnd(self._command("END-OF-DATA", "."), self._line, item)
         self._wait()
 
     def _held_reply(self, text: str) -> bool:
@@ -327,7 +333,7 @@ class SmtpSession(MailSession):
         if match and match.group(2) != "-":
             pending.codes.append(int(match.group(1)))
             held = self.buffers[ev.Side.CLIENT].held_data
-            decision = smtp_end.decide(held, pending.crlf_after, pending.codes, reply_fits)
+            decision = smtp_end.decide(held, pending.end, pending.codes, reply_fits)
             if decision is not None:
                 self._settle(decision)
                 return True
@@ -338,10 +344,11 @@ class SmtpSession(MailSession):
     def _undecided(self, overflow: bool = False) -> tuple[bool, str]:
         assert self._lax is not None
         held = self.buffers[ev.Side.CLIENT].held_data
-        return smtp_end.undecided(held, self._lax.crlf_after, self._server_spoke, overflow)
+        return smtp_end.undecided(held, self._lax.end, self._server_spoke, overflow)
 
     def _settle(self, decision: tuple[bool, str]) -> None:
-        """Read on as the server did: after the lax end, commands (it was the end) or the rest of the message."""
+        """Read on as the server did: after the lax end, commands (it was the end) or the rest of the message (in
+        which, after a lax end with a bare CR, an end line with bare LFs is decided in turn)."""
         pending, self._lax = self._lax, None
         assert pending is not None
         lax, why = decision
@@ -350,26 +357,26 @@ class SmtpSession(MailSession):
         self._line = pending.line
         if lax:
             self._in_data = False
-            if pending.certain and pending.codes:  # said when a reply came after it (not when none came at all)
+            if pending.end.certain and pending.codes:  # said when a reply came after it (not when none came at all)
                 detail = "the server took it for the end of the message, as servers open to SMTP smuggling do"
                 self._anomaly(ev.Side.CLIENT, "lax_end_taken", f"{_LAX_LINE}: {detail} ({why})")
             self._push_pending(pending.command)
         else:
-            if pending.certain:
+            if pending.end.certain:
                 detail = "read as part of the message, as the server read it (SMTP smuggling tried?)"
                 self._anomaly(ev.Side.CLIENT, "lax_end_in_message", f"{_LAX_LINE}: {detail} ({why})")
-            buffer.expect_dot_body(exact_end=True, lax_is_body=True)
+            buffer.expect_dot_body(exact_end=True, lax_is_body=not pending.end.bare_cr, bare_cr_is_body=True)
         self._consume(ev.Side.CLIENT, held, frame, timestamp)
         for line in pending.replies:
             self._line = line
             self._server_line(line.text)
 
     def _close(self, frame: int | None, timestamp: float | None) -> None:
-        if self._lax is not None:
+        while self._lax is not None:  # reading on may come to another lax end line (later in the message, or after)
             self._settle(self._undecided())
         super()._close(frame, timestamp)
         self._unanswered("the connection ended before the reply to DATA")
-        if self._lax is not None:  # in the message that unanswered DATA let be read
+        while self._lax is not None:  # in the message that unanswered DATA let be read
             self._settle(self._undecided())
 
     def _unanswered(self, why: str) -> None:

@@ -65,20 +65,23 @@ def smtp_script(body: bytes) -> list[tuple[ev.Side, bytes]]:
     ]
 
 
-def check_smtp(events: list[ev.Event]) -> None:
-    # Only the envelope outside the message and the AUTH after it: nothing of the message, nothing of the chunk.
+def check_smtp(events: list[ev.Event], lax_line: bool = False) -> None:
+    """Only the envelope outside the message and the AUTH after it: nothing of the message, nothing of the chunk.
+    With ``lax_line``, the message holds a "." line ended by a bare CR (an end line to a server that takes bare CRs
+    for line ends, dissectors.smtp_end): this server read on past it, and it is told as such."""
     assert [m.address for m in kinds(events, ev.MailFrom)] == ["a@b.test", "next@b.test"]
     assert [r.address for r in kinds(events, ev.RcptTo)] == ["c@d.test"]
     assert [(c.user, c.password) for c in kinds(events, ev.Credentials)] == [("mallory", "stolen")]
     assert [r.success for r in kinds(events, ev.AuthResult)] == [True]
     assert len(kinds(events, ev.Quit)) == 1
-    assert not kinds(events, ev.Anomaly)  # the 250 after "." answered the message, nothing went unanswered
+    # The 250 after "." answered the message, nothing went unanswered.
+    assert [a.code for a in kinds(events, ev.Anomaly)] == (["lax_end_in_message"] if lax_line else [])
 
 
 def test_smtp_message_with_evil_lines_is_skipped_whatever_the_segmentation() -> None:
-    check_smtp(feed(SmtpSession(), smtp_script(EVIL)))
+    check_smtp(feed(SmtpSession(), smtp_script(EVIL)), lax_line=True)  # its ".\rAUTH LOGIN"
     for split in (1, 2, 3, 5, 1448):
-        check_smtp(feed(SmtpSession(), smtp_script(EVIL), split))
+        check_smtp(feed(SmtpSession(), smtp_script(EVIL), split), lax_line=True)
 
 
 def test_smtp_end_of_data_split_at_every_byte_of_its_terminator() -> None:
@@ -97,7 +100,7 @@ def test_smtp_end_of_data_split_at_every_byte_of_its_terminator() -> None:
 def test_a_body_of_only_dots_and_carriage_returns() -> None:
     body = b"..\r\n" * 1000 + b".\r" * 1000 + b"\r\n" + b"\r\n" * 100 + b". .\r\n" + b".\r\r\r\rX\r\n"
     for split in (None, 1, 7):
-        check_smtp(feed(SmtpSession(), smtp_script(body), split))
+        check_smtp(feed(SmtpSession(), smtp_script(body), split), lax_line=True)  # ".\r." ends a line at its CR
 
 
 def test_end_line_evidence_frames() -> None:

@@ -311,7 +311,7 @@ def test_a_flow_swept_idle_stays_closed_when_time_goes_back(tmp_path: Path, monk
 payloads = st.one_of(
     st.just(b""),
     st.binary(min_size=1, max_size=40),
-    st.sampled_from([b"abc\r\n", b"\r\n.", b".\r\n", b"x\n.y", b"\n", b"..\r\n", b"a" * 30]),
+    st.sampled_from([b"abc\r\n", b"\r\n.", b".\r\n", b"x\n.y", b"\n", b"..\r\n", b"a" * 30, b"x\r.\ry", b"ab\r"]),
 )
 packets = st.lists(
     st.tuples(st.booleans(), st.integers(-3, 3), st.sampled_from([ACK | PSH, ACK, ACK | FIN, PSH, 4 | ACK]), payloads),

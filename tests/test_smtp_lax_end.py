@@ -13,7 +13,10 @@ after such a line wait for the server's replies (``dissectors/smtp_end.py``):
   capture of the client's side, a client that sends on with no answer;
 - the CLI on captures built packet by packet, message bodies cut into segments (so the packet scanner drops
   bodies below Python): no open relay from smuggled commands a server read as its message; the relay a server that
-  took the lax end made, with its anomaly.
+  took the lax end made, with its anomaly; an end line after a one-byte segment, which the scanner now reads (an
+  end line is then never uncertain).
+
+End lines with a bare CR: ``tests/test_smtp_cr_end.py``.
 """
 
 from __future__ import annotations
@@ -325,3 +328,37 @@ def test_an_end_line_after_dropped_segments_is_told_by_their_last_bytes(
     assert dict(results.stats.anomalies) == expected
     [service] = [f for f in results.findings if f.type.value == "mail-service"]
     assert service.fields["message_end"] == ("lax" if expected else None)
+
+
+PADDING = b"a line of a long message, dropped below Python unread\r\n"
+
+
+def analyzed(path: Path, turns: list[tuple[ev.Side, bytes]], backend: str = "auto") -> tuple[Any, list[Any]]:
+    """The results of the whole pipeline on the turns, cut into 1400-byte segments (``backend``: "auto", the
+    compiled packet scanner; "python", its twin in Python)."""
+    segments = conversation_segments([(side is S, data) for side, data in turns], CLIENT, SERVER, piece=1400)
+    path.write_bytes(pcap_bytes(ethernet_frames(segments)))
+    options = AnalysisOptions(local_domains=frozenset({"contoso.com"}), backend=backend)
+    results = analyze_captures([str(path)], options)
+    return results, results.findings
+
+
+@pytest.mark.parametrize("backend", ["auto", "python"])
+def test_cli_a_one_byte_segment_before_the_end_line_no_longer_makes_it_uncertain(tmp_path: Path, backend: str) -> None:
+    """The last segment of a long message before its exact end line is one byte, its CR LF's LF: dropped below
+    Python, its notice said only "\\n", and the end line after it was uncertain (decided by the replies, which here
+    fit both readings to the close: the BDAT chunk's "." line looked like an exact end to read on to). The next
+    transaction, pipelined with BDAT, was read as message text: the relay to both recipients lost. The scanner now
+    reads such a segment: the end line is exact."""
+    body = b"Subject: x\r\n\r\n" + PADDING * 20_000 + b"last line"
+    body += b"x" * ((-len(body) - 1) % 1400) + b"\r\n"  # the turn's last segment: "\n" alone
+    chunk = b"Subject: y\r\n\r\nhi\r\n.\r\n" + b"line after a dot line in a chunk\r\n" * 6
+    pipelined = b".\r\nMAIL FROM:<a@client.example>\r\nRCPT TO:<b1@outside.test>\r\nRCPT TO:<b2@outside.test>\r\n"
+    pipelined += b"BDAT %d LAST\r\n" % len(chunk) + chunk
+    replies = b"250 2.0.0 Ok: queued as A\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 queued as B\r\n"
+    results, findings = analyzed(tmp_path / "bdat.pcap", [*OPENING, (C, body), (C, pipelined), (S, replies)], backend)
+    assert results.counters.segments_skipped > 500
+    assert dict(results.stats.anomalies) == {}
+    [relay] = [f for f in findings if f.type.value == "open-relay"]
+    assert relay.fields["verdict"] == "open-relay"
+    assert sorted(d["rcpt_to"] for d in relay.details) == ["b1@outside.test", "b2@outside.test"]

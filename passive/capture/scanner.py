@@ -370,9 +370,9 @@ class PyScanner:
             if mode == SKIP_NONE or segment[4] != rule[1] or len(payload) != size:
                 return self._disarm(items, key, entry)
             if mode == SKIP_DOT:
-                if b"\n." in payload or (rule[3] and payload[0] == 46):
+                if size < 2 or b"\n." in payload or b"\r." in payload or (rule[3] and payload[0] == 46):
                     return self._disarm(items, key, entry)
-                rule[3] = payload[-1] == 10
+                rule[3] = payload[-1] in (10, 13)  # a LF or a CR: a dot next would begin a line
             elif mode == SKIP_RAW:
                 if size >= rule[2]:
                     return self._disarm(items, key, entry)

@@ -6,8 +6,10 @@ IMAP FETCH) or TLS ciphertext, and none of them makes a finding. A dissector kno
 batch being fed is done, :func:`arm_requested` tells the packet scanner, per direction, the next sequence number and
 the rule (the dissectors' ``SKIP_*``):
 
-* ``SKIP_DOT``: inside a dot-terminated body, a segment in which no line starts with a dot (no ``\\n.``, and no
-  leading dot right after a newline) cannot end it;
+* ``SKIP_DOT``: inside a dot-terminated body, a segment in which no line starts with a dot cannot end it: no
+  ``\\n.``, no ``\\r.`` (a server may take a bare CR for a line end: SMTP smuggling into Cisco Secure Email), and
+  no leading dot right after a LF or a CR. A segment under two bytes is read, so that a notice's tail always says
+  how the line before the next dot ended (CR LF or a bare LF: the exact end line, or a lax one);
 * ``SKIP_RAW``: inside a run of ``left`` bytes counted off, a segment shorter than what is left cannot end it;
 * ``SKIP_ALL``: the session is TLS: nothing in it is read.
 

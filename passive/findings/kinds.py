@@ -365,7 +365,7 @@ MAIL_SERVICE = Kind(
     description="Every mail server seen: what it says about itself, whether it offers and uses TLS, who talks to it.",
     severity_rules=(
         (Severity.LOW, "the greeting names an internal host (`banner_host`)"),
-        (Severity.LOW, "the SMTP server ended a message at a bare-LF end line (`message_end` `lax`)"),
+        (Severity.LOW, "the SMTP server ended a message at a bare-LF or bare-CR end line (`message_end` `lax`)"),
         (Severity.INFO, "otherwise"),
     ),
     fields=(
@@ -380,9 +380,9 @@ MAIL_SERVICE = Kind(
         Field("starttls_offered", "STARTTLS/STLS advertised", column=True, compared=True),
         Field(
             "message_end",
-            "SMTP, from a message whose end line was not CR LF . CR LF (`\\n.\\n`, `\\n.\\r\\n`...): `lax` when "
-            "the server ended the message there (open to SMTP smuggling, CVE-2023-51764), `exact` when it read on "
-            "to CR LF . CR LF; null when no such message was seen",
+            "SMTP, from a message with an end line other than CR LF . CR LF (`\\n.\\n`, `\\n.\\r\\n`, `\\r.\\r`...): "
+            "`lax` when the server ended the message there (open to SMTP smuggling, CVE-2023-51764), `exact` when it "
+            "read on past it; null when no such message was seen",
             column=True,
         ),
         Field("tls", "TLS used (STARTTLS accepted, or TLS from the first byte)", column=True),
