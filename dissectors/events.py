@@ -216,7 +216,7 @@ class Quit(Event):
 
 @dataclass
 class Reset(Event):
-    """SMTP RSET: the transaction so far is dropped."""
+    """SMTP RSET, once the server accepted it: the transaction so far is dropped."""
 
 
 @dataclass

@@ -123,8 +123,6 @@ class SmtpSession(MailSession):
                 self.buffers[ev.Side.CLIENT].expect_raw(int(match.group(1)), keep=False)
             else:
                 self._anomaly(ev.Side.CLIENT, "bad_bdat", "BDAT without a valid chunk size")
-        elif verb == "RSET":
-            self._emit(ev.Reset(ev.Side.CLIENT, self._evidence()))
         elif verb == "QUIT":
             self._emit(ev.Quit(ev.Side.CLIENT, self._evidence()))
         self._push_pending(command)
@@ -271,6 +269,10 @@ class SmtpSession(MailSession):
         elif verb == "END-OF-DATA" or (verb == "BDAT" and (code >= 400 or _is_last(command.argument))):
             text = f"{code} {reply.last.strip()}".strip()
             self._emit(ev.MessageEnd(ev.Side.CLIENT, self._command_evidence(command), 200 <= code < 300, code, text))
+        elif verb == "RSET" and 200 <= code < 300:
+            # Told when the server answers it, in turn (RFC 2920): a RSET pipelined after a message's end (RFC 2920
+            # 3.1) comes before the server's verdict on that message, which still belongs to the transaction.
+            self._emit(ev.Reset(ev.Side.CLIENT, self._command_evidence(command)))
         elif verb == "XCLIENT":
             attributes = xclient_attributes(command.argument)
             self._emit(ev.ClientOverride(ev.Side.CLIENT, self._command_evidence(command), attributes, code == 220))

@@ -1,0 +1,79 @@
+"""Verdicts a security team acts on, against dialogues real servers and clients produce: each test is a dialogue that
+once gave a wrong ``open-relay`` or ``cleartext-credentials`` verdict (or none where one was due), read from a capture
+built packet by packet, as a run reads it."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from passive.analysis.pipeline import AnalysisOptions, analyze_captures
+from passive.results.records import finding_record
+from tests.helpers_capture import conversation_segments, ethernet_frames, pcap_bytes
+
+CLIENT, SERVER_IP = ("203.0.113.9", 40000), "192.0.2.25"  # TEST-NET addresses: no private range
+EHLO = """S: 220 mx.contoso.com ESMTP Postfix
+C: EHLO client.example
+S: 250-mx.contoso.com
+S: 250-PIPELINING
+S: 250-STARTTLS
+S: 250 AUTH PLAIN LOGIN
+"""
+
+
+def turns(script: str) -> list[tuple[bool, bytes]]:
+    """``S: line`` / ``C: line`` as (from the server, bytes) turns, one segment each; ``<CRLF>`` inside a line makes
+    one segment of several lines (pipelining)."""
+    result = []
+    for line in script.strip().split("\n"):
+        who, _, text = line.partition(": ")
+        result.append((who == "S", text.replace("<CRLF>", "\r\n").encode() + b"\r\n"))
+    return result
+
+
+def findings(script: str | list[tuple[bool, bytes]], port: int = 25, **options: Any) -> list[dict[str, Any]]:
+    """The finding records of one session (the dialogue's turns, or ``script`` already as turns) in a capture."""
+    steps = turns(script) if isinstance(script, str) else script
+    segments = conversation_segments(steps, CLIENT, (SERVER_IP, port))
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "session.pcap"
+        path.write_bytes(pcap_bytes(ethernet_frames(segments)))
+        results = analyze_captures([str(path)], AnalysisOptions(**options))
+    return [finding_record(finding, show_secrets=True) for finding in results.findings]
+
+
+def relays(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    return sorted((r["verdict"], r["severity"], r["rcpt_to"]) for r in records if r["type"] == "open-relay")
+
+
+# -- open-relay --------------------------------------------------------------------------------------------------
+
+
+def test_a_pipelined_rset_after_the_message_does_not_judge_its_recipients_before_the_verdict() -> None:
+    """RFC 2920 3.1: the RSET and MAIL of the next transaction may share a group with the end of the message. The
+    server answers the message first (here: refused for relaying), then the RSET: the recipients it held are refused
+    with the message, not judged on their RCPT's 250 when the client's RSET went by."""
+    script = (
+        EHLO
+        + """C: MAIL FROM:<a@spam.test><CRLF>RCPT TO:<v@outside.test><CRLF>DATA
+S: 250 2.1.0 Ok<CRLF>250 2.1.5 Ok<CRLF>354 End data with <CR><LF>.<CR><LF>
+C: Subject: hi<CRLF><CRLF>hello<CRLF>.<CRLF>RSET<CRLF>MAIL FROM:<a@spam.test><CRLF>RCPT TO:<u@contoso.com><CRLF>DATA
+S: 554 5.7.1 <v@outside.test>: Relay access denied<CRLF>250 2.0.0 Ok<CRLF>250 2.1.0 Ok<CRLF>250 2.1.5 Ok<CRLF>354 go
+C: hi<CRLF>.<CRLF>QUIT
+S: 250 2.0.0 Ok: queued as 4FA2<CRLF>221 2.0.0 Bye"""
+    )
+    assert relays(findings(script)) == [("refused", "info", "v@outside.test")]
+    # A RSET the server answers ends the transaction: its accepted recipient is judged on its RCPT, as before.
+    reset = (
+        EHLO
+        + """C: MAIL FROM:<a@spam.test>
+S: 250 2.1.0 Ok
+C: RCPT TO:<v@outside.test>
+S: 250 2.1.5 Ok
+C: RSET
+S: 250 2.0.0 Ok
+C: QUIT
+S: 221 2.0.0 Bye"""
+    )
+    assert relays(findings(reset)) == [("open-relay", "high", "v@outside.test")]
