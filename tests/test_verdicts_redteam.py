@@ -77,3 +77,22 @@ C: QUIT
 S: 221 2.0.0 Bye"""
     )
     assert relays(findings(reset)) == [("open-relay", "high", "v@outside.test")]
+
+
+def test_a_recipient_whose_domain_is_foreign_is_judged_whatever_its_local_part_names() -> None:
+    """RFC 5321 4.1.2: the domain is what follows the last "@"; the server routes on it. A local part naming the
+    server's own domain (a percent hack, a bang path, a quoted or unquoted "@") does not make mail for outside.test
+    the server's own: accepted from outside, it is relayed."""
+    for rcpt in ("v%contoso.com@outside.test", "contoso.com!v@outside.test", '"v@contoso.com"@outside.test'):
+        script = (
+            EHLO
+            + f"""C: MAIL FROM:<a@spam.test>
+S: 250 2.1.0 Ok
+C: RCPT TO:<{rcpt}>
+S: 250 2.1.5 Ok
+C: QUIT
+S: 221 2.0.0 Bye"""
+        )
+        [relay] = [r for r in findings(script) if r["type"] == "open-relay"]
+        assert (relay["verdict"], relay["severity"], relay["rcpt_to"]) == ("open-relay", "high", rcpt)
+        assert "outside.test is not among the server's local domains" in relay["rule"]

@@ -3,9 +3,11 @@ domain (Public Suffix List), and which networks count as a server's own."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+from collections.abc import Set
 from functools import cache, lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from publicsuffixlist import PublicSuffixList
@@ -90,6 +92,28 @@ def route(address: str) -> tuple[str | None, str | None]:
     return outer, None
 
 
+class Routed(Protocol):
+    """What :func:`destined` reads of a relay attempt (a dataclass): the domain its address sends mail to, as
+    :func:`route` gave it, and the domain after the last "@" when that one came from a relay trick (else "")."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+    domain: str
+    outer: str
+
+
+RoutedT = TypeVar("RoutedT", bound=Routed)
+
+
+def destined(attempt: RoutedT, local: Set[str], addresses: frozenset[str]) -> RoutedT | None:
+    """The attempt as its destination has it judged: None when the mail stays with the server (its domain is local,
+    and so is the one after the last "@" when a relay trick in the local part named another); judged on the domain
+    after the last "@" when that one is foreign, whatever the local part names (RFC 5321 4.1.2: the server routes on
+    it, and ``v%contoso.com@outside.test`` goes to outside.test)."""
+    if attempt.outer and not is_local(attempt.outer, local, addresses):
+        return dataclasses.replace(attempt, domain=attempt.outer, outer="")
+    return None if is_local(attempt.domain, local, addresses) else attempt
+
+
 def normalize_domain(text: str) -> str:
     """A domain as relay checks compare them: lower case, no trailing dot, an internationalized name in its ASCII
     form (``Bücher.de`` and ``xn--bcher-kva.de`` are one domain; IDNA 2003, Python's codec); text that is no valid
@@ -117,7 +141,7 @@ def _domain(text: str) -> str | None:
     return text
 
 
-def is_local(domain: str, local_domains: frozenset[str] | set[str], server_addresses: frozenset[str]) -> bool:
+def is_local(domain: str, local_domains: Set[str], server_addresses: frozenset[str]) -> bool:
     """The recipient domain is the server's own: localhost, one of its addresses as a literal, or one of the local
     domains or a subdomain of one."""
     if domain in LOCALHOST_NAMES or domain.endswith(".localhost"):

@@ -9,8 +9,8 @@ A domain is **local** to a server when it is ``localhost`` or an address literal
 ``--local-domain`` domains, a name the server gives itself (banner, EHLO reply) or that name's registered domain
 (Public Suffix List: ``mx3.eu.mail.contoso.com`` makes ``contoso.com`` local), or a domain the server behaves as
 MX for: it accepted it from at least :data:`MX_MIN_CLIENTS` clients sending from :data:`MX_MIN_SENDER_DOMAINS`
-different domains. An accepted attempt to a domain that is not local then gets a verdict, by the first rule that
-applies:
+different domains (an address's domain being the one its mail goes to: :func:`~passive.analysis.domains.destined`).
+An accepted attempt to a domain that is not local then gets a verdict, by the first rule that applies:
 
 1. the client is in a ``--trusted-net`` network: ``relays-for-trusted-network`` (info);
 2. no ``--trusted-net`` was given and the client is in a private range (passive analysis only; a probe's vantage
@@ -42,6 +42,7 @@ from typing import Any
 from passive.analysis.domains import (
     PRIVATE_NETWORKS,
     IpNetwork,
+    destined,
     in_networks,
     is_local,
     registered_domain,
@@ -366,8 +367,8 @@ class RelayLedger:
         ``relays`` knows of the server, added to its findings as it comes, never rebuilt."""
         attempt = cut(attempt)
         local = relays.local_domains(self.policy)
-        if not is_local(attempt.domain, local, relays.addresses):
-            self._count(findings, relays, attempt, decide(relays, attempt, self.policy), local, 1, True)
+        if (judged := destined(attempt, local, relays.addresses)) is not None:
+            self._count(findings, relays, judged, decide(relays, judged, self.policy), local, 1, True)
 
     def publish(self, findings: FindingSet, relays: ServerRelays, attempt: Attempt | None = None) -> None:
         """Replace the server's relay findings by the verdicts its attempts get now; when nothing local to the server
@@ -376,9 +377,9 @@ class RelayLedger:
         addresses = relays.addresses
         state = (frozenset(local), relays.knows_its_domains(self.policy))
         if attempt is not None and state == relays.published:
-            if is_local(attempt.domain, local, addresses):
+            if (judged := destined(attempt, local, addresses)) is None:
                 return
-            decision = decide(relays, attempt, self.policy)
+            decision = decide(relays, judged, self.policy)
             before = relays.judged.get(decision.verdict)
             # Unless its finding left the run's set meanwhile (a watch let it go, or it made room for another):
             # then it is rebuilt whole, with the run's count.
@@ -387,7 +388,7 @@ class RelayLedger:
                 or findings.find(FindingType.OPEN_RELAY, relays.server, _key(relays, decision.verdict)) is before
             ):
                 listed = bool(relays.attempts) and relays.attempts[-1] is attempt
-                self._count(findings, relays, attempt, decision, local, 1, listed)
+                self._count(findings, relays, judged, decision, local, 1, listed)
                 return
         relays.published = state
         for verdict in Verdict:
@@ -395,12 +396,11 @@ class RelayLedger:
             if old is not None:
                 findings.discard(old)
         for kept in relays.attempts:
-            if not is_local(kept.domain, local, addresses):
-                self._count(findings, relays, kept, decide(relays, kept, self.policy), local, 1, True)
+            if (judged := destined(kept, local, addresses)) is not None:
+                self._count(findings, relays, judged, decide(relays, judged, self.policy), local, 1, True)
         for key, count in relays.overflow.items():
-            kept = relays.overflow_last[key]
-            if not is_local(kept.domain, local, addresses):
-                self._count(findings, relays, kept, decide(relays, kept, self.policy), local, count, False)
+            if (judged := destined(relays.overflow_last[key], local, addresses)) is not None:
+                self._count(findings, relays, judged, decide(relays, judged, self.policy), local, count, False)
 
     def _count(
         self,
