@@ -17,7 +17,7 @@ from dissectors.imap import capability_code, literal_at_end, tokens, without_cap
 from dissectors.imap_syntax import id_parameters
 from dissectors.sasl_ntlm import ntlm_message
 from fuzz.amplify import KNOWN_SHAPES, per_byte_seconds
-from passive.analysis.domains import destination_domain
+from passive.analysis.domains import destination_domain, normalize_domain
 from passive.analysis.software import search_software
 
 SIZES = (1024, 16 * 1024, 64 * 1024, 1024 * 1024)
@@ -89,6 +89,9 @@ PARSERS = {
         lambda n: "oYI" + "A" * n,
     ),
     "destination_domain": (destination_domain, lambda n: "@a:" * (n // 3) + "%!"),
+    # One label of distinct non-ASCII characters (as a RCPT's domain, a banner's name): Punycode is quadratic in it.
+    "normalize_domain": (normalize_domain, lambda n: "".join(chr(0x4E00 + i % 20_000) for i in range(n)) + ".test"),
+    "normalize_domain with a sharp s": (normalize_domain, lambda n: "ß" + "ü" * n + ".test"),
     # The search itself, not the cache of banners in front of it (which would answer every repeat at once).
     "guess_software": (search_software, lambda n: "Microsoft Exchange " * (n // 19)),
 }

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from passive.analysis.domains import normalize_domain
 from passive.analysis.pipeline import AnalysisOptions, analyze_captures
 from passive.results.records import finding_record
 from tests.helpers_capture import conversation_segments, ethernet_frames, pcap_bytes
@@ -96,3 +97,25 @@ S: 221 2.0.0 Bye"""
         [relay] = [r for r in findings(script) if r["type"] == "open-relay"]
         assert (relay["verdict"], relay["severity"], relay["rcpt_to"]) == ("open-relay", "high", rcpt)
         assert "outside.test is not among the server's local domains" in relay["rule"]
+
+
+def test_an_internationalized_domain_keeps_its_sharp_s() -> None:
+    """IDNA 2008 (RFC 5891, what registries and SMTPUTF8 use) keeps ß, ς and the joiners: straße.de is
+    xn--strae-oqa.de, a domain of its own, not strasse.de (IDNA 2003's mapping). A server named mx.xn--strae-oqa.de
+    receives mail for straße.de; mail for strasse.de is another's."""
+    assert normalize_domain("Straße.DE.") == "xn--strae-oqa.de"
+    assert normalize_domain("ς.gr") == "xn--3xa.gr"  # final sigma kept
+    assert normalize_domain("ΌΣΟΣ.gr") == "xn--0xahb7a.gr"  # a capital sigma is σ, wherever it stands
+    assert normalize_domain("bücher.de") == "xn--bcher-kva.de"  # no deviation: as before
+    banner = EHLO.replace("mx.contoso.com", "mx.xn--strae-oqa.de")
+    for rcpt, expected in (("anna@straße.de", []), ("anna@strasse.de", [("open-relay", "high", "anna@strasse.de")])):
+        script = (
+            banner
+            + f"""C: MAIL FROM:<a@spam.test> SMTPUTF8
+S: 250 2.1.0 Ok
+C: RCPT TO:<{rcpt}>
+S: 250 2.1.5 Ok
+C: QUIT
+S: 221 2.0.0 Bye"""
+        )
+        assert relays(findings(script)) == expected, rcpt

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
+import unicodedata
 from collections.abc import Set
 from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
@@ -14,6 +16,17 @@ if TYPE_CHECKING:
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+# The characters IDNA 2008 (UTS 46 nontransitional processing) keeps and IDNA 2003 maps to others or drops: sharp s
+# (ß, not "ss"), final sigma (ς, not σ), zero-width non-joiner and joiner (dropped by IDNA 2003).
+IDNA_DEVIATIONS = frozenset("\u00df\u03c2\u200c\u200d")
+# What separates labels in an internationalized name (RFC 3490 3.1): the full stop and its ideographic, fullwidth
+# and halfwidth forms.
+IDNA_DOTS = re.compile("[\u002e\u3002\uff0e\uff61]")
+# A domain name holds at most 253 characters in its ASCII form (RFC 1035 2.3.4: 255 octets on the wire), and each
+# character of a Unicode name gives at least one there (but for those IDNA maps to nothing, soft hyphens and
+# joiners, which no real name is made of): a longer one is no name, and is not encoded. Punycode's time grows with
+# the square of a label's length: a 21,000-character label (one 64 KiB line of UTF-8) took minutes.
+MAX_NAME_CHARACTERS = 253
 # Names every MTA delivers to itself (RFC 6761 reserves localhost; "localhost.localdomain" is the traditional alias).
 LOCALHOST_NAMES = frozenset({"localhost", "localhost.localdomain"})
 # Client addresses a mail server usually trusts without being told (Postfix's mynetworks_style = subnet/class
@@ -116,15 +129,28 @@ def destined(attempt: RoutedT, local: Set[str], addresses: frozenset[str]) -> Ro
 
 def normalize_domain(text: str) -> str:
     """A domain as relay checks compare them: lower case, no trailing dot, an internationalized name in its ASCII
-    form (``Bücher.de`` and ``xn--bcher-kva.de`` are one domain; IDNA 2003, Python's codec); text that is no valid
-    name stays as it is, lower case."""
-    text = text.strip().lower().rstrip(".")
-    if text.isascii():
-        return text
+    form (``Bücher.de`` and ``xn--bcher-kva.de`` are one domain); text that is no valid name stays as it is, lower
+    case. Labels go through Python's IDNA 2003 codec but for those holding a character IDNA 2008 keeps where IDNA 2003
+    maps it away (:data:`IDNA_DEVIATIONS`): ``straße.de`` is ``xn--strae-oqa.de`` as registries and SMTPUTF8 name it
+    (RFC 5891), not ``strasse.de``, another's domain."""
+    text = text.strip()
+    if text.isascii() or len(text) > MAX_NAME_CHARACTERS:
+        return text.lower().rstrip(".")
     try:
-        return text.encode("idna").decode("ascii").rstrip(".")
+        return ".".join(map(_ascii_label, IDNA_DOTS.split(text))).rstrip(".")
     except UnicodeError:
-        return text
+        return text.lower().rstrip(".")
+
+
+def _ascii_label(label: str) -> str:
+    """One label in its ASCII form: lower case (character by character: Python's final-sigma rule would turn a
+    capital sigma at a word's end into the deviation ς), then IDNA 2003, or, with a deviation, NFKC and Punycode."""
+    lowered = "".join(character.lower() for character in label)
+    if lowered.isascii():
+        return lowered
+    if IDNA_DEVIATIONS.isdisjoint(lowered):
+        return lowered.encode("idna").decode("ascii")
+    return "xn--" + unicodedata.normalize("NFKC", lowered).encode("punycode").decode("ascii")
 
 
 def _domain(text: str) -> str | None:
