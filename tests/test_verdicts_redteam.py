@@ -8,8 +8,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from dissectors import events as ev
 from passive.analysis.domains import normalize_domain
-from passive.analysis.pipeline import AnalysisOptions, analyze_captures
+from passive.analysis.pipeline import Analysis, AnalysisOptions, analyze_captures
 from passive.results.records import finding_record
 from tests.helpers_capture import conversation_segments, ethernet_frames, pcap_bytes
 
@@ -119,3 +120,26 @@ C: QUIT
 S: 221 2.0.0 Bye"""
         )
         assert relays(findings(script)) == expected, rcpt
+
+
+def test_partial_state_dropped_mid_auth_leaves_the_transaction_unsure() -> None:
+    """The run's dissector budget made the session drop its partial state in the middle of the AUTH line: the 235
+    that followed answers nothing the dissector kept, and the transaction may well be an authenticated user's. It is
+    at most possible-relay, as after a gap in the client's bytes."""
+    analysis = Analysis()
+    flow = analysis.flow(SERVER_IP, 25, CLIENT[0], CLIENT[1], partial=False)
+    client, server = ev.Side.CLIENT, ev.Side.SERVER
+    before = [(server, b"220 mx.contoso.com ESMTP\r\n"), (client, b"EHLO c\r\n"),
+              (server, b"250-mx.contoso.com\r\n250 AUTH PLAIN\r\n"), (client, b"AUTH PLAIN AGFsaWNl")]  # fmt: skip
+    after = [(client, b"AHNlY3JldA==\r\n"), (server, b"235 2.7.0 Authentication successful\r\n"),
+             (client, b"MAIL FROM:<alice@contoso.com>\r\n"), (server, b"250 2.1.0 Ok\r\n"),
+             (client, b"RCPT TO:<v@outside.test>\r\n"), (server, b"250 2.1.5 Ok\r\n")]  # fmt: skip
+    for frame, (side, data) in enumerate(before, start=1):
+        flow.data(side, data, frame, 1.8e9 + frame)
+    flow.shed()
+    for frame, (side, data) in enumerate(after, start=10):
+        flow.data(side, data, frame, 1.8e9 + frame)
+    flow.close()
+    [relay] = [finding_record(f) for f in analysis.findings if f.type == "open-relay"]
+    assert (relay["verdict"], relay["severity"]) == ("possible-relay", "medium")
+    assert "dissector budget" in relay["rule"]

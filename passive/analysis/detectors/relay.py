@@ -3,7 +3,8 @@ the run's :class:`~passive.analysis.relays.RelayLedger`, which decides the verdi
 
 A session picked up mid-stream (a ring buffer's piece read apart, a capture begun during the session) may have
 authenticated before the capture saw it: its transactions are not judged. One that lost the client's bytes before
-a transaction (a gap), or whose AUTH got no verdict the capture showed, may have authenticated too: its attempts say
+a transaction (a gap, or partial state dropped for the run's dissector budget), or whose AUTH got no verdict the
+capture showed, may have authenticated too: its attempts say
 so, and the ledger makes them at most ``possible-relay``.
 
 An accepted recipient waits for the end of its transaction: a server that refuses the message (at ``DATA``, or at
@@ -91,9 +92,14 @@ class RelayDetector(Detector):
 
     def anomaly(self, event: ev.Anomaly) -> None:
         # The client's commands alone authenticate (AUTH, XCLIENT, STARTTLS for a certificate): a gap in what the
-        # server sent hides none of them.
-        if event.code == "gap" and event.side is ev.Side.CLIENT and not self.unsure:
+        # server sent hides none of them. The run's dissector budget dropping the session's partial state skips the
+        # client's line in progress (an AUTH, say) and forgets an exchange awaiting its verdict.
+        if self.unsure or event.side is not ev.Side.CLIENT:
+            return
+        if event.code == "gap":
             self.unsure = "the client's bytes were lost before the transaction (a gap): an AUTH may be among them"
+        elif event.code == "dissector_budget":
+            self.unsure = "the session's partial state was dropped (the run's dissector budget): an AUTH may be in it"
 
     def auth_abandoned(self, event: ev.AuthAbandoned) -> None:
         if not self.unsure:
