@@ -49,6 +49,10 @@ def relays(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     return sorted((r["verdict"], r["severity"], r["rcpt_to"]) for r in records if r["type"] == "open-relay")
 
 
+def credentials(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r["type"] == "cleartext-credentials"]
+
+
 # -- open-relay --------------------------------------------------------------------------------------------------
 
 
@@ -143,3 +147,29 @@ def test_partial_state_dropped_mid_auth_leaves_the_transaction_unsure() -> None:
     [relay] = [finding_record(f) for f in analysis.findings if f.type == "open-relay"]
     assert (relay["verdict"], relay["severity"]) == ("possible-relay", "medium")
     assert "dissector budget" in relay["rule"]
+
+
+# -- cleartext-credentials --------------------------------------------------------------------------------------
+
+
+def test_credentials_pipelined_before_tls_began_say_they_crossed_in_clear() -> None:
+    """A client that pipelines its LOGIN (or AUTH) behind STARTTLS sends it in clear text before the handshake (the
+    server, if sound, discards it): the secret crossed readable. The finding is high and says ``tls`` false, as
+    every clear-text credential does, though the session went on in TLS before a verdict could be seen."""
+    hello, answer = b"\x16\x03\x01\x00\x05hello", b"\x16\x03\x03\x00\x05world"
+    imap = [(True, b"* OK [CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN] ready\r\n"),
+            (False, b"a1 STARTTLS\r\na2 LOGIN alice secret\r\n"), (True, b"a1 OK Begin TLS now\r\n"),
+            (False, hello), (True, answer)]  # fmt: skip
+    smtp = [(True, b"220 mx.contoso.com ESMTP\r\n"), (False, b"EHLO c\r\n"),
+            (True, b"250-mx.contoso.com\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n"),
+            (False, b"STARTTLS\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n"), (True, b"220 2.0.0 Ready to start TLS\r\n"),
+            (False, hello), (True, answer)]  # fmt: skip
+    for port, script in ((143, imap), (25, smtp)):
+        [found] = credentials(findings(script, port))
+        assert (found["severity"], found["user"], found["password"], found["outcome"]) == (
+            "high",
+            "alice",
+            "secret",
+            None,
+        )
+        assert found["tls"] is False, port

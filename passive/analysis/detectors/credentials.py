@@ -32,7 +32,9 @@ class CredentialsDetector(Detector):
 
     def __init__(self, session: Session) -> None:
         super().__init__(session)
-        self.pending: list[ev.Credentials] = []
+        # Each with whether the session was in TLS when it was sent (never: nothing is read inside TLS), not when its
+        # verdict came: a LOGIN pipelined behind STARTTLS crossed in clear, whatever followed.
+        self.pending: list[tuple[ev.Credentials, bool]] = []
         self.pending_characters = 0
 
     def credentials(self, event: ev.Credentials) -> None:
@@ -44,7 +46,7 @@ class CredentialsDetector(Detector):
         if len(self.pending) >= MAX_PENDING_CREDENTIALS or self.pending_characters + size > MAX_PENDING_CHARACTERS:
             # A client that never waits for a verdict: record what is held, without an outcome, to stay bounded.
             self.flush(None)
-        self.pending.append(event)
+        self.pending.append((event, self.session.tls))
         self.pending_characters += size
 
     def result(self, event: ev.AuthResult) -> None:
@@ -59,7 +61,7 @@ class CredentialsDetector(Detector):
     def flush(self, outcome: str | None, result: ev.AuthResult | None = None) -> None:
         pending, self.pending = self.pending, []
         self.pending_characters = 0
-        for credentials in pending:
+        for credentials, tls in pending:
             if credentials.user is None and credentials.password is None:
                 continue
             key = (credentials.mechanism, bounded(credentials.user))
@@ -76,7 +78,7 @@ class CredentialsDetector(Detector):
                 "file": self.evidence(credentials).file,  # the file holding it (a ring's piece)
             }
             self.session.apply(_attempted, finding, credentials.mechanism, credentials.user, credentials.authzid,
-                               credentials.secret_kind, bounded(credentials.password), outcome, self.session.tls,
+                               credentials.secret_kind, bounded(credentials.password), outcome, tls,
                                detail)  # fmt: skip
 
 
