@@ -173,3 +173,15 @@ def test_credentials_pipelined_before_tls_began_say_they_crossed_in_clear() -> N
             None,
         )
         assert found["tls"] is False, port
+
+
+def test_a_login_without_a_password_is_no_credential() -> None:
+    """``a1 LOGIN alice`` (RFC 9051 6.2.3 wants two arguments: the server answers BAD) carries a user name and no
+    secret: nothing a high clear-text credential says is known to anyone on the path."""
+    script = """S: * OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] Dovecot ready.
+C: a1 LOGIN alice
+S: a1 BAD Error in IMAP command LOGIN: Missing arguments
+C: a2 LOGOUT
+S: * BYE Logging out
+S: a2 OK Logout completed."""
+    assert credentials(findings(script, 143)) == []

@@ -38,6 +38,8 @@ class CredentialsDetector(Detector):
         self.pending_characters = 0
 
     def credentials(self, event: ev.Credentials) -> None:
+        if event.password is None:
+            return  # no secret crossed (``a1 LOGIN alice``, XOAUTH2 without a token): a user name is no credential
         if event.password:
             self.session.apply(_secret, None, event.password)
             if event.carrier and event.carrier != event.password:
@@ -62,8 +64,6 @@ class CredentialsDetector(Detector):
         pending, self.pending = self.pending, []
         self.pending_characters = 0
         for credentials, tls in pending:
-            if credentials.user is None and credentials.password is None:
-                continue
             key = (credentials.mechanism, bounded(credentials.user))
             severity = Severity.MEDIUM if credentials.secret_kind in DIGESTS else Severity.HIGH
             finding = self.finding(FindingType.CLEARTEXT_CREDENTIALS, severity, key)
