@@ -5,23 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import re
-import unicodedata
 from collections.abc import Set
 from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+
+import idna
 
 if TYPE_CHECKING:
     from publicsuffixlist import PublicSuffixList
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# The characters IDNA 2008 (UTS 46 nontransitional processing) keeps and IDNA 2003 maps to others or drops: sharp s
-# (ß, not "ss"), final sigma (ς, not σ), zero-width non-joiner and joiner (dropped by IDNA 2003).
-IDNA_DEVIATIONS = frozenset("\u00df\u03c2\u200c\u200d")
-# What separates labels in an internationalized name (RFC 3490 3.1): the full stop and its ideographic, fullwidth
-# and halfwidth forms.
-IDNA_DOTS = re.compile("[\u002e\u3002\uff0e\uff61]")
 # A domain name holds at most 253 characters in its ASCII form (RFC 1035 2.3.4: 255 octets on the wire), and each
 # character of a Unicode name gives at least one there (but for those IDNA maps to nothing, soft hyphens and
 # joiners, which no real name is made of): a longer one is no name, and is not encoded. Punycode's time grows with
@@ -130,27 +124,21 @@ def destined(attempt: RoutedT, local: Set[str], addresses: frozenset[str]) -> Ro
 def normalize_domain(text: str) -> str:
     """A domain as relay checks compare them: lower case, no trailing dot, an internationalized name in its ASCII
     form (``Bücher.de`` and ``xn--bcher-kva.de`` are one domain); text that is no valid name stays as it is, lower
-    case. Labels go through Python's IDNA 2003 codec but for those holding a character IDNA 2008 keeps where IDNA 2003
-    maps it away (:data:`IDNA_DEVIATIONS`): ``straße.de`` is ``xn--strae-oqa.de`` as registries and SMTPUTF8 name it
-    (RFC 5891), not ``strasse.de``, another's domain."""
+    case. IDNA 2008 with UTS 46 mapping (the ``idna`` package, nontransitional): ``straße.de`` is
+    ``xn--strae-oqa.de`` as registries and SMTPUTF8 name it (RFC 5891), not ``strasse.de``, another's domain, which
+    Python's IDNA 2003 codec makes of it; a name IDNA 2008 refuses (a symbol IDNA 2003 allowed) goes through that
+    codec, as before."""
     text = text.strip()
     if text.isascii() or len(text) > MAX_NAME_CHARACTERS:
         return text.lower().rstrip(".")
     try:
-        return ".".join(map(_ascii_label, IDNA_DOTS.split(text))).rstrip(".")
+        return idna.encode(text, uts46=True, transitional=False).decode("ascii").rstrip(".")
+    except (idna.IDNAError, UnicodeError):
+        pass
+    try:
+        return text.lower().encode("idna").decode("ascii").rstrip(".")
     except UnicodeError:
         return text.lower().rstrip(".")
-
-
-def _ascii_label(label: str) -> str:
-    """One label in its ASCII form: lower case (character by character: Python's final-sigma rule would turn a
-    capital sigma at a word's end into the deviation ς), then IDNA 2003, or, with a deviation, NFKC and Punycode."""
-    lowered = "".join(character.lower() for character in label)
-    if lowered.isascii():
-        return lowered
-    if IDNA_DEVIATIONS.isdisjoint(lowered):
-        return lowered.encode("idna").decode("ascii")
-    return "xn--" + unicodedata.normalize("NFKC", lowered).encode("punycode").decode("ascii")
 
 
 def _domain(text: str) -> str | None:
