@@ -247,3 +247,30 @@ def test_the_terminal_card_says_through_which_proxy(tmp_path: Path) -> None:
     turns, server, via, _protocol = CASES["socks5-domain-smtp"]
     shown = run_cli("analyze", str(capture(tmp_path, turns)), columns=200).stdout
     assert f"{server} via {via} 10.1.0.1:1080" in shown
+
+
+TLS_BULK = [
+    (False, b"\x16\x03\x01\x00\x20" + bytes(32)),
+    (True, b"\x16\x03\x03\x00\x20" + bytes(32)),
+    *[(True, b"\x17\x03\x03" + bytes(1400)) for _ in range(2000)],
+]
+
+
+@pytest.mark.parametrize("backend", ["python", "auto"])
+@pytest.mark.parametrize(
+    ("handshake", "proxy", "all_ports"),
+    [
+        (socks5(domain(b"www.example.com", 443)), SOCKS_PROXY, True),
+        (connect(b"www.example.com:443", b"HTTP/1.1 200 Connection established\r\n\r\n"), ("10.1.0.1", 8080), False),
+    ],
+    ids=["socks5", "connect-ports-only"],
+)
+def test_a_tunnel_that_carries_no_mail_is_dropped_below_python(
+    tmp_path: Path, handshake: Turns, proxy: tuple[str, int], all_ports: bool, backend: str
+) -> None:
+    """HTTPS through a proxy, the proxy's most common use: nothing in it is read, so the scanner drops its packets
+    as it drops a TLS session's, rather than handing each one to Python to be thrown away."""
+    path = capture(tmp_path, handshake + TLS_BULK, proxy)
+    results = analyze_captures([str(path)], AnalysisOptions(backend=backend, all_ports=all_ports))
+    assert list(results.findings) == []
+    assert results.counters.segments_skipped > 1500

@@ -9,7 +9,8 @@ the rule (the dissectors' ``SKIP_*``):
 * ``SKIP_DOT``: inside a dot-terminated body, a segment in which no line starts with a dot (no ``\\n.``, and no
   leading dot right after a newline) cannot end it;
 * ``SKIP_RAW``: inside a run of ``left`` bytes counted off, a segment shorter than what is left cannot end it;
-* ``SKIP_ALL``: the session is TLS: nothing in it is read.
+* ``SKIP_ALL``: the session is TLS, or the flow turned out to carry no mail (what a proxy's tunnel carries, a
+  Redis server on a mail port): nothing in it is read.
 
 The scanner then drops, without making a Python object, the segments that continue exactly where the direction is
 (the next sequence number, no SYN/FIN/RST, ACK set, captured whole) and keep to the rule, and the bare ACKs of
