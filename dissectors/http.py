@@ -267,10 +267,13 @@ class HttpSession(MailSession):
         assert match is not None
         method, target = match.group(1).upper(), match.group(2)
         host = (message.values("host") or [None])[0]
-        if "://" in target:  # absolute form (a proxy request): the authority is the host
-            authority, _, rest = target.split("://", 1)[1].partition("/")
-            host, target = host or authority.rpartition("@")[2], "/" + rest
-        path = target.split("?", 1)[0][:MAX_PATH]
+        if method == "CONNECT":  # authority form (RFC 9110 9.3.6): the server the tunnel is to, as the client named it
+            path = target[:MAX_PATH]
+        else:
+            if "://" in target:  # absolute form (a proxy request): the authority is the host
+                authority, _, rest = target.split("://", 1)[1].partition("/")
+                host, target = host or authority.rpartition("@")[2], "/" + rest
+            path = target.split("?", 1)[0][:MAX_PATH]
         host = host[:MAX_HOST] if host else None
         request = _Request(method, path, host, _evidence(message.start))
         announced = False

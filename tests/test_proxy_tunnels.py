@@ -274,3 +274,19 @@ def test_a_tunnel_that_carries_no_mail_is_dropped_below_python(
     results = analyze_captures([str(path)], AnalysisOptions(backend=backend, all_ports=all_ports))
     assert list(results.findings) == []
     assert results.counters.segments_skipped > 1500
+
+
+@pytest.mark.parametrize(
+    ("target", "server"),
+    [
+        (b"http://mx.example.com:25", "http://mx.example.com:25"),
+        (b"mx.example.com:25?", "mx.example.com:25?"),
+        (b"<b>mx</b>\x1b]8;;http://evil\x07:25", "<b>mx</b>\\x1b]8;;http://evil\\x07:25"),
+    ],
+    ids=["absolute-form", "query", "hostile"],
+)
+def test_a_connect_target_is_named_as_the_client_sent_it(tmp_path: Path, target: bytes, server: str) -> None:
+    """A CONNECT's target is an authority, not a path: neither a scheme nor a '?' in it makes it another server."""
+    turns = connect(target, b"HTTP/1.1 200 Connection established\r\n\r\n") + SMTP
+    service = one(records(capture(tmp_path, turns, HTTP_PROXY)), "mail-service")
+    assert (service["server"], service["proxy"]) == (server, ["http-connect 10.1.0.1:3128"])
