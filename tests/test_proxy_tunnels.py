@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from dissectors import events as ev
-from dissectors.socks import MAX_HANDSHAKE_BYTES, SocksSession
+from dissectors.identify import identify
+from dissectors.socks import MAX_HANDSHAKE_BYTES, SocksSession, recognise
 from passive.analysis import parallel
 from passive.analysis.pipeline import AnalysisOptions, analyze_captures
 from passive.results.records import finding_record
@@ -290,3 +291,29 @@ def test_a_connect_target_is_named_as_the_client_sent_it(tmp_path: Path, target:
     turns = connect(target, b"HTTP/1.1 200 Connection established\r\n\r\n") + SMTP
     service = one(records(capture(tmp_path, turns, HTTP_PROXY)), "mail-service")
     assert (service["server"], service["proxy"]) == (server, ["http-connect 10.1.0.1:3128"])
+
+
+def dnp3_frame(control: int, sequence: int) -> bytes:
+    """A DNP3 link-layer frame (start bytes 05 64, length, control, addresses, CRC) with a small request or answer."""
+    body = bytes([0xC0 | sequence, 0xC0 | sequence, 0x01, 0x3C, 0x02, 0x06])
+    return b"\x05\x64" + bytes([5 + len(body), control, 1, 0, 3, 0]) + b"\x12\x34" + body + b"\x56\x78"
+
+
+def test_binary_protocols_starting_with_a_socks_version_byte_are_no_socks(tmp_path: Path) -> None:
+    """DNP3 (05 64 ...) and Modbus/TCP at a transaction id 0x05nn open like a SOCKS5 greeting offering many methods;
+    but their servers answer before that 'greeting' is whole, or go on past a 'choice', which no SOCKS proxy does:
+    such flows are no SOCKS, and are let go. A proxy's handshake, in pieces or pipelined, still is SOCKS."""
+    assert recognise(b"\x05\x64\x0b", dnp3_frame(0xC4, 1)) is False
+    assert recognise(b"\x05\x10\x00\x00\x00\x05", b"\x05\x10\x00\x00\x00\x06\x01\x03\x00\x00\x00\x0a") is False
+    assert recognise(b"\x00\x5a", b"\x04\x01\x00\x19\x01\x02\x03\x04user") is False  # user id unended
+    assert recognise(b"\x05\x00", b"\x05\x01") is False  # a proxy never chooses before the methods are in
+    turns = [turn for n in range(40) for turn in ((False, dnp3_frame(0xC4, n % 16)), (True, dnp3_frame(0x44, n % 16)))]
+    path = capture(tmp_path, turns, ("10.1.0.1", 20000))
+    results = analyze_captures([str(path)], AnalysisOptions())
+    assert results.counts()["sessions"] == {} and results.counters.flows_not_mail == 1
+    greeting, choice = b"\x05\x02\x00\x02", b"\x05\x00"
+    assert identify(b"", greeting[:3]) is None and identify(b"", greeting) is None
+    assert identify(choice, greeting) == "socks"
+    assert identify(choice, greeting + b"\x05\x01\x00\x01") == "socks"  # a request sent before the choice came
+    request4 = b"\x04\x01\x00\x19\x00\x00\x00\x01user\x00mx.example\x00"
+    assert identify(b"", request4[:-3]) is None and identify(b"\x00\x5a" + bytes(6), request4) == "socks"
