@@ -146,6 +146,9 @@ class HttpSession(MailSession):
         self.last_schemes: list[str] = []
         self.last_server: str | None = None
         self._open: str | None = None  # mechanism of an NTLM/Negotiate exchange in progress on this connection
+        # The client's bytes after a CONNECT went unanswered past MAX_HELD: until the server answers, a CONNECT among
+        # them does not hold what follows it (each would hold all that came after it again, growing without bound).
+        self._gave_up_holding = False
 
     # -- lines ----------------------------------------------------------------------------------------------------
 
@@ -286,7 +289,7 @@ class HttpSession(MailSession):
             self._credentials(request, value, _evidence(line))
         self._push_pending(request)
         self._framing(ev.Side.CLIENT, state, message, until_close=False)
-        if method == "CONNECT" and state.state == "start":
+        if method == "CONNECT" and state.state == "start" and not self._gave_up_holding:
             self.buffers[ev.Side.CLIENT].hold()  # a tunnel's first bytes, or HTTP again: the answer says
 
     def _credentials(self, request: _Request, value: str, evidence: ev.Evidence) -> None:
@@ -315,6 +318,7 @@ class HttpSession(MailSession):
             state.state, state.message = "start", None  # interim: the request is still waiting for its answer
             return
         request: _Request | None = self._pop_pending() if self.pending else None
+        self._gave_up_holding = False  # an answer came: a CONNECT may wait for its own again
         evidence = _evidence(message.start)
         self.last_status, self.last_server = status, (message.values("server") or [None])[0]
         self.last_schemes = [
@@ -381,6 +385,7 @@ class HttpSession(MailSession):
     def _after_receive(self, side: ev.Side) -> None:
         super()._after_receive(side)
         if self.tunnel is None and self.buffers[ev.Side.CLIENT].held > MAX_HELD:
+            self._gave_up_holding = True
             self._read_held()  # a CONNECT left waiting this long: the client's bytes are read as they are
 
     # -- tokens ---------------------------------------------------------------------------------------------------

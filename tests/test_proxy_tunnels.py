@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from dissectors import events as ev
+from dissectors.http import HttpSession
 from dissectors.identify import identify
+from dissectors.linebuffer import MAX_HELD
 from dissectors.socks import MAX_HANDSHAKE_BYTES, SocksSession, recognise
 from passive.analysis import parallel
 from passive.analysis.pipeline import AnalysisOptions, analyze_captures
@@ -317,3 +319,19 @@ def test_binary_protocols_starting_with_a_socks_version_byte_are_no_socks(tmp_pa
     assert identify(choice, greeting + b"\x05\x01\x00\x01") == "socks"  # a request sent before the choice came
     request4 = b"\x04\x01\x00\x19\x00\x00\x00\x01user\x00mx.example\x00"
     assert identify(b"", request4[:-3]) is None and identify(b"\x00\x5a" + bytes(6), request4) == "socks"
+
+
+def test_bytes_held_for_unanswered_connects_stay_bounded() -> None:
+    """A client pipelining CONNECTs to a proxy that never answers: once MAX_HELD of its bytes waited, they are read
+    as HTTP, and a CONNECT among them does not hold all that follows it again (memory and time grew with the flow)."""
+    session = HttpSession()
+    data = b"CONNECT mx.example.com:25 HTTP/1.1\r\n\r\n" * 20000
+    most = 0
+    for start in range(0, len(data), 1400):
+        session.receive(ev.Side.CLIENT, data[start : start + 1400], start, 0.0)
+        most = max(most, session.buffers[ev.Side.CLIENT].held)
+    assert most <= MAX_HELD + 1400
+    answered = session.receive(ev.Side.SERVER, b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n" * 3)
+    assert session.tunnel is None and not any(isinstance(e, ev.Anomaly) for e in answered)
+    session.receive(ev.Side.CLIENT, b"CONNECT mx.example.com:25 HTTP/1.1\r\n\r\nEHLO x\r\n")
+    assert session.buffers[ev.Side.CLIENT].held == len(b"EHLO x\r\n")  # after an answer, a CONNECT waits for its own
