@@ -101,6 +101,9 @@ class HttpSession(MailSession):
         self.last_schemes: list[str] = []
         self.last_server: str | None = None
         self._open: str | None = None  # mechanism of an NTLM/Negotiate exchange in progress on this connection
+        # The client's bytes after a CONNECT went unanswered past MAX_HELD: until the server answers, a CONNECT among
+        # them does not hold what follows it (each would hold all that came after it again, growing without bound).
+        self._gave_up_holding = False
 
     # -- lines ----------------------------------------------------------------------------------------------------
 
@@ -232,10 +235,13 @@ class HttpSession(MailSession):
         assert match is not None
         method, target = match.group(1).upper(), match.group(2)
         host = (message.values("host") or [None])[0]
-        if "://" in target:  # absolute form (a proxy request): the authority is the host
-            authority, _, rest = target.split("://", 1)[1].partition("/")
-            host, target = host or authority.rpartition("@")[2], "/" + rest
-        path = target.split("?", 1)[0][:MAX_PATH]
+        if method == "CONNECT":  # authority form (RFC 9110 9.3.6): the server the tunnel is to, as the client named it
+            path = target[:MAX_PATH]
+        else:
+            if "://" in target:  # absolute form (a proxy request): the authority is the host
+                authority, _, rest = target.split("://", 1)[1].partition("/")
+                host, target = host or authority.rpartition("@")[2], "/" + rest
+            path = target.split("?", 1)[0][:MAX_PATH]
         host = host[:MAX_HOST] if host else None
         request = _Request(method, path, host, _evidence(message.start))
         announced = False
@@ -248,7 +254,7 @@ class HttpSession(MailSession):
             self._credentials(request, value, _evidence(line))
         self._push_pending(request)
         self._framing(ev.Side.CLIENT, state, message, until_close=False)
-        if method == "CONNECT" and state.state == "start":
+        if method == "CONNECT" and state.state == "start" and not self._gave_up_holding:
             self.buffers[ev.Side.CLIENT].hold()  # a tunnel's first bytes, or HTTP again: the answer says
 
     def _credentials(self, request: _Request, value: str, evidence: ev.Evidence) -> None:
@@ -277,6 +283,7 @@ class HttpSession(MailSession):
             state.state, state.message = "start", None  # interim: the request is still waiting for its answer
             return
         request: _Request | None = self._pop_pending() if self.pending else None
+        self._gave_up_holding = False  # an answer came: a CONNECT may wait for its own again
         evidence = _evidence(message.start)
         self.last_status, self.last_server = status, (message.values("server") or [None])[0]
         self.last_schemes = [
@@ -343,6 +350,7 @@ class HttpSession(MailSession):
     def _after_receive(self, side: ev.Side) -> None:
         super()._after_receive(side)
         if self.tunnel is None and self.buffers[ev.Side.CLIENT].held > MAX_HELD:
+            self._gave_up_holding = True
             self._read_held()  # a CONNECT left waiting this long: the client's bytes are read as they are
 
     # -- tokens ---------------------------------------------------------------------------------------------------

@@ -34,6 +34,8 @@ _NO_AUTH, _USERPASS, _REFUSED = 0x00, 0x02, 0xFF
 
 # Phases: which side's message comes next, and which one it is.
 _HELLO, _CHOICE, _AUTH, _AUTH_STATUS, _REQUEST, _REPLY, _REQUEST4, _REPLY4, _DONE = range(9)
+# What a SOCKS5 proxy's next message starts with after its choice: the sub-negotiation's status, or the reply.
+_AFTER_CHOICE = {_NO_AUTH: b"\x05", _USERPASS: b"\x01"}
 _EXPECTS = {_HELLO: ev.Side.CLIENT, _AUTH: ev.Side.CLIENT, _REQUEST: ev.Side.CLIENT, _REQUEST4: ev.Side.CLIENT}
 
 
@@ -49,22 +51,27 @@ def target_text(host: str, port: int, address: bool) -> str:
 
 def recognise(server: bytes, client: bytes) -> bool | None:
     """Are a flow's first bytes a SOCKS handshake? True when the client's first message is a SOCKS4 request or a SOCKS5
-    greeting and the server's first bytes answer it; False when they cannot be; None while the server is silent."""
+    greeting and the server's first bytes answer it; False when they cannot be; None while the server is silent.
+    A proxy answers only a whole message, and a SOCKS5 proxy's choice (2 bytes) only with what the method chosen
+    starts: a server that speaks before the client's message is complete, or goes on otherwise, is no SOCKS proxy
+    (binary protocols that open with a byte 4 or 5, DNP3's ``05 64`` or a Modbus transaction id, answer at once)."""
     if len(client) < 2 or client[0] not in (4, 5):
         return False
     if client[0] == 5:
         count = client[1]
-        if count == 0:
-            return False
-        if len(client) < 2 + count or len(server) < 2:
-            return None
-        return server[0] == 5 and server[1] in (*client[2 : 2 + count], _REFUSED)
-    if client[1] not in (1, 2) or len(client) < 9:
-        return False if client[1] not in (1, 2) else None
-    if client.find(b"\x00", 8, 8 + MAX_NAME + 1) < 0:
-        return None if len(client) < 8 + MAX_NAME + 1 else False
+        size = 2 + count if count else -1
+    else:
+        size = _request4_size(client) if len(client) >= 9 or client[1] not in (1, 2) else None
+        size = -1 if client[1] not in (1, 2) else size
+    if size is None or len(client) < size:
+        return False if server else None
+    if size < 0:
+        return False
     if len(server) < 2:
         return None
+    if client[0] == 5:
+        after = _AFTER_CHOICE.get(server[1], b"")  # the first byte of the proxy's next message, if any
+        return server[0] == 5 and server[1] in (*client[2:size], _REFUSED) and server[2:3] in (b"", after)
     return server[0] in (0, 4) and 0x5A <= server[1] <= 0x5D
 
 
@@ -268,7 +275,7 @@ def _address(message: bytes) -> str:
     return target_text(host_text(message[5:-2]), port, False)
 
 
-def _request4_size(data: bytearray) -> int | None:
+def _request4_size(data: bytes | bytearray) -> int | None:
     """The size of a SOCKS4 or 4a request: 8 bytes, the user id and its NUL, and for 4a a name and its NUL."""
     if len(data) < 9:
         return None

@@ -12,7 +12,10 @@ from typing import Any
 import pytest
 
 from dissectors import events as ev
-from dissectors.socks import MAX_HANDSHAKE_BYTES, SocksSession
+from dissectors.http import HttpSession
+from dissectors.identify import identify
+from dissectors.linebuffer import MAX_HELD
+from dissectors.socks import MAX_HANDSHAKE_BYTES, SocksSession, recognise
 from passive.analysis import parallel
 from passive.analysis.pipeline import AnalysisOptions, analyze_captures
 from passive.results.records import finding_record
@@ -247,3 +250,88 @@ def test_the_terminal_card_says_through_which_proxy(tmp_path: Path) -> None:
     turns, server, via, _protocol = CASES["socks5-domain-smtp"]
     shown = run_cli("analyze", str(capture(tmp_path, turns)), columns=200).stdout
     assert f"{server} via {via} 10.1.0.1:1080" in shown
+
+
+TLS_BULK = [
+    (False, b"\x16\x03\x01\x00\x20" + bytes(32)),
+    (True, b"\x16\x03\x03\x00\x20" + bytes(32)),
+    *[(True, b"\x17\x03\x03" + bytes(1400)) for _ in range(2000)],
+]
+
+
+@pytest.mark.parametrize("backend", ["python", "auto"])
+@pytest.mark.parametrize(
+    ("handshake", "proxy", "all_ports"),
+    [
+        (socks5(domain(b"www.example.com", 443)), SOCKS_PROXY, True),
+        (connect(b"www.example.com:443", b"HTTP/1.1 200 Connection established\r\n\r\n"), ("10.1.0.1", 8080), False),
+    ],
+    ids=["socks5", "connect-ports-only"],
+)
+def test_a_tunnel_that_carries_no_mail_is_dropped_below_python(
+    tmp_path: Path, handshake: Turns, proxy: tuple[str, int], all_ports: bool, backend: str
+) -> None:
+    """HTTPS through a proxy, the proxy's most common use: nothing in it is read, so the scanner drops its packets
+    as it drops a TLS session's, rather than handing each one to Python to be thrown away."""
+    path = capture(tmp_path, handshake + TLS_BULK, proxy)
+    results = analyze_captures([str(path)], AnalysisOptions(backend=backend, all_ports=all_ports))
+    assert list(results.findings) == []
+    assert results.counters.segments_skipped > 1500
+
+
+@pytest.mark.parametrize(
+    ("target", "server"),
+    [
+        (b"http://mx.example.com:25", "http://mx.example.com:25"),
+        (b"mx.example.com:25?", "mx.example.com:25?"),
+        (b"<b>mx</b>\x1b]8;;http://evil\x07:25", "<b>mx</b>\\x1b]8;;http://evil\\x07:25"),
+    ],
+    ids=["absolute-form", "query", "hostile"],
+)
+def test_a_connect_target_is_named_as_the_client_sent_it(tmp_path: Path, target: bytes, server: str) -> None:
+    """A CONNECT's target is an authority, not a path: neither a scheme nor a '?' in it makes it another server."""
+    turns = connect(target, b"HTTP/1.1 200 Connection established\r\n\r\n") + SMTP
+    service = one(records(capture(tmp_path, turns, HTTP_PROXY)), "mail-service")
+    assert (service["server"], service["proxy"]) == (server, ["http-connect 10.1.0.1:3128"])
+
+
+def dnp3_frame(control: int, sequence: int) -> bytes:
+    """A DNP3 link-layer frame (start bytes 05 64, length, control, addresses, CRC) with a small request or answer."""
+    body = bytes([0xC0 | sequence, 0xC0 | sequence, 0x01, 0x3C, 0x02, 0x06])
+    return b"\x05\x64" + bytes([5 + len(body), control, 1, 0, 3, 0]) + b"\x12\x34" + body + b"\x56\x78"
+
+
+def test_binary_protocols_starting_with_a_socks_version_byte_are_no_socks(tmp_path: Path) -> None:
+    """DNP3 (05 64 ...) and Modbus/TCP at a transaction id 0x05nn open like a SOCKS5 greeting offering many methods;
+    but their servers answer before that 'greeting' is whole, or go on past a 'choice', which no SOCKS proxy does:
+    such flows are no SOCKS, and are let go. A proxy's handshake, in pieces or pipelined, still is SOCKS."""
+    assert recognise(b"\x05\x64\x0b", dnp3_frame(0xC4, 1)) is False
+    assert recognise(b"\x05\x10\x00\x00\x00\x05", b"\x05\x10\x00\x00\x00\x06\x01\x03\x00\x00\x00\x0a") is False
+    assert recognise(b"\x00\x5a", b"\x04\x01\x00\x19\x01\x02\x03\x04user") is False  # user id unended
+    assert recognise(b"\x05\x00", b"\x05\x01") is False  # a proxy never chooses before the methods are in
+    turns = [turn for n in range(40) for turn in ((False, dnp3_frame(0xC4, n % 16)), (True, dnp3_frame(0x44, n % 16)))]
+    path = capture(tmp_path, turns, ("10.1.0.1", 20000))
+    results = analyze_captures([str(path)], AnalysisOptions())
+    assert results.counts()["sessions"] == {} and results.counters.flows_not_mail == 1
+    greeting, choice = b"\x05\x02\x00\x02", b"\x05\x00"
+    assert identify(b"", greeting[:3]) is None and identify(b"", greeting) is None
+    assert identify(choice, greeting) == "socks"
+    assert identify(choice, greeting + b"\x05\x01\x00\x01") == "socks"  # a request sent before the choice came
+    request4 = b"\x04\x01\x00\x19\x00\x00\x00\x01user\x00mx.example\x00"
+    assert identify(b"", request4[:-3]) is None and identify(b"\x00\x5a" + bytes(6), request4) == "socks"
+
+
+def test_bytes_held_for_unanswered_connects_stay_bounded() -> None:
+    """A client pipelining CONNECTs to a proxy that never answers: once MAX_HELD of its bytes waited, they are read
+    as HTTP, and a CONNECT among them does not hold all that follows it again (memory and time grew with the flow)."""
+    session = HttpSession()
+    data = b"CONNECT mx.example.com:25 HTTP/1.1\r\n\r\n" * 20000
+    most = 0
+    for start in range(0, len(data), 1400):
+        session.receive(ev.Side.CLIENT, data[start : start + 1400], start, 0.0)
+        most = max(most, session.buffers[ev.Side.CLIENT].held)
+    assert most <= MAX_HELD + 1400
+    answered = session.receive(ev.Side.SERVER, b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n" * 3)
+    assert session.tunnel is None and not any(isinstance(e, ev.Anomaly) for e in answered)
+    session.receive(ev.Side.CLIENT, b"CONNECT mx.example.com:25 HTTP/1.1\r\n\r\nEHLO x\r\n")
+    assert session.buffers[ev.Side.CLIENT].held == len(b"EHLO x\r\n")  # after an answer, a CONNECT waits for its own

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dissectors import events as ev
+from dissectors.linebuffer import SKIP_ALL
 from dissectors.registry import SESSION_TYPES
 from dissectors.session import MailSession
 from passive.analysis.budget import DissectorBudget
@@ -96,18 +97,19 @@ class EngineHandler:
     def on_data(self, flow: reassembly.Flow, direction: reassembly.Direction, chunk: reassembly.Chunk) -> None:
         mail = self.mail
         if mail is None:  # the flow's first bytes, or its port check goes on (a flow ignored has no MailFlow)
-            if self.ignored:
-                return
-            if self.by_port or self.check is not None:
+            if not self.ignored and (self.by_port or self.check is not None):
                 self._port_check(flow, direction is reassembly.Direction.SERVER_TO_CLIENT, *chunk[:3])
-                return
-            mail = self._mail(flow)
-        data, frame, ts, _offset = chunk
-        mail.data(_SIDES[direction], data, frame, ts)
-        if mail.session.tunnel is not None:
-            self._through(flow, mail)
-        elif not flow.skip_wanted and mail.session.may_skip():  # asked once per batch (Flow.want_skip)
-            flow.want_skip()
+            elif not self.ignored:
+                mail = self._mail(flow)
+        if mail is not None:
+            data, frame, ts, _offset = chunk
+            mail.data(_SIDES[direction], data, frame, ts)
+            if mail.session.tunnel is not None:
+                self._through(flow, mail)
+            elif not flow.skip_wanted and mail.session.may_skip():  # asked once per batch (Flow.want_skip)
+                flow.want_skip()
+        if self.ignored and not flow.skip_wanted:
+            flow.want_skip()  # nothing more of it is read: the scanner may drop the rest (skippable)
 
     def _port_check(self, flow: reassembly.Flow, from_server: bool, data: bytes, frame: int, ts: float | None) -> None:
         check = self.check = self.check or PortCheck(self.protocol, flow.partial)
@@ -145,8 +147,10 @@ class EngineHandler:
 
     def skippable(self, flow: reassembly.Flow, direction: reassembly.Direction) -> tuple[int, int, bool] | None:
         """Whether the capture may drop what ``direction`` sends next unread (passive.capture.skipping)."""
+        if self.ignored:  # no mail (a tunnel carrying TLS, a Redis server on port 25): nothing more is read
+            return SKIP_ALL, 0, False
         mail = self.mail
-        if mail is None or self.ignored or self.check is not None:
+        if mail is None or self.check is not None:
             return None
         # A session the dissector budget may make give up its state is read: that would be dated by its latest
         # bytes, which the capture may be dropping (passive.capture.skipping).

@@ -11,7 +11,8 @@ the rule (the dissectors' ``SKIP_*``):
   no leading dot right after a LF or a CR. A segment under two bytes is read, so that a notice's tail always says
   how the line before the next dot ended (CR LF or a bare LF: the exact end line, or a lax one);
 * ``SKIP_RAW``: inside a run of ``left`` bytes counted off, a segment shorter than what is left cannot end it;
-* ``SKIP_ALL``: the session is TLS: nothing in it is read.
+* ``SKIP_ALL``: the session is TLS, or the flow turned out to carry no mail (what a proxy's tunnel carries, a
+  Redis server on a mail port): nothing in it is read.
 
 The scanner then drops, without making a Python object, the segments that continue exactly where the direction is
 (the next sequence number, no SYN/FIN/RST, ACK set, captured whole) and keep to the rule, and the bare ACKs of
