@@ -254,6 +254,15 @@ def test_lmtp_delivers_to_mailboxes_and_relays_nothing(tmp_path: Path) -> None:
     assert relays(analyze(smtp)) == [("open-relay", "high", True)]
 
 
+def test_an_lhlo_the_server_refused_hides_no_relaying(tmp_path: Path) -> None:
+    """An SMTP server refuses LHLO (502) and takes the transaction that follows: it relays, and an LHLO sent first
+    does not make it LMTP's final delivery."""
+    script = transaction(*MESSAGE, "S: 250 2.0.0 Ok: queued")
+    refused = script.replace("C: EHLO client.example", "C: LHLO x\nS: 502 5.5.2 Error: command not recognized")
+    refused = refused.replace("S: 250-mx.contoso.com\nS: 250 PIPELINING\n", "")
+    assert relays(analyze(capture(tmp_path / "lhlo-refused.pcap", refused))) == [("open-relay", "high", True)]
+
+
 def test_a_server_named_in_unicode_receives_for_its_ascii_domain(tmp_path: Path) -> None:
     """A server greeting as mx.bücher.de (SMTPUTF8) receives mail for xn--bcher-kva.de: its own domain."""
     script = transaction("C: RSET", "S: 250 2.0.0 Ok", rcpts=("info@xn--bcher-kva.de",))

@@ -17,7 +17,8 @@ as a 4xx to the RCPT does.
 
 A proxy's ``XCLIENT`` (Postfix) that the server took makes its ``LOGIN`` the session's authentication (not judged)
 and its ``ADDR`` the client that is judged. LMTP (``LHLO``, RFC 2033) delivers to the server's own mailboxes, whatever
-their domains: its transactions are not judged."""
+their domains: its transactions are not judged, once the server answered the ``LHLO`` (a refused one leaves the
+session SMTP: a client cannot hide relaying behind an ``LHLO`` an SMTP server refused)."""
 
 from __future__ import annotations
 
@@ -66,6 +67,7 @@ class RelayDetector(Detector):
         ev.AuthAbandoned: "auth_abandoned",
         ev.ClientOverride: "client_override",
         ev.Hello: "hello",
+        ev.Capabilities: "capabilities",
     }
 
     def __init__(self, session: Session) -> None:
@@ -77,10 +79,18 @@ class RelayDetector(Detector):
         self.vouched_login = False  # an XCLIENT the server took named the client's login
         self.vouched_client: str | None = None  # the client an XCLIENT the server took named (ip:port)
         self.vouched_by = ""  # the proxy that sent that XCLIENT
-        self.lmtp = False  # the client greeted with LHLO: final delivery to mailboxes (RFC 2033), never a relay
+        self.lmtp = False  # the server took the client's LHLO: final delivery to mailboxes (RFC 2033), never a relay
+        self.lhlo = False  # the client's latest greeting was LHLO, not answered yet
 
     def hello(self, event: ev.Hello) -> None:
-        self.lmtp = event.command == "LHLO"
+        self.lhlo = event.command == "LHLO"
+        if not self.lhlo:
+            self.lmtp = False
+
+    def capabilities(self, event: ev.Capabilities) -> None:
+        """The server's 250 to the EHLO or LHLO before it."""
+        if event.source == "ehlo":
+            self.lmtp, self.lhlo = self.lhlo, False
 
     def mail_from(self, event: ev.MailFrom) -> None:
         self._flush()
