@@ -143,7 +143,9 @@ class Pop3Session(MailSession):
         elif verb in ("PASS", "APOP"):
             mechanism = "USER-PASS" if verb == "PASS" else "APOP"
             self.authenticated = self.authenticated or positive
-            self._emit(ev.AuthResult(ev.Side.SERVER, self._evidence(), mechanism, positive, text.strip()))
+            # RFC 2449 8.1.2: -ERR [IN-USE] says the password was right and the maildrop is locked by another session.
+            valid = positive or text[4:].lstrip().upper().startswith("[IN-USE]")
+            self._emit(ev.AuthResult(ev.Side.SERVER, self._evidence(), mechanism, valid, text.strip()))
 
     def _multiline_line(self, text: str) -> None:
         command = self._multiline

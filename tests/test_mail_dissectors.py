@@ -427,3 +427,20 @@ def test_pop3_first_line_held_for_its_next_line_is_the_greeting_when_none_comes(
     assert session.buffered_bytes() >= len("ready")
     events += session.close(9, 1009.0) if after == "close" else session.gap(S, 10, 9, 1009.0)
     assert [g.banner for g in kinds(events, ev.Greeting)] == ["ready"]
+
+
+def test_pop3_in_use_answer_to_pass_says_the_password_was_right() -> None:
+    """RFC 2449 8.1.2: ``-ERR [IN-USE]`` after PASS means authentication succeeded but the maildrop is locked."""
+    script = [
+        (S, b"+OK ready\r\n"),
+        (C, b"USER alice\r\n"),
+        (S, b"+OK\r\n"),
+        (C, b"PASS right\r\n"),
+        (S, b"-ERR [IN-USE] Mailbox is locked by another session\r\n"),
+        (C, b"USER alice\r\n"),
+        (S, b"+OK\r\n"),
+        (C, b"PASS wrong\r\n"),
+        (S, b"-ERR [AUTH] Authentication failed.\r\n"),
+    ]
+    events = feed(Pop3Session(), script)
+    assert [r.success for r in kinds(events, ev.AuthResult)] == [True, False]
