@@ -377,9 +377,11 @@ class SmtpSession(MailSession):
         while self._lax is not None:  # reading on may come to another lax end line (later in the message, or after)
             self._settle(self._undecided())
         super()._close(frame, timestamp)
-        self._unanswered("the connection ended before the reply to DATA")
-        while self._lax is not None:  # in the message that unanswered DATA let be read
-            self._settle(self._undecided())
+        while self._data_awaited or self._lax is not None:  # each read on may come to another DATA or lax end
+            if self._lax is not None:
+                self._settle(self._undecided())
+            else:
+                self._unanswered("the connection ended before the reply to DATA")
 
     def _unanswered(self, why: str) -> None:
         """No reply to DATA in time: without a byte from the server (a capture of one side) the client is all there

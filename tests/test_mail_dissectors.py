@@ -444,3 +444,18 @@ def test_pop3_in_use_answer_to_pass_says_the_password_was_right() -> None:
     ]
     events = feed(Pop3Session(), script)
     assert [r.success for r in kinds(events, ev.AuthResult)] == [True, False]
+
+
+def test_smtp_client_side_alone_is_read_past_every_unanswered_data() -> None:
+    """A capture of the client's side alone: each DATA's reply never comes, so what follows each is read when the
+    connection ends, the second message and the AUTH after it too."""
+    token = base64.b64encode(b"\x00carol\x00Secret-9")
+    script = [
+        (C, b"EHLO ws\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\nfirst\r\n.\r\n"),
+        (C, b"MAIL FROM:<a@b.example>\r\nRCPT TO:<e@f.example>\r\nDATA\r\nsecond\r\n.\r\n"),
+        (C, b"RSET\r\nAUTH PLAIN " + token + b"\r\nQUIT\r\n"),
+    ]
+    session = SmtpSession()
+    events = feed(session, script) + session.close(9, 1009.0)
+    assert [c.password for c in kinds(events, ev.Credentials)] == ["Secret-9"]
+    assert session.buffers[C].held == 0
