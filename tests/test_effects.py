@@ -117,4 +117,6 @@ def _effects_of(op: merge.Op) -> list[merge.Recorded]:
         return payload[1]
     if kind == merge.FEED:
         return payload[0]
+    if kind == merge.SIGHT:
+        return [(merge._sighted, number, (first, last)) for _session, number, first, last in payload]
     return payload

@@ -15,7 +15,8 @@ the order of recording within the worker. The main process replays every worker'
 relay ledger go through what one process's would have, in the same order. The one exception is a finding's later
 sightings of an occurrence already counted (:meth:`~passive.analysis.detectors.session.SessionAnalyzer.seen_later`,
 every event of a session after its first): they only move first and last sighting, which commutes with every other
-change, so a session gathers them and records them once, before its next chunk of operations is sent or it closes.
+change, so a session gathers them: before each chunk of operations is sent, those of every session still open are
+recorded as one operation (``SIGHT``), and a closing session's go with its last effects.
 
 That order is one process's as long as what happens to a flow depends on that flow's packets alone, which the
 scanner guarantees (:mod:`passive.capture.scanner`: same admission whatever the batches; sweeps timed on every
@@ -46,9 +47,10 @@ from passive.capture.joined import FileMap
 from passive.capture.options import Cursor
 from passive.findings.model import Finding, FindingType, Severity
 
-OPEN, FEED, CLOSE = 0, 1, 2
+OPEN, FEED, CLOSE, SIGHT = 0, 1, 2, 3
 Key = tuple[int, int, int, int, int]  # (capture index, frame, phase, first frame if sweeping, recording order)
-Op = tuple[Key, int, int, Any]  # (key, session id, OPEN | FEED | CLOSE, payload)
+Op = tuple[Key, int, int, Any]  # (key, session id, OPEN | FEED | CLOSE | SIGHT, payload)
+Sighting = tuple[int, int, float, float]  # (session id, number of a held finding, first sighting, last)
 # An effect as recorded: (function, target, arguments); the target is None (no finding), the number of a finding
 # looked up before (negative: held for the session's life; else within the same operation), or (number, kind,
 # severity, key): the finding to look up now and name by that number.
@@ -82,9 +84,10 @@ class OpLog:
             self.flush()
 
     def flush(self) -> None:
-        gathering, self.gathering = self.gathering, {}
-        for analyzer in gathering:
-            self.ops.append(analyzer.sightings())
+        if self.gathering:  # every session's sightings in one operation, keyed where the worker is now
+            gathering, self.gathering = self.gathering, {}
+            sightings = [sighting for analyzer in gathering for sighting in analyzer.sightings()]
+            self.ops.append((self.key(0), 0, SIGHT, sightings))
         ops, self.ops = self.ops, []
         self.send(ops)
 
@@ -210,11 +213,12 @@ class RecordingAnalyzer(SessionAnalyzer):
         elif timestamp > gathered[1]:
             gathered[1] = timestamp
 
-    def sightings(self) -> Op:
-        """The sightings gathered, as one operation keyed where the worker is now."""
-        effects: list[Recorded] = [(_sighted, handle.number, tuple(span)) for handle, span in self._later.items()]
+    def sightings(self) -> list[Sighting]:
+        """The sightings gathered since the last were taken."""
+        session = self.session
+        taken = [(session, handle.number, first, last) for handle, (first, last) in self._later.items()]
         self._later.clear()
-        return (self.log.key(self.first_frame), self.session, FEED, (effects, None))
+        return taken  # type: ignore[return-value]
 
     def feed(self, events: list[ev.Event]) -> None:
         super().feed(events)
@@ -229,10 +233,11 @@ class RecordingAnalyzer(SessionAnalyzer):
 
     def close(self) -> None:
         super().close()
-        if self._later:
+        effects = self._take()
+        if self._later:  # applied with the session's last effects: sightings commute with every change
             self.log.gathering.pop(self, None)
-            self.log.ops.append(self.sightings())
-        self.log.record(self.first_frame, self.session, CLOSE, self._take())
+            effects[:0] = [(_sighted, number, (first, last)) for _session, number, first, last in self.sightings()]
+        self.log.record(self.first_frame, self.session, CLOSE, effects)
 
     def _take(self) -> list[Recorded]:
         effects, self.effects = self.effects, []
@@ -315,8 +320,12 @@ class Replayer:
                 self.analysis.sessions.append(record)
             replayed = self.sessions[session] = _Replayed(context, record)
             self._effects(replayed, effects)
-        else:
+        elif kind == CLOSE:
             self._effects(self.sessions.pop(session), payload)
+        else:
+            sessions = self.sessions
+            for session, number, first, last in payload:
+                _sighted(sessions[session].held[number], self.shared, first, last)
 
     def _effects(self, replayed: _Replayed, effects: list[Recorded]) -> None:
         shared, held = self.shared, replayed.held
