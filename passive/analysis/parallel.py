@@ -371,20 +371,33 @@ class ParallelRun:
             }
 
     def _replay(self, involved: list[_Worker]) -> None:
-        """Apply every operation no worker can still precede."""
+        """Apply every operation no worker can still precede: the earliest first operation of any worker (of equal
+        ones, the first worker's), unless a worker that has none and has not ended may still send an earlier one (its
+        watermark is below it). The worker with the earliest gives a run of them at once, up to another worker's
+        first operation or such a watermark: the order of applying one at a time, with a comparison or three each."""
         apply = self.replayer.apply
         while True:
             best: _Worker | None = None
+            first: Key = _DONE
             for worker in involved:
-                if worker.ops and (best is None or worker.ops[0][0] < best.ops[0][0]):
-                    best = worker
+                if worker.ops and worker.ops[0][0] < first:
+                    best, first = worker, worker.ops[0][0]
             if best is None:
                 return
-            key = best.ops[0][0]
+            before = after = waiting = _DONE  # earliest first operation of the workers before best, after it
             for worker in involved:
-                if worker is not best and not worker.ops and worker.done is None and worker.watermark < key:
-                    return  # that worker may still send an earlier one
-            apply(best.ops.popleft())
+                if worker is best:
+                    before, after = after, _DONE
+                elif worker.ops:
+                    after = min(after, worker.ops[0][0])
+                elif worker.done is None:
+                    waiting = min(waiting, worker.watermark)
+            if waiting < first:
+                return  # a worker with nothing received may still send an earlier one
+            limit = min(after, waiting)
+            ops = best.ops
+            while ops and (key := ops[0][0]) < before and key <= limit:
+                apply(ops.popleft())
 
     def _receive(self, involved: list[_Worker], index: int, before: tuple[int, int, int]) -> None:
         """Wait for messages: this capture's from the workers reading it, later ones' read ahead from the others."""
