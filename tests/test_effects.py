@@ -78,7 +78,7 @@ def test_effects_recorded_and_applied_make_what_sessions_make_at_once(chunk: int
     assert {f["type"] for f in one["findings"]} >= {"mail-service", "ntlm-info", "cleartext-credentials"}
     recorded, ops = _recorded(sessions, chunk)
     assert recorded == one
-    events = [op for op in ops if op[2] == merge.FEED and op[3][1] is not None]
+    events = [op for op in ops if op[2] == merge.EVENTS]
     assert not events  # without --events no event crosses
 
 
@@ -115,8 +115,8 @@ def _effects_of(op: merge.Op) -> list[merge.Recorded]:
     _key, _session, kind, payload = op
     if kind == merge.OPEN:
         return payload[1]
-    if kind == merge.FEED:
-        return payload[0]
+    if kind == merge.EVENTS:
+        return payload[1]
     if kind == merge.SIGHT:
-        return [(merge._sighted, number, (first, last)) for _session, number, first, last in payload]
+        return [("_sighted", number, (first, last)) for _session, number, first, last in payload]
     return payload
