@@ -120,3 +120,17 @@ def _effects_of(op: merge.Op) -> list[merge.Recorded]:
     if kind == merge.SIGHT:
         return [("_sighted", number, (first, last)) for _session, number, first, last in payload]
     return payload
+
+
+def test_an_event_counted_and_read_is_cited_by_one_record() -> None:
+    """The inventory cites a session's first event when it counts it (``touched``) and again when it reads it as the
+    greeting (``_greeting``): one record for both, which a worker's message carries once."""
+    sessions = _sessions()
+    _recorded_outcome, ops = _recorded(sessions, 512)
+    pairs = 0
+    for op in ops:
+        cited = {name.rpartition(":")[2]: args[-1] for name, _target, args in _effects_of(op) if args}
+        if "touched" in cited and "_greeting" in cited:
+            assert cited["touched"] is cited["_greeting"]
+            pairs += 1
+    assert pairs > 10
