@@ -81,9 +81,9 @@ class Session(Protocol):
     def seen_later(self, finding: Finding, timestamp: float | None) -> None: ...
 
 
-def touched(finding: Finding, shared: Shared, timestamp: float | None, client: str, evidence: EvidenceRecord) -> None:
-    """One more occurrence, cited."""
-    finding.seen(timestamp, client)
+def touched(finding: Finding, shared: Shared, client: str, evidence: EvidenceRecord) -> None:
+    """One more occurrence, cited (seen when its evidence was)."""
+    finding.seen(evidence.timestamp, client)
     finding.add_evidence(evidence)
 
 
@@ -160,7 +160,7 @@ class Detector:
 
     def touch(self, finding: Finding, event: ev.Event) -> None:
         """One more occurrence, cited."""
-        self.session.apply(touched, finding, event.evidence.timestamp, self.context.client, self.evidence(event))
+        self.session.apply(touched, finding, self.context.client, self.evidence(event))
 
     def count(self, counter: str, name: str | None = None) -> None:
         """One more in the run's statistics (:func:`counted`)."""
