@@ -217,7 +217,8 @@ class RecordingAnalyzer(SessionAnalyzer):
         log.record(first_frame, session, OPEN, (opened, self._take()))
 
     def finding(self, kind: FindingType, severity: Severity, key: tuple[Any, ...] = (), held: bool = False) -> Finding:
-        return _Handle((kind.value, severity.value, key), held)  # type: ignore[return-value]
+        # Sent by value (_KINDS): ``_value_`` is the member's attribute, where ``value`` is a property (a call).
+        return _Handle((kind._value_, severity._value_, key), held)  # type: ignore[return-value]
 
     def apply(self, effect: Effect, finding: Any, *args: Any) -> None:
         target: Any = None
