@@ -134,3 +134,19 @@ def test_an_event_counted_and_read_is_cited_by_one_record() -> None:
             assert cited["touched"] is cited["_greeting"]
             pairs += 1
     assert pairs > 10
+
+
+def test_the_sightings_of_every_open_session_are_sent_as_one_operation() -> None:
+    """Later sightings only move first and last seen: before a chunk is sent, a worker records those its open
+    sessions gathered as one operation, not one per session."""
+    sessions = [(c, fed) for c, fed in _sessions() if len(fed) >= 3][:2]
+    assert len(sessions) == 2
+    ops: list[merge.Op] = []
+    log = merge.OpLog(Cursor(), ops.extend, 512)
+    analyzers = [merge.RecordingAnalyzer(c, log, n, 0, keep_events=None) for n, (c, _fed) in enumerate(sessions)]
+    for step in range(3):
+        for analyzer, (_context, fed) in zip(analyzers, sessions, strict=True):
+            analyzer.feed(fed[step])
+    log.flush()
+    sightings = [op for op in ops if any(name.rpartition(":")[2] == "_sighted" for name, _t, _a in _effects_of(op))]
+    assert len(sightings) == 1 and {session for session, *_ in sightings[0][3]} == {0, 1}
