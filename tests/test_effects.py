@@ -78,7 +78,7 @@ def test_effects_recorded_and_applied_make_what_sessions_make_at_once(chunk: int
     assert {f["type"] for f in one["findings"]} >= {"mail-service", "ntlm-info", "cleartext-credentials"}
     recorded, ops = _recorded(sessions, chunk)
     assert recorded == one
-    events = [op for op in ops if op[2] == merge.FEED and op[3][1] is not None]
+    events = [op for op in ops if op[2] == merge.EVENTS]
     assert not events  # without --events no event crosses
 
 
@@ -115,6 +115,38 @@ def _effects_of(op: merge.Op) -> list[merge.Recorded]:
     _key, _session, kind, payload = op
     if kind == merge.OPEN:
         return payload[1]
-    if kind == merge.FEED:
-        return payload[0]
+    if kind == merge.EVENTS:
+        return payload[1]
+    if kind == merge.SIGHT:
+        return [("_sighted", number, (first, last)) for _session, number, first, last in payload]
     return payload
+
+
+def test_an_event_counted_and_read_is_cited_by_one_record() -> None:
+    """The inventory cites a session's first event when it counts it (``touched``) and again when it reads it as the
+    greeting (``_greeting``): one record for both, which a worker's message carries once."""
+    sessions = _sessions()
+    _recorded_outcome, ops = _recorded(sessions, 512)
+    pairs = 0
+    for op in ops:
+        cited = {name.rpartition(":")[2]: args[-1] for name, _target, args in _effects_of(op) if args}
+        if "touched" in cited and "_greeting" in cited:
+            assert cited["touched"] is cited["_greeting"]
+            pairs += 1
+    assert pairs > 10
+
+
+def test_the_sightings_of_every_open_session_are_sent_as_one_operation() -> None:
+    """Later sightings only move first and last seen: before a chunk is sent, a worker records those its open
+    sessions gathered as one operation, not one per session."""
+    sessions = [(c, fed) for c, fed in _sessions() if len(fed) >= 3][:2]
+    assert len(sessions) == 2
+    ops: list[merge.Op] = []
+    log = merge.OpLog(Cursor(), ops.extend, 512)
+    analyzers = [merge.RecordingAnalyzer(c, log, n, 0, keep_events=None) for n, (c, _fed) in enumerate(sessions)]
+    for step in range(3):
+        for analyzer, (_context, fed) in zip(analyzers, sessions, strict=True):
+            analyzer.feed(fed[step])
+    log.flush()
+    sightings = [op for op in ops if any(name.rpartition(":")[2] == "_sighted" for name, _t, _a in _effects_of(op))]
+    assert len(sightings) == 1 and {session for session, *_ in sightings[0][3]} == {0, 1}

@@ -84,9 +84,9 @@ class Session(Protocol):
     def seen_later(self, finding: Finding, timestamp: float | None) -> None: ...
 
 
-def touched(finding: Finding, shared: Shared, timestamp: float | None, client: str, evidence: EvidenceRecord) -> None:
-    """One more occurrence, cited."""
-    finding.seen(timestamp, client)
+def touched(finding: Finding, shared: Shared, client: str, evidence: EvidenceRecord) -> None:
+    """One more occurrence, cited (seen when its evidence was)."""
+    finding.seen(evidence.timestamp, client)
     finding.add_evidence(evidence)
 
 
@@ -121,6 +121,7 @@ class Detector:
     def __init__(self, session: Session) -> None:
         self.session = session
         self.context = session.context
+        self._cited: tuple[ev.Event | None, EvidenceRecord | None] = (None, None)  # the last event cited, its record
 
     def handlers(self) -> list[tuple[type[ev.Event], Callable[[Any], None]]]:
         return [(event_type, getattr(self, name)) for event_type, name in self.HANDLERS.items()]
@@ -132,6 +133,12 @@ class Detector:
         return self.session.finding(kind, severity, key, held)
 
     def evidence(self, event: ev.Event) -> EvidenceRecord:
+        """The record citing ``event``; the same record again for the event this detector cited last (the inventory
+        cites a session's first event when it counts it, then again when it reads it as the greeting), which a
+        worker then sends the main process once."""
+        cited, record = self._cited
+        if event is cited:
+            return record  # type: ignore[return-value]
         e = event.evidence
         first = e.first_frame
         if self.context.files is None:  # frames are numbered in the session's one file
@@ -142,7 +149,9 @@ class Detector:
                 began_in, first = self.locate(first)
                 if began_in != file:
                     first = None  # a line begun in an earlier file has no first frame in this one
-        return EvidenceRecord.of(file, frame, e.timestamp, str(event.side), e.line, first, e.described)
+        record = EvidenceRecord.of(file, frame, e.timestamp, str(event.side), e.line, first, e.described)
+        self._cited = (event, record)
+        return record
 
     def locate(self, frame: int | None) -> tuple[str | None, int | None]:
         """The file holding the stream's ``frame`` (a ring buffer's piece) and the frame's number in it."""
@@ -154,7 +163,7 @@ class Detector:
 
     def touch(self, finding: Finding, event: ev.Event) -> None:
         """One more occurrence, cited."""
-        self.session.apply(touched, finding, event.evidence.timestamp, self.context.client, self.evidence(event))
+        self.session.apply(touched, finding, self.context.client, self.evidence(event))
 
     def count(self, counter: str, name: str | None = None) -> None:
         """One more in the run's statistics (:func:`counted`)."""
