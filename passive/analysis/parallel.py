@@ -401,7 +401,7 @@ class ParallelRun:
 
     def _receive(self, involved: list[_Worker], index: int, before: tuple[int, int, int]) -> None:
         """Wait for messages: this capture's from the workers reading it, later ones' read ahead from the others."""
-        waiting = {w.conn: w for w in involved if w.done is None and not w.held}
+        waiting = {w.conn: w for w in involved if w.done is None and not w.held and not w.ops}  # one ahead at most
         for worker in self.workers:
             if worker.conn not in waiting and worker.reports and worker.held_bytes < READ_AHEAD_BYTES:
                 waiting[worker.conn] = worker
