@@ -84,14 +84,7 @@ def _schedules(draw: Any) -> tuple[int, list[tuple[int, Any]], list[bool]]:
         if draw(st.booleans()):
             messages.append(("done",))
         streams.append(messages)
-    arrivals = [index for index, messages in enumerate(streams) for _ in messages]
-    order = draw(st.permutations(arrivals))
-    positions = [0] * jobs
-    schedule = []
-    for index in order:
-        schedule.append((index, streams[index][positions[index]]))
-        positions[index] += 1
-    replays = draw(st.lists(st.booleans(), min_size=len(schedule), max_size=len(schedule)))
+    schedule, replays = interleaved_arrivals(draw, streams)
     return jobs, schedule, replays
 
 
@@ -184,3 +177,15 @@ def test_a_process_with_nothing_received_holds_back_later_operations_until_its_w
             end.close()
         for child in parent.children:
             child.conn.close()
+
+
+def interleaved_arrivals(draw: Any, streams: list[list[Any]]) -> tuple[list[tuple[int, Any]], list[bool]]:
+    """Each worker's messages, in its order, interleaved with the others' in an order drawn; and after which arrivals
+    the main process replays."""
+    order = draw(st.permutations([index for index, messages in enumerate(streams) for _ in messages]))
+    positions = [0] * len(streams)
+    schedule = []
+    for index in order:
+        schedule.append((index, streams[index][positions[index]]))
+        positions[index] += 1
+    return schedule, draw(st.lists(st.booleans(), min_size=len(schedule), max_size=len(schedule)))

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from passive.analysis.parallel import ParallelRun, _Worker
+from tests.test_fanout_order import interleaved_arrivals
 
 _KEYS = st.tuples(st.integers(0, 1), st.integers(0, 4), st.integers(0, 1), st.just(0), st.integers(0, 3))
 _WATERMARKS = st.tuples(st.integers(0, 1), st.integers(0, 4), st.just(9), st.just(0), st.just(0))
@@ -58,14 +59,8 @@ def _schedules(draw: Any) -> tuple[int, list[tuple[int, Any]], list[bool]]:
         if draw(st.booleans()):
             messages.append(("done",))
         streams.append(messages)
-    arrivals = [index for index, messages in enumerate(streams) for _ in messages]
-    order = draw(st.permutations(arrivals))
-    positions = [0] * jobs
-    schedule = []
-    for index in order:
-        schedule.append((index, streams[index][positions[index]]))
-        positions[index] += 1
-    return jobs, schedule, draw(st.lists(st.booleans(), min_size=len(schedule), max_size=len(schedule)))
+    schedule, replays = interleaved_arrivals(draw, streams)
+    return jobs, schedule, replays
 
 
 def _workers(jobs: int) -> list[_Worker]:

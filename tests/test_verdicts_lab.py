@@ -51,13 +51,19 @@ def verdicts_lab() -> Iterator[V.VerdictsLab]:
         yield lab
 
 
-def analyze(pcap: Path, *options: str) -> list[dict[str, Any]]:
-    """The findings ``leakscope analyze`` writes for ``pcap`` (a real subprocess of the CLI)."""
+def analyzed(pcap: Path, *options: str) -> dict[str, Any]:
+    """The JSON document ``leakscope analyze`` writes for ``pcap`` (a real subprocess of the CLI)."""
     out = pcap.with_suffix(f".{abs(hash(options))}.json")
     argv = [*LEAKSCOPE, "analyze", "--format", "json", "-o", str(out), *options, str(pcap)]
     done = subprocess.run(argv, capture_output=True, timeout=ANALYZE_TIMEOUT, check=False)
     assert done.returncode == 0, done.stderr.decode()
-    findings: list[dict[str, Any]] = json.loads(out.read_text())["findings"]
+    document: dict[str, Any] = json.loads(out.read_text())
+    return document
+
+
+def analyze(pcap: Path, *options: str) -> list[dict[str, Any]]:
+    """The findings ``leakscope analyze`` writes for ``pcap``."""
+    findings: list[dict[str, Any]] = analyzed(pcap, *options)["findings"]
     return findings
 
 
@@ -353,11 +359,7 @@ def test_bare_lf_end_line_read_as_postfix_read_it(verdicts_lab: V.VerdictsLab, t
     read_on = got[V.EXACT_END_PORT].stdout.decode().replace("\r", "")
     assert read_on.count("queued as") == 1 and read_on.count("250 2.1.5") == 1 and "221 " in read_on, read_on
 
-    out = tmp_path / "smuggling.json"
-    argv = [*LEAKSCOPE, "analyze", "--format", "json", "-o", str(out), "--trusted-net", f"{V.TRUSTED_CLIENT}/32"]
-    done = subprocess.run([*argv, str(pcap)], capture_output=True, timeout=ANALYZE_TIMEOUT, check=False)
-    assert done.returncode == 0, done.stderr.decode()
-    document = json.loads(out.read_text())
+    document = analyzed(pcap, "--trusted-net", f"{V.TRUSTED_CLIENT}/32")
     relays = {int(r["server"].rpartition(":")[2]): r for r in of(document["findings"], "open-relay")}
     assert list(relays) == [V.RELAYING_PORT], relays
     high = relays[V.RELAYING_PORT]
@@ -404,11 +406,7 @@ def test_bare_cr_end_line_read_as_postfix_read_it(verdicts_lab: V.VerdictsLab, t
         text = text.replace("\r", "")
         assert text.count("queued as") == 1 and text.count("250 2.1.5") == 1 and "221 " in text, text
 
-    out = tmp_path / "smuggling-cr.json"
-    argv = [*LEAKSCOPE, "analyze", "--format", "json", "-o", str(out), "--trusted-net", f"{V.TRUSTED_CLIENT}/32"]
-    done = subprocess.run([*argv, str(pcap)], capture_output=True, timeout=ANALYZE_TIMEOUT, check=False)
-    assert done.returncode == 0, done.stderr.decode()
-    document = json.loads(out.read_text())
+    document = analyzed(pcap, "--trusted-net", f"{V.TRUSTED_CLIENT}/32")
     assert of(document["findings"], "open-relay") == []
     services = {int(f["server"].rpartition(":")[2]): f for f in of(document["findings"], "mail-service")}
     assert (services[V.RELAYING_PORT]["message_end"], services[V.RELAYING_PORT]["severity"]) == ("lax", "low")
