@@ -128,7 +128,7 @@ def analyze(
     - for standard input (tcpdump -w - | leakscope analyze -). Files are read in natural name order.
     """
     captures, skipped = _captures(captures)
-    _check_usage(captures, ports_only, all_ports, scheduler, (output, hashes_file, output_all, db), suppress_path)
+    _check_usage(captures, ports_only, all_ports, scheduler, bpf, (output, hashes_file, output_all, db), suppress_path)
     options = AnalysisOptions(
         all_ports=not ports_only,
         bpf=bpf,
@@ -140,7 +140,6 @@ def analyze(
         join=join,
         scheduler=scheduler,
     )
-    check_user_filter(bpf)
     gate = build_gate(baseline_path, suppress_path)
     plan = _store_plan(db, captures) if db else {}
     with interruptible() as run, RunProgress(captures, run.stop) as progress, fewer_collections():
@@ -218,10 +217,12 @@ def _check_usage(
     ports_only: bool,
     all_ports: bool,
     scheduler: str | None,
+    bpf: str | None,
     outputs: tuple[str | None, str | None, str | None, str | None],
     suppress_path: str | None,
 ) -> None:
-    """Contradictions and clashes, before anything is read: ``outputs`` are -o, --hashes, -oA and --db."""
+    """Contradictions, clashes and a BPF expression libpcap refuses, before anything is read: ``outputs`` are -o,
+    --hashes, -oA and --db."""
     if ports_only and all_ports:
         raise click.UsageError("--ports-only and --all-ports contradict each other")
     if scheduler and STDIN in captures:
@@ -231,6 +232,7 @@ def _check_usage(
         [("-o", output), ("--hashes", hashes_file), *_all_outputs(output_all), ("--db", db)],
         [*(("the capture", path) for path in captures if path != STDIN), ("the suppressions file", suppress_path)],
     )
+    check_user_filter(bpf)
 
 
 def _captures(arguments: tuple[str, ...]) -> tuple[tuple[str, ...], int]:
