@@ -1,4 +1,4 @@
-"""Hostile traffic against the bounds docs/hardening.md names, where the earlier harnesses did not reach.
+"""Hostile traffic against the bounds docs/hardening.md names, where the fuzz harnesses do not reach.
 
 - HTTP: a message's header lines were kept whole (128 lines of 64 KiB, twice over: the line and its value) and
   obsolete line folding grew the last header's value without end (a megabyte of folded lines took a megabyte and
