@@ -57,13 +57,8 @@ def recognise(server: bytes, client: bytes) -> bool | None:
     (binary protocols that open with a byte 4 or 5, DNP3's ``05 64`` or a Modbus transaction id, answer at once)."""
     if len(client) < 2 or client[0] not in (4, 5):
         return False
-    if client[0] == 5:
-        count = client[1]
-        size = 2 + count if count else -1
-    else:
-        size = _request4_size(client) if len(client) >= 9 or client[1] not in (1, 2) else None
-        size = -1 if client[1] not in (1, 2) else size
-    if size is None or len(client) < size:
+    size = _hello_size(client) if client[0] == 5 else -1 if client[1] not in (1, 2) else _request4_size(client)
+    if size is None:
         return False if server else None
     if size < 0:
         return False
@@ -158,9 +153,7 @@ class SocksSession(MailSession):
         """The size of the complete message at the start of ``data``, None while incomplete, -1 if it is none."""
         phase, have = self.phase, len(data)
         if phase == _HELLO:
-            if have and data[0] != 5:
-                return -1
-            return None if have < 2 or have < 2 + data[1] else (2 + data[1] if data[1] else -1)
+            return _hello_size(data)
         if phase in (_CHOICE, _AUTH_STATUS):
             return None if have < 2 else 2
         if phase == _AUTH:
@@ -252,6 +245,13 @@ class SocksSession(MailSession):
         for data in self.held.values():
             data.clear()
         self._emit(ev.Anomaly(side, ev.Evidence.description(f"[SOCKS {code}]", frame, timestamp), code, detail))
+
+
+def _hello_size(data: bytes | bytearray) -> int | None:
+    """The size of a SOCKS5 greeting (version, the number of methods, the methods)."""
+    if data[:1] not in (b"", b"\x05") or (len(data) >= 2 and not data[1]):
+        return -1
+    return None if len(data) < 2 or len(data) < 2 + data[1] else 2 + data[1]
 
 
 def _address_size(data: bytearray) -> int | None:
