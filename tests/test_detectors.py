@@ -269,8 +269,9 @@ def test_empty_run_says_what_it_saw_instead_of_nothing_leaked() -> None:
     console = Console(file=io.StringIO(), width=200)
     render_tables(console, [], {"packets_read": 1234, "packets_matched": 0, "flows": 0, "sessions": {}})
     out = " ".join(console.file.getvalue().split())  # type: ignore[attr-defined]
-    assert "No mail seen (1,234 packets read; 0 on mail; 0 TCP flows reassembled)" in out
-    assert "nothing leaked" not in out and "--all-ports" in out
+    assert "No mail seen (1,234 packets read; 0 examined; 0 TCP flows reassembled)" in out
+    # Every port is read by default: the hint names the option that narrows it, not one that is already on.
+    assert "nothing leaked" not in out and "--ports-only" in out and "needs --all-ports" not in out
 
 
 def test_probe_with_no_answer_says_so() -> None:

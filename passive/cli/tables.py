@@ -165,16 +165,16 @@ def negative_statement(summary: dict[str, Any]) -> str:
     sessions = _sessions(summary)
     total = sum(sessions.values())
     if not total:
-        seen = [f"{_count(summary, 'packets_read'):,} packets read", f"{_count(summary, 'packets_matched'):,} on mail"]
+        seen = [f"{_count(summary, 'packets_read'):,} packets read", f"{_count(summary, 'packets_matched'):,} examined"]
         seen.append(f"{_count(summary, 'flows'):,} TCP flows reassembled")
         if _count(summary, "flows_not_mail") or _count(summary, "flows_ignored"):
             seen.append(f"{_count(summary, 'flows_not_mail') + _count(summary, 'flows_ignored'):,} not mail")
         if _count(summary, "ip_fragments"):
             seen.append(f"{_count(summary, 'ip_fragments'):,} IP fragments not reassembled")
         return (
-            f"No mail seen ({'; '.join(seen)}): nothing was analyzed, so nothing can be said about leaks. Mail on "
-            "other ports needs --all-ports; check that the capture holds the mail servers' traffic and that --filter "
-            "does not exclude it."
+            f"No mail seen ({'; '.join(seen)}): nothing was analyzed, so nothing can be said about leaks. Mail is "
+            "recognised on any port by what it says, unless --ports-only was given; check that the capture holds the "
+            "mail servers' traffic and that --filter does not exclude it."
         )
     listed = ", ".join(f"{protocol} {count:,}" for protocol, count in sorted(sessions.items()))
     tls = _count(summary, "tls_sessions")
