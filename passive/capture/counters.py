@@ -48,6 +48,10 @@ class CaptureCounters:
     gaps: int = 0
     gap_bytes: int = 0
     flows_with_gaps: int = 0  # flows that lost bytes (a gap on either side), each counted once
+    # Accepted (mail) flows whose bytes went one way while the other end sent no packet at all, not even an ACK: the
+    # capture holds one direction only (asymmetric routing, a one-way span or tap); what the other side said,
+    # credentials or an NTLM challenge among it, is not in the capture.
+    flows_one_sided: int = 0
     resync_skipped_bytes: int = 0  # bytes dropped up to the next line boundary after a gap/mid-stream start
     retransmissions: int = 0  # segments whose data was all already seen
     overlaps: int = 0  # segments partly or wholly covering data already seen

@@ -67,7 +67,7 @@ from passive.capture.linklayer import ACK, FIN, INFO_SKIPPED, INFO_VNET_SHIFT, R
 from passive.capture.options import IDLE_TIMEOUT, MAX_BUFFER, MAX_BUFFER_SEGMENTS, MAX_FLOWS, MAX_TOTAL_BUFFER
 from passive.capture.policy import DEFAULT_POLICY, policy_named
 from passive.capture.skipping import apply_notice
-from passive.capture.stream import SEQ_MASK, HalfStream, handshake_done, rst_valid, syn_seen
+from passive.capture.stream import SEQ_MASK, HalfStream, handshake_done, one_sided, rst_valid, syn_seen
 
 _CLASSIFY_LIMIT = 4096  # bytes of a flow's first data (both sides) shown to the classifier; undecided then: dropped
 MAX_CLASSIFY_GAPS = 16
@@ -392,6 +392,7 @@ class Reassembler(Delivery):
         if flow.skip_armed:
             flow.want_skip()  # after the batch, the scanner forgets it (passive.capture.skipping)
         if handler is not None and flow.state == Flow.ACTIVE:
+            self.counters.flows_one_sided += halves is not None and one_sided(halves)
             flow.handler = None
             handler.on_close(flow, reason)
         flow._halves = None

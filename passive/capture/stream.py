@@ -301,3 +301,11 @@ def rst_valid(half: HalfStream, other: HalfStream, first: bool, seq: int, ack: i
     if first:  # the sender's first segment: a reply to a SYN counts if it acknowledges that SYN
         return other.syn_seq is None or (bool(flags & ACK) and ack == (other.syn_seq + 1) & SEQ_MASK)
     return half.rst_acceptable(seq, half.sack_ok and other.sack_ok)
+
+
+def one_sided(halves: tuple[HalfStream, HalfStream]) -> bool:
+    """Whether bytes went one way while the other end sent no packet at all: a receiver acknowledges what it gets,
+    so a flow without a single segment from one side was captured in one direction only. A silent end (a client
+    that reads a banner and leaves) still sends its SYN and ACKs."""
+    client, server = halves
+    return (not client.started and server.next_rel > 0) or (not server.started and client.next_rel > 0)

@@ -239,6 +239,7 @@ _SUMMARY_KEYS = (
     "flows_evicted",
     "gaps",
     "flows_with_gaps",
+    "flows_one_sided",
     "findings_new",
     "findings_written",
     "findings_forgotten",

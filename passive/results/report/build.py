@@ -211,6 +211,7 @@ _SCOPE_COUNTS = (
     "kernel_dropped",
     "interface_dropped",
     "flows_with_gaps",
+    "flows_one_sided",
 )
 
 
@@ -239,6 +240,8 @@ def _scope(summaries: list[dict[str, Any]], findings: list[dict[str, Any]]) -> l
             scope.append(("Packets dropped before analysis (live capture)", str(dropped)))
         if totals["flows_with_gaps"]:
             scope.append(("Connections with bytes missing", str(totals["flows_with_gaps"])))
+        if totals["flows_one_sided"]:  # what the other side sent (credentials, a challenge) is not in the capture
+            scope.append(("Sessions captured in one direction only", str(totals["flows_one_sided"])))
     sources = sorted({source(r) for r in findings})
     if sources:
         scope.append(("Sources", " and ".join(sources)))
