@@ -13,6 +13,7 @@ from scapy.layers.inet import TCP
 from scapy.utils import rdpcap
 
 from passive.capture import CaptureCounters, Reassembler
+from tests.corpus import require_corpus
 from tests.helpers_capture import ACK, FIN, PSH, SYN, Recorder, pcap_bytes, write
 from tests.test_reassembly import CLIENT, SERVER, seg
 
@@ -60,6 +61,14 @@ def test_a_session_seen_one_way_is_said_unread(tmp_path: Path, capture: str, por
     # The server's side alone shows no credentials: what it says must not read as a clean bill.
     if not to_server:
         assert "No leak found in 1 session(s)" not in table or "not everything was read" in table
+
+
+def test_zeeks_one_sided_smtp_capture_is_not_a_clean_bill() -> None:
+    """A public capture of an SMTP session of which only the client's packets were kept."""
+    capture = require_corpus("pcaps", "zeek", "smtp-one-side-only.pcap")
+    assert _summary(capture)["flows_one_sided"] == 1
+    table = " ".join(_leakscope("analyze", str(capture)).stdout.split())
+    assert CAVEAT in table and "not everything was read" in table
 
 
 def _counted(*segments: tuple) -> int:

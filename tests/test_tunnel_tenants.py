@@ -1,9 +1,10 @@
-"""Tenants of an overlay reuse addresses: the virtual network a packet travels in (VXLAN or Geneve VNI, NVGRE subnet
-id) is part of its flow's identity. Two tenants' SMTP AUTH NTLM sessions on the same inner 4-tuple, with the same
-sequence numbers, interleaved packet by packet, are reassembled apart and give two findings with their own server
-names: by both scanners, on a named port and on a port only the flow head tells (the scanners' flow tables), with
-message bodies dropped unread (their tables of such flows), in one process and in two. The decoders agree on the
-virtual network of every carrier, and the libpcap reader counts tunnelled segments as the scanner does."""
+"""Tenants of an overlay reuse addresses: the virtual network a packet travels in (VXLAN or Geneve VNI; never a GRE
+key, which each end or mirror direction may set apart) is part of its flow's identity. Two tenants' SMTP AUTH NTLM
+sessions on the same inner 4-tuple, with the same sequence numbers, interleaved packet by packet, are reassembled
+apart and give two findings with their own server names: by both scanners, on a named port and on a port only the
+flow head tells (the scanners' flow tables), with message bodies dropped unread (their tables of such flows), in one
+process and in two. The decoders agree on the virtual network of every carrier, and the libpcap reader counts
+tunnelled segments as the scanner does."""
 
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ from passive.analysis.pipeline import AnalysisOptions, analyze_captures
 from passive.capture import scanread
 from passive.capture.libpcap import libpcap_available
 from passive.capture.linklayer import INFO_VNET_SHIFT, decode_tcp
-from passive.capture.tunnels import VNET_GENEVE, VNET_GRE, VNET_VXLAN, vnet_label
+from passive.capture.tunnels import VNET_GENEVE, VNET_VXLAN, vnet_label
 from passive.results.records import finding_record
+from tests.corpus import require_corpus
 from tests.helpers_capture import pcap_bytes, write
 from tests.test_scanner import assert_same, run
 
@@ -169,16 +171,26 @@ def _gre(key: int, protocol: int = 0x0800) -> Any:
 
 
 @pytest.mark.parametrize("backend", ["auto", "python"])
-def test_a_gre_tunnel_whose_ends_send_different_keys_is_one_session(tmp_path: Path, backend: str) -> None:
-    """Linux's ``ip tunnel add ... ikey 5 okey 6``: each end sends its own key. The session is whole, not two halves."""
+@pytest.mark.parametrize(
+    ("keys", "protocol"),
+    [((5, 6), 0x0800), ((0, 0x02000000), 0x6558), ((0x00123400, 0x00456700), 0x6558)],
+    ids=["ikey-okey", "bridged-mirror", "bridged-nvgre-keys"],
+)
+def test_a_gre_tunnel_whose_ends_send_different_keys_is_one_session(
+    tmp_path: Path, backend: str, keys: tuple[int, int], protocol: int
+) -> None:
+    """Linux's ``ip tunnel add ... ikey 5 okey 6``: each end sends its own key; a gretap mirror keys the client's frames
+    0 and its server's 0x02000000 (zeek's erspan.pcap), which NVGRE would read as two virtual subnets. The session is
+    whole, not two halves."""
     frames = [
-        (1_800_000_000 + n * 0.01, _gre(5 if p[IP].src == CLIENT else 6)(p))
+        (1_800_000_000 + n * 0.01, _gre(keys[0] if p[IP].src == CLIENT else keys[1], protocol)(p))
         for n, p in enumerate(_session(2626, _dialogue(*TENANTS[100], 0)))
     ]
     path = write(tmp_path / "gre-keys.pcap", pcap_bytes(frames))
     results = analyze_captures([str(path)], AnalysisOptions(backend=backend))
     assert _ntlm_names(results) == [(f"{SERVER}:2626", *TENANTS[100])]
     assert results.counters.flows == 1 and results.counters.flows_partial == 0
+    assert results.counters.flows_one_sided == 0
     assert all(finding.network is None for finding in results.findings)
 
 
@@ -194,7 +206,7 @@ CARRIERS = {
         VNET_GENEVE | 7,
     ),
     "gre-key": (_gre(0xFFFFFFFF)(INNER), 0),  # a plain GRE key is no tenant's (each end may send its own)
-    "nvgre": (_gre(0x00123456, 0x6558)(INNER), VNET_GRE | 0x1234),  # the virtual subnet id, not the flow id
+    "nvgre": (_gre(0x00123456, 0x6558)(INNER), 0),  # keyed per direction by mirrors: no tenant's id either
     "gre-without-key": (Ether(**MAC) / IP(**OUTER) / GRE(proto=0x0800) / INNER, 0),
     "erspan-ii": (
         Ether(**MAC)
@@ -206,7 +218,7 @@ CARRIERS = {
         0,
     ),
     "vxlan-in-nvgre": (_gre(5 << 8, 0x6558)(_vxlan(300)(INNER)[IP]), VNET_VXLAN | 300),  # the innermost wins
-    "nvgre-in-vxlan": (_vxlan(300)(_gre(5 << 8, 0x6558)(INNER)[IP]), VNET_GRE | 5),
+    "nvgre-in-vxlan": (_vxlan(300)(_gre(5 << 8, 0x6558)(INNER)[IP]), VNET_VXLAN | 300),  # the key names none
     "gre-key-in-vxlan": (_vxlan(300)(_gre(5)(INNER)[IP]), VNET_VXLAN | 300),  # a plain key names no network
 }
 
@@ -225,7 +237,6 @@ def test_the_virtual_network_is_read_alike_by_both_decoders(name: str) -> None:
 def test_virtual_network_labels() -> None:
     assert vnet_label(VNET_VXLAN | 42) == ("vxlan-vni", 42)
     assert vnet_label(VNET_GENEVE) == ("geneve-vni", 0)
-    assert vnet_label(VNET_GRE | 0xFFFFFF) == ("nvgre-vsid", 0xFFFFFF)
     assert vnet_label(0) == ()
 
 
@@ -266,3 +277,22 @@ def test_both_scanners_admit_the_same_tenant_packets(
     for backend in ("auto", "python"):
         small = run(path, backend, monkeypatch, all_ports=every_port, skip_unread=False)
         assert small["items"] == whole["items"] and small["findings"] == whole["findings"]
+
+
+@pytest.mark.parametrize("backend", ["auto", "python"])
+def test_a_real_gretap_mirror_keyed_per_direction_is_read_whole(backend: str) -> None:
+    """zeek's erspan.pcap: a Windows client's HTTP NTLM logon to a SharePoint server mirrored in gretap, the client's
+    frames keyed 0 and the server's 0x02000000, big frames fragmented outside. Each session is one flow; its
+    pieces, joined again, are not left counted as fragments; the challenge and the logon are one finding."""
+    path = require_corpus("pcaps", "zeek", "erspan.pcap")
+    results = analyze_captures([str(path)], AnalysisOptions(backend=backend))
+    counters = results.counters
+    assert counters.flows == 5 and counters.flows_one_sided == 0 and counters.ip_fragments == 0
+    [ntlm] = [finding_record(f) for f in results.findings if str(f.type) == "ntlm-info"]
+    assert (ntlm["server"], ntlm["netbios_computer"], ntlm["users"], ntlm["workstations"]) == (
+        "192.168.69.2:80",
+        "TFDSP",
+        ["sp\\administrator"],
+        ["STEVE-PC"],
+    )
+    assert ntlm["outcome"] == "success" and "network" not in ntlm

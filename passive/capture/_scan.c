@@ -8,7 +8,7 @@
  * passive/capture/linklayer.py and tunnels.py: every read is bounds-checked, statuses and segment fields are the
  * same. Nothing here trusts the file: record lengths are capped (MAX_RECORD), tunnels are peeled MAX_DEPTH deep,
  * IPv6 extension headers are walked at most 64 times, a user BPF program is validated before it runs. A flow is
- * its 4-tuple and its virtual network (a VXLAN or Geneve VNI, an NVGRE subnet id: tunnels.py). Tunnel packets fragmented
+ * its 4-tuple and its virtual network (a VXLAN or Geneve VNI: tunnels.py). Tunnel packets fragmented
  * outside are joined again within fixed bounds (defrag.py: MAX_DATAGRAMS, MAX_PIECES, FRAGMENT_TIMEOUT).
  */
 #define PY_SSIZE_T_CLEAN
@@ -53,9 +53,8 @@ enum { INFO_IPV6 = 1, INFO_EXT_HEADERS = 2, INFO_FIRST_FRAGMENT = 4, INFO_GRE = 
        INFO_VXLAN = 32, INFO_GENEVE = 64, INFO_MPLS = 128, INFO_PPPOE = 256, INFO_IPIP = 512 };
 #define INFO_VNET_SHIFT 16        /* linklayer.INFO_VNET_SHIFT */
 #define INFO_BITS 0xFFFFull
-#define VNET_VXLAN (1ull << 32)   /* tunnels.VNET_VXLAN, VNET_GENEVE, VNET_GRE */
+#define VNET_VXLAN (1ull << 32)   /* tunnels.VNET_VXLAN, VNET_GENEVE */
 #define VNET_GENEVE (2ull << 32)
-#define VNET_GRE (3ull << 32)
 enum { INNER_DAMAGED = 0, INNER_ETHERNET = 1, INNER_IPV4 = 4, INNER_IPV6 = 6, INNER_MPLS = 7 };
 enum { TCP_FIN = 1, TCP_SYN = 2, TCP_RST = 4, TCP_ACK = 16 };
 enum { ST_FREE = 0, ST_NEW = 1, ST_KEEP = 2, ST_DROP = 3, ST_CUT = 4 }; /* CUT: undecided past its head */
@@ -181,12 +180,9 @@ static int gre(const uint8_t *d, Py_ssize_t off, Py_ssize_t end, Py_ssize_t *inn
     }
     *bit = INFO_GRE;
     *inner_off = position;
-    int kind = protocol == 0x0800 ? INNER_IPV4 : protocol == 0x86DD ? INNER_IPV6
-             : protocol == 0x6558 ? INNER_ETHERNET : protocol == 0x8847 ? INNER_MPLS : -1;
-    if (protocol == 0x6558 && (flags & 0x20)) /* NVGRE: the key's upper 24 bits, the virtual subnet id (a plain GRE
-                                                 * key is no tenant's: tunnels.py); within `end`, before `position` */
-        *vnet = VNET_GRE | u32be(d, key_at) >> 8;
-    return kind;
+    /* no key, NVGRE's virtual subnet id included, names a virtual network (tunnels.py): *vnet stays 0 */
+    return protocol == 0x0800 ? INNER_IPV4 : protocol == 0x86DD ? INNER_IPV6
+         : protocol == 0x6558 ? INNER_ETHERNET : protocol == 0x8847 ? INNER_MPLS : -1;
 }
 
 static int udp_tunnel(const uint8_t *d, Py_ssize_t off, Py_ssize_t end, Py_ssize_t *inner_off, unsigned *bit,
@@ -660,6 +656,7 @@ typedef struct {
     struct datagram_s *datagrams; /* tunnel packets fragmented outside, being joined (MAX_DATAGRAMS; defrag.py) */
     uint64_t datagrams_born;      /* datagrams begun so far: their order, the oldest is dropped first */
     uint8_t *rebuilt;             /* the frame the last piece of one completed */
+    int joined;                   /* the pieces before that last one (Defragmenter.joined) */
     Py_ssize_t rebuilt_len;       /* its length while the record that completed it is scanned, else 0 */
     struct armed_s *armed; /* flows whose bytes may be dropped unread (skip_flow), open addressing */
     size_t armed_cap, armed_used, armed_gone;
@@ -1061,6 +1058,7 @@ static Py_ssize_t defrag_add(Scanner *sc, int linktype, const uint8_t *d, Py_ssi
     }
     if (!g->has_header || g->total < 0 || g->held != g->total) return 0;
     g->used = 0;
+    sc->joined = g->pieces - 1;
     if (!sc->rebuilt && !(sc->rebuilt = PyMem_Malloc(MAX_HEADER + MAX_DATAGRAM))) return -1;
     return defrag_rebuild(sc, g);
 }
@@ -1365,6 +1363,9 @@ static int scan_record(Scanner *sc, PyObject *items, long long frame, double ts,
         Py_ssize_t built = defrag_add(sc, linktype, d, n, ts);
         if (built < 0) { PyErr_NoMemory(); return -1; }
         if (built > 0) { /* the last piece of a tunnel packet: the packet, read as any other */
+            /* the pieces before it, counted as they came (the slot below), are part of it now */
+            int joined = status == FRAGMENT_V6 || sc->every_port || sc->all_named ? C_FRAGMENTS : C_NOT_TCP;
+            sc->counters[joined] -= lead * sc->joined;
             sc->rebuilt_len = built;
             d = sc->rebuilt; n = built;
             status = decode_frame(linktype, d, n, &s);

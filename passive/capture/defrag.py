@@ -45,6 +45,9 @@ class Defragmenter:
 
     def __init__(self) -> None:
         self._datagrams: dict[tuple[int, bytes, bytes, int, int], Datagram] = {}
+        # The pieces before the last of the datagram :meth:`add` last completed: readers counted each as a fragment
+        # when it came, and take them back once it is joined (only pieces never joined are left counted).
+        self.joined = 0
 
     def add(self, linktype: int, data: bytes, ts: float) -> bytes | None:
         """One fragment: the whole frame when it completes its datagram, else None."""
@@ -89,6 +92,7 @@ class Defragmenter:
         if datagram[1] is None or datagram[3] < 0 or datagram[4] != datagram[3]:
             return None
         del datagrams[key]
+        self.joined = len(datagram[2]) - 1
         return _rebuild(datagram[1], key[0], key[4], datagram[2], datagram[3])
 
 

@@ -177,6 +177,8 @@ class Engine:
             rebuilt = self._defrag.add(linktype, data, ts)
             if rebuilt is not None:  # the last piece of a tunnel packet (passive.capture.defrag)
                 result = decode_tcp(linktype, rebuilt)
+                counters.ip_fragments -= self._defrag.joined  # the pieces before it are part of this packet now
+                counters.packets_matched -= self._defrag.joined
         if result.__class__ is int:
             self._status(result, linktype)  # type: ignore[arg-type]
             return

@@ -23,10 +23,9 @@ packet before it: the scanner ends a batch early rather than decide while a verd
 is admitted (and counted) never depends on where batches end. A flow silent for ``idle_timeout`` seconds of capture
 time starts over as new.
 
-A flow is its 4-tuple and its virtual network (:mod:`passive.capture.tunnels`, ``vnet``): tenants of an overlay
-reusing one inner 4-tuple are flows apart. With ``shards`` > 1 a scanner admits only the flows whose 4-tuple hashes
-to ``shard`` (:func:`shard_of`, the same for both directions): N workers reading one capture split its flows between
-them. Packets of no flow (not TCP, fragments, damage) are counted by shard 0 alone.
+A flow is its 4-tuple and its virtual network (:mod:`passive.capture.tunnels`, ``vnet``). With ``shards`` > 1 a
+scanner admits only the flows whose 4-tuple hashes to ``shard`` (:func:`shard_of`, the same for both directions): N
+workers reading one capture split its flows. Packets of no flow (not TCP, fragments, damage): shard 0 counts them.
 
 A batch is a list of ``(frame, time, segment)``; ``segment`` is :data:`~passive.capture.linklayer.Segment`, or None
 for a sweep tick: every ``sweep_every`` seconds of capture time, measured on every packet read (admitted or not),
@@ -139,6 +138,8 @@ class PyScanner:
             raise ValueError("bad scanner settings")
         self.ports = frozenset(ports)
         self._all_named = len(self.ports) == 65536  # no port restriction
+        # A later IPv4 fragment has no ports: a port filter never passes it, an every-port one does.
+        self._v4_pieces = FRAGMENTS if every_port or self._all_named else NOT_TCP
         self.every_port, self.head, self.shard, self.shards = every_port, head, shard, shards
         self.sweep_every, self.idle_timeout, self.accept = sweep_every, idle_timeout, accept
         self.batch_packets = batch_packets
@@ -274,12 +275,11 @@ class PyScanner:
         if segment.__class__ is int and segment in (FRAGMENT_V4, FRAGMENT_V6) and not self._stalled:
             rebuilt = self._defrag.add(linktype, data, ts)
             if rebuilt is not None:  # the last piece of a tunnel packet: the packet, read as any other
-                self._rebuilt = rebuilt
+                self._rebuilt, joined = rebuilt, self._defrag.joined  # the pieces before it: counted as they came
+                counts[FRAGMENTS if segment == FRAGMENT_V6 else self._v4_pieces] -= lead * joined
                 segment = decode_tcp(linktype, rebuilt)
         if segment.__class__ is int:
-            # A later IPv4 fragment has no ports: a port filter never passes it, an every-port one does.
-            slot = FRAGMENTS if self.every_port or self._all_named else NOT_TCP
-            counts[slot if segment == FRAGMENT_V4 else _STATUS_SLOT.get(segment, NOT_TCP)] += lead  # type: ignore
+            counts[self._v4_pieces if segment == FRAGMENT_V4 else _STATUS_SLOT.get(segment, NOT_TCP)] += lead  # type: ignore
             return DROPPED
         if self.shards > 1 and shard_of(segment) % self.shards != self.shard:  # type: ignore[arg-type]
             counts[OTHER_WORKER] += 1

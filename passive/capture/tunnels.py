@@ -25,12 +25,13 @@ hostile input.
 
 **Virtual networks.** Tenants of an overlay reuse addresses: two of them may hold sessions on the same inner 4-tuple
 at once. The id of the virtual network a packet travels in (``vnet``, 0 for none) is part of its flow's identity:
-the VXLAN or VXLAN-GPE VNI, the Geneve VNI, NVGRE's virtual subnet id (RFC 7637: the GRE key of a bridged Ethernet
-payload, without its low 8 bits, a per-flow entropy value each endpoint chooses). The innermost one a packet has
-wins. Not a plain GRE key: each end of a Linux GRE tunnel may send its own (``ikey``/``okey``), so a session keyed by
-it would be split into two half-flows, and a mail session missed. Not an ERSPAN session id: it names a mirror
-session, and two sessions mirroring the same traffic carry copies of one flow, not two tenants; nor PPTP's call id,
-which differs per direction.
+the VXLAN or VXLAN-GPE VNI, the Geneve VNI. The innermost one a packet has wins. Not a GRE key, not even on bridged
+Ethernet where NVGRE (RFC 7637) puts a virtual subnet id in it: each end of a Linux GRE or gretap tunnel may send its
+own key (``ikey``/``okey``), and mirrors key the two directions of one session apart (zeek's ``erspan.pcap``: a
+client's frames keyed 0, its server's 0x02000000, in one gretap stream), so a session keyed by it would be split
+into two half-flows and its NTLM exchange and verdicts lost; NVGRE tenants on one inner 4-tuple at once are the
+rarer loss. Not an ERSPAN session id: it names a mirror session, and two sessions mirroring the same traffic carry
+copies of one flow, not two tenants; nor PPTP's call id, which differs per direction.
 """
 
 from __future__ import annotations
@@ -71,11 +72,10 @@ _GPE_PAYLOADS = {1: INNER_IPV4, 2: INNER_IPV6, 3: INNER_ETHERNET, 5: INNER_MPLS}
 _ERSPAN_II_III = {0x88BE: 8, 0x22EB: 12}  # GRE protocol -> ERSPAN header length (II, III)
 
 # Virtual network ids (``vnet``): the kind in the bits from VNET_KIND_SHIFT on, the id in the 32 below, so that a
-# VXLAN VNI and an NVGRE subnet id of the same value stay apart. A plain GRE key is no tenant's id: each end of a
-# Linux GRE tunnel may send its own (ikey/okey), and a session keyed by it would be split into two half-flows.
+# VXLAN VNI and a Geneve VNI of the same value stay apart. A GRE key is no tenant's id (see the module docstring).
 VNET_KIND_SHIFT = 32
-VNET_VXLAN, VNET_GENEVE, VNET_GRE = 1 << VNET_KIND_SHIFT, 2 << VNET_KIND_SHIFT, 3 << VNET_KIND_SHIFT
-_VNET_NAMES = {VNET_VXLAN: "vxlan-vni", VNET_GENEVE: "geneve-vni", VNET_GRE: "nvgre-vsid"}
+VNET_VXLAN, VNET_GENEVE = 1 << VNET_KIND_SHIFT, 2 << VNET_KIND_SHIFT
+_VNET_NAMES = {VNET_VXLAN: "vxlan-vni", VNET_GENEVE: "geneve-vni"}
 
 Inner = tuple[int, int]
 _DAMAGED = (INNER_DAMAGED, 0)
@@ -113,10 +113,7 @@ def gre(data: bytes, offset: int, end: int) -> tuple[Inner, str, int] | None:
     inner = _GRE_PAYLOADS.get(protocol)
     if inner is None:
         return None
-    vnet = 0
-    if flags & 0x20 and protocol == 0x6558:  # NVGRE (RFC 7637): the key's upper 24 bits are the virtual subnet id
-        vnet = VNET_GRE | int.from_bytes(data[key_at : key_at + 3], "big")
-    return (inner, position), GRE, vnet
+    return (inner, position), GRE, 0
 
 
 def _pptp(data: bytes, offset: int, end: int) -> tuple[Inner, str, int] | None:

@@ -108,8 +108,9 @@ COMMON_FIELDS: tuple[Field, ...] = (
     Field("server", "`ip:port` (`[v6]:port` for IPv6)"),
     Field(
         "network",
-        "only for a server seen inside an overlay: its virtual network, `vxlan-vni:ID`, `geneve-vni:ID` or "
-        "`nvgre-vsid:ID`; tenants reusing one server address have findings apart",
+        "only for a server seen inside an overlay: its virtual network, `vxlan-vni:ID` or `geneve-vni:ID`; tenants "
+        "reusing one server address have findings apart (a GRE key, NVGRE's included, names none: mirrors and "
+        "tunnel ends key each direction apart)",
     ),
     Field("severity", "`info`, `low`, `medium`, `high`: the kind's severity rules below"),
     Field("reference", "the equivalent check in Nessus / nmap / Wireshark, where one exists"),
