@@ -185,7 +185,8 @@ def test_open_relay_accepted_and_denied() -> None:
     ]
     # A client outside the private ranges: from inside them, relaying is what a server does for its own network.
     outside = ("10.0.0.25", 25, "203.0.113.9", 50000)
-    analysis = run([(outside, relay), (("10.0.0.26", 25, "203.0.113.9", 1), denied)])
+    domains = AnalysisOptions(local_domains=frozenset({"corp.example", "other.example"}))  # the servers' domains
+    analysis = run([(outside, relay), (("10.0.0.26", 25, "203.0.113.9", 1), denied)], domains)
     relays = of(analysis, "open-relay")
     assert [(r["server"], r["accepted"], r["mail_from"], r["rcpt_to"], r["severity"]) for r in relays] == [
         ("10.0.0.25:25", True, "<>", "victim@outside.test", "high"),

@@ -57,11 +57,41 @@ def test_domains() -> None:
     assert destination_domain("postmaster") is None
 
 
+CORP = AnalysisOptions(local_domains=frozenset({"corp.example"}))  # the user names the domains of their servers
+
+
 def test_foreign_recipient_from_outside_is_a_high_open_relay() -> None:
-    [relay] = relays([(OUTSIDE, dialogue(b"mx.corp.example", "a@spam.test", "victim@outside.test"))])
+    [relay] = relays([(OUTSIDE, dialogue(b"mx.corp.example", "a@spam.test", "victim@outside.test"))], CORP)
     assert (relay["severity"], relay["verdict"], relay["accepted"]) == ("high", "open-relay", True)
     assert "203.0.113.9" in relay["rule"] and "outside.test" in relay["rule"]
     assert "corp.example" in relay["local_domains"] and relay["trusted_networks"] == []
+
+
+@pytest.mark.parametrize(
+    ("banner", "rcpt"),
+    [
+        (b"tux319.loginserver.ch", "mirjam@abrakadabra.ch"),  # a hosting provider's MX, for a customer's domain
+        (b"BN8NAM11FT066.mail.protection.outlook.com", "bob@contoso.com"),  # Microsoft 365's MX, for a tenant's
+        (b"mx.corp.example", "sales@corp-group.example"),  # a company's MX, for its other domain
+    ],
+)
+def test_delivery_to_an_mx_for_a_domain_other_than_its_names_is_no_high_open_relay(banner: bytes, rcpt: str) -> None:
+    """In traffic, mail delivered to an MX and mail relayed by it look the same: the names a server gives itself
+    are some of its domains, never all. Without the user's --local-domain, a foreign-looking recipient accepted from
+    outside is possible-relay, saying how to decide."""
+    [relay] = relays([(OUTSIDE, dialogue(banner, "a@sender.example", rcpt))])
+    assert (relay["severity"], relay["verdict"], relay["accepted"]) == ("medium", "possible-relay", True)
+    assert "--local-domain" in relay["assumed"][0] and "--relay-test" in relay["assumed"][0]
+
+
+def test_local_domains_judge_only_the_servers_that_name_themselves_in_them() -> None:
+    """--local-domain corp.example says which domains the user's servers take mail for; outbound mail from the
+    user's network to another's MX (mx.google.com taking gmail.com) is no relaying of theirs."""
+    [outbound] = relays([(OUTSIDE, dialogue(b"mx.google.com", "a@corp.example", "someone@gmail.com"))], CORP)
+    assert (outbound["severity"], outbound["verdict"]) == ("medium", "possible-relay")
+    assert "google.com" in outbound["rule"]
+    [nameless] = relays([(OUTSIDE, dialogue(b"mail01", "a@spam.test", "victim@outside.test"))], CORP)
+    assert (nameless["severity"], nameless["verdict"]) == ("high", "open-relay")
 
 
 def test_mail_for_the_servers_own_organisation_is_not_relaying() -> None:
@@ -82,7 +112,7 @@ def test_relay_tricks_in_the_local_part_are_possible_relaying() -> None:
     [relay] = relays([(OUTSIDE, dialogue(b"mx.corp.example", "a@spam.test", "victim%outside.test@[192.0.2.25]"))])
     assert relay["verdict"] == "possible-relay" and relay["severity"] == "medium"
     assert "outside.test" in relay["rule"] and "[192.0.2.25]" in relay["rule"]
-    [relay] = relays([(OUTSIDE, dialogue(b"mx.corp.example", "a@spam.test", "victim%outside.test@other.test"))])
+    [relay] = relays([(OUTSIDE, dialogue(b"mx.corp.example", "a@spam.test", "victim%outside.test@other.test"))], CORP)
     assert relay["verdict"] == "open-relay" and relay["severity"] == "high"
 
 
@@ -93,7 +123,9 @@ def test_private_clients_relaying_through_their_server_are_a_low_internal_fact()
 
 
 def test_trusted_networks_decide_instead_of_private_ranges() -> None:
-    options = AnalysisOptions(trusted_networks=(ipaddress.ip_network("203.0.113.0/24"),))
+    options = AnalysisOptions(
+        trusted_networks=(ipaddress.ip_network("203.0.113.0/24"),), local_domains=CORP.local_domains
+    )
     [trusted] = relays([(OUTSIDE, dialogue(b"mx.corp.example", "a@corp.example", "b@outside.test"))], options)
     assert (trusted["severity"], trusted["verdict"]) == ("info", "relays-for-trusted-network")
     assert trusted["trusted_networks"] == ["203.0.113.0/24"]

@@ -10,46 +10,24 @@ A domain is **local** to a server when it is ``localhost`` or an address literal
 (Public Suffix List: ``mx3.eu.mail.contoso.com`` makes ``contoso.com`` local), or a domain the server behaves as
 MX for: it accepted it from at least :data:`MX_MIN_CLIENTS` clients sending from :data:`MX_MIN_SENDER_DOMAINS`
 different domains (an address's domain being the one its mail goes to: :func:`~passive.analysis.domains.destined`).
-An accepted attempt to a domain that is not local then gets a verdict, by the first rule that applies:
-
-1. the client is in a ``--trusted-net`` network: ``relays-for-trusted-network`` (info);
-2. no ``--trusted-net`` was given and the client is in a private range (passive analysis only; a probe's vantage
-   point is the user's choice): ``relays-for-internal-clients`` (low) -- Postfix's ``mynetworks`` is assumed;
-3. the session may have authenticated unseen (bytes were lost before the transaction, or an AUTH's verdict was
-   not seen): ``possible-relay`` (medium) -- the server may have taken the client for one of its users;
-   so is a foreign domain named in the local part of an address at a local domain (``user%example.net@server``,
-   ``example.net!user@server``, ``"user@example.net"@server``): the server may deliver it as a local mailbox;
-4. the server's own domains are unknown (no ``--local-domain``, no domain in its names): ``possible-relay``
-   (medium) -- the recipient domain may be its own;
-5. otherwise ``open-relay`` (high): a client outside the trusted networks had mail for a foreign domain accepted.
-
-A refused attempt (5xx) is ``refused`` (info), and so is a recipient the server accepted in a transaction whose
-message it then refused for relaying (a 5xx to DATA or at the end of the data naming relaying or the recipients:
-servers that check relaying there); a message refused for another reason (a content filter's) relayed nothing, but
-leaves the attempt ``possible-relay`` (medium) after rules 1 and 2: a message the filter passes may be relayed.
-Each finding says which rule decided, what was assumed, and which local domains and trusted networks were used.
-A client through a proxy (CONNECT, SOCKS) is not judged by its own address (rules 1, 2); rule 5 is possible-relay.
+An accepted attempt to a domain that is not local then gets a verdict by the rules of
+:mod:`passive.analysis.relay_rules`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from passive.analysis.domains import (
-    PRIVATE_NETWORKS,
-    IpNetwork,
-    destined,
-    in_networks,
-    is_local,
-    registered_domain,
-)
+from passive.analysis.domains import destined, registered_domain
+from passive.analysis.relay_rules import SEVERITY, Attempt, Decision, RelayPolicy, Verdict, decide
 from passive.analysis.tunnel import note_proxy
 from passive.core.endpoints import network_name, split_endpoint
-from passive.findings.model import EvidenceRecord, Finding, FindingSet, FindingType, Severity
+from passive.findings.model import Finding, FindingSet, FindingType
+
+__all__ = ["Attempt", "RelayLedger", "RelayPolicy", "ServerRelays", "Verdict", "decide"]
 
 # A domain accepted from this many distinct clients, sending from this many distinct domains, is one the server
 # receives mail for (an MX), not one it relays to.
@@ -85,60 +63,6 @@ MAX_SERVED_DOMAINS = 16_384
 MAX_LEDGER_NAMES = 64
 # Local domains listed in a finding (the check itself uses all of them).
 MAX_LOCAL_DOMAINS_SHOWN = 20
-
-
-class Verdict(enum.StrEnum):
-    OPEN_RELAY = "open-relay"
-    POSSIBLE_RELAY = "possible-relay"
-    INTERNAL_CLIENTS = "relays-for-internal-clients"
-    TRUSTED_NETWORK = "relays-for-trusted-network"
-    REFUSED = "refused"
-
-
-SEVERITY = {
-    Verdict.OPEN_RELAY: Severity.HIGH,
-    Verdict.POSSIBLE_RELAY: Severity.MEDIUM,
-    Verdict.INTERNAL_CLIENTS: Severity.LOW,
-    Verdict.TRUSTED_NETWORK: Severity.INFO,
-    Verdict.REFUSED: Severity.INFO,
-}
-
-
-@dataclass(frozen=True)
-class RelayPolicy:
-    """What the user told about the servers: their domains and the networks they trust."""
-
-    local_domains: frozenset[str] = frozenset()
-    trusted_networks: tuple[IpNetwork, ...] = ()
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One RCPT TO to a domain that is not local, as the server answered it, with the transaction's evidence."""
-
-    client: str
-    mail_from: str
-    rcpt_to: str
-    domain: str
-    accepted: bool
-    reply: str
-    time: float | None
-    evidence: tuple[EvidenceRecord, ...]
-    file: str | None = None
-    # Why the client may have authenticated without the capture showing it ("" when it plainly did not).
-    unsure: str = ""
-    # The server refused the message after accepting this recipient: where, and its reply ("at DATA: 554 ...").
-    refused_later: str = ""
-    # The proxy whose XCLIENT named ``client`` (the session's own client), or "".
-    via: str = ""
-    # The domain after the last "@" when ``domain`` came from a relay trick in the local part (percent hack, bang
-    # path, quoted address), or "".
-    outer: str = ""
-    proxy: str = ""  # how the client reached the server through a proxy's tunnel (analysis.tunnel.hop), or ""
-
-    @property
-    def client_ip(self) -> str:
-        return split_endpoint(self.client)[0]
 
 
 @dataclass
@@ -220,92 +144,8 @@ class ServerRelays:
         return frozenset({split_endpoint(self.server)[0]})
 
     def knows_its_domains(self, policy: RelayPolicy) -> bool:
+        """Whether what decides rule 4 (:mod:`passive.analysis.relay_rules`) is known: a change rebuilds findings."""
         return bool(policy.local_domains) or any(registered_domain(n) for n in self.names)
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The verdict on one attempt, the rule that gave it and what it assumed."""
-
-    verdict: Verdict
-    rule: str
-    assumed: tuple[str, ...] = ()
-
-
-def decide(relays: ServerRelays, attempt: Attempt, policy: RelayPolicy) -> Decision:
-    """The verdict on one attempt that is not to a local domain (the module docstring's rules, in order)."""
-    if not attempt.accepted:
-        if attempt.refused_later:
-            return Decision(
-                Verdict.REFUSED,
-                f"the server accepted {attempt.rcpt_to} ({attempt.reply}) but refused the message "
-                f"{attempt.refused_later}; nothing was relayed",
-            )
-        return Decision(Verdict.REFUSED, f"the server refused {attempt.rcpt_to} ({attempt.reply})")
-    ip = attempt.client_ip
-    who = _who(attempt)
-    if policy.trusted_networks and not attempt.proxy:
-        network = in_networks(ip, policy.trusted_networks)
-        if network is not None:
-            return Decision(Verdict.TRUSTED_NETWORK, f"client {who} is in the trusted network {network}")
-    elif (
-        relays.source == "passive" and not attempt.proxy and (network := in_networks(ip, PRIVATE_NETWORKS)) is not None
-    ):
-        return Decision(
-            Verdict.INTERNAL_CLIENTS,
-            f"client {who} is in the private range {network}: a server relays for its own network",
-            ("clients in private ranges are in the server's trusted networks (give --trusted-net to decide)",),
-        )
-    if attempt.refused_later:
-        return Decision(
-            Verdict.POSSIBLE_RELAY,
-            f"{attempt.domain} was accepted for client {who}, but the server refused the message "
-            f"{attempt.refused_later}; nothing was relayed here",
-            ("the refusal was about that message, not about relaying: a message the server does not refuse may be",),
-        )
-    if attempt.unsure:
-        return Decision(
-            Verdict.POSSIBLE_RELAY,
-            f"{attempt.domain} was accepted for client {who}, but {attempt.unsure}",
-            ("a client that authenticated unseen would be relayed for as one of the server's users",),
-        )
-    if attempt.outer and is_local(attempt.outer, relays.local_domains(policy), relays.addresses):
-        return Decision(
-            Verdict.POSSIBLE_RELAY,
-            f"{attempt.rcpt_to} names {attempt.domain} in its local part, at the server's own {attempt.outer}",
-            ("the server may take it for a mailbox of its own and deliver it there, not relay it",),
-        )
-    if not relays.knows_its_domains(policy):
-        return Decision(
-            Verdict.POSSIBLE_RELAY,
-            f"{attempt.domain} may be the server's own domain: its names say no domain",
-            ("the server's own domains are unknown (give --local-domain to decide)",),
-        )
-    if attempt.proxy:
-        return _proxied(attempt, who)
-    outside = "outside the trusted networks" if policy.trusted_networks else "not in a private range"
-    return Decision(
-        Verdict.OPEN_RELAY,
-        f"client {who} is {outside} and {attempt.domain} is not among the server's local domains",
-        # A backup MX or a relay_domains entry takes mail for another's domain from anyone: told by --local-domain.
-        (f"{attempt.domain} is not a domain the server receives mail for (a backup MX, a relay domain)",),
-    )
-
-
-def _proxied(attempt: Attempt, who: str) -> Decision:
-    """Rule 5 for a client through a proxy: the address the server relayed for is the proxy's, unseen here."""
-    return Decision(
-        Verdict.POSSIBLE_RELAY,
-        f"client {who} had mail for {attempt.domain} accepted, which is not among the server's local domains",
-        ("the proxy's outgoing address, unseen, may be in the server's trusted networks: the proxy is open",),
-    )
-
-
-def _who(attempt: Attempt) -> str:
-    """The client as a verdict's rule names it: its address, and who named it or how it reached the server."""
-    if attempt.proxy:
-        return f"{attempt.client_ip} (through {attempt.proxy}, whose outgoing address the server saw)"
-    return f"{attempt.client_ip} (named by the XCLIENT of {attempt.via})" if attempt.via else attempt.client_ip
 
 
 def cut(attempt: Attempt) -> Attempt:

@@ -242,8 +242,17 @@ OPEN_RELAY = Kind(
         "(`user%example.net@server`): the server may deliver it to a local mailbox. LMTP (`LHLO`) is not judged."
     ),
     severity_rules=(
-        (Severity.HIGH, "`open-relay`: a client outside the trusted networks had a foreign recipient accepted"),
-        (Severity.MEDIUM, "`possible-relay`: accepted, but the server's domains or the client's login are unknown"),
+        (
+            Severity.HIGH,
+            "`open-relay`: a client outside the trusted networks had a recipient accepted in a domain known not to be "
+            "the server's: passively, outside the `--local-domain` domains of a server that names itself in one of "
+            "them (or gives no name); in a probe's relay test, the domain it chose",
+        ),
+        (
+            Severity.MEDIUM,
+            "`possible-relay`: accepted, but whether the server receives mail for that domain (an MX takes mail for "
+            "every domain it is MX for, not only its names') or whether the client logged in is unknown",
+        ),
         (Severity.LOW, "`relays-for-internal-clients`: accepted for a client in a private range (assumed trusted)"),
         (Severity.INFO, "`relays-for-trusted-network`: accepted for a client in a `--trusted-net` network"),
         (Severity.INFO, "`refused`: the server refused the foreign recipient (5xx), or the message after it"),
