@@ -11,11 +11,16 @@ from dissectors import sasl, smtp_end
 from dissectors.held import HeldParts, sizes_of
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, LaxEnd, Line, Raw
 from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, Span, unique_upper
-from dissectors.smtp_syntax import address, may_answer_auth, reply_fits, xclient_attributes
+from dissectors.smtp_syntax import (
+    AUTH_KEYWORDS,
+    address,
+    advertised,
+    is_auth,
+    may_answer_auth,
+    reply_fits,
+    xclient_attributes,
+)
 
-# EHLO keywords that list SASL mechanisms, and the commands that start an exchange with one (RFC 4954 AUTH; X-EXPS,
-# which Exchange servers authenticate each other with and answer anyone with, NTLM included).
-AUTH_KEYWORDS = ("AUTH", "X-EXPS")
 _REPLY = re.compile(r"^(\d{3})([ -]?)(.*)$")
 _BDAT = re.compile(r"^\s*BDAT\s+(\d{1,12})(\s+LAST)?\s*$", re.IGNORECASE)
 # More reply lines than this in one reply are not kept (a hostile server may never send the final line).
@@ -141,7 +146,7 @@ class SmtpSession(MailSession):
             if reply.lines.refused == 1:
                 limit = f"{MAX_REPLY_LINES} lines or {MAX_REPLY_BYTES} bytes"
                 self._anomaly(ev.Side.SERVER, "reply_too_long", f"a reply of more than {limit}: the rest not kept")
-        elif len(reply.lines.items) > 1 and _is_auth(rest):
+        elif len(reply.lines.items) > 1 and is_auth(rest):
             reply.cited = self._cite(reply.cited)
         if separator == "-":
             return
@@ -220,7 +225,7 @@ class SmtpSession(MailSession):
             keywords = [line.strip() for line in lines[1:] if line.strip()]
             mechanisms: list[str] = []
             for keyword in keywords:
-                if _is_auth(keyword):  # "AUTH PLAIN LOGIN", "AUTH=LOGIN": the words after the keyword's name
+                if is_auth(keyword):  # "AUTH PLAIN LOGIN", "AUTH=LOGIN": the words after the keyword's name
                     name, _, value = keyword.replace("=", " ", 1).partition(" ")
                     mechanisms.extend(value.split())
             starttls = any(k.upper() == "STARTTLS" for k in keywords)
@@ -228,7 +233,7 @@ class SmtpSession(MailSession):
             self._emit(
                 ev.Capabilities(
                     ev.Side.SERVER,
-                    self._span_evidence(_advertised(code, lines) or self._line.text, reply.cited),
+                    self._span_evidence(advertised(code, lines) or self._line.text, reply.cited),
                     "ehlo",
                     keywords,
                     unique_upper(mechanisms),
@@ -407,28 +412,6 @@ class SmtpSession(MailSession):
         if self._lax is not None:  # the message ended at it or soon after: what follows is commands
             self._lax = None
             self._in_data = False
-
-
-def _advertised(code: int, lines: list[str]) -> str | None:
-    """The reply lines that listed the mechanisms (``250-AUTH PLAIN LOGIN``, ``250-AUTH=LOGIN``) as they were sent;
-    None (the final line is cited) when none did."""
-    cited = [
-        f"{code}{' ' if index == len(lines) - 1 else '-'}{line}"
-        for index, line in enumerate(lines)
-        if index and _is_auth(line)
-    ]
-    return "\n".join(cited)[: ev.MAX_EVIDENCE_TEXT] if cited else None
-
-
-def _is_auth(keyword: str) -> bool:
-    """An EHLO keyword line listing mechanisms: ``AUTH PLAIN LOGIN``, ``AUTH=LOGIN``, Exchange's ``X-EXPS GSSAPI
-    NTLM`` and ``X-EXPS=LOGIN`` (the word, in any case, then the end, a space or an equals sign)."""
-    word = keyword.strip()
-    for name in AUTH_KEYWORDS:
-        size = len(name)
-        if word[:size].upper() == name and (len(word) == size or word[size] == "=" or word[size].isspace()):
-            return True
-    return False
 
 
 def _is_last(argument: str) -> bool:

@@ -1,5 +1,5 @@
-"""The arguments of SMTP commands the session reads (the path of MAIL FROM and RCPT TO, XCLIENT's attributes), and
-which replies may answer which commands."""
+"""The arguments of SMTP commands the session reads (the path of MAIL FROM and RCPT TO, XCLIENT's attributes), the
+EHLO keywords that list SASL mechanisms, and which replies may answer which commands."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from dissectors.session import MAX_VERB
 
 _PATH = re.compile(r"^\s*(?:FROM|TO)\s*:\s*(<[^>]*>|[^\s<>]+)(.*)$", re.IGNORECASE)
 _XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
+# EHLO keywords that list SASL mechanisms, and the commands that start an exchange with one (RFC 4954 AUTH; X-EXPS,
+# which Exchange servers authenticate each other with and answer anyone with, NTLM included).
+AUTH_KEYWORDS = ("AUTH", "X-EXPS")
 # Reply codes that answer only these commands (RFC 5321 section 4.3.2, RFC 4954 section 6, RFC 3207 section 4): one
 # of them while another command heads the queue means that command's reply never came (a pipelined reply missing,
 # a multi-line reply that never ended), so it is not that command's answer.
@@ -64,3 +67,25 @@ def may_answer_auth(code: int) -> bool:
     """Can ``code`` answer an AUTH or one of its responses: a success (235), a prompt (334), a refusal (4xx, 5xx)?
     A 250 answers other commands only (a MAIL pipelined after the last response)."""
     return code in _AUTH_REPLIES or 400 <= code < 600
+
+
+def advertised(code: int, lines: list[str]) -> str | None:
+    """The reply lines that listed the mechanisms (``250-AUTH PLAIN LOGIN``, ``250-AUTH=LOGIN``) as they were sent;
+    None (the final line is cited) when none did."""
+    cited = [
+        f"{code}{' ' if index == len(lines) - 1 else '-'}{line}"
+        for index, line in enumerate(lines)
+        if index and is_auth(line)
+    ]
+    return "\n".join(cited)[: ev.MAX_EVIDENCE_TEXT] if cited else None
+
+
+def is_auth(keyword: str) -> bool:
+    """An EHLO keyword line listing mechanisms: ``AUTH PLAIN LOGIN``, ``AUTH=LOGIN``, Exchange's ``X-EXPS GSSAPI
+    NTLM`` and ``X-EXPS=LOGIN`` (the word, in any case, then the end, a space or an equals sign)."""
+    word = keyword.strip()
+    for name in AUTH_KEYWORDS:
+        size = len(name)
+        if word[:size].upper() == name and (len(word) == size or word[size] == "=" or word[size].isspace()):
+            return True
+    return False
