@@ -74,3 +74,53 @@ def test_postfix_answers_the_auth_before_the_pipelined_transaction(
         for f in of(analyze(pcap), "cleartext-credentials")
     }
     assert attempts == {"25": [("success", 1), ("failure", 1)], str(V.RELAYING_PORT): [("failure", 1)]}
+
+
+# A proxy (the lab's XCLIENT-authorized host) that authenticates, then hands the session to another client with
+# XCLIENT ADDR (no LOGIN) and sends that client's transaction, and prints what the server said.
+XCLIENT_AFTER_AUTH = r"""
+import base64, socket, sys
+host, port, source, user, password, client, sender, rcpt = sys.argv[1], int(sys.argv[2]), *sys.argv[3:9]
+s = socket.create_connection((host, port), timeout=20, source_address=(source, 0))
+replies = s.makefile("rb")
+def reply():
+    lines = [replies.readline()]
+    while lines[-1][3:4] == b"-":
+        lines.append(replies.readline())
+    return b"".join(lines)
+got = [reply()]
+plain = base64.b64encode(b"\0%s\0%s" % (user.encode(), password.encode()))
+for line in (b"EHLO proxy.example", b"AUTH PLAIN " + plain, b"XCLIENT ADDR=" + client.encode(),
+             b"EHLO proxied.example", b"MAIL FROM:<%s>" % sender.encode(), b"RCPT TO:<%s>" % rcpt.encode(), b"QUIT"):
+    s.sendall(line + b"\r\n")
+    got.append(reply())
+sys.stdout.write(b"".join(got).decode("latin-1"))
+"""
+
+
+def test_postfix_forgets_the_auth_at_an_xclient_without_login(
+    verdicts_lab: V.VerdictsLab,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    """After a granted AUTH, an XCLIENT naming an outside client and no LOGIN: Postfix resets its SASL state and
+    refuses that client's foreign recipient (port 25), or takes it (the service that accepts every RCPT). Both are
+    judged as the named client's, not passed over as an authenticated session's."""
+    pcap = tmp_path / "xclient-after-auth.pcap"
+    replies = {}
+    with verdicts_lab.recording(pcap, "tcp"):
+        for port in (25, V.RELAYING_PORT):
+            argv = [sys.executable, "-c", XCLIENT_AFTER_AUTH, L.SRV_IP, str(port), V.TRUSTED_CLIENT, L.USER,
+                    L.PASSWORD, V.EXTERNAL_CLIENTS[1], L.MAIL_FROM, V.FOREIGN_RCPT]  # fmt: skip
+            done = verdicts_lab.client(argv)
+            assert done.returncode == 0, done.stderr.decode(errors="replace")
+            replies[port] = done.stdout.decode().replace("\r", "")
+    for text in replies.values():
+        assert "\n235 2.7.0" in text and "\n220 " in text.partition("\n235 ")[2], text
+    assert "Relay access denied" in replies[25], replies[25]
+    assert "\n250 2.1.5" in replies[V.RELAYING_PORT], replies[V.RELAYING_PORT]
+
+    relays = of(analyze(pcap, "--trusted-net", f"{V.TRUSTED_CLIENT}/32"), "open-relay")
+    verdicts = sorted((r["server"].rpartition(":")[2], r["verdict"], r["severity"]) for r in relays)
+    assert verdicts == [("25", "refused", "info"), (str(V.RELAYING_PORT), "open-relay", "high")]
+    for relay in relays:
+        assert [d["client"].rpartition(":")[0] for d in relay["details"]] == [V.EXTERNAL_CLIENTS[1]]

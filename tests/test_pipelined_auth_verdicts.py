@@ -119,3 +119,48 @@ def test_the_session_events_come_in_the_order_of_the_replies() -> None:
     kinds = [type(e).__name__ for e in events if isinstance(e, (ev.AuthResult, ev.MailFrom, ev.RcptTo))]
     assert kinds == ["AuthResult", "MailFrom", "RcptTo"]
     assert not [e for e in events if isinstance(e, (ev.AuthAbandoned, ev.Anomaly))]
+
+
+# -- an XCLIENT the server took resets the authentication (Postfix: smtpd_sasl_auth_reset unless it names a LOGIN) --
+
+
+@pytest.mark.parametrize(
+    ("before", "xclient", "expected"),
+    [
+        (
+            f"C: AUTH PLAIN {PLAIN_RESPONSE}\nS: {GRANTED}",
+            "ADDR=198.51.100.7",
+            [("open-relay", "high", "v@outside.test")],
+        ),
+        (
+            "C: XCLIENT LOGIN=alice\nS: 220 mx.contoso.com ESMTP",
+            "ADDR=198.51.100.7",
+            [("open-relay", "high", "v@outside.test")],
+        ),
+        (f"C: AUTH PLAIN {PLAIN_RESPONSE}\nS: {GRANTED}", "ADDR=198.51.100.7 LOGIN=bob", []),
+        ("C: NOOP\nS: 250 2.0.0 Ok", "ADDR=198.51.100.7 LOGIN=bob", []),
+    ],
+    ids=["auth-then-addr", "login-then-addr", "auth-then-login", "login"],
+)
+def test_an_xclient_without_login_ends_the_authentication_before_it(
+    before: str, xclient: str, expected: list[tuple[str, str, str]]
+) -> None:
+    """A proxy's XCLIENT starts the session again as the client it names: without LOGIN, Postfix forgets an AUTH (or
+    an earlier XCLIENT's LOGIN) granted before it, and judges the named client's relaying as anyone's."""
+    script = (
+        EHLO
+        + f"""{before}
+C: XCLIENT {xclient}
+S: 220 mx.contoso.com ESMTP
+C: EHLO proxy.example
+S: 250 mx.contoso.com
+C: MAIL FROM:<alice@contoso.com>
+S: 250 2.1.0 Ok
+C: RCPT TO:<v@outside.test>
+S: 250 2.1.5 Ok
+{END}"""
+    )
+    records = findings(script)
+    assert relays(records) == expected
+    for relay in (r for r in records if r["type"] == "open-relay"):
+        assert [d["client"].rpartition(":")[0] for d in relay["details"]] == ["198.51.100.7"]
