@@ -11,8 +11,8 @@ The client's steps follow the server: a client line is a SASL response only when
 exchange began (a capture of the client's side only, asymmetric routing, a slow server) is a line taken without a
 prompt, and then only a base64 line that is no command of the protocol, up to the responses the mechanism has (one
 for PLAIN, two for LOGIN). Any other line is the client's next command (:meth:`AuthTracker.claims` says which): it
-ends an exchange whose prompts and replies the capture showed (the verdict was lost), and leaves one the server never
-spoke in waiting for a verdict that may still come.
+ends an exchange whose prompts and replies the capture showed (the verdict was lost), unless the server answers in
+order (SMTP), and leaves one the server never spoke in waiting for a verdict that may still come.
 """
 
 from __future__ import annotations
@@ -379,14 +379,14 @@ class AuthTracker:
             return False  # every prompt the server sent is answered: this is no response
         return exchange.wants_response() and looks_like_response(str(self.protocol), line)
 
-    def unclaimed(self) -> list[SaslEvent]:
-        """The client sent a command while the exchange is open. When the server spoke in the exchange and has no
-        prompt unanswered, its verdict was lost: the exchange ends without one. When it never spoke, its verdict
-        may still come (or the capture holds the client's side only): the exchange waits, taking no more lines."""
+    def unclaimed(self, in_order: bool = False) -> list[SaslEvent]:
+        """The client sent a command while the exchange is open. If the server never spoke in it, or answers in order
+        (``in_order``: an SMTP verdict comes before the reply to a command pipelined after it), the verdict may still
+        come: the exchange waits, taking no more lines. Otherwise it was lost: the exchange ends without one."""
         exchange = self.exchange
         if exchange is None:
             return []
-        if not exchange.server_heard:
+        if in_order or not exchange.server_heard:
             exchange.client_moved_on = True
             return []
         self.exchange = None

@@ -43,6 +43,7 @@ class MailSession:
 
     protocol: sasl.Protocol
     tunnel: ev.Tunnel | None = None  # set once the rest of the connection is a session through a proxy's tunnel
+    verdicts_in_order = False  # the server answers each command in turn, AUTH too (SMTP): AuthTracker.unclaimed
 
     def __init__(self, partial: bool = False, max_line: int = MAX_LINE) -> None:
         # A session picked up mid-stream has no greeting and may start in any state.
@@ -432,7 +433,7 @@ class MailSession:
         if self.auth.claims(text):
             self._sasl(CLIENT, self.auth.client_line(text))
             return True
-        results = self.auth.unclaimed()
+        results = self.auth.unclaimed(self.verdicts_in_order)
         self._sasl(CLIENT, results)
         if any(isinstance(result, sasl.SaslAbandoned) for result in results):
             self._auth_abandoned()
@@ -443,8 +444,5 @@ class MailSession:
 
 
 def unique_upper(words: list[str]) -> list[str]:
-    seen: dict[str, None] = {}
-    for word in words:
-        if word:
-            seen.setdefault(word.upper(), None)
-    return list(seen)
+    """The words in upper case, each once, in the order they first came (empty ones left out)."""
+    return list(dict.fromkeys(word.upper() for word in words if word))

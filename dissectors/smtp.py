@@ -11,11 +11,16 @@ from dissectors import sasl, smtp_end
 from dissectors.held import HeldParts, sizes_of
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, LaxEnd, Line, Raw
 from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, Span, unique_upper
-from dissectors.smtp_syntax import address, xclient_attributes
+from dissectors.smtp_syntax import (
+    AUTH_KEYWORDS,
+    address,
+    advertised,
+    is_auth,
+    may_answer_auth,
+    reply_fits,
+    xclient_attributes,
+)
 
-# EHLO keywords that list SASL mechanisms, and the commands that start an exchange with one (RFC 4954 AUTH; X-EXPS,
-# which Exchange servers authenticate each other with and answer anyone with, NTLM included).
-AUTH_KEYWORDS = ("AUTH", "X-EXPS")
 _REPLY = re.compile(r"^(\d{3})([ -]?)(.*)$")
 _BDAT = re.compile(r"^\s*BDAT\s+(\d{1,12})(\s+LAST)?\s*$", re.IGNORECASE)
 # More reply lines than this in one reply are not kept (a hostile server may never send the final line).
@@ -23,34 +28,10 @@ MAX_REPLY_LINES = 256
 # Nor more bytes than this (256 lines of 64 KiB held 16 MiB): a real EHLO reply is under 1 KiB; two full-length
 # lines fit. The final line is always read.
 MAX_REPLY_BYTES = 128 * 1024
-# Reply codes that answer only these commands (RFC 5321 section 4.3.2, RFC 4954 section 6, RFC 3207 section 4): one
-# of them while another command heads the queue means that command's reply never came (a pipelined reply missing,
-# a multi-line reply that never ended), so it is not that command's answer.
-REPLY_OWNERS = {
-    354: frozenset({"DATA"}),
-    334: frozenset({"AUTH"}),
-    235: frozenset({"AUTH"}),
-    534: frozenset({"AUTH"}),
-    535: frozenset({"AUTH"}),
-    538: frozenset({"AUTH"}),
-    251: frozenset({"RCPT", "VRFY", "EXPN"}),
-    551: frozenset({"RCPT", "VRFY", "EXPN"}),
-    252: frozenset({"VRFY", "EXPN"}),
-    221: frozenset({"QUIT"}),
-    220: frozenset({"STARTTLS", "X-ANONYMOUSTLS", "XCLIENT"}),  # Postfix answers an XCLIENT it took with a greeting
-}
 _LAX_LINE = 'a "." line after a bare LF or CR (or ended by one, or with extra CRs) in a message'
 # Commands after whose 220 the stream is TLS: RFC 3207 STARTTLS, and X-ANONYMOUSTLS, with which Exchange servers
 # start TLS between themselves (listed in their EHLO replies to anyone).
 TLS_COMMANDS = frozenset({"STARTTLS", "X-ANONYMOUSTLS"})
-
-
-def reply_fits(verb: str, code: int) -> bool:
-    """Can ``code`` be the reply to ``verb``? DATA's first reply is never a 2xx (354 or a refusal)."""
-    owners = REPLY_OWNERS.get(code)
-    if owners is not None:
-        return verb in owners
-    return not (verb == "DATA" and 200 <= code < 300)
 
 
 @dataclass
@@ -84,6 +65,7 @@ class _Reply:
 
 class SmtpSession(MailSession):
     protocol = sasl.Protocol.SMTP
+    verdicts_in_order = True
 
     def __init__(self, partial: bool = False, max_line: int = MAX_LINE) -> None:
         super().__init__(partial, max_line)
@@ -164,7 +146,7 @@ class SmtpSession(MailSession):
             if reply.lines.refused == 1:
                 limit = f"{MAX_REPLY_LINES} lines or {MAX_REPLY_BYTES} bytes"
                 self._anomaly(ev.Side.SERVER, "reply_too_long", f"a reply of more than {limit}: the rest not kept")
-        elif len(reply.lines.items) > 1 and _is_auth(rest):
+        elif len(reply.lines.items) > 1 and is_auth(rest):
             reply.cited = self._cite(reply.cited)
         if separator == "-":
             return
@@ -179,7 +161,7 @@ class SmtpSession(MailSession):
             self._emit(ev.Greeting(ev.Side.SERVER, self._evidence(), first.strip(), reply.code == 220))
             return
         self.greeted = True  # the server's first reply was not a greeting: none comes later
-        if self.auth.exchange is not None and not self._answers_before_auth():
+        if self.auth.exchange is not None and not self._answers_before_auth() and not self._verdict_lost(reply.code):
             self._sasl(ev.Side.SERVER, self.auth.server_line(final_line))
             if self.auth.exchange is None and self.pending and self.pending[0].verb == "AUTH":
                 self._pop_pending()
@@ -201,6 +183,20 @@ class SmtpSession(MailSession):
     def _answers_before_auth(self) -> bool:
         """A command sent before AUTH still awaits its reply (pipelined): the reply is that command's."""
         return bool(self.pending) and self.pending[0].verb != "AUTH" and any(c.verb == "AUTH" for c in self.pending)
+
+    def _verdict_lost(self, code: int) -> bool:
+        """The client sent commands after its last response (pipelined): the server's next reply is the verdict, in
+        turn, unless no AUTH gets that reply (the 250 to a MAIL): then the verdict was lost (True), the exchange ends
+        without one and the reply answers the commands."""
+        exchange = self.auth.exchange
+        if exchange is None or not exchange.client_moved_on or may_answer_auth(code):
+            return False
+        self.auth.exchange = None
+        why = f"a {code} reply, which answers no AUTH, came in its place"
+        self._sasl(ev.Side.SERVER, [sasl.SaslAbandoned(exchange.mechanism, why)])
+        if self.pending and self.pending[0].verb == "AUTH":
+            self._pop_pending()
+        return True
 
     def _unanswered_command(self, command: _Command, code: int) -> None:
         """A command whose reply never came, passed over for a later one: its transaction facts without a verdict."""
@@ -229,7 +225,7 @@ class SmtpSession(MailSession):
             keywords = [line.strip() for line in lines[1:] if line.strip()]
             mechanisms: list[str] = []
             for keyword in keywords:
-                if _is_auth(keyword):  # "AUTH PLAIN LOGIN", "AUTH=LOGIN": the words after the keyword's name
+                if is_auth(keyword):  # "AUTH PLAIN LOGIN", "AUTH=LOGIN": the words after the keyword's name
                     name, _, value = keyword.replace("=", " ", 1).partition(" ")
                     mechanisms.extend(value.split())
             starttls = any(k.upper() == "STARTTLS" for k in keywords)
@@ -237,7 +233,7 @@ class SmtpSession(MailSession):
             self._emit(
                 ev.Capabilities(
                     ev.Side.SERVER,
-                    self._span_evidence(_advertised(code, lines) or self._line.text, reply.cited),
+                    self._span_evidence(advertised(code, lines) or self._line.text, reply.cited),
                     "ehlo",
                     keywords,
                     unique_upper(mechanisms),
@@ -416,28 +412,6 @@ class SmtpSession(MailSession):
         if self._lax is not None:  # the message ended at it or soon after: what follows is commands
             self._lax = None
             self._in_data = False
-
-
-def _advertised(code: int, lines: list[str]) -> str | None:
-    """The reply lines that listed the mechanisms (``250-AUTH PLAIN LOGIN``, ``250-AUTH=LOGIN``) as they were sent;
-    None (the final line is cited) when none did."""
-    cited = [
-        f"{code}{' ' if index == len(lines) - 1 else '-'}{line}"
-        for index, line in enumerate(lines)
-        if index and _is_auth(line)
-    ]
-    return "\n".join(cited)[: ev.MAX_EVIDENCE_TEXT] if cited else None
-
-
-def _is_auth(keyword: str) -> bool:
-    """An EHLO keyword line listing mechanisms: ``AUTH PLAIN LOGIN``, ``AUTH=LOGIN``, Exchange's ``X-EXPS GSSAPI
-    NTLM`` and ``X-EXPS=LOGIN`` (the word, in any case, then the end, a space or an equals sign)."""
-    word = keyword.strip()
-    for name in AUTH_KEYWORDS:
-        size = len(name)
-        if word[:size].upper() == name and (len(word) == size or word[size] == "=" or word[size].isspace()):
-            return True
-    return False
 
 
 def _is_last(argument: str) -> bool:

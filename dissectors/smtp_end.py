@@ -74,7 +74,7 @@ def later_ends(held: bytes, end: LaxEnd) -> list[tuple[int, re.Pattern[bytes]]]:
 
 
 # The success codes RFC 5321 (section 4.3.2), RFC 4954 and RFC 3207 give a command, where the general rule of
-# dissectors.smtp.reply_fits lets any 2xx answer it: a 250 answers MAIL, never QUIT.
+# dissectors.smtp_syntax.reply_fits lets any 2xx answer it: a 250 answers MAIL, never QUIT.
 _SUCCESS = {
     "QUIT": (221,), "DATA": (354,), "MAIL": (250,), "RCPT": (250, 251, 252), "NOOP": (250,), "RSET": (250,),
     "HELO": (250,), "EHLO": (250,), "VRFY": (250, 251, 252), "AUTH": (235, 334), "STARTTLS": (220,),

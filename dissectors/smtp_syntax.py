@@ -1,4 +1,5 @@
-"""The arguments of SMTP commands the session reads: the path of MAIL FROM and RCPT TO, XCLIENT's attributes."""
+"""The arguments of SMTP commands the session reads (the path of MAIL FROM and RCPT TO, XCLIENT's attributes), the
+EHLO keywords that list SASL mechanisms, and which replies may answer which commands."""
 
 from __future__ import annotations
 
@@ -9,6 +10,27 @@ from dissectors.session import MAX_VERB
 
 _PATH = re.compile(r"^\s*(?:FROM|TO)\s*:\s*(<[^>]*>|[^\s<>]+)(.*)$", re.IGNORECASE)
 _XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
+# EHLO keywords that list SASL mechanisms, and the commands that start an exchange with one (RFC 4954 AUTH; X-EXPS,
+# which Exchange servers authenticate each other with and answer anyone with, NTLM included).
+AUTH_KEYWORDS = ("AUTH", "X-EXPS")
+# Reply codes that answer only these commands (RFC 5321 section 4.3.2, RFC 4954 section 6, RFC 3207 section 4): one
+# of them while another command heads the queue means that command's reply never came (a pipelined reply missing,
+# a multi-line reply that never ended), so it is not that command's answer.
+REPLY_OWNERS = {
+    354: frozenset({"DATA"}),
+    334: frozenset({"AUTH"}),
+    235: frozenset({"AUTH"}),
+    534: frozenset({"AUTH"}),
+    535: frozenset({"AUTH"}),
+    538: frozenset({"AUTH"}),
+    251: frozenset({"RCPT", "VRFY", "EXPN"}),
+    551: frozenset({"RCPT", "VRFY", "EXPN"}),
+    252: frozenset({"VRFY", "EXPN"}),
+    221: frozenset({"QUIT"}),
+    220: frozenset({"STARTTLS", "X-ANONYMOUSTLS", "XCLIENT"}),  # Postfix answers an XCLIENT it took with a greeting
+}
+# The replies besides a refusal (4xx, 5xx) that may answer an AUTH or one of its responses (RFC 4954 section 6).
+_AUTH_REPLIES = frozenset({235, 334})
 
 
 def xclient_attributes(argument: str) -> dict[str, str]:
@@ -31,3 +53,39 @@ def address(argument: str) -> str:
     if path == "<>":
         return "<>"
     return path.strip("<>")
+
+
+def reply_fits(verb: str, code: int) -> bool:
+    """Can ``code`` be the reply to ``verb``? DATA's first reply is never a 2xx (354 or a refusal)."""
+    owners = REPLY_OWNERS.get(code)
+    if owners is not None:
+        return verb in owners
+    return not (verb == "DATA" and 200 <= code < 300)
+
+
+def may_answer_auth(code: int) -> bool:
+    """Can ``code`` answer an AUTH or one of its responses: a success (235), a prompt (334), a refusal (4xx, 5xx)?
+    A 250 answers other commands only (a MAIL pipelined after the last response)."""
+    return code in _AUTH_REPLIES or 400 <= code < 600
+
+
+def advertised(code: int, lines: list[str]) -> str | None:
+    """The reply lines that listed the mechanisms (``250-AUTH PLAIN LOGIN``, ``250-AUTH=LOGIN``) as they were sent;
+    None (the final line is cited) when none did."""
+    cited = [
+        f"{code}{' ' if index == len(lines) - 1 else '-'}{line}"
+        for index, line in enumerate(lines)
+        if index and is_auth(line)
+    ]
+    return "\n".join(cited)[: ev.MAX_EVIDENCE_TEXT] if cited else None
+
+
+def is_auth(keyword: str) -> bool:
+    """An EHLO keyword line listing mechanisms: ``AUTH PLAIN LOGIN``, ``AUTH=LOGIN``, Exchange's ``X-EXPS GSSAPI
+    NTLM`` and ``X-EXPS=LOGIN`` (the word, in any case, then the end, a space or an equals sign)."""
+    word = keyword.strip()
+    for name in AUTH_KEYWORDS:
+        size = len(name)
+        if word[:size].upper() == name and (len(word) == size or word[size] == "=" or word[size].isspace()):
+            return True
+    return False

@@ -300,10 +300,10 @@ _AUTH_LINES = st.text(alphabet=st.sampled_from(list("AUTHauth= \t\u00a0\u2003\u0
 def test_ehlo_auth_lines_are_recognised_as_by_splitting_the_line(keyword: str) -> None:
     """An EHLO line lists mechanisms when its first word, with one '=' read as a space and in upper case, is AUTH
     (or Exchange's X-EXPS): the recogniser that looks at its first characters says the same of any text."""
-    from dissectors.smtp import _is_auth
+    from dissectors.smtp_syntax import is_auth
 
     by_splitting = keyword.strip().upper().replace("=", " ", 1).split()[:1] in (["AUTH"], ["X-EXPS"])
-    assert _is_auth(keyword) == by_splitting
+    assert is_auth(keyword) == by_splitting
 
 
 def _tokens_char_by_char(parts: list[str | bytes]) -> list[str]:

@@ -16,9 +16,10 @@ message) leaves the recipient's reply as the verdict's ground, except that a 4xx
 as a 4xx to the RCPT does.
 
 A proxy's ``XCLIENT`` (Postfix) that the server took makes its ``LOGIN`` the session's authentication (not judged)
-and its ``ADDR`` the client that is judged. LMTP (``LHLO``, RFC 2033) delivers to the server's own mailboxes, whatever
-their domains: its transactions are not judged, once the server answered the ``LHLO`` (a refused one leaves the
-session SMTP: a client cannot hide relaying behind an ``LHLO`` an SMTP server refused)."""
+and its ``ADDR`` the client that is judged; one without ``LOGIN`` ends the authentication before it (an AUTH's, an
+earlier ``LOGIN``'s), as Postfix resets its SASL state then. LMTP (``LHLO``, RFC 2033) delivers to the server's own
+mailboxes, whatever their domains: its transactions are not judged, once the server answered the ``LHLO`` (a refused
+one leaves the session SMTP: a client cannot hide relaying behind an ``LHLO`` an SMTP server refused)."""
 
 from __future__ import annotations
 
@@ -66,6 +67,7 @@ class RelayDetector(Detector):
         ev.Anomaly: "anomaly",
         ev.AuthAbandoned: "auth_abandoned",
         ev.ClientOverride: "client_override",
+        ev.AuthResult: "auth_result",
         ev.Hello: "hello",
         ev.Capabilities: "capabilities",
     }
@@ -76,7 +78,8 @@ class RelayDetector(Detector):
         self.held: list[Attempt] = []  # accepted recipients of the transaction, waiting for its end
         self.held_characters = 0
         self.unsure = ""  # why the session may have authenticated unseen
-        self.vouched_login = False  # an XCLIENT the server took named the client's login
+        # The server granted an AUTH, or took an XCLIENT naming a login, and took no XCLIENT without one since.
+        self.authenticated = False
         self.vouched_client: str | None = None  # the client an XCLIENT the server took named (ip:port)
         self.vouched_by = ""  # the proxy that sent that XCLIENT
         self.lmtp = False  # the server took the client's LHLO: final delivery to mailboxes (RFC 2033), never a relay
@@ -115,12 +118,17 @@ class RelayDetector(Detector):
         if not self.unsure:
             self.unsure = f"the verdict on its AUTH {event.mechanism} was not seen ({event.reason})"
 
+    def auth_result(self, event: ev.AuthResult) -> None:
+        self.authenticated = self.authenticated or event.success
+
     def client_override(self, event: ev.ClientOverride) -> None:
         if not event.accepted:
             return
         attributes = event.attributes
-        if attributes.get("LOGIN", "") not in _UNKNOWN_VALUES:
-            self.vouched_login = True
+        # Postfix starts the session again: a LOGIN authenticates it, none resets what was (an AUTH a gap may have
+        # hidden included).
+        self.authenticated = attributes.get("LOGIN", "") not in _UNKNOWN_VALUES
+        self.unsure = ""
         address = attributes.get("ADDR", "")
         if address not in _UNKNOWN_VALUES:
             try:
@@ -135,7 +143,7 @@ class RelayDetector(Detector):
     def rcpt_to(self, event: ev.RcptTo) -> None:
         sender = self.sender
         context = self.context
-        if sender is None or self.session.authenticated or self.vouched_login or context.partial or self.lmtp:
+        if sender is None or self.authenticated or context.partial or self.lmtp:
             return
         if context.protocol != "smtp":
             return

@@ -1,0 +1,126 @@
+"""A real Postfix (SASL through Dovecot, tests/verdicts_lab.py) answering a client that pipelines its transaction
+behind the last response of an AUTH LOGIN: Postfix reads the commands in turn and answers the AUTH first, so the
+verdict on the relaying follows that answer. The crafted dialogues of the same cases are in
+tests/test_pipelined_auth_verdicts.py."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from tests import lab as L
+from tests import verdicts_lab as V
+from tests.test_verdicts_lab import analyze, of, verdicts_lab  # noqa: F401 (verdicts_lab: the lab, a fixture)
+
+# A client that authenticates with AUTH LOGIN, waiting for each prompt, then sends its password, MAIL FROM, RCPT TO
+# and QUIT in one write, and prints what the server said.
+PIPELINER = r"""
+import base64, socket, sys, time
+host, port, source, user, password, sender, rcpt = sys.argv[1], int(sys.argv[2]), *sys.argv[3:8]
+s = socket.create_connection((host, port), timeout=20, source_address=(source, 0))
+got = b""
+def wait_for(text, deadline=20.0):
+    global got
+    end = time.time() + deadline
+    while text not in got and time.time() < end:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+wait_for(b"220 ")
+s.sendall(b"EHLO pipeliner.example\r\n"); wait_for(b"250 ")
+s.sendall(b"AUTH LOGIN\r\n"); wait_for(b"334 VXNlcm5hbWU6")
+s.sendall(base64.b64encode(user.encode()) + b"\r\n"); wait_for(b"334 UGFzc3dvcmQ6")
+s.sendall(base64.b64encode(password.encode()) + b"\r\nMAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nQUIT\r\n"
+          % (sender.encode(), rcpt.encode()))
+wait_for(b"221 ")
+sys.stdout.write(got.decode("latin-1"))
+"""
+
+
+def pipeline(lab: V.VerdictsLab, port: int, password: str) -> str:
+    """What Postfix answered the pipelining client from outside its networks, at ``port``."""
+    argv = [sys.executable, "-c", PIPELINER, L.SRV_IP, str(port), V.EXTERNAL_CLIENTS[0], L.USER, password,
+            L.MAIL_FROM, V.FOREIGN_RCPT]  # fmt: skip
+    done = lab.client(argv)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    return done.stdout.decode().replace("\r", "")
+
+
+def test_postfix_answers_the_auth_before_the_pipelined_transaction(
+    verdicts_lab: V.VerdictsLab,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    """With the right password Postfix answers 235, then relays for the authenticated user: no relay finding. With
+    a wrong one it answers 535, then refuses the foreign recipient (port 25), or takes it (the service that accepts
+    every RCPT): an unauthenticated client's relaying, high, the 535 having been seen."""
+    pcap = tmp_path / "pipelined-auth.pcap"
+    with verdicts_lab.recording(pcap, "tcp"):
+        granted = pipeline(verdicts_lab, 25, L.PASSWORD)
+        refused = pipeline(verdicts_lab, 25, L.WRONG_PASSWORD)
+        relayed = pipeline(verdicts_lab, V.RELAYING_PORT, L.WRONG_PASSWORD)
+    assert "\n235 2.7.0" in granted and "\n250 2.1.5" in granted, granted
+    assert granted.index("\n235 ") < granted.index("\n250 2.1.0"), granted
+    assert "\n535 5.7.8" in refused and "Relay access denied" in refused, refused
+    assert "\n535 5.7.8" in relayed and "\n250 2.1.5" in relayed, relayed
+
+    relays = of(analyze(pcap, "--trusted-net", f"{V.TRUSTED_CLIENT}/32"), "open-relay")
+    verdicts = sorted((r["server"].rpartition(":")[2], r["verdict"], r["severity"]) for r in relays)
+    assert verdicts == [("25", "refused", "info"), (str(V.RELAYING_PORT), "open-relay", "high")]
+    [high] = [r for r in relays if r["verdict"] == "open-relay"]
+    assert [d["client"].rpartition(":")[0] for d in high["details"]] == [V.EXTERNAL_CLIENTS[0]]
+    attempts = {
+        f["server"].rpartition(":")[2]: [(a["outcome"], a["count"]) for a in f["attempts"]]
+        for f in of(analyze(pcap), "cleartext-credentials")
+    }
+    assert attempts == {"25": [("success", 1), ("failure", 1)], str(V.RELAYING_PORT): [("failure", 1)]}
+
+
+# A proxy (the lab's XCLIENT-authorized host) that authenticates, then hands the session to another client with
+# XCLIENT ADDR (no LOGIN) and sends that client's transaction, and prints what the server said.
+XCLIENT_AFTER_AUTH = r"""
+import base64, socket, sys
+host, port, source, user, password, client, sender, rcpt = sys.argv[1], int(sys.argv[2]), *sys.argv[3:9]
+s = socket.create_connection((host, port), timeout=20, source_address=(source, 0))
+replies = s.makefile("rb")
+def reply():
+    lines = [replies.readline()]
+    while lines[-1][3:4] == b"-":
+        lines.append(replies.readline())
+    return b"".join(lines)
+got = [reply()]
+plain = base64.b64encode(b"\0%s\0%s" % (user.encode(), password.encode()))
+for line in (b"EHLO proxy.example", b"AUTH PLAIN " + plain, b"XCLIENT ADDR=" + client.encode(),
+             b"EHLO proxied.example", b"MAIL FROM:<%s>" % sender.encode(), b"RCPT TO:<%s>" % rcpt.encode(), b"QUIT"):
+    s.sendall(line + b"\r\n")
+    got.append(reply())
+sys.stdout.write(b"".join(got).decode("latin-1"))
+"""
+
+
+def test_postfix_forgets_the_auth_at_an_xclient_without_login(
+    verdicts_lab: V.VerdictsLab,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    """After a granted AUTH, an XCLIENT naming an outside client and no LOGIN: Postfix resets its SASL state and
+    refuses that client's foreign recipient (port 25), or takes it (the service that accepts every RCPT). Both are
+    judged as the named client's, not passed over as an authenticated session's."""
+    pcap = tmp_path / "xclient-after-auth.pcap"
+    replies = {}
+    with verdicts_lab.recording(pcap, "tcp"):
+        for port in (25, V.RELAYING_PORT):
+            argv = [sys.executable, "-c", XCLIENT_AFTER_AUTH, L.SRV_IP, str(port), V.TRUSTED_CLIENT, L.USER,
+                    L.PASSWORD, V.EXTERNAL_CLIENTS[1], L.MAIL_FROM, V.FOREIGN_RCPT]  # fmt: skip
+            done = verdicts_lab.client(argv)
+            assert done.returncode == 0, done.stderr.decode(errors="replace")
+            replies[port] = done.stdout.decode().replace("\r", "")
+    for text in replies.values():
+        assert "\n235 2.7.0" in text and "\n220 " in text.partition("\n235 ")[2], text
+    assert "Relay access denied" in replies[25], replies[25]
+    assert "\n250 2.1.5" in replies[V.RELAYING_PORT], replies[V.RELAYING_PORT]
+
+    relays = of(analyze(pcap, "--trusted-net", f"{V.TRUSTED_CLIENT}/32"), "open-relay")
+    verdicts = sorted((r["server"].rpartition(":")[2], r["verdict"], r["severity"]) for r in relays)
+    assert verdicts == [("25", "refused", "info"), (str(V.RELAYING_PORT), "open-relay", "high")]
+    for relay in relays:
+        assert [d["client"].rpartition(":")[0] for d in relay["details"]] == [V.EXTERNAL_CLIENTS[1]]
