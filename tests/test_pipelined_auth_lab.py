@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests import lab as L
 from tests import verdicts_lab as V
-from tests.test_verdicts_lab import analyze, of, verdicts_lab  # noqa: F401 (verdicts_lab: the lab, a fixture)
+from tests.test_verdicts_lab import OWN_DOMAIN, analyze, of, verdicts_lab  # noqa: F401 (verdicts_lab: the lab, a fixture)
 
 # A client that authenticates with AUTH LOGIN, waiting for each prompt, then sends its password, MAIL FROM, RCPT TO
 # and QUIT in one write, and prints what the server said.
@@ -64,7 +64,7 @@ def test_postfix_answers_the_auth_before_the_pipelined_transaction(
     assert "\n535 5.7.8" in refused and "Relay access denied" in refused, refused
     assert "\n535 5.7.8" in relayed and "\n250 2.1.5" in relayed, relayed
 
-    relays = of(analyze(pcap, "--trusted-net", f"{V.TRUSTED_CLIENT}/32"), "open-relay")
+    relays = of(analyze(pcap, "--trusted-net", f"{V.TRUSTED_CLIENT}/32", *OWN_DOMAIN), "open-relay")
     verdicts = sorted((r["server"].rpartition(":")[2], r["verdict"], r["severity"]) for r in relays)
     assert verdicts == [("25", "refused", "info"), (str(V.RELAYING_PORT), "open-relay", "high")]
     [high] = [r for r in relays if r["verdict"] == "open-relay"]
@@ -119,7 +119,7 @@ def test_postfix_forgets_the_auth_at_an_xclient_without_login(
     assert "Relay access denied" in replies[25], replies[25]
     assert "\n250 2.1.5" in replies[V.RELAYING_PORT], replies[V.RELAYING_PORT]
 
-    relays = of(analyze(pcap, "--trusted-net", f"{V.TRUSTED_CLIENT}/32"), "open-relay")
+    relays = of(analyze(pcap, "--trusted-net", f"{V.TRUSTED_CLIENT}/32", *OWN_DOMAIN), "open-relay")
     verdicts = sorted((r["server"].rpartition(":")[2], r["verdict"], r["severity"]) for r in relays)
     assert verdicts == [("25", "refused", "info"), (str(V.RELAYING_PORT), "open-relay", "high")]
     for relay in relays:
