@@ -216,3 +216,19 @@ def test_a_mistyped_command_gets_the_suggestion() -> None:
     result = leakscope("anlyze")
     assert result.returncode == 2
     assert "No such command 'anlyze'. Did you mean 'analyze'?" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["", "a b", "-", "mail..example", "[192.0.2.1]", "*.example.com"])
+def test_a_local_domain_that_is_no_domain_name_is_a_usage_error(value: str) -> None:
+    """--local-domain decides which relaying is high: a typo must not pass silently."""
+    result = leakscope("analyze", "--local-domain", value, str(PCAPS / "smtp-auth-plain-swaks.pcap"))
+    assert result.returncode == 2 and result.stdout == ""
+    assert "--local-domain" in result.stderr.splitlines()[-1]
+    if value.startswith("*."):
+        assert "'example.com', which covers its subdomains" in result.stderr
+
+
+def test_local_domains_in_unicode_or_with_a_final_dot_are_taken() -> None:
+    result = leakscope("analyze", "--local-domain", "Bücher.DE.", "--local-domain", "_dmarc.example.com",
+                       str(PCAPS / "smtp-auth-plain-swaks.pcap"))  # fmt: skip
+    assert result.returncode == 0, result.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 from collections.abc import Set
 from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
@@ -139,6 +140,15 @@ def normalize_domain(text: str) -> str:
         return text.lower().encode("idna").decode("ascii").rstrip(".")
     except UnicodeError:
         return text.lower().rstrip(".")
+
+
+_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
+
+
+def is_domain_name(name: str) -> bool:
+    """Whether ``name`` (as :func:`normalize_domain` gives it) is a DNS name: dot-separated labels of 1 to 63
+    letters, digits, hyphens (not at either end) or underscores, 253 characters at most."""
+    return 0 < len(name) <= MAX_NAME_CHARACTERS and all(_LABEL.fullmatch(label) for label in name.split("."))
 
 
 def _domain(text: str) -> str | None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TextIO
 
 import click
 
-from passive.analysis.domains import IpNetwork, normalize_domain, parse_network
+from passive.analysis.domains import IpNetwork, is_domain_name, normalize_domain, parse_network
 from passive.capture.policy import POLICIES
 from passive.core.errors import OutputError
 from passive.core.files import Content, chunks_of, clashes, encoded, write_atomically
@@ -49,12 +49,27 @@ output_option = click.option(
     type=click.Path(dir_okay=False, writable=True, allow_dash=True),
     help="Write the output to FILE (- for standard output).",
 )
+
+
+def _domain_names(context: click.Context, parameter: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """``--local-domain`` values that are domain names: a typo here would silently change which relaying is high."""
+    for value in values:
+        name = normalize_domain(value.strip().rstrip("."))
+        if name.startswith("*."):
+            raise click.BadParameter(f"{value!r}: give {name[2:]!r}, which covers its subdomains too")
+        if not is_domain_name(name):
+            raise click.BadParameter(f"not a domain name: {value!r}")
+    return values
+
+
 local_domain_option = click.option(
     "--local-domain",
     "local_domains",
     multiple=True,
     metavar="DOMAIN",
-    help="A domain the servers deliver locally (open-relay check); repeatable.",
+    callback=_domain_names,
+    help="A domain your mail servers receive mail for, and its subdomains; repeatable. Without it, no passive "
+    "verdict is a high open relay: delivery to an MX and relaying by it look the same.",
 )
 
 
