@@ -24,9 +24,10 @@ packet read, which every worker reads). Limits shared by all flows are per proce
 differ: the reassembler's flow table (``max_flows``, evictions) and out-of-order total (``max_total_buffer``), the
 scanner's flow table (``MAX_SCAN_FLOWS``) and its flow heads extended at once and in all
 (:mod:`passive.capture.flowhead`: ``MAX_EXTENDING``, ``HEAD_SHARE``), which only many flows of text in tiny pieces
-reach, and the dissectors' budget (:mod:`passive.analysis.budget`: which sessions give up their partial state, and
-when). Capture counters are summed per flow, and so are what a worker's dissector budget made sessions give up
-(:data:`ANALYSIS_STATS`); per-file ones (packets read, damage warnings) are the first worker's.
+reach, the dissectors' budget (:mod:`passive.analysis.budget`: which sessions give up their partial state, and
+when), and what flows not yet named may hold (:mod:`passive.capture.held`: which are dropped, or read by their port,
+before their first lines tell). Capture counters are summed per flow, and so are what a worker's budgets made flows
+and sessions give up (:data:`ANALYSIS_STATS`); per-file ones (packets read, damage warnings) are the first worker's.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ Sighting = tuple[int, int, float, float]  # (session id, number of a held findin
 Recorded = tuple[str, Any, tuple[Any, ...]]
 WATERMARK_PHASE = 9  # above both cursor phases: a worker's watermark (index, frame, 9, 0, 0) follows its ops there
 
-ANALYSIS_STATS = ("dissector_bytes_evicted", "dissector_evictions")
+ANALYSIS_STATS = ("dissector_bytes_evicted", "dissector_evictions", "port_check_evictions")
 """Counters of :class:`~passive.analysis.stats.RunStats` that an analysis counts itself, not through its sessions'
 effects (which are recorded and replayed): each process sends them, after ``flows_ignored``, as
 :func:`analysis_counts`, and the main process adds them up (:func:`add_analysis_counts`)."""
