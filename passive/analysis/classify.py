@@ -19,6 +19,15 @@ CLASSIFY_LIMIT = 4096
 # Bytes held of a flow on a mail port while its first lines may still show another protocol (a greeting and the
 # client's first commands fit); past this, or at a gap or the end, the port's protocol stands.
 PORT_CHECK_LIMIT = 2048
+MAX_PORT_CHECK_HELD = 16 * 1024 * 1024
+"""What all flows whose port check goes on may hold together, in :func:`~passive.capture.held.held_cost` units (a
+chunk's objects and its bytes twice): past it the flows holding the most end their check as at a gap or the end of
+the flow (``port_check_evictions``): on a carrier's port, the port's protocol stands, as it does at
+:data:`PORT_CHECK_LIMIT`; inside a tunnel, which has no port to stand, the flow is not read. On a mail port that
+loses least: a real mail flow is read with its credentials, while a Redis or FTP server the check would have found
+is read as mail, its lines anomalies. A normal check ends on the server's first line, so only flows that keep it
+waiting (bytes without a newline, shared commands) are cut. 16 MiB is 65 000 one-byte chunks, or 3 500 flows
+holding nearly all of their 2 KiB."""
 
 
 def classify_mail(server: bytes, client: bytes) -> str | None:

@@ -18,6 +18,7 @@ from passive.analysis.relays import RelayLedger
 from passive.analysis.stats import RunStats
 from passive.analysis.tunnel import MAX_TUNNELS, TunnelCheck, hop
 from passive.capture import reassembly
+from passive.capture.held import HeldBudget
 from passive.capture.tunnels import vnet_label
 from passive.findings.model import FindingSet
 
@@ -55,6 +56,7 @@ class Analysis(Protocol):
     findings: FindingSet
     stats: RunStats
     budget: DissectorBudget
+    held: HeldBudget[EngineHandler]
     sessions: list[SessionRecord]
     flows_ignored: int
     file: str | None
@@ -82,6 +84,7 @@ class EngineHandler:
         self.target: str | None = None  # the server a proxy was asked for, once the flow goes through its tunnel
         self.proxy = ""  # how that server was reached (passive.analysis.tunnel.hop)
         self.tunnels = 0
+        self.flow: reassembly.Flow | None = None  # the flow, once a check holds its bytes (to let them go)
 
     def _mail(self, flow: reassembly.Flow) -> MailFlow:
         if self.mail is None:
@@ -116,6 +119,17 @@ class EngineHandler:
         verdict = check.add(from_server, data, frame, ts)
         if verdict is not None:
             self._release(flow, refuted=verdict)
+            return
+        self.flow = flow
+        for victim in self.analysis.held.hold(self, len(data)):  # past MAX_PORT_CHECK_HELD: the largest give up
+            self.analysis.stats.port_check_evictions += 1
+            victim.give_up()
+
+    def give_up(self) -> None:
+        """What the flow's check holds is over the run's bound: the check ends as at a gap (the port's protocol
+        stands; a tunnel's stream, with no port to stand, is not read)."""
+        if self.check is not None and self.flow is not None:
+            self._release(self.flow, refuted=self.check.refuted_at_end)
 
     def _through(self, flow: reassembly.Flow, mail: MailFlow) -> None:
         """The proxy let the client through: its session ends, and the rest of the flow is a new stream, whose
@@ -174,7 +188,8 @@ class EngineHandler:
 
     def _release(self, flow: reassembly.Flow, refuted: bool) -> None:
         """The port check is over: the held bytes go to the dissector, or the flow is no mail after all."""
-        check, self.check = self.check, None
+        check, self.check, self.flow = self.check, None, None
+        self.analysis.held.forget(self)
         if refuted and check is not None and check.shown is not None:
             self.protocol, refuted = check.shown, False  # another protocol that is read: HTTP on a mail port
         if refuted:

@@ -24,17 +24,17 @@ packet read, which every worker reads). Limits shared by all flows are per proce
 differ: the reassembler's flow table (``max_flows``, evictions) and out-of-order total (``max_total_buffer``), the
 scanner's flow table (``MAX_SCAN_FLOWS``) and its flow heads extended at once and in all
 (:mod:`passive.capture.flowhead`: ``MAX_EXTENDING``, ``HEAD_SHARE``), which only many flows of text in tiny pieces
-reach, and the dissectors' budget (:mod:`passive.analysis.budget`: which sessions give up their partial state, and
-when). Capture counters are summed per flow, and so are what a worker's dissector budget made sessions give up
-(``dissector_evictions``, ``dissector_bytes_evicted``); per-file ones (packets read, damage warnings) are the first
-worker's.
+reach, the dissectors' budget (:mod:`passive.analysis.budget`: which sessions give up their partial state, and
+when), and what flows not yet named may hold (:mod:`passive.capture.held`: which are dropped, or read by their port,
+before their first lines tell). Capture counters are summed per flow, and so are what a worker's budgets made flows
+and sessions give up (:data:`ANALYSIS_STATS`); per-file ones (packets read, damage warnings) are the first worker's.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from dissectors import events as ev
@@ -60,6 +60,11 @@ Sighting = tuple[int, int, float, float]  # (session id, number of a held findin
 # operation), or (number, kind's value, severity's value, key): the finding to look up now and name by that number.
 Recorded = tuple[str, Any, tuple[Any, ...]]
 WATERMARK_PHASE = 9  # above both cursor phases: a worker's watermark (index, frame, 9, 0, 0) follows its ops there
+
+ANALYSIS_STATS = ("dissector_bytes_evicted", "dissector_evictions", "port_check_evictions")
+"""Counters of :class:`~passive.analysis.stats.RunStats` that an analysis counts itself, not through its sessions'
+effects (which are recorded and replayed): each process sends them, after ``flows_ignored``, as
+:func:`analysis_counts`, and the main process adds them up (:func:`add_analysis_counts`)."""
 
 # Counters a capture has once, whichever worker counts them: every worker reads the whole file.
 _PER_FILE = frozenset({"packets_read", "bytes_read", "anomalies", "oversized_records", "warnings"})
@@ -421,3 +426,21 @@ def add_counters(total: CaptureCounters, more: CaptureCounters) -> None:
     # MAX_WARNINGS messages too, so warn() drops the note or adds its own, as one process's would have.
     for message in more.warnings:
         total.warn(message, anomaly=False)
+
+
+def analysis_counts(analysis: Any) -> tuple[int, ...]:
+    """What ``analysis`` counts itself: flows ignored, then :data:`ANALYSIS_STATS`."""
+    return (analysis.flows_ignored, *(getattr(analysis.stats, name) for name in ANALYSIS_STATS))
+
+
+def add_analysis_counts(analysis: Any, counts: Iterable[tuple[int, ...]], *, replace: bool = False) -> None:
+    """Add what processes counted (each an :func:`analysis_counts`, or what it grew by) to ``analysis``'s counts;
+    with ``replace``, ``counts`` are every process's totals, which replace them."""
+    totals = [sum(column) for column in zip(*counts, strict=True)]
+    if not totals:
+        return
+    base = (0,) * len(totals) if replace else analysis_counts(analysis)
+    ignored, *stats = (then + more for then, more in zip(base, totals, strict=True))
+    analysis.flows_ignored = ignored
+    for name, value in zip(ANALYSIS_STATS, stats, strict=True):
+        setattr(analysis.stats, name, value)

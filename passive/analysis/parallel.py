@@ -31,7 +31,9 @@ from passive.analysis.merge import (
     OpLog,
     Recording,
     Replayer,
+    add_analysis_counts,
     add_counters,
+    analysis_counts,
     merge_file_counters,
 )
 from passive.analysis.processes import end_with_parent, processes
@@ -176,8 +178,8 @@ class _Sender:
         if self.cursor.done - self._reported >= WATERMARK_FRAMES:
             self.log.flush()
 
-    def done(self, counts: tuple[int, int, int], error: str | None, state: str | None = None) -> None:
-        """The file's end: ``counts`` are what the worker's analysis counted in it (:func:`_analysis_counts`);
+    def done(self, counts: tuple[int, ...], error: str | None, state: str | None = None) -> None:
+        """The file's end: ``counts`` are what the worker's analysis counted in it (merge's ``analysis_counts``);
         ``state`` is None (read to its end), CUT or NOT_READ (a stop request)."""
         self.log.flush()
         message = ("done", self.log.file, counters_since(self.counters, self.before), counts, error, state)
@@ -201,7 +203,7 @@ def run_tasks(conn: Any, worker: int, jobs: int, tasks: list[Task], analysis: An
         for number, (index, path) in enumerate(files, 1):
             sender.begin(index, counters)
             analysis.file, analysis.files = path, stream.files if stream is not None else None
-            before, error, state = _analysis_counts(analysis), opening, None
+            before, error, state = analysis_counts(analysis), opening, None
             try:
                 if stop is not None and stop.requested:
                     state = NOT_READ
@@ -213,15 +215,8 @@ def run_tasks(conn: Any, worker: int, jobs: int, tasks: list[Task], analysis: An
                 stop.cut, state = False, CUT
             if stream is not None and number == len(files):
                 stream.finish()
-            counts = tuple(now - then for now, then in zip(_analysis_counts(analysis), before, strict=True))
+            counts = tuple(now - then for now, then in zip(analysis_counts(analysis), before, strict=True))
             sender.done(counts, error, state)  # type: ignore[arg-type]
-
-
-def _analysis_counts(analysis: Any) -> tuple[int, int, int]:
-    """What a worker's analysis counts itself, not through its sessions' effects: flows ignored, and what its
-    dissector budget made sessions give up (bytes, sessions)."""
-    stats = analysis.stats
-    return analysis.flows_ignored, stats.dissector_bytes_evicted, stats.dissector_evictions
 
 
 def _work(conn: Connection, worker: int, jobs: int, tasks: list[Task], analysis: Any, stop: SharedStop) -> None:
@@ -351,10 +346,7 @@ class ParallelRun:
             merged = merge_file_counters([w.done[0] for w in involved])  # type: ignore[index]
             results.counters.packets_read, results.counters.flows, results.counters.bytes_read = before
             add_counters(results.counters, merged)
-            counts = [w.done[1] for w in involved]  # type: ignore[index]
-            self.analysis.flows_ignored += sum(count[0] for count in counts)
-            self.analysis.stats.dissector_bytes_evicted += sum(count[1] for count in counts)
-            self.analysis.stats.dissector_evictions += sum(count[2] for count in counts)
+            add_analysis_counts(self.analysis, [w.done[1] for w in involved])  # type: ignore[index]
             error = involved[0].done[2]  # type: ignore[index]
             states = [w.done[3] for w in involved]  # type: ignore[index]
         if all(state == NOT_READ for state in states):

@@ -19,7 +19,7 @@ from typing import Any
 
 from dissectors.registry import PORT_PROTOCOLS
 from passive.analysis.budget import MAX_DISSECTOR_BYTES, DissectorBudget
-from passive.analysis.classify import mail_capture_options
+from passive.analysis.classify import MAX_PORT_CHECK_HELD, mail_capture_options
 from passive.analysis.detectors import SessionAnalyzer, SessionContext
 from passive.analysis.domains import IpNetwork
 from passive.analysis.flow import EngineHandler, MailFlow, SessionRecord, UnknownFlow
@@ -33,6 +33,7 @@ from passive.analysis.relays import RelayLedger, RelayPolicy
 from passive.analysis.stats import RunStats
 from passive.capture.counters import SCHEDULE_DEPENDENT, CaptureCounters
 from passive.capture.flow import Flow
+from passive.capture.held import HeldBudget
 from passive.capture.joined import FileMap, JoinedStream
 from passive.capture.options import MAX_FLOWS, CaptureOptions
 from passive.capture.policy import DEFAULT_POLICY
@@ -64,6 +65,7 @@ class AnalysisOptions:
     # Worker processes; 1 reads in this process, None as many as cores once the captures are big enough to gain.
     jobs: int | None = 1
     max_dissector_bytes: int = MAX_DISSECTOR_BYTES  # partial state all sessions may hold together
+    max_port_check_held: int = MAX_PORT_CHECK_HELD  # what all flows whose port check goes on may hold together
     join: bool = True  # consecutive files of one capture (a ring buffer) read as one stream (passive.capture.rings)
     scheduler: str | None = None  # a Dask scheduler's address: the tasks run on its cluster (analysis.cluster)
     skip_unread: bool = CaptureOptions.skip_unread  # bodies, unread literals, ciphertext dropped below Python
@@ -87,6 +89,7 @@ class Analysis:
         self.findings = FindingSet()
         self.stats = RunStats()
         self.budget = DissectorBudget(self.options.max_dissector_bytes, self.stats)
+        self.held: HeldBudget[EngineHandler] = HeldBudget(self.options.max_port_check_held)  # port checks
         self.sessions: list[SessionRecord] = []
         self.flows_ignored = 0
         self.file: str | None = None

@@ -37,6 +37,7 @@ class RunStats:
     findings_evicted: int = 0  # inventory findings that made room for a more valuable kind (FindingSet)
     dissector_bytes_evicted: int = 0  # partial state given up to keep within the dissector budget
     dissector_evictions: int = 0  # sessions that gave it up
+    port_check_evictions: int = 0  # flows whose port check ended early to keep within MAX_PORT_CHECK_HELD
     secrets: set[str] = field(default_factory=set)
 
     def add_hash(self, line: str) -> None:
@@ -70,4 +71,5 @@ class RunStats:
             "findings_evicted": self.findings_evicted,
             "dissector_bytes_evicted": self.dissector_bytes_evicted,
             "dissector_evictions": self.dissector_evictions,
+            "port_check_evictions": self.port_check_evictions,
         }

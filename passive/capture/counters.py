@@ -38,6 +38,9 @@ class CaptureCounters:
     flows_flushed: int = 0  # still open at the end of the capture
     flows_not_mail: int = 0  # dropped by the port-independent classifier (or still undecided at close)
     flows_declined: int = 0  # handler factory returned None
+    # Of flows_not_mail, those dropped while being classified to keep what all such flows hold within the bound
+    # (passive.capture.classifying.MAX_CLASSIFY_HELD): the ones holding the most.
+    classify_evictions: int = 0
     not_mail_packets: int = 0  # packets of flows declared not mail, dropped before reassembly (every-port mode)
     undecided_packets: int = 0  # packets of flows undecided past their head (scanner.FLOW_HEAD), dropped likewise
     head_extended_packets: int = 0  # admitted past a flow's head: a line in small pieces (scanner.HEAD_LINE_BYTES)

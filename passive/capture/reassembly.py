@@ -35,12 +35,12 @@ Policy, in short:
   When the table holds ``max_flows`` flows one is evicted per new flow: half-open flows first, then flows
   without payload, then established ones, each by idle time (:mod:`passive.capture.flowtable`).
   Anything still open at the end is flushed with reason ``END``.
-* **Classification.** With a ``classifier``, a new flow's events are held (at most
-  ``_CLASSIFY_LIMIT`` bytes seen) until the classifier, shown the first bytes of each
-  side, names it (the label is set on the flow, the held events are replayed to the handler the factory makes for
-  it) or drops it. ``on_verdict(flow, keep)`` hears each verdict (the packet scanner learns which flows to keep);
-  a flow dropped stays as a tombstone that swallows its packets, until a SYN with another ISN starts a new
-  connection on its 4-tuple.
+* **Classification** (:mod:`passive.capture.classifying`). With a ``classifier``, a new flow's events are held
+  (at most ``CLASSIFY_LIMIT`` bytes seen; all flows together at most ``max_classify_held``) until the classifier,
+  shown the first bytes of each side, names it (the label is set on the flow, the held events are replayed to the
+  handler the factory makes for it) or drops it. ``on_verdict(flow, keep)`` hears each verdict (the packet scanner
+  learns which flows to keep); a flow dropped stays as a tombstone that swallows its packets, until a SYN with
+  another ISN starts a new connection on its 4-tuple.
 * **Clock.** Idle flows are swept every few seconds of capture time (segments processed); with ``external_clock``
   the caller calls :meth:`expire` (the scanner measures on every packet read). **Skipped bytes**: see skipping.py.
 * **Truncated frames** (snaplen shorter than the segment): the captured bytes are delivered, the rest is a gap.
@@ -50,8 +50,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from passive.capture.classifying import MAX_CLASSIFY_HELD, Classification
 from passive.capture.counters import CaptureCounters
-from passive.capture.delivery import DIRECTIONS, TAIL_KEEP, Delivery
+from passive.capture.delivery import DIRECTIONS, TAIL_KEEP
 from passive.capture.flow import (
     Chunk,
     Classifier,
@@ -63,22 +64,15 @@ from passive.capture.flow import (
     sender_is_client,
 )
 from passive.capture.flowtable import ESTABLISHED, HALF_OPEN, QUIET, FlowTable
+from passive.capture.held import HeldBudget
 from passive.capture.linklayer import ACK, FIN, INFO_SKIPPED, INFO_VNET_SHIFT, RST, SYN, Segment
 from passive.capture.options import IDLE_TIMEOUT, MAX_BUFFER, MAX_BUFFER_SEGMENTS, MAX_FLOWS, MAX_TOTAL_BUFFER
 from passive.capture.policy import DEFAULT_POLICY, policy_named
 from passive.capture.skipping import apply_notice
 from passive.capture.stream import SEQ_MASK, HalfStream, handshake_done, one_sided, rst_valid, syn_seen
 
-_CLASSIFY_LIMIT = 4096  # bytes of a flow's first data (both sides) shown to the classifier; undecided then: dropped
-MAX_CLASSIFY_GAPS = 16
-"""Gaps held, to be replayed, while a flow is being classified; past them it is not mail. Each gap skips to the next
-newline, so a flow that loses bytes this often before its first lines say what it is shows the classifier nothing:
-a hole acknowledged past, again and again with no newline after it, held a gap per two packets for as long as the
-flow lived (the scanner's flow head bounds it in a file, not on libpcap's reader nor for ``watch``'s flows of a
-server known to be mail, which are admitted whole)."""
 
-
-class Reassembler(Delivery):
+class Reassembler(Classification):
     """Per-direction TCP reassembly over a bounded flow table (see the module docstring for the policy)."""
 
     def __init__(
@@ -98,6 +92,7 @@ class Reassembler(Delivery):
         policy: str = DEFAULT_POLICY,
         on_verdict: Callable[[Flow, bool], None] | None = None,
         external_clock: bool = False,
+        max_classify_held: int = MAX_CLASSIFY_HELD,
     ) -> None:
         self.factory = handler_factory
         self.counters = counters if counters is not None else CaptureCounters()
@@ -113,6 +108,7 @@ class Reassembler(Delivery):
         self.on_verdict = on_verdict
         self.external_clock = external_clock
         self.policy = policy_named(policy)
+        self.held: HeldBudget[Flow] = HeldBudget(max_classify_held)  # what the flows being classified hold
         self.skip_requests: list[Flow] = []  # flows whose handler would let bytes be dropped (capture.skipping)
         self._table = FlowTable()
         self._flows = self._table.flows
@@ -349,6 +345,8 @@ class Reassembler(Delivery):
             flow._isn = flow._halves[Direction.CLIENT_TO_SERVER].syn_seq
             for half in flow._halves:
                 self._pending_total -= half.clear()  # also stops a drain loop that is running on this list
+        if flow._events is not None:
+            self.held.forget(flow)
         flow.state = Flow.IGNORED
         flow._halves = None
         flow._events = None
@@ -396,53 +394,6 @@ class Reassembler(Delivery):
             flow.handler = None
             handler.on_close(flow, reason)
         flow._halves = None
-
-    # -- classification ----------------------------------------------------------------------
-
-    def _classify_gap(self, flow: Flow, event: tuple) -> None:
-        """A gap in a flow being classified: held with its data, up to :data:`MAX_CLASSIFY_GAPS` of them."""
-        events = flow._events
-        assert events is not None
-        events.append(event)
-        if sum(1 for held in events if held[0] == "gap") > MAX_CLASSIFY_GAPS:
-            self._not_mail(flow)
-
-    def _not_mail(self, flow: Flow) -> None:
-        """The classifier's verdict, or the bounds', on a flow being classified: no mail, ignored from here on."""
-        self.counters.flows_not_mail += 1
-        self._ignore(flow)
-        if self.on_verdict is not None:
-            self.on_verdict(flow, False)
-
-    def _classify(self, flow: Flow, direction: int, chunk: Chunk) -> None:
-        events = flow._events
-        assert events is not None and self.classifier is not None
-        events.append(("data", direction, chunk))
-        seen = flow._seen
-        if len(seen[direction]) < _CLASSIFY_LIMIT:
-            seen[direction] += chunk.data[: _CLASSIFY_LIMIT - len(seen[direction])]
-        verdict = self.classifier(seen[Direction.SERVER_TO_CLIENT], seen[Direction.CLIENT_TO_SERVER])
-        if verdict is None and len(seen[0]) + len(seen[1]) >= _CLASSIFY_LIMIT:
-            verdict = ""
-        if verdict is None:
-            return
-        if not verdict:
-            self._not_mail(flow)
-            return
-        flow.label = verdict
-        flow._events = None
-        flow._seen = [b"", b""]
-        self._activate(flow)
-        handler = flow.handler
-        if self.on_verdict is not None:
-            self.on_verdict(flow, handler is not None)
-        if handler is None:
-            return
-        for event in events:
-            if event[0] == "data":
-                handler.on_data(flow, DIRECTIONS[event[1]], event[2])
-            else:
-                handler.on_gap(flow, DIRECTIONS[event[1]], event[2], event[3], event[4])
 
 
 def sweep_interval(idle_timeout: float) -> float:

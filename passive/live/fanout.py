@@ -36,7 +36,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from passive.analysis.merge import Op, OpLog, Recording, Replayer
+from passive.analysis.merge import Op, OpLog, Recording, Replayer, add_analysis_counts, analysis_counts
 from passive.analysis.pipeline import Analysis, AnalysisOptions
 from passive.capture import CaptureCounters, LiveCapture, PcapStats
 from passive.capture.options import END_FRAME, Cursor
@@ -72,7 +72,7 @@ class _Child:
     counters: CaptureCounters = dataclasses.field(default_factory=CaptureCounters)
     stats: PcapStats | None = None
     capture_now: float | None = None
-    analysis_counts: tuple[int, int, int] = (0, 0, 0)  # flows ignored, dissector bytes evicted, evictions
+    analysis_counts: tuple[int, ...] = ()  # flows ignored, then merge.ANALYSIS_STATS (none before its first tick)
     done: bool = False
     ops: deque[Op] = dataclasses.field(default_factory=deque)  # received, not yet applied
     chunks: deque[bytes] = dataclasses.field(default_factory=deque)  # received after ``ops``, still pickled
@@ -263,9 +263,8 @@ class FanoutCapture:
             total.warn(message, anomaly=False)
         for field in dataclasses.fields(CaptureCounters):
             setattr(counters, field.name, getattr(total, field.name))
-        analysis.flows_ignored = sum(child.analysis_counts[0] for child in self.children)
-        analysis.stats.dissector_bytes_evicted = sum(child.analysis_counts[1] for child in self.children)
-        analysis.stats.dissector_evictions = sum(child.analysis_counts[2] for child in self.children)
+        counts = [child.analysis_counts for child in self.children if child.analysis_counts]
+        add_analysis_counts(analysis, counts, replace=True)
 
     @property
     def capture_now(self) -> float | None:
@@ -362,7 +361,7 @@ def _capture(
         stats = None
         with contextlib.suppress(Exception):  # statistics are informative: never stop the capture for them
             stats = capture.stats()
-        counts = (analysis.flows_ignored, analysis.stats.dissector_bytes_evicted, analysis.stats.dissector_evictions)
+        counts = analysis_counts(analysis)
         watermark = math.inf if capture_now is None else max(log.now(), capture_now - ORDER_SLACK)
         _send(conn, (kind, index, capture_now, watermark, counters, stats, counts))
 
