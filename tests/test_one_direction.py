@@ -99,3 +99,16 @@ def test_data_one_way_and_no_packet_back_is_one_sided() -> None:
     assert _counted(seg(SERVER, CLIENT, 701, 101, payload=b"220 mx ESMTP\r\n"), seg(SERVER, CLIENT, 715, 101)) == 1
     assert _counted(seg(CLIENT, SERVER, 101, 701, PSH | ACK, payload=b"EHLO a\r\n")) == 1
     assert _counted(seg(CLIENT, SERVER, 100, 0, SYN)) == 0  # no byte either way: nothing was missed
+
+
+def test_a_server_whose_listing_was_not_seen_is_not_said_to_refuse_starttls(tmp_path: Path) -> None:
+    """The client's side alone holds no EHLO reply: whether the server offers STARTTLS is unknown (null), not
+    "no"; the whole capture says what the server listed."""
+
+    def service(capture: Path) -> dict:
+        result = _leakscope("analyze", "--format", "jsonl", str(capture))
+        return next(r for r in map(json.loads, result.stdout.splitlines()) if r["type"] == "mail-service")
+
+    whole = PCAPS / "smtp-auth-plain-swaks.pcap"
+    assert service(whole)["starttls_offered"] is True
+    assert service(_one_way(whole, True, 25, tmp_path / "client.pcap"))["starttls_offered"] is None

@@ -387,7 +387,13 @@ MAIL_SERVICE = Kind(
             "software", "product and version the banner (else the IMAP ID) names, or null", column=True, compared=True
         ),
         Field("client_software", "what clients say they run in IMAP ID (first 50)", column=True, union=True, many=True),
-        Field("starttls_offered", "STARTTLS/STLS advertised", column=True, compared=True),
+        Field(
+            "starttls_offered",
+            "STARTTLS/STLS advertised; null when no capability listing was seen (a capture of the client's side, a "
+            "client that asked for none): what the server offers is then unknown",
+            column=True,
+            compared=True,
+        ),
         Field(
             "message_end",
             "SMTP, from a message with an end line other than CR LF . CR LF (`\\n.\\n`, `\\n.\\r\\n`, `\\r.\\r`...): "

@@ -51,6 +51,8 @@ class ServiceDetector(Detector):
             self.session.server_names.add(normalize_domain(event.server_name))
         if event.starttls:
             self.session.apply(_fields, self.service, {"starttls_offered": True})
+        else:
+            self.session.apply(_listed_without_starttls, self.service)
 
     def identity(self, event: ev.Identity) -> None:
         """IMAP ID: a client's names the software it runs; a server's names its own when the banner did not."""
@@ -103,7 +105,9 @@ def described_software(fields: dict[str, str]) -> str | None:
 
 def _defaults(service: Finding, shared: Shared) -> None:
     fields = service.fields
-    defaults = (("banner", None), ("banner_host", None), ("software", None), ("starttls_offered", False))
+    # starttls_offered: None until a capability listing was seen (a capture of the client's side, a POP3 client
+    # that sends no CAPA, an SMTP client that says HELO): no listing says nothing of what the server offers.
+    defaults = (("banner", None), ("banner_host", None), ("software", None), ("starttls_offered", None))
     fields.setdefault("message_end", None)
     for name, default in (*defaults, ("tls", False)):
         fields.setdefault(name, default)
@@ -152,3 +156,9 @@ def _message_end(service: Finding, shared: Shared, reading: str, evidence: Evide
 
 def _fields(service: Finding, shared: Shared, values: dict[str, Any]) -> None:
     service.fields.update(values)
+
+
+def _listed_without_starttls(service: Finding, shared: Shared) -> None:
+    """A capability listing without STARTTLS/STLS: not offered, unless another session saw it offered."""
+    if service.fields.get("starttls_offered") is None:
+        service.fields["starttls_offered"] = False
