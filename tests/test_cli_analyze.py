@@ -218,13 +218,13 @@ def test_a_mistyped_command_gets_the_suggestion() -> None:
     assert "No such command 'anlyze'. Did you mean 'analyze'?" in result.stderr
 
 
-@pytest.mark.parametrize("value", ["", "a b", "-", "mail..example", "[192.0.2.1]", "*.example.com"])
+@pytest.mark.parametrize("value", ["", "a b", "-", "mail..example", "[192.0.2.1]", "*.example.com", ".example.com"])
 def test_a_local_domain_that_is_no_domain_name_is_a_usage_error(value: str) -> None:
     """--local-domain decides which relaying is high: a typo must not pass silently."""
     result = leakscope("analyze", "--local-domain", value, str(PCAPS / "smtp-auth-plain-swaks.pcap"))
     assert result.returncode == 2 and result.stdout == ""
     assert "--local-domain" in result.stderr.splitlines()[-1]
-    if value.startswith("*."):
+    if value.startswith(("*.", ".")):
         assert "'example.com', which covers its subdomains" in result.stderr
 
 

@@ -168,3 +168,19 @@ def test_chrissanders_captures_report_no_high_open_relay() -> None:
     assert found and all(r["severity"] != "high" for r in found), [(r["server"], r["verdict"]) for r in found]
     assert {r["verdict"] for r in found} == {"relays-for-internal-clients"}
     assert all(isinstance(r["rule"], str) and r["rule"] for r in found)
+
+
+@pytest.mark.parametrize(
+    ("banner", "local"),
+    [
+        (b"mx1.eu.corp.example", "eu.corp.example"),  # a subdomain given as the local domain
+        (b"mx.corp.example", "eu.corp.example"),  # the same organisation's server for its subdomain
+        (b"[203.0.113.25]", "corp.example"),  # a server that names itself by its address gives no name
+        (b"203.0.113.25", "corp.example"),
+    ],
+)
+def test_a_server_of_the_local_domains_is_judged_high(banner: bytes, local: str) -> None:
+    options = AnalysisOptions(local_domains=frozenset({local}))
+    [relay] = relays([(OUTSIDE, dialogue(banner, "a@spam.test", "victim@outside.test"))], options)
+    assert (relay["severity"], relay["verdict"]) == ("high", "open-relay"), relay["rule"]
+    assert not any(name.rpartition(".")[2].isdigit() for name in relay["local_domains"])

@@ -151,6 +151,15 @@ def is_domain_name(name: str) -> bool:
     return 0 < len(name) <= MAX_NAME_CHARACTERS and all(_LABEL.fullmatch(label) for label in name.split("."))
 
 
+def server_name(text: str) -> str | None:
+    """A name a server gives itself (its greeting's first word, its EHLO reply's) as a domain name, or None for an
+    address (``[203.0.113.25]``, ``203.0.113.25``: no top-level domain is all digits) or what is no name."""
+    name = normalize_domain(text)
+    if "." not in name or not is_domain_name(name) or name.rpartition(".")[2].isdigit():
+        return None
+    return name
+
+
 def _domain(text: str) -> str | None:
     text = normalize_domain(text)
     if not text:

@@ -12,7 +12,8 @@
    gives itself name some of its domains, never all: an MX takes mail for every domain it is MX for (a company's
    several, a hosting provider's or Microsoft 365's customers'), so in traffic, delivery to an MX and relaying look
    the same. Passively, only the user's ``--local-domain`` says which domains are foreign, and only for a server
-   that names itself in one of them or gives no name (outbound mail to another's MX is no relaying). A probe's relay
+   that names itself in one of them (or in the same registered domain) or gives no name (outbound mail to another's
+   MX is no relaying; a server that gives no name, a masked banner, is taken for one of the user's). A probe's relay
    test sends to a domain it chose: there, a server whose names or ``--local-domain`` give its domains is judged;
 5. otherwise ``open-relay`` (high): a client outside the trusted networks had mail for a foreign domain accepted.
 
@@ -185,8 +186,8 @@ def _not_known_foreign(relays: ServerRelays, attempt: Attempt, policy: RelayPoli
             (f"whether the server receives mail for {attempt.domain} is unknown: --local-domain names the domains "
              "your servers receive mail for, probe --relay-test checks",),
         )  # fmt: skip
-    own = sorted({domain for domain in (registered_domain(name) for name in relays.names) if domain})
-    if own and not any(is_local(domain, policy.local_domains, frozenset()) for domain in own):
+    if relays.names and not _names_one_of(relays.names, policy.local_domains):
+        own = sorted({registered_domain(name) or name for name in relays.names})
         return Decision(
             Verdict.POSSIBLE_RELAY,
             f"the server names itself in {', '.join(own[:3])}, none of the --local-domain domains: it is not one of "
@@ -194,6 +195,16 @@ def _not_known_foreign(relays: ServerRelays, attempt: Attempt, policy: RelayPoli
             ("--local-domain speaks of the servers that name themselves in those domains (or give no name)",),
         )
     return None
+
+
+def _names_one_of(names: Set[str], local_domains: Set[str]) -> bool:
+    """Whether a server named ``names`` is one of the servers of ``local_domains``: a name in one of them, or in the
+    same registered domain (``mx.corp.example`` for ``eu.corp.example``)."""
+    organisations = {registered_domain(domain) or domain for domain in local_domains}
+    return any(
+        is_local(name, local_domains, frozenset()) or (registered_domain(name) or name) in organisations
+        for name in names
+    )
 
 
 def _proxied(attempt: Attempt, who: str) -> Decision:

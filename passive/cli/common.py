@@ -55,8 +55,8 @@ def _domain_names(context: click.Context, parameter: click.Parameter, values: tu
     """``--local-domain`` values that are domain names: a typo here would silently change which relaying is high."""
     for value in values:
         name = normalize_domain(value.strip().rstrip("."))
-        if name.startswith("*."):
-            raise click.BadParameter(f"{value!r}: give {name[2:]!r}, which covers its subdomains too")
+        if name.startswith(("*.", ".")):  # a wildcard, or Postfix's notation for subdomains
+            raise click.BadParameter(f"{value!r}: give {name.lstrip('*.')!r}, which covers its subdomains too")
         if not is_domain_name(name):
             raise click.BadParameter(f"not a domain name: {value!r}")
     return values

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from dissectors import events as ev
 from passive.analysis.detectors.base import Detector, Handlers, Session, Shared
-from passive.analysis.domains import normalize_domain
+from passive.analysis.domains import server_name
 from passive.analysis.software import banner_host, guess_software
 from passive.findings.model import EvidenceRecord, Finding, FindingType, Severity
 
@@ -42,13 +42,12 @@ class ServiceDetector(Detector):
     def greeting(self, event: ev.Greeting) -> None:
         banner = event.banner[:MAX_BANNER]
         self.session.apply(_greeting, self.service, banner, banner_host(banner), self.evidence(event))
-        first = banner.split(" ", 1)[0]
-        if "." in first:
-            self.session.server_names.add(normalize_domain(first))
+        if (name := server_name(banner.split(" ", 1)[0])) is not None:
+            self.session.server_names.add(name)
 
     def capabilities(self, event: ev.Capabilities) -> None:
-        if event.server_name and "." in event.server_name:
-            self.session.server_names.add(normalize_domain(event.server_name))
+        if event.server_name and (name := server_name(event.server_name)) is not None:
+            self.session.server_names.add(name)
         if event.starttls:
             self.session.apply(_fields, self.service, {"starttls_offered": True})
         else:
