@@ -17,6 +17,7 @@ from scapy.packet import Packet, Raw
 import passive.capture.scanner as scanning
 from passive.capture import defrag, linklayer, pcapfile, scanread, tunnels
 from passive.capture.defrag import FRAGMENT_TIMEOUT, MAX_DATAGRAMS, MAX_PIECES, Defragmenter
+from passive.capture.libpcap import libpcap_available
 from passive.capture.linklayer import decode_tcp
 from tests.helpers_capture import pcap_bytes, write
 from tests.test_scanner import assert_same, run
@@ -158,3 +159,39 @@ def test_the_compiled_limits_of_joining_and_peeling_are_the_twins() -> None:
     }
     for name, value in twins.items():
         assert getattr(compiled, name) == value, name
+
+
+@pytest.mark.parametrize("backend", ["auto", "python", "libpcap"])
+def test_a_mirror_that_hands_every_piece_over_twice_leaves_no_fragment_unread(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SPAN of both directions copies every frame: each piece of a fragmented tunnel packet comes twice, the last
+    one after its datagram was joined. The copies are no fragments left unread (no "not everything was read"),
+    and the session reads as the capture without copies does; a piece with other bytes under a joined datagram's
+    id is a new datagram, not a copy."""
+    if backend == "libpcap" and not libpcap_available():
+        pytest.skip("needs libpcap")
+    frames, twice = [], []
+    clock = 1_800_000_000.0
+    for number, (_ts, packet) in enumerate(_session(4)):
+        clock += 0.001
+        for piece in _pieces4(packet, number, 96):
+            frames.append((clock, piece))
+            twice += [(clock, piece), (clock + 0.0001, piece)]
+    once = run(_write(tmp_path / "once.pcap", frames), backend, monkeypatch)
+    doubled = run(_write(tmp_path / "twice.pcap", twice), backend, monkeypatch)
+    assert once["counts"]["ip_fragments"] == 0 and doubled["counts"]["ip_fragments"] == 0
+    assert _facts(doubled["findings"]) == _facts(once["findings"]) and once["findings"]  # frames are numbered apart
+    reuse = Defragmenter()
+    pieces = _pieces4(_session(4)[11][1], 7, 64)
+    assert [reuse.add(1, p, 0.0) for p in pieces][-1] is not None
+    assert reuse.add(1, pieces[0], 0.0) is None and reuse.copy  # a copy of a joined piece
+    other = bytearray(pieces[0])
+    other[-1] ^= 0xFF  # the id reused by another packet: begun anew, not a copy
+    assert reuse.add(1, bytes(other), 0.0) is None and not reuse.copy
+
+
+def _facts(findings: list[dict]) -> list[dict]:
+    """Findings without what depends on frame numbers and times."""
+    moving = {"evidence", "details", "first_seen", "last_seen", "id", "attempts"}
+    return [{k: v for k, v in f.items() if k not in moving} for f in findings]

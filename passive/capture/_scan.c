@@ -657,6 +657,7 @@ typedef struct {
     uint64_t datagrams_born;      /* datagrams begun so far: their order, the oldest is dropped first */
     uint8_t *rebuilt;             /* the frame the last piece of one completed */
     int joined;                   /* the pieces before that last one (Defragmenter.joined) */
+    int copy;                     /* the piece last taken was a copy (Defragmenter.copy) */
     Py_ssize_t rebuilt_len;       /* its length while the record that completed it is scanned, else 0 */
     struct armed_s *armed; /* flows whose bytes may be dropped unread (skip_flow), open addressing */
     size_t armed_cap, armed_used, armed_gone;
@@ -928,7 +929,7 @@ static int append_item(PyObject *items, long long frame, double ts, PyObject *se
 #define MAX_HEADER (MAX_LINK_HEADER + 60) /* a link header and the longest IP header (IPv4 with options) */
 
 typedef struct datagram_s {
-    int used, version, has_header, pieces;
+    int used, version, has_header, pieces; /* used: 0 free, 1 being joined, 2 joined (kept to know copies) */
     uint64_t born;                /* the order datagrams were begun in */
     double first;                 /* capture time of its first piece */
     uint8_t src[16], dst[16];
@@ -991,16 +992,18 @@ static datagram_t *defrag_find(Scanner *sc, const piece_t *p) {
     return NULL;
 }
 
-/* A new datagram's slot (the oldest one's when all are taken); NULL when memory runs out. */
+/* A new datagram's slot (when all are taken, the oldest joined one's, else the oldest one's); NULL when memory
+ * runs out. */
 static datagram_t *defrag_begin(Scanner *sc, const piece_t *p, double ts) {
     datagram_t *g = NULL;
     for (int i = 0; i < MAX_DATAGRAMS && !g; i++)
         if (!sc->datagrams[i].used) g = &sc->datagrams[i];
-    if (!g) {
-        g = &sc->datagrams[0];
-        for (int i = 1; i < MAX_DATAGRAMS; i++)
-            if (sc->datagrams[i].born < g->born) g = &sc->datagrams[i];
-    }
+    if (!g) /* by birth, as defrag.py's dict orders them */
+        for (int i = 0; i < MAX_DATAGRAMS; i++) {
+            datagram_t *d = &sc->datagrams[i];
+            int joined = d->used == 2, best = g && g->used == 2;
+            if (!g || joined > best || (joined == best && d->born < g->born)) g = d;
+        }
     if (!g->payload && !(g->payload = PyMem_Malloc(MAX_DATAGRAM))) return NULL;
     int alen = p->version == 4 ? 4 : 16;
     g->used = 1; g->version = p->version; g->has_header = 0; g->pieces = 0;
@@ -1031,16 +1034,26 @@ static Py_ssize_t defrag_rebuild(Scanner *sc, datagram_t *g) {
 /* Defragmenter.add: the length of the frame a last piece completed (in sc->rebuilt), 0 for none, -1 out of memory. */
 static Py_ssize_t defrag_add(Scanner *sc, int linktype, const uint8_t *d, Py_ssize_t n, double ts) {
     piece_t p;
+    sc->copy = 0;
     if (!defrag_piece(linktype, d, n, &p)) return 0;
     if ((p.more && (p.size == 0 || p.size % 8)) || p.offset + p.size > MAX_DATAGRAM) return 0;
     if (!sc->datagrams && !(sc->datagrams = PyMem_Calloc(MAX_DATAGRAMS, sizeof(datagram_t)))) return -1;
     for (int i = 0; i < MAX_DATAGRAMS; i++)
         if (sc->datagrams[i].used && sc->datagrams[i].first + FRAGMENT_TIMEOUT < ts) sc->datagrams[i].used = 0;
     datagram_t *g = defrag_find(sc, &p);
+    if (g && g->used == 2) { /* joined already: a copy of one of its pieces, or the key reused */
+        for (int i = 0; i < g->pieces; i++)
+            if (g->starts[i] == p.offset && g->sizes[i] == p.size && !memcmp(g->payload + p.offset, p.payload, p.size)) {
+                sc->copy = 1;
+                return 0;
+            }
+        g->used = 0;
+        g = NULL;
+    }
     if (!g && !(g = defrag_begin(sc, &p, ts))) return -1;
     Py_ssize_t end = p.offset + p.size;
     for (int i = 0; i < g->pieces; i++) {
-        if (g->starts[i] == p.offset && g->sizes[i] == p.size) return 0; /* an exact duplicate */
+        if (g->starts[i] == p.offset && g->sizes[i] == p.size) { sc->copy = 1; return 0; } /* an exact duplicate */
         if (g->starts[i] < end && p.offset < g->starts[i] + g->sizes[i]) { g->used = 0; return 0; } /* overlap */
     }
     if ((!p.more && g->total >= 0 && g->total != end) || (g->total >= 0 && end > g->total)) { g->used = 0; return 0; }
@@ -1057,7 +1070,7 @@ static Py_ssize_t defrag_add(Scanner *sc, int linktype, const uint8_t *d, Py_ssi
         g->header_len = p.header_len; g->ip_at = p.at; g->has_header = 1;
     }
     if (!g->has_header || g->total < 0 || g->held != g->total) return 0;
-    g->used = 0;
+    g->used = 2; /* kept until it times out or makes room, to know copies of its pieces */
     sc->joined = g->pieces - 1;
     if (!sc->rebuilt && !(sc->rebuilt = PyMem_Malloc(MAX_HEADER + MAX_DATAGRAM))) return -1;
     return defrag_rebuild(sc, g);
@@ -1369,6 +1382,8 @@ static int scan_record(Scanner *sc, PyObject *items, long long frame, double ts,
             sc->rebuilt_len = built;
             d = sc->rebuilt; n = built;
             status = decode_frame(linktype, d, n, &s);
+        } else if (sc->copy) {
+            return DROP; /* a copy of a piece: no fragment left unread */
         }
     }
     if (status != SEGMENT) {

@@ -11,7 +11,8 @@ Rules (the Linux receiver's, RFC 5722 and its erratum 3089 for IPv6, and Linux's
 - only the outermost IP header, right after the link header (and its VLAN tags); for IPv6, a Fragment header as
   the first extension header. Pieces are keyed by addresses, identification and protocol;
 - a piece overlapping another of its datagram drops the whole datagram and every piece of it held (an evasion
-  would otherwise choose which bytes count); an exact duplicate of a piece is ignored;
+  would otherwise choose which bytes count); an exact duplicate of a piece is ignored, and so is a copy of a piece
+  of a datagram joined already (kept until it times out or makes room): neither is counted as a fragment;
 - a piece that is not the last and whose length is not a multiple of 8, an empty one that is not the last, and
   one that would end past 65 535 bytes are ignored; so is a datagram whose last pieces disagree on its length;
 - at most :data:`MAX_DATAGRAMS` datagrams are held, each of at most :data:`MAX_PIECES` pieces (a further datagram
@@ -36,7 +37,7 @@ MAX_DATAGRAM = 65535  # an IP datagram's payload ends by then (the 16-bit length
 _MAX_LINK_HEADER = 64  # a link header and its tags are shorter; a longer one is not a frame to rebuild
 
 # A datagram being reassembled: [first piece's time, header of the piece at offset 0 (or None; see _piece),
-# pieces [(offset, bytes)], payload length (known from the last piece, else -1), bytes held]
+# pieces [(offset, bytes)], payload length (known from the last piece, else -1), bytes held, joined already]
 Datagram = list
 
 
@@ -48,9 +49,13 @@ class Defragmenter:
         # The pieces before the last of the datagram :meth:`add` last completed: readers counted each as a fragment
         # when it came, and take them back once it is joined (only pieces never joined are left counted).
         self.joined = 0
+        # Whether the piece :meth:`add` last took was a copy of one it holds, or held: a port mirrored twice, a SPAN
+        # of both directions, hands every frame over twice; a copy is no fragment left unread.
+        self.copy = False
 
     def add(self, linktype: int, data: bytes, ts: float) -> bytes | None:
         """One fragment: the whole frame when it completes its datagram, else None."""
+        self.copy = False
         piece = _piece(linktype, data)
         if piece is None:
             return None
@@ -62,14 +67,21 @@ class Defragmenter:
         for stale in [k for k, d in datagrams.items() if d[0] + FRAGMENT_TIMEOUT < ts]:
             del datagrams[stale]
         datagram = datagrams.get(key)
+        if datagram is not None and datagram[5]:  # joined already: a copy of one of its pieces, or the key reused
+            if (offset, payload) in datagram[2]:
+                self.copy = True
+                return None
+            del datagrams[key]
+            datagram = None
         if datagram is None:
-            if len(datagrams) >= MAX_DATAGRAMS:
-                del datagrams[next(iter(datagrams))]  # the oldest
-            datagram = datagrams[key] = [ts, None, [], -1, 0]
+            if len(datagrams) >= MAX_DATAGRAMS:  # the oldest joined one makes room, else the oldest
+                del datagrams[next((k for k, d in datagrams.items() if d[5]), next(iter(datagrams)))]
+            datagram = datagrams[key] = [ts, None, [], -1, 0, False]
         end = offset + size
         for start, held in datagram[2]:
             if start == offset and len(held) == size:
-                return None  # an exact duplicate
+                self.copy = True  # an exact duplicate
+                return None
             if start < end and offset < start + len(held):
                 del datagrams[key]  # overlap: the whole datagram goes
                 return None
@@ -91,7 +103,7 @@ class Defragmenter:
             datagram[1] = header
         if datagram[1] is None or datagram[3] < 0 or datagram[4] != datagram[3]:
             return None
-        del datagrams[key]
+        datagram[5] = True  # kept until it times out or makes room, to know copies of its pieces
         self.joined = len(datagram[2]) - 1
         return _rebuild(datagram[1], key[0], key[4], datagram[2], datagram[3])
 

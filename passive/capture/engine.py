@@ -179,6 +179,9 @@ class Engine:
                 result = decode_tcp(linktype, rebuilt)
                 counters.ip_fragments -= self._defrag.joined  # the pieces before it are part of this packet now
                 counters.packets_matched -= self._defrag.joined
+            elif self._defrag.copy:  # a copy of a piece held or joined: no fragment left unread
+                counters.packets_matched -= 1
+                return
         if result.__class__ is int:
             self._status(result, linktype)  # type: ignore[arg-type]
             return

@@ -1,10 +1,10 @@
 """The packet scanner: which packets reach Python at all, decided per packet before any per-packet object is made.
 
 Two implementations share one interface and one set of rules: the compiled one (``passive/capture/_scan.c``,
-imported as ``passive.capture._cscan``; pcap and pcapng files, compressed files and pipes through a pipe of their own
-(:mod:`passive.capture.piped`), and ``next_batch`` buffers of a live capture) and :class:`PyScanner`, its pure-Python
-twin (BPF expressions on all but plain classic pcap, and everything when the extension is not built). Both run on
-every capture in ``tests/test_scanner*.py``, which compare what they admit, packet by packet.
+imported as ``passive.capture._cscan``; pcap and pcapng files, compressed files and pipes through a pipe of their
+own (:mod:`passive.capture.piped`), and ``next_batch`` buffers of a live capture) and :class:`PyScanner`, its
+pure-Python twin (BPF expressions on all but plain classic pcap, and everything when the extension is not built).
+Both run on every capture in ``tests/test_scanner*.py``, which compare what they admit, packet by packet.
 
 A scanner numbers every frame (as tshark does), decodes link, tunnel, IP and TCP headers
 (:func:`~passive.capture.linklayer.decode_tcp`) and **admits** a TCP segment when:
@@ -28,9 +28,8 @@ scanner admits only the flows whose 4-tuple hashes to ``shard`` (:func:`shard_of
 workers reading one capture split its flows. Packets of no flow (not TCP, fragments, damage): shard 0 counts them.
 
 A batch is a list of ``(frame, time, segment)``; ``segment`` is :data:`~passive.capture.linklayer.Segment`, or None
-for a sweep tick: every ``sweep_every`` seconds of capture time, measured on every packet read (admitted or not),
-so that idle flows expire at the same packets in every worker.
-"""
+for a sweep tick: every ``sweep_every`` seconds of capture time, measured on every packet read (admitted or not), so
+that idle flows expire at the same packets in every worker."""
 
 from __future__ import annotations
 
@@ -278,6 +277,8 @@ class PyScanner:
                 self._rebuilt, joined = rebuilt, self._defrag.joined  # the pieces before it: counted as they came
                 counts[FRAGMENTS if segment == FRAGMENT_V6 else self._v4_pieces] -= lead * joined
                 segment = decode_tcp(linktype, rebuilt)
+            elif self._defrag.copy:  # a copy of a piece: no fragment left unread
+                return DROPPED
         if segment.__class__ is int:
             counts[self._v4_pieces if segment == FRAGMENT_V4 else _STATUS_SLOT.get(segment, NOT_TCP)] += lead  # type: ignore
             return DROPPED
@@ -433,8 +434,7 @@ class PyScanner:
 
     def _entry(self, key: FlowKey, now: float) -> list[Any]:
         flows = self._flows
-        entry = flows.get(key)
-        if entry is not None:
+        if (entry := flows.get(key)) is not None:
             return entry
         capacity = self._capacity
         if len(flows) + 1 > (capacity // 2 if capacity < MAX_SCAN_FLOWS else capacity // 4 * 3):
