@@ -104,6 +104,7 @@ class AuthStart(Event):
 
     mechanism: str
     initial_response: bool
+    attempt: int | None = None  # the exchange's number (see Credentials)
 
 
 @dataclass
@@ -129,6 +130,9 @@ class Credentials(Event):
     # The base64 text that carried the secret as sent (a SASL response, a Basic header's token): as secret as the
     # password, which anyone decodes from it; a server that echoes a client's line in its reply shows it.
     carrier: str | None = None
+    # Which SASL exchange of the session it belongs to (dissectors.sasl_events.OfExchange: 1 for the first started,
+    # 0 for a verdict on one no longer told apart); None outside SASL (USER/PASS, IMAP LOGIN, HTTP, SOCKS).
+    attempt: int | None = None
 
 
 @dataclass
@@ -138,6 +142,7 @@ class AuthResult(Event):
     mechanism: str
     success: bool
     text: str
+    attempt: int | None = None  # the exchange it judges (see Credentials): each verdict is its own exchange's
 
 
 @dataclass
@@ -145,6 +150,7 @@ class AuthCancelled(Event):
     """The client cancelled an exchange (a ``*`` line)."""
 
     mechanism: str
+    attempt: int | None = None  # the exchange's number (see Credentials)
 
 
 @dataclass
@@ -153,6 +159,7 @@ class AuthAbandoned(Event):
 
     mechanism: str
     reason: str
+    attempt: int | None = None  # the exchange's number (see Credentials)
 
 
 # XCLIENT attributes kept from one command (Postfix knows 9: NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT

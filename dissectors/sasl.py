@@ -13,24 +13,32 @@ prompt, and then only a base64 line that is no command of the protocol, up to th
 for PLAIN, two for LOGIN). Any other line is the client's next command (:meth:`AuthTracker.claims` says which): it
 ends an exchange whose prompts and replies the capture showed (the verdict was lost), unless the server answers in
 order (SMTP), and leaves one the server never spoke in waiting for a verdict that may still come.
+
+An SMTP server answers AUTH commands pipelined in one group (a password guesser, a client retrying) in turn: each
+exchange the client ended by sending another AUTH awaits its verdict, first in, first out, and every event names its
+exchange (``attempt``), so that each verdict reaches the credentials it judges.
 """
 
 from __future__ import annotations
 
-import binascii
 import enum
 import re
 import sys
-from dataclasses import dataclass, field, replace
+from collections import deque
 from typing import NamedTuple
 
-from dissectors import ntlmssp
-from dissectors.linebuffer import wire_text
-from dissectors.sasl_ntlm import ntlm_message
-from dissectors.sasl_steps import AUTH_VERBS, CLIENT_STEPS, looks_like_response
+# The events and the base64 decoder are used as this module's by the sessions: SaslBlob, SaslCancelled,
+# SaslCredentials, decode_base64, MAX_BLOB_TEXT are named again here for them.
+from dissectors.sasl_events import Direction as Direction
+from dissectors.sasl_events import OfExchange, SaslAbandoned, SaslAnomaly, SaslEvent, SaslOutcome, SaslStarted
+from dissectors.sasl_events import SaslBlob as SaslBlob
+from dissectors.sasl_events import SaslCancelled as SaslCancelled
+from dissectors.sasl_events import SaslCredentials as SaslCredentials
+from dissectors.sasl_exchange import MAX_BLOB_TEXT as MAX_BLOB_TEXT
+from dissectors.sasl_exchange import Exchange
+from dissectors.sasl_exchange import decode_base64 as decode_base64
+from dissectors.sasl_steps import AUTH_VERBS, looks_like_response
 
-# A SASL line longer than this is not decoded (a real NTLM blob is a few hundred bytes of base64).
-MAX_BLOB_TEXT = 64 * 1024
 # An exchange that goes on for more steps than any real mechanism needs is abandoned.
 MAX_STEPS = 32
 
@@ -43,45 +51,6 @@ class Protocol(enum.StrEnum):
     # the exchanges itself and never feeds the tracker.
     HTTP = "http"
     SOCKS = "socks"  # a SOCKS handshake (dissectors.socks): its username/password is read, nothing of SASL
-
-
-class Direction(enum.StrEnum):
-    CLIENT = "client"
-    SERVER = "server"
-
-
-class Base64Result(NamedTuple):
-    data: bytes | None
-    anomalies: tuple[str, ...] = ()
-
-
-_B64_ALPHABET = re.compile(rb"^[A-Za-z0-9+/]*={0,3}$")
-
-
-def decode_base64(text: str | bytes) -> Base64Result:
-    """Decode SASL base64 leniently: whitespace is dropped, wrong padding is repaired and reported.
-
-    Returns ``data=None`` (with an anomaly) when the text is not base64 at all.
-    """
-    raw = text.encode("latin-1", errors="replace") if isinstance(text, str) else bytes(text)
-    if len(raw) > MAX_BLOB_TEXT:
-        return Base64Result(None, ("blob_too_long",))
-    compact = b"".join(raw.split())
-    anomalies: list[str] = []
-    if compact != raw.strip():
-        anomalies.append("whitespace_in_base64")
-    if not _B64_ALPHABET.match(compact):
-        return Base64Result(None, ("bad_base64",))
-    body = compact.rstrip(b"=")
-    padded = body + b"=" * (-len(body) % 4)
-    if len(body) % 4 == 1:
-        return Base64Result(None, ("bad_base64",))
-    if padded != compact:
-        anomalies.append("bad_base64_padding")
-    try:
-        return Base64Result(binascii.a2b_base64(padded), tuple(anomalies))
-    except binascii.Error:
-        return Base64Result(None, ("bad_base64",))
 
 
 class AuthCommand(NamedTuple):
@@ -167,205 +136,63 @@ def classify_server_line(protocol: Protocol, line: str, tag: str | None = None) 
     return ServerReply(ReplyKind.OTHER, stripped)
 
 
-# ---- events -------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class SaslStarted:
-    """An exchange began: its mechanism, its IMAP tag, whether the command carried an initial response."""
-
-    mechanism: str
-    tag: str | None
-    initial_response: bool
-
-
-@dataclass
-class SaslBlob:
-    """One base64 step. ``ntlm`` holds the decoded NTLMSSP message when the blob is one."""
-
-    direction: Direction
-    text: str
-    data: bytes | None
-    ntlm: ntlmssp.Message | None = None
-    anomalies: list[str] = field(default_factory=list)
-
-
-@dataclass
-class SaslCredentials:
-    """What a mechanism sent in the clear. ``password`` is a real password only for PLAIN and LOGIN;
-    ``secret_kind`` says what ``password`` holds otherwise (a CRAM-MD5 digest, an OAuth bearer token)."""
-
-    mechanism: str
-    user: str | None
-    password: str | None
-    authzid: str | None = None
-    secret_kind: str = "password"
-    carrier: str | None = None  # the base64 text that carried the secret, as the client sent it
-
-
-@dataclass
-class SaslCancelled:
-    """The client cancelled the exchange."""
-
-
-@dataclass
-class SaslOutcome:
-    mechanism: str
-    success: bool
-    text: str
-
-
-@dataclass
-class SaslAbandoned:
-    """The exchange ended without a verdict the capture shows: the client went on to other commands."""
-
-    mechanism: str
-    reason: str
-
-
-@dataclass
-class SaslAnomaly:
-    code: str
-    detail: str
-
-
-SaslEvent = SaslStarted | SaslBlob | SaslCredentials | SaslCancelled | SaslOutcome | SaslAbandoned | SaslAnomaly
-
-_LOGIN_PROMPTS = {"username:": "user", "user name": "user", "password:": "password"}
-
-
-class _Exchange:
-    """One SASL exchange from the AUTH command to the server's verdict."""
-
-    def __init__(self, protocol: Protocol, command: AuthCommand) -> None:
-        self.protocol = protocol
-        self.mechanism = command.mechanism
-        self.tag = command.tag
-        self.client_steps = 0
-        self.server_steps = 0
-        self.last_prompt: str | None = None
-        self.login_user: str | None = None
-        self.server_challenge: bytes | None = None
-        self.saw_authenticate = False
-        self.owed = 0  # server prompts the client has not answered yet
-        self.server_heard = False  # a server line came since the exchange began
-        self.client_moved_on = False  # the client sent a command while the server was silent
-
-    def wants_response(self) -> bool:
-        """Without a prompt, may another client line still be a response of this mechanism?"""
-        if self.client_moved_on:
-            return False
-        expected = CLIENT_STEPS.get(self.mechanism)
-        return expected is None or self.client_steps < expected
-
-    # -- client --------------------------------------------------------------------------------------------------
-
-    def client_text(self, text: str) -> list[SaslEvent]:
-        self.client_steps += 1
-        self.owed = max(0, self.owed - 1)
-        if text.strip() == "*":
-            return [SaslCancelled()]
-        blob = _blob(Direction.CLIENT, text, self.mechanism)
-        events: list[SaslEvent] = [blob]
-        if blob.ntlm is not None and isinstance(blob.ntlm, ntlmssp.AuthenticateMessage):
-            self.saw_authenticate = True
-        if blob.data is not None:
-            for event in self._client_credentials(blob.data):
-                events.append(replace(event, carrier=text.strip()) if isinstance(event, SaslCredentials) else event)
-        return events
-
-    def _client_credentials(self, data: bytes) -> list[SaslEvent]:
-        mechanism = self.mechanism
-        if mechanism == "PLAIN":
-            return _plain_credentials(data)
-        if mechanism == "LOGIN":
-            value = _text(data)
-            role = self.last_prompt or ("user" if self.login_user is None else "password")
-            if role == "user":
-                self.login_user = value
-                self.last_prompt = None
-                return []
-            self.last_prompt = None
-            return [SaslCredentials("LOGIN", self.login_user, value)]
-        if mechanism == "CRAM-MD5":
-            user, _, digest = _text(data).rpartition(" ")
-            return [SaslCredentials("CRAM-MD5", user or None, digest or None, secret_kind="cram-md5-digest")]
-        if mechanism == "XOAUTH2":
-            fields = dict(part.split("=", 1) for part in _text(data).split("\x01") if "=" in part)
-            token = fields.get("auth", "").removeprefix("Bearer ").strip() or None
-            return [SaslCredentials("XOAUTH2", fields.get("user"), token, secret_kind="oauth-bearer-token")]
-        if mechanism == "OAUTHBEARER":
-            text = _text(data)
-            gs2, _, rest = text.partition("\x01")
-            user = next((p[2:] for p in gs2.split(",") if p.startswith("a=")), None)
-            fields = dict(part.split("=", 1) for part in rest.split("\x01") if "=" in part)
-            token = fields.get("auth", "").removeprefix("Bearer ").strip() or None
-            return [SaslCredentials("OAUTHBEARER", user, token, secret_kind="oauth-bearer-token")]
-        return []
-
-    # -- server --------------------------------------------------------------------------------------------------
-
-    def server_continuation(self, text: str) -> list[SaslEvent]:
-        self.server_steps += 1
-        self.owed += 1
-        if self.mechanism == "NTLM" and text.lower().startswith("ntlm supported"):
-            return []  # [MS-SMTPNTLM] 2.2.1.2: not base64, just "go on"
-        if not text:
-            return []
-        blob = _blob(Direction.SERVER, text, self.mechanism)
-        if self.mechanism == "LOGIN" and blob.data is not None:
-            self.last_prompt = _LOGIN_PROMPTS.get(_text(blob.data).strip().lower())
-        return [blob]
-
-
-def _text(data: bytes) -> str:
-    return wire_text(data)
-
-
-def _plain_credentials(data: bytes) -> list[SaslEvent]:
-    """RFC 4616: [authzid] NUL authcid NUL passwd. With more NULs, the password is all after the second (what a
-    server reading to the message's end takes), so that it is the client's secret wherever it shows."""
-    parts = data.split(b"\x00", 2)
-    anomaly = SaslAnomaly("bad_plain_message", f"PLAIN message has {data.count(0)} NUL separators, expected 2")
-    if len(parts) == 1:
-        return [anomaly]
-    authzid, user, password = parts if len(parts) == 3 else [b"", *parts]
-    credentials = SaslCredentials("PLAIN", _text(user), _text(password), _text(authzid) or None)
-    return [credentials] if len(parts) == 3 and b"\x00" not in password else [anomaly, credentials]
-
-
-def _blob(direction: Direction, text: str, mechanism: str) -> SaslBlob:
-    result = decode_base64(text)
-    blob = SaslBlob(direction, text[:256], result.data, anomalies=list(result.anomalies))
-    blob.ntlm, anomaly = ntlm_message(result.data, mechanism)
-    if anomaly is not None:
-        blob.anomalies.append(anomaly)
-    return blob
-
-
-def _too_many_steps(exchange: _Exchange) -> SaslAnomaly:
+def _too_many_steps(exchange: Exchange) -> SaslAnomaly:
     return SaslAnomaly("sasl_too_many_steps", f"{exchange.mechanism} exchange abandoned after {MAX_STEPS} steps")
+
+
+def _stamped(exchange: Exchange, events: list[SaslEvent]) -> list[SaslEvent]:
+    """``events`` marked as ``exchange``'s (their ``attempt``)."""
+    for event in events:
+        if isinstance(event, OfExchange):
+            event.attempt = exchange.number
+    return events
+
+
+# Exchanges the client ended by starting another before the server's verdict (AUTH commands pipelined, RFC 2920),
+# kept to be given their verdicts in turn where the server answers in order (SMTP). A client retrying, or guessing
+# passwords, pipelines a few; past this many the oldest is no longer kept, only counted, so that the verdict the
+# server still sends for it goes to no later exchange (it is told with ``attempt`` 0).
+MAX_AWAITING = 16
+# What an exchange kept awaiting its verdict costs (held_bytes): the object, its attributes and its slot, its
+# mechanism's name (up to 40 characters): 340 bytes at most, measured (tracemalloc); it keeps no text of the
+# client's (its LOGIN user name is let go).
+EXCHANGE_OVERHEAD = 384
 
 
 class AuthTracker:
     """Follows SASL exchanges in one session's lines, in the order they were seen.
 
     Feed every client line with :meth:`client_line` and every server line with :meth:`server_line`; lines outside an
-    exchange are ignored except the AUTH command that starts one.
+    exchange are ignored except the AUTH command that starts one. The client's lines go to the open exchange, the
+    latest started. Where the server answers in order (``in_order``: SMTP), an AUTH sent before the open exchange's
+    verdict leaves that exchange awaiting it, first in, first out: each reply of the server goes to the oldest
+    exchange awaiting one, then to the open exchange. Elsewhere (POP3, IMAP) the new AUTH ends the open exchange
+    without a verdict.
     """
 
-    def __init__(self, protocol: Protocol | str) -> None:
+    def __init__(self, protocol: Protocol | str, in_order: bool = False) -> None:
         self.protocol = protocol if isinstance(protocol, Protocol) else Protocol(protocol)
-        self.exchange: _Exchange | None = None
+        self.in_order = in_order
+        self.exchange: Exchange | None = None  # the open exchange: the client's lines are its steps
+        self.awaiting: deque[Exchange] = deque()  # exchanges the client ended with another AUTH, oldest first
+        self.uncounted = 0  # exchanges older than those, no longer kept, whose verdicts are still to come
+        self.started = 0  # exchanges started in the session (the latest one's number)
 
     @property
     def active(self) -> bool:
-        return self.exchange is not None
+        """Does an exchange take the server's next reply (the open one, or one awaiting its verdict)?"""
+        return self.exchange is not None or bool(self.awaiting) or self.uncounted > 0
+
+    def unanswered(self) -> int:
+        """Exchanges still awaiting the server's verdict, the open one included."""
+        return self.uncounted + len(self.awaiting) + (self.exchange is not None)
 
     def held_bytes(self) -> int:
-        """Bytes kept between lines: the user name a LOGIN exchange waits to pair with its password."""
+        """Bytes kept between lines: the user name a LOGIN exchange waits to pair with its password, and the
+        exchanges awaiting their verdicts."""
         exchange = self.exchange
-        return 0 if exchange is None or exchange.login_user is None else sys.getsizeof(exchange.login_user)
+        held = len(self.awaiting) * EXCHANGE_OVERHEAD
+        return held if exchange is None or exchange.login_user is None else held + sys.getsizeof(exchange.login_user)
 
     def claims(self, line: str) -> bool:
         """Is this client line part of the open exchange (a response, a cancellation, or a new AUTH that ends it)?
@@ -386,65 +213,121 @@ class AuthTracker:
         exchange = self.exchange
         if exchange is None:
             return []
-        if in_order or not exchange.server_heard:
+        if in_order or self.in_order or not exchange.server_heard:
             exchange.client_moved_on = True
             return []
         self.exchange = None
-        return [SaslAbandoned(exchange.mechanism, "the client sent a command before the server's verdict was seen")]
+        why = "the client sent a command before the server's verdict was seen"
+        return [SaslAbandoned(exchange.mechanism, why, attempt=exchange.number)]
 
     def client_line(self, line: str) -> list[SaslEvent]:
         exchange = self.exchange
+        command = parse_auth_command(self.protocol, line)
         if exchange is None:
-            command = parse_auth_command(self.protocol, line)
-            if command is None:
-                return []
-            return self._start(command)
+            return [] if command is None else self._start(command)
+        if command is not None:
+            if self.in_order:  # the server answers it after its verdict on the open exchange, which awaits that
+                return [*self._await(exchange), *self._start(command)]
+            # A new AUTH while one is open: the server's verdict on the old one was never seen.
+            restarted = SaslAnomaly("sasl_restarted", "AUTH sent again before the previous exchange ended")
+            abandoned = SaslAbandoned(
+                exchange.mechanism, "the client started another exchange", attempt=exchange.number
+            )
+            return [restarted, abandoned, *self._start(command)]
         if exchange.client_steps >= MAX_STEPS:
             self.exchange = None
             return [_too_many_steps(exchange)]
-        command = parse_auth_command(self.protocol, line)
-        if command is not None:
-            # A new AUTH while one is open: the server's verdict on the old one was never seen.
-            restarted = SaslAnomaly("sasl_restarted", "AUTH sent again before the previous exchange ended")
-            abandoned = SaslAbandoned(exchange.mechanism, "the client started another exchange")
-            return [restarted, abandoned, *self._start(command)]
-        return exchange.client_text(line)
+        return _stamped(exchange, exchange.client_text(line))
 
     def _start(self, command: AuthCommand) -> list[SaslEvent]:
-        exchange = _Exchange(self.protocol, command)
+        self.started += 1
+        exchange = Exchange(command.mechanism, command.tag, self.started)
         self.exchange = exchange
         events: list[SaslEvent] = [SaslStarted(command.mechanism, command.tag, command.initial_response is not None)]
         if command.initial_response is not None:
             initial = command.initial_response.strip()
             if initial == "=":  # RFC 4954: an empty initial response
                 exchange.client_steps += 1
-                return events
-            events.extend(exchange.client_text(initial))
-        return events
+            else:
+                events.extend(exchange.client_text(initial))
+        return _stamped(exchange, events)
+
+    def _await(self, exchange: Exchange) -> list[SaslEvent]:
+        """The client ended ``exchange`` by starting another before its verdict: it awaits that verdict, which comes
+        before the new exchange's, and takes no more client lines (its LOGIN user name is let go)."""
+        exchange.login_user = exchange.last_prompt = None
+        self.awaiting.append(exchange)
+        if len(self.awaiting) <= MAX_AWAITING:
+            return []
+        oldest = self.awaiting.popleft()
+        self.uncounted += 1
+        detail = f"more than {MAX_AWAITING} exchanges awaited their verdicts: {oldest.mechanism}'s is told without it"
+        return [SaslAnomaly("sasl_too_many_awaiting", detail)]
 
     def server_line(self, line: str) -> list[SaslEvent]:
-        exchange = self.exchange
+        """A server line, for the exchange it answers: the oldest awaiting its verdict, else the open one."""
+        if self.uncounted:
+            return self._uncounted_reply(line)
+        exchange = self.awaiting[0] if self.awaiting else self.exchange
         if exchange is None:
             return []
         reply = classify_server_line(self.protocol, line, exchange.tag)
         exchange.server_heard = True
         if reply.kind is ReplyKind.CONTINUE:
             if exchange.server_steps >= MAX_STEPS:
-                self.exchange = None
+                self._end(exchange)
                 return [_too_many_steps(exchange)]
-            return exchange.server_continuation(reply.text)
-        if reply.kind is ReplyKind.SUCCESS:
-            if (
-                self.protocol is Protocol.POP3
-                and exchange.mechanism == "NTLM"
-                and not exchange.saw_authenticate
-                and exchange.client_steps == 0
-            ):
-                exchange.owed += 1  # [MS-POP3] 2.2.1.2: "+OK" means NTLM is supported, the blobs follow
-                return []
-            self.exchange = None
-            return [SaslOutcome(exchange.mechanism, True, reply.text)]
-        if reply.kind is ReplyKind.FAILURE:
-            self.exchange = None
-            return [SaslOutcome(exchange.mechanism, False, reply.text)]
+            return _stamped(exchange, exchange.server_continuation(reply.text))
+        if reply.kind is ReplyKind.SUCCESS and self._ntlm_supported(exchange):
+            exchange.owed += 1  # [MS-POP3] 2.2.1.2: "+OK" means NTLM is supported, the blobs follow
+            return []
+        if reply.kind in (ReplyKind.SUCCESS, ReplyKind.FAILURE):
+            self._end(exchange)
+            success = reply.kind is ReplyKind.SUCCESS
+            return [SaslOutcome(exchange.mechanism, success, reply.text, attempt=exchange.number)]
         return []
+
+    def _ntlm_supported(self, exchange: Exchange) -> bool:
+        """A POP3 NTLM exchange's first "+OK", before any blob: no verdict."""
+        return (
+            self.protocol is Protocol.POP3
+            and exchange.mechanism == "NTLM"
+            and not exchange.saw_authenticate
+            and exchange.client_steps == 0
+        )
+
+    def _uncounted_reply(self, line: str) -> list[SaslEvent]:
+        """A reply for an exchange no longer kept: its verdict, told (``attempt`` 0) without its mechanism."""
+        reply = classify_server_line(self.protocol, line)
+        if reply.kind not in (ReplyKind.SUCCESS, ReplyKind.FAILURE):
+            return []
+        self.uncounted -= 1
+        return [SaslOutcome("", reply.kind is ReplyKind.SUCCESS, reply.text)]
+
+    def _end(self, exchange: Exchange) -> None:
+        if self.awaiting and self.awaiting[0] is exchange:
+            self.awaiting.popleft()
+        else:
+            self.exchange = None
+
+    def verdict_due(self) -> bool:
+        """Has the client sent all of the exchange the server's next reply is for (its verdict is what comes)?"""
+        exchange = self.exchange
+        return bool(self.uncounted or self.awaiting) or (exchange is not None and exchange.client_moved_on)
+
+    def forget(self) -> None:
+        """Drop every exchange, untold (the session shed its partial state, and says so)."""
+        self.exchange, self.uncounted = None, 0
+        self.awaiting.clear()
+
+    def give_up(self, reason: str, every: bool = False) -> list[SaslEvent]:
+        """The verdicts due were lost: each exchange the client ended, or moved on from (``every``: each exchange),
+        ends without one."""
+        ended = [*self.awaiting]
+        self.awaiting.clear()
+        self.uncounted = 0
+        exchange = self.exchange
+        if exchange is not None and (every or exchange.client_moved_on):
+            self.exchange = None
+            ended.append(exchange)
+        return [SaslAbandoned(old.mechanism, reason, attempt=old.number) for old in ended]

@@ -54,7 +54,7 @@ class MailSession:
         self.tls_bytes = 0
         self.greeted = False
         self.authenticated = False
-        self.auth = sasl.AuthTracker(self.protocol)
+        self.auth = sasl.AuthTracker(self.protocol, self.verdicts_in_order)
         self.pending: deque[Any] = deque()
         self._pending_bytes = 0
         self._out: list[ev.Event] = []
@@ -141,7 +141,7 @@ class MailSession:
         """Bytes this session holds between calls: partial lines, bytes held for an answer, kept literals,
         commands awaiting replies, and what the protocol keeps (``_state_bytes``)."""
         held = self._pending_bytes + self._state_bytes() + self.buffers[CLIENT].buffered_with(self.buffers[SERVER])
-        return held if self.auth.exchange is None else held + self.auth.held_bytes()
+        return held + self.auth.held_bytes()
 
     def _collect(self, work: Callable[[], None]) -> list[ev.Event]:
         out: list[ev.Event] = []
@@ -211,10 +211,8 @@ class MailSession:
         self._clear_pending()
         self._line = Line("", frame, timestamp)
         self._anomaly(side, "gap", f"{size} bytes missing; resynchronised at the next line")
-        exchange = self.auth.exchange
-        if exchange is not None:  # its next step or its verdict may be among the lost bytes: a later reply is not it
-            self.auth.exchange = None
-            self._sasl(side, [sasl.SaslAbandoned(exchange.mechanism, f"{size} bytes lost in the exchange (a gap)")])
+        # An exchange's next step or its verdict may be among the lost bytes: a later reply is not it.
+        self._sasl(side, self.auth.give_up(f"{size} bytes lost in the exchange (a gap)", every=True))
         self._after_gap(side)
 
     def _close(self, frame: int | None, timestamp: float | None) -> None:
@@ -230,7 +228,7 @@ class MailSession:
             buffer.shed()
         self._tls_hello = None
         self._clear_pending()
-        self.auth.exchange = None
+        self.auth.forget()
         self._shed_state()
         self._line = Line("", frame, timestamp)
         detail = f"{held} bytes of partial state dropped to keep within the run's dissector budget"
@@ -384,28 +382,26 @@ class MailSession:
             buffer.resync()
 
     def _sasl(self, side: ev.Side, results: list[sasl.SaslEvent]) -> None:
-        """Translate the SASL tracker's events into session events with evidence."""
+        """Translate the SASL tracker's events into session events with evidence, each naming its exchange."""
         if not results:
             return
         evidence = self._evidence()
-        mechanism = self.auth.exchange.mechanism if self.auth.exchange else ""
         for result in results:
             if isinstance(result, sasl.SaslStarted):
-                mechanism = result.mechanism
-                self._emit(ev.AuthStart(side, evidence, result.mechanism, result.initial_response))
+                self._emit(ev.AuthStart(side, evidence, result.mechanism, result.initial_response, result.attempt))
             elif isinstance(result, sasl.SaslBlob):
-                self._emit(ev.SaslStep(side, evidence, mechanism, result.data, result.ntlm, result.anomalies))
+                self._emit(ev.SaslStep(side, evidence, result.mechanism, result.data, result.ntlm, result.anomalies))
             elif isinstance(result, sasl.SaslCredentials):
                 fields = (result.mechanism, result.user, result.password, result.authzid, result.secret_kind)
-                self._emit(ev.Credentials(side, evidence, *fields, result.carrier))
+                self._emit(ev.Credentials(side, evidence, *fields, result.carrier, result.attempt))
             elif isinstance(result, sasl.SaslCancelled):
-                self._emit(ev.AuthCancelled(side, evidence, mechanism))
+                self._emit(ev.AuthCancelled(side, evidence, result.mechanism, result.attempt))
             elif isinstance(result, sasl.SaslOutcome):
                 if result.success:
                     self.authenticated = True
-                self._emit(ev.AuthResult(side, evidence, result.mechanism, result.success, result.text))
+                self._emit(ev.AuthResult(side, evidence, result.mechanism, result.success, result.text, result.attempt))
             elif isinstance(result, sasl.SaslAbandoned):
-                self._emit(ev.AuthAbandoned(side, evidence, result.mechanism, result.reason))
+                self._emit(ev.AuthAbandoned(side, evidence, result.mechanism, result.reason, result.attempt))
             elif isinstance(result, sasl.SaslAnomaly):
                 self._emit(ev.Anomaly(side, evidence, result.code, result.detail))
 

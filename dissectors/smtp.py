@@ -161,10 +161,10 @@ class SmtpSession(MailSession):
             self._emit(ev.Greeting(ev.Side.SERVER, self._evidence(), first.strip(), reply.code == 220))
             return
         self.greeted = True  # the server's first reply was not a greeting: none comes later
-        if self.auth.exchange is not None and not self._answers_before_auth() and not self._verdict_lost(reply.code):
+        if self.auth.active and not self._answers_before_auth() and not self._verdict_lost(reply.code):
+            unanswered = self.auth.unanswered()
             self._sasl(ev.Side.SERVER, self.auth.server_line(final_line))
-            if self.auth.exchange is None and self.pending and self.pending[0].verb == "AUTH":
-                self._pop_pending()
+            self._pop_auth(unanswered - self.auth.unanswered())  # the AUTH a verdict answered
             return
         if not self.pending:
             if reply.code != 421 and not self._stray_challenge(final_line):  # 421 may come unasked at shutdown
@@ -185,18 +185,21 @@ class SmtpSession(MailSession):
         return bool(self.pending) and self.pending[0].verb != "AUTH" and any(c.verb == "AUTH" for c in self.pending)
 
     def _verdict_lost(self, code: int) -> bool:
-        """The client sent commands after its last response (pipelined): the server's next reply is the verdict, in
-        turn, unless no AUTH gets that reply (the 250 to a MAIL): then the verdict was lost (True), the exchange ends
-        without one and the reply answers the commands."""
-        exchange = self.auth.exchange
-        if exchange is None or not exchange.client_moved_on or may_answer_auth(code):
+        """The client sent commands after its last response (pipelined), or another AUTH: the server's next reply is
+        the verdict, in turn, unless no AUTH gets that reply (the 250 to a MAIL): then the verdicts due were lost
+        (True), their exchanges end without one and the reply answers the commands."""
+        if not self.auth.verdict_due() or may_answer_auth(code):
             return False
-        self.auth.exchange = None
-        why = f"a {code} reply, which answers no AUTH, came in its place"
-        self._sasl(ev.Side.SERVER, [sasl.SaslAbandoned(exchange.mechanism, why)])
-        if self.pending and self.pending[0].verb == "AUTH":
-            self._pop_pending()
+        unanswered = self.auth.unanswered()
+        self._sasl(ev.Side.SERVER, self.auth.give_up(f"a {code} reply, which answers no AUTH, came in its place"))
+        self._pop_auth(unanswered - self.auth.unanswered())
         return True
+
+    def _pop_auth(self, count: int) -> None:
+        """Forget the first ``count`` commands awaiting replies if AUTH: their exchanges ended."""
+        for _ in range(count):
+            if self.pending and self.pending[0].verb == "AUTH":
+                self._pop_pending()
 
     def _unanswered_command(self, command: _Command, code: int) -> None:
         """A command whose reply never came, passed over for a later one: its transaction facts without a verdict."""

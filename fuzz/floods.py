@@ -9,7 +9,8 @@ number going up, and the time per frame is printed.
 * ``long-line``: one SMTP client line of 100 MB without a newline (line cap: ``line_too_long``).
 * ``av-pairs``: NTLM CHALLENGEs with thousands of AV pairs (``too_many_av_pairs``, decoding time per message).
 * ``base64-line``: a 10 MB base64 SASL response from the client and a 10 MB challenge from the server.
-* ``sasl-loop``: SASL exchanges that never end: LOGIN prompts forever, and AUTH PLAIN restarted without a verdict.
+* ``sasl-loop``: SASL exchanges that never end: LOGIN prompts forever, and AUTH PLAIN pipelined without a verdict
+  (the exchanges awaiting one: ``sasl_too_many_awaiting``).
 * ``syn-flood``: one SMTP session with AUTH PLAIN, 10 200 spoofed SYNs between its handshake and its AUTH (a full
   flow table must evict the SYNs, not the session: its credentials are found).
 * ``huge-record``: a gzip pcap whose header allows 4 GiB records, holding one record of 1 GB of zeros after a
@@ -403,7 +404,7 @@ def _check_av_pairs(summary: dict[str, Any], made: dict[str, int]) -> list[str]:
 
 def _check_sasl_loop(summary: dict[str, Any], made: dict[str, int]) -> list[str]:
     problems = _anomaly("sasl_too_many_steps")(summary, made)
-    problems += _anomaly("sasl_restarted", made["steps_per_session"] // 2)(summary, made)
+    problems += _anomaly("sasl_too_many_awaiting", made["steps_per_session"] // 2)(summary, made)
     # Every PLAIN attempt names another user: each one is a finding, kept or counted as dropped.
     accounted = summary["findings"].get("cleartext-credentials", 0) + summary.get("findings_dropped", 0)
     if accounted < made["steps_per_session"]:

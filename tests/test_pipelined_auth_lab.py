@@ -124,3 +124,53 @@ def test_postfix_forgets_the_auth_at_an_xclient_without_login(
     assert verdicts == [("25", "refused", "info"), (str(V.RELAYING_PORT), "open-relay", "high")]
     for relay in relays:
         assert [d["client"].rpartition(":")[0] for d in relay["details"]] == [V.EXTERNAL_CLIENTS[1]]
+
+
+# A client that sends two AUTH PLAIN commands (with initial responses: the wrong password, then the right one), its
+# transaction and QUIT in one write after EHLO, and prints what the server said.
+TWO_AUTHS = r"""
+import base64, socket, sys, time
+host, port, source, user, first, second, sender, rcpt = sys.argv[1], int(sys.argv[2]), *sys.argv[3:9]
+s = socket.create_connection((host, port), timeout=20, source_address=(source, 0))
+got = b""
+def wait_for(text, deadline=20.0):
+    global got
+    end = time.time() + deadline
+    while text not in got and time.time() < end:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+def plain(password):
+    return b"AUTH PLAIN " + base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode()) + b"\r\n"
+wait_for(b"220 ")
+s.sendall(b"EHLO pipeliner.example\r\n"); wait_for(b"250 ")
+transaction = b"MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nQUIT\r\n" % (sender.encode(), rcpt.encode())
+s.sendall(plain(first) + plain(second) + transaction)
+wait_for(b"221 ")
+sys.stdout.write(got.decode("latin-1"))
+"""
+
+
+def test_postfix_answers_two_pipelined_auths_in_turn(
+    verdicts_lab: V.VerdictsLab,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    """Two AUTH PLAIN in one write, the wrong password first: Postfix answers each in turn (535, then 235) before
+    the transaction, which it then takes for the authenticated user: no relay finding, and each password with its
+    own verdict."""
+    pcap = tmp_path / "two-auths.pcap"
+    argv = [sys.executable, "-c", TWO_AUTHS, L.SRV_IP, str(V.RELAYING_PORT), V.EXTERNAL_CLIENTS[0], L.USER,
+            L.WRONG_PASSWORD, L.PASSWORD, L.MAIL_FROM, V.FOREIGN_RCPT]  # fmt: skip
+    with verdicts_lab.recording(pcap, "tcp"):
+        done = verdicts_lab.client(argv)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    said = done.stdout.decode().replace("\r", "")
+    codes = [line[:3] for line in said.split("\n")[1:] if line[:3].isdigit() and line[3:4] == " "]
+    assert codes[1:] == ["535", "235", "250", "250", "221"], said
+    assert of(analyze(pcap, *OWN_DOMAIN), "open-relay") == []
+    [found] = of(analyze(pcap, "--show-secrets"), "cleartext-credentials")
+    assert [(a["password"], a["outcome"]) for a in found["attempts"]] == [
+        (L.WRONG_PASSWORD, "failure"),
+        (L.PASSWORD, "success"),
+    ]

@@ -32,9 +32,12 @@ class CredentialsDetector(Detector):
 
     def __init__(self, session: Session) -> None:
         super().__init__(session)
-        # Each with whether the session was in TLS when it was sent (never: nothing is read inside TLS), not when its
-        # verdict came: a LOGIN pipelined behind STARTTLS crossed in clear, whatever followed.
-        self.pending: list[tuple[ev.Credentials, bool]] = []
+        # By the exchange each belongs to (its ``attempt``; None outside SASL), oldest first, each with whether the
+        # session was in TLS when it was sent (never: nothing is read inside TLS), not when its verdict came: a LOGIN
+        # pipelined behind STARTTLS crossed in clear, whatever followed. Each verdict goes to its own exchange's:
+        # AUTH commands pipelined get theirs in turn, not the first one's for all.
+        self.pending: dict[int | None, list[tuple[ev.Credentials, bool]]] = {}
+        self.pending_count = 0
         self.pending_characters = 0
 
     def credentials(self, event: ev.Credentials) -> None:
@@ -45,25 +48,32 @@ class CredentialsDetector(Detector):
             if event.carrier and event.carrier != event.password:
                 self.session.apply(_secret, None, event.carrier)
         size = len(event.user or "") + len(event.password or "") + len(event.authzid or "")
-        if len(self.pending) >= MAX_PENDING_CREDENTIALS or self.pending_characters + size > MAX_PENDING_CHARACTERS:
-            # A client that never waits for a verdict: record what is held, without an outcome, to stay bounded.
-            self.flush(None)
-        self.pending.append((event, self.session.tls))
+        while self.pending and (
+            self.pending_count >= MAX_PENDING_CREDENTIALS or self.pending_characters + size > MAX_PENDING_CHARACTERS
+        ):
+            # A client that never waits for a verdict: the oldest held are recorded without an outcome, to stay bounded.
+            self.flush(None, attempt=next(iter(self.pending)))
+        self.pending.setdefault(event.attempt, []).append((event, self.session.tls))
+        self.pending_count += 1
         self.pending_characters += size
 
     def result(self, event: ev.AuthResult) -> None:
-        self.flush("success" if event.success else "failure", event)
+        self.flush("success" if event.success else "failure", event, event.attempt)
 
     def cancelled(self, event: ev.AuthCancelled | ev.AuthAbandoned) -> None:
-        self.flush(None)
+        self.flush(None, attempt=event.attempt)
 
     def close(self) -> None:
-        self.flush(None)
+        while self.pending:
+            self.flush(None, attempt=next(iter(self.pending)))
 
-    def flush(self, outcome: str | None, result: ev.AuthResult | None = None) -> None:
-        pending, self.pending = self.pending, []
-        self.pending_characters = 0
+    def flush(self, outcome: str | None, result: ev.AuthResult | None = None, attempt: int | None = None) -> None:
+        """Record the credentials of exchange ``attempt`` (None: those sent outside SASL) with ``outcome``."""
+        pending = self.pending.pop(attempt, [])
+        self.pending_count -= len(pending)
         for credentials, tls in pending:
+            self.pending_characters -= len(credentials.user or "") + len(credentials.password or "")
+            self.pending_characters -= len(credentials.authzid or "")
             key = (credentials.mechanism, bounded(credentials.user))
             severity = Severity.MEDIUM if credentials.secret_kind in DIGESTS else Severity.HIGH
             finding = self.finding(FindingType.CLEARTEXT_CREDENTIALS, severity, key)
