@@ -13,6 +13,7 @@ from scapy.layers.inet import TCP
 from scapy.utils import rdpcap
 
 from passive.capture import CaptureCounters, Reassembler
+from passive.results.report.build import build_report
 from tests.corpus import require_corpus
 from tests.helpers_capture import ACK, FIN, PSH, SYN, Recorder, pcap_bytes, write
 from tests.test_reassembly import CLIENT, SERVER, seg
@@ -112,3 +113,9 @@ def test_a_server_whose_listing_was_not_seen_is_not_said_to_refuse_starttls(tmp_
     whole = PCAPS / "smtp-auth-plain-swaks.pcap"
     assert service(whole)["starttls_offered"] is True
     assert service(_one_way(whole, True, 25, tmp_path / "client.pcap"))["starttls_offered"] is None
+
+
+def test_the_report_names_sessions_captured_in_one_direction() -> None:
+    summary = {"type": "summary", "captures": 1, "packets_read": 10, "flows": 1, "sessions": {"smtp": 1}}
+    assert ("Sessions captured in one direction only", "1") in build_report([{**summary, "flows_one_sided": 1}]).scope
+    assert all("one direction" not in label for label, _ in build_report([summary]).scope)
