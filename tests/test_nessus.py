@@ -221,3 +221,16 @@ def test_refusals_in_traffic_do_not_refute_an_open_relay_and_overlay_tenants_con
     document = verify(items, [tenant, accepted], [])
     assert [r["verdict"] for r in document["records"]] == ["not-observed", "not-observed"]
     assert all("vxlan-vni:100" in r["reason"] for r in document["records"]), document["records"]
+
+
+def test_only_an_open_relay_verdict_confirms_nessus_open_relaying() -> None:
+    """A recipient accepted for a domain the server may be MX for (possible-relay), or for a client in its own
+    network, shows no relaying for anyone: not observed, and the probe named; an open-relay verdict confirms."""
+    items = parse_nessus(nessus_file({"10.0.0.5": [report_item(25, "smtp", 10262, "y")]}))
+    base = {"type": "open-relay", "server": "10.0.0.5:25", "protocol": "smtp", "source": "passive", "accepted": True}
+    for verdict in ("possible-relay", "relays-for-internal-clients", "relays-for-trusted-network"):
+        [relay] = verify(items, [{**base, "verdict": verdict, "evidence": []}], [])["records"]
+        assert relay["verdict"] == "not-observed" and verdict in relay["reason"], relay
+        assert "probe --relay-test" in relay["reason"]
+    [relay] = verify(items, [{**base, "verdict": "open-relay", "evidence": []}], [])["records"]
+    assert relay["verdict"] == "confirmed", relay

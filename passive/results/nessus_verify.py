@@ -110,9 +110,9 @@ def _service(item: NessusItem, records: list[dict[str, Any]], probe: dict[str, A
 def _relay(item: NessusItem, records: list[dict[str, Any]], probe: dict[str, Any] | None) -> Verdict:
     relays = _of(records, "open-relay", "smtp")
     accepted = [r for r in relays if r.get("accepted")]
-    if accepted:
-        verdicts = ", ".join(sorted({str(r.get("verdict")) for r in accepted}))
-        return CONFIRMED, f"a foreign recipient was accepted ({verdicts})", _evidence(accepted)
+    relayed = [r for r in accepted if r.get("verdict") == "open-relay"]
+    if relayed:
+        return CONFIRMED, "a foreign recipient was accepted from outside the trusted networks", _evidence(relayed)
     tested = [
         r for r in _of(records, "mail-service", "smtp") if isinstance(r.get("relay_test"), dict)
     ]  # fmt: skip
@@ -120,6 +120,10 @@ def _relay(item: NessusItem, records: list[dict[str, Any]], probe: dict[str, Any
         test = tested[0]["relay_test"]
         tried = test.get("variants_tried")
         return REFUTED, f"the probe's relay test: {tried} variants tried, none accepted", _evidence(tested)
+    if accepted:  # for a domain the server may receive mail for, or for a client it may trust: not decisive
+        verdicts = ", ".join(sorted({str(r.get("verdict")) for r in accepted}))
+        reason = f"recipients the server may take for its own or its clients' were accepted ({verdicts}), which "
+        return NOT_OBSERVED, reason + "shows no relaying for anyone; run 'leakscope probe --relay-test' to decide", []
     if relays:  # what clients tried was refused: the variants Nessus tried may still pass
         reason = "the server refused the foreign recipients clients sent in the traffic seen, which does not rule out "
         return NOT_OBSERVED, reason + "the variants Nessus tried; run 'leakscope probe --relay-test' to decide", []
