@@ -399,7 +399,8 @@ class MailSession:
             elif isinstance(result, sasl.SaslOutcome):
                 if result.success:
                     self.authenticated = True
-                self._emit(ev.AuthResult(side, evidence, result.mechanism, result.success, result.text, result.attempt))
+                verdict = (result.mechanism, result.success, result.text, result.attempt, result.judged)
+                self._emit(ev.AuthResult(side, evidence, *verdict))
             elif isinstance(result, sasl.SaslAbandoned):
                 self._emit(ev.AuthAbandoned(side, evidence, result.mechanism, result.reason, result.attempt))
             elif isinstance(result, sasl.SaslAnomaly):
