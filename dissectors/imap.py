@@ -265,8 +265,9 @@ class ImapSession(MailSession):
             self._start_tls("STARTTLS", status == "OK")
         elif command.name == "LOGIN":
             success = status == "OK"
+            # Not a BAD, a NO [UNAVAILABLE], nor a refusal once logged in (RFC 9051 6.2: LOGIN comes before one).
+            judged = success or (imap_judged(status, words[2] if len(words) > 2 else "") and not self.authenticated)
             self.authenticated = self.authenticated or success
-            judged = success or imap_judged(status, words[2] if len(words) > 2 else "")  # not a BAD, NO [UNAVAILABLE]
             self._emit(ev.AuthResult(SERVER, self._evidence(), "IMAP-LOGIN", success, line.strip(), judged=judged))
 
     def _identity(self, side: ev.Side, evidence: ev.Evidence, line: str, parts: list[str | bytes]) -> None:

@@ -137,6 +137,35 @@ def test_pop3_sys_refusals_leave_the_password_unjudged(command: str, verdict: st
     assert [(a["password"], a["outcome"]) for a in record["attempts"]] == [("secret", outcome)]
 
 
+@pytest.mark.parametrize(
+    ("port", "script"),
+    [
+        (
+            110,
+            "S: +OK ready\nC: USER alice\nS: +OK\nC: PASS right\nS: +OK Logged in.\nC: USER alice\n"
+            "S: -ERR Unknown command: USER\nC: PASS other\nS: -ERR Unknown command: PASS\nC: QUIT\nS: +OK Bye",
+        ),
+        (
+            110,
+            f"S: +OK ready\nC: USER alice\nS: +OK\nC: PASS right\nS: +OK Logged in.\n"
+            f"C: AUTH PLAIN {b64(chr(0) + 'alice' + chr(0) + 'other')}\nS: -ERR Unknown command: AUTH\nC: QUIT",
+        ),
+        (
+            143,
+            f"{IMAP_GREETING}C: a1 LOGIN alice right\nS: a1 OK Logged in\n"
+            f"C: a2 AUTHENTICATE PLAIN {b64(chr(0) + 'alice' + chr(0) + 'other')}\nS: a2 NO Already logged in\n"
+            "C: a3 LOGIN alice other\nS: a3 NO Already logged in\nC: a4 LOGOUT\nS: a4 OK bye",
+        ),
+    ],
+    ids=["pop3-pass", "pop3-auth", "imap"],
+)
+def test_a_pop3_or_imap_login_refused_once_logged_in_was_never_checked(port: int, script: str) -> None:
+    """RFC 1939 and RFC 9051 take a login only before one succeeded: the plain -ERR or NO a later one draws (Dovecot:
+    "-ERR Unknown command: PASS") read no password."""
+    outcomes = {a["password"]: a["outcome"] for r in credentials(findings(script, port)) for a in r["attempts"]}
+    assert outcomes == {"right": "success", "other": None}
+
+
 def test_pop3_in_use_after_pass_still_says_the_password_was_right() -> None:
     script = "S: +OK POP3 ready\nC: USER alice\nS: +OK\nC: PASS secret\nS: -ERR [IN-USE] Mailbox locked\nC: QUIT"
     [record] = credentials(findings(script, 110))

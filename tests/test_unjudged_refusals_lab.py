@@ -1,7 +1,8 @@
 """Real servers refusing a login without checking the password (tests/verdicts_lab.py: Postfix with SASL through
-Dovecot, Dovecot's IMAP): Postfix answers an AUTH after a successful one, or inside a mail transaction, with 503
-(RFC 4954 section 4), and Dovecot a LOGIN once logged in with BAD. The password those carried was never judged: its
-outcome is unknown, not "failure". The crafted dialogues of these cases are in tests/test_unjudged_refusals.py."""
+Dovecot, Dovecot's IMAP and POP3): Postfix answers an AUTH after a successful one, or inside a mail transaction, with
+503 (RFC 4954 section 4); Dovecot a LOGIN once logged in with BAD, a PASS once logged in with "-ERR Unknown
+command". The password those carried was never judged: its outcome is unknown, not "failure". The crafted dialogues
+of these cases are in tests/test_unjudged_refusals.py."""
 
 from __future__ import annotations
 
@@ -56,19 +57,24 @@ def test_a_503_or_a_bad_from_real_servers_leaves_the_password_unjudged(
     verdicts_lab: V.VerdictsLab,  # noqa: F811 (the fixture imported above)
     tmp_path: Path,
 ) -> None:
-    """Postfix: a second AUTH after a 235 (503), an AUTH after MAIL FROM (503); Dovecot: a second LOGIN (BAD)."""
+    """Postfix: a second AUTH after a 235 (503), an AUTH after MAIL FROM (503); Dovecot: a second LOGIN (BAD), a
+    second PASS (-ERR)."""
     hello: list[tuple[str | None, str]] = [(None, "220 "), ("EHLO client.example", "250 ")]
     second_auth = [*hello, (plain(L.PASSWORD), "235 "), (plain(L.WRONG_PASSWORD), "503 "), ("QUIT", "221 ")]
     in_transaction = [*hello, (f"MAIL FROM:<{L.MAIL_FROM}>", "250 "), (plain(NEVER_CHECKED), "503 "), ("QUIT", "221 ")]
     logins = [(f"a1 LOGIN {L.USER} {L.PASSWORD}", "a1 OK"), (f"a2 LOGIN {L.USER} {L.WRONG_PASSWORD}", "a2 ")]
+    passes = [(f"USER {L.USER}", "+OK"), (f"PASS {L.PASSWORD}", "+OK"), (f"USER {L.USER}", "-ERR"),
+              (f"PASS {L.WRONG_PASSWORD}", "-ERR")]  # fmt: skip
     pcap = tmp_path / "unjudged.pcap"
     with verdicts_lab.recording(pcap, "tcp"):
         again = talk(verdicts_lab, 25, second_auth)
         inside = talk(verdicts_lab, 25, in_transaction)
         imap = talk(verdicts_lab, 143, [(None, "* OK"), *logins, ("a3 LOGOUT", "a3 OK")])
+        pop3 = talk(verdicts_lab, 110, [(None, "+OK"), *passes, ("QUIT", "+OK")])
     assert "\n235 2.7.0" in again and "\n503 5.5.1 Error: already authenticated" in again, again
     assert "\n503 5.5.1 Error: MAIL transaction in progress" in inside, inside
     assert "\na1 OK" in imap and "\na2 BAD" in imap, imap
+    assert pop3.count("\n+OK") >= 2 and "\n-ERR Unknown command: PASS" in pop3, pop3
 
     found = {
         (f["server"].rpartition(":")[2], f["mechanism"]): [(a["password"], a["outcome"]) for a in f["attempts"]]
@@ -77,4 +83,5 @@ def test_a_503_or_a_bad_from_real_servers_leaves_the_password_unjudged(
     assert found == {
         ("25", "PLAIN"): [(L.PASSWORD, "success"), (L.WRONG_PASSWORD, None), (NEVER_CHECKED, None)],
         ("143", "IMAP-LOGIN"): [(L.PASSWORD, "success"), (L.WRONG_PASSWORD, None)],
+        ("110", "USER-PASS"): [(L.PASSWORD, "success"), (L.WRONG_PASSWORD, None)],
     }
