@@ -137,12 +137,21 @@ class Credentials(Event):
 
 @dataclass
 class AuthResult(Event):
-    """The server's verdict on an exchange: success or failure, with its reply text."""
+    """The server's verdict on an exchange: success or failure, with its reply text. ``judged`` is False for a
+    refusal that never checked the credentials (dissectors.refusals: an AUTH out of sequence, a mechanism refused,
+    encryption required, the server unable to check now): the session is not authenticated by it, and the
+    credentials are neither right nor wrong."""
 
     mechanism: str
     success: bool
     text: str
     attempt: int | None = None  # the exchange it judges (see Credentials): each verdict is its own exchange's
+    judged: bool = True
+
+    @property
+    def outcome(self) -> str | None:
+        """What the verdict says of the credentials: ``success``, ``failure``, or None when it did not judge them."""
+        return "success" if self.success else "failure" if self.judged else None
 
 
 @dataclass

@@ -17,6 +17,7 @@ from dissectors import sasl
 from dissectors.held import HeldParts, sizes_of
 from dissectors.imap_syntax import capability_code, id_parameters, literal_at_end, tokens, without_capability_codes
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, Line, Raw
+from dissectors.refusals import imap_judged
 from dissectors.session import CLIENT, COMMAND_OVERHEAD, MAX_VERB, SERVER, MailSession, unique_upper
 
 __all__ = ["ImapSession", "capability_code", "literal_at_end", "tokens", "without_capability_codes"]
@@ -263,8 +264,11 @@ class ImapSession(MailSession):
         if command.name == "STARTTLS":
             self._start_tls("STARTTLS", status == "OK")
         elif command.name == "LOGIN":
-            self.authenticated = self.authenticated or status == "OK"
-            self._emit(ev.AuthResult(SERVER, self._evidence(), "IMAP-LOGIN", status == "OK", line.strip()))
+            success = status == "OK"
+            # Not a BAD, a NO [UNAVAILABLE], nor a refusal once logged in (RFC 9051 6.2: LOGIN comes before one).
+            judged = success or (imap_judged(status, words[2] if len(words) > 2 else "") and not self.authenticated)
+            self.authenticated = self.authenticated or success
+            self._emit(ev.AuthResult(SERVER, self._evidence(), "IMAP-LOGIN", success, line.strip(), judged=judged))
 
     def _identity(self, side: ev.Side, evidence: ev.Evidence, line: str, parts: list[str | bytes]) -> None:
         """ID (RFC 2971): the parameter list after the tag (or "*") and the word ID, literals included."""

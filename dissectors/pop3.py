@@ -9,6 +9,7 @@ from dissectors import events as ev
 from dissectors import sasl
 from dissectors.held import HeldParts, size_of, sizes_of
 from dissectors.linebuffer import MAX_LINE
+from dissectors.refusals import pop3_judged
 from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, Span, unique_upper
 
 # Commands whose +OK answer is followed by lines up to a lone ".".
@@ -142,10 +143,13 @@ class Pop3Session(MailSession):
             self._start_tls("STLS", positive)
         elif verb in ("PASS", "APOP"):
             mechanism = "USER-PASS" if verb == "PASS" else "APOP"
-            self.authenticated = self.authenticated or positive
             # RFC 2449 8.1.2: -ERR [IN-USE] says the password was right and the maildrop is locked by another session.
             valid = positive or text[4:].lstrip().upper().startswith("[IN-USE]")
-            self._emit(ev.AuthResult(ev.Side.SERVER, self._evidence(), mechanism, valid, text.strip()))
+            # -ERR [SYS/TEMP]: the server could not check the password; once logged in it reads none (RFC 1939: PASS
+            # and APOP come before a login).
+            judged = valid or (pop3_judged(text[4:]) and not self.authenticated)
+            self.authenticated = self.authenticated or positive
+            self._emit(ev.AuthResult(ev.Side.SERVER, self._evidence(), mechanism, valid, text.strip(), judged=judged))
 
     def _multiline_line(self, text: str) -> None:
         command = self._multiline

@@ -27,6 +27,8 @@ import sys
 from collections import deque
 from typing import NamedTuple
 
+from dissectors.refusals import imap_judged, pop3_judged, smtp_judged
+
 # The events and the base64 decoder are used as this module's by the sessions: SaslBlob, SaslCancelled,
 # SaslCredentials, decode_base64, MAX_BLOB_TEXT are named again here for them.
 from dissectors.sasl_events import Direction as Direction
@@ -87,8 +89,13 @@ def parse_auth_command(protocol: Protocol, line: str) -> AuthCommand | None:
 class ReplyKind(enum.Enum):
     CONTINUE = "continue"
     SUCCESS = "success"
-    FAILURE = "failure"
+    FAILURE = "failure"  # the server checked the credentials and refused them
+    REFUSED = "refused"  # the server refused the exchange without checking them (dissectors.refusals)
     OTHER = "other"
+
+
+# The replies that end an exchange with a verdict.
+VERDICTS = frozenset({ReplyKind.SUCCESS, ReplyKind.FAILURE, ReplyKind.REFUSED})
 
 
 class ServerReply(NamedTuple):
@@ -100,7 +107,8 @@ _SMTP_REPLY = re.compile(r"^\s*(\d{3})(?:[ -](.*))?$")
 
 
 def classify_server_line(protocol: Protocol, line: str, tag: str | None = None) -> ServerReply:
-    """What a server line means inside an exchange: a continuation (with its payload), success, failure."""
+    """What a server line means inside an exchange: a continuation (with its payload), success, failure, or a
+    refusal that never judged the credentials (:mod:`dissectors.refusals`)."""
     stripped = line.strip()
     if protocol is Protocol.SMTP:
         match = _SMTP_REPLY.match(stripped)
@@ -112,14 +120,14 @@ def classify_server_line(protocol: Protocol, line: str, tag: str | None = None) 
         if code.startswith("2"):
             return ServerReply(ReplyKind.SUCCESS, stripped)
         if code[0] in "45":
-            return ServerReply(ReplyKind.FAILURE, stripped)
+            return ServerReply(_refusal(smtp_judged(int(code), rest)), stripped)
         return ServerReply(ReplyKind.OTHER, stripped)
     if protocol is Protocol.POP3:  # a "+" line but +OK continues, its space after "+" (RFC 5034) or not ("+TlRM")
         upper = stripped.upper()
         if upper.startswith("+OK"):
             return ServerReply(ReplyKind.SUCCESS, stripped)
         if upper.startswith("-ERR"):
-            return ServerReply(ReplyKind.FAILURE, stripped)
+            return ServerReply(_refusal(pop3_judged(stripped[4:])), stripped)
         if stripped.startswith("+"):
             return ServerReply(ReplyKind.CONTINUE, stripped[1:].strip())
         return ServerReply(ReplyKind.OTHER, stripped)
@@ -132,8 +140,19 @@ def classify_server_line(protocol: Protocol, line: str, tag: str | None = None) 
         if status == "OK":
             return ServerReply(ReplyKind.SUCCESS, stripped)
         if status in ("NO", "BAD"):
-            return ServerReply(ReplyKind.FAILURE, stripped)
+            return ServerReply(_refusal(imap_judged(status, parts[2] if len(parts) > 2 else "")), stripped)
     return ServerReply(ReplyKind.OTHER, stripped)
+
+
+def _refusal(judged: bool) -> ReplyKind:
+    """A refusal's kind: FAILURE when it judged the credentials, REFUSED when it did not."""
+    return ReplyKind.FAILURE if judged else ReplyKind.REFUSED
+
+
+def _outcome(mechanism: str, reply: ServerReply, attempt: int = 0) -> SaslOutcome:
+    """The verdict ``reply`` gives an exchange: success, or a refusal that judged the credentials or did not."""
+    success, judged = reply.kind is ReplyKind.SUCCESS, reply.kind is not ReplyKind.REFUSED
+    return SaslOutcome(mechanism, success, reply.text, attempt=attempt, judged=judged)
 
 
 def _too_many_steps(exchange: Exchange) -> SaslAnomaly:
@@ -281,10 +300,9 @@ class AuthTracker:
         if reply.kind is ReplyKind.SUCCESS and self._ntlm_supported(exchange):
             exchange.owed += 1  # [MS-POP3] 2.2.1.2: "+OK" means NTLM is supported, the blobs follow
             return []
-        if reply.kind in (ReplyKind.SUCCESS, ReplyKind.FAILURE):
+        if reply.kind in VERDICTS:
             self._end(exchange)
-            success = reply.kind is ReplyKind.SUCCESS
-            return [SaslOutcome(exchange.mechanism, success, reply.text, attempt=exchange.number)]
+            return [_outcome(exchange.mechanism, reply, exchange.number)]
         return []
 
     def _ntlm_supported(self, exchange: Exchange) -> bool:
@@ -299,10 +317,10 @@ class AuthTracker:
     def _uncounted_reply(self, line: str) -> list[SaslEvent]:
         """A reply for an exchange no longer kept: its verdict, told (``attempt`` 0) without its mechanism."""
         reply = classify_server_line(self.protocol, line)
-        if reply.kind not in (ReplyKind.SUCCESS, ReplyKind.FAILURE):
+        if reply.kind not in VERDICTS:
             return []
         self.uncounted -= 1
-        return [SaslOutcome("", reply.kind is ReplyKind.SUCCESS, reply.text)]
+        return [_outcome("", reply)]
 
     def _end(self, exchange: Exchange) -> None:
         if self.awaiting and self.awaiting[0] is exchange:

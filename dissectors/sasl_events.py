@@ -66,11 +66,13 @@ class SaslCancelled(OfExchange):
 
 @dataclass
 class SaslOutcome(OfExchange):
-    """The server's verdict on an exchange."""
+    """The server's verdict on an exchange. ``judged`` is False for a refusal that never checked the credentials
+    (:mod:`dissectors.refusals`): the exchange ended unsuccessfully, but the credentials are neither right nor wrong."""
 
     mechanism: str
     success: bool
     text: str
+    judged: bool = True
 
 
 @dataclass

@@ -397,9 +397,13 @@ class MailSession:
             elif isinstance(result, sasl.SaslCancelled):
                 self._emit(ev.AuthCancelled(side, evidence, result.mechanism, result.attempt))
             elif isinstance(result, sasl.SaslOutcome):
-                if result.success:
-                    self.authenticated = True
-                self._emit(ev.AuthResult(side, evidence, result.mechanism, result.success, result.text, result.attempt))
+                # IMAP and POP3 take a login only before one succeeded: a refusal after that read nothing. (SMTP says so
+                # itself, with 503, RFC 4954 section 4: its servers also start over on XCLIENT.)
+                again = self.authenticated and self.protocol is not sasl.Protocol.SMTP
+                judged = result.judged and (result.success or not again)
+                self.authenticated = self.authenticated or result.success
+                verdict = (result.mechanism, result.success, result.text, result.attempt, judged)
+                self._emit(ev.AuthResult(side, evidence, *verdict))
             elif isinstance(result, sasl.SaslAbandoned):
                 self._emit(ev.AuthAbandoned(side, evidence, result.mechanism, result.reason, result.attempt))
             elif isinstance(result, sasl.SaslAnomaly):

@@ -372,7 +372,7 @@ def test_a_negotiate_naming_the_client_is_reported_when_no_challenge_answers_it(
         "CORP",
         "LAPTOP-42",
         None,
-        "failure",
+        None,  # the 504 refused the mechanism: it judged no credentials
     )
     assert (info.get("netbios_computer"), info["severity"]) == (None, "low")
     assert [e["frame"] for e in info["evidence"]] == [7, 8]

@@ -107,7 +107,7 @@ NTLM_INFO = Kind(
         Field("ntlm_version", "`NTLMv1`, `NTLMv1-ESS`, `NTLMv2`, `anonymous`", column=True),
         Field("client_os_version", "the client's Version"),
         Field("spn", "MsvAvTargetName of the client's NTLMv2 response"),
-        Field("outcome", "`success`, `failure`, or null when no verdict was seen (cancelled, cut off)", column=True),
+        Field("outcome", "`success`, `failure`, or null when no verdict judged it (see Verdicts below)", column=True),
         Field("users", "every `DOMAIN\\user` seen (first 50)", column=True, union=True, many=True),
         Field("workstations", "every workstation seen (first 50)", column=True, union=True, many=True),
         Field(
@@ -191,7 +191,7 @@ CLEARTEXT_CREDENTIALS = Kind(
         ),
         Field(
             "outcome",
-            "`success` when an attempt succeeded, else `failure` when one failed, else null (no verdict seen)",
+            "`success` when an attempt succeeded, else `failure` when one failed, else null (see Verdicts below)",
             column=True,
         ),
         Field(

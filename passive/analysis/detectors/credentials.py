@@ -58,7 +58,7 @@ class CredentialsDetector(Detector):
         self.pending_characters += size
 
     def result(self, event: ev.AuthResult) -> None:
-        self.flush("success" if event.success else "failure", event, event.attempt)
+        self.flush(event.outcome, event, event.attempt)
 
     def cancelled(self, event: ev.AuthCancelled | ev.AuthAbandoned) -> None:
         self.flush(None, attempt=event.attempt)

@@ -85,7 +85,7 @@ class NtlmDetector(Detector):
 
     def result(self, event: ev.AuthResult) -> None:
         if self.exchange is not None and (event.mechanism == "NTLM" or self.exchange.challenge is not None):
-            self._close("success" if event.success else "failure", event)
+            self._close(event.outcome, event)
 
     def cancelled(self, event: ev.AuthCancelled | ev.AuthAbandoned) -> None:
         self._close(None)

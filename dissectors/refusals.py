@@ -1,0 +1,74 @@
+"""Which refusals of a login judged the credentials, read from the server's reply alone, sans-I/O.
+
+A server refuses a login for one of two kinds of reason. Either it checked the credentials and found them wrong
+(SMTP 535, RFC 4954 section 6; IMAP ``NO [AUTHENTICATIONFAILED]`` or a plain ``NO``, RFC 5530; POP3 ``-ERR [AUTH]``
+or a plain ``-ERR``, RFC 3206), or it never looked at them: the command came out of sequence (SMTP 503 after a
+successful AUTH), the mechanism is unknown or too weak (504, 534), encryption is required first (538, 530, IMAP
+``[PRIVACYREQUIRED]``), the response could not be decoded (501, IMAP ``BAD``), or the server could not check them now
+(any SMTP 4xx such as 454 or 421, IMAP ``[UNAVAILABLE]``, POP3 ``[SYS/TEMP]``). Calling the second kind a failed
+password would tell an analyst that a leaked password is wrong when the server never tried it. A refusal these
+functions do not recognise is read as a judged one, as before they existed.
+"""
+
+from __future__ import annotations
+
+import re
+
+# SMTP permanent replies to AUTH that say the server did not try the credentials: 500 (a response line too long,
+# RFC 4954 section 4), 501 (syntax, a response that is no base64, a cancelled exchange), 502 (AUTH not implemented),
+# 503 (bad sequence: already authenticated, or AUTH inside a mail transaction), 504 (mechanism not supported), 530
+# (STARTTLS first, as Exchange answers), 534 (mechanism too weak) and 538 (encryption required for the mechanism).
+# Every 4xx is transient (RFC 5321 section 4.2.1: the action did not occur), so none judged the credentials either.
+SMTP_UNJUDGED_CODES = frozenset({500, 501, 502, 503, 504, 530, 534, 538})
+
+# An enhanced status code (RFC 3463) at the start of an SMTP reply's text; x.7.8 says "authentication credentials
+# invalid" (RFC 4954 section 6) whatever the basic code beside it.
+_ENHANCED = re.compile(r"[245]\.(\d{1,3})\.(\d{1,3})(?!\S)")
+CREDENTIALS_INVALID = ("7", "8")
+
+# IMAP response codes of a tagged NO that say the server did not judge the credentials (RFC 5530): it could not check
+# them now (UNAVAILABLE), wants TLS first (PRIVACYREQUIRED), cannot do what was asked (CANNOT), hit a limit of its
+# own (LIMIT) or a bug (SERVERBUG), or found the passphrase expired without telling whether it was right (EXPIRED).
+# AUTHENTICATIONFAILED, a plain NO and any other code are judged.
+IMAP_UNJUDGED_CODES = frozenset({"UNAVAILABLE", "PRIVACYREQUIRED", "CANNOT", "LIMIT", "SERVERBUG", "EXPIRED"})
+
+# POP3 extended response codes of an -ERR that say the same: the system failed, for now or for good (SYS/TEMP,
+# SYS/PERM, RFC 3206 section 4), or the user logged in too recently to be let in again (LOGIN-DELAY, RFC 2449
+# section 8.1.1), which a server may say before looking at the password. AUTH and a plain -ERR are judged.
+POP3_UNJUDGED_CODES = frozenset({"SYS", "LOGIN-DELAY"})
+
+# How much of a reply is read for its response code: the longest code named above is 20 characters; a hostile line
+# of any length costs no more than this.
+MAX_CODE_TEXT = 64
+
+
+def smtp_judged(code: int, text: str) -> bool:
+    """Did an SMTP refusal of AUTH (``code`` 4xx or 5xx, ``text`` what follows it) judge the credentials?"""
+    enhanced = _ENHANCED.match(text[:MAX_CODE_TEXT].lstrip())
+    if enhanced is not None and enhanced.groups() == CREDENTIALS_INVALID:
+        return True
+    return code >= 500 and code not in SMTP_UNJUDGED_CODES
+
+
+def imap_judged(status: str, text: str) -> bool:
+    """Did an IMAP tagged refusal (``status`` ``NO`` or ``BAD``, ``text`` what follows it) judge the credentials? A
+    ``BAD`` never did: the command or its response was invalid (RFC 9051 section 7.1.3)."""
+    if status.upper() == "BAD":
+        return False
+    return response_code(text) not in IMAP_UNJUDGED_CODES
+
+
+def pop3_judged(text: str) -> bool:
+    """Did a POP3 refusal (``text`` what follows ``-ERR``) judge the credentials? Only the code's first part counts:
+    ``SYS/TEMP`` and ``SYS/PERM`` are both ``SYS`` (RFC 3206 codes are hierarchical)."""
+    return response_code(text).partition("/")[0] not in POP3_UNJUDGED_CODES
+
+
+def response_code(text: str) -> str:
+    """The response code a reply's text opens with (``[UNAVAILABLE] ...``, ``[SYS/TEMP] ...``), upper-cased, without
+    its arguments; empty when it opens with none."""
+    head = text[:MAX_CODE_TEXT].lstrip()
+    if not head.startswith("["):
+        return ""
+    name = head[1:].split("]", 1)[0].split(None, 1)
+    return name[0].upper() if name else ""

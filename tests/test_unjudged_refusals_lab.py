@@ -1,0 +1,87 @@
+"""Real servers refusing a login without checking the password (tests/verdicts_lab.py: Postfix with SASL through
+Dovecot, Dovecot's IMAP and POP3): Postfix answers an AUTH after a successful one, or inside a mail transaction, with
+503 (RFC 4954 section 4); Dovecot a LOGIN once logged in with BAD, a PASS once logged in with "-ERR Unknown
+command". The password those carried was never judged: its outcome is unknown, not "failure". The crafted dialogues
+of these cases are in tests/test_unjudged_refusals.py."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from pathlib import Path
+
+from tests import lab as L
+from tests import verdicts_lab as V
+from tests.test_verdicts_lab import analyze, of, verdicts_lab  # noqa: F401 (verdicts_lab: the lab, a fixture)
+
+# A client that sends each line of its steps, waits for the text the server's answer to it holds, and prints what
+# the server said.
+DIALOGUE = r"""
+import json, socket, sys, time
+host, port, source, steps = sys.argv[1], int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
+s = socket.create_connection((host, port), timeout=20, source_address=(source, 0))
+got, mark = b"", 0
+def wait_for(text, deadline=20.0):
+    global got, mark
+    end = time.time() + deadline
+    while got.find(text, mark) < 0 and time.time() < end:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    found = got.find(text, mark)
+    mark = found + len(text) if found >= 0 else len(got)
+for line, reply in steps:
+    if line is not None:
+        s.sendall(line.encode() + b"\r\n")
+    wait_for(reply.encode())
+sys.stdout.write(got.decode("latin-1"))
+"""
+NEVER_CHECKED = "N3ver-Checked!"
+
+
+def talk(lab: V.VerdictsLab, port: int, steps: list[tuple[str | None, str]]) -> str:
+    """What the server at ``port`` answered ``steps`` from a client outside Postfix's networks."""
+    argv = [sys.executable, "-c", DIALOGUE, L.SRV_IP, str(port), V.EXTERNAL_CLIENTS[1], json.dumps(steps)]
+    done = lab.client(argv)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    return done.stdout.decode().replace("\r", "")
+
+
+def plain(password: str) -> str:
+    return "AUTH PLAIN " + base64.b64encode(f"\0{L.USER}\0{password}".encode()).decode()
+
+
+def test_a_503_or_a_bad_from_real_servers_leaves_the_password_unjudged(
+    verdicts_lab: V.VerdictsLab,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    """Postfix: a second AUTH after a 235 (503), an AUTH after MAIL FROM (503); Dovecot: a second LOGIN (BAD), a
+    second PASS (-ERR)."""
+    hello: list[tuple[str | None, str]] = [(None, "220 "), ("EHLO client.example", "250 ")]
+    second_auth = [*hello, (plain(L.PASSWORD), "235 "), (plain(L.WRONG_PASSWORD), "503 "), ("QUIT", "221 ")]
+    in_transaction = [*hello, (f"MAIL FROM:<{L.MAIL_FROM}>", "250 "), (plain(NEVER_CHECKED), "503 "), ("QUIT", "221 ")]
+    logins = [(f"a1 LOGIN {L.USER} {L.PASSWORD}", "a1 OK"), (f"a2 LOGIN {L.USER} {L.WRONG_PASSWORD}", "a2 ")]
+    passes = [(f"USER {L.USER}", "+OK"), (f"PASS {L.PASSWORD}", "+OK"), (f"USER {L.USER}", "-ERR"),
+              (f"PASS {L.WRONG_PASSWORD}", "-ERR")]  # fmt: skip
+    pcap = tmp_path / "unjudged.pcap"
+    with verdicts_lab.recording(pcap, "tcp"):
+        again = talk(verdicts_lab, 25, second_auth)
+        inside = talk(verdicts_lab, 25, in_transaction)
+        imap = talk(verdicts_lab, 143, [(None, "* OK"), *logins, ("a3 LOGOUT", "a3 OK")])
+        pop3 = talk(verdicts_lab, 110, [(None, "+OK"), *passes, ("QUIT", "+OK")])
+    assert "\n235 2.7.0" in again and "\n503 5.5.1 Error: already authenticated" in again, again
+    assert "\n503 5.5.1 Error: MAIL transaction in progress" in inside, inside
+    assert "\na1 OK" in imap and "\na2 BAD" in imap, imap
+    assert pop3.count("\n+OK") >= 2 and "\n-ERR Unknown command: PASS" in pop3, pop3
+
+    found = {
+        (f["server"].rpartition(":")[2], f["mechanism"]): [(a["password"], a["outcome"]) for a in f["attempts"]]
+        for f in of(analyze(pcap, "--show-secrets"), "cleartext-credentials")
+    }
+    assert found == {
+        ("25", "PLAIN"): [(L.PASSWORD, "success"), (L.WRONG_PASSWORD, None), (NEVER_CHECKED, None)],
+        ("143", "IMAP-LOGIN"): [(L.PASSWORD, "success"), (L.WRONG_PASSWORD, None)],
+        ("110", "USER-PASS"): [(L.PASSWORD, "success"), (L.WRONG_PASSWORD, None)],
+    }
