@@ -9,6 +9,7 @@ by their first lines are read exactly as before.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from dissectors.registry import CARRIER_PORTS
@@ -74,14 +75,7 @@ def test_flows_being_classified_hold_within_the_bound_and_the_largest_give_up() 
     flows = 160
     for number in range(flows):
         _open(reassembler, _client(number), 2526, 3)
-    most, frame = 0, 10
-    for k in range(900):
-        for number in range(flows):
-            frame += 1
-            reassembler.process(_segment(_client(number), SERVER, 40000, 2526, 1001 + k, 5001, ACK, b"x"), frame, 1.0)
-        if k % 50 == 0:
-            most = max(most, _classifying_held(reassembler))
-    most = max(most, _classifying_held(reassembler))
+    most, frame = _flood(reassembler, flows, 900, 2526, 1001, 5001, lambda: _classifying_held(reassembler))
     assert most <= MAX_CLASSIFY_HELD, f"{most} held while classifying"
     assert reassembler.held.total == _classifying_held(reassembler) and reassembler.held.peak <= MAX_CLASSIFY_HELD
     counters = reassembler.counters
@@ -109,14 +103,7 @@ def test_port_checks_hold_within_the_bound_and_the_largest_read_the_port() -> No
         _open(reassembler, client, 25, 3)
         reassembler.process(_segment(SERVER, client, 25, 40000, 5001, 1001, ACK, b"220 x\r\n"), 4, 0.5)
         reassembler.process(_segment(client, SERVER, 40000, 25, 1001, 5008, ACK, b"NOOP\r\n"), 5, 0.5)
-    most, frame = 0, 10
-    for k in range(1000):
-        for number in range(flows):
-            frame += 1
-            reassembler.process(_segment(_client(number), SERVER, 40000, 25, 1007 + k, 5008, ACK, b"x"), frame, 1.0)
-        if k % 50 == 0:
-            most = max(most, _checks_held(reassembler))
-    most = max(most, _checks_held(reassembler))
+    most, frame = _flood(reassembler, flows, 1000, 25, 1007, 5008, lambda: _checks_held(reassembler))
     assert most <= MAX_PORT_CHECK_HELD, f"{most} held by port checks"
     assert analysis.held.total == _checks_held(reassembler) and analysis.held.peak <= MAX_PORT_CHECK_HELD
     given_up = [h for h in _handlers(reassembler) if h.mail is not None]
@@ -175,3 +162,18 @@ def test_port_checks_given_up_are_counted_the_same_with_two_workers(tmp_path: Pa
         counts.append(results.counts())
     assert counts[0]["port_check_evictions"] > 0
     assert counts[0] == counts[1]
+
+
+def _flood(
+    reassembler: Reassembler, flows: int, rounds: int, port: int, seq: int, ack: int, held: Callable[[], int]
+) -> tuple[int, int]:
+    """``rounds`` one-byte segments from each of ``flows`` clients (frames from 11 on), the most ``held`` said while
+    they came, and the last frame."""
+    most, frame = 0, 10
+    for k in range(rounds):
+        for number in range(flows):
+            frame += 1
+            reassembler.process(_segment(_client(number), SERVER, 40000, port, seq + k, ack, ACK, b"x"), frame, 1.0)
+        if k % 50 == 0:
+            most = max(most, held())
+    return max(most, held()), frame

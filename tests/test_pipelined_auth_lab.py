@@ -14,19 +14,10 @@ from tests.test_verdicts_lab import OWN_DOMAIN, analyze, of, verdicts_lab  # noq
 
 # A client that authenticates with AUTH LOGIN, waiting for each prompt, then sends its password, MAIL FROM, RCPT TO
 # and QUIT in one write, and prints what the server said.
-PIPELINER = r"""
-import base64, socket, sys, time
-host, port, source, user, password, sender, rcpt = sys.argv[1], int(sys.argv[2]), *sys.argv[3:8]
-s = socket.create_connection((host, port), timeout=20, source_address=(source, 0))
-got = b""
-def wait_for(text, deadline=20.0):
-    global got
-    end = time.time() + deadline
-    while text not in got and time.time() < end:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        got += chunk
+PIPELINER = (
+    V.SCRIPTED_CLIENT
+    + r"""
+user, password, sender, rcpt = args[:4]
 wait_for(b"220 ")
 s.sendall(b"EHLO pipeliner.example\r\n"); wait_for(b"250 ")
 s.sendall(b"AUTH LOGIN\r\n"); wait_for(b"334 VXNlcm5hbWU6")
@@ -36,6 +27,7 @@ s.sendall(base64.b64encode(password.encode()) + b"\r\nMAIL FROM:<%s>\r\nRCPT TO:
 wait_for(b"221 ")
 sys.stdout.write(got.decode("latin-1"))
 """
+)
 
 
 def pipeline(lab: V.VerdictsLab, port: int, password: str) -> str:
@@ -128,19 +120,10 @@ def test_postfix_forgets_the_auth_at_an_xclient_without_login(
 
 # A client that sends two AUTH PLAIN commands (with initial responses: the wrong password, then the right one), its
 # transaction and QUIT in one write after EHLO, and prints what the server said.
-TWO_AUTHS = r"""
-import base64, socket, sys, time
-host, port, source, user, first, second, sender, rcpt = sys.argv[1], int(sys.argv[2]), *sys.argv[3:9]
-s = socket.create_connection((host, port), timeout=20, source_address=(source, 0))
-got = b""
-def wait_for(text, deadline=20.0):
-    global got
-    end = time.time() + deadline
-    while text not in got and time.time() < end:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        got += chunk
+TWO_AUTHS = (
+    V.SCRIPTED_CLIENT
+    + r"""
+user, first, second, sender, rcpt = args[:5]
 def plain(password):
     return b"AUTH PLAIN " + base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode()) + b"\r\n"
 wait_for(b"220 ")
@@ -150,6 +133,7 @@ s.sendall(plain(first) + plain(second) + transaction)
 wait_for(b"221 ")
 sys.stdout.write(got.decode("latin-1"))
 """
+)
 
 
 def test_postfix_answers_two_pipelined_auths_in_turn(

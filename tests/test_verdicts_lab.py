@@ -312,23 +312,15 @@ def test_probe_relay_test_follows_an_accepted_rcpt_with_data(verdicts_lab: V.Ver
 # ---- a message's end line with a bare LF (SMTP smuggling) ---------------------------------------------------------
 
 # What both smugglers do first: connect from ``source``, greet, and open a message to a local recipient.
-SMUGGLER_OPENING = r"""
-import socket, sys, time
-host, port, source, local_rcpt, foreign_rcpt = sys.argv[1], int(sys.argv[2]), *sys.argv[3:6]
-s = socket.create_connection((host, port), timeout=20, source_address=(source, 0))
-got = b""
-def wait_for(text, deadline=20.0):
-    global got
-    end = time.time() + deadline
-    while text not in got and time.time() < end:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        got += chunk
+SMUGGLER_OPENING = (
+    V.SCRIPTED_CLIENT
+    + r"""
+local_rcpt, foreign_rcpt = args[:2]
 wait_for(b"220 ")
 s.sendall(b"EHLO smuggler.example\r\n"); wait_for(b"250 ")
 s.sendall(b"MAIL FROM:<a@outside.example>\r\nRCPT TO:<%s>\r\nDATA\r\n" % local_rcpt.encode()); wait_for(b"354 ")
 """
+)
 # A client that sends a message whose first end line is "\n.\n", then, in the same write, a second transaction to a
 # foreign recipient ending with the exact "\r\n.\r\n" (the smuggling of CVE-2023-51764), and prints what it got.
 SMUGGLER = (

@@ -249,3 +249,21 @@ class VerdictsLab:
             L._settle(pcap)
         finally:
             L.stop_proc(tcpdump, signal.SIGINT)
+
+
+SCRIPTED_CLIENT = r"""
+import base64, socket, sys, time
+host, port, source, args = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+s = socket.create_connection((host, port), timeout=20, source_address=(source, 0))
+got = b""
+def wait_for(text, deadline=20.0):
+    global got
+    end = time.time() + deadline
+    while text not in got and time.time() < end:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+"""
+"""The start of a client script the tests run in the lab (``python -c``, argv: host, port, source address, then
+``args``): connected from the source, ``got`` what the server said so far, ``wait_for(text)`` until it holds it."""
