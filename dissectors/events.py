@@ -130,8 +130,8 @@ class Credentials(Event):
     # The base64 text that carried the secret as sent (a SASL response, a Basic header's token): as secret as the
     # password, which anyone decodes from it; a server that echoes a client's line in its reply shows it.
     carrier: str | None = None
-    # Which SASL exchange of the session it belongs to (dissectors.sasl_events.OfExchange: 1 for the first started,
-    # 0 for a verdict on one no longer told apart); None outside SASL (USER/PASS, IMAP LOGIN, HTTP, SOCKS).
+    # Which login of the session it belongs to (dissectors.sasl_events.OfExchange: 1 for the first started, a SASL
+    # exchange or a POP3 PASS/APOP or IMAP LOGIN; 0 for a verdict on one no longer told apart); None for HTTP, SOCKS.
     attempt: int | None = None
 
 

@@ -57,6 +57,7 @@ class _Command:
     frame: int | None
     timestamp: float | None
     held: int = 0
+    attempt: int | None = None  # a LOGIN's number among the session's logins (AuthTracker.next_attempt)
 
     def __post_init__(self) -> None:
         self.name, self.line = self.name[:MAX_VERB], self.line[: ev.MAX_EVIDENCE_TEXT]
@@ -211,15 +212,17 @@ class ImapSession(MailSession):
         if name == "AUTHENTICATE":
             self._sasl(CLIENT, self.auth.client_line(first_line))
             return  # the tracker follows it to the tagged verdict
+        attempt = None
         if name == "LOGIN":
             user = words[2] if len(words) > 2 else None
             password = words[3] if len(words) > 3 else None
-            self._emit(ev.Credentials(CLIENT, evidence, "IMAP-LOGIN", user, password))
+            attempt = self.auth.next_attempt()
+            self._emit(ev.Credentials(CLIENT, evidence, "IMAP-LOGIN", user, password, attempt=attempt))
         elif name == "LOGOUT":
             self._emit(ev.Quit(CLIENT, evidence))
         elif name == "ID":
             self._identity(CLIENT, evidence, first_line, parts)
-        self._remember(_Command(tag, name, first_line, self._line.frame, self._line.timestamp))
+        self._remember(_Command(tag, name, first_line, self._line.frame, self._line.timestamp, attempt=attempt))
 
     def _remember(self, command: _Command) -> None:
         """Remember a command by tag until its tagged answer; the oldest go past MAX_TAGS or MAX_TAG_BYTES."""
@@ -257,8 +260,8 @@ class ImapSession(MailSession):
         if command is not None:
             self._tag_bytes -= command.held
         self.greeted = True
-        self._capability_code(line)
         if command is None or len(words) < 2:
+            self._capability_code(line)
             return
         status = words[1].upper()
         if command.name == "STARTTLS":
@@ -268,7 +271,9 @@ class ImapSession(MailSession):
             # Not a BAD, a NO [UNAVAILABLE], nor a refusal once logged in (RFC 9051 6.2: LOGIN comes before one).
             judged = success or (imap_judged(status, words[2] if len(words) > 2 else "") and not self.authenticated)
             self.authenticated = self.authenticated or success
-            self._emit(ev.AuthResult(SERVER, self._evidence(), "IMAP-LOGIN", success, line.strip(), judged=judged))
+            text, attempt = line.strip(), command.attempt
+            self._emit(ev.AuthResult(SERVER, self._evidence(), "IMAP-LOGIN", success, text, attempt, judged))
+        self._capability_code(line)  # after a login's verdict: what a server lists once logged in is post-login
 
     def _identity(self, side: ev.Side, evidence: ev.Evidence, line: str, parts: list[str | bytes]) -> None:
         """ID (RFC 2971): the parameter list after the tag (or "*") and the word ID, literals included."""

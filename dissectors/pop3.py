@@ -38,6 +38,7 @@ class _Command:
     # Where the answer's lines were: all of them, and those offering a way to log in (SASL, USER) (its evidence).
     listed: Span | None = None
     offered: Span | None = None
+    attempt: int | None = None  # a PASS's or APOP's number among the session's logins (AuthTracker.next_attempt)
 
     def __post_init__(self) -> None:
         self.verb, self.argument = self.verb[:MAX_VERB], self.argument[: ev.MAX_EVIDENCE_TEXT]
@@ -68,14 +69,18 @@ class Pop3Session(MailSession):
         if verb == "USER":
             self._user = argument
         elif verb == "PASS":
-            self._emit(ev.Credentials(ev.Side.CLIENT, self._evidence(), "USER-PASS", self._user, argument))
+            command.attempt = attempt = self.auth.next_attempt()
+            user = self._user
+            self._emit(ev.Credentials(ev.Side.CLIENT, self._evidence(), "USER-PASS", user, argument, attempt=attempt))
         elif verb == "APOP":
             user, _, digest = argument.rpartition(" ")
+            command.attempt = self.auth.next_attempt()
             self._emit(
                 ev.Credentials(
-                    ev.Side.CLIENT, self._evidence(), "APOP", user or None, digest, secret_kind="apop-digest"
+                    ev.Side.CLIENT, self._evidence(), "APOP", user or None, digest, secret_kind="apop-digest",
+                    attempt=command.attempt,
                 )
-            )
+            )  # fmt: skip
         elif verb == "AUTH" and argument:
             self._sasl(ev.Side.CLIENT, self.auth.client_line(text))
             return  # the tracker follows it to the verdict
@@ -149,7 +154,8 @@ class Pop3Session(MailSession):
             # and APOP come before a login).
             judged = valid or (pop3_judged(text[4:]) and not self.authenticated)
             self.authenticated = self.authenticated or positive
-            self._emit(ev.AuthResult(ev.Side.SERVER, self._evidence(), mechanism, valid, text.strip(), judged=judged))
+            self._emit(ev.AuthResult(ev.Side.SERVER, self._evidence(), mechanism, valid, text.strip(), command.attempt,
+                                     judged))  # fmt: skip
 
     def _multiline_line(self, text: str) -> None:
         command = self._multiline

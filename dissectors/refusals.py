@@ -28,9 +28,12 @@ CREDENTIALS_INVALID = ("7", "8")
 
 # IMAP response codes of a tagged NO that say the server did not judge the credentials (RFC 5530): it could not check
 # them now (UNAVAILABLE), wants TLS first (PRIVACYREQUIRED), cannot do what was asked (CANNOT), hit a limit of its
-# own (LIMIT) or a bug (SERVERBUG), or found the passphrase expired without telling whether it was right (EXPIRED).
-# AUTHENTICATIONFAILED, a plain NO and any other code are judged.
-IMAP_UNJUDGED_CODES = frozenset({"UNAVAILABLE", "PRIVACYREQUIRED", "CANNOT", "LIMIT", "SERVERBUG", "EXPIRED"})
+# own (LIMIT) or a bug (SERVERBUG), or found the passphrase expired without telling whether it was right (EXPIRED);
+# or it took the credentials and refused the authorization identity asked for (AUTHORIZATIONFAILED: no failed
+# password). AUTHENTICATIONFAILED, a plain NO and any other code are judged.
+IMAP_UNJUDGED_CODES = frozenset(
+    {"UNAVAILABLE", "PRIVACYREQUIRED", "CANNOT", "LIMIT", "SERVERBUG", "EXPIRED", "AUTHORIZATIONFAILED"}
+)
 
 # POP3 extended response codes of an -ERR that say the same: the system failed, for now or for good (SYS/TEMP,
 # SYS/PERM, RFC 3206 section 4), or the user logged in too recently to be let in again (LOGIN-DELAY, RFC 2449

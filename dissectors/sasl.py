@@ -126,6 +126,8 @@ def classify_server_line(protocol: Protocol, line: str, tag: str | None = None) 
         upper = stripped.upper()
         if upper.startswith("+OK"):
             return ServerReply(ReplyKind.SUCCESS, stripped)
+        if upper.startswith("-ERR [IN-USE]"):  # RFC 2449 8.1.2: right credentials, the maildrop locked elsewhere
+            return ServerReply(ReplyKind.SUCCESS, stripped)
         if upper.startswith("-ERR"):
             return ServerReply(_refusal(pop3_judged(stripped[4:])), stripped)
         if stripped.startswith("+"):
@@ -206,6 +208,12 @@ class AuthTracker:
         """Exchanges still awaiting the server's verdict, the open one included."""
         return self.uncounted + len(self.awaiting) + (self.exchange is not None)
 
+    def next_attempt(self) -> int:
+        """The number of the session's next login, an exchange's or a password command's (IMAP LOGIN, POP3 PASS and
+        APOP): each verdict goes to its own, when several are sent before the first is answered."""
+        self.started += 1
+        return self.started
+
     def held_bytes(self) -> int:
         """Bytes kept between lines: the user name a LOGIN exchange waits to pair with its password, and the
         exchanges awaiting their verdicts."""
@@ -259,8 +267,7 @@ class AuthTracker:
         return _stamped(exchange, exchange.client_text(line))
 
     def _start(self, command: AuthCommand) -> list[SaslEvent]:
-        self.started += 1
-        exchange = Exchange(command.mechanism, command.tag, self.started)
+        exchange = Exchange(command.mechanism, command.tag, self.next_attempt())
         self.exchange = exchange
         events: list[SaslEvent] = [SaslStarted(command.mechanism, command.tag, command.initial_response is not None)]
         if command.initial_response is not None:

@@ -234,3 +234,18 @@ def test_only_an_open_relay_verdict_confirms_nessus_open_relaying() -> None:
         assert "probe --relay-test" in relay["reason"]
     [relay] = verify(items, [{**base, "verdict": "open-relay", "evidence": []}], [])["records"]
     assert relay["verdict"] == "confirmed", relay
+
+
+def test_a_probe_relay_test_that_got_a_variant_accepted_never_refutes() -> None:
+    """The probe chose the destination: an accepted variant was relayed for it, whatever verdict the server's names
+    allowed (possible-relay for a server that gives none, without --local-domain)."""
+    items = parse_nessus(nessus_file({"10.0.0.5": [report_item(25, "smtp", 10262, "x")]}))
+    service = {"type": "mail-service", "server": "10.0.0.5:25", "protocol": "smtp", "source": "active",
+               "relay_test": {"variants_tried": 3, "variants_accepted": 1}, "evidence": []}  # fmt: skip
+    relay = {"type": "open-relay", "server": "10.0.0.5:25", "protocol": "smtp", "source": "active",
+             "accepted": True, "verdict": "possible-relay", "evidence": []}  # fmt: skip
+    [record] = verify(items, [service, relay], [{"server": "10.0.0.5:25", "status": "ok"}])["records"]
+    assert record["verdict"] == "confirmed" and "1 of 3 variants accepted" in record["reason"], record
+    refused = {**service, "relay_test": {"variants_tried": 3, "variants_accepted": 0}}
+    [record] = verify(items, [refused], [{"server": "10.0.0.5:25", "status": "ok"}])["records"]
+    assert record["verdict"] == "refuted"

@@ -266,7 +266,7 @@ def test_a_flood_of_pipelined_auths_refused_unjudged_keeps_the_verdicts_in_turn(
         ("imap", "a1 NO [UNAVAILABLE", sasl.ReplyKind.REFUSED),
         ("pop3", "-ERR [SYS/TEMP]", sasl.ReplyKind.REFUSED),
         ("pop3", "-ERR [LOGIN-DELAY] try later", sasl.ReplyKind.REFUSED),
-        ("pop3", "-ERR [IN-USE] locked", sasl.ReplyKind.FAILURE),
+        ("pop3", "-ERR [IN-USE] locked", sasl.ReplyKind.SUCCESS),  # RFC 2449 8.1.2: right, the maildrop locked
         ("pop3", "-ERR[AUTH]", sasl.ReplyKind.FAILURE),
     ],
 )
@@ -280,3 +280,48 @@ def test_a_hostile_response_code_costs_a_bounded_read() -> None:
         assert len(refusals.response_code(text)) < refusals.MAX_CODE_TEXT
         assert refusals.imap_judged("NO", text) and refusals.pop3_judged(text)
     assert not refusals.smtp_judged(503, "5." * 1_000_000)
+
+
+@pytest.mark.parametrize(
+    ("port", "script"),
+    [
+        (
+            143,
+            f"{IMAP_GREETING}C: a1 LOGIN alice wrong<CRLF>a2 LOGIN alice right\n"
+            "S: a1 NO [AUTHENTICATIONFAILED] Authentication failed.<CRLF>a2 OK Logged in\nC: a3 LOGOUT",
+        ),
+        (
+            110,
+            "S: +OK ready\nC: USER alice<CRLF>PASS wrong<CRLF>USER alice<CRLF>PASS right\n"
+            "S: +OK<CRLF>-ERR [AUTH] Authentication failed.<CRLF>+OK<CRLF>+OK Logged in.\nC: QUIT",
+        ),
+    ],
+    ids=["imap-login", "pop3-pass"],
+)
+def test_logins_sent_before_the_first_is_answered_each_get_their_own_verdict(port: int, script: str) -> None:
+    """A client (a password guesser) that pipelines its logins (IMAP tags; POP3 PIPELINING, RFC 2449): the verdicts
+    come in turn and each is its own login's; the password that worked is not reported as failed."""
+    outcomes = {a["password"]: a["outcome"] for r in credentials(findings(script, port)) for a in r["attempts"]}
+    assert outcomes == {"wrong": "failure", "right": "success"}
+
+
+def test_imap_authorization_failed_is_no_failed_password_and_pop3_in_use_a_right_one() -> None:
+    """RFC 5530: NO [AUTHORIZATIONFAILED] took the credentials and refused the identity asked for; RFC 2449: -ERR
+    [IN-USE] to AUTH, as to PASS, says the credentials were right and the maildrop is locked."""
+    login = f"a1 AUTHENTICATE PLAIN {b64('bob' + chr(0) + 'alice' + chr(0) + 'right')}"
+    script = IMAP_GREETING + f"C: {login}\nS: a1 NO [AUTHORIZATIONFAILED] not bob\nC: a2 LOGOUT"
+    [record] = credentials(findings(script, 143))
+    assert [(a["password"], a["outcome"]) for a in record["attempts"]] == [("right", None)]
+    pop3 = f"S: +OK ready\nC: AUTH PLAIN {b64(chr(0) + 'alice' + chr(0) + 'right')}\nS: -ERR [IN-USE] locked\nC: QUIT"
+    [record] = credentials(findings(pop3, 110))
+    assert [(a["password"], a["outcome"]) for a in record["attempts"]] == [("right", "success")]
+
+
+def test_a_listing_once_logged_in_says_nothing_of_starttls() -> None:
+    """Dovecot answers LOGIN with OK [CAPABILITY ...], and a POP3 client may send CAPA once logged in: what a server
+    lists then never holds STARTTLS/STLS (RFC 9051, RFC 2595), so it says nothing of what it offers before."""
+    imap = "S: * OK Dovecot ready.\nC: a1 LOGIN alice right\nS: a1 OK [CAPABILITY IMAP4rev1 SASL-IR] Logged in\n"
+    pop3 = "S: +OK ready\nC: USER alice\nS: +OK\nC: PASS right\nS: +OK Logged in.\nC: CAPA\nS: +OK<CRLF>UIDL<CRLF>.\n"
+    for script, port in ((imap + "C: a2 LOGOUT", 143), (pop3 + "C: QUIT", 110)):
+        [service] = [r for r in findings(script, port) if r["type"] == "mail-service"]
+        assert service["starttls_offered"] is None, port

@@ -118,7 +118,9 @@ def _relay(item: NessusItem, records: list[dict[str, Any]], probe: dict[str, Any
     ]  # fmt: skip
     if tested:
         test = tested[0]["relay_test"]
-        tried = test.get("variants_tried")
+        tried, taken = test.get("variants_tried"), test.get("variants_accepted")
+        if taken:  # the probe chose the destination: accepted, it was relayed for the probe, whatever the verdict
+            return CONFIRMED, f"the probe's relay test: {taken} of {tried} variants accepted", _evidence(tested)
         return REFUTED, f"the probe's relay test: {tried} variants tried, none accepted", _evidence(tested)
     if accepted:  # for a domain the server may receive mail for, or for a client it may trust: not decisive
         verdicts = ", ".join(sorted({str(r.get("verdict")) for r in accepted}))

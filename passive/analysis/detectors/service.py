@@ -50,7 +50,7 @@ class ServiceDetector(Detector):
             self.session.server_names.add(name)
         if event.starttls:
             self.session.apply(_fields, self.service, {"starttls_offered": True})
-        else:
+        elif not self.session.authenticated:  # once logged in a server lists no STARTTLS/STLS (RFC 9051, RFC 2595)
             self.session.apply(_listed_without_starttls, self.service)
 
     def identity(self, event: ev.Identity) -> None:
