@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from spnego._ntlm_raw.crypto import desl, hmac_md5, ntowfv1, ntowfv2
 
+from passive.findings.model import SCHEMA_VERSION
+
 PCAPS = Path(__file__).resolve().parents[1] / "pcaps"
 
 
@@ -28,7 +30,7 @@ def test_jsonl_output_ends_with_summary() -> None:
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert records[-1]["type"] == "summary"
     assert records[-1]["ntlm_messages"] == {"negotiate": 1, "challenge": 1, "authenticate": 1}
-    assert all(r["schema_version"] == "1.0" for r in records)
+    assert all(r["schema_version"] == SCHEMA_VERSION == "1.1" for r in records)
     ntlm = [r for r in records if r["type"] == "ntlm-info"]
     assert ntlm and ntlm[0]["source"] == "passive" and ntlm[0]["server"] == "10.99.0.1:25"
     assert ntlm[0]["client"].startswith("10.99.0.10:")
@@ -42,7 +44,7 @@ def test_json_output_with_events_and_output_file(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
     document = json.loads(target.read_text())
-    assert document["schema_version"] == "1.0"
+    assert document["schema_version"] == SCHEMA_VERSION
     assert {f["type"] for f in document["findings"]} >= {"mail-service", "cleartext-credentials"}
     events = document["sessions"][0]["events"]
     assert events[0]["event"] == "Greeting" and events[0]["frame"] is not None

@@ -30,7 +30,7 @@ __all__ = [
     "rank",
 ]
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 # Evidence entries kept per finding (a finding cites its proof, it does not archive the session); the rest counted
 # in ``evidence_dropped``.
 MAX_EVIDENCE = 8
