@@ -260,8 +260,9 @@ class ImapSession(MailSession):
         if command is not None:
             self._tag_bytes -= command.held
         self.greeted = True
+        if command is None or len(words) < 2 or command.name != "LOGIN":
+            self._capability_code(line)  # sent before what the reply does (a STARTTLS's OK: before TLS)
         if command is None or len(words) < 2:
-            self._capability_code(line)
             return
         status = words[1].upper()
         if command.name == "STARTTLS":
@@ -273,7 +274,7 @@ class ImapSession(MailSession):
             self.authenticated = self.authenticated or success
             text, attempt = line.strip(), command.attempt
             self._emit(ev.AuthResult(SERVER, self._evidence(), "IMAP-LOGIN", success, text, attempt, judged))
-        self._capability_code(line)  # after a login's verdict: what a server lists once logged in is post-login
+            self._capability_code(line)  # after the verdict: what a server lists once logged in is post-login
 
     def _identity(self, side: ev.Side, evidence: ev.Evidence, line: str, parts: list[str | bytes]) -> None:
         """ID (RFC 2971): the parameter list after the tag (or "*") and the word ID, literals included."""

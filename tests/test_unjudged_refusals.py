@@ -325,3 +325,11 @@ def test_a_listing_once_logged_in_says_nothing_of_starttls() -> None:
     for script, port in ((imap + "C: a2 LOGOUT", 143), (pop3 + "C: QUIT", 110)):
         [service] = [r for r in findings(script, port) if r["type"] == "mail-service"]
         assert service["starttls_offered"] is None, port
+
+
+def test_a_listing_in_the_reply_to_starttls_was_sent_before_tls() -> None:
+    """The OK that accepts STARTTLS may carry a listing: it crossed in clear, before TLS began, unlike the one in
+    the OK that accepts a LOGIN, which describes the session once logged in."""
+    script = "S: * OK ready\nC: a1 STARTTLS\nS: a1 OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] Begin TLS now"
+    [methods] = [r for r in findings(script, 143) if r["type"] == "auth-methods"]
+    assert methods["tls"] is False and "PLAIN" in methods["cleartext_exposed"]
