@@ -141,7 +141,8 @@ class MailSession:
         """Bytes this session holds between calls: partial lines, bytes held for an answer, kept literals,
         commands awaiting replies, and what the protocol keeps (``_state_bytes``)."""
         held = self._pending_bytes + self._state_bytes() + self.buffers[CLIENT].buffered_with(self.buffers[SERVER])
-        return held + self.auth.held_bytes()
+        auth = self.auth
+        return held if auth.exchange is None and not auth.awaiting else held + auth.held_bytes()
 
     def _collect(self, work: Callable[[], None]) -> list[ev.Event]:
         out: list[ev.Event] = []

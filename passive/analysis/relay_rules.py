@@ -73,6 +73,8 @@ class ServerRelays(Protocol):
 
     def local_domains(self, policy: RelayPolicy) -> Set[str]: ...
 
+    def knows_its_domains(self, policy: RelayPolicy) -> bool: ...
+
 
 @dataclass(frozen=True)
 class Attempt:
@@ -171,7 +173,7 @@ def decide(relays: ServerRelays, attempt: Attempt, policy: RelayPolicy) -> Decis
 def _not_known_foreign(relays: ServerRelays, attempt: Attempt, policy: RelayPolicy) -> Decision | None:
     """Rule 4: possible-relay when nothing says the domain is not one the server receives mail for; else None."""
     if relays.source != "passive":  # a probe's relay test sends to a domain it chose as no server's own
-        if policy.local_domains or any(registered_domain(name) for name in relays.names):
+        if relays.knows_its_domains(policy):
             return None
         return Decision(
             Verdict.POSSIBLE_RELAY,
