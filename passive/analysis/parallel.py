@@ -40,8 +40,7 @@ from passive.analysis.processes import end_with_parent, processes
 from passive.capture.counters import CaptureCounters
 from passive.capture.joined import FileMap, JoinedStream, counters_since, snapshot
 from passive.capture.options import Cursor
-from passive.capture.pcapfile import compressed_file
-from passive.capture.rings import Span, describe
+from passive.capture.rings import Span, compressed_file, describe
 from passive.core.errors import CaptureError
 from passive.core.files import regular_file_size
 
@@ -116,8 +115,7 @@ def split_by_flow(group: list[str], size: int, total: int, workers: int) -> bool
     """Whether ``group``, ``size`` bytes in a run of ``total``, is split by flow between ``workers`` (each then
     scans all of it) rather than read whole by one: :data:`SHARD_MIN_BYTES` or more, and more than
     :data:`WHOLE_MAX_SHARE` of a worker's part; and no file of it compressed. Every worker would expand a compressed
-    file whole, which costs more than the analysis it splits (a 1 GB gzip capture of 2% mail: two workers took
-    13.4 CPU s and 6.9 s, one process 7.7 CPU s and 6.7 s: expanding runs beside the analysis in one process)."""
+    file whole (docs/scaling.md: more CPU than the analysis it splits, and no faster)."""
     return (
         workers > 1
         and size >= SHARD_MIN_BYTES

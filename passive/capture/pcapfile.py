@@ -147,18 +147,6 @@ def _compression(head: bytes) -> str | None:
     return next((name for magic, name in COMPRESSION_MAGICS if head.startswith(magic)), None)
 
 
-def compressed_file(path: str) -> bool:
-    """Whether ``path`` is a regular file that starts as a compressed stream does (any of
-    :data:`COMPRESSION_MAGICS`); False for anything it cannot tell (a pipe, a file it cannot read)."""
-    try:
-        with open(path, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                return False
-            return _compression(fh.read(6)) is not None
-    except OSError:
-        return False
-
-
 def sniff_kind(path: Path) -> FileKind:
     """Tell pcap/pcapng and their compressions apart by magic numbers (raises OSError or CaptureFormatError).
 
