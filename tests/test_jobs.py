@@ -301,3 +301,18 @@ def test_command_line_output_is_the_same_with_jobs(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         outputs.append(json.loads(done.stdout))
     assert outputs[0] == outputs[1]
+
+
+def test_a_compressed_capture_is_never_split_by_flow(tmp_path: Path) -> None:
+    """Every worker reading a share would expand all of it: a compressed group goes whole to one worker."""
+    import gzip
+
+    big = parallel.SHARD_MIN_BYTES + 1
+    plain = _sized(tmp_path, 1, big)
+    packed = tmp_path / "capture.pcap.gz"
+    with gzip.open(packed, "wb", compresslevel=0) as stream:
+        stream.write(b"\0" * big)
+    assert [len(mine) for mine in parallel.plan_tasks(plain, 2)] == [1, 1]  # split: a share per worker
+    assert parallel.plan_tasks([[str(packed)]], 2) == [[(0, 1, [(0, str(packed))])], []]
+    ring = [plain[0] + [str(packed)]]  # a ring buffer's group with one compressed piece
+    assert [len(mine) for mine in parallel.plan_tasks(ring, 2)] == [1, 0]

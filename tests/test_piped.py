@@ -1,11 +1,13 @@
 """A compressed file, standard input or a FIFO is read by the compiled scanner, through a pipe a thread writes it
-into (``passive/capture/piped.py``), and gives what the pure-Python reader gives:
+into (``passive/capture/piped.py``; a large compressed file, a process of its own: ``passive/capture/expand.py``),
+and gives what the pure-Python reader gives, expanded by either:
 
 - gzip, xz, bz2 and zstd: the same streams, frames and counters (the compressed bytes counted as read), and the
   compiled scanner was the one reading (it opened the pipe);
 - a stream cut short or damaged: everything before the cut, and the warning worded as the pure-Python reader words it;
 - an xz file of 5 million empty records (12 KB): every record read, by the compiled scanner;
-- a stop request mid-file: reading stops, the thread ends and no descriptor is left open;
+- a stop request mid-file: reading stops, the thread or the process ends and no descriptor is left open;
+- a process that cannot be started: the thread expands the file;
 - a FIFO: the same as the pure-Python reader; standard input cut short: worded as the file cut short.
 """
 
@@ -27,8 +29,9 @@ import pytest
 import zstandard
 
 from passive.analysis.classify import mail_capture_options
-from passive.capture import analyze_file, scanread
+from passive.capture import analyze_file, piped, scanread
 from passive.capture.counters import CaptureCounters
+from passive.capture.expand import DAMAGED
 from passive.capture.flow import Direction
 from passive.capture.stop import StopFlag
 from tests.helpers_capture import Recorder
@@ -67,29 +70,50 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return paths
 
 
+@pytest.fixture(params=["thread", "process"])
+def expanding(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Compressed files expanded by the thread, or each by a process of its own whatever its size; the processes
+    started (none for the thread)."""
+    started: list[Any] = []
+    if request.param == "process":
+        monkeypatch.setattr(piped, "EXPAND_APART_MIN", 0)
+        real = subprocess.Popen
+
+        def spy(command: list[str], **kwargs: Any) -> Any:
+            started.append(real(command, **kwargs))
+            return started[-1]
+
+        monkeypatch.setattr(piped.subprocess, "Popen", spy)
+    return started
+
+
 @pytest.mark.parametrize("suffix", sorted(COMPRESSORS))
 def test_the_compiled_scanner_reads_the_pipe_as_the_pure_python_reader_reads_the_file(
-    tmp_path: Path, suffix: str, opened: list[str]
+    tmp_path: Path, suffix: str, opened: list[str], expanding: list[Any]
 ) -> None:
     data = (PCAPS / "smtp-ntlm-success-curl.pcap").read_bytes()
     packed = tmp_path / f"capture.pcap.{suffix}"
     packed.write_bytes(COMPRESSORS[suffix](data))
-    piped, piped_counters = read(packed, "auto")
+    through_pipe, piped_counters = read(packed, "auto")
     assert len(opened) == 1 and opened[0].startswith("/proc/self/fd/")
+    assert all(child.returncode == 0 for child in expanding)
     twin, twin_counters = read(packed, "python")
-    assert piped.streams() == twin.streams() and piped.streams()
-    assert frames(piped) == frames(twin)
+    assert through_pipe.streams() == twin.streams() and through_pipe.streams()
+    assert frames(through_pipe) == frames(twin)
     assert piped_counters.as_dict() == twin_counters.as_dict()
     assert piped_counters.bytes_read == packed.stat().st_size
 
 
 @pytest.mark.parametrize(("suffix", "name"), [("gz", "gzip"), ("xz", "xz")])
-def test_a_stream_cut_short_gives_all_before_the_cut_worded_alike(tmp_path: Path, suffix: str, name: str) -> None:
+def test_a_stream_cut_short_gives_all_before_the_cut_worded_alike(
+    tmp_path: Path, suffix: str, name: str, expanding: list[Any]
+) -> None:
     data = (PCAPS / "smtp-ntlm-success-curl.pcap").read_bytes()
     packed = COMPRESSORS[suffix](data)
     cut = tmp_path / f"cut.pcap.{suffix}"
     cut.write_bytes(packed[: len(packed) * 2 // 3])
     piped, piped_counters = read(cut, "auto")
+    assert all(child.returncode == DAMAGED for child in expanding)
     twin, twin_counters = read(cut, "python")
     assert piped.streams() == twin.streams()
     assert piped_counters.packets_read == twin_counters.packets_read > 0
@@ -111,7 +135,7 @@ def test_five_million_empty_records_in_twelve_kilobytes(tmp_path: Path, opened: 
     assert counters.packets_read == records and opened
 
 
-def test_a_stop_request_ends_the_thread_and_leaves_no_descriptor(tmp_path: Path) -> None:
+def test_a_stop_request_ends_the_thread_and_leaves_no_descriptor(tmp_path: Path, expanding: list[Any]) -> None:
     data = (PCAPS / "smtp-ntlm-success-curl.pcap").read_bytes()
     head, body = data[:24], data[24:]
     packed = tmp_path / "long.pcap.gz"
@@ -122,7 +146,25 @@ def test_a_stop_request_ends_the_thread_and_leaves_no_descriptor(tmp_path: Path)
     _, counters = read(packed, "auto", stop)
     assert 0 < counters.packets_read < 3000 * 10
     assert not [t for t in threading.enumerate() if t.name == "capture-pipe"]
+    assert all(child.returncode == 0 for child in expanding)  # ended at its next write, and waited for
     assert set(os.listdir("/proc/self/fd")) <= before
+
+
+def test_a_process_that_cannot_start_leaves_the_file_to_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("no more processes")
+
+    monkeypatch.setattr(piped, "EXPAND_APART_MIN", 0)
+    monkeypatch.setattr(piped.subprocess, "Popen", refused)
+    data = (PCAPS / "smtp-ntlm-success-curl.pcap").read_bytes()
+    packed = tmp_path / "capture.pcap.gz"
+    packed.write_bytes(gzip.compress(data))
+    recorder, counters = read(packed, "auto")
+    plain, _ = read(PCAPS / "smtp-ntlm-success-curl.pcap", "python")
+    assert recorder.streams() == plain.streams() and counters.bytes_read == packed.stat().st_size
+    assert counters.warnings == []
 
 
 def fifo_read(tmp_path: Path, data: bytes, backend: str) -> tuple[Recorder, CaptureCounters]:

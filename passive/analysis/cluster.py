@@ -135,7 +135,7 @@ class ClusterRun(ParallelRun):
         for group, size in zip(groups, sizes, strict=True):
             files = [(index + n, path) for n, path in enumerate(group)]
             index += len(group)
-            shards = threads if split_by_flow(size, total, threads) else 1
+            shards = threads if split_by_flow(group, size, total, threads) else 1
             plan.append([(shard, shards, files) for shard in range(shards)])
         return plan
 

@@ -40,7 +40,7 @@ from passive.analysis.processes import end_with_parent, processes
 from passive.capture.counters import CaptureCounters
 from passive.capture.joined import FileMap, JoinedStream, counters_since, snapshot
 from passive.capture.options import Cursor
-from passive.capture.rings import Span, describe
+from passive.capture.rings import Span, compressed_file, describe
 from passive.core.errors import CaptureError
 from passive.core.files import regular_file_size
 
@@ -111,11 +111,17 @@ def group_bytes(group: list[str]) -> int:
     return sum(regular_file_size(path) or 0 for path in group)
 
 
-def split_by_flow(size: int, total: int, workers: int) -> bool:
-    """Whether a group of ``size`` bytes, in a run of ``total``, is split by flow between ``workers`` (each then
+def split_by_flow(group: list[str], size: int, total: int, workers: int) -> bool:
+    """Whether ``group``, ``size`` bytes in a run of ``total``, is split by flow between ``workers`` (each then
     scans all of it) rather than read whole by one: :data:`SHARD_MIN_BYTES` or more, and more than
-    :data:`WHOLE_MAX_SHARE` of a worker's part."""
-    return workers > 1 and size >= SHARD_MIN_BYTES and size > WHOLE_MAX_SHARE * total / workers
+    :data:`WHOLE_MAX_SHARE` of a worker's part; and no file of it compressed. Every worker would expand a compressed
+    file whole (docs/scaling.md: more CPU than the analysis it splits, and no faster)."""
+    return (
+        workers > 1
+        and size >= SHARD_MIN_BYTES
+        and size > WHOLE_MAX_SHARE * total / workers
+        and not any(compressed_file(path) for path in group)
+    )
 
 
 Task = tuple[int, int, list[tuple[int, str]]]  # (shard, shards, the group's files with their capture index)
@@ -133,7 +139,7 @@ def plan_tasks(groups: list[list[str]], jobs: int) -> list[list[Task]]:
     for group, size in zip(groups, sizes, strict=True):
         files = [(index + n, path) for n, path in enumerate(group)]
         index += len(group)
-        if split_by_flow(size, total, jobs):
+        if split_by_flow(group, size, total, jobs):
             for worker in range(jobs):
                 tasks[worker].append((worker, jobs, files))
                 load[worker] += size // jobs

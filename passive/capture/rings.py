@@ -50,6 +50,7 @@ from pathlib import Path
 from passive.capture.compressed import decompressor
 from passive.capture.options import IDLE_TIMEOUT
 from passive.capture.pcapfile import (
+    COMPRESSION_MAGICS,
     MAX_RECORD,
     PCAP_MAGIC_NSEC,
     PCAPNG_SHB,
@@ -93,6 +94,19 @@ class Span:
     key: Key
     first: float
     last: float
+
+
+def compressed_file(path: str) -> bool:
+    """Whether ``path`` is a regular file that starts as a compressed stream does (any of
+    :data:`COMPRESSION_MAGICS`); False for anything it cannot tell (a pipe, a file it cannot read)."""
+    try:
+        with open(path, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                return False
+            head = fh.read(6)
+            return any(head.startswith(magic) for magic, _name in COMPRESSION_MAGICS)
+    except OSError:
+        return False
 
 
 def _name_key(path: str) -> tuple[str, str]:

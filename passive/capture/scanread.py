@@ -118,12 +118,14 @@ def _read(
     counters = engine.counters
     stop = engine.stop
     base = counters.bytes_read  # the compiled scanner says where it is in its file; the twin's reader counts its reads
-    positioned = reader is None and piped is None  # a pipe's compressed bytes are counted as its thread reads them
+    positioned = reader is None and piped is None  # a pipe's compressed bytes are counted as they are read from it
     try:
         while (batch := scanner.next_batch()) is not None:
             engine.feed_items(batch)
             if positioned:
                 counters.bytes_read = base + scanner.position
+            elif piped is not None:
+                piped.count()
             if cursor is not None:
                 cursor.done = engine.frame_base + scanner.frames
                 if cursor.on_batch is not None:
@@ -135,6 +137,8 @@ def _read(
         if positioned:
             counters.bytes_read = base + scanner.position
         scanner.close()
+        if piped is not None:
+            piped.close()  # its damage is known from here on
         engine.scanner, engine.previous_scanner = None, scanner
     add_scan_counts(counters, scanner.counters())
     source = scanner if reader is None else reader  # the compiled scanner reads the file itself
