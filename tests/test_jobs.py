@@ -303,16 +303,23 @@ def test_command_line_output_is_the_same_with_jobs(tmp_path: Path) -> None:
     assert outputs[0] == outputs[1]
 
 
-def test_a_compressed_capture_is_never_split_by_flow(tmp_path: Path) -> None:
-    """Every worker reading a share would expand all of it: a compressed group goes whole to one worker."""
+def test_a_capture_compressed_with_a_slow_decoder_is_never_split_by_flow(tmp_path: Path) -> None:
+    """Every worker reading a share would expand all of it: a gzip (xz, bzip2) group goes whole to one worker; a
+    zstd one is split like a plain one (its decoder is fast)."""
     import gzip
+    import os
+
+    import zstandard
 
     big = parallel.SHARD_MIN_BYTES + 1
     plain = _sized(tmp_path, 1, big)
     packed = tmp_path / "capture.pcap.gz"
     with gzip.open(packed, "wb", compresslevel=0) as stream:
         stream.write(b"\0" * big)
+    fast = tmp_path / "capture.pcap.zst"
+    fast.write_bytes(zstandard.ZstdCompressor(level=1).compress(b"\0" * 16) + os.urandom(big))
     assert [len(mine) for mine in parallel.plan_tasks(plain, 2)] == [1, 1]  # split: a share per worker
     assert parallel.plan_tasks([[str(packed)]], 2) == [[(0, 1, [(0, str(packed))])], []]
     ring = [plain[0] + [str(packed)]]  # a ring buffer's group with one compressed piece
     assert [len(mine) for mine in parallel.plan_tasks(ring, 2)] == [1, 0]
+    assert [len(mine) for mine in parallel.plan_tasks([[str(fast)]], 2)] == [1, 1]

@@ -216,3 +216,26 @@ def test_without_proc_the_twin_reads_compressed_files_and_pipes(
     for recorder, counters in (read(packed, "auto"), fifo_read(tmp_path, data, "auto")):
         assert recorder.streams() == plain.streams() and counters.packets_read > 0
     assert opened == []
+
+
+@pytest.mark.parametrize(("suffix", "apart"), [("gz", True), ("xz", True), ("bz2", True), ("zst", False)])
+def test_slow_decoders_are_expanded_apart_and_zstd_by_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str, apart: bool
+) -> None:
+    started: list[list[str]] = []
+    real = subprocess.Popen
+
+    def spy(command: list[str], **kwargs: Any) -> Any:
+        started.append(command)
+        return real(command, **kwargs)
+
+    monkeypatch.setattr(piped.subprocess, "Popen", spy)
+    packed = tmp_path / f"capture.pcap.{suffix}"
+    packed.write_bytes(COMPRESSORS[suffix]((PCAPS / "smtp-ntlm-success-curl.pcap").read_bytes()))
+    read(packed, "auto")
+    assert started == []  # smaller than EXPAND_APART_MIN: the thread
+    monkeypatch.setattr(piped, "EXPAND_APART_MIN", packed.stat().st_size)
+    recorder, _ = read(packed, "auto")
+    assert len(started) == apart and recorder.streams()
+    if apart:
+        assert started[0][-2:] == ["passive.capture.expand", {"gz": "gzip"}.get(suffix, suffix)]

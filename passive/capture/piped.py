@@ -1,7 +1,7 @@
 """A capture the compiled scanner cannot open itself, read through a pipe: a compressed file, or standard input and
 other pipes (``xzcat day.pcap.xz | tcpdump -r -``, inside one process). A thread writes the capture's bytes,
-decompressed, into the pipe, which the scanner reads as it reads a file. A large compressed file is expanded by a
-process of its own instead (:mod:`passive.capture.expand`, :data:`EXPAND_APART_MIN`).
+decompressed, into the pipe, which the scanner reads as it reads a file. A large gzip, xz or bzip2 file is expanded
+by a process of its own instead (:mod:`passive.capture.expand`, :data:`EXPAND_APART_MIN`).
 
 The pure-Python reader took about 2 µs a record on top of the decoder, so a capture compressed 6 000 to 1 (an xz
 file of empty records: 12 KB for 5 million) cost its expanded size in Python time; now the decoder sets the pace.
@@ -39,10 +39,14 @@ PIPE_BYTES = 1 << 20
 refused): the writer and the scanner wake each other less often."""
 DECODER_ERRORS = (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError)
 EXPAND_APART_MIN = 64 << 20
-"""A compressed file of this many bytes or more is expanded by a process of its own rather than a thread: a thread
-waits for the interpreter lock the analysis holds, and the two take turns (a 1 GB gzip capture of 2% mail: 6.7 s
-with a thread, 5.3 s with a process, in one process's analysis). Below it the thread stays: starting a Python process
-(about 60 ms) costs more than a small file's turns."""
+"""A compressed file of this many bytes or more (in one of :data:`EXPAND_APART`) is expanded by a process of its own
+rather than a thread: the thread waits for the interpreter lock the analysis holds, and the two take turns (a 1 GB
+gzip capture of 2% mail: 6.7 s with a thread, 5.3 s with a process, one process's analysis). Below it the thread
+stays: starting a Python process (about 60 ms) costs more than a small file's turns."""
+EXPAND_APART = frozenset({"gzip", "xz", "bz2"})
+"""The compressions expanded apart: those whose decoder takes the interpreter lock often or runs long. 200 MB of that
+capture, thread against process: gzip 1.41 against 1.19 s, xz 4.99 against 4.83 s, bzip2 8.06 against 7.76 s; zstd
+(1 GB) 2.53 against 2.96 s, its decoder fast enough that the pipe between two processes costs more than it saves."""
 _PACKAGES = str(Path(__file__).resolve().parents[2])  # where ``passive`` is imported from, for the process
 
 
@@ -99,9 +103,10 @@ class PipedCapture:
                 self._tally.bytes_read = self._base + os.lseek(self._source_fd, 0, os.SEEK_CUR)
 
     def _expand_apart(self) -> bool:
-        """Start the process that expands a large compressed file (:data:`EXPAND_APART_MIN`); False: the thread is
-        to write the pipe (a small or uncompressed file, a pipe, or a process that could not start)."""
-        if self._compression is None or self._stream is not None:
+        """Start the process that expands a large file (:data:`EXPAND_APART_MIN`, :data:`EXPAND_APART`); False: the
+        thread is to write the pipe (a small file, a zstd or uncompressed one, a pipe, a process that could not
+        start)."""
+        if self._compression not in EXPAND_APART or self._stream is not None:
             return False
         if (regular_file_size(str(self._source)) or 0) < EXPAND_APART_MIN:
             return False

@@ -96,17 +96,17 @@ class Span:
     last: float
 
 
-def compressed_file(path: str) -> bool:
-    """Whether ``path`` is a regular file that starts as a compressed stream does (any of
-    :data:`COMPRESSION_MAGICS`); False for anything it cannot tell (a pipe, a file it cannot read)."""
+def compression_of(path: str) -> str | None:
+    """The compression ``path`` starts with, a regular file (one of :data:`COMPRESSION_MAGICS`'s names); None for a
+    plain file and for anything it cannot tell (a pipe, a file it cannot read)."""
     try:
         with open(path, "rb") as fh:
             if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                return False
+                return None
             head = fh.read(6)
-            return any(head.startswith(magic) for magic, _name in COMPRESSION_MAGICS)
     except OSError:
-        return False
+        return None
+    return next((name for magic, name in COMPRESSION_MAGICS if head.startswith(magic)), None)
 
 
 def _name_key(path: str) -> tuple[str, str]:
