@@ -303,13 +303,17 @@ def test_command_line_output_is_the_same_with_jobs(tmp_path: Path) -> None:
     assert outputs[0] == outputs[1]
 
 
-def test_a_capture_compressed_with_a_slow_decoder_is_never_split_by_flow(tmp_path: Path) -> None:
-    """Every worker reading a share would expand all of it: a gzip (xz, bzip2) group goes whole to one worker; a
-    zstd one is split like a plain one (its decoder is fast)."""
+def test_a_capture_expanded_by_a_process_of_its_own_is_never_split_by_flow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every worker reading a share would expand all of it: a group holding a large gzip (xz, bzip2) file goes whole
+    to one worker; a smaller one, expanded by a thread, and a zstd one are split like a plain one."""
     import gzip
     import os
 
     import zstandard
+
+    from passive.capture import expand
 
     big = parallel.SHARD_MIN_BYTES + 1
     plain = _sized(tmp_path, 1, big)
@@ -319,7 +323,10 @@ def test_a_capture_compressed_with_a_slow_decoder_is_never_split_by_flow(tmp_pat
     fast = tmp_path / "capture.pcap.zst"
     fast.write_bytes(zstandard.ZstdCompressor(level=1).compress(b"\0" * 16) + os.urandom(big))
     assert [len(mine) for mine in parallel.plan_tasks(plain, 2)] == [1, 1]  # split: a share per worker
+    assert [len(mine) for mine in parallel.plan_tasks([[str(packed)]], 2)] == [1, 1]  # below EXPAND_APART_MIN
+    monkeypatch.setattr(expand, "EXPAND_APART_MIN", packed.stat().st_size)
     assert parallel.plan_tasks([[str(packed)]], 2) == [[(0, 1, [(0, str(packed))])], []]
-    ring = [plain[0] + [str(packed)]]  # a ring buffer's group with one compressed piece
+    ring = [plain[0] + [str(packed)]]  # a ring buffer's group with one such piece
     assert [len(mine) for mine in parallel.plan_tasks(ring, 2)] == [1, 0]
+    monkeypatch.setattr(expand, "EXPAND_APART_MIN", 0)
     assert [len(mine) for mine in parallel.plan_tasks([[str(fast)]], 2)] == [1, 1]

@@ -38,10 +38,10 @@ from passive.analysis.merge import (
 )
 from passive.analysis.processes import end_with_parent, processes
 from passive.capture.counters import CaptureCounters
+from passive.capture.expand import expanded_apart
 from passive.capture.joined import FileMap, JoinedStream, counters_since, snapshot
 from passive.capture.options import Cursor
-from passive.capture.piped import EXPAND_APART
-from passive.capture.rings import Span, compression_of, describe
+from passive.capture.rings import Span, describe
 from passive.core.errors import CaptureError
 from passive.core.files import regular_file_size
 
@@ -115,14 +115,14 @@ def group_bytes(group: list[str]) -> int:
 def split_by_flow(group: list[str], size: int, total: int, workers: int) -> bool:
     """Whether ``group``, ``size`` bytes in a run of ``total``, is split by flow between ``workers`` (each then
     scans all of it) rather than read whole by one: :data:`SHARD_MIN_BYTES` or more, and more than
-    :data:`WHOLE_MAX_SHARE` of a worker's part; and no file of it compressed with a slow decoder
-    (:data:`~passive.capture.piped.EXPAND_APART`), which every worker would expand whole: more CPU than the analysis
-    it splits, and slower (docs/scaling.md). A zstd file is split: its decoder is fast."""
+    :data:`WHOLE_MAX_SHARE` of a worker's part; and no file of it one that a process of its own would expand
+    (:func:`~passive.capture.expand.expanded_apart`: a large gzip, xz or bzip2 file), which every worker would
+    expand whole: more CPU than the analysis it splits, and slower (docs/scaling.md)."""
     return (
         workers > 1
         and size >= SHARD_MIN_BYTES
         and size > WHOLE_MAX_SHARE * total / workers
-        and not any(compression_of(path) in EXPAND_APART for path in group)
+        and not any(expanded_apart(path) for path in group)
     )
 
 

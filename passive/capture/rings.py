@@ -50,7 +50,6 @@ from pathlib import Path
 from passive.capture.compressed import decompressor
 from passive.capture.options import IDLE_TIMEOUT
 from passive.capture.pcapfile import (
-    COMPRESSION_MAGICS,
     MAX_RECORD,
     PCAP_MAGIC_NSEC,
     PCAPNG_SHB,
@@ -94,19 +93,6 @@ class Span:
     key: Key
     first: float
     last: float
-
-
-def compression_of(path: str) -> str | None:
-    """The compression ``path`` starts with, a regular file (one of :data:`COMPRESSION_MAGICS`'s names); None for a
-    plain file and for anything it cannot tell (a pipe, a file it cannot read)."""
-    try:
-        with open(path, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                return None
-            head = fh.read(6)
-    except OSError:
-        return None
-    return next((name for magic, name in COMPRESSION_MAGICS if head.startswith(magic)), None)
 
 
 def _name_key(path: str) -> tuple[str, str]:

@@ -111,7 +111,7 @@ def _read(
     """The reading loop (``source``: the file, or the pipe ``path`` is written into); the compiled scanner when it
     read (its damage then left to the caller), else None."""
     settings = scan_settings(options)
-    scanner, reader = _open(source, kind, options, settings, native, engine.counters, path)
+    scanner, reader = _open(source, kind, options, settings, native, engine.counters, path, piped)
     engine.scanner = scanner
     engine.carry_over(scanner)
     cursor = options.cursor
@@ -124,8 +124,6 @@ def _read(
             engine.feed_items(batch)
             if positioned:
                 counters.bytes_read = base + scanner.position
-            elif piped is not None:
-                piped.count()
             if cursor is not None:
                 cursor.done = engine.frame_base + scanner.frames
                 if cursor.on_batch is not None:
@@ -187,15 +185,18 @@ def read_through(path: Path, kind: FileKind) -> tuple[float | None, frozenset[in
 
 def _open(
     source: Path, kind: FileKind, options: CaptureOptions, settings: dict[str, Any], native: bool, tally: Tally,
-    path: Path,
+    path: Path, piped: PipedCapture | None,
 ) -> tuple[Any, PacketReader | None]:  # fmt: skip
-    """The compiled scanner on ``source`` (with no reader), or the twin over a :class:`PacketReader` of ``path``."""
+    """The compiled scanner on ``source`` (with no reader), or the twin over a :class:`PacketReader` of ``path``
+    (the pipe ``piped`` then ended first: what its writer took is not counted as read)."""
     if native and _cscan is not None:
         try:
             program = _bpf_program(options.bpf, _pcap_linktype(source)) if options.bpf else None
             return _cscan.Scanner(str(source), bpf=program, **settings), None
         except (OSError, ValueError):
             pass  # a header the built-in reader explains better (cut short, say): let it
+    if piped is not None:
+        piped.close(counted=False)
     try:
         reader = PacketReader(path, kind, tally=tally)
     except (OSError, CaptureFormatError) as exc:
