@@ -231,6 +231,12 @@ class Quit(Event):
 
 
 @dataclass
+class Unauthenticated(Event):
+    """IMAP ``UNAUTHENTICATE`` (RFC 8437), once the server took it (tagged ``OK``): the session is back in the not
+    authenticated state, as before its login, and a later LOGIN or AUTHENTICATE is a first login again."""
+
+
+@dataclass
 class Reset(Event):
     """SMTP RSET, once the server accepted it: the transaction so far is dropped."""
 
