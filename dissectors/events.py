@@ -92,10 +92,17 @@ class Capabilities(Event):
 
 @dataclass
 class StartTls(Event):
-    """STARTTLS/STLS asked for (``accepted`` None), then answered; once accepted the rest of the stream is TLS."""
+    """STARTTLS/STLS asked for (``accepted`` None), then answered; once accepted the rest of the stream is TLS.
+    ``command``: one of :data:`STARTTLS_COMMANDS`, Exchange's ``X-ANONYMOUSTLS``, or ``implicit`` (TLS from the
+    first byte)."""
 
     command: str
     accepted: bool | None = None
+
+
+# The commands of RFC 3207 (SMTP), RFC 9051 (IMAP) and RFC 2595 (POP3): a server that accepts one offers STARTTLS,
+# whether or not its capability listing was seen.
+STARTTLS_COMMANDS = frozenset({"STARTTLS", "STLS"})
 
 
 @dataclass

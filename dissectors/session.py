@@ -366,7 +366,8 @@ class MailSession:
         event, self._starttls = self._starttls, None
         assert event is not None
         detail = f"the server accepted {event.command}, but the client carried on in clear text"
-        self._emit(ev.Anomaly(SERVER, event.evidence, "starttls_not_used", detail))  # citing the acceptance
+        code = "starttls_not_used" if event.command in ev.STARTTLS_COMMANDS else "anonymoustls_not_used"
+        self._emit(ev.Anomaly(SERVER, event.evidence, code, detail))  # citing the acceptance
         return False
 
     def tls_began(self) -> list[ev.Event]:
