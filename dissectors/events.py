@@ -92,10 +92,17 @@ class Capabilities(Event):
 
 @dataclass
 class StartTls(Event):
-    """STARTTLS/STLS asked for (``accepted`` None), then answered; once accepted the rest of the stream is TLS."""
+    """STARTTLS/STLS asked for (``accepted`` None), then answered; once accepted the rest of the stream is TLS.
+    ``command``: one of :data:`STARTTLS_COMMANDS`, Exchange's ``X-ANONYMOUSTLS``, or ``implicit`` (TLS from the
+    first byte)."""
 
     command: str
     accepted: bool | None = None
+
+
+# The commands of RFC 3207 (SMTP), RFC 9051 (IMAP) and RFC 2595 (POP3): a server that accepts one offers STARTTLS,
+# whether or not its capability listing was seen.
+STARTTLS_COMMANDS = frozenset({"STARTTLS", "STLS"})
 
 
 @dataclass
@@ -228,6 +235,12 @@ class ClientOverride(Event):
 @dataclass
 class Quit(Event):
     """The client said QUIT (LOGOUT in IMAP)."""
+
+
+@dataclass
+class Unauthenticated(Event):
+    """IMAP ``UNAUTHENTICATE`` (RFC 8437), once the server took it (tagged ``OK``): the session is back in the not
+    authenticated state, as before its login, and a later LOGIN or AUTHENTICATE is a first login again."""
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""IMAP session dissector (RFC 3501/9051: tags, literals, CAPABILITY, STARTTLS, LOGIN, AUTHENTICATE with SASL-IR).
+"""IMAP session dissector (RFC 3501/9051: tags, literals, CAPABILITY, STARTTLS, LOGIN, AUTHENTICATE with SASL-IR;
+RFC 8437 UNAUTHENTICATE, after which a login is a first one again).
 
 A client's synchronising literal ``{n}`` is read as n bytes only once the server has sent its ``+`` continuation
 (RFC 9051 section 7.5): a tagged NO or BAD instead (``NO [TOOBIG]``) ends the command, and what the client sends
@@ -260,11 +261,15 @@ class ImapSession(MailSession):
         if command is not None:
             self._tag_bytes -= command.held
         self.greeted = True
-        if command is None or len(words) < 2 or command.name != "LOGIN":
+        status = words[1].upper() if command is not None and len(words) > 1 else ""
+        if command is not None and command.name == "UNAUTHENTICATE" and status == "OK":
+            # RFC 8437: the session is back where it was before its login (what the OK lists is that state's).
+            self.authenticated = False
+            self._emit(ev.Unauthenticated(SERVER, self._evidence()))
+        if command is None or not status or command.name != "LOGIN":
             self._capability_code(line)  # sent before what the reply does (a STARTTLS's OK: before TLS)
-        if command is None or len(words) < 2:
+        if command is None or not status:
             return
-        status = words[1].upper()
         if command.name == "STARTTLS":
             self._start_tls("STARTTLS", status == "OK")
         elif command.name == "LOGIN":

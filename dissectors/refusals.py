@@ -8,6 +8,13 @@ successful AUTH), the mechanism is unknown or too weak (504, 534), encryption is
 (any SMTP 4xx such as 454 or 421, IMAP ``[UNAVAILABLE]``, POP3 ``[SYS/TEMP]``). Calling the second kind a failed
 password would tell an analyst that a leaked password is wrong when the server never tried it. A refusal these
 functions do not recognise is read as a judged one, as before they existed.
+
+Some servers give the second kind the first kind's code and say why only in words: Postfix answers every refusal of
+its SASL back-end with ``535 5.7.8 Error: authentication failed: <reason>``, an unknown mechanism and a response that
+is no base64 included; Dovecot refuses a mechanism it does not offer with ``NO [ALERT]`` (IMAP) or ``-ERR [AUTH]``
+(POP3), and a POP3 password before TLS, where it wants TLS first, with ``-ERR [AUTH]`` too. Those reasons
+(:data:`UNCHECKED_REASONS`) are recognised by their whole text, so that a refusal of a wrong password (``535 5.7.8
+Error: authentication failed: authentication failure``) stays judged.
 """
 
 from __future__ import annotations
@@ -37,16 +44,46 @@ IMAP_UNJUDGED_CODES = frozenset(
 
 # POP3 extended response codes of an -ERR that say the same: the system failed, for now or for good (SYS/TEMP,
 # SYS/PERM, RFC 3206 section 4), or the user logged in too recently to be let in again (LOGIN-DELAY, RFC 2449
-# section 8.1.1), which a server may say before looking at the password. AUTH and a plain -ERR are judged.
+# section 8.1.1), which a server may say before looking at the password. AUTH and a plain -ERR are judged, unless
+# their words say otherwise (UNCHECKED_REASONS).
 POP3_UNJUDGED_CODES = frozenset({"SYS", "LOGIN-DELAY"})
 
 # How much of a reply is read for its response code: the longest code named above is 20 characters; a hostile line
 # of any length costs no more than this.
 MAX_CODE_TEXT = 64
 
+# Reasons a server gives for refusing an exchange it never checked the credentials in, under a code that says they
+# were (SMTP 535 5.7.8, a plain IMAP NO, a POP3 -ERR plain or [AUTH]): the mechanism is not one it offers, a response
+# was no base64, or a password may not be sent before TLS. Postfix's own (xsasl_dovecot_server.c: "Invalid
+# authentication mechanism", "Invalid base64 data in initial response" and "... continued response", the last also
+# Dovecot's auth server's), and Dovecot's login processes' ("Unsupported authentication mechanism.": IMAP ``NO
+# [ALERT] ...``, POP3 ``-ERR [AUTH] ...``; "Plaintext authentication disallowed on non-secure (SSL/TLS)
+# connections.", which its IMAP says with [PRIVACYREQUIRED] but its POP3 with [AUTH]). Compared in lower case,
+# without a final full stop.
+UNCHECKED_REASONS = frozenset(
+    {
+        "invalid authentication mechanism",
+        "unsupported authentication mechanism",
+        "invalid base64 data in initial response",
+        "invalid base64 data in continued response",
+        "plaintext authentication disallowed on non-secure (ssl/tls) connections",
+    }
+)
+# Response codes passed over before such a reason: IMAP's ALERT, and POP3's AUTH (RFC 3206), which Dovecot puts
+# before every refusal of a login, of a mechanism or of clear text included.
+REASON_CODES = ("[ALERT]", "[AUTH]")
+# Postfix's words before the reason its SASL back-end gave (smtpd_sasl_glue.c), lower case.
+POSTFIX_REASON_PREFIX = "error: authentication failed:"
+# How much of a reply is read for one of those reasons: the longest reply text that holds one, Dovecot's "[AUTH]
+# Plaintext authentication disallowed on non-secure (SSL/TLS) connections.", is 79 characters; a longer text (its
+# blanks counted) holds none, so a hostile line of any length costs no more than this.
+MAX_REASON_TEXT = 128
+
 
 def smtp_judged(code: int, text: str) -> bool:
     """Did an SMTP refusal of AUTH (``code`` 4xx or 5xx, ``text`` what follows it) judge the credentials?"""
+    if unchecked_reason(text):
+        return False
     enhanced = _ENHANCED.match(text[:MAX_CODE_TEXT].lstrip())
     if enhanced is not None and enhanced.groups() == CREDENTIALS_INVALID:
         return True
@@ -56,7 +93,7 @@ def smtp_judged(code: int, text: str) -> bool:
 def imap_judged(status: str, text: str) -> bool:
     """Did an IMAP tagged refusal (``status`` ``NO`` or ``BAD``, ``text`` what follows it) judge the credentials? A
     ``BAD`` never did: the command or its response was invalid (RFC 9051 section 7.1.3)."""
-    if status.upper() == "BAD":
+    if status.upper() == "BAD" or unchecked_reason(text):
         return False
     return response_code(text) not in IMAP_UNJUDGED_CODES
 
@@ -64,7 +101,25 @@ def imap_judged(status: str, text: str) -> bool:
 def pop3_judged(text: str) -> bool:
     """Did a POP3 refusal (``text`` what follows ``-ERR``) judge the credentials? Only the code's first part counts:
     ``SYS/TEMP`` and ``SYS/PERM`` are both ``SYS`` (RFC 3206 codes are hierarchical)."""
-    return response_code(text).partition("/")[0] not in POP3_UNJUDGED_CODES
+    return response_code(text).partition("/")[0] not in POP3_UNJUDGED_CODES and not unchecked_reason(text)
+
+
+def unchecked_reason(text: str) -> bool:
+    """Is a refusal's text (what follows its SMTP code, IMAP ``NO`` or POP3 ``-ERR``) one of
+    :data:`UNCHECKED_REASONS`, whole? An SMTP enhanced code, one of :data:`REASON_CODES` and Postfix's "Error:
+    authentication failed:" before it are passed over; a text longer than :data:`MAX_REASON_TEXT` is none."""
+    if len(text) > MAX_REASON_TEXT:
+        return False
+    head = text.strip()
+    enhanced = _ENHANCED.match(head)
+    if enhanced is not None:
+        head = head[enhanced.end() :].lstrip()
+    for code in REASON_CODES:
+        if head[: len(code)].upper() == code:
+            head = head[len(code) :].lstrip()
+            break
+    reason = head.lower().removeprefix(POSTFIX_REASON_PREFIX).strip()
+    return reason.removesuffix(".").rstrip() in UNCHECKED_REASONS
 
 
 def response_code(text: str) -> str:

@@ -366,7 +366,8 @@ class MailSession:
         event, self._starttls = self._starttls, None
         assert event is not None
         detail = f"the server accepted {event.command}, but the client carried on in clear text"
-        self._emit(ev.Anomaly(SERVER, event.evidence, "starttls_not_used", detail))  # citing the acceptance
+        code = "starttls_not_used" if event.command in ev.STARTTLS_COMMANDS else "anonymoustls_not_used"
+        self._emit(ev.Anomaly(SERVER, event.evidence, code, detail))  # citing the acceptance
         return False
 
     def tls_began(self) -> list[ev.Event]:
@@ -398,8 +399,8 @@ class MailSession:
             elif isinstance(result, sasl.SaslCancelled):
                 self._emit(ev.AuthCancelled(side, evidence, result.mechanism, result.attempt))
             elif isinstance(result, sasl.SaslOutcome):
-                # IMAP and POP3 take a login only before one succeeded: a refusal after that read nothing. (SMTP says so
-                # itself, with 503, RFC 4954 section 4: its servers also start over on XCLIENT.)
+                # IMAP and POP3 take a login only before one succeeded (IMAP: or since UNAUTHENTICATE): a refusal then
+                # read nothing. (SMTP says so itself, with 503, RFC 4954 section 4: it also starts over on XCLIENT.)
                 again = self.authenticated and self.protocol is not sasl.Protocol.SMTP
                 judged = result.judged and (result.success or not again)
                 self.authenticated = self.authenticated or result.success

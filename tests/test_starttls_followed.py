@@ -175,11 +175,11 @@ def test_exchange_x_anonymoustls_begins_tls(tmp_path: Path) -> None:
     assert service["tls"] is True
     [start] = [e for e in events if e["event"] in ("Anomaly", "StartTls")]
     assert (start["event"], start["command"], start["accepted"]) == ("StartTls", "X-ANONYMOUSTLS", True)
-    # Carried on in clear text instead: read, as after STARTTLS.
+    # Carried on in clear text instead: read, as after STARTTLS (its anomaly named apart: it is no STARTTLS).
     clear = [(False, b"AUTH PLAIN " + PLAIN.encode() + b"\r\n"), (True, b"235 2.7.0 Authentication successful\r\n")]
     findings, events = _findings_and_events(_analyze(tmp_path, "anonymoustls-clear", 25, opening + clear))
     assert [f["user"] for f in findings if f["type"] == "cleartext-credentials"] == ["alice"]
-    assert [e["code"] for e in events if e["event"] == "Anomaly"] == ["starttls_not_used"]
+    assert [e["code"] for e in events if e["event"] == "Anomaly"] == ["anonymoustls_not_used"]
 
 
 @pytest.mark.parametrize("protocol", sorted(SESSIONS))

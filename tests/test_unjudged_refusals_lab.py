@@ -1,8 +1,10 @@
 """Real servers refusing a login without checking the password (tests/verdicts_lab.py: Postfix with SASL through
 Dovecot, Dovecot's IMAP and POP3): Postfix answers an AUTH after a successful one, or inside a mail transaction, with
 503 (RFC 4954 section 4); Dovecot a LOGIN once logged in with BAD, a PASS once logged in with "-ERR Unknown
-command". The password those carried was never judged: its outcome is unknown, not "failure". The crafted dialogues
-of these cases are in tests/test_unjudged_refusals.py."""
+command"; Postfix an AUTH with a mechanism it does not offer, or a response that is no base64 to it, with 535 5.7.8 and
+the reason in words; Dovecot an unsupported mechanism with NO [ALERT] and -ERR [AUTH]. The password those carried
+was never judged: its outcome is unknown, not "failure". The crafted dialogues of these cases are in
+tests/test_unjudged_refusals.py and tests/test_unjudged_refusals_reasons.py."""
 
 from __future__ import annotations
 
@@ -84,4 +86,51 @@ def test_a_503_or_a_bad_from_real_servers_leaves_the_password_unjudged(
         ("25", "PLAIN"): [(L.PASSWORD, "success"), (L.WRONG_PASSWORD, None), (NEVER_CHECKED, None)],
         ("143", "IMAP-LOGIN"): [(L.PASSWORD, "success"), (L.WRONG_PASSWORD, None)],
         ("110", "USER-PASS"): [(L.PASSWORD, "success"), (L.WRONG_PASSWORD, None)],
+    }
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+TOKEN = "ya29.Never-Checked"
+XOAUTH2 = b64(f"user={L.USER}\x01auth=Bearer {TOKEN}\x01\x01")  # Dovecot here offers PLAIN and LOGIN only
+
+
+def test_real_servers_refusing_a_mechanism_or_base64_they_never_checked_leave_the_secret_unjudged(
+    verdicts_lab: V.VerdictsLab,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    """Postfix answers an XOAUTH2 token and an AUTH LOGIN password line with a blank (not base64 to it) with 535
+    5.7.8, naming the reason: null; its 535 for a wrong password ("(reason unavailable)"): failure. Dovecot refuses
+    the XOAUTH2 token over IMAP and POP3 as an unsupported mechanism: null."""
+    spaced = b64(NEVER_CHECKED)
+    spaced = f"{spaced[:4]} {spaced[4:]}"  # read with its blank dropped, as lenient decoders do; Postfix takes none
+    smtp = [(None, "220 "), ("EHLO client.example", "250 "), (f"AUTH XOAUTH2 {XOAUTH2}", "535 "),
+            ("AUTH LOGIN", "334 "), (b64(L.USER), "334 "), (spaced, "535 "), (plain(L.WRONG_PASSWORD), "535 "),
+            ("QUIT", "221 ")]  # fmt: skip
+    imap_steps = [(None, "* OK"), (f"a1 AUTHENTICATE XOAUTH2 {XOAUTH2}", "a1 "), ("a2 LOGOUT", "a2 OK")]
+    pop3_steps = [(None, "+OK"), (f"AUTH XOAUTH2 {XOAUTH2}", "-ERR"), ("QUIT", "+OK")]
+    pcap = tmp_path / "reasons.pcap"
+    with verdicts_lab.recording(pcap, "tcp"):
+        postfix = talk(verdicts_lab, 25, smtp)
+        imap = talk(verdicts_lab, 143, imap_steps)
+        pop3 = talk(verdicts_lab, 110, pop3_steps)
+    failed = "\n535 5.7.8 Error: authentication failed: "
+    assert f"{failed}Invalid authentication mechanism\n" in postfix, postfix
+    assert f"{failed}Invalid base64 data in continued response\n" in postfix, postfix
+    assert f"{failed}(reason unavailable)\n" in postfix, postfix  # a wrong password: Postfix 3.7 words it so
+    assert "\na1 NO [ALERT] Unsupported authentication mechanism.\n" in imap, imap
+    assert "\n-ERR [AUTH] Unsupported authentication mechanism.\n" in pop3, pop3
+
+    found = {
+        (f["server"].rpartition(":")[2], f["mechanism"]): [(a["password"], a["outcome"]) for a in f["attempts"]]
+        for f in of(analyze(pcap, "--show-secrets"), "cleartext-credentials")
+    }
+    assert found == {
+        ("25", "XOAUTH2"): [(TOKEN, None)],
+        ("25", "LOGIN"): [(NEVER_CHECKED, None)],
+        ("25", "PLAIN"): [(L.WRONG_PASSWORD, "failure")],
+        ("143", "XOAUTH2"): [(TOKEN, None)],
+        ("110", "XOAUTH2"): [(TOKEN, None)],
     }

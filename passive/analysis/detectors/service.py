@@ -62,14 +62,20 @@ class ServiceDetector(Detector):
         self.session.apply(effect, self.service, software, self.evidence(event))
 
     def anomaly(self, event: ev.Anomaly) -> None:
-        """How the server took a message's lax end line (``dissectors.smtp_end``)."""
+        """How the server took a message's lax end line (``dissectors.smtp_end``); its acceptance of a STARTTLS the
+        client then did not use (``starttls_not_used``: it offers STARTTLS all the same)."""
         reading = _MESSAGE_END.get(event.code)
         if reading is not None:
             self.session.apply(_message_end, self.service, reading, self.evidence(event))
+        elif event.code == "starttls_not_used":
+            self.session.apply(_fields, self.service, {"starttls_offered": True})
 
     def start_tls(self, event: ev.StartTls) -> None:
+        """TLS began. A server that accepted STARTTLS (STLS) offers it, whether or not a listing was seen: a capture
+        begun after the EHLO, a client that asked for no listing."""
         if event.accepted:
-            self.session.apply(_fields, self.service, {"tls": True})
+            offered = {"starttls_offered": True} if event.command in ev.STARTTLS_COMMANDS else {}
+            self.session.apply(_fields, self.service, {"tls": True, **offered})
             self.record(self.service, event)
 
     # -- facts only a probe knows -------------------------------------------------------------------------------
@@ -104,8 +110,9 @@ def described_software(fields: dict[str, str]) -> str | None:
 
 def _defaults(service: Finding, shared: Shared) -> None:
     fields = service.fields
-    # starttls_offered: None until a capability listing was seen (a capture of the client's side, a POP3 client
-    # that sends no CAPA, an SMTP client that says HELO): no listing says nothing of what the server offers.
+    # starttls_offered: None until a capability listing, or a STARTTLS the server accepted, was seen (a capture of the
+    # client's side, a POP3 client that sends no CAPA, an SMTP client that says HELO): else nothing says what the
+    # server offers.
     defaults = (("banner", None), ("banner_host", None), ("software", None), ("starttls_offered", None))
     fields.setdefault("message_end", None)
     for name, default in (*defaults, ("tls", False)):

@@ -101,6 +101,10 @@ class SessionAnalyzer:
         if event.success:
             self.authenticated = True
 
+    def _unauthenticated(self, event: ev.Unauthenticated) -> None:
+        """IMAP UNAUTHENTICATE taken: what the server lists from now on is what it offers before a login."""
+        self.authenticated = False
+
     def _anomaly(self, event: ev.Anomaly) -> None:
         self.apply(counted, None, "anomalies", event.code)
 
@@ -141,6 +145,7 @@ def _plan(inventory: bool) -> _Plan:
     table: dict[type[ev.Event], list[tuple[int, Callable[[Any, Any], None]]]] = {
         ev.StartTls: [(0, SessionAnalyzer._start_tls)],
         ev.AuthResult: [(0, SessionAnalyzer._auth_result)],
+        ev.Unauthenticated: [(0, SessionAnalyzer._unauthenticated)],
         ev.Anomaly: [(0, SessionAnalyzer._anomaly)],
     }
     for slot, cls in enumerate(classes, 1):
