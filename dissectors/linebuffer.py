@@ -182,6 +182,22 @@ class LineBuffer:
             self._before = b"\r\n"  # the line before the body (the DATA command's) is not looked at
             self._tail_cr = False  # the byte before the body is a newline (not a previous body's last byte)
 
+    def resume_body(self) -> None:
+        """After :meth:`resync` inside a dot-terminated body read with ``exact_end`` (bytes of the body were lost):
+        what follows is still body, from somewhere inside a line, so only a dot after the next line break can begin
+        its end line."""
+        self.expect_dot_body(exact_end=True)
+        self._discarding = False  # the body's skipping finds the next line break itself
+        self._body_state = _MID_LINE
+        self._before = None  # how the line before a dot ended: found by reading on (None: unread)
+        self._tail_cr = False  # a dot right after the lost bytes begins no line
+
+    def end_body(self) -> None:
+        """The body ended where nobody could see it (its end line among lost bytes, as the other side's answer
+        showed): what follows is lines again."""
+        self._body = False
+        self._body_state = _MID_LINE
+
     @property
     def in_body(self) -> bool:
         return self._body

@@ -76,13 +76,16 @@ class SmtpSession(MailSession):
         self._data_awaited = False
         self._lax: smtp_end.PendingEnd | None = None  # a lax end line waiting for the server to say what it was
         self._reading_on = False  # reading bytes held past MAX_HELD with no reply: no new wait (_after_receive)
+        # Client bytes were lost inside the message being read: its text goes on after them, up to its end line, or
+        # up to the server's next reply, which shows the end line was among the lost bytes.
+        self._message_after_gap = False
 
     # -- client -------------------------------------------------------------------------------------------------
 
     def _client_line(self, text: str) -> None:
         if self._in_data:
             if text == ".":
-                self._in_data = False
+                self._in_data = self._message_after_gap = False
                 self._push_pending(self._command("END-OF-DATA", text))
             return
         if self.auth.exchange is not None and self._sasl_client(text):
@@ -121,6 +124,8 @@ class SmtpSession(MailSession):
     # -- server -------------------------------------------------------------------------------------------------
 
     def _server_line(self, text: str) -> None:
+        if self._in_data and self._message_after_gap:
+            self._message_lost_end()
         if self._in_data and self._lax is None:  # the server speaks while the client's "." line waits after CRs
             cut = self.buffers[ev.Side.CLIENT].cut_at_cr()
             if cut is not None:
@@ -283,7 +288,7 @@ class SmtpSession(MailSession):
         """Read what the client sent after DATA: the message after a 354, commands after anything else."""
         if not self._data_awaited:
             return
-        self._data_awaited = False
+        self._data_awaited = self._message_after_gap = False
         self._in_data = message
         if why is not None:
             self._anomaly(ev.Side.CLIENT, "data_unanswered", why)
@@ -395,15 +400,28 @@ class SmtpSession(MailSession):
 
     def _after_gap(self, side: ev.Side) -> None:
         self._reply = None
-        if self._lax is not None:
+        lax = self._lax is not None
+        if lax:
             if side is ev.Side.CLIENT:
                 self._lax = None  # the bytes held after it went with the gap, and the commands it answered
             else:
                 self._settle(self._undecided())
-        if side is ev.Side.CLIENT:
-            self._in_data = self._data_awaited = False  # the held bytes went with the gap
+        if side is ev.Side.CLIENT and self._in_data and not lax and not self._data_awaited:
+            # Lost inside the message: what follows is still its text (read as commands, a quoted AUTH line or RCPT
+            # in it would count as the client's), up to its end line or the server's next reply.
+            self.buffers[ev.Side.CLIENT].resume_body()
+            self._message_after_gap = True
+        elif side is ev.Side.CLIENT:
+            self._in_data = self._data_awaited = self._message_after_gap = False  # the held bytes went with the gap
         elif self._data_awaited:
             self._data_verdict(True)  # the reply to DATA may be among the lost bytes: as before, a message
+
+    def _message_lost_end(self) -> None:
+        """The server replied while the message after a gap was still being read: it had seen the message's end
+        line, which was among the lost client bytes. What the client sends next is commands again."""
+        self._in_data = self._message_after_gap = False
+        self.buffers[ev.Side.CLIENT].end_body()
+        self._anomaly(ev.Side.CLIENT, "message_end_lost", "the end of the message was among the lost bytes")
 
     def _state_bytes(self) -> int:
         held = self._lax.bytes if self._lax is not None else 0

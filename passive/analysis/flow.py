@@ -245,12 +245,15 @@ class MailFlow:
         self.analyzer = analysis.session_analyzer(context)
         self.record: SessionRecord | None = None
         self._last: tuple[int | None, float | None] = (None, None)  # frame and time of the latest bytes
+        self._first: float | None = None  # time of the first bytes
         if analysis.options.keep_events and analysis.recording is None:  # a worker's events go to the main process
             self.record = SessionRecord(protocol, server, client, analysis.file, files=analysis.files)
             analysis.sessions.append(self.record)
 
     def data(self, side: ev.Side, data: bytes, frame: int | None, timestamp: float | None) -> None:
         self._last = (frame, timestamp)
+        if self._first is None:
+            self._first = timestamp
         session = self.session
         events = session.receive(side, data, frame, timestamp)
         if events:
@@ -279,6 +282,9 @@ class MailFlow:
     def close(self) -> None:
         self._deliver(self.session.close(*self._last))  # what was held for an answer that never came
         self.analysis.budget.forget(self)
+        service = self.analyzer.service
+        if service is not None and self._first is not None:
+            service.quiet_session(self._first, self._last[1])
         self.analyzer.close()
 
     def shed(self) -> int:

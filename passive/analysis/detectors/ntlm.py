@@ -30,6 +30,9 @@ class _Exchange:
     authenticate: ntlmssp.AuthenticateMessage | None = None
     evidence: list[ev.Evidence] = field(default_factory=list)
     named: ev.SaslStep | None = None  # the client's last step that names it: cited when no CHALLENGE was seen
+    # HTTP: the request (or its response) its latest step came in. The detector's own moves on with the next request,
+    # which may close this exchange (a NEGOTIATE before any answer came: the answers were lost, or not captured).
+    http: ev.HttpExchange | None = None
 
 
 class NtlmDetector(Detector):
@@ -67,6 +70,7 @@ class NtlmDetector(Detector):
         if self.exchange is None:
             self.exchange = _Exchange()  # picked up mid-exchange, or NTLM inside another mechanism name
         exchange = self.exchange
+        exchange.http = self.http
         if len(exchange.evidence) < MAX_EXCHANGE_STEPS:
             exchange.evidence.append(event.evidence)
         else:
@@ -128,7 +132,8 @@ class NtlmDetector(Detector):
         if result is not None:
             self.record(finding, result)
             client["outcome_line"] = result.evidence.line
-        self.session.apply(_closed, finding, client, outcome, _severity(exchange.authenticate))
+        whole = exchange.authenticate is not None
+        self.session.apply(_closed, finding, client, outcome, _severity(exchange.authenticate), whole)
         line = hashcat_line(exchange.challenge, exchange.authenticate)
         if line == UNWRITABLE:
             self.count("hashes_skipped")
@@ -144,8 +149,9 @@ class NtlmDetector(Detector):
             client.update({name: value for name, value in message.client_fields().items() if value is not None})
         for name in ntlmssp.CLIENT_FIELDS:
             client.setdefault(name, None)
-        if self.context.protocol == "http" and self.http is not None:
-            client["http_path"] = self.http.path or None
+        http = exchange.http or self.http
+        if self.context.protocol == "http" and http is not None:
+            client["http_path"] = http.path or None
         if exchange.evidence:
             client["time"] = exchange.evidence[0].timestamp
             located = [self.locate(e.frame) for e in exchange.evidence]
@@ -185,10 +191,16 @@ def _challenged(
             endpoints.append(url)
 
 
-def _closed(finding: Finding, shared: Shared, client: dict[str, Any], outcome: str | None, severity: Severity) -> None:
-    """An exchange ended: what the client said of itself, its outcome, and the severity its response earns."""
+def _closed(
+    finding: Finding, shared: Shared, client: dict[str, Any], outcome: str | None, severity: Severity, whole: bool
+) -> None:
+    """An exchange ended: what the client said of itself, its outcome, and the severity its response earns.
+    ``whole``: it held an AUTHENTICATE, whose fields are the latest client's as one (an anonymous one after a
+    user's has no user, version or SPN: none is kept from the earlier); a NEGOTIATE alone erases nothing."""
     fields = finding.fields
-    told = {name: client[name] for name in ntlmssp.CLIENT_FIELDS if client[name] is not None or name not in fields}
+    told = {
+        name: client[name] for name in ntlmssp.CLIENT_FIELDS if whole or client[name] is not None or name not in fields
+    }
     finding.set_fields(**told)
     fields["outcome"] = outcome
     fields.setdefault("users", [])

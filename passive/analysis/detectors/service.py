@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from dissectors import events as ev
-from passive.analysis.detectors.base import Detector, Handlers, Session, Shared
+from passive.analysis.detectors.base import Detector, Handlers, Session, Shared, seen
 from passive.analysis.domains import server_name
 from passive.analysis.software import banner_host, guess_software
 from passive.findings.model import EvidenceRecord, Finding, FindingType, Severity
@@ -38,6 +38,15 @@ class ServiceDetector(Detector):
             self.touch(self.service, event)
         else:
             self.session.seen_later(self.service, event.evidence.timestamp)
+
+    def quiet_session(self, first: float | None, last: float | None) -> None:
+        """The session ended without an event (picked up mid-stream, with only commands the inventory does not read:
+        POP3 RETR and LIST, say): it saw the server all the same, from its first bytes to its last, and counts once
+        (with no line to cite)."""
+        if not self._counted:
+            self._counted = True
+            self.session.apply(seen, self.service, first, self.context.client)
+            self.session.seen_later(self.service, last)
 
     def greeting(self, event: ev.Greeting) -> None:
         banner = event.banner[:MAX_BANNER]
