@@ -391,6 +391,7 @@ class Reassembler(Classification):
             flow.want_skip()  # after the batch, the scanner forgets it (passive.capture.skipping)
         if handler is not None and flow.state == Flow.ACTIVE:
             self.counters.flows_one_sided += halves is not None and one_sided(halves)
+            self.counters.flows_midstream += flow.partial
             flow.handler = None
             handler.on_close(flow, reason)
         flow._halves = None

@@ -201,6 +201,7 @@ _LOSSES = (
     ("ip_fragments", "IP fragment(s) not reassembled"),
     ("gap_bytes", "byte(s) missing from the streams (packet loss)"),
     ("flows_one_sided", "session(s) captured in one direction only (what the other side sent is not in the capture)"),
+    ("flows_midstream", "session(s) picked up mid-stream (what they said before the capture began is not in it)"),
     ("flows_evicted", "flow(s) evicted from a full flow table"),
     ("buffer_cap_hits", "out-of-order buffer(s) full"),
     ("oversized_records", "record(s) over the size cap"),

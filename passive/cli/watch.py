@@ -240,6 +240,7 @@ _SUMMARY_KEYS = (
     "gaps",
     "flows_with_gaps",
     "flows_one_sided",
+    "flows_midstream",
     "findings_new",
     "findings_written",
     "findings_forgotten",

@@ -212,6 +212,7 @@ _SCOPE_COUNTS = (
     "interface_dropped",
     "flows_with_gaps",
     "flows_one_sided",
+    "flows_midstream",
 )
 
 
@@ -242,6 +243,8 @@ def _scope(summaries: list[dict[str, Any]], findings: list[dict[str, Any]]) -> l
             scope.append(("Connections with bytes missing", str(totals["flows_with_gaps"])))
         if totals["flows_one_sided"]:  # what the other side sent (credentials, a challenge) is not in the capture
             scope.append(("Sessions captured in one direction only", str(totals["flows_one_sided"])))
+        if totals["flows_midstream"]:  # what they said before the capture began (a login) is not in it
+            scope.append(("Sessions picked up mid-stream", str(totals["flows_midstream"])))
     sources = sorted({source(r) for r in findings})
     if sources:
         scope.append(("Sources", " and ".join(sources)))
