@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from dissectors import events as ev
-from dissectors import sasl, smtp_end
+from dissectors import sasl, session, smtp_end
 from dissectors.held import HeldParts, sizes_of
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, LaxEnd, Line, Raw
 from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, Span, unique_upper
@@ -76,6 +76,7 @@ class SmtpSession(MailSession):
         self._data_awaited = False
         self._lax: smtp_end.PendingEnd | None = None  # a lax end line waiting for the server to say what it was
         self._reading_on = False  # reading bytes held past MAX_HELD with no reply: no new wait (_after_receive)
+        self._owed = 0  # replies still to come to commands forgotten past MAX_PENDING (_push_pending)
 
     # -- client -------------------------------------------------------------------------------------------------
 
@@ -114,6 +115,25 @@ class SmtpSession(MailSession):
 
     def _auth_abandoned(self) -> None:
         self._forget_last("AUTH")  # its verdict was lost: no later reply answers it
+
+    def _push_pending(self, item: _Command) -> None:
+        """Past the caps the oldest commands are forgotten, but the server still answers them first, in turn (RFC
+        2920): their replies are owed, and answer none of the commands kept (after 128 pipelined NOOPs, a NOOP's 250
+        was the RCPT's: a refused relay taken for an accepted one). An AUTH still kept began the exchanges, after
+        them; once none is, which reply is an exchange's verdict is unknown: each ends without one, its reply owed."""
+        full = len(self.pending) >= session.MAX_PENDING or self._pending_bytes + item.held > session.MAX_PENDING_BYTES
+        before = list(self.pending) if full else []
+        super()._push_pending(item)
+        forgotten = before[: len(before) + 1 - len(self.pending)]
+        self._owed += len(forgotten)
+        if forgotten and self.auth.active and not any(command.verb == "AUTH" for command in self.pending):
+            self._owed += max(0, self.auth.unanswered() - sum(command.verb == "AUTH" for command in forgotten))
+            why = "commands pipelined past those kept: which reply is its verdict is unknown"
+            self._sasl(ev.Side.SERVER, self.auth.give_up(why, every=True))
+
+    def _clear_pending(self) -> None:
+        super()._clear_pending()
+        self._owed = 0
 
     def _command(self, verb: str, line: str, argument: str = "") -> _Command:
         return _Command(verb, line, self._line.frame, self._line.timestamp, argument)
@@ -161,6 +181,9 @@ class SmtpSession(MailSession):
             self._emit(ev.Greeting(ev.Side.SERVER, self._evidence(), first.strip(), reply.code == 220))
             return
         self.greeted = True  # the server's first reply was not a greeting: none comes later
+        if self._owed and reply.code != 334:  # a forgotten command's (_push_pending); a prompt is no command's reply
+            self._owed -= 1
+            return
         if self.auth.active and not self._answers_before_auth() and not self._verdict_lost(reply.code):
             unanswered = self.auth.unanswered()
             self._sasl(ev.Side.SERVER, self.auth.server_line(final_line))

@@ -1,0 +1,40 @@
+"""Commands pipelined past what an SMTP session keeps (``MAX_PENDING``): the oldest are forgotten, but the server
+still answers them first, in turn. Their replies are owed to no command kept, so that each kept command gets its own:
+a client that pipelined NOOPs before its transaction must not have a NOOP's 250 taken for its RCPT's."""
+
+from __future__ import annotations
+
+import base64
+
+from dissectors.session import MAX_PENDING
+from tests.test_verdict_dialogues import EHLO, credentials, findings, relays
+
+NOOPS = MAX_PENDING + 1
+
+
+def _pipelined(first: str, replies: str, rcpt_reply: str) -> str:
+    """``first`` (commands sent before them), NOOPS NOOPs, then MAIL and RCPT, all in one group; the server answers
+    ``replies`` to ``first``, 250 to each NOOP and the MAIL, ``rcpt_reply`` to the RCPT."""
+    noops = "<CRLF>".join(["NOOP"] * NOOPS)
+    answers = "<CRLF>".join([*([replies] if replies else []), *["250 2.0.0 Ok"] * NOOPS, "250 2.1.0 Ok", rcpt_reply])
+    group = "<CRLF>".join([*([first] if first else []), noops, "MAIL FROM:<a@spam.test>", "RCPT TO:<v@outside.test>"])
+    return EHLO + f"C: {group}\nS: {answers}\nC: QUIT\nS: 221 2.0.0 Bye"
+
+
+def test_a_refused_recipient_after_more_commands_than_are_kept_is_refused() -> None:
+    script = _pipelined("", "", "554 5.7.1 <v@outside.test>: Relay access denied")
+    assert relays(findings(script)) == [("refused", "info", "v@outside.test")]
+
+
+def test_an_accepted_recipient_after_more_commands_than_are_kept_is_judged_on_its_own_reply() -> None:
+    assert relays(findings(_pipelined("", "", "250 2.1.5 Ok"))) == [("open-relay", "high", "v@outside.test")]
+
+
+def test_an_auth_forgotten_with_the_commands_leaves_its_verdict_unknown_and_the_replies_in_turn() -> None:
+    """The AUTH that began the exchange was forgotten: which reply is its verdict is no longer known, and no other
+    reply goes to a later command."""
+    plain = "AUTH PLAIN " + base64.b64encode(b"\0alice\0secret").decode()
+    records = findings(_pipelined(plain, "535 5.7.8 Error: authentication failed", "554 5.7.1 Relay access denied"))
+    assert relays(records) == [("refused", "info", "v@outside.test")]
+    [credential] = credentials(records)
+    assert [attempt["outcome"] for attempt in credential["attempts"]] == [None]
