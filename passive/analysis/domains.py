@@ -53,11 +53,15 @@ def parse_network(text: str) -> IpNetwork:
 
 
 def in_networks(address: str, networks: tuple[IpNetwork, ...]) -> IpNetwork | None:
-    """The first of ``networks`` that holds ``address`` (text, IPv6 without brackets), or None."""
+    """The first of ``networks`` that holds ``address`` (text, IPv6 without brackets), or None. An IPv4-mapped IPv6
+    address (``::ffff:10.0.0.5``: an IPv4 client as a dual-stack proxy's socket names it, in its XCLIENT) is the
+    IPv4 address it maps, as Postfix reads it."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
     return next((network for network in networks if ip.version == network.version and ip in network), None)
 
 
