@@ -155,6 +155,21 @@ def is_domain_name(name: str) -> bool:
     return 0 < len(name) <= MAX_NAME_CHARACTERS and all(_LABEL.fullmatch(label) for label in name.split("."))
 
 
+def not_local_domain(name: str) -> str | None:
+    """Why ``name`` (as :func:`normalize_domain` gives it) cannot be a domain the user's servers receive mail for,
+    or None when it can: no DNS name; an address (no top-level domain is all digits: ``192.0.2.25``, which matches
+    no recipient domain, while the server's own address literals are local already); a public suffix, under which
+    every domain would be local (``com``, ``co.uk``, and a name without a dot such as ``contoso``, a typo for
+    ``contoso.com``)."""
+    if not is_domain_name(name):
+        return "not a domain name"
+    if name.rpartition(".")[2].isdigit():
+        return "an address, not a domain name (the servers' own address literals are local already)"
+    if registered_domain(name) is None:
+        return "a public suffix: every domain under it would be local (give your organisation's domain)"
+    return None
+
+
 def server_name(text: str) -> str | None:
     """A name a server gives itself (its greeting's first word, its EHLO reply's) as a domain name, or None for an
     address (``[203.0.113.25]``, ``203.0.113.25``: no top-level domain is all digits) or what is no name."""
