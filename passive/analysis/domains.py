@@ -194,10 +194,19 @@ def _domain(text: str) -> str | None:
 
 
 def is_local(domain: str, local_domains: Set[str], server_addresses: frozenset[str]) -> bool:
-    """The recipient domain is the server's own: localhost, one of its addresses as a literal, or one of the local
-    domains or a subdomain of one."""
+    """The recipient domain is the server's own: localhost, one of its addresses or a loopback address as a literal
+    (``[127.0.0.1]``, ``[IPv6:::1]``: the server itself, as ``localhost`` is), or one of the local domains or a
+    subdomain of one."""
     if domain in LOCALHOST_NAMES or domain.endswith(".localhost"):
         return True
     if domain.startswith("["):
-        return domain[1:-1] in server_addresses
+        return domain[1:-1] in server_addresses or _loopback(domain[1:-1])
     return any(domain == local or domain.endswith("." + local) for local in local_domains)
+
+
+def _loopback(text: str) -> bool:
+    """Whether ``text`` is a loopback address (127.0.0.0/8, ::1)."""
+    try:
+        return ipaddress.ip_address(text).is_loopback
+    except ValueError:
+        return False
