@@ -1,6 +1,6 @@
-"""Commands pipelined past what an SMTP session keeps (``MAX_PENDING``): the oldest are forgotten, but the server
-still answers them first, in turn. Their replies are owed to no command kept, so that each kept command gets its own:
-a client that pipelined NOOPs before its transaction must not have a NOOP's 250 taken for its RCPT's."""
+"""Commands pipelined past what an SMTP or HTTP session keeps (``MAX_PENDING``): the oldest are forgotten, but the
+server still answers them first, in turn. Their replies are owed to no command kept, so that each kept command gets
+its own: a client that pipelined NOOPs before its transaction must not have a NOOP's 250 taken for its RCPT's."""
 
 from __future__ import annotations
 
@@ -38,3 +38,16 @@ def test_an_auth_forgotten_with_the_commands_leaves_its_verdict_unknown_and_the_
     assert relays(records) == [("refused", "info", "v@outside.test")]
     [credential] = credentials(records)
     assert [attempt["outcome"] for attempt in credential["attempts"]] == [None]
+
+
+def test_a_basic_login_after_more_requests_than_are_kept_gets_its_own_response() -> None:
+    """HTTP answers pipelined requests in turn too: the responses to the requests forgotten are owed, and the 401 to
+    the Basic login is its own, not a 200 to an earlier request."""
+    request = b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n"
+    login = b"GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Basic " + base64.b64encode(b"admin:Guess123") + b"\r\n\r\n"
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    refused = b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=x\r\nContent-Length: 0\r\n\r\n"
+    [credential] = credentials(findings([(False, request * NOOPS + login), (True, ok * NOOPS + refused)], port=80))
+    assert [(attempt["password"], attempt["outcome"]) for attempt in credential["attempts"]] == [
+        ("Guess123", "failure")
+    ]
