@@ -117,10 +117,9 @@ class SmtpSession(MailSession):
         self._forget_last("AUTH")  # its verdict was lost: no later reply answers it
 
     def _push_pending(self, item: _Command) -> None:
-        """Past the caps the oldest commands are forgotten, but the server still answers them first, in turn (RFC
-        2920): their replies are owed, and answer none of the commands kept (after 128 pipelined NOOPs, a NOOP's 250
-        was the RCPT's: a refused relay taken for an accepted one). An AUTH still kept began the exchanges, after
-        them; once none is, which reply is an exchange's verdict is unknown: each ends without one, its reply owed."""
+        """Past the caps the oldest commands are forgotten, but the server still answers them first, in turn: their
+        replies are owed, and answer no command kept (after 129 NOOPs, a NOOP's 250 was read as the RCPT's). With no
+        AUTH kept to place the exchanges after them, their verdicts' places are unknown: each ends without one."""
         full = len(self.pending) >= session.MAX_PENDING or self._pending_bytes + item.held > session.MAX_PENDING_BYTES
         before = list(self.pending) if full else []
         super()._push_pending(item)
@@ -134,6 +133,12 @@ class SmtpSession(MailSession):
     def _clear_pending(self) -> None:
         super()._clear_pending()
         self._owed = 0
+
+    def _anomaly(self, side: ev.Side, code: str, detail: str) -> None:
+        super()._anomaly(side, code, detail)
+        if code == "line_too_long" and side is ev.Side.CLIENT and not self._in_data and self.auth.exchange is None:
+            # A command line too long to read is still one the server answers (Postfix reads its start), in turn.
+            self._push_pending(self._command("", ""))
 
     def _command(self, verb: str, line: str, argument: str = "") -> _Command:
         return _Command(verb, line, self._line.frame, self._line.timestamp, argument)

@@ -1,13 +1,15 @@
-"""Commands pipelined past what an SMTP or HTTP session keeps (``MAX_PENDING``): the oldest are forgotten, but the
-server still answers them first, in turn. Their replies are owed to no command kept, so that each kept command gets
-its own: a client that pipelined NOOPs before its transaction must not have a NOOP's 250 taken for its RCPT's."""
+"""Commands pipelined past what an SMTP or HTTP session keeps (``MAX_PENDING``), or too long to read: the oldest are
+forgotten, or the line skipped, but the server still answers each, in turn. Those replies answer no command kept, so
+that each kept command gets its own: a client that pipelined NOOPs before its transaction must not have a NOOP's 250
+taken for its RCPT's."""
 
 from __future__ import annotations
 
 import base64
 
+from dissectors.linebuffer import MAX_LINE
 from dissectors.session import MAX_PENDING
-from tests.test_verdict_dialogues import EHLO, credentials, findings, relays
+from tests.test_verdict_dialogues import EHLO, credentials, findings, relays, turns
 
 NOOPS = MAX_PENDING + 1
 
@@ -51,3 +53,17 @@ def test_a_basic_login_after_more_requests_than_are_kept_gets_its_own_response()
     assert [(attempt["password"], attempt["outcome"]) for attempt in credential["attempts"]] == [
         ("Guess123", "failure")
     ]
+
+
+def test_a_command_line_too_long_to_read_is_answered_in_turn() -> None:
+    """A line past MAX_LINE is not read, but the server answers it (Postfix reads its start): that reply is its own,
+    not the next command's, and the RCPT gets the 554 refusing it."""
+    client = b"NOOP " + b"x" * (MAX_LINE + 4096) + b"\r\nMAIL FROM:<a@spam.test>\r\nRCPT TO:<v@outside.test>\r\n"
+    replies = b"500 5.5.2 Error: line too long\r\n250 2.1.0 Ok\r\n554 5.7.1 <v@outside.test>: Relay access denied\r\n"
+    steps = [
+        *turns(EHLO.strip()),
+        *[(False, client[start : start + 1400]) for start in range(0, len(client), 1400)],
+        (True, replies),
+        *turns("C: QUIT\nS: 221 2.0.0 Bye"),
+    ]
+    assert relays(findings(steps)) == [("refused", "info", "v@outside.test")]
