@@ -118,6 +118,13 @@ class HttpSession(MailSession):
         super()._clear_pending()
         self._owed = 0
 
+    def _anomaly(self, side: ev.Side, code: str, detail: str) -> None:
+        super()._anomaly(side, code, detail)
+        state = self.sides[ev.Side.CLIENT]
+        if code == "line_too_long" and side is ev.Side.CLIENT and state.state == "start" and state.synced:
+            # A request line too long to read is still a request the server answers (414), in turn: it waits.
+            self._push_pending(_Request("", "", None, self._evidence()))
+
     # -- lines ----------------------------------------------------------------------------------------------------
 
     def _client_line(self, text: str) -> None:

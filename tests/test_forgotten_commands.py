@@ -67,3 +67,18 @@ def test_a_command_line_too_long_to_read_is_answered_in_turn() -> None:
         *turns("C: QUIT\nS: 221 2.0.0 Bye"),
     ]
     assert relays(findings(steps)) == [("refused", "info", "v@outside.test")]
+
+
+def test_a_request_line_too_long_to_read_is_answered_in_turn() -> None:
+    """The 414 answers the request whose line was too long to read; the Basic login gets the 401 refusing it."""
+    login = b"GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Basic " + base64.b64encode(b"admin:Guess123") + b"\r\n\r\n"
+    client = b"GET /" + b"x" * (MAX_LINE + 4096) + b" HTTP/1.1\r\nHost: h\r\n\r\n" + login
+    responses = (
+        b"HTTP/1.1 414 URI Too Long\r\nContent-Length: 0\r\n\r\n"
+        b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=x\r\nContent-Length: 0\r\n\r\n"
+    )
+    steps = [*[(False, client[start : start + 1400]) for start in range(0, len(client), 1400)], (True, responses)]
+    [credential] = credentials(findings(steps, port=80))
+    assert [(attempt["password"], attempt["outcome"]) for attempt in credential["attempts"]] == [
+        ("Guess123", "failure")
+    ]
