@@ -121,12 +121,12 @@ class SmtpSession(MailSession):
         replies are owed, and answer no command kept (after 129 NOOPs, a NOOP's 250 was read as the RCPT's). With no
         AUTH kept to place the exchanges after them, their verdicts' places are unknown: each ends without one."""
         full = len(self.pending) >= session.MAX_PENDING or self._pending_bytes + item.held > session.MAX_PENDING_BYTES
-        before = list(self.pending) if full else []
+        kept, before = len(self.pending), list(self.pending) if full and self.auth.active else []
         super()._push_pending(item)
-        forgotten = before[: len(before) + 1 - len(self.pending)]
-        self._owed += len(forgotten)
+        forgotten = kept + 1 - len(self.pending)
+        self._owed += forgotten
         if forgotten and self.auth.active and not any(command.verb == "AUTH" for command in self.pending):
-            self._owed += max(0, self.auth.unanswered() - sum(command.verb == "AUTH" for command in forgotten))
+            self._owed += max(0, self.auth.unanswered() - sum(command.verb == "AUTH" for command in before[:forgotten]))
             why = "commands pipelined past those kept: which reply is its verdict is unknown"
             self._sasl(ev.Side.SERVER, self.auth.give_up(why, every=True))
 
