@@ -104,6 +104,26 @@ class HttpSession(MailSession):
         # The client's bytes after a CONNECT went unanswered past MAX_HELD: until the server answers, a CONNECT among
         # them does not hold what follows it (each would hold all that came after it again, growing without bound).
         self._gave_up_holding = False
+        self._owed = 0  # responses still to come to requests forgotten past MAX_PENDING (_push_pending)
+
+    def _push_pending(self, item: _Request) -> None:
+        """Past the caps the oldest requests are forgotten, but the server still answers them first, in turn: their
+        responses are owed, and answer none of the requests kept (after 129 pipelined requests, a 200 to one was the
+        answer to a Basic login the server refused with 401: a wrong password taken for a right one)."""
+        kept = len(self.pending)
+        super()._push_pending(item)
+        self._owed += kept + 1 - len(self.pending)
+
+    def _clear_pending(self) -> None:
+        super()._clear_pending()
+        self._owed = 0
+
+    def _anomaly(self, side: ev.Side, code: str, detail: str) -> None:
+        super()._anomaly(side, code, detail)
+        state = self.sides[ev.Side.CLIENT]
+        if code == "line_too_long" and side is ev.Side.CLIENT and state.state == "start" and state.synced:
+            # A request line too long to read is still a request the server answers (414), in turn: it waits.
+            self._push_pending(_Request("", "", None, self._evidence()))
 
     # -- lines ----------------------------------------------------------------------------------------------------
 
@@ -282,7 +302,8 @@ class HttpSession(MailSession):
         if 100 <= status < 200 and status != 101:
             state.state, state.message = "start", None  # interim: the request is still waiting for its answer
             return
-        request: _Request | None = self._pop_pending() if self.pending else None
+        request: _Request | None = self._pop_pending() if self.pending and not self._owed else None
+        self._owed -= bool(self._owed)  # a forgotten request's response (_push_pending)
         self._gave_up_holding = False  # an answer came: a CONNECT may wait for its own again
         evidence = _evidence(message.start)
         self.last_status, self.last_server = status, (message.values("server") or [None])[0]

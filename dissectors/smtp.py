@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from dissectors import events as ev
-from dissectors import sasl, smtp_end
+from dissectors import sasl, session, smtp_end
 from dissectors.held import HeldParts, sizes_of
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, LaxEnd, Line, Raw
 from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, Span, unique_upper
@@ -79,6 +79,7 @@ class SmtpSession(MailSession):
         # Client bytes were lost inside the message being read: its text goes on after them, up to its end line, or
         # up to the server's next reply, which shows the end line was among the lost bytes.
         self._message_after_gap = False
+        self._owed = 0  # replies still to come to commands forgotten past MAX_PENDING (_push_pending)
 
     # -- client -------------------------------------------------------------------------------------------------
 
@@ -117,6 +118,30 @@ class SmtpSession(MailSession):
 
     def _auth_abandoned(self) -> None:
         self._forget_last("AUTH")  # its verdict was lost: no later reply answers it
+
+    def _push_pending(self, item: _Command) -> None:
+        """Past the caps the oldest commands are forgotten, but the server still answers them first, in turn: their
+        replies are owed, and answer no command kept (after 129 NOOPs, a NOOP's 250 was read as the RCPT's). With no
+        AUTH kept to place the exchanges after them, their verdicts' places are unknown: each ends without one."""
+        full = len(self.pending) >= session.MAX_PENDING or self._pending_bytes + item.held > session.MAX_PENDING_BYTES
+        kept, before = len(self.pending), list(self.pending) if full and self.auth.active else []
+        super()._push_pending(item)
+        forgotten = kept + 1 - len(self.pending)
+        self._owed += forgotten
+        if forgotten and self.auth.active and not any(command.verb == "AUTH" for command in self.pending):
+            self._owed += max(0, self.auth.unanswered() - sum(command.verb == "AUTH" for command in before[:forgotten]))
+            why = "commands pipelined past those kept: which reply is its verdict is unknown"
+            self._sasl(ev.Side.SERVER, self.auth.give_up(why, every=True))
+
+    def _clear_pending(self) -> None:
+        super()._clear_pending()
+        self._owed = 0
+
+    def _anomaly(self, side: ev.Side, code: str, detail: str) -> None:
+        super()._anomaly(side, code, detail)
+        if code == "line_too_long" and side is ev.Side.CLIENT and not self._in_data and self.auth.exchange is None:
+            # A command line too long to read is still one the server answers (Postfix reads its start), in turn.
+            self._push_pending(self._command("", ""))
 
     def _command(self, verb: str, line: str, argument: str = "") -> _Command:
         return _Command(verb, line, self._line.frame, self._line.timestamp, argument)
@@ -166,6 +191,9 @@ class SmtpSession(MailSession):
             self._emit(ev.Greeting(ev.Side.SERVER, self._evidence(), first.strip(), reply.code == 220))
             return
         self.greeted = True  # the server's first reply was not a greeting: none comes later
+        if self._owed and reply.code != 334:  # a forgotten command's (_push_pending); a prompt is no command's reply
+            self._owed -= 1
+            return
         if self.auth.active and not self._answers_before_auth() and not self._verdict_lost(reply.code):
             unanswered = self.auth.unanswered()
             self._sasl(ev.Side.SERVER, self.auth.server_line(final_line))

@@ -230,6 +230,19 @@ def test_a_local_domain_that_is_no_domain_name_is_a_usage_error(value: str) -> N
         assert "'example.com', which covers its subdomains" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [("192.0.2.25", "an address"), ("10.1", "an address"), ("com", "public suffix"), ("co.uk", "public suffix"),
+     ("contoso", "public suffix")],
+)  # fmt: skip
+def test_a_local_domain_that_is_an_address_or_a_public_suffix_is_a_usage_error(value: str, said: str) -> None:
+    """An address matches no recipient domain, and every domain under a public suffix would be local (``contoso`` for
+    ``contoso.com``): either would silently change which relaying is high, as ``[192.0.2.1]`` would."""
+    result = leakscope("analyze", "--local-domain", value, str(PCAPS / "smtp-auth-plain-swaks.pcap"))
+    assert result.returncode == 2 and result.stdout == ""
+    assert "--local-domain" in result.stderr and said in result.stderr
+
+
 def test_local_domains_in_unicode_or_with_a_final_dot_are_taken() -> None:
     result = leakscope("analyze", "--local-domain", "Bücher.DE.", "--local-domain", "_dmarc.example.com",
                        str(PCAPS / "smtp-auth-plain-swaks.pcap"))  # fmt: skip

@@ -8,6 +8,7 @@ session really reaches (fuzz.amplify.deep_size). The run-wide budget is checked 
 
 from __future__ import annotations
 
+import base64
 import gc
 import tracemalloc
 from collections.abc import Callable
@@ -200,6 +201,25 @@ def test_credentials_awaiting_a_verdict_are_capped_in_characters() -> None:
     analyzer.close()
     users = {f.fields["user"] for f in analyzer.shared.findings if f.type == FindingType.CLEARTEXT_CREDENTIALS}
     assert users == {f"u{n}" for n in range(10)}  # recorded, without an outcome, not dropped
+
+
+def test_credentials_awaiting_a_verdict_are_capped_with_the_base64_that_carried_them() -> None:
+    """XOAUTH2 messages padded with a field that is no secret around a one-character token, pipelined with no verdict:
+    what the credentials awaiting one hold (each keeps the base64 it came in, to scrub it from outputs) stays within
+    the characters counted, not 64 KiB of base64 a credential."""
+    analyzer, _ = _analyzer()
+    session = SmtpSession()
+    analyzer.feed(session.receive(S, b"220 mx.example.com ESMTP\r\n", 1, 1.0))
+    for number in range(32):
+        message = b"user=u%d\x01auth=Bearer t\x01pad=%s\x01\x01" % (number, b"A" * 48_000)
+        analyzer.feed(session.receive(C, b"AUTH XOAUTH2 " + base64.b64encode(message) + b"\r\n", 2 + number, 2.0))
+    detector = analyzer.detectors[FindingType.CLEARTEXT_CREDENTIALS]
+    assert detector.pending  # type: ignore[attr-defined]
+    # One credential of 64 KiB of base64 may be held alone past the bound (it is never dropped before its verdict).
+    assert deep_size(detector.pending) < 2 * MAX_PENDING_CHARACTERS + 16 * 1024  # type: ignore[attr-defined]
+    analyzer.close()
+    users = {f.fields["user"] for f in analyzer.shared.findings if f.type == FindingType.CLEARTEXT_CREDENTIALS}
+    assert users == {f"u{n}" for n in range(32)}  # recorded, without an outcome, not dropped
 
 
 def test_hash_lines_and_secrets_are_capped_in_bytes() -> None:

@@ -154,6 +154,19 @@ def test_a_domain_the_server_receives_from_many_senders_is_its_own() -> None:
     assert [r["verdict"] for r in relays([*sessions, outbound])] == ["possible-relay"]
 
 
+def test_past_the_local_domains_a_domain_many_senders_deliver_to_stays_a_possible_relay() -> None:
+    """Spam bots abusing an open relay send from many addresses and domains. Once --local-domain says which domains
+    are the user's, the domain they send to is not taken for the server's own (their high verdicts withdrawn), but
+    is possible-relay: the server may be its backup MX."""
+    options = AnalysisOptions(local_domains=frozenset({"corp.example"}))
+    senders = [("198.51.100.1", "a@one.test"), ("198.51.100.2", "b@two.test"), ("198.51.100.3", "c@three.test")]
+    sessions = [(ip, dialogue(b"mx.corp.example", sender, "victim@outside.test")) for ip, sender in senders]
+    assert [(r["verdict"], r["count"]) for r in relays(sessions[:2], options)] == [("open-relay", 2)]
+    [relay] = relays(sessions, options)
+    assert (relay["severity"], relay["verdict"], relay["count"]) == ("medium", "possible-relay", 3)
+    assert "--local-domain" in relay["assumed"][0]
+
+
 def test_refusals_are_info() -> None:
     refused = dialogue(b"mx.corp.example", "a@spam.test", "v@outside.test", b"554 5.7.1 Relay access denied")
     [relay] = relays([(OUTSIDE, refused)])

@@ -53,11 +53,15 @@ def parse_network(text: str) -> IpNetwork:
 
 
 def in_networks(address: str, networks: tuple[IpNetwork, ...]) -> IpNetwork | None:
-    """The first of ``networks`` that holds ``address`` (text, IPv6 without brackets), or None."""
+    """The first of ``networks`` that holds ``address`` (text, IPv6 without brackets), or None. An IPv4-mapped IPv6
+    address (``::ffff:10.0.0.5``: an IPv4 client as a dual-stack proxy's socket names it, in its XCLIENT) is the
+    IPv4 address it maps, as Postfix reads it."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
     return next((network for network in networks if ip.version == network.version and ip in network), None)
 
 
@@ -151,6 +155,21 @@ def is_domain_name(name: str) -> bool:
     return 0 < len(name) <= MAX_NAME_CHARACTERS and all(_LABEL.fullmatch(label) for label in name.split("."))
 
 
+def not_local_domain(name: str) -> str | None:
+    """Why ``name`` (as :func:`normalize_domain` gives it) cannot be a domain the user's servers receive mail for,
+    or None when it can: no DNS name; an address (no top-level domain is all digits: ``192.0.2.25``, which matches
+    no recipient domain, while the server's own address literals are local already); a public suffix, under which
+    every domain would be local (``com``, ``co.uk``, and a name without a dot such as ``contoso``, a typo for
+    ``contoso.com``)."""
+    if not is_domain_name(name):
+        return "not a domain name"
+    if name.rpartition(".")[2].isdigit():
+        return "an address, not a domain name (the servers' own address literals are local already)"
+    if registered_domain(name) is None:
+        return "a public suffix: every domain under it would be local (give your organisation's domain)"
+    return None
+
+
 def server_name(text: str) -> str | None:
     """A name a server gives itself (its greeting's first word, its EHLO reply's) as a domain name, or None for an
     address (``[203.0.113.25]``, ``203.0.113.25``: no top-level domain is all digits) or what is no name."""
@@ -175,10 +194,19 @@ def _domain(text: str) -> str | None:
 
 
 def is_local(domain: str, local_domains: Set[str], server_addresses: frozenset[str]) -> bool:
-    """The recipient domain is the server's own: localhost, one of its addresses as a literal, or one of the local
-    domains or a subdomain of one."""
+    """The recipient domain is the server's own: localhost, one of its addresses or a loopback address as a literal
+    (``[127.0.0.1]``, ``[IPv6:::1]``: the server itself, as ``localhost`` is), or one of the local domains or a
+    subdomain of one."""
     if domain in LOCALHOST_NAMES or domain.endswith(".localhost"):
         return True
     if domain.startswith("["):
-        return domain[1:-1] in server_addresses
+        return domain[1:-1] in server_addresses or _loopback(domain[1:-1])
     return any(domain == local or domain.endswith("." + local) for local in local_domains)
+
+
+def _loopback(text: str) -> bool:
+    """Whether ``text`` is a loopback address (127.0.0.0/8, ::1)."""
+    try:
+        return ipaddress.ip_address(text).is_loopback
+    except ValueError:
+        return False

@@ -14,7 +14,10 @@
    the same. Passively, only the user's ``--local-domain`` says which domains are foreign, and only for a server
    that names itself in one of them (or in the same registered domain) or gives no name (outbound mail to another's
    MX is no relaying; a server that gives no name, a masked banner, is taken for one of the user's). A probe's relay
-   test sends to a domain it chose: there, a server whose names or ``--local-domain`` give its domains is judged;
+   test sends to a domain it chose: there, a server whose names or ``--local-domain`` give its domains is judged.
+   Outside the ``--local-domain`` domains, a domain the server took mail for from many clients sending from many
+   domains (:meth:`passive.analysis.relays.ServerRelays.served_domains`) is possible-relay too: the server may be
+   its MX (a backup MX), or an open relay spam bots abuse, which send from as many addresses and domains;
 5. otherwise ``open-relay`` (high): a client outside the trusted networks had mail for a foreign domain accepted.
 
 A refused attempt (5xx) is ``refused`` (info), and so is a recipient the server accepted in a transaction whose
@@ -74,6 +77,8 @@ class ServerRelays(Protocol):
     def local_domains(self, policy: RelayPolicy) -> Set[str]: ...
 
     def knows_its_domains(self, policy: RelayPolicy) -> bool: ...
+
+    def served_domains(self, policy: RelayPolicy) -> Set[str]: ...
 
 
 @dataclass(frozen=True)
@@ -188,6 +193,13 @@ def _not_known_foreign(relays: ServerRelays, attempt: Attempt, policy: RelayPoli
             (f"whether the server receives mail for {attempt.domain} is unknown: --local-domain names the domains "
              "your servers receive mail for, probe --relay-test checks",),
         )  # fmt: skip
+    if attempt.domain in relays.served_domains(policy):
+        return Decision(
+            Verdict.POSSIBLE_RELAY,
+            f"{attempt.domain} is none of the --local-domain domains, but the server took mail for it from many "
+            "clients sending from many domains: it may be MX for it, or an open relay abused by many senders",
+            (f"the server is not MX for {attempt.domain} (a backup MX, a relay domain: add it to --local-domain)",),
+        )
     if relays.names and not _names_one_of(relays.names, policy.local_domains):
         own = sorted({registered_domain(name) or name for name in relays.names})
         return Decision(

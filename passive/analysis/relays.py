@@ -3,15 +3,17 @@
 Every unauthenticated ``RCPT TO`` whose destination is not plainly the server's own is recorded per server (an
 overlay's tenants reuse addresses: a server is its endpoint in its virtual network, and its findings say which); the
 server's ``open-relay`` findings are rebuilt from those attempts whenever one is added, so what is learned later (a
-domain the server turns out to receive mail for) corrects what was said before.
+domain the server may receive mail for) corrects what was said before.
 
 A domain is **local** to a server when it is ``localhost`` or an address literal of the server, one of the
 ``--local-domain`` domains, a name the server gives itself (banner, EHLO reply) or that name's registered domain
-(Public Suffix List: ``mx3.eu.mail.contoso.com`` makes ``contoso.com`` local), or a domain the server behaves as
-MX for: it accepted it from at least :data:`MX_MIN_CLIENTS` clients sending from :data:`MX_MIN_SENDER_DOMAINS`
-different domains (an address's domain being the one its mail goes to: :func:`~passive.analysis.domains.destined`).
-An accepted attempt to a domain that is not local then gets a verdict by the rules of
-:mod:`passive.analysis.relay_rules`.
+(Public Suffix List: ``mx3.eu.mail.contoso.com`` makes ``contoso.com`` local), or, without ``--local-domain``, a
+domain the server behaves as MX for: it accepted it from at least :data:`MX_MIN_CLIENTS` clients sending from
+:data:`MX_MIN_SENDER_DOMAINS` different domains (an address's domain being the one its mail goes to:
+:func:`~passive.analysis.domains.destined`). Once ``--local-domain`` says which domains are the user's, such a domain
+is not local but ``possible-relay`` (:meth:`ServerRelays.served_domains`): spam bots abusing an open relay send from
+as many addresses and domains, and their relaying, high, vanished from the findings. An accepted attempt to a domain
+that is not local gets a verdict by the rules of :mod:`passive.analysis.relay_rules`.
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ class ServerRelays:
     overflow: Counter[tuple[str, str, bool, bool, bool, bool, bool]] = field(default_factory=Counter)
     overflow_last: dict[tuple[str, str, bool, bool, bool, bool, bool], Attempt] = field(default_factory=dict)
     served: dict[str, tuple[set[str], set[str]]] = field(default_factory=dict)  # domain -> (clients, sender domains)
-    published: tuple[frozenset[str], bool] | None = None  # (local domains, knows them) of the findings' last rebuild
+    # (local domains, knows them, MX-rule domains) of the findings' last rebuild
+    published: tuple[frozenset[str], bool, frozenset[str]] | None = None
     alone: bool = False  # its attempts are judged one at a time, its findings never rebuilt (no room was left)
     judged: dict[Verdict, Finding | None] = field(default_factory=dict)  # the finding each verdict last went to
 
@@ -131,12 +134,19 @@ class ServerRelays:
     def local_domains(self, policy: RelayPolicy) -> set[str]:
         local = set(policy.local_domains) | {n for n in self.names}
         local |= {d for d in (registered_domain(n) for n in self.names) if d}
-        local |= {
+        return local if policy.local_domains else local | self._mx_domains()
+
+    def served_domains(self, policy: RelayPolicy) -> frozenset[str]:
+        """The domains the server behaves as MX for once ``--local-domain`` says which are the user's: not local,
+        their attempts possible-relay (the module docstring); none without it, when they are local."""
+        return self._mx_domains() if policy.local_domains else frozenset()
+
+    def _mx_domains(self) -> frozenset[str]:
+        return frozenset(
             domain
             for domain, (clients, senders) in self.served.items()
             if len(clients) >= MX_MIN_CLIENTS and len(senders) >= MX_MIN_SENDER_DOMAINS
-        }
-        return local
+        )
 
     @property
     def addresses(self) -> frozenset[str]:
@@ -215,7 +225,7 @@ class RelayLedger:
         changed since the last time, only ``attempt`` (just added) is judged, since no earlier verdict can move."""
         local = relays.local_domains(self.policy)
         addresses = relays.addresses
-        state = (frozenset(local), relays.knows_its_domains(self.policy))
+        state = (frozenset(local), relays.knows_its_domains(self.policy), relays.served_domains(self.policy))
         if attempt is not None and state == relays.published:
             if (judged := destined(attempt, local, addresses)) is None:
                 return

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TextIO
 
 import click
 
-from passive.analysis.domains import IpNetwork, is_domain_name, normalize_domain, parse_network
+from passive.analysis.domains import IpNetwork, normalize_domain, not_local_domain, parse_network
 from passive.capture.policy import POLICIES
 from passive.core.errors import OutputError
 from passive.core.files import Content, chunks_of, clashes, encoded, write_atomically
@@ -57,8 +57,9 @@ def _domain_names(context: click.Context, parameter: click.Parameter, values: tu
         name = normalize_domain(value.strip().rstrip("."))
         if name.startswith(("*.", ".")):  # a wildcard, or Postfix's notation for subdomains
             raise click.BadParameter(f"{value!r}: give {name.lstrip('*.')!r}, which covers its subdomains too")
-        if not is_domain_name(name):
-            raise click.BadParameter(f"not a domain name: {value!r}")
+        problem = not_local_domain(name)
+        if problem is not None:
+            raise click.BadParameter(f"{value!r}: {problem}")
     return values
 
 

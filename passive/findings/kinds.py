@@ -227,9 +227,10 @@ OPEN_RELAY = Kind(
     title="Open relay",
     description=(
         "Unauthenticated SMTP transactions (the null sender `<>` included) whose `RCPT TO` named a domain that is not "
-        "the server's own, and what the server answered. Local domains: `--local-domain`, `localhost` and the "
-        "server's address literals, the names the server gives itself and their registered domains (Public Suffix "
-        "List), and domains it receives mail for from many unrelated clients. Trusted networks: `--trusted-net`; "
+        "the server's own, and what the server answered. Local domains: `--local-domain`, `localhost`, the server's "
+        "and loopback address literals, the names the server gives itself and their registered domains (Public Suffix "
+        "List), and, without `--local-domain`, domains many unrelated clients deliver to it (with it, those are "
+        "`possible-relay`: spam bots abusing an open relay send from as many). Trusted networks: `--trusted-net`; "
         "without it, clients in private ranges are assumed trusted (passive analysis only). A session picked up "
         "mid-stream (its handshake not in the capture: a capture begun during it, a ring buffer's piece read apart: "
         "the oldest file of a wrapped ring, `--no-join`) may have authenticated before the capture saw it: its "

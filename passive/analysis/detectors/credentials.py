@@ -10,8 +10,10 @@ from passive.findings.model import Finding, FindingType, Severity, bounded
 
 # Credentials awaiting the server's verdict, per session; past this they are recorded with no outcome.
 MAX_PENDING_CREDENTIALS = 32
-# The same past this many characters of user names and secrets (32 PLAIN messages of 48 KiB would be 3 MiB a
-# session); real ones are a few dozen characters, an OAuth token a few KiB.
+# The same past this many characters of user names, secrets and the base64 text that carried them (32 PLAIN
+# messages of 48 KiB would be 3 MiB a session; an XOAUTH2 message padded with fields that are no secret, 64 KiB of
+# base64 around a one-character token, held 2 MiB a session when only its secret was counted); real ones are a few
+# dozen characters, an OAuth token a few KiB.
 MAX_PENDING_CHARACTERS = 64 * 1024
 # Distinct (secret, outcome) pairs kept per finding in ``attempts``: a user trying a few passwords fits; a client
 # guessing thousands keeps its first ones here and is counted in ``count`` and ``details``.
@@ -47,7 +49,7 @@ class CredentialsDetector(Detector):
             self.session.apply(_secret, None, event.password)
             if event.carrier and event.carrier != event.password:
                 self.session.apply(_secret, None, event.carrier)
-        size = len(event.user or "") + len(event.password or "") + len(event.authzid or "")
+        size = _characters(event)
         while self.pending and (
             self.pending_count >= MAX_PENDING_CREDENTIALS or self.pending_characters + size > MAX_PENDING_CHARACTERS
         ):
@@ -72,8 +74,7 @@ class CredentialsDetector(Detector):
         pending = self.pending.pop(attempt, [])
         self.pending_count -= len(pending)
         for credentials, tls in pending:
-            self.pending_characters -= len(credentials.user or "") + len(credentials.password or "")
-            self.pending_characters -= len(credentials.authzid or "")
+            self.pending_characters -= _characters(credentials)
             key = (credentials.mechanism, bounded(credentials.user))
             severity = Severity.MEDIUM if credentials.secret_kind in DIGESTS else Severity.HIGH
             finding = self.finding(FindingType.CLEARTEXT_CREDENTIALS, severity, key)
@@ -90,6 +91,14 @@ class CredentialsDetector(Detector):
             self.session.apply(_attempted, finding, credentials.mechanism, credentials.user, credentials.authzid,
                                credentials.secret_kind, bounded(credentials.password), outcome, tls,
                                detail)  # fmt: skip
+
+
+def _characters(credentials: ev.Credentials) -> int:
+    """The text a credential awaiting its verdict holds: its user, secret and authorization identity, and the base64
+    that carried them when it is more than the secret (a SASL message holds fields that are no secret: XOAUTH2's
+    ``host=``, any other ``key=value`` a client adds)."""
+    carrier = credentials.carrier if credentials.carrier != credentials.password else None
+    return sum(len(text or "") for text in (credentials.user, credentials.password, credentials.authzid, carrier))
 
 
 # -- effects (passive.analysis.detectors.base) ------------------------------------------------------------------

@@ -132,7 +132,7 @@ class RelayDetector(Detector):
         address = attributes.get("ADDR", "")
         if address not in _UNKNOWN_VALUES:
             try:
-                ip = ipaddress.ip_address(address.removeprefix("IPV6:").removeprefix("ipv6:"))
+                ip = ipaddress.ip_address(address[5:] if address[:5].upper() == "IPV6:" else address)  # any case
             except ValueError:
                 self.unsure = self.unsure or "a proxy's XCLIENT named a client whose address is unreadable"
                 return

@@ -1,0 +1,30 @@
+"""Recipients at an address literal: the server's own address and a loopback address are the server itself (mail
+for it stays there, as mail for ``localhost`` does); another address is a foreign destination."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_verdict_dialogues import EHLO, SERVER_IP, findings, relays
+
+
+def _recipient(address: str) -> list[tuple[str, str, str]]:
+    script = (
+        EHLO
+        + f"""C: MAIL FROM:<a@spam.test>
+S: 250 2.1.0 Ok
+C: RCPT TO:<{address}>
+S: 250 2.1.5 Ok
+C: QUIT
+S: 221 2.0.0 Bye"""
+    )
+    return relays(findings(script))
+
+
+@pytest.mark.parametrize("literal", [f"[{SERVER_IP}]", "[127.0.0.1]", "[127.1.2.3]", "[IPv6:::1]"])
+def test_the_servers_own_or_a_loopback_address_literal_is_the_server_itself(literal: str) -> None:
+    assert _recipient(f"postmaster@{literal}") == []
+
+
+def test_another_address_literal_is_foreign() -> None:
+    assert _recipient("v@[198.51.100.9]") == [("open-relay", "high", "v@[198.51.100.9]")]
