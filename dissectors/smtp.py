@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-from functools import partial
-
 from dissectors import events as ev
 from dissectors import sasl, session, smtp_end
-from dissectors.held import HeldParts, sizes_of
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, LaxEnd, Line, Raw
-from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, Span, unique_upper
+from dissectors.session import MailSession, unique_upper
+from dissectors.smtp_parts import BDAT_LINE, MAX_REPLY_BYTES, MAX_REPLY_LINES, REPLY_LINE, Command, Reply, is_last
 from dissectors.smtp_syntax import (
     AUTH_KEYWORDS,
     address,
@@ -21,46 +17,10 @@ from dissectors.smtp_syntax import (
     xclient_attributes,
 )
 
-_REPLY = re.compile(r"^(\d{3})([ -]?)(.*)$")
-_BDAT = re.compile(r"^\s*BDAT\s+(\d{1,12})(\s+LAST)?\s*$", re.IGNORECASE)
-# More reply lines than this in one reply are not kept (a hostile server may never send the final line).
-MAX_REPLY_LINES = 256
-# Nor more bytes than this (256 lines of 64 KiB held 16 MiB): a real EHLO reply is under 1 KiB; two full-length
-# lines fit. The final line is always read.
-MAX_REPLY_BYTES = 128 * 1024
 _LAX_LINE = 'a "." line after a bare LF or CR (or ended by one, or with extra CRs) in a message'
 # Commands after whose 220 the stream is TLS: RFC 3207 STARTTLS, and X-ANONYMOUSTLS, with which Exchange servers
 # start TLS between themselves (listed in their EHLO replies to anyone).
 TLS_COMMANDS = frozenset({"STARTTLS", "X-ANONYMOUSTLS"})
-
-
-@dataclass
-class _Command:
-    """A command waiting for its reply (commands may be pipelined)."""
-
-    verb: str
-    line: str  # cited as evidence only: kept up to what evidence holds
-    frame: int | None
-    timestamp: float | None
-    argument: str = ""
-    held: int = 0
-
-    def __post_init__(self) -> None:
-        self.verb, self.line = self.verb[:MAX_VERB], self.line[: ev.MAX_EVIDENCE_TEXT]
-        self.held = COMMAND_OVERHEAD + sizes_of(self.verb, self.line, self.argument)
-
-
-@dataclass
-class _Reply:
-    """A reply being read: its code and lines, up to its final line."""
-
-    code: int
-    lines: HeldParts = field(default_factory=partial(HeldParts, MAX_REPLY_LINES, MAX_REPLY_BYTES))
-    last: str = ""  # the final line's text, read whatever the lines before it were
-    cited: Span | None = None  # where its AUTH lines were (an EHLO reply's evidence)
-
-    def texts(self) -> list[str]:
-        return self.lines.texts()
 
 
 class SmtpSession(MailSession):
@@ -69,7 +29,7 @@ class SmtpSession(MailSession):
 
     def __init__(self, partial: bool = False, max_line: int = MAX_LINE) -> None:
         super().__init__(partial, max_line)
-        self._reply: _Reply | None = None
+        self._reply: Reply | None = None
         self._in_data = False  # inside a message: its client buffer skips it to the "." line (expect_dot_body)
         # DATA was sent and its reply is not in yet: the client's next bytes wait, unread, for it (a message only
         # follows a 354, RFC 5321 section 4.1.1.4; after a refusal the same bytes are commands to the server).
@@ -104,7 +64,7 @@ class SmtpSession(MailSession):
             self._data_awaited = True
             self._wait()
         elif verb == "BDAT":
-            match = _BDAT.match(text)
+            match = BDAT_LINE.match(text)
             if match:
                 self.buffers[ev.Side.CLIENT].expect_raw(int(match.group(1)), keep=False)
             else:
@@ -119,7 +79,7 @@ class SmtpSession(MailSession):
     def _auth_abandoned(self) -> None:
         self._forget_last("AUTH")  # its verdict was lost: no later reply answers it
 
-    def _push_pending(self, item: _Command) -> None:
+    def _push_pending(self, item: Command) -> None:
         """Past the caps the oldest commands are forgotten, but the server still answers them first, in turn: their
         replies are owed, and answer no command kept (after 129 NOOPs, a NOOP's 250 was read as the RCPT's). With no
         AUTH kept to place the exchanges after them, their verdicts' places are unknown: each ends without one."""
@@ -143,8 +103,8 @@ class SmtpSession(MailSession):
             # A command line too long to read is still one the server answers (Postfix reads its start), in turn.
             self._push_pending(self._command("", ""))
 
-    def _command(self, verb: str, line: str, argument: str = "") -> _Command:
-        return _Command(verb, line, self._line.frame, self._line.timestamp, argument)
+    def _command(self, verb: str, line: str, argument: str = "") -> Command:
+        return Command(verb, line, self._line.frame, self._line.timestamp, argument)
 
     # -- server -------------------------------------------------------------------------------------------------
 
@@ -159,7 +119,7 @@ class SmtpSession(MailSession):
                 self._line = line
         if self._lax is not None and self._held_reply(text):
             return
-        match = _REPLY.match(text)
+        match = REPLY_LINE.match(text)
         if not match:
             self._anomaly(ev.Side.SERVER, "bad_reply_line", "server line is not an SMTP reply")
             return
@@ -171,7 +131,7 @@ class SmtpSession(MailSession):
             self._anomaly(ev.Side.SERVER, "reply_unterminated", detail)
             reply = None
         if reply is None:
-            reply = self._reply = _Reply(code)
+            reply = self._reply = Reply(code)
         if not reply.lines.add(rest):
             if reply.lines.refused == 1:
                 limit = f"{MAX_REPLY_LINES} lines or {MAX_REPLY_BYTES} bytes"
@@ -184,7 +144,7 @@ class SmtpSession(MailSession):
         self._reply = None
         self._handle_reply(reply, text)
 
-    def _handle_reply(self, reply: _Reply, final_line: str) -> None:
+    def _handle_reply(self, reply: Reply, final_line: str) -> None:
         if not self.greeted and not self.partial and self._is_greeting(reply):
             self.greeted = True
             first = reply.texts()[0] if reply.lines else reply.last
@@ -234,7 +194,7 @@ class SmtpSession(MailSession):
             if self.pending and self.pending[0].verb == "AUTH":
                 self._pop_pending()
 
-    def _unanswered_command(self, command: _Command, code: int) -> None:
+    def _unanswered_command(self, command: Command, code: int) -> None:
         """A command whose reply never came, passed over for a later one: its transaction facts without a verdict."""
         evidence = self._command_evidence(command)
         if command.verb == "MAIL":
@@ -244,7 +204,7 @@ class SmtpSession(MailSession):
         detail = f"no reply to {command.verb}: the {code} reply that came answers a later command"
         self._emit(ev.Anomaly(ev.Side.SERVER, self._evidence(), "reply_missing", detail))
 
-    def _is_greeting(self, reply: _Reply) -> bool:
+    def _is_greeting(self, reply: Reply) -> bool:
         """The first 220/554/421 is the greeting, even when an early-talking client already sent a command
         (spam bots do, and a client that sends STARTTLS before the greeting must not have it read as the answer).
         Only when the server's first bytes were lost (a gap) may it answer a pending STARTTLS instead."""
@@ -252,7 +212,7 @@ class SmtpSession(MailSession):
             return False
         return not (self._greeting_lost and self.pending and self.pending[0].verb in TLS_COMMANDS)
 
-    def _answer(self, command: _Command, reply: _Reply) -> None:
+    def _answer(self, command: Command, reply: Reply) -> None:
         code = reply.code
         positive = 200 <= code < 400
         verb = command.verb
@@ -298,7 +258,7 @@ class SmtpSession(MailSession):
             text = f"{code} {reply.last.strip()}".strip()
             self._emit(ev.DataStart(ev.Side.CLIENT, self._command_evidence(command), code == 354, code, text))
             self._data_verdict(code == 354)
-        elif verb == "END-OF-DATA" or (verb == "BDAT" and (code >= 400 or _is_last(command.argument))):
+        elif verb == "END-OF-DATA" or (verb == "BDAT" and (code >= 400 or is_last(command.argument))):
             text = f"{code} {reply.last.strip()}".strip()
             self._emit(ev.MessageEnd(ev.Side.CLIENT, self._command_evidence(command), 200 <= code < 300, code, text))
         elif verb == "RSET" and 200 <= code < 300:
@@ -363,7 +323,7 @@ class SmtpSession(MailSession):
         assert pending is not None
         pending.replies.append(self._line)
         pending.bytes += len(text)
-        match = _REPLY.match(text)
+        match = REPLY_LINE.match(text)
         if match and match.group(2) != "-":
             pending.codes.append(int(match.group(1)))
             held = self.buffers[ev.Side.CLIENT].held_data
@@ -423,7 +383,7 @@ class SmtpSession(MailSession):
         else:
             self._data_verdict(True)
 
-    def _command_evidence(self, command: _Command) -> ev.Evidence:
+    def _command_evidence(self, command: Command) -> ev.Evidence:
         return ev.Evidence.of(command.line, command.frame, command.timestamp)
 
     def _after_gap(self, side: ev.Side) -> None:
@@ -461,8 +421,3 @@ class SmtpSession(MailSession):
         if self._lax is not None:  # the message ended at it or soon after: what follows is commands
             self._lax = None
             self._in_data = False
-
-
-def _is_last(argument: str) -> bool:
-    """``BDAT 1000 LAST``: the chunk that ends the message."""
-    return argument.upper().split()[-1:] == ["LAST"]

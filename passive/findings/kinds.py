@@ -390,9 +390,8 @@ MAIL_SERVICE = Kind(
         Field("client_software", "what clients say they run in IMAP ID (first 50)", column=True, union=True, many=True),
         Field(
             "starttls_offered",
-            "STARTTLS/STLS advertised, or accepted (a server that answered STARTTLS or STLS with its go-ahead offers "
-            "it); null when neither a capability listing nor such an answer was seen (a capture of the client's side, "
-            "a client that asked for no listing and sent no STARTTLS): what the server offers is then unknown",
+            "STARTTLS/STLS advertised or accepted (a go-ahead to STARTTLS or STLS); null when neither was seen (a "
+            "client-side capture, a client that asked for no listing and sent no STARTTLS): offer then unknown",
             column=True,
             compared=True,
         ),
