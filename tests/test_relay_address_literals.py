@@ -28,3 +28,10 @@ def test_the_servers_own_or_a_loopback_address_literal_is_the_server_itself(lite
 
 def test_another_address_literal_is_foreign() -> None:
     assert _recipient("v@[198.51.100.9]") == [("open-relay", "high", "v@[198.51.100.9]")]
+
+
+@pytest.mark.parametrize("address", ["postmaster@mx", "postmaster@mx."])
+def test_a_single_label_domain_is_no_high_relay(address: str) -> None:
+    """Mail to ``user@mx`` goes nowhere on the Internet: a server that takes it may complete it with its own domain
+    (Postfix's append_dot_mydomain) or deliver it to a local alias; even with --local-domain, no high verdict."""
+    assert _recipient(address) == [("possible-relay", "medium", address)]

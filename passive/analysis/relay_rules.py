@@ -8,16 +8,17 @@
    not seen): ``possible-relay`` (medium) -- the server may have taken the client for one of its users;
    so is a foreign domain named in the local part of an address at a local domain (``user%example.net@server``,
    ``example.net!user@server``, ``"user@example.net"@server``): the server may deliver it as a local mailbox;
-4. nothing says the domain is not one the server receives mail for: ``possible-relay`` (medium). The names a server
+4. nothing says the domain is not one the server receives mail for: ``possible-relay`` (medium). A domain of a single
+   label (``user@mx``) is routed nowhere on the Internet: the server may complete it with its own. The names a server
    gives itself name some of its domains, never all: an MX takes mail for every domain it is MX for (a company's
    several, a hosting provider's or Microsoft 365's customers'), so in traffic, delivery to an MX and relaying look
-   the same. Passively, only the user's ``--local-domain`` says which domains are foreign, and only for a server
-   that names itself in one of them (or in the same registered domain) or gives no name (outbound mail to another's
-   MX is no relaying; a server that gives no name, a masked banner, is taken for one of the user's). A probe's relay
-   test sends to a domain it chose: there, a server whose names or ``--local-domain`` give its domains is judged.
-   Outside the ``--local-domain`` domains, a domain the server took mail for from many clients sending from many
-   domains (:meth:`passive.analysis.relays.ServerRelays.served_domains`) is possible-relay too: the server may be
-   its MX (a backup MX), or an open relay spam bots abuse, which send from as many addresses and domains;
+   the same. Passively, only the user's ``--local-domain`` says which domains are foreign, and only for a server that
+   names itself in one of them (or in the same registered domain) or gives no name (outbound mail to another's MX is
+   no relaying; a server that gives no name, a masked banner, is taken for one of the user's). A probe's relay test
+   sends to a domain it chose: there, a server whose names or ``--local-domain`` give its domains is judged. Outside
+   the ``--local-domain`` domains, a domain the server took mail for from many clients sending from many domains
+   (:meth:`passive.analysis.relays.ServerRelays.served_domains`) is possible-relay too: the server may be its MX (a
+   backup MX), or an open relay spam bots abuse, which send from as many addresses and domains;
 5. otherwise ``open-relay`` (high): a client outside the trusted networks had mail for a foreign domain accepted.
 
 A refused attempt (5xx) is ``refused`` (info), and so is a recipient the server accepted in a transaction whose
@@ -177,6 +178,13 @@ def decide(relays: ServerRelays, attempt: Attempt, policy: RelayPolicy) -> Decis
 
 def _not_known_foreign(relays: ServerRelays, attempt: Attempt, policy: RelayPolicy) -> Decision | None:
     """Rule 4: possible-relay when nothing says the domain is not one the server receives mail for; else None."""
+    if _single_label(attempt.domain):
+        return Decision(
+            Verdict.POSSIBLE_RELAY,
+            f"{attempt.domain} is a single label, no domain mail is routed to on the Internet: the server may take it "
+            "for one of its own (completed with its domain, as Postfix's append_dot_mydomain does) or a local alias",
+            (f"the server sends mail for {attempt.domain} elsewhere instead of delivering it itself",),
+        )
     if relays.source != "passive":  # a probe's relay test sends to a domain it chose as no server's own
         if relays.knows_its_domains(policy):
             return None
@@ -209,6 +217,11 @@ def _not_known_foreign(relays: ServerRelays, attempt: Attempt, policy: RelayPoli
             ("--local-domain speaks of the servers that name themselves in those domains (or give no name)",),
         )
     return None
+
+
+def _single_label(domain: str) -> bool:
+    """A domain of one label (``mx``; not an address literal)."""
+    return not domain.startswith("[") and "." not in domain.strip(".")
 
 
 def _names_one_of(names: Set[str], local_domains: Set[str]) -> bool:
