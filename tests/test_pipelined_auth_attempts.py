@@ -144,8 +144,9 @@ def test_each_verdict_names_the_exchange_it_judges() -> None:
     assert not [e for e in events if isinstance(e, (ev.AuthAbandoned, ev.Anomaly))]
 
 
-def test_pop3_keeps_ending_an_exchange_at_the_next_auth() -> None:
-    """POP3's replies do not say which command they answer (+OK, -ERR): a new AUTH ends the open exchange, as before."""
+def test_a_tracker_not_told_of_answers_in_turn_ends_an_exchange_at_the_next_auth() -> None:
+    """Without ``in_order`` a new AUTH ends the open exchange, its verdict never seen. The POP3 session, whose server
+    answers in turn, keeps it awaiting (tests/test_pipelined_auth_pop3.py)."""
     tracker = sasl.AuthTracker("pop3")
     events = tracker.client_line(plain("a")) + tracker.client_line(plain("b"))
     assert [type(e).__name__ for e in events if not isinstance(e, (sasl.SaslBlob, sasl.SaslCredentials))] == [

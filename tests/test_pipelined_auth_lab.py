@@ -1,7 +1,8 @@
 """A real Postfix (SASL through Dovecot, tests/verdicts_lab.py) answering a client that pipelines its transaction
 behind the last response of an AUTH LOGIN: Postfix reads the commands in turn and answers the AUTH first, so the
 verdict on the relaying follows that answer. The crafted dialogues of the same cases are in
-tests/test_pipelined_auth_verdicts.py."""
+tests/test_pipelined_auth_verdicts.py. And Dovecot's POP3 answering logins pipelined in one write, in turn (crafted:
+tests/test_pipelined_auth_pop3.py)."""
 
 from __future__ import annotations
 
@@ -158,3 +159,62 @@ def test_postfix_answers_two_pipelined_auths_in_turn(
         (L.WRONG_PASSWORD, "failure"),
         (L.PASSWORD, "success"),
     ]
+
+
+# A POP3 client that sends each of its steps (args after the user name: "<lines>|<server lines awaited>", the lines
+# joined by "\n", "PLAIN:<password>" for an AUTH PLAIN with its initial response, "{user}" for the user name) in one
+# write, waits until the server has sent that many lines in all, and prints what the server said.
+POP3_STEPS = (
+    V.SCRIPTED_CLIENT
+    + r"""
+def lines(count, deadline=20.0):
+    global got
+    end = time.time() + deadline
+    while got.count(b"\r\n") < count and time.time() < end:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+def line(text):
+    if text.startswith("PLAIN:"):
+        text = "AUTH PLAIN " + base64.b64encode(("\0%s\0%s" % (args[0], text[6:])).encode()).decode()
+    return text.replace("{user}", args[0]).encode() + b"\r\n"
+lines(1)
+for step in args[1:]:
+    text, _, count = step.rpartition("|")
+    s.sendall(b"".join(line(t) for t in text.split("\n")))
+    lines(int(count))
+sys.stdout.write(got.decode("latin-1"))
+"""
+)
+
+
+def pop3_steps(lab: V.VerdictsLab, *steps: str) -> str:
+    argv = [sys.executable, "-c", POP3_STEPS, L.SRV_IP, "110", V.EXTERNAL_CLIENTS[0], L.USER, *steps]
+    done = lab.client(argv)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    return done.stdout.decode().replace("\r", "")
+
+
+def test_dovecot_answers_pipelined_pop3_logins_in_turn(
+    verdicts_lab: V.VerdictsLab,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    """Dovecot's POP3 answers the logins of one write in turn: two AUTH PLAIN (the wrong password first), PASS then
+    AUTH PLAIN, and an AUTH PLAIN it prompts ("+ ") with USER pipelined behind it, which it reads as the response.
+    Each password gets its own verdict: the right one worked every time, the wrong one failed."""
+    pcap = tmp_path / "pop3-pipelined.pcap"
+    wrong, right = L.WRONG_PASSWORD, L.PASSWORD
+    with verdicts_lab.recording(pcap, "tcp port 110"):
+        two = pop3_steps(verdicts_lab, f"PLAIN:{wrong}\nPLAIN:{right}\nQUIT|4")
+        pass_first = pop3_steps(verdicts_lab, "USER {user}|2", f"PASS {wrong}\nPLAIN:{right}\nQUIT|5")
+        prompted = pop3_steps(verdicts_lab, "AUTH PLAIN\nUSER {user}|3", "USER {user}|4", f"PASS {right}|5", "QUIT|6")
+    for said in (two, pass_first):
+        replies = [line.split()[0] for line in said.split("\n")[1:] if line]
+        assert replies[-3:] == ["-ERR", "+OK", "+OK"], said
+    assert [line.split(" ")[0] for line in prompted.split("\n")[1:] if line] == ["+", "-ERR", "+OK", "+OK", "+OK"]
+
+    found = of(analyze(pcap, "--show-secrets"), "cleartext-credentials")
+    attempts = sorted((f["mechanism"], a["password"], a["outcome"], a["count"]) for f in found for a in f["attempts"])
+    assert attempts == [("PLAIN", right, "success", 2), ("PLAIN", wrong, "failure", 1),
+                        ("USER-PASS", right, "success", 1), ("USER-PASS", wrong, "failure", 1)], attempts  # fmt: skip
