@@ -12,11 +12,13 @@ exchange began (a capture of the client's side only, asymmetric routing, a slow 
 prompt, and then only a base64 line that is no command of the protocol, up to the responses the mechanism has (one
 for PLAIN, two for LOGIN). Any other line is the client's next command (:meth:`AuthTracker.claims` says which): it
 ends an exchange whose prompts and replies the capture showed (the verdict was lost), unless the server answers in
-order (SMTP, POP3), and leaves one the server never spoke in waiting for a verdict that may still come.
+order (SMTP, POP3; IMAP names the exchange in its verdict's tag), and leaves one the server never spoke in waiting for
+a verdict that may still come.
 
 An SMTP or POP3 server answers AUTH commands pipelined in one group (a password guesser, a client retrying) in turn
-(RFC 2920, RFC 2449 section 6.6): each exchange the client ended by sending another AUTH awaits its verdict, first in,
-first out, and every event names its exchange (``attempt``), so that each verdict reaches the credentials it judges.
+(RFC 2920, RFC 2449 section 6.6), an IMAP server with the tag of each: each exchange the client ended by sending
+another AUTH awaits its verdict, first in, first out, and every event names its exchange (``attempt``), so that each
+verdict reaches the credentials it judges.
 A prompt for a response the client did not send before moving on is answered by the line it pipelined next, as the
 server reads it (:meth:`AuthTracker.pipelined_response`).
 """
@@ -172,7 +174,7 @@ def _stamped(exchange: Exchange, events: list[SaslEvent]) -> list[SaslEvent]:
 
 
 # Exchanges the client ended by starting another before the server's verdict (AUTH commands pipelined, RFC 2920),
-# kept to be given their verdicts in turn where the server answers in order (SMTP, POP3). A client retrying, or
+# kept to be given their verdicts in turn where the server answers in order (SMTP, POP3, IMAP). A client retrying, or
 # guessing passwords, pipelines a few; past this many the oldest is no longer kept, only counted, so that the verdict
 # the server still sends for it goes to no later exchange (it is told with ``attempt`` 0).
 MAX_AWAITING = 16
@@ -187,10 +189,10 @@ class AuthTracker:
 
     Feed every client line with :meth:`client_line` and every server line with :meth:`server_line`; lines outside an
     exchange are ignored except the AUTH command that starts one. The client's lines go to the open exchange, the
-    latest started. Where the server answers in order (``in_order``: SMTP, POP3), an AUTH sent before the open
-    exchange's verdict leaves that exchange awaiting it, first in, first out: each reply of the server goes to the
-    oldest exchange awaiting one, then to the open exchange. Elsewhere (IMAP) the new AUTH ends the open exchange
-    without a verdict.
+    latest started. Where the server answers in order (``in_order``: SMTP, POP3; IMAP, whose verdicts name their
+    exchange by tag), an AUTH sent before the open exchange's verdict leaves that exchange awaiting it, first in, first
+    out: each reply of the server goes to the oldest exchange awaiting one, then to the open exchange. Without
+    ``in_order`` the new AUTH ends the open exchange without a verdict.
     """
 
     def __init__(self, protocol: Protocol | str, in_order: bool = False) -> None:
@@ -237,8 +239,9 @@ class AuthTracker:
 
     def unclaimed(self, in_order: bool = False) -> list[SaslEvent]:
         """The client sent a command while the exchange is open. If the server never spoke in it, or answers in order
-        (``in_order``: an SMTP or POP3 verdict comes before the reply to a command pipelined after it), the verdict may
-        still come: the exchange waits, taking no more lines. Otherwise it was lost: the exchange ends without one."""
+        (``in_order``: an SMTP or POP3 verdict comes before the reply to a command pipelined after it; IMAP's names its
+        exchange), the verdict may still come: the exchange waits, taking no more lines. Otherwise it was lost: the
+        exchange ends without one."""
         exchange = self.exchange
         if exchange is None:
             return []

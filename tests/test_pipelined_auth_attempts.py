@@ -145,8 +145,8 @@ def test_each_verdict_names_the_exchange_it_judges() -> None:
 
 
 def test_a_tracker_not_told_of_answers_in_turn_ends_an_exchange_at_the_next_auth() -> None:
-    """Without ``in_order`` a new AUTH ends the open exchange, its verdict never seen. The POP3 session, whose server
-    answers in turn, keeps it awaiting (tests/test_pipelined_auth_pop3.py)."""
+    """Without ``in_order`` a new AUTH ends the open exchange, its verdict never seen. The POP3 and IMAP sessions,
+    whose servers answer in turn, keep it awaiting (tests/test_pipelined_auth_pop3.py, test_pipelined_auth_imap.py)."""
     tracker = sasl.AuthTracker("pop3")
     events = tracker.client_line(plain("a")) + tracker.client_line(plain("b"))
     assert [type(e).__name__ for e in events if not isinstance(e, (sasl.SaslBlob, sasl.SaslCredentials))] == [

@@ -161,10 +161,10 @@ def test_postfix_answers_two_pipelined_auths_in_turn(
     ]
 
 
-# A POP3 client that sends each of its steps (args after the user name: "<lines>|<server lines awaited>", the lines
-# joined by "\n", "PLAIN:<password>" for an AUTH PLAIN with its initial response, "{user}" for the user name) in one
-# write, waits until the server has sent that many lines in all, and prints what the server said.
-POP3_STEPS = (
+# A client that sends each of its steps (args after the user name: "<lines>|<until>", the lines joined by "\n",
+# "{plain:<password>}" for PLAIN's message in base64, "{user}" for the user name) in one write, waits until the server
+# has sent <until> lines in all (a number) or the text <until>, and prints what the server said.
+STEPS = (
     V.SCRIPTED_CLIENT
     + r"""
 def lines(count, deadline=20.0):
@@ -176,21 +176,26 @@ def lines(count, deadline=20.0):
             break
         got += chunk
 def line(text):
-    if text.startswith("PLAIN:"):
-        text = "AUTH PLAIN " + base64.b64encode(("\0%s\0%s" % (args[0], text[6:])).encode()).decode()
+    head, found, rest = text.partition("{plain:")
+    if found:
+        password, _, tail = rest.partition("}")
+        text = head + base64.b64encode(("\0%s\0%s" % (args[0], password)).encode()).decode() + tail
     return text.replace("{user}", args[0]).encode() + b"\r\n"
 lines(1)
 for step in args[1:]:
-    text, _, count = step.rpartition("|")
+    text, _, until = step.rpartition("|")
     s.sendall(b"".join(line(t) for t in text.split("\n")))
-    lines(int(count))
+    if until.isdigit():
+        lines(int(until))
+    else:
+        wait_for(until.encode())
 sys.stdout.write(got.decode("latin-1"))
 """
 )
 
 
-def pop3_steps(lab: V.VerdictsLab, *steps: str) -> str:
-    argv = [sys.executable, "-c", POP3_STEPS, L.SRV_IP, "110", V.EXTERNAL_CLIENTS[0], L.USER, *steps]
+def steps(lab: V.VerdictsLab, port: int, *steps: str) -> str:
+    argv = [sys.executable, "-c", STEPS, L.SRV_IP, str(port), V.EXTERNAL_CLIENTS[0], L.USER, *steps]
     done = lab.client(argv)
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     return done.stdout.decode().replace("\r", "")
@@ -206,15 +211,48 @@ def test_dovecot_answers_pipelined_pop3_logins_in_turn(
     pcap = tmp_path / "pop3-pipelined.pcap"
     wrong, right = L.WRONG_PASSWORD, L.PASSWORD
     with verdicts_lab.recording(pcap, "tcp port 110"):
-        two = pop3_steps(verdicts_lab, f"PLAIN:{wrong}\nPLAIN:{right}\nQUIT|4")
-        pass_first = pop3_steps(verdicts_lab, "USER {user}|2", f"PASS {wrong}\nPLAIN:{right}\nQUIT|5")
-        prompted = pop3_steps(verdicts_lab, "AUTH PLAIN\nUSER {user}|3", "USER {user}|4", f"PASS {right}|5", "QUIT|6")
+        two = steps(verdicts_lab, 110, f"AUTH PLAIN {{plain:{wrong}}}\nAUTH PLAIN {{plain:{right}}}\nQUIT|4")
+        pass_first = steps(verdicts_lab, 110, "USER {user}|2", f"PASS {wrong}\nAUTH PLAIN {{plain:{right}}}\nQUIT|5")
+        prompted = steps(verdicts_lab, 110, "AUTH PLAIN\nUSER {user}|3", "USER {user}|4", f"PASS {right}|5", "QUIT|6")
     for said in (two, pass_first):
         replies = [line.split()[0] for line in said.split("\n")[1:] if line]
         assert replies[-3:] == ["-ERR", "+OK", "+OK"], said
     assert [line.split(" ")[0] for line in prompted.split("\n")[1:] if line] == ["+", "-ERR", "+OK", "+OK", "+OK"]
 
     found = of(analyze(pcap, "--show-secrets"), "cleartext-credentials")
-    attempts = sorted((f["mechanism"], a["password"], a["outcome"], a["count"]) for f in found for a in f["attempts"])
+    attempts = sorted(
+        (f["mechanism"], a["password"], str(a["outcome"]), a["count"]) for f in found for a in f["attempts"]
+    )
     assert attempts == [("PLAIN", right, "success", 2), ("PLAIN", wrong, "failure", 1),
                         ("USER-PASS", right, "success", 1), ("USER-PASS", wrong, "failure", 1)], attempts  # fmt: skip
+
+
+def test_dovecot_answers_pipelined_imap_logins_by_tag(
+    verdicts_lab: V.VerdictsLab,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    """Dovecot's IMAP answers each login of one write with its tag: two AUTHENTICATE PLAIN with initial responses
+    (SASL-IR, the wrong password first), LOGIN then AUTHENTICATE, and an AUTHENTICATE whose response shares a write
+    with the commands after it. Each password gets its own verdict."""
+    pcap = tmp_path / "imap-pipelined.pcap"
+    wrong, right = L.WRONG_PASSWORD, L.PASSWORD
+    end = "a3 LOGOUT|a3 OK"
+    with verdicts_lab.recording(pcap, "tcp port 143"):
+        said = [
+            steps(
+                verdicts_lab,
+                143,
+                f"a1 AUTHENTICATE PLAIN {{plain:{wrong}}}\na2 AUTHENTICATE PLAIN {{plain:{right}}}\n{end}",
+            ),
+            steps(verdicts_lab, 143, f"a1 LOGIN {{user}} {wrong}\na2 AUTHENTICATE PLAIN {{plain:{right}}}\n{end}"),
+            steps(verdicts_lab, 143, "a1 AUTHENTICATE PLAIN|\r\n+", f"{{plain:{right}}}\na2 NOOP\n{end}"),
+        ]
+    for text, first in zip(said, ("a1 NO", "a1 NO", "a1 OK"), strict=True):
+        assert f"\n{first}" in text and "\na2 OK" in text, text
+
+    found = of(analyze(pcap, "--show-secrets"), "cleartext-credentials")
+    attempts = sorted(
+        (f["mechanism"], a["password"], str(a["outcome"]), a["count"]) for f in found for a in f["attempts"]
+    )
+    assert attempts == [("IMAP-LOGIN", wrong, "failure", 1), ("PLAIN", right, "success", 3),
+                        ("PLAIN", wrong, "failure", 1)], attempts  # fmt: skip
