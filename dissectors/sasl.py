@@ -352,12 +352,13 @@ class AuthTracker:
         return [*events, *_stamped(exchange, exchange.client_text(line))]
 
     def _ntlm_supported(self, exchange: Exchange) -> bool:
-        """A POP3 NTLM exchange's first "+OK", before any blob: no verdict."""
+        """A POP3 NTLM exchange's first "+OK", before the server's CHALLENGE: no verdict (none comes before the
+        client's AUTHENTICATE answers a CHALLENGE), whether or not a NEGOTIATE was pipelined behind the AUTH."""
         return (
             self.protocol is Protocol.POP3
             and exchange.mechanism == "NTLM"
             and not exchange.saw_authenticate
-            and exchange.client_steps == 0
+            and exchange.server_steps == 0
         )
 
     def _uncounted_reply(self, line: str) -> list[SaslEvent]:

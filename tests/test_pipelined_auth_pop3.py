@@ -6,10 +6,12 @@ packet (tests/test_verdict_dialogues.py) or fed to the session; Dovecot's in tes
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from dissectors import events as ev
-from dissectors import sasl
+from dissectors import ntlmssp, sasl
 from dissectors.pop3 import Pop3Session
 from dissectors.session import MAX_PENDING, MAX_SESSION_BYTES
 from fuzz.amplify import deep_size
@@ -167,4 +169,17 @@ def test_a_flood_of_pipelined_auths_stays_bounded_and_keeps_the_verdicts_in_turn
     assert len(results) == count and results[-1].success and results[-1].attempt == count
     assert [r.attempt for r in results[-sasl.MAX_AWAITING - 1 :]] == list(range(count - sasl.MAX_AWAITING, count + 1))
     assert not session.auth.active and session.authenticated and not session.pending
+    assert not [a for a in events if isinstance(a, ev.Anomaly)]
+
+
+def test_a_negotiate_pipelined_behind_auth_ntlm_does_not_make_its_go_ahead_a_verdict() -> None:
+    """[MS-POP3] 2.2.1.2: "+OK" to AUTH NTLM says NTLM is supported. A client that sends its NEGOTIATE in the same
+    write has that "+OK" answered already; it is no success: the exchange goes on to the CHALLENGE and the verdict."""
+    negotiate = base64.b64encode(ntlmssp.build_negotiate()).decode()
+    challenge = base64.b64encode(ntlmssp.build_challenge()).decode()
+    script = [(S, "+OK ready"), (C, f"AUTH NTLM\r\n{negotiate}"), (S, f"+OK\r\n+ {challenge}"), (C, "*"),
+              (S, "-ERR [AUTH] Authentication cancelled")]  # fmt: skip
+    events = feed(Pop3Session(), script)
+    assert [type(e).__name__ for e in events if isinstance(e, ev.SaslStep)] == ["SaslStep", "SaslStep"]
+    assert [(r.mechanism, r.success) for r in events if isinstance(r, ev.AuthResult)] == [("NTLM", False)]
     assert not [a for a in events if isinstance(a, ev.Anomaly)]
