@@ -118,6 +118,22 @@ def test_a_reply_that_answers_no_auth_ends_every_exchange_awaiting_a_verdict() -
     assert [(verdict, severity) for verdict, severity, _ in relays(records)] == [("possible-relay", "medium")]
 
 
+def test_a_command_pipelined_behind_a_prompted_auth_is_its_response_not_a_transaction() -> None:
+    """AUTH PLAIN without an initial response, MAIL and RCPT in one group: the server prompts (334) and reads MAIL as
+    the response (Postfix: 535, invalid base64); the 503 is RCPT's, the 250 the next MAIL's. No recipient was
+    accepted: no relay (the 250 once went to the RCPT, an open relay)."""
+    invalid = "535 5.7.8 Error: authentication failed: Invalid base64 data in continued response"
+    script = (
+        EHLO
+        + f"""C: AUTH PLAIN<CRLF>{TRANSACTION}
+S: 334 <CRLF>{invalid}<CRLF>503 5.5.1 Error: need MAIL command
+C: MAIL FROM:<a@contoso.com>
+S: 250 2.1.0 Ok
+{END}"""
+    )
+    assert relays(findings(script)) == []
+
+
 # -- the tracker and the session's events ---------------------------------------------------------------------------
 
 

@@ -256,3 +256,20 @@ def test_dovecot_answers_pipelined_imap_logins_by_tag(
     )
     assert attempts == [("IMAP-LOGIN", wrong, "failure", 1), ("PLAIN", right, "success", 3),
                         ("PLAIN", wrong, "failure", 1)], attempts  # fmt: skip
+
+
+def test_postfix_reads_a_command_pipelined_behind_a_prompted_auth_as_its_response(
+    verdicts_lab: V.VerdictsLab,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    """AUTH PLAIN without an initial response, MAIL and RCPT in one write: Postfix prompts (334), reads MAIL as the
+    response (535: invalid base64, says its SASL server) and refuses the RCPT for want of a MAIL (503); the MAIL sent
+    next is the one its 250 answers. No recipient was accepted: the service that takes every RCPT relayed nothing."""
+    pcap = tmp_path / "prompted-auth.pcap"
+    group = f"AUTH PLAIN\nMAIL FROM:<{L.MAIL_FROM}>\nRCPT TO:<{V.FOREIGN_RCPT}>|503 "
+    with verdicts_lab.recording(pcap, "tcp"):
+        said = steps(verdicts_lab, V.RELAYING_PORT, "EHLO pipeliner.example|250 ", group,
+                     f"MAIL FROM:<{L.MAIL_FROM}>|250 2.1.0", "QUIT|221 ")  # fmt: skip
+    codes = [line[:3] for line in said.replace("\r", "").split("\n") if line[3:4] == " "]
+    assert codes[2:] == ["334", "535", "503", "250", "221"], said
+    assert of(analyze(pcap, *OWN_DOMAIN), "open-relay") == []
