@@ -76,6 +76,10 @@ class _Awaited:
 
 class ImapSession(MailSession):
     protocol = sasl.Protocol.IMAP
+    # An exchange's verdict is the tagged completion naming it (RFC 9051 section 2.2.2), whatever the client sent after
+    # the exchange's last response: an AUTHENTICATE pipelined after another leaves that one awaiting its verdict, and
+    # so does any command (sasl.AuthTracker.unclaimed); replies with other tags are the other commands'.
+    verdicts_in_order = True
 
     def __init__(self, partial: bool = False, max_line: int = MAX_LINE) -> None:
         super().__init__(partial, max_line)
@@ -242,11 +246,15 @@ class ImapSession(MailSession):
 
     def _response(self, parts: list[str | bytes]) -> None:
         line = parts[0] if parts and isinstance(parts[0], str) else ""
-        in_exchange = self.auth.exchange is not None
+        # A completion with the tag of a command remembered (a LOGIN, a SELECT) is that command's, never a verdict on
+        # an exchange, not even on one no longer told apart (sasl.MAX_AWAITING: its tag was let go).
+        tag = line.split(None, 1)[:1]
+        in_exchange = self.auth.active and not (tag and tag[0] in self._tags)
         if in_exchange:
+            unanswered = self.auth.unanswered()
             self._sasl(SERVER, self.auth.server_line(line))
-            if self.auth.exchange is None:
-                return
+            if self.auth.unanswered() < unanswered:
+                return  # the exchange's verdict (or its end past MAX_STEPS)
         words = line.split(None, 2)
         if not words:
             return

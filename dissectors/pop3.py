@@ -8,7 +8,7 @@ from functools import partial
 from dissectors import events as ev
 from dissectors import sasl
 from dissectors.held import HeldParts, size_of, sizes_of
-from dissectors.linebuffer import MAX_LINE
+from dissectors.linebuffer import MAX_LINE, Line
 from dissectors.refusals import pop3_judged
 from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, Span, unique_upper
 
@@ -38,7 +38,8 @@ class _Command:
     # Where the answer's lines were: all of them, and those offering a way to log in (SASL, USER) (its evidence).
     listed: Span | None = None
     offered: Span | None = None
-    attempt: int | None = None  # a PASS's or APOP's number among the session's logins (AuthTracker.next_attempt)
+    # A PASS's or APOP's number among the session's logins (AuthTracker.next_attempt); an AUTH's, the exchange it began.
+    attempt: int | None = None
 
     def __post_init__(self) -> None:
         self.verb, self.argument = self.verb[:MAX_VERB], self.argument[: ev.MAX_EVIDENCE_TEXT]
@@ -48,6 +49,9 @@ class _Command:
 
 class Pop3Session(MailSession):
     protocol = sasl.Protocol.POP3
+    # RFC 2449 section 6.6: the server answers the commands of a pipelined group in turn, AUTH too. A verdict is the
+    # AUTH's when that AUTH is the oldest command still awaiting its reply (_exchange_answered).
+    verdicts_in_order = True
 
     def __init__(self, partial: bool = False, max_line: int = MAX_LINE) -> None:
         super().__init__(partial, max_line)
@@ -60,7 +64,10 @@ class Pop3Session(MailSession):
     # -- client -------------------------------------------------------------------------------------------------
 
     def _client_line(self, text: str) -> None:
-        if self.auth.exchange is not None and self._sasl_client(text):
+        auth = self.auth
+        before, started = auth.unanswered(), auth.started
+        if auth.exchange is not None and self._sasl_client(text):
+            self._exchanges_followed(text, before, started, False)
             return
         verb, _, argument = text.strip().partition(" ")
         verb = verb.upper()
@@ -82,11 +89,32 @@ class Pop3Session(MailSession):
                 )
             )  # fmt: skip
         elif verb == "AUTH" and argument:
-            self._sasl(ev.Side.CLIENT, self.auth.client_line(text))
+            if auth.exchange is None:  # else the tracker did not take it (no mechanism's name): no exchange begins
+                self._sasl(ev.Side.CLIENT, auth.client_line(text))
+            self._exchanges_followed(text, before, started, True)
             return  # the tracker follows it to the verdict
         elif verb == "QUIT":
             self._emit(ev.Quit(ev.Side.CLIENT, self._evidence()))
         self._push_pending(command)
+
+    def _exchanges_followed(self, text: str, before: int, started: int, command: bool) -> None:
+        """Keep the commands awaiting replies in step with the exchanges after a client line the tracker read (one
+        that ``before`` exchanges awaited replies, ``started`` begun): an AUTH (``command``, or a line that began an
+        exchange) awaits its reply in turn with the other commands; an exchange the line ended (too many steps)
+        awaits none."""
+        auth = self.auth
+        began = auth.started > started
+        if began or command:
+            argument = text.strip().partition(" ")[2].strip()
+            attempt = auth.started if began else None
+            line = self._line
+            self._push_pending(_Command("AUTH", argument, text, line.frame, line.timestamp, attempt=attempt))
+        elif auth.unanswered() < before:
+            for index in range(len(self.pending) - 1, -1, -1):  # the open exchange's AUTH: the latest
+                if _begins_exchange(self.pending[index]):
+                    self._pending_bytes -= self.pending[index].held
+                    del self.pending[index]
+                    return
 
     # -- server -------------------------------------------------------------------------------------------------
 
@@ -94,8 +122,7 @@ class Pop3Session(MailSession):
         if self._multiline is not None:
             self._multiline_line(text)
             return
-        if self.auth.exchange is not None:
-            self._sasl(ev.Side.SERVER, self.auth.server_line(text))
+        if self._exchange_answered(text):
             return
         status = text[:4].upper()
         positive = status.startswith("+OK")
@@ -121,6 +148,39 @@ class Pop3Session(MailSession):
             return
         command = self._pop_pending()
         self._answer(command, positive, text)
+
+    def _exchange_answered(self, text: str) -> bool:
+        """Give the server's line to a SASL exchange if it is for one (True). The server answers in turn: it is when
+        the oldest command awaiting its reply is an AUTH that began an exchange, or when none of those awaiting is
+        (the exchange's AUTH, older than them all, was forgotten past MAX_PENDING); not before the greeting."""
+        auth, pending = self.auth, self.pending
+        if not auth.active or not (self.greeted or self.partial or self._greeting_lost):
+            return False
+        if pending and not _begins_exchange(pending[0]) and any(map(_begins_exchange, pending)):
+            return False  # a command sent before the AUTH: this is its reply
+        unanswered = auth.unanswered()
+        self._sasl(ev.Side.SERVER, auth.server_line(text))
+        for _ in range(unanswered - auth.unanswered()):  # a verdict: the AUTH it answers awaits no more
+            if pending and _begins_exchange(pending[0]):
+                self._pop_pending()
+        self._prompt_answered()
+        return True
+
+    def _prompt_answered(self) -> None:
+        """The server prompted an exchange for a response the client had not sent before it pipelined another
+        command after the AUTH (RFC 5034 section 4: the client's next line answers a continuation): the server reads
+        that command as the response, so it is one, with an anomaly, and awaits no reply of its own."""
+        number, pending = self.auth.owes_response(), self.pending
+        if number is None or len(pending) < 2 or not _begins_exchange(pending[0]) or pending[0].attempt != number:
+            return
+        command = pending[1]
+        del pending[1]
+        self._pending_bytes -= command.held
+        line, self._line = self._line, Line(command.line, command.frame, command.timestamp)
+        detail = f"{command.verb} pipelined after an AUTH the server then prompted: the server reads it as the response"
+        self._anomaly(ev.Side.CLIENT, "command_read_as_response", detail)
+        self._sasl(ev.Side.CLIENT, self.auth.pipelined_response(command.line, _begins_exchange(command)))
+        self._line = line
 
     def _first_line_answered(self, status: bool, text: str) -> bool:
         """The line after a first line held (``_first_line``): a status line makes that one the greeting; another
@@ -223,6 +283,11 @@ class Pop3Session(MailSession):
         if self._multiline is not None:  # still inside the answer (its "." ends it), without the lines kept so far
             self._multiline.lines = HeldParts(MAX_LIST_LINES, MAX_LIST_BYTES)
         self._user = None
+
+
+def _begins_exchange(command: _Command) -> bool:
+    """Whether the command is an AUTH that began a SASL exchange (its reply is the tracker's to read)."""
+    return command.verb == "AUTH" and command.attempt is not None
 
 
 def _has_lines(command: _Command) -> bool:

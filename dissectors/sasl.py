@@ -12,11 +12,15 @@ exchange began (a capture of the client's side only, asymmetric routing, a slow 
 prompt, and then only a base64 line that is no command of the protocol, up to the responses the mechanism has (one
 for PLAIN, two for LOGIN). Any other line is the client's next command (:meth:`AuthTracker.claims` says which): it
 ends an exchange whose prompts and replies the capture showed (the verdict was lost), unless the server answers in
-order (SMTP), and leaves one the server never spoke in waiting for a verdict that may still come.
+order (SMTP, POP3; IMAP names the exchange in its verdict's tag), and leaves one the server never spoke in waiting for
+a verdict that may still come.
 
-An SMTP server answers AUTH commands pipelined in one group (a password guesser, a client retrying) in turn: each
-exchange the client ended by sending another AUTH awaits its verdict, first in, first out, and every event names its
-exchange (``attempt``), so that each verdict reaches the credentials it judges.
+An SMTP or POP3 server answers AUTH commands pipelined in one group (a password guesser, a client retrying) in turn
+(RFC 2920, RFC 2449 section 6.6), an IMAP server with the tag of each: each exchange the client ended by sending
+another AUTH awaits its verdict, first in, first out, and every event names its exchange (``attempt``), so that each
+verdict reaches the credentials it judges.
+A prompt for a response the client did not send before moving on is answered by the line it pipelined next, as the
+server reads it (:meth:`AuthTracker.pipelined_response`).
 """
 
 from __future__ import annotations
@@ -170,9 +174,9 @@ def _stamped(exchange: Exchange, events: list[SaslEvent]) -> list[SaslEvent]:
 
 
 # Exchanges the client ended by starting another before the server's verdict (AUTH commands pipelined, RFC 2920),
-# kept to be given their verdicts in turn where the server answers in order (SMTP). A client retrying, or guessing
-# passwords, pipelines a few; past this many the oldest is no longer kept, only counted, so that the verdict the
-# server still sends for it goes to no later exchange (it is told with ``attempt`` 0).
+# kept to be given their verdicts in turn where the server answers in order (SMTP, POP3, IMAP). A client retrying, or
+# guessing passwords, pipelines a few; past this many the oldest is no longer kept, only counted, so that the verdict
+# the server still sends for it goes to no later exchange (it is told with ``attempt`` 0).
 MAX_AWAITING = 16
 # What an exchange kept awaiting its verdict costs (held_bytes): the object, its attributes and its slot, its
 # mechanism's name (up to 40 characters): 340 bytes at most, measured (tracemalloc); it keeps no text of the
@@ -185,10 +189,10 @@ class AuthTracker:
 
     Feed every client line with :meth:`client_line` and every server line with :meth:`server_line`; lines outside an
     exchange are ignored except the AUTH command that starts one. The client's lines go to the open exchange, the
-    latest started. Where the server answers in order (``in_order``: SMTP), an AUTH sent before the open exchange's
-    verdict leaves that exchange awaiting it, first in, first out: each reply of the server goes to the oldest
-    exchange awaiting one, then to the open exchange. Elsewhere (POP3, IMAP) the new AUTH ends the open exchange
-    without a verdict.
+    latest started. Where the server answers in order (``in_order``: SMTP, POP3; IMAP, whose verdicts name their
+    exchange by tag), an AUTH sent before the open exchange's verdict leaves that exchange awaiting it, first in, first
+    out: each reply of the server goes to the oldest exchange awaiting one, then to the open exchange. Without
+    ``in_order`` the new AUTH ends the open exchange without a verdict.
     """
 
     def __init__(self, protocol: Protocol | str, in_order: bool = False) -> None:
@@ -235,8 +239,9 @@ class AuthTracker:
 
     def unclaimed(self, in_order: bool = False) -> list[SaslEvent]:
         """The client sent a command while the exchange is open. If the server never spoke in it, or answers in order
-        (``in_order``: an SMTP verdict comes before the reply to a command pipelined after it), the verdict may still
-        come: the exchange waits, taking no more lines. Otherwise it was lost: the exchange ends without one."""
+        (``in_order``: an SMTP or POP3 verdict comes before the reply to a command pipelined after it; IMAP's names its
+        exchange), the verdict may still come: the exchange waits, taking no more lines. Otherwise it was lost: the
+        exchange ends without one."""
         exchange = self.exchange
         if exchange is None:
             return []
@@ -264,6 +269,8 @@ class AuthTracker:
         if exchange.client_steps >= MAX_STEPS:
             self.exchange = None
             return [_too_many_steps(exchange)]
+        if exchange.owed == 0:  # sent ahead of the prompt it answers (pipelined, or the server not captured)
+            exchange.unprompted += 1
         return _stamped(exchange, exchange.client_text(line))
 
     def _start(self, command: AuthCommand) -> list[SaslEvent]:
@@ -282,6 +289,7 @@ class AuthTracker:
         """The client ended ``exchange`` by starting another before its verdict: it awaits that verdict, which comes
         before the new exchange's, and takes no more client lines (its LOGIN user name is let go)."""
         exchange.login_user = exchange.last_prompt = None
+        exchange.client_moved_on = True
         self.awaiting.append(exchange)
         if len(self.awaiting) <= MAX_AWAITING:
             return []
@@ -305,20 +313,52 @@ class AuthTracker:
                 return [_too_many_steps(exchange)]
             return _stamped(exchange, exchange.server_continuation(reply.text))
         if reply.kind is ReplyKind.SUCCESS and self._ntlm_supported(exchange):
-            exchange.owed += 1  # [MS-POP3] 2.2.1.2: "+OK" means NTLM is supported, the blobs follow
+            exchange.prompted()  # [MS-POP3] 2.2.1.2: "+OK" means NTLM is supported, the blobs follow
             return []
         if reply.kind in VERDICTS:
             self._end(exchange)
             return [_outcome(exchange.mechanism, reply, exchange.number)]
         return []
 
+    def owes_response(self) -> int | None:
+        """The number of the exchange the server's replies are for, when the server prompted it for a response the
+        client had not sent before it moved on (to a command, or another AUTH, pipelined after it); None otherwise.
+        The server reads the line the client sent next as that response (:meth:`pipelined_response`)."""
+        exchange = self.awaiting[0] if self.awaiting else self.exchange
+        if self.uncounted or exchange is None or exchange.owed == 0 or not exchange.client_moved_on:
+            return None
+        return exchange.number
+
+    def pipelined_response(self, line: str, began: bool) -> list[SaslEvent]:
+        """The line the client pipelined after the AUTH of the exchange :meth:`owes_response` names: the server reads
+        it as the response it prompted for. When that line began an exchange of its own (``began``: another AUTH),
+        that exchange never began for the server, and ends without a verdict."""
+        if self.owes_response() is None:
+            return []
+        exchange = self.awaiting[0] if self.awaiting else self.exchange
+        assert exchange is not None
+        events: list[SaslEvent] = []
+        later = self.awaiting[1] if len(self.awaiting) > 1 else self.exchange
+        if began and later is not None and later is not exchange:
+            if len(self.awaiting) > 1:
+                del self.awaiting[1]
+            else:
+                self.exchange = None
+            why = f"the server read its AUTH as the response to exchange {exchange.number}'s prompt"
+            events.append(SaslAbandoned(later.mechanism, why, attempt=later.number))
+        if exchange.client_steps >= MAX_STEPS:
+            self._end(exchange)
+            return [*events, _too_many_steps(exchange)]
+        return [*events, *_stamped(exchange, exchange.client_text(line))]
+
     def _ntlm_supported(self, exchange: Exchange) -> bool:
-        """A POP3 NTLM exchange's first "+OK", before any blob: no verdict."""
+        """A POP3 NTLM exchange's first "+OK", before the server's CHALLENGE: no verdict (none comes before the
+        client's AUTHENTICATE answers a CHALLENGE), whether or not a NEGOTIATE was pipelined behind the AUTH."""
         return (
             self.protocol is Protocol.POP3
             and exchange.mechanism == "NTLM"
             and not exchange.saw_authenticate
-            and exchange.client_steps == 0
+            and exchange.server_steps == 0
         )
 
     def _uncounted_reply(self, line: str) -> list[SaslEvent]:

@@ -70,6 +70,9 @@ class Exchange:
         self.server_challenge: bytes | None = None
         self.saw_authenticate = False
         self.owed = 0  # server prompts the client has not answered yet
+        # Responses the client sent before a prompt asked for them (pipelined, or the server's prompts not seen): the
+        # prompts that come later are answered by them, and owe none.
+        self.unprompted = 0
         self.server_heard = False  # a server line came since the exchange began
         self.client_moved_on = False  # the client sent a command while the server was silent
 
@@ -109,9 +112,16 @@ class Exchange:
 
     # -- server --------------------------------------------------------------------------------------------------
 
+    def prompted(self) -> None:
+        """The server asked for the client's next response: one the client sent ahead answers it, else it is owed."""
+        if self.unprompted:
+            self.unprompted -= 1
+        else:
+            self.owed += 1
+
     def server_continuation(self, text: str) -> list[SaslEvent]:
         self.server_steps += 1
-        self.owed += 1
+        self.prompted()
         if self.mechanism == "NTLM" and text.lower().startswith("ntlm supported"):
             return []  # [MS-SMTPNTLM] 2.2.1.2: not base64, just "go on"
         if not text:

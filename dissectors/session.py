@@ -43,7 +43,8 @@ class MailSession:
 
     protocol: sasl.Protocol
     tunnel: ev.Tunnel | None = None  # set once the rest of the connection is a session through a proxy's tunnel
-    verdicts_in_order = False  # the server answers each command in turn, AUTH too (SMTP): AuthTracker.unclaimed
+    # The server answers each command in turn, AUTH too (SMTP, POP3; IMAP names it by tag): AuthTracker.unclaimed.
+    verdicts_in_order = False
 
     def __init__(self, partial: bool = False, max_line: int = MAX_LINE) -> None:
         # A session picked up mid-stream has no greeting and may start in any state.

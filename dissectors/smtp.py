@@ -158,6 +158,7 @@ class SmtpSession(MailSession):
             unanswered = self.auth.unanswered()
             self._sasl(ev.Side.SERVER, self.auth.server_line(final_line))
             self._pop_auth(unanswered - self.auth.unanswered())  # the AUTH a verdict answered
+            self._prompt_answered()
             return
         if not self.pending:
             if reply.code != 421 and not self._stray_challenge(final_line):  # 421 may come unasked at shutdown
@@ -172,6 +173,24 @@ class SmtpSession(MailSession):
             while not reply_fits(self.pending[0].verb, reply.code):
                 self._unanswered_command(self._pop_pending(), reply.code)
         self._answer(self._pop_pending(), reply)
+
+    def _prompt_answered(self) -> None:
+        """The server prompted (334) the open exchange for a response the client had not sent before it pipelined a
+        command after the AUTH: the server reads that command as the response (RFC 4954 section 4), so it is one, and
+        awaits no reply of its own (a DATA or BDAT, whose bytes were dealt with as such, is left as it is)."""
+        pending = self.pending
+        if self.auth.awaiting or self.auth.owes_response() is None or len(pending) < 2 or pending[0].verb != "AUTH":
+            return
+        if pending[1].verb in ("AUTH", "DATA", "BDAT"):
+            return
+        command = pending[1]
+        del pending[1]
+        self._pending_bytes -= command.held
+        line, self._line = self._line, Line(command.line, command.frame, command.timestamp)
+        detail = f"{command.verb} pipelined after an AUTH the server then prompted: the server reads it as the response"
+        self._anomaly(ev.Side.CLIENT, "command_read_as_response", detail)
+        self._sasl(ev.Side.CLIENT, self.auth.pipelined_response(command.line, False))
+        self._line = line
 
     def _answers_before_auth(self) -> bool:
         """A command sent before AUTH still awaits its reply (pipelined): the reply is that command's."""

@@ -118,6 +118,22 @@ def test_a_reply_that_answers_no_auth_ends_every_exchange_awaiting_a_verdict() -
     assert [(verdict, severity) for verdict, severity, _ in relays(records)] == [("possible-relay", "medium")]
 
 
+def test_a_command_pipelined_behind_a_prompted_auth_is_its_response_not_a_transaction() -> None:
+    """AUTH PLAIN without an initial response, MAIL and RCPT in one group: the server prompts (334) and reads MAIL as
+    the response (Postfix: 535, invalid base64); the 503 is RCPT's, the 250 the next MAIL's. No recipient was
+    accepted: no relay (the 250 once went to the RCPT, an open relay)."""
+    invalid = "535 5.7.8 Error: authentication failed: Invalid base64 data in continued response"
+    script = (
+        EHLO
+        + f"""C: AUTH PLAIN<CRLF>{TRANSACTION}
+S: 334 <CRLF>{invalid}<CRLF>503 5.5.1 Error: need MAIL command
+C: MAIL FROM:<a@contoso.com>
+S: 250 2.1.0 Ok
+{END}"""
+    )
+    assert relays(findings(script)) == []
+
+
 # -- the tracker and the session's events ---------------------------------------------------------------------------
 
 
@@ -144,8 +160,9 @@ def test_each_verdict_names_the_exchange_it_judges() -> None:
     assert not [e for e in events if isinstance(e, (ev.AuthAbandoned, ev.Anomaly))]
 
 
-def test_pop3_keeps_ending_an_exchange_at_the_next_auth() -> None:
-    """POP3's replies do not say which command they answer (+OK, -ERR): a new AUTH ends the open exchange, as before."""
+def test_a_tracker_not_told_of_answers_in_turn_ends_an_exchange_at_the_next_auth() -> None:
+    """Without ``in_order`` a new AUTH ends the open exchange, its verdict never seen. The POP3 and IMAP sessions,
+    whose servers answer in turn, keep it awaiting (tests/test_pipelined_auth_pop3.py, test_pipelined_auth_imap.py)."""
     tracker = sasl.AuthTracker("pop3")
     events = tracker.client_line(plain("a")) + tracker.client_line(plain("b"))
     assert [type(e).__name__ for e in events if not isinstance(e, (sasl.SaslBlob, sasl.SaslCredentials))] == [

@@ -1,7 +1,8 @@
 """A real Postfix (SASL through Dovecot, tests/verdicts_lab.py) answering a client that pipelines its transaction
 behind the last response of an AUTH LOGIN: Postfix reads the commands in turn and answers the AUTH first, so the
 verdict on the relaying follows that answer. The crafted dialogues of the same cases are in
-tests/test_pipelined_auth_verdicts.py."""
+tests/test_pipelined_auth_verdicts.py. And Dovecot's POP3 answering logins pipelined in one write, in turn (crafted:
+tests/test_pipelined_auth_pop3.py)."""
 
 from __future__ import annotations
 
@@ -158,3 +159,117 @@ def test_postfix_answers_two_pipelined_auths_in_turn(
         (L.WRONG_PASSWORD, "failure"),
         (L.PASSWORD, "success"),
     ]
+
+
+# A client that sends each of its steps (args after the user name: "<lines>|<until>", the lines joined by "\n",
+# "{plain:<password>}" for PLAIN's message in base64, "{user}" for the user name) in one write, waits until the server
+# has sent <until> lines in all (a number) or the text <until>, and prints what the server said.
+STEPS = (
+    V.SCRIPTED_CLIENT
+    + r"""
+def lines(count, deadline=20.0):
+    global got
+    end = time.time() + deadline
+    while got.count(b"\r\n") < count and time.time() < end:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+def line(text):
+    head, found, rest = text.partition("{plain:")
+    if found:
+        password, _, tail = rest.partition("}")
+        text = head + base64.b64encode(("\0%s\0%s" % (args[0], password)).encode()).decode() + tail
+    return text.replace("{user}", args[0]).encode() + b"\r\n"
+lines(1)
+for step in args[1:]:
+    text, _, until = step.rpartition("|")
+    s.sendall(b"".join(line(t) for t in text.split("\n")))
+    if until.isdigit():
+        lines(int(until))
+    else:
+        wait_for(until.encode())
+sys.stdout.write(got.decode("latin-1"))
+"""
+)
+
+
+def steps(lab: V.VerdictsLab, port: int, *steps: str) -> str:
+    argv = [sys.executable, "-c", STEPS, L.SRV_IP, str(port), V.EXTERNAL_CLIENTS[0], L.USER, *steps]
+    done = lab.client(argv)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    return done.stdout.decode().replace("\r", "")
+
+
+def test_dovecot_answers_pipelined_pop3_logins_in_turn(
+    verdicts_lab: V.VerdictsLab,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    """Dovecot's POP3 answers the logins of one write in turn: two AUTH PLAIN (the wrong password first), PASS then
+    AUTH PLAIN, and an AUTH PLAIN it prompts ("+ ") with USER pipelined behind it, which it reads as the response.
+    Each password gets its own verdict: the right one worked every time, the wrong one failed."""
+    pcap = tmp_path / "pop3-pipelined.pcap"
+    wrong, right = L.WRONG_PASSWORD, L.PASSWORD
+    with verdicts_lab.recording(pcap, "tcp port 110"):
+        two = steps(verdicts_lab, 110, f"AUTH PLAIN {{plain:{wrong}}}\nAUTH PLAIN {{plain:{right}}}\nQUIT|4")
+        pass_first = steps(verdicts_lab, 110, "USER {user}|2", f"PASS {wrong}\nAUTH PLAIN {{plain:{right}}}\nQUIT|5")
+        prompted = steps(verdicts_lab, 110, "AUTH PLAIN\nUSER {user}|3", "USER {user}|4", f"PASS {right}|5", "QUIT|6")
+    for said in (two, pass_first):
+        replies = [line.split()[0] for line in said.split("\n")[1:] if line]
+        assert replies[-3:] == ["-ERR", "+OK", "+OK"], said
+    assert [line.split(" ")[0] for line in prompted.split("\n")[1:] if line] == ["+", "-ERR", "+OK", "+OK", "+OK"]
+
+    found = of(analyze(pcap, "--show-secrets"), "cleartext-credentials")
+    attempts = sorted(
+        (f["mechanism"], a["password"], str(a["outcome"]), a["count"]) for f in found for a in f["attempts"]
+    )
+    assert attempts == [("PLAIN", right, "success", 2), ("PLAIN", wrong, "failure", 1),
+                        ("USER-PASS", right, "success", 1), ("USER-PASS", wrong, "failure", 1)], attempts  # fmt: skip
+
+
+def test_dovecot_answers_pipelined_imap_logins_by_tag(
+    verdicts_lab: V.VerdictsLab,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    """Dovecot's IMAP answers each login of one write with its tag: two AUTHENTICATE PLAIN with initial responses
+    (SASL-IR, the wrong password first), LOGIN then AUTHENTICATE, and an AUTHENTICATE whose response shares a write
+    with the commands after it. Each password gets its own verdict."""
+    pcap = tmp_path / "imap-pipelined.pcap"
+    wrong, right = L.WRONG_PASSWORD, L.PASSWORD
+    end = "a3 LOGOUT|a3 OK"
+    with verdicts_lab.recording(pcap, "tcp port 143"):
+        said = [
+            steps(
+                verdicts_lab,
+                143,
+                f"a1 AUTHENTICATE PLAIN {{plain:{wrong}}}\na2 AUTHENTICATE PLAIN {{plain:{right}}}\n{end}",
+            ),
+            steps(verdicts_lab, 143, f"a1 LOGIN {{user}} {wrong}\na2 AUTHENTICATE PLAIN {{plain:{right}}}\n{end}"),
+            steps(verdicts_lab, 143, "a1 AUTHENTICATE PLAIN|\r\n+", f"{{plain:{right}}}\na2 NOOP\n{end}"),
+        ]
+    for text, first in zip(said, ("a1 NO", "a1 NO", "a1 OK"), strict=True):
+        assert f"\n{first}" in text and "\na2 OK" in text, text
+
+    found = of(analyze(pcap, "--show-secrets"), "cleartext-credentials")
+    attempts = sorted(
+        (f["mechanism"], a["password"], str(a["outcome"]), a["count"]) for f in found for a in f["attempts"]
+    )
+    assert attempts == [("IMAP-LOGIN", wrong, "failure", 1), ("PLAIN", right, "success", 3),
+                        ("PLAIN", wrong, "failure", 1)], attempts  # fmt: skip
+
+
+def test_postfix_reads_a_command_pipelined_behind_a_prompted_auth_as_its_response(
+    verdicts_lab: V.VerdictsLab,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    """AUTH PLAIN without an initial response, MAIL and RCPT in one write: Postfix prompts (334), reads MAIL as the
+    response (535: invalid base64, says its SASL server) and refuses the RCPT for want of a MAIL (503); the MAIL sent
+    next is the one its 250 answers. No recipient was accepted: the service that takes every RCPT relayed nothing."""
+    pcap = tmp_path / "prompted-auth.pcap"
+    group = f"AUTH PLAIN\nMAIL FROM:<{L.MAIL_FROM}>\nRCPT TO:<{V.FOREIGN_RCPT}>|503 "
+    with verdicts_lab.recording(pcap, "tcp"):
+        said = steps(verdicts_lab, V.RELAYING_PORT, "EHLO pipeliner.example|250 ", group,
+                     f"MAIL FROM:<{L.MAIL_FROM}>|250 2.1.0", "QUIT|221 ")  # fmt: skip
+    codes = [line[:3] for line in said.replace("\r", "").split("\n") if line[3:4] == " "]
+    assert codes[2:] == ["334", "535", "503", "250", "221"], said
+    assert of(analyze(pcap, *OWN_DOMAIN), "open-relay") == []
