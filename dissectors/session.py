@@ -400,8 +400,7 @@ class MailSession:
             elif isinstance(result, sasl.SaslCancelled):
                 self._emit(ev.AuthCancelled(side, evidence, result.mechanism, result.attempt))
             elif isinstance(result, sasl.SaslOutcome):
-                # IMAP and POP3 take a login only before one succeeded (IMAP: or since UNAUTHENTICATE): a refusal then
-                # read nothing. (SMTP says so itself, with 503, RFC 4954 section 4: it also starts over on XCLIENT.)
+                # IMAP, POP3: no login after one succeeded (or UNAUTHENTICATE): a refusal then read nothing (SMTP: 503)
                 again = self.authenticated and self.protocol is not sasl.Protocol.SMTP
                 judged = result.judged and (result.success or not again)
                 self.authenticated = self.authenticated or result.success
