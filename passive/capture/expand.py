@@ -33,7 +33,7 @@ more than they save (a 1 MiB step took 2.4 s of system time to decompress 1 GB, 
 DECODER_ERRORS = (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError)
 EXPAND_APART_MIN = 64 << 20
 """A file of this many bytes or more (in one of :data:`EXPAND_APART`) is expanded by a process of its own (a 1 GB
-gzip capture of 2% mail: 6.7 s with a thread, 5.3 s with a process, in one process's analysis); a smaller one by a
+gzip capture of 2% mail, one process's analysis: 6.9 to 7.2 s with a thread, 5.1 to 5.2 s forked); a smaller one by a
 thread, and a group of such files is split by flow between workers like a plain one (each worker expanding it)."""
 EXPAND_APART = frozenset({"gzip", "xz", "bz2"})
 """The compressions expanded apart: those whose decoder takes the interpreter lock often or runs long. 200 MB of that
