@@ -8,7 +8,8 @@ from functools import partial
 from dissectors import events as ev
 from dissectors import sasl
 from dissectors.held import HeldParts, size_of, sizes_of
-from dissectors.linebuffer import MAX_LINE, Line
+from dissectors.linebuffer import MAX_LINE
+from dissectors.prompted import read_as_response
 from dissectors.refusals import pop3_judged
 from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, Span, unique_upper
 
@@ -173,14 +174,7 @@ class Pop3Session(MailSession):
         number, pending = self.auth.owes_response(), self.pending
         if number is None or len(pending) < 2 or not _begins_exchange(pending[0]) or pending[0].attempt != number:
             return
-        command = pending[1]
-        del pending[1]
-        self._pending_bytes -= command.held
-        line, self._line = self._line, Line(command.line, command.frame, command.timestamp)
-        detail = f"{command.verb} pipelined after an AUTH the server then prompted: the server reads it as the response"
-        self._anomaly(ev.Side.CLIENT, "command_read_as_response", detail)
-        self._sasl(ev.Side.CLIENT, self.auth.pipelined_response(command.line, _begins_exchange(command)))
-        self._line = line
+        read_as_response(self, _begins_exchange(pending[1]))
 
     def _first_line_answered(self, status: bool, text: str) -> bool:
         """The line after a first line held (``_first_line``): a status line makes that one the greeting; another

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dissectors import events as ev
 from dissectors import sasl, session, smtp_end
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, LaxEnd, Line, Raw
+from dissectors.prompted import read_as_response
 from dissectors.session import MailSession, unique_upper
 from dissectors.smtp_parts import BDAT_LINE, MAX_REPLY_BYTES, MAX_REPLY_LINES, REPLY_LINE, Command, Reply, is_last
 from dissectors.smtp_syntax import (
@@ -183,14 +184,7 @@ class SmtpSession(MailSession):
             return
         if pending[1].verb in ("AUTH", "DATA", "BDAT"):
             return
-        command = pending[1]
-        del pending[1]
-        self._pending_bytes -= command.held
-        line, self._line = self._line, Line(command.line, command.frame, command.timestamp)
-        detail = f"{command.verb} pipelined after an AUTH the server then prompted: the server reads it as the response"
-        self._anomaly(ev.Side.CLIENT, "command_read_as_response", detail)
-        self._sasl(ev.Side.CLIENT, self.auth.pipelined_response(command.line, False))
-        self._line = line
+        read_as_response(self, False)
 
     def _answers_before_auth(self) -> bool:
         """A command sent before AUTH still awaits its reply (pipelined): the reply is that command's."""
