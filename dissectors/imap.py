@@ -10,6 +10,7 @@ bytes), or what a server that announced LITERAL+ takes; a larger one waits for t
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -85,6 +86,7 @@ class ImapSession(MailSession):
         super().__init__(partial, max_line)
         self._assembling: dict[ev.Side, _Pending | None] = {CLIENT: None, SERVER: None}
         self._tags: dict[str, _Command] = {}
+        self._again: deque[_Command] = deque()  # commands reusing a tag still awaiting its answer (_remember)
         self._tag_bytes = 0
         self._awaited: _Awaited | None = None
         self._literal_plus = False  # the server announced LITERAL+
@@ -230,17 +232,38 @@ class ImapSession(MailSession):
         self._remember(_Command(tag, name, first_line, self._line.frame, self._line.timestamp, attempt=attempt))
 
     def _remember(self, command: _Command) -> None:
-        """Remember a command by tag until its tagged answer; the oldest go past MAX_TAGS or MAX_TAG_BYTES."""
-        forgotten = self._tags.pop(command.tag, None)
-        self._tag_bytes += command.held - (forgotten.held if forgotten else 0)
-        self._tags[command.tag] = command
+        """Remember a command by tag until its tagged answer; the oldest go past MAX_TAGS or MAX_TAG_BYTES. A tag
+        reused before its answer (RFC 9051 forbids it; a server answers such commands in turn, each under that tag)
+        waits behind the first (:meth:`_answered`)."""
+        self._tag_bytes += command.held
+        if command.tag in self._tags:
+            self._again.append(command)
+        else:
+            self._tags[command.tag] = command
         dropped = 0
-        while len(self._tags) > MAX_TAGS or (self._tag_bytes > MAX_TAG_BYTES and len(self._tags) > 1):
-            self._tag_bytes -= self._tags.pop(next(iter(self._tags))).held
+        while (held := len(self._tags) + len(self._again)) > MAX_TAGS or (self._tag_bytes > MAX_TAG_BYTES and held > 1):
+            if self._again:
+                self._tag_bytes -= self._again.popleft().held
+            else:
+                self._answered(next(iter(self._tags)))
             dropped += 1
         if dropped:
             limit = f"{MAX_TAGS} unanswered commands or {MAX_TAG_BYTES} bytes of tags"
             self._anomaly(CLIENT, "too_many_pending_commands", f"more than {limit}; {dropped} forgotten")
+
+    def _answered(self, tag: str) -> _Command | None:
+        """The command a tagged answer answers, let go: the first waiting under ``tag``, whose place a later command
+        reusing the tag then takes."""
+        command = self._tags.pop(tag, None)
+        if command is None:
+            return None
+        self._tag_bytes -= command.held
+        for index, later in enumerate(self._again):
+            if later.tag == tag:
+                del self._again[index]
+                self._tags[tag] = later
+                break
+        return command
 
     # -- server -------------------------------------------------------------------------------------------------
 
@@ -265,9 +288,7 @@ class ImapSession(MailSession):
             if not in_exchange:  # a continuation for a literal, or a CHALLENGE whose AUTHENTICATE was not captured
                 self._stray_challenge(line)
             return
-        command = self._tags.pop(words[0], None)
-        if command is not None:
-            self._tag_bytes -= command.held
+        command = self._answered(words[0])
         self.greeted = True
         status = words[1].upper() if command is not None and len(words) > 1 else ""
         if command is not None and command.name == "UNAUTHENTICATE" and status == "OK":
@@ -353,5 +374,6 @@ class ImapSession(MailSession):
     def _shed_state(self) -> None:
         self._assembling = {CLIENT: None, SERVER: None}
         self._tags.clear()
+        self._again.clear()
         self._tag_bytes = 0
         self._awaited = None

@@ -72,3 +72,27 @@ def test_past_the_exchanges_kept_a_login_still_gets_its_own_verdict() -> None:
     assert [(r.mechanism, r.attempt, r.success) for r in events if isinstance(r, ev.AuthResult)] == [
         ("IMAP-LOGIN", sasl.MAX_AWAITING + 5, True)
     ]
+
+
+@pytest.mark.parametrize(
+    ("client", "answers", "expected"),
+    [
+        ("a LOGIN alice right<CRLF>a LOGIN alice wrong", ("a OK Logged in", "a BAD Error in IMAP command LOGIN"),
+         [("IMAP-LOGIN", "right", "success"), ("IMAP-LOGIN", "wrong", None)]),
+        ("a LOGIN alice wrong<CRLF>a LOGIN alice right", (f"a {FAILED}", f"a {GRANTED}"),
+         [("IMAP-LOGIN", "right", "success"), ("IMAP-LOGIN", "wrong", "failure")]),
+    ],
+    ids=["right-then-unread", "wrong-then-right"],
+)  # fmt: skip
+def test_a_tag_reused_before_its_answer_is_answered_in_turn(
+    client: str, answers: tuple[str, str], expected: list[tuple[str, str, str | None]]
+) -> None:
+    """Two LOGINs under one tag in one write (RFC 9051 forbids it; a server answers each in turn, under that tag):
+    the first answer is the first LOGIN's, not the second's."""
+    script = f"""{GREETING}
+C: {client}
+S: {answers[0]}
+S: {answers[1]}
+C: b LOGOUT
+S: * BYE Logging out<CRLF>b OK Logout completed."""
+    assert outcomes(script) == sorted(expected)
