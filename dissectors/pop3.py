@@ -61,6 +61,9 @@ class Pop3Session(MailSession):
         # The server's first line, sent after a command whose answer has lines of its own: a greeting (the server's
         # next line is a status line) or, from a server that did not greet, that command's answer (it is not).
         self._first_line: ev.Greeting | None = None
+        # Commands were forgotten past MAX_PENDING (or a line too long to read was sent) while others await their
+        # replies: which reply is a login's verdict is unknown until none awaits one (_push_pending).
+        self._out_of_turn = False
 
     # -- client -------------------------------------------------------------------------------------------------
 
@@ -117,6 +120,24 @@ class Pop3Session(MailSession):
                     del self.pending[index]
                     return
 
+    def _push_pending(self, item: _Command) -> None:
+        """Past the caps the oldest commands are forgotten, but the server still answers them first, in turn, and
+        a forgotten command's answer may have lines: the logins awaiting their verdicts then get none (after 129
+        pipelined USERs, a PASS refused was taken for one that worked)."""
+        kept = len(self.pending)
+        super()._push_pending(item)
+        self._out_of_turn |= len(self.pending) <= kept
+
+    def _anomaly(self, side: ev.Side, code: str, detail: str) -> None:
+        super()._anomaly(side, code, detail)
+        if code == "line_too_long" and side is ev.Side.CLIENT and self.auth.exchange is None:
+            # A command line too long to read is still one the server answers (-ERR), in turn.
+            self._push_pending(_Command("", "", "", self._line.frame, self._line.timestamp))
+
+    def _clear_pending(self) -> None:
+        super()._clear_pending()
+        self._out_of_turn = False
+
     # -- server -------------------------------------------------------------------------------------------------
 
     def _server_line(self, text: str) -> None:
@@ -149,6 +170,7 @@ class Pop3Session(MailSession):
             return
         command = self._pop_pending()
         self._answer(command, positive, text)
+        self._out_of_turn = self._out_of_turn and bool(self.pending)
 
     def _exchange_answered(self, text: str) -> bool:
         """Give the server's line to a SASL exchange if it is for one (True). The server answers in turn: it is when
@@ -205,8 +227,9 @@ class Pop3Session(MailSession):
             # RFC 2449 8.1.2: -ERR [IN-USE] says the password was right and the maildrop is locked by another session.
             valid = positive or text[4:].lstrip().upper().startswith("[IN-USE]")
             # -ERR [SYS/TEMP]: the server could not check the password; once logged in it reads none (RFC 1939: PASS
-            # and APOP come before a login).
-            judged = valid or (pop3_judged(text[4:]) and not self.authenticated)
+            # and APOP come before a login). Out of turn, whose answer this is is unknown.
+            judged = (valid or (pop3_judged(text[4:]) and not self.authenticated)) and not self._out_of_turn
+            valid = valid and not self._out_of_turn
             self.authenticated = self.authenticated or positive
             self._emit(ev.AuthResult(ev.Side.SERVER, self._evidence(), mechanism, valid, text.strip(), command.attempt,
                                      judged))  # fmt: skip

@@ -184,3 +184,26 @@ def test_a_negotiate_pipelined_behind_auth_ntlm_does_not_make_its_go_ahead_a_ver
     assert [type(e).__name__ for e in events if isinstance(e, ev.SaslStep)] == ["SaslStep", "SaslStep"]
     assert [(r.mechanism, r.success) for r in events if isinstance(r, ev.AuthResult)] == [("NTLM", False)]
     assert not [a for a in events if isinstance(a, ev.Anomaly)]
+
+
+def test_a_verdict_past_forgotten_commands_is_unknown() -> None:
+    """129 pipelined USERs, then USER and PASS: past MAX_PENDING the oldest are forgotten, but the server answers
+    them first, in turn: which answer is the PASS's is unknown, and the password is not told right (it was not)."""
+    many = "<CRLF>".join(["USER a"] * 129)
+    answers = "<CRLF>".join(["+OK"] * 130)
+    script = f"""{GREETING}
+C: {many}<CRLF>USER admin<CRLF>PASS Guess123
+S: {answers}<CRLF>-ERR [AUTH] Authentication failed.
+C: QUIT
+S: +OK Logging out."""
+    assert outcomes(script) == [("USER-PASS", "Guess123", None)]
+
+
+def test_a_command_line_too_long_to_read_is_answered_in_turn() -> None:
+    """A USER line over MAX_LINE, then USER and PASS: the server's -ERR to the long line is its, in turn."""
+    client = b"USER " + b"x" * 70_000 + b"\r\nUSER admin\r\nPASS Guess123\r\n"
+    steps = [(True, b"+OK Dovecot ready.\r\n")]
+    steps += [(False, client[start : start + 1400]) for start in range(0, len(client), 1400)]
+    steps += [(True, b"-ERR Line too long\r\n+OK\r\n-ERR [AUTH] Authentication failed.\r\n"), (False, b"QUIT\r\n")]
+    found = credentials(findings(steps, 110))
+    assert [(a["password"], a["outcome"]) for r in found for a in r["attempts"]] == [("Guess123", "failure")]
