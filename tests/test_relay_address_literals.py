@@ -35,3 +35,10 @@ def test_a_single_label_domain_is_no_high_relay(address: str) -> None:
     """Mail to ``user@mx`` goes nowhere on the Internet: a server that takes it may complete it with its own domain
     (Postfix's append_dot_mydomain) or deliver it to a local alias; even with --local-domain, no high verdict."""
     assert _recipient(address) == [("possible-relay", "medium", address)]
+
+
+@pytest.mark.parametrize("address", ["u@[192.000.002.025]", "u@[010.0.0.1]", "u@[IPv6:fe80::1::2]"])
+def test_an_address_literal_that_is_no_address_is_no_high_relay(address: str) -> None:
+    """Leading zeros: inet_aton reads ``025`` as octal (21), others as decimal (25); the server may have taken the
+    literal for one of its own addresses. What it was is unknown: possible-relay, not high."""
+    assert _recipient(address) == [("possible-relay", "medium", address)]

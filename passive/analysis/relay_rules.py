@@ -9,7 +9,8 @@
    so is a foreign domain named in the local part of an address at a local domain (``user%example.net@server``,
    ``example.net!user@server``, ``"user@example.net"@server``): the server may deliver it as a local mailbox;
 4. nothing says the domain is not one the server receives mail for: ``possible-relay`` (medium). A domain of a single
-   label (``user@mx``) is routed nowhere on the Internet: the server may complete it with its own. The names a server
+   label (``user@mx``) is routed nowhere on the Internet: the server may complete it with its own; nor is an address
+   literal that is no address as written (``[192.000.002.025]``), which servers read differently. The names a server
    gives itself name some of its domains, never all: an MX takes mail for every domain it is MX for (a company's
    several, a hosting provider's or Microsoft 365's customers'), so in traffic, delivery to an MX and relaying look
    the same. Passively, only the user's ``--local-domain`` says which domains are foreign, and only for a server that
@@ -32,6 +33,7 @@ A client through a proxy (CONNECT, SOCKS) is not judged by its own address (rule
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections.abc import Set
 from dataclasses import dataclass
 from typing import Protocol
@@ -185,6 +187,13 @@ def _not_known_foreign(relays: ServerRelays, attempt: Attempt, policy: RelayPoli
             "for one of its own (completed with its domain, as Postfix's append_dot_mydomain does) or a local alias",
             (f"the server sends mail for {attempt.domain} elsewhere instead of delivering it itself",),
         )
+    if _unread_literal(attempt.domain):
+        return Decision(
+            Verdict.POSSIBLE_RELAY,
+            f"{attempt.domain} is no address as written (leading zeros, say, which some read as decimal and others as "
+            "octal): the server may have read it as one of its own addresses",
+            (f"the server read {attempt.domain} as another host's address",),
+        )
     if relays.source != "passive":  # a probe's relay test sends to a domain it chose as no server's own
         if relays.knows_its_domains(policy):
             return None
@@ -222,6 +231,18 @@ def _not_known_foreign(relays: ServerRelays, attempt: Attempt, policy: RelayPoli
 def _single_label(domain: str) -> bool:
     """A domain of one label (``mx``; not an address literal)."""
     return not domain.startswith("[") and "." not in domain.strip(".")
+
+
+def _unread_literal(domain: str) -> bool:
+    """An address literal that is no address as written (``[192.000.002.025]``: leading zeros)."""
+    if not domain.startswith("["):
+        return False
+    inner = domain[1:-1]
+    try:
+        ipaddress.ip_address(inner[5:] if inner.lower().startswith("ipv6:") else inner)
+    except ValueError:
+        return True
+    return False
 
 
 def _names_one_of(names: Set[str], local_domains: Set[str]) -> bool:
