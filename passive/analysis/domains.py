@@ -184,13 +184,21 @@ def _domain(text: str) -> str | None:
     if not text:
         return None
     if text.startswith("[") and text.endswith("]"):
-        inner = text[1:-1]
-        inner = inner[5:] if inner.startswith("ipv6:") else inner
-        try:
-            return f"[{ipaddress.ip_address(inner)}]"
-        except ValueError:
-            return text
+        return address_literal(text) or text
     return text
+
+
+def address_literal(text: str) -> str | None:
+    """An address literal (``[192.0.2.1]``, ``[IPv6:2001:db8::1]``) as ``[address]`` in the address's canonical form;
+    None for what is no bracketed address (``[192.000.002.025]``: leading zeros, which servers read differently)."""
+    if not (text.startswith("[") and text.endswith("]")):
+        return None
+    inner = text[1:-1]
+    inner = inner[5:] if inner.lower().startswith("ipv6:") else inner
+    try:
+        return f"[{ipaddress.ip_address(inner)}]"
+    except ValueError:
+        return None
 
 
 def is_local(domain: str, local_domains: Set[str], server_addresses: frozenset[str]) -> bool:

@@ -33,12 +33,18 @@ A client through a proxy (CONNECT, SOCKS) is not judged by its own address (rule
 from __future__ import annotations
 
 import enum
-import ipaddress
 from collections.abc import Set
 from dataclasses import dataclass
 from typing import Protocol
 
-from passive.analysis.domains import PRIVATE_NETWORKS, IpNetwork, in_networks, is_local, registered_domain
+from passive.analysis.domains import (
+    PRIVATE_NETWORKS,
+    IpNetwork,
+    address_literal,
+    in_networks,
+    is_local,
+    registered_domain,
+)
 from passive.core.endpoints import split_endpoint
 from passive.findings.model import EvidenceRecord, Severity
 
@@ -180,20 +186,9 @@ def decide(relays: ServerRelays, attempt: Attempt, policy: RelayPolicy) -> Decis
 
 def _not_known_foreign(relays: ServerRelays, attempt: Attempt, policy: RelayPolicy) -> Decision | None:
     """Rule 4: possible-relay when nothing says the domain is not one the server receives mail for; else None."""
-    if _single_label(attempt.domain):
-        return Decision(
-            Verdict.POSSIBLE_RELAY,
-            f"{attempt.domain} is a single label, no domain mail is routed to on the Internet: the server may take it "
-            "for one of its own (completed with its domain, as Postfix's append_dot_mydomain does) or a local alias",
-            (f"the server sends mail for {attempt.domain} elsewhere instead of delivering it itself",),
-        )
-    if _unread_literal(attempt.domain):
-        return Decision(
-            Verdict.POSSIBLE_RELAY,
-            f"{attempt.domain} is no address as written (leading zeros, say, which some read as decimal and others as "
-            "octal): the server may have read it as one of its own addresses",
-            (f"the server read {attempt.domain} as another host's address",),
-        )
+    if (unsure := _unsure_destination(attempt.domain)) is not None:
+        rule, assumed = unsure
+        return Decision(Verdict.POSSIBLE_RELAY, rule, (assumed,))
     if relays.source != "passive":  # a probe's relay test sends to a domain it chose as no server's own
         if relays.knows_its_domains(policy):
             return None
@@ -228,21 +223,24 @@ def _not_known_foreign(relays: ServerRelays, attempt: Attempt, policy: RelayPoli
     return None
 
 
-def _single_label(domain: str) -> bool:
-    """A domain of one label (``mx``; not an address literal)."""
-    return not domain.startswith("[") and "." not in domain.strip(".")
-
-
-def _unread_literal(domain: str) -> bool:
-    """An address literal that is no address as written (``[192.000.002.025]``: leading zeros)."""
-    if not domain.startswith("["):
-        return False
-    inner = domain[1:-1]
-    try:
-        ipaddress.ip_address(inner[5:] if inner.lower().startswith("ipv6:") else inner)
-    except ValueError:
-        return True
-    return False
+def _unsure_destination(domain: str) -> tuple[str, str] | None:
+    """A recipient domain the server may have kept for itself although it names no local domain: the rule saying
+    why, and what the verdict assumes; None for an ordinary domain or a readable address literal."""
+    if domain.startswith("["):
+        if address_literal(domain) is not None:
+            return None
+        return (
+            f"{domain} is no address as written (leading zeros, say, which some read as decimal and others as "
+            "octal): the server may have read it as one of its own addresses",
+            f"the server read {domain} as another host's address",
+        )
+    if "." in domain.strip("."):
+        return None
+    return (
+        f"{domain} is a single label, no domain mail is routed to on the Internet: the server may take it for one of "
+        "its own (completed with its domain, as Postfix's append_dot_mydomain does) or a local alias",
+        f"the server sends mail for {domain} elsewhere instead of delivering it itself",
+    )
 
 
 def _names_one_of(names: Set[str], local_domains: Set[str]) -> bool:
