@@ -1726,21 +1726,33 @@ static int pcapng_records(Scanner *sc, PyObject *items) {
     return 0;
 }
 
-static int open_file(Scanner *sc, PyObject *path) {
+/* `prefix`: the first bytes of a pipe, taken from it before (by sniffing what it holds), read before the pipe's own.
+ * The file is opened without waiting for a writer (a named pipe whose writer is gone then reads as ended). */
+static int open_file(Scanner *sc, PyObject *path, const Py_buffer *prefix) {
     PyObject *encoded = NULL;
     if (!PyUnicode_FSConverter(path, &encoded)) return -1;
-    sc->fd = open(PyBytes_AS_STRING(encoded), O_RDONLY | O_CLOEXEC);
+    sc->fd = open(PyBytes_AS_STRING(encoded), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     Py_DECREF(encoded);
     if (sc->fd < 0) { PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path); return -1; }
     struct stat st;
-    if (fstat(sc->fd, &st) < 0) { PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path); return -1; }
+    int flags = fcntl(sc->fd, F_GETFL);
+    if (flags < 0 || fcntl(sc->fd, F_SETFL, flags & ~O_NONBLOCK) < 0 || fstat(sc->fd, &st) < 0) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+        return -1;
+    }
     if (S_ISFIFO(st.st_mode)) sc->size = SIZE_MAX; /* a pipe (a compressed capture decompressed into it): to its end */
     else if (!S_ISREG(st.st_mode)) { PyErr_SetString(PyExc_ValueError, "not a regular file or a pipe"); return -1; }
     else sc->size = (size_t)st.st_size; /* what the file holds when opened: read up to there, never past it */
     if (sc->size < 24) { PyErr_SetString(PyExc_ValueError, "file too short to be a capture"); return -1; }
+    if (prefix->len && (sc->size != SIZE_MAX || (size_t)prefix->len > READ_BUFFER)) {
+        PyErr_SetString(PyExc_ValueError, "a prefix is for a pipe, and at most a read buffer long");
+        return -1;
+    }
     sc->buf = PyMem_Malloc(READ_BUFFER);
     if (!sc->buf) { PyErr_NoMemory(); return -1; }
     sc->buf_cap = READ_BUFFER;
+    if (prefix->len) memcpy(sc->buf, prefix->buf, (size_t)prefix->len);
+    sc->buf_len = (size_t)prefix->len;
     posix_fadvise(sc->fd, 0, 0, POSIX_FADV_SEQUENTIAL); /* a hint for read-ahead; nothing depends on it */
     int pipe = sc->size == SIZE_MAX;
     if (fill(sc, 24) < 0) return -1;
@@ -1913,16 +1925,30 @@ static int load_bpf(Scanner *sc, PyObject *program) {
     return 0;
 }
 
+static int init_settings(Scanner *sc, PyObject *path, PyObject *ports, int every_port, int head, int shard, int shards,
+                         double sweep_every, double idle_timeout, PyObject *bpf, Py_ssize_t batch_packets,
+                         const Py_buffer *prefix);
+
 static int Scanner_init(Scanner *sc, PyObject *args, PyObject *kwargs) {
     static char *names[] = {"path", "ports", "every_port", "head", "shard", "shards", "sweep_every", "idle_timeout",
-                            "bpf", "batch_packets", NULL};
+                            "bpf", "batch_packets", "prefix", NULL};
     PyObject *path = Py_None, *ports = NULL, *bpf = Py_None;
     int every_port = 0, head = 12, shard = 0, shards = 1;
     double sweep_every = 0, idle_timeout = 300;
     Py_ssize_t batch_packets = 256;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|piiiddOn", names, &path, &ports, &every_port, &head, &shard,
-                                     &shards, &sweep_every, &idle_timeout, &bpf, &batch_packets))
+    Py_buffer prefix = {0};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|piiiddOny*", names, &path, &ports, &every_port, &head, &shard,
+                                     &shards, &sweep_every, &idle_timeout, &bpf, &batch_packets, &prefix))
         return -1;
+    int done = init_settings(sc, path, ports, every_port, head, shard, shards, sweep_every, idle_timeout, bpf,
+                             batch_packets, &prefix);
+    if (prefix.obj) PyBuffer_Release(&prefix);
+    return done;
+}
+
+static int init_settings(Scanner *sc, PyObject *path, PyObject *ports, int every_port, int head, int shard, int shards,
+                         double sweep_every, double idle_timeout, PyObject *bpf, Py_ssize_t batch_packets,
+                         const Py_buffer *prefix) {
     if (sc->flows.slots) {
         PyErr_SetString(PyExc_RuntimeError, "a scanner is initialised once");
         return -1;
@@ -1958,7 +1984,7 @@ static int Scanner_init(Scanner *sc, PyObject *args, PyObject *kwargs) {
     if (!sc->servers) { PyErr_NoMemory(); return -1; }
     Py_INCREF(Py_None);
     sc->error = Py_None;
-    if (path != Py_None && open_file(sc, path) < 0) return -1;
+    if (path != Py_None && open_file(sc, path, prefix) < 0) return -1;
     return 0;
 }
 

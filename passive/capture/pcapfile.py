@@ -16,6 +16,7 @@ Frames are numbered from 1 in file order, as tshark does.
 from __future__ import annotations
 
 import contextlib
+import io
 import lzma
 import os
 import stat
@@ -23,7 +24,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, NamedTuple, Protocol
+from typing import Any, BinaryIO, NamedTuple, Protocol
 
 from passive.capture.compressed import decompressor
 from passive.core.errors import one_line
@@ -113,6 +114,23 @@ class _Replay:
         """Read again from the first byte; with ``recording``, go on keeping what is read."""
         self.pos = 0
         self.recording = recording
+
+    def take_prefix(self, at_least: int) -> bytes:
+        """Everything taken from the stream so far and not handed out (what sniffing read, and what the buffered
+        file holds beyond it), read on to ``at_least`` bytes where the stream has them: a reader of the stream's own
+        descriptor starts with these, then reads on. They stay to be read again first (:meth:`read`), by a reader that
+        takes over should that one fail before it read the descriptor."""
+        prefix = self.kept[self.pos :]
+        fh: Any = self.fh
+        try:
+            if isinstance(fh, io.BufferedReader):
+                prefix += fh.read1(len(fh.peek(1)))  # the buffer's bytes, and no read more than peek's
+                fh = fh.raw
+            while len(prefix) < at_least and (more := fh.read(at_least - len(prefix))):
+                prefix += more
+        finally:
+            self.kept, self.pos, self.recording = prefix, 0, False
+        return prefix
 
     def close(self) -> None:
         self.fh.close()

@@ -10,8 +10,10 @@ one-line notice on stderr says once per run. A user's BPF expression is compiled
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib
 import os
+import stat
 import struct
 import sys
 from collections.abc import Callable
@@ -24,7 +26,7 @@ from passive.capture.libpcap import binding, compile_filter
 from passive.capture.linklayer import SUPPORTED_LINKTYPES
 from passive.capture.options import CaptureOptions
 from passive.capture.pcapfile import MAX_RECORD, CaptureFormatError, FileKind, PacketReader, Tally
-from passive.capture.piped import PipedCapture
+from passive.capture.piped import PIPE_BYTES, PipedCapture
 from passive.capture.reassembly import sweep_interval
 from passive.capture.scanner import COUNTERS, PyScanner
 from passive.capture.stop import StopFlag
@@ -97,6 +99,10 @@ def read_with_scanner(path: Path, engine: Sink, options: CaptureOptions, kind: F
     if not (native and PIPES_READABLE):  # read once only: by the twin, never by a scanner that cannot take it
         _read(path, path, engine, options, kind, False, None)
         return
+    pipe = _pipe_of(kind)
+    if pipe is not None:  # read by the scanner itself, from the bytes sniffing took on
+        _read(pipe[0], path, engine, options, kind, native, None, pipe[1])
+        return
     with PipedCapture(path, kind.compression, engine.counters, kind.stream) as piped:
         scanner = _read(Path(piped.path), path, engine, options, kind, native, piped)
     if piped.damage is not None and scanner is not None:  # worded as the pure-Python reader words it
@@ -106,12 +112,13 @@ def read_with_scanner(path: Path, engine: Sink, options: CaptureOptions, kind: F
 
 def _read(
     source: Path, path: Path, engine: Sink, options: CaptureOptions, kind: FileKind, native: bool,
-    piped: PipedCapture | None,
+    piped: PipedCapture | None, prefix: bytes = b"",
 ) -> Any:  # fmt: skip
-    """The reading loop (``source``: the file, or the pipe ``path`` is written into); the compiled scanner when it
-    read (its damage then left to the caller), else None."""
+    """The reading loop (``source``: the file, the pipe ``path`` is written into, or the pipe ``path`` is, whose
+    first bytes sniffing took are ``prefix``); the compiled scanner when it read (its damage then left to the
+    caller), else None."""
     settings = scan_settings(options)
-    scanner, reader = _open(source, kind, options, settings, native, engine.counters, path, piped)
+    scanner, reader = _open(source, kind, options, settings, native, engine.counters, path, piped, prefix)
     engine.scanner = scanner
     engine.carry_over(scanner)
     cursor = options.cursor
@@ -157,6 +164,30 @@ def _read(
 PIPES_READABLE = _cscan is not None and os.path.isdir("/proc/self/fd")
 """Whether the compiled scanner can open the pipe a thread writes a capture into (by its ``/proc/self/fd`` name: a
 Linux system); elsewhere the twin reads compressed files and pipes, which are read once only."""
+PIPE_HEADER = 24
+"""Bytes of a capture on a pipe handed to the compiled scanner before it reads the pipe itself: a classic pcap's
+global header (a pcapng file's first block header is within them), from which alone it decides whether it can read
+the capture; should it refuse it, nothing more was taken from the pipe, and the pure-Python reader reads it all."""
+
+
+def _pipe_of(kind: FileKind) -> tuple[Path, bytes] | None:
+    """An uncompressed capture on a pipe (standard input, a named pipe): the pipe, which the compiled scanner reads
+    itself as it reads a file, and the bytes sniffing already took from it, which it reads first. None for anything
+    else a stream can be (a socket, a terminal, a compressed stream): a thread copies it into a pipe of its own."""
+    stream = kind.stream
+    if kind.compression is not None or stream is None:
+        return None
+    try:
+        descriptor = stream.fh.fileno()
+        if not stat.S_ISFIFO(os.fstat(descriptor).st_mode):
+            return None
+        with contextlib.suppress(OSError):  # fewer wake-ups of the writer and the scanner, as for a pipe of our own
+            fcntl.fcntl(descriptor, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        return Path(f"/proc/self/fd/{descriptor}"), stream.take_prefix(PIPE_HEADER)
+    except (OSError, ValueError, AttributeError):  # no descriptor, or unreadable: the thread's reading says why
+        return None
+
+
 REFUSE_ALL = [(0x06, 0, 0, 0)]
 """A BPF program refusing every packet (``ret #0``): the compiled scanner then reads a file through, admitting
 nothing."""
@@ -185,14 +216,14 @@ def read_through(path: Path, kind: FileKind) -> tuple[float | None, frozenset[in
 
 def _open(
     source: Path, kind: FileKind, options: CaptureOptions, settings: dict[str, Any], native: bool, tally: Tally,
-    path: Path, piped: PipedCapture | None,
+    path: Path, piped: PipedCapture | None, prefix: bytes = b"",
 ) -> tuple[Any, PacketReader | None]:  # fmt: skip
     """The compiled scanner on ``source`` (with no reader), or the twin over a :class:`PacketReader` of ``path``
     (the pipe ``piped`` then ended first: what its writer took is not counted as read)."""
     if native and _cscan is not None:
         try:
-            program = _bpf_program(options.bpf, _pcap_linktype(source)) if options.bpf else None
-            return _cscan.Scanner(str(source), bpf=program, **settings), None
+            program = _bpf_program(options.bpf, _pcap_linktype(source, prefix)) if options.bpf else None
+            return _cscan.Scanner(str(source), bpf=program, prefix=prefix, **settings), None
         except (OSError, ValueError):
             pass  # a header the built-in reader explains better (cut short, say): let it
     if piped is not None:
@@ -205,9 +236,13 @@ def _open(
     return PyScanner(reader, accept=accept, **settings), reader
 
 
-def _pcap_linktype(path: Path) -> int:
-    with path.open("rb") as fh:
-        head = fh.read(24)
+def _pcap_linktype(path: Path, prefix: bytes = b"") -> int:
+    """A classic pcap's link type, from its header (``prefix``: the header of a pipe, which is read once only)."""
+    if prefix:
+        head = prefix[:24]
+    else:
+        with path.open("rb") as fh:
+            head = fh.read(24)
     if len(head) < 24:
         return 1
     endian = "<" if head[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
