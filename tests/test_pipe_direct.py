@@ -1,5 +1,5 @@
 """A capture on a pipe (``tcpdump -w - | leakscope analyze -``, a named pipe) is read by the compiled scanner from the
-pipe itself, starting with the bytes sniffing took from it (``FileKind.stream``, ``_Replay.take_prefix``): no thread
+pipe itself, starting with the bytes sniffing took from it (``FileKind.stream``, ``Replay.take_prefix``): no thread
 copies it into a pipe of its own (:mod:`passive.capture.piped`), which cost a copy of every byte and the interpreter's
 lock between the two."""
 
@@ -19,7 +19,7 @@ from passive.analysis.classify import mail_capture_options
 from passive.capture import analyze_file, piped, scanread
 from passive.capture.counters import CaptureCounters
 from passive.capture.flow import Direction
-from passive.capture.pcapfile import _Replay
+from passive.capture.replay import Replay
 from tests.helpers_capture import Recorder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,7 +137,7 @@ def test_the_prefix_is_every_byte_taken_from_the_descriptor() -> None:
     payload = bytes(range(256)) * 64
     os.write(second, payload[:10])
     fh = os.fdopen(first, "rb")
-    replay = _Replay(fh)
+    replay = Replay(fh)
     assert replay.read(4) == payload[:4]  # the buffered file read all ten bytes there were
     replay.rewind()
     os.write(second, payload[10:])

@@ -16,7 +16,6 @@ Frames are numbered from 1 in file order, as tshark does.
 from __future__ import annotations
 
 import contextlib
-import io
 import lzma
 import os
 import stat
@@ -24,9 +23,10 @@ import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple, Protocol
+from typing import BinaryIO, NamedTuple, Protocol
 
 from passive.capture.compressed import decompressor
+from passive.capture.replay import Replay
 from passive.core.errors import one_line
 
 PCAP_MAGIC_USEC = 0xA1B2C3D4
@@ -81,59 +81,7 @@ class FileKind(NamedTuple):
     compression: str | None  # "gzip", "xz", "bz2", "zstd", or None
     # Set for what is not a regular file (a pipe such as ``<(zcat x.pcap.gz)``, a FIFO, a device): it can be read
     # once only, so the stream sniffing opened is kept, the bytes it read to be read again first.
-    stream: _Replay | None = None
-
-
-class _Replay:
-    """A stream that can be read once, whose first bytes (those sniffing read) are read again after
-    :meth:`rewind`. It never seeks or asks for the size, so a pipe, a FIFO or a device is read as it comes."""
-
-    mode = "rb"
-
-    def __init__(self, fh: BinaryIO) -> None:
-        self.fh = fh
-        self.kept = b""  # what was read while recording
-        self.pos = 0  # next byte of ``kept`` to hand out again
-        self.recording = True
-
-    def read(self, size: int = -1) -> bytes:
-        if self.pos < len(self.kept):
-            end = len(self.kept) if size is None or size < 0 else min(len(self.kept), self.pos + size)
-            data = self.kept[self.pos : end]
-            self.pos = end
-            if not self.recording and self.pos == len(self.kept):
-                self.kept, self.pos = b"", 0  # handed out again: no longer needed
-            return data
-        data = self.fh.read(size)
-        if self.recording:
-            self.kept += data
-            self.pos = len(self.kept)
-        return data
-
-    def rewind(self, recording: bool = False) -> None:
-        """Read again from the first byte; with ``recording``, go on keeping what is read."""
-        self.pos = 0
-        self.recording = recording
-
-    def take_prefix(self, at_least: int) -> bytes:
-        """Everything taken from the stream so far and not handed out (what sniffing read, and what the buffered
-        file holds beyond it), read on to ``at_least`` bytes where the stream has them: a reader of the stream's own
-        descriptor starts with these, then reads on. They stay to be read again first (:meth:`read`), by a reader that
-        takes over should that one fail before it read the descriptor."""
-        prefix = self.kept[self.pos :]
-        fh: Any = self.fh
-        try:
-            if isinstance(fh, io.BufferedReader):
-                prefix += fh.read1(len(fh.peek(1)))  # the buffer's bytes, and no read more than peek's
-                fh = fh.raw
-            while len(prefix) < at_least and (more := fh.read(at_least - len(prefix))):
-                prefix += more
-        finally:
-            self.kept, self.pos, self.recording = prefix, 0, False
-        return prefix
-
-    def close(self) -> None:
-        self.fh.close()
+    stream: Replay | None = None
 
 
 class Tally(Protocol):
@@ -148,7 +96,7 @@ class Tallied:
 
     mode = "rb"
 
-    def __init__(self, fh: BinaryIO | _Replay, tally: Tally) -> None:
+    def __init__(self, fh: BinaryIO | Replay, tally: Tally) -> None:
         self.fh = fh
         self.tally = tally
 
@@ -173,11 +121,11 @@ def sniff_kind(path: Path) -> FileKind:
     fh = path.open("rb")
     try:
         regular = stat.S_ISREG(os.fstat(fh.fileno()).st_mode)
-        source: BinaryIO | _Replay = fh if regular else _Replay(fh)
+        source: BinaryIO | Replay = fh if regular else Replay(fh)
         head = source.read(6)
         compression = _compression(head)
         if compression is not None:
-            if isinstance(source, _Replay):
+            if isinstance(source, Replay):
                 source.rewind(recording=True)
             else:
                 fh.seek(0)
@@ -189,7 +137,7 @@ def sniff_kind(path: Path) -> FileKind:
     except BaseException:
         fh.close()
         raise
-    if isinstance(source, _Replay):
+    if isinstance(source, Replay):
         source.rewind()
         return kind._replace(stream=source)
     fh.close()
@@ -209,13 +157,13 @@ def _kind_of(head: bytes, compressed: str | None) -> FileKind:
 
 
 class Decompressed:
-    """A decompressing stream over a file or a :class:`_Replay`; closing it closes both.
+    """A decompressing stream over a file or a :class:`Replay`; closing it closes both.
 
     A read gives what one step of the decoder gives (``read1``): at a stream cut short (a capture still being
     compressed) a decompressor's ``read(n)`` raises and drops what it had of the ``n`` bytes, so all before the cut
     is read this way."""
 
-    def __init__(self, compression: str, source: BinaryIO | _Replay) -> None:
+    def __init__(self, compression: str, source: BinaryIO | Replay) -> None:
         self._stream = decompressor(compression, source)
         self._source = source
 

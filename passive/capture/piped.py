@@ -1,5 +1,6 @@
-"""A capture the compiled scanner cannot open itself, read through a pipe: a compressed file, or standard input and
-other pipes (``xzcat day.pcap.xz | tcpdump -r -``, inside one process). A thread writes the capture's bytes,
+"""A capture the compiled scanner cannot open itself, read through a pipe: a compressed file (``xzcat day.pcap.xz |
+tcpdump -r -``, inside one process), or a stream that is no pipe (a socket or a terminal on standard input; a plain
+capture on a pipe is read by the scanner from that pipe, :func:`passive.capture.scanread._pipe_of`). A thread writes the capture's bytes,
 decompressed, into the pipe, which the scanner reads as it reads a file. A large gzip, xz or bzip2 file is expanded
 by a forked process of its own instead (:mod:`passive.capture.expand`).
 

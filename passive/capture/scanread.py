@@ -1,7 +1,8 @@
 """Reading a capture file through the packet scanner (:mod:`passive.capture.scanner`) into an engine.
 
-The compiled scanner reads classic pcap and pcapng files, a compressed file, standard input or another pipe through
-a pipe a thread writes it into (:mod:`passive.capture.piped`); the pure-Python twin reads what has a BPF expression
+The compiled scanner reads classic pcap and pcapng files, a pipe (standard input, a named pipe) from the pipe itself
+after the bytes sniffing took (:func:`_pipe_of`), and a compressed file, or a stream that is no pipe, through a pipe
+a thread writes it into (:mod:`passive.capture.piped`); the pure-Python twin reads what has a BPF expression
 but a plain classic pcap file, and everything when the extension was not built or cannot be imported, which a
 one-line notice on stderr says once per run. A user's BPF expression is compiled by libpcap
 (pcapy-ng) for the file's link type and run by the scanner before anything else.
