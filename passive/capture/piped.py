@@ -1,8 +1,8 @@
 """A capture the compiled scanner cannot open itself, read through a pipe: a compressed file (``xzcat day.pcap.xz |
 tcpdump -r -``, inside one process), or a stream that is no pipe (a socket or a terminal on standard input; a plain
-capture on a pipe is read by the scanner from that pipe, :func:`passive.capture.scanread._pipe_of`). A thread writes the capture's bytes,
-decompressed, into the pipe, which the scanner reads as it reads a file. A large gzip, xz or bzip2 file is expanded
-by a forked process of its own instead (:mod:`passive.capture.expand`).
+capture on a pipe is read by the scanner from that pipe, :func:`passive.capture.scanread._pipe_of`). A thread
+writes the capture's bytes, decompressed, into the pipe, which the scanner reads as it reads a file. A large gzip,
+xz or bzip2 file is expanded by a forked process of its own instead (:mod:`passive.capture.expand`).
 
 The pure-Python reader took about 2 µs a record on top of the decoder, so a capture compressed 6 000 to 1 (an xz
 file of empty records: 12 KB for 5 million) cost its expanded size in Python time; now the decoder sets the pace.
