@@ -18,6 +18,9 @@ Error: authentication failed: authentication failure``) stays judged. Postfix 2.
 back-end it could not reach or that could not check now (:data:`POSTFIX_BACKEND_REASONS`, recognised only after
 Postfix's words), which Postfix 3.1 and later answer with 454; Postfix 3.10 and later name the mechanism they do not
 offer ("Invalid authentication mechanism: 'XOAUTH2'").
+
+POP3 ``-ERR [IN-USE]`` is no refusal of the credentials at all: they were right and the maildrop is locked
+(:func:`pop3_in_use`).
 """
 
 from __future__ import annotations
@@ -163,6 +166,13 @@ def unchecked_reason(text: str) -> bool:
         return True
     relayed = head.startswith(POSTFIX_REASON_PREFIX)
     return relayed and (reason in POSTFIX_BACKEND_REASONS or _NAMED_MECHANISM.fullmatch(reason) is not None)
+
+
+def pop3_in_use(text: str) -> bool:
+    """Does a POP3 ``-ERR`` (``text`` what follows it) say ``[IN-USE]``: the credentials were right, the maildrop
+    locked by another session (RFC 2449 section 8.1.2)? However many blanks stand before the code, or none; only the
+    code's first part counts, as in :func:`pop3_judged`."""
+    return response_code(text).partition("/")[0] == "IN-USE"
 
 
 def response_code(text: str) -> str:
