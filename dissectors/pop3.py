@@ -10,7 +10,7 @@ from dissectors import sasl
 from dissectors.held import HeldParts, size_of, sizes_of
 from dissectors.linebuffer import MAX_LINE
 from dissectors.prompted import read_as_response
-from dissectors.refusals import pop3_judged
+from dissectors.refusals import pop3_in_use, pop3_judged
 from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, Span, unique_upper
 
 # Commands whose +OK answer is followed by lines up to a lone ".".
@@ -225,7 +225,7 @@ class Pop3Session(MailSession):
         elif verb in ("PASS", "APOP"):
             mechanism = "USER-PASS" if verb == "PASS" else "APOP"
             # RFC 2449 8.1.2: -ERR [IN-USE] says the password was right and the maildrop is locked by another session.
-            valid = positive or text[4:].lstrip().upper().startswith("[IN-USE]")
+            valid = positive or pop3_in_use(text[4:])
             # -ERR [SYS/TEMP]: the server could not check the password; once logged in it reads none (RFC 1939: PASS
             # and APOP come before a login). Out of turn, whose answer this is is unknown.
             judged = (valid or (pop3_judged(text[4:]) and not self.authenticated)) and not self._out_of_turn

@@ -14,7 +14,13 @@ its SASL back-end with ``535 5.7.8 Error: authentication failed: <reason>``, an 
 is no base64 included; Dovecot refuses a mechanism it does not offer with ``NO [ALERT]`` (IMAP) or ``-ERR [AUTH]``
 (POP3), and a POP3 password before TLS, where it wants TLS first, with ``-ERR [AUTH]`` too. Those reasons
 (:data:`UNCHECKED_REASONS`) are recognised by their whole text, so that a refusal of a wrong password (``535 5.7.8
-Error: authentication failed: authentication failure``) stays judged.
+Error: authentication failed: authentication failure``) stays judged. Postfix 2.3 to 3.0 gave the same 535 to a
+back-end it could not reach or that could not check now (:data:`POSTFIX_BACKEND_REASONS`, recognised only after
+Postfix's words), which Postfix 3.1 and later answer with 454; Postfix 3.10 and later name the mechanism they do not
+offer ("Invalid authentication mechanism: 'XOAUTH2'").
+
+POP3 ``-ERR [IN-USE]`` is no refusal of the credentials at all: they were right and the maildrop is locked
+(:func:`pop3_in_use`).
 """
 
 from __future__ import annotations
@@ -69,14 +75,49 @@ UNCHECKED_REASONS = frozenset(
         "plaintext authentication disallowed on non-secure (ssl/tls) connections",
     }
 )
+# Reasons Postfix 2.3 to 3.0 relayed under 535 (3.1 and later: 454 4.7.0 Temporary authentication failure) from a
+# back-end that did not check the credentials, recognised only after Postfix's words (POSTFIX_REASON_PREFIX), where
+# no other server's own words can stand. Its Dovecot client's (xsasl_dovecot_server.c): the auth server went away,
+# could not be reached, or answered without a field Postfix needs. Its Cyrus client's, the texts of Cyrus SASL's
+# sasl_errstring: those of the codes Postfix 3.1 and later call temporary (SASL_FAIL, SASL_NOMEM, SASL_TRYAGAIN,
+# SASL_UNAVAIL: saslauthd down, for one), and those that refuse the exchange rather than the password: no such
+# mechanism (SASL_NOMECH), a response that is no base64 or a cancel (SASL_BADPROT), TLS or a stronger mechanism
+# wanted (SASL_ENCRYPT, SASL_TOOWEAK), no verifier for the mechanism (SASL_NOVERIFY, SASL_TRANS: RFC 4954's 432, a
+# password transition needed), an expired passphrase or a refused authorization identity (SASL_EXPIRED,
+# SASL_NOAUTHZ: RFC 5530's EXPIRED and AUTHORIZATIONFAILED). Cyrus's "authentication failure" (SASL_BADAUTH, and
+# SASL_NOUSER, which Postfix words so) and "account disabled" stay judged. Lower case, without a final full stop.
+POSTFIX_BACKEND_REASONS = frozenset(
+    {
+        "connection lost to authentication server",
+        "can't connect to authentication server",
+        "authentication backend error",
+        "generic failure",
+        "no memory available",
+        "transient failure (e.g., weak key)",
+        "remote authentication server unavailable",
+        "no mechanism available",
+        "bad protocol / cancel",
+        "encryption needed to use mechanism",
+        "mechanism too weak for this user",
+        "one time use of a plaintext password will enable requested mechanism for user",
+        "user exists, but no verifier for user",
+        "passphrase expired, has to be reset",
+        "authorization failure",
+    }
+)
+# The longest SASL mechanism name (RFC 4422 section 3.1: 1 to 20 characters); Postfix 3.10 and later quote the one
+# the client asked for in "Invalid authentication mechanism: 'XOAUTH2'", as the client spelt it.
+MAX_MECHANISM_NAME = 20
+_NAMED_MECHANISM = re.compile(rf"invalid authentication mechanism: '[^\s']{{1,{MAX_MECHANISM_NAME}}}'")
 # Response codes passed over before such a reason: IMAP's ALERT, and POP3's AUTH (RFC 3206), which Dovecot puts
 # before every refusal of a login, of a mechanism or of clear text included.
 REASON_CODES = ("[ALERT]", "[AUTH]")
 # Postfix's words before the reason its SASL back-end gave (smtpd_sasl_glue.c), lower case.
 POSTFIX_REASON_PREFIX = "error: authentication failed:"
-# How much of a reply is read for one of those reasons: the longest reply text that holds one, Dovecot's "[AUTH]
-# Plaintext authentication disallowed on non-secure (SSL/TLS) connections.", is 79 characters; a longer text (its
-# blanks counted) holds none, so a hostile line of any length costs no more than this.
+# How much of a reply is read for one of those reasons: the longest reply text that holds one, Postfix's "5.7.8
+# Error: authentication failed: " before Cyrus SASL's "One time use of a plaintext password will enable requested
+# mechanism for user", is 113 characters; a longer text (its blanks counted) holds none, so a hostile line of any
+# length costs no more than this.
 MAX_REASON_TEXT = 128
 
 
@@ -106,8 +147,9 @@ def pop3_judged(text: str) -> bool:
 
 def unchecked_reason(text: str) -> bool:
     """Is a refusal's text (what follows its SMTP code, IMAP ``NO`` or POP3 ``-ERR``) one of
-    :data:`UNCHECKED_REASONS`, whole? An SMTP enhanced code, one of :data:`REASON_CODES` and Postfix's "Error:
-    authentication failed:" before it are passed over; a text longer than :data:`MAX_REASON_TEXT` is none."""
+    :data:`UNCHECKED_REASONS`, whole, or after Postfix's "Error: authentication failed:" one of
+    :data:`POSTFIX_BACKEND_REASONS` or its naming of a mechanism it does not offer? An SMTP enhanced code and one of
+    :data:`REASON_CODES` before it are passed over; a text longer than :data:`MAX_REASON_TEXT` is none."""
     if len(text) > MAX_REASON_TEXT:
         return False
     head = text.strip()
@@ -118,8 +160,19 @@ def unchecked_reason(text: str) -> bool:
         if head[: len(code)].upper() == code:
             head = head[len(code) :].lstrip()
             break
-    reason = head.lower().removeprefix(POSTFIX_REASON_PREFIX).strip()
-    return reason.removesuffix(".").rstrip() in UNCHECKED_REASONS
+    head = head.lower()
+    reason = head.removeprefix(POSTFIX_REASON_PREFIX).strip().removesuffix(".").rstrip()
+    if reason in UNCHECKED_REASONS:
+        return True
+    relayed = head.startswith(POSTFIX_REASON_PREFIX)
+    return relayed and (reason in POSTFIX_BACKEND_REASONS or _NAMED_MECHANISM.fullmatch(reason) is not None)
+
+
+def pop3_in_use(text: str) -> bool:
+    """Does a POP3 ``-ERR`` (``text`` what follows it) say ``[IN-USE]``: the credentials were right, the maildrop
+    locked by another session (RFC 2449 section 8.1.2)? However many blanks stand before the code, or none; only the
+    code's first part counts, as in :func:`pop3_judged`."""
+    return response_code(text).partition("/")[0] == "IN-USE"
 
 
 def response_code(text: str) -> str:

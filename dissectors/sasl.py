@@ -31,7 +31,7 @@ import sys
 from collections import deque
 from typing import NamedTuple
 
-from dissectors.refusals import imap_judged, pop3_judged, smtp_judged
+from dissectors.refusals import imap_judged, pop3_in_use, pop3_judged, smtp_judged
 
 # The events and the base64 decoder are used as this module's by the sessions: SaslBlob, SaslCancelled,
 # SaslCredentials, decode_base64, MAX_BLOB_TEXT are named again here for them.
@@ -130,10 +130,9 @@ def classify_server_line(protocol: Protocol, line: str, tag: str | None = None) 
         upper = stripped.upper()
         if upper.startswith("+OK"):
             return ServerReply(ReplyKind.SUCCESS, stripped)
-        if upper.startswith("-ERR [IN-USE]"):  # RFC 2449 8.1.2: right credentials, the maildrop locked elsewhere
-            return ServerReply(ReplyKind.SUCCESS, stripped)
-        if upper.startswith("-ERR"):
-            return ServerReply(_refusal(pop3_judged(stripped[4:])), stripped)
+        if upper.startswith("-ERR"):  # [IN-USE], RFC 2449 8.1.2: right credentials, the maildrop locked elsewhere
+            in_use = pop3_in_use(stripped[4:])
+            return ServerReply(ReplyKind.SUCCESS if in_use else _refusal(pop3_judged(stripped[4:])), stripped)
         if stripped.startswith("+"):
             return ServerReply(ReplyKind.CONTINUE, stripped[1:].strip())
         return ServerReply(ReplyKind.OTHER, stripped)

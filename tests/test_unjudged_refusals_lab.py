@@ -2,15 +2,21 @@
 Dovecot, Dovecot's IMAP and POP3): Postfix answers an AUTH after a successful one, or inside a mail transaction, with
 503 (RFC 4954 section 4); Dovecot a LOGIN once logged in with BAD, a PASS once logged in with "-ERR Unknown
 command"; Postfix an AUTH with a mechanism it does not offer, or a response that is no base64 to it, with 535 5.7.8 and
-the reason in words; Dovecot an unsupported mechanism with NO [ALERT] and -ERR [AUTH]. The password those carried
-was never judged: its outcome is unknown, not "failure". The crafted dialogues of these cases are in
-tests/test_unjudged_refusals.py and tests/test_unjudged_refusals_reasons.py."""
+the reason in words; Dovecot an unsupported mechanism with NO [ALERT] and -ERR [AUTH]; Postfix whose Dovecot auth
+server went away with 454 and the reason in words. The password those carried was never judged: its outcome is
+unknown, not "failure". The crafted dialogues of these cases are in tests/test_unjudged_refusals.py,
+tests/test_unjudged_refusals_reasons.py and tests/test_unjudged_refusals_backend.py."""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
+import re
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests import lab as L
@@ -134,3 +140,67 @@ def test_real_servers_refusing_a_mechanism_or_base64_they_never_checked_leave_th
         ("143", "XOAUTH2"): [(TOKEN, None)],
         ("110", "XOAUTH2"): [(TOKEN, None)],
     }
+
+
+# A client that says EHLO (Postfix then asks Dovecot's auth server for its mechanisms, and keeps the connection),
+# marks the file ``ready``, waits for the file ``go``, sends its AUTH line and QUIT. argv: ready, go, the AUTH line.
+BACKEND_CLIENT = (
+    V.SCRIPTED_CLIENT
+    + r"""
+import os
+ready, go, auth = args
+wait_for(b"220 ")
+s.sendall(b"EHLO client.example\r\n")
+wait_for(b"250 ")
+open(ready, "w").close()
+end = time.time() + 20
+while not os.path.exists(go) and time.time() < end:
+    time.sleep(0.05)
+s.sendall(auth.encode() + b"\r\n")
+wait_for(b"\r\n4")
+s.sendall(b"QUIT\r\n")
+wait_for(b"221 ")
+sys.stdout.write(got.decode("latin-1"))
+"""
+)
+
+
+def _stop_auth_connections(lab: V.VerdictsLab) -> list[int]:
+    """Kills the Dovecot auth processes that hold Postfix's connections to the auth listener (by their ids, as ss
+    names them): the connections close under Postfix, as when the auth server stops or crashes."""
+    query = ["ss", "-Htnp", "state", "established", f"( sport = :{L.SASL_PORT} )"]
+    listed = L.run(L.in_ns(lab.names.ns_srv, query)).stdout.decode()
+    pids = sorted({int(pid) for pid in re.findall(r"pid=(\d+)", listed)})
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+def test_postfix_whose_auth_server_went_away_leaves_the_password_unjudged(
+    verdicts_lab: V.VerdictsLab,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    """Dovecot's auth process dies between EHLO and AUTH: Postfix (3.1 and later) answers "454 4.7.0 Temporary
+    authentication failure: Connection lost to authentication server" (2.3 to 3.0: 535 5.7.8 with the same words,
+    tests/test_unjudged_refusals_backend.py). The password, right as it is, was never checked: null."""
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    argv = [sys.executable, "-c", BACKEND_CLIENT, L.SRV_IP, "25", V.EXTERNAL_CLIENTS[1], str(ready), str(go),
+            plain(L.PASSWORD)]  # fmt: skip
+    pcap = tmp_path / "backend-gone.pcap"
+    with verdicts_lab.recording(pcap, "tcp"):
+        in_client_ns = L.in_ns(verdicts_lab.names.ns_cli, argv)
+        client = subprocess.Popen(in_client_ns, stdout=subprocess.PIPE, start_new_session=True)
+        try:
+            deadline = time.monotonic() + V.CLIENT_TIMEOUT
+            while not ready.exists() and client.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert ready.exists(), "the client never got past EHLO"
+            assert _stop_auth_connections(verdicts_lab), "Postfix held no connection to Dovecot's auth server"
+            go.touch()
+            said = client.communicate(timeout=V.CLIENT_TIMEOUT + 10)[0].decode().replace("\r", "")
+        finally:
+            L.stop_proc(client)
+    assert "\n454 4.7.0 Temporary authentication failure: Connection lost to authentication server\n" in said, said
+
+    [found] = of(analyze(pcap, "--show-secrets"), "cleartext-credentials")
+    assert [(a["password"], a["outcome"]) for a in found["attempts"]] == [(L.PASSWORD, None)]

@@ -126,8 +126,9 @@ def test_only_the_whole_reason_says_nothing_was_checked(protocol: str, line: str
 
 
 def test_the_longest_reason_fits_the_bound_and_a_hostile_text_costs_a_bounded_read() -> None:
-    """The longest such text (Dovecot's, 79 characters) is within MAX_REASON_TEXT; a text longer than it holds no reason
-    (a megabyte of blanks before or after one included), and reading it costs no more than the bound."""
+    """The longest text of these servers' own reasons (Dovecot's, 79 characters) is within MAX_REASON_TEXT; a text
+    longer than it holds no reason (a megabyte of blanks before or after one included), and reading it costs no more
+    than the bound. The longest one Postfix relays from its back-end: tests/test_unjudged_refusals_backend.py."""
     longest = "[AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections."
     assert len(longest) == 79 <= refusals.MAX_REASON_TEXT and refusals.unchecked_reason(longest)
     reason = "Invalid authentication mechanism"
