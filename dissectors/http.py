@@ -16,11 +16,13 @@ reads sessions; any other answer (407, 403) leaves the connection HTTP, and the 
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 from dissectors import events as ev
 from dissectors import gssapi, ntlmssp, sasl
 from dissectors.held import size_of
+from dissectors.http_resync import AUTHENTICATE, NEGOTIATE, match_after_gap
 from dissectors.http_syntax import (
     MAX_CHALLENGES,
     MAX_HEADER_BYTES,
@@ -67,9 +69,14 @@ class _Request:
     evidence: ev.Evidence
     auth: str | None = None  # the mechanism of the credentials or NTLM message the request carried
     held: int = 0
+    ntlm: str | None = None  # the kind of NTLM message it carried, when a NEGOTIATE or an AUTHENTICATE
 
     def __post_init__(self) -> None:
         self.held = COMMAND_OVERHEAD + size_of(self.method) + size_of(self.path) + size_of(self.host)
+
+    @property
+    def frame(self) -> int | None:
+        return self.evidence.frame
 
 
 @dataclass
@@ -105,6 +112,9 @@ class HttpSession(MailSession):
         # them does not hold what follows it (each would hold all that came after it again, growing without bound).
         self._gave_up_holding = False
         self._owed = 0  # responses still to come to requests forgotten past MAX_PENDING (_push_pending)
+        # Bytes of the server's were lost: the requests awaiting responses may have been answered among them, and
+        # which one a response answers is decided by dissectors.http_resync until it is known again.
+        self._unsure = False
 
     def _push_pending(self, item: _Request) -> None:
         """Past the caps the oldest requests are forgotten, but the server still answers them first, in turn: their
@@ -158,6 +168,19 @@ class HttpSession(MailSession):
             state.state = "chunk-end"
         elif state.state == "body":
             self._message_done(side, state)
+
+    def _gap(self, side: ev.Side, size: int, frame: int | None, timestamp: float | None) -> None:
+        """As every session's, but bytes of the server's lost keep the requests awaiting responses: some of them may
+        have been answered among the lost bytes, and the responses that follow say which, when they can
+        (:meth:`_answered`). Lost bytes of the client's may have held requests: those kept are forgotten."""
+        if side is ev.Side.CLIENT or self.tls:
+            super()._gap(side, size, frame, timestamp)
+            return
+        kept, self.pending = self.pending, deque()
+        held, owed = self._pending_bytes, self._owed
+        super()._gap(side, size, frame, timestamp)
+        self.pending, self._pending_bytes, self._owed = kept, held, owed
+        self._unsure = bool(kept) or bool(owed)
 
     def _after_gap(self, side: ev.Side) -> None:
         self.sides[side] = _Side(synced=False)
@@ -291,7 +314,7 @@ class HttpSession(MailSession):
             request.auth = "HTTP-BASIC"
             self._emit(ev.Credentials(ev.Side.CLIENT, evidence, "HTTP-BASIC", user, password, carrier=token))
         elif scheme in ("ntlm", "negotiate", "kerberos") and token:
-            request.auth = self._token(ev.Side.CLIENT, scheme, token, evidence)
+            request.auth = self._token(ev.Side.CLIENT, scheme, token, evidence, request)
 
     # -- responses ------------------------------------------------------------------------------------------------
 
@@ -302,8 +325,7 @@ class HttpSession(MailSession):
         if 100 <= status < 200 and status != 101:
             state.state, state.message = "start", None  # interim: the request is still waiting for its answer
             return
-        request: _Request | None = self._pop_pending() if self.pending and not self._owed else None
-        self._owed -= bool(self._owed)  # a forgotten request's response (_push_pending)
+        request = self._answered(message.start.frame)
         self._gave_up_holding = False  # an answer came: a CONNECT may wait for its own again
         evidence = _evidence(message.start)
         self.last_status, self.last_server = status, (message.values("server") or [None])[0]
@@ -330,6 +352,21 @@ class HttpSession(MailSession):
             self._emit(ev.AuthResult(ev.Side.SERVER, evidence, request.auth, success, message.start.text))
             self._open = None
         self._body_of_response(state, message, request, status)
+
+    def _answered(self, frame: int | None) -> _Request | None:
+        """The request the final response whose status line came in ``frame`` answers: the oldest awaiting one, unless
+        a forgotten request's response is owed (_push_pending). After bytes of the server's were lost, the one
+        :func:`dissectors.http_resync.match_after_gap` shows, if any (the requests it shows answered get no verdict)."""
+        if not self._unsure:
+            request = self._pop_pending() if self.pending and not self._owed else None
+            self._owed -= bool(self._owed)
+            return request
+        match = match_after_gap(self.pending, self._owed, frame)
+        self._owed -= match.forgotten
+        for _ in range(match.unseen):
+            self._pop_pending()
+        self._unsure = not match.sure
+        return self._pop_pending() if match.answers else None
 
     def _body_of_response(self, state: _Side, message: Message, request: _Request | None, status: int) -> None:
         method = request.method if request else ""
@@ -376,9 +413,11 @@ class HttpSession(MailSession):
 
     # -- tokens ---------------------------------------------------------------------------------------------------
 
-    def _token(self, side: ev.Side, scheme: str, token: str, evidence: ev.Evidence) -> str | None:
+    def _token(
+        self, side: ev.Side, scheme: str, token: str, evidence: ev.Evidence, request: _Request | None = None
+    ) -> str | None:
         """One NTLM / Negotiate token: AuthStart when it opens an exchange, then its SaslStep. Returns the mechanism
-        the token turned out to be."""
+        the token turned out to be; ``request`` (the client's) learns whether it was a NEGOTIATE or an AUTHENTICATE."""
         decoded = sasl.decode_base64(token)
         anomalies = list(decoded.anomalies)
         if decoded.data is None:
@@ -392,6 +431,8 @@ class HttpSession(MailSession):
             message = ntlmssp.decode(wrapped.ntlm)
         elif scheme == "ntlm":
             anomalies.append("not_ntlmssp")
+        if request is not None and isinstance(message, (ntlmssp.NegotiateMessage, ntlmssp.AuthenticateMessage)):
+            request.ntlm = NEGOTIATE if isinstance(message, ntlmssp.NegotiateMessage) else AUTHENTICATE
         if side is ev.Side.CLIENT and (
             self._open is None or isinstance(message, ntlmssp.NegotiateMessage) or self._open != mechanism
         ):

@@ -201,6 +201,11 @@ class AuthTracker:
         self.awaiting: deque[Exchange] = deque()  # exchanges the client ended with another AUTH, oldest first
         self.uncounted = 0  # exchanges older than those, no longer kept, whose verdicts are still to come
         self.started = 0  # exchanges started in the session (the latest one's number)
+        # After the server's bytes were lost (gap), its next replies may still answer what was sent before:
+        # a verdict then is nobody's for sure (``doubt``), until a prompt shows the server is in the open exchange;
+        # not even then when another exchange it may still be in ended without its verdict (``doubt_lasting``).
+        self.doubt = False
+        self.doubt_lasting = False
 
     @property
     def active(self) -> bool:
@@ -232,7 +237,7 @@ class AuthTracker:
             return False
         if parse_auth_command(self.protocol, line) is not None or exchange.owed > 0:
             return True
-        if exchange.server_heard:
+        if exchange.server_heard and not exchange.prompts_lost:
             return False  # every prompt the server sent is answered: this is no response
         return exchange.wants_response() and looks_like_response(str(self.protocol), line)
 
@@ -244,6 +249,8 @@ class AuthTracker:
         exchange = self.exchange
         if exchange is None:
             return []
+        if self.doubt:  # its verdict may have been among the lost bytes: the next reply may be the command's
+            return self._doubted(exchange, "the client sent a command after bytes of the server's were lost")
         if in_order or self.in_order or not exchange.server_heard:
             exchange.client_moved_on = True
             return []
@@ -257,6 +264,9 @@ class AuthTracker:
         if exchange is None:
             return [] if command is None else self._start(command)
         if command is not None:
+            if self.doubt:  # which of the two a verdict is for is unknown
+                ended = self._doubted(exchange, "the client started another exchange after bytes were lost")
+                return [*ended, *self._start(command)]
             if self.in_order:  # the server answers it after its verdict on the open exchange, which awaits that
                 return [*self._await(exchange), *self._start(command)]
             # A new AUTH while one is open: the server's verdict on the old one was never seen.
@@ -307,6 +317,7 @@ class AuthTracker:
         reply = classify_server_line(self.protocol, line, exchange.tag)
         exchange.server_heard = True
         if reply.kind is ReplyKind.CONTINUE:
+            self.doubt = self.doubt and self.doubt_lasting  # only the open exchange is prompted: the server is in it
             if exchange.server_steps >= MAX_STEPS:
                 self._end(exchange)
                 return [_too_many_steps(exchange)]
@@ -314,10 +325,40 @@ class AuthTracker:
         if reply.kind is ReplyKind.SUCCESS and self._ntlm_supported(exchange):
             exchange.prompted()  # [MS-POP3] 2.2.1.2: "+OK" means NTLM is supported, the blobs follow
             return []
+        if reply.kind in VERDICTS and self.doubt:
+            return self._doubted(exchange, "a reply that may answer a command sent before the server's lost bytes")
         if reply.kind in VERDICTS:
             self._end(exchange)
             return [_outcome(exchange.mechanism, reply, exchange.number)]
         return []
+
+    def gap(self, server: bool, size: int, outstanding: bool) -> list[SaslEvent]:
+        """``size`` bytes were lost (a gap). The client's: a response, or the AUTH of the exchange the server answers
+        next, may be among them, and every exchange ends without a verdict. The server's (``server``): the verdicts
+        awaited, and the open exchange's once the client moved on from it, may be among them: those exchanges end
+        without one. The open exchange the client is still in goes on: its prompts may be among the lost bytes, so
+        the client's lines are its responses as when the server is not heard (up to the mechanism's count), and a
+        credential sent after the gap is read. What the server sends next may still answer what was sent before
+        (``outstanding``: commands awaiting replies; the open exchange): until a prompt shows the server is in the
+        open exchange, no reply is a verdict (:attr:`doubt`)."""
+        reason = f"{size} bytes lost in the exchange (a gap)"
+        if not server:
+            return self.give_up(reason, every=True)
+        exchange = self.exchange
+        lasting = bool(self.awaiting or self.uncounted) or (exchange is not None and exchange.client_moved_on)
+        ended = self.give_up(reason)
+        if self.exchange is not None:
+            self.exchange.prompts_lost = True
+        if lasting or outstanding or self.exchange is not None:
+            self.doubt, self.doubt_lasting = True, self.doubt_lasting or lasting
+        return ended
+
+    def _doubted(self, exchange: Exchange, reason: str) -> list[SaslEvent]:
+        """Under :attr:`doubt`, the open exchange ends without a verdict; its verdict may still come (or one of its
+        prompts, were the client's next line read as its response), so no later prompt ends the doubt."""
+        self._end(exchange)
+        self.doubt_lasting = True
+        return [SaslAbandoned(exchange.mechanism, reason, attempt=exchange.number)]
 
     def owes_response(self) -> int | None:
         """The number of the exchange the server's replies are for, when the server prompted it for a response the

@@ -75,6 +75,7 @@ class Exchange:
         self.unprompted = 0
         self.server_heard = False  # a server line came since the exchange began
         self.client_moved_on = False  # the client sent a command while the server was silent
+        self.prompts_lost = False  # bytes of the server's were lost while it was open: some prompts, perhaps
 
     def wants_response(self) -> bool:
         """Without a prompt, may another client line still be a response of this mechanism?"""

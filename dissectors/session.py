@@ -210,11 +210,11 @@ class MailSession:
             self._tls_hello = None
             self.buffers[CLIENT].resync()
         self._starttls_gap |= self._starttls is not None and side is CLIENT  # next bytes may be inside its TLS record
-        self._clear_pending()
         self._line = Line("", frame, timestamp)
         self._anomaly(side, "gap", f"{size} bytes missing; resynchronised at the next line")
-        # An exchange's next step or its verdict may be among the lost bytes: a later reply is not it.
-        self._sasl(side, self.auth.give_up(f"{size} bytes lost in the exchange (a gap)", every=True))
+        # What was lost decides which exchanges go on (AuthTracker.gap): the commands awaiting replies may be owed.
+        self._sasl(side, self.auth.gap(side is SERVER, size, bool(self.pending)))
+        self._clear_pending()
         self._after_gap(side)
 
     def _close(self, frame: int | None, timestamp: float | None) -> None:
