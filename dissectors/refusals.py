@@ -19,6 +19,11 @@ back-end it could not reach or that could not check now (:data:`POSTFIX_BACKEND_
 Postfix's words), which Postfix 3.1 and later answer with 454; Postfix 3.10 and later name the mechanism they do not
 offer ("Invalid authentication mechanism: 'XOAUTH2'").
 
+Exchange Online refuses SMTP AUTH for a policy of the organisation's under ``535 5.7.139``, the code it gives a wrong
+password too, and says which in words: "Authentication unsuccessful, <reason>.", then another sentence or none and a
+bracketed tail that names its server and the time, different in every reply. Its reason, up to the first full stop,
+is compared whole (:data:`EXCHANGE_POLICY_REASONS`); "the user credentials were incorrect" stays judged.
+
 POP3 ``-ERR [IN-USE]`` is no refusal of the credentials at all: they were right and the maildrop is locked
 (:func:`pop3_in_use`).
 """
@@ -109,6 +114,34 @@ POSTFIX_BACKEND_REASONS = frozenset(
 # the client asked for in "Invalid authentication mechanism: 'XOAUTH2'", as the client spelt it.
 MAX_MECHANISM_NAME = 20
 _NAMED_MECHANISM = re.compile(rf"invalid authentication mechanism: '[^\s']{{1,{MAX_MECHANISM_NAME}}}'")
+# Reasons Exchange Online gives, after its enhanced code 5.7.139 (EXCHANGE_POLICY_CODE) and "Authentication
+# unsuccessful," (EXCHANGE_REASON_PREFIX), for refusing SMTP AUTH by a policy that says nothing of whether the password
+# was right: SMTP AUTH is turned off for the tenant or the mailbox (SmtpClientAuthenticationDisabled), basic
+# authentication is turned off, Entra ID's security defaults or a Conditional Access policy refuse the sign-in ("the
+# request did not meet the criteria ..."), or the customer's own federation server could not be reached or speaks no
+# HTTPS, so that the user could not be authenticated (Microsoft's "Fix issues with printers, scanners, and LOB apps
+# that send email using Microsoft 365"). Its wrong password ("the user credentials were incorrect"), any reason not
+# listed here and on-premises Exchange's "535 5.7.3 Authentication unsuccessful" stay judged. Lower case, without the
+# full stop that ends them.
+EXCHANGE_POLICY_REASONS = frozenset(
+    {
+        "smtpclientauthentication is disabled for the tenant",
+        "smtpclientauthentication is disabled for the mailbox",
+        "basic authentication is disabled",
+        "user is locked by your organization's security defaults policy",
+        "the request did not meet the criteria to be authenticated successfully",
+        "federated sts service was unreachable",
+        "the federated sts url does not support https",
+    }
+)
+# Exchange Online's enhanced code for every refusal of SMTP AUTH, a wrong password's included: the reason tells them
+# apart, and under no other code is it read as one of these (x.7.8 says the credentials were invalid).
+EXCHANGE_POLICY_CODE = "5.7.139"
+# Exchange's words before the reason, lower case.
+EXCHANGE_REASON_PREFIX = "authentication unsuccessful,"
+# What ends Exchange Online's reason: the full stop after it, or, were that missing, the bracketed tail (its server's
+# name and the time) that ends every one of its replies.
+EXCHANGE_REASON_ENDS = (".", "[")
 # Response codes passed over before such a reason: IMAP's ALERT, and POP3's AUTH (RFC 3206), which Dovecot puts
 # before every refusal of a login, of a mechanism or of clear text included.
 REASON_CODES = ("[ALERT]", "[AUTH]")
@@ -117,13 +150,15 @@ POSTFIX_REASON_PREFIX = "error: authentication failed:"
 # How much of a reply is read for one of those reasons: the longest reply text that holds one, Postfix's "5.7.8
 # Error: authentication failed: " before Cyrus SASL's "One time use of a plaintext password will enable requested
 # mechanism for user", is 113 characters; a longer text (its blanks counted) holds none, so a hostile line of any
-# length costs no more than this.
+# length costs no more than this. Exchange Online's reasons are followed by a tail of any length, so only this much of
+# its reply is read: its longest sentence, "5.7.139 Authentication unsuccessful, the request did not meet the criteria
+# to be authenticated successfully.", is 109 characters; a reason that has not ended within the bound is none.
 MAX_REASON_TEXT = 128
 
 
 def smtp_judged(code: int, text: str) -> bool:
     """Did an SMTP refusal of AUTH (``code`` 4xx or 5xx, ``text`` what follows it) judge the credentials?"""
-    if unchecked_reason(text):
+    if unchecked_reason(text) or exchange_policy_refusal(text):
         return False
     enhanced = _ENHANCED.match(text[:MAX_CODE_TEXT].lstrip())
     if enhanced is not None and enhanced.groups() == CREDENTIALS_INVALID:
@@ -166,6 +201,26 @@ def unchecked_reason(text: str) -> bool:
         return True
     relayed = head.startswith(POSTFIX_REASON_PREFIX)
     return relayed and (reason in POSTFIX_BACKEND_REASONS or _NAMED_MECHANISM.fullmatch(reason) is not None)
+
+
+def exchange_policy_refusal(text: str) -> bool:
+    """Is an SMTP refusal's text Exchange Online's refusal for a policy: its enhanced code 5.7.139, "Authentication
+    unsuccessful," and one of :data:`EXCHANGE_POLICY_REASONS`, whole, up to the first of :data:`EXCHANGE_REASON_ENDS`
+    (in any case, blanks around it dropped)? What follows is not read. Only the first :data:`MAX_REASON_TEXT`
+    characters are: a reason not ended within them is none, so that the bound cannot cut a longer reason down to
+    one of these."""
+    head = text[:MAX_REASON_TEXT].lstrip()
+    enhanced = _ENHANCED.match(head)
+    if enhanced is None or enhanced.group() != EXCHANGE_POLICY_CODE:
+        return False
+    sentence = head[enhanced.end() :].lstrip().lower()
+    if not sentence.startswith(EXCHANGE_REASON_PREFIX):
+        return False
+    rest = sentence[len(EXCHANGE_REASON_PREFIX) :]
+    ends = [at for at in map(rest.find, EXCHANGE_REASON_ENDS) if at >= 0]
+    if not ends and len(text) > MAX_REASON_TEXT:
+        return False
+    return rest[: min(ends, default=len(rest))].strip() in EXCHANGE_POLICY_REASONS
 
 
 def pop3_in_use(text: str) -> bool:
