@@ -22,7 +22,8 @@ offer ("Invalid authentication mechanism: 'XOAUTH2'").
 Exchange Online refuses SMTP AUTH for a policy of the organisation's under ``535 5.7.139``, the code it gives a wrong
 password too, and says which in words: "Authentication unsuccessful, <reason>.", then another sentence or none and a
 bracketed tail that names its server and the time, different in every reply. Its reason, up to the first full stop,
-is compared whole (:data:`EXCHANGE_POLICY_REASONS`); "the user credentials were incorrect" stays judged.
+is compared whole (:data:`EXCHANGE_POLICY_REASONS`); "the user credentials were incorrect" stays judged. Once it
+takes no basic authentication for SMTP AUTH at all, it answers ``550 5.7.30`` (:data:`EXCHANGE_BASIC_AUTH_RETIRED`).
 
 POP3 ``-ERR [IN-USE]`` is no refusal of the credentials at all: they were right and the maildrop is locked
 (:func:`pop3_in_use`).
@@ -139,6 +140,11 @@ EXCHANGE_POLICY_REASONS = frozenset(
 EXCHANGE_POLICY_CODE = "5.7.139"
 # Exchange's words before the reason, lower case.
 EXCHANGE_REASON_PREFIX = "authentication unsuccessful,"
+# Exchange Online's refusal of SMTP AUTH with basic authentication once it no longer takes it for client submission
+# at all (announced for 2026: "550 5.7.30 Basic authentication is not supported for Client Submission."): the
+# password was never tried. Its sentence, lower case, without its full stop, under that enhanced code only.
+EXCHANGE_BASIC_AUTH_CODE = "5.7.30"
+EXCHANGE_BASIC_AUTH_RETIRED = "basic authentication is not supported for client submission"
 # What ends Exchange Online's reason: the full stop after it, or, were that missing, the bracketed tail (its server's
 # name and the time) that ends every one of its replies.
 EXCHANGE_REASON_ENDS = (".", "[")
@@ -205,22 +211,29 @@ def unchecked_reason(text: str) -> bool:
 
 def exchange_policy_refusal(text: str) -> bool:
     """Is an SMTP refusal's text Exchange Online's refusal for a policy: its enhanced code 5.7.139, "Authentication
-    unsuccessful," and one of :data:`EXCHANGE_POLICY_REASONS`, whole, up to the first of :data:`EXCHANGE_REASON_ENDS`
-    (in any case, blanks around it dropped)? What follows is not read. Only the first :data:`MAX_REASON_TEXT`
-    characters are: a reason not ended within them is none, so that the bound cannot cut a longer reason down to
-    one of these."""
+    unsuccessful," and one of :data:`EXCHANGE_POLICY_REASONS`, whole, or 5.7.30 and
+    :data:`EXCHANGE_BASIC_AUTH_RETIRED`, up to the first of :data:`EXCHANGE_REASON_ENDS` (in any case, blanks around
+    it dropped)? What follows is not read. Only the first :data:`MAX_REASON_TEXT` characters are: a sentence not ended
+    within them is none, so that the bound cannot cut a longer one down to one of these."""
     head = text[:MAX_REASON_TEXT].lstrip()
     enhanced = _ENHANCED.match(head)
-    if enhanced is None or enhanced.group() != EXCHANGE_POLICY_CODE:
+    if enhanced is None:
         return False
-    sentence = head[enhanced.end() :].lstrip().lower()
-    if not sentence.startswith(EXCHANGE_REASON_PREFIX):
+    sentence = _first_sentence(head[enhanced.end() :], whole=len(text) <= MAX_REASON_TEXT)
+    if sentence is None:
         return False
-    rest = sentence[len(EXCHANGE_REASON_PREFIX) :]
-    ends = [at for at in map(rest.find, EXCHANGE_REASON_ENDS) if at >= 0]
-    if not ends and len(text) > MAX_REASON_TEXT:
-        return False
-    return rest[: min(ends, default=len(rest))].strip() in EXCHANGE_POLICY_REASONS
+    if enhanced.group() == EXCHANGE_POLICY_CODE and sentence.startswith(EXCHANGE_REASON_PREFIX):
+        return sentence[len(EXCHANGE_REASON_PREFIX) :].strip() in EXCHANGE_POLICY_REASONS
+    return enhanced.group() == EXCHANGE_BASIC_AUTH_CODE and sentence == EXCHANGE_BASIC_AUTH_RETIRED
+
+
+def _first_sentence(text: str, whole: bool) -> str | None:
+    """``text`` up to the first of :data:`EXCHANGE_REASON_ENDS`, lower case, without blanks around it; all of it when
+    it has none and is ``whole`` (not cut by a bound), else None."""
+    ends = [at for at in map(text.find, EXCHANGE_REASON_ENDS) if at >= 0]
+    if not ends and not whole:
+        return None
+    return text[: min(ends, default=len(text))].strip().lower()
 
 
 def pop3_in_use(text: str) -> bool:

@@ -121,6 +121,33 @@ def test_a_multiline_reply_is_judged_on_its_final_line() -> None:
     assert attempts(findings(one_auth(plain("wrong"), verdict), 587)) == [("wrong", "failure")]
 
 
+RETIRED = "550 5.7.30 Basic authentication is not supported for Client Submission."
+
+
+@pytest.mark.parametrize(
+    "verdict", [RETIRED, RETIRED + TAIL, RETIRED[:-1], RETIRED.upper()], ids=["stop", "tail", "no-stop", "upper"]
+)
+def test_basic_authentication_no_longer_taken_for_client_submission_leaves_the_password_unjudged(verdict: str) -> None:
+    """Exchange Online once it takes no basic authentication for SMTP AUTH: the password was never tried."""
+    records = findings(one_auth(plain("secret"), verdict), 587)
+    assert attempts(records) == [("secret", None)]
+    assert relays(records) == OUTSIDE
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "550 5.7.1 Basic authentication is not supported for Client Submission.",
+        "550 5.7.30 Basic authentication is not supported for Client Submission, and the password was wrong.",
+        "550 5.7.30 Basic authentication is not supported.",
+        f"550 5.7.30 Basic authentication is not supported for Client Submission{' ' * refusals.MAX_REASON_TEXT}x",
+    ],
+    ids=["other-code", "more-words", "fewer-words", "cut-by-the-bound"],
+)
+def test_only_the_whole_sentence_under_5_7_30_says_basic_authentication_is_retired(line: str) -> None:
+    assert sasl.classify_server_line(sasl.Protocol.SMTP, line).kind is sasl.ReplyKind.FAILURE
+
+
 # -- Exchange Online's IMAP and POP3: their refusals say nothing of a policy, and stay judged ------------------------
 
 
