@@ -17,7 +17,8 @@ Use (as root, with ``ip`` and ``tcpdump``)::
 
 A case is a list of steps, offsets counted in the client's stream (0 is the first byte after the SYN):
 ``("data", offset, bytes)``, ``("rst", offset)``, ``("fin", offset)``, ``("beyond", extra, bytes)`` (data starting
-``extra`` bytes past the right edge of the receiver's window, as its latest ACK advertised).
+``extra`` bytes past the right edge of the receiver's window, as its latest ACK advertised), ``("badsum", offset,
+bytes)`` and ``("badrst", offset)`` (data, or a RST, with a wrong TCP checksum).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ FIRST_CLIENT_PORT = 41000
 STEP_PAUSE = 0.03  # seconds between two steps: the receiver has handled one segment before the next arrives
 TOOLS = ("ip", "tcpdump")
 
-Step = tuple  # ("data", offset, bytes) | ("rst", offset) | ("fin", offset) | ("beyond", extra, bytes)
+Step = tuple  # ("data", offset, bytes) | ("rst", offset) | ("fin", offset) | ("beyond", extra, bytes) | badsum, badrst
+WRONG_CHECKSUM = 0xBEEF  # the TCP checksum of "badsum" and "badrst" steps: none of theirs is right with it
 
 
 def missing_tools() -> list[str]:
@@ -252,12 +254,13 @@ class _Link:
 
     def send(
         self, port: int, seq: int, ack: int, flags: str, payload: bytes = b"", options: list | None = None,
+        checksum: int | None = None,
     ) -> None:
         from scapy.layers.inet import IP, TCP  # imported in the sender's process only
 
         segment = TCP(
             sport=port, dport=PORT, seq=seq & 0xFFFFFFFF, ack=ack & 0xFFFFFFFF, flags=flags, window=64240,
-            options=options or [],
+            options=options or [], chksum=checksum,
         )  # fmt: skip
         packet = IP(src=CLIENT_IP, dst=SERVER_IP, ttl=64) / segment / payload
         self.sock.send(self.server_mac + self.mac + b"\x08\x00" + bytes(packet))
@@ -309,6 +312,10 @@ def _play(link: _Link, port: int, steps: list[list]) -> None:
             with link.lock:
                 edge = link.edge[port]
             link.send(port, edge + step[1], ack, "PA", bytes.fromhex(step[2]))
+        elif kind == "badsum":  # data whose TCP checksum is wrong: the receiver drops it
+            link.send(port, base + step[1], ack, "PA", bytes.fromhex(step[2]), checksum=WRONG_CHECKSUM)
+        elif kind == "badrst":
+            link.send(port, base + step[1], ack, "RA", checksum=WRONG_CHECKSUM)
         elif kind == "rst":
             link.send(port, base + step[1], ack, "RA")
         elif kind == "fin":

@@ -63,6 +63,9 @@ CASES: dict[str, list[tuple]] = {
     "rst-in-window": [("data", 0, b"EHLO c\r\n"), ("rst", 500), ("data", 8, REAL), ("fin", 8 + END)],
     "rst-exact": [("data", 0, b"EHLO c\r\n"), ("rst", 8), ("data", 8, REAL)],
     "beyond-window": [("data", 0, b"EHLO c\r\n"), ("beyond", 70_000, DECOY), ("data", 8, REAL), ("fin", 8 + END)],
+    # A decoy with a wrong checksum first, then the real bytes at the same place.
+    "bad-checksum-decoy": [("badsum", 0, DECOY), ("data", 0, REAL), ("fin", END)],
+    "bad-checksum-rst": [("data", 0, b"EHLO c\r\n"), ("badrst", 8), ("data", 8, REAL), ("fin", 8 + END)],
 }
 # Where reassembling "first seen wins", every RST and no window (leakscope before policies) shows the decoy.
 FIRST_FOOLED = {
@@ -73,6 +76,8 @@ FIRST_FOOLED = {
     "rst-out-of-window",
     "rst-in-window",
     "beyond-window",
+    "bad-checksum-decoy",
+    "bad-checksum-rst",
 }
 
 
@@ -121,6 +126,7 @@ def test_the_cases_show_the_receiver_taking_the_real_bytes(receiver: tuple[Path,
     assert read["later-beyond"] == REAL[:20] + DECOY[20:]
     assert read["rst-out-of-window"] == read["rst-in-window"] == read["beyond-window"] == b"EHLO c\r\n" + REAL
     assert read["rst-exact"] == b"EHLO c\r\n"
+    assert read["bad-checksum-decoy"] == REAL and read["bad-checksum-rst"] == b"EHLO c\r\n" + REAL
 
 
 def test_first_seen_wins_is_fooled_where_linux_is_not(receiver: tuple[Path, dict[str, bytes]]) -> None:

@@ -62,6 +62,7 @@ class AnalysisOptions:
     backend: str = "auto"  # capture reader: "auto", "libpcap" or "python"
     max_flows: int = MAX_FLOWS  # flows reassembled at once
     reassembly_policy: str = DEFAULT_POLICY  # whose bytes win where segments overlap (passive.capture.policy)
+    check_checksums: bool = True  # segments with wrong checksums refused as receivers do (passive.capture.checksums)
     # Worker processes; 1 reads in this process, None as many as cores once the captures are big enough to gain.
     jobs: int | None = 1
     max_dissector_bytes: int = MAX_DISSECTOR_BYTES  # partial state all sessions may hold together
@@ -77,6 +78,7 @@ class AnalysisOptions:
             backend=self.backend,
             max_flows=self.max_flows,
             reassembly_policy=self.reassembly_policy,
+            check_checksums=self.check_checksums,
             skip_unread=self.skip_unread,
         )
 

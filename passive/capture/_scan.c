@@ -50,7 +50,8 @@ _Static_assert(READ_BUFFER >= 16 + MAX_RECORD, "the longest record and its heade
 enum { SEGMENT = 0, NOT_IP = 1, NOT_TCP = 2, MALFORMED = 3, FRAGMENT_V4 = 4, FRAGMENT_V6 = 5,
        UNSUPPORTED_LINK = 6, TOO_MANY_TAGS = 7 };
 enum { INFO_IPV6 = 1, INFO_EXT_HEADERS = 2, INFO_FIRST_FRAGMENT = 4, INFO_GRE = 8, INFO_ERSPAN = 16,
-       INFO_VXLAN = 32, INFO_GENEVE = 64, INFO_MPLS = 128, INFO_PPPOE = 256, INFO_IPIP = 512 };
+       INFO_VXLAN = 32, INFO_GENEVE = 64, INFO_MPLS = 128, INFO_PPPOE = 256, INFO_IPIP = 512,
+       INFO_CSUM_VALID = 1 << 10, INFO_CSUM_BAD = 1 << 11 /* checksums.INFO_CSUM_VALID, INFO_CSUM_BAD */ };
 #define INFO_VNET_SHIFT 16        /* linklayer.INFO_VNET_SHIFT */
 #define INFO_BITS 0xFFFFull
 #define VNET_VXLAN (1ull << 32)   /* tunnels.VNET_VXLAN, VNET_GENEVE */
@@ -82,6 +83,7 @@ typedef struct {
     Py_ssize_t wire_len;
     uint64_t info;         /* INFO_* bits, the virtual network id above them (INFO_VNET_SHIFT) */
     unsigned options;
+    Py_ssize_t ip_at, tcp_at, tcp_end; /* the IPv4 header (-1: IPv6), the TCP segment: for checksum_bits */
 } seg_t;
 
 /* Big-endian fields, each read as one load (the callers have checked the bounds). */
@@ -121,8 +123,9 @@ static unsigned syn_options(const uint8_t *d, Py_ssize_t pos, Py_ssize_t end) {
 }
 
 static int decode_tcp(const uint8_t *d, const uint8_t *src, const uint8_t *dst, int alen, Py_ssize_t pos,
-                      Py_ssize_t end, Py_ssize_t n, uint64_t info, seg_t *s) {
+                      Py_ssize_t end, Py_ssize_t n, uint64_t info, seg_t *s, Py_ssize_t ip_at) {
     if (pos + 20 > n || pos + 20 > end) return MALFORMED;
+    s->ip_at = ip_at; s->tcp_at = pos; s->tcp_end = end;
     Py_ssize_t header = (Py_ssize_t)(d[pos + 12] >> 4) * 4;
     Py_ssize_t start = pos + header;
     if (header < 20 || start > end) return MALFORMED;
@@ -136,6 +139,38 @@ static int decode_tcp(const uint8_t *d, const uint8_t *src, const uint8_t *dst, 
     s->info = info;
     s->options = (s->flags & TCP_SYN) ? syn_options(d, pos + 20, start < n ? start : n) : 0;
     return SEGMENT;
+}
+
+/* The sum of `len` bytes read as big-endian 16-bit words (an odd last byte the high half of one), unfolded. */
+static uint64_t word_sum(const uint8_t *p, Py_ssize_t len) {
+    uint64_t sum = 0;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        w = __builtin_bswap64(w);
+        sum += (w >> 48) + (w >> 32 & 0xFFFF) + (w >> 16 & 0xFFFF) + (w & 0xFFFF);
+    }
+    for (; i + 1 < len; i += 2) sum += (uint64_t)p[i] << 8 | p[i + 1];
+    if (i < len) sum += (uint64_t)p[i] << 8;
+    return sum;
+}
+
+/* checksums.checksum_bits: INFO_CSUM_VALID, INFO_CSUM_BAD or neither for a decoded segment (its frame `d`, `n` bytes
+ * captured). Sums are compared modulo 0xFFFF, the folded one's complement sum with both zeros as one. */
+static uint64_t checksum_bits(const uint8_t *d, Py_ssize_t n, const seg_t *s) {
+    if ((s->info & INFO_FIRST_FRAGMENT) || s->tcp_end > n || s->tcp_at + 18 > s->tcp_end) return 0;
+    if (s->ip_at >= 0 && !(d[s->ip_at + 2] | d[s->ip_at + 3])) return 0; /* total length 0: segmentation offload */
+    int ip_bad = 0;
+    if (s->ip_at >= 0 && (d[s->ip_at + 10] | d[s->ip_at + 11]))
+        ip_bad = word_sum(d + s->ip_at, (Py_ssize_t)(d[s->ip_at] & 0x0F) * 4) % 0xFFFF != 0;
+    uint64_t length = (uint64_t)(s->tcp_end - s->tcp_at);
+    uint64_t pseudo = word_sum(s->src, s->alen) + word_sum(s->dst, s->alen) + 6;
+    if ((pseudo + length + word_sum(d + s->tcp_at, s->tcp_end - s->tcp_at)) % 0xFFFF == 0)
+        return ip_bad ? INFO_CSUM_BAD : INFO_CSUM_VALID;
+    uint64_t field = u16(d, s->tcp_at + 16);
+    int left = field == 0 || field % 0xFFFF == (pseudo + length) % 0xFFFF || field % 0xFFFF == pseudo % 0xFFFF;
+    return ip_bad || !left ? INFO_CSUM_BAD : 0;
 }
 
 /* tunnels.py: each returns the inner kind, INNER_DAMAGED (a header cut short or inconsistent) or -1 (something
@@ -360,7 +395,7 @@ static int decode_ipv4(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, uint64_t 
         if (frag & 0x1FFF) return FRAGMENT_V4;
         info |= INFO_FIRST_FRAGMENT;
     }
-    return decode_tcp(d, d + off + 12, d + off + 16, 4, off + ihl, off + total, n, info, s);
+    return decode_tcp(d, d + off + 12, d + off + 16, 4, off + ihl, off + total, n, info, s, off);
 }
 
 static int decode_ipv6(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, uint64_t outer, int depth, seg_t *s) {
@@ -402,7 +437,7 @@ static int decode_ipv6(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, uint64_t 
     if (!found) return MALFORMED;
     if (payload_len == 0) return MALFORMED;
     if (fragment) return FRAGMENT_V6;
-    return decode_tcp(d, d + off + 8, d + off + 24, 16, pos, end, n, info, s);
+    return decode_tcp(d, d + off + 8, d + off + 24, 16, pos, end, n, info, s, -1);
 }
 
 /* linklayer.link_header: the ethertype after the link header (and its tags) and where it starts, or a status. */
@@ -1226,7 +1261,8 @@ static int skip_segment(Scanner *sc, PyObject *items, long long frame, double ts
     int sender_is_a = a == s->src && pa == s->sport;
     rule_t *r = &e->rule[sender_is_a == e->client_is_a ? 0 : 1];
     /* A frame joined from pieces is not kept past its packet: its bytes are never dropped into a notice. */
-    if (s->flags & (TCP_SYN | TCP_FIN | TCP_RST) || !(s->flags & TCP_ACK) || rebuilt) return disarm(sc, items, e);
+    if (s->flags & (TCP_SYN | TCP_FIN | TCP_RST) || !(s->flags & TCP_ACK) || rebuilt || (s->info & INFO_CSUM_BAD))
+        return disarm(sc, items, e); /* a bad checksum: Python decides whether the receiver took it */
     if (e->last + sc->idle_timeout < ts) return disarm(sc, items, e); /* Python may have expired the flow */
     Py_ssize_t size = s->wire_len;
     const uint8_t *p = d + s->pstart;
@@ -1410,6 +1446,7 @@ static int scan_record(Scanner *sc, PyObject *items, long long frame, double ts,
         if (verdict == STALL) { sc->stalled = 1; return STALL; }
         if (verdict == DROP) return DROP;
     }
+    s.info |= checksum_bits(d, n, &s); /* of the segments admitted only */
     int skipped = sc->armed_used ? skip_segment(sc, items, frame, ts, d, &s, sc->rebuilt_len != 0) : 0;
     if (skipped < 0) return -1;
     if (!skipped) {
@@ -2097,6 +2134,7 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "iy*", &linktype, &data)) return NULL;
     seg_t s;
     int status = decode_frame(linktype, data.buf, data.len, &s);
+    if (status == SEGMENT) s.info |= checksum_bits(data.buf, data.len, &s);
     PyObject *out = status == SEGMENT ? segment_tuple(data.buf, &s) : PyLong_FromLong(status);
     PyBuffer_Release(&data);
     return out;

@@ -87,6 +87,7 @@ class Engine:
             line_start=options.line_start,
             classifier=options.classifier if options.all_ports else None,
             policy=options.reassembly_policy,
+            check_checksums=options.check_checksums,
             on_verdict=self._verdict if scanning else None,
             external_clock=scanning,
         )

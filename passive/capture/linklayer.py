@@ -28,6 +28,7 @@ import socket
 import struct
 
 from passive.capture import tunnels
+from passive.capture.checksums import checksum_bits
 
 # Link types (pcap LINKTYPE_* values; libpcap reports DLT_RAW as 12 on Linux).
 LINKTYPE_NULL = 0
@@ -90,6 +91,7 @@ INFO_GENEVE = 64
 INFO_MPLS = 128
 INFO_PPPOE = 256
 INFO_IPIP = 512
+# INFO_CSUM_VALID (1 << 10), INFO_CSUM_BAD (1 << 11): the segment's checksums (passive.capture.checksums)
 INFO_SKIPPED = 1 << 15  # not a packet: the scanner's notice of packets it dropped unread (passive.capture.skipping)
 # Above the bits: the virtual network the segment travels in (tunnels.py, ``vnet``; 0 for none), part of its flow's
 # identity: ``info >> INFO_VNET_SHIFT``.
@@ -149,7 +151,8 @@ def decode_tcp(linktype: int, data: bytes) -> Segment | int:
             end = 14 + total
             if offset_byte >= 0x50 and start <= end and end <= n:
                 options = _syn_options(data, 54, start) if flags & SYN else 0
-                return (src, dst, sport, dport, seq, ack, flags, data[start:end], end - start, 0, window, options)
+                checked = checksum_bits(data, 14, 34, end, n, src, dst, 0)
+                return (src, dst, sport, dport, seq, ack, flags, data[start:end], end - start, checked, window, options)
     return _decode_any(linktype, data, n)
 
 
@@ -298,7 +301,7 @@ def _decode_ipv4(data: bytes, offset: int, n: int, outer: int = 0, depth: int = 
         info |= INFO_FIRST_FRAGMENT
     end = offset + total
     return _decode_tcp(
-        data, data[offset + 12 : offset + 16], data[offset + 16 : offset + 20], offset + ihl, end, n, info
+        data, data[offset + 12 : offset + 16], data[offset + 16 : offset + 20], offset + ihl, end, n, info, offset
     )
 
 
@@ -345,10 +348,13 @@ def _decode_ipv6(data: bytes, offset: int, n: int, outer: int = 0, depth: int = 
         return MALFORMED  # jumbograms are not used on links we capture from
     if fragment:
         return FRAGMENT_V6
-    return _decode_tcp(data, src, dst, pos, end, n, info)
+    return _decode_tcp(data, src, dst, pos, end, n, info, -1)
 
 
-def _decode_tcp(data: bytes, src: bytes, dst: bytes, pos: int, end: int, n: int, info: int) -> Segment | int:
+def _decode_tcp(
+    data: bytes, src: bytes, dst: bytes, pos: int, end: int, n: int, info: int, ip_at: int
+) -> Segment | int:
+    """The TCP segment at ``pos`` (the IP packet ends at ``end``, its IPv4 header at ``ip_at``, -1 for IPv6)."""
     if pos + 20 > n or pos + 20 > end:
         return MALFORMED
     sport, dport, seq, ack, offset_byte, flags, window = _TCP(data, pos)
@@ -362,6 +368,7 @@ def _decode_tcp(data: bytes, src: bytes, dst: bytes, pos: int, end: int, n: int,
     if start > n:
         payload = b""
     options = _syn_options(data, pos + 20, min(start, n)) if flags & SYN else 0
+    info |= checksum_bits(data, ip_at, pos, end, n, src, dst, info)
     return (src, dst, sport, dport, seq, ack, flags, payload, wire_len, info, window, options)
 
 

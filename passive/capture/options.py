@@ -80,6 +80,7 @@ class CaptureOptions:
     # read, so that it is kept rather than skipped as the tail of a line; None: always skipped.
     line_start: LineStart | None = None
     reassembly_policy: str = DEFAULT_POLICY  # whose bytes win on overlaps, what is refused (passive.capture.policy)
+    check_checksums: bool = True  # segments with wrong checksums refused as receivers do (passive.capture.checksums)
     head_packets: int = FLOW_HEAD  # every-port mode: packets of a new flow admitted before its verdict
     shard: int = 0  # with shards > 1: read only the flows whose 4-tuple hashes to this share (scanner.shard_of)
     shards: int = 1

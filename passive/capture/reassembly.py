@@ -50,6 +50,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from passive.capture.checksums import INFO_CSUM_BAD, INFO_CSUM_VALID, MAX_SINGLE_SEGMENT
 from passive.capture.classifying import MAX_CLASSIFY_HELD, Classification
 from passive.capture.counters import CaptureCounters
 from passive.capture.delivery import DIRECTIONS, TAIL_KEEP
@@ -71,6 +72,8 @@ from passive.capture.policy import DEFAULT_POLICY, policy_named
 from passive.capture.skipping import apply_notice
 from passive.capture.stream import SEQ_MASK, HalfStream, handshake_done, one_sided, rst_valid, syn_seen
 
+_ENTER = INFO_SKIPPED | INFO_CSUM_BAD  # Segment.info bits that take a segment off the fast path (Reassembler._enter)
+
 
 class Reassembler(Classification):
     """Per-direction TCP reassembly over a bounded flow table (see the module docstring for the policy)."""
@@ -90,6 +93,7 @@ class Reassembler(Classification):
         line_start: Callable[[bytes], bool] | None = None,
         classifier: Classifier | None = None,
         policy: str = DEFAULT_POLICY,
+        check_checksums: bool = True,
         on_verdict: Callable[[Flow, bool], None] | None = None,
         external_clock: bool = False,
         max_classify_held: int = MAX_CLASSIFY_HELD,
@@ -108,6 +112,7 @@ class Reassembler(Classification):
         self.on_verdict = on_verdict
         self.external_clock = external_clock
         self.policy = policy_named(policy)
+        self.check_checksums = check_checksums and self.policy.validates  # passive.capture.checksums
         self.held: HeldBudget[Flow] = HeldBudget(max_classify_held)  # what the flows being classified hold
         self.skip_requests: list[Flow] = []  # flows whose handler would let bytes be dropped (capture.skipping)
         self._table = FlowTable()
@@ -130,7 +135,7 @@ class Reassembler(Classification):
         ``_segment``."""
         src, dst, sport, dport, seq, ack, flags, payload, wire_len, info, window, _options = segment
         entry = self._keys.get((src, sport, dst, dport, info >> INFO_VNET_SHIFT))
-        if entry is None or flags & SYN or info & INFO_SKIPPED or ts >= self._sweep_at:
+        if entry is None or flags & SYN or info & _ENTER or ts >= self._sweep_at:
             entry = self._enter(entry, segment, frame, ts)
             if entry is None:
                 return
@@ -192,12 +197,22 @@ class Reassembler(Classification):
             apply_notice(self, segment, frame, ts)
             return None
         self.counters.segments += 1
+        if segment[9] & INFO_CSUM_BAD and entry is not None and self._checksum_refused(entry, segment):
+            self.counters.checksum_drops += 1
+            return None
         if ts >= self._sweep_at:
             self.expire(ts)
             entry = self._keys.get((segment[0], segment[2], segment[1], segment[3], segment[9] >> INFO_VNET_SHIFT))
         if entry is None or segment[6] & SYN:
             return self._flow_for(entry, segment, frame, ts)
         return entry
+
+    def _checksum_refused(self, entry: tuple[Flow, int], segment: Segment) -> bool:
+        """A segment with a wrong checksum is dropped by its receiver, unread: so it is here, where its direction
+        showed right ones and it is no larger than one segment on the wire (passive.capture.checksums)."""
+        halves = entry[0]._halves
+        checked = halves is not None and halves[entry[1]].checked
+        return checked and self.check_checksums and segment[8] <= MAX_SINGLE_SEGMENT
 
     def _flow_for(
         self, entry: tuple[Flow, int] | None, segment: Segment, frame: int, ts: float
@@ -221,9 +236,11 @@ class Reassembler(Classification):
         self, flow: Flow, halves: tuple[HalfStream, HalfStream], direction: int, segment: Segment, frame: int, ts: float
     ) -> None:
         """Any segment off the fast path: first of its direction, SYN/FIN/RST, out of order, overlapping..."""
-        _src, _dst, _sport, _dport, seq, ack, flags, payload, wire_len, _info, window, options = segment
+        _src, _dst, _sport, _dport, seq, ack, flags, payload, wire_len, info, window, options = segment
         half, other = halves[direction], halves[1 - direction]
         first = not half.started
+        if info & INFO_CSUM_VALID:
+            half.checked = True
         validates = self.policy.validates
         if flags & RST and validates and not rst_valid(half, other, first, seq, ack, flags):
             self.counters.rsts_ignored += 1  # the receiver ignores it (or answers with a challenge ACK)

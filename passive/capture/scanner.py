@@ -23,13 +23,12 @@ packet before it: the scanner ends a batch early rather than decide while a verd
 is admitted (and counted) never depends on where batches end. A flow silent for ``idle_timeout`` seconds of capture
 time starts over as new.
 
-A flow is its 4-tuple and its virtual network (:mod:`passive.capture.tunnels`, ``vnet``). With ``shards`` > 1 a
-scanner admits only the flows whose 4-tuple hashes to ``shard`` (:func:`shard_of`, the same for both directions): N
-workers reading one capture split its flows. Packets of no flow (not TCP, fragments, damage): shard 0 counts them.
+A flow is its 4-tuple and virtual network (``vnet``, :mod:`passive.capture.tunnels`). With ``shards`` > 1 a scanner
+admits only flows hashing to ``shard`` (:func:`shard_of`): N workers split a capture; shard 0 counts non-flow packets.
 
-A batch is a list of ``(frame, time, segment)``; ``segment`` is :data:`~passive.capture.linklayer.Segment`, or None
-for a sweep tick: every ``sweep_every`` seconds of capture time, measured on every packet read (admitted or not), so
-that idle flows expire at the same packets in every worker."""
+A batch is a list of ``(frame, time, segment)``; ``segment`` is :data:`~passive.capture.linklayer.Segment` (its
+checksums marked, :mod:`passive.capture.checksums`), or None for a sweep tick: every ``sweep_every`` seconds of
+capture time, measured on every packet read (admitted or not), so that idle flows expire alike in every worker."""
 
 from __future__ import annotations
 
@@ -37,6 +36,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from passive.capture.checksums import INFO_CSUM_BAD
 from passive.capture.defrag import Defragmenter
 from passive.capture.delivery import TAIL_KEEP
 from passive.capture.flowhead import FULL, MAX_EXTENDING, head_room, new_head, take_slot
@@ -362,8 +362,8 @@ class PyScanner:
         direction = 0 if entry[0] == (src, sport) else 1
         rule = entry[2 + direction]
         flags, payload, size = segment[6], segment[7], segment[8]
-        if flags & (SYN | FIN | RST) or not flags & ACK or rebuilt:
-            return self._disarm(items, key, entry)
+        if flags & (SYN | FIN | RST) or not flags & ACK or rebuilt or segment[9] & INFO_CSUM_BAD:
+            return self._disarm(items, key, entry)  # a wrong checksum: Python decides whether the receiver took it
         if entry[1] + self.idle_timeout < ts:  # Python may have expired the flow
             return self._disarm(items, key, entry)
         if size:

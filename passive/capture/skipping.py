@@ -15,8 +15,8 @@ the rule (the dissectors' ``SKIP_*``):
   Redis server on a mail port): nothing in it is read.
 
 The scanner then drops, without making a Python object, the segments that continue exactly where the direction is
-(the next sequence number, no SYN/FIN/RST, ACK set, captured whole) and keep to the rule, and the bare ACKs of
-either direction. Anything else (a retransmission, a hole, a FIN, a segment that may end the body) ends the
+(the next sequence number, no SYN/FIN/RST, ACK set, captured whole, no wrong checksum) and keep to the rule, and the
+bare ACKs of either direction. Anything else (a retransmission, a hole, a FIN, a segment that may end the body) ends the
 arrangement: the scanner first hands over a **notice** of what it dropped, then the segment, which Python reads as
 usual (and may arm again after the batch). Notices are also handed over before a sweep tick and at the end of every
 batch, so a flow is never idle in Python's eyes while its packets are being dropped.

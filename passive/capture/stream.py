@@ -31,6 +31,7 @@ class HalfStream:
     __slots__ = (
         "acked",
         "by_end",
+        "checked",
         "edge",
         "fin_rel",
         "finished",
@@ -78,6 +79,9 @@ class HalfStream:
         self.wscale: int | None = None
         self.sack_ok = False
         self.syn_window = 0  # the (never scaled) window of this direction's SYN: the peer's first right edge
+        # A segment of this direction off the fast path (its SYN, its first, a FIN...) had right checksums: the
+        # capture shows them, so a wrong one is no capture artifact (passive.capture.checksums).
+        self.checked = False
 
     def start(self, seq: int, flags: int, resync: bool, options: int = 0, window: int = 0) -> bool:
         """Anchor the sequence space on this direction's first segment; False if that is not a SYN."""

@@ -19,6 +19,7 @@ from passive.cli.common import (
     emit_all,
     emit_records,
     format_option,
+    ignore_checksums_option,
     local_domain_option,
     output_option,
     reassembly_option,
@@ -86,6 +87,7 @@ STDIN = "/dev/stdin"
 )
 @click.option("--filter", "bpf", metavar="BPF", help="A BPF expression ANDed with the mail filter.")
 @reassembly_option(DEFAULTS.reassembly_policy)
+@ignore_checksums_option
 @show_secrets_option
 @local_domain_option
 @trusted_net_option
@@ -111,6 +113,7 @@ def analyze(
     scheduler: str | None,
     bpf: str | None,
     reassembly_policy: str,
+    ignore_checksums: bool,
     show_secrets: bool,
     local_domains: tuple[str, ...],
     trusted_networks: tuple[IpNetwork, ...],
@@ -136,6 +139,7 @@ def analyze(
         trusted_networks=trusted_networks,
         keep_events=keep_events,
         reassembly_policy=reassembly_policy,
+        check_checksums=not ignore_checksums,
         jobs=jobs,
         join=join,
         scheduler=scheduler,
@@ -292,6 +296,12 @@ def _analyze(
         click.echo(f"leakscope: warning: {printable(warning)}", err=True)
     if results.retried:
         click.echo(f"leakscope: note: {results.retried} of {results.tasks} cluster task(s) ran again", err=True)
+    if results.counters.checksum_drops:  # an edited capture, most often, when no one planted decoys
+        click.echo(
+            f"leakscope: note: {results.counters.checksum_drops} segment(s) with a wrong checksum refused, as their "
+            "receivers drop them; a capture edited without fixing checksums reads whole with --ignore-checksums",
+            err=True,
+        )
     return results
 
 

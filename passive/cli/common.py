@@ -104,6 +104,14 @@ def reassembly_option(default: str) -> Callable[[Any], Any]:
     )
 
 
+ignore_checksums_option = click.option(
+    "--ignore-checksums",
+    is_flag=True,
+    help="Read segments whose TCP or IP checksum is wrong, which receivers drop (refused by default where the "
+    "capture shows right ones: a planted decoy). For captures edited without fixing checksums. See docs/hardening.md.",
+)
+
+
 show_secrets_option = click.option(
     "--show-secrets", is_flag=True, help="Show clear-text passwords instead of masking them."
 )

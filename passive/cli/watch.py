@@ -19,6 +19,7 @@ from passive.capture.live import MAX_BUFFER_MIB, SNAPLEN
 from passive.cli.common import (
     ByteSize,
     domains,
+    ignore_checksums_option,
     local_domain_option,
     reassembly_option,
     refuse_overwriting,
@@ -67,6 +68,7 @@ DEFAULTS = WatchOptions(interface="")
     help="Every TCP flow, mail recognised by what it says, on any port: the default (kept for older scripts).",
 )
 @reassembly_option(DEFAULTS.reassembly_policy)
+@ignore_checksums_option
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="Stop after this.")
 @click.option(
     "--snaplen",
@@ -114,6 +116,7 @@ def watch_command(
     ports_only: bool,
     all_ports: bool,
     reassembly_policy: str,
+    ignore_checksums: bool,
     duration: float | None,
     snaplen: int,
     no_promisc: bool,
@@ -144,6 +147,7 @@ def watch_command(
         trusted_networks=trusted_networks,
         idle_timeout=idle_timeout,
         reassembly_policy=reassembly_policy,
+        check_checksums=not ignore_checksums,
         buffer_size=buffer_size,
         jobs=jobs,
     )

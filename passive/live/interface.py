@@ -21,6 +21,7 @@ def open_capture(options: WatchOptions) -> LiveCapture | FanoutCapture:
         idle_timeout=options.idle_timeout,
         max_flows=options.max_flows,
         reassembly_policy=options.reassembly_policy,
+        check_checksums=options.check_checksums,
     )
 
     def open_one(fanout: int | None = None) -> LiveCapture:

@@ -35,6 +35,7 @@ class WatchOptions:
     max_live_findings: int = 5000
     max_flows: int = MAX_FLOWS
     reassembly_policy: str = DEFAULT_POLICY  # whose bytes win where segments overlap (passive.capture.policy)
+    check_checksums: bool = True  # segments with wrong checksums refused as receivers do (passive.capture.checksums)
     buffer_size: int = BUFFER_MIB  # MiB of kernel ring buffer per capture process (see BUFFER_MIB)
     jobs: int = 1  # capture processes in one fanout group (passive.live.fanout, passive.capture.fanout_bpf)
 

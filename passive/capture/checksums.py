@@ -1,0 +1,62 @@
+"""Whether a captured TCP segment's checksums are right, as its receiver will find them (RFC 1071 sums; the TCP
+checksum over a pseudo-header, RFC 9293 section 3.1 and RFC 8200 section 8.1; IPv4's header checksum, RFC 791).
+
+A receiver drops a segment whose checksum is wrong, without a word. A passive analyzer that reads it anyway can be
+shown bytes the server never read: a sender makes a segment wrong on purpose (an insertion, Ptacek and Newsham 1998)
+to plant a decoy command, reply or RST, then sends the real one at the same sequence numbers. So the reassembler
+refuses such a segment as the receiver does (``passive.capture.reassembly``, ``checksum_drops``), but only where the
+capture shows checksums at all: a capture made on a sending host shows its outgoing segments before the network card
+fills their checksum in (checksum offload), and a host that merges or splits segments in its card or driver (GRO,
+LRO, TSO) shows packets whose checksum is the first segment's or none. Those are told apart here:
+
+* ``INFO_CSUM_VALID``: the TCP checksum is right (and an IPv4 header's, unless zero: left to the card);
+* ``INFO_CSUM_BAD``: one is wrong, and the TCP checksum is none of what offload leaves: zero, or the pseudo-header's
+  sum alone (Linux, Windows NDIS and the BSDs write it there for the card to finish), with the segment's length or,
+  for segmentation offload, without it;
+* neither: not captured whole (a snapshot length, an IPv4 first fragment), or left to the card (as is every
+  checksum of a packet whose IPv4 total length is zero: a sending host's segmentation offload).
+
+Sums are taken modulo 0xFFFF: a number written in base 2**16 is congruent to the sum of its digits, so
+``int.from_bytes(data, "big") % 0xFFFF`` is the folded one's complement sum of ``data``'s 16-bit words (0 standing
+for both zeros). ``passive/capture/_scan.c`` (``checksum_bits``) is the compiled twin, computed only for the segments
+it admits; both mark the same segments (``tests/test_checksums.py``).
+"""
+
+from __future__ import annotations
+
+INFO_CSUM_VALID = 1 << 10
+"""Segment.info bit: the segment's checksums are right."""
+INFO_CSUM_BAD = 1 << 11
+"""Segment.info bit: a checksum is wrong, and not as a sending host's offload leaves it."""
+INFO_FIRST_FRAGMENT = 4  # linklayer.INFO_FIRST_FRAGMENT (an IPv4 first fragment: the segment is cut)
+TCP_PROTOCOL = 6
+
+
+def checksum_bits(data: bytes, ip_at: int, tcp_at: int, end: int, n: int, src: bytes, dst: bytes, info: int) -> int:
+    """The checksum bits of the TCP segment ``data[tcp_at:end]`` whose IP header starts at ``ip_at`` (IPv4) or is an
+    IPv6 one (``ip_at`` -1), from ``src`` to ``dst``; ``n``: the bytes captured."""
+    if info & INFO_FIRST_FRAGMENT or end > n or tcp_at + 18 > end:
+        return 0
+    if ip_at >= 0 and not data[ip_at + 2] | data[ip_at + 3]:  # total length 0: the sender's segmentation offload
+        return 0
+    ip_bad = False
+    if ip_at >= 0 and data[ip_at + 10] | data[ip_at + 11]:
+        ihl = (data[ip_at] & 0x0F) * 4
+        ip_bad = int.from_bytes(data[ip_at : ip_at + ihl], "big") % 0xFFFF != 0
+    length = end - tcp_at
+    pseudo = int.from_bytes(src, "big") + int.from_bytes(dst, "big") + TCP_PROTOCOL
+    segment = int.from_bytes(data[tcp_at:end], "big")
+    if length & 1:  # the last byte is the high half of a word padded with zero
+        segment <<= 8
+    if (pseudo + length + segment) % 0xFFFF == 0:
+        return INFO_CSUM_BAD if ip_bad else INFO_CSUM_VALID
+    field = data[tcp_at + 16] << 8 | data[tcp_at + 17]
+    left = field == 0 or field % 0xFFFF in ((pseudo + length) % 0xFFFF, pseudo % 0xFFFF)
+    return INFO_CSUM_BAD if ip_bad or not left else 0
+
+
+MAX_SINGLE_SEGMENT = 1460
+"""Bytes of TCP payload in one segment on a path of 1500-byte Ethernet frames (IPv4 and TCP headers without
+options). A segment with a wrong checksum carrying more is taken for a capturing host's merge of several received
+(GRO, LRO) or its send not yet split (TSO), which keep the first segment's checksum or none, and is read: refusing
+it would lose bytes its receiver did get. A decoy larger than this (on a path of jumbo frames) is read too."""

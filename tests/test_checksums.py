@@ -1,0 +1,179 @@
+"""Segments with a wrong checksum (passive.capture.checksums): a receiver drops them unread, so a sender can plant a
+decoy with one (an insertion) where a passive analyzer that reads every segment sees a foreign RCPT the server
+never read, or a RST that ended nothing. Refused where the capture shows right checksums in that direction; read
+where it shows none (a capture on a host whose network card fills them in), and where a segment is larger than one
+on the wire (a host's merge of received segments). Both scanners mark the same segments.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+from scapy.layers.inet import IP, TCP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
+from scapy.packet import Raw
+
+from passive.capture import linklayer, scanread
+from passive.capture.checksums import INFO_CSUM_BAD, INFO_CSUM_VALID
+from tests.helpers_capture import conversation_segments, ethernet_frames, pcap_bytes
+from tests.test_relay_transactions import CLIENT, SERVER, analyze, relays, run_cli, transaction, turns
+
+BITS = INFO_CSUM_VALID | INFO_CSUM_BAD
+REAL = b"RCPT TO:<a@contoso.com>\r\n"  # a mailbox at the server's own domain: no relaying
+DECOY = b"RCPT TO:<v@outside.tst>\r\n"  # what a sender shows a monitor with a wrong checksum
+
+
+def _pseudo(packet: Ether, with_length: bool) -> int:
+    """The pseudo-header sum a sending host's stack writes for its network card to finish (offload)."""
+    ip = packet[IP] if IP in packet else packet[IPv6]
+    family = 4 if IP in packet else 6
+    import socket
+
+    af = socket.AF_INET if family == 4 else socket.AF_INET6
+    src, dst = socket.inet_pton(af, ip.src), socket.inet_pton(af, ip.dst)
+    length = len(bytes(packet[TCP])) if with_length else 0
+    total = int.from_bytes(src, "big") + int.from_bytes(dst, "big") + 6 + length
+    return total % 0xFFFF
+
+
+def _frame(payload: bytes = b"EHLO x\r\n", v6: bool = False, **tcp: int) -> Ether:
+    ip = IPv6(src="2001:db8::1", dst="2001:db8::2") if v6 else IP(src="192.0.2.1", dst="192.0.2.2")
+    return Ether() / ip / TCP(sport=40000, dport=25, flags="PA", seq=7, **tcp) / Raw(payload)
+
+
+def _both(frame: bytes) -> tuple[int, int]:
+    python = linklayer.decode_tcp(1, frame)
+    assert isinstance(python, tuple)
+    if scanread._cscan is None:
+        return python[9] & BITS, python[9] & BITS
+    compiled = scanread._cscan.decode(1, frame)
+    return python[9] & BITS, compiled[9] & BITS
+
+
+def _with_tcp_checksum(packet: Ether, value: int) -> bytes:
+    raw = bytearray(bytes(packet))
+    at = len(raw) - len(bytes(packet[TCP])) + 16
+    raw[at : at + 2] = struct.pack("!H", value)
+    return bytes(raw)
+
+
+@pytest.mark.parametrize("v6", [False, True])
+@pytest.mark.parametrize("payload", [b"EHLO x\r\n", b"odd", b""])
+def test_right_wrong_and_offloaded_checksums_are_told_apart_alike_by_both_scanners(v6: bool, payload: bytes) -> None:
+    packet = _frame(payload, v6)
+    assert _both(bytes(packet)) == (INFO_CSUM_VALID, INFO_CSUM_VALID)
+    assert _both(_with_tcp_checksum(packet, 0xBEEF)) == (INFO_CSUM_BAD, INFO_CSUM_BAD)
+    for left_to_the_card in (0, _pseudo(packet, True), _pseudo(packet, False)):
+        assert _both(_with_tcp_checksum(packet, left_to_the_card)) == (0, 0)
+
+
+def test_an_ipv4_header_checksum_wrong_is_a_wrong_segment_and_zero_is_left_to_the_card() -> None:
+    packet = Ether() / IP(src="192.0.2.1", dst="192.0.2.2", chksum=0x4444) / TCP(dport=25) / Raw(b"x")
+    assert _both(bytes(packet)) == (INFO_CSUM_BAD, INFO_CSUM_BAD)
+    packet = Ether() / IP(src="192.0.2.1", dst="192.0.2.2", chksum=0) / TCP(dport=25) / Raw(b"x")
+    assert _both(bytes(packet)) == (INFO_CSUM_VALID, INFO_CSUM_VALID)
+
+
+def test_a_segment_not_captured_whole_or_sent_by_segmentation_offload_is_not_judged() -> None:
+    packet = _frame(b"A" * 100)
+    assert _both(bytes(packet)[:-10]) == (0, 0)  # a snapshot length cut it
+    raw = bytearray(_with_tcp_checksum(packet, 0xBEEF))
+    raw[16:18] = b"\x00\x00"  # IPv4 total length 0: written so on a host with segmentation offload
+    assert _both(bytes(raw)) == (0, 0)
+
+
+def _insertion(path: Path, decoy: bytes, real: bytes, script: str, checksum: int = 0xBEEF, at: str = "RCPT") -> Path:
+    """A capture of ``script`` where, right before the client's segment starting ``at``, a segment with the same
+    sequence number carries ``decoy`` with the TCP checksum ``checksum``; the real segment carries ``real``."""
+    segments = conversation_segments(turns(script), CLIENT, SERVER)
+    frames = ethernet_frames(segments)
+    out: list[tuple[float, bytes]] = []
+    for (ts, frame), segment in zip(frames, segments, strict=True):
+        if segment[5].startswith(at.encode()):
+            planted = frame.copy()
+            planted[Raw].load = decoy
+            out.append((ts - 0.0005, _with_tcp_checksum(planted, checksum)))
+            frame[Raw].load = real
+            del frame[IP].len, frame[IP].chksum, frame[TCP].chksum
+        out.append((ts, bytes(frame)))
+    path.write_bytes(pcap_bytes(out))
+    return path
+
+
+def _summary(pcap: Path, *options: str) -> dict:
+    import json
+
+    for line in run_cli("analyze", "--format", "jsonl", *options, str(pcap)).stdout.splitlines():
+        record = json.loads(line)
+        if record.get("type") == "summary":
+            return record
+    raise AssertionError("no summary")
+
+
+def test_a_foreign_rcpt_planted_with_a_wrong_checksum_is_no_open_relay(tmp_path: Path) -> None:
+    """The server read the local RCPT and accepted it; the decoy with a wrong checksum it never read."""
+    pcap = _insertion(tmp_path / "planted.pcap", DECOY, REAL, transaction(rcpts=("a@contoso.com",)))
+    assert relays(analyze(pcap)) == []
+    assert _summary(pcap)["checksum_drops"] == 1
+    # Read as every segment came ("first seen wins", no receiver followed), the decoy makes a false HIGH.
+    assert relays(analyze(pcap, "--reassembly", "first")) == [("open-relay", "high", True)]
+
+
+def test_a_wrong_checksum_on_a_host_whose_card_fills_them_in_is_read(tmp_path: Path) -> None:
+    """A capture on the sending host: its segments show the checksum its stack left for the card (none right), so
+    none is refused; here that host is the client, every segment of whose shows the pseudo-header's sum."""
+    script = transaction()
+    segments = conversation_segments(turns(script), CLIENT, SERVER)
+    out = []
+    for (ts, frame), segment in zip(ethernet_frames(segments), segments, strict=True):
+        from_client = segment[0] == CLIENT
+        out.append((ts, _with_tcp_checksum(frame, _pseudo(frame, True)) if from_client else bytes(frame)))
+    pcap = tmp_path / "offload.pcap"
+    pcap.write_bytes(pcap_bytes(out))
+    assert relays(analyze(pcap)) == [("open-relay", "high", True)]
+    assert _summary(pcap)["checksum_drops"] == 0
+
+
+def _corrupted(path: Path, script: str, at: str) -> Path:
+    """A capture of ``script`` whose client segment starting ``at`` has a wrong TCP checksum (and no other copy)."""
+    segments = conversation_segments(turns(script), CLIENT, SERVER)
+    out = []
+    for (ts, frame), segment in zip(ethernet_frames(segments), segments, strict=True):
+        wrong = segment[5].startswith(at.encode())
+        out.append((ts, _with_tcp_checksum(frame, 0xBEEF) if wrong else bytes(frame)))
+    path.write_bytes(pcap_bytes(out))
+    return path
+
+
+def test_a_larger_segment_than_one_on_the_wire_with_a_wrong_checksum_is_read(tmp_path: Path) -> None:
+    """A host that merged received segments (GRO, LRO) shows one packet with the first one's checksum: refusing it
+    would lose what the receiver did read. One no larger than a segment on the wire, alone, is refused: the bytes
+    the receiver then read are not in the capture (a gap)."""
+    script = transaction("C: DATA", "S: 354 go ahead", "C: " + "x" * 2000, "C: .", "S: 250 2.0.0 Ok: queued")
+    summary = _summary(_corrupted(tmp_path / "merged.pcap", script, "x" * 10))
+    assert (summary["checksum_drops"], summary["gaps"]) == (0, 0)
+    script = transaction("C: DATA", "S: 354 go ahead", "C: " + "x" * 1000, "C: .", "S: 250 2.0.0 Ok: queued")
+    summary = _summary(_corrupted(tmp_path / "single.pcap", script, "x" * 10))
+    assert (summary["checksum_drops"], summary["gaps"]) == (1, 1)
+
+
+def test_a_rst_with_a_wrong_checksum_ends_nothing(tmp_path: Path) -> None:
+    """A RST the receiver dropped for its checksum: the RCPT after it was read, and it is the relay it is."""
+    script = transaction()
+    segments = conversation_segments(turns(script), CLIENT, SERVER)
+    frames = ethernet_frames(segments)
+    out: list[tuple[float, bytes]] = []
+    for (ts, frame), segment in zip(frames, segments, strict=True):
+        if segment[5].startswith(b"RCPT"):
+            reset = Ether() / IP(src=CLIENT[0], dst=SERVER[0]) / TCP(
+                sport=CLIENT[1], dport=SERVER[1], seq=segment[2], ack=segment[3], flags="RA"
+            )  # fmt: skip
+            out.append((ts - 0.0005, _with_tcp_checksum(reset, 0xBEEF)))
+        out.append((ts, bytes(frame)))
+    pcap = tmp_path / "rst.pcap"
+    pcap.write_bytes(pcap_bytes(out))
+    assert relays(analyze(pcap)) == [("open-relay", "high", True)]
+    assert relays(analyze(pcap, "--reassembly", "first")) == []  # the RST read, the flow ends before the RCPT
