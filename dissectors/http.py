@@ -179,8 +179,11 @@ class HttpSession(MailSession):
         kept, self.pending = self.pending, deque()
         held, owed = self._pending_bytes, self._owed
         super()._gap(side, size, frame, timestamp)
-        self.pending, self._pending_bytes, self._owed = kept, held, owed
-        self._unsure = bool(kept) or bool(owed)
+        # The requests read from the client's bytes held after a CONNECT (_after_gap) come after those kept.
+        read, self.pending, self._pending_bytes, self._owed = self.pending, kept, held, owed
+        for request in read:
+            self._push_pending(request)
+        self._unsure = bool(self.pending) or bool(self._owed)
 
     def _after_gap(self, side: ev.Side) -> None:
         self.sides[side] = _Side(synced=False)

@@ -326,6 +326,8 @@ class AuthTracker:
             exchange.prompted()  # [MS-POP3] 2.2.1.2: "+OK" means NTLM is supported, the blobs follow
             return []
         if reply.kind in VERDICTS and self.doubt:
+            if exchange is self.exchange and exchange.tag is None and exchange.wants_response():
+                return []  # perhaps a reply to a command sent before: the responses the client still sends are read
             return self._doubted(exchange, "a reply that may answer a command sent before the server's lost bytes")
         if reply.kind in VERDICTS:
             self._end(exchange)
@@ -340,7 +342,8 @@ class AuthTracker:
         the client's lines are its responses as when the server is not heard (up to the mechanism's count), and a
         credential sent after the gap is read. What the server sends next may still answer what was sent before
         (``outstanding``: commands awaiting replies; the open exchange): until a prompt shows the server is in the
-        open exchange, no reply is a verdict (:attr:`doubt`)."""
+        open exchange, no reply is a verdict (:attr:`doubt`), and one that may be ends the open exchange only once the
+        client has sent all of its responses (the last line of a reply cut by the gap leaves the login read)."""
         reason = f"{size} bytes lost in the exchange (a gap)"
         if not server:
             return self.give_up(reason, every=True)

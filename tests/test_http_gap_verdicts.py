@@ -92,3 +92,17 @@ def test_credslayer_http_ntlm_capture_gives_the_verdict_tshark_shows() -> None:
     [ntlm] = [record for record in map(finding_record, analysis.findings) if record["type"] == "ntlm-info"]
     outcomes = sorted((detail["outcome"] or "") for detail in ntlm["details"])
     assert outcomes == ["", "", "", "", "", "", "success"]
+
+
+def test_requests_held_behind_a_connect_and_read_at_the_gap_still_await_responses() -> None:
+    """The client's bytes after a CONNECT wait for its answer; a gap of the server's may have lost it, so they are
+    read then. The requests among them await responses like those before: the 200 after the gap may answer the GET
+    (the CONNECT's 407 lost), and was taken for the acceptance of the CONNECT's wrong password."""
+    connect = f"CONNECT mail.example:443 HTTP/1.1\r\nHost: mail.example:443\r\nProxy-Authorization: Basic {BASIC_A}"
+    get = f"GET http://intranet/ HTTP/1.1\r\nHost: intranet\r\nProxy-Authorization: Basic {BASIC_B}"
+    script = [
+        (1, C, f"{connect}\r\n\r\n{get}\r\n\r\n".encode()),
+        (2, None, b"300"),
+        (3, S, b"x\r\n" + response("200 OK")),
+    ]
+    assert verdicts(play(script)) == []

@@ -150,3 +150,22 @@ def test_pcapplusplus_smtp_capture_reports_the_login_tshark_shows() -> None:
     [found] = credentials_found(require_corpus("pcaps", "pcapplusplus", "Smtp.pcap"))
     assert (found["mechanism"], found["user"], found["password"]) == ("LOGIN", "gurpartap@patriots.in", "punjab@123")
     assert found["outcome"] is None  # no verdict in the capture
+
+
+def test_the_last_lines_of_a_reply_cut_by_the_gap_leave_a_login_sent_after_it_read() -> None:
+    """The EHLO reply's start lost, its last line comes after the AUTH LOGIN the client sent once it had it: that 250
+    may be the EHLO's, so it ends nothing; the prompts that follow show the server is in the exchange, and the user
+    name, the password and the verdict are read (the 250 ended the exchange, and the password was not reported)."""
+    script = [
+        *OPENING,
+        (None, b"30"),
+        (C, b"AUTH LOGIN\r\n"),
+        (S, b"ELINING\r\n250 AUTH LOGIN PLAIN\r\n334 VXNlcm5hbWU6\r\n"),
+        (C, f"{USER}\r\n".encode()),
+        (S, b"334 UGFzc3dvcmQ6\r\n"),
+        (C, f"{PASSWORD}\r\n".encode()),
+        (S, b"235 2.7.0 Authentication successful\r\n"),
+    ]
+    events = play(script)
+    assert [(c.mechanism, c.user, c.password) for c in of(events, ev.Credentials)] == [("LOGIN", "alice", "s3cret!")]
+    assert [(result.success, result.attempt) for result in of(events, ev.AuthResult)] == [(True, 1)]
