@@ -28,31 +28,25 @@ from __future__ import annotations
 
 import re
 
+from dissectors.line_kinds import (
+    HTTP_REQUEST,
+    HTTP_STATUS,
+    IMAP_TAGGED,
+    MAX_FIRST_LINE,
+    SHARED_COMMANDS,
+    SMTP_REPLY,
+    client_protocol,
+    command_verb,
+)
 from dissectors.socks import recognise as socks_handshake
 
 NOT_MAIL = ""
-# How much of a first line is looked at before deciding without its end.
-MAX_FIRST_LINE = 512
 
 _SMTP_WORDS = re.compile(rb"E?SMTP|Postfix|Sendmail|Exim|Exchange|qmail|Haraka|\bmail|\bMail|\bMAIL|\bMX\b|\bmx")
 _POP3_WORDS = re.compile(rb"POP3?\b|\bready\b|<[^<>@\s]{1,200}@[^<>\s]{1,200}>|Dovecot|Courier|Qpopper", re.IGNORECASE)
-_SMTP_REPLY = re.compile(rb"^[2-5]\d\d(?:[ -]|$)")
-_IMAP_TAGGED = re.compile(rb"^[A-Za-z0-9.]{1,32} (?:OK|NO|BAD)\b", re.IGNORECASE)
-_HTTP_REQUEST = re.compile(rb"^(?:[A-Z][A-Z0-9_-]{0,31} \S+|CONNECT \S+ \S+) HTTP/1\.[01]$")
-_HTTP_STATUS = re.compile(rb"^HTTP/1\.[01] \d{3}(?:\s|$)")
 
-# Commands a mail protocol shares with others (FTP and Redis have AUTH; everyone has QUIT): they neither confirm
-# nor refute a greeting; the client's next line does.
-_SHARED_COMMANDS = frozenset({b"AUTH", b"QUIT", b"NOOP", b"HELP", b"STARTTLS"})
 # Client lines looked at to confirm a greeting.
 MAX_CONFIRMING_LINES = 8
-# Client commands that only one mail protocol has (a mid-stream client, or the answer to a greeting).
-_SMTP_COMMANDS = frozenset({b"EHLO", b"HELO", b"LHLO", b"MAIL", b"RCPT", b"DATA", b"BDAT", b"RSET", b"VRFY", b"EXPN"})
-_POP3_COMMANDS = frozenset({b"CAPA", b"STLS", b"APOP", b"UIDL", b"STAT", b"RETR", b"DELE", b"TOP", b"PASS", b"USER"})
-_IMAP_COMMANDS = frozenset(
-    {b"CAPABILITY", b"LOGIN", b"AUTHENTICATE", b"STARTTLS", b"SELECT", b"EXAMINE", b"FETCH", b"UID", b"ID",
-     b"NOOP", b"LOGOUT", b"LIST", b"LSUB", b"STATUS", b"APPEND", b"IDLE", b"NAMESPACE", b"ENABLE"}
-)  # fmt: skip
 
 
 def first_line(data: bytes) -> bytes | None:
@@ -71,23 +65,6 @@ def greeting_candidate(line: bytes) -> str | None:
         return "pop3"
     if line.startswith((b"220 ", b"220-")) or line == b"220":
         return "smtp"
-    return None
-
-
-def _verb(line: bytes) -> bytes:
-    return line.split(b" ", 1)[0].split(b":", 1)[0].upper()
-
-
-def client_protocol(line: bytes) -> str | None:
-    """The protocol a client's command line belongs to, when only one mail protocol has that command."""
-    verb = _verb(line)
-    if verb in _SMTP_COMMANDS:
-        return "smtp"
-    if verb in _POP3_COMMANDS:
-        return "pop3"
-    words = line.split(b" ", 2)
-    if len(words) >= 2 and re.fullmatch(rb"[A-Za-z0-9.]{1,32}", words[0]) and words[1].upper() in _IMAP_COMMANDS:
-        return "imap"
     return None
 
 
@@ -119,8 +96,8 @@ def identify(server: bytes, client: bytes) -> str | None:
 def http_lines(server_line: bytes | None, client_line: bytes | None) -> bool:
     """Are these first lines (:func:`first_line`, None while incomplete) HTTP's: an HTTP/1.x request line from the
     client, or a status line from the server? No mail protocol's first line is either."""
-    return (client_line is not None and bool(_HTTP_REQUEST.match(client_line))) or (
-        server_line is not None and bool(_HTTP_STATUS.match(server_line))
+    return (client_line is not None and bool(HTTP_REQUEST.match(client_line))) or (
+        server_line is not None and bool(HTTP_STATUS.match(server_line))
     )
 
 
@@ -153,14 +130,14 @@ def port_refuted(protocol: str, server: bytes, client: bytes, client_first: bool
         if client_protocol(client_line) == protocol:
             return False
         if client_first and not partial and client_protocol(client_line) is None:
-            return _verb(client_line) not in _SHARED_COMMANDS  # mail servers speak first
+            return command_verb(client_line) not in SHARED_COMMANDS  # mail servers speak first
     server_line = first_line(server) if server else None
     if server_line is None:
         return None if client_line is None else False
     if partial:
         return False  # the first line seen of a server picked up mid-stream may be any line of its protocol
     if protocol in ("pop3", "imap"):
-        return bool(_SMTP_REPLY.match(server_line)) or (protocol == "pop3" and server_line.startswith(b"+PONG"))
+        return bool(SMTP_REPLY.match(server_line)) or (protocol == "pop3" and server_line.startswith(b"+PONG"))
     if protocol != "smtp" or greeting_candidate(server_line) != "smtp" or _SMTP_WORDS.search(server_line):
         return False
     lines = client.split(b"\n")[:-1]  # complete lines only
@@ -168,23 +145,11 @@ def port_refuted(protocol: str, server: bytes, client: bytes, client_first: bool
         line = line.rstrip(b"\r")
         if client_protocol(line) == "smtp":
             return False
-        if _verb(line) in _FTP_COMMANDS or line.upper() in (b"AUTH TLS", b"AUTH SSL"):
+        if command_verb(line) in _FTP_COMMANDS or line.upper() in (b"AUTH TLS", b"AUTH SSL"):
             return True
-        if _verb(line) not in _SHARED_COMMANDS:
+        if command_verb(line) not in SHARED_COMMANDS:
             return False
     return None if len(lines) < MAX_CONFIRMING_LINES else False
-
-
-def line_start(line: bytes) -> bool:
-    """Does this whole line begin a line of a carried protocol: a reply or status line, an untagged or tagged IMAP
-    response, a mail command, an HTTP request or status line? (The first segment of a flow picked up mid-stream may
-    begin inside a line; when its first line is one of these, it began a line.)"""
-    line = line[:MAX_FIRST_LINE].rstrip(b"\r")
-    if _SMTP_REPLY.match(line) or _IMAP_TAGGED.match(line) or _HTTP_REQUEST.match(line) or _HTTP_STATUS.match(line):
-        return True
-    if line.startswith((b"+OK", b"-ERR", b"* ", b"+ ")) or line == b"+":
-        return True
-    return client_protocol(line) is not None or _verb(line) in _SHARED_COMMANDS
 
 
 def _confirm(candidate: str, named: bool, client: bytes) -> str | None:
@@ -197,7 +162,7 @@ def _confirm(candidate: str, named: bool, client: bytes) -> str | None:
         said = client_protocol(line)
         if said == candidate:
             return candidate
-        if said is not None or _verb(line) not in _SHARED_COMMANDS:
+        if said is not None or command_verb(line) not in SHARED_COMMANDS:
             return NOT_MAIL
     return None if len(lines) < MAX_CONFIRMING_LINES else NOT_MAIL
 
@@ -208,18 +173,18 @@ def _from_client(client_line: bytes | None) -> str | None:
     if client_line is None:
         return None
     said = client_protocol(client_line)
-    return None if said == "pop3" and _verb(client_line) in (b"USER", b"PASS") else said
+    return None if said == "pop3" and command_verb(client_line) in (b"USER", b"PASS") else said
 
 
 def _mid_stream(server_line: bytes, client_line: bytes | None) -> str | None:
     """A server line that is no greeting: a reply of the protocol the client's command belongs to, or not mail."""
     said = client_protocol(client_line) if client_line is not None else None
-    if said == "smtp" and _SMTP_REPLY.match(server_line):
+    if said == "smtp" and SMTP_REPLY.match(server_line):
         return "smtp"
     if said == "pop3" and server_line.startswith((b"+OK", b"-ERR", b"+ ")):
         return "pop3"
-    if said == "imap" and (server_line.startswith((b"* ", b"+ ")) or _IMAP_TAGGED.match(server_line)):
+    if said == "imap" and (server_line.startswith((b"* ", b"+ ")) or IMAP_TAGGED.match(server_line)):
         return "imap"
-    if client_line is None and (_SMTP_REPLY.match(server_line) or server_line.startswith(b"-ERR")):
+    if client_line is None and (SMTP_REPLY.match(server_line) or server_line.startswith(b"-ERR")):
         return None  # a mid-stream reply: the client's next command says whose
     return NOT_MAIL

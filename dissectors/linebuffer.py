@@ -8,7 +8,26 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import NamedTuple
+
+from dissectors.line_items import (
+    SKIP_ALL,
+    SKIP_DOT,
+    SKIP_RAW,
+    Item,
+    LaxEnd,
+    Line,
+    Overflow,
+    Raw,
+    Resumed,
+    wire_text,
+)
+from dissectors.line_kinds import line_start
+
+# The items and the skip rules live in dissectors.line_items; they are named here too, where readers look for them.
+__all__ = [
+    "MAX_HELD", "MAX_KEPT_RAW", "MAX_LINE", "SKIP_ALL", "SKIP_DOT", "SKIP_RAW", "Item", "LaxEnd", "Line",
+    "LineBuffer", "Overflow", "Raw", "Resumed", "wire_text",
+]  # fmt: skip
 
 # RFC 5321 allows 512-byte command lines and 1000-byte text lines; SASL blobs and IMAP commands run longer.
 # Past this a line is not buffered any further: it is reported and skipped up to the next newline.
@@ -31,73 +50,6 @@ _CRS = re.compile(rb"\r*")
 _MID_LINE, _LINE_START, _AFTER_DOT = 0, 1, 2
 
 
-def wire_text(raw: bytes) -> str:
-    """Text from the wire as NTLM OEM strings are read: UTF-8 when the bytes are UTF-8, else Latin-1 (a server's
-    single-byte code page). Never a replacement character: every byte stays visible, and escaping is the display's."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
-
-
-class Line(NamedTuple):
-    """A line without its CR LF. ``frame``/``timestamp`` are those of the packet that completed it (where tshark
-    shows a reassembled PDU); ``first_frame`` is where it began. Items are named tuples: immutable, and made once
-    per line at a third of a frozen dataclass's cost."""
-
-    text: str
-    frame: int | None
-    timestamp: float | None
-    first_frame: int | None = None
-
-
-class Raw(NamedTuple):
-    """A run of bytes that is not lines; ``data`` holds at most MAX_KEPT_RAW of its ``size`` bytes."""
-
-    data: bytes
-    size: int
-    frame: int | None
-    timestamp: float | None
-
-
-class LaxEnd(NamedTuple):
-    """The end line of a body read with ``exact_end`` (:meth:`LineBuffer.expect_dot_body`) that is not exactly CR LF
-    "." CR LF (RFC 5321 section 4.1.1.4): a bare LF or a bare CR before or after the dot, or more CRs. Servers differ
-    on it (the SMTP smuggling of CVE-2023-51764): the dissector decides by the server's replies. ``certain`` is false
-    when the line ending before the dot went unread (dropped below Python with fewer than its last two bytes passed
-    on), so the line may be exact after all; ``after`` is how the dot's own line ended (``\\r\\n``, CRs before its
-    LF counted as one CR; ``\\n``; or ``\\r``, CRs without a LF); ``bare_cr``, that a bare CR ended the line before the
-    dot or the dot's own: only a server that takes a bare CR for a line end ends a message there."""
-
-    frame: int | None
-    timestamp: float | None
-    first_frame: int | None
-    certain: bool
-    after: bytes
-    bare_cr: bool = False
-
-    @property
-    def crlf_after(self) -> bool:
-        return self.after == b"\r\n"
-
-
-class Overflow(NamedTuple):
-    """A line longer than MAX_LINE; skipped up to the next newline."""
-
-    size: int
-    frame: int | None
-    timestamp: float | None
-
-
-Item = Line | Raw | Overflow | LaxEnd
-
-# What the next bytes of a side are when nobody needs to read them (LineBuffer.skippable): what a packet capture
-# may drop before they reach the dissector, saying only how many there were (LineBuffer.skip).
-SKIP_DOT = 1  # inside a dot-terminated body: bytes without a line starting with a dot
-SKIP_RAW = 2  # inside a raw run that is only counted off: fewer bytes than are left of it
-SKIP_ALL = 3  # everything (the session is TLS from here on)
-
-
 class LineBuffer:
     def __init__(self, max_line: int = MAX_LINE) -> None:
         self.max_line = max_line
@@ -105,6 +57,7 @@ class LineBuffer:
         self._pending_frame: int | None = None
         self._pending_timestamp: float | None = None
         self._discarding = False  # inside an overlong line, or resyncing after a gap
+        self._resuming = False  # resyncing, and no byte read since: the first line may be taken whole (resync)
         self._raw_left = 0
         self._raw_kept = bytearray()
         self._raw_size = 0
@@ -187,7 +140,7 @@ class LineBuffer:
         what follows is still body, from somewhere inside a line, so only a dot after the next line break can begin
         its end line."""
         self.expect_dot_body(exact_end=True)
-        self._discarding = False  # the body's skipping finds the next line break itself
+        self._discarding = self._resuming = False  # the body's skipping finds the next line break itself
         self._body_state = _MID_LINE
         self._before = None  # how the line before a dot ended: found by reading on (None: unread)
         self._tail_cr = False  # a dot right after the lost bytes begins no line
@@ -238,8 +191,19 @@ class LineBuffer:
             self._raw_left -= min(size, self._raw_left - 1)  # the run's last byte is always read
 
     def resync(self) -> None:
-        """Drop the partial line (and anything held) and skip to the next newline: bytes were lost, or given up,
-        and what follows starts mid-line."""
+        """Drop the partial line (and anything held): bytes were lost, or given up, and what follows may start
+        inside a line. It is skipped to the first newline, once (the capture layer hands the bytes after a gap on as
+        they are), unless the first chunk fed next holds a whole line that looks like a line of a carried protocol
+        (:func:`dissectors.line_kinds.line_start`, the test a flow picked up mid-stream passes): a segment begins
+        where the sender's write began, mostly, and a reply, a tagged response or a command there began a line.
+
+        Lost bytes end anywhere, though, and the tail of a cut line may look like a line (``...limit of 10334
+        bytes`` cut before ``334``). Taking it whole is never taken for proof: it is handed out as :class:`Resumed`,
+        and the session does not let a prompt in it end the doubt the gap left (:class:`dissectors.sasl.AuthTracker`:
+        no reply is a verdict until a prompt shows where the server is). The verdicts a line read after a gap can
+        give are those a whole line there gives: the commands awaiting replies were forgotten at the gap, and the
+        exchanges the server may still answer are in doubt; the prompts it would pass for are only read as steps."""
+        self._resuming = True
         self._pending.clear()
         self._raw_left = 0
         self._raw_kept.clear()
@@ -254,6 +218,7 @@ class LineBuffer:
         dropped and reading resumes at the next newline after them."""
         if self._pending or self._held:
             self._discarding = True
+        self._resuming = False
         self._pending.clear()
         self._raw_kept.clear()
         self._holding = False
@@ -299,10 +264,11 @@ class LineBuffer:
                 continue
             newline = data.find(b"\n", position)
             if self._discarding:
+                resumed = self._skip_line(data, position, newline, frame, timestamp)
                 if newline < 0:
                     return
-                self._discarding = False
                 position = newline + 1
+                yield from resumed
                 continue
             if not self._pending:
                 if newline >= 0 and newline - position <= self.max_line:  # a whole line here: taken without a copy
@@ -329,6 +295,21 @@ class LineBuffer:
             self._pending.clear()
             position = newline + 1
             yield Line(wire_text(line), frame, timestamp, self._pending_frame)
+
+    def _skip_line(
+        self, data: bytes, position: int, newline: int, frame: int | None, timestamp: float | None
+    ) -> tuple[Resumed, ...]:
+        """Skipping from ``position`` to the ``newline`` (-1: none in ``data``, still skipping): the line up to it,
+        when it is the first line fed after :meth:`resync`, whole, and like a line of a carried protocol (taken
+        whole, not skipped: see there); else nothing."""
+        resuming, self._resuming = self._resuming, False
+        if newline < 0:
+            return ()
+        self._discarding = False
+        if not resuming or not 0 < newline - position <= self.max_line:
+            return ()  # the skipped line is not copied
+        line = data[position:newline]
+        return (Resumed(wire_text(line.rstrip(b"\r")), frame, timestamp, frame),) if line_start(line) else ()
 
     def _take_raw(self, data: bytes, position: int, frame: int | None, timestamp: float | None) -> int:
         """Count off (and keep, up to MAX_KEPT_RAW) the raw run's bytes from ``position``; where reading goes on."""

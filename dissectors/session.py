@@ -13,7 +13,7 @@ from typing import Any
 
 from dissectors import events as ev
 from dissectors import sasl
-from dissectors.linebuffer import MAX_HELD, MAX_LINE, SKIP_ALL, LaxEnd, Line, LineBuffer, Overflow, Raw
+from dissectors.linebuffer import MAX_HELD, MAX_LINE, SKIP_ALL, LaxEnd, Line, LineBuffer, Overflow, Raw, Resumed
 from dissectors.sasl_ntlm import ntlm_message
 from dissectors.tls_records import implicit_tls_evidence, looks_like_clear_text, may_begin_tls_record
 
@@ -103,9 +103,8 @@ class MailSession:
         return self._collect(lambda: self._close(frame, timestamp))
 
     def shed(self, frame: int | None = None, timestamp: float | None = None) -> list[ev.Event]:
-        """Drop every partial state (told to by whoever bounds all sessions together), with an anomaly: partial
-        lines are skipped to their end, bytes held for an answer and commands awaiting replies are forgotten, and
-        the session goes on from the next line, as after a gap."""
+        """Drop every partial state (told to by whoever bounds all sessions together), with an anomaly: partial lines
+        skipped to their end, bytes held and commands awaiting replies forgotten; on from the next line, as at a gap."""
         return self._collect(lambda: self._shed(frame, timestamp))
 
     def skippable(self, side: ev.Side) -> tuple[int, int, bool] | None:
@@ -139,8 +138,7 @@ class MailSession:
             self.buffers[side].skip(size, at_line_start, frame, ts, tail)
 
     def buffered_bytes(self) -> int:
-        """Bytes this session holds between calls: partial lines, bytes held for an answer, kept literals,
-        commands awaiting replies, and what the protocol keeps (``_state_bytes``)."""
+        """Bytes held between calls: partial lines, held bytes, kept literals, pending commands, ``_state_bytes``."""
         held = self._pending_bytes + self._state_bytes() + self.buffers[CLIENT].buffered_with(self.buffers[SERVER])
         auth = self.auth
         return held if auth.exchange is None and not auth.awaiting else held + auth.held_bytes()
@@ -151,8 +149,7 @@ class MailSession:
         try:
             work()
         finally:
-            # Nothing of this call outlives it but the state counted in buffered_bytes: the events are the
-            # caller's, and the last line (up to 64 KiB) is not kept for the next call.
+            # Nothing of this call outlives it but the state counted in buffered_bytes (the last line: 64 KiB).
             self._out = []
             self._line = _NO_LINE
         return out
@@ -193,6 +190,10 @@ class MailSession:
             elif kind is LaxEnd:
                 self._line = Line(".", item.frame, item.timestamp, item.first_frame)
                 self._lax_end(item)
+            elif kind is Resumed:  # maybe a cut line's tail (LineBuffer.resync): a prompt in it shows nothing
+                self._line, doubt = Line(*item), self.auth.doubt
+                read_line(item.text)
+                self.auth.doubt = self.auth.doubt or doubt
             if self.tls:
                 break  # the rest of this chunk is the TLS handshake: not ours to read
 
@@ -260,8 +261,7 @@ class MailSession:
         self._consume(CLIENT, held, frame, timestamp)
 
     def _after_receive(self, side: ev.Side) -> None:
-        """After a chunk that left more than MAX_HELD of the client's bytes held unread: those held for an answer
-        that is slow to come are read as they are."""
+        """More than MAX_HELD of the client's bytes held for an answer slow to come: they are read as they are."""
         if self._tls_hello is not None and self.buffers[CLIENT].held > MAX_HELD:
             self._tls_not_answered(f"more than {MAX_HELD} bytes from the client and no answer")
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from dissectors.identify import line_start, port_refuted
+from dissectors.identify import port_refuted
+from dissectors.line_kinds import line_start
 
 
 @pytest.mark.parametrize(

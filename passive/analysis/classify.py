@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dissectors.identify import first_line, http_lines, line_start, port_refuted
+from dissectors.identify import first_line, http_lines, port_refuted
+from dissectors.line_kinds import line_start
 from dissectors.registry import CARRIER_PORTS, NOT_MAIL, identify
 from passive.capture.options import CaptureOptions
 

@@ -58,7 +58,7 @@ class CaptureCounters:
     # Accepted (mail) flows picked up mid-stream, no SYN of theirs in the capture (it began while they were open):
     # what they said before, a login among it, is not in the capture.
     flows_midstream: int = 0
-    resync_skipped_bytes: int = 0  # bytes dropped up to the next line boundary after a gap/mid-stream start
+    resync_skipped_bytes: int = 0  # bytes dropped up to the first line boundary of a mid-stream start
     retransmissions: int = 0  # segments whose data was all already seen
     overlaps: int = 0  # segments partly or wholly covering data already seen
     overlap_conflicts: int = 0  # ...where the bytes differ

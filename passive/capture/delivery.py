@@ -113,9 +113,11 @@ class Delivery:
         if not flow.gapped:
             flow.gapped = True
             self.counters.flows_with_gaps += 1
-        if self.resync_lines:
-            half.resync = True
-        half.pickup = False  # what follows lost bytes may begin anywhere in a line
+        # What follows lost bytes may begin anywhere in a line, and goes on as it is: the handler hears of the gap
+        # first, and its line reading skips the cut line itself, once (dissectors.linebuffer.LineBuffer.resync),
+        # knowing what the bytes are (a message body, a literal, ciphertext). Skipping here too lost a whole line
+        # more, the first the handler would have read. A mid-stream start not delivered yet is skipped by it too.
+        half.resync = half.pickup = False
         if flow.state == Flow.ACTIVE and flow.handler is not None:
             flow.handler.on_gap(flow, DIRECTIONS[direction], missing, frame, ts)
         elif flow.state == Flow.CLASSIFYING and flow._events is not None:

@@ -75,7 +75,7 @@ class CaptureOptions:
     max_flows: int = MAX_FLOWS
     max_buffer: int = MAX_BUFFER
     max_total_buffer: int = MAX_TOTAL_BUFFER
-    resync_lines: bool = True  # start delivery on a line boundary after a gap or a mid-stream pickup
+    resync_lines: bool = True  # start a mid-stream pickup on a line boundary (after a gap: the handler)
     # Whether a mid-stream pickup's first line (a whole line of its first segment) starts a line of the protocols
     # read, so that it is kept rather than skipped as the tail of a line; None: always skipped.
     line_start: LineStart | None = None

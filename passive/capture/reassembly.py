@@ -28,8 +28,9 @@ Policy, in short:
   (the bytes were sent but not captured), or when the flow closes.
 * **Mid-stream pickup and resync.** A direction whose first segment is not a SYN marks
   the flow ``partial``. With ``resync_lines`` (default) the data handed on starts after
-  the first ``\\n`` of that direction, and after every gap, so consumers always start on
-  a line boundary; skipped bytes are counted in ``resync_skipped_bytes``.
+  the first ``\\n`` of that direction (unless its first line is one of a carried protocol's,
+  ``line_start``); skipped bytes are counted in ``resync_skipped_bytes``. After a gap the
+  bytes go on as they are: the handler, told of the gap first, resyncs its own reading.
 * **Close.** An accepted RST closes at once; FIN closes when both directions have delivered up to
   their FIN. Flows idle longer than ``idle_timeout`` seconds of *capture* time expire.
   When the table holds ``max_flows`` flows one is evicted per new flow: half-open flows first, then flows
