@@ -150,14 +150,37 @@ def _corrupted(path: Path, script: str, at: str) -> Path:
 
 def test_a_larger_segment_than_one_on_the_wire_with_a_wrong_checksum_is_read(tmp_path: Path) -> None:
     """A host that merged received segments (GRO, LRO) shows one packet with the first one's checksum: refusing it
-    would lose what the receiver did read. One no larger than a segment on the wire, alone, is refused: the bytes
-    the receiver then read are not in the capture (a gap)."""
+    would lose what the receiver did read."""
     script = transaction("C: DATA", "S: 354 go ahead", "C: " + "x" * 2000, "C: .", "S: 250 2.0.0 Ok: queued")
     summary = _summary(_corrupted(tmp_path / "merged.pcap", script, "x" * 10))
     assert (summary["checksum_drops"], summary["gaps"]) == (0, 0)
-    script = transaction("C: DATA", "S: 354 go ahead", "C: " + "x" * 1000, "C: .", "S: 250 2.0.0 Ok: queued")
-    summary = _summary(_corrupted(tmp_path / "single.pcap", script, "x" * 10))
-    assert (summary["checksum_drops"], summary["gaps"]) == (1, 1)
+
+
+def test_the_only_copy_of_bytes_the_receiver_acknowledged_is_read_whatever_its_checksum(tmp_path: Path) -> None:
+    """A capture edited without fixing checksums: the receiver got those bytes (in their first form) and said so.
+    The RCPT so edited is read, and it is the relay the server's 250 says it is."""
+    pcap = _corrupted(tmp_path / "edited.pcap", transaction(), "RCPT")
+    assert relays(analyze(pcap)) == [("open-relay", "high", True)]
+    summary = _summary(pcap)
+    assert (summary["checksum_drops"], summary["gaps"]) == (0, 0)
+
+
+def test_a_segment_with_a_wrong_checksum_never_acknowledged_is_dropped(tmp_path: Path) -> None:
+    """The last RCPT, planted with a wrong checksum, is never acknowledged (the server read nothing there, and the
+    capture ends): it is not read, and the summary counts it."""
+    script = transaction().replace("C: QUIT\nS: 221 2.0.0 Bye", "C: RCPT TO:<second@outside.test>")
+    segments = conversation_segments(turns(script), CLIENT, SERVER)
+    frames = ethernet_frames(segments)
+    last = max(n for n, segment in enumerate(segments) if segment[5].startswith(b"RCPT"))
+    out = [
+        (ts, _with_tcp_checksum(frame, 0xBEEF) if n == last else bytes(frame)) for n, (ts, frame) in enumerate(frames)
+    ]
+    out = [item for n, item in enumerate(out) if n <= last]  # nothing after it: no acknowledgement
+    pcap = tmp_path / "unacknowledged.pcap"
+    pcap.write_bytes(pcap_bytes(out))
+    findings = analyze(pcap, "--show-secrets")
+    assert not any("second@outside.test" in str(f) for f in findings)
+    assert _summary(pcap)["checksum_drops"] == 1
 
 
 def test_a_rst_with_a_wrong_checksum_ends_nothing(tmp_path: Path) -> None:

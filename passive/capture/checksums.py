@@ -4,10 +4,11 @@ checksum over a pseudo-header, RFC 9293 section 3.1 and RFC 8200 section 8.1; IP
 A receiver drops a segment whose checksum is wrong, without a word. A passive analyzer that reads it anyway can be
 shown bytes the server never read: a sender makes a segment wrong on purpose (an insertion, Ptacek and Newsham 1998)
 to plant a decoy command, reply or RST, then sends the real one at the same sequence numbers. So the reassembler
-refuses such a segment as the receiver does (``passive.capture.reassembly``, ``checksum_drops``), but only where the
-capture shows checksums at all: a capture made on a sending host shows its outgoing segments before the network card
-fills their checksum in (checksum offload), and a host that merges or splits segments in its card or driver (GRO,
-LRO, TSO) shows packets whose checksum is the first segment's or none. Those are told apart here:
+holds such a segment until its receiver's acknowledgement says whether it took bytes there
+(:mod:`passive.capture.doubtful`), but only where the capture shows checksums at all: a capture made on a sending
+host shows its outgoing segments before the network card fills their checksum in (checksum offload), and a host that
+merges or splits segments in its card or driver (GRO, LRO, TSO) shows packets whose checksum is the first segment's
+or none. Those are told apart here:
 
 * ``INFO_CSUM_VALID``: the TCP checksum is right (and an IPv4 header's, unless zero: left to the card);
 * ``INFO_CSUM_BAD``: one is wrong, and the TCP checksum is none of what offload leaves: zero, or the pseudo-header's

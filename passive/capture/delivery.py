@@ -38,8 +38,11 @@ class Delivery:
         raise NotImplementedError  # the reassembler's
 
     def _add(
-        self, flow: Flow, direction: int, half: HalfStream, rel: int, data: bytes, wire_len: int, frame: int, ts: float
-    ) -> None:
+        self, flow: Flow, direction: int, half: HalfStream, rel: int, data: bytes, wire_len: int, frame: int,
+        ts: float, policy: ReassemblyPolicy | None = None,
+    ) -> None:  # fmt: skip
+        """Where ``data`` at stream offset ``rel`` goes; ``policy`` (the run's when None) decides overlaps with
+        buffered bytes."""
         counters = self.counters
         next_rel = half.next_rel
         end = rel + wire_len
@@ -63,7 +66,7 @@ class Delivery:
             return
         if rel > next_rel:
             counters.out_of_order += 1
-        added, overlapped, new_won, old_won = half.insert(rel, data, frame, ts, self.policy)
+        added, overlapped, new_won, old_won = half.insert(rel, data, frame, ts, policy or self.policy)
         self._pending_total += added
         if overlapped:
             counters.overlaps += 1

@@ -51,10 +51,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from passive.capture.checksums import INFO_CSUM_BAD, INFO_CSUM_VALID, MAX_SINGLE_SEGMENT
+from passive.capture.checksums import INFO_CSUM_BAD, INFO_CSUM_VALID
 from passive.capture.classifying import MAX_CLASSIFY_HELD, Classification
 from passive.capture.counters import CaptureCounters
 from passive.capture.delivery import DIRECTIONS, TAIL_KEEP
+from passive.capture.doubtful import Doubts
 from passive.capture.flow import (
     Chunk,
     Classifier,
@@ -76,7 +77,7 @@ from passive.capture.stream import SEQ_MASK, HalfStream, handshake_done, one_sid
 _ENTER = INFO_SKIPPED | INFO_CSUM_BAD  # Segment.info bits that take a segment off the fast path (Reassembler._enter)
 
 
-class Reassembler(Classification):
+class Reassembler(Classification, Doubts):
     """Per-direction TCP reassembly over a bounded flow table (see the module docstring for the policy)."""
 
     def __init__(
@@ -131,9 +132,7 @@ class Reassembler(Classification):
     # -- input ---------------------------------------------------------------------------
 
     def process(self, segment: Segment, frame: int, ts: float) -> None:
-        """Handle one decoded TCP segment captured in ``frame`` at ``ts``. The most frequent, a bare ACK or the next
-        in-order bytes of an accepted flow, with the fewest steps: what is rare is decided by ``_enter`` and
-        ``_segment``."""
+        """One decoded TCP segment of ``frame`` at ``ts``: bare ACKs and in-order bytes here, the rest elsewhere."""
         src, dst, sport, dport, seq, ack, flags, payload, wire_len, info, window, _options = segment
         entry = self._keys.get((src, sport, dst, dport, info >> INFO_VNET_SHIFT))
         if entry is None or flags & SYN or info & _ENTER or ts >= self._sweep_at:
@@ -157,6 +156,8 @@ class Reassembler(Classification):
             other = halves[1 - direction]  # holes, the handshake
             if flags & ACK:
                 other.acked, other.window = ack, window
+                if other.doubtful:
+                    self._acknowledged(flow, 1 - direction, other)
                 if other.pending and other.rel(ack) >= other.pending[0][0]:
                     self._fill_hole(flow, 1 - direction, other)
                 if flow.evict_class == HALF_OPEN:
@@ -171,6 +172,8 @@ class Reassembler(Classification):
             and flow.state == Flow.ACTIVE
             and len(payload) == wire_len
         ):  # the next in-order bytes of an established, accepted flow
+            if halves[1 - direction].doubtful and flags & ACK:  # what it acknowledges comes before what it brings
+                self._acknowledged(flow, 1 - direction, halves[1 - direction], ack)
             offset = half.next_rel
             half.next_rel = end = offset + wire_len
             half.next_seq = (seq + wire_len) & SEQ_MASK
@@ -198,22 +201,14 @@ class Reassembler(Classification):
             apply_notice(self, segment, frame, ts)
             return None
         self.counters.segments += 1
-        if segment[9] & INFO_CSUM_BAD and entry is not None and self._checksum_refused(entry, segment):
-            self.counters.checksum_drops += 1
-            return None
+        if segment[9] & INFO_CSUM_BAD and entry is not None and self._doubted(entry, segment, frame, ts):
+            return None  # held until its receiver's acknowledgement, or dropped (passive.capture.doubtful)
         if ts >= self._sweep_at:
             self.expire(ts)
             entry = self._keys.get((segment[0], segment[2], segment[1], segment[3], segment[9] >> INFO_VNET_SHIFT))
         if entry is None or segment[6] & SYN:
             return self._flow_for(entry, segment, frame, ts)
         return entry
-
-    def _checksum_refused(self, entry: tuple[Flow, int], segment: Segment) -> bool:
-        """A segment with a wrong checksum is dropped by its receiver, unread: so it is here, where its direction
-        showed right ones and it is no larger than one segment on the wire (passive.capture.checksums)."""
-        halves = entry[0]._halves
-        checked = halves is not None and halves[entry[1]].checked
-        return checked and self.check_checksums and segment[8] <= MAX_SINGLE_SEGMENT
 
     def _flow_for(
         self, entry: tuple[Flow, int] | None, segment: Segment, frame: int, ts: float
@@ -254,6 +249,8 @@ class Reassembler(Classification):
                 syn_seen(half, other)
         if flags & ACK:
             other.note_ack(ack, window, bool(flags & SYN))
+            if other.doubtful:
+                self._acknowledged(flow, 1 - direction, other)
         if flags & SYN:
             seq = (seq + 1) & SEQ_MASK
         refused = validates and half.win_known and bool(wire_len or flags & FIN) and half.beyond_window(seq)
@@ -391,6 +388,7 @@ class Reassembler(Classification):
     def _close(self, flow: Flow, reason: CloseReason, *, counted: bool = True) -> None:
         halves = flow._halves
         if halves is not None:
+            self._forget_doubts(halves)
             for direction, half in enumerate(halves):
                 self._drain_all(flow, direction, half)
         if flow.state == Flow.CLASSIFYING:

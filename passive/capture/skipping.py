@@ -56,7 +56,7 @@ from passive.capture.delivery import DIRECTIONS
 from passive.capture.flow import Direction, Flow
 from passive.capture.flowtable import ESTABLISHED
 from passive.capture.linklayer import ACK, INFO_VNET_SHIFT, Segment
-from passive.capture.stream import SEQ_MASK
+from passive.capture.stream import SEQ_MASK, HalfStream
 
 SKIP_NONE, SKIP_DOT, SKIP_RAW, SKIP_ALL = 0, 1, 2, 3
 """The rules, as the dissectors number them (``dissectors.linebuffer.SKIP_*``)."""
@@ -77,6 +77,8 @@ class Reassembler(Protocol):
 
     @property
     def open_flows(self) -> int: ...
+
+    def _acknowledged(self, flow: Flow, direction: int, half: HalfStream) -> None: ...
 
 
 def arm_requested(reassembler: Reassembler, scanner: Any) -> None:
@@ -147,6 +149,8 @@ def apply_notice(reassembler: Reassembler, segment: Segment, frame: int, ts: flo
     half, other = halves[direction], halves[1 - direction]
     if flags & ACK:
         other.acked, other.window = ack, window
+        if other.doubtful:
+            reassembler._acknowledged(flow, 1 - direction, other)
     if not size:
         return
     handler = flow.handler

@@ -133,17 +133,10 @@ def analyze(
     captures, skipped = _captures(captures)
     _check_usage(captures, ports_only, all_ports, scheduler, bpf, (output, hashes_file, output_all, db), suppress_path)
     options = AnalysisOptions(
-        all_ports=not ports_only,
-        bpf=bpf,
-        local_domains=domains(local_domains),
-        trusted_networks=trusted_networks,
-        keep_events=keep_events,
-        reassembly_policy=reassembly_policy,
-        check_checksums=not ignore_checksums,
-        jobs=jobs,
-        join=join,
-        scheduler=scheduler,
-    )
+        all_ports=not ports_only, bpf=bpf, local_domains=domains(local_domains), trusted_networks=trusted_networks,
+        keep_events=keep_events, reassembly_policy=reassembly_policy, check_checksums=not ignore_checksums,
+        jobs=jobs, join=join, scheduler=scheduler,
+    )  # fmt: skip
     gate = build_gate(baseline_path, suppress_path)
     plan = _store_plan(db, captures) if db else {}
     with interruptible() as run, RunProgress(captures, run.stop) as progress, fewer_collections():
@@ -298,8 +291,8 @@ def _analyze(
         click.echo(f"leakscope: note: {results.retried} of {results.tasks} cluster task(s) ran again", err=True)
     if results.counters.checksum_drops:  # an edited capture, most often, when no one planted decoys
         click.echo(
-            f"leakscope: note: {results.counters.checksum_drops} segment(s) with a wrong checksum refused, as their "
-            "receivers drop them; a capture edited without fixing checksums reads whole with --ignore-checksums",
+            f"leakscope: note: {results.counters.checksum_drops} segment(s) with a wrong checksum dropped, as their "
+            "receivers drop them (decoys, or never acknowledged); --ignore-checksums reads every segment",
             err=True,
         )
     return results

@@ -135,22 +135,11 @@ def watch_command(
         raise click.UsageError("--ports-only and --all-ports contradict each other")
     refuse_overwriting([("--db", db), ("--jsonl", jsonl_path)], [])  # JSON lines appended to the store break it
     options = WatchOptions(
-        interface=interface,
-        bpf=bpf,
-        all_ports=not ports_only,
-        duration=duration,
-        snaplen=snaplen,
-        promisc=not no_promisc,
-        db=db,
-        jsonl=jsonl_path,
-        local_domains=domains(local_domains),
-        trusted_networks=trusted_networks,
-        idle_timeout=idle_timeout,
-        reassembly_policy=reassembly_policy,
-        check_checksums=not ignore_checksums,
-        buffer_size=buffer_size,
-        jobs=jobs,
-    )
+        interface=interface, bpf=bpf, all_ports=not ports_only, duration=duration, snaplen=snaplen,
+        promisc=not no_promisc, db=db, jsonl=jsonl_path, local_domains=domains(local_domains),
+        trusted_networks=trusted_networks, idle_timeout=idle_timeout, reassembly_policy=reassembly_policy,
+        check_checksums=not ignore_checksums, buffer_size=buffer_size, jobs=jobs,
+    )  # fmt: skip
     console = Console(highlight=False)
     check_user_filter(bpf)
     capture = open_capture(options)  # first: a wrong interface or missing privilege leaves no file behind

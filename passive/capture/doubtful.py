@@ -1,0 +1,99 @@
+"""Segments with a wrong checksum, held until the receiver's acknowledgement tells whether it took bytes there.
+
+A receiver drops a segment whose checksum is wrong (:mod:`passive.capture.checksums`). A sender plants a decoy that
+way (an insertion) and then sends the real bytes at the same place, which the receiver reads and acknowledges. A
+capture edited without fixing checksums (sanitised, a test file made by hand) shows the only copy of some bytes with
+a wrong checksum, bytes its receiver got in their first form and acknowledged. Both are told apart by waiting:
+
+* a data segment with a wrong checksum, in a direction the capture shows right checksums in (``HalfStream.checked``)
+  and no larger than one segment on the wire (``MAX_SINGLE_SEGMENT``; a larger one is a capturing host's merge and
+  is read as it comes), is **held** (``HalfStream.doubtful``), read neither in order nor buffered;
+* once the receiver acknowledges its end, it is read where no right segment brought those bytes before: bytes
+  delivered or buffered stay (it never overrides them, whatever the policy), and a hole it fills is filled. Held
+  segments whose bytes were all delivered by then were decoys: they are dropped (``checksum_drops``);
+* at the flow's end (a close, an idle timeout, eviction), held segments never acknowledged are dropped and counted.
+
+A SYN, RST or FIN, or a bare ACK, with a wrong checksum is dropped at once (a reset or an end the receiver never
+saw). At most :data:`MAX_DOUBTFUL` segments are held per direction; past it the oldest is dropped, so a flood of
+them costs no more than that many segments of memory. ``--ignore-checksums`` (``check_checksums`` False) and the
+``first`` policy read every segment as it comes.
+"""
+
+from __future__ import annotations
+
+from passive.capture.checksums import MAX_SINGLE_SEGMENT
+from passive.capture.counters import CaptureCounters
+from passive.capture.flow import Flow
+from passive.capture.linklayer import FIN, RST, SYN, Segment
+from passive.capture.policy import POLICIES, ReassemblyPolicy
+from passive.capture.stream import HalfStream
+
+MAX_DOUBTFUL = 16
+"""Segments with a wrong checksum held per direction awaiting the receiver's acknowledgement: a window's worth of
+small segments (16 of at most 1460 bytes: 23 KiB a direction at most); past it the oldest is dropped."""
+KEEP_BUFFERED = POLICIES["first"]
+"""How held bytes go in where bytes are already buffered: they never replace them."""
+
+
+class Doubts:
+    """The reassembler's handling of segments with a wrong checksum (a mixin of
+    :class:`~passive.capture.reassembly.Reassembler`)."""
+
+    counters: CaptureCounters
+    check_checksums: bool
+
+    def _add(
+        self, flow: Flow, direction: int, half: HalfStream, rel: int, data: bytes, wire_len: int, frame: int,
+        ts: float, policy: ReassemblyPolicy | None = None,
+    ) -> None:  # fmt: skip
+        raise NotImplementedError  # the reassembler's (passive.capture.delivery)
+
+    def _doubted(self, entry: tuple[Flow, int], segment: Segment, frame: int, ts: float) -> bool:
+        """A segment with a wrong checksum: True when it is held or dropped here, False when it is read as it comes
+        (its direction never showed a right checksum, or it is larger than one segment on the wire)."""
+        halves = entry[0]._halves
+        if halves is None or not self.check_checksums:
+            return False
+        half = halves[entry[1]]
+        size = segment[8]
+        if not half.checked or size > MAX_SINGLE_SEGMENT:
+            return False
+        if not size or segment[6] & (SYN | FIN | RST) or len(segment[7]) != size:
+            self.counters.checksum_drops += 1  # a reset, an end or an acknowledgement the receiver never saw
+            return True
+        held = half.doubtful
+        if held is None:
+            held = half.doubtful = []
+        elif len(held) >= MAX_DOUBTFUL:
+            held.pop(0)
+            self.counters.checksum_drops += 1
+        held.append((segment[4], segment[7], frame, ts))
+        return True
+
+    def _acknowledged(self, flow: Flow, direction: int, half: HalfStream, ack: int | None = None) -> None:
+        """The receiver acknowledged up to ``ack`` (``half.acked`` when None): the held segments it covers are read
+        where no right segment brought their bytes, or dropped as decoys when every byte of theirs was delivered."""
+        held = half.doubtful
+        assert held is not None
+        if ack is not None:
+            half.acked = ack
+        acked = half.rel(half.acked)
+        kept = []
+        for item in held:
+            seq, data, frame, ts = item
+            rel = half.rel(seq)
+            end = rel + len(data)
+            if end > acked:
+                kept.append(item)
+            elif end <= half.next_rel:
+                self.counters.checksum_drops += 1  # its bytes came, right, in another segment: a decoy
+            else:
+                self._add(flow, direction, half, rel, data, len(data), frame, ts, KEEP_BUFFERED)
+        half.doubtful = kept or None
+
+    def _forget_doubts(self, halves: tuple[HalfStream, HalfStream]) -> None:
+        """The flow ends: what is held was never acknowledged, and is dropped."""
+        for half in halves:
+            if half.doubtful:
+                self.counters.checksum_drops += len(half.doubtful)
+                half.doubtful = None
