@@ -115,9 +115,12 @@ POSTFIX_BACKEND_REASONS = frozenset(
         "authorization failure",
     }
 )
-# The longest SASL mechanism name (RFC 4422 section 3.1: 1 to 20 characters); Postfix 3.10 and later quote the one
-# the client asked for in "Invalid authentication mechanism: 'XOAUTH2'", as the client spelt it.
-MAX_MECHANISM_NAME = 20
+# The longest SASL mechanism name a client's AUTH is read with (dissectors.sasl): RFC 4422 section 3.1 allows 1 to 20
+# characters, but some servers list longer private names and a client may ask for one. Postfix 3.10 and later quote
+# the one the client asked for in "Invalid authentication mechanism: 'XOAUTH2'", as the client spelt it: any name the
+# AUTH was read with may come back there, so one limit serves both (a shorter one here took Postfix's refusal of a
+# 21-character name for a wrong password).
+MAX_MECHANISM_NAME = 40
 _NAMED_MECHANISM = re.compile(rf"invalid authentication mechanism: '[^\s']{{1,{MAX_MECHANISM_NAME}}}'")
 # Reasons Exchange Online gives, after its enhanced code 5.7.139 (EXCHANGE_POLICY_CODE) and "Authentication
 # unsuccessful," (EXCHANGE_REASON_PREFIX), for refusing SMTP AUTH by a policy that says nothing of whether the password
