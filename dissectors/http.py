@@ -17,11 +17,9 @@ reads sessions; any other answer (407, 403) leaves the connection HTTP, and the 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 
 from dissectors import events as ev
 from dissectors import gssapi, ntlmssp, sasl
-from dissectors.held import size_of
 from dissectors.http_resync import AUTHENTICATE, NEGOTIATE, match_after_gap
 from dissectors.http_syntax import (
     MAX_CHALLENGES,
@@ -29,15 +27,17 @@ from dissectors.http_syntax import (
     MAX_HEADERS,
     STATUS_LINE,
     Message,
+    Request,
+    SideState,
+    quoted,
     request_line,
+    size_value,
     split_challenges,
 )
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, Line, Raw, wire_text
-from dissectors.session import COMMAND_OVERHEAD, MailSession
+from dissectors.session import MailSession
 from dissectors.socks import host_text
 
-# A chunk size of more than 15 hex digits is no chunk size (2**60 bytes); nor is a Content-Length of 19 digits.
-MAX_SIZE_DIGITS = 15
 # How much of a request path and Host header a finding keeps.
 MAX_PATH = 256
 MAX_HOST = 255
@@ -50,58 +50,12 @@ _CHALLENGE_HEADERS = {"www-authenticate", "proxy-authenticate"}
 _MECHANISMS = {"ntlmssp": "NTLM", "kerberos": "KERBEROS", "negoex": "NEGOEX", "spnego": "SPNEGO"}
 
 
-def _quoted(side: ev.Side, text: str, limit: int) -> str:
-    """A line an anomaly names: a server's quoted (its start), a client's only measured. What a client sends where
-    no start line or chunk size fits is a body or a request line with two spaces before its version: a form's
-    password, a query's token, which the masking of client lines (by what they are) cannot tell from other text."""
-    if side is ev.Side.SERVER:
-        return repr(text[:limit])
-    return f"a client line of {len(text)} characters"
-
-
-@dataclass
-class _Request:
-    """A request that carried or may be answered with authentication, held until its response."""
-
-    method: str
-    path: str
-    host: str | None
-    evidence: ev.Evidence
-    auth: str | None = None  # the mechanism of the credentials or NTLM message the request carried
-    held: int = 0
-    ntlm: str | None = None  # the kind of NTLM message it carried, when a NEGOTIATE or an AUTHENTICATE
-
-    def __post_init__(self) -> None:
-        self.held = COMMAND_OVERHEAD + size_of(self.method) + size_of(self.path) + size_of(self.host)
-
-    @property
-    def frame(self) -> int | None:
-        return self.evidence.frame
-
-
-@dataclass
-class _Side:
-    """Parse state of one direction."""
-
-    state: str = "start"  # start, headers, body, chunk-size, chunk-data, chunk-end, trailers, opaque
-    synced: bool = True  # False after a gap or a mid-stream pickup: lines are skipped up to a start line
-    message: Message | None = None
-
-
-def _size(text: str, base: int) -> int | None:
-    text = text.strip()
-    digits = "0123456789abcdefABCDEF" if base == 16 else "0123456789"
-    if not text or len(text) > MAX_SIZE_DIGITS or any(c not in digits for c in text):
-        return None
-    return int(text, base)
-
-
 class HttpSession(MailSession):
     protocol = sasl.Protocol.HTTP
 
     def __init__(self, partial: bool = False, max_line: int = MAX_LINE) -> None:
         super().__init__(partial, max_line)
-        self.sides = {ev.Side.CLIENT: _Side(synced=not partial), ev.Side.SERVER: _Side(synced=not partial)}
+        self.sides = {ev.Side.CLIENT: SideState(synced=not partial), ev.Side.SERVER: SideState(synced=not partial)}
         self.responses = 0  # complete responses read (the probe stops after the one it asked for)
         # The latest final response: status, the schemes its WWW-Authenticate headers offered, its Server header.
         self.last_status: int | None = None
@@ -116,7 +70,7 @@ class HttpSession(MailSession):
         # which one a response answers is decided by dissectors.http_resync until it is known again.
         self._unsure = False
 
-    def _push_pending(self, item: _Request) -> None:
+    def _push_pending(self, item: Request) -> None:
         """Past the caps the oldest requests are forgotten, but the server still answers them first, in turn: their
         responses are owed, and answer none of the requests kept (after 129 pipelined requests, a 200 to one was the
         answer to a Basic login the server refused with 401: a wrong password taken for a right one)."""
@@ -133,7 +87,7 @@ class HttpSession(MailSession):
         state = self.sides[ev.Side.CLIENT]
         if code == "line_too_long" and side is ev.Side.CLIENT and state.state == "start" and state.synced:
             # A request line too long to read is still a request the server answers (414), in turn: it waits.
-            self._push_pending(_Request("", "", None, self._evidence()))
+            self._push_pending(Request("", "", None, self._evidence()))
 
     # -- lines ----------------------------------------------------------------------------------------------------
 
@@ -150,9 +104,9 @@ class HttpSession(MailSession):
         elif state.state in ("headers", "trailers"):
             self._header_line(side, state, text)
         elif state.state == "chunk-size":
-            size = _size(text.split(";", 1)[0], 16)
+            size = size_value(text.split(";", 1)[0], 16)
             if size is None:
-                self._anomaly(side, "bad_chunk_size", f"not a chunk size: {_quoted(side, text, 40)}; reading stopped")
+                self._anomaly(side, "bad_chunk_size", f"not a chunk size: {quoted(side, text, 40)}; reading stopped")
                 state.state = "opaque"
             elif size == 0:
                 state.state = "trailers"
@@ -186,7 +140,7 @@ class HttpSession(MailSession):
         self._unsure = bool(self.pending) or bool(self._owed)
 
     def _after_gap(self, side: ev.Side) -> None:
-        self.sides[side] = _Side(synced=False)
+        self.sides[side] = SideState(synced=False)
         self._open = None
         if side is ev.Side.SERVER and self.tunnel is None:
             self._read_held()  # the answer to a CONNECT may be among the lost bytes
@@ -204,20 +158,20 @@ class HttpSession(MailSession):
             if state.message is not None:
                 self._after_gap(side)
 
-    def _start_line(self, side: ev.Side, state: _Side, text: str) -> None:
+    def _start_line(self, side: ev.Side, state: SideState, text: str) -> None:
         if not text:
             return  # an empty line between messages is allowed (RFC 9112 2.2)
         matched = request_line(text) if side is ev.Side.CLIENT else STATUS_LINE.match(text)
         if not matched:
             if state.synced:
-                self._anomaly(side, "not_http", f"not an HTTP start line: {_quoted(side, text, 60)}; skipped")
+                self._anomaly(side, "not_http", f"not an HTTP start line: {quoted(side, text, 60)}; skipped")
                 state.synced = False
             return
         state.synced = True
         state.state = "headers"
         state.message = Message(self._line)
 
-    def _header_line(self, side: ev.Side, state: _Side, text: str) -> None:
+    def _header_line(self, side: ev.Side, state: SideState, text: str) -> None:
         message = state.message
         if text:
             if message is None or state.state == "trailers":
@@ -238,12 +192,12 @@ class HttpSession(MailSession):
         else:
             self._response(state, message)
 
-    def _message_done(self, side: ev.Side, state: _Side) -> None:
+    def _message_done(self, side: ev.Side, state: SideState) -> None:
         state.state, state.message = "start", None
         if side is ev.Side.SERVER:
             self.responses += 1
 
-    def _framing(self, side: ev.Side, state: _Side, message: Message, until_close: bool) -> None:
+    def _framing(self, side: ev.Side, state: SideState, message: Message, until_close: bool) -> None:
         """Skip the body as the headers frame it (RFC 9112 6.3); ``until_close``: a response without a length."""
         codings = [c.strip() for c in ",".join(message.values("transfer-encoding")).lower().split(",") if c.strip()]
         lengths = message.values("content-length")
@@ -254,7 +208,7 @@ class HttpSession(MailSession):
         elif codings:
             self._unframed(side, state, f"Transfer-Encoding {codings[-1][:40]!r} without chunked")
         elif lengths:
-            size = _size(lengths[0], 10)
+            size = size_value(lengths[0], 10)
             if size is None or any(value.strip() != lengths[0].strip() for value in lengths):
                 self._unframed(side, state, f"Content-Length {lengths[0][:40]!r}")
             elif size:
@@ -266,17 +220,17 @@ class HttpSession(MailSession):
         else:
             self._message_done(side, state)
 
-    def _body(self, side: ev.Side, state: _Side, size: int) -> None:
+    def _body(self, side: ev.Side, state: SideState, size: int) -> None:
         state.state = "body"
         self.buffers[side].expect_raw(size, keep=False)  # the body: counted off, not read
 
-    def _unframed(self, side: ev.Side, state: _Side, what: str) -> None:
+    def _unframed(self, side: ev.Side, state: SideState, what: str) -> None:
         self._anomaly(side, "bad_framing", f"{what}: the body cannot be framed; this side is not read further")
         state.state = "opaque"
 
     # -- requests -------------------------------------------------------------------------------------------------
 
-    def _request(self, state: _Side, message: Message) -> None:
+    def _request(self, state: SideState, message: Message) -> None:
         match = request_line(message.start.text)
         assert match is not None
         method, target = match.group(1).upper(), match.group(2)
@@ -289,7 +243,7 @@ class HttpSession(MailSession):
                 host, target = host or authority.rpartition("@")[2], "/" + rest
             path = target.split("?", 1)[0][:MAX_PATH]
         host = host[:MAX_HOST] if host else None
-        request = _Request(method, path, host, _evidence(message.start))
+        request = Request(method, path, host, _evidence(message.start))
         announced = False
         for name, value, line in message.headers:
             if name not in _AUTH_HEADERS:
@@ -303,7 +257,7 @@ class HttpSession(MailSession):
         if method == "CONNECT" and state.state == "start" and not self._gave_up_holding:
             self.buffers[ev.Side.CLIENT].hold()  # a tunnel's first bytes, or HTTP again: the answer says
 
-    def _credentials(self, request: _Request, value: str, evidence: ev.Evidence) -> None:
+    def _credentials(self, request: Request, value: str, evidence: ev.Evidence) -> None:
         scheme, _, token = value.strip().partition(" ")
         scheme = scheme.lower()
         token = token.strip()
@@ -321,7 +275,7 @@ class HttpSession(MailSession):
 
     # -- responses ------------------------------------------------------------------------------------------------
 
-    def _response(self, state: _Side, message: Message) -> None:
+    def _response(self, state: SideState, message: Message) -> None:
         match = STATUS_LINE.match(message.start.text)
         assert match is not None
         status = int(match.group(3))
@@ -356,7 +310,7 @@ class HttpSession(MailSession):
             self._open = None
         self._body_of_response(state, message, request, status)
 
-    def _answered(self, frame: int | None) -> _Request | None:
+    def _answered(self, frame: int | None) -> Request | None:
         """The request the final response whose status line came in ``frame`` answers: the oldest awaiting one, unless
         a forgotten request's response is owed (_push_pending). After bytes of the server's were lost, the one
         :func:`dissectors.http_resync.match_after_gap` shows, if any (the requests it shows answered get no verdict)."""
@@ -371,7 +325,7 @@ class HttpSession(MailSession):
         self._unsure = not match.sure
         return self._pop_pending() if match.answers else None
 
-    def _body_of_response(self, state: _Side, message: Message, request: _Request | None, status: int) -> None:
+    def _body_of_response(self, state: SideState, message: Message, request: Request | None, status: int) -> None:
         method = request.method if request else ""
         if status == 101 or (method == "CONNECT" and 200 <= status < 300):
             self._message_done(ev.Side.SERVER, state)
@@ -417,7 +371,7 @@ class HttpSession(MailSession):
     # -- tokens ---------------------------------------------------------------------------------------------------
 
     def _token(
-        self, side: ev.Side, scheme: str, token: str, evidence: ev.Evidence, request: _Request | None = None
+        self, side: ev.Side, scheme: str, token: str, evidence: ev.Evidence, request: Request | None = None
     ) -> str | None:
         """One NTLM / Negotiate token: AuthStart when it opens an exchange, then its SaslStep. Returns the mechanism
         the token turned out to be; ``request`` (the client's) learns whether it was a NEGOTIATE or an AUTHENTICATE."""

@@ -28,6 +28,10 @@ STATUS_LINE = re.compile(r"^HTTP/(\d)\.(\d) (\d{3})(?:\s(.*))?$")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*)(?:\s+(.*))?$")
 
 
+# A chunk size of more than 15 hex digits is no chunk size (2**60 bytes); nor is a Content-Length of 19 digits.
+MAX_SIZE_DIGITS = 15
+
+
 def request_line(text: str) -> re.Match[str] | None:
     return _REQUEST_LINE.match(text) or _CONNECT_LINE.match(text)
 
@@ -103,3 +107,50 @@ def split_challenges(value: str) -> list[tuple[str, str]]:
             break
         out.append((match.group(1), (match.group(2) or "").strip()))
     return out
+
+
+def quoted(side: ev.Side, text: str, limit: int) -> str:
+    """A line an anomaly names: a server's quoted (its start), a client's only measured. What a client sends where
+    no start line or chunk size fits is a body or a request line with two spaces before its version: a form's
+    password, a query's token, which the masking of client lines (by what they are) cannot tell from other text."""
+    if side is ev.Side.SERVER:
+        return repr(text[:limit])
+    return f"a client line of {len(text)} characters"
+
+
+def size_value(text: str, base: int) -> int | None:
+    """A chunk size (``base`` 16) or a Content-Length (10), or None when ``text`` is none."""
+    text = text.strip()
+    digits = "0123456789abcdefABCDEF" if base == 16 else "0123456789"
+    if not text or len(text) > MAX_SIZE_DIGITS or any(c not in digits for c in text):
+        return None
+    return int(text, base)
+
+
+@dataclass
+class Request:
+    """A request that carried or may be answered with authentication, held until its response."""
+
+    method: str
+    path: str
+    host: str | None
+    evidence: ev.Evidence
+    auth: str | None = None  # the mechanism of the credentials or NTLM message the request carried
+    held: int = 0
+    ntlm: str | None = None  # the kind of NTLM message it carried, when a NEGOTIATE or an AUTHENTICATE
+
+    def __post_init__(self) -> None:
+        self.held = COMMAND_OVERHEAD + size_of(self.method) + size_of(self.path) + size_of(self.host)
+
+    @property
+    def frame(self) -> int | None:
+        return self.evidence.frame
+
+
+@dataclass
+class SideState:
+    """Parse state of one direction."""
+
+    state: str = "start"  # start, headers, body, chunk-size, chunk-data, chunk-end, trailers, opaque
+    synced: bool = True  # False after a gap or a mid-stream pickup: lines are skipped up to a start line
+    message: Message | None = None
