@@ -29,6 +29,7 @@ from dissectors.http_syntax import (
     Message,
     Request,
     SideState,
+    body_framing,
     quoted,
     request_line,
     size_value,
@@ -198,35 +199,18 @@ class HttpSession(MailSession):
             self.responses += 1
 
     def _framing(self, side: ev.Side, state: SideState, message: Message, until_close: bool) -> None:
-        """Skip the body as the headers frame it (RFC 9112 6.3); ``until_close``: a response without a length."""
-        codings = [c.strip() for c in ",".join(message.values("transfer-encoding")).lower().split(",") if c.strip()]
-        lengths = message.values("content-length")
-        if codings and codings[-1] == "chunked":
+        """Skip the body as the headers frame it (:func:`~dissectors.http_syntax.body_framing`)."""
+        chunked, size, unframed = body_framing(message, side is ev.Side.SERVER, until_close)
+        if chunked:
             state.state = "chunk-size"
-        elif codings and side is ev.Side.SERVER:
-            self._body(side, state, UNTIL_CLOSE)
-        elif codings:
-            self._unframed(side, state, f"Transfer-Encoding {codings[-1][:40]!r} without chunked")
-        elif lengths:
-            size = size_value(lengths[0], 10)
-            if size is None or any(value.strip() != lengths[0].strip() for value in lengths):
-                self._unframed(side, state, f"Content-Length {lengths[0][:40]!r}")
-            elif size:
-                self._body(side, state, size)
-            else:
-                self._message_done(side, state)
-        elif until_close:
-            self._body(side, state, UNTIL_CLOSE)
+        elif unframed:
+            self._anomaly(side, "bad_framing", f"{unframed}: the body cannot be framed; this side is not read further")
+            state.state = "opaque"
+        elif size:
+            state.state = "body"
+            self.buffers[side].expect_raw(UNTIL_CLOSE if size < 0 else size, keep=False)  # counted off, not read
         else:
             self._message_done(side, state)
-
-    def _body(self, side: ev.Side, state: SideState, size: int) -> None:
-        state.state = "body"
-        self.buffers[side].expect_raw(size, keep=False)  # the body: counted off, not read
-
-    def _unframed(self, side: ev.Side, state: SideState, what: str) -> None:
-        self._anomaly(side, "bad_framing", f"{what}: the body cannot be framed; this side is not read further")
-        state.state = "opaque"
 
     # -- requests -------------------------------------------------------------------------------------------------
 

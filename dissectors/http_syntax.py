@@ -127,6 +127,25 @@ def size_value(text: str, base: int) -> int | None:
     return int(text, base)
 
 
+def body_framing(message: Message, server: bool, until_close: bool) -> tuple[bool, int, str | None]:
+    """How the body after ``message``'s headers is framed (RFC 9112 section 6.3): ``(chunked, size, unframed)``.
+    ``size`` is the body's length (0: none; -1: up to the close, a response's ``Transfer-Encoding`` without
+    ``chunked``, or one without a length when ``until_close``); ``unframed`` names what cannot be framed (a request's
+    ``Transfer-Encoding`` without ``chunked``, a ``Content-Length`` that is no number or disagrees with another)."""
+    codings = [c.strip() for c in ",".join(message.values("transfer-encoding")).lower().split(",") if c.strip()]
+    lengths = message.values("content-length")
+    if codings and codings[-1] == "chunked":
+        return True, 0, None
+    if codings:
+        return (False, -1, None) if server else (False, 0, f"Transfer-Encoding {codings[-1][:40]!r} without chunked")
+    if lengths:
+        size = size_value(lengths[0], 10)
+        if size is None or any(value.strip() != lengths[0].strip() for value in lengths):
+            return False, 0, f"Content-Length {lengths[0][:40]!r}"
+        return False, size, None
+    return False, -1 if until_close else 0, None
+
+
 @dataclass
 class Request:
     """A request that carried or may be answered with authentication, held until its response."""
