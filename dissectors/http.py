@@ -20,7 +20,7 @@ from collections import deque
 
 from dissectors import events as ev
 from dissectors import gssapi, ntlmssp, sasl
-from dissectors.http_resync import AUTHENTICATE, NEGOTIATE, match_after_gap
+from dissectors.http_resync import AUTHENTICATE, NEGOTIATE, Doubt, match_after_gap
 from dissectors.http_syntax import (
     MAX_CHALLENGES,
     MAX_HEADER_BYTES,
@@ -70,6 +70,8 @@ class HttpSession(MailSession):
         # Bytes of the server's were lost: the requests awaiting responses may have been answered among them, and
         # which one a response answers is decided by dissectors.http_resync until it is known again.
         self._unsure = False
+        # What lost bytes (or a pickup mid-stream: the server's bytes before it came before any captured) left unknown.
+        self.doubt = Doubt(adrift=partial, latest=0 if partial else None)
 
     def _push_pending(self, item: Request) -> None:
         """Past the caps the oldest requests are forgotten, but the server still answers them first, in turn: their
@@ -78,13 +80,20 @@ class HttpSession(MailSession):
         kept = len(self.pending)
         super()._push_pending(item)
         self._owed += kept + 1 - len(self.pending)
+        self.doubt.answered(kept + 1 - len(self.pending))  # those forgotten first were kept at a client gap first
+
+    def _pop_pending(self) -> Request:
+        self.doubt.answered()
+        return super()._pop_pending()  # type: ignore[no-any-return]
 
     def _clear_pending(self) -> None:
         super()._clear_pending()
         self._owed = 0
+        self.doubt.kept = 0
 
     def _anomaly(self, side: ev.Side, code: str, detail: str) -> None:
         super()._anomaly(side, code, detail)
+        self.doubt.head = self.doubt.head and side is ev.Side.CLIENT  # a server line too long began its chunk
         state = self.sides[ev.Side.CLIENT]
         if code == "line_too_long" and side is ev.Side.CLIENT and state.state == "start" and state.synced:
             # A request line too long to read is still a request the server answers (414), in turn: it waits.
@@ -96,7 +105,12 @@ class HttpSession(MailSession):
         self._line_of(ev.Side.CLIENT, text)
 
     def _server_line(self, text: str) -> None:
+        head, self.doubt.head = self.doubt.head, False
+        state = self.sides[ev.Side.SERVER]
+        starting = state.state == "start"
         self._line_of(ev.Side.SERVER, text)
+        if starting:  # whether the status line (if this was one) began a segment of the server's, and after which
+            state.began_after = self.doubt.before if head else None
 
     def _line_of(self, side: ev.Side, text: str) -> None:
         state = self.sides[side]
@@ -118,6 +132,7 @@ class HttpSession(MailSession):
             state.state = "chunk-size"  # the CR LF after a chunk's data
 
     def _raw(self, side: ev.Side, item: Raw) -> None:
+        self.doubt.head = self.doubt.head and side is ev.Side.CLIENT
         state = self.sides[side]
         if state.state == "chunk-data":
             state.state = "chunk-end"
@@ -125,20 +140,42 @@ class HttpSession(MailSession):
             self._message_done(side, state)
 
     def _gap(self, side: ev.Side, size: int, frame: int | None, timestamp: float | None) -> None:
-        """As every session's, but bytes of the server's lost keep the requests awaiting responses: some of them may
-        have been answered among the lost bytes, and the responses that follow say which, when they can
-        (:meth:`_answered`). Lost bytes of the client's may have held requests: those kept are forgotten."""
-        if side is ev.Side.CLIENT or self.tls:
+        """As every session's, but the requests awaiting responses are kept: lost bytes of the server's may have
+        answered some, and the responses after them say which when they can (:meth:`_answered`); those of the client's
+        may have held more requests (:class:`~dissectors.http_resync.Doubt`). Inside a body: :meth:`_lost_in_body`."""
+        if self.tls:
             super()._gap(side, size, frame, timestamp)
             return
+        in_body = self._lost_in_body(side, size, frame, timestamp)
+        if side is ev.Side.SERVER:
+            self.doubt.server_gap(where_known=in_body)
+        if in_body:
+            return
         kept, self.pending = self.pending, deque()
-        held, owed = self._pending_bytes, self._owed
+        held, owed, before = self._pending_bytes, self._owed, self.doubt.kept
         super()._gap(side, size, frame, timestamp)
         # The requests read from the client's bytes held after a CONNECT (_after_gap) come after those kept.
         read, self.pending, self._pending_bytes, self._owed = self.pending, kept, held, owed
+        self.doubt.kept = before
         for request in read:
             self._push_pending(request)
-        self._unsure = bool(self.pending) or bool(self._owed)
+        if side is ev.Side.CLIENT:
+            self.doubt.client_gap(len(self.pending))
+        else:
+            self._unsure = bool(self.pending) or bool(self._owed)
+
+    def _lost_in_body(self, side: ev.Side, size: int, frame: int | None, timestamp: float | None) -> bool:
+        """Were the ``size`` bytes lost all inside the body or chunk being skipped, whose length said where it ends?
+        Then they are counted off (LineBuffer.lose), reading goes on where it would have, and nothing is in doubt."""
+        state = self.sides[side]
+        left = self.buffers[side].lose(size) if state.state in ("body", "chunk-data") else None
+        if left is None:
+            return False
+        self._line = Line("", frame, timestamp)
+        self._anomaly(side, "gap", f"{size} bytes missing inside a body of known length; read on after them")
+        if not left:
+            self._raw(side, Raw(b"", size, frame, timestamp))
+        return True
 
     def _after_gap(self, side: ev.Side) -> None:
         self.sides[side] = SideState(synced=False)
@@ -167,6 +204,8 @@ class HttpSession(MailSession):
             if state.synced:
                 self._anomaly(side, "not_http", f"not an HTTP start line: {quoted(side, text, 60)}; skipped")
                 state.synced = False
+            if side is ev.Side.SERVER and self.doubt.adrift:  # the tail of a response, maybe to a request waiting
+                self._unsure = self._unsure or bool(self.pending) or bool(self._owed)
             return
         state.synced = True
         state.state = "headers"
@@ -197,6 +236,7 @@ class HttpSession(MailSession):
         state.state, state.message = "start", None
         if side is ev.Side.SERVER:
             self.responses += 1
+            self.doubt.response_ended(len(self.pending))
 
     def _framing(self, side: ev.Side, state: SideState, message: Message, until_close: bool) -> None:
         """Skip the body as the headers frame it (:func:`~dissectors.http_syntax.body_framing`)."""
@@ -266,7 +306,7 @@ class HttpSession(MailSession):
         if 100 <= status < 200 and status != 101:
             state.state, state.message = "start", None  # interim: the request is still waiting for its answer
             return
-        request = self._answered(message.start.frame)
+        request = self._answered(message.start.frame, state.began_after)
         self._gave_up_holding = False  # an answer came: a CONNECT may wait for its own again
         evidence = _evidence(message.start)
         self.last_status, self.last_server = status, (message.values("server") or [None])[0]
@@ -294,10 +334,19 @@ class HttpSession(MailSession):
             self._open = None
         self._body_of_response(state, message, request, status)
 
-    def _answered(self, frame: int | None) -> Request | None:
+    def _answered(self, frame: int | None, began_after: int | None) -> Request | None:
         """The request the final response whose status line came in ``frame`` answers: the oldest awaiting one, unless
-        a forgotten request's response is owed (_push_pending). After bytes of the server's were lost, the one
-        :func:`dissectors.http_resync.match_after_gap` shows, if any (the requests it shows answered get no verdict)."""
+        a forgotten request's response is owed (_push_pending). After a gap (dissectors.http_resync): none unless the
+        status line is known to be a response (Doubt.trusts, ``began_after``), nor one sent after lost bytes of the
+        client's (Doubt.past_kept); after one of the server's, the one match_after_gap shows, if any."""
+        doubt = self.doubt
+        if doubt.adrift:
+            if not doubt.trusts(began_after, self.pending, frame):
+                self._unsure = self._unsure or bool(self.pending) or bool(self._owed)  # it may answer one of them
+                return None
+            doubt.adrift = False
+        if doubt.past_kept(self._owed):
+            return None
         if not self._unsure:
             request = self._pop_pending() if self.pending and not self._owed else None
             self._owed -= bool(self._owed)
@@ -307,6 +356,9 @@ class HttpSession(MailSession):
         for _ in range(match.unseen):
             self._pop_pending()
         self._unsure = not match.sure
+        if match.answers and doubt.past_kept(self._owed):
+            self._unsure = True  # the one it shows was sent after the client's bytes were lost: not known either
+            return None
         return self._pop_pending() if match.answers else None
 
     def _body_of_response(self, state: SideState, message: Message, request: Request | None, status: int) -> None:
@@ -338,6 +390,8 @@ class HttpSession(MailSession):
         self, side: ev.Side, data: bytes, frame: int | None = None, timestamp: float | None = None
     ) -> list[ev.Event]:
         """As every session's; once a CONNECT was accepted, the bytes past the answer are handed to the tunnel."""
+        if side is ev.Side.SERVER and data:
+            self.doubt.server_chunk(frame, self.buffers[side].at_line_start)
         events = super().receive(side, data, frame, timestamp)
         tunnel = self.tunnel
         if tunnel is not None and self.buffers[ev.Side.SERVER].holding:
@@ -345,6 +399,14 @@ class HttpSession(MailSession):
             rest.sort(key=lambda item: item[2] or 0)  # in the order they came (by frame)
             tunnel.rest = [item for item in rest if item[1]]
         return events
+
+    def skipped(
+        self, side: ev.Side, size: int, at_line_start: bool, frame: int | None, ts: float | None, tail: bytes = b""
+    ) -> None:
+        """As every session's; the server's bytes dropped unread came in a segment of their own (Doubt)."""
+        super().skipped(side, size, at_line_start, frame, ts, tail)
+        if side is ev.Side.SERVER and size:
+            self.doubt.server_chunk(frame, False)
 
     def _after_receive(self, side: ev.Side) -> None:
         super()._after_receive(side)

@@ -173,3 +173,6 @@ class SideState:
     state: str = "start"  # start, headers, body, chunk-size, chunk-data, chunk-end, trailers, opaque
     synced: bool = True  # False after a gap or a mid-stream pickup: lines are skipped up to a start line
     message: Message | None = None
+    # The server's: the frame of its segment before the one its message's status line began (None: that line began
+    # no segment, or lost bytes came before it), for dissectors.http_resync.Doubt.trusts.
+    began_after: int | None = None
