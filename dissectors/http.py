@@ -17,27 +17,28 @@ reads sessions; any other answer (407, 403) leaves the connection HTTP, and the 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 
 from dissectors import events as ev
 from dissectors import gssapi, ntlmssp, sasl
-from dissectors.held import size_of
-from dissectors.http_resync import AUTHENTICATE, NEGOTIATE, match_after_gap
+from dissectors.http_resync import AUTHENTICATE, NEGOTIATE, Doubt, match_after_gap
 from dissectors.http_syntax import (
     MAX_CHALLENGES,
     MAX_HEADER_BYTES,
     MAX_HEADERS,
     STATUS_LINE,
     Message,
+    Request,
+    SideState,
+    body_framing,
+    quoted,
     request_line,
+    size_value,
     split_challenges,
 )
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, Line, Raw, wire_text
-from dissectors.session import COMMAND_OVERHEAD, MailSession
+from dissectors.session import MailSession
 from dissectors.socks import host_text
 
-# A chunk size of more than 15 hex digits is no chunk size (2**60 bytes); nor is a Content-Length of 19 digits.
-MAX_SIZE_DIGITS = 15
 # How much of a request path and Host header a finding keeps.
 MAX_PATH = 256
 MAX_HOST = 255
@@ -50,58 +51,12 @@ _CHALLENGE_HEADERS = {"www-authenticate", "proxy-authenticate"}
 _MECHANISMS = {"ntlmssp": "NTLM", "kerberos": "KERBEROS", "negoex": "NEGOEX", "spnego": "SPNEGO"}
 
 
-def _quoted(side: ev.Side, text: str, limit: int) -> str:
-    """A line an anomaly names: a server's quoted (its start), a client's only measured. What a client sends where
-    no start line or chunk size fits is a body or a request line with two spaces before its version: a form's
-    password, a query's token, which the masking of client lines (by what they are) cannot tell from other text."""
-    if side is ev.Side.SERVER:
-        return repr(text[:limit])
-    return f"a client line of {len(text)} characters"
-
-
-@dataclass
-class _Request:
-    """A request that carried or may be answered with authentication, held until its response."""
-
-    method: str
-    path: str
-    host: str | None
-    evidence: ev.Evidence
-    auth: str | None = None  # the mechanism of the credentials or NTLM message the request carried
-    held: int = 0
-    ntlm: str | None = None  # the kind of NTLM message it carried, when a NEGOTIATE or an AUTHENTICATE
-
-    def __post_init__(self) -> None:
-        self.held = COMMAND_OVERHEAD + size_of(self.method) + size_of(self.path) + size_of(self.host)
-
-    @property
-    def frame(self) -> int | None:
-        return self.evidence.frame
-
-
-@dataclass
-class _Side:
-    """Parse state of one direction."""
-
-    state: str = "start"  # start, headers, body, chunk-size, chunk-data, chunk-end, trailers, opaque
-    synced: bool = True  # False after a gap or a mid-stream pickup: lines are skipped up to a start line
-    message: Message | None = None
-
-
-def _size(text: str, base: int) -> int | None:
-    text = text.strip()
-    digits = "0123456789abcdefABCDEF" if base == 16 else "0123456789"
-    if not text or len(text) > MAX_SIZE_DIGITS or any(c not in digits for c in text):
-        return None
-    return int(text, base)
-
-
 class HttpSession(MailSession):
     protocol = sasl.Protocol.HTTP
 
     def __init__(self, partial: bool = False, max_line: int = MAX_LINE) -> None:
         super().__init__(partial, max_line)
-        self.sides = {ev.Side.CLIENT: _Side(synced=not partial), ev.Side.SERVER: _Side(synced=not partial)}
+        self.sides = {ev.Side.CLIENT: SideState(synced=not partial), ev.Side.SERVER: SideState(synced=not partial)}
         self.responses = 0  # complete responses read (the probe stops after the one it asked for)
         # The latest final response: status, the schemes its WWW-Authenticate headers offered, its Server header.
         self.last_status: int | None = None
@@ -115,25 +70,34 @@ class HttpSession(MailSession):
         # Bytes of the server's were lost: the requests awaiting responses may have been answered among them, and
         # which one a response answers is decided by dissectors.http_resync until it is known again.
         self._unsure = False
+        # What lost bytes (or a pickup mid-stream: the server's bytes before it came before any captured) left unknown.
+        self.doubt = Doubt(adrift=partial, latest=0 if partial else None)
 
-    def _push_pending(self, item: _Request) -> None:
+    def _push_pending(self, item: Request) -> None:
         """Past the caps the oldest requests are forgotten, but the server still answers them first, in turn: their
         responses are owed, and answer none of the requests kept (after 129 pipelined requests, a 200 to one was the
         answer to a Basic login the server refused with 401: a wrong password taken for a right one)."""
         kept = len(self.pending)
         super()._push_pending(item)
         self._owed += kept + 1 - len(self.pending)
+        self.doubt.answered(kept + 1 - len(self.pending))  # those forgotten first were kept at a client gap first
+
+    def _pop_pending(self) -> Request:
+        self.doubt.answered()
+        return super()._pop_pending()  # type: ignore[no-any-return]
 
     def _clear_pending(self) -> None:
         super()._clear_pending()
         self._owed = 0
+        self.doubt.kept = 0
 
     def _anomaly(self, side: ev.Side, code: str, detail: str) -> None:
         super()._anomaly(side, code, detail)
+        self.doubt.head = self.doubt.head and side is ev.Side.CLIENT  # a server line too long began its chunk
         state = self.sides[ev.Side.CLIENT]
         if code == "line_too_long" and side is ev.Side.CLIENT and state.state == "start" and state.synced:
             # A request line too long to read is still a request the server answers (414), in turn: it waits.
-            self._push_pending(_Request("", "", None, self._evidence()))
+            self._push_pending(Request("", "", None, self._evidence()))
 
     # -- lines ----------------------------------------------------------------------------------------------------
 
@@ -141,7 +105,12 @@ class HttpSession(MailSession):
         self._line_of(ev.Side.CLIENT, text)
 
     def _server_line(self, text: str) -> None:
+        head, self.doubt.head = self.doubt.head, False
+        state = self.sides[ev.Side.SERVER]
+        starting = state.state == "start"
         self._line_of(ev.Side.SERVER, text)
+        if starting:  # whether the status line (if this was one) began a segment of the server's, and after which
+            state.began_after = self.doubt.before if head else None
 
     def _line_of(self, side: ev.Side, text: str) -> None:
         state = self.sides[side]
@@ -150,9 +119,9 @@ class HttpSession(MailSession):
         elif state.state in ("headers", "trailers"):
             self._header_line(side, state, text)
         elif state.state == "chunk-size":
-            size = _size(text.split(";", 1)[0], 16)
+            size = size_value(text.split(";", 1)[0], 16)
             if size is None:
-                self._anomaly(side, "bad_chunk_size", f"not a chunk size: {_quoted(side, text, 40)}; reading stopped")
+                self._anomaly(side, "bad_chunk_size", f"not a chunk size: {quoted(side, text, 40)}; reading stopped")
                 state.state = "opaque"
             elif size == 0:
                 state.state = "trailers"
@@ -163,6 +132,7 @@ class HttpSession(MailSession):
             state.state = "chunk-size"  # the CR LF after a chunk's data
 
     def _raw(self, side: ev.Side, item: Raw) -> None:
+        self.doubt.head = self.doubt.head and side is ev.Side.CLIENT
         state = self.sides[side]
         if state.state == "chunk-data":
             state.state = "chunk-end"
@@ -170,23 +140,45 @@ class HttpSession(MailSession):
             self._message_done(side, state)
 
     def _gap(self, side: ev.Side, size: int, frame: int | None, timestamp: float | None) -> None:
-        """As every session's, but bytes of the server's lost keep the requests awaiting responses: some of them may
-        have been answered among the lost bytes, and the responses that follow say which, when they can
-        (:meth:`_answered`). Lost bytes of the client's may have held requests: those kept are forgotten."""
-        if side is ev.Side.CLIENT or self.tls:
+        """As every session's, but the requests awaiting responses are kept: lost bytes of the server's may have
+        answered some, and the responses after them say which when they can (:meth:`_answered`); those of the client's
+        may have held more requests (:class:`~dissectors.http_resync.Doubt`). Inside a body: :meth:`_lost_in_body`."""
+        if self.tls:
             super()._gap(side, size, frame, timestamp)
             return
+        in_body = self._lost_in_body(side, size, frame, timestamp)
+        if side is ev.Side.SERVER:
+            self.doubt.server_gap(where_known=in_body)
+        if in_body:
+            return
         kept, self.pending = self.pending, deque()
-        held, owed = self._pending_bytes, self._owed
+        held, owed, before = self._pending_bytes, self._owed, self.doubt.kept
         super()._gap(side, size, frame, timestamp)
         # The requests read from the client's bytes held after a CONNECT (_after_gap) come after those kept.
         read, self.pending, self._pending_bytes, self._owed = self.pending, kept, held, owed
+        self.doubt.kept = before
         for request in read:
             self._push_pending(request)
-        self._unsure = bool(self.pending) or bool(self._owed)
+        if side is ev.Side.CLIENT:
+            self.doubt.client_gap(len(self.pending))
+        else:
+            self._unsure = bool(self.pending) or bool(self._owed)
+
+    def _lost_in_body(self, side: ev.Side, size: int, frame: int | None, timestamp: float | None) -> bool:
+        """Were the ``size`` bytes lost all inside the body or chunk being skipped, whose length said where it ends?
+        Then they are counted off (LineBuffer.lose), reading goes on where it would have, and nothing is in doubt."""
+        state = self.sides[side]
+        left = self.buffers[side].lose(size) if state.state in ("body", "chunk-data") else None
+        if left is None:
+            return False
+        self._line = Line("", frame, timestamp)
+        self._anomaly(side, "gap", f"{size} bytes missing inside a body of known length; read on after them")
+        if not left:
+            self._raw(side, Raw(b"", size, frame, timestamp))
+        return True
 
     def _after_gap(self, side: ev.Side) -> None:
-        self.sides[side] = _Side(synced=False)
+        self.sides[side] = SideState(synced=False)
         self._open = None
         if side is ev.Side.SERVER and self.tunnel is None:
             self._read_held()  # the answer to a CONNECT may be among the lost bytes
@@ -204,20 +196,22 @@ class HttpSession(MailSession):
             if state.message is not None:
                 self._after_gap(side)
 
-    def _start_line(self, side: ev.Side, state: _Side, text: str) -> None:
+    def _start_line(self, side: ev.Side, state: SideState, text: str) -> None:
         if not text:
             return  # an empty line between messages is allowed (RFC 9112 2.2)
         matched = request_line(text) if side is ev.Side.CLIENT else STATUS_LINE.match(text)
         if not matched:
             if state.synced:
-                self._anomaly(side, "not_http", f"not an HTTP start line: {_quoted(side, text, 60)}; skipped")
+                self._anomaly(side, "not_http", f"not an HTTP start line: {quoted(side, text, 60)}; skipped")
                 state.synced = False
+            if side is ev.Side.SERVER and self.doubt.adrift:  # the tail of a response, maybe to a request waiting
+                self._unsure = self._unsure or bool(self.pending) or bool(self._owed)
             return
         state.synced = True
         state.state = "headers"
         state.message = Message(self._line)
 
-    def _header_line(self, side: ev.Side, state: _Side, text: str) -> None:
+    def _header_line(self, side: ev.Side, state: SideState, text: str) -> None:
         message = state.message
         if text:
             if message is None or state.state == "trailers":
@@ -238,45 +232,29 @@ class HttpSession(MailSession):
         else:
             self._response(state, message)
 
-    def _message_done(self, side: ev.Side, state: _Side) -> None:
+    def _message_done(self, side: ev.Side, state: SideState) -> None:
         state.state, state.message = "start", None
         if side is ev.Side.SERVER:
             self.responses += 1
+            self.doubt.response_ended(len(self.pending))
 
-    def _framing(self, side: ev.Side, state: _Side, message: Message, until_close: bool) -> None:
-        """Skip the body as the headers frame it (RFC 9112 6.3); ``until_close``: a response without a length."""
-        codings = [c.strip() for c in ",".join(message.values("transfer-encoding")).lower().split(",") if c.strip()]
-        lengths = message.values("content-length")
-        if codings and codings[-1] == "chunked":
+    def _framing(self, side: ev.Side, state: SideState, message: Message, until_close: bool) -> None:
+        """Skip the body as the headers frame it (:func:`~dissectors.http_syntax.body_framing`)."""
+        chunked, size, unframed = body_framing(message, side is ev.Side.SERVER, until_close)
+        if chunked:
             state.state = "chunk-size"
-        elif codings and side is ev.Side.SERVER:
-            self._body(side, state, UNTIL_CLOSE)
-        elif codings:
-            self._unframed(side, state, f"Transfer-Encoding {codings[-1][:40]!r} without chunked")
-        elif lengths:
-            size = _size(lengths[0], 10)
-            if size is None or any(value.strip() != lengths[0].strip() for value in lengths):
-                self._unframed(side, state, f"Content-Length {lengths[0][:40]!r}")
-            elif size:
-                self._body(side, state, size)
-            else:
-                self._message_done(side, state)
-        elif until_close:
-            self._body(side, state, UNTIL_CLOSE)
+        elif unframed:
+            self._anomaly(side, "bad_framing", f"{unframed}: the body cannot be framed; this side is not read further")
+            state.state = "opaque"
+        elif size:
+            state.state = "body"
+            self.buffers[side].expect_raw(UNTIL_CLOSE if size < 0 else size, keep=False)  # counted off, not read
         else:
             self._message_done(side, state)
 
-    def _body(self, side: ev.Side, state: _Side, size: int) -> None:
-        state.state = "body"
-        self.buffers[side].expect_raw(size, keep=False)  # the body: counted off, not read
-
-    def _unframed(self, side: ev.Side, state: _Side, what: str) -> None:
-        self._anomaly(side, "bad_framing", f"{what}: the body cannot be framed; this side is not read further")
-        state.state = "opaque"
-
     # -- requests -------------------------------------------------------------------------------------------------
 
-    def _request(self, state: _Side, message: Message) -> None:
+    def _request(self, state: SideState, message: Message) -> None:
         match = request_line(message.start.text)
         assert match is not None
         method, target = match.group(1).upper(), match.group(2)
@@ -289,7 +267,7 @@ class HttpSession(MailSession):
                 host, target = host or authority.rpartition("@")[2], "/" + rest
             path = target.split("?", 1)[0][:MAX_PATH]
         host = host[:MAX_HOST] if host else None
-        request = _Request(method, path, host, _evidence(message.start))
+        request = Request(method, path, host, _evidence(message.start))
         announced = False
         for name, value, line in message.headers:
             if name not in _AUTH_HEADERS:
@@ -303,7 +281,7 @@ class HttpSession(MailSession):
         if method == "CONNECT" and state.state == "start" and not self._gave_up_holding:
             self.buffers[ev.Side.CLIENT].hold()  # a tunnel's first bytes, or HTTP again: the answer says
 
-    def _credentials(self, request: _Request, value: str, evidence: ev.Evidence) -> None:
+    def _credentials(self, request: Request, value: str, evidence: ev.Evidence) -> None:
         scheme, _, token = value.strip().partition(" ")
         scheme = scheme.lower()
         token = token.strip()
@@ -321,14 +299,14 @@ class HttpSession(MailSession):
 
     # -- responses ------------------------------------------------------------------------------------------------
 
-    def _response(self, state: _Side, message: Message) -> None:
+    def _response(self, state: SideState, message: Message) -> None:
         match = STATUS_LINE.match(message.start.text)
         assert match is not None
         status = int(match.group(3))
         if 100 <= status < 200 and status != 101:
             state.state, state.message = "start", None  # interim: the request is still waiting for its answer
             return
-        request = self._answered(message.start.frame)
+        request = self._answered(message.start.frame, state.began_after)
         self._gave_up_holding = False  # an answer came: a CONNECT may wait for its own again
         evidence = _evidence(message.start)
         self.last_status, self.last_server = status, (message.values("server") or [None])[0]
@@ -356,10 +334,19 @@ class HttpSession(MailSession):
             self._open = None
         self._body_of_response(state, message, request, status)
 
-    def _answered(self, frame: int | None) -> _Request | None:
+    def _answered(self, frame: int | None, began_after: int | None) -> Request | None:
         """The request the final response whose status line came in ``frame`` answers: the oldest awaiting one, unless
-        a forgotten request's response is owed (_push_pending). After bytes of the server's were lost, the one
-        :func:`dissectors.http_resync.match_after_gap` shows, if any (the requests it shows answered get no verdict)."""
+        a forgotten request's response is owed (_push_pending). After a gap (dissectors.http_resync): none unless the
+        status line is known to be a response (Doubt.trusts, ``began_after``), nor one sent after lost bytes of the
+        client's (Doubt.past_kept); after one of the server's, the one match_after_gap shows, if any."""
+        doubt = self.doubt
+        if doubt.adrift:
+            if not doubt.trusts(began_after, self.pending, frame):
+                self._unsure = self._unsure or bool(self.pending) or bool(self._owed)  # it may answer one of them
+                return None
+            doubt.adrift = False
+        if doubt.past_kept(self._owed):
+            return None
         if not self._unsure:
             request = self._pop_pending() if self.pending and not self._owed else None
             self._owed -= bool(self._owed)
@@ -369,9 +356,12 @@ class HttpSession(MailSession):
         for _ in range(match.unseen):
             self._pop_pending()
         self._unsure = not match.sure
+        if match.answers and doubt.past_kept(self._owed):
+            self._unsure = True  # the one it shows was sent after the client's bytes were lost: not known either
+            return None
         return self._pop_pending() if match.answers else None
 
-    def _body_of_response(self, state: _Side, message: Message, request: _Request | None, status: int) -> None:
+    def _body_of_response(self, state: SideState, message: Message, request: Request | None, status: int) -> None:
         method = request.method if request else ""
         if status == 101 or (method == "CONNECT" and 200 <= status < 300):
             self._message_done(ev.Side.SERVER, state)
@@ -400,6 +390,8 @@ class HttpSession(MailSession):
         self, side: ev.Side, data: bytes, frame: int | None = None, timestamp: float | None = None
     ) -> list[ev.Event]:
         """As every session's; once a CONNECT was accepted, the bytes past the answer are handed to the tunnel."""
+        if side is ev.Side.SERVER and data:
+            self.doubt.server_chunk(frame, self.buffers[side].at_line_start)
         events = super().receive(side, data, frame, timestamp)
         tunnel = self.tunnel
         if tunnel is not None and self.buffers[ev.Side.SERVER].holding:
@@ -407,6 +399,14 @@ class HttpSession(MailSession):
             rest.sort(key=lambda item: item[2] or 0)  # in the order they came (by frame)
             tunnel.rest = [item for item in rest if item[1]]
         return events
+
+    def skipped(
+        self, side: ev.Side, size: int, at_line_start: bool, frame: int | None, ts: float | None, tail: bytes = b""
+    ) -> None:
+        """As every session's; the server's bytes dropped unread came in a segment of their own (Doubt)."""
+        super().skipped(side, size, at_line_start, frame, ts, tail)
+        if side is ev.Side.SERVER and size:
+            self.doubt.server_chunk(frame, False)
 
     def _after_receive(self, side: ev.Side) -> None:
         super()._after_receive(side)
@@ -417,7 +417,7 @@ class HttpSession(MailSession):
     # -- tokens ---------------------------------------------------------------------------------------------------
 
     def _token(
-        self, side: ev.Side, scheme: str, token: str, evidence: ev.Evidence, request: _Request | None = None
+        self, side: ev.Side, scheme: str, token: str, evidence: ev.Evidence, request: Request | None = None
     ) -> str | None:
         """One NTLM / Negotiate token: AuthStart when it opens an exchange, then its SaslStep. Returns the mechanism
         the token turned out to be; ``request`` (the client's) learns whether it was a NEGOTIATE or an AUTHENTICATE."""

@@ -28,6 +28,10 @@ STATUS_LINE = re.compile(r"^HTTP/(\d)\.(\d) (\d{3})(?:\s(.*))?$")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*)(?:\s+(.*))?$")
 
 
+# A chunk size of more than 15 hex digits is no chunk size (2**60 bytes); nor is a Content-Length of 19 digits.
+MAX_SIZE_DIGITS = 15
+
+
 def request_line(text: str) -> re.Match[str] | None:
     return _REQUEST_LINE.match(text) or _CONNECT_LINE.match(text)
 
@@ -103,3 +107,72 @@ def split_challenges(value: str) -> list[tuple[str, str]]:
             break
         out.append((match.group(1), (match.group(2) or "").strip()))
     return out
+
+
+def quoted(side: ev.Side, text: str, limit: int) -> str:
+    """A line an anomaly names: a server's quoted (its start), a client's only measured. What a client sends where
+    no start line or chunk size fits is a body or a request line with two spaces before its version: a form's
+    password, a query's token, which the masking of client lines (by what they are) cannot tell from other text."""
+    if side is ev.Side.SERVER:
+        return repr(text[:limit])
+    return f"a client line of {len(text)} characters"
+
+
+def size_value(text: str, base: int) -> int | None:
+    """A chunk size (``base`` 16) or a Content-Length (10), or None when ``text`` is none."""
+    text = text.strip()
+    digits = "0123456789abcdefABCDEF" if base == 16 else "0123456789"
+    if not text or len(text) > MAX_SIZE_DIGITS or any(c not in digits for c in text):
+        return None
+    return int(text, base)
+
+
+def body_framing(message: Message, server: bool, until_close: bool) -> tuple[bool, int, str | None]:
+    """How the body after ``message``'s headers is framed (RFC 9112 section 6.3): ``(chunked, size, unframed)``.
+    ``size`` is the body's length (0: none; -1: up to the close, a response's ``Transfer-Encoding`` without
+    ``chunked``, or one without a length when ``until_close``); ``unframed`` names what cannot be framed (a request's
+    ``Transfer-Encoding`` without ``chunked``, a ``Content-Length`` that is no number or disagrees with another)."""
+    codings = [c.strip() for c in ",".join(message.values("transfer-encoding")).lower().split(",") if c.strip()]
+    lengths = message.values("content-length")
+    if codings and codings[-1] == "chunked":
+        return True, 0, None
+    if codings:
+        return (False, -1, None) if server else (False, 0, f"Transfer-Encoding {codings[-1][:40]!r} without chunked")
+    if lengths:
+        size = size_value(lengths[0], 10)
+        if size is None or any(value.strip() != lengths[0].strip() for value in lengths):
+            return False, 0, f"Content-Length {lengths[0][:40]!r}"
+        return False, size, None
+    return False, -1 if until_close else 0, None
+
+
+@dataclass
+class Request:
+    """A request that carried or may be answered with authentication, held until its response."""
+
+    method: str
+    path: str
+    host: str | None
+    evidence: ev.Evidence
+    auth: str | None = None  # the mechanism of the credentials or NTLM message the request carried
+    held: int = 0
+    ntlm: str | None = None  # the kind of NTLM message it carried, when a NEGOTIATE or an AUTHENTICATE
+
+    def __post_init__(self) -> None:
+        self.held = COMMAND_OVERHEAD + size_of(self.method) + size_of(self.path) + size_of(self.host)
+
+    @property
+    def frame(self) -> int | None:
+        return self.evidence.frame
+
+
+@dataclass
+class SideState:
+    """Parse state of one direction."""
+
+    state: str = "start"  # start, headers, body, chunk-size, chunk-data, chunk-end, trailers, opaque
+    synced: bool = True  # False after a gap or a mid-stream pickup: lines are skipped up to a start line
+    message: Message | None = None
+    # The server's: the frame of its segment before the one its message's status line began (None: that line began
+    # no segment, or lost bytes came before it), for dissectors.http_resync.Doubt.trusts.
+    began_after: int | None = None

@@ -116,6 +116,24 @@ class LineBuffer:
         self._raw_frame = None
         self._keep_raw = keep
 
+    def lose(self, size: int) -> int | None:
+        """``size`` bytes were lost (a gap) inside a raw run kept by nobody that had at least that many left: they are
+        counted off as if read, and reading goes on where it would have. Returns what is left of the run (0: it ended
+        with them, and the caller ends it: no :class:`Raw` item is handed out for it); None, nothing changed, when
+        the lost bytes may run past the run's end (where they ended is not known then)."""
+        if not self._raw_left or self._keep_raw or size > self._raw_left or self._holding or self._held:
+            return None
+        self._raw_left -= size
+        return self._raw_left
+
+    @property
+    def at_line_start(self) -> bool:
+        """Does the next byte fed begin a line: nothing partial held, no run or body being counted off, no line being
+        skipped (but after :meth:`resync`, whose first line may be taken whole)?"""
+        if self._pending or self._raw_left or self._body or self._holding:
+            return False
+        return not self._discarding or self._resuming
+
     def expect_dot_body(
         self, exact_end: bool = False, lax_is_body: bool = False, bare_cr_is_body: bool = False
     ) -> None:

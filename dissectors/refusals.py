@@ -63,6 +63,10 @@ POP3_UNJUDGED_CODES = frozenset({"SYS", "LOGIN-DELAY"})
 # How much of a reply is read for its response code: the longest code named above is 20 characters; a hostile line
 # of any length costs no more than this.
 MAX_CODE_TEXT = 64
+# A POP3 response code as RFC 2449 section 8 writes it: "[", levels of printable characters other than "/" and "]"
+# (no blank, no control) split by "/", then "]". Only IN-USE, which turns a refusal into a right password, is held
+# to it.
+_POP3_CODE = re.compile(r"\[([\x21-\x2e\x30-\x5c\x5e-\x7e]+(?:/[\x21-\x2e\x30-\x5c\x5e-\x7e]+)*)\]")
 
 # Reasons a server gives for refusing an exchange it never checked the credentials in, under a code that says they
 # were (SMTP 535 5.7.8, a plain IMAP NO, a POP3 -ERR plain or [AUTH]): the mechanism is not one it offers, a response
@@ -111,9 +115,12 @@ POSTFIX_BACKEND_REASONS = frozenset(
         "authorization failure",
     }
 )
-# The longest SASL mechanism name (RFC 4422 section 3.1: 1 to 20 characters); Postfix 3.10 and later quote the one
-# the client asked for in "Invalid authentication mechanism: 'XOAUTH2'", as the client spelt it.
-MAX_MECHANISM_NAME = 20
+# The longest SASL mechanism name a client's AUTH is read with (dissectors.sasl): RFC 4422 section 3.1 allows 1 to 20
+# characters, but some servers list longer private names and a client may ask for one. Postfix 3.10 and later quote
+# the one the client asked for in "Invalid authentication mechanism: 'XOAUTH2'", as the client spelt it: any name the
+# AUTH was read with may come back there, so one limit serves both (a shorter one here took Postfix's refusal of a
+# 21-character name for a wrong password).
+MAX_MECHANISM_NAME = 40
 _NAMED_MECHANISM = re.compile(rf"invalid authentication mechanism: '[^\s']{{1,{MAX_MECHANISM_NAME}}}'")
 # Reasons Exchange Online gives, after its enhanced code 5.7.139 (EXCHANGE_POLICY_CODE) and "Authentication
 # unsuccessful," (EXCHANGE_REASON_PREFIX), for refusing SMTP AUTH by a policy that says nothing of whether the password
@@ -239,8 +246,10 @@ def _first_sentence(text: str, whole: bool) -> str | None:
 def pop3_in_use(text: str) -> bool:
     """Does a POP3 ``-ERR`` (``text`` what follows it) say ``[IN-USE]``: the credentials were right, the maildrop
     locked by another session (RFC 2449 section 8.1.2)? However many blanks stand before the code, or none; only the
-    code's first part counts, as in :func:`pop3_judged`."""
-    return response_code(text).partition("/")[0] == "IN-USE"
+    code's first part counts, as in :func:`pop3_judged`. The code must be written as RFC 2449 section 8 writes codes
+    (:data:`_POP3_CODE`): an unclosed ``[IN-USE`` or a ``[ IN-USE]`` is no code, and says nothing of the password."""
+    code = _POP3_CODE.match(text[:MAX_CODE_TEXT].lstrip())
+    return code is not None and code.group(1).partition("/")[0].upper() == "IN-USE"
 
 
 def response_code(text: str) -> str:

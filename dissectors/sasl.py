@@ -31,7 +31,7 @@ import sys
 from collections import deque
 from typing import NamedTuple
 
-from dissectors.refusals import imap_judged, pop3_in_use, pop3_judged, smtp_judged
+from dissectors.refusals import MAX_MECHANISM_NAME, imap_judged, pop3_in_use, pop3_judged, smtp_judged
 
 # The events and the base64 decoder are used as this module's by the sessions: SaslBlob, SaslCancelled,
 # SaslCredentials, decode_base64, MAX_BLOB_TEXT are named again here for them.
@@ -67,8 +67,9 @@ class AuthCommand(NamedTuple):
     tag: str | None = None
 
 
-# A SASL mechanism name (RFC 4422 section 3.1: up to 20 characters; some servers list longer private names).
-_MECHANISM = re.compile(r"[A-Za-z0-9_-]{1,40}")
+# A SASL mechanism name (RFC 4422 section 3.1: up to 20 characters; some servers list longer private names), up to
+# the limit the refusals that name it are read with.
+_MECHANISM = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_MECHANISM_NAME}}}")
 
 
 def parse_auth_command(protocol: Protocol, line: str) -> AuthCommand | None:

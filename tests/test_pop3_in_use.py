@@ -66,3 +66,24 @@ def test_a_hostile_in_use_line_costs_a_bounded_read() -> None:
     """A megabyte of blanks before the code: read within MAX_CODE_TEXT, so it is no IN-USE (nor any code)."""
     assert not refusals.pop3_in_use(" " * 1_000_000 + "[IN-USE]")
     assert refusals.pop3_in_use("  [IN-USE]")
+
+
+@pytest.mark.parametrize(
+    "verdict",
+    [
+        "-ERR [IN-USE",  # never closed
+        "-ERR [IN-USE Mailbox is locked",
+        "-ERR [ IN-USE] Mailbox is locked",  # a blank inside the brackets
+        "-ERR [IN-USE ] Mailbox is locked",
+        "-ERR [IN-USE /TEMP] Mailbox is locked",
+    ],
+)
+def test_a_code_not_written_as_rfc_2449_writes_them_is_no_in_use(verdict: str) -> None:
+    """RFC 2449 section 8: "[" levels of printable characters split by "/" "]", no blank anywhere inside. A line
+    that only looks like IN-USE says nothing of the password: it stays a refusal, not a right password."""
+    assert not refusals.pop3_in_use(verdict.removeprefix("-ERR"))
+    assert outcomes(verdict) == [["failure"], ["failure"]]
+
+
+def test_an_in_use_code_with_a_further_level_is_still_in_use() -> None:
+    assert refusals.pop3_in_use(" [IN-USE/LOCKED] Mailbox is locked")

@@ -76,11 +76,24 @@ def test_a_refusal_of_a_wrong_password_relayed_by_postfix_still_fails_it(verdict
     assert attempts(records) == [("wrong", "failure")]
 
 
-@pytest.mark.parametrize("name", ["XOAUTH2", "xoauth2", "X" * refusals.MAX_MECHANISM_NAME])
+@pytest.mark.parametrize(
+    "name", ["XOAUTH2", "xoauth2", "X-PRIVATE-MECHANISM-OF-THIRTY", "X" * refusals.MAX_MECHANISM_NAME]
+)
 def test_a_mechanism_postfix_names_as_not_offered_leaves_the_token_unjudged(name: str) -> None:
-    """Postfix 3.10 and later quote the mechanism the client asked for, in the client's case."""
+    """Postfix 3.10 and later quote the mechanism the client asked for, in the client's case: any name an AUTH is
+    read with, longer than RFC 4422's 20 characters too."""
     records = findings(one_auth(f"AUTH XOAUTH2 {XOAUTH2}", f"{FAILED}Invalid authentication mechanism: '{name}'"))
     assert attempts(records) == [(TOKEN, None)]
+
+
+def test_the_names_an_auth_is_read_with_are_those_a_refusal_may_quote() -> None:
+    """One limit: an AUTH naming a mechanism of MAX_MECHANISM_NAME characters is read, and Postfix's refusal that
+    quotes it back leaves the exchange unjudged; a longer name is neither."""
+    longest, longer = "X" * refusals.MAX_MECHANISM_NAME, "X" * (refusals.MAX_MECHANISM_NAME + 1)
+    assert sasl.parse_auth_command(sasl.Protocol.SMTP, f"AUTH {longest}") is not None
+    assert sasl.parse_auth_command(sasl.Protocol.SMTP, f"AUTH {longer}") is None
+    named = f"Invalid authentication mechanism: '{longest}'"
+    assert refusals.unchecked_reason(f"5.7.8 Error: authentication failed: {named}")
 
 
 @pytest.mark.parametrize(
