@@ -24,6 +24,16 @@ def require_corpus(*parts: str) -> Path:
     return path
 
 
+def public_capture(*parts: str) -> Path:
+    """A public capture the shared corpus does not hold (SOURCES.md lists what it does), read from ``$LEAKSCOPE_CORPUS``
+    where someone fetched it; skips the test when absent, under CI too: the crafted captures beside such a test check
+    the same behaviour, and this one the real file where it is at hand."""
+    path = CORPUS.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"public capture not in the shared corpus: put it at {path} to run this test")
+    return path
+
+
 def vector_files() -> list[Path]:
     directory = CORPUS / "vectors"
     return sorted(directory.glob("*.json")) if directory.is_dir() else []

@@ -16,7 +16,7 @@ from dissectors.http import HttpSession
 from passive.analysis.pipeline import Analysis, AnalysisOptions
 from passive.capture import analyze_file
 from passive.results.records import finding_record
-from tests.corpus import require_corpus
+from tests.corpus import public_capture
 from tests.test_http import NEGOTIATE, authenticate, b64
 
 C, S = ev.Side.CLIENT, ev.Side.SERVER
@@ -99,7 +99,7 @@ def test_credslayer_http_ntlm_capture_gives_the_verdict_tshark_shows() -> None:
     only response whose status line is in the capture, the 302 in frame 6 (tshark: response to frame 5), is the
     first login's verdict. The others' status lines are among the lost bytes: no verdict."""
     analysis = Analysis(AnalysisOptions())
-    path = require_corpus("pcaps", "credslayer", "http-ntlm.pcap")
+    path = public_capture("pcaps", "credslayer", "http-ntlm.pcap")
     analyze_file(path, analysis.handler_factory, analysis.options.capture_options())
     [ntlm] = [record for record in map(finding_record, analysis.findings) if record["type"] == "ntlm-info"]
     outcomes = sorted((detail["outcome"] or "") for detail in ntlm["details"])

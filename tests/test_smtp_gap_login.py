@@ -18,7 +18,7 @@ from typing import Any
 
 from dissectors import events as ev
 from dissectors.smtp import SmtpSession
-from tests.corpus import require_corpus
+from tests.corpus import public_capture
 from tests.helpers_capture import conversation_segments, ethernet_frames, pcap_bytes
 from tests.test_relay_transactions import CLIENT, SERVER, run_cli, turns
 
@@ -147,7 +147,7 @@ def test_a_capture_that_lost_the_ehlo_reply_reports_the_login(tmp_path: Path) ->
 def test_pcapplusplus_smtp_capture_reports_the_login_tshark_shows() -> None:
     """PcapPlusPlus's Tests/Packet++Test/PacketExamples/Smtp.pcap: the EHLO reply not captured, then AUTH LOGIN,
     334, the user name (tshark: ``Username: Z3VycGFydGFwQHBhdHJpb3RzLmlu``) and the password; no verdict."""
-    [found] = credentials_found(require_corpus("pcaps", "pcapplusplus", "Smtp.pcap"))
+    [found] = credentials_found(public_capture("pcaps", "pcapplusplus", "Smtp.pcap"))
     assert (found["mechanism"], found["user"], found["password"]) == ("LOGIN", "gurpartap@patriots.in", "punjab@123")
     assert found["outcome"] is None  # no verdict in the capture
 

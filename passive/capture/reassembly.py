@@ -172,8 +172,13 @@ class Reassembler(Classification, Doubts):
             and flow.state == Flow.ACTIVE
             and len(payload) == wire_len
         ):  # the next in-order bytes of an established, accepted flow
-            if halves[1 - direction].doubtful and flags & ACK:  # what it acknowledges comes before what it brings
-                self._acknowledged(flow, 1 - direction, halves[1 - direction], ack)
+            if flags & ACK:  # what it acknowledges came before what it brings: a hole closed, held segments read
+                other = halves[1 - direction]
+                other.acked, other.window = ack, window
+                if other.doubtful:
+                    self._acknowledged(flow, 1 - direction, other)
+                if other.pending and other.rel(ack) >= other.pending[0][0]:
+                    self._fill_hole(flow, 1 - direction, other)
             offset = half.next_rel
             half.next_rel = end = offset + wire_len
             half.next_seq = (seq + wire_len) & SEQ_MASK
@@ -182,11 +187,6 @@ class Reassembler(Classification, Doubts):
             self.counters.bytes_delivered += wire_len
             chunk = new_chunk(Chunk, (payload, frame, ts, offset))
             flow.handler.on_data(flow, DIRECTIONS[direction], chunk)  # type: ignore[union-attr]
-            if flags & ACK:
-                other = halves[1 - direction]
-                other.acked, other.window = ack, window
-                if other.pending and other.rel(ack) >= other.pending[0][0]:
-                    self._fill_hole(flow, 1 - direction, other)
             if flow.evict_class != ESTABLISHED:
                 self._reclass(flow, halves, direction, flags, ack, wire_len)
         else:
@@ -247,10 +247,12 @@ class Reassembler(Classification, Doubts):
                 self.counters.flows_partial += 1
             if flags & SYN:
                 syn_seen(half, other)
-        if flags & ACK:
+        if flags & ACK:  # what it acknowledges came before what it brings
             other.note_ack(ack, window, bool(flags & SYN))
             if other.doubtful:
                 self._acknowledged(flow, 1 - direction, other)
+            if other.pending and other.rel(ack) >= other.pending[0][0]:
+                self._fill_hole(flow, 1 - direction, other)
         if flags & SYN:
             seq = (seq + 1) & SEQ_MASK
         refused = validates and half.win_known and bool(wire_len or flags & FIN) and half.beyond_window(seq)
@@ -259,8 +261,6 @@ class Reassembler(Classification, Doubts):
             self.counters.window_dropped_bytes += wire_len
         elif wire_len:
             self._add(flow, direction, half, half.rel(seq), payload, wire_len, frame, ts)
-        if flags & ACK and other.pending and other.rel(ack) >= other.pending[0][0]:
-            self._fill_hole(flow, 1 - direction, other)
         if flags & RST:
             self._close(flow, CloseReason.RST)
             return
