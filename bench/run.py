@@ -17,7 +17,8 @@ Captures (generated once by gen_capture.py, cached under bench/out/):
   reordering, 1% retransmission, VLAN tags, 10% of flows in GRE/VXLAN/ERSPAN tunnels and 10% of mail servers on
   ports no filter names; ``--jobs 2`` against ``--jobs 1``;
 * the same 2% capture as pcapng (``editcap -F pcapng``) and compressed with ``gzip -1`` (no target): leakscope on
-  each file against ``tcpdump -r F`` and ``zcat F | tcpdump -r -`` with the mail-port filter.
+  each file against ``tcpdump -r F`` and ``zcat F | tcpdump -r -`` with the mail-port filter; and the 2% capture
+  on standard input (no target): ``cat F | leakscope analyze -`` against ``cat F | tcpdump -r -``.
 
 Every NTLM exchange the generator wrote must be found: the summary's NTLM challenge count (an untimed run writing
 JSON lines to a file) against the generator's. Each target is printed with its figure, the anchor beside it and
@@ -269,6 +270,15 @@ def main() -> int:
         )
         rss_seen.append(two.rss_mib)
         checks.append((other, meta(clean)))
+
+    # (e) the 2% capture on standard input (no target), as a capture tool's output reaches it: tcpdump reading the
+    # same pipe beside it.
+    piped = f"cat {clean} | "
+    dump = median_of(args.runs, ["sh", "-c", f"{piped}tcpdump -r - -w /dev/null '{expression}'"])
+    report.row(clean.name, "cat F | tcpdump -r - <mail ports>", dump)
+    through = median_of(args.runs, ["sh", "-c", piped + " ".join(leakscope(Path("-")))], env)
+    report.row(clean.name, "cat F | leakscope analyze -", through, f"{through.wall / dump.wall:.1f}x cat F | tcpdump")
+    rss_seen.append(through.rss_mib)
 
     # Every NTLM exchange found (an untimed run each, JSON lines to a file).
     for path, generated in checks:

@@ -20,14 +20,24 @@ def may_begin_tls_record(data: bytes) -> bool:
 
 
 # Bytes of a stream read mid-way (after a gap) that tell its clear text from a TLS record's middle: this many, or all
-# if fewer, printable or a line's end. Ciphertext's 8 bytes are all printable about once in 2,800 (95/256 ** 8).
-CLEAR_TEXT_PROBE = 8
-_CLEAR_TEXT_BYTES = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
+# if fewer, text (UTF-8 without controls but a tab and a line's end; a character cut at the end allowed). A handshake
+# record's middle holds printable runs (a server name, ALPN's "http/1.1") but also lengths and cipher suite numbers,
+# control bytes within any 256 of its bytes; 256 bytes of ciphertext are never all text. A client that carried on in
+# clear text after STARTTLS sends command lines, which are.
+CLEAR_TEXT_PROBE = 256
+_CONTROLS = bytes(set(range(0x20)) - {0x09, 0x0A, 0x0D}) + b"\x7f"
 
 
 def looks_like_clear_text(data: bytes) -> bool:
-    """Whether bytes picked up mid-stream begin as clear text (a command line), not as ciphertext."""
-    return _CLEAR_TEXT_BYTES.issuperset(data[:CLEAR_TEXT_PROBE])
+    """Whether bytes picked up mid-stream begin as clear text (command lines), not as a TLS record's middle."""
+    probe = data[:CLEAR_TEXT_PROBE]
+    if any(byte in _CONTROLS for byte in probe):
+        return False
+    try:
+        probe.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a character the probe's end cut is still text
+        return exc.reason == "unexpected end of data" and exc.start >= len(probe) - 3
+    return True
 
 
 def implicit_tls_evidence(record: bytes) -> str:

@@ -200,3 +200,22 @@ def test_a_hello_sent_before_the_acceptance_and_the_server_handshake_are_not_rea
     assert service["tls"] is True
     assert [e["event"] for e in events if e["event"] in ("Anomaly", "StartTls")] == ["StartTls"], events
     assert [f for f in findings if f["type"] == "cleartext-credentials"] == []
+
+
+def test_a_handshake_record_middle_with_printable_runs_is_no_clear_text() -> None:
+    """After a gap that followed STARTTLS, the client's next bytes are judged over CLEAR_TEXT_PROBE bytes: a
+    ClientHello's middle holds a server name and ALPN ids (printable runs longer than a few bytes) but also lengths and
+    cipher suite numbers; command lines, UTF-8 ones too, are text throughout."""
+    from dissectors.tls_records import CLEAR_TEXT_PROBE, looks_like_clear_text
+
+    server_name = b"mail.example.com"
+    alpn = b"\x00\x10\x00\x0e\x00\x0c\x02h2\x08http/1.1"
+    hello_middle = b"xample.com" + alpn + b"\x00\x05\x00\x05\x01\x00\x00\x00\x00" + server_name
+        b"xample.com\x00\x10\x00\x0e\x00\x0c\x02h2\x08http/1.1\x00\x05\x00\x05\x01\x00\x00\x00\x00" + server_name
+    )
+    assert not looks_like_clear_text(hello_middle)
+    assert not looks_like_clear_text(bytes(range(95, 256)))  # 32 printable bytes, then DEL and bytes that are no UTF-8
+    assert looks_like_clear_text(b"EHLO client.example\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n")
+    assert looks_like_clear_text("MAIL FROM:<jürgen@bücher.example>\r\n".encode())
+    line = "RCPT TO:<ü@x>\r\n".encode() * 40
+    assert looks_like_clear_text(line[: CLEAR_TEXT_PROBE - 1])  # a character cut at the probe's end is still text
