@@ -211,8 +211,6 @@ def test_a_handshake_record_middle_with_printable_runs_is_no_clear_text() -> Non
     server_name = b"mail.example.com"
     alpn = b"\x00\x10\x00\x0e\x00\x0c\x02h2\x08http/1.1"
     hello_middle = b"xample.com" + alpn + b"\x00\x05\x00\x05\x01\x00\x00\x00\x00" + server_name
-        b"xample.com\x00\x10\x00\x0e\x00\x0c\x02h2\x08http/1.1\x00\x05\x00\x05\x01\x00\x00\x00\x00" + server_name
-    )
     assert not looks_like_clear_text(hello_middle)
     assert not looks_like_clear_text(bytes(range(95, 256)))  # 32 printable bytes, then DEL and bytes that are no UTF-8
     assert looks_like_clear_text(b"EHLO client.example\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n")
