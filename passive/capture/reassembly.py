@@ -51,7 +51,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from passive.capture.checksums import INFO_CSUM_BAD, INFO_CSUM_VALID
+from passive.capture.checksums import INFO_CSUM_VALID, INFO_CSUM_WRONG
 from passive.capture.classifying import MAX_CLASSIFY_HELD, Classification
 from passive.capture.counters import CaptureCounters
 from passive.capture.delivery import DIRECTIONS, TAIL_KEEP
@@ -74,7 +74,7 @@ from passive.capture.policy import DEFAULT_POLICY, policy_named
 from passive.capture.skipping import apply_notice
 from passive.capture.stream import SEQ_MASK, HalfStream, handshake_done, one_sided, rst_valid, syn_seen
 
-_ENTER = INFO_SKIPPED | INFO_CSUM_BAD  # Segment.info bits that take a segment off the fast path (Reassembler._enter)
+_ENTER = INFO_SKIPPED | INFO_CSUM_WRONG  # Segment.info bits that take a segment off the fast path (Reassembler._enter)
 
 
 class Reassembler(Classification, Doubts):
@@ -201,7 +201,7 @@ class Reassembler(Classification, Doubts):
             apply_notice(self, segment, frame, ts)
             return None
         self.counters.segments += 1
-        if segment[9] & INFO_CSUM_BAD and entry is not None and self._doubted(entry, segment, frame, ts):
+        if segment[9] & INFO_CSUM_WRONG and entry is not None and self._doubted(entry, segment, frame, ts):
             return None  # held until its receiver's acknowledgement, or dropped (passive.capture.doubtful)
         if ts >= self._sweep_at:
             self.expire(ts)
