@@ -85,6 +85,8 @@ class Doubts:
         acked = half.rel(half.acked)
         kept = []
         for item in held:
+            if flow._halves is None:  # what was read named the flow no mail: nothing more is read
+                return
             seq, data, frame, ts = item
             rel = half.rel(seq)
             end = rel + len(data)

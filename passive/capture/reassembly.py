@@ -156,10 +156,8 @@ class Reassembler(Classification, Doubts):
             other = halves[1 - direction]  # holes, the handshake
             if flags & ACK:
                 other.acked, other.window = ack, window
-                if other.doubtful:
-                    self._acknowledged(flow, 1 - direction, other)
-                if other.pending and other.rel(ack) >= other.pending[0][0]:
-                    self._fill_hole(flow, 1 - direction, other)
+                if (other.doubtful or other.pending) and not self._peer_acked(flow, direction, other, ack):
+                    return
                 if flow.evict_class == HALF_OPEN:
                     self._reclass(flow, halves, direction, flags, ack, 0)
             if half.fin_rel is not None or other.fin_rel is not None:
@@ -175,10 +173,8 @@ class Reassembler(Classification, Doubts):
             if flags & ACK:  # what it acknowledges came before what it brings: a hole closed, held segments read
                 other = halves[1 - direction]
                 other.acked, other.window = ack, window
-                if other.doubtful:
-                    self._acknowledged(flow, 1 - direction, other)
-                if other.pending and other.rel(ack) >= other.pending[0][0]:
-                    self._fill_hole(flow, 1 - direction, other)
+                if other.doubtful or other.pending:
+                    self._peer_acked(flow, direction, other, ack)  # an accepted flow stays one
             offset = half.next_rel
             half.next_rel = end = offset + wire_len
             half.next_seq = (seq + wire_len) & SEQ_MASK
@@ -249,10 +245,8 @@ class Reassembler(Classification, Doubts):
                 syn_seen(half, other)
         if flags & ACK:  # what it acknowledges came before what it brings
             other.note_ack(ack, window, bool(flags & SYN))
-            if other.doubtful:
-                self._acknowledged(flow, 1 - direction, other)
-            if other.pending and other.rel(ack) >= other.pending[0][0]:
-                self._fill_hole(flow, 1 - direction, other)
+            if (other.doubtful or other.pending) and not self._peer_acked(flow, direction, other, ack):
+                return
         if flags & SYN:
             seq = (seq + 1) & SEQ_MASK
         refused = validates and half.win_known and bool(wire_len or flags & FIN) and half.beyond_window(seq)
@@ -270,6 +264,16 @@ class Reassembler(Classification, Doubts):
             self._note_fin(half, half.rel(seq) + wire_len)
         if half.fin_rel is not None or other.fin_rel is not None:
             self._check_finished(flow, halves)
+
+    def _peer_acked(self, flow: Flow, direction: int, other: HalfStream, ack: int) -> bool:
+        """A segment of ``direction`` acknowledged ``ack``: the peer's held segments it covers are read and the hole
+        it acknowledges past is a gap, before the segment's own bytes. False when the bytes so read named the flow
+        no mail (every-port mode): it is a tombstone, its segment's bytes go nowhere."""
+        if other.doubtful:
+            self._acknowledged(flow, 1 - direction, other)
+        if other.pending and other.rel(ack) >= other.pending[0][0]:
+            self._fill_hole(flow, 1 - direction, other)
+        return flow._halves is not None
 
     def _note_fin(self, half: HalfStream, fin_rel: int) -> None:
         if not self.policy.validates:
