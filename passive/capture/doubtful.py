@@ -97,6 +97,8 @@ class Doubts:
             else:
                 self._add(flow, direction, half, rel, data, len(data), frame, ts, KEEP_BUFFERED)
         half.doubtful = kept or None
+        if not kept:
+            flow.want_skip()  # settled: its packets may be dropped unread again (passive.capture.skipping)
 
     def _forget_doubts(self, halves: tuple[HalfStream, HalfStream]) -> None:
         """The flow ends: what is held was never acknowledged, and is dropped."""
