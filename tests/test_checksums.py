@@ -240,3 +240,15 @@ def test_a_rst_with_a_wrong_checksum_ends_nothing(tmp_path: Path) -> None:
     pcap.write_bytes(pcap_bytes(out))
     assert relays(analyze(pcap)) == [("open-relay", "high", True)]
     assert relays(analyze(pcap, "--reassembly", "first")) == []  # the RST read, the flow ends before the RCPT
+
+
+def test_a_segment_its_tunnel_packet_cuts_short_is_not_judged_by_either_scanner() -> None:
+    """The outer IPv4 header of a GRE packet ends before the inner segment does (the rest is the frame's trailer,
+    no part of the packet): the compiled scanner summed the bytes past it and found the checksum right."""
+    from scapy.layers.l2 import GRE
+
+    inner = Ether() / IP(src="10.9.0.25", dst="10.9.0.10") / TCP(sport=25, dport=40000, flags="PA") / Raw(b"220 x\r\n")
+    packet = Ether() / IP(src="192.0.2.1", dst="192.0.2.2") / GRE(proto=0x6558) / inner
+    raw = bytearray(bytes(packet))
+    raw[16:18] = struct.pack("!H", len(raw) - 14 - 4)  # the outer packet ends 4 bytes before the inner one
+    assert _both(bytes(raw)) == (0, 0)

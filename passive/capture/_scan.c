@@ -84,6 +84,7 @@ typedef struct {
     uint64_t info;         /* INFO_* bits, the virtual network id above them (INFO_VNET_SHIFT) */
     unsigned options;
     Py_ssize_t ip_at, tcp_at, tcp_end; /* the IPv4 header (-1: IPv6), the TCP segment: for checksum_bits */
+    Py_ssize_t captured;   /* where the bytes that are the segment's packet end (a tunnel's outer packet may cut it) */
 } seg_t;
 
 /* Big-endian fields, each read as one load (the callers have checked the bounds). */
@@ -125,7 +126,7 @@ static unsigned syn_options(const uint8_t *d, Py_ssize_t pos, Py_ssize_t end) {
 static int decode_tcp(const uint8_t *d, const uint8_t *src, const uint8_t *dst, int alen, Py_ssize_t pos,
                       Py_ssize_t end, Py_ssize_t n, uint64_t info, seg_t *s, Py_ssize_t ip_at) {
     if (pos + 20 > n || pos + 20 > end) return MALFORMED;
-    s->ip_at = ip_at; s->tcp_at = pos; s->tcp_end = end;
+    s->ip_at = ip_at; s->tcp_at = pos; s->tcp_end = end; s->captured = n;
     Py_ssize_t header = (Py_ssize_t)(d[pos + 12] >> 4) * 4;
     Py_ssize_t start = pos + header;
     if (header < 20 || start > end) return MALFORMED;
@@ -159,6 +160,7 @@ static uint64_t word_sum(const uint8_t *p, Py_ssize_t len) {
 /* checksums.checksum_bits: INFO_CSUM_VALID, INFO_CSUM_BAD, INFO_CSUM_LEFT or none for a decoded segment (its frame
  * `d`, `n` bytes captured). Sums are compared modulo 0xFFFF, the folded one's complement sum with both zeros as one. */
 static uint64_t checksum_bits(const uint8_t *d, Py_ssize_t n, const seg_t *s) {
+    if (s->captured < n) n = s->captured;
     if ((s->info & INFO_FIRST_FRAGMENT) || s->tcp_end > n || s->tcp_at + 18 > s->tcp_end) return 0;
     if (s->ip_at >= 0 && !(d[s->ip_at + 2] | d[s->ip_at + 3])) return INFO_CSUM_LEFT; /* total length 0: TSO */
     int ip_bad = 0, ip_left = 0;
