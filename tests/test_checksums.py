@@ -8,6 +8,7 @@ on the wire (a host's merge of received segments). Both scanners mark the same s
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,11 +18,11 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 from passive.capture import linklayer, scanread
-from passive.capture.checksums import INFO_CSUM_BAD, INFO_CSUM_VALID
+from passive.capture.checksums import INFO_CSUM_BAD, INFO_CSUM_LEFT, INFO_CSUM_VALID
 from tests.helpers_capture import conversation_segments, ethernet_frames, pcap_bytes
 from tests.test_relay_transactions import CLIENT, SERVER, analyze, relays, run_cli, transaction, turns
 
-BITS = INFO_CSUM_VALID | INFO_CSUM_BAD
+BITS = INFO_CSUM_VALID | INFO_CSUM_BAD | INFO_CSUM_LEFT
 REAL = b"RCPT TO:<a@contoso.com>\r\n"  # a mailbox at the server's own domain: no relaying
 DECOY = b"RCPT TO:<v@outside.tst>\r\n"  # what a sender shows a monitor with a wrong checksum
 
@@ -67,27 +68,33 @@ def test_right_wrong_and_offloaded_checksums_are_told_apart_alike_by_both_scanne
     assert _both(bytes(packet)) == (INFO_CSUM_VALID, INFO_CSUM_VALID)
     assert _both(_with_tcp_checksum(packet, 0xBEEF)) == (INFO_CSUM_BAD, INFO_CSUM_BAD)
     for left_to_the_card in (0, _pseudo(packet, True), _pseudo(packet, False)):
-        assert _both(_with_tcp_checksum(packet, left_to_the_card)) == (0, 0)
+        assert _both(_with_tcp_checksum(packet, left_to_the_card)) == (INFO_CSUM_LEFT, INFO_CSUM_LEFT)
 
 
 def test_an_ipv4_header_checksum_wrong_is_a_wrong_segment_and_zero_is_left_to_the_card() -> None:
     packet = Ether() / IP(src="192.0.2.1", dst="192.0.2.2", chksum=0x4444) / TCP(dport=25) / Raw(b"x")
     assert _both(bytes(packet)) == (INFO_CSUM_BAD, INFO_CSUM_BAD)
     packet = Ether() / IP(src="192.0.2.1", dst="192.0.2.2", chksum=0) / TCP(dport=25) / Raw(b"x")
-    assert _both(bytes(packet)) == (INFO_CSUM_VALID, INFO_CSUM_VALID)
+    assert _both(bytes(packet)) == (INFO_CSUM_LEFT, INFO_CSUM_LEFT)  # not right: a receiver drops it off the wire
 
 
-def test_a_segment_not_captured_whole_or_sent_by_segmentation_offload_is_not_judged() -> None:
+def test_a_segment_not_captured_whole_is_not_judged_and_one_sent_by_segmentation_offload_is_left() -> None:
     packet = _frame(b"A" * 100)
     assert _both(bytes(packet)[:-10]) == (0, 0)  # a snapshot length cut it
     raw = bytearray(_with_tcp_checksum(packet, 0xBEEF))
     raw[16:18] = b"\x00\x00"  # IPv4 total length 0: written so on a host with segmentation offload
-    assert _both(bytes(raw)) == (0, 0)
+    assert _both(bytes(raw)) == (INFO_CSUM_LEFT, INFO_CSUM_LEFT)
 
 
-def _insertion(path: Path, decoy: bytes, real: bytes, script: str, checksum: int = 0xBEEF, at: str = "RCPT") -> Path:
+def _wrong(planted: Ether) -> bytes:
+    return _with_tcp_checksum(planted, 0xBEEF)
+
+
+def _insertion(
+    path: Path, decoy: bytes, real: bytes, script: str, spoil: Callable[[Ether], bytes] = _wrong, at: str = "RCPT"
+) -> Path:
     """A capture of ``script`` where, right before the client's segment starting ``at``, a segment with the same
-    sequence number carries ``decoy`` with the TCP checksum ``checksum``; the real segment carries ``real``."""
+    sequence number carries ``decoy``, its checksums made wrong by ``spoil``; the real segment carries ``real``."""
     segments = conversation_segments(turns(script), CLIENT, SERVER)
     frames = ethernet_frames(segments)
     out: list[tuple[float, bytes]] = []
@@ -95,7 +102,7 @@ def _insertion(path: Path, decoy: bytes, real: bytes, script: str, checksum: int
         if segment[5].startswith(at.encode()):
             planted = frame.copy()
             planted[Raw].load = decoy
-            out.append((ts - 0.0005, _with_tcp_checksum(planted, checksum)))
+            out.append((ts - 0.0005, spoil(planted)))
             frame[Raw].load = real
             del frame[IP].len, frame[IP].chksum, frame[TCP].chksum
         out.append((ts, bytes(frame)))
@@ -120,6 +127,39 @@ def test_a_foreign_rcpt_planted_with_a_wrong_checksum_is_no_open_relay(tmp_path:
     assert _summary(pcap)["checksum_drops"] == 1
     # Read as every segment came ("first seen wins", no receiver followed), the decoy makes a false HIGH.
     assert relays(analyze(pcap, "--reassembly", "first")) == [("open-relay", "high", True)]
+
+
+def _ip_checksum_zero(planted: Ether) -> bytes:
+    raw = bytearray(bytes(planted))  # the TCP checksum right, the IPv4 header's 0 (a receiver drops it)
+    raw[24:26] = b"\x00\x00"
+    return bytes(raw)
+
+
+def _total_length_zero(planted: Ether) -> bytes:
+    raw = bytearray(_wrong(planted))
+    raw[16:18] = b"\x00\x00"
+    return bytes(raw)
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda planted: _with_tcp_checksum(planted, 0),
+        lambda planted: _with_tcp_checksum(planted, _pseudo(planted, True)),
+        lambda planted: _with_tcp_checksum(planted, _pseudo(planted, False)),
+        _ip_checksum_zero,
+        _total_length_zero,
+    ],
+    ids=["tcp-zero", "pseudo-with-length", "pseudo-alone", "ip-zero", "total-length-zero"],
+)
+def test_a_decoy_whose_checksum_looks_left_to_the_card_is_no_open_relay(
+    tmp_path: Path, spoil: Callable[[Ether], bytes]
+) -> None:
+    """A sender writes the checksum a capturing host's offload leaves as easily as any wrong one, and the server
+    drops it as any wrong one: in a direction whose checksums the capture shows right, it is doubted alike."""
+    pcap = _insertion(tmp_path / "planted.pcap", DECOY, REAL, transaction(rcpts=("a@contoso.com",)), spoil)
+    assert relays(analyze(pcap)) == []
+    assert _summary(pcap)["checksum_drops"] == 1
 
 
 def test_a_wrong_checksum_on_a_host_whose_card_fills_them_in_is_read(tmp_path: Path) -> None:
@@ -200,3 +240,15 @@ def test_a_rst_with_a_wrong_checksum_ends_nothing(tmp_path: Path) -> None:
     pcap.write_bytes(pcap_bytes(out))
     assert relays(analyze(pcap)) == [("open-relay", "high", True)]
     assert relays(analyze(pcap, "--reassembly", "first")) == []  # the RST read, the flow ends before the RCPT
+
+
+def test_a_segment_its_tunnel_packet_cuts_short_is_not_judged_by_either_scanner() -> None:
+    """The outer IPv4 header of a GRE packet ends before the inner segment does (the rest is the frame's trailer,
+    no part of the packet): the compiled scanner summed the bytes past it and found the checksum right."""
+    from scapy.layers.l2 import GRE
+
+    inner = Ether() / IP(src="10.9.0.25", dst="10.9.0.10") / TCP(sport=25, dport=40000, flags="PA") / Raw(b"220 x\r\n")
+    packet = Ether() / IP(src="192.0.2.1", dst="192.0.2.2") / GRE(proto=0x6558) / inner
+    raw = bytearray(bytes(packet))
+    raw[16:18] = struct.pack("!H", len(raw) - 14 - 4)  # the outer packet ends 4 bytes before the inner one
+    assert _both(bytes(raw)) == (0, 0)

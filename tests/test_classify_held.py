@@ -177,3 +177,24 @@ def _flood(
         if k % 50 == 0:
             most = max(most, held())
     return max(most, held()), frame
+
+
+def _named_by_greeting(server: bytes, _client: bytes) -> str | None:
+    return None if not server else "smtp" if server.startswith(b"220 ") else ""
+
+
+def test_bytes_of_a_segment_whose_acknowledgement_named_its_flow_no_mail_are_not_held() -> None:
+    """A segment's acknowledgement is read before its bytes: where it closes the peer's hole and the bytes after it
+    name the flow no mail, the segment's own bytes (out of order) went into the dropped flow's buffer, counted in
+    the run's buffered total for good. Left so, flows doing this fill ``max_total_buffer``, and then every other
+    flow's segment out of order turns its hole into a gap at once, whatever a retransmission brings next."""
+    reassembler = Reassembler(Recorder(), classifier=_named_by_greeting, max_total_buffer=600)
+    _open(reassembler, _client(1), 2525, 1)
+    reassembler.process(_segment(_client(1), SERVER, 40000, 2525, 1001, 5001, ACK, b""), 2, 0.0)
+    reassembler.process(_segment(SERVER, _client(1), 2525, 40000, 5011, 1001, ACK, b"HTTP/1.1 200 OK\r\n"), 3, 0.0)
+    reassembler.process(_segment(_client(1), SERVER, 40000, 2525, 1101, 5028, ACK, b"x" * 500), 4, 0.0)
+    _open(reassembler, _client(2), 2526, 5)  # a mail flow whose greeting comes after the reply that follows it
+    later = _segment(SERVER, _client(2), 2526, 40000, 5001 + len(GREETING), 1001, ACK, b"250 ok\r\n" * 25)
+    reassembler.process(later, 6, 0.0)
+    reassembler.process(_segment(SERVER, _client(2), 2526, 40000, 5001, 1001, ACK, GREETING), 7, 0.0)
+    assert reassembler.counters.buffer_cap_hits == 0  # the greeting's hole was waited for, not made a gap

@@ -51,7 +51,7 @@ enum { SEGMENT = 0, NOT_IP = 1, NOT_TCP = 2, MALFORMED = 3, FRAGMENT_V4 = 4, FRA
        UNSUPPORTED_LINK = 6, TOO_MANY_TAGS = 7 };
 enum { INFO_IPV6 = 1, INFO_EXT_HEADERS = 2, INFO_FIRST_FRAGMENT = 4, INFO_GRE = 8, INFO_ERSPAN = 16,
        INFO_VXLAN = 32, INFO_GENEVE = 64, INFO_MPLS = 128, INFO_PPPOE = 256, INFO_IPIP = 512,
-       INFO_CSUM_VALID = 1 << 10, INFO_CSUM_BAD = 1 << 11 /* checksums.INFO_CSUM_VALID, INFO_CSUM_BAD */ };
+       INFO_CSUM_VALID = 1 << 10, INFO_CSUM_BAD = 1 << 11, INFO_CSUM_LEFT = 1 << 12 /* checksums.INFO_CSUM_* */ };
 #define INFO_VNET_SHIFT 16        /* linklayer.INFO_VNET_SHIFT */
 #define INFO_BITS 0xFFFFull
 #define VNET_VXLAN (1ull << 32)   /* tunnels.VNET_VXLAN, VNET_GENEVE */
@@ -84,6 +84,7 @@ typedef struct {
     uint64_t info;         /* INFO_* bits, the virtual network id above them (INFO_VNET_SHIFT) */
     unsigned options;
     Py_ssize_t ip_at, tcp_at, tcp_end; /* the IPv4 header (-1: IPv6), the TCP segment: for checksum_bits */
+    Py_ssize_t captured;   /* where the bytes that are the segment's packet end (a tunnel's outer packet may cut it) */
 } seg_t;
 
 /* Big-endian fields, each read as one load (the callers have checked the bounds). */
@@ -125,7 +126,7 @@ static unsigned syn_options(const uint8_t *d, Py_ssize_t pos, Py_ssize_t end) {
 static int decode_tcp(const uint8_t *d, const uint8_t *src, const uint8_t *dst, int alen, Py_ssize_t pos,
                       Py_ssize_t end, Py_ssize_t n, uint64_t info, seg_t *s, Py_ssize_t ip_at) {
     if (pos + 20 > n || pos + 20 > end) return MALFORMED;
-    s->ip_at = ip_at; s->tcp_at = pos; s->tcp_end = end;
+    s->ip_at = ip_at; s->tcp_at = pos; s->tcp_end = end; s->captured = n;
     Py_ssize_t header = (Py_ssize_t)(d[pos + 12] >> 4) * 4;
     Py_ssize_t start = pos + header;
     if (header < 20 || start > end) return MALFORMED;
@@ -156,21 +157,24 @@ static uint64_t word_sum(const uint8_t *p, Py_ssize_t len) {
     return sum;
 }
 
-/* checksums.checksum_bits: INFO_CSUM_VALID, INFO_CSUM_BAD or neither for a decoded segment (its frame `d`, `n` bytes
- * captured). Sums are compared modulo 0xFFFF, the folded one's complement sum with both zeros as one. */
+/* checksums.checksum_bits: INFO_CSUM_VALID, INFO_CSUM_BAD, INFO_CSUM_LEFT or none for a decoded segment (its frame
+ * `d`, `n` bytes captured). Sums are compared modulo 0xFFFF, the folded one's complement sum with both zeros as one. */
 static uint64_t checksum_bits(const uint8_t *d, Py_ssize_t n, const seg_t *s) {
+    if (s->captured < n) n = s->captured;
     if ((s->info & INFO_FIRST_FRAGMENT) || s->tcp_end > n || s->tcp_at + 18 > s->tcp_end) return 0;
-    if (s->ip_at >= 0 && !(d[s->ip_at + 2] | d[s->ip_at + 3])) return 0; /* total length 0: segmentation offload */
-    int ip_bad = 0;
-    if (s->ip_at >= 0 && (d[s->ip_at + 10] | d[s->ip_at + 11]))
-        ip_bad = word_sum(d + s->ip_at, (Py_ssize_t)(d[s->ip_at] & 0x0F) * 4) % 0xFFFF != 0;
+    if (s->ip_at >= 0 && !(d[s->ip_at + 2] | d[s->ip_at + 3])) return INFO_CSUM_LEFT; /* total length 0: TSO */
+    int ip_bad = 0, ip_left = 0;
+    if (s->ip_at >= 0 && word_sum(d + s->ip_at, (Py_ssize_t)(d[s->ip_at] & 0x0F) * 4) % 0xFFFF != 0) {
+        ip_left = !(d[s->ip_at + 10] | d[s->ip_at + 11]); /* zero: left to the card */
+        ip_bad = !ip_left;
+    }
     uint64_t length = (uint64_t)(s->tcp_end - s->tcp_at);
     uint64_t pseudo = word_sum(s->src, s->alen) + word_sum(s->dst, s->alen) + 6;
     if ((pseudo + length + word_sum(d + s->tcp_at, s->tcp_end - s->tcp_at)) % 0xFFFF == 0)
-        return ip_bad ? INFO_CSUM_BAD : INFO_CSUM_VALID;
+        return ip_bad ? INFO_CSUM_BAD : ip_left ? INFO_CSUM_LEFT : INFO_CSUM_VALID;
     uint64_t field = u16(d, s->tcp_at + 16);
     int left = field == 0 || field % 0xFFFF == (pseudo + length) % 0xFFFF || field % 0xFFFF == pseudo % 0xFFFF;
-    return ip_bad || !left ? INFO_CSUM_BAD : 0;
+    return ip_bad || !left ? INFO_CSUM_BAD : INFO_CSUM_LEFT;
 }
 
 /* tunnels.py: each returns the inner kind, INNER_DAMAGED (a header cut short or inconsistent) or -1 (something
@@ -1261,8 +1265,9 @@ static int skip_segment(Scanner *sc, PyObject *items, long long frame, double ts
     int sender_is_a = a == s->src && pa == s->sport;
     rule_t *r = &e->rule[sender_is_a == e->client_is_a ? 0 : 1];
     /* A frame joined from pieces is not kept past its packet: its bytes are never dropped into a notice. */
-    if (s->flags & (TCP_SYN | TCP_FIN | TCP_RST) || !(s->flags & TCP_ACK) || rebuilt || (s->info & INFO_CSUM_BAD))
-        return disarm(sc, items, e); /* a bad checksum: Python decides whether the receiver took it */
+    if (s->flags & (TCP_SYN | TCP_FIN | TCP_RST) || !(s->flags & TCP_ACK) || rebuilt ||
+        (s->info & (INFO_CSUM_BAD | INFO_CSUM_LEFT)))
+        return disarm(sc, items, e); /* checksums not right: Python decides whether the receiver took it */
     if (e->last + sc->idle_timeout < ts) return disarm(sc, items, e); /* Python may have expired the flow */
     Py_ssize_t size = s->wire_len;
     const uint8_t *p = d + s->pstart;

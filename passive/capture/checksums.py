@@ -14,8 +14,12 @@ or none. Those are told apart here:
 * ``INFO_CSUM_BAD``: one is wrong, and the TCP checksum is none of what offload leaves: zero, or the pseudo-header's
   sum alone (Linux, Windows NDIS and the BSDs write it there for the card to finish), with the segment's length or,
   for segmentation offload, without it;
-* neither: not captured whole (a snapshot length, an IPv4 first fragment), or left to the card (as is every
-  checksum of a packet whose IPv4 total length is zero: a sending host's segmentation offload).
+* ``INFO_CSUM_LEFT``: not right, but as a capturing host leaves them: the TCP checksum is one of those, or the IPv4
+  header's is zero and wrong, or the IPv4 total length is zero (a sending host's segmentation offload), where every
+  checksum is left to the card. Linux's GRO writes the pseudo-header's sum into the packets it merges, too. A
+  receiver still drops such a segment when it came so on the wire, and a sender can write one as easily as any
+  wrong checksum: it is doubted as a wrong one is where the capture shows right checksums in its direction;
+* neither: not captured whole (a snapshot length, an IPv4 first fragment).
 
 Sums are taken modulo 0xFFFF: a number written in base 2**16 is congruent to the sum of its digits, so
 ``int.from_bytes(data, "big") % 0xFFFF`` is the folded one's complement sum of ``data``'s 16-bit words (0 standing
@@ -29,6 +33,11 @@ INFO_CSUM_VALID = 1 << 10
 """Segment.info bit: the segment's checksums are right."""
 INFO_CSUM_BAD = 1 << 11
 """Segment.info bit: a checksum is wrong, and not as a sending host's offload leaves it."""
+INFO_CSUM_LEFT = 1 << 12
+"""Segment.info bit: the checksums are not right, as a capturing host's offload leaves them (or as a sender fakes
+that)."""
+INFO_CSUM_WRONG = INFO_CSUM_BAD | INFO_CSUM_LEFT
+"""Segment.info bits of a segment whose checksums are not right."""
 INFO_FIRST_FRAGMENT = 4  # linklayer.INFO_FIRST_FRAGMENT (an IPv4 first fragment: the segment is cut)
 TCP_PROTOCOL = 6
 
@@ -39,21 +48,23 @@ def checksum_bits(data: bytes, ip_at: int, tcp_at: int, end: int, n: int, src: b
     if info & INFO_FIRST_FRAGMENT or end > n or tcp_at + 18 > end:
         return 0
     if ip_at >= 0 and not data[ip_at + 2] | data[ip_at + 3]:  # total length 0: the sender's segmentation offload
-        return 0
-    ip_bad = False
-    if ip_at >= 0 and data[ip_at + 10] | data[ip_at + 11]:
+        return INFO_CSUM_LEFT
+    ip_bad = ip_left = False
+    if ip_at >= 0:
         ihl = (data[ip_at] & 0x0F) * 4
-        ip_bad = int.from_bytes(data[ip_at : ip_at + ihl], "big") % 0xFFFF != 0
+        ip_wrong = int.from_bytes(data[ip_at : ip_at + ihl], "big") % 0xFFFF != 0
+        ip_left = ip_wrong and not data[ip_at + 10] | data[ip_at + 11]  # zero: left to the card
+        ip_bad = ip_wrong and not ip_left
     length = end - tcp_at
     pseudo = int.from_bytes(src, "big") + int.from_bytes(dst, "big") + TCP_PROTOCOL
     segment = int.from_bytes(data[tcp_at:end], "big")
     if length & 1:  # the last byte is the high half of a word padded with zero
         segment <<= 8
     if (pseudo + length + segment) % 0xFFFF == 0:
-        return INFO_CSUM_BAD if ip_bad else INFO_CSUM_VALID
+        return INFO_CSUM_BAD if ip_bad else INFO_CSUM_LEFT if ip_left else INFO_CSUM_VALID
     field = data[tcp_at + 16] << 8 | data[tcp_at + 17]
     left = field == 0 or field % 0xFFFF in ((pseudo + length) % 0xFFFF, pseudo % 0xFFFF)
-    return INFO_CSUM_BAD if ip_bad or not left else 0
+    return INFO_CSUM_BAD if ip_bad or not left else INFO_CSUM_LEFT
 
 
 MAX_SINGLE_SEGMENT = 1460

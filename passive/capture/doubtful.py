@@ -14,14 +14,17 @@ a wrong checksum, bytes its receiver got in their first form and acknowledged. B
 * at the flow's end (a close, an idle timeout, eviction), held segments never acknowledged are dropped and counted.
 
 A SYN, RST or FIN, or a bare ACK, with a wrong checksum is dropped at once (a reset or an end the receiver never
-saw). At most :data:`MAX_DOUBTFUL` segments are held per direction; past it the oldest is dropped, so a flood of
-them costs no more than that many segments of memory. ``--ignore-checksums`` (``check_checksums`` False) and the
+saw). A checksum as offload leaves it (``INFO_CSUM_LEFT``) is doubted alike, being as easy to write: the bytes of a
+capturing host's merge of received segments (GRO), which carries one, are read once acknowledged, but a FIN at its
+end is not (the flow then ends by its idle timeout, or the capture's end). At most :data:`MAX_DOUBTFUL` segments
+are held per direction; past it the oldest is dropped, so a flood of them costs no more than that many segments of
+memory. ``--ignore-checksums`` (``check_checksums`` False) and the
 ``first`` policy read every segment as it comes.
 """
 
 from __future__ import annotations
 
-from passive.capture.checksums import MAX_SINGLE_SEGMENT
+from passive.capture.checksums import INFO_CSUM_BAD, MAX_SINGLE_SEGMENT
 from passive.capture.counters import CaptureCounters
 from passive.capture.flow import Flow
 from passive.capture.linklayer import FIN, RST, SYN, Segment
@@ -58,7 +61,9 @@ class Doubts:
         size = segment[8]
         if not half.checked or size > MAX_SINGLE_SEGMENT:
             return False
-        if not size or segment[6] & (SYN | FIN | RST) or len(segment[7]) != size:
+        flags = segment[6]
+        ended = flags & FIN and segment[9] & INFO_CSUM_BAD  # a merge (GRO) may end with a FIN: its bytes are held
+        if not size or flags & (SYN | RST) or ended or len(segment[7]) != size:
             self.counters.checksum_drops += 1  # a reset, an end or an acknowledgement the receiver never saw
             return True
         held = half.doubtful
@@ -80,6 +85,8 @@ class Doubts:
         acked = half.rel(half.acked)
         kept = []
         for item in held:
+            if flow._halves is None:  # what was read named the flow no mail: nothing more is read
+                return
             seq, data, frame, ts = item
             rel = half.rel(seq)
             end = rel + len(data)
@@ -90,6 +97,8 @@ class Doubts:
             else:
                 self._add(flow, direction, half, rel, data, len(data), frame, ts, KEEP_BUFFERED)
         half.doubtful = kept or None
+        if not kept:
+            flow.want_skip()  # settled: its packets may be dropped unread again (passive.capture.skipping)
 
     def _forget_doubts(self, halves: tuple[HalfStream, HalfStream]) -> None:
         """The flow ends: what is held was never acknowledged, and is dropped."""

@@ -91,7 +91,7 @@ INFO_GENEVE = 64
 INFO_MPLS = 128
 INFO_PPPOE = 256
 INFO_IPIP = 512
-# INFO_CSUM_VALID (1 << 10), INFO_CSUM_BAD (1 << 11): the segment's checksums (passive.capture.checksums)
+# INFO_CSUM_VALID, _BAD, _LEFT (1 << 10, 11, 12): the segment's checksums (passive.capture.checksums)
 INFO_SKIPPED = 1 << 15  # not a packet: the scanner's notice of packets it dropped unread (passive.capture.skipping)
 # Above the bits: the virtual network the segment travels in (tunnels.py, ``vnet``; 0 for none), part of its flow's
 # identity: ``info >> INFO_VNET_SHIFT``.

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from passive.capture.checksums import INFO_CSUM_BAD, INFO_CSUM_VALID
+from passive.capture.checksums import INFO_CSUM_VALID, INFO_CSUM_WRONG
 from passive.capture.classifying import MAX_CLASSIFY_HELD, Classification
 from passive.capture.counters import CaptureCounters
 from passive.capture.delivery import DIRECTIONS, TAIL_KEEP
@@ -74,7 +74,7 @@ from passive.capture.policy import DEFAULT_POLICY, policy_named
 from passive.capture.skipping import apply_notice
 from passive.capture.stream import SEQ_MASK, HalfStream, handshake_done, one_sided, rst_valid, syn_seen
 
-_ENTER = INFO_SKIPPED | INFO_CSUM_BAD  # Segment.info bits that take a segment off the fast path (Reassembler._enter)
+_ENTER = INFO_SKIPPED | INFO_CSUM_WRONG  # Segment.info bits that take a segment off the fast path (Reassembler._enter)
 
 
 class Reassembler(Classification, Doubts):
@@ -156,10 +156,8 @@ class Reassembler(Classification, Doubts):
             other = halves[1 - direction]  # holes, the handshake
             if flags & ACK:
                 other.acked, other.window = ack, window
-                if other.doubtful:
-                    self._acknowledged(flow, 1 - direction, other)
-                if other.pending and other.rel(ack) >= other.pending[0][0]:
-                    self._fill_hole(flow, 1 - direction, other)
+                if (other.doubtful or other.pending) and not self._peer_acked(flow, direction, other, ack):
+                    return
                 if flow.evict_class == HALF_OPEN:
                     self._reclass(flow, halves, direction, flags, ack, 0)
             if half.fin_rel is not None or other.fin_rel is not None:
@@ -175,10 +173,8 @@ class Reassembler(Classification, Doubts):
             if flags & ACK:  # what it acknowledges came before what it brings: a hole closed, held segments read
                 other = halves[1 - direction]
                 other.acked, other.window = ack, window
-                if other.doubtful:
-                    self._acknowledged(flow, 1 - direction, other)
-                if other.pending and other.rel(ack) >= other.pending[0][0]:
-                    self._fill_hole(flow, 1 - direction, other)
+                if other.doubtful or other.pending:
+                    self._peer_acked(flow, direction, other, ack)  # an accepted flow stays one
             offset = half.next_rel
             half.next_rel = end = offset + wire_len
             half.next_seq = (seq + wire_len) & SEQ_MASK
@@ -201,7 +197,7 @@ class Reassembler(Classification, Doubts):
             apply_notice(self, segment, frame, ts)
             return None
         self.counters.segments += 1
-        if segment[9] & INFO_CSUM_BAD and entry is not None and self._doubted(entry, segment, frame, ts):
+        if segment[9] & INFO_CSUM_WRONG and entry is not None and self._doubted(entry, segment, frame, ts):
             return None  # held until its receiver's acknowledgement, or dropped (passive.capture.doubtful)
         if ts >= self._sweep_at:
             self.expire(ts)
@@ -249,10 +245,8 @@ class Reassembler(Classification, Doubts):
                 syn_seen(half, other)
         if flags & ACK:  # what it acknowledges came before what it brings
             other.note_ack(ack, window, bool(flags & SYN))
-            if other.doubtful:
-                self._acknowledged(flow, 1 - direction, other)
-            if other.pending and other.rel(ack) >= other.pending[0][0]:
-                self._fill_hole(flow, 1 - direction, other)
+            if (other.doubtful or other.pending) and not self._peer_acked(flow, direction, other, ack):
+                return
         if flags & SYN:
             seq = (seq + 1) & SEQ_MASK
         refused = validates and half.win_known and bool(wire_len or flags & FIN) and half.beyond_window(seq)
@@ -270,6 +264,16 @@ class Reassembler(Classification, Doubts):
             self._note_fin(half, half.rel(seq) + wire_len)
         if half.fin_rel is not None or other.fin_rel is not None:
             self._check_finished(flow, halves)
+
+    def _peer_acked(self, flow: Flow, direction: int, other: HalfStream, ack: int) -> bool:
+        """A segment of ``direction`` acknowledged ``ack``: the peer's held segments it covers are read and the hole
+        it acknowledges past is a gap, before the segment's own bytes. False when the bytes so read named the flow
+        no mail (every-port mode): it is a tombstone, its segment's bytes go nowhere."""
+        if other.doubtful:
+            self._acknowledged(flow, 1 - direction, other)
+        if other.pending and other.rel(ack) >= other.pending[0][0]:
+            self._fill_hole(flow, 1 - direction, other)
+        return flow._halves is not None
 
     def _note_fin(self, half: HalfStream, fin_rel: int) -> None:
         if not self.policy.validates:

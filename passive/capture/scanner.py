@@ -36,7 +36,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from passive.capture.checksums import INFO_CSUM_BAD
+from passive.capture.checksums import INFO_CSUM_WRONG
 from passive.capture.defrag import Defragmenter
 from passive.capture.delivery import TAIL_KEEP
 from passive.capture.flowhead import FULL, MAX_EXTENDING, head_room, new_head, take_slot
@@ -362,8 +362,8 @@ class PyScanner:
         direction = 0 if entry[0] == (src, sport) else 1
         rule = entry[2 + direction]
         flags, payload, size = segment[6], segment[7], segment[8]
-        if flags & (SYN | FIN | RST) or not flags & ACK or rebuilt or segment[9] & INFO_CSUM_BAD:
-            return self._disarm(items, key, entry)  # a wrong checksum: Python decides whether the receiver took it
+        if flags & (SYN | FIN | RST) or not flags & ACK or rebuilt or segment[9] & INFO_CSUM_WRONG:
+            return self._disarm(items, key, entry)  # checksums not right: Python decides whether the receiver took it
         if entry[1] + self.idle_timeout < ts:  # Python may have expired the flow
             return self._disarm(items, key, entry)
         if size:

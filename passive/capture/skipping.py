@@ -19,7 +19,9 @@ The scanner then drops, without making a Python object, the segments that contin
 bare ACKs of either direction. Anything else (a retransmission, a hole, a FIN, a segment that may end the body) ends the
 arrangement: the scanner first hands over a **notice** of what it dropped, then the segment, which Python reads as
 usual (and may arm again after the batch). Notices are also handed over before a sweep tick and at the end of every
-batch, so a flow is never idle in Python's eyes while its packets are being dropped.
+batch, so a flow is never idle in Python's eyes while its packets are being dropped. A flow holding a segment with a
+wrong checksum (:mod:`passive.capture.doubtful`) is not armed: a direction's notice may come after the other's
+acknowledging its bytes, which would read the held segment where those bytes, unread yet, were.
 
 A notice is a :data:`~passive.capture.linklayer.Segment` with ``INFO_SKIPPED`` in its info field: the direction's
 4-tuple, the sequence number of the first byte dropped, the last acknowledgement and window the direction sent (flag
@@ -122,6 +124,8 @@ def _plan(flow: Flow) -> list[Any] | None:
     for direction in (Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT):
         half = halves[direction]
         if not half.started or half.pending or half.resync or half.fin_rel is not None or half.finished:
+            return None
+        if half.doubtful:  # a segment held until acknowledged: the notices' order would settle it (doubtful.py)
             return None
         rule = handler.skippable(flow, DIRECTIONS[direction])
         mode, left, line_start = rule if rule is not None else (SKIP_NONE, 0, False)
