@@ -1119,12 +1119,13 @@ static Py_ssize_t defrag_add(Scanner *sc, int linktype, const uint8_t *d, Py_ssi
 
 #define MAX_ARMED 16384 /* skipping.MAX_ARMED */
 #define TAIL_KEEP 2048  /* delivery.TAIL_KEEP: the end of the last segment dropped, for overlap conflict checks */
-enum { SKIP_NONE = 0, SKIP_DOT = 1, SKIP_RAW = 2, SKIP_ALL = 3 };
+enum { SKIP_NONE = 0, SKIP_DOT = 1, SKIP_RAW = 2, SKIP_ALL = 3, SKIP_RULE = 3, SKIP_STRICT = 4 }; /* skipping.py */
 enum { INFO_SKIPPED = 1 << 15 }; /* linklayer.INFO_SKIPPED */
 enum { AR_FREE = 0, AR_USED = 1, AR_GONE = 2 };
 
 typedef struct {
     int mode, line_start, has_notice, tail_in_buf;
+    int strict; /* the direction showed right checksums: one as offload leaves it is handed over (SKIP_STRICT) */
     const uint8_t *tail; /* the end of the last segment dropped: in `buf` (tail_in_buf), or in its tail store slot */
     Py_ssize_t tail_len;
     uint32_t next, first, ack;
@@ -1265,9 +1266,9 @@ static int skip_segment(Scanner *sc, PyObject *items, long long frame, double ts
     int sender_is_a = a == s->src && pa == s->sport;
     rule_t *r = &e->rule[sender_is_a == e->client_is_a ? 0 : 1];
     /* A frame joined from pieces is not kept past its packet: its bytes are never dropped into a notice. */
-    if (s->flags & (TCP_SYN | TCP_FIN | TCP_RST) || !(s->flags & TCP_ACK) || rebuilt ||
-        (s->info & (INFO_CSUM_BAD | INFO_CSUM_LEFT)))
-        return disarm(sc, items, e); /* checksums not right: Python decides whether the receiver took it */
+    if (s->flags & (TCP_SYN | TCP_FIN | TCP_RST) || !(s->flags & TCP_ACK) || rebuilt || (s->info & INFO_CSUM_BAD)
+        || ((s->info & INFO_CSUM_LEFT) && r->strict))
+        return disarm(sc, items, e); /* checksums Python doubts (doubtful.py): it decides what the receiver took */
     if (e->last + sc->idle_timeout < ts) return disarm(sc, items, e); /* Python may have expired the flow */
     Py_ssize_t size = s->wire_len;
     const uint8_t *p = d + s->pstart;
@@ -1325,8 +1326,9 @@ static PyObject *Scanner_skip_flow(Scanner *sc, PyObject *args, PyObject *kwargs
         return NULL;
     uint8_t client[16], server[16];
     int alen = (int)ca.len;
-    int ok = (ca.len == 4 || ca.len == 16) && ca.len == sa.len && cp < 65536 && sp < 65536 && cmode <= SKIP_ALL
-             && smode <= SKIP_ALL && cnext <= 0xFFFFFFFFul && snext <= 0xFFFFFFFFul;
+    int ok = (ca.len == 4 || ca.len == 16) && ca.len == sa.len && cp < 65536 && sp < 65536
+             && cmode <= (SKIP_ALL | SKIP_STRICT) && smode <= (SKIP_ALL | SKIP_STRICT) && cnext <= 0xFFFFFFFFul
+             && snext <= 0xFFFFFFFFul;
     if (ok) { memcpy(client, ca.buf, ca.len); memcpy(server, sa.buf, sa.len); }
     PyBuffer_Release(&ca);
     PyBuffer_Release(&sa);
@@ -1335,7 +1337,7 @@ static PyObject *Scanner_skip_flow(Scanner *sc, PyObject *args, PyObject *kwargs
     const uint8_t *a, *b; unsigned pa, pb;
     canonical(client, cp, server, sp, alen, &a, &pa, &b, &pb);
     armed_t *e = sc->armed ? armed_slot(sc, a, b, alen, pa, pb, vnet, 0) : NULL;
-    if (!cmode && !smode) {
+    if (!(cmode & SKIP_RULE) && !(smode & SKIP_RULE)) {
         if (e) { e->state = AR_GONE; sc->armed_used--; sc->armed_gone++; }
         Py_RETURN_TRUE;
     }
@@ -1369,7 +1371,8 @@ static PyObject *Scanner_skip_flow(Scanner *sc, PyObject *args, PyObject *kwargs
     for (int i = 0; i < 2; i++) {
         rule_t *r = &e->rule[i];
         memset(r, 0, sizeof *r);
-        r->mode = (int)modes[i]; r->next = (uint32_t)nexts[i]; r->left = lefts[i]; r->line_start = lines[i];
+        r->mode = (int)(modes[i] & SKIP_RULE); r->strict = (modes[i] & SKIP_STRICT) != 0;
+        r->next = (uint32_t)nexts[i]; r->left = lefts[i]; r->line_start = lines[i];
     }
     Py_RETURN_TRUE;
 }

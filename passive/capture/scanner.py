@@ -36,7 +36,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from passive.capture.checksums import INFO_CSUM_WRONG
+from passive.capture.checksums import INFO_CSUM_BAD
 from passive.capture.defrag import Defragmenter
 from passive.capture.delivery import TAIL_KEEP
 from passive.capture.flowhead import FULL, MAX_EXTENDING, head_room, new_head, take_slot
@@ -56,7 +56,7 @@ from passive.capture.linklayer import (
     Segment,
     decode_tcp,
 )
-from passive.capture.skipping import MAX_ARMED, SKIP_ALL, SKIP_DOT, SKIP_NONE, SKIP_RAW
+from passive.capture.skipping import MAX_ARMED, SKIP_ALL, SKIP_DOT, SKIP_NONE, SKIP_RAW, SKIP_RULE, twin_rule
 
 FLOW_HEAD = 12
 """Packets bringing new bytes admitted of a new flow before its verdict (its head). Classifying takes the greeting
@@ -220,11 +220,10 @@ class PyScanner:
         self, client: bytes, cport: int, server: bytes, sport: int, last: float, *rules: Any, vnet: int = 0
     ) -> bool:
         """Drop what follows of a flow unread, per direction (client's first): ``rules`` is (rule, next sequence
-        number, bytes left of a raw run, at a line's start) twice (:mod:`passive.capture.skipping`). False when the
-        table of such flows is full."""
+        number, bytes left of a raw run, at a line's start) twice (:mod:`passive.capture.skipping`). False: full."""
         key = canonical(client, cport, server, sport, vnet)
         armed = self._armed
-        if not rules[0] and not rules[4]:
+        if not rules[0] & SKIP_RULE and not rules[4] & SKIP_RULE:
             armed.pop(key, None)
             return True
         if key not in armed and len(armed) >= MAX_ARMED:
@@ -232,7 +231,7 @@ class PyScanner:
             self._armed = armed = {k: e for k, e in armed.items() if e[1] >= limit}
             if len(armed) >= MAX_ARMED:
                 return False
-        directions = [[rules[i], rules[i + 1], rules[i + 2], bool(rules[i + 3]), None] for i in (0, 4)]
+        directions = [twin_rule(rules, i) for i in (0, 4)]
         armed[key] = [(client, cport), last, *directions]
         return True
 
@@ -362,8 +361,8 @@ class PyScanner:
         direction = 0 if entry[0] == (src, sport) else 1
         rule = entry[2 + direction]
         flags, payload, size = segment[6], segment[7], segment[8]
-        if flags & (SYN | FIN | RST) or not flags & ACK or rebuilt or segment[9] & INFO_CSUM_WRONG:
-            return self._disarm(items, key, entry)  # checksums not right: Python decides whether the receiver took it
+        if flags & (SYN | FIN | RST) or not flags & ACK or rebuilt or segment[9] & (INFO_CSUM_BAD | rule[5]):
+            return self._disarm(items, key, entry)  # rule[5]: INFO_CSUM_LEFT where Python doubts those (SKIP_STRICT)
         if entry[1] + self.idle_timeout < ts:  # Python may have expired the flow
             return self._disarm(items, key, entry)
         if size:

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from passive.capture.checksums import INFO_CSUM_LEFT
 from passive.capture.counters import CaptureCounters
 from passive.capture.delivery import DIRECTIONS
 from passive.capture.flow import Direction, Flow
@@ -61,6 +62,11 @@ from passive.capture.linklayer import ACK, INFO_VNET_SHIFT, Segment
 from passive.capture.stream import SEQ_MASK, HalfStream
 
 SKIP_NONE, SKIP_DOT, SKIP_RAW, SKIP_ALL = 0, 1, 2, 3
+SKIP_RULE = 3  # the rule's bits of a direction's mode; above them:
+SKIP_STRICT = 4
+"""Or-ed into a direction's rule when the direction showed right checksums (``HalfStream.checked``): a segment
+whose checksum is as offload leaves it is then handed over, for Python to doubt (:mod:`passive.capture.doubtful`);
+elsewhere it is a capturing host's own (offload) and may be dropped unread. A wrong checksum is always handed over."""
 """The rules, as the dissectors number them (``dissectors.linebuffer.SKIP_*``)."""
 MAX_ARMED = 16384
 """Flows a scanner drops bytes of at once: flows inside a body or a literal, and TLS sessions (256 bytes each in C,
@@ -131,8 +137,17 @@ def _plan(flow: Flow) -> list[Any] | None:
         mode, left, line_start = rule if rule is not None else (SKIP_NONE, 0, False)
         if left > MAX_LEFT:
             mode, left = SKIP_NONE, 0
-        plan += [mode, half.next_seq, left, line_start]
-    return plan if plan[0] or plan[4] else None
+        plan += [mode | (SKIP_STRICT if half.checked else 0), half.next_seq, left, line_start]
+    return plan if plan[0] & SKIP_RULE or plan[4] & SKIP_RULE else None
+
+
+def twin_rule(rules: tuple[Any, ...], at: int) -> list[Any]:
+    """The pure-Python scanner's state of one direction from ``skip_flow``'s rules at ``at``: rule, next sequence
+    number, bytes left of a raw run, at a line's start, its notice (none yet), and the checksum bit that hands a
+    segment over besides a wrong checksum's (INFO_CSUM_LEFT where SKIP_STRICT, else 0)."""
+    mode = rules[at]
+    left = INFO_CSUM_LEFT if mode & SKIP_STRICT else 0
+    return [mode & SKIP_RULE, rules[at + 1], rules[at + 2], bool(rules[at + 3]), None, left]
 
 
 def apply_notice(reassembler: Reassembler, segment: Segment, frame: int, ts: float) -> None:
