@@ -74,7 +74,9 @@ from passive.capture.policy import DEFAULT_POLICY, policy_named
 from passive.capture.skipping import apply_notice
 from passive.capture.stream import SEQ_MASK, HalfStream, handshake_done, one_sided, rst_valid, syn_seen
 
-_ENTER = INFO_SKIPPED | INFO_CSUM_WRONG  # Segment.info bits that take a segment off the fast path (Reassembler._enter)
+# Segment.info bits that take a segment to Reassembler._enter first. Checksums not right are doubted only in a
+# direction that showed right ones (passive.capture.doubtful): elsewhere (a capture with offload) they are the rule.
+_ENTER = INFO_SKIPPED
 
 
 class Reassembler(Classification, Doubts):
@@ -142,14 +144,13 @@ class Reassembler(Classification, Doubts):
         else:
             self.counters.segments += 1
         flow, direction = entry
-        flow.last_ts = ts
-        flow.last_frame = frame
+        flow.last_ts, flow.last_frame = ts, frame
         halves = flow._halves
-        if halves is None:  # ignored flow: keep the tombstone until it idles out
-            if flags & RST:
-                self._forget(flow)
-            return
+        if halves is None:  # ignored flow: keep the tombstone until it idles out, or a RST ends it
+            return self._forget(flow) if flags & RST else None
         half = halves[direction]
+        if info & INFO_CSUM_WRONG and half.checked and self._doubted(entry, segment, frame, ts):
+            return  # held until its receiver acknowledges it, or dropped (passive.capture.doubtful)
         if flags & (SYN | FIN | RST) or not half.started:
             self._segment(flow, halves, direction, segment, frame, ts)
         elif not wire_len:  # a bare ACK: the receiver's acknowledgement and window (see beyond_window), the peer's
