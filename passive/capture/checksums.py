@@ -38,14 +38,14 @@ INFO_CSUM_LEFT = 1 << 12
 that)."""
 INFO_CSUM_WRONG = INFO_CSUM_BAD | INFO_CSUM_LEFT
 """Segment.info bits of a segment whose checksums are not right."""
-INFO_FIRST_FRAGMENT = 4  # linklayer.INFO_FIRST_FRAGMENT (an IPv4 first fragment: the segment is cut)
 TCP_PROTOCOL = 6
 
 
-def checksum_bits(data: bytes, ip_at: int, tcp_at: int, end: int, n: int, src: bytes, dst: bytes, info: int) -> int:
+def checksum_bits(data: bytes, ip_at: int, tcp_at: int, end: int, n: int, src: bytes, dst: bytes) -> int:
     """The checksum bits of the TCP segment ``data[tcp_at:end]`` whose IP header starts at ``ip_at`` (IPv4) or is an
-    IPv6 one (``ip_at`` -1), from ``src`` to ``dst``; ``n``: the bytes captured."""
-    if info & INFO_FIRST_FRAGMENT or end > n or tcp_at + 18 > end:
+    IPv6 one (``ip_at`` -1), from ``src`` to ``dst``; ``n``: the bytes captured. Not for an IPv4 first fragment
+    (the segment is cut: its caller leaves it unjudged)."""
+    if end > n or tcp_at + 18 > end:
         return 0
     if ip_at >= 0 and not data[ip_at + 2] | data[ip_at + 3]:  # total length 0: the sender's segmentation offload
         return INFO_CSUM_LEFT

@@ -151,7 +151,7 @@ def decode_tcp(linktype: int, data: bytes) -> Segment | int:
             end = 14 + total
             if offset_byte >= 0x50 and start <= end and end <= n:
                 options = _syn_options(data, 54, start) if flags & SYN else 0
-                checked = checksum_bits(data, 14, 34, end, n, src, dst, 0)
+                checked = checksum_bits(data, 14, 34, end, n, src, dst)
                 return (src, dst, sport, dport, seq, ack, flags, data[start:end], end - start, checked, window, options)
     return _decode_any(linktype, data, n)
 
@@ -368,7 +368,8 @@ def _decode_tcp(
     if start > n:
         payload = b""
     options = _syn_options(data, pos + 20, min(start, n)) if flags & SYN else 0
-    info |= checksum_bits(data, ip_at, pos, end, n, src, dst, info)
+    if not info & INFO_FIRST_FRAGMENT:  # a first fragment's segment is cut: its checksums are not judged
+        info |= checksum_bits(data, ip_at, pos, end, n, src, dst)
     return (src, dst, sport, dport, seq, ack, flags, payload, wire_len, info, window, options)
 
 

@@ -74,10 +74,6 @@ from passive.capture.policy import DEFAULT_POLICY, policy_named
 from passive.capture.skipping import apply_notice
 from passive.capture.stream import SEQ_MASK, HalfStream, handshake_done, one_sided, rst_valid, syn_seen
 
-# Segment.info bits that take a segment to Reassembler._enter first. Checksums not right are doubted only in a
-# direction that showed right ones (passive.capture.doubtful): elsewhere (a capture with offload) they are the rule.
-_ENTER = INFO_SKIPPED
-
 
 class Reassembler(Classification, Doubts):
     """Per-direction TCP reassembly over a bounded flow table (see the module docstring for the policy)."""
@@ -137,7 +133,7 @@ class Reassembler(Classification, Doubts):
         """One decoded TCP segment of ``frame`` at ``ts``: bare ACKs and in-order bytes here, the rest elsewhere."""
         src, dst, sport, dport, seq, ack, flags, payload, wire_len, info, window, _options = segment
         entry = self._keys.get((src, sport, dst, dport, info >> INFO_VNET_SHIFT))
-        if entry is None or flags & SYN or info & _ENTER or ts >= self._sweep_at:
+        if entry is None or flags & SYN or info & INFO_SKIPPED or ts >= self._sweep_at:
             entry = self._enter(entry, segment, frame, ts)
             if entry is None:
                 return

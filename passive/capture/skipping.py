@@ -62,12 +62,12 @@ from passive.capture.linklayer import ACK, INFO_VNET_SHIFT, Segment
 from passive.capture.stream import SEQ_MASK, HalfStream
 
 SKIP_NONE, SKIP_DOT, SKIP_RAW, SKIP_ALL = 0, 1, 2, 3
+"""The rules, as the dissectors number them (``dissectors.linebuffer.SKIP_*``)."""
 SKIP_RULE = 3  # the rule's bits of a direction's mode; above them:
 SKIP_STRICT = 4
 """Or-ed into a direction's rule when the direction showed right checksums (``HalfStream.checked``): a segment
 whose checksum is as offload leaves it is then handed over, for Python to doubt (:mod:`passive.capture.doubtful`);
 elsewhere it is a capturing host's own (offload) and may be dropped unread. A wrong checksum is always handed over."""
-"""The rules, as the dissectors number them (``dissectors.linebuffer.SKIP_*``)."""
 MAX_ARMED = 16384
 """Flows a scanner drops bytes of at once: flows inside a body or a literal, and TLS sessions (256 bytes each in C,
 twice that with the table's slack: 8 MiB at most). Past it, further flows are read as usual; flows idle past the
