@@ -18,7 +18,9 @@ Use (as root, with ``ip`` and ``tcpdump``)::
 A case is a list of steps, offsets counted in the client's stream (0 is the first byte after the SYN):
 ``("data", offset, bytes)``, ``("rst", offset)``, ``("fin", offset)``, ``("beyond", extra, bytes)`` (data starting
 ``extra`` bytes past the right edge of the receiver's window, as its latest ACK advertised), ``("badsum", offset,
-bytes)`` and ``("badrst", offset)`` (data, or a RST, with a wrong TCP checksum).
+bytes)`` and ``("badrst", offset)`` (data, or a RST, with a wrong TCP checksum), ``("frag", offset, bytes)`` (data
+cut into IPv4 fragments of 8 bytes, as a router on the way cuts it) and ``("fragbad", offset, bytes)`` (the same,
+the second piece's IPv4 header checksum wrong).
 """
 
 from __future__ import annotations
@@ -45,8 +47,9 @@ FIRST_CLIENT_PORT = 41000
 STEP_PAUSE = 0.03  # seconds between two steps: the receiver has handled one segment before the next arrives
 TOOLS = ("ip", "tcpdump")
 
-Step = tuple  # ("data", offset, bytes) | ("rst", offset) | ("fin", offset) | ("beyond", extra, bytes) | badsum, badrst
+Step = tuple  # ("data", offset, bytes) | ("rst", offset) | ("fin", offset) | ("beyond", extra, bytes) | badsum...
 WRONG_CHECKSUM = 0xBEEF  # the TCP checksum of "badsum" and "badrst" steps: none of theirs is right with it
+PIECE = 8  # bytes of IP payload in each fragment of "frag" and "fragbad" steps
 
 
 def missing_tools() -> list[str]:
@@ -116,7 +119,8 @@ class ReceiverLab:
 
     def _start(self) -> None:
         tcpdump = ["tcpdump", "-Z", "root", "--immediate-mode", "-U", "-n", "-i", self.dev_rcv, "-w", str(self.pcap)]
-        self._spawn(self.ns_rcv, [*tcpdump, f"tcp port {PORT}"], "tcpdump.log")
+        later_pieces = "(ip proto 6 and ip[6:2] & 0x1fff != 0)"  # a fragment past the first has no ports
+        self._spawn(self.ns_rcv, [*tcpdump, f"tcp port {PORT} or {later_pieces}"], "tcpdump.log")
         self._spawn(self.ns_rcv, [sys.executable, "-m", "tests.helpers_receiver", "serve", str(self.out)], "srv.log")
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -253,17 +257,31 @@ class _Link:
                     self.edge[dport] = ack + (window << self.synack[dport][2])
 
     def send(
-        self, port: int, seq: int, ack: int, flags: str, payload: bytes = b"", options: list | None = None,
+        self,
+        port: int,
+        seq: int,
+        ack: int,
+        flags: str,
+        payload: bytes = b"",
+        options: list | None = None,
         checksum: int | None = None,
+        cut: bool = False,
+        spoil: int | None = None,
     ) -> None:
-        from scapy.layers.inet import IP, TCP  # imported in the sender's process only
+        """One segment; with ``cut``, in IPv4 fragments of :data:`PIECE` bytes, piece ``spoil``'s header checksum
+        wrong."""
+        from scapy.layers.inet import IP, TCP, fragment  # imported in the sender's process only
 
         segment = TCP(
             sport=port, dport=PORT, seq=seq & 0xFFFFFFFF, ack=ack & 0xFFFFFFFF, flags=flags, window=64240,
             options=options or [], chksum=checksum,
         )  # fmt: skip
-        packet = IP(src=CLIENT_IP, dst=SERVER_IP, ttl=64) / segment / payload
-        self.sock.send(self.server_mac + self.mac + b"\x08\x00" + bytes(packet))
+        packet = IP(src=CLIENT_IP, dst=SERVER_IP, ttl=64, id=(port * 31 + seq) & 0xFFFF) / segment / payload
+        frames = [bytearray(bytes(piece)) for piece in fragment(packet, PIECE)] if cut else [bytearray(bytes(packet))]
+        for index, frame in enumerate(frames):
+            if index == spoil:
+                frame[10:12] = struct.pack("!H", WRONG_CHECKSUM)
+            self.sock.send(self.server_mac + self.mac + b"\x08\x00" + bytes(frame))
 
 
 def _wscale(options: bytes) -> int:
@@ -316,6 +334,16 @@ def _play(link: _Link, port: int, steps: list[list]) -> None:
             link.send(port, base + step[1], ack, "PA", bytes.fromhex(step[2]), checksum=WRONG_CHECKSUM)
         elif kind == "badrst":
             link.send(port, base + step[1], ack, "RA", checksum=WRONG_CHECKSUM)
+        elif kind in ("frag", "fragbad"):  # cut on the way; with one piece the receiver drops
+            link.send(
+                port,
+                base + step[1],
+                ack,
+                "PA",
+                bytes.fromhex(step[2]),
+                cut=True,
+                spoil=1 if kind == "fragbad" else None,
+            )
         elif kind == "rst":
             link.send(port, base + step[1], ack, "RA")
         elif kind == "fin":

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from scapy.layers.inet import IP, TCP
+from scapy.layers.inet import IP, TCP, fragment
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
+from scapy.utils import rdpcap
 
 from passive.capture import linklayer, scanread
 from passive.capture.checksums import INFO_CSUM_BAD, INFO_CSUM_LEFT, INFO_CSUM_VALID
@@ -127,6 +128,54 @@ def test_a_foreign_rcpt_planted_with_a_wrong_checksum_is_no_open_relay(tmp_path:
     assert _summary(pcap)["checksum_drops"] == 1
     # Read as every segment came ("first seen wins", no receiver followed), the decoy makes a false HIGH.
     assert relays(analyze(pcap, "--reassembly", "first")) == [("open-relay", "high", True)]
+
+
+def _cut(pcap: Path, payload: bytes, reverse: bool = False, spoil_piece: int | None = None) -> None:
+    """The segment carrying ``payload`` in ``pcap`` cut into IPv4 fragments of 8 bytes, as a router on the way cuts
+    it, in order or not; piece ``spoil_piece`` with a wrong IPv4 header checksum."""
+    out: list[tuple[float, bytes]] = []
+    for packet in rdpcap(str(pcap)):
+        ts, frame = float(packet.time), bytes(packet)
+        if packet.haslayer(Raw) and packet[Raw].load == payload:
+            packet[IP].flags = 0  # no DF
+            pieces = [bytearray(bytes(Ether(src=packet.src, dst=packet.dst) / p)) for p in fragment(packet[IP], 8)]
+            assert len(pieces) == 6  # 20 bytes of TCP header and 25 of RCPT, 8 a piece
+            if spoil_piece is not None:
+                pieces[spoil_piece][24:26] = b"\xbe\xef"
+            out += [(ts, bytes(piece)) for piece in (pieces[::-1] if reverse else pieces)]
+        else:
+            out.append((ts, frame))
+    pcap.write_bytes(pcap_bytes(out))
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_a_foreign_rcpt_planted_beside_real_bytes_sent_in_fragments_is_no_open_relay(
+    tmp_path: Path, reverse: bool
+) -> None:
+    """The real RCPT sent in IPv4 fragments, which the receiver joins and reads; the decoy sent whole with a wrong
+    checksum. Left unjoined, the real bytes were a hole the receiver's acknowledgement showed filled, and the held
+    decoy was read there."""
+    pcap = _insertion(tmp_path / "planted.pcap", DECOY, REAL, transaction(rcpts=("a@contoso.com",)))
+    _cut(pcap, REAL, reverse)
+    assert relays(analyze(pcap)) == []
+    summary = _summary(pcap)
+    assert summary["checksum_drops"] == 1 and summary["ip_fragments"] == 0
+
+
+def test_a_foreign_rcpt_planted_in_fragments_one_with_a_wrong_header_checksum_is_no_open_relay(tmp_path: Path) -> None:
+    """The decoy's segment is right but cut into fragments, one of them with a wrong IPv4 header checksum: the
+    receiver drops that piece and never has the decoy whole. Joined, its header says so and the decoy is held as one
+    with a wrong checksum; the real RCPT, whole, is read."""
+    pcap = _insertion(tmp_path / "planted.pcap", DECOY, REAL, transaction(rcpts=("a@contoso.com",)), _right)
+    _cut(pcap, DECOY, spoil_piece=3)
+    assert relays(analyze(pcap)) == []
+    assert _summary(pcap)["checksum_drops"] == 1
+    assert relays(analyze(pcap, "--ignore-checksums")) == [("open-relay", "high", True)]
+
+
+def _right(planted: Ether) -> bytes:
+    del planted[IP].len, planted[IP].chksum, planted[TCP].chksum
+    return bytes(planted)
 
 
 def _ip_checksum_zero(planted: Ether) -> bytes:

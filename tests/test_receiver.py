@@ -66,6 +66,10 @@ CASES: dict[str, list[tuple]] = {
     # A decoy with a wrong checksum first, then the real bytes at the same place.
     "bad-checksum-decoy": [("badsum", 0, DECOY), ("data", 0, REAL), ("fin", END)],
     "bad-checksum-rst": [("data", 0, b"EHLO c\r\n"), ("badrst", 8), ("data", 8, REAL), ("fin", 8 + END)],
+    # The decoy whole with a wrong checksum, the real bytes in IPv4 fragments: the receiver joins and reads them.
+    "bad-checksum-decoy-real-in-fragments": [("badsum", 0, DECOY), ("frag", 0, REAL), ("fin", END)],
+    # The decoy in fragments, one with a wrong IPv4 header checksum (the receiver drops it), then the real bytes.
+    "fragment-bad-header-decoy": [("fragbad", 0, DECOY), ("data", 0, REAL), ("fin", END)],
 }
 # Where reassembling "first seen wins", every RST and no window (leakscope before policies) shows the decoy.
 FIRST_FOOLED = {
@@ -78,6 +82,8 @@ FIRST_FOOLED = {
     "beyond-window",
     "bad-checksum-decoy",
     "bad-checksum-rst",
+    "bad-checksum-decoy-real-in-fragments",
+    "fragment-bad-header-decoy",
 }
 
 
@@ -127,6 +133,7 @@ def test_the_cases_show_the_receiver_taking_the_real_bytes(receiver: tuple[Path,
     assert read["rst-out-of-window"] == read["rst-in-window"] == read["beyond-window"] == b"EHLO c\r\n" + REAL
     assert read["rst-exact"] == b"EHLO c\r\n"
     assert read["bad-checksum-decoy"] == REAL and read["bad-checksum-rst"] == b"EHLO c\r\n" + REAL
+    assert read["bad-checksum-decoy-real-in-fragments"] == read["fragment-bad-header-decoy"] == REAL
 
 
 def test_first_seen_wins_is_fooled_where_linux_is_not(receiver: tuple[Path, dict[str, bytes]]) -> None:

@@ -365,6 +365,9 @@ static int is_tunnel_proto(unsigned proto) {
     return proto == 47 || proto == 17 || proto == 4 || proto == 41 || proto == 137;
 }
 
+/* defrag.JOINED_PROTOCOLS: the packets whose pieces are joined again */
+static int is_joined_proto(unsigned proto) { return proto == 6 || is_tunnel_proto(proto); }
+
 static int tunnel(unsigned proto, const uint8_t *d, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t n, uint64_t outer,
                   int depth, seg_t *s) {
     Py_ssize_t limit = end < n ? end : n;
@@ -396,7 +399,7 @@ static int decode_ipv4(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, uint64_t 
     }
     uint64_t info = outer;
     if (frag & 0x3FFF) {
-        if (frag & 0x1FFF) return FRAGMENT_V4;
+        if ((frag & 0x1FFF) || depth == 0) return FRAGMENT_V4; /* the outermost packet's pieces are joined */
         info |= INFO_FIRST_FRAGMENT;
     }
     return decode_tcp(d, d + off + 12, d + off + 16, 4, off + ihl, off + total, n, info, s, off);
@@ -697,6 +700,7 @@ typedef struct {
     uint8_t *rebuilt;             /* the frame the last piece of one completed */
     int joined;                   /* the pieces before that last one (Defragmenter.joined) */
     int copy;                     /* the piece last taken was a copy (Defragmenter.copy) */
+    int tcp_piece;                /* the piece last looked at was a TCP packet's (Defragmenter.tcp) */
     Py_ssize_t rebuilt_len;       /* its length while the record that completed it is scanned, else 0 */
     struct armed_s *armed; /* flows whose bytes may be dropped unread (skip_flow), open addressing */
     size_t armed_cap, armed_used, armed_gone;
@@ -978,18 +982,21 @@ typedef struct datagram_s {
     Py_ssize_t header_len, ip_at;
     Py_ssize_t starts[MAX_PIECES], sizes[MAX_PIECES];
     Py_ssize_t total, held;       /* the payload's length (-1 while unknown), the bytes held */
+    int verdict;                  /* the worst of its pieces' IPv4 header checksums (defrag.RIGHT, LEFT, WRONG) */
     uint8_t *payload;             /* MAX_DATAGRAM bytes, kept for the slot's next datagram */
 } datagram_t;
 
+enum { H_RIGHT = 0, H_LEFT = 1, H_WRONG = 2 }; /* defrag.RIGHT, LEFT, WRONG */
+
 typedef struct {
-    int version, more;
+    int version, more, verdict;
     const uint8_t *src, *dst, *payload;
     uint32_t ident;
     unsigned proto;
     Py_ssize_t at, header_len, offset, size;
 } piece_t;
 
-/* defrag._piece: 1 when `d` is a piece of a fragmented tunnel packet (`p` filled), else 0. */
+/* defrag._piece: 1 when `d` is a piece of a fragmented TCP or tunnel packet (`p` filled), else 0. */
 static int defrag_piece(int linktype, const uint8_t *d, Py_ssize_t n, piece_t *p) {
     unsigned ethertype;
     Py_ssize_t at;
@@ -1000,21 +1007,23 @@ static int defrag_piece(int linktype, const uint8_t *d, Py_ssize_t n, piece_t *p
         Py_ssize_t ihl = (Py_ssize_t)(d[at] & 0x0F) * 4, total = u16(d, at + 2);
         unsigned frag = u16(d, at + 6);
         p->proto = d[at + 9];
-        if (ihl < 20 || total < ihl || at + total > n || !(frag & 0x3FFF) || !is_tunnel_proto(p->proto)) return 0;
+        if (ihl < 20 || total < ihl || at + total > n || !(frag & 0x3FFF) || !is_joined_proto(p->proto)) return 0;
         p->version = 4; p->src = d + at + 12; p->dst = d + at + 16; p->ident = u16(d, at + 4);
         p->offset = (Py_ssize_t)(frag & 0x1FFF) * 8; p->more = (frag & 0x2000) != 0;
         p->header_len = at + ihl; p->payload = d + at + ihl; p->size = total - ihl;
+        p->verdict = word_sum(d + at, ihl) % 0xFFFF == 0 ? H_RIGHT : !(d[at + 10] | d[at + 11]) ? H_LEFT : H_WRONG;
         return 1;
     }
     if (ethertype == 0x86DD) {
         if (at + 48 > n || (d[at] >> 4) != 6 || d[at + 6] != 44) return 0;
         Py_ssize_t end = at + 40 + u16(d, at + 4);
         p->proto = d[at + 40];
-        if (end < at + 48 || end > n || !is_tunnel_proto(p->proto)) return 0;
+        if (end < at + 48 || end > n || !is_joined_proto(p->proto)) return 0;
         unsigned field = u16(d, at + 42);
         p->version = 6; p->src = d + at + 8; p->dst = d + at + 24; p->ident = u32be(d, at + 44);
         p->offset = field & 0xFFF8; p->more = field & 1;
         p->header_len = at + 40; p->payload = d + at + 48; p->size = end - (at + 48);
+        p->verdict = H_RIGHT;
         return 1;
     }
     return 0;
@@ -1048,7 +1057,7 @@ static datagram_t *defrag_begin(Scanner *sc, const piece_t *p, double ts) {
     g->used = 1; g->version = p->version; g->has_header = 0; g->pieces = 0;
     g->born = sc->datagrams_born++; g->first = ts;
     memcpy(g->src, p->src, alen); memcpy(g->dst, p->dst, alen);
-    g->ident = p->ident; g->proto = p->proto; g->total = -1; g->held = 0;
+    g->ident = p->ident; g->proto = p->proto; g->total = -1; g->held = 0; g->verdict = H_RIGHT;
     return g;
 }
 
@@ -1062,6 +1071,10 @@ static Py_ssize_t defrag_rebuild(Scanner *sc, datagram_t *g) {
         if (length > MAX_DATAGRAM) return 0;
         f[at + 2] = (uint8_t)(length >> 8); f[at + 3] = (uint8_t)length;
         f[at + 6] = 0; f[at + 7] = 0;
+        f[at + 10] = 0; f[at + 11] = 0; /* defrag._header_checksum */
+        uint64_t right = 0xFFFF - word_sum(f + at, (Py_ssize_t)(f[at] & 0x0F) * 4) % 0xFFFF;
+        uint64_t value = g->verdict == H_RIGHT ? right : g->verdict == H_LEFT ? 0 : right % 0xFFFF == 1 ? 2 : 1;
+        f[at + 10] = (uint8_t)(value >> 8); f[at + 11] = (uint8_t)value;
     } else {
         f[at + 4] = (uint8_t)(g->total >> 8); f[at + 5] = (uint8_t)g->total;
         f[at + 6] = (uint8_t)g->proto;
@@ -1073,8 +1086,9 @@ static Py_ssize_t defrag_rebuild(Scanner *sc, datagram_t *g) {
 /* Defragmenter.add: the length of the frame a last piece completed (in sc->rebuilt), 0 for none, -1 out of memory. */
 static Py_ssize_t defrag_add(Scanner *sc, int linktype, const uint8_t *d, Py_ssize_t n, double ts) {
     piece_t p;
-    sc->copy = 0;
+    sc->copy = sc->tcp_piece = 0;
     if (!defrag_piece(linktype, d, n, &p)) return 0;
+    sc->tcp_piece = p.proto == 6;
     if ((p.more && (p.size == 0 || p.size % 8)) || p.offset + p.size > MAX_DATAGRAM) return 0;
     if (!sc->datagrams && !(sc->datagrams = PyMem_Calloc(MAX_DATAGRAMS, sizeof(datagram_t)))) return -1;
     for (int i = 0; i < MAX_DATAGRAMS; i++)
@@ -1103,6 +1117,7 @@ static Py_ssize_t defrag_add(Scanner *sc, int linktype, const uint8_t *d, Py_ssi
     memcpy(g->payload + p.offset, p.payload, p.size);
     g->starts[g->pieces] = p.offset; g->sizes[g->pieces] = p.size; g->pieces++;
     g->held += p.size;
+    if (p.verdict > g->verdict) g->verdict = p.verdict;
     if (!p.more) g->total = end;
     if (p.offset == 0) {
         memcpy(g->header, d, p.header_len);
@@ -1397,6 +1412,10 @@ static PyObject *Scanner_skip_none(Scanner *sc, PyObject *Py_UNUSED(ignored)) {
     Py_RETURN_NONE;
 }
 
+/* Whether an IPv4 piece left unjoined counts as a fragment (scanner.py _v4_piece): a later piece of a UDP packet has
+ * no ports, and in port mode the filter passes it as a possible tunnel's only; a TCP packet's piece is a fragment. */
+static int v4_pieces_counted(const Scanner *sc) { return sc->every_port || sc->all_named || sc->tcp_piece; }
+
 /* One record: ADMIT (appended), DROP, STALL (nothing consumed), or -1 on error. */
 static int scan_record(Scanner *sc, PyObject *items, long long frame, double ts, const uint8_t *d, Py_ssize_t n,
                        int linktype) {
@@ -1421,7 +1440,7 @@ static int scan_record(Scanner *sc, PyObject *items, long long frame, double ts,
         if (built < 0) { PyErr_NoMemory(); return -1; }
         if (built > 0) { /* the last piece of a tunnel packet: the packet, read as any other */
             /* the pieces before it, counted as they came (the slot below), are part of it now */
-            int joined = status == FRAGMENT_V6 || sc->every_port || sc->all_named ? C_FRAGMENTS : C_NOT_TCP;
+            int joined = status == FRAGMENT_V6 || v4_pieces_counted(sc) ? C_FRAGMENTS : C_NOT_TCP;
             sc->counters[joined] -= lead * sc->joined;
             sc->rebuilt_len = built;
             d = sc->rebuilt; n = built;
@@ -1431,9 +1450,8 @@ static int scan_record(Scanner *sc, PyObject *items, long long frame, double ts,
         }
     }
     if (status != SEGMENT) {
-        /* A later IPv4 fragment has no ports: a port filter never passes it, an every-port one does. */
         int slot = status == MALFORMED ? C_MALFORMED : status == FRAGMENT_V6 ? C_FRAGMENTS
-                 : status == FRAGMENT_V4 ? (sc->every_port || sc->all_named ? C_FRAGMENTS : C_NOT_TCP)
+                 : status == FRAGMENT_V4 ? (v4_pieces_counted(sc) ? C_FRAGMENTS : C_NOT_TCP)
                  : status == UNSUPPORTED_LINK ? C_UNSUPPORTED : C_NOT_TCP;
         sc->counters[slot] += lead;
         return DROP;

@@ -19,13 +19,13 @@ from passive.core.errors import UsageError, one_line
 # Fragment headers get their own clause: libpcap's optimiser mishandles them combined with the other.
 _IPV6_CHAINED = "(ip6 protochain 6 and not ip6 proto 6) or (ip6 protochain 44)"
 # Encapsulations the decoder peels (passive.capture.tunnels): BPF cannot see the ports inside, so all of them pass
-# and Python checks the inner ports; so do the later fragments of UDP packets (a tunnel's packet fragmented outside,
-# joined again by passive.capture.defrag: they carry no ports). MPLS and PPPoE sessions are matched by ethertype:
-# the `mpls` and `pppoes` keywords would shift the offsets of what follows them.
+# and Python checks the inner ports; so do the later fragments of UDP and TCP packets (a tunnel's packet or a segment
+# fragmented on its way, joined again by passive.capture.defrag: they carry no ports). MPLS and PPPoE sessions are
+# matched by ethertype: the `mpls` and `pppoes` keywords would shift the offsets of what follows them.
 _TUNNELS = (
     "(ip proto 47) or (ip proto 4) or (ip proto 41) or (ip proto 137) or (ip6 proto 47) or (ip6 proto 4)"
     " or (ip6 proto 41) or (ip6 proto 137) or (udp dst port 4789) or (udp dst port 4790) or (udp dst port 6081)"
-    " or (udp dst port 8472) or (udp dst port 6635) or (ip proto 17 and ip[6:2] & 0x1fff != 0)"
+    " or (udp dst port 8472) or (udp dst port 6635) or ((ip proto 17 or ip proto 6) and ip[6:2] & 0x1fff != 0)"
 )
 _ETHER_TUNNELS = "(ether proto 0x8847) or (ether proto 0x8848) or (ether proto 0x8864)"
 # Linux cooked captures name a tag the NIC left in the frame as their protocol; libpcap has no `vlan` for them, so

@@ -1,10 +1,14 @@
-"""Tunnel packets fragmented outside, put back together: a bounded reassembly of the outermost IP packet.
+"""IP packets fragmented on their way, put back together: a bounded reassembly of the outermost IP packet.
 
-A tunnel endpoint whose path MTU is smaller than what it encapsulates fragments the outer IPv4 or IPv6 packet (GRE,
-VXLAN, Geneve, IP in IP, MPLS in IP: :data:`~passive.capture.linklayer.TUNNEL_PROTOCOLS`); the tunnel's packet, and
-the mail inside, only exists once the pieces are joined. :class:`Defragmenter` joins them as a receiver does, within
-fixed bounds, and hands the whole frame back to be decoded like any other (the link header and the outer IP header
-of the first piece, lengths set, fragment fields cleared). What it cannot join stays counted as fragments.
+A TCP segment larger than a link's MTU on its path is cut into IPv4 or IPv6 fragments; so is the outer packet of a
+tunnel endpoint whose path MTU is smaller than what it encapsulates (GRE, VXLAN, Geneve, IP in IP, MPLS in IP:
+:data:`JOINED_PROTOCOLS`). The segment, and the mail in it, only exists once the pieces are joined: the receiver
+reads it whole. A reader that leaves them unread misses bytes the receiver took, and a sender who fragments the real
+bytes and sends a decoy whole (with a wrong checksum, say: :mod:`passive.capture.doubtful`) has the decoy read in
+their place. :class:`Defragmenter` joins them as a receiver does, within fixed bounds, and hands the whole frame back
+to be decoded like any other (the link header and the outer IP header of the first piece, lengths set, fragment
+fields cleared). What it cannot join stays counted as fragments, and so does a piece of an IPv4 packet inside a
+tunnel (only the outermost packet is joined).
 
 Rules (the Linux receiver's, RFC 5722 and its erratum 3089 for IPv6, and Linux's since 4.19 for IPv4):
 
@@ -26,6 +30,8 @@ from __future__ import annotations
 
 from passive.capture.linklayer import ETHERTYPE_IPV4, ETHERTYPE_IPV6, TUNNEL_PROTOCOLS, link_header
 
+JOINED_PROTOCOLS = TUNNEL_PROTOCOLS | {6}
+"""The packets whose pieces are joined: TCP segments, and tunnels' packets (whose mail is inside)."""
 MAX_DATAGRAMS = 64
 """Datagrams being reassembled at once (64 KiB at most each: 4 MiB). A tunnel endpoint fragments only what exceeds
 its MTU, and its pieces follow each other: a handful are open at a time on a busy link."""
@@ -33,11 +39,16 @@ MAX_PIECES = 64
 """Pieces held per datagram: a 64 KiB datagram cut at IPv6's minimum MTU (1 280 bytes) is 52 pieces."""
 FRAGMENT_TIMEOUT = 30.0
 """Seconds of capture time a datagram may take to be whole: Linux's ``ipfrag_time``."""
+RIGHT, LEFT, WRONG = 0, 1, 2
+"""A piece's IPv4 header checksum: right, zero and wrong (left to a card: passive.capture.checksums), or wrong. A
+receiver drops a piece whose header checksum is wrong; a joined packet's header says so, for its segment to be judged
+as one with a wrong checksum is (passive.capture.doubtful; read as any with ``--ignore-checksums``)."""
 MAX_DATAGRAM = 65535  # an IP datagram's payload ends by then (the 16-bit length and offset fields)
 _MAX_LINK_HEADER = 64  # a link header and its tags are shorter; a longer one is not a frame to rebuild
 
 # A datagram being reassembled: [first piece's time, header of the piece at offset 0 (or None; see _piece),
-# pieces [(offset, bytes)], payload length (known from the last piece, else -1), bytes held, joined already]
+# pieces [(offset, bytes)], payload length (known from the last piece, else -1), bytes held, joined already,
+# the worst of its pieces' IPv4 header checksums]
 Datagram = list
 
 
@@ -52,14 +63,18 @@ class Defragmenter:
         # Whether the piece :meth:`add` last took was a copy of one it holds, or held: a port mirrored twice, a SPAN
         # of both directions, hands every frame over twice; a copy is no fragment left unread.
         self.copy = False
+        # Whether the piece :meth:`add` last looked at was a TCP packet's (a fragment of a segment, counted as one
+        # whatever the mode when it is left unjoined).
+        self.tcp = False
 
     def add(self, linktype: int, data: bytes, ts: float) -> bytes | None:
         """One fragment: the whole frame when it completes its datagram, else None."""
-        self.copy = False
+        self.copy = self.tcp = False
         piece = _piece(linktype, data)
         if piece is None:
             return None
-        key, offset, more, header, payload = piece
+        self.tcp = piece[0][4] == 6
+        key, offset, more, header, payload, verdict = piece
         size = len(payload)
         if (more and (size == 0 or size % 8)) or offset + size > MAX_DATAGRAM:
             return None
@@ -76,7 +91,7 @@ class Defragmenter:
         if datagram is None:
             if len(datagrams) >= MAX_DATAGRAMS:  # the oldest joined one makes room, else the oldest
                 del datagrams[next((k for k, d in datagrams.items() if d[5]), next(iter(datagrams)))]
-            datagram = datagrams[key] = [ts, None, [], -1, 0, False]
+            datagram = datagrams[key] = [ts, None, [], -1, 0, False, RIGHT]
         end = offset + size
         for start, held in datagram[2]:
             if start == offset and len(held) == size:
@@ -97,6 +112,7 @@ class Defragmenter:
             return None
         datagram[2].append((offset, payload))
         datagram[4] += size
+        datagram[6] = max(datagram[6], verdict)
         if not more:
             datagram[3] = end
         if offset == 0:
@@ -105,7 +121,7 @@ class Defragmenter:
             return None
         datagram[5] = True  # kept until it times out or makes room, to know copies of its pieces
         self.joined = len(datagram[2]) - 1
-        return _rebuild(datagram[1], key[0], key[4], datagram[2], datagram[3])
+        return _rebuild(datagram[1], key[0], key[4], datagram[2], datagram[3], datagram[6])
 
 
 def is_piece(linktype: int, data: bytes) -> bool:
@@ -113,9 +129,12 @@ def is_piece(linktype: int, data: bytes) -> bool:
     return _piece(linktype, data) is not None
 
 
-def _piece(linktype: int, data: bytes) -> tuple[tuple[int, bytes, bytes, int, int], int, bool, bytes, bytes] | None:
-    """(key, offset, more pieces follow, header, payload) of a fragment of a tunnel packet, or None; the header is
-    one byte giving where the IP header starts, then the link and IP headers."""
+def _piece(
+    linktype: int, data: bytes
+) -> tuple[tuple[int, bytes, bytes, int, int], int, bool, bytes, bytes, int] | None:
+    """(key, offset, more pieces follow, header, payload, header checksum: RIGHT, LEFT or WRONG) of a fragment of a
+    TCP or tunnel packet, or None; the header is one byte giving where the IP header starts, then the link and IP
+    headers."""
     link = link_header(linktype, data)
     if link.__class__ is int:
         return None
@@ -130,28 +149,38 @@ def _piece(linktype: int, data: bytes) -> tuple[tuple[int, bytes, bytes, int, in
         total = data[at + 2] << 8 | data[at + 3]
         frag = data[at + 6] << 8 | data[at + 7]
         proto = data[at + 9]
-        if ihl < 20 or total < ihl or at + total > n or not frag & 0x3FFF or proto not in TUNNEL_PROTOCOLS:
+        if ihl < 20 or total < ihl or at + total > n or not frag & 0x3FFF or proto not in JOINED_PROTOCOLS:
             return None
         key = (4, data[at + 12 : at + 16], data[at + 16 : at + 20], data[at + 4] << 8 | data[at + 5], proto)
         payload = data[at + ihl : at + total]
-        return key, (frag & 0x1FFF) * 8, bool(frag & 0x2000), bytes([at]) + data[: at + ihl], payload
+        verdict = (
+            RIGHT
+            if int.from_bytes(data[at : at + ihl], "big") % 0xFFFF == 0
+            else LEFT
+            if not data[at + 10] | data[at + 11]
+            else WRONG
+        )
+        return key, (frag & 0x1FFF) * 8, bool(frag & 0x2000), bytes([at]) + data[: at + ihl], payload, verdict
     if ethertype == ETHERTYPE_IPV6:
         if at + 48 > n or data[at] >> 4 != 6 or data[at + 6] != 44:
             return None
         end = at + 40 + (data[at + 4] << 8 | data[at + 5])
         proto = data[at + 40]
-        if end < at + 48 or end > n or proto not in TUNNEL_PROTOCOLS:
+        if end < at + 48 or end > n or proto not in JOINED_PROTOCOLS:
             return None
         field = data[at + 42] << 8 | data[at + 43]
         ident = int.from_bytes(data[at + 44 : at + 48], "big")
         key = (6, data[at + 8 : at + 24], data[at + 24 : at + 40], ident, proto)
-        return key, field & 0xFFF8, bool(field & 1), bytes([at]) + data[: at + 40], data[at + 48 : end]
+        return key, field & 0xFFF8, bool(field & 1), bytes([at]) + data[: at + 40], data[at + 48 : end], RIGHT
     return None
 
 
-def _rebuild(header: bytes, version: int, proto: int, pieces: list[tuple[int, bytes]], total: int) -> bytes | None:
+def _rebuild(
+    header: bytes, version: int, proto: int, pieces: list[tuple[int, bytes]], total: int, verdict: int
+) -> bytes | None:
     """The frame: the first piece's link and IP headers, lengths set and fragment fields cleared, then the payload;
-    None when it would be longer than an IP packet can be."""
+    None when it would be longer than an IP packet can be. An IPv4 header's checksum tells what the pieces' told
+    (``verdict``, the worst of theirs): right when all were right, zero when one was zero, else wrong."""
     frame = bytearray(header[1:])
     at = header[0]  # where the IP header starts
     if version == 4:
@@ -160,6 +189,7 @@ def _rebuild(header: bytes, version: int, proto: int, pieces: list[tuple[int, by
             return None
         frame[at + 2], frame[at + 3] = length >> 8, length & 0xFF
         frame[at + 6], frame[at + 7] = 0, 0
+        frame[at + 10 : at + 12] = _header_checksum(frame[at : at + (frame[at] & 0x0F) * 4], verdict)
     else:
         frame[at + 4], frame[at + 5] = total >> 8, total & 0xFF
         frame[at + 6] = proto
@@ -167,3 +197,11 @@ def _rebuild(header: bytes, version: int, proto: int, pieces: list[tuple[int, by
     for offset, held in pieces:
         payload[offset : offset + len(held)] = held
     return bytes(frame + payload)
+
+
+def _header_checksum(header: bytearray, verdict: int) -> bytes:
+    """The checksum field of IPv4 ``header`` (its field ignored) that is right, zero or wrong as ``verdict`` says."""
+    header[10:12] = b"\x00\x00"
+    right = 0xFFFF - int.from_bytes(header, "big") % 0xFFFF  # 0xFFFF and 0 are the same sum
+    value = right if verdict == RIGHT else 0 if verdict == LEFT else 2 if right % 0xFFFF == 1 else 1
+    return value.to_bytes(2, "big")

@@ -18,8 +18,9 @@ Which reader handles a file (decided per file, ``backend``):
   (see :class:`~passive.capture.frames.FrameLocator`), with ``exact_frames=False`` frames are numbered among the
   packets the filter passed. Classic pcap only (else the twin); one reader per capture (no ``shards``).
 
-A user BPF expression (``bpf=``) needs libpcap to be compiled. IP fragments are counted, not reassembled, but for
-those of a tunnel packet fragmented outside, which every reader joins again (:mod:`passive.capture.defrag`).
+A user BPF expression (``bpf=``) needs libpcap to be compiled. The pieces of an IP packet fragmented on its way (a
+TCP segment, a tunnel's packet) are joined again by every reader (:mod:`passive.capture.defrag`); those it cannot join
+are counted as fragments.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class Engine:
             external_clock=scanning,
         )
         self._unsupported_warned: set[int] = set()
-        self._defrag = Defragmenter()  # tunnel packets fragmented outside, on the libpcap path (feed)
+        self._defrag = Defragmenter()  # IP packets fragmented on their way, on the libpcap path (feed)
         self.scanner: Any = None  # the scanner feeding this engine, told each verdict
         self.previous_scanner: Any = None  # the one that read the previous file of a stream (carry_over)
         self.keep_servers = keep_servers  # the scanner also admits every later flow of a server found to be mail
@@ -176,7 +177,7 @@ class Engine:
         result = decode_tcp(linktype, data)
         if result.__class__ is int and result in (FRAGMENT_V4, FRAGMENT_V6):
             rebuilt = self._defrag.add(linktype, data, ts)
-            if rebuilt is not None:  # the last piece of a tunnel packet (passive.capture.defrag)
+            if rebuilt is not None:  # the last piece of a fragmented packet (passive.capture.defrag)
                 result = decode_tcp(linktype, rebuilt)
                 counters.ip_fragments -= self._defrag.joined  # the pieces before it are part of this packet now
                 counters.packets_matched -= self._defrag.joined
@@ -213,7 +214,7 @@ class Engine:
         if result.__class__ is int:
             if result in (FRAGMENT_V6, MALFORMED):  # MALFORMED passes so it shows up as a decode error
                 return True
-            # A piece of a tunnel packet passes as the filter passes it (its protocol, or a later UDP piece): joined.
+            # A piece of a TCP or tunnel packet passes as the filter passes it (its protocol, a later piece): joined.
             return result == FRAGMENT_V4 and (self.all_ports or is_piece(linktype, data))
         if self.all_ports:
             return True
@@ -235,8 +236,8 @@ class Engine:
     def carry_over(self, scanner: Any) -> None:
         """A new file's scanner of a stream of several (:mod:`passive.capture.joined`): told the verdicts on the
         flows that go on, so that it admits the packets of those kept and drops those of the others; and the pieces of
-        tunnel packets fragmented outside that the previous file's scanner holds, so that a packet whose fragments a
-        file switch parted is joined."""
+        fragmented packets that the previous file's scanner holds, so that a packet whose fragments a file switch
+        parted is joined."""
         previous, self.previous_scanner = self.previous_scanner, None
         if previous is not None and type(previous) is type(scanner):
             scanner.take_datagrams(previous)

@@ -296,7 +296,7 @@ def _decode_ipv4(data: bytes, offset: int, n: int, outer: int = 0, depth: int = 
         return _tunnel(proto, data, offset + ihl, offset + total, n, outer, depth)
     info = outer
     if frag & 0x3FFF:  # MF flag or a fragment offset
-        if frag & 0x1FFF:
+        if frag & 0x1FFF or not depth:  # the outermost packet's pieces are joined (passive.capture.defrag)
             return FRAGMENT_V4
         info |= INFO_FIRST_FRAGMENT
     end = offset + total

@@ -137,7 +137,7 @@ class PyScanner:
             raise ValueError("bad scanner settings")
         self.ports = frozenset(ports)
         self._all_named = len(self.ports) == 65536  # no port restriction
-        # A later IPv4 fragment has no ports: a port filter never passes it, an every-port one does.
+        # Where a UDP packet's IPv4 piece counts: port mode passes it as a possible tunnel's only (a TCP one: FRAGMENTS)
         self._v4_pieces = FRAGMENTS if every_port or self._all_named else NOT_TCP
         self.every_port, self.head, self.shard, self.shards = every_port, head, shard, shards
         self.sweep_every, self.idle_timeout, self.accept = sweep_every, idle_timeout, accept
@@ -149,7 +149,7 @@ class PyScanner:
         self._capacity, self._sweep_at, self._now = _FIRST_CAPACITY, NEVER, NEVER
         self._stalled, self.frames, self._counts = False, 0, [0] * len(COUNTERS)  # frames: the last frame read
         self._slots: list[FlowKey | None] = [None] * MAX_EXTENDING  # flows whose head extends (flowhead.take_slot)
-        self._defrag = Defragmenter()  # tunnel packets fragmented outside (passive.capture.defrag)
+        self._defrag = Defragmenter()  # IP packets fragmented on their way (passive.capture.defrag)
         self._rebuilt: bytes | None = None  # the frame a fragment completed, while its admission waits (stalled)
         # Flows whose bytes may be dropped unread (skip_flow): canonical 4-tuple -> [client endpoint, last time,
         # per direction (client's first) [rule, next sequence number, bytes left, at a line's start, notice]].
@@ -238,7 +238,7 @@ class PyScanner:
     def skip_none(self) -> None:
         self._armed.clear()  # every flow skip_flow armed (between batches)
 
-    def take_datagrams(self, other: PyScanner) -> None:  # held pieces of tunnel packets: a file switch cut them
+    def take_datagrams(self, other: PyScanner) -> None:  # held pieces of fragmented packets: a file switch cut them
         self._defrag, other._defrag = other._defrag, Defragmenter()
 
     def counters(self) -> dict[str, int]:
@@ -272,14 +272,15 @@ class PyScanner:
         segment = decode_tcp(linktype, data)
         if segment.__class__ is int and segment in (FRAGMENT_V4, FRAGMENT_V6) and not self._stalled:
             rebuilt = self._defrag.add(linktype, data, ts)
-            if rebuilt is not None:  # the last piece of a tunnel packet: the packet, read as any other
+            if rebuilt is not None:  # the last piece of a fragmented packet: the packet, read as any other
                 self._rebuilt, joined = rebuilt, self._defrag.joined  # the pieces before it: counted as they came
-                counts[FRAGMENTS if segment == FRAGMENT_V6 else self._v4_pieces] -= lead * joined
+                counts[FRAGMENTS if segment == FRAGMENT_V6 or self._defrag.tcp else self._v4_pieces] -= lead * joined
                 segment = decode_tcp(linktype, rebuilt)
             elif self._defrag.copy:  # a copy of a piece: no fragment left unread
                 return DROPPED
         if segment.__class__ is int:
-            counts[self._v4_pieces if segment == FRAGMENT_V4 else _STATUS_SLOT.get(segment, NOT_TCP)] += lead  # type: ignore
+            slot = (FRAGMENTS if self._defrag.tcp else self._v4_pieces) if segment == FRAGMENT_V4 else NOT_TCP
+            counts[_STATUS_SLOT.get(segment, slot)] += lead  # type: ignore
             return DROPPED
         if self.shards > 1 and shard_of(segment) % self.shards != self.shard:  # type: ignore[arg-type]
             counts[OTHER_WORKER] += 1
