@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from scapy.layers.inet import IP, TCP, fragment
 from scapy.layers.inet6 import IPv6
-from scapy.layers.l2 import Ether
+from scapy.layers.l2 import GRE, Ether
 from scapy.packet import Raw
 from scapy.utils import rdpcap
 
@@ -176,6 +176,40 @@ def test_a_foreign_rcpt_planted_in_fragments_one_with_a_wrong_header_checksum_is
 def _right(planted: Ether) -> bytes:
     del planted[IP].len, planted[IP].chksum, planted[TCP].chksum
     return bytes(planted)
+
+
+def _in_gre(frame: bytes, outer_checksum: int | None = None) -> bytes:
+    """``frame``'s IP packet in GRE over IPv4, the outer header's checksum right or ``outer_checksum``."""
+    raw = bytearray(bytes(Ether() / IP(src="198.51.100.1", dst="198.51.100.2") / GRE(proto=0x0800) / frame[14:]))
+    if outer_checksum is not None:
+        raw[24:26] = struct.pack("!H", outer_checksum)
+    return bytes(raw)
+
+
+@pytest.mark.parametrize("inner", ["right", "wrong"])
+def test_a_tunnel_header_with_a_wrong_checksum_makes_its_segment_wrong_alike_in_both_scanners(inner: str) -> None:
+    """The tunnel's end drops a packet whose outer IPv4 header checksum is wrong: its segment never arrives."""
+    packet = bytes(_frame()) if inner == "right" else _with_tcp_checksum(_frame(), 0xBEEF)
+    expected = INFO_CSUM_VALID if inner == "right" else INFO_CSUM_BAD
+    assert _both(_in_gre(packet)) == (expected, expected)
+    assert _both(_in_gre(packet, 0xBEEF)) == (INFO_CSUM_BAD, INFO_CSUM_BAD)
+    zero = INFO_CSUM_LEFT if inner == "right" else INFO_CSUM_BAD  # zero, as a card leaves it
+    assert _both(_in_gre(packet, 0)) == (zero, zero)
+
+
+def test_a_foreign_rcpt_planted_in_a_tunnel_packet_with_a_wrong_header_checksum_is_no_open_relay(
+    tmp_path: Path,
+) -> None:
+    """Every segment in GRE; the decoy's segment right, its tunnel packet's outer IPv4 header not: the tunnel's end
+    drops it, and the server reads the real RCPT."""
+    pcap = _insertion(tmp_path / "planted.pcap", DECOY, REAL, transaction(rcpts=("a@contoso.com",)), _right)
+    frames = [(float(p.time), bytes(p)) for p in rdpcap(str(pcap))]
+    pcap.write_bytes(
+        pcap_bytes([(ts, _in_gre(f, 0xBEEF if Ether(f).haslayer(Raw) and DECOY in f else None)) for ts, f in frames])
+    )
+    assert relays(analyze(pcap)) == []
+    assert _summary(pcap)["checksum_drops"] == 1
+    assert relays(analyze(pcap, "--ignore-checksums")) == [("open-relay", "high", True)]
 
 
 def _ip_checksum_zero(planted: Ether) -> bytes:

@@ -51,7 +51,8 @@ enum { SEGMENT = 0, NOT_IP = 1, NOT_TCP = 2, MALFORMED = 3, FRAGMENT_V4 = 4, FRA
        UNSUPPORTED_LINK = 6, TOO_MANY_TAGS = 7 };
 enum { INFO_IPV6 = 1, INFO_EXT_HEADERS = 2, INFO_FIRST_FRAGMENT = 4, INFO_GRE = 8, INFO_ERSPAN = 16,
        INFO_VXLAN = 32, INFO_GENEVE = 64, INFO_MPLS = 128, INFO_PPPOE = 256, INFO_IPIP = 512,
-       INFO_CSUM_VALID = 1 << 10, INFO_CSUM_BAD = 1 << 11, INFO_CSUM_LEFT = 1 << 12 /* checksums.INFO_CSUM_* */ };
+       INFO_CSUM_VALID = 1 << 10, INFO_CSUM_BAD = 1 << 11, INFO_CSUM_LEFT = 1 << 12, /* checksums.INFO_CSUM_* */
+       INFO_OUTER_WRONG = 1 << 13, INFO_OUTER_LEFT = 1 << 14 /* checksums.INFO_OUTER_* */ };
 #define INFO_VNET_SHIFT 16        /* linklayer.INFO_VNET_SHIFT */
 #define INFO_BITS 0xFFFFull
 #define VNET_VXLAN (1ull << 32)   /* tunnels.VNET_VXLAN, VNET_GENEVE */
@@ -159,7 +160,7 @@ static uint64_t word_sum(const uint8_t *p, Py_ssize_t len) {
 
 /* checksums.checksum_bits: INFO_CSUM_VALID, INFO_CSUM_BAD, INFO_CSUM_LEFT or none for a decoded segment (its frame
  * `d`, `n` bytes captured). Sums are compared modulo 0xFFFF, the folded one's complement sum with both zeros as one. */
-static uint64_t checksum_bits(const uint8_t *d, Py_ssize_t n, const seg_t *s) {
+static uint64_t segment_bits(const uint8_t *d, Py_ssize_t n, const seg_t *s) {
     if (s->captured < n) n = s->captured;
     if ((s->info & INFO_FIRST_FRAGMENT) || s->tcp_end > n || s->tcp_at + 18 > s->tcp_end) return 0;
     if (s->ip_at >= 0 && !(d[s->ip_at + 2] | d[s->ip_at + 3])) return INFO_CSUM_LEFT; /* total length 0: TSO */
@@ -175,6 +176,14 @@ static uint64_t checksum_bits(const uint8_t *d, Py_ssize_t n, const seg_t *s) {
     uint64_t field = u16(d, s->tcp_at + 16);
     int left = field == 0 || field % 0xFFFF == (pseudo + length) % 0xFFFF || field % 0xFFFF == pseudo % 0xFFFF;
     return ip_bad || !left ? INFO_CSUM_BAD : INFO_CSUM_LEFT;
+}
+
+/* checksums.checksum_bits with checksums.with_outer: the segment's, and the tunnel headers' around it. */
+static uint64_t checksum_bits(const uint8_t *d, Py_ssize_t n, const seg_t *s) {
+    uint64_t bits = segment_bits(d, n, s);
+    if (!bits || !(s->info & (INFO_OUTER_WRONG | INFO_OUTER_LEFT))) return bits;
+    if (s->info & INFO_OUTER_WRONG) return INFO_CSUM_BAD;
+    return bits == INFO_CSUM_VALID ? INFO_CSUM_LEFT : bits;
 }
 
 /* tunnels.py: each returns the inner kind, INNER_DAMAGED (a header cut short or inconsistent) or -1 (something
@@ -395,6 +404,8 @@ static int decode_ipv4(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, uint64_t 
     unsigned frag = u16(d, off + 6), proto = d[off + 9];
     if (proto != 6) {
         if (frag & 0x3FFF) return is_tunnel_proto(proto) ? FRAGMENT_V4 : NOT_TCP;
+        if (is_tunnel_proto(proto) && word_sum(d + off, ihl) % 0xFFFF) /* checksums.outer_header */
+            outer |= (d[off + 10] | d[off + 11]) ? INFO_OUTER_WRONG : INFO_OUTER_LEFT;
         return tunnel(proto, d, off + ihl, off + total, n, outer, depth, s);
     }
     uint64_t info = outer;

@@ -21,6 +21,11 @@ or none. Those are told apart here:
   wrong checksum: it is doubted as a wrong one is where the capture shows right checksums in its direction;
 * neither: not captured whole (a snapshot length, an IPv4 first fragment).
 
+The IPv4 header of a tunnel packet around the segment (GRE, VXLAN, Geneve, IP in IP, MPLS in IP) counts as the
+segment's own: the tunnel's end drops the packet when its checksum is wrong (``INFO_OUTER_WRONG`` makes the segment
+``INFO_CSUM_BAD``), and a zero one is left (``INFO_OUTER_LEFT`` makes a right segment ``INFO_CSUM_LEFT``). A UDP
+tunnel's checksum (VXLAN, Geneve: usually none) and GRE's optional one are not judged.
+
 Sums are taken modulo 0xFFFF: a number written in base 2**16 is congruent to the sum of its digits, so
 ``int.from_bytes(data, "big") % 0xFFFF`` is the folded one's complement sum of ``data``'s 16-bit words (0 standing
 for both zeros). ``passive/capture/_scan.c`` (``checksum_bits``) is the compiled twin, computed only for the segments
@@ -38,6 +43,11 @@ INFO_CSUM_LEFT = 1 << 12
 that)."""
 INFO_CSUM_WRONG = INFO_CSUM_BAD | INFO_CSUM_LEFT
 """Segment.info bits of a segment whose checksums are not right."""
+INFO_OUTER_WRONG = 1 << 13
+"""Segment.info bit: the IPv4 header of a tunnel packet the segment travels in has a wrong checksum (the tunnel's end
+drops it before the segment is decapsulated): the segment is one with a wrong checksum."""
+INFO_OUTER_LEFT = 1 << 14
+"""Segment.info bit: that header's checksum is zero and wrong (as a capturing host's card leaves it)."""
 TCP_PROTOCOL = 6
 
 
@@ -65,6 +75,23 @@ def checksum_bits(data: bytes, ip_at: int, tcp_at: int, end: int, n: int, src: b
     field = data[tcp_at + 16] << 8 | data[tcp_at + 17]
     left = field == 0 or field % 0xFFFF in ((pseudo + length) % 0xFFFF, pseudo % 0xFFFF)
     return INFO_CSUM_BAD if ip_bad or not left else INFO_CSUM_LEFT
+
+
+def outer_header(data: bytes, at: int, ihl: int) -> int:
+    """INFO_OUTER_WRONG, INFO_OUTER_LEFT or 0 for the IPv4 header of a tunnel packet at ``at``."""
+    if int.from_bytes(data[at : at + ihl], "big") % 0xFFFF == 0:
+        return 0
+    return INFO_OUTER_WRONG if data[at + 10] | data[at + 11] else INFO_OUTER_LEFT
+
+
+def with_outer(bits: int, info: int) -> int:
+    """A segment's checksum bits once the tunnel headers around it (``info``'s INFO_OUTER_*) are counted: one wrong
+    makes the segment wrong, one zero makes a right one left."""
+    if not bits or not info & (INFO_OUTER_WRONG | INFO_OUTER_LEFT):
+        return bits
+    if info & INFO_OUTER_WRONG:
+        return INFO_CSUM_BAD
+    return INFO_CSUM_LEFT if bits == INFO_CSUM_VALID else bits
 
 
 MAX_SINGLE_SEGMENT = 1460

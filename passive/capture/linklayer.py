@@ -28,7 +28,7 @@ import socket
 import struct
 
 from passive.capture import tunnels
-from passive.capture.checksums import checksum_bits
+from passive.capture.checksums import checksum_bits, outer_header, with_outer
 
 # Link types (pcap LINKTYPE_* values; libpcap reports DLT_RAW as 12 on Linux).
 LINKTYPE_NULL = 0
@@ -91,7 +91,8 @@ INFO_GENEVE = 64
 INFO_MPLS = 128
 INFO_PPPOE = 256
 INFO_IPIP = 512
-# INFO_CSUM_VALID, _BAD, _LEFT (1 << 10, 11, 12): the segment's checksums (passive.capture.checksums)
+# INFO_CSUM_VALID, _BAD, _LEFT (1 << 10, 11, 12): the segment's checksums; INFO_OUTER_WRONG, _LEFT (1 << 13, 14):
+# a tunnel's IPv4 header around it (passive.capture.checksums)
 INFO_SKIPPED = 1 << 15  # not a packet: the scanner's notice of packets it dropped unread (passive.capture.skipping)
 # Above the bits: the virtual network the segment travels in (tunnels.py, ``vnet``; 0 for none), part of its flow's
 # identity: ``info >> INFO_VNET_SHIFT``.
@@ -293,6 +294,8 @@ def _decode_ipv4(data: bytes, offset: int, n: int, outer: int = 0, depth: int = 
     if proto != 6:
         if frag & 0x3FFF:
             return NOT_TCP if proto not in TUNNEL_PROTOCOLS else FRAGMENT_V4
+        if proto in TUNNEL_PROTOCOLS:
+            outer |= outer_header(data, offset, ihl)
         return _tunnel(proto, data, offset + ihl, offset + total, n, outer, depth)
     info = outer
     if frag & 0x3FFF:  # MF flag or a fragment offset
@@ -369,7 +372,7 @@ def _decode_tcp(
         payload = b""
     options = _syn_options(data, pos + 20, min(start, n)) if flags & SYN else 0
     if not info & INFO_FIRST_FRAGMENT:  # a first fragment's segment is cut: its checksums are not judged
-        info |= checksum_bits(data, ip_at, pos, end, n, src, dst)
+        info |= with_outer(checksum_bits(data, ip_at, pos, end, n, src, dst), info)
     return (src, dst, sport, dport, seq, ack, flags, payload, wire_len, info, window, options)
 
 
