@@ -148,6 +148,7 @@ def test_the_compiled_limits_of_joining_and_peeling_are_the_twins() -> None:
         "MAX_DATAGRAMS": MAX_DATAGRAMS,
         "MAX_PIECES": MAX_PIECES,
         "FRAGMENT_TIMEOUT": FRAGMENT_TIMEOUT,
+        "FRAGMENT_TIMEOUT_V6": defrag.FRAGMENT_TIMEOUT_V6,
         "MAX_DATAGRAM": defrag.MAX_DATAGRAM,
         "MAX_LINK_HEADER": defrag._MAX_LINK_HEADER,
         "MAX_DEPTH": tunnels.MAX_DEPTH,
@@ -207,16 +208,16 @@ def _right(packet: Packet) -> Packet:
 
 
 def _cut_plain(packet: Packet, ident: int, size: int, header: str) -> list[bytes]:
-    """``packet`` (IPv4 or IPv6 with TCP inside) cut on its way into pieces of ``size`` bytes, as frames; an IPv4
-    piece's header checksum ``right``, ``zero`` or ``wrong`` (the second piece's)."""
+    """``packet`` (IPv4 or IPv6 with TCP inside) cut on its way into pieces of ``size`` bytes, as frames; the IPv4
+    pieces' header checksums ``right``, ``zero`` or ``wrong``."""
     if packet.version == 6:
         whole = Ether(**MAC) / IPv6(src=packet.src, dst=packet.dst) / IPv6ExtHdrFragment(id=ident) / packet[TCP]
         return [bytes(piece) for piece in fragment6(whole, size + 56)]
     packet = packet.copy()
     packet.id, packet.flags = ident, 0
     frames = [bytearray(bytes(Ether(**MAC) / piece)) for piece in fragment(packet, size)]
-    if header != "right" and len(frames) > 1:
-        frames[1][24:26] = b"\x00\x00" if header == "zero" else b"\xbe\xef"
+    for frame in frames if header != "right" else []:
+        frame[24:26] = b"\x00\x00" if header == "zero" else b"\xbe\xef"
     return [bytes(frame) for frame in frames]
 
 
@@ -225,10 +226,11 @@ def _cut_plain(packet: Packet, ident: int, size: int, header: str) -> list[bytes
 def test_a_session_whose_every_segment_was_cut_on_its_way_reads_as_the_session_whole(
     version: int, backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every segment of a session in pieces, some in reverse order, a data segment's IPv4 pieces with a header
-    checksum zero or wrong now and then: the pieces are joined (in every reader, both scanners alike), and their
-    segments' checksums judged as a whole segment's: one whose piece's header checksum was wrong or zero is the
-    only copy of its bytes, held until acknowledged and read."""
+    """Every segment of a session in pieces, some in reverse order, a data segment's IPv4 pieces with header
+    checksums zero (a sending host's card fills them in) or wrong (a capture edited without fixing them) now and
+    then: the pieces are joined (in every reader, both scanners alike), and their segments' checksums judged as a
+    whole segment's: one whose pieces' header checksums were wrong or zero is the only copy of its bytes, held until
+    acknowledged and read."""
     if backend == "libpcap" and not libpcap_available():
         pytest.skip("needs libpcap")
     session = [(ts, packet.__class__(bytes(_right(packet)))) for ts, packet in _session(version)]
@@ -247,3 +249,67 @@ def test_a_session_whose_every_segment_was_cut_on_its_way_reads_as_the_session_w
     if backend == "auto":
         assert_same(got, run(cut, "python", monkeypatch))
     assert got["counts"]["checksum_drops"] == 0  # held and read: nothing else brought those bytes
+
+
+def _raw4(packet: Packet, pieces: list[tuple[int, int, bool]], ident: int = 9) -> list[bytes]:
+    """Frames of ``packet``'s IP payload cut as ``pieces`` says: (start, end, more follow) in bytes, any size."""
+    payload = bytes(packet[IP].payload)
+    frames = []
+    for start, end, more in pieces:
+        piece = IP(src=packet[IP].src, dst=packet[IP].dst, id=ident, proto=6, flags="MF" if more else 0)
+        piece.frag = start // 8
+        frames.append(bytes(Ether(**MAC) / piece / Raw(payload[start:end])))
+    return frames
+
+
+def _joined(frames: list[bytes], times: list[float] | None = None) -> bytes | None:
+    joiner = Defragmenter()
+    last = None
+    for index, frame in enumerate(frames):
+        last = joiner.add(1, frame, times[index] if times else 0.0) or last
+    return last
+
+
+LINUX_RULES = {
+    # A piece not the last and not a multiple of 8 long is cut to one; the next piece brings the rest.
+    "odd piece cut": ([(0, 20, True), (16, 48, True), (48, 64, False)], True),
+    # A piece within one held piece, or within a run of adjacent ones, is a duplicate: ignored.
+    "inside one piece": ([(0, 16, True), (0, 8, True), (16, 64, False)], True),
+    "inside a run": ([(0, 16, True), (16, 32, True), (8, 24, True), (32, 64, False)], True),
+    # Across two runs, or past the end of everything held while starting inside it: an overlap, the datagram goes.
+    "across runs": ([(0, 16, True), (32, 48, True), (8, 40, True), (16, 32, True), (48, 64, False)], False),
+    "past the tail": ([(0, 16, True), (8, 24, True), (16, 64, False)], False),
+    # An empty piece ends its datagram.
+    "empty piece": ([(0, 16, True), (16, 16, True), (16, 64, False)], False),
+}
+
+
+@pytest.mark.parametrize("case", list(LINUX_RULES))
+def test_pieces_are_taken_as_linux_takes_them(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Linux 5.1 and later (``ip_frag_queue``, ``inet_frag_queue_insert``): what a receiver joins is joined, what it
+    drops is dropped; both scanners alike."""
+    cuts, joins = LINUX_RULES[case]
+    packet = _right(
+        IP(src="10.99.0.10", dst="10.99.0.1") / TCP(sport=41000, dport=25, flags="PA", seq=1) / Raw(b"x" * 44)
+    )
+    assert len(packet[IP].payload) == 64
+    frames = _raw4(packet, cuts)
+    joined = _joined(frames)
+    assert (joined is not None) == joins
+    if joined is not None:
+        assert Ether(joined)[IP].payload.load == packet[Raw].load
+    if scanread.native_available():
+        path = _write(tmp_path / "rules.pcap", [(1_800_000_000.0 + i, frame) for i, frame in enumerate(frames)])
+        assert_same(run(path, "auto", monkeypatch), run(path, "python", monkeypatch))
+
+
+def test_ipv6_takes_longer_and_an_atomic_fragment_is_a_whole_packet() -> None:
+    packet = IPv6(src="2001:db8::10", dst="2001:db8::1") / TCP(sport=41000, dport=25, flags="PA") / Raw(b"y" * 200)
+    pieces = _cut_plain(packet, 5, 64, "right")
+    assert len(pieces) > 2
+    late = FRAGMENT_TIMEOUT + 15.0  # past IPv4's 30 s, within IPv6's 60 s (Linux's ip6frag_time)
+    assert _joined(pieces, [0.0] * (len(pieces) - 1) + [late]) is not None
+    assert _joined(pieces, [0.0] * (len(pieces) - 1) + [defrag.FRAGMENT_TIMEOUT_V6 + 1.0]) is None
+    atomic = bytes(Ether(**MAC) / IPv6(src=packet.src, dst=packet.dst) / IPv6ExtHdrFragment(id=5) / packet[TCP])
+    assert not defrag.is_piece(1, atomic)  # RFC 6946: read as a packet, and the datagram being joined is left alone
+    assert _joined([*pieces[:-1], atomic, pieces[-1]]) is not None

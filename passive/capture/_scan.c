@@ -8,8 +8,8 @@
  * passive/capture/linklayer.py and tunnels.py: every read is bounds-checked, statuses and segment fields are the
  * same. Nothing here trusts the file: record lengths are capped (MAX_RECORD), tunnels are peeled MAX_DEPTH deep,
  * IPv6 extension headers are walked at most 64 times, a user BPF program is validated before it runs. A flow is
- * its 4-tuple and its virtual network (a VXLAN or Geneve VNI: tunnels.py). Tunnel packets fragmented
- * outside are joined again within fixed bounds (defrag.py: MAX_DATAGRAMS, MAX_PIECES, FRAGMENT_TIMEOUT).
+ * its 4-tuple and its virtual network (a VXLAN or Geneve VNI: tunnels.py). IP packets fragmented on their
+ * way are joined again within fixed bounds (defrag.py: MAX_DATAGRAMS, MAX_PIECES, FRAGMENT_TIMEOUT).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -973,11 +973,12 @@ static int append_item(PyObject *items, long long frame, double ts, PyObject *se
     return rc;
 }
 
-/* ---- tunnel packets fragmented outside, joined again (defrag.py: the same rules, in the same order) ---- */
+/* ---- IP packets fragmented on their way, joined again (defrag.py: the same rules, in the same order) ---- */
 
 #define MAX_DATAGRAMS 64          /* defrag.MAX_DATAGRAMS */
 #define MAX_PIECES 64             /* defrag.MAX_PIECES */
 #define FRAGMENT_TIMEOUT 30.0     /* defrag.FRAGMENT_TIMEOUT */
+#define FRAGMENT_TIMEOUT_V6 60    /* defrag.FRAGMENT_TIMEOUT_V6 */
 #define MAX_DATAGRAM 65535        /* defrag.MAX_DATAGRAM */
 #define MAX_LINK_HEADER 64        /* defrag._MAX_LINK_HEADER */
 #define MAX_HEADER (MAX_LINK_HEADER + 60) /* a link header and the longest IP header (IPv4 with options) */
@@ -992,8 +993,10 @@ typedef struct datagram_s {
     uint8_t header[MAX_HEADER];   /* the link and IP headers of the piece at offset 0 */
     Py_ssize_t header_len, ip_at;
     Py_ssize_t starts[MAX_PIECES], sizes[MAX_PIECES];
+    Py_ssize_t run_starts[MAX_PIECES], run_ends[MAX_PIECES]; /* runs of adjacent pieces (defrag._place) */
+    int runs;
     Py_ssize_t total, held;       /* the payload's length (-1 while unknown), the bytes held */
-    int verdict;                  /* the worst of its pieces' IPv4 header checksums (defrag.RIGHT, LEFT, WRONG) */
+    int verdict;                  /* its pieces' IPv4 header checksum (defrag.RIGHT, LEFT, WRONG): part of its key */
     uint8_t *payload;             /* MAX_DATAGRAM bytes, kept for the slot's next datagram */
 } datagram_t;
 
@@ -1031,6 +1034,7 @@ static int defrag_piece(int linktype, const uint8_t *d, Py_ssize_t n, piece_t *p
         p->proto = d[at + 40];
         if (end < at + 48 || end > n || !is_joined_proto(p->proto)) return 0;
         unsigned field = u16(d, at + 42);
+        if (!(field & 0xFFF9)) return 0; /* an atomic fragment (RFC 6946): a whole packet */
         p->version = 6; p->src = d + at + 8; p->dst = d + at + 24; p->ident = u32be(d, at + 44);
         p->offset = field & 0xFFF8; p->more = field & 1;
         p->header_len = at + 40; p->payload = d + at + 48; p->size = end - (at + 48);
@@ -1045,7 +1049,7 @@ static datagram_t *defrag_find(Scanner *sc, const piece_t *p) {
     for (int i = 0; i < MAX_DATAGRAMS; i++) {
         datagram_t *g = &sc->datagrams[i];
         if (g->used && g->version == p->version && g->ident == p->ident && g->proto == p->proto
-            && !memcmp(g->src, p->src, alen) && !memcmp(g->dst, p->dst, alen))
+            && g->verdict == p->verdict && !memcmp(g->src, p->src, alen) && !memcmp(g->dst, p->dst, alen))
             return g;
     }
     return NULL;
@@ -1068,7 +1072,7 @@ static datagram_t *defrag_begin(Scanner *sc, const piece_t *p, double ts) {
     g->used = 1; g->version = p->version; g->has_header = 0; g->pieces = 0;
     g->born = sc->datagrams_born++; g->first = ts;
     memcpy(g->src, p->src, alen); memcpy(g->dst, p->dst, alen);
-    g->ident = p->ident; g->proto = p->proto; g->total = -1; g->held = 0; g->verdict = H_RIGHT;
+    g->ident = p->ident; g->proto = p->proto; g->total = -1; g->held = 0; g->verdict = p->verdict; g->runs = 0;
     return g;
 }
 
@@ -1094,16 +1098,42 @@ static Py_ssize_t defrag_rebuild(Scanner *sc, datagram_t *g) {
     return g->header_len + g->total;
 }
 
+/* defrag._place: 1 when the piece [offset, end) is taken among `g`'s runs of adjacent pieces, 0 when it lies within
+ * one (a duplicate), -1 when it overlaps. */
+static int defrag_place(datagram_t *g, Py_ssize_t offset, Py_ssize_t end) {
+    Py_ssize_t tail = -1;
+    for (int i = 0; i < g->runs; i++)
+        if (g->run_ends[i] > tail) tail = g->run_ends[i];
+    if (tail < end) {
+        if (offset < tail) return -1;
+        for (int i = 0; i < g->runs; i++)
+            if (g->run_ends[i] == offset && offset == tail) { g->run_ends[i] = end; return 1; }
+    } else {
+        for (int i = 0; i < g->runs; i++) {
+            if (end <= g->run_starts[i] || offset >= g->run_ends[i]) continue;
+            return g->run_starts[i] <= offset && end <= g->run_ends[i] ? 0 : -1;
+        }
+    }
+    if (g->runs >= MAX_PIECES) return -1; /* as many runs as pieces: the piece bound drops it anyway */
+    g->run_starts[g->runs] = offset; g->run_ends[g->runs] = end; g->runs++;
+    return 1;
+}
+
 /* Defragmenter.add: the length of the frame a last piece completed (in sc->rebuilt), 0 for none, -1 out of memory. */
 static Py_ssize_t defrag_add(Scanner *sc, int linktype, const uint8_t *d, Py_ssize_t n, double ts) {
     piece_t p;
     sc->copy = sc->tcp_piece = 0;
     if (!defrag_piece(linktype, d, n, &p)) return 0;
     sc->tcp_piece = p.proto == 6;
-    if ((p.more && (p.size == 0 || p.size % 8)) || p.offset + p.size > MAX_DATAGRAM) return 0;
+    if (p.more && p.size % 8) {
+        if (p.version == 6) return 0; /* dropped (RFC 8200 section 4.5) */
+        p.size &= ~(Py_ssize_t)7;   /* cut to a multiple of 8, as Linux does */
+    }
     if (!sc->datagrams && !(sc->datagrams = PyMem_Calloc(MAX_DATAGRAMS, sizeof(datagram_t)))) return -1;
-    for (int i = 0; i < MAX_DATAGRAMS; i++)
-        if (sc->datagrams[i].used && sc->datagrams[i].first + FRAGMENT_TIMEOUT < ts) sc->datagrams[i].used = 0;
+    for (int i = 0; i < MAX_DATAGRAMS; i++) {
+        datagram_t *old = &sc->datagrams[i];
+        if (old->used && old->first + (old->version == 4 ? FRAGMENT_TIMEOUT : FRAGMENT_TIMEOUT_V6) < ts) old->used = 0;
+    }
     datagram_t *g = defrag_find(sc, &p);
     if (g && g->used == 2) { /* joined already: a copy of one of its pieces, or the key reused */
         for (int i = 0; i < g->pieces; i++)
@@ -1114,21 +1144,27 @@ static Py_ssize_t defrag_add(Scanner *sc, int linktype, const uint8_t *d, Py_ssi
         g->used = 0;
         g = NULL;
     }
-    if (!g && !(g = defrag_begin(sc, &p, ts))) return -1;
     Py_ssize_t end = p.offset + p.size;
-    for (int i = 0; i < g->pieces; i++) {
-        if (g->starts[i] == p.offset && g->sizes[i] == p.size) { sc->copy = 1; return 0; } /* an exact duplicate */
-        if (g->starts[i] < end && p.offset < g->starts[i] + g->sizes[i]) { g->used = 0; return 0; } /* overlap */
+    if (end > MAX_DATAGRAM || !p.size) { /* an empty piece ends its datagram (Linux) */
+        if (g) g->used = 0;
+        return 0;
     }
+    if (!g && !(g = defrag_begin(sc, &p, ts))) return -1;
     if ((!p.more && g->total >= 0 && g->total != end) || (g->total >= 0 && end > g->total)) { g->used = 0; return 0; }
     if (!p.more)
         for (int i = 0; i < g->pieces; i++)
             if (g->starts[i] + g->sizes[i] > end) { g->used = 0; return 0; }
+    int placed = defrag_place(g, p.offset, end);
+    if (placed != 1) {
+        if (placed < 0) { g->used = 0; return 0; } /* overlap: the whole datagram goes */
+        for (int i = 0; i < g->pieces; i++) /* within what it holds: ignored; an exact copy is no fragment left */
+            if (g->starts[i] == p.offset && g->sizes[i] == p.size) sc->copy = 1;
+        return 0;
+    }
     if (g->pieces >= MAX_PIECES) { g->used = 0; return 0; }
     memcpy(g->payload + p.offset, p.payload, p.size);
     g->starts[g->pieces] = p.offset; g->sizes[g->pieces] = p.size; g->pieces++;
     g->held += p.size;
-    if (p.verdict > g->verdict) g->verdict = p.verdict;
     if (!p.more) g->total = end;
     if (p.offset == 0) {
         memcpy(g->header, d, p.header_len);
@@ -2206,6 +2242,7 @@ PyMODINIT_FUNC PyInit__cscan(void) {
         || PyModule_AddIntConstant(m, "MAX_VLAN_TAGS", MAX_VLAN_TAGS) < 0
         || PyModule_AddIntConstant(m, "MAX_DATAGRAMS", MAX_DATAGRAMS) < 0
         || PyModule_AddIntConstant(m, "MAX_PIECES", MAX_PIECES) < 0
+        || PyModule_AddIntConstant(m, "FRAGMENT_TIMEOUT_V6", FRAGMENT_TIMEOUT_V6) < 0
         || PyModule_AddIntConstant(m, "MAX_DATAGRAM", MAX_DATAGRAM) < 0
         || PyModule_AddIntConstant(m, "MAX_LINK_HEADER", MAX_LINK_HEADER) < 0
         || PyModule_AddIntConstant(m, "READ_BUFFER", READ_BUFFER) < 0) {

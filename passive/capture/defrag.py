@@ -10,18 +10,25 @@ to be decoded like any other (the link header and the outer IP header of the fir
 fields cleared). What it cannot join stays counted as fragments, and so does a piece of an IPv4 packet inside a
 tunnel (only the outermost packet is joined).
 
-Rules (the Linux receiver's, RFC 5722 and its erratum 3089 for IPv6, and Linux's since 4.19 for IPv4):
+Rules (the Linux receiver's since 5.1, RFC 5722 and its erratum 3089 for IPv6):
 
 - only the outermost IP header, right after the link header (and its VLAN tags); for IPv6, a Fragment header as
-  the first extension header. Pieces are keyed by addresses, identification and protocol;
+  the first extension header, and not an atomic fragment (RFC 6946: a whole packet). Pieces are keyed by addresses,
+  identification, protocol and, for IPv4, whether the piece's header checksum is right, zero or wrong (a receiver
+  drops a piece whose checksum is wrong: it must not stand in for the right piece, nor spoil its datagram);
 - a piece overlapping another of its datagram drops the whole datagram and every piece of it held (an evasion
-  would otherwise choose which bytes count); an exact duplicate of a piece is ignored, and so is a copy of a piece
-  of a datagram joined already (kept until it times out or makes room): neither is counted as a fragment;
-- a piece that is not the last and whose length is not a multiple of 8, an empty one that is not the last, and
-  one that would end past 65 535 bytes are ignored; so is a datagram whose last pieces disagree on its length;
+  would otherwise choose which bytes count), unless it lies within a run of adjacent pieces held (a duplicate,
+  ignored: Linux's ``inet_frag_queue_insert``); an exact duplicate is no fragment left unread, and neither is a copy
+  of a piece of a datagram joined already (kept until it times out or makes room);
+- an IPv4 piece that is not the last and whose length is not a multiple of 8 is cut to one (an IPv6 one is
+  ignored); an empty piece drops its datagram; a piece that would end past 65 535 bytes is ignored; a datagram whose
+  last pieces disagree on its length is dropped;
 - at most :data:`MAX_DATAGRAMS` datagrams are held, each of at most :data:`MAX_PIECES` pieces (a further datagram
-  drops the oldest; a further piece its datagram); a datagram not whole :data:`FRAGMENT_TIMEOUT` seconds of capture
-  time after its first piece is dropped.
+  drops the oldest; a further piece its datagram); a datagram not whole :data:`FRAGMENT_TIMEOUT` seconds (IPv6:
+  :data:`FRAGMENT_TIMEOUT_V6`) of capture time after its first piece is dropped. Linux bounds its datagrams by
+  memory (4 MiB), not by count: more begun at once lets one go unjoined here that the receiver joins. Linux also
+  resets an IPv4 datagram once 64 pieces of its sender's other datagrams came between two of its pieces
+  (``ipfrag_max_dist``); that is not followed.
 
 The compiled scanner (``_scan.c``) holds the same rules; tests compare the two.
 """
@@ -38,22 +45,27 @@ its MTU, and its pieces follow each other: a handful are open at a time on a bus
 MAX_PIECES = 64
 """Pieces held per datagram: a 64 KiB datagram cut at IPv6's minimum MTU (1 280 bytes) is 52 pieces."""
 FRAGMENT_TIMEOUT = 30.0
-"""Seconds of capture time a datagram may take to be whole: Linux's ``ipfrag_time``."""
+"""Seconds of capture time an IPv4 datagram may take to be whole: Linux's ``ipfrag_time``."""
+FRAGMENT_TIMEOUT_V6 = 60.0
+"""The same for IPv6: Linux's ``ip6frag_time`` (RFC 8200 section 4.5)."""
+_TIMEOUTS = {4: FRAGMENT_TIMEOUT, 6: FRAGMENT_TIMEOUT_V6}
 RIGHT, LEFT, WRONG = 0, 1, 2
 """A piece's IPv4 header checksum: right, zero and wrong (left to a card: passive.capture.checksums), or wrong. A
-receiver drops a piece whose header checksum is wrong; a joined packet's header says so, for its segment to be judged
-as one with a wrong checksum is (passive.capture.doubtful; read as any with ``--ignore-checksums``)."""
+receiver drops a piece whose header checksum is wrong. Pieces are joined only with pieces whose checksum has the same
+verdict (part of the datagram's key), so that one the receiver drops never stands in for, or spoils, the right one
+it keeps; a joined packet's header says the verdict, for its segment to be judged as one with a wrong checksum is
+(passive.capture.doubtful; read as any with ``--ignore-checksums``)."""
 MAX_DATAGRAM = 65535  # an IP datagram's payload ends by then (the 16-bit length and offset fields)
 _MAX_LINK_HEADER = 64  # a link header and its tags are shorter; a longer one is not a frame to rebuild
 
 # A datagram being reassembled: [first piece's time, header of the piece at offset 0 (or None; see _piece),
 # pieces [(offset, bytes)], payload length (known from the last piece, else -1), bytes held, joined already,
-# the worst of its pieces' IPv4 header checksums]
+# runs of adjacent pieces [[start, end]] (_place)]
 Datagram = list
 
 
 class Defragmenter:
-    """Joins the pieces of fragmented tunnel packets (see the module docstring)."""
+    """Joins the pieces of fragmented IP packets (see the module docstring)."""
 
     def __init__(self) -> None:
         self._datagrams: dict[tuple[int, bytes, bytes, int, int], Datagram] = {}
@@ -73,13 +85,17 @@ class Defragmenter:
         piece = _piece(linktype, data)
         if piece is None:
             return None
-        self.tcp = piece[0][4] == 6
-        key, offset, more, header, payload, verdict = piece
+        key, offset, more, header, payload = piece
+        self.tcp = key[4] == 6
         size = len(payload)
-        if (more and (size == 0 or size % 8)) or offset + size > MAX_DATAGRAM:
-            return None
+        if more and size % 8:
+            if key[0] == 6:
+                return None  # dropped (RFC 8200 section 4.5: a parameter problem)
+            size &= ~7  # cut to a multiple of 8, as Linux does
+            payload = payload[:size]
+        end = offset + size
         datagrams = self._datagrams
-        for stale in [k for k, d in datagrams.items() if d[0] + FRAGMENT_TIMEOUT < ts]:
+        for stale in [k for k, d in datagrams.items() if d[0] + _TIMEOUTS[k[0]] < ts]:
             del datagrams[stale]
         datagram = datagrams.get(key)
         if datagram is not None and datagram[5]:  # joined already: a copy of one of its pieces, or the key reused
@@ -88,18 +104,13 @@ class Defragmenter:
                 return None
             del datagrams[key]
             datagram = None
+        if end > MAX_DATAGRAM or not size:  # an empty piece ends its datagram (Linux)
+            datagrams.pop(key, None)
+            return None
         if datagram is None:
             if len(datagrams) >= MAX_DATAGRAMS:  # the oldest joined one makes room, else the oldest
                 del datagrams[next((k for k, d in datagrams.items() if d[5]), next(iter(datagrams)))]
-            datagram = datagrams[key] = [ts, None, [], -1, 0, False, RIGHT]
-        end = offset + size
-        for start, held in datagram[2]:
-            if start == offset and len(held) == size:
-                self.copy = True  # an exact duplicate
-                return None
-            if start < end and offset < start + len(held):
-                del datagrams[key]  # overlap: the whole datagram goes
-                return None
+            datagram = datagrams[key] = [ts, None, [], -1, 0, False, []]
         total = datagram[3]
         if (not more and total >= 0 and total != end) or (total >= 0 and end > total):
             del datagrams[key]
@@ -107,12 +118,18 @@ class Defragmenter:
         if not more and any(start + len(held) > end for start, held in datagram[2]):
             del datagrams[key]
             return None
+        placed = _place(datagram[6], offset, end)
+        if placed is not True:
+            if placed is None:
+                del datagrams[key]  # overlap: the whole datagram goes
+            else:  # within what it holds: ignored, and no fragment left unread when it is an exact copy
+                self.copy = any(start == offset and len(held) == size for start, held in datagram[2])
+            return None
         if len(datagram[2]) >= MAX_PIECES:
             del datagrams[key]
             return None
         datagram[2].append((offset, payload))
         datagram[4] += size
-        datagram[6] = max(datagram[6], verdict)
         if not more:
             datagram[3] = end
         if offset == 0:
@@ -121,20 +138,44 @@ class Defragmenter:
             return None
         datagram[5] = True  # kept until it times out or makes room, to know copies of its pieces
         self.joined = len(datagram[2]) - 1
-        return _rebuild(datagram[1], key[0], key[4], datagram[2], datagram[3], datagram[6])
+        return _rebuild(datagram[1], key[0], key[4], datagram[2], datagram[3], key[5])
+
+
+def _place(runs: list[list[int]], offset: int, end: int) -> bool | None:
+    """Where a piece goes among the runs of adjacent pieces a datagram holds (Linux's ``inet_frag_queue_insert``):
+    True when it is taken (``runs`` updated), False when it lies within one run (a duplicate, ignored), None when it
+    overlaps (the datagram is dropped). A piece that ends past every other one overlaps when it starts before their
+    end and extends the last run when it starts there; any other piece is a duplicate only inside one run."""
+    tail = max((run[1] for run in runs), default=-1)
+    if tail < end:
+        if offset < tail:
+            return None
+        for run in runs:
+            if run[1] == offset == tail:
+                run[1] = end
+                return True
+        runs.append([offset, end])
+        return True
+    for run in runs:
+        if end <= run[0] or offset >= run[1]:
+            continue
+        return False if run[0] <= offset and end <= run[1] else None
+    runs.append([offset, end])
+    return True
 
 
 def is_piece(linktype: int, data: bytes) -> bool:
-    """Whether ``data`` is a piece of a fragmented tunnel packet that :meth:`Defragmenter.add` would take up."""
+    """Whether ``data`` is a piece of a fragmented TCP or tunnel packet that :meth:`Defragmenter.add` would take
+    up."""
     return _piece(linktype, data) is not None
 
 
 def _piece(
     linktype: int, data: bytes
-) -> tuple[tuple[int, bytes, bytes, int, int], int, bool, bytes, bytes, int] | None:
-    """(key, offset, more pieces follow, header, payload, header checksum: RIGHT, LEFT or WRONG) of a fragment of a
-    TCP or tunnel packet, or None; the header is one byte giving where the IP header starts, then the link and IP
-    headers."""
+) -> tuple[tuple[int, bytes, bytes, int, int, int], int, bool, bytes, bytes] | None:
+    """(key, offset, more pieces follow, header, payload) of a fragment of a TCP or tunnel packet, or None; the key
+    ends with the IPv4 header checksum's verdict (RIGHT, LEFT, WRONG), the header is one byte giving where the IP
+    header starts, then the link and IP headers."""
     link = link_header(linktype, data)
     if link.__class__ is int:
         return None
@@ -151,8 +192,6 @@ def _piece(
         proto = data[at + 9]
         if ihl < 20 or total < ihl or at + total > n or not frag & 0x3FFF or proto not in JOINED_PROTOCOLS:
             return None
-        key = (4, data[at + 12 : at + 16], data[at + 16 : at + 20], data[at + 4] << 8 | data[at + 5], proto)
-        payload = data[at + ihl : at + total]
         verdict = (
             RIGHT
             if int.from_bytes(data[at : at + ihl], "big") % 0xFFFF == 0
@@ -160,7 +199,9 @@ def _piece(
             if not data[at + 10] | data[at + 11]
             else WRONG
         )
-        return key, (frag & 0x1FFF) * 8, bool(frag & 0x2000), bytes([at]) + data[: at + ihl], payload, verdict
+        key = (4, data[at + 12 : at + 16], data[at + 16 : at + 20], data[at + 4] << 8 | data[at + 5], proto, verdict)
+        payload = data[at + ihl : at + total]
+        return key, (frag & 0x1FFF) * 8, bool(frag & 0x2000), bytes([at]) + data[: at + ihl], payload
     if ethertype == ETHERTYPE_IPV6:
         if at + 48 > n or data[at] >> 4 != 6 or data[at + 6] != 44:
             return None
@@ -169,9 +210,11 @@ def _piece(
         if end < at + 48 or end > n or proto not in JOINED_PROTOCOLS:
             return None
         field = data[at + 42] << 8 | data[at + 43]
+        if not field & 0xFFF9:  # an atomic fragment (RFC 6946): a whole packet, never joined with others
+            return None
         ident = int.from_bytes(data[at + 44 : at + 48], "big")
-        key = (6, data[at + 8 : at + 24], data[at + 24 : at + 40], ident, proto)
-        return key, field & 0xFFF8, bool(field & 1), bytes([at]) + data[: at + 40], data[at + 48 : end], RIGHT
+        key = (6, data[at + 8 : at + 24], data[at + 24 : at + 40], ident, proto, RIGHT)
+        return key, field & 0xFFF8, bool(field & 1), bytes([at]) + data[: at + 40], data[at + 48 : end]
     return None
 
 
@@ -180,7 +223,7 @@ def _rebuild(
 ) -> bytes | None:
     """The frame: the first piece's link and IP headers, lengths set and fragment fields cleared, then the payload;
     None when it would be longer than an IP packet can be. An IPv4 header's checksum tells what the pieces' told
-    (``verdict``, the worst of theirs): right when all were right, zero when one was zero, else wrong."""
+    (``verdict``, the same for all of them): right, zero or wrong."""
     frame = bytearray(header[1:])
     at = header[0]  # where the IP header starts
     if version == 4:
