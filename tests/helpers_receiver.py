@@ -20,7 +20,8 @@ A case is a list of steps, offsets counted in the client's stream (0 is the firs
 ``extra`` bytes past the right edge of the receiver's window, as its latest ACK advertised), ``("badsum", offset,
 bytes)`` and ``("badrst", offset)`` (data, or a RST, with a wrong TCP checksum), ``("frag", offset, bytes)`` (data
 cut into IPv4 fragments of 8 bytes, as a router on the way cuts it) and ``("fragbad", offset, bytes)`` (the same,
-the second piece's IPv4 header checksum wrong).
+the second piece's IPv4 header checksum wrong), ``("noack", offset, bytes)`` (data without the ACK flag) and
+``("badack", offset, bytes)`` (data acknowledging bytes the receiver never sent).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ TOOLS = ("ip", "tcpdump")
 Step = tuple  # ("data", offset, bytes) | ("rst", offset) | ("fin", offset) | ("beyond", extra, bytes) | badsum...
 WRONG_CHECKSUM = 0xBEEF  # the TCP checksum of "badsum" and "badrst" steps: none of theirs is right with it
 PIECE = 8  # bytes of IP payload in each fragment of "frag" and "fragbad" steps
+UNSENT = 100_000  # how far past what the receiver sent a "badack" step's acknowledgement number is
 
 
 def missing_tools() -> list[str]:
@@ -334,6 +336,10 @@ def _play(link: _Link, port: int, steps: list[list]) -> None:
             link.send(port, base + step[1], ack, "PA", bytes.fromhex(step[2]), checksum=WRONG_CHECKSUM)
         elif kind == "badrst":
             link.send(port, base + step[1], ack, "RA", checksum=WRONG_CHECKSUM)
+        elif kind == "noack":  # data without the ACK flag: a synchronized receiver discards it
+            link.send(port, base + step[1], ack, "P", bytes.fromhex(step[2]))
+        elif kind == "badack":  # data acknowledging bytes the receiver never sent: discarded too
+            link.send(port, base + step[1], ack + UNSENT, "PA", bytes.fromhex(step[2]))
         elif kind in ("frag", "fragbad"):  # cut on the way; with one piece the receiver drops
             link.send(
                 port,

@@ -155,7 +155,7 @@ def test_mid_stream_pickup_is_partial_and_resyncs_at_line_boundary():
     s = Session()
     s.feed(
         seg(SERVER, CLIENT, 5000, 9000, payload=b"lfway through a line\r\n250 next\r\n"),
-        seg(CLIENT, SERVER, 9000, 5033, payload=b"QUIT\r\n"),
+        seg(CLIENT, SERVER, 9000, 5032, payload=b"QUIT\r\n"),
     )
     flow = s.finish().flows[0]
     assert flow.flow.partial

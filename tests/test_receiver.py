@@ -70,6 +70,9 @@ CASES: dict[str, list[tuple]] = {
     "bad-checksum-decoy-real-in-fragments": [("badsum", 0, DECOY), ("frag", 0, REAL), ("fin", END)],
     # The decoy in fragments, one with a wrong IPv4 header checksum (the receiver drops it), then the real bytes.
     "fragment-bad-header-decoy": [("fragbad", 0, DECOY), ("data", 0, REAL), ("fin", END)],
+    # A decoy without the ACK flag, or acknowledging bytes the server never sent, then the real bytes.
+    "no-ack-decoy": [("noack", 0, DECOY), ("data", 0, REAL), ("fin", END)],
+    "unsent-ack-decoy": [("badack", 0, DECOY), ("data", 0, REAL), ("fin", END)],
 }
 # Where reassembling "first seen wins", every RST and no window (leakscope before policies) shows the decoy.
 FIRST_FOOLED = {
@@ -83,6 +86,8 @@ FIRST_FOOLED = {
     "bad-checksum-decoy",
     "bad-checksum-rst",
     "bad-checksum-decoy-real-in-fragments",
+    "no-ack-decoy",
+    "unsent-ack-decoy",
 }  # not "fragment-bad-header-decoy": a piece with a wrong header checksum is never joined with right ones, whatever
 # the policy
 
@@ -134,6 +139,7 @@ def test_the_cases_show_the_receiver_taking_the_real_bytes(receiver: tuple[Path,
     assert read["rst-exact"] == b"EHLO c\r\n"
     assert read["bad-checksum-decoy"] == REAL and read["bad-checksum-rst"] == b"EHLO c\r\n" + REAL
     assert read["bad-checksum-decoy-real-in-fragments"] == read["fragment-bad-header-decoy"] == REAL
+    assert read["no-ack-decoy"] == read["unsent-ack-decoy"] == REAL
 
 
 def test_first_seen_wins_is_fooled_where_linux_is_not(receiver: tuple[Path, dict[str, bytes]]) -> None:

@@ -69,6 +69,7 @@ class CaptureCounters:
     window_dropped_bytes: int = 0  # ...their payload bytes
     fins_ignored: int = 0  # FINs behind delivered data, or overtaken by data: the receiver never acts on them
     checksum_drops: int = 0  # segments with a wrong checksum dropped: decoys, never acknowledged (capture.doubtful)
+    ack_drops: int = 0  # segments without the ACK flag, or acknowledging unsent bytes, dropped (capture.acks)
     out_of_order: int = 0  # segments buffered ahead of a hole
     buffer_cap_hits: int = 0  # out-of-order buffer full: hole declared a gap
     anomalies: int = 0  # capture file damage, frame numbering lost, other oddities

@@ -32,8 +32,16 @@ from passive.capture.policy import POLICIES, ReassemblyPolicy
 from passive.capture.stream import HalfStream
 
 MAX_DOUBTFUL = 16
-"""Segments with a wrong checksum held per direction awaiting the receiver's acknowledgement: a window's worth of
-small segments (16 of at most 1460 bytes: 23 KiB a direction at most); past it the oldest is dropped."""
+"""Segments with a wrong checksum (or acknowledging unsent bytes: passive.capture.acks) held per direction awaiting
+the receiver's acknowledgement: a window's worth of small segments (16 of at most 1460 bytes: 23 KiB a direction at
+most; the others are held whole, 16 of at most 64 KiB); past it the oldest is dropped."""
+MAX_HELD_BYTES = 8 << 20
+"""Bytes held over all flows (8 MiB): :data:`MAX_DOUBTFUL` per direction times the flow table's 10 000 flows could
+hold gigabytes; a capture holds a few segments at a time (the receiver's next acknowledgement settles them), so past
+this a further segment is dropped, as one never acknowledged is."""
+ACK_UNSENT = 1
+"""A held item's kind (its fifth field, when it has one): held for acknowledging bytes not sent
+(:mod:`passive.capture.acks`), not for its checksum."""
 KEEP_BUFFERED = POLICIES["first"]
 """How held bytes go in where bytes are already buffered: they never replace them."""
 
@@ -44,6 +52,35 @@ class Doubts:
 
     counters: CaptureCounters
     check_checksums: bool
+    _held_bytes = 0  # bytes of the segments held, over all flows (MAX_HELD_BYTES)
+
+    def _hold_segment(self, half: HalfStream, item: tuple) -> None:
+        """Hold ``item`` (sequence number, data, frame, time[, kind]) in ``half`` until its receiver acknowledges it,
+        within :data:`MAX_DOUBTFUL` and :data:`MAX_HELD_BYTES`."""
+        size = len(item[1])
+        if self._held_bytes + size > MAX_HELD_BYTES:
+            self._drop_held(item)
+            return
+        held = half.doubtful
+        if held is None:
+            held = half.doubtful = []
+        elif len(held) >= MAX_DOUBTFUL:
+            self._unhold(held.pop(0), dropped=True)
+        held.append(item)
+        self._held_bytes += size
+
+    def _unhold(self, item: tuple, dropped: bool) -> None:
+        """``item`` is held no more: read, or ``dropped`` (counted)."""
+        self._held_bytes -= len(item[1])
+        if dropped:
+            self._drop_held(item)
+
+    def _drop_held(self, item: tuple) -> None:
+        """Count a held segment dropped: one with a wrong checksum, or one acknowledging unsent bytes."""
+        if len(item) > 4 and item[4] == ACK_UNSENT:
+            self.counters.ack_drops += 1
+        else:
+            self.counters.checksum_drops += 1
 
     def _add(
         self, flow: Flow, direction: int, half: HalfStream, rel: int, data: bytes, wire_len: int, frame: int,
@@ -66,13 +103,7 @@ class Doubts:
         if not size or flags & (SYN | RST) or ended or len(segment[7]) != size:
             self.counters.checksum_drops += 1  # a reset, an end or an acknowledgement the receiver never saw
             return True
-        held = half.doubtful
-        if held is None:
-            held = half.doubtful = []
-        elif len(held) >= MAX_DOUBTFUL:
-            held.pop(0)
-            self.counters.checksum_drops += 1
-        held.append((segment[4], segment[7], frame, ts))
+        self._hold_segment(half, (segment[4], segment[7], frame, ts))
         return True
 
     def _acknowledged(self, flow: Flow, direction: int, half: HalfStream, ack: int | None = None) -> None:
@@ -83,18 +114,21 @@ class Doubts:
         if ack is not None:
             half.acked = ack
         acked = half.rel(half.acked)
-        kept = []
-        for item in held:
+        kept: list[tuple] = []
+        half.doubtful = None  # being settled here: a flow ended meanwhile finds nothing of it held
+        for index, item in enumerate(held):
             if flow._halves is None:  # what was read named the flow no mail: nothing more is read
+                for rest in kept + held[index:]:
+                    self._unhold(rest, dropped=False)
                 return
-            seq, data, frame, ts = item
+            seq, data, frame, ts = item[:4]
             rel = half.rel(seq)
             end = rel + len(data)
             if end > acked:
                 kept.append(item)
-            elif end <= half.next_rel:
-                self.counters.checksum_drops += 1  # its bytes came, right, in another segment: a decoy
-            else:
+                continue
+            self._unhold(item, dropped=end <= half.next_rel)  # its bytes came, right, in another segment: a decoy
+            if end > half.next_rel:
                 self._add(flow, direction, half, rel, data, len(data), frame, ts, KEEP_BUFFERED)
         half.doubtful = kept or None
         if not kept:
@@ -103,6 +137,6 @@ class Doubts:
     def _forget_doubts(self, halves: tuple[HalfStream, HalfStream]) -> None:
         """The flow ends: what is held was never acknowledged, and is dropped."""
         for half in halves:
-            if half.doubtful:
-                self.counters.checksum_drops += len(half.doubtful)
-                half.doubtful = None
+            for item in half.doubtful or ():
+                self._unhold(item, dropped=True)
+            half.doubtful = None

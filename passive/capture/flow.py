@@ -118,6 +118,7 @@ class Flow:
         "server_addr",
         "server_port",
         "skip_armed",
+        "skip_rules",
         "skip_wanted",
         "state",
         "vnet",
@@ -160,6 +161,7 @@ class Flow:
         self._skips: list[Flow] | None = None  # the reassembler's list of flows whose handler wants bytes skipped
         self.skip_wanted = False
         self.skip_armed = False  # the scanner was told it may drop this flow's bytes (it may have stopped since)
+        self.skip_rules = (0, 0)  # ...per direction (client's first), how: SKIP_NONE (0) where it drops none
 
     def want_skip(self) -> None:
         """The handler may let what follows be dropped unread (``StreamHandler.skippable``): asked once the batch

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from passive.capture.acks import AckChecks
 from passive.capture.checksums import INFO_CSUM_VALID, INFO_CSUM_WRONG
 from passive.capture.classifying import MAX_CLASSIFY_HELD, Classification
 from passive.capture.counters import CaptureCounters
@@ -75,7 +76,7 @@ from passive.capture.skipping import apply_notice
 from passive.capture.stream import SEQ_MASK, HalfStream, handshake_done, one_sided, rst_valid, syn_seen
 
 
-class Reassembler(Classification, Doubts):
+class Reassembler(Classification, Doubts, AckChecks):
     """Per-direction TCP reassembly over a bounded flow table (see the module docstring for the policy)."""
 
     def __init__(
@@ -113,6 +114,7 @@ class Reassembler(Classification, Doubts):
         self.external_clock = external_clock
         self.policy = policy_named(policy)
         self.check_checksums = check_checksums and self.policy.validates  # passive.capture.checksums
+        self.check_acks = self.policy.validates  # passive.capture.acks
         self.held: HeldBudget[Flow] = HeldBudget(max_classify_held)  # what the flows being classified hold
         self.skip_requests: list[Flow] = []  # flows whose handler would let bytes be dropped (capture.skipping)
         self._table = FlowTable()
@@ -147,6 +149,8 @@ class Reassembler(Classification, Doubts):
         half = halves[direction]
         if info & INFO_CSUM_WRONG and half.checked and self._doubted(entry, segment, frame, ts):
             return  # held until its receiver acknowledges it, or dropped (passive.capture.doubtful)
+        if self.check_acks and (wire_len or flags & FIN) and self._ack_refused(flow, direction, segment, frame, ts):
+            return  # no ACK, or one of bytes its receiver never sent: dropped, or held (passive.capture.acks)
         if flags & (SYN | FIN | RST) or not half.started:
             self._segment(flow, halves, direction, segment, frame, ts)
         elif not wire_len:  # a bare ACK: the receiver's acknowledgement and window (see beyond_window), the peer's
@@ -359,6 +363,7 @@ class Reassembler(Classification, Doubts):
     def _ignore(self, flow: Flow) -> None:
         if flow._halves is not None:
             flow._isn = flow._halves[Direction.CLIENT_TO_SERVER].syn_seq
+            self._forget_doubts(flow._halves)
             for half in flow._halves:
                 self._pending_total -= half.clear()  # also stops a drain loop that is running on this list
         if flow._events is not None:

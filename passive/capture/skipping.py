@@ -96,6 +96,7 @@ def arm_requested(reassembler: Reassembler, scanner: Any) -> None:
         scanner.skip_none()
         for flow in flows:
             flow.skip_wanted = flow.skip_armed = False
+            flow.skip_rules = (0, 0)
         flows.clear()
         return
     for flow in flows:
@@ -103,7 +104,7 @@ def arm_requested(reassembler: Reassembler, scanner: Any) -> None:
         plan = _plan(flow)
         if plan is None and not flow.skip_armed:
             continue
-        flow.skip_armed = (
+        armed = (
             scanner.skip_flow(
                 flow.client_addr,
                 flow.client_port,
@@ -115,6 +116,7 @@ def arm_requested(reassembler: Reassembler, scanner: Any) -> None:
             )
             and plan is not None
         )
+        flow.skip_armed, flow.skip_rules = armed, (plan[0], plan[4]) if armed and plan else (0, 0)
     flows.clear()
 
 
@@ -126,6 +128,9 @@ def _plan(flow: Flow) -> list[Any] | None:
     halves, handler = flow._halves, flow.handler
     if halves is None or handler is None or flow.state != Flow.ACTIVE or flow.evict_class != ESTABLISHED:
         return None
+    skippable = getattr(handler, "skippable", None)  # a handler that never drops bytes need not have one
+    if skippable is None:
+        return None
     plan: list[Any] = []
     for direction in (Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT):
         half = halves[direction]
@@ -133,7 +138,7 @@ def _plan(flow: Flow) -> list[Any] | None:
             return None
         if half.doubtful:  # a segment held until acknowledged: the notices' order would settle it (doubtful.py)
             return None
-        rule = handler.skippable(flow, DIRECTIONS[direction])
+        rule = skippable(flow, DIRECTIONS[direction])
         mode, left, line_start = rule if rule is not None else (SKIP_NONE, 0, False)
         if left > MAX_LEFT:
             mode, left = SKIP_NONE, 0

@@ -83,9 +83,10 @@ class HalfStream:
         # A segment of this direction off the fast path (its SYN, its first, a FIN...) had right checksums: the
         # capture shows them, so a wrong one is no capture artifact (passive.capture.checksums).
         self.checked = False
-        # Segments of this direction with a wrong checksum awaiting the receiver's acknowledgement: (sequence
-        # number, data, frame, time), oldest first; None for none (passive.capture.doubtful).
-        self.doubtful: list[tuple[int, bytes, int, float]] | None = None
+        # Segments of this direction with a wrong checksum, or acknowledging unsent bytes, awaiting the receiver's
+        # acknowledgement: (sequence number, data, frame, time[, kind]), oldest first; None for none
+        # (passive.capture.doubtful, passive.capture.acks).
+        self.doubtful: list[tuple] | None = None
 
     def start(self, seq: int, flags: int, resync: bool, options: int = 0, window: int = 0) -> bool:
         """Anchor the sequence space on this direction's first segment; False if that is not a SYN."""

@@ -295,6 +295,13 @@ def _analyze(
             "receivers drop them (decoys, or never acknowledged); --ignore-checksums reads every segment",
             err=True,
         )
+    if results.counters.ack_drops:  # a capture that lost or reordered segments, most often, or planted decoys
+        click.echo(
+            f"leakscope: note: {results.counters.ack_drops} segment(s) without the ACK flag, or acknowledging bytes "
+            "never sent, dropped, as their receivers discard them (decoys, or never acknowledged); "
+            "--reassembly first reads every segment",
+            err=True,
+        )
     return results
 
 

@@ -1,0 +1,73 @@
+"""Segments a synchronized receiver discards for what they acknowledge, which a sender plants as decoys.
+
+Past the handshake a receiver reads a segment only when it acknowledges what the receiver sent (RFC 9293 section
+3.10.7.4, the "fifth, check the ACK field" step; Linux's ``tcp_rcv_established`` and ``tcp_ack``):
+
+* a segment without the ACK flag (neither a SYN nor a RST) is discarded: dropped here at once (``ack_drops``);
+* a segment acknowledging bytes the receiver never sent (past its next sequence number, its FIN counted) is
+  discarded too. A capture that lost some of the receiver's segments shows a real one so, its acknowledgement past
+  what the capture holds: so such a segment is held as one with a wrong checksum is
+  (:mod:`passive.capture.doubtful`) until the receiver acknowledges its end, then read where no other segment
+  brought its bytes, and dropped where one did (a decoy) or when never acknowledged (``ack_drops``).
+
+Both hold for data and FINs (a FIN so planted would end what the server goes on with); a bare ACK is read as it
+comes (one past what the capture holds is the usual sign of a capture that lost packets, and its acknowledgement
+only closes holes). Under the ``first`` policy every segment is read. Not judged: a direction whose receiver's
+bytes the scanner drops unread (:mod:`passive.capture.skipping`: their end is not known here), and an
+acknowledgement too old (before the receiver's unacknowledged data by more than a window), which Linux also
+discards; a sender can plant one so.
+"""
+
+from __future__ import annotations
+
+from passive.capture.counters import CaptureCounters
+from passive.capture.doubtful import ACK_UNSENT
+from passive.capture.flow import Flow
+from passive.capture.linklayer import ACK, FIN, RST, SYN, Segment
+from passive.capture.stream import SEQ_HALF, SEQ_MASK, HalfStream
+
+
+def acknowledges_unsent(other: HalfStream, ack: int) -> bool:
+    """Whether ``ack``, sent to the direction ``other`` is, acknowledges bytes it never sent: past the highest byte
+    the capture shows of it (delivered, buffered, held or lost), and past its FIN plus one when it sent one."""
+    if not other.started:
+        return False
+    high = other.high_rel()
+    for item in other.doubtful or ():  # held, not read yet: sent all the same
+        high = max(high, other.rel(item[0]) + len(item[1]))
+    end = (other.next_seq + high - other.next_rel) & SEQ_MASK
+    if other.fin_rel is not None:
+        end = (end + 1) & SEQ_MASK
+    return 0 < (ack - end) & SEQ_MASK < SEQ_HALF
+
+
+class AckChecks:
+    """The reassembler's handling of segments whose ACK field the receiver refuses (a mixin of
+    :class:`~passive.capture.reassembly.Reassembler`)."""
+
+    counters: CaptureCounters
+
+    def _ack_refused(self, flow: Flow, direction: int, segment: Segment, frame: int, ts: float) -> bool:
+        """A data segment or FIN (``Reassembler.process`` asks of no other) without the ACK flag, dropped, or
+        acknowledging unsent bytes, held: True when done with here."""
+        flags = segment[6]
+        if flags & (SYN | RST):
+            return False
+        if not flags & ACK:
+            self.counters.ack_drops += 1
+            return True
+        halves = flow._halves
+        assert halves is not None
+        other = halves[1 - direction]
+        if not other.started or not 0 < (segment[5] - other.next_seq) & SEQ_MASK < SEQ_HALF:
+            return False  # the usual case, first: at most what the capture shows delivered of the receiver's bytes
+        if (flow.skip_armed and flow.skip_rules[1 - direction]) or not acknowledges_unsent(other, segment[5]):
+            return False  # (its receiver's bytes go unread below Python: where they end is not known here)
+        if segment[6] & FIN or len(segment[7]) != segment[8]:
+            self.counters.ack_drops += 1  # an end, or a segment not captured whole: nothing to hold
+            return True
+        self._hold_segment(halves[direction], (segment[4], segment[7], frame, ts, ACK_UNSENT))
+        return True
+
+    def _hold_segment(self, half: HalfStream, item: tuple) -> None:
+        raise NotImplementedError  # passive.capture.doubtful
