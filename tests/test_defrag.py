@@ -212,7 +212,8 @@ def _cut_plain(packet: Packet, ident: int, size: int, header: str) -> list[bytes
     pieces' header checksums ``right``, ``zero`` or ``wrong``."""
     if packet.version == 6:
         whole = Ether(**MAC) / IPv6(src=packet.src, dst=packet.dst) / IPv6ExtHdrFragment(id=ident) / packet[TCP]
-        return [bytes(piece) for piece in fragment6(whole, size + 56)]
+        # fragment6's size counts the headers: pieces of 24 bytes at least, the first holding the TCP header whole
+        return [bytes(piece) for piece in fragment6(whole, max(size, 24) + 64)]
     packet = packet.copy()
     packet.id, packet.flags = ident, 0
     frames = [bytearray(bytes(Ether(**MAC) / piece)) for piece in fragment(packet, size)]
@@ -240,7 +241,7 @@ def test_a_session_whose_every_segment_was_cut_on_its_way_reads_as_the_session_w
         data = len(packet[TCP].payload) > 0  # a bare ACK, a SYN or FIN with a wrong checksum is dropped at once
         pieces = _cut_plain(packet, number, 16, ("right", "zero", "wrong")[number % 3] if data else "right")
         frames += [(ts, piece) for piece in (pieces[::-1] if number % 2 else pieces)]
-    assert len(frames) > 4 * len(session)
+    assert len(frames) > 3 * len(session)
     cut = _write(tmp_path / "cut.pcap", frames)
     expected = run(whole, backend, monkeypatch)
     got = run(cut, backend, monkeypatch)
@@ -313,3 +314,47 @@ def test_ipv6_takes_longer_and_an_atomic_fragment_is_a_whole_packet() -> None:
     atomic = bytes(Ether(**MAC) / IPv6(src=packet.src, dst=packet.dst) / IPv6ExtHdrFragment(id=5) / packet[TCP])
     assert not defrag.is_piece(1, atomic)  # RFC 6946: read as a packet, and the datagram being joined is left alone
     assert _joined([*pieces[:-1], atomic, pieces[-1]]) is not None
+
+
+def _piece4(packet: Packet, offset: int, data: bytes, more: bool, ident: int = 9) -> bytes:
+    piece = IP(src=packet[IP].src, dst=packet[IP].dst, id=ident, proto=6, flags="MF" if more else 0, frag=offset // 8)
+    return bytes(Ether(**MAC) / piece / Raw(data))
+
+
+def _piece6(packet: Packet, offset: int, data: bytes, more: bool, ident: int = 9) -> bytes:
+    fragment_header = IPv6ExtHdrFragment(id=ident, offset=offset // 8, m=int(more), nh=6)
+    return bytes(Ether(**MAC) / IPv6(src=packet.src, dst=packet.dst) / fragment_header / Raw(data))
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_a_piece_past_65535_bytes_spoils_an_ipv4_datagram_and_is_ignored_in_ipv6(
+    version: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Linux takes an IPv4 piece ending past 65 535 bytes: its datagram can never be whole, and its last piece ends
+    it (a decoy cut after such a piece is never read). IPv6 ignores the piece and joins the rest."""
+    inner = TCP(sport=41000, dport=25, flags="PA", seq=1) / Raw(b"z" * 44)
+    if version == 4:
+        packet = _right(IP(src="10.99.0.10", dst="10.99.0.1") / inner)
+        whole, cut = bytes(packet[IP].payload), _piece4
+    else:
+        packet = IPv6(src="2001:db8::10", dst="2001:db8::1") / inner
+        packet = IPv6(bytes(packet))
+        whole, cut = bytes(packet[TCP]), _piece6
+    frames = [cut(packet, 0, whole[:32], True), cut(packet, 32, whole[32:], False)]
+    frames.insert(0 if version == 4 else 1, cut(packet, 65528, b"o" * 16, True))  # before the pieces, or among them
+    joined = _joined(frames)
+    assert (joined is None) if version == 4 else (joined is not None and bytes(Ether(joined)[TCP]) == whole)
+    if scanread.native_available():
+        path = _write(tmp_path / "over.pcap", [(1_800_000_000.0 + i, frame) for i, frame in enumerate(frames)])
+        assert_same(run(path, "auto", monkeypatch), run(path, "python", monkeypatch))
+
+
+def test_an_ipv6_first_piece_without_its_tcp_header_whole_is_ignored() -> None:
+    """RFC 8200 section 4.5 (Linux's ipv6frag_thdr_truncated): the receiver drops a first piece shorter than the TCP
+    header, and joins the datagram once a first piece that holds it comes."""
+    packet = IPv6(bytes(IPv6(src="2001:db8::10", dst="2001:db8::1") / TCP(sport=41000, dport=25) / Raw(b"q" * 40)))
+    whole = bytes(packet[TCP])
+    short = _piece6(packet, 0, whole[:16], True)
+    rest = _piece6(packet, 16, whole[16:], False)
+    assert _joined([short, rest]) is None
+    assert _joined([short, _piece6(packet, 0, whole[:24], True), _piece6(packet, 24, whole[24:], False)]) is not None

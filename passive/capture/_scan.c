@@ -994,7 +994,7 @@ typedef struct datagram_s {
     Py_ssize_t header_len, ip_at;
     Py_ssize_t starts[MAX_PIECES], sizes[MAX_PIECES];
     Py_ssize_t run_starts[MAX_PIECES], run_ends[MAX_PIECES]; /* runs of adjacent pieces (defrag._place) */
-    int runs;
+    int runs, poisoned;           /* poisoned: a piece past 65 535 bytes was taken (defrag's datagram[7]) */
     Py_ssize_t total, held;       /* the payload's length (-1 while unknown), the bytes held */
     int verdict;                  /* its pieces' IPv4 header checksum (defrag.RIGHT, LEFT, WRONG): part of its key */
     uint8_t *payload;             /* MAX_DATAGRAM bytes, kept for the slot's next datagram */
@@ -1073,6 +1073,7 @@ static datagram_t *defrag_begin(Scanner *sc, const piece_t *p, double ts) {
     g->born = sc->datagrams_born++; g->first = ts;
     memcpy(g->src, p->src, alen); memcpy(g->dst, p->dst, alen);
     g->ident = p->ident; g->proto = p->proto; g->total = -1; g->held = 0; g->verdict = p->verdict; g->runs = 0;
+    g->poisoned = 0;
     return g;
 }
 
@@ -1125,9 +1126,11 @@ static Py_ssize_t defrag_add(Scanner *sc, int linktype, const uint8_t *d, Py_ssi
     sc->copy = sc->tcp_piece = 0;
     if (!defrag_piece(linktype, d, n, &p)) return 0;
     sc->tcp_piece = p.proto == 6;
-    if (p.more && p.size % 8) {
-        if (p.version == 6) return 0; /* dropped (RFC 8200 section 4.5) */
-        p.size &= ~(Py_ssize_t)7;   /* cut to a multiple of 8, as Linux does */
+    if (p.version == 6) { /* defrag._shaped: ignored (RFC 8200 section 4.5, ipv6frag_thdr_truncated) */
+        Py_ssize_t first = p.proto == 6 ? 20 : p.proto == 17 ? 8 : 1;
+        if ((p.more && p.size % 8) || p.offset + p.size > MAX_DATAGRAM || (p.offset == 0 && p.size < first)) return 0;
+    } else if (p.more && p.size % 8) {
+        p.size &= ~(Py_ssize_t)7; /* cut to a multiple of 8, as Linux does */
     }
     if (!sc->datagrams && !(sc->datagrams = PyMem_Calloc(MAX_DATAGRAMS, sizeof(datagram_t)))) return -1;
     for (int i = 0; i < MAX_DATAGRAMS; i++) {
@@ -1145,7 +1148,7 @@ static Py_ssize_t defrag_add(Scanner *sc, int linktype, const uint8_t *d, Py_ssi
         g = NULL;
     }
     Py_ssize_t end = p.offset + p.size;
-    if (end > MAX_DATAGRAM || !p.size) { /* an empty piece ends its datagram (Linux) */
+    if (!p.size) { /* an empty piece ends its datagram (Linux) */
         if (g) g->used = 0;
         return 0;
     }
@@ -1162,7 +1165,8 @@ static Py_ssize_t defrag_add(Scanner *sc, int linktype, const uint8_t *d, Py_ssi
         return 0;
     }
     if (g->pieces >= MAX_PIECES) { g->used = 0; return 0; }
-    memcpy(g->payload + p.offset, p.payload, p.size);
+    if (end > MAX_DATAGRAM) g->poisoned = 1; /* an IPv4 piece past 65 535 bytes: its datagram is never whole */
+    else memcpy(g->payload + p.offset, p.payload, p.size);
     g->starts[g->pieces] = p.offset; g->sizes[g->pieces] = p.size; g->pieces++;
     g->held += p.size;
     if (!p.more) g->total = end;
@@ -1171,6 +1175,7 @@ static Py_ssize_t defrag_add(Scanner *sc, int linktype, const uint8_t *d, Py_ssi
         g->header_len = p.header_len; g->ip_at = p.at; g->has_header = 1;
     }
     if (!g->has_header || g->total < 0 || g->held != g->total) return 0;
+    if (g->poisoned) { g->used = 0; return 0; } /* longer than an IP packet can be: dropped whole */
     g->used = 2; /* kept until it times out or makes room, to know copies of its pieces */
     sc->joined = g->pieces - 1;
     if (!sc->rebuilt && !(sc->rebuilt = PyMem_Malloc(MAX_HEADER + MAX_DATAGRAM))) return -1;

@@ -21,8 +21,9 @@ Rules (the Linux receiver's since 5.1, RFC 5722 and its erratum 3089 for IPv6):
   ignored: Linux's ``inet_frag_queue_insert``); an exact duplicate is no fragment left unread, and neither is a copy
   of a piece of a datagram joined already (kept until it times out or makes room);
 - an IPv4 piece that is not the last and whose length is not a multiple of 8 is cut to one (an IPv6 one is
-  ignored); an empty piece drops its datagram; a piece that would end past 65 535 bytes is ignored; a datagram whose
-  last pieces disagree on its length is dropped;
+  ignored); an empty piece drops its datagram; an IPv4 piece that would end past 65 535 bytes is taken, and its
+  datagram is never whole (an IPv6 one is ignored); so is an IPv6 first piece without its TCP or UDP header whole;
+  a datagram whose last pieces disagree on its length is dropped;
 - at most :data:`MAX_DATAGRAMS` datagrams are held, each of at most :data:`MAX_PIECES` pieces (a further datagram
   drops the oldest; a further piece its datagram); a datagram not whole :data:`FRAGMENT_TIMEOUT` seconds (IPv6:
   :data:`FRAGMENT_TIMEOUT_V6`) of capture time after its first piece is dropped. Linux bounds its datagrams by
@@ -49,6 +50,7 @@ FRAGMENT_TIMEOUT = 30.0
 FRAGMENT_TIMEOUT_V6 = 60.0
 """The same for IPv6: Linux's ``ip6frag_time`` (RFC 8200 section 4.5)."""
 _TIMEOUTS = {4: FRAGMENT_TIMEOUT, 6: FRAGMENT_TIMEOUT_V6}
+_FIRST_HEADER = {6: 20, 17: 8}  # an IPv6 first piece holds its TCP or UDP header whole, any other a byte of it
 RIGHT, LEFT, WRONG = 0, 1, 2
 """A piece's IPv4 header checksum: right, zero and wrong (left to a card: passive.capture.checksums), or wrong. A
 receiver drops a piece whose header checksum is wrong. Pieces are joined only with pieces whose checksum has the same
@@ -60,7 +62,7 @@ _MAX_LINK_HEADER = 64  # a link header and its tags are shorter; a longer one is
 
 # A datagram being reassembled: [first piece's time, header of the piece at offset 0 (or None; see _piece),
 # pieces [(offset, bytes)], payload length (known from the last piece, else -1), bytes held, joined already,
-# runs of adjacent pieces [[start, end]] (_place)]
+# runs of adjacent pieces [[start, end]] (_place), a piece ending past 65 535 bytes taken (never whole)]
 Datagram = list
 
 
@@ -87,30 +89,25 @@ class Defragmenter:
             return None
         key, offset, more, header, payload = piece
         self.tcp = key[4] == 6
+        shaped = _shaped(key, offset, more, payload)
+        if shaped is None:
+            return None
+        payload = shaped
         size = len(payload)
-        if more and size % 8:
-            if key[0] == 6:
-                return None  # dropped (RFC 8200 section 4.5: a parameter problem)
-            size &= ~7  # cut to a multiple of 8, as Linux does
-            payload = payload[:size]
         end = offset + size
         datagrams = self._datagrams
         for stale in [k for k, d in datagrams.items() if d[0] + _TIMEOUTS[k[0]] < ts]:
             del datagrams[stale]
-        datagram = datagrams.get(key)
-        if datagram is not None and datagram[5]:  # joined already: a copy of one of its pieces, or the key reused
-            if (offset, payload) in datagram[2]:
-                self.copy = True
-                return None
-            del datagrams[key]
-            datagram = None
-        if end > MAX_DATAGRAM or not size:  # an empty piece ends its datagram (Linux)
+        datagram = self._open(key, offset, payload)
+        if self.copy:
+            return None
+        if not size:  # an empty piece ends its datagram (Linux)
             datagrams.pop(key, None)
             return None
         if datagram is None:
             if len(datagrams) >= MAX_DATAGRAMS:  # the oldest joined one makes room, else the oldest
                 del datagrams[next((k for k, d in datagrams.items() if d[5]), next(iter(datagrams)))]
-            datagram = datagrams[key] = [ts, None, [], -1, 0, False, []]
+            datagram = datagrams[key] = [ts, None, [], -1, 0, False, [], False]
         total = datagram[3]
         if (not more and total >= 0 and total != end) or (total >= 0 and end > total):
             del datagrams[key]
@@ -130,15 +127,43 @@ class Defragmenter:
             return None
         datagram[2].append((offset, payload))
         datagram[4] += size
+        datagram[7] = datagram[7] or end > MAX_DATAGRAM
         if not more:
             datagram[3] = end
         if offset == 0:
             datagram[1] = header
         if datagram[1] is None or datagram[3] < 0 or datagram[4] != datagram[3]:
             return None
+        if datagram[7]:  # longer than an IP packet can be: never whole (Linux's ip_frag_reasm drops it)
+            del datagrams[key]
+            return None
         datagram[5] = True  # kept until it times out or makes room, to know copies of its pieces
         self.joined = len(datagram[2]) - 1
         return _rebuild(datagram[1], key[0], key[4], datagram[2], datagram[3], key[5])
+
+    def _open(self, key: tuple, offset: int, payload: bytes) -> Datagram | None:
+        """The datagram being joined under ``key``, if any. One joined already keeps the key while it lasts, to know
+        copies of its pieces (``copy`` set); any other piece under it begins a new datagram."""
+        datagram = self._datagrams.get(key)
+        if datagram is None or not datagram[5]:
+            return datagram
+        if (offset, payload) in datagram[2]:
+            self.copy = True
+            return datagram
+        del self._datagrams[key]
+        return None
+
+
+def _shaped(key: tuple, offset: int, more: bool, payload: bytes) -> bytes | None:
+    """A piece's payload as the receiver takes it: an IPv4 one that is not the last cut to a multiple of 8 (one
+    ending past 65 535 bytes is taken too: its datagram is never whole); None for an IPv6 one it ignores, not the
+    last and not a multiple of 8, ending past 65 535 bytes, or a first piece without its upper-layer header whole
+    (RFC 8200 section 4.5; Linux's ``ipv6frag_thdr_truncated``)."""
+    size = len(payload)
+    if key[0] == 6:
+        truncated = offset == 0 and size < _FIRST_HEADER.get(key[4], 1)
+        return None if (more and size % 8) or offset + size > MAX_DATAGRAM or truncated else payload
+    return payload[: size & ~7] if more and size % 8 else payload
 
 
 def _place(runs: list[list[int]], offset: int, end: int) -> bool | None:
