@@ -37,7 +37,23 @@ def _unsent_ack(planted: Ether) -> bytes:
     return bytes(planted)
 
 
-@pytest.mark.parametrize("plant", [_no_ack, _unsent_ack], ids=["no ACK flag", "ACK of unsent bytes"])
+def _too_old_ack(planted: Ether) -> bytes:
+    planted[TCP].ack = (planted[TCP].ack - 1_000_000) & 0xFFFFFFFF  # the capture's segments have no window scale
+    del planted[IP].len, planted[IP].chksum, planted[TCP].chksum
+    return bytes(planted)
+
+
+def _half_away_ack(planted: Ether) -> bytes:
+    planted[TCP].ack = (planted[TCP].ack + (1 << 31)) & 0xFFFFFFFF
+    del planted[IP].len, planted[IP].chksum, planted[TCP].chksum
+    return bytes(planted)
+
+
+@pytest.mark.parametrize(
+    "plant",
+    [_no_ack, _unsent_ack, _too_old_ack, _half_away_ack],
+    ids=["no ACK flag", "ACK of unsent bytes", "ACK too old", "ACK half the sequence space away"],
+)
 def test_a_foreign_rcpt_the_receiver_discards_for_its_ack_field_is_no_open_relay(tmp_path: Path, plant) -> None:
     """The decoy's checksums are right; its ACK field makes the server discard it, and it reads the local RCPT."""
     pcap = _insertion(tmp_path / "planted.pcap", DECOY, REAL, transaction(rcpts=("a@contoso.com",)), plant)
@@ -85,21 +101,88 @@ def test_a_capture_that_lost_server_segments_still_reads_the_client(tmp_path: Pa
 
 
 def test_what_is_held_is_bounded_over_all_flows_and_given_back(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every flow's client sends segments acknowledging bytes its server never sent: held, within MAX_DOUBTFUL per
-    direction and MAX_HELD_BYTES over all flows (past it, dropped); the flows' end gives every byte back."""
+    """Every flow's client sends segments acknowledging bytes its server never sent: held, within MAX_HELD_DIRECTION
+    per direction (past it the oldest is dropped) and MAX_HELD_BYTES over all flows (past it the new one is); the
+    flows' end gives every byte back."""
     from passive.capture import doubtful
+    from passive.capture.held import HELD_CHUNK_COST
     from tests.test_reassembly import Session, handshake, seg
 
-    monkeypatch.setattr(doubtful, "MAX_HELD_BYTES", 50_000)
-    session = Session()
     size, flows = 1_000, 8
+    cost = HELD_CHUNK_COST + size
+    monkeypatch.setattr(doubtful, "MAX_HELD_DIRECTION", 16 * cost)
+    monkeypatch.setattr(doubtful, "MAX_HELD_BYTES", 50 * cost)
+    session = Session()
     for number in range(flows):
         client = ("10.0.0.1", 40000 + number)
         c, v = handshake(session, client=client)
-        for index in range(doubtful.MAX_DOUBTFUL + 2):
+        for index in range(18):
             session.feed(seg(client, ("10.0.0.2", 25), c + index * size, v + 5_000, payload=b"x" * size))
-        assert session.reassembler._held_bytes <= 50_000
-    assert session.reassembler._held_bytes == 50 * size  # 16 a flow, the third flow's 18 stopped at 50 000 bytes
-    session.finish()
+        assert session.reassembler._held_bytes <= 50 * cost
+    assert session.reassembler._held_bytes == 50 * cost  # 16 a flow, the fourth flow's 18 stopped at 50
+    session.finish()  # the capture's end: what is held brought bytes nothing else did, and is read
     assert session.reassembler._held_bytes == 0
-    assert session.counters.ack_drops == flows * (doubtful.MAX_DOUBTFUL + 2)
+    read = sum(len(flow.client_data) for flow in session.recorder.flows)
+    assert read == 50 * size and session.counters.ack_drops == flows * 18 - 50
+
+
+def test_the_capture_cut_after_the_last_command_still_reads_it(tmp_path: Path) -> None:
+    """The server's reply to EHLO is lost, the capture ends after AUTH PLAIN: nothing acknowledges it, but no other
+    segment brought its bytes, so it is read at the capture's end (held until then)."""
+    segments = conversation_segments(turns("\n".join([
+        "S: 220 mx.contoso.com ESMTP", "C: EHLO client.example", "S: 250-mx.contoso.com", "S: 250 AUTH PLAIN",
+        "C: AUTH PLAIN AGFsaWNlAHNlY3JldA==",
+    ])), CLIENT, SERVER)  # fmt: skip
+    frames = ethernet_frames(segments)
+    kept = [(ts, bytes(f)) for (ts, f), seg in zip(frames, segments, strict=True) if not seg[5].startswith(b"250")]
+    kept = kept[: next(i for i, (_, f) in enumerate(kept) if b"AUTH PLAIN AG" in f) + 1]
+    pcap = tmp_path / "cut.pcap"
+    pcap.write_bytes(pcap_bytes(kept))
+    kinds = [f["type"] for f in analyze(pcap)]
+    assert "cleartext-credentials" in kinds
+    assert _summary(pcap)["ack_drops"] == 0
+
+
+def test_held_segments_of_a_flow_named_no_mail_are_given_back() -> None:
+    """A held segment is kept while the one read before it names the flow no mail (every-port mode): its bytes go
+    back to the budget with the flow."""
+    from passive.analysis.classify import classify_mail
+    from passive.capture.linklayer import ACK
+    from tests.test_reassembly import Session, handshake, seg
+
+    session = Session(classifier=classify_mail, server_ports=frozenset())
+    for number in range(3):
+        client, server = ("10.0.0.1", 41000 + number), ("10.0.0.2", 8000)
+        c, v = handshake(session, client=client, server=server)
+        greeting = b"220 ftp01\r\n"  # a bare 220 waits for the client's first line
+        session.feed(seg(server, client, v, c, payload=greeting))
+        v += len(greeting)
+        first = b"USER anonymous\r\n"  # FTP's USER: no mail
+        session.feed(seg(client, server, c + len(first), v + 5000, payload=b"B" * 100))  # held, kept below
+        session.feed(seg(client, server, c, v + 5000, payload=first))  # held
+        session.feed(seg(server, client, v, c + len(first), ACK))  # the first is read: no mail
+        assert session.reassembler._held_bytes == 0
+    assert session.counters.flows_not_mail == 3
+
+
+def test_a_burst_after_a_lost_receiver_segment_is_read_once_acknowledged() -> None:
+    """The capture lost a server segment; the client's next 40 segments acknowledge it, and are held until the
+    server acknowledges them: all read, in order, none dropped."""
+    from passive.capture.linklayer import ACK
+    from tests.test_reassembly import CLIENT as C
+    from tests.test_reassembly import SERVER as S
+    from tests.test_reassembly import Session, handshake, seg
+
+    session = Session()
+    c, v = handshake(session)
+    session.feed(seg(S, C, v, c, payload=b"220 mx\r\n"))
+    lost = b"250 ok\r\n"  # sent, not in the capture
+    body = [b"line %04d\r\n" % n for n in range(40)]
+    at = c
+    for line in body:
+        session.feed(seg(C, S, at, v + 8 + len(lost), payload=line))
+        at += len(line)
+    session.feed(seg(S, C, v + 8 + len(lost), at, ACK))
+    flow = session.finish().flows[0]
+    assert flow.client_data == b"".join(body)
+    assert session.counters.ack_drops == 0 and session.reassembler._held_bytes == 0

@@ -8,14 +8,19 @@ Past the handshake a receiver reads a segment only when it acknowledges what the
   discarded too. A capture that lost some of the receiver's segments shows a real one so, its acknowledgement past
   what the capture holds: so such a segment is held as one with a wrong checksum is
   (:mod:`passive.capture.doubtful`) until the receiver acknowledges its end, then read where no other segment
-  brought its bytes, and dropped where one did (a decoy) or when never acknowledged (``ack_drops``).
+  brought its bytes, and dropped where one did (a decoy) or when never acknowledged (``ack_drops``); at the
+  capture's end, what is still held is read where nothing else brought its bytes (the capture ended, or lost the
+  acknowledgement);
+* a segment acknowledging bytes older than what its sender acknowledged already, by more than any window it could
+  give (:data:`MAX_WINDOW` scaled), is discarded: dropped at once.
 
-Both hold for data and FINs (a FIN so planted would end what the server goes on with); a bare ACK is read as it
-comes (one past what the capture holds is the usual sign of a capture that lost packets, and its acknowledgement
-only closes holes). Under the ``first`` policy every segment is read. Not judged: a direction whose receiver's
-bytes the scanner drops unread (:mod:`passive.capture.skipping`: their end is not known here), and an
-acknowledgement too old (before the receiver's unacknowledged data by more than a window), which Linux also
-discards; a sender can plant one so.
+These hold for data and FINs (a FIN so planted would end what the server goes on with; one acknowledging unsent
+bytes is dropped, as there is nothing to hold: a reordered capture's FIN then ends its flow no more, which closes by
+another FIN or its idle timeout); a bare ACK is read as it comes (one past what the capture holds is the usual sign
+of a capture that lost packets, and its acknowledgement only closes holes). Under the ``first`` policy every
+segment is read. Not judged: a direction whose receiver's bytes the scanner drops unread
+(:mod:`passive.capture.skipping`: their end is not known here); an acknowledgement older than the largest window its
+sender gave but not than the largest it could give, which Linux discards (a sender can plant one so).
 """
 
 from __future__ import annotations
@@ -25,6 +30,12 @@ from passive.capture.doubtful import ACK_UNSENT
 from passive.capture.flow import Flow
 from passive.capture.linklayer import ACK, FIN, RST, SYN, Segment
 from passive.capture.stream import SEQ_HALF, SEQ_MASK, HalfStream
+
+MAX_WINDOW = 65_535
+"""The largest window field. Linux discards an acknowledgement older than what it acknowledged already by more than
+the largest window its sender gave (RFC 5961 section 5.2); here, by more than the largest it could give, this scaled
+by its window scale (so nothing Linux takes is dropped). Without it an acknowledgement half the sequence space away
+would pass for an old one."""
 
 
 def acknowledges_unsent(other: HalfStream, ack: int) -> bool:
@@ -59,9 +70,13 @@ class AckChecks:
         halves = flow._halves
         assert halves is not None
         other = halves[1 - direction]
-        if not other.started or not 0 < (segment[5] - other.next_seq) & SEQ_MASK < SEQ_HALF:
-            return False  # the usual case, first: at most what the capture shows delivered of the receiver's bytes
-        if (flow.skip_armed and flow.skip_rules[1 - direction]) or not acknowledges_unsent(other, segment[5]):
+        ack = segment[5]
+        if not other.started or (ack - other.acked) & SEQ_MASK <= (other.next_seq - other.acked) & SEQ_MASK:
+            return False  # the usual case, first: between what it acknowledged before and what the capture delivered
+        if (MAX_WINDOW << other.peer_shift) < (other.acked - ack) & SEQ_MASK < SEQ_HALF:
+            self.counters.ack_drops += 1  # before what it acknowledged already, by more than any window it could give
+            return True
+        if (flow.skip_armed and flow.skip_rules[1 - direction]) or not acknowledges_unsent(other, ack):
             return False  # (its receiver's bytes go unread below Python: where they end is not known here)
         if segment[6] & FIN or len(segment[7]) != segment[8]:
             self.counters.ack_drops += 1  # an end, or a segment not captured whole: nothing to hold

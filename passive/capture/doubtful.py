@@ -16,10 +16,10 @@ a wrong checksum, bytes its receiver got in their first form and acknowledged. B
 A SYN, RST or FIN, or a bare ACK, with a wrong checksum is dropped at once (a reset or an end the receiver never
 saw). A checksum as offload leaves it (``INFO_CSUM_LEFT``) is doubted alike, being as easy to write: the bytes of a
 capturing host's merge of received segments (GRO), which carries one, are read once acknowledged, but a FIN at its
-end is not (the flow then ends by its idle timeout, or the capture's end). At most :data:`MAX_DOUBTFUL` segments
-are held per direction; past it the oldest is dropped, so a flood of them costs no more than that many segments of
-memory. ``--ignore-checksums`` (``check_checksums`` False) and the
-``first`` policy read every segment as it comes.
+end is not (the flow then ends by its idle timeout, or the capture's end). What is held costs at most
+:data:`MAX_HELD_DIRECTION` a direction (past it the oldest is dropped) and :data:`MAX_HELD_BYTES` in all (past it a
+further segment is dropped), so a flood of them costs no more. ``--ignore-checksums`` (``check_checksums`` False)
+and the ``first`` policy read every segment as it comes.
 """
 
 from __future__ import annotations
@@ -27,18 +27,21 @@ from __future__ import annotations
 from passive.capture.checksums import INFO_CSUM_BAD, MAX_SINGLE_SEGMENT
 from passive.capture.counters import CaptureCounters
 from passive.capture.flow import Flow
+from passive.capture.held import HELD_CHUNK_COST
 from passive.capture.linklayer import FIN, RST, SYN, Segment
+from passive.capture.options import MAX_BUFFER
 from passive.capture.policy import POLICIES, ReassemblyPolicy
 from passive.capture.stream import HalfStream
 
-MAX_DOUBTFUL = 16
-"""Segments with a wrong checksum (or acknowledging unsent bytes: passive.capture.acks) held per direction awaiting
-the receiver's acknowledgement: a window's worth of small segments (16 of at most 1460 bytes: 23 KiB a direction at
-most; the others are held whole, 16 of at most 64 KiB); past it the oldest is dropped."""
+MAX_HELD_DIRECTION = MAX_BUFFER
+"""What the segments held in one direction may cost (their bytes, and :data:`HELD_CHUNK_COST` each): as much as its
+out-of-order bytes (256 KiB). A receiver's acknowledgement settles what it covers within a round trip; a capture
+that lost one of the receiver's segments holds the sender's next ones until it does (a window's worth, an upload's
+burst); past it the oldest is dropped, as one never acknowledged is (read, it would let a sender push a decoy through
+by volume)."""
 MAX_HELD_BYTES = 8 << 20
-"""Bytes held over all flows (8 MiB): :data:`MAX_DOUBTFUL` per direction times the flow table's 10 000 flows could
-hold gigabytes; a capture holds a few segments at a time (the receiver's next acknowledgement settles them), so past
-this a further segment is dropped, as one never acknowledged is."""
+"""What segments held over all flows may cost (8 MiB): :data:`MAX_HELD_DIRECTION` times the flow table's 10 000 flows
+would be gigabytes; past it a further segment is dropped."""
 ACK_UNSENT = 1
 """A held item's kind (its fifth field, when it has one): held for acknowledging bytes not sent
 (:mod:`passive.capture.acks`), not for its checksum."""
@@ -52,26 +55,29 @@ class Doubts:
 
     counters: CaptureCounters
     check_checksums: bool
-    _held_bytes = 0  # bytes of the segments held, over all flows (MAX_HELD_BYTES)
+    _held_bytes = 0  # what the segments held cost, over all flows (MAX_HELD_BYTES)
 
     def _hold_segment(self, half: HalfStream, item: tuple) -> None:
         """Hold ``item`` (sequence number, data, frame, time[, kind]) in ``half`` until its receiver acknowledges it,
-        within :data:`MAX_DOUBTFUL` and :data:`MAX_HELD_BYTES`."""
-        size = len(item[1])
-        if self._held_bytes + size > MAX_HELD_BYTES:
+        within :data:`MAX_HELD_DIRECTION` and :data:`MAX_HELD_BYTES`."""
+        cost = HELD_CHUNK_COST + len(item[1])
+        if self._held_bytes + cost > MAX_HELD_BYTES or cost > MAX_HELD_DIRECTION:
             self._drop_held(item)
             return
         held = half.doubtful
         if held is None:
             held = half.doubtful = []
-        elif len(held) >= MAX_DOUBTFUL:
-            self._unhold(held.pop(0), dropped=True)
+        while held and half.held_cost + cost > MAX_HELD_DIRECTION:
+            self._unhold(half, held.pop(0), dropped=True)
         held.append(item)
-        self._held_bytes += size
+        half.held_cost += cost
+        self._held_bytes += cost
 
-    def _unhold(self, item: tuple, dropped: bool) -> None:
-        """``item`` is held no more: read, or ``dropped`` (counted)."""
-        self._held_bytes -= len(item[1])
+    def _unhold(self, half: HalfStream, item: tuple, dropped: bool) -> None:
+        """``item`` is held in ``half`` no more: read, or ``dropped`` (counted)."""
+        cost = HELD_CHUNK_COST + len(item[1])
+        half.held_cost -= cost
+        self._held_bytes -= cost
         if dropped:
             self._drop_held(item)
 
@@ -119,7 +125,7 @@ class Doubts:
         for index, item in enumerate(held):
             if flow._halves is None:  # what was read named the flow no mail: nothing more is read
                 for rest in kept + held[index:]:
-                    self._unhold(rest, dropped=False)
+                    self._unhold(half, rest, dropped=False)
                 return
             seq, data, frame, ts = item[:4]
             rel = half.rel(seq)
@@ -127,16 +133,26 @@ class Doubts:
             if end > acked:
                 kept.append(item)
                 continue
-            self._unhold(item, dropped=end <= half.next_rel)  # its bytes came, right, in another segment: a decoy
+            self._unhold(half, item, dropped=end <= half.next_rel)  # its bytes came, right, in another segment: a decoy
             if end > half.next_rel:
                 self._add(flow, direction, half, rel, data, len(data), frame, ts, KEEP_BUFFERED)
+        if flow._halves is None:  # the last one read named the flow no mail
+            for rest in kept:
+                self._unhold(half, rest, dropped=False)
+            return
         half.doubtful = kept or None
         if not kept:
             flow.want_skip()  # settled: its packets may be dropped unread again (passive.capture.skipping)
 
-    def _forget_doubts(self, halves: tuple[HalfStream, HalfStream]) -> None:
-        """The flow ends: what is held was never acknowledged, and is dropped."""
-        for half in halves:
-            for item in half.doubtful or ():
-                self._unhold(item, dropped=True)
-            half.doubtful = None
+    def _forget_doubts(self, flow: Flow, halves: tuple[HalfStream, HalfStream], read_unsent: bool = False) -> None:
+        """The flow ends: what is held was never acknowledged, and is dropped; but with ``read_unsent`` (the capture
+        ends) a segment held for acknowledging bytes not in the capture is read where nothing else brought its bytes:
+        the capture most often lost the receiver's segments, or ends before its acknowledgement."""
+        for direction, half in enumerate(halves):
+            held, half.doubtful = half.doubtful, None
+            for item in held or ():
+                rel = half.rel(item[0])
+                read = read_unsent and len(item) > 4 and rel + len(item[1]) > half.next_rel and flow._halves is not None
+                self._unhold(half, item, dropped=not read)
+                if read:
+                    self._add(flow, direction, half, rel, item[1], len(item[1]), item[2], item[3], KEEP_BUFFERED)

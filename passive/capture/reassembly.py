@@ -363,7 +363,7 @@ class Reassembler(Classification, Doubts, AckChecks):
     def _ignore(self, flow: Flow) -> None:
         if flow._halves is not None:
             flow._isn = flow._halves[Direction.CLIENT_TO_SERVER].syn_seq
-            self._forget_doubts(flow._halves)
+            self._forget_doubts(flow, flow._halves)
             for half in flow._halves:
                 self._pending_total -= half.clear()  # also stops a drain loop that is running on this list
         if flow._events is not None:
@@ -394,7 +394,7 @@ class Reassembler(Classification, Doubts, AckChecks):
     def _close(self, flow: Flow, reason: CloseReason, *, counted: bool = True) -> None:
         halves = flow._halves
         if halves is not None:
-            self._forget_doubts(halves)
+            self._forget_doubts(flow, halves, reason == CloseReason.END)
             for direction, half in enumerate(halves):
                 self._drain_all(flow, direction, half)
         if flow.state == Flow.CLASSIFYING:

@@ -36,6 +36,7 @@ class HalfStream:
         "edge",
         "fin_rel",
         "finished",
+        "held_cost",
         "next_rel",
         "next_seq",
         "peer_shift",
@@ -87,6 +88,7 @@ class HalfStream:
         # acknowledgement: (sequence number, data, frame, time[, kind]), oldest first; None for none
         # (passive.capture.doubtful, passive.capture.acks).
         self.doubtful: list[tuple] | None = None
+        self.held_cost = 0  # what they cost (passive.capture.doubtful.MAX_HELD_DIRECTION)
 
     def start(self, seq: int, flags: int, resync: bool, options: int = 0, window: int = 0) -> bool:
         """Anchor the sequence space on this direction's first segment; False if that is not a SYN."""
