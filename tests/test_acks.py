@@ -4,7 +4,6 @@ reading the real ones); a capture that lost some of the server's segments still 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -13,16 +12,8 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 from tests.helpers_capture import conversation_segments, ethernet_frames, pcap_bytes
-from tests.test_checksums import DECOY, REAL, _insertion
-from tests.test_relay_transactions import CLIENT, SERVER, analyze, relays, run_cli, transaction, turns
-
-
-def _summary(pcap: Path, *options: str) -> dict:
-    for line in run_cli("analyze", "--format", "jsonl", *options, str(pcap)).stdout.splitlines():
-        record = json.loads(line)
-        if record.get("type") == "summary":
-            return record
-    raise AssertionError("no summary")
+from tests.test_checksums import DECOY, REAL, _insertion, _summary
+from tests.test_relay_transactions import CLIENT, SERVER, analyze, relays, transaction, turns
 
 
 def _no_ack(planted: Ether) -> bytes:
