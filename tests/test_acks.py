@@ -177,3 +177,49 @@ def test_a_burst_after_a_lost_receiver_segment_is_read_once_acknowledged() -> No
     flow = session.finish().flows[0]
     assert flow.client_data == b"".join(body)
     assert session.counters.ack_drops == 0 and session.reassembler._held_bytes == 0
+
+
+def test_a_bare_ack_of_unsent_bytes_moves_no_base_for_a_decoy(tmp_path: Path) -> None:
+    """A bare ACK acknowledging bytes the server never sent (the receiver discards it) comes first, then the decoy
+    with the same acknowledgement, then the real RCPT: the decoy is still held and dropped."""
+    segments = conversation_segments(turns(transaction(rcpts=("a@contoso.com",))), CLIENT, SERVER)
+    out: list[tuple[float, bytes]] = []
+    for (ts, frame), segment in zip(ethernet_frames(segments), segments, strict=True):
+        if segment[5].startswith(b"RCPT"):
+            bare = frame.copy()
+            del bare[Raw]
+            out.append((ts - 0.001, _unsent_ack(bare)))
+            planted = frame.copy()
+            planted[Raw].load = DECOY
+            out.append((ts - 0.0005, _unsent_ack(planted)))
+            frame[Raw].load = REAL
+            del frame[IP].len, frame[IP].chksum, frame[TCP].chksum
+        out.append((ts, bytes(frame)))
+    pcap = tmp_path / "bare.pcap"
+    pcap.write_bytes(pcap_bytes(out))
+    assert relays(analyze(pcap)) == []
+    assert _summary(pcap)["ack_drops"] == 1
+
+
+def test_a_pickup_with_much_in_flight_keeps_the_client_s_first_command(tmp_path: Path) -> None:
+    """Picked up mid-stream (no SYN: the window scale unknown), the server 100 KB into an answer the client has not
+    acknowledged yet: the client's pipelined LOGIN acknowledges far less than the server's first captured byte, and
+    is no acknowledgement too old to a receiver whose windows are not known."""
+    server, client = ("198.51.100.20", 143), ("192.0.2.10", 40000)
+    frames: list[tuple[float, bytes]] = []
+
+    def send(src, dst, seq, ack, load=b""):
+        packet = Ether() / IP(src=src[0], dst=dst[0]) / TCP(sport=src[1], dport=dst[1], seq=seq, ack=ack, flags="PA")
+        frames.append((1.0 + len(frames) / 1000, bytes(packet / load if load else packet)))
+
+    cs, ss, inflight = 5000, 900_000, 100_000
+    for index in range(3):
+        send(server, client, ss + inflight + index * 1400, cs, b"x" * 1400)
+    login = b"a3 LOGIN alice s3cretpw\r\n"
+    send(client, server, cs, ss, login)
+    send(server, client, ss + inflight + 4200, cs + len(login), b"a3 OK LOGIN completed\r\n")
+    send(client, server, cs + len(login), ss + inflight + 4223, b"a4 LOGOUT\r\n")
+    pcap = tmp_path / "pickup.pcap"
+    pcap.write_bytes(pcap_bytes(frames))
+    assert "cleartext-credentials" in [finding["type"] for finding in analyze(pcap)]
+    assert _summary(pcap)["ack_drops"] == 0

@@ -12,7 +12,8 @@ Past the handshake a receiver reads a segment only when it acknowledges what the
   capture's end, what is still held is read where nothing else brought its bytes (the capture ended, or lost the
   acknowledgement);
 * a segment acknowledging bytes older than what its sender acknowledged already, by more than any window it could
-  give (:data:`MAX_WINDOW` scaled), is discarded: dropped at once.
+  give (:data:`MAX_WINDOW` scaled), is discarded: dropped at once, where both SYNs are in the capture (the window
+  scale known, the acknowledgements followed from the start: :func:`too_old`).
 
 These hold for data and FINs (a FIN so planted would end what the server goes on with; one acknowledging unsent
 bytes is dropped, as there is nothing to hold: a reordered capture's FIN then ends its flow no more, which closes by
@@ -38,18 +39,31 @@ by its window scale (so nothing Linux takes is dropped). Without it an acknowled
 would pass for an old one."""
 
 
-def acknowledges_unsent(other: HalfStream, ack: int) -> bool:
-    """Whether ``ack``, sent to the direction ``other`` is, acknowledges bytes it never sent: past the highest byte
-    the capture shows of it (delivered, buffered, held or lost), and past its FIN plus one when it sent one."""
-    if not other.started:
-        return False
+def peer_end(other: HalfStream) -> int:
+    """The sequence number just past the highest byte of the direction ``other`` the capture shows (delivered,
+    buffered, held or lost), its FIN counted."""
     high = other.high_rel()
     for item in other.doubtful or ():  # held, not read yet: sent all the same
         high = max(high, other.rel(item[0]) + len(item[1]))
     end = (other.next_seq + high - other.next_rel) & SEQ_MASK
-    if other.fin_rel is not None:
-        end = (end + 1) & SEQ_MASK
-    return 0 < (ack - end) & SEQ_MASK < SEQ_HALF
+    return (end + 1) & SEQ_MASK if other.fin_rel is not None else end
+
+
+def acknowledges_unsent(other: HalfStream, ack: int) -> bool:
+    """Whether ``ack``, sent to the direction ``other`` is, acknowledges bytes it never sent: past :func:`peer_end`."""
+    return other.started and 0 < (ack - peer_end(other)) & SEQ_MASK < SEQ_HALF
+
+
+def too_old(other: HalfStream, ack: int) -> bool:
+    """Whether ``ack`` is older than what its sender acknowledged already by more than any window it could give. Only
+    where both SYNs were seen (the window scale known, the acknowledgements followed from the start); the base is the
+    latest acknowledgement, unless it is past what the capture shows of ``other`` (a receiver discards such an
+    acknowledgement, so a sender could otherwise move the base where it likes), then that end."""
+    if not other.win_known:
+        return False
+    end = peer_end(other)
+    base = other.acked if (end - other.acked) & SEQ_MASK < SEQ_HALF else end
+    return (MAX_WINDOW << other.peer_shift) < (base - ack) & SEQ_MASK < SEQ_HALF
 
 
 class AckChecks:
@@ -71,9 +85,10 @@ class AckChecks:
         assert halves is not None
         other = halves[1 - direction]
         ack = segment[5]
-        if not other.started or (ack - other.acked) & SEQ_MASK <= (other.next_seq - other.acked) & SEQ_MASK:
+        span = (other.next_seq - other.acked) & SEQ_MASK  # past SEQ_HALF: an acknowledgement past what was delivered
+        if not other.started or (span < SEQ_HALF and (ack - other.acked) & SEQ_MASK <= span):
             return False  # the usual case, first: between what it acknowledged before and what the capture delivered
-        if (MAX_WINDOW << other.peer_shift) < (other.acked - ack) & SEQ_MASK < SEQ_HALF:
+        if too_old(other, ack):
             self.counters.ack_drops += 1  # before what it acknowledged already, by more than any window it could give
             return True
         if (flow.skip_armed and flow.skip_rules[1 - direction]) or not acknowledges_unsent(other, ack):
