@@ -10,6 +10,7 @@ import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
+from scapy.utils import rdpcap
 
 from tests.helpers_capture import conversation_segments, ethernet_frames, pcap_bytes
 from tests.test_checksums import DECOY, REAL, _insertion, _summary
@@ -182,20 +183,14 @@ def test_a_burst_after_a_lost_receiver_segment_is_read_once_acknowledged() -> No
 def test_a_bare_ack_of_unsent_bytes_moves_no_base_for_a_decoy(tmp_path: Path) -> None:
     """A bare ACK acknowledging bytes the server never sent (the receiver discards it) comes first, then the decoy
     with the same acknowledgement, then the real RCPT: the decoy is still held and dropped."""
-    segments = conversation_segments(turns(transaction(rcpts=("a@contoso.com",))), CLIENT, SERVER)
+    pcap = _insertion(tmp_path / "bare.pcap", DECOY, REAL, transaction(rcpts=("a@contoso.com",)), _unsent_ack)
     out: list[tuple[float, bytes]] = []
-    for (ts, frame), segment in zip(ethernet_frames(segments), segments, strict=True):
-        if segment[5].startswith(b"RCPT"):
-            bare = frame.copy()
-            del bare[Raw]
-            out.append((ts - 0.001, _unsent_ack(bare)))
-            planted = frame.copy()
-            planted[Raw].load = DECOY
-            out.append((ts - 0.0005, _unsent_ack(planted)))
-            frame[Raw].load = REAL
-            del frame[IP].len, frame[IP].chksum, frame[TCP].chksum
-        out.append((ts, bytes(frame)))
-    pcap = tmp_path / "bare.pcap"
+    for packet in rdpcap(str(pcap)):
+        if packet.haslayer(Raw) and packet[Raw].load == DECOY:
+            bare = packet.copy()
+            del bare[Raw], bare[IP].len, bare[IP].chksum, bare[TCP].chksum
+            out.append((float(packet.time) - 0.0001, bytes(bare)))  # the decoy's acknowledgement, alone
+        out.append((float(packet.time), bytes(packet)))
     pcap.write_bytes(pcap_bytes(out))
     assert relays(analyze(pcap)) == []
     assert _summary(pcap)["ack_drops"] == 1
