@@ -50,7 +50,8 @@ KEEP_BUFFERED = POLICIES["first"]
 
 
 class Doubts:
-    """The reassembler's handling of segments with a wrong checksum (a mixin of
+    """The reassembler's handling of segments with a wrong checksum, and its holding of segments until their receiver
+    acknowledges them (theirs, and those of :mod:`passive.capture.acks`; a mixin of
     :class:`~passive.capture.reassembly.Reassembler`)."""
 
     counters: CaptureCounters
