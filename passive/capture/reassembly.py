@@ -18,7 +18,9 @@ Policy, in short:
   stay (``linux``, the default: the earlier start wins, or on the same start the longer segment; ``first``: the
   bytes seen first). Except under ``first``, what the receiver would refuse is refused and counted: a RST not at
   the expected sequence number (``rsts_ignored``), data at or beyond the right edge of the receiver's advertised
-  window (``window_drops``, ``window_dropped_bytes``), a FIN behind delivered data (``fins_ignored``). Overlapping
+  window (``window_drops``, ``window_dropped_bytes``), a FIN behind delivered data (``fins_ignored``), a segment
+  with a wrong checksum or whose ACK field it refuses (held until it acknowledges them, or dropped:
+  ``checksum_drops``, ``ack_drops``; :mod:`passive.capture.doubtful`, :mod:`passive.capture.acks`). Overlapping
   bytes that differ are counted as ``overlap_conflicts``, and per decision as ``overlaps_new_won`` /
   ``overlaps_old_won``.
 * **Out of order.** Segments ahead of a hole are buffered, at most ``max_buffer`` bytes
