@@ -145,15 +145,19 @@ class Doubts:
         if not kept:
             flow.want_skip()  # settled: its packets may be dropped unread again (passive.capture.skipping)
 
-    def _forget_doubts(self, flow: Flow, halves: tuple[HalfStream, HalfStream], read_unsent: bool = False) -> None:
-        """The flow ends: what is held was never acknowledged, and is dropped; but with ``read_unsent`` (the capture
-        ends) a segment held for acknowledging bytes not in the capture is read where nothing else brought its bytes:
-        the capture most often lost the receiver's segments, or ends before its acknowledgement."""
+    def _forget_doubts(
+        self, flow: Flow, halves: tuple[HalfStream, HalfStream], read_unsent: bool = False, counted: bool = True
+    ) -> None:
+        """The flow ends: what is held was never acknowledged, and is dropped (counted unless ``counted`` is False:
+        the flow is named no mail); but with ``read_unsent`` (the capture ends) a segment held for acknowledging bytes
+        not in the capture is read where nothing else brought its bytes: the capture most often lost the receiver's
+        segments, or ends before its acknowledgement. What a flow named no mail meanwhile holds is given back."""
         for direction, half in enumerate(halves):
             held, half.doubtful = half.doubtful, None
             for item in held or ():
+                alive = flow._halves is not None
                 rel = half.rel(item[0])
-                read = read_unsent and len(item) > 4 and rel + len(item[1]) > half.next_rel and flow._halves is not None
-                self._unhold(half, item, dropped=not read)
+                read = alive and read_unsent and len(item) > 4 and rel + len(item[1]) > half.next_rel
+                self._unhold(half, item, dropped=counted and alive and not read)
                 if read:
                     self._add(flow, direction, half, rel, item[1], len(item[1]), item[2], item[3], KEEP_BUFFERED)

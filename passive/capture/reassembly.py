@@ -365,7 +365,7 @@ class Reassembler(Classification, Doubts, AckChecks):
     def _ignore(self, flow: Flow) -> None:
         if flow._halves is not None:
             flow._isn = flow._halves[Direction.CLIENT_TO_SERVER].syn_seq
-            self._forget_doubts(flow, flow._halves)
+            self._forget_doubts(flow, flow._halves, counted=False)  # no mail: nothing in it was a decoy
             for half in flow._halves:
                 self._pending_total -= half.clear()  # also stops a drain loop that is running on this list
         if flow._events is not None:
