@@ -226,3 +226,24 @@ def test_a_pickup_with_much_in_flight_keeps_the_client_s_first_command(tmp_path:
     pcap.write_bytes(pcap_bytes(frames))
     assert "cleartext-credentials" in [finding["type"] for finding in analyze(pcap)]
     assert _summary(pcap)["ack_drops"] == 0
+
+
+def test_a_fin_seen_before_the_bytes_it_acknowledges_still_ends_its_direction() -> None:
+    """A capture merged from two taps shows the client's FIN before the server's last reply and FIN that it
+    acknowledges: held, it ends the client's direction once the server acknowledges it, and the flow closes by FIN."""
+    from passive.capture.flow import CloseReason
+    from passive.capture.linklayer import ACK, FIN
+    from tests.test_reassembly import CLIENT as C
+    from tests.test_reassembly import SERVER as S
+    from tests.test_reassembly import Session, handshake, seg
+
+    session = Session()
+    c, v = handshake(session)
+    session.feed(seg(S, C, v, c, payload=b"220 mx\r\n"), seg(C, S, c, v + 8, payload=b"QUIT\r\n"))
+    bye = b"221 bye\r\n"
+    session.feed(seg(C, S, c + 6, v + 8 + len(bye) + 1, FIN | ACK))  # acknowledges the reply and FIN to come
+    session.feed(seg(S, C, v + 8, c + 7, FIN | ACK, payload=bye))  # which acknowledges the client's FIN
+    session.feed(seg(C, S, c + 7, v + 8 + len(bye) + 1, ACK))
+    flow = session.only
+    assert flow.reason == CloseReason.FIN and flow.server_data == b"220 mx\r\n" + bye
+    assert session.counters.ack_drops == 0 and session.reassembler._held_bytes == 0

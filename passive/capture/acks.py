@@ -16,8 +16,8 @@ Past the handshake a receiver reads a segment only when it acknowledges what the
   scale known, the acknowledgements followed from the start: :func:`too_old`).
 
 These hold for data and FINs (a FIN so planted would end what the server goes on with; one acknowledging unsent
-bytes is dropped, as there is nothing to hold: a reordered capture's FIN then ends its flow no more, which closes by
-another FIN or its idle timeout); a bare ACK is read as it comes (one past what the capture holds is the usual sign
+bytes is held like data, and ends its direction once acknowledged: a capture merged from two taps shows a FIN before
+the peer's bytes it acknowledges); a bare ACK is read as it comes (one past what the capture holds is the usual sign
 of a capture that lost packets, and its acknowledgement only closes holes). Under the ``first`` policy every
 segment is read. Not judged: a direction whose receiver's bytes the scanner drops unread
 (:mod:`passive.capture.skipping`: their end is not known here); an acknowledgement older than the largest window its
@@ -43,8 +43,8 @@ def peer_end(other: HalfStream) -> int:
     """The sequence number just past the highest byte of the direction ``other`` the capture shows (delivered,
     buffered, held or lost), its FIN counted."""
     high = other.high_rel()
-    for item in other.doubtful or ():  # held, not read yet: sent all the same
-        high = max(high, other.rel(item[0]) + len(item[1]))
+    for item in other.doubtful or ():  # held, not read yet: sent all the same (a held FIN counted)
+        high = max(high, other.rel(item[0]) + len(item[1]) + (len(item) > 5 and item[5]))
     end = (other.next_seq + high - other.next_rel) & SEQ_MASK
     return (end + 1) & SEQ_MASK if other.fin_rel is not None else end
 
@@ -93,10 +93,11 @@ class AckChecks:
             return True
         if (flow.skip_armed and flow.skip_rules[1 - direction]) or not acknowledges_unsent(other, ack):
             return False  # (its receiver's bytes go unread below Python: where they end is not known here)
-        if segment[6] & FIN or len(segment[7]) != segment[8]:
-            self.counters.ack_drops += 1  # an end, or a segment not captured whole: nothing to hold
+        if len(segment[7]) != segment[8]:
+            self.counters.ack_drops += 1  # not captured whole: nothing to hold
             return True
-        self._hold_segment(halves[direction], (segment[4], segment[7], frame, ts, ACK_UNSENT))
+        held = (segment[4], segment[7], frame, ts, ACK_UNSENT, bool(flags & FIN))
+        self._hold_segment(halves[direction], held)
         return True
 
     def _hold_segment(self, half: HalfStream, item: tuple) -> None:

@@ -44,7 +44,7 @@ MAX_HELD_BYTES = 8 << 20
 would be gigabytes; past it a further segment is dropped."""
 ACK_UNSENT = 1
 """A held item's kind (its fifth field, when it has one): held for acknowledging bytes not sent
-(:mod:`passive.capture.acks`), not for its checksum."""
+(:mod:`passive.capture.acks`), not for its checksum; its sixth says whether it carried a FIN."""
 KEEP_BUFFERED = POLICIES["first"]
 """How held bytes go in where bytes are already buffered: they never replace them."""
 
@@ -89,6 +89,9 @@ class Doubts:
         else:
             self.counters.checksum_drops += 1
 
+    def _note_fin(self, half: HalfStream, fin_rel: int) -> None:
+        raise NotImplementedError  # the reassembler's
+
     def _add(
         self, flow: Flow, direction: int, half: HalfStream, rel: int, data: bytes, wire_len: int, frame: int,
         ts: float, policy: ReassemblyPolicy | None = None,
@@ -129,14 +132,18 @@ class Doubts:
                     self._unhold(half, rest, dropped=False)
                 return
             seq, data, frame, ts = item[:4]
+            fin = len(item) > 5 and item[5]  # a FIN held for its acknowledgement (passive.capture.acks)
             rel = half.rel(seq)
             end = rel + len(data)
-            if end > acked:
+            if end + fin > acked:
                 kept.append(item)
                 continue
-            self._unhold(half, item, dropped=end <= half.next_rel)  # its bytes came, right, in another segment: a decoy
+            decoy = end <= half.next_rel and not fin  # its bytes came, right, in another segment
+            self._unhold(half, item, dropped=decoy)
             if end > half.next_rel:
                 self._add(flow, direction, half, rel, data, len(data), frame, ts, KEEP_BUFFERED)
+            if fin and flow._halves is not None:
+                self._note_fin(half, end)  # the flow ends with the next segment's check (Reassembler.process)
         if flow._halves is None:  # the last one read named the flow no mail
             for rest in kept:
                 self._unhold(half, rest, dropped=False)
