@@ -56,16 +56,22 @@ def test_a_password_sent_after_the_server_bytes_were_lost_is_reported() -> None:
     assert "gap" in [anomaly.code for anomaly in of(events, ev.Anomaly)]  # the run still says bytes were lost
 
 
+LOGIN_TAIL = [
+    (C, f"{USER}\r\n".encode()),
+    (S, b"334 UGFzc3dvcmQ6\r\n"),
+    (C, f"{PASSWORD}\r\n".encode()),
+    (S, b"235 2.7.0 Authentication successful\r\n"),
+]
+"""The user name after the first prompt, the password prompt, the password and the server's success."""
+
+
 def test_a_prompt_after_the_gap_shows_the_verdict_that_follows_is_the_logins() -> None:
     script = [
         *OPENING,
         (C, b"AUTH LOGIN\r\n"),
         (None, b"42"),  # the EHLO reply lost; what comes next begins inside a line
         (S, b"0 AUTH LOGIN PLAIN\r\n334 VXNlcm5hbWU6\r\n"),
-        (C, f"{USER}\r\n".encode()),
-        (S, b"334 UGFzc3dvcmQ6\r\n"),
-        (C, f"{PASSWORD}\r\n".encode()),
-        (S, b"235 2.7.0 Authentication successful\r\n"),
+        *LOGIN_TAIL,
     ]
     events = play(script)
     [credentials] = of(events, ev.Credentials)
@@ -161,10 +167,7 @@ def test_the_last_lines_of_a_reply_cut_by_the_gap_leave_a_login_sent_after_it_re
         (None, b"30"),
         (C, b"AUTH LOGIN\r\n"),
         (S, b"ELINING\r\n250 AUTH LOGIN PLAIN\r\n334 VXNlcm5hbWU6\r\n"),
-        (C, f"{USER}\r\n".encode()),
-        (S, b"334 UGFzc3dvcmQ6\r\n"),
-        (C, f"{PASSWORD}\r\n".encode()),
-        (S, b"235 2.7.0 Authentication successful\r\n"),
+        *LOGIN_TAIL,
     ]
     events = play(script)
     assert [(c.mechanism, c.user, c.password) for c in of(events, ev.Credentials)] == [("LOGIN", "alice", "s3cret!")]

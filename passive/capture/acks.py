@@ -44,7 +44,7 @@ def peer_end(other: HalfStream) -> int:
     buffered, held or lost), its FIN counted."""
     high = other.high_rel()
     for item in other.doubtful or ():  # held, not read yet: sent all the same (a held FIN counted)
-        high = max(high, other.rel(item[0]) + len(item[1]) + (len(item) > 5 and item[5]))
+        high = max(high, other.rel(item[0]) + len(item[1]) + item[5])
     end = (other.next_seq + high - other.next_rel) & SEQ_MASK
     return (end + 1) & SEQ_MASK if other.fin_rel is not None else end
 

@@ -42,9 +42,9 @@ by volume)."""
 MAX_HELD_BYTES = 8 << 20
 """What segments held over all flows may cost (8 MiB): :data:`MAX_HELD_DIRECTION` times the flow table's 10 000 flows
 would be gigabytes; past it a further segment is dropped."""
-ACK_UNSENT = 1
-"""A held item's kind (its fifth field, when it has one): held for acknowledging bytes not sent
-(:mod:`passive.capture.acks`), not for its checksum; its sixth says whether it carried a FIN."""
+WRONG_CHECKSUM, ACK_UNSENT = 0, 1
+"""A held item's kind (its fifth field): held for its checksum, or for acknowledging bytes not sent
+(:mod:`passive.capture.acks`); its sixth says whether it carried a FIN (only the latter's may)."""
 KEEP_BUFFERED = POLICIES["first"]
 """How held bytes go in where bytes are already buffered: they never replace them."""
 
@@ -59,7 +59,7 @@ class Doubts:
     _held_bytes = 0  # what the segments held cost, over all flows (MAX_HELD_BYTES)
 
     def _hold_segment(self, half: HalfStream, item: tuple) -> None:
-        """Hold ``item`` (sequence number, data, frame, time[, kind]) in ``half`` until its receiver acknowledges it,
+        """Hold ``item`` (sequence number, data, frame, time, kind, FIN) in ``half`` until its receiver acknowledges it,
         within :data:`MAX_HELD_DIRECTION` and :data:`MAX_HELD_BYTES`."""
         cost = HELD_CHUNK_COST + len(item[1])
         if self._held_bytes + cost > MAX_HELD_BYTES or cost > MAX_HELD_DIRECTION:
@@ -84,7 +84,7 @@ class Doubts:
 
     def _drop_held(self, item: tuple) -> None:
         """Count a held segment dropped: one with a wrong checksum, or one acknowledging unsent bytes."""
-        if len(item) > 4 and item[4] == ACK_UNSENT:
+        if item[4] == ACK_UNSENT:
             self.counters.ack_drops += 1
         else:
             self.counters.checksum_drops += 1
@@ -113,7 +113,7 @@ class Doubts:
         if not size or flags & (SYN | RST) or ended or len(segment[7]) != size:
             self.counters.checksum_drops += 1  # a reset, an end or an acknowledgement the receiver never saw
             return True
-        self._hold_segment(half, (segment[4], segment[7], frame, ts))
+        self._hold_segment(half, (segment[4], segment[7], frame, ts, WRONG_CHECKSUM, False))
         return True
 
     def _acknowledged(self, flow: Flow, direction: int, half: HalfStream, ack: int | None = None) -> None:
@@ -131,8 +131,7 @@ class Doubts:
                 for rest in kept + held[index:]:
                     self._unhold(half, rest, dropped=False)
                 return
-            seq, data, frame, ts = item[:4]
-            fin = len(item) > 5 and item[5]  # a FIN held for its acknowledgement (passive.capture.acks)
+            seq, data, frame, ts, _kind, fin = item  # fin: a FIN held for its acknowledgement (passive.capture.acks)
             rel = half.rel(seq)
             end = rel + len(data)
             if end + fin > acked:
@@ -164,7 +163,7 @@ class Doubts:
             for item in held or ():
                 alive = flow._halves is not None
                 rel = half.rel(item[0])
-                read = alive and read_unsent and len(item) > 4 and rel + len(item[1]) > half.next_rel
+                read = alive and read_unsent and item[4] == ACK_UNSENT and rel + len(item[1]) > half.next_rel
                 self._unhold(half, item, dropped=counted and alive and not read)
                 if read:
                     self._add(flow, direction, half, rel, item[1], len(item[1]), item[2], item[3], KEEP_BUFFERED)

@@ -85,7 +85,7 @@ class HalfStream:
         # capture shows them, so a wrong one is no capture artifact (passive.capture.checksums).
         self.checked = False
         # Segments of this direction with a wrong checksum, or acknowledging unsent bytes, awaiting the receiver's
-        # acknowledgement: (sequence number, data, frame, time[, kind]), oldest first; None for none
+        # acknowledgement: (sequence number, data, frame, time, kind, FIN), oldest first; None for none
         # (passive.capture.doubtful, passive.capture.acks).
         self.doubtful: list[tuple] | None = None
         self.held_cost = 0  # what they cost (passive.capture.doubtful.MAX_HELD_DIRECTION)
