@@ -103,6 +103,91 @@ static inline uint32_t u32le(const uint8_t *d, Py_ssize_t at) {
     return (uint32_t)d[at + 3] << 24 | (uint32_t)d[at + 2] << 16 | (uint32_t)d[at + 1] << 8 | d[at];
 }
 
+/* ---- IP options and IPv6 extension headers a receiver refuses (ipoptions.py: the same rules) ---- */
+
+#define MAX_TLV_OPTIONS 8 /* ipoptions.MAX_TLV_OPTIONS */
+#define MAX_PADDING 7     /* ipoptions.MAX_PADDING */
+
+/* ipoptions._option_refused: one IPv4 option that is not EOL or NOP, `len` bytes at `o` (`seen`: 1 RR, 2 TS). */
+static int v4_option_refused(const uint8_t *o, unsigned len, unsigned *seen) {
+    unsigned kind = o[0];
+    if (kind == 131 || kind == 137 || kind == 134) return 1; /* source routes, CIPSO */
+    if (kind == 148) return len < 4;                         /* Router Alert */
+    if (kind != 7 && kind != 68) return 0;
+    unsigned bit = kind == 7 ? 1 : 2;
+    if (*seen & bit) return 1;
+    *seen |= bit;
+    if (kind == 7) return len < 3 || o[2] < 4 || (o[2] <= len && o[2] + 3u > len);
+    if (len < 4 || o[2] < 5) return 1;
+    unsigned pointer = o[2], flag = o[3] & 0x0F;
+    if (pointer <= len) return pointer + (flag == 1 || flag == 3 ? 7u : 3u) > len;
+    return flag != 3 && (o[3] >> 4) == 15;
+}
+
+/* ipoptions.ipv4_options_refused */
+static int ipv4_options_refused(const uint8_t *d, Py_ssize_t at, Py_ssize_t ihl) {
+    Py_ssize_t pos = at + 20, end = at + ihl;
+    unsigned seen = 0;
+    while (pos < end) {
+        unsigned kind = d[pos];
+        if (kind == 0) return 0;
+        if (kind == 1) { pos++; continue; }
+        if (pos + 2 > end) return 1;
+        unsigned len = d[pos + 1];
+        if (len < 2 || pos + (Py_ssize_t)len > end) return 1;
+        if (v4_option_refused(d + pos, len, &seen)) return 1;
+        pos += len;
+    }
+    return 0;
+}
+
+/* ipoptions._tlvs_refused and _tlv_refused: the options of a Hop-by-Hop or Destination Options header. */
+static int tlvs_refused(const uint8_t *d, Py_ssize_t at, Py_ssize_t pos, Py_ssize_t end, int hop_by_hop) {
+    int padding = 0, options = 0;
+    while (pos < end) {
+        unsigned kind = d[pos];
+        if (kind == 0) {
+            if (++padding > MAX_PADDING) return 1;
+            pos++;
+            continue;
+        }
+        if (pos + 2 > end) return 1;
+        Py_ssize_t size = (Py_ssize_t)d[pos + 1] + 2;
+        if (pos + size > end) return 1;
+        if (kind == 1) {
+            padding += (int)size;
+            if (padding > MAX_PADDING) return 1;
+            for (Py_ssize_t i = 2; i < size; i++)
+                if (d[pos + i]) return 1;
+        } else {
+            if (++options > MAX_TLV_OPTIONS) return 1;
+            if (hop_by_hop && kind == 5) { if (size != 4) return 1; }
+            else if (hop_by_hop && (kind == 0xC2 || kind == 7)) return 1;
+            else if (hop_by_hop && kind == 0x31) { if ((pos - at) % 4) return 1; }
+            else if (kind >> 6) return 1;
+            padding = 0;
+        }
+        pos += size;
+    }
+    return 0;
+}
+
+/* ipoptions.UNHANDLED */
+static int is_unhandled_header(unsigned kind) {
+    return kind == 135 || kind == 139 || kind == 140 || kind == 253 || kind == 254;
+}
+
+/* ipoptions.ipv6_header_refused: Hop-by-Hop (0), Routing (43), Destination Options (60) and the unhandled ones. */
+static int ipv6_header_refused(unsigned kind, const uint8_t *d, Py_ssize_t at, Py_ssize_t limit, Py_ssize_t pos) {
+    if (is_unhandled_header(kind)) return 1;
+    if (pos + 8 > limit) return 1;
+    Py_ssize_t size = ((Py_ssize_t)d[pos + 1] + 1) * 8;
+    if (pos + size > limit) return 1;
+    if (kind == 43) return d[pos + 3] != 0 || d[pos + 2] == 2 || d[pos + 2] == 3 || d[pos + 2] == 4;
+    if (kind == 0 && pos != at + 40) return 1;
+    return tlvs_refused(d, at, pos + 2, pos + size, kind == 0);
+}
+
 static int decode_ipv4(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, uint64_t outer, int depth, seg_t *s);
 static int decode_ipv6(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, uint64_t outer, int depth, seg_t *s);
 static int network(unsigned ethertype, const uint8_t *d, Py_ssize_t off, Py_ssize_t n, uint64_t outer, int depth,
@@ -400,7 +485,7 @@ static int decode_ipv4(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, uint64_t 
     if ((first >> 4) != 4 || ihl < 20 || off + ihl > n) return MALFORMED;
     Py_ssize_t total = u16(d, off + 2);
     if (total == 0) total = n - off; /* TCP segmentation offload on the capturing host */
-    if (total < ihl) return MALFORMED;
+    if (total < ihl || (ihl > 20 && ipv4_options_refused(d, off, ihl))) return MALFORMED; /* ipoptions.py */
     unsigned frag = u16(d, off + 6), proto = d[off + 9];
     if (proto != 6) {
         if (frag & 0x3FFF) return is_tunnel_proto(proto) ? FRAGMENT_V4 : NOT_TCP;
@@ -423,20 +508,22 @@ static int decode_ipv6(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, uint64_t 
     unsigned next_header = d[off + 6];
     Py_ssize_t end = off + 40 + payload_len, pos = off + 40;
     uint64_t info = INFO_IPV6 | outer;
-    int fragment = 0, found = 0;
+    Py_ssize_t limit = end < n ? end : n;
+    int found = 0;
     for (int i = 0; i < 64; i++) {
         if (next_header == 6) { found = 1; break; }
         Py_ssize_t size;
         switch (next_header) {
-            case 0: case 43: case 60: case 135: case 139: case 140: case 253: case 254:
-                if (pos + 8 > n) return MALFORMED;
+            case 0: case 43: case 60: case 135: case 139: case 140: case 253: case 254: /* judged: ipoptions.py */
+                if (ipv6_header_refused(next_header, d, off, limit, pos)) return MALFORMED;
                 size = ((Py_ssize_t)d[pos + 1] + 1) * 8;
                 next_header = d[pos];
                 break;
             case 44:
                 if (pos + 8 > n) return MALFORMED;
-                fragment = fragment || (u16(d, pos + 2) & 0xFFF9) != 0;
-                next_header = d[pos];
+                if (u16(d, pos + 2) & 0xFFF9) /* an offset or the M flag: a piece (defrag) */
+                    return d[pos] == 6 || is_tunnel_proto(d[pos]) ? FRAGMENT_V6 : NOT_TCP;
+                next_header = d[pos]; /* an atomic fragment (RFC 6946): a whole packet */
                 size = 8;
                 break;
             case 51:
@@ -445,8 +532,7 @@ static int decode_ipv6(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, uint64_t 
                 next_header = d[pos];
                 break;
             default:
-                if (is_tunnel_proto(next_header) && payload_len)
-                    return fragment ? FRAGMENT_V6 : tunnel(next_header, d, pos, end, n, outer, depth, s);
+                if (is_tunnel_proto(next_header) && payload_len) return tunnel(next_header, d, pos, end, n, outer, depth, s);
                 return NOT_TCP;
         }
         pos += size;
@@ -454,7 +540,6 @@ static int decode_ipv6(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, uint64_t 
     }
     if (!found) return MALFORMED;
     if (payload_len == 0) return MALFORMED;
-    if (fragment) return FRAGMENT_V6;
     return decode_tcp(d, d + off + 8, d + off + 24, 16, pos, end, n, info, s, -1);
 }
 
@@ -981,7 +1066,10 @@ static int append_item(PyObject *items, long long frame, double ts, PyObject *se
 #define FRAGMENT_TIMEOUT_V6 60    /* defrag.FRAGMENT_TIMEOUT_V6 */
 #define MAX_DATAGRAM 65535        /* defrag.MAX_DATAGRAM */
 #define MAX_LINK_HEADER 64        /* defrag._MAX_LINK_HEADER */
-#define MAX_HEADER (MAX_LINK_HEADER + 60) /* a link header and the longest IP header (IPv4 with options) */
+#define MAX_UNFRAGMENTABLE 8      /* defrag.MAX_UNFRAGMENTABLE */
+/* a link header, an IPv6 header and the extension headers before its Fragment header (2 KiB at most each); an IPv4
+ * header with options is shorter */
+#define MAX_HEADER (MAX_LINK_HEADER + 40 + MAX_UNFRAGMENTABLE * 2048)
 
 typedef struct datagram_s {
     int used, version, has_header, pieces; /* used: 0 free, 1 being joined, 2 joined (kept to know copies) */
@@ -991,7 +1079,7 @@ typedef struct datagram_s {
     uint32_t ident;
     unsigned proto;
     uint8_t header[MAX_HEADER];   /* the link and IP headers of the piece at offset 0 */
-    Py_ssize_t header_len, ip_at;
+    Py_ssize_t header_len, ip_at, names_fragment; /* names_fragment: the byte naming the IPv6 Fragment header */
     Py_ssize_t starts[MAX_PIECES], sizes[MAX_PIECES];
     Py_ssize_t run_starts[MAX_PIECES], run_ends[MAX_PIECES]; /* runs of adjacent pieces (defrag._place) */
     int runs, poisoned;           /* poisoned: a piece past 65 535 bytes was taken (defrag's datagram[7]) */
@@ -1007,15 +1095,31 @@ typedef struct {
     const uint8_t *src, *dst, *payload;
     uint32_t ident;
     unsigned proto;
-    Py_ssize_t at, header_len, offset, size;
+    Py_ssize_t at, header_len, offset, size, names_fragment;
 } piece_t;
+
+/* defrag._fragment_header: where the Fragment header of the IPv6 packet at `at` starts (its bytes up to `limit`),
+ * with the byte naming it in `*before`; -1 when the headers before it are not ones a receiver takes. */
+static Py_ssize_t fragment_header(const uint8_t *d, Py_ssize_t at, Py_ssize_t limit, Py_ssize_t *before) {
+    unsigned kind = d[at + 6];
+    Py_ssize_t pos = at + 40;
+    *before = at + 6;
+    for (int i = 0; i < MAX_UNFRAGMENTABLE; i++) {
+        if (kind == 44) return pos;
+        if ((kind != 0 && kind != 43 && kind != 60) || ipv6_header_refused(kind, d, at, limit, pos)) return -1;
+        *before = pos;
+        kind = d[pos];
+        pos += ((Py_ssize_t)d[pos + 1] + 1) * 8;
+    }
+    return -1;
+}
 
 /* defrag._piece: 1 when `d` is a piece of a fragmented TCP or tunnel packet (`p` filled), else 0. */
 static int defrag_piece(int linktype, const uint8_t *d, Py_ssize_t n, piece_t *p) {
     unsigned ethertype;
     Py_ssize_t at;
     if (link_header(linktype, d, n, &ethertype, &at) != SEGMENT || at > MAX_LINK_HEADER) return 0;
-    p->at = at;
+    p->at = at; p->names_fragment = 0;
     if (ethertype == 0x0800) {
         if (at + 20 > n || (d[at] >> 4) != 4) return 0;
         Py_ssize_t ihl = (Py_ssize_t)(d[at] & 0x0F) * 4, total = u16(d, at + 2);
@@ -1029,15 +1133,16 @@ static int defrag_piece(int linktype, const uint8_t *d, Py_ssize_t n, piece_t *p
         return 1;
     }
     if (ethertype == 0x86DD) {
-        if (at + 48 > n || (d[at] >> 4) != 6 || d[at + 6] != 44) return 0;
-        Py_ssize_t end = at + 40 + u16(d, at + 4);
-        p->proto = d[at + 40];
-        if (end < at + 48 || end > n || !is_joined_proto(p->proto)) return 0;
-        unsigned field = u16(d, at + 42);
+        if (at + 40 > n || (d[at] >> 4) != 6) return 0;
+        Py_ssize_t end = at + 40 + u16(d, at + 4), before = 0;
+        Py_ssize_t pos = fragment_header(d, at, end < n ? end : n, &before);
+        if (pos < 0 || pos + 8 > end || end > n || !is_joined_proto(d[pos])) return 0;
+        p->proto = d[pos];
+        unsigned field = u16(d, pos + 2);
         if (!(field & 0xFFF9)) return 0; /* an atomic fragment (RFC 6946): a whole packet */
-        p->version = 6; p->src = d + at + 8; p->dst = d + at + 24; p->ident = u32be(d, at + 44);
+        p->version = 6; p->src = d + at + 8; p->dst = d + at + 24; p->ident = u32be(d, pos + 4);
         p->offset = field & 0xFFF8; p->more = field & 1;
-        p->header_len = at + 40; p->payload = d + at + 48; p->size = end - (at + 48);
+        p->header_len = pos; p->payload = d + pos + 8; p->size = end - (pos + 8); p->names_fragment = before;
         p->verdict = H_RIGHT;
         return 1;
     }
@@ -1091,9 +1196,11 @@ static Py_ssize_t defrag_rebuild(Scanner *sc, datagram_t *g) {
         uint64_t right = 0xFFFF - word_sum(f + at, (Py_ssize_t)(f[at] & 0x0F) * 4) % 0xFFFF;
         uint64_t value = g->verdict == H_RIGHT ? right : g->verdict == H_LEFT ? 0 : right % 0xFFFF == 1 ? 2 : 1;
         f[at + 10] = (uint8_t)(value >> 8); f[at + 11] = (uint8_t)value;
-    } else {
-        f[at + 4] = (uint8_t)(g->total >> 8); f[at + 5] = (uint8_t)g->total;
-        f[at + 6] = (uint8_t)g->proto;
+    } else { /* the headers before the Fragment header stay (RFC 8200 section 4.5) */
+        Py_ssize_t length = g->header_len - at - 40 + g->total;
+        if (length > MAX_DATAGRAM) return 0;
+        f[at + 4] = (uint8_t)(length >> 8); f[at + 5] = (uint8_t)length;
+        f[g->names_fragment] = (uint8_t)g->proto;
     }
     memcpy(f + g->header_len, g->payload, g->total);
     return g->header_len + g->total;
@@ -1172,7 +1279,7 @@ static Py_ssize_t defrag_add(Scanner *sc, int linktype, const uint8_t *d, Py_ssi
     if (!p.more) g->total = end;
     if (p.offset == 0) {
         memcpy(g->header, d, p.header_len);
-        g->header_len = p.header_len; g->ip_at = p.at; g->has_header = 1;
+        g->header_len = p.header_len; g->ip_at = p.at; g->has_header = 1; g->names_fragment = p.names_fragment;
     }
     if (!g->has_header || g->total < 0 || g->held != g->total) return 0;
     if (g->poisoned) { g->used = 0; return 0; } /* longer than an IP packet can be: dropped whole */

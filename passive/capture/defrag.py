@@ -12,8 +12,10 @@ tunnel (only the outermost packet is joined).
 
 Rules (the Linux receiver's since 5.1, RFC 5722 and its erratum 3089 for IPv6):
 
-- only the outermost IP header, right after the link header (and its VLAN tags); for IPv6, a Fragment header as
-  the first extension header, and not an atomic fragment (RFC 6946: a whole packet). Pieces are keyed by addresses,
+- only the outermost IP header, right after the link header (and its VLAN tags); for IPv6, a Fragment header
+  after at most :data:`MAX_UNFRAGMENTABLE` Hop-by-Hop, Routing and Destination Options headers the receiver takes
+  (:mod:`passive.capture.ipoptions`; they stay in the joined packet), whose next header is TCP or a tunnel, and not
+  an atomic fragment (RFC 6946: a whole packet). Pieces are keyed by addresses,
   identification, protocol and, for IPv4, whether the piece's header checksum is right, zero or wrong (a receiver
   drops a piece whose checksum is wrong: it must not stand in for the right piece, nor spoil its datagram);
 - a piece overlapping another of its datagram drops the whole datagram and every piece of it held (an evasion
@@ -36,6 +38,7 @@ The compiled scanner (``_scan.c``) holds the same rules; tests compare the two.
 
 from __future__ import annotations
 
+from passive.capture.ipoptions import DESTINATION, HOP_BY_HOP, ROUTING, ipv6_header_refused
 from passive.capture.linklayer import ETHERTYPE_IPV4, ETHERTYPE_IPV6, TUNNEL_PROTOCOLS, link_header
 
 JOINED_PROTOCOLS = TUNNEL_PROTOCOLS | {6}
@@ -58,6 +61,11 @@ verdict (part of the datagram's key), so that one the receiver drops never stand
 it keeps; a joined packet's header says the verdict, for its segment to be judged as one with a wrong checksum is
 (passive.capture.doubtful; read as any with ``--ignore-checksums``)."""
 MAX_DATAGRAM = 65535  # an IP datagram's payload ends by then (the 16-bit length and offset fields)
+MAX_UNFRAGMENTABLE = 8
+"""Extension headers an IPv6 piece may carry before its Fragment header (Hop-by-Hop, Destination Options, Routing,
+Destination Options: RFC 8200 section 4.1 names four; a few more for repeats a receiver also takes)."""
+_UNFRAGMENTABLE = frozenset({HOP_BY_HOP, ROUTING, DESTINATION})
+_IP_PROTO_FRAGMENT = 44
 _MAX_LINK_HEADER = 64  # a link header and its tags are shorter; a longer one is not a frame to rebuild
 
 # A datagram being reassembled: [first piece's time, header of the piece at offset 0 (or None; see _piece),
@@ -228,18 +236,35 @@ def _piece(
         payload = data[at + ihl : at + total]
         return key, (frag & 0x1FFF) * 8, bool(frag & 0x2000), bytes([at]) + data[: at + ihl], payload
     if ethertype == ETHERTYPE_IPV6:
-        if at + 48 > n or data[at] >> 4 != 6 or data[at + 6] != 44:
+        if at + 40 > n or data[at] >> 4 != 6:
             return None
         end = at + 40 + (data[at + 4] << 8 | data[at + 5])
-        proto = data[at + 40]
-        if end < at + 48 or end > n or proto not in JOINED_PROTOCOLS:
+        found = _fragment_header(data, at, min(end, n))
+        if found is None:
             return None
-        field = data[at + 42] << 8 | data[at + 43]
+        pos = found[0]
+        if pos + 8 > end or end > n or data[pos] not in JOINED_PROTOCOLS:
+            return None
+        field = data[pos + 2] << 8 | data[pos + 3]
         if not field & 0xFFF9:  # an atomic fragment (RFC 6946): a whole packet, never joined with others
             return None
-        ident = int.from_bytes(data[at + 44 : at + 48], "big")
-        key = (6, data[at + 8 : at + 24], data[at + 24 : at + 40], ident, proto, RIGHT)
-        return key, field & 0xFFF8, bool(field & 1), bytes([at]) + data[: at + 40], data[at + 48 : end]
+        ident = int.from_bytes(data[pos + 4 : pos + 8], "big")
+        key = (6, data[at + 8 : at + 24], data[at + 24 : at + 40], ident, data[pos], RIGHT)
+        return key, field & 0xFFF8, bool(field & 1), bytes([at]) + data[:pos], data[pos + 8 : end]
+    return None
+
+
+def _fragment_header(data: bytes, at: int, limit: int) -> tuple[int, int] | None:
+    """Where the Fragment header of the IPv6 packet at ``at`` (its bytes up to ``limit``) starts, and where the
+    byte naming it is (the IPv6 header's next header field, or the header before it); None when the headers before
+    it are not Hop-by-Hop, Routing and Destination Options headers a receiver takes (passive.capture.ipoptions)."""
+    kind, before, pos = data[at + 6], at + 6, at + 40
+    for _ in range(MAX_UNFRAGMENTABLE):
+        if kind == _IP_PROTO_FRAGMENT:
+            return pos, before
+        if kind not in _UNFRAGMENTABLE or ipv6_header_refused(kind, data, at, limit, pos):
+            return None
+        kind, before, pos = data[pos], pos, pos + (data[pos + 1] + 1) * 8
     return None
 
 
@@ -259,8 +284,12 @@ def _rebuild(
         frame[at + 6], frame[at + 7] = 0, 0
         frame[at + 10 : at + 12] = _header_checksum(frame[at : at + (frame[at] & 0x0F) * 4], verdict)
     else:
-        frame[at + 4], frame[at + 5] = total >> 8, total & 0xFF
-        frame[at + 6] = proto
+        fragment_at, before = _fragment_header(frame, at, len(frame)) or (len(frame), at + 6)
+        length = fragment_at - at - 40 + total  # the headers before the Fragment header stay (RFC 8200 4.5)
+        if length > MAX_DATAGRAM:
+            return None
+        frame[at + 4], frame[at + 5] = length >> 8, length & 0xFF
+        frame[before] = proto
     payload = bytearray(total)
     for offset, held in pieces:
         payload[offset : offset + len(held)] = held

@@ -14,12 +14,10 @@ the NIC left them in the frame and the cooked header names 802.1Q or 802.1ad), r
 (101, and 12/14 which some platforms write for it), LINKTYPE_IPV4 (228) / IPV6 (229),
 BSD NULL (0, host byte order) and LOOP (108, network byte order).
 
-IPv6 extension headers (hop-by-hop, routing, destination options, fragment, AH and
-the other RFC 7045 ones) are walked. IP fragments are a status here, never decoded: a
-first fragment carries only part of the segment, so handing it on would splice a short
-piece into the stream; the reassembler reports the hole as a gap instead. The scanners and the
-libpcap path join the fragments of a tunnel packet fragmented outside again (passive.capture.defrag) and
-decode the whole; a TCP segment's own fragments stay counted.
+IPv6 extension headers (hop-by-hop, routing, destination options, fragment, AH) are walked; a packet whose IP
+options or extension headers make a receiver drop it (passive.capture.ipoptions) is a decode error. IP fragments are
+a status here, never decoded: the scanners and the libpcap path join the pieces of a TCP or tunnel packet again
+(passive.capture.defrag) and decode the whole.
 """
 
 from __future__ import annotations
@@ -29,6 +27,14 @@ import struct
 
 from passive.capture import tunnels
 from passive.capture.checksums import checksum_bits, outer_header, with_outer
+from passive.capture.ipoptions import (
+    DESTINATION,
+    HOP_BY_HOP,
+    ROUTING,
+    UNHANDLED,
+    ipv4_options_refused,
+    ipv6_header_refused,
+)
 
 # Link types (pcap LINKTYPE_* values; libpcap reports DLT_RAW as 12 on Linux).
 LINKTYPE_NULL = 0
@@ -129,7 +135,7 @@ _U16 = struct.Struct("!H").unpack_from
 _U32_LE = struct.Struct("<I").unpack_from
 _U32_BE = struct.Struct("!I").unpack_from
 _TCP = struct.Struct("!HHIIBBH").unpack_from
-_IPV6_EXT = frozenset({0, 43, 60, 135, 139, 140, 253, 254})  # generic (len+1)*8 extension headers
+_IPV6_JUDGED = UNHANDLED | {HOP_BY_HOP, ROUTING, DESTINATION}  # judged by passive.capture.ipoptions
 _IP_PROTO_FRAGMENT = 44
 _IP_PROTO_AH = 51
 TUNNEL_PROTOCOLS = frozenset(
@@ -287,8 +293,8 @@ def _decode_ipv4(data: bytes, offset: int, n: int, outer: int = 0, depth: int = 
     total = _U16(data, offset + 2)[0]
     if total == 0:
         total = n - offset  # sender-side capture with TCP segmentation offload: the NIC fills the length in
-    if total < ihl:
-        return MALFORMED
+    if total < ihl or (ihl > 20 and ipv4_options_refused(data, offset, ihl)):
+        return MALFORMED  # options a receiver refuses (passive.capture.ipoptions) make it drop the packet
     frag = _U16(data, offset + 6)[0]
     proto = data[offset + 9]
     if proto != 6:
@@ -320,27 +326,27 @@ def _decode_ipv6(data: bytes, offset: int, n: int, outer: int = 0, depth: int = 
     end = offset + 40 + payload_len
     pos = offset + 40
     info = INFO_IPV6 | outer
-    fragment = False
+    limit = min(n, end)
     # Bounded walk: each header is at least 8 bytes, so a 64 KiB payload can hold only so many.
     for _ in range(64):
         if next_header == 6:
             break
-        if next_header in _IPV6_EXT:
-            if pos + 8 > n:
+        if next_header in _IPV6_JUDGED:  # what a receiver refuses is dropped here (passive.capture.ipoptions)
+            if ipv6_header_refused(next_header, data, offset, limit, pos):
                 return MALFORMED
             next_header, size = data[pos], (data[pos + 1] + 1) * 8
         elif next_header == _IP_PROTO_FRAGMENT:
             if pos + 8 > n:
                 return MALFORMED
-            fragment = fragment or bool(_U16(data, pos + 2)[0] & 0xFFF9)  # offset or M flag
-            next_header, size = data[pos], 8
+            if _U16(data, pos + 2)[0] & 0xFFF9:  # an offset or the M flag: a piece (passive.capture.defrag)
+                return FRAGMENT_V6 if data[pos] == 6 or data[pos] in TUNNEL_PROTOCOLS else NOT_TCP
+            next_header, size = data[pos], 8  # an atomic fragment (RFC 6946): a whole packet
         elif next_header == _IP_PROTO_AH:
             if pos + 8 > n:
                 return MALFORMED
             next_header, size = data[pos], (data[pos + 1] + 2) * 4
         elif next_header in TUNNEL_PROTOCOLS and payload_len:
-            # A tunnel's packet fragmented outside (its endpoint's MTU): counted as IPv4's are, not reassembled.
-            return FRAGMENT_V6 if fragment else _tunnel(next_header, data, pos, end, n, outer, depth)
+            return _tunnel(next_header, data, pos, end, n, outer, depth)
         else:
             return NOT_TCP
         pos += size
@@ -349,8 +355,6 @@ def _decode_ipv6(data: bytes, offset: int, n: int, outer: int = 0, depth: int = 
         return MALFORMED
     if payload_len == 0:
         return MALFORMED  # jumbograms are not used on links we capture from
-    if fragment:
-        return FRAGMENT_V6
     return _decode_tcp(data, src, dst, pos, end, n, info, -1)
 
 
