@@ -5,10 +5,16 @@ RSTs the receiver ignores, data beyond its window), towards a small server that 
 (tests/helpers_receiver.py); tcpdump records the link. The capture then goes through leakscope's capture layer.
 Under the ``linux`` policy every case must give the application's bytes; under ``first`` (how leakscope reassembled
 before policies) the decoys win, which is what these cases were built to show.
+
+The IP layer's variants go the same way: a decoy in a segment whose IPv4 header carries options, or whose IPv6
+header is followed by extension headers, then the real bytes plainly; the bytes the server read say whether its
+kernel took the variant's segment (a second lab run, over IPv6, plays the IPv6 cases).
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import os
 from pathlib import Path
 
@@ -16,7 +22,7 @@ import pytest
 
 from passive.capture import CaptureOptions, analyze_file
 from tests.helpers_capture import Recorder
-from tests.helpers_receiver import FIRST_CLIENT_PORT, PORT, ReceiverLab, missing_tools
+from tests.helpers_receiver import FIRST_CLIENT_PORT, IPV4, IPV6, PORT, Family, ReceiverLab, missing_tools
 
 REAL = b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n"  # what the server must read: 33 bytes
 DECOY = b"NOOP nothing to see here at all\r\n"  # what a sender would rather show a monitor
@@ -28,7 +34,7 @@ def _piece(text: bytes, start: int, stop: int) -> tuple[str, int, bytes]:
     return ("data", start, text[start:stop])
 
 
-CASES: dict[str, list[tuple]] = {
+TCP_CASES: dict[str, list[tuple]] = {
     "control": [_piece(REAL, 0, 20), _piece(REAL, 20, END), ("fin", END)],
     # Out-of-order decoy, then in-order data covering it: Linux keeps the in-order bytes.
     "ofo-covered-by-in-order": [_piece(DECOY, 10, 20), _piece(REAL, 0, END), ("fin", END)],
@@ -74,6 +80,89 @@ CASES: dict[str, list[tuple]] = {
     "no-ack-decoy": [("noack", 0, DECOY), ("data", 0, REAL), ("fin", END)],
     "unsent-ack-decoy": [("badack", 0, DECOY), ("data", 0, REAL), ("fin", END)],
 }
+
+
+def _decoy_in(kind: str, extra: object = None) -> list[tuple]:
+    """The decoy in a segment of the variant under test, then the real bytes plainly at the same place: the server
+    reads the decoy where its kernel took the variant's segment (the real bytes are then a duplicate), the real
+    bytes where it dropped it."""
+    decoy = (kind, 0, DECOY) if extra is None else (kind, 0, DECOY, extra)
+    return [decoy, ("data", 0, REAL), ("fin", END)]
+
+
+SERVER4 = bytes([10, 98, 0, 2])  # the lab's server address (tests/helpers_receiver.py), as a route names it
+# IPv4 header options (RFC 791 and its successors), EOL-padded to a word by the lab.
+IP_OPTION_CASES: dict[str, list[tuple]] = {
+    f"ipopt-{name}": _decoy_in("ipopt", options)
+    for name, options in {
+        "nop-eol": b"\x01\x01\x01\x00",
+        "record-route": b"\x07\x07\x04" + bytes(4),  # one empty slot, pointer at it
+        "router-alert": b"\x94\x04\x00\x00",
+        "lsrr-start": b"\x83\x07\x04" + SERVER4,  # pointer at the server's address: still to visit
+        "lsrr-past-end": b"\x83\x07\x08" + SERVER4,  # pointer past the list: the route was followed
+        "ssrr-start": b"\x89\x07\x04" + SERVER4,
+        "ssrr-past-end": b"\x89\x07\x08" + SERVER4,
+        "timestamp": b"\x44\x0c\x05\x00" + bytes(8),  # timestamps only, two empty slots, pointer at the first
+        "timestamp-bad-pointer": b"\x44\x0c\x04\x00" + bytes(8),  # pointer 4: inside the option's own header
+        "length-0": b"\x9e\x00\x00\x00",
+        "length-1": b"\x9e\x01\x00\x00",
+        "length-past-header": b"\x9e\x08\x00\x00",  # 8 bytes said, 4 in the header
+        "unknown": b"\x9e\x04\x00\x00",
+        "cipso": b"\x86\x0a\x00\x00\x00\x01\x01\x04\x00\x03",  # DOI 1, tag 1 (bitmap): level 3, no categories
+        "security": b"\x82\x03\xab",  # RFC 1108 basic security: Unclassified, no authority flags
+    }.items()
+}
+CASES = {**TCP_CASES, **IP_OPTION_CASES}
+
+HOP_BY_HOP, ROUTING, DESTINATION = 0, 43, 60  # IPv6 Next Header values of the extension headers
+SERVER6 = ipaddress.IPv6Address(IPV6.server).packed
+PAD1 = b"\x00"
+
+
+def _padn(length: int, fill: int = 0) -> bytes:
+    """A PadN option with ``length`` bytes of padding data (RFC 8200 says zeros)."""
+    return bytes([1, length]) + bytes([fill]) * length
+
+
+def _options(*options: bytes) -> bytes:
+    """A Hop-by-Hop or Destination Options header after its Next Header byte: its length, then ``options``."""
+    size = 2 + sum(map(len, options))
+    if size % 8:
+        raise ValueError(f"an options header is a multiple of 8 bytes long, not {size}")
+    return bytes([size // 8 - 1, *b"".join(options)])
+
+
+PADDED = _options(_padn(4))
+ACTIONS = {"skip": 0x1E, "discard": 0x5E, "discard-icmp": 0x9E, "discard-icmp-unicast": 0xDE}  # the top two bits
+# IPv6 (RFC 8200): extension headers, each (type, bytes after its Next Header byte), before the TCP header.
+EXTENSION_HEADERS: dict[str, tuple[tuple[int, bytes], ...]] = {
+    "dest-pad": ((DESTINATION, _options(PAD1, PAD1, _padn(2))),),
+    "dest-padn-not-zero": ((DESTINATION, _options(_padn(4, 0xAA))),),
+    "dest-pad-longer-than-7": ((DESTINATION, _options(_padn(12))),),
+    **{
+        f"dest-unknown-{name}": ((DESTINATION, _options(bytes([kind, 0]), _padn(2))),) for name, kind in ACTIONS.items()
+    },
+    "dest-8-unknown": ((DESTINATION, _options(b"\x1e\x00" * 8, _padn(4))),),
+    "dest-9-unknown": ((DESTINATION, _options(b"\x1e\x00" * 9, _padn(2))),),
+    "dest-option-past-end": ((DESTINATION, _options(b"\x1e\x08" + bytes(4))),),  # 10 bytes said, 6 left
+    "dest-twice": ((DESTINATION, PADDED), (DESTINATION, PADDED)),
+    "hbh": ((HOP_BY_HOP, PADDED),),
+    "hbh-after-dest": ((DESTINATION, PADDED), (HOP_BY_HOP, PADDED)),
+    # Routing: length, type, segments left, then type 0's reserved word and addresses, or type 4's (segment routing)
+    # last entry, flags, tag and segments.
+    "rh0-left-0": ((ROUTING, bytes([2, 0, 0]) + bytes(4) + SERVER6),),
+    "rh0-left-1": ((ROUTING, bytes([2, 0, 1]) + bytes(4) + SERVER6),),
+    "rh4-left-0": ((ROUTING, bytes([2, 4, 0, 0, 0, 0, 0]) + SERVER6),),
+    "rh4-left-1": ((ROUTING, bytes([4, 4, 1, 1, 0, 0, 0]) + SERVER6 * 2),),
+}
+CASES6: dict[str, list[tuple]] = {
+    "v6-control": [_piece(REAL, 0, 20), _piece(REAL, 20, END), ("fin", END)],
+    "v6-data": _decoy_in("data"),
+    "v6-frag": _decoy_in("frag"),  # a Fragment header right after the IPv6 header
+    **{f"v6-{name}": _decoy_in("ext", headers) for name, headers in EXTENSION_HEADERS.items()},
+    "v6-dest-then-frag": _decoy_in("extfrag", ((DESTINATION, PADDED),)),
+    "v6-hbh-then-frag": _decoy_in("extfrag", ((HOP_BY_HOP, PADDED),)),
+}
 # Where reassembling "first seen wins", every RST and no window (leakscope before policies) shows the decoy.
 FIRST_FOOLED = {
     "ofo-covered-by-in-order",
@@ -92,9 +181,8 @@ FIRST_FOOLED = {
 # the policy
 
 
-@pytest.fixture(scope="module")
-def receiver(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, bytes]]:
-    """The capture and what the application read, per case (one run of every case, about 10 s)."""
+def _lab_run(factory: pytest.TempPathFactory, family: Family, cases: dict[str, list[tuple]]) -> tuple[Path, dict]:
+    """The capture and what the application read, per case (one run of every case)."""
     if os.geteuid() != 0:
         pytest.skip("the Linux receiver needs root: network namespaces, a packet socket, tcpdump")
     missing = missing_tools()
@@ -107,25 +195,50 @@ def receiver(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
-    work = tmp_path_factory.mktemp("receiver")
-    with ReceiverLab(work) as lab:
-        read = lab.run(CASES)
+    work = factory.mktemp(f"receiver-{family.name}")
+    with ReceiverLab(work, family) as lab:
+        read = lab.run(cases)
     return lab.pcap, read
 
 
-def _reassembled(pcap: Path, policy: str) -> dict[str, bytes]:
-    """The client stream of each case's connection (the flow its SYN opened), as leakscope reassembles it."""
+@pytest.fixture(scope="module")
+def receiver(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, bytes]]:
+    """The IPv4 run of CASES."""
+    return _lab_run(tmp_path_factory, IPV4, CASES)
+
+
+@pytest.fixture(scope="module")
+def receiver6(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, bytes]]:
+    """The IPv6 run of CASES6."""
+    return _lab_run(tmp_path_factory, IPV6, CASES6)
+
+
+# The variants' segments this kernel took (Linux 6.18, a new network namespace's defaults: IPv4 accept_source_route
+# 0 on "all", IPv6 seg6_enabled 0, max_dst_opts_number 8); it dropped the others.
+VARIANTS = [*IP_OPTION_CASES, *(case for case in CASES6 if case != "v6-control")]
+TAKEN = {
+    *(f"ipopt-{name}" for name in ("nop-eol", "record-route", "router-alert", "timestamp", "unknown", "security")),
+    *(f"v6-{name}" for name in ("data", "frag", "dest-pad", "dest-unknown-skip", "dest-8-unknown", "dest-twice")),
+    *(f"v6-{name}" for name in ("hbh", "rh0-left-0", "dest-then-frag", "hbh-then-frag")),
+}
+
+
+@functools.cache
+def _reassembled(pcap: Path, policy: str, names: tuple[str, ...]) -> dict[str, bytes]:
+    """The client stream of each case's connection (the flow its SYN opened), as leakscope reassembles it; the
+    cases ``names`` in the order the lab played them."""
     recorder = Recorder()
     options = CaptureOptions(ports=frozenset({PORT}), reassembly_policy=policy, resync_lines=False)
     analyze_file(pcap, recorder, options)
     streams = {record.flow.client_port: record.client_data for record in recorder.flows if not record.flow.partial}
-    return {name: streams.get(FIRST_CLIENT_PORT + number, b"") for number, name in enumerate(CASES)}
+    return {name: streams.get(FIRST_CLIENT_PORT + number, b"") for number, name in enumerate(names)}
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_linux_policy_reassembles_what_the_application_read(receiver: tuple[Path, dict[str, bytes]], case: str) -> None:
-    pcap, read = receiver
-    assert _reassembled(pcap, "linux")[case] == read[case]
+@pytest.mark.parametrize("case", [*CASES, *CASES6])
+def test_linux_policy_reassembles_what_the_application_read(request: pytest.FixtureRequest, case: str) -> None:
+    cases = CASES6 if case in CASES6 else CASES
+    pcap, read = request.getfixturevalue("receiver6" if case in CASES6 else "receiver")
+    assert _reassembled(pcap, "linux", tuple(cases))[case] == read[case]
 
 
 def test_the_cases_show_the_receiver_taking_the_real_bytes(receiver: tuple[Path, dict[str, bytes]]) -> None:
@@ -142,7 +255,17 @@ def test_the_cases_show_the_receiver_taking_the_real_bytes(receiver: tuple[Path,
     assert read["no-ack-decoy"] == read["unsent-ack-decoy"] == REAL
 
 
+def test_the_receiver_takes_or_drops_each_variant_whole(
+    receiver: tuple[Path, dict[str, bytes]], receiver6: tuple[Path, dict[str, bytes]]
+) -> None:
+    """Each variant's segment is taken (the server read the decoy) or dropped (it read the real bytes), as tabled."""
+    read = {**receiver[1], **receiver6[1]}
+    assert read["v6-control"] == REAL
+    assert {case: read[case] for case in VARIANTS if read[case] not in (DECOY, REAL)} == {}
+    assert {case for case in VARIANTS if read[case] == DECOY} == TAKEN
+
+
 def test_first_seen_wins_is_fooled_where_linux_is_not(receiver: tuple[Path, dict[str, bytes]]) -> None:
     pcap, read = receiver
-    streams = _reassembled(pcap, "first")
-    assert {case for case in CASES if streams[case] != read[case]} == FIRST_FOOLED
+    streams = _reassembled(pcap, "first", tuple(CASES))
+    assert {case for case in TCP_CASES if streams[case] != read[case]} == FIRST_FOOLED
