@@ -44,7 +44,7 @@ def peer_end(other: HalfStream) -> int:
     buffered, held or lost), its FIN counted."""
     high = other.high_rel()
     if other.held_ends:  # held, not read yet: sent all the same (a held FIN counted)
-        high = max(high, other.held_ends[-1])
+        high = max(high, other.held_ends[-1][0])
     end = (other.next_seq + high - other.next_rel) & SEQ_MASK
     return (end + 1) & SEQ_MASK if other.fin_rel is not None else end
 
