@@ -97,11 +97,10 @@ def test_what_is_held_is_bounded_over_all_flows_and_given_back(monkeypatch: pyte
     per direction (past it the oldest is dropped) and MAX_HELD_BYTES over all flows (past it the new one is); the
     flows' end gives every byte back."""
     from passive.capture import doubtful
-    from passive.capture.held import HELD_CHUNK_COST
     from tests.test_reassembly import Session, handshake, seg
 
     size, flows = 1_000, 8
-    cost = HELD_CHUNK_COST + size
+    cost = doubtful.HELD_SEGMENT_COST + size
     monkeypatch.setattr(doubtful, "MAX_HELD_DIRECTION", 16 * cost)
     monkeypatch.setattr(doubtful, "MAX_HELD_BYTES", 50 * cost)
     session = Session()
@@ -296,9 +295,33 @@ def _lines_run(monkeypatch: pytest.MonkeyPatch, held: int, packets: int, attack:
 
 @pytest.mark.parametrize("attack", ["bare", "settle", "both"])
 def test_held_segments_are_not_walked_again_for_every_packet(monkeypatch: pytest.MonkeyPatch, attack: str) -> None:
-    """A sender holds hundreds of one-byte segments (each costs HELD_CHUNK_COST, so a direction holds about a
-    thousand), then sends packets that settle none or one of them: each packet costs the same work however many are
+    """A sender holds hundreds of one-byte segments (each costs HELD_SEGMENT_COST, so a direction holds about
+    680), then sends packets that settle none or one of them: each packet costs the same work however many are
     held (it cost a pass over them all: 10 to 70 times a plain packet's time)."""
     few = _lines_run(monkeypatch, 10, 100, attack)
-    many = _lines_run(monkeypatch, 800, 100, attack)
+    many = _lines_run(monkeypatch, 600, 100, attack)
     assert many < 1.5 * few
+
+
+def test_what_held_segments_are_counted_covers_what_they_hold() -> None:
+    """600 one-byte segments held (each a new bytes object, frame number and time, as a capture gives them):
+    the memory they take is no more than what the bounds count for them."""
+    import tracemalloc
+
+    from tests.test_reassembly import CLIENT as C
+    from tests.test_reassembly import SERVER as S
+    from tests.test_reassembly import Session, handshake, seg
+
+    session = Session()
+    c, v = handshake(session)
+    session.feed(seg(S, C, v, c, payload=b"220 mx\r\n"))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for index in range(600):
+            session.feed(seg(C, S, c + 10 + index, v + 100_000, payload=b"%c" % (index % 256)))
+        taken = sum(stat.size_diff for stat in tracemalloc.take_snapshot().compare_to(before, "filename"))
+    finally:
+        tracemalloc.stop()
+    assert session.counters.ack_drops == 0
+    assert 0 < taken <= session.reassembler._held_bytes
