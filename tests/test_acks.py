@@ -97,11 +97,10 @@ def test_what_is_held_is_bounded_over_all_flows_and_given_back(monkeypatch: pyte
     per direction (past it the oldest is dropped) and MAX_HELD_BYTES over all flows (past it the new one is); the
     flows' end gives every byte back."""
     from passive.capture import doubtful
-    from passive.capture.held import HELD_CHUNK_COST
     from tests.test_reassembly import Session, handshake, seg
 
     size, flows = 1_000, 8
-    cost = HELD_CHUNK_COST + size
+    cost = doubtful.HELD_SEGMENT_COST + size
     monkeypatch.setattr(doubtful, "MAX_HELD_DIRECTION", 16 * cost)
     monkeypatch.setattr(doubtful, "MAX_HELD_BYTES", 50 * cost)
     session = Session()
@@ -247,3 +246,82 @@ def test_a_fin_seen_before_the_bytes_it_acknowledges_still_ends_its_direction() 
     flow = session.only
     assert flow.reason == CloseReason.FIN and flow.server_data == b"220 mx\r\n" + bye
     assert session.counters.ack_drops == 0 and session.reassembler._held_bytes == 0
+
+
+def _lines_run(monkeypatch: pytest.MonkeyPatch, held: int, packets: int, attack: str) -> int:
+    """How many lines of passive/capture the reassembler runs for ``packets`` packets once the client holds ``held``
+    one-byte segments acknowledging bytes the server never sent: bare ACKs from the server acknowledging less than
+    their end (``bare``), or each settling the oldest while the client holds one more (``settle``), or segments of
+    either side acknowledging bytes past all the other side holds (``both``)."""
+    import sys
+    from collections.abc import Callable
+    from types import FrameType
+
+    from passive.capture.linklayer import ACK
+    from tests.test_reassembly import CLIENT as C
+    from tests.test_reassembly import SERVER as S
+    from tests.test_reassembly import Session, handshake, seg
+
+    session = Session()
+    c, v = handshake(session)
+    session.feed(seg(S, C, v, c, payload=b"220 mx\r\n"))
+    v += 8
+    for index in range(held):
+        session.feed(seg(C, S, c + 10 + index, v + 100_000, payload=b"x"))
+    lines = [0]
+
+    def count(frame: FrameType, event: str, _arg: object) -> Callable | None:  # a trace function
+        if "passive/capture/" not in frame.f_code.co_filename:
+            return None
+        lines[0] += event == "line"
+        return count
+
+    sys.settrace(count)
+    try:
+        for index in range(packets):
+            if attack == "both":
+                session.feed(seg(S, C, v + 10 + index, c + 10_000_000, payload=b"y"))
+                session.feed(seg(C, S, c + 10 + held + index, v + 10_000_000, payload=b"x"))
+            elif attack == "settle":
+                session.feed(seg(S, C, v, c + 11 + index, ACK))
+                session.feed(seg(C, S, c + 10 + held + index, v + 100_000, payload=b"x"))
+            else:
+                session.feed(seg(S, C, v, c, ACK))
+    finally:
+        sys.settrace(None)
+    assert session.reassembler._held_bytes > 0
+    return lines[0]
+
+
+@pytest.mark.parametrize("attack", ["bare", "settle", "both"])
+def test_held_segments_are_not_walked_again_for_every_packet(monkeypatch: pytest.MonkeyPatch, attack: str) -> None:
+    """A sender holds hundreds of one-byte segments (each costs HELD_SEGMENT_COST, so a direction holds about
+    680), then sends packets that settle none or one of them: each packet costs the same work however many are
+    held (it cost a pass over them all: 10 to 70 times a plain packet's time)."""
+    few = _lines_run(monkeypatch, 10, 100, attack)
+    many = _lines_run(monkeypatch, 600, 100, attack)
+    assert many < 1.5 * few
+
+
+def test_what_held_segments_are_counted_covers_what_they_hold() -> None:
+    """600 one-byte segments held (each a new bytes object, frame number and time, as a capture gives them):
+    the memory they take is no more than what the bounds count for them."""
+    import tracemalloc
+
+    from tests.test_reassembly import CLIENT as C
+    from tests.test_reassembly import SERVER as S
+    from tests.test_reassembly import Session, handshake, seg
+
+    session = Session()
+    c, v = handshake(session)
+    session.feed(seg(S, C, v, c, payload=b"220 mx\r\n"))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for index in range(600):
+            session.feed(seg(C, S, c + 10 + index, v + 100_000, payload=b"%c" % (index % 256)))
+        taken = sum(stat.size_diff for stat in tracemalloc.take_snapshot().compare_to(before, "filename"))
+    finally:
+        tracemalloc.stop()
+    assert session.counters.ack_drops == 0
+    assert 0 < taken <= session.reassembler._held_bytes

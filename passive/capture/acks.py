@@ -43,8 +43,8 @@ def peer_end(other: HalfStream) -> int:
     """The sequence number just past the highest byte of the direction ``other`` the capture shows (delivered,
     buffered, held or lost), its FIN counted."""
     high = other.high_rel()
-    for item in other.doubtful or ():  # held, not read yet: sent all the same (a held FIN counted)
-        high = max(high, other.rel(item[0]) + len(item[1]) + item[5])
+    if other.held_ends:  # held, not read yet: sent all the same (a held FIN counted)
+        high = max(high, other.held_ends[-1][0])
     end = (other.next_seq + high - other.next_rel) & SEQ_MASK
     return (end + 1) & SEQ_MASK if other.fin_rel is not None else end
 

@@ -244,6 +244,7 @@ class Reassembler(Classification, Doubts, AckChecks):
             if not half.start(seq, flags, self.resync_lines, options, window) and not flow.partial:
                 flow.partial = True  # picked up mid-stream
                 self.counters.flows_partial += 1
+            self._rebase_held(half)  # segments it held before: their ends placed in its sequence space
             if flags & SYN:
                 syn_seen(half, other)
         if flags & ACK:  # what it acknowledges came before what it brings

@@ -37,6 +37,7 @@ class HalfStream:
         "fin_rel",
         "finished",
         "held_cost",
+        "held_ends",
         "next_rel",
         "next_seq",
         "peer_shift",
@@ -85,10 +86,13 @@ class HalfStream:
         # capture shows them, so a wrong one is no capture artifact (passive.capture.checksums).
         self.checked = False
         # Segments of this direction with a wrong checksum, or acknowledging unsent bytes, awaiting the receiver's
-        # acknowledgement: (sequence number, data, frame, time, kind, FIN), oldest first; None for none
-        # (passive.capture.doubtful, passive.capture.acks).
-        self.doubtful: list[tuple] | None = None
+        # acknowledgement: (sequence number, data, frame, time, kind, FIN, end, number) by their number, oldest
+        # first; None for none (passive.capture.doubtful, passive.capture.acks).
+        self.doubtful: dict[int, tuple] | None = None
         self.held_cost = 0  # what they cost (passive.capture.doubtful.MAX_HELD_DIRECTION)
+        # (end, number) of each, sorted (the end a stream offset just past it, a FIN counted): those an
+        # acknowledgement settles come first, the last tells where the direction's bytes end, without a pass over all.
+        self.held_ends: list[tuple[int, int]] = []
 
     def start(self, seq: int, flags: int, resync: bool, options: int = 0, window: int = 0) -> bool:
         """Anchor the sequence space on this direction's first segment; False if that is not a SYN."""
