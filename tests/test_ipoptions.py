@@ -122,12 +122,20 @@ def _with_headers(frame: bytes, headers: list[tuple[int, bytes]]) -> bytes:
 
 
 def _segment6(payload: bytes = b"MAIL FROM:<a@b.example>\r\n") -> bytes:
-    packet = Ether() / IPv6(src="2001:db8::9", dst="2001:db8::25") / TCP(sport=40000, dport=25, flags="PA")
+    packet = (
+        Ether(dst="00:11:22:33:44:55", src="66:77:88:99:aa:bb")
+        / IPv6(src="2001:db8::9", dst="2001:db8::25")
+        / TCP(sport=40000, dport=25, flags="PA")
+    )
     return bytes(packet / Raw(payload))
 
 
 def _segment4() -> bytes:
-    packet = Ether() / IP(src="203.0.113.9", dst="192.0.2.25") / TCP(sport=40000, dport=25, flags="PA")
+    packet = (
+        Ether(dst="00:11:22:33:44:55", src="66:77:88:99:aa:bb")
+        / IP(src="203.0.113.9", dst="192.0.2.25")
+        / TCP(sport=40000, dport=25, flags="PA")
+    )
     return bytes(packet / Raw(b"MAIL FROM:<a@b.example>\r\n"))
 
 
@@ -168,37 +176,45 @@ def test_the_bounds_are_linux_defaults() -> None:
     assert ipoptions.MAX_PADDING == 7  # ip6_parse_tlv
 
 
-def _pieces6(headers: list[tuple[int, bytes]], payload: bytes, size: int = 24) -> list[bytes]:
-    """The IPv6 segment carrying ``payload`` cut into pieces of ``size`` bytes of its TCP segment (the first holds the
-    TCP header whole), each with
-    ``headers`` before its Fragment header."""
+def _pieces6(
+    headers: list[tuple[int, bytes]], payload: bytes, after: list[tuple[int, bytes]] | None = None
+) -> list[bytes]:
+    """The IPv6 segment carrying ``payload`` cut into pieces, each with ``headers`` before its Fragment header and
+    the first with ``after`` (extension headers in the fragmentable part) and the whole TCP header."""
     whole = _segment6(payload)
-    ip, upper = bytearray(whole[14:54]), whole[54:]
+    kinds = [kind for kind, _ in after or []] + [6]
+    fragmentable = b"".join(bytes([kinds[i + 1]]) + body[1:] for i, (_, body) in enumerate(after or [])) + whole[54:]
+    size = -(-(len(fragmentable) - len(whole) + 54 + 20) // 8) * 8  # the first piece: through the TCP header
+    ip = bytearray(whole[14:54])
     ip[6] = 44
     pieces = []
-    for offset in range(0, len(upper), size):
-        fragment = bytes([6, 0]) + struct.pack("!HI", offset | (offset + size < len(upper)), 77)
-        pieces.append(_with_headers(whole[:14] + bytes(ip) + fragment + upper[offset : offset + size], headers))
+    for offset in range(0, len(fragmentable), size):
+        fragment = bytes([kinds[0], 0]) + struct.pack("!HI", offset | (offset + size < len(fragmentable)), 77)
+        pieces.append(_with_headers(whole[:14] + bytes(ip) + fragment + fragmentable[offset : offset + size], headers))
     return pieces
 
 
 @pytest.mark.parametrize(
-    ("headers", "joined"),
-    [([], True), ([(60, _options(SKIP))], True), ([(0, _options()), (60, _options())], True),
-     ([(60, _options(bytes([0x9E, 2, 0, 0])))], False), ([(60, _options()), (0, _options())], False)],
+    ("headers", "after", "joined"),
+    [([], [], True), ([(60, _options(SKIP))], [], True), ([(0, _options()), (60, _options())], [], True),
+     ([(60, _options())] * 9, [], True), ([], [(60, _options(SKIP))], True), ([], [(43, _routing(0, 0))], True),
+     ([(60, _options(bytes([0x9E, 2, 0, 0])))], [], False), ([(60, _options()), (0, _options())], [], False),
+     ([], [(60, _options(bytes([0x9E, 2, 0, 0])))], False)],
     ids=["fragment header first", "after destination options", "after hop-by-hop and destination options",
-         "after a destination option a receiver refuses", "after hop-by-hop out of place"],
+         "after nine destination options", "before destination options", "before a routing header",
+         "after a destination option a receiver refuses", "after hop-by-hop out of place",
+         "before a destination option a receiver refuses"],
 )  # fmt: skip
-def test_ipv6_pieces_behind_headers_a_receiver_takes_are_joined(headers: list, joined: bool) -> None:
+def test_ipv6_pieces_behind_headers_a_receiver_takes_are_joined(headers: list, after: list, joined: bool) -> None:
+    """Headers before the Fragment header are judged on each piece; those after it, on the joined packet."""
     payload = b"AUTH PLAIN AHVzZXIAcGFzcw==\r\n"
     defrag = Defragmenter()
-    results = [defrag.add(LINKTYPE_ETHERNET, piece, 1.0) for piece in _pieces6(headers, payload)]
+    results = [defrag.add(LINKTYPE_ETHERNET, piece, 1.0) for piece in _pieces6(headers, payload, after)]
     assert all(result is None for result in results[:-1])
+    segment = decode_tcp(LINKTYPE_ETHERNET, results[-1]) if results[-1] is not None else MALFORMED
     if not joined:
-        assert results[-1] is None
+        assert segment == MALFORMED
         return
-    assert results[-1] is not None
-    segment = decode_tcp(LINKTYPE_ETHERNET, results[-1])
     assert isinstance(segment, tuple) and segment[7] == payload
     assert segment[9] & 0x1C00 == 1 << 10  # the joined segment's checksum is right: its headers are whole
 
@@ -207,6 +223,8 @@ def _all_cases(path: Path) -> Path:
     frames = [_v4(options) for options in [*REFUSED_V4.values(), *TAKEN_V4.values()]]
     frames += [_v6(headers) for headers in [*REFUSED_V6.values(), *TAKEN_V6.values()]]
     frames += _pieces6([(60, _options(SKIP))], b"AUTH PLAIN AHVzZXIAcGFzcw==\r\n")
+    frames += _pieces6([], b"AUTH PLAIN AHVzZXIAcGFzcw==\r\n", [(60, _options(SKIP))])
+    frames.append(_v6([(60, _options())] * 70))  # more headers than any bound but the packet's
     path.write_bytes(pcap_bytes([(1000 + i * 0.001, frame) for i, frame in enumerate(frames)]))
     return path
 
@@ -218,6 +236,7 @@ def test_both_scanners_refuse_and_join_alike(every_port: bool, tmp_path: Path, m
     python = run(path, "python", monkeypatch, all_ports=every_port)
     assert_same(compiled, python)
     assert compiled["counts"]["decode_errors"] == len(REFUSED_V4) + len(REFUSED_V6)
+    assert compiled["counts"]["segments"] == len(TAKEN_V4) + len(TAKEN_V6) + 3
 
 
 def _lsrr(planted: Ether) -> bytes:
@@ -254,7 +273,7 @@ def _ipv6_insertion(path: Path, headers: list[tuple[int, bytes]]) -> Path:
         addresses = ("2001:db8::9", "2001:db8::25") if frame[IP].src == CLIENT[0] else ("2001:db8::25", "2001:db8::9")
         tcp = frame[TCP].copy()
         del tcp.chksum
-        six = Ether() / IPv6(src=addresses[0], dst=addresses[1]) / tcp
+        six = Ether(dst="00:11:22:33:44:55", src="66:77:88:99:aa:bb") / IPv6(src=addresses[0], dst=addresses[1]) / tcp
         if segment[5].startswith(b"RCPT"):
             decoy = six.copy()
             decoy[Raw].load = DECOY

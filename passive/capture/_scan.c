@@ -83,7 +83,7 @@ typedef struct {
     Py_ssize_t pstart, plen; /* captured payload: data[pstart : pstart + plen] */
     Py_ssize_t wire_len;
     uint64_t info;         /* INFO_* bits, the virtual network id above them (INFO_VNET_SHIFT) */
-    unsigned options;
+    uint64_t options;
     Py_ssize_t ip_at, tcp_at, tcp_end; /* the IPv4 header (-1: IPv6), the TCP segment: for checksum_bits */
     Py_ssize_t captured;   /* where the bytes that are the segment's packet end (a tunnel's outer packet may cut it) */
 } seg_t;
@@ -106,6 +106,10 @@ static inline uint32_t u32le(const uint8_t *d, Py_ssize_t at) {
 /* ---- IP options and IPv6 extension headers a receiver refuses (ipoptions.py: the same rules) ---- */
 
 #define MAX_TLV_OPTIONS 8 /* ipoptions.MAX_TLV_OPTIONS */
+#define MAX_EXTENSION_HEADERS (65535 / 8 + 1) /* ipoptions.MAX_EXTENSION_HEADERS */
+
+/* ipoptions.FRAGMENTED: headers a Fragment header may name besides TCP and tunnels (its pieces joined all the same) */
+static int is_fragmented_header(unsigned kind) { return kind == 0 || kind == 43 || kind == 60 || kind == 51; }
 #define MAX_PADDING 7     /* ipoptions.MAX_PADDING */
 
 /* ipoptions._option_refused: one IPv4 option that is not EOL or NOP, `len` bytes at `o` (`seen`: 1 RR, 2 TS). */
@@ -193,8 +197,11 @@ static int decode_ipv6(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, uint64_t 
 static int network(unsigned ethertype, const uint8_t *d, Py_ssize_t off, Py_ssize_t n, uint64_t outer, int depth,
                    seg_t *s);
 
-static unsigned syn_options(const uint8_t *d, Py_ssize_t pos, Py_ssize_t end) {
-    unsigned found = 0;
+/* linklayer._options: OPT_* bits of a segment's TCP options (a SYN's window scale and SACK permitted; any segment's
+ * timestamp, its TSval above bit 32, and signature) and its urgent pointer (bits 16 to 31, with the URG flag). */
+static uint64_t tcp_options(const uint8_t *d, Py_ssize_t pos, Py_ssize_t end, unsigned flags) {
+    uint64_t found = (flags & 0x20) ? (uint64_t)u16(d, pos - 2) << 16 : 0;
+    int syn = (flags & TCP_SYN) != 0;
     while (pos < end) {
         unsigned kind = d[pos];
         if (kind == 0) break;
@@ -202,8 +209,10 @@ static unsigned syn_options(const uint8_t *d, Py_ssize_t pos, Py_ssize_t end) {
         if (pos + 1 >= end) break;
         unsigned length = d[pos + 1];
         if (length < 2 || pos + (Py_ssize_t)length > end) break;
-        if (kind == 3 && length == 3) found |= 0x100u | (d[pos + 2] < 14 ? d[pos + 2] : 14u);
-        else if (kind == 4 && length == 2) found |= 0x200u;
+        if (kind == 8 && length == 10) found |= 0x400u | (uint64_t)u32be(d, pos + 2) << 32;
+        else if (kind == 19) found |= 0x800u; /* an MD5 signature */
+        else if (kind == 3 && length == 3 && syn) found |= 0x100u | (d[pos + 2] < 14 ? d[pos + 2] : 14u);
+        else if (kind == 4 && length == 2 && syn) found |= 0x200u;
         pos += length;
     }
     return found;
@@ -224,7 +233,7 @@ static int decode_tcp(const uint8_t *d, const uint8_t *src, const uint8_t *dst, 
     if (start > n) { s->pstart = 0; s->plen = 0; }
     else { s->pstart = start; s->plen = (end <= n ? end : n) - start; }
     s->info = info;
-    s->options = (s->flags & TCP_SYN) ? syn_options(d, pos + 20, start < n ? start : n) : 0;
+    s->options = (header > 20 || (s->flags & 0x20)) ? tcp_options(d, pos + 20, start < n ? start : n, s->flags) : 0;
     return SEGMENT;
 }
 
@@ -510,7 +519,7 @@ static int decode_ipv6(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, uint64_t 
     uint64_t info = INFO_IPV6 | outer;
     Py_ssize_t limit = end < n ? end : n;
     int found = 0;
-    for (int i = 0; i < 64; i++) {
+    for (int i = 0; i < MAX_EXTENSION_HEADERS; i++) {
         if (next_header == 6) { found = 1; break; }
         Py_ssize_t size;
         switch (next_header) {
@@ -522,7 +531,7 @@ static int decode_ipv6(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, uint64_t 
             case 44:
                 if (pos + 8 > n) return MALFORMED;
                 if (u16(d, pos + 2) & 0xFFF9) /* an offset or the M flag: a piece (defrag) */
-                    return d[pos] == 6 || is_tunnel_proto(d[pos]) ? FRAGMENT_V6 : NOT_TCP;
+                    return d[pos] == 6 || is_tunnel_proto(d[pos]) || is_fragmented_header(d[pos]) ? FRAGMENT_V6 : NOT_TCP;
                 next_header = d[pos]; /* an atomic fragment (RFC 6946): a whole packet */
                 size = 8;
                 break;
@@ -1028,7 +1037,8 @@ static PyObject *segment_tuple(const uint8_t *d, const seg_t *s) {
                 break;
             case 9: o = s->info <= 0xFFFF ? u16_object((unsigned)s->info) : PyLong_FromUnsignedLongLong(s->info); break;
             case 10: o = u16_object(s->window); break;
-            default: o = u16_object(s->options); break;
+            default: o = s->options <= 0xFFFF ? u16_object((unsigned)s->options) : PyLong_FromUnsignedLongLong(s->options);
+                break;
         }
         if (!o) {
             Py_DECREF(t); /* unset items are NULL, which tuple deallocation skips */
@@ -1066,10 +1076,9 @@ static int append_item(PyObject *items, long long frame, double ts, PyObject *se
 #define FRAGMENT_TIMEOUT_V6 60    /* defrag.FRAGMENT_TIMEOUT_V6 */
 #define MAX_DATAGRAM 65535        /* defrag.MAX_DATAGRAM */
 #define MAX_LINK_HEADER 64        /* defrag._MAX_LINK_HEADER */
-#define MAX_UNFRAGMENTABLE 8      /* defrag.MAX_UNFRAGMENTABLE */
-/* a link header, an IPv6 header and the extension headers before its Fragment header (2 KiB at most each); an IPv4
- * header with options is shorter */
-#define MAX_HEADER (MAX_LINK_HEADER + 40 + MAX_UNFRAGMENTABLE * 2048)
+/* a link header, an IPv6 header and the extension headers before its Fragment header (within its 16-bit payload
+ * length); an IPv4 header with options is shorter */
+#define MAX_HEADER (MAX_LINK_HEADER + 40 + MAX_DATAGRAM)
 
 typedef struct datagram_s {
     int used, version, has_header, pieces; /* used: 0 free, 1 being joined, 2 joined (kept to know copies) */
@@ -1104,7 +1113,7 @@ static Py_ssize_t fragment_header(const uint8_t *d, Py_ssize_t at, Py_ssize_t li
     unsigned kind = d[at + 6];
     Py_ssize_t pos = at + 40;
     *before = at + 6;
-    for (int i = 0; i < MAX_UNFRAGMENTABLE; i++) {
+    for (int i = 0; i < MAX_EXTENSION_HEADERS; i++) {
         if (kind == 44) return pos;
         if ((kind != 0 && kind != 43 && kind != 60) || ipv6_header_refused(kind, d, at, limit, pos)) return -1;
         *before = pos;
@@ -1136,7 +1145,7 @@ static int defrag_piece(int linktype, const uint8_t *d, Py_ssize_t n, piece_t *p
         if (at + 40 > n || (d[at] >> 4) != 6) return 0;
         Py_ssize_t end = at + 40 + u16(d, at + 4), before = 0;
         Py_ssize_t pos = fragment_header(d, at, end < n ? end : n, &before);
-        if (pos < 0 || pos + 8 > end || end > n || !is_joined_proto(d[pos])) return 0;
+        if (pos < 0 || pos + 8 > end || end > n || !(is_joined_proto(d[pos]) || is_fragmented_header(d[pos]))) return 0;
         p->proto = d[pos];
         unsigned field = u16(d, pos + 2);
         if (!(field & 0xFFF9)) return 0; /* an atomic fragment (RFC 6946): a whole packet */
@@ -1228,14 +1237,36 @@ static int defrag_place(datagram_t *g, Py_ssize_t offset, Py_ssize_t end) {
 }
 
 /* Defragmenter.add: the length of the frame a last piece completed (in sc->rebuilt), 0 for none, -1 out of memory. */
+/* defrag._truncated: an IPv6 first piece ending before its upper-layer header does (its extension headers walked as
+ * Linux's ipv6_skip_exthdr walks them; a walk that cannot finish tells nothing). */
+static int truncated(const piece_t *p) {
+    const uint8_t *b = p->payload;
+    unsigned kind = p->proto;
+    Py_ssize_t at = 0, size = p->size;
+    for (int i = 0; i < MAX_EXTENSION_HEADERS; i++) {
+        if (!(is_fragmented_header(kind) || kind == 44 || kind == 59))
+            return at + (kind == 6 ? 20 : kind == 17 || kind == 58 ? 8 : 1) > size;
+        if (kind == 59 || at + 8 > size) return 0;
+        Py_ssize_t step;
+        if (kind == 44) {
+            if (((unsigned)b[at + 2] << 8 | b[at + 3]) & 0xFFF8) return 0; /* a later piece's: the walk stops */
+            step = 8;
+        } else {
+            step = kind == 51 ? ((Py_ssize_t)b[at + 1] + 2) * 4 : ((Py_ssize_t)b[at + 1] + 1) * 8;
+        }
+        kind = b[at];
+        at += step;
+    }
+    return 0;
+}
+
 static Py_ssize_t defrag_add(Scanner *sc, int linktype, const uint8_t *d, Py_ssize_t n, double ts) {
     piece_t p;
     sc->copy = sc->tcp_piece = 0;
     if (!defrag_piece(linktype, d, n, &p)) return 0;
     sc->tcp_piece = p.proto == 6;
     if (p.version == 6) { /* defrag._shaped: ignored (RFC 8200 section 4.5, ipv6frag_thdr_truncated) */
-        Py_ssize_t first = p.proto == 6 ? 20 : p.proto == 17 ? 8 : 1;
-        if ((p.more && p.size % 8) || p.offset + p.size > MAX_DATAGRAM || (p.offset == 0 && p.size < first)) return 0;
+        if ((p.more && p.size % 8) || p.offset + p.size > MAX_DATAGRAM || (p.offset == 0 && truncated(&p))) return 0;
     } else if (p.more && p.size % 8) {
         p.size &= ~(Py_ssize_t)7; /* cut to a multiple of 8, as Linux does */
     }
@@ -1293,13 +1324,19 @@ static Py_ssize_t defrag_add(Scanner *sc, int linktype, const uint8_t *d, Py_ssi
 
 #define MAX_ARMED 16384 /* skipping.MAX_ARMED */
 #define TAIL_KEEP 2048  /* delivery.TAIL_KEEP: the end of the last segment dropped, for overlap conflict checks */
-enum { SKIP_NONE = 0, SKIP_DOT = 1, SKIP_RAW = 2, SKIP_ALL = 3, SKIP_RULE = 3, SKIP_STRICT = 4 }; /* skipping.py */
+enum { SKIP_NONE = 0, SKIP_DOT = 1, SKIP_RAW = 2, SKIP_ALL = 3, SKIP_RULE = 3, SKIP_STRICT = 4, SKIP_PAWS = 8,
+       SKIP_TS_SHIFT = 8 }; /* skipping.py */
+#define PAWS_WINDOW 1u /* tcpoptions.PAWS_WINDOW */
+enum { TCP_URG = 0x20, OPT_TIMESTAMP = 0x400, OPT_SIGNED = 0x800 }; /* linklayer.URG, OPT_TIMESTAMP, OPT_SIGNED */
 enum { INFO_SKIPPED = 1 << 15 }; /* linklayer.INFO_SKIPPED */
 enum { AR_FREE = 0, AR_USED = 1, AR_GONE = 2 };
 
 typedef struct {
     int mode, line_start, has_notice, tail_in_buf;
     int strict; /* the direction showed right checksums: one as offload leaves it is handed over (SKIP_STRICT) */
+    int paws;   /* its receiver judges timestamps (SKIP_PAWS): `kept` the one kept, raised by the segments dropped */
+    uint32_t kept;
+    long long notice_ts; /* the notice's: `kept` at its last segment with bytes, -1 for none */
     const uint8_t *tail; /* the end of the last segment dropped: in `buf` (tail_in_buf), or in its tail store slot */
     Py_ssize_t tail_len;
     uint32_t next, first, ack;
@@ -1380,7 +1417,7 @@ static int flush_rule(Scanner *sc, PyObject *items, armed_t *e, int direction) {
                 break;
             case 10: o = u16_object(r->window); break;
             default:
-                o = Py_BuildValue("(KLd)", r->packets, r->frame - r->data_frame, r->data_ts);
+                o = Py_BuildValue("(KLdL)", r->packets, r->frame - r->data_frame, r->data_ts, r->notice_ts);
                 if (o) PyObject_GC_UnTrack(o);
                 break;
         }
@@ -1431,6 +1468,17 @@ static int contains_line_dot(const uint8_t *p, Py_ssize_t n) {
 
 /* An admitted segment of an armed flow: 1 dropped into its direction's notice, 0 goes on (the flow disarmed), -1 on
  * error. The rules are PyScanner._skipped's. */
+/* skipping.judged_by_options: a signature, or a timestamp older than the kept one by more than PAWS_WINDOW (which a
+ * segment with bytes not so judged raises): Python judges it. */
+static int judged_by_options(rule_t *r, uint64_t options, Py_ssize_t size) {
+    if (options & OPT_SIGNED) return 1;
+    if (!r->paws || !(options & OPT_TIMESTAMP)) return 0;
+    uint32_t tsval = (uint32_t)(options >> 32), older = r->kept - tsval;
+    if (older > PAWS_WINDOW && older < 0x80000000u) return 1;
+    if (size && (uint32_t)(tsval - r->kept) < 0x80000000u) r->kept = tsval;
+    return 0;
+}
+
 static int skip_segment(Scanner *sc, PyObject *items, long long frame, double ts, const uint8_t *d, const seg_t *s,
                         int rebuilt) {
     const uint8_t *a, *b; unsigned pa, pb;
@@ -1440,9 +1488,10 @@ static int skip_segment(Scanner *sc, PyObject *items, long long frame, double ts
     int sender_is_a = a == s->src && pa == s->sport;
     rule_t *r = &e->rule[sender_is_a == e->client_is_a ? 0 : 1];
     /* A frame joined from pieces is not kept past its packet: its bytes are never dropped into a notice. */
-    if (s->flags & (TCP_SYN | TCP_FIN | TCP_RST) || !(s->flags & TCP_ACK) || rebuilt || (s->info & INFO_CSUM_BAD)
-        || ((s->info & INFO_CSUM_LEFT) && r->strict))
+    if (s->flags & (TCP_SYN | TCP_FIN | TCP_RST | TCP_URG) || !(s->flags & TCP_ACK) || rebuilt
+        || (s->info & INFO_CSUM_BAD) || ((s->info & INFO_CSUM_LEFT) && r->strict))
         return disarm(sc, items, e); /* checksums Python doubts (doubtful.py): it decides what the receiver took */
+    if (s->options && judged_by_options(r, s->options, s->wire_len)) return disarm(sc, items, e); /* tcpoptions.py */
     if (e->last + sc->idle_timeout < ts) return disarm(sc, items, e); /* Python may have expired the flow */
     Py_ssize_t size = s->wire_len;
     const uint8_t *p = d + s->pstart;
@@ -1466,11 +1515,12 @@ static int skip_segment(Scanner *sc, PyObject *items, long long frame, double ts
     }
     if (!r->has_notice) {
         r->has_notice = 1; r->first = s->seq; r->bytes = 0; r->packets = 0; r->tail_len = 0;
-        r->data_frame = 0; r->data_ts = 0.0;
+        r->data_frame = 0; r->data_ts = 0.0; r->notice_ts = -1;
     }
     if (size) {
         if (!r->bytes) r->first = s->seq;
         r->bytes += (unsigned long long)size;
+        r->notice_ts = r->paws ? (long long)r->kept : -1;
         r->tail_len = size < TAIL_KEEP ? size : TAIL_KEEP;
         r->tail = p + size - r->tail_len;
         if (!r->tail_in_buf) { /* at most once per rule until keep_tails or its flush: `fresh` never overflows */
@@ -1490,18 +1540,20 @@ static int skip_segment(Scanner *sc, PyObject *items, long long frame, double ts
 static PyObject *Scanner_skip_flow(Scanner *sc, PyObject *args, PyObject *kwargs) {
     static char *names[] = {"", "", "", "", "", "", "", "", "", "", "", "", "", "vnet", NULL};
     Py_buffer ca, sa;
-    unsigned int cp, sp, cmode, smode;
+    unsigned int cp, sp;
+    unsigned long long cmode, smode;
     unsigned long cnext, snext;
     unsigned long long cleft, sleft, vnet = 0;
     int cline, sline;
     double last;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*Iy*IdIkKpIkKp|$K", names, &ca, &cp, &sa, &sp, &last, &cmode,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*Iy*IdKkKpKkKp|$K", names, &ca, &cp, &sa, &sp, &last, &cmode,
                                      &cnext, &cleft, &cline, &smode, &snext, &sleft, &sline, &vnet))
         return NULL;
     uint8_t client[16], server[16];
     int alen = (int)ca.len;
     int ok = (ca.len == 4 || ca.len == 16) && ca.len == sa.len && cp < 65536 && sp < 65536
-             && cmode <= (SKIP_ALL | SKIP_STRICT) && smode <= (SKIP_ALL | SKIP_STRICT) && cnext <= 0xFFFFFFFFul
+             && (cmode & 0xFF) <= (SKIP_ALL | SKIP_STRICT | SKIP_PAWS) && (smode & 0xFF) <= (SKIP_ALL | SKIP_STRICT | SKIP_PAWS)
+             && cmode >> SKIP_TS_SHIFT <= 0xFFFFFFFFull && smode >> SKIP_TS_SHIFT <= 0xFFFFFFFFull && cnext <= 0xFFFFFFFFul
              && snext <= 0xFFFFFFFFul;
     if (ok) { memcpy(client, ca.buf, ca.len); memcpy(server, sa.buf, sa.len); }
     PyBuffer_Release(&ca);
@@ -1538,7 +1590,7 @@ static PyObject *Scanner_skip_flow(Scanner *sc, PyObject *args, PyObject *kwargs
     }
     e->client_is_a = a == client && pa == cp;
     e->last = last;
-    unsigned modes[2] = {cmode, smode};
+    unsigned long long modes[2] = {cmode, smode};
     unsigned long nexts[2] = {cnext, snext};
     unsigned long long lefts[2] = {cleft, sleft};
     int lines[2] = {cline, sline};
@@ -1546,6 +1598,7 @@ static PyObject *Scanner_skip_flow(Scanner *sc, PyObject *args, PyObject *kwargs
         rule_t *r = &e->rule[i];
         memset(r, 0, sizeof *r);
         r->mode = (int)(modes[i] & SKIP_RULE); r->strict = (modes[i] & SKIP_STRICT) != 0;
+        r->paws = (modes[i] & SKIP_PAWS) != 0; r->kept = (uint32_t)(modes[i] >> SKIP_TS_SHIFT);
         r->next = (uint32_t)nexts[i]; r->left = lefts[i]; r->line_start = lines[i];
     }
     Py_RETURN_TRUE;

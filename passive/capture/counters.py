@@ -70,6 +70,8 @@ class CaptureCounters:
     fins_ignored: int = 0  # FINs behind delivered data, or overtaken by data: the receiver never acts on them
     checksum_drops: int = 0  # segments with a wrong checksum dropped: decoys, never acknowledged (capture.doubtful)
     ack_drops: int = 0  # segments without the ACK flag, or acknowledging unsent bytes, dropped (capture.acks)
+    option_drops: int = 0  # segments with an old timestamp (PAWS) or an unexpected signature (capture.tcpoptions)
+    urgent_bytes: int = 0  # urgent bytes the receiving application does not read in line (capture.tcpoptions)
     out_of_order: int = 0  # segments buffered ahead of a hole
     buffer_cap_hits: int = 0  # out-of-order buffer full: hole declared a gap
     anomalies: int = 0  # capture file damage, frame numbering lost, other oddities

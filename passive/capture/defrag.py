@@ -13,11 +13,12 @@ tunnel (only the outermost packet is joined).
 Rules (the Linux receiver's since 5.1, RFC 5722 and its erratum 3089 for IPv6):
 
 - only the outermost IP header, right after the link header (and its VLAN tags); for IPv6, a Fragment header
-  after at most :data:`MAX_UNFRAGMENTABLE` Hop-by-Hop, Routing and Destination Options headers the receiver takes
-  (:mod:`passive.capture.ipoptions`; they stay in the joined packet), whose next header is TCP or a tunnel, and not
-  an atomic fragment (RFC 6946: a whole packet). Pieces are keyed by addresses,
-  identification, protocol and, for IPv4, whether the piece's header checksum is right, zero or wrong (a receiver
-  drops a piece whose checksum is wrong: it must not stand in for the right piece, nor spoil its datagram);
+  after any Hop-by-Hop, Routing and Destination Options headers the receiver takes (:mod:`passive.capture.ipoptions`;
+  they stay in the joined packet), whose next header is TCP, a tunnel or one of :data:`FRAGMENTED` (the
+  joined packet is judged as any other), and not an atomic fragment (RFC 6946: a whole packet). Pieces are keyed
+  by addresses, identification, protocol and, for IPv4, whether the piece's header checksum is right, zero or
+  wrong (a receiver drops a piece whose checksum is wrong: it must not stand in for the right piece, nor spoil its
+  datagram);
 - a piece overlapping another of its datagram drops the whole datagram and every piece of it held (an evasion
   would otherwise choose which bytes count), unless it lies within a run of adjacent pieces held (a duplicate,
   ignored: Linux's ``inet_frag_queue_insert``); an exact duplicate is no fragment left unread, and neither is a copy
@@ -38,7 +39,14 @@ The compiled scanner (``_scan.c``) holds the same rules; tests compare the two.
 
 from __future__ import annotations
 
-from passive.capture.ipoptions import DESTINATION, HOP_BY_HOP, ROUTING, ipv6_header_refused
+from passive.capture.ipoptions import (
+    DESTINATION,
+    FRAGMENTED,
+    HOP_BY_HOP,
+    MAX_EXTENSION_HEADERS,
+    ROUTING,
+    ipv6_header_refused,
+)
 from passive.capture.linklayer import ETHERTYPE_IPV4, ETHERTYPE_IPV6, TUNNEL_PROTOCOLS, link_header
 
 JOINED_PROTOCOLS = TUNNEL_PROTOCOLS | {6}
@@ -53,7 +61,7 @@ FRAGMENT_TIMEOUT = 30.0
 FRAGMENT_TIMEOUT_V6 = 60.0
 """The same for IPv6: Linux's ``ip6frag_time`` (RFC 8200 section 4.5)."""
 _TIMEOUTS = {4: FRAGMENT_TIMEOUT, 6: FRAGMENT_TIMEOUT_V6}
-_FIRST_HEADER = {6: 20, 17: 8}  # an IPv6 first piece holds its TCP or UDP header whole, any other a byte of it
+_FIRST_HEADER = {6: 20, 17: 8, 58: 8}  # an IPv6 first piece holds its TCP, UDP or ICMPv6 header, any other a byte
 RIGHT, LEFT, WRONG = 0, 1, 2
 """A piece's IPv4 header checksum: right, zero and wrong (left to a card: passive.capture.checksums), or wrong. A
 receiver drops a piece whose header checksum is wrong. Pieces are joined only with pieces whose checksum has the same
@@ -61,10 +69,9 @@ verdict (part of the datagram's key), so that one the receiver drops never stand
 it keeps; a joined packet's header says the verdict, for its segment to be judged as one with a wrong checksum is
 (passive.capture.doubtful; read as any with ``--ignore-checksums``)."""
 MAX_DATAGRAM = 65535  # an IP datagram's payload ends by then (the 16-bit length and offset fields)
-MAX_UNFRAGMENTABLE = 8
-"""Extension headers an IPv6 piece may carry before its Fragment header (Hop-by-Hop, Destination Options, Routing,
-Destination Options: RFC 8200 section 4.1 names four; a few more for repeats a receiver also takes)."""
 _UNFRAGMENTABLE = frozenset({HOP_BY_HOP, ROUTING, DESTINATION})
+_CHAINED = frozenset({HOP_BY_HOP, ROUTING, DESTINATION, 44, 51, 59})  # ipv6_ext_hdr: walked to the upper layer
+
 _IP_PROTO_FRAGMENT = 44
 _MAX_LINK_HEADER = 64  # a link header and its tags are shorter; a longer one is not a frame to rebuild
 
@@ -169,9 +176,29 @@ def _shaped(key: tuple, offset: int, more: bool, payload: bytes) -> bytes | None
     (RFC 8200 section 4.5; Linux's ``ipv6frag_thdr_truncated``)."""
     size = len(payload)
     if key[0] == 6:
-        truncated = offset == 0 and size < _FIRST_HEADER.get(key[4], 1)
+        truncated = offset == 0 and _truncated(key[4], payload)
         return None if (more and size % 8) or offset + size > MAX_DATAGRAM or truncated else payload
     return payload[: size & ~7] if more and size % 8 else payload
+
+
+def _truncated(kind: int, payload: bytes) -> bool:
+    """Whether an IPv6 first piece (its fragmentable part ``payload``, ``kind`` the header it begins with) ends before
+    its upper-layer header does: the extension headers in it walked as Linux's ``ipv6_skip_exthdr`` walks them (a
+    walk that cannot finish, or reaches a later piece's Fragment header, tells nothing: the piece is taken)."""
+    at, size = 0, len(payload)
+    for _ in range(MAX_EXTENSION_HEADERS):
+        if kind not in _CHAINED:
+            return at + _FIRST_HEADER.get(kind, 1) > size
+        if kind == 59 or at + 8 > size:
+            return False  # no next header, or one cut short: ipv6_skip_exthdr fails
+        if kind == _IP_PROTO_FRAGMENT:
+            if payload[at + 2] << 8 | payload[at + 3] & 0xF8:
+                return False  # a later piece's: the walk stops there
+            step = 8
+        else:
+            step = (payload[at + 1] + 2) * 4 if kind == 51 else (payload[at + 1] + 1) * 8
+        kind, at = payload[at], at + step
+    return False
 
 
 def _place(runs: list[list[int]], offset: int, end: int) -> bool | None:
@@ -243,7 +270,7 @@ def _piece(
         if found is None:
             return None
         pos = found[0]
-        if pos + 8 > end or end > n or data[pos] not in JOINED_PROTOCOLS:
+        if pos + 8 > end or end > n or (data[pos] not in JOINED_PROTOCOLS and data[pos] not in FRAGMENTED):
             return None
         field = data[pos + 2] << 8 | data[pos + 3]
         if not field & 0xFFF9:  # an atomic fragment (RFC 6946): a whole packet, never joined with others
@@ -259,7 +286,7 @@ def _fragment_header(data: bytes, at: int, limit: int) -> tuple[int, int] | None
     byte naming it is (the IPv6 header's next header field, or the header before it); None when the headers before
     it are not Hop-by-Hop, Routing and Destination Options headers a receiver takes (passive.capture.ipoptions)."""
     kind, before, pos = data[at + 6], at + 6, at + 40
-    for _ in range(MAX_UNFRAGMENTABLE):
+    for _ in range(MAX_EXTENSION_HEADERS):
         if kind == _IP_PROTO_FRAGMENT:
             return pos, before
         if kind not in _UNFRAGMENTABLE or ipv6_header_refused(kind, data, at, limit, pos):

@@ -147,6 +147,10 @@ class Delivery:
             offset += skip
             if not data:
                 return
+        if half.urgent is not None and offset <= half.urgent < offset + len(data):
+            data = self._urgent_out(half, data, offset)  # the application does not read it in line
+            if not data:
+                return
         self.counters.bytes_delivered += len(data)
         state = flow.state
         if state == Flow.ACTIVE:
@@ -154,3 +158,10 @@ class Delivery:
             flow.handler.on_data(flow, DIRECTIONS[direction], chunk)  # type: ignore[union-attr]
         elif state == Flow.CLASSIFYING:
             self._classify(flow, direction, new_chunk(Chunk, (data, frame, ts, offset)))
+
+    def _urgent_out(self, half: HalfStream, data: bytes, offset: int) -> bytes:
+        """``data`` (at stream ``offset``) without ``half``'s urgent byte, which it holds (capture.tcpoptions)."""
+        cut = half.urgent - offset  # type: ignore[operator]
+        half.urgent = None
+        self.counters.urgent_bytes += 1
+        return data[:cut] + data[cut + 1 :]

@@ -33,6 +33,12 @@ drops what it carries (a deployment that uses it would otherwise show nothing).
 
 from __future__ import annotations
 
+MAX_EXTENSION_HEADERS = 65535 // 8 + 1
+"""Extension headers walked in an IPv6 packet at most: each is 8 bytes or more, so no packet holds more (Linux walks
+them all, with no bound of its own); the walk's time goes with the packet's length."""
+FRAGMENTED = frozenset({0, 43, 60, 51})
+"""Headers a Fragment header may name besides TCP and tunnels (Hop-by-Hop, Routing, Destination Options, AH): the
+receiver joins the pieces, then reads these in the joined packet (passive.capture.defrag)."""
 MAX_TLV_OPTIONS = 8
 """Options that are not padding in one Hop-by-Hop or Destination Options header: Linux's default
 ``max_hbh_opts_number`` and ``max_dst_opts_number``; a header with more drops its packet."""

@@ -29,7 +29,9 @@ from passive.capture import tunnels
 from passive.capture.checksums import checksum_bits, outer_header, with_outer
 from passive.capture.ipoptions import (
     DESTINATION,
+    FRAGMENTED,
     HOP_BY_HOP,
+    MAX_EXTENSION_HEADERS,
     ROUTING,
     UNHANDLED,
     ipv4_options_refused,
@@ -116,19 +118,25 @@ TUNNEL_BITS: dict[str, int] = {
 INFO_TUNNELS = sum(TUNNEL_BITS.values())
 
 # TCP flags
-FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 
 # Bits of Segment.syn_options (0 on segments without SYN)
 OPT_WSCALE = 0x100  # the window scale option is present; its shift (capped at 14, RFC 7323) is in the low 4 bits
 OPT_SACK_OK = 0x200  # SACK permitted
 OPT_SHIFT_MASK = 0x0F
 MAX_WSCALE = 14  # RFC 7323 2.3: a larger shift is taken as 14
+# Bits of Segment.syn_options on any segment (passive.capture.tcpoptions): what a receiver judges a segment by
+OPT_TIMESTAMP = 0x400  # a Timestamps option (RFC 7323); its TSval above OPT_TSVAL_SHIFT
+OPT_SIGNED = 0x800  # a TCP MD5 signature option (RFC 2385)
+OPT_URGENT_SHIFT = 16  # with the URG flag: the urgent pointer (16 bits)
+OPT_TSVAL_SHIFT = 32
 
 # Segment = (src, dst, sport, dport, seq, ack, tcp_flags, payload, wire_payload_len, info, window, syn_options)
 #   src/dst: packed addresses (4 or 16 bytes); payload: the captured TCP payload;
 #   wire_payload_len: payload length per the IP header (> len(payload) when the frame was cut);
 #   info: INFO_* bits, and the virtual network id above them (INFO_VNET_SHIFT);
-#   window: the 16-bit window field, unscaled; syn_options: OPT_* bits of a SYN's options (0 without SYN).
+#   window: the 16-bit window field, unscaled; syn_options: OPT_* bits of its TCP options (a SYN's window scale and
+#   SACK permitted; any segment's timestamp and signature) and its urgent pointer.
 Segment = tuple[bytes, bytes, int, int, int, int, int, bytes, int, int, int, int]
 
 _U16 = struct.Struct("!H").unpack_from
@@ -157,7 +165,7 @@ def decode_tcp(linktype: int, data: bytes) -> Segment | int:
             start = 34 + (offset_byte >> 4) * 4
             end = 14 + total
             if offset_byte >= 0x50 and start <= end and end <= n:
-                options = _syn_options(data, 54, start) if flags & SYN else 0
+                options = _options(data, 54, start, flags) if start > 54 or flags & URG else 0
                 checked = checksum_bits(data, 14, 34, end, n, src, dst)
                 return (src, dst, sport, dport, seq, ack, flags, data[start:end], end - start, checked, window, options)
     return _decode_any(linktype, data, n)
@@ -328,7 +336,7 @@ def _decode_ipv6(data: bytes, offset: int, n: int, outer: int = 0, depth: int = 
     info = INFO_IPV6 | outer
     limit = min(n, end)
     # Bounded walk: each header is at least 8 bytes, so a 64 KiB payload can hold only so many.
-    for _ in range(64):
+    for _ in range(MAX_EXTENSION_HEADERS):
         if next_header == 6:
             break
         if next_header in _IPV6_JUDGED:  # what a receiver refuses is dropped here (passive.capture.ipoptions)
@@ -339,7 +347,8 @@ def _decode_ipv6(data: bytes, offset: int, n: int, outer: int = 0, depth: int = 
             if pos + 8 > n:
                 return MALFORMED
             if _U16(data, pos + 2)[0] & 0xFFF9:  # an offset or the M flag: a piece (passive.capture.defrag)
-                return FRAGMENT_V6 if data[pos] == 6 or data[pos] in TUNNEL_PROTOCOLS else NOT_TCP
+                joined = data[pos] == 6 or data[pos] in TUNNEL_PROTOCOLS or data[pos] in FRAGMENTED
+                return FRAGMENT_V6 if joined else NOT_TCP
             next_header, size = data[pos], 8  # an atomic fragment (RFC 6946): a whole packet
         elif next_header == _IP_PROTO_AH:
             if pos + 8 > n:
@@ -374,16 +383,18 @@ def _decode_tcp(
     payload = data[start:end] if end <= n else data[start:n]
     if start > n:
         payload = b""
-    options = _syn_options(data, pos + 20, min(start, n)) if flags & SYN else 0
+    options = _options(data, pos + 20, min(start, n), flags) if start > pos + 20 or flags & URG else 0
     if not info & INFO_FIRST_FRAGMENT:  # a first fragment's segment is cut: its checksums are not judged
         info |= with_outer(checksum_bits(data, ip_at, pos, end, n, src, dst), info)
     return (src, dst, sport, dport, seq, ack, flags, payload, wire_len, info, window, options)
 
 
-def _syn_options(data: bytes, pos: int, end: int) -> int:
-    """OPT_* bits of the TCP options in ``data[pos:end]`` (window scale, SACK permitted); a damaged list ends the
-    walk, keeping what was read before it."""
-    found = 0
+def _options(data: bytes, pos: int, end: int, flags: int) -> int:
+    """OPT_* bits of the TCP options in ``data[pos:end]``: a SYN's window scale and SACK permitted, any segment's
+    timestamp and signature, and the urgent pointer of a segment with the URG flag (``data[pos - 2 : pos]``); a
+    damaged list ends the walk, keeping what was read before it (Linux's ``tcp_parse_options``)."""
+    found = (data[pos - 2] << 8 | data[pos - 1]) << OPT_URGENT_SHIFT if flags & URG else 0
+    syn = flags & SYN
     while pos < end:
         kind = data[pos]
         if kind == 0:  # end of option list
@@ -396,9 +407,13 @@ def _syn_options(data: bytes, pos: int, end: int) -> int:
         length = data[pos + 1]
         if length < 2 or pos + length > end:
             break
-        if kind == 3 and length == 3:
+        if kind == 8 and length == 10:
+            found |= OPT_TIMESTAMP | int.from_bytes(data[pos + 2 : pos + 6], "big") << OPT_TSVAL_SHIFT
+        elif kind == 19:
+            found |= OPT_SIGNED
+        elif kind == 3 and length == 3 and syn:
             found |= OPT_WSCALE | min(data[pos + 2], MAX_WSCALE)
-        elif kind == 4 and length == 2:
+        elif kind == 4 and length == 2 and syn:
             found |= OPT_SACK_OK
         pos += length
     return found

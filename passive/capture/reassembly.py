@@ -71,14 +71,15 @@ from passive.capture.flow import (
 )
 from passive.capture.flowtable import ESTABLISHED, HALF_OPEN, QUIET, FlowTable
 from passive.capture.held import HeldBudget
-from passive.capture.linklayer import ACK, FIN, INFO_SKIPPED, INFO_VNET_SHIFT, RST, SYN, Segment
+from passive.capture.linklayer import ACK, FIN, INFO_SKIPPED, INFO_VNET_SHIFT, RST, SYN, URG, Segment
 from passive.capture.options import IDLE_TIMEOUT, MAX_BUFFER, MAX_BUFFER_SEGMENTS, MAX_FLOWS, MAX_TOTAL_BUFFER
 from passive.capture.policy import DEFAULT_POLICY, policy_named
 from passive.capture.skipping import apply_notice
 from passive.capture.stream import SEQ_MASK, HalfStream, handshake_done, one_sided, rst_valid, syn_seen
+from passive.capture.tcpoptions import OptionChecks
 
 
-class Reassembler(Classification, Doubts, AckChecks):
+class Reassembler(Classification, Doubts, AckChecks, OptionChecks):
     """Per-direction TCP reassembly over a bounded flow table (see the module docstring for the policy)."""
 
     def __init__(
@@ -151,9 +152,9 @@ class Reassembler(Classification, Doubts, AckChecks):
         half = halves[direction]
         if info & INFO_CSUM_WRONG and half.checked and self._doubted(entry, segment, frame, ts):
             return  # held until its receiver acknowledges it, or dropped (passive.capture.doubtful)
-        if self.check_acks and (wire_len or flags & FIN) and self._ack_refused(flow, direction, segment, frame, ts):
-            return  # no ACK, or one of bytes its receiver never sent: dropped, or held (passive.capture.acks)
-        if flags & (SYN | FIN | RST) or not half.started:
+        if self.check_acks and (wire_len or flags & FIN) and self._refused(flow, direction, segment, frame, ts):
+            return  # its options or ACK field refused: dropped, or held (passive.capture.tcpoptions, .acks)
+        if flags & (SYN | FIN | RST | URG) or not half.started:
             self._segment(flow, halves, direction, segment, frame, ts)
         elif not wire_len:  # a bare ACK: the receiver's acknowledgement and window (see beyond_window), the peer's
             other = halves[1 - direction]  # holes, the handshake
@@ -170,6 +171,7 @@ class Reassembler(Classification, Doubts, AckChecks):
             and not half.pending
             and not half.resync
             and half.fin_rel is None
+            and half.urgent is None
             and flow.state == Flow.ACTIVE
             and len(payload) == wire_len
         ):  # the next in-order bytes of an established, accepted flow
@@ -257,8 +259,11 @@ class Reassembler(Classification, Doubts, AckChecks):
         if refused:
             self.counters.window_drops += 1
             self.counters.window_dropped_bytes += wire_len
-        elif wire_len:
-            self._add(flow, direction, half, half.rel(seq), payload, wire_len, frame, ts)
+        elif wire_len or flags & URG:
+            if flags & URG and validates and not flags & SYN:
+                self._urgent(half, segment)  # before its own bytes (passive.capture.tcpoptions)
+            if wire_len:
+                self._add(flow, direction, half, half.rel(seq), payload, wire_len, frame, ts)
         if flags & RST:
             self._close(flow, CloseReason.RST)
             return

@@ -38,7 +38,6 @@ from typing import Any
 
 from passive.capture.checksums import INFO_CSUM_BAD
 from passive.capture.defrag import Defragmenter
-from passive.capture.delivery import TAIL_KEEP
 from passive.capture.flowhead import FULL, MAX_EXTENDING, head_room, new_head, take_slot
 from passive.capture.linklayer import (
     ACK,
@@ -46,17 +45,27 @@ from passive.capture.linklayer import (
     FRAGMENT_V4,
     FRAGMENT_V6,
     INFO_FIRST_FRAGMENT,
-    INFO_SKIPPED,
     INFO_VNET_SHIFT,
     MALFORMED,
     RST,
     SYN,
     TUNNEL_BITS,
     UNSUPPORTED_LINK,
+    URG,
     Segment,
     decode_tcp,
 )
-from passive.capture.skipping import MAX_ARMED, SKIP_ALL, SKIP_DOT, SKIP_NONE, SKIP_RAW, SKIP_RULE, twin_rule
+from passive.capture.skipping import (
+    MAX_ARMED,
+    SKIP_ALL,
+    SKIP_DOT,
+    SKIP_NONE,
+    SKIP_RAW,
+    SKIP_RULE,
+    judged_by_options,
+    twin_notices,
+    twin_rule,
+)
 
 FLOW_HEAD = 12
 """Packets bringing new bytes admitted of a new flow before its verdict (its head). Classifying takes the greeting
@@ -361,9 +370,11 @@ class PyScanner:
             return False
         direction = 0 if entry[0] == (src, sport) else 1
         rule = entry[2 + direction]
-        flags, payload, size = segment[6], segment[7], segment[8]
-        if flags & (SYN | FIN | RST) or not flags & ACK or rebuilt or segment[9] & (INFO_CSUM_BAD | rule[5]):
+        flags, payload, size, options = segment[6], segment[7], segment[8], segment[11]
+        if flags & (SYN | FIN | RST | URG) or not flags & ACK or rebuilt or segment[9] & (INFO_CSUM_BAD | rule[5]):
             return self._disarm(items, key, entry)  # rule[5]: INFO_CSUM_LEFT where Python doubts those (SKIP_STRICT)
+        if options and judged_by_options(rule, options, size):  # Python judges it (passive.capture.tcpoptions)
+            return self._disarm(items, key, entry)
         if entry[1] + self.idle_timeout < ts:  # Python may have expired the flow
             return self._disarm(items, key, entry)
         if size:
@@ -385,13 +396,14 @@ class PyScanner:
         if (
             notice is None
         ):  # [sender, receiver, ports, first seq, bytes, last segment, packets, ack, window, frame, time]
-            notice = rule[4] = [src, dst, sport, dport, segment[4], 0, b"", 0, 0, 0, 0, 0.0, 0, 0.0]
+            notice = rule[4] = [src, dst, sport, dport, segment[4], 0, b"", 0, 0, 0, 0, 0.0, 0, 0.0, -1]
             self._dirty[key] = None
         if size:
             if not notice[5]:
                 notice[4] = segment[4]
             notice[5] += size
             notice[6], notice[12], notice[13] = payload, frame, ts
+            notice[14] = -1 if rule[6] is None else rule[6]
         notice[7] += 1
         notice[8], notice[9], notice[10], notice[11] = segment[5], segment[10], frame, ts
         entry[1] = ts
@@ -404,7 +416,7 @@ class PyScanner:
             self._armed = {key: entry for key, entry in self._armed.items() if entry[1] >= limit}
 
     def _disarm(self, items: list[Item], key: FlowKey, entry: list[Any]) -> bool:
-        self._flush(items, entry, key[4])
+        twin_notices(items, entry, key[4])
         self._dirty.pop(key, None)
         del self._armed[key]
         return False
@@ -413,24 +425,8 @@ class PyScanner:
         """Hand over every notice (before a sweep tick, at the end of a batch)."""
         armed = self._armed
         for key in self._dirty:
-            self._flush(items, armed[key], key[4])
+            twin_notices(items, armed[key], key[4])
         self._dirty.clear()
-
-    @staticmethod
-    def _flush(items: list[Item], entry: list[Any], vnet: int) -> None:
-        """Both directions' notices, in the order of their last packets (the flow's latest time is its last's)."""
-        client, server = entry[2][4], entry[3][4]
-        server_first = client is not None and server is not None and server[10] < client[10]
-        for rule in (entry[3], entry[2]) if server_first else entry[2:]:
-            notice = rule[4]
-            if notice is not None:
-                rule[4] = None
-                src, dst, sport, dport, seq, size, last, count, ack, window, frame, ts, data_frame, data_ts = notice
-                packets = (count, frame - data_frame, data_ts)
-                tail = last[-TAIL_KEEP:]  # the last segment dropped, kept for overlap conflict checks
-                info = INFO_SKIPPED | vnet << INFO_VNET_SHIFT
-                segment = (src, dst, sport, dport, seq, ack, ACK, tail, size, info, window, packets)
-                items.append((frame, ts, segment))
 
     def _entry(self, key: FlowKey, now: float) -> list[Any]:
         flows = self._flows

@@ -55,15 +55,30 @@ from typing import Any, Protocol
 
 from passive.capture.checksums import INFO_CSUM_LEFT
 from passive.capture.counters import CaptureCounters
-from passive.capture.delivery import DIRECTIONS
+from passive.capture.delivery import DIRECTIONS, TAIL_KEEP
 from passive.capture.flow import Direction, Flow
 from passive.capture.flowtable import ESTABLISHED
-from passive.capture.linklayer import ACK, INFO_VNET_SHIFT, Segment
-from passive.capture.stream import SEQ_MASK, HalfStream
+from passive.capture.linklayer import (
+    ACK,
+    INFO_SKIPPED,
+    INFO_VNET_SHIFT,
+    OPT_SIGNED,
+    OPT_TIMESTAMP,
+    OPT_TSVAL_SHIFT,
+    Segment,
+)
+from passive.capture.stream import SEQ_HALF, SEQ_MASK, HalfStream
+from passive.capture.tcpoptions import PAWS_WINDOW, paws_judged
 
 SKIP_NONE, SKIP_DOT, SKIP_RAW, SKIP_ALL = 0, 1, 2, 3
 """The rules, as the dissectors number them (``dissectors.linebuffer.SKIP_*``)."""
 SKIP_RULE = 3  # the rule's bits of a direction's mode; above them:
+SKIP_PAWS = 8
+"""Or-ed into a direction's rule where its receiver judges timestamps (passive.capture.tcpoptions), with the one it
+kept above :data:`SKIP_TS_SHIFT`: a segment whose timestamp is older than it, or than the latest of the segments
+dropped since, by more than ``PAWS_WINDOW``, is handed over (Python drops it), and so is one with a signature or the
+URG flag; the notice tells the latest timestamp dropped (-1: none)."""
+SKIP_TS_SHIFT = 8
 SKIP_STRICT = 4
 """Or-ed into a direction's rule when the direction showed right checksums (``HalfStream.checked``): a segment
 whose checksum is as offload leaves it is then handed over, for Python to doubt (:mod:`passive.capture.doubtful`);
@@ -136,28 +151,67 @@ def _plan(flow: Flow) -> list[Any] | None:
         half = halves[direction]
         if not half.started or half.pending or half.resync or half.fin_rel is not None or half.finished:
             return None
-        if half.doubtful:  # a segment held until acknowledged: the notices' order would settle it (doubtful.py)
-            return None
+        if half.doubtful or half.urgent is not None:  # held until acknowledged: the notices' order would settle it
+            return None  # (doubtful.py); an urgent byte to take out (tcpoptions.py)
         rule = skippable(flow, DIRECTIONS[direction])
         mode, left, line_start = rule if rule is not None else (SKIP_NONE, 0, False)
         if left > MAX_LEFT:
             mode, left = SKIP_NONE, 0
-        plan += [mode | (SKIP_STRICT if half.checked else 0), half.next_seq, left, line_start]
+        if mode != SKIP_NONE:
+            mode |= SKIP_STRICT if half.checked else 0
+            if paws_judged(half, halves[1 - direction]):
+                mode |= SKIP_PAWS | half.ts_recent << SKIP_TS_SHIFT  # type: ignore[operator]
+        plan += [mode, half.next_seq, left, line_start]
     return plan if plan[0] & SKIP_RULE or plan[4] & SKIP_RULE else None
 
 
 def twin_rule(rules: tuple[Any, ...], at: int) -> list[Any]:
     """The pure-Python scanner's state of one direction from ``skip_flow``'s rules at ``at``: rule, next sequence
-    number, bytes left of a raw run, at a line's start, its notice (none yet), and the checksum bit that hands a
-    segment over besides a wrong checksum's (INFO_CSUM_LEFT where SKIP_STRICT, else 0)."""
+    number, bytes left of a raw run, at a line's start, its notice (none yet), the checksum bit that hands a
+    segment over besides a wrong checksum's (INFO_CSUM_LEFT where SKIP_STRICT, else 0), and the timestamp an older
+    one is judged against (SKIP_PAWS; else None)."""
     mode = rules[at]
     left = INFO_CSUM_LEFT if mode & SKIP_STRICT else 0
-    return [mode & SKIP_RULE, rules[at + 1], rules[at + 2], bool(rules[at + 3]), None, left]
+    tsval = mode >> SKIP_TS_SHIFT if mode & SKIP_PAWS else None
+    return [mode & SKIP_RULE, rules[at + 1], rules[at + 2], bool(rules[at + 3]), None, left, tsval]
+
+
+def judged_by_options(rule: list[Any], options: int, size: int) -> bool:
+    """Whether the pure-Python scanner hands over a segment of an armed direction (``rule``: :func:`twin_rule`'s) for
+    its options: a signature, or a timestamp older than the kept one (Python's, then the latest of the segments with
+    bytes dropped) by more than PAWS_WINDOW (SKIP_PAWS); a segment with bytes not so judged raises the kept one."""
+    if options & OPT_SIGNED:
+        return True
+    if rule[6] is None or not options & OPT_TIMESTAMP:
+        return False
+    tsval = options >> OPT_TSVAL_SHIFT & SEQ_MASK
+    if PAWS_WINDOW < (rule[6] - tsval) & SEQ_MASK < SEQ_HALF:
+        return True
+    if size and (tsval - rule[6]) & SEQ_MASK < SEQ_HALF:
+        rule[6] = tsval
+    return False
+
+
+def twin_notices(items: list[Any], entry: list[Any], vnet: int) -> None:
+    """The pure-Python scanner's notices of an armed flow (``entry``), both directions', in the order of their last
+    packets (the flow's latest time is its last's)."""
+    client, server = entry[2][4], entry[3][4]
+    server_first = client is not None and server is not None and server[10] < client[10]
+    for rule in (entry[3], entry[2]) if server_first else entry[2:]:
+        notice = rule[4]
+        if notice is not None:
+            rule[4] = None
+            src, dst, sport, dport, seq, size, last, count, ack, window, frame, ts, data_frame, data_ts, tsval = notice
+            packets = (count, frame - data_frame, data_ts, tsval)
+            tail = last[-TAIL_KEEP:]  # the last segment dropped, kept for overlap conflict checks
+            info = INFO_SKIPPED | vnet << INFO_VNET_SHIFT
+            segment = (src, dst, sport, dport, seq, ack, ACK, tail, size, info, window, packets)
+            items.append((frame, ts, segment))
 
 
 def apply_notice(reassembler: Reassembler, segment: Segment, frame: int, ts: float) -> None:
     """The scanner dropped packets of one direction unread: move the flow on as reading them would have."""
-    src, dst, sport, dport, seq, ack, flags, last, size, info, window, (packets, since_data, data_ts) = segment
+    src, dst, sport, dport, seq, ack, flags, last, size, info, window, (packets, since_data, data_ts, tsval) = segment
     counters = reassembler.counters
     counters.segments += packets
     counters.segments_skipped += packets
@@ -175,6 +229,8 @@ def apply_notice(reassembler: Reassembler, segment: Segment, frame: int, ts: flo
         other.acked, other.window = ack, window
         if other.doubtful:
             reassembler._acknowledged(flow, 1 - direction, other)
+    if tsval >= 0 and half.ts_recent is not None and (tsval - half.ts_recent) & SEQ_MASK < SEQ_HALF:
+        half.ts_recent = tsval  # the latest of the segments dropped (passive.capture.tcpoptions)
     if not size:
         return
     handler = flow.handler

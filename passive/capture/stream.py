@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import bisect
 
-from passive.capture.linklayer import ACK, OPT_SACK_OK, OPT_SHIFT_MASK, OPT_WSCALE, SYN
+from passive.capture.linklayer import (
+    ACK,
+    OPT_SACK_OK,
+    OPT_SHIFT_MASK,
+    OPT_SIGNED,
+    OPT_TIMESTAMP,
+    OPT_TSVAL_SHIFT,
+    OPT_WSCALE,
+    SYN,
+)
 from passive.capture.policy import ReassemblyPolicy
 
 SEQ_MASK = 0xFFFFFFFF  # sequence numbers are 32-bit
@@ -46,11 +55,14 @@ class HalfStream:
         "pickup",
         "resync",
         "sack_ok",
+        "signed",
         "started",
         "syn_seq",
         "syn_window",
         "tail",
         "tail_rel",
+        "ts_recent",
+        "urgent",
         "win_known",
         "window",
         "wscale",
@@ -93,6 +105,12 @@ class HalfStream:
         # (end, number) of each, sorted (the end a stream offset just past it, a FIN counted): those an
         # acknowledgement settles come first, the last tells where the direction's bytes end, without a pass over all.
         self.held_ends: list[tuple[int, int]] = []
+        # What its receiver judges it by (passive.capture.tcpoptions): the latest timestamp it kept (None where the
+        # SYN had none), whether the SYN carried a signature, and the stream offset of an urgent byte announced
+        # (None for none).
+        self.ts_recent: int | None = None
+        self.signed = False
+        self.urgent: int | None = None
 
     def start(self, seq: int, flags: int, resync: bool, options: int = 0, window: int = 0) -> bool:
         """Anchor the sequence space on this direction's first segment; False if that is not a SYN."""
@@ -104,6 +122,8 @@ class HalfStream:
             self.wscale = options & OPT_SHIFT_MASK if options & OPT_WSCALE else None
             self.sack_ok = bool(options & OPT_SACK_OK)
             self.syn_window = window
+            self.ts_recent = options >> OPT_TSVAL_SHIFT if options & OPT_TIMESTAMP else None
+            self.signed = bool(options & OPT_SIGNED)
             return True
         self.next_seq = self.acked = self.edge = seq
         self.window = 0

@@ -1,0 +1,113 @@
+"""What a receiver refuses, or reads otherwise, for a segment's TCP options and urgent pointer.
+
+A sender who plants a decoy beside the real bytes wants leakscope to read the decoy and the server the real ones.
+Three more ways a Linux receiver (its defaults; checked on the real kernel by ``tests/test_receiver.py``) tells them
+apart:
+
+* **an old timestamp** (PAWS, RFC 7323 section 5; Linux's ``tcp_paws_discard``): once both SYNs carried the
+  Timestamps option, a data segment or FIN (not a RST) carrying one whose TSval is older than the latest the receiver
+  kept (``ts_recent``) by more than 1 is discarded (``option_drops``). ``ts_recent`` starts at the SYN's TSval and
+  moves to the TSval of a segment taken that covers the receiver's latest acknowledgement (Linux's ``rcv_wup``,
+  here the latest acknowledgement in the capture), when it is not older (``tcp_replace_ts_recent``); a kept TSval of 0
+  judges nothing. A segment without the option is taken. Bare ACKs are not judged (they bring no bytes);
+* **a signature on a connection without one**: a segment carrying a TCP MD5 signature option (RFC 2385) where neither
+  SYN carried one is discarded (the receiver holds no key: Linux's ``tcp_inbound_hash``). Where a SYN carried one,
+  segments are read as they come (the signatures are not checked). A TCP-AO option (RFC 5925) is read through: a
+  kernel built without TCP-AO (the receiver lab's) takes it, one built with it drops it;
+* **urgent data** (RFC 9293 section 3.8.5; Linux's ``tcp_check_urg``, with ``tcp_stdurg`` 0): a segment with the
+  URG flag names its urgent byte, the one before where its pointer points (the first of the segment for a pointer
+  of 0). An application that does not ask for it in line (no ``SO_OOBINLINE``: no mail server does) never reads
+  that byte among the others: it is taken out of what is delivered (``urgent_bytes``), and the stream's bytes after
+  it move up, as the server reads them. A pointer to a byte delivered already, or not past the one announced before,
+  is ignored; a later one replaces one not delivered yet (the receiver then reads that one in line). A sender may so
+  show a monitor ``a@contoso.comm`` while the server reads ``a@contoso.com``.
+
+Under the ``first`` policy every segment is read whole, as it comes. Not followed: a receiver's own settings
+(``tcp_timestamps`` off, ``tcp_stdurg`` 1, a key for the peer); the timing of the server application's reads, which
+decides which of two urgent bytes close together Linux takes out (here: the application reads at once).
+"""
+
+from __future__ import annotations
+
+from passive.capture.counters import CaptureCounters
+from passive.capture.flow import Flow
+from passive.capture.linklayer import (
+    FIN,
+    OPT_SIGNED,
+    OPT_TIMESTAMP,
+    OPT_TSVAL_SHIFT,
+    OPT_URGENT_SHIFT,
+    RST,
+    SYN,
+    Segment,
+)
+from passive.capture.stream import SEQ_HALF, SEQ_MASK, HalfStream
+
+PAWS_WINDOW = 1
+"""How much older than ``ts_recent`` a TSval may be and still be taken: Linux's ``TCP_PAWS_WINDOW``."""
+
+
+def paws_judged(half: HalfStream, other: HalfStream) -> bool:
+    """Whether ``half``'s segments are judged by their timestamps: both SYNs carried one, and the kept one is not 0."""
+    return bool(half.ts_recent) and other.ts_recent is not None
+
+
+def too_old_timestamp(half: HalfStream, tsval: int) -> bool:
+    """Whether ``tsval`` is older than what ``half``'s receiver kept by more than :data:`PAWS_WINDOW`."""
+    return PAWS_WINDOW < (half.ts_recent - tsval) & SEQ_MASK < SEQ_HALF  # type: ignore[operator]
+
+
+def keep_timestamp(half: HalfStream, seq: int, end: int, tsval: int) -> None:
+    """A segment of ``half`` from ``seq`` to ``end`` carrying ``tsval`` was taken: its receiver keeps the TSval when
+    the segment covers its latest acknowledgement and the TSval is not older than the one kept."""
+    acked = half.acked
+    if (seq - acked) & SEQ_MASK and (seq - acked) & SEQ_MASK < SEQ_HALF:
+        return  # it starts past the acknowledgement
+    if (end - acked) & SEQ_MASK >= SEQ_HALF or (tsval - half.ts_recent) & SEQ_MASK >= SEQ_HALF:  # type: ignore[operator]
+        return  # it ends before the acknowledgement, or its TSval is older
+    half.ts_recent = tsval
+
+
+def note_urgent(half: HalfStream, seq: int, urgent_pointer: int) -> None:
+    """A segment of ``half`` taken with the URG flag: the urgent byte it names, unless delivered already or not past
+    the one announced before (``tcp_check_urg``)."""
+    rel = half.rel((seq + urgent_pointer - 1 if urgent_pointer else seq) & SEQ_MASK)
+    if rel < half.next_rel or (half.urgent is not None and rel <= half.urgent):
+        return
+    half.urgent = rel
+
+
+class OptionChecks:
+    """The reassembler's checks of a data segment or FIN before it is taken (a mixin of
+    :class:`~passive.capture.reassembly.Reassembler`): its options (here), then its ACK field
+    (:mod:`passive.capture.acks`)."""
+
+    counters: CaptureCounters
+
+    def _refused(self, flow: Flow, direction: int, segment: Segment, frame: int, ts: float) -> bool:
+        """True when the segment is dropped (or held) for its options or its ACK field; else its timestamp is kept."""
+        options = segment[11]
+        halves = flow._halves
+        assert halves is not None
+        half, other = halves[direction], halves[1 - direction]
+        if options and not segment[6] & (SYN | RST):
+            if options & OPT_SIGNED and not (half.signed or other.signed):
+                self.counters.option_drops += 1  # signed where the receiver holds no key
+                return True
+            tsval = options >> OPT_TSVAL_SHIFT & SEQ_MASK
+            if options & OPT_TIMESTAMP and paws_judged(half, other) and too_old_timestamp(half, tsval):
+                self.counters.option_drops += 1  # PAWS
+                return True
+        if self._ack_refused(flow, direction, segment, frame, ts):
+            return True
+        if options & OPT_TIMESTAMP and half.ts_recent is not None and other.ts_recent is not None:
+            end = segment[4] + segment[8] + (1 if segment[6] & FIN else 0)
+            keep_timestamp(half, segment[4], end & SEQ_MASK, options >> OPT_TSVAL_SHIFT & SEQ_MASK)
+        return False
+
+    def _urgent(self, half: HalfStream, segment: Segment) -> None:
+        """A segment taken with the URG flag (``Reassembler._segment``)."""
+        note_urgent(half, segment[4], segment[11] >> OPT_URGENT_SHIFT & 0xFFFF)
+
+    def _ack_refused(self, flow: Flow, direction: int, segment: Segment, frame: int, ts: float) -> bool:
+        raise NotImplementedError  # passive.capture.acks

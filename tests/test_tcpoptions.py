@@ -1,0 +1,183 @@
+"""What a receiver refuses, or reads otherwise, for a segment's TCP options and urgent pointer
+(passive.capture.tcpoptions): a decoy with an old timestamp or an unexpected signature is no bytes the server read,
+and an urgent byte is not among the bytes it read. tests/test_receiver.py shows a Linux receiver doing each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import Ether
+from scapy.packet import Raw
+
+from passive.capture.linklayer import LINKTYPE_ETHERNET, OPT_SIGNED, OPT_TIMESTAMP, OPT_TSVAL_SHIFT, decode_tcp
+from tests.helpers_capture import conversation_segments, pcap_bytes
+from tests.test_checksums import DECOY, REAL, _summary
+from tests.test_relay_transactions import CLIENT, SERVER, analyze, relays, transaction, turns
+from tests.test_scanner import assert_same, run
+
+MD5 = ("MD5", b"\x00" * 16)  # scapy's name for option kind 19: a TCP MD5 signature (RFC 2385), any digest
+Plant = Callable[[int], tuple[list, bytes]]  # the sender's clock -> (the decoy's options, its bytes)
+
+
+def _capture(
+    path: Path,
+    script: str,
+    plant: Plant | None = None,
+    timestamps: bool = True,
+    syn_options: list | None = None,
+    real: bytes | None = REAL,
+    real_options: Callable[[int], list] | None = None,
+    at: bytes = b"RCPT",
+) -> Path:
+    """``script`` as one connection whose segments carry timestamps (each side's clock one tick a segment) unless
+    ``timestamps`` is false; right before the client's first segment starting with ``at``, the segment ``plant``
+    makes (same sequence number), and that segment carries ``real`` (its own bytes for None; with ``real_options``
+    in place of its timestamp, when given)."""
+    segments = conversation_segments(turns(script), CLIENT, SERVER)
+    clocks = {CLIENT: 1_000, SERVER: 70_000}
+    out: list[tuple[float, bytes]] = []
+    planted = False
+    for index, (src, dst, seq, ack, flags, payload) in enumerate(segments):
+        clocks[src] += 1
+        stamp = [("Timestamp", (clocks[src], clocks[dst] if ack else 0))] if timestamps else []
+        options = stamp + (syn_options or []) if flags & 0x02 else stamp
+        header = Ether(dst="00:11:22:33:44:55", src="66:77:88:99:aa:bb") / IP(src=src[0], dst=dst[0])
+        ts = 1000.0 + index * 0.001
+        if payload.startswith(at) and src == CLIENT and not planted:
+            planted = True
+            if plant is not None:
+                extra, decoy = plant(clocks[src])
+                tcp = TCP(sport=src[1], dport=dst[1], seq=seq, ack=ack, flags=flags, window=65535, options=extra)
+                out.append((ts - 0.0005, bytes(header / tcp / Raw(decoy))))
+            payload = payload if real is None else real
+            options = real_options(clocks[src]) if real_options is not None else options
+        tcp = TCP(sport=src[1], dport=dst[1], seq=seq, ack=ack, flags=flags, window=65535, options=options)
+        out.append((ts, bytes(header / tcp / Raw(payload)) if payload else bytes(header / tcp)))
+    path.write_bytes(pcap_bytes(out))
+    return path
+
+
+def _old_timestamp(clock: int) -> tuple[list, bytes]:
+    return [("Timestamp", (clock - 500, 0))], DECOY
+
+
+def _signed(clock: int) -> tuple[list, bytes]:
+    return [("Timestamp", (clock, 0)), MD5], DECOY
+
+
+LOCAL = transaction(rcpts=("a@contoso.com",))
+
+
+def test_the_decoders_read_timestamps_signatures_and_urgent_pointers() -> None:
+    tcp = TCP(sport=1, dport=25, flags="PAU", urgptr=7, options=[("Timestamp", (123456, 0)), MD5])
+    frame = bytes(
+        Ether(dst="00:11:22:33:44:55", src="66:77:88:99:aa:bb")
+        / IP(src="192.0.2.1", dst="192.0.2.2")
+        / tcp
+        / Raw(b"x" * 10)
+    )
+    segment = decode_tcp(LINKTYPE_ETHERNET, frame)
+    assert isinstance(segment, tuple)
+    options = segment[11]
+    assert options & OPT_TIMESTAMP and options & OPT_SIGNED
+    assert options >> OPT_TSVAL_SHIFT == 123456 and options >> 16 & 0xFFFF == 7
+
+
+def test_a_foreign_rcpt_with_an_old_timestamp_is_no_open_relay(tmp_path: Path) -> None:
+    """Both SYNs carried timestamps: the decoy's TSval is older than what the server kept, so it discards it."""
+    pcap = _capture(tmp_path / "paws.pcap", LOCAL, _old_timestamp)
+    assert relays(analyze(pcap)) == []
+    assert _summary(pcap)["option_drops"] == 1
+    assert relays(analyze(pcap, "--reassembly", "first")) == [("open-relay", "high", True)]
+
+
+def test_real_bytes_with_an_old_timestamp_are_what_the_server_discards(tmp_path: Path) -> None:
+    """The other way round: the foreign RCPT comes first with a right timestamp, the local one with an old one is
+    discarded. The server read the foreign RCPT and accepted it: an open relay, found."""
+    pcap = _capture(
+        tmp_path / "paws-real.pcap",
+        LOCAL,
+        lambda clock: ([("Timestamp", (clock, 0))], DECOY),
+        real_options=lambda clock: [("Timestamp", (clock - 500, 0))],
+    )
+    assert relays(analyze(pcap)) == [("open-relay", "high", True)]
+
+
+def test_timestamps_are_not_judged_where_the_handshake_did_not_agree_on_them(tmp_path: Path) -> None:
+    """No timestamps in the SYNs: the receiver takes the decoy whatever its TSval (Linux ignores the option)."""
+    pcap = _capture(tmp_path / "no-paws.pcap", LOCAL, _old_timestamp, timestamps=False)
+    assert relays(analyze(pcap)) == [("open-relay", "high", True)]
+
+
+def test_a_foreign_rcpt_with_a_signature_the_server_expects_none_of_is_no_open_relay(tmp_path: Path) -> None:
+    pcap = _capture(tmp_path / "md5.pcap", LOCAL, _signed)
+    assert relays(analyze(pcap)) == []
+    assert _summary(pcap)["option_drops"] == 1
+    signed = _capture(tmp_path / "md5-syn.pcap", LOCAL, _signed, syn_options=[MD5])
+    assert relays(analyze(signed)) == [("open-relay", "high", True)]  # a signed connection: not checked, read
+
+
+def _urgent_capture(path: Path, pointer: int) -> Path:
+    """The RCPT ``a@contoso.comm`` sent with the URG flag and ``pointer``."""
+    real = b"RCPT TO:<a@contoso.comm>\r\n"
+    segments = conversation_segments(turns(LOCAL), CLIENT, SERVER)
+    out: list[tuple[float, bytes]] = []
+    for index, (src, dst, seq, ack, flags, payload) in enumerate(segments):
+        urgent = payload.startswith(b"RCPT")
+        tcp = TCP(
+            sport=src[1], dport=dst[1], seq=seq, ack=ack, flags=flags | (0x20 if urgent else 0), window=65535,
+            urgptr=pointer if urgent else 0,
+        )  # fmt: skip
+        body = real if urgent else payload
+        frame = Ether(dst="00:11:22:33:44:55", src="66:77:88:99:aa:bb") / IP(src=src[0], dst=dst[0]) / tcp
+        out.append((1000.0 + index * 0.001, bytes(frame / Raw(body)) if body else bytes(frame)))
+    path.write_bytes(pcap_bytes(out))
+    return path
+
+
+def test_the_urgent_byte_is_not_what_the_server_read(tmp_path: Path) -> None:
+    """The urgent pointer names the second ``m`` (the byte before where it points): the server read
+    ``a@contoso.com``, its own domain; the monitor that keeps the byte sees a foreign one."""
+    pointer = b"RCPT TO:<a@contoso.comm>\r\n".index(b"m>") + 1
+    pcap = _urgent_capture(tmp_path / "urgent.pcap", pointer)
+    assert relays(analyze(pcap)) == []
+    assert _summary(pcap)["urgent_bytes"] == 1
+    assert relays(analyze(pcap, "--reassembly", "first")) == [("open-relay", "high", True)]
+
+
+def test_an_urgent_pointer_of_one_names_the_first_byte(tmp_path: Path) -> None:
+    """A pointer of 1 names the segment's first byte: one urgent byte, taken out wherever it is."""
+    pcap = _urgent_capture(tmp_path / "urgent-first.pcap", 1)
+    assert _summary(pcap)["urgent_bytes"] == 1
+
+
+@pytest.mark.parametrize("every_port", [True, False], ids=["every-port", "ports-only"])
+def test_both_scanners_judge_options_alike(every_port: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Also inside a message body, whose bytes the compiled scanner drops unread: a decoy ending it with an old
+    timestamp or a signature is handed over to be judged (and dropped), not taken for the body's end."""
+    body = ["C: DATA", "S: 354 go", *[f"C: line {i} of the body" for i in range(40)], "C: .", "S: 250 ok"]
+    script = transaction(*body, rcpts=("a@contoso.com",))
+
+    def end(old: bool) -> Plant:  # a decoy ending the body: an old timestamp, or a signature
+        stamp = [("Timestamp", (0, 0))]
+        return lambda clock: (
+            [("Timestamp", (clock - 500, 0))] if old else [*stamp[:0], ("Timestamp", (clock, 0)), MD5],
+            b".\r\n",
+        )
+
+    captures = {
+        "paws": _capture(tmp_path / "paws.pcap", script, _old_timestamp),
+        "md5": _capture(tmp_path / "md5.pcap", script, _signed),
+        "paws in a body": _capture(tmp_path / "body-paws.pcap", script, end(True), real=None, at=b"line 20"),
+        "md5 in a body": _capture(tmp_path / "body-md5.pcap", script, end(False), real=None, at=b"line 20"),
+        "urgent": _urgent_capture(tmp_path / "urgent.pcap", 3),
+    }
+    for name, path in captures.items():
+        compiled = run(path, "auto", monkeypatch, all_ports=every_port)
+        python = run(path, "python", monkeypatch, all_ports=every_port)
+        assert_same(compiled, python)
+        assert compiled["counts"]["option_drops"] == (0 if name == "urgent" else 1), name
+        assert compiled["counts"]["urgent_bytes"] == (1 if name == "urgent" else 0), name
