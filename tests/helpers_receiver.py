@@ -2,8 +2,9 @@
 
 Two network namespaces joined by a veth pair. In the receiver namespace a small Python server (this file, ``serve``)
 accepts connections and writes, per connection, exactly the bytes its application read; tcpdump records the link.
-In the sender namespace this file (``send``) plays the client with hand-made segments (scapy builds them, a packet
-socket sends and receives them): it does the handshake itself, then follows a plan of data, RST and FIN segments.
+In the sender namespace tests/helpers_sender.py plays the client with hand-made segments (scapy builds them, a
+packet socket sends and receives them): it does the handshake itself, then follows a plan of data, RST and FIN
+segments.
 
 The sender's kernel must not answer the receiver with RSTs of its own (it knows no such connection). Instead of a
 firewall rule, the crafted segments come from :data:`CLIENT_IP`, an address no interface holds: the receiver reaches
@@ -24,6 +25,13 @@ the second piece's IPv4 header checksum wrong), ``("noack", offset, bytes)`` (da
 ``("badack", offset, bytes)`` (data acknowledging bytes the receiver never sent), ``("ipopt", offset, bytes,
 options)`` (data whose IPv4 header carries ``options``, raw bytes, EOL-padded to a word).
 
+TCP header variants: ``("timestamps",)``, first in a case, makes its SYN offer the Timestamps option (RFC 7323;
+every later segment then carries one, its TSval the connection's clock, see tests/helpers_sender.py); ``("clock",
+tsval)`` sets that clock for the segments after it; ``("ts", offset, bytes, tsval)`` is data whose Timestamps option
+carries ``tsval`` (in any connection), or which has none if ``tsval`` is None; ``("opt", offset, bytes, options)`` is
+data whose TCP header carries more options, each ``(kind, value bytes)``; ``("urg", offset, bytes, pointer, flag)``
+is data with urgent pointer ``pointer``, the URG flag set if ``flag``.
+
 ``ReceiverLab(work, IPV6)`` plays the cases over IPv6 instead (addresses without duplicate address detection, the
 client's again held by no interface and reached through a permanent neighbour entry). There ``("ext", offset, bytes,
 headers)`` sends data behind IPv6 extension headers, each ``(type, bytes after its Next Header byte)`` (the Next
@@ -34,13 +42,11 @@ Fragment header, the segment in pieces, and ``("frag", offset, bytes)`` is ``ext
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -48,7 +54,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.helpers_frames import frames_from, ipv6_packets, with_ipv4_options
+from tests.helpers_frames import frames_from
 
 REPO = Path(__file__).resolve().parents[1]
 SERVER_IP = "10.98.0.2"
@@ -56,14 +62,9 @@ SENDER_IP = "10.98.0.1"  # the sender namespace's own address: its kernel answer
 CLIENT_IP = "10.98.0.9"  # held by no interface: what the crafted segments come from
 PORT = 2525
 FIRST_CLIENT_PORT = 41000
-STEP_PAUSE = 0.03  # seconds between two steps: the receiver has handled one segment before the next arrives
 TOOLS = ("ip", "tcpdump")
 
 Step = tuple  # ("data", offset, bytes) | ("rst", offset) | ("fin", offset) | ("beyond", extra, bytes) | badsum...
-WRONG_CHECKSUM = 0xBEEF  # the TCP checksum of "badsum" and "badrst" steps: none of theirs is right with it
-PIECE = 8  # bytes of IP payload in each fragment of "frag" and "fragbad" steps
-UNSENT = 100_000  # how far past what the receiver sent a "badack" step's acknowledgement number is
-PIECE6 = 8  # bytes of each IPv6 fragment's payload after the first (which holds the whole TCP header)
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,7 @@ class ReceiverLab:
         plan_file = self.work / "plan.json"
         plan_file.write_text(json.dumps(plan))
         mac = self.mac(self.ns_rcv, self.dev_rcv)
-        argv = [sys.executable, "-m", "tests.helpers_receiver", "send", str(plan_file), self.dev_snd, mac]
+        argv = [sys.executable, "-m", "tests.helpers_sender", str(plan_file), self.dev_snd, mac]
         argv.append(self.family.name)
         sender = self._spawn(self.ns_snd, argv, "sender.log")
         if sender.wait(timeout=timeout) != 0:
@@ -268,171 +269,9 @@ def _record(conn: socket.socket, base: Path) -> None:
     base.with_suffix(".end").write_text(end)
 
 
-# ---- the crafted client (runs in the sender namespace) --------------------------------------------------------------
-
-
-class _Link:
-    """A packet socket on the sender's veth: sends frames, and keeps what the receiver said, per client port."""
-
-    def __init__(self, dev: str, server_mac: str, family: Family) -> None:
-        self.family = family
-        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(family.ethertype))
-        self.sock.bind((dev, 0))
-        self.sock.settimeout(0.2)
-        self.mac = self.sock.getsockname()[4]
-        self.server_mac = bytes.fromhex(server_mac.replace(":", ""))
-        self.synack: dict[int, tuple[int, int, int]] = {}  # port -> (server ISN, window, wscale)
-        self.edge: dict[int, int] = {}  # port -> right edge of the receiver's window (ack + scaled window)
-        self.lock = threading.Lock()
-        self.sent = 0  # frames sent
-        self.stop = False
-        self.thread = threading.Thread(target=self._listen, daemon=True)
-        self.thread.start()
-
-    def _server_tcp(self, ip: bytes) -> bytes | None:
-        """The TCP header of a packet from the server (it sends no options or extension headers), else None."""
-        if self.family is IPV6:
-            server = ipaddress.IPv6Address(self.family.server).packed
-            return ip[40:] if len(ip) >= 60 and ip[6] == 6 and ip[8:24] == server else None
-        if len(ip) < 40 or ip[9] != 6 or socket.inet_ntoa(ip[12:16]) != SERVER_IP:
-            return None
-        return ip[(ip[0] & 15) * 4 :]
-
-    def _listen(self) -> None:
-        while not self.stop:
-            try:
-                frame = self.sock.recv(65536)
-            except TimeoutError:
-                continue
-            tcp = self._server_tcp(frame[14:])
-            if tcp is None:
-                continue
-            _sport, dport, seq, ack, offset, flags, window = struct.unpack_from("!HHIIBBH", tcp)
-            with self.lock:
-                if flags & 0x12 == 0x12:
-                    self.synack[dport] = (seq, window, _wscale(tcp[20 : (offset >> 4) * 4]))
-                elif flags & 0x10 and dport in self.synack:
-                    self.edge[dport] = ack + (window << self.synack[dport][2])
-
-    def send(
-        self,
-        port: int,
-        seq: int,
-        ack: int,
-        flags: str,
-        payload: bytes = b"",
-        options: list | None = None,
-        checksum: int | None = None,
-        cut: bool = False,
-        spoil: int | None = None,
-        ip_options: bytes = b"",
-        headers: list | None = None,
-    ) -> None:
-        """One segment; with ``cut``, in IP fragments, piece ``spoil``'s IPv4 header checksum wrong; IPv4 header
-        ``ip_options``, or IPv6 extension ``headers`` before the TCP header (and before the Fragment header)."""
-        from scapy.layers.inet import IP, TCP, fragment  # imported in the sender's process only
-        from scapy.layers.inet6 import IPv6
-
-        segment = TCP(
-            sport=port, dport=PORT, seq=seq & 0xFFFFFFFF, ack=ack & 0xFFFFFFFF, flags=flags, window=64240,
-            options=options or [], chksum=checksum,
-        )  # fmt: skip
-        ident = port * 31 + seq
-        if self.family is IPV6:
-            tcp = bytes(IPv6(src=IPV6.client, dst=IPV6.server) / segment / payload)[40:]
-            frames = ipv6_packets(IPV6.client, IPV6.server, tcp, headers or [], PIECE6 if cut else None, ident)
-        else:
-            packet = IP(src=CLIENT_IP, dst=SERVER_IP, ttl=64, id=ident & 0xFFFF) / segment / payload
-            pieces = fragment(packet, PIECE) if cut else [packet]
-            frames = [with_ipv4_options(bytes(piece), ip_options) if ip_options else bytes(piece) for piece in pieces]
-        for index, frame in enumerate(frames):
-            if index == spoil:
-                frame = frame[:10] + struct.pack("!H", WRONG_CHECKSUM) + frame[12:]
-            self.sock.send(self.server_mac + self.mac + struct.pack("!H", self.family.ethertype) + frame)
-            self.sent += 1
-
-
-def _wscale(options: bytes) -> int:
-    pos = 0
-    while pos < len(options):
-        kind = options[pos]
-        if kind == 0:
-            break
-        if kind == 1:
-            pos += 1
-            continue
-        if pos + 1 >= len(options):
-            break
-        if kind == 3 and options[pos + 1] == 3:
-            return options[pos + 2]
-        pos += max(2, options[pos + 1])
-    return 0
-
-
-def send(plan_file: Path, dev: str, server_mac: str, family: Family) -> None:
-    link = _Link(dev, server_mac, family)
-    for case in json.loads(plan_file.read_text()):
-        _play(link, case["port"], case["steps"])
-    time.sleep(0.2)
-    link.stop = True
-    (plan_file.parent / "sent").write_text(str(link.sent))
-
-
-def _play(link: _Link, port: int, steps: list[list]) -> None:
-    isn = 1_000_000 + port * 7919
-    syn_options = [("MSS", 1460), ("SAckOK", b""), ("WScale", 7), ("NOP", None)]
-    link.send(port, isn, 0, "S", options=syn_options)
-    deadline = time.monotonic() + 5
-    while port not in link.synack:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"no SYN-ACK for port {port}")
-        time.sleep(0.005)
-    base, ack = isn + 1, link.synack[port][0] + 1
-    link.send(port, base, ack, "A")
-    time.sleep(STEP_PAUSE)
-    for step in steps:
-        _step(link, port, base, ack, step)
-        time.sleep(STEP_PAUSE)
-
-
-def _step(link: _Link, port: int, base: int, ack: int, step: list) -> None:
-    """Send one step of a case (its kinds are listed at the top of this module)."""
-    kind = step[0]
-    data = bytes.fromhex(step[2]) if len(step) > 2 else b""
-    seq = base + step[1]
-    if kind == "beyond":
-        with link.lock:
-            seq = link.edge[port] + step[1]
-    if kind in ("data", "beyond"):
-        link.send(port, seq, ack, "PA", data)
-    elif kind == "badsum":  # data whose TCP checksum is wrong: the receiver drops it
-        link.send(port, seq, ack, "PA", data, checksum=WRONG_CHECKSUM)
-    elif kind == "badrst":
-        link.send(port, seq, ack, "RA", checksum=WRONG_CHECKSUM)
-    elif kind == "noack":  # data without the ACK flag: a synchronized receiver discards it
-        link.send(port, seq, ack, "P", data)
-    elif kind == "badack":  # data acknowledging bytes the receiver never sent: discarded too
-        link.send(port, seq, ack + UNSENT, "PA", data)
-    elif kind == "frag" or (kind == "fragbad" and link.family is IPV4):  # cut on the way
-        link.send(port, seq, ack, "PA", data, cut=True, spoil=1 if kind == "fragbad" else None)
-    elif kind == "ipopt" and link.family is IPV4:
-        link.send(port, seq, ack, "PA", data, ip_options=bytes.fromhex(step[3]))
-    elif kind in ("ext", "extfrag") and link.family is IPV6:
-        headers = [(header_type, bytes.fromhex(body)) for header_type, body in step[3]]
-        link.send(port, seq, ack, "PA", data, cut=kind == "extfrag", headers=headers)
-    elif kind == "rst":
-        link.send(port, seq, ack, "RA")
-    elif kind == "fin":
-        link.send(port, seq, ack, "FA")
-    else:
-        raise ValueError(f"no step {kind!r} over {link.family.name}")
-
-
 def main(argv: list[str]) -> None:
     if argv[0] == "serve":
         serve(Path(argv[1]), FAMILIES[argv[2]])
-    elif argv[0] == "send":
-        send(Path(argv[1]), argv[2], argv[3], FAMILIES[argv[4]])
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ before policies) the decoys win, which is what these cases were built to show.
 
 The IP layer's variants go the same way: a decoy in a segment whose IPv4 header carries options, or whose IPv6
 header is followed by extension headers, then the real bytes plainly; the bytes the server read say whether its
-kernel took the variant's segment (a second lab run, over IPv6, plays the IPv6 cases).
+kernel took the variant's segment (a second lab run, over IPv6, plays the IPv6 cases). So do the TCP header's: TCP
+timestamps and PAWS, options the connection did not negotiate, urgent data (a third run, over IPv4, whose handshakes
+may offer timestamps). leakscope does not follow timestamps, the MD5 option or urgent data yet: the Linux policy
+test fails for the cases where the kernel dropped a segment for them, or left an urgent byte unread.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import pytest
 from passive.capture import CaptureOptions, analyze_file
 from tests.helpers_capture import Recorder
 from tests.helpers_receiver import FIRST_CLIENT_PORT, IPV4, IPV6, PORT, Family, ReceiverLab, missing_tools
+from tests.helpers_sender import TS_CLOCK
 
 REAL = b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n"  # what the server must read: 33 bytes
 DECOY = b"NOOP nothing to see here at all\r\n"  # what a sender would rather show a monitor
@@ -163,6 +167,92 @@ CASES6: dict[str, list[tuple]] = {
     "v6-dest-then-frag": _decoy_in("extfrag", ((DESTINATION, PADDED),)),
     "v6-hbh-then-frag": _decoy_in("extfrag", ((HOP_BY_HOP, PADDED),)),
 }
+HELLO = b"EHLO c\r\n"  # the bytes before a TCP header variant's decoy: segments the receiver took before it
+WRAPPED = (TS_CLOCK - 2**31 - 1) % 2**32  # a TSval 2^31 + 1 behind the clock: ahead of it in 32-bit serial order
+
+
+def _after_hello(kind: str, extra: object, timestamps: bool = True) -> list[tuple]:
+    """HELLO, then the decoy in a segment of the variant under test, then the real bytes plainly at the same place,
+    in a connection whose SYN offered timestamps (or not)."""
+    steps = [("data", 0, HELLO), (kind, len(HELLO), DECOY, extra), ("data", len(HELLO), REAL)]
+    return [*([("timestamps",)] if timestamps else []), *steps, ("fin", len(HELLO) + END)]
+
+
+def _ts_recent(first: tuple, decoy: tuple, real: tuple) -> list[tuple]:
+    """Whether a segment raised ts_recent: ``first`` carries a TSval 1000 ahead of the clock, ``decoy`` the clock's
+    (PAWS drops it if ts_recent was raised), ``real`` a TSval 2000 ahead, which the connection keeps after it."""
+    return [
+        ("timestamps",),
+        ("data", 0, HELLO),
+        ("ts", *first, TS_CLOCK + 1000),
+        ("data", *decoy),
+        ("ts", *real, TS_CLOCK + 2000),
+        ("clock", TS_CLOCK + 2000),
+        ("fin", len(HELLO) + END),
+    ]
+
+
+def _decoy_then_real(decoy: int, real: int) -> list[tuple]:
+    """After HELLO, the decoy with TSval ``decoy``, then the real bytes at the same place with TSval ``real``; the
+    later segments carry the higher of the two."""
+    return [
+        ("timestamps",),
+        ("data", 0, HELLO),
+        ("ts", len(HELLO), DECOY, decoy),
+        ("ts", len(HELLO), REAL, real),
+        ("clock", max(decoy, real)),
+        ("fin", len(HELLO) + END),
+    ]
+
+
+def _inserted(text: bytes, *marks: tuple[int, bytes]) -> bytes:
+    """``text`` with each ``(position, byte)`` of ``marks`` inserted, positions counted in the result."""
+    out = bytearray(text)
+    for position, byte in marks:
+        out[position:position] = byte
+    return bytes(out)
+
+
+def _urgent(stream: bytes, segments: list[tuple[int, int, int, bool]]) -> list[tuple]:
+    """``stream`` sent in the ``(start, stop, urgent pointer, URG flag)`` segments given, then a FIN."""
+    return [("urg", start, stream[start:stop], pointer, flag) for start, stop, pointer, flag in segments] + [
+        ("fin", len(stream))
+    ]
+
+
+H = len(HELLO)
+MARKED = _inserted(REAL, (10, b"!"))  # "!" at 10: the urgent byte, if the receiver takes it for one
+# TCP header variants: timestamps (RFC 7323 PAWS), options a connection did not negotiate, urgent data. A third lab
+# run (IPv4) plays them: the timestamps cases need the option in the handshake.
+TCP_HEADER_CASES: dict[str, list[tuple]] = {
+    "ts-control": [("timestamps",), ("data", 0, HELLO), ("data", H, REAL), ("fin", H + END)],
+    **{f"ts-behind-{d}": _after_hello("ts", TS_CLOCK - d) for d in (1, 2, 1000)},
+    "ts-wrapped": [*_after_hello("ts", WRAPPED)[:3], ("clock", WRAPPED), *_after_hello("ts", WRAPPED)[3:]],
+    "ts-equal": _after_hello("ts", TS_CLOCK),
+    "ts-missing": _after_hello("ts", None),
+    "ts-decoy-behind-real-ahead": _decoy_then_real(TS_CLOCK - 1000, TS_CLOCK + 1000),
+    "ts-decoy-current-real-behind": _decoy_then_real(TS_CLOCK, TS_CLOCK - 1000),
+    "ts-unoffered-0": _after_hello("ts", 0, timestamps=False),
+    "ts-unoffered-1": _after_hello("ts", 1, timestamps=False),
+    # Which accepted segment raises ts_recent: in order at the receiver's last ACK, out of order, a retransmission.
+    "ts-recent-in-order": _ts_recent((H, REAL[:10]), (H + 10, DECOY[10:]), (H + 10, REAL[10:])),
+    "ts-recent-out-of-order": _ts_recent((H + 10, REAL[10:]), (H, DECOY[:10]), (H, REAL[:10])),
+    "ts-recent-retransmission": _ts_recent((0, HELLO), (H, DECOY), (H, REAL)),
+    # Options of a connection that negotiated none of them: TCP MD5 (RFC 2385), TCP-AO (RFC 5925), an unknown kind.
+    "opt-md5": _after_hello("opt", [(19, bytes(16))], timestamps=False),
+    "opt-ao-4": _after_hello("opt", [(29, b"\x01\x01")], timestamps=False),  # key ids only, no MAC
+    "opt-ao-16": _after_hello("opt", [(29, b"\x01\x01" + bytes(12))], timestamps=False),
+    "opt-unknown-253": _after_hello("opt", [(253, b"\x00\x00")], timestamps=False),
+    "opt-md5-with-ts": _after_hello("opt", [(19, bytes(16))]),
+    # Urgent data (the server reads with recv, not SO_OOBINLINE; tcp_stdurg 0): "!" and "?" are the bytes the urgent
+    # pointer points at, seq + pointer - 1, where the receiver takes them for urgent bytes.
+    "urg-inside": _urgent(MARKED, [(0, 20, 11, True), (20, END + 1, 0, False)]),
+    "urg-1": _urgent(b"!" + REAL, [(0, 20, 1, True), (20, END + 1, 0, False)]),
+    "urg-past-end": _urgent(_inserted(REAL, (25, b"!")), [(0, 20, 26, True), (20, END + 1, 0, False)]),
+    "urg-twice": _urgent(_inserted(REAL, (5, b"!"), (16, b"?")), [(0, 12, 6, True), (12, END + 2, 5, True)]),
+    "urg-pointer-0": _urgent(b"!" + REAL, [(0, 20, 0, True), (20, END + 1, 0, False)]),
+    "urg-pointer-without-flag": _urgent(MARKED, [(0, 20, 11, False), (20, END + 1, 0, False)]),
+}
 # Where reassembling "first seen wins", every RST and no window (leakscope before policies) shows the decoy.
 FIRST_FOOLED = {
     "ofo-covered-by-in-order",
@@ -208,6 +298,12 @@ def receiver(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
 
 
 @pytest.fixture(scope="module")
+def receiver_tcp(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, bytes]]:
+    """The IPv4 run of TCP_HEADER_CASES."""
+    return _lab_run(tmp_path_factory, IPV4, TCP_HEADER_CASES)
+
+
+@pytest.fixture(scope="module")
 def receiver6(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, bytes]]:
     """The IPv6 run of CASES6."""
     return _lab_run(tmp_path_factory, IPV6, CASES6)
@@ -234,10 +330,13 @@ def _reassembled(pcap: Path, policy: str, names: tuple[str, ...]) -> dict[str, b
     return {name: streams.get(FIRST_CLIENT_PORT + number, b"") for number, name in enumerate(names)}
 
 
-@pytest.mark.parametrize("case", [*CASES, *CASES6])
+RUNS = {"receiver": CASES, "receiver6": CASES6, "receiver_tcp": TCP_HEADER_CASES}  # each lab run's fixture
+
+
+@pytest.mark.parametrize("case", [case for cases in RUNS.values() for case in cases])
 def test_linux_policy_reassembles_what_the_application_read(request: pytest.FixtureRequest, case: str) -> None:
-    cases = CASES6 if case in CASES6 else CASES
-    pcap, read = request.getfixturevalue("receiver6" if case in CASES6 else "receiver")
+    fixture, cases = next((fixture, cases) for fixture, cases in RUNS.items() if case in cases)
+    pcap, read = request.getfixturevalue(fixture)
     assert _reassembled(pcap, "linux", tuple(cases))[case] == read[case]
 
 
@@ -269,3 +368,33 @@ def test_first_seen_wins_is_fooled_where_linux_is_not(receiver: tuple[Path, dict
     pcap, read = receiver
     streams = _reassembled(pcap, "first", tuple(CASES))
     assert {case for case in TCP_CASES if streams[case] != read[case]} == FIRST_FOOLED
+
+
+# What the application read in each TCP header case (Linux 6.18, a new network namespace's defaults: tcp_stdurg 0, no
+# MD5 key, built without TCP-AO). PAWS drops a segment whose TSval is more than 1 behind ts_recent in 32-bit serial
+# order (TCP_PAWS_WINDOW), so 1 behind passes and 2^31 + 1 behind is ahead; a segment without the option, or with
+# one its SYN did not negotiate, is not checked. Only a segment at the receiver's last ACK (in order, or a
+# retransmission ending there) raises ts_recent, not one out of order. A data segment with an MD5 option is dropped,
+# a TCP-AO or unknown option ignored. The urgent pointer points past the urgent byte (seq + pointer - 1; a pointer of
+# 0 at seq itself), which the application, reading without SO_OOBINLINE, never reads, in the segment or a later one;
+# without the URG flag the pointer is ignored.
+TCP_HEADER_TAKEN = {
+    *("ts-behind-1", "ts-wrapped", "ts-equal", "ts-missing", "ts-decoy-current-real-behind"),
+    *("ts-unoffered-0", "ts-unoffered-1", "opt-ao-4", "opt-ao-16", "opt-unknown-253"),
+}
+TCP_HEADER_DROPPED = {"ts-behind-2", "ts-behind-1000", "ts-decoy-behind-real-ahead", "opt-md5", "opt-md5-with-ts"}
+KERNEL_READ: dict[str, bytes] = {
+    "ts-control": HELLO + REAL,
+    **{case: HELLO + DECOY for case in TCP_HEADER_TAKEN},
+    **{case: HELLO + REAL for case in TCP_HEADER_DROPPED},
+    "ts-recent-in-order": HELLO + REAL,  # raised: the decoy after it dropped
+    "ts-recent-out-of-order": HELLO + DECOY[:10] + REAL[10:],  # not raised: the decoy taken
+    "ts-recent-retransmission": HELLO + REAL,
+    **{case: REAL for case in TCP_HEADER_CASES if case.startswith("urg-")},  # the urgent bytes "!" and "?" unread
+    "urg-pointer-without-flag": MARKED,
+}
+
+
+def test_the_receiver_takes_drops_or_cuts_each_tcp_header_variant(receiver_tcp: tuple[Path, dict[str, bytes]]) -> None:
+    """The bytes the application read in each TCP header case, as tabled."""
+    assert receiver_tcp[1] == KERNEL_READ
