@@ -27,8 +27,10 @@ both off by default). Headers Linux has no handler for (Mobility 135, HIP 139, S
 drop the packet.
 
 Not followed: a receiver's own settings (``accept_source_route``, ``seg6_enabled``, a CIPSO or CALIPSO domain,
-IOAM); IPsec's Authentication Header is read through, although a receiver without a matching security association
-drops what it carries (a deployment that uses it would otherwise show nothing).
+IOAM) and build (a kernel without Mobile IPv6, such as the receiver lab's, takes a type 2 Routing header with no
+segments left: distributions build it in, and drop it); IPsec's Authentication Header is read through, although a
+receiver without a matching security association drops what it carries (a deployment that uses it would otherwise
+show nothing).
 """
 
 from __future__ import annotations
