@@ -58,6 +58,10 @@ KEEP_BUFFERED = POLICIES["first"]
 """How held bytes go in where bytes are already buffered: they never replace them."""
 
 
+def _checksum_wrong(item: tuple) -> bool:
+    return item[4] == WRONG_CHECKSUM
+
+
 class Doubts:
     """The reassembler's handling of segments with a wrong checksum, and its holding of segments until their receiver
     acknowledges them (theirs, and those of :mod:`passive.capture.acks`; a mixin of
@@ -152,6 +156,7 @@ class Doubts:
             return
         half.doubtful = None  # being settled here: a flow ended meanwhile finds nothing of it held
         settled = [kept.pop(number) for number in sorted(number for _end, number in ends[:count])]  # oldest first
+        settled.sort(key=_checksum_wrong)  # those with right checksums first: a receiver took one of them, if any
         for index, item in enumerate(settled):
             if flow._halves is None:  # what was read named the flow no mail: nothing more is read
                 for rest in settled[index:]:
