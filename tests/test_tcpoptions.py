@@ -12,7 +12,15 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from passive.capture.linklayer import LINKTYPE_ETHERNET, OPT_SIGNED, OPT_TIMESTAMP, OPT_TSVAL_SHIFT, decode_tcp
+import passive.capture.scanner as scanning
+from passive.capture.linklayer import (
+    LINKTYPE_ETHERNET,
+    OPT_BAD_SIGNATURE,
+    OPT_SIGNED,
+    OPT_TIMESTAMP,
+    OPT_TSVAL_SHIFT,
+    decode_tcp,
+)
 from tests.helpers_capture import conversation_segments, pcap_bytes
 from tests.test_checksums import DECOY, REAL, _summary
 from tests.test_relay_transactions import CLIENT, SERVER, analyze, relays, transaction, turns
@@ -176,8 +184,127 @@ def test_both_scanners_judge_options_alike(every_port: bool, tmp_path: Path, mon
         "urgent": _urgent_capture(tmp_path / "urgent.pcap", 3),
     }
     for name, path in captures.items():
+        monkeypatch.setattr(scanning, "BATCH_PACKETS", 2)  # flows armed from their second batch on
         compiled = run(path, "auto", monkeypatch, all_ports=every_port)
+        monkeypatch.setattr(scanning, "BATCH_PACKETS", 2)
         python = run(path, "python", monkeypatch, all_ports=every_port)
         assert_same(compiled, python)
+        if name.endswith("body"):
+            assert compiled["skipped"][0] > 0, name
         assert compiled["counts"]["option_drops"] == (0 if name == "urgent" else 1), name
         assert compiled["counts"]["urgent_bytes"] == (1 if name == "urgent" else 0), name
+
+
+def _options_of(raw: bytes) -> int:
+    """The OPT_* bits the decoder reads from a data segment whose TCP options are ``raw`` (padded with EOL)."""
+    raw += bytes(-len(raw) % 4)
+    tcp = bytearray(bytes(TCP(sport=1, dport=25, flags="PA")))
+    tcp[12] = (20 + len(raw)) // 4 << 4
+    ip = IP(src="192.0.2.1", dst="192.0.2.2", proto=6) / Raw(bytes(tcp) + raw + b"data")
+    segment = decode_tcp(LINKTYPE_ETHERNET, bytes(Ether(dst="00:11:22:33:44:55", src="66:77:88:99:aa:bb") / ip))
+    assert isinstance(segment, tuple)
+    return segment[11]
+
+
+def _stamp(tsval: int) -> bytes:
+    return bytes([1, 1, 8, 10]) + tsval.to_bytes(4, "big") + bytes(4)
+
+
+@pytest.mark.parametrize(
+    ("raw", "bits"),
+    [(bytes([19, 18]) + bytes(16), OPT_SIGNED), (bytes([19, 4, 0, 0]), 0),
+     (bytes([1, 1, 19, 18]) + bytes(16) + bytes([19, 18]) + bytes(16), OPT_BAD_SIGNATURE),
+     (bytes([19, 20]) + bytes(18), OPT_BAD_SIGNATURE), (bytes([253, 0]) + bytes(18), OPT_BAD_SIGNATURE),
+     (bytes([253, 30]) + bytes(18), OPT_BAD_SIGNATURE), (bytes([253, 0, 0, 0]), 0), (bytes([29, 16]) + bytes(14), 0)],
+    ids=["MD5", "MD5 option too short to be looked for", "two MD5 options", "MD5 of 20 bytes",
+         "option of length 0 among 20 bytes", "option past the list among 20 bytes", "damaged list of 4 bytes",
+         "TCP-AO (the receiver's kernel has none)"],
+)  # fmt: skip
+def test_signatures_are_looked_for_as_linux_looks_for_them(raw: bytes, bits: int) -> None:
+    assert _options_of(raw) & (OPT_SIGNED | OPT_BAD_SIGNATURE) == bits
+
+
+def test_of_two_timestamps_the_last_counts() -> None:
+    options = _options_of(_stamp(5000) + _stamp(4000))
+    assert options & OPT_TIMESTAMP and options >> OPT_TSVAL_SHIFT == 4000
+
+
+def _insert_before_rcpt(path: Path, make: Callable[[int, int, int, dict], list[bytes]], script: str = LOCAL) -> Path:
+    """``script`` with timestamps, and the frames ``make(seq, ack, clock, ports)`` returns sent right before the
+    client's RCPT (``clock``: the client's TSval for it)."""
+    segments = conversation_segments(turns(script), CLIENT, SERVER)
+    clocks = {CLIENT: 1_000, SERVER: 70_000}
+    out: list[tuple[float, bytes]] = []
+    for index, (src, dst, seq, ack, flags, payload) in enumerate(segments):
+        clocks[src] += 1
+        if payload.startswith(b"RCPT") and src == CLIENT:
+            for n, frame in enumerate(make(seq, ack, clocks[src], {"sport": src[1], "dport": dst[1]})):
+                out.append((1000.0 + index * 0.001 - 0.0005 + n * 0.00001, frame))
+            clocks[src] += 3000
+        stamp = [("Timestamp", (clocks[src], clocks[dst] if ack else 0))]
+        tcp = TCP(sport=src[1], dport=dst[1], seq=seq, ack=ack, flags=flags, window=65535, options=stamp)
+        header = Ether(dst="00:11:22:33:44:55", src="66:77:88:99:aa:bb") / IP(src=src[0], dst=dst[0])
+        out.append((1000.0 + index * 0.001, bytes(header / tcp / Raw(payload)) if payload else bytes(header / tcp)))
+    path.write_bytes(pcap_bytes(out))
+    return path
+
+
+def _client_frame(seq: int, ack: int, flags: str, options: list, payload: bytes = b"", **fields: int) -> bytes:
+    header = Ether(dst="00:11:22:33:44:55", src="66:77:88:99:aa:bb") / IP(src=CLIENT[0], dst=SERVER[0])
+    tcp = TCP(sport=CLIENT[1], dport=SERVER[1], seq=seq, ack=ack, flags=flags, window=65535, options=options, **fields)
+    return bytes(header / tcp / Raw(payload)) if payload else bytes(header / tcp)
+
+
+def test_a_bare_ack_keeps_its_timestamp(tmp_path: Path) -> None:
+    """A bare ACK raises what the server kept (Linux keeps a pure ACK's TSval at its latest acknowledgement): a decoy
+    behind it by more than 1 is discarded, the real RCPT after it read."""
+
+    def make(seq: int, ack: int, clock: int, ports: dict) -> list[bytes]:
+        bare = _client_frame(seq, ack, "A", [("Timestamp", (clock + 1000, 0))])
+        return [bare, _client_frame(seq, ack, "PA", [("Timestamp", (clock, 0))], DECOY)]
+
+    pcap = _insert_before_rcpt(tmp_path / "bare.pcap", make)
+    assert relays(analyze(pcap)) == []
+    assert _summary(pcap)["option_drops"] == 1
+
+
+def test_an_urgent_pointer_in_a_segment_the_receiver_discards_takes_out_nothing(tmp_path: Path) -> None:
+    """A bare URG segment without the ACK flag, and one wholly before what the server acknowledged, each naming the
+    second ``m`` of the RCPT that follows: the server read ``contoso.comm`` whole, a foreign domain it accepted."""
+    real = b"RCPT TO:<a@contoso.comm>\r\n"
+    pointer = real.index(b"m>") + 1
+
+    def make(seq: int, ack: int, clock: int, ports: dict) -> list[bytes]:
+        stamp = [("Timestamp", (clock, 0))]
+        return [
+            _client_frame(seq, ack, "U", stamp, urgptr=pointer),
+            _client_frame(seq - 6, ack, "AU", stamp, urgptr=pointer + 6),
+        ]
+
+    script = transaction(rcpts=("a@contoso.comm",))
+    pcap = _insert_before_rcpt(tmp_path / "urgent-discarded.pcap", make, script)
+    assert relays(analyze(pcap)) == [("open-relay", "high", True)]
+    assert _summary(pcap)["urgent_bytes"] == 0
+
+
+def test_a_sender_clock_leap_inside_a_body_reads_alike_skipped_or_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body segment far ahead in time, not at the server's latest acknowledgement: the server keeps nothing of it,
+    so what follows is read (a relay in a second transaction), whether the scanner drops the body unread or not."""
+    body = ["C: DATA", "S: 354 go", *[f"C: line {i} of the body" for i in range(60)], "C: .", "S: 250 ok"]
+    second = ["C: MAIL FROM:<b@sender.example>", "S: 250 ok", "C: RCPT TO:<victim@outside.test>", "S: 250 ok"]
+    script = transaction(*body, *second, rcpts=("a@contoso.com",))
+
+    def leap(clock: int) -> tuple[list, bytes]:
+        return [("Timestamp", (clock + 100_000, 0))], b"line 30 of the body\r\n"
+
+    pcap = _capture(tmp_path / "leap.pcap", script, leap, real=None, at=b"line 30")
+    results = []
+    for backend in ("auto", "python"):
+        for skip in (True, False):
+            monkeypatch.setattr(scanning, "BATCH_PACKETS", 2)
+            results.append(run(pcap, backend, monkeypatch, skip_unread=skip))
+    assert all(result["findings"] == results[0]["findings"] for result in results)
+    assert results[0]["skipped"][0] > 0 and results[0]["counts"]["option_drops"] == 0
+    assert any(f.get("type") == "open-relay" for f in results[0]["findings"])

@@ -197,11 +197,28 @@ static int decode_ipv6(const uint8_t *d, Py_ssize_t off, Py_ssize_t n, uint64_t 
 static int network(unsigned ethertype, const uint8_t *d, Py_ssize_t off, Py_ssize_t n, uint64_t outer, int depth,
                    seg_t *s);
 
+/* linklayer._signature: 0x800 (OPT_SIGNED) for an MD5 signature option, 0x1000 (OPT_BAD_SIGNATURE) for a list a
+ * receiver refuses, walked as Linux's tcp_do_parse_auth_options walks it (only while 18 bytes remain). */
+static uint64_t tcp_signature(const uint8_t *d, Py_ssize_t pos, Py_ssize_t end) {
+    uint64_t found = 0;
+    while (end - pos >= 18) {
+        unsigned kind = d[pos];
+        if (kind == 0) return found;
+        if (kind == 1) { pos++; continue; }
+        Py_ssize_t size = d[pos + 1];
+        if (size < 2 || size > end - pos || (kind == 19 && (size != 18 || found))) return 0x1000u;
+        if (kind == 19) found = 0x800u;
+        pos += size;
+    }
+    return found;
+}
+
 /* linklayer._options: OPT_* bits of a segment's TCP options (a SYN's window scale and SACK permitted; any segment's
- * timestamp, its TSval above bit 32, and signature) and its urgent pointer (bits 16 to 31, with the URG flag). */
+ * last timestamp, its TSval above bit 32, and signature) and its urgent pointer (bits 16 to 31, with the URG flag). */
 static uint64_t tcp_options(const uint8_t *d, Py_ssize_t pos, Py_ssize_t end, unsigned flags) {
     uint64_t found = (flags & 0x20) ? (uint64_t)u16(d, pos - 2) << 16 : 0;
     int syn = (flags & TCP_SYN) != 0;
+    uint64_t signature = end - pos >= 18 ? tcp_signature(d, pos, end) : 0;
     while (pos < end) {
         unsigned kind = d[pos];
         if (kind == 0) break;
@@ -209,13 +226,12 @@ static uint64_t tcp_options(const uint8_t *d, Py_ssize_t pos, Py_ssize_t end, un
         if (pos + 1 >= end) break;
         unsigned length = d[pos + 1];
         if (length < 2 || pos + (Py_ssize_t)length > end) break;
-        if (kind == 8 && length == 10) found |= 0x400u | (uint64_t)u32be(d, pos + 2) << 32;
-        else if (kind == 19) found |= 0x800u; /* an MD5 signature */
+        if (kind == 8 && length == 10) found = (found & 0xFFFFFFFFull) | 0x400u | (uint64_t)u32be(d, pos + 2) << 32;
         else if (kind == 3 && length == 3 && syn) found |= 0x100u | (d[pos + 2] < 14 ? d[pos + 2] : 14u);
         else if (kind == 4 && length == 2 && syn) found |= 0x200u;
         pos += length;
     }
-    return found;
+    return found | signature;
 }
 
 static int decode_tcp(const uint8_t *d, const uint8_t *src, const uint8_t *dst, int alen, Py_ssize_t pos,
@@ -1327,7 +1343,7 @@ static Py_ssize_t defrag_add(Scanner *sc, int linktype, const uint8_t *d, Py_ssi
 enum { SKIP_NONE = 0, SKIP_DOT = 1, SKIP_RAW = 2, SKIP_ALL = 3, SKIP_RULE = 3, SKIP_STRICT = 4, SKIP_PAWS = 8,
        SKIP_TS_SHIFT = 8 }; /* skipping.py */
 #define PAWS_WINDOW 1u /* tcpoptions.PAWS_WINDOW */
-enum { TCP_URG = 0x20, OPT_TIMESTAMP = 0x400, OPT_SIGNED = 0x800 }; /* linklayer.URG, OPT_TIMESTAMP, OPT_SIGNED */
+enum { TCP_URG = 0x20, OPT_TIMESTAMP = 0x400, OPT_SIGNED = 0x800, OPT_BAD_SIGNATURE = 0x1000 }; /* linklayer's */
 enum { INFO_SKIPPED = 1 << 15 }; /* linklayer.INFO_SKIPPED */
 enum { AR_FREE = 0, AR_USED = 1, AR_GONE = 2 };
 
@@ -1353,6 +1369,7 @@ typedef struct armed_s {
     uint8_t alen, state, client_is_a;
     double last;
     size_t dirty_at;       /* its place in the dirty list while a notice is pending: its rules' tail store slots */
+    uint32_t acked[2];     /* per direction, its receiver's latest acknowledgement (HalfStream.acked), then moved on */
     rule_t rule[2];        /* the client's direction first */
 } armed_t;
 
@@ -1468,14 +1485,24 @@ static int contains_line_dot(const uint8_t *p, Py_ssize_t n) {
 
 /* An admitted segment of an armed flow: 1 dropped into its direction's notice, 0 goes on (the flow disarmed), -1 on
  * error. The rules are PyScanner._skipped's. */
-/* skipping.judged_by_options: a signature, or a timestamp older than the kept one by more than PAWS_WINDOW (which a
- * segment with bytes not so judged raises): Python judges it. */
-static int judged_by_options(rule_t *r, uint64_t options, Py_ssize_t size) {
-    if (options & OPT_SIGNED) return 1;
-    if (!r->paws || !(options & OPT_TIMESTAMP)) return 0;
-    uint32_t tsval = (uint32_t)(options >> 32), older = r->kept - tsval;
-    if (older > PAWS_WINDOW && older < 0x80000000u) return 1;
-    if (size && (uint32_t)(tsval - r->kept) < 0x80000000u) r->kept = tsval;
+/* skipping.judged: a signature (or a damaged list), or a timestamp older than the kept one by more than PAWS_WINDOW:
+ * Python judges it (1). Else the kept one is raised where the receiver would keep it (tcpoptions.keep_timestamp: a
+ * segment not starting past its latest acknowledgement, whose own acknowledgement is not older than its sender's
+ * last), and the acknowledgements move on. */
+static int judged(armed_t *e, int direction, const seg_t *s) {
+    rule_t *r = &e->rule[direction];
+    uint64_t options = s->options;
+    if (options & (OPT_SIGNED | OPT_BAD_SIGNATURE)) return 1;
+    int fresh_ack = (uint32_t)(s->ack - e->acked[1 - direction]) < 0x80000000u;
+    if (r->paws && (options & OPT_TIMESTAMP)) {
+        uint32_t tsval = (uint32_t)(options >> 32), older = r->kept - tsval;
+        if (older > PAWS_WINDOW && older < 0x80000000u) return 1;
+        uint32_t start = s->seq - e->acked[direction], end = s->seq + (uint32_t)s->wire_len - e->acked[direction];
+        if ((start == 0 || start >= 0x80000000u) && end < 0x80000000u && fresh_ack
+            && (uint32_t)(tsval - r->kept) < 0x80000000u)
+            r->kept = tsval;
+    }
+    if (fresh_ack) e->acked[1 - direction] = s->ack;
     return 0;
 }
 
@@ -1491,7 +1518,7 @@ static int skip_segment(Scanner *sc, PyObject *items, long long frame, double ts
     if (s->flags & (TCP_SYN | TCP_FIN | TCP_RST | TCP_URG) || !(s->flags & TCP_ACK) || rebuilt
         || (s->info & INFO_CSUM_BAD) || ((s->info & INFO_CSUM_LEFT) && r->strict))
         return disarm(sc, items, e); /* checksums Python doubts (doubtful.py): it decides what the receiver took */
-    if (s->options && judged_by_options(r, s->options, s->wire_len)) return disarm(sc, items, e); /* tcpoptions.py */
+    if (judged(e, (int)(r - e->rule), s)) return disarm(sc, items, e); /* Python judges it (tcpoptions.py) */
     if (e->last + sc->idle_timeout < ts) return disarm(sc, items, e); /* Python may have expired the flow */
     Py_ssize_t size = s->wire_len;
     const uint8_t *p = d + s->pstart;
@@ -1515,12 +1542,13 @@ static int skip_segment(Scanner *sc, PyObject *items, long long frame, double ts
     }
     if (!r->has_notice) {
         r->has_notice = 1; r->first = s->seq; r->bytes = 0; r->packets = 0; r->tail_len = 0;
-        r->data_frame = 0; r->data_ts = 0.0; r->notice_ts = -1;
+        r->data_frame = 0; r->data_ts = 0.0;
     }
+    r->notice_ts = r->paws ? (long long)r->kept : -1; /* what Python's ts_recent moves to (skipping.apply_notice) */
     if (size) {
         if (!r->bytes) r->first = s->seq;
         r->bytes += (unsigned long long)size;
-        r->notice_ts = r->paws ? (long long)r->kept : -1;
+
         r->tail_len = size < TAIL_KEEP ? size : TAIL_KEEP;
         r->tail = p + size - r->tail_len;
         if (!r->tail_in_buf) { /* at most once per rule until keep_tails or its flush: `fresh` never overflows */
@@ -1538,16 +1566,18 @@ static int skip_segment(Scanner *sc, PyObject *items, long long frame, double ts
 /* skip_flow(client, cport, server, sport, last, c_rule, c_next, c_left, c_line_start, s_rule, s_next, s_left,
  * s_line_start, *, vnet=0) -> bool. `last`: the capture time of the flow's latest packet (Python's). */
 static PyObject *Scanner_skip_flow(Scanner *sc, PyObject *args, PyObject *kwargs) {
-    static char *names[] = {"", "", "", "", "", "", "", "", "", "", "", "", "", "vnet", NULL};
+    static char *names[] = {"", "", "", "", "", "", "", "", "", "", "", "", "", "vnet", "client_acked", "server_acked",
+                            NULL};
     Py_buffer ca, sa;
     unsigned int cp, sp;
     unsigned long long cmode, smode;
     unsigned long cnext, snext;
     unsigned long long cleft, sleft, vnet = 0;
+    unsigned long cacked = 0, sacked = 0;
     int cline, sline;
     double last;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*Iy*IdKkKpKkKp|$K", names, &ca, &cp, &sa, &sp, &last, &cmode,
-                                     &cnext, &cleft, &cline, &smode, &snext, &sleft, &sline, &vnet))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*Iy*IdKkKpKkKp|$Kkk", names, &ca, &cp, &sa, &sp, &last, &cmode,
+                                     &cnext, &cleft, &cline, &smode, &snext, &sleft, &sline, &vnet, &cacked, &sacked))
         return NULL;
     uint8_t client[16], server[16];
     int alen = (int)ca.len;
@@ -1590,6 +1620,7 @@ static PyObject *Scanner_skip_flow(Scanner *sc, PyObject *args, PyObject *kwargs
     }
     e->client_is_a = a == client && pa == cp;
     e->last = last;
+    e->acked[0] = (uint32_t)cacked; e->acked[1] = (uint32_t)sacked;
     unsigned long long modes[2] = {cmode, smode};
     unsigned long nexts[2] = {cnext, snext};
     unsigned long long lefts[2] = {cleft, sleft};

@@ -100,5 +100,9 @@ class AckChecks:
         self._hold_segment(halves[direction], held)
         return True
 
+    def _unsent(self, other: HalfStream, ack: int) -> bool:
+        """Whether ``ack`` acknowledges bytes the direction ``other`` never sent (:func:`acknowledges_unsent`)."""
+        return acknowledges_unsent(other, ack)
+
     def _hold_segment(self, half: HalfStream, item: tuple) -> None:
         raise NotImplementedError  # passive.capture.doubtful

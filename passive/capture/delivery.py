@@ -110,6 +110,8 @@ class Delivery:
     def _gap(self, flow: Flow, direction: int, half: HalfStream, upto: int, frame: int, ts: float) -> None:
         missing = upto - half.next_rel
         half.next_seq = (half.next_seq + missing) & SEQ_MASK
+        if half.urgent is not None and half.urgent < upto:
+            half.urgent = None  # lost with the bytes: the receiver read it (or not) where the capture cannot show
         half.next_rel = upto
         self.counters.gaps += 1
         self.counters.gap_bytes += missing
@@ -147,7 +149,7 @@ class Delivery:
             offset += skip
             if not data:
                 return
-        if half.urgent is not None and offset <= half.urgent < offset + len(data):
+        if half.urgent is not None and half.urgent < offset + len(data):  # (one a gap or resync passed: gone)
             data = self._urgent_out(half, data, offset)  # the application does not read it in line
             if not data:
                 return
@@ -163,5 +165,7 @@ class Delivery:
         """``data`` (at stream ``offset``) without ``half``'s urgent byte, which it holds (capture.tcpoptions)."""
         cut = half.urgent - offset  # type: ignore[operator]
         half.urgent = None
+        if cut < 0:
+            return data
         self.counters.urgent_bytes += 1
         return data[:cut] + data[cut + 1 :]

@@ -71,7 +71,7 @@ from passive.capture.flow import (
 )
 from passive.capture.flowtable import ESTABLISHED, HALF_OPEN, QUIET, FlowTable
 from passive.capture.held import HeldBudget
-from passive.capture.linklayer import ACK, FIN, INFO_SKIPPED, INFO_VNET_SHIFT, RST, SYN, URG, Segment
+from passive.capture.linklayer import ACK, FIN, INFO_SKIPPED, INFO_VNET_SHIFT, OPT_TIMESTAMP, RST, SYN, URG, Segment
 from passive.capture.options import IDLE_TIMEOUT, MAX_BUFFER, MAX_BUFFER_SEGMENTS, MAX_FLOWS, MAX_TOTAL_BUFFER
 from passive.capture.policy import DEFAULT_POLICY, policy_named
 from passive.capture.skipping import apply_notice
@@ -152,12 +152,14 @@ class Reassembler(Classification, Doubts, AckChecks, OptionChecks):
         half = halves[direction]
         if info & INFO_CSUM_WRONG and half.checked and self._doubted(entry, segment, frame, ts):
             return  # held until its receiver acknowledges it, or dropped (passive.capture.doubtful)
-        if self.check_acks and (wire_len or flags & FIN) and self._refused(flow, direction, segment, frame, ts):
+        if self.check_acks and (wire_len or flags & (FIN | URG)) and self._refused(flow, direction, segment, frame, ts):
             return  # its options or ACK field refused: dropped, or held (passive.capture.tcpoptions, .acks)
         if flags & (SYN | FIN | RST | URG) or not half.started:
             self._segment(flow, halves, direction, segment, frame, ts)
         elif not wire_len:  # a bare ACK: the receiver's acknowledgement and window (see beyond_window), the peer's
-            other = halves[1 - direction]  # holes, the handshake
+            other = halves[1 - direction]  # holes, the handshake; its timestamp (passive.capture.tcpoptions)
+            if segment[11] & OPT_TIMESTAMP and self.check_acks:
+                self._timestamp(half, other, segment)
             if flags & ACK:
                 other.acked, other.window = ack, window
                 if (other.doubtful or other.pending) and not self._peer_acked(flow, direction, other, ack):

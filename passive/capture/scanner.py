@@ -62,7 +62,7 @@ from passive.capture.skipping import (
     SKIP_NONE,
     SKIP_RAW,
     SKIP_RULE,
-    judged_by_options,
+    judged,
     twin_notices,
     twin_rule,
 )
@@ -226,11 +226,13 @@ class PyScanner:
         return True
 
     def skip_flow(
-        self, client: bytes, cport: int, server: bytes, sport: int, last: float, *rules: Any, vnet: int = 0
+        self, client: bytes, cport: int, server: bytes, sport: int, last: float, *rules: Any, **flow: int
     ) -> bool:
         """Drop what follows of a flow unread, per direction (client's first): ``rules`` is (rule, next sequence
-        number, bytes left of a raw run, at a line's start) twice (:mod:`passive.capture.skipping`). False: full."""
-        key = canonical(client, cport, server, sport, vnet)
+        number, bytes left of a raw run, at a line's start) twice (:mod:`passive.capture.skipping`); ``flow``: its
+        ``vnet``, and per direction its receiver's latest acknowledgement (``client_acked``, ``server_acked``). False:
+        the table is full."""
+        key = canonical(client, cport, server, sport, flow.get("vnet", 0))
         armed = self._armed
         if not rules[0] & SKIP_RULE and not rules[4] & SKIP_RULE:
             armed.pop(key, None)
@@ -241,7 +243,7 @@ class PyScanner:
             if len(armed) >= MAX_ARMED:
                 return False
         directions = [twin_rule(rules, i) for i in (0, 4)]
-        armed[key] = [(client, cport), last, *directions]
+        armed[key] = [(client, cport), last, *directions, [flow.get("client_acked", 0), flow.get("server_acked", 0)]]
         return True
 
     def skip_none(self) -> None:
@@ -370,10 +372,10 @@ class PyScanner:
             return False
         direction = 0 if entry[0] == (src, sport) else 1
         rule = entry[2 + direction]
-        flags, payload, size, options = segment[6], segment[7], segment[8], segment[11]
+        flags, payload, size = segment[6], segment[7], segment[8]
         if flags & (SYN | FIN | RST | URG) or not flags & ACK or rebuilt or segment[9] & (INFO_CSUM_BAD | rule[5]):
             return self._disarm(items, key, entry)  # rule[5]: INFO_CSUM_LEFT where Python doubts those (SKIP_STRICT)
-        if options and judged_by_options(rule, options, size):  # Python judges it (passive.capture.tcpoptions)
+        if judged(entry, direction, segment):  # Python judges it (passive.capture.tcpoptions)
             return self._disarm(items, key, entry)
         if entry[1] + self.idle_timeout < ts:  # Python may have expired the flow
             return self._disarm(items, key, entry)
@@ -403,8 +405,8 @@ class PyScanner:
                 notice[4] = segment[4]
             notice[5] += size
             notice[6], notice[12], notice[13] = payload, frame, ts
-            notice[14] = -1 if rule[6] is None else rule[6]
         notice[7] += 1
+        notice[14] = -1 if rule[6] is None else rule[6]
         notice[8], notice[9], notice[10], notice[11] = segment[5], segment[10], frame, ts
         entry[1] = ts
         return True

@@ -62,6 +62,7 @@ from passive.capture.linklayer import (
     ACK,
     INFO_SKIPPED,
     INFO_VNET_SHIFT,
+    OPT_BAD_SIGNATURE,
     OPT_SIGNED,
     OPT_TIMESTAMP,
     OPT_TSVAL_SHIFT,
@@ -128,6 +129,8 @@ def arm_requested(reassembler: Reassembler, scanner: Any) -> None:
                 flow.last_ts,
                 *(plan or _NOTHING),
                 vnet=flow.vnet,
+                client_acked=flow._halves[0].acked if plan else 0,  # type: ignore[index]
+                server_acked=flow._halves[1].acked if plan else 0,  # type: ignore[index]
             )
             and plan is not None
         )
@@ -176,19 +179,30 @@ def twin_rule(rules: tuple[Any, ...], at: int) -> list[Any]:
     return [mode & SKIP_RULE, rules[at + 1], rules[at + 2], bool(rules[at + 3]), None, left, tsval]
 
 
-def judged_by_options(rule: list[Any], options: int, size: int) -> bool:
-    """Whether the pure-Python scanner hands over a segment of an armed direction (``rule``: :func:`twin_rule`'s) for
-    its options: a signature, or a timestamp older than the kept one (Python's, then the latest of the segments with
-    bytes dropped) by more than PAWS_WINDOW (SKIP_PAWS); a segment with bytes not so judged raises the kept one."""
-    if options & OPT_SIGNED:
+def judged(entry: list[Any], direction: int, segment: Segment) -> bool:
+    """Whether the pure-Python scanner hands over a segment of an armed flow (``entry``: its twin rules, then the
+    acknowledgements per direction) for its options: a signature or damaged list, or a timestamp older than the kept
+    one by more than PAWS_WINDOW (SKIP_PAWS). Else the kept one is raised where the receiver would keep it
+    (tcpoptions.keep_timestamp), and the acknowledgements move on."""
+    options, acked = segment[11], entry[4]
+    if options & (OPT_SIGNED | OPT_BAD_SIGNATURE):
         return True
-    if rule[6] is None or not options & OPT_TIMESTAMP:
-        return False
-    tsval = options >> OPT_TSVAL_SHIFT & SEQ_MASK
-    if PAWS_WINDOW < (rule[6] - tsval) & SEQ_MASK < SEQ_HALF:
-        return True
-    if size and (tsval - rule[6]) & SEQ_MASK < SEQ_HALF:
-        rule[6] = tsval
+    rule, seq, ack = entry[2 + direction], segment[4], segment[5]
+    fresh_ack = (ack - acked[1 - direction]) & SEQ_MASK < SEQ_HALF
+    if rule[6] is not None and options & OPT_TIMESTAMP:
+        tsval = options >> OPT_TSVAL_SHIFT & SEQ_MASK
+        if PAWS_WINDOW < (rule[6] - tsval) & SEQ_MASK < SEQ_HALF:
+            return True
+        start, end = (seq - acked[direction]) & SEQ_MASK, (seq + segment[8] - acked[direction]) & SEQ_MASK
+        if (
+            (not start or start >= SEQ_HALF)
+            and end < SEQ_HALF
+            and fresh_ack
+            and (tsval - rule[6]) & SEQ_MASK < SEQ_HALF
+        ):
+            rule[6] = tsval
+    if fresh_ack:
+        acked[1 - direction] = ack
     return False
 
 
@@ -197,7 +211,7 @@ def twin_notices(items: list[Any], entry: list[Any], vnet: int) -> None:
     packets (the flow's latest time is its last's)."""
     client, server = entry[2][4], entry[3][4]
     server_first = client is not None and server is not None and server[10] < client[10]
-    for rule in (entry[3], entry[2]) if server_first else entry[2:]:
+    for rule in (entry[3], entry[2]) if server_first else entry[2:4]:
         notice = rule[4]
         if notice is not None:
             rule[4] = None

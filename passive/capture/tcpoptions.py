@@ -5,26 +5,32 @@ Three more ways a Linux receiver (its defaults; checked on the real kernel by ``
 apart:
 
 * **an old timestamp** (PAWS, RFC 7323 section 5; Linux's ``tcp_paws_discard``): once both SYNs carried the
-  Timestamps option, a data segment or FIN (not a RST) carrying one whose TSval is older than the latest the receiver
-  kept (``ts_recent``) by more than 1 is discarded (``option_drops``). ``ts_recent`` starts at the SYN's TSval and
-  moves to the TSval of a segment taken that covers the receiver's latest acknowledgement (Linux's ``rcv_wup``,
-  here the latest acknowledgement in the capture), when it is not older (``tcp_replace_ts_recent``); a kept TSval of 0
-  judges nothing. A segment without the option is taken. Bare ACKs are not judged (they bring no bytes);
-* **a signature on a connection without one**: a segment carrying a TCP MD5 signature option (RFC 2385) where neither
-  SYN carried one is discarded (the receiver holds no key: Linux's ``tcp_inbound_hash``). Where a SYN carried one,
-  segments are read as they come (the signatures are not checked). A TCP-AO option (RFC 5925) is read through: a
-  kernel built without TCP-AO (the receiver lab's) takes it, one built with it drops it;
+  Timestamps option, a data segment, FIN or URG segment (not a RST) carrying one whose TSval (the last option's) is
+  older than the latest the receiver kept (``ts_recent``) by more than 1 is discarded (``option_drops``).
+  ``ts_recent`` starts at the SYN's TSval and moves to the TSval of a segment taken, a bare ACK too, that covers the
+  receiver's latest acknowledgement (Linux's ``rcv_wup``, here the latest acknowledgement in the capture) when it is
+  not older and the segment's own acknowledgement is not older than its sender's last (``tcp_replace_ts_recent``,
+  reached only past ``tcp_ack``'s ``old_ack``); a kept TSval of 0 judges nothing. A segment without the option is
+  taken. A bare ACK is not dropped for its timestamp (its acknowledgement is read; Linux lets some through);
+* **a signature where none is expected, or a damaged option list**: Linux looks for an MD5 signature option (RFC
+  2385) while 18 option bytes remain (``tcp_do_parse_auth_options``); an option there shorter than 2 bytes or running
+  past the list, an MD5 option not 18 bytes long, or a second one, drops the segment; a signature where neither SYN
+  carried one drops it too (the receiver holds no key: ``tcp_inbound_hash``). Where a SYN carried one, segments are
+  read as they come (the signatures are not checked). A TCP-AO option (RFC 5925) is read through: a kernel built
+  without TCP-AO (the receiver lab's) takes it, one built with it drops it;
 * **urgent data** (RFC 9293 section 3.8.5; Linux's ``tcp_check_urg``, with ``tcp_stdurg`` 0): a segment with the
-  URG flag names its urgent byte, the one before where its pointer points (the first of the segment for a pointer
-  of 0). An application that does not ask for it in line (no ``SO_OOBINLINE``: no mail server does) never reads
-  that byte among the others: it is taken out of what is delivered (``urgent_bytes``), and the stream's bytes after
-  it move up, as the server reads them. A pointer to a byte delivered already, or not past the one announced before,
-  is ignored; a later one replaces one not delivered yet (the receiver then reads that one in line). A sender may so
-  show a monitor ``a@contoso.comm`` while the server reads ``a@contoso.com``.
+  URG flag that the receiver takes (its ACK field and timestamp accepted, not wholly before its latest
+  acknowledgement, not past its window) names its urgent byte, the one before where its pointer points (the first
+  of the segment for a pointer of 0). An application that does not ask for it in line (no ``SO_OOBINLINE``: no mail
+  server does) never reads that byte among the others: it is taken out of what is delivered (``urgent_bytes``), and
+  the stream's bytes after it move up, as the server reads them. A pointer to a byte delivered already, or not past
+  the one announced before, is ignored; a later one replaces one not delivered yet (the receiver then reads that
+  one in line). A sender may so show a monitor ``a@contoso.comm`` while the server reads ``a@contoso.com``.
 
 Under the ``first`` policy every segment is read whole, as it comes. Not followed: a receiver's own settings
 (``tcp_timestamps`` off, ``tcp_stdurg`` 1, a key for the peer); the timing of the server application's reads, which
-decides which of two urgent bytes close together Linux takes out (here: the application reads at once).
+decides which of two urgent bytes close together Linux takes out (here: the application reads at once); the URG
+flag of a segment held for its checksum or acknowledgement (:mod:`passive.capture.doubtful`), read later in line.
 """
 
 from __future__ import annotations
@@ -32,7 +38,9 @@ from __future__ import annotations
 from passive.capture.counters import CaptureCounters
 from passive.capture.flow import Flow
 from passive.capture.linklayer import (
+    ACK,
     FIN,
+    OPT_BAD_SIGNATURE,
     OPT_SIGNED,
     OPT_TIMESTAMP,
     OPT_TSVAL_SHIFT,
@@ -85,29 +93,51 @@ class OptionChecks:
     counters: CaptureCounters
 
     def _refused(self, flow: Flow, direction: int, segment: Segment, frame: int, ts: float) -> bool:
-        """True when the segment is dropped (or held) for its options or its ACK field; else its timestamp is kept."""
-        options = segment[11]
+        """A data segment, FIN or URG segment: True when dropped (or held) for its options or its ACK field; else its
+        timestamp is kept."""
+        options, flags = segment[11], segment[6]
         halves = flow._halves
         assert halves is not None
         half, other = halves[direction], halves[1 - direction]
-        if options and not segment[6] & (SYN | RST):
-            if options & OPT_SIGNED and not (half.signed or other.signed):
-                self.counters.option_drops += 1  # signed where the receiver holds no key
+        if options and not flags & (SYN | RST):
+            if options & OPT_BAD_SIGNATURE or (options & OPT_SIGNED and not (half.signed or other.signed)):
+                self.counters.option_drops += 1  # a damaged list, or signed where the receiver holds no key
                 return True
             tsval = options >> OPT_TSVAL_SHIFT & SEQ_MASK
             if options & OPT_TIMESTAMP and paws_judged(half, other) and too_old_timestamp(half, tsval):
                 self.counters.option_drops += 1  # PAWS
                 return True
-        if self._ack_refused(flow, direction, segment, frame, ts):
-            return True
-        if options & OPT_TIMESTAMP and half.ts_recent is not None and other.ts_recent is not None:
-            end = segment[4] + segment[8] + (1 if segment[6] & FIN else 0)
-            keep_timestamp(half, segment[4], end & SEQ_MASK, options >> OPT_TSVAL_SHIFT & SEQ_MASK)
+        if segment[8] or flags & FIN:
+            if self._ack_refused(flow, direction, segment, frame, ts):
+                return True
+        elif not flags & (SYN | RST) and (not flags & ACK or self._unsent(other, segment[5])):
+            return True  # a bare URG segment the receiver discards for its ACK field: nothing to hold
+        if options & OPT_TIMESTAMP:
+            self._timestamp(half, other, segment)
         return False
 
+    def _timestamp(self, half: HalfStream, other: HalfStream, segment: Segment) -> None:
+        """A segment of ``half`` taken, with a timestamp: kept where its receiver keeps it (not for an acknowledgement
+        older than its sender's previous one: Linux's ``tcp_ack`` returns before, at ``old_ack``)."""
+        if half.ts_recent is None or other.ts_recent is None or (segment[5] - other.acked) & SEQ_MASK >= SEQ_HALF:
+            return
+        tsval = segment[11] >> OPT_TSVAL_SHIFT & SEQ_MASK
+        if segment[8]:
+            end = segment[4] + segment[8] + (1 if segment[6] & FIN else 0)
+            keep_timestamp(half, segment[4], end & SEQ_MASK, tsval)
+        elif not too_old_timestamp(half, tsval):  # a bare ACK Linux discards (PAWS) keeps nothing
+            keep_timestamp(half, segment[4], segment[4] + (1 if segment[6] & FIN else 0), tsval)
+
     def _urgent(self, half: HalfStream, segment: Segment) -> None:
-        """A segment taken with the URG flag (``Reassembler._segment``)."""
-        note_urgent(half, segment[4], segment[11] >> OPT_URGENT_SHIFT & 0xFFFF)
+        """A segment taken with the URG flag (``Reassembler._segment``): its urgent byte noted, unless the segment lies
+        wholly before the receiver's latest acknowledgement or past its window (Linux's ``tcp_sequence`` drops it)."""
+        seq, size = segment[4], segment[8]
+        if (seq + size - half.acked) & SEQ_MASK >= SEQ_HALF or (half.win_known and half.beyond_window(seq)):
+            return
+        note_urgent(half, seq, segment[11] >> OPT_URGENT_SHIFT & 0xFFFF)
 
     def _ack_refused(self, flow: Flow, direction: int, segment: Segment, frame: int, ts: float) -> bool:
+        raise NotImplementedError  # passive.capture.acks
+
+    def _unsent(self, other: HalfStream, ack: int) -> bool:
         raise NotImplementedError  # passive.capture.acks
