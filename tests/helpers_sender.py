@@ -4,7 +4,8 @@ steps on a connection of its own through a packet socket (scapy builds the TCP s
 Besides the steps listed in tests/helpers_receiver.py, a case whose first step is ``("timestamps",)`` offers the
 Timestamps option (RFC 7323) in its SYN; every later segment of that connection then carries one (NOP, NOP, then the
 option, as Linux lays it out), its TSval the connection's clock (:data:`TS_CLOCK` until a step moves it) and its
-TSecr the latest TSval the server sent.
+TSecr the latest TSval the server sent. ``("raw", offset, bytes, flags, tsval, urgent)`` sends a segment of any
+flags (scapy's letters), with the TSval given (None: the clock's) and urgent pointer.
 """
 
 from __future__ import annotations
@@ -203,6 +204,8 @@ def _step(link: _Link, conn: _Connection, step: list) -> None:
         link.send(port, seq, ack, "PA", data, conn.options(link, extra=extra))
     elif kind == "urg":  # data with an urgent pointer, the URG flag set or not
         link.send(port, seq, ack, "PAU" if step[4] else "PA", data, options, urgent=step[3])
+    elif kind == "raw":  # ("raw", offset, bytes, flags, TSval or None for the clock's, urgent pointer)
+        link.send(port, seq, ack, step[3], data, conn.options(link, step[4]), urgent=step[5])
     elif kind == "badsum":  # data whose TCP checksum is wrong: the receiver drops it
         link.send(port, seq, ack, "PA", data, options, checksum=WRONG_CHECKSUM)
     elif kind == "badrst":

@@ -252,6 +252,35 @@ TCP_HEADER_CASES: dict[str, list[tuple]] = {
     "urg-twice": _urgent(_inserted(REAL, (5, b"!"), (16, b"?")), [(0, 12, 6, True), (12, END + 2, 5, True)]),
     "urg-pointer-0": _urgent(b"!" + REAL, [(0, 20, 0, True), (20, END + 1, 0, False)]),
     "urg-pointer-without-flag": _urgent(MARKED, [(0, 20, 11, False), (20, END + 1, 0, False)]),
+    # Segments the receiver refuses, whose urgent pointer it never reads (the pointer names REAL's byte 10): without
+    # the ACK flag; wholly before what it acknowledged; with a timestamp 1 000 behind.
+    "urg-bare-no-ack": [("data", 0, HELLO), ("raw", H, b"", "U", None, 11), ("data", H, REAL), ("fin", H + END)],
+    "urg-bare-old": [("data", 0, HELLO), ("raw", 0, b"", "AU", None, H + 11), ("data", H, REAL), ("fin", H + END)],
+    "urg-old-copy": [
+        ("data", 0, HELLO),
+        ("raw", 0, HELLO[:4], "PAU", None, H + 11),
+        ("data", H, REAL),
+        ("fin", H + END),
+    ],
+    "urg-bare-paws": [
+        ("timestamps",),
+        ("data", 0, HELLO),
+        ("raw", H, b"", "AU", TS_CLOCK - 1000, 11),
+        ("data", H, REAL),
+        ("fin", H + END),
+    ],
+    # A bare ACK's timestamp kept; a second Timestamps option, the one read; an MD5 option too short to be looked for.
+    "ts-bare-ack-kept": [
+        ("timestamps",),
+        ("data", 0, HELLO),
+        ("raw", H, b"", "A", TS_CLOCK + 1000, 0),
+        ("ts", H, DECOY, TS_CLOCK),
+        ("ts", H, REAL, TS_CLOCK + 2000),
+        ("clock", TS_CLOCK + 2000),
+        ("fin", H + END),
+    ],
+    "ts-second-option-old": _after_hello("opt", [(8, (TS_CLOCK - 1000).to_bytes(4, "big") + bytes(4))]),
+    "opt-md5-short": _after_hello("opt", [(19, b"\x00\x00")], timestamps=False),
 }
 # Where reassembling "first seen wins", every RST and no window (leakscope before policies) shows the decoy.
 FIRST_FOOLED = {
@@ -383,6 +412,8 @@ TCP_HEADER_TAKEN = {
     *("ts-unoffered-0", "ts-unoffered-1", "opt-ao-4", "opt-ao-16", "opt-unknown-253"),
 }
 TCP_HEADER_DROPPED = {"ts-behind-2", "ts-behind-1000", "ts-decoy-behind-real-ahead", "opt-md5", "opt-md5-with-ts"}
+TCP_HEADER_DROPPED |= {"ts-bare-ack-kept", "ts-second-option-old"}
+TCP_HEADER_TAKEN |= {"opt-md5-short"}
 KERNEL_READ: dict[str, bytes] = {
     "ts-control": HELLO + REAL,
     **{case: HELLO + DECOY for case in TCP_HEADER_TAKEN},
@@ -392,6 +423,7 @@ KERNEL_READ: dict[str, bytes] = {
     "ts-recent-retransmission": HELLO + REAL,
     **{case: REAL for case in TCP_HEADER_CASES if case.startswith("urg-")},  # the urgent bytes "!" and "?" unread
     "urg-pointer-without-flag": MARKED,
+    **{case: HELLO + REAL for case in ("urg-bare-no-ack", "urg-bare-old", "urg-old-copy", "urg-bare-paws")},
 }
 
 
