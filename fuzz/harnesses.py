@@ -374,7 +374,11 @@ def link_layer(data: bytes) -> None:
     src, dst, sport, dport, _seq, _ack, flags, payload, wire_len, _info, window, options = result
     assert len(src) == len(dst) and len(src) in (4, 16)
     assert 0 <= sport <= 0xFFFF and 0 <= dport <= 0xFFFF and 0 <= flags <= 0xFF and 0 <= window <= 0xFFFF
-    assert options == 0 or flags & linklayer.SYN, "SYN options on a segment without SYN"
+    syn_options = linklayer.OPT_WSCALE | linklayer.OPT_SACK_OK | linklayer.OPT_SHIFT_MASK
+    assert not options & syn_options or flags & linklayer.SYN, "SYN options on a segment without SYN"
+    assert not options >> linklayer.OPT_URGENT_SHIFT & 0xFFFF or flags & linklayer.URG, "urgent pointer without URG"
+    assert not options >> linklayer.OPT_TSVAL_SHIFT or options & linklayer.OPT_TIMESTAMP, "TSval without the option"
+    assert options >> linklayer.OPT_TSVAL_SHIFT <= 0xFFFFFFFF, "TSval over 32 bits"
     assert options & linklayer.OPT_SHIFT_MASK <= linklayer.MAX_WSCALE, "window scale above 14"
     assert len(payload) <= wire_len, "more payload bytes than the IP header allows"
     linklayer.format_endpoint(src, sport)
