@@ -4,8 +4,9 @@ steps on a connection of its own through a packet socket (scapy builds the TCP s
 Besides the steps listed in tests/helpers_receiver.py, a case whose first step is ``("timestamps",)`` offers the
 Timestamps option (RFC 7323) in its SYN; every later segment of that connection then carries one (NOP, NOP, then the
 option, as Linux lays it out), its TSval the connection's clock (:data:`TS_CLOCK` until a step moves it) and its
-TSecr the latest TSval the server sent. ``("raw", offset, bytes, flags, tsval, urgent)`` sends a segment of any
-flags (scapy's letters), with the TSval given (None: the clock's) and urgent pointer.
+TSecr the latest TSval the server sent; ``("timestamps0",)`` does the same with a SYN whose TSval is 0 and a clock
+from :data:`ZERO_THEN` on. ``("raw", offset, bytes, flags, tsval, urgent[, ack delta])`` sends a segment of any flags
+(scapy's letters), with the TSval given (None: the clock's), urgent pointer and acknowledgement moved by the delta.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ PIECE = 8  # bytes of IP payload in each fragment of "frag" and "fragbad" steps
 UNSENT = 100_000  # how far past what the receiver sent a "badack" step's acknowledgement number is
 PIECE6 = 8  # bytes of each IPv6 fragment's payload after the first (which holds the whole TCP header)
 TS_CLOCK = 1_000_000  # a timestamped connection's first TSval: far from 0 (a ts_recent of 0 disables PAWS in Linux)
+ZERO_THEN = 0x90000000  # the clock after a SYN whose TSval is 0: more than half the TSval space past it
 TIMESTAMP_KIND = 8  # the Timestamps option's kind (RFC 7323)
 SYN_OPTIONS = [("MSS", 1460), ("SAckOK", b""), ("WScale", 7), ("NOP", None)]
 
@@ -167,8 +169,10 @@ def send(plan_file: Path, dev: str, server_mac: str, family: Family) -> None:
 
 def _play(link: _Link, port: int, steps: list[list]) -> None:
     isn = 1_000_000 + port * 7919
-    timestamps = bool(steps) and steps[0] == ["timestamps"]
-    syn_options = [*SYN_OPTIONS[:2], ("Timestamp", (TS_CLOCK, 0)), *SYN_OPTIONS[2:]] if timestamps else SYN_OPTIONS
+    zero = bool(steps) and steps[0] == ["timestamps0"]  # the SYN's TSval 0, the clock then far from it
+    timestamps = bool(steps) and steps[0] in (["timestamps"], ["timestamps0"])
+    syn_ts = 0 if zero else TS_CLOCK
+    syn_options = [*SYN_OPTIONS[:2], ("Timestamp", (syn_ts, 0)), *SYN_OPTIONS[2:]] if timestamps else SYN_OPTIONS
     link.send(port, isn, 0, "S", options=syn_options)
     deadline = time.monotonic() + 5
     while port not in link.synack:
@@ -176,6 +180,8 @@ def _play(link: _Link, port: int, steps: list[list]) -> None:
             raise RuntimeError(f"no SYN-ACK for port {port}")
         time.sleep(0.005)
     conn = _Connection(port, isn + 1, link.synack[port][0] + 1, timestamps)
+    if zero:
+        conn.clock = ZERO_THEN
     link.send(port, conn.base, conn.ack, "A", options=conn.options(link))
     time.sleep(STEP_PAUSE)
     for step in steps[1:] if timestamps else steps:
@@ -204,7 +210,8 @@ def _step(link: _Link, conn: _Connection, step: list) -> None:
         link.send(port, seq, ack, "PA", data, conn.options(link, extra=extra))
     elif kind == "urg":  # data with an urgent pointer, the URG flag set or not
         link.send(port, seq, ack, "PAU" if step[4] else "PA", data, options, urgent=step[3])
-    elif kind == "raw":  # ("raw", offset, bytes, flags, TSval or None for the clock's, urgent pointer)
+    elif kind == "raw":  # ("raw", offset, bytes, flags, TSval or None for the clock's, urgent pointer[, ack delta])
+        ack = (ack + (step[6] if len(step) > 6 else 0)) & 0xFFFFFFFF
         link.send(port, seq, ack, step[3], data, conn.options(link, step[4]), urgent=step[5])
     elif kind == "badsum":  # data whose TCP checksum is wrong: the receiver drops it
         link.send(port, seq, ack, "PA", data, options, checksum=WRONG_CHECKSUM)

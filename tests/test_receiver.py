@@ -26,7 +26,7 @@ import pytest
 from passive.capture import CaptureOptions, analyze_file
 from tests.helpers_capture import Recorder
 from tests.helpers_receiver import FIRST_CLIENT_PORT, IPV4, IPV6, PORT, Family, ReceiverLab, missing_tools
-from tests.helpers_sender import TS_CLOCK
+from tests.helpers_sender import TS_CLOCK, ZERO_THEN
 
 REAL = b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n"  # what the server must read: 33 bytes
 DECOY = b"NOOP nothing to see here at all\r\n"  # what a sender would rather show a monitor
@@ -168,6 +168,7 @@ CASES6: dict[str, list[tuple]] = {
     "v6-hbh-then-frag": _decoy_in("extfrag", ((HOP_BY_HOP, PADDED),)),
 }
 HELLO = b"EHLO c\r\n"  # the bytes before a TCP header variant's decoy: segments the receiver took before it
+FAR = TS_CLOCK + 100_000  # a TSval far ahead of the clock
 WRAPPED = (TS_CLOCK - 2**31 - 1) % 2**32  # a TSval 2^31 + 1 behind the clock: ahead of it in 32-bit serial order
 
 
@@ -281,6 +282,24 @@ TCP_HEADER_CASES: dict[str, list[tuple]] = {
     ],
     "ts-second-option-old": _after_hello("opt", [(8, (TS_CLOCK - 1000).to_bytes(4, "big") + bytes(4))]),
     "opt-md5-short": _after_hello("opt", [(19, b"\x00\x00")], timestamps=False),
+    # A timestamp far ahead in a bare segment the receiver discards keeps nothing: without the ACK flag,
+    # acknowledging unsent bytes; one with an acknowledgement older than the last, on Linux's fast path, is kept.
+    "ts-bare-no-ack": [
+        *[("timestamps",), ("data", 0, HELLO), ("raw", H, b"", "P", FAR, 0), ("data", H, REAL), ("fin", H + END)]
+    ],
+    "ts-bare-unsent": [
+        *[("timestamps",), ("data", 0, HELLO), ("raw", H, b"", "A", FAR, 0, 100_000), ("data", H, REAL)],
+        ("fin", H + END),
+    ],
+    "ts-stale-ack-fast-path": [
+        *[("timestamps",), ("data", 0, HELLO), ("raw", H, b"", "A", FAR, 0, -1), ("ts", H, DECOY, TS_CLOCK)],
+        *[("ts", H, REAL, FAR + 1), ("clock", FAR + 1), ("fin", H + END)],
+    ],
+    # A SYN whose TSval is 0: any later one replaces it, and a decoy 1 000 behind that is dropped.
+    "ts-zero-replaced": [
+        *[("timestamps0",), ("data", 0, HELLO), ("ts", H, DECOY, ZERO_THEN - 1000), ("data", H, REAL)],
+        ("fin", H + END),
+    ],
 }
 # Where reassembling "first seen wins", every RST and no window (leakscope before policies) shows the decoy.
 FIRST_FOOLED = {
@@ -412,7 +431,7 @@ TCP_HEADER_TAKEN = {
     *("ts-unoffered-0", "ts-unoffered-1", "opt-ao-4", "opt-ao-16", "opt-unknown-253"),
 }
 TCP_HEADER_DROPPED = {"ts-behind-2", "ts-behind-1000", "ts-decoy-behind-real-ahead", "opt-md5", "opt-md5-with-ts"}
-TCP_HEADER_DROPPED |= {"ts-bare-ack-kept", "ts-second-option-old"}
+TCP_HEADER_DROPPED |= {"ts-bare-ack-kept", "ts-second-option-old", "ts-stale-ack-fast-path", "ts-zero-replaced"}
 TCP_HEADER_TAKEN |= {"opt-md5-short"}
 KERNEL_READ: dict[str, bytes] = {
     "ts-control": HELLO + REAL,
@@ -424,6 +443,7 @@ KERNEL_READ: dict[str, bytes] = {
     **{case: REAL for case in TCP_HEADER_CASES if case.startswith("urg-")},  # the urgent bytes "!" and "?" unread
     "urg-pointer-without-flag": MARKED,
     **{case: HELLO + REAL for case in ("urg-bare-no-ack", "urg-bare-old", "urg-old-copy", "urg-bare-paws")},
+    **{case: HELLO + REAL for case in ("ts-bare-no-ack", "ts-bare-unsent")},  # nothing planted: the real bytes
 }
 
 

@@ -308,3 +308,94 @@ def test_a_sender_clock_leap_inside_a_body_reads_alike_skipped_or_not(
     assert all(result["findings"] == results[0]["findings"] for result in results)
     assert results[0]["skipped"][0] > 0 and results[0]["counts"]["option_drops"] == 0
     assert any(f.get("type") == "open-relay" for f in results[0]["findings"])
+
+
+FOREIGN = transaction(rcpts=("victim@outside.test",))
+
+
+@pytest.mark.parametrize(
+    ("flags", "shift"),
+    [("P", 0), ("A", 100_000), ("A", -30)],
+    ids=["no ACK flag", "acknowledging unsent bytes", "acknowledging less than the MAIL before (no fast path)"],
+)
+def test_a_timestamp_far_ahead_in_a_segment_whose_ack_the_receiver_refuses_keeps_nothing(
+    flags: str, shift: int, tmp_path: Path
+) -> None:
+    """A bare segment with a TSval far ahead, the receiver discarding it (or stopping at ``old_ack``: scapy lays
+    the option out so that Linux's fast path does not take it): the foreign RCPT after it is read, an open relay."""
+
+    def make(seq: int, ack: int, clock: int, ports: dict) -> list[bytes]:
+        return [_client_frame(seq, ack + shift, flags, [("Timestamp", (clock + 100_000, 0))])]
+
+    pcap = _insert_before_rcpt(tmp_path / "refused.pcap", make, FOREIGN)
+    assert relays(analyze(pcap)) == [("open-relay", "high", True)]
+    assert _summary(pcap)["option_drops"] == 0
+
+
+def test_a_kept_timestamp_of_zero_is_replaced_by_any(tmp_path: Path) -> None:
+    """The client's SYN carries TSval 0, later segments TSvals more than half the space away: Linux keeps them (0
+    kept judges nothing and is replaced by anything), then drops a decoy 1 000 behind."""
+    segments = conversation_segments(turns(LOCAL), CLIENT, SERVER)
+    clock = {CLIENT: 0x90000000, SERVER: 70_000}
+    out: list[tuple[float, bytes]] = []
+    for index, (src, dst, seq, ack, flags, payload) in enumerate(segments):
+        clock[src] += 1
+        tsval = 0 if flags & 0x02 and src == CLIENT else clock[src]
+        header = Ether(dst="00:11:22:33:44:55", src="66:77:88:99:aa:bb") / IP(src=src[0], dst=dst[0])
+        ts = 1000.0 + index * 0.001
+        if payload.startswith(b"RCPT") and src == CLIENT:
+            stamp = [("Timestamp", (clock[src] - 1000, 1))]
+            decoy = TCP(sport=src[1], dport=dst[1], seq=seq, ack=ack, flags=flags, window=65535, options=stamp)
+            out.append((ts - 0.0005, bytes(header / decoy / Raw(DECOY))))
+        tcp = TCP(
+            sport=src[1], dport=dst[1], seq=seq, ack=ack, flags=flags, window=65535, options=[("Timestamp", (tsval, 1))]
+        )
+        out.append((ts, bytes(header / tcp / Raw(payload)) if payload else bytes(header / tcp)))
+    pcap = tmp_path / "zero.pcap"
+    pcap.write_bytes(pcap_bytes(out))
+    assert relays(analyze(pcap)) == []
+    assert _summary(pcap)["option_drops"] == 1
+
+
+def test_a_stale_acknowledgement_inside_a_body_reads_alike_skipped_or_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bare ACK acknowledging less than before, then a body segment with the same acknowledgement and a TSval far
+    ahead: the scanners hand it over for Python to judge, so dropping the body unread changes nothing."""
+    body = ["C: DATA", "S: 354 go", *[f"C: line {i} of the body" for i in range(60)], "C: .", "S: 250 ok"]
+    second = ["C: MAIL FROM:<b@sender.example>", "S: 250 ok", "C: RCPT TO:<victim@outside.test>", "S: 250 ok"]
+    segments = conversation_segments(
+        turns(transaction(*body, *second, rcpts=("a@contoso.com",))), CLIENT, SERVER, acks=True
+    )
+    clocks = {CLIENT: 1_000, SERVER: 70_000}
+    out: list[tuple[float, bytes]] = []
+    for index, (src, dst, seq, ack, flags, payload) in enumerate(segments):
+        clocks[src] += 1
+        tsval = clocks[src]
+        header = Ether(dst="00:11:22:33:44:55", src="66:77:88:99:aa:bb") / IP(src=src[0], dst=dst[0])
+        ts = 1000.0 + index * 0.001
+        if payload.startswith(b"line 30") and src == CLIENT:
+            stale = TCP(
+                sport=src[1],
+                dport=dst[1],
+                seq=seq,
+                ack=ack - 5,
+                flags="A",
+                window=65535,
+                options=[("Timestamp", (tsval, 1))],
+            )
+            out.append((ts - 0.0005, bytes(header / stale)))
+            ack, tsval = ack - 5, tsval + 100_000
+        tcp = TCP(
+            sport=src[1], dport=dst[1], seq=seq, ack=ack, flags=flags, window=65535, options=[("Timestamp", (tsval, 1))]
+        )
+        out.append((ts, bytes(header / tcp / Raw(payload)) if payload else bytes(header / tcp)))
+    pcap = tmp_path / "stale-body.pcap"
+    pcap.write_bytes(pcap_bytes(out))
+    results = []
+    for backend in ("auto", "python"):
+        for skip in (True, False):
+            monkeypatch.setattr(scanning, "BATCH_PACKETS", 2)
+            results.append(run(pcap, backend, monkeypatch, skip_unread=skip))
+    assert all(result["findings"] == results[0]["findings"] for result in results)
+    assert results[0]["skipped"][0] > 0 and any(f.get("type") == "open-relay" for f in results[0]["findings"])

@@ -219,6 +219,8 @@ static uint64_t tcp_options(const uint8_t *d, Py_ssize_t pos, Py_ssize_t end, un
     uint64_t found = (flags & 0x20) ? (uint64_t)u16(d, pos - 2) << 16 : 0;
     int syn = (flags & TCP_SYN) != 0;
     uint64_t signature = end - pos >= 18 ? tcp_signature(d, pos, end) : 0;
+    if (end - pos == 12 && d[pos] == 1 && d[pos + 1] == 1 && d[pos + 2] == 8 && d[pos + 3] == 10)
+        signature |= 0x2000u; /* OPT_ALIGNED_TS */
     while (pos < end) {
         unsigned kind = d[pos];
         if (kind == 0) break;
@@ -1494,12 +1496,13 @@ static int judged(armed_t *e, int direction, const seg_t *s) {
     uint64_t options = s->options;
     if (options & (OPT_SIGNED | OPT_BAD_SIGNATURE)) return 1;
     int fresh_ack = (uint32_t)(s->ack - e->acked[1 - direction]) < 0x80000000u;
+    uint32_t unsent = s->ack - e->rule[1 - direction].next; /* past the peer's next byte */
+    if (r->paws && (!fresh_ack || (unsent && unsent < 0x80000000u))) return 1; /* Python judges its timestamp */
     if (r->paws && (options & OPT_TIMESTAMP)) {
         uint32_t tsval = (uint32_t)(options >> 32), older = r->kept - tsval;
-        if (older > PAWS_WINDOW && older < 0x80000000u) return 1;
+        if (r->kept && older > PAWS_WINDOW && older < 0x80000000u) return 1;
         uint32_t start = s->seq - e->acked[direction], end = s->seq + (uint32_t)s->wire_len - e->acked[direction];
-        if ((start == 0 || start >= 0x80000000u) && end < 0x80000000u && fresh_ack
-            && (uint32_t)(tsval - r->kept) < 0x80000000u)
+        if ((start == 0 || start >= 0x80000000u) && end < 0x80000000u && (!r->kept || (uint32_t)(tsval - r->kept) < 0x80000000u))
             r->kept = tsval;
     }
     if (fresh_ack) e->acked[1 - direction] = s->ack;

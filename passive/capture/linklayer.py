@@ -37,6 +37,26 @@ from passive.capture.ipoptions import (
     ipv4_options_refused,
     ipv6_header_refused,
 )
+from passive.capture.tcpfields import (  # noqa: F401 (the TCP header's fields, imported from here by every reader)
+    ACK,
+    FIN,
+    MAX_WSCALE,
+    MD5_OPTION,
+    OPT_ALIGNED_TS,
+    OPT_BAD_SIGNATURE,
+    OPT_SACK_OK,
+    OPT_SHIFT_MASK,
+    OPT_SIGNED,
+    OPT_TIMESTAMP,
+    OPT_TSVAL_SHIFT,
+    OPT_URGENT_SHIFT,
+    OPT_WSCALE,
+    PSH,
+    RST,
+    SYN,
+    URG,
+)
+from passive.capture.tcpfields import tcp_options as _options
 
 # Link types (pcap LINKTYPE_* values; libpcap reports DLT_RAW as 12 on Linux).
 LINKTYPE_NULL = 0
@@ -116,23 +136,6 @@ TUNNEL_BITS: dict[str, int] = {
     tunnels.IPIP: INFO_IPIP,
 }
 INFO_TUNNELS = sum(TUNNEL_BITS.values())
-
-# TCP flags
-FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
-
-# Bits of Segment.syn_options (0 on segments without SYN)
-OPT_WSCALE = 0x100  # the window scale option is present; its shift (capped at 14, RFC 7323) is in the low 4 bits
-OPT_SACK_OK = 0x200  # SACK permitted
-OPT_SHIFT_MASK = 0x0F
-MAX_WSCALE = 14  # RFC 7323 2.3: a larger shift is taken as 14
-# Bits of Segment.syn_options on any segment (passive.capture.tcpoptions): what a receiver judges a segment by
-OPT_TIMESTAMP = 0x400  # a Timestamps option (RFC 7323); its TSval above OPT_TSVAL_SHIFT
-OPT_SIGNED = 0x800  # a TCP MD5 signature option (RFC 2385)
-OPT_BAD_SIGNATURE = 0x1000  # an option list a receiver refuses while looking for a signature (see _signature)
-MD5_OPTION = 18  # an MD5 signature option's length; Linux looks for one only while this many option bytes remain
-OPT_URGENT_SHIFT = 16  # with the URG flag: the urgent pointer (16 bits)
-OPT_TSVAL_SHIFT = 32
-_BELOW_TSVAL = (1 << OPT_TSVAL_SHIFT) - 1
 
 # Segment = (src, dst, sport, dport, seq, ack, tcp_flags, payload, wire_payload_len, info, window, syn_options)
 #   src/dst: packed addresses (4 or 16 bytes); payload: the captured TCP payload;
@@ -389,58 +392,6 @@ def _decode_tcp(
     if not info & INFO_FIRST_FRAGMENT:  # a first fragment's segment is cut: its checksums are not judged
         info |= with_outer(checksum_bits(data, ip_at, pos, end, n, src, dst), info)
     return (src, dst, sport, dport, seq, ack, flags, payload, wire_len, info, window, options)
-
-
-def _options(data: bytes, pos: int, end: int, flags: int) -> int:
-    """OPT_* bits of the TCP options in ``data[pos:end]``: a SYN's window scale and SACK permitted, any segment's
-    timestamp (the last one, as Linux's ``tcp_parse_options`` keeps it; a damaged list ends the walk, keeping what
-    was read before it) and signature (:func:`_signature`), and the urgent pointer of a segment with the URG flag
-    (``data[pos - 2 : pos]``)."""
-    found = (data[pos - 2] << 8 | data[pos - 1]) << OPT_URGENT_SHIFT if flags & URG else 0
-    syn = flags & SYN
-    signature = _signature(data, pos, end) if end - pos >= MD5_OPTION else 0
-    while pos < end:
-        kind = data[pos]
-        if kind == 0:  # end of option list
-            break
-        if kind == 1:  # no-operation
-            pos += 1
-            continue
-        if pos + 1 >= end:
-            break
-        length = data[pos + 1]
-        if length < 2 or pos + length > end:
-            break
-        if kind == 8 and length == 10:
-            tsval = int.from_bytes(data[pos + 2 : pos + 6], "big")
-            found = (found & _BELOW_TSVAL) | OPT_TIMESTAMP | tsval << OPT_TSVAL_SHIFT
-        elif kind == 3 and length == 3 and syn:
-            found |= OPT_WSCALE | min(data[pos + 2], MAX_WSCALE)
-        elif kind == 4 and length == 2 and syn:
-            found |= OPT_SACK_OK
-        pos += length
-    return found | signature
-
-
-def _signature(data: bytes, pos: int, end: int) -> int:
-    """OPT_SIGNED for an MD5 signature option, OPT_BAD_SIGNATURE for a list a receiver refuses, as Linux's
-    ``tcp_do_parse_auth_options`` walks it: only while :data:`MD5_OPTION` bytes remain, where an option shorter than
-    2 bytes or running past the list, an MD5 option not 18 bytes long, or a second one, make the segment dropped."""
-    found = 0
-    while end - pos >= MD5_OPTION:
-        kind = data[pos]
-        if kind == 0:
-            return found
-        if kind == 1:
-            pos += 1
-            continue
-        size = data[pos + 1]
-        if size < 2 or size > end - pos or (kind == 19 and (size != MD5_OPTION or found)):
-            return OPT_BAD_SIGNATURE
-        if kind == 19:
-            found = OPT_SIGNED
-        pos += size
-    return found
 
 
 def format_endpoint(addr: bytes, port: int) -> str:

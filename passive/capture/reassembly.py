@@ -159,7 +159,7 @@ class Reassembler(Classification, Doubts, AckChecks, OptionChecks):
         elif not wire_len:  # a bare ACK: the receiver's acknowledgement and window (see beyond_window), the peer's
             other = halves[1 - direction]  # holes, the handshake; its timestamp (passive.capture.tcpoptions)
             if segment[11] & OPT_TIMESTAMP and self.check_acks:
-                self._timestamp(half, other, segment)
+                self._timestamp(half, other, segment)  # (before the ACK field moves on: fast_path)
             if flags & ACK:
                 other.acked, other.window = ack, window
                 if (other.doubtful or other.pending) and not self._peer_acked(flow, direction, other, ack):

@@ -69,7 +69,7 @@ from passive.capture.linklayer import (
     Segment,
 )
 from passive.capture.stream import SEQ_HALF, SEQ_MASK, HalfStream
-from passive.capture.tcpoptions import PAWS_WINDOW, paws_judged
+from passive.capture.tcpoptions import PAWS_WINDOW, newer_timestamp
 
 SKIP_NONE, SKIP_DOT, SKIP_RAW, SKIP_ALL = 0, 1, 2, 3
 """The rules, as the dissectors number them (``dissectors.linebuffer.SKIP_*``)."""
@@ -162,8 +162,8 @@ def _plan(flow: Flow) -> list[Any] | None:
             mode, left = SKIP_NONE, 0
         if mode != SKIP_NONE:
             mode |= SKIP_STRICT if half.checked else 0
-            if paws_judged(half, halves[1 - direction]):
-                mode |= SKIP_PAWS | half.ts_recent << SKIP_TS_SHIFT  # type: ignore[operator]
+            if half.ts_recent is not None and halves[1 - direction].ts_recent is not None:  # both SYNs had one
+                mode |= SKIP_PAWS | half.ts_recent << SKIP_TS_SHIFT
         plan += [mode, half.next_seq, left, line_start]
     return plan if plan[0] & SKIP_RULE or plan[4] & SKIP_RULE else None
 
@@ -189,17 +189,14 @@ def judged(entry: list[Any], direction: int, segment: Segment) -> bool:
         return True
     rule, seq, ack = entry[2 + direction], segment[4], segment[5]
     fresh_ack = (ack - acked[1 - direction]) & SEQ_MASK < SEQ_HALF
+    if rule[6] is not None and (not fresh_ack or 0 < (ack - entry[3 - direction][1]) & SEQ_MASK < SEQ_HALF):
+        return True  # an old acknowledgement, or one past the peer's next byte: Python judges its timestamp
     if rule[6] is not None and options & OPT_TIMESTAMP:
         tsval = options >> OPT_TSVAL_SHIFT & SEQ_MASK
-        if PAWS_WINDOW < (rule[6] - tsval) & SEQ_MASK < SEQ_HALF:
+        if rule[6] and PAWS_WINDOW < (rule[6] - tsval) & SEQ_MASK < SEQ_HALF:
             return True
         start, end = (seq - acked[direction]) & SEQ_MASK, (seq + segment[8] - acked[direction]) & SEQ_MASK
-        if (
-            (not start or start >= SEQ_HALF)
-            and end < SEQ_HALF
-            and fresh_ack
-            and (tsval - rule[6]) & SEQ_MASK < SEQ_HALF
-        ):
+        if (not start or start >= SEQ_HALF) and end < SEQ_HALF and newer_timestamp(rule[6], tsval):
             rule[6] = tsval
     if fresh_ack:
         acked[1 - direction] = ack
@@ -243,7 +240,7 @@ def apply_notice(reassembler: Reassembler, segment: Segment, frame: int, ts: flo
         other.acked, other.window = ack, window
         if other.doubtful:
             reassembler._acknowledged(flow, 1 - direction, other)
-    if tsval >= 0 and half.ts_recent is not None and (tsval - half.ts_recent) & SEQ_MASK < SEQ_HALF:
+    if tsval >= 0 and half.ts_recent is not None and newer_timestamp(half.ts_recent, tsval):
         half.ts_recent = tsval  # the latest of the segments dropped (passive.capture.tcpoptions)
     if not size:
         return

@@ -38,6 +38,7 @@ class HalfStream:
     """Reassembly state of one direction."""
 
     __slots__ = (
+        "ack_high",
         "acked",
         "by_end",
         "checked",
@@ -109,6 +110,7 @@ class HalfStream:
         # SYN had none), whether the SYN carried a signature, and the stream offset of an urgent byte announced
         # (None for none).
         self.ts_recent: int | None = None
+        self.ack_high: int | None = None  # the highest acknowledgement it gave (the receiver's snd_una), once judged
         self.signed = False
         self.urgent: int | None = None
 

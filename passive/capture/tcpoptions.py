@@ -7,11 +7,13 @@ apart:
 * **an old timestamp** (PAWS, RFC 7323 section 5; Linux's ``tcp_paws_discard``): once both SYNs carried the
   Timestamps option, a data segment, FIN or URG segment (not a RST) carrying one whose TSval (the last option's) is
   older than the latest the receiver kept (``ts_recent``) by more than 1 is discarded (``option_drops``).
-  ``ts_recent`` starts at the SYN's TSval and moves to the TSval of a segment taken, a bare ACK too, that covers the
-  receiver's latest acknowledgement (Linux's ``rcv_wup``, here the latest acknowledgement in the capture) when it is
-  not older and the segment's own acknowledgement is not older than its sender's last (``tcp_replace_ts_recent``,
-  reached only past ``tcp_ack``'s ``old_ack``); a kept TSval of 0 judges nothing. A segment without the option is
-  taken. A bare ACK is not dropped for its timestamp (its acknowledgement is read; Linux lets some through);
+  ``ts_recent`` starts at the SYN's TSval and moves to the TSval of a segment taken, a bare ACK too (with the ACK
+  flag, acknowledging nothing unsent), that covers the receiver's latest acknowledgement (Linux's ``rcv_wup``, here
+  the latest acknowledgement in the capture) when it is not older and the segment's own acknowledgement is not older
+  than the highest its sender gave (``tcp_replace_ts_recent``, reached only past ``tcp_ack``'s ``old_ack``) or the
+  segment takes Linux's fast path (:func:`fast_path`: it keeps the TSval first); a kept TSval of 0 judges nothing and
+  is replaced by any. A segment without the option is taken. A bare ACK is not dropped for its timestamp (its
+  acknowledgement is read; Linux lets some through);
 * **a signature where none is expected, or a damaged option list**: Linux looks for an MD5 signature option (RFC
   2385) while 18 option bytes remain (``tcp_do_parse_auth_options``); an option there shorter than 2 bytes or running
   past the list, an MD5 option not 18 bytes long, or a second one, drops the segment; a signature where neither SYN
@@ -40,11 +42,13 @@ from passive.capture.flow import Flow
 from passive.capture.linklayer import (
     ACK,
     FIN,
+    OPT_ALIGNED_TS,
     OPT_BAD_SIGNATURE,
     OPT_SIGNED,
     OPT_TIMESTAMP,
     OPT_TSVAL_SHIFT,
     OPT_URGENT_SHIFT,
+    PSH,
     RST,
     SYN,
     Segment,
@@ -71,9 +75,30 @@ def keep_timestamp(half: HalfStream, seq: int, end: int, tsval: int) -> None:
     acked = half.acked
     if (seq - acked) & SEQ_MASK and (seq - acked) & SEQ_MASK < SEQ_HALF:
         return  # it starts past the acknowledgement
-    if (end - acked) & SEQ_MASK >= SEQ_HALF or (tsval - half.ts_recent) & SEQ_MASK >= SEQ_HALF:  # type: ignore[operator]
+    if (end - acked) & SEQ_MASK >= SEQ_HALF or not newer_timestamp(half.ts_recent, tsval):  # type: ignore[arg-type]
         return  # it ends before the acknowledgement, or its TSval is older
     half.ts_recent = tsval
+
+
+def newer_timestamp(kept: int, tsval: int) -> bool:
+    """Whether ``tsval`` replaces ``kept``: not older, or anything where 0 is kept (Linux's ``tcp_paws_check``)."""
+    return not kept or (tsval - kept) & SEQ_MASK < SEQ_HALF
+
+
+def fast_path(half: HalfStream, other: HalfStream, segment: Segment) -> bool:
+    """Whether Linux's header prediction takes the segment of ``half`` (``tcp_rcv_established``): its options just
+    NOP, NOP, Timestamps, its flags ACK (and PSH), its window field its sender's last, at the next byte expected with
+    everything before acknowledged, nothing out of order or urgent held, its TSval not older."""
+    options = segment[11]
+    return bool(
+        options & OPT_ALIGNED_TS
+        and segment[6] & ~PSH == ACK
+        and segment[10] == other.window
+        and segment[4] == half.next_seq == half.acked
+        and not half.pending
+        and half.urgent is None
+        and newer_timestamp(half.ts_recent, options >> OPT_TSVAL_SHIFT & SEQ_MASK)  # type: ignore[arg-type]
+    )
 
 
 def note_urgent(half: HalfStream, seq: int, urgent_pointer: int) -> None:
@@ -117,16 +142,24 @@ class OptionChecks:
         return False
 
     def _timestamp(self, half: HalfStream, other: HalfStream, segment: Segment) -> None:
-        """A segment of ``half`` taken, with a timestamp: kept where its receiver keeps it (not for an acknowledgement
-        older than its sender's previous one: Linux's ``tcp_ack`` returns before, at ``old_ack``)."""
-        if half.ts_recent is None or other.ts_recent is None or (segment[5] - other.acked) & SEQ_MASK >= SEQ_HALF:
+        """A segment of ``half`` taken, with a timestamp: kept where its receiver keeps it. Not for one without the ACK
+        flag or acknowledging bytes never sent (a bare one: discarded), nor for an acknowledgement older than the
+        highest its sender gave (Linux's ``tcp_ack`` returns before, at ``old_ack``) unless the segment takes Linux's
+        fast path (:func:`fast_path`), which keeps the TSval before looking at the acknowledgement."""
+        flags, ack = segment[6], segment[5]
+        if half.ts_recent is None or other.ts_recent is None or not flags & ACK or self._unsent(other, ack):
+            return
+        stale = half.ack_high is not None and (ack - half.ack_high) & SEQ_MASK >= SEQ_HALF
+        if not stale:
+            half.ack_high = ack
+        elif not fast_path(half, other, segment):
             return
         tsval = segment[11] >> OPT_TSVAL_SHIFT & SEQ_MASK
         if segment[8]:
-            end = segment[4] + segment[8] + (1 if segment[6] & FIN else 0)
+            end = segment[4] + segment[8] + (1 if flags & FIN else 0)
             keep_timestamp(half, segment[4], end & SEQ_MASK, tsval)
-        elif not too_old_timestamp(half, tsval):  # a bare ACK Linux discards (PAWS) keeps nothing
-            keep_timestamp(half, segment[4], segment[4] + (1 if segment[6] & FIN else 0), tsval)
+        elif not (half.ts_recent and too_old_timestamp(half, tsval)):  # a bare ACK Linux discards keeps nothing
+            keep_timestamp(half, segment[4], segment[4] + (1 if flags & FIN else 0), tsval)
 
     def _urgent(self, half: HalfStream, segment: Segment) -> None:
         """A segment taken with the URG flag (``Reassembler._segment``): its urgent byte noted, unless the segment lies
