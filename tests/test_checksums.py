@@ -92,14 +92,23 @@ def _wrong(planted: Ether) -> bytes:
 
 
 def _insertion(
-    path: Path, decoy: bytes, real: bytes, script: str, spoil: Callable[[Ether], bytes] = _wrong, at: str = "RCPT"
+    path: Path,
+    decoy: bytes,
+    real: bytes,
+    script: str,
+    spoil: Callable[[Ether], bytes] = _wrong,
+    at: str = "RCPT",
+    lost: str | None = None,
 ) -> Path:
     """A capture of ``script`` where, right before the client's segment starting ``at``, a segment with the same
-    sequence number carries ``decoy``, its checksums made wrong by ``spoil``; the real segment carries ``real``."""
+    sequence number carries ``decoy``, its checksums made wrong by ``spoil``; the real segment carries ``real``. The
+    segment starting ``lost``, if any, is not in the capture."""
     segments = conversation_segments(turns(script), CLIENT, SERVER)
     frames = ethernet_frames(segments)
     out: list[tuple[float, bytes]] = []
     for (ts, frame), segment in zip(frames, segments, strict=True):
+        if lost is not None and segment[5].startswith(lost.encode()):
+            continue
         if segment[5].startswith(at.encode()):
             planted = frame.copy()
             planted[Raw].load = decoy
