@@ -5,8 +5,10 @@ Besides the steps listed in tests/helpers_receiver.py, a case whose first step i
 Timestamps option (RFC 7323) in its SYN; every later segment of that connection then carries one (NOP, NOP, then the
 option, as Linux lays it out), its TSval the connection's clock (:data:`TS_CLOCK` until a step moves it) and its
 TSecr the latest TSval the server sent; ``("timestamps0",)`` does the same with a SYN whose TSval is 0 and a clock
-from :data:`ZERO_THEN` on. ``("raw", offset, bytes, flags, tsval, urgent[, ack delta])`` sends a segment of any flags
-(scapy's letters), with the TSval given (None: the clock's), urgent pointer and acknowledgement moved by the delta.
+from :data:`ZERO_THEN` on; either with ``-bare3`` appended sends the handshake's last ACK without the option.
+``("raw", offset, bytes, flags, tsval, urgent[, ack delta[, window[, NOPs]]])`` sends a segment of any flags (scapy's
+letters), with the TSval given (None: the clock's), urgent pointer, acknowledgement moved by the delta, window field,
+and NOPs after the Timestamps option (off Linux's fast path).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ PIECE = 8  # bytes of IP payload in each fragment of "frag" and "fragbad" steps
 UNSENT = 100_000  # how far past what the receiver sent a "badack" step's acknowledgement number is
 PIECE6 = 8  # bytes of each IPv6 fragment's payload after the first (which holds the whole TCP header)
 TS_CLOCK = 1_000_000  # a timestamped connection's first TSval: far from 0 (a ts_recent of 0 disables PAWS in Linux)
+WINDOW = 64240  # the window field of the client's segments (a "raw" step may give another)
 ZERO_THEN = 0x90000000  # the clock after a SYN whose TSval is 0: more than half the TSval space past it
 TIMESTAMP_KIND = 8  # the Timestamps option's kind (RFC 7323)
 SYN_OPTIONS = [("MSS", 1460), ("SAckOK", b""), ("WScale", 7), ("NOP", None)]
@@ -96,6 +99,7 @@ class _Link:
         ip_options: bytes = b"",
         headers: list | None = None,
         urgent: int = 0,
+        window: int = WINDOW,
     ) -> None:
         """One segment; with ``cut``, in IP fragments, piece ``spoil``'s IPv4 header checksum wrong; IPv4 header
         ``ip_options``, or IPv6 extension ``headers`` before the TCP header (and before the Fragment header)."""
@@ -103,7 +107,7 @@ class _Link:
         from scapy.layers.inet6 import IPv6
 
         segment = TCP(
-            sport=port, dport=PORT, seq=seq & 0xFFFFFFFF, ack=ack & 0xFFFFFFFF, flags=flags, window=64240,
+            sport=port, dport=PORT, seq=seq & 0xFFFFFFFF, ack=ack & 0xFFFFFFFF, flags=flags, window=window,
             options=options or [], chksum=checksum, urgptr=urgent,
         )  # fmt: skip
         ident = port * 31 + seq
@@ -169,6 +173,9 @@ def send(plan_file: Path, dev: str, server_mac: str, family: Family) -> None:
 
 def _play(link: _Link, port: int, steps: list[list]) -> None:
     isn = 1_000_000 + port * 7919
+    bare_third = bool(steps) and steps[0][0].endswith("-bare3")  # the handshake's last ACK without a timestamp
+    if bare_third:
+        steps = [[steps[0][0].removesuffix("-bare3")], *steps[1:]]
     zero = bool(steps) and steps[0] == ["timestamps0"]  # the SYN's TSval 0, the clock then far from it
     timestamps = bool(steps) and steps[0] in (["timestamps"], ["timestamps0"])
     syn_ts = 0 if zero else TS_CLOCK
@@ -182,7 +189,7 @@ def _play(link: _Link, port: int, steps: list[list]) -> None:
     conn = _Connection(port, isn + 1, link.synack[port][0] + 1, timestamps)
     if zero:
         conn.clock = ZERO_THEN
-    link.send(port, conn.base, conn.ack, "A", options=conn.options(link))
+    link.send(port, conn.base, conn.ack, "A", options=[] if bare_third else conn.options(link))
     time.sleep(STEP_PAUSE)
     for step in steps[1:] if timestamps else steps:
         _step(link, conn, step)
@@ -210,9 +217,11 @@ def _step(link: _Link, conn: _Connection, step: list) -> None:
         link.send(port, seq, ack, "PA", data, conn.options(link, extra=extra))
     elif kind == "urg":  # data with an urgent pointer, the URG flag set or not
         link.send(port, seq, ack, "PAU" if step[4] else "PA", data, options, urgent=step[3])
-    elif kind == "raw":  # ("raw", offset, bytes, flags, TSval or None for the clock's, urgent pointer[, ack delta])
+    elif kind == "raw":  # ("raw", offset, bytes, flags, TSval, urgent pointer[, ack delta[, window[, NOPs after]]])
         ack = (ack + (step[6] if len(step) > 6 else 0)) & 0xFFFFFFFF
-        link.send(port, seq, ack, step[3], data, conn.options(link, step[4]), urgent=step[5])
+        window = step[7] if len(step) > 7 else WINDOW
+        options = conn.options(link, step[4], [("NOP", None)] * (step[8] if len(step) > 8 else 0))
+        link.send(port, seq, ack, step[3], data, options, urgent=step[5], window=window)
     elif kind == "badsum":  # data whose TCP checksum is wrong: the receiver drops it
         link.send(port, seq, ack, "PA", data, options, checksum=WRONG_CHECKSUM)
     elif kind == "badrst":

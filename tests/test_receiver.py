@@ -295,6 +295,35 @@ TCP_HEADER_CASES: dict[str, list[tuple]] = {
         *[("timestamps",), ("data", 0, HELLO), ("raw", H, b"", "A", FAR, 0, -1), ("ts", H, DECOY, TS_CLOCK)],
         *[("ts", H, REAL, FAR + 1), ("clock", FAR + 1), ("fin", H + END)],
     ],
+    # Where Linux's fast path keeps a stale bare ACK's TSval, and where it does not: a FIN held out of order, the
+    # window field the receiver holds not the one an older acknowledgement brought, a first timestamp off the fast
+    # path, a kept 0 against a TSval 2^31 ahead (compared signed), a data segment (its acknowledgement judged first).
+    "ts-stale-ack-fin-held": [
+        *[("timestamps",), ("data", 0, HELLO), ("raw", H + END, b"", "FA", None, 0), ("raw", H, b"", "A", FAR, 0, -1)],
+        *[("ts", H, DECOY, TS_CLOCK), ("ts", H, REAL, FAR + 1), ("clock", FAR + 1), ("fin", H + END)],
+    ],
+    "ts-stale-ack-window": [
+        *[
+            ("timestamps",),
+            ("data", 0, HELLO),
+            ("raw", H, b"", "A", None, 0, -1, 1000),
+            ("raw", H, b"", "A", FAR, 0, -1),
+        ],
+        *[("ts", H, DECOY, TS_CLOCK), ("ts", H, REAL, FAR + 1), ("clock", FAR + 1), ("fin", H + END)],
+    ],
+    "ts-stale-ack-slow-first": [
+        *[("timestamps-bare3",), ("raw", 0, b"", "A", FAR, 0, -1, 64240, 4), ("ts", 0, HELLO + DECOY, TS_CLOCK)],
+        *[("ts", 0, HELLO + REAL, FAR + 1), ("clock", FAR + 1), ("fin", H + END)],
+    ],
+    "ts-stale-ack-zero-signed": [
+        *[("timestamps0-bare3",), ("raw", 0, b"", "A", 0, 0, 0), ("raw", 0, b"", "A", None, 0, -1)],
+        *[("ts", 0, HELLO + DECOY, 0x20000000), ("ts", 0, HELLO + REAL, 0x90000001), ("clock", 0x90000001)],
+        ("fin", H + END),
+    ],
+    "ts-stale-ack-data": [
+        *[("timestamps",), ("data", 0, HELLO), ("raw", H, REAL[:10], "PA", FAR, 0, -1), ("ts", H, DECOY, TS_CLOCK)],
+        *[("ts", H, REAL, FAR + 1), ("clock", FAR + 1), ("fin", H + END)],
+    ],
     # A SYN whose TSval is 0: any later one replaces it, and a decoy 1 000 behind that is dropped.
     "ts-zero-replaced": [
         *[("timestamps0",), ("data", 0, HELLO), ("ts", H, DECOY, ZERO_THEN - 1000), ("data", H, REAL)],
@@ -444,6 +473,9 @@ KERNEL_READ: dict[str, bytes] = {
     "urg-pointer-without-flag": MARKED,
     **{case: HELLO + REAL for case in ("urg-bare-no-ack", "urg-bare-old", "urg-old-copy", "urg-bare-paws")},
     **{case: HELLO + REAL for case in ("ts-bare-no-ack", "ts-bare-unsent")},  # nothing planted: the real bytes
+    **{case: HELLO + DECOY for case in ("ts-stale-ack-fin-held", "ts-stale-ack-slow-first")},  # FAR not kept
+    **{case: HELLO + DECOY for case in ("ts-stale-ack-zero-signed", "ts-stale-ack-data")},
+    "ts-stale-ack-window": HELLO + REAL,  # the fast path took it: FAR kept, the decoy dropped
 }
 
 

@@ -12,8 +12,9 @@ Past the handshake a receiver reads a segment only when it acknowledges what the
   capture's end, what is still held is read where nothing else brought its bytes (the capture ended, or lost the
   acknowledgement);
 * a segment acknowledging bytes older than what its sender acknowledged already, by more than any window it could
-  give (:data:`MAX_WINDOW` scaled), is discarded: dropped at once, where both SYNs are in the capture (the window
-  scale known, the acknowledgements followed from the start: :func:`too_old`).
+  give (:data:`MAX_WINDOW` scaled) or than all of the receiver's bytes acknowledged so far, is discarded: dropped at
+  once, where both SYNs are in the capture (the window scale known, the acknowledgements followed from the start:
+  :func:`too_old`).
 
 These hold for data and FINs (a FIN so planted would end what the server goes on with; one acknowledging unsent
 bytes is held like data, and ends its direction once acknowledged: a capture merged from two taps shows a FIN before
@@ -55,15 +56,18 @@ def acknowledges_unsent(other: HalfStream, ack: int) -> bool:
 
 
 def too_old(other: HalfStream, ack: int) -> bool:
-    """Whether ``ack`` is older than what its sender acknowledged already by more than any window it could give. Only
+    """Whether ``ack`` is older than what its sender acknowledged already by more than any window it could give, or
+    than all of the receiver's bytes it acknowledged (Linux's ``tcp_ack``: ``min(max_window, bytes_acked)``). Only
     where both SYNs were seen (the window scale known, the acknowledgements followed from the start); the base is the
-    latest acknowledgement, unless it is past what the capture shows of ``other`` (a receiver discards such an
+    highest acknowledgement, unless it is past what the capture shows of ``other`` (a receiver discards such an
     acknowledgement, so a sender could otherwise move the base where it likes), then that end."""
-    if not other.win_known:
+    if not other.win_known or other.syn_seq is None:
         return False
     end = peer_end(other)
-    base = other.acked if (end - other.acked) & SEQ_MASK < SEQ_HALF else end
-    return (MAX_WINDOW << other.peer_shift) < (base - ack) & SEQ_MASK < SEQ_HALF
+    high = other.acked_high
+    base = high if (end - high) & SEQ_MASK < SEQ_HALF else end
+    sent = (base - other.syn_seq - 1) & SEQ_MASK  # what the receiver saw acknowledged of its bytes (bytes_acked)
+    return min(MAX_WINDOW << other.peer_shift, sent) < (base - ack) & SEQ_MASK < SEQ_HALF
 
 
 class AckChecks:

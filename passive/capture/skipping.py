@@ -129,8 +129,8 @@ def arm_requested(reassembler: Reassembler, scanner: Any) -> None:
                 flow.last_ts,
                 *(plan or _NOTHING),
                 vnet=flow.vnet,
-                client_acked=flow._halves[0].acked if plan else 0,  # type: ignore[index]
-                server_acked=flow._halves[1].acked if plan else 0,  # type: ignore[index]
+                client_acked=flow._halves[0].acked_high if plan else 0,  # type: ignore[index]
+                server_acked=flow._halves[1].acked_high if plan else 0,  # type: ignore[index]
             )
             and plan is not None
         )
@@ -237,7 +237,7 @@ def apply_notice(reassembler: Reassembler, segment: Segment, frame: int, ts: flo
         return
     half, other = halves[direction], halves[1 - direction]
     if flags & ACK:
-        other.acked, other.window = ack, window
+        other.ack_to(ack, window)
         if other.doubtful:
             reassembler._acknowledged(flow, 1 - direction, other)
     if tsval >= 0 and half.ts_recent is not None and newer_timestamp(half.ts_recent, tsval):

@@ -38,8 +38,8 @@ class HalfStream:
     """Reassembly state of one direction."""
 
     __slots__ = (
-        "ack_high",
         "acked",
+        "acked_high",
         "by_end",
         "checked",
         "doubtful",
@@ -54,6 +54,7 @@ class HalfStream:
         "pending",
         "pending_bytes",
         "pickup",
+        "pred_window",
         "resync",
         "sack_ok",
         "signed",
@@ -87,6 +88,10 @@ class HalfStream:
         # The receiver's view, from the other direction's segments (sequence numbers of this direction). The hot
         # path only stores the latest acknowledgement and window field; the right edge is worked out when needed.
         self.acked = 0  # the latest acknowledgement number
+        # The highest (what the receiver holds as acknowledged: Linux's snd_una, rcv_wup), and the window field that
+        # came with it (its snd_wnd, which header prediction compares): neither moved by an older acknowledgement.
+        self.acked_high = 0
+        self.pred_window = -1
         self.window = 0  # the window field that came with it, unscaled (0 after a SYN: see `edge`)
         self.edge = 0  # right edge of the receiver's window (acknowledgement plus scaled window), the furthest seen
         self.win_known = False  # both SYNs seen: the edge can be trusted
@@ -110,7 +115,6 @@ class HalfStream:
         # SYN had none), whether the SYN carried a signature, and the stream offset of an urgent byte announced
         # (None for none).
         self.ts_recent: int | None = None
-        self.ack_high: int | None = None  # the highest acknowledgement it gave (the receiver's snd_una), once judged
         self.signed = False
         self.urgent: int | None = None
 
@@ -119,7 +123,7 @@ class HalfStream:
         self.started = True
         if flags & SYN:
             self.syn_seq = seq
-            self.next_seq = self.acked = self.edge = (seq + 1) & SEQ_MASK
+            self.next_seq = self.acked = self.acked_high = self.edge = (seq + 1) & SEQ_MASK
             self.window = 0
             self.wscale = options & OPT_SHIFT_MASK if options & OPT_WSCALE else None
             self.sack_ok = bool(options & OPT_SACK_OK)
@@ -127,7 +131,7 @@ class HalfStream:
             self.ts_recent = options >> OPT_TSVAL_SHIFT if options & OPT_TIMESTAMP else None
             self.signed = bool(options & OPT_SIGNED)
             return True
-        self.next_seq = self.acked = self.edge = seq
+        self.next_seq = self.acked = self.acked_high = self.edge = seq
         self.window = 0
         self.resync = self.pickup = resync
         return False
@@ -148,11 +152,19 @@ class HalfStream:
 
     # -- the receiver's window and RST checks ----------------------------------------------------------------------
 
+    def ack_to(self, ack: int, window: int) -> None:
+        """The receiver's latest acknowledgement and window field, on the fast path (see :meth:`note_ack`)."""
+        self.acked, self.window = ack, window
+        if (ack - self.acked_high) & SEQ_MASK < SEQ_HALF:
+            self.acked_high, self.pred_window = ack, window
+
     def note_ack(self, ack: int, window: int, syn: bool = False) -> None:
         """The receiver acknowledged ``ack`` with the window field ``window`` (a SYN's is never scaled)."""
         if self.window:
             self._update_edge()
         self.acked = ack
+        if (ack - self.acked_high) & SEQ_MASK < SEQ_HALF:
+            self.acked_high, self.pred_window = ack, window
         if syn:
             self.window = 0
             edge = (ack + window) & SEQ_MASK

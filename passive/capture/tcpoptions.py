@@ -72,7 +72,7 @@ def too_old_timestamp(half: HalfStream, tsval: int) -> bool:
 def keep_timestamp(half: HalfStream, seq: int, end: int, tsval: int) -> None:
     """A segment of ``half`` from ``seq`` to ``end`` carrying ``tsval`` was taken: its receiver keeps the TSval when
     the segment covers its latest acknowledgement and the TSval is not older than the one kept."""
-    acked = half.acked
+    acked = half.acked_high
     if (seq - acked) & SEQ_MASK and (seq - acked) & SEQ_MASK < SEQ_HALF:
         return  # it starts past the acknowledgement
     if (end - acked) & SEQ_MASK >= SEQ_HALF or not newer_timestamp(half.ts_recent, tsval):  # type: ignore[arg-type]
@@ -86,18 +86,24 @@ def newer_timestamp(kept: int, tsval: int) -> bool:
 
 
 def fast_path(half: HalfStream, other: HalfStream, segment: Segment) -> bool:
-    """Whether Linux's header prediction takes the segment of ``half`` (``tcp_rcv_established``): its options just
-    NOP, NOP, Timestamps, its flags ACK (and PSH), its window field its sender's last, at the next byte expected with
-    everything before acknowledged, nothing out of order or urgent held, its TSval not older."""
+    """Whether Linux's header prediction takes the bare ACK of ``half`` and keeps its TSval before looking at its
+    acknowledgement (``tcp_rcv_established``): its options just NOP, NOP, Timestamps, its flags ACK (and PSH), its
+    window field the one Linux holds (``pred_window``), at the next byte expected with everything before
+    acknowledged, nothing out of order, urgent or FIN held, its TSval not older (compared signed, a kept 0 included).
+    A data segment may leave the fast path for memory the capture cannot show (``sk_forward_alloc``): none is taken
+    to keep its TSval so."""
     options = segment[11]
     return bool(
-        options & OPT_ALIGNED_TS
+        not segment[8]
+        and options & OPT_ALIGNED_TS
         and segment[6] & ~PSH == ACK
-        and segment[10] == other.window
-        and segment[4] == half.next_seq == half.acked
+        and segment[10] == other.pred_window
+        and segment[4] == half.next_seq == half.acked_high
         and not half.pending
         and half.urgent is None
-        and newer_timestamp(half.ts_recent, options >> OPT_TSVAL_SHIFT & SEQ_MASK)  # type: ignore[arg-type]
+        and half.fin_rel is None
+        and other.fin_rel is None
+        and ((options >> OPT_TSVAL_SHIFT) - half.ts_recent) & SEQ_MASK < SEQ_HALF  # type: ignore[operator]
     )
 
 
@@ -149,11 +155,8 @@ class OptionChecks:
         flags, ack = segment[6], segment[5]
         if half.ts_recent is None or other.ts_recent is None or not flags & ACK or self._unsent(other, ack):
             return
-        stale = half.ack_high is not None and (ack - half.ack_high) & SEQ_MASK >= SEQ_HALF
-        if not stale:
-            half.ack_high = ack
-        elif not fast_path(half, other, segment):
-            return
+        if (ack - other.acked_high) & SEQ_MASK >= SEQ_HALF and not fast_path(half, other, segment):
+            return  # older than the highest acknowledgement its sender gave, off the fast path
         tsval = segment[11] >> OPT_TSVAL_SHIFT & SEQ_MASK
         if segment[8]:
             end = segment[4] + segment[8] + (1 if flags & FIN else 0)
