@@ -148,12 +148,19 @@ class OptionChecks:
         return False
 
     def _timestamp(self, half: HalfStream, other: HalfStream, segment: Segment) -> None:
-        """A segment of ``half`` taken, with a timestamp: kept where its receiver keeps it. Not for one without the ACK
-        flag or acknowledging bytes never sent (a bare one: discarded), nor for an acknowledgement older than the
-        highest its sender gave (Linux's ``tcp_ack`` returns before, at ``old_ack``) unless the segment takes Linux's
-        fast path (:func:`fast_path`), which keeps the TSval before looking at the acknowledgement."""
+        """A segment of ``half`` taken, with a timestamp: kept where its receiver keeps it (:func:`keep_timestamp`).
+        Not for one without the ACK flag or acknowledging bytes never sent (a bare one: discarded), nor for an
+        acknowledgement older than the highest its sender gave (Linux's ``tcp_ack`` returns before, at ``old_ack``)
+        unless the segment takes Linux's fast path (:func:`fast_path`), which keeps the TSval before looking at the
+        acknowledgement. On every segment of a connection with timestamps: the usual ones leave first."""
+        start = (segment[4] - half.acked_high) & SEQ_MASK
+        if (start and start < SEQ_HALF) or half.ts_recent is None or other.ts_recent is None:
+            return  # it starts past the receiver's latest acknowledgement (data in flight), or no timestamps
         flags, ack = segment[6], segment[5]
-        if half.ts_recent is None or other.ts_recent is None or not flags & ACK or self._unsent(other, ack):
+        if not flags & ACK or (
+            not (ack - other.acked) & SEQ_MASK <= (other.next_seq - other.acked) & SEQ_MASK < SEQ_HALF
+            and self._unsent(other, ack)
+        ):
             return
         if (ack - other.acked_high) & SEQ_MASK >= SEQ_HALF and not fast_path(half, other, segment):
             return  # older than the highest acknowledgement its sender gave, off the fast path
