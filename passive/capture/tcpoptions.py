@@ -8,12 +8,12 @@ apart:
   Timestamps option, a data segment, FIN or URG segment (not a RST) carrying one whose TSval (the last option's) is
   older than the latest the receiver kept (``ts_recent``) by more than 1 is discarded (``option_drops``).
   ``ts_recent`` starts at the SYN's TSval and moves to the TSval of a segment taken, a bare ACK too (with the ACK
-  flag, acknowledging nothing unsent), that covers the receiver's latest acknowledgement (Linux's ``rcv_wup``, here
-  the latest acknowledgement in the capture) when it is not older and the segment's own acknowledgement is not older
-  than the highest its sender gave (``tcp_replace_ts_recent``, reached only past ``tcp_ack``'s ``old_ack``) or the
-  segment takes Linux's fast path (:func:`fast_path`: it keeps the TSval first); a kept TSval of 0 judges nothing and
-  is replaced by any. A segment without the option is taken. A bare ACK is not dropped for its timestamp (its
-  acknowledgement is read; Linux lets some through);
+  flag, acknowledging nothing unsent), that covers the receiver's acknowledgement (Linux's ``rcv_wup``, here the
+  highest acknowledgement in the capture: ``HalfStream.acked_high``) when it is not older and the segment's own
+  acknowledgement is not older than the highest its sender gave (``tcp_replace_ts_recent``, reached only past
+  ``tcp_ack``'s ``old_ack``) or the segment takes Linux's fast path (:func:`fast_path`: it keeps the TSval first); a
+  kept TSval of 0 judges nothing and is replaced by any. A segment without the option is taken. A bare ACK is not
+  dropped for its timestamp (its acknowledgement is read; Linux lets some through);
 * **a signature where none is expected, or a damaged option list**: Linux looks for an MD5 signature option (RFC
   2385) while 18 option bytes remain (``tcp_do_parse_auth_options``); an option there shorter than 2 bytes or running
   past the list, an MD5 option not 18 bytes long, or a second one, drops the segment; a signature where neither SYN
