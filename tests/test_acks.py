@@ -12,6 +12,9 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from scapy.utils import rdpcap
 
+from passive.capture.acks import too_old
+from passive.capture.linklayer import ACK, SYN
+from passive.capture.stream import HalfStream
 from tests.helpers_capture import conversation_segments, ethernet_frames, pcap_bytes
 from tests.test_checksums import DECOY, REAL, _insertion, _summary
 from tests.test_relay_transactions import CLIENT, SERVER, analyze, relays, transaction, turns
@@ -336,3 +339,21 @@ def test_a_segment_with_a_wrong_checksum_yields_to_a_right_one_held_at_its_place
     pcap = _insertion(tmp_path / "lost-reply.pcap", DECOY, REAL, script, lost="250 2.1.0")  # the MAIL's reply lost
     summary = _summary(pcap)
     assert summary["checksum_drops"] == 1 and summary["ack_drops"] == 0  # the decoy dropped, the real RCPT read
+
+
+def test_what_its_receiver_saw_acknowledged_counts_the_syn_and_every_byte() -> None:
+    """An acknowledgement older than all its receiver saw acknowledged is too old (Linux: ``min(max_window,
+    bytes_acked)``): the opener's SYN counts, and so do more than 4 GiB of bytes."""
+    opener = HalfStream()
+    opener.start(1000, SYN, False, 0, 65535)
+    opener.win_known = True
+    assert not too_old(opener, 1000)  # one before its first byte: only its SYN acknowledged, old by one
+    assert too_old(opener, 999)
+    answerer = HalfStream()
+    answerer.start(1000, SYN | ACK, False, 0, 65535)
+    answerer.win_known = True
+    assert too_old(answerer, 1000)  # no SYN of its own counted: nothing acknowledged to be old by
+    answerer.next_rel = 2**32 + 100  # more than 4 GiB read: the sequence numbers wrapped
+    answerer.next_seq = answerer.acked = answerer.acked_high = (1001 + answerer.next_rel) & 0xFFFFFFFF
+    assert not too_old(answerer, (answerer.acked_high - 1000) & 0xFFFFFFFF)
+    assert too_old(answerer, (answerer.acked_high - 70_000) & 0xFFFFFFFF)  # past any window it could give

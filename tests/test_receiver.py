@@ -324,6 +324,18 @@ TCP_HEADER_CASES: dict[str, list[tuple]] = {
         *[("timestamps",), ("data", 0, HELLO), ("raw", H, REAL[:10], "PA", FAR, 0, -1), ("ts", H, DECOY, TS_CLOCK)],
         *[("ts", H, REAL, FAR + 1), ("clock", FAR + 1), ("fin", H + END)],
     ],
+    # The window field Linux compares on its fast path moves only as tcp_may_update_window lets it: a second bare ACK
+    # at the same place with a smaller window leaves it, so a stale ACK carrying the larger one takes the fast path.
+    "ts-stale-ack-window-kept": [
+        *[("timestamps",), ("data", 0, HELLO), ("raw", H, b"", "A", None, 0, 0, 2000)],
+        *[("raw", H, b"", "A", None, 0, 0, 1000), ("raw", H, b"", "A", FAR, 0, -1, 2000)],
+        *[("ts", H, DECOY, TS_CLOCK), ("ts", H, REAL, FAR + 1), ("clock", FAR + 1), ("fin", H + END)],
+    ],
+    "ts-stale-ack-window-not-kept": [
+        *[("timestamps",), ("data", 0, HELLO), ("raw", H, b"", "A", None, 0, 0, 2000)],
+        *[("raw", H, b"", "A", None, 0, 0, 1000), ("raw", H, b"", "A", FAR, 0, -1, 1000)],
+        *[("ts", H, DECOY, TS_CLOCK), ("ts", H, REAL, FAR + 1), ("clock", FAR + 1), ("fin", H + END)],
+    ],
     # A SYN whose TSval is 0: any later one replaces it, and a decoy 1 000 behind that is dropped.
     "ts-zero-replaced": [
         *[("timestamps0",), ("data", 0, HELLO), ("ts", H, DECOY, ZERO_THEN - 1000), ("data", H, REAL)],
@@ -476,6 +488,8 @@ KERNEL_READ: dict[str, bytes] = {
     **{case: HELLO + DECOY for case in ("ts-stale-ack-fin-held", "ts-stale-ack-slow-first")},  # FAR not kept
     **{case: HELLO + DECOY for case in ("ts-stale-ack-zero-signed", "ts-stale-ack-data")},
     "ts-stale-ack-window": HELLO + REAL,  # the fast path took it: FAR kept, the decoy dropped
+    "ts-stale-ack-window-kept": HELLO + REAL,
+    "ts-stale-ack-window-not-kept": HELLO + DECOY,
 }
 
 

@@ -66,7 +66,7 @@ def too_old(other: HalfStream, ack: int) -> bool:
     end = peer_end(other)
     high = other.acked_high
     base = high if (end - high) & SEQ_MASK < SEQ_HALF else end
-    sent = (base - other.syn_seq - 1) & SEQ_MASK  # what the receiver saw acknowledged of its bytes (bytes_acked)
+    sent = max(0, other.rel(base)) + other.active  # what the receiver saw acknowledged (bytes_acked: its SYN too)
     return min(MAX_WINDOW << other.peer_shift, sent) < (base - ack) & SEQ_MASK < SEQ_HALF
 
 

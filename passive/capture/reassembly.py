@@ -161,7 +161,7 @@ class Reassembler(Classification, Doubts, AckChecks, OptionChecks):
             if segment[11] & OPT_TIMESTAMP and self.check_acks:
                 self._timestamp(half, other, segment)  # (before the ACK field moves on: fast_path)
             if flags & ACK:
-                other.ack_to(ack, window)
+                other.ack_to(ack, window, seq)
                 if (other.doubtful or other.pending) and not self._peer_acked(flow, direction, other, ack):
                     return
                 if flow.evict_class == HALF_OPEN:
@@ -179,7 +179,7 @@ class Reassembler(Classification, Doubts, AckChecks, OptionChecks):
         ):  # the next in-order bytes of an established, accepted flow
             if flags & ACK:  # what it acknowledges came before what it brings: a hole closed, held segments read
                 other = halves[1 - direction]
-                other.ack_to(ack, window)
+                other.ack_to(ack, window, seq)
                 if other.doubtful or other.pending:
                     self._peer_acked(flow, direction, other, ack)  # an accepted flow stays one
             offset = half.next_rel
@@ -252,7 +252,7 @@ class Reassembler(Classification, Doubts, AckChecks, OptionChecks):
             if flags & SYN:
                 syn_seen(half, other)
         if flags & ACK:  # what it acknowledges came before what it brings
-            other.note_ack(ack, window, bool(flags & SYN))
+            other.note_ack(ack, window, bool(flags & SYN), segment[4])
             if (other.doubtful or other.pending) and not self._peer_acked(flow, direction, other, ack):
                 return
         if flags & SYN:

@@ -237,7 +237,7 @@ def apply_notice(reassembler: Reassembler, segment: Segment, frame: int, ts: flo
         return
     half, other = halves[direction], halves[1 - direction]
     if flags & ACK:
-        other.ack_to(ack, window)
+        other.ack_to(ack, window, (seq + size) & SEQ_MASK)  # the last packet's start: past what came before
         if other.doubtful:
             reassembler._acknowledged(flow, 1 - direction, other)
     if tsval >= 0 and half.ts_recent is not None and newer_timestamp(half.ts_recent, tsval):

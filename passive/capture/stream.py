@@ -40,6 +40,7 @@ class HalfStream:
     __slots__ = (
         "acked",
         "acked_high",
+        "active",
         "by_end",
         "checked",
         "doubtful",
@@ -67,6 +68,7 @@ class HalfStream:
         "urgent",
         "win_known",
         "window",
+        "window_seq",
         "wscale",
     )
 
@@ -92,6 +94,8 @@ class HalfStream:
         # came with it (its snd_wnd, which header prediction compares): neither moved by an older acknowledgement.
         self.acked_high = 0
         self.pred_window = -1
+        self.window_seq: int | None = None  # the receiver's segment that last gave it (snd_wl1)
+        self.active = False  # its SYN opened the connection (counted in what its receiver acknowledged of it)
         self.window = 0  # the window field that came with it, unscaled (0 after a SYN: see `edge`)
         self.edge = 0  # right edge of the receiver's window (acknowledgement plus scaled window), the furthest seen
         self.win_known = False  # both SYNs seen: the edge can be trusted
@@ -123,6 +127,7 @@ class HalfStream:
         self.started = True
         if flags & SYN:
             self.syn_seq = seq
+            self.active = not flags & ACK
             self.next_seq = self.acked = self.acked_high = self.edge = (seq + 1) & SEQ_MASK
             self.window = 0
             self.wscale = options & OPT_SHIFT_MASK if options & OPT_WSCALE else None
@@ -152,19 +157,33 @@ class HalfStream:
 
     # -- the receiver's window and RST checks ----------------------------------------------------------------------
 
-    def ack_to(self, ack: int, window: int) -> None:
-        """The receiver's latest acknowledgement and window field, on the fast path (see :meth:`note_ack`)."""
+    def ack_to(self, ack: int, window: int, seq: int) -> None:
+        """The receiver's latest acknowledgement and window field, in its segment starting at ``seq``, on the fast
+        path (see :meth:`note_ack`)."""
         self.acked, self.window = ack, window
-        if (ack - self.acked_high) & SEQ_MASK < SEQ_HALF:
-            self.acked_high, self.pred_window = ack, window
+        self._held_by_receiver(ack, window, seq)
 
-    def note_ack(self, ack: int, window: int, syn: bool = False) -> None:
-        """The receiver acknowledged ``ack`` with the window field ``window`` (a SYN's is never scaled)."""
+    def _held_by_receiver(self, ack: int, window: int, seq: int) -> None:
+        """What a Linux receiver holds of its own acknowledgements (``tcp_ack``): the highest (``snd_una``), and the
+        window field it takes (``snd_wnd``, compared by header prediction) only where ``tcp_may_update_window`` lets
+        it: an acknowledgement past the highest, a segment past the one that last gave the window (``snd_wl1``), or
+        the same one with a larger window or none. An older acknowledgement moves nothing (``old_ack``)."""
+        high = self.acked_high
+        moved = (ack - high) & SEQ_MASK
+        if moved >= SEQ_HALF:
+            return
+        later = self.window_seq is None or 0 < (seq - self.window_seq) & SEQ_MASK < SEQ_HALF
+        if moved or later or (seq == self.window_seq and (window > self.pred_window or not window)):
+            self.window_seq, self.pred_window = seq, window
+        self.acked_high = ack
+
+    def note_ack(self, ack: int, window: int, syn: bool = False, seq: int | None = None) -> None:
+        """The receiver acknowledged ``ack`` with the window field ``window`` (a SYN's is never scaled), in its segment
+        starting at ``seq`` (None: its SYN's)."""
         if self.window:
             self._update_edge()
         self.acked = ack
-        if (ack - self.acked_high) & SEQ_MASK < SEQ_HALF:
-            self.acked_high, self.pred_window = ack, window
+        self._held_by_receiver(ack, window, seq if seq is not None else self.window_seq or 0)
         if syn:
             self.window = 0
             edge = (ack + window) & SEQ_MASK
