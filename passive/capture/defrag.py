@@ -40,7 +40,9 @@ The compiled scanner (``_scan.c``) holds the same rules; tests compare the two.
 from __future__ import annotations
 
 from passive.capture.ipoptions import (
+    AH,
     DESTINATION,
+    FRAGMENT,
     FRAGMENTED,
     HOP_BY_HOP,
     MAX_EXTENSION_HEADERS,
@@ -70,9 +72,8 @@ it keeps; a joined packet's header says the verdict, for its segment to be judge
 (passive.capture.doubtful; read as any with ``--ignore-checksums``)."""
 MAX_DATAGRAM = 65535  # an IP datagram's payload ends by then (the 16-bit length and offset fields)
 _UNFRAGMENTABLE = frozenset({HOP_BY_HOP, ROUTING, DESTINATION})
-_CHAINED = frozenset({HOP_BY_HOP, ROUTING, DESTINATION, 44, 51, 59})  # ipv6_ext_hdr: walked to the upper layer
+_CHAINED = frozenset({HOP_BY_HOP, ROUTING, DESTINATION, FRAGMENT, AH, 59})  # ipv6_ext_hdr: walked to the upper layer
 
-_IP_PROTO_FRAGMENT = 44
 _MAX_LINK_HEADER = 64  # a link header and its tags are shorter; a longer one is not a frame to rebuild
 
 # A datagram being reassembled: [first piece's time, header of the piece at offset 0 (or None; see _piece),
@@ -191,7 +192,7 @@ def _truncated(kind: int, payload: bytes) -> bool:
             return at + _FIRST_HEADER.get(kind, 1) > size
         if kind == 59 or at + 8 > size:
             return False  # no next header, or one cut short: ipv6_skip_exthdr fails
-        if kind == _IP_PROTO_FRAGMENT:
+        if kind == FRAGMENT:
             if payload[at + 2] << 8 | payload[at + 3] & 0xF8:
                 return False  # a later piece's: the walk stops there
             step = 8
@@ -287,7 +288,7 @@ def _fragment_header(data: bytes, at: int, limit: int) -> tuple[int, int] | None
     it are not Hop-by-Hop, Routing and Destination Options headers a receiver takes (passive.capture.ipoptions)."""
     kind, before, pos = data[at + 6], at + 6, at + 40
     for _ in range(MAX_EXTENSION_HEADERS):
-        if kind == _IP_PROTO_FRAGMENT:
+        if kind == FRAGMENT:
             return pos, before
         if kind not in _UNFRAGMENTABLE or ipv6_header_refused(kind, data, at, limit, pos):
             return None

@@ -32,7 +32,7 @@ from passive.capture.flow import Flow
 from passive.capture.linklayer import FIN, RST, SYN, Segment
 from passive.capture.options import MAX_BUFFER
 from passive.capture.policy import POLICIES, ReassemblyPolicy
-from passive.capture.stream import SEQ_HALF, SEQ_MASK, HalfStream
+from passive.capture.stream import HalfStream
 
 HELD_SEGMENT_COST = 384
 """What holding one segment costs beside its bytes: a one-byte segment held measured 298 bytes of objects in CPython
@@ -143,15 +143,11 @@ class Doubts:
         self._hold_segment(half, (segment[4], segment[7], frame, ts, WRONG_CHECKSUM, False))
         return True
 
-    def _acknowledged(self, flow: Flow, direction: int, half: HalfStream, ack: int | None = None) -> None:
-        """The receiver acknowledged up to ``ack`` (``half.acked`` when None): the held segments it covers are read
-        where no right segment brought their bytes, or dropped as decoys when every byte of theirs was delivered."""
+    def _acknowledged(self, flow: Flow, direction: int, half: HalfStream) -> None:
+        """The receiver acknowledged up to ``half.acked``: the held segments it covers are read where no right segment
+        brought their bytes, or dropped as decoys when every byte of theirs was delivered."""
         kept = half.doubtful
         assert kept is not None
-        if ack is not None:
-            half.acked = ack
-            if (ack - half.acked_high) & SEQ_MASK < SEQ_HALF:
-                half.acked_high = ack
         ends = half.held_ends
         count = bisect_left(ends, (half.rel(half.acked) + 1,))  # those ending by what is acknowledged
         if not count and flow._halves is not None:

@@ -38,7 +38,7 @@ from __future__ import annotations
 MAX_EXTENSION_HEADERS = 65535 // 8 + 1
 """Extension headers walked in an IPv6 packet at most: each is 8 bytes or more, so no packet holds more (Linux walks
 them all, with no bound of its own); the walk's time goes with the packet's length."""
-FRAGMENTED = frozenset({0, 43, 60, 51})
+FRAGMENTED = frozenset({0, 43, 60, 51})  # HOP_BY_HOP, ROUTING, DESTINATION, AH (below)
 """Headers a Fragment header may name besides TCP and tunnels (Hop-by-Hop, Routing, Destination Options, AH): the
 receiver joins the pieces, then reads these in the joined packet (passive.capture.defrag)."""
 MAX_TLV_OPTIONS = 8
@@ -52,7 +52,7 @@ _EOL, _NOP, _RR, _TS, _LSRR, _SSRR, _RA, _CIPSO = 0, 1, 7, 68, 131, 137, 148, 13
 _TS_ADDR, _TS_PRESPEC = 1, 3  # Timestamp flags whose entries hold an address and a time
 
 # IPv6 extension headers and Hop-by-Hop options (RFC 8200, RFC 2711, RFC 2675, RFC 5570, RFC 9486)
-HOP_BY_HOP, ROUTING, DESTINATION = 0, 43, 60
+HOP_BY_HOP, ROUTING, DESTINATION, FRAGMENT, AH = 0, 43, 60, 44, 51
 UNHANDLED = frozenset({135, 139, 140, 253, 254})
 """Extension headers a Linux receiver has no handler for: the packet is dropped (``ip6_protocol_deliver_rcu``)."""
 _PAD1, _PADN, _ROUTER_ALERT, _JUMBO, _CALIPSO, _IOAM = 0, 1, 5, 0xC2, 7, 0x31

@@ -28,7 +28,9 @@ import struct
 from passive.capture import tunnels
 from passive.capture.checksums import checksum_bits, outer_header, with_outer
 from passive.capture.ipoptions import (
+    AH,
     DESTINATION,
+    FRAGMENT,
     FRAGMENTED,
     HOP_BY_HOP,
     MAX_EXTENSION_HEADERS,
@@ -150,7 +152,6 @@ _U32_LE = struct.Struct("<I").unpack_from
 _U32_BE = struct.Struct("!I").unpack_from
 _TCP = struct.Struct("!HHIIBBH").unpack_from
 _IPV6_JUDGED = UNHANDLED | {HOP_BY_HOP, ROUTING, DESTINATION}  # judged by passive.capture.ipoptions
-_IP_PROTO_FRAGMENT, _IP_PROTO_AH = 44, 51
 TUNNEL_PROTOCOLS = frozenset(
     {tunnels.IP_PROTO_GRE, tunnels.IP_PROTO_UDP, tunnels.IP_PROTO_IPIP, tunnels.IP_PROTO_IPV6, tunnels.IP_PROTO_MPLS}
 )
@@ -348,14 +349,14 @@ def _decode_ipv6(data: bytes, offset: int, n: int, outer: int = 0, depth: int = 
             if ipv6_header_refused(next_header, data, offset, limit, pos):
                 return MALFORMED
             next_header, size = data[pos], (data[pos + 1] + 1) * 8
-        elif next_header == _IP_PROTO_FRAGMENT:
+        elif next_header == FRAGMENT:
             if pos + 8 > n:
                 return MALFORMED
             if _U16(data, pos + 2)[0] & 0xFFF9:  # an offset or the M flag: a piece (passive.capture.defrag)
                 joined = data[pos] == 6 or data[pos] in TUNNEL_PROTOCOLS or data[pos] in FRAGMENTED
                 return FRAGMENT_V6 if joined else NOT_TCP
             next_header, size = data[pos], 8  # an atomic fragment (RFC 6946): a whole packet
-        elif next_header == _IP_PROTO_AH:
+        elif next_header == AH:
             if pos + 8 > n:
                 return MALFORMED
             next_header, size = data[pos], (data[pos + 1] + 2) * 4

@@ -161,36 +161,34 @@ class HalfStream:
         """The receiver's latest acknowledgement and window field, in its segment starting at ``seq``, on the fast
         path (see :meth:`note_ack`)."""
         self.acked, self.window = ack, window
-        self._held_by_receiver(ack, window, seq)
-
-    def _held_by_receiver(self, ack: int, window: int, seq: int) -> None:
-        """What a Linux receiver holds of its own acknowledgements (``tcp_ack``): the highest (``snd_una``), and the
-        window field it takes (``snd_wnd``, compared by header prediction) only where ``tcp_may_update_window`` lets
-        it: an acknowledgement past the highest, a segment past the one that last gave the window (``snd_wl1``), or
-        the same one with a larger window or none. An older acknowledgement moves nothing (``old_ack``)."""
-        high = self.acked_high
-        moved = (ack - high) & SEQ_MASK
+        # What a Linux receiver holds of them (``tcp_ack``): the highest (``snd_una``), and the window field it takes
+        # (``snd_wnd``, compared by header prediction) only where ``tcp_may_update_window`` lets it: an
+        # acknowledgement past the highest, a segment past the one that last gave the window (``snd_wl1``), or the
+        # same one with a larger window or none. An older acknowledgement moves nothing (``old_ack``).
+        moved = (ack - self.acked_high) & SEQ_MASK
         if moved >= SEQ_HALF:
             return
-        later = self.window_seq is None or 0 < (seq - self.window_seq) & SEQ_MASK < SEQ_HALF
-        if moved or later or (seq == self.window_seq and (window > self.pred_window or not window)):
-            self.window_seq, self.pred_window = seq, window
         self.acked_high = ack
+        last = self.window_seq
+        if (
+            moved
+            or last is None
+            or 0 < (seq - last) & SEQ_MASK < SEQ_HALF
+            or (seq == last and (window > self.pred_window or not window))
+        ):
+            self.window_seq, self.pred_window = seq, window
 
     def note_ack(self, ack: int, window: int, syn: bool = False, seq: int | None = None) -> None:
         """The receiver acknowledged ``ack`` with the window field ``window`` (a SYN's is never scaled), in its segment
         starting at ``seq`` (None: its SYN's)."""
         if self.window:
             self._update_edge()
-        self.acked = ack
-        self._held_by_receiver(ack, window, seq if seq is not None else self.window_seq or 0)
+        self.ack_to(ack, window, seq if seq is not None else self.window_seq or 0)
         if syn:
             self.window = 0
             edge = (ack + window) & SEQ_MASK
             if (edge - self.edge) & SEQ_MASK < SEQ_HALF:
                 self.edge = edge
-        else:
-            self.window = window
 
     def _update_edge(self) -> int:
         edge = (self.acked + (self.window << self.peer_shift)) & SEQ_MASK
