@@ -16,11 +16,14 @@ import passive.capture.scanner as scanning
 from passive.capture.linklayer import (
     LINKTYPE_ETHERNET,
     OPT_BAD_SIGNATURE,
+    OPT_SHIFT_MASK,
     OPT_SIGNED,
     OPT_TIMESTAMP,
     OPT_TSVAL_SHIFT,
+    OPT_WSCALE,
     decode_tcp,
 )
+from passive.capture.scanread import _cscan
 from tests.helpers_capture import conversation_segments, pcap_bytes
 from tests.test_checksums import DECOY, REAL, _summary
 from tests.test_relay_transactions import CLIENT, SERVER, analyze, relays, transaction, turns
@@ -227,6 +230,22 @@ def test_signatures_are_looked_for_as_linux_looks_for_them(raw: bytes, bits: int
 def test_of_two_timestamps_the_last_counts() -> None:
     options = _options_of(_stamp(5000) + _stamp(4000))
     assert options & OPT_TIMESTAMP and options >> OPT_TSVAL_SHIFT == 4000
+
+
+@pytest.mark.parametrize(("first", "second", "shift"), [(3, 22, 14), (22, 3, 3), (7, 2, 2)])
+def test_of_two_window_scales_the_last_counts(first: int, second: int, shift: int, tmp_path: Path) -> None:
+    """As Linux's ``tcp_parse_options`` keeps it (a shift above 14 taken as 14), in both scanners: not both ORed
+    into a shift no receiver uses."""
+    syn = TCP(sport=40000, dport=25, flags="S", options=[("WScale", first), ("WScale", second)])
+    frame = bytes(Ether(dst="00:11:22:33:44:55", src="66:77:88:99:aa:bb") / IP(src="192.0.2.1", dst="192.0.2.2") / syn)
+    segment = decode_tcp(LINKTYPE_ETHERNET, frame)
+    assert isinstance(segment, tuple) and segment[11] & (OPT_WSCALE | OPT_SHIFT_MASK) == OPT_WSCALE | shift
+    if _cscan is None:
+        return
+    path = tmp_path / "syn.pcap"
+    path.write_bytes(pcap_bytes([(1.0, frame)]))
+    items = _cscan.Scanner(str(path), ports=[25]).next_batch()
+    assert [item[2][11] & (OPT_WSCALE | OPT_SHIFT_MASK) for item in items if item[2]] == [OPT_WSCALE | shift]
 
 
 def _insert_before_rcpt(path: Path, make: Callable[[int, int, int, dict], list[bytes]], script: str = LOCAL) -> Path:

@@ -229,7 +229,8 @@ static uint64_t tcp_options(const uint8_t *d, Py_ssize_t pos, Py_ssize_t end, un
         unsigned length = d[pos + 1];
         if (length < 2 || pos + (Py_ssize_t)length > end) break;
         if (kind == 8 && length == 10) found = (found & 0xFFFFFFFFull) | 0x400u | (uint64_t)u32be(d, pos + 2) << 32;
-        else if (kind == 3 && length == 3 && syn) found |= 0x100u | (d[pos + 2] < 14 ? d[pos + 2] : 14u);
+        else if (kind == 3 && length == 3 && syn) /* the last one counts */
+            found = (found & ~(uint64_t)0x0Fu) | 0x100u | (d[pos + 2] < 14 ? d[pos + 2] : 14u);
         else if (kind == 4 && length == 2 && syn) found |= 0x200u;
         pos += length;
     }

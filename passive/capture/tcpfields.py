@@ -24,9 +24,9 @@ _BELOW_TSVAL = (1 << OPT_TSVAL_SHIFT) - 1
 
 def tcp_options(data: bytes, pos: int, end: int, flags: int) -> int:
     """OPT_* bits of the TCP options in ``data[pos:end]``: a SYN's window scale and SACK permitted, any segment's
-    timestamp (the last one, as Linux's ``tcp_parse_options`` keeps it; a damaged list ends the walk, keeping what
-    was read before it) and signature (:func:`_signature`), and the urgent pointer of a segment with the URG flag
-    (``data[pos - 2 : pos]``)."""
+    timestamp (of two window scales or timestamps the last one, as Linux's ``tcp_parse_options`` keeps it; a damaged
+    list ends the walk, keeping what was read before it) and signature (:func:`_signature`), and the urgent pointer
+    of a segment with the URG flag (``data[pos - 2 : pos]``)."""
     found = (data[pos - 2] << 8 | data[pos - 1]) << OPT_URGENT_SHIFT if flags & URG else 0
     syn = flags & SYN
     signature = _signature(data, pos, end) if end - pos >= MD5_OPTION else 0
@@ -48,7 +48,7 @@ def tcp_options(data: bytes, pos: int, end: int, flags: int) -> int:
             tsval = int.from_bytes(data[pos + 2 : pos + 6], "big")
             found = (found & _BELOW_TSVAL) | OPT_TIMESTAMP | tsval << OPT_TSVAL_SHIFT
         elif kind == 3 and length == 3 and syn:
-            found |= OPT_WSCALE | min(data[pos + 2], MAX_WSCALE)
+            found = (found & ~OPT_SHIFT_MASK) | OPT_WSCALE | min(data[pos + 2], MAX_WSCALE)  # the last one counts
         elif kind == 4 and length == 2 and syn:
             found |= OPT_SACK_OK
         pos += length
