@@ -202,19 +202,24 @@ class _Stream:
         self.damage: str | None = None  # why a compressed stream ended before its end marker
 
     def available(self, n: int) -> bool:
-        """Make ``n`` bytes available at ``pos``; False when the stream ends first."""
+        """Make ``n`` bytes available at ``pos``; False when the stream ends first. Read in pieces of
+        :data:`_READ_SIZE` joined once: a block of MAX_BLOCK bytes is then held twice at most while it is read
+        (a read of it whole, and the buffer grown by it, held it four times: 67 MiB for a 16 MiB block of gzip)."""
         if self.pos + n <= len(self.buf):
             return True
-        while not self.eof and len(self.buf) - self.pos < n:
+        pieces = [self.buf[self.pos :]]
+        have = len(pieces[0])
+        while not self.eof and have < n:
             try:
-                more = self.fh.read(max(_READ_SIZE, n))
+                more = self.fh.read(_READ_SIZE)
             except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as exc:  # damaged compressed stream
                 more, self.damage = b"", one_line(exc)
             if not more:
                 self.eof = True
-            self.buf = self.buf[self.pos :] + more
-            self.pos = 0
-        return len(self.buf) - self.pos >= n
+            pieces.append(more)
+            have += len(more)
+        self.buf, self.pos = b"".join(pieces), 0
+        return have >= n
 
     def remaining(self) -> int:
         return len(self.buf) - self.pos
