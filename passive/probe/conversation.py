@@ -33,6 +33,10 @@ class Conversation:
         self.client = ""
         self.tag_number = 0
         self.tls_facts: dict[str, Any] = session_facts(None)
+        # Whether the server is known to speak ``protocol``: its port or URL says so, or its greeting names it, or
+        # it answered the first command as only that protocol would (a 250 to EHLO or HELO; a POP3 reply to CAPA).
+        # A greeting alone proposes a protocol but does not make one: FTP greets with 220 as SMTP does.
+        self.confirmed = service.protocol is not None
 
     # -- shared steps -----------------------------------------------------------------------------------------------
 
@@ -92,6 +96,17 @@ class Conversation:
                 report.banner = analyzer.service.banner
         ntlm = analyzer.detectors[FindingType.NTLM_INFO]
         ntlm.probe_facts(report.ntlm_advertised, report.starttls in ("accepted", "implicit"))  # type: ignore[attr-defined]
+
+    def _withdraw_unconfirmed(self) -> None:
+        """The greeting proposed a protocol the conversation never confirmed: what the detectors made of it is no
+        statement about a mail server, so this server's findings are withdrawn and its protocol left unknown."""
+        report = self.report
+        for finding in [f for f in self.run.findings if f.server == report.server]:
+            self.run.findings.discard(finding)
+        reason = f"{report.stage}: {report.error}" if report.error else "no answer"
+        report.status, report.stage = "error", "greeting"
+        report.error = f"the greeting looked like {report.protocol}, but that was not confirmed ({reason})"
+        report.protocol = None
 
     def _note_tls(self) -> None:
         assert self.conn is not None

@@ -8,7 +8,6 @@ from passive.probe.options import MAX_REPLY_LINES
 
 
 class Pop3Conversation(Conversation):
-
     async def _pop3_line(self) -> str:
         assert self.conn is not None
         line = await self.conn.line()
@@ -28,7 +27,9 @@ class Pop3Conversation(Conversation):
         assert self.conn is not None
         self.conn.stage = "capabilities"
         await self.conn.send_line("CAPA")
-        if (await self._pop3_line()).startswith("+OK"):
+        reply = await self._pop3_line()
+        self.confirmed = True  # a POP3 reply to a POP3 command
+        if reply.startswith("+OK"):
             await self._pop3_list()
             return
         await self.conn.send_line("AUTH")  # the mechanism list servers without CAPA may give

@@ -24,7 +24,7 @@ import ssl
 import time
 from typing import Any
 
-from dissectors.identify import greeting_candidate
+from dissectors.identify import greeting_candidate, identify
 from passive.analysis.detectors import SessionAnalyzer, SessionContext
 from passive.analysis.relays import RelayLedger, RelayPolicy
 from passive.core import endpoints
@@ -77,6 +77,8 @@ class ServiceProbe(SmtpConversation, Pop3Conversation, ImapConversation, HttpCon
             if self.analyzer is not None:
                 self._record_probe_facts()
                 self.analyzer.close()
+                if not self.confirmed:
+                    self._withdraw_unconfirmed()
             self.report.elapsed_seconds = round(time.monotonic() - started, 3)
         return self.report
 
@@ -152,12 +154,15 @@ class ServiceProbe(SmtpConversation, Pop3Conversation, ImapConversation, HttpCon
         assert conn is not None
         if self.protocol is None:
             first = await conn.line()
-            # The greeting proposes the protocol; the conversation that follows (EHLO, CAPA, CAPABILITY) confirms it.
-            protocol = greeting_candidate(first.encode("utf-8", "replace"))
+            greeting = (first + "\n").encode("utf-8", "replace")
+            # The greeting proposes the protocol; unless it names it (as the passive identification reads it), the
+            # server's answer to the first command confirms it (Conversation.confirmed).
+            protocol = greeting_candidate(greeting[:-1])
             if protocol is None:
                 raise ProbeError("the greeting is not SMTP, POP3 or IMAP; name the protocol with a URL", "greeting")
             assert protocol is not None
-            conn.buffer[:0] = (first + "\n").encode("utf-8", "replace")  # the flows read the greeting themselves
+            self.confirmed = identify(greeting, b"") == protocol
+            conn.buffer[:0] = greeting  # the flows read the greeting themselves
             self._start_wire(protocol)
         flow = {"smtp": self._smtp, "pop3": self._pop3, "imap": self._imap, "http": self._http}[self.protocol or ""]
         await flow()

@@ -68,6 +68,7 @@ class SmtpConversation(Conversation):
             code, lines = await self._smtp_command(f"HELO {self.options.ehlo_name}")
             if code != 250:
                 raise ProbeError(f"EHLO and HELO refused: {lines[-1][:120]!r}", self.conn.stage)
+        self.confirmed = True  # FTP, which also greets with 220, refuses both
 
     async def _smtp(self) -> None:
         conn, wire = self.conn, self.wire

@@ -1,0 +1,82 @@
+"""leakscope probe against servers on loopback that lie, stall or are no mail servers at all: what the probe says
+of them must be true, and every step must end within the service timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from passive.probe.options import ServiceReport
+from passive.probe.prober import ProbeOptions, probe_services
+from passive.probe.targets import Service, parse_target
+from passive.results.records import finding_record
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+QUICK = ProbeOptions(connect_timeout=2, read_timeout=2, service_timeout=5, concurrency=4)
+
+
+async def _serve(
+    handlers: dict[str, Handler], services: Callable[[dict[str, int]], list[Service]], options: ProbeOptions
+) -> tuple[dict[str, ServiceReport], list[dict[str, Any]], float]:
+    """Starts each handler on a port of its own, probes the services made from those ports; the reports by server,
+    the finding records and the run's wall time."""
+    servers = {name: await asyncio.start_server(handler, "127.0.0.1", 0) for name, handler in handlers.items()}
+    ports = {name: server.sockets[0].getsockname()[1] for name, server in servers.items()}
+    started = time.monotonic()
+    try:
+        run = await probe_services(services(ports), options)
+    finally:
+        for server in servers.values():
+            server.close()
+    elapsed = time.monotonic() - started
+    return {r.server: r for r in run.reports}, [finding_record(f) for f in run.findings], elapsed
+
+
+async def _ftp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An FTP server: greets with 220 as SMTP does, and refuses every SMTP command."""
+    writer.write(b"220 ProFTPD 1.3.5 Server (Debian) [::ffff:127.0.0.1]\r\n")
+    while line := await reader.readline():
+        if line.upper().startswith(b"QUIT"):
+            writer.write(b"221 Goodbye.\r\n")
+            break
+        writer.write(b"500 " + line.split()[0] + b" not understood\r\n")
+        await writer.drain()
+    writer.close()
+
+
+async def _terse_smtp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An SMTP server whose greeting names no mail software (a bare host name): its EHLO answer shows it is SMTP."""
+    writer.write(b"220 mx01\r\n")
+    while line := await reader.readline():
+        verb = line.strip().upper()
+        if verb.startswith(b"EHLO"):
+            writer.write(b"250-mx01\r\n250 AUTH PLAIN LOGIN\r\n")
+        elif verb == b"QUIT":
+            writer.write(b"221 bye\r\n")
+            break
+        else:
+            writer.write(b"502 5.5.2 not implemented\r\n")
+        await writer.drain()
+    writer.close()
+
+
+def test_a_220_greeting_on_an_unknown_port_is_smtp_only_once_ehlo_is_answered() -> None:
+    """A bare host probed on other ports (``-p 21,2526``) meets FTP's 220 greeting too: EHLO and HELO refused, it
+    is reported as a failed probe of an unknown protocol, and no mail-service or other finding names it SMTP. A
+    terse SMTP greeting that EHLO then confirms still is one."""
+
+    def services(ports: dict[str, int]) -> list[Service]:
+        return parse_target("127.0.0.1", (ports["ftp"], ports["smtp"]))
+
+    reports, findings, _ = asyncio.run(_serve({"ftp": _ftp, "smtp": _terse_smtp}, services, QUICK))
+    assert len(reports) == 2
+    ftp = next(r for r in reports.values() if "ProFTPD" in (r.banner or ""))
+    smtp = next(r for r in reports.values() if r is not ftp)
+    assert ftp.status == "error" and ftp.protocol is None
+    assert "not confirmed" in (ftp.error or "")
+    assert [f for f in findings if f["server"] == ftp.server] == []
+    assert smtp.status == "ok" and smtp.protocol == "smtp"
+    kinds = {f["type"] for f in findings if f["server"] == smtp.server}
+    assert kinds == {"mail-service", "auth-methods"}
