@@ -80,3 +80,29 @@ def test_a_220_greeting_on_an_unknown_port_is_smtp_only_once_ehlo_is_answered() 
     assert smtp.status == "ok" and smtp.protocol == "smtp"
     kinds = {f["type"] for f in findings if f["server"] == smtp.server}
     assert kinds == {"mail-service", "auth-methods"}
+
+
+async def _trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Slowloris: a greeting byte every 0.3 s, each well within the read timeout, the line never done in time."""
+    try:
+        for byte in b"220 slow.example ESMTP " + b"." * 100:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.3)
+    except ConnectionError:
+        pass
+
+
+def test_a_trickling_server_is_cut_off_at_the_service_timeout_and_told_so() -> None:
+    """Every byte came within the read timeout: what ended the probe is the service timeout, and the reason says so
+    (not "no answer within 0.2 s", which the server never did)."""
+    options = ProbeOptions(connect_timeout=1, read_timeout=1, service_timeout=2)
+
+    def services(ports: dict[str, int]) -> list[Service]:
+        return [Service("slow", "127.0.0.1", ports["slow"], "smtp", False, named=True)]
+
+    reports, _, elapsed = asyncio.run(_serve({"slow": _trickle}, services, options))
+    (report,) = reports.values()
+    assert report.stage == "greeting"
+    assert report.error == "the service did not finish within the service timeout"
+    assert elapsed < options.service_timeout + 1

@@ -37,7 +37,7 @@ from passive.probe.pop3 import Pop3Conversation
 from passive.probe.smtp import SmtpConversation, relay_variants
 from passive.probe.targets import Service
 from passive.probe.tls import client_context
-from passive.probe.wire import Connection, Wire
+from passive.probe.wire import SERVICE_TIMEOUT, Connection, Wire
 
 __all__ = [
     "STARTTLS_MODES",
@@ -70,7 +70,7 @@ class ServiceProbe(SmtpConversation, Pop3Conversation, ImapConversation, HttpCon
         except ProbeError as error:
             self._fail(error.reason, error.stage)
         except TimeoutError:
-            self._fail("the service did not finish within the service timeout", self._stage())
+            self._fail(SERVICE_TIMEOUT, self._stage())
         finally:
             if self.conn is not None:
                 await self.conn.close()

@@ -24,11 +24,13 @@ from passive.analysis.detectors import SessionAnalyzer
 from passive.core.errors import ProbeError
 from passive.findings.kinds import FindingType
 
-__all__ = ["READ_SIZE", "Connection", "ProbeError", "Wire"]
+__all__ = ["READ_SIZE", "SERVICE_TIMEOUT", "Connection", "ProbeError", "Wire"]
 
 # Bytes taken from the socket at a time, and so the most one step hands the dissector between two looks at the
 # deadline: the dissector's work is linear, so 4 KiB costs it well under a millisecond.
 READ_SIZE = 4096
+# The reason given when the service's deadline, not one answer's silence, ended the probe.
+SERVICE_TIMEOUT = "the service did not finish within the service timeout"
 
 
 class Wire:
@@ -122,10 +124,20 @@ class Connection:
     def _remaining(self) -> float:
         """Seconds left for the next read; raises once the service's deadline has passed. Called before every
         read and after the dissector has read what came, so CPU work cannot carry a probe past its deadline."""
+        return self.time_left(self.read_timeout)
+
+    def time_left(self, limit: float) -> float:
+        """``limit``, or the seconds left before the service's deadline when fewer; raises once it has passed."""
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
-            raise ProbeError("the service did not finish within the service timeout", self.stage)
-        return min(self.read_timeout, remaining)
+            raise ProbeError(SERVICE_TIMEOUT, self.stage)
+        return min(limit, remaining)
+
+    def _timed_out(self, timeout: float, reason: str) -> ProbeError:
+        """A wait of ``timeout`` seconds ran out: the server's fault (``reason``) when it had the whole read
+        timeout; else the service's deadline cut the wait short, and that is the reason (a server trickling a
+        byte a second answers every read, yet never finishes)."""
+        return ProbeError(reason if timeout >= self.read_timeout else SERVICE_TIMEOUT, self.stage)
 
     def feed(self, data: bytes) -> None:
         """Hands received bytes to the dissector, READ_SIZE at a time, minding the deadline between pieces."""
@@ -140,7 +152,7 @@ class Connection:
         try:
             data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
         except TimeoutError:
-            raise ProbeError(f"no answer within {timeout:g} s", self.stage) from None
+            raise self._timed_out(timeout, f"no answer within {timeout:g} s") from None
         except (ConnectionError, OSError) as error:
             raise ProbeError(f"connection lost: {error.strerror or error}", self.stage) from None
         if not data:
@@ -179,10 +191,11 @@ class Connection:
         if self.on_send is not None:
             self.on_send(data)
         self.writer.write(data)
+        timeout = self._remaining()
         try:
-            await asyncio.wait_for(self.writer.drain(), self._remaining())
+            await asyncio.wait_for(self.writer.drain(), timeout)
         except TimeoutError:
-            raise ProbeError("the server stopped reading", self.stage) from None
+            raise self._timed_out(timeout, "the server stopped reading") from None
         except (ConnectionError, OSError) as error:
             raise ProbeError(f"connection lost: {error.strerror or error}", self.stage) from None
 
