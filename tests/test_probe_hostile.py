@@ -106,3 +106,30 @@ def test_a_trickling_server_is_cut_off_at_the_service_timeout_and_told_so() -> N
     assert report.stage == "greeting"
     assert report.error == "the service did not finish within the service timeout"
     assert elapsed < options.service_timeout + 1
+
+
+async def _slow_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answers each request after 0.6 s (within the read timeout) with a 401 offering NTLM but no challenge."""
+    await reader.readuntil(b"\r\n\r\n")
+    await asyncio.sleep(0.6)
+    writer.write(b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: NTLM\r\nContent-Length: 0\r\n\r\n")
+    await writer.drain()
+    writer.close()
+
+
+def test_http_paths_share_the_service_timeout() -> None:
+    """Ten paths, each on a connection of its own, each answered in time: together they take 6 s, and the service
+    timeout (2 s) bounds them all, not each connection (the deadline is the service's, not renewed per path). What
+    the paths asked before it showed is kept in the probe status."""
+    options = ProbeOptions(connect_timeout=1, read_timeout=1, service_timeout=2)
+
+    def services(ports: dict[str, int]) -> list[Service]:
+        return parse_target(f"http://127.0.0.1:{ports['web']}/")
+
+    reports, _, elapsed = asyncio.run(_serve({"web": _slow_http}, services, options))
+    (report,) = reports.values()
+    assert report.error == "the service did not finish within the service timeout"
+    assert report.elapsed_seconds < options.service_timeout + 0.5 and elapsed < options.service_timeout + 1
+    asked = report.endpoints
+    assert 1 <= len(asked) < 10 and all(e["offered"] == ["NTLM"] and not e["challenge"] for e in asked)
+    assert report.ntlm_advertised is True and report.ntlm == "no-challenge"

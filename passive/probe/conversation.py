@@ -37,6 +37,9 @@ class Conversation:
         # it answered the first command as only that protocol would (a 250 to EHLO or HELO; a POP3 reply to CAPA).
         # A greeting alone proposes a protocol but does not make one: FTP greets with 220 as SMTP does.
         self.confirmed = service.protocol is not None
+        # When the service's time is up (time.monotonic()): set at the first connection, kept by later ones (HTTP
+        # asks each path on a connection of its own), so --service-timeout bounds the service, not each connection.
+        self.deadline: float | None = None
 
     # -- shared steps -----------------------------------------------------------------------------------------------
 
@@ -57,7 +60,7 @@ class Conversation:
         try:
             await asyncio.wait_for(
                 conn.writer.start_tls(client_context(), server_hostname=sni(self.service.host)),
-                self.options.connect_timeout,
+                conn.time_left(self.options.connect_timeout),
             )
         except TimeoutError:
             self.report.starttls = "failed"

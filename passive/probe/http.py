@@ -40,7 +40,6 @@ MAX_READS = 4096
 
 
 class HttpConversation(Conversation):
-
     def _http_paths(self) -> tuple[str, ...]:
         return (self.service.path,) if self.service.path else EXCHANGE_PATHS
 
@@ -60,11 +59,16 @@ class HttpConversation(Conversation):
                 await self._reconnect()
                 record = await self._http_ask(path, "Negotiate")
             endpoints.append(record)
+            self._http_outcome(endpoints)
+
+    def _http_outcome(self, endpoints: list[dict[str, Any]]) -> None:
+        """What the paths asked so far showed, recorded after each: a service cut off by its timeout keeps it."""
         challenged = [e for e in endpoints if e["challenge"]]
         self.report.ntlm_advertised = any("NTLM" in e["offered"] or "Negotiate" in e["offered"] for e in endpoints)
         self.report.ntlm = "challenge" if challenged else "no-challenge"
-        if not challenged:
-            self.report.ntlm_reply = "; ".join(f"{e['path']}: {e['status']}" for e in endpoints)[:200]
+        self.report.ntlm_reply = (
+            None if challenged else "; ".join(f"{e['path']}: {e['status']}" for e in endpoints)[:200]
+        )
 
     async def _reconnect(self) -> None:
         if self.conn is not None:

@@ -92,6 +92,11 @@ class ServiceProbe(SmtpConversation, Pop3Conversation, ImapConversation, HttpCon
     async def _connect(self) -> None:
         service, options = self.service, self.options
         tls = client_context() if service.implicit_tls else None
+        connect_timeout = options.connect_timeout * (2 if tls else 1)
+        if self.deadline is not None:  # a later connection of the same service: within the time it has left
+            connect_timeout = min(connect_timeout, self.deadline - time.monotonic())
+            if connect_timeout <= 0:
+                raise ProbeError(SERVICE_TIMEOUT, "connect")
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(
@@ -102,7 +107,7 @@ class ServiceProbe(SmtpConversation, Pop3Conversation, ImapConversation, HttpCon
                     ssl_handshake_timeout=options.connect_timeout if tls else None,
                     limit=options.max_line + 2,
                 ),
-                options.connect_timeout * (2 if tls else 1),
+                connect_timeout,
             )
         except TimeoutError:
             self.report.port_state = "filtered"
@@ -116,11 +121,13 @@ class ServiceProbe(SmtpConversation, Pop3Conversation, ImapConversation, HttpCon
         except OSError as error:  # ssl.SSLError is one too: the port answered, its TLS did not
             self.report.port_state = "open" if isinstance(error, ssl.SSLError) else "error"
             raise ProbeError(_connect_reason(error, tls is not None), "tls" if tls else "connect") from None
+        if self.deadline is None:
+            self.deadline = time.monotonic() + options.service_timeout
         self.conn = Connection(
             reader,
             writer,
             read_timeout=options.read_timeout,
-            deadline=time.monotonic() + options.service_timeout,
+            deadline=self.deadline,
             max_line=options.max_line,
             max_bytes=options.max_bytes,
         )
