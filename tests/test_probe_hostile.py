@@ -4,13 +4,17 @@ of them must be true, and every step must end within the service timeout."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from dissectors import ntlmssp
 from passive.probe.options import ServiceReport
 from passive.probe.prober import ProbeOptions, probe_services
 from passive.probe.targets import Service, parse_target
+from passive.results.nessus import NessusItem
+from passive.results.nessus_verify import verify
 from passive.results.records import finding_record
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -133,3 +137,59 @@ def test_http_paths_share_the_service_timeout() -> None:
     asked = report.endpoints
     assert 1 <= len(asked) < 10 and all(e["offered"] == ["NTLM"] and not e["challenge"] for e in asked)
     assert report.ntlm_advertised is True and report.ntlm == "no-challenge"
+
+
+async def _mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Accepts the connection and never says a word (a SYN proxy, a tarpit, a web server on port 25)."""
+    await reader.read()
+
+
+def test_a_server_that_never_spoke_is_no_mail_service() -> None:
+    """A capture of a connection the server never answered makes no finding; nor does the probe's: a mail-service
+    finding without a line of the server's would let ``compare --nessus`` confirm Nessus' SMTP check ("the service
+    answered") where the probe could not talk to it."""
+
+    def services(ports: dict[str, int]) -> list[Service]:
+        return [Service("mute", "127.0.0.1", ports["mute"], "smtp", False, named=True)]
+
+    reports, findings, _ = asyncio.run(_serve({"mute": _mute}, services, QUICK))
+    (report,) = reports.values()
+    assert report.stage == "greeting" and "no answer" in (report.error or "")
+    assert findings == []
+    host, port = report.server.rsplit(":", 1)
+    item = NessusItem(host, host, int(port), "smtp", 34861, "SMTP Server Connection Check", "mail-service", "smtp", "")
+    [record] = verify([item], findings, [report.to_dict()])["records"]
+    assert record["verdict"] == "refuted"
+
+
+def _challenge_once() -> Handler:
+    """A web server whose first request draws an NTLM CHALLENGE and whose later ones get no answer at all."""
+    asked: list[bytes] = []
+    challenge = base64.b64encode(ntlmssp.build_challenge(bytes(8), "WEB", [("netbios_computer", "WEB01")]))
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        asked.append(await reader.readuntil(b"\r\n\r\n"))
+        if len(asked) > 1:
+            await reader.read()
+            return
+        writer.write(
+            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: NTLM " + challenge + b"\r\nContent-Length: 0\r\n\r\n"
+        )
+        await writer.drain()
+        writer.close()
+
+    return handle
+
+
+def test_a_web_server_silent_after_its_challenge_keeps_what_it_leaked() -> None:
+    """HTTP asks each path on a connection of its own: the last one's silence takes nothing from the first's
+    CHALLENGE."""
+
+    def services(ports: dict[str, int]) -> list[Service]:
+        return parse_target(f"http://127.0.0.1:{ports['web']}/")
+
+    reports, findings, _ = asyncio.run(_serve({"web": _challenge_once()}, services, QUICK))
+    (report,) = reports.values()
+    assert report.status == "error" and report.ntlm == "challenge"
+    [ntlm] = [f for f in findings if f["type"] == "ntlm-info"]
+    assert ntlm["netbios_computer"] == "WEB01"

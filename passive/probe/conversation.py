@@ -100,12 +100,24 @@ class Conversation:
         ntlm = analyzer.detectors[FindingType.NTLM_INFO]
         ntlm.probe_facts(report.ntlm_advertised, report.starttls in ("accepted", "implicit"))  # type: ignore[attr-defined]
 
+    def _heard(self) -> bool:
+        """Whether a mail server sent anything: a byte in clear text, or a TLS handshake from the first byte. A
+        capture of a connection the server never answered holds no session, and no finding. (HTTP makes no
+        inventory entry, only findings of what a response carried, on any of its connections.)"""
+        if self.analyzer is None or self.analyzer.service is None:
+            return True
+        return self.service.implicit_tls or (self.conn is not None and self.conn.received > 0)
+
+    def _withdraw_findings(self) -> None:
+        """Forget this server's findings (the detectors make the inventory entry as the session opens)."""
+        for finding in [f for f in self.run.findings if f.server == self.report.server]:
+            self.run.findings.discard(finding)
+
     def _withdraw_unconfirmed(self) -> None:
         """The greeting proposed a protocol the conversation never confirmed: what the detectors made of it is no
         statement about a mail server, so this server's findings are withdrawn and its protocol left unknown."""
         report = self.report
-        for finding in [f for f in self.run.findings if f.server == report.server]:
-            self.run.findings.discard(finding)
+        self._withdraw_findings()
         reason = f"{report.stage}: {report.error}" if report.error else "no answer"
         report.status, report.stage = "error", "greeting"
         report.error = f"the greeting looked like {report.protocol}, but that was not confirmed ({reason})"

@@ -75,9 +75,12 @@ class ServiceProbe(SmtpConversation, Pop3Conversation, ImapConversation, HttpCon
             if self.conn is not None:
                 await self.conn.close()
             if self.analyzer is not None:
+                heard = self._heard()  # before close, which lets go of the detectors
                 self._record_probe_facts()
                 self.analyzer.close()
-                if not self.confirmed:
+                if not heard:
+                    self._withdraw_findings()
+                elif not self.confirmed:
                     self._withdraw_unconfirmed()
             self.report.elapsed_seconds = round(time.monotonic() - started, 3)
         return self.report
