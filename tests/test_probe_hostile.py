@@ -5,14 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
+import hashlib
 import time
+import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from dissectors import ntlmssp
 from passive.probe.options import ServiceReport
 from passive.probe.prober import ProbeOptions, probe_services
 from passive.probe.targets import Service, parse_target
+from passive.probe.tls import certificate_facts
 from passive.results.nessus import NessusItem
 from passive.results.nessus_verify import verify
 from passive.results.records import finding_record
@@ -193,3 +202,28 @@ def test_a_web_server_silent_after_its_challenge_keeps_what_it_leaked() -> None:
     assert report.status == "error" and report.ntlm == "challenge"
     [ntlm] = [f for f in findings if f["type"] == "ntlm-info"]
     assert ntlm["netbios_computer"] == "WEB01"
+
+
+def _odd_certificate() -> bytes:
+    """A self-signed certificate with a 100-character common name (X.520 allows 64) and serial number -1 (RFC 5280
+    wants it positive): OpenSSL serves it, and the parser warns about both as it reads them."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    with warnings.catch_warnings():  # the builder warns about the long name too
+        warnings.simplefilter("ignore")
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x" * 100, _validate=False)])
+    moment = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+    builder = x509.CertificateBuilder(name, name, key.public_key(), 0x7F, moment, moment + datetime.timedelta(3650))
+    der = builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+    assert der.count(b"\x02\x01\x7f") == 1  # the serial number's INTEGER
+    return der.replace(b"\x02\x01\x7f", b"\x02\x01\xff")
+
+
+def test_a_certificate_the_parser_warns_about_is_read_without_a_warning() -> None:
+    """The parser's warnings about a server's certificate went to the probe's standard error, and where warnings
+    are errors (python -W error) the first such certificate ended the whole run with a traceback."""
+    der = _odd_certificate()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        facts = certificate_facts(der)
+    assert facts["tls_cert_subject"] == "CN=" + "x" * 100 and facts["tls_cert_self_issued"] is True
+    assert facts["tls_cert_sha256"] == hashlib.sha256(der).hexdigest()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import ssl
+import warnings
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,19 +41,24 @@ def certificate_facts(der: bytes | None) -> dict[str, Any]:
         from cryptography import x509
     except ImportError:  # only the fingerprint without it
         return facts
-    try:
-        cert = x509.load_der_x509_certificate(der)
-        not_before, not_after = cert.not_valid_before_utc, cert.not_valid_after_utc
-        facts.update(
-            tls_cert_subject=cert.subject.rfc4514_string(),
-            tls_cert_issuer=cert.issuer.rfc4514_string(),
-            tls_cert_not_before=_iso(not_before),
-            tls_cert_not_after=_iso(not_after),
-            tls_cert_expired=datetime.now(UTC) > not_after,
-            tls_cert_self_issued=cert.subject == cert.issuer,
-        )
-    except ValueError:
-        pass  # an unparsable certificate still has its fingerprint
+    # The parser warns about what a server's certificate gets wrong (a serial number not positive, a name longer
+    # than X.520 allows): the server's business, shown in the facts, not the user's on standard error; where
+    # warnings are errors (python -W error), one such certificate would end the whole run.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            cert = x509.load_der_x509_certificate(der)
+            not_before, not_after = cert.not_valid_before_utc, cert.not_valid_after_utc
+            facts.update(
+                tls_cert_subject=cert.subject.rfc4514_string(),
+                tls_cert_issuer=cert.issuer.rfc4514_string(),
+                tls_cert_not_before=_iso(not_before),
+                tls_cert_not_after=_iso(not_after),
+                tls_cert_expired=datetime.now(UTC) > not_after,
+                tls_cert_self_issued=cert.subject == cert.issuer,
+            )
+        except ValueError:
+            pass  # an unparsable certificate still has its fingerprint
     return facts
 
 
