@@ -7,17 +7,21 @@ import asyncio
 import base64
 import datetime
 import hashlib
+import socket
 import time
 import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from dissectors import ntlmssp
+from passive.cli.main import main
 from passive.probe.options import ServiceReport
 from passive.probe.prober import ProbeOptions, probe_services
 from passive.probe.targets import Service, parse_target
@@ -227,3 +231,45 @@ def test_a_certificate_the_parser_warns_about_is_read_without_a_warning() -> Non
         facts = certificate_facts(der)
     assert facts["tls_cert_subject"] == "CN=" + "x" * 100 and facts["tls_cert_self_issued"] is True
     assert facts["tls_cert_sha256"] == hashlib.sha256(der).hexdigest()
+
+
+def _refused_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--ehlo", "x.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nDATA"),
+        ("--ehlo", "bad name"),
+        ("--ehlo", "[not-an-address]"),
+        ("--ehlo", "caf\udcc3"),  # a non-UTF-8 argument, as Python decodes it
+        ("--relay-to", "example.net>\r\nDATA"),
+        ("--relay-from", "a b.example"),
+    ],
+)
+def test_names_the_probe_writes_into_its_commands_are_checked(option: str, value: str) -> None:
+    """EHLO's name and the relay test's domains go into the commands as they are: a line break there would send
+    commands of the user's making (DATA and a message, which the probe promises never to send), a name Python cannot
+    encode ended the run with a traceback. Each is a usage error before anything is sent."""
+    result = CliRunner().invoke(main, ["probe", option, value, "--relay-test", f"smtp://127.0.0.1:{_refused_port()}"])
+    assert result.exit_code == 2, result.output
+    assert ("Invalid value" in result.output and result.exception is None) or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--ehlo", "mx-1.example"),
+        ("--ehlo", "[192.0.2.1]"),
+        ("--ehlo", "[IPv6:2001:db8::1]"),
+        ("--relay-to", "Bücher.de"),
+    ],
+)
+def test_good_names_are_taken(option: str, value: str) -> None:
+    """Domain names (internationalized ones too) and RFC 5321 address literals."""
+    result = CliRunner().invoke(main, ["probe", option, value, f"smtp://127.0.0.1:{_refused_port()}"])
+    assert result.exit_code == 1, result.output  # the port is closed: probed, not refused as usage

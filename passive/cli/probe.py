@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import click
@@ -9,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from passive.analysis.domains import IpNetwork
+from passive.analysis.domains import IpNetwork, is_domain_name, normalize_domain
 from passive.cli.common import (
     domains,
     emit_records,
@@ -30,6 +31,46 @@ from passive.results.records import finding_record, summary_record
 from passive.results.redaction import Redactor
 
 DEFAULTS = ProbeOptions()
+
+
+def _domain_name(value: str) -> str | None:
+    """``value`` as a DNS name in ASCII (an internationalized one in its A-label form), or None when it is none."""
+    name = normalize_domain(value.strip().rstrip("."))
+    return name if name.isascii() and is_domain_name(name) else None
+
+
+def _address_literal(value: str) -> bool:
+    """RFC 5321's address literal: ``[192.0.2.1]`` or ``[IPv6:2001:db8::1]``."""
+    if not (value.startswith("[") and value.endswith("]")):
+        return False
+    inner = value[1:-1]
+    version, text = (6, inner[5:]) if inner[:5].upper() == "IPV6:" else (4, inner)
+    try:
+        return ipaddress.ip_address(text).version == version
+    except ValueError:
+        return False
+
+
+def _ehlo_name(context: click.Context, parameter: click.Parameter, value: str) -> str:
+    """``--ehlo``: a domain name or an address literal, as EHLO takes them (RFC 5321). It is written into the
+    command as it is: a line break would send commands of the user's making (a DATA, a message), a character
+    UTF-8 cannot encode (an argument that is not UTF-8) would end the run."""
+    value = value.strip()
+    if _address_literal(value):
+        return value
+    name = _domain_name(value)
+    if name is None:
+        raise click.BadParameter(f"{value!r}: not a domain name or an address literal ([192.0.2.1])")
+    return name
+
+
+def _relay_domain(context: click.Context, parameter: click.Parameter, value: str) -> str:
+    """``--relay-from`` / ``--relay-to``: a domain name, written into MAIL FROM and RCPT TO as it is (see
+    :func:`_ehlo_name` for why nothing else may be)."""
+    name = _domain_name(value)
+    if name is None:
+        raise click.BadParameter(f"{value!r}: not a domain name")
+    return name
 
 
 # Options shared by ``probe`` and the live probe of ``compare``; defaults are ProbeOptions'.
@@ -89,6 +130,7 @@ PROBE_OPTIONS = (
         default=DEFAULTS.ehlo_name,
         show_default=True,
         metavar="NAME",
+        callback=_ehlo_name,
         help="Name given in EHLO/HELO.",
     ),
     click.option("--no-ntlm", is_flag=True, help="Do not send AUTH NTLM."),
@@ -181,8 +223,22 @@ def _emit_probe(
     is_flag=True,
     help="Try nmap's 16 relay variants on SMTP (MAIL FROM, RCPT TO, DATA; never a message).",
 )
-@click.option("--relay-from", default=DEFAULTS.relay_from, show_default=True, metavar="DOMAIN", help="Sender domain.")
-@click.option("--relay-to", default=DEFAULTS.relay_to, show_default=True, metavar="DOMAIN", help="Recipient domain.")
+@click.option(
+    "--relay-from",
+    default=DEFAULTS.relay_from,
+    show_default=True,
+    metavar="DOMAIN",
+    callback=_relay_domain,
+    help="Sender domain.",
+)
+@click.option(
+    "--relay-to",
+    default=DEFAULTS.relay_to,
+    show_default=True,
+    metavar="DOMAIN",
+    callback=_relay_domain,
+    help="Recipient domain.",
+)
 @format_option()
 @output_option
 @verbose_option
