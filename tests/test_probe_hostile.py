@@ -273,3 +273,38 @@ def test_good_names_are_taken(option: str, value: str) -> None:
     """Domain names (internationalized ones too) and RFC 5321 address literals."""
     result = CliRunner().invoke(main, ["probe", option, value, f"smtp://127.0.0.1:{_refused_port()}"])
     assert result.exit_code == 1, result.output  # the port is closed: probed, not refused as usage
+
+
+async def _imap_with_endless_literal(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An IMAP server that announces a 4 GiB literal in an untagged response and then goes on in lines: a reader
+    that follows literals (the session dissector, as an IMAP client) takes everything after it for the literal's
+    bytes, the CHALLENGE too; the probe reads lines, and gets the CHALLENGE."""
+    challenge = base64.b64encode(ntlmssp.build_challenge(bytes(8), "CORP", [("netbios_computer", "MX01")]))
+    writer.write(b"* OK IMAP ready\r\n")
+    while line := await reader.readline():
+        words = line.split()
+        if words and words[0].startswith(b"TlRM"):
+            writer.write(b"+ " + challenge + b"\r\n")
+        elif words == [b"*"]:
+            writer.write(b"ls2 NO cancelled\r\n")
+        elif len(words) > 1 and words[1].upper() == b"CAPABILITY":
+            writer.write(b'* ID ("name" {4294967295}\r\n* CAPABILITY IMAP4rev1 AUTH=NTLM\r\n' + words[0] + b" OK\r\n")
+        elif len(words) > 1 and words[1].upper() == b"AUTHENTICATE":
+            writer.write(b"+ \r\n")
+        else:
+            writer.write(words[0] + b" OK bye\r\n" if words else b"")
+        await writer.drain()
+    writer.close()
+
+
+def test_a_challenge_the_dissector_could_not_read_is_no_refusal() -> None:
+    """The probe had the CHALLENGE in hand: it must not report that NTLM drew none ("no-challenge", which refutes
+    Nessus' NTLM plugin) because the session's reading lost the framing; it reports that it could not tell."""
+
+    def services(ports: dict[str, int]) -> list[Service]:
+        return [Service("imap", "127.0.0.1", ports["imap"], "imap", False, named=True)]
+
+    reports, _, _ = asyncio.run(_serve({"imap": _imap_with_endless_literal}, services, QUICK))
+    (report,) = reports.values()
+    assert report.ntlm != "no-challenge"
+    assert report.status == "error" and report.stage == "ntlm" and "CHALLENGE" in (report.error or "")

@@ -81,10 +81,14 @@ class Conversation:
         return base64.b64encode(ntlmssp.build_negotiate()).decode("ascii")
 
     def _ntlm_outcome(self, reply: str) -> None:
-        """Record whether the NEGOTIATE drew a CHALLENGE (the dissector already decoded it into ntlm-info)."""
+        """Record whether the NEGOTIATE drew a CHALLENGE (the dissector already decoded it into ntlm-info). An
+        answer that carries one the dissector did not read (a server that announced a literal it never sent took
+        the dissector's framing) is no refusal: "no-challenge" would refute what the server leaked."""
         assert self.wire is not None
         if self.wire.challenge_seen:
             self.report.ntlm = "challenge"
+        elif carries_challenge(reply):
+            raise ProbeError("the answer carries an NTLM CHALLENGE the session's reading lost track of", "ntlm")
         else:
             self.report.ntlm = "no-challenge"
             self.report.ntlm_reply = reply[:200]
@@ -127,6 +131,19 @@ class Conversation:
         assert self.conn is not None
         self.tls_facts = session_facts(self.conn.extra("ssl_object"))
         self.report.tls_version = self.tls_facts["tls_version"]
+
+
+# The start of a CHALLENGE_MESSAGE (MS-NLMP 2.2.1.2): signature and MessageType 2.
+_CHALLENGE_START = ntlmssp.SIGNATURE + ntlmssp.MessageType.CHALLENGE.to_bytes(4, "little")
+
+
+def carries_challenge(reply: str) -> bool:
+    """Whether a continuation (``334 ``, ``+ ``) carries a base64 CHALLENGE_MESSAGE."""
+    _, _, data = reply.partition(" ")
+    try:
+        return base64.b64decode(data.strip(), validate=True).startswith(_CHALLENGE_START)
+    except ValueError:  # binascii.Error: not base64
+        return False
 
 
 def sni(host: str) -> str:
