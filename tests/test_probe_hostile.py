@@ -308,3 +308,31 @@ def test_a_challenge_the_dissector_could_not_read_is_no_refusal() -> None:
     (report,) = reports.values()
     assert report.ntlm != "no-challenge"
     assert report.status == "error" and report.stage == "ntlm" and "CHALLENGE" in (report.error or "")
+
+
+async def _relay_that_drops_at_data(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Takes every sender and recipient, then drops the connection at DATA: whether it would take the message (354)
+    or refuse it for relaying (a 5xx at DATA, as servers that check relaying there do) is never seen."""
+    writer.write(b"220 mx.relay.example ESMTP\r\n")
+    while line := await reader.readline():
+        verb = line.strip().upper()
+        if verb == b"DATA":
+            writer.transport.abort()
+            return
+        writer.write(b"250-mx.relay.example\r\n250 PIPELINING\r\n" if verb.startswith(b"EHLO") else b"250 2.0.0 ok\r\n")
+        await writer.drain()
+
+
+def test_a_relay_variant_whose_data_went_unanswered_is_not_judged() -> None:
+    """The relay test counts a variant accepted once DATA is taken (354): one whose DATA drew no answer is no open
+    relay (high), which compare --nessus would take to confirm Nessus' open-relay plugin; it is left unjudged, as a
+    4xx to the message leaves a recipient, and the probe status says the test did not finish."""
+    options = ProbeOptions(connect_timeout=2, read_timeout=2, service_timeout=5, relay_test=True, ntlm=False)
+
+    def services(ports: dict[str, int]) -> list[Service]:
+        return [Service("relay", "127.0.0.1", ports["relay"], "smtp", False, named=True)]
+
+    reports, findings, _ = asyncio.run(_serve({"relay": _relay_that_drops_at_data}, services, options))
+    (report,) = reports.values()
+    assert report.status == "error" and report.stage == "relay"
+    assert [f for f in findings if f["type"] == "open-relay" and f["accepted"]] == []

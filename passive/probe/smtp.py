@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from passive.core.errors import ProbeError
+from passive.findings.kinds import FindingType
 from passive.probe.conversation import Conversation
 from passive.probe.options import MAX_REPLY_LINES
 
@@ -173,7 +174,11 @@ class SmtpConversation(Conversation):
         variant["rcpt_reply"] = lines[-1][:200]
         if code == 530 or not 200 <= code < 300:
             return variant, lines[-1][:200] if code == 530 else None
-        code, lines = await self._smtp_command("DATA")
+        try:
+            code, lines = await self._smtp_command("DATA")
+        except ProbeError:  # whether the server takes the message or refuses it for relaying is never seen
+            self.analyzer.detectors[FindingType.OPEN_RELAY].unanswered()  # type: ignore[union-attr,attr-defined]
+            raise
         variant["data_reply"] = lines[-1][:200]
         variant["accepted"] = code == 354  # refused at DATA (4xx, 5xx): not relayed
         return variant, f"DATA taken for variant {number} (354): no message is sent" if code == 354 else None

@@ -191,6 +191,13 @@ class RelayDetector(Detector):
     def close(self) -> None:
         self._flush()
 
+    def unanswered(self) -> None:
+        """A probe's relay test ended before the server answered its DATA (the connection dropped, the time ran
+        out): the test counts a recipient relayed only once DATA is taken, so, as after a 4xx to the message, the
+        transaction's accepted recipients are left unjudged."""
+        self.held.clear()
+        self.held_characters = 0
+
     def _ended(self, event: ev.DataStart | ev.MessageEnd) -> None:
         """The server's verdict on the transaction's message: a 2xx confirms the held recipients, a 5xx refuses
         them all, a 4xx leaves them unjudged."""
