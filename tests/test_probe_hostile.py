@@ -8,9 +8,11 @@ import base64
 import datetime
 import hashlib
 import socket
+import ssl
 import time
 import warnings
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -336,3 +338,59 @@ def test_a_relay_variant_whose_data_went_unanswered_is_not_judged() -> None:
     (report,) = reports.values()
     assert report.status == "error" and report.stage == "relay"
     assert [f for f in findings if f["type"] == "open-relay" and f["accepted"]] == []
+
+
+def _server_tls(tmp_path: Path) -> ssl.SSLContext:
+    """A server TLS context with a fresh self-signed certificate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mx.example")])
+    moment = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+    builder = x509.CertificateBuilder(name, name, key.public_key(), 1, moment, moment + datetime.timedelta(3650))
+    cert, pem = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_bytes(builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    no_password = serialization.NoEncryption()
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, no_password))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, pem)
+    return context
+
+
+def _injecting_smtp(context: ssl.SSLContext) -> Handler:
+    """Accepts STARTTLS and sends, in the same write, more clear text than the probe takes in one read (a 4 KiB
+    line, then a capability listing): what the probe has not read when it starts TLS must not count as inside it."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 mx.example ESMTP\r\n")
+        while line := await reader.readline():
+            verb = line.strip().upper()
+            if verb == b"STARTTLS":
+                padding = b"250-" + b"P" * 4200 + b"\r\n"
+                writer.write(b"220 2.0.0 go ahead\r\n" + padding + b"250-mx.example\r\n250 AUTH INJECTED\r\n")
+                await writer.drain()
+                await writer.start_tls(context)
+            elif verb.startswith(b"EHLO"):
+                listing = b"250 AUTH GSSAPI\r\n" if writer.get_extra_info("ssl_object") else b"250 STARTTLS\r\n"
+                writer.write(b"250-mx.example\r\n" + listing)
+            else:
+                writer.write(b"221 bye\r\n" if verb == b"QUIT" else b"504 5.5.4 no\r\n")
+            await writer.drain()
+        writer.close()
+
+    return handle
+
+
+def test_clear_text_sent_before_the_tls_handshake_is_not_read_inside_tls(tmp_path: Path) -> None:
+    """STARTTLS response injection: bytes the server (or anyone on the path) sent after accepting STARTTLS, and
+    which the probe had not read yet, came out of the stream after the handshake as if TLS had carried them: an
+    "AUTH INJECTED" listing became a mechanism offered after TLS."""
+    options = ProbeOptions(connect_timeout=2, read_timeout=2, service_timeout=5, ntlm=False)
+
+    def services(ports: dict[str, int]) -> list[Service]:
+        return [Service("mx", "127.0.0.1", ports["mx"], "smtp", False, named=True)]
+
+    reports, findings, _ = asyncio.run(_serve({"mx": _injecting_smtp(_server_tls(tmp_path))}, services, options))
+    (report,) = reports.values()
+    [methods] = [f for f in findings if f["type"] == "auth-methods"]
+    assert "INJECTED" not in (methods["mechanisms_after_tls"] or [])
+    assert report.status == "ok" and report.starttls == "accepted", report.error
+    assert methods["mechanisms_after_tls"] == ["GSSAPI"]

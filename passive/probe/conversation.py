@@ -56,7 +56,7 @@ class Conversation:
         conn, wire = self.conn, self.wire
         assert conn is not None and wire is not None
         conn.stage = "starttls"
-        conn.discard_buffered()
+        await conn.discard_pending()
         try:
             await asyncio.wait_for(
                 conn.writer.start_tls(client_context(), server_hostname=sni(self.service.host)),

@@ -91,6 +91,11 @@ class Wire:
         self.analyzer.detectors[FindingType.AUTH_METHODS].after_tls(event)  # type: ignore[attr-defined]
 
 
+def _unread(reader: asyncio.StreamReader) -> int:
+    """Bytes the stream reader has received and not handed out (it offers no public count; 0 if it changes)."""
+    return len(getattr(reader, "_buffer", b""))
+
+
 class Connection:
     """Reads lines with a per-read timeout, a line-length cap, a cap on all bytes received and an overall deadline."""
 
@@ -202,8 +207,13 @@ class Connection:
     async def send_line(self, text: str) -> None:
         await self.send(text.encode("utf-8") + b"\r\n")
 
-    def discard_buffered(self) -> int:
-        """Drops bytes read but not consumed (before a TLS handshake nothing may be pending)."""
+    async def discard_pending(self) -> int:
+        """Drops what the server sent that the probe has not consumed: before a TLS handshake nothing may be
+        pending. Bytes the stream reader still holds (more came than one read takes) are read first, so the
+        dissector sees them as a capture shows them, in clear text before TLS; left there, they would come out
+        after the handshake as if TLS had carried them (STARTTLS response injection)."""
+        while _unread(self.reader):
+            await self._fill()
         size = len(self.buffer)
         self.buffer.clear()
         return size
