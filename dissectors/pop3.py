@@ -26,6 +26,15 @@ MAX_LIST_BYTES = 128 * 1024
 
 
 @dataclass
+class _UserReply:
+    """The server's answer to a USER: whether it took it (None until seen, or when whether a USER came is unknown).
+    A PASS is read only "immediately after a successful USER command" (RFC 1939 section 7): after one refused, or
+    with none, its -ERR checked no password (Cyrus: "-ERR [AUTH] Must give USER command")."""
+
+    accepted: bool | None = None
+
+
+@dataclass
 class _Command:
     """A command waiting for its reply, with the lines of a multi-line answer."""
 
@@ -41,6 +50,8 @@ class _Command:
     offered: Span | None = None
     # A PASS's or APOP's number among the session's logins (AuthTracker.next_attempt); an AUTH's, the exchange it began.
     attempt: int | None = None
+    # A USER's answer, which the PASS after it shares (None for a PASS no USER came before in all the session).
+    user: _UserReply | None = None
 
     def __post_init__(self) -> None:
         self.verb, self.argument = self.verb[:MAX_VERB], self.argument[: ev.MAX_EVIDENCE_TEXT]
@@ -58,6 +69,9 @@ class Pop3Session(MailSession):
         super().__init__(partial, max_line)
         self._multiline: _Command | None = None
         self._user: str | None = None
+        # The answer to the latest USER; unknown from the start of a session picked up mid-stream (its USER may have
+        # come before the capture), None while no USER was sent.
+        self._user_reply: _UserReply | None = _UserReply() if partial else None
         # The server's first line, sent after a command whose answer has lines of its own: a greeting (the server's
         # next line is a status line) or, from a server that did not greet, that command's answer (it is not).
         self._first_line: ev.Greeting | None = None
@@ -79,7 +93,9 @@ class Pop3Session(MailSession):
         command = _Command(verb, argument, text, self._line.frame, self._line.timestamp)
         if verb == "USER":
             self._user = argument
+            self._user_reply = command.user = _UserReply()
         elif verb == "PASS":
+            command.user = self._user_reply
             command.attempt = attempt = self.auth.next_attempt()
             user = self._user
             self._emit(ev.Credentials(ev.Side.CLIENT, self._evidence(), "USER-PASS", user, argument, attempt=attempt))
@@ -222,13 +238,17 @@ class Pop3Session(MailSession):
             return
         if verb == "STLS":
             self._start_tls("STLS", positive)
+        elif verb == "USER" and command.user is not None:
+            command.user.accepted = positive
         elif verb in ("PASS", "APOP"):
             mechanism = "USER-PASS" if verb == "PASS" else "APOP"
             # RFC 2449 8.1.2: -ERR [IN-USE] says the password was right and the maildrop is locked by another session.
             valid = positive or pop3_in_use(text[4:])
             # -ERR [SYS/TEMP]: the server could not check the password; once logged in it reads none (RFC 1939: PASS
-            # and APOP come before a login). Out of turn, whose answer this is is unknown.
-            judged = (valid or (pop3_judged(text[4:]) and not self.authenticated)) and not self._out_of_turn
+            # and APOP come before a login), nor a PASS without a USER it took (_UserReply). Out of turn, whose answer
+            # this is is unknown.
+            checked = verb == "APOP" or (command.user is not None and command.user.accepted is not False)
+            judged = (valid or (pop3_judged(text[4:]) and not self.authenticated and checked)) and not self._out_of_turn
             valid = valid and not self._out_of_turn
             self.authenticated = self.authenticated or positive
             self._emit(ev.AuthResult(ev.Side.SERVER, self._evidence(), mechanism, valid, text.strip(), command.attempt,
@@ -278,6 +298,8 @@ class Pop3Session(MailSession):
 
     def _after_gap(self, side: ev.Side) -> None:
         self._multiline = None
+        if side is ev.Side.CLIENT:  # a USER may be among the bytes lost
+            self._user_reply = _UserReply()
         self._greeting_stands()
 
     def _close(self, frame: int | None, timestamp: float | None) -> None:
@@ -300,6 +322,7 @@ class Pop3Session(MailSession):
         if self._multiline is not None:  # still inside the answer (its "." ends it), without the lines kept so far
             self._multiline.lines = HeldParts(MAX_LIST_LINES, MAX_LIST_BYTES)
         self._user = None
+        self._user_reply = _UserReply()  # the client's line in progress, skipped, may be a USER
 
 
 def _begins_exchange(command: _Command) -> bool:

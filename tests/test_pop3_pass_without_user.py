@@ -1,0 +1,57 @@
+"""A POP3 ``PASS`` the server could take only "immediately after a successful USER command" (RFC 1939 section 7):
+after a ``USER`` it refused, or with no ``USER`` before it, its ``-ERR`` says the password was never looked at (Cyrus
+popd: "-ERR [AUTH] Must give USER command"; Dovecot: "-ERR No username given."), so no failure is claimed. A
+``PASS`` after a ``USER`` the server took keeps its verdict, and so does one whose ``USER`` the capture may not show
+(a session picked up mid-stream, client bytes lost before it)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dissectors import events as ev
+from dissectors.pop3 import Pop3Session
+from tests.test_mail_dissectors import feed, kinds
+from tests.test_verdict_dialogues import credentials, findings
+
+C, S = ev.Side.CLIENT, ev.Side.SERVER
+
+
+def outcomes(script: str) -> dict[str | None, str | None]:
+    """The outcome of each password sent in a POP3 session."""
+    return {a["password"]: a["outcome"] for r in credentials(findings(script, 110)) for a in r["attempts"]}
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        # Cyrus refuses a user it cannot canonify, then any PASS without a USER it took.
+        "S: +OK Cyrus POP3 ready\nC: USER alice\nS: -ERR [AUTH] Invalid user\nC: PASS secret1\n"
+        "S: -ERR [AUTH] Must give USER command\nC: QUIT\nS: +OK",
+        # Dovecot answers a PASS without any USER before it.
+        "S: +OK Dovecot ready.\nC: PASS secret1\nS: -ERR No username given.\nC: QUIT\nS: +OK Logging out",
+        # Pipelined (RFC 2449 PIPELINING): the USER's refusal comes first, in turn.
+        "S: +OK ready\nC: USER alice<CRLF>PASS secret1\nS: -ERR [AUTH] Invalid user<CRLF>-ERR [AUTH] Must give USER "
+        "command\nC: QUIT\nS: +OK",
+    ],
+    ids=["user-refused", "no-user", "pipelined"],
+)
+def test_a_pass_the_server_could_not_take_is_no_failed_password(script: str) -> None:
+    assert outcomes(script) == {"secret1": None}
+
+
+def test_a_pass_after_a_user_the_server_took_keeps_its_verdict() -> None:
+    """A refused USER, then one the server took: the PASS after the second is judged; pipelined USER and PASS pairs
+    each follow their own USER."""
+    script = (
+        "S: +OK ready\nC: USER alice\nS: -ERR [AUTH] Invalid user\nC: USER bob\nS: +OK\nC: PASS secret1\n"
+        "S: -ERR [AUTH] Authentication failed.\nC: USER carol<CRLF>PASS secret2<CRLF>USER dave<CRLF>PASS secret3\n"
+        "S: -ERR [AUTH] Invalid user<CRLF>-ERR [AUTH] Must give USER command<CRLF>+OK<CRLF>+OK Logged in.\nC: QUIT"
+    )
+    assert outcomes(script) == {"secret1": "failure", "secret2": None, "secret3": "success"}
+
+
+def test_a_pass_whose_user_the_capture_may_not_show_keeps_its_verdict() -> None:
+    """A session picked up mid-stream: its USER may have come before the capture."""
+    session = Pop3Session(partial=True)
+    events = feed(session, [(C, b"PASS secret1\r\n"), (S, b"-ERR [AUTH] Authentication failed.\r\n")])
+    assert [(r.success, r.judged) for r in kinds(events, ev.AuthResult)] == [(False, True)]
