@@ -8,6 +8,10 @@
    not seen): ``possible-relay`` (medium) -- the server may have taken the client for one of its users;
    so is a foreign domain named in the local part of an address at a local domain (``user%example.net@server``,
    ``example.net!user@server``, ``"user@example.net"@server``): the server may deliver it as a local mailbox;
+   and so is a recipient whose transaction ended (the client sent RSET or a new MAIL, quit, or the capture ended)
+   before the stage at which its server was seen refusing another message for relaying or its recipients after
+   accepting them (at DATA, or at the end of the data: :attr:`passive.analysis.relays.ServerRelays.late_refusal`):
+   that server's RCPT 250 is not its last word on a recipient;
 4. nothing says the domain is not one the server receives mail for: ``possible-relay`` (medium). A domain of a single
    label (``user@mx``) is routed nowhere on the Internet: the server may complete it with its own; nor is an address
    literal that is no address as written (``[192.000.002.025]``), which servers read differently. The names a server
@@ -49,6 +53,14 @@ from passive.core.endpoints import split_endpoint
 from passive.findings.model import EvidenceRecord, Severity
 
 
+class Stage(enum.IntEnum):
+    """How far a transaction went after its RCPT: the server's last word on its recipients comes at one of these."""
+
+    RCPT = 0  # no further: it ended before DATA was taken (RSET, a new MAIL, QUIT, the capture's end)
+    DATA = 1  # the server took DATA (354): checks it makes there were passed; the end of the data was not answered
+    MESSAGE = 2  # the server gave its verdict on the message (or on a BDAT chunk)
+
+
 class Verdict(enum.StrEnum):
     OPEN_RELAY = "open-relay"
     POSSIBLE_RELAY = "possible-relay"
@@ -79,6 +91,8 @@ class ServerRelays(Protocol):
 
     source: str  # "passive", or a probe's
     names: set[str]  # the names the server gave itself
+    late_refusal: str  # a refusal of a message for relaying after its recipients were accepted, or ""
+    late_stage: Stage  # the latest stage at which it refused so (Stage.RCPT: never)
 
     @property
     def addresses(self) -> frozenset[str]: ...
@@ -113,6 +127,7 @@ class Attempt:
     # path, quoted address), or "".
     outer: str = ""
     proxy: str = ""  # how the client reached the server through a proxy's tunnel (analysis.tunnel.hop), or ""
+    reached: Stage = Stage.RCPT  # how far its transaction went: the server's verdicts seen after the RCPT
 
     @property
     def client_ip(self) -> str:
@@ -171,6 +186,8 @@ def decide(relays: ServerRelays, attempt: Attempt, policy: RelayPolicy) -> Decis
             f"{attempt.rcpt_to} names {attempt.domain} in its local part, at the server's own {attempt.outer}",
             ("the server may take it for a mailbox of its own and deliver it there, not relay it",),
         )
+    if attempt.reached < relays.late_stage:
+        return _ended_early(relays, attempt, who)
     if (unknown := _not_known_foreign(relays, attempt, policy)) is not None:
         return unknown
     if attempt.proxy:
@@ -181,6 +198,18 @@ def decide(relays: ServerRelays, attempt: Attempt, policy: RelayPolicy) -> Decis
         f"client {who} is {outside} and {attempt.domain} is not among the server's local domains",
         # A backup MX or a relay_domains entry takes mail for another's domain from anyone: told by --local-domain.
         (f"{attempt.domain} is not a domain the server receives mail for (a backup MX, a relay domain)",),
+    )
+
+
+def _ended_early(relays: ServerRelays, attempt: Attempt, who: str) -> Decision:
+    """Rule 3 for a recipient whose transaction ended before the stage at which its server refused another message
+    for relaying after accepting its recipients: that server's RCPT 250 was not its last word."""
+    stage = "DATA" if relays.late_stage is Stage.DATA else "the end of the data"
+    return Decision(
+        Verdict.POSSIBLE_RELAY,
+        f"{attempt.domain} was accepted for client {who}, but the transaction ended before {stage}, where the server "
+        f"refused a message after accepting its recipients ({relays.late_refusal})",
+        (f"the server would have taken this message at {stage}, where it refused another",),
     )
 
 

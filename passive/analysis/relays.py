@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from passive.analysis.domains import destined, registered_domain
-from passive.analysis.relay_rules import SEVERITY, Attempt, Decision, RelayPolicy, Verdict, decide
+from passive.analysis.relay_rules import SEVERITY, Attempt, Decision, RelayPolicy, Stage, Verdict, decide
 from passive.analysis.tunnel import note_proxy
 from passive.core.endpoints import network_name, split_endpoint
 from passive.findings.model import Finding, FindingSet, FindingType
@@ -79,13 +79,17 @@ class ServerRelays:
     network: tuple[str, int] | tuple[()] = ()
     names: set[str] = field(default_factory=set)
     attempts: list[Attempt] = field(default_factory=list)
-    # (client ip, domain, accepted, unsure, outer, message refused, proxied): what decides an attempt's verdict
-    # besides the server's domains.
-    overflow: Counter[tuple[str, str, bool, bool, bool, bool, bool]] = field(default_factory=Counter)
-    overflow_last: dict[tuple[str, str, bool, bool, bool, bool, bool], Attempt] = field(default_factory=dict)
+    # (client ip, domain, accepted, unsure, outer, message refused, proxied, stage reached): what decides an
+    # attempt's verdict besides the server's domains.
+    overflow: Counter[tuple[str, str, bool, bool, bool, bool, bool, Stage]] = field(default_factory=Counter)
+    overflow_last: dict[tuple[str, str, bool, bool, bool, bool, bool, Stage], Attempt] = field(default_factory=dict)
     served: dict[str, tuple[set[str], set[str]]] = field(default_factory=dict)  # domain -> (clients, sender domains)
-    # (local domains, knows them, MX-rule domains) of the findings' last rebuild
-    published: tuple[frozenset[str], bool, frozenset[str]] | None = None
+    # A refusal of a message for relaying or its recipients after the server accepted them ("at DATA: 554 ..."), at
+    # the latest stage seen: its RCPT 250 is no last word on a recipient whose transaction ended before (relay_rules).
+    late_refusal: str = ""
+    late_stage: Stage = Stage.RCPT
+    # (local domains, knows them, MX-rule domains, late stage) of the findings' last rebuild
+    published: tuple[frozenset[str], bool, frozenset[str], Stage] | None = None
     alone: bool = False  # its attempts are judged one at a time, its findings never rebuilt (no room was left)
     judged: dict[Verdict, Finding | None] = field(default_factory=dict)  # the finding each verdict last went to
 
@@ -108,6 +112,7 @@ class ServerRelays:
             bool(attempt.outer),
             bool(attempt.refused_later),
             bool(attempt.proxy),
+            attempt.reached,
         )
         if room and len(self.attempts) < MAX_ATTEMPTS:
             self.attempts.append(attempt)
@@ -186,6 +191,8 @@ class RelayLedger:
         """Add ``attempt`` to a kept server's and rebuild its findings; False if it was judged on its own (no room:
         see :data:`MAX_RELAY_SERVERS`)."""
         attempt = cut(attempt)
+        if attempt.refused_later and not attempt.accepted and attempt.reached > relays.late_stage:
+            relays.late_refusal, relays.late_stage = attempt.refused_later, attempt.reached
         if not relays.alone:
             kept, served = relays.kept, len(relays.served)
             added = relays.add(attempt, self.kept < MAX_LEDGER_ATTEMPTS, self.served < MAX_SERVED_DOMAINS)
@@ -225,7 +232,8 @@ class RelayLedger:
         changed since the last time, only ``attempt`` (just added) is judged, since no earlier verdict can move."""
         local = relays.local_domains(self.policy)
         addresses = relays.addresses
-        state = (frozenset(local), relays.knows_its_domains(self.policy), relays.served_domains(self.policy))
+        knows = relays.knows_its_domains(self.policy)
+        state = (frozenset(local), knows, relays.served_domains(self.policy), relays.late_stage)
         if attempt is not None and state == relays.published:
             if (judged := destined(attempt, local, addresses)) is None:
                 return

@@ -148,10 +148,9 @@ NTLM_INFO = Kind(
         "with Kerberos rather than NTLM where clients allow it."
     ),
     verification=(
-        "Run 'leakscope probe --starttls never HOST' and nmap's smtp-ntlm-info / pop3-ntlm-info / "
-        "imap-ntlm-info: no NTLM challenge may come back without TLS, and the mechanism list must not offer NTLM "
-        "in clear text. HTTP: 'leakscope probe http://HOST/' (and nmap http-ntlm-info) must draw no challenge "
-        "in clear text."
+        "Run 'leakscope probe --starttls never HOST' and nmap's smtp-ntlm-info / pop3-ntlm-info / imap-ntlm-info: no "
+        "NTLM challenge may come back without TLS, and the mechanism list must not offer NTLM in clear text. HTTP: "
+        "'leakscope probe http://HOST/' (and nmap http-ntlm-info) must draw no challenge in clear text."
     ),
     references={
         "smtp": "Nessus 13926: SMTP Host Information in NTLM SSP; nmap smtp-ntlm-info",
@@ -227,21 +226,22 @@ OPEN_RELAY = Kind(
     title="Open relay",
     description=(
         "Unauthenticated SMTP transactions (the null sender `<>` included) whose `RCPT TO` named a domain that is not "
-        "the server's own, and what the server answered. Local domains: `--local-domain`, `localhost`, the server's "
-        "and loopback address literals, the names the server gives itself and their registered domains (Public Suffix "
+        "the server's own, and what the server answered. Local domains: `--local-domain`, `localhost`, the server's and"
+        " loopback address literals, the names the server gives itself and their registered domains (Public Suffix "
         "List), and, without `--local-domain`, domains many unrelated clients deliver to it (with it, those are "
         "`possible-relay`: spam bots abusing an open relay send from as many). Trusted networks: `--trusted-net`; "
         "without it, clients in private ranges are assumed trusted (passive analysis only). A session picked up "
-        "mid-stream (its handshake not in the capture: a capture begun during it, a ring buffer's piece read apart: "
-        "the oldest file of a wrapped ring, `--no-join`) may have authenticated before the capture saw it: its "
-        "transactions are not judged; one that lost client bytes before the transaction (a gap) or whose AUTH "
-        "verdict was not seen is at most `possible-relay`. A client a proxy vouched for with Postfix's `XCLIENT` "
-        "is judged by the address it gave (`ADDR`), and not at all when it gave a login (`LOGIN`); one without a "
-        "login ends an authentication before it (Postfix resets it), even an AUTH's. A recipient "
-        "accepted in a transaction whose message the server then refused (at `DATA` or at the end of the data) "
-        "was not relayed: `refused` if the refusal names relaying or recipients, else (a content filter's) at most "
-        "`possible-relay`. So is a foreign domain in the local part of an address at a local domain "
-        "(`user%example.net@server`): the server may deliver it to a local mailbox. LMTP (`LHLO`) is not judged."
+        "mid-stream (its handshake not in the capture: a capture begun during it, a ring buffer's piece read apart: the"
+        " oldest file of a wrapped ring, `--no-join`) may have authenticated before the capture saw it: its "
+        "transactions are not judged; one that lost client bytes before the transaction (a gap) or whose AUTH verdict "
+        "was not seen is at most `possible-relay`. A client a proxy vouched for with Postfix's `XCLIENT` is judged by "
+        "the address it gave (`ADDR`), and not at all when it gave a login (`LOGIN`); one without a login ends an "
+        "authentication before it (Postfix resets it), even an AUTH's. A recipient accepted in a transaction whose "
+        "message the server then refused (at `DATA` or at the end of the data) was not relayed: `refused` if the "
+        "refusal names relaying or recipients, else (a content filter's) at most `possible-relay`, as is a recipient "
+        "such a server took in a transaction that ended before that stage (RSET, QUIT, the capture's end). So is a "
+        "foreign domain in the local part of an address at a local domain (`user%example.net@server`): the server may "
+        "deliver it to a local mailbox. LMTP (`LHLO`) is not judged."
     ),
     severity_rules=(
         (

@@ -13,7 +13,8 @@ denied", "Recipient address rejected", "no valid recipients") the attempt is a r
 (a content filter's) says nothing of a message it would not refuse, and the attempt is at most ``possible-relay``.
 A transaction that ends otherwise (RSET, a new MAIL, QUIT, the connection's end, a temporary 4xx refusal of the
 message) leaves the recipient's reply as the verdict's ground, except that a 4xx to the message leaves it unjudged,
-as a 4xx to the RCPT does.
+as a 4xx to the RCPT does. Each attempt says how far its transaction went (``Attempt.reached``: DATA taken, the
+message's verdict seen), so that a server seen refusing at a later stage has it judged as no last word there.
 
 A proxy's ``XCLIENT`` (Postfix) that the server took makes its ``LOGIN`` the session's authentication (not judged)
 and its ``ADDR`` the client that is judged; one without ``LOGIN`` ends the authentication before it (an AUTH's, an
@@ -31,6 +32,7 @@ from typing import ClassVar
 from dissectors import events as ev
 from passive.analysis.detectors.base import Detector, Handlers, Session, Shared
 from passive.analysis.domains import route
+from passive.analysis.relay_rules import Stage
 from passive.analysis.relays import Attempt, ServerRelays, cut
 from passive.core.endpoints import endpoint
 from passive.findings.model import FindingType
@@ -182,7 +184,9 @@ class RelayDetector(Detector):
         self.held_characters += size
 
     def data(self, event: ev.DataStart) -> None:
-        if event.accepted is False and event.reply_code is not None:
+        if event.accepted:  # the server's checks at DATA were passed
+            self.held = [dataclasses.replace(attempt, reached=Stage.DATA) for attempt in self.held]
+        elif event.accepted is False and event.reply_code is not None:
             self._ended(event)
 
     def message_end(self, event: ev.MessageEnd) -> None:
@@ -202,18 +206,24 @@ class RelayDetector(Detector):
         """The server's verdict on the transaction's message: a 2xx confirms the held recipients, a 5xx refuses
         them all, a 4xx leaves them unjudged."""
         code = event.reply_code or 0
-        if 400 <= code < 500:
+        if 200 <= code < 300 and isinstance(event, ev.MessageEnd):
+            held, self.held, self.held_characters = self.held, [], 0
+            for attempt in held:  # the message taken: the server's last word on them
+                self._attempt(dataclasses.replace(attempt, reached=Stage.MESSAGE))
+        elif 400 <= code < 500:
             self.held.clear()
             self.held_characters = 0
         elif 500 <= code < 600:
-            stage = "DATA" if isinstance(event, ev.DataStart) else "the end of the data"
-            refusal = f"at {stage}: {event.reply_text}"
+            at_data = isinstance(event, ev.DataStart)
+            reached = Stage.DATA if at_data else Stage.MESSAGE
+            refusal = f"at {'DATA' if at_data else 'the end of the data'}: {event.reply_text}"
             cited = self.evidence(event)
             held, self.held, self.held_characters = self.held, [], 0
             accepted = _ABOUT_RECIPIENTS.search(event.reply_text or "") is None  # refused for its content: unsure
             for attempt in held:
                 evidence = (*attempt.evidence, cited)
-                self._attempt(dataclasses.replace(attempt, accepted=accepted, refused_later=refusal, evidence=evidence))
+                refused = dataclasses.replace(attempt, accepted=accepted, refused_later=refusal, reached=reached)
+                self._attempt(dataclasses.replace(refused, evidence=evidence))
         self._flush()
         self.sender = None if isinstance(event, ev.MessageEnd) else self.sender
 
