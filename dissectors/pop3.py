@@ -69,8 +69,8 @@ class Pop3Session(MailSession):
         super().__init__(partial, max_line)
         self._multiline: _Command | None = None
         self._user: str | None = None
-        # The answer to the latest USER; unknown from the start of a session picked up mid-stream (its USER may have
-        # come before the capture), None while no USER was sent.
+        # The answer to the latest USER no PASS followed yet; unknown from the start of a session picked up
+        # mid-stream (its USER may have come before the capture), None while there is no such USER.
         self._user_reply: _UserReply | None = _UserReply() if partial else None
         # The server's first line, sent after a command whose answer has lines of its own: a greeting (the server's
         # next line is a status line) or, from a server that did not greet, that command's answer (it is not).
@@ -95,7 +95,9 @@ class Pop3Session(MailSession):
             self._user = argument
             self._user_reply = command.user = _UserReply()
         elif verb == "PASS":
-            command.user = self._user_reply
+            # RFC 1939: PASS only "immediately after a successful USER command": a USER serves one PASS (Dovecot and
+            # Cyrus forget the user a refused PASS named: "-ERR No username given." to the next PASS alone).
+            command.user, self._user_reply = self._user_reply, None
             command.attempt = attempt = self.auth.next_attempt()
             user = self._user
             self._emit(ev.Credentials(ev.Side.CLIENT, self._evidence(), "USER-PASS", user, argument, attempt=attempt))
