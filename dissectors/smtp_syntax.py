@@ -8,7 +8,10 @@ import re
 from dissectors import events as ev
 from dissectors.session import MAX_VERB
 
-_PATH = re.compile(r"^\s*(?:FROM|TO)\s*:\s*(<[^>]*>|[^\s<>]+)(.*)$", re.IGNORECASE)
+# A path in brackets, whose quoted local part may hold ">" (RFC 5321 4.1.2 Quoted-string, backslash escapes in it):
+# it ends at the first ">" outside quotes (Postfix reads ``<"v>x"@example.net>`` so); a quote never closed leaves it
+# at the first ">"; or a bare path (no brackets), up to a blank.
+_PATH = re.compile(r'^\s*(?:FROM|TO)\s*:\s*(<(?:"(?:[^"\\]|\\.)*"|[^">])*>|<[^>]*>|[^\s<>]+)(.*)$', re.IGNORECASE)
 _XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
 # EHLO keywords that list SASL mechanisms, and the commands that start an exchange with one (RFC 4954 AUTH; X-EXPS,
 # which Exchange servers authenticate each other with and answer anyone with, NTLM included).

@@ -90,6 +90,8 @@ def route(address: str) -> tuple[str | None, str | None]:
     text = address.strip().strip("<>").strip()
     if text.startswith("@") and ":" in text:  # RFC 5321 4.1.2 source route: the last hop is after the colon
         text = text.split(":", 1)[1]
+    if len(text) > 1 and text[0] == text[-1] == '"':  # a quoted string alone goes where its content goes (Postfix's
+        text = text[1:-1]  # resolve_dequoted_address = yes): "v@example.net" to example.net, its "@" no separator
     local, at, domain = text.rpartition("@")
     if not at:
         local, domain = text, ""
