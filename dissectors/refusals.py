@@ -17,7 +17,9 @@ is no base64 included; Dovecot refuses a mechanism it does not offer with ``NO [
 Error: authentication failed: authentication failure``) stays judged. Postfix 2.3 to 3.0 gave the same 535 to a
 back-end it could not reach or that could not check now (:data:`POSTFIX_BACKEND_REASONS`, recognised only after
 Postfix's words), which Postfix 3.1 and later answer with 454; Postfix 3.10 and later name the mechanism they do not
-offer ("Invalid authentication mechanism: 'XOAUTH2'").
+offer ("Invalid authentication mechanism: 'XOAUTH2'"). Cyrus IMAP gives the same texts of its SASL library under a
+plain ``NO`` (imapd) or after ``-ERR [AUTH] authenticating:`` (pop3d), and refuses clear text before TLS "only
+available under a layer" without reading the password.
 
 Exchange Online refuses SMTP AUTH for a policy of the organisation's under ``535 5.7.139``, the code it gives a wrong
 password too, and says which in words: "Authentication unsuccessful, <reason>.", then another sentence or none and a
@@ -76,6 +78,9 @@ _POP3_CODE = re.compile(r"\[([\x21-\x2e\x30-\x5c\x5e-\x7e]+(?:/[\x21-\x2e\x30-\x
 # [ALERT] ...``, POP3 ``-ERR [AUTH] ...``; "Plaintext authentication disallowed on non-secure (SSL/TLS)
 # connections.", which its IMAP says with [PRIVACYREQUIRED] but its POP3 with [AUTH]). Compared in lower case,
 # without a final full stop.
+# Cyrus IMAP's imapd and pop3d (imapd.c, pop3d.c), where clear text or SASL is refused before TLS (allowplaintext
+# off, or TLS required): the password is not even read ("NO Login only available under a layer", "-ERR [AUTH] USER
+# command only available under a layer").
 UNCHECKED_REASONS = frozenset(
     {
         "invalid authentication mechanism",
@@ -83,6 +88,10 @@ UNCHECKED_REASONS = frozenset(
         "invalid base64 data in initial response",
         "invalid base64 data in continued response",
         "plaintext authentication disallowed on non-secure (ssl/tls) connections",
+        "login only available under a layer",
+        "authenticate only available under a layer",
+        "user command only available under a layer",
+        "auth command only available under a layer",
     }
 )
 # Reasons Postfix 2.3 to 3.0 relayed under 535 (3.1 and later: 454 4.7.0 Temporary authentication failure) from a
@@ -160,6 +169,10 @@ EXCHANGE_REASON_ENDS = (".", "[")
 REASON_CODES = ("[ALERT]", "[AUTH]")
 # Postfix's words before the reason its SASL back-end gave (smtpd_sasl_glue.c), lower case.
 POSTFIX_REASON_PREFIX = "error: authentication failed:"
+# Cyrus pop3d's words before the reason Cyrus SASL gave (pop3d.c: "-ERR [AUTH] authenticating: <reason>"), lower
+# case; its imapd gives the reason alone after NO (imapd.c: "a1 NO generic failure", read by imap_judged). The
+# reasons are sasl_errstring's, those of POSTFIX_BACKEND_REASONS among them.
+CYRUS_REASON_PREFIX = "authenticating:"
 # How much of a reply is read for one of those reasons: the longest reply text that holds one, Postfix's "5.7.8
 # Error: authentication failed: " before Cyrus SASL's "One time use of a plaintext password will enable requested
 # mechanism for user", is 113 characters; a longer text (its blanks counted) holds none, so a hostile line of any
@@ -182,7 +195,7 @@ def smtp_judged(code: int, text: str) -> bool:
 def imap_judged(status: str, text: str) -> bool:
     """Did an IMAP tagged refusal (``status`` ``NO`` or ``BAD``, ``text`` what follows it) judge the credentials? A
     ``BAD`` never did: the command or its response was invalid (RFC 9051 section 7.1.3)."""
-    if status.upper() == "BAD" or unchecked_reason(text):
+    if status.upper() == "BAD" or unchecked_reason(text) or unchecked_reason(f"{CYRUS_REASON_PREFIX} {text}"):
         return False
     return response_code(text) not in IMAP_UNJUDGED_CODES
 
@@ -196,8 +209,9 @@ def pop3_judged(text: str) -> bool:
 def unchecked_reason(text: str) -> bool:
     """Is a refusal's text (what follows its SMTP code, IMAP ``NO`` or POP3 ``-ERR``) one of
     :data:`UNCHECKED_REASONS`, whole, or after Postfix's "Error: authentication failed:" one of
-    :data:`POSTFIX_BACKEND_REASONS` or its naming of a mechanism it does not offer? An SMTP enhanced code and one of
-    :data:`REASON_CODES` before it are passed over; a text longer than :data:`MAX_REASON_TEXT` is none."""
+    :data:`POSTFIX_BACKEND_REASONS` or its naming of a mechanism it does not offer, or after Cyrus's
+    "authenticating:" one of :data:`POSTFIX_BACKEND_REASONS`? An SMTP enhanced code and one of :data:`REASON_CODES`
+    before it are passed over; a text longer than :data:`MAX_REASON_TEXT` is none."""
     if len(text) > MAX_REASON_TEXT:
         return False
     head = text.strip()
@@ -212,6 +226,8 @@ def unchecked_reason(text: str) -> bool:
     reason = head.removeprefix(POSTFIX_REASON_PREFIX).strip().removesuffix(".").rstrip()
     if reason in UNCHECKED_REASONS:
         return True
+    if head.startswith(CYRUS_REASON_PREFIX):
+        return head.removeprefix(CYRUS_REASON_PREFIX).strip() in POSTFIX_BACKEND_REASONS
     relayed = head.startswith(POSTFIX_REASON_PREFIX)
     return relayed and (reason in POSTFIX_BACKEND_REASONS or _NAMED_MECHANISM.fullmatch(reason) is not None)
 
