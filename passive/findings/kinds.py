@@ -267,7 +267,7 @@ OPEN_RELAY = Kind(
         ),
         Field(
             "accepted",
-            "true when the server answered 2xx (relays), false for a 5xx refusal (of the RCPT, or of its message)",
+            "true when the server answered 2xx (relays), false for a 5xx to the RCPT or to its message naming relaying",
             column=True,
             compared=True,
         ),
