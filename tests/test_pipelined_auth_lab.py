@@ -227,6 +227,25 @@ def test_dovecot_answers_pipelined_pop3_logins_in_turn(
                         ("USER-PASS", right, "success", 1), ("USER-PASS", wrong, "failure", 1)], attempts  # fmt: skip
 
 
+def test_dovecot_checks_a_pop3_pass_only_right_after_a_user_it_took(
+    verdicts_lab: V.VerdictsLab,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    """RFC 1939: PASS only right after a successful USER. Dovecot answers a PASS with no USER before it, and a second
+    PASS after a refused one (it forgot the user), "-ERR No username given." without trying the password, the right
+    one included: neither is a failed password; the PASS right after the USER is."""
+    pcap = tmp_path / "pop3-pass-without-user.pcap"
+    wrong, right = L.WRONG_PASSWORD, L.PASSWORD
+    with verdicts_lab.recording(pcap, "tcp port 110"):
+        said = steps(verdicts_lab, 110, f"PASS {right}|2", "USER {user}|3", f"PASS {wrong}|4", f"PASS {right}|5",
+                     "QUIT|6")  # fmt: skip
+    assert said.count("-ERR No username given.") == 2, said
+
+    found = of(analyze(pcap, "--show-secrets"), "cleartext-credentials")
+    attempts = sorted((a["password"], str(a["outcome"])) for f in found for a in f["attempts"])
+    assert attempts == sorted([(right, "None"), (wrong, "failure"), (right, "None")]), attempts
+
+
 def test_dovecot_answers_pipelined_imap_logins_by_tag(
     verdicts_lab: V.VerdictsLab,  # noqa: F811 (the fixture imported above)
     tmp_path: Path,

@@ -262,6 +262,43 @@ def test_message_refused_after_the_rcpt_is_no_open_relay(verdicts_lab: V.Verdict
     assert "message_refused" not in high
 
 
+def test_a_rcpt_left_at_a_service_seen_refusing_relaying_later_is_possible_relay(
+    verdicts_lab: V.VerdictsLab, tmp_path: Path
+) -> None:
+    """A relay test that stops at RCPT (swaks --quit-after RCPT) gets the 250 of the services that check relaying at
+    DATA or at the end of the data, and of the one that relays. In the same capture the first two refuse another
+    message for relaying: their RCPT-only recipients are possible-relay, not high. The relaying service never
+    refused later: its RCPT-only recipient stays high."""
+    pcap = tmp_path / "rcpt-only.pcap"
+    ports = (V.DATA_REFUSING_PORT, V.END_REFUSING_PORT, V.RELAYING_PORT)
+    outsider = ("--from", "spam@outside.example", "--to", V.FOREIGN_RCPT)
+    with verdicts_lab.recording(pcap, "tcp"):
+        for port in ports:
+            stopped = swaks(verdicts_lab, "--port", str(port), *outsider, "--quit-after", "RCPT",
+                            source=V.EXTERNAL_CLIENTS[0])  # fmt: skip
+            assert f"RCPT TO:<{V.FOREIGN_RCPT}>\n<-  250 2.1.5" in stopped.stdout.decode().replace("\r", ""), (
+                stopped.stdout[-800:]
+            )
+        for port in ports[:2]:
+            refused = swaks(verdicts_lab, "--port", str(port), *outsider, source=V.EXTERNAL_CLIENTS[1])
+            assert "<** 554 5.7.1" in refused.stdout.decode(), refused.stdout[-800:]
+
+    relays = of(analyze(pcap, "--trusted-net", f"{V.TRUSTED_CLIENT}/32", *OWN_DOMAIN), "open-relay")
+    verdicts = sorted(
+        (int(r["server"].rpartition(":")[2]), d["client"].rpartition(":")[0], r["verdict"])
+        for r in relays
+        for d in r["details"]
+    )
+    first, second = V.EXTERNAL_CLIENTS[:2]
+    assert verdicts == [
+        (V.DATA_REFUSING_PORT, first, "possible-relay"),
+        (V.DATA_REFUSING_PORT, second, "refused"),
+        (V.END_REFUSING_PORT, first, "possible-relay"),
+        (V.END_REFUSING_PORT, second, "refused"),
+        (V.RELAYING_PORT, first, "open-relay"),
+    ]
+
+
 def test_xclient_login_is_authentication_and_addr_the_client(verdicts_lab: V.VerdictsLab, tmp_path: Path) -> None:
     """A proxy (the trusted client, Postfix's smtpd_authorized_xclient_hosts) hands the session to Postfix with
     XCLIENT: with LOGIN the client counts as authenticated and Postfix relays for it, which is no open relay; with
