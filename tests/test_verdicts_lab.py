@@ -299,6 +299,41 @@ def test_a_rcpt_left_at_a_service_seen_refusing_relaying_later_is_possible_relay
     ]
 
 
+# A client that sends a transaction to the recipient its args name (a quoted local part), then RSET and QUIT.
+QUOTED_RCPT = (
+    V.SCRIPTED_CLIENT
+    + r"""
+wait_for(b"220 ")
+s.sendall(b"EHLO quoted.example\r\n"); wait_for(b"250 ")
+s.sendall(b"MAIL FROM:<a@outside.example>\r\n"); wait_for(b"250 2.1.0")
+s.sendall(b"RCPT TO:<%s>\r\n" % args[0].encode()); wait_for(b"2.1.5")
+s.sendall(b"RSET\r\n"); wait_for(b"2.0.0")
+s.sendall(b"QUIT\r\n"); wait_for(b"221 ")
+sys.stdout.write(got.decode("latin-1"))
+"""
+)
+
+
+def test_quoted_local_parts_are_read_as_postfix_reads_them(verdicts_lab: V.VerdictsLab, tmp_path: Path) -> None:
+    """Postfix takes ``"bob@<its domain>"`` (a quoted string alone, routed as its content) from anyone: its own
+    domain, no relaying; the relaying service takes ``"v>x"@example.net``, a path whose quoted local part holds a
+    ">": relaying to example.net, high."""
+    pcap = tmp_path / "quoted.pcap"
+    sent = []
+    with verdicts_lab.recording(pcap, "tcp"):
+        for port, rcpt in ((25, f'"{L.USER2}@{V.LOCAL_DOMAIN}"'), (V.RELAYING_PORT, '"v>x"@example.net')):
+            argv = [sys.executable, "-c", QUOTED_RCPT, L.SRV_IP, str(port), V.EXTERNAL_CLIENTS[0], rcpt]
+            done = verdicts_lab.client(argv)
+            assert done.returncode == 0, done.stderr.decode(errors="replace")
+            sent.append(done.stdout.decode())
+    assert all("250 2.1.5 Ok" in said for said in sent), sent
+
+    relays = of(analyze(pcap, "--trusted-net", f"{V.TRUSTED_CLIENT}/32", *OWN_DOMAIN), "open-relay")
+    assert [(r["server"], r["verdict"], r["rcpt_to"]) for r in relays] == [
+        (f"{L.SRV_IP}:{V.RELAYING_PORT}", "open-relay", '"v>x"@example.net')
+    ]
+
+
 def test_xclient_login_is_authentication_and_addr_the_client(verdicts_lab: V.VerdictsLab, tmp_path: Path) -> None:
     """A proxy (the trusted client, Postfix's smtpd_authorized_xclient_hosts) hands the session to Postfix with
     XCLIENT: with LOGIN the client counts as authenticated and Postfix relays for it, which is no open relay; with
