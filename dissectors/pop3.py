@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -18,6 +19,9 @@ _MULTILINE_ALWAYS = {"CAPA", "RETR", "TOP"}
 _MULTILINE_WITHOUT_ARGUMENT = {"LIST", "UIDL", "AUTH"}
 # The multi-line answers whose lines are read; the others (RETR, TOP, LIST, UIDL) are skipped to their end.
 _LISTS_READ = {"CAPA", "AUTH"}
+# The timestamp of a greeting that offers APOP (RFC 1939 section 7: a msg-id, "<1896.697170952@dbc.mtview.ca.us>"):
+# without one the server has nothing to check an APOP digest against.
+_TIMESTAMP = re.compile(r"<[^<>\s]*@[^<>\s]*>")
 # Lines of a multi-line answer kept for CAPA and the AUTH mechanism list; bodies (RETR) are skipped, not kept.
 MAX_LIST_LINES = 256
 # Nor more bytes than this (256 lines of 64 KiB held 16 MiB): a real CAPA list is under 1 KiB; two full-length
@@ -72,6 +76,8 @@ class Pop3Session(MailSession):
         # The answer to the latest USER no PASS followed yet; unknown from the start of a session picked up
         # mid-stream (its USER may have come before the capture), None while there is no such USER.
         self._user_reply: _UserReply | None = _UserReply() if partial else None
+        # Whether the greeting gave an APOP timestamp; None while no greeting was seen (or it proved no greeting).
+        self._timestamp: bool | None = None
         # The server's first line, sent after a command whose answer has lines of its own: a greeting (the server's
         # next line is a status line) or, from a server that did not greet, that command's answer (it is not).
         self._first_line: ev.Greeting | None = None
@@ -177,6 +183,7 @@ class Pop3Session(MailSession):
             # greeting is not answered by it); only when bytes were lost before it may this answer a command.
             self.greeted = True
             greeting = ev.Greeting(ev.Side.SERVER, self._evidence(), text[3 if positive else 4 :].strip(), positive)
+            self._timestamp = _TIMESTAMP.search(text) is not None
             if positive and self.pending and _has_lines(self.pending[0]):
                 self._first_line = greeting  # which it is, the next line says
             else:
@@ -226,6 +233,7 @@ class Pop3Session(MailSession):
             self._emit(first)
             return False
         command = self._pop_pending()
+        self._timestamp = None  # no greeting: whether APOP has a timestamp is unknown
         self._anomaly(ev.Side.SERVER, "no_greeting", f"the server's first line answered {command.verb}: no greeting")
         self._answer(command, True, first.evidence.line)
         self._multiline_line(text)
@@ -247,9 +255,9 @@ class Pop3Session(MailSession):
             # RFC 2449 8.1.2: -ERR [IN-USE] says the password was right and the maildrop is locked by another session.
             valid = positive or pop3_in_use(text[4:])
             # -ERR [SYS/TEMP]: the server could not check the password; once logged in it reads none (RFC 1939: PASS
-            # and APOP come before a login), nor a PASS without a USER it took (_UserReply). Out of turn, whose answer
-            # this is is unknown.
-            checked = verb == "APOP" or (command.user is not None and command.user.accepted is not False)
+            # and APOP come before a login), nor a PASS without a USER it took (_UserReply), nor an APOP without a
+            # greeting's timestamp (Dovecot: "-ERR APOP not enabled."). Out of turn, whose answer this is is unknown.
+            checked = self._timestamp is not False if verb == "APOP" else _after_user(command)
             judged = (valid or (pop3_judged(text[4:]) and not self.authenticated and checked)) and not self._out_of_turn
             valid = valid and not self._out_of_turn
             self.authenticated = self.authenticated or positive
@@ -325,6 +333,11 @@ class Pop3Session(MailSession):
             self._multiline.lines = HeldParts(MAX_LIST_LINES, MAX_LIST_BYTES)
         self._user = None
         self._user_reply = _UserReply()  # the client's line in progress, skipped, may be a USER
+
+
+def _after_user(command: _Command) -> bool:
+    """Whether a PASS came right after a USER the server took, or one the capture may not show (_UserReply)."""
+    return command.user is not None and command.user.accepted is not False
 
 
 def _begins_exchange(command: _Command) -> bool:

@@ -59,3 +59,18 @@ def test_a_pass_whose_user_the_capture_may_not_show_keeps_its_verdict() -> None:
     session = Pop3Session(partial=True)
     events = feed(session, [(C, b"PASS secret1\r\n"), (S, b"-ERR [AUTH] Authentication failed.\r\n")])
     assert [(r.success, r.judged) for r in kinds(events, ev.AuthResult)] == [(False, True)]
+
+
+@pytest.mark.parametrize(
+    ("greeting", "outcome"),
+    [
+        ("+OK Dovecot (Debian) ready.", None),  # "-ERR APOP not enabled.": no timestamp, no digest to check
+        ("+OK POP3 server ready <1896.697170952@dbc.mtview.ca.us>", "failure"),
+    ],
+)
+def test_an_apop_digest_is_judged_only_against_a_greeting_timestamp(greeting: str, outcome: str | None) -> None:
+    """RFC 1939 section 7: APOP's digest is MD5 of the greeting's timestamp and the secret. A server whose greeting
+    gave none cannot check it (Dovecot 2.3 answers "-ERR APOP not enabled."): its -ERR is no failed digest."""
+    script = f"S: {greeting}\nC: APOP alice c4c9334bac560ecc979e58001b3e22fb\nS: -ERR APOP not enabled.\nC: QUIT"
+    digests = {a["password"]: a["outcome"] for r in credentials(findings(script, 110)) for a in r["attempts"]}
+    assert digests == {"c4c9334bac560ecc979e58001b3e22fb": outcome}
