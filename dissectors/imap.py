@@ -90,6 +90,8 @@ class ImapSession(MailSession):
         self._tag_bytes = 0
         self._awaited: _Awaited | None = None
         self._literal_plus = False  # the server announced LITERAL+
+        # The latest capability listing named LOGINDISABLED: the server refuses LOGIN unread (RFC 9051 6.2.3).
+        self._login_disabled = False
 
     # -- assembling lines across literals -----------------------------------------------------------------------
 
@@ -303,8 +305,10 @@ class ImapSession(MailSession):
             self._start_tls("STARTTLS", status == "OK")
         elif command.name == "LOGIN":
             success = status == "OK"
-            # Not a BAD, a NO [UNAVAILABLE], nor a refusal once logged in (RFC 9051 6.2: LOGIN comes before one).
-            judged = success or (imap_judged(status, words[2] if len(words) > 2 else "") and not self.authenticated)
+            # Not a BAD, a NO [UNAVAILABLE], nor a refusal once logged in (RFC 9051 6.2: LOGIN comes before one) or
+            # after LOGINDISABLED was listed.
+            checked = not self.authenticated and not self._login_disabled
+            judged = success or (imap_judged(status, words[2] if len(words) > 2 else "") and checked)
             self.authenticated = self.authenticated or success
             text, attempt = line.strip(), command.attempt
             self._emit(ev.AuthResult(SERVER, self._evidence(), "IMAP-LOGIN", success, text, attempt, judged))
@@ -345,6 +349,7 @@ class ImapSession(MailSession):
         upper = [item.upper() for item in items]
         mechanisms = [item[5:] for item in items if item.upper().startswith("AUTH=")]
         self._literal_plus = self._literal_plus or "LITERAL+" in upper
+        self._login_disabled = "LOGINDISABLED" in upper
         self._emit(
             ev.Capabilities(
                 SERVER,
