@@ -221,7 +221,10 @@ class Pop3Session(MailSession):
         number, pending = self.auth.owes_response(), self.pending
         if number is None or len(pending) < 2 or not _begins_exchange(pending[0]) or pending[0].attempt != number:
             return
-        read_as_response(self, _begins_exchange(pending[1]))
+        read = pending[1]
+        read_as_response(self, _begins_exchange(read))
+        if read.verb == "USER" and read.user is not None:
+            read.user.accepted = False  # the server took no USER: a PASS after it has none
 
     def _first_line_answered(self, status: bool, text: str) -> bool:
         """The line after a first line held (``_first_line``): a status line makes that one the greeting; another

@@ -234,17 +234,22 @@ def test_dovecot_checks_a_pop3_pass_only_right_after_a_user_it_took(
     """RFC 1939: PASS only right after a successful USER. Dovecot answers a PASS with no USER before it, and a second
     PASS after a refused one (it forgot the user), "-ERR No username given." without trying the password, the right
     one included: neither is a failed password; the PASS right after the USER is. Its greeting gives no APOP
-    timestamp, and it answers APOP "-ERR APOP not enabled.": no failed digest either."""
+    timestamp, and it answers APOP "-ERR APOP not enabled.": no failed digest either. A USER pipelined behind an AUTH
+    it prompts is that AUTH's response, no USER: the PASS after it draws "-ERR No username given." too."""
     pcap = tmp_path / "pop3-pass-without-user.pcap"
     wrong, right, digest = L.WRONG_PASSWORD, L.PASSWORD, "0" * 32
     with verdicts_lab.recording(pcap, "tcp port 110"):
         said = steps(verdicts_lab, 110, f"PASS {right}|2", "USER {user}|3", f"PASS {wrong}|4", f"PASS {right}|5",
                      f"APOP {{user}} {digest}|6", "QUIT|7")  # fmt: skip
+        # A USER pipelined behind an AUTH Dovecot prompts is read as the AUTH's response: the PASS has no USER.
+        swallowed = steps(verdicts_lab, 110, f"AUTH PLAIN\nUSER {{user}}\nPASS {right}|4", "QUIT|5")
     assert said.count("-ERR No username given.") == 2 and "-ERR APOP not enabled." in said, said
+    assert swallowed.rstrip().split("\n")[-2].startswith("-ERR No username given."), swallowed
 
     found = of(analyze(pcap, "--show-secrets"), "cleartext-credentials")
-    attempts = sorted((a["password"], str(a["outcome"])) for f in found for a in f["attempts"])
-    assert attempts == sorted([(right, "None"), (wrong, "failure"), (right, "None"), (digest, "None")]), attempts
+    attempts = sorted((a["password"], str(a["outcome"]), a["count"]) for f in found for a in f["attempts"])
+    # The right password three times in all (two of them counted as one attempt), never judged.
+    assert attempts == [(digest, "None", 1), (right, "None", 1), (right, "None", 2), (wrong, "failure", 1)], attempts
 
 
 def test_dovecot_answers_pipelined_imap_logins_by_tag(

@@ -33,11 +33,14 @@ def outcomes(script: str) -> dict[str | None, str | None]:
         # Dovecot forgets the user a refused PASS named: a second PASS has none (here the right password).
         "S: +OK Dovecot (Debian) ready.\nC: USER alice\nS: +OK\nC: PASS wrong\nS: -ERR [AUTH] Authentication failed.\n"
         "C: PASS secret1\nS: -ERR No username given.\nC: QUIT\nS: +OK Logging out",
+        # A USER pipelined behind an AUTH the server prompted is read as the AUTH's response: no USER for the PASS.
+        "S: +OK Dovecot ready.\nC: AUTH PLAIN<CRLF>USER alice<CRLF>PASS secret1\n"
+        "S: + <CRLF>-ERR [AUTH] Invalid base64 data in continued response<CRLF>-ERR No username given.\nC: QUIT",
         # Pipelined (RFC 2449 PIPELINING): the USER's refusal comes first, in turn.
         "S: +OK ready\nC: USER alice<CRLF>PASS secret1\nS: -ERR [AUTH] Invalid user<CRLF>-ERR [AUTH] Must give USER "
         "command\nC: QUIT\nS: +OK",
     ],
-    ids=["user-refused", "no-user", "pass-again", "pipelined"],
+    ids=["user-refused", "no-user", "pass-again", "user-read-as-response", "pipelined"],
 )
 def test_a_pass_the_server_could_not_take_is_no_failed_password(script: str) -> None:
     assert outcomes(script).get("secret1", "missing") is None
