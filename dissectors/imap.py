@@ -20,7 +20,7 @@ from dissectors.held import HeldParts, sizes_of
 from dissectors.imap_syntax import capability_code, id_parameters, literal_at_end, tokens, without_capability_codes
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, Line, Raw
 from dissectors.refusals import imap_judged
-from dissectors.session import CLIENT, COMMAND_OVERHEAD, MAX_VERB, SERVER, MailSession, unique_upper
+from dissectors.session import CLIENT, COMMAND_OVERHEAD, MAX_VERB, SERVER, MailSession
 
 __all__ = ["ImapSession", "capability_code", "literal_at_end", "tokens", "without_capability_codes"]
 
@@ -356,7 +356,7 @@ class ImapSession(MailSession):
                 self._evidence(),
                 "capability",
                 items,
-                unique_upper(mechanisms),
+                sasl.mechanism_names(mechanisms),
                 "STARTTLS" in upper,
                 cleartext_login="LOGINDISABLED" not in upper,
             )

@@ -12,7 +12,7 @@ from dissectors.held import HeldParts, size_of, sizes_of
 from dissectors.linebuffer import MAX_LINE
 from dissectors.prompted import read_as_response
 from dissectors.refusals import pop3_in_use, pop3_judged
-from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, Span, unique_upper
+from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, Span
 
 # Commands whose +OK answer is followed by lines up to a lone ".".
 _MULTILINE_ALWAYS = {"CAPA", "RETR", "TOP"}
@@ -300,14 +300,16 @@ class Pop3Session(MailSession):
                     evidence,
                     "capa",
                     items,
-                    unique_upper(mechanisms),
+                    sasl.mechanism_names(mechanisms),
                     any(item.upper() == "STLS" for item in items),
                     cleartext_login=any(item.upper() == "USER" for item in items),
                 )
             )
         elif command.verb == "AUTH":
             mechanisms = [line.split()[0] for line in lines if line.split()]
-            self._emit(ev.Capabilities(ev.Side.SERVER, evidence, "auth-list", [], unique_upper(mechanisms), False))
+            self._emit(
+                ev.Capabilities(ev.Side.SERVER, evidence, "auth-list", [], sasl.mechanism_names(mechanisms), False)
+            )
 
     def _after_gap(self, side: ev.Side) -> None:
         self._multiline = None

@@ -72,6 +72,13 @@ class AuthCommand(NamedTuple):
 _MECHANISM = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_MECHANISM_NAME}}}")
 
 
+def mechanism_names(words: list[str]) -> list[str]:
+    """The mechanisms a server's listing names (EHLO AUTH, IMAP ``AUTH=``, POP3 CAPA SASL or the AUTH list): the
+    words that are mechanism names as an AUTH command is read with them, upper case, each once, in order. Other
+    words (``=cmd|'``, ``/C``, a control character) are none: no client can ask for them."""
+    return list(dict.fromkeys(word.upper() for word in words if _MECHANISM.fullmatch(word)))
+
+
 def parse_auth_command(protocol: Protocol, line: str) -> AuthCommand | None:
     """Recognise the command that starts a SASL exchange; None for any other line.
 

@@ -443,8 +443,3 @@ class MailSession:
 
     def _auth_abandoned(self) -> None:
         """An exchange ended without its verdict: the protocol forgets the command that awaited it."""
-
-
-def unique_upper(words: list[str]) -> list[str]:
-    """The words in upper case, each once, in the order they first came (empty ones left out)."""
-    return list(dict.fromkeys(word.upper() for word in words if word))

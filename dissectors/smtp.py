@@ -6,7 +6,7 @@ from dissectors import events as ev
 from dissectors import sasl, session, smtp_end
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, LaxEnd, Line, Raw
 from dissectors.prompted import read_as_response
-from dissectors.session import MailSession, unique_upper
+from dissectors.session import MailSession
 from dissectors.smtp_parts import BDAT_LINE, MAX_REPLY_BYTES, MAX_REPLY_LINES, REPLY_LINE, Command, Reply, is_last
 from dissectors.smtp_syntax import (
     AUTH_KEYWORDS,
@@ -245,7 +245,7 @@ class SmtpSession(MailSession):
                     self._span_evidence(advertised(code, lines) or self._line.text, reply.cited),
                     "ehlo",
                     keywords,
-                    unique_upper(mechanisms),
+                    sasl.mechanism_names(mechanisms),
                     starttls,
                     server_name=name,
                 )

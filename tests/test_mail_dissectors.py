@@ -459,3 +459,27 @@ def test_smtp_client_side_alone_is_read_past_every_unanswered_data() -> None:
     events = feed(session, script) + session.close(9, 1009.0)
     assert [c.password for c in kinds(events, ev.Credentials)] == ["Secret-9"]
     assert session.buffers[C].held == 0
+
+
+@pytest.mark.parametrize(
+    ("session", "script"),
+    [
+        (SmtpSession, [(S, b"220 mx ESMTP\r\n"), (C, b"EHLO ws\r\n"),
+                       (S, b"250-mx\r\n250-AUTH PLAIN =cmd|' /C calc'!A0 \x9b31M login\r\n"
+                           b"250 AUTH=PLAIN XOAUTH2\r\n")]),
+        (Pop3Session, [(S, b"+OK ready\r\n"), (C, b"CAPA\r\n"),
+                       (S, b"+OK\r\nSASL PLAIN =cmd|' /C calc'!A0 \x9b31M login XOAUTH2\r\n.\r\n")]),
+        (Pop3Session, [(S, b"+OK ready\r\n"), (C, b"AUTH\r\n"),
+                       (S, b"+OK\r\nPLAIN\r\n=cmd|'\r\n/C\r\ncalc'!A0\r\n\x9b31M\r\nlogin\r\nXOAUTH2\r\n.\r\n")]),
+        (ImapSession, [(S, b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN AUTH==cmd|' AUTH=/C AUTH=calc'!A0 AUTH=\x9b31M "
+                           b"AUTH=login AUTH=XOAUTH2] ready\r\n")]),
+    ],
+    ids=["smtp-ehlo", "pop3-capa", "pop3-auth-list", "imap-capability"],
+)  # fmt: skip
+def test_listed_words_that_are_no_mechanism_names_are_not_mechanisms(
+    session: type[MailSession], script: list[tuple[ev.Side, bytes]]
+) -> None:
+    """A server's listing names mechanisms as a client's AUTH names them (RFC 4422 3.1): spreadsheet formulas,
+    paths or control characters in it are no mechanism anyone can use, and are not reported as offered."""
+    [capabilities] = kinds(feed(session(), script), ev.Capabilities)
+    assert capabilities.mechanisms == ["PLAIN", "LOGIN", "XOAUTH2"]
