@@ -14,6 +14,7 @@ from dissectors import ntlmssp
 from dissectors.registry import NOT_MAIL, identify
 from passive.analysis.detectors import hashcat_line
 from passive.analysis.pipeline import Analysis, AnalysisOptions
+from passive.analysis.software import guess_software
 from passive.cli.tables import render_tables
 from passive.results.jsonio import write_jsonl
 from passive.results.records import MASK, finding_record, summary_record
@@ -322,3 +323,11 @@ def test_evidence_record_made_by_of_is_what_its_init_makes() -> None:
         assert list(vars(made).items()) == list(vars(expected).items())
         with pytest.raises(dataclasses.FrozenInstanceError):
             made.line = "changed"  # type: ignore[misc]
+
+
+def test_courier_pop3s_default_greeting_names_courier_and_an_smtp_one_does_not() -> None:
+    """Courier's pop3d greets "+OK Hello there." (nmap-service-probes names it so); after an SMTP greeting's host
+    name the same words name nothing."""
+    assert guess_software("Hello there.") == "Courier"
+    assert guess_software("mx.corp.example Hello there.", host_first=True) is None
+    assert guess_software("Hello there. Welcome") is None

@@ -36,6 +36,11 @@ _SIGNATURES: tuple[tuple[str, str], ...] = (
 )
 
 
+# Greetings that name their software by being a product's default, whole (nmap-service-probes): only where the
+# greeting is no SMTP one (``host_first``), whose words after the host name may be anything.
+_DEFAULT_GREETINGS = {"hello there.": "Courier"}  # Courier's pop3d: "+OK Hello there."
+
+
 @functools.cache
 def _compiled() -> tuple[tuple[re.Pattern[str], str], ...]:
     """The signatures, compiled for the first banner: a run (or a worker process) that sees none never compiles
@@ -61,6 +66,8 @@ def guess_software(banner: str | None, host_first: bool = False) -> str | None:
             banner = rest
     if not banner:
         return None
+    if not host_first and banner.lower() in _DEFAULT_GREETINGS:
+        return _DEFAULT_GREETINGS[banner.lower()]
     return remembered_software(banner) if banner.isascii() else search_software(banner)
 
 
