@@ -47,7 +47,7 @@ def _refusals(protocol: str, prefix: bytes) -> bytes:
             out.append(b"-ERR refused\r\n")
         else:
             words = raw.rstrip(b"\r").decode("utf-8", "replace").split()
-            tag = words[0] if words and words[0] not in ("*", "+") else "*"
+            tag = words[0] if words and not set(words[0]) & {"*", "+"} else "*"  # a tag holds neither (RFC 9051)
             out.append(tag.encode("utf-8") + b" NO refused\r\n")
     return b"".join(out)
 
