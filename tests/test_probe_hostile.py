@@ -394,3 +394,51 @@ def test_clear_text_sent_before_the_tls_handshake_is_not_read_inside_tls(tmp_pat
     assert "INJECTED" not in (methods["mechanisms_after_tls"] or [])
     assert report.status == "ok" and report.starttls == "accepted", report.error
     assert methods["mechanisms_after_tls"] == ["GSSAPI"]
+
+
+def _dropping_at(protocol: str, at: bytes) -> Handler:
+    """A server of ``protocol`` that lists NTLM and ends the connection when the client's line starts with ``at``
+    (``AUTH``/``a AUTHENTICATE``: the command; ``TlRM``: the NEGOTIATE), after answering the command with a prompt."""
+    greeting = {
+        "smtp": b"220 mx ESMTP\r\n",
+        "pop3": b"+OK ready\r\n",
+        "imap": b"* OK [CAPABILITY IMAP4rev1 AUTH=NTLM] ready\r\n",
+    }
+    listing = {"smtp": b"250-mx\r\n250 AUTH NTLM\r\n", "pop3": b"+OK\r\nSASL NTLM\r\n.\r\n"}
+    prompt = {"smtp": b"334 \r\n", "pop3": b"+ \r\n", "imap": b"+ \r\n"}
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(greeting[protocol])
+        while line := await reader.readline():
+            words = line.split()
+            if not words:
+                continue
+            verb = words[1].upper() if protocol == "imap" and len(words) > 1 else words[0].upper()
+            if line.startswith(at) or (protocol == "imap" and at == b"AUTH" and verb == b"AUTHENTICATE"):
+                break
+            if verb in (b"EHLO", b"CAPA"):
+                writer.write(listing[protocol])
+            elif verb in (b"AUTH", b"AUTHENTICATE"):
+                writer.write(prompt[protocol])
+            elif protocol == "imap":
+                writer.write(b"* CAPABILITY IMAP4rev1 AUTH=NTLM\r\n" + words[0] + b" OK\r\n")
+            else:
+                writer.write(b"250 ok\r\n" if protocol == "smtp" else b"+OK\r\n")
+            await writer.drain()
+        writer.close()
+
+    return handler
+
+
+@pytest.mark.parametrize("at", [b"AUTH", b"TlRM"], ids=["at-auth", "at-negotiate"])
+@pytest.mark.parametrize("protocol", ["smtp", "pop3", "imap"])
+def test_an_ntlm_exchange_the_server_ended_unanswered_is_no_not_tried(protocol: str, at: bytes) -> None:
+    """The probe asked: "not-tried" would say it did not. Nor is it a refusal or "no-challenge", which refute
+    Nessus' NTLM plugin: no answer came."""
+
+    def services(ports: dict[str, int]) -> list[Service]:
+        return [Service("mx", "127.0.0.1", ports["mx"], protocol, False, named=True)]
+
+    reports, _, _ = asyncio.run(_serve({"mx": _dropping_at(protocol, at)}, services, QUICK))
+    (report,) = reports.values()
+    assert (report.ntlm, report.status, report.stage) == ("unanswered", "error", "ntlm")

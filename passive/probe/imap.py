@@ -65,6 +65,7 @@ class ImapConversation(Conversation):
         assert self.conn is not None
         self.conn.stage = "ntlm"
         self.report.ntlm_advertised = "NTLM" in self._mechanisms()
+        self.report.ntlm = "unanswered"  # until an answer says more (probe.options.ProbeReport.ntlm)
         tag = self._tag()
         await self.conn.send_line(f"{tag} AUTHENTICATE NTLM")
         reply = await self._imap_until(tag, continuation=True)

@@ -51,7 +51,9 @@ class ServiceReport:
     starttls: str = "not-offered"  # not-offered, not-tried, accepted, refused, failed, implicit
     tls_version: str | None = None
     ntlm_advertised: bool | None = None
-    ntlm: str = "not-tried"  # not-tried, challenge, refused, no-challenge
+    ntlm: str = "not-tried"  # not-tried, challenge, refused, no-challenge, unanswered (the exchange was begun and
+    # no answer to AUTH NTLM or to the NEGOTIATE was read: the connection ended, the time ran out, or the answer
+    # could not be read; the error says which)
     ntlm_reply: str | None = None
     relay_variants_tried: int = 0
     relay_variants_accepted: int = 0

@@ -61,6 +61,7 @@ class Pop3Conversation(Conversation):
         assert self.conn is not None
         self.conn.stage = "ntlm"
         self.report.ntlm_advertised = "NTLM" in self._mechanisms()
+        self.report.ntlm = "unanswered"  # until an answer says more (probe.options.ProbeReport.ntlm)
         await self.conn.send_line("AUTH NTLM")
         reply = await self._pop3_line()
         if reply.startswith("-ERR"):

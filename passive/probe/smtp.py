@@ -101,6 +101,7 @@ class SmtpConversation(Conversation):
         assert self.conn is not None
         self.conn.stage = "ntlm"
         self.report.ntlm_advertised = "NTLM" in self._mechanisms()
+        self.report.ntlm = "unanswered"  # until an answer says more (probe.options.ProbeReport.ntlm)
         code, lines = await self._smtp_command("AUTH NTLM")
         if code != 334:
             self.report.ntlm, self.report.ntlm_reply = "refused", lines[-1][:200]
