@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.helpers_capture import conversation_segments, ethernet_frames, pcap_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -276,3 +278,22 @@ def test_a_server_named_in_unicode_receives_for_its_ascii_domain(tmp_path: Path)
     script = transaction("C: RSET", "S: 250 2.0.0 Ok", rcpts=("info@xn--bcher-kva.de",))
     pcap = capture(tmp_path / "unicode-name.pcap", script.replace("mx.contoso.com", "mx.bücher.de"))
     assert relays(analyze(pcap)) == []
+
+
+@pytest.mark.parametrize("reply", ["250 2.1.5 Ok", "503 5.5.1 Error: need MAIL command"])
+@pytest.mark.parametrize("refusal", ["550 5.7.1 Sender rejected", "451 4.3.0 Try again later"])
+def test_recipients_after_a_refused_mail_are_not_judged(refusal: str, reply: str, tmp_path: Path) -> None:
+    """A refused MAIL opens no transaction (RFC 5321 3.3): a 503 to the RCPT after it says nothing of relaying,
+    and a lax server's 250 relays nothing without a MAIL it took. The next transaction is judged as any."""
+    lines = ["S: " + BANNER, "C: EHLO client.example", "S: 250 mx.contoso.com", "C: MAIL FROM:<a@sender.example>",
+             f"S: {refusal}", "C: RCPT TO:<victim@outside.test>", f"S: {reply}"]  # fmt: skip
+    end = ["C: QUIT", "S: 221 Bye"]
+    assert relays(analyze(capture(tmp_path / "refused-mail.pcap", "\n".join([*lines, *end])))) == []
+    taken = [
+        "C: MAIL FROM:<a@sender.example>",
+        "S: 250 2.1.0 Ok",
+        "C: RCPT TO:<victim@outside.test>",
+        "S: 250 2.1.5 Ok",
+    ]
+    then = analyze(capture(tmp_path / "then-taken.pcap", "\n".join([*lines, *taken, *end])))
+    assert relays(then) == [("open-relay", "high", True)]

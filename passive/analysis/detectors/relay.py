@@ -98,8 +98,11 @@ class RelayDetector(Detector):
             self.lmtp, self.lhlo = self.lhlo, False
 
     def mail_from(self, event: ev.MailFrom) -> None:
+        """A MAIL the server refused opens no transaction (RFC 5321 3.3): the RCPTs after it, answered 503 "need MAIL"
+        or, by a lax server, 250, say nothing of relaying until a MAIL is taken. One whose reply was not seen
+        (lost, cut) may have been taken."""
         self._flush()
-        self.sender = event
+        self.sender = event if event.accepted is not False else None
 
     def reset(self, event: ev.Reset) -> None:
         self._flush()
