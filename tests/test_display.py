@@ -7,11 +7,14 @@ from __future__ import annotations
 import io
 import json
 import re
+import time
 import unicodedata
 
 import pytest
 from rich.console import Console
 
+from passive.capture.counters import CaptureCounters
+from passive.cli import progress
 from passive.cli.dashboard import dashboard
 from passive.cli.tables import render_tables
 from passive.core.text import printable
@@ -129,3 +132,25 @@ def test_ordinary_names_are_shown_as_they_are() -> None:
     for name in ("contoso", "Müller", "北京", "José", "ümlaut-ß", "emoji ❤", "Ελλάδα", "עברית", "العربية"):
         assert printable(name) == name
         assert json.loads(dumps(name)) == name and dumps(name) == json.dumps(name, ensure_ascii=False)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["/data/[link=mailto:it@evil.test]day.pcap", "/data/[conceal]day.pcap", "/data/drop[/]day.pcap"],
+    ids=["link", "style", "closing-tag"],
+)
+def test_progress_shows_a_file_name_as_written_never_as_markup(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A capture's name is chosen by whoever dropped the file: read as rich markup it made a hyperlink (OSC 8) to
+    where it chose, hid or restyled the line, or stopped the display with a MarkupError."""
+    monkeypatch.setattr(progress, "DELAY_SECONDS", 0.0)
+    buffer = io.StringIO()
+    display = progress.RunProgress([name])
+    display.console = Console(file=buffer, width=400, force_terminal=True, color_system="truecolor")
+    display.enabled = True
+    with display, display.file(name, CaptureCounters()):
+        deadline = time.monotonic() + 10
+        while "packets" not in buffer.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    shown = buffer.getvalue()
+    assert "\x1b]8;" not in shown and "\x1b[8m" not in shown  # no hyperlink, no concealed text
+    assert name in re.sub("\x1b\\[[0-9;?]*[A-Za-z]", "", shown)

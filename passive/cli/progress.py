@@ -165,7 +165,8 @@ class RunProgress:
         if self._live is None:
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # loaded: stderr_console
 
-            columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+            # The text holds a file name, which whoever named the file chose: never read as markup.
+            columns = (SpinnerColumn(), TextColumn("{task.description}", markup=False), TimeElapsedColumn())
             self._live = Progress(
                 *columns, console=self.console, transient=True, redirect_stdout=False, redirect_stderr=False
             )
