@@ -26,8 +26,8 @@ GROUPS_LISTED = 25
 # Prefix lengths of the subnet grouping.
 SUBNET_V4 = 24
 SUBNET_V6 = 64
-# Run summary counters that mean traffic was not read (the terminal tables name the same): a report of such runs
-# says "nothing leaked" only of what could be read.
+# Run summary counters that mean traffic was not read: a report of such runs says "nothing leaked" only of what
+# could be read. The terminal tables name the same counters (tests/test_unread_verdicts.py compares the two lists).
 UNREAD = (
     ("tls_sessions", "session(s) inside TLS"),
     ("gap_bytes", "byte(s) lost from the streams"),
@@ -36,6 +36,11 @@ UNREAD = (
     ("flows_evicted", "flow(s) evicted from a full flow table"),
     ("captures_failed", "capture(s) that could not be read"),
     ("decode_errors", "packet(s) that could not be decoded"),
+    ("oversized_records", "record(s) over the size cap"),
+    ("buffer_cap_hits", "out-of-order buffer(s) full"),
+    ("flows_one_sided", "session(s) captured in one direction only"),
+    ("flows_midstream", "session(s) picked up mid-stream"),
+    ("findings_dropped", "finding(s) past the findings cap"),
 )
 
 
