@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from passive.cli.tables import _LOSSES
+from passive.cli.losses import LOSSES
 from passive.results.report.summary import UNREAD
 from tests.helpers_capture import conversation_segments, ethernet_frames, pcap_bytes
 from tests.test_relay_transactions import run_cli
@@ -67,20 +67,36 @@ def test_lost_bytes_qualify_the_all_clear_and_a_whole_capture_does_not(tmp_path:
     assert verdict.startswith("Nothing leaked.")
 
 
-def test_a_capture_cut_by_an_oversized_record_is_not_an_all_clear(tmp_path: Path) -> None:
-    """A pcap record over the size cap stops the reading, as libpcap stops: the login after it is never seen. The
-    terminal said so; the report said "Nothing leaked."."""
+def cut_capture(path: Path) -> Path:
+    """A pcap whose record over the size cap stops the reading, as libpcap stops: the login after it is never
+    seen."""
     login = [*PLAIN[:3], (False, b"AUTH PLAIN AGJvYgBzZWNyZXQtcHc=\r\n"), (True, b"235 2.7.0 ok\r\n")]
     frames = ethernet_frames(conversation_segments(PLAIN, CLIENT, SERVER))
     frames.append((1100.0, bytes(1 << 20)))
     frames += ethernet_frames(conversation_segments(login, ("203.0.113.9", 40001), SERVER), start=1200.0)
-    path = tmp_path / "cut.pcap"
     path.write_bytes(pcap_bytes(frames, snaplen=0xFFFFFFFF))
-    text, verdict = tables(path, tmp_path)
+    return path
+
+
+def test_a_capture_cut_by_an_oversized_record_is_not_an_all_clear(tmp_path: Path) -> None:
+    """The terminal said so; the report said "Nothing leaked."."""
+    text, verdict = tables(cut_capture(tmp_path / "cut.pcap"), tmp_path)
     assert "not everything was read" in text and "over the size cap" in text
     assert verdict.startswith("No leak seen in what could be read.") and "1 record(s) over the size cap" in verdict
     assert "Nothing leaked" not in verdict
 
 
 def test_the_report_names_every_counter_the_terminal_names_as_not_read() -> None:
-    assert {name for name, _ in _LOSSES} <= {name for name, _ in UNREAD}
+    assert {name for name, _ in LOSSES} <= {name for name, _ in UNREAD}
+
+
+def test_a_store_of_such_runs_is_not_an_all_clear_either(tmp_path: Path) -> None:
+    """``findings --db`` said "No leak found" and then "No mail seen (0 packets read ...): nothing was analyzed" of a
+    store holding a mail server's findings, whatever its runs did not read."""
+    store = tmp_path / "store.db"
+    run_cli("analyze", "--db", str(store), "-o", str(tmp_path / "run.txt"), str(cut_capture(tmp_path / "cut.pcap")))
+    text = " ".join(run_cli("findings", "--db", str(store), columns=200).stdout.split())
+    assert text.startswith("No leak found in what could be read;"), text
+    assert "No mail seen" not in text and "nothing was analyzed" not in text
+    assert "No leak among the findings kept in the store (1 run(s)). Its runs did not read everything" in text
+    assert text.endswith("run(s). Not analyzed by its runs: 1 record(s) over the size cap."), text

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
+from typing import Any
 
 import click
 
 from passive.cli.common import emit_records, format_option, verbose_option
+from passive.cli.losses import RUNS_NOT_READ, runs_not_read
 from passive.core.errors import StoreError, UsageError
 from passive.core.text import printable
 from passive.findings.model import SCHEMA_VERSION, FindingType
@@ -39,14 +41,18 @@ def findings_command(
     since_time = _since(since) if since else None
     with FindingStore(db, create=False) as store:
         records = store.query(type=kind, server=server, since=since_time, source=source)
-        summary = {
+        runs = store.runs()
+        summary: dict[str, Any] = {
             "type": "summary",
             "schema_version": SCHEMA_VERSION,
             "findings": dict(Counter(r["type"] for r in records)),
             "store": store.path,
             "store_schema": store.schema_version,
-            "runs": len(store.runs()),
+            "runs": len(runs),
         }
+        not_read = runs_not_read(runs)
+        if not_read:  # what the runs did not read: a store's findings without a leak are no all-clear then
+            summary[RUNS_NOT_READ] = not_read
         warn_skipped(store)
     emit_records(output_format, None, records, summary, verbose=verbose)
 

@@ -10,6 +10,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from passive.cli.losses import LOSSES, RUNS_NOT_READ
 from passive.core.text import printable
 from passive.findings.kinds import KINDS
 from passive.findings.schema import SEVERITY_ORDER, rank
@@ -162,6 +163,11 @@ def negative_statement(summary: dict[str, Any]) -> str:
                 "refused; see the probe status). Nothing was learned, which is not the same as nothing leaking."
             )
         return f"No leak found: {ok} service(s) answered and gave away no host information or credentials."
+    if "store" in summary:  # the findings of a store: its runs' counts are summed in RUNS_NOT_READ, not here
+        text = f"No leak among the findings kept in the store ({_count(summary, 'runs'):,} run(s))."
+        if _unread(summary):
+            text += " Its runs did not read everything (below), and what was not read may hold a leak."
+        return text
     sessions = _sessions(summary)
     total = sum(sessions.values())
     if not total:
@@ -192,27 +198,19 @@ def negative_statement(summary: dict[str, Any]) -> str:
     return f"No leak found in {total:,} session(s) ({listed}{inside})."
 
 
-# Counters that mean some traffic was not analyzed: shown without -v whenever they are not zero, so that a clean
-# table never hides what the engine could not read.
-_LOSSES = (
-    ("captures_failed", "capture(s) could not be read"),
-    ("decode_errors", "packet(s) could not be decoded"),
-    ("truncated_packets", "packet(s) cut short by the snap length"),
-    ("ip_fragments", "IP fragment(s) not reassembled"),
-    ("gap_bytes", "byte(s) missing from the streams (packet loss)"),
-    ("flows_one_sided", "session(s) captured in one direction only (what the other side sent is not in the capture)"),
-    ("flows_midstream", "session(s) picked up mid-stream (what they said before the capture began is not in it)"),
-    ("flows_evicted", "flow(s) evicted from a full flow table"),
-    ("buffer_cap_hits", "out-of-order buffer(s) full"),
-    ("oversized_records", "record(s) over the size cap"),
-    ("findings_dropped", "finding(s) past the findings cap"),
-    ("tls_sessions", "session(s) inside TLS, unreadable"),
-)
-
-
 def _unread(summary: dict[str, Any]) -> bool:
-    """Some traffic of the run was not analyzed (:data:`_LOSSES`)."""
-    return "services" not in summary and any(_count(summary, name) for name, _ in _LOSSES)
+    """Some traffic of the run (or of a store's runs) was not analyzed (:data:`LOSSES`)."""
+    if "services" in summary:
+        return False
+    return any(_count(summary, name) for name, _ in LOSSES) or bool(_runs_losses(summary))
+
+
+def _runs_losses(summary: dict[str, Any]) -> list[str]:
+    """A store's losses (:data:`RUNS_NOT_READ`), in words."""
+    totals = summary.get(RUNS_NOT_READ)
+    if not isinstance(totals, dict):
+        return []
+    return [f"{_count(totals, name):,} {what}" for name, what in LOSSES if _count(totals, name)]
 
 
 def scope_text(summary: dict[str, Any]) -> str:
@@ -221,13 +219,15 @@ def scope_text(summary: dict[str, Any]) -> str:
         ok, failed = _count(summary, "services_ok"), _count(summary, "services_failed")
         return f"Probed {_count(summary, 'services'):,} service(s): {ok:,} answered, {failed:,} did not."
     if "store" in summary:  # the findings of a store
-        return f"From the store {printable(summary['store'])}: {_count(summary, 'runs'):,} run(s)."
+        text = f"From the store {printable(summary['store'])}: {_count(summary, 'runs'):,} run(s)."
+        losses = _runs_losses(summary)
+        return text + (" Not analyzed by its runs: " + "; ".join(losses) + "." if losses else "")
     sessions = _sessions(summary)
     listed = ", ".join(f"{protocol} {count:,}" for protocol, count in sorted(sessions.items())) or "no mail session"
     captures = _count(summary, "captures")
     read = f"Read {captures:,} capture(s): " if captures else "Read "
     text = f"{read}{_count(summary, 'packets_read'):,} packets, {_count(summary, 'flows'):,} TCP flows; {listed}."
-    losses = [f"{_count(summary, name):,} {what}" for name, what in _LOSSES if _count(summary, name)]
+    losses = [f"{_count(summary, name):,} {what}" for name, what in LOSSES if _count(summary, name)]
     if losses:
         text += " Not analyzed: " + "; ".join(losses) + "."
     return printable(text + " (-v: every engine counter)")
