@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,11 @@ from passive.core.errors import InputError
 
 # nmap XML of a few thousand hosts is a few megabytes; anything far larger is not what this reads.
 MAX_XML_BYTES = 64 * 1024 * 1024
+# Mechanisms kept from one script's output, as the passive detector keeps per server: a server offers a handful, and
+# a list of 50 000 (330 KB of XML) took 12 s when each name was compared with those kept before it.
+MAX_MECHANISMS = 64
+# Longest mechanism name kept: SASL names are at most 20 characters (RFC 4422), as the passive detector bounds them.
+MAX_MECHANISM_NAME = 64
 
 NTLM_SCRIPTS = {
     "smtp-ntlm-info": "smtp",
@@ -75,15 +81,29 @@ def _ntlm(service: NmapService, script: ET.Element) -> None:
         service.put("ntlm-info", name, elems.get(key) or None)
 
 
-def _smtp_commands(service: NmapService, script: ET.Element) -> None:
-    keywords = [part.strip() for part in _script_output(script).split(",")]
-    mechanisms: list[str] = []
+def _mechanisms(words: Iterable[str]) -> list[str]:
+    """Mechanism names in upper case, each once, in the order given, within :data:`MAX_MECHANISMS` and
+    :data:`MAX_MECHANISM_NAME`."""
+    kept: dict[str, None] = {}
+    for word in words:
+        if len(kept) >= MAX_MECHANISMS:
+            break
+        if len(word) <= MAX_MECHANISM_NAME:
+            kept.setdefault(word.upper())
+    return list(kept)
+
+
+def _auth_words(keywords: list[str]) -> Iterator[str]:
+    """The words of every ``AUTH`` (and ``AUTH=``) keyword of an EHLO reply."""
     for keyword in keywords[1:]:  # the first is the server's name from the 250 line
         name, _, value = keyword.partition(" ")
         if name.upper() == "AUTH" or name.upper().startswith("AUTH="):
-            words = value.split() if name.upper() == "AUTH" else [name[5:], *value.split()]
-            mechanisms.extend(word.upper() for word in words if word.upper() not in mechanisms)
-    service.put("auth-methods", "mechanisms", mechanisms)
+            yield from value.split() if name.upper() == "AUTH" else [name[5:], *value.split()]
+
+
+def _smtp_commands(service: NmapService, script: ET.Element) -> None:
+    keywords = [part.strip() for part in _script_output(script).split(",")]
+    service.put("auth-methods", "mechanisms", _mechanisms(_auth_words(keywords)))
     starttls = any(keyword.upper() == "STARTTLS" for keyword in keywords[1:])
     service.put("auth-methods", "starttls_offered", starttls)
     service.put("mail-service", "starttls_offered", starttls)
@@ -103,9 +123,9 @@ def _open_relay(service: NmapService, script: ET.Element) -> None:
 def _pop3_capabilities(service: NmapService, script: ET.Element) -> None:
     output = _script_output(script)
     match = _POP3_SASL.search(output)
-    mechanisms = [word.upper() for word in match.group(1).split()] if match else []
+    mechanisms = _mechanisms(match.group(1).split()) if match else []
     words = _POP3_SASL.sub("", output).split()
-    if "USER" in words:
+    if "USER" in words and "USER" not in mechanisms:
         mechanisms.append("USER")
     service.put("auth-methods", "mechanisms", mechanisms)
     service.put("auth-methods", "cleartext_login", "USER" in words)
