@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -15,7 +17,8 @@ from click.testing import CliRunner
 from passive.cli.main import main
 from passive.results.nessus import NessusError, parse_nessus
 from passive.results.nessus_verify import output_names, verify
-from passive.results.nmap_xml import parse_nmap_xml
+from passive.results.nmap_xml import NmapXmlError, parse_nmap_xml
+from passive.results.xmlstream import MAX_DEPTH
 from tests.corpus import require_corpus
 
 NTLM_OUTPUT = """
@@ -111,6 +114,36 @@ def test_nmap_reader_is_hardened_too_and_reads_http_ntlm_info() -> None:
     [service] = parse_nmap_xml(xml)
     assert (service.server, service.protocol) == ("10.0.0.9:80", "http")
     assert service.fields["ntlm-info"]["netbios_computer"] == "EXCH19"
+
+
+EMPTY_ELEMENTS = b"<a/>" * 500_000
+NESSUS_HOST = (
+    b'<NessusClientData_v2><Report><ReportHost name="10.0.0.1">',
+    b"</ReportHost></Report></NessusClientData_v2>",
+)
+NMAP_HOST = (b'<nmaprun><host><address addr="10.0.0.1" addrtype="ipv4"/><ports>', b"</ports></host></nmaprun>")
+READERS = [(parse_nessus, *NESSUS_HOST), (parse_nmap_xml, *NMAP_HOST)]
+
+
+@pytest.mark.parametrize(("parse", "head", "tail"), READERS, ids=["nessus", "nmap"])
+def test_a_file_of_many_elements_is_read_without_its_tree(parse: Any, head: bytes, tail: bytes) -> None:
+    """The tree of 2 MB of empty elements took 40 MiB (a 40 MB Nessus file 918 MB; the readers accept 512 MiB and
+    64 MiB): elements now leave as they end."""
+    data = head + EMPTY_ELEMENTS + tail
+    tracemalloc.start()
+    try:
+        assert parse(data) == []
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20
+
+
+@pytest.mark.parametrize(("parse", "head", "tail"), READERS, ids=["nessus", "nmap"])
+def test_elements_nested_past_the_depth_bound_are_refused(parse: Any, head: bytes, tail: bytes) -> None:
+    depth = MAX_DEPTH + 1
+    with pytest.raises((NessusError, NmapXmlError), match=f"nested deeper than {MAX_DEPTH}"):
+        parse(head + b"<a>" * depth + b"</a>" * depth + tail)
 
 
 def test_verdicts_from_records_and_probe_reports() -> None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
 from passive.core.errors import InputError
+from passive.results.xmlstream import TooDeep, read_elements
 
 # A Nessus export of a large network runs to a few hundred megabytes; past this it is refused, not read.
 MAX_NESSUS_BYTES = 512 * 1024 * 1024
@@ -87,53 +88,88 @@ def _plugin(plugin_id: int, name: str) -> tuple[str, str | None] | None:
     return None
 
 
-def _host_ip(host: ET.Element) -> str | None:
-    for tag in host.iter("tag"):
-        if tag.get("name") == "host-ip" and tag.text:
-            return tag.text.strip()
-    name = (host.get("name") or "").strip()
+def _address(name: str) -> str | None:
+    """A ReportHost name that is an address (the export names hosts by address or by host name)."""
     return name if re.fullmatch(r"[0-9.]+|[0-9A-Fa-f:]+", name) and any(c in name for c in ".:") else None
 
 
-def _items(host: ET.Element) -> list[NessusItem]:
-    name, ip = (host.get("name") or "").strip(), _host_ip(host)
-    out = []
-    for item in host.iter("ReportItem"):
-        try:
-            plugin_id, port = int(item.get("pluginID") or ""), int(item.get("port") or "0")
-        except ValueError:
-            continue
-        plugin_name = (item.get("pluginName") or "")[:300]
-        recognised = _plugin(plugin_id, plugin_name)
-        if recognised is None:
-            continue
-        check, protocol = recognised
-        svc = (item.get("svc_name") or "").strip().lower()
-        protocol = protocol or SERVICE_PROTOCOLS.get(svc.rstrip("?")) or PORT_PROTOCOLS.get(port)
-        output = (item.findtext("plugin_output") or "")[:MAX_OUTPUT]
-        out.append(NessusItem(name, ip, port, svc, plugin_id, plugin_name, check, protocol, output))
-    return out
+# The elements the reader looks at; the others pass unseen.
+_TAGS = frozenset({"ReportHost", "ReportItem", "tag", "plugin_output"})
+
+
+@dataclass
+class _Host:
+    """The ``ReportHost`` being read: its name, its ``host-ip`` tag once seen, its recognised items so far."""
+
+    name: str
+    ip: str | None = None
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _Reader:
+    """One streaming read: a host's items wait for its end, where its ``host-ip`` is known whatever the order."""
+
+    def __init__(self) -> None:
+        self.items: list[NessusItem] = []
+        self.host: _Host | None = None
+        self.item: dict[str, Any] | None = None  # the open recognised ReportItem's fields
+
+    def start(self, tag: str, attributes: dict[str, str], parent: str | None) -> None:
+        if parent is None and tag != "NessusClientData_v2":
+            raise NessusError("not a Nessus v2 export (no <NessusClientData_v2>)")
+        if tag == "ReportHost":
+            self.host = _Host((attributes.get("name") or "").strip())
+        elif tag == "ReportItem" and self.host is not None:
+            self.item = _item(attributes)
+
+    def end(self, tag: str, attributes: dict[str, str], text: str, parent: str | None) -> None:
+        host = self.host
+        if host is None:
+            return
+        if tag == "tag" and host.ip is None and attributes.get("name") == "host-ip" and text:
+            host.ip = text.strip()
+        elif tag == "plugin_output" and self.item is not None and parent == "ReportItem":
+            self.item.setdefault("output", text[:MAX_OUTPUT])  # the first, as findtext reads
+        elif tag == "ReportItem" and self.item is not None:
+            if len(self.items) + len(host.items) >= MAX_ITEMS:
+                raise NessusError(f"more than {MAX_ITEMS} recognised plugin results")
+            host.items.append(self.item)
+            self.item = None
+        elif tag == "ReportHost":
+            ip = host.ip or _address(host.name)
+            self.items += [NessusItem(host.name, ip, **{"output": "", **fields}) for fields in host.items]
+            self.host = None
+
+
+def _item(attributes: dict[str, str]) -> dict[str, Any] | None:
+    """A ReportItem's fields (all but its output), or None when its plugin is not one of those read."""
+    try:
+        plugin_id, port = int(attributes.get("pluginID") or ""), int(attributes.get("port") or "0")
+    except ValueError:
+        return None
+    plugin_name = (attributes.get("pluginName") or "")[:300]
+    recognised = _plugin(plugin_id, plugin_name)
+    if recognised is None:
+        return None
+    check, protocol = recognised
+    svc = (attributes.get("svc_name") or "").strip().lower()
+    protocol = protocol or SERVICE_PROTOCOLS.get(svc.rstrip("?")) or PORT_PROTOCOLS.get(port)
+    return {"port": port, "svc_name": svc, "plugin_id": plugin_id, "plugin_name": plugin_name, "check": check,
+            "protocol": protocol}  # fmt: skip
 
 
 def parse_nessus(data: bytes) -> list[NessusItem]:
     """The recognised plugins of a Nessus v2 export; :class:`NessusError` for anything else."""
     if len(data) > MAX_NESSUS_BYTES:
         raise NessusError(f"larger than {MAX_NESSUS_BYTES} bytes")
+    reader = _Reader()
     try:
-        root = SafeET.fromstring(data, forbid_dtd=True)
+        read_elements(data, reader, _TAGS, max_text=MAX_OUTPUT, forbid_dtd=True)
     except DefusedXmlException as error:
         raise NessusError(f"refused: {type(error).__name__} (a Nessus export has no DTD or entities)") from None
-    except ET.ParseError as error:
+    except (ET.ParseError, TooDeep) as error:
         raise NessusError(f"not XML: {error}") from None
-    if root.tag != "NessusClientData_v2":
-        raise NessusError("not a Nessus v2 export (no <NessusClientData_v2>)")
-    items: list[NessusItem] = []
-    for host in root.iter("ReportHost"):
-        for item in _items(host):
-            if len(items) >= MAX_ITEMS:
-                raise NessusError(f"more than {MAX_ITEMS} recognised plugin results")
-            items.append(item)
-    return items
+    return reader.items
 
 
 def read_nessus(path: str | Path) -> list[NessusItem]:

@@ -16,17 +16,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
 from passive.core.endpoints import endpoint
 from passive.core.errors import InputError
+from passive.findings.model import MAX_FIELD_TEXT
+from passive.results.xmlstream import TooDeep, read_elements
 
 # nmap XML of a few thousand hosts is a few megabytes; anything far larger is not what this reads.
 MAX_XML_BYTES = 64 * 1024 * 1024
 # Mechanisms kept from one script's output, as the passive detector keeps per server: a server offers a handful, and
 # a list of 50 000 (330 KB of XML) took 12 s when each name was compared with those kept before it.
 MAX_MECHANISMS = 64
+# Ports with results of the scripts read, per file: one per mail service scanned, a few thousand in a large scan.
+# Each is held until the file is read (about 1 KB); past this the file is refused.
+MAX_SERVICES = 100_000
 # Longest mechanism name kept: SASL names are at most 20 characters (RFC 4422), as the passive detector bounds them.
 MAX_MECHANISM_NAME = 64
 
@@ -65,14 +69,20 @@ class NmapService:
         self.fields.setdefault(kind, {})[name] = value
 
 
-def _script_output(script: ET.Element) -> str:
-    return script.get("output") or ""
+@dataclass
+class _Script:
+    """One ``<script>`` being read: its id, its text output and the NTLM names among its ``<elem>`` children."""
+
+    id: str
+    output: str
+    elems: dict[str, str] = field(default_factory=dict)
+    structured: bool = False  # any <elem> child at all: newer nmap lists the names there
 
 
-def _ntlm(service: NmapService, script: ET.Element) -> None:
-    elems = {elem.get("key"): (elem.text or "") for elem in script.iter("elem")}
-    if not elems:  # older nmap: only the text output
-        for line in _script_output(script).splitlines():
+def _ntlm(service: NmapService, script: _Script) -> None:
+    elems = dict(script.elems)
+    if not script.structured:  # older nmap: only the text output
+        for line in script.output.splitlines():
             key, _, value = line.strip().partition(": ")
             if key in NTLM_KEYS:
                 elems[key] = value
@@ -101,16 +111,16 @@ def _auth_words(keywords: list[str]) -> Iterator[str]:
             yield from value.split() if name.upper() == "AUTH" else [name[5:], *value.split()]
 
 
-def _smtp_commands(service: NmapService, script: ET.Element) -> None:
-    keywords = [part.strip() for part in _script_output(script).split(",")]
+def _smtp_commands(service: NmapService, script: _Script) -> None:
+    keywords = [part.strip() for part in script.output.split(",")]
     service.put("auth-methods", "mechanisms", _mechanisms(_auth_words(keywords)))
     starttls = any(keyword.upper() == "STARTTLS" for keyword in keywords[1:])
     service.put("auth-methods", "starttls_offered", starttls)
     service.put("mail-service", "starttls_offered", starttls)
 
 
-def _open_relay(service: NmapService, script: ET.Element) -> None:
-    output = _script_output(script)
+def _open_relay(service: NmapService, script: _Script) -> None:
+    output = script.output
     match = _RELAY_COUNT.search(output)
     if match:
         service.put("open-relay", "accepted", True)
@@ -120,8 +130,8 @@ def _open_relay(service: NmapService, script: ET.Element) -> None:
         service.put("open-relay", "variants_accepted", 0)
 
 
-def _pop3_capabilities(service: NmapService, script: ET.Element) -> None:
-    output = _script_output(script)
+def _pop3_capabilities(service: NmapService, script: _Script) -> None:
+    output = script.output
     match = _POP3_SASL.search(output)
     mechanisms = _mechanisms(match.group(1).split()) if match else []
     words = _POP3_SASL.sub("", output).split()
@@ -140,39 +150,77 @@ _READERS = {
 }
 
 
+def _apply(service: NmapService, script: _Script) -> None:
+    if script.id in NTLM_SCRIPTS:
+        service.protocol = NTLM_SCRIPTS[script.id]
+        _ntlm(service, script)
+    elif script.id in _READERS:
+        service.protocol = service.protocol or ("pop3" if script.id.startswith("pop3") else "smtp")
+        _READERS[script.id](service, script)
+
+
+# The elements the reader looks at; the others pass unseen.
+_TAGS = frozenset({"host", "address", "port", "script", "elem"})
+
+
+@dataclass
+class _Reader:
+    """What one streaming read has open (host, port, script) and what it has found: a host's ports wait for its
+    end, where its address is known whatever their order."""
+
+    services: list[NmapService] = field(default_factory=list)
+    address: str | None = None  # of the open <host>: its first IPv4 or IPv6 <address>
+    ports: list[tuple[str, NmapService]] | None = None  # of the open <host>: (portid, what its scripts said)
+    port: tuple[str, NmapService] | None = None
+    script: _Script | None = None
+
+    def start(self, tag: str, attributes: dict[str, str], parent: str | None) -> None:
+        if parent is None and tag != "nmaprun":
+            raise NmapXmlError("not nmap XML output (no <nmaprun>)")
+        if tag == "host":
+            self.address, self.ports = None, []
+        elif tag == "address" and self.ports is not None and self.address is None:
+            if attributes.get("addrtype") in ("ipv4", "ipv6"):
+                self.address = attributes.get("addr") or ""
+        elif tag == "port" and self.ports is not None:
+            self.port = (attributes.get("portid") or "?", NmapService(""))
+        elif tag == "script" and self.port is not None:
+            self.script = _Script(attributes.get("id") or "", attributes.get("output") or "")
+
+    def end(self, tag: str, attributes: dict[str, str], text: str, parent: str | None) -> None:
+        if tag == "elem" and self.script is not None:
+            self.script.structured = True
+            key = attributes.get("key")
+            if key in NTLM_KEYS:
+                self.script.elems[key] = text
+        elif tag == "script" and self.script is not None and self.port is not None:
+            _apply(self.port[1], self.script)
+            self.script = None
+        elif tag == "port" and self.port is not None and self.ports is not None:
+            if self.port[1].fields:
+                if len(self.services) + len(self.ports) >= MAX_SERVICES:
+                    raise NmapXmlError(f"more than {MAX_SERVICES} ports with results of the scripts read")
+                self.ports.append(self.port)
+            self.port = None
+        elif tag == "host" and self.ports is not None:
+            for portid, service in self.ports if self.address else ():
+                service.server = endpoint(self.address, portid)
+                self.services.append(service)
+            self.address, self.ports = None, None
+
+
 def parse_nmap_xml(data: bytes) -> list[NmapService]:
     """Every open port with at least one understood script; raises :class:`NmapXmlError` for what is not nmap XML."""
     if len(data) > MAX_XML_BYTES:
         raise NmapXmlError(f"larger than {MAX_XML_BYTES} bytes")
-    try:
-        root = SafeET.fromstring(data)  # nmap writes a DOCTYPE line but never declares entities
+    reader = _Reader()
+    try:  # nmap writes a DOCTYPE line but never declares entities
+        read_elements(data, reader, _TAGS, max_text=MAX_FIELD_TEXT, forbid_dtd=False)
     except DefusedXmlException as error:
         raise NmapXmlError(f"refused: {type(error).__name__} (XML entity declarations are not accepted)") from None
-    except ET.ParseError as error:
+    except (ET.ParseError, TooDeep) as error:
         raise NmapXmlError(f"not XML: {error}") from None
-    if root.tag != "nmaprun":
-        raise NmapXmlError("not nmap XML output (no <nmaprun>)")
-    services: list[NmapService] = []
-    for host in root.iter("host"):
-        address = next(
-            (a.get("addr") for a in host.iter("address") if a.get("addrtype") in ("ipv4", "ipv6")),
-            None,
-        )
-        if not address:
-            continue
-        for port in host.iter("port"):
-            service = NmapService(endpoint(address, port.get("portid") or "?"))
-            for script in port.iter("script"):
-                script_id = script.get("id") or ""
-                if script_id in NTLM_SCRIPTS:
-                    service.protocol = NTLM_SCRIPTS[script_id]
-                    _ntlm(service, script)
-                elif script_id in _READERS:
-                    service.protocol = service.protocol or ("pop3" if script_id.startswith("pop3") else "smtp")
-                    _READERS[script_id](service, script)
-            if service.fields:
-                services.append(service)
-    return services
+    return reader.services
 
 
 def read_nmap_xml(path: str | Path) -> list[NmapService]:
