@@ -11,9 +11,11 @@ import pytest
 
 from passive.analysis.pipeline import analyze_captures
 from passive.core.errors import InputError
-from passive.results.baseline import Gate, read_suppressions
+from passive.findings.schema import rank
+from passive.results.baseline import Gate, read_baseline, read_suppressions
 from passive.results.ecs import ecs_record
 from passive.results.records import finding_record
+from tests.helpers_capture import conversation_segments, ethernet_frames, pcap_bytes
 
 PCAPS = Path(__file__).resolve().parents[1] / "pcaps"
 
@@ -49,7 +51,7 @@ def finding_record_id(record: dict) -> str | None:
 def test_baseline_marks_new_unchanged_and_resolved() -> None:
     before = records(PCAPS / "smtp-auth-plain-swaks.pcap")
     now = records(PCAPS / "smtp-auth-plain-swaks.pcap", PCAPS / "pop3-user-pass-fetchmail.pcap")
-    gate = Gate(baseline={r["id"] for r in before} | {"ls-0000000000000000"})
+    gate = Gate(baseline={r["id"]: rank(r["severity"]) for r in before} | {"ls-0000000000000000": 0})
     gate.mark(now)
     assert {r["baseline"] for r in now if r["server"].endswith(":25")} == {"unchanged"}
     assert {r["baseline"] for r in now if r["server"].endswith(":110")} == {"new"}
@@ -57,6 +59,30 @@ def test_baseline_marks_new_unchanged_and_resolved() -> None:
     failing = gate.failing(now, "high")
     assert failing and all(r["baseline"] == "new" and r["severity"] == "high" for r in failing)
     assert gate.summary()["baseline_new"] == sum(r["baseline"] == "new" for r in now)
+
+
+def _server(path: Path, offered: bytes) -> Path:
+    """One SMTP server's EHLO reply: ``offered`` before STARTTLS."""
+    turns = [(True, b"220 mx.contoso.com ESMTP\r\n"), (False, b"EHLO c\r\n"),
+             (True, b"250-mx.contoso.com\r\n" + offered + b"250 STARTTLS\r\n"), (False, b"QUIT\r\n"),
+             (True, b"221 bye\r\n")]  # fmt: skip
+    path.write_bytes(pcap_bytes(ethernet_frames(conversation_segments(turns))))
+    return path
+
+
+def test_a_finding_more_severe_than_in_the_baseline_fails_the_gate(tmp_path: Path) -> None:
+    """A server that offered logins only after STARTTLS (auth-methods, info) and now offers PLAIN before it (medium)
+    keeps its fingerprint: marked unchanged, it passed --fail-on medium --baseline."""
+    before = tmp_path / "before.jsonl"
+    before.write_text("".join(json.dumps(r) + "\n" for r in records(_server(tmp_path / "a.pcap", b""))))
+    now = records(_server(tmp_path / "b.pcap", b"250-AUTH PLAIN LOGIN\r\n"))
+    gate = Gate(baseline=read_baseline(str(before)))
+    gate.mark(now)
+    [methods] = [r for r in now if r["type"] == "auth-methods"]
+    assert methods["severity"] == "medium" and methods["baseline"] == "worse"
+    assert {r["baseline"] for r in now if r is not methods} == {"unchanged"}
+    assert gate.failing(now, "medium") == [methods]
+    assert gate.summary()["baseline_worse"] == 1 and gate.summary()["baseline_new"] == 0
 
 
 def test_suppressions_are_counted_never_silent_and_expire(tmp_path: Path) -> None:

@@ -12,14 +12,18 @@ from passive.core.text import printable
 EXIT_OK = 0  # the analysis (probe, comparison, report) ran, whatever it found
 EXIT_INPUT = 1  # an input could not be read, a target could not be probed, an output could not be written
 EXIT_USAGE = 2  # the command line is wrong: an option value, a filter, a target
-EXIT_FAIL_ON = 3  # --fail-on: a finding at or above the level (new ones only, with --baseline; not suppressed)
+EXIT_FAIL_ON = 3  # --fail-on: a finding at or above the level (with --baseline: new or worse; not suppressed)
 EXIT_INTERRUPTED = 130  # stopped by SIGINT (128 + 2)
 
 EXIT_STATUSES: tuple[tuple[int, str], ...] = (
     (EXIT_OK, "the analysis ran (whatever it found)"),
     (EXIT_INPUT, "an input could not be read, a target could not be probed, or an output could not be written"),
     (EXIT_USAGE, "usage error: an unknown option, a bad value, filter, target or time"),
-    (EXIT_FAIL_ON, "--fail-on LEVEL: a finding at or above LEVEL (with --baseline, a new one) that is not suppressed"),
+    (
+        EXIT_FAIL_ON,
+        "--fail-on LEVEL: a finding at or above LEVEL (with --baseline, a new or more severe one) that is not "
+        "suppressed",
+    ),
     (EXIT_INTERRUPTED, "interrupted (Ctrl-C): what was read so far is written, marked partial"),
 )
 

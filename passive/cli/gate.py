@@ -21,14 +21,14 @@ def gate_options(function: Callable[..., Any]) -> Callable[..., Any]:
             "--fail-on",
             type=click.Choice(LEVELS),
             help=f"Exit with status {EXIT_FAIL_ON} when a finding at or above this severity is found (with "
-            "--baseline: a new one; suppressed ones never count).",
+            "--baseline: a new one, or one more severe than there; suppressed ones never count).",
         ),
         click.option(
             "--baseline",
             "baseline_path",
             metavar="FILE",
-            help="An earlier run's findings (JSON lines or JSON): mark each finding new or unchanged, list the "
-            "resolved ones in the summary.",
+            help="An earlier run's findings (JSON lines or JSON): mark each finding new, worse (more severe than "
+            "there) or unchanged, list the resolved ones in the summary.",
         ),
         click.option(
             "--suppress",
@@ -65,7 +65,7 @@ def gate_status(gate: Gate, records: list[dict[str, Any]], fail_on: str | None) 
         return None
     click.echo(
         f"leakscope: --fail-on {fail_on}: {len(failing)} finding(s) at or above {fail_on}"
-        + (" that are new since the baseline" if gate.baseline is not None else ""),
+        + (" that are new since the baseline, or more severe than there" if gate.baseline is not None else ""),
         err=True,
     )
     return EXIT_FAIL_ON

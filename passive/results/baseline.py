@@ -1,9 +1,11 @@
 """Findings set against an earlier run (``--baseline``) and against accepted risks (``--suppress``), for CI gates.
 
-Each finding is marked ``"baseline": "new"`` or ``"unchanged"`` (by its fingerprint ``id``); the fingerprints of the
-earlier run that are not found again are ``resolved``. A suppression names a fingerprint with a reason and an
-expiry date; a suppressed finding is marked ``"suppressed": {"reason", "expires"}`` and counted, never hidden, and
-does not count for ``--fail-on``. An expired suppression no longer applies, and says so.
+Each finding is marked ``"baseline": "new"``, ``"worse"`` (its fingerprint ``id`` was in the earlier run at a lower
+severity: a server that offered logins only after STARTTLS and now offers them before keeps its fingerprint) or
+``"unchanged"``; the fingerprints of the earlier run that are not found again are ``resolved``. A suppression names
+a fingerprint with a reason and an expiry date; a suppressed finding is marked ``"suppressed": {"reason",
+"expires"}`` and counted, never hidden, and does not count for ``--fail-on``. An expired suppression no longer
+applies, and says so.
 
 Suppression file: JSON lines ``{"id": "ls-...", "reason": "...", "expires": "2027-03-31"}``, or text lines
 ``ls-... 2027-03-31 reason words`` (``#`` starts a comment).
@@ -44,10 +46,11 @@ class Suppression:
 class Gate:
     """What ``--baseline``, ``--suppress`` and ``--fail-on`` decided about one run's records."""
 
-    baseline: set[str] | None = None
+    baseline: dict[str, int] | None = None  # fingerprint -> the highest severity rank it had in the earlier run
     suppressions: dict[str, Suppression] = field(default_factory=dict)
     today: date = field(default_factory=lambda: datetime.now(UTC).date())
     new: int = 0
+    worse: int = 0
     unchanged: int = 0
     suppressed: int = 0
     expired: list[str] = field(default_factory=list)
@@ -59,9 +62,10 @@ class Gate:
         for record in records:
             ident = record.get("id")
             if self.baseline is not None:
-                state = "unchanged" if ident in self.baseline else "new"
+                state = self._state(ident, record.get("severity"))
                 record["baseline"] = state
                 self.new += state == "new"
+                self.worse += state == "worse"
                 self.unchanged += state == "unchanged"
             suppression = self.suppressions.get(str(ident))
             if suppression is None:
@@ -72,18 +76,24 @@ class Gate:
             record["suppressed"] = {"reason": suppression.reason, "expires": suppression.expires.isoformat()}
             self.suppressed += 1
         if self.baseline is not None:
-            self.resolved = sorted(self.baseline - current)
+            self.resolved = sorted(self.baseline.keys() - current)
+
+    def _state(self, ident: object, severity: object) -> str:
+        before = self.baseline.get(ident) if self.baseline is not None and isinstance(ident, str) else None
+        if before is None:
+            return "new"
+        return "worse" if rank(str(severity)) > before else "unchanged"
 
     def failing(self, records: Iterable[dict[str, Any]], level: str) -> list[dict[str, Any]]:
-        """The records that make ``--fail-on level`` fail: at or above the level, not suppressed, and new when a
-        baseline was given."""
+        """The records that make ``--fail-on level`` fail: at or above the level, not suppressed, and new or more
+        severe than before when a baseline was given."""
         threshold = rank(level)
         return [
             r
             for r in records
             if rank(str(r.get("severity"))) >= threshold
             and "suppressed" not in r
-            and (self.baseline is None or r.get("baseline") == "new")
+            and (self.baseline is None or r.get("baseline") in ("new", "worse"))
         ]
 
     def summary(self) -> dict[str, Any]:
@@ -91,6 +101,7 @@ class Gate:
         if self.baseline is not None:
             out.update(
                 baseline_new=self.new,
+                baseline_worse=self.worse,
                 baseline_unchanged=self.unchanged,
                 baseline_resolved=len(self.resolved),
                 resolved=self.resolved[:MAX_RESOLVED_LISTED],
@@ -100,9 +111,15 @@ class Gate:
         return out
 
 
-def read_baseline(path: str) -> set[str]:
-    """The fingerprints of an earlier run's findings file (JSON lines or JSON)."""
-    return {r["id"] for r in read_records(path) if isinstance(r.get("id"), str)}
+def read_baseline(path: str) -> dict[str, int]:
+    """The fingerprints of an earlier run's findings file (JSON lines or JSON), each with the rank of the highest
+    severity it had there."""
+    ranks: dict[str, int] = {}
+    for record in read_records(path):
+        ident = record.get("id")
+        if isinstance(ident, str):
+            ranks[ident] = max(ranks.get(ident, 0), rank(str(record.get("severity"))))
+    return ranks
 
 
 def read_suppressions(path: str) -> dict[str, Suppression]:
