@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import time
@@ -12,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from passive.cli.compare import render_comparison
+from passive.cli.compare import MAX_CELL_TEXT, render_comparison
 from passive.cli.main import main
 from passive.results.compare import compare, from_nmap, from_records
 from passive.results.findings_file import read_records
@@ -129,6 +130,17 @@ def test_compare_table_keeps_hostile_values_inert() -> None:
     render_comparison(console, document)
     text = console.export_text()
     assert "\x1b" not in text and "\x07" not in text and "[bold]x[/]" in text and "differ" in text
+
+
+def test_a_huge_value_from_a_findings_file_is_cut_in_the_table() -> None:
+    """A findings file may hold a value of any length: the table cuts it (a 20 MB banner took 325 s to draw)."""
+    passive = [_record("mail-service", "10.0.0.1:25", banner="A" * 1_000_000)]
+    active = [_record("mail-service", "10.0.0.1:25", banner="mx ESMTP")]
+    document = compare([from_records("passive", passive), from_records("active", active)])
+    console = Console(record=True, width=120, file=io.StringIO(), color_system=None)
+    render_comparison(console, document)
+    shown = console.export_text()
+    assert "…" in shown and "mx ESMTP" in shown and len(shown) < 3 * MAX_CELL_TEXT
 
 
 def test_cli_compare_capture_against_findings_file(tmp_path: Path) -> None:

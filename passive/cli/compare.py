@@ -34,14 +34,21 @@ _STATUS_STYLE = {"agree": "green", "differ": "bold red"}
 _VERDICT_STYLE = {"confirmed": "bold red", "refuted": "green", "not-observed": "yellow"}
 
 
+MAX_CELL_TEXT = 4096
+"""Characters of one value the table shows (``--format json`` writes it whole): a value read from traffic is never
+longer (findings cut their text there), but a findings file may hold anything, and rich folds a long cell in a time
+that grows with its square (a 20 MB banner took 325 s and wrote 36 MB)."""
+
+
 def _cell(value: Any) -> Text:
     if value is None:
         return Text("(none)", style="dim")
     if isinstance(value, bool):
         return Text("yes" if value else "no")
-    if isinstance(value, list):
-        return Text(printable(", ".join(str(v) for v in value)))
-    return Text(printable(value))
+    text = ", ".join(str(v) for v in value) if isinstance(value, list) else str(value)
+    if len(text) > MAX_CELL_TEXT:
+        text = text[: MAX_CELL_TEXT - 1] + "…"
+    return Text(printable(text))
 
 
 def _values(row: dict[str, Any], names: list[str]) -> Text:
