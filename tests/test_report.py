@@ -538,3 +538,42 @@ def test_report_reads_a_directory_and_a_pattern_as_analyze_does(tmp_path: Path) 
     server = re.findall(r"\n\| 10\.99\.0\.1:25 \|[^\n]*", reports["whole"])
     assert server and server[0] in reports["walked"]
     assert "| 10.99.0.1:110 |" in reports["walked"]  # and the findings file's server
+
+
+def _ntlm_capture(path: Path, challenge: bytes, authenticate: bytes | None) -> Path:
+    """One SMTP session offering NTLM before STARTTLS: the client asks for a CHALLENGE, then answers it or cancels."""
+    from dissectors import ntlmssp
+
+    answer = base64.b64encode(authenticate) if authenticate else b"*"
+    turns = [
+        (True, b"220 mx ESMTP\r\n"),
+        (False, b"EHLO c\r\n"),
+        (True, b"250-mx\r\n250-AUTH NTLM\r\n250 STARTTLS\r\n"),
+        (False, b"AUTH NTLM " + base64.b64encode(ntlmssp.build_negotiate()) + b"\r\n"),
+        (True, b"334 " + base64.b64encode(challenge) + b"\r\n"),
+        (False, answer + b"\r\n"),
+        (True, b"535 5.7.3 failed\r\n" if authenticate else b"501 cancelled\r\n"),
+    ]
+    path.write_bytes(pcap_bytes(ethernet_frames(conversation_segments(turns))))
+    return path
+
+
+def test_what_leaks_says_only_what_ntlm_gave(tmp_path: Path) -> None:
+    """A CHALLENGE without names or version, cancelled by the client: the card said "AD names and Windows build over
+    NTLM, user names with crackable responses" (from the client's own version and an exchange without a user)."""
+    from dissectors import ntlmssp
+
+    empty = ntlmssp.build_challenge(b"\x01" * 8)
+    named = ntlmssp.build_challenge(b"\x01" * 8, "CORP", {"netbios_domain": "CORP", "netbios_computer": "MX1"})
+    answered = ntlmssp.build_authenticate("alice", "CORP", "WS1", lm_response=bytes(24), nt_response=bytes(24))
+    cases = [
+        (empty, None, "offers NTLM before TLS"),
+        (named, None, "AD names over NTLM"),
+        (empty, answered, "user names with crackable responses over NTLM"),
+        (named, answered, "AD names over NTLM, user names with crackable responses"),
+    ]
+    for number, (challenge, authenticate, leak) in enumerate(cases):
+        pcap = _ntlm_capture(tmp_path / f"ntlm{number}.pcap", challenge, authenticate)
+        markdown = write_report(tmp_path, f"ntlm{number}.md", str(pcap)).read_text()
+        row = re.search(r"\n\| 10\.0\.0\.2:25 \|[^|]*\|[^|]*\| ([^|]*) \|", markdown)
+        assert row is not None and row.group(1) == leak, (number, row and row.group(1))

@@ -253,23 +253,46 @@ def _leaks(card: ServerCard, of_type: dict[str, list[dict[str, Any]]]) -> tuple[
     if card.banner_host:
         leaks.append(f"its internal host name ({card.banner_host}) in its greeting")
         issues.append(fixes.EXPOSURE)
-    if card.host:
-        users = ", user names with crackable responses" if _ntlm_users(of_type) else ""
-        leaks.append("AD names and Windows build over NTLM" + users)
+    ntlm = _ntlm_leak(card, of_type)
+    if ntlm:
+        leaks.append(ntlm)
         issues += [fixes.NTLM, fixes.EXPOSURE]
     offered = [m for m in card.cleartext_mechanisms if m != "NTLM" and m not in used_in_clear(card)]
     if offered:
         leaks.append(f"offers {', '.join(offered)} before TLS")
         issues.append(fixes.CLEARTEXT)
-    if "NTLM" in card.cleartext_mechanisms and not card.host:
+    if "NTLM" in card.cleartext_mechanisms and not ntlm:
         leaks.append("offers NTLM before TLS")
         issues.append(fixes.NTLM)
     return leaks, list(dict.fromkeys(issues))
 
 
+# The NTLM facts of a card that the server gave (the others are what a client said of itself, or the outcome).
+_SERVER_NAMES = frozenset({"Internal host name", "AD domain", "AD forest", "Target name"})
+_SERVER_BUILD = frozenset({"Windows build"})
+
+
+def _ntlm_leak(card: ServerCard, of_type: dict[str, list[dict[str, Any]]]) -> str | None:
+    """What NTLM gave away, in a phrase, only as far as the findings show it: a CHALLENGE without names or version
+    gives neither, and one that no client answered leaks no user name nor response."""
+    shown = {label for label, _ in card.host}
+    given = [part for part, labels in (("AD names", _SERVER_NAMES), ("Windows build", _SERVER_BUILD)) if shown & labels]
+    users = _ntlm_users(of_type)
+    if not given:
+        return "user names with crackable responses over NTLM" if users else None
+    return " and ".join(given) + " over NTLM" + (", user names with crackable responses" if users else "")
+
+
 def _ntlm_users(of_type: dict[str, list[dict[str, Any]]]) -> bool:
+    """A client answered a CHALLENGE with an AUTHENTICATE naming its user (a response a password can be cracked
+    from)."""
     records = of_type.get("ntlm-info", [])
-    return any(f.texts(r.get("users")) or f.text(r.get("user")) or f.objects(r.get("details")) for r in records)
+    return any(
+        f.texts(r.get("users"))
+        or f.text(r.get("user"))
+        or any(f.text(d.get("user")) for d in f.objects(r.get("details")))
+        for r in records
+    )
 
 
 def _fixes(card: ServerCard, of_type: dict[str, list[dict[str, Any]]]) -> None:
