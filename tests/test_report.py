@@ -577,3 +577,13 @@ def test_what_leaks_says_only_what_ntlm_gave(tmp_path: Path) -> None:
         markdown = write_report(tmp_path, f"ntlm{number}.md", str(pcap)).read_text()
         row = re.search(r"\n\| 10\.0\.0\.2:25 \|[^|]*\|[^|]*\| ([^|]*) \|", markdown)
         assert row is not None and row.group(1) == leak, (number, row and row.group(1))
+
+
+def test_only_ntlm_users_are_counted_as_sent_in_ntlm(tmp_path: Path) -> None:
+    """A POP3 USER/PASS login made the report say "Clients sent 1 user name(s) and 0 workstation name(s) in NTLM,
+    with a NetNTLM response that can be cracked offline" of a capture without NTLM."""
+    clear = write_report(tmp_path, "clear.md", *pcaps("pop3-user-pass-fetchmail.pcap")).read_text()
+    assert "in NTLM" not in clear and "NetNTLM" not in clear
+    both = pcaps("smtp-win2019-ntlm-success-curl.pcap", "pop3-user-pass-fetchmail.pcap")
+    mixed = write_report(tmp_path, "mixed.md", *both).read_text()
+    assert "Clients sent 1 user name(s) and 1 workstation name(s) in NTLM" in mixed

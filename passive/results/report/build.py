@@ -172,7 +172,7 @@ def _learned(cards: list[ServerCard]) -> list[str]:
         learned.append(f"{card.server} answers AUTH NTLM with its " + ", ".join(p for p in parts if p) + ".")
     if len(ntlm) > LISTED:
         learned.append(f"{len(ntlm) - LISTED} more server(s) answer AUTH NTLM with the same kind of information.")
-    users = sorted({u for c in cards for u in c.users})
+    users = sorted({u for c in cards for u in c.ntlm_users})  # not the credentials' users: they sent no NTLM
     workstations = sorted({w for c in cards for w in c.workstations})
     if users or workstations:
         learned.append(

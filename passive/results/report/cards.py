@@ -167,7 +167,7 @@ def _ntlm_facts(card: ServerCard, records: list[dict[str, Any]]) -> None:
                 users.add(f"{domain_name}\\{user}" if domain_name else user)
     if not users and (user := value("user")):
         users.add(f"{value('domain')}\\{user}" if value("domain") else user)
-    card.users = sorted(users)
+    card.users = card.ntlm_users = sorted(users)
     workstations = {w for r in records for w in f.texts(r.get("workstations"))}
     if not workstations and (workstation := value("workstation")):
         workstations.add(workstation)

@@ -93,7 +93,8 @@ class ServerCard:
     starttls_offered: bool | None = None
     tls_used: bool | None = None
     host: list[tuple[str, str]] = field(default_factory=list)
-    users: list[str] = field(default_factory=list)
+    users: list[str] = field(default_factory=list)  # NTLM users and those of credentials
+    ntlm_users: list[str] = field(default_factory=list)  # those of NTLM AUTHENTICATE messages alone
     workstations: list[str] = field(default_factory=list)
     mechanisms: list[str] = field(default_factory=list)
     cleartext_mechanisms: list[str] = field(default_factory=list)
