@@ -577,6 +577,9 @@ def test_what_leaks_says_only_what_ntlm_gave(tmp_path: Path) -> None:
         markdown = write_report(tmp_path, f"ntlm{number}.md", str(pcap)).read_text()
         row = re.search(r"\n\| 10\.0\.0\.2:25 \|[^|]*\|[^|]*\| ([^|]*) \|", markdown)
         assert row is not None and row.group(1) == leak, (number, row and row.group(1))
+        # What an outsider learns: the names the CHALLENGE gave, and no sentence without them ("with its .").
+        learned = "10.0.0.2:25 answers AUTH NTLM with its internal host name MX1, AD domain CORP."
+        assert (learned in markdown) == (challenge is named) and "with its ." not in markdown
 
 
 def test_only_ntlm_users_are_counted_as_sent_in_ntlm(tmp_path: Path) -> None:

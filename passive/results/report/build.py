@@ -158,18 +158,28 @@ def server_order(server: str) -> tuple[int, bytes, int, str]:
         return (99, b"", 0, server)
 
 
+_LEARNED_FACTS = (
+    ("Internal host name", "internal host name"),
+    ("AD domain", "AD domain"),
+    ("AD forest", "forest"),
+    ("Windows build", "Windows build"),
+    ("Clock skew", "clock skew"),
+)
+
+
+def _ntlm_parts(card: ServerCard) -> list[str]:
+    """What the server's CHALLENGE told of it, as parts of a sentence (the card's other NTLM facts are the client's)."""
+    facts = dict(card.host)
+    return [f"{words} {facts[label]}" for label, words in _LEARNED_FACTS if label in facts]
+
+
 def _learned(cards: list[ServerCard]) -> list[str]:
     """What an outsider learns, in sentences, one per kind of leak."""
     learned: list[str] = []
-    ntlm = [c for c in cards if c.host]
-    for card in ntlm[:LISTED]:
-        facts = dict(card.host)
-        parts = [f"internal host name {facts['Internal host name']}" if "Internal host name" in facts else None]
-        parts.append(f"AD domain {facts['AD domain']}" if "AD domain" in facts else None)
-        parts.append(f"forest {facts['AD forest']}" if "AD forest" in facts else None)
-        parts.append(f"Windows build {facts['Windows build']}" if "Windows build" in facts else None)
-        parts.append(f"clock skew {facts['Clock skew']}" if "Clock skew" in facts else None)
-        learned.append(f"{card.server} answers AUTH NTLM with its " + ", ".join(p for p in parts if p) + ".")
+    # Servers whose CHALLENGE gave something: one without names, version or time gave nothing to list.
+    ntlm = [(card, parts) for card in cards if (parts := _ntlm_parts(card))]
+    for card, parts in ntlm[:LISTED]:
+        learned.append(f"{card.server} answers AUTH NTLM with its {', '.join(parts)}.")
     if len(ntlm) > LISTED:
         learned.append(f"{len(ntlm) - LISTED} more server(s) answer AUTH NTLM with the same kind of information.")
     users = sorted({u for c in cards for u in c.ntlm_users})  # not the credentials' users: they sent no NTLM
