@@ -580,6 +580,10 @@ def test_what_leaks_says_only_what_ntlm_gave(tmp_path: Path) -> None:
         # What an outsider learns: the names the CHALLENGE gave, and no sentence without them ("with its .").
         learned = "10.0.0.2:25 answers AUTH NTLM with its internal host name MX1, AD domain CORP."
         assert (learned in markdown) == (challenge is named) and "with its ." not in markdown
+        # The verdict: a server is said to give its AD names only when it was seen giving them.
+        gave = "1 give their Active Directory names and Windows build to anyone who asks"
+        offered = "1 offer NTLM before TLS"
+        assert (gave in markdown) == (challenge is named) and (offered in markdown) != (gave in markdown)
 
 
 def test_only_ntlm_users_are_counted_as_sent_in_ntlm(tmp_path: Path) -> None:

@@ -272,11 +272,16 @@ _SERVER_NAMES = frozenset({"Internal host name", "AD domain", "AD forest", "Targ
 _SERVER_BUILD = frozenset({"Windows build"})
 
 
+def ntlm_given(card: ServerCard) -> list[str]:
+    """What the server's NTLM CHALLENGE gave of what the report names: "AD names", "Windows build"."""
+    shown = {label for label, _ in card.host}
+    return [part for part, labels in (("AD names", _SERVER_NAMES), ("Windows build", _SERVER_BUILD)) if shown & labels]
+
+
 def _ntlm_leak(card: ServerCard, of_type: dict[str, list[dict[str, Any]]]) -> str | None:
     """What NTLM gave away, in a phrase, only as far as the findings show it: a CHALLENGE without names or version
     gives neither, and one that no client answered leaks no user name nor response."""
-    shown = {label for label, _ in card.host}
-    given = [part for part, labels in (("AD names", _SERVER_NAMES), ("Windows build", _SERVER_BUILD)) if shown & labels]
+    given = ntlm_given(card)
     users = _ntlm_users(of_type)
     if not given:
         return "user names with crackable responses over NTLM" if users else None

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from passive.results.report import fixes
+from passive.results.report.cards import ntlm_given
 from passive.results.report.model import (
     ACTIONS,
     FIRST_PAGE_ROWS,
@@ -73,13 +74,16 @@ def verdict(cards: list[ServerCard], summaries: list[dict[str, Any]] | None = No
             "authentication or relaying."
         )
     parts = []
-    for issue, words in (
-        (fixes.PASSWORDS, "let passwords cross the network in clear text"),
-        (fixes.RELAY, "relay mail for anyone"),
-        (fixes.NTLM, "give their Active Directory names and Windows build to anyone who asks"),
-        (fixes.CLEARTEXT, "offer password logins before TLS"),
+    # NTLM: servers seen giving their names or build, apart from those only seen offering NTLM (or whose CHALLENGE
+    # gave neither): the sentence says what the findings show.
+    gave = [c for c in exposed if fixes.NTLM in c.issues and ntlm_given(c)]
+    for count, words in (
+        (sum(fixes.PASSWORDS in c.issues for c in exposed), "let passwords cross the network in clear text"),
+        (sum(fixes.RELAY in c.issues for c in exposed), "relay mail for anyone"),
+        (len(gave), "give their Active Directory names and Windows build to anyone who asks"),
+        (sum(fixes.NTLM in c.issues for c in exposed) - len(gave), "offer NTLM before TLS"),
+        (sum(fixes.CLEARTEXT in c.issues for c in exposed), "offer password logins before TLS"),
     ):
-        count = sum(issue in c.issues for c in exposed)
         if count:
             parts.append(f"{count} {words}")
     said = "; ".join(parts) if parts else "they relay for internal clients without authentication"
