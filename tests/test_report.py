@@ -594,3 +594,31 @@ def test_only_ntlm_users_are_counted_as_sent_in_ntlm(tmp_path: Path) -> None:
     both = pcaps("smtp-win2019-ntlm-success-curl.pcap", "pop3-user-pass-fetchmail.pcap")
     mixed = write_report(tmp_path, "mixed.md", *both).read_text()
     assert "Clients sent 1 user name(s) and 1 workstation name(s) in NTLM" in mixed
+
+
+def test_user_names_cannot_change_what_the_report_counts(tmp_path: Path) -> None:
+    """The report masks user names wherever they appear; it masked them in the record's kind, severity, server,
+    mechanisms and software too. Clients logging in as "high", "cleartext-credentials", "NTLM" and "Postfix" (or
+    as the server's address) made the report say "Nothing leaked" of four clear-text passwords."""
+    users = ["high", "cleartext-credentials", "NTLM", "Postfix", "10.0.0.2"]
+    frames = []
+    for number, user in enumerate(users):
+        login = base64.b64encode(f"\0{user}\0pw-{number}-Secret".encode())
+        turns = [
+            (True, b"220 mx ESMTP Postfix\r\n"),
+            (False, b"EHLO c\r\n"),
+            (True, b"250-mx\r\n250 AUTH PLAIN LOGIN NTLM\r\n"),
+            (False, b"AUTH PLAIN " + login + b"\r\n"),
+            (True, b"235 2.7.0 ok\r\n"),
+        ]
+        segments = conversation_segments(turns, ("10.0.0.1", 40000 + number), (f"10.0.0.{2 + number}", 25))
+        frames += ethernet_frames(segments, start=1000.0 + number)
+    pcap = tmp_path / "names.pcap"
+    pcap.write_bytes(pcap_bytes(frames))
+    markdown = write_report(tmp_path, "names.md", str(pcap)).read_text()
+    assert "5 of 5 mail server(s) expose information:** 5 let passwords cross the network in clear text" in markdown
+    assert "Servers by their worst finding: high 5," in markdown and "Findings: high 5, medium 5," in markdown
+    leaks = "passwords of 1 account(s) in clear text (PLAIN); offers LOGIN before TLS"
+    assert f"| 10.0.0.2:25 | — | — | {leaks}" in markdown
+    assert markdown.count("| Software | Postfix |") == 5 and "Offered before TLS: LOGIN, NTLM, PLAIN." in markdown
+    assert "| Users | h\\*\\*\\*h |" in markdown  # the names themselves are still masked

@@ -88,6 +88,23 @@ _NAME_FIELDS = ("user", "users", "authzid", "mail_from", "rcpt_to")
 # ``attempts``): masked by :meth:`Redactor.value` like the declared secret fields.
 SECRET_KEYS = frozenset({"password"})
 
+# Keys of a finding record that its kind, the detectors and the record writer fill, never with text from the
+# network: the kind, severity, server and times, the counts, the kind's remediation; and the fields that hold
+# protocol words or verdicts (mechanism names as the server listed them, outcomes, the software a signature named).
+# Redactor.record leaves them as they are, so that no user name or password can change what a report counts and
+# decides: clients logging in as "high" and "cleartext-credentials" made them "h***h" and "c***s", and the report
+# said "Nothing leaked" of ten clear-text passwords; one named "NTLM" hid the NTLM issue, "Postfix" the software.
+RECORD_STRUCTURE = frozenset(
+    {
+        "type", "schema_version", "source", "protocol", "server", "network", "severity", "reference", "client",
+        "clients", "count", "first_seen", "last_seen", "details_dropped", "evidence_dropped", "remediation",
+        "verification", "id", "mechanism", "mechanisms", "cleartext_exposed", "mechanisms_after_tls", "outcome",
+        "verdict", "secret_kind", "ntlm_version", "flags", "software", "os_version", "os_release",
+    }
+)  # fmt: skip
+# The same of an evidence item: who sent the line, when, in which frame.
+EVIDENCE_STRUCTURE = frozenset({"side", "time", "frame"})
+
 NameMask = Callable[[str], str]
 # Values that hold no text: passed through as they are.
 _PLAIN = frozenset({int, bool, float, type(None)})
@@ -305,11 +322,16 @@ class Redactor:
         return self.text(line)
 
     def record(self, record: dict[str, Any], secret_fields: tuple[str, ...] = ()) -> dict[str, Any]:
-        """A finding record as it may be shown: every string scrubbed, evidence lines masked by what they carry
-        (:meth:`line`), and the fields in ``secret_fields`` masked whole."""
+        """A finding record as it may be shown: every string scrubbed but those of :data:`RECORD_STRUCTURE` (and
+        :data:`EVIDENCE_STRUCTURE`), evidence lines masked by what they carry (:meth:`line`), and the fields in
+        ``secret_fields`` masked whole."""
         if self.show_secrets:
             return record
-        shown = {key: self.value(item) for key, item in record.items() if key != "evidence"}
+        shown = {
+            key: item if key in RECORD_STRUCTURE else self.value(item)
+            for key, item in record.items()
+            if key != "evidence"
+        }
         evidence = record.get("evidence")
         if isinstance(evidence, list):
             shown["evidence"] = [self._evidence(item) for item in evidence]
@@ -321,7 +343,8 @@ class Redactor:
     def _evidence(self, item: Any) -> Any:
         if not isinstance(item, dict):
             return self.value(item)
-        shown = {key: self.value(value) for key, value in item.items() if key != "line"}
+        kept = EVIDENCE_STRUCTURE
+        shown = {key: value if key in kept else self.value(value) for key, value in item.items() if key != "line"}
         line = item.get("line")
         if isinstance(line, str):
             shown["line"] = self.line(line, "server" if item.get("side") == "server" else "client")
