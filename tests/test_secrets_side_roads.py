@@ -146,3 +146,33 @@ def test_no_echoed_secret_in_files_store_and_reports(capture: Path, tmp_path: Pa
 def test_the_anomaly_says_what_it_skipped_without_quoting_a_client(capture: Path) -> None:
     text = run("analyze", "--format", "json", "--events", str(capture))
     assert "not an HTTP start line: a client line of" in text
+
+
+LONG_SECRET = "".join(chr(ord("a") + (n * 7) % 26) + str(n % 10) for n in range(210))  # 420 characters
+
+
+def _windows(text: str, size: int = 16) -> list[str]:
+    return [text[start : start + size] for start in range(0, len(text) - size, 8)]
+
+
+def test_a_long_secret_echoed_past_the_evidence_cut_is_masked(tmp_path: Path) -> None:
+    """Evidence lines are cut at 512 characters before any secret is known: a server echoing a 420-character
+    password's PLAIN message (or its AUTH LOGIN base64) kept 460 characters of the base64 in every output."""
+    plain, login = _b64(f"\0{USER}\0{LONG_SECRET}"), _b64(LONG_SECRET)
+    sessions = [
+        [GREETING, *EHLO, ("c", b"AUTH PLAIN " + plain + b"\r\n"), ("s", b"501 5.5.2 bad " + plain + b"\r\n")],
+        [GREETING, *EHLO, ("c", b"AUTH LOGIN\r\n"), ("s", b"334 VXNlcm5hbWU6\r\n"), ("c", _b64(USER) + b"\r\n"),
+         ("s", b"334 UGFzc3dvcmQ6\r\n"), ("c", login + b"\r\n"), ("s", b"535 5.7.8 rejected " + login + b"\r\n")],
+    ]  # fmt: skip
+    clock = itertools.count(1_800_000_000.0, 0.01)
+    packets = [p for number, turns in enumerate(sessions, 20) for p in _packets(number, 25, True, turns, clock)]
+    capture = tmp_path / "long.pcap"
+    wrpcap(str(capture), packets)
+    base, store = tmp_path / "all", tmp_path / "store.db"
+    shown = run("analyze", "-oA", str(base), "--db", str(store), "--format", "json", "--events", str(capture))
+    run("report", "--db", str(store), "-o", str(tmp_path / "report.md"))
+    outputs = {"stdout": shown, **{p.name: p.read_bytes().decode("utf-8", "replace") for p in tmp_path.iterdir()}}
+    pieces = _windows(plain.decode()) + _windows(login.decode()) + _windows(LONG_SECRET)
+    assert {name: [p for p in pieces if p in text] for name, text in outputs.items() if name != "long.pcap"} == {
+        name: [] for name in outputs if name != "long.pcap"
+    }

@@ -28,8 +28,10 @@ User names are not secrets in machine output (``name_mask`` keeps them); the rep
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
+
+from dissectors.events import MAX_EVIDENCE_TEXT
 
 MASK = "********"
 # Secrets shorter than this are not scrubbed from free text: "a" or "12" would mask half the report. They are still
@@ -42,6 +44,10 @@ MAX_KNOWN_SECRETS = 4096
 # search: a record's strings are tested by that search alone, without a call per string (a run's records: 0.22 s of
 # the 0.5 s its main process took after its workers ended on a 2 GB archive). Longer prefixes only lengthen it.
 SCRUB_PREFIX = 32
+# Evidence and event lines are cut at MAX_EVIDENCE_TEXT characters, before any secret is known to be in them: a
+# cut line shows the start of a secret it carried (a server echoing a long SASL response showed 460 characters of
+# its base64), which no search for the whole secret finds. A start this long at the end of such a line is masked.
+PARTIAL_SECRET = 8
 # Names shorter than this are not masked in free text ("al" would mask "al" wherever it stands as a word); they are
 # still masked in the fields and lines that hold them.
 MIN_NAME = 3
@@ -143,6 +149,17 @@ def _name_forms(name: str) -> list[str]:
     return [form for form in forms if len(form) >= MIN_NAME and any(char.isalnum() for char in form)]
 
 
+def _trie(words: Iterable[str]) -> dict[str, Any]:
+    """The words as a trie of characters, ``""`` marking where one ends."""
+    trie: dict[str, Any] = {}
+    for word in words:
+        node = trie
+        for char in word:
+            node = node.setdefault(char, {})
+        node[""] = {}
+    return trie
+
+
 def _trie_pattern(node: dict[str, Any]) -> str:
     """A regular expression matching every word of a trie, longest first, without trying each word in turn."""
     branches = [re.escape(char) + _trie_pattern(child) for char, child in sorted(node.items()) if char]
@@ -153,14 +170,8 @@ def _trie_pattern(node: dict[str, Any]) -> str:
 
 
 def _names_pattern(names: set[str]) -> re.Pattern[str]:
-    trie: dict[str, Any] = {}
-    for name in names:
-        node = trie
-        for char in name:
-            node = node.setdefault(char, {})
-        node[""] = {}
     # Whole words only: "bob" is masked in "+OK bob has 2 messages", not in "bobcat".
-    return re.compile(r"(?<!\w)" + _trie_pattern(trie) + r"(?!\w)", re.IGNORECASE)
+    return re.compile(r"(?<!\w)" + _trie_pattern(_trie(names)) + r"(?!\w)", re.IGNORECASE)
 
 
 def mask_client_line(line: str, name_mask: NameMask = keep_name) -> str:
@@ -224,6 +235,8 @@ class Redactor:
         self._scrubbed: tuple[str, ...] = ()
         self._scrubbed_of = 0
         self._prefixes: re.Pattern[str] | None = None
+        self._starts: dict[str, list[str]] = {}  # the secrets by their first PARTIAL_SECRET characters
+        self._start_pattern: re.Pattern[str] | None = None
 
     def learn(self, secret: str | None) -> None:
         """Remember a secret, so that it is scrubbed wherever it appears."""
@@ -303,15 +316,12 @@ class Redactor:
         secrets = self._secrets
         self._scrubbed = tuple(secret for secret in secrets if len(secret) >= MIN_SCRUBBED)
         self._scrubbed_of = len(secrets)
-        self._prefixes = None
-        if self._scrubbed:
-            trie: dict[str, Any] = {}
-            for secret in self._scrubbed:
-                node = trie
-                for char in secret[:SCRUB_PREFIX]:
-                    node = node.setdefault(char, {})
-                node[""] = {}
-            self._prefixes = re.compile(_trie_pattern(trie))
+        self._starts = {}
+        for secret in (secret for secret in self._scrubbed if len(secret) > PARTIAL_SECRET):
+            self._starts.setdefault(secret[:PARTIAL_SECRET], []).append(secret)
+        self._start_pattern = re.compile(f"(?=({_trie_pattern(_trie(self._starts))}))") if self._starts else None
+        prefixes = _trie(secret[:SCRUB_PREFIX] for secret in self._scrubbed)
+        self._prefixes = re.compile(_trie_pattern(prefixes)) if self._scrubbed else None
 
     def line(self, line: str, side: str) -> str:
         """An evidence or event line: client lines by what they carry, every line scrubbed of known secrets."""
@@ -319,7 +329,17 @@ class Redactor:
             return line
         if side == "client":
             line = mask_client_line(line, self.name_mask)
-        return self.text(line)
+        return self._cut_secret(self.text(line)) if len(line) >= MAX_EVIDENCE_TEXT else self.text(line)
+
+    def _cut_secret(self, line: str) -> str:
+        """A line that may have been cut (:data:`PARTIAL_SECRET`), with a known secret's start at its end masked."""
+        if self._start_pattern is None:
+            return line
+        for match in self._start_pattern.finditer(line):
+            tail = line[match.start() :]
+            if any(secret.startswith(tail) for secret in self._starts[match.group(1)]):
+                return line[: match.start()] + MASK
+        return line
 
     def record(self, record: dict[str, Any], secret_fields: tuple[str, ...] = ()) -> dict[str, Any]:
         """A finding record as it may be shown: every string scrubbed but those of :data:`RECORD_STRUCTURE` (and
