@@ -176,3 +176,14 @@ def test_a_long_secret_echoed_past_the_evidence_cut_is_masked(tmp_path: Path) ->
     assert {name: [p for p in pieces if p in text] for name, text in outputs.items() if name != "long.pcap"} == {
         name: [] for name in outputs if name != "long.pcap"
     }
+
+
+def test_the_report_of_a_findings_file_that_shows_secrets_masks_their_echoes(capture: Path, tmp_path: Path) -> None:
+    """A findings file written with --show-secrets holds the passwords but not the base64 a server echoed them in:
+    the report showed the PLAIN messages and the AUTH LOGIN base64 of sessions 1, 2, 3 and 9."""
+    shown = tmp_path / "shown.jsonl"
+    run("analyze", "--show-secrets", "--format", "jsonl", "-o", str(shown), str(capture))
+    assert {1, 2, 3, 9} <= {number for number, _ in leaks(shown.read_text())}
+    for name in ("report.md", "report.html"):
+        run("report", str(shown), "-o", str(tmp_path / name))
+        assert leaks((tmp_path / name).read_text()) == []

@@ -9,14 +9,16 @@ line and chart label too.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
+import re
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
 from passive.core.endpoints import server_name
 from passive.findings.kinds import display_order, kind_of
-from passive.results.redaction import Redactor, mask_name
+from passive.results.redaction import MASK, Redactor, mask_name
 from passive.results.report import fields as f
 from passive.results.report import summary
 from passive.results.report.cards import build_card, first, severity, source, title
@@ -104,7 +106,50 @@ def redacted(findings: list[dict[str, Any]], redact: bool) -> list[dict[str, Any
         return findings
     for record in findings:
         redactor.learn_record(record, _secret_fields(record))
-    return [redactor.record(record, _secret_fields(record)) for record in findings]
+        for secret in _secrets(record):
+            for form in base64_forms(secret):
+                redactor.learn(form)
+    return [_whole_tokens(redactor.record(record, _secret_fields(record))) for record in findings]
+
+
+# A mask with base64 characters glued to it: what is left of a token a secret's base64 form was masked in (the
+# characters around the form encode its first and last bytes with what surrounds it).
+_BASE64_AROUND_MASK = re.compile("[A-Za-z0-9+/]*" + re.escape(MASK) + "[A-Za-z0-9+/]*=*")
+
+
+def _whole_tokens(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with each evidence line's masked base64 token masked whole."""
+    for item in f.objects(record.get("evidence")):
+        if isinstance(item.get("line"), str) and MASK in item["line"]:
+            item["line"] = _BASE64_AROUND_MASK.sub(MASK, item["line"])
+    return record
+
+
+def _secrets(record: dict[str, Any]) -> list[str]:
+    """The secrets a record shows (a findings file written with ``--show-secrets``): its secret fields' values and
+    its attempts' passwords."""
+    fields = [record.get(name) for name in _secret_fields(record)]
+    attempts = [a.get("password") for a in f.objects(record.get("attempts"))]
+    return [value for value in (*fields, *attempts) if isinstance(value, str) and value != MASK]
+
+
+def base64_forms(secret: str) -> list[str]:
+    """What base64 shows of ``secret`` wherever it stands in what was encoded, at each of its three alignments: the
+    characters that encode its bytes alone. A server echoing a client's SASL response (PLAIN, LOGIN, XOAUTH2, a
+    Basic token, with any user or authorization identity around the password) shows one of them, which a findings
+    file written with ``--show-secrets`` does not hold as such: the report learns them from the password."""
+    data = secret.encode("utf-8", "surrogatepass")
+    forms = []
+    for offset in range(3):
+        encoded = base64.b64encode(bytes(offset) + data).decode()
+        start, end = (4 if offset else 0), 4 * ((offset + len(data)) // 3)
+        forms.append(encoded[start:end])
+    return [form for form in forms if len(form) >= MIN_BASE64_FORM]
+
+
+# The shortest base64 form of a secret learned: shorter ones (of passwords of one to three characters) would mask
+# any base64 text that happens to hold them.
+MIN_BASE64_FORM = 8
 
 
 def _secret_fields(record: dict[str, Any]) -> tuple[str, ...]:
