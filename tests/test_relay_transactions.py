@@ -297,3 +297,13 @@ def test_recipients_after_a_refused_mail_are_not_judged(refusal: str, reply: str
     ]
     then = analyze(capture(tmp_path / "then-taken.pcap", "\n".join([*lines, *taken, *end])))
     assert relays(then) == [("open-relay", "high", True)]
+
+
+def test_a_mail_refused_inside_an_open_transaction_leaves_it_open(tmp_path: Path) -> None:
+    """A second MAIL refused with 503 ("sender already given", Exim; "nested MAIL command", Postfix) changes nothing:
+    the RCPT after it belongs to the transaction still open, and is judged."""
+    script = transaction("C: MAIL FROM:<b@sender.example>", "S: 503 sender already given",
+                         "C: RCPT TO:<other@outside.test>", "S: 250 Accepted")  # fmt: skip
+    [relay] = [f for f in analyze(capture(tmp_path / "nested.pcap", script)) if f["type"] == "open-relay"]
+    assert (relay["severity"], relay["count"]) == ("high", 2)
+    assert [d["rcpt_to"] for d in relay["details"]] == ["victim@outside.test", "other@outside.test"]

@@ -99,10 +99,16 @@ class RelayDetector(Detector):
 
     def mail_from(self, event: ev.MailFrom) -> None:
         """A MAIL the server refused opens no transaction (RFC 5321 3.3): the RCPTs after it, answered 503 "need MAIL"
-        or, by a lax server, 250, say nothing of relaying until a MAIL is taken. One whose reply was not seen
-        (lost, cut) may have been taken."""
+        or, by a lax server, 250, say nothing of relaying until a MAIL is taken. A 503 refuses a MAIL inside an open
+        transaction ("sender already given", "nested MAIL command"), which goes on: its RCPTs are judged as before.
+        One whose reply was not seen (lost, cut) may have been taken."""
+        if event.accepted is False:
+            if event.reply_code != 503:
+                self._flush()
+                self.sender = None
+            return
         self._flush()
-        self.sender = event if event.accepted is not False else None
+        self.sender = event
 
     def reset(self, event: ev.Reset) -> None:
         self._flush()
