@@ -62,3 +62,39 @@ def test_without_a_late_refusal_the_rcpt_reply_decides() -> None:
     stops at RCPT judges it."""
     assert verdicts(RESET.format(rcpt="v@outside.test")) == [("v@outside.test", "open-relay", "high")]
     assert verdicts(UNANSWERED.format(rcpt="v@outside.test")) == [("v@outside.test", "open-relay", "high")]
+
+
+# A refusal whose relaying words are the sender's, quoted back: Amavis names the banned attachment, Postfix the
+# sender it refused (a quoted local part holds blanks and ">").
+SENDER_WORDS = [
+    "554 5.7.0 Reject, id=12345-01 - BANNED: P=p002,L=1/2,M=application/octet-stream,T=exe,N=Relay access denied.exe",
+    '554 5.7.1 <"x>: Relay access denied"@spam.test>: Sender address rejected: Access denied',
+]
+
+
+@pytest.mark.parametrize("reply", SENDER_WORDS, ids=["attachment-name", "quoted-sender"])
+def test_relaying_words_the_sender_wrote_are_no_late_refusal(reply: str) -> None:
+    """A sender who has the server quote its words back ("Relay access denied" as an attachment's name) neither makes
+    its own message a refusal of relaying nor the open relay's RCPT 250 no last word for another client's test."""
+    refused_for_content = TRANSACTION.format(rcpt="w@outside.test") + MESSAGE + f"S: {reply}\n"
+    assert verdicts(RESET.format(rcpt="v@outside.test"), refused_for_content) == [
+        ("v@outside.test", "open-relay", "high"),
+        ("w@outside.test", "possible-relay", "medium"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "554 5.7.1 <w@outside.test>: Relay access denied",
+        "550 5.7.1 <w@outside.test>... Relaying denied",
+        "550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain",
+        "554 5.7.1 <w@outside.test>: Recipient address rejected: no relaying",
+    ],
+)
+def test_a_servers_own_relaying_words_are_a_late_refusal(reply: str) -> None:
+    refused = TRANSACTION.format(rcpt="w@outside.test") + MESSAGE + f"S: {reply}\n"
+    assert verdicts(RESET.format(rcpt="v@outside.test"), refused) == [
+        ("v@outside.test", "possible-relay", "medium"),
+        ("w@outside.test", "refused", "info"),
+    ]

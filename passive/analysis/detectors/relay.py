@@ -8,8 +8,9 @@ capture showed, may have authenticated too: its attempts say
 so, and the ledger makes them at most ``possible-relay``.
 
 An accepted recipient waits for the end of its transaction: a server that refuses the message (at ``DATA``, or at
-the end of the data) relayed nothing. When its refusal names relaying or the recipients (Postfix's "Relay access
-denied", "Recipient address rejected", "no valid recipients") the attempt is a refusal; a refusal for another reason
+the end of the data) relayed nothing. When its refusal names relaying or the recipients where its text begins
+(Postfix's "Relay access denied", "Recipient address rejected", "no valid recipients"; not words of the sender's a
+filter quotes back) the attempt is a refusal; a refusal for another reason
 (a content filter's) says nothing of a message it would not refuse, and the attempt is at most ``possible-relay``.
 A transaction that ends otherwise (RSET, a new MAIL, QUIT, the connection's end, a temporary 4xx refusal of the
 message) leaves the recipient's reply as the verdict's ground, except that a 4xx to the message leaves it unjudged,
@@ -46,12 +47,23 @@ MAX_HELD_RECIPIENTS = 32
 MAX_HELD_CHARACTERS = 16 * 1024
 # A refusal of the message that is about relaying or the recipients, not the message's content: a refusal's words
 # (Postfix, Sendmail, Exim, Exchange, qmail), not the words alone, which a content filter's reply may hold anywhere
-# (an attachment's name in Amavis's "BANNED: relay.exe", the "relay" an RBL listed).
+# (an attachment's name in Amavis's "BANNED: relay.exe", the "relay" an RBL listed). They must begin the reply's
+# text (_OWN_WORDS_START): a filter that quotes what the sender wrote (Amavis names the banned attachment, "BANNED:
+# ... N=Relay access denied.exe") gives the sender any words after its own.
 _ABOUT_RECIPIENTS = re.compile(
     r"relay(?:ing)?\s+(?:access\s+)?(?:denied|not\s+(?:permitted|allowed|authori[sz]ed)|prohibited|refused|forbidden)"
     r"|(?:unable|not\s+(?:allowed|permitted|authori[sz]ed)|cannot|can't|do\s+not|don't|will\s+not|won't)\s+(?:to\s+)?relay"
     r"|\bno\s+relaying|\bno\s+valid\s+recipients|allowed\s+rcpthosts"
     r"|recipients?\s+(?:address\s+)?(?:rejected|refused|denied|unknown|not\s+(?:found|allowed|permitted))",
+    re.IGNORECASE,
+)
+# What may come before a server's own words in its refusal of a message: the reply code, an enhanced status code,
+# the address it refused (Postfix "<v@example.net>: ", Sendmail "<v@example.net>... "; a quoted local part, which
+# may hold ">" and blanks, is passed over whole, as smtp_syntax reads a path), Exchange's "SMTP;", Postfix's
+# "Error:" ("554 5.5.1 Error: no valid recipients").
+_OWN_WORDS_START = re.compile(
+    r'\s*(?:\d{3}[ -]?)?\s*(?:[245]\.\d{1,3}\.\d{1,3}\s+)?(?:<(?:"(?:[^"\\]|\\.)*"|[^">])*>(?::|\.\.\.)\s*)?'
+    r"(?:SMTP;\s*)?(?:Error:\s*)?",
     re.IGNORECASE,
 )
 # XCLIENT values that give no login or address (Postfix's placeholders).
@@ -228,7 +240,7 @@ class RelayDetector(Detector):
             refusal = f"at {'DATA' if at_data else 'the end of the data'}: {event.reply_text}"
             cited = self.evidence(event)
             held, self.held, self.held_characters = self.held, [], 0
-            accepted = _ABOUT_RECIPIENTS.search(event.reply_text or "") is None  # refused for its content: unsure
+            accepted = not _about_recipients(event.reply_text or "")  # refused for its content: unsure
             for attempt in held:
                 evidence = (*attempt.evidence, cited)
                 refused = dataclasses.replace(attempt, accepted=accepted, refused_later=refusal, reached=reached)
@@ -286,3 +298,10 @@ def _attempted(
     refused = findings.dropped - dropped - evicted
     stats.findings_evicted += evicted
     stats.findings_dropped += evicted + (refused > 0)
+
+
+def _about_recipients(reply: str) -> bool:
+    """Whether a refusal of the message (``reply``: its code and text) is about relaying or the recipients, in the
+    server's own words: :data:`_ABOUT_RECIPIENTS` where the text begins (:data:`_OWN_WORDS_START`)."""
+    start = _OWN_WORDS_START.match(reply)
+    return _ABOUT_RECIPIENTS.match(reply, start.end() if start else 0) is not None
