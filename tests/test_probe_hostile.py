@@ -442,3 +442,50 @@ def test_an_ntlm_exchange_the_server_ended_unanswered_is_no_not_tried(protocol: 
     reports, _, _ = asyncio.run(_serve({"mx": _dropping_at(protocol, at)}, services, QUICK))
     (report,) = reports.values()
     assert (report.ntlm, report.status, report.stage) == ("unanswered", "error", "ntlm")
+
+
+def _talks_once(pause: float) -> Handler:
+    """An SMTP server that offers AUTH PLAIN before TLS on its first connection, waiting ``pause`` seconds before
+    each reply after the greeting, and says nothing on any later one (a tarpit for a second connection)."""
+    connections = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        if len(connections) > 1:
+            await reader.read()
+            return
+        writer.write(b"220 mx01 ESMTP\r\n")
+        while line := await reader.readline():
+            await asyncio.sleep(pause)
+            verb = line.strip().upper()
+            if verb.startswith(b"EHLO"):
+                writer.write(b"250-mx01\r\n250 AUTH PLAIN LOGIN\r\n")
+            else:
+                writer.write(b"221 bye\r\n" if verb == b"QUIT" else b"502 5.5.2 no\r\n")
+            await writer.drain()
+        writer.close()
+
+    return handle
+
+
+@pytest.mark.parametrize("pause", [0.0, 1.2], ids=["answered-first", "silent-first"])
+def test_a_server_named_twice_keeps_what_one_conversation_heard(pause: float) -> None:
+    """Two targets may name one server (a host name and its address, a range holding it). One conversation that
+    heard nothing withdrew the server's findings, those the other conversation heard too, whichever ended first."""
+
+    def services(ports: dict[str, int]) -> list[Service]:
+        port = ports["mx"]
+        return [Service(name, "127.0.0.1", port, "smtp", False, named=True) for name in ("mx.example", "127.0.0.1")]
+
+    async def run() -> tuple[list[ServiceReport], list[dict[str, Any]]]:
+        server = await asyncio.start_server(_talks_once(pause), "127.0.0.1", 0)
+        try:
+            done = await probe_services(services({"mx": server.sockets[0].getsockname()[1]}), QUICK)
+        finally:
+            server.close()
+        return done.reports, [finding_record(f) for f in done.findings]
+
+    reports, findings = asyncio.run(run())
+    assert sorted(r.status for r in reports) == ["error", "ok"]
+    kinds = {f["type"] for f in findings}
+    assert {"mail-service", "auth-methods"} <= kinds

@@ -40,6 +40,8 @@ class Conversation:
         # When the service's time is up (time.monotonic()): set at the first connection, kept by later ones (HTTP
         # asks each path on a connection of its own), so --service-timeout bounds the service, not each connection.
         self.deadline: float | None = None
+        # The server this conversation is counted as talking to (ProbeRun.talking), from its first connection.
+        self.talking_to: str | None = None
 
     # -- shared steps -----------------------------------------------------------------------------------------------
 
@@ -113,8 +115,13 @@ class Conversation:
         return self.service.implicit_tls or (self.conn is not None and self.conn.received > 0)
 
     def _withdraw_findings(self) -> None:
-        """Forget this server's findings (the detectors make the inventory entry as the session opens)."""
-        for finding in [f for f in self.run.findings if f.server == self.report.server]:
+        """Forget this server's findings (the detectors make the inventory entry as the session opens), unless
+        another conversation with the same server (another target naming it) is still open or heard and confirmed
+        it: they are its findings too (ProbeRun.talking)."""
+        server = self.report.server
+        if self.run.talking.get(server, 0) > 1 or server in self.run.vouched:
+            return
+        for finding in [f for f in self.run.findings if f.server == server]:
             self.run.findings.discard(finding)
 
     def _withdraw_unconfirmed(self) -> None:

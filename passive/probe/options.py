@@ -71,6 +71,12 @@ class ProbeRun:
     stats: RunStats = field(default_factory=RunStats)
     reports: list[ServiceReport] = field(default_factory=list)
     relays: RelayLedger = field(default_factory=RelayLedger)
+    # Per server (the endpoint connected to), its conversations still open, and the servers a finished conversation
+    # heard and confirmed: two targets may name one server (a host name and its address, a range holding it), and
+    # their findings are the server's, one set. A conversation that ends silent or unconfirmed withdraws them only
+    # when no other conversation with the server is open or vouched for it.
+    talking: dict[str, int] = field(default_factory=dict)
+    vouched: set[str] = field(default_factory=set)
 
     @property
     def failed_targets(self) -> list[str]:

@@ -82,8 +82,21 @@ class ServiceProbe(SmtpConversation, Pop3Conversation, ImapConversation, HttpCon
                     self._withdraw_findings()
                 elif not self.confirmed:
                     self._withdraw_unconfirmed()
+                else:
+                    self.run.vouched.add(self.report.server)
+            self._stop_talking()
             self.report.elapsed_seconds = round(time.monotonic() - started, 3)
         return self.report
+
+    def _stop_talking(self) -> None:
+        """This conversation with its server is over (ProbeRun.talking)."""
+        server, self.talking_to = self.talking_to, None
+        if server is not None:
+            left = self.run.talking[server] - 1
+            if left:
+                self.run.talking[server] = left
+            else:
+                del self.run.talking[server]
 
     def _stage(self) -> str:
         return self.conn.stage if self.conn is not None else "connect"
@@ -137,6 +150,9 @@ class ServiceProbe(SmtpConversation, Pop3Conversation, ImapConversation, HttpCon
         peer, local = self.conn.extra("peername"), self.conn.extra("sockname")
         if peer:
             self.report.server = endpoint(peer)
+            if self.talking_to is None:  # HTTP asks each path on a connection of its own: counted once
+                self.talking_to = self.report.server
+                self.run.talking[self.talking_to] = self.run.talking.get(self.talking_to, 0) + 1
         self.client = endpoint(local) if local else ""
         if service.implicit_tls:
             self.report.starttls = "implicit"
