@@ -11,7 +11,7 @@ from dissectors import sasl
 from dissectors.held import HeldParts, size_of, sizes_of
 from dissectors.linebuffer import MAX_LINE
 from dissectors.prompted import read_as_response
-from dissectors.refusals import pop3_in_use, pop3_judged
+from dissectors.refusals import pop3_in_use, pop3_judged, pop3_no_user
 from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, Span
 
 # Commands whose +OK answer is followed by lines up to a lone ".".
@@ -56,6 +56,9 @@ class _Command:
     attempt: int | None = None
     # A USER's answer, which the PASS after it shares (None for a PASS no USER came before in all the session).
     user: _UserReply | None = None
+    # A PASS with no USER of its own after another PASS: the USER that PASS had. Dovecot and Cyrus forget it once a
+    # PASS was refused, but hMailServer keeps it and checks this PASS too; only the refusal's words tell which.
+    spent: _UserReply | None = None
 
     def __post_init__(self) -> None:
         self.verb, self.argument = self.verb[:MAX_VERB], self.argument[: ev.MAX_EVIDENCE_TEXT]
@@ -76,6 +79,8 @@ class Pop3Session(MailSession):
         # The answer to the latest USER no PASS followed yet; unknown from the start of a session picked up
         # mid-stream (its USER may have come before the capture), None while there is no such USER.
         self._user_reply: _UserReply | None = _UserReply() if partial else None
+        # The USER the latest PASS had (Command.spent), while no other came after it.
+        self._spent: _UserReply | None = None
         # Whether the greeting gave an APOP timestamp; None while no greeting was seen (or it proved no greeting).
         self._timestamp: bool | None = None
         # The server's first line, sent after a command whose answer has lines of its own: a greeting (the server's
@@ -102,8 +107,11 @@ class Pop3Session(MailSession):
             self._user_reply = command.user = _UserReply()
         elif verb == "PASS":
             # RFC 1939: PASS only "immediately after a successful USER command": a USER serves one PASS (Dovecot and
-            # Cyrus forget the user a refused PASS named: "-ERR No username given." to the next PASS alone).
+            # Cyrus forget the user a refused PASS named: "-ERR No username given." to the next PASS alone), unless
+            # the server keeps it (hMailServer), as only its refusal's words tell (_after_user).
             command.user, self._user_reply = self._user_reply, None
+            command.spent = self._spent if command.user is None else None
+            self._spent = command.user or command.spent
             command.attempt = attempt = self.auth.next_attempt()
             user = self._user
             self._emit(ev.Credentials(ev.Side.CLIENT, self._evidence(), "USER-PASS", user, argument, attempt=attempt))
@@ -260,7 +268,7 @@ class Pop3Session(MailSession):
             # -ERR [SYS/TEMP]: the server could not check the password; once logged in it reads none (RFC 1939: PASS
             # and APOP come before a login), nor a PASS without a USER it took (_UserReply), nor an APOP without a
             # greeting's timestamp (Dovecot: "-ERR APOP not enabled."). Out of turn, whose answer this is is unknown.
-            checked = self._timestamp is not False if verb == "APOP" else _after_user(command)
+            checked = self._timestamp is not False if verb == "APOP" else _after_user(command, text[4:])
             judged = (valid or (pop3_judged(text[4:]) and not self.authenticated and checked)) and not self._out_of_turn
             valid = valid and not self._out_of_turn
             self.authenticated = self.authenticated or positive
@@ -340,9 +348,12 @@ class Pop3Session(MailSession):
         self._user_reply = _UserReply()  # the client's line in progress, skipped, may be a USER
 
 
-def _after_user(command: _Command) -> bool:
-    """Whether a PASS came right after a USER the server took, or one the capture may not show (_UserReply)."""
-    return command.user is not None and command.user.accepted is not False
+def _after_user(command: _Command, refusal: str) -> bool:
+    """Whether a PASS came right after a USER the server took, or one the capture may not show (_UserReply); or
+    after another PASS that had such a USER, and the server's -ERR (``refusal``) does not say it has no user."""
+    if command.user is not None:
+        return command.user.accepted is not False
+    return command.spent is not None and command.spent.accepted is not False and not pop3_no_user(refusal)
 
 
 def _begins_exchange(command: _Command) -> bool:

@@ -173,6 +173,14 @@ POSTFIX_REASON_PREFIX = "error: authentication failed:"
 # case; its imapd gives the reason alone after NO (imapd.c: "a1 NO generic failure", read by imap_judged). The
 # reasons are sasl_errstring's, those of POSTFIX_BACKEND_REASONS among them.
 CYRUS_REASON_PREFIX = "authenticating:"
+# POP3 refusals of a PASS for want of a USER (RFC 1939 takes PASS only right after a successful USER), lower case,
+# without a final full stop, after any response code: Dovecot "-ERR No username given.", Cyrus "-ERR [AUTH] Must
+# give USER command", hMailServer "-ERR Send USER first.", XMail "-ERR Command not valid here" (it goes back to
+# wanting a USER after a refused PASS). hMailServer's older releases keep the user a refused PASS named and check
+# the next PASS against it ("-ERR Invalid user name or password."): only these words say a PASS was not read.
+POP3_NO_USER_REASONS = frozenset(
+    {"no username given", "must give user command", "send user first", "command not valid here"}
+)
 # How much of a reply is read for one of those reasons: the longest reply text that holds one, Postfix's "5.7.8
 # Error: authentication failed: " before Cyrus SASL's "One time use of a plaintext password will enable requested
 # mechanism for user", is 113 characters; a longer text (its blanks counted) holds none, so a hostile line of any
@@ -257,6 +265,17 @@ def _first_sentence(text: str, whole: bool) -> str | None:
     if not ends and not whole:
         return None
     return text[: min(ends, default=len(text))].strip().lower()
+
+
+def pop3_no_user(text: str) -> bool:
+    """Does a POP3 ``-ERR`` to a ``PASS`` (``text`` what follows it) refuse it for want of a ``USER``, one of
+    :data:`POP3_NO_USER_REASONS` after any response code? A text longer than :data:`MAX_REASON_TEXT` is none."""
+    if len(text) > MAX_REASON_TEXT:
+        return False
+    head = text.strip()
+    if (code := _POP3_CODE.match(head)) is not None:
+        head = head[code.end() :]
+    return head.strip().lower().removesuffix(".").rstrip() in POP3_NO_USER_REASONS
 
 
 def pop3_in_use(text: str) -> bool:

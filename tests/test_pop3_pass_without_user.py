@@ -77,3 +77,22 @@ def test_an_apop_digest_is_judged_only_against_a_greeting_timestamp(greeting: st
     script = f"S: {greeting}\nC: APOP alice c4c9334bac560ecc979e58001b3e22fb\nS: -ERR APOP not enabled.\nC: QUIT"
     digests = {a["password"]: a["outcome"] for r in credentials(findings(script, 110)) for a in r["attempts"]}
     assert digests == {"c4c9334bac560ecc979e58001b3e22fb": outcome}
+
+
+def test_a_pass_again_after_a_refused_one_is_judged_unless_the_server_says_it_has_no_user() -> None:
+    """hMailServer keeps the user a refused PASS named and checks every PASS after it against that user, each one of
+    the connection's logon attempts ("-ERR Invalid user name or password."): one USER and many PASSes is a brute
+    force of as many passwords. Dovecot, Cyrus, hMailServer's later releases and XMail say they have no user."""
+    hmail = (
+        "S: +OK Welcome to hMailServer\nC: USER alice\nS: +OK Send your password\nC: PASS wrong1\n"
+        "S: -ERR Invalid user name or password.\nC: PASS wrong2<CRLF>PASS wrong3\nS: -ERR Invalid user name or "
+        "password.<CRLF>-ERR Invalid user name or password.\nC: PASS secret1\nS: +OK Mailbox locked and ready\nC: QUIT"
+    )
+    assert outcomes(hmail) == {"wrong1": "failure", "wrong2": "failure", "wrong3": "failure", "secret1": "success"}
+    for refusal in ("-ERR No username given.", "-ERR [AUTH] Must give USER command", "-ERR Send USER first.",
+                    "-ERR Command not valid here"):  # fmt: skip
+        script = (
+            f"S: +OK ready\nC: USER alice\nS: +OK\nC: PASS wrong1\nS: -ERR [AUTH] Authentication failed.\n"
+            f"C: PASS secret1\nS: {refusal}\nC: QUIT"
+        )
+        assert outcomes(script) == {"wrong1": "failure", "secret1": None}, refusal
