@@ -204,8 +204,9 @@ class RcptTo(Event):
 
 @dataclass
 class DataStart(Event):
-    """SMTP DATA, and whether the server accepted it (354): the message follows. ``reply_code`` and ``reply_text``
-    are the server's answer (None and empty when it was not seen)."""
+    """SMTP DATA, and whether the server accepted it (354): the message follows; or a transaction's first BDAT
+    chunk, which takes DATA's place (accepted: a 2xx). ``reply_code`` and ``reply_text`` are the server's answer (None
+    and empty when it was not seen)."""
 
     accepted: bool | None = None
     reply_code: int | None = None

@@ -41,6 +41,7 @@ class SmtpSession(MailSession):
         # up to the server's next reply, which shows the end line was among the lost bytes.
         self._message_after_gap = False
         self._owed = 0  # replies still to come to commands forgotten past MAX_PENDING (_push_pending)
+        self._chunking = False  # a BDAT of the message answered (till RSET or its end): later ones are no DATA stage
 
     # -- client -------------------------------------------------------------------------------------------------
 
@@ -207,6 +208,16 @@ class SmtpSession(MailSession):
             if self.pending and self.pending[0].verb == "AUTH":
                 self._pop_pending()
 
+    def _bdat_answered(self, command: Command, code: int, text: str) -> None:
+        """A BDAT chunk's reply. A transaction's first chunk is its DATA stage (RFC 3030; Postfix's DATA restrictions
+        apply there): its 2xx is DATA's 354. A refused chunk, or the LAST one, ends the message with its verdict."""
+        evidence, taken, first = self._command_evidence(command), 200 <= code < 300, not self._chunking
+        self._chunking = code < 400 and not is_last(command.argument)  # later chunks of the message: no DATA stage
+        if first:
+            self._emit(ev.DataStart(ev.Side.CLIENT, evidence, taken, code, text))
+        if not self._chunking:
+            self._emit(ev.MessageEnd(ev.Side.CLIENT, evidence, taken, code, text))
+
     def _unanswered_command(self, command: Command, code: int) -> None:
         """A command whose reply never came, passed over for a later one: its transaction facts without a verdict."""
         evidence = self._command_evidence(command)
@@ -228,7 +239,7 @@ class SmtpSession(MailSession):
     def _answer(self, command: Command, reply: Reply) -> None:
         code = reply.code
         positive = 200 <= code < 400
-        verb = command.verb
+        verb, said = command.verb, f"{code} {reply.last.strip()}".strip()
         if verb in ("EHLO", "LHLO") and code == 250:
             lines = reply.texts()
             keywords = [line.strip() for line in lines[1:] if line.strip()]
@@ -263,20 +274,21 @@ class SmtpSession(MailSession):
                     self._command_evidence(command),
                     address(command.argument),
                     code,
-                    f"{code} {reply.last.strip()}".strip(),
+                    said,
                     positive,
                 )
             )
         elif verb == "DATA":
-            text = f"{code} {reply.last.strip()}".strip()
-            self._emit(ev.DataStart(ev.Side.CLIENT, self._command_evidence(command), code == 354, code, text))
+            self._emit(ev.DataStart(ev.Side.CLIENT, self._command_evidence(command), code == 354, code, said))
             self._data_verdict(code == 354)
-        elif verb == "END-OF-DATA" or (verb == "BDAT" and (code >= 400 or is_last(command.argument))):
-            text = f"{code} {reply.last.strip()}".strip()
-            self._emit(ev.MessageEnd(ev.Side.CLIENT, self._command_evidence(command), 200 <= code < 300, code, text))
+        elif verb == "BDAT":
+            self._bdat_answered(command, code, said)
+        elif verb == "END-OF-DATA":
+            self._emit(ev.MessageEnd(ev.Side.CLIENT, self._command_evidence(command), 200 <= code < 300, code, said))
         elif verb == "RSET" and 200 <= code < 300:
             # Told when the server answers it, in turn (RFC 2920): a RSET pipelined after a message's end (RFC 2920
             # 3.1) comes before the server's verdict on that message, which still belongs to the transaction.
+            self._chunking = False
             self._emit(ev.Reset(ev.Side.CLIENT, self._command_evidence(command)))
         elif verb == "XCLIENT":
             attributes = xclient_attributes(command.argument)

@@ -98,3 +98,20 @@ def test_a_servers_own_relaying_words_are_a_late_refusal(reply: str) -> None:
         ("v@outside.test", "possible-relay", "medium"),
         ("w@outside.test", "refused", "info"),
     ]
+
+
+BDAT_REFUSED = TRANSACTION + "C: BDAT 7<CRLF>hello\nS: 554 5.7.1 <{rcpt}>: Relay access denied\n"
+BDAT_TAKEN = TRANSACTION + "C: BDAT 7<CRLF>hello\nS: 250 2.0.0 7 bytes received\n"  # then the capture ends
+
+
+@pytest.mark.parametrize(
+    ("other", "refusal"),
+    [(UNANSWERED, BDAT_REFUSED), (BDAT_TAKEN, REFUSED_AT_DATA), (BDAT_TAKEN, BDAT_REFUSED)],
+    ids=["bdat-refused", "bdat-taken", "both-bdat"],
+)
+def test_a_first_bdat_chunk_is_the_data_stage(other: str, refusal: str) -> None:
+    """RFC 3030: BDAT takes DATA's place, and Postfix applies its DATA restrictions at the first chunk. A first chunk
+    refused is a refusal at DATA, not at the end of the data; one taken passed that stage, as a 354 does: the other
+    recipient, whose message got that far, stays a high open relay."""
+    parts = [refusal.format(rcpt="w@outside.test"), other.format(rcpt="v@outside.test")]  # the other ends the capture
+    assert verdicts(*parts) == [("v@outside.test", "open-relay", "high"), ("w@outside.test", "refused", "info")]
