@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from passive.cli.losses import LOSSES
-from passive.results.report.summary import UNREAD
+from passive.results.report.summary import UNREAD, verdict
 from tests.helpers_capture import conversation_segments, ethernet_frames, pcap_bytes
 from tests.test_relay_transactions import run_cli
 
@@ -100,3 +100,17 @@ def test_a_store_of_such_runs_is_not_an_all_clear_either(tmp_path: Path) -> None
     assert "No mail seen" not in text and "nothing was analyzed" not in text
     assert "No leak among the findings kept in the store (1 run(s)). Its runs did not read everything" in text
     assert text.endswith("run(s). Not analyzed by its runs: 1 record(s) over the size cap."), text
+
+
+def test_packets_a_live_capture_dropped_are_not_an_all_clear() -> None:
+    """A live capture that could not keep up lost whole sessions (a login among them) before any was read; the
+    terminal, a store's summary and the report's verdict said "No leak found" / "Nothing leaked." all the same."""
+    from passive.cli.losses import runs_not_read
+    from passive.cli.tables import scope_text
+
+    for name in ("kernel_dropped", "interface_dropped"):
+        summary = {"packets_read": 10, "flows": 1, "sessions": {"smtp": 1}, name: 4096}
+        assert "Not analyzed:" in scope_text(summary) and "4,096 packet(s) dropped" in scope_text(summary)
+        assert runs_not_read([{"summary": summary}]) == {name: 4096}
+        headline, rest = verdict([], [summary])
+        assert headline == "No leak seen in what could be read." and "4,096 packet(s) dropped" in rest

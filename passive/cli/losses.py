@@ -22,6 +22,8 @@ LOSSES = (
     ("oversized_records", "record(s) over the size cap"),
     ("findings_dropped", "finding(s) past the findings cap"),
     ("tls_sessions", "session(s) inside TLS, unreadable"),
+    ("kernel_dropped", "packet(s) dropped by the kernel before analysis (live capture)"),
+    ("interface_dropped", "packet(s) dropped by the interface before analysis (live capture)"),
 )
 
 

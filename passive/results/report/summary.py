@@ -42,6 +42,8 @@ UNREAD = (
     ("flows_one_sided", "session(s) captured in one direction only"),
     ("flows_midstream", "session(s) picked up mid-stream"),
     ("findings_dropped", "finding(s) past the findings cap"),
+    ("kernel_dropped", "packet(s) dropped by the kernel before analysis (live capture)"),
+    ("interface_dropped", "packet(s) dropped by the interface before analysis (live capture)"),
 )
 
 
