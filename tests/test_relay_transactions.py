@@ -307,3 +307,18 @@ def test_a_mail_refused_inside_an_open_transaction_leaves_it_open(tmp_path: Path
     [relay] = [f for f in analyze(capture(tmp_path / "nested.pcap", script)) if f["type"] == "open-relay"]
     assert (relay["severity"], relay["count"]) == ("high", 2)
     assert [d["rcpt_to"] for d in relay["details"]] == ["victim@outside.test", "other@outside.test"]
+
+
+@pytest.mark.parametrize("greeting", ["EHLO", "LHLO"])
+def test_a_greeting_the_server_took_ends_the_transaction(greeting: str, tmp_path: Path) -> None:
+    """A later EHLO the server took clears the transaction as RSET does (RFC 5321 4.1.4; LHLO, RFC 2033, alike): the
+    recipient taken before it is judged on its RCPT reply, not on a 503 "need MAIL" to a DATA after it, and a 503 to
+    an RCPT after it is no refusal of relaying. Before, the first was a possible-relay and the second "refused"."""
+    again = [f"C: {greeting} client.example", "S: 250 mx.contoso.com"]
+    need_mail = "S: 503 5.5.1 Error: need MAIL command"
+    first = transaction(*again, "C: DATA", need_mail)
+    assert relays(analyze(capture(tmp_path / "data-after.pcap", first))) == [("open-relay", "high", True)]
+    lines = ["S: " + BANNER, "C: EHLO client.example", "S: 250 mx.contoso.com", "C: MAIL FROM:<a@sender.example>",
+             "S: 250 2.1.0 Ok", *again, "C: RCPT TO:<victim@outside.test>", need_mail]  # fmt: skip
+    lines += ["C: QUIT", "S: 221 Bye"]
+    assert relays(analyze(capture(tmp_path / "rcpt-after.pcap", "\n".join(lines)))) == []

@@ -105,8 +105,12 @@ class RelayDetector(Detector):
             self.lmtp = False
 
     def capabilities(self, event: ev.Capabilities) -> None:
-        """The server's 250 to the EHLO or LHLO before it."""
+        """The server's 250 to the EHLO or LHLO before it, told in turn with the other replies: it clears the
+        transaction as RSET does (RFC 5321 4.1.4, RFC 2033), so the recipients taken before it are judged on their
+        RCPT replies, and what follows belongs to no transaction until a MAIL is taken."""
         if event.source == "ehlo":
+            self._flush()
+            self.sender = None
             self.lmtp, self.lhlo = self.lhlo, False
 
     def mail_from(self, event: ev.MailFrom) -> None:
