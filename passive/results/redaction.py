@@ -27,6 +27,7 @@ User names are not secrets in machine output (``name_mask`` keeps them); the rep
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -235,7 +236,7 @@ class Redactor:
         self._scrubbed: tuple[str, ...] = ()
         self._scrubbed_of = 0
         self._prefixes: re.Pattern[str] | None = None
-        self._starts: dict[str, list[str]] = {}  # the secrets by their first PARTIAL_SECRET characters
+        self._starts: dict[str, list[str]] = {}  # the secrets by their first PARTIAL_SECRET characters, sorted
         self._start_pattern: re.Pattern[str] | None = None
 
     def learn(self, secret: str | None) -> None:
@@ -317,7 +318,7 @@ class Redactor:
         self._scrubbed = tuple(secret for secret in secrets if len(secret) >= MIN_SCRUBBED)
         self._scrubbed_of = len(secrets)
         self._starts = {}
-        for secret in (secret for secret in self._scrubbed if len(secret) > PARTIAL_SECRET):
+        for secret in sorted(secret for secret in self._scrubbed if len(secret) > PARTIAL_SECRET):
             self._starts.setdefault(secret[:PARTIAL_SECRET], []).append(secret)
         self._start_pattern = re.compile(f"(?=({_trie_pattern(_trie(self._starts))}))") if self._starts else None
         prefixes = _trie(secret[:SCRUB_PREFIX] for secret in self._scrubbed)
@@ -332,12 +333,11 @@ class Redactor:
         return self._cut_secret(self.text(line)) if len(line) >= MAX_EVIDENCE_TEXT else self.text(line)
 
     def _cut_secret(self, line: str) -> str:
-        """A line that may have been cut (:data:`PARTIAL_SECRET`), with a known secret's start at its end masked."""
-        if self._start_pattern is None:
-            return line
-        for match in self._start_pattern.finditer(line):
-            tail = line[match.start() :]
-            if any(secret.startswith(tail) for secret in self._starts[match.group(1)]):
+        """A line that may have been cut (:data:`PARTIAL_SECRET`), with a known secret's start at its end masked: of
+        the sorted secrets sharing a tail's start, the first not before it begins with it if any does (one search)."""
+        for match in self._start_pattern.finditer(line) if self._start_pattern else ():
+            tail, group = line[match.start() :], self._starts[match.group(1)]
+            if group[min(bisect.bisect_left(group, tail), len(group) - 1)].startswith(tail):
                 return line[: match.start()] + MASK
         return line
 
