@@ -285,9 +285,9 @@ class SmtpSession(MailSession):
             self._bdat_answered(command, code, said)
         elif verb == "END-OF-DATA":
             self._emit(ev.MessageEnd(ev.Side.CLIENT, self._command_evidence(command), 200 <= code < 300, code, said))
-        elif verb == "RSET" and 200 <= code < 300:
-            # Told when the server answers it, in turn (RFC 2920): a RSET pipelined after a message's end (RFC 2920
-            # 3.1) comes before the server's verdict on that message, which still belongs to the transaction.
+        elif verb in ("RSET", "HELO") and 200 <= code < 300:
+            # Told in turn (RFC 2920): a RSET pipelined after a message's end (RFC 2920 3.1) comes before the verdict
+            # on that message, still of the transaction. A HELO taken clears it too (RFC 5321 4.1.4; EHLO: Capabilities)
             self._chunking = False
             self._emit(ev.Reset(ev.Side.CLIENT, self._command_evidence(command)))
         elif verb == "XCLIENT":

@@ -309,9 +309,9 @@ def test_a_mail_refused_inside_an_open_transaction_leaves_it_open(tmp_path: Path
     assert [d["rcpt_to"] for d in relay["details"]] == ["victim@outside.test", "other@outside.test"]
 
 
-@pytest.mark.parametrize("greeting", ["EHLO", "LHLO"])
+@pytest.mark.parametrize("greeting", ["EHLO", "HELO", "LHLO"])
 def test_a_greeting_the_server_took_ends_the_transaction(greeting: str, tmp_path: Path) -> None:
-    """A later EHLO the server took clears the transaction as RSET does (RFC 5321 4.1.4; LHLO, RFC 2033, alike): the
+    """A later EHLO or HELO the server took clears the transaction as RSET does (RFC 5321 4.1.4; LHLO alike): the
     recipient taken before it is judged on its RCPT reply, not on a 503 "need MAIL" to a DATA after it, and a 503 to
     an RCPT after it is no refusal of relaying. Before, the first was a possible-relay and the second "refused"."""
     again = [f"C: {greeting} client.example", "S: 250 mx.contoso.com"]
