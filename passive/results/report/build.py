@@ -13,6 +13,7 @@ import base64
 import ipaddress
 import re
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -101,7 +102,7 @@ def build_report(
 
 def redacted(findings: list[dict[str, Any]], redact: bool) -> list[dict[str, Any]]:
     """The records as the report may show them: one ``Redactor`` that knows every name and secret they hold."""
-    redactor = Redactor(show_secrets=not redact, name_mask=mask_name)
+    redactor = Redactor(show_secrets=not redact, name_mask=distinct_masks())
     if not redact:
         return findings
     for record in findings:
@@ -110,6 +111,23 @@ def redacted(findings: list[dict[str, Any]], redact: bool) -> list[dict[str, Any
             for form in base64_forms(secret):
                 redactor.learn(form)
     return [_whole_tokens(redactor.record(record, _secret_fields(record))) for record in findings]
+
+
+def distinct_masks() -> Callable[[str], str]:
+    """:func:`mask_name` for one report, but a name that masks as another did gets a mask of its own ("annie" as
+    "a***e#2" after "alice"): the report counts accounts and NTLM users by the names it shows, and alice and annie
+    were one account. The same name keeps its mask."""
+    masks: dict[str, str] = {}
+    taken: Counter[str] = Counter()
+
+    def mask(name: str) -> str:
+        if name not in masks:
+            shown = mask_name(name)
+            taken[shown] += 1
+            masks[name] = shown if taken[shown] == 1 else f"{shown}#{taken[shown]}"
+        return masks[name]
+
+    return mask
 
 
 # A mask with base64 characters glued to it: what is left of a token a secret's base64 form was masked in (the
