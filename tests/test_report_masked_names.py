@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+from passive.results.report.build import redacted
 from tests.helpers_capture import conversation_segments, ethernet_frames, pcap_bytes
 from tests.test_relay_transactions import run_cli
 
@@ -35,3 +36,17 @@ def test_accounts_whose_names_mask_alike_are_counted_apart(tmp_path: Path) -> No
     assert "passwords of 2 account(s) in clear text" in text
     assert "alice" not in text and "annie" not in text
     assert all(password not in text for _, password in ACCOUNTS)
+
+
+def test_the_echo_of_a_six_or_seven_character_password_is_masked_from_a_file_that_shows_it() -> None:
+    """A findings file written with --show-secrets holds the password, not the base64 a server echoed it in: the
+    report learns its base64 forms, but kept none shorter than 8 characters, and those of 6 and 7 byte passwords at
+    two alignments are 4: "501 cannot decode AGJvYgBYcTcjcHo=" (bob's "Xq7#pz") was shown whole."""
+    for password in ("Xq7#pz", "Wv9!kq2", "Zt4$mn8r"):
+        for before in ("\0bob\0", "\0bo\0", "\0b\0"):
+            token = base64.b64encode(f"{before}{password}".encode()).decode()
+            line = f"501 5.5.2 cannot decode response {token}"
+            record = {"type": "cleartext-credentials", "user": "bob", "password": password,
+                      "evidence": [{"side": "server", "line": line}]}  # fmt: skip
+            [shown] = redacted([record], redact=True)
+            assert shown["evidence"][0]["line"] == "501 5.5.2 cannot decode response ********", (password, before)

@@ -165,9 +165,11 @@ def base64_forms(secret: str) -> list[str]:
     return [form for form in forms if len(form) >= MIN_BASE64_FORM]
 
 
-# The shortest base64 form of a secret learned: shorter ones (of passwords of one to three characters) would mask
-# any base64 text that happens to hold them.
-MIN_BASE64_FORM = 8
+# The shortest base64 form of a secret learned: one group of four characters, three of the password's bytes. Those of
+# a 6 or 7 byte password are that short at two of the three alignments (8 let "\0bob\0Xq7#pz" be echoed whole); as
+# MIN_SCRUBBED, four characters is what free text is searched for. An empty form (a password of one or two bytes,
+# or of four or five at some alignments) is none.
+MIN_BASE64_FORM = 4
 
 
 def _secret_fields(record: dict[str, Any]) -> tuple[str, ...]:
