@@ -19,6 +19,7 @@ from dissectors import sasl
 from dissectors.held import HeldParts, sizes_of
 from dissectors.imap_syntax import capability_code, id_parameters, literal_at_end, tokens, without_capability_codes
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, Line, Raw
+from dissectors.mechanisms import mechanism_names
 from dissectors.refusals import imap_judged
 from dissectors.session import CLIENT, COMMAND_OVERHEAD, MAX_VERB, SERVER, MailSession
 
@@ -356,7 +357,7 @@ class ImapSession(MailSession):
                 self._evidence(),
                 "capability",
                 items,
-                sasl.mechanism_names(mechanisms),
+                mechanism_names(mechanisms),
                 "STARTTLS" in upper,
                 cleartext_login="LOGINDISABLED" not in upper,
             )

@@ -10,6 +10,7 @@ from dissectors import events as ev
 from dissectors import sasl
 from dissectors.held import HeldParts, size_of, sizes_of
 from dissectors.linebuffer import MAX_LINE
+from dissectors.mechanisms import mechanism_names
 from dissectors.prompted import read_as_response
 from dissectors.refusals import pop3_in_use, pop3_judged, pop3_no_user
 from dissectors.session import COMMAND_OVERHEAD, MAX_VERB, MailSession, Span
@@ -308,16 +309,14 @@ class Pop3Session(MailSession):
                     evidence,
                     "capa",
                     items,
-                    sasl.mechanism_names(mechanisms),
+                    mechanism_names(mechanisms),
                     any(item.upper() == "STLS" for item in items),
                     cleartext_login=any(item.upper() == "USER" for item in items),
                 )
             )
         elif command.verb == "AUTH":
             mechanisms = [line.split()[0] for line in lines if line.split()]
-            self._emit(
-                ev.Capabilities(ev.Side.SERVER, evidence, "auth-list", [], sasl.mechanism_names(mechanisms), False)
-            )
+            self._emit(ev.Capabilities(ev.Side.SERVER, evidence, "auth-list", [], mechanism_names(mechanisms), False))
 
     def _after_gap(self, side: ev.Side) -> None:
         self._multiline = None

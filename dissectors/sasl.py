@@ -72,18 +72,6 @@ class AuthCommand(NamedTuple):
 _MECHANISM = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_MECHANISM_NAME}}}")
 
 
-# The characters of a mechanism name (RFC 4422 section 3.1, lower case too); how long a listed one may be is the
-# detector's to judge and count (passive.analysis.detectors.auth_methods).
-_MECHANISM_CHARACTERS = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def mechanism_names(words: list[str]) -> list[str]:
-    """The mechanisms a server's listing names (EHLO AUTH, IMAP ``AUTH=``, POP3 CAPA SASL or the AUTH list): the
-    words made of a mechanism name's characters, upper case, each once, in order. Other words (``=cmd|'``, ``/C``, a
-    control character) are none: no client can ask for them."""
-    return list(dict.fromkeys(word.upper() for word in words if _MECHANISM_CHARACTERS.fullmatch(word)))
-
-
 def parse_auth_command(protocol: Protocol, line: str) -> AuthCommand | None:
     """Recognise the command that starts a SASL exchange; None for any other line.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dissectors import events as ev
 from dissectors import sasl, session, smtp_end
 from dissectors.linebuffer import MAX_HELD, MAX_LINE, LaxEnd, Line, Raw
+from dissectors.mechanisms import mechanism_names
 from dissectors.prompted import read_as_response
 from dissectors.session import MailSession
 from dissectors.smtp_parts import BDAT_LINE, MAX_REPLY_BYTES, MAX_REPLY_LINES, REPLY_LINE, Command, Reply, is_last
@@ -256,7 +257,7 @@ class SmtpSession(MailSession):
                     self._span_evidence(advertised(code, lines) or self._line.text, reply.cited),
                     "ehlo",
                     keywords,
-                    sasl.mechanism_names(mechanisms),
+                    mechanism_names(mechanisms),
                     starttls,
                     server_name=name,
                 )

@@ -299,6 +299,22 @@ def test_recipients_after_a_refused_mail_are_not_judged(refusal: str, reply: str
     assert relays(then) == [("open-relay", "high", True)]
 
 
+@pytest.mark.parametrize(
+    ("ending", "found"),
+    [((*MESSAGE, "S: 250 2.0.0 Ok: queued"), [("open-relay", "high", True)]), (MESSAGE[:2], []),
+     (("C: DATA", "S: 503 5.5.1 Error: need MAIL command"), [])],
+    ids=["message-taken", "message-unanswered", "data-refused"],
+)  # fmt: skip
+def test_a_lax_server_that_takes_a_message_after_refusing_its_mail_relayed_it(
+    ending: tuple[str, ...], found: list, tmp_path: Path
+) -> None:
+    """The RCPTs taken after a refused MAIL are judged only if the server takes a message after all: then it relayed
+    what its refusal said it would not."""
+    lines = ["S: " + BANNER, "C: EHLO client.example", "S: 250 mx.contoso.com", "C: MAIL FROM:<a@sender.example>",
+             "S: 550 5.7.1 Sender rejected", "C: RCPT TO:<victim@outside.test>", "S: 250 Ok", *ending]  # fmt: skip
+    assert relays(analyze(capture(tmp_path / "lax.pcap", "\n".join(lines)))) == found
+
+
 def test_a_mail_refused_inside_an_open_transaction_leaves_it_open(tmp_path: Path) -> None:
     """A second MAIL refused with 503 ("sender already given", Exim; "nested MAIL command", Postfix) changes nothing:
     the RCPT after it belongs to the transaction still open, and is judged."""

@@ -98,6 +98,10 @@ class RelayDetector(Detector):
         self.vouched_by = ""  # the proxy that sent that XCLIENT
         self.lmtp = False  # the server took the client's LHLO: final delivery to mailboxes (RFC 2033), never a relay
         self.lhlo = False  # the client's latest greeting was LHLO, not answered yet
+        # A MAIL refused (not 503) with no transaction open, and the RCPTs the server took after it: judged only if
+        # the server takes a message after all (a lax server relays what it said it would not), else never.
+        self.refused_sender: ev.MailFrom | None = None
+        self.unopened: list[Attempt] = []
 
     def hello(self, event: ev.Hello) -> None:
         self.lhlo = event.command == "LHLO"
@@ -109,8 +113,7 @@ class RelayDetector(Detector):
         transaction as RSET does (RFC 5321 4.1.4, RFC 2033), so the recipients taken before it are judged on their
         RCPT replies, and what follows belongs to no transaction until a MAIL is taken."""
         if event.source == "ehlo":
-            self._flush()
-            self.sender = None
+            self._no_transaction()
             self.lmtp, self.lhlo = self.lhlo, False
 
     def mail_from(self, event: ev.MailFrom) -> None:
@@ -120,15 +123,19 @@ class RelayDetector(Detector):
         One whose reply was not seen (lost, cut) may have been taken."""
         if event.accepted is False:
             if event.reply_code != 503:
-                self._flush()
-                self.sender = None
+                self._no_transaction(refused=event)
             return
-        self._flush()
+        self._no_transaction()
         self.sender = event
 
     def reset(self, event: ev.Reset) -> None:
+        self._no_transaction()
+
+    def _no_transaction(self, refused: ev.MailFrom | None = None) -> None:
+        """The transaction ends (RSET, EHLO, a new MAIL): its recipients are judged on what they reached; those taken
+        with no transaction open are not."""
         self._flush()
-        self.sender = None
+        self.sender, self.refused_sender, self.unopened = None, refused, []
 
     def anomaly(self, event: ev.Anomaly) -> None:
         # The client's commands alone authenticate (AUTH, XCLIENT, STARTTLS for a certificate): a gap in what the
@@ -168,7 +175,7 @@ class RelayDetector(Detector):
             self.vouched_by = self.context.client
 
     def rcpt_to(self, event: ev.RcptTo) -> None:
-        sender = self.sender
+        sender = self.sender or self.refused_sender
         context = self.context
         if sender is None or self.authenticated or context.partial or self.lmtp:
             return
@@ -195,6 +202,11 @@ class RelayDetector(Detector):
                 proxy=context.proxy,
             )
         )
+        if self.sender is None:  # taken after a refused MAIL: a relay only if a message is taken after all
+            size = _characters(attempt) + sum(map(_characters, self.unopened))  # held as a transaction's are
+            if attempt.accepted and size <= MAX_HELD_CHARACTERS:
+                self.unopened = [*self.unopened[1 - MAX_HELD_RECIPIENTS :], attempt]
+            return
         if not attempt.accepted:
             self._attempt(attempt)
             return
@@ -231,8 +243,9 @@ class RelayDetector(Detector):
         """The server's verdict on the transaction's message: a 2xx confirms the held recipients, a 5xx refuses
         them all, a 4xx leaves them unjudged."""
         code = event.reply_code or 0
+        unopened, self.unopened = self.unopened, []
         if 200 <= code < 300 and isinstance(event, ev.MessageEnd):
-            held, self.held, self.held_characters = self.held, [], 0
+            held, self.held, self.held_characters = [*self.held, *unopened], [], 0
             for attempt in held:  # the message taken: the server's last word on them
                 self._attempt(dataclasses.replace(attempt, reached=Stage.MESSAGE))
         elif 400 <= code < 500:
