@@ -73,6 +73,10 @@ def _relay_domain(context: click.Context, parameter: click.Parameter, value: str
     return name
 
 
+def _relay_domain_option(flag: str, default: str, text: str) -> Any:
+    return click.option(flag, default=default, show_default=True, metavar="DOMAIN", callback=_relay_domain, help=text)
+
+
 # Options shared by ``probe`` and the live probe of ``compare``; defaults are ProbeOptions'.
 PROBE_OPTIONS = (
     click.option(
@@ -223,22 +227,8 @@ def _emit_probe(
     is_flag=True,
     help="Try nmap's 16 relay variants on SMTP (MAIL FROM, RCPT TO, DATA; never a message).",
 )
-@click.option(
-    "--relay-from",
-    default=DEFAULTS.relay_from,
-    show_default=True,
-    metavar="DOMAIN",
-    callback=_relay_domain,
-    help="Sender domain.",
-)
-@click.option(
-    "--relay-to",
-    default=DEFAULTS.relay_to,
-    show_default=True,
-    metavar="DOMAIN",
-    callback=_relay_domain,
-    help="Recipient domain.",
-)
+@_relay_domain_option("--relay-from", DEFAULTS.relay_from, "Sender domain.")
+@_relay_domain_option("--relay-to", DEFAULTS.relay_to, "Recipient domain.")
 @format_option()
 @output_option
 @verbose_option
